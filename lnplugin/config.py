@@ -1,0 +1,234 @@
+"""Settings: built once from defaults, a TOML file, the environment and flags.
+
+Precedence, lowest to highest: built-in defaults, the TOML file given with
+`--config` (or `LNPLUGIN_CONFIG`), `LNPLUGIN_*` environment variables, command
+line flags. This is the order click, twelve-factor apps and most daemons use,
+so an operator can override one value for one run without editing files.
+
+The resulting `Settings` object is passed explicitly to everything that needs
+it; nothing deeper in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from lnplugin.nodes.base import NETWORKS
+
+ENV_PREFIX = "LNPLUGIN_"
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+class ConfigError(Exception):
+    """An invalid setting. The message is one line naming the setting."""
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    name: str
+    flag: str
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+# Every setting, in the order the README documents them. The docs test checks
+# that each flag and environment variable below appears in the README.
+SETTINGS_DOCS: tuple[SettingDoc, ...] = (
+    SettingDoc("config", "--config", "TOML file with settings (keys are the setting names)."),
+    SettingDoc("data_dir", "--data-dir", "Directory for the SQLite store and node key."),
+    SettingDoc("host", "--host", "Address to listen on."),
+    SettingDoc("port", "--port", "TCP port to listen on."),
+    SettingDoc("node", "--node", "Which node to use: dev, lnd or cln."),
+    SettingDoc(
+        "network",
+        "--network",
+        "bitcoin, testnet, testnet4, signet or regtest (default: regtest for dev, else bitcoin).",
+    ),
+    SettingDoc("threads", "--threads", "HTTP worker threads for API requests."),
+    SettingDoc("log_level", "--log-level", "debug, info, warning or error."),
+    SettingDoc("public_url", "--public-url", "URL printed at startup (default http://HOST:PORT)."),
+    SettingDoc("lnd_host", "--lnd-host", "LND gRPC address HOST:PORT."),
+    SettingDoc("lnd_cert", "--lnd-cert", "LND tls.cert path."),
+    SettingDoc("lnd_macaroon", "--lnd-macaroon", "LND macaroon: a file path or hex."),
+    SettingDoc("cln_socket", "--cln-socket", "Core Lightning lightning-rpc socket path."),
+    SettingDoc(
+        "webhook_allow",
+        "--webhook-allow",
+        "CIDR allowed as a webhook target despite being private/loopback (repeatable).",
+    ),
+    SettingDoc(
+        "webhook_retry_schedule",
+        "--webhook-retry-schedule",
+        "Comma-separated seconds between webhook delivery attempts.",
+    ),
+)
+
+NodeKind = Literal["dev", "lnd", "cln"]
+
+
+class Settings(BaseModel):
+    """Validated settings. Field names are the setting names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Path("~/.lnplugin")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    node: NodeKind = "dev"
+    network: str | None = None
+    threads: int = 16
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    public_url: str | None = None
+    lnd_host: str = "localhost:10009"
+    lnd_cert: Path | None = None
+    lnd_macaroon: str | None = None
+    cln_socket: Path | None = None
+    webhook_allow: tuple[str, ...] = ()
+    webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+
+    @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError("must be between 0 and 65535")
+        return value
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: int) -> int:
+        if not 1 <= value <= 1024:
+            raise ValueError("must be between 1 and 1024")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        if value is not None and value not in NETWORKS:
+            raise ValueError("must be one of " + ", ".join(NETWORKS))
+        return value
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> tuple[str, ...]:
+        items = _split(value)
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR such as 127.0.0.0/8") from None
+        return tuple(items)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> tuple[int, ...]:
+        items = _split(value)
+        try:
+            seconds = tuple(int(float(i)) if isinstance(i, str) else int(i) for i in items)
+        except (TypeError, ValueError):
+            raise ValueError("must be comma-separated seconds, e.g. 5,300,1800") from None
+        if not seconds or any(s < 0 for s in seconds):
+            raise ValueError("must list at least one non-negative number of seconds")
+        return seconds
+
+    @property
+    def effective_network(self) -> str:
+        return self.network or ("regtest" if self.node == "dev" else "bitcoin")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "lnplugin.sqlite"
+
+    @property
+    def url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _split(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        out: list[Any] = []
+        for item in value:
+            out.extend(_split(item) if isinstance(item, str) else [item])
+        return out
+    return [value]
+
+
+_FIELDS = set(Settings.model_fields)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.expanduser().open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"invalid setting config: {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid setting config: {path} is not valid TOML ({exc})") from None
+    # Accept both `data_dir` and `data-dir` spellings, optionally under [lnplugin].
+    section = data.get("lnplugin", data)
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"invalid setting {key} in {path}: unknown setting")
+        values[name] = value
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults < TOML < environment < flags and validate.
+
+    `flags` holds only the flags the user gave (None values are ignored).
+    Raises `ConfigError` with a one-line message naming the bad setting.
+    """
+    environ = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
+    config_path = flags.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    merged: dict[str, Any] = {}
+    if config_path:
+        merged.update(_from_toml(Path(config_path)))
+    merged.update(_from_env(environ))
+    merged.update(flags)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        doc = next((d for d in SETTINGS_DOCS if d.name == name), None)
+        where = f" ({doc.flag} / {doc.env})" if doc else ""
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {name}{where}: {message}") from None

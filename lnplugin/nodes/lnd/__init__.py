@@ -1,0 +1,1 @@
+"""LND over gRPC: `LndNode` talks to lnd with TLS and a macaroon."""

@@ -1,0 +1,1 @@
+"""Generated LND gRPC stubs; regenerate with contrib/regen_lnd_stubs.py."""

@@ -1,0 +1,122 @@
+"""The Alby Wallet API wire shapes: the invoice object and the decoded invoice.
+
+Internally everything is integer msat and unix seconds. Sats appear only in the
+fields Alby defines in sats (`amount`, `value`), and timestamps are ISO 8601
+UTC where Alby uses strings (`created_at`, `expires_at`, `settled_at`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from lnplugin.boostagram import records_from_json, records_to_json
+
+
+def iso(ts: int | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def effective_state(state: str, expires_at: int, now: int) -> str:
+    """EXPIRED once the expiry passed unpaid, whatever the node still says."""
+    if state == "OPEN" and now >= expires_at:
+        return "EXPIRED"
+    if state == "OPEN":
+        return "CREATED"
+    return state
+
+
+def invoice_json(row: sqlite3.Row | Mapping[str, Any], now: int) -> dict[str, Any]:
+    settled = row["state"] == "SETTLED"
+    amount_msat = row["amount_msat"] or 0
+    received = row["amount_received_msat"] or 0
+    sats = (received if settled and not amount_msat else amount_msat) // 1000
+    records = json.loads(row["custom_records"]) if row["custom_records"] else {}
+    return {
+        "amount": sats,
+        "amount_msat": amount_msat,
+        "amount_received_msat": received,
+        "boostagram": json.loads(row["boostagram"]) if row["boostagram"] else None,
+        "comment": row["comment"],
+        "created_at": iso(row["created_at"]),
+        "creation_date": row["created_at"],
+        "currency": "BTC",
+        "custom_records": records,
+        "description": row["description"],
+        "description_hash": row["description_hash"],
+        "destination": row["destination"],
+        "expires_at": iso(row["expires_at"]),
+        "expiry": row["expiry"],
+        "fee": (row["fee_msat"] or 0) // 1000,
+        "fee_msat": row["fee_msat"] or 0,
+        "fiat_currency": None,
+        "fiat_in_cents": None,
+        "identifier": row["identifier"],
+        "is_keysend": bool(row["is_keysend"]),
+        "keysend_message": row["keysend_message"],
+        "memo": row["description"],
+        "metadata": json.loads(row["metadata"]) if row["metadata"] else None,
+        "payer_email": row["payer_email"],
+        "payer_name": row["payer_name"],
+        "payer_pubkey": row["payer_pubkey"],
+        "payment_hash": row["payment_hash"],
+        "payment_request": row["payment_request"],
+        "preimage": row["preimage"] if settled else None,
+        "r_hash_str": row["payment_hash"],
+        "settled": settled,
+        "settled_at": iso(row["settled_at"]) if settled else None,
+        "state": effective_state(row["state"], row["expires_at"], now),
+        "type": row["type"],
+        "value": sats,
+    }
+
+
+def decoded_json(invoice: Any, payee_alias: str | None, now: int) -> dict[str, Any]:
+    """Alby's DecodedInvoice shape (plus extensions) for a `lnplugin.bolt11.Invoice`."""
+    amount_msat = invoice.amount_msat
+    return {
+        "currency": invoice.currency,
+        "network": invoice.network,
+        "created_at": invoice.timestamp,
+        "expiry": invoice.expiry,
+        "expires_at": invoice.timestamp + invoice.expiry,
+        "is_expired": now >= invoice.timestamp + invoice.expiry,
+        "payee": invoice.payee,
+        "payee_alias": payee_alias,
+        "msatoshi": amount_msat,
+        "amount": amount_msat // 1000 if amount_msat is not None else None,
+        "amount_msat": amount_msat,
+        "description": invoice.description,
+        "description_hash": invoice.description_hash,
+        "payment_hash": invoice.payment_hash,
+        "payment_secret": invoice.payment_secret,
+        "payment_metadata": invoice.payment_metadata,
+        "min_final_cltv_expiry": invoice.min_final_cltv_expiry_delta,
+        "features": list(invoice.features),
+        "route_hints": [
+            [
+                {
+                    "pubkey": hop.pubkey,
+                    "short_channel_id": hop.short_channel_id,
+                    "fee_base_msat": hop.fee_base_msat,
+                    "fee_proportional_millionths": hop.fee_proportional_millionths,
+                    "cltv_expiry_delta": hop.cltv_expiry_delta,
+                }
+                for hop in route
+            ]
+            for route in invoice.route_hints
+        ],
+        "fallbacks": [
+            {"type": fb.type, "address": fb.address, "version": fb.version, "hex": fb.program}
+            for fb in invoice.fallbacks
+        ],
+        "signature": invoice.signature,
+    }
+
+
+__all__ = ["decoded_json", "invoice_json", "iso", "records_from_json", "records_to_json"]

@@ -1,0 +1,28 @@
+"""The Flask app factory. One blueprint per resource; errors in one place."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from lnplugin.api import decode, dev, errors, info, invoices
+from lnplugin.service import Service
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(service: Service) -> Flask:
+    app = Flask("lnplugin")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    app.url_map.strict_slashes = False
+    app.extensions["lnplugin"] = service
+    errors.register(app)
+    app.register_blueprint(invoices.bp)
+    app.register_blueprint(decode.bp)
+    app.register_blueprint(info.bp)
+    if service.settings.node == "dev":
+        app.register_blueprint(dev.bp)
+    for hook in service.extensions.get("blueprints", []):
+        app.register_blueprint(hook)
+    return app

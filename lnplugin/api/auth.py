@@ -1,0 +1,58 @@
+"""Bearer tokens (or `X-Api-Key`) with Alby's scopes, plus `admin`.
+
+`admin` grants every scope. No token is 401; a token without the scope is
+403, so clients can tell "log in" from "ask for more".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+
+from lnplugin.api.errors import APIError
+from lnplugin.store import tokens
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _presented_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.headers.get("X-Api-Key") or None
+
+
+def current_token() -> tokens.TokenInfo:
+    if "token" not in g:
+        raw = _presented_token()
+        if raw is None:
+            raise APIError(401, "Missing token: send Authorization: Bearer <token>")
+        info = tokens.verify(current_app.extensions["lnplugin"].store.conn, raw)
+        if info is None:
+            raise APIError(401, "Invalid or revoked token")
+        g.token = info
+    return g.token
+
+
+def has_scope(info: tokens.TokenInfo, scope: str) -> bool:
+    return "admin" in info.scopes or scope in info.scopes
+
+
+def require(*scopes: str) -> Callable[[F], F]:
+    """Require a valid token holding every scope listed (none: any valid token)."""
+
+    def decorate(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            info = current_token()
+            missing = [s for s in scopes if not has_scope(info, s)]
+            if missing:
+                raise APIError(403, f"Token lacks scope: {', '.join(missing)}")
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

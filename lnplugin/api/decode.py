@@ -1,0 +1,49 @@
+"""BOLT11 decoding in Alby's shape. Bad input is a 400, never a 5xx."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint
+from pydantic import ValidationError
+
+from lnplugin import bolt11
+from lnplugin.alby import decoded_json
+from lnplugin.api import context
+from lnplugin.api.auth import require
+from lnplugin.api.errors import APIError, validation_error
+from lnplugin.api.schemas import DecodeBody
+
+bp = Blueprint("decode", __name__)
+
+
+def decode_response(text: str) -> dict[str, Any]:
+    if len(text) > bolt11.MAX_INVOICE_LENGTH:
+        raise APIError(
+            400,
+            "Invalid invoice",
+            {"invoice": f"longer than {bolt11.MAX_INVOICE_LENGTH} characters"},
+        )
+    try:
+        invoice = bolt11.decode(text)
+    except bolt11.Bolt11Error as exc:
+        raise APIError(400, f"Invalid invoice: {exc.reason}", {"invoice": exc.reason}) from None
+    alias = context.service().alias_of(invoice.payee)
+    return decoded_json(invoice, alias, int(time.time()))
+
+
+@bp.get("/decode/bolt11/<path:invoice>")
+@require()
+def decode_get(invoice: str) -> Any:
+    return decode_response(invoice)
+
+
+@bp.post("/decode")
+@require()
+def decode_post() -> Any:
+    try:
+        body = DecodeBody.model_validate(context.json_body())
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    return decode_response(body.invoice)

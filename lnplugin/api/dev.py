@@ -1,0 +1,83 @@
+"""Simulated payments on the embedded dev node (`admin` scope).
+
+Registered only when the dev node is selected, so these routes do not exist
+on a real node.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint
+from pydantic import ValidationError
+
+from lnplugin.api import context
+from lnplugin.api.auth import require
+from lnplugin.api.errors import APIError, validation_error
+from lnplugin.api.schemas import DevKeysend, DevPay
+from lnplugin.boostagram import parse_record_value
+from lnplugin.nodes.base import InvoiceNotFound, InvoiceNotOpen, NodeError, NodeInvoice
+
+bp = Blueprint("dev", __name__, url_prefix="/dev")
+
+
+def _payment_json(invoice: NodeInvoice) -> dict[str, Any]:
+    return {
+        "payment_hash": invoice.payment_hash,
+        "state": invoice.state,
+        "amount_received_msat": invoice.amount_received_msat,
+        "settled_at": invoice.settled_at,
+        "is_keysend": invoice.is_keysend,
+    }
+
+
+def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
+    """Answer after the follower stored the payment, so a client that reads
+    right after paying sees it (the feed normally commits within ms)."""
+    svc = context.service()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = svc.store.conn.execute(
+            "SELECT state FROM invoices WHERE type = 'incoming' AND payment_hash = ?",
+            (payment_hash,),
+        ).fetchone()
+        if row is not None and row[0] == "SETTLED":
+            return
+        time.sleep(0.005)
+
+
+@bp.post("/pay")
+@require("admin")
+def pay() -> Any:
+    try:
+        body = DevPay.model_validate(context.json_body())
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if errors := body.cross_field_errors():
+        raise APIError(400, "Invalid request", errors)
+    node = context.service().node
+    try:
+        paid = node.pay(body.payment_request or body.payment_hash or "", body.amount_msat)  # type: ignore[attr-defined]
+    except InvoiceNotFound as exc:
+        raise APIError(404, str(exc)) from None
+    except InvoiceNotOpen as exc:
+        raise APIError(409, str(exc)) from None
+    except NodeError as exc:
+        field = "amount_msat" if "amount" in str(exc) else "payment_request"
+        raise APIError(400, "Invalid request", {field: str(exc)}) from None
+    _wait_applied(paid.payment_hash)
+    return _payment_json(paid)
+
+
+@bp.post("/keysend")
+@require("admin")
+def keysend() -> Any:
+    try:
+        body = DevKeysend.model_validate(context.json_body())
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    records = {int(k): parse_record_value(v) for k, v in body.custom_records.items()}
+    paid = context.service().node.keysend(body.amount_msat, records)  # type: ignore[attr-defined]
+    _wait_applied(paid.payment_hash)
+    return _payment_json(paid)

@@ -1,0 +1,78 @@
+"""One JSON error shape for every failure: Alby's `{code, error, message}`.
+
+Validation failures add `errors: {field: reason}`, so a client can show each
+reason beside the field that caused it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(self, code: int, message: str, errors: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.errors = errors
+
+
+def error_response(code: int, message: str, errors: dict[str, str] | None = None) -> Any:
+    body: dict[str, Any] = {"code": code, "error": True, "message": message}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = code
+    return response
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """Pydantic errors as {field: reason}, first reason per field."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        name = ".".join(loc) if loc else "body"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            message = "is required"
+        out.setdefault(name, message)
+    return out
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    return APIError(400, "Invalid request", field_errors(exc))
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def _api_error(exc: APIError) -> Any:
+        return error_response(exc.code, exc.message, exc.errors)
+
+    @app.errorhandler(ValidationError)
+    def _validation(exc: ValidationError) -> Any:
+        return error_response(400, "Invalid request", field_errors(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        messages = {
+            404: "Not found",
+            405: "Method not allowed",
+            413: "Request body too large (limit 64 KiB)",
+        }
+        response = error_response(code, messages.get(code, exc.description or exc.name))
+        if code == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error")
+        return error_response(500, "Internal error")

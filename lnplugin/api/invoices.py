@@ -1,0 +1,210 @@
+"""Invoices: create, get by payment hash, and the three Alby lists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from typing import Any
+
+from flask import Blueprint, g, request
+from pydantic import ValidationError
+
+from lnplugin.alby import invoice_json
+from lnplugin.api import context
+from lnplugin.api.auth import current_token, require
+from lnplugin.api.errors import APIError, validation_error
+from lnplugin.api.schemas import InvoiceCreate
+from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeInvoice, NodeUnavailable
+from lnplugin.store import events, invoices
+
+bp = Blueprint("invoices", __name__)
+
+_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+_FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
+
+
+@bp.post("/invoices")
+@require("invoices:create")
+def create_invoice() -> Any:
+    svc = context.service()
+    raw = context.json_body()
+    try:
+        body = InvoiceCreate.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if errors := body.cross_field_errors():
+        raise APIError(400, "Invalid request", errors)
+    hook = svc.extensions.get("validate_invoice_create")
+    if hook is not None:
+        hook(body)
+
+    token = current_token()
+    key = request.headers.get("Idempotency-Key")
+    body_hash = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+    if key is not None:
+        if not key or len(key) > 255:
+            raise APIError(400, "Invalid request", {"Idempotency-Key": "must be 1-255 characters"})
+        replay = _replay(svc.store.conn, token.id, key, body_hash)
+        if replay is not None:
+            return replay
+
+    try:
+        minted = svc.node.create_invoice(
+            InvoiceRequest(
+                amount_msat=body.requested_msat,
+                description=body.text,
+                description_hash=body.description_hash,
+                expiry=body.expiry,
+            )
+        )
+    except NodeUnavailable as exc:
+        raise APIError(503, f"The node is unreachable, try again shortly ({exc})") from None
+    except NodeError as exc:
+        raise APIError(502, f"The node refused to create the invoice: {exc}") from None
+
+    try:
+        with svc.store.transaction() as tx:
+            invoice_id = invoices.insert(tx, _row_fields(minted, body))
+            row = invoices.by_id(tx, invoice_id)
+            assert row is not None
+            events.append(tx, events.INCOMING_CREATED, row)
+            if key is not None:
+                tx.execute(
+                    "INSERT INTO idempotency_keys (token_id, key, body_hash, invoice_id,"
+                    " created_at) VALUES (?, ?, ?, ?, ?)",
+                    (token.id, key, body_hash, invoice_id, int(time.time())),
+                )
+    except sqlite3.IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        replay = _replay(svc.store.conn, token.id, key or "", body_hash) if key else None
+        if replay is None:
+            raise
+        return replay
+    on_create = svc.extensions.get("on_invoice_created")
+    if on_create is not None:
+        on_create()
+    return invoice_json(row, int(time.time())), 201
+
+
+def _row_fields(minted: NodeInvoice, body: InvoiceCreate) -> dict[str, Any]:
+    return {
+        "type": "incoming",
+        "payment_hash": minted.payment_hash,
+        "payment_request": minted.payment_request,
+        "state": "OPEN",
+        "amount_msat": minted.amount_msat,
+        "description": minted.description if minted.description is not None else body.text,
+        "description_hash": minted.description_hash or body.description_hash,
+        "comment": body.comment,
+        "metadata": json.dumps(body.metadata) if body.metadata is not None else None,
+        "payer_name": body.payer_name,
+        "payer_email": body.payer_email,
+        "payer_pubkey": body.payer_pubkey,
+        "created_at": minted.created_at,
+        "expiry": minted.expiry,
+        "expires_at": minted.expires_at,
+        "preimage": minted.preimage,
+        "payment_secret": minted.payment_secret,
+        "webhook_url": body.webhook,
+        "source": "api",
+    }
+
+
+def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -> Any:
+    row = conn.execute(
+        "SELECT body_hash, invoice_id FROM idempotency_keys WHERE token_id = ? AND key = ?",
+        (token_id, key),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["body_hash"] != body_hash:
+        raise APIError(409, "Idempotency-Key was already used with a different request body")
+    stored = invoices.by_id(conn, row["invoice_id"])
+    return invoice_json(stored, int(time.time())), 201, {"Idempotent-Replayed": "true"}
+
+
+@bp.get("/invoices/<payment_hash>")
+@require("invoices:read")
+def get_invoice(payment_hash: str) -> Any:
+    if not _HASH.match(payment_hash):
+        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
+    row = invoices.by_hash(context.service().store.conn, payment_hash.lower())
+    if row is None:
+        raise APIError(404, f"No invoice with payment hash {payment_hash}")
+    return invoice_json(row, int(time.time()))
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise APIError(400, "Invalid request", {name: "must be an integer"}) from None
+    if value < low or (high is not None and value > high):
+        reason = f"must be at least {low}" if high is None else f"must be from {low} to {high}"
+        raise APIError(400, "Invalid request", {name: reason})
+    return value
+
+
+def _identifier_arg(name: str) -> str | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw or len(raw) > 64:
+        raise APIError(400, "Invalid request", {name: "must be an invoice identifier"})
+    return raw
+
+
+def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
+    unknown = [k for k in request.args if k.startswith("q[") and k not in _FILTERS]
+    if unknown:
+        raise APIError(
+            400,
+            "Invalid request",
+            {k: "unknown filter; use " + ", ".join(sorted(_FILTERS)) for k in unknown},
+        )
+    return invoices.ListQuery(
+        name=name,
+        created_at_gt=_int_arg("q[created_at_gt]", None, 0, None),
+        created_at_lt=_int_arg("q[created_at_lt]", None, 0, None),
+        since=_identifier_arg("q[since]"),
+        before=_identifier_arg("q[before]"),
+        page=_int_arg("page", 1, 1, None) or 1,
+        items=_int_arg("items", 25, 1, invoices.MAX_ITEMS) or 25,
+    )
+
+
+def _list(name: invoices.ListName) -> Any:
+    query = parse_list_query(name)
+    try:
+        rows = invoices.list_page(context.service().store.conn, query)
+    except invoices.CursorNotFound as exc:
+        raise APIError(
+            400, "Invalid request", {exc.field: "no invoice with that identifier in this list"}
+        ) from None
+    now = int(time.time())
+    g.list_size = len(rows)
+    return [invoice_json(row, now) for row in rows]
+
+
+@bp.get("/invoices/incoming")
+@require("invoices:read")
+def list_incoming() -> Any:
+    return _list("incoming")
+
+
+@bp.get("/invoices/outgoing")
+@require("transactions:read")
+def list_outgoing() -> Any:
+    return _list("outgoing")
+
+
+@bp.get("/invoices")
+@require("invoices:read", "transactions:read")
+def list_all() -> Any:
+    return _list("all")

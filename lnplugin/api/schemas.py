@@ -1,0 +1,156 @@
+"""Request bodies, validated by pydantic with one reason per field.
+
+Integers are strict (no floats, no booleans): money is integer sats or msat,
+and silently truncating 1.5 sats would be a bug in the client we should show.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+MAX_MSAT = 21_000_000 * 100_000_000 * 1000
+MAX_DESCRIPTION_BYTES = 639  # what a BOLT11 `d` field can carry
+MAX_METADATA_BYTES = 4096
+MAX_EXPIRY = 365 * 24 * 3600
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_PUBKEY = re.compile(r"^[0-9a-fA-F]{64}([0-9a-fA-F]{2})?$")
+
+
+class InvoiceCreate(BaseModel):
+    """POST /invoices. Unknown keys are ignored, as Alby's API does."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    amount: StrictInt | None = Field(default=None, ge=0, le=MAX_MSAT // 1000)
+    amount_msat: StrictInt | None = Field(default=None, ge=0, le=MAX_MSAT)
+    description: StrictStr | None = None
+    memo: StrictStr | None = None
+    description_hash: StrictStr | None = None
+    comment: StrictStr | None = Field(default=None, max_length=2000)
+    metadata: dict[str, Any] | None = None
+    payer_name: StrictStr | None = Field(default=None, max_length=256)
+    payer_email: StrictStr | None = Field(default=None, max_length=320)
+    payer_pubkey: StrictStr | None = None
+    expiry: StrictInt = Field(default=86400, ge=1, le=MAX_EXPIRY)
+    currency: StrictStr | None = None
+    webhook: StrictStr | None = Field(default=None, max_length=2048)
+
+    @field_validator("description", "memo")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode("utf-8")) > MAX_DESCRIPTION_BYTES:
+            raise ValueError(
+                f"must be at most {MAX_DESCRIPTION_BYTES} bytes of UTF-8 (the BOLT11 limit); "
+                "send description_hash for longer descriptions"
+            )
+        return value
+
+    @field_validator("description_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX64.match(value):
+            raise ValueError("must be 64 hex characters (a SHA-256)")
+        return value.lower() if value else value
+
+    @field_validator("payer_pubkey")
+    @classmethod
+    def _pubkey(cls, value: str | None) -> str | None:
+        if value is not None and not _PUBKEY.match(value):
+            raise ValueError("must be a hex public key (64 or 66 hex characters)")
+        return value.lower() if value else value
+
+    @field_validator("payer_email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[^@\s]+@[^@\s]+$", value):
+            raise ValueError("must be an email address")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+            if size > MAX_METADATA_BYTES:
+                raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON ({size})")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() != "btc":
+            raise ValueError("only btc is supported")
+        return value
+
+    def cross_field_errors(self) -> dict[str, str]:
+        """Rules that involve more than one field."""
+        errors: dict[str, str] = {}
+        if self.amount is None and self.amount_msat is None:
+            errors["amount"] = "is required (sats; 0 for any amount), or send amount_msat"
+        if (
+            self.amount is not None
+            and self.amount_msat is not None
+            and self.amount * 1000 != self.amount_msat
+        ):
+            errors["amount_msat"] = "disagrees with amount; send one of them"
+        if self.description is not None and self.memo is not None and self.description != self.memo:
+            errors["memo"] = "disagrees with description; send one of them"
+        if self.description_hash is not None and (self.description or self.memo):
+            errors["description_hash"] = "cannot be combined with description or memo"
+        return errors
+
+    @property
+    def requested_msat(self) -> int | None:
+        msat = self.amount_msat if self.amount_msat is not None else (self.amount or 0) * 1000
+        return msat or None  # 0 means any amount
+
+    @property
+    def text(self) -> str | None:
+        return self.description if self.description is not None else self.memo
+
+
+class DevPay(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_request: StrictStr | None = None
+    payment_hash: StrictStr | None = None
+    amount_msat: StrictInt | None = Field(default=None, gt=0, le=MAX_MSAT)
+
+    def cross_field_errors(self) -> dict[str, str]:
+        if (self.payment_request is None) == (self.payment_hash is None):
+            return {"payment_request": "send exactly one of payment_request or payment_hash"}
+        if self.payment_hash is not None and not _HEX64.match(self.payment_hash):
+            return {"payment_hash": "must be 64 hex characters"}
+        return {}
+
+
+class DevKeysend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount_msat: StrictInt = Field(gt=0, le=MAX_MSAT)
+    custom_records: dict[str, StrictStr] = Field(default_factory=dict)
+
+    @field_validator("custom_records")
+    @classmethod
+    def _records(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, record in value.items():
+            if not key.isdigit() or int(key) >= 2**64:
+                raise ValueError(f"TLV type {key!r} must be a decimal number below 2^64")
+            if int(key) < 65536:
+                raise ValueError(f"TLV type {key} is below 65536 and not a custom record")
+            if record.startswith("hex:"):
+                try:
+                    bytes.fromhex(record[4:])
+                except ValueError:
+                    raise ValueError(f"record {key}: hex: value is not valid hex") from None
+        return value
+
+
+class DecodeBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    invoice: StrictStr

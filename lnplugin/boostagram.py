@@ -1,0 +1,110 @@
+"""Podcasting 2.0 keysend records: boostagrams and messages.
+
+Senders disagree about types (Fountain sends numbers as strings, Breez puts a
+GUID in itemID, some apps spell `feedId`), so parsing is lenient: numbers that
+arrive as digit strings become ints, anything unparseable is kept as sent, and
+a record that is not a JSON object yields no boostagram at all. The raw bytes
+are always kept elsewhere, so nothing a sender put on the wire is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+BOOSTAGRAM = 7629169  # bLIP-10 podcast JSON
+TIP_NOTE = 7629171
+PODCAST_GUID = 7629175
+KEYSEND_PREIMAGE = 5482373484
+CHAT_MESSAGE = 34349334  # Whatsat / ThunderHub chat text
+CHAT_SENDER_NAME = 34349340
+CUSTOM_KEY_RECORDS = {696969, 112111100, 818818, 906608}
+# Types the spec defines as integers; clients rely on them being numbers.
+_INT_FIELDS = {
+    "feedID",
+    "itemID",
+    "ts",
+    "seconds_back",
+    "value_msat",
+    "value_msat_total",
+    "reply_custom_key",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRecords:
+    boostagram: dict[str, Any] | None
+    keysend_message: str | None
+
+
+def _as_int(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def parse_boostagram(raw: bytes) -> dict[str, Any] | None:
+    """Parse a 7629169 record; None when it is not a JSON object."""
+    try:
+        data = json.loads(raw.decode("utf-8", errors="replace").strip().rstrip("\x00"))
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if "feedID" not in data and "feedId" in data:
+        data["feedID"] = data["feedId"]
+    for key in _INT_FIELDS & data.keys():
+        data[key] = _as_int(data[key])
+    return data
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\x00")
+
+
+def parse_records(records: Mapping[int, bytes]) -> ParsedRecords:
+    """Pull the boostagram and the chat message out of keysend TLV records."""
+    boost = records.get(BOOSTAGRAM)
+    message = records.get(CHAT_MESSAGE)
+    return ParsedRecords(
+        boostagram=parse_boostagram(boost) if boost is not None else None,
+        keysend_message=_text(message) if message is not None else None,
+    )
+
+
+def records_to_json(records: Mapping[int, bytes]) -> str | None:
+    """Alby's wire form: decimal-string TLV type -> base64 value."""
+    if not records:
+        return None
+    return json.dumps(
+        {str(k): base64.b64encode(v).decode() for k, v in sorted(records.items())},
+        separators=(",", ":"),
+    )
+
+
+def records_from_json(text: str | None) -> dict[int, bytes]:
+    if not text:
+        return {}
+    return {int(k): base64.b64decode(v) for k, v in json.loads(text).items()}
+
+
+def parse_record_value(text: str) -> bytes:
+    """A record value given on the command line or in /dev/keysend.
+
+    `hex:0a0b` is raw bytes; anything else is UTF-8 text.
+    """
+    if text.startswith("hex:"):
+        return bytes.fromhex(text[4:])
+    return text.encode("utf-8")

@@ -1,0 +1,336 @@
+"""The `lnplugin` command line.
+
+Every command that touches the data dir takes `--config` and `--data-dir`;
+settings resolve as described in `lnplugin.config` (flags > environment >
+TOML file > defaults). An invalid setting stops the command with a one-line
+error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from lnplugin import __version__
+from lnplugin.config import ConfigError, Settings, load_settings
+
+F = Callable[..., Any]
+
+_COMMON = [
+    click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        help="TOML settings file. [env: LNPLUGIN_CONFIG]",
+    ),
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        help="Data directory (SQLite store, node key). [default: ~/.lnplugin] "
+        "[env: LNPLUGIN_DATA_DIR]",
+    ),
+]
+_NETWORK = click.option(
+    "--network",
+    help="bitcoin, testnet, testnet4, signet or regtest. [default: regtest on the dev node, "
+    "else bitcoin] [env: LNPLUGIN_NETWORK]",
+)
+_SERVER = [
+    click.option("--host", help="Address to listen on. [default: 127.0.0.1] [env: LNPLUGIN_HOST]"),
+    click.option(
+        "--port", type=int, help="Port to listen on. [default: 8080] [env: LNPLUGIN_PORT]"
+    ),
+    click.option(
+        "--node",
+        help="Node to use: dev, lnd or cln. [default: dev] [env: LNPLUGIN_NODE]",
+    ),
+    _NETWORK,
+    click.option(
+        "--threads",
+        type=int,
+        help="HTTP worker threads. [default: 16] [env: LNPLUGIN_THREADS]",
+    ),
+    click.option(
+        "--log-level",
+        help="debug, info, warning or error. [default: info] [env: LNPLUGIN_LOG_LEVEL]",
+    ),
+    click.option("--public-url", help="URL to print at startup. [env: LNPLUGIN_PUBLIC_URL]"),
+    click.option(
+        "--lnd-host", help="LND gRPC HOST:PORT. [default: localhost:10009] [env: LNPLUGIN_LND_HOST]"
+    ),
+    click.option("--lnd-cert", help="LND tls.cert path. [env: LNPLUGIN_LND_CERT]"),
+    click.option(
+        "--lnd-macaroon", help="LND macaroon file path or hex. [env: LNPLUGIN_LND_MACAROON]"
+    ),
+    click.option(
+        "--cln-socket", help="Core Lightning lightning-rpc socket. [env: LNPLUGIN_CLN_SOCKET]"
+    ),
+    click.option(
+        "--webhook-allow",
+        multiple=True,
+        help="CIDR that webhooks may target although private or loopback; repeatable. "
+        "[env: LNPLUGIN_WEBHOOK_ALLOW, comma-separated]",
+    ),
+    click.option(
+        "--webhook-retry-schedule",
+        help="Seconds between webhook attempts, comma-separated. "
+        "[default: 5,300,1800,7200,18000,36000,36000] [env: LNPLUGIN_WEBHOOK_RETRY_SCHEDULE]",
+    ),
+]
+
+
+def _apply(options: list[Any], fn: F) -> F:
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def common_options(fn: F) -> F:
+    return _apply(_COMMON, fn)
+
+
+def server_options(fn: F) -> F:
+    return _apply(_COMMON + _SERVER, fn)
+
+
+def settings_from(flags: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lnplugin")
+def cli() -> None:
+    """lnplugin: an Alby-compatible invoice service beside your Lightning node.
+
+    Start with `lnplugin serve`: with no node configured it runs on an
+    embedded dev node, prints its URL and an admin token.
+    """
+
+
+@cli.command()
+@server_options
+def serve(**flags: Any) -> None:
+    """Run the HTTP API and follow the node's settlements."""
+    from lnplugin.server import serve as run
+
+    settings = settings_from(flags)
+    code = run(settings)
+    sys.exit(code)
+
+
+@cli.command()
+@server_options
+def status(**flags: Any) -> None:
+    """Show the follower's state: connection, cursor, lag.
+
+    Asks the running server (GET /health); when none answers, reports what
+    the store holds.
+    """
+    import requests
+
+    from lnplugin.store import Store, cursors
+
+    settings = settings_from(flags)
+    url = f"http://{settings.host}:{settings.port}/health"
+    try:
+        reply = requests.get(url, timeout=3).json()
+        click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
+        return
+    except (requests.RequestException, ValueError):
+        pass
+    store = Store(settings.db_path)
+    with store.snapshot() as conn:
+        saved = cursors.all_cursors(conn)
+        counts = dict(
+            conn.execute("SELECT state, COUNT(*) FROM invoices GROUP BY state").fetchall()
+        )
+    store.close()
+    click.echo(
+        json.dumps(
+            {"server": "not running", "url": url, "cursors": saved, "invoices": counts}, indent=2
+        )
+    )
+
+
+@cli.command()
+@click.argument("invoice")
+def decode(invoice: str) -> None:
+    """Decode a BOLT11 invoice and print Alby's decode JSON."""
+    from lnplugin import bolt11
+    from lnplugin.alby import decoded_json
+
+    try:
+        decoded = bolt11.decode(invoice)
+    except bolt11.Bolt11Error as exc:
+        raise click.ClickException(f"invalid invoice: {exc.reason}") from None
+    click.echo(json.dumps(decoded_json(decoded, None, int(time.time())), indent=2))
+
+
+# -- tokens ---------------------------------------------------------------------
+
+
+@cli.group()
+def token() -> None:
+    """Create, list and revoke API tokens."""
+
+
+def _store(flags: dict[str, Any]) -> Any:
+    from lnplugin.store import Store
+
+    settings = settings_from(flags)
+    return Store(settings.db_path)
+
+
+@token.command("create")
+@common_options
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="invoices:create, invoices:read, transactions:read or admin; repeatable.",
+)
+@click.option("--label", help="A note to recognise the token by.")
+def token_create(scopes: tuple[str, ...], label: str | None, **flags: Any) -> None:
+    """Create a token and print it once, as the last line of output."""
+    from lnplugin.store import tokens
+
+    try:
+        tokens.check_scopes(list(scopes))
+    except tokens.UnknownScope as exc:
+        raise click.ClickException(str(exc)) from None
+    store = _store(flags)
+    with store.transaction() as tx:
+        token_id, secret = tokens.create(tx, list(scopes), label)
+    store.close()
+    click.echo(f"Created token {token_id} with scopes {' '.join(sorted(set(scopes)))}", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@common_options
+def token_list(**flags: Any) -> None:
+    """List tokens (never their secrets)."""
+    from lnplugin.alby import iso
+    from lnplugin.store import tokens
+
+    store = _store(flags)
+    rows = tokens.list_all(store.conn)
+    store.close()
+    for info in rows:
+        state = f"revoked {iso(info.revoked_at)}" if info.revoked_at else "active"
+        click.echo(
+            f"{info.id}\t{' '.join(sorted(info.scopes))}\t{info.label or '-'}\t"
+            f"created {iso(info.created_at)}\t{state}"
+        )
+
+
+@token.command("revoke")
+@common_options
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int, **flags: Any) -> None:
+    """Revoke a token by its id (see `lnplugin token list`)."""
+    from lnplugin.store import tokens
+
+    store = _store(flags)
+    with store.transaction() as tx:
+        done = tokens.revoke(tx, token_id)
+    store.close()
+    if not done:
+        raise click.ClickException(f"no active token with id {token_id}")
+    click.echo(f"Revoked token {token_id}")
+
+
+# -- dev node --------------------------------------------------------------------
+
+
+@cli.group()
+def dev() -> None:
+    """Simulate payments on the embedded dev node."""
+
+
+def _dev_node(flags: dict[str, Any]) -> Any:
+    from lnplugin.nodes.dev import DevNode
+
+    settings = settings_from(flags)
+    return DevNode(settings.data_dir, settings.effective_network)
+
+
+@dev.command("pay")
+@common_options
+@_NETWORK
+@click.argument("target")
+@click.option("--amount-msat", type=click.IntRange(min=1), help="Required for amountless invoices.")
+def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
+    """Settle an open invoice, given its BOLT11 or payment hash."""
+    from lnplugin.nodes.base import NodeError
+
+    node = _dev_node(flags)
+    try:
+        paid = node.pay(target, amount_msat)
+    except NodeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        json.dumps(
+            {
+                "payment_hash": paid.payment_hash,
+                "state": paid.state,
+                "amount_received_msat": paid.amount_received_msat,
+            }
+        )
+    )
+
+
+@dev.command("keysend")
+@common_options
+@_NETWORK
+@click.option("--amount-msat", type=click.IntRange(min=1), required=True)
+@click.option(
+    "--record",
+    "records",
+    multiple=True,
+    metavar="TYPE=VALUE",
+    help="A custom TLV record; VALUE is UTF-8 text or hex:... ; repeatable.",
+)
+def dev_keysend(amount_msat: int, records: tuple[str, ...], **flags: Any) -> None:
+    """Receive a spontaneous keysend payment carrying custom TLV records."""
+    from lnplugin.boostagram import parse_record_value
+
+    parsed: dict[int, bytes] = {}
+    for item in records:
+        kind, sep, value = item.partition("=")
+        if not sep or not kind.isdigit() or int(kind) < 65536:
+            raise click.BadParameter(
+                f"{item!r}: expected TYPE=VALUE with a custom TLV type >= 65536",
+                param_hint="--record",
+            )
+        try:
+            parsed[int(kind)] = parse_record_value(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: invalid hex", param_hint="--record") from None
+    node = _dev_node(flags)
+    paid = node.keysend(amount_msat, parsed)
+    click.echo(
+        json.dumps(
+            {
+                "payment_hash": paid.payment_hash,
+                "state": paid.state,
+                "amount_received_msat": paid.amount_received_msat,
+            }
+        )
+    )
+
+
+def main() -> None:
+    cli(prog_name="lnplugin")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""The single place where node events become stored state.
+
+A payment travels: node adapter (`Node.settlements`) -> `Follower.apply` ->
+store (invoice row + outbox event + cursor, one transaction) -> webhooks/SSE.
+
+Guarantees:
+- Exactly one effect per payment: invoices are unique on (type, payment_hash)
+  and an update that does not change state writes nothing but the cursor.
+- Nothing is lost: the feed cursor is written in the same transaction as the
+  updates it covers, and on every (re)connect the feed resumes from it.
+- Connection loss is normal: the feed reconnects with exponential backoff and
+  jitter, and a periodic sweep re-lists from the cursor and re-checks open
+  invoices, so even a feed that silently stalls cannot lose a settlement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lnplugin.boostagram import parse_records, records_from_json, records_to_json
+from lnplugin.nodes.base import (
+    InvoiceUpdate,
+    Node,
+    NodeError,
+    NodeInvoice,
+    NodePermissionDenied,
+    NodeUnavailable,
+    OutgoingPayment,
+)
+from lnplugin.store import Store, cursors, events, invoices
+
+log = logging.getLogger(__name__)
+
+_END = object()  # the feed ended cleanly
+BATCH_MAX = 1000  # updates applied per transaction when the feed has a backlog
+_FINAL = {"SETTLED", "CANCELED"}
+_EVENT_FOR_STATE = {
+    "SETTLED": events.INCOMING_SETTLED,
+    "CANCELED": events.INCOMING_CANCELED,
+    "EXPIRED": events.INCOMING_EXPIRED,
+}
+
+
+@dataclass
+class FollowerStatus:
+    """What `GET /info` and `lnplugin status` report."""
+
+    connection: str = "starting"  # starting | connected | reconnecting | stopped
+    cursor: int = 0
+    head: int = 0  # highest feed position the node has shown us
+    outgoing_cursor: int = 0
+    outgoing: str = "ok"  # ok | unavailable (reason in last_error of that part)
+    last_event_at: int | None = None
+    last_sweep_at: int | None = None
+    last_error: str | None = None
+    reconnects: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connection": self.connection,
+            "cursor": self.cursor,
+            "head": self.head,
+            "lag": max(0, self.head - self.cursor),
+            "outgoing_cursor": self.outgoing_cursor,
+            "outgoing": self.outgoing,
+            "last_event_at": self.last_event_at,
+            "last_sweep_at": self.last_sweep_at,
+            "last_error": self.last_error,
+            "reconnects": self.reconnects,
+        }
+
+
+def _merge_records(row: sqlite3.Row | None, invoice: NodeInvoice) -> dict[int, bytes]:
+    merged = records_from_json(row["custom_records"]) if row is not None else {}
+    merged.update(invoice.custom_records)
+    return merged
+
+
+def _record_fields(records: dict[int, bytes]) -> dict[str, Any]:
+    parsed = parse_records(records)
+    return {
+        "custom_records": records_to_json(records),
+        "boostagram": json.dumps(parsed.boostagram) if parsed.boostagram is not None else None,
+        "keysend_message": parsed.keysend_message,
+    }
+
+
+def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
+    """Apply one node update inside `tx`. Returns True when state changed."""
+    inv = update.invoice
+    row = invoices.by_hash(tx, inv.payment_hash, "incoming")
+    if update.cursor > 0:
+        cursors.advance(tx, cursors.INCOMING, update.cursor)
+    if inv.state == "OPEN":
+        return False  # nothing to record; lnplugin stores its own invoices at creation
+    if row is None:
+        records = dict(inv.custom_records)
+        fields: dict[str, Any] = {
+            "type": "incoming",
+            "payment_hash": inv.payment_hash,
+            "payment_request": inv.payment_request,
+            "state": inv.state,
+            "amount_msat": inv.amount_msat,
+            "amount_received_msat": inv.amount_received_msat,
+            "description": inv.description,
+            "description_hash": inv.description_hash,
+            "created_at": inv.created_at,
+            "expiry": inv.expiry,
+            "expires_at": inv.expires_at,
+            "settled_at": inv.settled_at,
+            "preimage": inv.preimage,
+            "payment_secret": inv.payment_secret,
+            "is_keysend": int(inv.is_keysend),
+            "source": "node",
+            **_record_fields(records),
+        }
+        if inv.state == "SETTLED":
+            fields["list_seq"] = invoices.next_list_seq(tx, "incoming")
+        invoice_id = invoices.insert(tx, fields)
+    else:
+        invoice_id = row["id"]
+        new_records = _merge_records(row, inv)
+        records_changed = records_to_json(new_records) != row["custom_records"]
+        if row["state"] in _FINAL or row["state"] == inv.state:
+            # A replay or duplicate. Records may still arrive late (CLN plugin
+            # mode captures them separately), so merge those without an event.
+            if records_changed:
+                invoices.update(tx, invoice_id, _record_fields(new_records))
+            return False
+        fields = {"state": inv.state}
+        if inv.state == "SETTLED":
+            fields.update(
+                amount_received_msat=inv.amount_received_msat,
+                settled_at=inv.settled_at or int(time.time()),
+                preimage=inv.preimage,
+                list_seq=invoices.next_list_seq(tx, "incoming"),
+                is_keysend=int(inv.is_keysend or row["is_keysend"]),
+            )
+        if records_changed:
+            fields.update(_record_fields(new_records))
+        invoices.update(tx, invoice_id, fields)
+    stored = invoices.by_id(tx, invoice_id)
+    assert stored is not None
+    events.append(tx, _EVENT_FOR_STATE[inv.state], stored)
+    return True
+
+
+def apply_outgoing_in(tx: sqlite3.Connection, payment: OutgoingPayment) -> bool:
+    if payment.cursor > 0:
+        cursors.advance(tx, cursors.OUTGOING, payment.cursor)
+    if invoices.by_hash(tx, payment.payment_hash, "outgoing") is not None:
+        return False
+    records = dict(payment.custom_records)
+    invoice_id = invoices.insert(
+        tx,
+        {
+            "type": "outgoing",
+            "payment_hash": payment.payment_hash,
+            "payment_request": payment.payment_request,
+            "state": "SETTLED",
+            "amount_msat": payment.amount_msat,
+            "amount_received_msat": 0,
+            "fee_msat": payment.fee_msat,
+            "description": payment.description,
+            "created_at": payment.created_at,
+            "expiry": 0,
+            "expires_at": payment.created_at,
+            "settled_at": payment.settled_at or payment.created_at,
+            "preimage": payment.preimage,
+            "destination": payment.destination,
+            "is_keysend": int(not payment.payment_request),
+            "list_seq": invoices.next_list_seq(tx, "outgoing"),
+            "source": "node",
+            **_record_fields(records),
+        },
+    )
+    stored = invoices.by_id(tx, invoice_id)
+    assert stored is not None
+    events.append(tx, events.OUTGOING_SETTLED, stored)
+    return True
+
+
+def expire_due(store: Store, now: int | None = None) -> int:
+    """Mark open invoices past their expiry as EXPIRED, with an event each."""
+    now = int(time.time()) if now is None else now
+    count = 0
+    while True:
+        with store.transaction() as tx:
+            rows = invoices.open_expired(tx, now, limit=500)
+            for row in rows:
+                invoices.update(tx, row["id"], {"state": "EXPIRED"})
+                stored = invoices.by_id(tx, row["id"])
+                assert stored is not None
+                events.append(tx, events.INCOMING_EXPIRED, stored)
+        count += len(rows)
+        if len(rows) < 500:
+            return count
+
+
+class Follower:
+    """Runs the feed and the sweeps in background threads."""
+
+    def __init__(
+        self,
+        node: Node,
+        store: Store,
+        *,
+        sweep_interval: float = 60.0,
+        expiry_interval: float = 5.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.sweep_interval = sweep_interval
+        self.expiry_interval = expiry_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.on_change = on_change
+        self.status = FollowerStatus()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._apply_lock = threading.Lock()
+        self._outgoing_denied_logged = False
+        with store.snapshot() as conn:
+            self.status.cursor = cursors.get(conn, cursors.INCOMING)
+            self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
+        self.status.head = self.status.cursor
+
+    # -- applying -------------------------------------------------------------
+
+    def apply(self, updates: Iterable[InvoiceUpdate]) -> int:
+        """Apply updates in one transaction; returns how many changed state."""
+        changed = 0
+        with self._apply_lock, self.store.transaction() as tx:
+            for update in updates:
+                changed += apply_in(tx, update)
+            cursor = cursors.get(tx, cursors.INCOMING)
+        self.status.cursor = cursor
+        self.status.head = max(self.status.head, cursor)
+        if changed:
+            self.status.last_event_at = int(time.time())
+            self._changed()
+        return changed
+
+    def apply_outgoing(self, payments: Iterable[OutgoingPayment]) -> int:
+        changed = 0
+        with self._apply_lock, self.store.transaction() as tx:
+            for payment in payments:
+                changed += apply_outgoing_in(tx, payment)
+            self.status.outgoing_cursor = cursors.get(tx, cursors.OUTGOING)
+        if changed:
+            self._changed()
+        return changed
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    # -- sweeps -----------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Re-list from the cursor, re-check open invoices, fetch outgoing."""
+        batch: list[InvoiceUpdate] = []
+        for update in self.node.settled_since(self.status.cursor):
+            self.status.head = max(self.status.head, update.cursor)
+            batch.append(update)
+            if len(batch) >= BATCH_MAX:
+                self.apply(batch)
+                batch = []
+        if batch:
+            self.apply(batch)
+        now = int(time.time())
+        with self.store.snapshot() as conn:
+            open_rows = invoices.open_unexpired(conn, now)
+        rechecked = []
+        for row in open_rows:
+            found = self.node.lookup_invoice(row["payment_hash"])
+            if found is not None and found.state != "OPEN":
+                rechecked.append(InvoiceUpdate(found, 0))
+        if rechecked:
+            self.apply(rechecked)
+        self.sweep_outgoing()
+        self.status.last_sweep_at = int(time.time())
+
+    def sweep_outgoing(self) -> None:
+        try:
+            payments = list(self.node.outgoing_payments(self.status.outgoing_cursor))
+        except NodePermissionDenied as exc:
+            if not self._outgoing_denied_logged:
+                log.warning("outgoing payment history unavailable: %s", exc)
+                self._outgoing_denied_logged = True
+            self.status.outgoing = "unavailable"
+            return
+        self.status.outgoing = "ok"
+        if payments:
+            self.apply_outgoing(payments)
+
+    # -- threads ------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in (
+            (self._run_feed, "lnplugin-feed"),
+            (self._run_sweeps, "lnplugin-sweeps"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.node.close()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.status.connection = "stopped"
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_initial * (2**attempt))
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter"
+
+    def _run_feed(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._follow_once()
+                attempt = 0  # the feed ended cleanly (node closed it); reconnect now
+            except NodeUnavailable as exc:
+                self._note_error(exc)
+            except NodeError as exc:
+                self._note_error(exc)
+            except Exception as exc:  # a bug must not silently stop following
+                log.exception("settlement feed failed")
+                self._note_error(exc)
+            if self._stop.is_set():
+                break
+            self.status.connection = "reconnecting"
+            self.status.reconnects += 1
+            delay = self._backoff(attempt)
+            attempt += 1
+            self._stop.wait(delay)
+
+    def _note_error(self, exc: Exception) -> None:
+        message = str(exc) or exc.__class__.__name__
+        if message != self.status.last_error:
+            log.warning("node feed interrupted: %s (reconnecting with backoff)", message)
+        self.status.last_error = message
+
+    def _follow_once(self) -> None:
+        """Read the feed in one thread, apply batches in this one.
+
+        Batching is what lets a backlog of thousands of settlements commit in a
+        handful of transactions, while a single live payment still commits
+        within milliseconds.
+        """
+        pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        stream = self.node.settlements(self.status.cursor)
+
+        def read() -> None:
+            try:
+                for update in stream:
+                    pending.put(update)
+                    if self._stop.is_set():
+                        break
+                pending.put(_END)
+            except BaseException as exc:  # handed to the applying thread
+                pending.put(exc)
+
+        reader = threading.Thread(target=read, name="lnplugin-feed-reader", daemon=True)
+        reader.start()
+        self.status.connection = "connected"
+        while not self._stop.is_set():
+            try:
+                item = pending.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            batch: list[InvoiceUpdate] = []
+            while isinstance(item, InvoiceUpdate):
+                batch.append(item)
+                self.status.head = max(self.status.head, item.cursor)
+                if len(batch) >= BATCH_MAX:
+                    item = None
+                    break
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    item = None
+            if batch:
+                self.apply(batch)
+                self.status.last_error = None
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+
+    def _run_sweeps(self) -> None:
+        next_sweep = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if expire_due(self.store):
+                    self._changed()
+                if now >= next_sweep:
+                    self.sweep()
+                    next_sweep = now + self.sweep_interval
+            except (NodeUnavailable, NodeError) as exc:
+                self._note_error(exc)
+                next_sweep = now + min(self.sweep_interval, 5.0)
+            except Exception:
+                log.exception("sweep failed")
+                next_sweep = now + self.sweep_interval
+            self._stop.wait(self.expiry_interval)

@@ -1,0 +1,310 @@
+"""The embedded dev node: a Lightning node that is not connected to any network.
+
+It behaves like a real node where lnplugin can see it: it keeps a persistent
+secp256k1 key, mints real signed BOLT11 invoices, keeps each preimage, and
+publishes settlements as a feed with a monotonically increasing settle index.
+Its state lives in its own SQLite file (`devnode.sqlite`), apart from
+lnplugin's store, exactly as a real node keeps its own database; so
+`lnplugin dev pay` from another process works like a payment arriving from
+the network, and the follower picks it up the same way it would from LND.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import coincurve
+
+from lnplugin import bolt11
+from lnplugin.boostagram import records_from_json, records_to_json
+from lnplugin.nodes.base import (
+    CURRENCY_BY_NETWORK,
+    InvoiceNotFound,
+    InvoiceNotOpen,
+    InvoiceRequest,
+    InvoiceUpdate,
+    Node,
+    NodeError,
+    NodeInfo,
+    NodeInvoice,
+)
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "node.key"
+DB_FILE = "devnode.sqlite"
+POLL_SECONDS = 0.05  # how often the feed looks for payments made by other processes
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dev_invoices (
+    payment_hash TEXT PRIMARY KEY,
+    payment_request TEXT NOT NULL,
+    preimage TEXT NOT NULL,
+    payment_secret TEXT,
+    amount_msat INTEGER,
+    description TEXT,
+    description_hash TEXT,
+    created_at INTEGER NOT NULL,
+    expiry INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    amount_received_msat INTEGER NOT NULL DEFAULT 0,
+    settled_at INTEGER,
+    settle_index INTEGER UNIQUE,
+    is_keysend INTEGER NOT NULL DEFAULT 0,
+    custom_records TEXT
+);
+"""
+
+
+def load_or_create_key(data_dir: Path) -> coincurve.PrivateKey:
+    """The node identity, created once and kept with owner-only permissions."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return coincurve.PrivateKey(bytes.fromhex(path.read_text().strip()))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = coincurve.PrivateKey()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.secret.hex() + "\n")
+    return key
+
+
+class DevNode(Node):
+    kind = "dev"
+
+    def __init__(self, data_dir: Path, network: str = "regtest") -> None:
+        self.data_dir = Path(data_dir)
+        self.network = network
+        self.currency = CURRENCY_BY_NETWORK[network]
+        self._key = load_or_create_key(self.data_dir)
+        self.pubkey = self._key.public_key.format(compressed=True).hex()
+        self._path = str(self.data_dir / DB_FILE)
+        self._local = threading.local()
+        self._wake = threading.Condition()
+        self._closed = threading.Event()
+        self._conn.executescript(_SCHEMA)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA busy_timeout = 10000")
+            self._local.conn = conn
+        return conn
+
+    # -- Node interface -------------------------------------------------------
+
+    def get_info(self) -> NodeInfo:
+        return NodeInfo(
+            kind="dev",
+            pubkey=self.pubkey,
+            alias="lnplugin-dev",
+            network=self.network,
+            version="dev",
+            connected_to_network=False,
+        )
+
+    def create_invoice(self, request: InvoiceRequest) -> NodeInvoice:
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).hexdigest()
+        payment_secret = secrets.token_hex(32)
+        now = int(time.time())
+        payment_request = bolt11.encode(
+            currency=self.currency,
+            amount_msat=request.amount_msat,
+            timestamp=now,
+            payment_hash=payment_hash,
+            payment_secret=payment_secret,
+            private_key=self._key.secret,
+            description=request.description if request.description_hash is None else None,
+            description_hash=request.description_hash,
+            expiry=request.expiry,
+        )
+        self._conn.execute(
+            "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, payment_secret,"
+            " amount_msat, description, description_hash, created_at, expiry, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'OPEN')",
+            (
+                payment_hash,
+                payment_request,
+                preimage.hex(),
+                payment_secret,
+                request.amount_msat,
+                request.description,
+                request.description_hash,
+                now,
+                request.expiry,
+            ),
+        )
+        return self._invoice(self._row(payment_hash))
+
+    def lookup_invoice(self, payment_hash: str) -> NodeInvoice | None:
+        row = self._row(payment_hash)
+        return self._invoice(row) if row else None
+
+    def settlements(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        while not self._closed.is_set():
+            rows = self._settled_after(cursor, 1000)
+            for row in rows:
+                cursor = row["settle_index"]
+                yield InvoiceUpdate(self._invoice(row), cursor)
+            if not rows:
+                with self._wake:
+                    self._wake.wait(POLL_SECONDS)
+
+    def settled_since(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        while rows := self._settled_after(cursor, 1000):
+            for row in rows:
+                cursor = row["settle_index"]
+                yield InvoiceUpdate(self._invoice(row), cursor)
+
+    def node_alias(self, pubkey: str) -> str | None:
+        return "lnplugin-dev" if pubkey == self.pubkey else None
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    # -- Simulated payments -----------------------------------------------------
+
+    def pay(self, target: str, amount_msat: int | None = None) -> NodeInvoice:
+        """Settle an open invoice, given its BOLT11 or payment hash.
+
+        Raises InvoiceNotFound, InvoiceNotOpen, or NodeError (amount problems).
+        The conditional UPDATE makes a double payment impossible even when two
+        processes pay the same invoice at once.
+        """
+        payment_hash = self._hash_of(target)
+        row = self._row(payment_hash)
+        if row is None:
+            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash} on the dev node")
+        if row["amount_msat"] is None and amount_msat is None:
+            raise NodeError("this invoice has no amount; pass amount_msat")
+        if amount_msat is not None and amount_msat <= 0:
+            raise NodeError("amount_msat must be positive")
+        asked = row["amount_msat"]
+        if asked is not None and amount_msat is not None and amount_msat < asked:
+            raise NodeError(f"amount_msat {amount_msat} is less than the invoice amount {asked}")
+        paid = amount_msat if amount_msat is not None else row["amount_msat"]
+        now = int(time.time())
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(
+                "UPDATE dev_invoices SET state = 'SETTLED', amount_received_msat = ?,"
+                " settled_at = ?, settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1"
+                " FROM dev_invoices) WHERE payment_hash = ? AND state = 'OPEN'"
+                " AND created_at + expiry > ?",
+                (paid, now, payment_hash, now),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if cur.rowcount != 1:
+            current = self._row(payment_hash)
+            state = current["state"] if current else "unknown"
+            if state == "OPEN":
+                state = "expired"
+            raise InvoiceNotOpen(f"invoice {payment_hash} is not open (it is {state.lower()})")
+        self._wake_feed()
+        return self._invoice(self._row(payment_hash))
+
+    def keysend(self, amount_msat: int, records: Mapping[int, bytes]) -> NodeInvoice:
+        """Receive a spontaneous payment carrying custom TLV records.
+
+        Like LND, the node inserts a settled invoice on the fly with an empty
+        payment request.
+        """
+        if amount_msat <= 0:
+            raise NodeError("amount_msat must be positive")
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).hexdigest()
+        now = int(time.time())
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, amount_msat,"
+                " description, created_at, expiry, state, amount_received_msat, settled_at,"
+                " settle_index, is_keysend, custom_records) VALUES (?, '', ?, ?, ?, ?, 86400,"
+                " 'SETTLED', ?, ?, (SELECT COALESCE(MAX(settle_index), 0) + 1"
+                " FROM dev_invoices), 1, ?)",
+                (
+                    payment_hash,
+                    preimage.hex(),
+                    amount_msat,
+                    None,
+                    now,
+                    amount_msat,
+                    now,
+                    records_to_json(records),
+                ),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._wake_feed()
+        return self._invoice(self._row(payment_hash))
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _wake_feed(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def _hash_of(self, target: str) -> str:
+        text = target.strip()
+        if len(text) == 64:
+            try:
+                bytes.fromhex(text)
+                return text.lower()
+            except ValueError:
+                pass
+        try:
+            return bolt11.decode(text).payment_hash
+        except bolt11.Bolt11Error as exc:
+            raise NodeError(f"not a payment hash or a valid BOLT11 invoice: {exc}") from None
+
+    def _row(self, payment_hash: str) -> sqlite3.Row | None:
+        return self._conn.execute(
+            "SELECT * FROM dev_invoices WHERE payment_hash = ?", (payment_hash,)
+        ).fetchone()
+
+    def _settled_after(self, cursor: int, limit: int) -> list[sqlite3.Row]:
+        return self._conn.execute(
+            "SELECT * FROM dev_invoices WHERE settle_index > ? ORDER BY settle_index LIMIT ?",
+            (cursor, limit),
+        ).fetchall()
+
+    def _invoice(self, row: sqlite3.Row) -> NodeInvoice:
+        settled = row["state"] == "SETTLED"
+        return NodeInvoice(
+            payment_hash=row["payment_hash"],
+            payment_request=row["payment_request"],
+            state=row["state"],
+            amount_msat=row["amount_msat"],
+            created_at=row["created_at"],
+            expiry=row["expiry"],
+            description=row["description"],
+            description_hash=row["description_hash"],
+            amount_received_msat=row["amount_received_msat"],
+            settled_at=row["settled_at"],
+            preimage=row["preimage"] if settled else None,
+            payment_secret=row["payment_secret"],
+            custom_records=records_from_json(row["custom_records"]),
+            is_keysend=bool(row["is_keysend"]),
+        )

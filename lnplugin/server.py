@@ -1,0 +1,95 @@
+"""`lnplugin serve`: the service behind waitress, a production WSGI server.
+
+waitress is pure Python, runs wherever lnplugin runs (including inside the
+Core Lightning plugin process), and serves each request on a thread pool
+while its own event loop handles slow clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from waitress.server import create_server
+
+from lnplugin.api import create_app
+from lnplugin.config import Settings
+from lnplugin.service import NetworkMismatch, Service
+from lnplugin.store import tokens
+
+log = logging.getLogger("lnplugin")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def bootstrap_token(service: Service) -> str | None:
+    """Create the first admin token, so a fresh install is usable at once."""
+    with service.store.transaction() as tx:
+        if tokens.has_admin(tx):
+            return None
+        _, token = tokens.create(tx, ["admin"], label="bootstrap")
+    return token
+
+
+def make_server(service: Service, settings: Settings) -> Any:
+    app = create_app(service)
+    return create_server(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        ident="lnplugin",
+        channel_timeout=120,
+        connection_limit=2000,
+        clear_untrusted_proxy_headers=True,
+    )
+
+
+def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
+    setup_logging(settings.log_level)
+    service = Service.build(settings)
+    try:
+        service.start()
+    except NetworkMismatch as exc:
+        log.error("%s", exc)
+        service.store.close()
+        return 2
+    if settings.node == "dev":
+        log.warning(
+            "running on the embedded dev node: not connected to any Lightning network, "
+            "payments are simulated (lnplugin dev pay / POST /dev/pay)"
+        )
+    server = make_server(service, settings)
+    port = getattr(server, "effective_port", settings.port)
+    url = settings.public_url or f"http://{settings.host}:{port}"
+    out(f"lnplugin {settings.node} node listening on {url}")
+    token = bootstrap_token(service)
+    if token:
+        out("Admin token (shown once, store it now):")
+        out(token)
+    else:
+        out("Admin token: already created; make another with `lnplugin token create --scope admin`")
+    sys.stdout.flush()
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        server.close()
+        service.stop()
+    return 0

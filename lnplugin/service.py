@@ -1,0 +1,96 @@
+"""The running service: settings, store, node and follower, built once.
+
+`lnplugin serve` and the Core Lightning plugin both build a `Service` and
+hand it to the Flask app factory, so there is exactly one way to assemble
+lnplugin.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lnplugin.config import Settings
+from lnplugin.follower import Follower
+from lnplugin.nodes import make_node
+from lnplugin.nodes.base import Node, NodeError, NodeInfo, NodePermissionDenied
+from lnplugin.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class NetworkMismatch(Exception):
+    pass
+
+
+@dataclass
+class Service:
+    settings: Settings
+    store: Store
+    node: Node
+    follower: Follower
+    started_at: float = field(default_factory=time.time)
+    _info: NodeInfo | None = None
+    _info_at: float = 0.0
+    _info_lock: threading.Lock = field(default_factory=threading.Lock)
+    _aliases: dict[str, str | None] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, node: Node | None = None) -> Service:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_path)
+        node = node or make_node(settings)
+        follower = Follower(node, store)
+        return cls(settings=settings, store=store, node=node, follower=follower)
+
+    def node_info(self, max_age: float = 30.0) -> NodeInfo | None:
+        """The node's info, cached; None while the node cannot tell us."""
+        with self._info_lock:
+            if self._info is not None and time.time() - self._info_at < max_age:
+                return self._info
+            try:
+                self._info = self.node.get_info()
+                self._info_at = time.time()
+            except NodeError as exc:
+                log.debug("get_info failed: %s", exc)
+            return self._info
+
+    def check_network(self) -> None:
+        """Refuse to run against a node on another network than configured."""
+        try:
+            info = self.node.get_info()
+        except NodePermissionDenied as exc:
+            log.warning("network check unavailable (credentials lack info:read): %s", exc)
+            return
+        except NodeError as exc:
+            log.warning("network check postponed, node unreachable: %s", exc)
+            return
+        self._info, self._info_at = info, time.time()
+        expected = self.settings.effective_network
+        if info.network is not None and info.network != expected:
+            raise NetworkMismatch(
+                f"the node is on {info.network} but lnplugin is configured for {expected} "
+                "(set --network / LNPLUGIN_NETWORK)"
+            )
+
+    def alias_of(self, pubkey: str) -> str | None:
+        if pubkey not in self._aliases:
+            if len(self._aliases) > 10_000:
+                self._aliases.clear()
+            try:
+                self._aliases[pubkey] = self.node.node_alias(pubkey)
+            except NodeError:
+                return None
+        return self._aliases[pubkey]
+
+    def start(self) -> None:
+        self.check_network()
+        self.follower.start()
+
+    def stop(self) -> None:
+        self.follower.stop()
+        self.store.close()

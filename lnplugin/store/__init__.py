@@ -1,0 +1,5 @@
+"""SQLite persistence through sqlite-utils: one file, WAL, versioned schema."""
+
+from lnplugin.store.db import Store
+
+__all__ = ["Store"]

@@ -1,0 +1,177 @@
+"""Invoice rows: insert, fetch, and list newest-first without OFFSET scans.
+
+Lists order by a dense integer position: `id` for the "all" list (rows are
+never deleted, and SQLite assigns max(id)+1), and `list_seq` per type for the
+incoming (settled) and outgoing lists. Because positions are dense, page N
+starts at a computed position and every page is one index range scan, at any
+depth. Only `q[created_at_*]` filters combined with `page` fall back to
+skipping rows, within the filtered range.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ListName = Literal["all", "incoming", "outgoing"]
+MAX_ITEMS = 100
+
+
+def new_identifier() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def insert(tx: sqlite3.Connection, fields: dict[str, Any]) -> int:
+    """Insert an invoice row; `identifier` is generated when absent."""
+    fields = {"identifier": new_identifier(), **fields}
+    columns = ", ".join(fields)
+    marks = ", ".join("?" * len(fields))
+    cur = tx.execute(f"INSERT INTO invoices ({columns}) VALUES ({marks})", list(fields.values()))
+    return int(cur.lastrowid or 0)
+
+
+def update(tx: sqlite3.Connection, invoice_id: int, fields: dict[str, Any]) -> None:
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    tx.execute(f"UPDATE invoices SET {sets} WHERE id = ?", [*fields.values(), invoice_id])
+
+
+def next_list_seq(tx: sqlite3.Connection, type_: str) -> int:
+    row = tx.execute("SELECT MAX(list_seq) FROM invoices WHERE type = ?", (type_,)).fetchone()
+    return (row[0] or 0) + 1
+
+
+def by_id(conn: sqlite3.Connection, invoice_id: int) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
+
+
+def by_hash(
+    conn: sqlite3.Connection, payment_hash: str, type_: str | None = None
+) -> sqlite3.Row | None:
+    """The invoice for a payment hash; incoming wins when both directions exist."""
+    if type_ is not None:
+        return conn.execute(
+            "SELECT * FROM invoices WHERE type = ? AND payment_hash = ?", (type_, payment_hash)
+        ).fetchone()
+    return conn.execute(
+        "SELECT * FROM invoices WHERE payment_hash = ? ORDER BY type = 'incoming' DESC LIMIT 1",
+        (payment_hash,),
+    ).fetchone()
+
+
+def by_identifier(conn: sqlite3.Connection, identifier: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM invoices WHERE identifier = ?", (identifier,)).fetchone()
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    name: ListName = "all"
+    created_at_gt: int | None = None
+    created_at_lt: int | None = None
+    since: str | None = None  # identifier: return rows newer than it
+    before: str | None = None  # identifier: return rows older than it
+    page: int = 1
+    items: int = 25
+
+
+class CursorNotFound(LookupError):
+    """A q[since]/q[before] identifier that is not in the requested list."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+_LIST_SQL = {
+    # (position column, extra predicate, parameters)
+    "all": ("id", "", ()),
+    "incoming": ("list_seq", "type = 'incoming' AND list_seq IS NOT NULL", ()),
+    "outgoing": ("list_seq", "type = 'outgoing' AND list_seq IS NOT NULL", ()),
+}
+
+
+def _position(conn: sqlite3.Connection, query: ListQuery, identifier: str, field: str) -> int:
+    column, predicate, _ = _LIST_SQL[query.name]
+    where = f" AND {predicate}" if predicate else ""
+    row = conn.execute(
+        f"SELECT {column} FROM invoices WHERE identifier = ?{where}", (identifier,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise CursorNotFound(field)
+    return int(row[0])
+
+
+def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[sqlite3.Row]:
+    """One page of a list, newest first."""
+    column, predicate, params = _LIST_SQL[query.name]
+    clauses = [predicate] if predicate else []
+    args: list[Any] = list(params)
+    lower: int | None = None  # exclusive
+    upper: int | None = None  # exclusive
+    if query.before is not None:
+        upper = _position(conn, query, query.before, "q[before]")
+    if query.since is not None:
+        lower = _position(conn, query, query.since, "q[since]")
+    filtered = query.created_at_gt is not None or query.created_at_lt is not None
+    if query.created_at_gt is not None:
+        clauses.append("created_at > ?")
+        args.append(query.created_at_gt)
+    if query.created_at_lt is not None:
+        clauses.append("created_at < ?")
+        args.append(query.created_at_lt)
+    skip = (query.page - 1) * query.items
+
+    if query.since is not None and query.before is None:
+        # Walk forward from the cursor: the rows just newer than it, shown newest first.
+        clauses.append(f"{column} > ?")
+        args.append(lower if filtered else lower + skip)
+        sql = f"SELECT * FROM invoices WHERE {' AND '.join(clauses)} ORDER BY {column} ASC LIMIT ?"
+        args.append(query.items)
+        if filtered and skip:
+            sql += " OFFSET ?"
+            args.append(skip)
+        return list(reversed(conn.execute(sql, args).fetchall()))
+
+    if lower is not None:
+        clauses.append(f"{column} > ?")
+        args.append(lower)
+    if not filtered:
+        top = upper if upper is not None else _top(conn, query.name) + 1
+        upper = top - skip
+        skip = 0
+    if upper is not None:
+        clauses.append(f"{column} < ?")
+        args.append(upper)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT * FROM invoices {where} ORDER BY {column} DESC LIMIT ?"
+    args.append(query.items)
+    if skip:
+        sql += " OFFSET ?"
+        args.append(skip)
+    return conn.execute(sql, args).fetchall()
+
+
+def _top(conn: sqlite3.Connection, name: ListName) -> int:
+    if name == "all":
+        row = conn.execute("SELECT MAX(id) FROM invoices").fetchone()
+    else:
+        row = conn.execute("SELECT MAX(list_seq) FROM invoices WHERE type = ?", (name,)).fetchone()
+    return row[0] or 0
+
+
+def open_expired(conn: sqlite3.Connection, now: int, limit: int = 500) -> list[sqlite3.Row]:
+    """Open incoming invoices whose expiry has passed (for the expiry sweep)."""
+    return conn.execute(
+        "SELECT * FROM invoices WHERE state = 'OPEN' AND expires_at <= ? "
+        "ORDER BY expires_at LIMIT ?",
+        (now, limit),
+    ).fetchall()
+
+
+def open_unexpired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT * FROM invoices WHERE state = 'OPEN' AND expires_at > ? "
+        "ORDER BY expires_at LIMIT ?",
+        (now, limit),
+    ).fetchall()

@@ -1,0 +1,172 @@
+"""Schema migrations, applied in order and recorded in `schema_version`.
+
+Each migration is a function of a `sqlite_utils.Database` that runs inside the
+store's opening transaction, so a failed migration leaves the file untouched.
+Append new migrations; never edit an applied one. Numbers reserved: 2 for
+webhooks, 3 for Core Lightning plugin mode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: dict[int, tuple[str, Migration]] = {}
+
+
+def migration(number: int, name: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        if number in MIGRATIONS:
+            raise RuntimeError(f"migration {number} registered twice")
+        MIGRATIONS[number] = (name, fn)
+        return fn
+
+    return register
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the schema up to date; returns the resulting version."""
+    if "schema_version" not in db.table_names():
+        db["schema_version"].create(
+            {"version": int, "name": str, "applied_at": int}, pk="version", not_null={"name"}
+        )
+    version = current_version(db)
+    latest = max(MIGRATIONS)
+    if version > latest:
+        raise RuntimeError(
+            f"database schema version {version} is newer than this lnplugin ({latest}); upgrade"
+        )
+    for number in sorted(n for n in MIGRATIONS if n > version):
+        name, fn = MIGRATIONS[number]
+        fn(db)
+        db["schema_version"].insert(
+            {"version": number, "name": name, "applied_at": int(time.time())}
+        )
+        version = number
+    return version
+
+
+@migration(1, "invoices, events, cursors, tokens, idempotency keys")
+def _initial(db: sqlite_utils.Database) -> None:
+    # `id` is dense (rows are never deleted), so the "all" list pages by
+    # arithmetic on it. `list_seq` is dense per type among listed rows
+    # (settled incoming, all outgoing), so those lists page the same way.
+    db["invoices"].create(
+        {
+            "id": int,
+            "identifier": str,
+            "type": str,
+            "payment_hash": str,
+            "payment_request": str,
+            "state": str,
+            "amount_msat": int,
+            "amount_received_msat": int,
+            "fee_msat": int,
+            "description": str,
+            "description_hash": str,
+            "comment": str,
+            "metadata": str,
+            "payer_name": str,
+            "payer_email": str,
+            "payer_pubkey": str,
+            "created_at": int,
+            "expiry": int,
+            "expires_at": int,
+            "settled_at": int,
+            "preimage": str,
+            "payment_secret": str,
+            "destination": str,
+            "is_keysend": int,
+            "custom_records": str,
+            "boostagram": str,
+            "keysend_message": str,
+            "webhook_url": str,
+            "list_seq": int,
+            "source": str,
+        },
+        pk="id",
+        not_null={
+            "identifier",
+            "type",
+            "payment_hash",
+            "payment_request",
+            "state",
+            "amount_received_msat",
+            "fee_msat",
+            "created_at",
+            "expiry",
+            "expires_at",
+            "is_keysend",
+            "source",
+        },
+        defaults={
+            "payment_request": "",
+            "amount_received_msat": 0,
+            "fee_msat": 0,
+            "is_keysend": 0,
+            "source": "api",
+        },
+    )
+    db["invoices"].create_index(["identifier"], unique=True)
+    db["invoices"].create_index(["type", "payment_hash"], unique=True)
+    db["invoices"].create_index(["type", "list_seq"], unique=True)
+    db["invoices"].create_index(["payment_hash"])
+    db.execute("CREATE INDEX idx_invoices_open ON invoices(expires_at) WHERE state = 'OPEN'")
+
+    # The outbox: every state change appends one row in the same transaction.
+    # Webhook delivery and SSE (`Last-Event-ID` = seq) read from here.
+    db["events"].create(
+        {
+            "seq": int,
+            "event_id": str,
+            "type": str,
+            "invoice_id": int,
+            "payment_hash": str,
+            "created_at": int,
+            "payload": str,
+        },
+        pk="seq",
+        not_null={"event_id", "type", "created_at", "payload"},
+    )
+    db["events"].create_index(["event_id"], unique=True)
+    db["events"].create_index(["invoice_id"])
+
+    db["cursors"].create(
+        {"name": str, "value": int, "updated_at": int}, pk="name", not_null={"value"}
+    )
+
+    db["tokens"].create(
+        {
+            "id": int,
+            "label": str,
+            "token_hash": str,
+            "scopes": str,
+            "created_at": int,
+            "revoked_at": int,
+        },
+        pk="id",
+        not_null={"token_hash", "scopes", "created_at"},
+    )
+    db["tokens"].create_index(["token_hash"], unique=True)
+
+    db["idempotency_keys"].create(
+        {
+            "token_id": int,
+            "key": str,
+            "body_hash": str,
+            "invoice_id": int,
+            "created_at": int,
+        },
+        pk=("token_id", "key"),
+        not_null={"body_hash", "invoice_id", "created_at"},
+    )

@@ -30,6 +30,10 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Bumped after every write commit in this process; SSE streams and the
+        # webhook worker wait on it instead of polling.
+        self._commits = threading.Condition()
+        self.commit_version = 0
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self.transaction() as tx:
@@ -70,6 +74,16 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        with self._commits:
+            self.commit_version += 1
+            self._commits.notify_all()
+
+    def wait_for_commit(self, seen: int, timeout: float) -> int:
+        """Block until a commit newer than `seen` (or the timeout); returns the version."""
+        with self._commits:
+            if self.commit_version == seen:
+                self._commits.wait(timeout)
+            return self.commit_version
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:

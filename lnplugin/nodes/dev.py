@@ -127,7 +127,8 @@ class DevNode(Node):
             payment_hash=payment_hash,
             payment_secret=payment_secret,
             private_key=self._key.secret,
-            description=request.description if request.description_hash is None else None,
+            # BOLT11 needs exactly one of d and h; an empty `d` is valid.
+            description=(request.description or "") if request.description_hash is None else None,
             description_hash=request.description_hash,
             expiry=request.expiry,
         )

@@ -1,0 +1,504 @@
+"""Core Lightning adapter: JSON-RPC over the `lightning-rpc` unix socket.
+
+Ordinary calls go through pyln-client's `LightningRpc` (a fresh connection
+per call, as lightningd expects). The two calls that block until something
+happens (`wait` and, on old nodes, `waitanyinvoice`) use `_BlockingCall`, a
+cancellable connection of our own: pyln cannot be interrupted, and `close()`
+must stop a blocked feed promptly.
+
+Settlement feed (PROTOCOLS.md B.5): the cursor is the invoices
+`updated_index`. `listinvoices index=updated start=cursor+1` lists the
+backlog, then `wait invoices updated cursor+1` blocks until there is more.
+Nothing can be skipped because the index only grows and every paid or expired
+invoice gets a new value. Nodes older than 23.08 have neither; there the feed
+falls back to `waitanyinvoice lastpay_index=cursor` and **the cursor means
+pay_index** (only payments, no expiries). `cursor_kind` says which, so the
+follower can notice a node upgrade and restart from 0 (duplicates are fine,
+misses are not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pyln.client import LightningRpc, RpcError
+from pyln.client.lightning import UnixSocket
+
+from lnplugin.nodes.base import (
+    InvoiceRequest,
+    InvoiceState,
+    InvoiceUpdate,
+    Node,
+    NodeError,
+    NodeInfo,
+    NodeInvoice,
+    NodeUnavailable,
+    OutgoingPayment,
+)
+
+log = logging.getLogger(__name__)
+
+PAGE = 100  # rows per listinvoices / listpays page
+WAIT_SLICE = 0.2  # seconds between checks of close() while blocked
+LABEL_PREFIX = "lnplugin-"
+KEYSEND_PREFIX = "keysend-"
+DEFAULT_EXPIRY = 604800  # CLN's default; used when an invoice's bolt11 is unreadable
+_STATES: dict[str, InvoiceState] = {"unpaid": "OPEN", "paid": "SETTLED", "expired": "EXPIRED"}
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_UNKNOWN_COMMAND = -32601
+_INVALID_PARAMS = -32602
+_TIMED_OUT = 904
+
+
+def msat(value: Any) -> int | None:
+    """An msat amount as CLN reports it: int (>= v23.05) or "123msat" (older)."""
+    if value is None or value == "any":
+        return None
+    if isinstance(value, bool):
+        raise NodeError(f"not an msat amount: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.endswith("msat") and value[:-4].isdigit():
+        return int(value[:-4])
+    try:
+        return int(value)  # pyln's Millisatoshi, numeric strings
+    except (TypeError, ValueError):
+        raise NodeError(f"not an msat amount: {value!r}") from None
+
+
+def version_tuple(version: str | None) -> tuple[int, int]:
+    """'v26.06.6' -> (26, 6); unknown or odd versions count as recent."""
+    try:
+        major, minor = str(version).lstrip("v").split(".")[:2]
+        return int(major), int("".join(c for c in minor if c.isdigit()))
+    except ValueError:
+        return (99, 0)
+
+
+def bolt11_timestamp(bolt11: str) -> int | None:
+    """The creation time inside a BOLT11 string (its first 35 data bits).
+
+    `listinvoices` has no creation time, and decoding every invoice over RPC
+    would double the cost of the feed; the timestamp is at a fixed place.
+    """
+    text = bolt11.lower()
+    sep = text.rfind("1")
+    if sep < 0 or len(text) < sep + 8:
+        return None
+    value = 0
+    for char in text[sep + 1 : sep + 8]:
+        digit = _BECH32.find(char)
+        if digit < 0:
+            return None
+        value = value << 5 | digit
+    return value
+
+
+class _BlockingCall:
+    """One JSON-RPC call on its own socket that `cancel()` can interrupt."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            if self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+
+    def call(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        """The result; None if cancelled or `timeout` passed (the call is abandoned)."""
+        try:
+            wrapper = UnixSocket(self.path)  # handles over-long socket paths
+        except OSError as exc:
+            raise NodeUnavailable(f"Core Lightning socket {self.path}: {exc}") from None
+        sock = wrapper.sock
+        assert sock is not None
+        with self._lock:
+            if self._cancelled:
+                wrapper.close()
+                return None
+            self.sock = sock
+        try:
+            request = {"jsonrpc": "2.0", "id": f"lnplugin:{method}#1", "method": method}
+            sock.sendall(json.dumps(request | {"params": params}).encode())
+            sock.settimeout(WAIT_SLICE)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            buf = b""
+            while b"\n\n" not in buf:
+                if self._cancelled or (deadline is not None and time.monotonic() > deadline):
+                    return None
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    if self._cancelled:
+                        return None
+                    raise NodeUnavailable("Core Lightning closed the connection")
+                buf += chunk
+        except OSError as exc:
+            if self._cancelled:
+                return None
+            raise NodeUnavailable(f"Core Lightning connection lost: {exc}") from None
+        finally:
+            with self._lock:
+                self.sock = None
+            wrapper.close()
+        reply = json.loads(buf.split(b"\n\n", 1)[0])
+        if "error" in reply:
+            raise RpcError(method, params, reply["error"])
+        return reply["result"]
+
+
+class ClnNode(Node):
+    """A Core Lightning node reached through its `lightning-rpc` socket."""
+
+    kind = "cln"
+
+    def __init__(
+        self,
+        socket_path: str | Path,
+        *,
+        network: str | None = None,
+        wait_timeout: float = 60.0,
+        rpc: LightningRpc | None = None,
+    ) -> None:
+        """`wait_timeout` bounds one blocking `wait`; the feed then re-lists,
+        which also recovers from a wakeup lost in a reconnect."""
+        self.socket_path = str(socket_path)
+        self.network = network
+        self.wait_timeout = wait_timeout
+        self._rpc = rpc or LightningRpc(self.socket_path)
+        self._closed = threading.Event()
+        self._calls: set[_BlockingCall] = set()
+        self._calls_lock = threading.Lock()
+        self._version: tuple[int, int] | None = None
+        self._aliases: dict[str, str | None] = {}
+        self._listnodes = True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ClnNode:
+        if settings.cln_socket is None:
+            raise NodeError("--cln-socket (LNPLUGIN_CLN_SOCKET) is required with --node cln")
+        return cls(settings.cln_socket, network=settings.effective_network)
+
+    # ---------------------------------------------------------------- plumbing
+    def _call(self, method: str, **params: Any) -> Any:
+        """One RPC through pyln with errors mapped onto lnplugin's types."""
+        try:
+            return self._rpc.call(method, {k: v for k, v in params.items() if v is not None})
+        except RpcError as exc:
+            raise _map_rpc_error(exc) from None
+        except (OSError, ValueError) as exc:  # refused, missing, torn reply
+            raise NodeUnavailable(f"Core Lightning socket {self.socket_path}: {exc}") from None
+
+    def _blocking(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        if self._closed.is_set():
+            return None
+        call = _BlockingCall(self.socket_path)
+        with self._calls_lock:
+            self._calls.add(call)
+        try:
+            return call.call(method, params, timeout)
+        except RpcError as exc:
+            raise _map_rpc_error(exc) from None
+        finally:
+            with self._calls_lock:
+                self._calls.discard(call)
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._calls_lock:
+            calls = list(self._calls)
+        for call in calls:
+            call.cancel()
+
+    @property
+    def version(self) -> tuple[int, int]:
+        if self._version is None:
+            self._version = version_tuple(self._call("getinfo").get("version"))
+        return self._version
+
+    @property
+    def cursor_kind(self) -> str:
+        """'updated_index' (>= 23.08) or 'pay_index' (older): what cursors mean."""
+        return "updated_index" if self.version >= (23, 8) else "pay_index"
+
+    # ---------------------------------------------------------------- Node API
+    def get_info(self) -> NodeInfo:
+        info = self._call("getinfo")
+        self._version = version_tuple(info.get("version"))
+        return NodeInfo(
+            kind="cln",
+            pubkey=info.get("id"),
+            alias=info.get("alias"),
+            network=info.get("network"),
+            version=info.get("version"),
+            block_height=info.get("blockheight"),
+        )
+
+    def check_network(self) -> NodeInfo:
+        """getinfo, raising NodeError when the node is on another network than configured."""
+        info = self.get_info()
+        if self.network is not None and info.network != self.network:
+            raise NodeError(
+                f"Core Lightning is on {info.network} but lnplugin is configured for "
+                f"{self.network} (--network)"
+            )
+        return info
+
+    def create_invoice(self, request: InvoiceRequest) -> NodeInvoice:
+        """Mint with `invoice`, labelled `lnplugin-<random>` (labels must be unique).
+
+        Description hashes: CLN's `invoice` cannot put an arbitrary hash in
+        the BOLT11 `h` field. Its `deschashonly=true` stores the description
+        and puts sha256(description) in `h`. So a client-supplied
+        description_hash is only possible together with the description it
+        hashes; a bare hash is refused with a NodeError.
+        """
+        description = request.description or ""
+        deschashonly = None
+        if request.description_hash is not None:
+            digest = hashlib.sha256(description.encode()).hexdigest()
+            if request.description is None or digest != request.description_hash.lower():
+                raise NodeError(
+                    "Core Lightning cannot create an invoice for an arbitrary description_hash; "
+                    "send the description itself (it is then hashed into the invoice)"
+                )
+            deschashonly = True
+        label = LABEL_PREFIX + uuid.uuid4().hex
+        created = self._call(
+            "invoice",
+            amount_msat="any" if request.amount_msat is None else request.amount_msat,
+            label=label,
+            description=description,
+            expiry=request.expiry,
+            exposeprivatechannels=True if request.private_route_hints else None,
+            deschashonly=deschashonly,
+        )
+        found = self.lookup_invoice(created["payment_hash"])
+        if found is None:
+            raise NodeUnavailable("Core Lightning lost the invoice it just created")
+        if deschashonly:
+            found = dataclasses.replace(found, description_hash=request.description_hash)
+        return found
+
+    def lookup_invoice(self, payment_hash: str) -> NodeInvoice | None:
+        rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
+        return to_invoice(rows[0]) if rows else None
+
+    def settlements(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        """Paid and expired invoices after `cursor`, backlog first, then live.
+
+        Ends (returns) after `close()`; raises NodeUnavailable when the node
+        goes away. See the module docstring for what the cursor means.
+        """
+        if self.cursor_kind == "pay_index":
+            yield from self._settlements_by_pay_index(cursor)
+            return
+        while not self._closed.is_set():
+            rows = self._updated_page(cursor)
+            if rows is None:  # the node does not know index paging after all
+                self._version = (23, 5)
+                yield from self._settlements_by_pay_index(0)  # cursor kinds differ: replay
+                return
+            for row in rows:
+                cursor = max(cursor, int(row.get("updated_index") or 0))
+                if row["status"] in ("paid", "expired"):
+                    yield InvoiceUpdate(to_invoice(row), cursor)
+            if rows:
+                continue
+            try:
+                self._blocking(
+                    "wait",
+                    {"subsystem": "invoices", "indexname": "updated", "nextvalue": cursor + 1},
+                    self.wait_timeout,
+                )
+            except _OldNode:
+                self._version = (23, 5)
+                yield from self._settlements_by_pay_index(0)
+                return
+
+    def _updated_page(self, cursor: int) -> list[dict[str, Any]] | None:
+        try:
+            page = self._call("listinvoices", index="updated", start=cursor + 1, limit=PAGE)
+        except _OldNode:
+            return None
+        return page["invoices"]
+
+    def _settlements_by_pay_index(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        while not self._closed.is_set():
+            try:
+                row = self._blocking("waitanyinvoice", {"lastpay_index": cursor}, self.wait_timeout)
+            except NodeError as exc:
+                if getattr(exc, "code", None) == _TIMED_OUT:
+                    continue
+                raise
+            if row is None:
+                continue
+            cursor = int(row["pay_index"])
+            yield InvoiceUpdate(to_invoice(row), cursor)
+
+    def settled_since(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        if self.cursor_kind == "pay_index":
+            rows = [r for r in self._call("listinvoices")["invoices"] if r["status"] == "paid"]
+            for row in sorted(rows, key=lambda r: int(r["pay_index"])):
+                if int(row["pay_index"]) > cursor:
+                    yield InvoiceUpdate(to_invoice(row), int(row["pay_index"]))
+            return
+        while True:
+            rows = self._updated_page(cursor) or []
+            for row in rows:
+                cursor = max(cursor, int(row.get("updated_index") or 0))
+                if row["status"] == "paid":
+                    yield InvoiceUpdate(to_invoice(row), cursor)
+            if len(rows) < PAGE:
+                return
+
+    def outgoing_payments(self, cursor: int) -> Iterator[OutgoingPayment]:
+        """Completed payments after `cursor` (their `updated_index`), oldest first.
+
+        `listpays index=updated` (v24.11+) aggregates the parts of a payment;
+        older nodes get `listsendpays`, grouped here by (payment_hash, groupid).
+        """
+        if self.version >= (24, 11):
+            while True:
+                rows = self._call("listpays", index="updated", start=cursor + 1, limit=PAGE)["pays"]
+                for row in rows:
+                    cursor = max(cursor, int(row.get("updated_index") or 0))
+                    if row["status"] == "complete":
+                        yield _pay_to_outgoing(row, cursor)
+                if len(rows) < PAGE:
+                    return
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for part in self._call("listsendpays", status="complete")["payments"]:
+            groups.setdefault((part["payment_hash"], int(part.get("groupid") or 0)), []).append(
+                part
+            )
+        payments = []
+        for parts in groups.values():
+            position = max(int(p.get("updated_index") or p.get("id") or 0) for p in parts)
+            if position > cursor:
+                payments.append(_sendpays_to_outgoing(parts, position))
+        yield from sorted(payments, key=lambda p: p.cursor)
+
+    def node_alias(self, pubkey: str) -> str | None:
+        """The alias from `listnodes` (gossip), cached; None if unknown or unavailable."""
+        if pubkey in self._aliases:
+            return self._aliases[pubkey]
+        if not self._listnodes:
+            return None
+        try:
+            nodes = self._call("listnodes", id=pubkey)["nodes"]
+        except NodeUnavailable:
+            return None
+        except NodeError:
+            self._listnodes = False  # e.g. a rune that does not allow listnodes
+            return None
+        alias = nodes[0].get("alias") if nodes else None
+        self._aliases[pubkey] = alias
+        return alias
+
+    def decode(self, invstring: str) -> dict[str, Any]:
+        """CLN's `decode` result (payee, amount, description...); `decodepay` is gone."""
+        return self._call("decode", string=invstring)
+
+
+class _OldNode(NodeError):
+    """The node lacks a command or parameter (older than the feature)."""
+
+
+def _map_rpc_error(exc: RpcError) -> NodeError:
+    error = exc.error
+    if not isinstance(error, dict):  # pyln reports a dropped connection as a string
+        return NodeUnavailable(f"Core Lightning: {error}")
+    code = error.get("code")
+    message = str(error.get("message") or error)
+    if code == _UNKNOWN_COMMAND or (code == _INVALID_PARAMS and "unknown parameter" in message):
+        mapped: NodeError = _OldNode(message)
+    else:
+        mapped = NodeError(message)
+    mapped.code = code  # type: ignore[attr-defined]
+    return mapped
+
+
+def to_invoice(row: dict[str, Any]) -> NodeInvoice:
+    """A listinvoices/waitanyinvoice row as a NodeInvoice.
+
+    Keysend invoices (label `keysend-...`, made by CLN's keysend plugin) get
+    `is_keysend` and an empty payment_request: their bolt11 is an internal
+    artifact the payer never saw. Their TLVs are not in the listing; plugin
+    mode captures them from `htlc_accepted`.
+    """
+    label = str(row.get("label", ""))
+    bolt = row.get("bolt11") or row.get("bolt12") or ""
+    expires_at = int(row["expires_at"])
+    created_at = bolt11_timestamp(row["bolt11"]) if row.get("bolt11") else None
+    if created_at is None or created_at > expires_at:
+        created_at = expires_at - DEFAULT_EXPIRY
+    is_keysend = label.startswith(KEYSEND_PREFIX)
+    paid = row["status"] == "paid"
+    return NodeInvoice(
+        payment_hash=row["payment_hash"],
+        payment_request="" if is_keysend else bolt,
+        state=_STATES.get(row["status"], "OPEN"),
+        amount_msat=msat(row.get("amount_msat")),
+        created_at=created_at,
+        expiry=expires_at - created_at,
+        description=row.get("description"),
+        amount_received_msat=msat(row.get("amount_received_msat")) or 0,
+        settled_at=int(row["paid_at"]) if paid and row.get("paid_at") is not None else None,
+        preimage=row.get("payment_preimage") if paid else None,
+        is_keysend=is_keysend,
+    )
+
+
+def _pay_to_outgoing(row: dict[str, Any], cursor: int) -> OutgoingPayment:
+    sent = msat(row.get("amount_sent_msat")) or 0
+    amount = msat(row.get("amount_msat"))
+    amount = sent if amount is None else amount
+    return OutgoingPayment(
+        payment_hash=row["payment_hash"],
+        amount_msat=amount,
+        fee_msat=max(0, sent - amount),
+        created_at=int(row["created_at"]),
+        settled_at=int(row["completed_at"]) if row.get("completed_at") is not None else None,
+        cursor=cursor,
+        preimage=row.get("preimage") or row.get("payment_preimage"),
+        payment_request=row.get("bolt11") or row.get("bolt12") or "",
+        destination=row.get("destination"),
+        description=row.get("description"),
+    )
+
+
+def _sendpays_to_outgoing(parts: list[dict[str, Any]], cursor: int) -> OutgoingPayment:
+    first = min(parts, key=lambda p: int(p.get("created_at") or 0))
+    sent = sum(msat(p.get("amount_sent_msat")) or 0 for p in parts)
+    amounts = [msat(p.get("amount_msat")) for p in parts]
+    amount = sent if None in amounts else sum(a for a in amounts if a is not None)
+    done = [int(p["completed_at"]) for p in parts if p.get("completed_at") is not None]
+    return _pay_to_outgoing(
+        {
+            **first,
+            "amount_msat": amount,
+            "amount_sent_msat": sent,
+            "completed_at": max(done) if done else None,
+        },
+        cursor,
+    )

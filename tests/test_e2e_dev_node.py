@@ -1,0 +1,166 @@
+"""End to end: `lnplugin serve` as a real process on the dev node, over HTTP.
+
+This is the README's walk-through, run as a test: create, get, list with
+every filter and paging mode, decode, pay from the CLI and over HTTP, receive
+a boostagram keysend, restart, and find everything still there.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import bolt11 as reference
+
+from tests.e2e import Server, cli
+
+
+def test_walkthrough_survives_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Server(data) as server:
+        assert server.token, "first start prints a bootstrap admin token"
+        info = server.request("GET", "/info").json()
+        assert info["node"]["kind"] == "dev"
+        assert info["node"]["connected_to_network"] is False
+        assert "not connected" in info["notice"]
+
+        created = server.request(
+            "POST", "/invoices", json={"amount": 21, "description": "coffee", "payer_name": "Ann"}
+        )
+        assert created.status_code == 201
+        invoice = created.json()
+        assert invoice["state"] == "CREATED"
+        assert invoice["preimage"] is None
+        decoded_ref = reference.decode(invoice["payment_request"])
+        assert decoded_ref.payment_hash == invoice["payment_hash"]
+        assert decoded_ref.amount_msat == 21_000
+
+        # Pay it from the command line, exactly as a user would.
+        paid = json.loads(cli(data, "dev", "pay", invoice["payment_request"]))
+        assert paid["state"] == "SETTLED"
+        got = _wait_settled(server, invoice["payment_hash"])
+        assert got["settled"] is True
+        assert got["amount_received_msat"] == 21_000
+        assert len(got["preimage"]) == 64
+
+        again = cli(data, "dev", "pay", invoice["payment_hash"], check=False)
+        assert "not open" in again
+
+        keysend = cli(
+            data,
+            "dev",
+            "keysend",
+            "--amount-msat",
+            "5000",
+            "--record",
+            '7629169={"podcast":"Pod","feedID":"42","message":"great show","ts":"17"}',
+            "--record",
+            "34349334=hello",
+        )
+        boost_hash = json.loads(keysend)["payment_hash"]
+        boost = _wait_settled(server, boost_hash)
+        assert boost["boostagram"]["feedID"] == 42
+        assert boost["boostagram"]["message"] == "great show"
+        assert boost["keysend_message"] == "hello"
+        assert set(boost["custom_records"]) == {"7629169", "34349334"}
+
+        over_http = server.request(
+            "POST", "/invoices", json={"amount": 0, "description": "any amount"}
+        ).json()
+        response = server.request(
+            "POST",
+            "/dev/pay",
+            json={"payment_hash": over_http["payment_hash"], "amount_msat": 1234},
+        )
+        assert response.status_code == 200
+        assert (
+            server.request("GET", f"/invoices/{over_http['payment_hash']}").json()[
+                "amount_received_msat"
+            ]
+            == 1234
+        )
+
+        incoming = server.request("GET", "/invoices/incoming").json()
+        assert [i["payment_hash"] for i in incoming] == [
+            over_http["payment_hash"],
+            boost_hash,
+            invoice["payment_hash"],
+        ]
+        decoded = server.request("GET", f"/decode/bolt11/lightning:{invoice['payment_request']}")
+        assert decoded.json()["payment_hash"] == invoice["payment_hash"]
+        assert decoded.json()["payee_alias"] == "lnplugin-dev"
+        assert server.stop() == 0, "SIGTERM shuts down cleanly"
+
+    with Server(data) as server:
+        assert server.token is None, "the bootstrap token is printed only once"
+        server.token = cli(data, "token", "create", "--scope", "admin").strip().splitlines()[-1]
+        after = server.request("GET", "/invoices/incoming").json()
+        assert [i["payment_hash"] for i in after] == [i["payment_hash"] for i in incoming]
+        assert server.request("GET", f"/invoices/{invoice['payment_hash']}").json()["settled"]
+
+
+def test_lists_filters_and_paging_over_http(tmp_path: Path) -> None:
+    with Server(tmp_path / "data") as server:
+        made = []
+        for n in range(7):
+            inv = server.request("POST", "/invoices", json={"amount": n + 1}).json()
+            made.append(inv)
+        newest_first = [m["identifier"] for m in reversed(made)]
+        everything = server.request("GET", "/invoices").json()
+        assert [i["identifier"] for i in everything] == newest_first
+
+        page2 = server.request("GET", "/invoices", params={"items": 3, "page": 2}).json()
+        assert [i["identifier"] for i in page2] == newest_first[3:6]
+        before = server.request(
+            "GET", "/invoices", params={"items": 2, "q[before]": newest_first[2]}
+        ).json()
+        assert [i["identifier"] for i in before] == newest_first[3:5]
+        since = server.request(
+            "GET", "/invoices", params={"items": 2, "q[since]": newest_first[4]}
+        ).json()
+        assert [i["identifier"] for i in since] == newest_first[2:4]
+        created = made[0]["creation_date"]
+        assert server.request("GET", "/invoices", params={"q[created_at_lt]": created}).json() == []
+        assert (
+            len(server.request("GET", "/invoices", params={"q[created_at_gt]": created - 1}).json())
+            == 7
+        )
+        bad = server.request("GET", "/invoices", params={"page": 0, "items": 500})
+        assert bad.status_code == 400
+        assert set(bad.json()["errors"]) == {"page"}
+        assert server.request("GET", "/invoices/outgoing").json() == []
+
+
+def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = Server(data).start()
+    token = server.token
+    hashes = [
+        server.request("POST", "/invoices", json={"amount": 1}).json()["payment_hash"]
+        for _ in range(5)
+    ]
+    for h in hashes[:3]:
+        assert server.request("POST", "/dev/pay", json={"payment_hash": h}).status_code == 200
+    server.stop(signal.SIGKILL)
+    # Paid while lnplugin is down: the node keeps it, the follower catches up.
+    for h in hashes[3:]:
+        cli(data, "dev", "pay", h)
+    server = Server(data).start()
+    server.token = token
+    try:
+        for h in hashes:
+            assert _wait_settled(server, h)["settled"]
+        assert len(server.request("GET", "/invoices/incoming").json()) == 5
+    finally:
+        server.stop()
+
+
+def _wait_settled(server: Server, payment_hash: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = server.request("GET", f"/invoices/{payment_hash}").json()
+        if body.get("settled") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.02)

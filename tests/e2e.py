@@ -80,7 +80,7 @@ class Server:
                 line = lines.get(timeout=0.2)
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                    raise AssertionError(f"server exited: {self.proc.stderr.read()}") from None  # type: ignore[union-attr]
                 continue
             banner.append(line)
             if line.startswith("Admin token:"):

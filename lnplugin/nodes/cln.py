@@ -176,7 +176,7 @@ class ClnNode(Node):
         socket_path: str | Path,
         *,
         network: str | None = None,
-        wait_timeout: float = 60.0,
+        wait_timeout: float | None = 60.0,
         rpc: LightningRpc | None = None,
     ) -> None:
         """`wait_timeout` bounds one blocking `wait`; the feed then re-lists,

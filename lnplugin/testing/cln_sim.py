@@ -854,9 +854,14 @@ class ClnSim:
         destination: str | None = None,
         fee_msat: int = 0,
         status: str = "complete",
+        preimage: str | None = None,
     ) -> dict[str, Any]:
-        """This node pays someone (bolt11, or a keysend to `destination`); listpays row."""
-        preimage = secrets.token_hex(32)
+        """This node pays someone (bolt11, or a keysend to `destination`); listpays row.
+
+        For a bolt11 the simulator cannot learn the payee's preimage: pass it
+        as `preimage` when the test needs a consistent one.
+        """
+        preimage = preimage or secrets.token_hex(32)
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
         if bolt11 is not None:
             decoded = cln_bolt11.decode(bolt11)

@@ -1,0 +1,282 @@
+"""ClnNode against the CLN simulator over its real unix socket."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pyln.client import LightningRpc
+
+from lnplugin.config import load_settings
+from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
+from lnplugin.nodes.cln import ClnNode, bolt11_timestamp, msat, to_invoice
+from lnplugin.testing.cln_sim import ClnSim
+
+JOIN = 15  # seconds: a liveness bound for background threads, not a timing assertion
+
+
+@pytest.fixture
+def tmp() -> Iterator[str]:
+    path = tempfile.mkdtemp(dir="/tmp", prefix="clnn")  # unix socket paths must be short
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sim(tmp: str) -> Iterator[ClnSim]:
+    with ClnSim(tmp + "/data", tmp + "/rpc") as s:
+        yield s
+
+
+@pytest.fixture
+def node(sim: ClnSim) -> Iterator[ClnNode]:
+    n = ClnNode(sim.socket_path, network="regtest", wait_timeout=5)
+    yield n
+    n.close()
+
+
+class Feed:
+    """Runs `settlements(cursor)` in a thread and hands updates over a queue."""
+
+    def __init__(self, node: ClnNode, cursor: int) -> None:
+        self.items: queue.Queue[Any] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, args=(node, cursor), daemon=True)
+        self.thread.start()
+
+    def _run(self, node: ClnNode, cursor: int) -> None:
+        try:
+            for update in node.settlements(cursor):
+                self.items.put(update)
+            self.items.put("ended")
+        except Exception as exc:
+            self.items.put(exc)
+
+    def next(self) -> Any:
+        return self.items.get(timeout=JOIN)
+
+
+def test_from_settings_and_network_check(sim: ClnSim) -> None:
+    settings = load_settings({"node": "cln", "cln_socket": sim.socket_path}, environ={})
+    node = ClnNode.from_settings(settings)
+    assert node.network == "bitcoin"
+    with pytest.raises(NodeError, match="regtest"):
+        node.check_network()
+    info = ClnNode(sim.socket_path, network="regtest").check_network()
+    assert (info.kind, info.pubkey, info.network) == ("cln", sim.node_id, "regtest")
+    assert info.version == "v26.06.6" and info.block_height == 108
+    with pytest.raises(NodeError, match="cln-socket"):
+        ClnNode.from_settings(load_settings({"node": "cln"}, environ={}))
+
+
+def test_create_invoice_amount_and_any(node: ClnNode, sim: ClnSim) -> None:
+    inv = node.create_invoice(InvoiceRequest(amount_msat=50000, description="coffee", expiry=600))
+    assert inv.state == "OPEN" and inv.amount_msat == 50000 and inv.description == "coffee"
+    assert inv.payment_request.startswith("lnbcrt500n1") and inv.expiry == 600
+    decoded = node.decode(inv.payment_request)
+    assert decoded["created_at"] == inv.created_at and decoded["payee"] == sim.node_id
+    label = sim.invoices and next(iter(sim.invoices))
+    assert label.startswith("lnplugin-")
+    anyinv = node.create_invoice(InvoiceRequest(amount_msat=None))
+    assert anyinv.amount_msat is None and anyinv.payment_request.startswith("lnbcrt1")
+
+
+def test_private_route_hints_are_exposed(node: ClnNode) -> None:
+    inv = node.create_invoice(InvoiceRequest(amount_msat=1000, private_route_hints=True))
+    assert node.decode(inv.payment_request)["routes"]
+    plain = node.create_invoice(InvoiceRequest(amount_msat=1000))
+    assert "routes" not in node.decode(plain.payment_request)
+
+
+def test_description_hash_needs_its_description(node: ClnNode) -> None:
+    with pytest.raises(NodeError, match="description_hash"):
+        node.create_invoice(InvoiceRequest(amount_msat=1000, description_hash="ab" * 32))
+    text = "long metadata text"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    inv = node.create_invoice(
+        InvoiceRequest(amount_msat=1000, description=text, description_hash=digest)
+    )
+    assert node.decode(inv.payment_request)["description_hash"] == digest
+    assert inv.description_hash == digest
+
+
+def test_rpc_error_becomes_node_error(node: ClnNode) -> None:
+    with pytest.raises(NodeError, match="639"):
+        node.create_invoice(InvoiceRequest(amount_msat=1000, description="x" * 700))
+
+
+def test_pay_then_settlement_feed_and_resume(node: ClnNode, sim: ClnSim) -> None:
+    invs = [node.create_invoice(InvoiceRequest(amount_msat=1000 + i)) for i in range(3)]
+    for inv in invs:
+        sim.pay(inv.payment_hash)
+    feed = Feed(node, 0)
+    updates = [feed.next() for _ in range(3)]
+    assert [u.invoice.payment_hash for u in updates] == [i.payment_hash for i in invs]
+    assert [u.cursor for u in updates] == [1, 2, 3]
+    first = updates[0].invoice
+    assert first.state == "SETTLED" and first.amount_received_msat == 1000
+    assert first.preimage and hashlib.sha256(bytes.fromhex(first.preimage)).hexdigest() == (
+        first.payment_hash
+    )
+    assert first.settled_at is not None
+    # live: a payment made while the feed is blocked in `wait`
+    live = node.create_invoice(InvoiceRequest(amount_msat=7))
+    sim.pay(live.payment_hash)
+    got = feed.next()
+    assert got.invoice.payment_hash == live.payment_hash and got.cursor == 4
+    node.close()
+    assert feed.next() == "ended"
+    # resume from a persisted cursor: only what came after it
+    again = ClnNode(sim.socket_path)
+    assert [u.cursor for u in again.settled_since(2)] == [3, 4]
+    resumed = Feed(again, 3)
+    assert resumed.next().invoice.payment_hash == live.payment_hash
+    again.close()
+
+
+def test_expired_invoice_in_feed(node: ClnNode, sim: ClnSim) -> None:
+    inv = node.create_invoice(InvoiceRequest(amount_msat=1000))
+    sim.expire(inv.payment_hash)
+    feed = Feed(node, 0)
+    update = feed.next()
+    assert update.invoice.state == "EXPIRED" and update.cursor == 1
+    assert list(node.settled_since(0)) == []  # the sweep lists settled only
+    assert node.lookup_invoice(inv.payment_hash).state == "EXPIRED"
+
+
+def test_keysend_is_flagged(node: ClnNode, sim: ClnSim) -> None:
+    row = sim.keysend(21000, {7629169: b'{"message":"hi"}', 696969: b"acct"})
+    update = Feed(node, 0).next()
+    inv = update.invoice
+    assert inv.is_keysend and inv.payment_request == "" and inv.state == "SETTLED"
+    assert inv.payment_hash == row["payment_hash"] and inv.amount_received_msat == 21000
+    assert inv.description == 'keysend: {"message":"hi"}'
+    assert inv.custom_records == {}  # CLN's listing has none; plugin mode adds them
+
+
+def test_lookup_invoice(node: ClnNode) -> None:
+    assert node.lookup_invoice("00" * 32) is None
+    inv = node.create_invoice(InvoiceRequest(amount_msat=3000, description="look"))
+    assert node.lookup_invoice(inv.payment_hash.upper()) == inv
+
+
+def test_outgoing_payments(node: ClnNode, sim: ClnSim, tmp: str) -> None:
+    with ClnSim(tmp + "/p", tmp + "/p.sock") as payee:
+        bolt11 = LightningRpc(payee.socket_path).invoice(50000, "x", "pay")["bolt11"]
+        preimage = payee.invoices["x"]["preimage"]
+    sim.send_payment(bolt11=bolt11, fee_msat=12, preimage=preimage)
+    sim.send_payment(21000, destination=payee.node_id)
+    sim.send_payment(999, status="failed")
+    out = list(node.outgoing_payments(0))
+    assert [(p.amount_msat, p.fee_msat, p.cursor) for p in out] == [(50000, 12, 1), (21000, 0, 2)]
+    assert out[0].payment_request == bolt11 and out[0].destination == payee.node_id
+    assert out[0].preimage == preimage
+    assert [p.cursor for p in node.outgoing_payments(1)] == [2]
+
+
+def test_outgoing_payments_before_listpays_paging(tmp: str) -> None:
+    with ClnSim(tmp + "/d", tmp + "/s", version="v24.05") as sim:
+        sim.send_payment(5000, fee_msat=5)
+        sim.send_payment(6000)
+        node = ClnNode(sim.socket_path)
+        out = list(node.outgoing_payments(0))
+        assert [(p.amount_msat, p.fee_msat, p.cursor) for p in out] == [(5000, 5, 1), (6000, 0, 2)]
+        assert [p.cursor for p in node.outgoing_payments(1)] == [2]
+
+
+def test_node_alias_cached(node: ClnNode, sim: ClnSim) -> None:
+    peer = "02" + "11" * 32
+    assert node.node_alias(peer) is None
+    sim.add_node("03" + "22" * 32, "bob")
+    assert node.node_alias("03" + "22" * 32) == "bob"
+    sim.add_node("03" + "22" * 32, "renamed")
+    assert node.node_alias("03" + "22" * 32) == "bob"
+
+
+def test_close_wakes_a_blocked_feed(sim: ClnSim) -> None:
+    node = ClnNode(sim.socket_path, wait_timeout=None)  # only close() can end the wait
+    feed = Feed(node, 0)
+    node.close()
+    assert feed.next() == "ended"
+    feed.thread.join(JOIN)
+    assert not feed.thread.is_alive()
+
+
+def test_wait_timeout_relists_and_keeps_following(sim: ClnSim) -> None:
+    node = ClnNode(sim.socket_path, wait_timeout=0.3)
+    feed = Feed(node, 0)
+    inv = node.create_invoice(InvoiceRequest(amount_msat=1))
+    sim.pay(inv.payment_hash)
+    assert feed.next().invoice.payment_hash == inv.payment_hash
+    node.close()
+
+
+def test_socket_gone_is_node_unavailable(sim: ClnSim, node: ClnNode) -> None:
+    feed = Feed(node, 0)
+    sim.stop()
+    assert isinstance(feed.next(), NodeUnavailable)
+    with pytest.raises(NodeUnavailable):
+        node.get_info()
+    with pytest.raises(NodeUnavailable):
+        list(node.settlements(0))
+
+
+def test_restart_with_same_data(sim: ClnSim, node: ClnNode) -> None:
+    first = node.create_invoice(InvoiceRequest(amount_msat=10))
+    sim.pay(first.payment_hash)
+    cursor = next(iter(node.settled_since(0))).cursor
+    second = node.create_invoice(InvoiceRequest(amount_msat=20))
+    sim.restart()
+    sim.pay(second.payment_hash)
+    assert node.get_info().pubkey == sim.node_id
+    update = Feed(node, cursor).next()
+    assert update.invoice.payment_hash == second.payment_hash and update.cursor == cursor + 1
+
+
+def test_slow_replies(sim: ClnSim, node: ClnNode) -> None:
+    sim.reply_delay = 0.3
+    inv = node.create_invoice(InvoiceRequest(amount_msat=5))
+    assert node.lookup_invoice(inv.payment_hash) == inv
+
+
+def test_old_node_falls_back_to_pay_index(tmp: str) -> None:
+    with ClnSim(tmp + "/d", tmp + "/s", version="v23.05.2") as sim:
+        node = ClnNode(sim.socket_path, wait_timeout=2)
+        assert node.cursor_kind == "pay_index"
+        a = node.create_invoice(InvoiceRequest(amount_msat=1000))
+        b = node.create_invoice(InvoiceRequest(amount_msat=2000))
+        sim.expire(a.payment_hash)  # expiries are not in a pay_index feed
+        sim.pay(b.payment_hash)
+        feed = Feed(node, 0)
+        update = feed.next()
+        assert update.invoice.payment_hash == b.payment_hash and update.cursor == 1
+        assert [u.cursor for u in node.settled_since(0)] == [1]
+        assert list(node.settled_since(1)) == []
+        node.close()
+        assert feed.next() == "ended"
+
+
+def test_legacy_msat_strings() -> None:
+    assert msat("123msat") == 123 and msat(5) == 5 and msat("any") is None and msat(None) is None
+    with pytest.raises(NodeError):
+        msat("12sat")
+    row = {
+        "label": "l",
+        "bolt11": "lnbcrt1p4szrt4sp5",
+        "payment_hash": "aa" * 32,
+        "amount_msat": "1000msat",
+        "status": "paid",
+        "pay_index": 1,
+        "amount_received_msat": "1200msat",
+        "paid_at": 1795231093,
+        "payment_preimage": "bb" * 32,
+        "expires_at": 1795231093 + 3600,
+    }
+    inv = to_invoice(row)
+    assert (inv.amount_msat, inv.amount_received_msat) == (1000, 1200)
+    assert inv.created_at == bolt11_timestamp(row["bolt11"])

@@ -1,0 +1,29 @@
+# Quick start: `make run` (serve on the embedded dev node) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/lnplugin serve
+
+test: $(BIN)/.installed-test
+	$(BIN)/ruff check lnplugin tests contrib
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed-test
+	$(BIN)/python contrib/bench/bench_api.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -80,6 +80,18 @@ _SERVER = [
         help="Seconds between webhook attempts, comma-separated. "
         "[default: 5,300,1800,7200,18000,36000,36000] [env: LNPLUGIN_WEBHOOK_RETRY_SCHEDULE]",
     ),
+    click.option(
+        "--max-streams",
+        type=int,
+        help="Server-Sent Event streams served at once; each has its own thread, added to "
+        "--threads, and more get 503. [default: 512] [env: LNPLUGIN_MAX_STREAMS]",
+    ),
+    click.option(
+        "--sse-heartbeat",
+        type=float,
+        help="Seconds between heartbeats on idle event streams. [default: 15] "
+        "[env: LNPLUGIN_SSE_HEARTBEAT]",
+    ),
 ]
 
 
@@ -246,6 +258,33 @@ def token_revoke(token_id: int, **flags: Any) -> None:
     if not done:
         raise click.ClickException(f"no active token with id {token_id}")
     click.echo(f"Revoked token {token_id}")
+
+
+# -- webhooks --------------------------------------------------------------------
+
+
+@cli.command("webhook-secret")
+@common_options
+@click.option(
+    "--rotate",
+    is_flag=True,
+    help="Make a new secret; the previous one keeps signing alongside it for 24 hours.",
+)
+def webhook_secret(rotate: bool, **flags: Any) -> None:
+    """Print the secret that signs per-invoice `webhook` URL deliveries.
+
+    Endpoints made with POST /webhook_endpoints have secrets of their own.
+    The secret is the last line of output.
+    """
+    from lnplugin.store import webhooks
+
+    store = _store(flags)
+    with store.transaction() as tx:
+        secret = webhooks.rotate_service_secret(tx) if rotate else webhooks.service_secrets(tx)[0]
+    store.close()
+    if rotate:
+        click.echo("Rotated; the previous secret stays valid for 24 hours", err=True)
+    click.echo(secret)
 
 
 # -- dev node --------------------------------------------------------------------

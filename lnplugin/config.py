@@ -72,6 +72,16 @@ SETTINGS_DOCS: tuple[SettingDoc, ...] = (
         "--webhook-retry-schedule",
         "Comma-separated seconds between webhook delivery attempts.",
     ),
+    SettingDoc(
+        "max_streams",
+        "--max-streams",
+        "Server-Sent Event streams served at once, on threads of their own (beyond: 503).",
+    ),
+    SettingDoc(
+        "sse_heartbeat",
+        "--sse-heartbeat",
+        "Seconds between heartbeat comments on idle Server-Sent Event streams.",
+    ),
 )
 
 NodeKind = Literal["dev", "lnd", "cln"]
@@ -96,6 +106,8 @@ class Settings(BaseModel):
     cln_socket: Path | None = None
     webhook_allow: tuple[str, ...] = ()
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    max_streams: int = 512
+    sse_heartbeat: float = 15.0
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -114,6 +126,20 @@ class Settings(BaseModel):
     def _threads(cls, value: int) -> int:
         if not 1 <= value <= 1024:
             raise ValueError("must be between 1 and 1024")
+        return value
+
+    @field_validator("max_streams")
+    @classmethod
+    def _max_streams(cls, value: int) -> int:
+        if not 0 <= value <= 10_000:
+            raise ValueError("must be between 0 and 10000")
+        return value
+
+    @field_validator("sse_heartbeat")
+    @classmethod
+    def _heartbeat(cls, value: float) -> float:
+        if not 0.05 <= value <= 3600:
+            raise ValueError("must be between 0.05 and 3600 seconds")
         return value
 
     @field_validator("network")

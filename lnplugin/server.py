@@ -47,11 +47,15 @@ def make_server(service: Service, settings: Settings) -> Any:
         app,
         host=settings.host,
         port=settings.port,
-        threads=settings.threads,
+        # Event streams hold a thread each for their lifetime; they get threads of
+        # their own (admission-controlled by StreamGate), so the API keeps
+        # `threads` for itself however many streams are open.
+        threads=settings.threads + settings.max_streams,
         ident="lnplugin",
         channel_timeout=120,
         connection_limit=2000,
         clear_untrusted_proxy_headers=True,
+        asyncore_use_poll=True,  # select() stops at 1024 descriptors; streams add up
     )
 
 

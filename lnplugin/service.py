@@ -45,7 +45,11 @@ class Service:
         store = Store(settings.db_path)
         node = node or make_node(settings)
         follower = Follower(node, store)
-        return cls(settings=settings, store=store, node=node, follower=follower)
+        service = cls(settings=settings, store=store, node=node, follower=follower)
+        from lnplugin.webhooks import attach
+
+        attach(service)  # webhook delivery worker + live event hub, in extensions["workers"]
+        return service
 
     def node_info(self, max_age: float = 30.0) -> NodeInfo | None:
         """The node's info, cached; None while the node cannot tell us."""
@@ -90,7 +94,11 @@ class Service:
     def start(self) -> None:
         self.check_network()
         self.follower.start()
+        for worker in self.extensions.get("workers", []):
+            worker.start()
 
     def stop(self) -> None:
+        for worker in reversed(self.extensions.get("workers", [])):
+            worker.stop()
         self.follower.stop()
         self.store.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from lnplugin.api import decode, dev, errors, info, invoices
+from lnplugin.api import decode, dev, errors, events, info, invoices, webhooks
 from lnplugin.service import Service
 
 MAX_BODY_BYTES = 64 * 1024
@@ -21,6 +21,8 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(invoices.bp)
     app.register_blueprint(decode.bp)
     app.register_blueprint(info.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(events.bp)
     if service.settings.node == "dev":
         app.register_blueprint(dev.bp)
     for hook in service.extensions.get("blueprints", []):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
@@ -55,6 +56,15 @@ class InvoiceCreate(BaseModel):
         if value is not None and not _HEX64.match(value):
             raise ValueError("must be 64 hex characters (a SHA-256)")
         return value.lower() if value else value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("payer_pubkey")
     @classmethod

@@ -170,3 +170,65 @@ def _initial(db: sqlite_utils.Database) -> None:
         pk=("token_id", "key"),
         not_null={"body_hash", "invoice_id", "created_at"},
     )
+
+
+@migration(2, "webhook endpoints, deliveries, service-wide webhook secret")
+def _webhooks(db: sqlite_utils.Database) -> None:
+    # Endpoints registered through POST /webhook_endpoints. `after_seq` is the
+    # outbox position at creation: an endpoint receives only later events.
+    db["webhook_endpoints"].create(
+        {
+            "id": str,
+            "url": str,
+            "description": str,
+            "filter_types": str,
+            "secret": str,
+            "created_at": int,
+            "after_seq": int,
+        },
+        pk="id",
+        not_null={"url", "filter_types", "secret", "created_at", "after_seq"},
+    )
+    # One row per (target, event): the unit of retry. `endpoint_id` is '' for
+    # an invoice's own `webhook` URL (signed with the service-wide secret).
+    # `payload` is set only for test events, which are not in the outbox.
+    db["webhook_deliveries"].create(
+        {
+            "id": int,
+            "endpoint_id": str,
+            "url": str,
+            "event_seq": int,
+            "event_id": str,
+            "event_type": str,
+            "payload": str,
+            "status": str,
+            "attempts": int,
+            "retry_index": int,
+            "next_attempt_at": float,
+            "last_status_code": int,
+            "last_error": str,
+            "last_attempt_at": float,
+            "delivered_at": float,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={
+            "endpoint_id",
+            "url",
+            "event_id",
+            "event_type",
+            "status",
+            "attempts",
+            "retry_index",
+            "created_at",
+        },
+        defaults={"endpoint_id": "", "status": "pending", "attempts": 0, "retry_index": 0},
+    )
+    db["webhook_deliveries"].create_index(["endpoint_id", "event_id"], unique=True)
+    db.execute(
+        "CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries(next_attempt_at) "
+        "WHERE status = 'pending'"
+    )
+    db["webhook_keys"].create(
+        {"name": str, "secret": str, "created_at": int}, pk="name", not_null={"secret"}
+    )

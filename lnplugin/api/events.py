@@ -1,0 +1,234 @@
+"""Server-Sent Events: live invoice updates from the outbox.
+
+- `GET /invoices/<payment_hash>/events`: the invoice's current state first,
+  then each change; the stream ends after a final state (SETTLED, EXPIRED,
+  CANCELED). A resume whose invoice is already final gets 204, which tells
+  EventSource clients to stop reconnecting.
+- `GET /events`: every invoice event the token may read (incoming needs
+  `invoices:read`, outgoing `transactions:read`).
+
+Each message's `id` is the outbox `seq`, so `Last-Event-ID` (the header
+EventSource sends on reconnect, or `?last_event_id=`) resumes exactly after
+the last message seen. Heartbeat comment lines keep proxies from timing out
+and reveal dead clients.
+
+Serving model: each open stream holds one waitress thread. `StreamGate`
+admits at most `--max-streams` streams and the server runs `--threads` +
+`--max-streams` threads, so streams can never take the threads that answer
+the rest of the API; stream number max+1 gets 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from lnplugin.alby import effective_state, invoice_json, iso
+from lnplugin.api import context
+from lnplugin.api.auth import current_token, has_scope, require
+from lnplugin.api.errors import APIError, error_response
+from lnplugin.hub import EventHub, StreamGate, Subscription
+from lnplugin.store import events, invoices
+
+bp = Blueprint("events", __name__)
+
+_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+FINAL_EVENTS = {
+    events.INCOMING_SETTLED,
+    events.INCOMING_EXPIRED,
+    events.INCOMING_CANCELED,
+    events.OUTGOING_SETTLED,
+}
+_TYPE_FOR_STATE = {
+    "CREATED": events.INCOMING_CREATED,
+    "SETTLED": events.INCOMING_SETTLED,
+    "EXPIRED": events.INCOMING_EXPIRED,
+    "CANCELED": events.INCOMING_CANCELED,
+}
+RETRY_MS = 3000  # how long EventSource waits before reconnecting
+
+
+def _message(seq: int, type_: str, data: str) -> bytes:
+    return f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode()
+
+
+def _last_event_id() -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise APIError(400, "Invalid request", {"Last-Event-ID": "must be an event id (integer)"})
+    return int(raw)
+
+
+def _admit(sub: Subscription) -> Callable[[], None]:
+    """Take a stream slot and subscribe; the returned function undoes both, once.
+
+    Subscribing before the handler reads the store means nothing committed in
+    between can be missed (duplicates are skipped by `seq`).
+    """
+    svc = context.service()
+    gate: StreamGate = svc.extensions["stream_gate"]
+    hub: EventHub = svc.extensions["event_hub"]
+    if not gate.enter():
+        raise TooManyStreams(gate.limit)
+    hub.subscribe(sub)
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            hub.unsubscribe(sub)
+            gate.leave()
+
+    return release
+
+
+class TooManyStreams(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def _busy(exc: TooManyStreams) -> Any:
+    response = error_response(503, f"Too many open event streams (limit {exc.limit})")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _respond(body: Iterator[bytes], release: Callable[[], None]) -> Any:
+    def stream() -> Iterator[bytes]:
+        try:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            yield from body
+        finally:
+            release()
+
+    response = Response(stream(), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    response.call_on_close(release)  # also when the body never started
+    return response
+
+
+def _live(sub: Subscription, after: int, heartbeat: float, final_ends: bool) -> Iterator[bytes]:
+    """Messages from the hub past `after`, with heartbeats while idle."""
+    last_sent = after
+    while True:
+        rows = sub.take(heartbeat)
+        if sub.overflowed:
+            return  # far behind: end; the client resumes from its Last-Event-ID
+        if not rows:
+            yield b": keep-alive\n\n"
+            continue
+        for row in rows:
+            if row["seq"] <= last_sent:
+                continue
+            last_sent = row["seq"]
+            yield _message(row["seq"], row["type"], row["payload"])
+            if final_ends and row["type"] in FINAL_EVENTS:
+                return
+
+
+@bp.get("/invoices/<payment_hash>/events")
+@require("invoices:read")
+def invoice_events(payment_hash: str) -> Any:
+    if not _HASH.match(payment_hash):
+        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
+    svc = context.service()
+    resume = _last_event_id()
+    found = invoices.by_hash(svc.store.conn, payment_hash.lower())
+    if found is None:
+        raise APIError(404, f"No invoice with payment hash {payment_hash}")
+    if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
+        raise APIError(403, "Token lacks scope: transactions:read")
+    sub = Subscription(lambda row: True, found["id"])
+    try:
+        release = _admit(sub)
+    except TooManyStreams as exc:
+        return _busy(exc)
+    try:
+        with svc.store.snapshot() as conn:
+            row = invoices.by_id(conn, found["id"])
+            head = events.last_seq(conn)
+            history = (
+                conn.execute(
+                    "SELECT * FROM events WHERE invoice_id = ? AND seq > ? ORDER BY seq",
+                    (found["id"], resume),
+                ).fetchall()
+                if resume is not None
+                else []
+            )
+    except BaseException:
+        release()
+        raise
+    assert row is not None
+    now = int(time.time())
+    state = effective_state(row["state"], row["expires_at"], now)
+    if resume is not None and not history and state in ("SETTLED", "EXPIRED", "CANCELED"):
+        release()
+        return Response(status=204)
+    heartbeat = svc.settings.sse_heartbeat
+
+    def body() -> Iterator[bytes]:
+        if resume is None:
+            type_ = events.OUTGOING_SETTLED if row["type"] == "outgoing" else _TYPE_FOR_STATE[state]
+            data = {"type": type_, "timestamp": iso(now), "data": invoice_json(row, now)}
+            yield _message(head, type_, json.dumps(data, separators=(",", ":")))
+            if type_ in FINAL_EVENTS:
+                return
+        for event in history:
+            yield _message(event["seq"], event["type"], event["payload"])
+            if event["type"] in FINAL_EVENTS:
+                return
+        yield from _live(sub, max(head, resume or 0), heartbeat, final_ends=True)
+
+    return _respond(body(), release)
+
+
+def _allowed_types() -> set[str]:
+    token = current_token()
+    allowed: set[str] = set()
+    if has_scope(token, "invoices:read"):
+        allowed |= set(events.EVENT_TYPES) - {events.OUTGOING_SETTLED}
+    if has_scope(token, "transactions:read"):
+        allowed.add(events.OUTGOING_SETTLED)
+    if not allowed:
+        raise APIError(403, "Token lacks scope: invoices:read or transactions:read")
+    return allowed
+
+
+@bp.get("/events")
+@require()
+def all_events() -> Any:
+    allowed = _allowed_types()
+    svc = context.service()
+    resume = _last_event_id()
+    sub = Subscription(lambda row: row["type"] in allowed, None)
+    try:
+        release = _admit(sub)
+    except TooManyStreams as exc:
+        return _busy(exc)
+    heartbeat = svc.settings.sse_heartbeat
+
+    def body() -> Iterator[bytes]:
+        conn: sqlite3.Connection = svc.store.conn
+        if resume is None:
+            last = events.last_seq(conn)
+        else:
+            last = resume
+            while rows := events.after(conn, last, 500):
+                for row in rows:
+                    if row["type"] in allowed:
+                        yield _message(row["seq"], row["type"], row["payload"])
+                last = rows[-1]["seq"]
+        yield from _live(sub, last, heartbeat, final_ends=False)
+
+    return _respond(body(), release)

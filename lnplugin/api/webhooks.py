@@ -1,0 +1,177 @@
+"""Webhook endpoints, Alby-compatible (`admin` scope).
+
+The endpoint secret is returned once, by POST; later reads never show it.
+Deliveries are listed, tested and redelivered here; sending is the worker's
+job (`lnplugin.webhooks`), which wakes on the commit these routes make.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, request
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from lnplugin.alby import iso
+from lnplugin.api import context
+from lnplugin.api.auth import require
+from lnplugin.api.errors import APIError, validation_error
+from lnplugin.store import events
+from lnplugin.store import webhooks as db
+from lnplugin.webhooks import Refused, check_address
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhook_endpoints")
+
+MAX_URL = 2048
+
+
+def check_url(value: str) -> str:
+    """An absolute http(s) URL with a host and no credentials in it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    try:
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if not host:
+        raise ValueError("must include a host")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials (user:password@)")
+    return value
+
+
+class EndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: StrictStr = Field(max_length=MAX_URL)
+    description: StrictStr | None = Field(default=None, max_length=1000)
+    filter_types: list[StrictStr] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value)
+
+    @field_validator("filter_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for index, item in enumerate(value):
+            if item not in events.EVENT_TYPES:
+                raise ValueError(
+                    f"item {index}: unknown event type {item!r}; known: "
+                    + ", ".join(events.EVENT_TYPES)
+                )
+        return list(dict.fromkeys(value))
+
+
+def endpoint_json(row: Any, with_secret: bool = False) -> dict[str, Any]:
+    out = {
+        "id": row["id"],
+        "url": row["url"],
+        "description": row["description"],
+        "filter_types": db.filter_types(row),
+        "created_at": iso(row["created_at"]),
+    }
+    if with_secret:
+        out["endpoint_secret"] = row["secret"]
+    return out
+
+
+def _literal_guard(url: str) -> None:
+    """Reject an IP-literal target the worker would refuse anyway, so the
+    mistake shows at creation. Hostnames are checked at delivery time,
+    because DNS answers change."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    try:
+        check_address(ip, context.service().settings.webhook_allow)
+    except Refused as exc:
+        raise APIError(400, "Invalid request", {"url": str(exc)}) from None
+
+
+def _endpoint_or_404(endpoint_id: str) -> Any:
+    row = db.endpoint(context.service().store.conn, endpoint_id)
+    if row is None:
+        raise APIError(404, f"No webhook endpoint {endpoint_id}")
+    return row
+
+
+@bp.post("")
+@require("admin")
+def create() -> Any:
+    try:
+        body = EndpointCreate.model_validate(context.json_body())
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    _literal_guard(body.url)
+    with context.service().store.transaction() as tx:
+        row = db.create_endpoint(tx, body.url, body.description, body.filter_types)
+    return endpoint_json(row, with_secret=True), 201
+
+
+@bp.get("")
+@require("admin")
+def list_endpoints() -> Any:
+    return [endpoint_json(row) for row in db.endpoints(context.service().store.conn)]
+
+
+@bp.get("/<endpoint_id>")
+@require("admin")
+def get(endpoint_id: str) -> Any:
+    return endpoint_json(_endpoint_or_404(endpoint_id))
+
+
+@bp.delete("/<endpoint_id>")
+@require("admin")
+def delete(endpoint_id: str) -> Any:
+    row = _endpoint_or_404(endpoint_id)
+    with context.service().store.transaction() as tx:
+        db.delete_endpoint(tx, endpoint_id)
+    return {**endpoint_json(row), "deleted": True}
+
+
+@bp.get("/<endpoint_id>/deliveries")
+@require("admin")
+def deliveries(endpoint_id: str) -> Any:
+    _endpoint_or_404(endpoint_id)
+    raw = request.args.get("items", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise APIError(400, "Invalid request", {"items": "must be from 1 to 1000"})
+    rows = db.deliveries(context.service().store.conn, endpoint_id, int(raw))
+    return [db.delivery_json(row) for row in rows]
+
+
+@bp.post("/<endpoint_id>/test")
+@require("admin")
+def test(endpoint_id: str) -> Any:
+    ep = _endpoint_or_404(endpoint_id)
+    event_id = "evt_test_" + secrets.token_hex(10)
+    payload = {
+        "type": db.TEST_EVENT,
+        "timestamp": iso(int(time.time())),
+        "data": {"endpoint_id": endpoint_id, "message": "test event from lnplugin"},
+    }
+    with context.service().store.transaction() as tx:
+        db.add_test_delivery(tx, ep, event_id, json.dumps(payload, separators=(",", ":")))
+        row = db.delivery(tx, endpoint_id, event_id)
+    return db.delivery_json(row), 202
+
+
+@bp.post("/<endpoint_id>/deliveries/<event_id>/redeliver")
+@require("admin")
+def redeliver(endpoint_id: str, event_id: str) -> Any:
+    ep = _endpoint_or_404(endpoint_id)
+    with context.service().store.transaction() as tx:
+        row = db.redeliver(tx, ep, event_id)
+    if row is None:
+        raise APIError(404, f"No event {event_id}")
+    return db.delivery_json(row), 202

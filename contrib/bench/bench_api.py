@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""HTTP API benchmark: a real `lnplugin serve` process driven at concurrency 8.
+
+For each store size (20,000 and 1,000,000 invoices, filled directly through the
+store layer) it starts the server, then reports per endpoint: requests/s,
+p50/p99 latency, and server CPU milliseconds per request (from /proc, so the
+client's own CPU is not counted), plus the server's peak RSS.
+
+The baseline measured in the same run is `GET /health`, the cheapest route:
+the ratio endpoint-CPU / health-CPU shows what each endpoint costs above the
+HTTP server and framework floor. Targets (server CPU per request): create
+<= 2.5 ms, get <= 1 ms, decode <= 0.5 ms, list p99 <= 10 ms at any depth.
+
+    python contrib/bench/bench_api.py              # 20k and 1M rows
+    python contrib/bench/bench_api.py --sizes 20000 --requests 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from lnplugin.store import Store, tokens  # noqa: E402
+from lnplugin.store import invoices as inv_store  # noqa: E402
+
+SAMPLE_BOLT11 = (
+    "lnbcrt10u1p4sz98xpp56qpkg4rfh6cz68tjldr5ee2vx9c09rutaym55h5hdn636hekk2kqsp5ysvs0s24y42j3hpnfa"
+    "muuvswscqju00smqs4shq9ftvh68vrya9qdq2vdhkven9v5xqyz5vqcqpj9qrsgqgjmxktygxckcush7my2jeslj3klx"
+    "y5f9fq2dvx5gms5dyg8stgzhx49z04mfv3xsswshjs8wszgjft6dns9cf5d76kzaswz623mltmcp73sa63"
+)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def fill(data_dir: Path, rows: int) -> tuple[str, list[str], list[str]]:
+    """Fill the store; returns (admin token, some payment hashes, identifiers by position)."""
+    store = Store(data_dir / "lnplugin.sqlite", synchronous="OFF")
+    now = int(time.time()) - rows
+    hashes: list[str] = []
+    idents: list[str] = []
+    chunk = 20_000
+    seq = 0
+    for start in range(0, rows, chunk):
+        with store.transaction() as tx:
+            for n in range(start, min(rows, start + chunk)):
+                payment_hash = hashlib.sha256(n.to_bytes(8, "big")).hexdigest()
+                settled = n % 2 == 0
+                if settled:
+                    seq += 1
+                ident = inv_store.new_identifier()
+                inv_store.insert(
+                    tx,
+                    {
+                        "identifier": ident,
+                        "type": "incoming",
+                        "payment_hash": payment_hash,
+                        "payment_request": SAMPLE_BOLT11,
+                        "state": "SETTLED" if settled else "OPEN",
+                        "amount_msat": 1_000_000,
+                        "amount_received_msat": 1_000_000 if settled else 0,
+                        "description": f"invoice {n}",
+                        "created_at": now + n,
+                        "expiry": 86400 * 365,
+                        "expires_at": now + n + 86400 * 365,
+                        "settled_at": now + n if settled else None,
+                        "preimage": secrets.token_hex(32) if settled else None,
+                        "list_seq": seq if settled else None,
+                    },
+                )
+                if n % 997 == 0:
+                    hashes.append(payment_hash)
+                if n % 1000 == 0:
+                    idents.append(ident)
+    with store.transaction() as tx:
+        _, token = tokens.create(tx, ["admin"], "bench")
+    store.close()
+    return token, hashes, idents
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lnplugin", "serve", "--data-dir", str(data_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "LNPLUGIN_LOG_LEVEL": "error"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    url = line.rsplit(" ", 1)[-1].strip()
+    proc.stdout.readline()
+    return proc, url
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def drive(pid: int, url: str, token: str, make_request, count: int, concurrency: int = 8):  # type: ignore[no-untyped-def]
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    counter = iter(range(count))
+
+    def worker() -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+        mine = []
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                break
+            method, path, body = make_request(n)
+            t0 = time.perf_counter()
+            response = session.request(method, url + path, json=body, timeout=30)
+            mine.append(time.perf_counter() - t0)
+            if response.status_code >= 400:
+                errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    cpu0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    latencies.sort()
+    return {
+        "rps": count / wall,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "cpu_ms": cpu / count * 1000,
+        "errors": errors[0],
+    }
+
+
+def run(size: int, requests_per_case: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="lnbench") as tmp:
+        data = Path(tmp)
+        t0 = time.perf_counter()
+        token, hashes, idents = fill(data, size)
+        print(f"\n== {size:,} invoices (filled in {time.perf_counter() - t0:.1f} s)")
+        proc, url = start_server(data)
+        try:
+            sample = requests.post(
+                url + "/invoices",
+                json={"amount": 1, "description": "x"},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            ).json()["payment_request"]
+            deep_page = max(1, size // 25 // 2)
+            middle = idents[len(idents) // 2]
+            cases = [
+                ("GET /health (baseline)", lambda n: ("GET", "/health", None)),
+                ("POST /invoices", lambda n: ("POST", "/invoices", {"amount": 10, "memo": "b"})),
+                (
+                    "GET /invoices/<hash>",
+                    lambda n: ("GET", f"/invoices/{hashes[n % len(hashes)]}", None),
+                ),
+                (
+                    "GET /invoices?items=25 (first page)",
+                    lambda n: ("GET", "/invoices?items=25", None),
+                ),
+                (
+                    f"GET /invoices?items=25&page={deep_page}",
+                    lambda n: ("GET", f"/invoices?items=25&page={deep_page}", None),
+                ),
+                (
+                    "GET /invoices?items=25&q[before]=<middle>",
+                    lambda n: ("GET", f"/invoices?items=25&q[before]={middle}", None),
+                ),
+                (
+                    f"GET /invoices/incoming?items=25&page={deep_page // 2}",
+                    lambda n: ("GET", f"/invoices/incoming?items=25&page={deep_page // 2}", None),
+                ),
+                (
+                    "GET /decode/bolt11/<invoice>",
+                    lambda n: ("GET", f"/decode/bolt11/{sample}", None),
+                ),
+            ]
+            targets = {
+                "POST /invoices": ("cpu_ms", 2.5),
+                "GET /invoices/<hash>": ("cpu_ms", 1.0),
+                "GET /decode/bolt11/<invoice>": ("cpu_ms", 0.5),
+            }
+            print(
+                f"{'case':48} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99 c=1':>8} "
+                f"{'cpu ms/req':>10} {'x health':>8}  target"
+            )
+            baseline = None
+            for name, make in cases:
+                drive(proc.pid, url, token, make, min(200, requests_per_case))  # warm up
+                result = drive(proc.pid, url, token, make, requests_per_case)
+                alone = drive(proc.pid, url, token, make, requests_per_case // 2, concurrency=1)
+                if baseline is None:
+                    baseline = result["cpu_ms"]
+                verdict = ""
+                if name in targets:
+                    key, limit = targets[name]
+                    ok = result[key] <= limit
+                    verdict = f"cpu <= {limit} ms: {'PASS' if ok else 'MISS'}"
+                elif name.startswith("GET /invoices") and "hash" not in name:
+                    verdict = (
+                        f"p99 <= 10 ms: c=8 {'PASS' if result['p99'] <= 10 else 'MISS'}, "
+                        f"c=1 {'PASS' if alone['p99'] <= 10 else 'MISS'}"
+                    )
+                if result["errors"]:
+                    verdict += f" ({result['errors']} errors)"
+                print(
+                    f"{name:48} {result['rps']:7.0f} {result['p50']:7.2f} {result['p99']:7.2f} "
+                    f"{alone['p99']:8.2f} {result['cpu_ms']:10.3f} "
+                    f"{result['cpu_ms'] / baseline:8.2f}  {verdict}"
+                )
+            print(f"server peak RSS: {peak_rss_mb(proc.pid):.1f} MB")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="20000,1000000", help="store sizes, comma-separated")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per case")
+    args = parser.parse_args()
+    print(f"lnplugin API benchmark; {os.cpu_count()} cores; concurrency 8")
+    for size in (int(s) for s in args.sizes.split(",")):
+        run(size, args.requests)
+
+
+if __name__ == "__main__":
+    main()

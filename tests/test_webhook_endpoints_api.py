@@ -1,0 +1,214 @@
+"""The Alby-compatible webhook endpoints API: shapes, validation, scopes.
+
+CRUD and validation need no network, so these use Flask's test client on a
+real `Service` (store on disk, dev node); delivery is tested over HTTP in
+test_webhooks_delivery.py.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from lnplugin.api import create_app
+from lnplugin.config import load_settings
+from lnplugin.service import Service
+from lnplugin.store import events, tokens
+
+SETTLED = "invoice.incoming.settled"
+
+
+@pytest.fixture()
+def svc(tmp_path: Path) -> Iterator[Service]:
+    service = Service.build(load_settings({"data_dir": str(tmp_path)}, environ={}))
+    yield service
+    service.store.close()
+
+
+@pytest.fixture()
+def client(svc: Service) -> FlaskClient:
+    return create_app(svc).test_client()
+
+
+def _token(svc: Service, *scopes: str) -> dict[str, str]:
+    with svc.store.transaction() as tx:
+        _, secret = tokens.create(tx, list(scopes), "test")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture()
+def admin(svc: Service) -> dict[str, str]:
+    return _token(svc, "admin")
+
+
+def _create(client: FlaskClient, admin: dict[str, str], **body: Any) -> Any:
+    body = {"url": "https://example.com/hook", "filter_types": [SETTLED], **body}
+    return client.post("/webhook_endpoints", json=body, headers=admin)
+
+
+def test_create_returns_secret_once(client: FlaskClient, admin: dict[str, str]) -> None:
+    reply = _create(client, admin, description="shop")
+    assert reply.status_code == 201
+    body = reply.get_json()
+    assert set(body) == {
+        "id",
+        "url",
+        "description",
+        "filter_types",
+        "created_at",
+        "endpoint_secret",
+    }
+    assert body["url"] == "https://example.com/hook"
+    assert body["description"] == "shop"
+    assert body["filter_types"] == [SETTLED]
+    assert body["endpoint_secret"].startswith("whsec_")
+    assert len(base64.b64decode(body["endpoint_secret"][6:])) == 32
+
+    listed = client.get("/webhook_endpoints", headers=admin).get_json()
+    assert [e["id"] for e in listed] == [body["id"]]
+    assert "endpoint_secret" not in listed[0]
+    one = client.get(f"/webhook_endpoints/{body['id']}", headers=admin).get_json()
+    assert "endpoint_secret" not in one and one["id"] == body["id"]
+
+
+def test_every_known_event_type_is_accepted(client: FlaskClient, admin: dict[str, str]) -> None:
+    reply = _create(client, admin, filter_types=list(events.EVENT_TYPES))
+    assert reply.status_code == 201
+    assert reply.get_json()["filter_types"] == list(events.EVENT_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"filter_types": [SETTLED, "invoice.paid"]}, "filter_types", "unknown event type"),
+        ({"filter_types": []}, "filter_types", "at least 1"),
+        ({"filter_types": None}, "filter_types", ""),
+        ({"url": "ftp://example.com/x"}, "url", "http"),
+        ({"url": "example.com/hook"}, "url", "http"),
+        ({"url": "https:///nohost"}, "url", "host"),
+        ({"url": "https://user:pw@example.com/"}, "url", "credentials"),
+        ({"url": 5}, "url", "string"),
+        ({"url": "http://127.0.0.1:9/hook"}, "url", "loopback"),
+        ({"url": "http://169.254.169.254/latest"}, "url", "link-local"),
+        ({"url": "http://10.1.2.3/hook"}, "url", "private"),
+    ],
+)
+def test_invalid_bodies_get_a_reason_per_field(
+    client: FlaskClient, admin: dict[str, str], body: dict[str, Any], field: str, reason: str
+) -> None:
+    reply = _create(client, admin, **body)
+    assert reply.status_code == 400
+    error = reply.get_json()
+    assert error["code"] == 400 and error["error"] is True
+    assert field in error["errors"]
+    assert reason in error["errors"][field]
+
+
+def test_missing_url_is_required(client: FlaskClient, admin: dict[str, str]) -> None:
+    reply = client.post("/webhook_endpoints", json={"filter_types": [SETTLED]}, headers=admin)
+    assert reply.status_code == 400
+    assert reply.get_json()["errors"] == {"url": "is required"}
+
+
+def test_allow_list_permits_private_targets(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"data_dir": str(tmp_path), "webhook_allow": ("127.0.0.0/8",)}, environ={}
+    )
+    service = Service.build(settings)
+    try:
+        client = create_app(service).test_client()
+        reply = _create(client, _token(service, "admin"), url="http://127.0.0.1:9/hook")
+        assert reply.status_code == 201
+    finally:
+        service.store.close()
+
+
+def test_admin_scope_required(svc: Service, client: FlaskClient) -> None:
+    assert client.get("/webhook_endpoints").status_code == 401
+    reader = _token(svc, "invoices:read", "invoices:create", "transactions:read")
+    for method, path in [
+        ("POST", "/webhook_endpoints"),
+        ("GET", "/webhook_endpoints"),
+        ("GET", "/webhook_endpoints/ep_x"),
+        ("DELETE", "/webhook_endpoints/ep_x"),
+        ("GET", "/webhook_endpoints/ep_x/deliveries"),
+        ("POST", "/webhook_endpoints/ep_x/test"),
+        ("POST", "/webhook_endpoints/ep_x/deliveries/evt_x/redeliver"),
+    ]:
+        reply = client.open(path, method=method, headers=reader, json={})
+        assert reply.status_code == 403, (method, path)
+
+
+def test_delete_then_gone(client: FlaskClient, admin: dict[str, str]) -> None:
+    endpoint_id = _create(client, admin).get_json()["id"]
+    reply = client.delete(f"/webhook_endpoints/{endpoint_id}", headers=admin)
+    assert reply.status_code == 200 and reply.get_json()["deleted"] is True
+    assert client.get(f"/webhook_endpoints/{endpoint_id}", headers=admin).status_code == 404
+    assert client.delete(f"/webhook_endpoints/{endpoint_id}", headers=admin).status_code == 404
+    assert client.get("/webhook_endpoints", headers=admin).get_json() == []
+
+
+def test_unknown_endpoint_is_404(client: FlaskClient, admin: dict[str, str]) -> None:
+    for method, path in [
+        ("GET", "/webhook_endpoints/ep_nope"),
+        ("GET", "/webhook_endpoints/ep_nope/deliveries"),
+        ("POST", "/webhook_endpoints/ep_nope/test"),
+        ("POST", "/webhook_endpoints/ep_nope/deliveries/evt_x/redeliver"),
+    ]:
+        reply = client.open(path, method=method, headers=admin)
+        assert reply.status_code == 404
+        assert reply.get_json()["error"] is True
+
+
+def test_test_event_is_queued_and_listed(client: FlaskClient, admin: dict[str, str]) -> None:
+    endpoint_id = _create(client, admin).get_json()["id"]
+    assert (
+        client.get(f"/webhook_endpoints/{endpoint_id}/deliveries", headers=admin).get_json() == []
+    )
+    reply = client.post(f"/webhook_endpoints/{endpoint_id}/test", headers=admin)
+    assert reply.status_code == 202
+    queued = reply.get_json()
+    assert queued["type"] == "webhook.test"
+    assert queued["status"] == "pending" and queued["attempts"] == 0
+    listed = client.get(f"/webhook_endpoints/{endpoint_id}/deliveries", headers=admin).get_json()
+    assert [d["event_id"] for d in listed] == [queued["event_id"]]
+    assert set(listed[0]) >= {"event_id", "type", "attempts", "last_status_code", "next_attempt_at"}
+
+
+def test_redeliver_unknown_event_is_404(client: FlaskClient, admin: dict[str, str]) -> None:
+    endpoint_id = _create(client, admin).get_json()["id"]
+    reply = client.post(
+        f"/webhook_endpoints/{endpoint_id}/deliveries/evt_missing/redeliver", headers=admin
+    )
+    assert reply.status_code == 404
+
+
+def test_redeliver_any_outbox_event(
+    svc: Service, client: FlaskClient, admin: dict[str, str]
+) -> None:
+    # Events from before the endpoint existed are not sent to it, but can be
+    # sent on request.
+    reply = client.post("/invoices", json={"amount": 5}, headers=admin)
+    assert reply.status_code == 201
+    event_id = svc.store.conn.execute("SELECT event_id FROM events").fetchone()[0]
+    endpoint_id = _create(client, admin).get_json()["id"]
+    path = f"/webhook_endpoints/{endpoint_id}/deliveries/{event_id}/redeliver"
+    reply = client.post(path, headers=admin)
+    assert reply.status_code == 202
+    assert reply.get_json()["event_id"] == event_id
+    assert reply.get_json()["type"] == "invoice.incoming.created"
+
+
+def test_invoice_webhook_must_be_http_url(client: FlaskClient, admin: dict[str, str]) -> None:
+    reply = client.post("/invoices", json={"amount": 5, "webhook": "ftp://x/y"}, headers=admin)
+    assert reply.status_code == 400
+    assert "webhook" in reply.get_json()["errors"]
+    ok = client.post(
+        "/invoices", json={"amount": 5, "webhook": "https://example.com/paid"}, headers=admin
+    )
+    assert ok.status_code == 201

@@ -1,0 +1,175 @@
+"""At-least-once delivery over real HTTP: retries keep the webhook-id, a
+SIGKILL mid-delivery does not lose the event, the SSRF guard refuses
+loopback without the allow-list, and dead letters can be redelivered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers_webhooks import Receiver, Server, wait_for
+
+ALLOW = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "0,0,0,0"}
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("delivery"), ALLOW).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def server(shared: Server) -> Iterator[Server]:
+    """The shared server, with each test's endpoints removed afterwards."""
+    yield shared
+    for endpoint in shared.call("GET", "/webhook_endpoints").json():
+        shared.call("DELETE", f"/webhook_endpoints/{endpoint['id']}")
+
+
+def _settled_event(server: Server, receiver: Receiver, path: str) -> tuple[dict, str]:
+    endpoint = server.add_endpoint(receiver.url(path))
+    invoice = server.create_invoice()
+    server.pay(invoice["payment_hash"])
+    return endpoint, invoice["payment_hash"]
+
+
+def test_retries_reuse_the_webhook_id_and_are_accepted_once(
+    server: Server, receiver: Receiver
+) -> None:
+    receiver.script["/flaky"] = [500, 500, 500, 200]
+    endpoint, payment_hash = _settled_event(server, receiver, "/flaky")
+    attempts = wait_for(
+        lambda: (
+            [r for r in receiver.of_type("invoice.incoming.settled", payment_hash)]
+            if len(receiver.received) >= 4
+            else None
+        )
+    )
+    ids = {r.headers["webhook-id"] for r in attempts}
+    assert len(attempts) == 4 and len(ids) == 1
+    [event_id] = ids
+    assert list(receiver.accepted) == [event_id]
+    delivery = wait_for(
+        lambda: (
+            (d := server.delivery(endpoint["id"], event_id)) and d["status"] == "delivered" and d
+        )
+    )
+    assert delivery["attempts"] == 4
+    assert delivery["last_status_code"] == 200
+    assert delivery["next_attempt_at"] is None
+
+
+def test_dead_letter_stays_visible_and_can_be_redelivered(
+    server: Server, receiver: Receiver
+) -> None:
+    receiver.script["/down"] = [503]
+    endpoint, payment_hash = _settled_event(server, receiver, "/down")
+    # 1 attempt + 4 retries (the schedule has four entries), then dead-lettered.
+    dead = wait_for(
+        lambda: [d for d in server.deliveries(endpoint["id"]) if d["status"] == "failed"]
+    )
+    assert dead[0]["attempts"] == 5
+    assert dead[0]["last_status_code"] == 503
+    assert dead[0]["next_attempt_at"] is None
+    event_id = dead[0]["event_id"]
+    assert len(receiver.for_event(event_id)) == 5
+    assert receiver.accepted == {}
+
+    receiver.script["/down"] = [200]
+    reply = server.call(
+        "POST", f"/webhook_endpoints/{endpoint['id']}/deliveries/{event_id}/redeliver"
+    )
+    assert reply.status_code == 202
+    done = wait_for(
+        lambda: (
+            (d := server.delivery(endpoint["id"], event_id)) and d["status"] == "delivered" and d
+        )
+    )
+    assert done["attempts"] == 6
+    assert list(receiver.accepted) == [event_id]
+    assert receiver.accepted[event_id].json["data"]["payment_hash"] == payment_hash
+
+
+def test_test_event_is_delivered(server: Server, receiver: Receiver) -> None:
+    endpoint = server.add_endpoint(receiver.url("/t"))
+    reply = server.call("POST", f"/webhook_endpoints/{endpoint['id']}/test")
+    assert reply.status_code == 202
+    event_id = reply.json()["event_id"]
+    [got] = wait_for(lambda: receiver.for_event(event_id))
+    assert got.json["type"] == "webhook.test"
+
+
+def test_deleted_endpoint_receives_nothing_more(server: Server, receiver: Receiver) -> None:
+    endpoint = server.add_endpoint(receiver.url("/gone"))
+    assert server.call("DELETE", f"/webhook_endpoints/{endpoint['id']}").status_code == 200
+    other = server.add_endpoint(receiver.url("/still"))
+    invoice = server.create_invoice()
+    server.pay(invoice["payment_hash"])
+    wait_for(lambda: server.deliveries(other["id"]) and receiver.accepted)
+    assert [r.path for r in receiver.received] == ["/still"]
+
+
+def test_sigkill_mid_delivery_then_restart_still_delivers(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> None:
+    server = Server(tmp_path_factory.mktemp("crash"), ALLOW).start()
+    try:
+        receiver.hold.add("/slow")
+        endpoint, payment_hash = _settled_event(server, receiver, "/slow")
+        assert receiver.held.wait(15), "the first attempt never arrived"
+        server.kill()  # while the receiver still holds the request open
+        receiver.release.set()
+        [first] = receiver.of_type("invoice.incoming.settled", payment_hash)
+        event_id = first.headers["webhook-id"]
+
+        server.start()
+        wait_for(lambda: len(receiver.for_event(event_id)) >= 2)
+        assert {r.headers["webhook-id"] for r in receiver.for_event(event_id)} == {event_id}
+        delivery = wait_for(
+            lambda: (
+                (d := server.delivery(endpoint["id"], event_id))
+                and d["status"] == "delivered"
+                and d
+            )
+        )
+        assert delivery["last_status_code"] == 200
+    finally:
+        server.stop()
+
+
+def test_loopback_refused_without_allow_list(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> None:
+    env = {"LNPLUGIN_WEBHOOK_ALLOW": "", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "0"}
+    server = Server(tmp_path_factory.mktemp("noallow"), env).start()
+    try:
+        # An IP literal is refused when the endpoint is created...
+        reply = server.call(
+            "POST",
+            "/webhook_endpoints",
+            json={"url": receiver.url("/x"), "filter_types": ["invoice.incoming.settled"]},
+        )
+        assert reply.status_code == 400
+        assert "loopback" in reply.json()["errors"]["url"]
+        # ...and a hostname that resolves to loopback is refused at delivery.
+        port = receiver.url().split(":")[2].split("/")[0]
+        endpoint = server.add_endpoint(f"http://localhost:{port}/x")
+        invoice = server.create_invoice(webhook=receiver.url("/per-invoice"))
+        server.pay(invoice["payment_hash"])
+        [dead] = wait_for(
+            lambda: [d for d in server.deliveries(endpoint["id"]) if d["status"] == "failed"]
+        )
+        assert "refused" in dead["last_error"] and "loopback" in dead["last_error"]
+        assert dead["last_status_code"] is None
+        assert receiver.received == []
+    finally:
+        server.stop()

@@ -76,8 +76,15 @@ class Server:
     def start(self) -> Server:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [*LNPLUGIN, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
-            + list(self.args),
+            [
+                *LNPLUGIN,
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -149,6 +156,15 @@ class Server:
     def delivery(self, endpoint_id: str, event_id: str) -> dict[str, Any] | None:
         found = [d for d in self.deliveries(endpoint_id) if d["event_id"] == event_id]
         return found[0] if found else None
+
+    def wait_delivered(self, endpoint_id: str, event_id: str) -> dict[str, Any]:
+        """The delivery row, once its status is `delivered`."""
+
+        def check() -> dict[str, Any] | None:
+            row = self.delivery(endpoint_id, event_id)
+            return row if row is not None and row["status"] == "delivered" else None
+
+        return dict(wait_for(check))
 
 
 @dataclass

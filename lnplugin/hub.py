@@ -65,6 +65,7 @@ class EventHub:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self.store.wake_waiters()
         if self._thread is not None:
             self._thread.join(timeout)
 

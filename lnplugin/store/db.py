@@ -85,6 +85,11 @@ class Store:
                 self._commits.wait(timeout)
             return self.commit_version
 
+    def wake_waiters(self) -> None:
+        """Wake every `wait_for_commit` caller now, e.g. so a stopping thread exits."""
+        with self._commits:
+            self._commits.notify_all()
+
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so several queries see one consistent state."""

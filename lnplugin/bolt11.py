@@ -275,7 +275,7 @@ def _hrp_state(hrp: str) -> int:
         c = _step(c, 0)
         for b in codes:
             c = _step(c, b & 31)
-        if len(_HRP_STATE_CACHE) < 512:
+        if len(hrp) <= 32 and len(_HRP_STATE_CACHE) < 512:  # bounded: input is untrusted
             _HRP_STATE_CACHE[hrp] = c
     return c
 

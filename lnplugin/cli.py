@@ -179,7 +179,7 @@ def decode(invoice: str) -> None:
     from lnplugin.alby import decoded_json
 
     try:
-        decoded = bolt11.decode(invoice)
+        decoded = bolt11.decode(invoice.strip())
     except bolt11.Bolt11Error as exc:
         raise click.ClickException(f"invalid invoice: {exc.reason}") from None
     click.echo(json.dumps(decoded_json(decoded, None, int(time.time())), indent=2))

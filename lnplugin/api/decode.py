@@ -26,7 +26,7 @@ def decode_response(text: str) -> dict[str, Any]:
             {"invoice": f"longer than {bolt11.MAX_INVOICE_LENGTH} characters"},
         )
     try:
-        invoice = bolt11.decode(text)
+        invoice = bolt11.decode(text.strip())
     except bolt11.Bolt11Error as exc:
         raise APIError(400, f"Invalid invoice: {exc.reason}", {"invoice": exc.reason}) from None
     alias = context.service().alias_of(invoice.payee)

@@ -29,6 +29,7 @@ class Subscription:
         self.wants = wants
         self.invoice_id = invoice_id
         self.overflowed = False
+        self.closed = False  # the server is shutting down: end the stream
         self._items: deque[sqlite3.Row] = deque()
         self._cond = threading.Condition()
 
@@ -40,10 +41,15 @@ class Subscription:
                 self._items.append(row)
             self._cond.notify()
 
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify()
+
     def take(self, timeout: float) -> list[sqlite3.Row]:
         """Everything queued, waiting up to `timeout` when nothing is."""
         with self._cond:
-            if not self._items and not self.overflowed:
+            if not self._items and not self.overflowed and not self.closed:
                 self._cond.wait(timeout)
             items = list(self._items)
             self._items.clear()
@@ -68,6 +74,13 @@ class EventHub:
         self.store.wake_waiters()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def close_all(self) -> None:
+        """End every stream now (shutdown), instead of at its next heartbeat."""
+        with self._lock:
+            subs = list(self._all) + [s for group in self._by_invoice.values() for s in group]
+        for sub in subs:
+            sub.close()
 
     def subscribe(self, sub: Subscription) -> None:
         with self._lock:

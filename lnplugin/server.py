@@ -86,9 +86,14 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
     sys.stdout.flush()
 
     def stop(signum: int, frame: Any) -> None:
+        # waitress waits for busy threads when it stops; end open event
+        # streams first so their threads can exit at once.
+        for hook in service.extensions.get("before_shutdown", []):
+            hook()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -345,3 +345,4 @@ def attach(service: Any) -> None:
     service.extensions["event_hub"] = hub
     service.extensions["stream_gate"] = StreamGate(settings.max_streams)
     service.extensions.setdefault("workers", []).extend([worker, hub])
+    service.extensions.setdefault("before_shutdown", []).append(hub.close_all)

@@ -123,8 +123,8 @@ def _live(sub: Subscription, after: int, heartbeat: float, final_ends: bool) -> 
     last_sent = after
     while True:
         rows = sub.take(heartbeat)
-        if sub.overflowed:
-            return  # far behind: end; the client resumes from its Last-Event-ID
+        if sub.overflowed or sub.closed:
+            return  # far behind, or shutting down: the client resumes from Last-Event-ID
         if not rows:
             yield b": keep-alive\n\n"
             continue

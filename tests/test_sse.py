@@ -1,0 +1,136 @@
+"""Server-Sent Events over real HTTP: current state then changes, closing on
+a final state, Last-Event-ID resume, heartbeats, scopes and admission."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.helpers_webhooks import Server, SSEClient, run_cli, wait_for
+
+MAX_STREAMS = 3
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(
+        tmp_path_factory.mktemp("sse"),
+        {},
+        "--sse-heartbeat",
+        "0.2",
+        "--max-streams",
+        str(MAX_STREAMS),
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def _stream(server: Server, payment_hash: str, last_event_id: str | None = None) -> SSEClient:
+    return SSEClient(f"{server.url}/invoices/{payment_hash}/events", server.token, last_event_id)
+
+
+def test_created_then_settled_after_dev_pay_then_closed(server: Server) -> None:
+    invoice = server.create_invoice()
+    client = _stream(server, invoice["payment_hash"])
+    assert client.ok
+    assert client.response.headers["content-type"].startswith("text/event-stream")
+    first = client.next()
+    assert first.event == "invoice.incoming.created"
+    assert first.json["data"]["state"] == "CREATED"
+    assert first.json["data"]["payment_hash"] == invoice["payment_hash"]
+
+    run_cli("dev", "pay", invoice["payment_hash"], data_dir=server.data_dir)
+    rest = list(client.events())  # ends only when the server closes the stream
+    assert [e.event for e in rest] == ["invoice.incoming.settled"]
+    assert rest[0].json["data"]["state"] == "SETTLED"
+    assert int(rest[0].id or 0) > int(first.id or 0)
+
+
+def test_final_invoice_sends_its_state_and_closes(server: Server) -> None:
+    invoice = server.create_invoice()
+    server.pay(invoice["payment_hash"])
+    events = list(_stream(server, invoice["payment_hash"]).events())
+    assert [e.event for e in events] == ["invoice.incoming.settled"]
+    assert events[0].json["data"]["settled"] is True
+
+
+def test_last_event_id_resumes_an_invoice_stream(server: Server) -> None:
+    invoice = server.create_invoice()
+    client = _stream(server, invoice["payment_hash"])
+    created = client.next()
+    client.close()  # the client goes away; the payment happens meanwhile
+    server.pay(invoice["payment_hash"])
+
+    resumed = list(_stream(server, invoice["payment_hash"], created.id).events())
+    assert [e.event for e in resumed] == ["invoice.incoming.settled"]
+    # Resuming after the final event: 204, which stops EventSource reconnecting.
+    done = _stream(server, invoice["payment_hash"], resumed[0].id)
+    assert done.response.status_code == 204
+
+
+def test_last_event_id_resumes_the_all_events_stream(server: Server) -> None:
+    client = SSEClient(f"{server.url}/events", server.token)
+    a = server.create_invoice()
+    server.pay(a["payment_hash"])
+    seen = client.events()
+    got = [next(seen), next(seen)]
+    assert [e.event for e in got] == ["invoice.incoming.created", "invoice.incoming.settled"]
+    assert {e.json["data"]["payment_hash"] for e in got} == {a["payment_hash"]}
+    client.close()
+
+    b = server.create_invoice()
+    server.pay(b["payment_hash"])
+    resumed = SSEClient(f"{server.url}/events", server.token, got[-1].id).events()
+    again = [next(resumed), next(resumed)]
+    assert [e.event for e in again] == ["invoice.incoming.created", "invoice.incoming.settled"]
+    assert {e.json["data"]["payment_hash"] for e in again} == {b["payment_hash"]}
+    assert int(again[0].id or 0) > int(got[-1].id or 0)
+
+
+def test_idle_streams_get_heartbeats(server: Server) -> None:
+    invoice = server.create_invoice()
+    client = _stream(server, invoice["payment_hash"])
+    client.next()
+    # The next line after the first event is a heartbeat comment (0.2 s here).
+    line = next(client._lines)
+    while line == "":
+        line = next(client._lines)
+    assert line.startswith(":")
+    client.close()
+
+
+def test_scopes_decide_what_a_stream_may_read(server: Server) -> None:
+    creator = run_cli(
+        "token", "create", "--scope", "invoices:create", data_dir=server.data_dir
+    ).splitlines()[-1]
+    assert SSEClient(f"{server.url}/events", creator).response.status_code == 403
+    assert requests.get(f"{server.url}/events", timeout=5).status_code == 401
+    invoice = server.create_invoice()
+    assert _stream(server, invoice["payment_hash"][::-1]).response.status_code == 404
+    assert _stream(server, "zz").response.status_code == 400
+    assert _stream(server, invoice["payment_hash"], "abc").response.status_code == 400
+
+
+def test_streams_beyond_the_limit_get_503_while_the_api_answers(server: Server) -> None:
+    invoice = server.create_invoice()
+    clients = []
+    for _ in range(MAX_STREAMS):
+        # Earlier tests' closed streams hold their slots until the server
+        # notices (at the next heartbeat), so wait for each slot.
+        client = wait_for(lambda: (c := _stream(server, invoice["payment_hash"])).ok and c)
+        assert client.next().event == "invoice.incoming.created"
+        clients.append(client)
+    extra = _stream(server, invoice["payment_hash"])
+    assert extra.response.status_code == 503
+    assert extra.response.headers["Retry-After"]
+    assert extra.response.json()["code"] == 503
+    got = server.call("GET", f"/invoices/{invoice['payment_hash']}")
+    assert got.status_code == 200
+    for client in clients:
+        client.close()
+    # Slots come back once the server notices the closed connections.
+    again = wait_for(lambda: (c := _stream(server, invoice["payment_hash"])).ok and c)
+    assert again.next().event == "invoice.incoming.created"
+    again.close()

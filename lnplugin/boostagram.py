@@ -59,7 +59,7 @@ def parse_boostagram(raw: bytes) -> dict[str, Any] | None:
     """Parse a 7629169 record; None when it is not a JSON object."""
     try:
         data = json.loads(raw.decode("utf-8", errors="replace").strip().rstrip("\x00"))
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested JSON from a hostile sender
         return None
     if not isinstance(data, dict):
         return None

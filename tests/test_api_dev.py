@@ -247,3 +247,20 @@ def test_dev_routes_do_not_exist_when_another_node_is_selected(tmp_path, service
     )
     assert r.status_code == 404
     other.store.close()
+
+
+def test_a_deeply_nested_boostagram_does_not_block_later_payments(client, admin):
+    poison = client.post(
+        "/dev/keysend",
+        json={"amount_msat": 1000, "custom_records": {"7629169": "[" * 30_000}},
+        headers=admin,
+    )
+    assert poison.status_code == 200
+    inv = create(client, admin, amount=1)
+    assert pay(client, admin, payment_hash=inv["payment_hash"]).status_code == 200
+    incoming = client.get("/invoices/incoming", headers=admin).get_json()
+    assert [i["payment_hash"] for i in incoming] == [
+        inv["payment_hash"],
+        poison.get_json()["payment_hash"],
+    ]
+    assert incoming[1]["boostagram"] is None

@@ -1,0 +1,151 @@
+"""Lenient parsing of Podcasting 2.0 keysend records (TLV 7629169 boostagrams, 34349334 chat).
+
+Senders disagree about types; whatever they send, the raw record is kept and
+parsing never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from lnplugin.boostagram import (
+    BOOSTAGRAM,
+    CHAT_MESSAGE,
+    parse_boostagram,
+    parse_record_value,
+    parse_records,
+    records_from_json,
+    records_to_json,
+)
+
+
+def boost(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_a_well_formed_boostagram_is_returned_as_sent():
+    fields = {
+        "action": "boost",
+        "podcast": "Show",
+        "feedID": 920666,
+        "itemID": 1234,
+        "ts": 60,
+        "message": "hi",
+        "value_msat_total": 10_000,
+        "guid": "917393e3-1b1e-5cef-ace4-edaa54e1f810",
+    }
+    assert parse_boostagram(boost(**fields)) == fields
+
+
+@pytest.mark.parametrize(
+    "field", ["feedID", "itemID", "ts", "seconds_back", "value_msat", "value_msat_total"]
+)
+def test_numbers_sent_as_strings_become_numbers(field):
+    assert parse_boostagram(boost(**{field: "42"}))[field] == 42
+
+
+def test_numbers_sent_as_whole_floats_become_integers():
+    parsed = parse_boostagram(boost(value_msat_total=5000.0, ts="12.0"))
+    assert parsed["value_msat_total"] == 5000 and parsed["ts"] == 12
+
+
+def test_a_guid_in_item_id_is_kept_as_a_string():
+    guid = "c7f4b8e2-1111-2222-3333-444455556666"
+    assert parse_boostagram(boost(itemID=guid))["itemID"] == guid
+
+
+def test_non_integer_text_in_a_number_field_is_kept_as_sent():
+    assert parse_boostagram(boost(ts="00:01:02", value_msat="1.5"))["ts"] == "00:01:02"
+    assert parse_boostagram(boost(value_msat="1.5"))["value_msat"] == "1.5"
+
+
+def test_fields_that_are_not_numbers_by_spec_are_untouched():
+    parsed = parse_boostagram(boost(app_version=1.2, speed=1, name="123"))
+    assert parsed["app_version"] == 1.2
+    assert parsed["speed"] == 1
+    assert parsed["name"] == "123"
+
+
+def test_feed_id_casing_is_normalised_and_the_original_key_kept():
+    parsed = parse_boostagram(boost(feedId="920666"))
+    assert parsed["feedID"] == 920666
+    assert parsed["feedId"] == "920666"
+
+
+def test_feed_id_in_the_spec_casing_wins_over_the_variant():
+    assert parse_boostagram(boost(feedID=1, feedId=2))["feedID"] == 1
+
+
+def test_a_null_message_is_kept_as_null():
+    parsed = parse_boostagram(boost(action="stream", message=None))
+    assert "message" in parsed and parsed["message"] is None
+
+
+@pytest.mark.parametrize("suffix", [b"\n", b"\r\n", b"  \n\n", b"\x00"])
+def test_trailing_whitespace_and_nul_are_ignored(suffix):
+    assert parse_boostagram(boost(message="hi") + suffix) == {"message": "hi"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"", b"[1, 2]", b'"a string"', b"42", b"null", b"\xff\xfe{", b"{" * 5000],
+    ids=["broken", "empty", "list", "string", "number", "null", "binary", "braces"],
+)
+def test_a_record_that_is_not_a_json_object_yields_no_boostagram(raw):
+    assert parse_boostagram(raw) is None
+
+
+@pytest.mark.parametrize("raw", [b"[" * 60_000, b'{"a":' * 12_000], ids=["list", "object"])
+def test_deeply_nested_json_yields_no_boostagram_instead_of_raising(raw):
+    # A keysend sender controls this record; it must never stop the follower.
+    assert parse_boostagram(raw) is None
+    assert parse_records({BOOSTAGRAM: raw}).boostagram is None
+
+
+def test_bad_json_keeps_the_raw_record_and_raises_nothing():
+    records = {BOOSTAGRAM: b"{oops", CHAT_MESSAGE: b"still here"}
+    parsed = parse_records(records)
+    assert parsed.boostagram is None
+    assert parsed.keysend_message == "still here"
+    stored = json.loads(records_to_json(records))
+    assert base64.b64decode(stored[str(BOOSTAGRAM)]) == b"{oops"
+
+
+def test_invalid_utf8_inside_a_json_string_does_not_break_parsing():
+    parsed = parse_boostagram(b'{"message": "caf\xe9"}')
+    assert parsed is not None and parsed["message"].startswith("caf")
+
+
+def test_chat_message_34349334_is_decoded_as_text():
+    parsed = parse_records({CHAT_MESSAGE: "héllo ⚡".encode()})
+    assert parsed.keysend_message == "héllo ⚡"
+    assert parsed.boostagram is None
+
+
+def test_chat_message_with_invalid_utf8_is_decoded_with_replacement():
+    assert parse_records({CHAT_MESSAGE: b"hi \xff"}).keysend_message == "hi \ufffd"
+
+
+def test_no_records_means_no_boostagram_and_no_message():
+    parsed = parse_records({})
+    assert parsed.boostagram is None and parsed.keysend_message is None
+
+
+def test_records_round_trip_through_alby_json_with_decimal_keys_and_base64():
+    records = {7629169: b"{}", 5482373484: bytes(range(32)), 696969: b""}
+    text = records_to_json(records)
+    assert set(json.loads(text)) == {"7629169", "5482373484", "696969"}
+    assert records_from_json(text) == records
+    assert records_to_json({}) is None and records_from_json(None) == {}
+
+
+def test_record_values_are_text_unless_prefixed_with_hex():
+    assert parse_record_value("hello") == b"hello"
+    assert parse_record_value("hex:00ff") == b"\x00\xff"
+    assert parse_record_value("hex:") == b""
+    assert parse_record_value("HEX:00") == b"HEX:00"  # only the lower-case prefix means hex
+    with pytest.raises(ValueError):
+        parse_record_value("hex:zz")

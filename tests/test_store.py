@@ -1,0 +1,280 @@
+"""The SQLite store: schema versions, WAL, durability, and settlements applied atomically
+with the follower cursor and the outbox event."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from lnplugin.follower import apply_in, expire_due
+from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
+from lnplugin.store import Store, cursors, events, invoices
+from lnplugin.store.migrations import MIGRATIONS
+
+LATEST = max(MIGRATIONS)
+HASH = "ab" * 32
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "lnplugin.sqlite")
+    yield store
+    store.close()
+
+
+def open_invoice(store: Store, payment_hash: str = HASH, expires_in: int = 3600) -> int:
+    now = int(time.time())
+    with store.transaction() as tx:
+        return invoices.insert(
+            tx,
+            {
+                "type": "incoming",
+                "payment_hash": payment_hash,
+                "payment_request": "lnbcrt1...",
+                "state": "OPEN",
+                "amount_msat": 5000,
+                "created_at": now - 10,
+                "expiry": expires_in + 10,
+                "expires_at": now + expires_in,
+            },
+        )
+
+
+def settled(payment_hash: str = HASH, **kw) -> NodeInvoice:
+    now = int(time.time())
+    fields = {
+        "payment_hash": payment_hash,
+        "payment_request": "lnbcrt1...",
+        "state": "SETTLED",
+        "amount_msat": 5000,
+        "created_at": now - 10,
+        "expiry": 3600,
+        "amount_received_msat": 5000,
+        "settled_at": now,
+        "preimage": "11" * 32,
+        **kw,
+    }
+    return NodeInvoice(**fields)
+
+
+def count(conn: sqlite3.Connection, table: str, where: str = "1") -> int:
+    return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0]
+
+
+# -- schema and connection ----------------------------------------------------------------------
+
+
+def test_schema_version_is_recorded_for_every_migration(store):
+    rows = store.conn.execute("SELECT version, name, applied_at FROM schema_version").fetchall()
+    assert [r["version"] for r in rows] == sorted(MIGRATIONS)
+    assert rows[-1]["version"] == LATEST
+    assert all(r["name"] and r["applied_at"] > 0 for r in rows)
+
+
+def test_reopening_applies_no_migration_twice(tmp_path):
+    path = tmp_path / "db.sqlite"
+    Store(path).close()
+    first = sqlite3.connect(path).execute("SELECT * FROM schema_version").fetchall()
+    Store(path).close()
+    Store(path).close()
+    assert sqlite3.connect(path).execute("SELECT * FROM schema_version").fetchall() == first
+
+
+def test_a_database_from_a_newer_lnplugin_is_refused(tmp_path):
+    path = tmp_path / "db.sqlite"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version VALUES (?, 'from the future', 0)", (LATEST + 1,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        Store(path)
+
+
+def test_wal_mode_and_busy_timeout_are_on(store):
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+
+
+def test_data_survives_reopening(tmp_path):
+    path = tmp_path / "db.sqlite"
+    store = Store(path)
+    open_invoice(store)
+    with store.transaction() as tx:
+        cursors.advance(tx, cursors.INCOMING, 7)
+    store.close()
+    again = Store(path)
+    assert invoices.by_hash(again.conn, HASH)["amount_msat"] == 5000
+    assert cursors.get(again.conn, cursors.INCOMING) == 7
+    again.close()
+
+
+def test_a_failed_transaction_writes_nothing(store):
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        invoices.insert(
+            tx,
+            {
+                "type": "incoming",
+                "payment_hash": HASH,
+                "state": "OPEN",
+                "created_at": 1,
+                "expiry": 1,
+                "expires_at": 2,
+            },
+        )
+        raise RuntimeError("boom")
+    assert count(store.conn, "invoices") == 0
+
+
+def test_invoices_are_unique_per_type_and_payment_hash(store):
+    open_invoice(store)
+    with pytest.raises(sqlite3.IntegrityError):
+        open_invoice(store)
+
+
+# -- cursors -------------------------------------------------------------------------------
+
+
+def test_cursor_starts_at_zero_and_never_moves_backward(store):
+    assert cursors.get(store.conn, cursors.INCOMING) == 0
+    with store.transaction() as tx:
+        cursors.advance(tx, cursors.INCOMING, 5)
+        cursors.advance(tx, cursors.INCOMING, 3)
+    assert cursors.get(store.conn, cursors.INCOMING) == 5
+
+
+# -- applying settlements --------------------------------------------------------------------
+
+
+def test_a_settlement_writes_row_cursor_and_event_together(store):
+    invoice_id = open_invoice(store)
+    with store.transaction() as tx:
+        assert apply_in(tx, InvoiceUpdate(settled(), 4)) is True
+    row = invoices.by_id(store.conn, invoice_id)
+    assert row["state"] == "SETTLED"
+    assert row["amount_received_msat"] == 5000
+    assert row["preimage"] == "11" * 32
+    assert row["list_seq"] == 1
+    assert cursors.get(store.conn, cursors.INCOMING) == 4
+    (event,) = events.after(store.conn, 0)
+    assert event["type"] == events.INCOMING_SETTLED
+    assert event["payment_hash"] == HASH
+    assert events.payload(event)["data"]["state"] == "SETTLED"
+
+
+def test_a_replayed_settlement_changes_nothing_and_creates_no_second_event(store):
+    invoice_id = open_invoice(store)
+    with store.transaction() as tx:
+        apply_in(tx, InvoiceUpdate(settled(), 4))
+    before = dict(invoices.by_id(store.conn, invoice_id))
+    with store.transaction() as tx:
+        assert apply_in(tx, InvoiceUpdate(settled(amount_received_msat=9999), 4)) is False
+        assert apply_in(tx, InvoiceUpdate(settled(), 2)) is False  # an older feed position
+    assert dict(invoices.by_id(store.conn, invoice_id)) == before
+    assert count(store.conn, "events") == 1
+    assert cursors.get(store.conn, cursors.INCOMING) == 4
+
+
+def test_a_failure_inside_the_transaction_leaves_neither_row_nor_cursor(store):
+    invoice_id = open_invoice(store)
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        apply_in(tx, InvoiceUpdate(settled(), 4))
+        raise RuntimeError("crash before commit")
+    assert invoices.by_id(store.conn, invoice_id)["state"] == "OPEN"
+    assert cursors.get(store.conn, cursors.INCOMING) == 0
+    assert count(store.conn, "events") == 0
+    with store.transaction() as tx:  # the retry after restart applies it exactly once
+        assert apply_in(tx, InvoiceUpdate(settled(), 4)) is True
+    assert count(store.conn, "events") == 1
+
+
+def test_a_settlement_of_an_unknown_invoice_is_stored_from_the_node(store):
+    with store.transaction() as tx:
+        apply_in(tx, InvoiceUpdate(settled("cd" * 32, payment_request="", is_keysend=True), 1))
+    row = invoices.by_hash(store.conn, "cd" * 32)
+    assert row["state"] == "SETTLED" and row["source"] == "node" and row["is_keysend"] == 1
+    assert row["list_seq"] == 1
+    assert count(store.conn, "events", f"type = '{events.INCOMING_SETTLED}'") == 1
+
+
+def test_an_open_update_only_moves_the_cursor(store):
+    open_invoice(store)
+    with store.transaction() as tx:
+        assert apply_in(tx, InvoiceUpdate(settled(state="OPEN"), 9)) is False
+    assert invoices.by_hash(store.conn, HASH)["state"] == "OPEN"
+    assert cursors.get(store.conn, cursors.INCOMING) == 9
+    assert count(store.conn, "events") == 0
+
+
+def test_a_reconciliation_lookup_does_not_move_the_cursor(store):
+    open_invoice(store)
+    with store.transaction() as tx:
+        cursors.advance(tx, cursors.INCOMING, 3)
+        apply_in(tx, InvoiceUpdate(settled(), 0))
+    assert cursors.get(store.conn, cursors.INCOMING) == 3
+    assert invoices.by_hash(store.conn, HASH)["state"] == "SETTLED"
+
+
+def test_settled_invoices_get_consecutive_list_positions(store):
+    for i in range(3):
+        open_invoice(store, f"{i:02x}" * 32)
+    with store.transaction() as tx:
+        for i in (2, 0, 1):
+            apply_in(tx, InvoiceUpdate(settled(f"{i:02x}" * 32), 10 + i))
+    seqs = [invoices.by_hash(store.conn, f"{i:02x}" * 32)["list_seq"] for i in (2, 0, 1)]
+    assert seqs == [1, 2, 3]
+
+
+# -- expiry sweep ------------------------------------------------------------------------------
+
+
+def test_the_expiry_sweep_marks_expired_invoices_with_one_event_each(store):
+    expired = open_invoice(store, "01" * 32, expires_in=-5)
+    live = open_invoice(store, "02" * 32, expires_in=3600)
+    assert expire_due(store) == 1
+    assert invoices.by_id(store.conn, expired)["state"] == "EXPIRED"
+    assert invoices.by_id(store.conn, live)["state"] == "OPEN"
+    (event,) = events.after(store.conn, 0)
+    assert event["type"] == events.INCOMING_EXPIRED
+    assert events.payload(event)["data"]["state"] == "EXPIRED"
+    assert expire_due(store) == 0  # running again changes nothing
+    assert count(store.conn, "events") == 1
+
+
+def test_the_expiry_sweep_leaves_settled_invoices_alone(store):
+    invoice_id = open_invoice(store, expires_in=-5)
+    with store.transaction() as tx:
+        apply_in(tx, InvoiceUpdate(settled(), 1))
+    assert expire_due(store) == 0
+    assert invoices.by_id(store.conn, invoice_id)["state"] == "SETTLED"
+
+
+def test_the_expiry_sweep_handles_more_than_one_batch(store):
+    now = int(time.time())
+    with store.transaction() as tx:
+        for i in range(1203):
+            invoices.insert(
+                tx,
+                {
+                    "type": "incoming",
+                    "payment_hash": f"{i:064x}",
+                    "state": "OPEN",
+                    "created_at": now - 100,
+                    "expiry": 10,
+                    "expires_at": now - 90,
+                },
+            )
+    assert expire_due(store) == 1203
+    assert count(store.conn, "invoices", "state = 'EXPIRED'") == 1203
+    assert count(store.conn, "events") == 1203
+
+
+def test_a_settlement_after_the_sweep_still_counts(store):
+    # The node is the authority on payment: an HTLC accepted just before expiry wins.
+    invoice_id = open_invoice(store, expires_in=-1)
+    expire_due(store)
+    with store.transaction() as tx:
+        assert apply_in(tx, InvoiceUpdate(settled(), 1)) is True
+    assert invoices.by_id(store.conn, invoice_id)["state"] == "SETTLED"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lnplugin.nodes.base import NETWORKS
 
@@ -92,7 +92,8 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data_dir: Path = Path("~/.lnplugin")
+    # validate_default: the default needs `~` expanded like any given value.
+    data_dir: Path = Field(Path("~/.lnplugin"), validate_default=True)
     host: str = "127.0.0.1"
     port: int = 8080
     node: NodeKind = "dev"

@@ -1,0 +1,179 @@
+"""Settings: defaults, then a TOML file, then LNPLUGIN_* environment, then flags.
+
+A bad value is a `ConfigError` whose message is one line naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lnplugin.config import DEFAULT_RETRY_SCHEDULE, ConfigError, load_settings
+
+
+def toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "lnplugin.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def config_error(flags=None, environ=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(flags or {}, environ=environ or {})
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# -- defaults --------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_dev_node_home_data_dir_and_localhost_8080():
+    s = load_settings({}, environ={})
+    assert s.node == "dev"
+    assert s.data_dir == Path("~/.lnplugin").expanduser()
+    assert s.host == "127.0.0.1" and s.port == 8080
+    assert s.url == "http://127.0.0.1:8080"
+    assert s.db_path == s.data_dir / "lnplugin.sqlite"
+    assert s.webhook_retry_schedule == DEFAULT_RETRY_SCHEDULE
+
+
+def test_the_network_defaults_to_regtest_on_the_dev_node_and_bitcoin_elsewhere():
+    assert load_settings({}, environ={}).effective_network == "regtest"
+    assert load_settings({"node": "lnd"}, environ={}).effective_network == "bitcoin"
+    assert load_settings({"node": "cln", "network": "signet"}, environ={}).effective_network == (
+        "signet"
+    )
+
+
+def test_data_dir_expands_the_home_directory():
+    s = load_settings({"data_dir": "~/somewhere"}, environ={})
+    assert s.data_dir == Path.home() / "somewhere"
+
+
+def test_an_ipv6_host_is_bracketed_in_the_url():
+    assert load_settings({"host": "::1", "port": 9}, environ={}).url == "http://[::1]:9"
+
+
+def test_public_url_replaces_the_printed_url():
+    s = load_settings({"public_url": "https://pay.example.com"}, environ={})
+    assert s.url == "https://pay.example.com"
+
+
+# -- precedence --------------------------------------------------------------------------------
+
+
+def test_flags_beat_environment_beats_toml_beats_defaults(tmp_path):
+    path = toml(tmp_path, 'port = 1111\nhost = "0.0.0.0"\nlog_level = "debug"\nthreads = 3\n')
+    env = {"LNPLUGIN_PORT": "2222", "LNPLUGIN_HOST": "10.0.0.1"}
+    s = load_settings({"config": path, "port": 3333}, environ=env)
+    assert s.port == 3333  # flag
+    assert s.host == "10.0.0.1"  # environment
+    assert s.log_level == "debug"  # TOML
+    assert s.node == "dev"  # default
+
+
+def test_environment_alone_sets_every_kind_of_value():
+    env = {
+        "LNPLUGIN_DATA_DIR": "/tmp/lnp-env",
+        "LNPLUGIN_PORT": "9999",
+        "LNPLUGIN_NODE": "cln",
+        "LNPLUGIN_NETWORK": "testnet",
+        "LNPLUGIN_WEBHOOK_ALLOW": "10.0.0.0/8, 127.0.0.1/32",
+        "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "1,2,3",
+    }
+    s = load_settings({}, environ=env)
+    assert s.data_dir == Path("/tmp/lnp-env")
+    assert s.port == 9999 and s.node == "cln" and s.network == "testnet"
+    assert s.webhook_allow == ("10.0.0.0/8", "127.0.0.1/32")
+    assert s.webhook_retry_schedule == (1, 2, 3)
+
+
+def test_empty_environment_variables_are_ignored():
+    assert load_settings({}, environ={"LNPLUGIN_PORT": ""}).port == 8080
+
+
+def test_flags_left_unset_do_not_override(tmp_path):
+    path = toml(tmp_path, "port = 1111\n")
+    s = load_settings({"config": path, "port": None, "webhook_allow": ()}, environ={})
+    assert s.port == 1111
+
+
+def test_the_config_file_can_come_from_the_environment(tmp_path):
+    path = toml(tmp_path, "port = 4444\n")
+    assert load_settings({}, environ={"LNPLUGIN_CONFIG": path}).port == 4444
+
+
+def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
+    path = toml(tmp_path, '[lnplugin]\ndata-dir = "/tmp/x"\nwebhook-retry-schedule = [5, 10]\n')
+    s = load_settings({"config": path}, environ={})
+    assert s.data_dir == Path("/tmp/x")
+    assert s.webhook_retry_schedule == (5, 10)
+
+
+# -- invalid settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "setting"),
+    [
+        ({"port": 70000}, {}, "port"),
+        ({"port": -1}, {}, "port"),
+        ({}, {"LNPLUGIN_PORT": "eighty"}, "port"),
+        ({"network": "mainnet"}, {}, "network"),
+        ({}, {"LNPLUGIN_NODE": "eclair"}, "node"),
+        ({"webhook_allow": ("not-a-cidr",)}, {}, "webhook_allow"),
+        ({}, {"LNPLUGIN_WEBHOOK_ALLOW": "10.0.0.0/8,nonsense"}, "webhook_allow"),
+        ({"webhook_retry_schedule": "5,soon"}, {}, "webhook_retry_schedule"),
+        ({"webhook_retry_schedule": "5,-1"}, {}, "webhook_retry_schedule"),
+        ({"webhook_retry_schedule": ","}, {}, "webhook_retry_schedule"),
+        ({"threads": 0}, {}, "threads"),
+        ({"log_level": "loud"}, {}, "log_level"),
+    ],
+    ids=[
+        "port-too-big",
+        "port-negative",
+        "port-not-a-number",
+        "network",
+        "node",
+        "webhook_allow",
+        "webhook_allow-env",
+        "retry-not-numbers",
+        "retry-negative",
+        "retry-empty",
+        "threads",
+        "log_level",
+    ],
+)
+def test_an_invalid_value_is_one_line_naming_the_setting(flags, environ, setting):
+    message = config_error(flags, environ)
+    assert setting in message
+    assert f"--{setting.replace('_', '-')}" in message  # tells the user which flag to fix
+
+
+def test_the_error_names_the_environment_variable_too():
+    message = config_error(environ={"LNPLUGIN_PORT": "x"})
+    assert "LNPLUGIN_PORT" in message
+
+
+def test_an_unknown_toml_key_is_refused(tmp_path):
+    path = toml(tmp_path, "prot = 8080\n")
+    message = config_error({"config": path})
+    assert "prot" in message and "unknown" in message
+
+
+def test_a_missing_toml_file_is_refused(tmp_path):
+    message = config_error({"config": str(tmp_path / "absent.toml")})
+    assert "config" in message and "does not exist" in message
+
+
+def test_a_toml_file_that_does_not_parse_is_refused_in_one_line(tmp_path):
+    path = toml(tmp_path, "port = = 3\n[broken\n")
+    message = config_error({"config": path})
+    assert "config" in message and "TOML" in message
+
+
+def test_a_bad_value_in_toml_names_the_setting(tmp_path):
+    path = toml(tmp_path, 'port = "high"\n')
+    assert "port" in config_error({"config": path})

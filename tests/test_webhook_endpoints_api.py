@@ -212,3 +212,24 @@ def test_invoice_webhook_must_be_http_url(client: FlaskClient, admin: dict[str, 
         "/invoices", json={"amount": 5, "webhook": "https://example.com/paid"}, headers=admin
     )
     assert ok.status_code == 201
+
+
+def test_docs_cover_every_webhook_and_event_route(svc: Service) -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "webhooks.md").read_text()
+    app = create_app(svc)
+    rules = [
+        r for r in app.url_map.iter_rules() if r.endpoint.split(".")[0] in {"webhooks", "events"}
+    ]
+    assert len(rules) >= 9
+    for rule in rules:
+        path = rule.rule.replace("<endpoint_id>", "<id>").rstrip("/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert f"{method} {path}" in docs, f"{method} {path} missing from docs/webhooks.md"
+    for setting in (
+        "--webhook-allow",
+        "--webhook-retry-schedule",
+        "--max-streams",
+        "--sse-heartbeat",
+    ):
+        assert setting in docs
+    assert "lnplugin webhook-secret" in docs and "--rotate" in docs

@@ -36,7 +36,7 @@ from lnplugin.nodes.base import (
     NodeUnavailable,
     OutgoingPayment,
 )
-from lnplugin.store import Store, cursors, events, invoices
+from lnplugin.store import Store, cursors, events, htlc_records, invoices
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,17 @@ class FollowerStatus:
         }
 
 
-def _merge_records(row: sqlite3.Row | None, invoice: NodeInvoice) -> dict[int, bytes]:
+def _merge_records(
+    row: sqlite3.Row | None, invoice: NodeInvoice, captured: dict[int, bytes]
+) -> dict[int, bytes]:
     merged = records_from_json(row["custom_records"]) if row is not None else {}
+    merged.update(captured)
     merged.update(invoice.custom_records)
     return merged
 
 
-def _record_fields(records: dict[int, bytes]) -> dict[str, Any]:
+def record_fields(records: dict[int, bytes]) -> dict[str, Any]:
+    """The invoice columns derived from TLV records: raw JSON, boostagram, message."""
     parsed = parse_records(records)
     return {
         "custom_records": records_to_json(records),
@@ -99,12 +103,14 @@ def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
     """Apply one node update inside `tx`. Returns True when state changed."""
     inv = update.invoice
     row = invoices.by_hash(tx, inv.payment_hash, "incoming")
+    # Records CLN plugin mode captured from `htlc_accepted` (listinvoices has none).
+    captured = htlc_records.get(tx, inv.payment_hash)
     if update.cursor > 0:
         cursors.advance(tx, cursors.INCOMING, update.cursor)
     if inv.state == "OPEN":
         return False  # nothing to record; lnplugin stores its own invoices at creation
     if row is None:
-        records = dict(inv.custom_records)
+        records = _merge_records(None, inv, captured)
         fields: dict[str, Any] = {
             "type": "incoming",
             "payment_hash": inv.payment_hash,
@@ -122,20 +128,20 @@ def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
             "payment_secret": inv.payment_secret,
             "is_keysend": int(inv.is_keysend),
             "source": "node",
-            **_record_fields(records),
+            **record_fields(records),
         }
         if inv.state == "SETTLED":
             fields["list_seq"] = invoices.next_list_seq(tx, "incoming")
         invoice_id = invoices.insert(tx, fields)
     else:
         invoice_id = row["id"]
-        new_records = _merge_records(row, inv)
+        new_records = _merge_records(row, inv, captured)
         records_changed = records_to_json(new_records) != row["custom_records"]
         if row["state"] in _FINAL or row["state"] == inv.state:
             # A replay or duplicate. Records may still arrive late (CLN plugin
             # mode captures them separately), so merge those without an event.
             if records_changed:
-                invoices.update(tx, invoice_id, _record_fields(new_records))
+                invoices.update(tx, invoice_id, record_fields(new_records))
             return False
         fields = {"state": inv.state}
         if inv.state == "SETTLED":
@@ -147,11 +153,61 @@ def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
                 is_keysend=int(inv.is_keysend or row["is_keysend"]),
             )
         if records_changed:
-            fields.update(_record_fields(new_records))
+            fields.update(record_fields(new_records))
         invoices.update(tx, invoice_id, fields)
     stored = invoices.by_id(tx, invoice_id)
     assert stored is not None
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)
+    return True
+
+
+def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, bytes]) -> bool:
+    """The `htlc_accepted` half of the CLN join, inside `tx`.
+
+    Stores the records by payment hash (merged, so replays and MPP parts are
+    harmless) and, when the incoming invoice row already exists, merges them
+    into it. `apply_in` does the other half, so whichever of hook and
+    settlement arrives first, the row ends up with both. No event is
+    appended: on a real node the hook runs before the invoice is paid, so
+    the settlement event already carries the records. Returns True when the
+    invoice row changed.
+    """
+    merged = htlc_records.merge(tx, payment_hash, records)
+    row = invoices.by_hash(tx, payment_hash, "incoming")
+    if row is None:
+        return False
+    combined = {**records_from_json(row["custom_records"]), **merged}
+    if records_to_json(combined) == row["custom_records"]:
+        return False
+    invoices.update(tx, row["id"], record_fields(combined))
+    return True
+
+
+def capture_htlc_records(store: Store, payment_hash: str, records: dict[int, bytes]) -> bool:
+    """`capture_in` in a transaction of its own (what the CLN plugin's hook calls)."""
+    with store.transaction() as tx:
+        return capture_in(tx, payment_hash, records)
+
+
+def sync_cursor_kind_in(tx: sqlite3.Connection, name: str, kind: str) -> bool:
+    """Record what cursor `name` counts; reset it to 0 when that changed.
+
+    A CLN node upgraded past 23.08 switches from pay_index to updated_index:
+    the stored number then means nothing, and starting over is safe because
+    the store deduplicates. Returns True when the cursor was reset.
+    """
+    row = tx.execute("SELECT kind FROM cursor_kinds WHERE name = ?", (name,)).fetchone()
+    if row is not None and row[0] == kind:
+        return False
+    now = int(time.time())
+    tx.execute(
+        "INSERT INTO cursor_kinds (name, kind, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, updated_at = excluded.updated_at",
+        (name, kind, now),
+    )
+    if cursors.get(tx, name) == 0:
+        return False
+    tx.execute("UPDATE cursors SET value = 0, updated_at = ? WHERE name = ?", (now, name))
     return True
 
 
@@ -181,7 +237,7 @@ def apply_outgoing_in(tx: sqlite3.Connection, payment: OutgoingPayment) -> bool:
             "is_keysend": int(not payment.payment_request),
             "list_seq": invoices.next_list_seq(tx, "outgoing"),
             "source": "node",
-            **_record_fields(records),
+            **record_fields(records),
         },
     )
     stored = invoices.by_id(tx, invoice_id)
@@ -232,6 +288,7 @@ class Follower:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._apply_lock = threading.Lock()
+        self._cursor_kind: str | None = None
         self._outgoing_denied_logged = False
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
@@ -264,6 +321,23 @@ class Follower:
             self._changed()
         return changed
 
+    def sync_cursor_kind(self) -> None:
+        """Reset the incoming cursor if the node now counts it differently.
+
+        Only nodes with a `cursor_kind` (CLN) take part; asking may need the
+        node, so this runs at the start of each feed connection and sweep.
+        """
+        kind = getattr(self.node, "cursor_kind", None)
+        if kind is None or kind == self._cursor_kind:
+            return
+        with self._apply_lock, self.store.transaction() as tx:
+            reset = sync_cursor_kind_in(tx, cursors.INCOMING, kind)
+            cursor = cursors.get(tx, cursors.INCOMING)
+        if reset:
+            log.warning("the node's feed position is now a %s: re-reading from the start", kind)
+            self.status.cursor = self.status.head = cursor
+        self._cursor_kind = kind
+
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
@@ -272,6 +346,7 @@ class Follower:
 
     def sweep(self) -> None:
         """Re-list from the cursor, re-check open invoices, fetch outgoing."""
+        self.sync_cursor_kind()
         batch: list[InvoiceUpdate] = []
         for update in self.node.settled_since(self.status.cursor):
             self.status.head = max(self.status.head, update.cursor)
@@ -363,6 +438,7 @@ class Follower:
         handful of transactions, while a single live payment still commits
         within milliseconds.
         """
+        self.sync_cursor_kind()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         stream = self.node.settlements(self.status.cursor)
 

@@ -232,3 +232,21 @@ def _webhooks(db: sqlite_utils.Database) -> None:
     db["webhook_keys"].create(
         {"name": str, "secret": str, "created_at": int}, pk="name", not_null={"secret"}
     )
+
+
+@migration(3, "Core Lightning plugin mode: captured HTLC records, cursor kinds")
+def _cln_plugin(db: sqlite_utils.Database) -> None:
+    # Custom TLV records the `htlc_accepted` hook saw, by payment hash. CLN
+    # never lists them, so they are kept here until (and after) the follower
+    # joins them to the invoice row: whichever side arrives second merges.
+    # `records` is Alby's wire form (decimal type -> base64), like invoices.custom_records.
+    db["htlc_records"].create(
+        {"payment_hash": str, "records": str, "received_at": int},
+        pk="payment_hash",
+        not_null={"records", "received_at"},
+    )
+    # What a cursor's number means (CLN: updated_index, or pay_index before
+    # 23.08). When it changes, the number is meaningless and the cursor restarts at 0.
+    db["cursor_kinds"].create(
+        {"name": str, "kind": str, "updated_at": int}, pk="name", not_null={"kind"}
+    )

@@ -1,0 +1,311 @@
+"""Drive `lnplugin-cln` the way lightningd does, for tests without a node.
+
+lightningd starts a plugin as a child process with `LIGHTNINGD_PLUGIN=1`,
+talks JSON-RPC 2.0 over its stdin/stdout (messages end with "\\n\\n"), calls
+`getmanifest`, then `init` with the option values and a `configuration`
+naming its `lightning-dir` and `rpc-file`, then calls hooks and sends
+notifications. `PluginDriver` does exactly that against a `ClnSim`, so the
+plugin reaches the simulator's socket as it would reach lightningd's.
+
+Hook calls carry params shaped like the real v26.06.6 capture
+(tests/fixtures/cln/hooks_b.json): the raw hop payload comes from
+`sim.htlc_payload(hash)`, and the amounts and payment secret are read back
+out of it. Every answer must be `{"result": "continue"}`; anything else
+raises. Sent hooks are remembered so `restart()` can replay them, as
+lightningd replays unresolved HTLCs at startup.
+
+    with PluginDriver(sim, data_dir) as plugin:
+        plugin.htlc_accepted(payment_hash)
+        plugin.url  # the plugin's HTTP API
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lnplugin.cln_tlv import parse_onion_payload
+from lnplugin.testing.cln_sim import PEER_ID, ClnSim
+
+DEFAULT_COMMAND = (sys.executable, "-m", "lnplugin.nodes.cln_plugin")
+CALL_TIMEOUT = 30.0  # seconds: a liveness bound, not a timing assertion
+CONTINUE = {"result": "continue"}
+
+
+class PluginError(AssertionError):
+    """The plugin broke the protocol, answered an error, or did not continue an HTLC."""
+
+
+class PluginDriver:
+    """One plugin process under a simulated lightningd."""
+
+    def __init__(
+        self,
+        sim: ClnSim,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        options: Mapping[str, Any] | None = None,
+        command: tuple[str, ...] = DEFAULT_COMMAND,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.sim = sim
+        self.data_dir = Path(data_dir)
+        self.options: dict[str, Any] = {
+            "lnplugin-data-dir": str(self.data_dir),
+            "lnplugin-host": host,
+            "lnplugin-port": port,
+            **(options or {}),
+        }
+        self.command = command
+        self.env = {
+            **os.environ,
+            "LIGHTNINGD_PLUGIN": "1",
+            "LIGHTNINGD_VERSION": sim.version,
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.manifest: dict[str, Any] = {}
+        self.init_result: Any = None
+        self.url = ""
+        self.logs: list[str] = []  # every `log` notification and stderr line, all runs
+        self.sent_hooks: list[dict[str, Any]] = []  # htlc_accepted params, for replay
+        self._ids = itertools.count(1)
+        self._pending: dict[str, queue.Queue[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._htlc_ids = itertools.count(1)
+
+    # ---------------------------------------------------------------- process
+    @property
+    def configuration(self) -> dict[str, Any]:
+        """What lightningd passes in `init`, pointing at the simulator's socket."""
+        socket_path = Path(self.sim.socket_path)
+        return {
+            "lightning-dir": str(socket_path.parent),
+            "rpc-file": socket_path.name,
+            "startup": True,
+            "network": self.sim.network,
+            "feature_set": {
+                "init": "08a0802a8a59a1",
+                "node": "88a0802a8a59a1",
+                "channel": "",
+                "invoice": "02000002024100",
+            },
+            "torv3-enabled": False,
+            "always_use_proxy": False,
+        }
+
+    def start(self) -> PluginDriver:
+        """Spawn, `getmanifest`, `init`; learn the HTTP URL from `lnplugin-status`."""
+        self.proc = subprocess.Popen(
+            list(self.command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(Path(self.sim.socket_path).parent),
+            env=self.env,
+        )
+        threading.Thread(target=self._read_stdout, args=(self.proc,), daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
+        self.manifest = self.call("getmanifest", {"allow-deprecated-apis": False})
+        options = {o["name"]: o.get("default") for o in self.manifest.get("options", [])}
+        options.update(self.options)
+        self.init_result = self.call(
+            "init", {"options": options, "configuration": self.configuration}
+        )
+        if isinstance(self.init_result, dict) and "disable" in self.init_result:
+            return self
+        status = self.call("lnplugin-status", {})
+        self.url = status["url"]
+        return self
+
+    def _read_stdout(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        buf = b""
+        with contextlib.suppress(OSError, ValueError):  # pipe closed under us
+            while chunk := proc.stdout.read1(65536):
+                buf += chunk
+                *messages, buf = buf.split(b"\n\n")
+                for raw in messages:
+                    if raw.strip():
+                        self._dispatch(json.loads(raw))
+        with self._lock:  # wake every caller still waiting: the plugin is gone
+            for waiting in self._pending.values():
+                waiting.put({"error": {"code": -1, "message": "plugin exited"}})
+            self._pending.clear()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "id" in message and ("result" in message or "error" in message):
+            with self._lock:
+                waiting = self._pending.pop(str(message["id"]), None)
+            if waiting is not None:
+                waiting.put(message)
+            return
+        if message.get("method") == "log":
+            params = message.get("params") or {}
+            entry = params.get("log", params)
+            self.logs.append(f"{entry.get('level', 'info')}: {entry.get('message', '')}")
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in proc.stderr:
+                self.logs.append("stderr: " + line.decode(errors="replace").rstrip())
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.proc is None or self.proc.stdin is None:
+            raise PluginError("plugin not running")
+        data = (json.dumps(message) + "\n\n").encode()
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise PluginError(f"plugin not running: {exc}; logs: {self.logs[-20:]}") from None
+
+    def call(self, method: str, params: Any, timeout: float = CALL_TIMEOUT) -> Any:
+        """A request as lightningd sends it (string ids, `cln:` prefix); its result."""
+        req_id = f"cln:{method}#{next(self._ids)}"
+        waiting: queue.Queue[dict[str, Any]] = queue.Queue()
+        with self._lock:
+            self._pending[req_id] = waiting
+        self._send({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
+        try:
+            reply = waiting.get(timeout=timeout)
+        except queue.Empty:
+            raise PluginError(f"no answer to {method} within {timeout}s") from None
+        if "error" in reply:
+            raise PluginError(f"{method} failed: {reply['error']}; logs: {self.logs[-20:]}")
+        return reply["result"]
+
+    def notify(self, method: str, params: Any) -> None:
+        self._send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    # ---------------------------------------------------------------- hooks
+    def hook_params(
+        self, payment_hash: str, payload: str | None = None, *, htlc_id: int | None = None
+    ) -> dict[str, Any]:
+        """`htlc_accepted` params as lightningd sends them to a later plugin.
+
+        `payload` defaults to what the simulator recorded for the payment.
+        """
+        payload = payload if payload is not None else self.sim.htlc_payload(payment_hash)
+        if payload is None:
+            raise PluginError(f"the simulator has no HTLC payload for {payment_hash}")
+        fields = parse_onion_payload(payload)
+        forward = int.from_bytes(fields.get(2, b""), "big")
+        cltv = int.from_bytes(fields.get(4, b""), "big")
+        onion: dict[str, Any] = {
+            "payload": payload,
+            "type": "tlv",
+            "forward_msat": forward,
+            "outgoing_cltv_value": cltv,
+        }
+        if 8 in fields:
+            onion["total_msat"] = int.from_bytes(fields[8][32:], "big")
+            onion["payment_secret"] = fields[8][:32].hex()
+        onion["next_onion"] = "00" * 1366
+        onion["shared_secret"] = secrets.token_hex(32)
+        expiry = cltv + 12
+        return {
+            "peer_id": PEER_ID,
+            "onion": onion,
+            "htlc": {
+                "short_channel_id": "103x1x0",
+                "id": htlc_id if htlc_id is not None else next(self._htlc_ids),
+                "amount_msat": forward,
+                "cltv_expiry": expiry,
+                "cltv_expiry_relative": expiry - self.sim.blockheight,
+                "payment_hash": payment_hash,
+            },
+        }
+
+    def send_hook(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Call `htlc_accepted` with these params; the answer must be `continue`."""
+        answer = self.call("htlc_accepted", params)
+        if answer != CONTINUE:
+            raise PluginError(f"htlc_accepted answered {answer!r}, expected continue")
+        return answer
+
+    def htlc_accepted(self, payment_hash: str, payload: str | None = None) -> dict[str, Any]:
+        """One incoming HTLC for `payment_hash`; remembered for replay."""
+        params = self.hook_params(payment_hash, payload)
+        answer = self.send_hook(params)
+        self.sent_hooks.append(params)
+        return answer
+
+    def replay_hooks(self) -> int:
+        """Send every remembered hook again, as lightningd does after a restart."""
+        for params in self.sent_hooks:
+            self.send_hook(copy.deepcopy(params))
+        return len(self.sent_hooks)
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def admin_token(self) -> str | None:
+        """The bootstrap admin token the plugin logged on first start."""
+        marker = "Admin token (shown once, store it now): "
+        for line in self.logs:
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+        return None
+
+    def shutdown(self, timeout: float = CALL_TIMEOUT) -> int:
+        """CLN's `shutdown` notification; waits for a clean exit, kills after `timeout`."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            with contextlib.suppress(PluginError):
+                self.notify("shutdown", {"shutdown": {}})
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+            self.logs.append("driver: plugin ignored shutdown, killed")
+        self._close_pipes()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: lightningd (or the machine) dies under the plugin."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._close_pipes()
+
+    def restart(self, *, replay: bool = True, clean: bool = True) -> PluginDriver:
+        """Stop (shutdown, or SIGKILL if not `clean`), start again, replay hooks."""
+        if clean:
+            self.shutdown()
+        else:
+            self.kill()
+        self.start()
+        if replay:
+            self.replay_hooks()
+        return self
+
+    def _close_pipes(self) -> None:
+        if self.proc is None:
+            return
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def __enter__(self) -> PluginDriver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

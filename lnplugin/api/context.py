@@ -16,7 +16,10 @@ def service() -> Service:
 
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says why not."""
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise APIError(400, "Request body must be JSON", {"body": "is nested too deeply"}) from None
     if data is None:
         if not request.get_data(cache=True):
             return {}

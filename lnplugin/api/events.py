@@ -140,7 +140,7 @@ def _live(sub: Subscription, after: int, heartbeat: float, final_ends: bool) -> 
 @bp.get("/invoices/<payment_hash>/events")
 @require("invoices:read")
 def invoice_events(payment_hash: str) -> Any:
-    if not _HASH.match(payment_hash):
+    if not _HASH.fullmatch(payment_hash):
         raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
     svc = context.service()
     resume = _last_event_id()

@@ -24,6 +24,8 @@ bp = Blueprint("invoices", __name__)
 
 _HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 _FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
+# Unbounded integer parameters stop here, so SQLite (64-bit) never overflows, even as page*items.
+_MAX_QUERY_INT = 10**15
 
 
 @bp.post("/invoices")
@@ -129,7 +131,7 @@ def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -
 @bp.get("/invoices/<payment_hash>")
 @require("invoices:read")
 def get_invoice(payment_hash: str) -> Any:
-    if not _HASH.match(payment_hash):
+    if not _HASH.fullmatch(payment_hash):
         raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
     row = invoices.by_hash(context.service().store.conn, payment_hash.lower())
     if row is None:
@@ -148,6 +150,8 @@ def _int_arg(name: str, default: int | None, low: int, high: int | None) -> int 
     if value < low or (high is not None and value > high):
         reason = f"must be at least {low}" if high is None else f"must be from {low} to {high}"
         raise APIError(400, "Invalid request", {name: reason})
+    if high is None and value > _MAX_QUERY_INT:
+        raise APIError(400, "Invalid request", {name: f"must be at most {_MAX_QUERY_INT}"})
     return value
 
 

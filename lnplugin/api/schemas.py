@@ -53,7 +53,7 @@ class InvoiceCreate(BaseModel):
     @field_validator("description_hash")
     @classmethod
     def _hash(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX64.match(value):
+        if value is not None and not _HEX64.fullmatch(value):
             raise ValueError("must be 64 hex characters (a SHA-256)")
         return value.lower() if value else value
 
@@ -69,14 +69,14 @@ class InvoiceCreate(BaseModel):
     @field_validator("payer_pubkey")
     @classmethod
     def _pubkey(cls, value: str | None) -> str | None:
-        if value is not None and not _PUBKEY.match(value):
+        if value is not None and not _PUBKEY.fullmatch(value):
             raise ValueError("must be a hex public key (64 or 66 hex characters)")
         return value.lower() if value else value
 
     @field_validator("payer_email")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[^@\s]+@[^@\s]+$", value):
+        if value is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
             raise ValueError("must be an email address")
         return value
 
@@ -133,7 +133,7 @@ class DevPay(BaseModel):
     def cross_field_errors(self) -> dict[str, str]:
         if (self.payment_request is None) == (self.payment_hash is None):
             return {"payment_request": "send exactly one of payment_request or payment_hash"}
-        if self.payment_hash is not None and not _HEX64.match(self.payment_hash):
+        if self.payment_hash is not None and not _HEX64.fullmatch(self.payment_hash):
             return {"payment_hash": "must be 64 hex characters"}
         return {}
 

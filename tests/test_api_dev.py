@@ -103,12 +103,22 @@ def test_paying_an_unknown_invoice_is_404(client, admin):
         ({}, "payment_request"),
         ({"payment_hash": "ab" * 32, "payment_request": "lnbcrt1"}, "payment_request"),
         ({"payment_hash": "xyz"}, "payment_hash"),
+        ({"payment_hash": "ab" * 32 + "\n"}, "payment_hash"),
         ({"payment_request": "not-an-invoice"}, "payment_request"),
         ({"payment_hash": "ab" * 32, "amount_msat": 0}, "amount_msat"),
         ({"payment_hash": "ab" * 32, "amount_msat": "5"}, "amount_msat"),
         ({"payment_hash": "ab" * 32, "surprise": 1}, "surprise"),
     ],
-    ids=["neither", "both", "bad-hash", "bad-bolt11", "zero-amount", "string-amount", "extra"],
+    ids=[
+        "neither",
+        "both",
+        "bad-hash",
+        "hash-newline",
+        "bad-bolt11",
+        "zero-amount",
+        "string-amount",
+        "extra",
+    ],
 )
 def test_pay_validation_errors_are_400_naming_the_field(client, admin, body, field):
     r = pay(client, admin, **body)

@@ -74,7 +74,7 @@ def test_get_an_unknown_hash_is_404(client, reader):
     assert r.get_json()["error"] is True
 
 
-@pytest.mark.parametrize("bad", ["xyz", "ab" * 31, "ab" * 33, "zz" * 32])
+@pytest.mark.parametrize("bad", ["xyz", "ab" * 31, "ab" * 33, "zz" * 32, "ab" * 32 + "%0A"])
 def test_get_a_malformed_hash_is_400(client, reader, bad):
     r = client.get(f"/invoices/{bad}", headers=reader)
     assert r.status_code == 400
@@ -265,7 +265,8 @@ def test_post_decode_without_an_invoice_string_is_400(client, reader, body):
     assert "invoice" in r.get_json()["errors"]
 
 
-def test_post_decode_with_a_non_json_body_is_400(client, reader):
-    r = client.post("/decode", data="{", headers={**reader, "Content-Type": "application/json"})
+@pytest.mark.parametrize("body", ["{", "[" * 30_000], ids=["broken", "deeply-nested"])
+def test_post_decode_with_a_non_json_body_is_400(client, reader, body):
+    r = client.post("/decode", data=body, headers={**reader, "Content-Type": "application/json"})
     assert r.status_code == 400
     assert "body" in r.get_json()["errors"]

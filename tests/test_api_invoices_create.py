@@ -322,6 +322,9 @@ INVALID_BODIES = [
     ),
     pytest.param({"amount": 1, "description_hash": "ab" * 31}, "description_hash", id="hash-short"),
     pytest.param(
+        {"amount": 1, "description_hash": "ab" * 32 + "\n"}, "description_hash", id="hash-newline"
+    ),
+    pytest.param(
         {"amount": 1, "description": "d", "description_hash": "ab" * 32},
         "description_hash",
         id="hash-and-description",
@@ -339,6 +342,12 @@ INVALID_BODIES = [
     pytest.param({"amount": 1, "payer_name": "n" * 257}, "payer_name", id="payer_name-long"),
     pytest.param({"amount": 1, "payer_name": 1}, "payer_name", id="payer_name-not-string"),
     pytest.param({"amount": 1, "payer_email": "nobody"}, "payer_email", id="payer_email-bad"),
+    pytest.param({"amount": 1, "payer_email": "a@b\n"}, "payer_email", id="payer_email-newline"),
+    pytest.param(
+        {"amount": 1, "payer_pubkey": "02" + "11" * 32 + "\n"},
+        "payer_pubkey",
+        id="payer_pubkey-newline",
+    ),
     pytest.param({"amount": 1, "payer_pubkey": "02abc"}, "payer_pubkey", id="payer_pubkey-bad"),
     pytest.param({"amount": 1, "expiry": 0}, "expiry", id="expiry-zero"),
     pytest.param({"amount": 1, "expiry": -60}, "expiry", id="expiry-negative"),
@@ -387,6 +396,15 @@ def test_body_that_is_not_a_json_object_gets_400(client, admin, service, body):
     assert r.status_code == 400
     assert r.get_json()["error"] is True
     assert r.get_json()["errors"]
+    assert counts(service) == before
+
+
+@pytest.mark.parametrize("body", ["[" * 30_000, '{"amount": 1, "metadata": ' + '{"a":' * 10_000])
+def test_deeply_nested_json_gets_400_not_500(client, admin, service, body):
+    before = counts(service)
+    r = client.post("/invoices", data=body, headers={**admin, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "body" in r.get_json()["errors"]
     assert counts(service) == before
 
 

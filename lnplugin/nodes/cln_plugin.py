@@ -43,7 +43,7 @@ OPTIONS: tuple[tuple[str, str | int, str, str], ...] = (
         "lnplugin-data-dir",
         "",
         "string",
-        "lnplugin data directory (SQLite store). Default: <lightning-dir>/lnplugin",
+        "lnplugin data directory (SQLite store). Default: <lightning-dir>/lnplugin-data",
     ),
     ("lnplugin-host", "127.0.0.1", "string", "Address the lnplugin HTTP API listens on."),
     ("lnplugin-port", 8080, "int", "Port the lnplugin HTTP API listens on (0: any free port)."),
@@ -83,7 +83,10 @@ def settings_from_init(
         "node": "cln",
         "cln_socket": str(lightning_dir / str(configuration["rpc-file"])),
         "network": network or wanted,
-        "data_dir": str(options.get("lnplugin-data-dir") or "") or str(lightning_dir / "lnplugin"),
+        # Not `lnplugin`: lightningd runs plugins in lightning-dir, and a directory
+        # named like the package there would shadow it under `python -m`.
+        "data_dir": str(options.get("lnplugin-data-dir") or "")
+        or str(lightning_dir / "lnplugin-data"),
         "host": str(options.get("lnplugin-host") or "") or None,
         "port": int(port) if port not in (None, "") else None,
     }
@@ -221,6 +224,10 @@ def build_plugin(runtime: PluginRuntime) -> Any:
         except PluginConfigError as exc:
             plugin.log(str(exc), level="broken")
             return {"disable": str(exc)}
+        except Exception as exc:  # disable rather than crash (and, if important, stop CLN)
+            log.exception("lnplugin failed to start")
+            runtime.stop()
+            return {"disable": f"lnplugin failed to start: {exc}"}
         return None
 
     @plugin.hook("htlc_accepted", after=["keysend"])

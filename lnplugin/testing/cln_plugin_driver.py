@@ -39,7 +39,19 @@ from typing import Any
 from lnplugin.cln_tlv import parse_onion_payload
 from lnplugin.testing.cln_sim import PEER_ID, ClnSim
 
-DEFAULT_COMMAND = (sys.executable, "-m", "lnplugin.nodes.cln_plugin")
+
+def default_command() -> tuple[str, ...]:
+    """The installed `lnplugin-cln` console script (what operators load), if present.
+
+    Else the module, with `-P` so the working directory (lightningd runs
+    plugins in lightning-dir) is not put on sys.path.
+    """
+    script = Path(sys.executable).with_name("lnplugin-cln")
+    if script.exists():
+        return (str(script),)
+    return (sys.executable, "-P", "-m", "lnplugin.nodes.cln_plugin")
+
+
 CALL_TIMEOUT = 30.0  # seconds: a liveness bound, not a timing assertion
 CONTINUE = {"result": "continue"}
 
@@ -59,7 +71,7 @@ class PluginDriver:
         port: int = 0,
         host: str = "127.0.0.1",
         options: Mapping[str, Any] | None = None,
-        command: tuple[str, ...] = DEFAULT_COMMAND,
+        command: tuple[str, ...] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.sim = sim
@@ -70,7 +82,7 @@ class PluginDriver:
             "lnplugin-port": port,
             **(options or {}),
         }
-        self.command = command
+        self.command = command or default_command()
         self.env = {
             **os.environ,
             "LIGHTNINGD_PLUGIN": "1",

@@ -1,0 +1,256 @@
+"""Plugin mode: `lnplugin-cln` as a real process driven over stdin/stdout like lightningd.
+
+The plugin reaches the CLN simulator through its unix socket and serves the
+API over HTTP; the driver calls `htlc_accepted` with payloads shaped like the
+real v26.06.6 capture. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from lnplugin.cln_tlv import encode_payload
+from lnplugin.testing.cln_plugin_driver import PluginDriver
+from lnplugin.testing.cln_sim import ClnSim
+from tests.cln_helpers import BOOST, BOOST_BYTES, CHAT, Api, scalar, wait_for
+
+ACCOUNT = b"acct-42"
+TIP = b"tip note"
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="clnp"))  # unix socket paths must be short
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sim(tmp: Path) -> Iterator[ClnSim]:
+    # 34349334 is even: like lightningd, the sim strips it unless accepted.
+    with ClnSim(tmp / "sim", tmp / "rpc", accept_htlc_tlv_types=(34349334,)) as s:
+        yield s
+
+
+@pytest.fixture
+def plugin(sim: ClnSim, tmp: Path) -> Iterator[PluginDriver]:
+    driver = PluginDriver(sim, tmp / "lnp")
+    driver.start()
+    yield driver
+    driver.shutdown()
+
+
+@pytest.fixture
+def api(plugin: PluginDriver) -> Iterator[Api]:
+    assert plugin.admin_token, "first start logs a bootstrap admin token"
+    client = Api(plugin.url, plugin.admin_token)
+    yield client
+    client.close()
+
+
+def _tu(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _boost_keysend(sim: ClnSim) -> str:
+    paid = sim.keysend(21000, {7629169: BOOST_BYTES, 34349334: CHAT, 696969: ACCOUNT, 7629171: TIP})
+    return str(paid["payment_hash"])
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def test_manifest_declares_options_hook_and_shutdown(plugin: PluginDriver) -> None:
+    manifest = plugin.manifest
+    names = {o["name"] for o in manifest["options"]}
+    assert {"lnplugin-data-dir", "lnplugin-host", "lnplugin-port", "lnplugin-network"} <= names
+    port = next(o for o in manifest["options"] if o["name"] == "lnplugin-port")
+    assert port["type"] == "int"
+    hooks = {h["name"]: h for h in manifest["hooks"]}
+    assert hooks["htlc_accepted"]["after"] == ["keysend"]  # sees the payload keysend rewrote
+    assert "shutdown" in manifest["subscriptions"]
+    assert plugin.init_result is None  # not disabled
+    status = plugin.call("lnplugin-status", {})
+    assert status["running"] and status["url"] == plugin.url
+    assert status["data_dir"] == str(plugin.data_dir)
+
+
+def test_keysend_boostagram_and_message_visible_in_incoming(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    payment_hash = _boost_keysend(sim)
+    plugin.htlc_accepted(payment_hash)
+    got = wait_for(
+        lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "keysend"
+    )
+    assert got["is_keysend"] is True and got["settled"] is True
+    assert got["amount_received_msat"] == 21000
+    assert got["boostagram"]["message"] == BOOST["message"]
+    assert got["boostagram"]["feedID"] == 920666  # lenient parsing: digit strings become ints
+    assert got["boostagram"]["value_msat_total"] == 21000
+    assert got["keysend_message"] == CHAT.decode()
+    assert got["custom_records"] == {
+        "696969": _b64(ACCOUNT),
+        "7629169": _b64(BOOST_BYTES),
+        "7629171": _b64(TIP),
+        "34349334": _b64(CHAT),
+    }
+    # The preimage TLV is a secret, never stored; the protocol fields (< 65536) neither.
+    assert "5482373484" not in got["custom_records"]
+    # The lookup by hash shows the same row.
+    assert api.get(f"/invoices/{payment_hash}")["boostagram"] == got["boostagram"]
+
+
+def test_even_type_not_accepted_is_stripped_like_lightningd(tmp: Path) -> None:
+    """Without `accept-htlc-tlv-type=34349334` the chat message never reaches us."""
+    with ClnSim(tmp / "sim2", tmp / "rpc2") as sim, PluginDriver(sim, tmp / "lnp2") as plugin:
+        assert plugin.admin_token
+        api = Api(plugin.url, plugin.admin_token)
+        payment_hash = _boost_keysend(sim)
+        plugin.htlc_accepted(payment_hash)
+        got = wait_for(
+            lambda: (i := api.incoming(payment_hash)) and i.get("boostagram") and i, "boost"
+        )
+        assert got["keysend_message"] is None
+        assert "34349334" not in got["custom_records"]
+        assert got["boostagram"]["sender_name"] == "@alice"
+        api.close()
+
+
+def test_hook_first_then_settlement_joins_records(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """On a real node the hook runs before the invoice is paid: records wait for the row."""
+    made = sim.dispatch(
+        "invoice", {"amount_msat": 30000, "label": "outside-boost", "description": "pay me"}
+    )
+    payment_hash = made["payment_hash"]
+    secret = bytes.fromhex(made["payment_secret"])
+    payload = encode_payload(
+        {2: _tu(30000), 4: _tu(119), 8: secret + _tu(30000), 7629169: BOOST_BYTES}
+    )
+    plugin.htlc_accepted(payment_hash, payload)
+    captured = scalar(
+        plugin.data_dir, "SELECT COUNT(*) FROM htlc_records WHERE payment_hash = ?", payment_hash
+    )
+    assert captured == (1,)
+    sim.pay("outside-boost")
+    got = wait_for(lambda: api.incoming(payment_hash), "the settled invoice")
+    assert got["boostagram"]["podcast"] == "Lab Pod"
+    assert got["custom_records"] == {"7629169": _b64(BOOST_BYTES)}
+    assert got["description"] == "pay me" and got["amount_received_msat"] == 30000
+
+
+def test_invoice_created_over_http_is_settled(plugin: PluginDriver, sim: ClnSim, api: Api) -> None:
+    created = api.post("/invoices", {"amount": 42, "description": "plugin mode"})
+    sim.pay(created["payment_request"])
+    plugin.htlc_accepted(created["payment_hash"])  # no custom records: nothing to store
+    got = wait_for(lambda: api.settled(created["payment_hash"]), "settlement")
+    assert got["amount_received_msat"] == 42000
+    assert hashlib.sha256(bytes.fromhex(got["preimage"])).hexdigest() == created["payment_hash"]
+    assert got["custom_records"] is None or got["custom_records"] == {}
+    assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (0,)
+
+
+def test_hook_replayed_after_restart_still_once(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    payment_hash = _boost_keysend(sim)
+    plugin.htlc_accepted(payment_hash)
+    first = wait_for(
+        lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "keysend"
+    )
+    token = plugin.admin_token
+    assert token
+    plugin.restart(replay=True)  # clean: shutdown notification, then replay
+    plugin.restart(replay=True, clean=False)  # SIGKILL, then replay
+    plugin.replay_hooks()  # and once more for good measure
+    again = Api(plugin.url, token)
+    got = wait_for(lambda: again.incoming(payment_hash), "the keysend after restarts")
+    assert got["custom_records"] == first["custom_records"]
+    assert got["boostagram"] == first["boostagram"]
+    assert got["identifier"] == first["identifier"]
+    counts = scalar(
+        plugin.data_dir,
+        "SELECT (SELECT COUNT(*) FROM invoices WHERE payment_hash = ?1),"
+        " (SELECT COUNT(*) FROM events WHERE payment_hash = ?1 AND type = ?2),"
+        " (SELECT COUNT(*) FROM htlc_records)",
+        payment_hash,
+        "invoice.incoming.settled",
+    )
+    assert counts == (1, 1, 1)
+    incoming = again.get("/invoices/incoming")
+    assert [i["payment_hash"] for i in incoming].count(payment_hash) == 1
+    again.close()
+
+
+def test_store_error_still_continues(plugin: PluginDriver, sim: ClnSim, api: Api) -> None:
+    """A broken store never fails an HTLC: the hook logs and answers continue."""
+    payment_hash = _boost_keysend(sim)
+    db_path = plugin.data_dir / "lnplugin.sqlite"
+    conn = sqlite3.connect(db_path, timeout=10)
+    try:
+        conn.execute("ALTER TABLE htlc_records RENAME TO htlc_records_away")
+        plugin.htlc_accepted(payment_hash)  # raises unless the answer is continue
+        assert any("could not store TLV records" in line for line in plugin.logs)
+
+        # A locked database: the hook gives up after its short busy timeout.
+        conn.execute("ALTER TABLE htlc_records_away RENAME TO htlc_records")
+        conn.execute("BEGIN EXCLUSIVE")
+        before = sum("could not store" in line for line in plugin.logs)
+        plugin.htlc_accepted(payment_hash)
+        assert sum("could not store" in line for line in plugin.logs) == before + 1
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    # Once the store is healthy, CLN's replay delivers the records.
+    plugin.replay_hooks()
+    got = wait_for(
+        lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "records"
+    )
+    assert got["boostagram"]["message"] == BOOST["message"]
+
+
+def test_unreadable_payloads_and_forwards_continue(plugin: PluginDriver, sim: ClnSim) -> None:
+    payment_hash = _boost_keysend(sim)
+    good = plugin.hook_params(payment_hash)
+    for bad in ("zz", "05ff", "", "0a" + "00" * 3):
+        params = plugin.hook_params(payment_hash)
+        params["onion"]["payload"] = bad
+        plugin.send_hook(params)
+    assert any("unreadable onion payload" in line for line in plugin.logs)
+    forward = plugin.hook_params(payment_hash)
+    forward["onion"]["short_channel_id"] = "1x2x3"  # not for us: never stored
+    plugin.send_hook(forward)
+    assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (0,)
+    plugin.send_hook(good)
+    assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (1,)
+
+
+def test_shutdown_notification_exits_cleanly(plugin: PluginDriver) -> None:
+    url = plugin.url
+    assert requests.get(url + "/health", timeout=10).status_code == 200
+    assert plugin.shutdown() == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "/health", timeout=10)
+
+
+def test_network_mismatch_disables_the_plugin(sim: ClnSim, tmp: Path) -> None:
+    driver = PluginDriver(sim, tmp / "mismatch", options={"lnplugin-network": "bitcoin"})
+    driver.start()
+    try:
+        assert "regtest" in driver.init_result["disable"]
+        assert driver.call("lnplugin-status", {}) == {"running": False}
+        assert not (tmp / "mismatch" / "lnplugin.sqlite").exists()
+    finally:
+        driver.kill()

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from lnplugin.store import Store, events
 
@@ -146,3 +147,31 @@ class StreamGate:
     def leave(self) -> None:
         with self._lock:
             self.open -= 1
+
+
+class ParkingMap(dict[int, Any]):
+    """waitress's socket map, minus the channels of open event streams.
+
+    waitress's main loop asks every channel in its map whether it wants to
+    read or write on every iteration, so 500 idle streams would add 500
+    Python calls to the handling of every API request. A stream's channel
+    needs nothing from the loop while its worker thread writes directly
+    (waitress flushes writes from the writing thread), so it is parked:
+    hidden from `items()` until the stream ends. Lookups still see it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parked: set[int] = set()
+
+    def park(self, fd: int) -> None:
+        self._parked.add(fd)
+
+    def unpark(self, fd: int) -> None:
+        self._parked.discard(fd)
+
+    def items(self) -> Any:  # type: ignore[override]
+        if not self._parked:
+            return super().items()
+        parked = self._parked
+        return [(fd, obj) for fd, obj in super().items() if fd not in parked]

@@ -45,6 +45,7 @@ def make_server(service: Service, settings: Settings) -> Any:
     app = create_app(service)
     return create_server(
         app,
+        map=service.extensions.get("socket_map"),  # ParkingMap: idle streams skip the loop
         host=settings.host,
         port=settings.port,
         # Event streams hold a thread each for their lifetime; they get threads of

@@ -334,7 +334,7 @@ def attach(service: Any) -> None:
     Both run as `service.extensions["workers"]`, started and stopped with the
     service, so standalone and plugin mode get them the same way.
     """
-    from lnplugin.hub import EventHub, StreamGate
+    from lnplugin.hub import EventHub, ParkingMap, StreamGate
 
     settings = service.settings
     worker = DeliveryWorker(
@@ -344,5 +344,6 @@ def attach(service: Any) -> None:
     service.extensions["webhook_worker"] = worker
     service.extensions["event_hub"] = hub
     service.extensions["stream_gate"] = StreamGate(settings.max_streams)
+    service.extensions["socket_map"] = ParkingMap()
     service.extensions.setdefault("workers", []).extend([worker, hub])
     service.extensions.setdefault("before_shutdown", []).append(hub.close_all)

@@ -34,7 +34,7 @@ from lnplugin.alby import effective_state, invoice_json, iso
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError, error_response
-from lnplugin.hub import EventHub, StreamGate, Subscription
+from lnplugin.hub import EventHub, ParkingMap, StreamGate, Subscription
 from lnplugin.store import events, invoices
 
 bp = Blueprint("events", __name__)
@@ -53,6 +53,42 @@ _TYPE_FOR_STATE = {
     "CANCELED": events.INCOMING_CANCELED,
 }
 RETRY_MS = 3000  # how long EventSource waits before reconnecting
+MAX_BACKLOG = 1 << 20  # unsent bytes after which a stream's client counts as stalled
+
+
+class Parking:
+    """Parks a waitress channel (see `ParkingMap`) while its stream is open.
+
+    A parked channel is not polled, so nothing else notices a client that
+    stopped reading or went away: the stream checks the channel's unsent
+    bytes itself and ends, handing the channel back to the loop to clean up.
+    Outside waitress (tests, other servers) this does nothing.
+    """
+
+    def __init__(self, environ: dict[str, Any], socket_map: Any) -> None:
+        probe = environ.get("waitress.client_disconnected")
+        self.channel = getattr(probe, "__self__", None)
+        self.map = socket_map if isinstance(socket_map, ParkingMap) else None
+        self.fd: int | None = None
+
+    def park(self) -> None:
+        fd = getattr(self.channel, "_fileno", None)
+        if self.map is not None and fd is not None:
+            self.fd = fd
+            self.map.park(fd)
+
+    def unpark(self) -> None:
+        if self.map is not None and self.fd is not None:
+            self.map.unpark(self.fd)
+            self.fd = None
+            self.channel.server.pull_trigger()  # type: ignore[union-attr]
+
+    def stalled(self, limit: int) -> bool:
+        """More than `limit` bytes still unsent, or the connection is gone."""
+        channel = self.channel
+        if self.fd is None or channel is None:
+            return False
+        return not channel.connected or channel.total_outbufs_len > limit
 
 
 def _message(seq: int, type_: str, data: str) -> bytes:
@@ -103,12 +139,14 @@ def _busy(exc: TooManyStreams) -> Any:
     return response
 
 
-def _respond(body: Iterator[bytes], release: Callable[[], None]) -> Any:
+def _respond(body: Iterator[bytes], release: Callable[[], None], parking: Parking) -> Any:
     def stream() -> Iterator[bytes]:
         try:
-            yield f"retry: {RETRY_MS}\n\n".encode()
+            yield f"retry: {RETRY_MS}\n\n".encode()  # headers are out after this
+            parking.park()
             yield from body
         finally:
+            parking.unpark()
             release()
 
     response = Response(stream(), mimetype="text/event-stream")
@@ -118,7 +156,9 @@ def _respond(body: Iterator[bytes], release: Callable[[], None]) -> Any:
     return response
 
 
-def _live(sub: Subscription, after: int, heartbeat: float, final_ends: bool) -> Iterator[bytes]:
+def _live(
+    sub: Subscription, after: int, heartbeat: float, final_ends: bool, parking: Parking
+) -> Iterator[bytes]:
     """Messages from the hub past `after`, with heartbeats while idle."""
     last_sent = after
     while True:
@@ -126,8 +166,14 @@ def _live(sub: Subscription, after: int, heartbeat: float, final_ends: bool) -> 
         if sub.overflowed or sub.closed:
             return  # far behind, or shutting down: the client resumes from Last-Event-ID
         if not rows:
+            # Still unsent since the last write a heartbeat ago: the client
+            # is gone or not reading. End; the loop takes the channel back.
+            if parking.stalled(0):
+                return
             yield b": keep-alive\n\n"
             continue
+        if parking.stalled(MAX_BACKLOG):
+            return
         for row in rows:
             if row["seq"] <= last_sent:
                 continue
@@ -188,9 +234,10 @@ def invoice_events(payment_hash: str) -> Any:
             yield _message(event["seq"], event["type"], event["payload"])
             if event["type"] in FINAL_EVENTS:
                 return
-        yield from _live(sub, max(head, resume or 0), heartbeat, final_ends=True)
+        yield from _live(sub, max(head, resume or 0), heartbeat, True, parking)
 
-    return _respond(body(), release)
+    parking = Parking(request.environ, svc.extensions.get("socket_map"))
+    return _respond(body(), release, parking)
 
 
 def _allowed_types() -> set[str]:
@@ -229,6 +276,7 @@ def all_events() -> Any:
                     if row["type"] in allowed:
                         yield _message(row["seq"], row["type"], row["payload"])
                 last = rows[-1]["seq"]
-        yield from _live(sub, last, heartbeat, final_ends=False)
+        yield from _live(sub, last, heartbeat, False, parking)
 
-    return _respond(body(), release)
+    parking = Parking(request.environ, svc.extensions.get("socket_map"))
+    return _respond(body(), release, parking)

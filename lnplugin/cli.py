@@ -185,6 +185,22 @@ def decode(invoice: str) -> None:
     click.echo(json.dumps(decoded_json(decoded, None, int(time.time())), indent=2))
 
 
+@cli.command()
+@server_options
+def doctor(**flags: Any) -> None:
+    """Check the node connection and configuration, one line per check.
+
+    Exits 1 when a check fails; warnings (e.g. even TLV types Core Lightning
+    strips) exit 0.
+    """
+    from lnplugin.doctor import exit_code, run
+
+    checks = run(settings_from(flags))
+    for check in checks:
+        click.echo(check.line())
+    sys.exit(exit_code(checks))
+
+
 # -- tokens ---------------------------------------------------------------------
 
 

@@ -1,0 +1,76 @@
+"""`lnplugin doctor` against the CLN simulator, run as the operator runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lnplugin.doctor import EVEN_TLV_TYPES
+from lnplugin.testing.cln_sim import ClnSim
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="clnd"))  # unix socket paths must be short
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def doctor(tmp: Path, socket: str, network: str = "regtest") -> tuple[int, list[str]]:
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "lnplugin", "doctor", "--data-dir", str(tmp / "data"),
+            "--node", "cln", "--cln-socket", socket, "--network", network,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")},
+    )  # fmt: skip
+    return proc.returncode, proc.stdout.splitlines()
+
+
+def test_all_good_one_line_per_check(tmp: Path) -> None:
+    with ClnSim(tmp / "sim", tmp / "rpc", accept_htlc_tlv_types=tuple(EVEN_TLV_TYPES)) as sim:
+        code, lines = doctor(tmp, sim.socket_path)
+    assert code == 0, lines
+    assert [line.split(":")[0] for line in lines] == [
+        "OK   socket",
+        "OK   version",
+        "OK   network",
+        "OK   even TLV types",
+    ]
+    assert "mode 0600" in lines[0] and "v26.06.6" in lines[1]
+
+
+def test_missing_even_types_and_open_socket_warn(tmp: Path) -> None:
+    with ClnSim(tmp / "sim", tmp / "rpc", accept_htlc_tlv_types=(133773310,)) as sim:
+        os.chmod(sim.socket_path, 0o666)
+        code, lines = doctor(tmp, sim.socket_path)
+    assert code == 0, lines  # warnings only
+    assert lines[0].startswith("WARN socket") and "0666" in lines[0]
+    tlv = lines[-1]
+    assert tlv.startswith("WARN even TLV types")
+    assert "34349334 (chat message)" in tlv and "accept-htlc-tlv-type=N" in tlv
+    assert "133773310" not in tlv
+
+
+def test_wrong_network_and_old_version(tmp: Path) -> None:
+    with ClnSim(tmp / "sim", tmp / "rpc", version="v23.05") as sim:
+        code, lines = doctor(tmp, sim.socket_path, network="bitcoin")
+    assert code == 1
+    assert any(line.startswith("WARN version") and "waitanyinvoice" in line for line in lines)
+    assert any(line.startswith("FAIL network") and "regtest" in line for line in lines)
+
+
+def test_no_socket_fails_with_the_fix(tmp: Path) -> None:
+    code, lines = doctor(tmp, str(tmp / "nope"))
+    assert code == 1
+    assert lines == [f"FAIL socket: {tmp / 'nope'} does not exist: is lightningd running?"]

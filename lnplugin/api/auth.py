@@ -20,8 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _presented_token() -> str | None:
     header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        return header[7:].strip()
     return request.headers.get("X-Api-Key") or None
 
 

@@ -1,0 +1,62 @@
+"""The incoming cursor remembers what it counts, and restarts when that changes.
+
+A CLN node upgraded past 23.08 moves lnplugin from `waitanyinvoice` (cursor =
+pay_index) to the `updated_index` feed: the old number means nothing there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lnplugin.follower import Follower
+from lnplugin.nodes.cln import ClnNode
+from lnplugin.store import Store, cursors
+from lnplugin.testing.cln_sim import ClnSim
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="clnk"))  # unix socket paths must be short
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _sweep(sim: ClnSim, store: Store) -> tuple[int, str, int]:
+    node = ClnNode(sim.socket_path, network="regtest", wait_timeout=1)
+    follower = Follower(node, store)
+    follower.sweep()
+    node.close()
+    with store.snapshot() as conn:
+        kind = conn.execute("SELECT kind FROM cursor_kinds WHERE name = 'incoming'").fetchone()
+        settled = conn.execute("SELECT COUNT(*) FROM invoices WHERE state = 'SETTLED'").fetchone()
+        return cursors.get(conn, cursors.INCOMING), kind[0], settled[0]
+
+
+def _expire_new(sim: ClnSim, count: int) -> None:
+    for _ in range(count):
+        label = f"gone-{sim.counters['inv_created']}"
+        made = sim.dispatch("invoice", {"amount_msat": 1, "label": label, "description": "x"})
+        sim.expire(made["payment_hash"])
+
+
+def test_kind_change_resets_the_cursor_and_misses_nothing(tmp: Path) -> None:
+    """updated_index 6 read as a pay_index would skip payments 3 to 5."""
+    store = Store(tmp / "store.sqlite")
+    with ClnSim(tmp / "sim", tmp / "rpc") as sim:
+        _expire_new(sim, 4)  # updated_index 1-4
+        sim.settle_bulk(2)  # updated_index 5-6, pay_index 1-2
+        assert _sweep(sim, store) == (6, "updated_index", 2)
+        assert _sweep(sim, store) == (6, "updated_index", 2)  # same kind: resumed, kept
+
+        sim.version = "v23.05"  # the node now only offers waitanyinvoice (same data)
+        sim.settle_bulk(3)  # pay_index 3-5
+        cursor, kind, settled = _sweep(sim, store)
+    assert kind == "pay_index"
+    assert settled == 5  # nothing missed, nothing twice
+    assert cursor == 5  # a pay_index now
+    store.close()

@@ -109,7 +109,7 @@ class EventHub:
         seen = self.store.commit_version
         seq = events.last_seq(self.store.conn)
         while not self._stop.is_set():
-            seen = self.store.wait_for_commit(seen, IDLE_WAIT)
+            seen = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
             try:
                 while rows := events.after(self.store.conn, seq, 1000):
                     seq = rows[-1]["seq"]

@@ -233,15 +233,22 @@ class DeliveryWorker:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.store.wake_waiters()  # the watcher sleeps in wait_for_commit, not on _wake
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def running(self) -> bool:
+        """Whether the dispatcher or watcher thread is still alive."""
+        return any(t is not None and t.is_alive() for t in (self._thread, self._watcher))
 
     def _watch(self) -> None:
         """Turn store commits into wake-ups for the dispatcher."""
         seen = self.store.commit_version
         while not self._stop.is_set():
-            now = self.store.wait_for_commit(seen, IDLE_WAIT)
+            now = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
             if now != seen:
                 seen = now
                 self._wake.set()

@@ -19,6 +19,7 @@ from lnplugin.api import create_app
 from lnplugin.config import load_settings
 from lnplugin.service import Service
 from lnplugin.store import events, tokens
+from lnplugin.store import webhooks as db
 
 SETTLED = "invoice.incoming.settled"
 
@@ -233,3 +234,41 @@ def test_docs_cover_every_webhook_and_event_route(svc: Service) -> None:
     ):
         assert setting in docs
     assert "lnplugin webhook-secret" in docs and "--rotate" in docs
+
+
+def test_invoice_deliveries_route(svc: Service, client: FlaskClient, admin: dict[str, str]) -> None:
+    made = client.post(
+        "/invoices", json={"amount": 5, "webhook": "https://example.com/paid"}, headers=admin
+    )
+    payment_hash = made.get_json()["payment_hash"]
+    plain = client.post("/invoices", json={"amount": 5}, headers=admin).get_json()
+    _create(client, admin, filter_types=["invoice.incoming.created"])  # not listed below
+    with svc.store.transaction() as tx:
+        db.fan_out(tx)
+
+    reader = _token(svc, "invoices:read")
+    reply = client.get(f"/invoices/{payment_hash}/deliveries", headers=reader)
+    assert reply.status_code == 200
+    [row] = reply.get_json()
+    assert row["type"] == "invoice.incoming.created"
+    assert row["status"] == "pending" and row["attempts"] == 0
+    assert set(row) == {
+        "event_id",
+        "type",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "last_attempt_at",
+        "next_attempt_at",
+        "delivered_at",
+        "created_at",
+    }
+    path = f"/invoices/{plain['payment_hash']}/deliveries"
+    assert client.get(path, headers=reader).get_json() == []
+    assert client.get(f"{path}?items=0", headers=reader).status_code == 400
+    assert client.get(f"/invoices/{'0' * 64}/deliveries", headers=reader).status_code == 404
+    assert client.get("/invoices/zz/deliveries", headers=reader).status_code == 400
+    creator = _token(svc, "invoices:create")
+    assert client.get(path, headers=creator).status_code == 403
+    assert client.get(path).status_code == 401

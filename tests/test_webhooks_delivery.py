@@ -5,9 +5,13 @@ loopback without the allow-list, and dead letters can be redelivered."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from lnplugin import hub as hub_module
+from lnplugin import webhooks
+from lnplugin.store import Store
 from tests.helpers_webhooks import Receiver, Server, wait_for
 
 ALLOW = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "0,0,0,0"}
@@ -173,3 +177,61 @@ def test_loopback_refused_without_allow_list(
         assert receiver.received == []
     finally:
         server.stop()
+
+
+def test_invoice_webhook_deliveries_are_listed_under_the_invoice(
+    server: Server, receiver: Receiver
+) -> None:
+    receiver.script["/inv"] = [500, 200]
+    invoice = server.create_invoice(webhook=receiver.url("/inv"))
+    payment_hash = invoice["payment_hash"]
+    server.pay(payment_hash)
+
+    def both_delivered() -> dict | None:
+        reply = server.call("GET", f"/invoices/{payment_hash}/deliveries")
+        assert reply.status_code == 200, reply.text
+        rows = {d["type"]: d for d in reply.json()}
+        return (
+            rows
+            if len(rows) == 2 and {"delivered"} == {d["status"] for d in rows.values()}
+            else None
+        )
+
+    rows = wait_for(both_delivered)
+    assert set(rows) == {"invoice.incoming.created", "invoice.incoming.settled"}
+    # One of them got the 500 and was retried.
+    assert sorted(d["attempts"] for d in rows.values()) == [1, 2]
+    settled = rows["invoice.incoming.settled"]
+    assert settled["last_status_code"] == 200 and settled["next_attempt_at"] is None
+    assert settled["event_id"] in receiver.accepted
+    # Same shape as an endpoint's deliveries.
+    endpoint = server.add_endpoint(receiver.url("/ep"))
+    server.call("POST", f"/webhook_endpoints/{endpoint['id']}/test")
+    [listed] = wait_for(lambda: server.deliveries(endpoint["id"]))
+    assert set(listed) == set(settled)
+    # An invoice without a webhook URL has none.
+    other = server.create_invoice()
+    assert server.call("GET", f"/invoices/{other['payment_hash']}/deliveries").json() == []
+
+
+def test_stop_wakes_the_worker_and_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both wait on store commits; stop() must wake them rather than leave them
+    asleep until their idle timeout (made an hour here, so a missed wake-up
+    would outlast the join and fail the test)."""
+    monkeypatch.setattr(webhooks, "IDLE_WAIT", 3600.0)
+    monkeypatch.setattr(hub_module, "IDLE_WAIT", 3600.0)
+    store = Store(tmp_path / "db.sqlite")
+    try:
+        for _ in range(3):  # repeat: a wake-up must not depend on where a thread was
+            worker = webhooks.DeliveryWorker(store)
+            hub = hub_module.EventHub(store)
+            worker.start()
+            hub.start()
+            with store.transaction():
+                pass  # one commit, so both threads go round their loop once
+            worker.stop(timeout=30)
+            hub.stop(timeout=30)
+            assert not worker.running
+            assert hub._thread is not None and not hub._thread.is_alive()
+    finally:
+        store.close()

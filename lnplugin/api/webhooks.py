@@ -1,7 +1,8 @@
 """Webhook endpoints, Alby-compatible (`admin` scope).
 
 The endpoint secret is returned once, by POST; later reads never show it.
-Deliveries are listed, tested and redelivered here; sending is the worker's
+Deliveries are listed, tested and redelivered here, and an invoice's own
+`webhook` deliveries are listed under the invoice; sending is the worker's
 job (`lnplugin.webhooks`), which wakes on the commit these routes make.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -19,15 +21,18 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from lnplugin.alby import iso
 from lnplugin.api import context
-from lnplugin.api.auth import require
+from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError, validation_error
-from lnplugin.store import events
+from lnplugin.store import events, invoices
 from lnplugin.store import webhooks as db
 from lnplugin.webhooks import Refused, check_address
 
-bp = Blueprint("webhooks", __name__, url_prefix="/webhook_endpoints")
+# No url_prefix: `GET /invoices/<payment_hash>/deliveries` lives here too.
+bp = Blueprint("webhooks", __name__)
+EP = "/webhook_endpoints"
 
 MAX_URL = 2048
+_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 def check_url(value: str) -> str:
@@ -105,7 +110,7 @@ def _endpoint_or_404(endpoint_id: str) -> Any:
     return row
 
 
-@bp.post("")
+@bp.post(EP)
 @require("admin")
 def create() -> Any:
     try:
@@ -118,19 +123,19 @@ def create() -> Any:
     return endpoint_json(row, with_secret=True), 201
 
 
-@bp.get("")
+@bp.get(EP)
 @require("admin")
 def list_endpoints() -> Any:
     return [endpoint_json(row) for row in db.endpoints(context.service().store.conn)]
 
 
-@bp.get("/<endpoint_id>")
+@bp.get(f"{EP}/<endpoint_id>")
 @require("admin")
 def get(endpoint_id: str) -> Any:
     return endpoint_json(_endpoint_or_404(endpoint_id))
 
 
-@bp.delete("/<endpoint_id>")
+@bp.delete(f"{EP}/<endpoint_id>")
 @require("admin")
 def delete(endpoint_id: str) -> Any:
     row = _endpoint_or_404(endpoint_id)
@@ -139,18 +144,38 @@ def delete(endpoint_id: str) -> Any:
     return {**endpoint_json(row), "deleted": True}
 
 
-@bp.get("/<endpoint_id>/deliveries")
+@bp.get(f"{EP}/<endpoint_id>/deliveries")
 @require("admin")
 def deliveries(endpoint_id: str) -> Any:
     _endpoint_or_404(endpoint_id)
-    raw = request.args.get("items", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise APIError(400, "Invalid request", {"items": "must be from 1 to 1000"})
-    rows = db.deliveries(context.service().store.conn, endpoint_id, int(raw))
+    rows = db.deliveries(context.service().store.conn, endpoint_id, _items())
     return [db.delivery_json(row) for row in rows]
 
 
-@bp.post("/<endpoint_id>/test")
+def _items() -> int:
+    raw = request.args.get("items", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise APIError(400, "Invalid request", {"items": "must be from 1 to 1000"})
+    return int(raw)
+
+
+@bp.get("/invoices/<payment_hash>/deliveries")
+@require("invoices:read")
+def invoice_deliveries(payment_hash: str) -> Any:
+    """Deliveries to the invoice's own `webhook` URL (not to endpoints), newest first."""
+    if not _HASH.fullmatch(payment_hash):
+        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
+    conn = context.service().store.conn
+    found = invoices.by_hash(conn, payment_hash.lower())
+    if found is None:
+        raise APIError(404, f"No invoice with payment hash {payment_hash}")
+    if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
+        raise APIError(403, "Token lacks scope: transactions:read")
+    rows = db.invoice_deliveries(conn, found["id"], _items())
+    return [db.delivery_json(row) for row in rows]
+
+
+@bp.post(f"{EP}/<endpoint_id>/test")
 @require("admin")
 def test(endpoint_id: str) -> Any:
     ep = _endpoint_or_404(endpoint_id)
@@ -166,7 +191,7 @@ def test(endpoint_id: str) -> Any:
     return db.delivery_json(row), 202
 
 
-@bp.post("/<endpoint_id>/deliveries/<event_id>/redeliver")
+@bp.post(f"{EP}/<endpoint_id>/deliveries/<event_id>/redeliver")
 @require("admin")
 def redeliver(endpoint_id: str, event_id: str) -> Any:
     ep = _endpoint_or_404(endpoint_id)

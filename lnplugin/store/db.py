@@ -78,15 +78,23 @@ class Store:
             self.commit_version += 1
             self._commits.notify_all()
 
-    def wait_for_commit(self, seen: int, timeout: float) -> int:
-        """Block until a commit newer than `seen` (or the timeout); returns the version."""
+    def wait_for_commit(
+        self, seen: int, timeout: float, stop: threading.Event | None = None
+    ) -> int:
+        """Block until a commit newer than `seen` (or the timeout); returns the version.
+
+        With `stop`, returns at once when it is set. It is checked under the
+        same lock `wake_waiters` takes, so a thread that sets `stop` and then
+        calls `wake_waiters` can never be missed by a waiter about to sleep.
+        """
         with self._commits:
-            if self.commit_version == seen:
+            if self.commit_version == seen and not (stop is not None and stop.is_set()):
                 self._commits.wait(timeout)
             return self.commit_version
 
     def wake_waiters(self) -> None:
-        """Wake every `wait_for_commit` caller now, e.g. so a stopping thread exits."""
+        """Wake every `wait_for_commit` caller now, e.g. so a stopping thread exits
+        (set its `stop` event first)."""
         with self._commits:
             self._commits.notify_all()
 

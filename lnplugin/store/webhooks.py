@@ -233,6 +233,18 @@ def deliveries(conn: sqlite3.Connection, endpoint_id: str, limit: int = 100) -> 
     ).fetchall()
 
 
+def invoice_deliveries(
+    conn: sqlite3.Connection, invoice_id: int, limit: int = 100
+) -> list[sqlite3.Row]:
+    """Deliveries to one invoice's own `webhook` URL (endpoint_id ''), newest first."""
+    return conn.execute(
+        "SELECT d.* FROM events e JOIN webhook_deliveries d"
+        " ON d.endpoint_id = ? AND d.event_id = e.event_id"
+        " WHERE e.invoice_id = ? ORDER BY d.id DESC LIMIT ?",
+        (INVOICE_TARGET, invoice_id, limit),
+    ).fetchall()
+
+
 def delivery_json(row: sqlite3.Row) -> dict[str, Any]:
     from lnplugin.alby import iso
 

@@ -142,7 +142,7 @@ class PluginRuntime:
     def start(self, settings: Settings, say: Callable[[str], None]) -> None:
         """Open the store and bind the port now (errors disable the plugin);
         reach the node and serve on a background thread, so `init` answers at once."""
-        from lnplugin.server import bootstrap_token, make_server
+        from lnplugin.server import make_server
 
         service = Service.build(settings)
         try:
@@ -156,9 +156,12 @@ class PluginRuntime:
         port = getattr(server, "effective_port", settings.port)
         self.url = settings.public_url or f"http://{settings.host}:{port}"
         say(f"lnplugin cln node listening on {self.url}")
-        token = bootstrap_token(service)
-        if token:
-            say(f"Admin token (shown once, store it now): {token}")
+        # Never put a token in lightningd's log: logs are copied and shipped.
+        # The operator makes one with the CLI against the same data dir.
+        say(
+            "create an API token with: lnplugin token create --scope admin "
+            f"--data-dir {settings.data_dir}"
+        )
         self._thread = threading.Thread(target=self._run, name="lnplugin-serve", daemon=True)
         self._thread.start()
 

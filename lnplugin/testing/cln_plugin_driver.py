@@ -76,6 +76,7 @@ class PluginDriver:
     ) -> None:
         self.sim = sim
         self.data_dir = Path(data_dir)
+        self._token: str | None = None
         self.options: dict[str, Any] = {
             "lnplugin-data-dir": str(self.data_dir),
             "lnplugin-host": host,
@@ -266,13 +267,31 @@ class PluginDriver:
 
     # ---------------------------------------------------------------- lifecycle
     @property
-    def admin_token(self) -> str | None:
-        """The bootstrap admin token the plugin logged on first start."""
-        marker = "Admin token (shown once, store it now): "
-        for line in self.logs:
-            if marker in line:
-                return line.split(marker, 1)[1].strip()
-        return None
+    def admin_token(self) -> str:
+        """An admin token made as the operator would: the CLI on the data dir.
+
+        The plugin never logs a token (lightningd's log is no place for one).
+        """
+        if self._token is None:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "lnplugin",
+                    "token",
+                    "create",
+                    "--scope",
+                    "admin",
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            self._token = proc.stdout.strip().splitlines()[-1]
+        return self._token
 
     def shutdown(self, timeout: float = CALL_TIMEOUT) -> int:
         """CLN's `shutdown` notification; waits for a clean exit, kills after `timeout`."""

@@ -1,0 +1,1273 @@
+"""An LND simulator: a real gRPC server over TLS that speaks our `lnrpc` subset.
+
+Why it exists: lnplugin's LND adapter and follower must be tested against the
+behaviour that loses payments in other projects (SubscribeInvoices replay
+semantics with duplicates, dropped streams, a node that restarts, least-
+privilege macaroons), and CI has no lnd. The simulator reproduces those
+behaviours from PROTOCOLS.md section A over the real transport, so the adapter
+code under test is exactly the code that runs against a real node.
+
+In-process use (tests)::
+
+    sim = LndSim(tmp_path / "lnd", network="regtest").start()
+    node = LndNode(sim.target, cert=sim.cert_path, macaroon=str(sim.admin_macaroon_path))
+    inv = sim.create_invoice(1000, memo="by another app")   # like `lncli addinvoice`
+    sim.pay_invoice(inv.r_hash.hex())                         # settle it
+    sim.keysend(5000, {7629169: b'{"message":"hi"}'})        # spontaneous payment
+    sim.faults.drop_stream_after = 3                          # fault injection
+    sim.restart()                                             # same port, same data
+    sim.stop()
+
+Command line (point `lnplugin serve --node lnd` at it like at a real node)::
+
+    python -m lnplugin.testing.lnd_sim --data-dir D --port 10009 [--control-port 8089]
+
+State lives in `<data-dir>/sim.sqlite` next to tls.cert, tls.key and the
+macaroons, so a new `LndSim` on the same directory continues where the last
+one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import ipaddress
+import itertools
+import json
+import queue
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from lnplugin.nodes.base import CURRENCY_BY_NETWORK, NETWORKS
+from lnplugin.nodes.lnd.rpc import (
+    invoices_pb2,
+    invoices_pb2_grpc,
+    lightning_pb2,
+    lightning_pb2_grpc,
+)
+
+Invoice = lightning_pb2.Invoice
+Payment = lightning_pb2.Payment
+
+KEYSEND_PREIMAGE_RECORD = 5482373484
+DEFAULT_EXPIRY = 86400
+DEFAULT_CLTV = 80
+PAGE_DEFAULT = 100  # lnd's default for ListInvoices and (since 0.20) ListPayments
+INVOICE_FEATURES = (9, 14, 17)  # var_onion_optin (req), payment_secret (req), basic_mpp (opt)
+LND_CHAIN_NAME = {"bitcoin": "mainnet"}  # lnd's GetInfo chains[].network spelling
+
+# ---------------------------------------------------------------------------
+# Permissions (PROTOCOLS.md A.1). Each macaroon file maps to a permission set.
+
+METHOD_PERMISSIONS: dict[str, str] = {
+    "/lnrpc.Lightning/GetInfo": "info:read",
+    "/lnrpc.Lightning/AddInvoice": "invoices:write",
+    "/lnrpc.Lightning/ListInvoices": "invoices:read",
+    "/lnrpc.Lightning/LookupInvoice": "invoices:read",
+    "/lnrpc.Lightning/SubscribeInvoices": "invoices:read",
+    "/lnrpc.Lightning/ListPayments": "offchain:read",
+    "/invoicesrpc.Invoices/SubscribeSingleInvoice": "invoices:read",
+    "/invoicesrpc.Invoices/CancelInvoice": "invoices:write",
+    "/invoicesrpc.Invoices/AddHoldInvoice": "invoices:write",
+    "/invoicesrpc.Invoices/SettleInvoice": "invoices:write",
+    "/invoicesrpc.Invoices/LookupInvoiceV2": "invoices:write",
+}
+_ENTITIES = ("info", "invoices", "offchain", "onchain", "address", "message", "peers", "signer")
+ADMIN_PERMISSIONS = frozenset(f"{e}:{a}" for e in _ENTITIES for a in ("read", "write"))
+READONLY_PERMISSIONS = frozenset(f"{e}:read" for e in _ENTITIES)
+# lnd's stock invoice.macaroon: no offchain:read, no info:read.
+INVOICE_PERMISSIONS = frozenset(
+    {"invoices:read", "invoices:write", "address:read", "address:write", "onchain:read"}
+)
+MACAROONS = {
+    "admin.macaroon": ADMIN_PERMISSIONS,
+    "readonly.macaroon": READONLY_PERMISSIONS,
+    "invoice.macaroon": INVOICE_PERMISSIONS,
+}
+
+
+@dataclass
+class Faults:
+    """Knobs tests flip at run time; every field is read on each call.
+
+    error_style "grpc" answers auth failures with UNAUTHENTICATED /
+    PERMISSION_DENIED; "lnd" mimics real lnd, which returns plain errors
+    (status UNKNOWN) with the texts "expected 1 macaroon, got 0",
+    "verification failed: ..." and "permission denied".
+    """
+
+    unavailable_until: float = 0.0  # monotonic deadline: every call fails UNAVAILABLE
+    delay: float = 0.0  # seconds to sleep before each reply / stream start
+    drop_stream_after: int | None = None  # abort SubscribeInvoices after N messages
+    drop_stream_times: int | None = None  # how many streams to drop (None: all)
+    duplicate_every: int = 0  # send every Nth stream message twice (1: all)
+    error_style: str = "grpc"
+
+    def unavailable_for(self, seconds: float) -> None:
+        self.unavailable_until = time.monotonic() + seconds
+
+    def take_drop(self) -> int | None:
+        """The drop point for a new stream, consuming one of drop_stream_times."""
+        if self.drop_stream_after is None:
+            return None
+        if self.drop_stream_times is not None:
+            if self.drop_stream_times <= 0:
+                return None
+            self.drop_stream_times -= 1
+        return self.drop_stream_after
+
+
+# ---------------------------------------------------------------------------
+# Credentials on disk
+
+
+def _ensure_tls(data_dir: Path) -> tuple[bytes, bytes]:
+    """A self-signed ECDSA P-256 cert like lnd's, reused across restarts."""
+    cert_path, key_path = data_dir / "tls.cert", data_dir / "tls.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path.read_bytes(), key_path.read_bytes()
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "lnd autogenerated cert"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "lnd-sim"),
+        ]
+    )
+    now = _dt.datetime.now(_dt.UTC)
+    san = x509.SubjectAlternativeName(
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(days=1))
+        .not_valid_after(now + _dt.timedelta(days=365 * 10))
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key_path.write_bytes(key_pem)
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert_pem)
+    return cert_pem, key_pem
+
+
+def _ensure_macaroons(data_dir: Path) -> dict[str, frozenset[str]]:
+    """Opaque random macaroon files; returns hex -> permission set."""
+    table: dict[str, frozenset[str]] = {}
+    for name, perms in MACAROONS.items():
+        path = data_dir / name
+        if not path.exists():
+            path.write_bytes(b"\x02\x01\x03lnd-sim" + secrets.token_bytes(48))
+            path.chmod(0o600)
+        table[path.read_bytes().hex()] = perms
+    return table
+
+
+# ---------------------------------------------------------------------------
+# BOLT11 minting
+
+
+def _mint(**kw: Any) -> str:
+    """Sign a real BOLT11 with lnplugin's encoder, or the PyPI package as a fallback."""
+    try:
+        from lnplugin.bolt11 import encode
+    except ImportError:  # pragma: no cover - only before lnplugin.bolt11 existed
+        return _mint_pypi(**kw)
+    return encode(**kw)
+
+
+def _mint_pypi(**kw: Any) -> str:  # pragma: no cover - fallback path
+    import bolt11
+    from bitstring import Bits
+
+    tags = bolt11.Tags()
+    tags.add(bolt11.TagChar.payment_hash, kw["payment_hash"])
+    tags.add(bolt11.TagChar.payment_secret, kw["payment_secret"])
+    if kw.get("description_hash"):
+        tags.add(bolt11.TagChar.description_hash, kw["description_hash"])
+    else:
+        tags.add(bolt11.TagChar.description, kw.get("description") or "")
+    tags.add(bolt11.TagChar.expire_time, kw["expiry"])
+    tags.add(bolt11.TagChar.min_final_cltv_expiry, kw["min_final_cltv_expiry_delta"])
+    value = sum(1 << bit for bit in kw["features"])
+    width = -(-value.bit_length() // 5) * 5
+    tags.add(
+        bolt11.TagChar.features, bolt11.Features.from_bitstring(Bits(uint=value, length=width))
+    )
+    inv = bolt11.Bolt11(
+        currency=kw["currency"],
+        date=kw["timestamp"],
+        tags=tags,
+        amount_msat=bolt11.MilliSatoshi(kw["amount_msat"]) if kw["amount_msat"] else None,
+    )
+    return bolt11.encode(inv, kw["private_key"].hex())
+
+
+# ---------------------------------------------------------------------------
+# The ledger: invoices and payments, in memory with sqlite write-through
+
+
+class SimError(Exception):
+    """A request the simulated node refuses; carries the gRPC status to return."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Subscriber:
+    """One SubscribeInvoices client, with lnd's per-client live-event filter."""
+
+    def __init__(self, add_index: int, settle_index: int) -> None:
+        self.add_index = add_index
+        self.settle_index = settle_index
+        self.queue: queue.SimpleQueue[Invoice | None] = queue.SimpleQueue()
+
+    def offer(self, inv: Invoice) -> None:
+        """lnd's notifyClients: skip what this client already got live, then advance."""
+        if inv.state == Invoice.SETTLED:
+            if self.settle_index >= inv.settle_index:
+                return
+            self.settle_index = inv.settle_index
+        elif inv.state == Invoice.OPEN:
+            if self.add_index >= inv.add_index:
+                return
+            self.add_index = inv.add_index
+        else:
+            return
+        self.queue.put(inv)
+
+
+class Ledger:
+    """Invoices by add_index, settlements by settle_index, payments by index.
+
+    Invoice messages are treated as immutable snapshots: a state change stores
+    a new message, so events already queued keep the state they were sent in.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS invoices (add_index INTEGER PRIMARY KEY, data BLOB);
+            CREATE TABLE IF NOT EXISTS payments (payment_index INTEGER PRIMARY KEY, data BLOB);
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+            """
+        )
+        self.invoices: list[Invoice] = []  # position = add_index - 1
+        self.by_hash: dict[bytes, int] = {}  # r_hash -> add_index
+        self.settled: list[int] = []  # position = settle_index - 1 -> add_index
+        self.payments: list[Payment] = []  # position = payment_index - 1
+        self.subscribers: set[_Subscriber] = set()
+        for (blob,) in self.db.execute("SELECT data FROM invoices ORDER BY add_index"):
+            inv = Invoice.FromString(blob)
+            self.invoices.append(inv)
+            self.by_hash[inv.r_hash] = inv.add_index
+        for inv in sorted(
+            (i for i in self.invoices if i.settle_index), key=lambda i: i.settle_index
+        ):
+            self.settled.append(inv.add_index)
+        for (blob,) in self.db.execute("SELECT data FROM payments ORDER BY payment_index"):
+            self.payments.append(Payment.FromString(blob))
+
+    def meta(self, key: str, make: Callable[[], bytes]) -> bytes:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row:
+            return bytes(row[0])
+        value = make()
+        self.db.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
+        return value
+
+    # -- writes (callers hold self.lock) --
+
+    def _store(self, invs: Sequence[Invoice]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO invoices VALUES (?, ?)",
+            [(i.add_index, i.SerializeToString()) for i in invs],
+        )
+
+    def insert(self, inv: Invoice, *, persist: bool = True) -> Invoice:
+        if inv.r_hash in self.by_hash:
+            raise SimError(
+                grpc.StatusCode.ALREADY_EXISTS, "invoice with payment hash already exists"
+            )
+        inv.add_index = len(self.invoices) + 1
+        self.invoices.append(inv)
+        self.by_hash[inv.r_hash] = inv.add_index
+        if persist:
+            self._store([inv])
+        self._notify(inv)
+        return inv
+
+    def replace(self, inv: Invoice, *, persist: bool = True) -> Invoice:
+        self.invoices[inv.add_index - 1] = inv
+        if inv.state == Invoice.SETTLED and not inv.settle_index:
+            inv.settle_index = len(self.settled) + 1
+            self.settled.append(inv.add_index)
+        if persist:
+            self._store([inv])
+        self._notify(inv)
+        return inv
+
+    def add_payment(self, pay: Payment) -> Payment:
+        pay.payment_index = len(self.payments) + 1
+        self.payments.append(pay)
+        self._store_payment(pay)
+        return pay
+
+    def replace_payment(self, pay: Payment) -> Payment:
+        self.payments[pay.payment_index - 1] = pay
+        self._store_payment(pay)
+        return pay
+
+    def _store_payment(self, pay: Payment) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO payments VALUES (?, ?)",
+            (pay.payment_index, pay.SerializeToString()),
+        )
+
+    def _notify(self, inv: Invoice) -> None:
+        for sub in list(self.subscribers):
+            sub.offer(inv)
+
+    # -- reads --
+
+    def get(self, r_hash: bytes) -> Invoice | None:
+        with self.lock:
+            idx = self.by_hash.get(r_hash)
+            return self.invoices[idx - 1] if idx else None
+
+    def added_after(self, add_index: int, chunk: int = 500) -> Iterator[Invoice]:
+        """Invoices with add_index > N, read in chunks so concurrent writes can race in."""
+        pos = add_index
+        while True:
+            with self.lock:
+                batch = self.invoices[pos : pos + chunk]
+            if not batch:
+                return
+            yield from batch
+            pos += len(batch)
+
+    def settled_after(self, settle_index: int, chunk: int = 500) -> Iterator[Invoice]:
+        pos = settle_index
+        while True:
+            with self.lock:
+                batch = [self.invoices[a - 1] for a in self.settled[pos : pos + chunk]]
+            if not batch:
+                return
+            yield from batch
+            pos += len(batch)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+# ---------------------------------------------------------------------------
+# gRPC services
+
+
+def _fail(context: grpc.ServicerContext, exc: SimError) -> None:
+    context.abort(exc.code, str(exc))
+
+
+class _Lightning(lightning_pb2_grpc.LightningServicer):
+    def __init__(self, sim: LndSim) -> None:
+        self.sim = sim
+
+    def GetInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.sim.get_info()
+
+    def AddInvoice(self, request: Invoice, context: grpc.ServicerContext) -> Any:
+        try:
+            inv = self.sim.add_invoice(request)
+        except SimError as exc:
+            _fail(context, exc)
+        return lightning_pb2.AddInvoiceResponse(
+            r_hash=inv.r_hash,
+            payment_request=inv.payment_request,
+            add_index=inv.add_index,
+            payment_addr=inv.payment_addr,
+        )
+
+    def LookupInvoice(self, request: Any, context: grpc.ServicerContext) -> Any:
+        r_hash = request.r_hash
+        if not r_hash and request.r_hash_str:
+            try:
+                r_hash = bytes.fromhex(request.r_hash_str)
+            except ValueError:
+                context.abort(grpc.StatusCode.UNKNOWN, "unable to decode payment hash")
+        if len(r_hash) != 32:
+            context.abort(
+                grpc.StatusCode.UNKNOWN, f"payment hash must be exactly 32 bytes, is {len(r_hash)}"
+            )
+        inv = self.sim.ledger.get(r_hash)
+        if inv is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+        return inv
+
+    def ListInvoices(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            found = self.sim.list_invoices(request)
+        except SimError as exc:
+            _fail(context, exc)
+        resp = lightning_pb2.ListInvoiceResponse(invoices=found)
+        if found:
+            resp.first_index_offset = found[0].add_index
+            resp.last_index_offset = found[-1].add_index
+        return resp
+
+    def SubscribeInvoices(self, request: Any, context: grpc.ServicerContext) -> Iterator[Invoice]:
+        yield from self.sim.subscribe(request.add_index, request.settle_index, context)
+
+    def ListPayments(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.sim.list_payments(request)
+
+
+class _Invoices(invoices_pb2_grpc.InvoicesServicer):
+    def __init__(self, sim: LndSim) -> None:
+        self.sim = sim
+
+    def CancelInvoice(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            self.sim.cancel_invoice(request.payment_hash.hex())
+        except SimError as exc:
+            _fail(context, exc)
+        return invoices_pb2.CancelInvoiceResp()
+
+    def LookupInvoiceV2(self, request: Any, context: grpc.ServicerContext) -> Any:
+        inv = self.sim.ledger.get(request.payment_hash)
+        if inv is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+        return inv
+
+
+class _Gate(grpc.ServerInterceptor):
+    """Macaroon check and injected faults, in front of every method."""
+
+    def __init__(self, sim: LndSim) -> None:
+        self.sim = sim
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        faults = self.sim.faults
+        if time.monotonic() < faults.unavailable_until:
+            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, "lnd-sim: node unavailable")
+        metadata = [v for k, v in details.invocation_metadata if k == "macaroon"]
+        lnd_style = faults.error_style == "lnd"
+        if len(metadata) != 1:
+            code = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.UNAUTHENTICATED
+            return _refusal(handler, code, f"expected 1 macaroon, got {len(metadata)}")
+        perms = self.sim.macaroons.get(str(metadata[0]).lower())
+        if perms is None:
+            code = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.UNAUTHENTICATED
+            return _refusal(
+                handler, code, "verification failed: signature mismatch after caveat verification"
+            )
+        needed = METHOD_PERMISSIONS.get(details.method)
+        if needed is None or needed not in perms:
+            code = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.PERMISSION_DENIED
+            return _refusal(handler, code, "permission denied")
+        if faults.delay:
+            time.sleep(faults.delay)
+        return handler
+
+
+def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, message)
+
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        refuse, handler.request_deserializer, handler.response_serializer
+    )
+
+
+# ---------------------------------------------------------------------------
+# The simulator
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _hash_bytes(payment_hash: str | bytes) -> bytes:
+    return payment_hash if isinstance(payment_hash, bytes) else bytes.fromhex(payment_hash)
+
+
+class LndSim:
+    """A simulated lnd: start(), stop(), restart() and test-control methods.
+
+    Attributes a client needs: `target` ("127.0.0.1:PORT"), `cert_path`,
+    `admin_macaroon_path`, `invoice_macaroon_path`, `readonly_macaroon_path`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        network: str = "regtest",
+        alias: str = "lnd-sim",
+    ) -> None:
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {', '.join(NETWORKS)}")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.host, self.port = host, port
+        self.network, self.alias = network, alias
+        self.block_height = 800_000
+        self.faults = Faults()
+        self.cert_pem, self._key_pem = _ensure_tls(self.data_dir)
+        self.macaroons = _ensure_macaroons(self.data_dir)
+        self.ledger = Ledger(self.data_dir / "sim.sqlite")
+        self._node_key = self.ledger.meta("node_key", lambda: secrets.token_bytes(32))
+        from coincurve import PrivateKey
+
+        self.pubkey = PrivateKey(self._node_key).public_key.format().hex()
+        self._server: grpc.Server | None = None
+        self._stopping = threading.Event()
+        self._htlc_ids = itertools.count(1)
+
+    # -- paths --
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.data_dir / "tls.cert"
+
+    @property
+    def admin_macaroon_path(self) -> Path:
+        return self.data_dir / "admin.macaroon"
+
+    @property
+    def invoice_macaroon_path(self) -> Path:
+        return self.data_dir / "invoice.macaroon"
+
+    @property
+    def readonly_macaroon_path(self) -> Path:
+        return self.data_dir / "readonly.macaroon"
+
+    # -- lifecycle --
+
+    def start(self) -> LndSim:
+        """Listen (on the same port as before after a stop). Returns self."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="lnd-sim"),
+            interceptors=[_Gate(self)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_send_message_length", 200 * 1024 * 1024),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ],
+        )
+        lightning_pb2_grpc.add_LightningServicer_to_server(_Lightning(self), server)
+        invoices_pb2_grpc.add_InvoicesServicer_to_server(_Invoices(self), server)
+        creds = grpc.ssl_server_credentials([(self._key_pem, self.cert_pem)])
+        bound = server.add_secure_port(f"{self.host}:{self.port}", creds)
+        if not bound:
+            raise OSError(f"lnd-sim: cannot listen on {self.host}:{self.port}")
+        self.port = bound
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and cut every open stream (like lnd shutting down)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        self.drop_streams()
+        server.stop(grace=None).wait(5)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop, optionally stay down a while, and listen again on the same port."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self.ledger.close()
+
+    def __enter__(self) -> LndSim:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def drop_streams(self) -> None:
+        """Abort every open SubscribeInvoices stream with UNAVAILABLE."""
+        with self.ledger.lock:
+            subs = list(self.ledger.subscribers)
+        for sub in subs:
+            sub.queue.put(None)
+
+    # -- RPC behaviour --
+
+    def get_info(self) -> lightning_pb2.GetInfoResponse:
+        chain = LND_CHAIN_NAME.get(self.network, self.network)
+        return lightning_pb2.GetInfoResponse(
+            version="0.21.2-beta commit=lnd-sim",
+            identity_pubkey=self.pubkey,
+            alias=self.alias,
+            block_height=self.block_height,
+            synced_to_chain=True,
+            synced_to_graph=True,
+            testnet=self.network in ("testnet", "testnet4"),
+            chains=[lightning_pb2.Chain(chain="bitcoin", network=chain)],
+        )
+
+    def add_invoice(self, req: Invoice) -> Invoice:
+        """AddInvoice's validation and minting; returns the stored invoice."""
+        if req.value and req.value_msat:
+            raise SimError(grpc.StatusCode.UNKNOWN, "value and value_msat are mutually exclusive")
+        amount = req.value_msat or req.value * 1000
+        if amount < 0:
+            raise SimError(grpc.StatusCode.UNKNOWN, "payments of negative value are not allowed")
+        if len(req.memo.encode()) > 1024:
+            raise SimError(grpc.StatusCode.UNKNOWN, "memo too large: max 1024 bytes")
+        if req.description_hash and len(req.description_hash) != 32:
+            raise SimError(grpc.StatusCode.UNKNOWN, "description hash is 32 bytes")
+        if req.r_preimage and len(req.r_preimage) != 32:
+            raise SimError(grpc.StatusCode.UNKNOWN, "payment preimage must be exactly 32 bytes")
+        preimage = req.r_preimage or secrets.token_bytes(32)
+        return self._new_invoice(
+            amount_msat=amount,
+            memo=req.memo,
+            description_hash=req.description_hash,
+            expiry=req.expiry or DEFAULT_EXPIRY,
+            cltv=req.cltv_expiry or DEFAULT_CLTV,
+            private=req.private,
+            preimage=preimage,
+        )
+
+    def _new_invoice(
+        self,
+        *,
+        amount_msat: int,
+        memo: str = "",
+        description_hash: bytes = b"",
+        expiry: int = DEFAULT_EXPIRY,
+        cltv: int = DEFAULT_CLTV,
+        private: bool = False,
+        preimage: bytes | None = None,
+        persist: bool = True,
+    ) -> Invoice:
+        preimage = preimage or secrets.token_bytes(32)
+        r_hash = _sha256(preimage)
+        payment_addr = secrets.token_bytes(32)
+        created = _now()
+        bolt11 = _mint(
+            currency=CURRENCY_BY_NETWORK[self.network],
+            amount_msat=amount_msat or None,
+            timestamp=created,
+            payment_hash=r_hash.hex(),
+            payment_secret=payment_addr.hex(),
+            private_key=self._node_key,
+            description=None if description_hash else memo,
+            description_hash=description_hash.hex() if description_hash else None,
+            expiry=expiry,
+            min_final_cltv_expiry_delta=cltv,
+            features=INVOICE_FEATURES,
+        )
+        inv = Invoice(
+            memo=memo,
+            r_preimage=preimage,
+            r_hash=r_hash,
+            value=amount_msat // 1000,
+            value_msat=amount_msat,
+            creation_date=created,
+            payment_request=bolt11,
+            description_hash=description_hash,
+            expiry=expiry,
+            cltv_expiry=cltv,
+            private=private,
+            state=Invoice.OPEN,
+            payment_addr=payment_addr,
+        )
+        for bit in INVOICE_FEATURES:
+            inv.features[bit].is_known = True
+            inv.features[bit].is_required = bit % 2 == 0
+        with self.ledger.lock:
+            return self.ledger.insert(inv, persist=persist)
+
+    def list_invoices(self, req: Any) -> list[Invoice]:
+        start, end = req.creation_date_start, req.creation_date_end
+        if start and end and start >= end:
+            raise SimError(grpc.StatusCode.UNKNOWN, "start date must be before end date")
+        limit = req.num_max_invoices or PAGE_DEFAULT
+
+        def wanted(inv: Invoice) -> bool:
+            if req.pending_only and inv.state not in (Invoice.OPEN, Invoice.ACCEPTED):
+                return False
+            if req.creation_date_start and inv.creation_date < req.creation_date_start:
+                return False
+            return not (req.creation_date_end and inv.creation_date > req.creation_date_end)
+
+        with self.ledger.lock:
+            invoices = self.ledger.invoices
+            if req.reversed:
+                end = req.index_offset - 1 if req.index_offset else len(invoices)
+                out: list[Invoice] = []
+                for inv in reversed(invoices[: max(end, 0)]):
+                    if wanted(inv):
+                        out.append(inv)
+                        if len(out) >= limit:
+                            break
+                out.reverse()
+                return out
+            out = []
+            for inv in invoices[req.index_offset :]:
+                if wanted(inv):
+                    out.append(inv)
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def list_payments(self, req: Any) -> lightning_pb2.ListPaymentsResponse:
+        limit = req.max_payments or PAGE_DEFAULT
+
+        def wanted(pay: Payment) -> bool:
+            return req.include_incomplete or pay.status == Payment.SUCCEEDED
+
+        with self.ledger.lock:
+            pays = self.ledger.payments
+            if req.reversed:
+                end = req.index_offset - 1 if req.index_offset else len(pays)
+                found = [p for p in pays[: max(end, 0)] if wanted(p)][-limit:]
+            else:
+                found = []
+                for pay in pays[req.index_offset :]:
+                    if wanted(pay):
+                        found.append(pay)
+                        if len(found) >= limit:
+                            break
+            resp = lightning_pb2.ListPaymentsResponse(payments=found)
+            if found:
+                resp.first_index_offset = found[0].payment_index
+                resp.last_index_offset = found[-1].payment_index
+            if req.count_total_payments:
+                resp.total_num_payments = len(pays)
+        if req.omit_hops:
+            for pay in resp.payments:
+                for htlc in pay.htlcs:
+                    htlc.route.ClearField("hops")
+        return resp
+
+    def subscribe(
+        self, add_index: int, settle_index: int, context: grpc.ServicerContext
+    ) -> Iterator[Invoice]:
+        """SubscribeInvoices with lnd's semantics (PROTOCOLS.md A.5).
+
+        The client is registered for live events before the backlog is read,
+        and backlog delivery does not advance its live filter, so an event that
+        races the backlog is sent twice, as lnd does.
+        """
+        sub = _Subscriber(add_index, settle_index)
+        with self.ledger.lock:
+            self.ledger.subscribers.add(sub)
+        drop_at = self.faults.take_drop()
+        sent = 0
+
+        def emit(inv: Invoice) -> Iterator[Invoice]:
+            nonlocal sent
+            if drop_at is not None and sent >= drop_at:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
+            sent += 1
+            yield inv
+            every = self.faults.duplicate_every
+            if every and sent % every == 0:
+                yield inv
+
+        try:
+            if add_index:
+                for inv in self.ledger.added_after(add_index):
+                    if inv.state in (Invoice.OPEN, Invoice.SETTLED):
+                        yield from emit(inv)
+            if settle_index:
+                for inv in self.ledger.settled_after(settle_index):
+                    yield from emit(inv)
+            while True:
+                try:
+                    item = sub.queue.get(timeout=1.0)
+                except queue.Empty:
+                    if not context.is_active() or self._stopping.is_set():
+                        return
+                    continue
+                if item is None:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
+                yield from emit(item)
+        finally:
+            with self.ledger.lock:
+                self.ledger.subscribers.discard(sub)
+
+    # -- test control: incoming --
+
+    def create_invoice(
+        self,
+        amount_msat: int = 0,
+        *,
+        memo: str = "",
+        description_hash: bytes | str = b"",
+        expiry: int = DEFAULT_EXPIRY,
+        private: bool = False,
+        preimage: bytes | None = None,
+    ) -> Invoice:
+        """An invoice made on the node directly ("by another app", like lncli addinvoice)."""
+        if isinstance(description_hash, str):
+            description_hash = bytes.fromhex(description_hash)
+        return self._new_invoice(
+            amount_msat=amount_msat,
+            memo=memo,
+            description_hash=description_hash,
+            expiry=expiry,
+            private=private,
+            preimage=preimage,
+        )
+
+    def pay_invoice(
+        self,
+        invoice: str | bytes,
+        *,
+        amount_msat: int | None = None,
+        parts: int = 1,
+        htlc_records: Sequence[Mapping[int, bytes]] | None = None,
+    ) -> Invoice:
+        """Settle an OPEN invoice as if a payer paid it.
+
+        `invoice` is a payment hash (hex or bytes) or a BOLT11 string this node
+        minted. `htlc_records` gives the custom records of each HTLC (and so
+        the number of HTLCs); otherwise the amount is split into `parts`.
+        """
+        with self.ledger.lock:
+            inv = self._find(invoice)
+            if inv.state != Invoice.OPEN:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice is not open")
+            amount = amount_msat if amount_msat is not None else inv.value_msat
+            if amount <= 0 or amount < inv.value_msat:
+                raise SimError(grpc.StatusCode.UNKNOWN, "amount too low for invoice")
+            records = list(htlc_records) if htlc_records else [{} for _ in range(parts)]
+            return self._settle(inv, amount, records)
+
+    def keysend(
+        self,
+        amount_msat: int,
+        custom_records: Mapping[int, bytes] | None = None,
+        *,
+        htlc_records: Sequence[Mapping[int, bytes]] | None = None,
+        preimage: bytes | None = None,
+    ) -> Invoice:
+        """A spontaneous keysend: lnd inserts an OPEN invoice, then settles it.
+
+        The 5482373484 preimage record is added to every HTLC's records. Real
+        lnd refuses multi-part keysend; `htlc_records` with several entries
+        exists to exercise the merge of records across HTLCs.
+        """
+        preimage = preimage or secrets.token_bytes(32)
+        parts = list(htlc_records) if htlc_records else [dict(custom_records or {})]
+        parts = [{**r, KEYSEND_PREIMAGE_RECORD: preimage} for r in parts]
+        inv = Invoice(
+            r_preimage=preimage,
+            r_hash=_sha256(preimage),
+            value=amount_msat // 1000,
+            value_msat=amount_msat,
+            creation_date=_now(),
+            expiry=DEFAULT_EXPIRY,
+            cltv_expiry=DEFAULT_CLTV,
+            state=Invoice.OPEN,
+            is_keysend=True,
+        )
+        with self.ledger.lock:
+            self.ledger.insert(inv)
+            return self._settle(inv, amount_msat, parts)
+
+    def cancel_invoice(self, payment_hash: str | bytes) -> Invoice:
+        """Cancel an OPEN invoice; lnd sends no SubscribeInvoices event for this."""
+        with self.ledger.lock:
+            inv = self._find(payment_hash)
+            if inv.state == Invoice.SETTLED:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice already settled")
+            new = Invoice()
+            new.CopyFrom(inv)
+            new.state = Invoice.CANCELED
+            return self.ledger.replace(new)
+
+    def bulk_settle(self, count: int, amount_msat: int = 1000, memo: str = "bulk") -> int:
+        """Create and settle `count` minted invoices in one transaction (for benchmarks).
+
+        Live subscribers get every OPEN and SETTLED event. Returns the last
+        settle_index.
+        """
+        with self.ledger.lock:
+            self.ledger.db.execute("BEGIN")
+            try:
+                touched: list[Invoice] = []
+                for _ in range(count):
+                    inv = self._new_invoice(amount_msat=amount_msat, memo=memo, persist=False)
+                    touched.append(self._settle(inv, amount_msat, [{}], persist=False))
+                self.ledger._store(touched)
+                self.ledger.db.execute("COMMIT")
+            except BaseException:
+                self.ledger.db.execute("ROLLBACK")
+                raise
+            return len(self.ledger.settled)
+
+    def _find(self, ref: str | bytes) -> Invoice:
+        if isinstance(ref, str) and ref.lower().startswith("ln"):
+            from lnplugin.bolt11 import decode
+
+            ref = decode(ref).payment_hash
+        inv = self.ledger.get(_hash_bytes(ref))
+        if inv is None:
+            raise SimError(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+        return inv
+
+    def _settle(
+        self,
+        inv: Invoice,
+        amount_msat: int,
+        records: Sequence[Mapping[int, bytes]],
+        *,
+        persist: bool = True,
+    ) -> Invoice:
+        now = _now()
+        new = Invoice()
+        new.CopyFrom(inv)
+        n = len(records)
+        for i, recs in enumerate(records):
+            part = amount_msat // n + (amount_msat % n if i == 0 else 0)
+            htlc = new.htlcs.add(
+                chan_id=(self.block_height << 40) | (1 << 16),
+                htlc_index=next(self._htlc_ids),
+                amt_msat=part,
+                accept_height=self.block_height,
+                accept_time=now,
+                resolve_time=now,
+                expiry_height=self.block_height + DEFAULT_CLTV,
+                state=lightning_pb2.SETTLED,
+                mpp_total_amt_msat=amount_msat if n > 1 else 0,
+            )
+            for key, value in recs.items():
+                htlc.custom_records[int(key)] = bytes(value)
+        new.state = Invoice.SETTLED
+        new.settled = True
+        new.settle_date = now
+        new.amt_paid = amount_msat
+        new.amt_paid_sat = amount_msat // 1000
+        new.amt_paid_msat = amount_msat
+        return self.ledger.replace(new, persist=persist)
+
+    # -- test control: outgoing --
+
+    def make_payment(
+        self,
+        amount_msat: int,
+        *,
+        fee_msat: int = 0,
+        destination: str | None = None,
+        custom_records: Mapping[int, bytes] | None = None,
+        payment_request: str = "",
+        status: str = "SUCCEEDED",
+        hops: int = 2,
+        preimage: bytes | None = None,
+    ) -> Payment:
+        """Record an outgoing payment as lnd's router would.
+
+        With no payment_request it is a keysend: the last hop carries
+        `custom_records` plus the 5482373484 preimage record, which is where
+        lnd exposes the TLVs it sent.
+        """
+        preimage = preimage or secrets.token_bytes(32)
+        destination = destination or "02" + secrets.token_hex(32)
+        status_value = Payment.PaymentStatus.Value(status)
+        now_ns = time.time_ns()
+        records = dict(custom_records or {})
+        if not payment_request:
+            records[KEYSEND_PREIMAGE_RECORD] = preimage
+        route = lightning_pb2.Route(
+            total_time_lock=self.block_height + 200,
+            total_fees=fee_msat // 1000,
+            total_amt=(amount_msat + fee_msat) // 1000,
+            total_fees_msat=fee_msat,
+            total_amt_msat=amount_msat + fee_msat,
+        )
+        for i in range(hops):
+            last = i == hops - 1
+            hop = route.hops.add(
+                chan_id=(self.block_height << 40) | (i + 2) << 16,
+                expiry=self.block_height + 200 - 40 * i,
+                amt_to_forward_msat=amount_msat,
+                fee_msat=0 if last else fee_msat // max(hops - 1, 1),
+                pub_key=destination if last else "03" + secrets.token_hex(32),
+                tlv_payload=True,
+            )
+            if last:
+                for key, value in records.items():
+                    hop.custom_records[int(key)] = bytes(value)
+        succeeded = status_value == Payment.SUCCEEDED
+        pay = Payment(
+            payment_hash=_sha256(preimage).hex(),
+            value=amount_msat // 1000,
+            creation_date=now_ns // 10**9,
+            fee=fee_msat // 1000,
+            payment_preimage=preimage.hex() if succeeded else "00" * 32,
+            value_sat=amount_msat // 1000,
+            value_msat=amount_msat,
+            payment_request=payment_request,
+            status=status_value,
+            fee_sat=fee_msat // 1000,
+            fee_msat=fee_msat,
+            creation_time_ns=now_ns,
+        )
+        if status_value != Payment.INITIATED:
+            htlc_status = {
+                Payment.SUCCEEDED: lightning_pb2.HTLCAttempt.SUCCEEDED,
+                Payment.FAILED: lightning_pb2.HTLCAttempt.FAILED,
+            }.get(status_value, lightning_pb2.HTLCAttempt.IN_FLIGHT)
+            pay.htlcs.add(
+                attempt_id=1,
+                status=htlc_status,
+                route=route,
+                attempt_time_ns=now_ns,
+                resolve_time_ns=now_ns if htlc_status != lightning_pb2.HTLCAttempt.IN_FLIGHT else 0,
+                preimage=preimage if succeeded else b"",
+            )
+        if status_value == Payment.FAILED:
+            pay.failure_reason = lightning_pb2.FAILURE_REASON_NO_ROUTE
+        with self.ledger.lock:
+            return self.ledger.add_payment(pay)
+
+    def resolve_payment(self, payment_index: int, *, succeeded: bool = True) -> Payment:
+        """Finish an IN_FLIGHT payment (SUCCEEDED or FAILED)."""
+        with self.ledger.lock:
+            pay = Payment()
+            pay.CopyFrom(self.ledger.payments[payment_index - 1])
+            now_ns = time.time_ns()
+            pay.status = Payment.SUCCEEDED if succeeded else Payment.FAILED
+            for htlc in pay.htlcs:
+                htlc.status = (
+                    lightning_pb2.HTLCAttempt.SUCCEEDED
+                    if succeeded
+                    else lightning_pb2.HTLCAttempt.FAILED
+                )
+                htlc.resolve_time_ns = now_ns
+                if not succeeded:
+                    htlc.preimage = b""
+            if not succeeded:
+                pay.payment_preimage = "00" * 32
+                pay.failure_reason = lightning_pb2.FAILURE_REASON_TIMEOUT
+            return self.ledger.replace_payment(pay)
+
+    # -- description for people --
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "host": self.target,
+            "tls_cert": str(self.cert_path),
+            "admin_macaroon": str(self.admin_macaroon_path),
+            "invoice_macaroon": str(self.invoice_macaroon_path),
+            "readonly_macaroon": str(self.readonly_macaroon_path),
+            "network": self.network,
+            "pubkey": self.pubkey,
+        }
+
+
+# ---------------------------------------------------------------------------
+# HTTP control port for the CLI (JSON in, JSON out)
+
+
+def _invoice_json(inv: Invoice) -> dict[str, Any]:
+    return {
+        "payment_hash": inv.r_hash.hex(),
+        "payment_request": inv.payment_request,
+        "add_index": inv.add_index,
+        "settle_index": inv.settle_index,
+        "state": Invoice.InvoiceState.Name(inv.state),
+        "amount_msat": inv.value_msat,
+        "amt_paid_msat": inv.amt_paid_msat,
+        "preimage": inv.r_preimage.hex(),
+        "is_keysend": inv.is_keysend,
+    }
+
+
+def _records(raw: Mapping[str, str] | None) -> dict[int, bytes]:
+    """JSON custom records: {"7629169": "<hex>"}."""
+    return {int(k): bytes.fromhex(v) for k, v in (raw or {}).items()}
+
+
+def _control(sim: LndSim, path: str, body: dict[str, Any]) -> Any:
+    if path == "/info":
+        return sim.describe()
+    if path == "/invoice":
+        inv = sim.create_invoice(
+            int(body.get("amount_msat", 0)),
+            memo=body.get("memo", ""),
+            description_hash=body.get("description_hash", ""),
+            expiry=int(body.get("expiry", DEFAULT_EXPIRY)),
+        )
+        return _invoice_json(inv)
+    if path == "/pay":
+        htlcs = [_records(r) for r in body.get("htlc_records", [])] or None
+        inv = sim.pay_invoice(
+            body.get("payment_request") or body["payment_hash"],
+            amount_msat=body.get("amount_msat"),
+            parts=int(body.get("parts", 1)),
+            htlc_records=htlcs,
+        )
+        return _invoice_json(inv)
+    if path == "/keysend":
+        inv = sim.keysend(int(body["amount_msat"]), _records(body.get("custom_records")))
+        return _invoice_json(inv)
+    if path == "/cancel":
+        return _invoice_json(sim.cancel_invoice(body["payment_hash"]))
+    if path == "/outgoing":
+        pay = sim.make_payment(
+            int(body["amount_msat"]),
+            fee_msat=int(body.get("fee_msat", 0)),
+            destination=body.get("destination"),
+            custom_records=_records(body.get("custom_records")),
+            payment_request=body.get("payment_request", ""),
+            status=body.get("status", "SUCCEEDED"),
+        )
+        return {"payment_index": pay.payment_index, "payment_hash": pay.payment_hash}
+    if path == "/bulk_settle":
+        count = int(body["count"])
+        return {"settle_index": sim.bulk_settle(count, int(body.get("amount_msat", 1000)))}
+    if path == "/faults":
+        if "unavailable_for" in body:
+            sim.faults.unavailable_for(float(body.pop("unavailable_for")))
+        for key, value in body.items():
+            if not hasattr(sim.faults, key):
+                raise KeyError(key)
+            setattr(sim.faults, key, value)
+        return {"faults": vars(sim.faults)}
+    if path == "/drop_streams":
+        sim.drop_streams()
+        return {"ok": True}
+    if path == "/restart":
+        threading.Thread(target=sim.restart, args=(float(body.get("down_for", 0)),)).start()
+        return {"ok": True}
+    raise KeyError(path)
+
+
+def serve_control(sim: LndSim, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """A tiny JSON-over-HTTP control port: POST /pay, /keysend, /faults, ... ."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+                result, status = _control(sim, self.path, body), 200
+            except KeyError as exc:
+                result, status = {"error": f"unknown or missing: {exc}"}, 404
+            except (SimError, ValueError, TypeError) as exc:
+                result, status = {"error": str(exc)}, 400
+            data = json.dumps(result).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="lnd-sim-control").start()
+    return httpd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lnplugin.testing.lnd_sim",
+        description="Run the LND simulator: gRPC over TLS with admin/invoice macaroons.",
+    )
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--port", type=int, default=10009, help="gRPC port (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--network", default="regtest", choices=NETWORKS)
+    parser.add_argument(
+        "--control-port", type=int, default=None, help="JSON control port (default: off)"
+    )
+    args = parser.parse_args(argv)
+    sim = LndSim(args.data_dir, port=args.port, host=args.host, network=args.network).start()
+    info = sim.describe()
+    if args.control_port is not None:
+        httpd = serve_control(sim, args.control_port, args.host)
+        info["control"] = f"http://{args.host}:{httpd.server_address[1]}"
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    print(
+        f"try: lnplugin serve --node lnd --network {sim.network} --lnd-host {sim.target} "
+        f"--lnd-cert {sim.cert_path} --lnd-macaroon {sim.admin_macaroon_path}"
+    )
+    sys.stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""LndNode against the LND simulator, over real gRPC with TLS and macaroons."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lnplugin.bolt11 import decode
+from lnplugin.config import load_settings
+from lnplugin.nodes.base import (
+    InvoiceRequest,
+    InvoiceUpdate,
+    NodePermissionDenied,
+    NodeUnavailable,
+)
+from lnplugin.nodes.lnd.node import LndNode, NetworkMismatch, _Feed
+from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
+from lnplugin.testing.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim
+
+pytestmark = pytest.mark.timeout(60)
+
+BOOST = 7629169
+MESSAGE = 34349334
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[LndSim]:
+    with LndSim(tmp_path / "lnd", network="regtest") as s:
+        yield s
+
+
+def make_node(sim: LndSim, macaroon: Path | str | None = None, **kw: object) -> LndNode:
+    mac = macaroon if macaroon is not None else sim.admin_macaroon_path
+    return LndNode(sim.target, cert=sim.cert_path, macaroon=mac, network="regtest", **kw)
+
+
+@pytest.fixture
+def node(sim: LndSim) -> Iterator[LndNode]:
+    n = make_node(sim)
+    yield n
+    n.close()
+
+
+def wait_until_up(node: LndNode) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            node.get_info()
+            return
+        except NodeUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Follow:
+    """Runs node.settlements(cursor) in a thread, collecting updates or the error."""
+
+    def __init__(self, node: LndNode, cursor: int) -> None:
+        self.updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(node, cursor), daemon=True)
+        self.thread.start()
+
+    def _run(self, node: LndNode, cursor: int) -> None:
+        try:
+            for update in node.settlements(cursor):
+                self.updates.put(update)
+        except BaseException as exc:
+            self.error = exc
+
+    def take(self, n: int) -> list[InvoiceUpdate]:
+        return [self.updates.get(timeout=10) for _ in range(n)]
+
+    def quiet(self) -> bool:
+        try:
+            self.updates.get(timeout=0.3)
+        except queue.Empty:
+            return True
+        return False
+
+
+def test_create_invoice_mints_a_signed_bolt11(sim: LndSim, node: LndNode) -> None:
+    inv = node.create_invoice(InvoiceRequest(amount_msat=21_500, description="coffee", expiry=600))
+    assert inv.state == "OPEN"
+    assert inv.amount_msat == 21_500 and inv.description == "coffee" and inv.expiry == 600
+    decoded = decode(inv.payment_request)
+    assert decoded.payment_hash == inv.payment_hash
+    assert decoded.payee == sim.pubkey and decoded.currency == "bcrt"
+    assert decoded.amount_msat == 21_500 and decoded.payment_secret == inv.payment_secret
+    assert inv.preimage is None  # only exposed once settled
+
+    dh = hashlib.sha256(b'[["text/plain","lnurl"]]').hexdigest()
+    hashed = node.create_invoice(InvoiceRequest(amount_msat=None, description_hash=dh))
+    assert hashed.amount_msat is None and hashed.description_hash == dh
+    assert decode(hashed.payment_request).description_hash == dh
+
+
+def test_lookup_follows_state(sim: LndSim, node: LndNode) -> None:
+    assert node.lookup_invoice("00" * 32) is None
+    assert node.lookup_invoice("not hex") is None
+    inv = node.create_invoice(InvoiceRequest(amount_msat=5000, description="x"))
+    sim.pay_invoice(inv.payment_hash, amount_msat=6000)  # overpaying is allowed
+    got = node.lookup_invoice(inv.payment_hash)
+    assert got is not None and got.state == "SETTLED"
+    assert got.amount_received_msat == 6000 and got.settled_at
+    assert got.preimage and hashlib.sha256(bytes.fromhex(got.preimage)).hexdigest() == (
+        inv.payment_hash
+    )
+
+
+def test_fresh_follow_backfills_then_goes_live(sim: LndSim, node: LndNode) -> None:
+    a = sim.create_invoice(1000, memo="a")
+    b = sim.create_invoice(2000, memo="b")
+    sim.pay_invoice(b.r_hash)  # settle_index 1, add_index 2
+    sim.pay_invoice(a.r_hash)  # settle_index 2, add_index 1
+    sim.create_invoice(3000)  # open: never a settlement
+    follow = Follow(node, 0)
+    first = follow.take(2)
+    assert [u.cursor for u in first] == [1, 2]  # sorted by settle_index, not add_index
+    assert [u.invoice.description for u in first] == ["b", "a"]
+    sim.keysend(4000, {BOOST: b"{}"})
+    (live,) = follow.take(1)
+    assert live.cursor == 3 and live.invoice.is_keysend
+    assert follow.quiet()
+    node.close()
+    follow.thread.join(5)
+    assert not follow.thread.is_alive() and follow.error is None
+
+
+def test_resume_from_cursor_and_dedupe_duplicates(sim: LndSim, node: LndNode) -> None:
+    for i in range(5):
+        sim.keysend(1000 + i)
+    sim.faults.duplicate_every = 1  # every message sent twice
+    follow = Follow(node, 2)
+    updates = follow.take(3)
+    assert [u.cursor for u in updates] == [3, 4, 5]
+    sim.keysend(9000)
+    assert [u.cursor for u in follow.take(1)] == [6]
+    assert follow.quiet()
+
+
+def test_stream_dropped_mid_replay_resumes(sim: LndSim, node: LndNode) -> None:
+    for i in range(6):
+        sim.keysend(1000 + i)
+    sim.faults.drop_stream_after = 2
+    sim.faults.drop_stream_times = 1
+    resumed: list[int] = []
+    with pytest.raises(NodeUnavailable):
+        for update in node.settlements(1):
+            resumed.append(update.cursor)
+    assert resumed == [2, 3]
+    rest = Follow(node, resumed[-1])
+    assert [u.cursor for u in rest.take(3)] == [4, 5, 6]
+
+
+def test_node_down_then_restarted_on_same_port(sim: LndSim, node: LndNode) -> None:
+    sim.keysend(1000)
+    follow = Follow(node, 0)
+    assert [u.cursor for u in follow.take(1)] == [1]
+    sim.stop()
+    follow.thread.join(10)
+    assert isinstance(follow.error, NodeUnavailable)
+    with pytest.raises(NodeUnavailable):
+        node.create_invoice(InvoiceRequest(amount_msat=1000, description="down"))
+    sim.start()
+    sim.keysend(2000)
+    wait_until_up(node)  # grpc reconnects in the background; the follower retries
+    again = Follow(node, 1)
+    assert [u.cursor for u in again.take(1)] == [2]
+    sim.faults.unavailable_for(30)
+    with pytest.raises(NodeUnavailable):
+        node.get_info()
+    sim.faults.unavailable_until = 0
+    sim.faults.delay = 0.05  # slow replies still work
+    assert node.get_info().network == "regtest"
+
+
+def test_keysend_records_across_htlcs(sim: LndSim, node: LndNode) -> None:
+    follow = Follow(node, 0)
+    boost = b'{"action":"boost","value_msat_total":7000,"message":"hi"}'
+    sim.keysend(7000, htlc_records=[{BOOST: boost}, {MESSAGE: b"hello"}, {696969: b"\x01"}])
+    (update,) = follow.take(1)
+    inv = update.invoice
+    assert inv.is_keysend and inv.payment_request == "" and inv.state == "SETTLED"
+    assert inv.amount_received_msat == 7000 and inv.description is None
+    assert inv.custom_records[BOOST] == boost
+    assert inv.custom_records[MESSAGE] == b"hello"
+    assert inv.custom_records[696969] == b"\x01"
+    assert hashlib.sha256(inv.custom_records[KEYSEND_PREIMAGE_RECORD]).hexdigest() == (
+        inv.payment_hash
+    )
+    # A BOLT11 invoice paid in parts with records on one part keeps them too.
+    bolt = sim.create_invoice(3000, memo="parts")
+    sim.pay_invoice(bolt.payment_request, htlc_records=[{}, {MESSAGE: b"second part"}])
+    (paid,) = follow.take(1)
+    assert paid.invoice.custom_records == {MESSAGE: b"second part"}
+    assert not paid.invoice.is_keysend
+
+
+def test_invoice_made_by_another_app_is_followed(sim: LndSim, node: LndNode) -> None:
+    follow = Follow(node, 0)
+    other = sim.create_invoice(12_000, memo="made with lncli")
+    sim.pay_invoice(other.payment_request)
+    (update,) = follow.take(1)
+    assert update.invoice.payment_hash == other.r_hash.hex()
+    assert update.invoice.description == "made with lncli"
+
+
+def test_settled_since_is_a_finite_sweep(sim: LndSim, node: LndNode) -> None:
+    invs = [sim.create_invoice(1000 * (i + 1)) for i in range(4)]
+    for inv in reversed(invs):
+        sim.pay_invoice(inv.r_hash)
+    sim.cancel_invoice(sim.create_invoice(1).r_hash)
+    swept = list(make_node(sim, page_size=2).settled_since(1))
+    assert [u.cursor for u in swept] == [2, 3, 4]
+    assert [u.invoice.amount_msat for u in swept] == [3000, 2000, 1000]
+    canceled = next(i for i in sim.ledger.invoices if i.state == ln.Invoice.CANCELED)
+    got = node.lookup_invoice(canceled.r_hash.hex())
+    assert got is not None and got.state == "CANCELED"
+
+
+def test_outgoing_payments_with_hop_records(sim: LndSim, node: LndNode) -> None:
+    dest = "02" + "ab" * 32
+    boost = b'{"action":"boost","message":"sent"}'
+    sim.make_payment(10_000, fee_msat=15, destination=dest, custom_records={BOOST: boost})
+    sim.make_payment(5_000, status="FAILED")
+    bolt = sim.create_invoice(2000, memo="paid by us")
+    sim.make_payment(2000, fee_msat=1, payment_request=bolt.payment_request)
+    paged = make_node(sim, page_size=1)
+    pays = list(paged.outgoing_payments(0))
+    assert [p.cursor for p in pays] == [1, 3]
+    keysend = pays[0]
+    assert keysend.amount_msat == 10_000 and keysend.fee_msat == 15
+    assert keysend.destination == dest and keysend.settled_at
+    assert keysend.custom_records[BOOST] == boost
+    assert keysend.preimage and hashlib.sha256(bytes.fromhex(keysend.preimage)).hexdigest() == (
+        keysend.payment_hash
+    )
+    assert pays[1].description == "paid by us" and pays[1].payment_request
+    assert list(paged.outgoing_payments(3)) == []
+    paged.close()
+
+
+def test_outgoing_stops_at_a_payment_in_flight(sim: LndSim, node: LndNode) -> None:
+    sim.make_payment(1000)
+    flying = sim.make_payment(2000, status="IN_FLIGHT")
+    sim.make_payment(3000)
+    assert [p.cursor for p in node.outgoing_payments(0)] == [1]
+    sim.resolve_payment(flying.payment_index)
+    assert [p.cursor for p in node.outgoing_payments(1)] == [2, 3]
+
+
+@pytest.mark.parametrize("style", ["grpc", "lnd"])
+def test_invoice_macaroon_least_privilege(sim: LndSim, style: str) -> None:
+    sim.faults.error_style = style
+    node = make_node(sim, macaroon=sim.invoice_macaroon_path.read_bytes().hex())
+    try:
+        inv = node.create_invoice(InvoiceRequest(amount_msat=1000, description="least"))
+        follow = Follow(node, 0)
+        sim.pay_invoice(inv.payment_hash)
+        assert [u.invoice.payment_hash for u in follow.take(1)] == [inv.payment_hash]
+        assert [u.cursor for u in node.settled_since(0)] == [1]
+        with pytest.raises(NodePermissionDenied):
+            node.get_info()
+        with pytest.raises(NodePermissionDenied):
+            list(node.outgoing_payments(0))
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("style", ["grpc", "lnd"])
+def test_bad_macaroon_is_permission_denied(sim: LndSim, tmp_path: Path, style: str) -> None:
+    sim.faults.error_style = style
+    bogus = tmp_path / "bogus.macaroon"
+    bogus.write_bytes(b"\x02not-a-real-macaroon")
+    for mac in (bogus, ""):
+        node = make_node(sim, macaroon=mac)
+        with pytest.raises(NodePermissionDenied):
+            node.create_invoice(InvoiceRequest(amount_msat=1, description="x"))
+        node.close()
+
+
+def test_network_check(tmp_path: Path) -> None:
+    with LndSim(tmp_path / "main", network="bitcoin") as sim:
+        node = LndNode(sim.target, cert=sim.cert_path, macaroon=sim.admin_macaroon_path)
+        info = node.check_network("bitcoin")  # lnd says "mainnet"
+        assert info.network == "bitcoin" and info.kind == "lnd" and info.pubkey == sim.pubkey
+        with pytest.raises(NetworkMismatch, match="on bitcoin"):
+            node.check_network("testnet")
+        node.close()
+    with LndSim(tmp_path / "t4", network="testnet4") as sim:
+        node = LndNode(sim.target, cert=sim.cert_path, macaroon=sim.admin_macaroon_path)
+        with pytest.raises(NetworkMismatch):
+            node.check_network()  # configured network defaults to bitcoin
+        node.close()
+
+
+def test_from_settings(sim: LndSim) -> None:
+    settings = load_settings(
+        {
+            "node": "lnd",
+            "network": "regtest",
+            "lnd_host": sim.target,
+            "lnd_cert": str(sim.cert_path),
+            "lnd_macaroon": str(sim.admin_macaroon_path),
+        },
+        environ={},
+    )
+    node = LndNode.from_settings(settings)
+    assert node.network == "regtest"
+    assert node.get_info().alias == "lnd-sim"
+    node.close()
+
+
+def test_close_wakes_a_blocked_follow(sim: LndSim) -> None:
+    node = make_node(sim)
+    follow = Follow(node, 0)
+    assert follow.quiet()
+    node.close()
+    follow.thread.join(5)
+    assert not follow.thread.is_alive() and follow.error is None
+
+
+def _inv(settle_index: int, state: int = ln.Invoice.SETTLED) -> ln.Invoice:
+    return ln.Invoice(
+        r_hash=settle_index.to_bytes(32, "big"), state=state, settle_index=settle_index
+    )
+
+
+def test_feed_never_hands_out_a_cursor_past_a_gap() -> None:
+    feed = _Feed(0)
+    # Backfill saw 1, 2 and 4; 3 settled after the sweep passed it.
+    cursors = [feed.accept(_inv(i)) for i in (1, 2, 4)]
+    feed.bootstrapped()
+    assert [u.cursor for u in cursors if u] == [1, 2, 0]
+    assert feed.accept(_inv(4)) is None  # duplicate from the live stream
+    assert feed.accept(_inv(3)).cursor == 4  # type: ignore[union-attr]
+    assert feed.accept(_inv(5)).cursor == 5  # type: ignore[union-attr]
+    assert feed.accept(_inv(5)) is None
+    assert feed.accept(_inv(6, ln.Invoice.OPEN)) is None
+    resumed = _Feed(10)
+    assert resumed.accept(_inv(9)) is None and resumed.accept(_inv(11)).cursor == 11  # type: ignore[union-attr]

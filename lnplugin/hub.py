@@ -1,9 +1,18 @@
 """Fan-out of new outbox events to live subscribers (Server-Sent Events).
 
-One thread waits on `Store.wait_for_commit`, reads the new events once and
-hands each to the subscribers that want it. Streams therefore sleep on their
-own condition and wake only for their events: 500 idle streams cost 500
-sleeping threads, not 500 database queries per commit.
+One thread waits on `Store.wait_for_commit`, reads the new events once,
+encodes each once as an SSE message, and hands it to the subscribers that
+want it.
+
+A subscriber starts in *queued* mode: the hub appends to its queue and its
+stream thread sends what it finds there (that is how a stream sends its
+first state and any resumed history without missing or repeating events).
+Once caught up, the stream switches to *direct* mode: from then on the hub
+thread writes each message into the connection itself (waitress's
+`write_soon`, through the response's WSGI `write` callable), so one commit
+reaching 500 streams costs 500 small non-blocking socket writes on one
+thread, not 500 thread wake-ups competing for the GIL. The stream's own
+thread then sleeps until a heartbeat is due or the stream must end.
 """
 
 from __future__ import annotations
@@ -21,40 +30,159 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT = 1.0  # also catches commits made by other processes, which do not notify
 MAX_QUEUE = 10_000  # a subscriber this far behind is cut off and must resume
+FINAL_EVENTS = frozenset(
+    {
+        events.INCOMING_SETTLED,
+        events.INCOMING_EXPIRED,
+        events.INCOMING_CANCELED,
+        events.OUTGOING_SETTLED,
+    }
+)
+HEARTBEAT = b": keep-alive\n\n"
+# The environ key under which `lnplugin.server` exposes the response's WSGI
+# `write` callable (waitress: `Task.write`, which frames chunks and calls
+# the channel's thread-safe `write_soon`).
+WSGI_WRITE = "lnplugin.wsgi_write"
+
+
+def message(seq: int, type_: str, data: str) -> bytes:
+    """One SSE message; `data` is a single-line JSON document."""
+    return f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode()
 
 
 class Subscription:
-    """A queue of outbox rows for one stream."""
+    """One stream's view of the hub: a queue, then (direct mode) a writer.
 
-    def __init__(self, wants: Callable[[sqlite3.Row], bool], invoice_id: int | None) -> None:
+    Every write to the connection after the switch happens under `_cond`, by
+    the hub (messages) or the stream thread (heartbeats), so messages never
+    interleave and `last_sent` orders and deduplicates them.
+    """
+
+    def __init__(
+        self, wants: Callable[[sqlite3.Row], bool], invoice_id: int | None, final_ends: bool = False
+    ) -> None:
         self.wants = wants
         self.invoice_id = invoice_id
-        self.overflowed = False
+        self.final_ends = final_ends  # end the stream after a final invoice event
+        self.overflowed = False  # too far behind (queue full, or unsent bytes piling up)
         self.closed = False  # the server is shutting down: end the stream
-        self._items: deque[sqlite3.Row] = deque()
+        self.finished = False  # a final event was written (direct mode)
+        self.broken = False  # a write failed: the client is gone
+        self.last_sent = 0
+        self._items: deque[tuple[int, str, bytes]] = deque()
         self._cond = threading.Condition()
+        self._write: Callable[[bytes], Any] | None = None
+        self._stalled: Callable[[int], bool] = lambda limit: False
+        self._backlog = 0
+        self._active = False  # something was written since the last heartbeat check
 
-    def push(self, row: sqlite3.Row) -> None:
+    @property
+    def ended(self) -> bool:
+        return self.overflowed or self.closed or self.finished or self.broken
+
+    def push(self, seq: int, type_: str, msg: bytes) -> None:
+        """Called by the hub thread with an already encoded message."""
         with self._cond:
-            if len(self._items) >= MAX_QUEUE:
+            if self.ended:
+                return
+            if self._write is not None:
+                self._send(seq, type_, msg)
+            elif len(self._items) >= MAX_QUEUE:
                 self.overflowed = True
+                self._cond.notify()
             else:
-                self._items.append(row)
-            self._cond.notify()
+                self._items.append((seq, type_, msg))
+                self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
             self.closed = True
             self._cond.notify()
 
-    def take(self, timeout: float) -> list[sqlite3.Row]:
-        """Everything queued, waiting up to `timeout` when nothing is."""
+    def take(self, timeout: float) -> list[tuple[int, str, bytes]]:
+        """Queued mode: everything queued, waiting up to `timeout` when nothing is."""
         with self._cond:
-            if not self._items and not self.overflowed and not self.closed:
+            if not self._items and not self.ended:
                 self._cond.wait(timeout)
             items = list(self._items)
             self._items.clear()
             return items
+
+    def go_direct(
+        self,
+        write: Callable[[bytes], Any],
+        last_sent: int,
+        stalled: Callable[[int], bool],
+        backlog: int,
+    ) -> None:
+        """Hand writing to the hub: send what is queued past `last_sent`, then
+        let `push` write directly. `stalled(n)` tells whether more than `n`
+        bytes are still unsent; past `backlog` the stream is cut off."""
+        with self._cond:
+            self.last_sent = max(self.last_sent, last_sent)
+            self._write, self._stalled, self._backlog = write, stalled, backlog
+            items = list(self._items)
+            self._items.clear()
+            for seq, type_, msg in items:
+                if self.ended:
+                    break
+                self._send(seq, type_, msg)
+
+    def _send(self, seq: int, type_: str, msg: bytes) -> None:
+        # Under _cond, in direct mode.
+        if seq <= self.last_sent:
+            return
+        assert self._write is not None
+        if self._stalled(self._backlog):
+            self.overflowed = True  # not reading; never block the hub on it
+            self._cond.notify()
+            return
+        try:
+            self._write(msg)
+        except Exception:  # waitress's ClientDisconnected, OSError
+            self.broken = True
+            self._cond.notify()
+            return
+        self.last_sent = seq
+        self._active = True
+        if self.final_ends and type_ in FINAL_EVENTS:
+            self.finished = True
+            self._cond.notify()
+
+    def wait(self, timeout: float) -> bool:
+        """Direct mode, stream thread: sleep until the stream must end (True)
+        or `timeout` passes (False). Normal writes do not wake it."""
+        with self._cond:
+            if not self.ended:
+                self._cond.wait(timeout)
+            return self.ended
+
+    def heartbeat(self) -> bool:
+        """Direct mode: write a keep-alive comment if nothing was written since
+        the last call. False when the stream should end: the bytes written
+        before are still unsent (the client is gone or not reading), or the
+        write failed."""
+        with self._cond:
+            if self.ended:
+                return False
+            if self._active:
+                self._active = False
+                return True
+            if self._stalled(0):
+                return False
+            assert self._write is not None
+            try:
+                self._write(HEARTBEAT)
+            except Exception:
+                self.broken = True
+                return False
+            return True
+
+    def detach(self) -> None:
+        """The stream is over: nothing may be written to its connection any more."""
+        with self._cond:
+            self._write = None
+            self.closed = True
 
 
 class EventHub:
@@ -124,9 +252,15 @@ class EventHub:
             everyone = list(self._all)
             by_invoice = {k: list(v) for k, v in self._by_invoice.items()}
         for row in rows:
-            for sub in everyone + by_invoice.get(row["invoice_id"], []):
-                if sub.wants(row):
-                    sub.push(row)
+            targets = [
+                sub for sub in everyone + by_invoice.get(row["invoice_id"], []) if sub.wants(row)
+            ]
+            if not targets:
+                continue
+            seq, type_ = row["seq"], row["type"]
+            msg = message(seq, type_, row["payload"])  # encoded once for every stream
+            for sub in targets:
+                sub.push(seq, type_, msg)
 
 
 class StreamGate:

@@ -17,6 +17,7 @@ from waitress.server import create_server
 
 from lnplugin.api import create_app
 from lnplugin.config import Settings
+from lnplugin.hub import WSGI_WRITE
 from lnplugin.service import NetworkMismatch, Service
 from lnplugin.store import tokens
 
@@ -41,8 +42,28 @@ def bootstrap_token(service: Service) -> str | None:
     return token
 
 
+def expose_write(app: Any) -> Any:
+    """WSGI middleware: put the response's `write` callable in the environ.
+
+    Event streams hand it to the hub thread, which then writes live messages
+    into the connection itself (see `lnplugin.hub`). In waitress it is
+    `Task.write`: chunk framing plus the channel's `write_soon`, which takes
+    the channel's output lock, so other threads may call it.
+    """
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            write = start_response(status, headers, exc_info)
+            environ[WSGI_WRITE] = write
+            return write
+
+        return app(environ, start)
+
+    return wrapped
+
+
 def make_server(service: Service, settings: Settings) -> Any:
-    app = create_app(service)
+    app = expose_write(create_app(service))
     return create_server(
         app,
         map=service.extensions.get("socket_map"),  # ParkingMap: idle streams skip the loop

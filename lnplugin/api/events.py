@@ -15,7 +15,11 @@ and reveal dead clients.
 Serving model: each open stream holds one waitress thread. `StreamGate`
 admits at most `--max-streams` streams and the server runs `--threads` +
 `--max-streams` threads, so streams can never take the threads that answer
-the rest of the API; stream number max+1 gets 503 with Retry-After.
+the rest of the API; stream number max+1 gets 503 with Retry-After. Once a
+stream has sent its first state (and any resumed history) its thread only
+sleeps: the hub thread writes live messages into the connection itself
+(`Subscription.go_direct`), and the stream's thread wakes for heartbeats
+and to end the stream.
 """
 
 from __future__ import annotations
@@ -34,18 +38,21 @@ from lnplugin.alby import effective_state, invoice_json, iso
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError, error_response
-from lnplugin.hub import EventHub, ParkingMap, StreamGate, Subscription
+from lnplugin.hub import (
+    FINAL_EVENTS,
+    HEARTBEAT,
+    WSGI_WRITE,
+    EventHub,
+    ParkingMap,
+    StreamGate,
+    Subscription,
+    message,
+)
 from lnplugin.store import events, invoices
 
 bp = Blueprint("events", __name__)
 
 _HASH = re.compile(r"^[0-9a-fA-F]{64}$")
-FINAL_EVENTS = {
-    events.INCOMING_SETTLED,
-    events.INCOMING_EXPIRED,
-    events.INCOMING_CANCELED,
-    events.OUTGOING_SETTLED,
-}
 _TYPE_FOR_STATE = {
     "CREATED": events.INCOMING_CREATED,
     "SETTLED": events.INCOMING_SETTLED,
@@ -66,6 +73,7 @@ class Parking:
     """
 
     def __init__(self, environ: dict[str, Any], socket_map: Any) -> None:
+        self.environ = environ
         probe = environ.get("waitress.client_disconnected")
         self.channel = getattr(probe, "__self__", None)
         self.map = socket_map if isinstance(socket_map, ParkingMap) else None
@@ -89,10 +97,6 @@ class Parking:
         if self.fd is None or channel is None:
             return False
         return not channel.connected or channel.total_outbufs_len > limit
-
-
-def _message(seq: int, type_: str, data: str) -> bytes:
-    return f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode()
 
 
 def _last_event_id() -> int | None:
@@ -139,13 +143,16 @@ def _busy(exc: TooManyStreams) -> Any:
     return response
 
 
-def _respond(body: Iterator[bytes], release: Callable[[], None], parking: Parking) -> Any:
+def _respond(
+    body: Iterator[bytes], sub: Subscription, release: Callable[[], None], parking: Parking
+) -> Any:
     def stream() -> Iterator[bytes]:
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()  # headers are out after this
             parking.park()
             yield from body
         finally:
+            sub.detach()  # before the server writes the end of the response
             parking.unpark()
             release()
 
@@ -156,30 +163,44 @@ def _respond(body: Iterator[bytes], release: Callable[[], None], parking: Parkin
     return response
 
 
-def _live(
-    sub: Subscription, after: int, heartbeat: float, final_ends: bool, parking: Parking
-) -> Iterator[bytes]:
-    """Messages from the hub past `after`, with heartbeats while idle."""
+def _live(sub: Subscription, after: int, heartbeat: float, parking: Parking) -> Iterator[bytes]:
+    """Live messages past `after`, with heartbeats while idle.
+
+    Under waitress the hub writes them (direct mode) and this thread only
+    sleeps between heartbeats; elsewhere this thread sends what the hub
+    queued (queued mode).
+    """
+    write = parking.environ.get(WSGI_WRITE)
+    if write is not None:
+        sub.go_direct(write, after, parking.stalled, MAX_BACKLOG)
+        while not sub.wait(heartbeat):
+            if not sub.heartbeat():
+                return
+        return  # final state sent, shutting down, far behind, or the client is gone
+    yield from _queued(sub, after, heartbeat, parking)
+
+
+def _queued(sub: Subscription, after: int, heartbeat: float, parking: Parking) -> Iterator[bytes]:
     last_sent = after
     while True:
-        rows = sub.take(heartbeat)
+        items = sub.take(heartbeat)
         if sub.overflowed or sub.closed:
             return  # far behind, or shutting down: the client resumes from Last-Event-ID
-        if not rows:
+        if not items:
             # Still unsent since the last write a heartbeat ago: the client
             # is gone or not reading. End; the loop takes the channel back.
             if parking.stalled(0):
                 return
-            yield b": keep-alive\n\n"
+            yield HEARTBEAT
             continue
         if parking.stalled(MAX_BACKLOG):
             return
-        for row in rows:
-            if row["seq"] <= last_sent:
+        for seq, type_, msg in items:
+            if seq <= last_sent:
                 continue
-            last_sent = row["seq"]
-            yield _message(row["seq"], row["type"], row["payload"])
-            if final_ends and row["type"] in FINAL_EVENTS:
+            last_sent = seq
+            yield msg
+            if sub.final_ends and type_ in FINAL_EVENTS:
                 return
 
 
@@ -195,7 +216,7 @@ def invoice_events(payment_hash: str) -> Any:
         raise APIError(404, f"No invoice with payment hash {payment_hash}")
     if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
         raise APIError(403, "Token lacks scope: transactions:read")
-    sub = Subscription(lambda row: True, found["id"])
+    sub = Subscription(lambda row: True, found["id"], final_ends=True)
     try:
         release = _admit(sub)
     except TooManyStreams as exc:
@@ -227,17 +248,17 @@ def invoice_events(payment_hash: str) -> Any:
         if resume is None:
             type_ = events.OUTGOING_SETTLED if row["type"] == "outgoing" else _TYPE_FOR_STATE[state]
             data = {"type": type_, "timestamp": iso(now), "data": invoice_json(row, now)}
-            yield _message(head, type_, json.dumps(data, separators=(",", ":")))
+            yield message(head, type_, json.dumps(data, separators=(",", ":")))
             if type_ in FINAL_EVENTS:
                 return
         for event in history:
-            yield _message(event["seq"], event["type"], event["payload"])
+            yield message(event["seq"], event["type"], event["payload"])
             if event["type"] in FINAL_EVENTS:
                 return
-        yield from _live(sub, max(head, resume or 0), heartbeat, True, parking)
+        yield from _live(sub, max(head, resume or 0), heartbeat, parking)
 
     parking = Parking(request.environ, svc.extensions.get("socket_map"))
-    return _respond(body(), release, parking)
+    return _respond(body(), sub, release, parking)
 
 
 def _allowed_types() -> set[str]:
@@ -274,9 +295,9 @@ def all_events() -> Any:
             while rows := events.after(conn, last, 500):
                 for row in rows:
                     if row["type"] in allowed:
-                        yield _message(row["seq"], row["type"], row["payload"])
+                        yield message(row["seq"], row["type"], row["payload"])
                 last = rows[-1]["seq"]
-        yield from _live(sub, last, heartbeat, False, parking)
+        yield from _live(sub, last, heartbeat, parking)
 
     parking = Parking(request.environ, svc.extensions.get("socket_map"))
-    return _respond(body(), release, parking)
+    return _respond(body(), sub, release, parking)

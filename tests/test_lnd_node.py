@@ -62,11 +62,14 @@ def wait_until_up(node: LndNode) -> None:
 class Follow:
     """Runs node.settlements(cursor) in a thread, collecting updates or the error."""
 
-    def __init__(self, node: LndNode, cursor: int) -> None:
+    def __init__(self, node: LndNode, cursor: int, sim: LndSim | None = None) -> None:
         self.updates: queue.Queue[InvoiceUpdate] = queue.Queue()
         self.error: BaseException | None = None
+        before = sim.subscriber_count() if sim else 0
         self.thread = threading.Thread(target=self._run, args=(node, cursor), daemon=True)
         self.thread.start()
+        if sim is not None:  # live events reach registered streams only, as in lnd
+            sim.wait_for_subscribers(before + 1)
 
     def _run(self, node: LndNode, cursor: int) -> None:
         try:
@@ -121,7 +124,7 @@ def test_fresh_follow_backfills_then_goes_live(sim: LndSim, node: LndNode) -> No
     sim.pay_invoice(b.r_hash)  # settle_index 1, add_index 2
     sim.pay_invoice(a.r_hash)  # settle_index 2, add_index 1
     sim.create_invoice(3000)  # open: never a settlement
-    follow = Follow(node, 0)
+    follow = Follow(node, 0, sim)
     first = follow.take(2)
     assert [u.cursor for u in first] == [1, 2]  # sorted by settle_index, not add_index
     assert [u.invoice.description for u in first] == ["b", "a"]
@@ -138,7 +141,7 @@ def test_resume_from_cursor_and_dedupe_duplicates(sim: LndSim, node: LndNode) ->
     for i in range(5):
         sim.keysend(1000 + i)
     sim.faults.duplicate_every = 1  # every message sent twice
-    follow = Follow(node, 2)
+    follow = Follow(node, 2, sim)
     updates = follow.take(3)
     assert [u.cursor for u in updates] == [3, 4, 5]
     sim.keysend(9000)
@@ -183,7 +186,7 @@ def test_node_down_then_restarted_on_same_port(sim: LndSim, node: LndNode) -> No
 
 
 def test_keysend_records_across_htlcs(sim: LndSim, node: LndNode) -> None:
-    follow = Follow(node, 0)
+    follow = Follow(node, 0, sim)
     boost = b'{"action":"boost","value_msat_total":7000,"message":"hi"}'
     sim.keysend(7000, htlc_records=[{BOOST: boost}, {MESSAGE: b"hello"}, {696969: b"\x01"}])
     (update,) = follow.take(1)
@@ -205,7 +208,7 @@ def test_keysend_records_across_htlcs(sim: LndSim, node: LndNode) -> None:
 
 
 def test_invoice_made_by_another_app_is_followed(sim: LndSim, node: LndNode) -> None:
-    follow = Follow(node, 0)
+    follow = Follow(node, 0, sim)
     other = sim.create_invoice(12_000, memo="made with lncli")
     sim.pay_invoice(other.payment_request)
     (update,) = follow.take(1)
@@ -263,7 +266,7 @@ def test_invoice_macaroon_least_privilege(sim: LndSim, style: str) -> None:
     node = make_node(sim, macaroon=sim.invoice_macaroon_path.read_bytes().hex())
     try:
         inv = node.create_invoice(InvoiceRequest(amount_msat=1000, description="least"))
-        follow = Follow(node, 0)
+        follow = Follow(node, 0, sim)
         sim.pay_invoice(inv.payment_hash)
         assert [u.invoice.payment_hash for u in follow.take(1)] == [inv.payment_hash]
         assert [u.cursor for u in node.settled_since(0)] == [1]

@@ -650,6 +650,22 @@ class LndSim:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def subscriber_count(self) -> int:
+        with self.ledger.lock:
+            return len(self.ledger.subscribers)
+
+    def wait_for_subscribers(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Block until `count` SubscribeInvoices streams are registered.
+
+        Live events are only sent to registered clients (as in lnd), so a test
+        that wants a live event must wait for registration first.
+        """
+        deadline = time.monotonic() + timeout
+        while self.subscriber_count() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lnd-sim: fewer than {count} subscribers after {timeout}s")
+            time.sleep(0.01)
+
     def drop_streams(self) -> None:
         """Abort every open SubscribeInvoices stream with UNAVAILABLE."""
         with self.ledger.lock:

@@ -1,0 +1,277 @@
+"""The LND simulator behaves like lnd where lnplugin depends on it (PROTOCOLS.md A).
+
+These talk to the simulator with the raw generated stubs over TLS, so they pin
+the simulator itself; tests/test_lnd_node.py pins the adapter against it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import bolt11 as pypi_bolt11
+import grpc
+import pytest
+
+from lnplugin.nodes.lnd import LndNode
+from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
+from lnplugin.nodes.lnd.rpc import lightning_pb2_grpc
+from lnplugin.testing.lnd_sim import LndSim
+
+pytestmark = pytest.mark.timeout(60)
+S = grpc.StatusCode
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[LndSim]:
+    with LndSim(tmp_path / "lnd") as s:
+        yield s
+
+
+class Client:
+    """Raw stub plus the macaroon metadata, as any lnd client would send it."""
+
+    def __init__(self, sim: LndSim, macaroon: Path | None = None) -> None:
+        self.channel = grpc.secure_channel(sim.target, grpc.ssl_channel_credentials(sim.cert_pem))
+        self.stub = lightning_pb2_grpc.LightningStub(self.channel)
+        mac = macaroon if macaroon is not None else sim.admin_macaroon_path
+        self.md = (("macaroon", mac.read_bytes().hex()),)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        method = getattr(self.stub, name)
+        return lambda req, **kw: method(req, metadata=kw.pop("metadata", self.md), **kw)
+
+    def stream(self, add_index: int = 0, settle_index: int = 0, window: float = 1.0) -> list:
+        """Everything SubscribeInvoices sends within `window` seconds."""
+        req = ln.InvoiceSubscription(add_index=add_index, settle_index=settle_index)
+        out = []
+        try:
+            for inv in self.stub.SubscribeInvoices(req, metadata=self.md, timeout=window):
+                out.append(inv)
+        except grpc.RpcError as exc:
+            if exc.code() != S.DEADLINE_EXCEEDED:
+                raise
+        return out
+
+
+def code_of(fn) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    return info.value.code()
+
+
+def brief(invs: list) -> list[tuple[int, int, str]]:
+    return [(i.add_index, i.settle_index, ln.Invoice.InvoiceState.Name(i.state)) for i in invs]
+
+
+def populate(sim: LndSim) -> None:
+    """add 1 settled(s1), 2 open, 3 canceled, 4 settled(s2), 5 open."""
+    sim.pay_invoice(sim.create_invoice(1000).r_hash)
+    sim.create_invoice(2000)
+    sim.cancel_invoice(sim.create_invoice(3000).r_hash)
+    sim.pay_invoice(sim.create_invoice(4000).r_hash)
+    sim.create_invoice(5000)
+
+
+def test_subscribe_replay_semantics(sim: LndSim) -> None:
+    populate(sim)
+    c = Client(sim)
+    # add backlog: current state, canceled dropped, settled included
+    assert brief(c.stream(add_index=1)) == [(2, 0, "OPEN"), (4, 2, "SETTLED"), (5, 0, "OPEN")]
+    assert brief(c.stream(settle_index=1)) == [(4, 2, "SETTLED")]
+    # add backlog then settle backlog: invoice 4 comes twice
+    assert brief(c.stream(add_index=3, settle_index=1)) == [
+        (4, 2, "SETTLED"),
+        (5, 0, "OPEN"),
+        (4, 2, "SETTLED"),
+    ]
+    assert c.stream() == []  # 0 = no backlog, not "from the beginning"
+
+
+def test_live_events_are_adds_and_settles_only(sim: LndSim) -> None:
+    c = Client(sim)
+    req = ln.InvoiceSubscription()
+    call = c.stub.SubscribeInvoices(req, metadata=c.md, timeout=10)
+    sim.wait_for_subscribers(1)
+    inv = sim.create_invoice(1000)
+    sim.cancel_invoice(sim.create_invoice(2000).r_hash)  # no event for the cancel
+    sim.pay_invoice(inv.r_hash)
+    sim.keysend(3000)  # keysend: OPEN then SETTLED
+    got = [next(call) for _ in range(5)]
+    call.cancel()
+    assert brief(got) == [
+        (1, 0, "OPEN"),
+        (2, 0, "OPEN"),
+        (1, 1, "SETTLED"),
+        (3, 0, "OPEN"),
+        (3, 2, "SETTLED"),
+    ]
+    keysend = got[-1]
+    assert keysend.is_keysend and keysend.payment_request == "" and keysend.htlcs
+
+
+def test_list_invoices_paging(sim: LndSim) -> None:
+    for i in range(7):
+        sim.create_invoice(1000 + i)
+    sim.pay_invoice(sim.ledger.invoices[2].r_hash)
+    c = Client(sim)
+    page = c.ListInvoices(ln.ListInvoiceRequest(index_offset=2, num_max_invoices=3))
+    assert [i.add_index for i in page.invoices] == [3, 4, 5]
+    assert (page.first_index_offset, page.last_index_offset) == (3, 5)
+    back = c.ListInvoices(ln.ListInvoiceRequest(reversed=True, num_max_invoices=2))
+    assert [i.add_index for i in back.invoices] == [6, 7]
+    back = c.ListInvoices(ln.ListInvoiceRequest(reversed=True, index_offset=6, num_max_invoices=2))
+    assert [i.add_index for i in back.invoices] == [4, 5]
+    pending = c.ListInvoices(ln.ListInvoiceRequest(pending_only=True))
+    assert [i.add_index for i in pending.invoices] == [1, 2, 4, 5, 6, 7]
+    empty = c.ListInvoices(ln.ListInvoiceRequest(index_offset=7))
+    assert not empty.invoices and empty.last_index_offset == 0
+    for _ in range(100):
+        sim.keysend(1000)
+    assert len(c.ListInvoices(ln.ListInvoiceRequest()).invoices) == 100  # lnd's default page
+
+
+def test_list_payments(sim: LndSim) -> None:
+    sim.make_payment(1000)
+    sim.make_payment(2000, status="FAILED")
+    sim.make_payment(3000, status="IN_FLIGHT")
+    sim.make_payment(4000, custom_records={7629169: b"boost"})
+    c = Client(sim)
+    done = c.ListPayments(ln.ListPaymentsRequest(max_payments=10))
+    assert [p.payment_index for p in done.payments] == [1, 4]
+    every = c.ListPayments(ln.ListPaymentsRequest(include_incomplete=True, index_offset=1))
+    assert [p.payment_index for p in every.payments] == [2, 3, 4]
+    hop = done.payments[1].htlcs[0].route.hops[-1]
+    assert hop.custom_records[7629169] == b"boost" and 5482373484 in hop.custom_records
+    assert done.payments[1].status == ln.Payment.SUCCEEDED
+
+
+def test_macaroon_permissions(sim: LndSim) -> None:
+    admin, invoice = Client(sim), Client(sim, sim.invoice_macaroon_path)
+    readonly = Client(sim, sim.readonly_macaroon_path)
+    assert admin.GetInfo(ln.GetInfoRequest()).identity_pubkey == sim.pubkey
+    assert code_of(lambda: invoice.GetInfo(ln.GetInfoRequest())) == S.PERMISSION_DENIED
+    assert code_of(lambda: invoice.ListPayments(ln.ListPaymentsRequest())) == S.PERMISSION_DENIED
+    invoice.AddInvoice(ln.Invoice(value_msat=1000))
+    assert len(invoice.ListInvoices(ln.ListInvoiceRequest()).invoices) == 1
+    readonly.ListPayments(ln.ListPaymentsRequest())
+    assert code_of(lambda: readonly.AddInvoice(ln.Invoice())) == S.PERMISSION_DENIED
+    assert code_of(lambda: admin.GetInfo(ln.GetInfoRequest(), metadata=())) == S.UNAUTHENTICATED
+    wrong = (("macaroon", "00" * 40),)
+    assert code_of(lambda: admin.GetInfo(ln.GetInfoRequest(), metadata=wrong)) == S.UNAUTHENTICATED
+    sim.faults.error_style = "lnd"  # real lnd: plain errors, status UNKNOWN
+    with pytest.raises(grpc.RpcError) as info:
+        invoice.GetInfo(ln.GetInfoRequest())
+    assert info.value.code() == S.UNKNOWN and info.value.details() == "permission denied"
+
+
+def test_add_invoice_validation_and_real_bolt11(sim: LndSim) -> None:
+    c = Client(sim)
+    resp = c.AddInvoice(ln.Invoice(value_msat=42_000, memo="real"))
+    decoded = pypi_bolt11.decode(resp.payment_request)  # independent signature check
+    assert decoded.payee == sim.pubkey and decoded.payment_hash == resp.r_hash.hex()
+    assert decoded.amount_msat == 42_000 and decoded.description == "real"
+    preimage = b"\x01" * 32
+    c.AddInvoice(ln.Invoice(value=1, r_preimage=preimage))
+    assert code_of(lambda: c.AddInvoice(ln.Invoice(r_preimage=preimage))) == S.ALREADY_EXISTS
+    assert code_of(lambda: c.AddInvoice(ln.Invoice(value=1, value_msat=1000))) == S.UNKNOWN
+    missing = ln.PaymentHash(r_hash=b"\x00" * 32)
+    assert code_of(lambda: c.LookupInvoice(missing)) == S.NOT_FOUND
+
+
+def test_restart_keeps_data_cert_and_port(tmp_path: Path) -> None:
+    sim = LndSim(tmp_path / "lnd", network="signet").start()
+    sim.keysend(1000)
+    sim.make_payment(500)
+    port, cert, mac = sim.port, sim.cert_pem, sim.admin_macaroon_path.read_bytes()
+    pubkey = sim.pubkey
+    sim.close()
+    again = LndSim(tmp_path / "lnd", port=port, network="signet").start()
+    try:
+        assert (again.port, again.cert_pem, again.pubkey) == (port, cert, pubkey)
+        assert again.admin_macaroon_path.read_bytes() == mac
+        again.keysend(2000)
+        c = Client(again)
+        assert brief(c.stream(settle_index=0, add_index=1)) == [(2, 2, "SETTLED")]
+        assert len(c.ListPayments(ln.ListPaymentsRequest()).payments) == 1
+    finally:
+        again.close()
+
+
+def test_faults(sim: LndSim) -> None:
+    for i in range(5):
+        sim.keysend(1000 + i)
+    c = Client(sim)
+    sim.faults.duplicate_every = 1
+    assert [i.settle_index for i in c.stream(settle_index=3)] == [4, 4, 5, 5]
+    sim.faults.duplicate_every = 0
+    sim.faults.drop_stream_after = 2
+    with pytest.raises(grpc.RpcError) as info:
+        c.stream(settle_index=1)
+    assert info.value.code() == S.UNAVAILABLE
+    sim.faults.drop_stream_after = None
+    sim.faults.unavailable_for(30)
+    assert code_of(lambda: c.GetInfo(ln.GetInfoRequest())) == S.UNAVAILABLE
+    sim.faults.unavailable_until = 0
+    sim.faults.delay = 0.05
+    assert c.GetInfo(ln.GetInfoRequest()).alias == "lnd-sim"
+
+
+def test_streams_a_large_backlog(sim: LndSim) -> None:
+    sim.keysend(1000)
+    last = sim.bulk_settle(10_000)
+    assert last == 10_001
+    c = Client(sim)
+    req = ln.InvoiceSubscription(settle_index=1)
+    call = c.stub.SubscribeInvoices(req, metadata=c.md, timeout=30)
+    count = 0
+    for inv in call:
+        count += 1
+        if inv.settle_index == last:
+            break
+    call.cancel()
+    assert count == 10_000
+
+
+def test_cli_serves_a_node_lnplugin_can_use(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lnplugin.testing.lnd_sim",
+            "--data-dir",
+            str(tmp_path / "cli"),
+            "--port",
+            "0",
+            "--control-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info: dict[str, str] = {}
+        for line in proc.stdout:
+            if line.startswith("try:"):
+                break
+            key, _, value = line.strip().partition(": ")
+            info[key] = value
+        node = LndNode(
+            info["host"], cert=info["tls_cert"], macaroon=info["admin_macaroon"], network="regtest"
+        )
+        body = json.dumps({"amount_msat": 2100, "custom_records": {"7629169": b"hi".hex()}})
+        req = urllib.request.Request(info["control"] + "/keysend", data=body.encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            paid = json.load(resp)
+        assert paid["state"] == "SETTLED" and paid["settle_index"] == 1
+        (update,) = list(node.settled_since(0))
+        assert update.invoice.custom_records[7629169] == b"hi"
+        node.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

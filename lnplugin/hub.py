@@ -260,7 +260,11 @@ class EventHub:
             seq, type_ = row["seq"], row["type"]
             msg = message(seq, type_, row["payload"])  # encoded once for every stream
             for sub in targets:
-                sub.push(seq, type_, msg)
+                try:
+                    sub.push(seq, type_, msg)
+                except Exception:  # one broken stream must not stop the others' events
+                    log.exception("event hub: pushing to a stream failed")
+                    sub.close()
 
 
 class StreamGate:

@@ -134,3 +134,45 @@ def test_streams_beyond_the_limit_get_503_while_the_api_answers(server: Server) 
     again = wait_for(lambda: (c := _stream(server, invoice["payment_hash"])).ok and c)
     assert again.next().event == "invoice.incoming.created"
     again.close()
+
+
+def test_subscription_hands_over_to_direct_writes_in_order() -> None:
+    """Queued events are flushed at the switch, duplicates (seq already sent)
+    are skipped, the hub's later pushes are written directly, and a final
+    event ends an invoice stream."""
+    from lnplugin.hub import Subscription, message
+
+    sub = Subscription(lambda row: True, 1, final_ends=True)
+    created = message(5, "invoice.incoming.created", "{}")
+    sub.push(5, "invoice.incoming.created", created)  # already sent as the first state
+    sub.push(6, "invoice.incoming.created", message(6, "invoice.incoming.created", "{}"))
+    written: list[bytes] = []
+    sub.go_direct(written.append, 5, lambda limit: False, 1 << 20)
+    assert written == [message(6, "invoice.incoming.created", "{}")]
+    assert sub.heartbeat() and written[-1] == message(6, "invoice.incoming.created", "{}")
+    assert sub.heartbeat() and written[-1].startswith(b":")  # idle: a keep-alive
+    settled = message(7, "invoice.incoming.settled", "{}")
+    sub.push(7, "invoice.incoming.settled", settled)
+    sub.push(7, "invoice.incoming.settled", settled)
+    assert written.count(settled) == 1
+    assert sub.wait(0) and sub.finished
+    sub.push(8, "invoice.incoming.settled", message(8, "x", "{}"))  # after the end: dropped
+    assert written[-1] == settled
+
+
+def test_subscription_ends_on_a_failed_write_or_a_stalled_client() -> None:
+    from lnplugin.hub import Subscription, message
+
+    def broken(data: bytes) -> None:
+        raise OSError("gone")
+
+    sub = Subscription(lambda row: True, None)
+    sub.go_direct(broken, 0, lambda limit: False, 1 << 20)
+    sub.push(1, "invoice.incoming.created", message(1, "invoice.incoming.created", "{}"))
+    assert sub.wait(0) and sub.broken
+
+    stalled = Subscription(lambda row: True, None)
+    written: list[bytes] = []
+    stalled.go_direct(written.append, 0, lambda limit: True, 1 << 20)
+    stalled.push(1, "invoice.incoming.created", message(1, "invoice.incoming.created", "{}"))
+    assert written == [] and stalled.wait(0) and stalled.overflowed

@@ -94,7 +94,7 @@ class Parking:
     def stalled(self, limit: int) -> bool:
         """More than `limit` bytes still unsent, or the connection is gone."""
         channel = self.channel
-        if self.fd is None or channel is None:
+        if channel is None:
             return False
         return not channel.connected or channel.total_outbufs_len > limit
 

@@ -8,18 +8,21 @@ HTTP to lnplugin. Waits are liveness bounds, never timing assertions.
 from __future__ import annotations
 
 import hashlib
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lnplugin.testing.lnd_sim import LndSim
-from tests.cln_helpers import BOOST, BOOST_BYTES, CHAT, Api, wait_for
+from tests.cln_helpers import BOOST, BOOST_BYTES, CHAT, Api, scalar, wait_for
 from tests.e2e import Server
 
 
@@ -181,3 +184,98 @@ def test_invoice_macaroon_least_privilege(tmp: Path, sim: LndSim) -> None:
     outgoing = [line for line in log if "outgoing payment history unavailable" in line]
     assert len(network) == 1 and "info:read" in network[0], log
     assert len(outgoing) == 1, log
+
+
+# -- crash safety ----------------------------------------------------------------
+
+BULK = 10_000
+CHUNK = 500
+PRESETTLED = 2_000  # settled before lnplugin first starts: the replay/backfill part
+MIN_KILLS = 5
+
+
+def _settle_live(sim: LndSim, done: threading.Event, count: int = BULK - PRESETTLED) -> None:
+    for _ in range(count // CHUNK):
+        sim.bulk_settle(CHUNK, amount_msat=1000)
+        time.sleep(0.2)
+    done.set()
+
+
+def _stored_once(tmp: Path) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Wait for BULK settled rows, then (counts, events, cursor) from the store."""
+    wait_for(
+        lambda: (
+            scalar(tmp / "data", "SELECT COUNT(*) FROM invoices WHERE state = 'SETTLED'")[0] >= BULK
+        ),
+        "all settlements stored",
+        timeout=60,
+    )
+    counts = scalar(
+        tmp / "data",
+        "SELECT COUNT(*), COUNT(DISTINCT payment_hash), MAX(list_seq) FROM invoices "
+        "WHERE type = 'incoming' AND state = 'SETTLED'",
+    )
+    events = scalar(
+        tmp / "data",
+        "SELECT COUNT(*), COUNT(DISTINCT payment_hash) FROM events WHERE type = ?",
+        "invoice.incoming.settled",
+    )
+    cursor = scalar(tmp / "data", "SELECT value FROM cursors WHERE name = 'incoming'")[0]
+    return counts, events, cursor
+
+
+def test_sigkill_during_10k_settlements_stores_each_once(tmp: Path, sim: LndSim) -> None:
+    """SIGKILL lnplugin every 0.3-0.5 s while lnd replays and delivers 10,000 settlements."""
+    sim.bulk_settle(PRESETTLED, amount_msat=1000)
+    server = _serve(tmp, sim).start()
+    done = threading.Event()
+    started = time.monotonic()
+    threading.Thread(target=_settle_live, args=(sim, done), daemon=True).start()
+    kills = 0
+    progress: list[int] = []
+    try:
+        while not done.is_set() or kills < MIN_KILLS:
+            time.sleep(random.uniform(0.3, 0.5))
+            server.stop(signal.SIGKILL)
+            kills += 1
+            progress.append(scalar(tmp / "data", "SELECT COUNT(*) FROM invoices")[0])
+            server = _serve(tmp, sim).start()
+        counts, events, cursor = _stored_once(tmp)
+    finally:
+        server.stop()
+    print(
+        f"\nLND 10k SIGKILL: kills={kills} elapsed={time.monotonic() - started:.1f}s "
+        f"counts={counts} events={events} cursor={cursor} stored_at_kills={progress}"
+    )
+    assert kills >= MIN_KILLS
+    assert counts == (BULK, BULK, BULK)  # each once, and the incoming list is dense
+    assert events == (BULK, BULK)  # one settled event each: webhooks fire once
+    assert cursor == BULK  # the persisted settle_index
+
+
+def test_dropped_connections_during_10k_settlements_store_each_once(tmp: Path, sim: LndSim) -> None:
+    """Streams cut mid-replay, mid-live, and lnd restarting: still each settlement once."""
+    sim.bulk_settle(PRESETTLED, amount_msat=1000)
+    sim.faults.drop_stream_after = 700  # the first stream dies mid-replay
+    sim.faults.drop_stream_times = 1
+    sim.faults.duplicate_every = 7  # and lnd sends some events twice
+    started = time.monotonic()
+    with _serve(tmp, sim):
+        done = threading.Event()
+        threading.Thread(target=_settle_live, args=(sim, done), daemon=True).start()
+        disruptions = 1
+        time.sleep(1.0)
+        sim.drop_streams()
+        disruptions += 1
+        time.sleep(1.0)
+        sim.restart(down_for=0.5)
+        disruptions += 1
+        done.wait(60)
+        counts, events, cursor = _stored_once(tmp)
+    print(
+        f"\nLND 10k drops: disruptions={disruptions} elapsed={time.monotonic() - started:.1f}s "
+        f"counts={counts} events={events} cursor={cursor}"
+    )
+    assert counts == (BULK, BULK, BULK)
+    assert events == (BULK, BULK)
+    assert cursor == BULK

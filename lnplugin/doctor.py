@@ -206,30 +206,31 @@ def _lnd_address(target: str) -> Check:
 
 
 def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
-    """Load tls.cert and verify a handshake with it, hostname included, as gRPC does."""
+    """Load tls.cert and verify a handshake with it, hostname included, as gRPC does.
+
+    Standard library only: doctor must run where lnplugin runs, without extras.
+    """
     import socket
     import ssl
-
-    from cryptography import x509
 
     if cert_path is None:
         return Check("TLS", "fail", "no --lnd-cert / LNPLUGIN_LND_CERT: copy lnd's tls.cert")
     try:
-        pem = Path(cert_path).read_bytes()
-        cert = x509.load_pem_x509_certificate(pem)
+        pem = Path(cert_path).read_text("ascii")
+        ssl.PEM_cert_to_DER_cert(pem.strip())
+        context = ssl.create_default_context(cadata=pem)
     except OSError as exc:
         return Check("TLS", "fail", f"cannot read {cert_path}: {exc.strerror}")
-    except ValueError:
+    except (ValueError, ssl.SSLError):
         return Check("TLS", "fail", f"{cert_path} is not a PEM certificate (lnd's tls.cert)")
     host, port = _split_host(target)
-    context = ssl.create_default_context(cadata=pem.decode("ascii", "replace"))
     context.set_alpn_protocols(["h2"])
     try:
         with (
             socket.create_connection((host, port), timeout=5) as raw,
-            context.wrap_socket(raw, server_hostname=host),
+            context.wrap_socket(raw, server_hostname=host) as tls,
         ):
-            pass
+            peer = tls.getpeercert() or {}
     except ssl.SSLCertVerificationError as exc:
         return Check(
             "TLS",
@@ -239,9 +240,11 @@ def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
         )
     except (OSError, ssl.SSLError) as exc:
         return Check("TLS", "fail", f"TLS handshake with {target} failed: {exc}")
-    expires = cert.not_valid_after_utc
-    left = expires - _dt.datetime.now(_dt.UTC)
-    if left.days < 30:
+    not_after = peer.get("notAfter")
+    if not isinstance(not_after, str):
+        return Check("TLS", "ok", f"handshake ok with {cert_path}")
+    expires = _dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), _dt.UTC)
+    if expires - _dt.datetime.now(_dt.UTC) < _dt.timedelta(days=30):
         return Check(
             "TLS", "warn", f"handshake ok, but tls.cert expires {expires:%Y-%m-%d}: renew it"
         )

@@ -99,14 +99,64 @@ def record_fields(records: dict[int, bytes]) -> dict[str, Any]:
     }
 
 
-def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
-    """Apply one node update inside `tx`. Returns True when state changed."""
+class ApplyBatch:
+    """State shared by the updates applied in one transaction.
+
+    Ingest speed is mostly SQLite statements per settlement, so what is the
+    same for every update of a batch is done once: the cursor is advanced to
+    the batch's highest position at the end (same transaction, so still
+    atomic with the rows), `list_seq` is read once and counted up, and the
+    CLN-only `htlc_records` lookup is skipped when that table is empty (it is
+    for every node but CLN plugin mode; nothing else writes during `tx`).
+    """
+
+    __slots__ = ("_captures", "_list_seq", "cursor")
+
+    def __init__(self) -> None:
+        self.cursor = 0
+        self._list_seq: int | None = None
+        self._captures: bool | None = None
+
+    def next_list_seq(self, tx: sqlite3.Connection) -> int:
+        if self._list_seq is None:
+            self._list_seq = invoices.next_list_seq(tx, "incoming")
+        else:
+            self._list_seq += 1
+        return self._list_seq
+
+    def captured(self, tx: sqlite3.Connection, payment_hash: str) -> dict[int, bytes]:
+        if self._captures is None:
+            self._captures = tx.execute("SELECT 1 FROM htlc_records LIMIT 1").fetchone() is not None
+        return htlc_records.get(tx, payment_hash) if self._captures else {}
+
+    def finish(self, tx: sqlite3.Connection) -> None:
+        """Advance the cursor to the highest position the batch carried."""
+        if self.cursor > 0:
+            cursors.advance(tx, cursors.INCOMING, self.cursor)
+
+
+def apply_in(
+    tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch | None = None
+) -> bool:
+    """Apply one node update inside `tx`. Returns True when state changed.
+
+    With `batch`, the caller applies several updates in `tx` and calls
+    `batch.finish(tx)` before committing; without, this update stands alone.
+    """
+    if batch is None:
+        single = ApplyBatch()
+        changed = _apply_one(tx, update, single)
+        single.finish(tx)
+        return changed
+    return _apply_one(tx, update, batch)
+
+
+def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch) -> bool:
     inv = update.invoice
     row = invoices.by_hash(tx, inv.payment_hash, "incoming")
     # Records CLN plugin mode captured from `htlc_accepted` (listinvoices has none).
-    captured = htlc_records.get(tx, inv.payment_hash)
-    if update.cursor > 0:
-        cursors.advance(tx, cursors.INCOMING, update.cursor)
+    captured = batch.captured(tx, inv.payment_hash)
+    batch.cursor = max(batch.cursor, update.cursor)
     if inv.state == "OPEN":
         return False  # nothing to record; lnplugin stores its own invoices at creation
     if row is None:
@@ -131,7 +181,7 @@ def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
             **record_fields(records),
         }
         if inv.state == "SETTLED":
-            fields["list_seq"] = invoices.next_list_seq(tx, "incoming")
+            fields["list_seq"] = batch.next_list_seq(tx)
         invoice_id = invoices.insert(tx, fields)
     else:
         invoice_id = row["id"]
@@ -149,7 +199,7 @@ def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
                 amount_received_msat=inv.amount_received_msat,
                 settled_at=inv.settled_at or int(time.time()),
                 preimage=inv.preimage,
-                list_seq=invoices.next_list_seq(tx, "incoming"),
+                list_seq=batch.next_list_seq(tx),
                 is_keysend=int(inv.is_keysend or row["is_keysend"]),
             )
         if records_changed:
@@ -301,8 +351,10 @@ class Follower:
         """Apply updates in one transaction; returns how many changed state."""
         changed = 0
         with self._apply_lock, self.store.transaction() as tx:
+            batch = ApplyBatch()
             for update in updates:
-                changed += apply_in(tx, update)
+                changed += _apply_one(tx, update, batch)
+            batch.finish(tx)
             cursor = cursors.get(tx, cursors.INCOMING)
         self.status.cursor = cursor
         self.status.head = max(self.status.head, cursor)

@@ -22,7 +22,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,7 +325,6 @@ class Follower:
         expiry_interval: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -333,7 +332,6 @@ class Follower:
         self.expiry_interval = expiry_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self.on_change = on_change
         self.status = FollowerStatus()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -360,7 +358,6 @@ class Follower:
         self.status.head = max(self.status.head, cursor)
         if changed:
             self.status.last_event_at = int(time.time())
-            self._changed()
         return changed
 
     def apply_outgoing(self, payments: Iterable[OutgoingPayment]) -> int:
@@ -369,8 +366,6 @@ class Follower:
             for payment in payments:
                 changed += apply_outgoing_in(tx, payment)
             self.status.outgoing_cursor = cursors.get(tx, cursors.OUTGOING)
-        if changed:
-            self._changed()
         return changed
 
     def sync_cursor_kind(self) -> None:
@@ -389,10 +384,6 @@ class Follower:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
             self.status.cursor = self.status.head = cursor
         self._cursor_kind = kind
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
 
     # -- sweeps -----------------------------------------------------------------
 
@@ -536,8 +527,7 @@ class Follower:
         while not self._stop.is_set():
             now = time.monotonic()
             try:
-                if expire_due(self.store):
-                    self._changed()
+                expire_due(self.store)
                 if now >= next_sweep:
                     self.sweep()
                     next_sweep = now + self.sweep_interval

@@ -25,6 +25,4 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(events.bp)
     if service.settings.node == "dev":
         app.register_blueprint(dev.bp)
-    for hook in service.extensions.get("blueprints", []):
-        app.register_blueprint(hook)
     return app

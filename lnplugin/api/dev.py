@@ -34,17 +34,20 @@ def _payment_json(invoice: NodeInvoice) -> dict[str, Any]:
 
 def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
     """Answer after the follower stored the payment, so a client that reads
-    right after paying sees it (the feed normally commits within ms)."""
-    svc = context.service()
+    right after paying sees it (the feed normally commits within ms).
+    Waits on the store's commit notification rather than polling."""
+    store = context.service().store
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = svc.store.conn.execute(
+    seen = store.commit_version
+    while True:
+        row = store.conn.execute(
             "SELECT state FROM invoices WHERE type = 'incoming' AND payment_hash = ?",
             (payment_hash,),
         ).fetchone()
-        if row is not None and row[0] == "SETTLED":
+        left = deadline - time.monotonic()
+        if (row is not None and row[0] == "SETTLED") or left <= 0:
             return
-        time.sleep(0.005)
+        seen = store.wait_for_commit(seen, min(left, 0.1))
 
 
 @bp.post("/pay")

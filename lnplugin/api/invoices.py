@@ -9,7 +9,7 @@ import sqlite3
 import time
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 from pydantic import ValidationError
 
 from lnplugin.alby import invoice_json
@@ -39,9 +39,6 @@ def create_invoice() -> Any:
         raise validation_error(exc) from None
     if errors := body.cross_field_errors():
         raise APIError(400, "Invalid request", errors)
-    hook = svc.extensions.get("validate_invoice_create")
-    if hook is not None:
-        hook(body)
 
     token = current_token()
     key = request.headers.get("Idempotency-Key")
@@ -85,9 +82,6 @@ def create_invoice() -> Any:
         if replay is None:
             raise
         return replay
-    on_create = svc.extensions.get("on_invoice_created")
-    if on_create is not None:
-        on_create()
     return invoice_json(row, int(time.time())), 201
 
 
@@ -192,7 +186,6 @@ def _list(name: invoices.ListName) -> Any:
             400, "Invalid request", {exc.field: "no invoice with that identifier in this list"}
         ) from None
     now = int(time.time())
-    g.list_size = len(rows)
     return [invoice_json(row, now) for row in rows]
 
 

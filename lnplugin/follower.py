@@ -151,6 +151,74 @@ def apply_in(
     return _apply_one(tx, update, batch)
 
 
+def apply_many(tx: sqlite3.Connection, updates: Iterable[InvoiceUpdate], batch: ApplyBatch) -> int:
+    """Apply a batch of node updates inside `tx`; returns how many changed state.
+
+    A catch-up replays thousands of settlements lnplugin has never seen, and
+    per-statement overhead is most of their cost, so those are collected and
+    written with one INSERT per table. Everything else (a settlement of an
+    invoice lnplugin created, a replay, a hash seen twice in the batch) goes
+    through `_apply_one`, after the collected rows are written so that it
+    sees them and the order of events is kept.
+    """
+    updates = list(updates)
+    known = invoices.existing_hashes(
+        tx, [u.invoice.payment_hash for u in updates if u.invoice.state != "OPEN"], "incoming"
+    )
+    fresh: list[tuple[str, dict[str, Any]]] = []  # (event type, complete row), in order
+    changed = 0
+    for update in updates:
+        inv = update.invoice
+        if inv.state == "OPEN":
+            batch.cursor = max(batch.cursor, update.cursor)
+            continue
+        if inv.payment_hash in known:
+            _write_fresh(tx, fresh)
+            changed += _apply_one(tx, update, batch)
+            continue
+        batch.cursor = max(batch.cursor, update.cursor)
+        captured = batch.captured(tx, inv.payment_hash)
+        fields = _new_row(inv, _merge_records(None, inv, captured))
+        if inv.state == "SETTLED":
+            fields["list_seq"] = batch.next_list_seq(tx)
+        fresh.append((_EVENT_FOR_STATE[inv.state], invoices.complete(fields)))
+        known.add(inv.payment_hash)
+        changed += 1
+    _write_fresh(tx, fresh)
+    return changed
+
+
+def _write_fresh(tx: sqlite3.Connection, fresh: list[tuple[str, dict[str, Any]]]) -> None:
+    # Rows first: insert_many assigns the ids their events point at.
+    if fresh:
+        invoices.insert_many(tx, [row for _, row in fresh])
+        events.append_many(tx, fresh)
+        fresh.clear()
+
+
+def _new_row(inv: NodeInvoice, records: dict[int, bytes]) -> dict[str, Any]:
+    """The invoice columns for an invoice lnplugin first hears of from the node."""
+    return {
+        "type": "incoming",
+        "payment_hash": inv.payment_hash,
+        "payment_request": inv.payment_request,
+        "state": inv.state,
+        "amount_msat": inv.amount_msat,
+        "amount_received_msat": inv.amount_received_msat,
+        "description": inv.description,
+        "description_hash": inv.description_hash,
+        "created_at": inv.created_at,
+        "expiry": inv.expiry,
+        "expires_at": inv.expires_at,
+        "settled_at": inv.settled_at,
+        "preimage": inv.preimage,
+        "payment_secret": inv.payment_secret,
+        "is_keysend": int(inv.is_keysend),
+        "source": "node",
+        **record_fields(records),
+    }
+
+
 def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch) -> bool:
     inv = update.invoice
     row = invoices.by_hash(tx, inv.payment_hash, "incoming")
@@ -160,26 +228,7 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
     if inv.state == "OPEN":
         return False  # nothing to record; lnplugin stores its own invoices at creation
     if row is None:
-        records = _merge_records(None, inv, captured)
-        fields: dict[str, Any] = {
-            "type": "incoming",
-            "payment_hash": inv.payment_hash,
-            "payment_request": inv.payment_request,
-            "state": inv.state,
-            "amount_msat": inv.amount_msat,
-            "amount_received_msat": inv.amount_received_msat,
-            "description": inv.description,
-            "description_hash": inv.description_hash,
-            "created_at": inv.created_at,
-            "expiry": inv.expiry,
-            "expires_at": inv.expires_at,
-            "settled_at": inv.settled_at,
-            "preimage": inv.preimage,
-            "payment_secret": inv.payment_secret,
-            "is_keysend": int(inv.is_keysend),
-            "source": "node",
-            **record_fields(records),
-        }
+        fields = _new_row(inv, _merge_records(None, inv, captured))
         if inv.state == "SETTLED":
             fields["list_seq"] = batch.next_list_seq(tx)
         invoice_id = invoices.insert(tx, fields)
@@ -347,11 +396,9 @@ class Follower:
 
     def apply(self, updates: Iterable[InvoiceUpdate]) -> int:
         """Apply updates in one transaction; returns how many changed state."""
-        changed = 0
         with self._apply_lock, self.store.transaction() as tx:
             batch = ApplyBatch()
-            for update in updates:
-                changed += _apply_one(tx, update, batch)
+            changed = apply_many(tx, updates, batch)
             batch.finish(tx)
             cursor = cursors.get(tx, cursors.INCOMING)
         self.status.cursor = cursor

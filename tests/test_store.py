@@ -134,6 +134,110 @@ def test_invoices_are_unique_per_type_and_payment_hash(store):
         open_invoice(store)
 
 
+def test_a_row_completed_for_a_bulk_insert_is_the_row_sqlite_stores(store):
+    # `invoices.COLUMNS` mirrors the schema: every column, with SQLite's default.
+    columns = [r["name"] for r in store.conn.execute("PRAGMA table_info(invoices)")]
+    assert list(invoices.COLUMNS) == columns
+    row = invoices.complete(
+        {
+            "type": "incoming",
+            "payment_hash": HASH,
+            "state": "SETTLED",
+            "created_at": 1,
+            "expiry": 1,
+            "expires_at": 2,
+            "list_seq": 1,
+        }
+    )
+    with store.transaction() as tx:
+        invoices.insert_many(tx, [row])
+    assert row["id"] == 1
+    assert dict(invoices.by_id(store.conn, 1)) == row
+
+
+def test_bulk_inserted_rows_continue_the_dense_ids(store):
+    first = open_invoice(store, "01" * 32)
+    batch = [
+        invoices.complete(
+            {
+                "type": "incoming",
+                "payment_hash": f"{n:064x}",
+                "state": "SETTLED",
+                "created_at": 1,
+                "expiry": 1,
+                "expires_at": 2,
+            }
+        )
+        for n in range(2, 5)
+    ]
+    with store.transaction() as tx:
+        invoices.insert_many(tx, batch)
+    assert [r["id"] for r in batch] == [first + 1, first + 2, first + 3]
+    assert open_invoice(store, "05" * 32) == first + 4
+
+
+def test_identifiers_and_event_ids_are_unique_and_sort_by_creation_time():
+    # Time-ordered ids append to their unique index instead of touching a random page.
+    idents = []
+    for _ in range(3):
+        idents += [invoices.new_identifier() for _ in range(200)]
+        time.sleep(0.002)
+    assert len(set(idents)) == len(idents)
+    assert all(len(i) == 24 for i in idents)
+    first_of_each_ms = [i for n, i in enumerate(idents) if n % 200 == 0]
+    assert first_of_each_ms == sorted(first_of_each_ms)
+    assert idents[0][:12] < idents[-1][:12]
+    event_a = events.new_event_id()
+    time.sleep(0.002)
+    event_b = events.new_event_id()
+    assert event_a.startswith("evt_") and len(event_a) == 28 and event_a < event_b
+
+
+def test_a_lookup_by_hash_alone_uses_the_type_and_hash_index(store):
+    # Migration 4 dropped the payment_hash-only index; this lookup must not scan.
+    names = {r["name"] for r in store.conn.execute("PRAGMA index_list(invoices)")}
+    assert "idx_invoices_payment_hash" not in names
+    open_invoice(store)
+    with store.transaction() as tx:
+        invoices.insert(
+            tx,
+            {
+                "type": "outgoing",
+                "payment_hash": HASH,
+                "state": "SETTLED",
+                "created_at": 1,
+                "expiry": 0,
+                "expires_at": 1,
+            },
+        )
+    assert invoices.by_hash(store.conn, HASH)["type"] == "incoming"
+    assert invoices.by_hash(store.conn, HASH, "outgoing")["type"] == "outgoing"
+    plan = " ".join(
+        str(r[3])
+        for r in store.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM invoices WHERE type IN ('incoming', 'outgoing') "
+            "AND payment_hash = ? ORDER BY type = 'incoming' DESC LIMIT 1",
+            (HASH,),
+        )
+    )
+    assert "USING INDEX idx_invoices_type_payment_hash" in plan
+
+
+def test_an_existing_database_loses_the_redundant_index_on_upgrade(tmp_path):
+    path = tmp_path / "db.sqlite"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE INDEX idx_invoices_payment_hash ON invoices(payment_hash)")
+    conn.execute("DELETE FROM schema_version WHERE version = 4")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    names = {r["name"] for r in store.conn.execute("PRAGMA index_list(invoices)")}
+    assert "idx_invoices_payment_hash" not in names
+    assert "idx_invoices_type_payment_hash" in names
+    store.close()
+
+
 # -- cursors -------------------------------------------------------------------------------
 
 

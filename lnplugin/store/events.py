@@ -9,7 +9,10 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from lnplugin.alby import invoice_json, iso
 
@@ -27,24 +30,45 @@ EVENT_TYPES = (
 )
 
 
-def append(tx: sqlite3.Connection, type_: str, invoice: sqlite3.Row) -> int:
+def new_event_id() -> str:
+    """Unique and time-ordered (see `invoices.new_identifier`): appends to the index."""
+    return f"evt_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
+def append(tx: sqlite3.Connection, type_: str, invoice: sqlite3.Row | Mapping[str, Any]) -> int:
     """Record that `invoice` (already updated in `tx`) reached a new state."""
     now = int(time.time())
-    event_id = "evt_" + secrets.token_hex(12)
-    payload = {"type": type_, "timestamp": iso(now), "data": invoice_json(invoice, now)}
-    cur = tx.execute(
-        "INSERT INTO events (event_id, type, invoice_id, payment_hash, created_at, payload) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            event_id,
-            type_,
-            invoice["id"],
-            invoice["payment_hash"],
-            now,
-            json.dumps(payload, separators=(",", ":")),
-        ),
-    )
+    cur = tx.execute(_INSERT, _values(type_, invoice, now))
     return int(cur.lastrowid or 0)
+
+
+def append_many(tx: sqlite3.Connection, changes: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """`append` for many (event type, invoice) pairs in one statement, in order."""
+    now = int(time.time())
+    tx.executemany(_INSERT, [_values(type_, row, now) for type_, row in changes])
+
+
+_INSERT = (
+    "INSERT INTO events (event_id, type, invoice_id, payment_hash, created_at, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _values(
+    type_: str, invoice: sqlite3.Row | Mapping[str, Any], now: int
+) -> tuple[str, str, int, str, int, str]:
+    payload = {"type": type_, "timestamp": iso(now), "data": invoice_json(invoice, now)}
+    return (
+        new_event_id(),
+        type_,
+        invoice["id"],
+        invoice["payment_hash"],
+        now,
+        # orjson: the same compact JSON as json.dumps(separators=(",", ":")),
+        # except non-ASCII is written as UTF-8 rather than \u escapes; it is
+        # a third of a bulk settlement's cost with the standard library.
+        orjson.dumps(payload).decode(),
+    )
 
 
 def after(conn: sqlite3.Connection, seq: int, limit: int = 500) -> list[sqlite3.Row]:

@@ -250,3 +250,11 @@ def _cln_plugin(db: sqlite_utils.Database) -> None:
     db["cursor_kinds"].create(
         {"name": str, "kind": str, "updated_at": int}, pk="name", not_null={"kind"}
     )
+
+
+@migration(4, "drop the payment_hash index the (type, payment_hash) index covers")
+def _drop_payment_hash_index(db: sqlite_utils.Database) -> None:
+    # Every lookup by hash names the type (or `type IN (...)`), so the unique
+    # (type, payment_hash) index serves it; this one only cost a random-page
+    # write per insert.
+    db.execute("DROP INDEX IF EXISTS idx_invoices_payment_hash")

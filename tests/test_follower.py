@@ -1,0 +1,191 @@
+"""`Follower.apply`: a batch of node updates becomes rows, events and a cursor in
+one transaction, the same whichever mix of new, known and repeated invoices it
+holds. (Feed, reconnect and crash behaviour are covered end to end in
+test_lnd_e2e.py and test_cln_e2e.py.)"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from lnplugin.follower import Follower, apply_in
+from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
+from lnplugin.nodes.dev import DevNode
+from lnplugin.store import Store, cursors, events, htlc_records, invoices
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "lnplugin.sqlite")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def follower(store, tmp_path):
+    # The node is not contacted: only `apply` is exercised.
+    return Follower(DevNode(tmp_path / "dev"), store)
+
+
+def node_invoice(n: int, state: str = "SETTLED", **kw) -> NodeInvoice:
+    now = int(time.time())
+    fields = {
+        "payment_hash": f"{n:064x}",
+        "payment_request": f"lnbcrt{n}...",
+        "state": state,
+        "amount_msat": 1000 * n,
+        "created_at": now - 10,
+        "expiry": 3600,
+        "description": f"invoice {n}",
+        "amount_received_msat": 1000 * n if state == "SETTLED" else 0,
+        "settled_at": now if state == "SETTLED" else None,
+        "preimage": f"{n:064x}"[::-1] if state == "SETTLED" else None,
+        **kw,
+    }
+    return NodeInvoice(**fields)
+
+
+def rows(store: Store) -> list[dict]:
+    return [dict(r) for r in store.conn.execute("SELECT * FROM invoices ORDER BY id")]
+
+
+def all_events(store: Store) -> list[tuple[str, str, int]]:
+    return [
+        (e["type"], e["payment_hash"], e["invoice_id"])
+        for e in events.after(store.conn, 0, limit=10_000)
+    ]
+
+
+def test_a_backlog_of_new_settlements_is_stored_once_each_with_its_event(store, follower):
+    updates = [InvoiceUpdate(node_invoice(n), n) for n in range(1, 1201)]
+    assert follower.apply(updates) == 1200
+    stored = rows(store)
+    assert [r["id"] for r in stored] == list(range(1, 1201))  # dense, as the "all" list needs
+    assert [r["list_seq"] for r in stored] == list(range(1, 1201))
+    assert [r["payment_hash"] for r in stored] == [f"{n:064x}" for n in range(1, 1201)]
+    assert all(r["source"] == "node" and r["state"] == "SETTLED" for r in stored)
+    assert all_events(store) == [
+        (events.INCOMING_SETTLED, r["payment_hash"], r["id"]) for r in stored
+    ]
+    assert cursors.get(store.conn, cursors.INCOMING) == 1200
+    assert follower.status.cursor == 1200
+
+
+def test_rows_written_in_bulk_read_back_as_the_event_described_them(store, follower):
+    follower.apply([InvoiceUpdate(node_invoice(7, description="café ☕"), 7)])
+    (event,) = events.after(store.conn, 0)
+    data = events.payload(event)["data"]
+    stored = invoices.by_id(store.conn, event["invoice_id"])
+    assert data["identifier"] == stored["identifier"]
+    assert data["description"] == "café ☕"
+    assert data["amount"] == 7 and data["amount_msat"] == 7000
+    assert data["preimage"] == stored["preimage"]
+    assert data["settled"] is True and data["state"] == "SETTLED"
+
+
+def test_a_replay_inside_the_batch_counts_once(store, follower):
+    first = InvoiceUpdate(node_invoice(1), 1)
+    assert follower.apply([first, InvoiceUpdate(node_invoice(2), 2), first]) == 2
+    assert [r["payment_hash"] for r in rows(store)] == [f"{1:064x}", f"{2:064x}"]
+    assert len(all_events(store)) == 2
+
+
+def test_a_replay_of_an_earlier_batch_changes_nothing(store, follower):
+    batch = [InvoiceUpdate(node_invoice(n), n) for n in range(1, 4)]
+    follower.apply(batch)
+    before = rows(store)
+    assert follower.apply(batch) == 0
+    assert rows(store) == before
+    assert len(all_events(store)) == 3
+
+
+def test_known_and_new_invoices_in_one_batch_keep_the_feed_order(store, follower):
+    # Invoice 2 was created through the API, so its settlement updates the
+    # existing row; the others are new to lnplugin. Events follow the feed order.
+    now = int(time.time())
+    with store.transaction() as tx:
+        created = invoices.insert(
+            tx,
+            {
+                "type": "incoming",
+                "payment_hash": f"{2:064x}",
+                "payment_request": "lnbcrt2...",
+                "state": "OPEN",
+                "amount_msat": 2000,
+                "created_at": now,
+                "expiry": 3600,
+                "expires_at": now + 3600,
+            },
+        )
+    updates = [
+        InvoiceUpdate(node_invoice(1), 1),
+        InvoiceUpdate(node_invoice(2), 2),
+        InvoiceUpdate(node_invoice(3, state="CANCELED"), 0),
+        InvoiceUpdate(node_invoice(4), 3),
+    ]
+    assert follower.apply(updates) == 4
+    by_hash = {r["payment_hash"]: r for r in rows(store)}
+    assert by_hash[f"{2:064x}"]["id"] == created
+    assert by_hash[f"{2:064x}"]["state"] == "SETTLED"
+    assert by_hash[f"{3:064x}"]["state"] == "CANCELED"
+    assert by_hash[f"{3:064x}"]["list_seq"] is None  # canceled invoices are not listed
+    assert [by_hash[f"{n:064x}"]["list_seq"] for n in (1, 2, 4)] == [1, 2, 3]
+    assert [(t, h) for t, h, _ in all_events(store)] == [
+        (events.INCOMING_SETTLED, f"{1:064x}"),
+        (events.INCOMING_SETTLED, f"{2:064x}"),
+        (events.INCOMING_CANCELED, f"{3:064x}"),
+        (events.INCOMING_SETTLED, f"{4:064x}"),
+    ]
+    assert sorted(r["id"] for r in rows(store)) == [1, 2, 3, 4]
+    assert cursors.get(store.conn, cursors.INCOMING) == 3
+
+
+def test_open_updates_in_a_batch_only_move_the_cursor(store, follower):
+    assert follower.apply([InvoiceUpdate(node_invoice(1, state="OPEN"), 5)]) == 0
+    assert rows(store) == []
+    assert cursors.get(store.conn, cursors.INCOMING) == 5
+
+
+def test_captured_records_are_joined_in_a_batch(store, follower):
+    # CLN plugin mode: the hook stored records before the settlement arrived.
+    with store.transaction() as tx:
+        htlc_records.merge(tx, f"{1:064x}", {34349334: b"hello"})
+    follower.apply([InvoiceUpdate(node_invoice(1), 1), InvoiceUpdate(node_invoice(2), 2)])
+    by_hash = {r["payment_hash"]: r for r in rows(store)}
+    assert by_hash[f"{1:064x}"]["keysend_message"] == "hello"
+    assert by_hash[f"{2:064x}"]["keysend_message"] is None
+
+
+def test_a_failed_batch_leaves_nothing_behind(store, follower):
+    # A real SQLite failure while the events are written, after the rows were.
+    store.conn.execute(
+        "CREATE TEMP TRIGGER fail_events BEFORE INSERT ON events "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    batch = [InvoiceUpdate(node_invoice(n), n) for n in range(1, 5)]
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        follower.apply(batch)
+    assert rows(store) == []
+    assert cursors.get(store.conn, cursors.INCOMING) == 0
+    store.conn.execute("DROP TRIGGER fail_events")
+    assert follower.apply(batch) == 4
+
+
+def test_the_single_update_path_and_the_batch_path_store_the_same_row(tmp_path):
+    # `apply_in` (one update, row by row) and `Follower.apply` (bulk) must agree.
+    single, bulk = Store(tmp_path / "a.sqlite"), Store(tmp_path / "b.sqlite")
+    invoice = node_invoice(9, is_keysend=True, custom_records={7629169: b'{"action":"boost"}'})
+    with single.transaction() as tx:
+        apply_in(tx, InvoiceUpdate(invoice, 1))
+    Follower(DevNode(tmp_path / "dev"), bulk).apply([InvoiceUpdate(invoice, 1)])
+
+    def comparable(store: Store) -> dict:
+        (row,) = rows(store)
+        return {k: v for k, v in row.items() if k != "identifier"}
+
+    assert comparable(single) == comparable(bulk)
+    assert comparable(bulk)["boostagram"] is not None
+    single.close()
+    bulk.close()

@@ -570,7 +570,9 @@ class Follower:
                 raise item
 
     def _run_sweeps(self) -> None:
-        next_sweep = 0.0
+        """Expiry every tick, new outgoing payments at the node's poll interval
+        (the feed carries only incoming ones), the full sweep every `sweep_interval`."""
+        next_sweep = next_outgoing = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
             try:
@@ -578,6 +580,10 @@ class Follower:
                 if now >= next_sweep:
                     self.sweep()
                     next_sweep = now + self.sweep_interval
+                    next_outgoing = now + self.node.outgoing_poll_interval
+                elif now >= next_outgoing and self.status.outgoing == "ok":
+                    self.sweep_outgoing()  # when denied, only the full sweep asks again
+                    next_outgoing = now + self.node.outgoing_poll_interval
             except (NodeUnavailable, NodeError) as exc:
                 self._note_error(exc)
                 next_sweep = now + min(self.sweep_interval, 5.0)

@@ -13,7 +13,9 @@ import pytest
 from lnplugin.follower import Follower, apply_in
 from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
 from lnplugin.nodes.dev import DevNode
+from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store, cursors, events, htlc_records, invoices
+from lnplugin.testing.lnd_sim import LndSim
 
 
 @pytest.fixture
@@ -189,3 +191,46 @@ def test_the_single_update_path_and_the_batch_path_store_the_same_row(tmp_path):
     assert comparable(bulk)["boostagram"] is not None
     single.close()
     bulk.close()
+
+
+# -- outgoing payments -------------------------------------------------------------------
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_an_outgoing_payment_made_while_running_appears_without_waiting_for_the_sweep(
+    store, tmp_path
+):
+    # The feed carries only incoming invoices; outgoing ones are polled from
+    # the node's payment index at its poll interval, not only by the sweep.
+    with LndSim(tmp_path / "lnd", network="regtest") as sim:
+        node = LndNode(
+            sim.target,
+            cert=sim.cert_path,
+            macaroon=sim.admin_macaroon_path,
+            network="regtest",
+        )
+        node.outgoing_poll_interval = 0.1  # lnd's default is 5 s
+        follower = Follower(node, store, sweep_interval=3600, expiry_interval=0.05)
+        follower.start()
+        try:
+            wait_until(lambda: follower.status.last_sweep_at, "the startup sweep")
+            paid = sim.make_payment(21_000, fee_msat=3)
+            row = wait_until(
+                lambda: invoices.by_hash(store.conn, paid.payment_hash, "outgoing"),
+                "the outgoing payment",
+            )
+        finally:
+            follower.stop()
+    assert row["amount_msat"] == 21_000 and row["fee_msat"] == 3
+    assert row["preimage"] == paid.payment_preimage
+    assert follower.status.outgoing_cursor == paid.payment_index
+    (event,) = events.after(store.conn, 0)
+    assert event["type"] == events.OUTGOING_SETTLED

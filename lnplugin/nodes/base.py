@@ -137,6 +137,10 @@ class Node(abc.ABC):
     """
 
     kind: str = "abstract"
+    # How often the follower asks `outgoing_payments` for new payments. Nodes
+    # list them incrementally from a cursor, so asking often is cheap and a
+    # payment made while lnplugin runs shows up within seconds.
+    outgoing_poll_interval: float = 5.0
 
     @abc.abstractmethod
     def get_info(self) -> NodeInfo: ...

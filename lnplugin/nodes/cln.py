@@ -240,6 +240,12 @@ class ClnNode(Node):
         """'updated_index' (>= 23.08) or 'pay_index' (older): what cursors mean."""
         return "updated_index" if self.version >= (23, 8) else "pay_index"
 
+    @property
+    def outgoing_poll_interval(self) -> float:  # type: ignore[override]
+        """Before 24.11 there is no indexed `listpays`: each poll lists every
+        completed payment, so poll at the sweep's pace instead."""
+        return 5.0 if self.version >= (24, 11) else 60.0
+
     # ---------------------------------------------------------------- Node API
     def get_info(self) -> NodeInfo:
         info = self._call("getinfo")

@@ -157,6 +157,21 @@ class Server:
         found = [d for d in self.deliveries(endpoint_id) if d["event_id"] == event_id]
         return found[0] if found else None
 
+    def invoice_deliveries(self, payment_hash: str) -> dict[str, dict[str, Any]]:
+        """Deliveries to the invoice's own `webhook` URL, by event type."""
+        reply = self.call("GET", f"/invoices/{payment_hash}/deliveries")
+        assert reply.status_code == 200, reply.text
+        return {d["type"]: d for d in reply.json()}
+
+    def wait_invoice_delivery(self, payment_hash: str, type_: str, status: str) -> dict[str, Any]:
+        """The invoice's own delivery of its `type_` event, once it has `status`."""
+
+        def check() -> dict[str, Any] | None:
+            row = self.invoice_deliveries(payment_hash).get(type_)
+            return row if row is not None and row["status"] == status else None
+
+        return dict(wait_for(check))
+
     def wait_delivered(self, endpoint_id: str, event_id: str) -> dict[str, Any]:
         """The delivery row, once its status is `delivered`."""
 

@@ -272,3 +272,55 @@ def test_invoice_deliveries_route(svc: Service, client: FlaskClient, admin: dict
     creator = _token(svc, "invoices:create")
     assert client.get(path, headers=creator).status_code == 403
     assert client.get(path).status_code == 401
+
+
+def test_invoice_redeliver_scopes_and_404s(
+    svc: Service, client: FlaskClient, admin: dict[str, str]
+) -> None:
+    hooked = client.post(
+        "/invoices", json={"amount": 5, "webhook": "https://example.com/paid"}, headers=admin
+    ).get_json()["payment_hash"]
+    plain = client.post("/invoices", json={"amount": 5}, headers=admin).get_json()["payment_hash"]
+    _create(client, admin, filter_types=["invoice.incoming.created"])  # gets plain's event too
+    with svc.store.transaction() as tx:
+        db.fan_out(tx)
+    event_of = dict(svc.store.conn.execute("SELECT payment_hash, event_id FROM events"))
+    path = f"/invoices/{hooked}/deliveries/{event_of[hooked]}/redeliver"
+
+    # `invoices:read` and `invoices:create` (or `admin`); either alone is 403.
+    app_token = _token(svc, "invoices:read", "invoices:create")
+    for headers in (app_token, admin):
+        reply = client.post(path, headers=headers)
+        assert reply.status_code == 202
+        assert reply.get_json()["event_id"] == event_of[hooked]
+        assert reply.get_json()["status"] == "pending"
+    for scopes in (("invoices:read",), ("invoices:create",), ("transactions:read",)):
+        reply = client.post(path, headers=_token(svc, *scopes))
+        assert reply.status_code == 403
+        assert reply.get_json()["message"].startswith("Token lacks scope: invoices:")
+    assert client.post(path).status_code == 401
+
+    def redeliver(payment_hash: str, event_id: str) -> Any:
+        url = f"/invoices/{payment_hash}/deliveries/{event_id}/redeliver"
+        return client.post(url, headers=app_token)
+
+    unknown = redeliver("0" * 64, event_of[hooked])
+    assert unknown.status_code == 404
+    assert unknown.get_json() == {
+        "code": 404,
+        "error": True,
+        "message": f"No invoice with payment hash {'0' * 64}",
+    }
+    for payment_hash, event_id in (
+        (hooked, "evt_missing"),  # no such event
+        (hooked, event_of[plain]),  # another invoice's event
+        (plain, event_of[plain]),  # no `webhook` URL: only the endpoint has a delivery
+    ):
+        reply = redeliver(payment_hash, event_id)
+        assert reply.status_code == 404
+        message = f"No webhook delivery of event {event_id} for invoice {payment_hash}"
+        assert reply.get_json()["message"] == message
+    assert db.delivery(svc.store.conn, db.INVOICE_TARGET, event_of[plain]) is None
+    malformed = redeliver("zz", event_of[hooked])
+    assert malformed.status_code == 400
+    assert malformed.get_json()["errors"] == {"payment_hash": "must be 64 hex characters"}

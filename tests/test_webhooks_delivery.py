@@ -1,6 +1,7 @@
 """At-least-once delivery over real HTTP: retries keep the webhook-id, a
 SIGKILL mid-delivery does not lose the event, the SSRF guard refuses
-loopback without the allow-list, and dead letters can be redelivered."""
+loopback without the allow-list, and dead letters can be redelivered, to
+endpoints and to an invoice's own `webhook` URL alike."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from lnplugin import hub as hub_module
 from lnplugin import webhooks
 from lnplugin.store import Store
-from tests.helpers_webhooks import Receiver, Server, wait_for
+from tests.helpers_webhooks import Receiver, Server, run_cli, wait_for
 
 ALLOW = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "0,0,0,0"}
+CREATED, SETTLED = "invoice.incoming.created", "invoice.incoming.settled"
 
 
 @pytest.fixture()
@@ -188,9 +191,7 @@ def test_invoice_webhook_deliveries_are_listed_under_the_invoice(
     server.pay(payment_hash)
 
     def both_delivered() -> dict | None:
-        reply = server.call("GET", f"/invoices/{payment_hash}/deliveries")
-        assert reply.status_code == 200, reply.text
-        rows = {d["type"]: d for d in reply.json()}
+        rows = server.invoice_deliveries(payment_hash)
         return (
             rows
             if len(rows) == 2 and {"delivered"} == {d["status"] for d in rows.values()}
@@ -198,10 +199,10 @@ def test_invoice_webhook_deliveries_are_listed_under_the_invoice(
         )
 
     rows = wait_for(both_delivered)
-    assert set(rows) == {"invoice.incoming.created", "invoice.incoming.settled"}
+    assert set(rows) == {CREATED, SETTLED}
     # One of them got the 500 and was retried.
     assert sorted(d["attempts"] for d in rows.values()) == [1, 2]
-    settled = rows["invoice.incoming.settled"]
+    settled = rows[SETTLED]
     assert settled["last_status_code"] == 200 and settled["next_attempt_at"] is None
     assert settled["event_id"] in receiver.accepted
     # Same shape as an endpoint's deliveries.
@@ -212,6 +213,70 @@ def test_invoice_webhook_deliveries_are_listed_under_the_invoice(
     # An invoice without a webhook URL has none.
     other = server.create_invoice()
     assert server.call("GET", f"/invoices/{other['payment_hash']}/deliveries").json() == []
+
+
+def _redeliver_invoice_event(server: Server, payment_hash: str, event_id: str) -> dict:
+    reply = server.call("POST", f"/invoices/{payment_hash}/deliveries/{event_id}/redeliver")
+    assert reply.status_code == 202, reply.text
+    queued = dict(reply.json())
+    assert queued["event_id"] == event_id and queued["status"] == "pending"
+    return queued
+
+
+def test_invoice_webhook_delivery_is_redelivered_with_the_same_webhook_id(
+    server: Server, receiver: Receiver
+) -> None:
+    invoice = server.create_invoice(webhook=receiver.url("/again"))
+    payment_hash = invoice["payment_hash"]
+    server.pay(payment_hash)
+    first = server.wait_invoice_delivery(payment_hash, SETTLED, "delivered")
+    event_id = first["event_id"]
+    [original] = receiver.for_event(event_id)
+
+    queued = _redeliver_invoice_event(server, payment_hash, event_id)
+    assert set(queued) == set(first)  # the same delivery object the list shows
+    _, again = wait_for(lambda: len(got := receiver.for_event(event_id)) == 2 and got)
+    assert again.path == "/again"
+    assert again.headers["webhook-id"] == original.headers["webhook-id"] == event_id
+    assert again.body == original.body
+    # Signed, like every invoice delivery, with the service-wide secret.
+    secret = run_cli("webhook-secret", data_dir=server.data_dir).strip().splitlines()[-1]
+    assert Webhook(secret).verify(again.body, again.headers)["data"]["payment_hash"] == payment_hash
+    done = wait_for(
+        lambda: (d := server.invoice_deliveries(payment_hash)[SETTLED])["attempts"] == 2 and d
+    )
+    assert done["status"] == "delivered" and done["last_status_code"] == 200
+    # Only the event asked for was sent again.
+    created = server.invoice_deliveries(payment_hash)[CREATED]
+    assert len(receiver.for_event(created["event_id"])) == created["attempts"] == 1
+
+
+def test_dead_lettered_invoice_delivery_is_redelivered_with_a_fresh_budget(
+    server: Server, receiver: Receiver
+) -> None:
+    receiver.script["/inv-down"] = [503]
+    invoice = server.create_invoice(webhook=receiver.url("/inv-down"))
+    payment_hash = invoice["payment_hash"]
+    server.pay(payment_hash)
+    server.wait_invoice_delivery(payment_hash, CREATED, "failed")
+    dead = server.wait_invoice_delivery(payment_hash, SETTLED, "failed")
+    # 1 attempt + 4 retries (the schedule has four entries), then dead-lettered.
+    assert dead["attempts"] == 5 and dead["next_attempt_at"] is None
+    event_id = dead["event_id"]
+    assert len(receiver.for_event(event_id)) == 5
+    assert receiver.accepted == {}
+
+    # A fresh retry budget: the first new attempt fails and is retried, where
+    # the exhausted budget would have dead-lettered it at once.
+    receiver.script["/inv-down"] = [503, 200]
+    _redeliver_invoice_event(server, payment_hash, event_id)
+    done = server.wait_invoice_delivery(payment_hash, SETTLED, "delivered")
+    assert done["attempts"] == 7 and done["last_status_code"] == 200
+    assert list(receiver.accepted) == [event_id]
+    assert {r.headers["webhook-id"] for r in receiver.for_event(event_id)} == {event_id}
+    assert receiver.accepted[event_id].json["data"]["payment_hash"] == payment_hash
+    # The created event, dead-lettered too, was not asked for and stays so.
+    assert server.invoice_deliveries(payment_hash)[CREATED]["status"] == "failed"
 
 
 def test_stop_wakes_the_worker_and_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

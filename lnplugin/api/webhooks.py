@@ -2,8 +2,9 @@
 
 The endpoint secret is returned once, by POST; later reads never show it.
 Deliveries are listed, tested and redelivered here, and an invoice's own
-`webhook` deliveries are listed under the invoice; sending is the worker's
-job (`lnplugin.webhooks`), which wakes on the commit these routes make.
+`webhook` deliveries are listed and redelivered under the invoice (with
+`invoices:*` scopes, see `invoice_redeliver`); sending is the worker's job
+(`lnplugin.webhooks`), which wakes on the commit these routes make.
 """
 
 from __future__ import annotations
@@ -159,20 +160,52 @@ def _items() -> int:
     return int(raw)
 
 
-@bp.get("/invoices/<payment_hash>/deliveries")
-@require("invoices:read")
-def invoice_deliveries(payment_hash: str) -> Any:
-    """Deliveries to the invoice's own `webhook` URL (not to endpoints), newest first."""
+def _invoice_or_404(payment_hash: str) -> Any:
+    """The invoice the token may read: 400 for a malformed hash, 404 for an
+    unknown one, 403 for an outgoing payment without `transactions:read`."""
     if not _HASH.fullmatch(payment_hash):
         raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
-    conn = context.service().store.conn
-    found = invoices.by_hash(conn, payment_hash.lower())
+    found = invoices.by_hash(context.service().store.conn, payment_hash.lower())
     if found is None:
         raise APIError(404, f"No invoice with payment hash {payment_hash}")
     if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
         raise APIError(403, "Token lacks scope: transactions:read")
-    rows = db.invoice_deliveries(conn, found["id"], _items())
+    return found
+
+
+@bp.get("/invoices/<payment_hash>/deliveries")
+@require("invoices:read")
+def invoice_deliveries(payment_hash: str) -> Any:
+    """Deliveries to the invoice's own `webhook` URL (not to endpoints), newest first."""
+    found = _invoice_or_404(payment_hash)
+    rows = db.invoice_deliveries(context.service().store.conn, found["id"], _items())
     return [db.delivery_json(row) for row in rows]
+
+
+@bp.post("/invoices/<payment_hash>/deliveries/<event_id>/redeliver")
+@require("invoices:read", "invoices:create")
+def invoice_redeliver(payment_hash: str, event_id: str) -> Any:
+    """Send one of the invoice's own `webhook` deliveries (again) now, with a
+    fresh retry budget; a dead-lettered one is scheduled again, as for endpoints.
+
+    Scope `invoices:read` and `invoices:create`. Read, because this is the
+    list route's sibling: it answers with the same delivery object and tells
+    whether the invoice exists. Create, because it makes lnplugin POST, and a
+    read-only token must not cause side effects. Not `admin`, which the
+    endpoint redeliver route needs because endpoints are operator
+    configuration: this URL was chosen by whoever created the invoice
+    (`invoices:create`), who can already make lnplugin POST to it, so an app
+    that recovers from its own receiver's outage needs no all-powerful token.
+    (`admin` still passes, as it holds every scope.)
+    """
+    found = _invoice_or_404(payment_hash)
+    with context.service().store.transaction() as tx:
+        row = db.redeliver_invoice(tx, found["id"], event_id)
+    if row is None:
+        raise APIError(
+            404, f"No webhook delivery of event {event_id} for invoice {found['payment_hash']}"
+        )
+    return db.delivery_json(row), 202
 
 
 @bp.post(f"{EP}/<endpoint_id>/test")

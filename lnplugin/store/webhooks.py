@@ -145,17 +145,39 @@ def redeliver(tx: sqlite3.Connection, ep: sqlite3.Row, event_id: str) -> sqlite3
     None when no such event exists.
     """
     now = time.time()
-    updated = tx.execute(
-        "UPDATE webhook_deliveries SET status = 'pending', retry_index = 0, next_attempt_at = ?"
-        " WHERE endpoint_id = ? AND event_id = ?",
-        (now, ep["id"], event_id),
-    ).rowcount
-    if not updated:
+    if not _reschedule(tx, ep["id"], event_id, now):
         event = events.by_event_id(tx, event_id)
         if event is None:
             return None
         _insert(tx, ep["id"], ep["url"], event, now)
     return delivery(tx, ep["id"], event_id)
+
+
+def redeliver_invoice(tx: sqlite3.Connection, invoice_id: int, event_id: str) -> sqlite3.Row | None:
+    """Schedule the delivery of `event_id` to invoice `invoice_id`'s own
+    `webhook` URL now, with a fresh retry budget, as `redeliver` does.
+
+    Dead-lettered and delivered rows alike; None when `event_id` is not an
+    event of this invoice or has no delivery to its URL. Unlike an endpoint's,
+    nothing is created here: the fan-out already gives every event of an
+    invoice with a URL its delivery (the URL was given before the first event).
+    """
+    event = events.by_event_id(tx, event_id)
+    if event is None or event["invoice_id"] != invoice_id:
+        return None
+    if not _reschedule(tx, INVOICE_TARGET, event_id, time.time()):
+        return None
+    return delivery(tx, INVOICE_TARGET, event_id)
+
+
+def _reschedule(tx: sqlite3.Connection, endpoint_id: str, event_id: str, now: float) -> bool:
+    """Make an existing delivery pending, due `now`, with its retry budget reset."""
+    cur = tx.execute(
+        "UPDATE webhook_deliveries SET status = 'pending', retry_index = 0, next_attempt_at = ?"
+        " WHERE endpoint_id = ? AND event_id = ?",
+        (now, endpoint_id, event_id),
+    )
+    return cur.rowcount > 0
 
 
 # -- the worker's view ------------------------------------------------------------

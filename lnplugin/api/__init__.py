@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from lnplugin.api import decode, dev, errors, events, info, invoices, webhooks
+from lnplugin.api.jsonprovider import OrjsonProvider
 from lnplugin.service import Service
 
 MAX_BODY_BYTES = 64 * 1024
@@ -13,8 +14,7 @@ MAX_BODY_BYTES = 64 * 1024
 def create_app(service: Service) -> Flask:
     app = Flask("lnplugin")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     app.url_map.strict_slashes = False
     app.extensions["lnplugin"] = service
     errors.register(app)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from lnplugin.store import events
+
 BOOST = {
     "action": "boost",
     "podcast": "The Show",
@@ -259,10 +261,19 @@ def test_dev_routes_do_not_exist_when_another_node_is_selected(tmp_path, service
     other.store.close()
 
 
-def test_a_deeply_nested_boostagram_does_not_block_later_payments(client, admin):
+@pytest.mark.parametrize(
+    "boostagram",
+    [
+        "[" * 30_000,
+        '{"action":"boost","value_msat_total":' + "9" * 30 + "}",  # beyond 64-bit integers
+        '{"action":"boost","message":"\\ud800"}',  # a lone surrogate
+    ],
+    ids=["deeply-nested", "huge-integer", "lone-surrogate"],
+)
+def test_a_hostile_boostagram_does_not_block_later_payments(client, admin, service, boostagram):
     poison = client.post(
         "/dev/keysend",
-        json={"amount_msat": 1000, "custom_records": {"7629169": "[" * 30_000}},
+        json={"amount_msat": 1000, "custom_records": {"7629169": boostagram}},
         headers=admin,
     )
     assert poison.status_code == 200
@@ -273,4 +284,13 @@ def test_a_deeply_nested_boostagram_does_not_block_later_payments(client, admin)
         inv["payment_hash"],
         poison.get_json()["payment_hash"],
     ]
-    assert incoming[1]["boostagram"] is None
+    if boostagram.startswith("["):
+        assert incoming[1]["boostagram"] is None
+    else:
+        assert incoming[1]["boostagram"]["action"] == "boost"
+        (event,) = [
+            e
+            for e in events.after(service.store.conn, 0)
+            if e["payment_hash"] == poison.get_json()["payment_hash"]
+        ]
+        assert events.payload(event)["data"]["boostagram"] == incoming[1]["boostagram"]

@@ -1,39 +1,93 @@
-"""Run `lnplugin` as a real process, the way an operator does.
+"""Run `lnplugin` as a real process, the way an operator does, and talk to it.
 
 `Server` starts `python -m lnplugin serve` on a free port and reads the URL
-and the bootstrap admin token from the banner it prints. `cli()` runs any
-other `lnplugin` command and returns its output.
+and the bootstrap admin token from the banner it prints. `run()` runs any
+other `lnplugin` command to its end, `cli()` returns its output and
+`run_doctor()` runs `lnplugin doctor`. `Api` is a bearer-token client for a
+running lnplugin (standalone or plugin mode), `wait_for()` polls for
+background work and `scalar()` reads the store. Below them: the keysend
+payloads, and the checks and the crash-safety drill that the CLN and LND
+end-to-end tests share.
+
+Two fixtures, for a test module to take in as `tmp = e2e.fixture_tmp` and
+`api = e2e.fixture_api`: `tmp` is a short directory under /tmp (unix socket
+paths must be short), `api` an `Api` with the admin token of the module's own
+`server` fixture.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import queue
+import random
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 import requests
 
 STARTUP_TIMEOUT = 20.0
+WAIT = 30.0  # seconds: a liveness bound for background work, not a timing assertion
+T = TypeVar("T")
+
+# -- keysend payloads -------------------------------------------------------------
+
+BOOST = {
+    "action": "boost",
+    "app_name": "Fountain",
+    "podcast": "Lab Pod",
+    "feedID": "920666",
+    "episode": "Ep 1",
+    "ts": 123,
+    "value_msat_total": "21000",
+    "sender_name": "@alice",
+    "message": "great episode",
+}
+BOOST_BYTES = json.dumps(BOOST).encode()
+CHAT = b"hello from whatsat"
 
 
-def cli(data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
-    """Run `lnplugin ARGS --data-dir DATA_DIR`; returns stdout."""
-    proc = subprocess.run(
+# -- lnplugin as a process --------------------------------------------------------
+
+
+def run(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `lnplugin ARGS --data-dir DATA_DIR` to its end; `env` replaces the environment."""
+    return subprocess.run(
         [sys.executable, "-m", "lnplugin", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **(env or {})},
+        env=env,
     )
+
+
+def cli(data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    """Run `lnplugin ARGS --data-dir DATA_DIR`; returns stdout."""
+    proc = run(data_dir, *args, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"lnplugin {' '.join(args)} failed: {proc.stderr}")
     return proc.stdout if check else proc.stdout + proc.stderr
+
+
+def run_doctor(data_dir: Path, *args: str) -> tuple[int, list[str]]:
+    """`lnplugin doctor ARGS` with no LNPLUGIN_ settings inherited: exit code, output lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")}
+    proc = run(data_dir, "doctor", *args, env=env)
+    return proc.returncode, proc.stdout.splitlines()
 
 
 class Server:
@@ -113,3 +167,182 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+
+
+# -- talking to it ----------------------------------------------------------------
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (requests.RequestException, sqlite3.Error) as exc:
+            last = exc
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+class Api:
+    """A bearer-token client for one running lnplugin (standalone or plugin)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str, **kw: Any) -> Any:
+        reply = self.session.get(self.url + path, timeout=10, **kw)
+        reply.raise_for_status()
+        return reply.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        reply = self.session.post(self.url + path, json=body, timeout=10)
+        assert reply.status_code == 201, reply.text
+        return reply.json()
+
+    def incoming(self, payment_hash: str) -> dict[str, Any] | None:
+        """The invoice from `/invoices/incoming` (settled only), or None."""
+        for item in self.get("/invoices/incoming", params={"items": 100}):
+            if item["payment_hash"] == payment_hash:
+                return item
+        return None
+
+    def settled(self, payment_hash: str) -> dict[str, Any] | None:
+        reply = self.session.get(f"{self.url}/invoices/{payment_hash}", timeout=10)
+        if reply.status_code == 404:
+            return None
+        reply.raise_for_status()
+        item = reply.json()
+        return item if item["settled"] else None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def db(data_dir: Path | str) -> sqlite3.Connection:
+    """A read-only look at lnplugin's store, for counts the API does not expose."""
+    path = Path(data_dir) / "lnplugin.sqlite"
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+def scalar(data_dir: Path | str, sql: str, *args: Any) -> Any:
+    conn = db(data_dir)
+    try:
+        return conn.execute(sql, args).fetchone()
+    finally:
+        conn.close()
+
+
+# -- fixtures ---------------------------------------------------------------------
+
+
+@pytest.fixture(name="tmp")
+def fixture_tmp(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh directory under /tmp named after the test module (pytest's own can be
+    too long for a unix socket path)."""
+    prefix = request.module.__name__.rpartition(".")[2].removeprefix("test_") + "-"
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(name="api")
+def fixture_api(server: Server) -> Iterator[Api]:
+    """An `Api` with the admin token of the test module's `server` fixture."""
+    assert server.token
+    client = Api(server.url, server.token)
+    yield client
+    client.close()
+
+
+# -- checks the node end-to-end tests share ---------------------------------------
+
+
+def create_pay_and_see_the_settlement(api: Api, kind: str, pay: Callable[[str], object]) -> None:
+    """Create an invoice over HTTP, `pay` its BOLT11 on the node, and see the settlement
+    (with a preimage that matches) by hash and in the incoming list."""
+    info = api.get("/info")
+    assert info["node"]["kind"] == kind and info["node"]["network"] == "regtest"
+    created = api.post("/invoices", {"amount": 50, "description": "via lnplugin"})
+    assert created["payment_request"].startswith("lnbcrt500n1")
+    pay(created["payment_request"])
+    got = wait_for(lambda: api.settled(created["payment_hash"]), "settlement")
+    assert got["amount_received_msat"] == 50_000 and got["state"] == "SETTLED"
+    assert hashlib.sha256(bytes.fromhex(got["preimage"])).hexdigest() == created["payment_hash"]
+    listed = api.incoming(created["payment_hash"])
+    assert listed is not None and listed["identifier"] == created["identifier"]
+
+
+# -- crash safety -----------------------------------------------------------------
+
+
+def stored_once(data_dir: Path, count: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Wait for `count` settled rows, then (counts, events, cursor) from the store."""
+    wait_for(
+        lambda: (
+            scalar(data_dir, "SELECT COUNT(*) FROM invoices WHERE state = 'SETTLED'")[0] >= count
+        ),
+        "all settlements stored",
+        timeout=60,
+    )
+    counts = scalar(
+        data_dir,
+        "SELECT COUNT(*), COUNT(DISTINCT payment_hash), MAX(list_seq) FROM invoices "
+        "WHERE type = 'incoming' AND state = 'SETTLED'",
+    )
+    events = scalar(
+        data_dir,
+        "SELECT COUNT(*), COUNT(DISTINCT payment_hash) FROM events WHERE type = ?",
+        "invoice.incoming.settled",
+    )
+    cursor = scalar(data_dir, "SELECT value FROM cursors WHERE name = 'incoming'")[0]
+    return counts, events, cursor
+
+
+@dataclass
+class Killed:
+    """How a `sigkill_while_settling` drill went, and what the store held after it."""
+
+    kills: int
+    stored_at_kills: list[int]  # rows stored at each kill, for the log
+    counts: tuple[int, ...]  # settled incoming: rows, distinct payment hashes, max list_seq
+    events: tuple[int, ...]  # invoice.incoming.settled: events, distinct payment hashes
+    cursor: int  # the persisted `incoming` cursor
+    elapsed: float
+
+    def __str__(self) -> str:
+        return (
+            f"kills={self.kills} elapsed={self.elapsed:.1f}s counts={self.counts} "
+            f"events={self.events} cursor={self.cursor} stored_at_kills={self.stored_at_kills}"
+        )
+
+
+def sigkill_while_settling(
+    serve: Callable[[], Server], settle: Callable[[], object], count: int, min_kills: int
+) -> Killed:
+    """Start lnplugin, then `settle` in a thread; SIGKILL lnplugin every 0.3-0.5 s and
+    start it again until `settle` returned and it was killed `min_kills` times. Then
+    wait for `count` settled rows and read what the store holds."""
+    server = serve().start()
+    data_dir = server.data_dir
+    started = time.monotonic()
+    settling = threading.Thread(target=settle, daemon=True)
+    settling.start()
+    kills = 0
+    progress: list[int] = []
+    try:
+        while settling.is_alive() or kills < min_kills:
+            time.sleep(random.uniform(0.3, 0.5))
+            server.stop(signal.SIGKILL)
+            kills += 1
+            progress.append(scalar(data_dir, "SELECT COUNT(*) FROM invoices")[0])
+            server = serve().start()
+        counts, events, cursor = stored_once(data_dir, count)
+    finally:
+        server.stop()
+    return Killed(kills, progress, counts, events, cursor, time.monotonic() - started)

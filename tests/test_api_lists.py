@@ -53,6 +53,17 @@ def newest_first(rows: list[dict]) -> list[str]:
     return [r["identifier"] for r in reversed(rows)]
 
 
+def every_page(client, read, url: str) -> list[str]:
+    """The identifiers on pages 1, 2, ... of `url` (which has a query), up to the first empty."""
+    seen: list[str] = []
+    for page in range(1, 20):
+        got = ids(client.get(f"{url}&page={page}", headers=read))
+        if not got:
+            break
+        seen += got
+    return seen
+
+
 @pytest.fixture
 def read(make_token):
     return {"Authorization": f"Bearer {make_token('invoices:read', 'transactions:read')}"}
@@ -119,13 +130,7 @@ def test_items_can_be_raised_to_100(client, service, read):
 @pytest.mark.parametrize("path", ["/invoices", "/invoices/incoming"])
 def test_paging_walks_every_row_exactly_once(client, service, read, path):
     rows = add(service, 53, settled=True)
-    seen: list[str] = []
-    for page in range(1, 20):
-        got = ids(client.get(f"{path}?items=7&page={page}", headers=read))
-        if not got:
-            break
-        seen += got
-    assert seen == newest_first(rows)
+    assert every_page(client, read, f"{path}?items=7") == newest_first(rows)
 
 
 def test_a_page_past_the_end_is_empty(client, service, read):
@@ -152,13 +157,7 @@ def test_created_at_filters_combine_with_paging(client, service, read):
     window = rows[5:35]  # created_at_gt the 5th row's time, lt the 35th
     query = f"q[created_at_gt]={T0 + 40}&q[created_at_lt]={T0 + 350}&items=4"
     for path in ("/invoices", "/invoices/incoming"):
-        seen: list[str] = []
-        for page in range(1, 20):
-            got = ids(client.get(f"{path}?{query}&page={page}", headers=read))
-            if not got:
-                break
-            seen += got
-        assert seen == newest_first(window)
+        assert every_page(client, read, f"{path}?{query}") == newest_first(window)
 
 
 def test_created_at_filter_that_matches_nothing_is_empty(client, service, read):

@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from lnplugin.doctor import EVEN_TLV_TYPES
 from lnplugin.testing.cln_sim import ClnSim
+from tests import e2e
 
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="clnd"))  # unix socket paths must be short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+tmp = e2e.fixture_tmp  # a short directory under /tmp: the sim's socket lives there
 
 
 def doctor(tmp: Path, socket: str, network: str = "regtest") -> tuple[int, list[str]]:
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "lnplugin", "doctor", "--data-dir", str(tmp / "data"),
-            "--node", "cln", "--cln-socket", socket, "--network", network,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")},
-    )  # fmt: skip
-    return proc.returncode, proc.stdout.splitlines()
+    return e2e.run_doctor(
+        tmp / "data", "--node", "cln", "--cln-socket", socket, "--network", network
+    )
 
 
 def test_all_good_one_line_per_check(tmp: Path) -> None:

@@ -6,12 +6,6 @@ reaches it exactly as it would reach lightningd, and the tests talk HTTP.
 
 from __future__ import annotations
 
-import hashlib
-import random
-import shutil
-import signal
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,19 +13,16 @@ from pathlib import Path
 import pytest
 
 from lnplugin.testing.cln_sim import ClnSim
-from tests.cln_helpers import BOOST_BYTES, Api, scalar, wait_for
-from tests.e2e import Server
+from tests import e2e
+from tests.e2e import BOOST_BYTES, Api, Server, wait_for
+
+# The shared fixtures: `tmp`, a short directory under /tmp, and `api`, a client for `server`.
+tmp = e2e.fixture_tmp
+api = e2e.fixture_api
 
 BULK = 10_000
 CHUNK = 500
 MIN_KILLS = 5
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="clne"))  # unix socket paths must be short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -52,25 +43,11 @@ def server(tmp: Path, sim: ClnSim) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture
-def api(server: Server) -> Iterator[Api]:
-    assert server.token
-    client = Api(server.url, server.token)
-    yield client
-    client.close()
-
-
 def test_create_pay_and_see_the_settlement(server: Server, sim: ClnSim, api: Api) -> None:
-    info = api.get("/info")
-    assert info["node"]["kind"] == "cln" and info["node"]["network"] == "regtest"
-    created = api.post("/invoices", {"amount": 50, "description": "fixture invoice"})
-    assert created["payment_request"].startswith("lnbcrt500n1")
-    assert sim.pay(created["payment_request"])["status"] == "paid"
-    got = wait_for(lambda: api.settled(created["payment_hash"]), "settlement")
-    assert got["amount_received_msat"] == 50_000 and got["state"] == "SETTLED"
-    assert hashlib.sha256(bytes.fromhex(got["preimage"])).hexdigest() == created["payment_hash"]
-    listed = api.incoming(created["payment_hash"])
-    assert listed is not None and listed["identifier"] == created["identifier"]
+    def pay(bolt11: str) -> None:
+        assert sim.pay(bolt11)["status"] == "paid"
+
+    e2e.create_pay_and_see_the_settlement(api, "cln", pay)
 
 
 def test_invoices_created_outside_lnplugin_appear(server: Server, sim: ClnSim, api: Api) -> None:
@@ -110,54 +87,15 @@ def test_outgoing_payment_appears(tmp: Path, sim: ClnSim) -> None:
 
 def test_sigkill_during_10k_settlements_stores_each_once(tmp: Path, sim: ClnSim) -> None:
     """SIGKILL lnplugin every 0.3-0.5 s while the node settles 10,000 invoices."""
-    server = _serve(tmp, sim).start()
-    settled = threading.Event()
 
     def settle() -> None:
         for _ in range(BULK // CHUNK):
             sim.settle_bulk(CHUNK, amount_msat=1000)
             time.sleep(0.25)
-        settled.set()
 
-    started = time.monotonic()
-    threading.Thread(target=settle, daemon=True).start()
-    kills = 0
-    progress: list[int] = []  # rows stored at each kill, for the log
-    try:
-        while not settled.is_set() or kills < MIN_KILLS:
-            time.sleep(random.uniform(0.3, 0.5))
-            server.stop(signal.SIGKILL)
-            kills += 1
-            progress.append(scalar(tmp / "data", "SELECT COUNT(*) FROM invoices")[0])
-            server = _serve(tmp, sim).start()
-        stored = wait_for(
-            lambda: (
-                (n := scalar(tmp / "data", "SELECT COUNT(*) FROM invoices WHERE state = 'SETTLED'"))
-                and n[0] >= BULK
-                and n
-            ),
-            "all settlements stored",
-            timeout=60,
-        )
-    finally:
-        server.stop()
-    elapsed = time.monotonic() - started
-    counts = scalar(
-        tmp / "data",
-        "SELECT COUNT(*), COUNT(DISTINCT payment_hash), MAX(list_seq) FROM invoices "
-        "WHERE type = 'incoming' AND state = 'SETTLED'",
-    )
-    events = scalar(
-        tmp / "data",
-        "SELECT COUNT(*), COUNT(DISTINCT payment_hash) FROM events WHERE type = ?",
-        "invoice.incoming.settled",
-    )
-    cursor = scalar(tmp / "data", "SELECT value FROM cursors WHERE name = 'incoming'")
-    print(
-        f"\n10k SIGKILL: kills={kills} elapsed={elapsed:.1f}s stored={stored[0]} "
-        f"counts={counts} events={events} cursor={cursor[0]} stored_at_kills={progress}"
-    )
-    assert kills >= MIN_KILLS
-    assert counts == (BULK, BULK, BULK)  # each once, and the incoming list is dense
-    assert events == (BULK, BULK)  # one settled event each: webhooks fire once
-    assert cursor[0] == sim.counters["inv_updated"]
+    drill = e2e.sigkill_while_settling(lambda: _serve(tmp, sim), settle, BULK, MIN_KILLS)
+    print(f"\n10k SIGKILL: {drill}")
+    assert drill.kills >= MIN_KILLS
+    assert drill.counts == (BULK, BULK, BULK)  # each once, and the incoming list is dense
+    assert drill.events == (BULK, BULK)  # one settled event each: webhooks fire once
+    assert drill.cursor == sim.counters["inv_updated"]

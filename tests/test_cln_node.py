@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import queue
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,20 +16,17 @@ from lnplugin.config import load_settings
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
 from lnplugin.nodes.cln import ClnNode, bolt11_timestamp, msat, to_invoice
 from lnplugin.testing.cln_sim import ClnSim
+from tests import e2e
 
 JOIN = 15  # seconds: a liveness bound for background threads, not a timing assertion
 
 
-@pytest.fixture
-def tmp() -> Iterator[str]:
-    path = tempfile.mkdtemp(dir="/tmp", prefix="clnn")  # unix socket paths must be short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+tmp = e2e.fixture_tmp  # a short directory under /tmp: unix socket paths must be short
 
 
 @pytest.fixture
-def sim(tmp: str) -> Iterator[ClnSim]:
-    with ClnSim(tmp + "/data", tmp + "/rpc") as s:
+def sim(tmp: Path) -> Iterator[ClnSim]:
+    with ClnSim(tmp / "data", tmp / "rpc") as s:
         yield s
 
 
@@ -165,8 +161,8 @@ def test_lookup_invoice(node: ClnNode) -> None:
     assert node.lookup_invoice(inv.payment_hash.upper()) == inv
 
 
-def test_outgoing_payments(node: ClnNode, sim: ClnSim, tmp: str) -> None:
-    with ClnSim(tmp + "/p", tmp + "/p.sock") as payee:
+def test_outgoing_payments(node: ClnNode, sim: ClnSim, tmp: Path) -> None:
+    with ClnSim(tmp / "p", tmp / "p.sock") as payee:
         bolt11 = LightningRpc(payee.socket_path).invoice(50000, "x", "pay")["bolt11"]
         preimage = payee.invoices["x"]["preimage"]
     sim.send_payment(bolt11=bolt11, fee_msat=12, preimage=preimage)
@@ -179,8 +175,8 @@ def test_outgoing_payments(node: ClnNode, sim: ClnSim, tmp: str) -> None:
     assert [p.cursor for p in node.outgoing_payments(1)] == [2]
 
 
-def test_outgoing_payments_before_listpays_paging(tmp: str) -> None:
-    with ClnSim(tmp + "/d", tmp + "/s", version="v24.05") as sim:
+def test_outgoing_payments_before_listpays_paging(tmp: Path) -> None:
+    with ClnSim(tmp / "d", tmp / "s", version="v24.05") as sim:
         sim.send_payment(5000, fee_msat=5)
         sim.send_payment(6000)
         node = ClnNode(sim.socket_path)
@@ -244,8 +240,8 @@ def test_slow_replies(sim: ClnSim, node: ClnNode) -> None:
     assert node.lookup_invoice(inv.payment_hash) == inv
 
 
-def test_old_node_falls_back_to_pay_index(tmp: str) -> None:
-    with ClnSim(tmp + "/d", tmp + "/s", version="v23.05.2") as sim:
+def test_old_node_falls_back_to_pay_index(tmp: Path) -> None:
+    with ClnSim(tmp / "d", tmp / "s", version="v23.05.2") as sim:
         node = ClnNode(sim.socket_path, wait_timeout=2)
         assert node.cursor_kind == "pay_index"
         a = node.create_invoice(InvoiceRequest(amount_msat=1000))

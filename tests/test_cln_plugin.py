@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -22,19 +21,15 @@ import requests
 from lnplugin.cln_tlv import encode_payload
 from lnplugin.testing.cln_plugin_driver import PluginDriver
 from lnplugin.testing.cln_sim import ClnSim
-from tests.cln_helpers import BOOST, BOOST_BYTES, CHAT, Api, scalar, wait_for
+from tests import e2e
+from tests.e2e import BOOST, BOOST_BYTES, CHAT, Api, scalar, wait_for
 
 TOKEN_SHAPE = re.compile(r"lnp_[A-Za-z0-9_-]{40,}")
 
 ACCOUNT = b"acct-42"
 TIP = b"tip note"
 
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="clnp"))  # unix socket paths must be short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+tmp = e2e.fixture_tmp  # a short directory under /tmp
 
 
 @pytest.fixture
@@ -56,7 +51,7 @@ def plugin(sim: ClnSim, tmp: Path) -> Iterator[PluginDriver]:
 def api(plugin: PluginDriver) -> Iterator[Api]:
     token = plugin.admin_token
     # Neither this token nor any other token-shaped string reaches lightningd's
-    # log ("lnp_" alone also matches the temp dir's "clnp_" name).
+    # log ("lnp_" alone could also match a temp dir's name).
     leaked = [line for line in plugin.logs if token in line or TOKEN_SHAPE.search(line)]
     assert not leaked, "no token in the node log"
     client = Api(plugin.url, token)
@@ -71,6 +66,16 @@ def _tu(value: int) -> bytes:
 def _boost_keysend(sim: ClnSim) -> str:
     paid = sim.keysend(21000, {7629169: BOOST_BYTES, 34349334: CHAT, 696969: ACCOUNT, 7629171: TIP})
     return str(paid["payment_hash"])
+
+
+def _boost_keysend_seen(plugin: PluginDriver, sim: ClnSim, api: Api) -> tuple[str, dict[str, Any]]:
+    """Keysend the boost and chat, run the hook, and wait until the API shows the chat."""
+    payment_hash = _boost_keysend(sim)
+    plugin.htlc_accepted(payment_hash)
+    seen = wait_for(
+        lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "keysend"
+    )
+    return payment_hash, seen
 
 
 def _b64(raw: bytes) -> str:
@@ -95,11 +100,7 @@ def test_manifest_declares_options_hook_and_shutdown(plugin: PluginDriver) -> No
 def test_keysend_boostagram_and_message_visible_in_incoming(
     plugin: PluginDriver, sim: ClnSim, api: Api
 ) -> None:
-    payment_hash = _boost_keysend(sim)
-    plugin.htlc_accepted(payment_hash)
-    got = wait_for(
-        lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "keysend"
-    )
+    payment_hash, got = _boost_keysend_seen(plugin, sim, api)
     assert got["is_keysend"] is True and got["settled"] is True
     assert got["amount_received_msat"] == 21000
     assert got["boostagram"]["message"] == BOOST["message"]
@@ -172,11 +173,7 @@ def test_invoice_created_over_http_is_settled(plugin: PluginDriver, sim: ClnSim,
 def test_hook_replayed_after_restart_still_once(
     plugin: PluginDriver, sim: ClnSim, api: Api
 ) -> None:
-    payment_hash = _boost_keysend(sim)
-    plugin.htlc_accepted(payment_hash)
-    first = wait_for(
-        lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "keysend"
-    )
+    payment_hash, first = _boost_keysend_seen(plugin, sim, api)
     token = plugin.admin_token
     assert token
     plugin.restart(replay=True)  # clean: shutdown notification, then replay

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,9 +17,12 @@ from pyln.client import LightningRpc, RpcError
 
 from lnplugin.cln_tlv import custom_records
 from lnplugin.testing.cln_sim import ClnSim, RpcFailure
+from tests import e2e
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cln"
 ROOT = Path(__file__).parent.parent
+
+tmp = e2e.fixture_tmp  # a short directory under /tmp: unix socket paths must be short
 
 
 def fixture(name: str) -> dict:
@@ -29,15 +30,8 @@ def fixture(name: str) -> dict:
 
 
 @pytest.fixture
-def tmp() -> Iterator[str]:
-    path = tempfile.mkdtemp(dir="/tmp", prefix="clns")  # unix socket paths must be short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def sim(tmp: str) -> Iterator[ClnSim]:
-    with ClnSim(tmp + "/data", tmp + "/rpc") as s:
+def sim(tmp: Path) -> Iterator[ClnSim]:
+    with ClnSim(tmp / "data", tmp / "rpc") as s:
         yield s
 
 
@@ -99,8 +93,8 @@ def test_keysend_invoice_matches_capture(sim: ClnSim, rpc: LightningRpc) -> None
     assert "amount_msat" not in row
 
 
-def test_keysend_strips_unaccepted_even_types_and_keeps_raw_payload(tmp: str) -> None:
-    with ClnSim(tmp + "/d", tmp + "/s", accept_htlc_tlv_types=(133773310,)) as sim:
+def test_keysend_strips_unaccepted_even_types_and_keeps_raw_payload(tmp: Path) -> None:
+    with ClnSim(tmp / "d", tmp / "s", accept_htlc_tlv_types=(133773310,)) as sim:
         row = sim.keysend(
             1000, {34349334: b"a much longer message", 133773310: b"{}", 7629169: b"bin\xff"}
         )
@@ -142,8 +136,8 @@ def test_wait_and_waitanyinvoice(sim: ClnSim, rpc: LightningRpc) -> None:
     assert keys(row) == keys(fixture("waitanyinvoice_0_b.json")) and row["pay_index"] == 1
 
 
-def test_outgoing_shapes(sim: ClnSim, rpc: LightningRpc, tmp: str) -> None:
-    with ClnSim(tmp + "/other", tmp + "/o") as other:
+def test_outgoing_shapes(sim: ClnSim, rpc: LightningRpc, tmp: Path) -> None:
+    with ClnSim(tmp / "other", tmp / "o") as other:
         bolt11 = LightningRpc(other.socket_path).invoice(50000, "x", "pay me")["bolt11"]
     sim.send_payment(bolt11=bolt11, fee_msat=7)
     sim.send_payment(21000, destination=other.node_id)
@@ -206,8 +200,8 @@ def test_stop_removes_socket_and_restart_keeps_data(sim: ClnSim, rpc: LightningR
     assert rpc.listinvoices("next")["invoices"][0]["created_index"] == 2
 
 
-def test_old_version_lacks_wait_and_paging(tmp: str) -> None:
-    with ClnSim(tmp + "/d", tmp + "/s", version="v23.02.2") as sim:
+def test_old_version_lacks_wait_and_paging(tmp: Path) -> None:
+    with ClnSim(tmp / "d", tmp / "s", version="v23.02.2") as sim:
         rpc = LightningRpc(sim.socket_path)
         rpc.invoice("100msat", "old", "old")
         sim.pay("old")
@@ -225,15 +219,15 @@ def test_slow_replies_still_answer(sim: ClnSim, rpc: LightningRpc) -> None:
     assert rpc.getinfo()["alias"] == "SIM"
 
 
-def test_cli_serves_socket_and_control_commands(tmp: str) -> None:
-    sock = tmp + "/cli"
+def test_cli_serves_socket_and_control_commands(tmp: Path) -> None:
+    sock = str(tmp / "cli")
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "lnplugin.testing.cln_sim",
             "--data-dir",
-            tmp + "/d",
+            str(tmp / "d"),
             "--socket",
             sock,
         ],

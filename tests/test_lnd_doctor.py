@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,13 +9,9 @@ import pytest
 
 from lnplugin.doctor import LND_BAKE
 from lnplugin.testing.lnd_sim import LndSim
+from tests import e2e
 
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="lndd"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+tmp = e2e.fixture_tmp  # a short directory under /tmp
 
 
 @pytest.fixture
@@ -32,18 +23,10 @@ def sim(tmp: Path) -> Iterator[LndSim]:
 def doctor(
     tmp: Path, target: str, cert: Path, macaroon: Path, network: str = "regtest"
 ) -> tuple[int, list[str]]:
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "lnplugin", "doctor", "--data-dir", str(tmp / "data"),
-            "--node", "lnd", "--lnd-host", target, "--lnd-cert", str(cert),
-            "--lnd-macaroon", str(macaroon), "--network", network,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")},
+    return e2e.run_doctor(
+        tmp / "data", "--node", "lnd", "--lnd-host", target, "--lnd-cert", str(cert),
+        "--lnd-macaroon", str(macaroon), "--network", network,
     )  # fmt: skip
-    return proc.returncode, proc.stdout.splitlines()
 
 
 def names(lines: list[str]) -> list[str]:

@@ -7,13 +7,7 @@ HTTP to lnplugin. Waits are liveness bounds, never timing assertions.
 
 from __future__ import annotations
 
-import hashlib
-import random
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,15 +16,12 @@ from pathlib import Path
 import pytest
 
 from lnplugin.testing.lnd_sim import LndSim
-from tests.cln_helpers import BOOST, BOOST_BYTES, CHAT, Api, scalar, wait_for
-from tests.e2e import Server
+from tests import e2e
+from tests.e2e import BOOST, BOOST_BYTES, CHAT, Api, Server, wait_for
 
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="lnde"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+# The shared fixtures: `tmp`, a short directory under /tmp, and `api`, a client for `server`.
+tmp = e2e.fixture_tmp
+api = e2e.fixture_api
 
 
 @pytest.fixture
@@ -58,25 +49,8 @@ def server(tmp: Path, sim: LndSim) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture
-def api(server: Server) -> Iterator[Api]:
-    assert server.token
-    client = Api(server.url, server.token)
-    yield client
-    client.close()
-
-
 def test_create_pay_and_see_the_settlement(server: Server, sim: LndSim, api: Api) -> None:
-    info = api.get("/info")
-    assert info["node"]["kind"] == "lnd" and info["node"]["network"] == "regtest"
-    created = api.post("/invoices", {"amount": 50, "description": "via lnplugin"})
-    assert created["payment_request"].startswith("lnbcrt500n1")
-    sim.pay_invoice(created["payment_request"])
-    got = wait_for(lambda: api.settled(created["payment_hash"]), "settlement")
-    assert got["amount_received_msat"] == 50_000 and got["state"] == "SETTLED"
-    assert hashlib.sha256(bytes.fromhex(got["preimage"])).hexdigest() == created["payment_hash"]
-    listed = api.incoming(created["payment_hash"])
-    assert listed is not None and listed["identifier"] == created["identifier"]
+    e2e.create_pay_and_see_the_settlement(api, "lnd", sim.pay_invoice)
 
 
 def test_keysend_boostagram_and_message(server: Server, sim: LndSim, api: Api) -> None:
@@ -119,15 +93,7 @@ def test_outgoing_payment_appears_after_restart(tmp: Path, sim: LndSim) -> None:
 
 
 def test_network_mismatch_refuses_to_start(tmp: Path, sim: LndSim) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "lnplugin", "serve", "--data-dir", str(tmp / "data"),
-            "--port", "0", *serve_args(sim, network="bitcoin"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
+    proc = e2e.run(tmp / "data", "serve", "--port", "0", *serve_args(sim, network="bitcoin"))
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "regtest" in line]
     assert len(errors) == 1, proc.stderr
@@ -194,63 +160,23 @@ PRESETTLED = 2_000  # settled before lnplugin first starts: the replay/backfill 
 MIN_KILLS = 5
 
 
-def _settle_live(sim: LndSim, done: threading.Event, count: int = BULK - PRESETTLED) -> None:
+def _settle_live(sim: LndSim, count: int = BULK - PRESETTLED) -> None:
     for _ in range(count // CHUNK):
         sim.bulk_settle(CHUNK, amount_msat=1000)
         time.sleep(0.2)
-    done.set()
-
-
-def _stored_once(tmp: Path) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    """Wait for BULK settled rows, then (counts, events, cursor) from the store."""
-    wait_for(
-        lambda: (
-            scalar(tmp / "data", "SELECT COUNT(*) FROM invoices WHERE state = 'SETTLED'")[0] >= BULK
-        ),
-        "all settlements stored",
-        timeout=60,
-    )
-    counts = scalar(
-        tmp / "data",
-        "SELECT COUNT(*), COUNT(DISTINCT payment_hash), MAX(list_seq) FROM invoices "
-        "WHERE type = 'incoming' AND state = 'SETTLED'",
-    )
-    events = scalar(
-        tmp / "data",
-        "SELECT COUNT(*), COUNT(DISTINCT payment_hash) FROM events WHERE type = ?",
-        "invoice.incoming.settled",
-    )
-    cursor = scalar(tmp / "data", "SELECT value FROM cursors WHERE name = 'incoming'")[0]
-    return counts, events, cursor
 
 
 def test_sigkill_during_10k_settlements_stores_each_once(tmp: Path, sim: LndSim) -> None:
     """SIGKILL lnplugin every 0.3-0.5 s while lnd replays and delivers 10,000 settlements."""
     sim.bulk_settle(PRESETTLED, amount_msat=1000)
-    server = _serve(tmp, sim).start()
-    done = threading.Event()
-    started = time.monotonic()
-    threading.Thread(target=_settle_live, args=(sim, done), daemon=True).start()
-    kills = 0
-    progress: list[int] = []
-    try:
-        while not done.is_set() or kills < MIN_KILLS:
-            time.sleep(random.uniform(0.3, 0.5))
-            server.stop(signal.SIGKILL)
-            kills += 1
-            progress.append(scalar(tmp / "data", "SELECT COUNT(*) FROM invoices")[0])
-            server = _serve(tmp, sim).start()
-        counts, events, cursor = _stored_once(tmp)
-    finally:
-        server.stop()
-    print(
-        f"\nLND 10k SIGKILL: kills={kills} elapsed={time.monotonic() - started:.1f}s "
-        f"counts={counts} events={events} cursor={cursor} stored_at_kills={progress}"
+    drill = e2e.sigkill_while_settling(
+        lambda: _serve(tmp, sim), lambda: _settle_live(sim), BULK, MIN_KILLS
     )
-    assert kills >= MIN_KILLS
-    assert counts == (BULK, BULK, BULK)  # each once, and the incoming list is dense
-    assert events == (BULK, BULK)  # one settled event each: webhooks fire once
-    assert cursor == BULK  # the persisted settle_index
+    print(f"\nLND 10k SIGKILL: {drill}")
+    assert drill.kills >= MIN_KILLS
+    assert drill.counts == (BULK, BULK, BULK)  # each once, and the incoming list is dense
+    assert drill.events == (BULK, BULK)  # one settled event each: webhooks fire once
+    assert drill.cursor == BULK  # the persisted settle_index
 
 
 def test_dropped_connections_during_10k_settlements_store_each_once(tmp: Path, sim: LndSim) -> None:
@@ -261,8 +187,8 @@ def test_dropped_connections_during_10k_settlements_store_each_once(tmp: Path, s
     sim.faults.duplicate_every = 7  # and lnd sends some events twice
     started = time.monotonic()
     with _serve(tmp, sim):
-        done = threading.Event()
-        threading.Thread(target=_settle_live, args=(sim, done), daemon=True).start()
+        live = threading.Thread(target=_settle_live, args=(sim,), daemon=True)
+        live.start()
         disruptions = 1
         time.sleep(1.0)
         sim.drop_streams()
@@ -270,8 +196,8 @@ def test_dropped_connections_during_10k_settlements_store_each_once(tmp: Path, s
         time.sleep(1.0)
         sim.restart(down_for=0.5)
         disruptions += 1
-        done.wait(60)
-        counts, events, cursor = _stored_once(tmp)
+        live.join(60)
+        counts, events, cursor = e2e.stored_once(tmp / "data", BULK)
     print(
         f"\nLND 10k drops: disruptions={disruptions} elapsed={time.monotonic() - started:.1f}s "
         f"counts={counts} events={events} cursor={cursor}"

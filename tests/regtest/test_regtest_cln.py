@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.cln_helpers import Api, wait_for
+from tests.e2e import Api, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("LNPLUGIN_REGTEST") != "1",

@@ -229,6 +229,46 @@ def test_settled_since_is_a_finite_sweep(sim: LndSim, node: LndNode) -> None:
     assert got is not None and got.state == "CANCELED"
 
 
+def test_a_sweep_rereads_only_from_the_oldest_open_invoice(sim: LndSim, node: LndNode) -> None:
+    # lnd lists by add_index only; re-reading the whole history every minute
+    # would cost a big node seconds of CPU. Below the oldest invoice that was
+    # still open (or settled past the cursor), nothing can change any more.
+    sim.bulk_settle(50)
+    still_open = sim.create_invoice(7000)
+    sim.bulk_settle(50)
+    first = list(node.settled_since(0))
+    assert len(first) == 100 and sim.invoices_listed == 101
+    cursor = first[-1].cursor  # everything settled so far is stored
+
+    # With cursor 0 every settlement was new, so nothing could be skipped yet.
+    sim.invoices_listed = 0
+    assert list(node.settled_since(cursor)) == []
+    assert sim.invoices_listed == 101
+    sim.invoices_listed = 0
+    assert list(node.settled_since(cursor)) == []
+    assert sim.invoices_listed == 51  # from the open invoice on, not all 101
+
+    sim.pay_invoice(still_open.r_hash)  # the old invoice settles late
+    sim.bulk_settle(3)
+    sim.invoices_listed = 0
+    late = list(node.settled_since(cursor))
+    assert [u.invoice.amount_msat for u in late] == [7000, 1000, 1000, 1000]
+    assert [u.cursor for u in late] == [cursor + 1, cursor + 2, cursor + 3, cursor + 4]
+    assert sim.invoices_listed == 54
+
+    # Not yet stored (the cursor did not move): the next sweep finds them again.
+    sim.invoices_listed = 0
+    assert len(list(node.settled_since(cursor))) == 4
+    # Stored: this sweep finds every invoice final, so the next one starts past them.
+    assert list(node.settled_since(cursor + 4)) == []
+    sim.invoices_listed = 0
+    assert list(node.settled_since(cursor + 4)) == []
+    assert sim.invoices_listed == 0
+    sim.bulk_settle(2)
+    assert [u.cursor for u in node.settled_since(cursor + 4)] == [cursor + 5, cursor + 6]
+    assert sim.invoices_listed == 2
+
+
 def test_outgoing_payments_with_hop_records(sim: LndSim, node: LndNode) -> None:
     dest = "02" + "ab" * 32
     boost = b'{"action":"boost","message":"sent"}'

@@ -572,6 +572,7 @@ class LndSim:
         self._server: grpc.Server | None = None
         self._stopping = threading.Event()
         self._htlc_ids = itertools.count(1)
+        self.invoices_listed = 0  # invoices ListInvoices has returned, to test sweep cost
 
     # -- paths --
 
@@ -786,6 +787,7 @@ class LndSim:
                         if len(out) >= limit:
                             break
                 out.reverse()
+                self.invoices_listed += len(out)
                 return out
             out = []
             for inv in invoices[req.index_offset :]:
@@ -793,6 +795,7 @@ class LndSim:
                     out.append(inv)
                     if len(out) >= limit:
                         break
+            self.invoices_listed += len(out)
             return out
 
     def list_payments(self, req: Any) -> lightning_pb2.ListPaymentsResponse:

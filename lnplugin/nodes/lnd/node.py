@@ -162,6 +162,7 @@ class LndNode(Node):
         self._lock = threading.Lock()
         self._streams: set[Any] = set()
         self._closed = threading.Event()
+        self._sweep_from = 0  # see _settled_sorted
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LndNode:
@@ -252,9 +253,8 @@ class LndNode(Node):
             return None
         return to_node_invoice(inv)
 
-    def _list_invoices(self) -> Iterator[Any]:
-        """Every invoice, oldest first, page by page over add_index."""
-        offset = 0
+    def _list_invoices(self, offset: int = 0) -> Iterator[Any]:
+        """Every invoice after add_index `offset`, oldest first, page by page."""
         while True:
             req = ln.ListInvoiceRequest(index_offset=offset, num_max_invoices=self.page_size)
             resp = self._call(self._ln.ListInvoices, req)
@@ -266,11 +266,31 @@ class LndNode(Node):
             offset = resp.last_index_offset
 
     def _settled_sorted(self, after: int) -> list[Any]:
-        found = [
-            inv
-            for inv in self._list_invoices()
-            if inv.state == ln.Invoice.SETTLED and inv.settle_index > after
-        ]
+        """Settled invoices with settle_index > `after`, in settle order.
+
+        lnd lists by add_index only, so this would read the node's whole
+        history on every sweep. It starts instead at `_sweep_from`: below it,
+        a previous listing found every invoice final (canceled, or settled at
+        or below the cursor it was given, so already stored). Final states
+        never change and the cursor never goes back, so that stays true and
+        each sweep reads only from the oldest invoice still open on.
+        """
+        start = self._sweep_from
+        found = []
+        floor: int | None = None  # the lowest add_index this listing cannot rule out
+        last = start
+        for inv in self._list_invoices(start):
+            last = inv.add_index
+            if inv.state == ln.Invoice.SETTLED:
+                if inv.settle_index <= after:
+                    continue
+                found.append(inv)
+            elif inv.state == ln.Invoice.CANCELED:
+                continue
+            if floor is None:
+                floor = inv.add_index
+        with self._lock:
+            self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
         found.sort(key=lambda inv: inv.settle_index)
         return found
 

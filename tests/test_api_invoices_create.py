@@ -408,6 +408,45 @@ def test_deeply_nested_json_gets_400_not_500(client, admin, service, body):
     assert counts(service) == before
 
 
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"amount": %s}', "amount"),
+        ('{"amount": 1, "metadata": {"x": %s}}', "metadata.x"),
+        ('{"amount": 1, "metadata": {"a": [1, {"b": %s}]}}', "metadata.a.1.b"),
+    ],
+    ids=["top-level", "in-metadata", "deep-in-metadata"],
+)
+def test_nan_and_infinity_get_400_naming_the_field_and_write_nothing(
+    client, admin, service, token, body, field
+):
+    before = counts(service)
+    headers = {**admin, "Content-Type": "application/json", "Idempotency-Key": "k-" + token}
+    r = client.post("/invoices", data=body % token, headers=headers)
+    assert r.status_code == 400
+    assert r.get_json() == {
+        "code": 400,
+        "error": True,
+        "message": "Request body must be JSON",
+        "errors": {field: f"is {token}, which is not valid JSON"},
+    }
+    assert counts(service) == before
+
+
+def test_a_number_beyond_a_double_gets_400_and_every_such_field_is_named(client, admin, service):
+    before = counts(service)
+    body = '{"amount": 1e999, "metadata": {"x": NaN, "y": -1e400, "ok": 1.5}}'
+    r = client.post("/invoices", data=body, headers={**admin, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.get_json()["errors"] == {
+        "amount": "is 1e999, too large for a number (beyond a double)",
+        "metadata.x": "is NaN, which is not valid JSON",
+        "metadata.y": "is -1e400, too large for a number (beyond a double)",
+    }
+    assert counts(service) == before
+
+
 def test_body_over_64_kib_gets_413_in_alby_shape(client, admin, service):
     before = counts(service)
     big = '{"amount": 1, "comment": "' + "x" * (64 * 1024) + '"}'

@@ -3,6 +3,8 @@
 Bodies keep the keys, values and key order the standard provider wrote; only
 non-ASCII text is now raw UTF-8. Values orjson refuses (integers beyond 64
 bits, lone surrogates, dates) go through the standard json module instead.
+Request bodies are parsed strictly: NaN, Infinity and numbers beyond a double
+are a 400 naming each field, on every route that takes a body.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import decimal
 import json
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 
-from lnplugin.api.jsonprovider import OrjsonProvider
+from lnplugin.api.jsonprovider import MAX_REPORTED, NotJSONNumber, OrjsonProvider
 from lnplugin.api.schemas import MAX_MSAT
 from lnplugin.store import invoices
 
@@ -123,14 +125,49 @@ def test_lone_surrogates_are_escaped_as_before(client, admin, service):
     assert r.get_json()["metadata"] == {"s": "\ud800"}
 
 
-def test_nan_in_metadata_is_written_as_null(client, admin):
-    r = client.post(
-        "/invoices",
-        data='{"amount": 1, "metadata": {"x": NaN}}',
-        headers={**admin, "Content-Type": "application/json"},
-    )
-    assert r.status_code == 201
-    assert b'"metadata":{"x":null}' in r.data
+def test_nan_stored_before_bodies_were_strict_is_written_as_null(client, admin, service):
+    payment_hash = stored(service, metadata='{"x": NaN, "y": Infinity}')
+    r = client.get(f"/invoices/{payment_hash}", headers=admin)
+    assert r.status_code == 200
+    assert b'"metadata":{"x":null,"y":null}' in r.data
+
+
+TABLES = ("invoices", "events", "idempotency_keys", "webhook_endpoints", "webhook_deliveries")
+# Every route that takes a JSON body, with a body it would otherwise accept
+# or reject for another reason; the NaN answer comes first.
+BODY_ROUTES = [
+    ("/invoices", '{"amount": 1, "metadata": {"x": NaN}}', "metadata.x"),
+    ("/decode", '{"invoice": NaN}', "invoice"),
+    (
+        "/webhook_endpoints",
+        '{"url": "https://example.com/", "filter_types": [NaN]}',
+        "filter_types.0",
+    ),
+    ("/dev/pay", '{"amount_msat": NaN, "payment_hash": "%s"}' % ("00" * 32), "amount_msat"),
+    (
+        "/dev/keysend",
+        '{"amount_msat": 1000, "custom_records": {"696969": NaN}}',
+        "custom_records.696969",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BODY_ROUTES, ids=[r[0] for r in BODY_ROUTES])
+def test_every_route_that_takes_a_body_refuses_nan(client, admin, service, path, body, field):
+    def rows():
+        conn = service.store.conn
+        return [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES]
+
+    before = rows()
+    r = client.post(path, data=body, headers={**admin, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.get_json() == {
+        "code": 400,
+        "error": True,
+        "message": "Request body must be JSON",
+        "errors": {field: "is NaN, which is not valid JSON"},
+    }
+    assert rows() == before
 
 
 @pytest.fixture
@@ -162,4 +199,31 @@ def test_dumps_and_loads_match_the_standard_module(bare):
     with bare.app_context():
         assert json.loads(bare.json.dumps(value)) == value
         assert bare.json.dumps(value, sort_keys=True) == json.dumps(value, sort_keys=True)
-        assert bare.json.loads('{"x": NaN}')["x"] != 0  # the json module's parser
+        assert bare.json.loads(b'{"x": 1e308, "y": [-0.5]}') == {"x": 1e308, "y": [-0.5]}
+
+
+@pytest.mark.parametrize(
+    ("text", "errors"),
+    [
+        ("NaN", {"body": "is NaN, which is not valid JSON"}),
+        ("[1, -Infinity]", {"1": "is -Infinity, which is not valid JSON"}),
+        ('{"x": NaN, "x": 1}', {"body": "is NaN, which is not valid JSON"}),  # duplicate key
+    ],
+    ids=["whole-body", "in-a-list", "dropped-by-a-duplicate-key"],
+)
+def test_loads_refuses_what_json_does_not_allow(bare, text, errors):
+    with bare.app_context(), pytest.raises(NotJSONNumber) as caught:
+        bare.json.loads(text)
+    assert caught.value.errors == errors
+    assert isinstance(caught.value, ValueError)  # malformed, to request.get_json too
+
+
+def test_loads_names_at_most_ten_fields(bare):
+    with bare.app_context(), pytest.raises(NotJSONNumber) as caught:
+        bare.json.loads("[" + ", ".join(["NaN"] * 1000) + "]")
+    assert list(caught.value.errors) == [str(i) for i in range(MAX_REPORTED)]
+
+
+def test_request_get_json_goes_through_the_strict_loads(bare):
+    with bare.test_request_context(data='{"x": NaN}', content_type="application/json"):
+        assert request.get_json(silent=True) is None

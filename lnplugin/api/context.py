@@ -1,13 +1,19 @@
-"""Access to the running `Service` from inside a request."""
+"""Access to the running `Service` from inside a request: the service, the
+request body, and the invoice a URL's payment hash names."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from flask import current_app, request
 
+from lnplugin.api.auth import current_token, has_scope
 from lnplugin.api.errors import APIError
+from lnplugin.api.jsonprovider import NotJSONNumber
+from lnplugin.api.schemas import HEX64
 from lnplugin.service import Service
+from lnplugin.store import invoices
 
 
 def service() -> Service:
@@ -15,15 +21,42 @@ def service() -> Service:
 
 
 def json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says why not."""
+    """The request body as a JSON object, or a 400 that says why not.
+
+    Every route that takes a body reads it here, through the app's JSON
+    provider (as `request.get_json` would), so all refuse the same input.
+    """
+    raw = request.get_data(cache=True)
+    if not raw:
+        return {}
     try:
-        data = request.get_json(force=True, silent=True)
+        data = current_app.json.loads(raw)
     except RecursionError:
         raise APIError(400, "Request body must be JSON", {"body": "is nested too deeply"}) from None
-    if data is None:
-        if not request.get_data(cache=True):
-            return {}
-        raise APIError(400, "Request body must be JSON", {"body": "is not valid JSON"})
+    except NotJSONNumber as exc:
+        raise APIError(400, "Request body must be JSON", exc.errors) from None
+    except ValueError:
+        raise APIError(400, "Request body must be JSON", {"body": "is not valid JSON"}) from None
     if not isinstance(data, dict):
         raise APIError(400, "Request body must be a JSON object", {"body": "must be an object"})
     return data
+
+
+def invoice_or_404(payment_hash: str) -> sqlite3.Row:
+    """The invoice with this payment hash (in either case): 400 for a
+    malformed hash, 404 for an unknown one."""
+    if not HEX64.fullmatch(payment_hash):
+        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
+    found = invoices.by_hash(service().store.conn, payment_hash.lower())
+    if found is None:
+        raise APIError(404, f"No invoice with payment hash {payment_hash}")
+    return found
+
+
+def readable_invoice(payment_hash: str) -> sqlite3.Row:
+    """`invoice_or_404`, and 403 for an outgoing payment when the token
+    lacks `transactions:read`."""
+    found = invoice_or_404(payment_hash)
+    if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
+        raise APIError(403, "Token lacks scope: transactions:read")
+    return found

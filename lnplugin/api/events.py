@@ -25,7 +25,6 @@ and to end the stream.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -52,7 +51,6 @@ from lnplugin.store import events, invoices
 
 bp = Blueprint("events", __name__)
 
-_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_FOR_STATE = {
     "CREATED": events.INCOMING_CREATED,
     "SETTLED": events.INCOMING_SETTLED,
@@ -207,15 +205,9 @@ def _queued(sub: Subscription, after: int, heartbeat: float, parking: Parking) -
 @bp.get("/invoices/<payment_hash>/events")
 @require("invoices:read")
 def invoice_events(payment_hash: str) -> Any:
-    if not _HASH.fullmatch(payment_hash):
-        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
+    found = context.readable_invoice(payment_hash)
     svc = context.service()
     resume = _last_event_id()
-    found = invoices.by_hash(svc.store.conn, payment_hash.lower())
-    if found is None:
-        raise APIError(404, f"No invoice with payment hash {payment_hash}")
-    if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
-        raise APIError(403, "Token lacks scope: transactions:read")
     sub = Subscription(lambda row: True, found["id"], final_ends=True)
     try:
         release = _admit(sub)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import time
 from typing import Any
@@ -22,7 +21,6 @@ from lnplugin.store import events, invoices
 
 bp = Blueprint("invoices", __name__)
 
-_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 _FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
 # Unbounded integer parameters stop here, so SQLite (64-bit) never overflows, even as page*items.
 _MAX_QUERY_INT = 10**15
@@ -125,12 +123,7 @@ def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -
 @bp.get("/invoices/<payment_hash>")
 @require("invoices:read")
 def get_invoice(payment_hash: str) -> Any:
-    if not _HASH.fullmatch(payment_hash):
-        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
-    row = invoices.by_hash(context.service().store.conn, payment_hash.lower())
-    if row is None:
-        raise APIError(404, f"No invoice with payment hash {payment_hash}")
-    return invoice_json(row, int(time.time()))
+    return invoice_json(context.invoice_or_404(payment_hash), int(time.time()))
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int | None) -> int | None:

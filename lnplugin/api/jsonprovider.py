@@ -8,14 +8,19 @@ Anything orjson refuses goes through the standard provider unchanged, so it
 serializes as before or fails as before. Clients and keysend senders can put
 such values in `metadata` and `boostagram` (integers beyond 64 bits, nesting
 deeper than 254, lone surrogates), and Flask's `default` hook handles dates,
-dataclasses and `Decimal`. Request bodies are still parsed by the standard
-`json` module (the inherited `loads`), so a malformed body fails as before.
-One difference: orjson writes NaN and Infinity as `null`, not as the
-non-JSON tokens `NaN` and `Infinity`.
+dataclasses and `Decimal`. One difference: orjson writes NaN and Infinity
+as `null`, not as the non-JSON tokens `NaN` and `Infinity`.
+
+Request bodies are parsed by the standard `json` module (the inherited
+`loads`), which accepts `NaN`, `Infinity` and `-Infinity` and reads a number
+like `1e999` as infinity: none of them is JSON, and none could be written
+back. `loads` refuses them with `NotJSONNumber`, a `ValueError` like any
+other malformed body, naming each field that held one.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -24,6 +29,41 @@ from flask.json.provider import DefaultJSONProvider
 
 # Dates and dataclasses go to the fallback, which formats them as Flask does.
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+MAX_REPORTED = 10  # fields named in one NotJSONNumber
+
+
+class NotJSONNumber(ValueError):
+    """A body that holds NaN, Infinity, -Infinity or a number beyond a double.
+
+    `errors` maps each field's path (keys and list indexes joined by dots, as
+    validation errors name fields; `body` for the whole body) to a reason.
+    """
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{field} {reason}" for field, reason in errors.items()))
+        self.errors = errors
+
+
+class _Refused:
+    """Stands where the parser met a refused number, so its path can be found."""
+
+    def __init__(self, token: str, reason: str) -> None:
+        self.reason = f"is {token}, {reason}"
+
+
+def _refused_paths(obj: Any) -> dict[str, str]:
+    """Path -> reason for each `_Refused` in `obj`, in document order."""
+    errors: dict[str, str] = {}
+    stack: list[tuple[tuple[str, ...], Any]] = [((), obj)]
+    while stack and len(errors) < MAX_REPORTED:
+        path, value = stack.pop()
+        if isinstance(value, _Refused):
+            errors[".".join(path) or "body"] = value.reason
+        elif isinstance(value, dict):
+            stack.extend(((*path, str(k)), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((*path, str(i)), v) for i, v in reversed(list(enumerate(value))))
+    return errors
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -34,6 +74,28 @@ class OrjsonProvider(DefaultJSONProvider):
         if kwargs:  # options for the json module: let it do the work
             return super().dumps(obj, **kwargs)
         return self._encode(obj, 0).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        refused: list[_Refused] = []
+
+        def constant(token: str) -> _Refused:
+            refused.append(_Refused(token, "which is not valid JSON"))
+            return refused[-1]
+
+        def number(token: str) -> float | _Refused:
+            value = float(token)
+            if math.isfinite(value):
+                return value
+            refused.append(_Refused(token, "too large for a number (beyond a double)"))
+            return refused[-1]
+
+        kwargs.setdefault("parse_constant", constant)
+        kwargs.setdefault("parse_float", number)
+        obj = super().loads(s, **kwargs)
+        if refused:
+            # No path when a duplicate key dropped the value: still refused.
+            raise NotJSONNumber(_refused_paths(obj) or {"body": refused[0].reason})
+        return obj
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)

@@ -17,7 +17,7 @@ MAX_MSAT = 21_000_000 * 100_000_000 * 1000
 MAX_DESCRIPTION_BYTES = 639  # what a BOLT11 `d` field can carry
 MAX_METADATA_BYTES = 4096
 MAX_EXPIRY = 365 * 24 * 3600
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")  # a SHA-256, such as a payment hash
 _PUBKEY = re.compile(r"^[0-9a-fA-F]{64}([0-9a-fA-F]{2})?$")
 
 
@@ -53,7 +53,7 @@ class InvoiceCreate(BaseModel):
     @field_validator("description_hash")
     @classmethod
     def _hash(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX64.fullmatch(value):
+        if value is not None and not HEX64.fullmatch(value):
             raise ValueError("must be 64 hex characters (a SHA-256)")
         return value.lower() if value else value
 
@@ -133,7 +133,7 @@ class DevPay(BaseModel):
     def cross_field_errors(self) -> dict[str, str]:
         if (self.payment_request is None) == (self.payment_hash is None):
             return {"payment_request": "send exactly one of payment_request or payment_hash"}
-        if self.payment_hash is not None and not _HEX64.fullmatch(self.payment_hash):
+        if self.payment_hash is not None and not HEX64.fullmatch(self.payment_hash):
             return {"payment_hash": "must be 64 hex characters"}
         return {}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import secrets
 import time
 from typing import Any
@@ -22,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from lnplugin.alby import iso
 from lnplugin.api import context
-from lnplugin.api.auth import current_token, has_scope, require
+from lnplugin.api.auth import require
 from lnplugin.api.errors import APIError, validation_error
-from lnplugin.store import events, invoices
+from lnplugin.store import events
 from lnplugin.store import webhooks as db
 from lnplugin.webhooks import Refused, check_address
 
@@ -33,7 +32,6 @@ bp = Blueprint("webhooks", __name__)
 EP = "/webhook_endpoints"
 
 MAX_URL = 2048
-_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 def check_url(value: str) -> str:
@@ -160,24 +158,11 @@ def _items() -> int:
     return int(raw)
 
 
-def _invoice_or_404(payment_hash: str) -> Any:
-    """The invoice the token may read: 400 for a malformed hash, 404 for an
-    unknown one, 403 for an outgoing payment without `transactions:read`."""
-    if not _HASH.fullmatch(payment_hash):
-        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
-    found = invoices.by_hash(context.service().store.conn, payment_hash.lower())
-    if found is None:
-        raise APIError(404, f"No invoice with payment hash {payment_hash}")
-    if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
-        raise APIError(403, "Token lacks scope: transactions:read")
-    return found
-
-
 @bp.get("/invoices/<payment_hash>/deliveries")
 @require("invoices:read")
 def invoice_deliveries(payment_hash: str) -> Any:
     """Deliveries to the invoice's own `webhook` URL (not to endpoints), newest first."""
-    found = _invoice_or_404(payment_hash)
+    found = context.readable_invoice(payment_hash)
     rows = db.invoice_deliveries(context.service().store.conn, found["id"], _items())
     return [db.delivery_json(row) for row in rows]
 
@@ -198,7 +183,7 @@ def invoice_redeliver(payment_hash: str, event_id: str) -> Any:
     that recovers from its own receiver's outage needs no all-powerful token.
     (`admin` still passes, as it holds every scope.)
     """
-    found = _invoice_or_404(payment_hash)
+    found = context.readable_invoice(payment_hash)
     with context.service().store.transaction() as tx:
         row = db.redeliver_invoice(tx, found["id"], event_id)
     if row is None:

@@ -291,15 +291,18 @@ class DeliveryWorker:
             outcome = self.attempt(row)
             retry_in = None if outcome.ok else retry_delay(self.schedule, row["retry_index"])
             with self.store.transaction() as tx:
-                db.record_attempt(
+                decided = db.record_attempt(
                     tx,
                     row["id"],
+                    row["generation"],
                     ok=outcome.ok,
                     status_code=outcome.status_code,
                     error=outcome.error,
                     retry_in=retry_in,
                 )
-            if not outcome.ok:
+            if not decided:
+                log.info("webhook %s: attempt superseded by a redeliver or delete", row["event_id"])
+            elif not outcome.ok:
                 what = "dead-lettered" if retry_in is None else f"retry in {retry_in:.0f}s"
                 log.info(
                     "webhook %s to %s failed (%s); %s",
@@ -311,6 +314,8 @@ class DeliveryWorker:
         except Exception:
             log.exception("webhook delivery %s failed unexpectedly", row["id"])
         finally:
+            # Only now, with the outcome committed, may `due` hand this row out
+            # again: a redeliver during the attempt then gets its own, later one.
             with self._lock:
                 self._in_flight.discard(row["id"])
             self._wake.set()

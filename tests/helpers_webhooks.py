@@ -197,7 +197,10 @@ class Received:
 class Receiver:
     """A local webhook receiver. `script[path]` lists status codes to answer in
     turn (the last one repeats); unscripted paths answer 200. A path in
-    `hold` blocks its first request until `release` is set."""
+    `hold` blocks its first request until `release` is set. `overlapped` lists
+    the webhook-id of every request that arrived while another with the same
+    id was still unanswered: a sender must never have two attempts of one
+    delivery open at once."""
 
     script: dict[str, list[int]] = field(default_factory=dict)
     hold: set[str] = field(default_factory=set)
@@ -205,6 +208,7 @@ class Receiver:
     accepted: dict[str, Received] = field(default_factory=dict)  # by webhook-id: deduplicated
     held: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    overlapped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -216,8 +220,12 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 path = self.path.split("?")[0]
                 item = Received(path, {k.lower(): v for k, v in self.headers.items()}, body)
+                msg_id = item.headers.get("webhook-id", "")
                 with receiver._lock:
                     receiver.received.append(item)
+                    if receiver._open.get(msg_id):
+                        receiver.overlapped.append(msg_id)
+                    receiver._open[msg_id] = receiver._open.get(msg_id, 0) + 1
                     answers = receiver.script.get(path, [200])
                     code = answers.pop(0) if len(answers) > 1 else answers[0]
                     holding = path in receiver.hold
@@ -225,9 +233,12 @@ class Receiver:
                 if holding:
                     receiver.held.set()
                     receiver.release.wait(30)
-                if 200 <= code < 300:
-                    with receiver._lock:
-                        receiver.accepted.setdefault(item.headers["webhook-id"], item)
+                with receiver._lock:
+                    # Answered from here on: the sender's next attempt can only
+                    # start after reading this answer, so it is no overlap.
+                    receiver._open[msg_id] -= 1
+                    if 200 <= code < 300:
+                        receiver.accepted.setdefault(msg_id, item)
                 self.send_response(code)
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -237,6 +248,7 @@ class Receiver:
                 pass
 
         self._lock = threading.Lock()
+        self._open: dict[str, int] = {}  # unanswered requests by webhook-id
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -10,7 +10,7 @@ import pytest
 
 from lnplugin.follower import apply_in, expire_due
 from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
-from lnplugin.store import Store, cursors, events, invoices
+from lnplugin.store import Store, cursors, events, invoices, migrations
 from lnplugin.store.migrations import MIGRATIONS
 
 LATEST = max(MIGRATIONS)
@@ -223,18 +223,41 @@ def test_a_lookup_by_hash_alone_uses_the_type_and_hash_index(store):
     assert "USING INDEX idx_invoices_type_payment_hash" in plan
 
 
-def test_an_existing_database_loses_the_redundant_index_on_upgrade(tmp_path):
+def database_at(path, version: int, monkeypatch) -> None:
+    """Create a database as an lnplugin whose newest migration was `version` would."""
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "MIGRATIONS", {n: MIGRATIONS[n] for n in MIGRATIONS if n <= version})
+        Store(path).close()
+
+
+def test_an_existing_database_loses_the_redundant_index_on_upgrade(tmp_path, monkeypatch):
     path = tmp_path / "db.sqlite"
-    Store(path).close()
+    database_at(path, 3, monkeypatch)
     conn = sqlite3.connect(path)
-    conn.execute("CREATE INDEX idx_invoices_payment_hash ON invoices(payment_hash)")
-    conn.execute("DELETE FROM schema_version WHERE version = 4")
-    conn.commit()
+    assert "idx_invoices_payment_hash" in {
+        r[1] for r in conn.execute("PRAGMA index_list(invoices)")
+    }
     conn.close()
     store = Store(path)
     names = {r["name"] for r in store.conn.execute("PRAGMA index_list(invoices)")}
     assert "idx_invoices_payment_hash" not in names
     assert "idx_invoices_type_payment_hash" in names
+    store.close()
+
+
+def test_existing_webhook_deliveries_start_at_generation_zero_on_upgrade(tmp_path, monkeypatch):
+    path = tmp_path / "db.sqlite"
+    database_at(path, 4, monkeypatch)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO webhook_deliveries (url, event_id, event_type, created_at)"
+        " VALUES ('https://shop.example/hook', 'evt_old', 'webhook.test', 0)"
+    )
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    row = store.conn.execute("SELECT * FROM webhook_deliveries").fetchone()
+    assert row["event_id"] == "evt_old" and row["generation"] == 0
     store.close()
 
 

@@ -1,10 +1,12 @@
 """At-least-once delivery over real HTTP: retries keep the webhook-id, a
 SIGKILL mid-delivery does not lose the event, the SSRF guard refuses
 loopback without the allow-list, and dead letters can be redelivered, to
-endpoints and to an invoice's own `webhook` URL alike."""
+endpoints and to an invoice's own `webhook` URL alike; a redeliver made while
+an attempt is still open is sent once more after it, never alongside."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from lnplugin import hub as hub_module
 from lnplugin import webhooks
 from lnplugin.store import Store
+from lnplugin.store import webhooks as db
 from tests.helpers_webhooks import Receiver, Server, run_cli, wait_for
 
 ALLOW = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "0,0,0,0"}
@@ -277,6 +280,108 @@ def test_dead_lettered_invoice_delivery_is_redelivered_with_a_fresh_budget(
     assert receiver.accepted[event_id].json["data"]["payment_hash"] == payment_hash
     # The created event, dead-lettered too, was not asked for and stays so.
     assert server.invoice_deliveries(payment_hash)[CREATED]["status"] == "failed"
+
+
+@pytest.mark.parametrize("target", ["endpoint", "invoice"])
+def test_redeliver_during_an_attempt_sends_once_more_after_it(
+    server: Server, receiver: Receiver, target: str
+) -> None:
+    """The receiver holds the first attempt open until the redeliver has been
+    accepted; that attempt's outcome must not overwrite the redeliver, and the
+    second attempt must wait for the first to be answered."""
+    path = f"/busy-{target}"
+    receiver.hold.add(path)
+    if target == "endpoint":
+        endpoint = server.add_endpoint(receiver.url(path), [CREATED])
+        server.create_invoice()
+    else:
+        payment_hash = server.create_invoice(webhook=receiver.url(path))["payment_hash"]
+    assert receiver.held.wait(15), "the first attempt never arrived"
+    [first] = receiver.received
+    event_id = first.headers["webhook-id"]
+    if target == "endpoint":
+        route = f"/webhook_endpoints/{endpoint['id']}/deliveries/{event_id}/redeliver"
+
+        def row() -> dict | None:
+            return server.delivery(endpoint["id"], event_id)
+    else:
+        route = f"/invoices/{payment_hash}/deliveries/{event_id}/redeliver"
+
+        def row() -> dict | None:
+            return server.invoice_deliveries(payment_hash).get(CREATED)
+
+    reply = server.call("POST", route)  # the first attempt is still open
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["status"] == "pending" and reply.json()["attempts"] == 0
+    receiver.release.set()
+
+    recorded = wait_for(lambda: (d := row()) and d["attempts"] >= 1 and d)
+    lost = recorded["attempts"] == 1 and recorded["status"] != "pending"
+    assert not lost, f"the first attempt's outcome overwrote the redeliver: {recorded}"
+    done = wait_for(
+        lambda: (d := row()) and d["attempts"] == 2 and d["status"] == "delivered" and d
+    )
+    assert done["last_status_code"] == 200 and done["next_attempt_at"] is None
+    again = receiver.for_event(event_id)
+    assert [r.path for r in again] == [path, path]
+    assert again[1].headers["webhook-id"] == event_id and again[1].body == first.body
+    assert receiver.overlapped == []
+    assert list(receiver.accepted) == [event_id]
+
+
+@pytest.mark.parametrize(
+    ("ok", "retry_in"), [(True, None), (False, 5.0), (False, None)], ids=["ok", "retry", "dead"]
+)
+def test_an_attempt_does_not_overwrite_a_redeliver_made_during_it(
+    tmp_path: Path, ok: bool, retry_in: float | None
+) -> None:
+    """Whatever the attempt's outcome (delivered, retry later, dead-lettered),
+    the redeliver's reset stands and the row is due again; the attempt itself
+    is still counted and its answer shown."""
+    store = Store(tmp_path / "db.sqlite")
+    try:
+        with store.transaction() as tx:
+            ep = db.create_endpoint(tx, "https://shop.example/hook", None, [CREATED])
+            db.add_test_delivery(tx, ep, "evt_race", "{}")
+        [dispatched] = db.due(store.conn, time.time(), (), 8)  # the attempt starts
+        with store.transaction() as tx:
+            queued = db.redeliver(tx, ep, "evt_race")  # accepted while it runs
+        assert queued is not None and queued["generation"] == dispatched["generation"] + 1
+        code = 200 if ok else 503
+        with store.transaction() as tx:
+            decided = db.record_attempt(
+                tx,
+                dispatched["id"],
+                dispatched["generation"],
+                ok=ok,
+                status_code=code,
+                error=None if ok else "HTTP 503",
+                retry_in=retry_in,
+            )
+        assert decided is False
+        row = db.delivery(store.conn, ep["id"], "evt_race")
+        assert row["status"] == "pending" and row["retry_index"] == 0
+        assert row["next_attempt_at"] == queued["next_attempt_at"]
+        assert row["attempts"] == 1 and row["last_status_code"] == code
+        assert row["last_attempt_at"] is not None
+        assert (row["delivered_at"] is not None) is ok
+
+        [again] = db.due(store.conn, time.time(), (), 8)  # the redeliver's own attempt
+        with store.transaction() as tx:
+            assert db.record_attempt(
+                tx,
+                again["id"],
+                again["generation"],
+                ok=True,
+                status_code=200,
+                error=None,
+                retry_in=None,
+            )
+        row = db.delivery(store.conn, ep["id"], "evt_race")
+        assert row["status"] == "delivered" and row["attempts"] == 2
+        assert db.due(store.conn, time.time(), (), 8) == []
+    finally:
+        store.close()
 
 
 def test_stop_wakes_the_worker_and_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -258,3 +258,12 @@ def _drop_payment_hash_index(db: sqlite_utils.Database) -> None:
     # (type, payment_hash) index serves it; this one only cost a random-page
     # write per insert.
     db.execute("DROP INDEX IF EXISTS idx_invoices_payment_hash")
+
+
+@migration(5, "webhook delivery generation, bumped by every redeliver")
+def _delivery_generation(db: sqlite_utils.Database) -> None:
+    # A redeliver can land while an attempt of the same row is on the wire.
+    # The attempt carries the generation it was dispatched with, so its
+    # outcome can tell it has been superseded instead of overwriting the
+    # redeliver's reset (see `webhooks.record_attempt`).
+    db["webhook_deliveries"].add_column("generation", int, not_null_default=0)

@@ -171,10 +171,14 @@ def redeliver_invoice(tx: sqlite3.Connection, invoice_id: int, event_id: str) ->
 
 
 def _reschedule(tx: sqlite3.Connection, endpoint_id: str, event_id: str, now: float) -> bool:
-    """Make an existing delivery pending, due `now`, with its retry budget reset."""
+    """Make an existing delivery pending, due `now`, with its retry budget reset.
+
+    Bumps `generation`, so an attempt already on the wire (dispatched with the
+    old one) cannot overwrite this when it finishes; see `record_attempt`.
+    """
     cur = tx.execute(
-        "UPDATE webhook_deliveries SET status = 'pending', retry_index = 0, next_attempt_at = ?"
-        " WHERE endpoint_id = ? AND event_id = ?",
+        "UPDATE webhook_deliveries SET status = 'pending', retry_index = 0, next_attempt_at = ?,"
+        " generation = generation + 1 WHERE endpoint_id = ? AND event_id = ?",
         (now, endpoint_id, event_id),
     )
     return cur.rowcount > 0
@@ -215,13 +219,26 @@ def next_due_at(conn: sqlite3.Connection, exclude: Iterable[int] = ()) -> float 
 def record_attempt(
     tx: sqlite3.Connection,
     delivery_id: int,
+    generation: int,
     *,
     ok: bool,
     status_code: int | None,
     error: str | None,
     retry_in: float | None,
-) -> None:
-    """Record one attempt. `retry_in` None after a failure means dead-letter."""
+) -> bool:
+    """Record one attempt of the row as dispatched at `generation`. `retry_in`
+    None after a failure means dead-letter.
+
+    If a redeliver was accepted while this attempt was in flight, the
+    generation has moved on. The receiver may have handled this attempt
+    before the redeliver was asked for, and the 202 promised one more send,
+    so this outcome must not close the row (nor dead-letter it). Only the
+    attempt's own facts are written then (the count, its answer,
+    `delivered_at` on success); the redeliver's state stands: pending, due
+    now, fresh budget. The worker keeps a row out of `due` until this has
+    committed, so the extra send comes after this one, never alongside.
+    Returns False then (and when the row was deleted meanwhile).
+    """
     now = time.time()
     if ok:
         status, next_at = "delivered", None
@@ -229,13 +246,19 @@ def record_attempt(
         status, next_at = "failed", None
     else:
         status, next_at = "pending", now + retry_in
-    tx.execute(
-        "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1,"
-        " retry_index = CASE WHEN ? THEN retry_index ELSE retry_index + 1 END,"
-        " next_attempt_at = ?, last_status_code = ?, last_error = ?, last_attempt_at = ?,"
-        " delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END WHERE id = ?",
-        (status, ok, next_at, status_code, error, now, ok, now, delivery_id),
+    decided = tx.execute(
+        "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?,"
+        " retry_index = CASE WHEN ? THEN retry_index ELSE retry_index + 1 END"
+        " WHERE id = ? AND generation = ?",
+        (status, next_at, ok, delivery_id, generation),
     )
+    tx.execute(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status_code = ?,"
+        " last_error = ?, last_attempt_at = ?,"
+        " delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END WHERE id = ?",
+        (status_code, error, now, ok, now, delivery_id),
+    )
+    return decided.rowcount > 0
 
 
 # -- listing ------------------------------------------------------------------------

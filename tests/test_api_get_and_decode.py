@@ -81,6 +81,33 @@ def test_get_a_malformed_hash_is_400(client, reader, bad):
     assert "payment_hash" in r.get_json()["errors"]
 
 
+def test_get_an_outgoing_payment_needs_transactions_read(client, service, make_token):
+    from lnplugin.store import invoices
+
+    paid = "cd" * 32
+    with service.store.transaction() as tx:
+        invoices.insert(
+            tx,
+            {
+                "type": "outgoing",
+                "payment_hash": paid,
+                "state": "SETTLED",
+                "amount_msat": 5000,
+                "created_at": 1,
+                "expiry": 0,
+                "expires_at": 1,
+                "settled_at": 1,
+            },
+        )
+    receiving_only = {"Authorization": f"Bearer {make_token('invoices:read')}"}
+    r = client.get(f"/invoices/{paid}", headers=receiving_only)
+    assert r.status_code == 403
+    assert r.get_json()["message"] == "Token lacks scope: transactions:read"
+    both = {"Authorization": f"Bearer {make_token('invoices:read', 'transactions:read')}"}
+    r = client.get(f"/invoices/{paid}", headers=both)
+    assert r.status_code == 200 and r.get_json()["type"] == "outgoing"
+
+
 def test_get_shows_settlement_after_dev_pay(client, admin, reader, invoice):
     client.post("/dev/pay", json={"payment_request": invoice["payment_request"]}, headers=admin)
     got = client.get(f"/invoices/{invoice['payment_hash']}", headers=reader).get_json()

@@ -18,7 +18,7 @@ from waitress.server import create_server
 from lnplugin.api import create_app
 from lnplugin.config import Settings
 from lnplugin.hub import WSGI_WRITE
-from lnplugin.service import NetworkMismatch, Service
+from lnplugin.service import Service, StartupRefused
 from lnplugin.store import tokens
 
 log = logging.getLogger("lnplugin")
@@ -86,7 +86,7 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
     service = Service.build(settings)
     try:
         service.start()
-    except NetworkMismatch as exc:
+    except StartupRefused as exc:
         log.error("%s", exc)
         service.store.close()
         return 2

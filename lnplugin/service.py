@@ -7,11 +7,14 @@ lnplugin.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from lnplugin.config import Settings
 from lnplugin.follower import Follower
@@ -22,8 +25,42 @@ from lnplugin.store import Store
 log = logging.getLogger(__name__)
 
 
-class NetworkMismatch(Exception):
+class StartupRefused(Exception):
+    """lnplugin must not start; the message tells the operator why and what to do."""
+
+
+class NetworkMismatch(StartupRefused):
     pass
+
+
+class AlreadyServing(StartupRefused):
+    pass
+
+
+def lock_data_dir(data_dir: Path) -> TextIO:
+    """Hold `<data_dir>/lnplugin.lock` for as long as this process serves.
+
+    Two serving processes on one data dir would each run a follower and a
+    webhook worker over the same store: every webhook would go out twice. The
+    kernel drops an flock when its process dies, so a crash or SIGKILL never
+    leaves a stale lock behind. CLI commands (tokens, status) do not take it.
+    """
+    handle = open(data_dir / "lnplugin.lock", "a+")  # noqa: SIM115 - held until stop()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyServing(
+            f"another lnplugin (pid {pid}) is already serving {data_dir}; "
+            "stop it first, or give this one its own --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 @dataclass
@@ -38,6 +75,7 @@ class Service:
     _info_lock: threading.Lock = field(default_factory=threading.Lock)
     _aliases: dict[str, str | None] = field(default_factory=dict)
     extensions: dict[str, Any] = field(default_factory=dict)
+    _lock: TextIO | None = None
 
     @classmethod
     def build(cls, settings: Settings, node: Node | None = None) -> Service:
@@ -92,7 +130,13 @@ class Service:
         return self._aliases[pubkey]
 
     def start(self) -> None:
-        self.check_network()
+        """Raises `StartupRefused` (nothing started, lock released) when lnplugin must not run."""
+        self._lock = lock_data_dir(self.settings.data_dir)
+        try:
+            self.check_network()
+        except StartupRefused:
+            self._release_lock()
+            raise
         self.follower.start()
         for worker in self.extensions.get("workers", []):
             worker.start()
@@ -102,3 +146,9 @@ class Service:
             worker.stop()
         self.follower.stop()
         self.store.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor drops the flock
+            self._lock = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bolt11 as reference
 
-from tests.e2e import Server, cli
+from tests.e2e import Server, cli, run
 
 
 def test_walkthrough_survives_restart(tmp_path: Path) -> None:
@@ -164,3 +164,24 @@ def _wait_settled(server: Server, payment_hash: str, timeout: float = 10.0) -> d
         if body.get("settled") or time.monotonic() > deadline:
             return body
         time.sleep(0.02)
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    # Two followers and webhook workers over one store would send every webhook twice.
+    data = tmp_path / "data"
+    first = Server(data).start()
+    try:
+        second = run(data, "serve", "--port", "0")
+        assert second.returncode == 2
+        assert f"is already serving {data}" in second.stderr
+        assert f"pid {first.proc.pid}" in second.stderr
+        # The first one is unaffected.
+        assert first.request("GET", "/health").json()["status"] == "ok"
+    finally:
+        first.stop(signal.SIGKILL)
+    # The kernel released the lock with the killed process: no stale lock.
+    again = Server(data).start()
+    try:
+        assert again.request("GET", "/health").status_code == 200
+    finally:
+        again.stop()

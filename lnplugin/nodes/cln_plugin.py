@@ -26,7 +26,7 @@ from typing import Any
 from lnplugin.cln_tlv import TlvError, custom_records
 from lnplugin.config import ConfigError, Settings, load_settings
 from lnplugin.follower import capture_htlc_records
-from lnplugin.service import NetworkMismatch, Service
+from lnplugin.service import Service, StartupRefused
 from lnplugin.store import Store
 
 log = logging.getLogger("lnplugin.cln_plugin")
@@ -169,7 +169,7 @@ class PluginRuntime:
         assert self.service is not None
         try:
             self.service.start()
-        except NetworkMismatch as exc:  # only if the operator forced another network
+        except StartupRefused as exc:  # another network forced, or the data dir is in use
             log.error("%s", exc)
             return
         try:

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lnplugin.boostagram import parse_records, records_from_json, records_to_json
@@ -33,7 +33,6 @@ from lnplugin.nodes.base import (
     NodeError,
     NodeInvoice,
     NodePermissionDenied,
-    NodeUnavailable,
     OutgoingPayment,
 )
 from lnplugin.store import Store, cursors, events, htlc_records, invoices
@@ -63,7 +62,6 @@ class FollowerStatus:
     last_sweep_at: int | None = None
     last_error: str | None = None
     reconnects: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -135,20 +133,12 @@ class ApplyBatch:
             cursors.advance(tx, cursors.INCOMING, self.cursor)
 
 
-def apply_in(
-    tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch | None = None
-) -> bool:
-    """Apply one node update inside `tx`. Returns True when state changed.
-
-    With `batch`, the caller applies several updates in `tx` and calls
-    `batch.finish(tx)` before committing; without, this update stands alone.
-    """
-    if batch is None:
-        single = ApplyBatch()
-        changed = _apply_one(tx, update, single)
-        single.finish(tx)
-        return changed
-    return _apply_one(tx, update, batch)
+def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
+    """Apply one node update inside `tx`. Returns True when state changed."""
+    batch = ApplyBatch()
+    changed = _apply_one(tx, update, batch)
+    batch.finish(tx)
+    return changed
 
 
 def apply_many(tx: sqlite3.Connection, updates: Iterable[InvoiceUpdate], batch: ApplyBatch) -> int:
@@ -177,11 +167,8 @@ def apply_many(tx: sqlite3.Connection, updates: Iterable[InvoiceUpdate], batch: 
             changed += _apply_one(tx, update, batch)
             continue
         batch.cursor = max(batch.cursor, update.cursor)
-        captured = batch.captured(tx, inv.payment_hash)
-        fields = _new_row(inv, _merge_records(None, inv, captured))
-        if inv.state == "SETTLED":
-            fields["list_seq"] = batch.next_list_seq(tx)
-        fresh.append((_EVENT_FOR_STATE[inv.state], invoices.complete(fields)))
+        row = _new_row(tx, inv, batch.captured(tx, inv.payment_hash), batch)
+        fresh.append((_EVENT_FOR_STATE[inv.state], row))
         known.add(inv.payment_hash)
         changed += 1
     _write_fresh(tx, fresh)
@@ -196,9 +183,12 @@ def _write_fresh(tx: sqlite3.Connection, fresh: list[tuple[str, dict[str, Any]]]
         fresh.clear()
 
 
-def _new_row(inv: NodeInvoice, records: dict[int, bytes]) -> dict[str, Any]:
-    """The invoice columns for an invoice lnplugin first hears of from the node."""
-    return {
+def _new_row(
+    tx: sqlite3.Connection, inv: NodeInvoice, captured: dict[int, bytes], batch: ApplyBatch
+) -> dict[str, Any]:
+    """The complete row (see `invoices.complete`) for an invoice lnplugin
+    first hears of from the node, not yet inserted."""
+    fields = {
         "type": "incoming",
         "payment_hash": inv.payment_hash,
         "payment_request": inv.payment_request,
@@ -215,23 +205,24 @@ def _new_row(inv: NodeInvoice, records: dict[int, bytes]) -> dict[str, Any]:
         "payment_secret": inv.payment_secret,
         "is_keysend": int(inv.is_keysend),
         "source": "node",
-        **record_fields(records),
+        **record_fields(_merge_records(None, inv, captured)),
     }
+    if inv.state == "SETTLED":
+        fields["list_seq"] = batch.next_list_seq(tx)
+    return invoices.complete(fields)
 
 
 def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch) -> bool:
     inv = update.invoice
-    row = invoices.by_hash(tx, inv.payment_hash, "incoming")
-    # Records CLN plugin mode captured from `htlc_accepted` (listinvoices has none).
-    captured = batch.captured(tx, inv.payment_hash)
     batch.cursor = max(batch.cursor, update.cursor)
     if inv.state == "OPEN":
         return False  # nothing to record; lnplugin stores its own invoices at creation
+    row = invoices.by_hash(tx, inv.payment_hash, "incoming")
+    # Records CLN plugin mode captured from `htlc_accepted` (listinvoices has none).
+    captured = batch.captured(tx, inv.payment_hash)
     if row is None:
-        fields = _new_row(inv, _merge_records(None, inv, captured))
-        if inv.state == "SETTLED":
-            fields["list_seq"] = batch.next_list_seq(tx)
-        invoice_id = invoices.insert(tx, fields)
+        stored = _new_row(tx, inv, captured, batch)
+        invoices.insert_many(tx, [stored])
     else:
         invoice_id = row["id"]
         new_records = _merge_records(row, inv, captured)
@@ -254,8 +245,7 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
         if records_changed:
             fields.update(record_fields(new_records))
         invoices.update(tx, invoice_id, fields)
-    stored = invoices.by_id(tx, invoice_id)
-    assert stored is not None
+        stored = {**row, **fields}  # the row as updated, without reading it back
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)
     return True
 
@@ -354,9 +344,9 @@ def expire_due(store: Store, now: int | None = None) -> int:
             rows = invoices.open_expired(tx, now, limit=500)
             for row in rows:
                 invoices.update(tx, row["id"], {"state": "EXPIRED"})
-                stored = invoices.by_id(tx, row["id"])
-                assert stored is not None
-                events.append(tx, events.INCOMING_EXPIRED, stored)
+            events.append_many(
+                tx, [(events.INCOMING_EXPIRED, {**row, "state": "EXPIRED"}) for row in rows]
+            )
         count += len(rows)
         if len(rows) < 500:
             return count
@@ -500,9 +490,7 @@ class Follower:
             try:
                 self._follow_once()
                 attempt = 0  # the feed ended cleanly (node closed it); reconnect now
-            except NodeUnavailable as exc:
-                self._note_error(exc)
-            except NodeError as exc:
+            except NodeError as exc:  # NodeUnavailable is one
                 self._note_error(exc)
             except Exception as exc:  # a bug must not silently stop following
                 log.exception("settlement feed failed")
@@ -584,7 +572,7 @@ class Follower:
                 elif now >= next_outgoing and self.status.outgoing == "ok":
                     self.sweep_outgoing()  # when denied, only the full sweep asks again
                     next_outgoing = now + self.node.outgoing_poll_interval
-            except (NodeUnavailable, NodeError) as exc:
+            except NodeError as exc:
                 self._note_error(exc)
                 next_sweep = now + min(self.sweep_interval, 5.0)
             except Exception:

@@ -149,10 +149,6 @@ def existing_hashes(conn: sqlite3.Connection, payment_hashes: list[str], type_: 
     return found
 
 
-def by_identifier(conn: sqlite3.Connection, identifier: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM invoices WHERE identifier = ?", (identifier,)).fetchone()
-
-
 @dataclass(frozen=True, slots=True)
 class ListQuery:
     name: ListName = "all"
@@ -173,15 +169,15 @@ class CursorNotFound(LookupError):
 
 
 _LIST_SQL = {
-    # (position column, extra predicate, parameters)
-    "all": ("id", "", ()),
-    "incoming": ("list_seq", "type = 'incoming' AND list_seq IS NOT NULL", ()),
-    "outgoing": ("list_seq", "type = 'outgoing' AND list_seq IS NOT NULL", ()),
+    # (position column, extra predicate)
+    "all": ("id", ""),
+    "incoming": ("list_seq", "type = 'incoming' AND list_seq IS NOT NULL"),
+    "outgoing": ("list_seq", "type = 'outgoing' AND list_seq IS NOT NULL"),
 }
 
 
 def _position(conn: sqlite3.Connection, query: ListQuery, identifier: str, field: str) -> int:
-    column, predicate, _ = _LIST_SQL[query.name]
+    column, predicate = _LIST_SQL[query.name]
     where = f" AND {predicate}" if predicate else ""
     row = conn.execute(
         f"SELECT {column} FROM invoices WHERE identifier = ?{where}", (identifier,)
@@ -193,9 +189,9 @@ def _position(conn: sqlite3.Connection, query: ListQuery, identifier: str, field
 
 def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[sqlite3.Row]:
     """One page of a list, newest first."""
-    column, predicate, params = _LIST_SQL[query.name]
+    column, predicate = _LIST_SQL[query.name]
     clauses = [predicate] if predicate else []
-    args: list[Any] = list(params)
+    args: list[Any] = []
     lower: int | None = None  # exclusive
     upper: int | None = None  # exclusive
     if query.before is not None:
@@ -226,7 +222,7 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[sqlite3.Row]:
         clauses.append(f"{column} > ?")
         args.append(lower)
     if not filtered:
-        top = upper if upper is not None else _top(conn, query.name) + 1
+        top = upper if upper is not None else _next_position(conn, query.name)
         upper = top - skip
         skip = 0
     if upper is not None:
@@ -241,12 +237,10 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[sqlite3.Row]:
     return conn.execute(sql, args).fetchall()
 
 
-def _top(conn: sqlite3.Connection, name: ListName) -> int:
+def _next_position(conn: sqlite3.Connection, name: ListName) -> int:
     if name == "all":
-        row = conn.execute("SELECT MAX(id) FROM invoices").fetchone()
-    else:
-        row = conn.execute("SELECT MAX(list_seq) FROM invoices WHERE type = ?", (name,)).fetchone()
-    return row[0] or 0
+        return (conn.execute("SELECT MAX(id) FROM invoices").fetchone()[0] or 0) + 1
+    return next_list_seq(conn, name)
 
 
 def open_expired(conn: sqlite3.Connection, now: int, limit: int = 500) -> list[sqlite3.Row]:

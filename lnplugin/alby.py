@@ -13,8 +13,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from lnplugin.boostagram import records_from_json, records_to_json
-
 
 def iso(ts: int | None) -> str | None:
     """ISO 8601 UTC. Formatted by hand: lists render three per row, and this
@@ -123,4 +121,4 @@ def decoded_json(invoice: Any, payee_alias: str | None, now: int) -> dict[str, A
     }
 
 
-__all__ = ["decoded_json", "invoice_json", "iso", "records_from_json", "records_to_json"]
+__all__ = ["decoded_json", "invoice_json", "iso"]

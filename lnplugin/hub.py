@@ -239,6 +239,13 @@ class EventHub:
         while not self._stop.is_set():
             seen = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
             try:
+                head = events.last_seq(self.store.conn)
+                if not self.subscribers:
+                    # No stream to send to, so no events to read. Checked after
+                    # `head` is read: a stream subscribes before it reads the
+                    # store, so one that subscribes now sees up to `head` itself.
+                    seq = head
+                    continue
                 while rows := events.after(self.store.conn, seq, 1000):
                     seq = rows[-1]["seq"]
                     self._dispatch(rows)

@@ -266,9 +266,10 @@ class DeliveryWorker:
     def step(self) -> float:
         """Fan out new events, dispatch due deliveries; returns seconds to sleep."""
         conn = self.store.conn
+        backlog = False
         if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
             with self.store.transaction() as tx:
-                db.fan_out(tx)
+                backlog = db.fan_out(tx) == db.FAN_OUT_BATCH
         now = time.time()
         with self._lock:
             free = self._senders - len(self._in_flight)
@@ -277,8 +278,8 @@ class DeliveryWorker:
                 self._in_flight.add(row["id"])
         for row in rows:
             self._pool.submit(self._deliver, row)
-        if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
-            return 0.0  # a backlog larger than one fan-out batch
+        if backlog:
+            return 0.0  # the fan-out read a full batch: there may be more
         with self._lock:
             busy = set(self._in_flight)
         next_at = db.next_due_at(conn, busy)
@@ -353,7 +354,6 @@ def attach(service: Any) -> None:
         service.store, allow=settings.webhook_allow, schedule=settings.webhook_retry_schedule
     )
     hub = EventHub(service.store)
-    service.extensions["webhook_worker"] = worker
     service.extensions["event_hub"] = hub
     service.extensions["stream_gate"] = StreamGate(settings.max_streams)
     service.extensions["socket_map"] = ParkingMap()

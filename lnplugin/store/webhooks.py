@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from lnplugin.alby import iso
 from lnplugin.store import cursors, events
 
 CURSOR = "webhooks"  # outbox position already fanned out into delivery rows
@@ -23,6 +24,7 @@ INVOICE_TARGET = ""  # endpoint_id of deliveries to an invoice's own `webhook` U
 SECRET_PREFIX = "whsec_"
 TEST_EVENT = "webhook.test"  # sent by POST /webhook_endpoints/<id>/test; not in the outbox
 ROTATION_GRACE = 24 * 3600  # seconds the previous service secret still signs
+FAN_OUT_BATCH = 500  # outbox events read per fan-out transaction
 
 
 def new_secret() -> str:
@@ -76,7 +78,7 @@ def filter_types(row: sqlite3.Row) -> list[str]:
 # -- fan-out ----------------------------------------------------------------------
 
 
-def fan_out(tx: sqlite3.Connection, limit: int = 500) -> int:
+def fan_out(tx: sqlite3.Connection, limit: int = FAN_OUT_BATCH) -> int:
     """Turn outbox events past the cursor into delivery rows; returns events read.
 
     Runs inside one write transaction with the cursor advance, so a crash
@@ -90,15 +92,16 @@ def fan_out(tx: sqlite3.Connection, limit: int = 500) -> int:
     targets = [
         (ep["id"], ep["url"], set(filter_types(ep)), ep["after_seq"]) for ep in endpoints(tx)
     ]
-    now = time.time()
     hooks = _invoice_hooks(tx, {row["invoice_id"] for row in rows})
+    new: list[tuple[str, str, sqlite3.Row]] = []
     for event in rows:
         for endpoint_id, url, types, after_seq in targets:
             if event["seq"] > after_seq and event["type"] in types:
-                _insert(tx, endpoint_id, url, event, now)
+                new.append((endpoint_id, url, event))
         hook = hooks.get(event["invoice_id"])
         if hook:
-            _insert(tx, INVOICE_TARGET, hook, event, now)
+            new.append((INVOICE_TARGET, hook, event))
+    _insert(tx, new, time.time())
     cursors.advance(tx, CURSOR, rows[-1]["seq"])
     return len(rows)
 
@@ -119,12 +122,16 @@ def _invoice_hooks(tx: sqlite3.Connection, invoice_ids: Iterable[int]) -> dict[i
 
 
 def _insert(
-    tx: sqlite3.Connection, endpoint_id: str, url: str, event: sqlite3.Row, now: float
+    tx: sqlite3.Connection, deliveries: list[tuple[str, str, sqlite3.Row]], now: float
 ) -> None:
-    tx.execute(
+    """One delivery row per (endpoint id, url, event), in one statement."""
+    tx.executemany(
         "INSERT OR IGNORE INTO webhook_deliveries (endpoint_id, url, event_seq, event_id,"
         " event_type, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (endpoint_id, url, event["seq"], event["event_id"], event["type"], now, now),
+        [
+            (endpoint_id, url, event["seq"], event["event_id"], event["type"], now, now)
+            for endpoint_id, url, event in deliveries
+        ],
     )
 
 
@@ -149,7 +156,7 @@ def redeliver(tx: sqlite3.Connection, ep: sqlite3.Row, event_id: str) -> sqlite3
         event = events.by_event_id(tx, event_id)
         if event is None:
             return None
-        _insert(tx, ep["id"], ep["url"], event, now)
+        _insert(tx, [(ep["id"], ep["url"], event)], now)
     return delivery(tx, ep["id"], event_id)
 
 
@@ -291,8 +298,6 @@ def invoice_deliveries(
 
 
 def delivery_json(row: sqlite3.Row) -> dict[str, Any]:
-    from lnplugin.alby import iso
-
     def ts(value: float | None) -> str | None:
         return iso(int(value)) if value is not None else None
 

@@ -472,43 +472,42 @@ def decode(invoice: str) -> Invoice:
         end = i + 3 + ln
         if end > body_len:
             raise Bolt11Error(f"{tag} field longer than the data part")
-        shift = 5 * (body_len - end)
+        field = (body >> (5 * (body_len - end))) & ((1 << (5 * ln)) - 1)
         i = end
         # Wrong-length p/h/s/n are skipped (spec vector V14), later duplicates are ignored (the
         # spec says to use the first p that was not skipped).
         if tag == "p":
             if ln == 52 and payment_hash is None:
-                payment_hash = ((body >> shift) & ((1 << 260) - 1)) >> 4
+                payment_hash = field >> 4
         elif tag == "s":
             if ln == 52 and payment_secret is None:
-                payment_secret = ((body >> shift) & ((1 << 260) - 1)) >> 4
+                payment_secret = field >> 4
         elif tag == "d":
             if description is None:
-                raw = _field_bytes((body >> shift) & ((1 << (5 * ln)) - 1), ln)
+                raw = _field_bytes(field, ln)
                 try:
                     description = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     raise Bolt11Error("d field is not valid UTF-8") from None
         elif tag == "h":
             if ln == 52 and description_hash is None:
-                description_hash = ((body >> shift) & ((1 << 260) - 1)) >> 4
+                description_hash = field >> 4
         elif tag == "n":
             if ln == 53 and payee is None:
-                payee = (((body >> shift) & ((1 << 265) - 1)) >> 1).to_bytes(33, "big")
+                payee = (field >> 1).to_bytes(33, "big")
         elif tag == "x":
             if expiry is None:
-                expiry = _int_field("x", (body >> shift) & ((1 << (5 * ln)) - 1), ln)
+                expiry = _int_field("x", field, ln)
         elif tag == "c":
             if min_cltv is None:
-                min_cltv = _int_field("c", (body >> shift) & ((1 << (5 * ln)) - 1), ln)
+                min_cltv = _int_field("c", field, ln)
         elif tag == "9":
             if features is None:
-                field = (body >> shift) & ((1 << (5 * ln)) - 1)
                 if ln and field >> (5 * (ln - 1)) == 0:
                     raise Bolt11Error("non-minimal encoding of 9 field")
                 features = _set_bits(field)
         elif tag == "r":
-            raw = _field_bytes((body >> shift) & ((1 << (5 * ln)) - 1), ln)
+            raw = _field_bytes(field, ln)
             if len(raw) % 51:
                 raise Bolt11Error("r field length is not a multiple of 51 bytes")
             if raw:
@@ -526,7 +525,6 @@ def decode(invoice: str) -> Invoice:
                 )
         elif tag == "f":
             if ln:
-                field = (body >> shift) & ((1 << (5 * ln)) - 1)
                 version = field >> (5 * (ln - 1))
                 if version <= 18:  # 19..31: unknown version, skipped
                     program = _field_bytes(field & ((1 << (5 * (ln - 1))) - 1), ln - 1)
@@ -536,7 +534,7 @@ def decode(invoice: str) -> Invoice:
                         )
                     )
         elif tag == "m" and metadata is None:
-            metadata = _field_bytes((body >> shift) & ((1 << (5 * ln)) - 1), ln)
+            metadata = _field_bytes(field, ln)
         # anything else: unknown field, skipped
 
     if payment_hash is None:

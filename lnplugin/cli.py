@@ -318,6 +318,18 @@ def _dev_node(flags: dict[str, Any]) -> Any:
     return DevNode(settings.data_dir, settings.effective_network)
 
 
+def _echo_paid(paid: Any) -> None:
+    click.echo(
+        json.dumps(
+            {
+                "payment_hash": paid.payment_hash,
+                "state": paid.state,
+                "amount_received_msat": paid.amount_received_msat,
+            }
+        )
+    )
+
+
 @dev.command("pay")
 @common_options
 @_NETWORK
@@ -332,15 +344,7 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
         paid = node.pay(target, amount_msat)
     except NodeError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(
-        json.dumps(
-            {
-                "payment_hash": paid.payment_hash,
-                "state": paid.state,
-                "amount_received_msat": paid.amount_received_msat,
-            }
-        )
-    )
+    _echo_paid(paid)
 
 
 @dev.command("keysend")
@@ -372,15 +376,7 @@ def dev_keysend(amount_msat: int, records: tuple[str, ...], **flags: Any) -> Non
             raise click.BadParameter(f"{item!r}: invalid hex", param_hint="--record") from None
     node = _dev_node(flags)
     paid = node.keysend(amount_msat, parsed)
-    click.echo(
-        json.dumps(
-            {
-                "payment_hash": paid.payment_hash,
-                "state": paid.state,
-                "amount_received_msat": paid.amount_received_msat,
-            }
-        )
-    )
+    _echo_paid(paid)
 
 
 def main() -> None:

@@ -31,59 +31,6 @@ class ConfigError(Exception):
     """An invalid setting. The message is one line naming the setting."""
 
 
-@dataclass(frozen=True)
-class SettingDoc:
-    name: str
-    flag: str
-    help: str
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-# Every setting, in the order the README documents them. The docs test checks
-# that each flag and environment variable below appears in the README.
-SETTINGS_DOCS: tuple[SettingDoc, ...] = (
-    SettingDoc("config", "--config", "TOML file with settings (keys are the setting names)."),
-    SettingDoc("data_dir", "--data-dir", "Directory for the SQLite store and node key."),
-    SettingDoc("host", "--host", "Address to listen on."),
-    SettingDoc("port", "--port", "TCP port to listen on."),
-    SettingDoc("node", "--node", "Which node to use: dev, lnd or cln."),
-    SettingDoc(
-        "network",
-        "--network",
-        "bitcoin, testnet, testnet4, signet or regtest (default: regtest for dev, else bitcoin).",
-    ),
-    SettingDoc("threads", "--threads", "HTTP worker threads for API requests."),
-    SettingDoc("log_level", "--log-level", "debug, info, warning or error."),
-    SettingDoc("public_url", "--public-url", "URL printed at startup (default http://HOST:PORT)."),
-    SettingDoc("lnd_host", "--lnd-host", "LND gRPC address HOST:PORT."),
-    SettingDoc("lnd_cert", "--lnd-cert", "LND tls.cert path."),
-    SettingDoc("lnd_macaroon", "--lnd-macaroon", "LND macaroon: a file path or hex."),
-    SettingDoc("cln_socket", "--cln-socket", "Core Lightning lightning-rpc socket path."),
-    SettingDoc(
-        "webhook_allow",
-        "--webhook-allow",
-        "CIDR allowed as a webhook target despite being private/loopback (repeatable).",
-    ),
-    SettingDoc(
-        "webhook_retry_schedule",
-        "--webhook-retry-schedule",
-        "Comma-separated seconds between webhook delivery attempts.",
-    ),
-    SettingDoc(
-        "max_streams",
-        "--max-streams",
-        "Server-Sent Event streams served at once, on threads of their own (beyond: 503).",
-    ),
-    SettingDoc(
-        "sse_heartbeat",
-        "--sse-heartbeat",
-        "Seconds between heartbeat comments on idle Server-Sent Event streams.",
-    ),
-)
-
 NodeKind = Literal["dev", "lnd", "cln"]
 
 
@@ -205,6 +152,25 @@ def _split(value: Any) -> list[Any]:
 _FIELDS = set(Settings.model_fields)
 
 
+@dataclass(frozen=True)
+class SettingDoc:
+    name: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+# Every setting: `config` and each `Settings` field, so a new field cannot miss
+# the docs test, which checks that each flag and environment variable below
+# appears in the README.
+SETTINGS_DOCS = tuple(SettingDoc(name) for name in ("config", *Settings.model_fields))
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in _FIELDS:
@@ -255,7 +221,7 @@ def load_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "?"
-        doc = next((d for d in SETTINGS_DOCS if d.name == name), None)
-        where = f" ({doc.flag} / {doc.env})" if doc else ""
+        doc = SettingDoc(name)
+        where = f" ({doc.flag} / {doc.env})" if name in _FIELDS else ""
         message = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"invalid setting {name}{where}: {message}") from None

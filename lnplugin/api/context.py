@@ -1,19 +1,23 @@
 """Access to the running `Service` from inside a request: the service, the
-request body, and the invoice a URL's payment hash names."""
+request body (as JSON, or validated as a schema), and the invoice a URL's
+payment hash names."""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, request
+from pydantic import ValidationError
 
 from lnplugin.api.auth import current_token, has_scope
-from lnplugin.api.errors import APIError
+from lnplugin.api.errors import APIError, validation_error
 from lnplugin.api.jsonprovider import NotJSONNumber
-from lnplugin.api.schemas import HEX64
+from lnplugin.api.schemas import HEX64, Body
 from lnplugin.service import Service
 from lnplugin.store import invoices
+
+B = TypeVar("B", bound=Body)
 
 
 def service() -> Service:
@@ -40,6 +44,19 @@ def json_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise APIError(400, "Request body must be a JSON object", {"body": "must be an object"})
     return data
+
+
+def body_as(schema: type[B], data: dict[str, Any] | None = None) -> B:
+    """The request body (`data`, when the caller has read it already) as
+    `schema`, or a 400 naming each field: pydantic's reasons first, then the
+    schema's `cross_field_errors`."""
+    try:
+        body = schema.model_validate(json_body() if data is None else data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if errors := body.cross_field_errors():
+        raise APIError(400, "Invalid request", errors)
+    return body
 
 
 def invoice_or_404(payment_hash: str) -> sqlite3.Row:

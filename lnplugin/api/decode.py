@@ -6,13 +6,12 @@ import time
 from typing import Any
 
 from flask import Blueprint
-from pydantic import ValidationError
 
 from lnplugin import bolt11
 from lnplugin.alby import decoded_json
 from lnplugin.api import context
 from lnplugin.api.auth import require
-from lnplugin.api.errors import APIError, validation_error
+from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import DecodeBody
 
 bp = Blueprint("decode", __name__)
@@ -42,8 +41,4 @@ def decode_get(invoice: str) -> Any:
 @bp.post("/decode")
 @require()
 def decode_post() -> Any:
-    try:
-        body = DecodeBody.model_validate(context.json_body())
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    return decode_response(body.invoice)
+    return decode_response(context.body_as(DecodeBody).invoice)

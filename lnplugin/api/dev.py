@@ -10,14 +10,14 @@ import time
 from typing import Any
 
 from flask import Blueprint
-from pydantic import ValidationError
 
 from lnplugin.api import context
 from lnplugin.api.auth import require
-from lnplugin.api.errors import APIError, validation_error
+from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import DevKeysend, DevPay
 from lnplugin.boostagram import parse_record_value
 from lnplugin.nodes.base import InvoiceNotFound, InvoiceNotOpen, NodeError, NodeInvoice
+from lnplugin.store import invoices
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
 
@@ -40,12 +40,9 @@ def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     seen = store.commit_version
     while True:
-        row = store.conn.execute(
-            "SELECT state FROM invoices WHERE type = 'incoming' AND payment_hash = ?",
-            (payment_hash,),
-        ).fetchone()
+        row = invoices.by_hash(store.conn, payment_hash, "incoming")
         left = deadline - time.monotonic()
-        if (row is not None and row[0] == "SETTLED") or left <= 0:
+        if (row is not None and row["state"] == "SETTLED") or left <= 0:
             return
         seen = store.wait_for_commit(seen, min(left, 0.1))
 
@@ -53,12 +50,7 @@ def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
 @bp.post("/pay")
 @require("admin")
 def pay() -> Any:
-    try:
-        body = DevPay.model_validate(context.json_body())
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    if errors := body.cross_field_errors():
-        raise APIError(400, "Invalid request", errors)
+    body = context.body_as(DevPay)
     node = context.service().node
     try:
         paid = node.pay(body.payment_request or body.payment_hash or "", body.amount_msat)  # type: ignore[attr-defined]
@@ -76,10 +68,7 @@ def pay() -> Any:
 @bp.post("/keysend")
 @require("admin")
 def keysend() -> Any:
-    try:
-        body = DevKeysend.model_validate(context.json_body())
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    body = context.body_as(DevKeysend)
     records = {int(k): parse_record_value(v) for k, v in body.custom_records.items()}
     paid = context.service().node.keysend(body.amount_msat, records)  # type: ignore[attr-defined]
     _wait_applied(paid.payment_hash)

@@ -17,11 +17,18 @@ log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
-    def __init__(self, code: int, message: str, errors: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        errors: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.errors = errors
+        self.headers = headers
 
 
 def error_response(code: int, message: str, errors: dict[str, str] | None = None) -> Any:
@@ -53,7 +60,9 @@ def validation_error(exc: ValidationError) -> APIError:
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Any:
-        return error_response(exc.code, exc.message, exc.errors)
+        response = error_response(exc.code, exc.message, exc.errors)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Any:

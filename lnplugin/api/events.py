@@ -36,7 +36,7 @@ from flask import Blueprint, Response, request
 from lnplugin.alby import effective_state, invoice_json, iso
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
-from lnplugin.api.errors import APIError, error_response
+from lnplugin.api.errors import APIError
 from lnplugin.hub import (
     FINAL_EVENTS,
     HEARTBEAT,
@@ -108,6 +108,7 @@ def _last_event_id() -> int | None:
 
 def _admit(sub: Subscription) -> Callable[[], None]:
     """Take a stream slot and subscribe; the returned function undoes both, once.
+    No slot free: 503 with Retry-After.
 
     Subscribing before the handler reads the store means nothing committed in
     between can be missed (duplicates are skipped by `seq`).
@@ -116,7 +117,9 @@ def _admit(sub: Subscription) -> Callable[[], None]:
     gate: StreamGate = svc.extensions["stream_gate"]
     hub: EventHub = svc.extensions["event_hub"]
     if not gate.enter():
-        raise TooManyStreams(gate.limit)
+        raise APIError(
+            503, f"Too many open event streams (limit {gate.limit})", headers={"Retry-After": "5"}
+        )
     hub.subscribe(sub)
     released = threading.Event()
 
@@ -127,18 +130,6 @@ def _admit(sub: Subscription) -> Callable[[], None]:
             gate.leave()
 
     return release
-
-
-class TooManyStreams(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-
-def _busy(exc: TooManyStreams) -> Any:
-    response = error_response(503, f"Too many open event streams (limit {exc.limit})")
-    response.headers["Retry-After"] = "5"
-    return response
 
 
 def _respond(
@@ -209,10 +200,7 @@ def invoice_events(payment_hash: str) -> Any:
     svc = context.service()
     resume = _last_event_id()
     sub = Subscription(lambda row: True, found["id"], final_ends=True)
-    try:
-        release = _admit(sub)
-    except TooManyStreams as exc:
-        return _busy(exc)
+    release = _admit(sub)
     try:
         with svc.store.snapshot() as conn:
             row = invoices.by_id(conn, found["id"])
@@ -272,10 +260,7 @@ def all_events() -> Any:
     svc = context.service()
     resume = _last_event_id()
     sub = Subscription(lambda row: row["type"] in allowed, None)
-    try:
-        release = _admit(sub)
-    except TooManyStreams as exc:
-        return _busy(exc)
+    release = _admit(sub)
     heartbeat = svc.settings.sse_heartbeat
 
     def body() -> Iterator[bytes]:

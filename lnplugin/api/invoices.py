@@ -9,12 +9,11 @@ import time
 from typing import Any
 
 from flask import Blueprint, request
-from pydantic import ValidationError
 
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, require
-from lnplugin.api.errors import APIError, validation_error
+from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import InvoiceCreate
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeInvoice, NodeUnavailable
 from lnplugin.store import events, invoices
@@ -31,19 +30,15 @@ _MAX_QUERY_INT = 10**15
 def create_invoice() -> Any:
     svc = context.service()
     raw = context.json_body()
-    try:
-        body = InvoiceCreate.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    if errors := body.cross_field_errors():
-        raise APIError(400, "Invalid request", errors)
+    body = context.body_as(InvoiceCreate, raw)
 
     token = current_token()
     key = request.headers.get("Idempotency-Key")
-    body_hash = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+    body_hash = ""  # only an Idempotency-Key needs it
     if key is not None:
         if not key or len(key) > 255:
             raise APIError(400, "Invalid request", {"Idempotency-Key": "must be 1-255 characters"})
+        body_hash = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
         replay = _replay(svc.store.conn, token.id, key, body_hash)
         if replay is not None:
             return replay
@@ -76,7 +71,7 @@ def create_invoice() -> Any:
                 )
     except sqlite3.IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race.
-        replay = _replay(svc.store.conn, token.id, key or "", body_hash) if key else None
+        replay = _replay(svc.store.conn, token.id, key, body_hash) if key else None
         if replay is None:
             raise
         return replay

@@ -21,7 +21,15 @@ HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")  # a SHA-256, such as a payment hash
 _PUBKEY = re.compile(r"^[0-9a-fA-F]{64}([0-9a-fA-F]{2})?$")
 
 
-class InvoiceCreate(BaseModel):
+class Body(BaseModel):
+    """A request body; `context.body_as` validates it and then its cross-field rules."""
+
+    def cross_field_errors(self) -> dict[str, str]:
+        """Rules that involve more than one field: {field: reason}."""
+        return {}
+
+
+class InvoiceCreate(Body):
     """POST /invoices. Unknown keys are ignored, as Alby's API does."""
 
     model_config = ConfigDict(extra="ignore")
@@ -97,7 +105,6 @@ class InvoiceCreate(BaseModel):
         return value
 
     def cross_field_errors(self) -> dict[str, str]:
-        """Rules that involve more than one field."""
         errors: dict[str, str] = {}
         if self.amount is None and self.amount_msat is None:
             errors["amount"] = "is required (sats; 0 for any amount), or send amount_msat"
@@ -123,7 +130,7 @@ class InvoiceCreate(BaseModel):
         return self.description if self.description is not None else self.memo
 
 
-class DevPay(BaseModel):
+class DevPay(Body):
     model_config = ConfigDict(extra="forbid")
 
     payment_request: StrictStr | None = None
@@ -138,7 +145,7 @@ class DevPay(BaseModel):
         return {}
 
 
-class DevKeysend(BaseModel):
+class DevKeysend(Body):
     model_config = ConfigDict(extra="forbid")
 
     amount_msat: StrictInt = Field(gt=0, le=MAX_MSAT)
@@ -160,7 +167,7 @@ class DevKeysend(BaseModel):
         return value
 
 
-class DecodeBody(BaseModel):
+class DecodeBody(Body):
     model_config = ConfigDict(extra="ignore")
 
     invoice: StrictStr

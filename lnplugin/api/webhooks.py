@@ -17,12 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import ConfigDict, Field, StrictStr, field_validator
 
 from lnplugin.alby import iso
 from lnplugin.api import context
 from lnplugin.api.auth import require
-from lnplugin.api.errors import APIError, validation_error
+from lnplugin.api.errors import APIError
+from lnplugin.api.schemas import Body
 from lnplugin.store import events
 from lnplugin.store import webhooks as db
 from lnplugin.webhooks import Refused, check_address
@@ -50,7 +51,7 @@ def check_url(value: str) -> str:
     return value
 
 
-class EndpointCreate(BaseModel):
+class EndpointCreate(Body):
     model_config = ConfigDict(extra="ignore")
 
     url: StrictStr = Field(max_length=MAX_URL)
@@ -112,10 +113,7 @@ def _endpoint_or_404(endpoint_id: str) -> Any:
 @bp.post(EP)
 @require("admin")
 def create() -> Any:
-    try:
-        body = EndpointCreate.model_validate(context.json_body())
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    body = context.body_as(EndpointCreate)
     _literal_guard(body.url)
     with context.service().store.transaction() as tx:
         row = db.create_endpoint(tx, body.url, body.description, body.filter_types)

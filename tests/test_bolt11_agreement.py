@@ -264,7 +264,7 @@ def test_agreement_with_bolt11_package(case: dict) -> None:
 
     # And both agree with what was generated.
     assert ours.currency == case["currency"]
-    assert ours.amount_msat == case["amount_msat"]
+    assert ours.amount_msat == _package_writes(case["amount_msat"])  # exception 12
     assert ours.timestamp == case["timestamp"]
     assert ours.payee == case["pubkey"]
     assert ours.description == case["description"]
@@ -376,6 +376,30 @@ def test_exception_7_zero_and_huge_x_c() -> None:
     assert (decode(zero).expiry, decode(zero).min_final_cltv_expiry_delta) == (0, 0)
     huge = _pkg_encode(expiry=2**60 + 5)
     assert decode(huge).expiry == 5 == bolt11.decode(huge).expiry  # truncated by the encoder
+
+
+BTC_MSAT = 100_000_000_000
+
+
+def _package_writes(amount_msat: int | None) -> int | None:
+    """Exception 12: the package's encoder writes a whole multiple of 1,000 BTC
+    as that many BTC divided by 1,000 (no multiplier, three zeros lost)."""
+    if amount_msat is not None and amount_msat % (1000 * BTC_MSAT) == 0:
+        return amount_msat // 1000
+    return amount_msat
+
+
+def test_exception_12_package_encodes_thousands_of_btc_a_thousand_times_too_small() -> None:
+    invoice = _pkg_encode(amount_msat=2625 * 1000 * BTC_MSAT)
+    assert decode(invoice).amount_msat == 2625 * BTC_MSAT == int(bolt11.decode(invoice).amount_msat)
+    assert decode(invoice).amount_msat == _package_writes(2625 * 1000 * BTC_MSAT)
+    # Amounts just off the multiple, and our own encoder, are exact.
+    assert decode(_pkg_encode(amount_msat=1500 * BTC_MSAT)).amount_msat == 1500 * BTC_MSAT
+    ours = encode(
+        currency="bc", amount_msat=2625 * 1000 * BTC_MSAT, timestamp=1, payment_hash=PH,
+        payment_secret=SEC, description="test", private_key=KEY,
+    )  # fmt: skip
+    assert decode(ours).amount_msat == 2625 * 1000 * BTC_MSAT
 
 
 def _sign(hrp: str, fields: str, ts: str = "pvjluez") -> str:

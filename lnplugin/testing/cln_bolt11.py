@@ -1,95 +1,12 @@
-"""BOLT11 minting and decoding for the CLN simulator.
+"""BOLT11 decoding for the CLN simulator, in the shape of CLN's `decode`.
 
-Kept apart from the simulator so the switch from the `bolt11` PyPI package to
-lnplugin's own encoder touches one small file. Minting uses
-`lnplugin.bolt11.encode` when it exists, else the PyPI package (a test
-dependency); decoding uses the PyPI package and renders CLN's `decode` shape.
+It uses the `bolt11` PyPI package (a test dependency), a decoder apart from
+lnplugin's own. The simulator mints with `lnplugin.bolt11.encode`.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-# Bits of the features field in the invoices of the captured v26.06.6 node
-# ("02024100"): var_onion_optin, payment_secret, basic_mpp, option_route_blinding.
-INVOICE_FEATURES = (8, 14, 17, 25)
-
-
-def _features_int(bits: tuple[int, ...]) -> int:
-    value = 0
-    for bit in bits:
-        value |= 1 << bit
-    return value
-
-
-def mint(
-    *,
-    currency: str,
-    amount_msat: int | None,
-    timestamp: int,
-    payment_hash: str,
-    payment_secret: str,
-    private_key: bytes,
-    description: str | None,
-    description_hash: str | None,
-    expiry: int,
-    cltv: int,
-    route_hints: list[dict[str, Any]] | None = None,
-) -> str:
-    """A signed BOLT11 string; `route_hints` are dicts with Route field names."""
-    try:
-        from lnplugin import bolt11 as own  # type: ignore[attr-defined]
-
-        encode = own.encode
-    except (ImportError, AttributeError):
-        encode = None
-    if encode is None or route_hints:
-        # Route hints stay on the PyPI path until the own encoder's hint format
-        # is pinned by a test here.
-        return _mint_pypi(**locals())
-    return encode(
-        currency=currency,
-        amount_msat=amount_msat,
-        timestamp=timestamp,
-        payment_hash=payment_hash,
-        payment_secret=payment_secret,
-        private_key=private_key,
-        description=description,
-        description_hash=description_hash,
-        expiry=expiry,
-        min_final_cltv_expiry_delta=cltv,
-        features=INVOICE_FEATURES,
-    )
-
-
-def _mint_pypi(**kw: Any) -> str:
-    import bolt11
-    from bitstring import Bits
-
-    tags = bolt11.Tags()
-    tags.add(bolt11.TagChar.payment_hash, kw["payment_hash"])
-    tags.add(bolt11.TagChar.payment_secret, kw["payment_secret"])
-    if kw["description_hash"] is not None:
-        tags.add(bolt11.TagChar.description_hash, kw["description_hash"])
-    else:
-        tags.add(bolt11.TagChar.description, kw["description"] or "")
-    tags.add(bolt11.TagChar.expire_time, kw["expiry"])
-    tags.add(bolt11.TagChar.min_final_cltv_expiry, kw["cltv"])
-    value = _features_int(INVOICE_FEATURES)
-    width = -(-value.bit_length() // 5) * 5
-    tags.add(
-        bolt11.TagChar.features, bolt11.Features.from_bitstring(Bits(uint=value, length=width))
-    )
-    for hint in kw["route_hints"] or ():
-        tags.add(bolt11.TagChar.route_hint, bolt11.RouteHint.from_list([hint]))
-    amount = kw["amount_msat"]
-    invoice = bolt11.Bolt11(
-        currency=kw["currency"],
-        date=kw["timestamp"],
-        tags=tags,
-        amount_msat=bolt11.MilliSatoshi(amount) if amount else None,
-    )
-    return bolt11.encode(invoice, private_key=kw["private_key"].hex())
 
 
 def decode(invstring: str) -> dict[str, Any]:

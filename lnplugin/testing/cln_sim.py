@@ -40,21 +40,21 @@ from typing import Any
 
 from coincurve import PrivateKey
 
+from lnplugin.bolt11 import RouteHop
+from lnplugin.bolt11 import encode as encode_bolt11
+from lnplugin.boostagram import KEYSEND_PREIMAGE
 from lnplugin.cln_tlv import encode_payload
 from lnplugin.nodes.base import CURRENCY_BY_NETWORK
+from lnplugin.nodes.cln import version_tuple
 from lnplugin.testing import cln_bolt11
 
 DEFAULT_VERSION = "v26.06.6"
 MAX_DESCRIPTION = 639  # bytes; longer needs deschashonly
-KEYSEND_TLV = 5482373484
 PEER_ID = "0379aea9a971932a2ca50cc78f52f0e77d62244b895114b477eada62cfde126e80"
-PRIVATE_CHANNEL = {
-    "public_key": PEER_ID,
-    "short_channel_id": "103x1x0",
-    "base_fee": 1000,
-    "ppm_fee": 1,
-    "cltv_expiry_delta": 18,
-}
+PRIVATE_CHANNEL = RouteHop(PEER_ID, "103x1x0", 1000, 1, 18)
+# Bits of the features field in the invoices of the captured v26.06.6 node
+# ("02024100"): var_onion_optin, payment_secret, basic_mpp, option_route_blinding.
+INVOICE_FEATURES = (8, 14, 17, 25)
 
 
 class RpcFailure(Exception):
@@ -71,15 +71,6 @@ class RpcFailure(Exception):
         if self.data is not None:
             out["data"] = self.data
         return out
-
-
-def version_tuple(version: str) -> tuple[int, int]:
-    """'v26.06.6' -> (26, 6); unparsable versions count as new."""
-    try:
-        major, minor = version.lstrip("v").split(".")[:2]
-        return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
-    except ValueError:
-        return (99, 0)
 
 
 def parse_msat(value: Any) -> int:
@@ -106,6 +97,19 @@ def parse_msat(value: Any) -> int:
 def _tu(value: int) -> bytes:
     """Truncated unsigned int (BOLT1 tu64/tu32): big-endian without leading zeros."""
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _paged(
+    rows: list[dict[str, Any]], index: str | None, start: int | None, limit: int | None
+) -> list[dict[str, Any]]:
+    """`index=created|updated start=N limit=K`: rows whose index >= N (never
+    updated counts as 0), ascending, at most K; `rows` as given without `index`."""
+    if index is None:
+        return rows
+    key = "created_index" if index == "created" else "updated_index"
+    rows = [r for r in rows if (r.get(key) or 0) >= (start or 0)]
+    rows.sort(key=lambda r: (r.get(key) or 0, r["created_index"]))
+    return rows if limit is None else rows[: int(limit)]
 
 
 class _Journal:
@@ -451,34 +455,6 @@ class ClnSim:
         return out
 
     # ---------------------------------------------------------------- minting
-    def _mint(
-        self,
-        amount_msat: int | None,
-        description: str,
-        deschashonly: bool,
-        payment_hash: str,
-        payment_secret: str,
-        now: int,
-        expiry: int,
-        cltv: int,
-        hints: bool,
-    ) -> str:
-        return cln_bolt11.mint(
-            currency=CURRENCY_BY_NETWORK[self.network],
-            amount_msat=amount_msat,
-            timestamp=now,
-            payment_hash=payment_hash,
-            payment_secret=payment_secret,
-            private_key=self._key,
-            description=None if deschashonly else description,
-            description_hash=hashlib.sha256(description.encode()).hexdigest()
-            if deschashonly
-            else None,
-            expiry=expiry,
-            cltv=cltv,
-            route_hints=[PRIVATE_CHANNEL] if hints else None,
-        )
-
     def _new_invoice(
         self,
         *,
@@ -495,13 +471,26 @@ class ClnSim:
         now = int(time.time()) if now is None else now
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
         secret = secrets.token_hex(32)
-        bolt11 = self._mint(
-            amount_msat, description, deschashonly, payment_hash, secret, now, expiry, cltv, hints
+        invstring = encode_bolt11(
+            currency=CURRENCY_BY_NETWORK[self.network],
+            amount_msat=amount_msat,
+            timestamp=now,
+            payment_hash=payment_hash,
+            payment_secret=secret,
+            private_key=self._key,
+            description=None if deschashonly else description,
+            description_hash=hashlib.sha256(description.encode()).hexdigest()
+            if deschashonly
+            else None,
+            expiry=expiry,
+            min_final_cltv_expiry_delta=cltv,
+            features=INVOICE_FEATURES,
+            route_hints=[[PRIVATE_CHANNEL]] if hints else (),
         )
         self.counters["inv_created"] += 1
         rec = {
             "label": label,
-            "bolt11": bolt11,
+            "bolt11": invstring,
             "payment_hash": payment_hash,
             "amount_msat": amount_msat,
             "status": "unpaid",
@@ -517,7 +506,22 @@ class ClnSim:
         self._save({"t": "inv", "rec": rec})
         return rec
 
-    def _settle(self, rec: dict[str, Any], amount_msat: int, payload: str) -> None:
+    def _settle(
+        self,
+        rec: dict[str, Any],
+        amount_msat: int,
+        cltv_delta: int = 11,
+        records: Mapping[int, bytes] | None = None,
+    ) -> None:
+        """Mark `rec` paid, keeping the hop payload a later plugin would see:
+        amount, cltv, payment_data and any extra `records`."""
+        total = _tu(amount_msat)
+        fields = {
+            2: total,
+            4: _tu(self.blockheight + cltv_delta),
+            8: bytes.fromhex(rec["payment_secret"]) + total,
+        }
+        payload = encode_payload(fields | dict(records or {}))
         self.counters["pay_index"] += 1
         self.counters["inv_updated"] += 1
         rec.update(
@@ -631,12 +635,7 @@ class ClnSim:
             rows = [r for r in rows if r["bolt11"] == invstring]
         elif offer_id is not None:
             rows = []
-        if index is not None:
-            key = "created_index" if index == "created" else "updated_index"
-            rows = [r for r in rows if (r.get(key) or 0) >= (start or 0)]
-            rows.sort(key=lambda r: (r.get(key) or 0, r["created_index"]))
-            if limit is not None:
-                rows = rows[: int(limit)]
+        rows = _paged(rows, index, start, limit)
         return {"invoices": [self.render_invoice(r) for r in rows]}
 
     def cmd_waitanyinvoice(
@@ -726,13 +725,7 @@ class ClnSim:
             rows = [r for r in rows if r["payment_hash"] == payment_hash]
         if status is not None:
             rows = [r for r in rows if r["status"] == status]
-        if index is not None:
-            key = "created_index" if index == "created" else "updated_index"
-            rows = [r for r in rows if (r.get(key) or 0) >= (start or 0)]
-            rows.sort(key=lambda r: (r.get(key) or 0, r["created_index"]))
-            if limit is not None:
-                rows = rows[: int(limit)]
-        return rows
+        return _paged(rows, index, start, limit)
 
     def cmd_decode(self, string: str) -> dict[str, Any]:
         try:
@@ -816,15 +809,7 @@ class ClnSim:
                     preimage=secrets.token_hex(32),
                     now=now,
                 )
-                total = _tu(amount_msat)
-                payload = encode_payload(
-                    {
-                        2: total,
-                        4: _tu(self.blockheight + 11),
-                        8: bytes.fromhex(rec["payment_secret"]) + total,
-                    }
-                )
-                self._settle(rec, amount_msat, payload)
+                self._settle(rec, amount_msat)
                 hashes.append(rec["payment_hash"])
         return hashes
 
@@ -844,15 +829,7 @@ class ClnSim:
                 raise RpcFailure(-1, "amount_msat required for an 'any' invoice")
             if rec.get("amount_msat") is not None and amount < rec["amount_msat"]:
                 raise RpcFailure(-1, "amount below the invoice amount")
-            total = _tu(amount)
-            payload = encode_payload(
-                {
-                    2: total,
-                    4: _tu(self.blockheight + 11),
-                    8: bytes.fromhex(rec["payment_secret"]) + total,
-                }
-            )
-            self._settle(rec, amount, payload)
+            self._settle(rec, amount)
             return self.render_invoice(rec)
 
     def keysend(self, amount_msat: int, tlvs: Mapping[int, bytes] | None = None) -> dict[str, Any]:
@@ -870,7 +847,7 @@ class ClnSim:
             for t, v in (tlvs or {}).items()
             if int(t) % 2 == 1 or int(t) in self.accept_htlc_tlv_types
         }
-        records.pop(KEYSEND_TLV, None)
+        records.pop(KEYSEND_PREIMAGE, None)
         text = None
         for value in sorted(records.values(), key=len, reverse=True):
             try:
@@ -881,10 +858,8 @@ class ClnSim:
         description = f"keysend: {text}" if text is not None else "keysend"
         with self._cv:
             ns = time.time_ns()
-            label = f"keysend-{ns // 10**9}.{ns % 10**9:09d}"
-            while label in self.invoices:
+            while (label := f"keysend-{ns // 10**9}.{ns % 10**9:09d}") in self.invoices:
                 ns += 1
-                label = f"keysend-{ns // 10**9}.{ns % 10**9:09d}"
             rec = self._new_invoice(
                 amount_msat=None,
                 label=label,
@@ -894,10 +869,7 @@ class ClnSim:
                 deschashonly=len(description.encode()) > MAX_DESCRIPTION,
                 now=ns // 10**9,
             )
-            total = _tu(amount_msat)
-            fields = {2: total, 4: _tu(self.blockheight + 23)}
-            fields[8] = bytes.fromhex(rec["payment_secret"]) + total
-            self._settle(rec, amount_msat, encode_payload(fields | records))
+            self._settle(rec, amount_msat, cltv_delta=23, records=records)
             return self.render_invoice(rec)
 
     def send_payment(

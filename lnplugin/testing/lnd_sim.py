@@ -46,10 +46,12 @@ from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
+from lnplugin import bolt11
+from lnplugin.boostagram import KEYSEND_PREIMAGE as KEYSEND_PREIMAGE_RECORD
 from lnplugin.nodes.base import CURRENCY_BY_NETWORK, NETWORKS
 from lnplugin.nodes.lnd.rpc import (
     invoices_pb2,
@@ -60,8 +62,8 @@ from lnplugin.nodes.lnd.rpc import (
 
 Invoice = lightning_pb2.Invoice
 Payment = lightning_pb2.Payment
+T = TypeVar("T")
 
-KEYSEND_PREIMAGE_RECORD = 5482373484
 DEFAULT_EXPIRY = 86400
 DEFAULT_CLTV = 80
 PAGE_DEFAULT = 100  # lnd's default for ListInvoices and (since 0.20) ListPayments
@@ -192,46 +194,6 @@ def _ensure_macaroons(data_dir: Path) -> dict[str, frozenset[str]]:
             path.chmod(0o600)
         table[path.read_bytes().hex()] = perms
     return table
-
-
-# ---------------------------------------------------------------------------
-# BOLT11 minting
-
-
-def _mint(**kw: Any) -> str:
-    """Sign a real BOLT11 with lnplugin's encoder, or the PyPI package as a fallback."""
-    try:
-        from lnplugin.bolt11 import encode
-    except ImportError:  # pragma: no cover - only before lnplugin.bolt11 existed
-        return _mint_pypi(**kw)
-    return encode(**kw)
-
-
-def _mint_pypi(**kw: Any) -> str:  # pragma: no cover - fallback path
-    import bolt11
-    from bitstring import Bits
-
-    tags = bolt11.Tags()
-    tags.add(bolt11.TagChar.payment_hash, kw["payment_hash"])
-    tags.add(bolt11.TagChar.payment_secret, kw["payment_secret"])
-    if kw.get("description_hash"):
-        tags.add(bolt11.TagChar.description_hash, kw["description_hash"])
-    else:
-        tags.add(bolt11.TagChar.description, kw.get("description") or "")
-    tags.add(bolt11.TagChar.expire_time, kw["expiry"])
-    tags.add(bolt11.TagChar.min_final_cltv_expiry, kw["min_final_cltv_expiry_delta"])
-    value = sum(1 << bit for bit in kw["features"])
-    width = -(-value.bit_length() // 5) * 5
-    tags.add(
-        bolt11.TagChar.features, bolt11.Features.from_bitstring(Bits(uint=value, length=width))
-    )
-    inv = bolt11.Bolt11(
-        currency=kw["currency"],
-        date=kw["timestamp"],
-        tags=tags,
-        amount_msat=bolt11.MilliSatoshi(kw["amount_msat"]) if kw["amount_msat"] else None,
-    )
-    return bolt11.encode(inv, kw["private_key"].hex())
 
 
 # ---------------------------------------------------------------------------
@@ -534,6 +496,19 @@ def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def _page(
+    items: Sequence[T], offset: int, backwards: bool, wanted: Callable[[T], bool], limit: int
+) -> list[T]:
+    """lnd's index paging, oldest first: the first `limit` wanted items after `offset`
+    (exclusive), or backwards the last `limit` before it (offset 0: from the newest)."""
+    if not backwards:
+        return list(itertools.islice(filter(wanted, items[offset:]), limit))
+    end = offset - 1 if offset else len(items)
+    found = list(itertools.islice(filter(wanted, reversed(items[: max(end, 0)])), limit))
+    found.reverse()
+    return found
+
+
 def _hash_bytes(payment_hash: str | bytes) -> bytes:
     return payment_hash if isinstance(payment_hash, bytes) else bytes.fromhex(payment_hash)
 
@@ -729,7 +704,7 @@ class LndSim:
         r_hash = _sha256(preimage)
         payment_addr = secrets.token_bytes(32)
         created = _now()
-        bolt11 = _mint(
+        payment_request = bolt11.encode(
             currency=CURRENCY_BY_NETWORK[self.network],
             amount_msat=amount_msat or None,
             timestamp=created,
@@ -749,7 +724,7 @@ class LndSim:
             value=amount_msat // 1000,
             value_msat=amount_msat,
             creation_date=created,
-            payment_request=bolt11,
+            payment_request=payment_request,
             description_hash=description_hash,
             expiry=expiry,
             cltv_expiry=cltv,
@@ -777,24 +752,7 @@ class LndSim:
             return not (req.creation_date_end and inv.creation_date > req.creation_date_end)
 
         with self.ledger.lock:
-            invoices = self.ledger.invoices
-            if req.reversed:
-                end = req.index_offset - 1 if req.index_offset else len(invoices)
-                out: list[Invoice] = []
-                for inv in reversed(invoices[: max(end, 0)]):
-                    if wanted(inv):
-                        out.append(inv)
-                        if len(out) >= limit:
-                            break
-                out.reverse()
-                self.invoices_listed += len(out)
-                return out
-            out = []
-            for inv in invoices[req.index_offset :]:
-                if wanted(inv):
-                    out.append(inv)
-                    if len(out) >= limit:
-                        break
+            out = _page(self.ledger.invoices, req.index_offset, req.reversed, wanted, limit)
             self.invoices_listed += len(out)
             return out
 
@@ -806,16 +764,7 @@ class LndSim:
 
         with self.ledger.lock:
             pays = self.ledger.payments
-            if req.reversed:
-                end = req.index_offset - 1 if req.index_offset else len(pays)
-                found = [p for p in pays[: max(end, 0)] if wanted(p)][-limit:]
-            else:
-                found = []
-                for pay in pays[req.index_offset :]:
-                    if wanted(pay):
-                        found.append(pay)
-                        if len(found) >= limit:
-                            break
+            found = _page(pays, req.index_offset, req.reversed, wanted, limit)
             resp = lightning_pb2.ListPaymentsResponse(payments=found)
             if found:
                 resp.first_index_offset = found[0].payment_index
@@ -988,9 +937,7 @@ class LndSim:
 
     def _find(self, ref: str | bytes) -> Invoice:
         if isinstance(ref, str) and ref.lower().startswith("ln"):
-            from lnplugin.bolt11 import decode
-
-            ref = decode(ref).payment_hash
+            ref = bolt11.decode(ref).payment_hash
         inv = self.ledger.get(_hash_bytes(ref))
         if inv is None:
             raise SimError(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")

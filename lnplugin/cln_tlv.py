@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from lnplugin.boostagram import KEYSEND_PREIMAGE as KEYSEND_PREIMAGE_TYPE
+
 CUSTOM_RECORD_MIN = 65536  # BOLT: types below this are reserved for the protocol
-KEYSEND_PREIMAGE_TYPE = 5482373484
 
 
 class TlvError(ValueError):

@@ -277,8 +277,8 @@ def _lnd_probe(node: Any, rpc: str) -> Any:
 
 def check_lnd(settings: Settings) -> list[Check]:
     """Address, TLS, macaroon permissions (read-only probes) and network, one line each."""
-    from lnplugin.nodes.base import NodeError, NodePermissionDenied
-    from lnplugin.nodes.lnd.node import NETWORK_FROM_LND, LndNode, load_macaroon
+    from lnplugin.nodes.base import NodeError, NodeInfo, NodePermissionDenied
+    from lnplugin.nodes.lnd.node import LndNode, load_macaroon, to_node_info
 
     checks = [_lnd_address(settings.lnd_host)]
     if checks[-1].status == "fail":
@@ -295,16 +295,11 @@ def check_lnd(settings: Settings) -> list[Check]:
     except NodeError as exc:
         checks.append(Check("macaroon", "fail", str(exc)))
         return checks
-    node = LndNode(
-        settings.lnd_host,
-        cert=settings.lnd_cert,
-        macaroon=settings.lnd_macaroon,
-        network=settings.effective_network,
-    )
+    node = LndNode.from_settings(settings)
     try:
         granted: dict[str, None] = {}  # ordered like _LND_PROBES
         missing: dict[str, str] = {}
-        info: Any = None
+        info: NodeInfo | None = None
         for permission, rpc, loss in _LND_PROBES:
             try:
                 reply = _lnd_probe(node, rpc)
@@ -321,7 +316,7 @@ def check_lnd(settings: Settings) -> list[Check]:
                 return checks
             granted[permission] = None
             if rpc == "GetInfo":
-                info = reply
+                info = to_node_info(reply)
         if not missing:
             checks.append(
                 Check("permissions", "ok", "granted " + " ".join(granted) + " (all needed)")
@@ -344,20 +339,17 @@ def check_lnd(settings: Settings) -> list[Check]:
                     f"not checked (no info:read); make sure the node is on {expected}",
                 )
             )
+        elif info.network in (None, expected):
+            checks.append(Check("network", "ok", f"{expected} (node {info.alias or '?'})"))
         else:
-            raw = info.chains[0].network if info.chains else ""
-            network = NETWORK_FROM_LND.get(raw, raw) or None
-            if network in (None, expected):
-                checks.append(Check("network", "ok", f"{expected} (node {info.alias or '?'})"))
-            else:
-                checks.append(
-                    Check(
-                        "network",
-                        "fail",
-                        f"the node is on {network} but lnplugin expects {expected} "
-                        "(--network / LNPLUGIN_NETWORK)",
-                    )
+            checks.append(
+                Check(
+                    "network",
+                    "fail",
+                    f"the node is on {info.network} but lnplugin expects {expected} "
+                    "(--network / LNPLUGIN_NETWORK)",
                 )
+            )
         checks.append(Check("least privilege", "ok", LND_BAKE))
         return checks
     finally:

@@ -20,7 +20,6 @@ from typing import Literal
 
 InvoiceState = Literal["OPEN", "SETTLED", "CANCELED", "EXPIRED"]
 
-NETWORKS = ("bitcoin", "testnet", "testnet4", "signet", "regtest")
 # BOLT11 currency prefix per network (testnet4 shares testnet's `tb`).
 CURRENCY_BY_NETWORK = {
     "bitcoin": "bc",
@@ -29,6 +28,7 @@ CURRENCY_BY_NETWORK = {
     "signet": "tbs",
     "regtest": "bcrt",
 }
+NETWORKS = tuple(CURRENCY_BY_NETWORK)
 
 
 class NodeError(Exception):

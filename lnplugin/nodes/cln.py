@@ -315,38 +315,44 @@ class ClnNode(Node):
         Ends (returns) after `close()`; raises NodeUnavailable when the node
         goes away. See the module docstring for what the cursor means.
         """
-        if self.cursor_kind == "pay_index":
-            yield from self._settlements_by_pay_index(cursor)
-            return
-        while not self._closed.is_set():
-            rows = self._updated_page(cursor)
-            if rows is None:  # the node does not know index paging after all
-                self._version = (23, 5)
-                yield from self._settlements_by_pay_index(0)  # cursor kinds differ: replay
+        if self.cursor_kind == "updated_index":
+            try:
+                yield from self._settlements_by_updated_index(cursor)
                 return
+            except _OldNode:  # the node does not know index paging after all
+                self._version = (23, 5)
+                cursor = 0  # cursor kinds differ: replay
+        yield from self._settlements_by_pay_index(cursor)
+
+    def _settlements_by_updated_index(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        known = 0  # the node's updated index, as the last `wait` reported it
+        while not self._closed.is_set():
+            for row, position in self._updated("listinvoices", "invoices", cursor):
+                cursor = position
+                if row["status"] in ("paid", "expired"):
+                    yield InvoiceUpdate(to_invoice(row), position)
+            # That listing began after `wait` reported `known`, so it showed every
+            # invoice up to there that still exists; the others were deleted, and
+            # waiting for them would return at once, every time.
+            cursor = max(cursor, known)
+            reply = self._blocking(
+                "wait",
+                {"subsystem": "invoices", "indexname": "updated", "nextvalue": cursor + 1},
+                self.wait_timeout,
+            )
+            if reply is not None:
+                known = int(reply.get("updated") or 0)
+
+    def _updated(self, method: str, key: str, cursor: int) -> Iterator[tuple[dict[str, Any], int]]:
+        """Every row of `method index=updated` after `cursor`, page by page, each
+        with the running cursor (the highest updated_index so far)."""
+        while True:
+            rows = self._call(method, index="updated", start=cursor + 1, limit=PAGE)[key]
             for row in rows:
                 cursor = max(cursor, int(row.get("updated_index") or 0))
-                if row["status"] in ("paid", "expired"):
-                    yield InvoiceUpdate(to_invoice(row), cursor)
-            if rows:
-                continue
-            try:
-                self._blocking(
-                    "wait",
-                    {"subsystem": "invoices", "indexname": "updated", "nextvalue": cursor + 1},
-                    self.wait_timeout,
-                )
-            except _OldNode:
-                self._version = (23, 5)
-                yield from self._settlements_by_pay_index(0)
+                yield row, cursor
+            if len(rows) < PAGE:
                 return
-
-    def _updated_page(self, cursor: int) -> list[dict[str, Any]] | None:
-        try:
-            page = self._call("listinvoices", index="updated", start=cursor + 1, limit=PAGE)
-        except _OldNode:
-            return None
-        return page["invoices"]
 
     def _settlements_by_pay_index(self, cursor: int) -> Iterator[InvoiceUpdate]:
         while not self._closed.is_set():
@@ -368,14 +374,10 @@ class ClnNode(Node):
                 if int(row["pay_index"]) > cursor:
                     yield InvoiceUpdate(to_invoice(row), int(row["pay_index"]))
             return
-        while True:
-            rows = self._updated_page(cursor) or []
-            for row in rows:
-                cursor = max(cursor, int(row.get("updated_index") or 0))
+        with contextlib.suppress(_OldNode):
+            for row, position in self._updated("listinvoices", "invoices", cursor):
                 if row["status"] == "paid":
-                    yield InvoiceUpdate(to_invoice(row), cursor)
-            if len(rows) < PAGE:
-                return
+                    yield InvoiceUpdate(to_invoice(row), position)
 
     def outgoing_payments(self, cursor: int) -> Iterator[OutgoingPayment]:
         """Completed payments after `cursor` (their `updated_index`), oldest first.
@@ -384,14 +386,10 @@ class ClnNode(Node):
         older nodes get `listsendpays`, grouped here by (payment_hash, groupid).
         """
         if self.version >= (24, 11):
-            while True:
-                rows = self._call("listpays", index="updated", start=cursor + 1, limit=PAGE)["pays"]
-                for row in rows:
-                    cursor = max(cursor, int(row.get("updated_index") or 0))
-                    if row["status"] == "complete":
-                        yield _pay_to_outgoing(row, cursor)
-                if len(rows) < PAGE:
-                    return
+            for row, position in self._updated("listpays", "pays", cursor):
+                if row["status"] == "complete":
+                    yield _pay_to_outgoing(row, position)
+            return
         groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for part in self._call("listsendpays", status="complete")["payments"]:
             groups.setdefault((part["payment_hash"], int(part.get("groupid") or 0)), []).append(

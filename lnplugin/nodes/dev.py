@@ -185,7 +185,8 @@ class DevNode(Node):
 
         Raises InvoiceNotFound, InvoiceNotOpen, or NodeError (amount problems).
         The conditional UPDATE makes a double payment impossible even when two
-        processes pay the same invoice at once.
+        processes pay the same invoice at once: one statement is one SQLite
+        write transaction, so its settle_index subquery cannot race either.
         """
         payment_hash = self._hash_of(target)
         row = self._row(payment_hash)
@@ -200,20 +201,13 @@ class DevNode(Node):
             raise NodeError(f"amount_msat {amount_msat} is less than the invoice amount {asked}")
         paid = amount_msat if amount_msat is not None else row["amount_msat"]
         now = int(time.time())
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.execute(
-                "UPDATE dev_invoices SET state = 'SETTLED', amount_received_msat = ?,"
-                " settled_at = ?, settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1"
-                " FROM dev_invoices) WHERE payment_hash = ? AND state = 'OPEN'"
-                " AND created_at + expiry > ?",
-                (paid, now, payment_hash, now),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        cur = self._conn.execute(
+            "UPDATE dev_invoices SET state = 'SETTLED', amount_received_msat = ?,"
+            " settled_at = ?, settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1"
+            " FROM dev_invoices) WHERE payment_hash = ? AND state = 'OPEN'"
+            " AND created_at + expiry > ?",
+            (paid, now, payment_hash, now),
+        )
         if cur.rowcount != 1:
             current = self._row(payment_hash)
             state = current["state"] if current else "unknown"
@@ -234,30 +228,21 @@ class DevNode(Node):
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
         now = int(time.time())
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, amount_msat,"
-                " description, created_at, expiry, state, amount_received_msat, settled_at,"
-                " settle_index, is_keysend, custom_records) VALUES (?, '', ?, ?, ?, ?, 86400,"
-                " 'SETTLED', ?, ?, (SELECT COALESCE(MAX(settle_index), 0) + 1"
-                " FROM dev_invoices), 1, ?)",
-                (
-                    payment_hash,
-                    preimage.hex(),
-                    amount_msat,
-                    None,
-                    now,
-                    amount_msat,
-                    now,
-                    records_to_json(records),
-                ),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        self._conn.execute(
+            "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, amount_msat,"
+            " created_at, expiry, state, amount_received_msat, settled_at, settle_index,"
+            " is_keysend, custom_records) VALUES (?, '', ?, ?, ?, 86400, 'SETTLED', ?, ?,"
+            " (SELECT COALESCE(MAX(settle_index), 0) + 1 FROM dev_invoices), 1, ?)",
+            (
+                payment_hash,
+                preimage.hex(),
+                amount_msat,
+                now,
+                amount_msat,
+                now,
+                records_to_json(records),
+            ),
+        )
         self._wake_feed()
         return self._invoice(self._row(payment_hash))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.experimental
 
+from lnplugin import bolt11
 from lnplugin.nodes.base import (
     InvoiceNotFound,
     InvoiceRequest,
@@ -194,19 +195,7 @@ class LndNode(Node):
     # -- info --
 
     def get_info(self) -> NodeInfo:
-        resp = self._call(self._ln.GetInfo, ln.GetInfoRequest())
-        network = None
-        if resp.chains:
-            raw = resp.chains[0].network
-            network = NETWORK_FROM_LND.get(raw, raw)
-        return NodeInfo(
-            kind="lnd",
-            pubkey=resp.identity_pubkey or None,
-            alias=resp.alias or None,
-            network=network,
-            version=resp.version or None,
-            block_height=resp.block_height or None,
-        )
+        return to_node_info(self._call(self._ln.GetInfo, ln.GetInfoRequest()))
 
     def check_network(self, expected: str | None = None) -> NodeInfo:
         """GetInfo, raising `NetworkMismatch` when the node is on another network.
@@ -425,6 +414,19 @@ class _Feed:
 # Message mapping
 
 
+def to_node_info(resp: Any) -> NodeInfo:
+    """lnrpc.GetInfoResponse -> NodeInfo, the network in lnplugin's spelling."""
+    raw = resp.chains[0].network if resp.chains else ""
+    return NodeInfo(
+        kind="lnd",
+        pubkey=resp.identity_pubkey or None,
+        alias=resp.alias or None,
+        network=NETWORK_FROM_LND.get(raw, raw) or None,
+        version=resp.version or None,
+        block_height=resp.block_height or None,
+    )
+
+
 def _state(inv: Any) -> InvoiceState:
     if inv.state == ln.Invoice.SETTLED:
         return "SETTLED"
@@ -492,8 +494,6 @@ def _description(payment_request: str) -> str | None:
     if not payment_request:
         return None
     try:
-        from lnplugin.bolt11 import decode
-
-        return decode(payment_request).description
-    except Exception:  # an unparseable or foreign invoice has no description for us
+        return bolt11.decode(payment_request).description
+    except bolt11.Bolt11Error:  # an unparseable or foreign invoice has no description for us
         return None

@@ -150,7 +150,7 @@ def status(**flags: Any) -> None:
     from lnplugin.store import Store, cursors
 
     settings = settings_from(flags)
-    url = f"http://{settings.host}:{settings.port}/health"
+    url = f"{settings.listen_url}/health"
     try:
         reply = requests.get(url, timeout=3).json()
         click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))

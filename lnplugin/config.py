@@ -130,10 +130,17 @@ class Settings(BaseModel):
 
     @property
     def url(self) -> str:
-        if self.public_url:
-            return self.public_url
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self.public_url or self.listen_url
+
+    @property
+    def listen_url(self) -> str:
+        """Where this machine reaches the server."""
+        return http_url(self.host, self.port)
+
+
+def http_url(host: str, port: int) -> str:
+    """`http://host:port`, with an IPv6 host in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _split(value: Any) -> list[Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from waitress.server import create_server
 
 from lnplugin.api import create_app
-from lnplugin.config import Settings
+from lnplugin.config import Settings, http_url
 from lnplugin.hub import WSGI_WRITE
 from lnplugin.service import Service, StartupRefused
 from lnplugin.store import tokens
@@ -97,7 +97,7 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
         )
     server = make_server(service, settings)
     port = getattr(server, "effective_port", settings.port)
-    url = settings.public_url or f"http://{settings.host}:{port}"
+    url = settings.public_url or http_url(settings.host, port)
     out(f"lnplugin {settings.node} node listening on {url}")
     token = bootstrap_token(service)
     if token:

@@ -185,3 +185,13 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
         assert again.request("GET", "/health").status_code == 200
     finally:
         again.stop()
+
+
+def test_status_finds_a_server_listening_on_ipv6(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Server(data, "--host", "::1") as server:
+        assert server.url.startswith("http://[::1]:")
+        port = server.url.rsplit(":", 1)[1]
+        reply = json.loads(cli(data, "status", "--host", "::1", "--port", port))
+    assert reply["server"] == "running"
+    assert reply["url"] == f"http://[::1]:{port}/health"

@@ -129,9 +129,16 @@ class Service:
                 return None
         return self._aliases[pubkey]
 
+    def claim_data_dir(self) -> None:
+        """Take the data dir's lock now rather than at `start` (idempotent);
+        raises `AlreadyServing`. The CLN plugin claims it during `init`, so a
+        refusal disables the plugin with the reason instead of failing later."""
+        if self._lock is None:
+            self._lock = lock_data_dir(self.settings.data_dir)
+
     def start(self) -> None:
         """Raises `StartupRefused` (nothing started, lock released) when lnplugin must not run."""
-        self._lock = lock_data_dir(self.settings.data_dir)
+        self.claim_data_dir()
         try:
             self.check_network()
         except StartupRefused:

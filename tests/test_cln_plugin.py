@@ -258,3 +258,16 @@ def test_network_mismatch_disables_the_plugin(sim: ClnSim, tmp: Path) -> None:
         assert not (tmp / "mismatch" / "lnplugin.sqlite").exists()
     finally:
         driver.kill()
+
+
+def test_a_data_dir_already_served_disables_the_plugin(sim: ClnSim, tmp: Path) -> None:
+    # One follower and webhook worker per store: the plugin says why and steps aside.
+    data = tmp / "shared"
+    with e2e.Server(data):
+        driver = PluginDriver(sim, data)
+        driver.start()
+        try:
+            assert "is already serving" in driver.init_result["disable"]
+            assert driver.call("lnplugin-status", {}) == {"running": False}
+        finally:
+            driver.kill()

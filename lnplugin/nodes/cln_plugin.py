@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lnplugin.cln_tlv import TlvError, custom_records
-from lnplugin.config import ConfigError, Settings, load_settings
+from lnplugin.config import ConfigError, Settings, http_url, load_settings
 from lnplugin.follower import capture_htlc_records
 from lnplugin.service import Service, StartupRefused
 from lnplugin.store import Store
@@ -146,15 +146,20 @@ class PluginRuntime:
 
         service = Service.build(settings)
         try:
+            service.claim_data_dir()
+        except StartupRefused as exc:
+            service.store.close()
+            raise PluginConfigError(f"{exc}; plugin disabled") from None
+        try:
             server = make_server(service, settings)
         except OSError as exc:
-            service.store.close()
+            service.stop()
             raise PluginConfigError(
                 f"cannot listen on {settings.host}:{settings.port}: {exc}"
             ) from None
         self.service, self.server = service, server
         port = getattr(server, "effective_port", settings.port)
-        self.url = settings.public_url or f"http://{settings.host}:{port}"
+        self.url = settings.public_url or http_url(settings.host, port)
         say(f"lnplugin cln node listening on {self.url}")
         # Never put a token in lightningd's log: logs are copied and shipped.
         # The operator makes one with the CLI against the same data dir.
@@ -169,8 +174,9 @@ class PluginRuntime:
         assert self.service is not None
         try:
             self.service.start()
-        except StartupRefused as exc:  # another network forced, or the data dir is in use
+        except StartupRefused as exc:  # the node turned out to be on another network
             log.error("%s", exc)
+            self.stop()  # release the port and the data dir: nothing will serve them
             return
         try:
             self.server.run()
@@ -179,7 +185,7 @@ class PluginRuntime:
                 log.exception("lnplugin HTTP server stopped")
 
     def status(self) -> dict[str, Any]:
-        if self.service is None:
+        if self.service is None or self._stopped.is_set():
             return {"running": False}
         from lnplugin.store import htlc_records
 

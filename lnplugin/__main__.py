@@ -1,4 +1,4 @@
-from lnplugin.cli import main
+from lnplugin.run.cli import main
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lnplugin.nodes.base import NETWORKS
+from lnplugin.networks import NETWORKS
 
 ENV_PREFIX = "LNPLUGIN_"
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)

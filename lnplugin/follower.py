@@ -15,7 +15,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
@@ -26,8 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lnplugin.boostagram import parse_records, records_from_json, records_to_json
+from lnplugin.boostagram import records_from_json, records_to_json
 from lnplugin.nodes.base import (
+    Feature,
     InvoiceUpdate,
     Node,
     NodeError,
@@ -35,7 +35,8 @@ from lnplugin.nodes.base import (
     NodePermissionDenied,
     OutgoingPayment,
 )
-from lnplugin.store import Store, cursors, events, htlc_records, invoices
+from lnplugin.store import Store, captured_records, cursors, events, invoices
+from lnplugin.store.invoices import record_fields
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +88,6 @@ def _merge_records(
     return merged
 
 
-def record_fields(records: dict[int, bytes]) -> dict[str, Any]:
-    """The invoice columns derived from TLV records: raw JSON, boostagram, message."""
-    parsed = parse_records(records)
-    return {
-        "custom_records": records_to_json(records),
-        "boostagram": json.dumps(parsed.boostagram) if parsed.boostagram is not None else None,
-        "keysend_message": parsed.keysend_message,
-    }
-
-
 class ApplyBatch:
     """State shared by the updates applied in one transaction.
 
@@ -104,8 +95,9 @@ class ApplyBatch:
     same for every update of a batch is done once: the cursor is advanced to
     the batch's highest position at the end (same transaction, so still
     atomic with the rows), `list_seq` is read once and counted up, and the
-    CLN-only `htlc_records` lookup is skipped when that table is empty (it is
-    for every node but CLN plugin mode; nothing else writes during `tx`).
+    lookup of records captured out of band is skipped when none ever were
+    (the case for every node that lists records itself; nothing else writes
+    during `tx`).
     """
 
     __slots__ = ("_captures", "_list_seq", "cursor")
@@ -124,8 +116,8 @@ class ApplyBatch:
 
     def captured(self, tx: sqlite3.Connection, payment_hash: str) -> dict[int, bytes]:
         if self._captures is None:
-            self._captures = tx.execute("SELECT 1 FROM htlc_records LIMIT 1").fetchone() is not None
-        return htlc_records.get(tx, payment_hash) if self._captures else {}
+            self._captures = captured_records.any_captured(tx)
+        return captured_records.get(tx, payment_hash) if self._captures else {}
 
     def finish(self, tx: sqlite3.Connection) -> None:
         """Advance the cursor to the highest position the batch carried."""
@@ -218,7 +210,7 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
     if inv.state == "OPEN":
         return False  # nothing to record; lnplugin stores its own invoices at creation
     row = invoices.by_hash(tx, inv.payment_hash, "incoming")
-    # Records CLN plugin mode captured from `htlc_accepted` (listinvoices has none).
+    # Records captured out of band (CLN plugin mode: `htlc_accepted`), if any.
     captured = batch.captured(tx, inv.payment_hash)
     if row is None:
         stored = _new_row(tx, inv, captured, batch)
@@ -228,8 +220,8 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
         new_records = _merge_records(row, inv, captured)
         records_changed = records_to_json(new_records) != row["custom_records"]
         if row["state"] in _FINAL or row["state"] == inv.state:
-            # A replay or duplicate. Records may still arrive late (CLN plugin
-            # mode captures them separately), so merge those without an event.
+            # A replay or duplicate. Records may still arrive late (captured
+            # out of band, e.g. by CLN plugin mode), so merge those without an event.
             if records_changed:
                 invoices.update(tx, invoice_id, record_fields(new_records))
             return False
@@ -247,56 +239,6 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
         invoices.update(tx, invoice_id, fields)
         stored = {**row, **fields}  # the row as updated, without reading it back
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)
-    return True
-
-
-def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, bytes]) -> bool:
-    """The `htlc_accepted` half of the CLN join, inside `tx`.
-
-    Stores the records by payment hash (merged, so replays and MPP parts are
-    harmless) and, when the incoming invoice row already exists, merges them
-    into it. `apply_in` does the other half, so whichever of hook and
-    settlement arrives first, the row ends up with both. No event is
-    appended: on a real node the hook runs before the invoice is paid, so
-    the settlement event already carries the records. Returns True when the
-    invoice row changed.
-    """
-    merged = htlc_records.merge(tx, payment_hash, records)
-    row = invoices.by_hash(tx, payment_hash, "incoming")
-    if row is None:
-        return False
-    combined = {**records_from_json(row["custom_records"]), **merged}
-    if records_to_json(combined) == row["custom_records"]:
-        return False
-    invoices.update(tx, row["id"], record_fields(combined))
-    return True
-
-
-def capture_htlc_records(store: Store, payment_hash: str, records: dict[int, bytes]) -> bool:
-    """`capture_in` in a transaction of its own (what the CLN plugin's hook calls)."""
-    with store.transaction() as tx:
-        return capture_in(tx, payment_hash, records)
-
-
-def sync_cursor_kind_in(tx: sqlite3.Connection, name: str, kind: str) -> bool:
-    """Record what cursor `name` counts; reset it to 0 when that changed.
-
-    A CLN node upgraded past 23.08 switches from pay_index to updated_index:
-    the stored number then means nothing, and starting over is safe because
-    the store deduplicates. Returns True when the cursor was reset.
-    """
-    row = tx.execute("SELECT kind FROM cursor_kinds WHERE name = ?", (name,)).fetchone()
-    if row is not None and row[0] == kind:
-        return False
-    now = int(time.time())
-    tx.execute(
-        "INSERT INTO cursor_kinds (name, kind, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, updated_at = excluded.updated_at",
-        (name, kind, now),
-    )
-    if cursors.get(tx, name) == 0:
-        return False
-    tx.execute("UPDATE cursors SET value = 0, updated_at = ? WHERE name = ?", (now, name))
     return True
 
 
@@ -408,14 +350,14 @@ class Follower:
     def sync_cursor_kind(self) -> None:
         """Reset the incoming cursor if the node now counts it differently.
 
-        Only nodes with a `cursor_kind` (CLN) take part; asking may need the
-        node, so this runs at the start of each feed connection and sweep.
+        Only nodes whose `cursor_kind` is not None (CLN) take part; asking may
+        need the node, so this runs at the start of each feed connection and sweep.
         """
-        kind = getattr(self.node, "cursor_kind", None)
+        kind = self.node.cursor_kind
         if kind is None or kind == self._cursor_kind:
             return
         with self._apply_lock, self.store.transaction() as tx:
-            reset = sync_cursor_kind_in(tx, cursors.INCOMING, kind)
+            reset = cursors.sync_kind(tx, cursors.INCOMING, kind)
             cursor = cursors.get(tx, cursors.INCOMING)
         if reset:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
@@ -450,6 +392,8 @@ class Follower:
         self.status.last_sweep_at = int(time.time())
 
     def sweep_outgoing(self) -> None:
+        if not self.node.has_feature(Feature.OUTGOING_HISTORY):
+            return
         try:
             payments = list(self.node.outgoing_payments(self.status.outgoing_cursor))
         except NodePermissionDenied as exc:

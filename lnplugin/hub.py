@@ -39,7 +39,7 @@ FINAL_EVENTS = frozenset(
     }
 )
 HEARTBEAT = b": keep-alive\n\n"
-# The environ key under which `lnplugin.server` exposes the response's WSGI
+# The environ key under which `lnplugin.run.server` exposes the response's WSGI
 # `write` callable (waitress: `Task.write`, which frames chunks and calls
 # the channel's thread-safe `write_soon`).
 WSGI_WRITE = "lnplugin.wsgi_write"

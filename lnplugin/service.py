@@ -19,7 +19,13 @@ from typing import Any, TextIO
 from lnplugin.config import Settings
 from lnplugin.follower import Follower
 from lnplugin.nodes import make_node
-from lnplugin.nodes.base import Node, NodeError, NodeInfo, NodePermissionDenied
+from lnplugin.nodes.base import (
+    NetworkMismatch,
+    Node,
+    NodeError,
+    NodeInfo,
+    NodePermissionDenied,
+)
 from lnplugin.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,10 +33,6 @@ log = logging.getLogger(__name__)
 
 class StartupRefused(Exception):
     """lnplugin must not start; the message tells the operator why and what to do."""
-
-
-class NetworkMismatch(StartupRefused):
-    pass
 
 
 class AlreadyServing(StartupRefused):
@@ -102,9 +104,13 @@ class Service:
             return self._info
 
     def check_network(self) -> None:
-        """Refuse to run against a node on another network than configured."""
+        """Refuse to run against a node on another network than configured.
+
+        Raises `StartupRefused` with the node's `NetworkMismatch` message."""
         try:
-            info = self.node.get_info()
+            info = self.node.check_network(self.settings.effective_network)
+        except NetworkMismatch as exc:
+            raise StartupRefused(str(exc)) from None
         except NodePermissionDenied as exc:
             log.warning("network check unavailable (credentials lack info:read): %s", exc)
             return
@@ -112,12 +118,6 @@ class Service:
             log.warning("network check postponed, node unreachable: %s", exc)
             return
         self._info, self._info_at = info, time.time()
-        expected = self.settings.effective_network
-        if info.network is not None and info.network != expected:
-            raise NetworkMismatch(
-                f"the node is on {info.network} but lnplugin is configured for {expected} "
-                "(set --network / LNPLUGIN_NETWORK)"
-            )
 
     def alias_of(self, pubkey: str) -> str | None:
         if pubkey not in self._aliases:

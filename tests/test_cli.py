@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from lnplugin.cli import cli
 from lnplugin.nodes.base import InvoiceRequest
 from lnplugin.nodes.dev import DevNode
+from lnplugin.run.cli import cli
 from lnplugin.store import Store, tokens
 
 

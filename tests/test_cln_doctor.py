@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lnplugin.doctor import EVEN_TLV_TYPES
+from lnplugin.nodes.cln.doctor import EVEN_TLV_TYPES
 from lnplugin.testing.cln_sim import ClnSim
 from tests import e2e
 

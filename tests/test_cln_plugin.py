@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from lnplugin.cln_tlv import encode_payload
+from lnplugin.nodes.cln.tlv import encode_payload
 from lnplugin.testing.cln_plugin_driver import PluginDriver
 from lnplugin.testing.cln_sim import ClnSim
 from tests import e2e

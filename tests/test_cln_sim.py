@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pyln.client import LightningRpc, RpcError
 
-from lnplugin.cln_tlv import custom_records
+from lnplugin.nodes.cln.tlv import custom_records
 from lnplugin.testing.cln_sim import ClnSim, RpcFailure
 from tests import e2e
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lnplugin.cln_tlv import (
+from lnplugin.nodes.cln.tlv import (
     TlvError,
     custom_records,
     encode_bigsize,

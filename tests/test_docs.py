@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import pytest
 
-from lnplugin.cli import cli
 from lnplugin.config import SETTINGS_DOCS
+from lnplugin.run.cli import cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

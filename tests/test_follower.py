@@ -14,7 +14,7 @@ from lnplugin.follower import Follower, apply_in
 from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
-from lnplugin.store import Store, cursors, events, htlc_records, invoices
+from lnplugin.store import Store, captured_records, cursors, events, invoices
 from lnplugin.testing.lnd_sim import LndSim
 
 
@@ -153,7 +153,7 @@ def test_open_updates_in_a_batch_only_move_the_cursor(store, follower):
 def test_captured_records_are_joined_in_a_batch(store, follower):
     # CLN plugin mode: the hook stored records before the settlement arrived.
     with store.transaction() as tx:
-        htlc_records.merge(tx, f"{1:064x}", {34349334: b"hello"})
+        captured_records.merge(tx, f"{1:064x}", {34349334: b"hello"})
     follower.apply([InvoiceUpdate(node_invoice(1), 1), InvoiceUpdate(node_invoice(2), 2)])
     by_hash = {r["payment_hash"]: r for r in rows(store)}
     assert by_hash[f"{1:064x}"]["keysend_message"] == "hello"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lnplugin.doctor import LND_BAKE
+from lnplugin.nodes.lnd.doctor import LND_BAKE
 from lnplugin.testing.lnd_sim import LndSim
 from tests import e2e
 

@@ -16,10 +16,11 @@ from lnplugin.config import load_settings
 from lnplugin.nodes.base import (
     InvoiceRequest,
     InvoiceUpdate,
+    NetworkMismatch,
     NodePermissionDenied,
     NodeUnavailable,
 )
-from lnplugin.nodes.lnd.node import LndNode, NetworkMismatch, _Feed
+from lnplugin.nodes.lnd.node import LndNode, _Feed
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
 from lnplugin.testing.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim
 

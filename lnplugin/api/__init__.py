@@ -6,6 +6,7 @@ from flask import Flask
 
 from lnplugin.api import decode, dev, errors, events, info, invoices, webhooks
 from lnplugin.api.jsonprovider import OrjsonProvider
+from lnplugin.nodes.base import Feature
 from lnplugin.service import Service
 
 MAX_BODY_BYTES = 64 * 1024
@@ -23,6 +24,6 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(info.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(events.bp)
-    if service.settings.node == "dev":
+    if service.node.has_feature(Feature.DEV_PAYMENTS):
         app.register_blueprint(dev.bp)
     return app

@@ -1,7 +1,7 @@
 """Simulated payments on the embedded dev node (`admin` scope).
 
-Registered only when the dev node is selected, so these routes do not exist
-on a real node.
+Registered only when the node declares `Feature.DEV_PAYMENTS` (the dev
+node), so these routes do not exist on a real node.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from lnplugin.api.auth import require
 from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import DevKeysend, DevPay
 from lnplugin.boostagram import parse_record_value
-from lnplugin.nodes.base import InvoiceNotFound, InvoiceNotOpen, NodeError, NodeInvoice
+from lnplugin.nodes.base import (
+    DevPayments,
+    Feature,
+    InvoiceNotFound,
+    InvoiceNotOpen,
+    NodeError,
+    NodeInvoice,
+)
 from lnplugin.store import invoices
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
@@ -30,6 +37,16 @@ def _payment_json(invoice: NodeInvoice) -> dict[str, Any]:
         "settled_at": invoice.settled_at,
         "is_keysend": invoice.is_keysend,
     }
+
+
+def _payer() -> DevPayments:
+    """The node's simulated payments. The blueprint is only registered on
+    nodes with `Feature.DEV_PAYMENTS`; checking again here is what makes the
+    call typed (`DevPayments`), and keeps a 404 if that ever changes."""
+    node = context.service().node
+    if not node.has_feature(Feature.DEV_PAYMENTS) or not isinstance(node, DevPayments):
+        raise APIError(404, f"the {node.kind} node cannot simulate payments")
+    return node
 
 
 def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
@@ -51,9 +68,9 @@ def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
 @require("admin")
 def pay() -> Any:
     body = context.body_as(DevPay)
-    node = context.service().node
+    payer = _payer()
     try:
-        paid = node.pay(body.payment_request or body.payment_hash or "", body.amount_msat)  # type: ignore[attr-defined]
+        paid = payer.pay(body.payment_request or body.payment_hash or "", body.amount_msat)
     except InvoiceNotFound as exc:
         raise APIError(404, str(exc)) from None
     except InvoiceNotOpen as exc:
@@ -70,6 +87,6 @@ def pay() -> Any:
 def keysend() -> Any:
     body = context.body_as(DevKeysend)
     records = {int(k): parse_record_value(v) for k, v in body.custom_records.items()}
-    paid = context.service().node.keysend(body.amount_msat, records)  # type: ignore[attr-defined]
+    paid = _payer().keysend(body.amount_msat, records)
     _wait_applied(paid.payment_hash)
     return _payment_json(paid)

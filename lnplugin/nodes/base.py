@@ -2,7 +2,11 @@
 
 Every node (the embedded dev node, LND, Core Lightning) implements `Node`. The
 follower only ever sees these types, so a new node kind plugs in without
-touching the follower, the store or the API.
+touching the follower, the store or the API: what differs between nodes is
+either a method of `Node`, a documented class attribute (`cursor_kind`,
+`outgoing_poll_interval`) or a `Feature` the node declares. Callers ask
+`has_feature()` rather than probing for methods with `getattr`, so what a
+node can do is visible in one line of its class.
 
 The settlement feed is resumable: `settlements(cursor)` yields every invoice
 state change *after* `cursor`, backlog first, then live. The follower persists
@@ -14,21 +18,36 @@ yields bare hashes from "now" on, which is why it misses payments.)
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
+
+from lnplugin.networks import CURRENCY_BY_NETWORK, NETWORKS
 
 InvoiceState = Literal["OPEN", "SETTLED", "CANCELED", "EXPIRED"]
 
-# BOLT11 currency prefix per network (testnet4 shares testnet's `tb`).
-CURRENCY_BY_NETWORK = {
-    "bitcoin": "bc",
-    "testnet": "tb",
-    "testnet4": "tb",
-    "signet": "tbs",
-    "regtest": "bcrt",
-}
-NETWORKS = tuple(CURRENCY_BY_NETWORK)
+
+class Feature(enum.Enum):
+    """An optional ability a node declares in `Node.features`.
+
+    Only abilities lnplugin uses are listed; a node declares exactly the ones
+    it implements, and `tests/test_node_features.py` holds each node to that.
+    """
+
+    # Settled keysend invoices carry the payment's custom TLV records
+    # (boostagrams, messages) in the node's own listing.
+    KEYSEND_RECORDS = "keysend_records"
+    # The node's listing never shows keysend TLVs; they reach lnplugin out of
+    # band (CLN plugin mode's `htlc_accepted` hook) and are stored with
+    # `store.captured_records`, which the follower joins by payment hash.
+    CAPTURED_RECORDS = "captured_records"
+    # `outgoing_payments` lists the node's settled outgoing payments.
+    OUTGOING_HISTORY = "outgoing_history"
+    # The node decodes payment requests itself (CLN `decode`); see `NodeDecode`.
+    NODE_DECODE = "node_decode"
+    # Simulated payments (`POST /dev/pay`, `/dev/keysend`); see `DevPayments`.
+    DEV_PAYMENTS = "dev_payments"
 
 
 class NodeError(Exception):
@@ -49,6 +68,14 @@ class InvoiceNotFound(NodeError):
 
 class InvoiceNotOpen(NodeError):
     """The invoice exists but can no longer be paid (settled, expired or canceled)."""
+
+
+class NetworkMismatch(NodeError):
+    """The node runs on a different network than lnplugin is configured for."""
+
+
+class Unsupported(NodeError):
+    """The node does not have the `Feature` the call needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +164,49 @@ class Node(abc.ABC):
     """
 
     kind: str = "abstract"
+    # The optional abilities this node has (see `Feature`); none by default.
+    features: frozenset[Feature] = frozenset()
+    # The network lnplugin is configured for; `check_network` compares with it.
+    network: str | None = None
     # How often the follower asks `outgoing_payments` for new payments. Nodes
     # list them incrementally from a cursor, so asking often is cheap and a
     # payment made while lnplugin runs shows up within seconds.
     outgoing_poll_interval: float = 5.0
 
+    def has_feature(self, feature: Feature) -> bool:
+        return feature in self.features
+
+    @property
+    def cursor_kind(self) -> str | None:
+        """What the feed position (`InvoiceUpdate.cursor`) counts, when that can change.
+
+        A node whose cursor meaning can change (CLN before/after 23.08: pay_index
+        or updated_index) says which one it uses now; the follower stores it and
+        re-reads the feed from 0 when it changes (duplicates are harmless,
+        misses are not). Default None: the cursor has one meaning, nothing to track.
+        """
+        return None
+
     @abc.abstractmethod
     def get_info(self) -> NodeInfo: ...
+
+    def check_network(self, expected: str | None = None) -> NodeInfo:
+        """`get_info`, raising `NetworkMismatch` when the node is on another
+        network than `expected` (default: the configured `network`).
+
+        A node that does not say its network passes; `get_info` raises
+        `NodePermissionDenied` when the credentials may not ask (LND's stock
+        invoice.macaroon), and the caller logs that the check was skipped.
+        """
+        expected = expected or self.network
+        info = self.get_info()
+        if expected is not None and info.network is not None and info.network != expected:
+            raise NetworkMismatch(
+                f"the {self.kind} node is on {info.network} but lnplugin is configured for "
+                f"{expected}; set --network {info.network} (LNPLUGIN_NETWORK) or point "
+                f"lnplugin at a {expected} node"
+            )
+        return info
 
     @abc.abstractmethod
     def create_invoice(self, request: InvoiceRequest) -> NodeInvoice: ...
@@ -166,8 +229,10 @@ class Node(abc.ABC):
         """A finite listing of settled invoices after `cursor`, for the sweep."""
 
     def outgoing_payments(self, cursor: int) -> Iterator[OutgoingPayment]:
-        """Settled outgoing payments after `cursor`, oldest first (finite)."""
-        return iter(())
+        """Settled outgoing payments after `cursor`, oldest first (finite).
+
+        Only called on nodes with `Feature.OUTGOING_HISTORY`."""
+        raise Unsupported(f"the {self.kind} node has no outgoing payment history")
 
     def node_alias(self, pubkey: str) -> str | None:
         """The alias of another node, for decoded invoices; None when unknown."""
@@ -175,3 +240,52 @@ class Node(abc.ABC):
 
     def close(self) -> None:
         """Release connections and wake any blocked `settlements` iterator."""
+
+
+@runtime_checkable
+class DevPayments(Protocol):
+    """Simulated payments, on nodes with `Feature.DEV_PAYMENTS` (the dev node).
+
+    A protocol rather than `Node` methods: no real node can pay itself, so
+    the interface every node implements stays free of them.
+    """
+
+    def pay(self, target: str, amount_msat: int | None = None) -> NodeInvoice:
+        """Settle an open invoice given its BOLT11 or payment hash.
+
+        Raises `InvoiceNotFound`, `InvoiceNotOpen` or `NodeError` (amount)."""
+        ...
+
+    def keysend(self, amount_msat: int, records: Mapping[int, bytes]) -> NodeInvoice:
+        """Receive a spontaneous payment carrying custom TLV records."""
+        ...
+
+
+@runtime_checkable
+class NodeDecode(Protocol):
+    """Decoding by the node itself, on nodes with `Feature.NODE_DECODE`."""
+
+    def decode(self, invstring: str) -> dict[str, object]: ...
+
+
+__all__ = [
+    "CURRENCY_BY_NETWORK",
+    "NETWORKS",
+    "DevPayments",
+    "Feature",
+    "InvoiceNotFound",
+    "InvoiceNotOpen",
+    "InvoiceRequest",
+    "InvoiceState",
+    "InvoiceUpdate",
+    "NetworkMismatch",
+    "Node",
+    "NodeDecode",
+    "NodeError",
+    "NodeInfo",
+    "NodeInvoice",
+    "NodePermissionDenied",
+    "NodeUnavailable",
+    "OutgoingPayment",
+    "Unsupported",
+]

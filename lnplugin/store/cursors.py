@@ -28,5 +28,28 @@ def advance(tx: sqlite3.Connection, name: str, value: int) -> None:
     )
 
 
+def sync_kind(tx: sqlite3.Connection, name: str, kind: str) -> bool:
+    """Record what cursor `name` counts; reset it to 0 when that changed.
+
+    A node can change what its feed position means (CLN upgraded past 23.08
+    switches from pay_index to updated_index): the stored number then means
+    nothing, and starting over is safe because the store deduplicates.
+    Returns True when the cursor was reset.
+    """
+    row = tx.execute("SELECT kind FROM cursor_kinds WHERE name = ?", (name,)).fetchone()
+    if row is not None and row[0] == kind:
+        return False
+    now = int(time.time())
+    tx.execute(
+        "INSERT INTO cursor_kinds (name, kind, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, updated_at = excluded.updated_at",
+        (name, kind, now),
+    )
+    if get(tx, name) == 0:
+        return False
+    tx.execute("UPDATE cursors SET value = 0, updated_at = ? WHERE name = ?", (now, name))
+    return True
+
+
 def all_cursors(conn: sqlite3.Connection) -> dict[str, int]:
     return {row[0]: row[1] for row in conn.execute("SELECT name, value FROM cursors")}

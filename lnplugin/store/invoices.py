@@ -10,12 +10,15 @@ skipping rows, within the filtered range.
 
 from __future__ import annotations
 
+import json
 import operator
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from lnplugin.boostagram import parse_records, records_to_json
 
 ListName = Literal["all", "incoming", "outgoing"]
 MAX_ITEMS = 100
@@ -29,6 +32,16 @@ def new_identifier() -> str:
     catch-up rewrote most of that index's pages on every commit.
     """
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_urlsafe(9)}"
+
+
+def record_fields(records: dict[int, bytes]) -> dict[str, Any]:
+    """The invoice columns derived from TLV records: raw JSON, boostagram, message."""
+    parsed = parse_records(records)
+    return {
+        "custom_records": records_to_json(records),
+        "boostagram": json.dumps(parsed.boostagram) if parsed.boostagram is not None else None,
+        "keysend_message": parsed.keysend_message,
+    }
 
 
 def insert(tx: sqlite3.Connection, fields: dict[str, Any]) -> int:

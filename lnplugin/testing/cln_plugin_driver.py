@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lnplugin.cln_tlv import parse_onion_payload
+from lnplugin.nodes.cln.tlv import parse_onion_payload
 from lnplugin.testing.cln_sim import PEER_ID, ClnSim
 
 
@@ -49,7 +49,7 @@ def default_command() -> tuple[str, ...]:
     script = Path(sys.executable).with_name("lnplugin-cln")
     if script.exists():
         return (str(script),)
-    return (sys.executable, "-P", "-m", "lnplugin.nodes.cln_plugin")
+    return (sys.executable, "-P", "-m", "lnplugin.run.cln_plugin")
 
 
 CALL_TIMEOUT = 30.0  # seconds: a liveness bound, not a timing assertion

@@ -43,9 +43,9 @@ from coincurve import PrivateKey
 from lnplugin.bolt11 import RouteHop
 from lnplugin.bolt11 import encode as encode_bolt11
 from lnplugin.boostagram import KEYSEND_PREIMAGE
-from lnplugin.cln_tlv import encode_payload
 from lnplugin.nodes.base import CURRENCY_BY_NETWORK
 from lnplugin.nodes.cln import version_tuple
+from lnplugin.nodes.cln.tlv import encode_payload
 from lnplugin.testing import cln_bolt11
 
 DEFAULT_VERSION = "v26.06.6"

@@ -25,6 +25,7 @@ import grpc.experimental
 
 from lnplugin import bolt11
 from lnplugin.nodes.base import (
+    Feature,
     InvoiceNotFound,
     InvoiceRequest,
     InvoiceState,
@@ -37,8 +38,8 @@ from lnplugin.nodes.base import (
     NodeUnavailable,
     OutgoingPayment,
 )
+from lnplugin.nodes.lnd.rpc import invoices_pb2, invoices_pb2_grpc, lightning_pb2_grpc
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
-from lnplugin.nodes.lnd.rpc import lightning_pb2_grpc
 
 if TYPE_CHECKING:
     from lnplugin.config import Settings
@@ -81,10 +82,6 @@ _UNAVAILABLE_CODES = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
 )
-
-
-class NetworkMismatch(NodeError):
-    """The node runs on a different network than lnplugin is configured for."""
 
 
 def translate(exc: grpc.RpcError) -> NodeError:
@@ -135,6 +132,7 @@ class LndNode(Node):
     """lnd over gRPC. Thread-safe: one channel shared by all calls."""
 
     kind = "lnd"
+    features = frozenset({Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY})
 
     def __init__(
         self,
@@ -197,20 +195,28 @@ class LndNode(Node):
     def get_info(self) -> NodeInfo:
         return to_node_info(self._call(self._ln.GetInfo, ln.GetInfoRequest()))
 
-    def check_network(self, expected: str | None = None) -> NodeInfo:
-        """GetInfo, raising `NetworkMismatch` when the node is on another network.
+    def probe(self, rpc: str) -> Any:
+        """Call one read-only RPC of `PROBES` by name, for `lnplugin doctor`.
 
-        Raises `NodePermissionDenied` when the macaroon lacks info:read (the
-        stock invoice.macaroon): the caller logs that the check was skipped.
+        Returns the reply, or None for the NOT_FOUND a zero hash gets, so a
+        probe never creates anything; raises the mapped `NodeError` otherwise.
         """
-        expected = expected or self.network
-        info = self.get_info()
-        if info.network is not None and info.network != expected:
-            raise NetworkMismatch(
-                f"LND node is on {info.network} but lnplugin is configured for {expected}; "
-                f"set --network {info.network} or point --lnd-host at a {expected} node"
-            )
-        return info
+        zero = bytes(32)
+        calls: dict[str, tuple[Any, Any]] = {
+            "LookupInvoice": (self._ln.LookupInvoice, ln.PaymentHash(r_hash=zero)),
+            "ListInvoices": (self._ln.ListInvoices, ln.ListInvoiceRequest(num_max_invoices=1)),
+            "LookupInvoiceV2": (
+                invoices_pb2_grpc.InvoicesStub(self._channel).LookupInvoiceV2,
+                invoices_pb2.LookupInvoiceMsg(payment_hash=zero),
+            ),
+            "ListPayments": (self._ln.ListPayments, ln.ListPaymentsRequest(max_payments=1)),
+            "GetInfo": (self._ln.GetInfo, ln.GetInfoRequest()),
+        }
+        method, request = calls[rpc]
+        try:
+            return self._call(method, request, timeout=10)
+        except InvoiceNotFound:
+            return None
 
     # -- invoices --
 

@@ -1,13 +1,12 @@
 """`lnplugin-cln`: lnplugin running inside Core Lightning as a plugin.
 
-Why a plugin at all: CLN never shows keysend TLV records in `listinvoices`
-(PROTOCOLS.md B.8, F). The only reliable place to see them is the raw onion
-payload handed to the `htlc_accepted` hook, so lnplugin hooks it, stores
-the custom records by payment hash, and the follower joins them to the
-settled invoice. Everything else is standalone mode unchanged: the same
-`Service` (store, ClnNode over the node's own `lightning-rpc`, follower) and
-the same waitress server, run on background threads while pyln's loop owns
-the main thread.
+Why a plugin at all: CLN never shows keysend TLV records in `listinvoices`;
+the plugin sees them in the `htlc_accepted` hook (the node-side logic, with
+the plugin's options and settings, is `lnplugin.nodes.cln.plugin`). This
+module is how the plugin process runs, and otherwise it is standalone mode
+unchanged: the same `Service` (store, ClnNode over the node's own
+`lightning-rpc`, follower) and the same waitress server, run on background
+threads while pyln's loop owns the main thread.
 
 Load it with `plugin=$(which lnplugin-cln)` (or `important-plugin=`) in the
 CLN config, or at runtime:
@@ -19,110 +18,20 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from lnplugin.cln_tlv import TlvError, custom_records
-from lnplugin.config import ConfigError, Settings, http_url, load_settings
-from lnplugin.follower import capture_htlc_records
+from lnplugin.config import Settings, http_url
+from lnplugin.nodes.cln.plugin import (
+    OPTIONS,
+    PluginConfigError,
+    on_htlc_accepted,
+    settings_from_init,
+)
 from lnplugin.service import Service, StartupRefused
-from lnplugin.store import Store
+from lnplugin.store import Store, captured_records
 
 log = logging.getLogger("lnplugin.cln_plugin")
-
-# The hook waits at most this long for the SQLite write lock (the follower may
-# hold it for a batch). Past it the records are logged as lost and the HTLC
-# continues: a payment is never held up by our bookkeeping.
-HOOK_BUSY_TIMEOUT_MS = 1000
-CONTINUE: dict[str, str] = {"result": "continue"}
-
-# (name, default, type, description): the plugin's CLN options.
-OPTIONS: tuple[tuple[str, str | int, str, str], ...] = (
-    (
-        "lnplugin-data-dir",
-        "",
-        "string",
-        "lnplugin data directory (SQLite store). Default: <lightning-dir>/lnplugin-data",
-    ),
-    ("lnplugin-host", "127.0.0.1", "string", "Address the lnplugin HTTP API listens on."),
-    ("lnplugin-port", 8080, "int", "Port the lnplugin HTTP API listens on (0: any free port)."),
-    (
-        "lnplugin-network",
-        "",
-        "string",
-        "Expected network; the plugin disables itself if CLN runs on another. "
-        "Default: CLN's own network.",
-    ),
-)
-
-
-class PluginConfigError(Exception):
-    """The plugin cannot run with these options; the message says why."""
-
-
-def settings_from_init(
-    options: Mapping[str, Any],
-    configuration: Mapping[str, Any],
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Settings from CLN's `init`: the node's own socket and network, our options.
-
-    `LNPLUGIN_*` environment variables still apply beneath the options, as
-    in standalone mode.
-    """
-    lightning_dir = Path(str(configuration["lightning-dir"]))
-    network = configuration.get("network")
-    wanted = str(options.get("lnplugin-network") or "") or None
-    if wanted is not None and network is not None and wanted != network:
-        raise PluginConfigError(
-            f"lnplugin-network={wanted} but Core Lightning runs on {network}; plugin disabled"
-        )
-    port = options.get("lnplugin-port")
-    flags: dict[str, Any] = {
-        "node": "cln",
-        "cln_socket": str(lightning_dir / str(configuration["rpc-file"])),
-        "network": network or wanted,
-        # Not `lnplugin`: lightningd runs plugins in lightning-dir, and a directory
-        # named like the package there would shadow it under `python -m`.
-        "data_dir": str(options.get("lnplugin-data-dir") or "")
-        or str(lightning_dir / "lnplugin-data"),
-        "host": str(options.get("lnplugin-host") or "") or None,
-        "port": int(port) if port not in (None, "") else None,
-    }
-    try:
-        return load_settings(flags, environ=environ)
-    except (ConfigError, ValueError) as exc:
-        raise PluginConfigError(f"{exc}; plugin disabled") from None
-
-
-def on_htlc_accepted(
-    store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, Any]
-) -> dict[str, str]:
-    """Capture an incoming payment's custom TLV records; ALWAYS continue.
-
-    Forwards (the onion names a next channel) are not ours. Parse errors
-    and store errors are logged, never raised: failing or holding an HTLC
-    over our bookkeeping would cost the operator a payment. Replays (CLN
-    re-sends unresolved HTLCs at startup) merge to the same row.
-    """
-    try:
-        if store is None or "short_channel_id" in onion:
-            return CONTINUE
-        records = custom_records(str(onion.get("payload") or ""))
-        if not records:
-            return CONTINUE
-        store.conn.execute(f"PRAGMA busy_timeout = {HOOK_BUSY_TIMEOUT_MS}")
-        capture_htlc_records(store, str(htlc["payment_hash"]).lower(), records)
-    except TlvError as exc:
-        log.warning("htlc_accepted: unreadable onion payload (%s); continuing", exc)
-    except Exception as exc:
-        log.error(
-            "htlc_accepted: could not store TLV records for %s (%s); continuing",
-            htlc.get("payment_hash"),
-            exc,
-        )
-    return CONTINUE
 
 
 class PluginRuntime:
@@ -142,7 +51,7 @@ class PluginRuntime:
     def start(self, settings: Settings, say: Callable[[str], None]) -> None:
         """Open the store and bind the port now (errors disable the plugin);
         reach the node and serve on a background thread, so `init` answers at once."""
-        from lnplugin.server import make_server
+        from lnplugin.run.server import make_server
 
         service = Service.build(settings)
         try:
@@ -187,10 +96,8 @@ class PluginRuntime:
     def status(self) -> dict[str, Any]:
         if self.service is None or self._stopped.is_set():
             return {"running": False}
-        from lnplugin.store import htlc_records
-
         with self.service.store.snapshot() as conn:
-            captured = htlc_records.count(conn)
+            captured = captured_records.count(conn)
         return {
             "running": True,
             "url": self.url,

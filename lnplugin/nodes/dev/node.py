@@ -27,6 +27,7 @@ from lnplugin import bolt11
 from lnplugin.boostagram import records_from_json, records_to_json
 from lnplugin.nodes.base import (
     CURRENCY_BY_NETWORK,
+    Feature,
     InvoiceNotFound,
     InvoiceNotOpen,
     InvoiceRequest,
@@ -78,7 +79,10 @@ def load_or_create_key(data_dir: Path) -> coincurve.PrivateKey:
 
 
 class DevNode(Node):
+    """Implements `DevPayments` (`pay`, `keysend`) besides `Node`."""
+
     kind = "dev"
+    features = frozenset({Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS})
 
     def __init__(self, data_dir: Path, network: str = "regtest") -> None:
         self.data_dir = Path(data_dir)

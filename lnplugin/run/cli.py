@@ -12,12 +12,15 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lnplugin import __version__
 from lnplugin.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from lnplugin.nodes.base import DevPayments
 
 F = Callable[..., Any]
 
@@ -130,7 +133,7 @@ def cli() -> None:
 @server_options
 def serve(**flags: Any) -> None:
     """Run the HTTP API and follow the node's settlements."""
-    from lnplugin.server import serve as run
+    from lnplugin.run.server import serve as run
 
     settings = settings_from(flags)
     code = run(settings)
@@ -311,7 +314,7 @@ def dev() -> None:
     """Simulate payments on the embedded dev node."""
 
 
-def _dev_node(flags: dict[str, Any]) -> Any:
+def _dev_node(flags: dict[str, Any]) -> DevPayments:
     from lnplugin.nodes.dev import DevNode
 
     settings = settings_from(flags)

@@ -36,6 +36,7 @@ from pyln.client import LightningRpc, RpcError
 from pyln.client.lightning import UnixSocket
 
 from lnplugin.nodes.base import (
+    Feature,
     InvoiceRequest,
     InvoiceState,
     InvoiceUpdate,
@@ -170,6 +171,11 @@ class ClnNode(Node):
     """A Core Lightning node reached through its `lightning-rpc` socket."""
 
     kind = "cln"
+    # Keysend TLVs never appear in `listinvoices`: plugin mode captures them
+    # (`lnplugin.nodes.cln.plugin`) into the store's captured records.
+    features = frozenset(
+        {Feature.CAPTURED_RECORDS, Feature.OUTGOING_HISTORY, Feature.NODE_DECODE}
+    )
 
     def __init__(
         self,
@@ -258,16 +264,6 @@ class ClnNode(Node):
             version=info.get("version"),
             block_height=info.get("blockheight"),
         )
-
-    def check_network(self) -> NodeInfo:
-        """getinfo, raising NodeError when the node is on another network than configured."""
-        info = self.get_info()
-        if self.network is not None and info.network != self.network:
-            raise NodeError(
-                f"Core Lightning is on {info.network} but lnplugin is configured for "
-                f"{self.network} (--network)"
-            )
-        return info
 
     def create_invoice(self, request: InvoiceRequest) -> NodeInvoice:
         """Mint with `invoice`, labelled `lnplugin-<random>` (labels must be unique).

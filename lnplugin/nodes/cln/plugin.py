@@ -1,0 +1,116 @@
+"""The node side of `lnplugin-cln`: its options, its settings, its hook.
+
+CLN never shows keysend TLV records in `listinvoices` (docs/protocols.md#cln-keysend-invoices).
+The only reliable place to see them is the raw onion payload handed to the
+`htlc_accepted` hook, so the plugin hooks it and `on_htlc_accepted` stores
+the custom records by payment hash (`lnplugin.store.captured_records`); the
+follower joins them to the settled invoice. How the plugin process runs
+(pyln's loop, the service, the HTTP server) is `lnplugin.run.cln_plugin`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lnplugin.config import ConfigError, Settings, load_settings
+from lnplugin.nodes.cln.tlv import TlvError, custom_records
+from lnplugin.store import Store, captured_records
+
+log = logging.getLogger("lnplugin.cln_plugin")
+
+# The hook waits at most this long for the SQLite write lock (the follower may
+# hold it for a batch). Past it the records are logged as lost and the HTLC
+# continues: a payment is never held up by our bookkeeping.
+HOOK_BUSY_TIMEOUT_MS = 1000
+CONTINUE: dict[str, str] = {"result": "continue"}
+
+# (name, default, type, description): the plugin's CLN options.
+OPTIONS: tuple[tuple[str, str | int, str, str], ...] = (
+    (
+        "lnplugin-data-dir",
+        "",
+        "string",
+        "lnplugin data directory (SQLite store). Default: <lightning-dir>/lnplugin-data",
+    ),
+    ("lnplugin-host", "127.0.0.1", "string", "Address the lnplugin HTTP API listens on."),
+    ("lnplugin-port", 8080, "int", "Port the lnplugin HTTP API listens on (0: any free port)."),
+    (
+        "lnplugin-network",
+        "",
+        "string",
+        "Expected network; the plugin disables itself if CLN runs on another. "
+        "Default: CLN's own network.",
+    ),
+)
+
+
+class PluginConfigError(Exception):
+    """The plugin cannot run with these options; the message says why."""
+
+
+def settings_from_init(
+    options: Mapping[str, Any],
+    configuration: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from CLN's `init`: the node's own socket and network, our options.
+
+    `LNPLUGIN_*` environment variables still apply beneath the options, as
+    in standalone mode.
+    """
+    lightning_dir = Path(str(configuration["lightning-dir"]))
+    network = configuration.get("network")
+    wanted = str(options.get("lnplugin-network") or "") or None
+    if wanted is not None and network is not None and wanted != network:
+        raise PluginConfigError(
+            f"lnplugin-network={wanted} but Core Lightning runs on {network}; plugin disabled"
+        )
+    port = options.get("lnplugin-port")
+    flags: dict[str, Any] = {
+        "node": "cln",
+        "cln_socket": str(lightning_dir / str(configuration["rpc-file"])),
+        "network": network or wanted,
+        # Not `lnplugin`: lightningd runs plugins in lightning-dir, and a directory
+        # named like the package there would shadow it under `python -m`.
+        "data_dir": str(options.get("lnplugin-data-dir") or "")
+        or str(lightning_dir / "lnplugin-data"),
+        "host": str(options.get("lnplugin-host") or "") or None,
+        "port": int(port) if port not in (None, "") else None,
+    }
+    try:
+        return load_settings(flags, environ=environ)
+    except (ConfigError, ValueError) as exc:
+        raise PluginConfigError(f"{exc}; plugin disabled") from None
+
+
+def on_htlc_accepted(
+    store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, Any]
+) -> dict[str, str]:
+    """Capture an incoming payment's custom TLV records; ALWAYS continue.
+
+    Forwards (the onion names a next channel) are not ours. Parse errors
+    and store errors are logged, never raised: failing or holding an HTLC
+    over our bookkeeping would cost the operator a payment. Replays (CLN
+    re-sends unresolved HTLCs at startup) merge to the same row.
+    """
+    try:
+        if store is None or "short_channel_id" in onion:
+            return CONTINUE
+        records = custom_records(str(onion.get("payload") or ""))
+        if not records:
+            return CONTINUE
+        store.conn.execute(f"PRAGMA busy_timeout = {HOOK_BUSY_TIMEOUT_MS}")
+        with store.transaction() as tx:
+            captured_records.capture_in(tx, str(htlc["payment_hash"]).lower(), records)
+    except TlvError as exc:
+        log.warning("htlc_accepted: unreadable onion payload (%s); continuing", exc)
+    except Exception as exc:
+        log.error(
+            "htlc_accepted: could not store TLV records for %s (%s); continuing",
+            htlc.get("payment_hash"),
+            exc,
+        )
+    return CONTINUE

@@ -1,0 +1,82 @@
+"""Custom TLV records captured out of band, keyed by payment hash.
+
+Some nodes never show a keysend payment's custom records (boostagrams,
+messages) in their invoice listing; Core Lightning is one, and its plugin
+mode captures them from the `htlc_accepted` hook instead. Whatever captured
+them calls `capture_in`; the follower joins them to the invoice row when the
+settlement arrives (`get`), so whichever side comes second completes the
+row. Nothing here knows which node fed it.
+
+Rows are merged, never replaced: a multi-part payment carries records in
+each part, and a node may replay a capture after a restart, so a second
+capture of the same records must change nothing. (The table keeps its
+original name, `htlc_records`, so existing stores need no migration.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping
+
+from lnplugin.boostagram import records_from_json, records_to_json
+from lnplugin.store import invoices
+
+
+def get(conn: sqlite3.Connection, payment_hash: str) -> dict[int, bytes]:
+    """The records captured for `payment_hash` ({} when none)."""
+    row = conn.execute(
+        "SELECT records FROM htlc_records WHERE payment_hash = ?", (payment_hash,)
+    ).fetchone()
+    return records_from_json(row[0]) if row else {}
+
+
+def merge(
+    tx: sqlite3.Connection,
+    payment_hash: str,
+    records: Mapping[int, bytes],
+    now: int | None = None,
+) -> dict[int, bytes]:
+    """Add `records` to what is stored for the hash; returns the union.
+
+    Writes only when something new arrived, so a replayed hook is a read.
+    """
+    stored = get(tx, payment_hash)
+    merged = {**stored, **records}
+    if merged != stored:
+        tx.execute(
+            "INSERT INTO htlc_records (payment_hash, records, received_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(payment_hash) DO UPDATE SET records = excluded.records",
+            (payment_hash, records_to_json(merged), int(time.time()) if now is None else now),
+        )
+    return merged
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM htlc_records").fetchone()[0])
+
+
+def any_captured(conn: sqlite3.Connection) -> bool:
+    """Whether anything was ever captured; when not (every node that lists its
+    records itself), the follower skips the per-invoice lookup."""
+    return conn.execute("SELECT 1 FROM htlc_records LIMIT 1").fetchone() is not None
+
+
+def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, bytes]) -> bool:
+    """Store captured records and, if the incoming invoice row exists, merge them in.
+
+    The follower does the other half when the settlement arrives, so
+    whichever of capture and settlement comes first, the row ends up with
+    both. No event is appended: a node captures before the invoice is paid,
+    so the settlement event already carries the records. Returns True when
+    the invoice row changed.
+    """
+    merged = merge(tx, payment_hash, records)
+    row = invoices.by_hash(tx, payment_hash, "incoming")
+    if row is None:
+        return False
+    combined = {**records_from_json(row["custom_records"]), **merged}
+    if records_to_json(combined) == row["custom_records"]:
+        return False
+    invoices.update(tx, row["id"], invoices.record_fields(combined))
+    return True

@@ -1,0 +1,141 @@
+"""No import cycle between lnplugin's packages.
+
+Each module belongs to a package: the first name under `lnplugin` (`nodes`,
+`store`, `api`, `run`, and each top-level module such as `follower` or
+`config` on its own). An import from one package of another is an edge;
+every import counts, including ones inside functions and under
+`TYPE_CHECKING`, because a lazy import still ties the two packages together.
+The graph must have no cycle, so each package can be read, tested and
+changed knowing only the packages below it.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import lnplugin
+
+ROOT = Path(lnplugin.__file__).parent
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _package(module: str, top: str) -> str | None:
+    """`lnplugin.nodes.cln.node` -> `lnplugin.nodes`; None outside `top`."""
+    parts = module.split(".")
+    if parts[0] != top:
+        return None
+    return ".".join(parts[:2])
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
+    """Every module name an import statement in `tree` refers to."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            yield target
+            # `from lnplugin import bolt11` imports the module lnplugin.bolt11.
+            yield from (f"{target}.{alias.name}" for alias in node.names)
+
+
+def package_graph(root: Path) -> dict[str, set[str]]:
+    """Edges package -> packages it imports, for the package at `root`."""
+    top = root.name
+    graph: dict[str, set[str]] = {}
+    modules = {_module_name(p, root) for p in root.rglob("*.py")}
+    for path in sorted(root.rglob("*.py")):
+        module = _module_name(path, root)
+        source = _package(module, top)
+        assert source is not None
+        edges = graph.setdefault(source, set())
+        tree = ast.parse(path.read_text(), str(path))
+        for name in _imports(tree, module, path.name == "__init__.py"):
+            if name not in modules:
+                continue  # another distribution, or a name that is not a module
+            target = _package(name, top)
+            if target is not None and target != source:
+                edges.add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one package (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in sorted(graph.get(node, ())):
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_lnplugin_packages_import_without_cycles() -> None:
+    graph = package_graph(ROOT)
+    assert {"lnplugin.nodes", "lnplugin.store", "lnplugin.run", "lnplugin.follower"} <= set(graph)
+    assert cycles(graph) == [], "package import cycle(s); edges: " + repr(
+        {k: sorted(v) for k, v in sorted(graph.items())}
+    )
+
+
+def test_nothing_imports_the_entry_points() -> None:
+    # `lnplugin.run` starts the library; the library never reaches back into it.
+    importers = sorted(
+        pkg
+        for pkg, targets in package_graph(ROOT).items()
+        if "lnplugin.run" in targets and pkg != "lnplugin.__main__"
+    )
+    assert importers == []
+
+
+def test_the_check_finds_a_cycle(tmp_path: Path) -> None:
+    # The check itself must be able to fail: a lazy import inside a function
+    # closing a loop through three packages is reported.
+    pkg = tmp_path / "demo"
+    (pkg / "nodes").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nodes" / "__init__.py").write_text("from demo.config import X\n")
+    (pkg / "config.py").write_text("from . import service\nX = 1\n")
+    (pkg / "service.py").write_text("def f():\n    from demo.nodes import thing\n")
+    (pkg / "nodes" / "thing.py").write_text("")
+    (pkg / "leaf.py").write_text("import demo.config\n")
+    graph = package_graph(pkg)
+    assert graph["demo.leaf"] == {"demo.config"}
+    assert cycles(graph) == [["demo.config", "demo.nodes", "demo.service"]]

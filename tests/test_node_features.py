@@ -1,0 +1,97 @@
+"""What each node declares it can do, and that callers go by the declaration.
+
+A node's optional abilities are `Node.features`; callers ask `has_feature`
+instead of probing with `getattr`, so these lists are the contract.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from lnplugin.follower import Follower
+from lnplugin.nodes.base import (
+    DevPayments,
+    Feature,
+    NetworkMismatch,
+    Node,
+    NodeDecode,
+    NodeError,
+    Unsupported,
+)
+from lnplugin.nodes.cln import ClnNode
+from lnplugin.nodes.dev import DevNode
+from lnplugin.nodes.lnd import LndNode
+from lnplugin.store import Store
+
+
+def test_each_node_declares_exactly_its_features() -> None:
+    assert DevNode.features == {Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS}
+    assert LndNode.features == {Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY}
+    assert ClnNode.features == {
+        Feature.CAPTURED_RECORDS,
+        Feature.OUTGOING_HISTORY,
+        Feature.NODE_DECODE,
+    }
+
+
+def test_declared_protocols_are_implemented() -> None:
+    for cls in (DevNode, LndNode, ClnNode):
+        assert (Feature.DEV_PAYMENTS in cls.features) == issubclass(cls, DevPayments), cls
+        assert (Feature.NODE_DECODE in cls.features) == issubclass(cls, NodeDecode), cls
+        declares_outgoing = Feature.OUTGOING_HISTORY in cls.features
+        assert declares_outgoing == (cls.outgoing_payments is not Node.outgoing_payments), cls
+
+
+def test_the_interface_stays_small() -> None:
+    methods = [
+        name
+        for name, member in inspect.getmembers(Node, inspect.isfunction)
+        if not name.startswith("_")
+    ]
+    assert sorted(methods) == [
+        "check_network",
+        "close",
+        "create_invoice",
+        "get_info",
+        "has_feature",
+        "lookup_invoice",
+        "node_alias",
+        "outgoing_payments",
+        "settled_since",
+        "settlements",
+    ]
+
+
+def test_a_node_without_outgoing_history_is_not_asked(tmp_path: Path) -> None:
+    node = DevNode(tmp_path / "dev")
+    with pytest.raises(Unsupported):
+        node.outgoing_payments(0)
+    store = Store(tmp_path / "store.sqlite")
+    follower = Follower(node, store)
+    follower.sweep()  # would raise Unsupported if the follower asked anyway
+    assert follower.status.outgoing == "ok"
+    assert follower.status.last_sweep_at is not None
+    node.close()
+    store.close()
+
+
+def test_one_network_mismatch_for_every_node(tmp_path: Path) -> None:
+    node = DevNode(tmp_path / "dev", "regtest")
+    assert node.check_network().network == "regtest"
+    with pytest.raises(NetworkMismatch, match=r"dev node is on regtest .* configured for signet"):
+        node.check_network("signet")
+    assert issubclass(NetworkMismatch, NodeError)
+    node.close()
+
+
+def test_cursor_kind_defaults_to_untracked(tmp_path: Path) -> None:
+    node = DevNode(tmp_path / "dev")
+    assert node.cursor_kind is None  # one meaning: the follower records nothing
+    store = Store(tmp_path / "store.sqlite")
+    Follower(node, store).sweep()
+    assert store.conn.execute("SELECT COUNT(*) FROM cursor_kinds").fetchone()[0] == 0
+    node.close()
+    store.close()

@@ -15,7 +15,7 @@ from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store, cursors, events, htlc_records, invoices
-from lnplugin.testing.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim
 
 
 @pytest.fixture

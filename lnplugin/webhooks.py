@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lnplugin import __version__
+from lnplugin.ssrf import Refused, check_address
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
 
@@ -75,40 +76,11 @@ def signed_headers(
 # -- sending ------------------------------------------------------------------------
 
 
-class Refused(Exception):
-    """The target is not allowed (SSRF guard) or not a valid http(s) URL."""
-
-
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
     status_code: int | None = None
     error: str | None = None
-
-
-def check_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: Sequence[str]) -> None:
-    """Refuse anything that is not a public unicast address, unless allow-listed.
-
-    `is_global` is False for loopback, RFC 1918, link-local (incl. the cloud
-    metadata address 169.254.169.254), CGNAT (100.64/10, Alibaba's metadata),
-    ULA (fd00::/8, AWS's IPv6 metadata), documentation and reserved ranges.
-    """
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    if any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in allow):
-        return
-    if not ip.is_global or ip.is_multicast:
-        kind = (
-            "loopback"
-            if ip.is_loopback
-            else "link-local/metadata"
-            if ip.is_link_local
-            else "private"
-            if ip.is_private
-            else "reserved/non-public"
-        )
-        raise Refused(f"refused: {ip} is a {kind} address (allow it with --webhook-allow)")
 
 
 def resolve(host: str, port: int, allow: Sequence[str]) -> str:

@@ -170,16 +170,24 @@ def test_loopback_refused_without_allow_list(
         )
         assert reply.status_code == 400
         assert "loopback" in reply.json()["errors"]["url"]
+        # ...as is an invoice's own `webhook` URL, by the same check...
+        reply = server.call(
+            "POST", "/invoices", json={"amount": 10, "webhook": receiver.url("/per-invoice")}
+        )
+        assert reply.status_code == 400
+        assert "loopback" in reply.json()["errors"]["webhook"]
         # ...and a hostname that resolves to loopback is refused at delivery.
         port = receiver.url().split(":")[2].split("/")[0]
         endpoint = server.add_endpoint(f"http://localhost:{port}/x")
-        invoice = server.create_invoice(webhook=receiver.url("/per-invoice"))
+        invoice = server.create_invoice(webhook=f"http://localhost:{port}/per-invoice")
         server.pay(invoice["payment_hash"])
         [dead] = wait_for(
             lambda: [d for d in server.deliveries(endpoint["id"]) if d["status"] == "failed"]
         )
         assert "refused" in dead["last_error"] and "loopback" in dead["last_error"]
         assert dead["last_status_code"] is None
+        own = server.wait_invoice_delivery(invoice["payment_hash"], SETTLED, "failed")
+        assert "refused" in own["last_error"] and "loopback" in own["last_error"]
         assert receiver.received == []
     finally:
         server.stop()
@@ -405,3 +413,4 @@ def test_stop_wakes_the_worker_and_the_hub(tmp_path: Path, monkeypatch: pytest.M
             assert hub._thread is not None and not hub._thread.is_alive()
     finally:
         store.close()
+

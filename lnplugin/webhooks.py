@@ -41,6 +41,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the rest
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
+PARK = 60.0  # seconds a row whose outcome could not be recorded is not dispatched again
 
 
 # -- signing ------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(senders, thread_name_prefix="lnplugin-webhook")
         self._in_flight: set[int] = set()
+        self._parked: dict[int, float] = {}  # row id -> monotonic time it may be sent again
         self._lock = threading.Lock()
         self._senders = senders
         self._thread: threading.Thread | None = None
@@ -244,8 +246,9 @@ class DeliveryWorker:
                 backlog = db.fan_out(tx) == db.FAN_OUT_BATCH
         now = time.time()
         with self._lock:
+            busy = self._busy()
             free = self._senders - len(self._in_flight)
-            rows = db.due(conn, now, self._in_flight, free) if free > 0 else []
+            rows = db.due(conn, now, busy, free) if free > 0 else []
             for row in rows:
                 self._in_flight.add(row["id"])
         for row in rows:
@@ -253,15 +256,24 @@ class DeliveryWorker:
         if backlog:
             return 0.0  # the fan-out read a full batch: there may be more
         with self._lock:
-            busy = set(self._in_flight)
+            busy = self._busy()
         next_at = db.next_due_at(conn, busy)
         if next_at is None:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
 
+    def _busy(self) -> set[int]:
+        """Rows `due` must not hand out: in flight, or parked (caller holds the lock)."""
+        clock = time.monotonic()
+        for row_id, until in list(self._parked.items()):
+            if until <= clock:
+                del self._parked[row_id]
+        return self._in_flight | set(self._parked)
+
     def _deliver(self, row: Any) -> None:
+        parked = False
         try:
-            outcome = self.attempt(row)
+            outcome = self._attempt_counted(row)
             retry_in = None if outcome.ok else retry_delay(self.schedule, row["retry_index"])
             with self.store.transaction() as tx:
                 decided = db.record_attempt(
@@ -285,13 +297,31 @@ class DeliveryWorker:
                     what,
                 )
         except Exception:
-            log.exception("webhook delivery %s failed unexpectedly", row["id"])
+            # The outcome is not recorded (a failing database), so the row is
+            # still due: without parking, the dispatcher would send it again
+            # at once, over and over.
+            log.exception("webhook delivery %s: recording the attempt failed", row["id"])
+            parked = True
         finally:
             # Only now, with the outcome committed, may `due` hand this row out
             # again: a redeliver during the attempt then gets its own, later one.
             with self._lock:
                 self._in_flight.discard(row["id"])
+                if parked:
+                    self._parked[row["id"]] = time.monotonic() + PARK
             self._wake.set()
+
+    def _attempt_counted(self, row: Any) -> Outcome:
+        """`attempt`, with any exception as a failed attempt with its reason.
+
+        Recorded like an HTTP failure, it follows the retry schedule (backoff,
+        jitter, dead letter); escaping, it would leave the row due and the
+        dispatcher would send it again at once, forever.
+        """
+        try:
+            return self.attempt(row)
+        except Exception as exc:
+            return Outcome(False, error=f"{exc.__class__.__name__}: {exc}"[:300])
 
     def attempt(self, row: Any) -> Outcome:
         if row["body"] is None:
@@ -309,8 +339,11 @@ class DeliveryWorker:
 
 def _origin(url: str) -> str:
     """Scheme and host only: paths and queries may carry receivers' own tokens."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}"
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}"
+    except ValueError:
+        return "(an unparsable URL)"
 
 
 def attach(service: Any) -> None:

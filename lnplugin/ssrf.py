@@ -159,6 +159,8 @@ def _kind(ip: IPAddress) -> str:
         return "loopback"
     if ip.is_link_local:
         return "link-local/metadata"
+    if ip.is_multicast:
+        return "multicast"
     if ip.is_private:
         return "private"
     return "reserved/non-public"

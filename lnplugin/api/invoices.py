@@ -15,6 +15,7 @@ from lnplugin.api import context
 from lnplugin.api.auth import current_token, require
 from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import InvoiceCreate
+from lnplugin.api.webhooks import guard_target
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeInvoice, NodeUnavailable
 from lnplugin.store import events, invoices
 
@@ -31,6 +32,8 @@ def create_invoice() -> Any:
     svc = context.service()
     raw = context.json_body()
     body = context.body_as(InvoiceCreate, raw)
+    if body.webhook is not None:
+        guard_target(body.webhook, "webhook")  # before the node mints anything
 
     token = current_token()
     key = request.headers.get("Idempotency-Key")

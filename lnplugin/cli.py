@@ -147,7 +147,7 @@ def status(**flags: Any) -> None:
     """
     import requests
 
-    from lnplugin.store import Store, cursors
+    from lnplugin.store import Store, cursors, invoices
 
     settings = settings_from(flags)
     url = f"{settings.listen_url}/health"
@@ -160,9 +160,7 @@ def status(**flags: Any) -> None:
     store = Store(settings.db_path)
     with store.snapshot() as conn:
         saved = cursors.all_cursors(conn)
-        counts = dict(
-            conn.execute("SELECT state, COUNT(*) FROM invoices GROUP BY state").fetchall()
-        )
+        counts = invoices.count_by_state(conn)
     store.close()
     click.echo(
         json.dumps(

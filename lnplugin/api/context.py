@@ -4,7 +4,6 @@ payment hash names."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, TypeVar
 
 from flask import current_app, request
@@ -16,6 +15,7 @@ from lnplugin.api.jsonprovider import NotJSONNumber
 from lnplugin.api.schemas import HEX64, Body
 from lnplugin.service import Service
 from lnplugin.store import invoices
+from lnplugin.store.models import StoredInvoice
 
 B = TypeVar("B", bound=Body)
 
@@ -59,7 +59,7 @@ def body_as(schema: type[B], data: dict[str, Any] | None = None) -> B:
     return body
 
 
-def invoice_or_404(payment_hash: str) -> sqlite3.Row:
+def invoice_or_404(payment_hash: str) -> StoredInvoice:
     """The invoice with this payment hash (in either case): 400 for a
     malformed hash, 404 for an unknown one."""
     if not HEX64.fullmatch(payment_hash):
@@ -70,10 +70,10 @@ def invoice_or_404(payment_hash: str) -> sqlite3.Row:
     return found
 
 
-def readable_invoice(payment_hash: str) -> sqlite3.Row:
+def readable_invoice(payment_hash: str) -> StoredInvoice:
     """`invoice_or_404`, and 403 for an outgoing payment when the token
     lacks `transactions:read`."""
     found = invoice_or_404(payment_hash)
-    if found["type"] == "outgoing" and not has_scope(current_token(), "transactions:read"):
+    if found.type == "outgoing" and not has_scope(current_token(), "transactions:read"):
         raise APIError(403, "Token lacks scope: transactions:read")
     return found

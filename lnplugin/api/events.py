@@ -199,26 +199,21 @@ def invoice_events(payment_hash: str) -> Any:
     found = context.readable_invoice(payment_hash)
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: True, found["id"], final_ends=True)
+    sub = Subscription(lambda row: True, found.id, final_ends=True)
     release = _admit(sub)
     try:
         with svc.store.snapshot() as conn:
-            row = invoices.by_id(conn, found["id"])
+            row = invoices.by_id(conn, found.id)
             head = events.last_seq(conn)
             history = (
-                conn.execute(
-                    "SELECT * FROM events WHERE invoice_id = ? AND seq > ? ORDER BY seq",
-                    (found["id"], resume),
-                ).fetchall()
-                if resume is not None
-                else []
+                events.of_invoice_after(conn, found.id, resume) if resume is not None else []
             )
     except BaseException:
         release()
         raise
     assert row is not None
     now = int(time.time())
-    state = effective_state(row["state"], row["expires_at"], now)
+    state = effective_state(row.state, row.expires_at, now)
     if resume is not None and not history and state in ("SETTLED", "EXPIRED", "CANCELED"):
         release()
         return Response(status=204)
@@ -226,7 +221,7 @@ def invoice_events(payment_hash: str) -> Any:
 
     def body() -> Iterator[bytes]:
         if resume is None:
-            type_ = events.OUTGOING_SETTLED if row["type"] == "outgoing" else _TYPE_FOR_STATE[state]
+            type_ = events.OUTGOING_SETTLED if row.type == "outgoing" else _TYPE_FOR_STATE[state]
             data = {"type": type_, "timestamp": iso(now), "data": invoice_json(row, now)}
             yield message(head, type_, json.dumps(data, separators=(",", ":")))
             if type_ in FINAL_EVENTS:

@@ -17,7 +17,7 @@ from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import InvoiceCreate
 from lnplugin.api.webhooks import guard_target
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeInvoice, NodeUnavailable
-from lnplugin.store import events, invoices
+from lnplugin.store import events, idempotency, invoices
 
 bp = Blueprint("invoices", __name__)
 
@@ -67,11 +67,7 @@ def create_invoice() -> Any:
             assert row is not None
             events.append(tx, events.INCOMING_CREATED, row)
             if key is not None:
-                tx.execute(
-                    "INSERT INTO idempotency_keys (token_id, key, body_hash, invoice_id,"
-                    " created_at) VALUES (?, ?, ?, ?, ?)",
-                    (token.id, key, body_hash, invoice_id, int(time.time())),
-                )
+                idempotency.remember(tx, token.id, key, body_hash, invoice_id, int(time.time()))
     except sqlite3.IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race.
         replay = _replay(svc.store.conn, token.id, key, body_hash) if key else None
@@ -106,15 +102,12 @@ def _row_fields(minted: NodeInvoice, body: InvoiceCreate) -> dict[str, Any]:
 
 
 def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -> Any:
-    row = conn.execute(
-        "SELECT body_hash, invoice_id FROM idempotency_keys WHERE token_id = ? AND key = ?",
-        (token_id, key),
-    ).fetchone()
+    row = idempotency.lookup(conn, token_id, key)
     if row is None:
         return None
-    if row["body_hash"] != body_hash:
+    if row.body_hash != body_hash:
         raise APIError(409, "Idempotency-Key was already used with a different request body")
-    stored = invoices.by_id(conn, row["invoice_id"])
+    stored = invoices.by_id(conn, row.invoice_id)
     return invoice_json(stored, int(time.time())), 201, {"Idempotent-Replayed": "true"}
 
 

@@ -137,7 +137,7 @@ def _items() -> int:
 def invoice_deliveries(payment_hash: str) -> Any:
     """Deliveries to the invoice's own `webhook` URL (not to endpoints), newest first."""
     found = context.readable_invoice(payment_hash)
-    rows = db.invoice_deliveries(context.service().store.conn, found["id"], _items())
+    rows = db.invoice_deliveries(context.service().store.conn, found.id, _items())
     return [db.delivery_json(row) for row in rows]
 
 
@@ -159,10 +159,10 @@ def invoice_redeliver(payment_hash: str, event_id: str) -> Any:
     """
     found = context.readable_invoice(payment_hash)
     with context.service().store.transaction() as tx:
-        row = db.redeliver_invoice(tx, found["id"], event_id)
+        row = db.redeliver_invoice(tx, found.id, event_id)
     if row is None:
         raise APIError(
-            404, f"No webhook delivery of event {event_id} for invoice {found['payment_hash']}"
+            404, f"No webhook delivery of event {event_id} for invoice {found.payment_hash}"
         )
     return db.delivery_json(row), 202
 

@@ -112,7 +112,7 @@ def on_htlc_accepted(
         records = custom_records(str(onion.get("payload") or ""))
         if not records:
             return CONTINUE
-        store.conn.execute(f"PRAGMA busy_timeout = {HOOK_BUSY_TIMEOUT_MS}")
+        store.limit_write_wait(HOOK_BUSY_TIMEOUT_MS)
         capture_htlc_records(store, str(htlc["payment_hash"]).lower(), records)
     except TlvError as exc:
         log.warning("htlc_accepted: unreadable onion payload (%s); continuing", exc)

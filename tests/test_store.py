@@ -406,3 +406,25 @@ def test_a_settlement_after_the_sweep_still_counts(store):
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(), 1)) is True
     assert invoices.by_id(store.conn, invoice_id).state == "SETTLED"
+
+
+def test_count_by_state_counts_each_stored_state(store):
+    assert invoices.count_by_state(store.conn) == {}
+    open_invoice(store, "01" * 32)
+    open_invoice(store, "02" * 32)
+    settled_id = open_invoice(store, "03" * 32)
+    with store.transaction() as tx:
+        invoices.update(tx, settled_id, {"state": "SETTLED"})
+    assert invoices.count_by_state(store.conn) == {"OPEN": 2, "SETTLED": 1}
+
+
+def test_of_invoice_after_is_one_invoices_events_after_a_seq_oldest_first(store):
+    mine = open_invoice(store, "01" * 32)
+    other = open_invoice(store, "02" * 32)
+    with store.transaction() as tx:
+        first = events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
+        events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, other))
+        second = events.append(tx, events.INCOMING_SETTLED, invoices.by_id(tx, mine))
+    assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, 0)] == [first, second]
+    assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, first)] == [second]
+    assert events.of_invoice_after(store.conn, mine, second) == []

@@ -77,7 +77,18 @@ def test_it_is_immutable(store):
     assert inv.state == "OPEN"
 
 
-def test_a_row_missing_a_column_is_refused_not_silently_defaulted():
+def test_a_row_missing_a_column_or_with_an_unknown_one_is_refused_not_defaulted():
     incomplete = dict(FIELDS_IN)  # no id, identifier, or schema defaults
     with pytest.raises(TypeError):
         StoredInvoice.from_row(incomplete)
+    with pytest.raises(TypeError):
+        StoredInvoice.from_row({**invoices.complete({**FIELDS_IN, "id": 1}), "colour": "red"})
+
+
+def test_a_tuple_with_a_column_too_many_or_few_is_refused():
+    row = invoices.complete({**FIELDS_IN, "id": 1})
+    values = tuple(row[name] for name in FIELDS)
+    assert StoredInvoice.from_row(values).id == 1
+    for wrong in (values[:-1], (*values, "extra")):
+        with pytest.raises(ValueError):
+            StoredInvoice.from_row(wrong)

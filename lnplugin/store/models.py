@@ -1,8 +1,8 @@
 """The stored invoice as a typed value.
 
-An invoice row reaches the API, the outbox and the follower from three
-sources: a `SELECT` (the store's reads), a dict completed before a bulk
-insert (`invoices.complete`), and a row merged with its update. All of them
+An invoice row reaches the API, the outbox and the follower from two
+sources: a `SELECT` (the store's reads) and a dict completed before a bulk
+insert (`invoices.complete`); an update is `dataclasses.replace`. All of them
 become a `StoredInvoice` through `from_row` alone, so a column added to the
 table has one place to be named, and readers get attributes with types
 instead of string keys a typo turns into a runtime KeyError.
@@ -16,9 +16,17 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StoredInvoice:
-    """One row of `invoices`; fields in the table's column order (tests check)."""
+    """One row of `invoices`; fields in the table's column order (tests check).
+
+    Frozen, and built by `from_row` without the generated `__init__`: a
+    frozen dataclass's `__init__` sets each of the 31 fields through
+    `object.__setattr__`, ~3 us a row, which a bulk catch-up of thousands
+    of settlements (one event payload each) and every list page would pay.
+    Filling the instance dict in one `update` costs a fifth of that. (Not
+    `slots=True`: slots have no dict to fill.)
+    """
 
     id: int
     identifier: str
@@ -55,19 +63,26 @@ class StoredInvoice:
     def from_row(cls, row: Sequence[Any] | Mapping[str, Any]) -> StoredInvoice:
         """The one way to build a stored invoice.
 
-        A dict (a row completed before insert, or a row merged with its
-        update) is read by column name. Anything else (a tuple or
+        A dict (a row completed before a bulk insert, see
+        `invoices.complete`) is read by column name. Anything else (a tuple or
         `sqlite3.Row` selected with `SELECT_COLUMNS`, or `SELECT *`) is read
-        by position, which is the table's column order: positional
-        construction is what keeps a 100-row list page as cheap as reading
-        `sqlite3.Row`s was.
+        by position, which is the table's column order. Either must carry
+        every column, no more: a missing one raises rather than defaulting.
         """
         if isinstance(row, dict):
-            return cls(**row)
-        return cls(*row)
+            if row.keys() != _FIELD_SET:
+                raise TypeError(f"not an invoice row: {sorted(row.keys() ^ _FIELD_SET)} differ")
+            values: Any = row
+        else:
+            values = zip(FIELDS, row, strict=True)  # a column too many or few raises
+        inv = _new(cls)
+        inv.__dict__.update(values)
+        return inv
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StoredInvoice))
+_FIELD_SET = frozenset(FIELDS)
+_new = object.__new__
 # What the store's invoice reads select, in the order `from_row` expects.
 SELECT_COLUMNS = ", ".join(FIELDS)
 

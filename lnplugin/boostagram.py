@@ -110,7 +110,10 @@ def parse_record_value(text: str) -> bytes:
     it is neither: bad hex, or a lone surrogate, which UTF-8 cannot encode.
     """
     if text.startswith("hex:"):
-        return bytes.fromhex(text[4:])
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise ValueError("invalid hex after hex:") from None
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -411,15 +411,16 @@ def _raw(target: Target, request_line: bytes) -> tuple[bytes, bytes]:
         b"GET /decode/bolt11/\xc3\xa9 HTTP/1.1",
         b"POST /invoices?q=\xff HTTP/1.1",
         b"GET /invoices/\x00 HTTP/1.1",
+        b"GET /info HTTP/1.1\r\nno colon in this header line",
     ],
-    ids=["latin1-byte", "raw-utf8", "raw-query", "nul"],
+    ids=["latin1-byte", "raw-utf8", "raw-query", "nul", "malformed-header"],
 )
 def test_a_request_line_waitress_refuses_gets_the_alby_error_shape(
     target: Target, request_line: bytes
 ) -> None:
     head, body = _raw(target, request_line)
     status = head.split(b"\r\n")[0]
-    assert status.startswith(b"HTTP/1.1 400"), head
+    assert status.split()[1] == b"400", head  # HTTP/1.0 when the parser stopped early
     assert b"\r\ncontent-type: application/json" in head.lower(), head
     data = json.loads(body)
     assert data["code"] == 400 and data["error"] is True and data["message"], data

@@ -363,15 +363,15 @@ def dev_keysend(amount_msat: int, records: tuple[str, ...], **flags: Any) -> Non
     parsed: dict[int, bytes] = {}
     for item in records:
         kind, sep, value = item.partition("=")
-        if not sep or not kind.isdigit() or int(kind) < 65536:
+        if not sep or not (kind.isascii() and kind.isdigit()) or int(kind) < 65536:
             raise click.BadParameter(
                 f"{item!r}: expected TYPE=VALUE with a custom TLV type >= 65536",
                 param_hint="--record",
             )
         try:
             parsed[int(kind)] = parse_record_value(value)
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: invalid hex", param_hint="--record") from None
+        except ValueError as exc:  # bad hex, or text UTF-8 cannot encode
+            raise click.BadParameter(f"{item!r}: {exc}", param_hint="--record") from None
     node = _dev_node(flags)
     paid = node.keysend(amount_msat, parsed)
     _echo_paid(paid)

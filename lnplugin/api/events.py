@@ -99,11 +99,7 @@ class Parking:
 
 def _last_event_id() -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise APIError(400, "Invalid request", {"Last-Event-ID": "must be an event id (integer)"})
-    return int(raw)
+    return context.int_param("Last-Event-ID", raw, None, 0)
 
 
 def _admit(sub: Subscription) -> Callable[[], None]:

@@ -22,8 +22,6 @@ from lnplugin.store import events, idempotency, invoices
 bp = Blueprint("invoices", __name__)
 
 _FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
-# Unbounded integer parameters stop here, so SQLite (64-bit) never overflows, even as page*items.
-_MAX_QUERY_INT = 10**15
 
 
 @bp.post("/invoices")
@@ -120,19 +118,7 @@ def get_invoice(payment_hash: str) -> Any:
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int | None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(400, "Invalid request", {name: "must be an integer"}) from None
-    if value < low or (high is not None and value > high):
-        reason = f"must be at least {low}" if high is None else f"must be from {low} to {high}"
-        raise APIError(400, "Invalid request", {name: reason})
-    if high is None and value > _MAX_QUERY_INT:
-        raise APIError(400, "Invalid request", {name: f"must be at most {_MAX_QUERY_INT}"})
-    return value
+    return context.int_param(name, request.args.get(name), default, low, high)
 
 
 def _identifier_arg(name: str) -> str | None:

@@ -152,7 +152,8 @@ class DevKeysend(Body):
     @classmethod
     def _records(cls, value: dict[str, str]) -> dict[str, str]:
         for key, record in value.items():
-            if not key.isdigit() or int(key) >= 2**64:
+            # ASCII digits only, and at most 20 (2^64 has 20), before int() reads it.
+            if not (key.isascii() and key.isdigit()) or len(key) > 20 or int(key) >= 2**64:
                 raise ValueError(f"TLV type {key!r} must be a decimal number below 2^64")
             if int(key) < 65536:
                 raise ValueError(f"TLV type {key} is below 65536 and not a custom record")

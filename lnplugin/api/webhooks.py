@@ -126,10 +126,7 @@ def deliveries(endpoint_id: str) -> Any:
 
 
 def _items() -> int:
-    raw = request.args.get("items", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise APIError(400, "Invalid request", {"items": "must be from 1 to 1000"})
-    return int(raw)
+    return context.int_param("items", request.args.get("items"), 100, 1, 1000) or 100
 
 
 @bp.get("/invoices/<payment_hash>/deliveries")

@@ -19,7 +19,7 @@ run: $(BIN)/.installed
 	$(BIN)/lnplugin serve
 
 test: $(BIN)/.installed-test
-	$(BIN)/ruff check lnplugin tests contrib
+	$(BIN)/ruff check lnplugin lnplugin_sim tests contrib
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed-test

@@ -8,10 +8,11 @@ UTC where Alby uses strings (`created_at`, `expires_at`, `settled_at`).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the store imports this module, so only for annotations
+    from lnplugin.store.models import StoredInvoice
 
 
 def iso(ts: int | None) -> str | None:
@@ -31,49 +32,48 @@ def effective_state(state: str, expires_at: int, now: int) -> str:
     return state
 
 
-def invoice_json(row: sqlite3.Row | Mapping[str, Any], now: int) -> dict[str, Any]:
-    # sqlite3.Row looks names up by a case-insensitive scan; a dict is a hash lookup.
-    row = dict(row)
-    settled = row["state"] == "SETTLED"
-    amount_msat = row["amount_msat"] or 0
-    received = row["amount_received_msat"] or 0
+def invoice_json(inv: StoredInvoice, now: int) -> dict[str, Any]:
+    """Alby's invoice object for a stored invoice, as of `now` (for the state)."""
+    settled = inv.state == "SETTLED"
+    amount_msat = inv.amount_msat or 0
+    received = inv.amount_received_msat or 0
     sats = (received if settled and not amount_msat else amount_msat) // 1000
-    records = json.loads(row["custom_records"]) if row["custom_records"] else {}
+    records = json.loads(inv.custom_records) if inv.custom_records else {}
     return {
         "amount": sats,
         "amount_msat": amount_msat,
         "amount_received_msat": received,
-        "boostagram": json.loads(row["boostagram"]) if row["boostagram"] else None,
-        "comment": row["comment"],
-        "created_at": iso(row["created_at"]),
-        "creation_date": row["created_at"],
+        "boostagram": json.loads(inv.boostagram) if inv.boostagram else None,
+        "comment": inv.comment,
+        "created_at": iso(inv.created_at),
+        "creation_date": inv.created_at,
         "currency": "BTC",
         "custom_records": records,
-        "description": row["description"],
-        "description_hash": row["description_hash"],
-        "destination": row["destination"],
-        "expires_at": iso(row["expires_at"]),
-        "expiry": row["expiry"],
-        "fee": (row["fee_msat"] or 0) // 1000,
-        "fee_msat": row["fee_msat"] or 0,
+        "description": inv.description,
+        "description_hash": inv.description_hash,
+        "destination": inv.destination,
+        "expires_at": iso(inv.expires_at),
+        "expiry": inv.expiry,
+        "fee": (inv.fee_msat or 0) // 1000,
+        "fee_msat": inv.fee_msat or 0,
         "fiat_currency": None,
         "fiat_in_cents": None,
-        "identifier": row["identifier"],
-        "is_keysend": bool(row["is_keysend"]),
-        "keysend_message": row["keysend_message"],
-        "memo": row["description"],
-        "metadata": json.loads(row["metadata"]) if row["metadata"] else None,
-        "payer_email": row["payer_email"],
-        "payer_name": row["payer_name"],
-        "payer_pubkey": row["payer_pubkey"],
-        "payment_hash": row["payment_hash"],
-        "payment_request": row["payment_request"],
-        "preimage": row["preimage"] if settled else None,
-        "r_hash_str": row["payment_hash"],
+        "identifier": inv.identifier,
+        "is_keysend": bool(inv.is_keysend),
+        "keysend_message": inv.keysend_message,
+        "memo": inv.description,
+        "metadata": json.loads(inv.metadata) if inv.metadata else None,
+        "payer_email": inv.payer_email,
+        "payer_name": inv.payer_name,
+        "payer_pubkey": inv.payer_pubkey,
+        "payment_hash": inv.payment_hash,
+        "payment_request": inv.payment_request,
+        "preimage": inv.preimage if settled else None,
+        "r_hash_str": inv.payment_hash,
         "settled": settled,
-        "settled_at": iso(row["settled_at"]) if settled else None,
-        "state": effective_state(row["state"], row["expires_at"], now),
-        "type": row["type"],
+        "settled_at": iso(inv.settled_at) if settled else None,
+        "state": effective_state(inv.state, inv.expires_at, now),
+        "type": inv.type,
         "value": sats,
     }
 

@@ -43,9 +43,12 @@ class ParsedRecords:
 def _as_int(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
         try:
+            # int() refuses some strings isdigit() passes (superscripts) and any
+            # past 4300 digits: those stay text, as anything unparseable does,
+            # instead of failing the settlement that carries them.
+            if text.isascii() and text.lstrip("-").isdigit():
+                return int(text)
             number = float(text)
         except ValueError:
             return value
@@ -103,8 +106,15 @@ def records_from_json(text: str | None) -> dict[int, bytes]:
 def parse_record_value(text: str) -> bytes:
     """A record value given on the command line or in /dev/keysend.
 
-    `hex:0a0b` is raw bytes; anything else is UTF-8 text.
+    `hex:0a0b` is raw bytes; anything else is UTF-8 text. ValueError when
+    it is neither: bad hex, or a lone surrogate, which UTF-8 cannot encode.
     """
     if text.startswith("hex:"):
-        return bytes.fromhex(text[4:])
-    return text.encode("utf-8")
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise ValueError("invalid hex after hex:") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode text (a lone surrogate)") from None

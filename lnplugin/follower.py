@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lnplugin.boostagram import records_from_json, records_to_json
@@ -37,6 +37,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.store import Store, captured_records, cursors, events, invoices
 from lnplugin.store.invoices import record_fields
+from lnplugin.store.models import StoredInvoice
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,9 @@ class FollowerStatus:
 
 
 def _merge_records(
-    row: sqlite3.Row | None, invoice: NodeInvoice, captured: dict[int, bytes]
+    row: StoredInvoice | None, invoice: NodeInvoice, captured: dict[int, bytes]
 ) -> dict[int, bytes]:
-    merged = records_from_json(row["custom_records"]) if row is not None else {}
+    merged = records_from_json(row.custom_records) if row is not None else {}
     merged.update(captured)
     merged.update(invoice.custom_records)
     return merged
@@ -216,10 +217,10 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
         stored = _new_row(tx, inv, captured, batch)
         invoices.insert_many(tx, [stored])
     else:
-        invoice_id = row["id"]
+        invoice_id = row.id
         new_records = _merge_records(row, inv, captured)
-        records_changed = records_to_json(new_records) != row["custom_records"]
-        if row["state"] in _FINAL or row["state"] == inv.state:
+        records_changed = records_to_json(new_records) != row.custom_records
+        if row.state in _FINAL or row.state == inv.state:
             # A replay or duplicate. Records may still arrive late (captured
             # out of band, e.g. by CLN plugin mode), so merge those without an event.
             if records_changed:
@@ -232,12 +233,12 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
                 settled_at=inv.settled_at or int(time.time()),
                 preimage=inv.preimage,
                 list_seq=batch.next_list_seq(tx),
-                is_keysend=int(inv.is_keysend or row["is_keysend"]),
+                is_keysend=int(inv.is_keysend or row.is_keysend),
             )
         if records_changed:
             fields.update(record_fields(new_records))
         invoices.update(tx, invoice_id, fields)
-        stored = {**row, **fields}  # the row as updated, without reading it back
+        stored = replace(row, **fields)  # the row as updated, without reading it back
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)
     return True
 
@@ -285,9 +286,9 @@ def expire_due(store: Store, now: int | None = None) -> int:
         with store.transaction() as tx:
             rows = invoices.open_expired(tx, now, limit=500)
             for row in rows:
-                invoices.update(tx, row["id"], {"state": "EXPIRED"})
+                invoices.update(tx, row.id, {"state": "EXPIRED"})
             events.append_many(
-                tx, [(events.INCOMING_EXPIRED, {**row, "state": "EXPIRED"}) for row in rows]
+                tx, [(events.INCOMING_EXPIRED, replace(row, state="EXPIRED")) for row in rows]
             )
         count += len(rows)
         if len(rows) < 500:
@@ -383,7 +384,7 @@ class Follower:
             open_rows = invoices.open_unexpired(conn, now)
         rechecked = []
         for row in open_rows:
-            found = self.node.lookup_invoice(row["payment_hash"])
+            found = self.node.lookup_invoice(row.payment_hash)
             if found is not None and found.state != "OPEN":
                 rechecked.append(InvoiceUpdate(found, 0))
         if rechecked:

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lnplugin import __version__
+from lnplugin.ssrf import Refused, check_address
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
 
@@ -40,6 +41,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the rest
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
+PARK = 60.0  # seconds a row whose outcome could not be recorded is not dispatched again
 
 
 # -- signing ------------------------------------------------------------------------
@@ -75,40 +77,11 @@ def signed_headers(
 # -- sending ------------------------------------------------------------------------
 
 
-class Refused(Exception):
-    """The target is not allowed (SSRF guard) or not a valid http(s) URL."""
-
-
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
     status_code: int | None = None
     error: str | None = None
-
-
-def check_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: Sequence[str]) -> None:
-    """Refuse anything that is not a public unicast address, unless allow-listed.
-
-    `is_global` is False for loopback, RFC 1918, link-local (incl. the cloud
-    metadata address 169.254.169.254), CGNAT (100.64/10, Alibaba's metadata),
-    ULA (fd00::/8, AWS's IPv6 metadata), documentation and reserved ranges.
-    """
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    if any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in allow):
-        return
-    if not ip.is_global or ip.is_multicast:
-        kind = (
-            "loopback"
-            if ip.is_loopback
-            else "link-local/metadata"
-            if ip.is_link_local
-            else "private"
-            if ip.is_private
-            else "reserved/non-public"
-        )
-        raise Refused(f"refused: {ip} is a {kind} address (allow it with --webhook-allow)")
 
 
 def resolve(host: str, port: int, allow: Sequence[str]) -> str:
@@ -215,6 +188,7 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(senders, thread_name_prefix="lnplugin-webhook")
         self._in_flight: set[int] = set()
+        self._parked: dict[int, float] = {}  # row id -> monotonic time it may be sent again
         self._lock = threading.Lock()
         self._senders = senders
         self._thread: threading.Thread | None = None
@@ -272,8 +246,9 @@ class DeliveryWorker:
                 backlog = db.fan_out(tx) == db.FAN_OUT_BATCH
         now = time.time()
         with self._lock:
+            busy = self._busy()
             free = self._senders - len(self._in_flight)
-            rows = db.due(conn, now, self._in_flight, free) if free > 0 else []
+            rows = db.due(conn, now, busy, free) if free > 0 else []
             for row in rows:
                 self._in_flight.add(row["id"])
         for row in rows:
@@ -281,15 +256,24 @@ class DeliveryWorker:
         if backlog:
             return 0.0  # the fan-out read a full batch: there may be more
         with self._lock:
-            busy = set(self._in_flight)
+            busy = self._busy()
         next_at = db.next_due_at(conn, busy)
         if next_at is None:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
 
+    def _busy(self) -> set[int]:
+        """Rows `due` must not hand out: in flight, or parked (caller holds the lock)."""
+        clock = time.monotonic()
+        for row_id, until in list(self._parked.items()):
+            if until <= clock:
+                del self._parked[row_id]
+        return self._in_flight | set(self._parked)
+
     def _deliver(self, row: Any) -> None:
+        parked = False
         try:
-            outcome = self.attempt(row)
+            outcome = self._attempt_counted(row)
             retry_in = None if outcome.ok else retry_delay(self.schedule, row["retry_index"])
             with self.store.transaction() as tx:
                 decided = db.record_attempt(
@@ -313,13 +297,31 @@ class DeliveryWorker:
                     what,
                 )
         except Exception:
-            log.exception("webhook delivery %s failed unexpectedly", row["id"])
+            # The outcome is not recorded (a failing database), so the row is
+            # still due: without parking, the dispatcher would send it again
+            # at once, over and over.
+            log.exception("webhook delivery %s: recording the attempt failed", row["id"])
+            parked = True
         finally:
             # Only now, with the outcome committed, may `due` hand this row out
             # again: a redeliver during the attempt then gets its own, later one.
             with self._lock:
                 self._in_flight.discard(row["id"])
+                if parked:
+                    self._parked[row["id"]] = time.monotonic() + PARK
             self._wake.set()
+
+    def _attempt_counted(self, row: Any) -> Outcome:
+        """`attempt`, with any exception as a failed attempt with its reason.
+
+        Recorded like an HTTP failure, it follows the retry schedule (backoff,
+        jitter, dead letter); escaping, it would leave the row due and the
+        dispatcher would send it again at once, forever.
+        """
+        try:
+            return self.attempt(row)
+        except Exception as exc:
+            return Outcome(False, error=f"{exc.__class__.__name__}: {exc}"[:300])
 
     def attempt(self, row: Any) -> Outcome:
         if row["body"] is None:
@@ -337,8 +339,11 @@ class DeliveryWorker:
 
 def _origin(url: str) -> str:
     """Scheme and host only: paths and queries may carry receivers' own tokens."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}"
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}"
+    except ValueError:
+        return "(an unparsable URL)"
 
 
 def attach(service: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import asdict
 
 import pytest
 
@@ -40,7 +41,7 @@ def add(service, n: int, *, settled: bool = False, start: int = 0, step: int = 1
                     list_seq=invoices.next_list_seq(tx, "incoming"),
                 )
             row = invoices.by_id(tx, invoices.insert(tx, fields))
-            rows.append(dict(row))
+            rows.append(asdict(row))
     return rows
 
 

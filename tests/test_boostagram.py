@@ -62,6 +62,13 @@ def test_non_integer_text_in_a_number_field_is_kept_as_sent():
     assert parse_boostagram(boost(value_msat="1.5"))["value_msat"] == "1.5"
 
 
+@pytest.mark.parametrize("text", ["²", "¹²", "9" * 5000, "-" + "9" * 5000])
+def test_number_text_int_cannot_read_is_kept_as_sent_instead_of_raising(text):
+    """isdigit() passes superscripts and int() refuses 4300+ digits; either used to
+    raise here, which stopped the settlement feed at that payment."""
+    assert parse_boostagram(boost(feedID=text, ts=text))["ts"] == text
+
+
 def test_fields_that_are_not_numbers_by_spec_are_untouched():
     parsed = parse_boostagram(boost(app_version=1.2, speed=1, name="123"))
     assert parsed["app_version"] == 1.2
@@ -149,3 +156,8 @@ def test_record_values_are_text_unless_prefixed_with_hex():
     assert parse_record_value("HEX:00") == b"HEX:00"  # only the lower-case prefix means hex
     with pytest.raises(ValueError):
         parse_record_value("hex:zz")
+
+
+def test_a_lone_surrogate_record_value_is_a_value_error_that_says_so():
+    with pytest.raises(ValueError, match="lone surrogate"):
+        parse_record_value("\ud800")

@@ -218,6 +218,8 @@ def test_dev_keysend_records_text_and_hex(data_dir):
         ("abc=1", "expected TYPE=VALUE"),
         ("100=x", ">= 65536"),
         ("7629169=hex:zz", "invalid hex"),
+        ("\u00b2=x", "expected TYPE=VALUE"),  # isdigit() passes it, int() does not
+        ("696969=\udcff", "lone surrogate"),  # a non-UTF-8 byte in argv
     ],
 )
 def test_dev_keysend_explains_a_bad_record(data_dir, record, reason):

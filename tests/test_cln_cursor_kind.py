@@ -16,7 +16,7 @@ import pytest
 from lnplugin.follower import Follower
 from lnplugin.nodes.cln import ClnNode
 from lnplugin.store import Store, cursors
-from lnplugin.testing.cln_sim import ClnSim
+from lnplugin_sim.cln_sim import ClnSim
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from lnplugin.nodes.cln.doctor import EVEN_TLV_TYPES
-from lnplugin.testing.cln_sim import ClnSim
+from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 
 tmp = e2e.fixture_tmp  # a short directory under /tmp: the sim's socket lives there

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lnplugin.testing.cln_sim import ClnSim
+from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 from tests.e2e import BOOST_BYTES, Api, Server, wait_for
 

@@ -15,7 +15,7 @@ from pyln.client import LightningRpc
 from lnplugin.config import load_settings
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
 from lnplugin.nodes.cln.node import ClnNode, bolt11_timestamp, msat, to_invoice
-from lnplugin.testing.cln_sim import ClnSim
+from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 
 JOIN = 15  # seconds: a liveness bound for background threads, not a timing assertion

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from lnplugin.nodes.cln.tlv import encode_payload
-from lnplugin.testing.cln_plugin_driver import PluginDriver
-from lnplugin.testing.cln_sim import ClnSim
+from lnplugin_sim.cln_plugin_driver import PluginDriver
+from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 from tests.e2e import BOOST, BOOST_BYTES, CHAT, Api, scalar, wait_for
 

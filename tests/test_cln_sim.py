@@ -16,7 +16,7 @@ import pytest
 from pyln.client import LightningRpc, RpcError
 
 from lnplugin.nodes.cln.tlv import custom_records
-from lnplugin.testing.cln_sim import ClnSim, RpcFailure
+from lnplugin_sim.cln_sim import ClnSim, RpcFailure
 from tests import e2e
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cln"
@@ -225,7 +225,7 @@ def test_cli_serves_socket_and_control_commands(tmp: Path) -> None:
         [
             sys.executable,
             "-m",
-            "lnplugin.testing.cln_sim",
+            "lnplugin_sim.cln_sim",
             "--data-dir",
             str(tmp / "d"),
             "--socket",

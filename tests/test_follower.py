@@ -15,7 +15,7 @@ from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store, captured_records, cursors, events, invoices
-from lnplugin.testing.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim
 
 
 @pytest.fixture
@@ -80,10 +80,10 @@ def test_rows_written_in_bulk_read_back_as_the_event_described_them(store, follo
     (event,) = events.after(store.conn, 0)
     data = events.payload(event)["data"]
     stored = invoices.by_id(store.conn, event["invoice_id"])
-    assert data["identifier"] == stored["identifier"]
+    assert data["identifier"] == stored.identifier
     assert data["description"] == "café ☕"
     assert data["amount"] == 7 and data["amount_msat"] == 7000
-    assert data["preimage"] == stored["preimage"]
+    assert data["preimage"] == stored.preimage
     assert data["settled"] is True and data["state"] == "SETTLED"
 
 
@@ -229,8 +229,8 @@ def test_an_outgoing_payment_made_while_running_appears_without_waiting_for_the_
             )
         finally:
             follower.stop()
-    assert row["amount_msat"] == 21_000 and row["fee_msat"] == 3
-    assert row["preimage"] == paid.payment_preimage
+    assert row.amount_msat == 21_000 and row.fee_msat == 3
+    assert row.preimage == paid.payment_preimage
     assert follower.status.outgoing_cursor == paid.payment_index
     (event,) = events.after(store.conn, 0)
     assert event["type"] == events.OUTGOING_SETTLED

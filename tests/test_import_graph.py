@@ -3,10 +3,11 @@
 Each module belongs to a package: the first name under `lnplugin` (`nodes`,
 `store`, `api`, `run`, and each top-level module such as `follower` or
 `config` on its own). An import from one package of another is an edge;
-every import counts, including ones inside functions and under
-`TYPE_CHECKING`, because a lazy import still ties the two packages together.
-The graph must have no cycle, so each package can be read, tested and
-changed knowing only the packages below it.
+every import that runs counts, including lazy ones inside functions (they
+still tie the two packages together, only later). Imports under
+`if TYPE_CHECKING:` never run and are left out: they name types for
+annotations only. The graph must have no cycle, so each package can be
+read, tested and changed knowing only the packages below it.
 """
 
 from __future__ import annotations
@@ -35,9 +36,27 @@ def _package(module: str, top: str) -> str | None:
     return ".".join(parts[:2])
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of `tree` except the bodies of `if TYPE_CHECKING:` blocks."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
-    """Every module name an import statement in `tree` refers to."""
-    for node in ast.walk(tree):
+    """Every module name a (runtime) import statement in `tree` refers to."""
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -135,7 +154,9 @@ def test_the_check_finds_a_cycle(tmp_path: Path) -> None:
     (pkg / "config.py").write_text("from . import service\nX = 1\n")
     (pkg / "service.py").write_text("def f():\n    from demo.nodes import thing\n")
     (pkg / "nodes" / "thing.py").write_text("")
-    (pkg / "leaf.py").write_text("import demo.config\n")
+    (pkg / "leaf.py").write_text(
+        "import typing\nimport demo.config\nif typing.TYPE_CHECKING:\n    import demo.nodes\n"
+    )
     graph = package_graph(pkg)
-    assert graph["demo.leaf"] == {"demo.config"}
+    assert graph["demo.leaf"] == {"demo.config"}  # the type-only import is no edge
     assert cycles(graph) == [["demo.config", "demo.nodes", "demo.service"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lnplugin.nodes.lnd.doctor import LND_BAKE
-from lnplugin.testing.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 
 tmp = e2e.fixture_tmp  # a short directory under /tmp

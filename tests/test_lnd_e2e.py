@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lnplugin.testing.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import BOOST, BOOST_BYTES, CHAT, Api, Server, wait_for
 

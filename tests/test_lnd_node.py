@@ -22,7 +22,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nodes.lnd.node import LndNode, _Feed
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
-from lnplugin.testing.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim
+from lnplugin_sim.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,10 +20,11 @@ import pytest
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
 from lnplugin.nodes.lnd.rpc import lightning_pb2_grpc
-from lnplugin.testing.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim
 
 pytestmark = pytest.mark.timeout(60)
 S = grpc.StatusCode
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -242,7 +243,7 @@ def test_cli_serves_a_node_lnplugin_can_use(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "lnplugin.testing.lnd_sim",
+            "lnplugin_sim.lnd_sim",
             "--data-dir",
             str(tmp_path / "cli"),
             "--port",
@@ -250,6 +251,7 @@ def test_cli_serves_a_node_lnplugin_can_use(tmp_path: Path) -> None:
             "--control-port",
             "0",
         ],
+        cwd=ROOT,  # lnplugin_sim is importable from the checkout, not installed
         stdout=subprocess.PIPE,
         text=True,
     )

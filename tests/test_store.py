@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import asdict
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_data_survives_reopening(tmp_path):
         cursors.advance(tx, cursors.INCOMING, 7)
     store.close()
     again = Store(path)
-    assert invoices.by_hash(again.conn, HASH)["amount_msat"] == 5000
+    assert invoices.by_hash(again.conn, HASH).amount_msat == 5000
     assert cursors.get(again.conn, cursors.INCOMING) == 7
     again.close()
 
@@ -152,7 +153,7 @@ def test_a_row_completed_for_a_bulk_insert_is_the_row_sqlite_stores(store):
     with store.transaction() as tx:
         invoices.insert_many(tx, [row])
     assert row["id"] == 1
-    assert dict(invoices.by_id(store.conn, 1)) == row
+    assert asdict(invoices.by_id(store.conn, 1)) == row
 
 
 def test_bulk_inserted_rows_continue_the_dense_ids(store):
@@ -210,8 +211,8 @@ def test_a_lookup_by_hash_alone_uses_the_type_and_hash_index(store):
                 "expires_at": 1,
             },
         )
-    assert invoices.by_hash(store.conn, HASH)["type"] == "incoming"
-    assert invoices.by_hash(store.conn, HASH, "outgoing")["type"] == "outgoing"
+    assert invoices.by_hash(store.conn, HASH).type == "incoming"
+    assert invoices.by_hash(store.conn, HASH, "outgoing").type == "outgoing"
     plan = " ".join(
         str(r[3])
         for r in store.conn.execute(
@@ -280,10 +281,10 @@ def test_a_settlement_writes_row_cursor_and_event_together(store):
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(), 4)) is True
     row = invoices.by_id(store.conn, invoice_id)
-    assert row["state"] == "SETTLED"
-    assert row["amount_received_msat"] == 5000
-    assert row["preimage"] == "11" * 32
-    assert row["list_seq"] == 1
+    assert row.state == "SETTLED"
+    assert row.amount_received_msat == 5000
+    assert row.preimage == "11" * 32
+    assert row.list_seq == 1
     assert cursors.get(store.conn, cursors.INCOMING) == 4
     (event,) = events.after(store.conn, 0)
     assert event["type"] == events.INCOMING_SETTLED
@@ -295,11 +296,11 @@ def test_a_replayed_settlement_changes_nothing_and_creates_no_second_event(store
     invoice_id = open_invoice(store)
     with store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled(), 4))
-    before = dict(invoices.by_id(store.conn, invoice_id))
+    before = asdict(invoices.by_id(store.conn, invoice_id))
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(amount_received_msat=9999), 4)) is False
         assert apply_in(tx, InvoiceUpdate(settled(), 2)) is False  # an older feed position
-    assert dict(invoices.by_id(store.conn, invoice_id)) == before
+    assert asdict(invoices.by_id(store.conn, invoice_id)) == before
     assert count(store.conn, "events") == 1
     assert cursors.get(store.conn, cursors.INCOMING) == 4
 
@@ -309,7 +310,7 @@ def test_a_failure_inside_the_transaction_leaves_neither_row_nor_cursor(store):
     with pytest.raises(RuntimeError), store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled(), 4))
         raise RuntimeError("crash before commit")
-    assert invoices.by_id(store.conn, invoice_id)["state"] == "OPEN"
+    assert invoices.by_id(store.conn, invoice_id).state == "OPEN"
     assert cursors.get(store.conn, cursors.INCOMING) == 0
     assert count(store.conn, "events") == 0
     with store.transaction() as tx:  # the retry after restart applies it exactly once
@@ -321,8 +322,8 @@ def test_a_settlement_of_an_unknown_invoice_is_stored_from_the_node(store):
     with store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled("cd" * 32, payment_request="", is_keysend=True), 1))
     row = invoices.by_hash(store.conn, "cd" * 32)
-    assert row["state"] == "SETTLED" and row["source"] == "node" and row["is_keysend"] == 1
-    assert row["list_seq"] == 1
+    assert row.state == "SETTLED" and row.source == "node" and row.is_keysend == 1
+    assert row.list_seq == 1
     assert count(store.conn, "events", f"type = '{events.INCOMING_SETTLED}'") == 1
 
 
@@ -330,7 +331,7 @@ def test_an_open_update_only_moves_the_cursor(store):
     open_invoice(store)
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(state="OPEN"), 9)) is False
-    assert invoices.by_hash(store.conn, HASH)["state"] == "OPEN"
+    assert invoices.by_hash(store.conn, HASH).state == "OPEN"
     assert cursors.get(store.conn, cursors.INCOMING) == 9
     assert count(store.conn, "events") == 0
 
@@ -341,7 +342,7 @@ def test_a_reconciliation_lookup_does_not_move_the_cursor(store):
         cursors.advance(tx, cursors.INCOMING, 3)
         apply_in(tx, InvoiceUpdate(settled(), 0))
     assert cursors.get(store.conn, cursors.INCOMING) == 3
-    assert invoices.by_hash(store.conn, HASH)["state"] == "SETTLED"
+    assert invoices.by_hash(store.conn, HASH).state == "SETTLED"
 
 
 def test_settled_invoices_get_consecutive_list_positions(store):
@@ -350,7 +351,7 @@ def test_settled_invoices_get_consecutive_list_positions(store):
     with store.transaction() as tx:
         for i in (2, 0, 1):
             apply_in(tx, InvoiceUpdate(settled(f"{i:02x}" * 32), 10 + i))
-    seqs = [invoices.by_hash(store.conn, f"{i:02x}" * 32)["list_seq"] for i in (2, 0, 1)]
+    seqs = [invoices.by_hash(store.conn, f"{i:02x}" * 32).list_seq for i in (2, 0, 1)]
     assert seqs == [1, 2, 3]
 
 
@@ -361,8 +362,8 @@ def test_the_expiry_sweep_marks_expired_invoices_with_one_event_each(store):
     expired = open_invoice(store, "01" * 32, expires_in=-5)
     live = open_invoice(store, "02" * 32, expires_in=3600)
     assert expire_due(store) == 1
-    assert invoices.by_id(store.conn, expired)["state"] == "EXPIRED"
-    assert invoices.by_id(store.conn, live)["state"] == "OPEN"
+    assert invoices.by_id(store.conn, expired).state == "EXPIRED"
+    assert invoices.by_id(store.conn, live).state == "OPEN"
     (event,) = events.after(store.conn, 0)
     assert event["type"] == events.INCOMING_EXPIRED
     assert events.payload(event)["data"]["state"] == "EXPIRED"
@@ -375,7 +376,7 @@ def test_the_expiry_sweep_leaves_settled_invoices_alone(store):
     with store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled(), 1))
     assert expire_due(store) == 0
-    assert invoices.by_id(store.conn, invoice_id)["state"] == "SETTLED"
+    assert invoices.by_id(store.conn, invoice_id).state == "SETTLED"
 
 
 def test_the_expiry_sweep_handles_more_than_one_batch(store):
@@ -404,4 +405,26 @@ def test_a_settlement_after_the_sweep_still_counts(store):
     expire_due(store)
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(), 1)) is True
-    assert invoices.by_id(store.conn, invoice_id)["state"] == "SETTLED"
+    assert invoices.by_id(store.conn, invoice_id).state == "SETTLED"
+
+
+def test_count_by_state_counts_each_stored_state(store):
+    assert invoices.count_by_state(store.conn) == {}
+    open_invoice(store, "01" * 32)
+    open_invoice(store, "02" * 32)
+    settled_id = open_invoice(store, "03" * 32)
+    with store.transaction() as tx:
+        invoices.update(tx, settled_id, {"state": "SETTLED"})
+    assert invoices.count_by_state(store.conn) == {"OPEN": 2, "SETTLED": 1}
+
+
+def test_of_invoice_after_is_one_invoices_events_after_a_seq_oldest_first(store):
+    mine = open_invoice(store, "01" * 32)
+    other = open_invoice(store, "02" * 32)
+    with store.transaction() as tx:
+        first = events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
+        events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, other))
+        second = events.append(tx, events.INCOMING_SETTLED, invoices.by_id(tx, mine))
+    assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, 0)] == [first, second]
+    assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, first)] == [second]
+    assert events.of_invoice_after(store.conn, mine, second) == []

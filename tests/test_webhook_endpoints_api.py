@@ -215,6 +215,70 @@ def test_invoice_webhook_must_be_http_url(client: FlaskClient, admin: dict[str, 
     assert ok.status_code == 201
 
 
+# Each is refused by the one shared check, on both routes: syntax the sender
+# could not use, and IP literals that lead somewhere non-public.
+REJECTED_TARGETS = [
+    pytest.param("http://localhost:99999/x", "port", id="port-out-of-range"),
+    pytest.param("http://localhost:0/x", "port", id="port-zero"),
+    pytest.param("http://user:pass@example.com/", "credentials", id="credentials"),
+    pytest.param("http://a..b/", "label", id="empty-label"),
+    pytest.param(f"http://{'a' * 64}.example/", "label", id="long-label"),
+    pytest.param("http://[::1/", "not a valid URL", id="unclosed-bracket"),
+    pytest.param("http://[::127.0.0.1]/", "leads to 127.0.0.1", id="v4-compatible"),
+    pytest.param("http://[::ffff:127.0.0.1]/", "leads to 127.0.0.1", id="v4-mapped"),
+    pytest.param("http://[64:ff9b::a9fe:a9fe]/", "leads to 169.254.169.254", id="nat64"),
+    pytest.param("http://[64:ff9b:1::a00:1]/", "leads to 10.0.0.1", id="nat64-local"),
+    pytest.param("http://[2002:a9fe:a9fe::]/", "leads to 169.254.169.254", id="6to4"),
+    pytest.param("http://[2001:0:a9fe:a9fe::f7f7:f7f7]/", "169.254.169.254", id="teredo-server"),
+    pytest.param("http://[2001:0:808:808::80ff:fffe]/", "127.0.0.1", id="teredo-client"),
+    pytest.param("http://[fec0::1]/", "non-public", id="site-local"),
+    pytest.param("http://127.1/", "loopback", id="short-ipv4"),
+    pytest.param("http://2130706433/", "loopback", id="decimal-ipv4"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), REJECTED_TARGETS)
+def test_endpoint_url_rejected(
+    client: FlaskClient, admin: dict[str, str], url: str, reason: str
+) -> None:
+    reply = _create(client, admin, url=url)
+    assert reply.status_code == 400
+    body = reply.get_json()
+    assert body["code"] == 400 and body["error"] is True
+    assert list(body["errors"]) == ["url"] and reason in body["errors"]["url"]
+    assert client.get("/webhook_endpoints", headers=admin).get_json() == []
+
+
+@pytest.mark.parametrize(("url", "reason"), REJECTED_TARGETS)
+def test_invoice_webhook_rejected(
+    client: FlaskClient, admin: dict[str, str], url: str, reason: str
+) -> None:
+    reply = client.post("/invoices", json={"amount": 5, "webhook": url}, headers=admin)
+    assert reply.status_code == 400
+    body = reply.get_json()
+    assert body["code"] == 400 and body["error"] is True
+    assert list(body["errors"]) == ["webhook"] and reason in body["errors"]["webhook"]
+    assert client.get("/invoices/incoming", headers=admin).get_json() == []
+
+
+def test_invoice_webhook_literal_passes_when_allow_listed(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"data_dir": str(tmp_path), "webhook_allow": ("127.0.0.0/8",)}, environ={}
+    )
+    service = Service.build(settings)
+    try:
+        client = create_app(service).test_client()
+        for url in ("http://127.0.0.1:9/paid", "http://[::ffff:127.0.0.1]:9/paid"):
+            reply = client.post(
+                "/invoices",
+                json={"amount": 5, "webhook": url},
+                headers=_token(service, "invoices:create"),
+            )
+            assert reply.status_code == 201, reply.get_json()
+    finally:
+        service.store.close()
+
+
 def test_docs_cover_every_webhook_and_event_route(svc: Service) -> None:
     docs = (Path(__file__).parents[1] / "docs" / "webhooks.md").read_text()
     app = create_app(svc)

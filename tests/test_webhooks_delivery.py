@@ -170,16 +170,24 @@ def test_loopback_refused_without_allow_list(
         )
         assert reply.status_code == 400
         assert "loopback" in reply.json()["errors"]["url"]
+        # ...as is an invoice's own `webhook` URL, by the same check...
+        reply = server.call(
+            "POST", "/invoices", json={"amount": 10, "webhook": receiver.url("/per-invoice")}
+        )
+        assert reply.status_code == 400
+        assert "loopback" in reply.json()["errors"]["webhook"]
         # ...and a hostname that resolves to loopback is refused at delivery.
         port = receiver.url().split(":")[2].split("/")[0]
         endpoint = server.add_endpoint(f"http://localhost:{port}/x")
-        invoice = server.create_invoice(webhook=receiver.url("/per-invoice"))
+        invoice = server.create_invoice(webhook=f"http://localhost:{port}/per-invoice")
         server.pay(invoice["payment_hash"])
         [dead] = wait_for(
             lambda: [d for d in server.deliveries(endpoint["id"]) if d["status"] == "failed"]
         )
         assert "refused" in dead["last_error"] and "loopback" in dead["last_error"]
         assert dead["last_status_code"] is None
+        own = server.wait_invoice_delivery(invoice["payment_hash"], SETTLED, "failed")
+        assert "refused" in own["last_error"] and "loopback" in own["last_error"]
         assert receiver.received == []
     finally:
         server.stop()
@@ -404,4 +412,96 @@ def test_stop_wakes_the_worker_and_the_hub(tmp_path: Path, monkeypatch: pytest.M
             assert not worker.running
             assert hub._thread is not None and not hub._thread.is_alive()
     finally:
+        store.close()
+
+
+def _stored_delivery(store: Store, url: str) -> tuple[str, str]:
+    """A test delivery to `url`, written straight into the store, as a URL
+    stored before validation was tightened would be: (endpoint id, event id)."""
+    with store.transaction() as tx:
+        ep = db.create_endpoint(tx, url, None, [CREATED])
+        db.add_test_delivery(tx, ep, "evt_raises", "{}")
+    return ep["id"], "evt_raises"
+
+
+# Each of these makes the sender raise (not return a failed outcome):
+# urlsplit's port check, and the resolver's IDNA encoding of the host.
+RAISING_URLS = [
+    pytest.param("http://localhost:99999/x", "Port out of range", id="port"),
+    pytest.param(f"http://{'a' * 64}.example/x", "label", id="long-label"),
+    pytest.param("http://a..b/x", "label", id="empty-label"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), RAISING_URLS)
+def test_a_send_that_raises_is_a_failed_attempt_on_the_schedule(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    """Recorded with its reason and retried after the schedule's delay (with
+    jitter), not re-dispatched at once: the row's attempt count and due time
+    say which."""
+    store = Store(tmp_path / "db.sqlite")
+    worker = webhooks.DeliveryWorker(store, schedule=(3600, 3600))
+    try:
+        endpoint_id, event_id = _stored_delivery(store, url)
+        before = time.time()
+        worker.start()
+        row = wait_for(
+            lambda: (r := db.delivery(store.conn, endpoint_id, event_id))["attempts"] and r
+        )
+        assert row["attempts"] == 1 and row["retry_index"] == 1
+        assert row["status"] == "pending" and row["last_status_code"] is None
+        assert reason in row["last_error"]
+        low, high = 3600 * (1 - webhooks.JITTER), 3600 * (1 + webhooks.JITTER)
+        assert before + low <= row["next_attempt_at"] <= time.time() + high
+    finally:
+        worker.stop()
+        store.close()
+
+
+@pytest.mark.parametrize(("url", "reason"), RAISING_URLS[:1])
+def test_a_send_that_raises_is_dead_lettered_after_the_last_retry(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    worker = webhooks.DeliveryWorker(store, schedule=(0, 0))
+    try:
+        endpoint_id, event_id = _stored_delivery(store, url)
+        worker.start()
+        row = wait_for(
+            lambda: (
+                (r := db.delivery(store.conn, endpoint_id, event_id))["status"] == "failed" and r
+            )
+        )
+        # 1 attempt + 2 retries, then the dead letter: no more, however long it runs.
+        assert row["attempts"] == 3 and row["next_attempt_at"] is None
+        assert reason in row["last_error"]
+    finally:
+        worker.stop()
+        store.close()
+
+
+def test_an_attempt_whose_outcome_cannot_be_recorded_is_not_resent_at_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A database that refuses the write (here a real SQLite trigger) leaves
+    the row due; the worker parks it instead of POSTing it again on its next
+    pass. Driven step by step, so the second pass is a fact, not a wait."""
+    store = Store(tmp_path / "db.sqlite")
+    worker = webhooks.DeliveryWorker(store, allow=("127.0.0.0/8",), schedule=(0,))
+    try:
+        _stored_delivery(store, receiver.url("/parked"))
+        with store.transaction() as tx:
+            tx.execute(
+                "CREATE TRIGGER no_outcomes BEFORE UPDATE ON webhook_deliveries"
+                " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        worker.step()
+        wait_for(lambda: receiver.received and not worker._in_flight)
+        worker.step()  # the row is still due in the database
+        worker._pool.shutdown(wait=True)  # whatever the second pass dispatched has run
+        assert [r.path for r in receiver.received] == ["/parked"]
+        assert db.next_due_at(store.conn) is not None  # still pending, due
+    finally:
+        worker.stop()
         store.close()

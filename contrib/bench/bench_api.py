@@ -9,7 +9,8 @@ client's own CPU is not counted), plus the server's peak RSS.
 The baseline measured in the same run is `GET /health`, the cheapest route:
 the ratio endpoint-CPU / health-CPU shows what each endpoint costs above the
 HTTP server and framework floor. Targets (server CPU per request): create
-<= 2.5 ms, get <= 1 ms, decode <= 0.5 ms, list p99 <= 10 ms at any depth.
+<= 2.5 ms, get <= 1 ms, decode <= 0.5 ms, list p99 <= 10 ms at any depth;
+create p99 <= 3 x its p50 at concurrency 8 (no tail from lock waits).
 
     python contrib/bench/bench_api.py              # 20k and 1M rows
     python contrib/bench/bench_api.py --sizes 20000 --requests 500
@@ -230,6 +231,11 @@ def run(size: int, requests_per_case: int) -> None:
                         f"p99 <= 10 ms: c=8 {'PASS' if result['p99'] <= 10 else 'MISS'}, "
                         f"c=1 {'PASS' if alone['p99'] <= 10 else 'MISS'}"
                     )
+                if name == "POST /invoices":
+                    # Writers queue on the store's writer lock, not in SQLite's
+                    # sleeping busy handler, so the tail stays near the median.
+                    tail = result["p99"] / result["p50"]
+                    verdict += f"; p99/p50 = {tail:.2f} <= 3: {'PASS' if tail <= 3 else 'MISS'}"
                 if result["errors"]:
                     verdict += f" ({result['errors']} errors)"
                 print(

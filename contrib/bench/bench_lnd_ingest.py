@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Settlement ingest from the LND simulator: lnplugin's follower vs a bare gRPC client.
 
-The simulator runs in its own process (`python -m lnplugin.testing.lnd_sim`)
+The simulator runs in its own process (`python -m lnplugin_sim.lnd_sim`)
 holding N settled invoices (default 20,000), so its gRPC serving does not share
 this process's GIL. Two paths are measured, each against a bare client that
 drains the same RPCs without storing anything:
@@ -51,6 +51,7 @@ from lnplugin.nodes.lnd.rpc import lightning_pb2_grpc
 from lnplugin.store import Store, cursors
 
 CHUNK = 5_000  # invoices per bulk_settle call to the simulator
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, where lnplugin_sim lives
 
 
 class SimProcess:
@@ -59,9 +60,10 @@ class SimProcess:
     def __init__(self, data_dir: Path) -> None:
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "lnplugin.testing.lnd_sim", "--data-dir", str(data_dir),
+                sys.executable, "-m", "lnplugin_sim.lnd_sim", "--data-dir", str(data_dir),
                 "--port", "0", "--control-port", "0",
             ],
+            cwd=ROOT,  # `-m` finds lnplugin_sim in the working directory; the wheel lacks it
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip

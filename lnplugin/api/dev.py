@@ -59,7 +59,7 @@ def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
     while True:
         row = invoices.by_hash(store.conn, payment_hash, "incoming")
         left = deadline - time.monotonic()
-        if (row is not None and row["state"] == "SETTLED") or left <= 0:
+        if (row is not None and row.state == "SETTLED") or left <= 0:
             return
         seen = store.wait_for_commit(seen, min(left, 0.1))
 

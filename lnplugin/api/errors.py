@@ -31,11 +31,16 @@ class APIError(Exception):
         self.headers = headers
 
 
-def error_response(code: int, message: str, errors: dict[str, str] | None = None) -> Any:
+def error_body(code: int, message: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Alby error object; also written by the server itself (`lnplugin.rawerrors`)."""
     body: dict[str, Any] = {"code": code, "error": True, "message": message}
     if errors:
         body["errors"] = errors
-    response = jsonify(body)
+    return body
+
+
+def error_response(code: int, message: str, errors: dict[str, str] | None = None) -> Any:
+    response = jsonify(error_body(code, message, errors))
     response.status_code = code
     return response
 

@@ -99,11 +99,7 @@ class Parking:
 
 def _last_event_id() -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise APIError(400, "Invalid request", {"Last-Event-ID": "must be an event id (integer)"})
-    return int(raw)
+    return context.int_param("Last-Event-ID", raw, None, 0)
 
 
 def _admit(sub: Subscription) -> Callable[[], None]:
@@ -199,26 +195,21 @@ def invoice_events(payment_hash: str) -> Any:
     found = context.readable_invoice(payment_hash)
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: True, found["id"], final_ends=True)
+    sub = Subscription(lambda row: True, found.id, final_ends=True)
     release = _admit(sub)
     try:
         with svc.store.snapshot() as conn:
-            row = invoices.by_id(conn, found["id"])
+            row = invoices.by_id(conn, found.id)
             head = events.last_seq(conn)
             history = (
-                conn.execute(
-                    "SELECT * FROM events WHERE invoice_id = ? AND seq > ? ORDER BY seq",
-                    (found["id"], resume),
-                ).fetchall()
-                if resume is not None
-                else []
+                events.of_invoice_after(conn, found.id, resume) if resume is not None else []
             )
     except BaseException:
         release()
         raise
     assert row is not None
     now = int(time.time())
-    state = effective_state(row["state"], row["expires_at"], now)
+    state = effective_state(row.state, row.expires_at, now)
     if resume is not None and not history and state in ("SETTLED", "EXPIRED", "CANCELED"):
         release()
         return Response(status=204)
@@ -226,7 +217,7 @@ def invoice_events(payment_hash: str) -> Any:
 
     def body() -> Iterator[bytes]:
         if resume is None:
-            type_ = events.OUTGOING_SETTLED if row["type"] == "outgoing" else _TYPE_FOR_STATE[state]
+            type_ = events.OUTGOING_SETTLED if row.type == "outgoing" else _TYPE_FOR_STATE[state]
             data = {"type": type_, "timestamp": iso(now), "data": invoice_json(row, now)}
             yield message(head, type_, json.dumps(data, separators=(",", ":")))
             if type_ in FINAL_EVENTS:

@@ -15,14 +15,13 @@ from lnplugin.api import context
 from lnplugin.api.auth import current_token, require
 from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import InvoiceCreate
+from lnplugin.api.webhooks import guard_target
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeInvoice, NodeUnavailable
-from lnplugin.store import events, invoices
+from lnplugin.store import events, idempotency, invoices
 
 bp = Blueprint("invoices", __name__)
 
 _FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
-# Unbounded integer parameters stop here, so SQLite (64-bit) never overflows, even as page*items.
-_MAX_QUERY_INT = 10**15
 
 
 @bp.post("/invoices")
@@ -31,6 +30,8 @@ def create_invoice() -> Any:
     svc = context.service()
     raw = context.json_body()
     body = context.body_as(InvoiceCreate, raw)
+    if body.webhook is not None:
+        guard_target(body.webhook, "webhook")  # before the node mints anything
 
     token = current_token()
     key = request.headers.get("Idempotency-Key")
@@ -64,11 +65,7 @@ def create_invoice() -> Any:
             assert row is not None
             events.append(tx, events.INCOMING_CREATED, row)
             if key is not None:
-                tx.execute(
-                    "INSERT INTO idempotency_keys (token_id, key, body_hash, invoice_id,"
-                    " created_at) VALUES (?, ?, ?, ?, ?)",
-                    (token.id, key, body_hash, invoice_id, int(time.time())),
-                )
+                idempotency.remember(tx, token.id, key, body_hash, invoice_id, int(time.time()))
     except sqlite3.IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race.
         replay = _replay(svc.store.conn, token.id, key, body_hash) if key else None
@@ -103,15 +100,12 @@ def _row_fields(minted: NodeInvoice, body: InvoiceCreate) -> dict[str, Any]:
 
 
 def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -> Any:
-    row = conn.execute(
-        "SELECT body_hash, invoice_id FROM idempotency_keys WHERE token_id = ? AND key = ?",
-        (token_id, key),
-    ).fetchone()
+    row = idempotency.lookup(conn, token_id, key)
     if row is None:
         return None
-    if row["body_hash"] != body_hash:
+    if row.body_hash != body_hash:
         raise APIError(409, "Idempotency-Key was already used with a different request body")
-    stored = invoices.by_id(conn, row["invoice_id"])
+    stored = invoices.by_id(conn, row.invoice_id)
     return invoice_json(stored, int(time.time())), 201, {"Idempotent-Replayed": "true"}
 
 
@@ -124,19 +118,7 @@ def get_invoice(payment_hash: str) -> Any:
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int | None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(400, "Invalid request", {name: "must be an integer"}) from None
-    if value < low or (high is not None and value > high):
-        reason = f"must be at least {low}" if high is None else f"must be from {low} to {high}"
-        raise APIError(400, "Invalid request", {name: reason})
-    if high is None and value > _MAX_QUERY_INT:
-        raise APIError(400, "Invalid request", {name: f"must be at most {_MAX_QUERY_INT}"})
-    return value
+    return context.int_param(name, request.args.get(name), default, low, high)
 
 
 def _identifier_arg(name: str) -> str | None:

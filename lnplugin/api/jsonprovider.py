@@ -7,7 +7,8 @@ newline; only non-ASCII text is now raw UTF-8 instead of `\\u` escapes.
 Anything orjson refuses goes through the standard provider unchanged, so it
 serializes as before or fails as before. Clients and keysend senders can put
 such values in `metadata` and `boostagram` (integers beyond 64 bits, nesting
-deeper than 254, lone surrogates), and Flask's `default` hook handles dates,
+deeper than 254; lone surrogates from keysend senders, or in metadata stored
+before request bodies refused them), and Flask's `default` hook handles dates,
 dataclasses and `Decimal`. One difference: orjson writes NaN and Infinity
 as `null`, not as the non-JSON tokens `NaN` and `Infinity`.
 

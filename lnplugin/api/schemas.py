@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from lnplugin import ssrf
 
 MAX_MSAT = 21_000_000 * 100_000_000 * 1000
 MAX_DESCRIPTION_BYTES = 639  # what a BOLT11 `d` field can carry
@@ -68,11 +69,7 @@ class InvoiceCreate(Body):
     @field_validator("webhook")
     @classmethod
     def _webhook(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("must be an http:// or https:// URL")
-        return value
+        return value if value is None else ssrf.check_url(value)
 
     @field_validator("payer_pubkey")
     @classmethod
@@ -155,7 +152,8 @@ class DevKeysend(Body):
     @classmethod
     def _records(cls, value: dict[str, str]) -> dict[str, str]:
         for key, record in value.items():
-            if not key.isdigit() or int(key) >= 2**64:
+            # ASCII digits only, and at most 20 (2^64 has 20), before int() reads it.
+            if not (key.isascii() and key.isdigit()) or len(key) > 20 or int(key) >= 2**64:
                 raise ValueError(f"TLV type {key!r} must be a decimal number below 2^64")
             if int(key) < 65536:
                 raise ValueError(f"TLV type {key} is below 65536 and not a custom record")

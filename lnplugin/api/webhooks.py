@@ -9,16 +9,15 @@ Deliveries are listed, tested and redelivered here, and an invoice's own
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, request
 from pydantic import ConfigDict, Field, StrictStr, field_validator
 
+from lnplugin import ssrf
 from lnplugin.alby import iso
 from lnplugin.api import context
 from lnplugin.api.auth import require
@@ -26,29 +25,12 @@ from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import Body
 from lnplugin.store import events
 from lnplugin.store import webhooks as db
-from lnplugin.webhooks import Refused, check_address
 
 # No url_prefix: `GET /invoices/<payment_hash>/deliveries` lives here too.
 bp = Blueprint("webhooks", __name__)
 EP = "/webhook_endpoints"
 
 MAX_URL = 2048
-
-
-def check_url(value: str) -> str:
-    """An absolute http(s) URL with a host and no credentials in it."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("must be an http:// or https:// URL")
-    try:
-        host, _ = parts.hostname, parts.port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    if not host:
-        raise ValueError("must include a host")
-    if parts.username or parts.password:
-        raise ValueError("must not contain credentials (user:password@)")
-    return value
 
 
 class EndpointCreate(Body):
@@ -61,7 +43,7 @@ class EndpointCreate(Body):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_url(value)
+        return ssrf.check_url(value)
 
     @field_validator("filter_types")
     @classmethod
@@ -88,19 +70,13 @@ def endpoint_json(row: Any, with_secret: bool = False) -> dict[str, Any]:
     return out
 
 
-def _literal_guard(url: str) -> None:
-    """Reject an IP-literal target the worker would refuse anyway, so the
-    mistake shows at creation. Hostnames are checked at delivery time,
-    because DNS answers change."""
-    host = urlsplit(url).hostname or ""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return
-    try:
-        check_address(ip, context.service().settings.webhook_allow)
-    except Refused as exc:
-        raise APIError(400, "Invalid request", {"url": str(exc)}) from None
+def guard_target(url: str, field: str) -> None:
+    """A 400 naming `field` for an IP-literal target the worker would refuse
+    anyway, so the mistake shows when the URL is given. Shared by endpoints
+    and the invoice `webhook` field; names are checked at delivery time."""
+    reason = ssrf.refusal(url, context.service().settings.webhook_allow)
+    if reason is not None:
+        raise APIError(400, "Invalid request", {field: reason})
 
 
 def _endpoint_or_404(endpoint_id: str) -> Any:
@@ -114,7 +90,7 @@ def _endpoint_or_404(endpoint_id: str) -> Any:
 @require("admin")
 def create() -> Any:
     body = context.body_as(EndpointCreate)
-    _literal_guard(body.url)
+    guard_target(body.url, "url")
     with context.service().store.transaction() as tx:
         row = db.create_endpoint(tx, body.url, body.description, body.filter_types)
     return endpoint_json(row, with_secret=True), 201
@@ -150,10 +126,7 @@ def deliveries(endpoint_id: str) -> Any:
 
 
 def _items() -> int:
-    raw = request.args.get("items", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise APIError(400, "Invalid request", {"items": "must be from 1 to 1000"})
-    return int(raw)
+    return context.int_param("items", request.args.get("items"), 100, 1, 1000) or 100
 
 
 @bp.get("/invoices/<payment_hash>/deliveries")
@@ -161,7 +134,7 @@ def _items() -> int:
 def invoice_deliveries(payment_hash: str) -> Any:
     """Deliveries to the invoice's own `webhook` URL (not to endpoints), newest first."""
     found = context.readable_invoice(payment_hash)
-    rows = db.invoice_deliveries(context.service().store.conn, found["id"], _items())
+    rows = db.invoice_deliveries(context.service().store.conn, found.id, _items())
     return [db.delivery_json(row) for row in rows]
 
 
@@ -183,10 +156,10 @@ def invoice_redeliver(payment_hash: str, event_id: str) -> Any:
     """
     found = context.readable_invoice(payment_hash)
     with context.service().store.transaction() as tx:
-        row = db.redeliver_invoice(tx, found["id"], event_id)
+        row = db.redeliver_invoice(tx, found.id, event_id)
     if row is None:
         raise APIError(
-            404, f"No webhook delivery of event {event_id} for invoice {found['payment_hash']}"
+            404, f"No webhook delivery of event {event_id} for invoice {found.payment_hash}"
         )
     return db.delivery_json(row), 202
 

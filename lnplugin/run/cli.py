@@ -150,7 +150,7 @@ def status(**flags: Any) -> None:
     """
     import requests
 
-    from lnplugin.store import Store, cursors
+    from lnplugin.store import Store, cursors, invoices
 
     settings = settings_from(flags)
     url = f"{settings.listen_url}/health"
@@ -163,9 +163,7 @@ def status(**flags: Any) -> None:
     store = Store(settings.db_path)
     with store.snapshot() as conn:
         saved = cursors.all_cursors(conn)
-        counts = dict(
-            conn.execute("SELECT state, COUNT(*) FROM invoices GROUP BY state").fetchall()
-        )
+        counts = invoices.count_by_state(conn)
     store.close()
     click.echo(
         json.dumps(
@@ -368,15 +366,15 @@ def dev_keysend(amount_msat: int, records: tuple[str, ...], **flags: Any) -> Non
     parsed: dict[int, bytes] = {}
     for item in records:
         kind, sep, value = item.partition("=")
-        if not sep or not kind.isdigit() or int(kind) < 65536:
+        if not sep or not (kind.isascii() and kind.isdigit()) or int(kind) < 65536:
             raise click.BadParameter(
                 f"{item!r}: expected TYPE=VALUE with a custom TLV type >= 65536",
                 param_hint="--record",
             )
         try:
             parsed[int(kind)] = parse_record_value(value)
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: invalid hex", param_hint="--record") from None
+        except ValueError as exc:  # bad hex, or text UTF-8 cannot encode
+            raise click.BadParameter(f"{item!r}: {exc}", param_hint="--record") from None
     node = _dev_node(flags)
     paid = node.keysend(amount_msat, parsed)
     _echo_paid(paid)

@@ -18,6 +18,7 @@ from waitress.server import create_server
 from lnplugin.api import create_app
 from lnplugin.config import Settings, http_url
 from lnplugin.hub import WSGI_WRITE
+from lnplugin.rawerrors import install as json_errors
 from lnplugin.service import Service, StartupRefused
 from lnplugin.store import tokens
 
@@ -64,7 +65,7 @@ def expose_write(app: Any) -> Any:
 
 def make_server(service: Service, settings: Settings) -> Any:
     app = expose_write(create_app(service))
-    return create_server(
+    server = create_server(
         app,
         map=service.extensions.get("socket_map"),  # ParkingMap: idle streams skip the loop
         host=settings.host,
@@ -79,6 +80,8 @@ def make_server(service: Service, settings: Settings) -> Any:
         clear_untrusted_proxy_headers=True,
         asyncore_use_poll=True,  # select() stops at 1024 descriptors; streams add up
     )
+    json_errors(server)  # what waitress refuses itself is answered in the Alby shape too
+    return server
 
 
 def serve(settings: Settings, out: Callable[[str], None] = print) -> int:

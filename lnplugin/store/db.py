@@ -1,7 +1,12 @@
 """SQLite connections: WAL, a busy timeout, one connection per thread.
 
 Writers take `BEGIN IMMEDIATE` so two writers never deadlock on a lock
-upgrade; the busy timeout makes the second one wait instead of failing.
+upgrade. Within the process they first queue on one writer lock per database
+file: SQLite's busy handler sleeps in growing steps (up to 100 ms) and polls,
+so eight API threads contending for the write lock waited up to a second for
+a lock that was free for most of that time; a Python lock hands over at the
+moment of release. Reads never take it (WAL readers do not block). The busy
+timeout still covers writers in other processes (the CLI, a second server).
 `synchronous=FULL` because an acknowledged invoice or settlement must survive
 a power cut, not only a process crash.
 """
@@ -21,6 +26,20 @@ from lnplugin.store.migrations import migrate
 
 BUSY_TIMEOUT_MS = 10_000
 
+# One writer lock per database file, shared by every Store on it in this
+# process. Re-entrant so a thread that already holds it (a nested
+# `transaction`, or a second Store on the same file) never waits on itself.
+_WRITER_LOCKS: dict[str, threading.RLock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: str) -> threading.RLock:
+    if path == ":memory:":  # every connection is its own database
+        return threading.RLock()
+    key = str(Path(path).resolve())
+    with _WRITER_LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault(key, threading.RLock())
+
 
 class Store:
     """Owns the database file; hands each thread its own connection."""
@@ -31,6 +50,7 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writer = _writer_lock(self.path)
         # Bumped after every write commit in this process; SSE streams and the
         # webhook worker wait on it instead of polling.
         self._commits = threading.Condition()
@@ -71,20 +91,47 @@ class Store:
             conn = self._local.conn = self._connect()
         return conn
 
+    def limit_write_wait(self, ms: int) -> None:
+        """Make this thread's writes give up after `ms` milliseconds of waiting
+        for the write lock (in-process and SQLite's) with "database is locked",
+        instead of the default `BUSY_TIMEOUT_MS`.
+
+        For a caller that must not stall, such as the CLN `htlc_accepted` hook:
+        lightningd holds the HTLC until the hook answers, so losing the
+        records is better than holding a payment behind a long follower batch.
+        """
+        self._local.write_wait = ms / 1000
+        self.conn.execute(f"PRAGMA busy_timeout = {int(ms)}")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: everything inside commits together or not at all."""
+        """A write transaction: everything inside commits together or not at all.
+
+        Holds the process's writer lock for this file from before `BEGIN
+        IMMEDIATE` until after COMMIT/ROLLBACK. Nested use joins the outer
+        transaction (it already holds the lock). Never open a transaction while
+        holding a lock another writer may take inside its own transaction.
+        """
         conn = self.conn
         if conn.in_transaction:  # nested use joins the outer transaction
             yield conn
             return
-        conn.execute("BEGIN IMMEDIATE")
+        wait = getattr(self._local, "write_wait", BUSY_TIMEOUT_MS / 1000)
+        if not self._writer.acquire(timeout=wait):
+            raise sqlite3.OperationalError("database is locked")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:  # a failed COMMIT: never leave it open past the lock
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            self._writer.release()
         with self._commits:
             self.commit_version += 1
             self._commits.notify_all()

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from lnplugin.alby import invoice_json, iso
+from lnplugin.store.models import StoredInvoice
 
 INCOMING_CREATED = "invoice.incoming.created"
 INCOMING_SETTLED = "invoice.incoming.settled"
@@ -35,14 +36,18 @@ def new_event_id() -> str:
     return f"evt_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
 
 
-def append(tx: sqlite3.Connection, type_: str, invoice: sqlite3.Row | Mapping[str, Any]) -> int:
+def append(
+    tx: sqlite3.Connection, type_: str, invoice: StoredInvoice | Mapping[str, Any]
+) -> int:
     """Record that `invoice` (already updated in `tx`) reached a new state."""
     now = int(time.time())
     cur = tx.execute(_INSERT, _values(type_, invoice, now))
     return int(cur.lastrowid or 0)
 
 
-def append_many(tx: sqlite3.Connection, changes: list[tuple[str, Mapping[str, Any]]]) -> None:
+def append_many(
+    tx: sqlite3.Connection, changes: list[tuple[str, StoredInvoice | Mapping[str, Any]]]
+) -> None:
     """`append` for many (event type, invoice) pairs in one statement, in order."""
     now = int(time.time())
     tx.executemany(_INSERT, [_values(type_, row, now) for type_, row in changes])
@@ -55,17 +60,12 @@ _INSERT = (
 
 
 def _values(
-    type_: str, invoice: sqlite3.Row | Mapping[str, Any], now: int
+    type_: str, invoice: StoredInvoice | Mapping[str, Any], now: int
 ) -> tuple[str, str, int, str, int, str]:
-    payload = {"type": type_, "timestamp": iso(now), "data": invoice_json(invoice, now)}
-    return (
-        new_event_id(),
-        type_,
-        invoice["id"],
-        invoice["payment_hash"],
-        now,
-        _dumps(payload),
-    )
+    # A bulk ingest hands over the dict rows it inserted (`invoices.complete`).
+    inv = invoice if isinstance(invoice, StoredInvoice) else StoredInvoice.from_row(invoice)
+    payload = {"type": type_, "timestamp": iso(now), "data": invoice_json(inv, now)}
+    return (new_event_id(), type_, inv.id, inv.payment_hash, now, _dumps(payload))
 
 
 def _dumps(payload: dict[str, Any]) -> str:
@@ -84,6 +84,15 @@ def _dumps(payload: dict[str, Any]) -> str:
 def after(conn: sqlite3.Connection, seq: int, limit: int = 500) -> list[sqlite3.Row]:
     return conn.execute(
         "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+    ).fetchall()
+
+
+def of_invoice_after(conn: sqlite3.Connection, invoice_id: int, seq: int) -> list[sqlite3.Row]:
+    """One invoice's events after `seq`, oldest first: what an SSE client that
+    reconnects with `Last-Event-ID` missed (the stream replays them before
+    going live)."""
+    return conn.execute(
+        "SELECT * FROM events WHERE invoice_id = ? AND seq > ? ORDER BY seq", (invoice_id, seq)
     ).fetchall()
 
 

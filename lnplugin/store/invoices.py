@@ -15,10 +15,12 @@ import operator
 import secrets
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lnplugin.boostagram import parse_records, records_to_json
+from lnplugin.store.models import SELECT_COLUMNS, StoredInvoice, invoice_factory
 
 ListName = Literal["all", "incoming", "outgoing"]
 MAX_ITEMS = 100
@@ -126,24 +128,40 @@ def next_list_seq(tx: sqlite3.Connection, type_: str) -> int:
     return (row[0] or 0) + 1
 
 
-def by_id(conn: sqlite3.Connection, invoice_id: int) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
+_SELECT = f"SELECT {SELECT_COLUMNS} FROM invoices"
+
+
+def _select(conn: sqlite3.Connection, where: str, args: Sequence[Any]) -> sqlite3.Cursor:
+    """`SELECT <every column> FROM invoices <where>`, yielding `StoredInvoice`s."""
+    cur = conn.cursor()
+    cur.row_factory = invoice_factory  # set before execute: it applies from the first row
+    return cur.execute(f"{_SELECT} {where}", args)
+
+
+def by_id(conn: sqlite3.Connection, invoice_id: int) -> StoredInvoice | None:
+    return _select(conn, "WHERE id = ?", (invoice_id,)).fetchone()
 
 
 def by_hash(
     conn: sqlite3.Connection, payment_hash: str, type_: str | None = None
-) -> sqlite3.Row | None:
+) -> StoredInvoice | None:
     """The invoice for a payment hash; incoming wins when both directions exist."""
     if type_ is not None:
-        return conn.execute(
-            "SELECT * FROM invoices WHERE type = ? AND payment_hash = ?", (type_, payment_hash)
-        ).fetchone()
+        where = "WHERE type = ? AND payment_hash = ?"
+        return _select(conn, where, (type_, payment_hash)).fetchone()
     # `type IN (...)` lets SQLite use the (type, payment_hash) index.
-    return conn.execute(
-        "SELECT * FROM invoices WHERE type IN ('incoming', 'outgoing') AND payment_hash = ? "
+    return _select(
+        conn,
+        "WHERE type IN ('incoming', 'outgoing') AND payment_hash = ? "
         "ORDER BY type = 'incoming' DESC LIMIT 1",
         (payment_hash,),
     ).fetchone()
+
+
+def count_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many invoices are in each stored state (for `lnplugin status`, which
+    reports on a database whose server is not running)."""
+    return dict(conn.execute("SELECT state, COUNT(*) FROM invoices GROUP BY state").fetchall())
 
 
 def existing_hashes(conn: sqlite3.Connection, payment_hashes: list[str], type_: str) -> set[str]:
@@ -200,7 +218,7 @@ def _position(conn: sqlite3.Connection, query: ListQuery, identifier: str, field
     return int(row[0])
 
 
-def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[sqlite3.Row]:
+def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[StoredInvoice]:
     """One page of a list, newest first."""
     column, predicate = _LIST_SQL[query.name]
     clauses = [predicate] if predicate else []
@@ -224,12 +242,12 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[sqlite3.Row]:
         # Walk forward from the cursor: the rows just newer than it, shown newest first.
         clauses.append(f"{column} > ?")
         args.append(lower if filtered else lower + skip)
-        sql = f"SELECT * FROM invoices WHERE {' AND '.join(clauses)} ORDER BY {column} ASC LIMIT ?"
+        sql = f"WHERE {' AND '.join(clauses)} ORDER BY {column} ASC LIMIT ?"
         args.append(query.items)
         if filtered and skip:
             sql += " OFFSET ?"
             args.append(skip)
-        return list(reversed(conn.execute(sql, args).fetchall()))
+        return list(reversed(_select(conn, sql, args).fetchall()))
 
     if lower is not None:
         clauses.append(f"{column} > ?")
@@ -242,12 +260,12 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[sqlite3.Row]:
         clauses.append(f"{column} < ?")
         args.append(upper)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT * FROM invoices {where} ORDER BY {column} DESC LIMIT ?"
+    sql = f"{where} ORDER BY {column} DESC LIMIT ?"
     args.append(query.items)
     if skip:
         sql += " OFFSET ?"
         args.append(skip)
-    return conn.execute(sql, args).fetchall()
+    return _select(conn, sql, args).fetchall()
 
 
 def _next_position(conn: sqlite3.Connection, name: ListName) -> int:
@@ -256,18 +274,14 @@ def _next_position(conn: sqlite3.Connection, name: ListName) -> int:
     return next_list_seq(conn, name)
 
 
-def open_expired(conn: sqlite3.Connection, now: int, limit: int = 500) -> list[sqlite3.Row]:
+def open_expired(conn: sqlite3.Connection, now: int, limit: int = 500) -> list[StoredInvoice]:
     """Open incoming invoices whose expiry has passed (for the expiry sweep)."""
-    return conn.execute(
-        "SELECT * FROM invoices WHERE state = 'OPEN' AND expires_at <= ? "
-        "ORDER BY expires_at LIMIT ?",
-        (now, limit),
+    return _select(
+        conn, "WHERE state = 'OPEN' AND expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit)
     ).fetchall()
 
 
-def open_unexpired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> list[sqlite3.Row]:
-    return conn.execute(
-        "SELECT * FROM invoices WHERE state = 'OPEN' AND expires_at > ? "
-        "ORDER BY expires_at LIMIT ?",
-        (now, limit),
+def open_unexpired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> list[StoredInvoice]:
+    return _select(
+        conn, "WHERE state = 'OPEN' AND expires_at > ? ORDER BY expires_at LIMIT ?", (now, limit)
     ).fetchall()

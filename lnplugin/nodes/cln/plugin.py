@@ -102,7 +102,7 @@ def on_htlc_accepted(
         records = custom_records(str(onion.get("payload") or ""))
         if not records:
             return CONTINUE
-        store.conn.execute(f"PRAGMA busy_timeout = {HOOK_BUSY_TIMEOUT_MS}")
+        store.limit_write_wait(HOOK_BUSY_TIMEOUT_MS)
         with store.transaction() as tx:
             captured_records.capture_in(tx, str(htlc["payment_hash"]).lower(), records)
     except TlvError as exc:

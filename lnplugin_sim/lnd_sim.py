@@ -20,7 +20,7 @@ In-process use (tests)::
 
 Command line (point `lnplugin serve --node lnd` at it like at a real node)::
 
-    python -m lnplugin.testing.lnd_sim --data-dir D --port 10009 [--control-port 8089]
+    python -m lnplugin_sim.lnd_sim --data-dir D --port 10009 [--control-port 8089]
 
 State lives in `<data-dir>/sim.sqlite` next to tls.cert, tls.key and the
 macaroons, so a new `LndSim` on the same directory continues where the last
@@ -1203,7 +1203,7 @@ def serve_control(sim: LndSim, port: int, host: str = "127.0.0.1") -> ThreadingH
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lnplugin.testing.lnd_sim",
+        prog="python -m lnplugin_sim.lnd_sim",
         description="Run the LND simulator: gRPC over TLS with admin/invoice macaroons.",
     )
     parser.add_argument("--data-dir", required=True, type=Path)

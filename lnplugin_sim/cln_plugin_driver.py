@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lnplugin.nodes.cln.tlv import parse_onion_payload
-from lnplugin.testing.cln_sim import PEER_ID, ClnSim
+from lnplugin_sim.cln_sim import PEER_ID, ClnSim
 
 
 def default_command() -> tuple[str, ...]:

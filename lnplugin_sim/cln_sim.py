@@ -19,7 +19,7 @@ socket with the data from the journal in `data_dir`. `version` emulates older
 nodes: before 23.08 there is no `wait` nor `index` paging, before 23.05 msat
 fields are "123msat" strings.
 
-    python -m lnplugin.testing.cln_sim --data-dir D --socket PATH
+    python -m lnplugin_sim.cln_sim --data-dir D --socket PATH
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from lnplugin.boostagram import KEYSEND_PREIMAGE
 from lnplugin.nodes.base import CURRENCY_BY_NETWORK
 from lnplugin.nodes.cln import version_tuple
 from lnplugin.nodes.cln.tlv import encode_payload
-from lnplugin.testing import cln_bolt11
+from lnplugin_sim import cln_bolt11
 
 DEFAULT_VERSION = "v26.06.6"
 MAX_DESCRIPTION = 639  # bytes; longer needs deschashonly
@@ -996,7 +996,7 @@ _COMMANDS["wait"] = ((23, 8), *_COMMANDS["wait"][1:])
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m lnplugin.testing.cln_sim",
+        prog="python -m lnplugin_sim.cln_sim",
         description="Simulated Core Lightning JSON-RPC node on a unix socket.",
     )
     parser.add_argument("--data-dir", required=True, help="Directory for the simulator's journal.")

@@ -1,0 +1,159 @@
+"""Store.transaction: writers queue on the process's writer lock, not in SQLite's
+busy handler; nesting joins; a bounded wait gives up as SQLite would."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from lnplugin.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "lnplugin.sqlite")
+    with store.transaction() as tx:
+        tx.execute("CREATE TABLE t (writer TEXT)")
+    yield store
+    store.close()
+
+
+def run(target) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def wrapped() -> None:
+        try:
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=wrapped)
+    thread.start()
+    return thread, errors
+
+
+def test_two_threads_writing_at_once_both_commit_without_sqlites_busy_wait(store):
+    # The second writer's connection gets no busy timeout at all: only the
+    # in-process lock can make it wait for the first instead of failing with
+    # "database is locked" when its BEGIN IMMEDIATE finds the file locked.
+    first_inside = threading.Event()
+    second_starting = threading.Event()
+
+    def first() -> None:
+        with store.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES ('first')")
+            first_inside.set()
+            assert second_starting.wait(5)
+            time.sleep(0.2)  # let the second reach its BEGIN while this one holds the lock
+
+    def second() -> None:
+        store.conn.execute("PRAGMA busy_timeout = 0")
+        assert first_inside.wait(5)
+        second_starting.set()
+        with store.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES ('second')")
+
+    threads = [run(first), run(second)]
+    for thread, errors in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+        assert errors == []
+    rows = [r[0] for r in store.conn.execute("SELECT writer FROM t ORDER BY rowid")]
+    assert rows == ["first", "second"]
+
+
+def test_a_nested_transaction_joins_the_outer_one_without_waiting_on_itself(store):
+    done = threading.Event()
+
+    def nested() -> None:
+        with store.transaction() as outer:
+            outer.execute("INSERT INTO t VALUES ('outer')")
+            with store.transaction() as inner:
+                inner.execute("INSERT INTO t VALUES ('inner')")
+        done.set()
+
+    thread, errors = run(nested)
+    thread.join(10)
+    assert done.is_set() and errors == []
+    assert store.conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2
+
+
+def test_a_second_store_on_the_same_file_queues_on_the_same_lock(store, tmp_path):
+    other = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        held = threading.Event()
+        release = threading.Event()
+
+        def holder() -> None:
+            with store.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES ('store')")
+                held.set()
+                assert release.wait(5)
+
+        def writer() -> None:
+            other.conn.execute("PRAGMA busy_timeout = 0")
+            assert held.wait(5)
+            release.set()
+            with other.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES ('other')")
+
+        threads = [run(holder), run(writer)]
+        for thread, errors in threads:
+            thread.join(10)
+            assert errors == []
+        assert store.conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2
+    finally:
+        other.close()
+
+
+def test_a_limited_write_wait_gives_up_with_database_is_locked(store):
+    # What the CLN htlc_accepted hook relies on: it must answer lightningd
+    # soon, so it stops waiting for a long follower batch.
+    held = threading.Event()
+    gave_up = threading.Event()
+    outcome: list[BaseException] = []
+
+    def holder() -> None:
+        with store.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES ('batch')")
+            held.set()
+            gave_up.wait(5)  # holds the lock until the other side has answered
+
+    def hook() -> None:
+        store.limit_write_wait(50)
+        assert held.wait(5)
+        try:
+            with store.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES ('hook')")
+        except sqlite3.OperationalError as exc:
+            outcome.append(exc)
+        gave_up.set()
+
+    threads = [run(holder), run(hook)]
+    for thread, errors in threads:
+        thread.join(10)
+        assert errors == []
+    assert len(outcome) == 1 and "locked" in str(outcome[0])
+    assert [r[0] for r in store.conn.execute("SELECT writer FROM t")] == ["batch"]
+    # The lock is free again: this thread writes at once.
+    with store.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES ('later')")
+
+
+def test_a_failed_transaction_rolls_back_and_frees_the_lock_for_others(store):
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES ('lost')")
+        raise RuntimeError("boom")
+
+    def other() -> None:
+        store.conn.execute("PRAGMA busy_timeout = 0")
+        with store.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES ('kept')")
+
+    thread, errors = run(other)
+    thread.join(10)
+    assert errors == []
+    assert [r[0] for r in store.conn.execute("SELECT writer FROM t")] == ["kept"]

@@ -64,7 +64,20 @@ def expose_write(app: Any) -> Any:
 
 
 def make_server(service: Service, settings: Settings) -> Any:
+    """Bind the listening socket; `StartupRefused` naming --host/--port when that fails
+    (port in use, an address this machine does not have or cannot resolve)."""
     app = expose_write(create_app(service))
+    try:
+        return _create_server(app, service, settings)
+    except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot resolve
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise StartupRefused(
+            f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
+            f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
+        ) from None
+
+
+def _create_server(app: Any, service: Service, settings: Settings) -> Any:
     server = create_server(
         app,
         map=service.extensions.get("socket_map"),  # ParkingMap: idle streams skip the loop
@@ -85,12 +98,23 @@ def make_server(service: Service, settings: Settings) -> Any:
 
 
 def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
+    """Run until SIGTERM/SIGINT. A setting, data dir, store or node credential
+    that cannot work raises (`StartupRefused`, `StoreError`, ...) before anything
+    runs, for the command line to print as one line; the socket is bound before
+    the service starts so a busy port stops nothing half-started."""
     setup_logging(settings.log_level)
     service = Service.build(settings)
+    try:
+        server = make_server(service, settings)
+    except StartupRefused:
+        service.node.close()
+        service.store.close()
+        raise
     try:
         service.start()
     except StartupRefused as exc:
         log.error("%s", exc)
+        server.close()
         service.store.close()
         return 2
     if settings.node == "dev":
@@ -98,7 +122,6 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
             "running on the embedded dev node: not connected to any Lightning network, "
             "payments are simulated (lnplugin dev pay / POST /dev/pay)"
         )
-    server = make_server(service, settings)
     port = getattr(server, "effective_port", settings.port)
     url = settings.public_url or http_url(settings.host, port)
     out(f"lnplugin {settings.node} node listening on {url}")

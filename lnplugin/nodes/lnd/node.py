@@ -33,6 +33,7 @@ from lnplugin.nodes.base import (
     NodeError,
     NodeInfo,
     NodeInvoice,
+    NodeMisconfigured,
     NodePermissionDenied,
     NodeUnavailable,
     OutgoingPayment,
@@ -118,7 +119,10 @@ def load_macaroon(value: str | bytes | Path | None) -> str | None:
     try:
         bytes.fromhex(text)
     except ValueError:
-        raise NodeError(f"LND macaroon {text[:40]!r} is neither a readable file nor hex") from None
+        raise NodeMisconfigured(
+            "invalid setting lnd_macaroon (--lnd-macaroon / LNPLUGIN_LND_MACAROON): "
+            f"{text[:40]!r} is neither a readable file nor hex"
+        ) from None
     return text.lower()
 
 
@@ -128,7 +132,10 @@ def _load_cert(value: bytes | str | Path | None) -> bytes | None:
     try:
         return Path(value).expanduser().read_bytes()
     except OSError as exc:
-        raise NodeError(f"cannot read LND tls.cert {value}: {exc.strerror}") from None
+        raise NodeMisconfigured(
+            f"invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): cannot read {value}: "
+            f"{exc.strerror}"
+        ) from None
 
 
 class LndNode(Node):

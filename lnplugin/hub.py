@@ -303,20 +303,28 @@ class ParkingMap(dict[int, Any]):
     needs nothing from the loop while its worker thread writes directly
     (waitress flushes writes from the writing thread), so it is parked:
     hidden from `items()` until the stream ends. Lookups still see it.
+
+    Parking is keyed by the channel object, not by its descriptor number.
+    The loop can still close a channel after it was parked (a poll that
+    registered it just before reports the client's hang-up), and the OS
+    then gives the same number to the next connection; parking by number
+    hid that unrelated connection from the loop until the stream's thread
+    woke at its next heartbeat, so a plain request could stall for up to
+    `--sse-heartbeat` seconds.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._parked: set[int] = set()
+        self._parked: set[Any] = set()
 
-    def park(self, fd: int) -> None:
-        self._parked.add(fd)
+    def park(self, channel: Any) -> None:
+        self._parked.add(channel)
 
-    def unpark(self, fd: int) -> None:
-        self._parked.discard(fd)
+    def unpark(self, channel: Any) -> None:
+        self._parked.discard(channel)
 
     def items(self) -> Any:  # type: ignore[override]
         if not self._parked:
             return super().items()
         parked = self._parked
-        return [(fd, obj) for fd, obj in super().items() if fd not in parked]
+        return [(fd, obj) for fd, obj in super().items() if obj not in parked]

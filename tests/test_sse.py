@@ -3,6 +3,7 @@ a final state, Last-Event-ID resume, heartbeats, scopes and admission."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -176,3 +177,39 @@ def test_subscription_ends_on_a_failed_write_or_a_stalled_client() -> None:
     stalled.go_direct(written.append, 0, lambda limit: True, 1 << 20)
     stalled.push(1, "invoice.incoming.created", message(1, "invoice.incoming.created", "{}"))
     assert written == [] and stalled.wait(0) and stalled.overflowed
+
+
+# -- a server whose heartbeat never comes during a test ---------------------------
+# With a 60 s heartbeat, anything that only happens at a heartbeat shows up as a
+# client timeout (5 s, or SSEClient's 20 s), never as a slow pass.
+
+
+ROUNDS = 60  # each leaves a stream open until its heartbeat: --max-streams below is above
+
+
+@pytest.fixture(scope="module")
+def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(
+        tmp_path_factory.mktemp("sse-quiet"), {}, "--sse-heartbeat", "60", "--max-streams", "100"
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def test_a_closed_stream_does_not_stall_the_next_requests(quiet_server: Server) -> None:
+    """The loop may still close a parked stream's connection (a hang-up seen
+    by a poll that began before the park), and the OS gives its descriptor
+    number to the next connection, which must be served at once. The client
+    reads only part of what the server sent, so its close is a reset (the
+    hang-up that exposes the race); each round hits it a few times in a
+    hundred, so there are many rounds."""
+    request = (
+        f"GET /events HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {quiet_server.token}\r\n\r\n"
+    ).encode()
+    for _ in range(ROUNDS):
+        with socket.create_connection(("127.0.0.1", quiet_server.port), timeout=5) as sock:
+            sock.sendall(request)
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        for _ in range(4):
+            reply = requests.get(f"{quiet_server.url}/health", timeout=5)
+            assert reply.status_code == 200

@@ -75,18 +75,17 @@ class Parking:
         probe = environ.get("waitress.client_disconnected")
         self.channel = getattr(probe, "__self__", None)
         self.map = socket_map if isinstance(socket_map, ParkingMap) else None
-        self.fd: int | None = None
+        self.parked = False
 
     def park(self) -> None:
-        fd = getattr(self.channel, "_fileno", None)
-        if self.map is not None and fd is not None:
-            self.fd = fd
-            self.map.park(fd)
+        if self.map is not None and self.channel is not None:
+            self.map.park(self.channel)
+            self.parked = True
 
     def unpark(self) -> None:
-        if self.map is not None and self.fd is not None:
-            self.map.unpark(self.fd)
-            self.fd = None
+        if self.map is not None and self.parked:
+            self.map.unpark(self.channel)
+            self.parked = False
             self.channel.server.pull_trigger()  # type: ignore[union-attr]
 
     def stalled(self, limit: int) -> bool:

@@ -179,6 +179,46 @@ def test_subscription_ends_on_a_failed_write_or_a_stalled_client() -> None:
     assert written == [] and stalled.wait(0) and stalled.overflowed
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ["-1", "+1", "1.5", "1e3", "abc", "²", "٣", "9223372036854775808", "9" * 30, "1" * 5000],
+)
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_an_event_id_that_is_not_a_64_bit_sequence_number_is_a_400(
+    server: Server, bad: str, where: str
+) -> None:
+    invoice = server.create_invoice()
+    for path in ("/events", f"/invoices/{invoice['payment_hash']}/events"):
+        headers, params = dict(server.headers), {}
+        if where == "header":
+            field = "Last-Event-ID"
+            headers[field] = bad.encode()  # raw bytes: not every case is Latin-1
+        else:
+            field = "last_event_id"
+            params[field] = bad
+        # stream=True: a wrongly accepted id opens a stream that never ends.
+        with requests.get(
+            server.url + path, headers=headers, params=params, stream=True, timeout=15
+        ) as reply:
+            assert reply.status_code == 400, (path, reply.status_code)
+            body = reply.json()
+        assert body["code"] == 400 and body["error"] is True
+        assert "event id" in body["errors"][field]
+
+
+def test_the_largest_event_id_resumes_with_nothing_to_send(server: Server) -> None:
+    """2^63 - 1 (with leading zeros, even) is a valid id: nothing comes after it."""
+    for last in ("9223372036854775807", "0009223372036854775807"):
+        client = SSEClient(f"{server.url}/events", server.token, last)
+        assert client.ok
+        server.create_invoice()
+        line = next(client._lines)
+        while line == "" or line.startswith("retry:"):
+            line = next(client._lines)
+        assert line.startswith(":")  # a heartbeat (0.2 s here), no event
+        client.close()
+
+
 # -- a server whose heartbeat never comes during a test ---------------------------
 # With a 60 s heartbeat, anything that only happens at a heartbeat shows up as a
 # client timeout (5 s, or SSEClient's 20 s), never as a slow pass.

@@ -96,13 +96,33 @@ class Parking:
         return not channel.connected or channel.total_outbufs_len > limit
 
 
+MAX_EVENT_ID = (1 << 63) - 1  # outbox seqs are SQLite integers: signed 64-bit
+_EVENT_ID_REASON = f"must be an event id: an integer from 0 to {MAX_EVENT_ID}"
+
+
 def _last_event_id() -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw == "":
+    """The resume point: `Last-Event-ID`, else `?last_event_id=`, else None.
+
+    Anything but a non-negative decimal integer SQLite can hold is a 400:
+    `int()` refuses very long digit strings (a 500 before) and SQLite cannot
+    bind a value of 2^63 or more (an OverflowError that cut the stream).
+    """
+    field = "Last-Event-ID"
+    raw = request.headers.get(field)
+    if not raw:
+        field, raw = "last_event_id", request.args.get("last_event_id")
+    if not raw:
         return None
-    if not raw.isdigit():
-        raise APIError(400, "Invalid request", {"Last-Event-ID": "must be an event id (integer)"})
-    return int(raw)
+    digits = raw.lstrip("0") or "0"
+    # ASCII digits only (str.isdigit also takes e.g. superscripts), and the
+    # length checked before int() so a huge string costs nothing.
+    if (
+        not (raw.isascii() and raw.isdigit())
+        or len(digits) > len(str(MAX_EVENT_ID))
+        or int(digits) > MAX_EVENT_ID
+    ):
+        raise APIError(400, "Invalid request", {field: _EVENT_ID_REASON})
+    return int(digits)
 
 
 def _admit(sub: Subscription) -> Callable[[], None]:

@@ -253,3 +253,34 @@ def test_a_closed_stream_does_not_stall_the_next_requests(quiet_server: Server) 
         for _ in range(4):
             reply = requests.get(f"{quiet_server.url}/health", timeout=5)
             assert reply.status_code == 200
+
+
+def _token(server: Server, *scopes: str) -> tuple[str, str]:
+    """A new token: (id, secret)."""
+    args = [a for scope in scopes for a in ("--scope", scope)]
+    secret = run_cli("token", "create", *args, data_dir=server.data_dir).splitlines()[-1]
+    newest = run_cli("token", "list", data_dir=server.data_dir).splitlines()[-1]
+    return newest.split("\t")[0], secret
+
+
+def test_revoking_a_token_ends_its_open_streams(quiet_server: Server) -> None:
+    token_id, secret = _token(quiet_server, "invoices:read")
+    _, other = _token(quiet_server, "invoices:read")
+    invoice = quiet_server.create_invoice()
+    everything = SSEClient(f"{quiet_server.url}/events", secret)
+    one = SSEClient(f"{quiet_server.url}/invoices/{invoice['payment_hash']}/events", secret)
+    bystander = SSEClient(f"{quiet_server.url}/events", other)
+    assert one.next().event == "invoice.incoming.created"
+    assert everything.ok and bystander.ok
+
+    run_cli("token", "revoke", token_id, data_dir=quiet_server.data_dir)
+    # Both streams end (well before the 60 s heartbeat; a read timeout fails
+    # the test) without sending anything more...
+    assert list(everything.events()) == []
+    assert list(one.events()) == []
+    # ...a reconnect is refused, and streams of other tokens go on.
+    assert SSEClient(f"{quiet_server.url}/events", secret).response.status_code == 401
+    later = quiet_server.create_invoice()
+    got = bystander.next()
+    assert got.json["data"]["payment_hash"] == later["payment_hash"]
+    bystander.close()

@@ -218,7 +218,7 @@ def invoice_events(payment_hash: str) -> Any:
     found = context.readable_invoice(payment_hash)
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: True, found["id"], final_ends=True)
+    sub = Subscription(lambda row: True, found["id"], final_ends=True, token_id=current_token().id)
     release = _admit(sub)
     try:
         with svc.store.snapshot() as conn:
@@ -278,7 +278,7 @@ def all_events() -> Any:
     allowed = _allowed_types()
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: row["type"] in allowed, None)
+    sub = Subscription(lambda row: row["type"] in allowed, None, token_id=current_token().id)
     release = _admit(sub)
     heartbeat = svc.settings.sse_heartbeat
 
@@ -289,6 +289,8 @@ def all_events() -> Any:
         else:
             last = resume
             while rows := events.after(conn, last, 500):
+                if sub.ended:
+                    return  # e.g. the token was revoked while the history went out
                 for row in rows:
                     if row["type"] in allowed:
                         yield message(row["seq"], row["type"], row["payload"])

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lnplugin.testing.cln_sim import ClnSim
-from lnplugin.testing.lnd_sim import LndSim
 
+from lnplugin_sim.cln_sim import ClnSim
+from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import Server
 

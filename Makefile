@@ -1,5 +1,8 @@
 # Quick start: `make run` (serve on the embedded dev node) and `make test`.
+# Settings for `make run`: serve flags in ARGS (make run ARGS="--port 8081")
+# or LNPLUGIN_* environment variables.
 PYTHON ?= python3
+ARGS ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -16,7 +19,7 @@ $(BIN)/.installed-test: $(BIN)/.installed
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/lnplugin serve
+	$(BIN)/lnplugin serve $(ARGS)
 
 test: $(BIN)/.installed-test
 	$(BIN)/ruff check lnplugin lnplugin_sim tests contrib

@@ -56,6 +56,7 @@ class Settings(BaseModel):
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     max_streams: int = 512
     sse_heartbeat: float = 15.0
+    busy_timeout: float = 10.0
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -88,6 +89,13 @@ class Settings(BaseModel):
     def _heartbeat(cls, value: float) -> float:
         if not 0.05 <= value <= 3600:
             raise ValueError("must be between 0.05 and 3600 seconds")
+        return value
+
+    @field_validator("busy_timeout")
+    @classmethod
+    def _busy_timeout(cls, value: float) -> float:
+        if not 0.01 <= value <= 600:
+            raise ValueError("must be between 0.01 and 600 seconds")
         return value
 
     @field_validator("network")

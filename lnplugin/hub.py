@@ -13,6 +13,13 @@ thread writes each message into the connection itself (waitress's
 reaching 500 streams costs 500 small non-blocking socket writes on one
 thread, not 500 thread wake-ups competing for the GIL. The stream's own
 thread then sleeps until a heartbeat is due or the stream must end.
+
+A stream is only as good as the token that opened it: on every wake-up the
+hub checks that the tokens of its streams are still in force, after reading
+new events and before sending them, and ends the streams of a revoked token.
+Revocation by another process (`lnplugin token revoke`) is a commit the hub
+does not hear about, so it is seen at the next idle wake-up (`IDLE_WAIT`),
+well within one heartbeat.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from lnplugin.store import Store, events
+from lnplugin.store import Store, events, tokens
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +66,18 @@ class Subscription:
     """
 
     def __init__(
-        self, wants: Callable[[sqlite3.Row], bool], invoice_id: int | None, final_ends: bool = False
+        self,
+        wants: Callable[[sqlite3.Row], bool],
+        invoice_id: int | None,
+        final_ends: bool = False,
+        token_id: int | None = None,
     ) -> None:
         self.wants = wants
         self.invoice_id = invoice_id
         self.final_ends = final_ends  # end the stream after a final invoice event
+        self.token_id = token_id  # the stream ends when this token is revoked
         self.overflowed = False  # too far behind (queue full, or unsent bytes piling up)
-        self.closed = False  # the server is shutting down: end the stream
+        self.closed = False  # the server is shutting down, or the token was revoked
         self.finished = False  # a final event was written (direct mode)
         self.broken = False  # a write failed: the client is gone
         self.last_sent = 0
@@ -206,10 +218,12 @@ class EventHub:
 
     def close_all(self) -> None:
         """End every stream now (shutdown), instead of at its next heartbeat."""
-        with self._lock:
-            subs = list(self._all) + [s for group in self._by_invoice.values() for s in group]
-        for sub in subs:
+        for sub in self._everyone():
             sub.close()
+
+    def _everyone(self) -> list[Subscription]:
+        with self._lock:
+            return list(self._all) + [s for group in self._by_invoice.values() for s in group]
 
     def subscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -246,13 +260,31 @@ class EventHub:
                     # store, so one that subscribes now sees up to `head` itself.
                     seq = head
                     continue
-                while rows := events.after(self.store.conn, seq, 1000):
+                while True:
+                    rows = events.after(self.store.conn, seq, 1000)
+                    # After the read: whatever was committed after a revocation
+                    # is in `rows` only if the revocation is visible here too.
+                    self._end_revoked()
+                    if not rows:
+                        break
                     seq = rows[-1]["seq"]
                     self._dispatch(rows)
             except sqlite3.Error:
                 if self._stop.is_set():
                     return
                 log.exception("event hub read failed")
+
+    def _end_revoked(self) -> None:
+        """End the streams whose token was revoked since they opened."""
+        subs = self._everyone()
+        ids = {sub.token_id for sub in subs if sub.token_id is not None}
+        if not ids:
+            return
+        live = tokens.live_ids(self.store.conn, ids)
+        for sub in subs:
+            if sub.token_id is not None and sub.token_id not in live and not sub.closed:
+                log.info("ending an event stream of token %s: the token was revoked", sub.token_id)
+                sub.close()
 
     def _dispatch(self, rows: list[sqlite3.Row]) -> None:
         with self._lock:
@@ -303,20 +335,28 @@ class ParkingMap(dict[int, Any]):
     needs nothing from the loop while its worker thread writes directly
     (waitress flushes writes from the writing thread), so it is parked:
     hidden from `items()` until the stream ends. Lookups still see it.
+
+    Parking is keyed by the channel object, not by its descriptor number.
+    The loop can still close a channel after it was parked (a poll that
+    registered it just before reports the client's hang-up), and the OS
+    then gives the same number to the next connection; parking by number
+    hid that unrelated connection from the loop until the stream's thread
+    woke at its next heartbeat, so a plain request could stall for up to
+    `--sse-heartbeat` seconds.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._parked: set[int] = set()
+        self._parked: set[Any] = set()
 
-    def park(self, fd: int) -> None:
-        self._parked.add(fd)
+    def park(self, channel: Any) -> None:
+        self._parked.add(channel)
 
-    def unpark(self, fd: int) -> None:
-        self._parked.discard(fd)
+    def unpark(self, channel: Any) -> None:
+        self._parked.discard(channel)
 
     def items(self) -> Any:  # type: ignore[override]
         if not self._parked:
             return super().items()
         parked = self._parked
-        return [(fd, obj) for fd, obj in super().items() if fd not in parked]
+        return [(fd, obj) for fd, obj in super().items() if obj not in parked]

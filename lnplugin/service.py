@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lnplugin.config import Settings
+from lnplugin.datadir import ensure_dir, private_file, warn_if_open
 from lnplugin.follower import Follower
 from lnplugin.nodes import make_node
 from lnplugin.nodes.base import (
@@ -39,20 +40,38 @@ class AlreadyServing(StartupRefused):
     pass
 
 
-def lock_data_dir(data_dir: Path) -> TextIO:
+LOCK_FILE = "lnplugin.lock"
+
+
+def served_kind(data_dir: Path) -> str | None:
+    """The node kind the last process to serve `data_dir` ran with, from its
+    lock file (which outlives the process); None when nothing has served it."""
+    try:
+        fields = (Path(data_dir) / LOCK_FILE).read_text().split()
+    except OSError:
+        return None
+    return fields[1] if len(fields) > 1 else None
+
+
+def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:
     """Hold `<data_dir>/lnplugin.lock` for as long as this process serves.
+
+    The file holds the pid and the node kind: the pid for the refusal below,
+    the kind so `lnplugin dev pay` can refuse a store another node serves.
 
     Two serving processes on one data dir would each run a follower and a
     webhook worker over the same store: every webhook would go out twice. The
     kernel drops an flock when its process dies, so a crash or SIGKILL never
     leaves a stale lock behind. CLI commands (tokens, status) do not take it.
     """
-    handle = open(data_dir / "lnplugin.lock", "a+")  # noqa: SIM115 - held until stop()
+    path = data_dir / LOCK_FILE
+    private_file(path)
+    handle = open(path, "r+")  # noqa: SIM115 - held until stop()
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        pid = handle.read().strip() or "?"
+        pid = (handle.read().split() or ["?"])[0]
         handle.close()
         raise AlreadyServing(
             f"another lnplugin (pid {pid}) is already serving {data_dir}; "
@@ -60,7 +79,7 @@ def lock_data_dir(data_dir: Path) -> TextIO:
         ) from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"{os.getpid()}\n")
+    handle.write(f"{os.getpid()} {kind}\n")
     handle.flush()
     return handle
 
@@ -81,9 +100,16 @@ class Service:
 
     @classmethod
     def build(cls, settings: Settings, node: Node | None = None) -> Service:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.db_path)
-        node = node or make_node(settings)
+        """Raises `DataDirError`, `StoreError` or `NodeMisconfigured` (one line
+        each) for a data dir, store or node setting that cannot work."""
+        ensure_dir(settings.data_dir)
+        warn_if_open(settings.data_dir)
+        store = Store(settings.db_path, busy_timeout=settings.busy_timeout)
+        try:
+            node = node or make_node(settings)
+        except BaseException:
+            store.close()
+            raise
         follower = Follower(node, store)
         service = cls(settings=settings, store=store, node=node, follower=follower)
         from lnplugin.webhooks import attach
@@ -134,7 +160,7 @@ class Service:
         raises `AlreadyServing`. The CLN plugin claims it during `init`, so a
         refusal disables the plugin with the reason instead of failing later."""
         if self._lock is None:
-            self._lock = lock_data_dir(self.settings.data_dir)
+            self._lock = lock_data_dir(self.settings.data_dir, self.settings.node)
 
     def start(self) -> None:
         """Raises `StartupRefused` (nothing started, lock released) when lnplugin must not run."""

@@ -18,9 +18,15 @@ In-process use (tests)::
     sim.restart()                                             # same port, same data
     sim.stop()
 
+`replay_order` picks how the SubscribeInvoices settle backlog is ordered:
+"settle" (by settle_index, as lnd's bbolt store walks it) or "add" (by
+add_index, as lnd's native SQL store selects it; docs/protocols.md, "LND:
+SubscribeInvoices replay"). It may be changed between subscriptions.
+
 Command line (point `lnplugin serve --node lnd` at it like at a real node)::
 
-    python -m lnplugin_sim.lnd_sim --data-dir D --port 10009 [--control-port 8089]
+    python -m lnplugin_sim.lnd_sim --data-dir D --port 10009 [--control-port 8089] \
+        [--replay-order settle|add]
 
 State lives in `<data-dir>/sim.sqlite` next to tls.cert, tls.key and the
 macaroons, so a new `LndSim` on the same directory continues where the last
@@ -36,6 +42,7 @@ import ipaddress
 import itertools
 import json
 import queue
+import random
 import secrets
 import sqlite3
 import sys
@@ -69,6 +76,7 @@ DEFAULT_CLTV = 80
 PAGE_DEFAULT = 100  # lnd's default for ListInvoices and (since 0.20) ListPayments
 INVOICE_FEATURES = (9, 14, 17)  # var_onion_optin (req), payment_secret (req), basic_mpp (opt)
 LND_CHAIN_NAME = {"bitcoin": "mainnet"}  # lnd's GetInfo chains[].network spelling
+REPLAY_ORDERS = ("settle", "add")  # bbolt store, native SQL store
 
 # ---------------------------------------------------------------------------
 # Permissions (PROTOCOLS.md A.1). Each macaroon file maps to a permission set.
@@ -252,17 +260,19 @@ class Ledger:
         )
         self.invoices: list[Invoice] = []  # position = add_index - 1
         self.by_hash: dict[bytes, int] = {}  # r_hash -> add_index
-        self.settled: list[int] = []  # position = settle_index - 1 -> add_index
+        # position = settle_index - 1 -> add_index; 0 for an index no invoice
+        # reports (an AMP payment set took it)
+        self.settled: list[int] = []
         self.payments: list[Payment] = []  # position = payment_index - 1
         self.subscribers: set[_Subscriber] = set()
         for (blob,) in self.db.execute("SELECT data FROM invoices ORDER BY add_index"):
             inv = Invoice.FromString(blob)
             self.invoices.append(inv)
             self.by_hash[inv.r_hash] = inv.add_index
-        for inv in sorted(
-            (i for i in self.invoices if i.settle_index), key=lambda i: i.settle_index
-        ):
-            self.settled.append(inv.add_index)
+        for inv in self.invoices:
+            if inv.settle_index:
+                self.settled.extend([0] * (inv.settle_index - len(self.settled)))
+                self.settled[inv.settle_index - 1] = inv.add_index
         for (blob,) in self.db.execute("SELECT data FROM payments ORDER BY payment_index"):
             self.payments.append(Payment.FromString(blob))
 
@@ -345,14 +355,27 @@ class Ledger:
             pos += len(batch)
 
     def settled_after(self, settle_index: int, chunk: int = 500) -> Iterator[Invoice]:
+        """Invoices with settle_index > N in settle_index order (lnd's bbolt store)."""
         pos = settle_index
         while True:
             with self.lock:
-                batch = [self.invoices[a - 1] for a in self.settled[pos : pos + chunk]]
-            if not batch:
+                adds = self.settled[pos : pos + chunk]
+                batch = [self.invoices[a - 1] for a in adds if a]
+            if not adds:
                 return
             yield from batch
-            pos += len(batch)
+            pos += len(adds)
+
+    def settled_after_by_add(self, settle_index: int, chunk: int = 500) -> Iterator[Invoice]:
+        """Invoices with settle_index > N in add_index order (lnd's native SQL store)."""
+        for inv in self.added_after(0, chunk):
+            if inv.settle_index > settle_index:
+                yield inv
+
+    def burn_settle_index(self) -> int:
+        """Take the next settle_index without giving it to an invoice (callers hold lock)."""
+        self.settled.append(0)
+        return len(self.settled)
 
     def close(self) -> None:
         with self.lock:
@@ -528,9 +551,13 @@ class LndSim:
         host: str = "127.0.0.1",
         network: str = "regtest",
         alias: str = "lnd-sim",
+        replay_order: str = "settle",
     ) -> None:
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {', '.join(NETWORKS)}")
+        if replay_order not in REPLAY_ORDERS:
+            raise ValueError(f"replay_order must be one of {', '.join(REPLAY_ORDERS)}")
+        self.replay_order = replay_order
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.host, self.port = host, port
@@ -780,11 +807,12 @@ class LndSim:
     def subscribe(
         self, add_index: int, settle_index: int, context: grpc.ServicerContext
     ) -> Iterator[Invoice]:
-        """SubscribeInvoices with lnd's semantics (PROTOCOLS.md A.5).
+        """SubscribeInvoices with lnd's semantics (docs/protocols.md).
 
         The client is registered for live events before the backlog is read,
         and backlog delivery does not advance its live filter, so an event that
-        races the backlog is sent twice, as lnd does.
+        races the backlog is sent twice, as lnd does. The settle backlog comes
+        in `replay_order`.
         """
         sub = _Subscriber(add_index, settle_index)
         with self.ledger.lock:
@@ -808,7 +836,12 @@ class LndSim:
                     if inv.state in (Invoice.OPEN, Invoice.SETTLED):
                         yield from emit(inv)
             if settle_index:
-                for inv in self.ledger.settled_after(settle_index):
+                backlog = (
+                    self.ledger.settled_after_by_add
+                    if self.replay_order == "add"
+                    else self.ledger.settled_after
+                )
+                for inv in backlog(settle_index):
                     yield from emit(inv)
             while True:
                 try:
@@ -915,25 +948,38 @@ class LndSim:
             new.state = Invoice.CANCELED
             return self.ledger.replace(new)
 
-    def bulk_settle(self, count: int, amount_msat: int = 1000, memo: str = "bulk") -> int:
+    def bulk_settle(
+        self, count: int, amount_msat: int = 1000, memo: str = "bulk", *, shuffle: bool = False
+    ) -> int:
         """Create and settle `count` minted invoices in one transaction (for benchmarks).
 
-        Live subscribers get every OPEN and SETTLED event. Returns the last
-        settle_index.
+        Live subscribers get every OPEN and SETTLED event. With `shuffle` all
+        are created first and then paid in random order, so add_index order
+        and settle_index order disagree. Returns the last settle_index.
         """
         with self.ledger.lock:
             self.ledger.db.execute("BEGIN")
             try:
-                touched: list[Invoice] = []
-                for _ in range(count):
-                    inv = self._new_invoice(amount_msat=amount_msat, memo=memo, persist=False)
-                    touched.append(self._settle(inv, amount_msat, [{}], persist=False))
+                made = [
+                    self._new_invoice(amount_msat=amount_msat, memo=memo, persist=False)
+                    for _ in range(count)
+                ]
+                if shuffle:
+                    random.shuffle(made)
+                touched = [self._settle(inv, amount_msat, [{}], persist=False) for inv in made]
                 self.ledger._store(touched)
                 self.ledger.db.execute("COMMIT")
             except BaseException:
                 self.ledger.db.execute("ROLLBACK")
                 raise
             return len(self.ledger.settled)
+
+    def settle_amp_set(self) -> int:
+        """An AMP payment set settling: it takes the next settle_index, which lnd
+        reports only inside the AMP invoice's per-set state, never as an
+        invoice's settle_index, so followers see a hole in the sequence."""
+        with self.ledger.lock:
+            return self.ledger.burn_settle_index()
 
     def _find(self, ref: str | bytes) -> Invoice:
         if isinstance(ref, str) and ref.lower().startswith("ln"):
@@ -1153,7 +1199,9 @@ def _control(sim: LndSim, path: str, body: dict[str, Any]) -> Any:
         return {"payment_index": pay.payment_index, "payment_hash": pay.payment_hash}
     if path == "/bulk_settle":
         count = int(body["count"])
-        return {"settle_index": sim.bulk_settle(count, int(body.get("amount_msat", 1000)))}
+        amount = int(body.get("amount_msat", 1000))
+        shuffle = bool(body.get("shuffle", False))
+        return {"settle_index": sim.bulk_settle(count, amount, shuffle=shuffle)}
     if path == "/faults":
         if "unavailable_for" in body:
             sim.faults.unavailable_for(float(body.pop("unavailable_for")))
@@ -1213,8 +1261,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--control-port", type=int, default=None, help="JSON control port (default: off)"
     )
+    parser.add_argument(
+        "--replay-order",
+        default="settle",
+        choices=REPLAY_ORDERS,
+        help="settle backlog order: settle_index (bbolt store) or add_index (native SQL store)",
+    )
     args = parser.parse_args(argv)
-    sim = LndSim(args.data_dir, port=args.port, host=args.host, network=args.network).start()
+    sim = LndSim(
+        args.data_dir,
+        port=args.port,
+        host=args.host,
+        network=args.network,
+        replay_order=args.replay_order,
+    ).start()
     info = sim.describe()
     if args.control_port is not None:
         httpd = serve_control(sim, args.control_port, args.host)

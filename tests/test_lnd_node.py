@@ -20,7 +20,7 @@ from lnplugin.nodes.base import (
     NodePermissionDenied,
     NodeUnavailable,
 )
-from lnplugin.nodes.lnd.node import LndNode, _Feed
+from lnplugin.nodes.lnd.node import LndNode, _Gaps
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
 from lnplugin_sim.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim
 
@@ -30,9 +30,15 @@ BOOST = 7629169
 MESSAGE = 34349334
 
 
+# lnd's bbolt store replays the settle backlog by settle_index, its native SQL
+# store by add_index: tests that resume from a cursor run against both.
+BOTH_ORDERS = pytest.mark.parametrize("sim", ["settle", "add"], indirect=True)
+
+
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[LndSim]:
-    with LndSim(tmp_path / "lnd", network="regtest") as s:
+def sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LndSim]:
+    order = getattr(request, "param", "settle")
+    with LndSim(tmp_path / "lnd", network="regtest", replay_order=order) as s:
         yield s
 
 
@@ -138,6 +144,7 @@ def test_fresh_follow_backfills_then_goes_live(sim: LndSim, node: LndNode) -> No
     assert not follow.thread.is_alive() and follow.error is None
 
 
+@BOTH_ORDERS
 def test_resume_from_cursor_and_dedupe_duplicates(sim: LndSim, node: LndNode) -> None:
     for i in range(5):
         sim.keysend(1000 + i)
@@ -150,6 +157,7 @@ def test_resume_from_cursor_and_dedupe_duplicates(sim: LndSim, node: LndNode) ->
     assert follow.quiet()
 
 
+@BOTH_ORDERS
 def test_stream_dropped_mid_replay_resumes(sim: LndSim, node: LndNode) -> None:
     for i in range(6):
         sim.keysend(1000 + i)
@@ -164,6 +172,7 @@ def test_stream_dropped_mid_replay_resumes(sim: LndSim, node: LndNode) -> None:
     assert [u.cursor for u in rest.take(3)] == [4, 5, 6]
 
 
+@BOTH_ORDERS
 def test_node_down_then_restarted_on_same_port(sim: LndSim, node: LndNode) -> None:
     sim.keysend(1000)
     follow = Follow(node, 0)
@@ -378,16 +387,89 @@ def _inv(settle_index: int, state: int = ln.Invoice.SETTLED) -> ln.Invoice:
     )
 
 
-def test_feed_never_hands_out_a_cursor_past_a_gap() -> None:
-    feed = _Feed(0)
-    # Backfill saw 1, 2 and 4; 3 settled after the sweep passed it.
-    cursors = [feed.accept(_inv(i)) for i in (1, 2, 4)]
-    feed.bootstrapped()
+def test_gaps_never_hand_out_a_cursor_past_a_missing_index() -> None:
+    gaps = _Gaps(0)
+    # 1, 2 and 4 seen; 3 still missing (a later backlog item, or live).
+    cursors = [gaps.accept(_inv(i)) for i in (1, 2, 4)]
     assert [u.cursor for u in cursors if u] == [1, 2, 0]
-    assert feed.accept(_inv(4)) is None  # duplicate from the live stream
-    assert feed.accept(_inv(3)).cursor == 4  # type: ignore[union-attr]
-    assert feed.accept(_inv(5)).cursor == 5  # type: ignore[union-attr]
-    assert feed.accept(_inv(5)) is None
-    assert feed.accept(_inv(6, ln.Invoice.OPEN)) is None
-    resumed = _Feed(10)
-    assert resumed.accept(_inv(9)) is None and resumed.accept(_inv(11)).cursor == 11  # type: ignore[union-attr]
+    assert gaps.stuck_for() > 0
+    assert gaps.accept(_inv(4)) is None  # duplicate
+    assert gaps.accept(_inv(3)).cursor == 4  # type: ignore[union-attr]
+    assert gaps.stuck_for() == 0
+    assert gaps.accept(_inv(5)).cursor == 5  # type: ignore[union-attr]
+    assert gaps.accept(_inv(5)) is None
+    assert gaps.accept(_inv(6, ln.Invoice.OPEN)) is None
+    # Resuming from 10 in add order: 13, 11 arrive before 12; nothing is dropped.
+    resumed = _Gaps(10)
+    assert resumed.accept(_inv(9)) is None  # at or below the cursor: stored already
+    got = [resumed.accept(_inv(i)) for i in (13, 11, 12, 14)]
+    assert [u.cursor for u in got if u] == [0, 11, 13, 14]
+    # An index no invoice reports (an AMP set) is passed over by a fill.
+    holed = _Gaps(0)
+    assert [u.cursor for u in (holed.accept(_inv(1)), holed.accept(_inv(3))) if u] == [1, 0]
+    assert holed.pass_over(3) == [2]
+    assert holed.floor == 3 and holed.stuck_for() == 0
+    assert holed.accept(_inv(4)).cursor == 4  # type: ignore[union-attr]
+
+
+def _take_until(follow: Follow, hashes: set[str]) -> list[InvoiceUpdate]:
+    got: list[InvoiceUpdate] = []
+    while not hashes <= {u.invoice.payment_hash for u in got}:
+        got.append(follow.updates.get(timeout=10))
+    return got
+
+
+def _assert_cursors_cover(updates: list[InvoiceUpdate], index: dict[str, int], start: int) -> None:
+    """Each cursor an update carries covers only settle indexes handed out by then."""
+    handed: set[int] = set()
+    for update in updates:
+        handed.add(index[update.invoice.payment_hash])
+        if update.cursor:
+            assert set(range(start + 1, update.cursor + 1)) <= handed, (update.cursor, handed)
+
+
+@BOTH_ORDERS
+def test_backlog_out_of_settle_order_loses_nothing(sim: LndSim, node: LndNode) -> None:
+    # lnd's SQL store replays by add_index: an invoice made early but paid late
+    # comes before ones paid earlier. None of these were made by lnplugin.
+    sim.keysend(1000)  # settle_index 1: stored; the follower's cursor is 1
+    early = sim.create_invoice(2000, memo="made early, paid last")
+    middle = sim.create_invoice(3000, memo="made second, paid third")
+    sim.keysend(4000)  # settle_index 2
+    sim.pay_invoice(middle.r_hash)  # 3
+    sim.keysend(5000)  # 4
+    sim.pay_invoice(early.r_hash)  # 5
+    index = {i.r_hash.hex(): i.settle_index for i in sim.ledger.invoices}
+    assert len(index) == 5
+    follow = Follow(node, 1, sim)
+    got = _take_until(follow, set(index) - {sim.ledger.invoices[0].r_hash.hex()})
+    assert sorted(index[u.invoice.payment_hash] for u in got) == [2, 3, 4, 5]
+    _assert_cursors_cover(got, index, 1)
+    assert max(u.cursor for u in got) == 5
+    sim.keysend(6000)  # live, and it carries the cursor
+    assert [u.cursor for u in follow.take(1)] == [6]
+    assert follow.quiet()
+
+
+def test_a_hole_in_settle_indexes_is_filled_from_listinvoices(sim: LndSim) -> None:
+    # An AMP set takes settle_index 2 but no invoice reports it: after
+    # gap_grace the feed lists invoices, finds none with 2, and passes it over.
+    node = make_node(sim, gap_grace=0.2)
+    try:
+        follow = Follow(node, 0, sim)
+        sim.keysend(1000)
+        sim.settle_amp_set()
+        sim.keysend(3000)
+        assert [u.cursor for u in follow.take(2)] == [1, 0]
+        # The stream is cut, re-opened from the floor (1) and the fill lists
+        # the invoices; the next settlement carries the cursor past the hole.
+        deadline = time.monotonic() + 10
+        while sim.invoices_listed == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim.invoices_listed > 0
+        sim.keysend(4000)
+        (live,) = follow.take(1)
+        assert live.cursor == 4 and live.invoice.amount_received_msat == 4000
+        assert follow.quiet() and follow.error is None
+    finally:
+        node.close()

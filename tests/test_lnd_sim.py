@@ -93,6 +93,30 @@ def test_subscribe_replay_semantics(sim: LndSim) -> None:
     assert c.stream() == []  # 0 = no backlog, not "from the beginning"
 
 
+def test_settle_backlog_in_add_order_like_the_sql_store(tmp_path: Path) -> None:
+    sim = LndSim(tmp_path / "lnd", replay_order="add").start()
+    try:
+        made = [sim.create_invoice(1000 * (i + 1)) for i in range(3)]
+        for inv in reversed(made):  # add 3 -> s1, add 2 -> s2, add 1 -> s3
+            sim.pay_invoice(inv.r_hash)
+        sim.settle_amp_set()  # s4: reported by no invoice
+        sim.keysend(5000)  # add 4 -> s5
+        c = Client(sim)
+        by_add = [(1, 3, "SETTLED"), (2, 2, "SETTLED"), (4, 5, "SETTLED")]
+        assert brief(c.stream(settle_index=1)) == by_add
+        sim.replay_order = "settle"  # bbolt: by settle_index, the hole skipped
+        assert brief(c.stream(settle_index=1)) == [by_add[1], by_add[0], by_add[2]]
+    finally:
+        sim.close()
+    with pytest.raises(ValueError, match="replay_order"):
+        LndSim(tmp_path / "bad", replay_order="random")
+    again = LndSim(tmp_path / "lnd").start()  # reloaded: the hole is still a hole
+    try:
+        assert again.keysend(6000).settle_index == 6
+    finally:
+        again.close()
+
+
 def test_live_events_are_adds_and_settles_only(sim: LndSim) -> None:
     c = Client(sim)
     req = ln.InvoiceSubscription()
@@ -250,6 +274,8 @@ def test_cli_serves_a_node_lnplugin_can_use(tmp_path: Path) -> None:
             "0",
             "--control-port",
             "0",
+            "--replay-order",
+            "add",
         ],
         cwd=ROOT,  # lnplugin_sim is importable from the checkout, not installed
         stdout=subprocess.PIPE,
@@ -274,6 +300,23 @@ def test_cli_serves_a_node_lnplugin_can_use(tmp_path: Path) -> None:
         (update,) = list(node.settled_since(0))
         assert update.invoice.custom_records[7629169] == b"hi"
         node.close()
+        body = json.dumps({"count": 50, "shuffle": True})
+        req = urllib.request.Request(info["control"] + "/bulk_settle", data=body.encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.load(resp) == {"settle_index": 51}
+        c = grpc.secure_channel(
+            info["host"], grpc.ssl_channel_credentials(Path(info["tls_cert"]).read_bytes())
+        )
+        md = (("macaroon", Path(info["admin_macaroon"]).read_bytes().hex()),)
+        stream = lightning_pb2_grpc.LightningStub(c).SubscribeInvoices(
+            ln.InvoiceSubscription(settle_index=1), metadata=md
+        )
+        backlog = [next(stream) for _ in range(50)]
+        stream.cancel()
+        c.close()
+        assert [i.add_index for i in backlog] == list(range(2, 52))  # --replay-order add
+        assert sorted(i.settle_index for i in backlog) == list(range(2, 52))
+        assert [i.settle_index for i in backlog] != list(range(2, 52))  # shuffled
     finally:
         proc.terminate()
         proc.wait(10)

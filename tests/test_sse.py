@@ -3,6 +3,7 @@ a final state, Last-Event-ID resume, heartbeats, scopes and admission."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -176,3 +177,110 @@ def test_subscription_ends_on_a_failed_write_or_a_stalled_client() -> None:
     stalled.go_direct(written.append, 0, lambda limit: True, 1 << 20)
     stalled.push(1, "invoice.incoming.created", message(1, "invoice.incoming.created", "{}"))
     assert written == [] and stalled.wait(0) and stalled.overflowed
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["-1", "+1", "1.5", "1e3", "abc", "²", "٣", "9223372036854775808", "9" * 30, "1" * 5000],
+)
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_an_event_id_that_is_not_a_64_bit_sequence_number_is_a_400(
+    server: Server, bad: str, where: str
+) -> None:
+    invoice = server.create_invoice()
+    for path in ("/events", f"/invoices/{invoice['payment_hash']}/events"):
+        headers, params = dict(server.headers), {}
+        if where == "header":
+            field = "Last-Event-ID"
+            headers[field] = bad.encode()  # raw bytes: not every case is Latin-1
+        else:
+            field = "last_event_id"
+            params[field] = bad
+        # stream=True: a wrongly accepted id opens a stream that never ends.
+        with requests.get(
+            server.url + path, headers=headers, params=params, stream=True, timeout=15
+        ) as reply:
+            assert reply.status_code == 400, (path, reply.status_code)
+            body = reply.json()
+        assert body["code"] == 400 and body["error"] is True
+        assert "event id" in body["errors"][field]
+
+
+def test_the_largest_event_id_resumes_with_nothing_to_send(server: Server) -> None:
+    """2^63 - 1 (with leading zeros, even) is a valid id: nothing comes after it."""
+    for last in ("9223372036854775807", "0009223372036854775807"):
+        client = SSEClient(f"{server.url}/events", server.token, last)
+        assert client.ok
+        server.create_invoice()
+        line = next(client._lines)
+        while line == "" or line.startswith("retry:"):
+            line = next(client._lines)
+        assert line.startswith(":")  # a heartbeat (0.2 s here), no event
+        client.close()
+
+
+# -- a server whose heartbeat never comes during a test ---------------------------
+# With a 60 s heartbeat, anything that only happens at a heartbeat shows up as a
+# client timeout (5 s, or SSEClient's 20 s), never as a slow pass.
+
+
+ROUNDS = 60  # each leaves a stream open until its heartbeat: --max-streams below is above
+
+
+@pytest.fixture(scope="module")
+def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(
+        tmp_path_factory.mktemp("sse-quiet"), {}, "--sse-heartbeat", "60", "--max-streams", "100"
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def test_a_closed_stream_does_not_stall_the_next_requests(quiet_server: Server) -> None:
+    """The loop may still close a parked stream's connection (a hang-up seen
+    by a poll that began before the park), and the OS gives its descriptor
+    number to the next connection, which must be served at once. The client
+    reads only part of what the server sent, so its close is a reset (the
+    hang-up that exposes the race); each round hits it a few times in a
+    hundred, so there are many rounds."""
+    request = (
+        f"GET /events HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {quiet_server.token}\r\n\r\n"
+    ).encode()
+    for _ in range(ROUNDS):
+        with socket.create_connection(("127.0.0.1", quiet_server.port), timeout=5) as sock:
+            sock.sendall(request)
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        for _ in range(4):
+            reply = requests.get(f"{quiet_server.url}/health", timeout=5)
+            assert reply.status_code == 200
+
+
+def _token(server: Server, *scopes: str) -> tuple[str, str]:
+    """A new token: (id, secret)."""
+    args = [a for scope in scopes for a in ("--scope", scope)]
+    secret = run_cli("token", "create", *args, data_dir=server.data_dir).splitlines()[-1]
+    newest = run_cli("token", "list", data_dir=server.data_dir).splitlines()[-1]
+    return newest.split("\t")[0], secret
+
+
+def test_revoking_a_token_ends_its_open_streams(quiet_server: Server) -> None:
+    token_id, secret = _token(quiet_server, "invoices:read")
+    _, other = _token(quiet_server, "invoices:read")
+    invoice = quiet_server.create_invoice()
+    everything = SSEClient(f"{quiet_server.url}/events", secret)
+    one = SSEClient(f"{quiet_server.url}/invoices/{invoice['payment_hash']}/events", secret)
+    bystander = SSEClient(f"{quiet_server.url}/events", other)
+    assert one.next().event == "invoice.incoming.created"
+    assert everything.ok and bystander.ok
+
+    run_cli("token", "revoke", token_id, data_dir=quiet_server.data_dir)
+    # Both streams end (well before the 60 s heartbeat; a read timeout fails
+    # the test) without sending anything more...
+    assert list(everything.events()) == []
+    assert list(one.events()) == []
+    # ...a reconnect is refused, and streams of other tokens go on.
+    assert SSEClient(f"{quiet_server.url}/events", secret).response.status_code == 401
+    later = quiet_server.create_invoice()
+    got = bystander.next()
+    assert got.json["data"]["payment_hash"] == later["payment_hash"]
+    bystander.close()

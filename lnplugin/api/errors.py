@@ -7,6 +7,7 @@ reason beside the field that caused it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from flask import Flask, jsonify
@@ -85,6 +86,21 @@ def register(app: Flask) -> None:
         if code == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def _store(exc: sqlite3.OperationalError) -> Any:
+        # SQLITE_BUSY / SQLITE_LOCKED (primary code in the low byte): another
+        # process held its write lock past --busy-timeout. Transient, so the
+        # client is told to retry rather than shown an internal error.
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        ):
+            log.warning("store busy past the busy timeout: %s", exc)
+            response = error_response(503, "The store is busy, try again shortly")
+            response.headers["Retry-After"] = "1"
+            return response
+        return _unexpected(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

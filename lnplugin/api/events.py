@@ -75,18 +75,17 @@ class Parking:
         probe = environ.get("waitress.client_disconnected")
         self.channel = getattr(probe, "__self__", None)
         self.map = socket_map if isinstance(socket_map, ParkingMap) else None
-        self.fd: int | None = None
+        self.parked = False
 
     def park(self) -> None:
-        fd = getattr(self.channel, "_fileno", None)
-        if self.map is not None and fd is not None:
-            self.fd = fd
-            self.map.park(fd)
+        if self.map is not None and self.channel is not None:
+            self.map.park(self.channel)
+            self.parked = True
 
     def unpark(self) -> None:
-        if self.map is not None and self.fd is not None:
-            self.map.unpark(self.fd)
-            self.fd = None
+        if self.map is not None and self.parked:
+            self.map.unpark(self.channel)
+            self.parked = False
             self.channel.server.pull_trigger()  # type: ignore[union-attr]
 
     def stalled(self, limit: int) -> bool:
@@ -97,9 +96,33 @@ class Parking:
         return not channel.connected or channel.total_outbufs_len > limit
 
 
+MAX_EVENT_ID = (1 << 63) - 1  # outbox seqs are SQLite integers: signed 64-bit
+_EVENT_ID_REASON = f"must be an event id: an integer from 0 to {MAX_EVENT_ID}"
+
+
 def _last_event_id() -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    return context.int_param("Last-Event-ID", raw, None, 0)
+    """The resume point: `Last-Event-ID`, else `?last_event_id=`, else None.
+
+    Anything but a non-negative decimal integer SQLite can hold is a 400:
+    `int()` refuses very long digit strings (a 500 before) and SQLite cannot
+    bind a value of 2^63 or more (an OverflowError that cut the stream).
+    """
+    field = "Last-Event-ID"
+    raw = request.headers.get(field)
+    if not raw:
+        field, raw = "last_event_id", request.args.get("last_event_id")
+    if not raw:
+        return None
+    digits = raw.lstrip("0") or "0"
+    # ASCII digits only (str.isdigit also takes e.g. superscripts), and the
+    # length checked before int() so a huge string costs nothing.
+    if (
+        not (raw.isascii() and raw.isdigit())
+        or len(digits) > len(str(MAX_EVENT_ID))
+        or int(digits) > MAX_EVENT_ID
+    ):
+        raise APIError(400, "Invalid request", {field: _EVENT_ID_REASON})
+    return int(digits)
 
 
 def _admit(sub: Subscription) -> Callable[[], None]:
@@ -195,7 +218,7 @@ def invoice_events(payment_hash: str) -> Any:
     found = context.readable_invoice(payment_hash)
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: True, found.id, final_ends=True)
+    sub = Subscription(lambda row: True, found.id, final_ends=True, token_id=current_token().id)
     release = _admit(sub)
     try:
         with svc.store.snapshot() as conn:
@@ -250,7 +273,7 @@ def all_events() -> Any:
     allowed = _allowed_types()
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: row["type"] in allowed, None)
+    sub = Subscription(lambda row: row["type"] in allowed, None, token_id=current_token().id)
     release = _admit(sub)
     heartbeat = svc.settings.sse_heartbeat
 
@@ -261,6 +284,8 @@ def all_events() -> Any:
         else:
             last = resume
             while rows := events.after(conn, last, 500):
+                if sub.ended:
+                    return  # e.g. the token was revoked while the history went out
                 for row in rows:
                     if row["type"] in allowed:
                         yield message(row["seq"], row["type"], row["payload"])

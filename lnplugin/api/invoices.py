@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeInvoice, NodeUnav
 from lnplugin.store import events, idempotency, invoices
 
 bp = Blueprint("invoices", __name__)
+log = logging.getLogger(__name__)
 
 _FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
 
@@ -66,13 +68,28 @@ def create_invoice() -> Any:
             events.append(tx, events.INCOMING_CREATED, row)
             if key is not None:
                 idempotency.remember(tx, token.id, key, body_hash, invoice_id, int(time.time()))
-    except sqlite3.IntegrityError:
+    except sqlite3.IntegrityError as exc:
         # A concurrent request with the same Idempotency-Key won the race.
         replay = _replay(svc.store.conn, token.id, key, body_hash) if key else None
         if replay is None:
+            _log_orphan(minted, exc)
             raise
         return replay
+    except Exception as exc:
+        _log_orphan(minted, exc)
+        raise
     return invoice_json(row, int(time.time())), 201
+
+
+def _log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
+    """The node has the invoice but the store does not (the write failed, e.g.
+    the database stayed locked): name it so the operator can find it on the node."""
+    log.error(
+        "invoice %s was created on the node but not stored (%s); the client got an error "
+        "and the node still holds the invoice",
+        minted.payment_hash,
+        exc,
+    )
 
 
 def _row_fields(minted: NodeInvoice, body: InvoiceCreate) -> dict[str, Any]:

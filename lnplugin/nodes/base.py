@@ -58,6 +58,12 @@ class NodeUnavailable(NodeError):
     """The node cannot be reached right now; callers retry or answer 503."""
 
 
+class NodeMisconfigured(NodeError):
+    """A node setting that cannot work (missing file, unreadable credentials):
+    lnplugin must not start with it, unlike a node that is merely unreachable.
+    The message is one line naming the setting."""
+
+
 class NodePermissionDenied(NodeError):
     """The credentials lack a permission (e.g. LND's invoice.macaroon has no info:read)."""
 

@@ -95,6 +95,12 @@ _SERVER = [
         help="Seconds between heartbeats on idle event streams. [default: 15] "
         "[env: LNPLUGIN_SSE_HEARTBEAT]",
     ),
+    click.option(
+        "--busy-timeout",
+        type=float,
+        help="Seconds a store write waits for another process's write lock before "
+        "answering 503. [default: 10] [env: LNPLUGIN_BUSY_TIMEOUT]",
+    ),
 ]
 
 
@@ -112,14 +118,41 @@ def server_options(fn: F) -> F:
     return _apply(_COMMON + _SERVER, fn)
 
 
+class Unusable(click.ClickException):
+    """A setting, data dir, store or node credential that cannot work: one
+    line (`Error: ...`) and exit status 2, never a traceback."""
+
+    exit_code = 2
+
+
+def _unusable_errors() -> tuple[type[BaseException], ...]:
+    from lnplugin.datadir import DataDirError
+    from lnplugin.nodes.base import NodeMisconfigured
+    from lnplugin.service import StartupRefused
+    from lnplugin.store import StoreError
+
+    return (ConfigError, DataDirError, StoreError, NodeMisconfigured, StartupRefused)
+
+
+class _Group(click.Group):
+    """Turns the errors every command can meet while opening the data dir, the
+    store or the node into `Unusable`, in one place rather than per command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _unusable_errors() as exc:
+            raise Unusable(str(exc)) from None
+
+
 def settings_from(flags: dict[str, Any]) -> Settings:
     try:
         return load_settings(flags)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lnplugin")
 def cli() -> None:
     """lnplugin: an Alby-compatible invoice service beside your Lightning node.
@@ -160,7 +193,12 @@ def status(**flags: Any) -> None:
         return
     except (requests.RequestException, ValueError):
         pass
-    store = Store(settings.db_path)
+    if not settings.db_path.is_file():  # opening a Store would create one
+        raise Unusable(
+            f"no lnplugin store at {settings.db_path} and no server answers at {url}; "
+            "check --data-dir (LNPLUGIN_DATA_DIR)"
+        )
+    store = Store(settings.db_path, busy_timeout=settings.busy_timeout)
     with store.snapshot() as conn:
         saved = cursors.all_cursors(conn)
         counts = invoices.count_by_state(conn)
@@ -214,7 +252,7 @@ def _store(flags: dict[str, Any]) -> Any:
     from lnplugin.store import Store
 
     settings = settings_from(flags)
-    return Store(settings.db_path)
+    return Store(settings.db_path, busy_timeout=settings.busy_timeout)
 
 
 @token.command("create")
@@ -313,9 +351,18 @@ def dev() -> None:
 
 
 def _dev_node(flags: dict[str, Any]) -> DevPayments:
+    """The dev node of the data dir; refused when another node kind serves its
+    store, where a simulated payment would settle nothing the store follows."""
     from lnplugin.nodes.dev import DevNode
+    from lnplugin.service import served_kind
 
     settings = settings_from(flags)
+    kind = served_kind(settings.data_dir)
+    if kind not in (None, "", "dev"):
+        raise Unusable(
+            f"{settings.data_dir} is served by a {kind} node, not the embedded dev node: "
+            "a simulated payment there would change nothing; pay from a real node instead"
+        )
     return DevNode(settings.data_dir, settings.effective_network)
 
 

@@ -8,8 +8,11 @@ while its own event loop handles slow clients.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +26,8 @@ from lnplugin.service import Service, StartupRefused
 from lnplugin.store import tokens
 
 log = logging.getLogger("lnplugin")
+
+SHUTDOWN_BOUND = 10.0  # seconds from the first SIGTERM/SIGINT to a forced exit
 
 
 def setup_logging(level: str) -> None:
@@ -63,8 +68,67 @@ def expose_write(app: Any) -> Any:
     return wrapped
 
 
+class Shutdown:
+    """The SIGTERM/SIGINT handler of `lnplugin serve`: acts on the first signal only.
+
+    A Python signal handler runs on the main thread between two bytecodes,
+    also in the middle of an earlier handler or of the shutdown it started.
+    Supervisors send bursts (`timeout`, systemd, a second Ctrl-C), and a
+    handler that ran the shutdown hooks again re-entered `EventHub.close_all`
+    on a lock its own thread already held: the server hung, deaf, forever.
+    So only the first signal acts (`acquire(blocking=False)` is one C call,
+    so a nested handler cannot slip between test and set); the later ones
+    are logged and ignored. The first also starts a watchdog: if shutdown
+    (or the interpreter's exit after it) is not over within `bound` seconds,
+    the process logs that and exits with status 1 anyway. Nothing is lost
+    by that: every write is an SQLite transaction.
+    """
+
+    def __init__(self, hooks: list[Callable[[], None]], bound: float = SHUTDOWN_BOUND) -> None:
+        self.hooks = hooks
+        self.bound = bound
+        self._once = threading.Lock()
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self._once.acquire(blocking=False):
+            log.info("signal %s: already shutting down", signum)
+            return
+        watchdog = threading.Thread(target=self._watchdog, name="lnplugin-shutdown", daemon=True)
+        watchdog.start()
+        # waitress waits for busy threads when it stops; end open event
+        # streams first so their threads can exit at once.
+        for hook in self.hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        raise KeyboardInterrupt
+
+    def _watchdog(self) -> None:
+        time.sleep(self.bound)
+        # Exit even if the log line below cannot be written (a stuck handler lock).
+        backstop = threading.Timer(1.0, os._exit, (1,))
+        backstop.daemon = True
+        backstop.start()
+        log.error("shutdown did not finish within %g s; exiting anyway", self.bound)
+        os._exit(1)
+
+
 def make_server(service: Service, settings: Settings) -> Any:
+    """Bind the listening socket; `StartupRefused` naming --host/--port when that fails
+    (port in use, an address this machine does not have or cannot resolve)."""
     app = expose_write(create_app(service))
+    try:
+        return _create_server(app, service, settings)
+    except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot resolve
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise StartupRefused(
+            f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
+            f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
+        ) from None
+
+
+def _create_server(app: Any, service: Service, settings: Settings) -> Any:
     server = create_server(
         app,
         map=service.extensions.get("socket_map"),  # ParkingMap: idle streams skip the loop
@@ -85,12 +149,23 @@ def make_server(service: Service, settings: Settings) -> Any:
 
 
 def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
+    """Run until SIGTERM/SIGINT. A setting, data dir, store or node credential
+    that cannot work raises (`StartupRefused`, `StoreError`, ...) before anything
+    runs, for the command line to print as one line; the socket is bound before
+    the service starts so a busy port stops nothing half-started."""
     setup_logging(settings.log_level)
     service = Service.build(settings)
+    try:
+        server = make_server(service, settings)
+    except StartupRefused:
+        service.node.close()
+        service.store.close()
+        raise
     try:
         service.start()
     except StartupRefused as exc:
         log.error("%s", exc)
+        server.close()
         service.store.close()
         return 2
     if settings.node == "dev":
@@ -98,7 +173,6 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
             "running on the embedded dev node: not connected to any Lightning network, "
             "payments are simulated (lnplugin dev pay / POST /dev/pay)"
         )
-    server = make_server(service, settings)
     port = getattr(server, "effective_port", settings.port)
     url = settings.public_url or http_url(settings.host, port)
     out(f"lnplugin {settings.node} node listening on {url}")
@@ -110,16 +184,10 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
         out("Admin token: already created; make another with `lnplugin token create --scope admin`")
     sys.stdout.flush()
 
-    def stop(signum: int, frame: Any) -> None:
-        # waitress waits for busy threads when it stops; end open event
-        # streams first so their threads can exit at once.
-        for hook in service.extensions.get("before_shutdown", []):
-            hook()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop = Shutdown(service.extensions.get("before_shutdown", []))
     try:
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         server.run()
     except KeyboardInterrupt:
         log.info("shutting down")

@@ -1,5 +1,5 @@
 """SQLite persistence through sqlite-utils: one file, WAL, versioned schema."""
 
-from lnplugin.store.db import Store
+from lnplugin.store.db import Store, StoreError
 
-__all__ = ["Store"]
+__all__ = ["Store", "StoreError"]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from lnplugin.datadir import DataDirError, ensure_dir, private_database
 from lnplugin.store.migrations import migrate
 
 BUSY_TIMEOUT_MS = 10_000
@@ -41,12 +42,34 @@ def _writer_lock(path: str) -> threading.RLock:
         return _WRITER_LOCKS.setdefault(key, threading.RLock())
 
 
+class StoreError(Exception):
+    """The database file cannot be opened or is damaged; one line naming the file
+    and what to do, for the command line to print instead of a traceback."""
+
+
+def open_error(path: Path | str, exc: BaseException) -> StoreError:
+    """A `StoreError` for an SQLite or OS failure while opening the database `path`."""
+    reason = str(exc) if isinstance(exc, sqlite3.Error) else (exc.strerror or str(exc))  # type: ignore[union-attr]
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        advice = "it is damaged; restore it from a backup, or move it aside to start empty"
+    elif "locked" in reason or "busy" in reason:
+        advice = "another process holds a write lock on it; try again when it has finished"
+    else:
+        advice = "check that this user can create and write it and its directory"
+    return StoreError(f"cannot open {path} ({reason}): {advice}")
+
+
 class Store:
     """Owns the database file; hands each thread its own connection."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path | str, *, synchronous: str = "FULL", busy_timeout: float | None = None
+    ) -> None:
+        """Raises `StoreError` (or `DataDirError` for its directory) when the file
+        cannot be opened, written or migrated."""
         self.path = str(path)
         self._synchronous = synchronous
+        self._busy_ms = BUSY_TIMEOUT_MS if busy_timeout is None else int(busy_timeout * 1000)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -55,17 +78,24 @@ class Store:
         # webhook worker wait on it instead of polling.
         self._commits = threading.Condition()
         self.commit_version = 0
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with self.transaction() as tx:
-            migrate(sqlite_utils.Database(tx))
+        try:
+            if self.path != ":memory:":
+                ensure_dir(Path(self.path).parent)
+                private_database(Path(self.path))
+            with self.transaction() as tx:
+                migrate(sqlite_utils.Database(tx))
+        except DataDirError:
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise open_error(self.path, exc) from None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_ms / 1000
         )
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         # Switching a new file to WAL takes an exclusive lock and does not
         # always go through the busy handler, so a second process opening the
         # same new file at the same moment retries here.
@@ -94,7 +124,7 @@ class Store:
     def limit_write_wait(self, ms: int) -> None:
         """Make this thread's writes give up after `ms` milliseconds of waiting
         for the write lock (in-process and SQLite's) with "database is locked",
-        instead of the default `BUSY_TIMEOUT_MS`.
+        instead of the store's busy timeout (`--busy-timeout`).
 
         For a caller that must not stall, such as the CLN `htlc_accepted` hook:
         lightningd holds the HTLC until the hook answers, so losing the
@@ -116,7 +146,7 @@ class Store:
         if conn.in_transaction:  # nested use joins the outer transaction
             yield conn
             return
-        wait = getattr(self._local, "write_wait", BUSY_TIMEOUT_MS / 1000)
+        wait = getattr(self._local, "write_wait", self._busy_ms / 1000)
         if not self._writer.acquire(timeout=wait):
             raise sqlite3.OperationalError("database is locked")
         try:

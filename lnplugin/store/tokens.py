@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import sqlite3
 import time
@@ -86,6 +87,17 @@ def revoke(tx: sqlite3.Connection, token_id: int) -> bool:
         (int(time.time()), token_id),
     )
     return cur.rowcount == 1
+
+
+def live_ids(conn: sqlite3.Connection, ids: set[int]) -> set[int]:
+    """Those of `ids` that name a token still in force (not revoked, not gone)."""
+    if not ids:
+        return set()
+    rows = conn.execute(  # one parameter however many ids (up to --max-streams)
+        "SELECT id FROM tokens WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(ids)),),
+    )
+    return {int(row["id"]) for row in rows}
 
 
 def has_admin(conn: sqlite3.Connection) -> bool:

@@ -44,6 +44,7 @@ from lnplugin.nodes.base import (
     NodeError,
     NodeInfo,
     NodeInvoice,
+    NodeMisconfigured,
     NodeUnavailable,
     OutgoingPayment,
 )
@@ -201,7 +202,10 @@ class ClnNode(Node):
     @classmethod
     def from_settings(cls, settings: Any) -> ClnNode:
         if settings.cln_socket is None:
-            raise NodeError("--cln-socket (LNPLUGIN_CLN_SOCKET) is required with --node cln")
+            raise NodeMisconfigured(
+                "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "
+                "required with --node cln; give lightningd's lightning-rpc socket"
+            )
         return cls(settings.cln_socket, network=settings.effective_network)
 
     # ---------------------------------------------------------------- plumbing

@@ -25,6 +25,7 @@ import coincurve
 
 from lnplugin import bolt11
 from lnplugin.boostagram import records_from_json, records_to_json
+from lnplugin.datadir import ensure_dir, private_database
 from lnplugin.nodes.base import (
     CURRENCY_BY_NETWORK,
     Feature,
@@ -37,6 +38,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodeInvoice,
 )
+from lnplugin.store.db import open_error
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def load_or_create_key(data_dir: Path) -> coincurve.PrivateKey:
     path = data_dir / KEY_FILE
     if path.exists():
         return coincurve.PrivateKey(bytes.fromhex(path.read_text().strip()))
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(data_dir)
     key = coincurve.PrivateKey()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -85,6 +87,7 @@ class DevNode(Node):
     features = frozenset({Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS})
 
     def __init__(self, data_dir: Path, network: str = "regtest") -> None:
+        """Raises `StoreError` when its database cannot be opened (damaged, unwritable)."""
         self.data_dir = Path(data_dir)
         self.network = network
         self.currency = CURRENCY_BY_NETWORK[network]
@@ -94,7 +97,11 @@ class DevNode(Node):
         self._local = threading.local()
         self._wake = threading.Condition()
         self._closed = threading.Event()
-        self._conn.executescript(_SCHEMA)
+        try:
+            private_database(Path(self._path))
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise open_error(self._path, exc) from None
 
     @property
     def _conn(self) -> sqlite3.Connection:

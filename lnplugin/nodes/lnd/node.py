@@ -1,13 +1,27 @@
 """`LndNode`: the `Node` interface over lnd's gRPC API (TLS + macaroon).
 
-The settlement feed follows PROTOCOLS.md A.5 exactly. lnd's SubscribeInvoices
-treats settle_index=0 as "no backlog", so a fresh install (cursor 0) opens the
-subscription first and then backfills with ListInvoices; anything settling
-during the backfill arrives on the already-open stream. Because the backfill is
-ordered by add_index, not settle_index, it is sorted before being yielded and an
-update only carries a cursor when every settlement up to it has been seen: the
-follower persists that cursor, and a cursor past an unseen settlement would lose
-it on the next restart.
+The settlement feed must store every settlement once whatever order lnd
+replays its backlog in (docs/protocols.md, "LND: SubscribeInvoices replay").
+`SubscribeInvoices(settle_index=S)` sends every invoice settled past S, but
+only the bbolt store sends them in settle_index order: lnd's native SQL store
+sends them by add_index, so an invoice created early and paid late comes
+before one created late and paid early. (lnplugin once assumed settle order
+everywhere; on a SQL node that dropped every settlement arriving below one
+already seen.) S=0 means no backlog at all, and duplicates happen.
+
+So each connection tracks which settle indexes it has handed out (`_Gaps`).
+settle indexes are dense (1, 2, 3, ...), so the highest index up to which
+nothing is missing is known, and that "floor" is the only cursor an update
+carries: the follower persists it with the update, and a restart resumes
+from it, replaying anything not yet covered. A gap normally closes before
+the backlog ends. One that stays open `gap_grace` seconds is filled from
+ListInvoices: the stream is cut, re-opened from the floor, and the listing
+stores what it finds; an index already assigned before the listing that it
+does not find is no plain invoice's (an AMP payment set takes numbers from
+the same sequence) and is passed over. Cursor 0 is the same path: lnd sends
+no backlog, so the listing is the backlog, run with the stream already open
+so nothing settling meanwhile is missed. There is no separate mode for a
+first start and a reconnect.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from lnplugin.nodes.base import (
     NodeError,
     NodeInfo,
     NodeInvoice,
+    NodeMisconfigured,
     NodePermissionDenied,
     NodeUnavailable,
     OutgoingPayment,
@@ -82,6 +97,10 @@ _UNAVAILABLE_CODES = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
 )
+# Seconds the lowest missing settle_index may stay missing before ListInvoices
+# is asked for it. A replay in add order closes its gaps as it goes, so this
+# only has to outlast the pauses of a backlog, not the backlog itself.
+GAP_GRACE = 5.0
 
 
 def translate(exc: grpc.RpcError) -> NodeError:
@@ -115,7 +134,10 @@ def load_macaroon(value: str | bytes | Path | None) -> str | None:
     try:
         bytes.fromhex(text)
     except ValueError:
-        raise NodeError(f"LND macaroon {text[:40]!r} is neither a readable file nor hex") from None
+        raise NodeMisconfigured(
+            "invalid setting lnd_macaroon (--lnd-macaroon / LNPLUGIN_LND_MACAROON): "
+            f"{text[:40]!r} is neither a readable file nor hex"
+        ) from None
     return text.lower()
 
 
@@ -125,7 +147,10 @@ def _load_cert(value: bytes | str | Path | None) -> bytes | None:
     try:
         return Path(value).expanduser().read_bytes()
     except OSError as exc:
-        raise NodeError(f"cannot read LND tls.cert {value}: {exc.strerror}") from None
+        raise NodeMisconfigured(
+            f"invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): cannot read {value}: "
+            f"{exc.strerror}"
+        ) from None
 
 
 class LndNode(Node):
@@ -143,6 +168,7 @@ class LndNode(Node):
         network: str = "bitcoin",
         timeout: float = 30.0,
         page_size: int = 1000,
+        gap_grace: float = GAP_GRACE,
     ) -> None:
         # lnd's cert is ECDSA; its docs set this before the first TLS channel.
         os.environ.setdefault("GRPC_SSL_CIPHER_SUITES", "HIGH+ECDSA")
@@ -150,6 +176,7 @@ class LndNode(Node):
         self.network = network
         self.timeout = timeout
         self.page_size = page_size
+        self.gap_grace = gap_grace
         mac = load_macaroon(macaroon)
         self._metadata: tuple[tuple[str, str], ...] = (("macaroon", mac),) if mac else ()
         self._channel = grpc.secure_channel(
@@ -260,7 +287,7 @@ class LndNode(Node):
                 return
             offset = resp.last_index_offset
 
-    def _settled_sorted(self, after: int) -> list[Any]:
+    def _settled_sorted(self, after: int, *, stored: bool = True) -> list[Any]:
         """Settled invoices with settle_index > `after`, in settle order.
 
         lnd lists by add_index only, so this would read the node's whole
@@ -268,7 +295,9 @@ class LndNode(Node):
         a previous listing found every invoice final (canceled, or settled at
         or below the cursor it was given, so already stored). Final states
         never change and the cursor never goes back, so that stays true and
-        each sweep reads only from the oldest invoice still open on.
+        each sweep reads only from the oldest invoice still open on. That
+        holds only when every settlement up to `after` is stored: a caller
+        whose `after` is merely handed out passes `stored=False`.
         """
         start = self._sweep_from
         found = []
@@ -284,8 +313,9 @@ class LndNode(Node):
                 continue
             if floor is None:
                 floor = inv.add_index
-        with self._lock:
-            self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
+        if stored:
+            with self._lock:
+                self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
         found.sort(key=lambda inv: inv.settle_index)
         return found
 
@@ -305,39 +335,75 @@ class LndNode(Node):
                 yield InvoiceUpdate(to_node_invoice(inv), 0)
 
     def settlements(self, cursor: int) -> Iterator[InvoiceUpdate]:
-        call = self._ln.SubscribeInvoices(
-            ln.InvoiceSubscription(settle_index=cursor), metadata=self._metadata
-        )
-        with self._lock:
-            self._streams.add(call)
-        if self._closed.is_set():
-            call.cancel()
-        feed = _Feed(cursor)
-        try:
-            if cursor == 0:
-                # The stream is open (requested) before this sweep starts, so a
-                # settlement during the sweep is delivered live (A.5 recipe).
-                for inv in self._settled_sorted(0):
-                    update = feed.accept(inv)
+        """Every settlement past `cursor`, then live ones (see the module docstring)."""
+        gaps = _Gaps(cursor)
+        fill = cursor == 0  # lnd replays nothing for 0: the listing is the backlog
+        while True:
+            call = self._ln.SubscribeInvoices(
+                ln.InvoiceSubscription(settle_index=gaps.floor), metadata=self._metadata
+            )
+            with self._lock:
+                self._streams.add(call)
+            if self._closed.is_set():
+                call.cancel()
+            done, refill = threading.Event(), threading.Event()
+            try:
+                if fill:
+                    # The stream is open (requested) before the listing starts,
+                    # so whatever settles meanwhile arrives on it.
+                    yield from self._fill(gaps)
+                    fill = False
+                threading.Thread(
+                    target=self._watch, args=(gaps, call, done, refill), daemon=True
+                ).start()
+                for inv in call:
+                    update = gaps.accept(inv)
                     if update is not None:
                         yield update
-                feed.bootstrapped()
-            for inv in call:
-                update = feed.accept(inv)
-                if update is not None:
-                    yield update
-        except grpc.RpcError as exc:
-            if self._closed.is_set():
                 return
-            raise translate(exc) from None
-        except NodeError:
-            if self._closed.is_set():
+            except grpc.RpcError as exc:
+                if self._closed.is_set():
+                    return
+                if not refill.is_set():
+                    raise translate(exc) from None
+                fill = True  # cut by _watch: fill the gap, then re-open from the floor
+            except NodeError:
+                if self._closed.is_set():
+                    return
+                raise
+            finally:
+                done.set()
+                call.cancel()
+                with self._lock:
+                    self._streams.discard(call)
+
+    def _fill(self, gaps: _Gaps) -> Iterator[InvoiceUpdate]:
+        """Hand out what ListInvoices has past the floor; pass over indexes it lacks.
+
+        An index at or below `gaps.high` was assigned before the listing began,
+        and a settled invoice stays settled, so a listing that does not show it
+        proves it belongs to no plain invoice (an AMP payment set has it).
+        Indexes above `gaps.high` may have been assigned during the listing and
+        are left for the stream.
+        """
+        known = gaps.high
+        for inv in self._settled_sorted(gaps.floor, stored=False):
+            update = gaps.accept(inv)
+            if update is not None:
+                yield update
+        skipped = gaps.pass_over(known)
+        if skipped:
+            log.info("LND settle indexes %s belong to no invoice (AMP payments?)", skipped)
+
+    def _watch(
+        self, gaps: _Gaps, call: Any, done: threading.Event, refill: threading.Event
+    ) -> None:
+        """Cut the stream when a gap outstays `gap_grace`, so `settlements` fills it."""
+        while not done.wait(self.gap_grace / 4):
+            if gaps.stuck_for() >= self.gap_grace:
+                refill.set()
+                call.cancel()
                 return
-            raise
-        finally:
-            call.cancel()
-            with self._lock:
-                self._streams.discard(call)
 
     # -- payments --
 
@@ -366,32 +432,23 @@ class LndNode(Node):
             offset = resp.last_index_offset
 
 
-class _Feed:
-    """Dedupe and cursor bookkeeping for one SubscribeInvoices connection.
+class _Gaps:
+    """Which settle indexes one `settlements` call has handed out.
 
-    lnd may send a settlement twice (backlog and live, or backfill and live).
-    Resuming from a cursor, settlements arrive in settle_index order, so a
-    high-water mark dedupes them and each update's cursor is its settle_index.
-    During a cursor-0 bootstrap the backfill can leave gaps (an invoice the
-    sweep passed while open, settled since, arrives live later), so until the
-    gaps close an update carries `floor` (every settlement up to it seen) or 0.
+    `floor`: every index up to it was handed out (or was below the starting
+    cursor, so already stored). `seen`: handed out, above the floor. An update
+    carries the floor when the floor moved since the last update that carried
+    one, else 0, so the persisted cursor never passes an index not yet handed
+    out, whatever order the indexes come in. Anything at or below the floor,
+    or in `seen`, is a duplicate.
     """
 
+    __slots__ = ("carried", "floor", "high", "seen", "stuck_since")
+
     def __init__(self, cursor: int) -> None:
-        self.floor = cursor
-        self.high = cursor
-        self.seen: set[int] = set()  # strict mode: seen indexes above floor
-        self.strict = cursor == 0
-        self.strict_until: int | None = None
-
-    def bootstrapped(self) -> None:
-        self.strict_until = self.high
-        self._relax()
-
-    def _relax(self) -> None:
-        if self.strict and self.strict_until is not None and self.floor >= self.strict_until:
-            self.strict = False
-            self.seen.clear()
+        self.floor = self.high = self.carried = cursor
+        self.seen: set[int] = set()
+        self.stuck_since: float | None = None  # when the floor last stopped below `high`
 
     def accept(self, inv: Any) -> InvoiceUpdate | None:
         if inv.state == ln.Invoice.CANCELED:
@@ -399,21 +456,47 @@ class _Feed:
         if inv.state != ln.Invoice.SETTLED:
             return None  # OPEN "added" events (incl. keysend's first event)
         idx = inv.settle_index
-        if not self.strict:
-            if idx <= self.high:
-                return None
-            self.high = idx
+        if idx == self.floor + 1 and not self.seen:  # in order: the common case
+            self.floor = self.high = self.carried = idx
             return InvoiceUpdate(to_node_invoice(inv), idx)
         if idx <= self.floor or idx in self.seen:
             return None
         self.seen.add(idx)
         self.high = max(self.high, idx)
+        self._close(moved=False)
+        return InvoiceUpdate(to_node_invoice(inv), self._carry())
+
+    def pass_over(self, upto: int) -> list[int]:
+        """Count every index up to `upto` as handed out; returns those missing."""
+        missing = [i for i in range(self.floor + 1, upto + 1) if i not in self.seen]
+        if upto > self.floor:
+            self.seen = {i for i in self.seen if i > upto}
+            self.floor = upto
+            self._close(moved=True)
+        return missing
+
+    def stuck_for(self, now: float | None = None) -> float:
+        """Seconds the lowest missing index has been missing (0: none is)."""
+        since = self.stuck_since
+        if since is None:
+            return 0.0
+        return (time.monotonic() if now is None else now) - since
+
+    def _close(self, *, moved: bool) -> None:
         while self.floor + 1 in self.seen:
             self.floor += 1
             self.seen.discard(self.floor)
-        cursor = self.floor if self.floor >= idx else 0
-        self._relax()
-        return InvoiceUpdate(to_node_invoice(inv), cursor)
+            moved = True
+        if not self.seen:
+            self.stuck_since = None
+        elif moved or self.stuck_since is None:
+            self.stuck_since = time.monotonic()
+
+    def _carry(self) -> int:
+        if self.floor > self.carried:
+            self.carried = self.floor
+            return self.floor
+        return 0
 
 
 # ---------------------------------------------------------------------------

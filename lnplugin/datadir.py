@@ -1,0 +1,80 @@
+"""The data dir and the files lnplugin keeps in it, private whatever the umask.
+
+`lnplugin.sqlite` holds webhook secrets and preimages, so the directory lnplugin
+creates is 0700 and every file it creates is 0600, set explicitly rather than
+left to the process umask. SQLite gives a database's -wal and -shm files the
+mode of the database file itself, so creating that file 0600 before SQLite
+opens it covers them too. An operator's existing directory is never chmod'ed
+(it may be shared on purpose); a group- or world-accessible one gets one
+warning per process instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_warned: set[Path] = set()
+
+
+class DataDirError(Exception):
+    """The data dir cannot be created or used; the message is one line naming it."""
+
+
+def ensure_dir(path: Path) -> None:
+    """Create `path` (and missing parents) 0700. Raises `DataDirError`."""
+    path = Path(path)
+    try:
+        if not path.is_dir():
+            path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(path, DIR_MODE)  # mkdir's mode is filtered through the umask
+    except OSError as exc:
+        raise DataDirError(
+            f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot create {path}: "
+            f"{exc.strerror or exc}; choose a directory this user can create and write"
+        ) from None
+
+
+def warn_if_open(path: Path) -> None:
+    """Warn (once per process) when the data dir is open to group or others;
+    `lnplugin serve` and the plugin call it, one-shot commands stay quiet."""
+    try:
+        mode = stat.S_IMODE(Path(path).stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077 and path not in _warned:
+        _warned.add(path)
+        log.warning(
+            "data dir %s is readable by group or others (mode %o) and holds secrets; "
+            "consider chmod 700 %s",
+            path,
+            mode,
+            path,
+        )
+
+
+def private_file(path: Path) -> None:
+    """Create `path` 0600 if missing; tighten it to 0600 if it is looser.
+
+    Raises OSError when the file cannot be created or opened for writing."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def private_database(path: Path) -> None:
+    """`private_file` for an SQLite database and the -wal/-shm files it already has."""
+    private_file(path)
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            private_file(side)

@@ -1,0 +1,266 @@
+"""What an operator meets when a setting, the data dir or the store cannot work.
+
+Every case runs `lnplugin` as a real process and checks the promise the README
+makes: one line naming the setting or file, exit status 2, no traceback; a
+store locked by another process answers 503 with Retry-After; lnplugin's files
+are private whatever the umask.
+
+Root ignores permission bits, so "cannot be written" is simulated with things
+that fail for root too: a data dir *under a regular file* (mkdir gets ENOTDIR),
+and `/proc` as the data dir (procfs refuses to create files for anyone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lnplugin_sim.cln_sim import ClnSim
+from lnplugin_sim.lnd_sim import LndSim
+from tests import e2e
+from tests.e2e import Server
+
+tmp = e2e.fixture_tmp
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")}
+    return {**env, "LNPLUGIN_LOG_LEVEL": "warning", **extra}
+
+
+def refused(data_dir: Path | str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `lnplugin ARGS`; assert one `Error:` line on stderr and exit 2; return the line."""
+    proc = e2e.run(Path(data_dir), *args, env=env or _env())
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: "), lines
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+# -- the store ---------------------------------------------------------------------
+
+
+def _real_store(data_dir: Path) -> None:
+    e2e.cli(data_dir, "token", "create", "--scope", "admin")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.parametrize(
+    "command",
+    [("serve", "--port", "0"), ("token", "create", "--scope", "admin"), ("token", "list")],
+)
+def test_a_damaged_store_is_named_in_one_line(tmp: Path, damage: str, command: tuple[str, ...]):
+    data = tmp / "data"
+    db = data / "lnplugin.sqlite"
+    if damage == "garbage":
+        data.mkdir(mode=0o700)
+        db.write_bytes(os.urandom(8192))
+    else:
+        _real_store(data)
+        size = db.stat().st_size
+        with sqlite3.connect(db) as conn:  # fold the WAL in, so the file holds the schema
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with db.open("r+b") as fh:
+            fh.truncate(size // 3)
+            fh.seek(0)
+            fh.write(b"\0" * 100)  # header gone too: SQLite must notice at open
+    line = refused(data, *command)
+    assert str(db) in line
+    assert "damaged" in line
+
+
+def test_a_damaged_dev_node_database_is_named_in_one_line(tmp: Path):
+    data = tmp / "data"
+    _real_store(data)
+    (data / "devnode.sqlite").write_bytes(os.urandom(4096))
+    line = refused(data, "serve", "--port", "0")
+    assert str(data / "devnode.sqlite") in line
+
+
+def test_a_data_dir_that_cannot_be_created(tmp: Path):
+    blocker = tmp / "file"
+    blocker.write_text("not a directory")
+    line = refused(blocker / "data", "token", "list")
+    assert "data_dir" in line and str(blocker / "data") in line
+    line = refused(blocker / "data", "serve", "--port", "0")
+    assert "data_dir" in line
+
+
+def test_a_data_dir_that_cannot_be_written():
+    # procfs refuses new files even to root
+    line = refused(Path("/proc"), "token", "create", "--scope", "admin")
+    assert "/proc/lnplugin.sqlite" in line
+
+
+# -- settings that cannot work -------------------------------------------------------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_port_in_use_is_one_line(tmp: Path, busy_port: int):
+    line = refused(tmp / "data", "serve", "--port", str(busy_port))
+    assert "--port" in line and "in use" in line
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "no-such-host.invalid"])
+def test_an_invalid_host_is_one_line(tmp: Path, host: str):
+    line = refused(tmp / "data", "serve", "--port", "0", "--host", host)
+    assert "--host" in line and host in line
+
+
+@pytest.fixture
+def lnd(tmp: Path) -> Iterator[LndSim]:
+    with LndSim(tmp / "lnd", network="regtest", port=0) as sim:
+        yield sim
+
+
+def test_an_lnd_macaroon_neither_file_nor_hex(tmp: Path, lnd: LndSim):
+    line = refused(
+        tmp / "data", "serve", "--port", "0", "--node", "lnd", "--lnd-host", lnd.target,
+        "--lnd-cert", str(lnd.cert_path), "--lnd-macaroon", str(tmp / "missing.macaroon"),
+    )  # fmt: skip
+    assert "lnd_macaroon" in line and "--lnd-macaroon" in line
+
+
+def test_an_unreadable_lnd_cert(tmp: Path, lnd: LndSim):
+    for cert in (tmp / "missing.cert", tmp):  # missing; a directory, unreadable even to root
+        line = refused(
+            tmp / "data", "serve", "--port", "0", "--node", "lnd", "--lnd-host", lnd.target,
+            "--lnd-cert", str(cert), "--lnd-macaroon", str(lnd.admin_macaroon_path),
+        )  # fmt: skip
+        assert "lnd_cert" in line and str(cert) in line
+
+
+def test_cln_without_a_socket(tmp: Path):
+    line = refused(tmp / "data", "serve", "--port", "0", "--node", "cln")
+    assert "cln_socket" in line
+
+
+def test_an_unreachable_node_still_starts(tmp: Path):
+    # The socket file does not exist: lightningd is not up yet. Not a setting error.
+    with Server(tmp / "data", "--node", "cln", "--cln-socket", str(tmp / "rpc")) as server:
+        reply = server.request("POST", "/invoices", json={"amount": 10})
+        assert reply.status_code == 503
+
+
+# -- secrets on disk ------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_store_files_are_private_whatever_the_umask(tmp: Path):
+    data = tmp / "deep" / "data"
+    env = _env()
+    # umask 000 would leave everything world-readable without explicit modes
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; os.umask(0); from lnplugin.cli import main; "
+         "sys.argv = ['lnplugin', 'serve', '--port', '0', '--data-dir', sys.argv[1]]; main()",
+         str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("Admin token"):
+                break
+        files = {p.name: _mode(p) for p in data.iterdir()}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert _mode(data) == 0o700
+    for name in (
+        "lnplugin.sqlite",
+        "lnplugin.sqlite-wal",
+        "lnplugin.sqlite-shm",
+        "devnode.sqlite",
+        "devnode.sqlite-wal",
+        "devnode.sqlite-shm",
+        "node.key",
+        "lnplugin.lock",
+    ):
+        assert files.get(name) == 0o600, (name, files)
+
+
+def test_loose_files_are_tightened_and_a_loose_dir_is_warned_about(tmp: Path):
+    data = tmp / "data"
+    _real_store(data)
+    os.chmod(data, 0o755)
+    os.chmod(data / "lnplugin.sqlite", 0o644)
+    with Server(data) as server:
+        assert _mode(data / "lnplugin.sqlite") == 0o600
+        assert _mode(data) == 0o755  # an operator's dir is not chmod'ed ...
+    assert server.proc is not None and server.proc.stderr is not None
+    assert "readable by group or others" in server.proc.stderr.read()  # ... but warned about
+
+
+# -- status and the dev commands -----------------------------------------------------
+
+
+def test_status_without_a_store_says_so_and_creates_nothing(tmp: Path, busy_port: int):
+    # busy_port: a listener that is not lnplugin, so no server answers there
+    data = tmp / "nothing-here"
+    line = refused(data, "status", "--port", "1")
+    assert "no lnplugin store" in line and str(data) in line
+    assert not data.exists()
+
+
+def test_dev_keysend_and_pay_refuse_a_store_another_node_serves(tmp: Path):
+    with (
+        ClnSim(tmp / "sim", tmp / "rpc") as sim,
+        Server(
+            tmp / "data", "--node", "cln", "--cln-socket", sim.socket_path, "--network", "regtest"
+        ),
+    ):
+        pass
+    data = tmp / "data"
+    line = refused(data, "dev", "keysend", "--amount-msat", "1000")
+    assert "cln" in line
+    refused(data, "dev", "pay", "ab" * 32)
+    assert not (data / "devnode.sqlite").exists()
+
+
+# -- a store locked by another process ------------------------------------------------
+
+
+def test_a_locked_store_answers_503_and_names_the_orphan_invoice(tmp: Path):
+    data = tmp / "data"
+    with Server(data, "--busy-timeout", "0.2", env={"LNPLUGIN_LOG_LEVEL": "info"}) as server:
+        holder = sqlite3.connect(data / "lnplugin.sqlite", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock, held
+        try:
+            reply = server.request("POST", "/invoices", json={"amount": 21})
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert reply.status_code == 503
+        assert reply.headers["Retry-After"].isdigit()
+        body = reply.json()
+        assert body["code"] == 503 and body["error"] is True and body["message"]
+        # The dev node (its own database) made the invoice; the store could not keep it.
+        with sqlite3.connect(data / "devnode.sqlite") as dev:
+            (orphan,) = [r[0] for r in dev.execute("SELECT payment_hash FROM dev_invoices")]
+        assert server.request("GET", f"/invoices/{orphan}").status_code == 404
+        # once the lock is gone, writes work again
+        assert server.request("POST", "/invoices", json={"amount": 21}).status_code == 201
+    assert server.proc is not None and server.proc.stderr is not None
+    log = server.proc.stderr.read()
+    (line,) = [line for line in log.splitlines() if orphan in line]
+    assert " ERROR " in line and "not stored" in line

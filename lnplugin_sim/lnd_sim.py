@@ -4,7 +4,7 @@ Why it exists: lnplugin's LND adapter and follower must be tested against the
 behaviour that loses payments in other projects (SubscribeInvoices replay
 semantics with duplicates, dropped streams, a node that restarts, least-
 privilege macaroons), and CI has no lnd. The simulator reproduces those
-behaviours from PROTOCOLS.md section A over the real transport, so the adapter
+behaviours from docs/protocols.md (the "LND:" sections) over the real transport, so the adapter
 code under test is exactly the code that runs against a real node.
 
 In-process use (tests)::
@@ -79,7 +79,7 @@ LND_CHAIN_NAME = {"bitcoin": "mainnet"}  # lnd's GetInfo chains[].network spelli
 REPLAY_ORDERS = ("settle", "add")  # bbolt store, native SQL store
 
 # ---------------------------------------------------------------------------
-# Permissions (PROTOCOLS.md A.1). Each macaroon file maps to a permission set.
+# Permissions (docs/protocols.md#lnd-permissions-per-rpc). Each macaroon file maps to a permission set.
 
 METHOD_PERMISSIONS: dict[str, str] = {
     "/lnrpc.Lightning/GetInfo": "info:read",

@@ -60,3 +60,20 @@ def test_every_route_is_documented(app) -> None:  # type: ignore[no-untyped-def]
             if route not in documented:
                 missing.append(route)
     assert not missing, f"routes missing from the README: {missing}"
+
+
+def test_nothing_cites_a_fact_sheet_outside_the_repository() -> None:
+    """Protocol facts are cited from docs/protocols.md, which ships with the code;
+    the team's private fact sheet is not in the repository."""
+    root = Path(__file__).resolve().parents[1]
+    sheet = "PROTOCOLS" + ".md"  # spelled apart so this file does not cite it
+    citing = [
+        str(path.relative_to(root))
+        for folder in ("lnplugin", "lnplugin_sim", "tests", "contrib", "docs", "regtest")
+        for path in (root / folder).rglob("*")
+        if path.is_file()
+        and path.suffix in {".py", ".md", ".json", ".proto", ".toml", ".yml", ".sh"}
+        and sheet in path.read_text(errors="replace")
+    ]
+    citing += ["README.md"] if sheet in (root / "README.md").read_text() else []
+    assert not citing, f"cite docs/protocols.md instead of {sheet} in: {citing}"

@@ -171,7 +171,7 @@ def test_store_files_are_private_whatever_the_umask(tmp: Path):
     env = _env()
     # umask 000 would leave everything world-readable without explicit modes
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import os, sys; os.umask(0); from lnplugin.cli import main; "
+        [sys.executable, "-c", "import os, sys; os.umask(0); from lnplugin.run.cli import main; "
          "sys.argv = ['lnplugin', 'serve', '--port', '0', '--data-dir', sys.argv[1]]; main()",
          str(data)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

@@ -79,7 +79,8 @@ LND_CHAIN_NAME = {"bitcoin": "mainnet"}  # lnd's GetInfo chains[].network spelli
 REPLAY_ORDERS = ("settle", "add")  # bbolt store, native SQL store
 
 # ---------------------------------------------------------------------------
-# Permissions (docs/protocols.md#lnd-permissions-per-rpc). Each macaroon file maps to a permission set.
+# Permissions (docs/protocols.md#lnd-permissions-per-rpc). Each macaroon file
+# maps to a permission set.
 
 METHOD_PERMISSIONS: dict[str, str] = {
     "/lnrpc.Lightning/GetInfo": "info:read",

@@ -1,4 +1,5 @@
-"""The LND simulator behaves like lnd where lnplugin depends on it (docs/protocols.md, the "LND:" sections).
+"""The LND simulator behaves like lnd where lnplugin depends on it
+(docs/protocols.md, the "LND:" sections).
 
 These talk to the simulator with the raw generated stubs over TLS, so they pin
 the simulator itself; tests/test_lnd_node.py pins the adapter against it.

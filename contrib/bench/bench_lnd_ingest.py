@@ -7,7 +7,8 @@ this process's GIL. Two paths are measured, each against a bare client that
 drains the same RPCs without storing anything:
 
 - stream: resuming from settle_index 1, lnd replays the backlog on
-  SubscribeInvoices (docs/protocols.md#lnd-subscribeinvoices-replay). This is how lnplugin catches up after
+  SubscribeInvoices (docs/protocols.md#lnd-subscribeinvoices-replay). This is
+  how lnplugin catches up after
   any restart, and the headline figure.
 - backfill: from cursor 0 (a fresh install) lnd replays nothing, so lnplugin
   lists with ListInvoices pages instead; the bare client pages the same way.

@@ -6,7 +6,8 @@ happens (`wait` and, on old nodes, `waitanyinvoice`) use `_BlockingCall`, a
 cancellable connection of our own: pyln cannot be interrupted, and `close()`
 must stop a blocked feed promptly.
 
-Settlement feed (docs/protocols.md#cln-wait-and-listinvoices-by-updated-index): the cursor is the invoices
+Settlement feed (docs/protocols.md#cln-wait-and-listinvoices-by-updated-index):
+the cursor is the invoices
 `updated_index`. `listinvoices index=updated start=cursor+1` lists the
 backlog, then `wait invoices updated cursor+1` blocks until there is more.
 Nothing can be skipped because the index only grows and every paid or expired

@@ -3,7 +3,8 @@
 CLN never shows keysend TLV records in `listinvoices`; the only reliable place
 to see them is the `onion.payload` hex of the `htlc_accepted` hook: a BigSize
 length prefix followed by a BOLT4 TLV stream whose types and lengths are
-BigSize too (docs/protocols.md#cln-htlc_accepted-hook, #tlv-streams-and-bigsize). Plugin mode stores the custom records
+BigSize too (docs/protocols.md#cln-htlc_accepted-hook and
+#tlv-streams-and-bigsize). Plugin mode stores the custom records
 (type >= 65536: boostagrams 7629169, messages 34349334, ...) by payment hash.
 
 This module is pure and strict so the hook can call it on untrusted input and

@@ -103,26 +103,18 @@ _EVENT_ID_REASON = f"must be an event id: an integer from 0 to {MAX_EVENT_ID}"
 def _last_event_id() -> int | None:
     """The resume point: `Last-Event-ID`, else `?last_event_id=`, else None.
 
-    Anything but a non-negative decimal integer SQLite can hold is a 400:
-    `int()` refuses very long digit strings (a 500 before) and SQLite cannot
-    bind a value of 2^63 or more (an OverflowError that cut the stream).
+    Parsed by the API's one integer-parameter check (ASCII digits, length
+    checked before `int()`), bounded by what SQLite can bind: 2^63 or more
+    was an OverflowError that cut the stream. The reason names the field sent.
     """
     field = "Last-Event-ID"
     raw = request.headers.get(field)
     if not raw:
         field, raw = "last_event_id", request.args.get("last_event_id")
-    if not raw:
-        return None
-    digits = raw.lstrip("0") or "0"
-    # ASCII digits only (str.isdigit also takes e.g. superscripts), and the
-    # length checked before int() so a huge string costs nothing.
-    if (
-        not (raw.isascii() and raw.isdigit())
-        or len(digits) > len(str(MAX_EVENT_ID))
-        or int(digits) > MAX_EVENT_ID
-    ):
-        raise APIError(400, "Invalid request", {field: _EVENT_ID_REASON})
-    return int(digits)
+    try:
+        return context.int_param(field, raw, None, 0, MAX_EVENT_ID)
+    except APIError:
+        raise APIError(400, "Invalid request", {field: _EVENT_ID_REASON}) from None
 
 
 def _admit(sub: Subscription) -> Callable[[], None]:

@@ -27,6 +27,12 @@ def migration(number: int, name: str) -> Callable[[Migration], Migration]:
     return register
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer lnplugin. Running an older one on it
+    could misread columns it does not know, so it is refused: to roll back an
+    upgrade, restore the backup taken before it (docs/operations.md)."""
+
+
 def current_version(db: sqlite_utils.Database) -> int:
     if "schema_version" not in db.table_names():
         return 0
@@ -43,8 +49,9 @@ def migrate(db: sqlite_utils.Database) -> int:
     version = current_version(db)
     latest = max(MIGRATIONS)
     if version > latest:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this lnplugin ({latest}); upgrade"
+        raise SchemaTooNew(
+            f"its schema version {version} is newer than this lnplugin's ({latest}): run the "
+            "newer lnplugin, or restore the backup taken before the upgrade"
         )
     for number in sorted(n for n in MIGRATIONS if n > version):
         name, fn = MIGRATIONS[number]

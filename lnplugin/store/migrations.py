@@ -8,6 +8,8 @@ webhooks, 3 for Core Lightning plugin mode.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -274,3 +276,21 @@ def _delivery_generation(db: sqlite_utils.Database) -> None:
     # outcome can tell it has been superseded instead of overwriting the
     # redeliver's reset (see `webhooks.record_attempt`).
     db["webhook_deliveries"].add_column("generation", int, not_null_default=0)
+
+
+def stored_version(path: str | os.PathLike[str]) -> int:
+    """The schema version recorded in the database file at `path`, read without
+    migrating or writing anything (for `lnplugin doctor`); 0 when it has none.
+
+    Raises `sqlite3.DatabaseError` when the file is not a readable database.
+    """
+    conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True)
+    try:
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if not has_table:
+            return 0
+        return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
+    finally:
+        conn.close()

@@ -40,7 +40,19 @@ _LND_PROBES: tuple[tuple[str, str, str], ...] = (
     ("info:read", "GetInfo", "no network check at startup"),
 )
 _REQUIRED = {"invoices:read", "invoices:write"}
-_NEEDED_OR_OPTIONAL = {permission for permission, _, _ in _LND_PROBES}
+_NEEDED_OR_OPTIONAL = {permission for permission, _, _ in _LND_PROBES} | {
+    # The per-method bake in docs/lnd.md: exactly the RPCs lnplugin calls.
+    f"uri:/{method}"
+    for method in (
+        "lnrpc.Lightning/AddInvoice",
+        "lnrpc.Lightning/LookupInvoice",
+        "lnrpc.Lightning/ListInvoices",
+        "lnrpc.Lightning/SubscribeInvoices",
+        "lnrpc.Lightning/ListPayments",
+        "lnrpc.Lightning/GetInfo",
+        "invoicesrpc.Invoices/LookupInvoiceV2",
+    )
+}
 
 
 def _split_host(target: str) -> tuple[str, int]:

@@ -310,3 +310,32 @@ def test_the_command_refuses_a_data_dir_without_a_store(tmp_path) -> None:
 def test_a_bad_since_is_a_usage_error(tmp_path) -> None:
     proc = lnplugin(tmp_path, "export", "--since", "last week")
     assert proc.returncode == 2 and "--since" in proc.stderr
+
+
+def test_a_real_server_streams_the_export_in_chunks(tmp_path) -> None:
+    """Over waitress the export is sent as it is read (chunked, no Content-Length),
+    and a client reading it piece by piece gets the same rows as the CLI."""
+    from tests import e2e
+
+    data = tmp_path / "data"
+    with e2e.Server(data) as server:
+        for n in range(3):
+            reply = server.request(
+                "POST", "/dev/keysend",
+                json={"amount_msat": 1000 + n, "custom_records": {"7629169": json.dumps(NASTY)}},
+            )  # fmt: skip
+            assert reply.status_code == 200, reply.text
+        reply = server.session.get(
+            f"{server.url}/invoices/export?format=csv",
+            headers={"Authorization": f"Bearer {server.token}"},
+            stream=True,
+            timeout=30,
+        )
+        assert reply.status_code == 200
+        assert reply.headers.get("Transfer-Encoding") == "chunked"
+        assert "Content-Length" not in reply.headers
+        body = b"".join(reply.iter_content(chunk_size=100)).decode()
+        rows = parse_csv(body)
+        assert [r["amount_received_msat"] for r in rows] == ["1000", "1001", "1002"]
+        assert all(r["boost_message"] == NASTY["message"] for r in rows)
+        assert parse_csv(lnplugin(data, "export").stdout) == rows

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lnplugin.store.migrations import read_only_uri
 from tests import e2e
 
 
@@ -29,7 +30,7 @@ def lnplugin(data_dir: Path, *args: str):  # type: ignore[no-untyped-def]
 
 
 def read(path: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(read_only_uri(path), uri=True)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -128,3 +129,14 @@ def test_a_backup_onto_the_store_or_into_no_directory_is_refused(tmp_path, where
     proc = lnplugin(data, "backup", str(target), "--force")
     assert proc.returncode == 2, proc.stdout
     assert read(data / "lnplugin.sqlite", "SELECT COUNT(*) FROM tokens") == [(1,)]
+
+
+def test_a_data_dir_whose_name_has_uri_characters_backs_up(tmp_path) -> None:
+    """The store is opened read-only through an SQLite URI: `?` and `#` in a path
+    must not be read as the URI's query or fragment."""
+    data = tmp_path / "odd?name#1" / "data"
+    lnplugin(data, "token", "create", "--scope", "admin")
+    target = tmp_path / "odd?name#1" / "b.sqlite"
+    proc = lnplugin(data, "backup", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert read(target, "SELECT COUNT(*) FROM tokens") == [(1,)]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lnplugin.datadir import FILE_MODE
 from lnplugin.store.db import BUSY_TIMEOUT_MS
+from lnplugin.store.migrations import read_only_uri
 
 
 class BackupError(Exception):
@@ -58,7 +59,7 @@ def backup(source: Path, target: Path, *, force: bool = False) -> BackupResult:
     try:
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
         os.close(fd)
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        src = sqlite3.connect(read_only_uri(source), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             dst = sqlite3.connect(partial, isolation_level=None)
             try:

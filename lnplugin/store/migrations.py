@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import sqlite_utils
@@ -278,13 +279,19 @@ def _delivery_generation(db: sqlite_utils.Database) -> None:
     db["webhook_deliveries"].add_column("generation", int, not_null_default=0)
 
 
+def read_only_uri(path: str | os.PathLike[str]) -> str:
+    """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
+    in a directory name is not taken for the URI's query or fragment."""
+    return f"file:{urllib.parse.quote(os.path.abspath(os.fspath(path)))}?mode=ro"
+
+
 def stored_version(path: str | os.PathLike[str]) -> int:
     """The schema version recorded in the database file at `path`, read without
     migrating or writing anything (for `lnplugin doctor`); 0 when it has none.
 
     Raises `sqlite3.DatabaseError` when the file is not a readable database.
     """
-    conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True)
+    conn = sqlite3.connect(read_only_uri(path), uri=True)
     try:
         has_table = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"

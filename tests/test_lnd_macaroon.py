@@ -94,3 +94,13 @@ def test_what_is_not_an_lnd_macaroon_is_refused(raw: bytes) -> None:
 def test_arbitrary_bytes_never_raise_anything_else(raw: bytes) -> None:
     with contextlib.suppress(MacaroonFormatError):
         decode(raw)
+
+
+def test_a_real_length_macaroon_given_as_hex_is_not_looked_up_as_a_file() -> None:
+    """Hex of a real macaroon is longer than a file name may be; asking the OS
+    whether it is a file raised ENAMETOOLONG (`--lnd-macaroon <hex>` crashed)."""
+    from lnplugin.nodes.lnd.node import load_macaroon
+
+    assert len(REGTEST_ADMIN.hex()) > 255
+    assert load_macaroon(REGTEST_ADMIN.hex()) == REGTEST_ADMIN.hex()
+    assert load_macaroon(REGTEST_ADMIN.hex().upper()) == REGTEST_ADMIN.hex()

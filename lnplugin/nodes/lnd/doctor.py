@@ -152,10 +152,12 @@ def _macaroon_file(value: str | None) -> Check:
         return Check(
             "macaroon file", "fail", "no --lnd-macaroon / LNPLUGIN_LND_MACAROON; " + LND_BAKE
         )
+    from lnplugin.nodes.lnd.node import is_file
+
     path = Path(value).expanduser()
     where = str(path)
     try:
-        if path.is_file():
+        if is_file(value):
             raw = path.read_bytes()
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o004:

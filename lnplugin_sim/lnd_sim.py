@@ -193,13 +193,60 @@ def _ensure_tls(data_dir: Path) -> tuple[bytes, bytes]:
     return cert_pem, key_pem
 
 
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_bytes(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _uvarint(number << 3 | 2) + _uvarint(len(data)) + data
+
+
+def _packet(kind: int, data: bytes) -> bytes:
+    """A field of a binary (v2) macaroon."""
+    return _uvarint(kind) + _uvarint(len(data)) + data
+
+
+def mint_macaroon(permissions: frozenset[str], caveats: tuple[str, ...] = ()) -> bytes:
+    """A macaroon file shaped as lnd writes one (docs/protocols.md#lnd-macaroon-format):
+    binary v2, location `lnd`, an identifier of version byte 3 and a `MacaroonId`
+    protobuf (nonce, storage id, one op per entity), first-party caveats, a
+    32-byte signature. The signature is random: the simulator recognises its
+    macaroons by their bytes, as it always has, and never verifies one."""
+    by_entity: dict[str, list[str]] = {}
+    for perm in sorted(permissions):
+        entity, _, action = perm.partition(":")
+        by_entity.setdefault(entity, []).append(action)
+    ops = b"".join(
+        _pb_bytes(3, _pb_bytes(1, e.encode()) + b"".join(_pb_bytes(2, a.encode()) for a in acts))
+        for e, acts in by_entity.items()
+    )
+    identifier = b"\x03" + _pb_bytes(1, secrets.token_bytes(16)) + _pb_bytes(2, b"0") + ops
+    sections = b"".join(_packet(2, c.encode()) + b"\x00" for c in caveats)
+    return (
+        b"\x02"
+        + _packet(1, b"lnd")
+        + _packet(2, identifier)
+        + b"\x00"
+        + sections
+        + b"\x00"
+        + _packet(6, secrets.token_bytes(32))
+    )
+
+
 def _ensure_macaroons(data_dir: Path) -> dict[str, frozenset[str]]:
-    """Opaque random macaroon files; returns hex -> permission set."""
+    """Macaroon files in lnd's format, carrying their permissions; returns hex ->
+    permission set."""
     table: dict[str, frozenset[str]] = {}
     for name, perms in MACAROONS.items():
         path = data_dir / name
         if not path.exists():
-            path.write_bytes(b"\x02\x01\x03lnd-sim" + secrets.token_bytes(48))
+            path.write_bytes(mint_macaroon(perms))
             path.chmod(0o600)
         table[path.read_bytes().hex()] = perms
     return table

@@ -90,6 +90,15 @@ def run_doctor(data_dir: Path, *args: str) -> tuple[int, list[str]]:
     return proc.returncode, proc.stdout.splitlines()
 
 
+# The checks `lnplugin doctor` runs for every node kind, after the node's own.
+DATA_DIR_CHECKS = ("data dir", "store", "free space", "served by")
+
+
+def node_lines(lines: list[str]) -> list[str]:
+    """Doctor's output without the data-dir checks every node kind shares."""
+    return [line for line in lines if line[5:].split(":")[0] not in DATA_DIR_CHECKS]
+
+
 class Server:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir

@@ -13,9 +13,11 @@ tmp = e2e.fixture_tmp  # a short directory under /tmp: the sim's socket lives th
 
 
 def doctor(tmp: Path, socket: str, network: str = "regtest") -> tuple[int, list[str]]:
-    return e2e.run_doctor(
+    """Exit code and the CLN checks' lines (the data-dir checks are tested on their own)."""
+    code, lines = e2e.run_doctor(
         tmp / "data", "--node", "cln", "--cln-socket", socket, "--network", network
     )
+    return code, e2e.node_lines(lines)
 
 
 def test_all_good_one_line_per_check(tmp: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lnplugin.nodes.lnd.doctor import LND_BAKE
-from lnplugin_sim.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim, mint_macaroon
 from tests import e2e
 
 tmp = e2e.fixture_tmp  # a short directory under /tmp
@@ -21,29 +22,53 @@ def sim(tmp: Path) -> Iterator[LndSim]:
 
 
 def doctor(
-    tmp: Path, target: str, cert: Path, macaroon: Path, network: str = "regtest"
+    tmp: Path, target: str, cert: Path, macaroon: Path | str, network: str = "regtest"
 ) -> tuple[int, list[str]]:
-    return e2e.run_doctor(
+    """Exit code and the LND checks' lines (the data-dir checks are tested on their own)."""
+    code, lines = e2e.run_doctor(
         tmp / "data", "--node", "lnd", "--lnd-host", target, "--lnd-cert", str(cert),
         "--lnd-macaroon", str(macaroon), "--network", network,
     )  # fmt: skip
+    return code, e2e.node_lines(lines)
+
+
+def closed_port() -> str:
+    """HOST:PORT where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def baked(tmp: Path, name: str, permissions: set[str], mode: int = 0o600) -> Path:
+    """A macaroon file in lnd's format granting `permissions` (the sim does not
+    know it, so only the offline file check can judge it)."""
+    path = tmp / name
+    path.write_bytes(mint_macaroon(frozenset(permissions)))
+    path.chmod(mode)
+    return path
 
 
 def names(lines: list[str]) -> list[str]:
     return [line.split(":")[0] for line in lines]
 
 
-def test_admin_macaroon_all_good(tmp: Path, sim: LndSim) -> None:
+def test_admin_macaroon_works_but_warns_that_it_can_spend(tmp: Path, sim: LndSim) -> None:
     code, lines = doctor(tmp, sim.target, sim.cert_path, sim.admin_macaroon_path)
-    assert code == 0, lines
+    assert code == 0, lines  # a warning, not a failure: lnplugin works with it
     assert names(lines) == [
+        "OK   cert file",
+        "WARN macaroon file",
         "OK   address",
         "OK   TLS",
         "OK   permissions",
         "OK   network",
         "OK   least privilege",
     ]
-    assert "invoices:read invoices:write offchain:read info:read" in lines[2]
+    spend = lines[1]
+    assert "can spend the node's funds" in spend
+    assert "offchain:write" in spend and "onchain:write" in spend
+    assert spend.endswith(LND_BAKE)
+    assert "invoices:read invoices:write offchain:read info:read" in lines[4]
     assert lines[-1].endswith(LND_BAKE)
 
 
@@ -75,9 +100,84 @@ def test_foreign_macaroon_and_cert_fail(tmp: Path, sim: LndSim) -> None:
         other.close()
 
 
-def test_unreachable_fails_with_one_line(tmp: Path, sim: LndSim) -> None:
+def test_unreachable_still_checks_the_cert_and_macaroon_files(tmp: Path, sim: LndSim) -> None:
     target = sim.target
     sim.stop()
     code, lines = doctor(tmp, target, sim.cert_path, sim.admin_macaroon_path)
     assert code == 1
-    assert len(lines) == 1 and lines[0].startswith(f"FAIL address: cannot connect to {target}")
+    assert names(lines) == ["OK   cert file", "WARN macaroon file", "FAIL address"], lines
+    assert lines[2].startswith(f"FAIL address: cannot connect to {target} (127.0.0.1 port ")
+    assert "can spend" in lines[1]
+
+
+def test_every_resolved_address_is_tried_and_named(tmp: Path, sim: LndSim) -> None:
+    port = closed_port().rsplit(":", 1)[1]
+    code, lines = doctor(tmp, f"localhost:{port}", sim.cert_path, sim.invoice_macaroon_path)
+    assert code == 1
+    address = next(line for line in lines if "address" in line.split(":")[0])
+    resolved = {info[4][0] for info in socket.getaddrinfo("localhost", int(port))}
+    assert all(f"{ip} port {port}" in address for ip in resolved), (resolved, address)
+
+
+def test_the_stock_invoice_macaroon_cannot_spend(tmp: Path) -> None:
+    sim = LndSim(tmp / "lnd", network="regtest")  # never started: only its files
+    try:
+        _, lines = doctor(tmp, closed_port(), sim.cert_path, sim.invoice_macaroon_path)
+    finally:
+        sim.close()
+    line = next(line for line in lines if line.split(":")[0].endswith("macaroon file"))
+    assert line.startswith("OK   macaroon file") and "cannot spend" in line
+    assert "more than lnplugin needs: address:read address:write onchain:read" in line
+
+
+def test_a_least_privilege_macaroon_is_ok_offline(tmp: Path, sim: LndSim) -> None:
+    path = baked(tmp, "lnplugin.macaroon", {"invoices:read", "invoices:write", "offchain:read"})
+    code, lines = doctor(tmp, closed_port(), sim.cert_path, path)
+    assert lines[1] == (
+        f"OK   macaroon file: {path} grants invoices:read invoices:write offchain:read; "
+        "cannot spend"
+    )
+    assert code == 1  # the address, not the files
+    _, hex_lines = doctor(tmp, closed_port(), sim.cert_path, path.read_bytes().hex())
+    assert hex_lines[1].startswith("OK   macaroon file: the hex macaroon grants")
+
+
+@pytest.mark.parametrize(
+    "permissions,mode,expect",
+    [
+        ({"invoices:read"}, 0o600, "FAIL macaroon file: {path} lacks invoices:write"),
+        ({"invoices:read", "invoices:write"}, 0o644, "WARN macaroon file: {path} (mode 0644)"),
+        (
+            {"invoices:read", "invoices:write", "uri:/routerrpc.Router/SendPaymentV2"},
+            0o600,
+            "WARN macaroon file: {path} can spend",
+        ),
+        (
+            {"invoices:read", "invoices:write", "macaroon:generate"},
+            0o600,
+            "WARN macaroon file: {path} can spend the node's funds: macaroon:generate",
+        ),
+    ],
+)
+def test_the_macaroon_file_is_judged_without_the_node(
+    tmp: Path, sim: LndSim, permissions: set[str], mode: int, expect: str
+) -> None:
+    path = baked(tmp, "m.macaroon", permissions, mode)
+    _, lines = doctor(tmp, closed_port(), sim.cert_path, path)
+    assert lines[1].startswith(expect.format(path=path)), lines
+
+
+def test_missing_cert_file_fails_but_the_macaroon_is_still_checked(tmp: Path, sim: LndSim) -> None:
+    code, lines = doctor(tmp, sim.target, tmp / "no-such.cert", sim.invoice_macaroon_path)
+    assert code == 1
+    assert lines[0] == f"FAIL cert file: {tmp / 'no-such.cert'} does not exist (--lnd-cert)"
+    assert lines[1].startswith("OK   macaroon file")
+    assert names(lines)[2:] == ["OK   address"]  # no handshake without a cert
+
+
+def test_a_macaroon_lnd_did_not_bake_is_reported_not_guessed(tmp: Path, sim: LndSim) -> None:
+    path = tmp / "random.macaroon"
+    path.write_bytes(b"\x02\x01\x03lnd-sim" + bytes(48))
+    path.chmod(0o600)
+    _, lines = doctor(tmp, closed_port(), sim.cert_path, path)
+    assert lines[1].startswith(f"WARN macaroon file: cannot read the permissions in {path}")

@@ -11,7 +11,7 @@ import pytest
 
 from lnplugin.follower import apply_in, expire_due
 from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
-from lnplugin.store import Store, cursors, events, invoices, migrations
+from lnplugin.store import Store, StoreError, cursors, events, invoices, migrations
 from lnplugin.store.migrations import MIGRATIONS
 
 LATEST = max(MIGRATIONS)
@@ -90,8 +90,9 @@ def test_a_database_from_a_newer_lnplugin_is_refused(tmp_path):
     conn.execute("INSERT INTO schema_version VALUES (?, 'from the future', 0)", (LATEST + 1,))
     conn.commit()
     conn.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(StoreError, match="newer than this lnplugin's") as refused:
         Store(path)
+    assert "restore the backup taken before the upgrade" in str(refused.value)
 
 
 def test_wal_mode_and_busy_timeout_are_on(store):

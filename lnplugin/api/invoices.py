@@ -1,4 +1,4 @@
-"""Invoices: create, get by payment hash, and the three Alby lists."""
+"""Invoices: create, get by payment hash, the three Alby lists, and the export."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import sqlite3
 import time
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
+from lnplugin import export
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
-from lnplugin.api.auth import current_token, require
+from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import InvoiceCreate
 from lnplugin.api.webhooks import guard_target
@@ -194,3 +195,49 @@ def list_outgoing() -> Any:
 @require("invoices:read", "transactions:read")
 def list_all() -> Any:
     return _list("all")
+
+
+# The scopes an export needs, per `type`: those of the list it mirrors.
+_EXPORT_SCOPES = {
+    "incoming": ("invoices:read",),
+    "outgoing": ("transactions:read",),
+    None: ("invoices:read", "transactions:read"),
+}
+
+
+@bp.get("/invoices/export")
+@require()
+def export_invoices() -> Any:
+    """Every invoice as CSV or JSON Lines, streamed in batches (see `lnplugin.export`).
+
+    Scopes follow the lists: `type=incoming` needs `invoices:read`,
+    `type=outgoing` `transactions:read`, and both directions need both.
+    """
+    errors: dict[str, str] = {}
+    fmt = request.args.get("format", "csv")
+    if fmt not in export.FORMATS:
+        errors["format"] = "must be csv or jsonl"
+    type_ = request.args.get("type")
+    if type_ is not None and type_ not in export.TYPES:
+        errors["type"] = "must be incoming or outgoing"
+    since: int | None = None
+    if (raw_since := request.args.get("since")) is not None:
+        try:
+            since = export.parse_since(raw_since)
+        except export.SinceError as exc:
+            errors["since"] = str(exc)
+    if errors:
+        raise APIError(400, "Invalid request", errors)
+    token = current_token()
+    missing = [s for s in _EXPORT_SCOPES[type_] if not has_scope(token, s)]
+    if missing:
+        raise APIError(403, f"Token lacks scope: {', '.join(missing)}")
+    kind: export.Format = "jsonl" if fmt == "jsonl" else "csv"
+    chunks = export.stream(context.service().store.conn, kind, type_=type_, since=since)
+    filename = f"lnplugin-invoices.{fmt}"
+    return Response(
+        chunks,
+        mimetype=None,
+        content_type=export.MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

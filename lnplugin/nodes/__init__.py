@@ -37,6 +37,10 @@ def make_node(settings: Settings) -> Node:
 
 def doctor_checks(settings: Settings) -> list[Check] | None:
     """`lnplugin doctor`'s checks for the selected node; None when it has none."""
+    if settings.node == "dev":
+        from lnplugin.nodes.dev import doctor as dev_doctor
+
+        return dev_doctor.checks(settings)
     if settings.node == "lnd":
         from lnplugin.nodes.lnd import doctor as lnd_doctor
 

@@ -9,6 +9,7 @@ error naming it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -238,6 +239,117 @@ def doctor(**flags: Any) -> None:
     for check in checks:
         click.echo(check.line())
     sys.exit(exit_code(checks))
+
+
+@cli.command()
+@common_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="CSV (one column per boostagram field) or JSON Lines (same keys, typed values).",
+)
+@click.option(
+    "--since",
+    help="Only invoices created at or after this: unix seconds or ISO 8601 "
+    "(2026-01-31, 2026-01-31T12:00:00Z).",
+)
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(["incoming", "outgoing"]),
+    help="Only this direction. [default: both]",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="File to write (created 0600). [default: stdout]",
+)
+@click.option(
+    "--spreadsheet-safe",
+    is_flag=True,
+    help="CSV only: prefix cells that start with = + - @ with ' so a spreadsheet "
+    "shows them as text instead of running them as formulas.",
+)
+def export(
+    fmt: str,
+    since: str | None,
+    type_: str | None,
+    output: str,
+    spreadsheet_safe: bool,
+    **flags: Any,
+) -> None:
+    """Export invoices (with boostagram fields) as CSV or JSON Lines.
+
+    Reads the store directly, so it works whether or not the server runs.
+    The same export is served at GET /invoices/export.
+    """
+    from lnplugin.export import Format, SinceError, parse_since, stream
+
+    try:
+        since_ts = parse_since(since) if since is not None else None
+    except SinceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    settings = settings_from(flags)
+    _require_store(settings)
+    store = _store(flags)
+    kind: Format = "jsonl" if fmt == "jsonl" else "csv"
+    safe = spreadsheet_safe
+    chunks = stream(store.conn, kind, type_=type_, since=since_ts, spreadsheet_safe=safe)
+    try:
+        if output == "-":
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+            return
+        # Payer names, emails and messages: private, like the store itself.
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="") as out:
+            for chunk in chunks:
+                out.write(chunk)
+    finally:
+        store.close()
+
+
+def _require_store(settings: Settings) -> None:
+    """Refuse, rather than create an empty store, when the data dir has none
+    (a mistyped --data-dir would otherwise export nothing, successfully)."""
+    if not settings.db_path.is_file():
+        raise Unusable(
+            f"no lnplugin store at {settings.db_path}; check --data-dir (LNPLUGIN_DATA_DIR)"
+        )
+
+
+@cli.command()
+@common_options
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def backup(file: str, force: bool, **flags: Any) -> None:
+    """Copy the store to FILE, consistently, while the server keeps running.
+
+    Uses SQLite's online backup API, so the copy holds every invoice
+    acknowledged before it started and nothing half-written. FILE is created
+    0600 (it holds preimages and webhook secrets). Restore: see
+    docs/operations.md.
+    """
+    from pathlib import Path
+
+    from lnplugin.store.backup import BackupError
+    from lnplugin.store.backup import backup as run
+
+    settings = settings_from(flags)
+    try:
+        done = run(settings.db_path, Path(file), force=force)
+    except BackupError as exc:
+        raise Unusable(str(exc)) from None
+    click.echo(
+        f"Backed up {done.invoices} invoices (schema version {done.schema_version}, "
+        f"{done.bytes} bytes) to {done.path}"
+    )
 
 
 # -- tokens ---------------------------------------------------------------------

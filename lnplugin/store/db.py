@@ -23,7 +23,7 @@ from pathlib import Path
 import sqlite_utils
 
 from lnplugin.datadir import DataDirError, ensure_dir, private_database
-from lnplugin.store.migrations import migrate
+from lnplugin.store.migrations import SchemaTooNew, migrate
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -86,6 +86,9 @@ class Store:
                 migrate(sqlite_utils.Database(tx))
         except DataDirError:
             raise
+        except SchemaTooNew as exc:
+            self.close()
+            raise StoreError(f"cannot open {path}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise open_error(self.path, exc) from None

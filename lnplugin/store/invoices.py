@@ -15,7 +15,7 @@ import operator
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -285,3 +285,38 @@ def open_unexpired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> lis
     return _select(
         conn, "WHERE state = 'OPEN' AND expires_at > ? ORDER BY expires_at LIMIT ?", (now, limit)
     ).fetchall()
+
+
+def export_batches(
+    conn: sqlite3.Connection,
+    *,
+    type_: str | None = None,
+    since: int | None = None,
+    batch: int = 500,
+) -> Iterator[list[StoredInvoice]]:
+    """Every invoice in insertion order (`id`), `batch` rows per statement.
+
+    For `lnplugin export` and `GET /invoices/export`, which stream rows to a
+    reader that may be slow. Each batch is its own short read that resumes
+    after the last `id` seen (a keyset walk), rather than one statement held
+    open for the whole export: an open read would pin a WAL snapshot and keep
+    the checkpointer from recycling the log for as long as the client reads.
+    Rows are never deleted, so each row is seen exactly once; a row changed
+    during the export shows its state at the moment its batch was read.
+    """
+    clauses = ["id > ?"]
+    args: list[Any] = []
+    if type_ is not None:
+        clauses.append("type = ?")
+        args.append(type_)
+    if since is not None:
+        clauses.append("created_at >= ?")
+        args.append(since)
+    sql = f"WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+    last = 0
+    while True:
+        rows = _select(conn, sql, [last, *args, batch]).fetchall()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].id

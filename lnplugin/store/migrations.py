@@ -8,7 +8,10 @@ webhooks, 3 for Core Lightning plugin mode.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import sqlite_utils
@@ -27,6 +30,12 @@ def migration(number: int, name: str) -> Callable[[Migration], Migration]:
     return register
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer lnplugin. Running an older one on it
+    could misread columns it does not know, so it is refused: to roll back an
+    upgrade, restore the backup taken before it (docs/operations.md)."""
+
+
 def current_version(db: sqlite_utils.Database) -> int:
     if "schema_version" not in db.table_names():
         return 0
@@ -43,8 +52,9 @@ def migrate(db: sqlite_utils.Database) -> int:
     version = current_version(db)
     latest = max(MIGRATIONS)
     if version > latest:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this lnplugin ({latest}); upgrade"
+        raise SchemaTooNew(
+            f"its schema version {version} is newer than this lnplugin's ({latest}): run the "
+            "newer lnplugin, or restore the backup taken before the upgrade"
         )
     for number in sorted(n for n in MIGRATIONS if n > version):
         name, fn = MIGRATIONS[number]
@@ -267,3 +277,27 @@ def _delivery_generation(db: sqlite_utils.Database) -> None:
     # outcome can tell it has been superseded instead of overwriting the
     # redeliver's reset (see `webhooks.record_attempt`).
     db["webhook_deliveries"].add_column("generation", int, not_null_default=0)
+
+
+def read_only_uri(path: str | os.PathLike[str]) -> str:
+    """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
+    in a directory name is not taken for the URI's query or fragment."""
+    return f"file:{urllib.parse.quote(os.path.abspath(os.fspath(path)))}?mode=ro"
+
+
+def stored_version(path: str | os.PathLike[str]) -> int:
+    """The schema version recorded in the database file at `path`, read without
+    migrating or writing anything (for `lnplugin doctor`); 0 when it has none.
+
+    Raises `sqlite3.DatabaseError` when the file is not a readable database.
+    """
+    conn = sqlite3.connect(read_only_uri(path), uri=True)
+    try:
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if not has_table:
+            return 0
+        return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
+    finally:
+        conn.close()

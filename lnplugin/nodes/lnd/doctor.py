@@ -1,14 +1,19 @@
-"""`lnplugin doctor` for LND: address, TLS, macaroon permissions, network.
+"""`lnplugin doctor` for LND: cert and macaroon files, address, TLS, permissions, network.
 
 One check per cause of "lnplugin cannot reach / follow my node", each with
-its fix; `lnplugin.doctor` prints them and sets the exit code. Permissions
-are probed with read-only calls (`LndNode.probe`), so doctor changes nothing.
+its fix; `lnplugin.doctor` prints them and sets the exit code. The cert and
+macaroon files are checked first and on their own, so a node that is down
+still gets its credentials checked: the macaroon's permissions are read from
+the file (`lnplugin.nodes.lnd.macaroon`), which is how doctor warns about a
+macaroon that can spend. With the node up, permissions are also probed with
+read-only calls (`LndNode.probe`), so doctor changes nothing.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +40,19 @@ _LND_PROBES: tuple[tuple[str, str, str], ...] = (
     ("info:read", "GetInfo", "no network check at startup"),
 )
 _REQUIRED = {"invoices:read", "invoices:write"}
+_NEEDED_OR_OPTIONAL = {permission for permission, _, _ in _LND_PROBES} | {
+    # The per-method bake in docs/lnd.md: exactly the RPCs lnplugin calls.
+    f"uri:/{method}"
+    for method in (
+        "lnrpc.Lightning/AddInvoice",
+        "lnrpc.Lightning/LookupInvoice",
+        "lnrpc.Lightning/ListInvoices",
+        "lnrpc.Lightning/SubscribeInvoices",
+        "lnrpc.Lightning/ListPayments",
+        "lnrpc.Lightning/GetInfo",
+        "invoicesrpc.Invoices/LookupInvoiceV2",
+    )
+}
 
 
 def _split_host(target: str) -> tuple[str, int]:
@@ -43,22 +61,152 @@ def _split_host(target: str) -> tuple[str, int]:
 
 
 def _lnd_address(target: str) -> Check:
+    """Connect to every address the host resolves to (localhost is often ::1 and
+    127.0.0.1) and report them all when none answers, not just the first."""
     import socket
 
     try:
         host, port = _split_host(target)
-        with socket.create_connection((host, port), timeout=5):
-            pass
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except ValueError:
         return Check("address", "fail", f"{target!r} is not HOST:PORT (--lnd-host)")
     except OSError as exc:
+        return Check("address", "fail", f"cannot resolve {target}: {exc.strerror or exc}")
+    errors: list[str] = []
+    for family, kind, proto, _, addr in dict.fromkeys(infos):
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(5)
+                sock.connect(addr)
+        except OSError as exc:
+            errors.append(f"{addr[0]} port {addr[1]}: {exc.strerror or exc}")
+            continue
+        return Check("address", "ok", f"{target} accepts connections ({addr[0]})")
+    return Check(
+        "address",
+        "fail",
+        f"cannot connect to {target} ({'; '.join(errors)}): is lnd running, and does its "
+        "rpclisten include this address?",
+    )
+
+
+def _cert_file(cert_path: os.PathLike[str] | str | None) -> Check:
+    """The tls.cert file alone: readable, a certificate, not expired (no node needed)."""
+    import ssl
+
+    if cert_path is None:
+        return Check("cert file", "fail", "no --lnd-cert / LNPLUGIN_LND_CERT: copy lnd's tls.cert")
+    path = Path(cert_path).expanduser()
+    try:
+        pem = path.read_text("ascii")
+        ssl.PEM_cert_to_DER_cert(pem.strip())
+    except FileNotFoundError:
+        return Check("cert file", "fail", f"{path} does not exist (--lnd-cert)")
+    except OSError as exc:
         return Check(
-            "address",
-            "fail",
-            f"cannot connect to {target}: {exc.strerror or exc}: is lnd running, and does "
-            "its rpclisten include this address?",
+            "cert file", "fail", f"cannot read {path} as uid {os.getuid()}: {exc.strerror}"
         )
-    return Check("address", "ok", f"{target} accepts connections")
+    except (ValueError, UnicodeDecodeError):
+        return Check("cert file", "fail", f"{path} is not a PEM certificate (lnd's tls.cert)")
+    expires = _not_after(path)
+    if expires is None:
+        return Check("cert file", "ok", f"{path} is a PEM certificate")
+    now = _dt.datetime.now(_dt.UTC)
+    if expires < now:
+        return Check(
+            "cert file",
+            "fail",
+            f"{path} expired {expires:%Y-%m-%d}: lnd renews it on restart when "
+            "tls-auto-refresh is set; copy the new one",
+        )
+    if expires - now < _dt.timedelta(days=30):
+        return Check("cert file", "warn", f"{path} expires {expires:%Y-%m-%d}: renew it soon")
+    return Check("cert file", "ok", f"{path} (expires {expires:%Y-%m-%d})")
+
+
+def _not_after(path: Path) -> _dt.datetime | None:
+    """The certificate's expiry, through the standard library's own decoder
+    (doctor must run without the test extras' `cryptography`); None if this
+    Python does not offer it."""
+    import ssl
+
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is None:
+        return None
+    try:
+        not_after = decode(str(path)).get("notAfter")
+        return _dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), _dt.UTC)
+    except (ssl.SSLError, ValueError, TypeError, OSError):
+        return None
+
+
+def _macaroon_file(value: str | None) -> Check:
+    """The macaroon alone: readable, not open to every user, and what it grants.
+
+    Warns when it can spend (an `admin.macaroon`): lnplugin never spends, so a
+    leaked lnplugin host should not be able to either.
+    """
+    from lnplugin.nodes.lnd.macaroon import MacaroonFormatError, decode
+
+    if not value:
+        return Check(
+            "macaroon file", "fail", "no --lnd-macaroon / LNPLUGIN_LND_MACAROON; " + LND_BAKE
+        )
+    from lnplugin.nodes.lnd.node import is_file
+
+    path = Path(value).expanduser()
+    where = str(path)
+    try:
+        if is_file(value):
+            raw = path.read_bytes()
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o004:
+                return Check(
+                    "macaroon file",
+                    "warn",
+                    f"{path} (mode {mode:04o}) is readable by every user; it is a bearer "
+                    "credential: chmod 0600 or 0640",
+                )
+        else:
+            raw = bytes.fromhex(value.strip())
+            where = "the hex macaroon"
+    except OSError as exc:
+        return Check(
+            "macaroon file", "fail", f"cannot read {path} as uid {os.getuid()}: {exc.strerror}"
+        )
+    except ValueError:
+        return Check("macaroon file", "fail", f"{value[:40]!r} is neither a readable file nor hex")
+    try:
+        macaroon = decode(raw)
+    except MacaroonFormatError as exc:
+        return Check(
+            "macaroon file",
+            "warn",
+            f"cannot read the permissions in {where} ({exc}); is it a macaroon lnd baked?",
+        )
+    perms = macaroon.permissions
+    spending = macaroon.spending()
+    if spending:
+        return Check(
+            "macaroon file",
+            "warn",
+            f"{where} can spend the node's funds: {'; '.join(spending)}. lnplugin never "
+            f"spends; give it one that cannot: {LND_BAKE}",
+        )
+    lacking = sorted(_REQUIRED - perms)
+    if lacking and not any(p.startswith("uri:") for p in perms):
+        return Check(
+            "macaroon file",
+            "fail",
+            f"{where} lacks {' '.join(lacking)} (lnplugin needs both); {LND_BAKE}",
+        )
+    extra = sorted(perms - _NEEDED_OR_OPTIONAL)
+    detail = f"{where} grants {' '.join(sorted(perms))}; cannot spend"
+    if extra:
+        detail += f" (more than lnplugin needs: {' '.join(extra)})"
+    if macaroon.caveats:
+        detail += f"; caveats: {', '.join(macaroon.caveats)}"
+    return Check("macaroon file", "ok", detail)
 
 
 def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
@@ -108,15 +256,18 @@ def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
 
 
 def checks(settings: Settings) -> list[Check]:
-    """Address, TLS, macaroon permissions (read-only probes) and network, one line each."""
+    """Cert and macaroon files (always), then address, TLS, macaroon permissions
+    (read-only probes) and network while the node answers; one line each."""
     from lnplugin.nodes.base import NodeError, NodeInfo, NodePermissionDenied
     from lnplugin.nodes.lnd.node import LndNode, load_macaroon, to_node_info
 
-    checks = [_lnd_address(settings.lnd_host)]
-    if checks[-1].status == "fail":
+    cert = _cert_file(settings.lnd_cert)
+    macaroon = _macaroon_file(settings.lnd_macaroon)
+    checks = [cert, macaroon, _lnd_address(settings.lnd_host)]
+    if checks[-1].status == "fail" or cert.status == "fail":
         return checks
     checks.append(_lnd_tls(settings.lnd_host, settings.lnd_cert))
-    if checks[-1].status == "fail":
+    if checks[-1].status == "fail" or macaroon.status == "fail":
         return checks
     try:
         if load_macaroon(settings.lnd_macaroon) is None:

@@ -121,15 +121,24 @@ def translate(exc: grpc.RpcError) -> NodeError:
     return NodeError(f"LND error: {details}")
 
 
+def is_file(value: str | Path) -> bool:
+    """Whether `value` names a file. A real macaroon in hex is 500 characters or
+    more, longer than a file name may be: the OS refuses to look it up
+    (ENAMETOOLONG), which means "not a file", not an error."""
+    try:
+        return Path(value).expanduser().is_file()
+    except OSError:
+        return False
+
+
 def load_macaroon(value: str | bytes | Path | None) -> str | None:
     """A macaroon as lnd wants it in metadata: hex. Accepts a file path or hex."""
     if value is None or value == "":
         return None
     if isinstance(value, bytes):
         return value.hex()
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path.read_bytes().hex()
+    if is_file(value):
+        return Path(value).expanduser().read_bytes().hex()
     text = str(value).strip()
     try:
         bytes.fromhex(text)

@@ -1,0 +1,341 @@
+"""Exporting invoices: `GET /invoices/export` and `lnplugin export`, CSV and JSON Lines.
+
+Boostagrams arrive through the dev node's keysend (node -> follower ->
+store), with the text a spreadsheet export gets wrong: commas, quotes, CR
+and LF inside a message, a leading `=`. Each test parses the export back
+with the standard `csv` and `json` modules and compares it with what the
+invoice API says about the same payments.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lnplugin.export import BOOST_FIELDS, COLUMNS, cell
+from lnplugin.store import invoices
+
+NASTY = {
+    "action": "boost",
+    "app_name": 'Fountain, "beta"',
+    "podcast": 'The "Quoted", Pod',
+    "feedID": "920666",  # a string on the wire; parsed to an int
+    "episode": "Ep 1\nwith a newline",
+    "ts": 123,
+    "value_msat_total": 21000,
+    "sender_name": "@alice, bob",
+    "message": '=HYPERLINK("x"),\r\nsecond "line", third\n',
+    "guid": "917393e3-1b1e-5cef-ace4-edaa54e1f810",
+    "extra": {"nested": [1, 2]},  # not a column: kept in the boostagram JSON
+}
+
+
+def keysend(client, headers, boost: dict, message: str | None = None, msat: int = 5000) -> dict:
+    records = {"7629169": json.dumps(boost)}
+    if message is not None:
+        records["34349334"] = message
+    reply = client.post(
+        "/dev/keysend", json={"amount_msat": msat, "custom_records": records}, headers=headers
+    )
+    assert reply.status_code == 200, reply.get_json()
+    return reply.get_json()
+
+
+def invoice(client, headers, description: str = 'coffee, "large"') -> dict:
+    reply = client.post(
+        "/invoices",
+        json={"amount": 21, "description": description, "payer_name": "Ann"},
+        headers=headers,
+    )
+    assert reply.status_code == 201, reply.get_json()
+    return reply.get_json()
+
+
+def parse_csv(text: str) -> list[dict[str, str]]:
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert tuple(rows[0]) == COLUMNS
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows[1:]]
+
+
+def parse_jsonl(text: str) -> list[dict]:
+    assert text.endswith("\n") or text == ""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def get_export(client, headers, **params) -> str:
+    reply = client.get("/invoices/export", query_string=params, headers=headers)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    return reply.get_data(as_text=True)
+
+
+@pytest.fixture
+def payments(client, admin) -> list[dict]:
+    """A plain invoice, a nasty boostagram with a chat message, and a plain boost."""
+    return [
+        invoice(client, admin),
+        keysend(client, admin, NASTY, message='hi, "there"\nbye'),
+        keysend(client, admin, {"podcast": "Plain", "message": "ok"}, msat=7000),
+    ]
+
+
+def test_csv_round_trip_keeps_commas_quotes_and_newlines_in_boostagrams(
+    client, admin, payments
+) -> None:
+    rows = parse_csv(get_export(client, admin, format="csv"))
+    assert [r["payment_hash"] for r in rows] == [p["payment_hash"] for p in payments]
+    boost = rows[1]
+    assert boost["boost_message"] == NASTY["message"]  # CR, LF, quotes and comma intact
+    assert boost["boost_podcast"] == NASTY["podcast"]
+    assert boost["boost_episode"] == NASTY["episode"]
+    assert boost["boost_sender_name"] == NASTY["sender_name"]
+    assert boost["boost_app_name"] == NASTY["app_name"]
+    assert boost["boost_feedID"] == "920666"
+    assert boost["keysend_message"] == 'hi, "there"\nbye'
+    assert boost["is_keysend"] == "true" and boost["state"] == "SETTLED"
+    assert boost["amount_received_msat"] == "5000"
+    assert json.loads(boost["boostagram"])["extra"] == {"nested": [1, 2]}
+    assert rows[0]["description"] == 'coffee, "large"' and rows[0]["payer_name"] == "Ann"
+    assert rows[0]["boost_message"] == "" and rows[0]["is_keysend"] == "false"
+    assert rows[0]["state"] == "CREATED" and rows[0]["settled_at"] == ""
+
+
+def test_jsonl_carries_the_same_values_as_csv_with_types(client, admin, payments) -> None:
+    lines = parse_jsonl(get_export(client, admin, format="jsonl"))
+    rows = parse_csv(get_export(client, admin, format="csv"))
+    assert [tuple(line) for line in lines] == [COLUMNS] * len(payments)
+    assert [{k: cell(v) for k, v in line.items()} for line in lines] == rows
+    boost = lines[1]
+    assert boost["boost_feedID"] == 920666 and boost["boost_ts"] == 123
+    assert boost["boost_message"] == NASTY["message"]
+    assert boost["boost_guid"] == NASTY["guid"]
+    assert lines[0]["boost_message"] is None and lines[0]["is_keysend"] is False
+
+
+def test_export_agrees_with_the_invoice_api(client, admin, payments) -> None:
+    lines = parse_jsonl(get_export(client, admin, format="jsonl"))
+    for line, paid in zip(lines, payments, strict=True):
+        api = client.get(f"/invoices/{paid['payment_hash']}", headers=admin).get_json()
+        assert line["identifier"] == api["identifier"]
+        assert line["state"] == api["state"]
+        assert line["amount_received_msat"] == api["amount_received_msat"]
+        assert line["created_at"] == api["created_at"]
+        assert line["settled_at"] == api["settled_at"]
+        assert line["keysend_message"] == api["keysend_message"]
+        assert json.loads(line["custom_records"] or "{}") == api["custom_records"]
+        for name in BOOST_FIELDS:
+            assert line[f"boost_{name}"] == (api["boostagram"] or {}).get(name)
+    assert "preimage" not in lines[1] and lines[1]["payment_hash"]
+
+
+def test_type_and_since_filter_the_export(client, admin, service, payments) -> None:
+    outgoing_hash = hashlib.sha256(b"out").hexdigest()
+    with service.store.transaction() as tx:
+        invoices.insert(
+            tx,
+            {
+                "type": "outgoing",
+                "payment_hash": outgoing_hash,
+                "state": "SETTLED",
+                "amount_msat": 9000,
+                "amount_received_msat": 9000,
+                "fee_msat": 12,
+                "created_at": 1_000_000_000,  # 2001-09-09
+                "settled_at": 1_000_000_001,
+                "expiry": 0,
+                "expires_at": 1_000_000_000,
+                "list_seq": invoices.next_list_seq(tx, "outgoing"),
+            },
+        )
+    out = parse_jsonl(get_export(client, admin, format="jsonl", type="outgoing"))
+    assert [r["payment_hash"] for r in out] == [outgoing_hash]
+    assert out[0]["fee_msat"] == 12
+    incoming = parse_jsonl(get_export(client, admin, format="jsonl", type="incoming"))
+    assert [r["payment_hash"] for r in incoming] == [p["payment_hash"] for p in payments]
+    recent = parse_jsonl(get_export(client, admin, format="jsonl", since="2001-09-10"))
+    assert outgoing_hash not in {r["payment_hash"] for r in recent}
+    assert len(recent) == len(payments)
+    everything = parse_jsonl(get_export(client, admin, format="jsonl", since="1000000000"))
+    assert len(everything) == len(payments) + 1
+
+
+def test_an_export_spanning_many_batches_has_every_row_once_in_order(client, admin, service):
+    with service.store.transaction() as tx:
+        for i in range(1234):  # more than two store batches of 500
+            invoices.insert(
+                tx,
+                {
+                    "type": "incoming",
+                    "payment_hash": hashlib.sha256(str(i).encode()).hexdigest(),
+                    "state": "OPEN",
+                    "amount_msat": 1000 + i,
+                    "description": f'row {i}, "{i}"',
+                    "created_at": 1_700_000_000 + i,
+                    "expiry": 10**9,
+                    "expires_at": 1_700_000_000 + 10**9,
+                },
+            )
+    rows = parse_csv(get_export(client, admin))  # csv is the default format
+    assert [r["amount_msat"] for r in rows] == [str(1000 + i) for i in range(1234)]
+    assert rows[7]["description"] == 'row 7, "7"'
+
+
+def test_an_empty_store_exports_a_header_only(client, admin) -> None:
+    assert parse_csv(get_export(client, admin, format="csv")) == []
+    assert get_export(client, admin, format="jsonl") == ""
+
+
+def test_the_response_is_a_download_with_the_format_media_type(client, admin, payments) -> None:
+    reply = client.get("/invoices/export?format=jsonl", headers=admin)
+    assert reply.headers["Content-Type"] == "application/x-ndjson"
+    assert 'filename="lnplugin-invoices.jsonl"' in reply.headers["Content-Disposition"]
+    reply = client.get("/invoices/export", headers=admin)
+    assert reply.headers["Content-Type"] == "text/csv; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    "scopes,params,status",
+    [
+        (("invoices:read",), {"type": "incoming"}, 200),
+        (("invoices:read",), {"type": "outgoing"}, 403),
+        (("invoices:read",), {}, 403),
+        (("transactions:read",), {"type": "outgoing"}, 200),
+        (("transactions:read",), {"type": "incoming"}, 403),
+        (("invoices:read", "transactions:read"), {}, 200),
+        (("invoices:create",), {"type": "incoming"}, 403),
+    ],
+)
+def test_the_export_needs_the_scopes_of_the_list_it_mirrors(
+    client, make_token, scopes, params, status
+) -> None:
+    headers = {"Authorization": f"Bearer {make_token(*scopes)}"}
+    reply = client.get("/invoices/export", query_string=params, headers=headers)
+    assert reply.status_code == status, reply.get_data(as_text=True)
+    if status == 403:
+        assert reply.get_json()["error"] is True
+
+
+def test_no_token_is_401(client) -> None:
+    assert client.get("/invoices/export").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"format": "xlsx"}, "format"),
+        ({"type": "both"}, "type"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "99999999999999999999"}, "since"),
+    ],
+)
+def test_bad_parameters_are_400_naming_each(client, admin, params, field) -> None:
+    reply = client.get("/invoices/export", query_string=params, headers=admin)
+    assert reply.status_code == 400
+    body = reply.get_json()
+    assert body["error"] is True and field in body["errors"]
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def lnplugin(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command; its output decoded without newline translation, as CSV's
+    CRLF row ends and a CR inside a quoted cell must reach the reader as written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lnplugin", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+    )
+
+
+def test_the_command_writes_the_same_export_to_a_private_file(
+    client, admin, payments, data_dir, tmp_path
+) -> None:
+    target = tmp_path / "boosts.csv"
+    proc = lnplugin(data_dir, "export", "--format", "csv", "--output", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    text = target.read_bytes().decode()
+    assert parse_csv(text) == parse_csv(get_export(client, admin, format="csv"))
+    assert "\r\n" in text  # RFC 4180 line ends survive the file write
+
+
+def test_the_command_prints_jsonl_filtered_by_type_and_since(client, admin, payments, data_dir):
+    proc = lnplugin(
+        data_dir,
+        "export",
+        "--format",
+        "jsonl",
+        "--type",
+        "incoming",
+        "--since",
+        "2020-01-01T00:00:00Z",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert parse_jsonl(proc.stdout) == parse_jsonl(
+        get_export(client, admin, format="jsonl", type="incoming")
+    )
+    proc = lnplugin(data_dir, "export", "--format", "jsonl", "--since", "2999-01-01")
+    assert proc.returncode == 0 and proc.stdout == ""
+
+
+def test_spreadsheet_safe_neutralises_formulas_only_when_asked(client, admin, payments, data_dir):
+    raw = lnplugin(data_dir, "export")
+    safe = lnplugin(data_dir, "export", "--spreadsheet-safe")
+    assert parse_csv(raw.stdout)[1]["boost_message"] == NASTY["message"]
+    assert parse_csv(safe.stdout)[1]["boost_message"] == "'" + NASTY["message"]
+    assert parse_csv(safe.stdout)[1]["boost_podcast"] == NASTY["podcast"]
+
+
+def test_the_command_refuses_a_data_dir_without_a_store(tmp_path) -> None:
+    proc = lnplugin(tmp_path / "nothing-here", "export")
+    assert proc.returncode == 2
+    assert "no lnplugin store" in proc.stderr
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_a_bad_since_is_a_usage_error(tmp_path) -> None:
+    proc = lnplugin(tmp_path, "export", "--since", "last week")
+    assert proc.returncode == 2 and "--since" in proc.stderr
+
+
+def test_a_real_server_streams_the_export_in_chunks(tmp_path) -> None:
+    """Over waitress the export is sent as it is read (chunked, no Content-Length),
+    and a client reading it piece by piece gets the same rows as the CLI."""
+    from tests import e2e
+
+    data = tmp_path / "data"
+    with e2e.Server(data) as server:
+        for n in range(3):
+            reply = server.request(
+                "POST", "/dev/keysend",
+                json={"amount_msat": 1000 + n, "custom_records": {"7629169": json.dumps(NASTY)}},
+            )  # fmt: skip
+            assert reply.status_code == 200, reply.text
+        reply = server.session.get(
+            f"{server.url}/invoices/export?format=csv",
+            headers={"Authorization": f"Bearer {server.token}"},
+            stream=True,
+            timeout=30,
+        )
+        assert reply.status_code == 200
+        assert reply.headers.get("Transfer-Encoding") == "chunked"
+        assert "Content-Length" not in reply.headers
+        body = b"".join(reply.iter_content(chunk_size=100)).decode()
+        rows = parse_csv(body)
+        assert [r["amount_received_msat"] for r in rows] == ["1000", "1001", "1002"]
+        assert all(r["boost_message"] == NASTY["message"] for r in rows)
+        assert parse_csv(lnplugin(data, "export").stdout) == rows

@@ -15,6 +15,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -320,6 +321,9 @@ class Follower:
         self._apply_lock = threading.Lock()
         self._cursor_kind: str | None = None
         self._outgoing_denied_logged = False
+        # Failed node calls by operation, for `/metrics`; the API adds its own
+        # (create_invoice, get_info). Increments are single dict updates under the GIL.
+        self.node_errors: collections.Counter[str] = collections.Counter()
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
             self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
@@ -436,6 +440,7 @@ class Follower:
                 self._follow_once()
                 attempt = 0  # the feed ended cleanly (node closed it); reconnect now
             except NodeError as exc:  # NodeUnavailable is one
+                self.node_errors["feed"] += 1
                 self._note_error(exc)
             except Exception as exc:  # a bug must not silently stop following
                 log.exception("settlement feed failed")
@@ -518,6 +523,7 @@ class Follower:
                     self.sweep_outgoing()  # when denied, only the full sweep asks again
                     next_outgoing = now + self.node.outgoing_poll_interval
             except NodeError as exc:
+                self.node_errors["sweep"] += 1
                 self._note_error(exc)
                 next_sweep = now + min(self.sweep_interval, 5.0)
             except Exception:

@@ -33,7 +33,10 @@ class Body(BaseModel):
 class InvoiceCreate(Body):
     """POST /invoices. Unknown keys are ignored, as Alby's API does."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"amount": 21, "description": "coffee"}]},
+    )
 
     amount: StrictInt | None = Field(default=None, ge=0, le=MAX_MSAT // 1000)
     amount_msat: StrictInt | None = Field(default=None, ge=0, le=MAX_MSAT)
@@ -143,7 +146,12 @@ class DevPay(Body):
 
 
 class DevKeysend(Body):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"amount_msat": 5000, "custom_records": {"34349334": "hi"}}]
+        },
+    )
 
     amount_msat: StrictInt = Field(gt=0, le=MAX_MSAT)
     custom_records: dict[str, StrictStr] = Field(default_factory=dict)

@@ -24,7 +24,7 @@ import secrets
 import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from lnplugin.config import Settings
 
@@ -50,10 +50,9 @@ def _preflight(settings: Settings) -> Response | None:
     origin = request.headers.get("Origin", "").lower()
     if origin not in settings.cors_origin:
         return Response(status=204)  # no CORS headers: the browser stops here
-    adapter = request.url_rule
-    methods: set[str] = set()
-    if adapter is not None:
-        methods = {m for m in (adapter.methods or ()) if m not in ("HEAD", "OPTIONS")}
+    # Every rule on this path, not only the one matched (GET and POST /invoices are two).
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    methods = {m for m in adapter.allowed_methods() if m not in ("HEAD", "OPTIONS")}
     response = Response(status=204)
     response.headers["Access-Control-Allow-Origin"] = request.headers["Origin"]
     response.headers["Access-Control-Allow-Methods"] = ", ".join(sorted(methods))

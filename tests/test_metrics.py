@@ -5,6 +5,8 @@ Parsed with prometheus-client's own text parser, as Prometheus would read it.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,8 @@ from lnplugin.nodes.lnd.node import LndNode
 from lnplugin.service import Service
 from lnplugin.store import tokens
 from lnplugin_sim.lnd_sim import LndSim
+
+DASHBOARD = Path(__file__).parent.parent / "contrib" / "grafana" / "lnplugin.json"
 
 
 def scrape(client, token: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
@@ -158,3 +162,22 @@ def test_node_errors_are_counted(tmp_path: Path) -> None:
             )
         finally:
             svc.stop()
+
+
+def test_the_grafana_dashboard_only_uses_families_lnplugin_exports(  # type: ignore[no-untyped-def]
+    client, make_token: Callable[..., str]
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    reply = client.get(
+        "/metrics", headers={"Authorization": f"Bearer {make_token('metrics:read')}"}
+    )
+    exported = set()
+    for family in text_string_to_metric_families(reply.get_data(as_text=True)):
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        exported |= {family.name + s for s in suffixes.get(family.type, [""])}
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\b((?:lnplugin|process)_[a-z_]+)", target["expr"]))
+    assert used, "no queries found"
+    assert used <= exported, f"not exported: {sorted(used - exported)}"

@@ -14,6 +14,7 @@ from lnplugin.api import create_app
 from lnplugin.api.tickets import TicketBook
 from lnplugin.config import ConfigError, load_settings
 from lnplugin.service import Service
+from tests import e2e
 
 
 @pytest.fixture
@@ -208,3 +209,35 @@ def test_tickets_expire_and_are_stored_hashed() -> None:
     ticket = book.issue(7, "/events")
     assert book.redeem(ticket, "/events") == 7
     assert book.redeem(ticket, "/events") is None
+
+
+def _stderr_after_stop(server: e2e.Server) -> list[str]:
+    server.stop()
+    assert server.proc is not None and server.proc.stderr is not None
+    return server.proc.stderr.read().splitlines()
+
+
+def test_serve_writes_json_logs_with_access_lines(tmp_path: Path) -> None:
+    server = e2e.Server(
+        tmp_path / "data", "--log-format", "json", env={"LNPLUGIN_LOG_LEVEL": "info"}
+    )
+    with server:
+        reply = server.request("GET", "/info", headers={"X-Request-Id": "e2e-1"})
+        assert reply.status_code == 200 and reply.headers["X-Request-Id"] == "e2e-1"
+        lines = _stderr_after_stop(server)
+    records = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
+    access = [r for r in records if r["logger"] == "lnplugin.access"]
+    assert [(r["method"], r["route"], r["status"], r["request_id"]) for r in access] == [
+        ("GET", "/info", 200, "e2e-1")
+    ]
+    assert isinstance(access[0]["token_id"], int)
+    assert server.token is not None and server.token not in "\n".join(lines)
+
+
+def test_serve_without_the_access_log(tmp_path: Path) -> None:
+    server = e2e.Server(tmp_path / "data", "--no-access-log", env={"LNPLUGIN_LOG_LEVEL": "info"})
+    with server:
+        assert server.request("GET", "/info").status_code == 200
+        lines = _stderr_after_stop(server)
+    assert lines, "info-level startup lines expected"
+    assert not [line for line in lines if "lnplugin.access" in line]

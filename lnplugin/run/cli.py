@@ -279,7 +279,7 @@ def _store(flags: dict[str, Any]) -> Any:
     "scopes",
     multiple=True,
     required=True,
-    help="invoices:create, invoices:read, transactions:read or admin; repeatable.",
+    help="invoices:create, invoices:read, transactions:read, metrics:read or admin; repeatable.",
 )
 @click.option("--label", help="A note to recognise the token by.")
 def token_create(scopes: tuple[str, ...], label: str | None, **flags: Any) -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -46,13 +47,13 @@ def current_token() -> tokens.TokenInfo:
     return g.token
 
 
-def _ticket_token(conn: object, ticket: str) -> tokens.TokenInfo:
+def _ticket_token(conn: sqlite3.Connection, ticket: str) -> tokens.TokenInfo:
     """The live token a stream ticket stands for (consuming the ticket), or 401."""
     book = current_app.extensions.get("lnplugin_tickets")
     token_id = None
     if book is not None and len(ticket) <= 100:
         token_id = book.redeem(ticket, request.path)
-    info = tokens.by_id(conn, token_id) if token_id is not None else None  # type: ignore[arg-type]
+    info = tokens.by_id(conn, token_id) if token_id is not None else None
     if info is None:
         raise APIError(401, "Invalid, used or expired ticket: POST /events/tickets for a new one")
     return info

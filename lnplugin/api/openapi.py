@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from lnplugin import __version__
 from lnplugin.api import schemas
 from lnplugin.api.auth import TICKET_ENDPOINTS
+from lnplugin.api.context import MAX_PARAM_INT
+from lnplugin.api.events import MAX_EVENT_ID
 from lnplugin.api.invoices import _FILTERS
 from lnplugin.api.tickets import TicketCreate
 from lnplugin.api.webhooks import EndpointCreate
@@ -62,7 +64,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "event_id": {"type": "string", "minLength": 1, "maxLength": 100},
     "invoice": {"type": "string", "minLength": 1, "maxLength": 7089},
 }
-_INT = {"type": "integer", "minimum": 0, "maximum": 10**15}
+_INT = {"type": "integer", "minimum": 0, "maximum": MAX_PARAM_INT}
 LIST_QUERY = [
     *(
         {"name": name, "in": "query", "schema": _INT, "description": "unix seconds, exclusive"}
@@ -77,7 +79,11 @@ LIST_QUERY = [
         }
         for name in sorted(f for f in _FILTERS if "created_at" not in f)
     ),
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10**6}},
+    {
+        "name": "page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PARAM_INT},
+    },
     {
         "name": "items",
         "in": "query",
@@ -91,13 +97,13 @@ RESUME = [
     {
         "name": "Last-Event-ID",
         "in": "header",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
         "description": "resume after this event id (what EventSource sends on reconnect)",
     },
     {
         "name": "last_event_id",
         "in": "query",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
         "description": "the same, for clients that cannot set headers",
     },
 ]

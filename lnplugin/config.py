@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from lnplugin.networks import NETWORKS
 
 ENV_PREFIX = "LNPLUGIN_"
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+/?")
 
 
 class ConfigError(Exception):
@@ -47,6 +49,9 @@ class Settings(BaseModel):
     network: str | None = None
     threads: int = 16
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
+    cors_origin: tuple[str, ...] = ()
     public_url: str | None = None
     lnd_host: str = "localhost:10009"
     lnd_cert: Path | None = None
@@ -115,6 +120,17 @@ class Settings(BaseModel):
             except ValueError:
                 raise ValueError(f"{item!r} is not a CIDR such as 127.0.0.0/8") from None
         return tuple(items)
+
+    @field_validator("cors_origin", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> tuple[str, ...]:
+        """Exact origins only (no `*`, no path): a browser sends the bearer token
+        from pages of these origins, so each must be named on purpose."""
+        items = _split(value)
+        for item in items:
+            if not isinstance(item, str) or not _ORIGIN.fullmatch(item):
+                raise ValueError(f"{item!r} is not an origin such as https://app.example.com")
+        return tuple(item.rstrip("/").lower() for item in items)
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

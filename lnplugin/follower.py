@@ -15,6 +15,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -28,6 +29,7 @@ from typing import Any
 from lnplugin.boostagram import records_from_json, records_to_json
 from lnplugin.nodes.base import (
     Feature,
+    FeedHead,
     InvoiceUpdate,
     Node,
     NodeError,
@@ -51,13 +53,71 @@ _EVENT_FOR_STATE = {
 }
 
 
+PROGRESS_EVERY = 5.0  # seconds between backfill progress lines
+
+
+class BackfillProgress:
+    """Progress lines while the feed works through a backlog (a first start
+    on a node with 50,000 settled invoices, or a long outage): how many
+    updates so far, the cursor against the node's head, the rate, an ETA.
+
+    At most one line every `every` seconds, and a closing line when the
+    backlog is done, so an operator sees that it moves without a line per
+    batch. `clock` is given by tests, which step it instead of sleeping.
+    """
+
+    def __init__(self, every: float = PROGRESS_EVERY, clock: Any = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._started: float | None = None
+        self._last_line = 0.0
+        self._count = 0
+        self._from_cursor = 0
+        self._lines = 0
+
+    def batch(self, applied: int, before: int, cursor: int, head: int, more: bool) -> str | None:
+        """Note one applied batch (`before`: the cursor before it); `more`: the
+        feed had more waiting. Returns the line to log, if one is due."""
+        now = self.clock()
+        if self._started is None:
+            if not more:
+                return None  # a live payment, not a backlog
+            self._started, self._last_line = now, now
+            self._count, self._from_cursor, self._lines = 0, before, 0
+        self._count += applied
+        elapsed = max(now - self._started, 1e-9)
+        if not more:
+            line = None
+            if self._lines:
+                line = (
+                    f"backfill done: {self._count} updates in {elapsed:.0f} s "
+                    f"({self._count / elapsed:.0f}/s), cursor {cursor}"
+                )
+            self._started = None
+            return line
+        if now - self._last_line < self.every:
+            return None
+        self._last_line = now
+        self._lines += 1
+        rate = (cursor - self._from_cursor) / elapsed
+        line = f"backfill: {self._count} updates applied, cursor {cursor}"
+        if head > cursor:
+            line += f" of head {head} ({100 * cursor / head:.0f}%)"
+        line += f", {self._count / elapsed:.0f} updates/s"
+        if head > cursor and rate > 0:
+            line += f", about {(head - cursor) / rate:.0f} s left"
+        return line
+
+
 @dataclass
 class FollowerStatus:
     """What `GET /info` and `lnplugin status` report."""
 
     connection: str = "starting"  # starting | connected | reconnecting | stopped
     cursor: int = 0
-    head: int = 0  # highest feed position the node has shown us
+    # The node's feed position: asked of nodes with `Feature.FEED_HEAD`, else
+    # the highest the feed has shown so far (the end of the page being read).
+    head: int = 0
     outgoing_cursor: int = 0
     outgoing: str = "ok"  # ok | unavailable (reason in last_error of that part)
     last_event_at: int | None = None
@@ -320,6 +380,9 @@ class Follower:
         self._apply_lock = threading.Lock()
         self._cursor_kind: str | None = None
         self._outgoing_denied_logged = False
+        # Failed node calls by operation, for `/metrics`; the API adds its own
+        # (create_invoice, get_info). Increments are single dict updates under the GIL.
+        self.node_errors: collections.Counter[str] = collections.Counter()
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
             self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
@@ -364,6 +427,18 @@ class Follower:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
             self.status.cursor = self.status.head = cursor
         self._cursor_kind = kind
+
+    def refresh_head(self) -> None:
+        """Ask the node for its feed head, on nodes that can tell (`FeedHead`)."""
+        if not self.node.has_feature(Feature.FEED_HEAD) or not isinstance(self.node, FeedHead):
+            return
+        try:
+            head = self.node.feed_head()
+        except NodeError:
+            self.node_errors["feed_head"] += 1
+            return
+        if head is not None:
+            self.status.head = max(head, self.status.cursor)
 
     # -- sweeps -----------------------------------------------------------------
 
@@ -436,6 +511,7 @@ class Follower:
                 self._follow_once()
                 attempt = 0  # the feed ended cleanly (node closed it); reconnect now
             except NodeError as exc:  # NodeUnavailable is one
+                self.node_errors["feed"] += 1
                 self._note_error(exc)
             except Exception as exc:  # a bug must not silently stop following
                 log.exception("settlement feed failed")
@@ -462,6 +538,8 @@ class Follower:
         within milliseconds.
         """
         self.sync_cursor_kind()
+        self.refresh_head()
+        progress = BackfillProgress()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         stream = self.node.settlements(self.status.cursor)
 
@@ -495,8 +573,15 @@ class Follower:
                 except queue.Empty:
                     item = None
             if batch:
+                before = self.status.cursor
                 self.apply(batch)
                 self.status.last_error = None
+                more = len(batch) >= BATCH_MAX or not pending.empty()
+                line = progress.batch(
+                    len(batch), before, self.status.cursor, self.status.head, more
+                )
+                if line:
+                    log.info(line, extra={"backfill": {"cursor": self.status.cursor}})
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -510,6 +595,7 @@ class Follower:
             now = time.monotonic()
             try:
                 expire_due(self.store)
+                self.refresh_head()
                 if now >= next_sweep:
                     self.sweep()
                     next_sweep = now + self.sweep_interval
@@ -518,6 +604,7 @@ class Follower:
                     self.sweep_outgoing()  # when denied, only the full sweep asks again
                     next_outgoing = now + self.node.outgoing_poll_interval
             except NodeError as exc:
+                self.node_errors["sweep"] += 1
                 self._note_error(exc)
                 next_sweep = now + min(self.sweep_interval, 5.0)
             except Exception:

@@ -126,6 +126,7 @@ class Service:
                 self._info = self.node.get_info()
                 self._info_at = time.time()
             except NodeError as exc:
+                self.follower.node_errors["get_info"] += 1
                 log.debug("get_info failed: %s", exc)
             return self._info
 

@@ -15,6 +15,7 @@ from lnplugin.follower import Follower
 from lnplugin.nodes.base import (
     DevPayments,
     Feature,
+    FeedHead,
     NetworkMismatch,
     Node,
     NodeDecode,
@@ -28,12 +29,13 @@ from lnplugin.store import Store
 
 
 def test_each_node_declares_exactly_its_features() -> None:
-    assert DevNode.features == {Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS}
+    assert DevNode.features == {Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS, Feature.FEED_HEAD}
     assert LndNode.features == {Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY}
     assert ClnNode.features == {
         Feature.CAPTURED_RECORDS,
         Feature.OUTGOING_HISTORY,
         Feature.NODE_DECODE,
+        Feature.FEED_HEAD,
     }
 
 
@@ -41,6 +43,7 @@ def test_declared_protocols_are_implemented() -> None:
     for cls in (DevNode, LndNode, ClnNode):
         assert (Feature.DEV_PAYMENTS in cls.features) == issubclass(cls, DevPayments), cls
         assert (Feature.NODE_DECODE in cls.features) == issubclass(cls, NodeDecode), cls
+        assert (Feature.FEED_HEAD in cls.features) == issubclass(cls, FeedHead), cls
         declares_outgoing = Feature.OUTGOING_HISTORY in cls.features
         assert declares_outgoing == (cls.outgoing_payments is not Node.outgoing_payments), cls
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from flask import Flask
 
-from lnplugin.api import decode, dev, errors, events, info, invoices, webhooks
+from lnplugin.api import (
+    decode,
+    dev,
+    docs,
+    errors,
+    events,
+    info,
+    invoices,
+    metrics,
+    observe,
+    tickets,
+    webhooks,
+)
 from lnplugin.api.jsonprovider import OrjsonProvider
 from lnplugin.nodes.base import Feature
 from lnplugin.service import Service
@@ -18,12 +30,17 @@ def create_app(service: Service) -> Flask:
     app.json = OrjsonProvider(app)
     app.url_map.strict_slashes = False
     app.extensions["lnplugin"] = service
+    app.extensions["lnplugin_tickets"] = tickets.TicketBook()
     errors.register(app)
+    observe.register(app, service.settings)
     app.register_blueprint(invoices.bp)
     app.register_blueprint(decode.bp)
     app.register_blueprint(info.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(tickets.bp)
     if service.node.has_feature(Feature.DEV_PAYMENTS):
         app.register_blueprint(dev.bp)
+    metrics.register(app, service)
+    docs.register(app)  # last: the document describes every route registered above
     return app

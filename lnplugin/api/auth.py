@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -25,16 +26,37 @@ def _presented_token() -> str | None:
     return request.headers.get("X-Api-Key") or None
 
 
+# Routes that accept `?ticket=` (see `lnplugin.api.tickets`) instead of a token:
+# the event streams, which a browser's EventSource opens without headers.
+TICKET_ENDPOINTS = frozenset({"events.all_events", "events.invoice_events"})
+
+
 def current_token() -> tokens.TokenInfo:
     if "token" not in g:
         raw = _presented_token()
+        conn = current_app.extensions["lnplugin"].store.conn
+        if raw is None and request.endpoint in TICKET_ENDPOINTS and "ticket" in request.args:
+            g.token = _ticket_token(conn, request.args["ticket"])
+            return g.token
         if raw is None:
             raise APIError(401, "Missing token: send Authorization: Bearer <token>")
-        info = tokens.verify(current_app.extensions["lnplugin"].store.conn, raw)
+        info = tokens.verify(conn, raw)
         if info is None:
             raise APIError(401, "Invalid or revoked token")
         g.token = info
     return g.token
+
+
+def _ticket_token(conn: sqlite3.Connection, ticket: str) -> tokens.TokenInfo:
+    """The live token a stream ticket stands for (consuming the ticket), or 401."""
+    book = current_app.extensions.get("lnplugin_tickets")
+    token_id = None
+    if book is not None and len(ticket) <= 100:
+        token_id = book.redeem(ticket, request.path)
+    info = tokens.by_id(conn, token_id) if token_id is not None else None
+    if info is None:
+        raise APIError(401, "Invalid, used or expired ticket: POST /events/tickets for a new one")
+    return info
 
 
 def has_scope(info: tokens.TokenInfo, scope: str) -> bool:
@@ -53,6 +75,7 @@ def require(*scopes: str) -> Callable[[F], F]:
                 raise APIError(403, f"Token lacks scope: {', '.join(missing)}")
             return fn(*args, **kwargs)
 
+        wrapper.required_scopes = scopes  # type: ignore[attr-defined]  # read by api.openapi
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -57,8 +57,10 @@ def create_invoice() -> Any:
             )
         )
     except NodeUnavailable as exc:
+        svc.follower.node_errors["create_invoice"] += 1
         raise APIError(503, f"The node is unreachable, try again shortly ({exc})") from None
     except NodeError as exc:
+        svc.follower.node_errors["create_invoice"] += 1
         raise APIError(502, f"The node refused to create the invoice: {exc}") from None
 
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
@@ -33,7 +33,10 @@ class Body(BaseModel):
 class InvoiceCreate(Body):
     """POST /invoices. Unknown keys are ignored, as Alby's API does."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"amount": 21, "description": "coffee"}]},
+    )
 
     amount: StrictInt | None = Field(default=None, ge=0, le=MAX_MSAT // 1000)
     amount_msat: StrictInt | None = Field(default=None, ge=0, le=MAX_MSAT)
@@ -143,7 +146,12 @@ class DevPay(Body):
 
 
 class DevKeysend(Body):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"amount_msat": 5000, "custom_records": {"34349334": "hi"}}]
+        },
+    )
 
     amount_msat: StrictInt = Field(gt=0, le=MAX_MSAT)
     custom_records: dict[str, StrictStr] = Field(default_factory=dict)
@@ -169,3 +177,153 @@ class DecodeBody(Body):
     model_config = ConfigDict(extra="ignore")
 
     invoice: StrictStr
+
+
+# -- Response shapes, for the OpenAPI document (`lnplugin.api.openapi`) -------------
+#
+# These describe what `lnplugin.alby` and the routes return; they are not used to
+# build responses (that stays a dict, for speed in lists). The schemathesis test
+# checks every response against them, so a drift between the two fails a test.
+# `extra="allow"`: fields may be added without breaking clients.
+
+
+class Error(BaseModel):
+    """Every error: Alby's shape, plus `errors` naming each bad field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: int
+    error: bool
+    message: str
+    errors: dict[str, str] | None = Field(
+        default=None, description="field -> reason, for validation errors"
+    )
+
+
+class Invoice(BaseModel):
+    """Alby's invoice object (incoming invoices, keysends, outgoing payments)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    amount: int = Field(description="sats")
+    amount_msat: int
+    amount_received_msat: int
+    boostagram: dict[str, Any] | None
+    comment: str | None
+    created_at: str | None
+    creation_date: int
+    currency: str
+    custom_records: dict[str, Any]
+    description: str | None
+    description_hash: str | None
+    destination: str | None
+    expires_at: str | None
+    expiry: int | None
+    fee: int
+    fee_msat: int
+    fiat_currency: str | None
+    fiat_in_cents: int | None
+    identifier: str | None
+    is_keysend: bool
+    keysend_message: str | None
+    memo: str | None
+    metadata: Any
+    payer_email: str | None
+    payer_name: str | None
+    payer_pubkey: str | None
+    payment_hash: str
+    payment_request: str | None
+    preimage: str | None
+    r_hash_str: str
+    settled: bool
+    settled_at: str | None
+    state: Literal["CREATED", "SETTLED", "EXPIRED", "CANCELED"]
+    type: Literal["incoming", "outgoing"]
+    value: int
+
+
+class DecodedInvoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    currency: str
+    network: str | None
+    created_at: int
+    expiry: int
+    expires_at: int
+    is_expired: bool
+    payee: str
+    payee_alias: str | None
+    amount: int | None
+    amount_msat: int | None
+    description: str | None
+    description_hash: str | None
+    payment_hash: str
+    features: list[Any]
+    route_hints: list[list[dict[str, Any]]]
+    fallbacks: list[dict[str, Any]]
+    signature: str
+
+
+class Delivery(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    event_id: str
+    type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    last_attempt_at: str | None
+    next_attempt_at: str | None
+    delivered_at: str | None
+    created_at: str | None
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    url: str
+    description: str | None
+    filter_types: list[str]
+    created_at: str | None
+    endpoint_secret: str | None = Field(default=None, description="only in the POST answer")
+    deleted: bool | None = Field(default=None, description="only in the DELETE answer")
+
+
+class DevPayment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    payment_hash: str
+    state: str
+    amount_received_msat: int | None
+    settled_at: int | None
+    is_keysend: bool
+
+
+class Info(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    node: dict[str, Any]
+    network: str
+    follower: dict[str, Any]
+    notice: str | None = None
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    version: str
+    node: str
+    follower: dict[str, Any]
+
+
+class Ticket(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ticket: str
+    path: str
+    expires_in: float = Field(description="seconds")
+    url: str = Field(description="the path with ?ticket=, for new EventSource(url)")

@@ -34,7 +34,14 @@ MAX_URL = 2048
 
 
 class EndpointCreate(Body):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {"url": "https://example.com/hook", "filter_types": ["invoice.incoming.settled"]}
+            ]
+        },
+    )
 
     url: StrictStr = Field(max_length=MAX_URL)
     description: StrictStr | None = Field(default=None, max_length=1000)

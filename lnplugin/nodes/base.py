@@ -48,6 +48,8 @@ class Feature(enum.Enum):
     NODE_DECODE = "node_decode"
     # Simulated payments (`POST /dev/pay`, `/dev/keysend`); see `DevPayments`.
     DEV_PAYMENTS = "dev_payments"
+    # The node tells its current feed position without listing; see `FeedHead`.
+    FEED_HEAD = "feed_head"
 
 
 class NodeError(Exception):
@@ -295,3 +297,16 @@ __all__ = [
     "OutgoingPayment",
     "Unsupported",
 ]
+
+
+@runtime_checkable
+class FeedHead(Protocol):
+    """The node's current feed position, on nodes with `Feature.FEED_HEAD`.
+
+    What `settlements` would reach if it read everything now, in the same
+    units as `InvoiceUpdate.cursor`, so `head - cursor` is the real backlog
+    (`/info`, `/metrics`, the backfill ETA) instead of the end of the page
+    read so far. None when the node cannot tell at the moment.
+    """
+
+    def feed_head(self) -> int | None: ...

@@ -62,6 +62,23 @@ _SERVER = [
         "--log-level",
         help="debug, info, warning or error. [default: info] [env: LNPLUGIN_LOG_LEVEL]",
     ),
+    click.option(
+        "--log-format",
+        help="text or json (one JSON object per line). [default: text] "
+        "[env: LNPLUGIN_LOG_FORMAT]",
+    ),
+    click.option(
+        "--access-log/--no-access-log",
+        default=None,
+        help="Log one line per HTTP request at info level (method, route, status, duration, "
+        "token id). [default: on] [env: LNPLUGIN_ACCESS_LOG]",
+    ),
+    click.option(
+        "--cors-origin",
+        multiple=True,
+        help="Browser origin (https://app.example) allowed to call the API; repeatable. "
+        "[default: none] [env: LNPLUGIN_CORS_ORIGIN, comma-separated]",
+    ),
     click.option("--public-url", help="URL to print at startup. [env: LNPLUGIN_PUBLIC_URL]"),
     click.option(
         "--lnd-host", help="LND gRPC HOST:PORT. [default: localhost:10009] [env: LNPLUGIN_LND_HOST]"
@@ -374,7 +391,7 @@ def _store(flags: dict[str, Any]) -> Any:
     "scopes",
     multiple=True,
     required=True,
-    help="invoices:create, invoices:read, transactions:read or admin; repeatable.",
+    help="invoices:create, invoices:read, transactions:read, metrics:read or admin; repeatable.",
 )
 @click.option("--label", help="A note to recognise the token by.")
 def token_create(scopes: tuple[str, ...], label: str | None, **flags: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from waitress.server import create_server
 
+from lnplugin import logs
 from lnplugin.api import create_app
 from lnplugin.config import Settings, http_url
 from lnplugin.hub import WSGI_WRITE
@@ -30,13 +31,8 @@ log = logging.getLogger("lnplugin")
 SHUTDOWN_BOUND = 10.0  # seconds from the first SIGTERM/SIGINT to a forced exit
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+def setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
 
 
 def bootstrap_token(service: Service) -> str | None:
@@ -153,7 +149,7 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
     that cannot work raises (`StartupRefused`, `StoreError`, ...) before anything
     runs, for the command line to print as one line; the socket is bound before
     the service starts so a busy port stops nothing half-started."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     service = Service.build(settings)
     try:
         server = make_server(service, settings)

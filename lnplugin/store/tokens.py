@@ -15,7 +15,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-SCOPES = ("invoices:create", "invoices:read", "transactions:read", "admin")
+SCOPES = ("invoices:create", "invoices:read", "transactions:read", "metrics:read", "admin")
 TOKEN_PREFIX = "lnp_"
 
 
@@ -75,6 +75,14 @@ def verify(conn: sqlite3.Connection, token: str) -> TokenInfo | None:
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         return None
     return _info(row)
+
+
+def by_id(conn: sqlite3.Connection, token_id: int) -> TokenInfo | None:
+    """The live (not revoked) token with this id, or None."""
+    row = conn.execute(
+        "SELECT * FROM tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)
+    ).fetchone()
+    return None if row is None else _info(row)
 
 
 def list_all(conn: sqlite3.Connection) -> list[TokenInfo]:

@@ -176,7 +176,12 @@ class ClnNode(Node):
     # Keysend TLVs never appear in `listinvoices`: plugin mode captures them
     # (`lnplugin.nodes.cln.plugin`) into the store's captured records.
     features = frozenset(
-        {Feature.CAPTURED_RECORDS, Feature.OUTGOING_HISTORY, Feature.NODE_DECODE}
+        {
+            Feature.CAPTURED_RECORDS,
+            Feature.OUTGOING_HISTORY,
+            Feature.NODE_DECODE,
+            Feature.FEED_HEAD,
+        }
     )
 
     def __init__(
@@ -367,6 +372,15 @@ class ClnNode(Node):
                 continue
             cursor = int(row["pay_index"])
             yield InvoiceUpdate(to_invoice(row), cursor)
+
+    def feed_head(self) -> int | None:
+        """`FeedHead`: the invoices' updated index now (`wait` with nextvalue 0
+        answers at once). None on nodes before 23.08, whose cursor is a
+        pay_index that no call reports without listing every invoice."""
+        if self.cursor_kind != "updated_index":
+            return None
+        reply = self._call("wait", subsystem="invoices", indexname="updated", nextvalue=0)
+        return int(reply.get("updated") or 0)
 
     def settled_since(self, cursor: int) -> Iterator[InvoiceUpdate]:
         if self.cursor_kind == "pay_index":

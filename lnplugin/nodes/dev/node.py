@@ -84,7 +84,7 @@ class DevNode(Node):
     """Implements `DevPayments` (`pay`, `keysend`) besides `Node`."""
 
     kind = "dev"
-    features = frozenset({Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS})
+    features = frozenset({Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS, Feature.FEED_HEAD})
 
     def __init__(self, data_dir: Path, network: str = "regtest") -> None:
         """Raises `StoreError` when its database cannot be opened (damaged, unwritable)."""
@@ -280,6 +280,11 @@ class DevNode(Node):
         return self._conn.execute(
             "SELECT * FROM dev_invoices WHERE payment_hash = ?", (payment_hash,)
         ).fetchone()
+
+    def feed_head(self) -> int | None:
+        """`FeedHead`: the highest settle_index handed out."""
+        row = self._conn.execute("SELECT MAX(settle_index) FROM dev_invoices").fetchone()
+        return int(row[0] or 0)
 
     def _settled_after(self, cursor: int, limit: int) -> list[sqlite3.Row]:
         return self._conn.execute(

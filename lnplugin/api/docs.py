@@ -1,0 +1,80 @@
+"""`/openapi.json` and the `/docs` page, with no token and no CDN.
+
+The page is Swagger UI, whose files come from the `swagger-ui-py` package
+and are served from here, so the docs work on a machine with no internet
+access and no third party learns who reads them. Only the files the page
+needs are served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import swagger_ui
+from flask import Blueprint, Flask, Response, current_app, send_from_directory
+
+from lnplugin.api import openapi
+from lnplugin.api.errors import APIError
+
+bp = Blueprint("docs", __name__)
+
+ASSETS = Path(swagger_ui.__file__).parent / "static"
+SERVED = frozenset(
+    {
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "index.css",
+        "favicon-32x32.png",
+        "favicon-16x16.png",
+    }
+)
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>lnplugin API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script src="/docs/init.js"></script>
+</body>
+</html>
+"""
+# A file, not inline, so a Content-Security-Policy without 'unsafe-inline' allows it.
+INIT = 'window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});\n'
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """Built once per app, on first use, when every blueprint is registered."""
+    cached = app.extensions.get("lnplugin_openapi")
+    if cached is None:
+        cached = openapi.build(app)
+        app.extensions["lnplugin_openapi"] = cached
+    return cached
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Any:
+    return document(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+@bp.get("/docs")
+def docs_page() -> Any:
+    return Response(PAGE, mimetype="text/html")
+
+
+@bp.get("/docs/<path:filename>")
+def asset(filename: str) -> Any:
+    if filename == "init.js":
+        return Response(INIT, mimetype="text/javascript")
+    if filename not in SERVED:
+        raise APIError(404, "Not found")
+    return send_from_directory(ASSETS, filename, max_age=86400)
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)

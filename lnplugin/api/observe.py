@@ -1,0 +1,111 @@
+"""What every request gets besides its route: a request id, an access log
+line, HTTP metrics, and CORS headers for the allowed browser origins.
+
+Request id: a client's `X-Request-Id` is kept when it is short and plain
+(letters, digits, `._-`), so one id follows a request through a proxy into
+our log; otherwise a fresh one is made. Either way it is echoed back.
+
+Access log: method, route (the URL rule, so no payment hash, ticket or
+query string reaches the log), status, duration and the token's id, never
+the token. Info level on logger `lnplugin.access`, off with `--no-access-log`.
+
+CORS: off unless `--cors-origin` names origins. A preflight (`OPTIONS` with
+`Access-Control-Request-Method`) from an allowed origin for a route that
+exists is answered 204 here, before authentication, since browsers send
+preflights without credentials; the real request is then authenticated as
+usual. Other origins get no CORS headers at all, so the browser refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from lnplugin.config import Settings
+
+access_log = logging.getLogger("lnplugin.access")
+
+REQUEST_ID = "X-Request-Id"
+_CLEAN_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
+ALLOWED_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Api-Key, X-Request-Id"
+)
+EXPOSED_HEADERS = "X-Request-Id, Retry-After, Idempotent-Replayed"
+PREFLIGHT_MAX_AGE = "600"
+
+
+def _route() -> str | None:
+    rule = request.url_rule
+    return rule.rule if rule is not None else None
+
+
+def _preflight(settings: Settings) -> Response | None:
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+        return None
+    origin = request.headers.get("Origin", "").lower()
+    if origin not in settings.cors_origin:
+        return Response(status=204)  # no CORS headers: the browser stops here
+    # Every rule on this path, not only the one matched (GET and POST /invoices are two).
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    methods = {m for m in adapter.allowed_methods() if m not in ("HEAD", "OPTIONS")}
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Origin"] = request.headers["Origin"]
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(sorted(methods))
+    response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+    response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
+    response.headers["Vary"] = "Origin"
+    return response
+
+
+def register(app: Flask, settings: Settings) -> None:
+    @app.before_request
+    def _start() -> Any:
+        g.started = time.perf_counter()
+        given = request.headers.get(REQUEST_ID, "")
+        g.request_id = given if _CLEAN_ID.fullmatch(given) else secrets.token_hex(8)
+        if settings.cors_origin:
+            if request.url_rule is None and request.method == "OPTIONS":
+                return None  # no such route: the 404 handler answers
+            return _preflight(settings)
+        return None
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        request_id = g.get("request_id") or secrets.token_hex(8)
+        response.headers[REQUEST_ID] = request_id
+        origin = request.headers.get("Origin")
+        if origin and origin.lower() in settings.cors_origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+            response.vary.add("Origin")
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = _route()
+        metrics = app.extensions.get("lnplugin_metrics")
+        if metrics is not None:
+            metrics.observe(request.method, route, response.status_code, seconds)
+        if settings.access_log and access_log.isEnabledFor(logging.INFO):
+            token = g.get("token")
+            fields = {
+                "request_id": request_id,
+                "method": request.method,
+                "route": route or "-",
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 2),
+                "token_id": token.id if token is not None else None,
+            }
+            access_log.info(
+                "%s %s %s %.1fms token=%s id=%s",
+                fields["method"],
+                fields["route"],
+                fields["status"],
+                seconds * 1000,
+                fields["token_id"] if fields["token_id"] is not None else "-",
+                request_id,
+                extra={"http": fields},
+            )
+        return response

@@ -1,0 +1,425 @@
+"""The OpenAPI 3.1 document, built by apispec from the running app.
+
+Where each part comes from, so the document cannot drift from the code:
+
+- paths and methods: the app's URL map (every rule must have an entry in
+  `OPERATIONS`, or `build` raises, and a test fails);
+- request bodies: JSON Schema of the same pydantic models that validate them
+  (`lnplugin.api.schemas`, `TicketCreate`, `EndpointCreate`);
+- required scopes: read from the `auth.require` decorator of each view;
+- responses: the models at the end of `schemas.py`, checked against real
+  answers by the schemathesis test.
+
+What is written here by hand is only what code cannot say: summaries, query
+parameters read from `request.args`, and which statuses each route answers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from apispec import APISpec
+from flask import Flask
+from pydantic import BaseModel
+
+from lnplugin import __version__
+from lnplugin.api import schemas
+from lnplugin.api.auth import TICKET_ENDPOINTS
+from lnplugin.api.context import MAX_PARAM_INT
+from lnplugin.api.events import MAX_EVENT_ID
+from lnplugin.api.invoices import _FILTERS
+from lnplugin.api.tickets import TicketCreate
+from lnplugin.api.webhooks import EndpointCreate
+from lnplugin.store.invoices import MAX_ITEMS
+
+REF = "#/components/schemas/{model}"
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+# Response models (serialization schemas) and request models (validation schemas).
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    schemas.Error,
+    schemas.Invoice,
+    schemas.DecodedInvoice,
+    schemas.Delivery,
+    schemas.Endpoint,
+    schemas.DevPayment,
+    schemas.Info,
+    schemas.Health,
+    schemas.Ticket,
+)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    schemas.InvoiceCreate,
+    schemas.DevPay,
+    schemas.DevKeysend,
+    schemas.DecodeBody,
+    EndpointCreate,
+    TicketCreate,
+)
+
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "payment_hash": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+    "endpoint_id": {"type": "string", "minLength": 1, "maxLength": 100},
+    "event_id": {"type": "string", "minLength": 1, "maxLength": 100},
+    "invoice": {"type": "string", "minLength": 1, "maxLength": 7089},
+}
+_INT = {"type": "integer", "minimum": 0, "maximum": MAX_PARAM_INT}
+LIST_QUERY = [
+    *(
+        {"name": name, "in": "query", "schema": _INT, "description": "unix seconds, exclusive"}
+        for name in sorted(f for f in _FILTERS if "created_at" in f)
+    ),
+    *(
+        {
+            "name": name,
+            "in": "query",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+            "description": "an invoice identifier",
+        }
+        for name in sorted(f for f in _FILTERS if "created_at" not in f)
+    ),
+    {
+        "name": "page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PARAM_INT},
+    },
+    {
+        "name": "items",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS},
+    },
+]
+ITEMS_QUERY = [
+    {"name": "items", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+]
+RESUME = [
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
+        "description": "resume after this event id (what EventSource sends on reconnect)",
+    },
+    {
+        "name": "last_event_id",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
+        "description": "the same, for clients that cannot set headers",
+    },
+]
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "a retry with the same key and body returns the first invoice "
+    "(header Idempotent-Replayed: true); another body with the same key is 409",
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
+}
+REQUEST_ID = {
+    "X-Request-Id": {
+        "description": "the request's id (the client's own when plain and short), as logged",
+        "schema": {"type": "string"},
+    }
+}
+
+ERROR_TEXT = {
+    400: "invalid input; `errors` names each field",
+    401: "no token, or an invalid or revoked one",
+    403: "the token lacks a scope",
+    404: "not found",
+    409: "conflict",
+    413: "body over 64 KiB",
+    502: "the node refused",
+    503: "unavailable for now (node unreachable, store busy, stream limit); see Retry-After",
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    ok: int = 200
+    response: str | None = None  # a component name, "[Name]" for an array of it
+    body: type[BaseModel] | None = None
+    params: list[dict[str, Any]] = field(default_factory=list)
+    errors: tuple[int, ...] = ()
+    content_type: str = "application/json"
+    public: bool = False
+    extra_ok: dict[int, str] = field(default_factory=dict)
+    ok_headers: dict[str, Any] = field(default_factory=dict)
+
+
+_READ = (400, 401, 403, 404)
+OPERATIONS: dict[str, Op] = {
+    "invoices.create_invoice": Op(
+        "Create an incoming invoice on the node",
+        201,
+        "Invoice",
+        schemas.InvoiceCreate,
+        [IDEMPOTENCY_KEY],
+        (400, 401, 403, 409, 413, 502, 503),
+        ok_headers={
+            "Idempotent-Replayed": {
+                "description": "`true` when this answers a repeated Idempotency-Key",
+                "schema": {"type": "string"},
+            }
+        },
+    ),
+    "invoices.get_invoice": Op("One invoice by payment hash", 200, "Invoice", errors=_READ),
+    "invoices.list_incoming": Op(
+        "Incoming invoices, newest first", 200, "[Invoice]", params=LIST_QUERY, errors=_READ
+    ),
+    "invoices.list_outgoing": Op(
+        "Outgoing payments, newest first", 200, "[Invoice]", params=LIST_QUERY, errors=_READ
+    ),
+    "invoices.list_all": Op(
+        "Incoming and outgoing, newest first", 200, "[Invoice]", params=LIST_QUERY, errors=_READ
+    ),
+    "decode.decode_get": Op("Decode a BOLT11 invoice", 200, "DecodedInvoice", errors=_READ),
+    "decode.decode_post": Op(
+        "Decode a BOLT11 invoice",
+        200,
+        "DecodedInvoice",
+        schemas.DecodeBody,
+        errors=(400, 401, 403, 413),
+    ),
+    "info.info": Op("Service, node and follower status", 200, "Info", errors=(401, 403)),
+    "info.health": Op("Health probe (no token)", 200, "Health", public=True),
+    "webhooks.create": Op(
+        "Create a webhook endpoint (its secret is shown only here)",
+        201,
+        "Endpoint",
+        EndpointCreate,
+        errors=(400, 401, 403, 413),
+    ),
+    "webhooks.list_endpoints": Op("Webhook endpoints", 200, "[Endpoint]", errors=(401, 403)),
+    "webhooks.get": Op("One webhook endpoint", 200, "Endpoint", errors=_READ),
+    "webhooks.delete": Op("Delete a webhook endpoint", 200, "Endpoint", errors=_READ),
+    "webhooks.deliveries": Op(
+        "An endpoint's deliveries, newest first",
+        200,
+        "[Delivery]",
+        params=ITEMS_QUERY,
+        errors=_READ,
+    ),
+    "webhooks.test": Op("Send a test event to an endpoint", 202, "Delivery", errors=_READ),
+    "webhooks.redeliver": Op("Send an event to an endpoint again", 202, "Delivery", errors=_READ),
+    "webhooks.invoice_deliveries": Op(
+        "Deliveries to an invoice's own webhook URL",
+        200,
+        "[Delivery]",
+        params=ITEMS_QUERY,
+        errors=_READ,
+    ),
+    "webhooks.invoice_redeliver": Op(
+        "Send an invoice's own webhook delivery again", 202, "Delivery", errors=_READ
+    ),
+    "events.invoice_events": Op(
+        "One invoice's events (Server-Sent Events); ends after a final state",
+        200,
+        None,
+        params=RESUME,
+        errors=(*_READ, 503),
+        content_type="text/event-stream",
+        extra_ok={204: "resumed, and the invoice is already final: stop reconnecting"},
+    ),
+    "events.all_events": Op(
+        "Every invoice event the token may read (Server-Sent Events)",
+        200,
+        None,
+        params=RESUME,
+        errors=(400, 401, 403, 503),
+        content_type="text/event-stream",
+    ),
+    "tickets.create_ticket": Op(
+        "A single-use, short-lived ticket to open one event stream from a browser",
+        201,
+        "Ticket",
+        TicketCreate,
+        errors=(400, 401, 403, 413),
+    ),
+    "dev.pay": Op(
+        "Dev node only: pay an open invoice",
+        200,
+        "DevPayment",
+        schemas.DevPay,
+        errors=(400, 401, 403, 404, 409, 413),
+    ),
+    "dev.keysend": Op(
+        "Dev node only: receive a keysend",
+        200,
+        "DevPayment",
+        schemas.DevKeysend,
+        errors=(400, 401, 403, 413),
+    ),
+    "metrics.scrape": Op(
+        "Prometheus metrics (text exposition format)",
+        200,
+        None,
+        errors=(401, 403),
+        content_type="text/plain",
+    ),
+    "docs.openapi_json": Op("This document", 200, None, public=True),
+    "docs.docs_page": Op(
+        "API docs page (Swagger UI)", 200, None, public=True, content_type="text/html"
+    ),
+    "docs.asset": Op(
+        "A file of the docs page",
+        200,
+        None,
+        errors=(404,),
+        public=True,
+        content_type="application/octet-stream",
+    ),
+}
+
+
+class MissingOperation(Exception):
+    """A route in the URL map has no entry in `OPERATIONS`."""
+
+
+def openapi_path(rule: str) -> str:
+    """`/invoices/<payment_hash>` -> `/invoices/{payment_hash}`."""
+    return _CONVERTER.sub(r"{\1}", rule)
+
+
+def _model_schemas(spec: APISpec) -> None:
+    for models, mode in ((REQUEST_MODELS, "validation"), (RESPONSE_MODELS, "serialization")):
+        for model in models:
+            schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+            for name, sub in schema.pop("$defs", {}).items():
+                if name not in spec.components.schemas:
+                    spec.components.schema(name, sub)
+            spec.components.schema(model.__name__, schema)
+
+
+def _content(response: str | None, content_type: str) -> dict[str, Any]:
+    if response is None:
+        if content_type == "application/json":
+            return {content_type: {"schema": {"type": "object"}}}
+        return {content_type: {"schema": {"type": "string"}}}
+    if response.startswith("["):
+        schema: dict[str, Any] = {
+            "type": "array",
+            "items": {"$ref": REF.format(model=response[1:-1])},
+        }
+    else:
+        schema = {"$ref": REF.format(model=response)}
+    return {content_type: {"schema": schema}}
+
+
+def _security(
+    view: Any, endpoint: str, public: bool
+) -> tuple[list[dict[str, list[str]]], list[str]]:
+    if public:
+        return [], []
+    scopes = list(getattr(view, "required_scopes", ()))
+    options: list[dict[str, list[str]]] = [{"bearer": scopes}, {"apiKey": scopes}]
+    if endpoint in TICKET_ENDPOINTS:
+        options.append({"streamTicket": []})
+    return options, scopes
+
+
+def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
+    view = app.view_functions[endpoint]
+    security, scopes = _security(view, endpoint, op.public)
+    path_names = _CONVERTER.findall(rule.rule)
+    params = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAMS.get(name, {"type": "string"}),
+        }
+        for name in path_names
+    ] + list(op.params)
+    responses: dict[str, Any] = {
+        str(op.ok): {
+            "description": "success",
+            "headers": {**REQUEST_ID, **op.ok_headers},
+            "content": _content(op.response, op.content_type),
+        }
+    }
+    for status, text in op.extra_ok.items():
+        responses[str(status)] = {"description": text, "headers": REQUEST_ID}
+    for status in op.errors:
+        responses[str(status)] = {
+            "description": ERROR_TEXT[status],
+            "headers": {**REQUEST_ID, **(RETRY_AFTER if status == 503 else {})},
+            "content": _content("Error", "application/json"),
+        }
+    responses["default"] = {
+        "description": "any other error, same shape (e.g. 405, 500)",
+        "content": _content("Error", "application/json"),
+    }
+    doc = (view.__doc__ or "").strip()
+    operation: dict[str, Any] = {
+        "operationId": endpoint.replace(".", "_"),
+        "summary": op.summary,
+        "tags": [endpoint.split(".")[0]],
+        "parameters": params,
+        "responses": responses,
+        "security": security,
+    }
+    if doc:
+        operation["description"] = doc
+    if scopes:
+        operation["x-scopes"] = scopes
+    if op.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}
+            },
+        }
+    return operation
+
+
+def build(app: Flask, server_url: str | None = None) -> dict[str, Any]:
+    """The document for `app`; `MissingOperation` when a route is not described."""
+    spec = APISpec(
+        title="lnplugin",
+        version=__version__,
+        openapi_version="3.1.0",
+        info={
+            "description": "Alby-Wallet-API-compatible invoices on your own Lightning node. "
+            "Amounts are integer sats (`amount`) or msat (`*_msat`). Scopes: a token needs "
+            "every scope listed on an operation; `admin` holds them all. There is no rate "
+            "limiting, so no RateLimit headers; 503 answers carry Retry-After.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        servers=[{"url": server_url}] if server_url else [],
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme(
+        "apiKey", {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
+    )
+    spec.components.security_scheme(
+        "streamTicket",
+        {
+            "type": "apiKey",
+            "in": "query",
+            "name": "ticket",
+            "description": "from POST /events/tickets: single use, 60 s, one stream path",
+        },
+    )
+    _model_schemas(spec)
+    paths: dict[str, dict[str, Any]] = {}
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        op = OPERATIONS.get(rule.endpoint)
+        if op is None:
+            missing.append(f"{rule.endpoint} ({rule.rule})")
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = _operation(
+                app, rule.endpoint, rule, op
+            )
+    if missing:
+        raise MissingOperation("routes without an OpenAPI entry: " + ", ".join(missing))
+    for path in sorted(paths):
+        spec.path(path=path, operations=paths[path])
+    return spec.to_dict()

@@ -1,0 +1,62 @@
+"""Counts read for `/metrics` at scrape time.
+
+Counting from the store rather than from in-process counters means the
+numbers survive restarts and agree with what the API returns: a scrape after
+a restart shows every settlement ever stored, not those since the start.
+Each query is an aggregate over an indexed or small table, run on one
+snapshot so the families of one scrape agree with each other.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from lnplugin.store import cursors
+from lnplugin.store import webhooks as hooks
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    settlements_by_kind: dict[str, int] = field(default_factory=dict)  # invoice | keysend
+    deliveries_by_status: dict[str, int] = field(default_factory=dict)
+    oldest_pending_delivery_at: float | None = None
+    outbox_head: int = 0
+    outbox_fanned_out: int = 0  # outbox seq the webhook fan-out has reached
+    oldest_unfanned_event_at: int | None = None
+
+
+def read(conn: sqlite3.Connection) -> StoreCounts:
+    events_by_type = {
+        row[0]: int(row[1])
+        for row in conn.execute("SELECT type, COUNT(*) FROM events GROUP BY type")
+    }
+    settlements = {
+        ("keysend" if row[0] else "invoice"): int(row[1])
+        for row in conn.execute(
+            "SELECT COALESCE(is_keysend, 0) != 0, COUNT(*) FROM invoices "
+            "WHERE type = 'incoming' AND state = 'SETTLED' GROUP BY 1"
+        )
+    }
+    deliveries = {
+        row[0]: int(row[1])
+        for row in conn.execute("SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status")
+    }
+    oldest = conn.execute(
+        "SELECT MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'"
+    ).fetchone()[0]
+    head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    fanned = cursors.get(conn, hooks.CURSOR)
+    unfanned = conn.execute(
+        "SELECT created_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (fanned,)
+    ).fetchone()
+    return StoreCounts(
+        events_by_type=events_by_type,
+        settlements_by_kind=settlements,
+        deliveries_by_status=deliveries,
+        oldest_pending_delivery_at=oldest,
+        outbox_head=int(head),
+        outbox_fanned_out=fanned,
+        oldest_unfanned_event_at=unfanned[0] if unfanned else None,
+    )

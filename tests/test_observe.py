@@ -1,0 +1,243 @@
+"""Request ids, the access log, JSON logs, CORS and stream tickets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lnplugin import logs
+from lnplugin.api import create_app
+from lnplugin.api.tickets import TicketBook
+from lnplugin.config import ConfigError, load_settings
+from lnplugin.service import Service
+from tests import e2e
+
+
+@pytest.fixture
+def cors_client(data_dir: Path):  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        {"data_dir": str(data_dir), "cors_origin": ("https://app.example",)}, environ={}
+    )
+    svc = Service.build(settings)
+    svc.start()
+    yield create_app(svc).test_client(), svc
+    svc.stop()
+
+
+def test_a_request_id_is_echoed_or_made(client) -> None:  # type: ignore[no-untyped-def]
+    mine = client.get("/health", headers={"X-Request-Id": "abc-123"})
+    assert mine.headers["X-Request-Id"] == "abc-123"
+    made = client.get("/health", headers={"X-Request-Id": "bad id\twith spaces"})
+    assert made.headers["X-Request-Id"] not in ("", "bad id\twith spaces")
+    assert client.get("/nope").headers["X-Request-Id"]
+
+
+def test_the_access_log_names_the_token_id_never_the_token(  # type: ignore[no-untyped-def]
+    client, make_token: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    token = make_token("invoices:read")
+    with caplog.at_level(logging.INFO, logger="lnplugin.access"):
+        hash_ = "ab" * 32
+        client.get(f"/invoices/{hash_}", headers={"Authorization": f"Bearer {token}"})
+    records = [r for r in caplog.records if r.name == "lnplugin.access"]
+    assert len(records) == 1
+    fields = records[0].http  # type: ignore[attr-defined]
+    assert fields["method"] == "GET"
+    assert fields["route"] == "/invoices/<payment_hash>"
+    assert fields["status"] == 404
+    assert isinstance(fields["token_id"], int)
+    assert fields["duration_ms"] >= 0
+    text = caplog.text
+    assert token not in text and hash_ not in text
+
+
+def test_the_access_log_can_be_switched_off(  # type: ignore[no-untyped-def]
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings({"data_dir": str(data_dir), "access_log": False}, environ={})
+    svc = Service.build(settings)
+    try:
+        client = create_app(svc).test_client()
+        with caplog.at_level(logging.INFO, logger="lnplugin.access"):
+            client.get("/health")
+        assert not [r for r in caplog.records if r.name == "lnplugin.access"]
+    finally:
+        svc.store.close()
+
+
+def test_json_log_lines_carry_the_access_fields() -> None:
+    record = logging.LogRecord("lnplugin.access", logging.INFO, "x", 1, "GET / 200", (), None)
+    record.http = {"method": "GET", "route": "/health", "status": 200}  # type: ignore[attr-defined]
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["level"] == "info" and line["logger"] == "lnplugin.access"
+    assert line["status"] == 200 and line["route"] == "/health"
+    assert line["message"] == "GET / 200"
+
+
+def test_log_format_and_cors_origin_are_validated() -> None:
+    with pytest.raises(ConfigError, match="log_format"):
+        load_settings({"log_format": "xml"}, environ={})
+    with pytest.raises(ConfigError, match="cors_origin"):
+        load_settings({"cors_origin": ("*",)}, environ={})
+    with pytest.raises(ConfigError, match="cors_origin"):
+        load_settings({"cors_origin": ("https://a.example/path",)}, environ={})
+    settings = load_settings(
+        {}, environ={"LNPLUGIN_CORS_ORIGIN": "https://a.example, http://b:3000"}
+    )
+    assert settings.cors_origin == ("https://a.example", "http://b:3000")
+
+
+def test_no_cors_headers_by_default(client, admin) -> None:  # type: ignore[no-untyped-def]
+    reply = client.get("/info", headers={**admin, "Origin": "https://app.example"})
+    assert "Access-Control-Allow-Origin" not in reply.headers
+    preflight = client.options(
+        "/invoices",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+
+
+def test_preflight_from_an_allowed_origin(cors_client) -> None:  # type: ignore[no-untyped-def]
+    client, _ = cors_client
+    reply = client.options(
+        "/invoices",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert reply.status_code == 204
+    assert reply.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert set(reply.headers["Access-Control-Allow-Methods"].split(", ")) == {"GET", "POST"}
+    allowed = reply.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" in allowed and "idempotency-key" in allowed
+    assert "Origin" in reply.headers["Vary"]
+    other = client.options(
+        "/invoices",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_actual_requests_from_an_allowed_origin(
+    cors_client,
+) -> None:  # type: ignore[no-untyped-def]
+    client, _ = cors_client
+    reply = client.get("/health", headers={"Origin": "https://app.example"})
+    assert reply.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "X-Request-Id" in reply.headers["Access-Control-Expose-Headers"]
+    refused = client.get("/info", headers={"Origin": "https://app.example"})
+    assert refused.status_code == 401  # CORS does not replace authentication
+    assert refused.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def _ticket(client, headers, path: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    reply = client.post("/events/tickets", json={"path": path}, headers=headers)
+    assert reply.status_code == 201, reply.get_json()
+    return reply.get_json()
+
+
+def test_a_ticket_opens_one_stream_once(client, make_token: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {make_token('invoices:read')}"}
+    ticket = _ticket(client, headers, "/events")
+    assert ticket["ticket"].startswith("lnpt_") and ticket["expires_in"] <= 60
+    stream = client.get(ticket["url"], buffered=False)
+    assert stream.status_code == 200
+    assert next(stream.response).startswith(b"retry:")
+    stream.close()
+    again = client.get(ticket["url"])
+    assert again.status_code == 401
+    assert again.get_json()["message"].startswith("Invalid, used or expired ticket")
+
+
+def test_a_ticket_is_for_its_path_only(client, make_token: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {make_token('admin')}"}
+    invoice = client.post("/invoices", json={"amount": 1}, headers=headers).get_json()
+    ticket = _ticket(client, headers, "/events")["ticket"]
+    other = client.get(f"/invoices/{invoice['payment_hash']}/events?ticket={ticket}")
+    assert other.status_code == 401
+    # Consumed by that try, even though it was refused.
+    assert client.get(f"/events?ticket={ticket}").status_code == 401
+    # A ticket is not a token anywhere else.
+    fresh = _ticket(client, headers, "/events")["ticket"]
+    assert client.get(f"/info?ticket={fresh}").status_code == 401
+    path = f"/invoices/{invoice['payment_hash'].upper()}/events"
+    own = _ticket(client, headers, path)
+    assert own["path"] == path.lower()
+    reply = client.get(
+        f"/invoices/{invoice['payment_hash']}/events?ticket={own['ticket']}", buffered=False
+    )
+    assert reply.status_code == 200
+    reply.close()
+
+
+def test_a_ticket_keeps_its_tokens_scopes_and_revocation(  # type: ignore[no-untyped-def]
+    client, service: Service, make_token: Callable[..., str]
+) -> None:
+    creator = make_token("invoices:create")
+    ticket = _ticket(client, {"Authorization": f"Bearer {creator}"}, "/events")["ticket"]
+    assert client.get(f"/events?ticket={ticket}").status_code == 403
+    from lnplugin.store import tokens
+
+    reader = make_token("invoices:read")
+    ticket = _ticket(client, {"Authorization": f"Bearer {reader}"}, "/events")["ticket"]
+    with service.store.transaction() as tx:
+        token_id = tokens.verify(tx, reader).id  # type: ignore[union-attr]
+        tokens.revoke(tx, token_id)
+    assert client.get(f"/events?ticket={ticket}").status_code == 401
+
+
+def test_ticket_requests_are_validated(client, admin) -> None:  # type: ignore[no-untyped-def]
+    assert client.post("/events/tickets", json={"path": "/events"}).status_code == 401
+    bad = client.post("/events/tickets", json={"path": "/info"}, headers=admin)
+    assert bad.status_code == 400 and "path" in bad.get_json()["errors"]
+
+
+def test_tickets_expire_and_are_stored_hashed() -> None:
+    book = TicketBook(ttl=0)
+    ticket = book.issue(1, "/events")
+    assert ticket not in str(book._tickets)
+    assert book.redeem(ticket, "/events") is None  # expired at once
+    book = TicketBook(ttl=60)
+    ticket = book.issue(7, "/events")
+    assert book.redeem(ticket, "/events") == 7
+    assert book.redeem(ticket, "/events") is None
+
+
+def _stderr_after_stop(server: e2e.Server) -> list[str]:
+    server.stop()
+    assert server.proc is not None and server.proc.stderr is not None
+    return server.proc.stderr.read().splitlines()
+
+
+def test_serve_writes_json_logs_with_access_lines(tmp_path: Path) -> None:
+    server = e2e.Server(
+        tmp_path / "data", "--log-format", "json", env={"LNPLUGIN_LOG_LEVEL": "info"}
+    )
+    with server:
+        reply = server.request("GET", "/info", headers={"X-Request-Id": "e2e-1"})
+        assert reply.status_code == 200 and reply.headers["X-Request-Id"] == "e2e-1"
+        lines = _stderr_after_stop(server)
+    records = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
+    access = [r for r in records if r["logger"] == "lnplugin.access"]
+    assert [(r["method"], r["route"], r["status"], r["request_id"]) for r in access] == [
+        ("GET", "/info", 200, "e2e-1")
+    ]
+    assert isinstance(access[0]["token_id"], int)
+    assert server.token is not None and server.token not in "\n".join(lines)
+
+
+def test_serve_without_the_access_log(tmp_path: Path) -> None:
+    server = e2e.Server(tmp_path / "data", "--no-access-log", env={"LNPLUGIN_LOG_LEVEL": "info"})
+    with server:
+        assert server.request("GET", "/info").status_code == 200
+        lines = _stderr_after_stop(server)
+    assert lines, "info-level startup lines expected"
+    assert not [line for line in lines if "lnplugin.access" in line]

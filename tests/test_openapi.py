@@ -1,0 +1,103 @@
+"""The OpenAPI document: valid 3.1, complete, and honest about scopes."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Blueprint
+from openapi_spec_validator import validate
+
+from lnplugin.api import create_app, openapi
+from lnplugin.api.auth import require
+
+
+def _operations(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    found = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            found.add((method.lower(), openapi.openapi_path(rule.rule)))
+    return found
+
+
+def test_the_served_document_is_valid_openapi_3_1(client) -> None:  # type: ignore[no-untyped-def]
+    reply = client.get("/openapi.json")
+    assert reply.status_code == 200
+    document = reply.get_json()
+    assert document["openapi"] == "3.1.0"
+    validate(document)
+
+
+def test_every_route_in_the_url_map_is_in_the_document(app, client) -> None:  # type: ignore[no-untyped-def]
+    document = client.get("/openapi.json").get_json()
+    described = {(m, p) for p, item in document["paths"].items() for m in item}
+    assert _operations(app) == described
+
+
+def test_a_route_without_a_description_fails_the_build(service) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(service)
+    extra = Blueprint("extra", __name__)
+    extra.add_url_rule("/undescribed", "undescribed", lambda: "x")
+    app.register_blueprint(extra)
+    with pytest.raises(openapi.MissingOperation, match="undescribed"):
+        openapi.build(app)
+
+
+def test_scopes_come_from_the_routes_decorators(app, client) -> None:  # type: ignore[no-untyped-def]
+    document = client.get("/openapi.json").get_json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            view = app.view_functions[operation["operationId"].replace("_", ".", 1)]
+            scopes = list(getattr(view, "required_scopes", ()))
+            if operation["security"]:
+                assert {"bearer": scopes} in operation["security"], (method, path)
+    create = document["paths"]["/invoices"]["post"]
+    assert create["x-scopes"] == ["invoices:create"]
+    assert document["paths"]["/health"]["get"]["security"] == []
+    assert document["paths"]["/metrics"]["get"]["x-scopes"] == ["metrics:read"]
+
+
+def test_request_bodies_are_the_validating_models(client) -> None:  # type: ignore[no-untyped-def]
+    document = client.get("/openapi.json").get_json()
+    body = document["components"]["schemas"]["InvoiceCreate"]
+    amount = body["properties"]["amount"]["anyOf"]
+    assert {"type": "integer", "minimum": 0, "maximum": 21 * 10**14} in amount
+    assert {"type": "string", "maxLength": 256} in body["properties"]["payer_name"]["anyOf"]
+    ref = document["paths"]["/invoices"]["post"]["requestBody"]["content"]["application/json"]
+    assert ref["schema"]["$ref"].endswith("/InvoiceCreate")
+
+
+def test_headers_and_the_error_shape_are_described(client) -> None:  # type: ignore[no-untyped-def]
+    document = client.get("/openapi.json").get_json()
+    create = document["paths"]["/invoices"]["post"]
+    assert "Idempotency-Key" in [p["name"] for p in create["parameters"]]
+    assert "Idempotent-Replayed" in create["responses"]["201"]["headers"]
+    assert "Retry-After" in create["responses"]["503"]["headers"]
+    assert "X-Request-Id" in create["responses"]["201"]["headers"]
+    error = document["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"code", "error", "message"}
+    events = document["paths"]["/events"]["get"]
+    assert {"streamTicket": []} in events["security"]
+    assert "Last-Event-ID" in [p["name"] for p in events["parameters"]]
+
+
+def test_the_docs_page_and_its_assets_are_served_locally(client) -> None:  # type: ignore[no-untyped-def]
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "http://" not in html and "https://" not in html  # nothing from a CDN
+    for asset in ("/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/init.js"):
+        reply = client.get(asset)
+        assert reply.status_code == 200, asset
+        assert len(reply.get_data()) > 0
+    assert b"/openapi.json" in client.get("/docs/init.js").get_data()
+    assert client.get("/docs/../../etc/passwd").status_code == 404
+    assert client.get("/docs/swagger-editor.js").status_code == 404
+
+
+def test_require_records_its_scopes() -> None:
+    @require("invoices:read", "transactions:read")
+    def view() -> str:
+        return "x"
+
+    assert view.required_scopes == ("invoices:read", "transactions:read")  # type: ignore[attr-defined]

@@ -145,6 +145,8 @@ class Op:
     params: list[dict[str, Any]] = field(default_factory=list)
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
+    # further media types the success answer may carry (same schema), e.g. an export's formats
+    more_content_types: tuple[str, ...] = ()
     public: bool = False
     extra_ok: dict[int, str] = field(default_factory=dict)
     ok_headers: dict[str, Any] = field(default_factory=dict)
@@ -175,6 +177,32 @@ OPERATIONS: dict[str, Op] = {
     ),
     "invoices.list_all": Op(
         "Incoming and outgoing, newest first", 200, "[Invoice]", params=LIST_QUERY, errors=_READ
+    ),
+    "invoices.export_invoices": Op(
+        "Every invoice as CSV or JSON Lines, streamed",
+        200,
+        params=[
+            {
+                "name": "format",
+                "in": "query",
+                "schema": {"type": "string", "enum": ["csv", "jsonl"], "default": "csv"},
+            },
+            {
+                "name": "type",
+                "in": "query",
+                "schema": {"type": "string", "enum": ["incoming", "outgoing"]},
+                "description": "one direction only (default: both)",
+            },
+            {
+                "name": "since",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": "unix seconds, or an ISO 8601 date or date and time (UTC)",
+            },
+        ],
+        errors=(400, 401, 403),
+        content_type="text/csv",
+        more_content_types=("application/x-ndjson",),
     ),
     "decode.decode_get": Op("Decode a BOLT11 invoice", 200, "DecodedInvoice", errors=_READ),
     "decode.decode_post": Op(
@@ -338,7 +366,11 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         str(op.ok): {
             "description": "success",
             "headers": {**REQUEST_ID, **op.ok_headers},
-            "content": _content(op.response, op.content_type),
+            "content": {
+                kind: body
+                for content_type in (op.content_type, *op.more_content_types)
+                for kind, body in _content(op.response, content_type).items()
+            },
         }
     }
     for status, text in op.extra_ok.items():

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Result = tuple[str, list[tuple[str, str]], bytes, LiveTail | None, Iterable[Any]]
 
 
 class ASGIApp:
@@ -67,7 +66,7 @@ class ASGIApp:
         loop = asyncio.get_running_loop()
         environ = _environ(scope, body, loop)
         try:
-            status, headers, content, tail, iterable = await loop.run_in_executor(
+            status, headers, iterable, first = await loop.run_in_executor(
                 self.pool, self._call, environ
             )
         except Exception:
@@ -81,20 +80,25 @@ class ASGIApp:
                 "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
             }
         )
-        if tail is None:
+        content, tail, done = first
+        if done and tail is None:  # the usual case: the whole body in one piece
             await send({"type": "http.response.body", "body": content, "more_body": False})
             return
         try:
-            if content:
-                await send({"type": "http.response.body", "body": content, "more_body": True})
-            complete = await live(tail, send, receive)
+            while True:  # a long body (a stream's history): bounded pieces
+                if content:
+                    await send({"type": "http.response.body", "body": content, "more_body": True})
+                if done:
+                    break
+                content, tail, done = await loop.run_in_executor(self.pool, _pull, iterable)
+            complete = await live(tail, send, receive) if tail is not None else True
             if complete:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await loop.run_in_executor(self.pool, _close, iterable)
 
-    def _call(self, environ: dict[str, Any]) -> Result:
-        """On a worker thread: the whole WSGI response, or its part up to a `LiveTail`."""
+    def _call(self, environ: dict[str, Any]) -> tuple[str, list[Any], _Body, Piece]:
+        """On a worker thread: the status, the headers and the body's first piece."""
         started: list[Any] = []
         written: list[bytes] = []
 
@@ -104,29 +108,54 @@ class ASGIApp:
             started[:] = [status, headers]
             return written.append  # the legacy `write` callable
 
-        iterable = self.wsgi(environ, start_response)
-        tail = None
-        try:
-            for item in iterable:
-                if isinstance(item, LiveTail):
-                    tail = item
-                    break
-                if item:
-                    written.append(item)
-        except BaseException:
-            _close(iterable)
-            raise
-        if tail is None:
-            _close(iterable)
+        body = self.wsgi(environ, start_response)
+        iterable = _Body(body)
+        first = _pull(iterable, written)
         status, headers = started
-        return status, list(headers), b"".join(written), tail, iterable
+        return status, list(headers), iterable, first
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _close(iterable: Iterable[Any]) -> None:
-    close = getattr(iterable, "close", None)  # WSGI: call close() if the body has one
+PIECE = 64 * 1024  # a long body goes out in pieces of about this size
+Piece = tuple[bytes, LiveTail | None, bool]  # bytes, the live tail if reached, body over
+
+
+class _Body:
+    """A WSGI body: its iterator, and its close() (called once, whatever happens)."""
+
+    def __init__(self, body: Iterable[Any]) -> None:
+        self.body = body
+        self.it = iter(body)
+        self.closed = False
+
+
+def _pull(body: _Body, written: list[bytes] | None = None) -> Piece:
+    """On a worker thread: the body up to its end, a `LiveTail`, or `PIECE` bytes."""
+    chunks = written if written is not None else []
+    size = sum(len(c) for c in chunks)
+    try:
+        for item in body.it:
+            if isinstance(item, LiveTail):
+                return b"".join(chunks), item, True
+            if item:
+                chunks.append(item)
+                size += len(item)
+                if size >= PIECE:
+                    return b"".join(chunks), None, False
+    except BaseException:
+        _close(body)
+        raise
+    _close(body)
+    return b"".join(chunks), None, True
+
+
+def _close(body: _Body) -> None:
+    if body.closed:
+        return
+    body.closed = True
+    close = getattr(body.body, "close", None)  # WSGI: call close() if the body has one
     if close is not None:
         close()
 

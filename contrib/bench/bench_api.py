@@ -319,7 +319,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.requests = "20000", 500
-    print(f"lnplugin API benchmark; {os.cpu_count()} cores; concurrency 8")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"lnplugin API benchmark; {os.cpu_count()} cores, load average {load}; concurrency 8")
     # As many requests as one lnplugin run makes: 8 cases x (warm-up + c=8 + c=1).
     per_run = 8 * (min(200, args.requests) + args.requests + args.requests // 2)
     hello = hello_baseline(per_run)

@@ -7,7 +7,8 @@ Measured in one run, each against its baseline:
    then with N (default 1,000) idle `GET /events` streams open: the ratio
    (target >= 0.8). Open streams must cost the API nothing while idle.
 2. Settlement -> SSE message latency with those N streams: M (default 200)
-   dev-node settlements (`POST /dev/pay`, one at a time); for each, the time
+   dev-node settlements (`POST /dev/pay`, one at a time, of invoices made
+   before the streams opened); for each, the time
    from just before the request to the moment each stream's reader saw the
    `invoice.incoming.settled` message. p50/p99 over every message (N x M)
    (target p99 <= 50 ms), and per settlement the first and last stream.
@@ -27,6 +28,7 @@ server, so the latency includes their queueing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -85,7 +87,14 @@ def main() -> int:
                 return str(made.json()["payment_hash"])
 
             target = invoice()
-            print(f"lnplugin stream benchmark: {args.streams} streams, pid {proc.pid}")
+            # Made before the streams open, so that what is timed below is the
+            # settlement alone, not also the fan-out of each invoice's creation.
+            to_pay = [invoice() for _ in range(args.settlements)]
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(
+                f"lnplugin stream benchmark: {args.streams} streams; {os.cpu_count()} cores, "
+                f"load average {load} (other jobs on the machine inflate the latencies)"
+            )
             throughput(base, token, target, 1.0, args.concurrency)  # warm up
             rss_before = rss_mb(proc.pid)
             cpu0 = cpu_seconds(proc.pid)
@@ -117,8 +126,7 @@ def main() -> int:
             first: list[float] = []
             last: list[float] = []
             missing = 0
-            for _ in range(args.settlements):
-                payment_hash = invoice()
+            for payment_hash in to_pay:
                 t0 = time.monotonic()  # the readers' clock: CLOCK_MONOTONIC, machine-wide
                 paid = api.post(f"{base}/dev/pay", json={"payment_hash": payment_hash})
                 assert paid.status_code == 200, paid.text

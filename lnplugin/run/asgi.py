@@ -28,6 +28,7 @@ grow the server's memory. It resumes from Last-Event-ID.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import sys
@@ -318,7 +319,13 @@ async def live(tail: LiveTail, send: Send, receive: Receive) -> bool:
     sub: Subscription = tail.sub
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
-    sub.on_end = lambda: loop.call_soon_threadsafe(wake.set)
+
+    def on_end() -> None:  # from any thread, under the subscription's lock
+        # RuntimeError: the loop is closed, the server is gone already.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(wake.set)
+
+    sub.on_end = on_end
     writer = Writer(send, wake)
     watcher = loop.create_task(_watch_disconnect(receive, sub))
     try:

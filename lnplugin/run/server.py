@@ -136,7 +136,9 @@ class HTTPServer:
     Binding first, ourselves, is what lets a busy port be a `StartupRefused`
     before anything starts (uvicorn would log and exit the process)."""
 
-    def __init__(self, app: ASGIApp, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self, app: ASGIApp, sockets: list[socket.socket], connection_limit: int = 2000
+    ) -> None:
         self.app = app
         self.sockets = sockets
         self.effective_port = sockets[0].getsockname()[1]
@@ -154,6 +156,9 @@ class HTTPServer:
             timeout_keep_alive=120,
             timeout_graceful_shutdown=SHUTDOWN_BOUND / 2,
             backlog=2048,
+            # Connections (open streams included) plus requests in progress;
+            # beyond it uvicorn answers 503 instead of taking more.
+            limit_concurrency=connection_limit,
         )
         self.server = uvicorn.Server(config)
         self._done = threading.Event()
@@ -193,7 +198,7 @@ def make_server(service: Service, settings: Settings) -> HTTPServer:
             f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
             f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
         ) from None
-    return HTTPServer(app, sockets)
+    return HTTPServer(app, sockets, connection_limit=settings.max_streams + 2000)
 
 
 def bind(host: str, port: int) -> list[socket.socket]:

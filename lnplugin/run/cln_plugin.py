@@ -111,6 +111,8 @@ class PluginRuntime:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.service is not None:
+            self.service.before_shutdown()  # end open streams: the server need not wait
         if self.server is not None:
             self.server.close()
         if self.service is not None:

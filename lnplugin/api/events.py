@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, Response, request
 
@@ -115,7 +115,9 @@ def _respond(
             sub.detach()  # before the server writes the end of the response
             release()
 
-    response = Response(stream(), mimetype="text/event-stream")
+    # The body's last item may be a `LiveTail` (not bytes): only lnplugin's own
+    # server (lnplugin.run.asgi) puts the environ key that makes it one.
+    response = Response(cast(Iterator[bytes], stream()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     response.call_on_close(release)  # also when the body never started

@@ -262,9 +262,14 @@ class Writer:
         return self.blocked is not None and self.pending_bytes >= limit
 
     def _start(self, data: bytes) -> None:
-        self._step(self.send({"type": "http.response.body", "body": data, "more_body": True}))
+        self._step(self._send(data))
         if self.blocked is not None:
             self.wake.set()  # the stream's task finishes this write
+
+    def _send(self, data: bytes) -> Coroutine[Any, Any, None]:
+        sent = self.send({"type": "http.response.body", "body": data, "more_body": True})
+        # ASGI promises an awaitable; uvicorn's is a coroutine (steppable as is).
+        return sent if isinstance(sent, Coroutine) else _awaiting(sent)
 
     def _step(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
@@ -300,9 +305,7 @@ class Writer:
                 data = b"".join(self.pending)
                 self.pending.clear()
                 self.pending_bytes = 0
-                self._step(
-                    self.send({"type": "http.response.body", "body": data, "more_body": True})
-                )
+                self._step(self._send(data))
         return True
 
     def abandon(self) -> None:
@@ -311,6 +314,10 @@ class Writer:
             self.blocked[0].close()
             self.blocked = None
         self.pending.clear()
+
+
+async def _awaiting(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 async def live(tail: LiveTail, send: Send, receive: Receive) -> bool:

@@ -154,7 +154,7 @@ class HTTPServer:
             proxy_headers=False,  # trust no X-Forwarded-* header
             server_header=False,
             timeout_keep_alive=120,
-            timeout_graceful_shutdown=SHUTDOWN_BOUND / 2,
+            timeout_graceful_shutdown=int(SHUTDOWN_BOUND // 2),
             backlog=2048,
             # Connections (open streams included) plus requests in progress;
             # beyond it uvicorn answers 503 instead of taking more.

@@ -120,18 +120,25 @@ class Subscription:
         return self.overflowed or self.closed or self.finished or self.broken
 
     def push(self, seq: int, type_: str, msg: bytes) -> None:
-        """Called by the hub thread with an already encoded message."""
+        """Called by the hub with an already encoded message."""
+        self.push_many([(seq, type_, msg)])
+
+    def push_many(self, items: list[tuple[int, str, bytes]]) -> None:
+        """Several messages in order; in direct mode they go out in one write
+        (a burst of settlements costs each stream one write, not one each)."""
         with self._cond:
             if self.ended:
                 return
             if self._write is not None:
-                self._send(seq, type_, msg)
-            elif len(self._items) >= MAX_QUEUE:
-                self.overflowed = True
-                self._notify_end()
-            else:
-                self._items.append((seq, type_, msg))
-                self._cond.notify()
+                self._send(items)
+                return
+            for item in items:
+                if len(self._items) >= MAX_QUEUE:
+                    self.overflowed = True
+                    self._notify_end()
+                    return
+                self._items.append(item)
+            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
@@ -174,14 +181,23 @@ class Subscription:
             self._write, self._stalled, self._backlog = write, stalled, backlog
             items = list(self._items)
             self._items.clear()
-            for seq, type_, msg in items:
-                if self.ended:
-                    break
-                self._send(seq, type_, msg)
+            if items and not self.ended:
+                self._send(items)
 
-    def _send(self, seq: int, type_: str, msg: bytes) -> None:
-        # Under _cond, in direct mode.
-        if seq <= self.last_sent:
+    def _send(self, items: list[tuple[int, str, bytes]]) -> None:
+        # Under _cond, in direct mode: the messages past `last_sent`, up to and
+        # including a final one, in one write.
+        out: list[bytes] = []
+        last, final = self.last_sent, False
+        for seq, type_, msg in items:
+            if seq <= last:
+                continue
+            out.append(msg)
+            last = seq
+            if self.final_ends and type_ in FINAL_EVENTS:
+                final = True
+                break
+        if not out:
             return
         assert self._write is not None
         if self._stalled(self._backlog):
@@ -189,14 +205,14 @@ class Subscription:
             self._notify_end()
             return
         try:
-            self._write(msg)
+            self._write(out[0] if len(out) == 1 else b"".join(out))
         except Exception:  # the connection is gone
             self.broken = True
             self._notify_end()
             return
-        self.last_sent = seq
+        self.last_sent = last
         self._active = True
-        if self.final_ends and type_ in FINAL_EVENTS:
+        if final:
             self.finished = True
             self._notify_end()
 
@@ -355,10 +371,14 @@ Delivery = tuple[Subscription, int, str, bytes]
 
 
 def deliver(batch: list[Delivery]) -> None:
-    """Push each message to its stream (on the stream's loop, for loop streams)."""
+    """Push each stream its messages of the batch, in order, in one go (on the
+    stream's loop, for loop streams)."""
+    per_sub: dict[Subscription, list[tuple[int, str, bytes]]] = {}
     for sub, seq, type_, msg in batch:
+        per_sub.setdefault(sub, []).append((seq, type_, msg))
+    for sub, items in per_sub.items():
         try:
-            sub.push(seq, type_, msg)
+            sub.push_many(items)
         except Exception:  # one broken stream must not stop the others' events
             log.exception("event hub: pushing to a stream failed")
             sub.close()

@@ -97,3 +97,18 @@ def test_a_stream_whose_client_falls_behind_the_backlog_is_cut_off() -> None:
         writer.abandon()
 
     _run(test)
+
+
+def test_a_burst_reaches_a_live_stream_in_one_write_and_stops_at_its_final_event() -> None:
+    sub = Subscription(lambda row: True, 1, final_ends=True)
+    written: list[bytes] = []
+    sub.go_direct(written.append, 1, lambda limit: False, MAX_BACKLOG)
+    burst = [
+        (1, "invoice.incoming.created", message(1, "invoice.incoming.created", "{}")),  # sent
+        (2, "invoice.incoming.created", message(2, "invoice.incoming.created", "{}")),
+        (3, "invoice.incoming.settled", message(3, "invoice.incoming.settled", "{}")),
+        (4, "invoice.incoming.settled", message(4, "invoice.incoming.settled", "{}")),
+    ]
+    sub.push_many(burst)
+    assert written == [burst[1][2] + burst[2][2]]
+    assert sub.finished and sub.last_sent == 3

@@ -4,15 +4,20 @@ One thread waits on `Store.wait_for_commit`, reads the new events once,
 encodes each once as an SSE message, and hands it to the subscribers that
 want it.
 
-A subscriber starts in *queued* mode: the hub appends to its queue and its
-stream thread sends what it finds there (that is how a stream sends its
-first state and any resumed history without missing or repeating events).
-Once caught up, the stream switches to *direct* mode: from then on the hub
-thread writes each message into the connection itself (waitress's
-`write_soon`, through the response's WSGI `write` callable), so one commit
-reaching 500 streams costs 500 small non-blocking socket writes on one
-thread, not 500 thread wake-ups competing for the GIL. The stream's own
-thread then sleeps until a heartbeat is due or the stream must end.
+A subscriber starts in *queued* mode: the hub appends to its queue, and the
+stream sends what it finds there (that is how a stream sends its first state
+and any resumed history without missing or repeating events). Once caught
+up, a stream served by the asyncio server (`lnplugin.run.asgi`) switches to
+*direct* mode: from then on each message is written into the connection as
+soon as the hub hands it over, with no task woken per stream.
+
+Streams on the event loop are never touched from the hub thread: the hub
+collects everything one read produced for them and hands the whole batch to
+the loop with ONE `call_soon_threadsafe`, whose callback pushes each message
+to its streams (a non-blocking write each). So one commit reaching 1,000
+streams costs one thread-to-loop hand-over and 1,000 small writes, not 1,000
+wake-ups. Streams without a loop (Flask's test client, any plain WSGI server)
+stay in queued mode, and their own thread takes the messages.
 
 A stream is only as good as the token that opened it: on every wake-up the
 hub checks that the tokens of its streams are still in force, after reading
@@ -24,11 +29,13 @@ well within one heartbeat.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lnplugin.store import Store, events, tokens
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT = 1.0  # also catches commits made by other processes, which do not notify
 MAX_QUEUE = 10_000  # a subscriber this far behind is cut off and must resume
+MAX_BACKLOG = 256 * 1024  # unsent bytes after which a live stream's client counts as stalled
 FINAL_EVENTS = frozenset(
     {
         events.INCOMING_SETTLED,
@@ -46,15 +54,27 @@ FINAL_EVENTS = frozenset(
     }
 )
 HEARTBEAT = b": keep-alive\n\n"
-# The environ key under which `lnplugin.run.server` exposes the response's WSGI
-# `write` callable (waitress: `Task.write`, which frames chunks and calls
-# the channel's thread-safe `write_soon`).
-WSGI_WRITE = "lnplugin.wsgi_write"
+# The WSGI environ key under which the asyncio server (`lnplugin.run.asgi`)
+# puts its event loop. A stream that finds it ends its response body with a
+# `LiveTail`, and the server runs the live part on the loop.
+ASYNC_LOOP = "lnplugin.asyncio_loop"
 
 
 def message(seq: int, type_: str, data: str) -> bytes:
     """One SSE message; `data` is a single-line JSON document."""
     return f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class LiveTail:
+    """The last item of a stream's WSGI body under the asyncio server: "the
+    rest of this response is live; serve it on the loop". The sync part
+    (auth, admission, first state, history) ran on a worker thread; what
+    follows costs no thread."""
+
+    sub: Subscription
+    after: int  # the last seq already sent
+    heartbeat: float
 
 
 class Subscription:
@@ -71,8 +91,15 @@ class Subscription:
         invoice_id: int | None,
         final_ends: bool = False,
         token_id: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.wants = wants
+        # Set: the stream lives on this event loop and the hub hands it
+        # messages there (never from its own thread).
+        self.loop = loop
+        # Called (from any thread) whenever the stream must end; the asyncio
+        # server sets it to wake the stream's task.
+        self.on_end: Callable[[], None] | None = None
         self.invoice_id = invoice_id
         self.final_ends = final_ends  # end the stream after a final invoice event
         self.token_id = token_id  # the stream ends when this token is revoked
@@ -93,23 +120,42 @@ class Subscription:
         return self.overflowed or self.closed or self.finished or self.broken
 
     def push(self, seq: int, type_: str, msg: bytes) -> None:
-        """Called by the hub thread with an already encoded message."""
+        """Called by the hub with an already encoded message."""
+        self.push_many([(seq, type_, msg)])
+
+    def push_many(self, items: list[tuple[int, str, bytes]]) -> None:
+        """Several messages in order; in direct mode they go out in one write
+        (a burst of settlements costs each stream one write, not one each)."""
         with self._cond:
             if self.ended:
                 return
             if self._write is not None:
-                self._send(seq, type_, msg)
-            elif len(self._items) >= MAX_QUEUE:
-                self.overflowed = True
-                self._cond.notify()
-            else:
-                self._items.append((seq, type_, msg))
-                self._cond.notify()
+                self._send(items)
+                return
+            for item in items:
+                if len(self._items) >= MAX_QUEUE:
+                    self.overflowed = True
+                    self._notify_end()
+                    return
+                self._items.append(item)
+            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
             self.closed = True
-            self._cond.notify()
+            self._notify_end()
+
+    def gone(self) -> None:
+        """The client went away (the server saw it hang up)."""
+        with self._cond:
+            self.broken = True
+            self._notify_end()
+
+    def _notify_end(self) -> None:
+        # Under _cond.
+        self._cond.notify()
+        if self.on_end is not None:
+            self.on_end()
 
     def take(self, timeout: float) -> list[tuple[int, str, bytes]]:
         """Queued mode: everything queued, waiting up to `timeout` when nothing is."""
@@ -127,7 +173,7 @@ class Subscription:
         stalled: Callable[[int], bool],
         backlog: int,
     ) -> None:
-        """Hand writing to the hub: send what is queued past `last_sent`, then
+        """Switch to direct mode: send what is queued past `last_sent`, then
         let `push` write directly. `stalled(n)` tells whether more than `n`
         bytes are still unsent; past `backlog` the stream is cut off."""
         with self._cond:
@@ -135,31 +181,40 @@ class Subscription:
             self._write, self._stalled, self._backlog = write, stalled, backlog
             items = list(self._items)
             self._items.clear()
-            for seq, type_, msg in items:
-                if self.ended:
-                    break
-                self._send(seq, type_, msg)
+            if items and not self.ended:
+                self._send(items)
 
-    def _send(self, seq: int, type_: str, msg: bytes) -> None:
-        # Under _cond, in direct mode.
-        if seq <= self.last_sent:
+    def _send(self, items: list[tuple[int, str, bytes]]) -> None:
+        # Under _cond, in direct mode: the messages past `last_sent`, up to and
+        # including a final one, in one write.
+        out: list[bytes] = []
+        last, final = self.last_sent, False
+        for seq, type_, msg in items:
+            if seq <= last:
+                continue
+            out.append(msg)
+            last = seq
+            if self.final_ends and type_ in FINAL_EVENTS:
+                final = True
+                break
+        if not out:
             return
         assert self._write is not None
         if self._stalled(self._backlog):
             self.overflowed = True  # not reading; never block the hub on it
-            self._cond.notify()
+            self._notify_end()
             return
         try:
-            self._write(msg)
-        except Exception:  # waitress's ClientDisconnected, OSError
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+        except Exception:  # the connection is gone
             self.broken = True
-            self._cond.notify()
+            self._notify_end()
             return
-        self.last_sent = seq
+        self.last_sent = last
         self._active = True
-        if self.final_ends and type_ in FINAL_EVENTS:
+        if final:
             self.finished = True
-            self._cond.notify()
+            self._notify_end()
 
     def wait(self, timeout: float) -> bool:
         """Direct mode, stream thread: sleep until the stream must end (True)
@@ -290,6 +345,7 @@ class EventHub:
         with self._lock:
             everyone = list(self._all)
             by_invoice = {k: list(v) for k, v in self._by_invoice.items()}
+        batches: dict[asyncio.AbstractEventLoop, list[Delivery]] = {}
         for row in rows:
             targets = [
                 sub for sub in everyone + by_invoice.get(row["invoice_id"], []) if sub.wants(row)
@@ -299,11 +355,33 @@ class EventHub:
             seq, type_ = row["seq"], row["type"]
             msg = message(seq, type_, row["payload"])  # encoded once for every stream
             for sub in targets:
-                try:
-                    sub.push(seq, type_, msg)
-                except Exception:  # one broken stream must not stop the others' events
-                    log.exception("event hub: pushing to a stream failed")
+                if sub.loop is not None:
+                    batches.setdefault(sub.loop, []).append((sub, seq, type_, msg))
+                else:
+                    deliver([(sub, seq, type_, msg)])
+        for loop, batch in batches.items():
+            try:
+                loop.call_soon_threadsafe(deliver, batch)  # one hand-over per read
+            except RuntimeError:  # the loop is closed: the server is gone
+                for sub, *_ in batch:
                     sub.close()
+
+
+Delivery = tuple[Subscription, int, str, bytes]
+
+
+def deliver(batch: list[Delivery]) -> None:
+    """Push each stream its messages of the batch, in order, in one go (on the
+    stream's loop, for loop streams)."""
+    per_sub: dict[Subscription, list[tuple[int, str, bytes]]] = {}
+    for sub, seq, type_, msg in batch:
+        per_sub.setdefault(sub, []).append((seq, type_, msg))
+    for sub, items in per_sub.items():
+        try:
+            sub.push_many(items)
+        except Exception:  # one broken stream must not stop the others' events
+            log.exception("event hub: pushing to a stream failed")
+            sub.close()
 
 
 class StreamGate:
@@ -324,39 +402,3 @@ class StreamGate:
     def leave(self) -> None:
         with self._lock:
             self.open -= 1
-
-
-class ParkingMap(dict[int, Any]):
-    """waitress's socket map, minus the channels of open event streams.
-
-    waitress's main loop asks every channel in its map whether it wants to
-    read or write on every iteration, so 500 idle streams would add 500
-    Python calls to the handling of every API request. A stream's channel
-    needs nothing from the loop while its worker thread writes directly
-    (waitress flushes writes from the writing thread), so it is parked:
-    hidden from `items()` until the stream ends. Lookups still see it.
-
-    Parking is keyed by the channel object, not by its descriptor number.
-    The loop can still close a channel after it was parked (a poll that
-    registered it just before reports the client's hang-up), and the OS
-    then gives the same number to the next connection; parking by number
-    hid that unrelated connection from the loop until the stream's thread
-    woke at its next heartbeat, so a plain request could stall for up to
-    `--sse-heartbeat` seconds.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._parked: set[Any] = set()
-
-    def park(self, channel: Any) -> None:
-        self._parked.add(channel)
-
-    def unpark(self, channel: Any) -> None:
-        self._parked.discard(channel)
-
-    def items(self) -> Any:  # type: ignore[override]
-        if not self._parked:
-            return super().items()
-        parked = self._parked
-        return [(fd, obj) for fd, obj in super().items() if obj not in parked]

@@ -46,4 +46,3 @@ def setup(level: str, fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)

@@ -1,8 +1,9 @@
-"""The running service: settings, store, node and follower, built once.
+"""The running service: settings, store, node, follower and workers, built once.
 
 `lnplugin serve` and the Core Lightning plugin both build a `Service` and
 hand it to the Flask app factory, so there is exactly one way to assemble
-lnplugin.
+lnplugin. Every part is a named, typed field (no dict of strings), so a
+reader and a type checker both see what the API and the server can reach.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Protocol, TextIO
 
 from lnplugin.config import Settings
 from lnplugin.datadir import ensure_dir, private_file, warn_if_open
 from lnplugin.follower import Follower
+from lnplugin.hub import EventHub, StreamGate
 from lnplugin.nodes import make_node
 from lnplugin.nodes.base import (
     NetworkMismatch,
@@ -28,6 +30,7 @@ from lnplugin.nodes.base import (
     NodePermissionDenied,
 )
 from lnplugin.store import Store
+from lnplugin.webhooks import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +87,28 @@ def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:
     return handle
 
 
+class Worker(Protocol):
+    """A background part started after the follower and stopped before it."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
 @dataclass
 class Service:
     settings: Settings
     store: Store
     node: Node
     follower: Follower
+    webhooks: DeliveryWorker  # fan-out of outbox events into signed webhook deliveries
+    event_hub: EventHub  # fan-out of outbox events to open SSE streams
+    stream_gate: StreamGate  # admission of SSE streams (--max-streams)
     started_at: float = field(default_factory=time.time)
     _info: NodeInfo | None = None
     _info_at: float = 0.0
     _info_lock: threading.Lock = field(default_factory=threading.Lock)
     _aliases: dict[str, str | None] = field(default_factory=dict)
-    extensions: dict[str, Any] = field(default_factory=dict)
     _lock: TextIO | None = None
 
     @classmethod
@@ -110,12 +123,26 @@ class Service:
         except BaseException:
             store.close()
             raise
-        follower = Follower(node, store)
-        service = cls(settings=settings, store=store, node=node, follower=follower)
-        from lnplugin.webhooks import attach
+        return cls(
+            settings=settings,
+            store=store,
+            node=node,
+            follower=Follower(node, store),
+            webhooks=DeliveryWorker(
+                store, allow=settings.webhook_allow, schedule=settings.webhook_retry_schedule
+            ),
+            event_hub=EventHub(store),
+            stream_gate=StreamGate(settings.max_streams),
+        )
 
-        attach(service)  # webhook delivery worker + live event hub, in extensions["workers"]
-        return service
+    @property
+    def workers(self) -> list[Worker]:
+        """Started in this order after the follower, stopped in reverse before it."""
+        return [self.webhooks, self.event_hub]
+
+    def before_shutdown(self) -> None:
+        """End open event streams now, so the server's drain does not wait for them."""
+        self.event_hub.close_all()
 
     def node_info(self, max_age: float = 30.0) -> NodeInfo | None:
         """The node's info, cached; None while the node cannot tell us."""
@@ -172,11 +199,11 @@ class Service:
             self._release_lock()
             raise
         self.follower.start()
-        for worker in self.extensions.get("workers", []):
+        for worker in self.workers:
             worker.start()
 
     def stop(self) -> None:
-        for worker in reversed(self.extensions.get("workers", [])):
+        for worker in reversed(self.workers):
             worker.stop()
         self.follower.stop()
         self.store.close()

@@ -344,23 +344,3 @@ def _origin(url: str) -> str:
         return f"{parts.scheme}://{parts.hostname}"
     except ValueError:
         return "(an unparsable URL)"
-
-
-def attach(service: Any) -> None:
-    """Give a `Service` its webhook worker and live-update hub.
-
-    Both run as `service.extensions["workers"]`, started and stopped with the
-    service, so standalone and plugin mode get them the same way.
-    """
-    from lnplugin.hub import EventHub, ParkingMap, StreamGate
-
-    settings = service.settings
-    worker = DeliveryWorker(
-        service.store, allow=settings.webhook_allow, schedule=settings.webhook_retry_schedule
-    )
-    hub = EventHub(service.store)
-    service.extensions["event_hub"] = hub
-    service.extensions["stream_gate"] = StreamGate(settings.max_streams)
-    service.extensions["socket_map"] = ParkingMap()
-    service.extensions.setdefault("workers", []).extend([worker, hub])
-    service.extensions.setdefault("before_shutdown", []).append(hub.close_all)

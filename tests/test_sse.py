@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -299,3 +300,28 @@ def test_revoking_a_token_ends_its_open_streams(quiet_server: Server) -> None:
     got = bystander.next()
     assert got.json["data"]["payment_hash"] == later["payment_hash"]
     bystander.close()
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+def test_open_streams_hold_no_thread(quiet_server: Server) -> None:
+    """Forty open streams, each live (it got an event), add no thread per
+    stream: the whole server runs fewer threads than there are streams, and
+    only the API's own worker pool (`--threads`, 16) may have grown meanwhile.
+    A thread-per-stream server (one made or reserved per stream) has more."""
+    assert quiet_server.proc is not None
+    before = _threads(quiet_server.proc.pid)
+    streams = [SSEClient(f"{quiet_server.url}/events", quiet_server.token) for _ in range(40)]
+    try:
+        assert all(s.ok for s in streams)
+        made = quiet_server.create_invoice()
+        for s in streams:
+            assert s.next().json["data"]["payment_hash"] == made["payment_hash"]
+        now = _threads(quiet_server.proc.pid)
+        assert now < len(streams) and now <= before + 16, (before, now)
+    finally:
+        for s in streams:
+            s.close()

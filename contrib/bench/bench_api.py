@@ -10,10 +10,17 @@ The baseline measured in the same run is `GET /health`, the cheapest route:
 the ratio endpoint-CPU / health-CPU shows what each endpoint costs above the
 HTTP server and framework floor. Targets (server CPU per request): create
 <= 2.5 ms, get <= 1 ms, decode <= 0.5 ms, list p99 <= 10 ms at any depth;
-create p99 <= 3 x its p50 at concurrency 8 (no tail from lock waits).
+create p99 <= 3 x its p50 at concurrency 8 (no tail from lock waits);
+decode <= 2 x health and health <= 0.25 ms.
+
+Memory: the server's peak RSS through the whole run (target <= 130 MB),
+printed next to a bare `flask` + `waitress` hello-world driven the same way
+by this script with as many requests (the baseline: what any Python WSGI
+service costs before it does anything).
 
     python contrib/bench/bench_api.py              # 20k and 1M rows
     python contrib/bench/bench_api.py --sizes 20000 --requests 500
+    python contrib/bench/bench_api.py --quick      # the same as the line above
 """
 
 from __future__ import annotations
@@ -161,7 +168,47 @@ def drive(pid: int, url: str, token: str, make_request, count: int, concurrency:
     }
 
 
-def run(size: int, requests_per_case: int) -> None:
+HELLO = """
+import sys
+from flask import Flask
+from waitress import serve
+app = Flask("hello")
+@app.get("/health")
+def health():
+    return {"status": "ok"}
+serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=8, _quiet=True)
+"""
+
+
+def hello_baseline(requests_total: int) -> dict[str, float]:
+    """The bare flask + waitress hello-world, driven like lnplugin: its peak
+    RSS and CPU per request over as many requests at concurrency 8."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", HELLO, str(port)], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(url + "/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        result = drive(proc.pid, url, "x", lambda n: ("GET", "/health", None), requests_total)
+        result["peak_rss"] = peak_rss_mb(proc.pid)
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def run(size: int, requests_per_case: int, hello: dict[str, float]) -> None:
     with tempfile.TemporaryDirectory(prefix="lnbench") as tmp:
         data = Path(tmp)
         t0 = time.perf_counter()
@@ -215,12 +262,14 @@ def run(size: int, requests_per_case: int) -> None:
                 f"{'cpu ms/req':>10} {'x health':>8}  target"
             )
             baseline = None
+            cpu_of: dict[str, float] = {}
             for name, make in cases:
                 drive(proc.pid, url, token, make, min(200, requests_per_case))  # warm up
                 result = drive(proc.pid, url, token, make, requests_per_case)
                 alone = drive(proc.pid, url, token, make, requests_per_case // 2, concurrency=1)
                 if baseline is None:
                     baseline = result["cpu_ms"]
+                cpu_of[name] = result["cpu_ms"]
                 verdict = ""
                 if name in targets:
                     key, limit = targets[name]
@@ -243,7 +292,20 @@ def run(size: int, requests_per_case: int) -> None:
                     f"{alone['p99']:8.2f} {result['cpu_ms']:10.3f} "
                     f"{result['cpu_ms'] / baseline:8.2f}  {verdict}"
                 )
-            print(f"server peak RSS: {peak_rss_mb(proc.pid):.1f} MB")
+            health = cpu_of["GET /health (baseline)"]
+            decode = cpu_of["GET /decode/bolt11/<invoice>"]
+            print(
+                f"decode / health server CPU: {decode / health:.2f} (target <= 2: "
+                f"{'PASS' if decode <= 2 * health else 'MISS'}); GET /health {health:.3f} ms "
+                f"(target <= 0.25 ms: {'PASS' if health <= 0.25 else 'MISS'}); bare flask + "
+                f"waitress hello-world {hello['cpu_ms']:.3f} ms/request"
+            )
+            peak = peak_rss_mb(proc.pid)
+            print(
+                f"server peak RSS: {peak:.1f} MB (target <= 130 MB: "
+                f"{'PASS' if peak <= 130 else 'MISS'}); bare flask + waitress hello-world "
+                f"{hello['peak_rss']:.1f} MB: ratio {peak / hello['peak_rss']:.2f}"
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -253,10 +315,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="20000,1000000", help="store sizes, comma-separated")
     parser.add_argument("--requests", type=int, default=2000, help="requests per case")
+    parser.add_argument("--quick", action="store_true", help="--sizes 20000 --requests 500")
     args = parser.parse_args()
-    print(f"lnplugin API benchmark; {os.cpu_count()} cores; concurrency 8")
+    if args.quick:
+        args.sizes, args.requests = "20000", 500
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"lnplugin API benchmark; {os.cpu_count()} cores, load average {load}; concurrency 8")
+    # As many requests as one lnplugin run makes: 8 cases x (warm-up + c=8 + c=1).
+    per_run = 8 * (min(200, args.requests) + args.requests + args.requests // 2)
+    hello = hello_baseline(per_run)
+    print(
+        f"baseline: bare flask + waitress hello-world, {per_run} requests: peak RSS "
+        f"{hello['peak_rss']:.1f} MB, {hello['cpu_ms']:.3f} ms CPU/request"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
-        run(size, args.requests)
+        run(size, args.requests, hello)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ class APIError(Exception):
 
 
 def error_body(code: int, message: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
-    """The Alby error object; also written by the server itself (`lnplugin.rawerrors`)."""
+    """The Alby error object; also written by the server itself (`lnplugin.run.asgi`)."""
     body: dict[str, Any] = {"code": code, "error": True, "message": message}
     if errors:
         body["errors"] = errors

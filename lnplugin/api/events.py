@@ -12,14 +12,14 @@ EventSource sends on reconnect, or `?last_event_id=`) resumes exactly after
 the last message seen. Heartbeat comment lines keep proxies from timing out
 and reveal dead clients.
 
-Serving model: each open stream holds one waitress thread. `StreamGate`
-admits at most `--max-streams` streams and the server runs `--threads` +
-`--max-streams` threads, so streams can never take the threads that answer
-the rest of the API; stream number max+1 gets 503 with Retry-After. Once a
-stream has sent its first state (and any resumed history) its thread only
-sleeps: the hub thread writes live messages into the connection itself
-(`Subscription.go_direct`), and the stream's thread wakes for heartbeats
-and to end the stream.
+Serving model (docs/streaming.md): the route runs like any other on a
+worker thread (auth, scopes, admission, the first state, the history), and
+its body then ends with a `LiveTail`. The asyncio server
+(`lnplugin.run.asgi`) takes that as "the rest is live" and serves it on the
+event loop: no thread is held while a stream is open. `StreamGate` admits at
+most `--max-streams` streams; stream number max+1 gets 503 with Retry-After.
+Under a plain WSGI server (Flask's test client) there is no loop, and the
+body's own thread sends the live part from the stream's queue.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, Response, request
 
@@ -38,12 +38,10 @@ from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError
 from lnplugin.hub import (
+    ASYNC_LOOP,
     FINAL_EVENTS,
     HEARTBEAT,
-    WSGI_WRITE,
-    EventHub,
-    ParkingMap,
-    StreamGate,
+    LiveTail,
     Subscription,
     message,
 )
@@ -58,42 +56,6 @@ _TYPE_FOR_STATE = {
     "CANCELED": events.INCOMING_CANCELED,
 }
 RETRY_MS = 3000  # how long EventSource waits before reconnecting
-MAX_BACKLOG = 1 << 20  # unsent bytes after which a stream's client counts as stalled
-
-
-class Parking:
-    """Parks a waitress channel (see `ParkingMap`) while its stream is open.
-
-    A parked channel is not polled, so nothing else notices a client that
-    stopped reading or went away: the stream checks the channel's unsent
-    bytes itself and ends, handing the channel back to the loop to clean up.
-    Outside waitress (tests, other servers) this does nothing.
-    """
-
-    def __init__(self, environ: dict[str, Any], socket_map: Any) -> None:
-        self.environ = environ
-        probe = environ.get("waitress.client_disconnected")
-        self.channel = getattr(probe, "__self__", None)
-        self.map = socket_map if isinstance(socket_map, ParkingMap) else None
-        self.parked = False
-
-    def park(self) -> None:
-        if self.map is not None and self.channel is not None:
-            self.map.park(self.channel)
-            self.parked = True
-
-    def unpark(self) -> None:
-        if self.map is not None and self.parked:
-            self.map.unpark(self.channel)
-            self.parked = False
-            self.channel.server.pull_trigger()  # type: ignore[union-attr]
-
-    def stalled(self, limit: int) -> bool:
-        """More than `limit` bytes still unsent, or the connection is gone."""
-        channel = self.channel
-        if channel is None:
-            return False
-        return not channel.connected or channel.total_outbufs_len > limit
 
 
 MAX_EVENT_ID = (1 << 63) - 1  # outbox seqs are SQLite integers: signed 64-bit
@@ -125,8 +87,7 @@ def _admit(sub: Subscription) -> Callable[[], None]:
     between can be missed (duplicates are skipped by `seq`).
     """
     svc = context.service()
-    gate: StreamGate = svc.extensions["stream_gate"]
-    hub: EventHub = svc.extensions["event_hub"]
+    gate, hub = svc.stream_gate, svc.event_hub
     if not gate.enter():
         raise APIError(
             503, f"Too many open event streams (limit {gate.limit})", headers={"Retry-After": "5"}
@@ -144,57 +105,46 @@ def _admit(sub: Subscription) -> Callable[[], None]:
 
 
 def _respond(
-    body: Iterator[bytes], sub: Subscription, release: Callable[[], None], parking: Parking
+    body: Iterator[bytes | LiveTail], sub: Subscription, release: Callable[[], None]
 ) -> Any:
-    def stream() -> Iterator[bytes]:
+    def stream() -> Iterator[bytes | LiveTail]:
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()  # headers are out after this
-            parking.park()
             yield from body
         finally:
             sub.detach()  # before the server writes the end of the response
-            parking.unpark()
             release()
 
-    response = Response(stream(), mimetype="text/event-stream")
+    # The body's last item may be a `LiveTail` (not bytes): only lnplugin's own
+    # server (lnplugin.run.asgi) puts the environ key that makes it one.
+    response = Response(cast(Iterator[bytes], stream()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     response.call_on_close(release)  # also when the body never started
     return response
 
 
-def _live(sub: Subscription, after: int, heartbeat: float, parking: Parking) -> Iterator[bytes]:
+def _live(sub: Subscription, after: int, heartbeat: float) -> Iterator[bytes | LiveTail]:
     """Live messages past `after`, with heartbeats while idle.
 
-    Under waitress the hub writes them (direct mode) and this thread only
-    sleeps between heartbeats; elsewhere this thread sends what the hub
-    queued (queued mode).
+    Under the asyncio server this is one `LiveTail`: the server writes the
+    messages on its loop. Elsewhere this thread sends what the hub queued.
     """
-    write = parking.environ.get(WSGI_WRITE)
-    if write is not None:
-        sub.go_direct(write, after, parking.stalled, MAX_BACKLOG)
-        while not sub.wait(heartbeat):
-            if not sub.heartbeat():
-                return
-        return  # final state sent, shutting down, far behind, or the client is gone
-    yield from _queued(sub, after, heartbeat, parking)
+    if sub.loop is not None:
+        yield LiveTail(sub, after, heartbeat)
+        return
+    yield from _queued(sub, after, heartbeat)
 
 
-def _queued(sub: Subscription, after: int, heartbeat: float, parking: Parking) -> Iterator[bytes]:
+def _queued(sub: Subscription, after: int, heartbeat: float) -> Iterator[bytes]:
     last_sent = after
     while True:
         items = sub.take(heartbeat)
         if sub.overflowed or sub.closed:
             return  # far behind, or shutting down: the client resumes from Last-Event-ID
         if not items:
-            # Still unsent since the last write a heartbeat ago: the client
-            # is gone or not reading. End; the loop takes the channel back.
-            if parking.stalled(0):
-                return
             yield HEARTBEAT
             continue
-        if parking.stalled(MAX_BACKLOG):
-            return
         for seq, type_, msg in items:
             if seq <= last_sent:
                 continue
@@ -210,7 +160,13 @@ def invoice_events(payment_hash: str) -> Any:
     found = context.readable_invoice(payment_hash)
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: True, found.id, final_ends=True, token_id=current_token().id)
+    sub = Subscription(
+        lambda row: True,
+        found.id,
+        final_ends=True,
+        token_id=current_token().id,
+        loop=request.environ.get(ASYNC_LOOP),
+    )
     release = _admit(sub)
     try:
         with svc.store.snapshot() as conn:
@@ -230,7 +186,7 @@ def invoice_events(payment_hash: str) -> Any:
         return Response(status=204)
     heartbeat = svc.settings.sse_heartbeat
 
-    def body() -> Iterator[bytes]:
+    def body() -> Iterator[bytes | LiveTail]:
         if resume is None:
             type_ = events.OUTGOING_SETTLED if row.type == "outgoing" else _TYPE_FOR_STATE[state]
             data = {"type": type_, "timestamp": iso(now), "data": invoice_json(row, now)}
@@ -241,10 +197,9 @@ def invoice_events(payment_hash: str) -> Any:
             yield message(event["seq"], event["type"], event["payload"])
             if event["type"] in FINAL_EVENTS:
                 return
-        yield from _live(sub, max(head, resume or 0), heartbeat, parking)
+        yield from _live(sub, max(head, resume or 0), heartbeat)
 
-    parking = Parking(request.environ, svc.extensions.get("socket_map"))
-    return _respond(body(), sub, release, parking)
+    return _respond(body(), sub, release)
 
 
 def _allowed_types() -> set[str]:
@@ -265,11 +220,16 @@ def all_events() -> Any:
     allowed = _allowed_types()
     svc = context.service()
     resume = _last_event_id()
-    sub = Subscription(lambda row: row["type"] in allowed, None, token_id=current_token().id)
+    sub = Subscription(
+        lambda row: row["type"] in allowed,
+        None,
+        token_id=current_token().id,
+        loop=request.environ.get(ASYNC_LOOP),
+    )
     release = _admit(sub)
     heartbeat = svc.settings.sse_heartbeat
 
-    def body() -> Iterator[bytes]:
+    def body() -> Iterator[bytes | LiveTail]:
         conn: sqlite3.Connection = svc.store.conn
         if resume is None:
             last = events.last_seq(conn)
@@ -282,7 +242,6 @@ def all_events() -> Any:
                     if row["type"] in allowed:
                         yield message(row["seq"], row["type"], row["payload"])
                 last = rows[-1]["seq"]
-        yield from _live(sub, last, heartbeat, parking)
+        yield from _live(sub, last, heartbeat)
 
-    parking = Parking(request.environ, svc.extensions.get("socket_map"))
-    return _respond(body(), sub, release, parking)
+    return _respond(body(), sub, release)

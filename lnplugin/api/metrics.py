@@ -162,9 +162,8 @@ class _Collector:
         outbox.add_metric(["webhooks"], counts.outbox_fanned_out)
         yield outbox
 
-        gate = svc.extensions.get("stream_gate")
         streams = GaugeMetricFamily("lnplugin_sse_streams_open", "Server-Sent Event streams open.")
-        streams.add_metric([], gate.open if gate is not None else 0)
+        streams.add_metric([], svc.stream_gate.open)
         yield streams
 
 

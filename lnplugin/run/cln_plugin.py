@@ -5,7 +5,7 @@ the plugin sees them in the `htlc_accepted` hook (the node-side logic, with
 the plugin's options and settings, is `lnplugin.nodes.cln.plugin`). This
 module is how the plugin process runs, and otherwise it is standalone mode
 unchanged: the same `Service` (store, ClnNode over the node's own
-`lightning-rpc`, follower) and the same waitress server, run on background
+`lightning-rpc`, follower) and the same uvicorn server, run on background
 threads while pyln's loop owns the main thread.
 
 Load it with `plugin=$(which lnplugin-cln)` (or `important-plugin=`) in the
@@ -61,13 +61,13 @@ class PluginRuntime:
             raise PluginConfigError(f"{exc}; plugin disabled") from None
         try:
             server = make_server(service, settings)
-        except OSError as exc:
+        except (OSError, StartupRefused) as exc:
             service.stop()
             raise PluginConfigError(
                 f"cannot listen on {settings.host}:{settings.port}: {exc}"
             ) from None
         self.service, self.server = service, server
-        port = getattr(server, "effective_port", settings.port)
+        port = server.effective_port
         self.url = settings.public_url or http_url(settings.host, port)
         say(f"lnplugin cln node listening on {self.url}")
         # Never put a token in lightningd's log: logs are copied and shipped.
@@ -111,6 +111,8 @@ class PluginRuntime:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.service is not None:
+            self.service.before_shutdown()  # end open streams: the server need not wait
         if self.server is not None:
             self.server.close()
         if self.service is not None:
@@ -164,6 +166,9 @@ def build_plugin(runtime: PluginRuntime) -> Any:
 
 
 def main() -> None:
+    from lnplugin.run.server import cap_malloc_arenas
+
+    cap_malloc_arenas()  # before any thread exists, as `lnplugin serve` does
     runtime = PluginRuntime()
     plugin = build_plugin(runtime)
     try:

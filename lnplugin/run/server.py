@@ -1,28 +1,34 @@
-"""`lnplugin serve`: the service behind waitress, a production WSGI server.
+"""`lnplugin serve`: the service behind uvicorn, one asyncio HTTP server.
 
-waitress is pure Python, runs wherever lnplugin runs (including inside the
-Core Lightning plugin process), and serves each request on a thread pool
-while its own event loop handles slow clients.
+uvicorn (uvloop + httptools) parses HTTP and holds every connection on one
+event loop; the Flask app runs on a bounded thread pool behind it, and open
+event streams live on the loop (`lnplugin.run.asgi`, docs/streaming.md).
+The server runs on a thread of its own, started through uvicorn's
+documented `Server.serve(sockets=...)` on sockets bound here, so the main
+thread keeps lnplugin's own signal handling and the Core Lightning plugin
+can run the same server beside pyln's loop.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from waitress.server import create_server
+import uvicorn
 
 from lnplugin import logs
 from lnplugin.api import create_app
 from lnplugin.config import Settings, http_url
-from lnplugin.hub import WSGI_WRITE
-from lnplugin.rawerrors import install as json_errors
+from lnplugin.run.asgi import ASGIApp
 from lnplugin.service import Service, StartupRefused
 from lnplugin.store import tokens
 
@@ -33,6 +39,37 @@ SHUTDOWN_BOUND = 10.0  # seconds from the first SIGTERM/SIGINT to a forced exit
 
 def setup_logging(level: str, fmt: str = "text") -> None:
     logs.setup(level, fmt)
+    # uvicorn's "returned without completing response" is how a stream cut
+    # off for not reading ends (lnplugin.run.asgi); it is expected, not an error.
+    logging.getLogger("uvicorn.error").addFilter(_NotIncomplete())
+
+
+class _NotIncomplete(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("ASGI callable returned without completing")
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+MALLOC_ARENAS = 2
+
+
+def cap_malloc_arenas() -> bool:
+    """Limit glibc to `MALLOC_ARENAS` malloc arenas, unless MALLOC_ARENA_MAX is set.
+
+    Why: glibc gives each thread that allocates an arena of its own (up to 8
+    per core), each reserving 64 MB regions it rarely returns; with a thread
+    pool that made most of the server's RSS under load (docs/streaming.md
+    has the figures). Called before any thread starts. True if applied."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False  # the operator's own setting, applied by glibc at exec
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
 
 
 def bootstrap_token(service: Service) -> str | None:
@@ -42,26 +79,6 @@ def bootstrap_token(service: Service) -> str | None:
             return None
         _, token = tokens.create(tx, ["admin"], label="bootstrap")
     return token
-
-
-def expose_write(app: Any) -> Any:
-    """WSGI middleware: put the response's `write` callable in the environ.
-
-    Event streams hand it to the hub thread, which then writes live messages
-    into the connection itself (see `lnplugin.hub`). In waitress it is
-    `Task.write`: chunk framing plus the channel's `write_soon`, which takes
-    the channel's output lock, so other threads may call it.
-    """
-
-    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
-        def start(status: str, headers: Any, exc_info: Any = None) -> Any:
-            write = start_response(status, headers, exc_info)
-            environ[WSGI_WRITE] = write
-            return write
-
-        return app(environ, start)
-
-    return wrapped
 
 
 class Shutdown:
@@ -91,8 +108,8 @@ class Shutdown:
             return
         watchdog = threading.Thread(target=self._watchdog, name="lnplugin-shutdown", daemon=True)
         watchdog.start()
-        # waitress waits for busy threads when it stops; end open event
-        # streams first so their threads can exit at once.
+        # uvicorn waits for open responses when it stops; end open event
+        # streams first so it can stop at once.
         for hook in self.hooks:
             try:
                 hook()
@@ -110,38 +127,101 @@ class Shutdown:
         os._exit(1)
 
 
-def make_server(service: Service, settings: Settings) -> Any:
+class HTTPServer:
+    """uvicorn on sockets bound here; `run` blocks (on any thread), `close` stops it.
+
+    Binding first, ourselves, is what lets a busy port be a `StartupRefused`
+    before anything starts (uvicorn would log and exit the process)."""
+
+    def __init__(
+        self, app: ASGIApp, sockets: list[socket.socket], connection_limit: int = 2000
+    ) -> None:
+        self.app = app
+        self.sockets = sockets
+        self.effective_port = sockets[0].getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            interface="asgi3",
+            loop="uvloop",
+            http="httptools",
+            ws="none",
+            lifespan="off",
+            log_config=None,  # lnplugin's own logging setup stays
+            access_log=False,
+            proxy_headers=False,  # trust no X-Forwarded-* header
+            server_header=False,
+            timeout_keep_alive=120,
+            timeout_graceful_shutdown=int(SHUTDOWN_BOUND // 2),
+            backlog=2048,
+            # Connections (open streams included) plus requests in progress;
+            # beyond it uvicorn answers 503 instead of taking more.
+            limit_concurrency=connection_limit,
+        )
+        self.server = uvicorn.Server(config)
+        self._done = threading.Event()
+        self._started = False
+
+    def run(self) -> None:
+        self._started = True
+        try:
+            # In a non-main thread uvicorn installs no signal handlers.
+            self.server.run(sockets=self.sockets)
+        finally:
+            self._done.set()
+
+    def request_exit(self) -> None:
+        self.server.should_exit = True
+
+    def close(self, timeout: float = SHUTDOWN_BOUND) -> None:
+        """Stop serving and wait (bounded) for `run` to return; idempotent."""
+        self.request_exit()
+        if self._started:
+            self._done.wait(timeout)
+        for sock in self.sockets:
+            sock.close()
+        self.app.close()
+
+
+def make_server(service: Service, settings: Settings) -> HTTPServer:
     """Bind the listening socket; `StartupRefused` naming --host/--port when that fails
     (port in use, an address this machine does not have or cannot resolve)."""
-    app = expose_write(create_app(service))
+    app = ASGIApp(create_app(service), settings.threads)
     try:
-        return _create_server(app, service, settings)
-    except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot resolve
-        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        sockets = bind(settings.host, settings.port)
+    except OSError as exc:
+        app.close()
+        reason = exc.strerror or str(exc)
         raise StartupRefused(
             f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
             f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
         ) from None
+    return HTTPServer(app, sockets, connection_limit=settings.max_streams + 2000)
 
 
-def _create_server(app: Any, service: Service, settings: Settings) -> Any:
-    server = create_server(
-        app,
-        map=service.extensions.get("socket_map"),  # ParkingMap: idle streams skip the loop
-        host=settings.host,
-        port=settings.port,
-        # Event streams hold a thread each for their lifetime; they get threads of
-        # their own (admission-controlled by StreamGate), so the API keeps
-        # `threads` for itself however many streams are open.
-        threads=settings.threads + settings.max_streams,
-        ident="lnplugin",
-        channel_timeout=120,
-        connection_limit=2000,
-        clear_untrusted_proxy_headers=True,
-        asyncore_use_poll=True,  # select() stops at 1024 descriptors; streams add up
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address `host` resolves to (IPv4 and IPv6
+    for `localhost`), all on one port (the first one's, when `port` is 0)."""
+    infos = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
-    json_errors(server)  # what waitress refuses itself is answered in the Alby shape too
-    return server
+    sockets: list[socket.socket] = []
+    try:
+        for family, type_, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(2048)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
@@ -149,6 +229,22 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
     that cannot work raises (`StartupRefused`, `StoreError`, ...) before anything
     runs, for the command line to print as one line; the socket is bound before
     the service starts so a busy port stops nothing half-started."""
+    cap_malloc_arenas()  # before any thread exists
+    # The threads started from here on inherit a mask without SIGTERM/SIGINT,
+    # so the kernel delivers them to the main thread, whose wait they
+    # interrupt; delivered to another thread, Python would run the handler
+    # only once the main thread woke on its own.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return _serve(settings, out)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     setup_logging(settings.log_level, settings.log_format)
     service = Service.build(settings)
     try:
@@ -169,7 +265,7 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
             "running on the embedded dev node: not connected to any Lightning network, "
             "payments are simulated (lnplugin dev pay / POST /dev/pay)"
         )
-    port = getattr(server, "effective_port", settings.port)
+    port = server.effective_port
     url = settings.public_url or http_url(settings.host, port)
     out(f"lnplugin {settings.node} node listening on {url}")
     token = bootstrap_token(service)
@@ -180,14 +276,21 @@ def serve(settings: Settings, out: Callable[[str], None] = print) -> int:
         out("Admin token: already created; make another with `lnplugin token create --scope admin`")
     sys.stdout.flush()
 
-    stop = Shutdown(service.extensions.get("before_shutdown", []))
+    stop = Shutdown([service.before_shutdown, server.request_exit])
+    runner = threading.Thread(target=server.run, name="lnplugin-server")
     try:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        server.run()
+        runner.start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        while runner.is_alive():
+            runner.join(1.0)  # a signal's KeyboardInterrupt ends the wait
+        log.error("the HTTP server stopped on its own")
+        code = 1
     except KeyboardInterrupt:
         log.info("shutting down")
+        code = 0
     finally:
         server.close()
         service.stop()
-    return 0
+    return code

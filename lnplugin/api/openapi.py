@@ -381,6 +381,15 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
             "headers": {**REQUEST_ID, **(RETRY_AFTER if status == 503 else {})},
             "content": _content("Error", "application/json"),
         }
+    # A request the HTTP parser cannot read (a header with control bytes, a
+    # malformed request line) is refused by uvicorn before lnplugin sees it,
+    # with its own plain-text 400 (docs/streaming.md); say so rather than
+    # promise JSON the server cannot give there.
+    responses.setdefault("400", {"description": ERROR_TEXT[400], "headers": REQUEST_ID})
+    responses["400"].setdefault("content", {})["text/plain"] = {
+        "schema": {"type": "string"},
+        "example": "Invalid HTTP request received.",
+    }
     responses["default"] = {
         "description": "any other error, same shape (e.g. 405, 500)",
         "content": _content("Error", "application/json"),

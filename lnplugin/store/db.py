@@ -47,9 +47,9 @@ class StoreError(Exception):
     and what to do, for the command line to print instead of a traceback."""
 
 
-def open_error(path: Path | str, exc: BaseException) -> StoreError:
+def open_error(path: Path | str, exc: sqlite3.Error | OSError) -> StoreError:
     """A `StoreError` for an SQLite or OS failure while opening the database `path`."""
-    reason = str(exc) if isinstance(exc, sqlite3.Error) else (exc.strerror or str(exc))  # type: ignore[union-attr]
+    reason = str(exc) if isinstance(exc, sqlite3.Error) else (exc.strerror or str(exc))
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
         advice = "it is damaged; restore it from a backup, or move it aside to start empty"
     elif "locked" in reason or "busy" in reason:

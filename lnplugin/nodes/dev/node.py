@@ -159,7 +159,7 @@ class DevNode(Node):
                 request.expiry,
             ),
         )
-        return self._invoice(self._row(payment_hash))
+        return self._invoice(self._written(payment_hash))
 
     def lookup_invoice(self, payment_hash: str) -> NodeInvoice | None:
         row = self._row(payment_hash)
@@ -226,7 +226,7 @@ class DevNode(Node):
                 state = "expired"
             raise InvoiceNotOpen(f"invoice {payment_hash} is not open (it is {state.lower()})")
         self._wake_feed()
-        return self._invoice(self._row(payment_hash))
+        return self._invoice(self._written(payment_hash))
 
     def keysend(self, amount_msat: int, records: Mapping[int, bytes]) -> NodeInvoice:
         """Receive a spontaneous payment carrying custom TLV records.
@@ -255,7 +255,7 @@ class DevNode(Node):
             ),
         )
         self._wake_feed()
-        return self._invoice(self._row(payment_hash))
+        return self._invoice(self._written(payment_hash))
 
     # -- helpers ------------------------------------------------------------------
 
@@ -280,6 +280,14 @@ class DevNode(Node):
         return self._conn.execute(
             "SELECT * FROM dev_invoices WHERE payment_hash = ?", (payment_hash,)
         ).fetchone()
+
+    def _written(self, payment_hash: str) -> sqlite3.Row:
+        """The row this node has just written; rows are never deleted, so a miss
+        means the dev database was changed under us, which is reported, not hidden."""
+        row = self._row(payment_hash)
+        if row is None:
+            raise NodeError(f"invoice {payment_hash} vanished from the dev node's database")
+        return row
 
     def _settled_after(self, cursor: int, limit: int) -> list[sqlite3.Row]:
         return self._conn.execute(

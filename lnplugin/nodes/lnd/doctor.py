@@ -112,11 +112,13 @@ def checks(settings: Settings) -> list[Check]:
     from lnplugin.nodes.base import NodeError, NodeInfo, NodePermissionDenied
     from lnplugin.nodes.lnd.node import LndNode, load_macaroon, to_node_info
 
-    checks = [_lnd_address(settings.lnd_host)]
-    if checks[-1].status == "fail":
+    address = _lnd_address(settings.lnd_host)
+    checks = [address]
+    if address.status == "fail":
         return checks
-    checks.append(_lnd_tls(settings.lnd_host, settings.lnd_cert))
-    if checks[-1].status == "fail":
+    tls = _lnd_tls(settings.lnd_host, settings.lnd_cert)
+    checks.append(tls)
+    if tls.status == "fail":
         return checks
     try:
         if load_macaroon(settings.lnd_macaroon) is None:

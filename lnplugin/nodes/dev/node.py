@@ -97,6 +97,7 @@ class DevNode(Node):
         self._local = threading.local()
         self._wake = threading.Condition()
         self._closed = threading.Event()
+        self._write_lock = threading.Lock()
         try:
             private_database(Path(self._path))
             self._conn.executescript(_SCHEMA)
@@ -110,9 +111,20 @@ class DevNode(Node):
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode = WAL")
+            # As lnplugin's store (see lnplugin/store/db.py): a commit survives a
+            # process crash without an fsync each; a power cut may lose the last ones.
+            conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA busy_timeout = 10000")
             self._local.conn = conn
         return conn
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+        """One autocommitted write, queued on this node's lock first: API threads
+        minting at once would otherwise meet in SQLite's busy handler, which
+        sleeps in growing steps (the create tail was up to a second). The busy
+        timeout still covers writers in other processes (`lnplugin dev pay`)."""
+        with self._write_lock:
+            return self._conn.execute(sql, params)
 
     # -- Node interface -------------------------------------------------------
 
@@ -143,7 +155,7 @@ class DevNode(Node):
             description_hash=request.description_hash,
             expiry=request.expiry,
         )
-        self._conn.execute(
+        self._write(
             "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, payment_secret,"
             " amount_msat, description, description_hash, created_at, expiry, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'OPEN')",
@@ -212,7 +224,7 @@ class DevNode(Node):
             raise NodeError(f"amount_msat {amount_msat} is less than the invoice amount {asked}")
         paid = amount_msat if amount_msat is not None else row["amount_msat"]
         now = int(time.time())
-        cur = self._conn.execute(
+        cur = self._write(
             "UPDATE dev_invoices SET state = 'SETTLED', amount_received_msat = ?,"
             " settled_at = ?, settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1"
             " FROM dev_invoices) WHERE payment_hash = ? AND state = 'OPEN'"
@@ -239,7 +251,7 @@ class DevNode(Node):
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
         now = int(time.time())
-        self._conn.execute(
+        self._write(
             "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, amount_msat,"
             " created_at, expiry, state, amount_received_msat, settled_at, settle_index,"
             " is_keysend, custom_records) VALUES (?, '', ?, ?, ?, 86400, 'SETTLED', ?, ?,"

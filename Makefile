@@ -30,4 +30,4 @@ bench: $(BIN)/.installed-test
 	$(BIN)/python contrib/bench/bench_api.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -202,7 +202,8 @@ def test_the_wal_is_checkpointed_off_the_commit_path_so_it_stops_growing(store):
 
     def caught_up() -> None:
         deadline = time.monotonic() + 30
-        while store._checkpointer is not None:
+        assert store.checkpointer is not None
+        while store.checkpointer.running:
             assert time.monotonic() < deadline, "the checkpointer never went idle"
             time.sleep(0.05)
 

@@ -77,6 +77,79 @@ def open_error(path: Path | str, exc: sqlite3.Error | OSError) -> StoreError:
     return StoreError(f"cannot open {path} ({reason}): {advice}")
 
 
+class Checkpointer:
+    """Copies a WAL file back into its database in a background thread.
+
+    Left to SQLite, the commit that crosses 1,000 WAL pages checkpoints in its
+    own thread, fsyncs and all, while its caller (and every writer queued on
+    the same lock) waits. Here `poke()` after a commit is enough: a thread
+    checkpoints every `interval` seconds while commits arrive and exits when
+    they stop, so an idle process keeps no thread. Connections writing the
+    file set `PRAGMA wal_autocheckpoint = 0`.
+    """
+
+    def __init__(self, path: str, interval: float = CHECKPOINT_INTERVAL) -> None:
+        self.path = path
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._due = False
+        self._conn: sqlite3.Connection | None = None
+        self._stop = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._thread is not None
+
+    def poke(self) -> None:
+        """Note that the WAL grew; start the thread if it is not running."""
+        with self._lock:
+            self._due = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="lnplugin-checkpoint", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        """PASSIVE never waits for readers or writers: it copies what it can and
+        the rest goes next round. It takes no writer lock, so commits proceed
+        while it writes and fsyncs the database file."""
+        while True:
+            stopping = self._stop.wait(self.interval)
+            with self._lock:
+                # Stopping with commits pending is fine: closing the last
+                # connection checkpoints the whole WAL.
+                if stopping or not self._due:
+                    self._thread = None
+                    return
+                self._due = False
+                if self._conn is None:
+                    self._conn = sqlite3.connect(
+                        self.path, isolation_level=None, check_same_thread=False
+                    )
+                conn = self._conn
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # the next round retries; the WAL stays valid
+                log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Stop the thread and close its connection; a later `poke` starts afresh."""
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        self._stop.clear()
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
+
+
 class Store:
     """Owns the database file; hands each thread its own connection."""
 
@@ -93,11 +166,11 @@ class Store:
         checkpoints to SQLite (in the committing thread)."""
         self.path = str(path)
         self._synchronous = synchronous
-        self._checkpoint_interval = None if self.path == ":memory:" else checkpoint_interval
-        self._checkpointer: threading.Thread | None = None
-        self._checkpoint_due = False
-        self._checkpoint_conn: sqlite3.Connection | None = None
-        self._checkpoint_stop = threading.Event()  # set by close()
+        self.checkpointer = (
+            Checkpointer(self.path, checkpoint_interval)
+            if checkpoint_interval is not None and self.path != ":memory:"
+            else None
+        )
         self._busy_ms = BUSY_TIMEOUT_MS if busy_timeout is None else int(busy_timeout * 1000)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -137,7 +210,7 @@ class Store:
                     raise
                 time.sleep(0.02)
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        if self._checkpoint_interval is not None:
+        if self.checkpointer is not None:
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         conn.execute("PRAGMA foreign_keys = ON")
         with self._lock:
@@ -196,45 +269,8 @@ class Store:
         with self._commits:
             self.commit_version += 1
             self._commits.notify_all()
-        if self._checkpoint_interval is not None:
-            self._checkpoint_soon()
-
-    def _checkpoint_soon(self) -> None:
-        """Note that the WAL grew; start the checkpointer if it is not running."""
-        with self._lock:
-            self._checkpoint_due = True
-            if self._checkpointer is None:
-                self._checkpointer = threading.Thread(
-                    target=self._checkpoint_loop, name="lnplugin-checkpoint", daemon=True
-                )
-                self._checkpointer.start()
-
-    def _checkpoint_loop(self) -> None:
-        """Checkpoint every `checkpoint_interval` while commits arrive, then exit.
-
-        PASSIVE never waits for readers or writers: it copies what it can and
-        the rest goes next round. It takes no writer lock, so commits proceed
-        while it writes and fsyncs the database file.
-        """
-        assert self._checkpoint_interval is not None
-        while True:
-            stopping = self._checkpoint_stop.wait(self._checkpoint_interval)
-            with self._lock:
-                # Stopping with commits pending is fine: closing the last
-                # connection checkpoints the whole WAL.
-                if stopping or not self._checkpoint_due:
-                    self._checkpointer = None
-                    return
-                self._checkpoint_due = False
-                if self._checkpoint_conn is None:
-                    self._checkpoint_conn = sqlite3.connect(
-                        self.path, isolation_level=None, check_same_thread=False
-                    )
-                conn = self._checkpoint_conn
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:  # the next round retries; the WAL stays valid
-                log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+        if self.checkpointer is not None:
+            self.checkpointer.poke()
 
     def wait_for_commit(
         self, seen: int, timeout: float, stop: threading.Event | None = None
@@ -270,17 +306,10 @@ class Store:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        self._checkpoint_stop.set()
-        with self._lock:
-            checkpointer = self._checkpointer
-        if checkpointer is not None:
-            checkpointer.join()
-        self._checkpoint_stop.clear()  # a store used again checkpoints again
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         with self._lock:
             conns, self._all = self._all, []
-            if self._checkpoint_conn is not None:
-                conns.append(self._checkpoint_conn)
-                self._checkpoint_conn = None
         for conn in conns:
             with suppress(sqlite3.Error):
                 conn.close()

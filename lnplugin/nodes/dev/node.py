@@ -38,7 +38,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodeInvoice,
 )
-from lnplugin.store.db import open_error
+from lnplugin.store.db import Checkpointer, open_error
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class DevNode(Node):
         self._wake = threading.Condition()
         self._closed = threading.Event()
         self._write_lock = threading.Lock()
+        self._checkpointer = Checkpointer(self._path)
         try:
             private_database(Path(self._path))
             self._conn.executescript(_SCHEMA)
@@ -114,6 +115,7 @@ class DevNode(Node):
             # As lnplugin's store (see lnplugin/store/db.py): a commit survives a
             # process crash without an fsync each; a power cut may lose the last ones.
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # self._checkpointer does it
             conn.execute("PRAGMA busy_timeout = 10000")
             self._local.conn = conn
         return conn
@@ -124,7 +126,9 @@ class DevNode(Node):
         sleeps in growing steps (the create tail was up to a second). The busy
         timeout still covers writers in other processes (`lnplugin dev pay`)."""
         with self._write_lock:
-            return self._conn.execute(sql, params)
+            cursor = self._conn.execute(sql, params)
+        self._checkpointer.poke()
+        return cursor
 
     # -- Node interface -------------------------------------------------------
 
@@ -197,6 +201,7 @@ class DevNode(Node):
         return "lnplugin-dev" if pubkey == self.pubkey else None
 
     def close(self) -> None:
+        self._checkpointer.close()
         self._closed.set()
         with self._wake:
             self._wake.notify_all()

@@ -23,10 +23,11 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed-test
 	$(BIN)/ruff check lnplugin lnplugin_sim tests contrib
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python contrib/bench/bench_api.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

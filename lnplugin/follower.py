@@ -273,6 +273,7 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
     row = invoices.by_hash(tx, inv.payment_hash, "incoming")
     # Records captured out of band (CLN plugin mode: `htlc_accepted`), if any.
     captured = batch.captured(tx, inv.payment_hash)
+    stored: StoredInvoice | dict[str, Any]  # what the event reports: a new or an updated row
     if row is None:
         stored = _new_row(tx, inv, captured, batch)
         invoices.insert_many(tx, [stored])
@@ -286,7 +287,7 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
             if records_changed:
                 invoices.update(tx, invoice_id, record_fields(new_records))
             return False
-        fields = {"state": inv.state}
+        fields: dict[str, Any] = {"state": inv.state}
         if inv.state == "SETTLED":
             fields.update(
                 amount_received_msat=inv.amount_received_msat,

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import stat
+import threading
 
 import bolt11 as pypi_bolt11
 import pytest
@@ -224,3 +225,27 @@ def test_the_live_feed_ends_when_the_node_closes(node):
 def test_open_invoices_are_not_in_the_feed(node):
     mint(node)
     assert list(node.settled_since(0)) == []
+
+
+def test_threads_minting_at_once_queue_on_the_nodes_lock_not_in_sqlites_busy_handler(node):
+    # Each thread's connection gets no busy timeout: two INSERTs meeting in
+    # SQLite would fail with "database is locked" at once, so only the node's
+    # own write lock lets all of them through.
+    errors: list[BaseException] = []
+    minted: list[str] = []
+
+    def mint_many() -> None:
+        try:
+            node._conn.execute("PRAGMA busy_timeout = 0")
+            for _ in range(40):
+                minted.append(mint(node))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mint_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(minted)) == 8 * 40

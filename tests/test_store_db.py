@@ -3,9 +3,13 @@ busy handler; nesting joins; a bounded wait gives up as SQLite would."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +161,56 @@ def test_a_failed_transaction_rolls_back_and_frees_the_lock_for_others(store):
     thread.join(10)
     assert errors == []
     assert [r[0] for r in store.conn.execute("SELECT writer FROM t")] == ["kept"]
+
+
+def test_a_commit_is_in_the_file_when_the_process_is_killed_right_after_it(tmp_path):
+    # The durability the store promises (synchronous=NORMAL in WAL mode): an
+    # acknowledged commit survives SIGKILL of the process, with no clean close.
+    path = tmp_path / "lnplugin.sqlite"
+    script = (
+        "import os, signal, sys\n"
+        "from lnplugin.store import Store\n"
+        "store = Store(sys.argv[1])\n"
+        "with store.transaction() as tx:\n"
+        "    tx.execute('CREATE TABLE t (writer TEXT)')\n"
+        "    tx.execute(\"INSERT INTO t VALUES ('before the kill')\")\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    store = Store(path)
+    try:
+        rows = store.conn.execute("SELECT writer FROM t").fetchall()
+        assert [tuple(row) for row in rows] == [("before the kill",)]
+        assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    finally:
+        store.close()
+
+
+def test_the_wal_is_checkpointed_off_the_commit_path_so_it_stops_growing(store):
+    # Commits never checkpoint (wal_autocheckpoint = 0): the background thread
+    # does, and exits once it has caught up. After that the next writes reuse
+    # the WAL from its start, so a second batch like the first leaves the file
+    # the size it was; with no checkpointer it would double.
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wal = Path(store.path + "-wal")
+
+    def batch() -> None:
+        for n in range(200):
+            with store.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES (?)", ("x" * 2000 + str(n),))
+
+    def caught_up() -> None:
+        deadline = time.monotonic() + 30
+        assert store.checkpointer is not None
+        while store.checkpointer.running:
+            assert time.monotonic() < deadline, "the checkpointer never went idle"
+            time.sleep(0.05)
+
+    batch()
+    caught_up()
+    size = wal.stat().st_size
+    batch()
+    caught_up()
+    assert wal.stat().st_size <= size
+    assert store.conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 400

@@ -9,14 +9,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request
 
 from lnplugin.api.errors import APIError
 from lnplugin.store import tokens
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _presented_token() -> str | None:
@@ -63,19 +64,20 @@ def has_scope(info: tokens.TokenInfo, scope: str) -> bool:
     return "admin" in info.scopes or scope in info.scopes
 
 
-def require(*scopes: str) -> Callable[[F], F]:
+def require(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Require a valid token holding every scope listed (none: any valid token)."""
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             info = current_token()
             missing = [s for s in scopes if not has_scope(info, s)]
             if missing:
                 raise APIError(403, f"Token lacks scope: {', '.join(missing)}")
             return fn(*args, **kwargs)
 
-        wrapper.required_scopes = scopes  # type: ignore[attr-defined]  # read by api.openapi
-        return wrapper  # type: ignore[return-value]
+        # a function attribute, read by api.openapi to list each route's scopes
+        wrapper.required_scopes = scopes  # type: ignore[attr-defined]
+        return wrapper
 
     return decorate

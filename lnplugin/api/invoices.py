@@ -126,6 +126,8 @@ def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -
     if row.body_hash != body_hash:
         raise APIError(409, "Idempotency-Key was already used with a different request body")
     stored = invoices.by_id(conn, row.invoice_id)
+    if stored is None:  # the key is written with its invoice, and invoices are never deleted
+        raise RuntimeError(f"idempotency key {key!r} points at missing invoice {row.invoice_id}")
     return invoice_json(stored, int(time.time())), 201, {"Idempotent-Replayed": "true"}
 
 

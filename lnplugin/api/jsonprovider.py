@@ -100,9 +100,10 @@ class OrjsonProvider(DefaultJSONProvider):
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(
-            self._encode(obj, orjson.OPT_APPEND_NEWLINE), mimetype=self.mimetype
-        )
+        # Flask's own Response, not `self._app.response_class`: the provider types
+        # its app as the framework-neutral base whose response takes no body, and
+        # lnplugin's app keeps Flask's default response class.
+        return Response(self._encode(obj, orjson.OPT_APPEND_NEWLINE), mimetype=self.mimetype)
 
     def _encode(self, obj: Any, option: int) -> bytes:
         if self.sort_keys:

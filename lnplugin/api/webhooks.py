@@ -182,8 +182,7 @@ def test(endpoint_id: str) -> Any:
         "data": {"endpoint_id": endpoint_id, "message": "test event from lnplugin"},
     }
     with context.service().store.transaction() as tx:
-        db.add_test_delivery(tx, ep, event_id, json.dumps(payload, separators=(",", ":")))
-        row = db.delivery(tx, endpoint_id, event_id)
+        row = db.add_test_delivery(tx, ep, event_id, json.dumps(payload, separators=(",", ":")))
     return db.delivery_json(row), 202
 
 

@@ -55,6 +55,10 @@ class Feature(enum.Enum):
 class NodeError(Exception):
     """A node refused a request; the message is safe to show to API clients."""
 
+    # The node's own numeric error code when it reports one (Core Lightning's
+    # JSON-RPC codes), kept so a caller can tell refusals apart without parsing text.
+    code: int | None = None
+
 
 class NodeUnavailable(NodeError):
     """The node cannot be reached right now; callers retry or answer 503."""

@@ -9,7 +9,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ def append(
 
 
 def append_many(
-    tx: sqlite3.Connection, changes: list[tuple[str, StoredInvoice | Mapping[str, Any]]]
+    tx: sqlite3.Connection, changes: Sequence[tuple[str, StoredInvoice | Mapping[str, Any]]]
 ) -> None:
     """`append` for many (event type, invoice) pairs in one statement, in order."""
     now = int(time.time())

@@ -238,7 +238,7 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[StoredInvoice]
         args.append(query.created_at_lt)
     skip = (query.page - 1) * query.items
 
-    if query.since is not None and query.before is None:
+    if lower is not None and upper is None:
         # Walk forward from the cursor: the rows just newer than it, shown newest first.
         clauses.append(f"{column} > ?")
         args.append(lower if filtered else lower + skip)

@@ -46,7 +46,7 @@ def current_version(db: sqlite_utils.Database) -> int:
 def migrate(db: sqlite_utils.Database) -> int:
     """Bring the schema up to date; returns the resulting version."""
     if "schema_version" not in db.table_names():
-        db["schema_version"].create(
+        db.table("schema_version").create(
             {"version": int, "name": str, "applied_at": int}, pk="version", not_null={"name"}
         )
     version = current_version(db)
@@ -59,7 +59,7 @@ def migrate(db: sqlite_utils.Database) -> int:
     for number in sorted(n for n in MIGRATIONS if n > version):
         name, fn = MIGRATIONS[number]
         fn(db)
-        db["schema_version"].insert(
+        db.table("schema_version").insert(
             {"version": number, "name": name, "applied_at": int(time.time())}
         )
         version = number
@@ -71,7 +71,7 @@ def _initial(db: sqlite_utils.Database) -> None:
     # `id` is dense (rows are never deleted), so the "all" list pages by
     # arithmetic on it. `list_seq` is dense per type among listed rows
     # (settled incoming, all outgoing), so those lists page the same way.
-    db["invoices"].create(
+    db.table("invoices").create(
         {
             "id": int,
             "identifier": str,
@@ -127,15 +127,15 @@ def _initial(db: sqlite_utils.Database) -> None:
             "source": "api",
         },
     )
-    db["invoices"].create_index(["identifier"], unique=True)
-    db["invoices"].create_index(["type", "payment_hash"], unique=True)
-    db["invoices"].create_index(["type", "list_seq"], unique=True)
-    db["invoices"].create_index(["payment_hash"])
+    db.table("invoices").create_index(["identifier"], unique=True)
+    db.table("invoices").create_index(["type", "payment_hash"], unique=True)
+    db.table("invoices").create_index(["type", "list_seq"], unique=True)
+    db.table("invoices").create_index(["payment_hash"])
     db.execute("CREATE INDEX idx_invoices_open ON invoices(expires_at) WHERE state = 'OPEN'")
 
     # The outbox: every state change appends one row in the same transaction.
     # Webhook delivery and SSE (`Last-Event-ID` = seq) read from here.
-    db["events"].create(
+    db.table("events").create(
         {
             "seq": int,
             "event_id": str,
@@ -148,14 +148,14 @@ def _initial(db: sqlite_utils.Database) -> None:
         pk="seq",
         not_null={"event_id", "type", "created_at", "payload"},
     )
-    db["events"].create_index(["event_id"], unique=True)
-    db["events"].create_index(["invoice_id"])
+    db.table("events").create_index(["event_id"], unique=True)
+    db.table("events").create_index(["invoice_id"])
 
-    db["cursors"].create(
+    db.table("cursors").create(
         {"name": str, "value": int, "updated_at": int}, pk="name", not_null={"value"}
     )
 
-    db["tokens"].create(
+    db.table("tokens").create(
         {
             "id": int,
             "label": str,
@@ -167,9 +167,9 @@ def _initial(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"token_hash", "scopes", "created_at"},
     )
-    db["tokens"].create_index(["token_hash"], unique=True)
+    db.table("tokens").create_index(["token_hash"], unique=True)
 
-    db["idempotency_keys"].create(
+    db.table("idempotency_keys").create(
         {
             "token_id": int,
             "key": str,
@@ -186,7 +186,7 @@ def _initial(db: sqlite_utils.Database) -> None:
 def _webhooks(db: sqlite_utils.Database) -> None:
     # Endpoints registered through POST /webhook_endpoints. `after_seq` is the
     # outbox position at creation: an endpoint receives only later events.
-    db["webhook_endpoints"].create(
+    db.table("webhook_endpoints").create(
         {
             "id": str,
             "url": str,
@@ -202,7 +202,7 @@ def _webhooks(db: sqlite_utils.Database) -> None:
     # One row per (target, event): the unit of retry. `endpoint_id` is '' for
     # an invoice's own `webhook` URL (signed with the service-wide secret).
     # `payload` is set only for test events, which are not in the outbox.
-    db["webhook_deliveries"].create(
+    db.table("webhook_deliveries").create(
         {
             "id": int,
             "endpoint_id": str,
@@ -234,12 +234,12 @@ def _webhooks(db: sqlite_utils.Database) -> None:
         },
         defaults={"endpoint_id": "", "status": "pending", "attempts": 0, "retry_index": 0},
     )
-    db["webhook_deliveries"].create_index(["endpoint_id", "event_id"], unique=True)
+    db.table("webhook_deliveries").create_index(["endpoint_id", "event_id"], unique=True)
     db.execute(
         "CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries(next_attempt_at) "
         "WHERE status = 'pending'"
     )
-    db["webhook_keys"].create(
+    db.table("webhook_keys").create(
         {"name": str, "secret": str, "created_at": int}, pk="name", not_null={"secret"}
     )
 
@@ -250,14 +250,14 @@ def _cln_plugin(db: sqlite_utils.Database) -> None:
     # never lists them, so they are kept here until (and after) the follower
     # joins them to the invoice row: whichever side arrives second merges.
     # `records` is Alby's wire form (decimal type -> base64), like invoices.custom_records.
-    db["htlc_records"].create(
+    db.table("htlc_records").create(
         {"payment_hash": str, "records": str, "received_at": int},
         pk="payment_hash",
         not_null={"records", "received_at"},
     )
     # What a cursor's number means (CLN: updated_index, or pay_index before
     # 23.08). When it changes, the number is meaningless and the cursor restarts at 0.
-    db["cursor_kinds"].create(
+    db.table("cursor_kinds").create(
         {"name": str, "kind": str, "updated_at": int}, pk="name", not_null={"kind"}
     )
 
@@ -276,7 +276,7 @@ def _delivery_generation(db: sqlite_utils.Database) -> None:
     # The attempt carries the generation it was dispatched with, so its
     # outcome can tell it has been superseded instead of overwriting the
     # redeliver's reset (see `webhooks.record_attempt`).
-    db["webhook_deliveries"].add_column("generation", int, not_null_default=0)
+    db.table("webhook_deliveries").add_column("generation", int, not_null_default=0)
 
 
 def read_only_uri(path: str | os.PathLike[str]) -> str:

@@ -135,14 +135,18 @@ def _insert(
     )
 
 
-def add_test_delivery(tx: sqlite3.Connection, ep: sqlite3.Row, event_id: str, body: str) -> int:
+def add_test_delivery(
+    tx: sqlite3.Connection, ep: sqlite3.Row, event_id: str, body: str
+) -> sqlite3.Row:
+    """Queue a test event to `ep`; returns the new delivery row, which the API
+    answers with (RETURNING saves a second lookup that could only miss)."""
     now = time.time()
-    cur = tx.execute(
+    row: sqlite3.Row = tx.execute(
         "INSERT INTO webhook_deliveries (endpoint_id, url, event_id, event_type, payload,"
-        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (ep["id"], ep["url"], event_id, TEST_EVENT, body, now, now),
-    )
-    return int(cur.lastrowid or 0)
+    ).fetchone()
+    return row
 
 
 def redeliver(tx: sqlite3.Connection, ep: sqlite3.Row, event_id: str) -> sqlite3.Row | None:

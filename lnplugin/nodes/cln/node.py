@@ -202,6 +202,7 @@ class ClnNode(Node):
         self._calls: set[_BlockingCall] = set()
         self._calls_lock = threading.Lock()
         self._version: tuple[int, int] | None = None
+        self._poll_interval: float | None = None  # pinned by the setter below
         self._aliases: dict[str, str | None] = {}
         self._listnodes = True
 
@@ -257,10 +258,18 @@ class ClnNode(Node):
         return "updated_index" if self.version >= (23, 8) else "pay_index"
 
     @property
-    def outgoing_poll_interval(self) -> float:  # type: ignore[override]
+    def outgoing_poll_interval(self) -> float:
         """Before 24.11 there is no indexed `listpays`: each poll lists every
         completed payment, so poll at the sweep's pace instead."""
+        if self._poll_interval is not None:
+            return self._poll_interval
         return 5.0 if self.version >= (24, 11) else 60.0
+
+    @outgoing_poll_interval.setter
+    def outgoing_poll_interval(self, seconds: float) -> None:
+        """`Node` documents the interval as a plain attribute that may be set
+        (tests shorten it), so this node accepts a pinned value too."""
+        self._poll_interval = seconds
 
     # ---------------------------------------------------------------- Node API
     def get_info(self) -> NodeInfo:
@@ -453,7 +462,7 @@ def _map_rpc_error(exc: RpcError) -> NodeError:
         mapped: NodeError = _OldNode(message)
     else:
         mapped = NodeError(message)
-    mapped.code = code  # type: ignore[attr-defined]
+    mapped.code = code if isinstance(code, int) else None
     return mapped
 
 

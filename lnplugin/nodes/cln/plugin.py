@@ -78,7 +78,7 @@ def settings_from_init(
         "data_dir": str(options.get("lnplugin-data-dir") or "")
         or str(lightning_dir / "lnplugin-data"),
         "host": str(options.get("lnplugin-host") or "") or None,
-        "port": int(port) if port not in (None, "") else None,
+        "port": int(port) if port is not None and port != "" else None,
     }
     try:
         return load_settings(flags, environ=environ)

@@ -38,7 +38,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodeInvoice,
 )
-from lnplugin.store.db import open_error
+from lnplugin.store.db import Checkpointer, open_error
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class DevNode(Node):
         self._local = threading.local()
         self._wake = threading.Condition()
         self._closed = threading.Event()
+        self._write_lock = threading.Lock()
+        self._checkpointer = Checkpointer(self._path)
         try:
             private_database(Path(self._path))
             self._conn.executescript(_SCHEMA)
@@ -110,9 +112,23 @@ class DevNode(Node):
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode = WAL")
+            # As lnplugin's store (see lnplugin/store/db.py): a commit survives a
+            # process crash without an fsync each; a power cut may lose the last ones.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # self._checkpointer does it
             conn.execute("PRAGMA busy_timeout = 10000")
             self._local.conn = conn
         return conn
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+        """One autocommitted write, queued on this node's lock first: API threads
+        minting at once would otherwise meet in SQLite's busy handler, which
+        sleeps in growing steps (the create tail was up to a second). The busy
+        timeout still covers writers in other processes (`lnplugin dev pay`)."""
+        with self._write_lock:
+            cursor = self._conn.execute(sql, params)
+        self._checkpointer.poke()
+        return cursor
 
     # -- Node interface -------------------------------------------------------
 
@@ -143,7 +159,7 @@ class DevNode(Node):
             description_hash=request.description_hash,
             expiry=request.expiry,
         )
-        self._conn.execute(
+        self._write(
             "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, payment_secret,"
             " amount_msat, description, description_hash, created_at, expiry, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'OPEN')",
@@ -159,7 +175,7 @@ class DevNode(Node):
                 request.expiry,
             ),
         )
-        return self._invoice(self._row(payment_hash))
+        return self._invoice(self._written(payment_hash))
 
     def lookup_invoice(self, payment_hash: str) -> NodeInvoice | None:
         row = self._row(payment_hash)
@@ -185,6 +201,7 @@ class DevNode(Node):
         return "lnplugin-dev" if pubkey == self.pubkey else None
 
     def close(self) -> None:
+        self._checkpointer.close()
         self._closed.set()
         with self._wake:
             self._wake.notify_all()
@@ -212,7 +229,7 @@ class DevNode(Node):
             raise NodeError(f"amount_msat {amount_msat} is less than the invoice amount {asked}")
         paid = amount_msat if amount_msat is not None else row["amount_msat"]
         now = int(time.time())
-        cur = self._conn.execute(
+        cur = self._write(
             "UPDATE dev_invoices SET state = 'SETTLED', amount_received_msat = ?,"
             " settled_at = ?, settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1"
             " FROM dev_invoices) WHERE payment_hash = ? AND state = 'OPEN'"
@@ -226,7 +243,7 @@ class DevNode(Node):
                 state = "expired"
             raise InvoiceNotOpen(f"invoice {payment_hash} is not open (it is {state.lower()})")
         self._wake_feed()
-        return self._invoice(self._row(payment_hash))
+        return self._invoice(self._written(payment_hash))
 
     def keysend(self, amount_msat: int, records: Mapping[int, bytes]) -> NodeInvoice:
         """Receive a spontaneous payment carrying custom TLV records.
@@ -239,7 +256,7 @@ class DevNode(Node):
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
         now = int(time.time())
-        self._conn.execute(
+        self._write(
             "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, amount_msat,"
             " created_at, expiry, state, amount_received_msat, settled_at, settle_index,"
             " is_keysend, custom_records) VALUES (?, '', ?, ?, ?, 86400, 'SETTLED', ?, ?,"
@@ -255,7 +272,7 @@ class DevNode(Node):
             ),
         )
         self._wake_feed()
-        return self._invoice(self._row(payment_hash))
+        return self._invoice(self._written(payment_hash))
 
     # -- helpers ------------------------------------------------------------------
 
@@ -285,6 +302,14 @@ class DevNode(Node):
         """`FeedHead`: the highest settle_index handed out."""
         row = self._conn.execute("SELECT MAX(settle_index) FROM dev_invoices").fetchone()
         return int(row[0] or 0)
+
+    def _written(self, payment_hash: str) -> sqlite3.Row:
+        """The row this node has just written; rows are never deleted, so a miss
+        means the dev database was changed under us, which is reported, not hidden."""
+        row = self._row(payment_hash)
+        if row is None:
+            raise NodeError(f"invoice {payment_hash} vanished from the dev node's database")
+        return row
 
     def _settled_after(self, cursor: int, limit: int) -> list[sqlite3.Row]:
         return self._conn.execute(

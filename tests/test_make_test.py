@@ -1,0 +1,43 @@
+"""`make test` is the one test command (the README names it, CI runs it), and
+it runs the linter, the type checker and the suite, so none of them can be
+skipped by running a different command."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _recipe(target: str) -> list[str]:
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"{target}:", line))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return recipe
+
+
+def test_make_test_runs_ruff_then_mypy_then_pytest() -> None:
+    tools = [line.split()[0].rsplit("/", 1)[-1] for line in _recipe("test")]
+    assert tools == ["ruff", "mypy", "pytest"]
+
+
+def test_ci_runs_exactly_make_test() -> None:
+    commands = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith("#") and not line.startswith(("set ", "cd "))
+    ]
+    assert commands == ["make test"]
+
+
+def test_mypy_checks_lnplugin_with_annotations_required() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["packages"] == ["lnplugin"]
+    assert config["disallow_untyped_defs"] is True
+    assert config["warn_unused_ignores"] is True

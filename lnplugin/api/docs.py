@@ -59,7 +59,7 @@ def document(app: Flask) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Any:
-    return document(current_app._get_current_object())  # type: ignore[attr-defined]
+    return document(current_app)
 
 
 @bp.get("/docs")

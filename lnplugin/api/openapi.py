@@ -23,6 +23,7 @@ from typing import Any
 from apispec import APISpec
 from flask import Flask
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from lnplugin import __version__
 from lnplugin.api import schemas
@@ -313,9 +314,13 @@ def openapi_path(rule: str) -> str:
 
 
 def _model_schemas(spec: APISpec) -> None:
-    for models, mode in ((REQUEST_MODELS, "validation"), (RESPONSE_MODELS, "serialization")):
+    modes: tuple[tuple[tuple[type[BaseModel], ...], JsonSchemaMode], ...] = (
+        (REQUEST_MODELS, "validation"),
+        (RESPONSE_MODELS, "serialization"),
+    )
+    for models, mode in modes:
         for model in models:
-            schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+            schema = model.model_json_schema(ref_template=REF, mode=mode)
             for name, sub in schema.pop("$defs", {}).items():
                 if name not in spec.components.schemas:
                     spec.components.schema(name, sub)

@@ -74,14 +74,16 @@ def _lnd_address(target: str) -> Check:
         return Check("address", "fail", f"cannot resolve {target}: {exc.strerror or exc}")
     errors: list[str] = []
     for family, kind, proto, _, addr in dict.fromkeys(infos):
+        # getaddrinfo gives (host, port, ...) for the IP families asked for here
+        shown = f"{addr[0]!s} port {addr[1]!s}"
         try:
             with socket.socket(family, kind, proto) as sock:
                 sock.settimeout(5)
                 sock.connect(addr)
         except OSError as exc:
-            errors.append(f"{addr[0]} port {addr[1]}: {exc.strerror or exc}")
+            errors.append(f"{shown}: {exc.strerror or exc}")
             continue
-        return Check("address", "ok", f"{target} accepts connections ({addr[0]})")
+        return Check("address", "ok", f"{target} accepts connections ({addr[0]!s})")
     return Check(
         "address",
         "fail",
@@ -263,11 +265,13 @@ def checks(settings: Settings) -> list[Check]:
 
     cert = _cert_file(settings.lnd_cert)
     macaroon = _macaroon_file(settings.lnd_macaroon)
-    checks = [cert, macaroon, _lnd_address(settings.lnd_host)]
-    if checks[-1].status == "fail" or cert.status == "fail":
+    address = _lnd_address(settings.lnd_host)
+    checks = [cert, macaroon, address]
+    if address.status == "fail" or cert.status == "fail":
         return checks
-    checks.append(_lnd_tls(settings.lnd_host, settings.lnd_cert))
-    if checks[-1].status == "fail" or macaroon.status == "fail":
+    tls = _lnd_tls(settings.lnd_host, settings.lnd_cert)
+    checks.append(tls)
+    if tls.status == "fail" or macaroon.status == "fail":
         return checks
     try:
         if load_macaroon(settings.lnd_macaroon) is None:

@@ -28,6 +28,8 @@ from typing import Any
 from lnplugin.boostagram import records_from_json, records_to_json
 from lnplugin.nodes.base import (
     Feature,
+    HoldInvoices,
+    InvoiceNotOpen,
     InvoiceUpdate,
     Node,
     NodeError,
@@ -44,7 +46,10 @@ log = logging.getLogger(__name__)
 _END = object()  # the feed ended cleanly
 BATCH_MAX = 1000  # updates applied per transaction when the feed has a backlog
 _FINAL = {"SETTLED", "CANCELED"}
+# Why an invoice was canceled when lnplugin did not cancel it itself.
+_NODE_CANCELED = "canceled on the node"
 _EVENT_FOR_STATE = {
+    "ACCEPTED": events.INCOMING_ACCEPTED,
     "SETTLED": events.INCOMING_SETTLED,
     "CANCELED": events.INCOMING_CANCELED,
     "EXPIRED": events.INCOMING_EXPIRED,
@@ -126,10 +131,15 @@ class ApplyBatch:
             cursors.advance(tx, cursors.INCOMING, self.cursor)
 
 
-def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
-    """Apply one node update inside `tx`. Returns True when state changed."""
+def apply_in(
+    tx: sqlite3.Connection, update: InvoiceUpdate, cancel_reason: str | None = None
+) -> bool:
+    """Apply one node update inside `tx`. Returns True when state changed.
+
+    `cancel_reason` is stored with a CANCELED update (lnplugin canceled it,
+    and says why), so the canceled event carries it."""
     batch = ApplyBatch()
-    changed = _apply_one(tx, update, batch)
+    changed = _apply_one(tx, update, batch, cancel_reason)
     batch.finish(tx)
     return changed
 
@@ -197,6 +207,8 @@ def _new_row(
         "preimage": inv.preimage,
         "payment_secret": inv.payment_secret,
         "is_keysend": int(inv.is_keysend),
+        "settle_deadline": inv.settle_deadline,
+        "cancel_reason": _NODE_CANCELED if inv.state == "CANCELED" else None,
         "source": "node",
         **record_fields(_merge_records(None, inv, captured)),
     }
@@ -205,7 +217,12 @@ def _new_row(
     return invoices.complete(fields)
 
 
-def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch) -> bool:
+def _apply_one(
+    tx: sqlite3.Connection,
+    update: InvoiceUpdate,
+    batch: ApplyBatch,
+    cancel_reason: str | None = None,
+) -> bool:
     inv = update.invoice
     batch.cursor = max(batch.cursor, update.cursor)
     if inv.state == "OPEN":
@@ -215,6 +232,8 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
     captured = batch.captured(tx, inv.payment_hash)
     if row is None:
         stored = _new_row(tx, inv, captured, batch)
+        if cancel_reason is not None and inv.state == "CANCELED":
+            stored["cancel_reason"] = cancel_reason
         invoices.insert_many(tx, [stored])
     else:
         invoice_id = row.id
@@ -235,6 +254,13 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
                 list_seq=batch.next_list_seq(tx),
                 is_keysend=int(inv.is_keysend or row.is_keysend),
             )
+        elif inv.state == "ACCEPTED":
+            fields.update(
+                amount_received_msat=inv.amount_received_msat,
+                settle_deadline=inv.settle_deadline,
+            )
+        elif inv.state == "CANCELED":
+            fields["cancel_reason"] = cancel_reason or _NODE_CANCELED
         if records_changed:
             fields.update(record_fields(new_records))
         invoices.update(tx, invoice_id, fields)
@@ -307,8 +333,10 @@ class Follower:
         expiry_interval: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        hold_cancel_margin: int = 18,
     ) -> None:
         self.node = node
+        self.hold_cancel_margin = hold_cancel_margin
         self.store = store
         self.sweep_interval = sweep_interval
         self.expiry_interval = expiry_interval
@@ -348,6 +376,71 @@ class Follower:
             self.status.outgoing_cursor = cursors.get(tx, cursors.OUTGOING)
         return changed
 
+    # -- hold invoices ----------------------------------------------------------
+
+    def _holder(self) -> HoldInvoices | None:
+        node = self.node
+        if node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices):
+            return node
+        return None
+
+    def settle(self, preimage: str) -> None:
+        """Settle a held invoice on the node and store the result at once, so
+        the caller's next read sees it (the feed's later copy is a duplicate)."""
+        holder = self._holder()
+        if holder is None:
+            raise NodeError(f"the {self.node.kind} node has no hold invoices")
+        self.apply([InvoiceUpdate(holder.settle_invoice(preimage), 0)])
+
+    def cancel(self, payment_hash: str, reason: str) -> None:
+        """Cancel an open or held invoice on the node, and store CANCELED with `reason`.
+
+        The node's own CANCELED (feed or sweep) may arrive before or after;
+        whichever is applied second changes nothing, so there is one event.
+        """
+        holder = self._holder()
+        if holder is None:
+            raise NodeError(f"the {self.node.kind} node cannot cancel invoices")
+        canceled = holder.cancel_invoice(payment_hash)
+        with self._apply_lock, self.store.transaction() as tx:
+            apply_in(tx, InvoiceUpdate(canceled, 0), reason)
+
+    def cancel_near_deadline(self) -> int:
+        """Cancel held invoices within `hold_cancel_margin` blocks of their deadline.
+
+        A hold invoice left ACCEPTED until its HTLC expires makes the paying
+        peer force-close the channel to get the HTLC back on chain. Canceling
+        a margin earlier fails the HTLCs back off chain instead; the canceled
+        event says so. Returns how many were canceled.
+        """
+        if self._holder() is None:
+            return 0
+        with self.store.snapshot() as conn:
+            held = [r for r in invoices.accepted(conn) if r.settle_deadline is not None]
+        if not held:
+            return 0
+        height = self.node.get_info().block_height
+        if height is None:
+            return 0
+        count = 0
+        for row in held:
+            assert row.settle_deadline is not None
+            left = row.settle_deadline - height
+            if left > self.hold_cancel_margin:
+                break  # nearest deadline first
+            reason = (
+                f"canceled by lnplugin at block {height}: neither settled nor canceled "
+                f"{left} blocks before its settle deadline {row.settle_deadline} "
+                f"(hold_cancel_margin {self.hold_cancel_margin})"
+            )
+            try:
+                self.cancel(row.payment_hash, reason)
+            except InvoiceNotOpen:
+                continue  # settled meanwhile; the feed brings it
+            log.warning("hold invoice %s %s", row.payment_hash, reason)
+            count += 1
+        return count
+
     def sync_cursor_kind(self) -> None:
         """Reset the incoming cursor if the node now counts it differently.
 
@@ -382,10 +475,13 @@ class Follower:
         now = int(time.time())
         with self.store.snapshot() as conn:
             open_rows = invoices.open_unexpired(conn, now)
+            # Held invoices too: a feed that does not carry every hold-state
+            # change (or a restart) must not leave one ACCEPTED here forever.
+            open_rows += invoices.accepted(conn)
         rechecked = []
         for row in open_rows:
             found = self.node.lookup_invoice(row.payment_hash)
-            if found is not None and found.state != "OPEN":
+            if found is not None and found.state not in ("OPEN", row.state):
                 rechecked.append(InvoiceUpdate(found, 0))
         if rechecked:
             self.apply(rechecked)
@@ -510,6 +606,7 @@ class Follower:
             now = time.monotonic()
             try:
                 expire_due(self.store)
+                self.cancel_near_deadline()
                 if now >= next_sweep:
                     self.sweep()
                     next_sweep = now + self.sweep_interval

@@ -110,7 +110,7 @@ class Service:
         except BaseException:
             store.close()
             raise
-        follower = Follower(node, store)
+        follower = Follower(node, store, hold_cancel_margin=settings.hold_cancel_margin)
         service = cls(settings=settings, store=store, node=node, follower=follower)
         from lnplugin.webhooks import attach
 

@@ -25,7 +25,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 from lnplugin.networks import CURRENCY_BY_NETWORK, NETWORKS
 
-InvoiceState = Literal["OPEN", "SETTLED", "CANCELED", "EXPIRED"]
+# ACCEPTED: a hold invoice whose HTLCs for the full amount are locked in,
+# waiting for lnplugin to settle (with the preimage) or cancel it.
+InvoiceState = Literal["OPEN", "ACCEPTED", "SETTLED", "CANCELED", "EXPIRED"]
 
 
 class Feature(enum.Enum):
@@ -48,6 +50,10 @@ class Feature(enum.Enum):
     NODE_DECODE = "node_decode"
     # Simulated payments (`POST /dev/pay`, `/dev/keysend`); see `DevPayments`.
     DEV_PAYMENTS = "dev_payments"
+    # Hold invoices: minted for a payment hash without the preimage, held
+    # ACCEPTED until settled or canceled, and cancel of any open invoice;
+    # see `HoldInvoices`.
+    HOLD_INVOICES = "hold_invoices"
 
 
 class NodeError(Exception):
@@ -125,6 +131,10 @@ class NodeInvoice:
     payment_secret: str | None = None
     custom_records: Mapping[int, bytes] = field(default_factory=dict)
     is_keysend: bool = False
+    # ACCEPTED hold invoices: the block height at which the earliest held HTLC
+    # expires. The invoice must be settled or canceled before it, or the
+    # node's peer force-closes the channel to claim the HTLC back on chain.
+    settle_deadline: int | None = None
 
     @property
     def expires_at(self) -> int:
@@ -268,6 +278,34 @@ class DevPayments(Protocol):
 
 
 @runtime_checkable
+class HoldInvoices(Protocol):
+    """Hold invoices and cancel, on nodes with `Feature.HOLD_INVOICES`.
+
+    A protocol rather than `Node` methods: standalone Core Lightning cannot
+    hold an HTLC, so those nodes declare nothing and the API answers 501.
+    A node reports ACCEPTED (with `settle_deadline`) and CANCELED through
+    its feed or `lookup_invoice`; the follower stores them like settlements.
+    """
+
+    def create_hold_invoice(self, request: InvoiceRequest, payment_hash: str) -> NodeInvoice:
+        """Mint an invoice for `payment_hash`; the node never learns the preimage
+        until `settle_invoice`."""
+        ...
+
+    def settle_invoice(self, preimage: str) -> NodeInvoice:
+        """Settle the ACCEPTED hold invoice of sha256(preimage).
+
+        Raises `InvoiceNotFound`, or `InvoiceNotOpen` when it is not ACCEPTED."""
+        ...
+
+    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+        """Cancel an open (hold or regular) or ACCEPTED invoice; held HTLCs
+        are failed back and later payments are refused. Canceling a canceled
+        invoice is a no-op. Raises `InvoiceNotFound`, or `InvoiceNotOpen` when settled."""
+        ...
+
+
+@runtime_checkable
 class NodeDecode(Protocol):
     """Decoding by the node itself, on nodes with `Feature.NODE_DECODE`."""
 
@@ -279,6 +317,7 @@ __all__ = [
     "NETWORKS",
     "DevPayments",
     "Feature",
+    "HoldInvoices",
     "InvoiceNotFound",
     "InvoiceNotOpen",
     "InvoiceRequest",

@@ -101,6 +101,13 @@ _SERVER = [
         help="Seconds a store write waits for another process's write lock before "
         "answering 503. [default: 10] [env: LNPLUGIN_BUSY_TIMEOUT]",
     ),
+    click.option(
+        "--hold-cancel-margin",
+        type=int,
+        help="Blocks before a held invoice's settle deadline at which lnplugin cancels it "
+        "itself, so no channel is force-closed over it. [default: 18] "
+        "[env: LNPLUGIN_HOLD_CANCEL_MARGIN]",
+    ),
 ]
 
 

@@ -89,6 +89,8 @@ COLUMNS: dict[str, Any] = {
     "webhook_url": None,
     "list_seq": None,
     "source": "api",
+    "settle_deadline": None,
+    "cancel_reason": None,
 }
 
 
@@ -284,4 +286,14 @@ def open_expired(conn: sqlite3.Connection, now: int, limit: int = 500) -> list[S
 def open_unexpired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> list[StoredInvoice]:
     return _select(
         conn, "WHERE state = 'OPEN' AND expires_at > ? ORDER BY expires_at LIMIT ?", (now, limit)
+    ).fetchall()
+
+
+def accepted(conn: sqlite3.Connection, limit: int = 1000) -> list[StoredInvoice]:
+    """Hold invoices waiting to be settled or canceled, nearest deadline first:
+    the sweep re-checks them on the node and the safety cancel watches them."""
+    return _select(
+        conn,
+        "WHERE state = 'ACCEPTED' AND type = 'incoming' ORDER BY settle_deadline LIMIT ?",
+        (limit,),
     ).fetchall()

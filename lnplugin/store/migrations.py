@@ -267,3 +267,13 @@ def _delivery_generation(db: sqlite_utils.Database) -> None:
     # outcome can tell it has been superseded instead of overwriting the
     # redeliver's reset (see `webhooks.record_attempt`).
     db["webhook_deliveries"].add_column("generation", int, not_null_default=0)
+
+
+@migration(6, "hold invoices: settle deadline and cancel reason")
+def _hold_invoices(db: sqlite_utils.Database) -> None:
+    # `settle_deadline`: the block height by which an ACCEPTED hold invoice
+    # must be settled or canceled (its earliest HTLC's expiry). `cancel_reason`
+    # says who canceled an invoice and why (an API call, or lnplugin itself
+    # before the deadline), for the invoice object and its canceled event.
+    db["invoices"].add_column("settle_deadline", int)
+    db["invoices"].add_column("cancel_reason", str)

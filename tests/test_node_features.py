@@ -15,6 +15,7 @@ from lnplugin.follower import Follower
 from lnplugin.nodes.base import (
     DevPayments,
     Feature,
+    HoldInvoices,
     NetworkMismatch,
     Node,
     NodeDecode,
@@ -28,7 +29,11 @@ from lnplugin.store import Store
 
 
 def test_each_node_declares_exactly_its_features() -> None:
-    assert DevNode.features == {Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS}
+    assert DevNode.features == {
+        Feature.KEYSEND_RECORDS,
+        Feature.DEV_PAYMENTS,
+        Feature.HOLD_INVOICES,
+    }
     assert LndNode.features == {Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY}
     assert ClnNode.features == {
         Feature.CAPTURED_RECORDS,
@@ -41,6 +46,7 @@ def test_declared_protocols_are_implemented() -> None:
     for cls in (DevNode, LndNode, ClnNode):
         assert (Feature.DEV_PAYMENTS in cls.features) == issubclass(cls, DevPayments), cls
         assert (Feature.NODE_DECODE in cls.features) == issubclass(cls, NodeDecode), cls
+        assert (Feature.HOLD_INVOICES in cls.features) == issubclass(cls, HoldInvoices), cls
         declares_outgoing = Feature.OUTGOING_HISTORY in cls.features
         assert declares_outgoing == (cls.outgoing_payments is not Node.outgoing_payments), cls
 

@@ -267,7 +267,8 @@ class DevPayments(Protocol):
     """
 
     def pay(self, target: str, amount_msat: int | None = None) -> NodeInvoice:
-        """Settle an open invoice given its BOLT11 or payment hash.
+        """Pay an open invoice given its BOLT11 or payment hash: it settles, or
+        (a hold invoice) becomes ACCEPTED.
 
         Raises `InvoiceNotFound`, `InvoiceNotOpen` or `NodeError` (amount)."""
         ...

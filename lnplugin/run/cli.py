@@ -402,6 +402,19 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
     _echo_paid(paid)
 
 
+@dev.command("mine")
+@common_options
+@_NETWORK
+@click.option("--blocks", type=click.IntRange(min=1, max=10_000), default=1, show_default=True)
+def dev_mine(blocks: int, **flags: Any) -> None:
+    """Move the dev node's simulated chain on (toward held invoices' deadlines)."""
+    from lnplugin.nodes.dev import DevNode
+
+    node = _dev_node(flags)
+    assert isinstance(node, DevNode)
+    click.echo(json.dumps({"block_height": node.mine(blocks)}))
+
+
 @dev.command("keysend")
 @common_options
 @_NETWORK

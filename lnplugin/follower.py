@@ -506,10 +506,10 @@ class Follower:
     # -- threads ------------------------------------------------------------------
 
     def start(self) -> None:
-        for target, name in (
-            (self._run_feed, "lnplugin-feed"),
-            (self._run_sweeps, "lnplugin-sweeps"),
-        ):
+        runs = [(self._run_feed, "lnplugin-feed"), (self._run_sweeps, "lnplugin-sweeps")]
+        if self._holder() is not None:
+            runs.append((self._run_hold_feed, "lnplugin-hold-feed"))
+        for target, name in runs:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -543,6 +543,29 @@ class Follower:
             delay = self._backoff(attempt)
             attempt += 1
             self._stop.wait(delay)
+
+    def _run_hold_feed(self) -> None:
+        """Apply the node's live ACCEPTED/CANCELED changes as they come, with
+        the same reconnect backoff as the settlement feed."""
+        holder = self._holder()
+        assert holder is not None
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                for update in holder.hold_updates():
+                    if self._stop.is_set():
+                        break
+                    self.apply([update])
+                    attempt = 0
+            except NodeError as exc:
+                self._note_error(exc)
+            except Exception as exc:
+                log.exception("hold invoice feed failed")
+                self._note_error(exc)
+            if self._stop.is_set():
+                break
+            self._stop.wait(self._backoff(attempt))
+            attempt += 1
 
     def _note_error(self, exc: Exception) -> None:
         message = str(exc) or exc.__class__.__name__

@@ -284,8 +284,11 @@ class HoldInvoices(Protocol):
 
     A protocol rather than `Node` methods: standalone Core Lightning cannot
     hold an HTLC, so those nodes declare nothing and the API answers 501.
-    A node reports ACCEPTED (with `settle_deadline`) and CANCELED through
-    its feed or `lookup_invoice`; the follower stores them like settlements.
+    Settlements of hold invoices come through `Node.settlements` like any
+    other; ACCEPTED (with `settle_deadline`) and CANCELED come through
+    `hold_updates`, because nodes do not put them on their settlement feed
+    (LND's SubscribeInvoices leaves them out), and through `lookup_invoice`,
+    which the follower's sweep asks for every invoice it holds.
     """
 
     def create_hold_invoice(self, request: InvoiceRequest, payment_hash: str) -> NodeInvoice:
@@ -303,6 +306,15 @@ class HoldInvoices(Protocol):
         """Cancel an open (hold or regular) or ACCEPTED invoice; held HTLCs
         are failed back and later payments are refused. Canceling a canceled
         invoice is a no-op. Raises `InvoiceNotFound`, or `InvoiceNotOpen` when settled."""
+        ...
+
+    def hold_updates(self) -> Iterator[InvoiceUpdate]:
+        """Live ACCEPTED and CANCELED changes (cursor 0), from now on.
+
+        Blocks waiting for them; ends or raises `NodeUnavailable` when the
+        connection drops, and the follower calls it again. What changed while
+        nobody listened is found by the sweep (`lookup_invoice`). Returns
+        promptly after `close()`."""
         ...
 
 

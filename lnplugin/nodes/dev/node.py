@@ -205,23 +205,12 @@ class DevNode(Node):
         return self._invoice(row) if row else None
 
     def settlements(self, cursor: int) -> Iterator[InvoiceUpdate]:
-        """Settlements by settle index, and live hold-state changes (ACCEPTED,
-        CANCELED) as cursor-0 updates, as LND's feed carries them: changes made
-        while nobody listened are found by the follower's sweep instead."""
-        changes = self._last_change()
         while not self._closed.is_set():
             rows = self._settled_after(cursor, 1000)
             for row in rows:
                 cursor = row["settle_index"]
                 yield InvoiceUpdate(self._invoice(row), cursor)
-            changed = self._conn.execute(
-                "SELECT * FROM dev_invoices WHERE change_index > ? ORDER BY change_index",
-                (changes,),
-            ).fetchall()
-            for row in changed:
-                changes = row["change_index"]
-                yield InvoiceUpdate(self._invoice(row), 0)
-            if not rows and not changed:
+            if not rows:
                 with self._wake:
                     self._wake.wait(POLL_SECONDS)
 
@@ -275,6 +264,22 @@ class DevNode(Node):
             raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
         self._wake_feed()
         return self._invoice(row)
+
+    def hold_updates(self) -> Iterator[InvoiceUpdate]:
+        """ACCEPTED and CANCELED changes by `change_index`, from now on (also
+        those made by `lnplugin dev pay` in another process)."""
+        changes = self._last_change()
+        while not self._closed.is_set():
+            rows = self._conn.execute(
+                "SELECT * FROM dev_invoices WHERE change_index > ? ORDER BY change_index",
+                (changes,),
+            ).fetchall()
+            for row in rows:
+                changes = row["change_index"]
+                yield InvoiceUpdate(self._invoice(row), 0)
+            if not rows:
+                with self._wake:
+                    self._wake.wait(POLL_SECONDS)
 
     # -- Simulated chain ------------------------------------------------------------
 

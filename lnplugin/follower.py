@@ -347,6 +347,10 @@ class Follower:
         self._threads: list[threading.Thread] = []
         self._apply_lock = threading.Lock()
         self._cursor_kind: str | None = None
+        # Cancels lnplugin has asked the node for, by payment hash, with the
+        # reason: the node's own report of one (its hold feed) can be applied
+        # before `cancel` returns, and must carry the reason all the same.
+        self._cancel_reasons: dict[str, str] = {}
         self._outgoing_denied_logged = False
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
@@ -359,7 +363,18 @@ class Follower:
         """Apply updates in one transaction; returns how many changed state."""
         with self._apply_lock, self.store.transaction() as tx:
             batch = ApplyBatch()
-            changed = apply_many(tx, updates, batch)
+            changed = 0
+            plain: list[InvoiceUpdate] = []
+            for update in updates:
+                inv = update.invoice
+                reason = self._cancel_reasons.get(inv.payment_hash)
+                if reason is None or inv.state != "CANCELED":
+                    plain.append(update)
+                    continue
+                changed += apply_many(tx, plain, batch)
+                plain = []
+                changed += _apply_one(tx, update, batch, reason)
+            changed += apply_many(tx, plain, batch)
             batch.finish(tx)
             cursor = cursors.get(tx, cursors.INCOMING)
         self.status.cursor = cursor
@@ -401,9 +416,11 @@ class Follower:
         holder = self._holder()
         if holder is None:
             raise NodeError(f"the {self.node.kind} node cannot cancel invoices")
-        canceled = holder.cancel_invoice(payment_hash)
-        with self._apply_lock, self.store.transaction() as tx:
-            apply_in(tx, InvoiceUpdate(canceled, 0), reason)
+        self._cancel_reasons[payment_hash] = reason
+        try:
+            self.apply([InvoiceUpdate(holder.cancel_invoice(payment_hash), 0)])
+        finally:
+            self._cancel_reasons.pop(payment_hash, None)
 
     def cancel_near_deadline(self) -> int:
         """Cancel held invoices within `hold_cancel_margin` blocks of their deadline.

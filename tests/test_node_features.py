@@ -34,7 +34,11 @@ def test_each_node_declares_exactly_its_features() -> None:
         Feature.DEV_PAYMENTS,
         Feature.HOLD_INVOICES,
     }
-    assert LndNode.features == {Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY}
+    assert LndNode.features == {
+        Feature.KEYSEND_RECORDS,
+        Feature.OUTGOING_HISTORY,
+        Feature.HOLD_INVOICES,
+    }
     assert ClnNode.features == {
         Feature.CAPTURED_RECORDS,
         Feature.OUTGOING_HISTORY,

@@ -59,8 +59,8 @@ class Settings(BaseModel):
     busy_timeout: float = 10.0
     # Blocks before a held invoice's settle deadline at which lnplugin cancels
     # it itself (see `Follower.cancel_near_deadline`). Above the nodes' own
-    # last-moment cancel (LND: 12 blocks), so lnplugin's reason is the one recorded.
-    hold_cancel_margin: int = 18
+    # last-moment cancel (LND: 18 blocks), so lnplugin's reason is the one recorded.
+    hold_cancel_margin: int = 24
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod

@@ -333,7 +333,7 @@ class Follower:
         expiry_interval: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
-        hold_cancel_margin: int = 18,
+        hold_cancel_margin: int = 24,
     ) -> None:
         self.node = node
         self.hold_cancel_margin = hold_cancel_margin

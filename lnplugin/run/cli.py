@@ -105,7 +105,7 @@ _SERVER = [
         "--hold-cancel-margin",
         type=int,
         help="Blocks before a held invoice's settle deadline at which lnplugin cancels it "
-        "itself, so no channel is force-closed over it. [default: 18] "
+        "itself, so no channel is force-closed over it. [default: 24] "
         "[env: LNPLUGIN_HOLD_CANCEL_MARGIN]",
     ),
 ]

@@ -352,6 +352,7 @@ class Follower:
         # before `cancel` returns, and must carry the reason all the same.
         self._cancel_reasons: dict[str, str] = {}
         self._outgoing_denied_logged = False
+        self._height_denied_logged = False
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
             self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
@@ -429,14 +430,31 @@ class Follower:
         peer force-close the channel to get the HTLC back on chain. Canceling
         a margin earlier fails the HTLCs back off chain instead; the canceled
         event says so. Returns how many were canceled.
+
+        Only invoices lnplugin created (`source` "api"): a hold invoice another
+        app made on the node is that app's to settle or cancel.
         """
         if self._holder() is None:
             return 0
         with self.store.snapshot() as conn:
-            held = [r for r in invoices.accepted(conn) if r.settle_deadline is not None]
+            held = [
+                r
+                for r in invoices.accepted(conn)
+                if r.settle_deadline is not None and r.source == "api"
+            ]
         if not held:
             return 0
-        height = self.node.get_info().block_height
+        try:
+            height = self.node.get_info().block_height
+        except NodePermissionDenied as exc:
+            if not self._height_denied_logged:
+                log.warning(
+                    "cannot read the block height (%s): held invoices are not canceled "
+                    "before their deadline by lnplugin, only by the node itself",
+                    exc,
+                )
+                self._height_denied_logged = True
+            return 0
         if height is None:
             return 0
         count = 0

@@ -16,7 +16,7 @@ import pytest
 from lnplugin.api import create_app
 from lnplugin.config import load_settings
 from lnplugin.follower import Follower
-from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest
+from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
 from lnplugin.nodes.cln import ClnNode
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.dev.node import HTLC_CLTV_DELTA
@@ -270,3 +270,25 @@ def test_standalone_cln_answers_501(cln_service) -> None:
     regular = client.post("/invoices", json={"amount": 5}, headers=headers).get_json()
     r = client.post(f"/invoices/{regular['payment_hash']}/cancel", headers=headers)
     assert r.status_code == 501
+
+
+def test_a_hold_invoice_another_app_made_is_stored_but_never_auto_canceled(
+    tmp_path: Path,
+) -> None:
+    node = DevNode(tmp_path / "dev")
+    store = Store(tmp_path / "store.sqlite")
+    follower = Follower(node, store, hold_cancel_margin=24)
+    _, payment_hash = secret_pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)  # not via lnplugin
+    node.pay(payment_hash)
+    follower.apply([InvoiceUpdate(node.lookup_invoice(payment_hash), 0)])
+    with store.snapshot() as conn:
+        row = conn.execute(
+            "SELECT state, source FROM invoices WHERE payment_hash = ?", (payment_hash,)
+        ).fetchone()
+    assert tuple(row) == ("ACCEPTED", "node")
+    node.mine(HTLC_CLTV_DELTA)  # past its deadline: the other app's to handle
+    assert follower.cancel_near_deadline() == 0
+    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    node.close()
+    store.close()

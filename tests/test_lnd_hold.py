@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from lnplugin.follower import Follower
 from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
 from lnplugin.nodes.lnd import LndNode
+from lnplugin.store import Store
 from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, LndSim
 from tests import e2e
 from tests.e2e import Server, wait_for
@@ -201,3 +203,27 @@ def test_lnplugin_cancels_before_lnd_would(tmp: Path, sim: LndSim) -> None:
         )
         assert "30 blocks before its settle deadline" in got["cancel_reason"]
         assert sim.ledger.get(bytes.fromhex(payment_hash)).state == 2  # CANCELED on lnd
+
+
+def test_without_info_read_the_safety_cancel_steps_aside(tmp: Path, sim: LndSim) -> None:
+    """The stock invoice.macaroon cannot ask GetInfo for the block height: the
+    follower says so once and leaves the cancel to lnd, instead of failing sweeps."""
+    node = make_node(sim, sim.invoice_macaroon_path)
+    store = Store(tmp / "store.sqlite")
+    follower = Follower(node, store)
+    _, payment_hash = _pair()
+    minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
+            " amount_msat, created_at, expiry, expires_at, source) VALUES"
+            " ('h1', 'incoming', ?, ?, 'OPEN', 1000, ?, ?, ?, 'api')",
+            (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
+             minted.expires_at),
+        )  # fmt: skip
+    sim.pay_invoice(payment_hash)
+    follower.sweep()  # finds it ACCEPTED
+    assert follower.cancel_near_deadline() == 0
+    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    node.close()
+    store.close()

@@ -52,7 +52,7 @@ KEY_FILE = "node.key"
 DB_FILE = "devnode.sqlite"
 POLL_SECONDS = 0.05  # how often the feed looks for payments made by other processes
 START_HEIGHT = 100  # the simulated chain's height in a new dev node
-# The CLTV delta the dev node's invoices ask for (LND's default): a held
+# The CLTV delta the dev node's hold invoices ask for (LND's default): a held
 # HTLC expires this many blocks after the payment arrives.
 HTLC_CLTV_DELTA = 80
 
@@ -176,7 +176,9 @@ class DevNode(Node):
             description=(request.description or "") if request.description_hash is None else None,
             description_hash=request.description_hash,
             expiry=request.expiry,
-            min_final_cltv_expiry_delta=HTLC_CLTV_DELTA,
+            # A hold invoice asks for a long CLTV delta, as LND's do: the time
+            # its HTLC may be held. Regular ones keep BOLT11's default of 18.
+            min_final_cltv_expiry_delta=None if preimage else HTLC_CLTV_DELTA,
         )
         try:
             self._conn.execute(

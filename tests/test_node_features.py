@@ -23,6 +23,7 @@ from lnplugin.nodes.base import (
     Unsupported,
 )
 from lnplugin.nodes.cln import ClnNode
+from lnplugin.nodes.cln.hold import ClnHoldNode
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
@@ -44,10 +45,12 @@ def test_each_node_declares_exactly_its_features() -> None:
         Feature.OUTGOING_HISTORY,
         Feature.NODE_DECODE,
     }
+    # Plugin mode sees every HTLC, so it can hold them; standalone cannot.
+    assert ClnHoldNode.features == ClnNode.features | {Feature.HOLD_INVOICES}
 
 
 def test_declared_protocols_are_implemented() -> None:
-    for cls in (DevNode, LndNode, ClnNode):
+    for cls in (DevNode, LndNode, ClnNode, ClnHoldNode):
         assert (Feature.DEV_PAYMENTS in cls.features) == issubclass(cls, DevPayments), cls
         assert (Feature.NODE_DECODE in cls.features) == issubclass(cls, NodeDecode), cls
         assert (Feature.HOLD_INVOICES in cls.features) == issubclass(cls, HoldInvoices), cls

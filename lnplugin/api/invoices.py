@@ -75,9 +75,11 @@ def create_invoice() -> Any:
     except NodeError as exc:
         raise APIError(502, f"The node refused to create the invoice: {exc}") from None
 
+    fields = _row_fields(minted, body)
+    fields["hold"] = int(holder is not None)
     try:
         with svc.store.transaction() as tx:
-            invoice_id = invoices.insert(tx, _row_fields(minted, body))
+            invoice_id = invoices.insert(tx, fields)
             row = invoices.by_id(tx, invoice_id)
             assert row is not None
             events.append(tx, events.INCOMING_CREATED, row)

@@ -91,6 +91,7 @@ COLUMNS: dict[str, Any] = {
     "source": "api",
     "settle_deadline": None,
     "cancel_reason": None,
+    "hold": 0,
 }
 
 

@@ -277,3 +277,14 @@ def _hold_invoices(db: sqlite_utils.Database) -> None:
     # before the deadline), for the invoice object and its canceled event.
     db["invoices"].add_column("settle_deadline", int)
     db["invoices"].add_column("cancel_reason", str)
+    # 1 for a hold invoice (minted for the client's payment hash).
+    db["invoices"].add_column("hold", int, not_null_default=0)
+    # Settle or cancel decisions on hold invoices that lnplugin itself holds
+    # the HTLCs of (Core Lightning plugin mode), written before the HTLCs
+    # are answered: lightningd replays unanswered HTLCs after a restart, and
+    # they are then answered from here.
+    db["hold_decisions"].create(
+        {"payment_hash": str, "state": str, "preimage": str, "decided_at": int},
+        pk="payment_hash",
+        not_null={"state", "decided_at"},
+    )

@@ -364,18 +364,10 @@ class Follower:
         """Apply updates in one transaction; returns how many changed state."""
         with self._apply_lock, self.store.transaction() as tx:
             batch = ApplyBatch()
-            changed = 0
-            plain: list[InvoiceUpdate] = []
-            for update in updates:
-                inv = update.invoice
-                reason = self._cancel_reasons.get(inv.payment_hash)
-                if reason is None or inv.state != "CANCELED":
-                    plain.append(update)
-                    continue
-                changed += apply_many(tx, plain, batch)
-                plain = []
-                changed += _apply_one(tx, update, batch, reason)
-            changed += apply_many(tx, plain, batch)
+            if self._cancel_reasons:
+                changed = self._apply_with_reasons(tx, updates, batch)
+            else:  # the usual case: one pass, as before hold invoices
+                changed = apply_many(tx, updates, batch)
             batch.finish(tx)
             cursor = cursors.get(tx, cursors.INCOMING)
         self.status.cursor = cursor
@@ -383,6 +375,24 @@ class Follower:
         if changed:
             self.status.last_event_at = int(time.time())
         return changed
+
+    def _apply_with_reasons(
+        self, tx: sqlite3.Connection, updates: Iterable[InvoiceUpdate], batch: ApplyBatch
+    ) -> int:
+        """`apply_many`, except that a CANCELED update of an invoice lnplugin is
+        canceling right now is stored with the reason `cancel` gave."""
+        changed = 0
+        plain: list[InvoiceUpdate] = []
+        for update in updates:
+            inv = update.invoice
+            reason = self._cancel_reasons.get(inv.payment_hash)
+            if reason is None or inv.state != "CANCELED":
+                plain.append(update)
+                continue
+            changed += apply_many(tx, plain, batch)
+            plain = []
+            changed += _apply_one(tx, update, batch, reason)
+        return changed + apply_many(tx, plain, batch)
 
     def apply_outgoing(self, payments: Iterable[OutgoingPayment]) -> int:
         changed = 0

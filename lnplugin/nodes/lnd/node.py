@@ -689,7 +689,7 @@ def to_node_invoice(inv: Any) -> NodeInvoice:
     accepted = inv.state == ln.Invoice.ACCEPTED
     live = [h for h in inv.htlcs if h.state != ln.CANCELED]
     live.sort(key=lambda h: h.htlc_index)
-    held = [h.expiry_height for h in live if h.state == ln.ACCEPTED]
+    held = [h.expiry_height for h in live if h.state == ln.ACCEPTED] if accepted else []
     return NodeInvoice(
         payment_hash=inv.r_hash.hex(),
         payment_request=inv.payment_request,

@@ -62,6 +62,10 @@ class Settings(BaseModel):
     max_streams: int = 512
     sse_heartbeat: float = 15.0
     busy_timeout: float = 10.0
+    # Blocks before a held invoice's settle deadline at which lnplugin cancels
+    # it itself (see `Follower.cancel_near_deadline`). Above the nodes' own
+    # last-moment cancel (LND: 18 blocks), so lnplugin's reason is the one recorded.
+    hold_cancel_margin: int = 24
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -101,6 +105,13 @@ class Settings(BaseModel):
     def _busy_timeout(cls, value: float) -> float:
         if not 0.01 <= value <= 600:
             raise ValueError("must be between 0.01 and 600 seconds")
+        return value
+
+    @field_validator("hold_cancel_margin")
+    @classmethod
+    def _hold_cancel_margin(cls, value: int) -> int:
+        if not 1 <= value <= 1000:
+            raise ValueError("must be between 1 and 1000 blocks")
         return value
 
     @field_validator("network")

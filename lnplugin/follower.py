@@ -30,6 +30,8 @@ from lnplugin.boostagram import records_from_json, records_to_json
 from lnplugin.nodes.base import (
     Feature,
     FeedHead,
+    HoldInvoices,
+    InvoiceNotOpen,
     InvoiceUpdate,
     Node,
     NodeError,
@@ -46,7 +48,10 @@ log = logging.getLogger(__name__)
 _END = object()  # the feed ended cleanly
 BATCH_MAX = 1000  # updates applied per transaction when the feed has a backlog
 _FINAL = {"SETTLED", "CANCELED"}
+# Why an invoice was canceled when lnplugin did not cancel it itself.
+_NODE_CANCELED = "canceled on the node"
 _EVENT_FOR_STATE = {
+    "ACCEPTED": events.INCOMING_ACCEPTED,
     "SETTLED": events.INCOMING_SETTLED,
     "CANCELED": events.INCOMING_CANCELED,
     "EXPIRED": events.INCOMING_EXPIRED,
@@ -186,10 +191,15 @@ class ApplyBatch:
             cursors.advance(tx, cursors.INCOMING, self.cursor)
 
 
-def apply_in(tx: sqlite3.Connection, update: InvoiceUpdate) -> bool:
-    """Apply one node update inside `tx`. Returns True when state changed."""
+def apply_in(
+    tx: sqlite3.Connection, update: InvoiceUpdate, cancel_reason: str | None = None
+) -> bool:
+    """Apply one node update inside `tx`. Returns True when state changed.
+
+    `cancel_reason` is stored with a CANCELED update (lnplugin canceled it,
+    and says why), so the canceled event carries it."""
     batch = ApplyBatch()
-    changed = _apply_one(tx, update, batch)
+    changed = _apply_one(tx, update, batch, cancel_reason)
     batch.finish(tx)
     return changed
 
@@ -257,6 +267,8 @@ def _new_row(
         "preimage": inv.preimage,
         "payment_secret": inv.payment_secret,
         "is_keysend": int(inv.is_keysend),
+        "settle_deadline": inv.settle_deadline,
+        "cancel_reason": _NODE_CANCELED if inv.state == "CANCELED" else None,
         "source": "node",
         **record_fields(_merge_records(None, inv, captured)),
     }
@@ -265,7 +277,12 @@ def _new_row(
     return invoices.complete(fields)
 
 
-def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch) -> bool:
+def _apply_one(
+    tx: sqlite3.Connection,
+    update: InvoiceUpdate,
+    batch: ApplyBatch,
+    cancel_reason: str | None = None,
+) -> bool:
     inv = update.invoice
     batch.cursor = max(batch.cursor, update.cursor)
     if inv.state == "OPEN":
@@ -276,6 +293,8 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
     stored: StoredInvoice | dict[str, Any]  # what the event reports: a new or an updated row
     if row is None:
         stored = _new_row(tx, inv, captured, batch)
+        if cancel_reason is not None and inv.state == "CANCELED":
+            stored["cancel_reason"] = cancel_reason
         invoices.insert_many(tx, [stored])
     else:
         invoice_id = row.id
@@ -296,6 +315,13 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
                 list_seq=batch.next_list_seq(tx),
                 is_keysend=int(inv.is_keysend or row.is_keysend),
             )
+        elif inv.state == "ACCEPTED":
+            fields.update(
+                amount_received_msat=inv.amount_received_msat,
+                settle_deadline=inv.settle_deadline,
+            )
+        elif inv.state == "CANCELED":
+            fields["cancel_reason"] = cancel_reason or _NODE_CANCELED
         if records_changed:
             fields.update(record_fields(new_records))
         invoices.update(tx, invoice_id, fields)
@@ -368,8 +394,10 @@ class Follower:
         expiry_interval: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        hold_cancel_margin: int = 24,
     ) -> None:
         self.node = node
+        self.hold_cancel_margin = hold_cancel_margin
         self.store = store
         self.sweep_interval = sweep_interval
         self.expiry_interval = expiry_interval
@@ -380,10 +408,15 @@ class Follower:
         self._threads: list[threading.Thread] = []
         self._apply_lock = threading.Lock()
         self._cursor_kind: str | None = None
+        # Cancels lnplugin has asked the node for, by payment hash, with the
+        # reason: the node's own report of one (its hold feed) can be applied
+        # before `cancel` returns, and must carry the reason all the same.
+        self._cancel_reasons: dict[str, str] = {}
         self._outgoing_denied_logged = False
         # Failed node calls by operation, for `/metrics`; the API adds its own
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
         self.node_errors: collections.Counter[str] = collections.Counter()
+        self._height_denied_logged = False
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
             self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
@@ -395,7 +428,10 @@ class Follower:
         """Apply updates in one transaction; returns how many changed state."""
         with self._apply_lock, self.store.transaction() as tx:
             batch = ApplyBatch()
-            changed = apply_many(tx, updates, batch)
+            if self._cancel_reasons:
+                changed = self._apply_with_reasons(tx, updates, batch)
+            else:  # the usual case: one pass, as before hold invoices
+                changed = apply_many(tx, updates, batch)
             batch.finish(tx)
             cursor = cursors.get(tx, cursors.INCOMING)
         self.status.cursor = cursor
@@ -404,6 +440,24 @@ class Follower:
             self.status.last_event_at = int(time.time())
         return changed
 
+    def _apply_with_reasons(
+        self, tx: sqlite3.Connection, updates: Iterable[InvoiceUpdate], batch: ApplyBatch
+    ) -> int:
+        """`apply_many`, except that a CANCELED update of an invoice lnplugin is
+        canceling right now is stored with the reason `cancel` gave."""
+        changed = 0
+        plain: list[InvoiceUpdate] = []
+        for update in updates:
+            inv = update.invoice
+            reason = self._cancel_reasons.get(inv.payment_hash)
+            if reason is None or inv.state != "CANCELED":
+                plain.append(update)
+                continue
+            changed += apply_many(tx, plain, batch)
+            plain = []
+            changed += _apply_one(tx, update, batch, reason)
+        return changed + apply_many(tx, plain, batch)
+
     def apply_outgoing(self, payments: Iterable[OutgoingPayment]) -> int:
         changed = 0
         with self._apply_lock, self.store.transaction() as tx:
@@ -411,6 +465,90 @@ class Follower:
                 changed += apply_outgoing_in(tx, payment)
             self.status.outgoing_cursor = cursors.get(tx, cursors.OUTGOING)
         return changed
+
+    # -- hold invoices ----------------------------------------------------------
+
+    def _holder(self) -> HoldInvoices | None:
+        node = self.node
+        if node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices):
+            return node
+        return None
+
+    def settle(self, preimage: str) -> None:
+        """Settle a held invoice on the node and store the result at once, so
+        the caller's next read sees it (the feed's later copy is a duplicate)."""
+        holder = self._holder()
+        if holder is None:
+            raise NodeError(f"the {self.node.kind} node has no hold invoices")
+        self.apply([InvoiceUpdate(holder.settle_invoice(preimage), 0)])
+
+    def cancel(self, payment_hash: str, reason: str) -> None:
+        """Cancel an open or held invoice on the node, and store CANCELED with `reason`.
+
+        The node's own CANCELED (feed or sweep) may arrive before or after;
+        whichever is applied second changes nothing, so there is one event.
+        """
+        holder = self._holder()
+        if holder is None:
+            raise NodeError(f"the {self.node.kind} node cannot cancel invoices")
+        self._cancel_reasons[payment_hash] = reason
+        try:
+            self.apply([InvoiceUpdate(holder.cancel_invoice(payment_hash), 0)])
+        finally:
+            self._cancel_reasons.pop(payment_hash, None)
+
+    def cancel_near_deadline(self) -> int:
+        """Cancel held invoices within `hold_cancel_margin` blocks of their deadline.
+
+        A hold invoice left ACCEPTED until its HTLC expires makes the paying
+        peer force-close the channel to get the HTLC back on chain. Canceling
+        a margin earlier fails the HTLCs back off chain instead; the canceled
+        event says so. Returns how many were canceled.
+
+        Only invoices lnplugin created (`source` "api"): a hold invoice another
+        app made on the node is that app's to settle or cancel.
+        """
+        if self._holder() is None:
+            return 0
+        with self.store.snapshot() as conn:
+            held = [
+                r
+                for r in invoices.accepted(conn)
+                if r.settle_deadline is not None and r.source == "api"
+            ]
+        if not held:
+            return 0
+        try:
+            height = self.node.get_info().block_height
+        except NodePermissionDenied as exc:
+            if not self._height_denied_logged:
+                log.warning(
+                    "cannot read the block height (%s): held invoices are not canceled "
+                    "before their deadline by lnplugin, only by the node itself",
+                    exc,
+                )
+                self._height_denied_logged = True
+            return 0
+        if height is None:
+            return 0
+        count = 0
+        for row in held:
+            assert row.settle_deadline is not None
+            left = row.settle_deadline - height
+            if left > self.hold_cancel_margin:
+                break  # nearest deadline first
+            reason = (
+                f"canceled by lnplugin at block {height}: neither settled nor canceled "
+                f"{left} blocks before its settle deadline {row.settle_deadline} "
+                f"(hold_cancel_margin {self.hold_cancel_margin})"
+            )
+            try:
+                self.cancel(row.payment_hash, reason)
+            except InvoiceNotOpen:
+                continue  # settled meanwhile; the feed brings it
+            log.warning("hold invoice %s %s", row.payment_hash, reason)
+            count += 1
+        return count
 
     def sync_cursor_kind(self) -> None:
         """Reset the incoming cursor if the node now counts it differently.
@@ -458,10 +596,13 @@ class Follower:
         now = int(time.time())
         with self.store.snapshot() as conn:
             open_rows = invoices.open_unexpired(conn, now)
+            # Held invoices too: a feed that does not carry every hold-state
+            # change (or a restart) must not leave one ACCEPTED here forever.
+            open_rows += invoices.accepted(conn)
         rechecked = []
         for row in open_rows:
             found = self.node.lookup_invoice(row.payment_hash)
-            if found is not None and found.state != "OPEN":
+            if found is not None and found.state not in ("OPEN", row.state):
                 rechecked.append(InvoiceUpdate(found, 0))
         if rechecked:
             self.apply(rechecked)
@@ -486,10 +627,10 @@ class Follower:
     # -- threads ------------------------------------------------------------------
 
     def start(self) -> None:
-        for target, name in (
-            (self._run_feed, "lnplugin-feed"),
-            (self._run_sweeps, "lnplugin-sweeps"),
-        ):
+        runs = [(self._run_feed, "lnplugin-feed"), (self._run_sweeps, "lnplugin-sweeps")]
+        if self._holder() is not None:
+            runs.append((self._run_hold_feed, "lnplugin-hold-feed"))
+        for target, name in runs:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -524,6 +665,29 @@ class Follower:
             delay = self._backoff(attempt)
             attempt += 1
             self._stop.wait(delay)
+
+    def _run_hold_feed(self) -> None:
+        """Apply the node's live ACCEPTED/CANCELED changes as they come, with
+        the same reconnect backoff as the settlement feed."""
+        holder = self._holder()
+        assert holder is not None
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                for update in holder.hold_updates():
+                    if self._stop.is_set():
+                        break
+                    self.apply([update])
+                    attempt = 0
+            except NodeError as exc:
+                self._note_error(exc)
+            except Exception as exc:
+                log.exception("hold invoice feed failed")
+                self._note_error(exc)
+            if self._stop.is_set():
+                break
+            self._stop.wait(self._backoff(attempt))
+            attempt += 1
 
     def _note_error(self, exc: Exception) -> None:
         message = str(exc) or exc.__class__.__name__
@@ -597,6 +761,7 @@ class Follower:
             try:
                 expire_due(self.store)
                 self.refresh_head()
+                self.cancel_near_deadline()
                 if now >= next_sweep:
                     self.sweep()
                     next_sweep = now + self.sweep_interval

@@ -127,7 +127,7 @@ class Service:
             settings=settings,
             store=store,
             node=node,
-            follower=Follower(node, store),
+            follower=Follower(node, store, hold_cancel_margin=settings.hold_cancel_margin),
             webhooks=DeliveryWorker(
                 store, allow=settings.webhook_allow, schedule=settings.webhook_retry_schedule
             ),

@@ -56,6 +56,23 @@ CALL_TIMEOUT = 30.0  # seconds: a liveness bound, not a timing assertion
 CONTINUE = {"result": "continue"}
 
 
+class Reply:
+    """The answer to a request sent with `call_later`, when it comes."""
+
+    def __init__(self, method: str, waiting: queue.Queue[dict[str, Any]], logs: list[str]) -> None:
+        self.method, self.waiting, self.logs = method, waiting, logs
+
+    def result(self, timeout: float = CALL_TIMEOUT) -> Any:
+        method, waiting = self.method, self.waiting
+        try:
+            reply = waiting.get(timeout=timeout)
+        except queue.Empty:
+            raise PluginError(f"no answer to {method} within {timeout}s") from None
+        if "error" in reply:
+            raise PluginError(f"{method} failed: {reply['error']}; logs: {self.logs[-20:]}")
+        return reply["result"]
+
+
 class PluginError(AssertionError):
     """The plugin broke the protocol, answered an error, or did not continue an HTLC."""
 
@@ -190,18 +207,17 @@ class PluginDriver:
 
     def call(self, method: str, params: Any, timeout: float = CALL_TIMEOUT) -> Any:
         """A request as lightningd sends it (string ids, `cln:` prefix); its result."""
+        return self.call_later(method, params).result(timeout)
+
+    def call_later(self, method: str, params: Any) -> Reply:
+        """Send a request without waiting for its answer (lightningd keeps
+        calling a plugin while it holds an earlier hook's answer back)."""
         req_id = f"cln:{method}#{next(self._ids)}"
         waiting: queue.Queue[dict[str, Any]] = queue.Queue()
         with self._lock:
             self._pending[req_id] = waiting
         self._send({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
-        try:
-            reply = waiting.get(timeout=timeout)
-        except queue.Empty:
-            raise PluginError(f"no answer to {method} within {timeout}s") from None
-        if "error" in reply:
-            raise PluginError(f"{method} failed: {reply['error']}; logs: {self.logs[-20:]}")
-        return reply["result"]
+        return Reply(method, waiting, self.logs)
 
     def notify(self, method: str, params: Any) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})

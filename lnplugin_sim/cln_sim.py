@@ -40,7 +40,8 @@ from typing import Any
 
 from coincurve import PrivateKey
 
-from lnplugin.bolt11 import RouteHop
+from lnplugin.bolt11 import Bolt11Error, RouteHop
+from lnplugin.bolt11 import decode as decode_bolt11
 from lnplugin.bolt11 import encode as encode_bolt11
 from lnplugin.boostagram import KEYSEND_PREIMAGE
 from lnplugin.nodes.base import CURRENCY_BY_NETWORK
@@ -756,6 +757,33 @@ class ClnSim:
         self._save({"t": "del", "label": rec["label"]})
         return before
 
+    def cmd_signinvoice(self, invstring: str) -> dict[str, Any]:
+        """Sign a BOLT11 invoice with the node key, storing nothing (v23.02+).
+        CLN ignores the signature it is given; the simulator reads the fields
+        by decoding (the caller signs with a throwaway key) and signs anew."""
+        try:
+            inv = decode_bolt11(invstring)
+        except Bolt11Error as exc:
+            raise RpcFailure(-32602, f"Unparsable invoice '{invstring}': {exc}") from None
+        if inv.description is None and inv.description_hash is None:
+            raise RpcFailure(-32602, "Missing description in invoice")
+        signed = encode_bolt11(
+            currency=inv.currency,
+            amount_msat=inv.amount_msat,
+            timestamp=inv.timestamp,
+            payment_hash=inv.payment_hash,
+            payment_secret=inv.payment_secret or "",
+            private_key=self._key,
+            description=inv.description,
+            description_hash=inv.description_hash,
+            expiry=inv.expiry,
+            min_final_cltv_expiry_delta=inv.min_final_cltv_expiry_delta,
+            features=inv.features,
+            route_hints=inv.route_hints,
+            payment_metadata=inv.payment_metadata,
+        )
+        return {"bolt11": signed}
+
     def cmd_listnodes(self, id: str | None = None) -> dict[str, Any]:
         nodes = dict(self.nodes) | {self.node_id: self.alias}
         return {
@@ -992,6 +1020,7 @@ for _attr in list(vars(ClnSim)):
         _fn = getattr(ClnSim, _attr)
         _COMMANDS[_attr[4:].replace("_", "-")] = ((0, 0), _names(_fn), _fn)
 _COMMANDS["wait"] = ((23, 8), *_COMMANDS["wait"][1:])
+_COMMANDS["signinvoice"] = ((23, 2), *_COMMANDS["signinvoice"][1:])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,6 +73,10 @@ T = TypeVar("T")
 
 DEFAULT_EXPIRY = 86400
 DEFAULT_CLTV = 80
+# lnd cancels an ACCEPTED hold invoice itself this many blocks before its
+# earliest HTLC expires (lncfg.DefaultHoldInvoiceExpiryDelta: the incoming
+# broadcast delta 16, plus 2), so the channel is not force-closed.
+HOLD_EXPIRY_DELTA = 18
 PAGE_DEFAULT = 100  # lnd's default for ListInvoices and (since 0.20) ListPayments
 INVOICE_FEATURES = (9, 14, 17)  # var_onion_optin (req), payment_secret (req), basic_mpp (opt)
 LND_CHAIN_NAME = {"bitcoin": "mainnet"}  # lnd's GetInfo chains[].network spelling
@@ -313,6 +317,8 @@ class Ledger:
         self.settled: list[int] = []
         self.payments: list[Payment] = []  # position = payment_index - 1
         self.subscribers: set[_Subscriber] = set()
+        # SubscribeSingleInvoice clients by payment hash: every state change.
+        self.singles: dict[bytes, set[queue.SimpleQueue[Invoice | None]]] = {}
         for (blob,) in self.db.execute("SELECT data FROM invoices ORDER BY add_index"):
             inv = Invoice.FromString(blob)
             self.invoices.append(inv)
@@ -383,6 +389,8 @@ class Ledger:
     def _notify(self, inv: Invoice) -> None:
         for sub in list(self.subscribers):
             sub.offer(inv)
+        for single in list(self.singles.get(inv.r_hash, ())):
+            single.put(inv)
 
     # -- reads --
 
@@ -502,6 +510,29 @@ class _Invoices(invoices_pb2_grpc.InvoicesServicer):
             _fail(context, exc)
         return invoices_pb2.CancelInvoiceResp()
 
+    def AddHoldInvoice(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            inv = self.sim.add_hold_invoice(request)
+        except SimError as exc:
+            _fail(context, exc)
+        return invoices_pb2.AddHoldInvoiceResp(
+            payment_request=inv.payment_request,
+            add_index=inv.add_index,
+            payment_addr=inv.payment_addr,
+        )
+
+    def SettleInvoice(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            self.sim.settle_hold_invoice(request.preimage)
+        except SimError as exc:
+            _fail(context, exc)
+        return invoices_pb2.SettleInvoiceResp()
+
+    def SubscribeSingleInvoice(
+        self, request: Any, context: grpc.ServicerContext
+    ) -> Iterator[Invoice]:
+        yield from self.sim.subscribe_single(request.r_hash, context)
+
     def LookupInvoiceV2(self, request: Any, context: grpc.ServicerContext) -> Any:
         inv = self.sim.ledger.get(request.payment_hash)
         if inv is None:
@@ -616,6 +647,8 @@ class LndSim:
         self.macaroons = _ensure_macaroons(self.data_dir)
         self.ledger = Ledger(self.data_dir / "sim.sqlite")
         self._node_key = self.ledger.meta("node_key", lambda: secrets.token_bytes(32))
+        height = self.ledger.meta("block_height", lambda: str(self.block_height).encode())
+        self.block_height = int(height)
         from coincurve import PrivateKey
 
         self.pubkey = PrivateKey(self._node_key).public_key.format().hex()
@@ -718,11 +751,15 @@ class LndSim:
             time.sleep(0.01)
 
     def drop_streams(self) -> None:
-        """Abort every open SubscribeInvoices stream with UNAVAILABLE."""
+        """Abort every open SubscribeInvoices and SubscribeSingleInvoice stream
+        with UNAVAILABLE."""
         with self.ledger.lock:
             subs = list(self.ledger.subscribers)
+            singles = [q for qs in self.ledger.singles.values() for q in qs]
         for sub in subs:
             sub.queue.put(None)
+        for single in singles:
+            single.put(None)
 
     # -- RPC behaviour --
 
@@ -763,6 +800,31 @@ class LndSim:
             preimage=preimage,
         )
 
+    def add_hold_invoice(self, req: Any) -> Invoice:
+        """AddHoldInvoice: an invoice for a payment hash; the node has no preimage."""
+        if len(req.hash) != 32:
+            raise SimError(
+                grpc.StatusCode.UNKNOWN, f"invalid hash length of {len(req.hash)}, want 32"
+            )
+        if req.value and req.value_msat:
+            raise SimError(grpc.StatusCode.UNKNOWN, "value and value_msat are mutually exclusive")
+        amount = req.value_msat or req.value * 1000
+        if amount < 0:
+            raise SimError(grpc.StatusCode.UNKNOWN, "payments of negative value are not allowed")
+        if len(req.memo.encode()) > 1024:
+            raise SimError(grpc.StatusCode.UNKNOWN, "memo too large: max 1024 bytes")
+        if req.description_hash and len(req.description_hash) != 32:
+            raise SimError(grpc.StatusCode.UNKNOWN, "description hash is 32 bytes")
+        return self._new_invoice(
+            amount_msat=amount,
+            memo=req.memo,
+            description_hash=req.description_hash,
+            expiry=req.expiry or DEFAULT_EXPIRY,
+            cltv=req.cltv_expiry or DEFAULT_CLTV,
+            private=req.private,
+            hold_hash=req.hash,
+        )
+
     def _new_invoice(
         self,
         *,
@@ -774,9 +836,15 @@ class LndSim:
         private: bool = False,
         preimage: bytes | None = None,
         persist: bool = True,
+        hold_hash: bytes | None = None,
     ) -> Invoice:
-        preimage = preimage or secrets.token_bytes(32)
-        r_hash = _sha256(preimage)
+        """`hold_hash`: a hold invoice, stored without a preimage (r_preimage
+        stays empty until SettleInvoice gives it, as lnd lists it)."""
+        if hold_hash is not None:
+            preimage, r_hash = b"", hold_hash
+        else:
+            preimage = preimage or secrets.token_bytes(32)
+            r_hash = _sha256(preimage)
         payment_addr = secrets.token_bytes(32)
         created = _now()
         payment_request = bolt11.encode(
@@ -951,6 +1019,8 @@ class LndSim:
             if amount <= 0 or amount < inv.value_msat:
                 raise SimError(grpc.StatusCode.UNKNOWN, "amount too low for invoice")
             records = list(htlc_records) if htlc_records else [{} for _ in range(parts)]
+            if not inv.r_preimage:
+                return self._accept(inv, amount, records)
             return self._settle(inv, amount, records)
 
     def keysend(
@@ -986,15 +1056,99 @@ class LndSim:
             return self._settle(inv, amount_msat, parts)
 
     def cancel_invoice(self, payment_hash: str | bytes) -> Invoice:
-        """Cancel an OPEN invoice; lnd sends no SubscribeInvoices event for this."""
+        """Cancel an OPEN or ACCEPTED invoice, failing held HTLCs back; canceling
+        a canceled one succeeds. lnd sends no SubscribeInvoices event for this,
+        only SubscribeSingleInvoice ones."""
         with self.ledger.lock:
             inv = self._find(payment_hash)
             if inv.state == Invoice.SETTLED:
                 raise SimError(grpc.StatusCode.UNKNOWN, "invoice already settled")
+            if inv.state == Invoice.CANCELED:
+                return inv
             new = Invoice()
             new.CopyFrom(inv)
             new.state = Invoice.CANCELED
+            for htlc in new.htlcs:
+                if htlc.state == lightning_pb2.ACCEPTED:
+                    htlc.state = lightning_pb2.CANCELED
+                    htlc.resolve_time = _now()
+            new.amt_paid = new.amt_paid_sat = new.amt_paid_msat = 0
             return self.ledger.replace(new)
+
+    def settle_hold_invoice(self, preimage: bytes) -> Invoice:
+        """SettleInvoice: only an ACCEPTED invoice settles; a settled one succeeds
+        again; an open one is "invoice still open", as lnd answers."""
+        if len(preimage) != 32:
+            raise SimError(
+                grpc.StatusCode.UNKNOWN, f"invalid preimage length of {len(preimage)}/32"
+            )
+        with self.ledger.lock:
+            inv = self.ledger.get(_sha256(preimage))
+            if inv is None:
+                raise SimError(grpc.StatusCode.NOT_FOUND, "unable to locate invoice")
+            if inv.state == Invoice.SETTLED:
+                return inv
+            if inv.state == Invoice.OPEN:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice still open")
+            if inv.state == Invoice.CANCELED:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice already canceled")
+            new = Invoice()
+            new.CopyFrom(inv)
+            now = _now()
+            for htlc in new.htlcs:
+                if htlc.state == lightning_pb2.ACCEPTED:
+                    htlc.state = lightning_pb2.SETTLED
+                    htlc.resolve_time = now
+            new.r_preimage = preimage
+            new.state = Invoice.SETTLED
+            new.settled = True
+            new.settle_date = now
+            return self.ledger.replace(new)
+
+    def mine(self, blocks: int = 1) -> int:
+        """Move the chain on; like lnd, cancel ACCEPTED hold invoices whose
+        earliest HTLC expires within HOLD_EXPIRY_DELTA blocks."""
+        with self.ledger.lock:
+            self.block_height += blocks
+            self.ledger.db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('block_height', ?)",
+                (str(self.block_height).encode(),),
+            )
+            due = [
+                inv
+                for inv in self.ledger.invoices
+                if inv.state == Invoice.ACCEPTED
+                and min(h.expiry_height for h in inv.htlcs if h.state == lightning_pb2.ACCEPTED)
+                - self.block_height
+                <= HOLD_EXPIRY_DELTA
+            ]
+            for inv in due:
+                self.cancel_invoice(inv.r_hash)
+            return self.block_height
+
+    def subscribe_single(self, r_hash: bytes, context: grpc.ServicerContext) -> Iterator[Invoice]:
+        """SubscribeSingleInvoice: the invoice's current state (nothing for an
+        unknown hash), then every change of it: ACCEPTED and CANCELED included."""
+        mine: queue.SimpleQueue[Invoice | None] = queue.SimpleQueue()
+        with self.ledger.lock:
+            self.ledger.singles.setdefault(r_hash, set()).add(mine)
+            current = self.ledger.get(r_hash)
+        try:
+            if current is not None:
+                yield current
+            while True:
+                try:
+                    item = mine.get(timeout=1.0)
+                except queue.Empty:
+                    if not context.is_active() or self._stopping.is_set():
+                        return
+                    continue
+                if item is None:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
+                yield item
+        finally:
+            with self.ledger.lock:
+                self.ledger.singles.get(r_hash, set()).discard(mine)
 
     def bulk_settle(
         self, count: int, amount_msat: int = 1000, memo: str = "bulk", *, shuffle: bool = False
@@ -1036,6 +1190,35 @@ class LndSim:
         if inv is None:
             raise SimError(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
         return inv
+
+    def _accept(
+        self, inv: Invoice, amount_msat: int, records: Sequence[Mapping[int, bytes]]
+    ) -> Invoice:
+        """A hold invoice paid in full: its HTLCs are held ACCEPTED. Parts take
+        different routes, so each expires at its own height (the first earliest)."""
+        now = _now()
+        new = Invoice()
+        new.CopyFrom(inv)
+        n = len(records)
+        for i, recs in enumerate(records):
+            part = amount_msat // n + (amount_msat % n if i == 0 else 0)
+            htlc = new.htlcs.add(
+                chan_id=(self.block_height << 40) | ((i + 1) << 16),
+                htlc_index=next(self._htlc_ids),
+                amt_msat=part,
+                accept_height=self.block_height,
+                accept_time=now,
+                expiry_height=self.block_height + (inv.cltv_expiry or DEFAULT_CLTV) + i,
+                state=lightning_pb2.ACCEPTED,
+                mpp_total_amt_msat=amount_msat if n > 1 else 0,
+            )
+            for key, value in recs.items():
+                htlc.custom_records[int(key)] = bytes(value)
+        new.state = Invoice.ACCEPTED
+        new.amt_paid = amount_msat
+        new.amt_paid_sat = amount_msat // 1000
+        new.amt_paid_msat = amount_msat
+        return self.ledger.replace(new)
 
     def _settle(
         self,
@@ -1233,6 +1416,8 @@ def _control(sim: LndSim, path: str, body: dict[str, Any]) -> Any:
     if path == "/keysend":
         inv = sim.keysend(int(body["amount_msat"]), _records(body.get("custom_records")))
         return _invoice_json(inv)
+    if path == "/mine":
+        return {"block_height": sim.mine(int(body.get("blocks", 1)))}
     if path == "/cancel":
         return _invoice_json(sim.cancel_invoice(body["payment_hash"]))
     if path == "/outgoing":

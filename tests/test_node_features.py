@@ -16,6 +16,7 @@ from lnplugin.nodes.base import (
     DevPayments,
     Feature,
     FeedHead,
+    HoldInvoices,
     NetworkMismatch,
     Node,
     NodeDecode,
@@ -23,27 +24,40 @@ from lnplugin.nodes.base import (
     Unsupported,
 )
 from lnplugin.nodes.cln import ClnNode
+from lnplugin.nodes.cln.hold import ClnHoldNode
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
 
 
 def test_each_node_declares_exactly_its_features() -> None:
-    assert DevNode.features == {Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS, Feature.FEED_HEAD}
-    assert LndNode.features == {Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY}
+    assert DevNode.features == {
+        Feature.KEYSEND_RECORDS,
+        Feature.DEV_PAYMENTS,
+        Feature.HOLD_INVOICES,
+        Feature.FEED_HEAD,
+    }
+    assert LndNode.features == {
+        Feature.KEYSEND_RECORDS,
+        Feature.OUTGOING_HISTORY,
+        Feature.HOLD_INVOICES,
+    }
     assert ClnNode.features == {
         Feature.CAPTURED_RECORDS,
         Feature.OUTGOING_HISTORY,
         Feature.NODE_DECODE,
         Feature.FEED_HEAD,
     }
+    # Plugin mode sees every HTLC, so it can hold them; standalone cannot.
+    assert ClnHoldNode.features == ClnNode.features | {Feature.HOLD_INVOICES}
 
 
 def test_declared_protocols_are_implemented() -> None:
-    for cls in (DevNode, LndNode, ClnNode):
+    for cls in (DevNode, LndNode, ClnNode, ClnHoldNode):
         assert (Feature.DEV_PAYMENTS in cls.features) == issubclass(cls, DevPayments), cls
         assert (Feature.NODE_DECODE in cls.features) == issubclass(cls, NodeDecode), cls
         assert (Feature.FEED_HEAD in cls.features) == issubclass(cls, FeedHead), cls
+        assert (Feature.HOLD_INVOICES in cls.features) == issubclass(cls, HoldInvoices), cls
         declares_outgoing = Feature.OUTGOING_HISTORY in cls.features
         assert declares_outgoing == (cls.outgoing_payments is not Node.outgoing_payments), cls
 

@@ -14,7 +14,7 @@ from flask import Blueprint
 from lnplugin.api import context
 from lnplugin.api.auth import require
 from lnplugin.api.errors import APIError
-from lnplugin.api.schemas import DevKeysend, DevPay
+from lnplugin.api.schemas import DevKeysend, DevMine, DevPay
 from lnplugin.boostagram import parse_record_value
 from lnplugin.nodes.base import (
     DevPayments,
@@ -24,6 +24,7 @@ from lnplugin.nodes.base import (
     NodeError,
     NodeInvoice,
 )
+from lnplugin.nodes.dev import DevNode
 from lnplugin.store import invoices
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
@@ -49,7 +50,7 @@ def _payer() -> DevPayments:
     return node
 
 
-def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
+def _wait_applied(payment_hash: str, state: str = "SETTLED", timeout: float = 2.0) -> None:
     """Answer after the follower stored the payment, so a client that reads
     right after paying sees it (the feed normally commits within ms).
     Waits on the store's commit notification rather than polling."""
@@ -59,7 +60,7 @@ def _wait_applied(payment_hash: str, timeout: float = 2.0) -> None:
     while True:
         row = invoices.by_hash(store.conn, payment_hash, "incoming")
         left = deadline - time.monotonic()
-        if (row is not None and row.state == "SETTLED") or left <= 0:
+        if (row is not None and row.state == state) or left <= 0:
             return
         seen = store.wait_for_commit(seen, min(left, 0.1))
 
@@ -78,8 +79,19 @@ def pay() -> Any:
     except NodeError as exc:
         field = "amount_msat" if "amount" in str(exc) else "payment_request"
         raise APIError(400, "Invalid request", {field: str(exc)}) from None
-    _wait_applied(paid.payment_hash)
+    _wait_applied(paid.payment_hash, paid.state)  # ACCEPTED for a hold invoice
     return _payment_json(paid)
+
+
+@bp.post("/mine")
+@require("admin")
+def mine() -> Any:
+    """Move the simulated chain on, towards held invoices' settle deadlines."""
+    body = context.body_as(DevMine)
+    node = context.service().node
+    if not isinstance(node, DevNode):
+        raise APIError(404, f"the {node.kind} node has no simulated chain")
+    return {"block_height": node.mine(body.blocks)}
 
 
 @bp.post("/keysend")

@@ -51,6 +51,7 @@ bp = Blueprint("events", __name__)
 
 _TYPE_FOR_STATE = {
     "CREATED": events.INCOMING_CREATED,
+    "ACCEPTED": events.INCOMING_ACCEPTED,
     "SETTLED": events.INCOMING_SETTLED,
     "EXPIRED": events.INCOMING_EXPIRED,
     "CANCELED": events.INCOMING_CANCELED,

@@ -16,9 +16,18 @@ from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError
-from lnplugin.api.schemas import InvoiceCreate
+from lnplugin.api.schemas import HoldSettle, InvoiceCreate
 from lnplugin.api.webhooks import guard_target
-from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeInvoice, NodeUnavailable
+from lnplugin.nodes.base import (
+    Feature,
+    HoldInvoices,
+    InvoiceNotFound,
+    InvoiceNotOpen,
+    InvoiceRequest,
+    NodeError,
+    NodeInvoice,
+    NodeUnavailable,
+)
 from lnplugin.store import events, idempotency, invoices
 
 bp = Blueprint("invoices", __name__)
@@ -47,15 +56,21 @@ def create_invoice() -> Any:
         if replay is not None:
             return replay
 
+    invoice_request = InvoiceRequest(
+        amount_msat=body.requested_msat,
+        description=body.text,
+        description_hash=body.description_hash,
+        expiry=body.expiry,
+    )
+    hold_hash = body.payment_hash
+    holder = _holder() if hold_hash is not None else None
+    if hold_hash is not None and invoices.by_hash(svc.store.conn, hold_hash, "incoming"):
+        raise APIError(409, f"An invoice with payment hash {hold_hash} exists")
     try:
-        minted = svc.node.create_invoice(
-            InvoiceRequest(
-                amount_msat=body.requested_msat,
-                description=body.text,
-                description_hash=body.description_hash,
-                expiry=body.expiry,
-            )
-        )
+        if holder is not None and hold_hash is not None:
+            minted = holder.create_hold_invoice(invoice_request, hold_hash)
+        else:
+            minted = svc.node.create_invoice(invoice_request)
     except NodeUnavailable as exc:
         svc.follower.node_errors["create_invoice"] += 1
         raise APIError(503, f"The node is unreachable, try again shortly ({exc})") from None
@@ -63,9 +78,11 @@ def create_invoice() -> Any:
         svc.follower.node_errors["create_invoice"] += 1
         raise APIError(502, f"The node refused to create the invoice: {exc}") from None
 
+    fields = _row_fields(minted, body)
+    fields["hold"] = int(holder is not None)
     try:
         with svc.store.transaction() as tx:
-            invoice_id = invoices.insert(tx, _row_fields(minted, body))
+            invoice_id = invoices.insert(tx, fields)
             row = invoices.by_id(tx, invoice_id)
             assert row is not None
             events.append(tx, events.INCOMING_CREATED, row)
@@ -82,6 +99,88 @@ def create_invoice() -> Any:
         _log_orphan(minted, exc)
         raise
     return invoice_json(row, int(time.time())), 201
+
+
+def _holder() -> HoldInvoices:
+    """The node's hold invoices, or 501 naming what it lacks."""
+    node = context.service().node
+    if not node.has_feature(Feature.HOLD_INVOICES) or not isinstance(node, HoldInvoices):
+        why = (
+            " (standalone Core Lightning cannot hold an HTLC; run lnplugin as a CLN plugin)"
+            if node.kind == "cln"
+            else ""
+        )
+        raise APIError(501, f"The {node.kind} node does not support hold invoices or cancel{why}")
+    return node
+
+
+@bp.post("/invoices/<payment_hash>/settle")
+@require("invoices:create")
+def settle_invoice(payment_hash: str) -> Any:
+    """Settle an ACCEPTED hold invoice with the preimage of its hash."""
+    found = _own_incoming(payment_hash)
+    body = context.body_as(HoldSettle)
+    if hashlib.sha256(bytes.fromhex(body.preimage)).hexdigest() != found.payment_hash:
+        raise APIError(
+            400, "Invalid request", {"preimage": "its SHA-256 is not this invoice's payment hash"}
+        )
+    _holder()
+    if found.state != "ACCEPTED":
+        raise APIError(409, _not_accepted(found.state))
+    svc = context.service()
+    try:
+        svc.follower.settle(body.preimage)
+    except InvoiceNotOpen as exc:
+        raise APIError(409, f"The node did not settle the invoice: {exc}") from None
+    except (InvoiceNotFound, NodeUnavailable, NodeError) as exc:
+        raise _node_error(exc) from None
+    return _fresh(found.payment_hash)
+
+
+@bp.post("/invoices/<payment_hash>/cancel")
+@require("invoices:create")
+def cancel_invoice(payment_hash: str) -> Any:
+    """Cancel an open or held invoice; the node refuses payments after it."""
+    found = _own_incoming(payment_hash)
+    _holder()
+    if found.state == "SETTLED":
+        raise APIError(409, "The invoice is settled and cannot be canceled")
+    if found.state == "CANCELED":
+        return _fresh(found.payment_hash)
+    svc = context.service()
+    try:
+        svc.follower.cancel(found.payment_hash, "canceled through the API")
+    except InvoiceNotOpen as exc:
+        raise APIError(409, f"The node did not cancel the invoice: {exc}") from None
+    except (InvoiceNotFound, NodeUnavailable, NodeError) as exc:
+        raise _node_error(exc) from None
+    return _fresh(found.payment_hash)
+
+
+def _own_incoming(payment_hash: str) -> Any:
+    found = context.invoice_or_404(payment_hash)
+    if found.type != "incoming" or found.is_keysend:
+        raise APIError(409, "Only invoices this node receives can be settled or canceled")
+    return found
+
+
+def _not_accepted(state: str) -> str:
+    if state == "OPEN":
+        return "The hold invoice is not paid yet (CREATED); it can be settled once ACCEPTED"
+    return f"The invoice is {state}; only an ACCEPTED hold invoice can be settled"
+
+
+def _node_error(exc: NodeError) -> APIError:
+    if isinstance(exc, NodeUnavailable):
+        return APIError(503, f"The node is unreachable, try again shortly ({exc})")
+    return APIError(502, f"The node refused: {exc}")
+
+
+def _fresh(payment_hash: str) -> Any:
+    row = invoices.by_hash(context.service().store.conn, payment_hash, "incoming")
+    if row is None:  # checked before the node call; rows are never deleted
+        raise APIError(404, "Invoice not found")
+    return invoice_json(row, int(time.time()))
 
 
 def _log_orphan(minted: NodeInvoice, exc: BaseException) -> None:

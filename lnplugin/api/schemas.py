@@ -51,6 +51,9 @@ class InvoiceCreate(Body):
     expiry: StrictInt = Field(default=86400, ge=1, le=MAX_EXPIRY)
     currency: StrictStr | None = None
     webhook: StrictStr | None = Field(default=None, max_length=2048)
+    # Given (and no preimage): a hold invoice for this hash.
+    payment_hash: StrictStr | None = None
+    preimage: StrictStr | None = None
 
     @field_validator("description", "memo")
     @classmethod
@@ -62,7 +65,7 @@ class InvoiceCreate(Body):
             )
         return value
 
-    @field_validator("description_hash")
+    @field_validator("description_hash", "payment_hash")
     @classmethod
     def _hash(cls, value: str | None) -> str | None:
         if value is not None and not HEX64.fullmatch(value):
@@ -118,6 +121,13 @@ class InvoiceCreate(Body):
             errors["memo"] = "disagrees with description; send one of them"
         if self.description_hash is not None and (self.description or self.memo):
             errors["description_hash"] = "cannot be combined with description or memo"
+        if self.preimage is not None:
+            # The node makes the preimage of a regular invoice; a hold invoice's
+            # stays with the client until it settles.
+            errors["preimage"] = (
+                "is not accepted here; send payment_hash alone for a hold invoice and the "
+                "preimage to POST /invoices/<payment_hash>/settle"
+            )
         return errors
 
     @property
@@ -128,6 +138,27 @@ class InvoiceCreate(Body):
     @property
     def text(self) -> str | None:
         return self.description if self.description is not None else self.memo
+
+
+class HoldSettle(Body):
+    """POST /invoices/<payment_hash>/settle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preimage: StrictStr
+
+    @field_validator("preimage")
+    @classmethod
+    def _preimage(cls, value: str) -> str:
+        if not HEX64.fullmatch(value):
+            raise ValueError("must be 64 hex characters (32 bytes)")
+        return value.lower()
+
+
+class DevMine(Body):
+    model_config = ConfigDict(extra="forbid")
+
+    blocks: StrictInt = Field(default=1, ge=1, le=10_000)
 
 
 class DevPay(Body):

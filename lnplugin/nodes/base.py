@@ -25,7 +25,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 from lnplugin.networks import CURRENCY_BY_NETWORK, NETWORKS
 
-InvoiceState = Literal["OPEN", "SETTLED", "CANCELED", "EXPIRED"]
+# ACCEPTED: a hold invoice whose HTLCs for the full amount are locked in,
+# waiting for lnplugin to settle (with the preimage) or cancel it.
+InvoiceState = Literal["OPEN", "ACCEPTED", "SETTLED", "CANCELED", "EXPIRED"]
 
 
 class Feature(enum.Enum):
@@ -50,6 +52,10 @@ class Feature(enum.Enum):
     DEV_PAYMENTS = "dev_payments"
     # The node tells its current feed position without listing; see `FeedHead`.
     FEED_HEAD = "feed_head"
+    # Hold invoices: minted for a payment hash without the preimage, held
+    # ACCEPTED until settled or canceled, and cancel of any open invoice;
+    # see `HoldInvoices`.
+    HOLD_INVOICES = "hold_invoices"
 
 
 class NodeError(Exception):
@@ -131,6 +137,10 @@ class NodeInvoice:
     payment_secret: str | None = None
     custom_records: Mapping[int, bytes] = field(default_factory=dict)
     is_keysend: bool = False
+    # ACCEPTED hold invoices: the block height at which the earliest held HTLC
+    # expires. The invoice must be settled or canceled before it, or the
+    # node's peer force-closes the channel to claim the HTLC back on chain.
+    settle_deadline: int | None = None
 
     @property
     def expires_at(self) -> int:
@@ -263,13 +273,54 @@ class DevPayments(Protocol):
     """
 
     def pay(self, target: str, amount_msat: int | None = None) -> NodeInvoice:
-        """Settle an open invoice given its BOLT11 or payment hash.
+        """Pay an open invoice given its BOLT11 or payment hash: it settles, or
+        (a hold invoice) becomes ACCEPTED.
 
         Raises `InvoiceNotFound`, `InvoiceNotOpen` or `NodeError` (amount)."""
         ...
 
     def keysend(self, amount_msat: int, records: Mapping[int, bytes]) -> NodeInvoice:
         """Receive a spontaneous payment carrying custom TLV records."""
+        ...
+
+
+@runtime_checkable
+class HoldInvoices(Protocol):
+    """Hold invoices and cancel, on nodes with `Feature.HOLD_INVOICES`.
+
+    A protocol rather than `Node` methods: standalone Core Lightning cannot
+    hold an HTLC, so those nodes declare nothing and the API answers 501.
+    Settlements of hold invoices come through `Node.settlements` like any
+    other; ACCEPTED (with `settle_deadline`) and CANCELED come through
+    `hold_updates`, because nodes do not put them on their settlement feed
+    (LND's SubscribeInvoices leaves them out), and through `lookup_invoice`,
+    which the follower's sweep asks for every invoice it holds.
+    """
+
+    def create_hold_invoice(self, request: InvoiceRequest, payment_hash: str) -> NodeInvoice:
+        """Mint an invoice for `payment_hash`; the node never learns the preimage
+        until `settle_invoice`."""
+        ...
+
+    def settle_invoice(self, preimage: str) -> NodeInvoice:
+        """Settle the ACCEPTED hold invoice of sha256(preimage).
+
+        Raises `InvoiceNotFound`, or `InvoiceNotOpen` when it is not ACCEPTED."""
+        ...
+
+    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+        """Cancel an open (hold or regular) or ACCEPTED invoice; held HTLCs
+        are failed back and later payments are refused. Canceling a canceled
+        invoice is a no-op. Raises `InvoiceNotFound`, or `InvoiceNotOpen` when settled."""
+        ...
+
+    def hold_updates(self) -> Iterator[InvoiceUpdate]:
+        """Live ACCEPTED and CANCELED changes (cursor 0), from now on.
+
+        Blocks waiting for them; ends or raises `NodeUnavailable` when the
+        connection drops, and the follower calls it again. What changed while
+        nobody listened is found by the sweep (`lookup_invoice`). Returns
+        promptly after `close()`."""
         ...
 
 
@@ -285,6 +336,7 @@ __all__ = [
     "NETWORKS",
     "DevPayments",
     "Feature",
+    "HoldInvoices",
     "InvoiceNotFound",
     "InvoiceNotOpen",
     "InvoiceRequest",

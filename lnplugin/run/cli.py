@@ -119,6 +119,13 @@ _SERVER = [
         help="Seconds a store write waits for another process's write lock before "
         "answering 503. [default: 10] [env: LNPLUGIN_BUSY_TIMEOUT]",
     ),
+    click.option(
+        "--hold-cancel-margin",
+        type=int,
+        help="Blocks before a held invoice's settle deadline at which lnplugin cancels it "
+        "itself, so no channel is force-closed over it. [default: 24] "
+        "[env: LNPLUGIN_HOLD_CANCEL_MARGIN]",
+    ),
 ]
 
 
@@ -522,6 +529,19 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
     except NodeError as exc:
         raise click.ClickException(str(exc)) from None
     _echo_paid(paid)
+
+
+@dev.command("mine")
+@common_options
+@_NETWORK
+@click.option("--blocks", type=click.IntRange(min=1, max=10_000), default=1, show_default=True)
+def dev_mine(blocks: int, **flags: Any) -> None:
+    """Move the dev node's simulated chain on (toward held invoices' deadlines)."""
+    from lnplugin.nodes.dev import DevNode
+
+    node = _dev_node(flags)
+    assert isinstance(node, DevNode)
+    click.echo(json.dumps({"block_height": node.mine(blocks)}))
 
 
 @dev.command("keysend")

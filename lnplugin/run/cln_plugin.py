@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lnplugin.config import Settings, http_url
+from lnplugin.nodes.cln.hold import ClnHoldNode
 from lnplugin.nodes.cln.plugin import (
     OPTIONS,
     PluginConfigError,
@@ -39,6 +40,7 @@ class PluginRuntime:
 
     def __init__(self) -> None:
         self.service: Service | None = None
+        self.node: ClnHoldNode | None = None
         self.server: Any = None
         self.url: str | None = None
         self._thread: threading.Thread | None = None
@@ -53,7 +55,12 @@ class PluginRuntime:
         reach the node and serve on a background thread, so `init` answers at once."""
         from lnplugin.run.server import make_server
 
-        service = Service.build(settings)
+        # The plugin sees every HTLC, so it can hold them: the node it serves
+        # has hold invoices, which standalone mode's `ClnNode` has not.
+        node = ClnHoldNode.from_settings(settings)
+        service = Service.build(settings, node)
+        node.attach(service.store)
+        self.node = node
         try:
             service.claim_data_dir()
         except StartupRefused as exc:
@@ -148,9 +155,21 @@ def build_plugin(runtime: PluginRuntime) -> Any:
             return {"disable": f"lnplugin failed to start: {exc}"}
         return None
 
-    @plugin.hook("htlc_accepted", after=["keysend"])
-    def htlc_accepted(onion: dict[str, Any], htlc: dict[str, Any], **_: Any) -> dict[str, str]:
-        return on_htlc_accepted(runtime.store, onion, htlc)
+    def htlc_accepted(
+        onion: dict[str, Any], htlc: dict[str, Any], request: Any, **_: Any
+    ) -> None:
+        """Answered later for a hold invoice's HTLC (settle or cancel), at
+        once (continue) for everything else. A background hook: an HTLC held
+        here does not stop lightningd from calling it for the next one."""
+        node = runtime.node
+        try:
+            if node is not None and node.on_htlc(onion, htlc, request.set_result):
+                return
+        except Exception:
+            log.exception("htlc_accepted: hold invoice check failed; continuing")
+        request.set_result(on_htlc_accepted(runtime.store, onion, htlc))
+
+    plugin.add_hook("htlc_accepted", htlc_accepted, background=True, after=["keysend"])
 
     @plugin.method("lnplugin-status")
     def lnplugin_status(**_: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from lnplugin.store.models import StoredInvoice
 
 INCOMING_CREATED = "invoice.incoming.created"
 INCOMING_SETTLED = "invoice.incoming.settled"
+INCOMING_ACCEPTED = "invoice.incoming.accepted"
 INCOMING_EXPIRED = "invoice.incoming.expired"
 INCOMING_CANCELED = "invoice.incoming.canceled"
 OUTGOING_SETTLED = "invoice.outgoing.settled"
@@ -28,6 +29,7 @@ EVENT_TYPES = (
     INCOMING_EXPIRED,
     INCOMING_CANCELED,
     OUTGOING_SETTLED,
+    INCOMING_ACCEPTED,
 )
 
 

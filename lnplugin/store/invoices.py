@@ -89,6 +89,9 @@ COLUMNS: dict[str, Any] = {
     "webhook_url": None,
     "list_seq": None,
     "source": "api",
+    "settle_deadline": None,
+    "cancel_reason": None,
+    "hold": 0,
 }
 
 
@@ -320,3 +323,13 @@ def export_batches(
             return
         yield rows
         last = rows[-1].id
+
+
+def accepted(conn: sqlite3.Connection, limit: int = 1000) -> list[StoredInvoice]:
+    """Hold invoices waiting to be settled or canceled, nearest deadline first:
+    the sweep re-checks them on the node and the safety cancel watches them."""
+    return _select(
+        conn,
+        "WHERE state = 'ACCEPTED' AND type = 'incoming' ORDER BY settle_deadline LIMIT ?",
+        (limit,),
+    ).fetchall()

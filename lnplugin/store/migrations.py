@@ -279,6 +279,27 @@ def _delivery_generation(db: sqlite_utils.Database) -> None:
     db.table("webhook_deliveries").add_column("generation", int, not_null_default=0)
 
 
+@migration(6, "hold invoices: settle deadline and cancel reason")
+def _hold_invoices(db: sqlite_utils.Database) -> None:
+    # `settle_deadline`: the block height by which an ACCEPTED hold invoice
+    # must be settled or canceled (its earliest HTLC's expiry). `cancel_reason`
+    # says who canceled an invoice and why (an API call, or lnplugin itself
+    # before the deadline), for the invoice object and its canceled event.
+    db.table("invoices").add_column("settle_deadline", int)
+    db.table("invoices").add_column("cancel_reason", str)
+    # 1 for a hold invoice (minted for the client's payment hash).
+    db.table("invoices").add_column("hold", int, not_null_default=0)
+    # Settle or cancel decisions on hold invoices that lnplugin itself holds
+    # the HTLCs of (Core Lightning plugin mode), written before the HTLCs
+    # are answered: lightningd replays unanswered HTLCs after a restart, and
+    # they are then answered from here.
+    db.table("hold_decisions").create(
+        {"payment_hash": str, "state": str, "preimage": str, "decided_at": int},
+        pk="payment_hash",
+        not_null={"state", "decided_at"},
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pyln.client import LightningRpc, RpcError
 from pyln.client.lightning import UnixSocket
@@ -207,7 +207,7 @@ class ClnNode(Node):
         self._listnodes = True
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ClnNode:
+    def from_settings(cls, settings: Any) -> Self:
         if settings.cln_socket is None:
             raise NodeMisconfigured(
                 "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "

@@ -7,6 +7,12 @@ Its state lives in its own SQLite file (`devnode.sqlite`), apart from
 lnplugin's store, exactly as a real node keeps its own database; so
 `lnplugin dev pay` from another process works like a payment arriving from
 the network, and the follower picks it up the same way it would from LND.
+
+Hold invoices follow LND's semantics: minted for a payment hash without the
+preimage, a payment leaves them ACCEPTED with a settle deadline (the block
+height at which the simulated HTLC expires), and they end SETTLED by the
+preimage or CANCELED. The chain is simulated too: a block height that only
+`mine` moves, so a test can walk a held invoice up to its deadline.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ log = logging.getLogger(__name__)
 KEY_FILE = "node.key"
 DB_FILE = "devnode.sqlite"
 POLL_SECONDS = 0.05  # how often the feed looks for payments made by other processes
+START_HEIGHT = 100  # the simulated chain's height in a new dev node
+# The CLTV delta the dev node's hold invoices ask for (LND's default): a held
+# HTLC expires this many blocks after the payment arrives.
+HTLC_CLTV_DELTA = 80
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dev_invoices (
@@ -64,7 +74,20 @@ CREATE TABLE IF NOT EXISTS dev_invoices (
     is_keysend INTEGER NOT NULL DEFAULT 0,
     custom_records TEXT
 );
+CREATE TABLE IF NOT EXISTS dev_chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    height INTEGER NOT NULL
+);
 """
+# Columns added after the first release, for dev node files made before them:
+# `hold` (preimage '' until settled), the settle deadline of an ACCEPTED hold
+# invoice, and `change_index`, the position of ACCEPTED/CANCELED changes,
+# which the live feed passes on beside the settle index.
+_ADDED_COLUMNS = {
+    "hold": "INTEGER NOT NULL DEFAULT 0",
+    "settle_deadline": "INTEGER",
+    "change_index": "INTEGER",
+}
 
 
 def load_or_create_key(data_dir: Path) -> coincurve.PrivateKey:
@@ -81,10 +104,12 @@ def load_or_create_key(data_dir: Path) -> coincurve.PrivateKey:
 
 
 class DevNode(Node):
-    """Implements `DevPayments` (`pay`, `keysend`) besides `Node`."""
+    """Implements `DevPayments` (`pay`, `keysend`) and `HoldInvoices` besides `Node`."""
 
     kind = "dev"
-    features = frozenset({Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS, Feature.FEED_HEAD})
+    features = frozenset(
+        {Feature.KEYSEND_RECORDS, Feature.DEV_PAYMENTS, Feature.FEED_HEAD, Feature.HOLD_INVOICES}
+    )
 
     def __init__(self, data_dir: Path, network: str = "regtest") -> None:
         """Raises `StoreError` when its database cannot be opened (damaged, unwritable)."""
@@ -102,6 +127,13 @@ class DevNode(Node):
         try:
             private_database(Path(self._path))
             self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO dev_chain (id, height) VALUES (1, ?)", (START_HEIGHT,)
+            )
+            have = {r[1] for r in self._conn.execute("PRAGMA table_info(dev_invoices)")}
+            for name, decl in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE dev_invoices ADD COLUMN {name} {decl}")
         except (OSError, sqlite3.Error) as exc:
             raise open_error(self._path, exc) from None
 
@@ -140,11 +172,15 @@ class DevNode(Node):
             network=self.network,
             version="dev",
             connected_to_network=False,
+            block_height=self.block_height(),
         )
 
     def create_invoice(self, request: InvoiceRequest) -> NodeInvoice:
         preimage = secrets.token_bytes(32)
-        payment_hash = hashlib.sha256(preimage).hexdigest()
+        return self._mint(request, hashlib.sha256(preimage).hexdigest(), preimage.hex())
+
+    def _mint(self, request: InvoiceRequest, payment_hash: str, preimage: str) -> NodeInvoice:
+        """Sign and keep an invoice; `preimage` is '' for a hold invoice."""
         payment_secret = secrets.token_hex(32)
         now = int(time.time())
         payment_request = bolt11.encode(
@@ -158,23 +194,30 @@ class DevNode(Node):
             description=(request.description or "") if request.description_hash is None else None,
             description_hash=request.description_hash,
             expiry=request.expiry,
+            # A hold invoice asks for a long CLTV delta, as LND's do: the time
+            # its HTLC may be held. Regular ones keep BOLT11's default of 18.
+            min_final_cltv_expiry_delta=None if preimage else HTLC_CLTV_DELTA,
         )
-        self._write(
-            "INSERT INTO dev_invoices (payment_hash, payment_request, preimage, payment_secret,"
-            " amount_msat, description, description_hash, created_at, expiry, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'OPEN')",
-            (
-                payment_hash,
-                payment_request,
-                preimage.hex(),
-                payment_secret,
-                request.amount_msat,
-                request.description,
-                request.description_hash,
-                now,
-                request.expiry,
-            ),
-        )
+        try:
+            self._write(
+                "INSERT INTO dev_invoices (payment_hash, payment_request, preimage,"
+                " payment_secret, amount_msat, description, description_hash, created_at,"
+                " expiry, state, hold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'OPEN', ?)",
+                (
+                    payment_hash,
+                    payment_request,
+                    preimage,
+                    payment_secret,
+                    request.amount_msat,
+                    request.description,
+                    request.description_hash,
+                    now,
+                    request.expiry,
+                    int(not preimage),
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise NodeError(f"an invoice with payment hash {payment_hash} exists") from None
         return self._invoice(self._written(payment_hash))
 
     def lookup_invoice(self, payment_hash: str) -> NodeInvoice | None:
@@ -200,6 +243,76 @@ class DevNode(Node):
     def node_alias(self, pubkey: str) -> str | None:
         return "lnplugin-dev" if pubkey == self.pubkey else None
 
+    # -- Hold invoices ------------------------------------------------------------
+
+    def create_hold_invoice(self, request: InvoiceRequest, payment_hash: str) -> NodeInvoice:
+        return self._mint(request, payment_hash.lower(), "")
+
+    def settle_invoice(self, preimage: str) -> NodeInvoice:
+        """Settle an ACCEPTED hold invoice. As in LND, an invoice that is not
+        ACCEPTED (not paid yet, settled, canceled) cannot be settled."""
+        payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+        now = int(time.time())
+        cur = self._write(
+            "UPDATE dev_invoices SET state = 'SETTLED', preimage = ?, settled_at = ?,"
+            " settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1 FROM dev_invoices)"
+            " WHERE payment_hash = ? AND state = 'ACCEPTED'",
+            (preimage.lower(), now, payment_hash),
+        )
+        if cur.rowcount != 1:
+            row = self._row(payment_hash)
+            if row is None:
+                raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+            raise InvoiceNotOpen(
+                f"invoice {payment_hash} is {row['state'].lower()}, not accepted; "
+                "only a paid hold invoice can be settled"
+            )
+        self._wake_feed()
+        return self._invoice(self._written(payment_hash))
+
+    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+        cur = self._write(
+            "UPDATE dev_invoices SET state = 'CANCELED', change_index = (SELECT"
+            " COALESCE(MAX(change_index), 0) + 1 FROM dev_invoices)"
+            " WHERE payment_hash = ? AND state IN ('OPEN', 'ACCEPTED')",
+            (payment_hash,),
+        )
+        row = self._row(payment_hash)
+        if row is None:
+            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+        if cur.rowcount != 1 and row["state"] != "CANCELED":
+            raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
+        self._wake_feed()
+        return self._invoice(row)
+
+    def hold_updates(self) -> Iterator[InvoiceUpdate]:
+        """ACCEPTED and CANCELED changes by `change_index`, from now on (also
+        those made by `lnplugin dev pay` in another process)."""
+        changes = self._last_change()
+        while not self._closed.is_set():
+            rows = self._conn.execute(
+                "SELECT * FROM dev_invoices WHERE change_index > ? ORDER BY change_index",
+                (changes,),
+            ).fetchall()
+            for row in rows:
+                changes = row["change_index"]
+                yield InvoiceUpdate(self._invoice(row), 0)
+            if not rows:
+                with self._wake:
+                    self._wake.wait(POLL_SECONDS)
+
+    # -- Simulated chain ------------------------------------------------------------
+
+    def block_height(self) -> int:
+        return int(self._conn.execute("SELECT height FROM dev_chain").fetchone()[0])
+
+    def mine(self, blocks: int = 1) -> int:
+        """Move the simulated chain on by `blocks`; returns the new height."""
+        if blocks < 1:
+            raise NodeError("blocks must be at least 1")
+        self._write("UPDATE dev_chain SET height = height + ?", (blocks,))
+        return self.block_height()
+
     def close(self) -> None:
         self._checkpointer.close()
         self._closed.set()
@@ -209,7 +322,8 @@ class DevNode(Node):
     # -- Simulated payments -----------------------------------------------------
 
     def pay(self, target: str, amount_msat: int | None = None) -> NodeInvoice:
-        """Settle an open invoice, given its BOLT11 or payment hash.
+        """Pay an open invoice, given its BOLT11 or payment hash: a regular
+        invoice settles, a hold invoice becomes ACCEPTED (its HTLC held).
 
         Raises InvoiceNotFound, InvoiceNotOpen, or NodeError (amount problems).
         The conditional UPDATE makes a double payment impossible even when two
@@ -229,13 +343,24 @@ class DevNode(Node):
             raise NodeError(f"amount_msat {amount_msat} is less than the invoice amount {asked}")
         paid = amount_msat if amount_msat is not None else row["amount_msat"]
         now = int(time.time())
-        cur = self._write(
-            "UPDATE dev_invoices SET state = 'SETTLED', amount_received_msat = ?,"
-            " settled_at = ?, settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1"
-            " FROM dev_invoices) WHERE payment_hash = ? AND state = 'OPEN'"
-            " AND created_at + expiry > ?",
-            (paid, now, payment_hash, now),
-        )
+        if row["hold"]:
+            # The HTLCs are locked in and held; the node cannot settle without
+            # the preimage, so the invoice waits ACCEPTED until its deadline.
+            cur = self._write(
+                "UPDATE dev_invoices SET state = 'ACCEPTED', amount_received_msat = ?,"
+                " settle_deadline = (SELECT height FROM dev_chain) + ?, change_index ="
+                " (SELECT COALESCE(MAX(change_index), 0) + 1 FROM dev_invoices)"
+                " WHERE payment_hash = ? AND state = 'OPEN' AND created_at + expiry > ?",
+                (paid, HTLC_CLTV_DELTA, payment_hash, now),
+            )
+        else:
+            cur = self._write(
+                "UPDATE dev_invoices SET state = 'SETTLED', amount_received_msat = ?,"
+                " settled_at = ?, settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1"
+                " FROM dev_invoices) WHERE payment_hash = ? AND state = 'OPEN'"
+                " AND created_at + expiry > ?",
+                (paid, now, payment_hash, now),
+            )
         if cur.rowcount != 1:
             current = self._row(payment_hash)
             state = current["state"] if current else "unknown"
@@ -311,6 +436,9 @@ class DevNode(Node):
             raise NodeError(f"invoice {payment_hash} vanished from the dev node's database")
         return row
 
+    def _last_change(self) -> int:
+        return self._conn.execute("SELECT MAX(change_index) FROM dev_invoices").fetchone()[0] or 0
+
     def _settled_after(self, cursor: int, limit: int) -> list[sqlite3.Row]:
         return self._conn.execute(
             "SELECT * FROM dev_invoices WHERE settle_index > ? ORDER BY settle_index LIMIT ?",
@@ -334,4 +462,5 @@ class DevNode(Node):
             payment_secret=row["payment_secret"],
             custom_records=records_from_json(row["custom_records"]),
             is_keysend=bool(row["is_keysend"]),
+            settle_deadline=row["settle_deadline"],
         )

@@ -22,12 +22,22 @@ the same sequence) and is passed over. Cursor 0 is the same path: lnd sends
 no backlog, so the listing is the backlog, run with the stream already open
 so nothing settling meanwhile is missed. There is no separate mode for a
 first start and a reconnect.
+
+Hold invoices (invoicesrpc AddHoldInvoice, SettleInvoice, CancelInvoice):
+lnd leaves ACCEPTED and CANCELED out of SubscribeInvoices (docs/lnd.md,
+"Hold invoices"), so `hold_updates` follows each open or accepted hold
+invoice with its own SubscribeSingleInvoice stream. It finds them by listing
+the node's pending invoices (a hold invoice is listed without a preimage until
+settled), so a restart loses none; those lnplugin creates while it runs are
+added as they are made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +51,7 @@ from lnplugin import bolt11
 from lnplugin.nodes.base import (
     Feature,
     InvoiceNotFound,
+    InvoiceNotOpen,
     InvoiceRequest,
     InvoiceState,
     InvoiceUpdate,
@@ -166,7 +177,9 @@ class LndNode(Node):
     """lnd over gRPC. Thread-safe: one channel shared by all calls."""
 
     kind = "lnd"
-    features = frozenset({Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY})
+    features = frozenset(
+        {Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY, Feature.HOLD_INVOICES}
+    )
 
     def __init__(
         self,
@@ -194,6 +207,14 @@ class LndNode(Node):
             options=CHANNEL_OPTIONS,
         )
         self._ln = lightning_pb2_grpc.LightningStub(self._channel)
+        self._invoices = invoices_pb2_grpc.InvoicesStub(self._channel)
+        # Hold invoices followed by a SubscribeSingleInvoice stream (by hash),
+        # and what those streams report, for `hold_updates`.
+        self._held: set[str] = set()
+        self._held_updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+        # Set by a stream that broke (lnd restarting): `hold_updates` raises
+        # once, however many streams broke, and re-discovers on the next call.
+        self._held_broken: NodeError | None = None
         self._lock = threading.Lock()
         self._streams: set[Any] = set()
         self._closed = threading.Event()
@@ -414,6 +435,131 @@ class LndNode(Node):
                 call.cancel()
                 return
 
+    # -- hold invoices --
+
+    def create_hold_invoice(self, request: InvoiceRequest, payment_hash: str) -> NodeInvoice:
+        req = invoices_pb2.AddHoldInvoiceRequest(
+            hash=bytes.fromhex(payment_hash),
+            value_msat=request.amount_msat or 0,
+            memo=request.description or "",
+            expiry=request.expiry,
+            private=request.private_route_hints,
+        )
+        if request.description_hash:
+            req.description_hash = bytes.fromhex(request.description_hash)
+        self._call(self._invoices.AddHoldInvoice, req)
+        found = self.lookup_invoice(payment_hash)
+        if found is None:  # pragma: no cover - lnd just created it
+            raise NodeError("LND lost the hold invoice it just created")
+        self._follow_held(payment_hash)
+        return found
+
+    def settle_invoice(self, preimage: str) -> NodeInvoice:
+        """SettleInvoice. lnd answers "invoice still open" before the payment
+        arrived and "invoice already canceled" after a cancel; both are
+        `InvoiceNotOpen`. A settled invoice settles again without error."""
+        try:
+            self._call(
+                self._invoices.SettleInvoice,
+                invoices_pb2.SettleInvoiceMsg(preimage=bytes.fromhex(preimage)),
+            )
+        except NodeError as exc:
+            if "still open" in str(exc) or "already canceled" in str(exc):
+                raise InvoiceNotOpen(str(exc)) from None
+            raise
+        payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+        found = self.lookup_invoice(payment_hash)
+        if found is None:  # pragma: no cover - lnd just settled it
+            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+        return found
+
+    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+        """CancelInvoice, for open and accepted invoices alike (held HTLCs are
+        failed back). lnd refuses a settled invoice; this says so first."""
+        current = self.lookup_invoice(payment_hash)
+        if current is None:
+            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+        if current.state == "SETTLED":
+            raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
+        try:
+            self._call(
+                self._invoices.CancelInvoice,
+                invoices_pb2.CancelInvoiceMsg(payment_hash=bytes.fromhex(payment_hash)),
+            )
+        except NodeError as exc:
+            if "already settled" in str(exc):
+                raise InvoiceNotOpen(str(exc)) from None
+            raise
+        found = self.lookup_invoice(payment_hash)
+        assert found is not None
+        return found
+
+    def hold_updates(self) -> Iterator[InvoiceUpdate]:
+        """ACCEPTED/CANCELED (and SETTLED) of hold invoices, from their
+        SubscribeSingleInvoice streams. First re-discovers the node's pending
+        hold invoices, so invoices held across a restart are followed again."""
+        for inv in self._pending_holds():
+            self._follow_held(inv.r_hash.hex())
+        while not self._closed.is_set():
+            try:
+                item: InvoiceUpdate | None = self._held_updates.get(timeout=0.5)
+            except queue.Empty:
+                item = None
+            if item is not None:
+                yield item
+            broken, self._held_broken = self._held_broken, None
+            if broken is not None:
+                raise broken
+
+    def _pending_holds(self) -> Iterator[Any]:
+        offset = 0
+        while True:
+            req = ln.ListInvoiceRequest(
+                index_offset=offset, num_max_invoices=self.page_size, pending_only=True
+            )
+            resp = self._call(self._ln.ListInvoices, req)
+            if not resp.invoices:
+                return
+            yield from (i for i in resp.invoices if not i.r_preimage and not i.is_keysend)
+            if resp.last_index_offset <= offset:
+                return
+            offset = resp.last_index_offset
+
+    def _follow_held(self, payment_hash: str) -> None:
+        """One SubscribeSingleInvoice stream per hold invoice, until it is final."""
+        with self._lock:
+            if payment_hash in self._held or self._closed.is_set():
+                return
+            self._held.add(payment_hash)
+        threading.Thread(
+            target=self._read_held, args=(payment_hash,), name="lnd-hold", daemon=True
+        ).start()
+
+    def _read_held(self, payment_hash: str) -> None:
+        call = self._invoices.SubscribeSingleInvoice(
+            invoices_pb2.SubscribeSingleInvoiceRequest(r_hash=bytes.fromhex(payment_hash)),
+            metadata=self._metadata,
+        )
+        with self._lock:
+            self._streams.add(call)
+        if self._closed.is_set():
+            call.cancel()
+        try:
+            for inv in call:
+                update = to_node_invoice(inv)
+                if update.state in ("ACCEPTED", "CANCELED", "SETTLED"):
+                    self._held_updates.put(InvoiceUpdate(update, 0))
+                if update.state in ("CANCELED", "SETTLED"):
+                    return
+        except grpc.RpcError as exc:
+            if not self._closed.is_set():
+                self._held_broken = translate(exc)
+        finally:
+            call.cancel()
+            with self._lock:
+                self._streams.discard(call)
+                self._held.discard(payment_hash)
+
     # -- payments --
 
     def outgoing_payments(self, cursor: int) -> Iterator[OutgoingPayment]:
@@ -530,9 +676,11 @@ def _state(inv: Any) -> InvoiceState:
         return "SETTLED"
     if inv.state == ln.Invoice.CANCELED:
         return "CANCELED"
+    if inv.state == ln.Invoice.ACCEPTED:
+        return "ACCEPTED"  # a paid hold invoice: held until settled or canceled
     if inv.creation_date + (inv.expiry or 86400) <= time.time():
         return "EXPIRED"
-    return "OPEN"  # OPEN and ACCEPTED (held HTLCs): not paid yet
+    return "OPEN"
 
 
 def merge_records(record_maps: Iterable[Any]) -> dict[int, bytes]:
@@ -547,8 +695,10 @@ def merge_records(record_maps: Iterable[Any]) -> dict[int, bytes]:
 def to_node_invoice(inv: Any) -> NodeInvoice:
     """lnrpc.Invoice -> NodeInvoice (msat amounts, hex hashes)."""
     settled = inv.state == ln.Invoice.SETTLED
+    accepted = inv.state == ln.Invoice.ACCEPTED
     live = [h for h in inv.htlcs if h.state != ln.CANCELED]
     live.sort(key=lambda h: h.htlc_index)
+    held = [h.expiry_height for h in live if h.state == ln.ACCEPTED] if accepted else []
     return NodeInvoice(
         payment_hash=inv.r_hash.hex(),
         payment_request=inv.payment_request,
@@ -558,12 +708,14 @@ def to_node_invoice(inv: Any) -> NodeInvoice:
         expiry=inv.expiry or 86400,
         description=inv.memo or None,
         description_hash=inv.description_hash.hex() or None,
-        amount_received_msat=inv.amt_paid_msat if settled else 0,
+        amount_received_msat=inv.amt_paid_msat if settled or accepted else 0,
         settled_at=(inv.settle_date or None) if settled else None,
         preimage=inv.r_preimage.hex() if settled and inv.r_preimage else None,
         payment_secret=inv.payment_addr.hex() or None,
         custom_records=merge_records(h.custom_records for h in live),
         is_keysend=inv.is_keysend,
+        # The earliest held HTLC's expiry: past it the peer force-closes.
+        settle_deadline=min(held) if accepted and held else None,
     )
 
 

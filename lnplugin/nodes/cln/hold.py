@@ -1,0 +1,284 @@
+"""Hold invoices on Core Lightning, in plugin mode only.
+
+Core Lightning has no hold invoices of its own, and its `invoice` command
+needs the preimage. So lnplugin builds the BOLT11 for the client's payment
+hash itself, has the node sign it (`signinvoice`, which stores nothing), and
+holds the payment in the `htlc_accepted` hook, which only a plugin sees:
+the hook's answer is kept back (`HoldBook.on_htlc`) until the invoice is
+settled (answer `resolve` with the preimage) or canceled (answer `fail`).
+Because the node has no invoice for the hash, HTLCs that no plugin resolves
+are refused by lightningd, so nothing can pay the invoice behind our back.
+
+The decision is stored (`store.holds`) before any HTLC is answered:
+lightningd replays unanswered HTLCs after a restart and they are answered
+from it, and a lookup after a crash between answering and storing the
+invoice's new state still finds the outcome. Held HTLCs themselves are not
+stored: lightningd replays them, and the invoice becomes ACCEPTED again.
+Standalone mode (`ClnNode`) sees no HTLCs and declares no hold ability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lnplugin import bolt11
+from lnplugin.nodes.base import (
+    CURRENCY_BY_NETWORK,
+    Feature,
+    InvoiceNotFound,
+    InvoiceNotOpen,
+    InvoiceRequest,
+    InvoiceUpdate,
+    NodeError,
+    NodeInvoice,
+)
+from lnplugin.nodes.cln.node import ClnNode, msat, to_invoice
+from lnplugin.store import Store, holds, invoices
+from lnplugin.store.models import StoredInvoice
+
+log = logging.getLogger("lnplugin.cln_plugin")
+
+# The CLTV delta hold invoices ask for (LND's default): how long the payer's
+# HTLC may stay held. CLN's own invoices ask for 18.
+HOLD_CLTV_DELTA = 80
+Answer = Callable[[dict[str, Any]], None]
+
+
+def _failure(amount_msat: int, height: int) -> dict[str, Any]:
+    """BOLT 4 incorrect_or_unknown_payment_details (PERM|15) with the HTLC
+    amount (u64) and our block height (u32): what a node answers for a
+    payment it refuses."""
+    data = amount_msat.to_bytes(8, "big") + height.to_bytes(4, "big")
+    return {"result": "fail", "failure_message": "400f" + data.hex()}
+
+
+@dataclass
+class _Held:
+    parts: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # amount, expiry
+    answers: dict[tuple[str, int], Answer] = field(default_factory=dict)
+    accepted: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(amount for amount, _ in self.parts.values())
+
+    @property
+    def deadline(self) -> int:
+        return min(expiry for _, expiry in self.parts.values())
+
+
+class ClnHoldNode(ClnNode):
+    """`ClnNode` in plugin mode: also `HoldInvoices`, fed by the hook."""
+
+    features = ClnNode.features | {Feature.HOLD_INVOICES}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.store: Store | None = None  # attached once the service has opened it
+        self._held: dict[str, _Held] = {}
+        self._held_lock = threading.Lock()
+        self._updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+
+    def attach(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------ HoldInvoices
+    def create_hold_invoice(self, request: InvoiceRequest, payment_hash: str) -> NodeInvoice:
+        """Build the invoice, signed by a throwaway key, and have the node sign it."""
+        if self.network is None:
+            raise NodeError("the network is unknown; cannot build a hold invoice")
+        now = int(time.time())
+        secret = secrets.token_hex(32)
+        unsigned = bolt11.encode(
+            currency=CURRENCY_BY_NETWORK[self.network],
+            amount_msat=request.amount_msat,
+            timestamp=now,
+            payment_hash=payment_hash,
+            payment_secret=secret,
+            private_key=secrets.token_bytes(32),
+            description=(request.description or "") if request.description_hash is None else None,
+            description_hash=request.description_hash,
+            expiry=request.expiry,
+            min_final_cltv_expiry_delta=HOLD_CLTV_DELTA,
+        )
+        signed = self._call("signinvoice", invstring=unsigned)["bolt11"]
+        return NodeInvoice(
+            payment_hash=payment_hash,
+            payment_request=signed,
+            state="OPEN",
+            amount_msat=request.amount_msat,
+            created_at=now,
+            expiry=request.expiry,
+            description=request.description,
+            description_hash=request.description_hash,
+            payment_secret=secret,
+        )
+
+    def settle_invoice(self, preimage: str) -> NodeInvoice:
+        payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+        row, decided = self._hold_row(payment_hash)
+        if decided is not None:
+            if decided[0] == "SETTLED":
+                return self._as(row, "SETTLED", preimage=decided[1])
+            raise InvoiceNotOpen(f"invoice {payment_hash} is canceled")
+        with self._held_lock:
+            held = self._held.get(payment_hash)
+            if held is None or not held.accepted:
+                raise InvoiceNotOpen(f"invoice {payment_hash} is still open (not paid yet)")
+            self._decide(payment_hash, "SETTLED", preimage)
+            del self._held[payment_hash]
+        for answer in held.answers.values():
+            answer({"result": "resolve", "payment_key": preimage})
+        return self._as(row, "SETTLED", preimage=preimage, received=held.total)
+
+    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+        """Hold invoices: fail held HTLCs; regular ones: `delinvoice`, after
+        which the node refuses a payment (it has no invoice for the hash)."""
+        try:
+            row, decided = self._hold_row(payment_hash)
+        except InvoiceNotFound:
+            return self._cancel_regular(payment_hash)
+        if decided is not None:
+            if decided[0] == "SETTLED":
+                raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
+            return self._as(row, "CANCELED")
+        with self._held_lock:
+            self._decide(payment_hash, "CANCELED", None)
+            held = self._held.pop(payment_hash, None)
+        if held is not None:
+            height = self._height()
+            for key, answer in held.answers.items():
+                answer(_failure(held.parts[key][0], height))
+        return self._as(row, "CANCELED")
+
+    def hold_updates(self) -> Iterator[InvoiceUpdate]:
+        while not self._closed.is_set():
+            try:
+                item: InvoiceUpdate | None = self._updates.get(timeout=0.5)
+            except queue.Empty:
+                item = None
+            if item is not None:
+                yield item
+
+    def lookup_invoice(self, payment_hash: str) -> NodeInvoice | None:
+        """The node's invoice; for a hold invoice (which the node does not
+        have), its decided or held state, or None while it waits for payment."""
+        found = super().lookup_invoice(payment_hash)
+        if found is not None or self.store is None:
+            return found
+        try:
+            row, decided = self._hold_row(payment_hash)
+        except InvoiceNotFound:
+            return None
+        if decided is not None:
+            return self._as(row, decided[0], preimage=decided[1])
+        with self._held_lock:
+            held = self._held.get(payment_hash)
+            if held is not None and held.accepted:
+                return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
+        return None
+
+    # ------------------------------------------------------------ the hook
+    def on_htlc(self, onion: Mapping[str, Any], htlc: Mapping[str, Any], answer: Answer) -> bool:
+        """Take an incoming HTLC for a hold invoice: hold it (answered later by
+        settle or cancel), or answer it now from a decision already made or
+        with a failure. False when it is not for a hold invoice (continue)."""
+        if self.store is None or "short_channel_id" in onion:
+            return False
+        payment_hash = str(htlc["payment_hash"]).lower()
+        try:
+            row, decided = self._hold_row(payment_hash)
+        except InvoiceNotFound:
+            return False
+        amount = msat(htlc.get("amount_msat")) or 0
+        if decided is not None:
+            if decided[0] == "SETTLED":
+                answer({"result": "resolve", "payment_key": decided[1]})
+            else:
+                answer(_failure(amount, self._height()))
+            return True
+        key = (str(htlc.get("short_channel_id")), int(htlc.get("id", 0)))
+        expiry = int(htlc.get("cltv_expiry", 0))
+        with self._held_lock:
+            held = self._held.setdefault(payment_hash, _Held())
+            expired = not held.accepted and row.expires_at <= time.time()
+            if expired or onion.get("payment_secret") != row.payment_secret:
+                if not held.parts:
+                    del self._held[payment_hash]
+                answer(_failure(amount, self._height()))
+                return True
+            held.parts[key] = (amount, expiry)
+            held.answers[key] = answer
+            wanted = row.amount_msat or msat(onion.get("total_msat")) or amount
+            if held.accepted or held.total < wanted:
+                return True  # more parts to come (a multi-part payment)
+            held.accepted = True
+            accepted = self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
+        self._updates.put(InvoiceUpdate(accepted, 0))
+        return True
+
+    # ------------------------------------------------------------ helpers
+    def _hold_row(self, payment_hash: str) -> tuple[StoredInvoice, tuple[str, str | None] | None]:
+        if self.store is None:
+            raise InvoiceNotFound(f"no hold invoice with payment hash {payment_hash}")
+        with self.store.snapshot() as conn:
+            row = invoices.by_hash(conn, payment_hash, "incoming")
+            if row is None or not row.hold:
+                raise InvoiceNotFound(f"no hold invoice with payment hash {payment_hash}")
+            return row, holds.decision(conn, payment_hash)
+
+    def _decide(self, payment_hash: str, state: str, preimage: str | None) -> None:
+        assert self.store is not None
+        with self.store.transaction() as tx:
+            holds.decide(tx, payment_hash, state, preimage)
+
+    def _height(self) -> int:
+        try:
+            return int(self.get_info().block_height or 0)
+        except NodeError:
+            return 0
+
+    def _cancel_regular(self, payment_hash: str) -> NodeInvoice:
+        rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
+        if not rows:
+            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+        row = rows[0]
+        if row["status"] == "paid":
+            raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
+        self._call("delinvoice", label=row["label"], status=row["status"])
+        return dataclasses.replace(to_invoice(row), state="CANCELED")
+
+    @staticmethod
+    def _as(
+        row: StoredInvoice,
+        state: str,
+        *,
+        preimage: str | None = None,
+        received: int | None = None,
+        deadline: int | None = None,
+    ) -> NodeInvoice:
+        settled = state == "SETTLED"
+        return NodeInvoice(
+            payment_hash=row.payment_hash,
+            payment_request=row.payment_request,
+            state=state,  # type: ignore[arg-type]
+            amount_msat=row.amount_msat,
+            created_at=row.created_at,
+            expiry=row.expiry,
+            description=row.description,
+            description_hash=row.description_hash,
+            amount_received_msat=received if received is not None else row.amount_received_msat,
+            settled_at=int(time.time()) if settled else None,
+            preimage=preimage if settled else None,
+            payment_secret=row.payment_secret,
+            settle_deadline=deadline if deadline is not None else row.settle_deadline,
+        )

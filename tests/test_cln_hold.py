@@ -1,0 +1,182 @@
+"""Hold invoices on Core Lightning through lnplugin's plugin, driven the way
+lightningd drives it (`PluginDriver` over the simulator's socket).
+
+The invoice is signed by the node (`signinvoice`) for the client's hash; each
+HTLC's `htlc_accepted` answer is held until the invoice is settled
+(`resolve` with the preimage) or canceled (`fail`). A SIGKILL while
+ACCEPTED: lightningd replays the held HTLCs, and the invoice is ACCEPTED and
+settleable again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bolt11 as reference
+import pytest
+
+from lnplugin.nodes.cln.tlv import encode_payload
+from lnplugin_sim.cln_plugin_driver import PluginDriver, Reply
+from lnplugin_sim.cln_sim import ClnSim
+from tests import e2e
+from tests.e2e import Api, wait_for
+
+tmp = e2e.fixture_tmp
+
+
+@pytest.fixture
+def sim(tmp: Path) -> Iterator[ClnSim]:
+    with ClnSim(tmp / "sim", tmp / "rpc") as s:
+        yield s
+
+
+@pytest.fixture
+def plugin(sim: ClnSim, tmp: Path) -> Iterator[PluginDriver]:
+    driver = PluginDriver(sim, tmp / "lnp")
+    driver.start()
+    yield driver
+    driver.shutdown()
+
+
+@pytest.fixture
+def api(plugin: PluginDriver) -> Iterator[Api]:
+    client = Api(plugin.url, plugin.admin_token)
+    yield client
+    client.close()
+
+
+def _pair() -> tuple[str, str]:
+    preimage = secrets.token_bytes(32)
+    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
+
+
+def _tu(value: int) -> bytes:
+    return value.to_bytes(8, "big").lstrip(b"\0")
+
+
+def part(plugin: PluginDriver, sim: ClnSim, invoice: dict[str, Any], amount: int, n: int) -> dict:
+    """`htlc_accepted` params for one part of a payment of the whole invoice."""
+    total = invoice["amount_msat"]
+    secret = reference.decode(invoice["payment_request"]).payment_secret
+    payload = encode_payload(
+        {2: _tu(amount), 4: _tu(sim.blockheight + 80), 8: bytes.fromhex(secret) + _tu(total)}
+    )
+    params = plugin.hook_params(invoice["payment_hash"], payload, htlc_id=n)
+    params["htlc"]["cltv_expiry"] = sim.blockheight + 80 + n  # each part its own route
+    return params
+
+
+def state(api: Api, payment_hash: str) -> dict[str, Any]:
+    return api.get(f"/invoices/{payment_hash}")
+
+
+def hold_invoice(api: Api, sim: ClnSim, payment_hash: str) -> dict[str, Any]:
+    inv = api.post("/invoices", {"amount": 60, "payment_hash": payment_hash, "memo": "escrow"})
+    decoded = reference.decode(inv["payment_request"])
+    assert decoded.payment_hash == payment_hash
+    assert decoded.payee == sim.node_id  # signed by the node, via signinvoice
+    return inv
+
+
+def test_multi_part_hold_is_accepted_then_settled(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    replies: list[Reply] = [
+        plugin.call_later("htlc_accepted", part(plugin, sim, inv, 20_000, 1)),
+        plugin.call_later("htlc_accepted", part(plugin, sim, inv, 40_000, 2)),
+    ]
+    got = wait_for(lambda: (i := state(api, payment_hash))["state"] == "ACCEPTED" and i, "ACCEPTED")
+    assert got["amount_received_msat"] == 60_000
+    assert got["settle_deadline"] == sim.blockheight + 80 + 1  # the earliest part's expiry
+    r = api.session.post(
+        f"{api.url}/invoices/{payment_hash}/settle", json={"preimage": preimage}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "SETTLED" and r.json()["preimage"] == preimage
+    for reply in replies:
+        assert reply.result() == {"result": "resolve", "payment_key": preimage}
+
+
+def test_cancel_fails_the_held_htlcs_and_later_ones(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    _, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    held = plugin.call_later("htlc_accepted", part(plugin, sim, inv, 60_000, 1))
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+    r = api.session.post(f"{api.url}/invoices/{payment_hash}/cancel", timeout=10)
+    assert r.status_code == 200 and r.json()["state"] == "CANCELED"
+    answer = held.result()
+    assert answer["result"] == "fail" and answer["failure_message"].startswith("400f")
+    late = plugin.call("htlc_accepted", part(plugin, sim, inv, 60_000, 2))
+    assert late["result"] == "fail"
+
+
+def test_a_wrong_payment_secret_is_refused(plugin: PluginDriver, sim: ClnSim, api: Api) -> None:
+    _, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    params = part(plugin, sim, inv, 60_000, 1)
+    params["onion"]["payment_secret"] = "11" * 32
+    assert plugin.call("htlc_accepted", params)["result"] == "fail"
+    assert state(api, payment_hash)["state"] == "CREATED"
+
+
+def test_other_htlcs_still_continue_while_one_is_held(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    _, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    plugin.call_later("htlc_accepted", part(plugin, sim, inv, 60_000, 1))
+    regular = api.post("/invoices", {"amount": 5})
+    sim.pay(regular["payment_request"])
+    plugin.htlc_accepted(regular["payment_hash"])  # answered at once: continue
+
+
+def test_cancel_of_a_regular_invoice_deletes_it_on_the_node(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    regular = api.post("/invoices", {"amount": 5})
+    r = api.session.post(f"{api.url}/invoices/{regular['payment_hash']}/cancel", timeout=10)
+    assert r.status_code == 200 and r.json()["state"] == "CANCELED"
+    with pytest.raises(Exception):  # noqa: B017 - the sim refuses: no such invoice
+        sim.pay(regular["payment_request"])
+
+
+def test_sigkill_while_accepted_then_replayed_and_settled(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    params = part(plugin, sim, inv, 60_000, 1)
+    plugin.call_later("htlc_accepted", params)
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+    token = plugin.admin_token
+    plugin.restart(replay=False, clean=False)  # SIGKILL; lightningd replays what was held
+    replayed = plugin.call_later("htlc_accepted", params)
+    again = Api(plugin.url, token)
+    try:
+        got = state(again, payment_hash)
+        assert got["state"] == "ACCEPTED"
+
+        def settle() -> Any:
+            # 409 ("not paid yet") until the plugin has taken the replayed HTLC.
+            reply = again.session.post(
+                f"{again.url}/invoices/{payment_hash}/settle",
+                json={"preimage": preimage},
+                timeout=10,
+            )
+            assert reply.status_code in (200, 409), reply.text
+            return reply.status_code == 200
+
+        wait_for(settle, "the replayed HTLC to be held again and settled")
+        assert replayed.result() == {"result": "resolve", "payment_key": preimage}
+        # Replayed once more (lightningd restarting before it heard): same answer.
+        assert plugin.call("htlc_accepted", params)["payment_key"] == preimage
+    finally:
+        again.close()

@@ -1,0 +1,89 @@
+"""Hold invoices end to end: `lnplugin serve` as a real process on the dev
+node, over HTTP, with payments and blocks from the `lnplugin dev` CLI.
+
+A held invoice survives a SIGKILL: after the restart it is still ACCEPTED
+and the preimage still settles it. A held invoice nobody settles is canceled
+by lnplugin before its deadline, and the canceled webhook-and-SSE event says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import signal
+from pathlib import Path
+
+from lnplugin.nodes.dev.node import HTLC_CLTV_DELTA
+from tests.e2e import Server, cli, wait_for
+
+
+def _pair() -> tuple[str, str]:
+    preimage = secrets.token_bytes(32)
+    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
+
+
+def _state(server: Server, payment_hash: str) -> dict:
+    return server.request("GET", f"/invoices/{payment_hash}").json()
+
+
+def test_a_held_invoice_survives_sigkill_and_settles_after_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    preimage, payment_hash = _pair()
+    server = Server(data).start()
+    token = server.token
+    try:
+        created = server.request(
+            "POST", "/invoices", json={"amount": 21, "payment_hash": payment_hash}
+        )
+        assert created.status_code == 201, created.text
+        paid = json.loads(cli(data, "dev", "pay", payment_hash))
+        assert paid["state"] == "ACCEPTED"
+        held = wait_for(
+            lambda: (got := _state(server, payment_hash))["state"] == "ACCEPTED" and got,
+            "the invoice to be ACCEPTED",
+        )
+        assert held["settle_deadline"] is not None
+    finally:
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    with Server(data, env={}) as again:
+        got = again.request("GET", f"/invoices/{payment_hash}", token=token).json()
+        assert got["state"] == "ACCEPTED"
+        assert got["settle_deadline"] == held["settle_deadline"]
+        r = again.request(
+            "POST", f"/invoices/{payment_hash}/settle", token=token, json={"preimage": preimage}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "SETTLED" and r.json()["preimage"] == preimage
+        types = [
+            line.split(": ", 1)[1]
+            for line in again.request(
+                "GET", f"/invoices/{payment_hash}/events", token=token, stream=True
+            ).iter_lines(decode_unicode=True)
+            if line.startswith("event: ")
+        ]
+        assert types[-1] == "invoice.incoming.settled"
+
+
+def test_lnplugin_cancels_a_held_invoice_before_its_deadline(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _, payment_hash = _pair()
+    with Server(data, "--hold-cancel-margin", "5") as server:
+        created = server.request(
+            "POST", "/invoices", json={"amount": 21, "payment_hash": payment_hash}
+        )
+        assert created.status_code == 201, created.text
+        assert json.loads(cli(data, "dev", "pay", payment_hash))["state"] == "ACCEPTED"
+        wait_for(lambda: _state(server, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+        height = json.loads(cli(data, "dev", "mine", "--blocks", str(HTLC_CLTV_DELTA - 6)))
+        assert _state(server, payment_hash)["state"] == "ACCEPTED"  # 6 blocks left > 5
+        cli(data, "dev", "mine")
+        got = wait_for(
+            lambda: (inv := _state(server, payment_hash))["state"] == "CANCELED" and inv,
+            "lnplugin to cancel the held invoice",
+        )
+        assert f"at block {height['block_height'] + 1}" in got["cancel_reason"]
+        assert "5 blocks before its settle deadline" in got["cancel_reason"]
+        r = server.request("POST", "/dev/pay", json={"payment_hash": payment_hash})
+        assert r.status_code == 409  # the node refuses a payment after the cancel

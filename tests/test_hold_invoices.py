@@ -1,0 +1,294 @@
+"""Hold invoices and cancel on the dev node, through the API: create for a
+payment hash, ACCEPTED with a settle deadline, settle by preimage, cancel,
+the safety cancel before the deadline, and 501 on a node that cannot hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import bolt11 as reference
+import pytest
+
+from lnplugin.api import create_app
+from lnplugin.config import load_settings
+from lnplugin.follower import Follower
+from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
+from lnplugin.nodes.cln import ClnNode
+from lnplugin.nodes.dev import DevNode
+from lnplugin.nodes.dev.node import HTLC_CLTV_DELTA
+from lnplugin.service import Service
+from lnplugin.store import Store, events, tokens
+from lnplugin_sim.cln_sim import ClnSim
+from tests import e2e
+
+tmp = e2e.fixture_tmp  # a short directory: unix socket paths must be short
+
+
+def secret_pair() -> tuple[str, str]:
+    preimage = secrets.token_bytes(32)
+    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
+
+
+def hold(client, headers, payment_hash: str, **body):
+    return client.post(
+        "/invoices", json={"amount": 50, "payment_hash": payment_hash, **body}, headers=headers
+    )
+
+
+def event_types(service: Service, payment_hash: str) -> list[str]:
+    rows = service.store.conn.execute(
+        "SELECT type FROM events WHERE payment_hash = ? ORDER BY seq", (payment_hash,)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def get(client, headers, payment_hash: str) -> dict:
+    return client.get(f"/invoices/{payment_hash}", headers=headers).get_json()
+
+
+def test_hold_invoice_is_accepted_then_settled_by_its_preimage(client, admin, service) -> None:
+    preimage, payment_hash = secret_pair()
+    created = hold(client, admin, payment_hash, description="escrow")
+    assert created.status_code == 201, created.get_json()
+    inv = created.get_json()
+    assert inv["state"] == "CREATED" and inv["payment_hash"] == payment_hash
+    assert inv["settle_deadline"] is None and inv["preimage"] is None
+    decoded = reference.decode(inv["payment_request"])
+    assert decoded.payment_hash == payment_hash and decoded.amount_msat == 50_000
+
+    paid = client.post("/dev/pay", json={"payment_hash": payment_hash}, headers=admin)
+    assert paid.status_code == 200
+    assert paid.get_json()["state"] == "ACCEPTED"
+    height = service.node.get_info().block_height
+    got = get(client, admin, payment_hash)
+    assert got["state"] == "ACCEPTED" and got["settled"] is False
+    assert got["settle_deadline"] == height + HTLC_CLTV_DELTA
+    assert got["amount_received_msat"] == 50_000
+
+    wrong = client.post(
+        f"/invoices/{payment_hash}/settle", json={"preimage": "00" * 32}, headers=admin
+    )
+    assert wrong.status_code == 400
+    assert "payment hash" in wrong.get_json()["errors"]["preimage"]
+    settled = client.post(
+        f"/invoices/{payment_hash}/settle", json={"preimage": preimage}, headers=admin
+    )
+    assert settled.status_code == 200, settled.get_json()
+    body = settled.get_json()
+    assert body["state"] == "SETTLED" and body["settled"] is True
+    assert body["preimage"] == preimage
+    assert event_types(service, payment_hash) == [
+        events.INCOMING_CREATED,
+        events.INCOMING_ACCEPTED,
+        events.INCOMING_SETTLED,
+    ]
+
+
+def test_settling_an_unpaid_hold_invoice_is_409(client, admin) -> None:
+    preimage, payment_hash = secret_pair()
+    assert hold(client, admin, payment_hash).status_code == 201
+    r = client.post(f"/invoices/{payment_hash}/settle", json={"preimage": preimage}, headers=admin)
+    assert r.status_code == 409
+    assert "not paid yet" in r.get_json()["message"]
+
+
+def test_canceling_a_held_invoice_fails_the_payment_back(client, admin, service) -> None:
+    preimage, payment_hash = secret_pair()
+    assert hold(client, admin, payment_hash).status_code == 201
+    assert (
+        client.post("/dev/pay", json={"payment_hash": payment_hash}, headers=admin).status_code
+        == 200
+    )
+    r = client.post(f"/invoices/{payment_hash}/cancel", headers=admin)
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["state"] == "CANCELED"
+    assert body["cancel_reason"] == "canceled through the API"
+    # Settling afterwards is refused, by lnplugin and by the node.
+    again = client.post(
+        f"/invoices/{payment_hash}/settle", json={"preimage": preimage}, headers=admin
+    )
+    assert again.status_code == 409
+    with pytest.raises(InvoiceNotOpen):
+        service.node.settle_invoice(preimage)
+    # The node's own CANCELED (sweep) adds nothing: one canceled event.
+    service.follower.sweep()
+    assert event_types(service, payment_hash).count(events.INCOMING_CANCELED) == 1
+
+
+def test_cancel_refuses_payment_of_a_regular_invoice(client, admin, service) -> None:
+    inv = client.post("/invoices", json={"amount": 10}, headers=admin).get_json()
+    r = client.post(f"/invoices/{inv['payment_hash']}/cancel", headers=admin)
+    assert r.status_code == 200 and r.get_json()["state"] == "CANCELED"
+    paid = client.post("/dev/pay", json={"payment_hash": inv["payment_hash"]}, headers=admin)
+    assert paid.status_code == 409
+    # Canceling again answers the canceled invoice, without a second event.
+    assert client.post(f"/invoices/{inv['payment_hash']}/cancel", headers=admin).status_code == 200
+    assert event_types(service, inv["payment_hash"]).count(events.INCOMING_CANCELED) == 1
+
+
+def test_canceling_a_settled_invoice_is_409(client, admin) -> None:
+    inv = client.post("/invoices", json={"amount": 10}, headers=admin).get_json()
+    assert (
+        client.post(
+            "/dev/pay", json={"payment_hash": inv["payment_hash"]}, headers=admin
+        ).status_code
+        == 200
+    )
+    r = client.post(f"/invoices/{inv['payment_hash']}/cancel", headers=admin)
+    assert r.status_code == 409
+    assert r.get_json()["error"] is True
+    assert get(client, admin, inv["payment_hash"])["state"] == "SETTLED"
+
+
+def test_hold_requests_are_validated_per_field(client, admin) -> None:
+    r = hold(client, admin, "xyz")
+    assert r.status_code == 400 and "payment_hash" in r.get_json()["errors"]
+    preimage, payment_hash = secret_pair()
+    r = hold(client, admin, payment_hash, preimage=preimage)
+    assert r.status_code == 400 and "settle" in r.get_json()["errors"]["preimage"]
+    assert hold(client, admin, payment_hash).status_code == 201
+    assert hold(client, admin, payment_hash).status_code == 409  # one invoice per hash
+    r = client.post(f"/invoices/{payment_hash}/settle", json={"preimage": "ab"}, headers=admin)
+    assert r.status_code == 400 and "64 hex" in r.get_json()["errors"]["preimage"]
+    r = client.post(f"/invoices/{payment_hash}/settle", json={}, headers=admin)
+    assert r.get_json()["errors"] == {"preimage": "is required"}
+
+
+def test_settle_and_cancel_need_invoices_create(client, make_token) -> None:
+    _, payment_hash = secret_pair()
+    creator = {"Authorization": f"Bearer {make_token('invoices:create')}"}
+    reader = {"Authorization": f"Bearer {make_token('invoices:read')}"}
+    assert hold(client, creator, payment_hash).status_code == 201
+    assert client.post(f"/invoices/{payment_hash}/cancel", headers=reader).status_code == 403
+    r = client.post(
+        f"/invoices/{payment_hash}/settle", json={"preimage": "00" * 32}, headers=reader
+    )
+    assert r.status_code == 403
+    assert client.post(f"/invoices/{payment_hash}/cancel", headers=creator).status_code == 200
+
+
+def test_held_invoice_is_canceled_before_its_deadline_and_says_why(client, admin, service) -> None:
+    _, payment_hash = secret_pair()
+    assert hold(client, admin, payment_hash).status_code == 201
+    assert (
+        client.post("/dev/pay", json={"payment_hash": payment_hash}, headers=admin).status_code
+        == 200
+    )
+    margin = service.follower.hold_cancel_margin
+    mined = client.post(
+        "/dev/mine", json={"blocks": HTLC_CLTV_DELTA - margin - 1}, headers=admin
+    ).get_json()
+    assert service.follower.cancel_near_deadline() == 0  # margin + 1 blocks left
+    assert get(client, admin, payment_hash)["state"] == "ACCEPTED"
+    client.post("/dev/mine", json={"blocks": 1}, headers=admin)
+    assert service.follower.cancel_near_deadline() == 1
+    got = get(client, admin, payment_hash)
+    assert got["state"] == "CANCELED"
+    assert f"at block {mined['block_height'] + 1}" in got["cancel_reason"]
+    assert f"{margin} blocks before its settle deadline" in got["cancel_reason"]
+    row = service.store.conn.execute(
+        "SELECT payload FROM events WHERE payment_hash = ? AND type = ?",
+        (payment_hash, events.INCOMING_CANCELED),
+    ).fetchone()
+    assert "settle deadline" in events.payload(row)["data"]["cancel_reason"]
+    paid = client.post("/dev/pay", json={"payment_hash": payment_hash}, headers=admin)
+    assert paid.status_code == 409
+
+
+def test_the_sweep_finds_a_hold_state_the_feed_never_carried(tmp_path: Path) -> None:
+    """What a restart relies on: lnplugin was not following when the payment
+    was accepted, and the sweep re-checks the invoices it holds."""
+    node = DevNode(tmp_path / "dev")
+    store = Store(tmp_path / "store.sqlite")
+    follower = Follower(node, store)
+    preimage, payment_hash = secret_pair()
+    minted = node.create_hold_invoice(InvoiceRequest(amount_msat=7000), payment_hash)
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
+            " amount_msat, created_at, expiry, expires_at, source) VALUES"
+            " ('h1', 'incoming', ?, ?, 'OPEN', 7000, ?, ?, ?, 'api')",
+            (
+                payment_hash,
+                minted.payment_request,
+                minted.created_at,
+                minted.expiry,
+                minted.expires_at,
+            ),
+        )
+    node.pay(payment_hash)
+    follower.sweep()
+    with store.snapshot() as conn:
+        state, deadline = conn.execute(
+            "SELECT state, settle_deadline FROM invoices WHERE payment_hash = ?", (payment_hash,)
+        ).fetchone()
+    assert (state, deadline) == ("ACCEPTED", node.block_height() + HTLC_CLTV_DELTA)
+    node.settle_invoice(preimage)
+    follower.sweep()  # the settle index carries it
+    with store.snapshot() as conn:
+        row = conn.execute(
+            "SELECT state, preimage FROM invoices WHERE payment_hash = ?", (payment_hash,)
+        ).fetchone()
+    assert tuple(row) == ("SETTLED", preimage)
+    node.close()
+    store.close()
+
+
+@pytest.fixture
+def cln_service(tmp: Path) -> Iterator[tuple[Service, dict[str, str]]]:
+    with ClnSim(tmp / "sim", tmp / "rpc") as sim:
+        settings = load_settings(
+            {
+                "data_dir": str(tmp / "data"),
+                "node": "cln",
+                "cln_socket": str(sim.socket_path),
+                "network": "regtest",
+            },
+            environ={},
+        )
+        svc = Service.build(settings, ClnNode(sim.socket_path, network="regtest"))
+        with svc.store.transaction() as tx:
+            _, token = tokens.create(tx, ["admin"])
+        yield svc, {"Authorization": f"Bearer {token}"}
+        svc.store.close()
+        svc.node.close()
+
+
+def test_standalone_cln_answers_501(cln_service) -> None:
+    svc, headers = cln_service
+    client = create_app(svc).test_client()
+    _, payment_hash = secret_pair()
+    r = hold(client, headers, payment_hash)
+    assert r.status_code == 501
+    body = r.get_json()
+    assert body["error"] is True and "plugin" in body["message"]
+    regular = client.post("/invoices", json={"amount": 5}, headers=headers).get_json()
+    r = client.post(f"/invoices/{regular['payment_hash']}/cancel", headers=headers)
+    assert r.status_code == 501
+
+
+def test_a_hold_invoice_another_app_made_is_stored_but_never_auto_canceled(
+    tmp_path: Path,
+) -> None:
+    node = DevNode(tmp_path / "dev")
+    store = Store(tmp_path / "store.sqlite")
+    follower = Follower(node, store, hold_cancel_margin=24)
+    _, payment_hash = secret_pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)  # not via lnplugin
+    node.pay(payment_hash)
+    follower.apply([InvoiceUpdate(node.lookup_invoice(payment_hash), 0)])
+    with store.snapshot() as conn:
+        row = conn.execute(
+            "SELECT state, source FROM invoices WHERE payment_hash = ?", (payment_hash,)
+        ).fetchone()
+    assert tuple(row) == ("ACCEPTED", "node")
+    node.mine(HTLC_CLTV_DELTA)  # past its deadline: the other app's to handle
+    assert follower.cancel_near_deadline() == 0
+    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    node.close()
+    store.close()

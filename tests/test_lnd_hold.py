@@ -1,0 +1,229 @@
+"""Hold invoices on LND, against the LND simulator over real gRPC.
+
+The adapter (AddHoldInvoice, SettleInvoice, CancelInvoice, one
+SubscribeSingleInvoice stream per held invoice) and then `lnplugin serve
+--node lnd` as a process: accept (multi-part), settle after a SIGKILL,
+re-discovery of held invoices after a restart, and the safety cancel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lnplugin.follower import Follower
+from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
+from lnplugin.nodes.lnd import LndNode
+from lnplugin.store import Store
+from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, LndSim
+from tests import e2e
+from tests.e2e import Server, wait_for
+from tests.test_lnd_e2e import serve_args
+from tests.test_lnd_node import Follow, make_node
+
+tmp = e2e.fixture_tmp
+
+
+def _pair() -> tuple[str, str]:
+    preimage = secrets.token_bytes(32)
+    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
+
+
+@pytest.fixture
+def sim(tmp: Path) -> Iterator[LndSim]:
+    with LndSim(tmp / "lnd", network="regtest", port=0) as s:
+        yield s
+
+
+@pytest.fixture
+def node(sim: LndSim) -> Iterator[LndNode]:
+    n = make_node(sim)
+    yield n
+    n.close()
+
+
+class HoldFeed:
+    """Runs node.hold_updates() in a thread, collecting updates."""
+
+    def __init__(self, node: LndNode) -> None:
+        self.updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+        threading.Thread(target=self._run, args=(node,), daemon=True).start()
+
+    def _run(self, node: LndNode) -> None:
+        for update in node.hold_updates():
+            self.updates.put(update)
+
+    def next(self) -> InvoiceUpdate:
+        return self.updates.get(timeout=10)
+
+
+def test_accepted_comes_on_the_hold_feed_not_on_subscribe_invoices(
+    sim: LndSim, node: LndNode
+) -> None:
+    preimage, payment_hash = _pair()
+    minted = node.create_hold_invoice(
+        InvoiceRequest(amount_msat=90_000, description="escrow"), payment_hash
+    )
+    assert (minted.state, minted.payment_hash, minted.preimage) == ("OPEN", payment_hash, None)
+    settlements = Follow(node, 0, sim)
+    holds = HoldFeed(node)
+    sim.pay_invoice(payment_hash, parts=3)  # multi-part: three HTLCs, held
+    accepted = holds.next()
+    assert accepted.cursor == 0 and accepted.invoice.state == "ACCEPTED"
+    assert accepted.invoice.amount_received_msat == 90_000
+    # The earliest of the three HTLCs' expiries.
+    assert accepted.invoice.settle_deadline == sim.block_height + DEFAULT_CLTV
+    assert settlements.quiet()  # lnd leaves ACCEPTED off SubscribeInvoices
+
+    settled = node.settle_invoice(preimage)
+    assert settled.state == "SETTLED" and settled.preimage == preimage
+    (update,) = settlements.take(1)  # a settlement takes a settle_index as usual
+    assert update.invoice.payment_hash == payment_hash and update.cursor > 0
+    assert node.settle_invoice(preimage).state == "SETTLED"  # lnd: settling again succeeds
+    with pytest.raises(InvoiceNotOpen):
+        node.cancel_invoice(payment_hash)
+
+
+def test_settle_before_payment_and_after_cancel_are_refused(sim: LndSim, node: LndNode) -> None:
+    preimage, payment_hash = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    with pytest.raises(InvoiceNotOpen, match="still open"):
+        node.settle_invoice(preimage)
+    holds = HoldFeed(node)
+    sim.pay_invoice(payment_hash)
+    assert holds.next().invoice.state == "ACCEPTED"
+    canceled = node.cancel_invoice(payment_hash)
+    assert canceled.state == "CANCELED"
+    assert holds.next().invoice.state == "CANCELED"
+    assert node.cancel_invoice(payment_hash).state == "CANCELED"  # idempotent, as lnd
+    with pytest.raises(InvoiceNotOpen, match="canceled"):
+        node.settle_invoice(preimage)
+
+
+def test_cancel_of_a_regular_invoice_refuses_payment(sim: LndSim, node: LndNode) -> None:
+    minted = node.create_invoice(InvoiceRequest(amount_msat=5000))
+    assert node.cancel_invoice(minted.payment_hash).state == "CANCELED"
+    with pytest.raises(Exception, match="not open"):
+        sim.pay_invoice(minted.payment_hash)
+
+
+def test_the_hold_feed_rediscovers_held_invoices(sim: LndSim, node: LndNode) -> None:
+    """A new adapter (a restarted lnplugin) follows hold invoices it did not create."""
+    _, payment_hash = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    sim.pay_invoice(payment_hash)
+    fresh = make_node(sim)
+    try:
+        holds = HoldFeed(fresh)
+        first = holds.next()  # the stream opens with the invoice's current state
+        assert (first.invoice.payment_hash, first.invoice.state) == (payment_hash, "ACCEPTED")
+        sim.cancel_invoice(payment_hash)
+        assert holds.next().invoice.state == "CANCELED"
+    finally:
+        fresh.close()
+
+
+def test_lnd_cancels_a_held_invoice_near_its_expiry(sim: LndSim, node: LndNode) -> None:
+    _, payment_hash = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    sim.pay_invoice(payment_hash)
+    sim.mine(DEFAULT_CLTV - HOLD_EXPIRY_DELTA - 1)
+    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    sim.mine(1)
+    assert node.lookup_invoice(payment_hash).state == "CANCELED"
+
+
+# -- lnplugin serve --node lnd --------------------------------------------------------
+
+
+def _state(server: Server, payment_hash: str, token: str | None = None) -> dict:
+    return server.request("GET", f"/invoices/{payment_hash}", token=token).json()
+
+
+def test_held_on_lnd_survives_sigkill_and_is_followed_after_restart(tmp: Path, sim: LndSim) -> None:
+    data = tmp / "data"
+    first, second = _pair(), _pair()
+    server = Server(data, *serve_args(sim)).start()
+    token = server.token
+    try:
+        for _, payment_hash in (first, second):
+            r = server.request(
+                "POST", "/invoices", json={"amount": 30, "payment_hash": payment_hash}
+            )
+            assert r.status_code == 201, r.text
+        sim.pay_invoice(first[1], parts=2)
+        held = wait_for(
+            lambda: (got := _state(server, first[1]))["state"] == "ACCEPTED" and got,
+            "ACCEPTED from lnd",
+        )
+        assert held["settle_deadline"] == sim.block_height + DEFAULT_CLTV
+    finally:
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    sim.pay_invoice(second[1])  # accepted while lnplugin is down
+
+    with Server(data, *serve_args(sim)) as again:
+        got = wait_for(
+            lambda: (inv := _state(again, second[1], token))["state"] == "ACCEPTED" and inv,
+            "the payment made while lnplugin was down",
+        )
+        assert got["amount_received_msat"] == 30_000
+        assert _state(again, first[1], token)["state"] == "ACCEPTED"
+        r = again.request(
+            "POST", f"/invoices/{first[1]}/settle", token=token, json={"preimage": first[0]}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "SETTLED"
+        # Canceled on the node by another app: the re-discovered stream brings it.
+        sim.cancel_invoice(second[1])
+        got = wait_for(
+            lambda: (inv := _state(again, second[1], token))["state"] == "CANCELED" and inv,
+            "the cancel made on the node",
+        )
+        assert got["cancel_reason"] == "canceled on the node"
+
+
+def test_lnplugin_cancels_before_lnd_would(tmp: Path, sim: LndSim) -> None:
+    _, payment_hash = _pair()
+    with Server(tmp / "data", *serve_args(sim), "--hold-cancel-margin", "30") as server:
+        r = server.request("POST", "/invoices", json={"amount": 30, "payment_hash": payment_hash})
+        assert r.status_code == 201, r.text
+        sim.pay_invoice(payment_hash)
+        wait_for(lambda: _state(server, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+        sim.mine(DEFAULT_CLTV - 30)  # 30 blocks left: lnplugin's margin, above lnd's 18
+        got = wait_for(
+            lambda: (inv := _state(server, payment_hash))["state"] == "CANCELED" and inv,
+            "lnplugin's safety cancel",
+        )
+        assert "30 blocks before its settle deadline" in got["cancel_reason"]
+        assert sim.ledger.get(bytes.fromhex(payment_hash)).state == 2  # CANCELED on lnd
+
+
+def test_without_info_read_the_safety_cancel_steps_aside(tmp: Path, sim: LndSim) -> None:
+    """The stock invoice.macaroon cannot ask GetInfo for the block height: the
+    follower says so once and leaves the cancel to lnd, instead of failing sweeps."""
+    node = make_node(sim, sim.invoice_macaroon_path)
+    store = Store(tmp / "store.sqlite")
+    follower = Follower(node, store)
+    _, payment_hash = _pair()
+    minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
+            " amount_msat, created_at, expiry, expires_at, source) VALUES"
+            " ('h1', 'incoming', ?, ?, 'OPEN', 1000, ?, ?, ?, 'api')",
+            (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
+             minted.expires_at),
+        )  # fmt: skip
+    sim.pay_invoice(payment_hash)
+    follower.sweep()  # finds it ACCEPTED
+    assert follower.cancel_near_deadline() == 0
+    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    node.close()
+    store.close()

@@ -54,6 +54,8 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     schemas.InvoiceCreate,
     schemas.DevPay,
     schemas.DevKeysend,
+    schemas.DevMine,
+    schemas.HoldSettle,
     schemas.DecodeBody,
     EndpointCreate,
     TicketCreate,
@@ -131,6 +133,7 @@ ERROR_TEXT = {
     403: "the token lacks a scope",
     404: "not found",
     409: "conflict",
+    501: "the node cannot do this (e.g. hold invoices on standalone Core Lightning)",
     413: "body over 64 KiB",
     502: "the node refused",
     503: "unavailable for now (node unreachable, store busy, stream limit); see Retry-After",
@@ -178,6 +181,19 @@ OPERATIONS: dict[str, Op] = {
     ),
     "invoices.list_all": Op(
         "Incoming and outgoing, newest first", 200, "[Invoice]", params=LIST_QUERY, errors=_READ
+    ),
+    "invoices.settle_invoice": Op(
+        "Settle an ACCEPTED hold invoice with its preimage",
+        200,
+        "Invoice",
+        schemas.HoldSettle,
+        errors=(400, 401, 403, 404, 409, 413, 501, 502, 503),
+    ),
+    "invoices.cancel_invoice": Op(
+        "Cancel an open or held invoice",
+        200,
+        "Invoice",
+        errors=(401, 403, 404, 409, 501, 502, 503),
     ),
     "invoices.export_invoices": Op(
         "Every invoice as CSV or JSON Lines, streamed",
@@ -274,6 +290,13 @@ OPERATIONS: dict[str, Op] = {
         "DevPayment",
         schemas.DevPay,
         errors=(400, 401, 403, 404, 409, 413),
+    ),
+    "dev.mine": Op(
+        "Dev node only: mine blocks on the simulated chain (answers block_height)",
+        200,
+        None,
+        schemas.DevMine,
+        errors=(400, 401, 403, 404, 413),
     ),
     "dev.keysend": Op(
         "Dev node only: receive a keysend",

@@ -268,7 +268,11 @@ class Invoice(BaseModel):
     r_hash_str: str
     settled: bool
     settled_at: str | None
-    state: Literal["CREATED", "SETTLED", "EXPIRED", "CANCELED"]
+    state: Literal["CREATED", "ACCEPTED", "SETTLED", "EXPIRED", "CANCELED"]
+    settle_deadline: int | None = Field(
+        default=None, description="hold invoices: block height by which to settle or cancel"
+    )
+    cancel_reason: str | None = Field(default=None, description="who canceled it, and why")
     type: Literal["incoming", "outgoing"]
     value: int
 

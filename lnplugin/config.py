@@ -14,11 +14,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lnplugin.networks import NETWORKS
@@ -57,6 +59,9 @@ class Settings(BaseModel):
     max_streams: int = 512
     sse_heartbeat: float = 15.0
     busy_timeout: float = 10.0
+    trust_proxy: int = 0
+    rate_limit: str = "60/minute"
+    rate_limit_callback: str = "20/minute"
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -96,6 +101,36 @@ class Settings(BaseModel):
     def _busy_timeout(cls, value: float) -> float:
         if not 0.01 <= value <= 600:
             raise ValueError("must be between 0.01 and 600 seconds")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("must be an http:// or https:// URL, such as https://pay.example.com")
+        if parsed.query or parsed.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("trust_proxy")
+    @classmethod
+    def _trust_proxy(cls, value: int) -> int:
+        if not 0 <= value <= 10:
+            raise ValueError("must be between 0 and 10 (the number of reverse proxies in front)")
+        return value
+
+    @field_validator("rate_limit", "rate_limit_callback")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parsed = limits.parse_many(value)
+        except ValueError:
+            parsed = []
+        if not parsed:
+            raise ValueError("must be a rate such as 60/minute, or several joined by ;")
         return value
 
     @field_validator("network")

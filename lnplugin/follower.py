@@ -198,7 +198,7 @@ def _new_row(
         "payment_secret": inv.payment_secret,
         "is_keysend": int(inv.is_keysend),
         "source": "node",
-        **record_fields(_merge_records(None, inv, captured)),
+        **record_fields(_merge_records(None, inv, captured), tx),
     }
     if inv.state == "SETTLED":
         fields["list_seq"] = batch.next_list_seq(tx)
@@ -224,7 +224,7 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
             # A replay or duplicate. Records may still arrive late (captured
             # out of band, e.g. by CLN plugin mode), so merge those without an event.
             if records_changed:
-                invoices.update(tx, invoice_id, record_fields(new_records))
+                invoices.update(tx, invoice_id, record_fields(new_records, tx))
             return False
         fields = {"state": inv.state}
         if inv.state == "SETTLED":
@@ -236,7 +236,7 @@ def _apply_one(tx: sqlite3.Connection, update: InvoiceUpdate, batch: ApplyBatch)
                 is_keysend=int(inv.is_keysend or row.is_keysend),
             )
         if records_changed:
-            fields.update(record_fields(new_records))
+            fields.update(record_fields(new_records, tx))
         invoices.update(tx, invoice_id, fields)
         stored = replace(row, **fields)  # the row as updated, without reading it back
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)

@@ -61,7 +61,28 @@ _SERVER = [
         "--log-level",
         help="debug, info, warning or error. [default: info] [env: LNPLUGIN_LOG_LEVEL]",
     ),
-    click.option("--public-url", help="URL to print at startup. [env: LNPLUGIN_PUBLIC_URL]"),
+    click.option(
+        "--public-url",
+        help="The URL payers reach this server at (e.g. https://pay.example.com); printed at "
+        "startup and used for Lightning Addresses and LNURL links, which stay off without it. "
+        "[env: LNPLUGIN_PUBLIC_URL]",
+    ),
+    click.option(
+        "--trust-proxy",
+        type=int,
+        help="Number of reverse proxies in front whose X-Forwarded-For/-Proto headers are "
+        "trusted for the client address. [default: 0] [env: LNPLUGIN_TRUST_PROXY]",
+    ),
+    click.option(
+        "--rate-limit",
+        help="Requests per client address to the public LNURL routes, e.g. 60/minute or "
+        "10/second;300/hour. [default: 60/minute] [env: LNPLUGIN_RATE_LIMIT]",
+    ),
+    click.option(
+        "--rate-limit-callback",
+        help="Requests per client address to the LNURL-pay callback, which mints an invoice. "
+        "[default: 20/minute] [env: LNPLUGIN_RATE_LIMIT_CALLBACK]",
+    ),
     click.option(
         "--lnd-host", help="LND gRPC HOST:PORT. [default: localhost:10009] [env: LNPLUGIN_LND_HOST]"
     ),

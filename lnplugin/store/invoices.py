@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lnplugin.boostagram import parse_records, records_to_json
+from lnplugin.store import addresses
 from lnplugin.store.models import SELECT_COLUMNS, StoredInvoice, invoice_factory
 
 ListName = Literal["all", "incoming", "outgoing"]
@@ -36,14 +37,28 @@ def new_identifier() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_urlsafe(9)}"
 
 
-def record_fields(records: dict[int, bytes]) -> dict[str, Any]:
-    """The invoice columns derived from TLV records: raw JSON, boostagram, message."""
+def record_fields(
+    records: dict[int, bytes], incoming: sqlite3.Connection | None = None
+) -> dict[str, Any]:
+    """The invoice columns derived from TLV records: raw JSON, boostagram, message.
+
+    For an incoming payment (`incoming` is the transaction it is written in),
+    also `lightning_address` when the records carry an address's keysend
+    record: this is the one place keysends are attributed to an address. The
+    key is left out when nothing matches, so an update never clears the
+    address an LNURL invoice was minted for.
+    """
     parsed = parse_records(records)
-    return {
+    out = {
         "custom_records": records_to_json(records),
         "boostagram": json.dumps(parsed.boostagram) if parsed.boostagram is not None else None,
         "keysend_message": parsed.keysend_message,
     }
+    if incoming is not None and records:
+        username = addresses.match_records(incoming, records)
+        if username is not None:
+            out["lightning_address"] = username
+    return out
 
 
 def insert(tx: sqlite3.Connection, fields: dict[str, Any]) -> int:
@@ -89,6 +104,7 @@ COLUMNS: dict[str, Any] = {
     "webhook_url": None,
     "list_seq": None,
     "source": "api",
+    "lightning_address": None,
 }
 
 

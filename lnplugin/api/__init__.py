@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from flask import Flask
 
-from lnplugin.api import decode, dev, errors, events, info, invoices, webhooks
+from lnplugin.api import (
+    addresses,
+    decode,
+    dev,
+    errors,
+    events,
+    info,
+    invoices,
+    lnurlp,
+    public,
+    webhooks,
+)
 from lnplugin.api.jsonprovider import OrjsonProvider
 from lnplugin.nodes.base import Feature
 from lnplugin.service import Service
@@ -24,6 +35,12 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(info.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(addresses.bp)
+    limiter = public.install(app, service.settings)
+    public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
+    public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)
+    app.register_blueprint(lnurlp.bp)
+    app.register_blueprint(lnurlp.mint_bp)
     if service.node.has_feature(Feature.DEV_PAYMENTS):
         app.register_blueprint(dev.bp)
     return app

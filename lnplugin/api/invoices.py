@@ -72,16 +72,16 @@ def create_invoice() -> Any:
         # A concurrent request with the same Idempotency-Key won the race.
         replay = _replay(svc.store.conn, token.id, key, body_hash) if key else None
         if replay is None:
-            _log_orphan(minted, exc)
+            log_orphan(minted, exc)
             raise
         return replay
     except Exception as exc:
-        _log_orphan(minted, exc)
+        log_orphan(minted, exc)
         raise
     return invoice_json(row, int(time.time())), 201
 
 
-def _log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
+def log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
     """The node has the invoice but the store does not (the write failed, e.g.
     the database stayed locked): name it so the operator can find it on the node."""
     log.error(

@@ -1,0 +1,111 @@
+"""What every route without a token shares: the public URL, the client's
+address behind a proxy, per-client rate limits and LUD-06's error shape.
+
+Public routes (Lightning Addresses and LNURL-pay today; QR codes and the
+checkout page can hang off the same helpers) are reached by payers, not by
+apps holding a token, so they:
+
+- build every URL they hand out from `--public-url` alone, never from the
+  request's Host header, which anyone can set; without the setting they
+  answer one clear error naming it (`public_url()`);
+- see the client address a reverse proxy forwarded only when `--trust-proxy`
+  says how many proxies to believe (werkzeug's ProxyFix); otherwise a
+  client could pick its own rate-limit bucket with an X-Forwarded-For header;
+- are rate-limited per client address with flask-limiter, in memory: the
+  limits are per process and reset on restart, which is enough to keep one
+  client from making the node mint invoices in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from lnplugin.api.errors import APIError
+from lnplugin.config import Settings
+
+log = logging.getLogger(__name__)
+
+NO_PUBLIC_URL = (
+    "this server has no public URL, so its Lightning Addresses and LNURL links are off; "
+    "set --public-url (LNPLUGIN_PUBLIC_URL) to the https:// URL payers reach it at"
+)
+
+
+def public_url() -> str:
+    """The configured public URL, or a 503 naming the setting."""
+    url = current_app.extensions["lnplugin"].settings.public_url
+    if not url:
+        raise APIError(503, NO_PUBLIC_URL)
+    return str(url)
+
+
+def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -> Any:
+    """LUD-06's error object. LUD-01 tells wallets to read the body whatever
+    the status, so the status is only for people and logs."""
+    response = jsonify({"status": "ERROR", "reason": reason})
+    response.status_code = code
+    response.headers.update(headers or {})
+    return response
+
+
+def lnurl_errors(bp: Blueprint) -> None:
+    """Answer every error of `bp`'s routes in LUD-06's shape (the rest of the
+    API keeps Alby's), including the 429 of the rate limiter."""
+
+    @bp.errorhandler(APIError)
+    def _api_error(exc: APIError) -> Any:
+        reason = exc.message
+        if exc.errors:
+            reason += ": " + "; ".join(f"{k} {v}" for k, v in exc.errors.items())
+        return lnurl_error(exc.code, reason, exc.headers)
+
+    @bp.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        headers = {
+            k: v
+            for k, v in exc.get_response().headers.items()
+            if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+        }
+        reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
+        return lnurl_error(code, reason, headers)
+
+
+def install(app: Flask, settings: Settings) -> Limiter:
+    """Proxy trust and the rate limiter for `app`; says once, in the log, when
+    the public routes are off for want of `--public-url`."""
+    if settings.trust_proxy:
+        n = settings.trust_proxy
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    if not settings.public_url:
+        log.info("Lightning Addresses and LNURL-pay are off: %s", NO_PUBLIC_URL)
+
+    # Registered before the limiter's own hook, so it runs after it (Flask
+    # runs these in reverse): flask-limiter puts Retry-After on every limited
+    # response, but on a success it would tell a client to wait for nothing.
+    @app.after_request
+    def _retry_after_only_on_429(response: Response) -> Response:
+        if response.status_code != 429:
+            response.headers.pop("Retry-After", None)
+        return response
+
+    return Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri="memory://",
+        headers_enabled=True,
+        # A rate limit is a safety net: if its storage fails, serve rather than refuse.
+        swallow_errors=True,
+    )
+
+
+def limit(limiter: Limiter, bp: Blueprint, rate: str) -> None:
+    """Limit every route of `bp` to `rate` per client address (one bucket per route)."""
+    limiter.limit(rate)(bp)

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
+from lnplugin import lnurl
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, require
@@ -23,7 +24,13 @@ from lnplugin.store import events, idempotency, invoices
 bp = Blueprint("invoices", __name__)
 log = logging.getLogger(__name__)
 
-_FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
+_FILTERS = {
+    "q[created_at_gt]",
+    "q[created_at_lt]",
+    "q[since]",
+    "q[before]",
+    "q[lightning_address]",
+}
 
 
 @bp.post("/invoices")
@@ -147,6 +154,19 @@ def _identifier_arg(name: str) -> str | None:
     return raw
 
 
+def _address_arg() -> str | None:
+    """`q[lightning_address]`: a username, or `user@domain` (the part before @ is used)."""
+    raw = request.args.get("q[lightning_address]")
+    if raw is None:
+        return None
+    username = raw.partition("@")[0]
+    if not lnurl.USERNAME.fullmatch(username):
+        raise APIError(
+            400, "Invalid request", {"q[lightning_address]": "must be a Lightning Address username"}
+        )
+    return username
+
+
 def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
     unknown = [k for k in request.args if k.startswith("q[") and k not in _FILTERS]
     if unknown:
@@ -161,6 +181,7 @@ def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
         created_at_lt=_int_arg("q[created_at_lt]", None, 0, None),
         since=_identifier_arg("q[since]"),
         before=_identifier_arg("q[before]"),
+        lightning_address=_address_arg(),
         page=_int_arg("page", 1, 1, None) or 1,
         items=_int_arg("items", 25, 1, invoices.MAX_ITEMS) or 25,
     )

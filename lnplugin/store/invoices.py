@@ -205,6 +205,7 @@ class ListQuery:
     before: str | None = None  # identifier: return rows older than it
     page: int = 1
     items: int = 25
+    lightning_address: str | None = None  # only invoices minted for / attributed to it
 
 
 class CursorNotFound(LookupError):
@@ -245,7 +246,14 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[StoredInvoice]
         upper = _position(conn, query, query.before, "q[before]")
     if query.since is not None:
         lower = _position(conn, query, query.since, "q[since]")
-    filtered = query.created_at_gt is not None or query.created_at_lt is not None
+    filtered = (
+        query.created_at_gt is not None
+        or query.created_at_lt is not None
+        or query.lightning_address is not None
+    )
+    if query.lightning_address is not None:
+        clauses.append("lightning_address = ?")
+        args.append(query.lightning_address)
     if query.created_at_gt is not None:
         clauses.append("created_at > ?")
         args.append(query.created_at_gt)

@@ -66,11 +66,14 @@ class DuplicateAddress(ValueError):
 
 def _duplicate(exc: sqlite3.IntegrityError) -> DuplicateAddress:
     text = str(exc)
-    return DuplicateAddress("username" if "username" in text else "keysend_custom_value")
+    return DuplicateAddress("keysend_custom_value" if "keysend" in text else "username")
 
 
 def insert(tx: sqlite3.Connection, values: Mapping[str, Any]) -> Address:
     """Store a new address; `values` holds the columns other than id and times."""
+    if by_username(tx, values["username"]) is not None:
+        # Checked first: a new username also collides on the keysend value it defaults to.
+        raise DuplicateAddress("username")
     now = int(time.time())
     row = {**values, "created_at": now, "updated_at": now}
     names = ", ".join(row)

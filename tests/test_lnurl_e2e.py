@@ -331,3 +331,23 @@ def test_public_routes_name_the_missing_public_url_setting(tmp_path: Path) -> No
             assert "--public-url (LNPLUGIN_PUBLIC_URL)" in body["reason"]
         shown = srv.request("GET", "/lightning_addresses/x").json()
         assert shown["lightning_address"] is None and shown["lnurl"] is None
+
+
+def test_the_readme_lnurl_walkthrough_works_as_shown(tmp_path: Path) -> None:
+    """The README's ```sh lnurl-walkthrough blocks, run after the main walk-through's
+    setup (activate, export, `field`) against a server with `--public-url`,
+    print what the README shows (see tests/test_readme_walkthrough.py)."""
+    from tests import test_readme_walkthrough as walk
+
+    setup = walk.COMMANDS[:3]
+    assert [c.text.split()[0] for c in setup] == [".", "export", "field()"]
+    commands = walk.parse_commands(walk.README, "lnurl-walkthrough")
+    assert commands, "README.md has no ```sh lnurl-walkthrough blocks"
+    port = free_port()
+    walked = walk.run_walkthrough(
+        tmp_path,
+        setup + commands,
+        ("--port", str(port), "--public-url", f"http://127.0.0.1:{port}"),
+    )
+    for n in range(len(walked)):
+        walk.test_each_command_works_and_prints_what_the_readme_shows(walked, n)

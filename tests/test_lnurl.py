@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import lnurl as lnurl_client
 import pytest
@@ -12,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lnplugin import lnurl
+from lnplugin.api.schemas import AddressCreate
+from lnplugin.store import Store, addresses, invoices
 
 # LUD-01's own example.
 LUD01_URL = (
@@ -27,9 +30,9 @@ def test_encoding_matches_the_lud01_example() -> None:
     assert lnurl.encode_lnurl(LUD01_URL) == LUD01_LNURL
 
 
-@given(path=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_./", min_size=0, max_size=80))
-def test_the_lnurl_package_decodes_what_we_encode(path: str) -> None:
-    url = f"https://pay.example.com/{path}"
+@given(username=st.from_regex(lnurl.USERNAME, fullmatch=True).filter(lambda u: u not in ".."))
+def test_the_lnurl_package_decodes_what_we_encode(username: str) -> None:
+    url = lnurl.discovery_url("https://pay.example.com", username)
     assert str(lnurl_client.decode(lnurl.encode_lnurl(url)).url) == url
 
 
@@ -76,3 +79,27 @@ def test_payer_data_is_refused_with_the_reason(
 def test_payer_data_keeps_kinds_the_address_did_not_ask_for() -> None:
     data = lnurl.parse_payer_data('{"name": "bob", "x-extra": [1]}', {"name": {}})
     assert data == {"name": "bob", "x-extra": [1]}
+
+
+def test_keysend_records_name_the_address_whose_record_they_carry(tmp_path: Path) -> None:
+    """Attribution happens in `record_fields`, for incoming payments only, on an
+    exact (type, UTF-8 value) match; an update never clears a minted address."""
+    store = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        with store.transaction() as tx:
+            addresses.insert(tx, AddressCreate(username="alice").columns())
+            addresses.insert(
+                tx,
+                AddressCreate(
+                    username="bob", keysend_custom_key=7629175, keysend_custom_value="pod-guid"
+                ).columns(),
+            )
+            match = invoices.record_fields
+            assert match({696969: b"alice"}, tx)["lightning_address"] == "alice"
+            assert match({7629175: b"pod-guid", 696969: b"x"}, tx)["lightning_address"] == "bob"
+            for records in ({696969: b"alice "}, {696969: b"\xff"}, {2**64 - 1: b"alice"}, {}):
+                assert "lightning_address" not in match(records, tx), records
+            # No transaction: an outgoing payment, whose records we sent, is not attributed.
+            assert "lightning_address" not in match({696969: b"alice"})
+    finally:
+        store.close()

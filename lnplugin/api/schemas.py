@@ -263,6 +263,8 @@ class AddressCreate(_AddressFields):
     def _username(cls, value: str) -> str:
         if not lnurl.USERNAME.fullmatch(value):
             raise ValueError("must be 1-64 characters of a-z, 0-9, '-', '_' and '.' (LUD-16)")
+        if value in (".", ".."):  # a URL path segment that clients resolve away
+            raise ValueError("cannot be . or ..")
         return value
 
     def columns(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from lnplugin import lnurl
 from lnplugin.api import context
@@ -60,7 +60,7 @@ def address_json(row: Address, public_url: str | None) -> dict[str, Any]:
 
 
 def _json(row: Address) -> dict[str, Any]:
-    return address_json(row, current_app.extensions["lnplugin"].settings.public_url)
+    return address_json(row, context.service().settings.public_url)
 
 
 def _duplicate(exc: addresses.DuplicateAddress) -> APIError:

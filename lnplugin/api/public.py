@@ -90,9 +90,10 @@ def install(app: Flask, settings: Settings) -> Limiter:
     # Registered before the limiter's own hook, so it runs after it (Flask
     # runs these in reverse): flask-limiter puts Retry-After on every limited
     # response, but on a success it would tell a client to wait for nothing.
+    # Errors keep theirs (a 503 sets its own).
     @app.after_request
-    def _retry_after_only_on_429(response: Response) -> Response:
-        if response.status_code != 429:
+    def _no_retry_after_on_success(response: Response) -> Response:
+        if response.status_code < 400:
             response.headers.pop("Retry-After", None)
         return response
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import lnurl as lnurl_client
@@ -103,3 +104,22 @@ def test_keysend_records_name_the_address_whose_record_they_carry(tmp_path: Path
             assert "lightning_address" not in match({696969: b"alice"})
     finally:
         store.close()
+
+
+def test_the_rate_limit_storage_does_not_start_a_thread_per_request() -> None:
+    """limits' memory storage starts a 10 ms sweep thread whenever the last one
+    ended; ours sweeps at most every few seconds, and still counts and resets."""
+    from lnplugin.api.public import _MemoryStorage
+
+    storage = _MemoryStorage("lnplugin-memory://")
+    timers = set()
+    deadline = time.monotonic() + 0.2  # spans many 10 ms sweeps
+    while time.monotonic() < deadline:
+        storage.incr("k", expiry=60)
+        timers.add(id(storage.timer))
+        time.sleep(0.002)
+    assert len(timers) <= 2, "a sweep thread was started for every few requests"
+    assert storage.get("k") > 10
+    storage.incr("short", expiry=0.05)
+    time.sleep(0.1)
+    assert storage.get("short") == 0  # an expired counter reads as reset

@@ -62,6 +62,7 @@ def invoice_json(inv: StoredInvoice, now: int) -> dict[str, Any]:
         "identifier": inv.identifier,
         "is_keysend": bool(inv.is_keysend),
         "keysend_message": inv.keysend_message,
+        "lightning_address": inv.lightning_address,
         "memo": inv.description,
         "metadata": json.loads(inv.metadata) if inv.metadata else None,
         "payer_email": inv.payer_email,

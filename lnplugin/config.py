@@ -15,11 +15,13 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lnplugin.networks import NETWORKS
@@ -66,6 +68,9 @@ class Settings(BaseModel):
     # it itself (see `Follower.cancel_near_deadline`). Above the nodes' own
     # last-moment cancel (LND: 18 blocks), so lnplugin's reason is the one recorded.
     hold_cancel_margin: int = 24
+    trust_proxy: int = 0
+    rate_limit: str = "60/minute"
+    rate_limit_callback: str = "20/minute"
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -112,6 +117,36 @@ class Settings(BaseModel):
     def _hold_cancel_margin(cls, value: int) -> int:
         if not 1 <= value <= 1000:
             raise ValueError("must be between 1 and 1000 blocks")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("must be an http:// or https:// URL, such as https://pay.example.com")
+        if parsed.query or parsed.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("trust_proxy")
+    @classmethod
+    def _trust_proxy(cls, value: int) -> int:
+        if not 0 <= value <= 10:
+            raise ValueError("must be between 0 and 10 (the number of reverse proxies in front)")
+        return value
+
+    @field_validator("rate_limit", "rate_limit_callback")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parsed = limits.parse_many(value)
+        except ValueError:
+            parsed = []
+        if not parsed:
+            raise ValueError("must be a rate such as 60/minute, or several joined by ;")
         return value
 
     @field_validator("network")

@@ -270,7 +270,7 @@ def _new_row(
         "settle_deadline": inv.settle_deadline,
         "cancel_reason": _NODE_CANCELED if inv.state == "CANCELED" else None,
         "source": "node",
-        **record_fields(_merge_records(None, inv, captured)),
+        **record_fields(_merge_records(None, inv, captured), tx),
     }
     if inv.state == "SETTLED":
         fields["list_seq"] = batch.next_list_seq(tx)
@@ -304,7 +304,7 @@ def _apply_one(
             # A replay or duplicate. Records may still arrive late (captured
             # out of band, e.g. by CLN plugin mode), so merge those without an event.
             if records_changed:
-                invoices.update(tx, invoice_id, record_fields(new_records))
+                invoices.update(tx, invoice_id, record_fields(new_records, tx))
             return False
         fields: dict[str, Any] = {"state": inv.state}
         if inv.state == "SETTLED":
@@ -323,7 +323,7 @@ def _apply_one(
         elif inv.state == "CANCELED":
             fields["cancel_reason"] = cancel_reason or _NODE_CANCELED
         if records_changed:
-            fields.update(record_fields(new_records))
+            fields.update(record_fields(new_records, tx))
         invoices.update(tx, invoice_id, fields)
         stored = replace(row, **fields)  # the row as updated, without reading it back
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)

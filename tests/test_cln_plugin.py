@@ -271,3 +271,12 @@ def test_a_data_dir_already_served_disables_the_plugin(sim: ClnSim, tmp: Path) -
             assert driver.call("lnplugin-status", {}) == {"running": False}
         finally:
             driver.kill()
+
+
+def test_the_public_url_option_turns_on_lightning_addresses(tmp: Path) -> None:
+    from lnplugin.nodes.cln.plugin import settings_from_init
+
+    config = {"lightning-dir": str(tmp), "rpc-file": "lightning-rpc", "network": "regtest"}
+    given = settings_from_init({"lnplugin-public-url": "https://pay.example.com/"}, config, {})
+    assert given.public_url == "https://pay.example.com"
+    assert settings_from_init({}, config, {}).public_url is None

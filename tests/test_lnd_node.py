@@ -111,6 +111,15 @@ def test_create_invoice_mints_a_signed_bolt11(sim: LndSim, node: LndNode) -> Non
     assert hashed.amount_msat is None and hashed.description_hash == dh
     assert decode(hashed.payment_request).description_hash == dh
 
+    # LNURL-pay passes the hashed text too (CLN needs it); LND is sent no memo
+    # then, which it would refuse past 1024 bytes (metadata with an image).
+    text = '[["text/plain","lnurl"],["image/png;base64","' + "A" * 2000 + '"]]'
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    long = node.create_invoice(
+        InvoiceRequest(amount_msat=1000, description=text, description_hash=digest)
+    )
+    assert decode(long.payment_request).description_hash == digest
+
 
 def test_lookup_follows_state(sim: LndSim, node: LndNode) -> None:
     assert node.lookup_invoice("00" * 32) is None

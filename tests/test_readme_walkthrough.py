@@ -58,13 +58,13 @@ class Command:
         return f"README.md:{self.line}: {self.text.splitlines()[0]}"
 
 
-def walkthrough_blocks(readme: str) -> list[tuple[int, list[str]]]:
-    """The ```sh walkthrough blocks: (line number of their first line, lines)."""
+def walkthrough_blocks(readme: str, tag: str = "walkthrough") -> list[tuple[int, list[str]]]:
+    """The ```sh <tag> blocks: (line number of their first line, lines)."""
     blocks = []
     lines = readme.splitlines()
     i = 0
     while i < len(lines):
-        if lines[i].strip() == "```sh walkthrough":
+        if lines[i].strip() == f"```sh {tag}":
             start = i + 1
             i += 1
             while lines[i].strip() != "```":
@@ -74,10 +74,10 @@ def walkthrough_blocks(readme: str) -> list[tuple[int, list[str]]]:
     return blocks
 
 
-def parse_commands(readme: str) -> list[Command]:
+def parse_commands(readme: str, tag: str = "walkthrough") -> list[Command]:
     """Commands (backslash continuations joined) with the `# →` output under each."""
     commands: list[Command] = []
-    for first, lines in walkthrough_blocks(readme):
+    for first, lines in walkthrough_blocks(readme, tag):
         i = 0
         while i < len(lines):
             line = lines[i]
@@ -119,8 +119,11 @@ def script(commands: list[Command], url: str, token: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def run_walkthrough(tmp: Path) -> list[Command]:
-    """Serve on the dev node, then run every walk-through command in one bash."""
+def run_walkthrough(
+    tmp: Path, commands: list[Command] | None = None, server_args: tuple[str, ...] = ()
+) -> list[Command]:
+    """Serve on the dev node (with `server_args`), then run every walk-through
+    command (or `commands`) in one bash."""
     if shutil.which("curl") is None:
         pytest.fail("curl is needed: the README's walk-through uses it")
     venv = Path(sys.prefix)
@@ -134,8 +137,8 @@ def run_walkthrough(tmp: Path) -> list[Command]:
     env.pop("VIRTUAL_ENV", None)
     env["HOME"] = str(tmp)  # nothing reaches the real ~/.lnplugin
     env["LNPLUGIN_DATA_DIR"] = str(data_dir)  # as the README says for a data dir of one's own
-    commands = [Command(c.text, c.expected, c.line) for c in COMMANDS]
-    with e2e.Server(data_dir, env=env) as server:
+    commands = [Command(c.text, c.expected, c.line) for c in commands or COMMANDS]
+    with e2e.Server(data_dir, *server_args, env=env) as server:
         assert server.token, "serve printed no admin token on a fresh data dir"
         proc = subprocess.run(
             ["bash", "-c", script(commands, server.url, server.token)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from lnplugin.api import (
+    addresses,
     decode,
     dev,
     docs,
@@ -12,8 +13,10 @@ from lnplugin.api import (
     events,
     info,
     invoices,
+    lnurlp,
     metrics,
     observe,
+    public,
     tickets,
     webhooks,
 )
@@ -39,6 +42,12 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(tickets.bp)
+    app.register_blueprint(addresses.bp)
+    limiter = public.install(app, service.settings)
+    public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
+    public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)
+    app.register_blueprint(lnurlp.bp)
+    app.register_blueprint(lnurlp.mint_bp)
     if service.node.has_feature(Feature.DEV_PAYMENTS):
         app.register_blueprint(dev.bp)
     metrics.register(app, service)

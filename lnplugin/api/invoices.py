@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from lnplugin import export
+from lnplugin import export, lnurl
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
@@ -33,7 +33,13 @@ from lnplugin.store import events, idempotency, invoices
 bp = Blueprint("invoices", __name__)
 log = logging.getLogger(__name__)
 
-_FILTERS = {"q[created_at_gt]", "q[created_at_lt]", "q[since]", "q[before]"}
+_FILTERS = {
+    "q[created_at_gt]",
+    "q[created_at_lt]",
+    "q[since]",
+    "q[before]",
+    "q[lightning_address]",
+}
 
 
 @bp.post("/invoices")
@@ -92,11 +98,11 @@ def create_invoice() -> Any:
         # A concurrent request with the same Idempotency-Key won the race.
         replay = _replay(svc.store.conn, token.id, key, body_hash) if key else None
         if replay is None:
-            _log_orphan(minted, exc)
+            log_orphan(minted, exc)
             raise
         return replay
     except Exception as exc:
-        _log_orphan(minted, exc)
+        log_orphan(minted, exc)
         raise
     return invoice_json(row, int(time.time())), 201
 
@@ -183,7 +189,7 @@ def _fresh(payment_hash: str) -> Any:
     return invoice_json(row, int(time.time()))
 
 
-def _log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
+def log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
     """The node has the invoice but the store does not (the write failed, e.g.
     the database stayed locked): name it so the operator can find it on the node."""
     log.error(
@@ -251,6 +257,19 @@ def _identifier_arg(name: str) -> str | None:
     return raw
 
 
+def _address_arg() -> str | None:
+    """`q[lightning_address]`: a username, or `user@domain` (the part before @ is used)."""
+    raw = request.args.get("q[lightning_address]")
+    if raw is None:
+        return None
+    username = raw.partition("@")[0]
+    if not lnurl.USERNAME.fullmatch(username):
+        raise APIError(
+            400, "Invalid request", {"q[lightning_address]": "must be a Lightning Address username"}
+        )
+    return username
+
+
 def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
     unknown = [k for k in request.args if k.startswith("q[") and k not in _FILTERS]
     if unknown:
@@ -265,6 +284,7 @@ def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
         created_at_lt=_int_arg("q[created_at_lt]", None, 0, None),
         since=_identifier_arg("q[since]"),
         before=_identifier_arg("q[before]"),
+        lightning_address=_address_arg(),
         page=_int_arg("page", 1, 1, None) or 1,
         items=_int_arg("items", 25, 1, invoices.MAX_ITEMS) or 25,
     )

@@ -10,9 +10,18 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
-from lnplugin import ssrf
+from lnplugin import lnurl, ssrf
+from lnplugin.store import addresses
 
 MAX_MSAT = 21_000_000 * 100_000_000 * 1000
 MAX_DESCRIPTION_BYTES = 639  # what a BOLT11 `d` field can carry
@@ -362,3 +371,131 @@ class Ticket(BaseModel):
     path: str
     expires_in: float = Field(description="seconds")
     url: str = Field(description="the path with ?ticket=, for new EventSource(url)")
+
+
+# -- Lightning Addresses ----------------------------------------------------------
+
+MAX_IMAGE_CHARS = 136_536  # LUD-06: 100 KB of image data in base64
+_IMAGE = re.compile(r"data:image/(png|jpeg);base64,[A-Za-z0-9+/]+={0,2}")
+
+
+class PayerDataOption(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mandatory: StrictBool = False
+
+
+class _AddressFields(Body):
+    """The settings of an address other than its username (LUD-06, 09, 12, 18)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_sendable_msat: StrictInt | None = Field(default=None, ge=1, le=MAX_MSAT)
+    max_sendable_msat: StrictInt | None = Field(default=None, ge=1, le=MAX_MSAT)
+    description: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
+    image: StrictStr | None = Field(default=None, max_length=MAX_IMAGE_CHARS + 32)
+    comment_allowed: StrictInt | None = Field(default=None, ge=0, le=1000)
+    payer_data: dict[str, PayerDataOption] | None = None
+    webhook: StrictStr | None = Field(default=None, max_length=2048)
+    success_message: StrictStr | None = Field(default=None, min_length=1, max_length=144)
+    keysend_custom_key: StrictInt | None = Field(default=None, ge=65536, le=2**63 - 1)
+    keysend_custom_value: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE.fullmatch(value):
+            raise ValueError(
+                "must be a data:image/png;base64,... or data:image/jpeg;base64,... URI"
+            )
+        return value
+
+    @field_validator("payer_data")
+    @classmethod
+    def _payer_data(
+        cls, value: dict[str, PayerDataOption] | None
+    ) -> dict[str, PayerDataOption] | None:
+        for kind in value or {}:
+            if kind not in lnurl.PAYER_DATA_KINDS:
+                raise ValueError(f"unknown kind {kind!r}; use " + ", ".join(lnurl.PAYER_DATA_KINDS))
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        return value if value is None else ssrf.check_url(value)
+
+    def cross_field_errors(self) -> dict[str, str]:
+        low, high = self.min_sendable_msat, self.max_sendable_msat
+        if low is not None and high is not None and low > high:
+            return {"max_sendable_msat": "must be at least min_sendable_msat"}
+        return {}
+
+    def columns(self) -> dict[str, Any]:
+        """The store columns for the fields given (null clears an optional one)."""
+        out: dict[str, Any] = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if name == "payer_data":
+                value = (
+                    None
+                    if value is None
+                    else json.dumps({k: v.model_dump() for k, v in value.items()})
+                )
+            out["webhook_url" if name == "webhook" else name] = value
+        return out
+
+
+class AddressCreate(_AddressFields):
+    """POST /lightning_addresses (and `lnplugin address add`)."""
+
+    username: StrictStr
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if not lnurl.USERNAME.fullmatch(value):
+            raise ValueError("must be 1-64 characters of a-z, 0-9, '-', '_' and '.' (LUD-16)")
+        if value in (".", ".."):  # a URL path segment that clients resolve away
+            raise ValueError("cannot be . or ..")
+        return value
+
+    def columns(self) -> dict[str, Any]:
+        """Every column of a new address, defaults filled in."""
+        given = super().columns()
+        return {
+            "username": self.username,
+            "min_sendable_msat": 1000,
+            "max_sendable_msat": 100_000_000_000,
+            "description": f"Payment to {self.username}",
+            "comment_allowed": 255,
+            "keysend_custom_key": addresses.DEFAULT_KEYSEND_KEY,
+            "keysend_custom_value": self.username,
+            **{k: v for k, v in given.items() if v is not None},
+        }
+
+    def cross_field_errors(self) -> dict[str, str]:
+        errors = super().cross_field_errors()
+        low = self.min_sendable_msat or 1000
+        high = self.max_sendable_msat or 100_000_000_000
+        if not errors and low > high:
+            errors["max_sendable_msat"] = f"must be at least min_sendable_msat ({low})"
+        return errors
+
+
+class AddressUpdate(_AddressFields):
+    """PATCH /lightning_addresses/<username>: only the fields given change."""
+
+    def cross_field_errors(self) -> dict[str, str]:
+        errors = super().cross_field_errors()
+        for name in (
+            "min_sendable_msat",
+            "max_sendable_msat",
+            "description",
+            "comment_allowed",
+            "keysend_custom_key",
+            "keysend_custom_value",
+        ):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                errors[name] = "cannot be null"
+        return errors

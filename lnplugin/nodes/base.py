@@ -114,7 +114,11 @@ class InvoiceRequest:
 
     amount_msat: int | None  # None = any amount
     description: str | None = None
-    description_hash: str | None = None  # hex sha256; mutually exclusive with description
+    # Hex SHA-256 for the BOLT11 `h`. Given alone, the node puts it as is (the
+    # dev node, LND; CLN refuses). Given with `description`, it must be the
+    # hash of that text, which nodes that can only hash a description
+    # themselves (CLN's `deschashonly`) use; the others ignore the text.
+    description_hash: str | None = None
     expiry: int = 86400
     private_route_hints: bool = False
 

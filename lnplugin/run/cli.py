@@ -79,7 +79,28 @@ _SERVER = [
         help="Browser origin (https://app.example) allowed to call the API; repeatable. "
         "[default: none] [env: LNPLUGIN_CORS_ORIGIN, comma-separated]",
     ),
-    click.option("--public-url", help="URL to print at startup. [env: LNPLUGIN_PUBLIC_URL]"),
+    click.option(
+        "--public-url",
+        help="The URL payers reach this server at (e.g. https://pay.example.com); printed at "
+        "startup and used for Lightning Addresses and LNURL links, which stay off without it. "
+        "[env: LNPLUGIN_PUBLIC_URL]",
+    ),
+    click.option(
+        "--trust-proxy",
+        type=int,
+        help="Number of reverse proxies in front whose X-Forwarded-For/-Proto headers are "
+        "trusted for the client address. [default: 0] [env: LNPLUGIN_TRUST_PROXY]",
+    ),
+    click.option(
+        "--rate-limit",
+        help="Requests per client address to the public LNURL routes, e.g. 60/minute or "
+        "10/second;300/hour. [default: 60/minute] [env: LNPLUGIN_RATE_LIMIT]",
+    ),
+    click.option(
+        "--rate-limit-callback",
+        help="Requests per client address to the LNURL-pay callback, which mints an invoice. "
+        "[default: 20/minute] [env: LNPLUGIN_RATE_LIMIT_CALLBACK]",
+    ),
     click.option(
         "--lnd-host", help="LND gRPC HOST:PORT. [default: localhost:10009] [env: LNPLUGIN_LND_HOST]"
     ),
@@ -574,6 +595,149 @@ def dev_keysend(amount_msat: int, records: tuple[str, ...], **flags: Any) -> Non
     node = _dev_node(flags)
     paid = node.keysend(amount_msat, parsed)
     _echo_paid(paid)
+
+
+# -- Lightning Addresses -----------------------------------------------------------
+
+_PUBLIC_URL = click.option(
+    "--public-url",
+    help="The URL payers reach the server at, for the printed address and LNURL. "
+    "[env: LNPLUGIN_PUBLIC_URL]",
+)
+
+
+@cli.group()
+def address() -> None:
+    """Add, list, show and remove Lightning Addresses (LUD-16, LNURL-pay)."""
+
+
+def _address_line(row: Any, public_url: str | None) -> str:
+    from lnplugin import lnurl
+
+    shown = lnurl.identifier(row.username, public_url) if public_url else row.username
+    return (
+        f"{shown}\t{row.min_sendable_msat}-{row.max_sendable_msat} msat\t"
+        f"comment {row.comment_allowed}\t{row.description}"
+    )
+
+
+@address.command("add")
+@common_options
+@_PUBLIC_URL
+@click.argument("username")
+@click.option("--min-sendable-msat", type=int, help="Smallest payment. [default: 1000]")
+@click.option("--max-sendable-msat", type=int, help="Largest payment. [default: 100000000000]")
+@click.option("--description", help="What the payer's wallet shows. [default: Payment to USERNAME]")
+@click.option("--comment-allowed", type=int, help="Characters of comment taken. [default: 255]")
+@click.option(
+    "--payer-data",
+    multiple=True,
+    metavar="KIND[:mandatory]",
+    help="Payer data to ask for: name, email, pubkey or identifier; repeatable.",
+)
+@click.option("--webhook", help="URL this address's invoices' events are POSTed to, signed.")
+@click.option("--success-message", help="Shown by the wallet once paid (144 characters).")
+@click.option("--keysend-custom-key", type=int, help="Keysend TLV type. [default: 696969]")
+@click.option("--keysend-custom-value", help="Keysend TLV value. [default: USERNAME]")
+def address_add(username: str, payer_data: tuple[str, ...], **options: Any) -> None:
+    """Add a Lightning Address; prints it as `lnplugin address show` does."""
+    from pydantic import ValidationError
+
+    from lnplugin import ssrf
+    from lnplugin.api.errors import field_errors
+    from lnplugin.api.schemas import AddressCreate
+    from lnplugin.store import addresses
+
+    flags = {k: options.pop(k) for k in ("config", "data_dir", "public_url")}
+    settings = settings_from(flags)
+    body: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    body["username"] = username
+    if payer_data:
+        body["payer_data"] = {
+            kind.partition(":")[0]: {"mandatory": kind.partition(":")[2] == "mandatory"}
+            for kind in payer_data
+        }
+    try:
+        parsed = AddressCreate.model_validate(body)
+        errors = parsed.cross_field_errors()
+    except ValidationError as exc:
+        errors = field_errors(exc)
+    webhook = None if errors else parsed.webhook
+    if webhook is not None and (reason := ssrf.refusal(webhook, settings.webhook_allow)):
+        errors = {"webhook": reason}
+    if errors:
+        names = {k: "--" + k.split(".")[0].replace("_", "-") for k in errors}
+        names["username"] = "USERNAME"
+        raise click.ClickException("; ".join(f"{names[k]}: {v}" for k, v in errors.items()))
+    store = _store(flags)
+    try:
+        with store.transaction() as tx:
+            row = addresses.insert(tx, parsed.columns())
+    except addresses.DuplicateAddress as exc:
+        raise click.ClickException(f"{exc.field} is taken by another address") from None
+    finally:
+        store.close()
+    _show(row, settings.public_url)
+
+
+@address.command("list")
+@common_options
+@_PUBLIC_URL
+def address_list(**flags: Any) -> None:
+    """List Lightning Addresses, one a line."""
+    from lnplugin.store import addresses
+
+    settings = settings_from(flags)
+    store = _store(flags)
+    rows = addresses.list_all(store.conn)
+    store.close()
+    for row in rows:
+        click.echo(_address_line(row, settings.public_url))
+
+
+def _show(row: Any, public_url: str | None) -> None:
+    from lnplugin.api.addresses import address_json
+
+    if not public_url:
+        click.echo(
+            "Warning: no --public-url (LNPLUGIN_PUBLIC_URL), so there is no address or LNURL "
+            "to show yet",
+            err=True,
+        )
+    click.echo(json.dumps(address_json(row, public_url), indent=2))
+
+
+@address.command("show")
+@common_options
+@_PUBLIC_URL
+@click.argument("username")
+def address_show(username: str, **flags: Any) -> None:
+    """Print an address: its LUD-16 `lightning_address`, bech32 `lnurl` and settings."""
+    from lnplugin.store import addresses
+
+    settings = settings_from(flags)
+    store = _store(flags)
+    row = addresses.by_username(store.conn, username)
+    store.close()
+    if row is None:
+        raise click.ClickException(f"no Lightning Address {username!r}")
+    _show(row, settings.public_url)
+
+
+@address.command("remove")
+@common_options
+@click.argument("username")
+def address_remove(username: str, **flags: Any) -> None:
+    """Remove an address; invoices minted for it keep its name."""
+    from lnplugin.store import addresses
+
+    store = _store(flags)
+    with store.transaction() as tx:
+        done = addresses.delete(tx, username)
+    store.close()
+    if not done:
+        raise click.ClickException(f"no Lightning Address {username!r}")
+    click.echo(f"Removed {username}")
 
 
 def main() -> None:

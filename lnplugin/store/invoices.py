@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lnplugin.boostagram import parse_records, records_to_json
+from lnplugin.store import addresses
 from lnplugin.store.models import SELECT_COLUMNS, StoredInvoice, invoice_factory
 
 ListName = Literal["all", "incoming", "outgoing"]
@@ -36,14 +37,28 @@ def new_identifier() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_urlsafe(9)}"
 
 
-def record_fields(records: dict[int, bytes]) -> dict[str, Any]:
-    """The invoice columns derived from TLV records: raw JSON, boostagram, message."""
+def record_fields(
+    records: dict[int, bytes], incoming: sqlite3.Connection | None = None
+) -> dict[str, Any]:
+    """The invoice columns derived from TLV records: raw JSON, boostagram, message.
+
+    For an incoming payment (`incoming` is the transaction it is written in),
+    also `lightning_address` when the records carry an address's keysend
+    record: this is the one place keysends are attributed to an address. The
+    key is left out when nothing matches, so an update never clears the
+    address an LNURL invoice was minted for.
+    """
     parsed = parse_records(records)
-    return {
+    out = {
         "custom_records": records_to_json(records),
         "boostagram": json.dumps(parsed.boostagram) if parsed.boostagram is not None else None,
         "keysend_message": parsed.keysend_message,
     }
+    if incoming is not None and records:
+        username = addresses.match_records(incoming, records)
+        if username is not None:
+            out["lightning_address"] = username
+    return out
 
 
 def insert(tx: sqlite3.Connection, fields: dict[str, Any]) -> int:
@@ -92,6 +107,7 @@ COLUMNS: dict[str, Any] = {
     "settle_deadline": None,
     "cancel_reason": None,
     "hold": 0,
+    "lightning_address": None,
 }
 
 
@@ -192,6 +208,7 @@ class ListQuery:
     before: str | None = None  # identifier: return rows older than it
     page: int = 1
     items: int = 25
+    lightning_address: str | None = None  # only invoices minted for / attributed to it
 
 
 class CursorNotFound(LookupError):
@@ -232,7 +249,14 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[StoredInvoice]
         upper = _position(conn, query, query.before, "q[before]")
     if query.since is not None:
         lower = _position(conn, query, query.since, "q[since]")
-    filtered = query.created_at_gt is not None or query.created_at_lt is not None
+    filtered = (
+        query.created_at_gt is not None
+        or query.created_at_lt is not None
+        or query.lightning_address is not None
+    )
+    if query.lightning_address is not None:
+        clauses.append("lightning_address = ?")
+        args.append(query.lightning_address)
     if query.created_at_gt is not None:
         clauses.append("created_at > ?")
         args.append(query.created_at_gt)

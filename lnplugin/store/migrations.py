@@ -300,6 +300,57 @@ def _hold_invoices(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(7, "Lightning Addresses; invoices record the address they were paid to")
+def _lightning_addresses(db: sqlite_utils.Database) -> None:
+    # One row per LUD-16 address. `payer_data` is LUD-18's request object as
+    # JSON text ({"name": {"mandatory": false}, ...}). The keysend pair is the
+    # TLV record (type, UTF-8 value) a Podcasting 2.0 keysend to this address
+    # carries; it is unique so a keysend names at most one address.
+    db.table("lightning_addresses").create(
+        {
+            "id": int,
+            "username": str,
+            "min_sendable_msat": int,
+            "max_sendable_msat": int,
+            "description": str,
+            "image": str,
+            "comment_allowed": int,
+            "payer_data": str,
+            "webhook_url": str,
+            "success_message": str,
+            "keysend_custom_key": int,
+            "keysend_custom_value": str,
+            "created_at": int,
+            "updated_at": int,
+        },
+        pk="id",
+        not_null={
+            "username",
+            "min_sendable_msat",
+            "max_sendable_msat",
+            "description",
+            "comment_allowed",
+            "keysend_custom_key",
+            "keysend_custom_value",
+            "created_at",
+            "updated_at",
+        },
+        defaults={"comment_allowed": 0},
+    )
+    db.table("lightning_addresses").create_index(["username"], unique=True)
+    db.table("lightning_addresses").create_index(
+        ["keysend_custom_key", "keysend_custom_value"], unique=True
+    )
+    # The username an invoice was minted for (LNURL callback) or a keysend
+    # was attributed to. Kept as text, not a foreign key: removing an address
+    # must not rewrite the history of what it was paid.
+    db.table("invoices").add_column("lightning_address", str)
+    db.execute(
+        "CREATE INDEX idx_invoices_lightning_address ON invoices(lightning_address, id) "
+        "WHERE lightning_address IS NOT NULL"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

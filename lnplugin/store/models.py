@@ -21,7 +21,7 @@ class StoredInvoice:
     """One row of `invoices`; fields in the table's column order (tests check).
 
     Frozen, and built by `from_row` without the generated `__init__`: a
-    frozen dataclass's `__init__` sets each of the 34 fields through
+    frozen dataclass's `__init__` sets each of the 35 fields through
     `object.__setattr__`, ~3 us a row, which a bulk catch-up of thousands
     of settlements (one event payload each) and every list page would pay.
     Filling the instance dict in one `update` costs a fifth of that. (Not
@@ -61,6 +61,7 @@ class StoredInvoice:
     settle_deadline: int | None  # block height; ACCEPTED hold invoices
     cancel_reason: str | None
     hold: int  # 1 for a hold invoice
+    lightning_address: str | None  # the LUD-16 username it was minted for or attributed to
 
     @classmethod
     def from_row(cls, row: Sequence[Any] | Mapping[str, Any]) -> StoredInvoice:

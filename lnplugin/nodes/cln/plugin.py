@@ -44,6 +44,12 @@ OPTIONS: tuple[tuple[str, str | int, str, str], ...] = (
         "Expected network; the plugin disables itself if CLN runs on another. "
         "Default: CLN's own network.",
     ),
+    (
+        "lnplugin-public-url",
+        "",
+        "string",
+        "URL payers reach the lnplugin HTTP API at; turns on Lightning Addresses and LNURL-pay.",
+    ),
 )
 
 
@@ -79,6 +85,7 @@ def settings_from_init(
         or str(lightning_dir / "lnplugin-data"),
         "host": str(options.get("lnplugin-host") or "") or None,
         "port": int(port) if port is not None and port != "" else None,
+        "public_url": str(options.get("lnplugin-public-url") or "") or None,
     }
     try:
         return load_settings(flags, environ=environ)

@@ -280,7 +280,10 @@ class LndNode(Node):
     def create_invoice(self, request: InvoiceRequest) -> NodeInvoice:
         inv = ln.Invoice(
             value_msat=request.amount_msat or 0,
-            memo=request.description or "",
+            # With a description hash the memo is not in the invoice (LND puts
+            # `h`, not `d`), and LND refuses memos over 1024 bytes, which an
+            # LNURL metadata string with an image exceeds: so none is sent.
+            memo="" if request.description_hash else (request.description or ""),
             expiry=request.expiry,
             private=request.private_route_hints,
         )

@@ -1,0 +1,196 @@
+"""The public LNURL routes: LUD-16 discovery, the LUD-06 callback, LUD-21
+verify, and Podcasting 2.0 keysend addresses. No token: payers' wallets call
+these, so every one is rate-limited per client address (`api/public.py`) and
+answers errors in LUD-06's `{"status": "ERROR", "reason": ...}`.
+
+The callback is the only public route that makes the node do work (mint an
+invoice), so it has a limit of its own (`--rate-limit-callback`) and checks
+everything it can (amount range, comment length, payer data) before asking
+the node. What it mints is an ordinary incoming invoice row, with the
+comment, the payer data and the address's username, so lists, webhooks and
+SSE treat it like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, request
+
+from lnplugin import lnurl
+from lnplugin.api import context, public
+from lnplugin.api.errors import APIError
+from lnplugin.api.invoices import log_orphan
+from lnplugin.api.schemas import HEX64
+from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
+from lnplugin.store import addresses, events, invoices
+from lnplugin.store.addresses import Address
+
+# Discovery, verify and keysend: cheap reads.
+bp = Blueprint("lnurlp", __name__)
+# The callback, which mints: a limit of its own.
+mint_bp = Blueprint("lnurlp_callback", __name__)
+public.lnurl_errors(bp)
+public.lnurl_errors(mint_bp)
+
+INVOICE_EXPIRY = 3600  # seconds; a wallet pays right after the callback
+
+
+def _address(username: str) -> Address:
+    row = addresses.by_username(context.service().store.conn, username)
+    if row is None:
+        raise APIError(404, f"No Lightning Address {username!r} here")
+    return row
+
+
+@bp.get("/.well-known/lnurlp/<username>")
+def discover(username: str) -> Any:
+    """LUD-06 step 3 for a LUD-16 address."""
+    base = public.public_url()
+    row = _address(username)
+    body: dict[str, Any] = {
+        "tag": "payRequest",
+        "callback": lnurl.callback_url(base, row.username),
+        "minSendable": row.min_sendable_msat,
+        "maxSendable": row.max_sendable_msat,
+        "metadata": lnurl.metadata(row.username, row.description, row.image, base),
+        "commentAllowed": row.comment_allowed,
+    }
+    if row.payer_data:
+        body["payerData"] = row.payer_data_request
+    return body
+
+
+@mint_bp.get("/lnurlp/<username>/callback")
+def callback(username: str) -> Any:
+    """LUD-06 step 5: mint an invoice whose `h` commits to the metadata (and
+    the payer data, LUD-18), with the comment (LUD-12) and a verify URL (LUD-21)."""
+    base = public.public_url()
+    svc = context.service()
+    row = _address(username)
+    amount = context.int_param("amount", request.args.get("amount"), None, 1)
+    if amount is None:
+        raise APIError(400, "amount is required (millisatoshi)")
+    if not row.min_sendable_msat <= amount <= row.max_sendable_msat:
+        raise APIError(
+            400,
+            f"amount must be from {row.min_sendable_msat} to {row.max_sendable_msat} "
+            f"millisatoshi (got {amount})",
+        )
+    comment = request.args.get("comment") or None
+    if comment is not None and len(comment) > row.comment_allowed:
+        raise APIError(
+            400,
+            f"comment must be at most {row.comment_allowed} characters (got {len(comment)})"
+            if row.comment_allowed
+            else "this address takes no comment",
+        )
+    payer_text = request.args.get("payerdata") if row.payer_data else None
+    payer: dict[str, Any] = {}
+    if payer_text is not None:
+        try:
+            payer = lnurl.parse_payer_data(payer_text, row.payer_data_request)
+        except lnurl.PayerDataError as exc:
+            raise APIError(400, str(exc)) from None
+    else:
+        missing = [k for k, v in row.payer_data_request.items() if v.get("mandatory")]
+        if missing:
+            raise APIError(400, f"payerdata.{missing[0]} is mandatory")
+
+    metadata = lnurl.metadata(row.username, row.description, row.image, base)
+    digest = lnurl.description_hash(metadata, payer_text)
+    try:
+        minted = svc.node.create_invoice(
+            InvoiceRequest(
+                amount_msat=amount,
+                # The text `h` commits to; nodes that need it (CLN's deschashonly) hash it.
+                description=metadata + (payer_text or ""),
+                description_hash=digest,
+                expiry=INVOICE_EXPIRY,
+            )
+        )
+    except NodeUnavailable:
+        raise APIError(503, "The node is unreachable, try again shortly") from None
+    except NodeError as exc:
+        raise APIError(502, f"The node refused to create the invoice: {exc}") from None
+
+    fields = {
+        "type": "incoming",
+        "payment_hash": minted.payment_hash,
+        "payment_request": minted.payment_request,
+        "state": "OPEN",
+        "amount_msat": minted.amount_msat,
+        "description": row.description,
+        "description_hash": digest,
+        "comment": comment,
+        "metadata": json.dumps({"payerdata": payer}) if payer else None,
+        "payer_name": payer.get("name"),
+        "payer_email": payer.get("email"),
+        "payer_pubkey": payer["pubkey"].lower() if payer.get("pubkey") else None,
+        "created_at": minted.created_at,
+        "expiry": minted.expiry,
+        "expires_at": minted.expires_at,
+        "preimage": minted.preimage,
+        "payment_secret": minted.payment_secret,
+        "webhook_url": row.webhook_url,
+        "source": "lnurl",
+        "lightning_address": row.username,
+    }
+    try:
+        with svc.store.transaction() as tx:
+            stored = invoices.by_id(tx, invoices.insert(tx, fields))
+            assert stored is not None
+            events.append(tx, events.INCOMING_CREATED, stored)
+    except Exception as exc:
+        log_orphan(minted, exc)
+        raise
+    body: dict[str, Any] = {
+        "pr": minted.payment_request,
+        "routes": [],
+        "verify": lnurl.verify_url(base, minted.payment_hash),
+    }
+    if row.success_message:
+        body["successAction"] = {"tag": "message", "message": row.success_message}
+    return body
+
+
+@bp.get("/lnurlp/verify/<payment_hash>")
+def verify(payment_hash: str) -> Any:
+    """LUD-21. Only invoices minted through an address answer (an API
+    invoice's state stays behind its token); the preimage only once settled."""
+    public.public_url()
+    found = None
+    if HEX64.fullmatch(payment_hash):
+        found = invoices.by_hash(context.service().store.conn, payment_hash.lower(), "incoming")
+    if found is None or found.source != "lnurl":
+        raise APIError(404, "Not found")
+    settled = found.state == "SETTLED"
+    return {
+        "status": "OK",
+        "settled": settled,
+        "preimage": found.preimage if settled else None,
+        "pr": found.payment_request,
+    }
+
+
+@bp.get("/.well-known/keysend/<username>")
+def keysend(username: str) -> Any:
+    """The node and the TLV record a Podcasting 2.0 app sends a keysend with
+    (`<podcast:valueRecipient>`); keysends carrying it are the address's."""
+    public.public_url()
+    row = _address(username)
+    info = context.service().node_info()
+    if info is None or not info.pubkey:
+        raise APIError(503, "The node is unreachable, try again shortly")
+    return {
+        "status": "OK",
+        "tag": "keysend",
+        "pubkey": info.pubkey,
+        "customData": [
+            {
+                "customKey": str(row.keysend_custom_key),
+                "customValue": row.keysend_custom_value,
+            }
+        ],
+    }

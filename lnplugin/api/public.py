@@ -1,0 +1,138 @@
+"""What every route without a token shares: the public URL, the client's
+address behind a proxy, per-client rate limits and LUD-06's error shape.
+
+Public routes (Lightning Addresses and LNURL-pay today; QR codes and the
+checkout page can hang off the same helpers) are reached by payers, not by
+apps holding a token, so they:
+
+- build every URL they hand out from `--public-url` alone, never from the
+  request's Host header, which anyone can set; without the setting they
+  answer one clear error naming it (`public_url()`);
+- see the client address a reverse proxy forwarded only when `--trust-proxy`
+  says how many proxies to believe (werkzeug's ProxyFix); otherwise a
+  client could pick its own rate-limit bucket with an X-Forwarded-For header;
+- are rate-limited per client address with flask-limiter, in memory: the
+  limits are per process and reset on restart, which is enough to keep one
+  client from making the node mint invoices in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits.storage import MemoryStorage
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from lnplugin.api.errors import APIError
+from lnplugin.config import Settings
+
+log = logging.getLogger(__name__)
+
+NO_PUBLIC_URL = (
+    "this server has no public URL, so its Lightning Addresses and LNURL links are off; "
+    "set --public-url (LNPLUGIN_PUBLIC_URL) to the https:// URL payers reach it at"
+)
+
+
+class _MemoryStorage(MemoryStorage):
+    """limits' in-memory storage, sweeping expired counters every few seconds.
+
+    The stock one starts a new 10 ms timer thread whenever a counter is
+    incremented and its last sweep has finished: under steady traffic that
+    is a thread start every 10 ms, each blocking the request that makes it
+    until the thread runs, and about a third of a limited request's cost.
+    Expired counters are already reset when read, so the sweep only frees
+    memory, and once every few seconds does that. (The override names the
+    method limits defines; if a version renames it, the stock behaviour
+    simply comes back.)
+    """
+
+    STORAGE_SCHEME = ["lnplugin-memory"]
+    SWEEP_EVERY = 5.0  # seconds
+    _next_sweep = 0.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_EVERY
+            super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+
+def public_url() -> str:
+    """The configured public URL, or a 503 naming the setting."""
+    url = current_app.extensions["lnplugin"].settings.public_url
+    if not url:
+        raise APIError(503, NO_PUBLIC_URL)
+    return str(url)
+
+
+def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -> Any:
+    """LUD-06's error object. LUD-01 tells wallets to read the body whatever
+    the status, so the status is only for people and logs."""
+    response = jsonify({"status": "ERROR", "reason": reason})
+    response.status_code = code
+    response.headers.update(headers or {})
+    return response
+
+
+def lnurl_errors(bp: Blueprint) -> None:
+    """Answer every error of `bp`'s routes in LUD-06's shape (the rest of the
+    API keeps Alby's), including the 429 of the rate limiter."""
+
+    @bp.errorhandler(APIError)
+    def _api_error(exc: APIError) -> Any:
+        reason = exc.message
+        if exc.errors:
+            reason += ": " + "; ".join(f"{k} {v}" for k, v in exc.errors.items())
+        return lnurl_error(exc.code, reason, exc.headers)
+
+    @bp.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        headers = {
+            k: v
+            for k, v in exc.get_response().headers.items()
+            if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+        }
+        reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
+        return lnurl_error(code, reason, headers)
+
+
+def install(app: Flask, settings: Settings) -> Limiter:
+    """Proxy trust and the rate limiter for `app`; says once, in the log, when
+    the public routes are off for want of `--public-url`."""
+    if settings.trust_proxy:
+        n = settings.trust_proxy
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    if not settings.public_url:
+        log.info("Lightning Addresses and LNURL-pay are off: %s", NO_PUBLIC_URL)
+
+    # Registered before the limiter's own hook, so it runs after it (Flask
+    # runs these in reverse): flask-limiter puts Retry-After on every limited
+    # response, but on a success it would tell a client to wait for nothing.
+    # Errors keep theirs (a 503 sets its own).
+    @app.after_request
+    def _no_retry_after_on_success(response: Response) -> Response:
+        if response.status_code < 400:
+            response.headers.pop("Retry-After", None)
+        return response
+
+    return Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri="lnplugin-memory://",
+        headers_enabled=True,
+        # A rate limit is a safety net: if its storage fails, serve rather than refuse.
+        swallow_errors=True,
+    )
+
+
+def limit(limiter: Limiter, bp: Blueprint, rate: str) -> None:
+    """Limit every route of `bp` to `rate` per client address (one bucket per route)."""
+    limiter.limit(rate)(bp)

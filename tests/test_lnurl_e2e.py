@@ -1,0 +1,353 @@
+"""Lightning Addresses end to end: `lnplugin serve` as a real process on the
+dev node, a wallet's side played by the `lnurl` package (which no one here
+wrote) and by plain HTTP.
+
+Discover, call back with a comment and payer data, check the invoice's `h`
+against the metadata (plus the payer data, LUD-18), pay with `lnplugin dev
+pay`, verify (LUD-21); the LUD-06 error shapes; the admin CRUD's 4xx with a
+reason per field; keysend attribution; the rate limiter's 429 and headers;
+and the one error public routes give without `--public-url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bolt11 as reference
+import lnurl as lnurl_client
+import pytest
+import requests
+
+from tests.e2e import Server, cli, wait_for
+from tests.helpers_webhooks import free_port
+
+PAYER = {"name": "Bob", "email": "bob@example.com"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    data = tmp_path_factory.mktemp("lnurl") / "data"
+    args = ("--public-url", public, "--port", str(port), "--rate-limit", "1000/minute")
+    with Server(data, *args) as srv:
+        # `--port 0` comes first in Server's arguments; a later --port wins.
+        assert srv.url == public
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def alice(server: Server) -> dict[str, Any]:
+    reply = server.request(
+        "POST",
+        "/lightning_addresses",
+        json={
+            "username": "alice",
+            "description": "Tips for Alice's podcast",
+            "min_sendable_msat": 1000,
+            "max_sendable_msat": 5_000_000,
+            "comment_allowed": 50,
+            "payer_data": {"name": {"mandatory": True}, "email": {"mandatory": False}},
+            "success_message": "Thanks!",
+        },
+    )
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def _public(server: Server, path: str, **params: Any) -> requests.Response:
+    """A request with no token, as a wallet makes it."""
+    return requests.get(server.url + path, params=params, timeout=10)
+
+
+def test_an_lnurl_client_pays_an_address_and_verifies_it(
+    server: Server, alice: dict[str, Any]
+) -> None:
+    assert alice["lightning_address"] == f"alice@{urllib.parse.urlsplit(server.url).netloc}"
+    # The bech32 LNURL decodes (with the client library) to the discovery URL.
+    assert str(lnurl_client.decode(alice["lnurl"]).url) == alice["lnurlp_url"]
+
+    discovered = asyncio.run(lnurl_client.handle(alice["lnurl"]))
+    assert isinstance(discovered, lnurl_client.LnurlPayResponse)
+    assert discovered.minSendable == 1000 and discovered.maxSendable == 5_000_000
+    assert discovered.commentAllowed == 50
+    assert discovered.metadata.text == "Tips for Alice's podcast"
+    metadata_text = _public(server, "/.well-known/lnurlp/alice").json()["metadata"]
+    assert ["text/identifier", alice["lightning_address"]] in json.loads(metadata_text)
+    assert discovered.payerData is not None and discovered.payerData.name is not None
+
+    payer_text = json.dumps(PAYER)
+    reply = requests.get(
+        str(discovered.callback),
+        params={"amount": 21_000, "comment": "great episode", "payerdata": payer_text},
+        timeout=10,
+    ).json()
+    action = lnurl_client.LnurlPayActionResponse(**reply)
+    assert reply["routes"] == []
+    assert reply["successAction"] == {"tag": "message", "message": "Thanks!"}
+
+    invoice = reference.decode(action.pr)
+    assert invoice.amount_msat == 21_000
+    # LUD-06 and LUD-18: h = sha256(metadata + payerdata as sent).
+    expected = hashlib.sha256((metadata_text + payer_text).encode()).hexdigest()
+    assert invoice.description_hash == expected
+
+    verify_url = str(action.verify)
+    before = requests.get(verify_url, timeout=10).json()
+    assert before == {"status": "OK", "settled": False, "preimage": None, "pr": action.pr}
+
+    paid = json.loads(cli(server.data_dir, "dev", "pay", action.pr))
+    assert paid["state"] == "SETTLED"
+    after = wait_for(
+        lambda: (r := requests.get(verify_url, timeout=10).json())["settled"] and r,
+        "verify to report the settlement",
+    )
+    assert hashlib.sha256(bytes.fromhex(after["preimage"])).hexdigest() == invoice.payment_hash
+    lnurl_client.LnurlPayVerifyResponse(**after)  # the client library accepts the shape
+
+    stored = server.request("GET", f"/invoices/{invoice.payment_hash}").json()
+    assert stored["comment"] == "great episode"
+    assert stored["payer_name"] == "Bob" and stored["payer_email"] == "bob@example.com"
+    assert stored["lightning_address"] == "alice"
+    assert stored["description"] == "Tips for Alice's podcast"
+    assert stored["description_hash"] == expected
+    listed = server.request(
+        "GET", "/invoices/incoming", params={"q[lightning_address]": "alice"}
+    ).json()
+    assert invoice.payment_hash in [item["payment_hash"] for item in listed]
+
+
+def test_a_keysend_carrying_the_address_record_is_attributed_to_it(
+    server: Server, alice: dict[str, Any]
+) -> None:
+    info = _public(server, "/.well-known/keysend/alice").json()
+    assert info["status"] == "OK" and info["tag"] == "keysend"
+    node_pubkey = server.request("GET", "/info").json()["node"]["pubkey"]
+    assert info["pubkey"] == node_pubkey
+    [custom] = info["customData"]
+    assert custom == {"customKey": "696969", "customValue": "alice"}
+
+    boost = json.dumps({"podcast": "Alice's pod", "message": "boost!", "value_msat_total": 7000})
+    sent = json.loads(
+        cli(
+            server.data_dir,
+            "dev",
+            "keysend",
+            "--amount-msat",
+            "7000",
+            "--record",
+            f"{custom['customKey']}={custom['customValue']}",
+            "--record",
+            f"7629169={boost}",
+        )
+    )
+    other = json.loads(
+        cli(server.data_dir, "dev", "keysend", "--amount-msat", "1000", "--record", "696969=bob")
+    )
+
+    def attributed() -> dict[str, Any] | None:
+        reply = server.request("GET", f"/invoices/{sent['payment_hash']}")
+        return reply.json() if reply.status_code == 200 else None
+
+    row = wait_for(attributed, "the keysend to be stored")
+    assert row["lightning_address"] == "alice"
+    assert row["boostagram"]["message"] == "boost!"
+    unrelated = wait_for(
+        lambda: (
+            server.request("GET", f"/invoices/{other['payment_hash']}").status_code == 200
+            and server.request("GET", f"/invoices/{other['payment_hash']}").json()
+        ),
+        "the other keysend to be stored",
+    )
+    assert unrelated["lightning_address"] is None
+    listed = server.request(
+        "GET", "/invoices", params={"q[lightning_address]": "alice@example.com", "items": 100}
+    ).json()
+    hashes = [item["payment_hash"] for item in listed]
+    assert sent["payment_hash"] in hashes and other["payment_hash"] not in hashes
+
+
+def test_callback_errors_have_lud06_shape_and_say_why(
+    server: Server, alice: dict[str, Any]
+) -> None:
+    callback = "/lnurlp/alice/callback"
+    name = json.dumps({"name": "Bob"})
+    cases = [
+        ({"amount": 999, "payerdata": name}, "from 1000 to 5000000"),
+        ({"amount": 5_000_001, "payerdata": name}, "from 1000 to 5000000"),
+        ({"payerdata": name}, "amount is required"),
+        ({"amount": "12a", "payerdata": name}, "amount must be an integer"),
+        ({"amount": 2000, "comment": "x" * 51, "payerdata": name}, "at most 50 characters"),
+        ({"amount": 2000}, "payerdata.name is mandatory"),
+        ({"amount": 2000, "payerdata": "{not json"}, "payerdata must be a JSON object"),
+        ({"amount": 2000, "payerdata": json.dumps({"email": "x"})}, "payerdata.name"),
+        (
+            {"amount": 2000, "payerdata": json.dumps({"name": "B", "email": "nope"})},
+            "payerdata.email must be an email address",
+        ),
+    ]
+    for params, reason in cases:
+        reply = _public(server, callback, **params)
+        body = reply.json()
+        assert reply.status_code == 400, (params, body)
+        assert body["status"] == "ERROR", body
+        assert reason in body["reason"], (params, body)
+
+    for path in ("/.well-known/lnurlp/nobody", "/lnurlp/nobody/callback?amount=1000"):
+        reply = _public(server, path)
+        assert reply.status_code == 404
+        assert reply.json() == {"status": "ERROR", "reason": "No Lightning Address 'nobody' here"}
+    # Verify answers only for invoices minted through an address.
+    api_invoice = server.request("POST", "/invoices", json={"amount": 5}).json()
+    for target in (api_invoice["payment_hash"], "0" * 64, "not-a-hash"):
+        reply = _public(server, f"/lnurlp/verify/{target}")
+        assert reply.status_code == 404
+        assert reply.json() == {"status": "ERROR", "reason": "Not found"}
+
+
+def test_admin_crud_over_http_with_a_reason_per_field(server: Server) -> None:
+    created = server.request(
+        "POST", "/lightning_addresses", json={"username": "carol.pod", "comment_allowed": 0}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["keysend_custom_value"] == "carol.pod"
+
+    bad = server.request(
+        "POST",
+        "/lightning_addresses",
+        json={
+            "username": "Carol!",
+            "min_sendable_msat": 0,
+            "comment_allowed": 5000,
+            "payer_data": {"auth": {"mandatory": True}},
+            "image": "https://example.com/a.png",
+            "webhook": "ftp://x",
+            "success_message": "x" * 145,
+            "surprise": 1,
+        },
+    )
+    assert bad.status_code == 400
+    errors = bad.json()["errors"]
+    assert set(errors) == {
+        "username",
+        "min_sendable_msat",
+        "comment_allowed",
+        "payer_data",
+        "image",
+        "webhook",
+        "success_message",
+        "surprise",
+    }, errors
+    assert "LUD-16" in errors["username"]
+
+    crossed = server.request(
+        "POST",
+        "/lightning_addresses",
+        json={"username": "dave", "min_sendable_msat": 9000, "max_sendable_msat": 8000},
+    )
+    assert crossed.status_code == 400
+    assert crossed.json()["errors"] == {"max_sendable_msat": "must be at least min_sendable_msat"}
+
+    taken = server.request("POST", "/lightning_addresses", json={"username": "carol.pod"})
+    assert taken.status_code == 409
+    assert taken.json()["errors"] == {"username": "is taken by another address"}
+    same_keysend = server.request(
+        "POST",
+        "/lightning_addresses",
+        json={"username": "erin", "keysend_custom_value": "carol.pod"},
+    )
+    assert same_keysend.status_code == 409
+    assert "keysend_custom_value" in same_keysend.json()["errors"]
+
+    patched = server.request(
+        "PATCH", "/lightning_addresses/carol.pod", json={"description": "Carol", "image": None}
+    )
+    assert patched.status_code == 200 and patched.json()["description"] == "Carol"
+    low = server.request("PATCH", "/lightning_addresses/carol.pod", json={"max_sendable_msat": 500})
+    assert low.status_code == 400
+    assert low.json()["errors"] == {
+        "max_sendable_msat": "must be at least min_sendable_msat (1000)"
+    }
+    nulled = server.request("PATCH", "/lightning_addresses/carol.pod", json={"description": None})
+    assert nulled.status_code == 400 and nulled.json()["errors"] == {
+        "description": "cannot be null"
+    }
+    assert server.request("PATCH", "/lightning_addresses/zed", json={}).status_code == 404
+
+    names = [a["username"] for a in server.request("GET", "/lightning_addresses").json()]
+    assert "carol.pod" in names
+    assert server.request("GET", "/lightning_addresses/carol.pod").status_code == 200
+    gone = server.request("DELETE", "/lightning_addresses/carol.pod")
+    assert gone.status_code == 200 and gone.json()["deleted"] is True
+    assert server.request("GET", "/lightning_addresses/carol.pod").status_code == 404
+    assert server.request("DELETE", "/lightning_addresses/carol.pod").status_code == 404
+
+    # Managing addresses needs the admin scope.
+    reader = cli(server.data_dir, "token", "create", "--scope", "invoices:read").splitlines()[-1]
+    assert server.request("GET", "/lightning_addresses", token=reader).status_code == 403
+    assert requests.get(server.url + "/lightning_addresses", timeout=10).status_code == 401
+
+
+def test_the_callback_rate_limit_answers_429_with_its_headers(tmp_path: Path) -> None:
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    args = ("--public-url", public, "--port", str(port), "--rate-limit-callback", "2/minute")
+    with Server(tmp_path / "data", *args) as srv:
+        made = srv.request("POST", "/lightning_addresses", json={"username": "rl"})
+        assert made.status_code == 201
+        replies = [_public(srv, "/lnurlp/rl/callback", amount=1000) for _ in range(3)]
+        assert [r.status_code for r in replies] == [200, 200, 429]
+        assert replies[0].headers["X-RateLimit-Limit"] == "2"
+        assert replies[0].headers["X-RateLimit-Remaining"] == "1"
+        assert "Retry-After" not in replies[0].headers
+        limited = replies[2]
+        assert limited.json()["status"] == "ERROR"
+        assert int(limited.headers["Retry-After"]) > 0
+        assert limited.headers["X-RateLimit-Remaining"] == "0"
+        assert int(limited.headers["X-RateLimit-Reset"]) > 0
+        # Discovery has its own, separate limit.
+        assert _public(srv, "/.well-known/lnurlp/rl").status_code == 200
+
+
+def test_public_routes_name_the_missing_public_url_setting(tmp_path: Path) -> None:
+    with Server(tmp_path / "data") as srv:
+        assert srv.request("POST", "/lightning_addresses", json={"username": "x"}).ok
+        for path in (
+            "/.well-known/lnurlp/x",
+            "/lnurlp/x/callback?amount=1000",
+            "/.well-known/keysend/x",
+            "/lnurlp/verify/" + "0" * 64,
+        ):
+            reply = _public(srv, path)
+            assert reply.status_code == 503
+            body = reply.json()
+            assert body["status"] == "ERROR"
+            assert "--public-url (LNPLUGIN_PUBLIC_URL)" in body["reason"]
+        shown = srv.request("GET", "/lightning_addresses/x").json()
+        assert shown["lightning_address"] is None and shown["lnurl"] is None
+
+
+def test_the_readme_lnurl_walkthrough_works_as_shown(tmp_path: Path) -> None:
+    """The README's ```sh lnurl-walkthrough blocks, run after the main walk-through's
+    setup (activate, export, `field`) against a server with `--public-url`,
+    print what the README shows (see tests/test_readme_walkthrough.py)."""
+    from tests import test_readme_walkthrough as walk
+
+    setup = walk.COMMANDS[:3]
+    assert [c.text.split()[0] for c in setup] == [".", "export", "field()"]
+    commands = walk.parse_commands(walk.README, "lnurl-walkthrough")
+    assert commands, "README.md has no ```sh lnurl-walkthrough blocks"
+    port = free_port()
+    walked = walk.run_walkthrough(
+        tmp_path,
+        setup + commands,
+        ("--port", str(port), "--public-url", f"http://127.0.0.1:{port}"),
+    )
+    for n in range(len(walked)):
+        walk.test_each_command_works_and_prints_what_the_readme_shows(walked, n)

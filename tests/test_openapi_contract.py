@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import positive_data_acceptance
 
 from tests import e2e
+from tests.helpers_webhooks import free_port
 
 EXAMPLES_PER_OPERATION = 15
 
@@ -32,7 +33,23 @@ EXAMPLES_PER_OPERATION = 15
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Server]:
     data_dir: Path = tmp_path_factory.mktemp("contract") / "data"
-    with e2e.Server(data_dir, "--sse-heartbeat", "0.1") as srv:
+    # With a public URL, so the LNURL routes answer (without one they are a
+    # deliberate 503, tested in test_lnurl_e2e); limits high enough that the
+    # generated requests are checked, not refused with 429.
+    port = free_port()
+    with e2e.Server(
+        data_dir,
+        "--sse-heartbeat",
+        "0.1",
+        "--port",
+        str(port),
+        "--public-url",
+        f"http://127.0.0.1:{port}",
+        "--rate-limit",
+        "100000/minute",
+        "--rate-limit-callback",
+        "100000/minute",
+    ) as srv:
         yield srv
 
 

@@ -49,6 +49,12 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     schemas.Info,
     schemas.Health,
     schemas.Ticket,
+    schemas.LightningAddress,
+    schemas.LnurlError,
+    schemas.LnurlPayRequest,
+    schemas.LnurlInvoice,
+    schemas.LnurlVerify,
+    schemas.LnurlKeysend,
 )
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     schemas.InvoiceCreate,
@@ -56,6 +62,8 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     schemas.DevKeysend,
     schemas.DevMine,
     schemas.HoldSettle,
+    schemas.AddressCreate,
+    schemas.AddressUpdate,
     schemas.DecodeBody,
     EndpointCreate,
     TicketCreate,
@@ -66,6 +74,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "endpoint_id": {"type": "string", "minLength": 1, "maxLength": 100},
     "event_id": {"type": "string", "minLength": 1, "maxLength": 100},
     "invoice": {"type": "string", "minLength": 1, "maxLength": 7089},
+    "username": {"type": "string", "minLength": 1, "maxLength": 64},
 }
 _INT = {"type": "integer", "minimum": 0, "maximum": MAX_PARAM_INT}
 LIST_QUERY = [
@@ -133,6 +142,7 @@ ERROR_TEXT = {
     403: "the token lacks a scope",
     404: "not found",
     409: "conflict",
+    429: "too many requests from this client address; see Retry-After",
     501: "the node cannot do this (e.g. hold invoices on standalone Core Lightning)",
     413: "body over 64 KiB",
     502: "the node refused",
@@ -154,6 +164,8 @@ class Op:
     public: bool = False
     extra_ok: dict[int, str] = field(default_factory=dict)
     ok_headers: dict[str, Any] = field(default_factory=dict)
+    # the component errors answer with: Alby's shape, or LUD-06's on public LNURL routes
+    error_model: str = "Error"
 
 
 _READ = (400, 401, 403, 404)
@@ -220,6 +232,80 @@ OPERATIONS: dict[str, Op] = {
         errors=(400, 401, 403),
         content_type="text/csv",
         more_content_types=("application/x-ndjson",),
+    ),
+    "lightning_addresses.create": Op(
+        "Create a Lightning Address",
+        201,
+        "LightningAddress",
+        schemas.AddressCreate,
+        errors=(400, 401, 403, 409, 413),
+    ),
+    "lightning_addresses.list_addresses": Op(
+        "Lightning Addresses", 200, "[LightningAddress]", errors=(401, 403)
+    ),
+    "lightning_addresses.get": Op(
+        "One Lightning Address", 200, "LightningAddress", errors=(401, 403, 404)
+    ),
+    "lightning_addresses.patch": Op(
+        "Change a Lightning Address (only the fields sent)",
+        200,
+        "LightningAddress",
+        schemas.AddressUpdate,
+        errors=(400, 401, 403, 404, 409, 413),
+    ),
+    "lightning_addresses.delete": Op(
+        "Remove a Lightning Address (its invoices keep its name)",
+        200,
+        "LightningAddress",
+        errors=(401, 403, 404),
+    ),
+    "lnurlp.discover": Op(
+        "LUD-06/16 payRequest of a Lightning Address (no token)",
+        200,
+        "LnurlPayRequest",
+        errors=(404, 429, 503),
+        public=True,
+        error_model="LnurlError",
+    ),
+    "lnurlp_callback.callback": Op(
+        "LUD-06 callback: mint an invoice for an amount (no token)",
+        200,
+        "LnurlInvoice",
+        params=[
+            {
+                "name": "amount",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+                "description": "msat",
+            },
+            {"name": "comment", "in": "query", "schema": {"type": "string"}},
+            {
+                "name": "payerdata",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": "LUD-18 payer data, JSON text",
+            },
+        ],
+        errors=(400, 404, 429, 502, 503),
+        public=True,
+        error_model="LnurlError",
+    ),
+    "lnurlp.verify": Op(
+        "LUD-21 verify of an invoice minted through an address (no token)",
+        200,
+        "LnurlVerify",
+        errors=(404, 429, 503),
+        public=True,
+        error_model="LnurlError",
+    ),
+    "lnurlp.keysend": Op(
+        "Podcasting 2.0 keysend address: node pubkey and custom record (no token)",
+        200,
+        "LnurlKeysend",
+        errors=(404, 429, 503),
+        public=True,
+        error_model="LnurlError",
     ),
     "decode.decode_get": Op("Decode a BOLT11 invoice", 200, "DecodedInvoice", errors=_READ),
     "decode.decode_post": Op(
@@ -406,8 +492,8 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
     for status in op.errors:
         responses[str(status)] = {
             "description": ERROR_TEXT[status],
-            "headers": {**REQUEST_ID, **(RETRY_AFTER if status == 503 else {})},
-            "content": _content("Error", "application/json"),
+            "headers": {**REQUEST_ID, **(RETRY_AFTER if status in (429, 503) else {})},
+            "content": _content(op.error_model, "application/json"),
         }
     # A request the HTTP parser cannot read (a header with control bytes, a
     # malformed request line) is refused by uvicorn before lnplugin sees it,
@@ -420,7 +506,7 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
     }
     responses["default"] = {
         "description": "any other error, same shape (e.g. 405, 500)",
-        "content": _content("Error", "application/json"),
+        "content": _content(op.error_model, "application/json"),
     }
     doc = (view.__doc__ or "").strip()
     operation: dict[str, Any] = {

@@ -499,3 +499,77 @@ class AddressUpdate(_AddressFields):
             if name in self.model_fields_set and getattr(self, name) is None:
                 errors[name] = "cannot be null"
         return errors
+
+
+# -- Response shapes of the address and public LNURL routes (OpenAPI only) ---------
+
+
+class LightningAddress(BaseModel):
+    """An address as `/lightning_addresses` answers it; links null without --public-url."""
+
+    model_config = ConfigDict(extra="allow")
+
+    username: str
+    lightning_address: str | None
+    lnurl: str | None
+    lnurlp_url: str | None
+    keysend_url: str | None
+    min_sendable_msat: int
+    max_sendable_msat: int
+    description: str
+    image: str | None
+    comment_allowed: int
+    payer_data: dict[str, Any] | None
+    webhook: str | None
+    success_message: str | None
+    keysend_custom_key: int
+    keysend_custom_value: str
+    created_at: int
+    updated_at: int
+    deleted: bool | None = Field(default=None, description="only in the DELETE answer")
+
+
+class LnurlError(BaseModel):
+    """LUD-06's error object, on the public LNURL routes instead of Alby's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ERROR"]
+    reason: str
+
+
+class LnurlPayRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tag: Literal["payRequest"]
+    callback: str
+    minSendable: int
+    maxSendable: int
+    metadata: str = Field(description="JSON text of [mime type, content] pairs (LUD-06)")
+    commentAllowed: int
+
+
+class LnurlInvoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    pr: str
+    routes: list[Any]
+    verify: str = Field(description="LUD-21 verify URL")
+
+
+class LnurlVerify(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["OK"]
+    settled: bool
+    preimage: str | None
+    pr: str
+
+
+class LnurlKeysend(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["OK"]
+    tag: Literal["keysend"]
+    pubkey: str
+    customData: list[dict[str, Any]]

@@ -205,7 +205,7 @@ OPERATIONS: dict[str, Op] = {
         "Cancel an open or held invoice",
         200,
         "Invoice",
-        errors=(401, 403, 404, 409, 501, 502, 503),
+        errors=(400, 401, 403, 404, 409, 501, 502, 503),
     ),
     "invoices.export_invoices": Op(
         "Every invoice as CSV or JSON Lines, streamed",
@@ -499,8 +499,15 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
     # malformed request line) is refused by uvicorn before lnplugin sees it,
     # with its own plain-text 400 (docs/streaming.md); say so rather than
     # promise JSON the server cannot give there.
-    responses.setdefault("400", {"description": ERROR_TEXT[400], "headers": REQUEST_ID})
-    responses["400"].setdefault("content", {})["text/plain"] = {
+    responses.setdefault(
+        "400",
+        {
+            "description": ERROR_TEXT[400],
+            "headers": REQUEST_ID,
+            "content": _content(op.error_model, "application/json"),
+        },
+    )
+    responses["400"]["content"]["text/plain"] = {
         "schema": {"type": "string"},
         "example": "Invalid HTTP request received.",
     }

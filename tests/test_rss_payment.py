@@ -432,3 +432,28 @@ def test_loopback_is_refused_unless_the_operator_allows_it(
     assert row["state"] == "refused" and row["attempts"] == 1
     assert "loopback" in row["error"]
     assert not any(path.startswith("/guarded") for path in pages.requests)
+
+
+def test_the_readme_rss_walkthrough_works_as_shown(tmp_path: Path) -> None:
+    """The README's ```sh rss-walkthrough blocks, after the main walk-through's
+    setup, against a server started as the README says (see
+    tests/test_readme_walkthrough.py for how output is matched)."""
+    from tests import test_readme_walkthrough as walk
+
+    setup = walk.COMMANDS[:3]
+    assert [c.text.split()[0] for c in setup] == [".", "export", "field()"]
+    commands = walk.parse_commands(walk.README, "rss-walkthrough")
+    assert commands, "README.md has no ```sh rss-walkthrough blocks"
+    port = free_port()
+    shown = f"--public-url http://127.0.0.1:8080 {' '.join(ARGS_SHOWN)}"
+    assert f'make run ARGS="{shown}"' in walk.README
+    walked = walk.run_walkthrough(
+        tmp_path,
+        setup + commands,
+        ("--port", str(port), "--public-url", f"http://127.0.0.1:{port}", *ARGS_SHOWN),
+    )
+    for n in range(len(walked)):
+        walk.test_each_command_works_and_prints_what_the_readme_shows(walked, n)
+
+
+ARGS_SHOWN = ("--rss-payment-domain", "127.0.0.1", "--webhook-allow", "127.0.0.0/8")

@@ -105,10 +105,9 @@ def request(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Failed("refused: not an http(s) URL", refused=True)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise Failed("refused: the URL's port is not a number", refused=True) from None
+    # A bad port or an unencodable host raises ValueError / UnicodeError here;
+    # callers record that as a failed attempt of their own.
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         address = resolve(parts.hostname, port, allow)
     except Refused as exc:

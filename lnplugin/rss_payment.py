@@ -110,6 +110,8 @@ def fetch(url: str, settings: FetchSettings) -> Result:
         )
     except pinned_http.Failed as exc:
         return Result(error=str(exc), retry=not exc.refused, refused=exc.refused)
+    except ValueError as exc:  # a port out of range, a host IDNA cannot encode (UnicodeError)
+        return Result(error=f"unusable URL: {exc}"[:300])
     if response.status >= 500 or response.status == 429:
         return Result(error=f"HTTP {response.status}", retry=True)
     if not 200 <= response.status < 300:
@@ -216,7 +218,11 @@ class RssPaymentWorker:
     def attempt(self, row: Any) -> None:
         """Fetch one due row and write the outcome."""
         invoice_id, url = row["invoice_id"], row["url"]
-        result = fetch(url, self.settings)
+        try:
+            result = fetch(url, self.settings)
+        except Exception as exc:  # not expected; recorded, so the row is not retried in a loop
+            log.exception("rss::payment fetch from %s raised", host_of(url))
+            result = Result(error=f"{exc.__class__.__name__}: {exc}"[:300], retry=True)
         with self.store.transaction() as tx:
             if result.header is not None:
                 invoice = invoices.by_id(tx, invoice_id)

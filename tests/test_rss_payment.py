@@ -411,13 +411,17 @@ def test_an_oversized_header_is_refused_and_not_retried(
     assert _invoice(server, payment_hash)["boostagram"] is None
 
 
-def test_a_page_without_the_header_fails_without_retries(
+def test_a_page_without_the_header_or_an_unusable_url_fails_without_retries(
     server: Server, pages: PaymentPages
 ) -> None:
     _address(server, "erin")
     payment_hash = _boost(server, "erin", f"rss::payment::boost {pages.url('/missing')} hi")
     row = _final(server, payment_hash)
     assert row["state"] == "failed" and row["attempts"] == 1 and row["error"] == "HTTP 404"
+    bad_port = _boost(server, "erin", "rss::payment::boost http://127.0.0.1:99999/x hi")
+    row = _final(server, bad_port)
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert row["error"].startswith("unusable URL: ")
 
 
 def test_loopback_is_refused_unless_the_operator_allows_it(
@@ -457,3 +461,30 @@ def test_the_readme_rss_walkthrough_works_as_shown(tmp_path: Path) -> None:
 
 
 ARGS_SHOWN = ("--rss-payment-domain", "127.0.0.1", "--webhook-allow", "127.0.0.0/8")
+
+
+def test_a_pending_fetch_survives_a_restart(tmp_path: Path) -> None:
+    """The schedule is in the store: a fetch that failed before a restart is
+    made by the next process, from the row it left behind."""
+    data = tmp_path / "data"
+    late = PaymentPages()
+    late.headers["/restart"] = urllib.parse.quote(json.dumps({**RECORD, "item_guid": "ep-r"}))
+    args = ("--rss-payment-domain", "127.0.0.1", "--webhook-allow", "127.0.0.0/8")
+    try:
+        with _serve(data, *args, "--rss-payment-retry-schedule", "1,1,1,1,1") as first:
+            _address(first, "gina")
+            payment_hash = _boost(first, "gina", f"rss::payment::boost {late.url('/restart')} hi")
+            wait_for(
+                lambda: (row := _row(first, payment_hash)) and row["attempts"] >= 1,
+                "a first failed attempt",
+            )
+        assert _row(first, payment_hash)["state"] == "pending"  # type: ignore[index]
+        late.start()
+        with _serve(data, *args) as second:
+            second.token = first.token  # printed only on a fresh data dir
+            row = _final(second, payment_hash)
+            assert row["state"] == "fetched"
+            assert _invoice(second, payment_hash)["boostagram"]["episode_guid"] == "ep-r"
+        assert late.requests == ["/restart"]
+    finally:
+        late.close()

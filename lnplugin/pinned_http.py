@@ -118,7 +118,7 @@ def request(
     try:
         conn.request(method, path, body=body, headers={**(headers or {}), "connection": "close"})
         response = conn.getresponse()
-        received = {}
+        received: dict[str, str] = {}
         for name, value in response.getheaders():
             received.setdefault(name.lower(), value)
         data = response.read(max_body) if max_body else b""

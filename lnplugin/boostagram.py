@@ -133,7 +133,8 @@ def parse_record_value(text: str) -> bytes:
 # renamed so a boost looks the same however it arrived.
 
 RSS_PAYMENT_HEADER = "x-rss-payment"
-_RSS_PAYMENT = re.compile(r"\s*rss::payment::(\S+)\s+(https?://\S+)(?:\s+(.*))?", re.S | re.I)
+RSS_PAYMENT_PREFIX = "rss::payment::"
+_RSS_PAYMENT = re.compile(r"\s*rss::payment::(\S+)\s+(https?://\S+)(?:\s+(.*))?", re.S)
 # x-rss-payment name -> bLIP-10 name, for the same fact.
 RSS_TO_BLIP10 = {
     "feed_guid": "guid",

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from lnplugin import __version__, pinned_http
 from lnplugin.boostagram import (
     RSS_PAYMENT_HEADER,
+    RSS_PAYMENT_PREFIX,
     RssPaymentRef,
     parse_rss_payment,
     rss_payment_ref,
@@ -198,7 +199,11 @@ class RssPaymentWorker:
         start = cursors.get(tx, db.CURSOR)
         rows = events.after(tx, start, BATCH)
         for event in rows:
-            if event["type"] != events.INCOMING_SETTLED:
+            # The substring test spares decoding every payload of a bulk catch-up.
+            if (
+                event["type"] != events.INCOMING_SETTLED
+                or RSS_PAYMENT_PREFIX not in event["payload"]
+            ):
                 continue
             ref = reference(events.payload(event)["data"])
             if ref is None:

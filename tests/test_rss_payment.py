@@ -76,6 +76,7 @@ def test_a_comment_reference_is_read_from_the_start_of_the_text() -> None:
         "see rss::payment::boost https://a.example/x",  # not at the start
         "rss::payment::boost ftp://a.example/x hi",  # not http(s)
         "rss::payment::boost",  # no URL
+        "RSS::PAYMENT::boost https://a.example/x",  # the prefix is lower-case
     ):
         assert rss_payment_ref(text) is None, text
 

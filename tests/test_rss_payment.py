@@ -379,6 +379,9 @@ def test_a_domain_not_on_the_list_is_never_fetched(server: Server, pages: Paymen
     assert "localhost is not an --rss-payment-domain" in row["error"]
     assert not any(path.startswith("/elsewhere") for path in pages.requests)
     assert _invoice(server, payment_hash)["boostagram"] is None
+    metrics = server.request("GET", "/metrics").text
+    refused = [line for line in metrics.splitlines() if line.startswith("lnplugin_rss_payments{")]
+    assert any('state="refused"' in line and not line.endswith(" 0.0") for line in refused)
 
 
 def test_a_receiver_that_is_down_is_retried_until_it_answers(server: Server) -> None:

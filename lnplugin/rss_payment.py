@@ -233,6 +233,18 @@ class RssPaymentWorker:
                 invoice = invoices.by_id(tx, invoice_id)
                 ref = reference({k: getattr(invoice, k) for k in SOURCES}) if invoice else None
                 boost = parse_rss_payment(result.header, ref)
+                if boost is None:
+                    error = f"{RSS_PAYMENT_HEADER} is not URI-encoded JSON holding an object"
+                    db.record_failure(
+                        tx, invoice_id, error, None, final=db.FAILED, header=result.header
+                    )
+                    log.warning(
+                        "rss::payment record from %s for invoice %s: %s",
+                        host_of(url),
+                        invoice_id,
+                        error,
+                    )
+                    return
                 changed = db.fill(tx, invoice_id, result.header, boost)
                 log.info(
                     "rss::payment record from %s for invoice %s%s",

@@ -415,13 +415,20 @@ def test_an_oversized_header_is_refused_and_not_retried(
     assert _invoice(server, payment_hash)["boostagram"] is None
 
 
-def test_a_page_without_the_header_or_an_unusable_url_fails_without_retries(
+def test_a_missing_or_unparsable_header_or_an_unusable_url_fails_without_retries(
     server: Server, pages: PaymentPages
 ) -> None:
     _address(server, "erin")
     payment_hash = _boost(server, "erin", f"rss::payment::boost {pages.url('/missing')} hi")
     row = _final(server, payment_hash)
     assert row["state"] == "failed" and row["attempts"] == 1 and row["error"] == "HTTP 404"
+    pages.headers["/garbled"] = urllib.parse.quote("[1, 2]")  # JSON, but not an object
+    garbled = _boost(server, "erin", f"rss::payment::boost {pages.url('/garbled')} hi")
+    row = _final(server, garbled)
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert "not URI-encoded JSON holding an object" in row["error"]
+    assert row["header"] == urllib.parse.quote("[1, 2]")  # kept, to see what was sent
+    assert _invoice(server, garbled)["boostagram"] is None
     bad_port = _boost(server, "erin", "rss::payment::boost http://127.0.0.1:99999/x hi")
     row = _final(server, bad_port)
     assert row["state"] == "failed" and row["attempts"] == 1

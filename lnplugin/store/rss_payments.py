@@ -60,26 +60,31 @@ def by_invoice(conn: sqlite3.Connection, invoice_id: int) -> sqlite3.Row | None:
 
 
 def record_failure(
-    tx: sqlite3.Connection, invoice_id: int, error: str, next_at: float | None, *, final: str
+    tx: sqlite3.Connection,
+    invoice_id: int,
+    error: str,
+    next_at: float | None,
+    *,
+    final: str,
+    header: str | None = None,
 ) -> None:
     """One more failed attempt: pending again at `next_at`, or `final` (failed
-    or refused) when there is none."""
+    or refused) when there is none. `header`: one that came but was unusable."""
     tx.execute(
         "UPDATE rss_payments SET attempts = attempts + 1, last_error = ?, state = ?, "
-        "next_attempt_at = ?, updated_at = ? WHERE invoice_id = ?",
+        "next_attempt_at = ?, header = ?, updated_at = ? WHERE invoice_id = ?",
         (
             error[:300],
             PENDING if next_at is not None else final,
             None if next_at is None else int(next_at),
+            header,
             int(time.time()),
             invoice_id,
         ),
     )
 
 
-def fill(
-    tx: sqlite3.Connection, invoice_id: int, header: str, boostagram: dict[str, Any] | None
-) -> bool:
+def fill(tx: sqlite3.Connection, invoice_id: int, header: str, boostagram: dict[str, Any]) -> bool:
     """Keep the raw header; give the invoice the boostagram and append
     `invoice.updated`. A boostagram the payment already carried (TLV 7629169)
     is kept. Returns whether the invoice changed."""
@@ -89,7 +94,7 @@ def fill(
         (FETCHED, header, int(time.time()), invoice_id),
     )
     invoice = invoices.by_id(tx, invoice_id)
-    if invoice is None or boostagram is None or invoice.boostagram is not None:
+    if invoice is None or invoice.boostagram is not None:
         return False
     invoices.update(tx, invoice_id, {"boostagram": json.dumps(boostagram)})
     updated = invoices.by_id(tx, invoice_id)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -118,3 +120,77 @@ def parse_record_value(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("is not valid Unicode text (a lone surrogate)") from None
+
+
+# -- rss::payment ---------------------------------------------------------------------
+#
+# A boost sent to a Lightning Address cannot carry a TLV record, so the
+# Podcasting 2.0 "RSS Payment Metadata" convention puts
+# `rss::payment::<action> <url> <truncated message>` in the LUD-12 comment
+# (or the BOLT11 description, or a keysend chat message), and the response to
+# `<url>` carries the whole record as URI-encoded JSON in an `x-rss-payment`
+# header. Its field names differ from bLIP-10's for the same facts; they are
+# renamed so a boost looks the same however it arrived.
+
+RSS_PAYMENT_HEADER = "x-rss-payment"
+RSS_PAYMENT_PREFIX = "rss::payment::"
+_RSS_PAYMENT = re.compile(r"\s*rss::payment::(\S+)\s+(https?://\S+)(?:\s+(.*))?", re.S)
+# x-rss-payment name -> bLIP-10 name, for the same fact.
+RSS_TO_BLIP10 = {
+    "feed_guid": "guid",
+    "feed_title": "podcast",
+    "item_guid": "episode_guid",
+    "item_title": "episode",
+    "position": "ts",
+    "recipient_name": "name",
+    "id": "uuid",
+    "group": "boost_uuid",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RssPaymentRef:
+    """What the comment says: the action, the URL to fetch, the short message."""
+
+    action: str
+    url: str
+    message: str | None
+
+
+def rss_payment_ref(text: str | None) -> RssPaymentRef | None:
+    """`rss::payment::<action> <url> <message>` at the start of `text`, or None."""
+    if not text:
+        return None
+    match = _RSS_PAYMENT.fullmatch(text)
+    if match is None:
+        return None
+    action, url, message = match.groups()
+    return RssPaymentRef(action.lower(), url, (message or "").strip() or None)
+
+
+def parse_rss_payment(header: str, ref: RssPaymentRef | None = None) -> dict[str, Any] | None:
+    """The boostagram an `x-rss-payment` header value describes; None when it is
+    not URI-encoded JSON holding an object.
+
+    Fields with a bLIP-10 counterpart are renamed to it (a bLIP-10 name sent
+    as well wins); everything else is kept as sent, and numbers are made
+    lenient exactly as in `parse_boostagram`. The action and message of the
+    comment fill in when the header lacks them.
+    """
+    try:
+        data = json.loads(urllib.parse.unquote(header.strip(), errors="replace"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    for rss_name, blip_name in RSS_TO_BLIP10.items():
+        if rss_name in data:
+            value = data.pop(rss_name)
+            data.setdefault(blip_name, value)
+    for key in _INT_FIELDS & data.keys():
+        data[key] = _as_int(data[key])
+    if ref is not None:
+        data.setdefault("action", ref.action)
+        if ref.message is not None:
+            data.setdefault("message", ref.message)
+    return data

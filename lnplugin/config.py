@@ -28,6 +28,8 @@ from lnplugin.networks import NETWORKS
 
 ENV_PREFIX = "LNPLUGIN_"
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+DEFAULT_RSS_RETRY_SCHEDULE = (10, 60, 300, 1800, 7200, 21600)
+_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+/?")
 
 
@@ -71,6 +73,12 @@ class Settings(BaseModel):
     trust_proxy: int = 0
     rate_limit: str = "60/minute"
     rate_limit_callback: str = "20/minute"
+    # rss::payment boost records are fetched only from these domains (and
+    # their subdomains); none by default, so the operator opts in.
+    rss_payment_domain: tuple[str, ...] = ()
+    rss_payment_retry_schedule: tuple[int, ...] = DEFAULT_RSS_RETRY_SCHEDULE
+    rss_payment_timeout: float = 10.0
+    rss_payment_max_bytes: int = 16384
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -178,7 +186,38 @@ class Settings(BaseModel):
                 raise ValueError(f"{item!r} is not an origin such as https://app.example.com")
         return tuple(item.rstrip("/").lower() for item in items)
 
-    @field_validator("webhook_retry_schedule", mode="before")
+    @field_validator("rss_payment_domain", mode="before")
+    @classmethod
+    def _domains(cls, value: Any) -> tuple[str, ...]:
+        items = [str(item).strip().lower().rstrip(".") for item in _split(value)]
+        for item in items:
+            literal = item.strip("[]")
+            try:
+                ipaddress.ip_address(literal)
+                continue
+            except ValueError:
+                pass
+            if not _DOMAIN.fullmatch(item):
+                raise ValueError(
+                    f"{item!r} is not a domain such as fountain.fm (no scheme, no path)"
+                )
+        return tuple(item.strip("[]") for item in items)
+
+    @field_validator("rss_payment_timeout")
+    @classmethod
+    def _rss_timeout(cls, value: float) -> float:
+        if not 0.1 <= value <= 120:
+            raise ValueError("must be between 0.1 and 120 seconds")
+        return value
+
+    @field_validator("rss_payment_max_bytes")
+    @classmethod
+    def _rss_max_bytes(cls, value: int) -> int:
+        if not 256 <= value <= 65536:
+            raise ValueError("must be between 256 and 65536 bytes")
+        return value
+
+    @field_validator("webhook_retry_schedule", "rss_payment_retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: Any) -> tuple[int, ...]:
         items = _split(value)

@@ -29,6 +29,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodePermissionDenied,
 )
+from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
 from lnplugin.store import Store
 from lnplugin.webhooks import DeliveryWorker
 
@@ -104,6 +105,7 @@ class Service:
     webhooks: DeliveryWorker  # fan-out of outbox events into signed webhook deliveries
     event_hub: EventHub  # fan-out of outbox events to open SSE streams
     stream_gate: StreamGate  # admission of SSE streams (--max-streams)
+    rss_payments: RssPaymentWorker  # fetches of rss::payment boost records, from the outbox
     started_at: float = field(default_factory=time.time)
     _info: NodeInfo | None = None
     _info_at: float = 0.0
@@ -133,12 +135,22 @@ class Service:
             ),
             event_hub=EventHub(store),
             stream_gate=StreamGate(settings.max_streams),
+            rss_payments=RssPaymentWorker(
+                store,
+                FetchSettings(
+                    domains=settings.rss_payment_domain,
+                    allow=settings.webhook_allow,
+                    schedule=settings.rss_payment_retry_schedule,
+                    timeout=settings.rss_payment_timeout,
+                    max_bytes=settings.rss_payment_max_bytes,
+                ),
+            ),
         )
 
     @property
     def workers(self) -> list[Worker]:
         """Started in this order after the follower, stopped in reverse before it."""
-        return [self.webhooks, self.event_hub]
+        return [self.webhooks, self.event_hub, self.rss_payments]
 
     def before_shutdown(self) -> None:
         """End open event streams now, so the server's drain does not wait for them."""

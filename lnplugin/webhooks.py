@@ -14,12 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
-import ipaddress
 import logging
 import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -28,15 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lnplugin import __version__
-from lnplugin.ssrf import Refused, check_address
+from lnplugin import __version__, pinned_http
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 64 * 1024
 SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the rest
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
@@ -84,75 +77,16 @@ class Outcome:
     error: str | None = None
 
 
-def resolve(host: str, port: int, allow: Sequence[str]) -> str:
-    """Resolve once and return the first address that passes the guard; the
-    connection then goes to exactly this address (no second lookup to rebind)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise Refused(f"cannot resolve {host}: {exc}") from None
-    first_error: Refused | None = None
-    for info in infos:
-        address = str(info[4][0])
-        try:
-            check_address(ipaddress.ip_address(address.split("%")[0]), allow)
-            return address
-        except Refused as exc:
-            first_error = first_error or exc
-    raise first_error or Refused(f"cannot resolve {host}")
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to a checked IP while `Host` stays the URL's host."""
-
-    def __init__(self, host: str, port: int, address: str) -> None:
-        super().__init__(host, port, timeout=CONNECT_TIMEOUT)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), CONNECT_TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(READ_TIMEOUT)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """TLS to a checked IP, with SNI and certificate checks for the URL's host."""
-
-    def __init__(self, host: str, port: int, address: str) -> None:
-        self._ctx = ssl.create_default_context()
-        super().__init__(host, port, timeout=CONNECT_TIMEOUT, context=self._ctx)
-        self._address = address
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), CONNECT_TIMEOUT)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = self._ctx.wrap_socket(raw, server_hostname=self.host)
-        self.sock.settimeout(READ_TIMEOUT)
-
-
 def post(url: str, body: bytes, headers: dict[str, str], allow: Sequence[str]) -> Outcome:
     """One attempt. 2xx is success; redirects are not followed (they count as
     failures), the response body is read up to MAX_RESPONSE_BYTES only."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return Outcome(False, error="refused: not an http(s) URL")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        address = resolve(parts.hostname, port, allow)
-    except Refused as exc:
+        response = pinned_http.request(
+            "POST", url, allow=allow, body=body, headers=headers, max_body=MAX_RESPONSE_BYTES
+        )
+    except pinned_http.Failed as exc:
         return Outcome(False, error=str(exc))
-    cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-    conn = cls(parts.hostname, port, address)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    try:
-        conn.request("POST", path, body=body, headers={**headers, "connection": "close"})
-        response = conn.getresponse()
-        response.read(MAX_RESPONSE_BYTES)
-        code = response.status
-    except (OSError, http.client.HTTPException) as exc:
-        return Outcome(False, error=f"{exc.__class__.__name__}: {exc}"[:300])
-    finally:
-        conn.close()
+    code = response.status
     if 200 <= code < 300:
         return Outcome(True, code)
     note = " (redirects are not followed)" if 300 <= code < 400 else ""

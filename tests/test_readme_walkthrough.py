@@ -132,6 +132,7 @@ def run_walkthrough(
     clone = tmp / "clone"
     clone.mkdir()
     (clone / ".venv").symlink_to(venv)  # where `make run` puts it
+    (clone / "contrib").symlink_to(ROOT / "contrib")  # scripts the README runs, as in a checkout
     data_dir = tmp / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")}
     env.pop("VIRTUAL_ENV", None)

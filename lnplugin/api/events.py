@@ -173,9 +173,7 @@ def invoice_events(payment_hash: str) -> Any:
         with svc.store.snapshot() as conn:
             row = invoices.by_id(conn, found.id)
             head = events.last_seq(conn)
-            history = (
-                events.of_invoice_after(conn, found.id, resume) if resume is not None else []
-            )
+            history = events.of_invoice_after(conn, found.id, resume) if resume is not None else []
     except BaseException:
         release()
         raise

@@ -39,6 +39,10 @@ _FILTERS = {
     "q[since]",
     "q[before]",
     "q[lightning_address]",
+    "q[boostagram]",
+    "q[feed_guid]",
+    "q[item_guid]",
+    "q[action]",
 }
 
 
@@ -270,6 +274,25 @@ def _address_arg() -> str | None:
     return username
 
 
+def _bool_arg(name: str) -> bool | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw.lower() not in ("true", "false"):
+        raise APIError(400, "Invalid request", {name: "must be true or false"})
+    return raw.lower() == "true"
+
+
+def _text_arg(name: str) -> str | None:
+    """A boostagram field to match exactly (a guid or an action)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw or len(raw) > 512:
+        raise APIError(400, "Invalid request", {name: "must be 1-512 characters"})
+    return raw
+
+
 def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
     unknown = [k for k in request.args if k.startswith("q[") and k not in _FILTERS]
     if unknown:
@@ -285,6 +308,10 @@ def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
         since=_identifier_arg("q[since]"),
         before=_identifier_arg("q[before]"),
         lightning_address=_address_arg(),
+        boostagram=_bool_arg("q[boostagram]"),
+        feed_guid=_text_arg("q[feed_guid]"),
+        item_guid=_text_arg("q[item_guid]"),
+        action=_text_arg("q[action]"),
         page=_int_arg("page", 1, 1, None) or 1,
         items=_int_arg("items", 25, 1, invoices.MAX_ITEMS) or 25,
     )

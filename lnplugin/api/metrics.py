@@ -156,11 +156,23 @@ class _Collector:
         age.add_metric([], max(0.0, now - min(oldest)) if oldest else 0.0)
         yield age
         outbox = GaugeMetricFamily(
-            "lnplugin_outbox_seq", "Outbox positions: head and webhook fan-out.", labels=["reader"]
+            "lnplugin_outbox_seq",
+            "Outbox positions: head, webhook fan-out, rss::payment worker.",
+            labels=["reader"],
         )
         outbox.add_metric(["head"], counts.outbox_head)
         outbox.add_metric(["webhooks"], counts.outbox_fanned_out)
+        outbox.add_metric(["rss_payment"], counts.outbox_rss_payment)
         yield outbox
+        rss_fetches = GaugeMetricFamily(
+            "lnplugin_rss_payments",
+            "rss::payment boost-record fetches by state: pending (due or retrying), fetched, "
+            "refused (domain or address not allowed), failed.",
+            labels=["state"],
+        )
+        for state in ("pending", "fetched", "refused", "failed"):
+            rss_fetches.add_metric([state], counts.rss_payments_by_state.get(state, 0))
+        yield rss_fetches
 
         streams = GaugeMetricFamily("lnplugin_sse_streams_open", "Server-Sent Event streams open.")
         streams.add_metric([], svc.stream_gate.open)

@@ -77,6 +77,21 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "username": {"type": "string", "minLength": 1, "maxLength": 64},
 }
 _INT = {"type": "integer", "minimum": 0, "maximum": MAX_PARAM_INT}
+_IDENTIFIER = {"type": "string", "minLength": 1, "maxLength": 64}
+_BOOST_TEXT = {"type": "string", "minLength": 1, "maxLength": 512}
+# Every filter but the created_at ones: its schema and what it matches.
+_TEXT_FILTERS: dict[str, tuple[dict[str, Any], str]] = {
+    "q[since]": (_IDENTIFIER, "an invoice identifier: only newer invoices"),
+    "q[before]": (_IDENTIFIER, "an invoice identifier: only older invoices"),
+    "q[lightning_address]": (_IDENTIFIER, "a Lightning Address or its username"),
+    "q[boostagram]": (
+        {"type": "string", "enum": ["true", "false"]},
+        "true: only invoices with a boostagram (TLV or rss::payment); false: only without",
+    ),
+    "q[feed_guid]": (_BOOST_TEXT, "the boostagram's podcast guid (`guid`)"),
+    "q[item_guid]": (_BOOST_TEXT, "the boostagram's episode guid (`episode_guid`)"),
+    "q[action]": (_BOOST_TEXT, "the boostagram's action: boost, stream, auto, ..."),
+}
 LIST_QUERY = [
     *(
         {"name": name, "in": "query", "schema": _INT, "description": "unix seconds, exclusive"}
@@ -86,8 +101,8 @@ LIST_QUERY = [
         {
             "name": name,
             "in": "query",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-            "description": "an invoice identifier",
+            "schema": _TEXT_FILTERS[name][0],
+            "description": _TEXT_FILTERS[name][1],
         }
         for name in sorted(f for f in _FILTERS if "created_at" not in f)
     ),

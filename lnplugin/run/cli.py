@@ -64,8 +64,7 @@ _SERVER = [
     ),
     click.option(
         "--log-format",
-        help="text or json (one JSON object per line). [default: text] "
-        "[env: LNPLUGIN_LOG_FORMAT]",
+        help="text or json (one JSON object per line). [default: text] [env: LNPLUGIN_LOG_FORMAT]",
     ),
     click.option(
         "--access-log/--no-access-log",
@@ -121,6 +120,30 @@ _SERVER = [
         "--webhook-retry-schedule",
         help="Seconds between webhook attempts, comma-separated. "
         "[default: 5,300,1800,7200,18000,36000,36000] [env: LNPLUGIN_WEBHOOK_RETRY_SCHEDULE]",
+    ),
+    click.option(
+        "--rss-payment-domain",
+        multiple=True,
+        help="Domain whose rss::payment boost records are fetched (subdomains too); "
+        "repeatable. [default: none, so no fetches] "
+        "[env: LNPLUGIN_RSS_PAYMENT_DOMAIN, comma-separated]",
+    ),
+    click.option(
+        "--rss-payment-retry-schedule",
+        help="Seconds between rss::payment fetch attempts, comma-separated. "
+        "[default: 10,60,300,1800,7200,21600] [env: LNPLUGIN_RSS_PAYMENT_RETRY_SCHEDULE]",
+    ),
+    click.option(
+        "--rss-payment-timeout",
+        type=float,
+        help="Seconds an rss::payment fetch may wait for the answer. [default: 10] "
+        "[env: LNPLUGIN_RSS_PAYMENT_TIMEOUT]",
+    ),
+    click.option(
+        "--rss-payment-max-bytes",
+        type=int,
+        help="Largest x-rss-payment header accepted, in bytes. [default: 16384] "
+        "[env: LNPLUGIN_RSS_PAYMENT_MAX_BYTES]",
     ),
     click.option(
         "--max-streams",

@@ -155,9 +155,7 @@ def build_plugin(runtime: PluginRuntime) -> Any:
             return {"disable": f"lnplugin failed to start: {exc}"}
         return None
 
-    def htlc_accepted(
-        onion: dict[str, Any], htlc: dict[str, Any], request: Any, **_: Any
-    ) -> None:
+    def htlc_accepted(onion: dict[str, Any], htlc: dict[str, Any], request: Any, **_: Any) -> None:
         """Answered later for a hold invoice's HTLC (settle or cancel), at
         once (continue) for everything else. A background hook: an HTLC held
         here does not stop lightningd from calling it for the next one."""

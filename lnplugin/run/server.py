@@ -201,9 +201,7 @@ def make_server(service: Service, settings: Settings) -> HTTPServer:
 def bind(host: str, port: int) -> list[socket.socket]:
     """Listening sockets for every address `host` resolves to (IPv4 and IPv6
     for `localhost`), all on one port (the first one's, when `port` is 0)."""
-    infos = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, type_, proto, _, address in dict.fromkeys(infos):

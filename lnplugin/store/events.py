@@ -23,6 +23,8 @@ INCOMING_ACCEPTED = "invoice.incoming.accepted"
 INCOMING_EXPIRED = "invoice.incoming.expired"
 INCOMING_CANCELED = "invoice.incoming.canceled"
 OUTGOING_SETTLED = "invoice.outgoing.settled"
+# A settled invoice gained something after the fact (an rss::payment boostagram).
+INVOICE_UPDATED = "invoice.updated"
 EVENT_TYPES = (
     INCOMING_CREATED,
     INCOMING_SETTLED,
@@ -30,6 +32,7 @@ EVENT_TYPES = (
     INCOMING_CANCELED,
     OUTGOING_SETTLED,
     INCOMING_ACCEPTED,
+    INVOICE_UPDATED,
 )
 
 
@@ -38,9 +41,7 @@ def new_event_id() -> str:
     return f"evt_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
 
 
-def append(
-    tx: sqlite3.Connection, type_: str, invoice: StoredInvoice | Mapping[str, Any]
-) -> int:
+def append(tx: sqlite3.Connection, type_: str, invoice: StoredInvoice | Mapping[str, Any]) -> int:
     """Record that `invoice` (already updated in `tx`) reached a new state."""
     now = int(time.time())
     cur = tx.execute(_INSERT, _values(type_, invoice, now))

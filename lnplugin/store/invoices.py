@@ -209,6 +209,10 @@ class ListQuery:
     page: int = 1
     items: int = 25
     lightning_address: str | None = None  # only invoices minted for / attributed to it
+    boostagram: bool | None = None  # True: only with a boostagram; False: only without
+    feed_guid: str | None = None  # the boostagram's podcast guid (bLIP-10 `guid`)
+    item_guid: str | None = None  # the boostagram's episode guid (bLIP-10 `episode_guid`)
+    action: str | None = None  # the boostagram's action: boost, stream, auto, ...
 
 
 class CursorNotFound(LookupError):
@@ -253,10 +257,25 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[StoredInvoice]
         query.created_at_gt is not None
         or query.created_at_lt is not None
         or query.lightning_address is not None
+        or query.boostagram is not None
+        or query.feed_guid is not None
+        or query.item_guid is not None
+        or query.action is not None
     )
     if query.lightning_address is not None:
         clauses.append("lightning_address = ?")
         args.append(query.lightning_address)
+    if query.boostagram is not None:
+        clauses.append(f"boostagram IS {'NOT ' if query.boostagram else ''}NULL")
+    # The expressions match the indexes of migration 8 word for word, so SQLite uses them.
+    for value, path in (
+        (query.feed_guid, "$.guid"),
+        (query.item_guid, "$.episode_guid"),
+        (query.action, "$.action"),
+    ):
+        if value is not None:
+            clauses.append(f"boostagram IS NOT NULL AND json_extract(boostagram, '{path}') = ?")
+            args.append(value)
     if query.created_at_gt is not None:
         clauses.append("created_at > ?")
         args.append(query.created_at_gt)

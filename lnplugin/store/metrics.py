@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from lnplugin.store import cursors
+from lnplugin.store import rss_payments as rss
 from lnplugin.store import webhooks as hooks
 
 
@@ -25,6 +26,8 @@ class StoreCounts:
     outbox_head: int = 0
     outbox_fanned_out: int = 0  # outbox seq the webhook fan-out has reached
     oldest_unfanned_event_at: int | None = None
+    rss_payments_by_state: dict[str, int] = field(default_factory=dict)
+    outbox_rss_payment: int = 0  # outbox seq the rss::payment worker has read
 
 
 def read(conn: sqlite3.Connection) -> StoreCounts:
@@ -51,6 +54,10 @@ def read(conn: sqlite3.Connection) -> StoreCounts:
     unfanned = conn.execute(
         "SELECT created_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (fanned,)
     ).fetchone()
+    rss_states = {
+        row[0]: int(row[1])
+        for row in conn.execute("SELECT state, COUNT(*) FROM rss_payments GROUP BY state")
+    }
     return StoreCounts(
         events_by_type=events_by_type,
         settlements_by_kind=settlements,
@@ -59,4 +66,6 @@ def read(conn: sqlite3.Connection) -> StoreCounts:
         outbox_head=int(head),
         outbox_fanned_out=fanned,
         oldest_unfanned_event_at=unfanned[0] if unfanned else None,
+        rss_payments_by_state=rss_states,
+        outbox_rss_payment=cursors.get(conn, rss.CURSOR),
     )

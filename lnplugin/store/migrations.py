@@ -351,6 +351,49 @@ def _lightning_addresses(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(8, "rss::payment fetches; the raw x-rss-payment header; boost filters")
+def _rss_payments(db: sqlite_utils.Database) -> None:
+    # One row per incoming payment whose comment, keysend message or
+    # description carried `rss::payment::<action> <url> <message>`: the
+    # fetch of `url` and its outcome. `state` is pending (due at
+    # `next_attempt_at`), fetched, refused (domain or address not allowed,
+    # never retried) or failed (the retry schedule ran out, or the answer
+    # can never be used). `header` is the raw x-rss-payment value as received.
+    db.table("rss_payments").create(
+        {
+            "invoice_id": int,
+            "url": str,
+            "action": str,
+            "state": str,
+            "attempts": int,
+            "next_attempt_at": int,
+            "last_error": str,
+            "header": str,
+            "created_at": int,
+            "updated_at": int,
+        },
+        pk="invoice_id",
+        not_null={"url", "state", "attempts", "created_at", "updated_at"},
+        defaults={"attempts": 0},
+    )
+    db.execute(
+        "CREATE INDEX idx_rss_payments_due ON rss_payments(next_attempt_at) WHERE state = 'pending'"
+    )
+    # The boost filters on lists read the normalised boostagram's fields.
+    for name, path in (("feed", "$.guid"), ("item", "$.episode_guid"), ("action", "$.action")):
+        db.execute(
+            f"CREATE INDEX idx_invoices_boost_{name} ON invoices("
+            f"json_extract(boostagram, '{path}'), list_seq) WHERE boostagram IS NOT NULL"
+        )
+    # Start the fetch worker at the end of the outbox: boosts settled before
+    # this version are not fetched all at once on the first start.
+    db.execute(
+        "INSERT INTO cursors (name, value, updated_at) "
+        "SELECT 'rss_payment', COALESCE(MAX(seq), 0), CAST(strftime('%s') AS INTEGER) FROM events "
+        "WHERE true ON CONFLICT(name) DO NOTHING"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

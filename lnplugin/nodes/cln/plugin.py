@@ -50,6 +50,12 @@ OPTIONS: tuple[tuple[str, str | int, str, str], ...] = (
         "string",
         "URL payers reach the lnplugin HTTP API at; turns on Lightning Addresses and LNURL-pay.",
     ),
+    (
+        "lnplugin-rss-payment-domain",
+        "",
+        "string",
+        "Comma-separated domains whose rss::payment boost records are fetched. Default: none.",
+    ),
 )
 
 
@@ -86,6 +92,7 @@ def settings_from_init(
         "host": str(options.get("lnplugin-host") or "") or None,
         "port": int(port) if port is not None and port != "" else None,
         "public_url": str(options.get("lnplugin-public-url") or "") or None,
+        "rss_payment_domain": str(options.get("lnplugin-rss-payment-domain") or "") or None,
     }
     try:
         return load_settings(flags, environ=environ)

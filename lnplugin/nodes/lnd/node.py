@@ -177,9 +177,7 @@ class LndNode(Node):
     """lnd over gRPC. Thread-safe: one channel shared by all calls."""
 
     kind = "lnd"
-    features = frozenset(
-        {Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY, Feature.HOLD_INVOICES}
-    )
+    features = frozenset({Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY, Feature.HOLD_INVOICES})
 
     def __init__(
         self,

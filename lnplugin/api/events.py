@@ -186,11 +186,13 @@ def invoice_events(payment_hash: str) -> Any:
         release()
         return Response(status=204)
     heartbeat = svc.settings.sse_heartbeat
+    base = svc.settings.public_url
 
     def body() -> Iterator[bytes | LiveTail]:
         if resume is None:
             type_ = events.OUTGOING_SETTLED if row.type == "outgoing" else _TYPE_FOR_STATE[state]
-            data = {"type": type_, "timestamp": iso(now), "data": invoice_json(row, now)}
+            obj = invoice_json(row, now, base)
+            data = {"type": type_, "timestamp": iso(now), "data": obj}
             yield message(head, type_, json.dumps(data, separators=(",", ":")))
             if type_ in FINAL_EVENTS:
                 return

@@ -274,6 +274,15 @@ class Invoice(BaseModel):
     payment_hash: str
     payment_request: str | None
     preimage: str | None
+    qr_code_png: str | None = Field(
+        default=None, description="public URL of the QR code (PNG); null without --public-url"
+    )
+    qr_code_svg: str | None = Field(
+        default=None, description="public URL of the QR code (SVG); null without --public-url"
+    )
+    checkout_url: str | None = Field(
+        default=None, description="the public checkout page; null without --public-url"
+    )
     r_hash_str: str
     settled: bool
     settled_at: str | None

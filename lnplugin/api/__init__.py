@@ -6,6 +6,7 @@ from flask import Flask
 
 from lnplugin.api import (
     addresses,
+    checkout,
     decode,
     dev,
     docs,
@@ -46,8 +47,12 @@ def create_app(service: Service) -> Flask:
     limiter = public.install(app, service.settings)
     public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
     public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)
+    public.limit(limiter, checkout.bp, service.settings.rate_limit)
+    public.limit(limiter, checkout.mint_bp, service.settings.rate_limit_callback)
     app.register_blueprint(lnurlp.bp)
     app.register_blueprint(lnurlp.mint_bp)
+    app.register_blueprint(checkout.bp)
+    app.register_blueprint(checkout.mint_bp)
     if service.node.has_feature(Feature.DEV_PAYMENTS):
         app.register_blueprint(dev.bp)
     metrics.register(app, service)

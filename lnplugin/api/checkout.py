@@ -33,6 +33,7 @@ from typing import Any
 import segno
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
 
 from lnplugin import lnurl
 from lnplugin.alby import effective_state
@@ -70,8 +71,37 @@ def _secure(response: Response) -> Response:
     return response
 
 
+def _error_page(code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    titles = {404: "Not found", 429: "Too many requests", 503: "Unavailable"}
+    html = render_template("error.html", title=titles.get(code, "Error"), message=message)
+    response = Response(html, status=code, mimetype="text/html")
+    response.headers.update(headers or {})
+    return response
+
+
+def _html_errors(blueprint: Blueprint) -> None:
+    """Payers open these routes in a browser, so errors are a short page
+    (with the same status and Retry-After) rather than the API's JSON."""
+
+    @blueprint.errorhandler(APIError)
+    def _api_error(exc: APIError) -> Response:
+        return _error_page(exc.code, exc.message, exc.headers)
+
+    @blueprint.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        headers = {
+            k: v
+            for k, v in exc.get_response().headers.items()
+            if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+        }
+        message = "Slow down, and try again in a minute." if code == 429 else exc.description
+        return _error_page(code, message or exc.name, headers)
+
+
 for _bp in (bp, mint_bp):
     _bp.after_request(_secure)
+    _html_errors(_bp)
 
 
 def _invoice(public_id: str) -> StoredInvoice:

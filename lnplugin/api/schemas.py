@@ -295,6 +295,14 @@ class Invoice(BaseModel):
     value: int
 
 
+class AddressPayForm(BaseModel):
+    """The checkout form of a Lightning Address (`application/x-www-form-urlencoded`)."""
+
+    amount: str = Field(description="sats, a whole number within the address's range")
+    comment: str | None = Field(default=None, description="LUD-12 comment, if taken")
+    name: str | None = Field(default=None, description="LUD-18 payer name, if the address asks")
+
+
 class DecodedInvoice(BaseModel):
     model_config = ConfigDict(extra="allow")
 

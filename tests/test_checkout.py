@@ -260,3 +260,33 @@ def test_rows_from_before_the_migration_get_a_128_bit_public_id(tmp_path: Path) 
     ids = [row[0] for row in db.execute("SELECT public_id FROM invoices")]
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert len(set(ids)) == 2
+
+
+def test_public_streams_take_at_most_half_the_stream_slots(tmp_path: Path) -> None:
+    port = free_port()
+    args = ("--public-url", f"http://127.0.0.1:{port}", "--port", str(port))
+    with Server(tmp_path / "data", *args, "--max-streams", "2") as srv:
+        first = srv.request("POST", "/invoices", json={"amount": 1}).json()
+        second = srv.request("POST", "/invoices", json={"amount": 2}).json()
+        with requests.get(first["checkout_url"] + "/events", stream=True, timeout=30) as open_:
+            assert open_.status_code == 200
+            refused = requests.get(second["checkout_url"] + "/events", timeout=10)
+            assert refused.status_code == 503
+            # At least ours (5 s); flask-limiter raises it to its window's reset.
+            assert int(refused.headers["Retry-After"]) >= 5
+            assert "Too many open payment pages (limit 1)" in refused.text
+            # The other half stays for the apps that hold tokens.
+            api = srv.request(
+                "GET", f"/invoices/{second['payment_hash']}/events", stream=True
+            )
+            assert api.status_code == 200
+            api.close()
+        # Hung up: the public slot is free again.
+        def reopened() -> requests.Response | None:
+            reply = requests.get(second["checkout_url"] + "/events", stream=True, timeout=10)
+            if reply.status_code == 200:
+                return reply
+            reply.close()
+            return None
+
+        wait_for(reopened, "the public slot to be freed").close()

@@ -35,6 +35,7 @@ def create_app(service: Service) -> Flask:
     app.url_map.strict_slashes = False
     app.extensions["lnplugin"] = service
     app.extensions["lnplugin_tickets"] = tickets.TicketBook()
+    app.extensions["lnplugin_public_streams"] = checkout.public_gate(service.settings.max_streams)
     errors.register(app)
     observe.register(app, service.settings)
     app.register_blueprint(invoices.bp)

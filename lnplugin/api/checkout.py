@@ -25,13 +25,22 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
 import segno
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
@@ -40,7 +49,14 @@ from lnplugin.alby import effective_state
 from lnplugin.api import context, lnurlp, public
 from lnplugin.api.errors import APIError
 from lnplugin.api.events import admit, live, respond
-from lnplugin.hub import ASYNC_LOOP, STATE_OF_EVENT, LiveTail, Subscription, state_message
+from lnplugin.hub import (
+    ASYNC_LOOP,
+    STATE_OF_EVENT,
+    LiveTail,
+    StreamGate,
+    Subscription,
+    state_message,
+)
 from lnplugin.store import events, invoices
 from lnplugin.store.addresses import Address
 from lnplugin.store.models import StoredInvoice
@@ -57,7 +73,7 @@ bp = Blueprint(
 mint_bp = Blueprint("checkout_mint", __name__, template_folder="templates")
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors *"
 )
 FINAL_STATES = ("SETTLED", "EXPIRED", "CANCELED")
@@ -181,7 +197,7 @@ def state_events(public_id: str) -> Any:
         loop=request.environ.get(ASYNC_LOOP),
         state_only=True,
     )
-    release = admit(sub)
+    release = _admit_public(sub)
     try:
         with svc.store.snapshot() as conn:
             row = invoices.by_id(conn, inv.id)
@@ -204,6 +220,35 @@ def state_events(public_id: str) -> Any:
         yield from live(sub, head, heartbeat)
 
     return respond(body(), sub, release)
+
+
+def public_gate(max_streams: int) -> StreamGate:
+    """The cap on public state streams: half of `--max-streams`, so pages
+    opened by anyone on the internet cannot take every slot from the apps
+    that hold tokens (a public stream takes a slot of each gate)."""
+    return StreamGate(max(1, max_streams // 2))
+
+
+def _admit_public(sub: Subscription) -> Callable[[], None]:
+    gate: StreamGate = current_app.extensions["lnplugin_public_streams"]
+    if not gate.enter():
+        raise APIError(
+            503, f"Too many open payment pages (limit {gate.limit})", headers={"Retry-After": "5"}
+        )
+    try:
+        release = admit(sub)
+    except BaseException:
+        gate.leave()
+        raise
+    left = threading.Event()
+
+    def release_both() -> None:
+        if not left.is_set():
+            left.set()
+            release()
+            gate.leave()
+
+    return release_both
 
 
 @bp.get("/pay/address/<username>")

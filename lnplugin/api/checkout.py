@@ -123,7 +123,7 @@ for _bp in (bp, mint_bp):
 def _invoice(public_id: str) -> StoredInvoice:
     public.public_url()  # off (503) without --public-url, like every public route
     found = None
-    if len(public_id) <= _PUBLIC_ID_MAX and public_id.isalnum():
+    if len(public_id) <= _PUBLIC_ID_MAX and public_id.isascii() and public_id.isalnum():
         found = invoices.by_public_id(context.service().store.conn, public_id)
     if found is None or not found.payment_request:
         raise APIError(404, "Not found")

@@ -352,7 +352,7 @@ def _lightning_addresses(db: sqlite_utils.Database) -> None:
 
 
 
-@migration(8, "invoices get a public id for their QR codes and checkout page")
+@migration(8, "invoices get a public id (128 random bits) for their QR codes and checkout page")
 def _public_ids(db: sqlite_utils.Database) -> None:
     # The checkout page and QR codes are reached without a token, so the id in
     # their URLs must be unguessable: 128 random bits. `identifier` has 72 and

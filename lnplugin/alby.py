@@ -32,9 +32,28 @@ def effective_state(state: str, expires_at: int, now: int) -> str:
     return state
 
 
-def invoice_json(inv: StoredInvoice, now: int) -> dict[str, Any]:
-    """Alby's invoice object for a stored invoice, as of `now` (for the state)."""
+def public_links(inv: StoredInvoice, public_url: str | None) -> tuple[Any, Any, Any]:
+    """The invoice's public QR code URLs (PNG, SVG) and checkout page URL.
+
+    None without a public URL (nothing public is served then), for outgoing
+    payments (they are not the payer's to show) and for keysends (no BOLT11
+    to draw). The id in them is `public_id`, not `identifier`: see
+    `store.invoices.new_public_id`.
+    """
+    if not public_url or inv.type != "incoming" or not inv.payment_request:
+        return None, None, None
+    page = f"{public_url.rstrip('/')}/pay/{inv.public_id}"
+    return f"{page}/qr.png", f"{page}/qr.svg", page
+
+
+def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) -> dict[str, Any]:
+    """Alby's invoice object for a stored invoice, as of `now` (for the state).
+
+    `public_url` (the `--public-url` setting) fills the QR code and checkout
+    links; outbox payloads are written without it, so theirs are null.
+    """
     settled = inv.state == "SETTLED"
+    qr_png, qr_svg, checkout = public_links(inv, public_url)
     amount_msat = inv.amount_msat or 0
     received = inv.amount_received_msat or 0
     sats = (received if settled and not amount_msat else amount_msat) // 1000
@@ -45,6 +64,7 @@ def invoice_json(inv: StoredInvoice, now: int) -> dict[str, Any]:
         "amount_received_msat": received,
         "boostagram": json.loads(inv.boostagram) if inv.boostagram else None,
         "cancel_reason": inv.cancel_reason,
+        "checkout_url": checkout,
         "comment": inv.comment,
         "created_at": iso(inv.created_at),
         "creation_date": inv.created_at,
@@ -71,6 +91,8 @@ def invoice_json(inv: StoredInvoice, now: int) -> dict[str, Any]:
         "payment_hash": inv.payment_hash,
         "payment_request": inv.payment_request,
         "preimage": inv.preimage if settled else None,
+        "qr_code_png": qr_png,
+        "qr_code_svg": qr_svg,
         "r_hash_str": inv.payment_hash,
         "settle_deadline": inv.settle_deadline,
         "settled": settled,

@@ -65,6 +65,22 @@ def message(seq: int, type_: str, data: str) -> bytes:
     return f"id: {seq}\nevent: {type_}\ndata: {data}\n\n".encode()
 
 
+# The state each incoming event puts an invoice in, for state-only streams.
+STATE_OF_EVENT = {
+    events.INCOMING_CREATED: "CREATED",
+    events.INCOMING_ACCEPTED: "ACCEPTED",
+    events.INCOMING_SETTLED: "SETTLED",
+    events.INCOMING_EXPIRED: "EXPIRED",
+    events.INCOMING_CANCELED: "CANCELED",
+}
+
+
+def state_message(seq: int, state: str) -> bytes:
+    """A state-only SSE message (the public checkout stream): the new state
+    and nothing else of the invoice, so a payer's page learns no metadata."""
+    return f'id: {seq}\nevent: state\ndata: {{"state":"{state}"}}\n\n'.encode()
+
+
 @dataclass(frozen=True)
 class LiveTail:
     """The last item of a stream's WSGI body under the asyncio server: "the
@@ -92,8 +108,11 @@ class Subscription:
         final_ends: bool = False,
         token_id: int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        state_only: bool = False,
     ) -> None:
         self.wants = wants
+        # Sent `state_message`s instead of the event payload (public streams).
+        self.state_only = state_only
         # Set: the stream lives on this event loop and the hub hands it
         # messages there (never from its own thread).
         self.loop = loop
@@ -353,8 +372,16 @@ class EventHub:
             if not targets:
                 continue
             seq, type_ = row["seq"], row["type"]
-            msg = message(seq, type_, row["payload"])  # encoded once for every stream
+            full = message(seq, type_, row["payload"])  # encoded once for every stream
+            public: bytes | None = None
             for sub in targets:
+                msg = full
+                if sub.state_only:
+                    if type_ not in STATE_OF_EVENT:
+                        continue
+                    if public is None:
+                        public = state_message(seq, STATE_OF_EVENT[type_])
+                    msg = public
                 if sub.loop is not None:
                     batches.setdefault(sub.loop, []).append((sub, seq, type_, msg))
                 else:

@@ -70,6 +70,7 @@ COUNTS = {
 }
 # Routes payers' wallets call: their errors have LUD-06's shape, not Alby's.
 PUBLIC_LNURL = re.compile(r"/(\.well-known/(lnurlp|keysend)|lnurlp)/")
+CHECKOUT_PAGES = re.compile(r"/pay/")
 
 
 def _routes() -> list[tuple[str, str]]:
@@ -400,6 +401,17 @@ def _check(target: Target, method: str, request: dict[str, Any]) -> None:
     assert response.status_code < 500, f"{where}: {response.status_code} {response.text}"
     if _parser_refused(response.status_code, response.headers, response.content):
         assert target.counts() == before, f"{where}: a refused request wrote to the store"
+        return
+    # The checkout routes are opened by people in a browser: their errors are a
+    # short HTML page with the status, or the address form again with the
+    # reason (api/checkout.py). A path no route matches still gets JSON.
+    if (
+        response.status_code >= 400
+        and CHECKOUT_PAGES.match(request["path"])
+        and response.headers["Content-Type"].startswith("text/html")
+    ):
+        assert re.search(r'id="(message|error)"', response.text), where
+        assert target.counts() == before, f"{where}: a {response.status_code} wrote"
         return
     if response.status_code >= 400:
         assert response.headers["Content-Type"] == "application/json", where

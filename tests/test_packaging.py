@@ -68,3 +68,20 @@ def test_runtime_package_imports_no_simulator_or_test_only_package() -> None:
         for name in _imports(path) & forbidden
     }
     assert sorted(offenders) == []
+
+
+def test_the_wheel_ships_the_checkout_pages_templates_and_static_files() -> None:
+    """Non-Python files reach the wheel only through package-data globs; a
+    template or script missing from them is a checkout page that 500s once
+    installed from a wheel, while every test run from the checkout passes."""
+    globs = PYPROJECT["tool"]["setuptools"]["package-data"]["lnplugin"]
+    base = ROOT / "lnplugin"
+    files = [
+        path.relative_to(base)
+        for folder in ("api/templates", "api/static")
+        for path in (base / folder).iterdir()
+        if path.is_file()
+    ]
+    assert files
+    unshipped = [str(f) for f in files if not any(f.match(g) for g in globs)]
+    assert unshipped == []

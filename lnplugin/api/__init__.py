@@ -6,6 +6,7 @@ from flask import Flask
 
 from lnplugin.api import (
     addresses,
+    checkout,
     decode,
     dev,
     docs,
@@ -34,6 +35,7 @@ def create_app(service: Service) -> Flask:
     app.url_map.strict_slashes = False
     app.extensions["lnplugin"] = service
     app.extensions["lnplugin_tickets"] = tickets.TicketBook()
+    app.extensions["lnplugin_public_streams"] = checkout.public_gate(service.settings.max_streams)
     errors.register(app)
     observe.register(app, service.settings)
     app.register_blueprint(invoices.bp)
@@ -46,8 +48,12 @@ def create_app(service: Service) -> Flask:
     limiter = public.install(app, service.settings)
     public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
     public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)
+    public.limit(limiter, checkout.bp, service.settings.rate_limit)
+    public.limit(limiter, checkout.mint_bp, service.settings.rate_limit_callback)
     app.register_blueprint(lnurlp.bp)
     app.register_blueprint(lnurlp.mint_bp)
+    app.register_blueprint(checkout.bp)
+    app.register_blueprint(checkout.mint_bp)
     if service.node.has_feature(Feature.DEV_PAYMENTS):
         app.register_blueprint(dev.bp)
     metrics.register(app, service)

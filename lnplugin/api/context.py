@@ -31,6 +31,11 @@ _ASCII_INT = re.compile(r"-?[0-9]+")
 MAX_PARAM_INT = 10**15
 
 
+def public_base() -> str | None:
+    """`--public-url`, for the invoice object's QR and checkout links (None: off)."""
+    return service().settings.public_url
+
+
 def service() -> Service:
     return current_app.extensions["lnplugin"]
 

@@ -80,7 +80,7 @@ def _last_event_id() -> int | None:
         raise APIError(400, "Invalid request", {field: _EVENT_ID_REASON}) from None
 
 
-def _admit(sub: Subscription) -> Callable[[], None]:
+def admit(sub: Subscription) -> Callable[[], None]:
     """Take a stream slot and subscribe; the returned function undoes both, once.
     No slot free: 503 with Retry-After.
 
@@ -105,7 +105,7 @@ def _admit(sub: Subscription) -> Callable[[], None]:
     return release
 
 
-def _respond(
+def respond(
     body: Iterator[bytes | LiveTail], sub: Subscription, release: Callable[[], None]
 ) -> Any:
     def stream() -> Iterator[bytes | LiveTail]:
@@ -125,7 +125,7 @@ def _respond(
     return response
 
 
-def _live(sub: Subscription, after: int, heartbeat: float) -> Iterator[bytes | LiveTail]:
+def live(sub: Subscription, after: int, heartbeat: float) -> Iterator[bytes | LiveTail]:
     """Live messages past `after`, with heartbeats while idle.
 
     Under the asyncio server this is one `LiveTail`: the server writes the
@@ -168,7 +168,7 @@ def invoice_events(payment_hash: str) -> Any:
         token_id=current_token().id,
         loop=request.environ.get(ASYNC_LOOP),
     )
-    release = _admit(sub)
+    release = admit(sub)
     try:
         with svc.store.snapshot() as conn:
             row = invoices.by_id(conn, found.id)
@@ -184,11 +184,13 @@ def invoice_events(payment_hash: str) -> Any:
         release()
         return Response(status=204)
     heartbeat = svc.settings.sse_heartbeat
+    base = svc.settings.public_url
 
     def body() -> Iterator[bytes | LiveTail]:
         if resume is None:
             type_ = events.OUTGOING_SETTLED if row.type == "outgoing" else _TYPE_FOR_STATE[state]
-            data = {"type": type_, "timestamp": iso(now), "data": invoice_json(row, now)}
+            obj = invoice_json(row, now, base)
+            data = {"type": type_, "timestamp": iso(now), "data": obj}
             yield message(head, type_, json.dumps(data, separators=(",", ":")))
             if type_ in FINAL_EVENTS:
                 return
@@ -196,9 +198,9 @@ def invoice_events(payment_hash: str) -> Any:
             yield message(event["seq"], event["type"], event["payload"])
             if event["type"] in FINAL_EVENTS:
                 return
-        yield from _live(sub, max(head, resume or 0), heartbeat)
+        yield from live(sub, max(head, resume or 0), heartbeat)
 
-    return _respond(body(), sub, release)
+    return respond(body(), sub, release)
 
 
 def _allowed_types() -> set[str]:
@@ -225,7 +227,7 @@ def all_events() -> Any:
         token_id=current_token().id,
         loop=request.environ.get(ASYNC_LOOP),
     )
-    release = _admit(sub)
+    release = admit(sub)
     heartbeat = svc.settings.sse_heartbeat
 
     def body() -> Iterator[bytes | LiveTail]:
@@ -241,6 +243,6 @@ def all_events() -> Any:
                     if row["type"] in allowed:
                         yield message(row["seq"], row["type"], row["payload"])
                 last = rows[-1]["seq"]
-        yield from _live(sub, last, heartbeat)
+        yield from live(sub, last, heartbeat)
 
-    return _respond(body(), sub, release)
+    return respond(body(), sub, release)

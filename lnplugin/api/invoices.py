@@ -108,7 +108,7 @@ def create_invoice() -> Any:
     except Exception as exc:
         log_orphan(minted, exc)
         raise
-    return invoice_json(row, int(time.time())), 201
+    return invoice_json(row, int(time.time()), context.public_base()), 201
 
 
 def _holder() -> HoldInvoices:
@@ -190,7 +190,7 @@ def _fresh(payment_hash: str) -> Any:
     row = invoices.by_hash(context.service().store.conn, payment_hash, "incoming")
     if row is None:  # checked before the node call; rows are never deleted
         raise APIError(404, "Invoice not found")
-    return invoice_json(row, int(time.time()))
+    return invoice_json(row, int(time.time()), context.public_base())
 
 
 def log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
@@ -237,7 +237,8 @@ def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -
     stored = invoices.by_id(conn, row.invoice_id)
     if stored is None:  # the key is written with its invoice, and invoices are never deleted
         raise RuntimeError(f"idempotency key {key!r} points at missing invoice {row.invoice_id}")
-    return invoice_json(stored, int(time.time())), 201, {"Idempotent-Replayed": "true"}
+    replayed = {"Idempotent-Replayed": "true"}
+    return invoice_json(stored, int(time.time()), context.public_base()), 201, replayed
 
 
 @bp.get("/invoices/<payment_hash>")
@@ -245,7 +246,8 @@ def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -
 def get_invoice(payment_hash: str) -> Any:
     """An outgoing payment also needs `transactions:read`, as its list does:
     otherwise a token made for receiving could read what the node paid."""
-    return invoice_json(context.readable_invoice(payment_hash), int(time.time()))
+    found = context.readable_invoice(payment_hash)
+    return invoice_json(found, int(time.time()), context.public_base())
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int | None) -> int | None:
@@ -326,7 +328,8 @@ def _list(name: invoices.ListName) -> Any:
             400, "Invalid request", {exc.field: "no invoice with that identifier in this list"}
         ) from None
     now = int(time.time())
-    return [invoice_json(row, now) for row in rows]
+    base = context.public_base()
+    return [invoice_json(row, now, base) for row in rows]
 
 
 @bp.get("/invoices/incoming")

@@ -26,6 +26,7 @@ from lnplugin.api.schemas import HEX64
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
 from lnplugin.store import addresses, events, invoices
 from lnplugin.store.addresses import Address
+from lnplugin.store.models import StoredInvoice
 
 # Discovery, verify and keysend: cheap reads.
 bp = Blueprint("lnurlp", __name__)
@@ -37,7 +38,7 @@ public.lnurl_errors(mint_bp)
 INVOICE_EXPIRY = 3600  # seconds; a wallet pays right after the callback
 
 
-def _address(username: str) -> Address:
+def address(username: str) -> Address:
     row = addresses.by_username(context.service().store.conn, username)
     if row is None:
         raise APIError(404, f"No Lightning Address {username!r} here")
@@ -48,7 +49,7 @@ def _address(username: str) -> Address:
 def discover(username: str) -> Any:
     """LUD-06 step 3 for a LUD-16 address."""
     base = public.public_url()
-    row = _address(username)
+    row = address(username)
     body: dict[str, Any] = {
         "tag": "payRequest",
         "callback": lnurl.callback_url(base, row.username),
@@ -67,18 +68,37 @@ def callback(username: str) -> Any:
     """LUD-06 step 5: mint an invoice whose `h` commits to the metadata (and
     the payer data, LUD-18), with the comment (LUD-12) and a verify URL (LUD-21)."""
     base = public.public_url()
-    svc = context.service()
-    row = _address(username)
+    row = address(username)
     amount = context.int_param("amount", request.args.get("amount"), None, 1)
     if amount is None:
         raise APIError(400, "amount is required (millisatoshi)")
+    payer_text = request.args.get("payerdata") if row.payer_data else None
+    stored = mint(row, base, amount, request.args.get("comment") or None, payer_text)
+    body: dict[str, Any] = {
+        "pr": stored.payment_request,
+        "routes": [],
+        "verify": lnurl.verify_url(base, stored.payment_hash),
+    }
+    if row.success_message:
+        body["successAction"] = {"tag": "message", "message": row.success_message}
+    return body
+
+
+def mint(
+    row: Address, base: str, amount: int, comment: str | None, payer_text: str | None
+) -> StoredInvoice:
+    """Check a payment to `row` and mint its invoice on the node; APIError
+    (400, 502, 503) says why not. The one mint path for an address: the
+    callback and the checkout page's amount form (`api/checkout.py`) both
+    come here, so a payer gets the same checks and the same `h` either way.
+    """
+    svc = context.service()
     if not row.min_sendable_msat <= amount <= row.max_sendable_msat:
         raise APIError(
             400,
             f"amount must be from {row.min_sendable_msat} to {row.max_sendable_msat} "
             f"millisatoshi (got {amount})",
         )
-    comment = request.args.get("comment") or None
     if comment is not None and len(comment) > row.comment_allowed:
         raise APIError(
             400,
@@ -86,7 +106,6 @@ def callback(username: str) -> Any:
             if row.comment_allowed
             else "this address takes no comment",
         )
-    payer_text = request.args.get("payerdata") if row.payer_data else None
     payer: dict[str, Any] = {}
     if payer_text is not None:
         try:
@@ -145,14 +164,7 @@ def callback(username: str) -> Any:
     except Exception as exc:
         log_orphan(minted, exc)
         raise
-    body: dict[str, Any] = {
-        "pr": minted.payment_request,
-        "routes": [],
-        "verify": lnurl.verify_url(base, minted.payment_hash),
-    }
-    if row.success_message:
-        body["successAction"] = {"tag": "message", "message": row.success_message}
-    return body
+    return stored
 
 
 @bp.get("/lnurlp/verify/<payment_hash>")
@@ -179,7 +191,7 @@ def keysend(username: str) -> Any:
     """The node and the TLV record a Podcasting 2.0 app sends a keysend with
     (`<podcast:valueRecipient>`); keysends carrying it are the address's."""
     public.public_url()
-    row = _address(username)
+    row = address(username)
     info = context.service().node_info()
     if info is None or not info.pubkey:
         raise APIError(503, "The node is unreachable, try again shortly")

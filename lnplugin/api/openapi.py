@@ -65,6 +65,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     schemas.AddressCreate,
     schemas.AddressUpdate,
     schemas.DecodeBody,
+    schemas.AddressPayForm,
     EndpointCreate,
     TicketCreate,
 )
@@ -179,8 +180,11 @@ class Op:
     public: bool = False
     extra_ok: dict[int, str] = field(default_factory=dict)
     ok_headers: dict[str, Any] = field(default_factory=dict)
-    # the component errors answer with: Alby's shape, or LUD-06's on public LNURL routes
-    error_model: str = "Error"
+    # the component errors answer with: Alby's shape, or LUD-06's on public LNURL routes;
+    # None with error_content_type text/html: the checkout pages' error page
+    error_model: str | None = "Error"
+    error_content_type: str = "application/json"
+    body_content_type: str = "application/json"
 
 
 _READ = (400, 401, 403, 404)
@@ -321,6 +325,79 @@ OPERATIONS: dict[str, Op] = {
         errors=(404, 429, 503),
         public=True,
         error_model="LnurlError",
+    ),
+    "checkout.page": Op(
+        "The checkout page of an invoice (HTML; no token)",
+        200,
+        None,
+        errors=(404, 429, 503),
+        public=True,
+        content_type="text/html",
+        error_model=None,
+        error_content_type="text/html",
+    ),
+    "checkout.qr_svg": Op(
+        "The invoice's QR code, SVG (its `qr_code_svg`; no token)",
+        200,
+        None,
+        errors=(404, 429, 503),
+        public=True,
+        content_type="image/svg+xml",
+        error_model=None,
+        error_content_type="text/html",
+    ),
+    "checkout.qr_png": Op(
+        "The invoice's QR code, PNG (its `qr_code_png`; no token)",
+        200,
+        None,
+        errors=(404, 429, 503),
+        public=True,
+        content_type="image/png",
+        error_model=None,
+        error_content_type="text/html",
+    ),
+    "checkout.state_events": Op(
+        "The invoice's state only (Server-Sent Events `state`); ends at a final state",
+        200,
+        None,
+        errors=(404, 429, 503),
+        public=True,
+        content_type="text/event-stream",
+        extra_ok={204: "resumed, and the invoice is already final: stop reconnecting"},
+        error_model=None,
+        error_content_type="text/html",
+    ),
+    "checkout.address_page": Op(
+        "The checkout page of a Lightning Address: an amount form (HTML; no token)",
+        200,
+        None,
+        errors=(404, 429, 503),
+        public=True,
+        content_type="text/html",
+        error_model=None,
+        error_content_type="text/html",
+    ),
+    "checkout_mint.address_mint": Op(
+        "Mint through the address's LNURL callback; 303 to the invoice's checkout page",
+        303,
+        None,
+        schemas.AddressPayForm,
+        errors=(400, 404, 429, 502, 503),
+        public=True,
+        content_type="text/html",
+        error_model=None,
+        error_content_type="text/html",
+        body_content_type="application/x-www-form-urlencoded",
+    ),
+    "checkout.static": Op(
+        "A file of the checkout pages (style sheet, script)",
+        200,
+        None,
+        errors=(404, 429),
+        public=True,
+        content_type="application/octet-stream",
+        error_model=None,
+        error_content_type="text/html",
     ),
     "decode.decode_get": Op("Decode a BOLT11 invoice", 200, "DecodedInvoice", errors=_READ),
     "decode.decode_post": Op(
@@ -508,7 +585,7 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         responses[str(status)] = {
             "description": ERROR_TEXT[status],
             "headers": {**REQUEST_ID, **(RETRY_AFTER if status in (429, 503) else {})},
-            "content": _content(op.error_model, "application/json"),
+            "content": _content(op.error_model, op.error_content_type),
         }
     # A request the HTTP parser cannot read (a header with control bytes, a
     # malformed request line) is refused by uvicorn before lnplugin sees it,
@@ -528,7 +605,7 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
     }
     responses["default"] = {
         "description": "any other error, same shape (e.g. 405, 500)",
-        "content": _content(op.error_model, "application/json"),
+        "content": _content(op.error_model, op.error_content_type),
     }
     doc = (view.__doc__ or "").strip()
     operation: dict[str, Any] = {
@@ -547,7 +624,7 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         operation["requestBody"] = {
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}
+                op.body_content_type: {"schema": {"$ref": REF.format(model=op.body.__name__)}}
             },
         }
     return operation

@@ -274,6 +274,15 @@ class Invoice(BaseModel):
     payment_hash: str
     payment_request: str | None
     preimage: str | None
+    qr_code_png: str | None = Field(
+        default=None, description="public URL of the QR code (PNG); null without --public-url"
+    )
+    qr_code_svg: str | None = Field(
+        default=None, description="public URL of the QR code (SVG); null without --public-url"
+    )
+    checkout_url: str | None = Field(
+        default=None, description="the public checkout page; null without --public-url"
+    )
     r_hash_str: str
     settled: bool
     settled_at: str | None
@@ -284,6 +293,14 @@ class Invoice(BaseModel):
     cancel_reason: str | None = Field(default=None, description="who canceled it, and why")
     type: Literal["incoming", "outgoing"]
     value: int
+
+
+class AddressPayForm(BaseModel):
+    """The checkout form of a Lightning Address (`application/x-www-form-urlencoded`)."""
+
+    amount: str = Field(description="sats, a whole number within the address's range")
+    comment: str | None = Field(default=None, description="LUD-12 comment, if taken")
+    name: str | None = Field(default=None, description="LUD-18 payer name, if the address asks")
 
 
 class DecodedInvoice(BaseModel):

@@ -37,6 +37,14 @@ def new_identifier() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_urlsafe(9)}"
 
 
+def new_public_id() -> str:
+    """The id in an invoice's public URLs (QR codes, checkout page): 128
+    random bits after the same millisecond-time prefix as `new_identifier`,
+    so inserts append to the unique index instead of landing on random pages.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(16)}"
+
+
 def record_fields(
     records: dict[int, bytes], incoming: sqlite3.Connection | None = None
 ) -> dict[str, Any]:
@@ -63,7 +71,7 @@ def record_fields(
 
 def insert(tx: sqlite3.Connection, fields: dict[str, Any]) -> int:
     """Insert an invoice row; `identifier` is generated when absent."""
-    fields = {"identifier": new_identifier(), **fields}
+    fields = {"identifier": new_identifier(), "public_id": new_public_id(), **fields}
     columns = ", ".join(fields)
     marks = ", ".join("?" * len(fields))
     cur = tx.execute(f"INSERT INTO invoices ({columns}) VALUES ({marks})", list(fields.values()))
@@ -108,6 +116,7 @@ COLUMNS: dict[str, Any] = {
     "cancel_reason": None,
     "hold": 0,
     "lightning_address": None,
+    "public_id": None,
 }
 
 
@@ -119,7 +128,7 @@ _ALL_VALUES = operator.itemgetter(*COLUMNS)
 
 def complete(fields: dict[str, Any]) -> dict[str, Any]:
     """`fields` as the full row `by_id` would return after inserting them."""
-    return {**COLUMNS, "identifier": new_identifier(), **fields}
+    return {**COLUMNS, "identifier": new_identifier(), "public_id": new_public_id(), **fields}
 
 
 def insert_many(tx: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
@@ -175,6 +184,12 @@ def by_hash(
         "ORDER BY type = 'incoming' DESC LIMIT 1",
         (payment_hash,),
     ).fetchone()
+
+
+def by_public_id(conn: sqlite3.Connection, public_id: str) -> StoredInvoice | None:
+    """An incoming invoice by the id in its public URLs (outgoing payments
+    have no public page)."""
+    return _select(conn, "WHERE public_id = ? AND type = 'incoming'", (public_id,)).fetchone()
 
 
 def count_by_state(conn: sqlite3.Connection) -> dict[str, int]:

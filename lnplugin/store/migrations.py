@@ -394,6 +394,18 @@ def _rss_payments(db: sqlite_utils.Database) -> None:
     )
 
 
+
+@migration(9, "invoices get a public id (128 random bits) for their QR codes and checkout page")
+def _public_ids(db: sqlite_utils.Database) -> None:
+    # The checkout page and QR codes are reached without a token, so the id in
+    # their URLs must be unguessable: 128 random bits. `identifier` has 72 and
+    # is the API's list cursor, so it stays as it is. Rows from before get
+    # 128 random bits from SQLite (hex, without the time prefix new ids have).
+    db.execute("ALTER TABLE invoices ADD COLUMN public_id TEXT")
+    db.execute("UPDATE invoices SET public_id = lower(hex(randomblob(16))) WHERE public_id IS NULL")
+    db.execute("CREATE UNIQUE INDEX idx_invoices_public_id ON invoices(public_id)")
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

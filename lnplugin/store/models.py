@@ -62,6 +62,7 @@ class StoredInvoice:
     cancel_reason: str | None
     hold: int  # 1 for a hold invoice
     lightning_address: str | None  # the LUD-16 username it was minted for or attributed to
+    public_id: str  # 128 random bits: the id in its public QR and checkout URLs
 
     @classmethod
     def from_row(cls, row: Sequence[Any] | Mapping[str, Any]) -> StoredInvoice:

@@ -1,0 +1,300 @@
+"""The hosted checkout: QR codes and a pay page for each invoice, and a pay
+page for each Lightning Address. No token: payers open these from a link.
+
+- `GET /pay/<public_id>`: amount, description, QR code, copy button, "open
+  in wallet" link and expiry countdown. Server-rendered, so it works without
+  JavaScript (QR, invoice text, a refresh link); with it, the page follows
+  `GET /pay/<public_id>/events` and turns paid or expired without a reload.
+- `GET /pay/<public_id>/qr.svg` and `/qr.png`: the QR code of the upper-case
+  `LIGHTNING:` URI (upper case fits QR's denser alphanumeric mode), the
+  invoice object's `qr_code_svg` and `qr_code_png`.
+- `GET /pay/address/<username>`: an amount form; `POST` mints through the
+  LNURL callback's own path (`lnurlp.mint`) and redirects to the invoice's page.
+
+What a payer may learn is what the BOLT11 already tells them: amount,
+description, expiry, and the state. Never the metadata, comment or payer
+data, which belong to the payee. The id in these URLs is `public_id` (128
+random bits), so the pages of other invoices cannot be guessed.
+
+Every page is sent with a strict Content-Security-Policy: scripts, styles
+and connections from this origin only, no inline script or style, so a page
+loads nothing from third parties (a test checks that in Chromium).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from typing import Any
+
+import segno
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
+
+from lnplugin import lnurl
+from lnplugin.alby import effective_state
+from lnplugin.api import context, lnurlp, public
+from lnplugin.api.errors import APIError
+from lnplugin.api.events import admit, live, respond
+from lnplugin.hub import (
+    ASYNC_LOOP,
+    STATE_OF_EVENT,
+    LiveTail,
+    StreamGate,
+    Subscription,
+    state_message,
+)
+from lnplugin.store import events, invoices
+from lnplugin.store.addresses import Address
+from lnplugin.store.models import StoredInvoice
+
+# Pages, QR codes, static files and the state stream: cheap reads.
+bp = Blueprint(
+    "checkout",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/pay/static",
+)
+# The address form's POST mints on the node: the callback's limit.
+mint_bp = Blueprint("checkout_mint", __name__, template_folder="templates")
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors *"
+)
+FINAL_STATES = ("SETTLED", "EXPIRED", "CANCELED")
+_PUBLIC_ID_MAX = 64  # longer is not an id: no store lookup for it
+
+
+def _secure(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _error_page(code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    titles = {404: "Not found", 429: "Too many requests", 503: "Unavailable"}
+    html = render_template("error.html", title=titles.get(code, "Error"), message=message)
+    response = Response(html, status=code, mimetype="text/html")
+    response.headers.update(headers or {})
+    return response
+
+
+def _html_errors(blueprint: Blueprint) -> None:
+    """Payers open these routes in a browser, so errors are a short page
+    (with the same status and Retry-After) rather than the API's JSON."""
+
+    @blueprint.errorhandler(APIError)
+    def _api_error(exc: APIError) -> Response:
+        return _error_page(exc.code, exc.message, exc.headers)
+
+    @blueprint.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        headers = {
+            k: v
+            for k, v in exc.get_response().headers.items()
+            if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+        }
+        message = "Slow down, and try again in a minute." if code == 429 else exc.description
+        return _error_page(code, message or exc.name, headers)
+
+
+for _bp in (bp, mint_bp):
+    _bp.after_request(_secure)
+    _html_errors(_bp)
+
+
+def _invoice(public_id: str) -> StoredInvoice:
+    public.public_url()  # off (503) without --public-url, like every public route
+    found = None
+    if len(public_id) <= _PUBLIC_ID_MAX and public_id.isascii() and public_id.isalnum():
+        found = invoices.by_public_id(context.service().store.conn, public_id)
+    if found is None or not found.payment_request:
+        raise APIError(404, "Not found")
+    return found
+
+
+@lru_cache(maxsize=256)
+def _qr(payment_request: str) -> segno.QRCode:
+    return segno.make(f"LIGHTNING:{payment_request.upper()}", error="m", micro=False)
+
+
+def _sats(msat: int) -> str:
+    """Sats with thousands separators; a fraction of a sat is shown, not rounded."""
+    whole, part = divmod(msat, 1000)
+    return f"{whole:,}" + (f".{part:03d}".rstrip("0") if part else "")
+
+
+@bp.get("/pay/<public_id>")
+def page(public_id: str) -> Any:
+    inv = _invoice(public_id)
+    now = int(time.time())
+    state = effective_state(inv.state, inv.expires_at, now)
+    svg = _qr(inv.payment_request).svg_inline(scale=4, omitsize=True, title="Invoice QR code")
+    html = render_template(
+        "pay.html",
+        inv=inv,
+        state=state,
+        amount=_sats(inv.amount_msat) if inv.amount_msat else None,
+        qr_svg=Markup(svg),  # segno's own markup: no user text in it
+        expires_in=max(0, inv.expires_at - now),
+        final=state in FINAL_STATES,
+    )
+    response = Response(html, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/pay/<public_id>/qr.svg")
+def qr_svg(public_id: str) -> Any:
+    return _image(_invoice(public_id), "svg", "image/svg+xml")
+
+
+@bp.get("/pay/<public_id>/qr.png")
+def qr_png(public_id: str) -> Any:
+    return _image(_invoice(public_id), "png", "image/png")
+
+
+def _image(inv: StoredInvoice, kind: str, mimetype: str) -> Response:
+    out = io.BytesIO()
+    _qr(inv.payment_request).save(out, kind=kind, scale=8, border=4, light="#fff")
+    response = Response(out.getvalue(), mimetype=mimetype)
+    # A payment request never changes, so neither does its picture.
+    response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+    return response
+
+
+@bp.get("/pay/<public_id>/events")
+def state_events(public_id: str) -> Any:
+    """The invoice's state, then each change, as `event: state` messages
+    whose data is `{"state": ...}` and nothing more; ends at a final state.
+
+    A reconnect gets the current state again (no history: a state is all
+    there is to resume), and 204 once the invoice is final.
+    """
+    inv = _invoice(public_id)
+    svc = context.service()
+    sub = Subscription(
+        lambda row: row["type"] in STATE_OF_EVENT,
+        inv.id,
+        final_ends=True,
+        loop=request.environ.get(ASYNC_LOOP),
+        state_only=True,
+    )
+    release = _admit_public(sub)
+    try:
+        with svc.store.snapshot() as conn:
+            row = invoices.by_id(conn, inv.id)
+            head = events.last_seq(conn)
+    except BaseException:
+        release()
+        raise
+    assert row is not None
+    state = effective_state(row.state, row.expires_at, int(time.time()))
+    resumed = request.headers.get("Last-Event-ID") is not None
+    if resumed and state in FINAL_STATES:
+        release()
+        return Response(status=204)
+    heartbeat = svc.settings.sse_heartbeat
+
+    def body() -> Iterator[bytes | LiveTail]:
+        yield state_message(head, state)
+        if state in FINAL_STATES:
+            return
+        yield from live(sub, head, heartbeat)
+
+    return respond(body(), sub, release)
+
+
+def public_gate(max_streams: int) -> StreamGate:
+    """The cap on public state streams: half of `--max-streams`, so pages
+    opened by anyone on the internet cannot take every slot from the apps
+    that hold tokens (a public stream takes a slot of each gate)."""
+    return StreamGate(max(1, max_streams // 2))
+
+
+def _admit_public(sub: Subscription) -> Callable[[], None]:
+    gate: StreamGate = current_app.extensions["lnplugin_public_streams"]
+    if not gate.enter():
+        raise APIError(
+            503, f"Too many open payment pages (limit {gate.limit})", headers={"Retry-After": "5"}
+        )
+    try:
+        release = admit(sub)
+    except BaseException:
+        gate.leave()
+        raise
+    left = threading.Event()
+
+    def release_both() -> None:
+        if not left.is_set():
+            left.set()
+            release()
+            gate.leave()
+
+    return release_both
+
+
+@bp.get("/pay/address/<username>")
+def address_page(username: str) -> Any:
+    public.public_url()
+    return _address_form(lnurlp.address(username))
+
+
+@mint_bp.post("/pay/address/<username>")
+def address_mint(username: str) -> Any:
+    """Mint through the LNURL callback's path, then show the invoice's page
+    (303, so a reload does not mint again)."""
+    base = public.public_url()
+    row = lnurlp.address(username)
+    raw = request.form.get("amount", "").strip()
+    comment = request.form.get("comment", "").strip() or None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        return _address_form(row, "Enter the amount in sats, a whole number.", raw, comment)
+    low, high = -(-row.min_sendable_msat // 1000), row.max_sendable_msat // 1000
+    if not low <= int(raw) <= high:
+        return _address_form(row, f"Enter from {low:,} to {high:,} sats.", raw, comment)
+    name = request.form.get("name", "").strip()
+    payer_text = json.dumps({"name": name}) if name and "name" in row.payer_data_request else None
+    try:
+        stored = lnurlp.mint(row, base, int(raw) * 1000, comment, payer_text)
+    except APIError as exc:
+        if exc.code != 400:
+            raise
+        return _address_form(row, exc.message, raw, comment)
+    return redirect(url_for("checkout.page", public_id=stored.public_id), code=303)
+
+
+def _address_form(
+    row: Address, error: str | None = None, amount: str = "", comment: str | None = None
+) -> Response:
+    html = render_template(
+        "address.html",
+        row=row,
+        lightning_address=lnurl.identifier(row.username, public.public_url()),
+        min_sats=-(-row.min_sendable_msat // 1000),  # whole sats inside the msat range
+        max_sats=row.max_sendable_msat // 1000,
+        error=error,
+        amount=amount,
+        comment=comment or "",
+        asks_name="name" in row.payer_data_request,
+    )
+    response = Response(html, status=400 if error else 200, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,66 @@
+// The invoice page's live parts: the countdown, the copy button, and the
+// state stream that turns the page paid or expired without a reload. Without
+// this script the page still shows the QR code, the invoice and a refresh link.
+(function () {
+  "use strict";
+  var body = document.body;
+  var LABELS = {
+    CREATED: "Waiting for payment", ACCEPTED: "Payment received, confirming",
+    SETTLED: "Paid", EXPIRED: "Expired", CANCELED: "Canceled"
+  };
+  var FINAL = { SETTLED: true, EXPIRED: true, CANCELED: true };
+  var state = body.getAttribute("data-state");
+  var source = null;
+  var timer = null;
+
+  function show(next) {
+    if (!LABELS[next] || FINAL[state]) { return; }
+    state = next;
+    body.setAttribute("data-state", next);
+    body.className = "state-" + next.toLowerCase();
+    document.getElementById("status").textContent = LABELS[next];
+    document.title = LABELS[next];
+    if (FINAL[next]) {
+      document.getElementById("pay").hidden = true;
+      if (source) { source.close(); }
+      if (timer) { clearInterval(timer); }
+    }
+  }
+
+  // Counted from the server's "seconds left", not the payer's clock.
+  var deadline = Date.now() + 1000 * Number(body.getAttribute("data-expires-in"));
+  var countdown = document.getElementById("countdown");
+  function tick() {
+    var left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    var h = Math.floor(left / 3600), m = Math.floor(left % 3600 / 60), s = left % 60;
+    countdown.textContent = h + ":" + (m < 10 ? "0" : "") + m + ":" + (s < 10 ? "0" : "") + s;
+    if (left === 0) { show("EXPIRED"); }
+  }
+
+  var copy = document.getElementById("copy");
+  var invoice = document.getElementById("invoice");
+  copy.hidden = false;
+  copy.addEventListener("click", function () {
+    var done = function () { copy.textContent = "Copied"; };
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(invoice.value).then(done, function () {
+        invoice.select();
+      });
+    } else {
+      invoice.select();
+      if (document.execCommand("copy")) { done(); }
+    }
+  });
+
+  if (!FINAL[state]) {
+    document.getElementById("refresh").hidden = true;
+    timer = setInterval(tick, 1000);
+    tick();
+    if (window.EventSource) {
+      source = new EventSource(body.getAttribute("data-events"));
+      source.addEventListener("state", function (event) {
+        show(JSON.parse(event.data).state);
+      });
+    }
+  }
+}());

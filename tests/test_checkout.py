@@ -1,0 +1,292 @@
+"""The hosted checkout over real HTTP, against `lnplugin serve` on the dev node:
+the invoice object's QR and checkout links, the QR images, what the pay page
+shows and hides, its Content-Security-Policy, the public state-only stream,
+the Lightning Address form, and everything switched off without
+`--public-url`. (The page in a real browser: tests/test_checkout_browser.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import segno
+import sqlite_utils
+
+from lnplugin.store import migrations
+from tests.e2e import Server, cli, wait_for
+from tests.helpers_webhooks import free_port
+
+SECRETS = {"metadata": {"order": "s3cret-order"}, "payer_name": "Ann Payer", "comment": "hush-hush"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("checkout") / "data"
+    args = ("--public-url", f"http://127.0.0.1:{port}", "--port", str(port))
+    with Server(data, *args, "--rate-limit", "1000/minute") as srv:
+        yield srv
+
+
+def _invoice(server: Server, **body: Any) -> dict[str, Any]:
+    reply = server.request("POST", "/invoices", json={"amount": 2100, **body})
+    assert reply.status_code == 201, reply.text
+    return dict(reply.json())
+
+
+def test_every_invoice_gets_qr_urls_and_a_checkout_page_under_an_unguessable_id(
+    server: Server,
+) -> None:
+    inv = _invoice(server, description="coffee")
+    page = inv["checkout_url"]
+    assert page.startswith(server.url + "/pay/")
+    public_id = page.rsplit("/", 1)[-1]
+    # 12 hex digits of time, then 128 random bits; not the API's identifier.
+    assert re.fullmatch(r"[0-9a-f]{12}[0-9a-f]{32}", public_id)
+    assert public_id != inv["identifier"]
+    assert inv["qr_code_png"] == page + "/qr.png"
+    assert inv["qr_code_svg"] == page + "/qr.svg"
+    # The same links on a read and in lists.
+    got = server.request("GET", f"/invoices/{inv['payment_hash']}").json()
+    assert got["qr_code_svg"] == inv["qr_code_svg"]
+    listed = server.request("GET", "/invoices?items=5").json()
+    assert inv["checkout_url"] in [row["checkout_url"] for row in listed]
+
+
+def test_the_qr_codes_are_the_upper_case_lightning_uri(server: Server) -> None:
+    inv = _invoice(server)
+    png = requests.get(inv["qr_code_png"], timeout=10)
+    svg = requests.get(inv["qr_code_svg"], timeout=10)
+    assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert svg.status_code == 200 and svg.headers["Content-Type"].startswith("image/svg+xml")
+    # The SVG's modules are the QR code of the upper-case URI (alphanumeric
+    # mode), and not of the lower-case one.
+    uri = "LIGHTNING:" + inv["payment_request"].upper()
+    expected = segno.make(uri, error="m", micro=False)
+    assert expected.mode == "alphanumeric"
+    drawn = re.search(r'd="([^"]+)"', svg.text)
+    assert drawn is not None
+    assert _path_of(expected) == drawn.group(1)
+    lower = segno.make("lightning:" + inv["payment_request"], error="m", micro=False)
+    assert _path_of(lower) != drawn.group(1)
+
+
+def _path_of(qr: segno.QRCode) -> str:
+    out = io.BytesIO()
+    qr.save(out, kind="svg", scale=8, border=4, light="#fff")
+    found = re.search(r'd="([^"]+)"', out.getvalue().decode())
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_page_shows_amount_description_qr_and_invoice_but_no_payee_data(
+    server: Server,
+) -> None:
+    inv = _invoice(server, description="coffee <b>beans</b>", **SECRETS)
+    reply = requests.get(inv["checkout_url"], timeout=10)
+    assert reply.status_code == 200
+    html = reply.text
+    assert "2,100 <span>sats</span>" in html
+    assert "coffee &lt;b&gt;beans&lt;/b&gt;" in html  # escaped
+    assert '<svg viewBox="' in html  # the QR, inline
+    assert f'href="lightning:{inv["payment_request"]}"' in html
+    assert f">{inv['payment_request']}</textarea>" in html
+    # Without JavaScript: the refresh link shows, the copy button does not.
+    assert re.search(r'<p class="refresh" id="refresh">', html)
+    assert re.search(r'<button [^>]*id="copy"[^>]*hidden', html)
+    for secret in ("s3cret-order", "Ann Payer", "hush-hush", inv["payment_hash"]):
+        assert secret not in html
+    assert inv["identifier"] not in html
+
+
+def test_pages_carry_a_strict_content_security_policy(server: Server) -> None:
+    inv = _invoice(server)
+    reply = requests.get(inv["checkout_url"], timeout=10)
+    csp = reply.headers["Content-Security-Policy"]
+    policy = dict(part.strip().split(" ", 1) for part in csp.split(";"))
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["connect-src"] == "'self'"
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+    # The script and the style sheet are lnplugin's own files.
+    for asset in re.findall(r'(?:src|href)="(/pay/static/[^"]+)"', reply.text):
+        got = requests.get(server.url + asset, timeout=10)
+        assert got.status_code == 200, asset
+
+
+def test_the_public_stream_tells_the_state_and_nothing_else(server: Server) -> None:
+    inv = _invoice(server, **SECRETS)
+    with requests.get(inv["checkout_url"] + "/events", stream=True, timeout=30) as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        lines = stream.iter_lines(decode_unicode=True)
+        first = _next_message(lines)
+        assert first["event"] == "state" and json.loads(first["data"]) == {"state": "CREATED"}
+        cli(server.data_dir, "dev", "pay", inv["payment_hash"])
+        second = _next_message(lines)
+        assert json.loads(second["data"]) == {"state": "SETTLED"}
+        assert int(second["id"]) > int(first["id"])
+        assert list(lines) == []  # the stream ends after a final state
+    # A reconnect after the end: 204, which stops EventSource.
+    again = requests.get(
+        inv["checkout_url"] + "/events", headers={"Last-Event-ID": second["id"]}, timeout=10
+    )
+    assert again.status_code == 204
+
+
+def _next_message(lines: Iterator[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "data" in fields:
+                return fields
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(": ")
+        fields[key] = value
+    raise AssertionError(f"stream ended; got {fields}")
+
+
+def test_an_expired_invoice_shows_expired(server: Server) -> None:
+    inv = _invoice(server, expiry=1)
+    wait_for(
+        lambda: server.request("GET", f"/invoices/{inv['payment_hash']}").json()["state"]
+        == "EXPIRED",
+        "the invoice to expire",
+    )
+    html = requests.get(inv["checkout_url"], timeout=10).text
+    assert 'data-state="EXPIRED"' in html
+    assert '<div id="pay" hidden>' in html
+
+
+def test_unknown_ids_outgoing_payments_and_keysends_have_no_page(server: Server) -> None:
+    for path in ("/pay/0123456789ab", "/pay/" + "f" * 44, "/pay/x%2F..%2Fy", "/pay/a/qr.png"):
+        assert requests.get(server.url + path, timeout=10).status_code == 404, path
+    keysend = server.request(
+        "POST", "/dev/keysend", json={"amount_msat": 5000, "custom_records": {}}
+    ).json()
+    got = server.request("GET", f"/invoices/{keysend['payment_hash']}").json()
+    assert got["qr_code_png"] is None and got["checkout_url"] is None
+
+
+def test_an_address_page_mints_through_the_lnurl_callback(server: Server) -> None:
+    reply = server.request(
+        "POST",
+        "/lightning_addresses",
+        json={
+            "username": "shop",
+            "description": "The corner shop",
+            "min_sendable_msat": 10_000,
+            "max_sendable_msat": 1_000_000,
+            "comment_allowed": 40,
+        },
+    )
+    assert reply.status_code == 201, reply.text
+    form = requests.get(server.url + "/pay/address/shop", timeout=10)
+    assert form.status_code == 200
+    assert "shop@127.0.0.1" in form.text and "The corner shop" in form.text
+    assert 'min="10" max="1000"' in form.text
+
+    too_much = requests.post(server.url + "/pay/address/shop", data={"amount": "5000"}, timeout=10)
+    assert too_much.status_code == 400
+    assert "Enter from 10 to 1,000 sats." in too_much.text
+    not_a_number = requests.post(
+        server.url + "/pay/address/shop", data={"amount": "1e3"}, timeout=10
+    )
+    assert not_a_number.status_code == 400
+    too_long = requests.post(
+        server.url + "/pay/address/shop", data={"amount": "21", "comment": "x" * 41}, timeout=10
+    )
+    assert too_long.status_code == 400 and "at most 40 characters" in too_long.text
+
+    made = requests.post(
+        server.url + "/pay/address/shop",
+        data={"amount": "21", "comment": "for the bread"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert made.status_code == 303
+    page = requests.get(server.url + made.headers["Location"], timeout=10)
+    assert "21 <span>sats</span>" in page.text and "for the bread" not in page.text
+    minted = server.request("GET", "/invoices?items=1").json()[0]
+    assert minted["lightning_address"] == "shop" and minted["comment"] == "for the bread"
+    assert minted["checkout_url"].endswith(made.headers["Location"])
+    # The same `h` as the callback gives: SHA-256 of the address's metadata.
+    meta = requests.get(server.url + "/.well-known/lnurlp/shop", timeout=10).json()["metadata"]
+    assert minted["description_hash"] == hashlib.sha256(meta.encode()).hexdigest()
+    assert requests.get(server.url + "/pay/address/nobody", timeout=10).status_code == 404
+
+
+def test_without_a_public_url_there_are_no_links_and_no_pages(tmp_path: Path) -> None:
+    with Server(tmp_path / "data") as srv:
+        inv = srv.request("POST", "/invoices", json={"amount": 1}).json()
+        assert inv["qr_code_png"] is None
+        assert inv["qr_code_svg"] is None
+        assert inv["checkout_url"] is None
+        for path in ("/pay/0123", "/pay/address/alice"):
+            reply = requests.get(srv.url + path, timeout=10)
+            assert reply.status_code == 503
+            assert reply.headers["Content-Type"].startswith("text/html")
+            assert "--public-url" in reply.text
+
+
+def test_rows_from_before_the_migration_get_a_128_bit_public_id(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    last = max(migrations.MIGRATIONS)
+    for number in sorted(migrations.MIGRATIONS):
+        if number == last:
+            break
+        migrations.MIGRATIONS[number][1](db)
+    db.execute(
+        "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state, "
+        "created_at, expiry, expires_at) VALUES ('a', 'incoming', 'h1', 'lnbc1', 'OPEN', 1, 1, 2)"
+    )
+    db.execute(
+        "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state, "
+        "created_at, expiry, expires_at) VALUES ('b', 'incoming', 'h2', 'lnbc2', 'OPEN', 1, 1, 2)"
+    )
+    migrations.MIGRATIONS[last][1](db)
+    ids = [row[0] for row in db.execute("SELECT public_id FROM invoices")]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == 2
+
+
+def test_public_streams_take_at_most_half_the_stream_slots(tmp_path: Path) -> None:
+    port = free_port()
+    args = ("--public-url", f"http://127.0.0.1:{port}", "--port", str(port))
+    with Server(tmp_path / "data", *args, "--max-streams", "2") as srv:
+        first = srv.request("POST", "/invoices", json={"amount": 1}).json()
+        second = srv.request("POST", "/invoices", json={"amount": 2}).json()
+        with requests.get(first["checkout_url"] + "/events", stream=True, timeout=30) as open_:
+            assert open_.status_code == 200
+            refused = requests.get(second["checkout_url"] + "/events", timeout=10)
+            assert refused.status_code == 503
+            # At least ours (5 s); flask-limiter raises it to its window's reset.
+            assert int(refused.headers["Retry-After"]) >= 5
+            assert "Too many open payment pages (limit 1)" in refused.text
+            # The other half stays for the apps that hold tokens.
+            api = srv.request(
+                "GET", f"/invoices/{second['payment_hash']}/events", stream=True
+            )
+            assert api.status_code == 200
+            api.close()
+        # Hung up: the public slot is free again.
+        def reopened() -> requests.Response | None:
+            reply = requests.get(second["checkout_url"] + "/events", stream=True, timeout=10)
+            if reply.status_code == 200:
+                return reply
+            reply.close()
+            return None
+
+        wait_for(reopened, "the public slot to be freed").close()

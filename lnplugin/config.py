@@ -71,6 +71,8 @@ class Settings(BaseModel):
     trust_proxy: int = 0
     rate_limit: str = "60/minute"
     rate_limit_callback: str = "20/minute"
+    # Nostr Wallet Connect relays (docs/nwc.md); NWC is off when empty.
+    nwc_relay: tuple[str, ...] = ()
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -165,6 +167,15 @@ class Settings(BaseModel):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not a CIDR such as 127.0.0.0/8") from None
+        return tuple(items)
+
+    @field_validator("nwc_relay", mode="before")
+    @classmethod
+    def _relays(cls, value: Any) -> tuple[str, ...]:
+        items = _split(value)
+        for item in items:
+            if not isinstance(item, str) or not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s]*)?", item):
+                raise ValueError(f"{item!r} is not a relay URL such as wss://relay.example.com")
         return tuple(items)
 
     @field_validator("cors_origin", mode="before")

@@ -29,6 +29,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodePermissionDenied,
 )
+from lnplugin.nwc.worker import NwcWorker
 from lnplugin.store import Store
 from lnplugin.webhooks import DeliveryWorker
 
@@ -104,6 +105,7 @@ class Service:
     webhooks: DeliveryWorker  # fan-out of outbox events into signed webhook deliveries
     event_hub: EventHub  # fan-out of outbox events to open SSE streams
     stream_gate: StreamGate  # admission of SSE streams (--max-streams)
+    nwc: NwcWorker | None = None  # Nostr Wallet Connect; None without --nwc-relay
     started_at: float = field(default_factory=time.time)
     _info: NodeInfo | None = None
     _info_at: float = 0.0
@@ -133,12 +135,18 @@ class Service:
             ),
             event_hub=EventHub(store),
             stream_gate=StreamGate(settings.max_streams),
+            nwc=NwcWorker(store, node, settings.nwc_relay, settings.effective_network)
+            if settings.nwc_relay
+            else None,
         )
 
     @property
     def workers(self) -> list[Worker]:
         """Started in this order after the follower, stopped in reverse before it."""
-        return [self.webhooks, self.event_hub]
+        parts: list[Worker] = [self.webhooks, self.event_hub]
+        if self.nwc is not None:
+            parts.append(self.nwc)
+        return parts
 
     def before_shutdown(self) -> None:
         """End open event streams now, so the server's drain does not wait for them."""

@@ -136,6 +136,13 @@ def answer(tx: sqlite3.Connection, event_id: str, response_json: str) -> None:
     tx.execute("UPDATE nwc_requests SET response = ? WHERE event_id = ?", (response_json, event_id))
 
 
+def response(conn: sqlite3.Connection, event_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT response FROM nwc_requests WHERE event_id = ?", (event_id,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def prune_requests(tx: sqlite3.Connection, before: int) -> int:
     """Forget requests older than `before`; relays drop requests that old anyway."""
     return tx.execute("DELETE FROM nwc_requests WHERE created_at < ?", (before,)).rowcount

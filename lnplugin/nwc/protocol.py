@@ -187,7 +187,7 @@ def error(method: str, code: str, message: str) -> dict[str, Any]:
 
 def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> ns.Event:
     builder = ns.EventBuilder(ns.Kind(kind), content).tags([ns.Tag.parse(t) for t in tags])
-    return builder.finalize(ns.NostrSigner.keys(keys))
+    return keys.sign_event(builder.finalize_unsigned(keys.public_key()))
 
 
 def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> ns.Event:

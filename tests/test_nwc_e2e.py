@@ -374,3 +374,28 @@ def test_a_payment_while_lnplugin_is_down_is_notified_after_its_restart(
     finally:
         listener.close()
     assert paid["payment_hash"] == made.payment_hash and backlog
+
+
+def test_the_admin_route_makes_lists_and_revokes_connections(
+    server: e2e.Server, relay: Relay
+) -> None:
+    made = server.request(
+        "POST", "/nwc/connections", json={"scopes": ["invoices:read"], "label": "dashboard"}
+    )
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["uri"].startswith("nostr+walletconnect://") and body["scopes"] == ["invoices:read"]
+    assert call(body["uri"], "get_info").network == "regtest"
+    listed = server.request("GET", "/nwc/connections").json()
+    mine = [c for c in listed if c["id"] == body["id"]]
+    assert mine and "uri" not in mine[0]
+    stored = e2e.scalar(server.data_dir, "SELECT * FROM nwc_connections WHERE id = ?", body["id"])
+    secret = body["uri"].rsplit("secret=", 1)[1]
+    assert secret not in json.dumps(list(stored))  # only the public key is kept
+    bad = server.request("POST", "/nwc/connections", json={"scopes": ["admin"]})
+    assert bad.status_code == 400 and "scopes" in json.dumps(bad.json())
+    gone = server.request("DELETE", f"/nwc/connections/{body['id']}")
+    assert gone.status_code == 200 and gone.json()["revoked_at"]
+    assert server.request("DELETE", f"/nwc/connections/{body['id']}").status_code == 404
+    with pytest.raises(Exception, match=r"(?i)unauthorized"):
+        call(body["uri"], "get_info")

@@ -399,3 +399,17 @@ def test_the_admin_route_makes_lists_and_revokes_connections(
     assert server.request("DELETE", f"/nwc/connections/{body['id']}").status_code == 404
     with pytest.raises(Exception, match=r"(?i)unauthorized"):
         call(body["uri"], "get_info")
+
+
+def test_the_readme_nwc_walkthrough_works_as_shown(tmp_path: Path, relay: Relay) -> None:
+    """The README's ```sh nwc-walkthrough blocks, after the main walk-through's
+    setup, against a server with `--nwc-relay` (see tests/test_readme_walkthrough.py)."""
+    from tests import test_readme_walkthrough as walk
+
+    setup = walk.COMMANDS[:3]
+    assert [c.text.split()[0] for c in setup] == [".", "export", "field()"]
+    commands = walk.parse_commands(walk.README, "nwc-walkthrough")
+    assert commands, "README.md has no ```sh nwc-walkthrough blocks"
+    walked = walk.run_walkthrough(tmp_path, setup + commands, ("--nwc-relay", relay.url))
+    for n in range(len(walked)):
+        walk.test_each_command_works_and_prints_what_the_readme_shows(walked, n)

@@ -35,6 +35,7 @@ RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
 REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
 IDLE_WAIT = 5.0
 QUEUE_MAX = 10_000
+STARTUP_WAIT = 5.0  # seconds `start` waits for a first relay connection
 
 
 class RateLimiter:
@@ -96,6 +97,11 @@ class NwcWorker:
             self._threads.append(thread)
         for relay in self.relays:
             relay.start()
+        # Give the relays a moment, so a server that says it is up is also
+        # reachable over NWC; one that stays away is retried in the background.
+        deadline = time.monotonic() + STARTUP_WAIT
+        while time.monotonic() < deadline and not any(r.state == "connected" for r in self.relays):
+            self._stop.wait(0.05)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

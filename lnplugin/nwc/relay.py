@@ -16,6 +16,7 @@ import logging
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +97,32 @@ class Relay:
             if wait:
                 with self._acks_lock:
                     self._acks.pop(event_id, None)
+
+    def publish_many(self, event_jsons: list[str]) -> set[str]:
+        """Send every event at once, then wait for the acknowledgements (up to
+        ACK_TIMEOUT in all); returns the ids the relay accepted. Pipelining
+        keeps a fan-out to many connections at one round trip, not one each."""
+        ws = self._ws
+        if ws is None or self.state != "connected" or not event_jsons:
+            return set()
+        slots: dict[str, tuple[threading.Event, list[Any]]] = {
+            json.loads(e)["id"]: (threading.Event(), []) for e in event_jsons
+        }
+        with self._acks_lock:
+            self._acks.update(slots)
+        try:
+            for event_json in event_jsons:
+                ws.send(f'["EVENT",{event_json}]')
+            deadline = time.monotonic() + ACK_TIMEOUT
+            for done, _ in slots.values():
+                done.wait(max(0.0, deadline - time.monotonic()))
+        except (WebSocketException, OSError):
+            pass
+        finally:
+            with self._acks_lock:
+                for event_id in slots:
+                    self._acks.pop(event_id, None)
+        return {event_id for event_id, (_, result) in slots.items() if result and result[0]}
 
     def _run(self) -> None:
         attempt = 0

@@ -371,24 +371,36 @@ class NwcWorker:
         if not any(r.state == "connected" for r in self.relays):
             return False
         assert self.keys is not None
-        sent_any = False
-        for row in db.pending(self.store.conn):
+        rows = db.pending(self.store.conn)
+        if not rows:
+            return read == db.FAN_OUT_BATCH
+        batch: dict[int, list[str]] = {}  # notification row id -> its events' JSON
+        for row in rows:
             body = json.loads(row["body"])
             inv = invoices.by_id(self.store.conn, body["invoice_id"])
-            delivered = True
-            if inv is not None:
-                evs = p.notification_events(
-                    self.keys, row["app_pubkey"], body["type"], p.transaction(inv)
-                )
-                delivered = all(self._publish_acked(e.as_json()) for e in evs)
-            if not delivered:
-                return False  # relays are away; the row stays for the next try
-            with self.store.transaction() as tx:
-                db.sent(tx, row["id"])
-            sent_any = True
-        return read == db.FAN_OUT_BATCH or (sent_any and bool(db.pending(self.store.conn, 1)))
-
-    def _publish_acked(self, event_json: str) -> bool:
-        """True when at least one relay acknowledged the event."""
-        results = [r.publish(event_json, wait=True) for r in self.relays]
-        return any(results)
+            batch[row["id"]] = (
+                [
+                    e.as_json()
+                    for e in p.notification_events(
+                        self.keys, row["app_pubkey"], body["type"], p.transaction(inv)
+                    )
+                ]
+                if inv is not None
+                else []
+            )
+        every = [e for events_ in batch.values() for e in events_]
+        acked: set[str] = set()
+        for relay in self.relays:
+            acked |= relay.publish_many(every)
+        done = [
+            row_id
+            for row_id, events_ in batch.items()
+            if all(json.loads(e)["id"] in acked for e in events_)
+        ]
+        with self.store.transaction() as tx:
+            for row_id in done:
+                db.sent(tx, row_id)
+        # More to do at once when a full page went out; else wait (relays away).
+        return read == db.FAN_OUT_BATCH or (
+            len(done) == len(batch) and len(rows) == db.PENDING_BATCH
+        )

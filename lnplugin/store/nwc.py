@@ -27,6 +27,7 @@ from lnplugin.store.tokens import UnknownScope
 SCOPES = ("invoices:create", "invoices:read", "transactions:read")
 CURSOR = "nwc.notifications"
 FAN_OUT_BATCH = 500
+PENDING_BATCH = 200  # notifications sent in one pipelined batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +228,7 @@ def fan_out(tx: sqlite3.Connection, limit: int = FAN_OUT_BATCH) -> int:
     return len(rows)
 
 
-def pending(conn: sqlite3.Connection, limit: int = 200) -> list[sqlite3.Row]:
+def pending(conn: sqlite3.Connection, limit: int = PENDING_BATCH) -> list[sqlite3.Row]:
     return conn.execute(
         "SELECT n.id, n.body, c.app_pubkey FROM nwc_notifications n"
         " JOIN nwc_connections c ON c.id = n.connection_id AND c.revoked_at IS NULL"

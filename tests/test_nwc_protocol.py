@@ -73,6 +73,15 @@ def test_nip44_refuses_the_vectors_undecryptable_payloads(vector: dict[str, Any]
 
 # -- requests ---------------------------------------------------------------------
 
+
+def signed(event: p.SignedEvent) -> ns.Event:
+    """What a client reads: nostr-sdk parses the event and checks id and signature."""
+    parsed = ns.Event.from_json(event.json)
+    assert parsed.verify() and parsed.id().to_hex() == event.id
+    assert parsed.author().to_hex() == SERVICE.public_key().to_hex()
+    return parsed
+
+
 SERVICE, APP = keys("11" * 32), keys("22" * 32)
 
 
@@ -100,7 +109,7 @@ def test_a_nip44_request_is_read_and_answered_with_nip44() -> None:
     request = p.read_request(p.parse_event(event.as_json()), SERVICE, int(time.time()))
     assert (request.method, request.encryption) == ("get_info", p.NIP44)
     assert request.app_pubkey == APP.public_key().to_hex()
-    answer = p.response_event(SERVICE, request, p.result("get_info", {"x": 1}))
+    answer = signed(p.response_event(SERVICE, request, p.result("get_info", {"x": 1})))
     tags = [t.to_vec() for t in answer.tags()]
     assert ["p", request.app_pubkey] in tags and ["e", request.event_id] in tags
     assert answer.kind().as_u16() == p.RESPONSE
@@ -112,7 +121,7 @@ def test_a_request_without_an_encryption_tag_is_nip04_both_ways() -> None:
     event = request_event({"method": "get_info"}, encryption=None)
     request = p.read_request(event, SERVICE, int(time.time()))
     assert request.encryption == p.NIP04
-    answer = p.response_event(SERVICE, request, p.result("get_info", {}))
+    answer = signed(p.response_event(SERVICE, request, p.result("get_info", {})))
     assert json.loads(APP.nip04_decrypt(SERVICE.public_key(), answer.content()))["error"] is None
 
 
@@ -164,7 +173,7 @@ def test_scopes_give_the_methods_the_issue_maps_them_to() -> None:
 
 
 def test_the_info_event_lists_methods_encryptions_and_notifications() -> None:
-    info = p.info_event(SERVICE)
+    info = signed(p.info_event(SERVICE))
     tags = {t.to_vec()[0]: t.to_vec()[1:] for t in info.tags()}
     assert info.kind().as_u16() == p.INFO
     assert tags["encryption"] == ["nip44_v2 nip04"]
@@ -173,7 +182,12 @@ def test_the_info_event_lists_methods_encryptions_and_notifications() -> None:
 
 
 def test_notifications_go_out_as_nip44_and_nip04() -> None:
-    events = p.notification_events(SERVICE, APP.public_key().to_hex(), "payment_received", {"a": 1})
+    events = [
+        signed(e)
+        for e in p.notification_events(
+            SERVICE, APP.public_key().to_hex(), "payment_received", {"a": 1}
+        )
+    ]
     assert [e.kind().as_u16() for e in events] == [23197, 23196]
     plain44 = APP.nip44_decrypt(SERVICE.public_key(), events[0].content())
     plain04 = APP.nip04_decrypt(SERVICE.public_key(), events[1].content())

@@ -98,31 +98,39 @@ class Relay:
                 with self._acks_lock:
                     self._acks.pop(event_id, None)
 
-    def publish_many(self, event_jsons: list[str]) -> set[str]:
-        """Send every event at once, then wait for the acknowledgements (up to
-        ACK_TIMEOUT in all); returns the ids the relay accepted. Pipelining
-        keeps a fan-out to many connections at one round trip, not one each."""
+    def send_tracked(self, event_json: str, event_id: str) -> threading.Event | None:
+        """Send an event without waiting; `acked` tells later whether the relay
+        took it. None when there is no live connection. Sending a batch this
+        way and collecting the acknowledgements once keeps a fan-out to many
+        connections at about one round trip, not one per event."""
         ws = self._ws
-        if ws is None or self.state != "connected" or not event_jsons:
-            return set()
-        slots: dict[str, tuple[threading.Event, list[Any]]] = {
-            json.loads(e)["id"]: (threading.Event(), []) for e in event_jsons
-        }
+        if ws is None or self.state != "connected":
+            return None
+        slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
         with self._acks_lock:
-            self._acks.update(slots)
+            self._acks[event_id] = slot
         try:
-            for event_json in event_jsons:
-                ws.send(f'["EVENT",{event_json}]')
-            deadline = time.monotonic() + ACK_TIMEOUT
-            for done, _ in slots.values():
-                done.wait(max(0.0, deadline - time.monotonic()))
+            ws.send(f'["EVENT",{event_json}]')
         except (WebSocketException, OSError):
-            pass
-        finally:
-            with self._acks_lock:
-                for event_id in slots:
-                    self._acks.pop(event_id, None)
-        return {event_id for event_id, (_, result) in slots.items() if result and result[0]}
+            self.forget([event_id])
+            return None
+        return slot[0]
+
+    def acked(self, event_ids: list[str], timeout: float = ACK_TIMEOUT) -> set[str]:
+        """Of events sent with `send_tracked`, those the relay accepted (waiting
+        up to `timeout` in all); forgets them."""
+        deadline = time.monotonic() + timeout
+        with self._acks_lock:
+            slots = {i: self._acks[i] for i in event_ids if i in self._acks}
+        for done, _ in slots.values():
+            done.wait(max(0.0, deadline - time.monotonic()))
+        self.forget(event_ids)
+        return {i for i, (_, result) in slots.items() if result and result[0]}
+
+    def forget(self, event_ids: list[str]) -> None:
+        with self._acks_lock:
+            for event_id in event_ids:
+                self._acks.pop(event_id, None)
 
     def _run(self) -> None:
         attempt = 0

@@ -374,29 +374,25 @@ class NwcWorker:
         rows = db.pending(self.store.conn)
         if not rows:
             return read == db.FAN_OUT_BATCH
-        batch: dict[int, list[str]] = {}  # notification row id -> its events' JSON
-        for row in rows:
+        live = [r for r in self.relays if r.state == "connected"]
+        batch: dict[int, list[str]] = {}  # notification row id -> its event ids
+        for row in rows:  # each row's events go out as soon as they are built
             body = json.loads(row["body"])
             inv = invoices.by_id(self.store.conn, body["invoice_id"])
-            batch[row["id"]] = (
-                [
-                    e.as_json()
-                    for e in p.notification_events(
-                        self.keys, row["app_pubkey"], body["type"], p.transaction(inv)
-                    )
-                ]
-                if inv is not None
-                else []
-            )
-        every = [e for events_ in batch.values() for e in events_]
+            batch[row["id"]] = []
+            if inv is None:
+                continue
+            for event in p.notification_events(
+                self.keys, row["app_pubkey"], body["type"], p.transaction(inv)
+            ):
+                batch[row["id"]].append(event.id)
+                for relay in live:
+                    relay.send_tracked(event.json, event.id)
+        every = [i for ids in batch.values() for i in ids]
         acked: set[str] = set()
-        for relay in self.relays:
-            acked |= relay.publish_many(every)
-        done = [
-            row_id
-            for row_id, events_ in batch.items()
-            if all(json.loads(e)["id"] in acked for e in events_)
-        ]
+        for relay in live:
+            acked |= relay.acked(every)
+        done = [row_id for row_id, events_ in batch.items() if all(i in acked for i in events_)]
         with self.store.transaction() as tx:
             for row_id in done:
                 db.sent(tx, row_id)

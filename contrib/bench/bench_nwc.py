@@ -171,6 +171,7 @@ def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
         f"p99 {p99(nwc) * 1000:.2f} ms ({len(nwc)} requests)"
     )
     print(f"make_invoice p99 / bare p99 = {ratio:.2f}  (target <= 2)")
+    print(f"make_invoice p50 / bare p50 = {statistics.median(nwc) / statistics.median(bare):.2f}")
 
 
 def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n: int) -> None:
@@ -209,6 +210,25 @@ def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n:
         f"last p50 {statistics.median(last) * 1000:.1f} ms p99 {p99(last) * 1000:.1f} ms "
         f"(target p99 <= 100 ms)"
     )
+    # Baseline in the same run: the relay alone passing as many events (two per
+    # connection: NIP-44 and NIP-04) from one publisher to the same subscriber.
+    burst: list[float] = []
+    for _ in range(n):
+        events = [
+            sign(apps[0], 23197, f"burst {i} {time.time_ns()}", [["p", keys[i % conns]]])
+            for i in range(2 * conns)
+        ]
+        start = time.perf_counter()
+        for event in events:
+            client.ws.send(f'["EVENT",{event}]')
+        for _ in events:
+            at, _event = client.arrived.get(timeout=30)
+        burst.append(at - start)
+    print(
+        f"relay alone, {2 * conns} events published at once: all received "
+        f"p50 {statistics.median(burst) * 1000:.1f} ms p99 {p99(burst) * 1000:.1f} ms"
+    )
+    print(f"last payment_received p99 / relay-alone p99 = {p99(last) / p99(burst):.2f}")
 
 
 def main() -> None:

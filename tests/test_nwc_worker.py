@@ -126,3 +126,14 @@ def test_bad_params_are_answered_with_an_error_not_a_crash(worker: NwcWorker) ->
     )
     assert body["error"]["code"] == "NOT_FOUND"
     assert worker.handle({"kind": 23194, "content": "junk"}, 0.0) is None  # dropped
+
+
+def test_strangers_share_one_bucket_and_past_it_get_no_answer(worker: NwcWorker) -> None:
+    answers = []
+    for _ in range(4):
+        stranger = ns.Keys.generate()
+        answers.append(worker.handle(request(worker, stranger, "get_info", {}), 0.0))
+    assert [a is not None for a in answers] == [True, True, True, False]
+    app = app_keys(worker, "invoices:read")  # a real connection has its own bucket
+    body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), 0.0))
+    assert body["error"] is None

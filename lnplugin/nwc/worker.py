@@ -35,6 +35,7 @@ RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
 REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
 IDLE_WAIT = 5.0
 QUEUE_MAX = 10_000
+STRANGERS = -1  # the rate-limit bucket of every key without a connection
 STARTUP_WAIT = 5.0  # seconds `start` waits for a first relay connection
 
 
@@ -179,6 +180,11 @@ class NwcWorker:
             return self._refuse(exc.request, exc.refusal)
         connection = db.live_by_pubkey(self.store.conn, request.app_pubkey)
         if connection is None:
+            # Strangers share one bucket, so a flood of them cannot make us
+            # sign and publish answers without end.
+            if not self.limiter.allow(STRANGERS, now):
+                self.dropped += 1
+                return None
             return self._refuse(request, p.Refuse("UNAUTHORIZED", "no wallet connection"))
         if not self.limiter.allow(connection.id, now):
             return self._refuse(request, p.Refuse("RATE_LIMITED", "too many requests"))

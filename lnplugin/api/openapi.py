@@ -208,7 +208,7 @@ OPERATIONS: dict[str, Op] = {
         "Cancel an open or held invoice",
         200,
         "Invoice",
-        errors=(401, 403, 404, 409, 501, 502, 503),
+        errors=(400, 401, 403, 404, 409, 501, 502, 503),
     ),
     "invoices.export_invoices": Op(
         "Every invoice as CSV or JSON Lines, streamed",

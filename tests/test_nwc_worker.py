@@ -63,6 +63,9 @@ def test_a_make_invoice_seen_twice_is_answered_with_the_stored_response(
     again = worker.handle(event, time.time())
     assert first == again  # the very same signed event
     assert answer(app, worker, first)["result"]["amount"] == 5000
+    for _ in range(3):  # use up the connection's bucket (burst 3 here)
+        worker.handle(request(worker, app, "get_info", {}), time.time())
+    assert worker.handle(event, time.time()) == first  # a replay is not rate limited
     assert minted(worker) == 1
 
 

@@ -186,6 +186,9 @@ class NwcWorker:
                 self.dropped += 1
                 return None
             return self._refuse(request, p.Refuse("UNAUTHORIZED", "no wallet connection"))
+        seen = db.response(self.store.conn, request.event_id)
+        if seen is not None:
+            return seen  # a replay: the same response again, whatever the rate
         if not self.limiter.allow(connection.id, now):
             return self._refuse(request, p.Refuse("RATE_LIMITED", "too many requests"))
         with self.store.transaction() as tx:
@@ -199,6 +202,9 @@ class NwcWorker:
             body = self._run(request, connection)
         except p.Refuse as exc:
             body = p.error(request.method, exc.code, exc.message)
+        except Exception:  # answered, so the app does not wait for nothing
+            log.exception("nwc: %s failed", request.method)
+            body = p.error(request.method, "INTERNAL", "the wallet failed to answer")
         answered = db.response(self.store.conn, request.event_id)
         if answered is not None:  # make_invoice stores its answer with the invoice
             return answered

@@ -79,6 +79,8 @@ class Settings(BaseModel):
     rss_payment_retry_schedule: tuple[int, ...] = DEFAULT_RSS_RETRY_SCHEDULE
     rss_payment_timeout: float = 10.0
     rss_payment_max_bytes: int = 16384
+    # Nostr Wallet Connect relays (docs/nwc.md); NWC is off when empty.
+    nwc_relay: tuple[str, ...] = ()
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -173,6 +175,15 @@ class Settings(BaseModel):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not a CIDR such as 127.0.0.0/8") from None
+        return tuple(items)
+
+    @field_validator("nwc_relay", mode="before")
+    @classmethod
+    def _relays(cls, value: Any) -> tuple[str, ...]:
+        items = _split(value)
+        for item in items:
+            if not isinstance(item, str) or not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s]*)?", item):
+                raise ValueError(f"{item!r} is not a relay URL such as wss://relay.example.com")
         return tuple(items)
 
     @field_validator("cors_origin", mode="before")

@@ -29,6 +29,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodePermissionDenied,
 )
+from lnplugin.nwc.worker import NwcWorker
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
 from lnplugin.store import Store
 from lnplugin.webhooks import DeliveryWorker
@@ -106,6 +107,7 @@ class Service:
     event_hub: EventHub  # fan-out of outbox events to open SSE streams
     stream_gate: StreamGate  # admission of SSE streams (--max-streams)
     rss_payments: RssPaymentWorker  # fetches of rss::payment boost records, from the outbox
+    nwc: NwcWorker | None = None  # Nostr Wallet Connect; None without --nwc-relay
     started_at: float = field(default_factory=time.time)
     _info: NodeInfo | None = None
     _info_at: float = 0.0
@@ -145,12 +147,18 @@ class Service:
                     max_bytes=settings.rss_payment_max_bytes,
                 ),
             ),
+            nwc=NwcWorker(store, node, settings.nwc_relay, settings.effective_network)
+            if settings.nwc_relay
+            else None,
         )
 
     @property
     def workers(self) -> list[Worker]:
         """Started in this order after the follower, stopped in reverse before it."""
-        return [self.webhooks, self.event_hub, self.rss_payments]
+        parts: list[Worker] = [self.webhooks, self.event_hub, self.rss_payments]
+        if self.nwc is not None:
+            parts.append(self.nwc)
+        return parts
 
     def before_shutdown(self) -> None:
         """End open event streams now, so the server's drain does not wait for them."""

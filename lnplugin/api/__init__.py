@@ -16,6 +16,7 @@ from lnplugin.api import (
     invoices,
     lnurlp,
     metrics,
+    nwc,
     observe,
     public,
     tickets,
@@ -45,6 +46,7 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(events.bp)
     app.register_blueprint(tickets.bp)
     app.register_blueprint(addresses.bp)
+    app.register_blueprint(nwc.bp)
     limiter = public.install(app, service.settings)
     public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
     public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)

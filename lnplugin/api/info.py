@@ -34,6 +34,8 @@ def info() -> Any:
         "network": svc.settings.effective_network,
         "follower": svc.follower.status.as_dict(),
     }
+    if svc.nwc is not None:
+        body["nwc"] = svc.nwc.status()
     if svc.settings.node == "dev":
         body["notice"] = DEV_NOTICE
     return body
@@ -51,4 +53,5 @@ def health() -> Any:
         "follower": {
             k: status[k] for k in ("connection", "cursor", "head", "lag", "outgoing", "last_error")
         },
+        **({"nwc": svc.nwc.status()} if svc.nwc is not None else {}),
     }

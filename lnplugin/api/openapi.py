@@ -50,6 +50,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     schemas.Health,
     schemas.Ticket,
     schemas.LightningAddress,
+    schemas.NwcConnection,
     schemas.LnurlError,
     schemas.LnurlPayRequest,
     schemas.LnurlInvoice,
@@ -64,6 +65,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     schemas.HoldSettle,
     schemas.AddressCreate,
     schemas.AddressUpdate,
+    schemas.NwcConnectionCreate,
     schemas.DecodeBody,
     schemas.AddressPayForm,
     EndpointCreate,
@@ -76,6 +78,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "event_id": {"type": "string", "minLength": 1, "maxLength": 100},
     "invoice": {"type": "string", "minLength": 1, "maxLength": 7089},
     "username": {"type": "string", "minLength": 1, "maxLength": 64},
+    "connection_id": {"type": "integer", "minimum": 1, "maximum": MAX_PARAM_INT},
 }
 _INT = {"type": "integer", "minimum": 0, "maximum": MAX_PARAM_INT}
 _IDENTIFIER = {"type": "string", "minLength": 1, "maxLength": 64}
@@ -276,6 +279,25 @@ OPERATIONS: dict[str, Op] = {
         "Remove a Lightning Address (its invoices keep its name)",
         200,
         "LightningAddress",
+        errors=(401, 403, 404),
+    ),
+    "nwc.create": Op(
+        "Create a Nostr Wallet Connect connection; its URI is shown once",
+        201,
+        "NwcConnection",
+        schemas.NwcConnectionCreate,
+        errors=(400, 401, 403, 409, 413),
+    ),
+    "nwc.list_connections": Op(
+        "Nostr Wallet Connect connections (app public keys, never secrets)",
+        200,
+        "[NwcConnection]",
+        errors=(401, 403),
+    ),
+    "nwc.revoke": Op(
+        "Revoke one Nostr Wallet Connect connection",
+        200,
+        "NwcConnection",
         errors=(401, 403, 404),
     ),
     "lnurlp.discover": Op(

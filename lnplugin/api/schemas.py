@@ -164,6 +164,17 @@ class HoldSettle(Body):
         return value.lower()
 
 
+class NwcConnectionCreate(Body):
+    """POST /nwc/connections (and `lnplugin nwc connect`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[Literal["invoices:create", "invoices:read", "transactions:read"]] = Field(
+        min_length=1, max_length=3
+    )
+    label: StrictStr | None = Field(default=None, max_length=200)
+
+
 class DevMine(Body):
     model_config = ConfigDict(extra="forbid")
 
@@ -370,6 +381,9 @@ class Info(BaseModel):
     network: str
     follower: dict[str, Any]
     notice: str | None = None
+    nwc: dict[str, Any] | None = Field(
+        default=None, description="with --nwc-relay: each relay's state, the notification backlog"
+    )
 
 
 class Health(BaseModel):
@@ -379,6 +393,22 @@ class Health(BaseModel):
     version: str
     node: str
     follower: dict[str, Any]
+
+
+class NwcConnection(BaseModel):
+    """A wallet connection: the app's public key, never its secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    label: str | None
+    scopes: list[str]
+    app_pubkey: str
+    created_at: int
+    revoked_at: int | None
+    uri: str | None = Field(
+        default=None, description="only when created: the connection URI, shown once"
+    )
 
 
 class Ticket(BaseModel):

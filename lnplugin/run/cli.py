@@ -146,6 +146,12 @@ _SERVER = [
         "[env: LNPLUGIN_RSS_PAYMENT_MAX_BYTES]",
     ),
     click.option(
+        "--nwc-relay",
+        multiple=True,
+        help="Nostr relay (wss://...) that Nostr Wallet Connect listens and answers on; "
+        "repeatable. NWC is off without one. [env: LNPLUGIN_NWC_RELAY, comma-separated]",
+    ),
+    click.option(
         "--max-streams",
         type=int,
         help="Server-Sent Event streams served at once; each has its own thread, added to "
@@ -493,6 +499,86 @@ def token_revoke(token_id: int, **flags: Any) -> None:
     if not done:
         raise click.ClickException(f"no active token with id {token_id}")
     click.echo(f"Revoked token {token_id}")
+
+
+# -- Nostr Wallet Connect ---------------------------------------------------------
+
+
+@cli.group()
+def nwc() -> None:
+    """Create, list and revoke Nostr Wallet Connect connections (docs/nwc.md)."""
+
+
+@nwc.command("connect")
+@common_options
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="invoices:create, invoices:read or transactions:read; repeatable.",
+)
+@click.option("--label", help="A note to recognise the connection by (the app's name).")
+@click.option(
+    "--nwc-relay",
+    multiple=True,
+    help="Relay put in the URI; repeatable. [env: LNPLUGIN_NWC_RELAY, comma-separated]",
+)
+def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> None:
+    """Create a connection and print its URI once, as the last line of output.
+
+    The URI holds the app's secret key, which lnplugin does not keep: paste it
+    into the app now."""
+    from lnplugin.nwc.connections import NoRelay, connect
+    from lnplugin.store.tokens import UnknownScope
+
+    settings = settings_from(flags)
+    store = _store(flags)
+    try:
+        connection_id, uri = connect(store, scopes, label, settings.nwc_relay)
+    except (UnknownScope, NoRelay) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(
+        f"Created wallet connection {connection_id} with scopes {' '.join(sorted(set(scopes)))}",
+        err=True,
+    )
+    click.echo(uri)
+
+
+@nwc.command("list")
+@common_options
+def nwc_list(**flags: Any) -> None:
+    """List connections (their app public keys, never a secret)."""
+    from lnplugin.alby import iso
+    from lnplugin.store import nwc as db
+
+    store = _store(flags)
+    rows = db.list_all(store.conn)
+    store.close()
+    for c in rows:
+        state = f"revoked {iso(c.revoked_at)}" if c.revoked_at else "active"
+        click.echo(
+            f"{c.id}\t{' '.join(sorted(c.scopes))}\t{c.label or '-'}\t{c.app_pubkey}\t"
+            f"created {iso(c.created_at)}\t{state}"
+        )
+
+
+@nwc.command("revoke")
+@common_options
+@click.argument("connection_id", type=int)
+def nwc_revoke(connection_id: int, **flags: Any) -> None:
+    """Revoke one connection by its id; its app gets UNAUTHORIZED from then on."""
+    from lnplugin.store import nwc as db
+
+    store = _store(flags)
+    with store.transaction() as tx:
+        done = db.revoke(tx, connection_id)
+    store.close()
+    if not done:
+        raise click.ClickException(f"no active wallet connection with id {connection_id}")
+    click.echo(f"Revoked wallet connection {connection_id}")
 
 
 # -- webhooks --------------------------------------------------------------------

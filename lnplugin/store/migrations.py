@@ -406,6 +406,40 @@ def _public_ids(db: sqlite_utils.Database) -> None:
     db.execute("CREATE UNIQUE INDEX idx_invoices_public_id ON invoices(public_id)")
 
 
+@migration(10, "Nostr Wallet Connect: connections, answered requests, notification outbox")
+def _nwc(db: sqlite_utils.Database) -> None:
+    # A connection is the app's public key and what it may do; the app's
+    # secret is printed once in the URI and never stored.
+    db.execute(
+        "CREATE TABLE nwc_connections ("
+        " id INTEGER PRIMARY KEY, app_pubkey TEXT NOT NULL UNIQUE, label TEXT,"
+        " scopes TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER)"
+    )
+    # Every answered request event, by its id: a request seen again (a second
+    # relay, a replay, a restart) is answered with this stored response, and
+    # make_invoice mints once. The row is claimed before the method runs
+    # (response NULL) and `response` is the signed response event's JSON.
+    db.execute(
+        "CREATE TABLE nwc_requests ("
+        " event_id TEXT PRIMARY KEY, connection_id INTEGER NOT NULL,"
+        " method TEXT NOT NULL, response TEXT, created_at INTEGER NOT NULL)"
+    )
+    db.execute("CREATE INDEX idx_nwc_requests_created ON nwc_requests(created_at)")
+    # Notifications to send, fanned out from the outbox with the fan-out's
+    # cursor in the same transaction; a row is deleted once a relay took it.
+    db.execute(
+        "CREATE TABLE nwc_notifications ("
+        " id INTEGER PRIMARY KEY, connection_id INTEGER NOT NULL,"
+        " body TEXT NOT NULL, created_at INTEGER NOT NULL)"
+    )
+    # The service's own nostr key (the wallet's identity in every URI). Like
+    # the webhook secrets, it lives in the 0600 database.
+    db.execute(
+        "CREATE TABLE nwc_service_key (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " secret_hex TEXT NOT NULL, created_at INTEGER NOT NULL)"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

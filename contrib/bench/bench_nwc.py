@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Nostr Wallet Connect benchmark: a real relay process (`nostr-relay`), a
+real `lnplugin serve --nwc-relay`, and a client on raw websockets that signs
+and encrypts with nostr-sdk. Two results, each in one run:
+
+- make_invoice round trip (request published → response received) p99 ÷ a
+  bare publish-and-receive round trip through the same relay (target ≤ 2).
+  Rounds alternate between the two, so other load on the host hits both;
+- settlement (`POST /dev/pay` answered) → `payment_received` at the client,
+  p50/p99 with `--connections` connections subscribed (target p99 ≤ 100 ms
+  with 100). Every connection gets each payment's notification: printed
+  are the time to the first connection's and to the last one's.
+
+    python contrib/bench/bench_nwc.py
+    python contrib/bench/bench_nwc.py --requests 100 --payments 20 --connections 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import nostr_sdk as ns
+import requests
+from websockets.sync.client import connect
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from lnplugin.nwc.connections import connect as nwc_connect  # noqa: E402
+from lnplugin.store import Store, tokens  # noqa: E402
+from tests.nwc_relay import Relay, free_port  # noqa: E402
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> str:
+    builder = ns.EventBuilder(ns.Kind(kind), content).tags([ns.Tag.parse(t) for t in tags])
+    return keys.sign_event(builder.finalize_unsigned(keys.public_key())).as_json()
+
+
+class Client:
+    """One websocket to the relay, subscribed to events tagged for `pubkeys`."""
+
+    def __init__(self, url: str, kinds: list[int], pubkeys: list[str]) -> None:
+        self.ws = connect(url, max_size=2**22).__enter__()
+        self.arrived: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.ws.send(json.dumps(["REQ", "b", {"kinds": kinds, "#p": pubkeys}]))
+        while json.loads(self.ws.recv())[0] != "EOSE":
+            pass
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self.ws:
+                now = time.perf_counter()
+                msg = json.loads(raw)
+                if msg[0] == "EVENT":
+                    self.arrived.put((now, msg[2]))
+        except Exception:
+            return
+
+    def send(self, event_json: str) -> float:
+        start = time.perf_counter()
+        self.ws.send(f'["EVENT",{event_json}]')
+        return start
+
+    def wait(self, match: Any, timeout: float = 30.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                at, event = self.arrived.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if match(event):
+                return at
+        raise TimeoutError("no matching event")
+
+
+def start_server(data: Path, relay_url: str) -> tuple[subprocess.Popen[str], str, str]:
+    store = Store(data / "lnplugin.sqlite")
+    with store.transaction() as tx:
+        _, token = tokens.create(tx, ["admin"], "bench")
+    store.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lnplugin",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--nwc-relay",
+            relay_url,
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "LNPLUGIN_LOG_LEVEL": "warning"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            state = requests.get(f"{url}/health", timeout=1).json()
+            if state["nwc"]["relays"][0]["state"] == "connected":
+                return proc, url, token
+        except (requests.RequestException, KeyError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit("lnplugin did not start")
+
+
+def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
+    uri = ns.NostrWalletConnectUri.parse(
+        nwc_connect(Store(data / "lnplugin.sqlite"), ["invoices:create"], "bench", [relay.url])[1]
+    )
+    app, service = ns.Keys(uri.secret()), uri.public_key()
+    me = app.public_key().to_hex()
+    client = Client(relay.url, [23195, 21111], [me])
+    bare: list[float] = []
+    nwc: list[float] = []
+    for _ in range(rounds):
+        for i in range(n):  # bare: publish an event tagged to ourselves and receive it
+            event = sign(app, 21111, f"ping {i} {time.time_ns()}", [["p", me]])
+            eid = json.loads(event)["id"]
+            start = client.send(event)
+            bare.append(client.wait(lambda e, eid=eid: e["id"] == eid) - start)
+        for i in range(n):
+            body = json.dumps(
+                {"method": "make_invoice", "params": {"amount": 1000 + i, "description": "bench"}}
+            )
+            event = sign(
+                app,
+                23194,
+                app.nip44_encrypt(service, body),
+                [["p", service.to_hex()], ["encryption", "nip44_v2"]],
+            )
+            eid = json.loads(event)["id"]
+            start = client.send(event)
+            nwc.append(
+                client.wait(lambda e, eid=eid: e["kind"] == 23195 and ["e", eid] in e["tags"])
+                - start
+            )
+    ratio = p99(nwc) / p99(bare)
+    print(
+        f"bare publish->receive: p50 {statistics.median(bare) * 1000:.2f} ms, "
+        f"p99 {p99(bare) * 1000:.2f} ms ({len(bare)} events)"
+    )
+    print(
+        f"make_invoice round trip: p50 {statistics.median(nwc) * 1000:.2f} ms, "
+        f"p99 {p99(nwc) * 1000:.2f} ms ({len(nwc)} requests)"
+    )
+    print(f"make_invoice p99 / bare p99 = {ratio:.2f}  (target <= 2)")
+    print(f"make_invoice p50 / bare p50 = {statistics.median(nwc) / statistics.median(bare):.2f}")
+
+
+def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n: int) -> None:
+    store = Store(data / "lnplugin.sqlite")
+    apps = []
+    for i in range(conns):
+        made = nwc_connect(store, ["invoices:read", "invoices:create"], f"app {i}", [relay.url])
+        apps.append(ns.Keys(ns.NostrWalletConnectUri.parse(made[1]).secret()))
+    store.close()
+    keys = [a.public_key().to_hex() for a in apps]
+    client = Client(relay.url, [23197], keys)
+    first: list[float] = []
+    last: list[float] = []
+    session = requests.Session()
+    auth = {"Authorization": f"Bearer {token}"}
+    for _ in range(n):
+        made = session.post(
+            f"{url}/invoices", json={"amount": 1, "description": "n"}, headers=auth
+        ).json()
+        paid = session.post(
+            f"{url}/dev/pay", json={"payment_hash": made["payment_hash"]}, headers=auth
+        )
+        assert paid.status_code == 200, paid.text
+        end = time.perf_counter()
+        seen: set[str] = set()
+        while len(seen) < conns:  # one 23197 per connection for this payment
+            at, event = client.arrived.get(timeout=30)
+            p_tag = next(t[1] for t in event["tags"] if t[0] == "p")
+            if not seen:
+                first.append(at - end)
+            seen.add(p_tag)
+        last.append(at - end)
+    print(
+        f"settlement -> payment_received, {conns} connections, {n} payments: "
+        f"first p50 {statistics.median(first) * 1000:.1f} ms p99 {p99(first) * 1000:.1f} ms; "
+        f"last p50 {statistics.median(last) * 1000:.1f} ms p99 {p99(last) * 1000:.1f} ms "
+        f"(target p99 <= 100 ms)"
+    )
+    # Baseline in the same run: the relay alone passing as many events (two per
+    # connection: NIP-44 and NIP-04) from one publisher to the same subscriber.
+    burst: list[float] = []
+    for _ in range(n):
+        events = [
+            sign(apps[0], 23197, f"burst {i} {time.time_ns()}", [["p", keys[i % conns]]])
+            for i in range(2 * conns)
+        ]
+        start = time.perf_counter()
+        for event in events:
+            client.ws.send(f'["EVENT",{event}]')
+        for _ in events:
+            at, _event = client.arrived.get(timeout=30)
+        burst.append(at - start)
+    print(
+        f"relay alone, {2 * conns} events published at once: all received "
+        f"p50 {statistics.median(burst) * 1000:.1f} ms p99 {p99(burst) * 1000:.1f} ms"
+    )
+    print(f"last payment_received p99 / relay-alone p99 = {p99(last) / p99(burst):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100, help="per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--payments", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-nwc-", dir="/tmp") as tmp:
+        relay = Relay(Path(tmp) / "relay").start()
+        proc, url, token = start_server(Path(tmp) / "data", relay.url)
+        try:
+            round_trips(relay, Path(tmp) / "data", args.requests, args.rounds)
+            notifications(relay, Path(tmp) / "data", url, token, args.connections, args.payments)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+            relay.kill()
+
+
+if __name__ == "__main__":
+    main()

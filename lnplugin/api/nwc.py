@@ -1,0 +1,68 @@
+"""Nostr Wallet Connect connections over HTTP, with an `admin` token: `/nwc/connections`.
+
+The same as `lnplugin nwc connect/list/revoke`, for operators who manage
+lnplugin from a dashboard. A connection lets an app mint invoices and read
+payments, so only `admin` may make one; its URI (holding the app's secret)
+is in the creating answer only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from lnplugin.api import context
+from lnplugin.api.auth import require
+from lnplugin.api.errors import APIError
+from lnplugin.api.schemas import NwcConnectionCreate
+from lnplugin.nwc.connections import connect
+from lnplugin.store import nwc as db
+
+bp = Blueprint("nwc", __name__)
+EP = "/nwc/connections"
+
+
+def connection_json(row: db.Connection, uri: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": row.id,
+        "label": row.label,
+        "scopes": sorted(row.scopes),
+        "app_pubkey": row.app_pubkey,
+        "created_at": row.created_at,
+        "revoked_at": row.revoked_at,
+    }
+    if uri is not None:
+        body["uri"] = uri
+    return body
+
+
+@bp.post(EP)
+@require("admin")
+def create() -> Any:
+    body = context.body_as(NwcConnectionCreate)
+    svc = context.service()
+    if not svc.settings.nwc_relay:
+        raise APIError(409, "Nostr Wallet Connect is off: start lnplugin with --nwc-relay")
+    connection_id, uri = connect(svc.store, body.scopes, body.label, svc.settings.nwc_relay)
+    row = db.by_id(svc.store.conn, connection_id)
+    assert row is not None
+    return connection_json(row, uri), 201
+
+
+@bp.get(EP)
+@require("admin")
+def list_connections() -> Any:
+    return [connection_json(row) for row in db.list_all(context.service().store.conn)]
+
+
+@bp.delete(f"{EP}/<int:connection_id>")
+@require("admin")
+def revoke(connection_id: int) -> Any:
+    svc = context.service()
+    with svc.store.transaction() as tx:
+        done = db.revoke(tx, connection_id)
+        row = db.by_id(tx, connection_id)
+    if not done or row is None:
+        raise APIError(404, f"No active wallet connection {connection_id}")
+    return connection_json(row)

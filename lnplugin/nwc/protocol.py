@@ -1,0 +1,345 @@
+"""NIP-47 without I/O: read a request event, build response, info and
+notification events, and map invoices to NIP-47 transaction objects.
+
+Kept apart from the relay connections (`relay.py`) and the worker that runs
+methods against the store (`worker.py`), so every rule here is unit-tested
+with plain values. Keys, event verification and NIP-44 v2 / NIP-04
+encryption come from rust-nostr's bindings (`nostr_sdk`), signatures from
+coincurve (libsecp256k1's BIP-340); no cryptography is written here
+(tests/test_nwc_protocol.py checks the library against the official NIP-44
+vectors anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import coincurve
+import nostr_sdk as ns
+
+from lnplugin.boostagram import records_from_json
+from lnplugin.store.models import StoredInvoice
+
+REQUEST, RESPONSE, INFO = 23194, 23195, 13194
+NOTIFICATION_NIP44, NOTIFICATION_NIP04 = 23197, 23196
+NIP44, NIP04 = "nip44_v2", "nip04"
+ENCRYPTIONS = (NIP44, NIP04)
+# Requests larger than this are dropped unread: a make_invoice with the
+# largest allowed metadata (4096 characters) fits many times over.
+MAX_CONTENT = 32 * 1024
+MAX_METADATA = 4096  # NIP-47: larger metadata MUST be dropped
+MAX_PAGE = 50  # list_transactions page size cap
+
+# What each token scope lets a connection call (docs/nwc.md).
+SCOPE_METHODS = {
+    "invoices:create": ("make_invoice",),
+    "invoices:read": ("lookup_invoice", "list_transactions"),
+    "transactions:read": ("lookup_invoice", "list_transactions"),
+}
+METHODS = ("get_info", "make_invoice", "lookup_invoice", "list_transactions")
+NOTIFICATIONS = ("payment_received",)
+
+
+class Drop(Exception):
+    """The event is not an answerable request (bad signature, wrong kind, not
+    for us, undecryptable, too large, expired): drop it with one log line."""
+
+
+class Refuse(Exception):
+    """Answer the request with a NIP-47 error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Request:
+    event_id: str
+    app_pubkey: str  # hex
+    method: str
+    params: dict[str, Any]
+    encryption: str  # NIP44 or NIP04; what the answer is encrypted with
+    created_at: int
+
+
+def keys_from_hex(secret_hex: str) -> ns.Keys:
+    return ns.Keys(ns.SecretKey.parse(secret_hex))
+
+
+def methods_for(scopes: frozenset[str]) -> list[str]:
+    allowed = {"get_info"}
+    for scope in scopes:
+        allowed.update(SCOPE_METHODS.get(scope, ()))
+    return [m for m in METHODS if m in allowed]
+
+
+def _tags(event: ns.Event) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for tag in event.tags():
+        vec = tag.to_vec()
+        if vec and vec[0] not in out:
+            out[vec[0]] = vec[1:]
+    return out
+
+
+def parse_event(raw: dict[str, Any] | str) -> ns.Event:
+    """A signed event from its JSON; raises `Drop` when it is not one."""
+    text = raw if isinstance(raw, str) else json.dumps(raw)
+    if len(text) > MAX_CONTENT + 4096:
+        raise Drop(f"event of {len(text)} bytes is over the size cap")
+    try:
+        event = ns.Event.from_json(text)
+    except Exception as exc:  # the library raises its own error type
+        raise Drop(f"not a nostr event ({exc})") from None
+    if not event.verify():
+        raise Drop("bad id or signature")
+    return event
+
+
+def read_request(event: ns.Event, keys: ns.Keys, now: int) -> Request:
+    """Decrypt and validate a kind 23194 event addressed to `keys`.
+
+    Raises `Drop` for what must not be answered, and `Refuse` for what is
+    answered with an error. The encryption must be known before a `Refuse`
+    can be encrypted, so an unsupported one is answered with NIP-04 (the
+    scheme every client understands).
+    """
+    if event.kind().as_u16() != REQUEST:
+        raise Drop(f"kind {event.kind().as_u16()} is not a request")
+    tags = _tags(event)
+    if tags.get("p", [""])[0] != keys.public_key().to_hex():
+        raise Drop("request is addressed to another wallet")
+    expiration = tags.get("expiration")
+    if expiration:
+        try:
+            expires = int(expiration[0])
+        except ValueError:
+            raise Drop("unreadable expiration tag") from None
+        if expires <= now:
+            raise Drop("request expired")
+    if len(event.content()) > MAX_CONTENT:
+        raise Drop(f"content of {len(event.content())} bytes is over the size cap")
+    encryption = (tags.get("encryption") or [NIP04])[0]
+    base = Request(
+        event_id=event.id().to_hex(),
+        app_pubkey=event.author().to_hex(),
+        method="",
+        params={},
+        encryption=encryption if encryption in ENCRYPTIONS else NIP04,
+        created_at=event.created_at().as_secs(),
+    )
+    if encryption not in ENCRYPTIONS:
+        refusal = Refuse("UNSUPPORTED_ENCRYPTION", f"encryption {encryption!r} is not supported")
+        raise Refused(base, refusal)
+    try:
+        plain = decrypt(keys, event.author(), encryption, event.content())
+        body = json.loads(plain)
+    except Exception as exc:
+        raise Drop(f"undecryptable request ({type(exc).__name__})") from None
+    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+        raise Drop("request has no method")
+    params = body.get("params") or {}
+    request = Request(
+        event_id=base.event_id,
+        app_pubkey=base.app_pubkey,
+        method=body["method"][:64],
+        params=params if isinstance(params, dict) else {},
+        encryption=encryption,
+        created_at=base.created_at,
+    )
+    if not isinstance(params, dict):
+        raise Refused(request, Refuse("OTHER", "params must be an object"))
+    return request
+
+
+class Refused(Exception):
+    """A request read far enough to be answered, with the error to answer."""
+
+    def __init__(self, request: Request, refusal: Refuse) -> None:
+        super().__init__(refusal.message)
+        self.request = request
+        self.refusal = refusal
+
+
+def decrypt(keys: ns.Keys, author: ns.PublicKey, encryption: str, content: str) -> str:
+    if encryption == NIP44:
+        return keys.nip44_decrypt(author, content)
+    return keys.nip04_decrypt(author, content)
+
+
+def encrypt(keys: ns.Keys, peer: ns.PublicKey, encryption: str, content: str) -> str:
+    if encryption == NIP44:
+        return keys.nip44_encrypt(peer, content)
+    return keys.nip04_encrypt(peer, content)
+
+
+def result(method: str, value: dict[str, Any] | None) -> dict[str, Any]:
+    return {"result_type": method, "error": None, "result": value}
+
+
+def error(method: str, code: str, message: str) -> dict[str, Any]:
+    return {"result_type": method, "error": {"code": code, "message": message}, "result": None}
+
+
+@dataclass(frozen=True, slots=True)
+class SignedEvent:
+    id: str
+    json: str
+
+    def as_json(self) -> str:
+        return self.json
+
+
+def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> SignedEvent:
+    """A NIP-01 event: id = SHA-256 of the canonical array, BIP-340 signature.
+
+    Serialising here and signing with coincurve's libsecp256k1 costs a fifth
+    of building the event through nostr-sdk's bindings (whose per-call
+    marshalling dominates), which matters when one payment fans out to
+    hundreds of connections. The tests verify every event with nostr-sdk.
+    Content is base64 and tags are hex here, so JSON's escaping is NIP-01's.
+    """
+    secret = _secret(keys)
+    pubkey = keys.public_key().to_hex()
+    created_at = int(time.time())
+    canonical = json.dumps(
+        [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
+    )
+    digest = hashlib.sha256(canonical.encode()).digest()
+    sig = secret.sign_schnorr(digest, os.urandom(32))
+    event = {
+        "id": digest.hex(),
+        "pubkey": pubkey,
+        "created_at": created_at,
+        "kind": kind,
+        "tags": tags,
+        "content": content,
+        "sig": sig.hex(),
+    }
+    return SignedEvent(digest.hex(), json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
+
+_SECRETS: dict[str, coincurve.PrivateKey] = {}
+
+
+def _secret(keys: ns.Keys) -> coincurve.PrivateKey:
+    hex_key = keys.secret_key().to_hex()
+    if hex_key not in _SECRETS:
+        _SECRETS[hex_key] = coincurve.PrivateKey(bytes.fromhex(hex_key))
+    return _SECRETS[hex_key]
+
+
+def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> SignedEvent:
+    peer = ns.PublicKey.parse(request.app_pubkey)
+    content = encrypt(keys, peer, request.encryption, json.dumps(body, separators=(",", ":")))
+    tags = [["p", request.app_pubkey], ["e", request.event_id]]
+    if request.encryption == NIP44:
+        tags.append(["encryption", NIP44])
+    return _sign(keys, RESPONSE, content, tags)
+
+
+def info_event(keys: ns.Keys) -> SignedEvent:
+    """The replaceable kind 13194 event: what this wallet offers, to every connection."""
+    content = " ".join([*METHODS, "notifications"])
+    tags = [["encryption", " ".join(ENCRYPTIONS)], ["notifications", " ".join(NOTIFICATIONS)]]
+    return _sign(keys, INFO, content, tags)
+
+
+def notification_events(
+    keys: ns.Keys, app_pubkey: str, notification_type: str, notification: dict[str, Any]
+) -> list[SignedEvent]:
+    """One notification as NIP-47 asks of a wallet offering both schemes:
+    kind 23197 with NIP-44 and kind 23196 with NIP-04."""
+    peer = ns.PublicKey.parse(app_pubkey)
+    plain = json.dumps(
+        {"notification_type": notification_type, "notification": notification},
+        separators=(",", ":"),
+    )
+    return [
+        _sign(keys, kind, encrypt(keys, peer, scheme, plain), [["p", app_pubkey]])
+        for kind, scheme in ((NOTIFICATION_NIP44, NIP44), (NOTIFICATION_NIP04, NIP04))
+    ]
+
+
+def connection_uri(service_pubkey: str, relays: list[str], secret_hex: str) -> str:
+    query = "&".join([*(f"relay={quote(r, safe='')}" for r in relays), f"secret={secret_hex}"])
+    return f"nostr+walletconnect://{service_pubkey}?{query}"
+
+
+# -- transaction objects ------------------------------------------------------------
+
+_STATES = {
+    "SETTLED": "settled",
+    "OPEN": "pending",
+    "ACCEPTED": "accepted",
+    "EXPIRED": "expired",
+    "CANCELED": "failed",
+    "FAILED": "failed",
+}
+
+
+def metadata(inv: StoredInvoice) -> dict[str, Any]:
+    """What NIP-47 clients recognise: comment, payer_data, the boostagram and
+    keysend TLV records; plus the metadata the invoice was created with."""
+    out: dict[str, Any] = {}
+    if inv.metadata:
+        try:
+            stored = json.loads(inv.metadata)
+        except ValueError:
+            stored = None
+        if isinstance(stored, dict):
+            out.update(stored)
+    if inv.comment:
+        out["comment"] = inv.comment
+    payer = {
+        k: v
+        for k, v in (
+            ("name", inv.payer_name),
+            ("email", inv.payer_email),
+            ("pubkey", inv.payer_pubkey),
+        )
+        if v
+    }
+    if payer:
+        out["payer_data"] = payer
+    if inv.boostagram:
+        with contextlib.suppress(ValueError):
+            out["boostagram"] = json.loads(inv.boostagram)
+    records = records_from_json(inv.custom_records)
+    if records:
+        out["tlv_records"] = [{"type": k, "value": v.hex()} for k, v in sorted(records.items())]
+    if inv.lightning_address:
+        out["recipient_data"] = {"identifier": inv.lightning_address}
+    if len(json.dumps(out)) > MAX_METADATA:
+        return {}  # NIP-47: metadata over 4096 characters MUST be dropped
+    return out
+
+
+def transaction(inv: StoredInvoice) -> dict[str, Any]:
+    settled = inv.state == "SETTLED"
+    amount = inv.amount_received_msat if settled else (inv.amount_msat or 0)
+    tx: dict[str, Any] = {
+        "type": inv.type,
+        "state": _STATES.get(inv.state, inv.state.lower()),
+        "invoice": inv.payment_request or None,
+        "description": inv.description,
+        "description_hash": inv.description_hash,
+        "preimage": inv.preimage if settled else None,
+        "payment_hash": inv.payment_hash,
+        "amount": int(amount),
+        "fees_paid": int(inv.fee_msat or 0),
+        "created_at": inv.created_at,
+        "expires_at": inv.expires_at if inv.payment_request else None,
+        "settled_at": inv.settled_at,
+        "metadata": metadata(inv),
+    }
+    return {k: v for k, v in tx.items() if v is not None}

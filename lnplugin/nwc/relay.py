@@ -1,0 +1,187 @@
+"""One connection to one nostr relay, kept open by its own thread.
+
+NIP-47 requests are ephemeral events: a relay hands them only to those
+subscribed when they arrive, so the connection must come back quickly after
+a drop. It reconnects with exponential backoff and jitter (so many services
+behind one restarted relay do not return in step), resubscribes from a
+moment the caller gives (the last request it answered, less a margin: a
+relay that does keep them replays what was missed, and the store answers a
+replay with the stored response), and republishes the info event each time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST, BACKOFF_MAX, JITTER = 0.5, 30.0, 0.3
+ACK_TIMEOUT = 5.0
+MAX_MESSAGE = 512 * 1024  # a relay message larger than this ends the connection
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before reconnect attempt `attempt` (0-based), with ±30 % jitter."""
+    base = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
+    return base * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+class Relay:
+    """States: "connecting", "connected", "disconnected" (waiting to retry), "stopped"."""
+
+    def __init__(
+        self,
+        url: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        subscription: Callable[[], dict[str, Any]],
+        on_connect: Callable[[Relay], None],
+    ) -> None:
+        self.url = url
+        self._on_event = on_event
+        self._subscription = subscription
+        self._on_connect = on_connect
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.connects = 0
+        self._ws: ClientConnection | None = None
+        self._stop = threading.Event()
+        self._acks: dict[str, tuple[threading.Event, list[Any]]] = {}
+        self._acks_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._sub_id = secrets.token_hex(8)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"lnplugin-nwc {self.url}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            ws.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.state = "stopped"
+
+    def publish(self, event_json: str, wait: bool = False) -> bool:
+        """Send an event; with `wait`, True only once the relay acknowledged it
+        (NIP-01 OK true). Without a live connection, False at once."""
+        ws = self._ws
+        if ws is None or self.state != "connected":
+            return False
+        event_id = json.loads(event_json)["id"]
+        slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        if wait:
+            with self._acks_lock:
+                self._acks[event_id] = slot
+        try:
+            ws.send(f'["EVENT",{event_json}]')
+            if not wait:
+                return True
+            slot[0].wait(ACK_TIMEOUT)
+            return bool(slot[1] and slot[1][0])
+        except (WebSocketException, OSError):
+            return False
+        finally:
+            if wait:
+                with self._acks_lock:
+                    self._acks.pop(event_id, None)
+
+    def send_tracked(self, event_json: str, event_id: str) -> threading.Event | None:
+        """Send an event without waiting; `acked` tells later whether the relay
+        took it. None when there is no live connection. Sending a batch this
+        way and collecting the acknowledgements once keeps a fan-out to many
+        connections at about one round trip, not one per event."""
+        ws = self._ws
+        if ws is None or self.state != "connected":
+            return None
+        slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        with self._acks_lock:
+            self._acks[event_id] = slot
+        try:
+            ws.send(f'["EVENT",{event_json}]')
+        except (WebSocketException, OSError):
+            self.forget([event_id])
+            return None
+        return slot[0]
+
+    def acked(self, event_ids: list[str], timeout: float = ACK_TIMEOUT) -> set[str]:
+        """Of events sent with `send_tracked`, those the relay accepted (waiting
+        up to `timeout` in all); forgets them."""
+        deadline = time.monotonic() + timeout
+        with self._acks_lock:
+            slots = {i: self._acks[i] for i in event_ids if i in self._acks}
+        for done, _ in slots.values():
+            done.wait(max(0.0, deadline - time.monotonic()))
+        self.forget(event_ids)
+        return {i for i, (_, result) in slots.items() if result and result[0]}
+
+    def forget(self, event_ids: list[str]) -> None:
+        with self._acks_lock:
+            for event_id in event_ids:
+                self._acks.pop(event_id, None)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self.state = "connecting"
+            try:
+                with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
+                    self._ws = ws
+                    sub = self._subscription()
+                    ws.send(json.dumps(["REQ", self._sub_id, sub]))
+                    self.state = "connected"
+                    self.connects += 1
+                    self.last_error = None
+                    attempt = 0
+                    log.info("nwc relay %s connected", self.url)
+                    # Off this thread: on_connect publishes and waits for acks
+                    # that only this thread's reads can deliver.
+                    threading.Thread(target=self._on_connect, args=(self,), daemon=True).start()
+                    self._read(ws)
+            except (WebSocketException, OSError, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._ws = None
+            if self._stop.is_set():
+                break
+            self.state = "disconnected"
+            delay = backoff(attempt)
+            attempt += 1
+            log.warning(
+                "nwc relay %s disconnected (%s); retrying in %.1fs",
+                self.url,
+                self.last_error,
+                delay,
+            )
+            self._stop.wait(delay)
+
+    def _read(self, ws: ClientConnection) -> None:
+        for raw in ws:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(msg, list) or not msg:
+                continue
+            if msg[0] == "EVENT" and len(msg) >= 3 and isinstance(msg[2], dict):
+                self._on_event(self.url, msg[2])
+            elif msg[0] == "OK" and len(msg) >= 3:
+                with self._acks_lock:
+                    slot = self._acks.get(str(msg[1]))
+                if slot is not None:
+                    slot[1].append(bool(msg[2]))
+                    slot[0].set()
+            elif msg[0] == "NOTICE":
+                log.info("nwc relay %s notice: %s", self.url, str(msg[1:])[:200])

@@ -1,0 +1,414 @@
+"""The NWC worker: answers NIP-47 requests from the relays and sends
+`payment_received` notifications from the outbox.
+
+Requests from every relay go through one queue and one thread, so a request
+delivered by two relays is claimed once in the store (`store/nwc.py`) and
+the second copy is answered with the stored response; `make_invoice` thus
+mints at most once per request event. Notifications hang off the outbox like
+webhooks: fanned out with their cursor in one transaction, deleted only once
+a relay acknowledged them, so each is sent at least once across restarts and
+relay outages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import nostr_sdk as ns
+
+from lnplugin.nodes.base import InvoiceRequest, Node, NodeError, NodeUnavailable
+from lnplugin.nwc import protocol as p
+from lnplugin.nwc.relay import Relay
+from lnplugin.store import Store, events, invoices
+from lnplugin.store import nwc as db
+
+log = logging.getLogger(__name__)
+
+RESUBSCRIBE_MARGIN = 120  # seconds before the last answered request a resubscription starts
+RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
+REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
+IDLE_WAIT = 5.0
+QUEUE_MAX = 10_000
+STRANGERS = -1  # the rate-limit bucket of every key without a connection
+STARTUP_WAIT = 5.0  # seconds `start` waits for a first relay connection
+
+
+class RateLimiter:
+    """A token bucket per connection: `RATE_BURST` at once, then `RATE_PER_SECOND`."""
+
+    def __init__(self, burst: int = RATE_BURST, per_second: float = RATE_PER_SECOND) -> None:
+        self.burst, self.per_second = burst, per_second
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def allow(self, key: int, now: float) -> bool:
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_second)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+
+class NwcWorker:
+    def __init__(
+        self,
+        store: Store,
+        node: Node,
+        relays: Sequence[str],
+        network: str,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self.network = network
+        self.limiter = limiter or RateLimiter()
+        self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
+        self.keys: ns.Keys | None = None
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(QUEUE_MAX)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pruned_at = float("-inf")
+
+    @property
+    def pubkey(self) -> str:
+        assert self.keys is not None
+        return self.keys.public_key().to_hex()
+
+    def load_keys(self) -> ns.Keys:
+        if self.keys is None:
+            with self.store.transaction() as tx:
+                self.keys = p.keys_from_hex(db.service_secret(tx))
+        return self.keys
+
+    # -- lifecycle (Service.workers) ------------------------------------------------
+
+    def start(self) -> None:
+        self.load_keys()
+        for target, name in ((self._serve, "requests"), (self._notify, "notifications")):
+            thread = threading.Thread(target=target, name=f"lnplugin-nwc-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        for relay in self.relays:
+            relay.start()
+        # Give the relays a moment, so a server that says it is up is also
+        # reachable over NWC; one that stays away is retried in the background.
+        deadline = time.monotonic() + STARTUP_WAIT
+        while time.monotonic() < deadline and not any(r.state == "connected" for r in self.relays):
+            self._stop.wait(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.store.wake_waiters()
+        for relay in self.relays:
+            relay.stop(timeout)
+        self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        """For `GET /info` and `lnplugin status`."""
+        return {
+            "pubkey": self.pubkey if self.keys else None,
+            "relays": [
+                {"url": r.url, "state": r.state, "connects": r.connects, "last_error": r.last_error}
+                for r in self.relays
+            ],
+            "notification_backlog": db.backlog(self.store.conn),
+            "dropped_requests": self.dropped,
+        }
+
+    # -- relays -----------------------------------------------------------------------
+
+    def _filter(self) -> dict[str, Any]:
+        last = db.last_request_at(self.store.conn)
+        since = (last if last is not None else int(time.time())) - RESUBSCRIBE_MARGIN
+        return {"kinds": [p.REQUEST], "#p": [self.pubkey], "since": since}
+
+    def _connected(self, relay: Relay) -> None:
+        assert self.keys is not None
+        if not relay.publish(p.info_event(self.keys).as_json(), wait=True):
+            log.warning("nwc relay %s did not take the info event", relay.url)
+        self.store.wake_waiters()  # send notifications queued while it was away
+
+    def _enqueue(self, url: str, event: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait((url, event))
+        except queue.Full:
+            self.dropped += 1
+            log.warning("nwc request queue full; dropped an event from %s", url)
+
+    def _publish(self, event_json: str) -> None:
+        for relay in self.relays:
+            relay.publish(event_json)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._stop.is_set():
+                return
+            url, raw = item
+            try:
+                answer = self.handle(raw, time.time())
+            except Exception:
+                log.exception("nwc request from %s failed", url)
+                continue
+            if answer is not None:
+                self._publish(answer)
+
+    def handle(self, raw: dict[str, Any], now: float) -> str | None:
+        """Answer one request event: the response event's JSON, or None when
+        the event is dropped (logged once). Runs on the one request thread."""
+        keys = self.load_keys()
+        try:
+            event = p.parse_event(raw)
+            request = p.read_request(event, keys, int(now))
+        except p.Drop as exc:
+            self.dropped += 1
+            log.info("nwc: dropped event %s: %s", str(raw.get("id", "?"))[:16], exc)
+            return None
+        except p.Refused as exc:
+            return self._refuse(exc.request, exc.refusal)
+        connection = db.live_by_pubkey(self.store.conn, request.app_pubkey)
+        if connection is None:
+            # Strangers share one bucket, so a flood of them cannot make us
+            # sign and publish answers without end.
+            if not self.limiter.allow(STRANGERS, now):
+                self.dropped += 1
+                return None
+            return self._refuse(request, p.Refuse("UNAUTHORIZED", "no wallet connection"))
+        seen = db.response(self.store.conn, request.event_id)
+        if seen is not None:
+            return seen  # a replay: the same response again, whatever the rate
+        if not self.limiter.allow(connection.id, now):
+            return self._refuse(request, p.Refuse("RATE_LIMITED", "too many requests"))
+        with self.store.transaction() as tx:
+            stored = db.claim(tx, request.event_id, connection.id, request.method)
+        if stored == db.CLAIMED:
+            log.info("nwc: request %s was interrupted before its answer", request.event_id[:16])
+            return None
+        if stored is not None:
+            return stored  # seen before: the same response again
+        try:
+            body = self._run(request, connection)
+        except p.Refuse as exc:
+            body = p.error(request.method, exc.code, exc.message)
+        except Exception:  # answered, so the app does not wait for nothing
+            log.exception("nwc: %s failed", request.method)
+            body = p.error(request.method, "INTERNAL", "the wallet failed to answer")
+        answered = db.response(self.store.conn, request.event_id)
+        if answered is not None:  # make_invoice stores its answer with the invoice
+            return answered
+        event_json = p.response_event(keys, request, body).as_json()
+        with self.store.transaction() as tx:
+            db.answer(tx, request.event_id, event_json)
+        return event_json
+
+    def _refuse(self, request: p.Request, refusal: p.Refuse) -> str:
+        assert self.keys is not None
+        body = p.error(request.method or "unknown", refusal.code, refusal.message)
+        return p.response_event(self.keys, request, body).as_json()
+
+    def _run(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
+        allowed = p.methods_for(connection.scopes)
+        if request.method not in p.METHODS:
+            raise p.Refuse("NOT_IMPLEMENTED", f"{request.method} is not offered by this wallet")
+        if request.method not in allowed:
+            raise p.Refuse("RESTRICTED", f"this connection may not call {request.method}")
+        if request.method == "get_info":
+            return p.result("get_info", self._get_info(allowed))
+        if request.method == "make_invoice":
+            return self._make_invoice(request, connection)
+        types = self._types(connection.scopes)
+        params = request.params
+        if request.method == "lookup_invoice":
+            payment_hash, bolt11 = params.get("payment_hash"), params.get("invoice")
+            if not isinstance(payment_hash, str) and not isinstance(bolt11, str):
+                raise p.Refuse("OTHER", "payment_hash or invoice is required")
+            inv = db.lookup(
+                self.store.conn,
+                types,
+                payment_hash if isinstance(payment_hash, str) else None,
+                bolt11 if isinstance(bolt11, str) else None,
+            )
+            if inv is None:
+                raise p.Refuse("NOT_FOUND", "no such invoice")
+            return p.result("lookup_invoice", p.transaction(inv))
+        return p.result("list_transactions", self._list(params, types))
+
+    @staticmethod
+    def _types(scopes: frozenset[str]) -> list[str]:
+        types = []
+        if "invoices:read" in scopes:
+            types.append("incoming")
+        if "transactions:read" in scopes:
+            types.append("outgoing")
+        return types
+
+    def _list(self, params: dict[str, Any], types: list[str]) -> dict[str, Any]:
+        def number(name: str) -> int | None:
+            value = params.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise p.Refuse("OTHER", f"{name} must be a non-negative integer")
+            return value
+
+        wanted = params.get("type")
+        if wanted is not None:
+            if wanted not in ("incoming", "outgoing"):
+                raise p.Refuse("OTHER", "type must be incoming or outgoing")
+            if wanted not in types:
+                raise p.Refuse("RESTRICTED", f"this connection may not list {wanted} payments")
+            types = [wanted]
+        rows = db.transactions(
+            self.store.conn,
+            types,
+            since=number("from"),
+            until=number("until"),
+            limit=min(number("limit") or 20, p.MAX_PAGE),
+            offset=number("offset") or 0,
+            unpaid=bool(params.get("unpaid", False)),
+        )
+        return {"transactions": [p.transaction(r) for r in rows]}
+
+    def _get_info(self, methods: list[str]) -> dict[str, Any]:
+        try:
+            info = self.node.get_info()
+        except NodeError:
+            info = None
+        return {
+            "alias": info.alias if info else None,
+            "color": None,
+            "pubkey": info.pubkey if info else None,
+            "network": self.network,
+            "block_height": info.block_height if info else None,
+            "block_hash": None,
+            "methods": methods,
+            "notifications": list(p.NOTIFICATIONS),
+        }
+
+    def _make_invoice(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
+        params = request.params
+        amount = params.get("amount")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+            raise p.Refuse("OTHER", "amount (msat) must be a non-negative integer")
+        description = params.get("description")
+        description_hash = params.get("description_hash")
+        expiry = params.get("expiry") or 86400
+        if description is not None and not isinstance(description, str):
+            raise p.Refuse("OTHER", "description must be a string")
+        if description_hash is not None and (
+            not isinstance(description_hash, str) or len(description_hash) != 64
+        ):
+            raise p.Refuse("OTHER", "description_hash must be 64 hex characters")
+        if not isinstance(expiry, int) or not 1 <= expiry <= 31_536_000:
+            raise p.Refuse("OTHER", "expiry must be 1 to 31536000 seconds")
+        metadata = params.get("metadata")
+        if metadata is not None and (
+            not isinstance(metadata, dict) or len(json.dumps(metadata)) > p.MAX_METADATA
+        ):
+            metadata = None  # NIP-47: over 4096 characters it MUST be dropped
+        try:
+            minted = self.node.create_invoice(
+                InvoiceRequest(
+                    amount_msat=amount or None,
+                    description=description,
+                    description_hash=description_hash,
+                    expiry=expiry,
+                )
+            )
+        except NodeUnavailable as exc:
+            raise p.Refuse("INTERNAL", f"the node is unreachable ({exc})") from None
+        except NodeError as exc:
+            raise p.Refuse("INTERNAL", f"the node refused to create the invoice: {exc}") from None
+        fields = {
+            "type": "incoming",
+            "payment_hash": minted.payment_hash,
+            "payment_request": minted.payment_request,
+            "state": "OPEN",
+            "amount_msat": minted.amount_msat,
+            "description": minted.description if minted.description is not None else description,
+            "description_hash": minted.description_hash or description_hash,
+            "metadata": json.dumps(metadata) if metadata else None,
+            "created_at": minted.created_at,
+            "expiry": minted.expiry,
+            "expires_at": minted.expires_at,
+            "preimage": minted.preimage,
+            "payment_secret": minted.payment_secret,
+            "source": "nwc",
+        }
+        assert self.keys is not None
+        with self.store.transaction() as tx:
+            invoice_id = invoices.insert(tx, fields)
+            row = invoices.by_id(tx, invoice_id)
+            assert row is not None
+            events.append(tx, events.INCOMING_CREATED, row)
+            body = p.result("make_invoice", p.transaction(row))
+            # The answer is stored with the invoice: a replay of this request
+            # finds it and can never mint a second one.
+            db.answer(tx, request.event_id, p.response_event(self.keys, request, body).as_json())
+        return body
+
+    # -- notifications --------------------------------------------------------------
+
+    def _notify(self) -> None:
+        seen = -1
+        while not self._stop.is_set():
+            try:
+                more = self.notify_step()
+            except Exception:
+                log.exception("nwc notification step failed")
+                more = False
+            if more:
+                continue
+            seen = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
+
+    def notify_step(self) -> bool:
+        """Fan out and send what is due; True when there may be more to do now."""
+        with self.store.transaction() as tx:
+            read = db.fan_out(tx)
+            if time.monotonic() - self._pruned_at > 3600:  # hourly, forget old requests
+                db.prune_requests(tx, int(time.time()) - REQUEST_MEMORY)
+                self._pruned_at = time.monotonic()
+        if not any(r.state == "connected" for r in self.relays):
+            return False
+        assert self.keys is not None
+        rows = db.pending(self.store.conn)
+        if not rows:
+            return read == db.FAN_OUT_BATCH
+        live = [r for r in self.relays if r.state == "connected"]
+        batch: dict[int, list[str]] = {}  # notification row id -> its event ids
+        for row in rows:  # each row's events go out as soon as they are built
+            body = json.loads(row["body"])
+            inv = invoices.by_id(self.store.conn, body["invoice_id"])
+            batch[row["id"]] = []
+            if inv is None:
+                continue
+            for event in p.notification_events(
+                self.keys, row["app_pubkey"], body["type"], p.transaction(inv)
+            ):
+                batch[row["id"]].append(event.id)
+                for relay in live:
+                    relay.send_tracked(event.json, event.id)
+        every = [i for ids in batch.values() for i in ids]
+        acked: set[str] = set()
+        for relay in live:
+            acked |= relay.acked(every)
+        done = [row_id for row_id, events_ in batch.items() if all(i in acked for i in events_)]
+        with self.store.transaction() as tx:
+            for row_id in done:
+                db.sent(tx, row_id)
+        # More to do at once when a full page went out; else wait (relays away).
+        return read == db.FAN_OUT_BATCH or (
+            len(done) == len(batch) and len(rows) == db.PENDING_BATCH
+        )

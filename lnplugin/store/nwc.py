@@ -1,0 +1,251 @@
+"""Nostr Wallet Connect rows: connections, answered requests, notifications.
+
+A connection is only the app's public key with the scopes it was granted:
+the secret half goes to the operator once, inside the connection URI, and
+is never written here, so a stolen database cannot impersonate an app.
+Answered requests are kept by request event id so a request delivered twice
+(two relays, a replay, a restart) gets the same answer and never mints twice.
+Notifications are fanned out from the outbox with their cursor in the same
+transaction (as webhook deliveries are), so each is sent at least once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lnplugin.store import cursors, events
+from lnplugin.store.invoices import _select
+from lnplugin.store.models import StoredInvoice
+from lnplugin.store.tokens import UnknownScope
+
+# The token scopes that mean something to a wallet connection (docs/nwc.md).
+SCOPES = ("invoices:create", "invoices:read", "transactions:read")
+CURSOR = "nwc.notifications"
+FAN_OUT_BATCH = 500
+PENDING_BATCH = 200  # notifications sent in one pipelined batch
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    id: int
+    app_pubkey: str
+    label: str | None
+    scopes: frozenset[str]
+    created_at: int
+    revoked_at: int | None
+
+
+def check_scopes(scopes: Sequence[str]) -> list[str]:
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise UnknownScope(f"unknown scope {', '.join(unknown)}; valid scopes: {', '.join(SCOPES)}")
+    if not scopes:
+        raise UnknownScope("at least one scope is required; valid scopes: " + ", ".join(SCOPES))
+    return sorted(set(scopes))
+
+
+def _connection(row: sqlite3.Row) -> Connection:
+    return Connection(
+        id=row["id"],
+        app_pubkey=row["app_pubkey"],
+        label=row["label"],
+        scopes=frozenset(row["scopes"].split()),
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def create(
+    tx: sqlite3.Connection, app_pubkey: str, scopes: Sequence[str], label: str | None
+) -> int:
+    clean = check_scopes(scopes)
+    cur = tx.execute(
+        "INSERT INTO nwc_connections (app_pubkey, label, scopes, created_at) VALUES (?, ?, ?, ?)",
+        (app_pubkey, label, " ".join(clean), int(time.time())),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def live_by_pubkey(conn: sqlite3.Connection, app_pubkey: str) -> Connection | None:
+    row = conn.execute(
+        "SELECT * FROM nwc_connections WHERE app_pubkey = ? AND revoked_at IS NULL", (app_pubkey,)
+    ).fetchone()
+    return None if row is None else _connection(row)
+
+
+def by_id(conn: sqlite3.Connection, connection_id: int) -> Connection | None:
+    row = conn.execute("SELECT * FROM nwc_connections WHERE id = ?", (connection_id,)).fetchone()
+    return None if row is None else _connection(row)
+
+
+def list_all(conn: sqlite3.Connection) -> list[Connection]:
+    return [_connection(r) for r in conn.execute("SELECT * FROM nwc_connections ORDER BY id")]
+
+
+def revoke(tx: sqlite3.Connection, connection_id: int) -> bool:
+    cur = tx.execute(
+        "UPDATE nwc_connections SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (int(time.time()), connection_id),
+    )
+    if cur.rowcount == 1:  # nothing more will be sent to it
+        tx.execute("DELETE FROM nwc_notifications WHERE connection_id = ?", (connection_id,))
+    return cur.rowcount == 1
+
+
+# -- the service key --------------------------------------------------------------
+
+
+def service_secret(tx: sqlite3.Connection) -> str:
+    """The service's nostr secret key (hex), made on first use."""
+    row = tx.execute("SELECT secret_hex FROM nwc_service_key WHERE id = 1").fetchone()
+    if row is not None:
+        return str(row[0])
+    secret = secrets.token_hex(32)
+    tx.execute(
+        "INSERT INTO nwc_service_key (id, secret_hex, created_at) VALUES (1, ?, ?)",
+        (secret, int(time.time())),
+    )
+    return secret
+
+
+# -- answered requests ------------------------------------------------------------
+
+CLAIMED = "claimed"  # a row exists, no response yet (in flight, or interrupted by a crash)
+
+
+def claim(tx: sqlite3.Connection, event_id: str, connection_id: int, method: str) -> str | None:
+    """Claim request `event_id` before running it. Returns None when this call
+    claimed it, the stored response event JSON when it was answered before,
+    or `CLAIMED` when it was claimed but never answered."""
+    row = tx.execute("SELECT response FROM nwc_requests WHERE event_id = ?", (event_id,)).fetchone()
+    if row is not None:
+        return row[0] if row[0] is not None else CLAIMED
+    tx.execute(
+        "INSERT INTO nwc_requests (event_id, connection_id, method, created_at)"
+        " VALUES (?, ?, ?, ?)",
+        (event_id, connection_id, method, int(time.time())),
+    )
+    return None
+
+
+def answer(tx: sqlite3.Connection, event_id: str, response_json: str) -> None:
+    tx.execute("UPDATE nwc_requests SET response = ? WHERE event_id = ?", (response_json, event_id))
+
+
+def response(conn: sqlite3.Connection, event_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT response FROM nwc_requests WHERE event_id = ?", (event_id,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def prune_requests(tx: sqlite3.Connection, before: int) -> int:
+    """Forget requests older than `before`; relays drop requests that old anyway."""
+    return tx.execute("DELETE FROM nwc_requests WHERE created_at < ?", (before,)).rowcount
+
+
+def last_request_at(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT MAX(created_at) FROM nwc_requests").fetchone()
+    return row[0]
+
+
+# -- transactions (lookup_invoice, list_transactions) -------------------------------
+
+
+def lookup(
+    conn: sqlite3.Connection, types: Sequence[str], payment_hash: str | None, invoice: str | None
+) -> StoredInvoice | None:
+    marks = ", ".join("?" * len(types))
+    if payment_hash is not None:
+        where, arg = f"WHERE type IN ({marks}) AND payment_hash = ?", payment_hash
+    else:
+        where, arg = f"WHERE type IN ({marks}) AND payment_request = ?", invoice or ""
+    return _select(
+        conn, where + " ORDER BY type = 'incoming' DESC LIMIT 1", (*types, arg)
+    ).fetchone()
+
+
+def transactions(
+    conn: sqlite3.Connection,
+    types: Sequence[str],
+    *,
+    since: int | None,
+    until: int | None,
+    limit: int,
+    offset: int,
+    unpaid: bool,
+) -> list[StoredInvoice]:
+    """Newest first, by creation time, as NIP-47's examples list them."""
+    marks = ", ".join("?" * len(types))
+    where = [f"type IN ({marks})"]
+    args: list[object] = list(types)
+    if since is not None:
+        where.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("created_at <= ?")
+        args.append(until)
+    if not unpaid:
+        where.append("state = 'SETTLED'")
+    args += [limit, offset]
+    sql = "WHERE " + " AND ".join(where) + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+    return _select(conn, sql, args).fetchall()
+
+
+# -- notifications ----------------------------------------------------------------
+
+
+def fan_out(tx: sqlite3.Connection, limit: int = FAN_OUT_BATCH) -> int:
+    """Turn settlements past the cursor into notification rows, one per live
+    connection that may read incoming payments; returns events read."""
+    rows = events.after(tx, cursors.get(tx, CURSOR), limit)
+    if not rows:
+        return 0
+    # A connection hears of settlements from its creation on, not the history.
+    readers = [
+        (r["id"], r["created_at"])
+        for r in tx.execute(
+            "SELECT id, scopes, created_at FROM nwc_connections WHERE revoked_at IS NULL"
+        )
+        if "invoices:read" in r["scopes"].split()
+    ]
+    now = int(time.time())
+    new = []
+    for event in rows:
+        if event["type"] != events.INCOMING_SETTLED or not readers:
+            continue
+        body = json.dumps({"type": "payment_received", "invoice_id": event["invoice_id"]})
+        new += [(cid, body, now) for cid, since in readers if event["created_at"] >= since]
+    tx.executemany(
+        "INSERT INTO nwc_notifications (connection_id, body, created_at) VALUES (?, ?, ?)", new
+    )
+    cursors.advance(tx, CURSOR, rows[-1]["seq"])
+    return len(rows)
+
+
+def pending(conn: sqlite3.Connection, limit: int = PENDING_BATCH) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT n.id, n.body, c.app_pubkey FROM nwc_notifications n"
+        " JOIN nwc_connections c ON c.id = n.connection_id AND c.revoked_at IS NULL"
+        " ORDER BY n.id LIMIT ?",
+        (limit,),
+    ).fetchall()
+
+
+def sent(tx: sqlite3.Connection, notification_id: int) -> None:
+    tx.execute("DELETE FROM nwc_notifications WHERE id = ?", (notification_id,))
+
+
+def backlog(conn: sqlite3.Connection) -> int:
+    """Notifications not yet taken by a relay, plus outbox events not yet fanned out."""
+    queued = conn.execute("SELECT COUNT(*) FROM nwc_notifications").fetchone()[0]
+    behind = conn.execute(
+        "SELECT COUNT(*) FROM events WHERE seq > ? AND type = ?",
+        (cursors.get(conn, CURSOR), events.INCOMING_SETTLED),
+    ).fetchone()[0]
+    return int(queued) + int(behind)

@@ -1,0 +1,415 @@
+"""Nostr Wallet Connect end to end: a real relay process (the `nostr-relay`
+package), lnplugin as a process with `--nwc-relay`, and as the app the NWC
+client in rust-nostr's `nostr-sdk` (requests and responses).
+
+nostr-sdk's client has no notification API, so notifications (and the
+hand-made duplicate and expired requests) go through `Listener`: a plain
+websocket subscription on the same relay whose events are checked and
+decrypted by nostr-sdk, not by our code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nostr_sdk as ns
+import pytest
+from websockets.sync.client import connect
+
+from tests import e2e
+from tests.nwc_relay import Relay
+
+tmp = e2e.fixture_tmp
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    """The module's directory under /tmp (short, for the relay and data dirs)."""
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="nwc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+WAIT = e2e.WAIT  # a liveness bound, not a timing assertion
+
+
+@pytest.fixture(scope="module")
+def relay(home: Path) -> Iterator[Relay]:
+    relay = Relay(home / "relay").start()
+    yield relay
+    relay.kill()
+
+
+@pytest.fixture(scope="module")
+def server(home: Path, relay: Relay) -> Iterator[e2e.Server]:
+    with e2e.Server(home / "data", "--nwc-relay", relay.url) as srv:
+        yield srv
+
+
+def connect_app(server: e2e.Server, relay: Relay, *scopes: str, label: str = "app") -> str:
+    flags = [arg for scope in scopes for arg in ("--scope", scope)]
+    out = e2e.cli(
+        server.data_dir, "nwc", "connect", *flags, "--label", label, "--nwc-relay", relay.url
+    )
+    return out.strip().splitlines()[-1]
+
+
+def call(uri: str, method: str, *args: Any) -> Any:
+    """One NWC call through nostr-sdk's client, the way an app makes it."""
+
+    async def go() -> Any:
+        client = ns.NostrWalletConnect(ns.NostrWalletConnectUri.parse(uri))
+        return await getattr(client, method)(*args)
+
+    return asyncio.run(go())
+
+
+def make_invoice(uri: str, msat: int, description: str) -> Any:
+    request = ns.MakeInvoiceRequest(
+        amount=msat, description=description, description_hash=None, expiry=None
+    )
+    return call(uri, "make_invoice", request)
+
+
+class Listener:
+    """Subscribes as the app to its responses (23195) and notifications
+    (23197) on the relay; decrypts with nostr-sdk."""
+
+    def __init__(self, relay: Relay, uri: str) -> None:
+        parsed = ns.NostrWalletConnectUri.parse(uri)
+        self.keys = ns.Keys(parsed.secret())
+        self.service = parsed.public_key()
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stack = contextlib.ExitStack()
+        self._ws = self._stack.enter_context(connect(relay.url))
+        app = self.keys.public_key().to_hex()
+        self._ws.send(json.dumps(["REQ", "app", {"kinds": [23195, 23197], "#p": [app]}]))
+        while json.loads(self._ws.recv(timeout=WAIT))[0] != "EOSE":
+            pass
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self._ws:
+                msg = json.loads(raw)
+                if msg[0] != "EVENT":
+                    continue
+                event = ns.Event.from_json(json.dumps(msg[2]))
+                assert event.verify() and event.author().to_hex() == self.service.to_hex()
+                body = json.loads(self.keys.nip44_decrypt(self.service, event.content()))
+                tags = {t.to_vec()[0]: t.to_vec()[1] for t in event.tags()}
+                self.events.put(
+                    {
+                        "id": event.id().to_hex(),
+                        "kind": event.kind().as_u16(),
+                        "e": tags.get("e"),
+                        "body": body,
+                    }
+                )
+        except Exception:  # the socket closed at the end of the test
+            return
+
+    def next(self, kind: int) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if event["kind"] == kind:
+                return event
+        raise AssertionError(f"no kind {kind} event arrived")
+
+    def request(self, method: str, params: dict[str, Any], extra: list[list[str]] = ()) -> str:  # type: ignore[assignment]
+        """Publish a request by hand; returns its event JSON (to send again)."""
+        content = self.keys.nip44_encrypt(
+            self.service, json.dumps({"method": method, "params": params})
+        )
+        tags = [["p", self.service.to_hex()], ["encryption", "nip44_v2"], *extra]
+        builder = ns.EventBuilder(ns.Kind(23194), content).tags([ns.Tag.parse(t) for t in tags])
+        event = self.keys.sign_event(builder.finalize_unsigned(self.keys.public_key()))
+        return event.as_json()
+
+    def send(self, event_json: str) -> None:
+        self._ws.send(f'["EVENT",{event_json}]')
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def nwc_invoices(server: e2e.Server) -> int:
+    return int(e2e.scalar(server.data_dir, "SELECT COUNT(*) FROM invoices WHERE source = 'nwc'")[0])
+
+
+def test_an_app_makes_an_invoice_hears_it_paid_looks_it_up_and_lists_it(
+    server: e2e.Server, relay: Relay
+) -> None:
+    uri = connect_app(server, relay, "invoices:create", "invoices:read")
+    info = call(uri, "get_info")
+    assert info.network == "regtest"
+    assert {str(m).split(".")[-1].rstrip("()") for m in info.methods} == {
+        "GET_INFO",
+        "MAKE_INVOICE",
+        "LOOKUP_INVOICE",
+        "LIST_TRANSACTIONS",
+    }
+    listener = Listener(relay, uri)
+    try:
+        made = make_invoice(uri, 21_000, "coffee")
+        assert made.amount == 21_000 and made.invoice.startswith("lnbcrt")
+        e2e.cli(server.data_dir, "dev", "pay", made.payment_hash)
+        note = listener.next(23197)["body"]
+        assert note["notification_type"] == "payment_received"
+        paid = note["notification"]
+        assert (paid["payment_hash"], paid["amount"], paid["state"]) == (
+            made.payment_hash,
+            21_000,
+            "settled",
+        )
+        assert paid["preimage"] and paid["settled_at"] >= paid["created_at"]
+    finally:
+        listener.close()
+    found = call(
+        uri, "lookup_invoice", ns.LookupInvoiceRequest(payment_hash=made.payment_hash, invoice=None)
+    )
+    assert found.amount == 21_000 and found.preimage == paid["preimage"]
+    by_bolt11 = call(
+        uri, "lookup_invoice", ns.LookupInvoiceRequest(payment_hash=None, invoice=made.invoice)
+    )
+    assert by_bolt11.payment_hash == made.payment_hash
+    listed = call(
+        uri,
+        "list_transactions",
+        ns.ListTransactionsRequest(
+            _from=None, until=None, limit=None, offset=None, unpaid=None, transaction_type=None
+        ),
+    )
+    assert made.payment_hash in [t.payment_hash for t in listed]
+
+
+def test_list_transactions_honours_every_filter(server: e2e.Server, relay: Relay) -> None:
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="lister")
+    start = int(time.time())
+    hashes = [make_invoice(uri, 1000 * (i + 1), f"item {i}").payment_hash for i in range(3)]
+    for h in hashes[:2]:
+        e2e.cli(server.data_dir, "dev", "pay", h)
+
+    def listing(**kw: Any) -> list[str]:
+        args = {
+            "_from": None,
+            "until": None,
+            "limit": None,
+            "offset": None,
+            "unpaid": None,
+            "transaction_type": None,
+            **kw,
+        }
+        return [
+            t.payment_hash
+            for t in call(uri, "list_transactions", ns.ListTransactionsRequest(**args))
+        ]
+
+    since = ns.Timestamp.from_secs(start)
+    assert set(listing(_from=since)) == set(hashes[:2])  # settled only by default
+    assert set(listing(_from=since, unpaid=True)) == set(hashes)
+    assert listing(_from=since, unpaid=True, limit=1) == [hashes[2]]  # newest first
+    assert listing(_from=since, unpaid=True, limit=1, offset=1) == [hashes[1]]
+    assert listing(_from=ns.Timestamp.from_secs(start + 3600)) == []
+    assert hashes[0] not in listing(until=ns.Timestamp.from_secs(start - 1), unpaid=True)
+    assert set(listing(_from=since, transaction_type=ns.TransactionType.INCOMING)) == set(
+        hashes[:2]
+    )
+    with pytest.raises(Exception, match=r"(?i)restricted"):  # no transactions:read
+        listing(transaction_type=ns.TransactionType.OUTGOING)
+
+
+def test_a_keysend_boostagram_arrives_in_the_notification_metadata(
+    server: e2e.Server, relay: Relay
+) -> None:
+    uri = connect_app(server, relay, "invoices:read", label="podcast app")
+    listener = Listener(relay, uri)
+    try:
+        e2e.cli(
+            server.data_dir,
+            "dev",
+            "keysend",
+            "--amount-msat",
+            "5000",
+            "--record",
+            '7629169={"podcast":"Pod","message":"great show"}',
+            "--record",
+            "34349334=hi",
+        )
+        paid = listener.next(23197)["body"]["notification"]
+    finally:
+        listener.close()
+    assert paid["amount"] == 5000
+    assert paid["metadata"]["boostagram"] == {"podcast": "Pod", "message": "great show"}
+    types = {r["type"] for r in paid["metadata"]["tlv_records"]}
+    assert types == {7629169, 34349334}
+
+
+def test_a_request_delivered_by_two_relays_mints_once_and_gets_one_answer(
+    home: Path, relay: Relay
+) -> None:
+    second = Relay(home / "relay2").start()
+    try:
+        with e2e.Server(home / "two", "--nwc-relay", relay.url, "--nwc-relay", second.url) as srv:
+            e2e.wait_for(
+                lambda: all(
+                    r["state"] == "connected"
+                    for r in srv.request("GET", "/info").json()["nwc"]["relays"]
+                ),
+                "both relays",
+            )
+            uri = connect_app(srv, relay, "invoices:create", label="twice")
+            on_first, on_second = Listener(relay, uri), Listener(second, uri)
+            try:
+                request = on_first.request("make_invoice", {"amount": 3000, "description": "once"})
+                on_first.send(request)
+                on_second.send(request)  # the same event through the other relay
+                answers = [on_first.next(23195), on_second.next(23195)]
+            finally:
+                on_first.close()
+                on_second.close()
+            minted = e2e.scalar(srv.data_dir, "SELECT COUNT(*) FROM invoices WHERE source = 'nwc'")
+    finally:
+        second.kill()
+    assert answers[0]["body"]["result"]["amount"] == 3000
+    assert answers[0]["id"] == answers[1]["id"] and answers[0]["body"] == answers[1]["body"]
+    assert minted[0] == 1
+
+
+def test_an_expired_request_is_ignored_and_mints_nothing(server: e2e.Server, relay: Relay) -> None:
+    uri = connect_app(server, relay, "invoices:create", label="late")
+    listener = Listener(relay, uri)
+    try:
+        before = nwc_invoices(server)
+        expired = listener.request(
+            "make_invoice", {"amount": 4000}, [["expiration", str(int(time.time()) - 5)]]
+        )
+        listener.send(expired)
+        # Requests are answered in arrival order on one thread: once the
+        # next one is answered, the expired one was seen and ignored.
+        listener.send(listener.request("get_info", {}))
+        answer = listener.next(23195)
+    finally:
+        listener.close()
+    assert answer["body"]["result_type"] == "get_info"
+    assert answer["e"] != json.loads(expired)["id"]
+    assert nwc_invoices(server) == before
+
+
+def test_a_revoked_connection_is_unauthorized_and_others_keep_working(
+    server: e2e.Server, relay: Relay
+) -> None:
+    kept = connect_app(server, relay, "invoices:read", label="kept")
+    gone = connect_app(server, relay, "invoices:create", label="gone")
+    gone_id = e2e.cli(server.data_dir, "nwc", "list").strip().splitlines()[-1].split("\t")[0]
+    e2e.cli(server.data_dir, "nwc", "revoke", gone_id)
+    before = nwc_invoices(server)
+    with pytest.raises(Exception, match=r"(?i)unauthorized"):
+        make_invoice(gone, 1000, "nope")
+    assert nwc_invoices(server) == before
+    assert call(kept, "get_info").network == "regtest"
+
+
+def test_unknown_scopes_and_methods_lnplugin_does_not_offer_are_refused(
+    server: e2e.Server, relay: Relay
+) -> None:
+    proc = e2e.run(server.data_dir, "nwc", "connect", "--scope", "admin", "--nwc-relay", relay.url)
+    assert proc.returncode != 0 and "unknown scope admin" in proc.stderr
+    uri = connect_app(server, relay, "invoices:read", label="payer")
+    with pytest.raises(Exception, match=r"(?i)not_?implemented"):
+        call(uri, "get_balance")
+    with pytest.raises(Exception, match=r"(?i)restricted"):
+        make_invoice(uri, 1000, "not allowed")
+
+
+def test_the_relay_killed_and_restarted_is_reconnected(server: e2e.Server, relay: Relay) -> None:
+    uri = connect_app(server, relay, "invoices:create", label="restart")
+
+    def relay_state() -> dict[str, Any]:
+        return server.request("GET", "/info").json()["nwc"]["relays"][0]
+
+    connects = relay_state()["connects"]
+    relay.kill()
+    e2e.wait_for(lambda: relay_state()["state"] != "connected", "the drop to be noticed")
+    relay.start()
+    e2e.wait_for(lambda: relay_state()["connects"] > connects, "a reconnect")
+    assert make_invoice(uri, 2000, "after restart").amount == 2000
+
+
+def test_a_payment_while_lnplugin_is_down_is_notified_after_its_restart(
+    tmp: Path, relay: Relay
+) -> None:
+    data = tmp / "killed"
+    srv = e2e.Server(data, "--nwc-relay", relay.url).start()
+    uri = connect_app(srv, relay, "invoices:create", "invoices:read", label="kill")
+    made = make_invoice(uri, 7000, "across a crash")
+    srv.stop(signal.SIGKILL)
+    listener = Listener(relay, uri)
+    try:
+        e2e.cli(data, "dev", "pay", made.payment_hash)  # settles on the dev node alone
+        with e2e.Server(data, "--nwc-relay", relay.url) as again:
+            paid = listener.next(23197)["body"]["notification"]
+            backlog = e2e.wait_for(
+                lambda: (
+                    again.request("GET", "/health").json()["nwc"]["notification_backlog"] == 0
+                    or None
+                ),
+                "the backlog to drain",
+            )
+    finally:
+        listener.close()
+    assert paid["payment_hash"] == made.payment_hash and backlog
+
+
+def test_the_admin_route_makes_lists_and_revokes_connections(
+    server: e2e.Server, relay: Relay
+) -> None:
+    made = server.request(
+        "POST", "/nwc/connections", json={"scopes": ["invoices:read"], "label": "dashboard"}
+    )
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["uri"].startswith("nostr+walletconnect://") and body["scopes"] == ["invoices:read"]
+    assert call(body["uri"], "get_info").network == "regtest"
+    listed = server.request("GET", "/nwc/connections").json()
+    mine = [c for c in listed if c["id"] == body["id"]]
+    assert mine and "uri" not in mine[0]
+    stored = e2e.scalar(server.data_dir, "SELECT * FROM nwc_connections WHERE id = ?", body["id"])
+    secret = body["uri"].rsplit("secret=", 1)[1]
+    assert secret not in json.dumps(list(stored))  # only the public key is kept
+    bad = server.request("POST", "/nwc/connections", json={"scopes": ["admin"]})
+    assert bad.status_code == 400 and "scopes" in json.dumps(bad.json())
+    gone = server.request("DELETE", f"/nwc/connections/{body['id']}")
+    assert gone.status_code == 200 and gone.json()["revoked_at"]
+    assert server.request("DELETE", f"/nwc/connections/{body['id']}").status_code == 404
+    with pytest.raises(Exception, match=r"(?i)unauthorized"):
+        call(body["uri"], "get_info")
+
+
+def test_the_readme_nwc_walkthrough_works_as_shown(tmp_path: Path, relay: Relay) -> None:
+    """The README's ```sh nwc-walkthrough blocks, after the main walk-through's
+    setup, against a server with `--nwc-relay` (see tests/test_readme_walkthrough.py)."""
+    from tests import test_readme_walkthrough as walk
+
+    setup = walk.COMMANDS[:3]
+    assert [c.text.split()[0] for c in setup] == [".", "export", "field()"]
+    commands = walk.parse_commands(walk.README, "nwc-walkthrough")
+    assert commands, "README.md has no ```sh nwc-walkthrough blocks"
+    walked = walk.run_walkthrough(tmp_path, setup + commands, ("--nwc-relay", relay.url))
+    for n in range(len(walked)):
+        walk.test_each_command_works_and_prints_what_the_readme_shows(walked, n)

@@ -1,0 +1,260 @@
+"""NIP-47 rules without I/O (lnplugin/nwc/protocol.py), and the encryption
+library checked against the official NIP-44 v2 test vectors.
+
+The vectors file is paulmillr/nip44's `nip44.vectors.json` (commit
+671a1f04, the vectors NIP-44 links to), kept as is in tests/fixtures.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import nostr_sdk as ns
+import pytest
+
+from lnplugin.nwc import protocol as p
+from lnplugin.nwc.worker import RateLimiter
+from lnplugin.store.models import FIELDS, StoredInvoice
+
+VECTORS = json.loads((Path(__file__).parent / "fixtures" / "nip44.vectors.json").read_text())["v2"]
+
+
+def keys(secret_hex: str) -> ns.Keys:
+    return ns.Keys(ns.SecretKey.parse(secret_hex))
+
+
+# -- NIP-44 v2 vectors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", VECTORS["valid"]["encrypt_decrypt"])
+def test_nip44_vectors_decrypt_to_their_plaintext_from_either_side(vector: dict[str, Any]) -> None:
+    one, two = keys(vector["sec1"]), keys(vector["sec2"])
+    assert two.nip44_decrypt(one.public_key(), vector["payload"]) == vector["plaintext"]
+    assert one.nip44_decrypt(two.public_key(), vector["payload"]) == vector["plaintext"]
+    # Our own encryption (random nonce) decrypts on the other side.
+    mine = one.nip44_encrypt(two.public_key(), vector["plaintext"])
+    assert mine != vector["payload"]
+    assert two.nip44_decrypt(one.public_key(), mine) == vector["plaintext"]
+
+
+@pytest.mark.parametrize(("length", "padded"), VECTORS["valid"]["calc_padded_len"])
+def test_nip44_payloads_are_padded_as_the_vectors_say(length: int, padded: int) -> None:
+    if length > 65535:
+        pytest.skip("longer than a NIP-44 message may be")
+    one, two = keys("01" * 32), keys("02" * 32)
+    raw = base64.b64decode(one.nip44_encrypt(two.public_key(), "x" * length))
+    # version (1) + nonce (32) + length prefix (2) + padded plaintext + MAC (32)
+    assert len(raw) - 67 == padded
+
+
+@pytest.mark.parametrize("vector", VECTORS["invalid"]["get_conversation_key"])
+def test_nip44_refuses_the_invalid_keys_of_the_vectors(vector: dict[str, Any]) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - the bindings raise their own error types
+        keys(vector["sec1"]).nip44_encrypt(ns.PublicKey.parse(vector["pub2"]), "hi")
+
+
+@pytest.mark.parametrize("length", VECTORS["invalid"]["encrypt_msg_lengths"])
+def test_nip44_refuses_message_lengths_the_vectors_call_invalid(length: int) -> None:
+    one, two = keys("01" * 32), keys("02" * 32)
+    with pytest.raises(Exception):  # noqa: B017
+        one.nip44_encrypt(two.public_key(), "x" * length)
+
+
+@pytest.mark.parametrize("vector", VECTORS["invalid"]["decrypt"])
+def test_nip44_refuses_the_vectors_undecryptable_payloads(vector: dict[str, Any]) -> None:
+    one, two = keys("01" * 32), keys("02" * 32)
+    with pytest.raises(Exception):  # noqa: B017
+        one.nip44_decrypt(two.public_key(), vector["payload"])
+
+
+# -- requests ---------------------------------------------------------------------
+
+
+def signed(event: p.SignedEvent) -> ns.Event:
+    """What a client reads: nostr-sdk parses the event and checks id and signature."""
+    parsed = ns.Event.from_json(event.json)
+    assert parsed.verify() and parsed.id().to_hex() == event.id
+    assert parsed.author().to_hex() == SERVICE.public_key().to_hex()
+    return parsed
+
+
+SERVICE, APP = keys("11" * 32), keys("22" * 32)
+
+
+def request_event(
+    body: dict[str, Any] | str,
+    *,
+    encryption: str | None = p.NIP44,
+    to: ns.Keys = SERVICE,
+    author: ns.Keys = APP,
+    extra: list[list[str]] = (),  # type: ignore[assignment]
+    kind: int = p.REQUEST,
+) -> ns.Event:
+    plain = body if isinstance(body, str) else json.dumps(body)
+    scheme = encryption if encryption in p.ENCRYPTIONS else p.NIP04
+    content = p.encrypt(author, to.public_key(), scheme, plain)
+    tags = [["p", to.public_key().to_hex()], *extra]
+    if encryption is not None:
+        tags.append(["encryption", encryption])
+    builder = ns.EventBuilder(ns.Kind(kind), content).tags([ns.Tag.parse(t) for t in tags])
+    return author.sign_event(builder.finalize_unsigned(author.public_key()))
+
+
+def test_a_nip44_request_is_read_and_answered_with_nip44() -> None:
+    event = request_event({"method": "get_info", "params": {}})
+    request = p.read_request(p.parse_event(event.as_json()), SERVICE, int(time.time()))
+    assert (request.method, request.encryption) == ("get_info", p.NIP44)
+    assert request.app_pubkey == APP.public_key().to_hex()
+    answer = signed(p.response_event(SERVICE, request, p.result("get_info", {"x": 1})))
+    tags = [t.to_vec() for t in answer.tags()]
+    assert ["p", request.app_pubkey] in tags and ["e", request.event_id] in tags
+    assert answer.kind().as_u16() == p.RESPONSE
+    plain = json.loads(APP.nip44_decrypt(SERVICE.public_key(), answer.content()))
+    assert plain == {"result_type": "get_info", "error": None, "result": {"x": 1}}
+
+
+def test_a_request_without_an_encryption_tag_is_nip04_both_ways() -> None:
+    event = request_event({"method": "get_info"}, encryption=None)
+    request = p.read_request(event, SERVICE, int(time.time()))
+    assert request.encryption == p.NIP04
+    answer = signed(p.response_event(SERVICE, request, p.result("get_info", {})))
+    assert json.loads(APP.nip04_decrypt(SERVICE.public_key(), answer.content()))["error"] is None
+
+
+def test_an_unknown_encryption_is_refused_with_unsupported_encryption() -> None:
+    event = request_event({"method": "get_info"}, encryption="nip99")
+    with pytest.raises(p.Refused) as caught:
+        p.read_request(event, SERVICE, int(time.time()))
+    assert caught.value.refusal.code == "UNSUPPORTED_ENCRYPTION"
+
+
+def test_an_expired_request_is_dropped_and_an_unexpired_one_read() -> None:
+    now = int(time.time())
+    old = request_event({"method": "get_info"}, extra=[["expiration", str(now - 1)]])
+    with pytest.raises(p.Drop, match="expired"):
+        p.read_request(old, SERVICE, now)
+    fresh = request_event({"method": "get_info"}, extra=[["expiration", str(now + 60)]])
+    assert p.read_request(fresh, SERVICE, now).method == "get_info"
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (lambda: request_event({"method": "get_info"}, to=APP), "another wallet"),
+        (lambda: request_event({"method": "get_info"}, kind=1), "not a request"),
+        (lambda: request_event("not json"), "undecryptable"),
+        (lambda: request_event({"params": {}}), "no method"),
+        (lambda: request_event({"method": "x", "params": {"m": "a" * p.MAX_CONTENT}}), "cap"),
+    ],
+)
+def test_requests_that_cannot_be_answered_are_dropped(event: Any, reason: str) -> None:
+    with pytest.raises(p.Drop, match=reason):
+        p.read_request(p.parse_event(event().as_json()), SERVICE, int(time.time()))
+
+
+def test_a_forged_signature_is_dropped() -> None:
+    raw = json.loads(request_event({"method": "get_info"}).as_json())
+    raw["sig"] = "00" * 64
+    with pytest.raises(p.Drop):
+        p.parse_event(raw)
+
+
+def test_scopes_give_the_methods_the_issue_maps_them_to() -> None:
+    assert p.methods_for(frozenset({"invoices:create"})) == ["get_info", "make_invoice"]
+    assert p.methods_for(frozenset({"invoices:read"})) == [
+        "get_info",
+        "lookup_invoice",
+        "list_transactions",
+    ]
+
+
+def test_the_info_event_lists_methods_encryptions_and_notifications() -> None:
+    info = signed(p.info_event(SERVICE))
+    tags = {t.to_vec()[0]: t.to_vec()[1:] for t in info.tags()}
+    assert info.kind().as_u16() == p.INFO
+    assert tags["encryption"] == ["nip44_v2 nip04"]
+    assert tags["notifications"] == ["payment_received"]
+    assert "pay_invoice" not in info.content().split()
+
+
+def test_notifications_go_out_as_nip44_and_nip04() -> None:
+    events = [
+        signed(e)
+        for e in p.notification_events(
+            SERVICE, APP.public_key().to_hex(), "payment_received", {"a": 1}
+        )
+    ]
+    assert [e.kind().as_u16() for e in events] == [23197, 23196]
+    plain44 = APP.nip44_decrypt(SERVICE.public_key(), events[0].content())
+    plain04 = APP.nip04_decrypt(SERVICE.public_key(), events[1].content())
+    assert json.loads(plain44) == json.loads(plain04)
+    assert json.loads(plain44)["notification_type"] == "payment_received"
+
+
+# -- transactions -----------------------------------------------------------------
+
+
+def invoice(**over: Any) -> StoredInvoice:
+    row = dict.fromkeys(FIELDS)
+    row.update(
+        id=1,
+        identifier="i",
+        type="incoming",
+        payment_hash="ab" * 32,
+        payment_request="lnbcrt1",
+        state="SETTLED",
+        amount_msat=None,
+        amount_received_msat=5000,
+        fee_msat=0,
+        created_at=100,
+        expiry=60,
+        expires_at=160,
+        settled_at=120,
+        preimage="cd" * 32,
+        is_keysend=0,
+        source="api",
+        hold=0,
+    )
+    row.update(over)
+    return StoredInvoice.from_row(row)
+
+
+def test_a_boostagram_comment_and_payer_show_in_the_metadata() -> None:
+    records = {"7629169": base64.b64encode(b'{"message":"hi"}').decode()}
+    tx = p.transaction(
+        invoice(
+            boostagram='{"message":"hi"}',
+            comment="nice",
+            payer_name="Ann",
+            custom_records=json.dumps(records),
+        )
+    )
+    assert tx["amount"] == 5000 and tx["state"] == "settled" and tx["preimage"] == "cd" * 32
+    meta = tx["metadata"]
+    assert meta["boostagram"] == {"message": "hi"}
+    assert meta["comment"] == "nice" and meta["payer_data"] == {"name": "Ann"}
+    assert meta["tlv_records"] == [{"type": 7629169, "value": b'{"message":"hi"}'.hex()}]
+
+
+def test_metadata_over_4096_characters_is_dropped_and_open_invoices_hide_the_preimage() -> None:
+    tx = p.transaction(invoice(state="OPEN", amount_msat=7000, comment="x" * 5000))
+    assert tx["metadata"] == {} and "preimage" not in tx
+    assert (tx["state"], tx["amount"]) == ("pending", 7000)
+
+
+def test_the_rate_limiter_allows_a_burst_then_refills_with_time() -> None:
+    limiter = RateLimiter(burst=3, per_second=1.0)
+    assert [limiter.allow(1, 0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(2, 0.0)  # another connection has its own bucket
+    assert limiter.allow(1, 1.0) and not limiter.allow(1, 1.0)
+
+
+def test_the_connection_uri_is_what_nostr_sdk_parses() -> None:
+    uri = p.connection_uri(SERVICE.public_key().to_hex(), ["ws://127.0.0.1:1"], "22" * 32)
+    parsed = ns.NostrWalletConnectUri.parse(uri)
+    assert parsed.public_key().to_hex() == SERVICE.public_key().to_hex()
+    assert parsed.secret().to_hex() == "22" * 32

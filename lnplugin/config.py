@@ -71,6 +71,11 @@ class Settings(BaseModel):
     trust_proxy: int = 0
     rate_limit: str = "60/minute"
     rate_limit_callback: str = "20/minute"
+    # Requests per API token, unless the token has its own (`token create --rate-limit`).
+    token_rate_limit: str = "100/minute"
+    # Seconds a signed request's timestamp may differ from the server's clock;
+    # nonces are remembered for this long.
+    signature_window: int = 300
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -138,7 +143,14 @@ class Settings(BaseModel):
             raise ValueError("must be between 0 and 10 (the number of reverse proxies in front)")
         return value
 
-    @field_validator("rate_limit", "rate_limit_callback")
+    @field_validator("signature_window")
+    @classmethod
+    def _signature_window(cls, value: int) -> int:
+        if not 5 <= value <= 3600:
+            raise ValueError("must be between 5 and 3600 seconds")
+        return value
+
+    @field_validator("rate_limit", "rate_limit_callback", "token_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:

@@ -17,6 +17,7 @@ from lnplugin.api import (
     metrics,
     observe,
     public,
+    ratelimit,
     tickets,
     webhooks,
 )
@@ -44,6 +45,7 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(tickets.bp)
     app.register_blueprint(addresses.bp)
     limiter = public.install(app, service.settings)
+    ratelimit.install(app, service.settings.token_rate_limit)
     public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
     public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)
     app.register_blueprint(lnurlp.bp)

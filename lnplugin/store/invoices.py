@@ -108,6 +108,14 @@ COLUMNS: dict[str, Any] = {
     "cancel_reason": None,
     "hold": 0,
     "lightning_address": None,
+    "price_currency": None,
+    "price_amount": None,
+    "price_rate": None,
+    "price_rate_source": None,
+    "price_rate_at": None,
+    "fiat_currency": None,
+    "fiat_in_cents": None,
+    "items": None,
 }
 
 

@@ -70,18 +70,19 @@ class TokenLimits:
         key = f"token:{info.id}"
         usage: Usage | None = None
         refused: Usage | None = None
+        wait = 0
         for item in parse(info.rate_limit or self.default):
             allowed = self._strategy.hit(item, key)
             stats = self._strategy.get_window_stats(item, key)
             this = Usage(item.amount, stats.remaining, math.ceil(stats.reset_time))
             if not allowed and (refused is None or this.reset > refused.reset):
                 refused = this
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
             if usage is None or this.remaining < usage.remaining:
                 usage = this
         assert usage is not None
         g.rate_usage = refused or usage
         if refused is not None:
-            wait = max(1, refused.reset - int(time.time()))
             raise APIError(
                 429,
                 f"Too many requests for this token: its limit is "

@@ -60,6 +60,7 @@ def invoice_json(inv: StoredInvoice, now: int) -> dict[str, Any]:
         "fiat_currency": inv.fiat_currency,
         "fiat_in_cents": inv.fiat_in_cents,
         "identifier": inv.identifier,
+        "items": json.loads(inv.items) if inv.items else None,
         "is_keysend": bool(inv.is_keysend),
         "keysend_message": inv.keysend_message,
         "lightning_address": inv.lightning_address,
@@ -71,6 +72,17 @@ def invoice_json(inv: StoredInvoice, now: int) -> dict[str, Any]:
         "payment_hash": inv.payment_hash,
         "payment_request": inv.payment_request,
         "preimage": inv.preimage if settled else None,
+        "price": (
+            {
+                "currency": inv.price_currency,
+                "amount": inv.price_amount,
+                "rate": inv.price_rate,
+                "rate_source": inv.price_rate_source,
+                "rate_at": iso(inv.price_rate_at),
+            }
+            if inv.price_currency
+            else None
+        ),
         "r_hash_str": inv.payment_hash,
         "settle_deadline": inv.settle_deadline,
         "settled": settled,

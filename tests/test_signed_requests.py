@@ -49,8 +49,9 @@ def signed_headers(
     }
 
 
-def send(server: Server, token: str, method: str, path: str, headers: dict[str, str],
-         body: bytes = b"") -> Any:
+def send(
+    server: Server, token: str, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> Any:
     headers = {**headers, "Content-Type": "application/json"} if body else headers
     return server.request(method, path, token=token, headers=headers, data=body)
 
@@ -64,8 +65,9 @@ def test_signed_requests_pass_with_and_without_a_body_or_query(
     path = "/invoices?items=2&page=1"
     assert send(server, token, "GET", path, signed_headers(secret, "GET", path)).status_code == 200
     body = json.dumps({"amount": 21, "description": "signed"}).encode()
-    reply = send(server, token, "POST", "/invoices",
-                 signed_headers(secret, "POST", "/invoices", body), body)
+    reply = send(
+        server, token, "POST", "/invoices", signed_headers(secret, "POST", "/invoices", body), body
+    )
     assert reply.status_code == 201, reply.text
 
 
@@ -75,7 +77,9 @@ def test_an_unsigned_request_names_the_missing_headers(
     reply = server.request("GET", "/invoices", token=signer[1])
     assert reply.status_code == 401
     assert set(reply.json()["errors"]) == {
-        "X-Lnplugin-Timestamp", "X-Lnplugin-Nonce", "X-Lnplugin-Signature"
+        "X-Lnplugin-Timestamp",
+        "X-Lnplugin-Nonce",
+        "X-Lnplugin-Signature",
     }
 
 

@@ -76,7 +76,9 @@ def check(info: tokens.TokenInfo) -> None:
     path = request.full_path if request.query_string else request.path
     expected = sign(secret, request.method, path, ts, nonce, request.get_data(cache=True))
     if not hmac.compare_digest(expected, signature.lower()):
-        raise _refuse(SIGNATURE, "does not match the request (method, path, timestamp, nonce, body)")
+        raise _refuse(
+            SIGNATURE, "does not match the request (method, path, timestamp, nonce, body)"
+        )
     store = current_app.extensions["lnplugin"].store
     with store.transaction() as tx:
         fresh = tokens.remember_nonce(tx, info.id, nonce, now, window)

@@ -107,6 +107,43 @@ _SERVER = [
         "--rate-limit). [default: 100/minute] [env: LNPLUGIN_TOKEN_RATE_LIMIT]",
     ),
     click.option(
+        "--fiat-provider",
+        multiple=True,
+        help="Exchange-rate source for fiat-priced invoices: coinbase, coingecko, bitstamp, "
+        "kraken, mempool, blockchain, or NAME=URL|JSON.PATH ({currency} in either stands for "
+        "the code); repeatable, the median is used. [default: none, fiat off] "
+        "[env: LNPLUGIN_FIAT_PROVIDER, space-separated]",
+    ),
+    click.option(
+        "--fiat-allow",
+        multiple=True,
+        help="CIDR that rate providers may be reached at although private or loopback; "
+        "repeatable. [env: LNPLUGIN_FIAT_ALLOW, comma-separated]",
+    ),
+    click.option(
+        "--fiat-cache-ttl",
+        type=float,
+        help="Seconds a fetched rate is used before the providers are asked again. "
+        "[default: 60] [env: LNPLUGIN_FIAT_CACHE_TTL]",
+    ),
+    click.option(
+        "--fiat-max-age",
+        type=float,
+        help="Seconds after which, with no provider answering, fiat-priced invoices are "
+        "refused (503). [default: 600] [env: LNPLUGIN_FIAT_MAX_AGE]",
+    ),
+    click.option(
+        "--fiat-expiry",
+        type=int,
+        help="Default expiry in seconds of fiat-priced invoices (the rate moves). "
+        "[default: 600] [env: LNPLUGIN_FIAT_EXPIRY]",
+    ),
+    click.option(
+        "--display-currency",
+        help="ISO 4217 code every invoice gets fiat_currency/fiat_in_cents in, at the rate "
+        "when it is created. [default: none] [env: LNPLUGIN_DISPLAY_CURRENCY]",
+    ),
+    click.option(
         "--signature-window",
         type=int,
         help="Seconds a signed request's timestamp may be off from the server's clock. "

@@ -143,7 +143,9 @@ def has_admin(conn: sqlite3.Connection) -> bool:
     return row is not None
 
 
-def remember_nonce(tx: sqlite3.Connection, token_id: int, nonce: str, now: int, window: int) -> bool:
+def remember_nonce(
+    tx: sqlite3.Connection, token_id: int, nonce: str, now: int, window: int
+) -> bool:
     """Record a signed request's nonce; False when this token used it before
     within the time its request stays acceptable (a replay). Older nonces are
     pruned first: a timestamp may be up to `window` ahead of the clock when

@@ -173,7 +173,7 @@ def parse_provider(spec: str) -> Provider:
 class Rate:
     value: Decimal  # major units of the currency per BTC
     source: str  # the providers it is the median of, e.g. "median of coinbase, kraken"
-    at: int  # unix seconds it was fetched
+    at: float  # unix time it was fetched
 
 
 Fetch = Callable[[str], bytes]
@@ -274,7 +274,7 @@ class FiatRates:
             return None
         value = statistics.median(rate for _, rate in answered)
         names = ", ".join(name for name, _ in answered)
-        return Rate(Decimal(value), f"median of {names}", int(now))
+        return Rate(Decimal(value), f"median of {names}", now)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

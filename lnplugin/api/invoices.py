@@ -134,7 +134,7 @@ def _price(body: InvoiceCreate) -> dict[str, Any]:
             "price_amount": amount,
             "price_rate": str(rate.value),
             "price_rate_source": rate.source,
-            "price_rate_at": rate.at,
+            "price_rate_at": int(rate.at),
         },
     }
 

@@ -22,7 +22,7 @@ class Ticker:
         ticker = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 ticker.hits += 1
                 key = self.path.strip("/").split("?")[0]
                 if ticker.down or key not in ticker.answers:

@@ -55,8 +55,9 @@ def test_the_rate_is_the_median_of_the_providers_that_answer(tickers: list[Ticke
 def test_a_provider_that_is_down_is_left_out(tickers: list[Ticker]) -> None:
     tickers[2].down = True
     off = f"off=http://127.0.0.1:{closed_port()}/{{currency}}|rate"
-    book = rates([tickers[0].provider("a"), tickers[1].provider("b"), tickers[2].provider("c"), off],
-                 Clock())
+    book = rates(
+        [tickers[0].provider("a"), tickers[1].provider("b"), tickers[2].provider("c"), off], Clock()
+    )
     rate = book.rate("USD")
     assert rate.value == (Decimal("60000.10") + Decimal("62000.5")) / 2
     assert rate.source == "median of a, b"

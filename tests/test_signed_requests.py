@@ -10,8 +10,11 @@ import hashlib
 import hmac
 import json
 import secrets
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,3 +123,42 @@ def test_a_changed_body_path_or_method_breaks_the_signature(
 
 def test_tokens_without_the_requirement_need_no_signature(server: Server) -> None:
     assert server.request("GET", "/invoices").status_code == 200
+
+
+def _doc_block(language: str, stop: str) -> str:
+    text = (Path(__file__).parent.parent / "docs" / "signed-requests.md").read_text()
+    block = text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+    return block.split(stop, 1)[0]  # the functions, without the example call after them
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js 18+ (fetch)")
+def test_the_documented_javascript_signs_requests_the_server_accepts(
+    server: Server, signer: tuple[str, str]
+) -> None:
+    secret, token = signer
+    script = _doc_block("js", "const body =") + (
+        f"const SECRET = {json.dumps(secret)}, TOKEN = {json.dumps(token)};\n"
+        f"const URL = {json.dumps(server.url)};\n"
+        "const body = JSON.stringify({ amount: 7 });\n"
+        "const h = signedHeaders(SECRET, 'POST', '/invoices', body);\n"
+        "const ok = verify(SECRET, 'POST', '/invoices', h['X-Lnplugin-Timestamp'],\n"
+        "  h['X-Lnplugin-Nonce'], body, h['X-Lnplugin-Signature']);\n"
+        "fetch(URL + '/invoices', { method: 'POST', body, headers: {\n"
+        "  Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json', ...h } })\n"
+        "  .then(r => console.log(ok, r.status));\n"
+    )
+    out = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["true", "201"], out.stderr
+
+
+def test_the_documented_python_signs_requests_the_server_accepts(
+    server: Server, signer: tuple[str, str]
+) -> None:
+    secret, token = signer
+    scope: dict[str, Any] = {}
+    exec(_doc_block("python", "body = json.dumps"), scope)
+    body = json.dumps({"amount": 8}).encode()
+    headers = scope["signed_headers"](secret, "POST", "/invoices", body)
+    args = ("POST", "/invoices", headers["X-Lnplugin-Timestamp"], headers["X-Lnplugin-Nonce"])
+    assert scope["verify"](secret, *args, body, headers["X-Lnplugin-Signature"])
+    assert send(server, token, "POST", "/invoices", headers, body).status_code == 201

@@ -293,6 +293,16 @@ class Error(BaseModel):
     )
 
 
+class FiatPrice(BaseModel):
+    """What a fiat-priced invoice was priced in, at which rate."""
+
+    currency: str = Field(description="ISO 4217 code")
+    amount: int = Field(description="in the currency's minor units (cents)")
+    rate: str = Field(description="units of the currency per BTC, as a decimal string")
+    rate_source: str = Field(description="the providers the rate is the median of")
+    rate_at: str | None = Field(description="when the rate was fetched (ISO 8601 UTC)")
+
+
 class Invoice(BaseModel):
     """Alby's invoice object (incoming invoices, keysends, outgoing payments)."""
 
@@ -335,6 +345,8 @@ class Invoice(BaseModel):
         default=None, description="hold invoices: block height by which to settle or cancel"
     )
     cancel_reason: str | None = Field(default=None, description="who canceled it, and why")
+    items: list[LineItem] | None = Field(default=None, description="line items, if given")
+    price: FiatPrice | None = Field(default=None, description="a fiat-priced invoice's price")
     type: Literal["incoming", "outgoing"]
     value: int
 

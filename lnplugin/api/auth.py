@@ -38,9 +38,9 @@ def current_token() -> tokens.TokenInfo:
         raw = _presented_token()
         conn = current_app.extensions["lnplugin"].store.conn
         if raw is None and request.endpoint in TICKET_ENDPOINTS and "ticket" in request.args:
-            info = _ticket_token(conn, request.args["ticket"])
-            current_app.extensions["lnplugin_token_limits"].hit(info)
-            g.token = info
+            by_ticket = _ticket_token(conn, request.args["ticket"])
+            current_app.extensions["lnplugin_token_limits"].hit(by_ticket)
+            g.token = by_ticket
             return g.token
         if raw is None:
             raise APIError(401, "Missing token: send Authorization: Bearer <token>")

@@ -149,3 +149,22 @@ def test_minor_units_convert_to_msat_rounding_up_and_back() -> None:
     assert fiat.to_minor(33_334, "USD", Decimal(30000)) == 1
     with pytest.raises(KeyError):
         fiat.to_msat(1, "XYZ", Decimal(1))
+
+
+def test_fiat_settings_from_the_environment_and_their_errors() -> None:
+    from lnplugin.config import ConfigError, load_settings
+
+    env = {
+        "LNPLUGIN_FIAT_PROVIDER": "coinbase  x=https://r.example/a,b/{currency}|data.rate",
+        "LNPLUGIN_DISPLAY_CURRENCY": "eur",
+        "LNPLUGIN_TOKEN_RATE_LIMIT": "10/second;500/hour",
+    }
+    settings = load_settings({}, environ=env)
+    assert settings.fiat_provider == ("coinbase", "x=https://r.example/a,b/{currency}|data.rate")
+    assert settings.display_currency == "EUR"
+    with pytest.raises(ConfigError, match=r"fiat_provider .*'nope' is neither"):
+        load_settings({"fiat_provider": ("nope",)}, environ={})
+    with pytest.raises(ConfigError, match="display_currency"):
+        load_settings({"display_currency": "XYZ"}, environ={})
+    with pytest.raises(ConfigError, match="token_rate_limit"):
+        load_settings({"token_rate_limit": "lots"}, environ={})

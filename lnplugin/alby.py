@@ -77,10 +77,11 @@ def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) ->
         "expiry": inv.expiry,
         "fee": (inv.fee_msat or 0) // 1000,
         "fee_msat": inv.fee_msat or 0,
-        "fiat_currency": None,
-        "fiat_in_cents": None,
+        "fiat_currency": inv.fiat_currency,
+        "fiat_in_cents": inv.fiat_in_cents,
         "identifier": inv.identifier,
         "is_keysend": bool(inv.is_keysend),
+        "items": json.loads(inv.items) if inv.items else None,
         "keysend_message": inv.keysend_message,
         "lightning_address": inv.lightning_address,
         "memo": inv.description,
@@ -93,6 +94,17 @@ def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) ->
         "preimage": inv.preimage if settled else None,
         "qr_code_png": qr_png,
         "qr_code_svg": qr_svg,
+        "price": (
+            {
+                "currency": inv.price_currency,
+                "amount": inv.price_amount,
+                "rate": inv.price_rate,
+                "rate_source": inv.price_rate_source,
+                "rate_at": iso(inv.price_rate_at),
+            }
+            if inv.price_currency
+            else None
+        ),
         "r_hash_str": inv.payment_hash,
         "settle_deadline": inv.settle_deadline,
         "settled": settled,

@@ -81,6 +81,19 @@ class Settings(BaseModel):
     rss_payment_max_bytes: int = 16384
     # Nostr Wallet Connect relays (docs/nwc.md); NWC is off when empty.
     nwc_relay: tuple[str, ...] = ()
+    # Requests per API token, unless the token has its own (`token create --rate-limit`).
+    token_rate_limit: str = "100/minute"
+    # Seconds a signed request's timestamp may differ from the server's clock;
+    # nonces are remembered for this long.
+    signature_window: int = 300
+    # Fiat pricing (lnplugin.fiat): rate providers (preset names or NAME=URL|PATH),
+    # addresses they may be reached at although not public, cache and age limits.
+    fiat_provider: tuple[str, ...] = ()
+    fiat_allow: tuple[str, ...] = ()
+    fiat_cache_ttl: float = 60.0
+    fiat_max_age: float = 600.0
+    fiat_expiry: int = 600
+    display_currency: str | None = None
 
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
@@ -148,7 +161,52 @@ class Settings(BaseModel):
             raise ValueError("must be between 0 and 10 (the number of reverse proxies in front)")
         return value
 
-    @field_validator("rate_limit", "rate_limit_callback")
+    @field_validator("fiat_provider", mode="before")
+    @classmethod
+    def _providers(cls, value: Any) -> tuple[str, ...]:
+        """Space-separated in the environment (URLs may hold commas)."""
+        from lnplugin.fiat import parse_provider
+
+        items: list[str] = []
+        for item in value.split() if isinstance(value, str) else list(value or ()):
+            items.extend(item.split() if isinstance(item, str) else [item])
+        for item in items:
+            parse_provider(item)  # ValueError names the bad one
+        return tuple(items)
+
+    @field_validator("fiat_cache_ttl", "fiat_max_age")
+    @classmethod
+    def _fiat_seconds(cls, value: float) -> float:
+        if not 0 <= value <= 86400:
+            raise ValueError("must be between 0 and 86400 seconds")
+        return value
+
+    @field_validator("fiat_expiry")
+    @classmethod
+    def _fiat_expiry(cls, value: int) -> int:
+        if not 60 <= value <= 31_536_000:
+            raise ValueError("must be between 60 seconds and a year")
+        return value
+
+    @field_validator("display_currency")
+    @classmethod
+    def _display_currency(cls, value: str | None) -> str | None:
+        from lnplugin.fiat import MINOR_UNITS
+
+        if value is None:
+            return None
+        if value.upper() not in MINOR_UNITS:
+            raise ValueError("must be an ISO 4217 code lnplugin knows, such as USD or EUR")
+        return value.upper()
+
+    @field_validator("signature_window")
+    @classmethod
+    def _signature_window(cls, value: int) -> int:
+        if not 5 <= value <= 3600:
+            raise ValueError("must be between 5 and 3600 seconds")
+        return value
+
+    @field_validator("rate_limit", "rate_limit_callback", "token_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
@@ -166,7 +224,7 @@ class Settings(BaseModel):
             raise ValueError("must be one of " + ", ".join(NETWORKS))
         return value
 
-    @field_validator("webhook_allow", mode="before")
+    @field_validator("webhook_allow", "fiat_allow", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> tuple[str, ...]:
         items = _split(value)

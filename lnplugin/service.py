@@ -19,6 +19,7 @@ from typing import Protocol, TextIO
 
 from lnplugin.config import Settings
 from lnplugin.datadir import ensure_dir, private_file, warn_if_open
+from lnplugin.fiat import FiatRates, guarded_get, parse_provider
 from lnplugin.follower import Follower
 from lnplugin.hub import EventHub, StreamGate
 from lnplugin.nodes import make_node
@@ -108,6 +109,7 @@ class Service:
     stream_gate: StreamGate  # admission of SSE streams (--max-streams)
     rss_payments: RssPaymentWorker  # fetches of rss::payment boost records, from the outbox
     nwc: NwcWorker | None = None  # Nostr Wallet Connect; None without --nwc-relay
+    fiat: FiatRates = field(default_factory=lambda: FiatRates(()))  # --fiat-provider rates
     started_at: float = field(default_factory=time.time)
     _info: NodeInfo | None = None
     _info_at: float = 0.0
@@ -150,6 +152,12 @@ class Service:
             nwc=NwcWorker(store, node, settings.nwc_relay, settings.effective_network)
             if settings.nwc_relay
             else None,
+            fiat=FiatRates(
+                [parse_provider(p) for p in settings.fiat_provider],
+                cache_ttl=settings.fiat_cache_ttl,
+                max_age=settings.fiat_max_age,
+                fetch=guarded_get(settings.fiat_allow),
+            ),
         )
 
     @property
@@ -226,6 +234,7 @@ class Service:
         for worker in reversed(self.workers):
             worker.stop()
         self.follower.stop()
+        self.fiat.close()
         self.store.close()
         self._release_lock()
 

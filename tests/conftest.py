@@ -24,7 +24,11 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def service(data_dir: Path) -> Iterator[Service]:
-    settings = load_settings({"data_dir": str(data_dir)}, environ={})
+    # Per-token limits have their own tests (test_token_limits.py); here one
+    # token makes as many requests as a test (or hypothesis) needs.
+    settings = load_settings(
+        {"data_dir": str(data_dir), "token_rate_limit": "1000000/minute"}, environ={}
+    )
     svc = Service.build(settings)
     svc.start()
     yield svc

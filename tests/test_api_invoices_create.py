@@ -353,7 +353,7 @@ INVALID_BODIES = [
     pytest.param({"amount": 1, "expiry": -60}, "expiry", id="expiry-negative"),
     pytest.param({"amount": 1, "expiry": 365 * 86400 + 1}, "expiry", id="expiry-too-long"),
     pytest.param({"amount": 1, "expiry": "60"}, "expiry", id="expiry-string"),
-    pytest.param({"amount": 1, "currency": "usd"}, "currency", id="currency-not-btc"),
+    pytest.param({"amount": 1, "currency": "XYZ"}, "currency", id="currency-not-iso-4217"),
     pytest.param({"amount": 1, "webhook": "h" * 2049}, "webhook", id="webhook-too-long"),
 ]
 

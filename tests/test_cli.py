@@ -116,7 +116,7 @@ def test_token_list_never_shows_secrets(data_dir):
     assert secret[len(tokens.TOKEN_PREFIX) :][:8] not in result.output
     assert tokens.hash_token(secret) not in result.output
     (line,) = result.stdout.strip().splitlines()
-    assert line.startswith("1\tadmin\tops\t") and line.endswith("active")
+    assert line.startswith("1\tadmin\tops\t") and line.endswith("\tactive\trate default")
 
 
 def test_token_revoke_stops_the_token_working(data_dir):

@@ -19,6 +19,7 @@ from lnplugin.api import (
     nwc,
     observe,
     public,
+    ratelimit,
     tickets,
     webhooks,
 )
@@ -48,6 +49,7 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(addresses.bp)
     app.register_blueprint(nwc.bp)
     limiter = public.install(app, service.settings)
+    ratelimit.install(app, service.settings.token_rate_limit)
     public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
     public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)
     public.limit(limiter, checkout.bp, service.settings.rate_limit)

@@ -13,6 +13,7 @@ from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request
 
+from lnplugin.api import signing
 from lnplugin.api.errors import APIError
 from lnplugin.store import tokens
 
@@ -37,13 +38,18 @@ def current_token() -> tokens.TokenInfo:
         raw = _presented_token()
         conn = current_app.extensions["lnplugin"].store.conn
         if raw is None and request.endpoint in TICKET_ENDPOINTS and "ticket" in request.args:
-            g.token = _ticket_token(conn, request.args["ticket"])
+            by_ticket = _ticket_token(conn, request.args["ticket"])
+            current_app.extensions["lnplugin_token_limits"].hit(by_ticket)
+            g.token = by_ticket
             return g.token
         if raw is None:
             raise APIError(401, "Missing token: send Authorization: Bearer <token>")
         info = tokens.verify(conn, raw)
         if info is None:
             raise APIError(401, "Invalid or revoked token")
+        # Counted before the signature is checked, so guessing signatures is limited too.
+        current_app.extensions["lnplugin_token_limits"].hit(info)
+        signing.check(info)
         g.token = info
     return g.token
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from lnplugin import export, lnurl
+from lnplugin import export, fiat, lnurl
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError
-from lnplugin.api.schemas import HoldSettle, InvoiceCreate
+from lnplugin.api.schemas import MAX_MSAT, HoldSettle, InvoiceCreate
 from lnplugin.api.webhooks import guard_target
 from lnplugin.nodes.base import (
     Feature,
@@ -66,11 +66,12 @@ def create_invoice() -> Any:
         if replay is not None:
             return replay
 
+    price = _price(body)
     invoice_request = InvoiceRequest(
-        amount_msat=body.requested_msat,
+        amount_msat=price.get("amount_msat", body.requested_msat),
         description=body.text,
         description_hash=body.description_hash,
-        expiry=body.expiry,
+        expiry=price.get("expiry", body.expiry),
     )
     hold_hash = body.payment_hash
     holder = _holder() if hold_hash is not None else None
@@ -90,6 +91,8 @@ def create_invoice() -> Any:
 
     fields = _row_fields(minted, body)
     fields["hold"] = int(holder is not None)
+    fields.update(price.get("row", {}))
+    fields.update(_display(minted.amount_msat, fields))
     try:
         with svc.store.transaction() as tx:
             invoice_id = invoices.insert(tx, fields)
@@ -109,6 +112,62 @@ def create_invoice() -> Any:
         log_orphan(minted, exc)
         raise
     return invoice_json(row, int(time.time()), context.public_base()), 201
+
+
+def _price(body: InvoiceCreate) -> dict[str, Any]:
+    """For a fiat-priced create: the msat at the current rate, the shorter
+    default expiry, and the price columns; {} for a BTC-priced one."""
+    currency = body.fiat_currency
+    if currency is None:
+        return {}
+    svc = context.service()
+    try:
+        rate = svc.fiat.rate(currency)
+    except fiat.RatesUnavailable as exc:
+        raise APIError(503, str(exc), headers={"Retry-After": "30"}) from None
+    amount = body.price or 0
+    msat = fiat.to_msat(amount, currency, rate.value)
+    if msat > MAX_MSAT:
+        raise APIError(400, "Invalid request", {"amount": "is more than 21 million bitcoin"})
+    expiry = body.expiry if "expiry" in body.model_fields_set else svc.settings.fiat_expiry
+    return {
+        "amount_msat": msat,
+        "expiry": expiry,
+        "row": {
+            "price_currency": currency,
+            "price_amount": amount,
+            "price_rate": str(rate.value),
+            "price_rate_source": rate.source,
+            "price_rate_at": int(rate.at),
+        },
+    }
+
+
+def _display(amount_msat: int | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """Alby's `fiat_currency`/`fiat_in_cents`, fixed at creation.
+
+    In `--display-currency` when set: the price itself when the invoice is
+    priced in it, else the msat at the current rate (left null, not refused,
+    when no rate is available: a BTC invoice does not need one). Without a
+    display currency, a fiat-priced invoice shows its own price.
+    """
+    display = context.service().settings.display_currency
+    priced_in = fields.get("price_currency")
+    if display is None or display == priced_in:
+        if priced_in is None:
+            return {}
+        return {"fiat_currency": priced_in, "fiat_in_cents": fields["price_amount"]}
+    if not amount_msat:
+        return {"fiat_currency": display, "fiat_in_cents": None}
+    try:
+        rate = context.service().fiat.rate(display)
+    except fiat.RatesUnavailable as exc:
+        log.info("no %s display price for a new invoice: %s", display, exc)
+        return {}
+    return {
+        "fiat_currency": display,
+        "fiat_in_cents": fiat.to_minor(amount_msat, display, rate.value),
+    }
 
 
 def _holder() -> HoldInvoices:
@@ -225,6 +284,7 @@ def _row_fields(minted: NodeInvoice, body: InvoiceCreate) -> dict[str, Any]:
         "payment_secret": minted.payment_secret,
         "webhook_url": body.webhook,
         "source": "api",
+        "items": json.dumps([i.model_dump() for i in body.items]) if body.items else None,
     }
 
 

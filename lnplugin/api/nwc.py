@@ -56,7 +56,9 @@ def list_connections() -> Any:
     return [connection_json(row) for row in db.list_all(context.service().store.conn)]
 
 
-@bp.delete(f"{EP}/<int:connection_id>")
+# Ids beyond the documented maximum are simply not found (404), rather than
+# overflowing SQLite's integers.
+@bp.delete(f"{EP}/<int(max={context.MAX_PARAM_INT}):connection_id>")
 @require("admin")
 def revoke(connection_id: int) -> Any:
     svc = context.service()

@@ -148,6 +148,20 @@ IDEMPOTENCY_KEY = {
 RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
 }
+RATE_LIMIT = {
+    "X-RateLimit-Limit": {
+        "description": "requests this token may make in the window",
+        "schema": {"type": "string"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "requests left in the window",
+        "schema": {"type": "string"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "unix seconds when the window ends",
+        "schema": {"type": "string"},
+    },
+}
 REQUEST_ID = {
     "X-Request-Id": {
         "description": "the request's id (the client's own when plain and short), as logged",
@@ -157,11 +171,12 @@ REQUEST_ID = {
 
 ERROR_TEXT = {
     400: "invalid input; `errors` names each field",
-    401: "no token, or an invalid or revoked one",
+    401: "no token, an invalid or revoked one, or (a signing token) a missing, stale, "
+    "replayed or wrong request signature; `errors` names the header",
     403: "the token lacks a scope",
     404: "not found",
     409: "conflict",
-    429: "too many requests from this client address; see Retry-After",
+    429: "too many requests (per token; per client address on public routes); see Retry-After",
     501: "the node cannot do this (e.g. hold invoices on standalone Core Lightning)",
     413: "body over 64 KiB",
     502: "the node refused",
@@ -590,10 +605,13 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         }
         for name in path_names
     ] + list(op.params)
+    # Every answer to a request with a token counts against, and reports, its limit.
+    limited = RATE_LIMIT if not op.public else {}
+    errors = op.errors if op.public or 429 in op.errors else (*op.errors, 429)
     responses: dict[str, Any] = {
         str(op.ok): {
             "description": "success",
-            "headers": {**REQUEST_ID, **op.ok_headers},
+            "headers": {**REQUEST_ID, **limited, **op.ok_headers},
             "content": {
                 kind: body
                 for content_type in (op.content_type, *op.more_content_types)
@@ -603,10 +621,14 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
     }
     for status, text in op.extra_ok.items():
         responses[str(status)] = {"description": text, "headers": REQUEST_ID}
-    for status in op.errors:
+    for status in errors:
         responses[str(status)] = {
             "description": ERROR_TEXT[status],
-            "headers": {**REQUEST_ID, **(RETRY_AFTER if status in (429, 503) else {})},
+            "headers": {
+                **REQUEST_ID,
+                **(limited if status != 401 else {}),
+                **(RETRY_AFTER if status in (429, 503) else {}),
+            },
             "content": _content(op.error_model, op.error_content_type),
         }
     # A request the HTTP parser cannot read (a header with control bytes, a
@@ -661,8 +683,12 @@ def build(app: Flask, server_url: str | None = None) -> dict[str, Any]:
         info={
             "description": "Alby-Wallet-API-compatible invoices on your own Lightning node. "
             "Amounts are integer sats (`amount`) or msat (`*_msat`). Scopes: a token needs "
-            "every scope listed on an operation; `admin` holds them all. There is no rate "
-            "limiting, so no RateLimit headers; 503 answers carry Retry-After.",
+            "every scope listed on an operation; `admin` holds them all. Each token has a "
+            "request limit (X-RateLimit-* headers on its answers, 429 with Retry-After beyond "
+            "it); 503 answers carry Retry-After. A token made with --require-signature signs "
+            "each request: X-Lnplugin-Timestamp, X-Lnplugin-Nonce and X-Lnplugin-Signature "
+            "(hex HMAC-SHA256 of METHOD, path, timestamp, nonce and the body's hex SHA-256, "
+            "joined by newlines; see docs/signed-requests.md).",
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         servers=[{"url": server_url}] if server_url else [],

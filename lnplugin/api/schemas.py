@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from lnplugin import lnurl, ssrf
+from lnplugin import fiat, lnurl, ssrf
 from lnplugin.store import addresses
 
 MAX_MSAT = 21_000_000 * 100_000_000 * 1000
@@ -37,6 +37,17 @@ class Body(BaseModel):
     def cross_field_errors(self) -> dict[str, str]:
         """Rules that involve more than one field: {field: reason}."""
         return {}
+
+
+class LineItem(BaseModel):
+    """One line of an invoice; `unit_price` is in the invoice's currency: sats
+    for BTC, minor units (cents) for a fiat currency."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: StrictStr = Field(min_length=1, max_length=256)
+    unit_price: StrictInt = Field(ge=0, le=MAX_MSAT // 1000)
+    quantity: StrictInt = Field(default=1, ge=1, le=1_000_000)
 
 
 class InvoiceCreate(Body):
@@ -58,7 +69,10 @@ class InvoiceCreate(Body):
     payer_email: StrictStr | None = Field(default=None, max_length=320)
     payer_pubkey: StrictStr | None = None
     expiry: StrictInt = Field(default=86400, ge=1, le=MAX_EXPIRY)
+    # BTC (amount in sats) or an ISO 4217 code (amount in its minor units,
+    # converted at the current rate; see lnplugin.fiat).
     currency: StrictStr | None = None
+    items: list[LineItem] | None = Field(default=None, max_length=100)
     webhook: StrictStr | None = Field(default=None, max_length=2048)
     # Given (and no preimage): a hold invoice for this hash.
     payment_hash: StrictStr | None = None
@@ -112,14 +126,51 @@ class InvoiceCreate(Body):
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str | None) -> str | None:
-        if value is not None and value.lower() != "btc":
-            raise ValueError("only btc is supported")
-        return value
+        if value is None:
+            return None
+        code = value.upper()
+        if code != "BTC" and code not in fiat.MINOR_UNITS:
+            raise ValueError("must be BTC or an ISO 4217 code lnplugin knows, such as USD or EUR")
+        return code
+
+    @property
+    def fiat_currency(self) -> str | None:
+        """The fiat currency the invoice is priced in, or None for BTC."""
+        return self.currency if self.currency not in (None, "BTC") else None
+
+    @property
+    def items_total(self) -> int | None:
+        if self.items is None:
+            return None
+        return sum(item.unit_price * item.quantity for item in self.items)
+
+    @property
+    def price(self) -> int | None:
+        """`amount`, or the items' total when it is absent (sats or minor units)."""
+        return self.amount if self.amount is not None else self.items_total
 
     def cross_field_errors(self) -> dict[str, str]:
         errors: dict[str, str] = {}
-        if self.amount is None and self.amount_msat is None:
-            errors["amount"] = "is required (sats; 0 for any amount), or send amount_msat"
+        total = self.items_total
+        if self.amount is None and self.amount_msat is None and total is None:
+            errors["amount"] = "is required (sats; 0 for any amount), or send amount_msat or items"
+        if total is not None and self.amount is not None and total != self.amount:
+            errors["items"] = f"add up to {total}, not the amount {self.amount}; send one of them"
+        if total is not None and self.amount_msat is not None:
+            errors["items"] = "cannot be combined with amount_msat; prices are in amount's unit"
+        if total is not None and total > MAX_MSAT // 1000:
+            errors["items"] = "add up to more than 21 million bitcoin"
+        if self.fiat_currency is not None:
+            if self.amount_msat is not None:
+                errors["amount_msat"] = (
+                    f"cannot be combined with currency {self.currency}; send amount in its "
+                    "minor units"
+                )
+            elif not self.price:
+                errors["amount"] = (
+                    f"must be more than 0 {self.currency} minor units for a fiat price "
+                    "(an any-amount invoice has no price)"
+                )
         if (
             self.amount is not None
             and self.amount_msat is not None
@@ -141,7 +192,9 @@ class InvoiceCreate(Body):
 
     @property
     def requested_msat(self) -> int | None:
-        msat = self.amount_msat if self.amount_msat is not None else (self.amount or 0) * 1000
+        """The msat of a BTC-priced invoice (None: any amount). A fiat price is
+        converted by the route, at the current rate."""
+        msat = self.amount_msat if self.amount_msat is not None else (self.price or 0) * 1000
         return msat or None  # 0 means any amount
 
     @property
@@ -251,6 +304,16 @@ class Error(BaseModel):
     )
 
 
+class FiatPrice(BaseModel):
+    """What a fiat-priced invoice was priced in, at which rate."""
+
+    currency: str = Field(description="ISO 4217 code")
+    amount: int = Field(description="in the currency's minor units (cents)")
+    rate: str = Field(description="units of the currency per BTC, as a decimal string")
+    rate_source: str = Field(description="the providers the rate is the median of")
+    rate_at: str | None = Field(description="when the rate was fetched (ISO 8601 UTC)")
+
+
 class Invoice(BaseModel):
     """Alby's invoice object (incoming invoices, keysends, outgoing payments)."""
 
@@ -302,6 +365,8 @@ class Invoice(BaseModel):
         default=None, description="hold invoices: block height by which to settle or cancel"
     )
     cancel_reason: str | None = Field(default=None, description="who canceled it, and why")
+    items: list[LineItem] | None = Field(default=None, description="line items, if given")
+    price: FiatPrice | None = Field(default=None, description="a fiat-priced invoice's price")
     type: Literal["incoming", "outgoing"]
     value: int
 

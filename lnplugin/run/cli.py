@@ -101,6 +101,54 @@ _SERVER = [
         "[default: 20/minute] [env: LNPLUGIN_RATE_LIMIT_CALLBACK]",
     ),
     click.option(
+        "--token-rate-limit",
+        help="Requests per API token for tokens without their own limit (token create "
+        "--rate-limit). [default: 100/minute] [env: LNPLUGIN_TOKEN_RATE_LIMIT]",
+    ),
+    click.option(
+        "--fiat-provider",
+        multiple=True,
+        help="Exchange-rate source for fiat-priced invoices: coinbase, coingecko, bitstamp, "
+        "kraken, mempool, blockchain, or NAME=URL|JSON.PATH ({currency} in either stands for "
+        "the code); repeatable, the median is used. [default: none, fiat off] "
+        "[env: LNPLUGIN_FIAT_PROVIDER, space-separated]",
+    ),
+    click.option(
+        "--fiat-allow",
+        multiple=True,
+        help="CIDR that rate providers may be reached at although private or loopback; "
+        "repeatable. [env: LNPLUGIN_FIAT_ALLOW, comma-separated]",
+    ),
+    click.option(
+        "--fiat-cache-ttl",
+        type=float,
+        help="Seconds a fetched rate is used before the providers are asked again. "
+        "[default: 60] [env: LNPLUGIN_FIAT_CACHE_TTL]",
+    ),
+    click.option(
+        "--fiat-max-age",
+        type=float,
+        help="Seconds after which, with no provider answering, fiat-priced invoices are "
+        "refused (503). [default: 600] [env: LNPLUGIN_FIAT_MAX_AGE]",
+    ),
+    click.option(
+        "--fiat-expiry",
+        type=int,
+        help="Default expiry in seconds of fiat-priced invoices (the rate moves). "
+        "[default: 600] [env: LNPLUGIN_FIAT_EXPIRY]",
+    ),
+    click.option(
+        "--display-currency",
+        help="ISO 4217 code every invoice gets fiat_currency/fiat_in_cents in, at the rate "
+        "when it is created. [default: none] [env: LNPLUGIN_DISPLAY_CURRENCY]",
+    ),
+    click.option(
+        "--signature-window",
+        type=int,
+        help="Seconds a signed request's timestamp may be off from the server's clock. "
+        "[default: 300] [env: LNPLUGIN_SIGNATURE_WINDOW]",
+    ),
+    click.option(
         "--lnd-host", help="LND gRPC HOST:PORT. [default: localhost:10009] [env: LNPLUGIN_LND_HOST]"
     ),
     click.option("--lnd-cert", help="LND tls.cert path. [env: LNPLUGIN_LND_CERT]"),
@@ -451,19 +499,49 @@ def _store(flags: dict[str, Any]) -> Any:
     help="invoices:create, invoices:read, transactions:read, metrics:read or admin; repeatable.",
 )
 @click.option("--label", help="A note to recognise the token by.")
-def token_create(scopes: tuple[str, ...], label: str | None, **flags: Any) -> None:
+@click.option(
+    "--rate-limit",
+    "token_rate",
+    help="This token's request limit, e.g. 100/minute or 10/second;1000/hour. "
+    "[default: the server's --token-rate-limit]",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    help="Every request with this token must be signed (docs/signed-requests.md); the "
+    "signing secret is printed once, on the line before the token.",
+)
+def token_create(
+    scopes: tuple[str, ...],
+    label: str | None,
+    token_rate: str | None,
+    require_signature: bool,
+    **flags: Any,
+) -> None:
     """Create a token and print it once, as the last line of output."""
+    from lnplugin.api.ratelimit import parse
     from lnplugin.store import tokens
 
     try:
         tokens.check_scopes(list(scopes))
+        if token_rate is not None:
+            parse(token_rate)
     except tokens.UnknownScope as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError:
+        raise click.ClickException(
+            f"--rate-limit {token_rate!r} is not a rate such as 100/minute"
+        ) from None
     store = _store(flags)
+    signing = tokens.new_signing_secret() if require_signature else None
     with store.transaction() as tx:
-        token_id, secret = tokens.create(tx, list(scopes), label)
+        token_id, secret = tokens.create(tx, list(scopes), label, token_rate, signing)
     store.close()
     click.echo(f"Created token {token_id} with scopes {' '.join(sorted(set(scopes)))}", err=True)
+    if signing is not None:
+        click.echo("The line before the token is its signing secret; requests must be signed.",
+                   err=True)
+        click.echo(signing)
     click.echo(secret)
 
 
@@ -481,7 +559,8 @@ def token_list(**flags: Any) -> None:
         state = f"revoked {iso(info.revoked_at)}" if info.revoked_at else "active"
         click.echo(
             f"{info.id}\t{' '.join(sorted(info.scopes))}\t{info.label or '-'}\t"
-            f"created {iso(info.created_at)}\t{state}"
+            f"created {iso(info.created_at)}\t{state}\t"
+            f"rate {info.rate_limit or 'default'}" + ("\tsigned" if info.signing_secret else "")
         )
 
 

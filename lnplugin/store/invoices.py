@@ -117,6 +117,14 @@ COLUMNS: dict[str, Any] = {
     "hold": 0,
     "lightning_address": None,
     "public_id": None,
+    "price_currency": None,
+    "price_amount": None,
+    "price_rate": None,
+    "price_rate_source": None,
+    "price_rate_at": None,
+    "fiat_currency": None,
+    "fiat_in_cents": None,
+    "items": None,
 }
 
 

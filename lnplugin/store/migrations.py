@@ -440,6 +440,39 @@ def _nwc(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(11, "per-token rate limits and signed requests; fiat-priced invoices")
+def _token_limits_and_fiat(db: sqlite_utils.Database) -> None:
+    # A token's own request rate ("100/minute"); NULL means the server's
+    # --token-rate-limit. `signing_secret` is the HMAC key of a token that
+    # must sign its requests (NULL: signing not required). It is stored as
+    # the webhook secrets are, in the clear in a 0600 file: an HMAC has to
+    # be recomputed with the key itself, so a hash of it would be useless.
+    db.table("tokens").add_column("rate_limit", str)
+    db.table("tokens").add_column("signing_secret", str)
+    # Nonces of signed requests seen within the timestamp window, so a
+    # captured request cannot be replayed; rows older than the window are pruned.
+    db.table("request_nonces").create(
+        {"token_id": int, "nonce": str, "seen_at": int},
+        pk=("token_id", "nonce"),
+        not_null={"seen_at"},
+    )
+    db.execute("CREATE INDEX idx_request_nonces_seen_at ON request_nonces(seen_at)")
+    # Fiat pricing. `price_*` is what the invoice was priced in (ISO 4217
+    # code, minor units, the rate as a decimal string of that currency per
+    # BTC, where the rate came from and when); `fiat_*` is Alby's display
+    # pair, filled at creation when a display currency is configured.
+    # `items` is the line items as JSON text.
+    invoices = db.table("invoices")
+    invoices.add_column("price_currency", str)
+    invoices.add_column("price_amount", int)
+    invoices.add_column("price_rate", str)
+    invoices.add_column("price_rate_source", str)
+    invoices.add_column("price_rate_at", int)
+    invoices.add_column("fiat_currency", str)
+    invoices.add_column("fiat_in_cents", int)
+    invoices.add_column("items", str)
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

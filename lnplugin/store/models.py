@@ -21,7 +21,7 @@ class StoredInvoice:
     """One row of `invoices`; fields in the table's column order (tests check).
 
     Frozen, and built by `from_row` without the generated `__init__`: a
-    frozen dataclass's `__init__` sets each of the 35 fields through
+    frozen dataclass's `__init__` sets each of the 43 fields through
     `object.__setattr__`, ~3 us a row, which a bulk catch-up of thousands
     of settlements (one event payload each) and every list page would pay.
     Filling the instance dict in one `update` costs a fifth of that. (Not
@@ -63,6 +63,14 @@ class StoredInvoice:
     hold: int  # 1 for a hold invoice
     lightning_address: str | None  # the LUD-16 username it was minted for or attributed to
     public_id: str  # 128 random bits: the id in its public QR and checkout URLs
+    price_currency: str | None  # ISO 4217 code a fiat-priced invoice was priced in
+    price_amount: int | None  # in that currency's minor units
+    price_rate: str | None  # Decimal text: units of price_currency per BTC
+    price_rate_source: str | None  # the providers whose median it was
+    price_rate_at: int | None  # when the rate was fetched (unix seconds)
+    fiat_currency: str | None  # Alby's display pair, set at creation
+    fiat_in_cents: int | None
+    items: str | None  # line items, JSON text
 
     @classmethod
     def from_row(cls, row: Sequence[Any] | Mapping[str, Any]) -> StoredInvoice:

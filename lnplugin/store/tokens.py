@@ -3,6 +3,12 @@
 A token is 32 random bytes, so a plain SHA-256 is enough (no slow KDF is
 needed for high-entropy secrets) and lookups stay a single indexed query.
 The hash found is compared again in constant time.
+
+A token may carry its own request rate (`rate_limit`, NULL for the server's
+default) and a signing secret: with one, every request it makes must be
+signed (`lnplugin.api.signing`). The signing secret is an HMAC key, which
+has to be at hand to check a signature, so it is stored as it is, like the
+webhook secrets, in the store's 0600 file.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class TokenInfo:
     scopes: frozenset[str]
     created_at: int
     revoked_at: int | None
+    rate_limit: str | None = None
+    signing_secret: str | None = None
 
 
 def hash_token(token: str) -> str:
@@ -45,13 +53,31 @@ def check_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
     return sorted(set(scopes))
 
 
-def create(tx: sqlite3.Connection, scopes: list[str], label: str | None = None) -> tuple[int, str]:
-    """Returns (id, token). The token itself is never stored."""
+SIGNING_PREFIX = "lnps_"
+
+
+def new_signing_secret() -> str:
+    return SIGNING_PREFIX + secrets.token_urlsafe(32)
+
+
+def create(
+    tx: sqlite3.Connection,
+    scopes: list[str],
+    label: str | None = None,
+    rate_limit: str | None = None,
+    signing_secret: str | None = None,
+) -> tuple[int, str]:
+    """Returns (id, token). The token itself is never stored.
+
+    `rate_limit` ("100/minute", checked by the caller) overrides the server's
+    default for this token; `signing_secret` makes it require signed requests.
+    """
     clean = check_scopes(scopes)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     cur = tx.execute(
-        "INSERT INTO tokens (label, token_hash, scopes, created_at) VALUES (?, ?, ?, ?)",
-        (label, hash_token(token), " ".join(clean), int(time.time())),
+        "INSERT INTO tokens (label, token_hash, scopes, created_at, rate_limit, signing_secret)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (label, hash_token(token), " ".join(clean), int(time.time()), rate_limit, signing_secret),
     )
     return int(cur.lastrowid or 0), token
 
@@ -63,6 +89,8 @@ def _info(row: sqlite3.Row) -> TokenInfo:
         scopes=frozenset(row["scopes"].split()),
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        rate_limit=row["rate_limit"],
+        signing_secret=row["signing_secret"],
     )
 
 
@@ -113,3 +141,19 @@ def has_admin(conn: sqlite3.Connection) -> bool:
         "SELECT 1 FROM tokens WHERE revoked_at IS NULL AND ' ' || scopes || ' ' LIKE '% admin %'"
     ).fetchone()
     return row is not None
+
+
+def remember_nonce(
+    tx: sqlite3.Connection, token_id: int, nonce: str, now: int, window: int
+) -> bool:
+    """Record a signed request's nonce; False when this token used it before
+    within the time its request stays acceptable (a replay). Older nonces are
+    pruned first: a timestamp may be up to `window` ahead of the clock when
+    first seen, so a nonce is kept for two windows, after which its request's
+    timestamp is stale and refused anyway."""
+    tx.execute("DELETE FROM request_nonces WHERE seen_at < ?", (now - 2 * window,))
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO request_nonces (token_id, nonce, seen_at) VALUES (?, ?, ?)",
+        (token_id, nonce, now),
+    )
+    return cur.rowcount == 1

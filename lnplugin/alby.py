@@ -92,8 +92,6 @@ def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) ->
         "payment_hash": inv.payment_hash,
         "payment_request": inv.payment_request,
         "preimage": inv.preimage if settled else None,
-        "qr_code_png": qr_png,
-        "qr_code_svg": qr_svg,
         "price": (
             {
                 "currency": inv.price_currency,
@@ -105,6 +103,8 @@ def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) ->
             if inv.price_currency
             else None
         ),
+        "qr_code_png": qr_png,
+        "qr_code_svg": qr_svg,
         "r_hash_str": inv.payment_hash,
         "settle_deadline": inv.settle_deadline,
         "settled": settled,

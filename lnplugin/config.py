@@ -55,6 +55,10 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
+    # Make and print an admin token when a server starts with none. None is
+    # "auto": on, except under systemd (JOURNAL_STREAM set), where standard
+    # output is a log and a token printed there would be kept in it.
+    bootstrap_token: bool | None = None
     cors_origin: tuple[str, ...] = ()
     public_url: str | None = None
     lnd_host: str = "localhost:10009"

@@ -6,6 +6,7 @@ The API tests use Flask's test client against a fully assembled service
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from lnplugin.api import create_app
 from lnplugin.config import load_settings
 from lnplugin.service import Service
 from lnplugin.store import tokens
+
+# A test run started by a systemd unit inherits JOURNAL_STREAM, which turns
+# off `serve`'s bootstrap token (lnplugin.run.server.bootstrap_wanted); the
+# servers the tests start read their token from that banner.
+os.environ.pop("JOURNAL_STREAM", None)
 
 
 @pytest.fixture

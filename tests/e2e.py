@@ -114,6 +114,7 @@ class Server:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.token: str | None = None
+        self.banner: list[str] = []
         self.session = requests.Session()
 
     def start(self) -> Server:
@@ -153,13 +154,14 @@ class Server:
                     raise AssertionError(f"server exited: {self.proc.stderr.read()}") from None  # type: ignore[union-attr]
                 continue
             banner.append(line)
-            if line.startswith("Admin token:"):
+            if line.startswith(("Admin token:", "No admin token yet")):
                 break
             if len(banner) >= 2 and banner[-2].startswith("Admin token (shown once"):
                 self.token = line.strip()
                 break
         else:
             raise AssertionError(f"no startup banner; got {banner}")
+        self.banner = banner
         self.url = banner[0].rsplit(" ", 1)[-1]
         return self
 

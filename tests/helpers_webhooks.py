@@ -63,7 +63,14 @@ class Server:
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *args: str) -> None:
         self.data_dir = data_dir
-        self.env = {**os.environ, "LNPLUGIN_LOG_LEVEL": "warning", **(env or {})}
+        # Tests make far more calls per minute than an app would; a test that
+        # is about the per-token limit sets its own (tests/test_token_rate_limits.py).
+        self.env = {
+            **os.environ,
+            "LNPLUGIN_LOG_LEVEL": "warning",
+            "LNPLUGIN_TOKEN_RATE_LIMIT": "1000000/minute",
+            **(env or {}),
+        }
         self.args = args
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0

@@ -195,3 +195,15 @@ def test_status_finds_a_server_listening_on_ipv6(tmp_path: Path) -> None:
         reply = json.loads(cli(data, "status", "--host", "::1", "--port", port))
     assert reply["server"] == "running"
     assert reply["url"] == f"http://[::1]:{port}/health"
+
+
+def test_under_systemd_no_token_is_printed_unless_asked(tmp_path: Path) -> None:
+    # Under systemd standard output is the journal: a token printed there
+    # would stay readable in the logs, so none is made, and the banner says how.
+    journal = {"JOURNAL_STREAM": "8:12345"}
+    with Server(tmp_path / "quiet", env=journal) as server:
+        assert server.token is None
+        assert "lnplugin token create --scope admin" in server.banner[-1]
+    with Server(tmp_path / "quiet", "--bootstrap-token", env=journal) as server:
+        assert server.token is not None and server.token.startswith("lnp_")
+        assert server.request("GET", "/invoices/incoming").status_code == 200

@@ -14,6 +14,8 @@ import pytest
 from lnplugin.bolt11 import decode
 from lnplugin.config import load_settings
 from lnplugin.nodes.base import (
+    Feature,
+    FeedHead,
     InvoiceRequest,
     InvoiceUpdate,
     NetworkMismatch,
@@ -286,6 +288,32 @@ def test_a_sweep_rereads_only_from_the_oldest_open_invoice(sim: LndSim, node: Ln
     sim.bulk_settle(2)
     assert [u.cursor for u in node.settled_since(cursor + 4)] == [cursor + 5, cursor + 6]
     assert sim.invoices_listed == 2
+
+
+def test_feed_head_is_the_highest_settle_index_and_rereads_only_the_open_tail(
+    sim: LndSim, node: LndNode
+) -> None:
+    # /info's head and lag, and the backfill ETA, need lnd's real head before
+    # the backlog is read; lnd has no call for it, so the node lists for it.
+    node.head_interval = 0
+    assert node.has_feature(Feature.FEED_HEAD) and isinstance(node, FeedHead)
+    assert node.feed_head() == 0
+    sim.bulk_settle(20)
+    still_open = sim.create_invoice(5000)
+    sim.bulk_settle(10)
+    sim.invoices_listed = 0
+    assert node.feed_head() == 30
+    assert sim.invoices_listed == 31
+    sim.invoices_listed = 0
+    assert node.feed_head() == 30
+    assert sim.invoices_listed == 11  # from the open invoice on
+    sim.pay_invoice(still_open.r_hash)  # an old invoice settles late
+    assert node.feed_head() == 31
+    # Between asks the cached value is answered without a listing.
+    node.head_interval = 3600
+    sim.bulk_settle(1)
+    sim.invoices_listed = 0
+    assert node.feed_head() == 31 and sim.invoices_listed == 0
 
 
 def test_outgoing_payments_with_hop_records(sim: LndSim, node: LndNode) -> None:

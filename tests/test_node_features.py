@@ -41,6 +41,7 @@ def test_each_node_declares_exactly_its_features() -> None:
         Feature.KEYSEND_RECORDS,
         Feature.OUTGOING_HISTORY,
         Feature.HOLD_INVOICES,
+        Feature.FEED_HEAD,
     }
     assert ClnNode.features == {
         Feature.CAPTURED_RECORDS,

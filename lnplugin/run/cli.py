@@ -73,6 +73,13 @@ _SERVER = [
         "token id). [default: on] [env: LNPLUGIN_ACCESS_LOG]",
     ),
     click.option(
+        "--bootstrap-token/--no-bootstrap-token",
+        default=None,
+        help="When no admin token exists, make one and print it once on standard output. "
+        "[default: on, off under systemd, whose standard output is the journal] "
+        "[env: LNPLUGIN_BOOTSTRAP_TOKEN]",
+    ),
+    click.option(
         "--cors-origin",
         multiple=True,
         help="Browser origin (https://app.example) allowed to call the API; repeatable. "

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import uvicorn
@@ -70,6 +70,25 @@ def cap_malloc_arenas() -> bool:
         return bool(libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS))
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return False
+
+
+def bootstrap_wanted(setting: bool | None, environ: Mapping[str, str]) -> bool:
+    """Whether `serve` may make and print the first admin token.
+
+    Printing it makes a fresh install usable at once from a terminal. Under
+    systemd standard output is the journal (systemd sets JOURNAL_STREAM for
+    that), and a secret printed there stays readable in the logs, so by
+    default no token is made there; the docs create one first. The container
+    image turns it off the same way (LNPLUGIN_BOOTSTRAP_TOKEN=false).
+    """
+    if setting is not None:
+        return setting
+    return not environ.get("JOURNAL_STREAM")
+
+
+def has_admin_token(service: Service) -> bool:
+    with service.store.snapshot() as conn:
+        return tokens.has_admin(conn)
 
 
 def bootstrap_token(service: Service) -> str | None:
@@ -266,12 +285,16 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     port = server.effective_port
     url = settings.public_url or http_url(settings.host, port)
     out(f"lnplugin {settings.node} node listening on {url}")
-    token = bootstrap_token(service)
+    wanted = bootstrap_wanted(settings.bootstrap_token, os.environ)
+    token = bootstrap_token(service) if wanted else None
     if token:
         out("Admin token (shown once, store it now):")
         out(token)
-    else:
+    elif has_admin_token(service):
         out("Admin token: already created; make another with `lnplugin token create --scope admin`")
+    else:
+        out("No admin token yet (none is printed here): make one on a terminal with "
+            "`lnplugin token create --scope admin`")
     sys.stdout.flush()
 
     stop = Shutdown([service.before_shutdown, server.request_exit])

@@ -177,7 +177,18 @@ class LndNode(Node):
     """lnd over gRPC. Thread-safe: one channel shared by all calls."""
 
     kind = "lnd"
-    features = frozenset({Feature.KEYSEND_RECORDS, Feature.OUTGOING_HISTORY, Feature.HOLD_INVOICES})
+    features = frozenset(
+        {
+            Feature.KEYSEND_RECORDS,
+            Feature.OUTGOING_HISTORY,
+            Feature.HOLD_INVOICES,
+            Feature.FEED_HEAD,
+        }
+    )
+    # lnd has no call that answers its highest settle_index, so `feed_head`
+    # lists for it; it asks at most this often (seconds). Between two asks the
+    # follower raises its head from the settlements it reads anyway.
+    head_interval = 30.0
 
     def __init__(
         self,
@@ -217,6 +228,12 @@ class LndNode(Node):
         self._streams: set[Any] = set()
         self._closed = threading.Event()
         self._sweep_from = 0  # see _settled_sorted
+        # feed_head's own listing state: below `_head_from` every invoice is
+        # final, and `_head` is the highest settle_index seen so far.
+        self._head_lock = threading.Lock()
+        self._head_from = 0
+        self._head = 0
+        self._head_at: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LndNode:
@@ -349,6 +366,33 @@ class LndNode(Node):
                 self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
         found.sort(key=lambda inv: inv.settle_index)
         return found
+
+    def feed_head(self) -> int | None:
+        """The highest settle_index lnd has handed out, in the cursor's units.
+
+        lnd answers it through no call (GetInfo has no such field and
+        ListInvoices orders by add_index), so this lists, as the sweep does,
+        only from the oldest invoice that was still open last time: a settled
+        or canceled invoice never changes, so the maximum over them is kept.
+        The first call on a big node reads its whole history once, which is
+        the catch-up the head is wanted for; later calls read only the open
+        tail, at most every `head_interval` seconds (the cached value between).
+        """
+        with self._head_lock:
+            now = time.monotonic()
+            if self._head_at is not None and now - self._head_at < self.head_interval:
+                return self._head
+            floor: int | None = None
+            last = self._head_from
+            for inv in self._list_invoices(self._head_from):
+                last = inv.add_index
+                if inv.state == ln.Invoice.SETTLED:
+                    self._head = max(self._head, inv.settle_index)
+                elif inv.state != ln.Invoice.CANCELED and floor is None:
+                    floor = inv.add_index
+            self._head_from = last if floor is None else floor - 1
+            self._head_at = now
+            return self._head
 
     def settled_since(self, cursor: int) -> Iterator[InvoiceUpdate]:
         """Settled invoices with settle_index > cursor, in settle order.

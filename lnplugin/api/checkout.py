@@ -145,6 +145,8 @@ def _sats(msat: int) -> str:
 def page(public_id: str) -> Any:
     inv = _invoice(public_id)
     now = int(time.time())
+    if inv.viewed_at is None and request.method == "GET":  # a HEAD shows no one the page
+        _first_view(inv.id, now)
     state = effective_state(inv.state, inv.expires_at, now)
     svg = _qr(inv.payment_request).svg_inline(scale=4, omitsize=True, title="Invoice QR code")
     html = render_template(
@@ -159,6 +161,16 @@ def page(public_id: str) -> Any:
     response = Response(html, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _first_view(invoice_id: int, now: int) -> None:
+    """`invoice.viewed`, once: the check and the event in one transaction, so
+    of two first openings at the same moment only one writes it. Later
+    openings see `viewed_at` in the row they read and write nothing."""
+    with context.service().store.transaction() as tx:
+        row = invoices.mark_viewed(tx, invoice_id, now)
+        if row is not None:
+            events.append(tx, events.INVOICE_VIEWED, row)
 
 
 @bp.get("/pay/<public_id>/qr.svg")

@@ -40,9 +40,18 @@ def public_links(inv: StoredInvoice, public_url: str | None) -> tuple[Any, Any, 
     to draw). The id in them is `public_id`, not `identifier`: see
     `store.invoices.new_public_id`.
     """
-    if not public_url or inv.type != "incoming" or not inv.payment_request:
+    if inv.type != "incoming" or not inv.payment_request:
         return None, None, None
-    page = f"{public_url.rstrip('/')}/pay/{inv.public_id}"
+    return links(inv.public_id, public_url)
+
+
+def links(public_id: str | None, public_url: str | None) -> tuple[Any, Any, Any]:
+    """`public_links` from the id alone: the QR code URLs (PNG, SVG) and the
+    checkout page URL of the invoice whose `public_id` this is; None without
+    a public URL or an id."""
+    if not public_url or not public_id:
+        return None, None, None
+    page = f"{public_url.rstrip('/')}/pay/{public_id}"
     return f"{page}/qr.png", f"{page}/qr.svg", page
 
 
@@ -50,7 +59,8 @@ def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) ->
     """Alby's invoice object for a stored invoice, as of `now` (for the state).
 
     `public_url` (the `--public-url` setting) fills the QR code and checkout
-    links; outbox payloads are written without it, so theirs are null.
+    links. Outbox payloads are written without it; their readers fill the
+    links in when they send them (`store.events.with_links`).
     """
     settled = inv.state == "SETTLED"
     qr_png, qr_svg, checkout = public_links(inv, public_url)
@@ -112,6 +122,7 @@ def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) ->
         "state": effective_state(inv.state, inv.expires_at, now),
         "type": inv.type,
         "value": sats,
+        "viewed_at": iso(inv.viewed_at),
     }
 
 

@@ -286,6 +286,19 @@ def exponent(currency: str) -> int:
     return MINOR_UNITS[currency.upper()]
 
 
+def format_minor(minor: int, currency: str) -> str:
+    """`minor` units of `currency` for people: `"1,234.50 USD"`, `"500 JPY"`.
+
+    Integer arithmetic on the exponent, so no amount passes through a float;
+    the ISO code rather than a symbol, which would need the reader's locale
+    (and "$" alone does not say which dollar). KeyError for an unknown code.
+    """
+    places = exponent(currency)
+    whole, part = divmod(minor, 10**places)
+    digits = f"{whole:,}" + (f".{part:0{places}d}" if places else "")
+    return f"{digits} {currency.upper()}"
+
+
 def to_msat(minor: int, currency: str, rate: Decimal) -> int:
     """`minor` units of `currency` in msat at `rate` (major units per BTC), rounded up."""
     with localcontext() as ctx:

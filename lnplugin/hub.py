@@ -272,8 +272,9 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, public_url: str | None = None) -> None:
         self.store = store
+        self.public_url = public_url  # fills the invoice's links in each message
         self._by_invoice: dict[int, set[Subscription]] = {}
         self._all: set[Subscription] = set()
         self._lock = threading.Lock()
@@ -372,7 +373,9 @@ class EventHub:
             if not targets:
                 continue
             seq, type_ = row["seq"], row["type"]
-            full = message(seq, type_, row["payload"])  # encoded once for every stream
+            # Encoded once for every stream, with the invoice's public links.
+            text = events.with_links(row["payload"], row["page_id"], self.public_url)
+            full = message(seq, type_, text)
             public: bytes | None = None
             for sub in targets:
                 msg = full

@@ -135,9 +135,12 @@ class Service:
             node=node,
             follower=Follower(node, store, hold_cancel_margin=settings.hold_cancel_margin),
             webhooks=DeliveryWorker(
-                store, allow=settings.webhook_allow, schedule=settings.webhook_retry_schedule
+                store,
+                allow=settings.webhook_allow,
+                schedule=settings.webhook_retry_schedule,
+                public_url=settings.public_url,
             ),
-            event_hub=EventHub(store),
+            event_hub=EventHub(store, settings.public_url),
             stream_gate=StreamGate(settings.max_streams),
             rss_payments=RssPaymentWorker(
                 store,

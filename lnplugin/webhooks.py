@@ -114,8 +114,10 @@ class DeliveryWorker:
         allow: Sequence[str] = (),
         schedule: Sequence[int] = (5,),
         senders: int = SENDERS,
+        public_url: str | None = None,
     ) -> None:
         self.store = store
+        self.public_url = public_url  # fills the invoice's links in each body
         self.allow = tuple(allow)
         self.schedule = tuple(schedule)
         self._stop = threading.Event()
@@ -266,7 +268,7 @@ class DeliveryWorker:
             return Outcome(False, error="endpoint deleted")
         else:
             secrets = [row["endpoint_secret"]]
-        body = row["body"].encode()
+        body = events.with_links(row["body"], row["page_id"], self.public_url).encode()
         headers = signed_headers(secrets, row["event_id"], body)
         return post(row["url"], body, headers, self.allow)
 

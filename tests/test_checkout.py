@@ -109,6 +109,33 @@ def test_the_page_shows_amount_description_qr_and_invoice_but_no_payee_data(
     assert inv["identifier"] not in html
 
 
+def test_line_items_are_on_the_page_without_javascript_escaped_and_alone(
+    server: Server,
+) -> None:
+    items = [
+        {"description": "Espresso <script>alert(1)</script>", "unit_price": 150, "quantity": 2},
+        {"description": "Croissant & jam", "unit_price": 1800},
+    ]
+    reply = server.request("POST", "/invoices", json={"items": items, **SECRETS})
+    assert reply.status_code == 201, reply.text
+    html = requests.get(reply.json()["checkout_url"], timeout=10).text
+    # Server-rendered rows: description, quantity, unit price and line total,
+    # in sats for a BTC invoice, then the sum.
+    rows = re.findall(r"<tr><td class=\"what\">(.*?)</td>(.*?)</tr>", html)
+    cells = [[what, *re.findall(r'<td class="num">([^<]*)</td>', rest)] for what, rest in rows]
+    assert cells == [
+        ["Espresso &lt;script&gt;alert(1)&lt;/script&gt;", "2", "150 sats", "300 sats"],
+        ["Croissant &amp; jam", "1", "1,800 sats", "1,800 sats"],
+    ]
+    assert '<td class="num" id="items-total">2,100 sats</td>' in html
+    assert "2,100 <span>sats</span>" in html
+    assert "<script>alert" not in html
+    # No display currency and no fiat price on this server: no fiat line.
+    assert 'id="fiat"' not in html
+    for secret in ("s3cret-order", "Ann Payer", "hush-hush"):
+        assert secret not in html
+
+
 def test_pages_carry_a_strict_content_security_policy(server: Server) -> None:
     inv = _invoice(server)
     reply = requests.get(inv["checkout_url"], timeout=10)

@@ -2,16 +2,19 @@
 `chromium-driver`, driven by selenium; nothing is downloaded at test time),
 against `lnplugin serve` on the dev node.
 
-It renders the QR code and the amount; `lnplugin dev pay` turns it paid
-without a reload; an expired invoice shows expired; the Lightning Address
-form mints and lands on the invoice's page; and no request leaves the
-server's origin (read from Chromium's own network log), with no
-Content-Security-Policy violation in the console.
+It renders the QR code and the amount; a fiat-priced invoice shows its
+price and its line items, also with JavaScript off, and a BTC invoice its
+display-currency amount; `lnplugin dev pay` turns it paid without a reload;
+an expired invoice shows expired; the Lightning Address form mints and lands
+on the invoice's page; no request leaves the server's origin (read from
+Chromium's own network log), with no Content-Security-Policy violation in
+the console; and contrib/checkout_screenshot.py makes the README's picture.
+
+The server's rate provider is a local ticker (USD at 100,000 and EUR at
+90,000 a bitcoin), and its display currency is EUR.
 
 Without Chromium these tests skip, unless LNPLUGIN_REQUIRE_BROWSER=1 (set by
-.ci/run, which installs it), which turns the skip into a failure. With
-LNPLUGIN_SCREENSHOT set to a path, the unpaid page's screenshot is written
-there (that is how docs/img/checkout.png is made).
+.ci/run, which installs it), which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import WAIT, Server, cli, wait_for
+from tests.helpers_tickers import Ticker
 from tests.helpers_webhooks import free_port
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -75,11 +81,21 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ticker() -> Iterator[Ticker]:
+    rates = Ticker({"usd": {"rate": "100000"}, "eur": {"rate": "90000"}})
+    yield rates
+    rates.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, ticker: Ticker) -> Iterator[Server]:
     port = free_port()
     data = tmp_path_factory.mktemp("checkout-browser") / "data"
     args = ("--public-url", f"http://127.0.0.1:{port}", "--port", str(port))
-    with Server(data, *args, "--rate-limit", "1000/minute") as srv:
+    fiat = ("--fiat-provider", ticker.provider("local"), "--fiat-allow", "127.0.0.1/32")
+    with Server(
+        data, *args, *fiat, "--display-currency", "EUR", "--rate-limit", "1000/minute"
+    ) as srv:
         yield srv
 
 
@@ -102,7 +118,9 @@ def test_it_renders_the_qr_code_and_the_amount(browser: Any, server: Server) -> 
     inv = _invoice(server, amount=2100, description="Two coffees")
     browser.get(inv["checkout_url"])
     assert _text(browser, "amount") == "2,100 sats"
+    assert _text(browser, "fiat") == "\u2248 1.89 EUR"  # 2,100 sats at 90,000 EUR, at creation
     assert _text(browser, "description") == "Two coffees"
+    assert browser.find_elements(By.ID, "items") == []
     assert _text(browser, "status") == "Waiting for payment"
     qr = browser.find_element(By.CSS_SELECTOR, "#qr svg")
     assert qr.is_displayed()
@@ -114,10 +132,69 @@ def test_it_renders_the_qr_code_and_the_amount(browser: Any, server: Server) -> 
     _until(browser, lambda d: _text(d, "countdown").startswith("23:59:"), "the countdown")
     open_link = browser.find_element(By.ID, "open").get_attribute("href")
     assert open_link == "lightning:" + inv["payment_request"]
-    shot = os.environ.get("LNPLUGIN_SCREENSHOT")
-    if shot:
-        Path(shot).parent.mkdir(parents=True, exist_ok=True)
-        browser.find_element(By.TAG_NAME, "main").screenshot(shot)
+
+
+ITEMS = [
+    {"description": "Espresso <b>doppio</b>", "unit_price": 250, "quantity": 2},
+    {"description": "Croissant", "unit_price": 320},
+]
+PRIVATE = {"metadata": {"order": "s3cret-order"}, "payer_name": "Ann Payer", "comment": "hush"}
+
+
+def _rows(driver: Any) -> list[list[str]]:
+    return [
+        [str(cell.text) for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in driver.find_elements(By.CSS_SELECTOR, "#items tbody tr")
+    ]
+
+
+def _shows_price_and_items(driver: Any) -> None:
+    assert _text(driver, "amount") == "8,200 sats"  # $8.20 at $100,000
+    assert _text(driver, "fiat") == "8.20 USD"  # the price itself, not the EUR display
+    assert _rows(driver) == [
+        ["Espresso <b>doppio</b>", "2", "2.50 USD", "5.00 USD"],  # shown as text
+        ["Croissant", "1", "3.20 USD", "3.20 USD"],
+    ]
+    assert _text(driver, "items-total") == "8.20 USD"
+    # One column on a phone: the table fits, nothing scrolls sideways.
+    assert driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth;"
+    )
+    source = driver.page_source
+    for secret in ("s3cret-order", "Ann Payer", "hush"):
+        assert secret not in source
+
+
+def test_a_fiat_priced_invoice_shows_its_price_and_line_items(browser: Any, server: Server) -> None:
+    inv = _invoice(server, currency="USD", items=ITEMS, description="Caf\u00e9 Lumen", **PRIVATE)
+    assert inv["amount_msat"] == 8_200_000 and inv["price"]["amount"] == 820
+    browser.get(inv["checkout_url"])
+    _until(browser, lambda d: d.find_element(By.ID, "copy").is_displayed(), "the script")
+    _shows_price_and_items(browser)
+    assert browser.find_element(By.ID, "items").is_displayed()
+
+
+def test_price_and_items_show_with_javascript_off(browser: Any, server: Server) -> None:
+    inv = _invoice(server, currency="USD", items=ITEMS, **PRIVATE)
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        browser.get(inv["checkout_url"])
+        _shows_price_and_items(browser)
+        # The script did not run: the no-JS refresh link shows, the copy button does not.
+        assert browser.find_element(By.ID, "refresh").is_displayed()
+        assert not browser.find_element(By.ID, "copy").is_displayed()
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
+def test_items_of_a_btc_invoice_are_in_sats(browser: Any, server: Server) -> None:
+    items = [{"description": "Sticker", "unit_price": 700, "quantity": 3}]
+    inv = _invoice(server, items=items)
+    browser.get(inv["checkout_url"])
+    assert _text(browser, "amount") == "2,100 sats"
+    assert _text(browser, "fiat") == "\u2248 1.89 EUR"
+    assert _rows(browser) == [["Sticker", "3", "700 sats", "2,100 sats"]]
+    assert _text(browser, "items-total") == "2,100 sats"
 
 
 def test_paying_turns_the_page_paid_without_a_reload(browser: Any, server: Server) -> None:
@@ -135,8 +212,9 @@ def test_paying_turns_the_page_paid_without_a_reload(browser: Any, server: Serve
 def test_an_expired_invoice_shows_expired(browser: Any, server: Server) -> None:
     inv = _invoice(server, amount=100, expiry=1)
     wait_for(
-        lambda: server.request("GET", f"/invoices/{inv['payment_hash']}").json()["state"]
-        == "EXPIRED",
+        lambda: (
+            server.request("GET", f"/invoices/{inv['payment_hash']}").json()["state"] == "EXPIRED"
+        ),
         "the invoice to expire",
     )
     browser.get(inv["checkout_url"])
@@ -190,3 +268,22 @@ def test_no_request_leaves_the_origin_and_nothing_breaks_the_policy(
     assert foreign == []
     problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert problems == []
+
+
+def test_the_screenshot_script_draws_the_page(browser: Any, tmp_path: Path) -> None:
+    """contrib/checkout_screenshot.py, which makes docs/img/checkout.png, runs:
+    its own server on the dev node, its own rate provider, its own Chromium
+    (`browser` is here for its skip-or-fail check only)."""
+    found = _binaries()
+    assert found is not None
+    out = tmp_path / "checkout.png"
+    script = Path(__file__).resolve().parents[1] / "contrib" / "checkout_screenshot.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(out), "--chromium", found[0], "--chromedriver", found[1]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "8,200 sats" in done.stdout and "8.20 EUR" in done.stdout

@@ -151,6 +151,16 @@ def test_minor_units_convert_to_msat_rounding_up_and_back() -> None:
         fiat.to_msat(1, "XYZ", Decimal(1))
 
 
+def test_minor_units_are_formatted_with_the_currency_exponent() -> None:
+    assert fiat.format_minor(250, "usd") == "2.50 USD"
+    assert fiat.format_minor(5, "EUR") == "0.05 EUR"
+    assert fiat.format_minor(123_456_789, "EUR") == "1,234,567.89 EUR"
+    assert fiat.format_minor(500, "JPY") == "500 JPY"  # no minor unit
+    assert fiat.format_minor(1234, "KWD") == "1.234 KWD"  # thousandths
+    with pytest.raises(KeyError):
+        fiat.format_minor(1, "XYZ")
+
+
 def test_fiat_settings_from_the_environment_and_their_errors() -> None:
     from lnplugin.config import ConfigError, load_settings
 

@@ -11,9 +11,10 @@ page for each Lightning Address. No token: payers open these from a link.
 - `GET /pay/address/<username>`: an amount form; `POST` mints through the
   LNURL callback's own path (`lnurlp.mint`) and redirects to the invoice's page.
 
-What a payer may learn is what the BOLT11 already tells them: amount,
-description, expiry, and the state. Never the metadata, comment or payer
-data, which belong to the payee. The id in these URLs is `public_id` (128
+What a payer may learn is what the BOLT11 already tells them (amount,
+description, expiry), the state, and what the payee priced for them: the
+fiat amount and the line items. Never the metadata, comment or payer data,
+which belong to the payee. The id in these URLs is `public_id` (128
 random bits), so the pages of other invoices cannot be guessed.
 
 Every page is sent with a strict Content-Security-Policy: scripts, styles
@@ -28,6 +29,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -49,6 +51,7 @@ from lnplugin.alby import effective_state
 from lnplugin.api import context, lnurlp, public
 from lnplugin.api.errors import APIError
 from lnplugin.api.events import admit, live, respond
+from lnplugin.fiat import format_minor
 from lnplugin.hub import (
     ASYNC_LOOP,
     STATE_OF_EVENT,
@@ -141,17 +144,65 @@ def _sats(msat: int) -> str:
     return f"{whole:,}" + (f".{part:03d}".rstrip("0") if part else "")
 
 
+def _fiat(inv: StoredInvoice) -> str | None:
+    """The fiat amount shown beside the sats: a fiat-priced invoice's price
+    (exact: what the payee asked for), else the display currency's
+    `fiat_in_cents` fixed at creation (marked approximate)."""
+    try:
+        if inv.price_currency and inv.price_amount is not None:
+            return format_minor(inv.price_amount, inv.price_currency)
+        if inv.fiat_currency and inv.fiat_in_cents is not None:
+            return "\u2248 " + format_minor(inv.fiat_in_cents, inv.fiat_currency)
+    except KeyError:  # a code this version has no exponent for: show no guess
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line item as the page shows it; money already formatted."""
+
+    description: str
+    quantity: int
+    unit_price: str
+    total: str
+
+
+def _lines(inv: StoredInvoice) -> tuple[list[Line], str | None]:
+    """The invoice's line items and their sum, in the invoice's currency:
+    minor units of a fiat price, sats for BTC (as `POST /invoices` took them)."""
+    if not inv.items:
+        return [], None
+    currency = inv.price_currency
+
+    def money(amount: int) -> str:
+        return format_minor(amount, currency) if currency else f"{amount:,} sats"
+
+    lines, total = [], 0
+    for item in json.loads(inv.items):
+        unit, quantity = int(item["unit_price"]), int(item.get("quantity", 1))
+        lines.append(Line(str(item["description"]), quantity, money(unit), money(unit * quantity)))
+        total += unit * quantity
+    return lines, money(total)
+
+
 @bp.get("/pay/<public_id>")
 def page(public_id: str) -> Any:
     inv = _invoice(public_id)
     now = int(time.time())
+    if inv.viewed_at is None and request.method == "GET":  # a HEAD shows no one the page
+        _first_view(inv.id, now)
     state = effective_state(inv.state, inv.expires_at, now)
     svg = _qr(inv.payment_request).svg_inline(scale=4, omitsize=True, title="Invoice QR code")
+    lines, items_total = _lines(inv)
     html = render_template(
         "pay.html",
         inv=inv,
         state=state,
         amount=_sats(inv.amount_msat) if inv.amount_msat else None,
+        fiat=_fiat(inv),
+        lines=lines,
+        items_total=items_total,
         qr_svg=Markup(svg),  # segno's own markup: no user text in it
         expires_in=max(0, inv.expires_at - now),
         final=state in FINAL_STATES,
@@ -159,6 +210,16 @@ def page(public_id: str) -> Any:
     response = Response(html, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _first_view(invoice_id: int, now: int) -> None:
+    """`invoice.viewed`, once: the check and the event in one transaction, so
+    of two first openings at the same moment only one writes it. Later
+    openings see `viewed_at` in the row they read and write nothing."""
+    with context.service().store.transaction() as tx:
+        row = invoices.mark_viewed(tx, invoice_id, now)
+        if row is not None:
+            events.append(tx, events.INVOICE_VIEWED, row)
 
 
 @bp.get("/pay/<public_id>/qr.svg")

@@ -195,7 +195,8 @@ def invoice_events(payment_hash: str) -> Any:
             if type_ in FINAL_EVENTS:
                 return
         for event in history:
-            yield message(event["seq"], event["type"], event["payload"])
+            text = events.with_links(event["payload"], event["page_id"], base)
+            yield message(event["seq"], event["type"], text)
             if event["type"] in FINAL_EVENTS:
                 return
         yield from live(sub, max(head, resume or 0), heartbeat)
@@ -229,6 +230,7 @@ def all_events() -> Any:
     )
     release = admit(sub)
     heartbeat = svc.settings.sse_heartbeat
+    base = svc.settings.public_url
 
     def body() -> Iterator[bytes | LiveTail]:
         conn: sqlite3.Connection = svc.store.conn
@@ -241,7 +243,8 @@ def all_events() -> Any:
                     return  # e.g. the token was revoked while the history went out
                 for row in rows:
                     if row["type"] in allowed:
-                        yield message(row["seq"], row["type"], row["payload"])
+                        text = events.with_links(row["payload"], row["page_id"], base)
+                        yield message(row["seq"], row["type"], text)
                 last = rows[-1]["seq"]
         yield from live(sub, last, heartbeat)
 

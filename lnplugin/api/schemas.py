@@ -369,6 +369,9 @@ class Invoice(BaseModel):
     price: FiatPrice | None = Field(default=None, description="a fiat-priced invoice's price")
     type: Literal["incoming", "outgoing"]
     value: int
+    viewed_at: str | None = Field(
+        default=None, description="when its checkout page was first opened (ISO 8601 UTC)"
+    )
 
 
 class AddressPayForm(BaseModel):

@@ -1,6 +1,13 @@
 """The outbox: one row per invoice state change, written in the same
 transaction as the change, so no change exists without its event or the
 reverse. Webhook delivery and Server-Sent Events both read from here.
+
+A payload is written when the change happens, from code that does not know
+the public URL (the follower, the NWC worker), so its QR code and checkout
+links are null in the stored text. Readers that send it (webhooks, SSE) fill
+them in with `with_links` from the invoice's `public_id`, which the reads
+here return as `page_id`: the payload they send is then the same invoice
+object `GET /invoices/<payment_hash>` answers, links and all.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from lnplugin.alby import invoice_json, iso
+from lnplugin.alby import invoice_json, iso, links
 from lnplugin.store.models import StoredInvoice
 
 INCOMING_CREATED = "invoice.incoming.created"
@@ -25,6 +32,8 @@ INCOMING_CANCELED = "invoice.incoming.canceled"
 OUTGOING_SETTLED = "invoice.outgoing.settled"
 # A settled invoice gained something after the fact (an rss::payment boostagram).
 INVOICE_UPDATED = "invoice.updated"
+# Its hosted checkout page was opened for the first time.
+INVOICE_VIEWED = "invoice.viewed"
 EVENT_TYPES = (
     INCOMING_CREATED,
     INCOMING_SETTLED,
@@ -33,6 +42,7 @@ EVENT_TYPES = (
     OUTGOING_SETTLED,
     INCOMING_ACCEPTED,
     INVOICE_UPDATED,
+    INVOICE_VIEWED,
 )
 
 
@@ -84,10 +94,19 @@ def _dumps(payload: dict[str, Any]) -> str:
         return json.dumps(payload, separators=(",", ":"))
 
 
+# The `public_id` of an event's invoice when that invoice has public links
+# (incoming, with a BOLT11; see `alby.public_links`), else NULL, as `page_id`,
+# for `with_links`. Needs `events e LEFT JOIN invoices i ON i.id = e.invoice_id`.
+PAGE_ID = (
+    "CASE WHEN i.type = 'incoming' AND i.payment_request != '' THEN i.public_id END AS page_id"
+)
+_SELECT = f"SELECT e.*, {PAGE_ID} FROM events e LEFT JOIN invoices i ON i.id = e.invoice_id"
+
+
 def after(conn: sqlite3.Connection, seq: int, limit: int = 500) -> list[sqlite3.Row]:
-    return conn.execute(
-        "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
-    ).fetchall()
+    """Events after `seq`, oldest first, each with its `page_id`."""
+    query = f"{_SELECT} WHERE e.seq > ? ORDER BY e.seq LIMIT ?"
+    return conn.execute(query, (seq, limit)).fetchall()
 
 
 def of_invoice_after(conn: sqlite3.Connection, invoice_id: int, seq: int) -> list[sqlite3.Row]:
@@ -95,8 +114,30 @@ def of_invoice_after(conn: sqlite3.Connection, invoice_id: int, seq: int) -> lis
     reconnects with `Last-Event-ID` missed (the stream replays them before
     going live)."""
     return conn.execute(
-        "SELECT * FROM events WHERE invoice_id = ? AND seq > ? ORDER BY seq", (invoice_id, seq)
+        f"{_SELECT} WHERE e.invoice_id = ? AND e.seq > ? ORDER BY e.seq", (invoice_id, seq)
     ).fetchall()
+
+
+def with_links(text: str, page_id: str | None, public_url: str | None) -> str:
+    """A stored payload as it is sent: with its invoice's `qr_code_png`,
+    `qr_code_svg` and `checkout_url` built from `--public-url`, as
+    `GET /invoices/<payment_hash>` has them.
+
+    `text` unchanged when there is nothing to fill in: no public URL, or an
+    invoice with no public page (`page_id` None: outgoing, keysend, a test
+    event). The links are replaced in the parsed object, never by editing
+    the text, which may hold anything a payer wrote.
+    """
+    if not public_url or not page_id:
+        return text
+    # json, not orjson: orjson reads an integer beyond 64 bits (a payer's
+    # boostagram may hold one) as a float, which would change the number.
+    payload = json.loads(text)
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, dict):
+        return text
+    data["qr_code_png"], data["qr_code_svg"], data["checkout_url"] = links(page_id, public_url)
+    return _dumps(payload)
 
 
 def last_seq(conn: sqlite3.Connection) -> int:

@@ -125,6 +125,7 @@ COLUMNS: dict[str, Any] = {
     "fiat_currency": None,
     "fiat_in_cents": None,
     "items": None,
+    "viewed_at": None,
 }
 
 
@@ -198,6 +199,19 @@ def by_public_id(conn: sqlite3.Connection, public_id: str) -> StoredInvoice | No
     """An incoming invoice by the id in its public URLs (outgoing payments
     have no public page)."""
     return _select(conn, "WHERE public_id = ? AND type = 'incoming'", (public_id,)).fetchone()
+
+
+def mark_viewed(tx: sqlite3.Connection, invoice_id: int, now: int) -> StoredInvoice | None:
+    """Record the first opening of the invoice's checkout page: the updated
+    row, or None when it was opened before.
+
+    One conditional UPDATE decides, under the write lock, so of two openings
+    at the same moment exactly one gets the row (and writes the event).
+    """
+    cur = tx.execute(
+        "UPDATE invoices SET viewed_at = ? WHERE id = ? AND viewed_at IS NULL", (now, invoice_id)
+    )
+    return by_id(tx, invoice_id) if cur.rowcount else None
 
 
 def count_by_state(conn: sqlite3.Connection) -> dict[str, int]:

@@ -473,6 +473,13 @@ def _token_limits_and_fiat(db: sqlite_utils.Database) -> None:
     invoices.add_column("items", str)
 
 
+@migration(12, "invoices record when their checkout page was first opened")
+def _viewed_at(db: sqlite_utils.Database) -> None:
+    # Set once, by the first GET of the invoice's checkout page, in the
+    # transaction that writes its `invoice.viewed` event (NULL: never opened).
+    db.table("invoices").add_column("viewed_at", int)
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -71,6 +71,7 @@ class StoredInvoice:
     fiat_currency: str | None  # Alby's display pair, set at creation
     fiat_in_cents: int | None
     items: str | None  # line items, JSON text
+    viewed_at: int | None  # when its checkout page was first opened (unix seconds)
 
     @classmethod
     def from_row(cls, row: Sequence[Any] | Mapping[str, Any]) -> StoredInvoice:

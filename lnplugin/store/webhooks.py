@@ -206,9 +206,11 @@ def due(
     marks = ", ".join("?" * len(skip))
     not_in = f" AND d.id NOT IN ({marks})" if skip else ""
     return conn.execute(
-        "SELECT d.*, COALESCE(d.payload, e.payload) AS body, ep.secret AS endpoint_secret"
+        "SELECT d.*, COALESCE(d.payload, e.payload) AS body, ep.secret AS endpoint_secret,"
+        f" {events.PAGE_ID}"
         " FROM webhook_deliveries d"
         " LEFT JOIN events e ON e.seq = d.event_seq"
+        " LEFT JOIN invoices i ON i.id = e.invoice_id"
         " LEFT JOIN webhook_endpoints ep ON ep.id = d.endpoint_id"
         f" WHERE d.status = 'pending' AND d.next_attempt_at <= ?{not_in}"
         " ORDER BY d.next_attempt_at, d.id LIMIT ?",

@@ -129,11 +129,12 @@ class Service:
         except BaseException:
             store.close()
             raise
+        follower = Follower(node, store, hold_cancel_margin=settings.hold_cancel_margin)
         return cls(
             settings=settings,
             store=store,
             node=node,
-            follower=Follower(node, store, hold_cancel_margin=settings.hold_cancel_margin),
+            follower=follower,
             webhooks=DeliveryWorker(
                 store, allow=settings.webhook_allow, schedule=settings.webhook_retry_schedule
             ),
@@ -149,7 +150,9 @@ class Service:
                     max_bytes=settings.rss_payment_max_bytes,
                 ),
             ),
-            nwc=NwcWorker(store, node, settings.nwc_relay, settings.effective_network)
+            nwc=NwcWorker(
+                store, node, settings.nwc_relay, settings.effective_network, follower=follower
+            )
             if settings.nwc_relay
             else None,
             fiat=FiatRates(

@@ -95,6 +95,7 @@ class Listener:
         self.keys = ns.Keys(parsed.secret())
         self.service = parsed.public_key()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stash: list[dict[str, Any]] = []
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(relay.url))
         app = self.keys.public_key().to_hex()
@@ -125,6 +126,11 @@ class Listener:
             return
 
     def next(self, kind: int) -> dict[str, Any]:
+        """The next event of `kind`; events of other kinds that arrive first
+        are kept for their own `next` (a notification may overtake a response)."""
+        for i, event in enumerate(self._stash):
+            if event["kind"] == kind:
+                return self._stash.pop(i)
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             try:
@@ -133,6 +139,7 @@ class Listener:
                 continue
             if event["kind"] == kind:
                 return event
+            self._stash.append(event)
         raise AssertionError(f"no kind {kind} event arrived")
 
     def request(self, method: str, params: dict[str, Any], extra: list[list[str]] = ()) -> str:  # type: ignore[assignment]
@@ -444,10 +451,28 @@ def hold_pair() -> tuple[str, str]:
     return preimage.hex(), hashlib.sha256(preimage).hexdigest()
 
 
+def info_event(relay: Relay, uri: str) -> ns.Event:
+    """The wallet's kind 13194 info event, as the relay keeps it."""
+    service = ns.NostrWalletConnectUri.parse(uri).public_key().to_hex()
+    with connect(relay.url) as ws:
+        ws.send(json.dumps(["REQ", "info", {"kinds": [13194], "authors": [service]}]))
+        while (msg := json.loads(ws.recv(timeout=WAIT)))[0] != "EVENT":
+            assert msg[0] != "EOSE", "the relay has no info event"
+    event = ns.Event.from_json(json.dumps(msg[2]))
+    assert event.verify()
+    return event
+
+
 def test_an_app_makes_a_hold_invoice_hears_it_held_and_settles_it(
     server: e2e.Server, relay: Relay
 ) -> None:
     uri = connect_app(server, relay, "invoices:create", "invoices:read", label="escrow")
+    info = info_event(relay, uri)
+    assert {"make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice"} <= set(
+        info.content().split()
+    )
+    tags = {t.to_vec()[0]: t.to_vec()[1:] for t in info.tags()}
+    assert tags["notifications"] == ["payment_received hold_invoice_accepted"]
     preimage, payment_hash = hold_pair()
     listener = Listener(relay, uri)
     try:

@@ -505,8 +505,8 @@ class Follower:
         a margin earlier fails the HTLCs back off chain instead; the canceled
         event says so. Returns how many were canceled.
 
-        Only invoices lnplugin created (`source` "api"): a hold invoice another
-        app made on the node is that app's to settle or cancel.
+        Only invoices lnplugin created (over HTTP or Nostr Wallet Connect): a
+        hold invoice another app made on the node is that app's to settle or cancel.
         """
         if self._holder() is None:
             return 0
@@ -514,7 +514,7 @@ class Follower:
             held = [
                 r
                 for r in invoices.accepted(conn)
-                if r.settle_deadline is not None and r.source == "api"
+                if r.settle_deadline is not None and r.source in ("api", "nwc")
             ]
         if not held:
             return 0

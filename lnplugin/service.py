@@ -129,11 +129,12 @@ class Service:
         except BaseException:
             store.close()
             raise
+        follower = Follower(node, store, hold_cancel_margin=settings.hold_cancel_margin)
         return cls(
             settings=settings,
             store=store,
             node=node,
-            follower=Follower(node, store, hold_cancel_margin=settings.hold_cancel_margin),
+            follower=follower,
             webhooks=DeliveryWorker(
                 store,
                 allow=settings.webhook_allow,
@@ -152,7 +153,9 @@ class Service:
                     max_bytes=settings.rss_payment_max_bytes,
                 ),
             ),
-            nwc=NwcWorker(store, node, settings.nwc_relay, settings.effective_network)
+            nwc=NwcWorker(
+                store, node, settings.nwc_relay, settings.effective_network, follower=follower
+            )
             if settings.nwc_relay
             else None,
             fiat=FiatRates(

@@ -19,6 +19,8 @@ from typing import Any
 import bolt11 as reference
 import pytest
 
+from lnplugin.nodes.base import InvoiceRequest
+from lnplugin.nodes.cln.hold import HOLD_CLTV_DELTA, ClnHoldNode
 from lnplugin.nodes.cln.tlv import encode_payload
 from lnplugin_sim.cln_plugin_driver import PluginDriver, Reply
 from lnplugin_sim.cln_sim import ClnSim
@@ -180,3 +182,19 @@ def test_sigkill_while_accepted_then_replayed_and_settled(
         assert plugin.call("htlc_accepted", params)["payment_key"] == preimage
     finally:
         again.close()
+
+
+def test_a_hold_invoice_asks_for_the_cltv_delta_it_is_given(sim: ClnSim) -> None:
+    """NWC's `min_cltv_expiry_delta` goes into the invoice the node signs."""
+    node = ClnHoldNode(sim.socket_path, network="regtest")
+    try:
+        _, payment_hash = _pair()
+        minted = node.create_hold_invoice(
+            InvoiceRequest(amount_msat=1000, min_final_cltv_expiry_delta=144), payment_hash
+        )
+        decoded = reference.decode(minted.payment_request)
+        assert decoded.min_final_cltv_expiry == 144 and decoded.payee == sim.node_id
+        default = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), _pair()[1])
+        assert reference.decode(default.payment_request).min_final_cltv_expiry == HOLD_CLTV_DELTA
+    finally:
+        node.close()

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import bolt11 as reference
 import pytest
 
 from lnplugin.follower import Follower
@@ -227,3 +228,15 @@ def test_without_info_read_the_safety_cancel_steps_aside(tmp: Path, sim: LndSim)
     assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
     node.close()
     store.close()
+
+
+def test_a_hold_invoice_asks_for_the_cltv_delta_it_is_given(sim: LndSim, node: LndNode) -> None:
+    """NWC's `min_cltv_expiry_delta` reaches AddHoldInvoice's `cltv_expiry`."""
+    _, payment_hash = _pair()
+    minted = node.create_hold_invoice(
+        InvoiceRequest(amount_msat=1000, min_final_cltv_expiry_delta=144), payment_hash
+    )
+    assert reference.decode(minted.payment_request).min_final_cltv_expiry == 144
+    holds = HoldFeed(node)
+    sim.pay_invoice(payment_hash)
+    assert holds.next().invoice.settle_deadline == sim.block_height + 144

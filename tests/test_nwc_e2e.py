@@ -2,18 +2,22 @@
 package), lnplugin as a process with `--nwc-relay`, and as the app the NWC
 client in rust-nostr's `nostr-sdk` (requests and responses).
 
-nostr-sdk's client has no notification API, so notifications (and the
-hand-made duplicate and expired requests) go through `Listener`: a plain
-websocket subscription on the same relay whose events are checked and
-decrypted by nostr-sdk, not by our code.
+nostr-sdk's client has no notification API and no hold invoice methods
+(its `Method` type knows their names, which `get_info` shows, but the client
+offers no call), so notifications, the hold invoice requests and the
+hand-made duplicate and expired requests go through `Listener`: a plain
+websocket subscription on the same relay whose events are built, signed,
+encrypted, checked and decrypted by nostr-sdk, not by our code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import queue
+import secrets
 import shutil
 import signal
 import tempfile
@@ -91,6 +95,7 @@ class Listener:
         self.keys = ns.Keys(parsed.secret())
         self.service = parsed.public_key()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stash: list[dict[str, Any]] = []
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(relay.url))
         app = self.keys.public_key().to_hex()
@@ -121,6 +126,11 @@ class Listener:
             return
 
     def next(self, kind: int) -> dict[str, Any]:
+        """The next event of `kind`; events of other kinds that arrive first
+        are kept for their own `next` (a notification may overtake a response)."""
+        for i, event in enumerate(self._stash):
+            if event["kind"] == kind:
+                return self._stash.pop(i)
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             try:
@@ -129,6 +139,7 @@ class Listener:
                 continue
             if event["kind"] == kind:
                 return event
+            self._stash.append(event)
         raise AssertionError(f"no kind {kind} event arrived")
 
     def request(self, method: str, params: dict[str, Any], extra: list[list[str]] = ()) -> str:  # type: ignore[assignment]
@@ -143,6 +154,20 @@ class Listener:
 
     def send(self, event_json: str) -> None:
         self._ws.send(f'["EVENT",{event_json}]')
+
+    def answer_to(self, request_json: str) -> dict[str, Any]:
+        """The response to one request (others that arrive first are skipped)."""
+        wanted = json.loads(request_json)["id"]
+        while True:
+            event = self.next(23195)
+            if event["e"] == wanted:
+                return event
+
+    def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One request made by hand, for methods nostr-sdk's client lacks."""
+        request = self.request(method, params)
+        self.send(request)
+        return self.answer_to(request)["body"]
 
     def close(self) -> None:
         self._stack.close()
@@ -163,6 +188,9 @@ def test_an_app_makes_an_invoice_hears_it_paid_looks_it_up_and_lists_it(
         "MAKE_INVOICE",
         "LOOKUP_INVOICE",
         "LIST_TRANSACTIONS",
+        "MAKE_HOLD_INVOICE",  # the dev node can hold invoices
+        "SETTLE_HOLD_INVOICE",
+        "CANCEL_HOLD_INVOICE",
     }
     listener = Listener(relay, uri)
     try:
@@ -413,3 +441,165 @@ def test_the_readme_nwc_walkthrough_works_as_shown(tmp_path: Path, relay: Relay)
     walked = walk.run_walkthrough(tmp_path, setup + commands, ("--nwc-relay", relay.url))
     for n in range(len(walked)):
         walk.test_each_command_works_and_prints_what_the_readme_shows(walked, n)
+
+
+# -- hold invoices (NIP-47 make/settle/cancel_hold_invoice, hold_invoice_accepted) --
+
+
+def hold_pair() -> tuple[str, str]:
+    preimage = secrets.token_bytes(32)
+    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
+
+
+def info_event(relay: Relay, uri: str) -> ns.Event:
+    """The wallet's kind 13194 info event, as the relay keeps it."""
+    service = ns.NostrWalletConnectUri.parse(uri).public_key().to_hex()
+    with connect(relay.url) as ws:
+        ws.send(json.dumps(["REQ", "info", {"kinds": [13194], "authors": [service]}]))
+        while (msg := json.loads(ws.recv(timeout=WAIT)))[0] != "EVENT":
+            assert msg[0] != "EOSE", "the relay has no info event"
+    event = ns.Event.from_json(json.dumps(msg[2]))
+    assert event.verify()
+    return event
+
+
+def test_an_app_makes_a_hold_invoice_hears_it_held_and_settles_it(
+    server: e2e.Server, relay: Relay
+) -> None:
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="escrow")
+    info = info_event(relay, uri)
+    assert {"make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice"} <= set(
+        info.content().split()
+    )
+    tags = {t.to_vec()[0]: t.to_vec()[1:] for t in info.tags()}
+    assert tags["notifications"] == ["payment_received hold_invoice_accepted"]
+    preimage, payment_hash = hold_pair()
+    listener = Listener(relay, uri)
+    try:
+        made = listener.ask(
+            "make_hold_invoice",
+            {"amount": 42_000, "payment_hash": payment_hash, "description": "escrow"},
+        )
+        assert made["error"] is None and made["result_type"] == "make_hold_invoice"
+        invoice = made["result"]["invoice"]
+        assert made["result"]["payment_hash"] == payment_hash and invoice.startswith("lnbcrt")
+        paid = json.loads(e2e.cli(server.data_dir, "dev", "pay", invoice))
+        assert paid["state"] == "ACCEPTED"
+        note = listener.next(23197)["body"]
+        assert note["notification_type"] == "hold_invoice_accepted"
+        held = note["notification"]
+        assert (held["payment_hash"], held["amount"], held["state"]) == (
+            payment_hash,
+            42_000,
+            "accepted",
+        )
+        assert held["settle_deadline"] > 0 and held["invoice"] == invoice
+        assert "preimage" not in held
+
+        wrong, _ = hold_pair()
+        refused = listener.ask("settle_hold_invoice", {"preimage": wrong})
+        assert refused["error"]["code"] == "NOT_FOUND"
+        settled = listener.ask("settle_hold_invoice", {"preimage": preimage})
+        assert settled == {"result_type": "settle_hold_invoice", "error": None, "result": {}}
+        received = listener.next(23197)["body"]
+        assert received["notification_type"] == "payment_received"
+        assert received["notification"]["preimage"] == preimage
+    finally:
+        listener.close()
+    found = call(
+        uri, "lookup_invoice", ns.LookupInvoiceRequest(payment_hash=payment_hash, invoice=None)
+    )
+    assert found.amount == 42_000 and found.preimage == preimage
+    assert e2e.scalar(
+        server.data_dir, "SELECT state FROM invoices WHERE payment_hash = ?", payment_hash
+    ) == ("SETTLED",)
+
+
+def test_an_app_cancels_a_held_hold_invoice_and_an_unknown_hash_is_not_found(
+    server: e2e.Server, relay: Relay
+) -> None:
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="refund")
+    preimage, payment_hash = hold_pair()
+    listener = Listener(relay, uri)
+    try:
+        made = listener.ask("make_hold_invoice", {"amount": 9000, "payment_hash": payment_hash})
+        assert made["error"] is None
+        e2e.cli(server.data_dir, "dev", "pay", payment_hash)
+        assert listener.next(23197)["body"]["notification_type"] == "hold_invoice_accepted"
+        canceled = listener.ask("cancel_hold_invoice", {"payment_hash": payment_hash})
+        assert canceled == {"result_type": "cancel_hold_invoice", "error": None, "result": {}}
+        late = listener.ask("settle_hold_invoice", {"preimage": preimage})
+        assert late["error"]["code"] == "OTHER"
+        unknown = listener.ask("cancel_hold_invoice", {"payment_hash": "cd" * 32})
+        assert unknown["error"]["code"] == "NOT_FOUND"
+    finally:
+        listener.close()
+    found = call(
+        uri, "lookup_invoice", ns.LookupInvoiceRequest(payment_hash=payment_hash, invoice=None)
+    )
+    assert found.state == ns.TransactionState.FAILED and found.preimage is None
+    assert e2e.scalar(
+        server.data_dir,
+        "SELECT state, cancel_reason FROM invoices WHERE payment_hash = ?",
+        payment_hash,
+    ) == ("CANCELED", "canceled through Nostr Wallet Connect")
+    # The node refuses a payment after the cancel.
+    again = e2e.run(server.data_dir, "dev", "pay", payment_hash)
+    assert again.returncode != 0
+
+
+def test_a_make_hold_invoice_delivered_twice_mints_once_and_gets_the_same_answer(
+    server: e2e.Server, relay: Relay
+) -> None:
+    uri = connect_app(server, relay, "invoices:create", label="hold twice")
+    _, payment_hash = hold_pair()
+    listener = Listener(relay, uri)
+    try:
+        request = listener.request(
+            "make_hold_invoice", {"amount": 3000, "payment_hash": payment_hash}
+        )
+        listener.send(request)
+        first = listener.answer_to(request)
+        listener.send(request)  # the relay hands it over again
+        # Requests are answered in arrival order on one thread: once the
+        # next one is answered, the repeat was seen.
+        sentinel = listener.request("get_info", {})
+        listener.send(sentinel)
+        answers = [first]
+        while (event := listener.next(23195))["e"] != json.loads(sentinel)["id"]:
+            answers.append(event)
+    finally:
+        listener.close()
+    assert first["body"]["result"]["payment_hash"] == payment_hash
+    assert all(a["id"] == first["id"] and a["body"] == first["body"] for a in answers)
+    assert e2e.scalar(
+        server.data_dir, "SELECT COUNT(*) FROM invoices WHERE payment_hash = ?", payment_hash
+    ) == (1,)
+
+
+def test_a_hold_accepted_while_lnplugin_is_down_is_notified_after_its_restart(
+    tmp: Path, relay: Relay
+) -> None:
+    data = tmp / "held"
+    srv = e2e.Server(data, "--nwc-relay", relay.url).start()
+    uri = connect_app(srv, relay, "invoices:create", "invoices:read", label="held across a crash")
+    preimage, payment_hash = hold_pair()
+    listener = Listener(relay, uri)
+    try:
+        assert (
+            listener.ask("make_hold_invoice", {"amount": 6000, "payment_hash": payment_hash})[
+                "error"
+            ]
+            is None
+        )
+        srv.stop(signal.SIGKILL)
+        e2e.cli(data, "dev", "pay", payment_hash)  # held on the dev node alone
+        with e2e.Server(data, "--nwc-relay", relay.url):
+            note = listener.next(23197)["body"]
+            assert note["notification_type"] == "hold_invoice_accepted"
+            assert note["notification"]["payment_hash"] == payment_hash
+            settled = listener.ask("settle_hold_invoice", {"preimage": preimage})
+            assert settled["error"] is None
+            assert listener.next(23197)["body"]["notification_type"] == "payment_received"
+    finally:
+        listener.close()

@@ -182,6 +182,30 @@ def test_the_info_event_lists_methods_encryptions_and_notifications() -> None:
     assert tags["encryption"] == ["nip44_v2 nip04"]
     assert tags["notifications"] == ["payment_received"]
     assert "pay_invoice" not in info.content().split()
+    assert "make_hold_invoice" not in info.content().split()
+
+
+def test_a_node_that_holds_invoices_offers_the_hold_methods_and_notification() -> None:
+    info = signed(p.info_event(SERVICE, hold=True))
+    tags = {t.to_vec()[0]: t.to_vec()[1:] for t in info.tags()}
+    assert tags["notifications"] == ["payment_received hold_invoice_accepted"]
+    assert info.content().split() == [
+        "get_info",
+        "make_invoice",
+        "lookup_invoice",
+        "list_transactions",
+        "make_hold_invoice",
+        "settle_hold_invoice",
+        "cancel_hold_invoice",
+        "notifications",
+    ]
+    assert p.methods_for(frozenset({"invoices:create"}), hold=True) == [
+        "get_info",
+        "make_invoice",
+        "make_hold_invoice",
+        "settle_hold_invoice",
+        "cancel_hold_invoice",
+    ]
 
 
 def test_notifications_go_out_as_nip44_and_nip04() -> None:

@@ -1,24 +1,34 @@
 """The NWC worker's request path against a real store and the dev node, with
 no relay: what a request seen twice, an unknown key, a revoked connection and
-a flood of requests get (lnplugin/nwc/worker.py)."""
+a flood of requests get, and the hold invoice methods (make, settle, cancel,
+the accepted notification), also on a node that cannot hold (the Core
+Lightning simulator, standalone) (lnplugin/nwc/worker.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bolt11 as reference
 import nostr_sdk as ns
 import pytest
 
+from lnplugin.nodes.cln import ClnNode
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nwc import protocol as p
 from lnplugin.nwc.connections import connect
 from lnplugin.nwc.worker import NwcWorker, RateLimiter
-from lnplugin.store import Store
+from lnplugin.store import Store, invoices
 from lnplugin.store import nwc as db
+from lnplugin_sim.cln_sim import ClnSim
+from tests import e2e
+
+tmp = e2e.fixture_tmp  # a short directory: unix socket paths must be short
 
 
 @pytest.fixture
@@ -140,3 +150,263 @@ def test_strangers_share_one_bucket_and_past_it_get_no_answer(worker: NwcWorker)
     app = app_keys(worker, "invoices:read")  # a real connection has its own bucket
     body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), 0.0))
     assert body["error"] is None
+
+
+# -- hold invoices ------------------------------------------------------------------
+
+
+def hold_pair() -> tuple[str, str]:
+    preimage = secrets.token_bytes(32)
+    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
+
+
+def call(worker: NwcWorker, app: ns.Keys, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return answer(app, worker, worker.handle(request(worker, app, method, params), time.time()))
+
+
+def stored(worker: NwcWorker, payment_hash: str) -> tuple[str, int | None, str | None]:
+    row = worker.store.conn.execute(
+        "SELECT state, settle_deadline, cancel_reason FROM invoices WHERE payment_hash = ?",
+        (payment_hash,),
+    ).fetchone()
+    return tuple(row)  # type: ignore[return-value]
+
+
+def pay_and_follow(worker: NwcWorker, payment_hash: str) -> None:
+    """Pay on the dev node and let the follower's sweep store ACCEPTED, as the
+    running service's hold feed would."""
+    assert isinstance(worker.node, DevNode)
+    worker.node.pay(payment_hash)
+    worker.follower.sweep()
+
+
+def notifications(worker: NwcWorker) -> list[dict[str, Any]]:
+    with worker.store.transaction() as tx:
+        db.fan_out(tx)
+    out = []
+    for row in db.pending(worker.store.conn):
+        body = json.loads(row["body"])
+        inv = invoices.by_id(worker.store.conn, body["invoice_id"])
+        assert inv is not None
+        out.append({"type": body["type"], "notification": p.notification(body["type"], inv)})
+    return out
+
+
+def test_a_hold_invoice_is_made_held_notified_and_settled_by_its_preimage(
+    worker: NwcWorker,
+) -> None:
+    worker.limiter = RateLimiter()
+    app = app_keys(worker, "invoices:create", "invoices:read")
+    preimage, payment_hash = hold_pair()
+    made = call(
+        worker,
+        app,
+        "make_hold_invoice",
+        {"amount": 21_000, "payment_hash": payment_hash, "description": "escrow"},
+    )
+    assert made["error"] is None and made["result_type"] == "make_hold_invoice"
+    result = made["result"]
+    assert (result["payment_hash"], result["amount"], result["state"]) == (
+        payment_hash,
+        21_000,
+        "pending",
+    )
+    assert "preimage" not in result
+    assert reference.decode(result["invoice"]).payment_hash == payment_hash
+
+    early = call(worker, app, "settle_hold_invoice", {"preimage": preimage})
+    assert early["error"]["code"] == "OTHER" and "not paid yet" in early["error"]["message"]
+
+    pay_and_follow(worker, payment_hash)
+    state, deadline, _ = stored(worker, payment_hash)
+    assert state == "ACCEPTED" and deadline is not None
+    (note,) = notifications(worker)
+    assert note["type"] == "hold_invoice_accepted"
+    assert note["notification"] == {
+        "type": "incoming",
+        "state": "accepted",
+        "invoice": result["invoice"],
+        "description": "escrow",
+        "payment_hash": payment_hash,
+        "amount": 21_000,
+        "created_at": result["created_at"],
+        "expires_at": result["expires_at"],
+        "settle_deadline": deadline,
+        "metadata": {},
+    }
+    looked = call(worker, app, "lookup_invoice", {"payment_hash": payment_hash})["result"]
+    assert looked["state"] == "accepted" and looked["settle_deadline"] == deadline
+
+    wrong, _ = hold_pair()
+    refused = call(worker, app, "settle_hold_invoice", {"preimage": wrong})
+    assert refused["error"]["code"] == "NOT_FOUND"
+    mismatch = call(
+        worker, app, "settle_hold_invoice", {"preimage": wrong, "payment_hash": payment_hash}
+    )
+    assert mismatch["error"]["code"] == "OTHER"
+    assert stored(worker, payment_hash)[0] == "ACCEPTED"
+
+    settled = call(worker, app, "settle_hold_invoice", {"preimage": preimage})
+    assert settled == {"result_type": "settle_hold_invoice", "error": None, "result": {}}
+    assert stored(worker, payment_hash)[0] == "SETTLED"
+    # A retry with a new request (the app lost the answer) succeeds again.
+    assert call(worker, app, "settle_hold_invoice", {"preimage": preimage})["error"] is None
+    types = [n["type"] for n in notifications(worker)]
+    assert types == ["hold_invoice_accepted", "payment_received"]
+
+
+def test_a_hold_request_seen_twice_mints_once_and_answers_the_same(worker: NwcWorker) -> None:
+    app = app_keys(worker, "invoices:create")
+    _, payment_hash = hold_pair()
+    event = request(
+        worker, app, "make_hold_invoice", {"amount": 1000, "payment_hash": payment_hash}
+    )
+    first = worker.handle(event, time.time())
+    assert worker.handle(event, time.time()) == first
+    assert answer(app, worker, first)["result"]["payment_hash"] == payment_hash
+    assert minted(worker) == 1
+    # The same hash again in a new request: the invoice exists.
+    again = call(worker, app, "make_hold_invoice", {"amount": 1000, "payment_hash": payment_hash})
+    assert again["error"]["code"] == "OTHER" and "exists" in again["error"]["message"]
+    assert minted(worker) == 1
+    cancel = request(worker, app, "cancel_hold_invoice", {"payment_hash": payment_hash})
+    answered = worker.handle(cancel, time.time())
+    assert answer(app, worker, answered)["error"] is None
+    assert worker.handle(cancel, time.time()) == answered
+    assert stored(worker, payment_hash)[0] == "CANCELED"
+
+
+def test_a_held_invoice_canceled_over_nwc_fails_back_and_refuses_settle(
+    worker: NwcWorker,
+) -> None:
+    worker.limiter = RateLimiter()
+    app = app_keys(worker, "invoices:create")
+    preimage, payment_hash = hold_pair()
+    call(worker, app, "make_hold_invoice", {"amount": 5000, "payment_hash": payment_hash})
+    pay_and_follow(worker, payment_hash)
+    body = call(worker, app, "cancel_hold_invoice", {"payment_hash": payment_hash})
+    assert body == {"result_type": "cancel_hold_invoice", "error": None, "result": {}}
+    state, _, reason = stored(worker, payment_hash)
+    assert (state, reason) == ("CANCELED", "canceled through Nostr Wallet Connect")
+    assert worker.node.lookup_invoice(payment_hash).state == "CANCELED"  # type: ignore[union-attr]
+    late = call(worker, app, "settle_hold_invoice", {"preimage": preimage})
+    assert late["error"]["code"] == "OTHER"
+    # Canceling again is answered as done.
+    assert call(worker, app, "cancel_hold_invoice", {"payment_hash": payment_hash})["error"] is None
+
+
+def test_a_connection_settles_and_cancels_only_its_own_hold_invoices(worker: NwcWorker) -> None:
+    worker.limiter = RateLimiter()
+    mine, other = app_keys(worker, "invoices:create"), app_keys(worker, "invoices:create")
+    preimage, payment_hash = hold_pair()
+    call(worker, mine, "make_hold_invoice", {"amount": 5000, "payment_hash": payment_hash})
+    regular = call(worker, other, "make_invoice", {"amount": 5000})["result"]["payment_hash"]
+    pay_and_follow(worker, payment_hash)
+    for method, params in [
+        ("cancel_hold_invoice", {"payment_hash": payment_hash}),
+        ("settle_hold_invoice", {"preimage": preimage}),
+        ("cancel_hold_invoice", {"payment_hash": regular}),  # not a hold invoice
+        ("cancel_hold_invoice", {"payment_hash": "ab" * 32}),  # unknown
+    ]:
+        body = call(worker, other, method, params)
+        assert body["error"]["code"] == "NOT_FOUND", (method, params)
+    assert stored(worker, payment_hash)[0] == "ACCEPTED"
+    assert stored(worker, regular)[0] == "OPEN"
+
+
+def test_min_cltv_expiry_delta_is_asked_of_the_node_and_sets_the_deadline(
+    worker: NwcWorker,
+) -> None:
+    worker.limiter = RateLimiter()
+    app = app_keys(worker, "invoices:create")
+    _, payment_hash = hold_pair()
+    made = call(
+        worker,
+        app,
+        "make_hold_invoice",
+        {"amount": 1000, "payment_hash": payment_hash, "min_cltv_expiry_delta": 144},
+    )["result"]
+    assert reference.decode(made["invoice"]).min_final_cltv_expiry == 144
+    assert isinstance(worker.node, DevNode)
+    height = worker.node.block_height()
+    pay_and_follow(worker, payment_hash)
+    assert stored(worker, payment_hash)[1] == height + 144
+    # Within the safety margin lnplugin would cancel it as soon as it is paid.
+    _, other = hold_pair()
+    short = call(
+        worker,
+        app,
+        "make_hold_invoice",
+        {"amount": 1000, "payment_hash": other, "min_cltv_expiry_delta": 24},
+    )
+    assert short["error"]["code"] == "OTHER" and "margin" in short["error"]["message"]
+    # And the safety cancel covers invoices made over NWC like those made over HTTP.
+    worker.node.mine(144 - worker.follower.hold_cancel_margin)
+    assert worker.follower.cancel_near_deadline() == 1
+    assert stored(worker, payment_hash)[0] == "CANCELED"
+
+
+def test_hold_params_are_checked(worker: NwcWorker) -> None:
+    worker.limiter = RateLimiter()
+    app = app_keys(worker, "invoices:create")
+    _, payment_hash = hold_pair()
+    for method, params in [
+        ("make_hold_invoice", {"amount": 1000}),
+        ("make_hold_invoice", {"amount": 1000, "payment_hash": "xyz"}),
+        ("make_hold_invoice", {"amount": -1, "payment_hash": payment_hash}),
+        (
+            "make_hold_invoice",
+            {"amount": 1, "payment_hash": payment_hash, "min_cltv_expiry_delta": "x"},
+        ),
+        ("settle_hold_invoice", {"preimage": "00"}),
+        ("cancel_hold_invoice", {}),
+    ]:
+        body = call(worker, app, method, params)
+        assert body["result_type"] == method and body["error"]["code"] == "OTHER", params
+    assert minted(worker) == 0
+
+
+def test_hold_methods_need_invoices_create(worker: NwcWorker) -> None:
+    reader = app_keys(worker, "invoices:read")
+    _, payment_hash = hold_pair()
+    body = call(worker, reader, "make_hold_invoice", {"amount": 1, "payment_hash": payment_hash})
+    assert body["error"]["code"] == "RESTRICTED"
+    info = call(worker, reader, "get_info", {})["result"]
+    assert info["methods"] == ["get_info", "lookup_invoice", "list_transactions"]
+    assert info["notifications"] == ["payment_received", "hold_invoice_accepted"]
+    maker = app_keys(worker, "invoices:create")
+    info = call(worker, maker, "get_info", {})["result"]
+    assert info["methods"] == [
+        "get_info",
+        "make_invoice",
+        "make_hold_invoice",
+        "settle_hold_invoice",
+        "cancel_hold_invoice",
+    ]
+    assert info["notifications"] == []  # it may not read invoices
+
+
+def test_a_node_without_hold_invoices_offers_no_hold_methods(tmp: Path) -> None:
+    with ClnSim(tmp / "sim", tmp / "rpc") as sim:
+        store = Store(tmp / "lnplugin.sqlite")
+        node = ClnNode(sim.socket_path, network="regtest")
+        worker = NwcWorker(store, node, [], "regtest")
+        worker.load_keys()
+        try:
+            app = app_keys(worker, "invoices:create", "invoices:read")
+            info = call(worker, app, "get_info", {})["result"]
+            assert not set(info["methods"]) & set(p.HOLD_METHODS)
+            assert info["notifications"] == ["payment_received"]
+            _, payment_hash = hold_pair()
+            body = call(
+                worker, app, "make_hold_invoice", {"amount": 1000, "payment_hash": payment_hash}
+            )
+            assert body["error"]["code"] == "NOT_IMPLEMENTED"
+            assert "hold" in body["error"]["message"]
+            assert minted(worker) == 0
+            assert worker.keys is not None
+            event = ns.Event.from_json(p.info_event(worker.keys, worker.hold).as_json())
+            assert "hold" not in event.content()
+        finally:
+            node.close()
+            store.close()

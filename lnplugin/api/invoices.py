@@ -11,24 +11,15 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from lnplugin import export, fiat, lnurl
+from lnplugin import export, fiat, invoicing, lnurl
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, has_scope, require
 from lnplugin.api.errors import APIError
-from lnplugin.api.schemas import MAX_MSAT, HoldSettle, InvoiceCreate
+from lnplugin.api.schemas import HEX64, MAX_MSAT, HoldSettle, InvoiceCreate
 from lnplugin.api.webhooks import guard_target
-from lnplugin.nodes.base import (
-    Feature,
-    HoldInvoices,
-    InvoiceNotFound,
-    InvoiceNotOpen,
-    InvoiceRequest,
-    NodeError,
-    NodeInvoice,
-    NodeUnavailable,
-)
-from lnplugin.store import events, idempotency, invoices
+from lnplugin.nodes.base import InvoiceRequest, NodeInvoice
+from lnplugin.store import idempotency, invoices
 
 bp = Blueprint("invoices", __name__)
 log = logging.getLogger(__name__)
@@ -73,34 +64,19 @@ def create_invoice() -> Any:
         description_hash=body.description_hash,
         expiry=price.get("expiry", body.expiry),
     )
-    hold_hash = body.payment_hash
-    holder = _holder() if hold_hash is not None else None
-    if hold_hash is not None and invoices.by_hash(svc.store.conn, hold_hash, "incoming"):
-        raise APIError(409, f"An invoice with payment hash {hold_hash} exists")
     try:
-        if holder is not None and hold_hash is not None:
-            minted = holder.create_hold_invoice(invoice_request, hold_hash)
-        else:
-            minted = svc.node.create_invoice(invoice_request)
-    except NodeUnavailable as exc:
-        svc.follower.node_errors["create_invoice"] += 1
-        raise APIError(503, f"The node is unreachable, try again shortly ({exc})") from None
-    except NodeError as exc:
-        svc.follower.node_errors["create_invoice"] += 1
-        raise APIError(502, f"The node refused to create the invoice: {exc}") from None
+        minted = invoicing.mint(svc.follower, invoice_request, body.payment_hash)
+    except invoicing.InvoicingError as exc:
+        raise api_error(exc) from None
 
     fields = _row_fields(minted, body)
-    fields["hold"] = int(holder is not None)
     fields.update(price.get("row", {}))
     fields.update(_display(minted.amount_msat, fields))
     try:
         with svc.store.transaction() as tx:
-            invoice_id = invoices.insert(tx, fields)
-            row = invoices.by_id(tx, invoice_id)
-            assert row is not None
-            events.append(tx, events.INCOMING_CREATED, row)
+            row = invoicing.insert(tx, fields)
             if key is not None:
-                idempotency.remember(tx, token.id, key, body_hash, invoice_id, int(time.time()))
+                idempotency.remember(tx, token.id, key, body_hash, row.id, int(time.time()))
     except sqlite3.IntegrityError as exc:
         # A concurrent request with the same Idempotency-Key won the race.
         replay = _replay(svc.store.conn, token.id, key, body_hash) if key else None
@@ -170,86 +146,57 @@ def _display(amount_msat: int | None, fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _holder() -> HoldInvoices:
-    """The node's hold invoices, or 501 naming what it lacks."""
-    node = context.service().node
-    if not node.has_feature(Feature.HOLD_INVOICES) or not isinstance(node, HoldInvoices):
-        why = (
-            " (standalone Core Lightning cannot hold an HTLC; run lnplugin as a CLN plugin)"
-            if node.kind == "cln"
-            else ""
-        )
-        raise APIError(501, f"The {node.kind} node does not support hold invoices or cancel{why}")
-    return node
+# How each refusal of `lnplugin.invoicing` is answered over HTTP.
+_STATUS: dict[type[invoicing.InvoicingError], int] = {
+    invoicing.Unsupported: 501,
+    invoicing.Exists: 409,
+    invoicing.NotFound: 404,
+    invoicing.NotReceivable: 409,
+    invoicing.WrongState: 409,
+    invoicing.NodeDown: 503,
+    invoicing.NodeRefused: 502,
+}
+
+
+def api_error(exc: invoicing.InvoicingError) -> APIError:
+    if isinstance(exc, invoicing.WrongPreimage):
+        return APIError(400, "Invalid request", {"preimage": exc.message})
+    if isinstance(exc, invoicing.BadParameter):
+        return APIError(400, "Invalid request", {exc.field: exc.message})
+    return APIError(_STATUS.get(type(exc), 400), exc.message)
 
 
 @bp.post("/invoices/<payment_hash>/settle")
 @require("invoices:create")
 def settle_invoice(payment_hash: str) -> Any:
     """Settle an ACCEPTED hold invoice with the preimage of its hash."""
-    found = _own_incoming(payment_hash)
-    body = context.body_as(HoldSettle)
-    if hashlib.sha256(bytes.fromhex(body.preimage)).hexdigest() != found.payment_hash:
-        raise APIError(
-            400, "Invalid request", {"preimage": "its SHA-256 is not this invoice's payment hash"}
-        )
-    _holder()
-    if found.state != "ACCEPTED":
-        raise APIError(409, _not_accepted(found.state))
-    svc = context.service()
+    follower = context.service().follower
     try:
-        svc.follower.settle(body.preimage)
-    except InvoiceNotOpen as exc:
-        raise APIError(409, f"The node did not settle the invoice: {exc}") from None
-    except (InvoiceNotFound, NodeUnavailable, NodeError) as exc:
-        raise _node_error(exc) from None
-    return _fresh(found.payment_hash)
+        found = invoicing.own_incoming(follower, _hash_arg(payment_hash))
+        body = context.body_as(HoldSettle)
+        settled = invoicing.settle(follower, found, body.preimage)
+    except invoicing.InvoicingError as exc:
+        raise api_error(exc) from None
+    return invoice_json(settled, int(time.time()), context.public_base())
 
 
 @bp.post("/invoices/<payment_hash>/cancel")
 @require("invoices:create")
 def cancel_invoice(payment_hash: str) -> Any:
     """Cancel an open or held invoice; the node refuses payments after it."""
-    found = _own_incoming(payment_hash)
-    _holder()
-    if found.state == "SETTLED":
-        raise APIError(409, "The invoice is settled and cannot be canceled")
-    if found.state == "CANCELED":
-        return _fresh(found.payment_hash)
-    svc = context.service()
+    follower = context.service().follower
     try:
-        svc.follower.cancel(found.payment_hash, "canceled through the API")
-    except InvoiceNotOpen as exc:
-        raise APIError(409, f"The node did not cancel the invoice: {exc}") from None
-    except (InvoiceNotFound, NodeUnavailable, NodeError) as exc:
-        raise _node_error(exc) from None
-    return _fresh(found.payment_hash)
+        found = invoicing.own_incoming(follower, _hash_arg(payment_hash))
+        canceled = invoicing.cancel(follower, found, "canceled through the API")
+    except invoicing.InvoicingError as exc:
+        raise api_error(exc) from None
+    return invoice_json(canceled, int(time.time()), context.public_base())
 
 
-def _own_incoming(payment_hash: str) -> Any:
-    found = context.invoice_or_404(payment_hash)
-    if found.type != "incoming" or found.is_keysend:
-        raise APIError(409, "Only invoices this node receives can be settled or canceled")
-    return found
-
-
-def _not_accepted(state: str) -> str:
-    if state == "OPEN":
-        return "The hold invoice is not paid yet (CREATED); it can be settled once ACCEPTED"
-    return f"The invoice is {state}; only an ACCEPTED hold invoice can be settled"
-
-
-def _node_error(exc: NodeError) -> APIError:
-    if isinstance(exc, NodeUnavailable):
-        return APIError(503, f"The node is unreachable, try again shortly ({exc})")
-    return APIError(502, f"The node refused: {exc}")
-
-
-def _fresh(payment_hash: str) -> Any:
-    row = invoices.by_hash(context.service().store.conn, payment_hash, "incoming")
-    if row is None:  # checked before the node call; rows are never deleted
-        raise APIError(404, "Invoice not found")
-    return invoice_json(row, int(time.time()), context.public_base())
+def _hash_arg(payment_hash: str) -> str:
+    if not HEX64.fullmatch(payment_hash):
+        raise APIError(400, "Invalid request", {"payment_hash": "must be 64 hex characters"})
+    return payment_hash.lower()
 
 
 def log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
@@ -264,28 +211,20 @@ def log_orphan(minted: NodeInvoice, exc: BaseException) -> None:
 
 
 def _row_fields(minted: NodeInvoice, body: InvoiceCreate) -> dict[str, Any]:
-    return {
-        "type": "incoming",
-        "payment_hash": minted.payment_hash,
-        "payment_request": minted.payment_request,
-        "state": "OPEN",
-        "amount_msat": minted.amount_msat,
-        "description": minted.description if minted.description is not None else body.text,
-        "description_hash": minted.description_hash or body.description_hash,
-        "comment": body.comment,
-        "metadata": json.dumps(body.metadata) if body.metadata is not None else None,
-        "payer_name": body.payer_name,
-        "payer_email": body.payer_email,
-        "payer_pubkey": body.payer_pubkey,
-        "created_at": minted.created_at,
-        "expiry": minted.expiry,
-        "expires_at": minted.expires_at,
-        "preimage": minted.preimage,
-        "payment_secret": minted.payment_secret,
-        "webhook_url": body.webhook,
-        "source": "api",
-        "items": json.dumps([i.model_dump() for i in body.items]) if body.items else None,
-    }
+    fields = invoicing.node_fields(minted, hold=body.payment_hash is not None, source="api")
+    if minted.description is None:
+        fields["description"] = body.text
+    fields["description_hash"] = minted.description_hash or body.description_hash
+    fields.update(
+        comment=body.comment,
+        metadata=json.dumps(body.metadata) if body.metadata is not None else None,
+        payer_name=body.payer_name,
+        payer_email=body.payer_email,
+        payer_pubkey=body.payer_pubkey,
+        webhook_url=body.webhook,
+        items=json.dumps([i.model_dump() for i in body.items]) if body.items else None,
+    )
+    return fields
 
 
 def _replay(conn: sqlite3.Connection, token_id: int, key: str, body_hash: str) -> Any:

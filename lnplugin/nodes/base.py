@@ -121,6 +121,9 @@ class InvoiceRequest:
     description_hash: str | None = None
     expiry: int = 86400
     private_route_hints: bool = False
+    # Hold invoices only: the final CLTV delta the invoice asks for, i.e. how
+    # many blocks a payment may be held. None = the node's own default (80).
+    min_final_cltv_expiry_delta: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,14 +37,16 @@ MAX_CONTENT = 32 * 1024
 MAX_METADATA = 4096  # NIP-47: larger metadata MUST be dropped
 MAX_PAGE = 50  # list_transactions page size cap
 
+# Offered only when the node declares hold invoices (`Feature.HOLD_INVOICES`).
+HOLD_METHODS = ("make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice")
 # What each token scope lets a connection call (docs/nwc.md).
 SCOPE_METHODS = {
-    "invoices:create": ("make_invoice",),
+    "invoices:create": ("make_invoice", *HOLD_METHODS),
     "invoices:read": ("lookup_invoice", "list_transactions"),
     "transactions:read": ("lookup_invoice", "list_transactions"),
 }
-METHODS = ("get_info", "make_invoice", "lookup_invoice", "list_transactions")
-NOTIFICATIONS = ("payment_received",)
+METHODS = ("get_info", "make_invoice", "lookup_invoice", "list_transactions", *HOLD_METHODS)
+NOTIFICATIONS = ("payment_received", "hold_invoice_accepted")
 
 
 class Drop(Exception):
@@ -75,11 +77,24 @@ def keys_from_hex(secret_hex: str) -> ns.Keys:
     return ns.Keys(ns.SecretKey.parse(secret_hex))
 
 
-def methods_for(scopes: frozenset[str]) -> list[str]:
+def offered(hold: bool) -> tuple[list[str], list[str]]:
+    """The methods and notifications this wallet offers: the hold ones only
+    on a node that can hold invoices."""
+    if hold:
+        return list(METHODS), list(NOTIFICATIONS)
+    return [m for m in METHODS if m not in HOLD_METHODS], ["payment_received"]
+
+
+def methods_for(scopes: frozenset[str], hold: bool = False) -> list[str]:
     allowed = {"get_info"}
     for scope in scopes:
         allowed.update(SCOPE_METHODS.get(scope, ()))
-    return [m for m in METHODS if m in allowed]
+    return [m for m in offered(hold)[0] if m in allowed]
+
+
+def notifications_for(scopes: frozenset[str], hold: bool = False) -> list[str]:
+    """Notifications go to connections that may read incoming payments."""
+    return offered(hold)[1] if "invoices:read" in scopes else []
 
 
 def _tags(event: ns.Event) -> dict[str, list[str]]:
@@ -247,10 +262,12 @@ def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> Sig
     return _sign(keys, RESPONSE, content, tags)
 
 
-def info_event(keys: ns.Keys) -> SignedEvent:
-    """The replaceable kind 13194 event: what this wallet offers, to every connection."""
-    content = " ".join([*METHODS, "notifications"])
-    tags = [["encryption", " ".join(ENCRYPTIONS)], ["notifications", " ".join(NOTIFICATIONS)]]
+def info_event(keys: ns.Keys, hold: bool = False) -> SignedEvent:
+    """The replaceable kind 13194 event: what this wallet offers, to every
+    connection (`hold`: the node can hold invoices)."""
+    methods, notifications = offered(hold)
+    content = " ".join([*methods, "notifications"])
+    tags = [["encryption", " ".join(ENCRYPTIONS)], ["notifications", " ".join(notifications)]]
     return _sign(keys, INFO, content, tags)
 
 
@@ -324,6 +341,28 @@ def metadata(inv: StoredInvoice) -> dict[str, Any]:
     return out
 
 
+def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
+    """A notification's object. `hold_invoice_accepted` has the fields NIP-47
+    lists for it, as of the moment of acceptance (no preimage, even if the
+    invoice was settled before the notification went out)."""
+    if notification_type != "hold_invoice_accepted":
+        return transaction(inv)
+    note: dict[str, Any] = {
+        "type": "incoming",
+        "state": "accepted",
+        "invoice": inv.payment_request or None,
+        "description": inv.description,
+        "description_hash": inv.description_hash,
+        "payment_hash": inv.payment_hash,
+        "amount": int(inv.amount_received_msat or inv.amount_msat or 0),
+        "created_at": inv.created_at,
+        "expires_at": inv.expires_at,
+        "settle_deadline": inv.settle_deadline,
+        "metadata": metadata(inv),
+    }
+    return {k: v for k, v in note.items() if v is not None}
+
+
 def transaction(inv: StoredInvoice) -> dict[str, Any]:
     settled = inv.state == "SETTLED"
     amount = inv.amount_received_msat if settled else (inv.amount_msat or 0)
@@ -340,6 +379,8 @@ def transaction(inv: StoredInvoice) -> dict[str, Any]:
         "created_at": inv.created_at,
         "expires_at": inv.expires_at if inv.payment_request else None,
         "settled_at": inv.settled_at,
+        # Held (ACCEPTED) hold invoices: the block by which to settle or cancel.
+        "settle_deadline": inv.settle_deadline if inv.state == "ACCEPTED" else None,
         "metadata": metadata(inv),
     }
     return {k: v for k, v in tx.items() if v is not None}

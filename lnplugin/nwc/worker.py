@@ -12,21 +12,27 @@ relay outages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import nostr_sdk as ns
 
-from lnplugin.nodes.base import InvoiceRequest, Node, NodeError, NodeUnavailable
+from lnplugin import invoicing
+from lnplugin.follower import Follower
+from lnplugin.nodes.base import Feature, HoldInvoices, InvoiceRequest, Node, NodeError
 from lnplugin.nwc import protocol as p
 from lnplugin.nwc.relay import Relay
-from lnplugin.store import Store, events, invoices
+from lnplugin.store import Store, invoices
 from lnplugin.store import nwc as db
+from lnplugin.store.models import StoredInvoice
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,15 @@ IDLE_WAIT = 5.0
 QUEUE_MAX = 10_000
 STRANGERS = -1  # the rate-limit bucket of every key without a connection
 STARTUP_WAIT = 5.0  # seconds `start` waits for a first relay connection
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# How each refusal of `lnplugin.invoicing` is answered, in NIP-47 codes.
+_CODES: dict[type[invoicing.InvoicingError], str] = {
+    invoicing.Unsupported: "NOT_IMPLEMENTED",
+    invoicing.NotFound: "NOT_FOUND",
+    invoicing.NotReceivable: "NOT_FOUND",
+    invoicing.NodeDown: "INTERNAL",
+    invoicing.NodeRefused: "INTERNAL",
+}
 
 
 class RateLimiter:
@@ -64,10 +79,15 @@ class NwcWorker:
         relays: Sequence[str],
         network: str,
         limiter: RateLimiter | None = None,
+        follower: Follower | None = None,
     ) -> None:
         self.store = store
         self.node = node
         self.network = network
+        # Settle and cancel store their result through the service's follower
+        # (under its apply lock); a worker built alone gets one of its own.
+        self.follower = follower or Follower(node, store)
+        self.hold = node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices)
         self.limiter = limiter or RateLimiter()
         self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
         self.keys: ns.Keys | None = None
@@ -134,7 +154,7 @@ class NwcWorker:
 
     def _connected(self, relay: Relay) -> None:
         assert self.keys is not None
-        if not relay.publish(p.info_event(self.keys).as_json(), wait=True):
+        if not relay.publish(p.info_event(self.keys, self.hold).as_json(), wait=True):
             log.warning("nwc relay %s did not take the info event", relay.url)
         self.store.wake_waiters()  # send notifications queued while it was away
 
@@ -219,15 +239,21 @@ class NwcWorker:
         return p.response_event(self.keys, request, body).as_json()
 
     def _run(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
-        allowed = p.methods_for(connection.scopes)
-        if request.method not in p.METHODS:
-            raise p.Refuse("NOT_IMPLEMENTED", f"{request.method} is not offered by this wallet")
+        allowed = p.methods_for(connection.scopes, self.hold)
+        if request.method not in p.offered(self.hold)[0]:
+            why = " (the node cannot hold invoices)" if request.method in p.HOLD_METHODS else ""
+            raise p.Refuse("NOT_IMPLEMENTED", f"{request.method} is not offered{why}")
         if request.method not in allowed:
             raise p.Refuse("RESTRICTED", f"this connection may not call {request.method}")
         if request.method == "get_info":
-            return p.result("get_info", self._get_info(allowed))
+            return p.result("get_info", self._get_info(allowed, connection.scopes))
         if request.method == "make_invoice":
             return self._make_invoice(request, connection)
+        if request.method in p.HOLD_METHODS:
+            try:
+                return self._hold(request, connection)
+            except invoicing.InvoicingError as exc:
+                raise p.Refuse(_CODES.get(type(exc), "OTHER"), exc.message) from None
         types = self._types(connection.scopes)
         params = request.params
         if request.method == "lookup_invoice":
@@ -281,7 +307,7 @@ class NwcWorker:
         )
         return {"transactions": [p.transaction(r) for r in rows]}
 
-    def _get_info(self, methods: list[str]) -> dict[str, Any]:
+    def _get_info(self, methods: list[str], scopes: frozenset[str]) -> dict[str, Any]:
         try:
             info = self.node.get_info()
         except NodeError:
@@ -294,70 +320,85 @@ class NwcWorker:
             "block_height": info.block_height if info else None,
             "block_hash": None,
             "methods": methods,
-            "notifications": list(p.NOTIFICATIONS),
+            "notifications": p.notifications_for(scopes, self.hold),
         }
 
     def _make_invoice(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
-        params = request.params
-        amount = params.get("amount")
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-            raise p.Refuse("OTHER", "amount (msat) must be a non-negative integer")
-        description = params.get("description")
-        description_hash = params.get("description_hash")
-        expiry = params.get("expiry") or 86400
-        if description is not None and not isinstance(description, str):
-            raise p.Refuse("OTHER", "description must be a string")
-        if description_hash is not None and (
-            not isinstance(description_hash, str) or len(description_hash) != 64
-        ):
-            raise p.Refuse("OTHER", "description_hash must be 64 hex characters")
-        if not isinstance(expiry, int) or not 1 <= expiry <= 31_536_000:
-            raise p.Refuse("OTHER", "expiry must be 1 to 31536000 seconds")
-        metadata = params.get("metadata")
-        if metadata is not None and (
-            not isinstance(metadata, dict) or len(json.dumps(metadata)) > p.MAX_METADATA
-        ):
-            metadata = None  # NIP-47: over 4096 characters it MUST be dropped
+        invoice_request, metadata = _invoice_request(request.params)
         try:
-            minted = self.node.create_invoice(
-                InvoiceRequest(
-                    amount_msat=amount or None,
-                    description=description,
-                    description_hash=description_hash,
-                    expiry=expiry,
-                )
-            )
-        except NodeUnavailable as exc:
-            raise p.Refuse("INTERNAL", f"the node is unreachable ({exc})") from None
-        except NodeError as exc:
-            raise p.Refuse("INTERNAL", f"the node refused to create the invoice: {exc}") from None
-        fields = {
-            "type": "incoming",
-            "payment_hash": minted.payment_hash,
-            "payment_request": minted.payment_request,
-            "state": "OPEN",
-            "amount_msat": minted.amount_msat,
-            "description": minted.description if minted.description is not None else description,
-            "description_hash": minted.description_hash or description_hash,
-            "metadata": json.dumps(metadata) if metadata else None,
-            "created_at": minted.created_at,
-            "expiry": minted.expiry,
-            "expires_at": minted.expires_at,
-            "preimage": minted.preimage,
-            "payment_secret": minted.payment_secret,
-            "source": "nwc",
-        }
+            minted = invoicing.mint(self.follower, invoice_request, None)
+        except invoicing.InvoicingError as exc:
+            raise p.Refuse(_CODES.get(type(exc), "OTHER"), exc.message) from None
+        return self._store(request, connection, minted, invoice_request, metadata, hold=False)
+
+    def _store(
+        self,
+        request: p.Request,
+        connection: db.Connection,
+        minted: Any,
+        asked: InvoiceRequest,
+        metadata: dict[str, Any] | None,
+        *,
+        hold: bool,
+    ) -> dict[str, Any]:
+        """Store a minted invoice with its created event, its maker and the
+        signed answer, in one transaction: a replay of the request finds the
+        answer and can never mint a second one."""
+        fields = invoicing.node_fields(minted, hold=hold, source="nwc")
+        if minted.description is None:
+            fields["description"] = asked.description
+        fields["description_hash"] = minted.description_hash or asked.description_hash
+        fields["metadata"] = json.dumps(metadata) if metadata else None
         assert self.keys is not None
         with self.store.transaction() as tx:
-            invoice_id = invoices.insert(tx, fields)
-            row = invoices.by_id(tx, invoice_id)
-            assert row is not None
-            events.append(tx, events.INCOMING_CREATED, row)
-            body = p.result("make_invoice", p.transaction(row))
-            # The answer is stored with the invoice: a replay of this request
-            # finds it and can never mint a second one.
+            row = invoicing.insert(tx, fields)
+            db.made(tx, row.id, connection.id)
+            body = p.result(request.method, p.transaction(row))
             db.answer(tx, request.event_id, p.response_event(self.keys, request, body).as_json())
         return body
+
+    # -- hold invoices (make_hold_invoice, settle_hold_invoice, cancel_hold_invoice) --
+
+    def _hold(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
+        params = request.params
+        if request.method == "make_hold_invoice":
+            invoice_request, metadata = _invoice_request(params)
+            payment_hash = _hex64(params, "payment_hash")
+            delta = params.get("min_cltv_expiry_delta")
+            if delta is not None:
+                if not isinstance(delta, int) or isinstance(delta, bool):
+                    raise p.Refuse("OTHER", "min_cltv_expiry_delta must be an integer")
+                try:
+                    invoicing.check_cltv_delta(delta, self.follower.hold_cancel_margin)
+                except invoicing.BadParameter as exc:
+                    raise p.Refuse("OTHER", f"min_cltv_expiry_delta {exc.message}") from None
+                invoice_request = replace(invoice_request, min_final_cltv_expiry_delta=delta)
+            minted = invoicing.mint(self.follower, invoice_request, payment_hash)
+            return self._store(request, connection, minted, invoice_request, metadata, hold=True)
+        if request.method == "settle_hold_invoice":
+            preimage = _hex64(params, "preimage")
+            payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+            given = params.get("payment_hash")  # not in NIP-47; checked when sent
+            if given is not None and _hex64(params, "payment_hash") != payment_hash:
+                raise p.Refuse("OTHER", "the preimage's SHA-256 is not payment_hash")
+            found = self._own_hold(connection, payment_hash)
+            if found.state != "SETTLED":  # settled already: a retry gets success again
+                invoicing.settle(self.follower, found, preimage)
+            return p.result(request.method, {})
+        found = self._own_hold(connection, _hex64(params, "payment_hash"))
+        invoicing.cancel(self.follower, found, "canceled through Nostr Wallet Connect")
+        return p.result(request.method, {})
+
+    def _own_hold(self, connection: db.Connection, payment_hash: str) -> StoredInvoice:
+        """A hold invoice this connection made. Any other is NOT_FOUND, so a
+        payment hash (which every payer sees) is no handle on another app's."""
+        try:
+            found = invoicing.own_incoming(self.follower, payment_hash)
+        except invoicing.InvoicingError:
+            found = None
+        if not (found and found.hold and db.made_by(self.store.conn, found.id, connection.id)):
+            raise p.Refuse("NOT_FOUND", "no hold invoice of this connection has that payment hash")
+        return found
 
     # -- notifications --------------------------------------------------------------
 
@@ -395,7 +436,7 @@ class NwcWorker:
             if inv is None:
                 continue
             for event in p.notification_events(
-                self.keys, row["app_pubkey"], body["type"], p.transaction(inv)
+                self.keys, row["app_pubkey"], body["type"], p.notification(body["type"], inv)
             ):
                 batch[row["id"]].append(event.id)
                 for relay in live:
@@ -412,3 +453,40 @@ class NwcWorker:
         return read == db.FAN_OUT_BATCH or (
             len(done) == len(batch) and len(rows) == db.PENDING_BATCH
         )
+
+
+def _hex64(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not HEX64.fullmatch(value):
+        raise p.Refuse("OTHER", f"{name} must be 64 hex characters")
+    return value.lower()
+
+
+def _invoice_request(params: dict[str, Any]) -> tuple[InvoiceRequest, dict[str, Any] | None]:
+    """make_invoice's and make_hold_invoice's shared parameters, checked."""
+    amount = params.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+        raise p.Refuse("OTHER", "amount (msat) must be a non-negative integer")
+    description = params.get("description")
+    description_hash = params.get("description_hash")
+    expiry = params.get("expiry") or 86400
+    if description is not None and not isinstance(description, str):
+        raise p.Refuse("OTHER", "description must be a string")
+    if description_hash is not None and (
+        not isinstance(description_hash, str) or not HEX64.fullmatch(description_hash)
+    ):
+        raise p.Refuse("OTHER", "description_hash must be 64 hex characters")
+    if not isinstance(expiry, int) or not 1 <= expiry <= 31_536_000:
+        raise p.Refuse("OTHER", "expiry must be 1 to 31536000 seconds")
+    metadata = params.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict) or len(json.dumps(metadata)) > p.MAX_METADATA
+    ):
+        metadata = None  # NIP-47: over 4096 characters it MUST be dropped
+    request = InvoiceRequest(
+        amount_msat=amount or None,
+        description=description,
+        description_hash=description_hash.lower() if description_hash else None,
+        expiry=expiry,
+    )
+    return request, metadata

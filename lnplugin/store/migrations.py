@@ -394,7 +394,6 @@ def _rss_payments(db: sqlite_utils.Database) -> None:
     )
 
 
-
 @migration(9, "invoices get a public id (128 random bits) for their QR codes and checkout page")
 def _public_ids(db: sqlite_utils.Database) -> None:
     # The checkout page and QR codes are reached without a token, so the id in
@@ -478,6 +477,16 @@ def _viewed_at(db: sqlite_utils.Database) -> None:
     # Set once, by the first GET of the invoice's checkout page, in the
     # transaction that writes its `invoice.viewed` event (NULL: never opened).
     db.table("invoices").add_column("viewed_at", int)
+
+
+@migration(13, "NWC: which wallet connection made each invoice it minted")
+def _nwc_invoice_owners(db: sqlite_utils.Database) -> None:
+    # Written with the invoice, in its transaction. A connection settles and
+    # cancels only the hold invoices it made itself: another app's payment
+    # hash (which any payer sees in the invoice) is no handle on its escrow.
+    db.execute(
+        "CREATE TABLE nwc_invoices (invoice_id INTEGER PRIMARY KEY, connection_id INTEGER NOT NULL)"
+    )
 
 
 def read_only_uri(path: str | os.PathLike[str]) -> str:

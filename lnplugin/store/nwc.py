@@ -26,6 +26,12 @@ from lnplugin.store.tokens import UnknownScope
 # The token scopes that mean something to a wallet connection (docs/nwc.md).
 SCOPES = ("invoices:create", "invoices:read", "transactions:read")
 CURSOR = "nwc.notifications"
+# The outbox events a connection with `invoices:read` hears of, as NIP-47
+# notification types.
+NOTIFY = {
+    events.INCOMING_SETTLED: "payment_received",
+    events.INCOMING_ACCEPTED: "hold_invoice_accepted",
+}
 FAN_OUT_BATCH = 500
 PENDING_BATCH = 200  # notifications sent in one pipelined batch
 
@@ -154,6 +160,25 @@ def last_request_at(conn: sqlite3.Connection) -> int | None:
     return row[0]
 
 
+# -- invoices a connection made --------------------------------------------------
+
+
+def made(tx: sqlite3.Connection, invoice_id: int, connection_id: int) -> None:
+    """Record, in the invoice's own transaction, which connection minted it."""
+    tx.execute(
+        "INSERT INTO nwc_invoices (invoice_id, connection_id) VALUES (?, ?)",
+        (invoice_id, connection_id),
+    )
+
+
+def made_by(conn: sqlite3.Connection, invoice_id: int, connection_id: int) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM nwc_invoices WHERE invoice_id = ? AND connection_id = ?",
+        (invoice_id, connection_id),
+    ).fetchone()
+    return row is not None
+
+
 # -- transactions (lookup_invoice, list_transactions) -------------------------------
 
 
@@ -201,8 +226,9 @@ def transactions(
 
 
 def fan_out(tx: sqlite3.Connection, limit: int = FAN_OUT_BATCH) -> int:
-    """Turn settlements past the cursor into notification rows, one per live
-    connection that may read incoming payments; returns events read."""
+    """Turn settlements and held (ACCEPTED) payments past the cursor into
+    notification rows, one per live connection that may read incoming
+    payments; returns events read."""
     rows = events.after(tx, cursors.get(tx, CURSOR), limit)
     if not rows:
         return 0
@@ -217,9 +243,10 @@ def fan_out(tx: sqlite3.Connection, limit: int = FAN_OUT_BATCH) -> int:
     now = int(time.time())
     new = []
     for event in rows:
-        if event["type"] != events.INCOMING_SETTLED or not readers:
+        kind = NOTIFY.get(event["type"])
+        if kind is None or not readers:
             continue
-        body = json.dumps({"type": "payment_received", "invoice_id": event["invoice_id"]})
+        body = json.dumps({"type": kind, "invoice_id": event["invoice_id"]})
         new += [(cid, body, now) for cid, since in readers if event["created_at"] >= since]
     tx.executemany(
         "INSERT INTO nwc_notifications (connection_id, body, created_at) VALUES (?, ?, ?)", new
@@ -244,8 +271,9 @@ def sent(tx: sqlite3.Connection, notification_id: int) -> None:
 def backlog(conn: sqlite3.Connection) -> int:
     """Notifications not yet taken by a relay, plus outbox events not yet fanned out."""
     queued = conn.execute("SELECT COUNT(*) FROM nwc_notifications").fetchone()[0]
+    marks = ", ".join("?" * len(NOTIFY))
     behind = conn.execute(
-        "SELECT COUNT(*) FROM events WHERE seq > ? AND type = ?",
-        (cursors.get(conn, CURSOR), events.INCOMING_SETTLED),
+        f"SELECT COUNT(*) FROM events WHERE seq > ? AND type IN ({marks})",
+        (cursors.get(conn, CURSOR), *NOTIFY),
     ).fetchone()[0]
     return int(queued) + int(behind)

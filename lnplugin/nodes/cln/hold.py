@@ -108,7 +108,7 @@ class ClnHoldNode(ClnNode):
             description=(request.description or "") if request.description_hash is None else None,
             description_hash=request.description_hash,
             expiry=request.expiry,
-            min_final_cltv_expiry_delta=HOLD_CLTV_DELTA,
+            min_final_cltv_expiry_delta=request.min_final_cltv_expiry_delta or HOLD_CLTV_DELTA,
         )
         signed = self._call("signinvoice", invstring=unsigned)["bolt11"]
         return NodeInvoice(

@@ -56,6 +56,16 @@ START_HEIGHT = 100  # the simulated chain's height in a new dev node
 # HTLC expires this many blocks after the payment arrives.
 HTLC_CLTV_DELTA = 80
 
+
+def _cltv_delta(payment_request: str) -> int:
+    """The final CLTV delta a hold invoice asked for (its own, or the default):
+    a held HTLC expires that many blocks after the payment arrives."""
+    try:
+        return bolt11.decode(payment_request).min_final_cltv_expiry_delta
+    except bolt11.Bolt11Error:
+        return HTLC_CLTV_DELTA
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dev_invoices (
     payment_hash TEXT PRIMARY KEY,
@@ -196,7 +206,9 @@ class DevNode(Node):
             expiry=request.expiry,
             # A hold invoice asks for a long CLTV delta, as LND's do: the time
             # its HTLC may be held. Regular ones keep BOLT11's default of 18.
-            min_final_cltv_expiry_delta=None if preimage else HTLC_CLTV_DELTA,
+            min_final_cltv_expiry_delta=(
+                None if preimage else request.min_final_cltv_expiry_delta or HTLC_CLTV_DELTA
+            ),
         )
         try:
             self._write(
@@ -351,7 +363,7 @@ class DevNode(Node):
                 " settle_deadline = (SELECT height FROM dev_chain) + ?, change_index ="
                 " (SELECT COALESCE(MAX(change_index), 0) + 1 FROM dev_invoices)"
                 " WHERE payment_hash = ? AND state = 'OPEN' AND created_at + expiry > ?",
-                (paid, HTLC_CLTV_DELTA, payment_hash, now),
+                (paid, _cltv_delta(row["payment_request"]), payment_hash, now),
             )
         else:
             cur = self._write(

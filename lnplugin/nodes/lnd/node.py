@@ -492,6 +492,8 @@ class LndNode(Node):
         )
         if request.description_hash:
             req.description_hash = bytes.fromhex(request.description_hash)
+        if request.min_final_cltv_expiry_delta is not None:
+            req.cltv_expiry = request.min_final_cltv_expiry_delta
         self._call(self._invoices.AddHoldInvoice, req)
         found = self.lookup_invoice(payment_hash)
         if found is None:  # pragma: no cover - lnd just created it

@@ -1,0 +1,222 @@
+"""Minting, settling and canceling invoices: the rules both ways in share.
+
+The HTTP API (`api/invoices.py`) and Nostr Wallet Connect (`nwc/worker.py`)
+mint invoices, and settle and cancel hold invoices, through these functions,
+so a hold invoice follows one set of rules whichever way it was asked for.
+Each caller turns `InvoicingError`s into its own answer (an HTTP status in
+the Alby shape, a NIP-47 error code); the messages are written for people.
+
+Settle and cancel go through the `Follower`, which calls the node and stores
+the new state with its outbox event at once (see `Follower.settle`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from typing import Any
+
+from lnplugin.follower import Follower
+from lnplugin.nodes.base import (
+    Feature,
+    HoldInvoices,
+    InvoiceNotOpen,
+    InvoiceRequest,
+    Node,
+    NodeError,
+    NodeInvoice,
+    NodeUnavailable,
+)
+from lnplugin.store import events, invoices
+from lnplugin.store.models import StoredInvoice
+
+# The largest CLTV delta a hold invoice may ask for: about two weeks of
+# blocks, LND's own ceiling for an invoice's final CLTV delta.
+MAX_CLTV_DELTA = 2016
+
+
+class InvoicingError(Exception):
+    """A refusal, with a message for the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unsupported(InvoicingError):
+    """The node has no hold invoices (HTTP 501, NIP-47 NOT_IMPLEMENTED)."""
+
+
+class Exists(InvoicingError):
+    """An invoice with that payment hash is already stored (409)."""
+
+
+class NotFound(InvoicingError):
+    """No invoice with that payment hash (404, NOT_FOUND)."""
+
+
+class NotReceivable(InvoicingError):
+    """An outgoing payment or a keysend: nothing lnplugin can settle or cancel (409)."""
+
+
+class WrongPreimage(InvoicingError):
+    """sha256(preimage) is not the invoice's payment hash (400)."""
+
+
+class WrongState(InvoicingError):
+    """Not in a state the operation applies to (409); `state` says which it is."""
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class BadParameter(InvoicingError):
+    """A parameter the node would take but lnplugin refuses (400); `field` names it."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NodeDown(InvoicingError):
+    """The node is unreachable (503, INTERNAL)."""
+
+
+class NodeRefused(InvoicingError):
+    """The node refused the call (502, INTERNAL)."""
+
+
+def holder(node: Node) -> HoldInvoices:
+    """The node's hold invoices, or `Unsupported` naming what it lacks."""
+    if node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices):
+        return node
+    why = (
+        " (standalone Core Lightning cannot hold an HTLC; run lnplugin as a CLN plugin)"
+        if node.kind == "cln"
+        else ""
+    )
+    raise Unsupported(f"The {node.kind} node does not support hold invoices or cancel{why}")
+
+
+def check_cltv_delta(delta: int, hold_cancel_margin: int) -> None:
+    """A hold invoice's final CLTV delta must outlast lnplugin's safety
+    cancel, or the invoice would be canceled as soon as it is paid."""
+    if not hold_cancel_margin < delta <= MAX_CLTV_DELTA:
+        raise BadParameter(
+            f"must be more than the hold cancel margin ({hold_cancel_margin} blocks, which "
+            f"lnplugin keeps before a held invoice's deadline) and at most {MAX_CLTV_DELTA}",
+            "min_cltv_expiry_delta",
+        )
+
+
+def mint(follower: Follower, request: InvoiceRequest, hold_hash: str | None) -> NodeInvoice:
+    """Have the node mint a regular invoice, or a hold invoice for `hold_hash`.
+
+    The caller stores the result (with `node_fields`) in its own transaction,
+    next to whatever it keeps with it. Failed node calls are counted for
+    `/metrics` under `create_invoice`.
+    """
+    hold = holder(follower.node) if hold_hash is not None else None
+    if hold_hash is not None and invoices.by_hash(follower.store.conn, hold_hash, "incoming"):
+        raise Exists(f"An invoice with payment hash {hold_hash} exists")
+    try:
+        if hold is not None and hold_hash is not None:
+            return hold.create_hold_invoice(request, hold_hash)
+        return follower.node.create_invoice(request)
+    except NodeUnavailable as exc:
+        follower.node_errors["create_invoice"] += 1
+        raise NodeDown(f"The node is unreachable, try again shortly ({exc})") from None
+    except NodeError as exc:
+        follower.node_errors["create_invoice"] += 1
+        raise NodeRefused(f"The node refused to create the invoice: {exc}") from None
+
+
+def node_fields(minted: NodeInvoice, *, hold: bool, source: str) -> dict[str, Any]:
+    """The stored row's columns that come from the node's answer."""
+    return {
+        "type": "incoming",
+        "payment_hash": minted.payment_hash,
+        "payment_request": minted.payment_request,
+        "state": "OPEN",
+        "amount_msat": minted.amount_msat,
+        "description": minted.description,
+        "description_hash": minted.description_hash,
+        "created_at": minted.created_at,
+        "expiry": minted.expiry,
+        "expires_at": minted.expires_at,
+        "preimage": minted.preimage,
+        "payment_secret": minted.payment_secret,
+        "hold": int(hold),
+        "source": source,
+    }
+
+
+def insert(tx: sqlite3.Connection, fields: dict[str, Any]) -> StoredInvoice:
+    """Store a new invoice with its `invoice.incoming.created` outbox event."""
+    invoice_id = invoices.insert(tx, fields)
+    row = invoices.by_id(tx, invoice_id)
+    assert row is not None
+    events.append(tx, events.INCOMING_CREATED, row)
+    return row
+
+
+def own_incoming(follower: Follower, payment_hash: str) -> StoredInvoice:
+    """The invoice this node receives for `payment_hash` (lowercase hex)."""
+    found = invoices.by_hash(follower.store.conn, payment_hash)
+    if found is None:
+        raise NotFound(f"No invoice with payment hash {payment_hash}")
+    if found.type != "incoming" or found.is_keysend:
+        raise NotReceivable("Only invoices this node receives can be settled or canceled")
+    return found
+
+
+def settle(follower: Follower, found: StoredInvoice, preimage: str) -> StoredInvoice:
+    """Settle the ACCEPTED hold invoice `found` with `preimage` (64 hex)."""
+    if hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != found.payment_hash:
+        raise WrongPreimage("its SHA-256 is not this invoice's payment hash")
+    holder(follower.node)
+    if found.state != "ACCEPTED":
+        raise WrongState(_not_accepted(found.state), found.state)
+    try:
+        follower.settle(preimage)
+    except InvoiceNotOpen as exc:
+        raise WrongState(f"The node did not settle the invoice: {exc}", found.state) from None
+    except NodeError as exc:  # unreachable, or the node no longer knows it
+        raise _node_error(exc) from None
+    return fresh(follower, found.payment_hash)
+
+
+def cancel(follower: Follower, found: StoredInvoice, reason: str) -> StoredInvoice:
+    """Cancel `found` (open or ACCEPTED) on the node; a canceled one is returned as is."""
+    holder(follower.node)
+    if found.state == "SETTLED":
+        raise WrongState("The invoice is settled and cannot be canceled", found.state)
+    if found.state == "CANCELED":
+        return found
+    try:
+        follower.cancel(found.payment_hash, reason)
+    except InvoiceNotOpen as exc:
+        raise WrongState(f"The node did not cancel the invoice: {exc}", found.state) from None
+    except NodeError as exc:
+        raise _node_error(exc) from None
+    return fresh(follower, found.payment_hash)
+
+
+def fresh(follower: Follower, payment_hash: str) -> StoredInvoice:
+    row = invoices.by_hash(follower.store.conn, payment_hash, "incoming")
+    if row is None:  # checked before the node call; rows are never deleted
+        raise NotFound("Invoice not found")
+    return row
+
+
+def _not_accepted(state: str) -> str:
+    if state == "OPEN":
+        return "The hold invoice is not paid yet (CREATED); it can be settled once ACCEPTED"
+    return f"The invoice is {state}; only an ACCEPTED hold invoice can be settled"
+
+
+def _node_error(exc: NodeError) -> InvoicingError:
+    if isinstance(exc, NodeUnavailable):
+        return NodeDown(f"The node is unreachable, try again shortly ({exc})")
+    return NodeRefused(f"The node refused: {exc}")

@@ -1,14 +1,15 @@
-"""A real nostr relay for the NWC tests: the `nostr-relay` package from PyPI,
-run as its own process on a free loopback port with its own SQLite file.
+"""A real nostr relay for the NWC tests and the benchmark: rust-nostr's local
+relay (`lnplugin_sim/nostr_relay.py`, from the `nostr-sdk` package), run as
+its own process on a free loopback port.
 
 `Relay.kill()` and `Relay.start()` again on the same port let a test drop
-the relay under a running lnplugin and bring it back.
+the relay under a running lnplugin and bring it back. The relay keeps events
+in memory only, so a restarted relay has forgotten everything, as a relay
+that does not store ephemeral events (all NWC traffic) has anyway.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import nostr_relay
-import yaml
-
 STARTUP_TIMEOUT = 20.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -35,33 +34,25 @@ class Relay:
         self.url = f"ws://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
-        default = Path(nostr_relay.__file__).with_name("config.yaml")
-        config = yaml.safe_load(default.read_text())
-        config["storage"]["sqlalchemy.url"] = f"sqlite+aiosqlite:///{workdir / 'relay.sqlite3'}"
-        config["gunicorn"]["bind"] = f"127.0.0.1:{self.port}"
-        config["gunicorn"]["loglevel"] = "warning"
-        self.config = workdir / "relay.yaml"
-        self.config.write_text(yaml.safe_dump(config))
 
     def start(self) -> Relay:
-        exe = shutil.which("nostr-relay", path=os.path.dirname(sys.executable))
-        assert exe, "the nostr-relay package is not installed (pip install -e '.[test]')"
+        log = self.workdir / "relay.log"
         self.proc = subprocess.Popen(
-            [exe, "-c", str(self.config), "serve", "--use-uvicorn"],
-            cwd=self.workdir,
+            [sys.executable, "-m", "lnplugin_sim.nostr_relay", "--port", str(self.port)],
+            cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "relay.log", "ab"),  # noqa: SIM115 - the child keeps it
+            stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError((self.workdir / "relay.log").read_text()[-2000:])
+                raise AssertionError(log.read_text()[-2000:])
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return self
             except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nostr-relay did not start listening")
+                time.sleep(0.02)
+        raise AssertionError("the nostr relay did not start listening")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

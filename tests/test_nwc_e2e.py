@@ -1,5 +1,5 @@
-"""Nostr Wallet Connect end to end: a real relay process (the `nostr-relay`
-package), lnplugin as a process with `--nwc-relay`, and as the app the NWC
+"""Nostr Wallet Connect end to end: a real relay process (rust-nostr's local
+relay, `tests/nwc_relay.py`), lnplugin as a process with `--nwc-relay`, and as the app the NWC
 client in rust-nostr's `nostr-sdk` (requests and responses).
 
 nostr-sdk's client has no notification API, so notifications (and the

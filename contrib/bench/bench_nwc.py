@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import queue
+import socket
 import statistics
 import subprocess
 import sys
@@ -52,21 +53,46 @@ def sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> str:
     return keys.sign_event(builder.finalize_unsigned(keys.public_key())).as_json()
 
 
+def ack_now(sock: socket.socket) -> None:
+    """As lnplugin does on its relay sockets (lnplugin/nwc/relay.py): ACK at
+    once what arrived, so the relay's next small write is not held by Nagle
+    until our delayed ACK."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
 class Client:
-    """One websocket to the relay, subscribed to events tagged for `pubkeys`."""
+    """Two websockets to the relay, with Nagle off on both: one subscribed to
+    events tagged for `pubkeys`, one that publishes. Publishing and receiving
+    on one socket would time the relay's own write coalescing instead (it
+    sends the `OK` and then, moments later, the event on the same socket,
+    and without TCP_NODELAY on its side the second write waits up to 40 ms
+    for the first one's delayed ACK); an app reading a notification it did
+    not just publish for does not meet that."""
 
     def __init__(self, url: str, kinds: list[int], pubkeys: list[str]) -> None:
         self.ws = connect(url, max_size=2**22).__enter__()
+        self.out = connect(url, max_size=2**22).__enter__()
+        for ws in (self.ws, self.out):
+            ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.arrived: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self.ws.send(json.dumps(["REQ", "b", {"kinds": kinds, "#p": pubkeys}]))
         while json.loads(self.ws.recv())[0] != "EOSE":
             pass
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:  # the publisher's OKs
+        try:
+            for _ in self.out:
+                ack_now(self.out.socket)
+        except Exception:
+            return
 
     def _read(self) -> None:
         try:
             for raw in self.ws:
                 now = time.perf_counter()
+                ack_now(self.ws.socket)
                 msg = json.loads(raw)
                 if msg[0] == "EVENT":
                     self.arrived.put((now, msg[2]))
@@ -75,7 +101,7 @@ class Client:
 
     def send(self, event_json: str) -> float:
         start = time.perf_counter()
-        self.ws.send(f'["EVENT",{event_json}]')
+        self.out.send(f'["EVENT",{event_json}]')
         return start
 
     def wait(self, match: Any, timeout: float = 30.0) -> float:
@@ -220,7 +246,7 @@ def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n:
         ]
         start = time.perf_counter()
         for event in events:
-            client.ws.send(f'["EVENT",{event}]')
+            client.out.send(f'["EVENT",{event}]')
         for _ in events:
             at, _event = client.arrived.get(timeout=30)
         burst.append(at - start)

@@ -182,6 +182,7 @@ class Relay:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
+                self._unacked()
             if self._stop.is_set():
                 break
             self.state = "disconnected"
@@ -194,6 +195,16 @@ class Relay:
                 delay,
             )
             self._stop.wait(delay)
+
+    def _unacked(self) -> None:
+        """The connection is gone: no `OK` can come for what was sent on it,
+        so whoever waits for one learns now (not accepted) instead of after
+        `ACK_TIMEOUT`, and those notifications go out again on the next
+        connection without a 5 s stall behind them."""
+        with self._acks_lock:
+            slots = list(self._acks.values())
+        for done, _ in slots:
+            done.set()
 
     def _read(self, ws: ClientConnection) -> None:
         for raw in ws:

@@ -1,25 +1,26 @@
-"""A real nostr relay for the NWC tests: the `nostr-relay` package from PyPI,
-run as its own process on a free loopback port with its own SQLite file.
+"""A real nostr relay for the NWC tests and the benchmark: rust-nostr's local
+relay (`lnplugin_sim/nostr_relay.py`, from the `nostr-sdk` package), run as
+its own process on a free loopback port.
 
 `Relay.kill()` and `Relay.start()` again on the same port let a test drop
-the relay under a running lnplugin and bring it back.
+the relay under a running lnplugin and bring it back. The relay keeps events
+in memory only, so a restarted relay has forgotten everything, as a relay
+that does not store ephemeral events (all NWC traffic) has anyway.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-import nostr_relay
-import yaml
-
 STARTUP_TIMEOUT = 20.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -35,35 +36,104 @@ class Relay:
         self.url = f"ws://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
-        default = Path(nostr_relay.__file__).with_name("config.yaml")
-        config = yaml.safe_load(default.read_text())
-        config["storage"]["sqlalchemy.url"] = f"sqlite+aiosqlite:///{workdir / 'relay.sqlite3'}"
-        config["gunicorn"]["bind"] = f"127.0.0.1:{self.port}"
-        config["gunicorn"]["loglevel"] = "warning"
-        self.config = workdir / "relay.yaml"
-        self.config.write_text(yaml.safe_dump(config))
 
     def start(self) -> Relay:
-        exe = shutil.which("nostr-relay", path=os.path.dirname(sys.executable))
-        assert exe, "the nostr-relay package is not installed (pip install -e '.[test]')"
+        log = self.workdir / "relay.log"
         self.proc = subprocess.Popen(
-            [exe, "-c", str(self.config), "serve", "--use-uvicorn"],
-            cwd=self.workdir,
+            [sys.executable, "-m", "lnplugin_sim.nostr_relay", "--port", str(self.port)],
+            cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "relay.log", "ab"),  # noqa: SIM115 - the child keeps it
+            stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError((self.workdir / "relay.log").read_text()[-2000:])
+                raise AssertionError(log.read_text()[-2000:])
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return self
             except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nostr-relay did not start listening")
+                time.sleep(0.02)
+        raise AssertionError("the nostr relay did not start listening")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+class Gate:
+    """A TCP proxy in front of a relay, for lnplugin's side only, so a test
+    decides when lnplugin can reach the relay while the app (connected to the
+    relay directly) stays subscribed.
+
+    `close()` drops every connection through it and turns new ones away;
+    `open()` lets them through again; `hold()` keeps lnplugin's connection up
+    but swallows what lnplugin sends (counted in `swallowed`), so its events
+    never reach the relay and are never acknowledged.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.state = "open"
+        self.swallowed = 0
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def open(self) -> None:
+        self.state = "open"
+
+    def hold(self) -> None:
+        self.swallowed = 0
+        self.state = "hold"
+
+    def close(self) -> None:
+        self.state = "closed"
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def stop(self) -> None:
+        self.close()
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.state == "closed":
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_lnplugin: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_lnplugin and self.state == "hold":
+                    self.swallowed += len(data)
+                    continue
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -65,7 +65,8 @@ def test_an_older_schema_warns_to_back_up_before_it_migrates(tmp_path: Path) -> 
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM schema_version WHERE version = ?", (LATEST,))
     _, lines = doctor(tmp_path / "data")
-    assert lines["store"].startswith(f"WARN store: schema version {LATEST - 1}")
+    previous = sorted(MIGRATIONS)[-2]  # numbers may skip: branches reserve theirs
+    assert lines["store"].startswith(f"WARN store: schema version {previous}")
     assert "lnplugin backup" in lines["store"]
 
 

@@ -1,5 +1,5 @@
-"""Nostr Wallet Connect end to end: a real relay process (the `nostr-relay`
-package), lnplugin as a process with `--nwc-relay`, and as the app the NWC
+"""Nostr Wallet Connect end to end: a real relay process (rust-nostr's local
+relay, `tests/nwc_relay.py`), lnplugin as a process with `--nwc-relay`, and as the app the NWC
 client in rust-nostr's `nostr-sdk` (requests and responses).
 
 nostr-sdk's client has no notification API and no hold invoice methods
@@ -86,11 +86,15 @@ def make_invoice(uri: str, msat: int, description: str) -> Any:
     return call(uri, "make_invoice", request)
 
 
+def kind(event: ns.Event) -> int:
+    return int(event.kind().as_u16())
+
+
 class Listener:
     """Subscribes as the app to its responses (23195) and notifications
     (23197) on the relay; decrypts with nostr-sdk."""
 
-    def __init__(self, relay: Relay, uri: str) -> None:
+    def __init__(self, relay: Relay, uri: str, kinds: tuple[int, ...] = (23195, 23197)) -> None:
         parsed = ns.NostrWalletConnectUri.parse(uri)
         self.keys = ns.Keys(parsed.secret())
         self.service = parsed.public_key()
@@ -99,7 +103,7 @@ class Listener:
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(relay.url))
         app = self.keys.public_key().to_hex()
-        self._ws.send(json.dumps(["REQ", "app", {"kinds": [23195, 23197], "#p": [app]}]))
+        self._ws.send(json.dumps(["REQ", "app", {"kinds": list(kinds), "#p": [app]}]))
         while json.loads(self._ws.recv(timeout=WAIT))[0] != "EOSE":
             pass
         threading.Thread(target=self._read, daemon=True).start()
@@ -112,8 +116,10 @@ class Listener:
                     continue
                 event = ns.Event.from_json(json.dumps(msg[2]))
                 assert event.verify() and event.author().to_hex() == self.service.to_hex()
-                body = json.loads(self.keys.nip44_decrypt(self.service, event.content()))
                 tags = {t.to_vec()[0]: t.to_vec()[1] for t in event.tags()}
+                nip44 = kind(event) == 23197 or tags.get("encryption") == "nip44_v2"
+                decrypt = self.keys.nip44_decrypt if nip44 else self.keys.nip04_decrypt
+                body = json.loads(decrypt(self.service, event.content()))
                 self.events.put(
                     {
                         "id": event.id().to_hex(),
@@ -142,12 +148,33 @@ class Listener:
             self._stash.append(event)
         raise AssertionError(f"no kind {kind} event arrived")
 
+    def next_any(self, kinds: tuple[int, ...]) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if event["kind"] in kinds:
+                return event
+        raise AssertionError(f"no event of kinds {kinds} arrived")
+
     def request(self, method: str, params: dict[str, Any], extra: list[list[str]] = ()) -> str:  # type: ignore[assignment]
         """Publish a request by hand; returns its event JSON (to send again)."""
         content = self.keys.nip44_encrypt(
             self.service, json.dumps({"method": method, "params": params})
         )
         tags = [["p", self.service.to_hex()], ["encryption", "nip44_v2"], *extra]
+        builder = ns.EventBuilder(ns.Kind(23194), content).tags([ns.Tag.parse(t) for t in tags])
+        event = self.keys.sign_event(builder.finalize_unsigned(self.keys.public_key()))
+        return event.as_json()
+
+    def request_nip04(self, method: str, params: dict[str, Any]) -> str:
+        """A request as an older app sends it: NIP-04, no `encryption` tag."""
+        content = self.keys.nip04_encrypt(
+            self.service, json.dumps({"method": method, "params": params})
+        )
+        tags = [["p", self.service.to_hex()]]
         builder = ns.EventBuilder(ns.Kind(23194), content).tags([ns.Tag.parse(t) for t in tags])
         event = self.keys.sign_event(builder.finalize_unsigned(self.keys.public_key()))
         return event.as_json()

@@ -222,6 +222,24 @@ def test_notifications_go_out_as_nip44_and_nip04() -> None:
     assert json.loads(plain44)["notification_type"] == "payment_received"
 
 
+@pytest.mark.parametrize(
+    ("encryption", "kind", "decrypt"),
+    [(p.NIP44, 23197, "nip44_decrypt"), (p.NIP04, 23196, "nip04_decrypt")],
+)
+def test_an_app_known_to_use_one_scheme_gets_its_notification_once_in_it(
+    encryption: str, kind: int, decrypt: str
+) -> None:
+    events = [
+        signed(e)
+        for e in p.notification_events(
+            SERVICE, APP.public_key().to_hex(), "payment_received", {"a": 1}, encryption
+        )
+    ]
+    assert [e.kind().as_u16() for e in events] == [kind]
+    plain = getattr(APP, decrypt)(SERVICE.public_key(), events[0].content())
+    assert json.loads(plain) == {"notification_type": "payment_received", "notification": {"a": 1}}
+
+
 # -- transactions -----------------------------------------------------------------
 
 

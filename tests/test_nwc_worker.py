@@ -45,19 +45,31 @@ def app_keys(worker: NwcWorker, *scopes: str) -> ns.Keys:
     return ns.Keys(ns.NostrWalletConnectUri.parse(uri).secret())
 
 
-def request(worker: NwcWorker, app: ns.Keys, method: str, params: dict[str, Any]) -> dict[str, Any]:
+def request(
+    worker: NwcWorker,
+    app: ns.Keys,
+    method: str,
+    params: dict[str, Any],
+    encryption: str = p.NIP44,
+) -> dict[str, Any]:
     service = ns.PublicKey.parse(worker.pubkey)
-    content = app.nip44_encrypt(service, json.dumps({"method": method, "params": params}))
-    tags = [["p", worker.pubkey], ["encryption", "nip44_v2"]]
+    plain = json.dumps({"method": method, "params": params})
+    content = p.encrypt(app, service, encryption, plain)
+    tags = [["p", worker.pubkey]]
+    if encryption == p.NIP44:
+        tags.append(["encryption", p.NIP44])
     builder = ns.EventBuilder(ns.Kind(p.REQUEST), content).tags([ns.Tag.parse(t) for t in tags])
     return json.loads(app.sign_event(builder.finalize_unsigned(app.public_key())).as_json())
 
 
-def answer(app: ns.Keys, worker: NwcWorker, event_json: str | None) -> dict[str, Any]:
+def answer(
+    app: ns.Keys, worker: NwcWorker, event_json: str | None, encryption: str = p.NIP44
+) -> dict[str, Any]:
     assert event_json is not None
     event = ns.Event.from_json(event_json)
     assert event.verify()
-    return json.loads(app.nip44_decrypt(ns.PublicKey.parse(worker.pubkey), event.content()))
+    plain = p.decrypt(app, ns.PublicKey.parse(worker.pubkey), encryption, event.content())
+    return json.loads(plain)
 
 
 def minted(worker: NwcWorker) -> int:
@@ -410,3 +422,19 @@ def test_a_node_without_hold_invoices_offers_no_hold_methods(tmp: Path) -> None:
         finally:
             node.close()
             store.close()
+
+
+def test_a_connection_remembers_the_scheme_of_its_apps_latest_request(worker: NwcWorker) -> None:
+    app = app_keys(worker, "invoices:read")
+
+    def scheme() -> str | None:
+        found = db.live_by_pubkey(worker.store.conn, app.public_key().to_hex())
+        assert found is not None
+        return found.encryption
+
+    assert scheme() is None  # no request yet: notifications go out in both schemes
+    body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), time.time()))
+    assert body["error"] is None and scheme() == p.NIP44
+    legacy = worker.handle(request(worker, app, "get_info", {}, p.NIP04), time.time())
+    assert answer(app, worker, legacy, p.NIP04)["error"] is None
+    assert scheme() == p.NIP04

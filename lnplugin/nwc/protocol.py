@@ -13,6 +13,7 @@ vectors anyway).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -253,8 +254,14 @@ def _secret(keys: ns.Keys) -> coincurve.PrivateKey:
     return _SECRETS[hex_key]
 
 
+@functools.lru_cache(maxsize=4096)
+def _peer(pubkey_hex: str) -> ns.PublicKey:
+    """An app's key as the library's object; parsed once per app, not per event."""
+    return ns.PublicKey.parse(pubkey_hex)
+
+
 def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> SignedEvent:
-    peer = ns.PublicKey.parse(request.app_pubkey)
+    peer = _peer(request.app_pubkey)
     content = encrypt(keys, peer, request.encryption, json.dumps(body, separators=(",", ":")))
     tags = [["p", request.app_pubkey], ["e", request.event_id]]
     if request.encryption == NIP44:
@@ -272,18 +279,25 @@ def info_event(keys: ns.Keys, hold: bool = False) -> SignedEvent:
 
 
 def notification_events(
-    keys: ns.Keys, app_pubkey: str, notification_type: str, notification: dict[str, Any]
+    keys: ns.Keys,
+    app_pubkey: str,
+    notification_type: str,
+    notification: dict[str, Any],
+    encryption: str | None = None,
 ) -> list[SignedEvent]:
-    """One notification as NIP-47 asks of a wallet offering both schemes:
-    kind 23197 with NIP-44 and kind 23196 with NIP-04."""
-    peer = ns.PublicKey.parse(app_pubkey)
+    """One notification: in the scheme the app is known to use (`encryption`,
+    from its requests), else as NIP-47 asks of a wallet offering both, kind
+    23197 with NIP-44 and kind 23196 with NIP-04."""
+    peer = _peer(app_pubkey)
     plain = json.dumps(
         {"notification_type": notification_type, "notification": notification},
         separators=(",", ":"),
     )
+    schemes = ((NOTIFICATION_NIP44, NIP44), (NOTIFICATION_NIP04, NIP04))
     return [
         _sign(keys, kind, encrypt(keys, peer, scheme, plain), [["p", app_pubkey]])
-        for kind, scheme in ((NOTIFICATION_NIP44, NIP44), (NOTIFICATION_NIP04, NIP04))
+        for kind, scheme in schemes
+        if encryption is None or scheme == encryption
     ]
 
 

@@ -11,10 +11,12 @@ replay with the stored response), and republishes the info event each time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,31 @@ def backoff(attempt: int) -> float:
     """Seconds before reconnect attempt `attempt` (0-based), with ±30 % jitter."""
     base = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
     return base * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """Small writes leave at once (websockets sets this itself since version
+    14; lnplugin accepts older ones)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def _ack_now(sock: socket.socket) -> None:
+    """Acknowledge what arrived now rather than after the delayed-ACK timer.
+
+    A relay writes its `OK` for our response and, a moment later, the next
+    request on the same socket. A relay that leaves Nagle's algorithm on
+    (rust-nostr's does) holds that second small write until our ACK of the
+    first, and Linux delays that ACK up to 40 ms on a connection that also
+    sends: every request arriving in that window waited ~40 ms. Setting
+    TCP_QUICKACK sends the pending ACK at once; the kernel clears the flag
+    again by itself, hence once per message."""
+    if _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
 class Relay:
@@ -139,6 +166,7 @@ class Relay:
             try:
                 with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
                     self._ws = ws
+                    _no_delay(ws.socket)
                     sub = self._subscription()
                     ws.send(json.dumps(["REQ", self._sub_id, sub]))
                     self.state = "connected"
@@ -154,6 +182,7 @@ class Relay:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
+                self._unacked()
             if self._stop.is_set():
                 break
             self.state = "disconnected"
@@ -167,8 +196,19 @@ class Relay:
             )
             self._stop.wait(delay)
 
+    def _unacked(self) -> None:
+        """The connection is gone: no `OK` can come for what was sent on it,
+        so whoever waits for one learns now (not accepted) instead of after
+        `ACK_TIMEOUT`, and those notifications go out again on the next
+        connection without a 5 s stall behind them."""
+        with self._acks_lock:
+            slots = list(self._acks.values())
+        for done, _ in slots:
+            done.set()
+
     def _read(self, ws: ClientConnection) -> None:
         for raw in ws:
+            _ack_now(ws.socket)
             try:
                 msg = json.loads(raw)
             except ValueError:

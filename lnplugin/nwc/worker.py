@@ -213,6 +213,8 @@ class NwcWorker:
             return self._refuse(request, p.Refuse("RATE_LIMITED", "too many requests"))
         with self.store.transaction() as tx:
             stored = db.claim(tx, request.event_id, connection.id, request.method)
+            if connection.encryption != request.encryption:
+                db.remember_encryption(tx, connection.id, request.encryption)
         if stored == db.CLAIMED:
             log.info("nwc: request %s was interrupted before its answer", request.event_id[:16])
             return None
@@ -429,14 +431,19 @@ class NwcWorker:
             return read == db.FAN_OUT_BATCH
         live = [r for r in self.relays if r.state == "connected"]
         batch: dict[int, list[str]] = {}  # notification row id -> its event ids
+        notified: dict[tuple[str, int], dict[str, Any] | None] = {}  # one read per payment
         for row in rows:  # each row's events go out as soon as they are built
             body = json.loads(row["body"])
-            inv = invoices.by_id(self.store.conn, body["invoice_id"])
+            key = (body["type"], body["invoice_id"])
+            if key not in notified:
+                inv = invoices.by_id(self.store.conn, body["invoice_id"])
+                notified[key] = None if inv is None else p.notification(body["type"], inv)
             batch[row["id"]] = []
-            if inv is None:
+            notification = notified[key]
+            if notification is None:
                 continue
             for event in p.notification_events(
-                self.keys, row["app_pubkey"], body["type"], p.notification(body["type"], inv)
+                self.keys, row["app_pubkey"], body["type"], notification, row["encryption"]
             ):
                 batch[row["id"]].append(event.id)
                 for relay in live:

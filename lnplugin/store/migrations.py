@@ -489,6 +489,14 @@ def _nwc_invoice_owners(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(14, "NWC connections remember the encryption their app uses")
+def _nwc_encryption(db: sqlite_utils.Database) -> None:
+    # The scheme ("nip44_v2" or "nip04") of the connection's latest request;
+    # NULL until its app has sent one. Notifications then go out in that
+    # scheme alone instead of in both (docs/nwc.md).
+    db.table("nwc_connections").add_column("encryption", str)
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

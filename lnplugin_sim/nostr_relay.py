@@ -1,0 +1,60 @@
+"""A nostr relay on loopback for the NWC tests, the benchmark and trying NWC
+by hand: rust-nostr's local relay (`nostr_sdk.LocalRelay`, from the
+`nostr-sdk` package lnplugin already depends on), run as its own process.
+
+It is a real relay written by others (NIP-01 over websockets, `OK`
+acknowledgements, ephemeral kinds passed to live subscriptions only, events
+kept in memory), which is what the tests need; a separate process, so a test
+can SIGKILL it under a running lnplugin and start it again on the same port.
+Its rate limit is lifted: the benchmark publishes hundreds of events a second
+from one connection, and a relay's flood guard is not what is being tested.
+
+    python -m lnplugin_sim.nostr_relay --port 6969
+
+prints `listening ws://127.0.0.1:6969` once it accepts connections and runs
+until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import nostr_sdk as ns
+
+UNLIMITED = ns.RateLimit(max_reqs=10_000, notes_per_minute=10_000_000)
+
+
+async def serve(host: str, port: int, max_connections: int) -> None:
+    relay = (
+        ns.LocalRelayBuilder()
+        .addr(host)
+        .port(port)
+        .max_connections(max_connections)
+        .rate_limit(UNLIMITED)
+        .build()
+    )
+    await relay.run()
+    print(f"listening {await relay.url()}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    relay.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="a nostr relay on loopback (rust-nostr)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6969)
+    parser.add_argument("--max-connections", type=int, default=1000)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.host, args.port, args.max_connections))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

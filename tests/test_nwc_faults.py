@@ -1,0 +1,172 @@
+"""NWC notifications under faults, end to end: a real relay process, lnplugin
+as a process reaching that relay through a `Gate` (a TCP proxy the test
+opens, closes or makes swallow lnplugin's writes), and the app subscribed to
+the relay directly, so it is listening before lnplugin can send anything.
+
+What each test shows is that a `payment_received` is not lost: queued while
+no relay took it (the backlog in `/health` proves it is queued, not sent),
+and sent once lnplugin reaches the relay again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import e2e
+from tests.nwc_relay import Gate, Relay
+from tests.test_nwc_e2e import Listener, connect_app, make_invoice
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="nwcf-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def relay(home: Path) -> Iterator[Relay]:
+    relay = Relay(home / "relay").start()
+    yield relay
+    relay.kill()
+
+
+@pytest.fixture
+def gate(relay: Relay) -> Iterator[Gate]:
+    gate = Gate(relay.port)
+    yield gate
+    gate.stop()
+
+
+def nwc(server: e2e.Server) -> dict[str, Any]:
+    return dict(server.request("GET", "/health").json()["nwc"])
+
+
+def connected(server: e2e.Server) -> bool:
+    return nwc(server)["relays"][0]["state"] == "connected"
+
+
+def backlog(server: e2e.Server, n: int) -> bool:
+    return bool(nwc(server)["notification_backlog"] == n)
+
+
+def paid_hashes(listener: Listener, count: int) -> set[str]:
+    return {listener.next(23197)["body"]["notification"]["payment_hash"] for _ in range(count)}
+
+
+def kind_and_amount(listener: Listener) -> tuple[int, int]:
+    event = listener.next_any((23196, 23197))
+    return event["kind"], event["body"]["notification"]["amount"]
+
+
+def test_payments_while_the_relay_is_down_are_all_notified_once_it_is_back(
+    home: Path, relay: Relay, gate: Gate
+) -> None:
+    with e2e.Server(home / "data", "--nwc-relay", gate.url) as srv:
+        e2e.wait_for(lambda: connected(srv), "the relay connection")
+        uri = connect_app(srv, relay, "invoices:create", "invoices:read", label="outage")
+        made = [make_invoice(uri, 1000 * (i + 1), f"outage {i}") for i in range(3)]
+        relay.kill()
+        gate.close()
+        e2e.wait_for(lambda: not connected(srv), "the drop to be noticed")
+        for invoice in made:
+            e2e.cli(srv.data_dir, "dev", "pay", invoice.payment_hash)
+        e2e.wait_for(lambda: backlog(srv, 3), "three queued notifications")
+        relay.start()
+        listener = Listener(relay, uri)
+        try:
+            gate.open()
+            received = paid_hashes(listener, 3)
+            e2e.wait_for(lambda: backlog(srv, 0), "the backlog to drain")
+        finally:
+            listener.close()
+    assert received == {invoice.payment_hash for invoice in made}
+
+
+def test_lnplugin_killed_between_a_payment_and_its_notification_sends_it_after_restart(
+    home: Path, relay: Relay, gate: Gate
+) -> None:
+    data = home / "data"
+    srv = e2e.Server(data, "--nwc-relay", gate.url).start()
+    try:
+        e2e.wait_for(lambda: connected(srv), "the relay connection")
+        uri = connect_app(srv, relay, "invoices:create", "invoices:read", label="crash")
+        made = make_invoice(uri, 8000, "paid, then a crash")
+        gate.close()  # lnplugin cannot send the notification...
+        e2e.wait_for(lambda: not connected(srv), "the drop to be noticed")
+        e2e.cli(data, "dev", "pay", made.payment_hash)
+        e2e.wait_for(lambda: backlog(srv, 1), "the settlement stored, its notification queued")
+    finally:
+        srv.stop(signal.SIGKILL)  # ...and dies before it could
+    listener = Listener(relay, uri)
+    try:
+        gate.open()
+        with e2e.Server(data, "--nwc-relay", gate.url) as again:
+            paid = listener.next(23197)["body"]["notification"]
+            e2e.wait_for(lambda: backlog(again, 0), "the backlog to drain")
+    finally:
+        listener.close()
+    assert (paid["payment_hash"], paid["amount"], paid["state"]) == (
+        made.payment_hash,
+        8000,
+        "settled",
+    )
+
+
+def test_a_notification_the_relay_never_acknowledged_is_sent_again_on_a_new_connection(
+    home: Path, relay: Relay, gate: Gate
+) -> None:
+    with e2e.Server(home / "data", "--nwc-relay", gate.url) as srv:
+        e2e.wait_for(lambda: connected(srv), "the relay connection")
+        uri = connect_app(srv, relay, "invoices:create", "invoices:read", label="unacked")
+        made = make_invoice(uri, 9000, "sent into the void")
+        listener = Listener(relay, uri)
+        try:
+            gate.hold()  # the connection stays up; what lnplugin sends is lost
+            e2e.cli(srv.data_dir, "dev", "pay", made.payment_hash)
+            # A notification event is several hundred bytes; pings are a few.
+            e2e.wait_for(lambda: gate.swallowed > 300, "the notification to be sent")
+            assert backlog(srv, 1)  # sent, but not acknowledged: still queued
+            connects = nwc(srv)["relays"][0]["connects"]
+            gate.close()  # the connection drops
+            gate.open()
+            e2e.wait_for(lambda: nwc(srv)["relays"][0]["connects"] > connects, "a reconnect")
+            paid = listener.next(23197)["body"]["notification"]
+            e2e.wait_for(lambda: backlog(srv, 0), "the backlog to drain")
+        finally:
+            listener.close()
+    assert paid["payment_hash"] == made.payment_hash
+
+
+def test_an_app_that_spoke_nip04_hears_only_nip04_and_one_that_never_spoke_hears_both(
+    home: Path, relay: Relay
+) -> None:
+    with e2e.Server(home / "data", "--nwc-relay", relay.url) as srv:
+        e2e.wait_for(lambda: connected(srv), "the relay connection")
+        quiet = connect_app(srv, relay, "invoices:read", label="never asked")
+        legacy = connect_app(srv, relay, "invoices:read", label="nip04 app")
+        to_quiet = Listener(relay, quiet, kinds=(23195, 23196, 23197))
+        to_legacy = Listener(relay, legacy, kinds=(23195, 23196, 23197))
+        try:
+            # The legacy app asks once without an encryption tag (NIP-04).
+            to_legacy.send(to_legacy.request_nip04("get_info", {}))
+            assert to_legacy.next(23195)["body"]["result_type"] == "get_info"
+            for amount in (1000, 2000):
+                e2e.cli(srv.data_dir, "dev", "keysend", "--amount-msat", str(amount))
+            # Each payment's events are published in order (NIP-44 first), so
+            # had a 23197 gone to the legacy app it would be here before the
+            # second payment's 23196.
+            legacy_kinds = [kind_and_amount(to_legacy) for _ in range(2)]
+            quiet_kinds = [kind_and_amount(to_quiet) for _ in range(4)]
+        finally:
+            to_quiet.close()
+            to_legacy.close()
+    assert legacy_kinds == [(23196, 1000), (23196, 2000)]
+    assert sorted(quiet_kinds) == [(23196, 1000), (23196, 2000), (23197, 1000), (23197, 2000)]

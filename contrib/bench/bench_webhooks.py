@@ -108,14 +108,16 @@ class WebhookReceiver:
 
 def _read_streams(socks: list[socket.socket], out: Connection) -> None:
     """Reader process: select() over its share of the SSE sockets and send
-    `(payment_hash, seen_at)` for every settled event back, one batch per
+    `(payment_hash, seen_at, read_at)` for every settled event back, one batch per
     select(). `seen_at` is the kernel's receive timestamp of the bytes
     (SO_TIMESTAMPNS, read with recvmsg), the moment they reached the socket:
     how long this reader took to be scheduled, to wake from select() or to
     get round to that socket is not counted, so the figure is the server's
     (and the loopback's), not the benchmark's own Python. The clock is
     CLOCK_REALTIME, one for every process: the sender's t0 is time.time().
-    Where the kernel gives no timestamp, the time select() returned is used."""
+    Where the kernel gives no timestamp, the time select() returned is used.
+    `read_at` is that time in any case: what the benchmark measured before,
+    printed beside the kernel's figure to show the reader's own share."""
     sel = selectors.DefaultSelector()
     for sock in socks:
         sel.register(sock, selectors.EVENT_READ, bytearray())
@@ -123,7 +125,7 @@ def _read_streams(socks: list[socket.socket], out: Connection) -> None:
     while sel.get_map():
         ready = sel.select(1.0)
         now = time.time()
-        batch: list[tuple[str, float]] = []
+        batch: list[tuple[str, float, float]] = []
         for key, _ in ready:
             seen_at = now
             try:
@@ -148,7 +150,7 @@ def _read_streams(socks: list[socket.socket], out: Connection) -> None:
                 if b"event: invoice.incoming.settled" in block:
                     found = _HASH.search(block)
                     if found:
-                        batch.append((found.group(1).decode(), seen_at))
+                        batch.append((found.group(1).decode(), seen_at, now))
         if batch:
             out.send(batch)
 
@@ -159,7 +161,8 @@ class SSEClients:
     own reading is not what is measured."""
 
     def __init__(self, host: str, port: int, token: str, count: int, procs: int) -> None:
-        self.arrived: dict[str, list[float]] = {}
+        self.arrived: dict[str, list[float]] = {}  # kernel receive timestamps
+        self.read: dict[str, list[float]] = {}  # when a reader's select() returned
         self.lock = threading.Lock()
         self.refused = 0
         self.socks: list[socket.socket] = []
@@ -201,8 +204,9 @@ class SSEClients:
                     pipes.remove(conn)  # type: ignore[arg-type]
                     continue
                 with self.lock:
-                    for payment_hash, seen_at in batch:
+                    for payment_hash, seen_at, read_at in batch:
                         self.arrived.setdefault(payment_hash, []).append(seen_at)
+                        self.read.setdefault(payment_hash, []).append(read_at)
 
     def wait(self, payment_hash: str, count: int, timeout: float = 10.0) -> list[float]:
         deadline = time.monotonic() + timeout

@@ -135,7 +135,9 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
 
     # Only the public blueprints have limits here (token routes are counted
     # per token by `api.ratelimit`), so every other request skips the
-    # limiter's evaluation: it was a third of `GET /health`'s server CPU.
+    # limiter's evaluation, which was a third of the Flask part of
+    # `GET /health`'s CPU (docs/streaming.md). So a limit only takes effect
+    # on a blueprint given to `limit` below.
     @limiter.request_filter
     def _not_public() -> bool:
         return request.blueprint not in limited
@@ -155,4 +157,3 @@ def limit(limiter: PublicLimiter, bp: Blueprint, rate: str) -> None:
     """Limit every route of `bp` to `rate` per client address (one bucket per route)."""
     limiter.limit(rate)(bp)
     limiter.limited.add(bp.name)
-

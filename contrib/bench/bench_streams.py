@@ -9,8 +9,10 @@ Measured in one run, each against its baseline:
 2. Settlement -> SSE message latency with those N streams: M (default 200)
    dev-node settlements (`POST /dev/pay`, one at a time, of invoices made
    before the streams opened); for each, the time
-   from just before the request to the moment each stream's reader saw the
-   `invoice.incoming.settled` message. p50/p99 over every message (N x M)
+   from just before the request to the kernel's receive timestamp of each
+   stream's `invoice.incoming.settled` message (SO_TIMESTAMPNS), so the
+   reader processes' own scheduling is not counted; the figure as the
+   readers saw it is printed beside it. p50/p99 over every message (N x M)
    (target p99 <= 50 ms), and per settlement the first and last stream.
 3. The server's RSS with the N streams open and its peak (VmHWM) through the
    whole run (target <= 200 MB), next to the same server's RSS before any
@@ -142,16 +144,19 @@ def main() -> int:
             )
 
             latencies: list[float] = []
+            as_read: list[float] = []  # the same messages, timed when a reader woke
             first: list[float] = []
             last: list[float] = []
             missing = 0
             for payment_hash in to_pay:
-                t0 = time.monotonic()  # the readers' clock: CLOCK_MONOTONIC, machine-wide
+                t0 = time.time()  # the readers' clock: kernel receive timestamps (realtime)
                 paid = api.post(f"{base}/dev/pay", json={"payment_hash": payment_hash})
                 assert paid.status_code == 200, paid.text
                 got = clients.wait(payment_hash, opened)
                 missing += opened - len(got)
                 latencies.extend(t - t0 for t in got)
+                with clients.lock:
+                    as_read.extend(t - t0 for t in clients.read.get(payment_hash, []))
                 if got:
                     first.append(min(got) - t0)
                     last.append(max(got) - t0)
@@ -160,6 +165,10 @@ def main() -> int:
                 f"settlement -> SSE message ({args.settlements} settlements x {opened} streams, "
                 f"{missing} missing): p50 {ms(pct(latencies, 0.5))}, p99 {ms(p99)} "
                 f"(target p99 <= 50 ms: {verdict(p99 <= 0.050 and not missing)})"
+            )
+            print(
+                f"  timed when the reader processes woke instead (the benchmark's own "
+                f"scheduling included): p50 {ms(pct(as_read, 0.5))}, p99 {ms(pct(as_read, 0.99))}"
             )
             print(
                 f"  per settlement: first stream p50 {ms(pct(first, 0.5))}, p99 "

@@ -34,6 +34,7 @@ import os
 import re
 import selectors
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,8 @@ from typing import Any
 import requests
 
 _HASH = re.compile(rb'"payment_hash":"([0-9a-f]{64})"')
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the constant is 35 there
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux
 
 
 def free_port() -> int:
@@ -105,21 +108,33 @@ class WebhookReceiver:
 
 def _read_streams(socks: list[socket.socket], out: Connection) -> None:
     """Reader process: select() over its share of the SSE sockets and send
-    `(payment_hash, seen_at)` for every settled event back, one batch per
-    select(). `seen_at` is taken once per select(), when the reader learned
-    the bytes were there, so reading and parsing many sockets in turn does not
-    add to the later sockets' figures. time.monotonic() is CLOCK_MONOTONIC,
-    one clock for every process on the machine."""
+    `(payment_hash, seen_at, read_at)` for every settled event back, one batch per
+    select(). `seen_at` is the kernel's receive timestamp of the bytes
+    (SO_TIMESTAMPNS, read with recvmsg), the moment they reached the socket:
+    how long this reader took to be scheduled, to wake from select() or to
+    get round to that socket is not counted, so the figure is the server's
+    (and the loopback's), not the benchmark's own Python. The clock is
+    CLOCK_REALTIME, one for every process: the sender's t0 is time.time().
+    Where the kernel gives no timestamp, the time select() returned is used.
+    `read_at` is that time in any case: what the benchmark measured before,
+    printed beside the kernel's figure to show the reader's own share."""
     sel = selectors.DefaultSelector()
     for sock in socks:
         sel.register(sock, selectors.EVENT_READ, bytearray())
+    ancillary = socket.CMSG_SPACE(_TIMESPEC.size)
     while sel.get_map():
         ready = sel.select(1.0)
-        now = time.monotonic()
-        batch: list[tuple[str, float]] = []
+        now = time.time()
+        batch: list[tuple[str, float, float]] = []
         for key, _ in ready:
+            seen_at = now
             try:
-                chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                chunk, anc, _flags, _addr = sock.recvmsg(65536, ancillary)
+                for level, kind, data in anc:
+                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                        sec, nsec = _TIMESPEC.unpack(data[: _TIMESPEC.size])
+                        seen_at = sec + nsec / 1e9
             except BlockingIOError:
                 continue
             except OSError:
@@ -135,7 +150,7 @@ def _read_streams(socks: list[socket.socket], out: Connection) -> None:
                 if b"event: invoice.incoming.settled" in block:
                     found = _HASH.search(block)
                     if found:
-                        batch.append((found.group(1).decode(), now))
+                        batch.append((found.group(1).decode(), seen_at, now))
         if batch:
             out.send(batch)
 
@@ -146,7 +161,8 @@ class SSEClients:
     own reading is not what is measured."""
 
     def __init__(self, host: str, port: int, token: str, count: int, procs: int) -> None:
-        self.arrived: dict[str, list[float]] = {}
+        self.arrived: dict[str, list[float]] = {}  # kernel receive timestamps
+        self.read: dict[str, list[float]] = {}  # when a reader's select() returned
         self.lock = threading.Lock()
         self.refused = 0
         self.socks: list[socket.socket] = []
@@ -163,6 +179,8 @@ class SSEClients:
                 sock.close()
                 continue
             sock.setblocking(False)
+            # The kernel stamps each arrival (see _read_streams).
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             self.socks.append(sock)
         ctx = multiprocessing.get_context("fork")  # the children inherit the sockets
         self.procs: list[Any] = []
@@ -186,8 +204,9 @@ class SSEClients:
                     pipes.remove(conn)  # type: ignore[arg-type]
                     continue
                 with self.lock:
-                    for payment_hash, seen_at in batch:
+                    for payment_hash, seen_at, read_at in batch:
                         self.arrived.setdefault(payment_hash, []).append(seen_at)
+                        self.read.setdefault(payment_hash, []).append(read_at)
 
     def wait(self, payment_hash: str, count: int, timeout: float = 10.0) -> list[float]:
         deadline = time.monotonic() + timeout
@@ -317,7 +336,7 @@ def main() -> int:
         short = 0
         for _ in range(args.sse_settlements):
             payment_hash = invoice()
-            t0 = time.monotonic()  # the readers' clock (other processes)
+            t0 = time.time()  # the readers' clock: the kernel's receive timestamps
             api.post(f"{base}/dev/pay", json={"payment_hash": payment_hash})
             got = clients.wait(payment_hash, len(clients.socks))
             short += len(clients.socks) - len(got)

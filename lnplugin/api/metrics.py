@@ -52,13 +52,22 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU, fds
         self.registry.register(_Collector(service))
 
     def observe(self, method: str, route: str | None, status: int, seconds: float) -> None:
-        label = route or UNMATCHED
-        self.requests.labels(method, label, str(status)).inc()
-        self.latency.labels(label, str(status)).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            # `labels()` takes a lock and builds the label tuple on every call;
+            # the children of one (method, route, status) never change, and
+            # their number is bounded (route labels are URL rules).
+            label, code = route or UNMATCHED, str(status)
+            children = (self.requests.labels(method, label, code), self.latency.labels(label, code))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _Collector:

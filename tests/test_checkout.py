@@ -187,8 +187,9 @@ def _next_message(lines: Iterator[str]) -> dict[str, str]:
 def test_an_expired_invoice_shows_expired(server: Server) -> None:
     inv = _invoice(server, expiry=1)
     wait_for(
-        lambda: server.request("GET", f"/invoices/{inv['payment_hash']}").json()["state"]
-        == "EXPIRED",
+        lambda: (
+            server.request("GET", f"/invoices/{inv['payment_hash']}").json()["state"] == "EXPIRED"
+        ),
         "the invoice to expire",
     )
     html = requests.get(inv["checkout_url"], timeout=10).text
@@ -304,11 +305,10 @@ def test_public_streams_take_at_most_half_the_stream_slots(tmp_path: Path) -> No
             assert int(refused.headers["Retry-After"]) >= 5
             assert "Too many open payment pages (limit 1)" in refused.text
             # The other half stays for the apps that hold tokens.
-            api = srv.request(
-                "GET", f"/invoices/{second['payment_hash']}/events", stream=True
-            )
+            api = srv.request("GET", f"/invoices/{second['payment_hash']}/events", stream=True)
             assert api.status_code == 200
             api.close()
+
         # Hung up: the public slot is free again.
         def reopened() -> requests.Response | None:
             reply = requests.get(second["checkout_url"] + "/events", stream=True, timeout=10)

@@ -58,7 +58,7 @@ def fill(store: Store, count: int) -> None:
             "state": "SETTLED",
             "amount_msat": 0 if keysend else 21000,
             "amount_received_msat": 21000,
-            "description": None if keysend else f"order {i}, \"large\"",
+            "description": None if keysend else f'order {i}, "large"',
             "created_at": now - count + i,
             "expiry": 86400,
             "expires_at": now - count + i + 86400,

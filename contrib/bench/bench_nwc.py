@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Nostr Wallet Connect benchmark: a real relay process (rust-nostr's local
-relay, `lnplugin_sim.nostr_relay`), a real `lnplugin serve --nwc-relay`, and a client on raw websockets that signs
-and encrypts with nostr-sdk. Two results, each in one run:
+relay, `lnplugin_sim.nostr_relay`), a real `lnplugin serve --nwc-relay`, and
+a client on raw websockets that signs and encrypts with nostr-sdk. Two results, each in one run:
 
 - make_invoice round trip (request published → response received) p99 ÷ a
   bare publish-and-receive round trip through the same relay (target ≤ 2).

@@ -546,8 +546,9 @@ def token_create(
     store.close()
     click.echo(f"Created token {token_id} with scopes {' '.join(sorted(set(scopes)))}", err=True)
     if signing is not None:
-        click.echo("The line before the token is its signing secret; requests must be signed.",
-                   err=True)
+        click.echo(
+            "The line before the token is its signing secret; requests must be signed.", err=True
+        )
         click.echo(signing)
     click.echo(secret)
 

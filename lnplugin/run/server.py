@@ -308,8 +308,10 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     elif has_admin_token(service):
         out("Admin token: already created; make another with `lnplugin token create --scope admin`")
     else:
-        out("No admin token yet (none is printed here): make one on a terminal with "
-            "`lnplugin token create --scope admin`")
+        out(
+            "No admin token yet (none is printed here): make one on a terminal with "
+            "`lnplugin token create --scope admin`"
+        )
     sys.stdout.flush()
 
     freeze_startup_objects()

@@ -22,9 +22,10 @@ def _recipe(target: str) -> list[str]:
     return recipe
 
 
-def test_make_test_runs_ruff_then_mypy_then_pytest() -> None:
-    tools = [line.split()[0].rsplit("/", 1)[-1] for line in _recipe("test")]
-    assert tools == ["ruff", "mypy", "pytest"]
+def test_make_test_runs_ruff_check_and_format_then_mypy_then_pytest() -> None:
+    steps = [line.split()[:2] for line in _recipe("test")]
+    tools = [step[0].rsplit("/", 1)[-1] + (" " + step[1] if step[1:] else "") for step in steps]
+    assert tools == ["ruff check", "ruff format", "mypy", "pytest"]
 
 
 def test_ci_runs_make_test_and_no_other_test_command() -> None:

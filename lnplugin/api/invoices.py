@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import time
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -43,6 +44,16 @@ def create_invoice() -> Any:
     svc = context.service()
     raw = context.json_body()
     body = context.body_as(InvoiceCreate, raw)
+    delta = None
+    if body.min_cltv_expiry_delta is not None:
+        try:  # the rule NWC's make_hold_invoice follows too
+            delta = invoicing.check_cltv_delta(
+                body.min_cltv_expiry_delta,
+                svc.follower.hold_cancel_margin,
+                hold=body.payment_hash is not None,
+            )
+        except invoicing.InvoicingError as exc:
+            raise api_error(exc) from None
     if body.webhook is not None:
         guard_target(body.webhook, "webhook")  # before the node mints anything
 
@@ -64,6 +75,8 @@ def create_invoice() -> Any:
         description_hash=body.description_hash,
         expiry=price.get("expiry", body.expiry),
     )
+    if delta is not None:
+        invoice_request = replace(invoice_request, min_final_cltv_expiry_delta=delta)
     try:
         minted = invoicing.mint(svc.follower, invoice_request, body.payment_hash)
     except invoicing.InvoicingError as exc:

@@ -23,8 +23,12 @@ def _recipe(target: str) -> list[str]:
 
 
 def test_make_test_runs_ruff_then_mypy_then_pytest() -> None:
-    tools = [line.split()[0].rsplit("/", 1)[-1] for line in _recipe("test")]
-    assert tools == ["ruff", "mypy", "pytest"]
+    recipe = _recipe("test")
+    tools = [line.split()[0].rsplit("/", 1)[-1] for line in recipe]
+    assert tools == ["ruff", "ruff", "mypy", "pytest"]
+    # The linter, then the formatting check (which changes nothing).
+    assert recipe[0].split()[1] == "check"
+    assert recipe[1].split()[1:3] == ["format", "--check"]
 
 
 def test_ci_runs_make_test_and_no_other_test_command() -> None:

@@ -7,7 +7,6 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -44,7 +43,7 @@ def create_invoice() -> Any:
     svc = context.service()
     raw = context.json_body()
     body = context.body_as(InvoiceCreate, raw)
-    delta = None
+    delta: int | None = None
     if body.min_cltv_expiry_delta is not None:
         try:  # the rule NWC's make_hold_invoice follows too
             delta = invoicing.check_cltv_delta(
@@ -74,9 +73,8 @@ def create_invoice() -> Any:
         description=body.text,
         description_hash=body.description_hash,
         expiry=price.get("expiry", body.expiry),
+        min_final_cltv_expiry_delta=delta,
     )
-    if delta is not None:
-        invoice_request = replace(invoice_request, min_final_cltv_expiry_delta=delta)
     try:
         minted = invoicing.mint(svc.follower, invoice_request, body.payment_hash)
     except invoicing.InvoicingError as exc:

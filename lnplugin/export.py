@@ -81,6 +81,21 @@ COLUMNS: tuple[str, ...] = (
     "boostagram",
     "custom_records",
     "destination",
+    # Added later, so appended: columns are never reordered (spreadsheets
+    # and scripts read them by position).
+    "viewed_at",
+    "price_currency",
+    "price_amount",
+    "price_rate",
+    "price_rate_source",
+    "price_rate_at",
+    "fiat_currency",
+    "fiat_in_cents",
+    "items",
+    "hold",
+    "settle_deadline",
+    "cancel_reason",
+    "lightning_address",
 )
 
 # Cells a spreadsheet would run as a formula (OWASP's list for CSV injection).
@@ -140,6 +155,21 @@ def record(inv: StoredInvoice, now: int) -> dict[str, Any]:
     out["boostagram"] = inv.boostagram
     out["custom_records"] = inv.custom_records
     out["destination"] = inv.destination
+    out.update(
+        viewed_at=iso(inv.viewed_at),
+        price_currency=inv.price_currency,
+        price_amount=inv.price_amount,  # minor units of price_currency
+        price_rate=inv.price_rate,  # decimal text, kept exact
+        price_rate_source=inv.price_rate_source,
+        price_rate_at=iso(inv.price_rate_at),
+        fiat_currency=inv.fiat_currency,
+        fiat_in_cents=inv.fiat_in_cents,
+        items=inv.items,  # JSON text, as metadata
+        hold=bool(inv.hold),
+        settle_deadline=inv.settle_deadline,
+        cancel_reason=inv.cancel_reason,
+        lightning_address=inv.lightning_address,
+    )
     return out
 
 

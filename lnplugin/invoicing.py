@@ -30,9 +30,13 @@ from lnplugin.nodes.base import (
 from lnplugin.store import events, invoices
 from lnplugin.store.models import StoredInvoice
 
-# The largest CLTV delta a hold invoice may ask for: about two weeks of
+# The largest final CLTV delta an invoice may ask for: about two weeks of
 # blocks, LND's own ceiling for an invoice's final CLTV delta.
 MAX_CLTV_DELTA = 2016
+# The smallest for a regular invoice: BOLT 11's default, and LND's floor
+# (it refuses a smaller `cltv_expiry`). A hold invoice's must also be more
+# than the hold cancel margin.
+MIN_CLTV_DELTA = 18
 
 
 class InvoicingError(Exception):
@@ -99,15 +103,29 @@ def holder(node: Node) -> HoldInvoices:
     raise Unsupported(f"The {node.kind} node does not support hold invoices or cancel{why}")
 
 
-def check_cltv_delta(delta: int, hold_cancel_margin: int) -> None:
-    """A hold invoice's final CLTV delta must outlast lnplugin's safety
-    cancel, or the invoice would be canceled as soon as it is paid."""
-    if not hold_cancel_margin < delta <= MAX_CLTV_DELTA:
+def check_cltv_delta(delta: object, hold_cancel_margin: int, *, hold: bool = True) -> int:
+    """The `min_cltv_expiry_delta` a client asked for, checked; the one rule
+    for HTTP (`POST /invoices`) and NWC (`make_hold_invoice`).
+
+    A hold invoice's final CLTV delta must outlast lnplugin's safety cancel,
+    or the invoice would be canceled as soon as it is paid; a regular
+    invoice's must be at least BOLT 11's default. Both at most
+    `MAX_CLTV_DELTA`.
+    """
+    if not isinstance(delta, int) or isinstance(delta, bool):
+        raise BadParameter("must be an integer (blocks)", "min_cltv_expiry_delta")
+    if hold and not hold_cancel_margin < delta <= MAX_CLTV_DELTA:
         raise BadParameter(
             f"must be more than the hold cancel margin ({hold_cancel_margin} blocks, which "
             f"lnplugin keeps before a held invoice's deadline) and at most {MAX_CLTV_DELTA}",
             "min_cltv_expiry_delta",
         )
+    if not hold and not MIN_CLTV_DELTA <= delta <= MAX_CLTV_DELTA:
+        raise BadParameter(
+            f"must be between {MIN_CLTV_DELTA} and {MAX_CLTV_DELTA} blocks",
+            "min_cltv_expiry_delta",
+        )
+    return delta
 
 
 def mint(follower: Follower, request: InvoiceRequest, hold_hash: str | None) -> NodeInvoice:

@@ -185,7 +185,7 @@ def test_sigkill_while_accepted_then_replayed_and_settled(
 
 
 def test_a_hold_invoice_asks_for_the_cltv_delta_it_is_given(sim: ClnSim) -> None:
-    """NWC's `min_cltv_expiry_delta` goes into the invoice the node signs."""
+    """`min_cltv_expiry_delta` (NWC, POST /invoices) goes into the invoice the node signs."""
     node = ClnHoldNode(sim.socket_path, network="regtest")
     try:
         _, payment_hash = _pair()
@@ -196,5 +196,10 @@ def test_a_hold_invoice_asks_for_the_cltv_delta_it_is_given(sim: ClnSim) -> None
         assert decoded.min_final_cltv_expiry == 144 and decoded.payee == sim.node_id
         default = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), _pair()[1])
         assert reference.decode(default.payment_request).min_final_cltv_expiry == HOLD_CLTV_DELTA
+        # A regular invoice's goes to `invoice`'s `cltv` (POST /invoices sends it).
+        regular = node.create_invoice(
+            InvoiceRequest(amount_msat=1000, min_final_cltv_expiry_delta=40)
+        )
+        assert reference.decode(regular.payment_request).min_final_cltv_expiry == 40
     finally:
         node.close()

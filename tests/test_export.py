@@ -17,12 +17,20 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from lnplugin import bolt11
+from lnplugin.api import create_app
+from lnplugin.config import load_settings
 from lnplugin.export import BOOST_FIELDS, COLUMNS, cell
-from lnplugin.store import invoices
+from lnplugin.service import Service
+from lnplugin.store import invoices, tokens
+from tests.helpers_tickers import Ticker
 
 NASTY = {
     "action": "boost",
@@ -339,3 +347,134 @@ def test_a_real_server_streams_the_export_in_chunks(tmp_path) -> None:
         assert [r["amount_received_msat"] for r in rows] == ["1000", "1001", "1002"]
         assert all(r["boost_message"] == NASTY["message"] for r in rows)
         assert parse_csv(lnplugin(data, "export").stdout) == rows
+
+
+# -- the newer invoice fields: fiat price, items, hold state, address, viewed --------
+
+NASTY_ITEMS = [
+    {"description": 'Latte, "oat"\nlarge', "unit_price": 350, "quantity": 2},
+    {"description": "=SUM(A1), tip\r\n", "unit_price": 100},
+]
+
+
+@pytest.fixture
+def rich(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str], Service]]:
+    """A service priced in USD from a local ticker (60000 USD/BTC), with a public URL."""
+    ticker = Ticker({"usd": {"rate": "60000"}})
+    settings = load_settings(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "token_rate_limit": "1000000/minute",
+            "public_url": "https://shop.example",
+            "fiat_provider": (ticker.provider("one"),),
+            "fiat_allow": ("127.0.0.1/32",),
+        },
+        environ={},
+    )
+    svc = Service.build(settings)
+    svc.start()
+    app = create_app(svc)
+    app.testing = True
+    with svc.store.transaction() as tx:
+        _, token = tokens.create(tx, ["admin"])
+    try:
+        yield app.test_client(), {"Authorization": f"Bearer {token}"}, svc
+    finally:
+        svc.stop()
+        ticker.close()
+
+
+def test_the_newer_fields_round_trip_in_csv_and_jsonl(rich) -> None:
+    client, admin, _ = rich
+    priced = client.post(
+        "/invoices",
+        json={"currency": "USD", "items": NASTY_ITEMS, "description": "order"},
+        headers=admin,
+    ).get_json()
+    assert priced["price"]["amount"] == 800, priced
+    checkout = priced["checkout_url"].removeprefix("https://shop.example")
+    assert client.get(checkout).status_code == 200  # sets viewed_at
+    held_hash = hashlib.sha256(os.urandom(32)).hexdigest()
+    held = client.post(
+        "/invoices",
+        json={"amount": 21, "payment_hash": held_hash, "min_cltv_expiry_delta": 144},
+        headers=admin,
+    )
+    assert held.status_code == 201, held.get_json()
+    paid = client.post("/dev/pay", json={"payment_hash": held_hash}, headers=admin)
+    assert paid.get_json()["state"] == "ACCEPTED"
+    dropped = invoice(client, admin)
+    client.post(f"/invoices/{dropped['payment_hash']}/cancel", headers=admin)
+    made = client.post("/lightning_addresses", json={"username": "shop"}, headers=admin)
+    assert made.status_code == 201, made.get_json()
+    pr = client.get("/lnurlp/shop/callback?amount=21000").get_json()["pr"]
+
+    lines = parse_jsonl(get_export(client, admin, format="jsonl"))
+    rows = parse_csv(get_export(client, admin, format="csv"))
+    assert tuple(lines[0]) == COLUMNS and len(lines) == len(rows) == 4
+    assert [{k: cell(v) for k, v in line.items()} for line in lines] == rows
+    api = {
+        line["payment_hash"]: client.get(
+            f"/invoices/{line['payment_hash']}", headers=admin
+        ).get_json()
+        for line in lines
+    }
+
+    fiat_line, fiat_row = lines[0], rows[0]
+    price = api[fiat_line["payment_hash"]]["price"]
+    assert fiat_line["price_currency"] == "USD" and fiat_line["price_amount"] == 800
+    assert fiat_line["price_rate"] == price["rate"] and Decimal(fiat_line["price_rate"]) == 60000
+    assert fiat_line["price_rate_source"] == price["rate_source"]
+    assert fiat_line["price_rate_at"] == price["rate_at"] is not None
+    assert fiat_line["fiat_currency"] == "USD" and fiat_line["fiat_in_cents"] == 800
+    assert fiat_row["price_amount"] == "800" and fiat_row["fiat_in_cents"] == "800"
+    assert json.loads(fiat_row["items"]) == [
+        {**NASTY_ITEMS[0]},
+        {**NASTY_ITEMS[1], "quantity": 1},
+    ]  # commas, quotes, CR and LF intact through CSV
+    assert json.loads(fiat_line["items"]) == api[fiat_line["payment_hash"]]["items"]
+    assert fiat_line["viewed_at"] == api[fiat_line["payment_hash"]]["viewed_at"] is not None
+    assert fiat_line["hold"] is False and fiat_row["hold"] == "false"
+
+    held_line = lines[1]
+    assert held_line["hold"] is True and held_line["state"] == "ACCEPTED"
+    assert held_line["settle_deadline"] == api[held_hash]["settle_deadline"] is not None
+    assert rows[1]["settle_deadline"] == str(held_line["settle_deadline"])
+    assert lines[2]["cancel_reason"] == "canceled through the API" == rows[2]["cancel_reason"]
+    assert lines[2]["state"] == "CANCELED" and lines[2]["settle_deadline"] is None
+
+    address_line = lines[3]
+    assert address_line["payment_hash"] == bolt11.decode(pr).payment_hash
+    assert address_line["lightning_address"] == "shop" == rows[3]["lightning_address"]
+    # Absent values: null in JSON Lines, empty in CSV.
+    assert address_line["price_currency"] is None and rows[3]["price_currency"] == ""
+    assert address_line["items"] is None and address_line["viewed_at"] is None
+
+
+def test_new_columns_are_appended_after_the_old_ones() -> None:
+    """Users' spreadsheets read columns by position: the 39 first ones never move."""
+    assert COLUMNS[:4] == ("identifier", "type", "state", "payment_hash")
+    assert COLUMNS.index("destination") == 20 + len(BOOST_FIELDS)
+    assert COLUMNS[COLUMNS.index("destination") + 1 :] == (
+        "viewed_at",
+        "price_currency",
+        "price_amount",
+        "price_rate",
+        "price_rate_source",
+        "price_rate_at",
+        "fiat_currency",
+        "fiat_in_cents",
+        "items",
+        "hold",
+        "settle_deadline",
+        "cancel_reason",
+        "lightning_address",
+    )
+
+
+def test_the_readme_lists_every_column() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Export:", 1)[1].split("\n### ", 1)[0]
+    for column in COLUMNS:
+        name = column.removeprefix("boost_") if column.startswith("boost_") else column
+        assert f"`{name}`" in section, column

@@ -14,6 +14,8 @@ import secrets
 import signal
 from pathlib import Path
 
+import bolt11 as reference
+
 from lnplugin.nodes.dev.node import HTLC_CLTV_DELTA
 from tests.e2e import Server, cli, wait_for
 
@@ -87,3 +89,48 @@ def test_lnplugin_cancels_a_held_invoice_before_its_deadline(tmp_path: Path) -> 
         assert "5 blocks before its settle deadline" in got["cancel_reason"]
         r = server.request("POST", "/dev/pay", json={"payment_hash": payment_hash})
         assert r.status_code == 409  # the node refuses a payment after the cancel
+
+
+def test_min_cltv_expiry_delta_reaches_the_invoice_and_the_deadline(tmp_path: Path) -> None:
+    """POST /invoices' `min_cltv_expiry_delta`, for hold and regular invoices,
+    with the rule NWC's make_hold_invoice follows (`invoicing.check_cltv_delta`)."""
+    data = tmp_path / "data"
+    _, payment_hash = _pair()
+    with Server(data) as server:  # --hold-cancel-margin 24, the default
+        r = server.request(
+            "POST",
+            "/invoices",
+            json={"amount": 21, "payment_hash": payment_hash, "min_cltv_expiry_delta": 144},
+        )
+        assert r.status_code == 201, r.text
+        assert reference.decode(r.json()["payment_request"]).min_final_cltv_expiry == 144
+        height = json.loads(cli(data, "dev", "mine"))["block_height"]
+        assert json.loads(cli(data, "dev", "pay", payment_hash))["state"] == "ACCEPTED"
+        held = wait_for(
+            lambda: (got := _state(server, payment_hash))["state"] == "ACCEPTED" and got,
+            "the invoice to be ACCEPTED",
+        )
+        assert held["settle_deadline"] == height + 144
+
+        regular = server.request(
+            "POST", "/invoices", json={"amount": 21, "min_cltv_expiry_delta": 18}
+        )
+        assert regular.status_code == 201, regular.text
+        decoded = reference.decode(regular.json()["payment_request"])
+        assert decoded.min_final_cltv_expiry == 18
+
+        for body, says in [
+            ({"payment_hash": _pair()[1], "min_cltv_expiry_delta": 24}, "hold cancel margin"),
+            ({"payment_hash": _pair()[1], "min_cltv_expiry_delta": 2017}, "at most 2016"),
+            ({"min_cltv_expiry_delta": 17}, "between 18 and 2016"),
+            ({"min_cltv_expiry_delta": "144"}, "integer"),
+            ({"min_cltv_expiry_delta": True}, "integer"),
+            ({"min_cltv_expiry_delta": 1.5}, "integer"),
+        ]:
+            r = server.request("POST", "/invoices", json={"amount": 21, **body})
+            assert r.status_code == 400, (body, r.text)
+            errors = r.json()["errors"]
+            assert list(errors) == ["min_cltv_expiry_delta"], body
+            assert says in errors["min_cltv_expiry_delta"], (body, errors)
+        exported = server.request("GET", "/invoices/export?format=jsonl&type=incoming")
+        assert len(exported.text.splitlines()) == 2  # nothing minted for the refused ones

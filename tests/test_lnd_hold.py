@@ -240,3 +240,25 @@ def test_a_hold_invoice_asks_for_the_cltv_delta_it_is_given(sim: LndSim, node: L
     holds = HoldFeed(node)
     sim.pay_invoice(payment_hash)
     assert holds.next().invoice.settle_deadline == sim.block_height + 144
+
+
+def test_post_invoices_min_cltv_expiry_delta_reaches_lnd(tmp: Path, sim: LndSim) -> None:
+    """Over HTTP: AddHoldInvoice's and AddInvoice's `cltv_expiry`, and the deadline."""
+    _, payment_hash = _pair()
+    with Server(tmp / "data", *serve_args(sim)) as server:
+        r = server.request(
+            "POST",
+            "/invoices",
+            json={"amount": 30, "payment_hash": payment_hash, "min_cltv_expiry_delta": 144},
+        )
+        assert r.status_code == 201, r.text
+        assert reference.decode(r.json()["payment_request"]).min_final_cltv_expiry == 144
+        sim.pay_invoice(payment_hash)
+        held = wait_for(
+            lambda: (got := _state(server, payment_hash))["state"] == "ACCEPTED" and got,
+            "ACCEPTED from lnd",
+        )
+        assert held["settle_deadline"] == sim.block_height + 144
+        r = server.request("POST", "/invoices", json={"amount": 30, "min_cltv_expiry_delta": 40})
+        assert r.status_code == 201, r.text
+        assert reference.decode(r.json()["payment_request"]).min_final_cltv_expiry == 40

@@ -65,6 +65,9 @@ def test_request_bodies_are_the_validating_models(client) -> None:  # type: igno
     amount = body["properties"]["amount"]["anyOf"]
     assert {"type": "integer", "minimum": 0, "maximum": 21 * 10**14} in amount
     assert {"type": "string", "maxLength": 256} in body["properties"]["payer_name"]["anyOf"]
+    # Checked by invoicing.check_cltv_delta (the NWC rule too); the bounds are documented.
+    cltv = body["properties"]["min_cltv_expiry_delta"]["anyOf"]
+    assert {"type": "integer", "minimum": 18, "maximum": 2016} in cltv
     ref = document["paths"]["/invoices"]["post"]["requestBody"]["content"]["application/json"]
     assert ref["schema"]["$ref"].endswith("/InvoiceCreate")
 

@@ -43,6 +43,16 @@ def create_invoice() -> Any:
     svc = context.service()
     raw = context.json_body()
     body = context.body_as(InvoiceCreate, raw)
+    delta: int | None = None
+    if body.min_cltv_expiry_delta is not None:
+        try:  # the rule NWC's make_hold_invoice follows too
+            delta = invoicing.check_cltv_delta(
+                body.min_cltv_expiry_delta,
+                svc.follower.hold_cancel_margin,
+                hold=body.payment_hash is not None,
+            )
+        except invoicing.InvoicingError as exc:
+            raise api_error(exc) from None
     if body.webhook is not None:
         guard_target(body.webhook, "webhook")  # before the node mints anything
 
@@ -63,6 +73,7 @@ def create_invoice() -> Any:
         description=body.text,
         description_hash=body.description_hash,
         expiry=price.get("expiry", body.expiry),
+        min_final_cltv_expiry_delta=delta,
     )
     try:
         minted = invoicing.mint(svc.follower, invoice_request, body.payment_hash)

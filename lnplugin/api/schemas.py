@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from lnplugin import fiat, lnurl, ssrf
+from lnplugin import fiat, invoicing, lnurl, ssrf
 from lnplugin.store import addresses
 
 MAX_MSAT = 21_000_000 * 100_000_000 * 1000
@@ -77,6 +77,31 @@ class InvoiceCreate(Body):
     # Given (and no preimage): a hold invoice for this hash.
     payment_hash: StrictStr | None = None
     preimage: StrictStr | None = None
+    # The invoice's final CLTV delta in blocks (for a hold invoice: how long
+    # a payment may be held). Checked by `invoicing.check_cltv_delta`, the
+    # rule NWC's make_hold_invoice follows too; the bounds here only
+    # document it, since a hold invoice's minimum depends on the server's
+    # --hold-cancel-margin.
+    min_cltv_expiry_delta: Any = Field(
+        default=None,
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "type": "integer",
+                    "minimum": invoicing.MIN_CLTV_DELTA,
+                    "maximum": invoicing.MAX_CLTV_DELTA,
+                },
+                {"type": "null"},
+            ],
+            "description": (
+                "The invoice's final CLTV delta in blocks (BOLT 11 `c`); for a hold invoice, "
+                "how long a payment may be held, its `settle_deadline` being the block height "
+                "when paid plus this. Default: the node's (hold invoices: 80). "
+                f"{invoicing.MIN_CLTV_DELTA}-{invoicing.MAX_CLTV_DELTA}; for a hold invoice "
+                "more than the server's --hold-cancel-margin (default 24)."
+            ),
+        },
+    )
 
     @field_validator("description", "memo")
     @classmethod

@@ -121,8 +121,9 @@ class InvoiceRequest:
     description_hash: str | None = None
     expiry: int = 86400
     private_route_hints: bool = False
-    # Hold invoices only: the final CLTV delta the invoice asks for, i.e. how
-    # many blocks a payment may be held. None = the node's own default (80).
+    # The final CLTV delta the invoice asks for (for a hold invoice: how many
+    # blocks a payment may be held). None = the node's own default (hold
+    # invoices: 80; regular ones: the node's, e.g. 18 on the dev node).
     min_final_cltv_expiry_delta: int | None = None
 
 

@@ -368,10 +368,8 @@ class NwcWorker:
             payment_hash = _hex64(params, "payment_hash")
             delta = params.get("min_cltv_expiry_delta")
             if delta is not None:
-                if not isinstance(delta, int) or isinstance(delta, bool):
-                    raise p.Refuse("OTHER", "min_cltv_expiry_delta must be an integer")
                 try:
-                    invoicing.check_cltv_delta(delta, self.follower.hold_cancel_margin)
+                    delta = invoicing.check_cltv_delta(delta, self.follower.hold_cancel_margin)
                 except invoicing.BadParameter as exc:
                     raise p.Refuse("OTHER", f"min_cltv_expiry_delta {exc.message}") from None
                 invoice_request = replace(invoice_request, min_final_cltv_expiry_delta=delta)

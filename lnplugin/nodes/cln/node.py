@@ -312,6 +312,7 @@ class ClnNode(Node):
             expiry=request.expiry,
             exposeprivatechannels=True if request.private_route_hints else None,
             deschashonly=deschashonly,
+            cltv=request.min_final_cltv_expiry_delta,
         )
         found = self.lookup_invoice(created["payment_hash"])
         if found is None:

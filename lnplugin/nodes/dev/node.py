@@ -205,9 +205,12 @@ class DevNode(Node):
             description_hash=request.description_hash,
             expiry=request.expiry,
             # A hold invoice asks for a long CLTV delta, as LND's do: the time
-            # its HTLC may be held. Regular ones keep BOLT11's default of 18.
+            # its HTLC may be held. Regular ones keep BOLT11's default of 18
+            # unless the client asked for another.
             min_final_cltv_expiry_delta=(
-                None if preimage else request.min_final_cltv_expiry_delta or HTLC_CLTV_DELTA
+                request.min_final_cltv_expiry_delta
+                if preimage
+                else request.min_final_cltv_expiry_delta or HTLC_CLTV_DELTA
             ),
         )
         try:

@@ -304,6 +304,8 @@ class LndNode(Node):
         )
         if request.description_hash:
             inv.description_hash = bytes.fromhex(request.description_hash)
+        if request.min_final_cltv_expiry_delta is not None:
+            inv.cltv_expiry = request.min_final_cltv_expiry_delta
         resp = self._call(self._ln.AddInvoice, inv)
         found = self.lookup_invoice(resp.r_hash.hex())
         if found is None:  # pragma: no cover - lnd just created it

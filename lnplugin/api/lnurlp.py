@@ -24,7 +24,7 @@ from lnplugin.api.errors import APIError
 from lnplugin.api.invoices import log_orphan
 from lnplugin.api.schemas import HEX64
 from lnplugin.nodes.base import InvoiceRequest
-from lnplugin.store import addresses, invoices
+from lnplugin.store import addresses, invoices, lnurl_auth
 from lnplugin.store.addresses import Address
 from lnplugin.store.models import StoredInvoice
 
@@ -59,7 +59,13 @@ def discover(username: str) -> Any:
         "commentAllowed": row.comment_allowed,
     }
     if row.payer_data:
-        body["payerData"] = row.payer_data_request
+        requested = row.payer_data_request
+        if "auth" in requested:
+            # LUD-18: a fresh LUD-04 challenge in every answer, good for one payment.
+            with context.service().store.transaction() as tx:
+                k1 = lnurl_auth.issue(tx, row.username)
+            requested["auth"] = {**requested["auth"], "k1": k1}
+        body["payerData"] = requested
     return body
 
 
@@ -118,6 +124,19 @@ def mint(
         missing = [k for k, v in row.payer_data_request.items() if v.get("mandatory")]
         if missing:
             raise APIError(400, f"payerdata.{missing[0]} is mandatory")
+    auth = payer.get("auth") if "auth" in row.payer_data_request else None
+    if auth is not None:
+        # Its signature is checked (parse_payer_data); its k1 must be one this
+        # address's discovery issued, unused and unexpired. Used up here, once
+        # every other check has passed, so a refused amount does not burn it.
+        with svc.store.transaction() as tx:
+            fresh = lnurl_auth.consume(tx, auth["k1"], row.username)
+        if not fresh:
+            raise APIError(
+                400,
+                "payerdata.auth.k1 is not one this address issued, or it was used or has "
+                "expired; ask the address again for a new one",
+            )
 
     metadata = lnurl.metadata(row.username, row.description, row.image, base)
     digest = lnurl.description_hash(metadata, payer_text)

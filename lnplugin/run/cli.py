@@ -829,7 +829,8 @@ def _address_line(row: Any, public_url: str | None) -> str:
     "--payer-data",
     multiple=True,
     metavar="KIND[:mandatory]",
-    help="Payer data to ask for: name, email, pubkey or identifier; repeatable.",
+    help="Payer data to ask for: name, email, pubkey, identifier or auth (LUD-04 "
+    "signature of a k1 the address issues); repeatable.",
 )
 @click.option("--webhook", help="URL this address's invoices' events are POSTed to, signed.")
 @click.option("--success-message", help="Shown by the wallet once paid (144 characters).")

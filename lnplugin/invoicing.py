@@ -2,7 +2,8 @@
 
 The HTTP API (`api/invoices.py`) and Nostr Wallet Connect (`nwc/worker.py`)
 mint invoices, and settle and cancel hold invoices, through these functions,
-so a hold invoice follows one set of rules whichever way it was asked for.
+so a hold invoice follows one set of rules whichever way it was asked for;
+the LNURL-pay callback (`api/lnurlp.py`) mints and stores through them too.
 Each caller turns `InvoicingError`s into its own answer (an HTTP status in
 the Alby shape, a NIP-47 error code); the messages are written for people.
 

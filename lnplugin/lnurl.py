@@ -22,11 +22,17 @@ import re
 import urllib.parse
 from typing import Any
 
+import coincurve
+
 USERNAME = re.compile(r"[a-z0-9\-_.]{1,64}")
-PAYER_DATA_KINDS = ("name", "pubkey", "identifier", "email")
+TEXT_KINDS = ("name", "pubkey", "identifier", "email")
+PAYER_DATA_KINDS = (*TEXT_KINDS, "auth")
 MAX_PAYER_DATA_CHARS = 2000  # a GET URL holds about that much in all (LUD-12's note)
 _HEX_PUBKEY = re.compile(r"[0-9a-fA-F]{66}|[0-9a-fA-F]{64}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_HEX_K1 = re.compile(r"[0-9a-fA-F]{64}")
+_HEX_COMPRESSED_KEY = re.compile(r"0[23][0-9a-fA-F]{64}")
+_HEX_DER_SIG = re.compile(r"(?:[0-9a-fA-F]{2}){8,72}")
 
 
 class PayerDataError(ValueError):
@@ -85,7 +91,10 @@ def parse_payer_data(raw: str, requested: dict[str, Any]) -> dict[str, Any]:
     address asked for (LUD-18): mandatory kinds present, known kinds well-formed.
 
     Kinds the address did not ask for are kept (the hash covers the text as
-    received) but never stored as payer fields.
+    received) but never stored as payer fields. When the address asks for
+    `auth`, a given `auth` must carry a valid LUD-04 signature of its `k1`
+    (`check_auth`); whether that k1 was issued, and is unused, is the
+    caller's to check against the store.
     """
     if len(raw) > MAX_PAYER_DATA_CHARS:
         raise PayerDataError(f"payerdata must be at most {MAX_PAYER_DATA_CHARS} characters")
@@ -98,7 +107,9 @@ def parse_payer_data(raw: str, requested: dict[str, Any]) -> dict[str, Any]:
     for kind, option in requested.items():
         if option.get("mandatory") and data.get(kind) in (None, ""):
             raise PayerDataError(f"payerdata.{kind} is mandatory")
-    for kind in PAYER_DATA_KINDS:
+    if "auth" in requested and data.get("auth") is not None:
+        check_auth(data["auth"])
+    for kind in TEXT_KINDS:
         value = data.get(kind)
         if value is None:
             continue
@@ -109,6 +120,33 @@ def parse_payer_data(raw: str, requested: dict[str, Any]) -> dict[str, Any]:
         if kind == "email" and not _EMAIL.fullmatch(value):
             raise PayerDataError("payerdata.email must be an email address")
     return data
+
+
+def check_auth(value: Any) -> None:
+    """Refuse (PayerDataError) a LUD-18 `auth` value unless it is `{key, k1,
+    sig}` with `sig` a DER-encoded secp256k1 ECDSA signature of the 32 bytes
+    of `k1` (not hashed again) by `key`, a compressed public key (LUD-04).
+
+    Verification is libsecp256k1's (coincurve), which takes low-S signatures
+    only, as libsecp256k1 and the wallets built on it produce.
+    """
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(f), str) for f in ("key", "k1", "sig")
+    ):
+        raise PayerDataError("payerdata.auth must be an object with key, k1 and sig (hex text)")
+    if not _HEX_K1.fullmatch(value["k1"]):
+        raise PayerDataError("payerdata.auth.k1 must be 64 hex characters")
+    if not _HEX_COMPRESSED_KEY.fullmatch(value["key"]):
+        raise PayerDataError("payerdata.auth.key must be a compressed public key (66 hex)")
+    if not _HEX_DER_SIG.fullmatch(value["sig"]):
+        raise PayerDataError("payerdata.auth.sig must be a hex DER signature")
+    try:
+        key = coincurve.PublicKey(bytes.fromhex(value["key"]))
+        valid = key.verify(bytes.fromhex(value["sig"]), bytes.fromhex(value["k1"]), hasher=None)
+    except ValueError:  # a key off the curve, or a signature that is not DER
+        valid = False
+    if not valid:
+        raise PayerDataError("payerdata.auth.sig is not a valid signature of k1 by key")
 
 
 # -- LUD-01: bech32 ---------------------------------------------------------------

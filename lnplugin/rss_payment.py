@@ -6,10 +6,11 @@ record (show, episode, sender, amounts) is the `x-rss-payment` header of the
 response to that URL. This worker hangs off the outbox like webhook
 delivery: it reads settled events past its own cursor and schedules a fetch
 in the same transaction as the cursor advance (`store/rss_payments.py`), so
-a restart neither loses nor repeats one. It then fetches due rows one at a
-time through the SSRF guard (`pinned_http`), only from the operator's
-`--rss-payment-domain` list, with a timeout, a size cap and the retry
-schedule, and on success fills the invoice's boostagram and appends
+a restart neither loses nor repeats one. It then fetches due rows, up to
+`FETCHERS` at once on a pool of its own (so one slow app cannot hold up the
+others' boosts), through the SSRF guard (`pinned_http`), only from the
+operator's `--rss-payment-domain` list, with a timeout, a size cap and the
+retry schedule, and on success fills the invoice's boostagram and appends
 `invoice.updated` (webhooks and SSE read it from there).
 
 URLs can carry a sender's payment ids, so logs name only the host.
@@ -22,6 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
 BATCH = 500  # outbox events read per transaction
+FETCHERS = 4  # fetches at once: a slow or silent app holds one, not the whole queue
+PARK = 30.0  # seconds a row whose outcome could not be stored waits before another try
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 # Where a settled payment's rss::payment reference may be, in the order looked at.
 SOURCES = ("comment", "keysend_message", "description")
@@ -127,11 +131,17 @@ def fetch(url: str, settings: FetchSettings) -> Result:
 
 
 class RssPaymentWorker:
-    """Schedules fetches from the outbox and makes them, on one thread."""
+    """Schedules fetches from the outbox on one thread and makes them on a
+    pool of `FETCHERS`; a row is handed out again only once the outcome of
+    its attempt is stored."""
 
     def __init__(self, store: Store, settings: FetchSettings) -> None:
         self.store = store
         self.settings = settings
+        self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix="lnplugin-rss-fetch")
+        self._lock = threading.Lock()
+        self._in_flight: set[int] = set()  # invoice ids of the rows being fetched
+        self._parked: dict[int, float] = {}  # invoice id -> monotonic time it may go again
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -152,6 +162,7 @@ class RssPaymentWorker:
         for thread in (self._thread, self._watcher):
             if thread is not None:
                 thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def running(self) -> bool:
@@ -177,22 +188,55 @@ class RssPaymentWorker:
             self._wake.wait(wait)
 
     def step(self) -> float:
-        """Schedule from new events, make the due fetches; returns seconds to sleep."""
+        """Schedule from new events, hand due fetches to the pool; returns seconds to sleep."""
         conn = self.store.conn
         backlog = False
         if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
             with self.store.transaction() as tx:
                 backlog = self.schedule(tx) == BATCH
-        for row in db.due(conn, time.time()):
-            if self._stop.is_set():
-                return 0.0
-            self.attempt(row)
+        with self._lock:
+            busy = self._busy()
+            free = FETCHERS - len(self._in_flight)
+            rows = db.due(conn, time.time(), free, busy) if free > 0 else []
+            self._in_flight.update(row["invoice_id"] for row in rows)
+        for row in rows:
+            self._pool.submit(self._fetch_one, row)
         if backlog:
             return 0.0
-        next_at = db.next_due_at(conn)
+        with self._lock:
+            busy = self._busy()
+        next_at = db.next_due_at(conn, busy)
         if next_at is None:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
+
+    def _busy(self) -> set[int]:
+        """Rows `due` must not hand out: in flight, or parked (caller holds the lock)."""
+        clock = time.monotonic()
+        for invoice_id, until in list(self._parked.items()):
+            if until <= clock:
+                del self._parked[invoice_id]
+        return self._in_flight | set(self._parked)
+
+    def _fetch_one(self, row: Any) -> None:
+        """`attempt` on a pool thread; then the row may be handed out again."""
+        parked = False
+        try:
+            if not self._stop.is_set():
+                self.attempt(row)
+        except Exception:
+            # The outcome was not stored (a failing database), so the row is
+            # still due: parked, it is not fetched again in a tight loop.
+            log.exception(
+                "rss::payment fetch for invoice %s: storing the outcome failed", row["invoice_id"]
+            )
+            parked = True
+        finally:
+            with self._lock:
+                self._in_flight.discard(row["invoice_id"])
+                if parked:
+                    self._parked[row["invoice_id"]] = time.monotonic() + PARK
+            self._wake.set()
 
     def schedule(self, tx: Any) -> int:
         """Look at the events past the cursor; returns how many were read."""

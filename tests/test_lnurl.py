@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lnplugin import lnurl
 from lnplugin.api.schemas import AddressCreate
-from lnplugin.store import Store, addresses, invoices
+from lnplugin.store import Store, addresses, invoices, lnurl_auth
 
 # LUD-01's own example.
 LUD01_URL = (
@@ -80,6 +80,64 @@ def test_payer_data_is_refused_with_the_reason(
 def test_payer_data_keeps_kinds_the_address_did_not_ask_for() -> None:
     data = lnurl.parse_payer_data('{"name": "bob", "x-extra": [1]}', {"name": {}})
     assert data == {"name": "bob", "x-extra": [1]}
+
+
+# LUD-04's signature check example: k1, the linking key, and its DER signature of k1.
+LUD04_AUTH = {
+    "k1": "e2af6254a8df433264fa23f67eb8188635d15ce883e8fc020989d5f82ae6f11e",
+    "key": "02c3b844b8104f0c1b15c507774c9ba7fc609f58f343b9b149122e944dd20c9362",
+    "sig": "304402203767faf494f110b139293d9bab3c50e07b3bf33c463d4aa767256cd09132dc51022058"
+    "21f8efacdb5c595b92ada255876d9201e126e2f31a140d44561cc1f7e9e43d",
+}
+
+
+def test_auth_accepts_the_lud04_example_and_refuses_each_flaw_with_the_reason() -> None:
+    lnurl.check_auth(LUD04_AUTH)
+    wrong_sig = "payerdata.auth.sig is not a valid signature of k1 by key"
+    cases = [
+        ("nope", "must be an object with key, k1 and sig"),
+        ({"key": LUD04_AUTH["key"], "k1": LUD04_AUTH["k1"]}, "must be an object with key"),
+        ({**LUD04_AUTH, "k1": "ab"}, "payerdata.auth.k1 must be 64 hex characters"),
+        ({**LUD04_AUTH, "key": "04" + "11" * 32}, "payerdata.auth.key must be a compressed"),
+        ({**LUD04_AUTH, "sig": "zz"}, "payerdata.auth.sig must be a hex DER signature"),
+        ({**LUD04_AUTH, "k1": "00" * 32}, wrong_sig),  # another challenge
+        ({**LUD04_AUTH, "key": "02" + "00" * 32}, wrong_sig),  # not a point on the curve
+        ({**LUD04_AUTH, "sig": "30" * 20}, wrong_sig),  # not DER
+    ]
+    for value, reason in cases:
+        with pytest.raises(lnurl.PayerDataError, match=reason):
+            lnurl.check_auth(value)
+    # Through parse_payer_data: checked only when the address asks for auth.
+    raw = json.dumps({"auth": {**LUD04_AUTH, "k1": "00" * 32}})
+    with pytest.raises(lnurl.PayerDataError, match=wrong_sig):
+        lnurl.parse_payer_data(raw, {"auth": {"mandatory": False}})
+    assert lnurl.parse_payer_data(raw, {"name": {"mandatory": False}})["auth"]["k1"] == "00" * 32
+    with pytest.raises(lnurl.PayerDataError, match=r"payerdata\.auth is mandatory"):
+        lnurl.parse_payer_data("{}", {"auth": {"mandatory": True}})
+
+
+def test_auth_k1s_are_for_one_address_used_once_and_expire(tmp_path: Path) -> None:
+    store = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        now = 1_000_000
+        with store.transaction() as tx:
+            k1 = lnurl_auth.issue(tx, "alice", now)
+            other = lnurl_auth.issue(tx, "alice", now)
+            late = lnurl_auth.issue(tx, "alice", now)
+        assert len({k1, other, late}) == 3 and all(len(bytes.fromhex(k)) == 32 for k in (k1, other))
+        with store.transaction() as tx:
+            assert not lnurl_auth.consume(tx, k1, "bob", now)  # issued for alice
+            assert not lnurl_auth.consume(tx, "ab" * 32, "alice", now)  # never issued
+            assert lnurl_auth.consume(tx, k1.upper(), "alice", now + 1)
+            assert not lnurl_auth.consume(tx, k1, "alice", now + 2)  # used
+            assert lnurl_auth.usable(tx, other, "alice", now + lnurl_auth.TTL - 1)
+            assert not lnurl_auth.consume(tx, late, "alice", now + lnurl_auth.TTL)  # expired
+            # Issuing sweeps expired rows.
+            lnurl_auth.issue(tx, "alice", now + lnurl_auth.TTL)
+            left = tx.execute("SELECT k1 FROM lnurl_auth_k1 ORDER BY k1").fetchall()
+        assert other not in {k for (k,) in left} and len(left) == 1
+    finally:
+        store.close()
 
 
 def test_keysend_records_name_the_address_whose_record_they_carry(tmp_path: Path) -> None:

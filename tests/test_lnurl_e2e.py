@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,6 +212,85 @@ def test_callback_errors_have_lud06_shape_and_say_why(
         assert reply.json() == {"status": "ERROR", "reason": "Not found"}
 
 
+def test_a_payer_signs_the_auth_k1_and_each_k1_pays_once(server: Server) -> None:
+    """LUD-18 `auth`: discovery hands out a fresh k1 each time; the callback
+    takes a LUD-04 signature of it (made with the `lnurl` package's helper)
+    once, for the address it was issued by, and refuses anything else."""
+    made = server.request("POST", "/lightning_addresses", json={"username": "sig"})
+    assert made.status_code == 201, made.text
+    patched = server.request(
+        "PATCH",
+        "/lightning_addresses/sig",
+        json={"payer_data": {"auth": {"mandatory": True}, "name": {"mandatory": False}}},
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["payer_data"]["auth"] == {"mandatory": True}
+    # The command line takes the kind too; its address gets its own k1s.
+    cli(server.data_dir, "address", "add", "sig2", "--payer-data", "auth")
+
+    discovered = asyncio.run(lnurl_client.handle(patched.json()["lnurl"]))
+    assert isinstance(discovered, lnurl_client.LnurlPayResponse)
+    assert discovered.payerData is not None and discovered.payerData.auth is not None
+    assert discovered.payerData.auth.mandatory is True
+    k1 = discovered.payerData.auth.k1
+    assert len(bytes.fromhex(k1)) == 32
+    first = _public(server, "/.well-known/lnurlp/sig").json()
+    assert first["payerData"]["auth"]["k1"] not in (k1, None)
+    other_k1 = _public(server, "/.well-known/lnurlp/sig2").json()["payerData"]["auth"]["k1"]
+
+    linking_key = secrets.token_bytes(32)
+    key, sig = lnurl_client.helpers.lnurlauth_signature(k1, linking_key)
+    payer_text = json.dumps({"name": "Bob", "auth": {"key": key, "k1": k1, "sig": sig}})
+    callback = str(discovered.callback)
+
+    def call(amount: int, payer: str | None) -> requests.Response:
+        params: dict[str, Any] = {"amount": amount}
+        if payer is not None:
+            params["payerdata"] = payer
+        return requests.get(callback, params=params, timeout=10)
+
+    def refused(reply: requests.Response, reason: str) -> None:
+        assert reply.status_code == 400, reply.text
+        body = reply.json()
+        assert body["status"] == "ERROR" and reason in body["reason"], body
+
+    refused(call(2000, json.dumps({"name": "Bob"})), "payerdata.auth is mandatory")
+    _, stranger_sig = lnurl_client.helpers.lnurlauth_signature(k1, secrets.token_bytes(32))
+    forged = {"key": key, "k1": k1, "sig": stranger_sig}
+    refused(call(2000, json.dumps({"auth": forged})), "not a valid signature of k1 by key")
+    _, other_sig = lnurl_client.helpers.lnurlauth_signature(other_k1, linking_key)
+    borrowed = {"key": key, "k1": other_k1, "sig": other_sig}
+    refused(call(2000, json.dumps({"auth": borrowed})), "payerdata.auth.k1 is not one")
+    unissued = "ab" * 32
+    _, unissued_sig = lnurl_client.helpers.lnurlauth_signature(unissued, linking_key)
+    refused(
+        call(2000, json.dumps({"auth": {"key": key, "k1": unissued, "sig": unissued_sig}})),
+        "payerdata.auth.k1 is not one this address issued",
+    )
+    # None of those refusals, nor an amount out of range, used the k1 up.
+    refused(call(0, payer_text), "amount must be")
+
+    reply = call(21_000, payer_text)
+    assert reply.status_code == 200, reply.text
+    action = lnurl_client.LnurlPayActionResponse(**reply.json())
+    invoice = reference.decode(action.pr)
+    expected = hashlib.sha256((first["metadata"] + payer_text).encode()).hexdigest()
+    assert invoice.description_hash == expected
+    stored = server.request("GET", f"/invoices/{invoice.payment_hash}").json()
+    assert stored["payer_name"] == "Bob" and stored["lightning_address"] == "sig"
+    assert stored["metadata"]["payerdata"]["auth"]["key"] == key
+
+    # Single use: the same signed k1 again is refused.
+    refused(call(21_000, payer_text), "it was used or has expired")
+    # sig2's k1 still works at sig2.
+    reply = requests.get(
+        server.url + "/lnurlp/sig2/callback",
+        params={"amount": 5000, "payerdata": json.dumps({"auth": borrowed})},
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+
+
 def test_admin_crud_over_http_with_a_reason_per_field(server: Server) -> None:
     created = server.request(
         "POST", "/lightning_addresses", json={"username": "carol.pod", "comment_allowed": 0}
@@ -225,7 +305,7 @@ def test_admin_crud_over_http_with_a_reason_per_field(server: Server) -> None:
             "username": "Carol!",
             "min_sendable_msat": 0,
             "comment_allowed": 5000,
-            "payer_data": {"auth": {"mandatory": True}},
+            "payer_data": {"phone": {"mandatory": True}},
             "image": "https://example.com/a.png",
             "webhook": "ftp://x",
             "success_message": "x" * 145,

@@ -28,7 +28,7 @@ import requests
 from lnplugin.boostagram import parse_rss_payment, rss_payment_ref
 from lnplugin.config import ConfigError, load_settings
 from lnplugin.rss_payment import domain_allowed, reference
-from tests.e2e import Server, cli, scalar, wait_for
+from tests.e2e import Server, cli, run, scalar, wait_for
 from tests.helpers_webhooks import Receiver, SSEClient, free_port
 
 RECORD = {
@@ -499,3 +499,86 @@ def test_a_pending_fetch_survives_a_restart(tmp_path: Path) -> None:
         assert late.requests == ["/restart"]
     finally:
         late.close()
+
+
+def test_fetches_run_side_by_side_so_a_slow_app_holds_up_no_other(tmp_path: Path) -> None:
+    """Two record pages that each answer only once the other has been asked:
+    fetched one at a time, the first would wait until its page gave up (a 503,
+    then retries); fetched side by side, both answer at the first attempt."""
+    gate = threading.Barrier(2, timeout=50)
+    record = urllib.parse.quote(json.dumps(RECORD))
+    asked: list[str] = []
+
+    class Gated(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            try:
+                gate.wait()
+                status = 200
+            except threading.BrokenBarrierError:
+                status = 503
+            self.send_response(status)
+            if status == 200:
+                self.send_header("x-rss-payment", record)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    pages = ThreadingHTTPServer(("127.0.0.1", port), Gated)
+    pages.daemon_threads = True
+    threading.Thread(target=pages.serve_forever, daemon=True).start()
+    args = ("--rss-payment-domain", "127.0.0.1", "--webhook-allow", "127.0.0.0/8")
+    try:
+        with _serve(tmp_path / "data", *args, "--rss-payment-timeout", "60") as srv:
+            _address(srv, "hana")
+            first = _boost(srv, "hana", f"rss::payment::boost http://127.0.0.1:{port}/a hi")
+            second = _boost(srv, "hana", f"rss::payment::boost http://127.0.0.1:{port}/b hi")
+            for payment_hash in (first, second):
+                row = _final(srv, payment_hash)
+                assert row["state"] == "fetched" and row["attempts"] == 1, row
+                assert _invoice(srv, payment_hash)["boostagram"]["episode_guid"] == "ep-42"
+        assert sorted(asked) == ["/a", "/b"]
+    finally:
+        pages.shutdown()
+        pages.server_close()
+
+
+def test_boosts_refused_for_their_domain_are_fetched_once_it_is_listed(
+    tmp_path: Path, pages: PaymentPages
+) -> None:
+    """No backfill by itself: a boost that settled while its domain was not
+    listed stays refused when the domain is added; `lnplugin rss refetch`
+    queues it (and leaves the ones on still unlisted domains alone)."""
+    data = tmp_path / "data"
+    url = pages.serve("/backfill", {**RECORD, "item_guid": "ep-backfill"})
+    with _serve(data) as first:  # no --rss-payment-domain: nothing is fetched
+        _address(first, "ivan")
+        early = _boost(first, "ivan", f"rss::payment::boost {url} hi")
+        elsewhere = _boost(first, "ivan", "rss::payment::boost https://elsewhere.example/x hi")
+        for payment_hash in (early, elsewhere):
+            row = _final(first, payment_hash)
+            assert row["state"] == "refused" and row["attempts"] == 0
+            assert "is not an --rss-payment-domain" in row["error"]
+        token = first.token
+    args = ("--rss-payment-domain", "127.0.0.1", "--webhook-allow", "127.0.0.0/8")
+    with _serve(data, *args) as second:
+        second.token = token
+        # Listing the domain does not reach back by itself...
+        assert _row(second, early)["state"] == "refused"  # type: ignore[index]
+        refused = run(data, "rss", "refetch")
+        assert refused.returncode == 2 and "--rss-payment-domain" in refused.stderr
+        # ...the command does, through the running server's worker.
+        queued = cli(data, "rss", "refetch", "--rss-payment-domain", "127.0.0.1")
+        assert queued.strip() == (
+            "1 boost record(s) queued for fetching; 1 on domains not listed left as they are"
+        )
+        row = _final(second, early)
+        assert row["state"] == "fetched" and row["attempts"] == 1
+        assert _invoice(second, early)["boostagram"]["episode_guid"] == "ep-backfill"
+        assert _row(second, elsewhere)["state"] == "refused"  # type: ignore[index]
+        again = cli(data, "rss", "refetch", "--rss-payment-domain", "127.0.0.1")
+        assert again.startswith("0 boost record(s) queued")
+    assert pages.requests.count("/backfill?payment=DBBhBwUise1bcfoHRCC3") == 1

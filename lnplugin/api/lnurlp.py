@@ -18,13 +18,13 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from lnplugin import lnurl
+from lnplugin import invoicing, lnurl
 from lnplugin.api import context, public
 from lnplugin.api.errors import APIError
 from lnplugin.api.invoices import log_orphan
 from lnplugin.api.schemas import HEX64
-from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
-from lnplugin.store import addresses, events, invoices
+from lnplugin.nodes.base import InvoiceRequest
+from lnplugin.store import addresses, invoices, lnurl_auth
 from lnplugin.store.addresses import Address
 from lnplugin.store.models import StoredInvoice
 
@@ -59,7 +59,13 @@ def discover(username: str) -> Any:
         "commentAllowed": row.comment_allowed,
     }
     if row.payer_data:
-        body["payerData"] = row.payer_data_request
+        requested = row.payer_data_request
+        if "auth" in requested:
+            # LUD-18: a fresh LUD-04 challenge in every answer, good for one payment.
+            with context.service().store.transaction() as tx:
+                k1 = lnurl_auth.issue(tx, row.username)
+            requested["auth"] = {**requested["auth"], "k1": k1}
+        body["payerData"] = requested
     return body
 
 
@@ -91,6 +97,8 @@ def mint(
     (400, 502, 503) says why not. The one mint path for an address: the
     callback and the checkout page's amount form (`api/checkout.py`) both
     come here, so a payer gets the same checks and the same `h` either way.
+    The node call and the stored row go through `lnplugin.invoicing`, as
+    `POST /invoices` and NWC's `make_invoice` do.
     """
     svc = context.service()
     if not row.min_sendable_msat <= amount <= row.max_sendable_msat:
@@ -116,51 +124,54 @@ def mint(
         missing = [k for k, v in row.payer_data_request.items() if v.get("mandatory")]
         if missing:
             raise APIError(400, f"payerdata.{missing[0]} is mandatory")
+    auth = payer.get("auth") if "auth" in row.payer_data_request else None
+    if auth is not None:
+        # Its signature is checked (parse_payer_data); its k1 must be one this
+        # address's discovery issued, unused and unexpired. Used up here, once
+        # every other check has passed, so a refused amount does not burn it.
+        with svc.store.transaction() as tx:
+            fresh = lnurl_auth.consume(tx, auth["k1"], row.username)
+        if not fresh:
+            raise APIError(
+                400,
+                "payerdata.auth.k1 is not one this address issued, or it was used or has "
+                "expired; ask the address again for a new one",
+            )
 
     metadata = lnurl.metadata(row.username, row.description, row.image, base)
     digest = lnurl.description_hash(metadata, payer_text)
+    invoice_request = InvoiceRequest(
+        amount_msat=amount,
+        # The text `h` commits to; nodes that need it (CLN's deschashonly) hash it.
+        description=metadata + (payer_text or ""),
+        description_hash=digest,
+        expiry=INVOICE_EXPIRY,
+    )
     try:
-        minted = svc.node.create_invoice(
-            InvoiceRequest(
-                amount_msat=amount,
-                # The text `h` commits to; nodes that need it (CLN's deschashonly) hash it.
-                description=metadata + (payer_text or ""),
-                description_hash=digest,
-                expiry=INVOICE_EXPIRY,
-            )
-        )
-    except NodeUnavailable:
+        minted = invoicing.mint(svc.follower, invoice_request, None)
+    except invoicing.NodeDown:
+        # The detail (the node's address, say) is for the operator, not for payers.
         raise APIError(503, "The node is unreachable, try again shortly") from None
-    except NodeError as exc:
-        raise APIError(502, f"The node refused to create the invoice: {exc}") from None
+    except invoicing.InvoicingError as exc:
+        raise APIError(502, exc.message) from None
 
-    fields = {
-        "type": "incoming",
-        "payment_hash": minted.payment_hash,
-        "payment_request": minted.payment_request,
-        "state": "OPEN",
-        "amount_msat": minted.amount_msat,
-        "description": row.description,
-        "description_hash": digest,
-        "comment": comment,
-        "metadata": json.dumps({"payerdata": payer}) if payer else None,
-        "payer_name": payer.get("name"),
-        "payer_email": payer.get("email"),
-        "payer_pubkey": payer["pubkey"].lower() if payer.get("pubkey") else None,
-        "created_at": minted.created_at,
-        "expiry": minted.expiry,
-        "expires_at": minted.expires_at,
-        "preimage": minted.preimage,
-        "payment_secret": minted.payment_secret,
-        "webhook_url": row.webhook_url,
-        "source": "lnurl",
-        "lightning_address": row.username,
-    }
+    fields = invoicing.node_fields(minted, hold=False, source="lnurl")
+    fields.update(
+        {
+            "description": row.description,
+            "description_hash": digest,
+            "comment": comment,
+            "metadata": json.dumps({"payerdata": payer}) if payer else None,
+            "payer_name": payer.get("name"),
+            "payer_email": payer.get("email"),
+            "payer_pubkey": payer["pubkey"].lower() if payer.get("pubkey") else None,
+            "webhook_url": row.webhook_url,
+            "lightning_address": row.username,
+        }
+    )
     try:
         with svc.store.transaction() as tx:
-            stored = invoices.by_id(tx, invoices.insert(tx, fields))
-            assert stored is not None
-            events.append(tx, events.INCOMING_CREATED, stored)
+            stored = invoicing.insert(tx, fields)
     except Exception as exc:
         log_orphan(minted, exc)
         raise

@@ -340,7 +340,8 @@ OPERATIONS: dict[str, Op] = {
                 "name": "payerdata",
                 "in": "query",
                 "schema": {"type": "string"},
-                "description": "LUD-18 payer data, JSON text",
+                "description": "LUD-18 payer data, JSON text; `auth` is {key, k1, sig}: "
+                "a DER signature of the k1 from discovery by the compressed key (LUD-04)",
             },
         ],
         errors=(400, 404, 429, 502, 503),

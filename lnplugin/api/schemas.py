@@ -535,7 +535,11 @@ class _AddressFields(Body):
     description: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
     image: StrictStr | None = Field(default=None, max_length=MAX_IMAGE_CHARS + 32)
     comment_allowed: StrictInt | None = Field(default=None, ge=0, le=1000)
-    payer_data: dict[str, PayerDataOption] | None = None
+    payer_data: dict[str, PayerDataOption] | None = Field(
+        default=None,
+        description="LUD-18 payer data to ask for, by kind: name, pubkey, identifier, email "
+        "or auth (a LUD-04 signature of a k1 issued by discovery, checked by the callback)",
+    )
     webhook: StrictStr | None = Field(default=None, max_length=2048)
     success_message: StrictStr | None = Field(default=None, min_length=1, max_length=144)
     keysend_custom_key: StrictInt | None = Field(default=None, ge=65536, le=2**63 - 1)
@@ -687,6 +691,11 @@ class LnurlPayRequest(BaseModel):
     maxSendable: int
     metadata: str = Field(description="JSON text of [mime type, content] pairs (LUD-06)")
     commentAllowed: int
+    payerData: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="LUD-18: the payer data asked for, by kind, each with `mandatory`; "
+        "`auth` also carries `k1`, a fresh single-use challenge (64 hex)",
+    )
 
 
 class LnurlInvoice(BaseModel):

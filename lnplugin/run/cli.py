@@ -793,6 +793,59 @@ def dev_keysend(amount_msat: int, records: tuple[str, ...], **flags: Any) -> Non
     _echo_paid(paid)
 
 
+# -- rss::payment ---------------------------------------------------------------------
+
+
+@cli.group()
+def rss() -> None:
+    """rss::payment boost records (docs/boostagrams.md)."""
+
+
+@rss.command("refetch")
+@common_options
+@click.option(
+    "--rss-payment-domain",
+    multiple=True,
+    help="Domain whose records are fetched, as `serve` takes it; repeatable. "
+    "[env: LNPLUGIN_RSS_PAYMENT_DOMAIN, comma-separated]",
+)
+@click.option(
+    "--failed",
+    "include_failed",
+    is_flag=True,
+    help="Also fetch again the records whose fetch failed (a bad answer, or every retry).",
+)
+def rss_refetch(include_failed: bool, **flags: Any) -> None:
+    """Fetch the boost records of payments that settled while their domain was
+    not on --rss-payment-domain, now that it is (a backfill).
+
+    The fetches are made by the server's worker (within a second if it is
+    running, else when it starts), through the same guard and retries as any.
+    """
+    from lnplugin.rss_payment import domain_allowed
+    from lnplugin.store import rss_payments
+
+    settings = settings_from(flags)
+    domains = settings.rss_payment_domain
+    if not domains:
+        raise Unusable(
+            "no --rss-payment-domain (LNPLUGIN_RSS_PAYMENT_DOMAIN): name the domains to fetch from"
+        )
+    store = _store(flags)
+    try:
+        rows = rss_payments.not_fetched(store.conn, failed=include_failed)
+        allowed = [r["invoice_id"] for r in rows if domain_allowed(r["url"], domains)]
+        with store.transaction() as tx:
+            queued = rss_payments.requeue(tx, allowed)
+    finally:
+        store.close()
+    left = len(rows) - len(allowed)
+    click.echo(
+        f"{queued} boost record(s) queued for fetching"
+        + (f"; {left} on domains not listed left as they are" if left else "")
+    )
+
+
 # -- Lightning Addresses -----------------------------------------------------------
 
 _PUBLIC_URL = click.option(
@@ -829,7 +882,8 @@ def _address_line(row: Any, public_url: str | None) -> str:
     "--payer-data",
     multiple=True,
     metavar="KIND[:mandatory]",
-    help="Payer data to ask for: name, email, pubkey or identifier; repeatable.",
+    help="Payer data to ask for: name, email, pubkey, identifier or auth (LUD-04 "
+    "signature of a k1 the address issues); repeatable.",
 )
 @click.option("--webhook", help="URL this address's invoices' events are POSTed to, signed.")
 @click.option("--success-message", help="Shown by the wallet once paid (144 characters).")

@@ -497,6 +497,18 @@ def _nwc_encryption(db: sqlite_utils.Database) -> None:
     db.table("nwc_connections").add_column("encryption", str)
 
 
+@migration(15, "LUD-18 auth challenges (k1) issued by Lightning Address discovery")
+def _lnurl_auth_k1(db: sqlite_utils.Database) -> None:
+    # One row per k1 an address's discovery answer handed out; the callback
+    # deletes it when a payer's signature of it is accepted (single use), and
+    # rows past `expires_at` are refused and swept when new ones are issued.
+    db.execute(
+        "CREATE TABLE lnurl_auth_k1 (k1 TEXT PRIMARY KEY, username TEXT NOT NULL, "
+        "issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX idx_lnurl_auth_k1_expires_at ON lnurl_auth_k1(expires_at)")
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

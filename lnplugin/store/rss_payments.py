@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from lnplugin.store import events, invoices
@@ -40,17 +41,25 @@ def schedule(
     )
 
 
-def due(conn: sqlite3.Connection, now: float, limit: int = 20) -> list[sqlite3.Row]:
+def due(
+    conn: sqlite3.Connection, now: float, limit: int = 20, exclude: Iterable[int] = ()
+) -> list[sqlite3.Row]:
+    """Pending fetches whose time has come, earliest first, minus `exclude` (in flight)."""
+    skip = list(exclude)
+    not_in = f" AND invoice_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
     return conn.execute(
-        "SELECT * FROM rss_payments WHERE state = 'pending' AND next_attempt_at <= ? "
-        "ORDER BY next_attempt_at LIMIT ?",
-        (now, limit),
+        "SELECT * FROM rss_payments WHERE state = 'pending' AND next_attempt_at <= ?"
+        f"{not_in} ORDER BY next_attempt_at LIMIT ?",
+        (now, *skip, limit),
     ).fetchall()
 
 
-def next_due_at(conn: sqlite3.Connection) -> float | None:
+def next_due_at(conn: sqlite3.Connection, exclude: Iterable[int] = ()) -> float | None:
+    """When the earliest pending fetch not in `exclude` (in flight) is due."""
+    skip = list(exclude)
+    not_in = f" AND invoice_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
     row = conn.execute(
-        "SELECT MIN(next_attempt_at) FROM rss_payments WHERE state = 'pending'"
+        "SELECT MIN(next_attempt_at) FROM rss_payments WHERE state = 'pending'" + not_in, skip
     ).fetchone()
     return None if row[0] is None else float(row[0])
 
@@ -101,3 +110,30 @@ def fill(tx: sqlite3.Connection, invoice_id: int, header: str, boostagram: dict[
     if updated is not None:
         events.append(tx, events.INVOICE_UPDATED, updated)
     return True
+
+
+def not_fetched(conn: sqlite3.Connection, *, failed: bool) -> list[sqlite3.Row]:
+    """Fetches that will not be made as things stand: refused without a
+    request (the domain was not listed when the payment settled), and with
+    `failed`, those that failed (at once, or after their retries)."""
+    clause = "(state = 'refused' AND attempts = 0)"
+    if failed:
+        clause += " OR state = 'failed'"
+    return conn.execute(
+        f"SELECT invoice_id, url, state FROM rss_payments WHERE {clause} ORDER BY invoice_id"
+    ).fetchall()
+
+
+def requeue(tx: sqlite3.Connection, invoice_ids: Iterable[int]) -> int:
+    """Make these fetches pending and due now, with a fresh retry schedule;
+    a running worker picks them up within a second. Returns how many."""
+    now = int(time.time())
+    count = 0
+    for invoice_id in invoice_ids:
+        cur = tx.execute(
+            "UPDATE rss_payments SET state = 'pending', attempts = 0, next_attempt_at = ?, "
+            "last_error = NULL, updated_at = ? WHERE invoice_id = ? AND state != 'pending'",
+            (now, now, invoice_id),
+        )
+        count += cur.rowcount
+    return count

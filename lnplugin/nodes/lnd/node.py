@@ -460,17 +460,27 @@ class LndNode(Node):
         An index at or below `gaps.high` was assigned before the listing began,
         and a settled invoice stays settled, so a listing that does not show it
         proves it belongs to no plain invoice (an AMP payment set has it).
-        Indexes above `gaps.high` may have been assigned during the listing and
-        are left for the stream.
+        Indexes above `gaps.high` may have been assigned during the listing, so
+        they prove nothing about a hole; they are handed out after the pass-over,
+        when the floor has reached them, so their update carries the cursor at
+        once rather than waiting for the next settlement to carry it.
         """
         known = gaps.high
+        later = []
         for inv in self._settled_sorted(gaps.floor, stored=False):
+            if inv.state == ln.Invoice.SETTLED and inv.settle_index > known:
+                later.append(inv)
+                continue
             update = gaps.accept(inv)
             if update is not None:
                 yield update
         skipped = gaps.pass_over(known)
         if skipped:
             log.info("LND settle indexes %s belong to no invoice (AMP payments?)", skipped)
+        for inv in later:
+            update = gaps.accept(inv)
+            if update is not None:
+                yield update
 
     def _watch(
         self, gaps: _Gaps, call: Any, done: threading.Event, refill: threading.Event

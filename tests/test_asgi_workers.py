@@ -139,3 +139,43 @@ def test_close_cancels_jobs_not_started_and_ends_the_threads() -> None:
     while any(t.is_alive() for t in pool.threads) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(t.is_alive() for t in pool.threads)
+
+
+def test_the_environ_from_request_headers_is_the_same_every_time() -> None:
+    """Header names are turned into environ keys once and remembered: the
+    second request with the same names gets the same environ as the first
+    (repeated headers joined, names with `_` dropped, the last
+    Content-Type/Length kept)."""
+    from lnplugin.run.asgi import _environ
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/health",
+        "raw_path": b"/health",
+        "query_string": b"a=1",
+        "headers": [
+            (b"host", b"example.test"),
+            (b"x-forwarded-for", b"1.1.1.1"),
+            (b"x-forwarded-for", b"2.2.2.2"),
+            (b"x_api_key", b"smuggled"),
+            (b"content-type", b"text/plain"),
+            (b"content-type", b"application/json"),
+        ],
+    }
+    loop = asyncio.new_event_loop()
+    try:
+        first = _environ(scope, b"", loop)
+        second = _environ(scope, b"", loop)
+    finally:
+        loop.close()
+    for environ in (first, second):
+        assert environ["HTTP_HOST"] == "example.test"
+        assert environ["HTTP_X_FORWARDED_FOR"] == "1.1.1.1,2.2.2.2"
+        assert "HTTP_X_API_KEY" not in environ
+        assert environ["CONTENT_TYPE"] == "application/json"
+        assert environ["QUERY_STRING"] == "a=1"
+        assert environ["wsgi.input_terminated"] is True
+    assert {k: v for k, v in first.items() if k != "wsgi.input"} == {
+        k: v for k, v in second.items() if k != "wsgi.input"
+    }

@@ -78,7 +78,7 @@ class ASGIApp:
             {
                 "type": "http.response.start",
                 "status": int(status.split(" ", 1)[0]),
-                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+                "headers": [(_header_name(k), v.encode("latin-1")) for k, v in headers],
             }
         )
         content, tail, done = first
@@ -306,24 +306,56 @@ def _environ(scope: Scope, body: bytes, loop: asyncio.AbstractEventLoop) -> dict
     }
     has_length = False
     for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1")
-        if "_" in name:
-            # `X_Api_Key` would become the same variable as `X-Api-Key`; a
-            # proxy that filters one lets the other through. Drop them.
+        key = _ENV_KEYS.get(raw_name, "") or _env_key(raw_name)
+        if key is None:
             continue
-        key = name.upper().replace("-", "_")
         value = raw_value.decode("latin-1")
-        if key == "CONTENT_TYPE":
-            environ[key] = value
-        elif key == "CONTENT_LENGTH":
-            environ[key] = value
-            has_length = True
+        if key in environ:
+            if key in _UNJOINED:
+                environ[key] = value
+            else:
+                environ[key] = f"{environ[key]},{value}"
         else:
-            key = "HTTP_" + key
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
+            environ[key] = value
+        if key == "CONTENT_LENGTH":
+            has_length = True
     if not has_length:
         environ["wsgi.input_terminated"] = True  # chunked: read the input to its end
     return environ
+
+
+# Header names (as uvicorn gives them) -> WSGI environ keys, and response
+# header names -> bytes: both are a small set repeated on every request, so
+# each is worked out once. Bounded, as clients choose the names.
+NAME_TABLE = 512
+_ENV_KEYS: dict[bytes, str | None] = {}
+_UNJOINED = ("CONTENT_TYPE", "CONTENT_LENGTH")  # the last one counts, as before
+_NAMES: dict[str, bytes] = {}
+
+
+def _env_key(raw_name: bytes) -> str | None:
+    name = raw_name.decode("latin-1")
+    key: str | None
+    if "_" in name:
+        # `X_Api_Key` would become the same variable as `X-Api-Key`; a
+        # proxy that filters one lets the other through. Drop them.
+        key = None
+    else:
+        key = name.upper().replace("-", "_")
+        if key not in _UNJOINED:
+            key = "HTTP_" + key
+    if len(_ENV_KEYS) < NAME_TABLE:
+        _ENV_KEYS[raw_name] = key
+    return key
+
+
+def _header_name(name: str) -> bytes:
+    known = _NAMES.get(name)
+    if known is None:
+        known = name.lower().encode("latin-1")
+        if len(_NAMES) < NAME_TABLE:
+            _NAMES[name] = known
+    return known
 
 
 async def _send_error(send: Send, code: int, message: str) -> None:

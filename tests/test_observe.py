@@ -241,3 +241,25 @@ def test_serve_without_the_access_log(tmp_path: Path) -> None:
         lines = _stderr_after_stop(server)
     assert lines, "info-level startup lines expected"
     assert not [line for line in lines if "lnplugin.access" in line]
+
+
+def test_only_the_public_blueprints_run_the_per_client_limiter(app) -> None:  # type: ignore[no-untyped-def]
+    """flask-limiter's request hooks are installed for the limited (public)
+    blueprints only: a token or open route never carries its headers, and
+    the limiter's hooks are not among those every request runs."""
+    limiter = next(iter(app.extensions["limiter"]))
+    every_request = [
+        f
+        for table in ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+        for f in getattr(app, table).get(None, [])
+    ]
+    hooks = [f for functions in limiter.hooks.values() for f in functions]
+    assert hooks and not any(f in every_request for f in hooks)
+    for name in ("lnurlp", "checkout"):
+        assert all(
+            f in app.before_request_funcs[name] for f in limiter.hooks["before_request_funcs"]
+        )
+    response = app.test_client().get("/health")
+    assert response.status_code == 200
+    assert response.headers["X-Request-Id"]
+    assert not [k for k, _ in response.headers.items() if k.startswith("X-RateLimit")]

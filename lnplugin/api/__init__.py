@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Flask
 
 from lnplugin.api import (
@@ -30,8 +33,38 @@ from lnplugin.service import Service
 MAX_BODY_BYTES = 64 * 1024
 
 
+class App(Flask):
+    """Flask, remembering which of its functions need no async wrapper.
+
+    Flask passes every view and every request hook through `ensure_sync`
+    on every request, and each call asks `inspect` whether the function is
+    a coroutine function: eight times for `GET /health`. The answer for a
+    given function never changes, so it is kept (Flask documents
+    `ensure_sync` as the method to override). The app's views and hooks are
+    a fixed set; a function made per request (`after_this_request`) would
+    not be, so the table stops growing at `SYNC_TABLE` entries.
+    """
+
+    SYNC_TABLE = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._sync[func]
+        except KeyError:
+            sync = super().ensure_sync(func)
+            if len(self._sync) < self.SYNC_TABLE:
+                self._sync[func] = sync
+            return sync
+        except TypeError:  # unhashable: ask every time, as Flask does
+            return super().ensure_sync(func)
+
+
 def create_app(service: Service) -> Flask:
-    app = Flask("lnplugin")
+    app = App("lnplugin")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json = OrjsonProvider(app)
     app.url_map.strict_slashes = False
@@ -50,10 +83,10 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(nwc.bp)
     limiter = public.install(app, service.settings)
     ratelimit.install(app, service.settings.token_rate_limit)
-    public.limit(limiter, lnurlp.bp, service.settings.rate_limit)
-    public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback)
-    public.limit(limiter, checkout.bp, service.settings.rate_limit)
-    public.limit(limiter, checkout.mint_bp, service.settings.rate_limit_callback)
+    public.limit(limiter, lnurlp.bp, service.settings.rate_limit, app)
+    public.limit(limiter, lnurlp.mint_bp, service.settings.rate_limit_callback, app)
+    public.limit(limiter, checkout.bp, service.settings.rate_limit, app)
+    public.limit(limiter, checkout.mint_bp, service.settings.rate_limit_callback, app)
     app.register_blueprint(lnurlp.bp)
     app.register_blueprint(lnurlp.mint_bp)
     app.register_blueprint(checkout.bp)

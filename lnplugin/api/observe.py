@@ -31,6 +31,7 @@ from lnplugin.config import Settings
 access_log = logging.getLogger("lnplugin.access")
 
 REQUEST_ID = "X-Request-Id"
+_REQUEST_ID_VAR = "HTTP_X_REQUEST_ID"  # its WSGI environ key
 _CLEAN_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 ALLOWED_HEADERS = (
     "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Api-Key, X-Request-Id"
@@ -45,11 +46,6 @@ _ids = random.Random()
 
 def new_request_id() -> str:
     return f"{_ids.getrandbits(64):016x}"
-
-
-def _route() -> str | None:
-    rule = request.url_rule
-    return rule.rule if rule is not None else None
 
 
 def _preflight(settings: Settings) -> Response | None:
@@ -71,11 +67,14 @@ def _preflight(settings: Settings) -> Response | None:
 
 
 def register(app: Flask, settings: Settings) -> None:
+    # Both hooks run on every request: each proxy (`request`, `g`) is
+    # resolved once, and headers are read from the WSGI environ directly.
     @app.before_request
     def _start() -> Any:
-        g.started = time.perf_counter()
-        given = request.headers.get(REQUEST_ID, "")
-        g.request_id = given if _CLEAN_ID.fullmatch(given) else new_request_id()
+        ctx = g._get_current_object()
+        ctx.started = time.perf_counter()
+        given = request.environ.get(_REQUEST_ID_VAR, "")
+        ctx.request_id = given if _CLEAN_ID.fullmatch(given) else new_request_id()
         if settings.cors_origin:
             if request.url_rule is None and request.method == "OPTIONS":
                 return None  # no such route: the 404 handler answers
@@ -84,23 +83,28 @@ def register(app: Flask, settings: Settings) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        request_id = g.get("request_id") or new_request_id()
+        ctx = g._get_current_object()
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        request_id = ctx.get("request_id") or new_request_id()
         response.headers[REQUEST_ID] = request_id
-        origin = request.headers.get("Origin")
-        if origin and origin.lower() in settings.cors_origin:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-            response.vary.add("Origin")
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        route = _route()
+        if settings.cors_origin:
+            origin = req.environ.get("HTTP_ORIGIN")
+            if origin and origin.lower() in settings.cors_origin:
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+                response.vary.add("Origin")
+        now = time.perf_counter()
+        seconds = now - ctx.get("started", now)
+        rule = req.url_rule
+        route = rule.rule if rule is not None else None
         metrics = app.extensions.get("lnplugin_metrics")
         if metrics is not None:
-            metrics.observe(request.method, route, response.status_code, seconds)
+            metrics.observe(req.method, route, response.status_code, seconds)
         if settings.access_log and access_log.isEnabledFor(logging.INFO):
-            token = g.get("token")
+            token = ctx.get("token")
             fields = {
                 "request_id": request_id,
-                "method": request.method,
+                "method": req.method,
                 "route": route or "-",
                 "status": response.status_code,
                 "duration_ms": round(seconds * 1000, 2),

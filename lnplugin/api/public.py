@@ -123,6 +123,8 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
             del response.headers["Retry-After"]
         return response
 
+    hooks = _HOOKS
+    registered = {name: list(getattr(app, name).get(None, ())) for name in hooks}
     limiter = PublicLimiter(
         get_remote_address,
         app=app,
@@ -134,10 +136,19 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
     limited = limiter.limited
 
     # Only the public blueprints have limits here (token routes are counted
-    # per token by `api.ratelimit`), so every other request skips the
-    # limiter's evaluation, which was a third of the Flask part of
-    # `GET /health`'s CPU (docs/streaming.md). So a limit only takes effect
-    # on a blueprint given to `limit` below.
+    # per token by `api.ratelimit`), so the limiter's request hooks, which
+    # flask-limiter installs for every request, are moved to the blueprints
+    # `limit` is given: no other request runs them at all (they were a third
+    # of the Flask part of `GET /health`'s CPU, and still a fifth once the
+    # filter below made them skip the evaluation; docs/streaming.md). A
+    # limit only takes effect on a blueprint given to `limit` below.
+    for name in hooks:
+        everyone = getattr(app, name).get(None, [])
+        added = [f for f in everyone if f not in registered[name]]
+        limiter.hooks[name] = added
+        everyone[:] = [f for f in everyone if f not in added]
+
+    # Kept as a second guard: a request outside those blueprints is exempt.
     @limiter.request_filter
     def _not_public() -> bool:
         return request.blueprint not in limited
@@ -145,15 +156,25 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
     return limiter
 
 
+# Flask's per-scope hook tables (`None`: every request; a blueprint's name: its requests).
+_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+
+
 class PublicLimiter(Limiter):
     """flask-limiter's `Limiter`, knowing which blueprints `limit` gave limits."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.limited: set[str] = set()
+        self.hooks: dict[str, list[Any]] = {}  # the request hooks it installed, per table
         super().__init__(*args, **kwargs)
 
 
-def limit(limiter: PublicLimiter, bp: Blueprint, rate: str) -> None:
-    """Limit every route of `bp` to `rate` per client address (one bucket per route)."""
+def limit(limiter: PublicLimiter, bp: Blueprint, rate: str, app: Flask) -> None:
+    """Limit every route of `bp` to `rate` per client address (one bucket per route).
+
+    The limiter's request hooks run for `bp`'s requests only (see `install`)."""
     limiter.limit(rate)(bp)
+    if bp.name not in limiter.limited:
+        for name, functions in limiter.hooks.items():
+            getattr(app, name).setdefault(bp.name, []).extend(functions)
     limiter.limited.add(bp.name)

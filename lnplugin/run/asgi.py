@@ -32,10 +32,11 @@ import contextlib
 import io
 import logging
 import sys
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from queue import Empty, SimpleQueue
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 
 
 class ASGIApp:
@@ -56,7 +58,7 @@ class ASGIApp:
 
     def __init__(self, wsgi: Callable[..., Iterable[Any]], threads: int) -> None:
         self.wsgi = wsgi
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="lnplugin-http")
+        self.pool = Workers(threads, "lnplugin-http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
@@ -67,9 +69,7 @@ class ASGIApp:
         loop = asyncio.get_running_loop()
         environ = _environ(scope, body, loop)
         try:
-            status, headers, iterable, first = await loop.run_in_executor(
-                self.pool, self._call, environ
-            )
+            status, headers, iterable, first = await self.pool.run(loop, self._call, environ)
         except Exception:
             log.exception("request failed outside the app's error handlers")
             await _send_error(send, 500, "Internal server error")
@@ -78,7 +78,7 @@ class ASGIApp:
             {
                 "type": "http.response.start",
                 "status": int(status.split(" ", 1)[0]),
-                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+                "headers": [(_header_name(k), v.encode("latin-1")) for k, v in headers],
             }
         )
         content, tail, done = first
@@ -91,12 +91,12 @@ class ASGIApp:
                     await send({"type": "http.response.body", "body": content, "more_body": True})
                 if done:
                     break
-                content, tail, done = await loop.run_in_executor(self.pool, _pull, iterable)
+                content, tail, done = await self.pool.run(loop, _pull, iterable)
             complete = await live(tail, send, receive) if tail is not None else True
             if complete:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await loop.run_in_executor(self.pool, _close, iterable)
+            await self.pool.run(loop, _close, iterable)
 
     def _call(self, environ: dict[str, Any]) -> tuple[str, list[Any], _Body, Piece]:
         """On a worker thread: the status, the headers and the body's first piece."""
@@ -116,7 +116,110 @@ class ASGIApp:
         return status, list(headers), iterable, first
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+
+
+Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+class Workers:
+    """The bounded pool of threads the WSGI app runs on, and the hop to it and back.
+
+    Why not `loop.run_in_executor`: that hop wraps a `concurrent.futures.Future`
+    (a condition variable, its lock, a done-callback) in an asyncio future
+    chained to it, and each step takes locks on both threads. Here a job is
+    the asyncio future itself, put on a `SimpleQueue` (one C call); the
+    worker runs it and hands the outcome back with one
+    `loop.call_soon_threadsafe`, which the loop runs to settle the future.
+    That is the whole hop; docs/streaming.md has what it saved.
+
+    Threads start on demand up to `size`, as ThreadPoolExecutor's do: a
+    submit that finds no idle worker starts one. `idle` holds one entry per
+    worker waiting for a job (appended and popped atomically, so no lock).
+    They are daemon threads: a request still running at exit (bounded by
+    the server's shutdown) does not hold the process.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.name = name
+        self.jobs: SimpleQueue[Job | None] = SimpleQueue()
+        self.idle: deque[None] = deque()
+        self.threads: list[threading.Thread] = []
+        self.closed = False
+        self._spawning = threading.Lock()
+
+    def run(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
+        """`fn(*args)` on a worker thread; the future settles on `loop`."""
+        if self.closed:
+            raise RuntimeError("the worker pool is closed")
+        future: asyncio.Future[T] = loop.create_future()
+        self.jobs.put((future, fn, args))
+        try:
+            self.idle.pop()
+        except IndexError:
+            self._spawn()
+        return future
+
+    def _spawn(self) -> None:
+        with self._spawning:
+            if len(self.threads) >= self.size or self.closed:
+                return
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}_{len(self.threads)}", daemon=True
+            )
+            thread.start()
+            self.threads.append(thread)
+
+    def _work(self) -> None:
+        jobs, idle = self.jobs, self.idle
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            del job
+            try:
+                outcome, error = fn(*args), None
+            except BaseException as exc:  # handed to the awaiting task, as an executor does
+                outcome, error = None, exc
+            # Idle from here on: marked before the hand-back, so the task it
+            # wakes finds this thread free for its next job.
+            idle.append(None)
+            # RuntimeError: the loop is closed, the server is gone already.
+            with contextlib.suppress(RuntimeError):
+                future.get_loop().call_soon_threadsafe(_settle, future, outcome, error)
+            del future, fn, args, outcome, error
+
+    def close(self) -> None:
+        """Cancel the jobs not started and let every worker end after its current one."""
+        with self._spawning:
+            self.closed = True
+            threads = len(self.threads)
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except Empty:
+                break
+            if job is not None:
+                with contextlib.suppress(RuntimeError):
+                    job[0].get_loop().call_soon_threadsafe(job[0].cancel)
+        for _ in range(threads):
+            self.jobs.put(None)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any, error: BaseException | None) -> None:
+    """On the loop: a worker's outcome into its future (unless its task gave up waiting)."""
+    if future.cancelled():
+        return
+    if isinstance(error, StopIteration):  # a future cannot hold one (asyncio refuses it)
+        error = RuntimeError(f"StopIteration raised on a worker thread: {error!r}")
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(outcome)
 
 
 PIECE = 64 * 1024  # a long body goes out in pieces of about this size
@@ -203,24 +306,56 @@ def _environ(scope: Scope, body: bytes, loop: asyncio.AbstractEventLoop) -> dict
     }
     has_length = False
     for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1")
-        if "_" in name:
-            # `X_Api_Key` would become the same variable as `X-Api-Key`; a
-            # proxy that filters one lets the other through. Drop them.
+        key = _ENV_KEYS.get(raw_name, "") or _env_key(raw_name)
+        if key is None:
             continue
-        key = name.upper().replace("-", "_")
         value = raw_value.decode("latin-1")
-        if key == "CONTENT_TYPE":
-            environ[key] = value
-        elif key == "CONTENT_LENGTH":
-            environ[key] = value
-            has_length = True
+        if key in environ:
+            if key in _UNJOINED:
+                environ[key] = value
+            else:
+                environ[key] = f"{environ[key]},{value}"
         else:
-            key = "HTTP_" + key
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
+            environ[key] = value
+        if key == "CONTENT_LENGTH":
+            has_length = True
     if not has_length:
         environ["wsgi.input_terminated"] = True  # chunked: read the input to its end
     return environ
+
+
+# Header names (as uvicorn gives them) -> WSGI environ keys, and response
+# header names -> bytes: both are a small set repeated on every request, so
+# each is worked out once. Bounded, as clients choose the names.
+NAME_TABLE = 512
+_ENV_KEYS: dict[bytes, str | None] = {}
+_UNJOINED = ("CONTENT_TYPE", "CONTENT_LENGTH")  # the last one counts, as before
+_NAMES: dict[str, bytes] = {}
+
+
+def _env_key(raw_name: bytes) -> str | None:
+    name = raw_name.decode("latin-1")
+    key: str | None
+    if "_" in name:
+        # `X_Api_Key` would become the same variable as `X-Api-Key`; a
+        # proxy that filters one lets the other through. Drop them.
+        key = None
+    else:
+        key = name.upper().replace("-", "_")
+        if key not in _UNJOINED:
+            key = "HTTP_" + key
+    if len(_ENV_KEYS) < NAME_TABLE:
+        _ENV_KEYS[raw_name] = key
+    return key
+
+
+def _header_name(name: str) -> bytes:
+    known = _NAMES.get(name)
+    if known is None:
+        known = name.lower().encode("latin-1")
+        if len(_NAMES) < NAME_TABLE:
+            _NAMES[name] = known
+    return known
 
 
 async def _send_error(send: Send, code: int, message: str) -> None:

@@ -1,0 +1,181 @@
+"""The worker pool the asyncio server runs the Flask app on
+(`lnplugin.run.asgi.Workers`): a job's value or exception reaches the
+awaiting task, threads start on demand up to the bound, a task that stops
+waiting never sees its job's outcome, and closing the pool cancels the jobs
+not started and lets every thread end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from lnplugin.run.asgi import Workers
+
+
+def test_a_job_returns_its_value_on_the_loop() -> None:
+    pool = Workers(2, "test-workers")
+
+    async def main() -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        value = await pool.run(loop, lambda a, b: a + b, "x", "y")
+        return value, threading.current_thread().name
+
+    value, thread = asyncio.run(main())
+    pool.close()
+    assert value == "xy"
+    assert thread == "MainThread"  # the future settles on the loop's thread
+    assert [t.name for t in pool.threads] == ["test-workers_0"]
+
+
+def test_a_job_that_raises_raises_in_the_awaiting_task() -> None:
+    pool = Workers(1, "test-workers")
+
+    def boom() -> None:
+        raise ValueError("no")
+
+    def stop() -> None:
+        raise StopIteration  # an asyncio future cannot hold this one as it is
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(ValueError, match="no"):
+            await pool.run(loop, boom)
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await pool.run(loop, stop)
+        assert await pool.run(loop, lambda: 1) == 1  # the worker goes on
+
+    asyncio.run(main())
+    pool.close()
+
+
+def test_threads_start_on_demand_up_to_the_bound() -> None:
+    pool = Workers(3, "test-workers")
+    release = threading.Event()
+    running = []
+
+    def job(n: int) -> int:
+        running.append(threading.current_thread().name)
+        release.wait(5)
+        return n
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        futures = [pool.run(loop, job, n) for n in range(6)]
+        while len(running) < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert len(running) == 3  # three threads, three jobs waiting for them
+        release.set()
+        return list(await asyncio.gather(*futures))
+
+    assert asyncio.run(main()) == list(range(6))
+    assert len(pool.threads) == 3
+    pool.close()
+
+
+def test_idle_threads_are_reused() -> None:
+    pool = Workers(8, "test-workers")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for n in range(20):
+            assert await pool.run(loop, lambda n=n: n) == n
+
+    asyncio.run(main())
+    assert len(pool.threads) == 1
+    pool.close()
+
+
+def test_a_task_that_stops_waiting_is_not_handed_the_outcome() -> None:
+    pool = Workers(1, "test-workers")
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return "late"
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        future = pool.run(loop, slow)
+        await loop.run_in_executor(None, started.wait, 5)
+        future.cancel()
+        release.set()
+        return await pool.run(loop, lambda: "next")  # settles after the cancelled one
+
+    assert asyncio.run(main()) == "next"
+    pool.close()
+
+
+def test_close_cancels_jobs_not_started_and_ends_the_threads() -> None:
+    pool = Workers(1, "test-workers")
+    started = threading.Event()
+    release = threading.Event()
+
+    def blocker() -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        first = pool.run(loop, blocker)
+        queued = pool.run(loop, lambda: "never")
+        await loop.run_in_executor(None, started.wait, 5)
+        pool.close()
+        release.set()
+        assert await first == "done"  # the running job finishes
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        with pytest.raises(RuntimeError):
+            pool.run(loop, lambda: None)
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in pool.threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.is_alive() for t in pool.threads)
+
+
+def test_the_environ_from_request_headers_is_the_same_every_time() -> None:
+    """Header names are turned into environ keys once and remembered: the
+    second request with the same names gets the same environ as the first
+    (repeated headers joined, names with `_` dropped, the last
+    Content-Type/Length kept)."""
+    from lnplugin.run.asgi import _environ
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/health",
+        "raw_path": b"/health",
+        "query_string": b"a=1",
+        "headers": [
+            (b"host", b"example.test"),
+            (b"x-forwarded-for", b"1.1.1.1"),
+            (b"x-forwarded-for", b"2.2.2.2"),
+            (b"x_api_key", b"smuggled"),
+            (b"content-type", b"text/plain"),
+            (b"content-type", b"application/json"),
+        ],
+    }
+    loop = asyncio.new_event_loop()
+    try:
+        first = _environ(scope, b"", loop)
+        second = _environ(scope, b"", loop)
+    finally:
+        loop.close()
+    for environ in (first, second):
+        assert environ["HTTP_HOST"] == "example.test"
+        assert environ["HTTP_X_FORWARDED_FOR"] == "1.1.1.1,2.2.2.2"
+        assert "HTTP_X_API_KEY" not in environ
+        assert environ["CONTENT_TYPE"] == "application/json"
+        assert environ["QUERY_STRING"] == "a=1"
+        assert environ["wsgi.input_terminated"] is True
+    assert {k: v for k, v in first.items() if k != "wsgi.input"} == {
+        k: v for k, v in second.items() if k != "wsgi.input"
+    }

@@ -51,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6969)
     parser.add_argument("--max-connections", type=int, default=1000)
+    parser.add_argument(
+        "--log-level",
+        choices=[level.name.lower() for level in ns.LogLevel],
+        help="log the relay's own messages (to stdout) from this level up",
+    )
     args = parser.parse_args(argv)
+    if args.log_level:
+        ns.init_logger(ns.LogLevel[args.log_level.upper()])
     asyncio.run(serve(args.host, args.port, args.max_connections))
     return 0
 

@@ -40,10 +40,18 @@ class Relay:
     def start(self) -> Relay:
         log = self.workdir / "relay.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lnplugin_sim.nostr_relay", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "lnplugin_sim.nostr_relay",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warn",
+            ],
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+            stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:

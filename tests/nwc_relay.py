@@ -30,8 +30,11 @@ def free_port() -> int:
 
 
 class Relay:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, notes_per_minute: int | None = None
+    ) -> None:
         self.workdir = workdir
+        self.notes_per_minute = notes_per_minute
         self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -48,6 +51,11 @@ class Relay:
                 str(self.port),
                 "--log-level",
                 "warn",
+                *(
+                    ["--notes-per-minute", str(self.notes_per_minute)]
+                    if self.notes_per_minute
+                    else []
+                ),
             ],
             cwd=ROOT,
             stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it

@@ -273,14 +273,18 @@ class Relay:
             self._throttle = 0.0
         elif limited:
             self.rate_limited += 1
-            self._throttle = min(THROTTLE_MAX, max(THROTTLE_FIRST, self._throttle * 2))
-            self._throttled_until = time.monotonic() + self._throttle
-            log.warning(
-                "nwc relay %s is rate-limiting us (%s); holding back %.0fs",
-                self.url,
-                str(message)[:100],
-                self._throttle,
-            )
+            now = time.monotonic()
+            # The rest of a burst refused together is one refusal; refused
+            # again after the pause, with nothing taken since, the pause doubles.
+            if now >= self._throttled_until:
+                self._throttle = min(THROTTLE_MAX, max(THROTTLE_FIRST, self._throttle * 2))
+                self._throttled_until = now + self._throttle
+                log.warning(
+                    "nwc relay %s is rate-limiting us (%s); holding back %.0fs",
+                    self.url,
+                    str(message)[:100],
+                    self._throttle,
+                )
         with self._acks_lock:
             slot = self._acks.get(event_id)
             resend = self._inflight.pop(event_id, None)

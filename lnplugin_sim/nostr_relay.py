@@ -6,8 +6,16 @@ It is a real relay written by others (NIP-01 over websockets, `OK`
 acknowledgements, ephemeral kinds passed to live subscriptions only, events
 kept in memory), which is what the tests need; a separate process, so a test
 can SIGKILL it under a running lnplugin and start it again on the same port.
-Its rate limit is lifted: the benchmark publishes hundreds of events a second
-from one connection, and a relay's flood guard is not what is being tested.
+Its event rate limit is lifted (`--notes-per-minute` sets one, for the test
+of lnplugin's answer to `OK false "rate-limited: ..."`): the benchmark
+publishes hundreds of events a second from one connection.
+
+One limit cannot be lifted from Python: the relay lets one connection send
+about 6,000 messages of any kind, refilled (100 a second) only across pauses
+of a second or more, and past that it drops the connection without a close
+frame, logging "too many client messages" (run with `--log-level warn` to
+see it; `tests/nwc_relay.Relay` does). A busy lnplugin meets it: the default
+benchmark sends ~6,400 events on its connection in ~10 s.
 
     python -m lnplugin_sim.nostr_relay --port 6969
 
@@ -24,16 +32,16 @@ import sys
 
 import nostr_sdk as ns
 
-UNLIMITED = ns.RateLimit(max_reqs=10_000, notes_per_minute=10_000_000)
+UNLIMITED = 10_000_000  # events a minute per connection
 
 
-async def serve(host: str, port: int, max_connections: int) -> None:
+async def serve(host: str, port: int, max_connections: int, notes_per_minute: int) -> None:
     relay = (
         ns.LocalRelayBuilder()
         .addr(host)
         .port(port)
         .max_connections(max_connections)
-        .rate_limit(UNLIMITED)
+        .rate_limit(ns.RateLimit(max_reqs=10_000, notes_per_minute=notes_per_minute))
         .build()
     )
     await relay.run()
@@ -51,8 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6969)
     parser.add_argument("--max-connections", type=int, default=1000)
+    parser.add_argument(
+        "--notes-per-minute",
+        type=int,
+        default=UNLIMITED,
+        help="events one connection may publish (answered rate-limited past it)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=[level.name.lower() for level in ns.LogLevel],
+        help="log the relay's own messages (to stdout) from this level up",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.max_connections))
+    if args.log_level:
+        ns.init_logger(ns.LogLevel[args.log_level.upper()])
+    asyncio.run(serve(args.host, args.port, args.max_connections, args.notes_per_minute))
     return 0
 
 

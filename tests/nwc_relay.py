@@ -30,8 +30,11 @@ def free_port() -> int:
 
 
 class Relay:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, notes_per_minute: int | None = None
+    ) -> None:
         self.workdir = workdir
+        self.notes_per_minute = notes_per_minute
         self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -40,10 +43,23 @@ class Relay:
     def start(self) -> Relay:
         log = self.workdir / "relay.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lnplugin_sim.nostr_relay", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "lnplugin_sim.nostr_relay",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warn",
+                *(
+                    ["--notes-per-minute", str(self.notes_per_minute)]
+                    if self.notes_per_minute
+                    else []
+                ),
+            ],
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+            stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:

@@ -10,14 +10,18 @@ and sent once lnplugin reaches the relay again.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nostr_sdk as ns
 import pytest
+from websockets.sync.client import connect
 
 from tests import e2e
 from tests.nwc_relay import Gate, Relay
@@ -170,3 +174,77 @@ def test_an_app_that_spoke_nip04_hears_only_nip04_and_one_that_never_spoke_hears
             to_legacy.close()
     assert legacy_kinds == [(23196, 1000), (23196, 2000)]
     assert sorted(quiet_kinds) == [(23196, 1000), (23196, 2000), (23197, 1000), (23197, 2000)]
+
+
+# rust-nostr's relay lets one connection send about 6,000 messages, refilled
+# only across pauses of a second or more, and past that drops the connection
+# without a close frame ("too many client messages" in its log). 100 apps
+# that never sent a request get two events per payment each: 35 payments are
+# 7,000 events from lnplugin, so its connection is dropped once mid-stream.
+APPS, PAYMENTS = 100, 35
+
+
+def pay_and_hear(srv: e2e.Server, relay: Relay, apps: int, payments: int) -> bool:
+    """Make `apps` connections that never sent a request (two events each per
+    payment), pay `payments` invoices, and listen on the relay as all of the
+    apps: True when each heard of every payment (NIP-44)."""
+    keys: dict[str, ns.Keys] = {}
+    for i in range(apps):
+        made = srv.request(
+            "POST", "/nwc/connections", json={"scopes": ["invoices:read"], "label": f"a{i}"}
+        )
+        assert made.status_code == 201, made.text
+        app = ns.Keys(ns.NostrWalletConnectUri.parse(made.json()["uri"]).secret())
+        keys[app.public_key().to_hex()] = app
+    service = ns.PublicKey.parse(nwc(srv)["pubkey"])
+    with connect(relay.url, max_size=2**24) as ws:
+        ws.send(json.dumps(["REQ", "apps", {"kinds": [23197], "#p": list(keys)}]))
+        while json.loads(ws.recv(timeout=e2e.WAIT))[0] != "EOSE":
+            pass
+        paid = set()
+        for i in range(payments):
+            invoice = srv.request("POST", "/invoices", json={"amount": 1000 + i}).json()
+            hash_ = invoice["payment_hash"]
+            assert srv.request("POST", "/dev/pay", json={"payment_hash": hash_}).ok
+            paid.add(hash_)
+        heard: dict[str, set[str]] = {app: set() for app in keys}
+        deadline = time.monotonic() + 3 * e2e.WAIT  # a liveness bound
+        while any(h != paid for h in heard.values()) and time.monotonic() < deadline:
+            msg = json.loads(ws.recv(timeout=e2e.WAIT))
+            if msg[0] != "EVENT":
+                continue
+            app = next(t[1] for t in msg[2]["tags"] if t[0] == "p")
+            body = keys[app].nip44_decrypt(service, msg[2]["content"])
+            heard[app].add(json.loads(body)["notification"]["payment_hash"])
+    e2e.wait_for(lambda: backlog(srv, 0), "the backlog to drain")
+    return all(h == paid for h in heard.values())
+
+
+def test_a_relay_that_drops_us_for_sending_too_much_loses_no_notification(
+    home: Path, relay: Relay
+) -> None:
+    with e2e.Server(home / "data", "--nwc-relay", relay.url) as srv:
+        e2e.wait_for(lambda: connected(srv), "the relay connection")
+        assert pay_and_hear(srv, relay, APPS, PAYMENTS), "a payment_received was lost"
+        connects = nwc(srv)["relays"][0]["connects"]
+    # The fault was reproduced: the relay threw lnplugin out at least once.
+    assert connects >= 2
+    assert "too many client messages" in (home / "relay" / "relay.log").read_text()
+
+
+def test_a_relay_that_answers_rate_limited_gets_the_refused_notifications_again(
+    home: Path,
+) -> None:
+    # 600 events a minute, refilled only across pauses: 10 apps x 2 events x
+    # 35 payments is 700, so the last ~100 are refused ("rate-limited: slow
+    # down"), held back, and sent again after the pause.
+    relay = Relay(home / "relay", notes_per_minute=600).start()
+    try:
+        with e2e.Server(home / "data", "--nwc-relay", relay.url) as srv:
+            e2e.wait_for(lambda: connected(srv), "the relay connection")
+            assert pay_and_hear(srv, relay, 10, 35), "a payment_received was lost"
+            state = nwc(srv)["relays"][0]
+    finally:
+        relay.kill()
+    assert state["rate_limited"] > 0  # the relay did refuse some
+    assert state["connects"] == 1  # and kept the connection: no reconnect needed

@@ -192,10 +192,12 @@ def decrypt(keys: ns.Keys, author: ns.PublicKey, encryption: str, content: str) 
     return keys.nip04_decrypt(author, content)
 
 
-def encrypt(keys: ns.Keys, peer: ns.PublicKey, encryption: str, content: str) -> str:
+def encrypt(keys: ns.Keys, peer: ns.PublicKey | str, encryption: str, content: str) -> str:
+    """`content` encrypted from `keys` to `peer` (a key or its hex)."""
+    peer_key = _peer(peer) if isinstance(peer, str) else peer
     if encryption == NIP44:
-        return keys.nip44_encrypt(peer, content)
-    return keys.nip04_encrypt(peer, content)
+        return keys.nip44_encrypt(peer_key, content)
+    return keys.nip04_encrypt(peer_key, content)
 
 
 def result(method: str, value: dict[str, Any] | None) -> dict[str, Any]:
@@ -224,8 +226,7 @@ def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> Sign
     hundreds of connections. The tests verify every event with nostr-sdk.
     Content is base64 and tags are hex here, so JSON's escaping is NIP-01's.
     """
-    secret = _secret(keys)
-    pubkey = keys.public_key().to_hex()
+    pubkey, _, secret = _own(keys)
     created_at = int(time.time())
     canonical = json.dumps(
         [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
@@ -244,14 +245,24 @@ def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> Sign
     return SignedEvent(digest.hex(), json.dumps(event, separators=(",", ":"), ensure_ascii=False))
 
 
-_SECRETS: dict[str, coincurve.PrivateKey] = {}
+# The service's keys as hex and as coincurve's key, read out of nostr-sdk once
+# per `Keys` object (each read crosses the bindings: ~50 µs an event).
+_OWN: dict[int, tuple[ns.Keys, str, str, coincurve.PrivateKey]] = {}
 
 
-def _secret(keys: ns.Keys) -> coincurve.PrivateKey:
-    hex_key = keys.secret_key().to_hex()
-    if hex_key not in _SECRETS:
-        _SECRETS[hex_key] = coincurve.PrivateKey(bytes.fromhex(hex_key))
-    return _SECRETS[hex_key]
+def _own(keys: ns.Keys) -> tuple[str, str, coincurve.PrivateKey]:
+    """(public key hex, secret key hex, signing key) of `keys`."""
+    known = _OWN.get(id(keys))
+    if known is None or known[0] is not keys:
+        secret_hex = keys.secret_key().to_hex()
+        known = (
+            keys,
+            keys.public_key().to_hex(),
+            secret_hex,
+            coincurve.PrivateKey(bytes.fromhex(secret_hex)),
+        )
+        _OWN[id(keys)] = known  # holds `keys`, so its id is not reused meanwhile
+    return known[1], known[2], known[3]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -261,8 +272,8 @@ def _peer(pubkey_hex: str) -> ns.PublicKey:
 
 
 def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> SignedEvent:
-    peer = _peer(request.app_pubkey)
-    content = encrypt(keys, peer, request.encryption, json.dumps(body, separators=(",", ":")))
+    plain = json.dumps(body, separators=(",", ":"))
+    content = encrypt(keys, request.app_pubkey, request.encryption, plain)
     tags = [["p", request.app_pubkey], ["e", request.event_id]]
     if request.encryption == NIP44:
         tags.append(["encryption", NIP44])
@@ -288,14 +299,13 @@ def notification_events(
     """One notification: in the scheme the app is known to use (`encryption`,
     from its requests), else as NIP-47 asks of a wallet offering both, kind
     23197 with NIP-44 and kind 23196 with NIP-04."""
-    peer = _peer(app_pubkey)
     plain = json.dumps(
         {"notification_type": notification_type, "notification": notification},
         separators=(",", ":"),
     )
     schemes = ((NOTIFICATION_NIP44, NIP44), (NOTIFICATION_NIP04, NIP04))
     return [
-        _sign(keys, kind, encrypt(keys, peer, scheme, plain), [["p", app_pubkey]])
+        _sign(keys, kind, encrypt(keys, app_pubkey, scheme, plain), [["p", app_pubkey]])
         for kind, scheme in schemes
         if encryption is None or scheme == encryption
     ]

@@ -7,6 +7,15 @@ behind one restarted relay do not return in step), resubscribes from a
 moment the caller gives (the last request it answered, less a margin: a
 relay that does keep them replays what was missed, and the store answers a
 replay with the stored response), and republishes the info event each time.
+
+A relay may limit what one connection sends: by answering `OK false
+"rate-limited: ..."` (NIP-01), by closing a subscription (`CLOSED`), or by
+dropping the connection without a word (rust-nostr's relay does that past
+its per-connection message budget). The first makes this connection hold
+back its notifications for a while (doubling, from one second) and resend
+what was refused; a closed subscription is made again after a pause; a drop
+is retried almost at once the first time, and with growing delays when the
+connections keep dropping soon after they were made.
 """
 
 from __future__ import annotations
@@ -28,14 +37,29 @@ from websockets.sync.client import ClientConnection, connect
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX, JITTER = 0.5, 30.0, 0.3
+# The first retry after a drop: a relay that dropped one connection usually
+# takes the next, and notifications in flight wait for it.
+QUICK_RETRY = 0.05
+# A connection that lasted this long resets the backoff; one that drops
+# sooner (a relay that keeps throwing us out) makes the next wait longer.
+STABLE_AFTER = 30.0
+THROTTLE_FIRST, THROTTLE_MAX = 1.0, 60.0  # after `OK false "rate-limited: ..."`
+INFLIGHT_MAX = 1000  # unanswered responses remembered for a resend
+RESEND_MAX = 5  # times an event refused as rate-limited is sent again
 ACK_TIMEOUT = 5.0
 MAX_MESSAGE = 512 * 1024  # a relay message larger than this ends the connection
 
 
 def backoff(attempt: int) -> float:
-    """Seconds before reconnect attempt `attempt` (0-based), with ±30 % jitter."""
-    base = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
+    """Seconds before reconnect attempt `attempt` (0-based), with ±30 % jitter:
+    almost at once the first time, then 0.5 s doubling up to 30 s."""
+    base = QUICK_RETRY if attempt == 0 else min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
     return base * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+def rate_limited(message: object) -> bool:
+    """An `OK false` or `CLOSED` reason with NIP-01's `rate-limited:` prefix."""
+    return isinstance(message, str) and message.startswith("rate-limited:")
 
 
 def _no_delay(sock: socket.socket) -> None:
@@ -86,6 +110,17 @@ class Relay:
         self._acks_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._sub_id = secrets.token_hex(8)
+        # Untracked events (responses) awaiting their OK: resent when refused
+        # as rate-limited. Cleared with each connection.
+        self._inflight: dict[str, tuple[str, int]] = {}
+        self._throttled_until = 0.0
+        self._throttle = 0.0  # the current hold-back; 0 when the relay took the last event
+        self.rate_limited = 0  # events the relay refused as rate-limited, for status
+
+    def throttled_for(self) -> float:
+        """Seconds this connection still holds back notifications after the
+        relay said `rate-limited`; 0 when it may send."""
+        return max(0.0, self._throttled_until - time.monotonic())
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"lnplugin-nwc {self.url}")
@@ -109,9 +144,13 @@ class Relay:
             return False
         event_id = json.loads(event_json)["id"]
         slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
-        if wait:
-            with self._acks_lock:
+        with self._acks_lock:
+            if wait:
                 self._acks[event_id] = slot
+            else:
+                if len(self._inflight) >= INFLIGHT_MAX:  # a relay that never answers
+                    self._inflight.pop(next(iter(self._inflight)))
+                self._inflight[event_id] = (event_json, self._inflight.get(event_id, ("", 0))[1])
         try:
             ws.send(f'["EVENT",{event_json}]')
             if not wait:
@@ -131,7 +170,7 @@ class Relay:
         way and collecting the acknowledgements once keeps a fan-out to many
         connections at about one round trip, not one per event."""
         ws = self._ws
-        if ws is None or self.state != "connected":
+        if ws is None or self.state != "connected" or self.throttled_for() > 0:
             return None
         slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
         with self._acks_lock:
@@ -163,6 +202,7 @@ class Relay:
         attempt = 0
         while not self._stop.is_set():
             self.state = "connecting"
+            connected_at: float | None = None
             try:
                 with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
                     self._ws = ws
@@ -172,7 +212,7 @@ class Relay:
                     self.state = "connected"
                     self.connects += 1
                     self.last_error = None
-                    attempt = 0
+                    connected_at = time.monotonic()
                     log.info("nwc relay %s connected", self.url)
                     # Off this thread: on_connect publishes and waits for acks
                     # that only this thread's reads can deliver.
@@ -185,6 +225,8 @@ class Relay:
                 self._unacked()
             if self._stop.is_set():
                 break
+            if connected_at is not None and time.monotonic() - connected_at >= STABLE_AFTER:
+                attempt = 0
             self.state = "disconnected"
             delay = backoff(attempt)
             attempt += 1
@@ -203,6 +245,7 @@ class Relay:
         connection without a 5 s stall behind them."""
         with self._acks_lock:
             slots = list(self._acks.values())
+            self._inflight.clear()  # responses are not resent on a new connection
         for done, _ in slots:
             done.set()
 
@@ -218,10 +261,69 @@ class Relay:
             if msg[0] == "EVENT" and len(msg) >= 3 and isinstance(msg[2], dict):
                 self._on_event(self.url, msg[2])
             elif msg[0] == "OK" and len(msg) >= 3:
-                with self._acks_lock:
-                    slot = self._acks.get(str(msg[1]))
-                if slot is not None:
-                    slot[1].append(bool(msg[2]))
-                    slot[0].set()
+                self._ok(ws, str(msg[1]), msg[2] is True, msg[3] if len(msg) > 3 else "")
+            elif msg[0] == "CLOSED" and len(msg) >= 2 and msg[1] == self._sub_id:
+                self._closed(ws, msg[2] if len(msg) > 2 else "")
             elif msg[0] == "NOTICE":
                 log.info("nwc relay %s notice: %s", self.url, str(msg[1:])[:200])
+
+    def _ok(self, ws: ClientConnection, event_id: str, accepted: bool, message: object) -> None:
+        limited = not accepted and rate_limited(message)
+        if accepted:
+            self._throttle = 0.0
+        elif limited:
+            self.rate_limited += 1
+            now = time.monotonic()
+            # The rest of a burst refused together is one refusal; refused
+            # again after the pause, with nothing taken since, the pause doubles.
+            if now >= self._throttled_until:
+                self._throttle = min(THROTTLE_MAX, max(THROTTLE_FIRST, self._throttle * 2))
+                self._throttled_until = now + self._throttle
+                log.warning(
+                    "nwc relay %s is rate-limiting us (%s); holding back %.0fs",
+                    self.url,
+                    str(message)[:100],
+                    self._throttle,
+                )
+        with self._acks_lock:
+            slot = self._acks.get(event_id)
+            resend = self._inflight.pop(event_id, None)
+        if slot is not None:  # a notification: the worker sends it again later
+            slot[1].append(accepted)
+            slot[0].set()
+        if limited and resend is not None and resend[1] < RESEND_MAX:
+            # A response: sent again on this connection once the hold-back is over.
+            event_json, tries = resend
+            with self._acks_lock:
+                self._inflight[event_id] = (event_json, tries + 1)
+            timer = threading.Timer(self._throttle, self._resend, args=(ws, event_id))
+            timer.daemon = True
+            timer.start()
+
+    def _resend(self, ws: ClientConnection, event_id: str) -> None:
+        with self._acks_lock:
+            pending = self._inflight.get(event_id)
+        if pending is None or self._ws is not ws or self._stop.is_set():
+            return
+        with contextlib.suppress(WebSocketException, OSError):
+            ws.send(f'["EVENT",{pending[0]}]')
+
+    def _closed(self, ws: ClientConnection, message: object) -> None:
+        """The relay ended our subscription: without it no request reaches us,
+        so ask again after a pause (longer when it said rate-limited)."""
+        delay = THROTTLE_MAX / 4 if rate_limited(message) else BACKOFF_FIRST * 4
+        log.warning(
+            "nwc relay %s closed our subscription (%s); asking again in %.0fs",
+            self.url,
+            str(message)[:100],
+            delay,
+        )
+
+        def again() -> None:
+            if self._ws is ws and not self._stop.is_set():
+                with contextlib.suppress(WebSocketException, OSError):
+                    ws.send(json.dumps(["REQ", self._sub_id, self._subscription()]))
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        timer.start()

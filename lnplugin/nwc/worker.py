@@ -138,7 +138,13 @@ class NwcWorker:
         return {
             "pubkey": self.pubkey if self.keys else None,
             "relays": [
-                {"url": r.url, "state": r.state, "connects": r.connects, "last_error": r.last_error}
+                {
+                    "url": r.url,
+                    "state": r.state,
+                    "connects": r.connects,
+                    "last_error": r.last_error,
+                    "rate_limited": r.rate_limited,
+                }
                 for r in self.relays
             ],
             "notification_backlog": db.backlog(self.store.conn),
@@ -412,7 +418,11 @@ class NwcWorker:
                 more = False
             if more:
                 continue
-            seen = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
+            # A relay holding back after `rate-limited` is tried again when
+            # its pause ends, even if nothing new was committed meanwhile.
+            pauses = [r.throttled_for() for r in self.relays if r.state == "connected"]
+            wait = min([IDLE_WAIT, *(t for t in pauses if t > 0)])
+            seen = self.store.wait_for_commit(seen, wait, self._stop)
 
     def notify_step(self) -> bool:
         """Fan out and send what is due; True when there may be more to do now."""
@@ -421,13 +431,13 @@ class NwcWorker:
             if time.monotonic() - self._pruned_at > 3600:  # hourly, forget old requests
                 db.prune_requests(tx, int(time.time()) - REQUEST_MEMORY)
                 self._pruned_at = time.monotonic()
-        if not any(r.state == "connected" for r in self.relays):
+        live = [r for r in self.relays if r.state == "connected" and not r.throttled_for()]
+        if not live:
             return False
         assert self.keys is not None
         rows = db.pending(self.store.conn)
         if not rows:
             return read == db.FAN_OUT_BATCH
-        live = [r for r in self.relays if r.state == "connected"]
         batch: dict[int, list[str]] = {}  # notification row id -> its event ids
         notified: dict[tuple[str, int], dict[str, Any] | None] = {}  # one read per payment
         for row in rows:  # each row's events go out as soon as they are built

@@ -306,7 +306,10 @@ def _environ(scope: Scope, body: bytes, loop: asyncio.AbstractEventLoop) -> dict
     }
     has_length = False
     for raw_name, raw_value in scope["headers"]:
-        key = _ENV_KEYS.get(raw_name, "") or _env_key(raw_name)
+        try:
+            key = _ENV_KEYS[raw_name]  # None (a dropped name) is cached too
+        except KeyError:
+            key = _env_key(raw_name)
         if key is None:
             continue
         value = raw_value.decode("latin-1")

@@ -41,12 +41,17 @@ def schedule(
     )
 
 
+def _not_in(skip: list[int]) -> str:
+    """The clause leaving out the invoice ids in `skip` (one `?` each), or nothing."""
+    return f" AND invoice_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+
+
 def due(
     conn: sqlite3.Connection, now: float, limit: int = 20, exclude: Iterable[int] = ()
 ) -> list[sqlite3.Row]:
     """Pending fetches whose time has come, earliest first, minus `exclude` (in flight)."""
     skip = list(exclude)
-    not_in = f" AND invoice_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+    not_in = _not_in(skip)
     return conn.execute(
         "SELECT * FROM rss_payments WHERE state = 'pending' AND next_attempt_at <= ?"
         f"{not_in} ORDER BY next_attempt_at LIMIT ?",
@@ -57,7 +62,7 @@ def due(
 def next_due_at(conn: sqlite3.Connection, exclude: Iterable[int] = ()) -> float | None:
     """When the earliest pending fetch not in `exclude` (in flight) is due."""
     skip = list(exclude)
-    not_in = f" AND invoice_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+    not_in = _not_in(skip)
     row = conn.execute(
         "SELECT MIN(next_attempt_at) FROM rss_payments WHERE state = 'pending'" + not_in, skip
     ).fetchone()

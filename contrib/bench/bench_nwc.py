@@ -77,6 +77,7 @@ class Client:
         for ws in (self.ws, self.out):
             ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.arrived: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.last: dict[str, Any] = {}
         self.ws.send(json.dumps(["REQ", "b", {"kinds": kinds, "#p": pubkeys}]))
         while json.loads(self.ws.recv())[0] != "EOSE":
             pass
@@ -114,6 +115,7 @@ class Client:
             except queue.Empty:
                 continue
             if match(event):
+                self.last = event
                 return at
         raise TimeoutError("no matching event")
 
@@ -143,7 +145,12 @@ def start_server(data: Path, relay_url: str) -> tuple[subprocess.Popen[str], str
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "LNPLUGIN_LOG_LEVEL": "warning"},
+        # Every request is timed, so none may be refused by the per-connection limit.
+        env={
+            **os.environ,
+            "LNPLUGIN_LOG_LEVEL": "warning",
+            "LNPLUGIN_NWC_RATE_LIMIT": "1000000/second",
+        },
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -191,6 +198,9 @@ def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
                 client.wait(lambda e, eid=eid: e["kind"] == 23195 and ["e", eid] in e["tags"])
                 - start
             )
+            answer = json.loads(app.nip44_decrypt(service, client.last["content"]))
+            if answer.get("error") or "invoice" not in (answer.get("result") or {}):
+                raise SystemExit(f"make_invoice was not answered with an invoice: {answer}")
             if i >= WARMUP:
                 nwc.append(took)
     ratio = p99(nwc) / p99(bare)

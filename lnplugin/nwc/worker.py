@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import limits
 import nostr_sdk as ns
 
 from lnplugin import invoicing
@@ -30,7 +31,7 @@ from lnplugin.follower import Follower
 from lnplugin.nodes.base import Feature, HoldInvoices, InvoiceRequest, Node, NodeError
 from lnplugin.nwc import protocol as p
 from lnplugin.nwc.relay import Relay
-from lnplugin.store import Store, invoices
+from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import nwc as db
 from lnplugin.store.models import StoredInvoice
 
@@ -60,6 +61,13 @@ class RateLimiter:
     def __init__(self, burst: int = RATE_BURST, per_second: float = RATE_PER_SECOND) -> None:
         self.burst, self.per_second = burst, per_second
         self._buckets: dict[int, tuple[float, float]] = {}
+
+    @classmethod
+    def from_rate(cls, rate: str) -> RateLimiter:
+        """From `--nwc-rate-limit` ("30 per 30 seconds"): a burst of the count,
+        refilled evenly over the period."""
+        (item,) = limits.parse_many(rate)
+        return cls(item.amount, item.amount / item.get_expiry())
 
     def allow(self, key: int, now: float) -> bool:
         tokens, at = self._buckets.get(key, (float(self.burst), now))
@@ -426,16 +434,22 @@ class NwcWorker:
 
     def notify_step(self) -> bool:
         """Fan out and send what is due; True when there may be more to do now."""
-        with self.store.transaction() as tx:
-            read = db.fan_out(tx)
-            if time.monotonic() - self._pruned_at > 3600:  # hourly, forget old requests
+        conn = self.store.conn
+        read = 0
+        # The write lock only when there is something to write: this runs
+        # after every commit, the request thread's too.
+        if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
+            with self.store.transaction() as tx:
+                read = db.fan_out(tx)
+        if time.monotonic() - self._pruned_at > 3600:  # hourly, forget old requests
+            with self.store.transaction() as tx:
                 db.prune_requests(tx, int(time.time()) - REQUEST_MEMORY)
-                self._pruned_at = time.monotonic()
+            self._pruned_at = time.monotonic()
         live = [r for r in self.relays if r.state == "connected" and not r.throttled_for()]
         if not live:
             return False
         assert self.keys is not None
-        rows = db.pending(self.store.conn)
+        rows = db.pending(conn)
         if not rows:
             return read == db.FAN_OUT_BATCH
         batch: dict[int, list[str]] = {}  # notification row id -> its event ids
@@ -444,7 +458,7 @@ class NwcWorker:
             body = json.loads(row["body"])
             key = (body["type"], body["invoice_id"])
             if key not in notified:
-                inv = invoices.by_id(self.store.conn, body["invoice_id"])
+                inv = invoices.by_id(conn, body["invoice_id"])
                 notified[key] = None if inv is None else p.notification(body["type"], inv)
             batch[row["id"]] = []
             notification = notified[key]

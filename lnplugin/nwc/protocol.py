@@ -3,11 +3,13 @@ notification events, and map invoices to NIP-47 transaction objects.
 
 Kept apart from the relay connections (`relay.py`) and the worker that runs
 methods against the store (`worker.py`), so every rule here is unit-tested
-with plain values. Keys, event verification and NIP-44 v2 / NIP-04
-encryption come from rust-nostr's bindings (`nostr_sdk`), signatures from
-coincurve (libsecp256k1's BIP-340); no cryptography is written here
-(tests/test_nwc_protocol.py checks the library against the official NIP-44
-vectors anyway).
+with plain values. Keys, event verification and decryption come from
+rust-nostr's bindings (`nostr_sdk`), signatures from coincurve
+(libsecp256k1's BIP-340). Encryption is put together here from
+`cryptography`'s ChaCha20 and AES and the standard library's HMAC, under a
+key derived once per app (see "encryption with a cached key per app"
+below for why); tests/test_nwc_protocol.py holds it to the official NIP-44
+vectors byte for byte and decrypts its output with nostr-sdk.
 """
 
 from __future__ import annotations
@@ -334,12 +336,6 @@ def _own(keys: ns.Keys) -> tuple[str, str, coincurve.PrivateKey]:
         )
         _OWN[id(keys)] = known  # holds `keys`, so its id is not reused meanwhile
     return known[1], known[2], known[3]
-
-
-@functools.lru_cache(maxsize=4096)
-def _peer(pubkey_hex: str) -> ns.PublicKey:
-    """An app's key as the library's object; parsed once per app, not per event."""
-    return ns.PublicKey.parse(pubkey_hex)
 
 
 def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> SignedEvent:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import coincurve
 import nostr_sdk as ns
+import orjson
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -297,14 +298,14 @@ def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> Sign
     of building the event through nostr-sdk's bindings (whose per-call
     marshalling dominates), which matters when one payment fans out to
     hundreds of connections. The tests verify every event with nostr-sdk.
-    Content is base64 and tags are hex here, so JSON's escaping is NIP-01's.
+    Content is base64 and tags are hex here, so JSON's escaping is NIP-01's;
+    orjson writes compact UTF-8, NIP-01's form, at a tenth of `json.dumps`'s
+    cost with non-default separators.
     """
     pubkey, _, secret = _own(keys)
     created_at = int(time.time())
-    canonical = json.dumps(
-        [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
-    )
-    digest = hashlib.sha256(canonical.encode()).digest()
+    canonical = orjson.dumps([0, pubkey, created_at, kind, tags, content])
+    digest = hashlib.sha256(canonical).digest()
     sig = secret.sign_schnorr(digest, os.urandom(32))
     event = {
         "id": digest.hex(),
@@ -315,7 +316,7 @@ def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> Sign
         "content": content,
         "sig": sig.hex(),
     }
-    return SignedEvent(digest.hex(), json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+    return SignedEvent(digest.hex(), orjson.dumps(event).decode())
 
 
 # The service's keys as hex and as coincurve's key, read out of nostr-sdk once
@@ -339,7 +340,7 @@ def _own(keys: ns.Keys) -> tuple[str, str, coincurve.PrivateKey]:
 
 
 def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> SignedEvent:
-    plain = json.dumps(body, separators=(",", ":"))
+    plain = orjson.dumps(body).decode()
     content = encrypt(keys, request.app_pubkey, request.encryption, plain)
     tags = [["p", request.app_pubkey], ["e", request.event_id]]
     if request.encryption == NIP44:
@@ -366,10 +367,9 @@ def notification_events(
     """One notification: in the scheme the app is known to use (`encryption`,
     from its requests), else as NIP-47 asks of a wallet offering both, kind
     23197 with NIP-44 and kind 23196 with NIP-04."""
-    plain = json.dumps(
-        {"notification_type": notification_type, "notification": notification},
-        separators=(",", ":"),
-    )
+    plain = orjson.dumps(
+        {"notification_type": notification_type, "notification": notification}
+    ).decode()
     schemes = ((NOTIFICATION_NIP44, NIP44), (NOTIFICATION_NIP04, NIP04))
     return [
         _sign(keys, kind, encrypt(keys, app_pubkey, scheme, plain), [["p", app_pubkey]])

@@ -85,6 +85,8 @@ class Settings(BaseModel):
     rss_payment_max_bytes: int = 16384
     # Nostr Wallet Connect relays (docs/nwc.md); NWC is off when empty.
     nwc_relay: tuple[str, ...] = ()
+    # Requests per NWC connection: a burst of COUNT, refilled over PERIOD.
+    nwc_rate_limit: str = "30 per 30 seconds"
     # Requests per API token, unless the token has its own (`token create --rate-limit`).
     token_rate_limit: str = "100/minute"
     # Seconds a signed request's timestamp may differ from the server's clock;
@@ -219,6 +221,17 @@ class Settings(BaseModel):
             parsed = []
         if not parsed:
             raise ValueError("must be a rate such as 60/minute, or several joined by ;")
+        return value
+
+    @field_validator("nwc_rate_limit")
+    @classmethod
+    def _one_rate(cls, value: str) -> str:
+        try:
+            parsed = limits.parse_many(value)
+        except ValueError:
+            parsed = []
+        if len(parsed) != 1:
+            raise ValueError("must be one rate such as 30 per 30 seconds or 60/minute")
         return value
 
     @field_validator("network")

@@ -30,7 +30,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodePermissionDenied,
 )
-from lnplugin.nwc.worker import NwcWorker
+from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
 from lnplugin.store import Store
 from lnplugin.webhooks import DeliveryWorker
@@ -154,7 +154,12 @@ class Service:
                 ),
             ),
             nwc=NwcWorker(
-                store, node, settings.nwc_relay, settings.effective_network, follower=follower
+                store,
+                node,
+                settings.nwc_relay,
+                settings.effective_network,
+                limiter=RateLimiter.from_rate(settings.nwc_rate_limit),
+                follower=follower,
             )
             if settings.nwc_relay
             else None,

@@ -177,3 +177,16 @@ def test_a_toml_file_that_does_not_parse_is_refused_in_one_line(tmp_path):
 def test_a_bad_value_in_toml_names_the_setting(tmp_path):
     path = toml(tmp_path, 'port = "high"\n')
     assert "port" in config_error({"config": path})
+
+
+def test_nwc_rate_limit_is_one_rate_read_as_a_burst_and_a_refill() -> None:
+    from lnplugin.nwc.worker import RateLimiter
+
+    default = RateLimiter.from_rate(load_settings({}, environ={}).nwc_rate_limit)
+    assert (default.burst, default.per_second) == (30, 1.0)
+    chosen = load_settings({}, environ={"LNPLUGIN_NWC_RATE_LIMIT": "120/minute"})
+    limiter = RateLimiter.from_rate(chosen.nwc_rate_limit)
+    assert (limiter.burst, limiter.per_second) == (120, 2.0)
+    for bad in ("lots", "5/second;100/hour"):
+        with pytest.raises(ConfigError, match="nwc_rate_limit"):
+            load_settings({"nwc_rate_limit": bad}, environ={})

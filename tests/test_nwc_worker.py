@@ -76,6 +76,21 @@ def minted(worker: NwcWorker) -> int:
     return int(worker.store.conn.execute("SELECT COUNT(*) FROM invoices").fetchone()[0])
 
 
+def test_an_idle_worker_writes_nothing_and_so_does_not_wake_itself(worker: NwcWorker) -> None:
+    # Its notification thread runs after every commit; one that committed
+    # even when it found nothing to send woke itself at once, for ever (a
+    # core of CPU on an idle server).
+    worker.start()
+    try:
+        time.sleep(0.3)  # the first pass, and any pruning, are done
+        seen = worker.store.commit_version
+        assert worker.store.wait_for_commit(seen, 1.0) == seen
+        assert worker.notify_step() is False
+        assert worker.store.commit_version == seen
+    finally:
+        worker.stop()
+
+
 def test_a_make_invoice_seen_twice_is_answered_with_the_stored_response(
     worker: NwcWorker,
 ) -> None:

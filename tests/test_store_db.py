@@ -214,3 +214,21 @@ def test_the_wal_is_checkpointed_off_the_commit_path_so_it_stops_growing(store):
     caught_up()
     assert wal.stat().st_size <= size
     assert store.conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 400
+
+
+def test_a_commit_that_wrote_rows_wakes_waiters_and_one_that_wrote_none_does_not(store):
+    # The outbox readers wait for commits and then write their own
+    # bookkeeping; if that bookkeeping, finding nothing to do, counted as a
+    # commit, each reader would wake itself again at once and spin.
+    seen = store.commit_version
+    with store.transaction() as tx:
+        tx.execute("SELECT COUNT(*) FROM t").fetchone()
+        tx.execute("DELETE FROM t WHERE writer = 'nobody'")
+    assert store.commit_version == seen
+    started = time.monotonic()
+    assert store.wait_for_commit(seen, 0.2) == seen
+    assert time.monotonic() - started >= 0.15  # it waited: nothing woke it
+
+    with store.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES ('one')")
+    assert store.wait_for_commit(seen, 5) == seen + 1

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST, BACKOFF_MAX, JITTER = 0.5, 30.0, 0.3
 # The first retry after a drop: a relay that dropped one connection usually
 # takes the next, and notifications in flight wait for it.
-QUICK_RETRY = 0.05
+QUICK_RETRY = 0.01
 # A connection that lasted this long resets the backoff; one that drops
 # sooner (a relay that keeps throwing us out) makes the next wait longer.
 STABLE_AFTER = 30.0
@@ -106,8 +106,14 @@ class Relay:
         self.connects = 0
         self._ws: ClientConnection | None = None
         self._stop = threading.Event()
-        self._acks: dict[str, tuple[threading.Event, list[Any]]] = {}
+        # Tracked events (notifications, the info event): None until the
+        # relay's OK, then whether it took them. One condition for all of
+        # them rather than a threading.Event each: a fan-out to hundreds of
+        # connections made hundreds of Events, and each OK woke its own.
+        self._acks: dict[str, bool | None] = {}
         self._acks_lock = threading.Lock()
+        self._answered = threading.Condition(self._acks_lock)
+        self._waiting = 0  # threads in `_wait_for`: an OK notifies only then
         self._thread: threading.Thread | None = None
         self._sub_id = secrets.token_hex(8)
         # Untracked events (responses) awaiting their OK: resent when refused
@@ -143,10 +149,9 @@ class Relay:
         if ws is None or self.state != "connected":
             return False
         event_id = json.loads(event_json)["id"]
-        slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
         with self._acks_lock:
             if wait:
-                self._acks[event_id] = slot
+                self._acks[event_id] = None
             else:
                 if len(self._inflight) >= INFLIGHT_MAX:  # a relay that never answers
                     self._inflight.pop(next(iter(self._inflight)))
@@ -155,43 +160,48 @@ class Relay:
             ws.send(f'["EVENT",{event_json}]')
             if not wait:
                 return True
-            slot[0].wait(ACK_TIMEOUT)
-            return bool(slot[1] and slot[1][0])
         except (WebSocketException, OSError):
+            self.forget([event_id])
             return False
-        finally:
-            if wait:
-                with self._acks_lock:
-                    self._acks.pop(event_id, None)
+        return event_id in self.acked([event_id])
 
-    def send_tracked(self, event_json: str, event_id: str) -> threading.Event | None:
+    def send_tracked(self, event_json: str, event_id: str) -> bool:
         """Send an event without waiting; `acked` tells later whether the relay
-        took it. None when there is no live connection. Sending a batch this
+        took it. False when there is no live connection. Sending a batch this
         way and collecting the acknowledgements once keeps a fan-out to many
         connections at about one round trip, not one per event."""
         ws = self._ws
         if ws is None or self.state != "connected" or self.throttled_for() > 0:
-            return None
-        slot: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+            return False
         with self._acks_lock:
-            self._acks[event_id] = slot
+            self._acks[event_id] = None
         try:
             ws.send(f'["EVENT",{event_json}]')
         except (WebSocketException, OSError):
             self.forget([event_id])
-            return None
-        return slot[0]
+            return False
+        return True
 
     def acked(self, event_ids: list[str], timeout: float = ACK_TIMEOUT) -> set[str]:
         """Of events sent with `send_tracked`, those the relay accepted (waiting
         up to `timeout` in all); forgets them."""
         deadline = time.monotonic() + timeout
-        with self._acks_lock:
-            slots = {i: self._acks[i] for i in event_ids if i in self._acks}
-        for done, _ in slots.values():
-            done.wait(max(0.0, deadline - time.monotonic()))
-        self.forget(event_ids)
-        return {i for i, (_, result) in slots.items() if result and result[0]}
+        with self._answered:
+            self._waiting += 1
+            try:
+                waiting = [i for i in event_ids if self._acks.get(i, False) is None]
+                while waiting:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._answered.wait(left)
+                    waiting = [i for i in waiting if self._acks.get(i, False) is None]
+            finally:
+                self._waiting -= 1
+            taken = {i for i in event_ids if self._acks.get(i) is True}
+            for event_id in event_ids:
+                self._acks.pop(event_id, None)
+        return taken
 
     def forget(self, event_ids: list[str]) -> None:
         with self._acks_lock:
@@ -243,11 +253,12 @@ class Relay:
         so whoever waits for one learns now (not accepted) instead of after
         `ACK_TIMEOUT`, and those notifications go out again on the next
         connection without a 5 s stall behind them."""
-        with self._acks_lock:
-            slots = list(self._acks.values())
+        with self._answered:
+            for event_id, accepted in self._acks.items():
+                if accepted is None:
+                    self._acks[event_id] = False
             self._inflight.clear()  # responses are not resent on a new connection
-        for done, _ in slots:
-            done.set()
+            self._answered.notify_all()
 
     def _read(self, ws: ClientConnection) -> None:
         for raw in ws:
@@ -285,12 +296,12 @@ class Relay:
                     str(message)[:100],
                     self._throttle,
                 )
-        with self._acks_lock:
-            slot = self._acks.get(event_id)
+        with self._answered:
+            if self._acks.get(event_id, False) is None:  # a notification: sent again later
+                self._acks[event_id] = accepted
+                if self._waiting:
+                    self._answered.notify_all()
             resend = self._inflight.pop(event_id, None)
-        if slot is not None:  # a notification: the worker sends it again later
-            slot[1].append(accepted)
-            slot[0].set()
         if limited and resend is not None and resend[1] < RESEND_MAX:
             # A response: sent again on this connection once the hold-back is over.
             event_json, tries = resend

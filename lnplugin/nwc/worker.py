@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import limits
 import nostr_sdk as ns
 
 from lnplugin import invoicing
@@ -30,7 +31,7 @@ from lnplugin.follower import Follower
 from lnplugin.nodes.base import Feature, HoldInvoices, InvoiceRequest, Node, NodeError
 from lnplugin.nwc import protocol as p
 from lnplugin.nwc.relay import Relay
-from lnplugin.store import Store, invoices
+from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import nwc as db
 from lnplugin.store.models import StoredInvoice
 
@@ -41,6 +42,7 @@ RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
 REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
 IDLE_WAIT = 5.0
 QUEUE_MAX = 10_000
+SEND_CHUNK = 16  # notification events built before they are sent (see `_send`)
 STRANGERS = -1  # the rate-limit bucket of every key without a connection
 STARTUP_WAIT = 5.0  # seconds `start` waits for a first relay connection
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -60,6 +62,13 @@ class RateLimiter:
     def __init__(self, burst: int = RATE_BURST, per_second: float = RATE_PER_SECOND) -> None:
         self.burst, self.per_second = burst, per_second
         self._buckets: dict[int, tuple[float, float]] = {}
+
+    @classmethod
+    def from_rate(cls, rate: str) -> RateLimiter:
+        """From `--nwc-rate-limit` ("30 per 30 seconds"): a burst of the count,
+        refilled evenly over the period."""
+        (item,) = limits.parse_many(rate)
+        return cls(item.amount, item.amount / item.get_expiry())
 
     def allow(self, key: int, now: float) -> bool:
         tokens, at = self._buckets.get(key, (float(self.burst), now))
@@ -426,25 +435,32 @@ class NwcWorker:
 
     def notify_step(self) -> bool:
         """Fan out and send what is due; True when there may be more to do now."""
-        with self.store.transaction() as tx:
-            read = db.fan_out(tx)
-            if time.monotonic() - self._pruned_at > 3600:  # hourly, forget old requests
+        conn = self.store.conn
+        read = 0
+        # The write lock only when there is something to write: this runs
+        # after every commit, the request thread's too.
+        if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
+            with self.store.transaction() as tx:
+                read = db.fan_out(tx)
+        if time.monotonic() - self._pruned_at > 3600:  # hourly, forget old requests
+            with self.store.transaction() as tx:
                 db.prune_requests(tx, int(time.time()) - REQUEST_MEMORY)
-                self._pruned_at = time.monotonic()
+            self._pruned_at = time.monotonic()
         live = [r for r in self.relays if r.state == "connected" and not r.throttled_for()]
         if not live:
             return False
         assert self.keys is not None
-        rows = db.pending(self.store.conn)
+        rows = db.pending(conn)
         if not rows:
             return read == db.FAN_OUT_BATCH
         batch: dict[int, list[str]] = {}  # notification row id -> its event ids
         notified: dict[tuple[str, int], dict[str, Any] | None] = {}  # one read per payment
-        for row in rows:  # each row's events go out as soon as they are built
+        built: list[p.SignedEvent] = []
+        for row in rows:
             body = json.loads(row["body"])
             key = (body["type"], body["invoice_id"])
             if key not in notified:
-                inv = invoices.by_id(self.store.conn, body["invoice_id"])
+                inv = invoices.by_id(conn, body["invoice_id"])
                 notified[key] = None if inv is None else p.notification(body["type"], inv)
             batch[row["id"]] = []
             notification = notified[key]
@@ -454,8 +470,10 @@ class NwcWorker:
                 self.keys, row["app_pubkey"], body["type"], notification, row["encryption"]
             ):
                 batch[row["id"]].append(event.id)
-                for relay in live:
-                    relay.send_tracked(event.json, event.id)
+                built.append(event)
+            if len(built) >= SEND_CHUNK:
+                _send(live, built)
+        _send(live, built)
         every = [i for ids in batch.values() for i in ids]
         acked: set[str] = set()
         for relay in live:
@@ -468,6 +486,22 @@ class NwcWorker:
         return read == db.FAN_OUT_BATCH or (
             len(done) == len(batch) and len(rows) == db.PENDING_BATCH
         )
+
+
+def _send(relays: list[Relay], events_: list[p.SignedEvent]) -> None:
+    """Send built notification events, and empty the list.
+
+    Events go out in chunks of `SEND_CHUNK` rather than each as soon as it
+    is built: the relay's OK for each event wakes two threads here (the
+    websocket reader and ours), and signing and encrypting keep releasing
+    the GIL (libsecp256k1 through cffi), so OKs arriving while the next
+    events are built made each cost about twice its CPU. Measured with 100
+    connections (contrib/bench/bench_nwc.py); a chunk delays the first
+    connection's notification by the time to build it (~3 ms)."""
+    for event in events_:
+        for relay in relays:
+            relay.send_tracked(event.json, event.id)
+    events_.clear()
 
 
 def _hex64(params: dict[str, Any], name: str) -> str:

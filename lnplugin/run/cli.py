@@ -207,10 +207,16 @@ _SERVER = [
         "repeatable. NWC is off without one. [env: LNPLUGIN_NWC_RELAY, comma-separated]",
     ),
     click.option(
+        "--nwc-rate-limit",
+        help="Requests per Nostr Wallet Connect connection: a burst of COUNT, refilled "
+        "evenly over PERIOD; past it, RATE_LIMITED. [default: 30 per 30 seconds] "
+        "[env: LNPLUGIN_NWC_RATE_LIMIT]",
+    ),
+    click.option(
         "--max-streams",
         type=int,
-        help="Server-Sent Event streams served at once; each has its own thread, added to "
-        "--threads, and more get 503. [default: 512] [env: LNPLUGIN_MAX_STREAMS]",
+        help="Server-Sent Event streams served at once; each costs a few KB on the event "
+        "loop, no thread, and more get 503. [default: 512] [env: LNPLUGIN_MAX_STREAMS]",
     ),
     click.option(
         "--sse-heartbeat",

@@ -258,17 +258,24 @@ class Store:
             raise sqlite3.OperationalError("database is locked")
         try:
             conn.execute("BEGIN IMMEDIATE")
+            changes = conn.total_changes
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            changed = conn.total_changes != changes
             conn.execute("COMMIT")
         finally:
             if conn.in_transaction:  # a failed COMMIT: never leave it open past the lock
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._writer.release()
+        # A transaction that wrote no row wakes no one: a waiter whose own
+        # bookkeeping found nothing to do would otherwise wake itself (and
+        # every other waiter) again at once, and loop.
+        if not changed:
+            return
         with self._commits:
             self.commit_version += 1
             self._commits.notify_all()

@@ -166,6 +166,25 @@ def start_server(data: Path, relay_url: str) -> tuple[subprocess.Popen[str], str
     raise SystemExit("lnplugin did not start")
 
 
+def request(client: Client, app: ns.Keys, service: ns.PublicKey, amount: int) -> float:
+    """One make_invoice from `app` to `service`: seconds to its answer, which
+    must carry an invoice."""
+    body = json.dumps({"method": "make_invoice", "params": {"amount": amount, "description": "b"}})
+    event = sign(
+        app,
+        23194,
+        app.nip44_encrypt(service, body),
+        [["p", service.to_hex()], ["encryption", "nip44_v2"]],
+    )
+    eid = json.loads(event)["id"]
+    start = client.send(event)
+    took = client.wait(lambda e: e["kind"] == 23195 and ["e", eid] in e["tags"]) - start
+    answer = json.loads(app.nip44_decrypt(service, client.last["content"]))
+    if answer.get("error") or "invoice" not in (answer.get("result") or {}):
+        raise SystemExit(f"make_invoice was not answered with an invoice: {answer}")
+    return took
+
+
 def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
     uri = ns.NostrWalletConnectUri.parse(
         nwc_connect(Store(data / "lnplugin.sqlite"), ["invoices:create"], "bench", [relay.url])[1]
@@ -173,9 +192,26 @@ def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
     app, service = ns.Keys(uri.secret()), uri.public_key()
     me = app.public_key().to_hex()
     client = Client(relay.url, [23195, 21111], [me])
+    echo_keys = ns.Keys.generate()
+    echo_proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("nwc_echo.py")),
+            relay.url,
+            echo_keys.secret_key().to_hex(),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert echo_proc.stdout is not None and echo_proc.stdout.readline().strip() == "ready"
     bare: list[float] = []
     nwc: list[float] = []
+    echo: list[float] = []
     for _ in range(rounds):
+        for i in range(n):  # the floor: the same request to the minimal service
+            took = request(client, app, echo_keys.public_key(), 1000 + i)
+            if i >= WARMUP:
+                echo.append(took)
         for i in range(n):  # bare: publish an event tagged to ourselves and receive it
             event = sign(app, 21111, f"ping {i} {time.time_ns()}", [["p", me]])
             eid = json.loads(event)["id"]
@@ -184,26 +220,10 @@ def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
             if i >= WARMUP:
                 bare.append(took)
         for i in range(n):
-            body = json.dumps(
-                {"method": "make_invoice", "params": {"amount": 1000 + i, "description": "bench"}}
-            )
-            event = sign(
-                app,
-                23194,
-                app.nip44_encrypt(service, body),
-                [["p", service.to_hex()], ["encryption", "nip44_v2"]],
-            )
-            eid = json.loads(event)["id"]
-            start = client.send(event)
-            took = (
-                client.wait(lambda e, eid=eid: e["kind"] == 23195 and ["e", eid] in e["tags"])
-                - start
-            )
-            answer = json.loads(app.nip44_decrypt(service, client.last["content"]))
-            if answer.get("error") or "invoice" not in (answer.get("result") or {}):
-                raise SystemExit(f"make_invoice was not answered with an invoice: {answer}")
+            took = request(client, app, service, 1000 + i)
             if i >= WARMUP:
                 nwc.append(took)
+    echo_proc.kill()
     ratio = p99(nwc) / p99(bare)
     print(
         f"bare publish->receive: p50 {statistics.median(bare) * 1000:.2f} ms, "
@@ -215,6 +235,13 @@ def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
     )
     print(f"make_invoice p99 / bare p99 = {ratio:.2f}  (target <= 2)")
     print(f"make_invoice p50 / bare p50 = {statistics.median(nwc) / statistics.median(bare):.2f}")
+    print(
+        f"floor, a service doing only NIP-47's own work (nwc_echo.py): p50 "
+        f"{statistics.median(echo) * 1000:.2f} ms, p99 {p99(echo) * 1000:.2f} ms; its p99 / bare "
+        f"p99 = {p99(echo) / p99(bare):.2f}; make_invoice p99 / floor p99 = "
+        f"{p99(nwc) / p99(echo):.2f}, p50 / floor p50 = "
+        f"{statistics.median(nwc) / statistics.median(echo):.2f}"
+    )
     print(
         f"samples over 10 ms (host noise): bare {sum(t > 0.01 for t in bare)}, "
         f"make_invoice {sum(t > 0.01 for t in nwc)}"

@@ -280,6 +280,20 @@ def test_an_app_known_to_use_one_scheme_gets_its_notification_once_in_it(
     assert json.loads(plain) == {"notification_type": "payment_received", "notification": {"a": 1}}
 
 
+def test_a_notification_carrying_what_orjson_refuses_is_still_sent_and_reads_back() -> None:
+    # A payer writes the boostagram JSON: an integer beyond 64 bits or a lone
+    # surrogate must not stop the notification (or every one queued behind it).
+    hostile = {"metadata": {"boostagram": {"value_msat_total": 10**30, "message": "a\ud800b"}}}
+    (event,) = [
+        signed(e)
+        for e in p.notification_events(
+            SERVICE, APP.public_key().to_hex(), "payment_received", hostile, p.NIP44
+        )
+    ]
+    plain = APP.nip44_decrypt(SERVICE.public_key(), event.content())
+    assert json.loads(plain)["notification"] == hostile
+
+
 # -- transactions -----------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ import orjson
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from lnplugin import compactjson
 from lnplugin.boostagram import records_from_json
 from lnplugin.store.models import StoredInvoice
 
@@ -340,7 +341,7 @@ def _own(keys: ns.Keys) -> tuple[str, str, coincurve.PrivateKey]:
 
 
 def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> SignedEvent:
-    plain = orjson.dumps(body).decode()
+    plain = compactjson.dumps(body)
     content = encrypt(keys, request.app_pubkey, request.encryption, plain)
     tags = [["p", request.app_pubkey], ["e", request.event_id]]
     if request.encryption == NIP44:
@@ -367,9 +368,9 @@ def notification_events(
     """One notification: in the scheme the app is known to use (`encryption`,
     from its requests), else as NIP-47 asks of a wallet offering both, kind
     23197 with NIP-44 and kind 23196 with NIP-04."""
-    plain = orjson.dumps(
+    plain = compactjson.dumps(
         {"notification_type": notification_type, "notification": notification}
-    ).decode()
+    )
     schemes = ((NOTIFICATION_NIP44, NIP44), (NOTIFICATION_NIP04, NIP04))
     return [
         _sign(keys, kind, encrypt(keys, app_pubkey, scheme, plain), [["p", app_pubkey]])

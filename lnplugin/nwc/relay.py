@@ -113,7 +113,7 @@ class Relay:
         self._acks: dict[str, bool | None] = {}
         self._acks_lock = threading.Lock()
         self._answered = threading.Condition(self._acks_lock)
-        self._waiting = 0  # threads in `_wait_for`: an OK notifies only then
+        self._waiting = 0  # threads in `acked`: an OK notifies only then
         self._thread: threading.Thread | None = None
         self._sub_id = secrets.token_hex(8)
         # Untracked events (responses) awaiting their OK: resent when refused
@@ -297,7 +297,7 @@ class Relay:
                     self._throttle,
                 )
         with self._answered:
-            if self._acks.get(event_id, False) is None:  # a notification: sent again later
+            if self._acks.get(event_id, False) is None:  # tracked: its waiter learns the outcome
                 self._acks[event_id] = accepted
                 if self._waiting:
                     self._answered.notify_all()

@@ -215,22 +215,14 @@ class Settings(BaseModel):
     @field_validator("rate_limit", "rate_limit_callback", "token_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        try:
-            parsed = limits.parse_many(value)
-        except ValueError:
-            parsed = []
-        if not parsed:
+        if not _rates(value):
             raise ValueError("must be a rate such as 60/minute, or several joined by ;")
         return value
 
     @field_validator("nwc_rate_limit")
     @classmethod
     def _one_rate(cls, value: str) -> str:
-        try:
-            parsed = limits.parse_many(value)
-        except ValueError:
-            parsed = []
-        if len(parsed) != 1:
+        if len(_rates(value)) != 1:  # one token bucket per connection
             raise ValueError("must be one rate such as 30 per 30 seconds or 60/minute")
         return value
 
@@ -336,6 +328,14 @@ class Settings(BaseModel):
 def http_url(host: str, port: int) -> str:
     """`http://host:port`, with an IPv6 host in brackets."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _rates(value: str) -> list[limits.RateLimitItem]:
+    """The rates in a `limits` string ("60/minute;1000/day"), none if unreadable."""
+    try:
+        return limits.parse_many(value)
+    except ValueError:
+        return []
 
 
 def _split(value: Any) -> list[Any]:

@@ -25,7 +25,7 @@ test: $(BIN)/.installed-test
 	$(BIN)/ruff check lnplugin lnplugin_sim tests contrib
 	$(BIN)/ruff format --check lnplugin lnplugin_sim tests contrib
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses 2
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python contrib/bench/bench_api.py

@@ -25,7 +25,7 @@ def _recipe(target: str) -> list[str]:
 def test_make_test_runs_ruff_check_and_format_then_mypy_then_pytest() -> None:
     steps = [line.split()[:2] for line in _recipe("test")]
     tools = [step[0].rsplit("/", 1)[-1] + (" " + step[1] if step[1:] else "") for step in steps]
-    assert tools == ["ruff check", "ruff format", "mypy", "pytest"]
+    assert tools == ["ruff check", "ruff format", "mypy", "pytest --numprocesses"]
 
 
 def test_ci_runs_make_test_and_no_other_test_command() -> None:

@@ -130,7 +130,11 @@ class NwcWorker:
         # Give the relays a moment, so a server that says it is up is also
         # reachable over NWC; one that stays away is retried in the background.
         deadline = time.monotonic() + STARTUP_WAIT
-        while time.monotonic() < deadline and not any(r.state == "connected" for r in self.relays):
+        while (
+            self.relays
+            and time.monotonic() < deadline
+            and not any(r.state == "connected" for r in self.relays)
+        ):
             self._stop.wait(0.05)
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -232,3 +232,14 @@ def test_a_commit_that_wrote_rows_wakes_waiters_and_one_that_wrote_none_does_not
     with store.transaction() as tx:
         tx.execute("INSERT INTO t VALUES ('one')")
     assert store.wait_for_commit(seen, 5) == seen + 1
+
+
+def test_a_commit_made_with_wake_false_is_kept_but_wakes_no_waiter(store):
+    # For hot bookkeeping no waiter reads (an NWC request's claim): the rows
+    # are committed all the same, and waiters find them when they next look.
+    seen = store.commit_version
+    with store.transaction(wake=False) as tx:
+        tx.execute("INSERT INTO t VALUES ('quiet')")
+    assert store.commit_version == seen
+    assert store.wait_for_commit(seen, 0.2) == seen
+    assert [r["writer"] for r in store.conn.execute("SELECT writer FROM t")] == ["quiet"]

@@ -230,7 +230,7 @@ class NwcWorker:
             return seen  # a replay: the same response again, whatever the rate
         if not self.limiter.allow(connection.id, now):
             return self._refuse(request, p.Refuse("RATE_LIMITED", "too many requests"))
-        with self.store.transaction() as tx:
+        with self.store.transaction(wake=False) as tx:  # no waiter reads requests
             stored = db.claim(tx, request.event_id, connection.id, request.method)
             if connection.encryption != request.encryption:
                 db.remember_encryption(tx, connection.id, request.encryption)
@@ -250,7 +250,7 @@ class NwcWorker:
         if answered is not None:  # make_invoice stores its answer with the invoice
             return answered
         event_json = p.response_event(keys, request, body).as_json()
-        with self.store.transaction() as tx:
+        with self.store.transaction(wake=False) as tx:  # an answer, read by no waiter
             db.answer(tx, request.event_id, event_json)
         return event_json
 

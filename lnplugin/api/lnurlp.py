@@ -62,7 +62,7 @@ def discover(username: str) -> Any:
         requested = row.payer_data_request
         if "auth" in requested:
             # LUD-18: a fresh LUD-04 challenge in every answer, good for one payment.
-            with context.service().store.transaction() as tx:
+            with context.service().store.transaction(wake=False) as tx:  # no waiter reads k1s
                 k1 = lnurl_auth.issue(tx, row.username)
             requested["auth"] = {**requested["auth"], "k1": k1}
         body["payerData"] = requested

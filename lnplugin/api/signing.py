@@ -80,7 +80,7 @@ def check(info: tokens.TokenInfo) -> None:
             SIGNATURE, "does not match the request (method, path, timestamp, nonce, body)"
         )
     store = current_app.extensions["lnplugin"].store
-    with store.transaction() as tx:
+    with store.transaction(wake=False) as tx:  # no waiter reads nonces
         fresh = tokens.remember_nonce(tx, info.id, nonce, now, window)
     if not fresh:
         raise _refuse(NONCE, "was already used; send a new nonce with every request")

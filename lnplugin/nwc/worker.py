@@ -443,11 +443,13 @@ class NwcWorker:
         read = 0
         # The write lock only when there is something to write: this runs
         # after every commit, the request thread's too.
+        # Its own rows, read by no other waiter, and sent on in this same step:
+        # its commits wake no one.
         if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
-            with self.store.transaction() as tx:
+            with self.store.transaction(wake=False) as tx:
                 read = db.fan_out(tx)
         if time.monotonic() - self._pruned_at > 3600:  # hourly, forget old requests
-            with self.store.transaction() as tx:
+            with self.store.transaction(wake=False) as tx:
                 db.prune_requests(tx, int(time.time()) - REQUEST_MEMORY)
             self._pruned_at = time.monotonic()
         live = [r for r in self.relays if r.state == "connected" and not r.throttled_for()]
@@ -483,7 +485,7 @@ class NwcWorker:
         for relay in live:
             acked |= relay.acked(every)
         done = [row_id for row_id, events_ in batch.items() if all(i in acked for i in events_)]
-        with self.store.transaction() as tx:
+        with self.store.transaction(wake=False) as tx:
             for row_id in done:
                 db.sent(tx, row_id)
         # More to do at once when a full page went out; else wait (relays away).

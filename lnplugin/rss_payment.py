@@ -192,7 +192,8 @@ class RssPaymentWorker:
         conn = self.store.conn
         backlog = False
         if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
-            with self.store.transaction() as tx:
+            # Fetch rows, which only this worker reads, and on in this step.
+            with self.store.transaction(wake=False) as tx:
                 backlog = self.schedule(tx) == BATCH
         with self._lock:
             busy = self._busy()

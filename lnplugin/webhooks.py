@@ -178,7 +178,8 @@ class DeliveryWorker:
         conn = self.store.conn
         backlog = False
         if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
-            with self.store.transaction() as tx:
+            # Delivery rows, which only this worker reads, and on in this step.
+            with self.store.transaction(wake=False) as tx:
                 backlog = db.fan_out(tx) == db.FAN_OUT_BATCH
         now = time.time()
         with self._lock:
@@ -211,7 +212,8 @@ class DeliveryWorker:
         try:
             outcome = self._attempt_counted(row)
             retry_in = None if outcome.ok else retry_delay(self.schedule, row["retry_index"])
-            with self.store.transaction() as tx:
+            # Read by no other waiter; the dispatcher is woken below.
+            with self.store.transaction(wake=False) as tx:
                 decided = db.record_attempt(
                     tx,
                     row["id"],

@@ -252,8 +252,9 @@ class Store:
         Its commit wakes the threads in `wait_for_commit` (the event hub, the
         webhook, rss::payment and NWC workers). `wake=False` is for a hot
         transaction that writes only bookkeeping none of them reads (an NWC
-        request's claim, a signed request's nonce, an LNURL-auth k1, the NWC
-        notifier's own rows): waking four threads for a claim cost an NWC
+        request's claim, a signed request's nonce, an LNURL-auth k1, the
+        workers' own delivery, fetch and notification rows, which each worker
+        goes on with itself): waking four threads for a claim cost an NWC
         `make_invoice` about 1.2 ms of its ~7. Had it written something they
         read, they would still find it when they next look (each also looks
         every 1 to 5 s, for commits by other processes): late, never lost.

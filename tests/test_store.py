@@ -429,3 +429,17 @@ def test_of_invoice_after_is_one_invoices_events_after_a_seq_oldest_first(store)
     assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, 0)] == [first, second]
     assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, first)] == [second]
     assert events.of_invoice_after(store.conn, mine, second) == []
+
+
+def test_a_quiet_transaction_that_appends_to_the_outbox_wakes_its_readers_all_the_same(store):
+    # `transaction(wake=False)` spares the waiting threads a wake-up for
+    # bookkeeping they never read; an outbox event written under it by
+    # mistake must still reach them at once, not at their next idle look.
+    mine = open_invoice(store, "01" * 32)
+    seen = store.commit_version
+    with store.transaction(wake=False) as tx:
+        tx.execute("UPDATE invoices SET description = 'quiet' WHERE id = ?", (mine,))
+    assert store.commit_version == seen
+    with store.transaction(wake=False) as tx:
+        events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
+    assert store.wait_for_commit(seen, 5) == seen + 1

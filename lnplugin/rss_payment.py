@@ -36,6 +36,7 @@ from lnplugin.boostagram import (
     parse_rss_payment,
     rss_payment_ref,
 )
+from lnplugin.handout import Handout
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import rss_payments as db
 
@@ -139,9 +140,7 @@ class RssPaymentWorker:
         self.store = store
         self.settings = settings
         self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix="lnplugin-rss-fetch")
-        self._lock = threading.Lock()
-        self._in_flight: set[int] = set()  # invoice ids of the rows being fetched
-        self._parked: dict[int, float] = {}  # invoice id -> monotonic time it may go again
+        self._handout = Handout(FETCHERS, PARK)  # rows being fetched, by invoice id
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,29 +194,18 @@ class RssPaymentWorker:
             # Fetch rows, which only this worker reads, and on in this step.
             with self.store.transaction(wake=False) as tx:
                 backlog = self.schedule(tx) == BATCH
-        with self._lock:
-            busy = self._busy()
-            free = FETCHERS - len(self._in_flight)
-            rows = db.due(conn, time.time(), free, busy) if free > 0 else []
-            self._in_flight.update(row["invoice_id"] for row in rows)
+        now = time.time()
+        rows = self._handout.take(
+            lambda busy, free: db.due(conn, now, free, busy), lambda row: row["invoice_id"]
+        )
         for row in rows:
             self._pool.submit(self._fetch_one, row)
         if backlog:
             return 0.0
-        with self._lock:
-            busy = self._busy()
-        next_at = db.next_due_at(conn, busy)
+        next_at = db.next_due_at(conn, self._handout.busy())
         if next_at is None:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
-
-    def _busy(self) -> set[int]:
-        """Rows `due` must not hand out: in flight, or parked (caller holds the lock)."""
-        clock = time.monotonic()
-        for invoice_id, until in list(self._parked.items()):
-            if until <= clock:
-                del self._parked[invoice_id]
-        return self._in_flight | set(self._parked)
 
     def _fetch_one(self, row: Any) -> None:
         """`attempt` on a pool thread; then the row may be handed out again."""
@@ -233,10 +221,7 @@ class RssPaymentWorker:
             )
             parked = True
         finally:
-            with self._lock:
-                self._in_flight.discard(row["invoice_id"])
-                if parked:
-                    self._parked[row["invoice_id"]] = time.monotonic() + PARK
+            self._handout.release(row["invoice_id"], parked)
             self._wake.set()
 
     def schedule(self, tx: Any) -> int:

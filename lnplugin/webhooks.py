@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lnplugin import __version__, pinned_http
+from lnplugin.handout import Handout
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
 
@@ -123,10 +124,7 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(senders, thread_name_prefix="lnplugin-webhook")
-        self._in_flight: set[int] = set()
-        self._parked: dict[int, float] = {}  # row id -> monotonic time it may be sent again
-        self._lock = threading.Lock()
-        self._senders = senders
+        self._handout = Handout(senders, PARK)  # delivery rows out, by row id
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
 
@@ -182,30 +180,17 @@ class DeliveryWorker:
             with self.store.transaction(wake=False) as tx:
                 backlog = db.fan_out(tx) == db.FAN_OUT_BATCH
         now = time.time()
-        with self._lock:
-            busy = self._busy()
-            free = self._senders - len(self._in_flight)
-            rows = db.due(conn, now, busy, free) if free > 0 else []
-            for row in rows:
-                self._in_flight.add(row["id"])
+        rows = self._handout.take(
+            lambda busy, free: db.due(conn, now, busy, free), lambda row: row["id"]
+        )
         for row in rows:
             self._pool.submit(self._deliver, row)
         if backlog:
             return 0.0  # the fan-out read a full batch: there may be more
-        with self._lock:
-            busy = self._busy()
-        next_at = db.next_due_at(conn, busy)
+        next_at = db.next_due_at(conn, self._handout.busy())
         if next_at is None:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
-
-    def _busy(self) -> set[int]:
-        """Rows `due` must not hand out: in flight, or parked (caller holds the lock)."""
-        clock = time.monotonic()
-        for row_id, until in list(self._parked.items()):
-            if until <= clock:
-                del self._parked[row_id]
-        return self._in_flight | set(self._parked)
 
     def _deliver(self, row: Any) -> None:
         parked = False
@@ -243,10 +228,7 @@ class DeliveryWorker:
         finally:
             # Only now, with the outcome committed, may `due` hand this row out
             # again: a redeliver during the attempt then gets its own, later one.
-            with self._lock:
-                self._in_flight.discard(row["id"])
-                if parked:
-                    self._parked[row["id"]] = time.monotonic() + PARK
+            self._handout.release(row["id"], parked)
             self._wake.set()
 
     def _attempt_counted(self, row: Any) -> Outcome:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import bolt11
 import pytest
 import requests
 
@@ -188,6 +189,14 @@ class Server:
 
 
 # -- talking to it ----------------------------------------------------------------
+
+
+def cltv_delta_of_new_invoice(server: Server, **body: Any) -> int:
+    """POST /invoices with `body` (it must answer 201): the final CLTV delta
+    (BOLT11 `c`) of the invoice it made, read by the reference decoder."""
+    r = server.request("POST", "/invoices", json=body)
+    assert r.status_code == 201, r.text
+    return int(bolt11.decode(r.json()["payment_request"]).min_final_cltv_expiry)
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:

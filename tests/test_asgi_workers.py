@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -89,15 +90,21 @@ def test_idle_threads_are_reused() -> None:
     pool.close()
 
 
-def test_a_task_that_stops_waiting_is_not_handed_the_outcome() -> None:
-    pool = Workers(1, "test-workers")
-    started = threading.Event()
-    release = threading.Event()
+def blocking(result: str) -> tuple[Callable[[], str], threading.Event, threading.Event]:
+    """A job that says it started, then holds its worker until released."""
+    started, release = threading.Event(), threading.Event()
 
-    def slow() -> str:
+    def job() -> str:
         started.set()
         release.wait(5)
-        return "late"
+        return result
+
+    return job, started, release
+
+
+def test_a_task_that_stops_waiting_is_not_handed_the_outcome() -> None:
+    pool = Workers(1, "test-workers")
+    slow, started, release = blocking("late")
 
     async def main() -> str:
         loop = asyncio.get_running_loop()
@@ -113,13 +120,7 @@ def test_a_task_that_stops_waiting_is_not_handed_the_outcome() -> None:
 
 def test_close_cancels_jobs_not_started_and_ends_the_threads() -> None:
     pool = Workers(1, "test-workers")
-    started = threading.Event()
-    release = threading.Event()
-
-    def blocker() -> str:
-        started.set()
-        release.wait(5)
-        return "done"
+    blocker, started, release = blocking("done")
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -14,10 +14,8 @@ import secrets
 import signal
 from pathlib import Path
 
-import bolt11 as reference
-
 from lnplugin.nodes.dev.node import HTLC_CLTV_DELTA
-from tests.e2e import Server, cli, wait_for
+from tests.e2e import Server, cli, cltv_delta_of_new_invoice, wait_for
 
 
 def _pair() -> tuple[str, str]:
@@ -97,13 +95,10 @@ def test_min_cltv_expiry_delta_reaches_the_invoice_and_the_deadline(tmp_path: Pa
     data = tmp_path / "data"
     _, payment_hash = _pair()
     with Server(data) as server:  # --hold-cancel-margin 24, the default
-        r = server.request(
-            "POST",
-            "/invoices",
-            json={"amount": 21, "payment_hash": payment_hash, "min_cltv_expiry_delta": 144},
+        delta = cltv_delta_of_new_invoice(
+            server, amount=21, payment_hash=payment_hash, min_cltv_expiry_delta=144
         )
-        assert r.status_code == 201, r.text
-        assert reference.decode(r.json()["payment_request"]).min_final_cltv_expiry == 144
+        assert delta == 144
         height = json.loads(cli(data, "dev", "mine"))["block_height"]
         assert json.loads(cli(data, "dev", "pay", payment_hash))["state"] == "ACCEPTED"
         held = wait_for(
@@ -112,12 +107,7 @@ def test_min_cltv_expiry_delta_reaches_the_invoice_and_the_deadline(tmp_path: Pa
         )
         assert held["settle_deadline"] == height + 144
 
-        regular = server.request(
-            "POST", "/invoices", json={"amount": 21, "min_cltv_expiry_delta": 18}
-        )
-        assert regular.status_code == 201, regular.text
-        decoded = reference.decode(regular.json()["payment_request"])
-        assert decoded.min_final_cltv_expiry == 18
+        assert cltv_delta_of_new_invoice(server, amount=21, min_cltv_expiry_delta=18) == 18
 
         for body, says in [
             ({"payment_hash": _pair()[1], "min_cltv_expiry_delta": 24}, "hold cancel margin"),

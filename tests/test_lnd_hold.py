@@ -25,7 +25,7 @@ from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
 from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, LndSim
 from tests import e2e
-from tests.e2e import Server, wait_for
+from tests.e2e import Server, cltv_delta_of_new_invoice, wait_for
 from tests.test_lnd_e2e import serve_args
 from tests.test_lnd_node import Follow, make_node
 
@@ -246,19 +246,14 @@ def test_post_invoices_min_cltv_expiry_delta_reaches_lnd(tmp: Path, sim: LndSim)
     """Over HTTP: AddHoldInvoice's and AddInvoice's `cltv_expiry`, and the deadline."""
     _, payment_hash = _pair()
     with Server(tmp / "data", *serve_args(sim)) as server:
-        r = server.request(
-            "POST",
-            "/invoices",
-            json={"amount": 30, "payment_hash": payment_hash, "min_cltv_expiry_delta": 144},
+        delta = cltv_delta_of_new_invoice(
+            server, amount=30, payment_hash=payment_hash, min_cltv_expiry_delta=144
         )
-        assert r.status_code == 201, r.text
-        assert reference.decode(r.json()["payment_request"]).min_final_cltv_expiry == 144
+        assert delta == 144
         sim.pay_invoice(payment_hash)
         held = wait_for(
             lambda: (got := _state(server, payment_hash))["state"] == "ACCEPTED" and got,
             "ACCEPTED from lnd",
         )
         assert held["settle_deadline"] == sim.block_height + 144
-        r = server.request("POST", "/invoices", json={"amount": 30, "min_cltv_expiry_delta": 40})
-        assert r.status_code == 201, r.text
-        assert reference.decode(r.json()["payment_request"]).min_final_cltv_expiry == 40
+        assert cltv_delta_of_new_invoice(server, amount=30, min_cltv_expiry_delta=40) == 40

@@ -130,32 +130,21 @@ def main() -> None:
                 timeout=10,
             ).raise_for_status()
             callback = "/lnurlp/bench/callback?amount=10000&comment=thanks"
-            mint, create, e1 = compare(
-                proc.pid,
-                url,
-                token,
+
+            def against(case, baseline):  # type: ignore[no-untyped-def]
+                """`case` and its `baseline`, in alternating rounds on this server."""
+                return compare(proc.pid, url, token, case, baseline, args.requests, args.rounds)
+
+            health_case = lambda n: ("GET", "/health", None)  # noqa: E731
+            mint, create, e1 = against(
                 lambda n: ("GET", callback, None),
                 lambda n: ("POST", "/invoices", {"amount": 10, "comment": "thanks"}),
-                args.requests,
-                args.rounds,
             )
-            discover, health, e2 = compare(
-                proc.pid,
-                url,
-                token,
-                lambda n: ("GET", "/.well-known/lnurlp/bench", None),
-                lambda n: ("GET", "/health", None),
-                args.requests,
-                args.rounds,
+            discover, health, e2 = against(
+                lambda n: ("GET", "/.well-known/lnurlp/bench", None), health_case
             )
-            discover_auth, health2, e3 = compare(
-                proc.pid,
-                url,
-                token,
-                lambda n: ("GET", "/.well-known/lnurlp/bench-auth", None),
-                lambda n: ("GET", "/health", None),
-                args.requests,
-                args.rounds,
+            discover_auth, health2, e3 = against(
+                lambda n: ("GET", "/.well-known/lnurlp/bench-auth", None), health_case
             )
         finally:
             proc.terminate()

@@ -482,7 +482,10 @@ def test_a_pending_fetch_survives_a_restart(tmp_path: Path) -> None:
     late.headers["/restart"] = urllib.parse.quote(json.dumps({**RECORD, "item_guid": "ep-r"}))
     args = ("--rss-payment-domain", "127.0.0.1", "--webhook-allow", "127.0.0.0/8")
     try:
-        with _serve(data, *args, "--rss-payment-retry-schedule", "1,1,1,1,1") as first:
+        # Ten retries 3 s apart: the first process has 30 s to stop before its
+        # schedule runs out (1 s apart ran out on a loaded CI machine), and
+        # the second finds the row due within 3 s.
+        with _serve(data, *args, "--rss-payment-retry-schedule", ",".join(["3"] * 10)) as first:
             _address(first, "gina")
             payment_hash = _boost(first, "gina", f"rss::payment::boost {late.url('/restart')} hi")
             wait_for(

@@ -440,6 +440,8 @@ def test_the_admin_route_makes_lists_and_revokes_connections(
     assert made.status_code == 201, made.text
     body = made.json()
     assert body["uri"].startswith("nostr+walletconnect://") and body["scopes"] == ["invoices:read"]
+    uri = ns.NostrWalletConnectUri.parse(body["uri"])
+    assert body["wallet_pubkey"] == uri.public_key().to_hex()
     assert call(body["uri"], "get_info").network == "regtest"
     listed = server.request("GET", "/nwc/connections").json()
     mine = [c for c in listed if c["id"] == body["id"]]

@@ -440,6 +440,8 @@ def test_the_admin_route_makes_lists_and_revokes_connections(
     assert made.status_code == 201, made.text
     body = made.json()
     assert body["uri"].startswith("nostr+walletconnect://") and body["scopes"] == ["invoices:read"]
+    uri = ns.NostrWalletConnectUri.parse(body["uri"])
+    assert body["wallet_pubkey"] == uri.public_key().to_hex()
     assert call(body["uri"], "get_info").network == "regtest"
     listed = server.request("GET", "/nwc/connections").json()
     mine = [c for c in listed if c["id"] == body["id"]]
@@ -480,11 +482,18 @@ def hold_pair() -> tuple[str, str]:
 
 def info_event(relay: Relay, uri: str) -> ns.Event:
     """The wallet's kind 13194 info event, as the relay keeps it."""
-    service = ns.NostrWalletConnectUri.parse(uri).public_key().to_hex()
+    event = info_of(relay, ns.NostrWalletConnectUri.parse(uri).public_key().to_hex())
+    assert event is not None, "the relay has no info event"
+    return event
+
+
+def info_of(relay: Relay, wallet_key: str) -> ns.Event | None:
+    """The info event of one wallet key, or None when the relay has none (yet)."""
     with connect(relay.url) as ws:
-        ws.send(json.dumps(["REQ", "info", {"kinds": [13194], "authors": [service]}]))
+        ws.send(json.dumps(["REQ", "info", {"kinds": [13194], "authors": [wallet_key]}]))
         while (msg := json.loads(ws.recv(timeout=WAIT)))[0] != "EVENT":
-            assert msg[0] != "EOSE", "the relay has no info event"
+            if msg[0] == "EOSE":
+                return None
     event = ns.Event.from_json(json.dumps(msg[2]))
     assert event.verify()
     return event
@@ -630,3 +639,39 @@ def test_a_hold_accepted_while_lnplugin_is_down_is_notified_after_its_restart(
             assert listener.next(23197)["body"]["notification_type"] == "payment_received"
     finally:
         listener.close()
+
+
+def test_connections_made_in_a_burst_each_get_a_wallet_key_that_answers(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """Each connection has its own wallet key. More connections made at once
+    (by another process, as `lnplugin nwc connect` is) than the server keeps
+    spare keys for: those past the spares get fresh keys, which the running
+    server subscribes to (a new REQ on the same relay connection) and
+    publishes an info event for within its key poll."""
+    from lnplugin.nwc.connections import connect as make
+    from lnplugin.store import Store
+    from lnplugin.store import nwc as db
+
+    store = Store(server.data_dir / "lnplugin.sqlite")
+    try:
+        uris = [
+            make(store, ["invoices:create"], f"burst {i}", [relay.url])[1]
+            for i in range(db.SPARES + 2)
+        ]
+        wallets = [ns.NostrWalletConnectUri.parse(u).public_key().to_hex() for u in uris]
+        shared = server.request("GET", "/health").json()["nwc"]["pubkey"]
+        assert len({*wallets, shared}) == len(uris) + 1
+        first = Listener(relay, uris[0])  # a spare key: heard at once
+        try:
+            assert first.ask("get_info", {})["result"]["methods"][0] == "get_info"
+        finally:
+            first.close()
+        e2e.wait_for(lambda: info_of(relay, wallets[-1]), "the new key's info event")
+        assert make_invoice(uris[-1], 3000, "a fresh wallet key").amount == 3000
+        # Spares again for the next connection, each listened on already.
+        e2e.wait_for(lambda: db.spare_count(store.conn) == db.SPARES, "the spares to be made")
+        for pubkey, _ in db.wallet_keys(store.conn):
+            assert info_of(relay, pubkey) is not None
+    finally:
+        store.close()

@@ -189,14 +189,16 @@ def pay_and_hear(srv: e2e.Server, relay: Relay, apps: int, payments: int) -> boo
     payment), pay `payments` invoices, and listen on the relay as all of the
     apps: True when each heard of every payment (NIP-44)."""
     keys: dict[str, ns.Keys] = {}
+    wallet: dict[str, ns.PublicKey] = {}  # each connection's own wallet key
     for i in range(apps):
         made = srv.request(
             "POST", "/nwc/connections", json={"scopes": ["invoices:read"], "label": f"a{i}"}
         )
         assert made.status_code == 201, made.text
-        app = ns.Keys(ns.NostrWalletConnectUri.parse(made.json()["uri"]).secret())
+        uri = ns.NostrWalletConnectUri.parse(made.json()["uri"])
+        app = ns.Keys(uri.secret())
         keys[app.public_key().to_hex()] = app
-    service = ns.PublicKey.parse(nwc(srv)["pubkey"])
+        wallet[app.public_key().to_hex()] = uri.public_key()
     with connect(relay.url, max_size=2**24) as ws:
         ws.send(json.dumps(["REQ", "apps", {"kinds": [23197], "#p": list(keys)}]))
         while json.loads(ws.recv(timeout=e2e.WAIT))[0] != "EOSE":
@@ -214,7 +216,8 @@ def pay_and_hear(srv: e2e.Server, relay: Relay, apps: int, payments: int) -> boo
             if msg[0] != "EVENT":
                 continue
             app = next(t[1] for t in msg[2]["tags"] if t[0] == "p")
-            body = keys[app].nip44_decrypt(service, msg[2]["content"])
+            assert msg[2]["pubkey"] == wallet[app].to_hex()
+            body = keys[app].nip44_decrypt(wallet[app], msg[2]["content"])
             heard[app].add(json.loads(body)["notification"]["payment_hash"])
     e2e.wait_for(lambda: backlog(srv, 0), "the backlog to drain")
     return all(h == paid for h in heard.values())

@@ -40,9 +40,21 @@ def worker(tmp_path: Path) -> Iterator[NwcWorker]:
     store.close()
 
 
+# The wallet key each app's URI names (each connection has its own); an app
+# not in here (a stranger) writes to the shared key.
+WALLET_KEY: dict[str, str] = {}
+
+
 def app_keys(worker: NwcWorker, *scopes: str) -> ns.Keys:
     _, uri = connect(worker.store, scopes, "test", ["ws://127.0.0.1:1"])
-    return ns.Keys(ns.NostrWalletConnectUri.parse(uri).secret())
+    parsed = ns.NostrWalletConnectUri.parse(uri)
+    app = ns.Keys(parsed.secret())
+    WALLET_KEY[app.public_key().to_hex()] = parsed.public_key().to_hex()
+    return app
+
+
+def wallet_key(worker: NwcWorker, app: ns.Keys) -> str:
+    return WALLET_KEY.get(app.public_key().to_hex(), worker.pubkey)
 
 
 def request(
@@ -52,10 +64,10 @@ def request(
     params: dict[str, Any],
     encryption: str = p.NIP44,
 ) -> dict[str, Any]:
-    service = ns.PublicKey.parse(worker.pubkey)
+    service = ns.PublicKey.parse(wallet_key(worker, app))
     plain = json.dumps({"method": method, "params": params})
     content = p.encrypt(app, service, encryption, plain)
-    tags = [["p", worker.pubkey]]
+    tags = [["p", wallet_key(worker, app)]]
     if encryption == p.NIP44:
         tags.append(["encryption", p.NIP44])
     builder = ns.EventBuilder(ns.Kind(p.REQUEST), content).tags([ns.Tag.parse(t) for t in tags])
@@ -68,7 +80,8 @@ def answer(
     assert event_json is not None
     event = ns.Event.from_json(event_json)
     assert event.verify()
-    plain = p.decrypt(app, ns.PublicKey.parse(worker.pubkey), encryption, event.content())
+    assert event.author().to_hex() == wallet_key(worker, app)
+    plain = p.decrypt(app, ns.PublicKey.parse(wallet_key(worker, app)), encryption, event.content())
     return json.loads(plain)
 
 
@@ -453,3 +466,77 @@ def test_a_connection_remembers_the_scheme_of_its_apps_latest_request(worker: Nw
     legacy = worker.handle(request(worker, app, "get_info", {}, p.NIP04), time.time())
     assert answer(app, worker, legacy, p.NIP04)["error"] is None
     assert scheme() == p.NIP04
+
+
+# -- a wallet key per connection ---------------------------------------------------
+
+
+def test_each_connection_has_its_own_wallet_key(worker: NwcWorker) -> None:
+    """NIP-47: "ideally unique keys are used for each individual connection",
+    so a relay cannot tell that two apps talk to one wallet. Each URI names
+    its own key, which the answers to its app are signed with (`answer`
+    checks the author), and the subscription asks for every one."""
+    one, two = app_keys(worker, "invoices:read"), app_keys(worker, "invoices:read")
+    keys = {wallet_key(worker, one), wallet_key(worker, two), worker.pubkey}
+    assert len(keys) == 3
+    for app in (one, two):
+        body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), time.time()))
+        assert body["error"] is None
+        assert body["result"]["methods"] == ["get_info", "lookup_invoice", "list_transactions"]
+    assert keys <= set(worker._filter()["#p"])
+
+
+def test_an_app_key_is_good_only_with_its_own_wallet_key(worker: NwcWorker) -> None:
+    one, two = app_keys(worker, "invoices:create"), app_keys(worker, "invoices:create")
+    WALLET_KEY[one.public_key().to_hex()] = wallet_key(worker, two)  # one writes to two's key
+    event = request(worker, one, "make_invoice", {"amount": 1000})
+    body = answer(one, worker, worker.handle(event, time.time()))
+    assert body["error"]["code"] == "UNAUTHORIZED"
+    assert minted(worker) == 0
+
+
+def test_a_connection_made_before_keys_per_connection_keeps_the_shared_key(
+    worker: NwcWorker,
+) -> None:
+    # As migration 16 leaves the connections made before it: no key of their
+    # own, so their URIs (which name the shared key) keep working.
+    app = ns.Keys.generate()
+    with worker.store.transaction() as tx:
+        db.create(tx, app.public_key().to_hex(), ["invoices:create"], "old")
+    assert wallet_key(worker, app) == worker.pubkey  # `request` writes to the shared key
+    event = request(worker, app, "make_invoice", {"amount": 1000})
+    assert answer(app, worker, worker.handle(event, time.time()))["result"]["amount"] == 1000
+    newer = app_keys(worker, "invoices:create")  # the shared key is no good for a newer one
+    WALLET_KEY[newer.public_key().to_hex()] = worker.pubkey
+    refused = worker.handle(request(worker, newer, "get_info", {}), time.time())
+    assert answer(newer, worker, refused)["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_spare_keys_are_listened_on_before_a_connection_takes_one(worker: NwcWorker) -> None:
+    """So an app that sends a request the moment it has its URI is heard:
+    requests are ephemeral, and one sent to a key nobody listens on is lost."""
+    conn = worker.store.conn
+    spares = {pub for pub, _ in db.wallet_keys(conn)}  # no connection yet: all spares
+    assert len(spares) == db.SPARES == db.spare_count(conn)
+    assert spares <= set(worker.keyring) and spares <= set(worker._filter()["#p"])
+    app = app_keys(worker, "invoices:read")
+    assert wallet_key(worker, app) in spares
+    assert db.spare_count(conn) == db.SPARES - 1
+    assert len(worker.take_up_keys()) == 1  # a new spare in its place
+    assert db.spare_count(conn) == db.SPARES
+    assert worker.take_up_keys() == []  # nothing changed since
+
+
+def test_a_connection_made_past_the_spares_is_taken_up_by_its_first_request(
+    worker: NwcWorker,
+) -> None:
+    # Another process made connections faster than the server made spares.
+    with worker.store.transaction() as tx:
+        while db.take_spare(tx):
+            pass
+    app = app_keys(worker, "invoices:create")  # a fresh key, not listened on yet
+    assert wallet_key(worker, app) not in worker.keyring
+    body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), time.time()))
+    assert body["error"] is None
+    assert wallet_key(worker, app) in worker.keyring
+    assert db.spare_count(worker.store.conn) == db.SPARES

@@ -284,6 +284,23 @@ def connects(url: str) -> int:
     return int(requests.get(f"{url}/health", timeout=5).json()["nwc"]["relays"][0]["connects"])
 
 
+def wait_for_info_events(url: str, wallet_keys: list[str], timeout: float = 60.0) -> None:
+    """Until the relay has the info event of every one of `wallet_keys`: the
+    server publishes it once it subscribes to the key."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connect(url, max_size=2**22) as ws:
+            ws.send(json.dumps(["REQ", "i", {"kinds": [13194], "authors": wallet_keys}]))
+            seen = set()
+            while (msg := json.loads(ws.recv(timeout=timeout)))[0] != "EOSE":
+                if msg[0] == "EVENT":
+                    seen.add(msg[2]["pubkey"])
+        if seen >= set(wallet_keys):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not publish info events for {len(wallet_keys)} keys")
+
+
 def report(label: str, first: list[float], last: list[float], drops: int) -> None:
     print(
         f"settlement -> payment_received, {label}: "
@@ -295,11 +312,16 @@ def report(label: str, first: list[float], last: list[float], drops: int) -> Non
 
 def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n: int) -> None:
     store = Store(data / "lnplugin.sqlite")
-    apps = []
+    apps, wallets = [], []  # each app's keys, and its connection's own wallet key
     for i in range(conns):
         made = nwc_connect(store, ["invoices:read", "invoices:create"], f"app {i}", [relay.url])
-        apps.append(ns.Keys(ns.NostrWalletConnectUri.parse(made[1]).secret()))
+        uri = ns.NostrWalletConnectUri.parse(made[1])
+        apps.append(ns.Keys(uri.secret()))
+        wallets.append(uri.public_key())
     keys = [a.public_key().to_hex() for a in apps]
+    # Made here at once, most connections have fresh wallet keys (the server
+    # keeps only a few spare ones): time from when the server listens on all.
+    wait_for_info_events(relay.url, [w.to_hex() for w in wallets])
     client = Client(relay.url, [23197], keys)
     # Apps that have not sent a request yet: each payment is published to
     # every connection twice (NIP-44 and NIP-04), as NIP-47 asks.
@@ -311,13 +333,8 @@ def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n:
     )
     # Each app asks get_info once with NIP-44; from then on lnplugin sends it
     # one event per payment, in that scheme.
-    service = ns.PublicKey.parse(
-        ns.NostrWalletConnectUri.parse(nwc_connect(store, ["invoices:read"], "x", [relay.url])[1])
-        .public_key()
-        .to_hex()
-    )
     body = json.dumps({"method": "get_info", "params": {}})
-    for app in apps:
+    for app, service in zip(apps, wallets, strict=True):
         tags = [["p", service.to_hex()], ["encryption", "nip44_v2"]]
         client.send(sign(app, 23194, app.nip44_encrypt(service, body), tags))
     deadline = time.monotonic() + 60

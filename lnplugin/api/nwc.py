@@ -29,6 +29,7 @@ def connection_json(row: db.Connection, uri: str | None = None) -> dict[str, Any
         "label": row.label,
         "scopes": sorted(row.scopes),
         "app_pubkey": row.app_pubkey,
+        "wallet_pubkey": row.service_pubkey,
         "created_at": row.created_at,
         "revoked_at": row.revoked_at,
     }

@@ -497,6 +497,11 @@ class NwcConnection(BaseModel):
     label: str | None
     scopes: list[str]
     app_pubkey: str
+    wallet_pubkey: str | None = Field(
+        description="the connection's own wallet key, which its URI names; null for a "
+        "connection made before keys per connection (it uses the shared key, `nwc.pubkey` "
+        "in GET /health)"
+    )
     created_at: int
     revoked_at: int | None
     uri: str | None = Field(

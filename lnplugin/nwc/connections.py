@@ -2,6 +2,13 @@
 
 The app's key pair is generated here, its public half stored, and its secret
 half returned once inside the connection URI; nothing keeps it afterwards.
+
+Each connection also gets its own wallet key (NIP-47: "ideally unique keys
+are used for each individual connection"), so a relay cannot link the apps
+of one wallet. It is a spare key when there is one: the running server
+already listens on those, so an app that sends a request the moment it has
+the URI is heard. Otherwise a fresh key, which the server takes up within
+`NwcWorker`'s key poll (about a second).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ def connect(
         raise NoRelay("a connection needs a relay: give --nwc-relay (LNPLUGIN_NWC_RELAY)")
     app = ns.Keys.generate()
     with store.transaction() as tx:
-        service = p.keys_from_hex(db.service_secret(tx))
-        connection_id = db.create(tx, app.public_key().to_hex(), clean, label)
-    uri = p.connection_uri(service.public_key().to_hex(), list(relays), app.secret_key().to_hex())
+        service = db.take_spare(tx) or p.new_key_pair()
+        connection_id = db.create(tx, app.public_key().to_hex(), clean, label, service)
+    uri = p.connection_uri(service[0], list(relays), app.secret_key().to_hex())
     return connection_id, uri

@@ -86,6 +86,12 @@ def keys_from_hex(secret_hex: str) -> ns.Keys:
     return ns.Keys(ns.SecretKey.parse(secret_hex))
 
 
+def new_key_pair() -> tuple[str, str]:
+    """A fresh nostr key pair: (public key hex, secret key hex)."""
+    keys = ns.Keys.generate()
+    return keys.public_key().to_hex(), keys.secret_key().to_hex()
+
+
 def offered(hold: bool) -> tuple[list[str], list[str]]:
     """The methods and notifications this wallet offers: the hold ones only
     on a node that can hold invoices."""
@@ -127,6 +133,11 @@ def parse_event(raw: dict[str, Any] | str) -> ns.Event:
     if not event.verify():
         raise Drop("bad id or signature")
     return event
+
+
+def addressee(event: ns.Event) -> str:
+    """The wallet key a request is for: its first `p` tag (empty when none)."""
+    return _tags(event).get("p", [""])[0]
 
 
 def read_request(event: ns.Event, keys: ns.Keys, now: int) -> Request:

@@ -116,6 +116,7 @@ class Relay:
         self._waiting = 0  # threads in `acked`: an OK notifies only then
         self._thread: threading.Thread | None = None
         self._sub_id = secrets.token_hex(8)
+        self.subscribed: dict[str, Any] = {}  # the filter last asked for on this connection
         # Untracked events (responses) awaiting their OK: resent when refused
         # as rate-limited. Cleared with each connection.
         self._inflight: dict[str, tuple[str, int]] = {}
@@ -141,6 +142,22 @@ class Relay:
         if self._thread is not None:
             self._thread.join(timeout)
         self.state = "stopped"
+
+    def resubscribe(self) -> None:
+        """Ask again with the current subscription (the wallet keys changed).
+
+        Under a new subscription id, then the old one closed: no moment goes
+        unheard, and no relay has to support replacing a subscription in
+        place. A request heard on both for that moment is answered once (the
+        store dedupes by event id)."""
+        ws = self._ws
+        if ws is None or self.state != "connected":
+            return  # the next connection asks with the current filter anyway
+        old, self._sub_id = self._sub_id, secrets.token_hex(8)
+        self.subscribed = self._subscription()
+        with contextlib.suppress(WebSocketException, OSError):
+            ws.send(json.dumps(["REQ", self._sub_id, self.subscribed]))
+            ws.send(json.dumps(["CLOSE", old]))
 
     def publish(self, event_json: str, wait: bool = False) -> bool:
         """Send an event; with `wait`, True only once the relay acknowledged it
@@ -217,8 +234,8 @@ class Relay:
                 with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
                     self._ws = ws
                     _no_delay(ws.socket)
-                    sub = self._subscription()
-                    ws.send(json.dumps(["REQ", self._sub_id, sub]))
+                    self.subscribed = self._subscription()
+                    ws.send(json.dumps(["REQ", self._sub_id, self.subscribed]))
                     self.state = "connected"
                     self.connects += 1
                     self.last_error = None
@@ -333,7 +350,8 @@ class Relay:
         def again() -> None:
             if self._ws is ws and not self._stop.is_set():
                 with contextlib.suppress(WebSocketException, OSError):
-                    ws.send(json.dumps(["REQ", self._sub_id, self._subscription()]))
+                    self.subscribed = self._subscription()
+                    ws.send(json.dumps(["REQ", self._sub_id, self.subscribed]))
 
         timer = threading.Timer(delay, again)
         timer.daemon = True

@@ -40,11 +40,13 @@ log = logging.getLogger(__name__)
 RESUBSCRIBE_MARGIN = 120  # seconds before the last answered request a resubscription starts
 RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
 REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
-IDLE_WAIT = 5.0
 QUEUE_MAX = 10_000
 SEND_CHUNK = 16  # notification events built before they are sent (see `_send`)
 STRANGERS = -1  # the rate-limit bucket of every key without a connection
 STARTUP_WAIT = 5.0  # seconds `start` waits for a first relay connection
+# How often the notification thread looks for connections made by another
+# process (`lnplugin nwc connect`) that took no spare key, to listen on theirs.
+KEY_POLL = 1.0
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 # How each refusal of `lnplugin.invoicing` is answered, in NIP-47 codes.
 _CODES: dict[type[invoicing.InvoicingError], str] = {
@@ -99,7 +101,14 @@ class NwcWorker:
         self.hold = node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices)
         self.limiter = limiter or RateLimiter()
         self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
+        # The shared wallet key: connections made before keys per connection use it.
         self.keys: ns.Keys | None = None
+        # Every wallet key answered on, by public key hex: the shared one,
+        # each connection's own, the spares. Replaced whole, never mutated,
+        # so the relay, request and notification threads read it unlocked.
+        self.keyring: dict[str, ns.Keys] = {}
+        self._keys_seen: tuple[int, int] | None = None
+        self._taking_up = threading.Lock()
         self.dropped = 0
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(QUEUE_MAX)
         self._stop = threading.Event()
@@ -112,10 +121,47 @@ class NwcWorker:
         return self.keys.public_key().to_hex()
 
     def load_keys(self) -> ns.Keys:
+        """The shared key, and every other wallet key taken up (see `take_up_keys`)."""
         if self.keys is None:
             with self.store.transaction() as tx:
                 self.keys = p.keys_from_hex(db.service_secret(tx))
+            self.take_up_keys()
         return self.keys
+
+    def take_up_keys(self) -> list[ns.Keys]:
+        """Listen on wallet keys made since the last look: returns the new ones.
+
+        Also tops the spares up to `db.SPARES`. A spare is subscribed to and
+        its info event published before it is stored, so no connection can
+        take it before it is heard on: an app that sends a request the moment
+        its URI is printed reaches us. (Requests are ephemeral: one sent to a
+        key nobody listens on yet is gone, not queued.)"""
+        shared = self.keys
+        assert shared is not None
+        with self._taking_up:
+            conn = self.store.conn
+            made, spare = db.keys_version(conn)
+            if (made, spare) == self._keys_seen:
+                return []
+            ring = {shared.public_key().to_hex(): shared}
+            for pubkey, secret in db.wallet_keys(conn):
+                ring[pubkey] = self.keyring.get(pubkey) or p.keys_from_hex(secret)
+            spares = [p.new_key_pair() for _ in range(max(0, db.SPARES - spare))]
+            for pubkey, secret in spares:
+                ring[pubkey] = p.keys_from_hex(secret)
+            new = [keys for pubkey, keys in ring.items() if pubkey not in self.keyring]
+            self.keyring = ring
+            for relay in self.relays if new else ():
+                if relay.state == "connected":
+                    relay.resubscribe()
+                    self._publish_info(relay, new)
+            if spares:
+                with self.store.transaction(wake=False) as tx:  # read by no waiter
+                    db.add_spares(tx, spares)
+            # What the store holds now, unless another process made a
+            # connection meanwhile (then the next look takes it up).
+            self._keys_seen = (made, spare + len(spares))
+        return new
 
     # -- lifecycle (Service.workers) ------------------------------------------------
 
@@ -169,13 +215,29 @@ class NwcWorker:
     def _filter(self) -> dict[str, Any]:
         last = db.last_request_at(self.store.conn)
         since = (last if last is not None else int(time.time())) - RESUBSCRIBE_MARGIN
-        return {"kinds": [p.REQUEST], "#p": [self.pubkey], "since": since}
+        return {"kinds": [p.REQUEST], "#p": list(self.keyring), "since": since}
 
     def _connected(self, relay: Relay) -> None:
-        assert self.keys is not None
-        if not relay.publish(p.info_event(self.keys, self.hold).as_json(), wait=True):
-            log.warning("nwc relay %s did not take the info event", relay.url)
+        # Keys taken up between this connection's REQ and now were not in it,
+        # and `take_up_keys` saw the relay not yet connected: ask again.
+        if set(relay.subscribed.get("#p", ())) != set(self.keyring):
+            relay.resubscribe()
+        self._publish_info(relay, list(self.keyring.values()))
         self.store.wake_waiters()  # send notifications queued while it was away
+
+    def _publish_info(self, relay: Relay, keys: list[ns.Keys]) -> None:
+        """The info event of each key, sent together and acknowledged together."""
+        built = [p.info_event(k, self.hold) for k in keys]
+        for event in built:
+            relay.send_tracked(event.json, event.id)
+        taken = relay.acked([event.id for event in built])
+        if len(taken) < len(built):
+            log.warning(
+                "nwc relay %s did not take %d of %d info events",
+                relay.url,
+                len(built) - len(taken),
+                len(built),
+            )
 
     def _enqueue(self, url: str, event: dict[str, Any]) -> None:
         try:
@@ -207,29 +269,39 @@ class NwcWorker:
     def handle(self, raw: dict[str, Any], now: float) -> str | None:
         """Answer one request event: the response event's JSON, or None when
         the event is dropped (logged once). Runs on the one request thread."""
-        keys = self.load_keys()
+        shared = self.load_keys()
         try:
             event = p.parse_event(raw)
+            addressee = p.addressee(event)
+            keys = self.keyring.get(addressee)
+            if keys is None and self.take_up_keys():  # a connection made a moment ago
+                keys = self.keyring.get(addressee)
+            if keys is None:
+                raise p.Drop("request is addressed to another wallet")
             request = p.read_request(event, keys, int(now))
         except p.Drop as exc:
             self.dropped += 1
             log.info("nwc: dropped event %s: %s", str(raw.get("id", "?"))[:16], exc)
             return None
         except p.Refused as exc:
-            return self._refuse(exc.request, exc.refusal)
+            return self._refuse(keys, exc.request, exc.refusal)
         connection = db.live_by_pubkey(self.store.conn, request.app_pubkey)
+        if connection is not None and addressee != (
+            connection.service_pubkey or shared.public_key().to_hex()
+        ):
+            connection = None  # an app's key is good only with its own wallet key
         if connection is None:
             # Strangers share one bucket, so a flood of them cannot make us
             # sign and publish answers without end.
             if not self.limiter.allow(STRANGERS, now):
                 self.dropped += 1
                 return None
-            return self._refuse(request, p.Refuse("UNAUTHORIZED", "no wallet connection"))
+            return self._refuse(keys, request, p.Refuse("UNAUTHORIZED", "no wallet connection"))
         seen = db.response(self.store.conn, request.event_id)
         if seen is not None:
             return seen  # a replay: the same response again, whatever the rate
         if not self.limiter.allow(connection.id, now):
-            return self._refuse(request, p.Refuse("RATE_LIMITED", "too many requests"))
+            return self._refuse(keys, request, p.Refuse("RATE_LIMITED", "too many requests"))
         with self.store.transaction(wake=False) as tx:  # no waiter reads requests
             stored = db.claim(tx, request.event_id, connection.id, request.method)
             if connection.encryption != request.encryption:
@@ -240,7 +312,7 @@ class NwcWorker:
         if stored is not None:
             return stored  # seen before: the same response again
         try:
-            body = self._run(request, connection)
+            body = self._run(request, connection, keys)
         except p.Refuse as exc:
             body = p.error(request.method, exc.code, exc.message)
         except Exception:  # answered, so the app does not wait for nothing
@@ -254,12 +326,12 @@ class NwcWorker:
             db.answer(tx, request.event_id, event_json)
         return event_json
 
-    def _refuse(self, request: p.Request, refusal: p.Refuse) -> str:
-        assert self.keys is not None
+    @staticmethod
+    def _refuse(keys: ns.Keys, request: p.Request, refusal: p.Refuse) -> str:
         body = p.error(request.method or "unknown", refusal.code, refusal.message)
-        return p.response_event(self.keys, request, body).as_json()
+        return p.response_event(keys, request, body).as_json()
 
-    def _run(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
+    def _run(self, request: p.Request, connection: db.Connection, keys: ns.Keys) -> dict[str, Any]:
         allowed = p.methods_for(connection.scopes, self.hold)
         if request.method not in p.offered(self.hold)[0]:
             why = " (the node cannot hold invoices)" if request.method in p.HOLD_METHODS else ""
@@ -269,10 +341,10 @@ class NwcWorker:
         if request.method == "get_info":
             return p.result("get_info", self._get_info(allowed, connection.scopes))
         if request.method == "make_invoice":
-            return self._make_invoice(request, connection)
+            return self._make_invoice(request, connection, keys)
         if request.method in p.HOLD_METHODS:
             try:
-                return self._hold(request, connection)
+                return self._hold(request, connection, keys)
             except invoicing.InvoicingError as exc:
                 raise p.Refuse(_CODES.get(type(exc), "OTHER"), exc.message) from None
         types = self._types(connection.scopes)
@@ -344,18 +416,21 @@ class NwcWorker:
             "notifications": p.notifications_for(scopes, self.hold),
         }
 
-    def _make_invoice(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
+    def _make_invoice(
+        self, request: p.Request, connection: db.Connection, keys: ns.Keys
+    ) -> dict[str, Any]:
         invoice_request, metadata = _invoice_request(request.params)
         try:
             minted = invoicing.mint(self.follower, invoice_request, None)
         except invoicing.InvoicingError as exc:
             raise p.Refuse(_CODES.get(type(exc), "OTHER"), exc.message) from None
-        return self._store(request, connection, minted, invoice_request, metadata, hold=False)
+        return self._store(request, connection, keys, minted, invoice_request, metadata, hold=False)
 
     def _store(
         self,
         request: p.Request,
         connection: db.Connection,
+        keys: ns.Keys,
         minted: Any,
         asked: InvoiceRequest,
         metadata: dict[str, Any] | None,
@@ -370,17 +445,16 @@ class NwcWorker:
             fields["description"] = asked.description
         fields["description_hash"] = minted.description_hash or asked.description_hash
         fields["metadata"] = json.dumps(metadata) if metadata else None
-        assert self.keys is not None
         with self.store.transaction() as tx:
             row = invoicing.insert(tx, fields)
             db.made(tx, row.id, connection.id)
             body = p.result(request.method, p.transaction(row))
-            db.answer(tx, request.event_id, p.response_event(self.keys, request, body).as_json())
+            db.answer(tx, request.event_id, p.response_event(keys, request, body).as_json())
         return body
 
     # -- hold invoices (make_hold_invoice, settle_hold_invoice, cancel_hold_invoice) --
 
-    def _hold(self, request: p.Request, connection: db.Connection) -> dict[str, Any]:
+    def _hold(self, request: p.Request, connection: db.Connection, keys: ns.Keys) -> dict[str, Any]:
         params = request.params
         if request.method == "make_hold_invoice":
             invoice_request, metadata = _invoice_request(params)
@@ -393,7 +467,9 @@ class NwcWorker:
                     raise p.Refuse("OTHER", f"min_cltv_expiry_delta {exc.message}") from None
                 invoice_request = replace(invoice_request, min_final_cltv_expiry_delta=delta)
             minted = invoicing.mint(self.follower, invoice_request, payment_hash)
-            return self._store(request, connection, minted, invoice_request, metadata, hold=True)
+            return self._store(
+                request, connection, keys, minted, invoice_request, metadata, hold=True
+            )
         if request.method == "settle_hold_invoice":
             preimage = _hex64(params, "preimage")
             payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
@@ -425,6 +501,7 @@ class NwcWorker:
         seen = -1
         while not self._stop.is_set():
             try:
+                self.take_up_keys()
                 more = self.notify_step()
             except Exception:
                 log.exception("nwc notification step failed")
@@ -434,7 +511,7 @@ class NwcWorker:
             # A relay holding back after `rate-limited` is tried again when
             # its pause ends, even if nothing new was committed meanwhile.
             pauses = [r.throttled_for() for r in self.relays if r.state == "connected"]
-            wait = min([IDLE_WAIT, *(t for t in pauses if t > 0)])
+            wait = min([KEY_POLL, *(t for t in pauses if t > 0)])
             seen = self.store.wait_for_commit(seen, wait, self._stop)
 
     def notify_step(self) -> bool:
@@ -455,7 +532,7 @@ class NwcWorker:
         live = [r for r in self.relays if r.state == "connected" and not r.throttled_for()]
         if not live:
             return False
-        assert self.keys is not None
+        shared = self.load_keys()
         rows = db.pending(conn)
         if not rows:
             return read == db.FAN_OUT_BATCH
@@ -468,12 +545,15 @@ class NwcWorker:
             if key not in notified:
                 inv = invoices.by_id(conn, body["invoice_id"])
                 notified[key] = None if inv is None else p.notification(body["type"], inv)
+            keys = self.keyring.get(row["service_pubkey"]) if row["service_pubkey"] else shared
+            if keys is None:
+                continue  # a connection made a moment ago: sent once its key is taken up
             batch[row["id"]] = []
             notification = notified[key]
             if notification is None:
                 continue
             for event in p.notification_events(
-                self.keys, row["app_pubkey"], body["type"], notification, row["encryption"]
+                keys, row["app_pubkey"], body["type"], notification, row["encryption"]
             ):
                 batch[row["id"]].append(event.id)
                 built.append(event)

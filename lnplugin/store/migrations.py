@@ -509,6 +509,26 @@ def _lnurl_auth_k1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_lnurl_auth_k1_expires_at ON lnurl_auth_k1(expires_at)")
 
 
+@migration(16, "NWC: a wallet key per connection, and spare keys already listened on")
+def _nwc_connection_keys(db: sqlite_utils.Database) -> None:
+    # NIP-47: "ideally unique keys are used for each individual connection",
+    # so a relay cannot tell that two apps talk to one wallet. NULL: a
+    # connection made before this, which keeps the shared `nwc_service_key`
+    # its URI names. The secrets sit in the 0600 file, as that key does.
+    connections = db.table("nwc_connections")
+    connections.add_column("service_pubkey", str)
+    connections.add_column("service_secret", str)
+    db.execute("CREATE UNIQUE INDEX idx_nwc_connections_service ON nwc_connections(service_pubkey)")
+    # Keys the running server already subscribes to and has published an
+    # info event for: a new connection takes one, so an app that uses its
+    # URI at once (requests are ephemeral; one sent before the server
+    # listens on the key is lost) is heard (docs/nwc.md).
+    db.execute(
+        "CREATE TABLE nwc_spare_keys (pubkey TEXT PRIMARY KEY, secret_hex TEXT NOT NULL,"
+        " created_at INTEGER NOT NULL) WITHOUT ROWID"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -1,4 +1,5 @@
-"""Nostr Wallet Connect rows: connections, answered requests, notifications.
+"""Nostr Wallet Connect rows: connections and their wallet keys, answered
+requests, notifications.
 
 A connection is only the app's public key with the scopes it was granted:
 the secret half goes to the operator once, inside the connection URI, and
@@ -45,6 +46,9 @@ class Connection:
     created_at: int
     revoked_at: int | None
     encryption: str | None = None  # the scheme of its app's latest request
+    # The wallet key its URI names; None for a connection made before keys
+    # per connection (it uses the shared `service_secret`).
+    service_pubkey: str | None = None
 
 
 def check_scopes(scopes: Sequence[str]) -> list[str]:
@@ -65,16 +69,25 @@ def _connection(row: sqlite3.Row) -> Connection:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         encryption=row["encryption"],
+        service_pubkey=row["service_pubkey"],
     )
 
 
 def create(
-    tx: sqlite3.Connection, app_pubkey: str, scopes: Sequence[str], label: str | None
+    tx: sqlite3.Connection,
+    app_pubkey: str,
+    scopes: Sequence[str],
+    label: str | None,
+    service: tuple[str, str] | None = None,
 ) -> int:
+    """A connection for `app_pubkey`; `service` is its own wallet key pair
+    (public hex, secret hex), None to use the shared key."""
     clean = check_scopes(scopes)
+    service_pubkey, service_secret = service or (None, None)
     cur = tx.execute(
-        "INSERT INTO nwc_connections (app_pubkey, label, scopes, created_at) VALUES (?, ?, ?, ?)",
-        (app_pubkey, label, " ".join(clean), int(time.time())),
+        "INSERT INTO nwc_connections (app_pubkey, label, scopes, created_at, service_pubkey,"
+        " service_secret) VALUES (?, ?, ?, ?, ?, ?)",
+        (app_pubkey, label, " ".join(clean), int(time.time()), service_pubkey, service_secret),
     )
     return int(cur.lastrowid or 0)
 
@@ -114,11 +127,12 @@ def remember_encryption(tx: sqlite3.Connection, connection_id: int, encryption: 
     )
 
 
-# -- the service key --------------------------------------------------------------
+# -- the shared wallet key ----------------------------------------------------------
 
 
 def service_secret(tx: sqlite3.Connection) -> str:
-    """The service's nostr secret key (hex), made on first use."""
+    """The shared wallet key's secret (hex), made on first use: the key of
+    connections made before each had its own (migration 16)."""
     row = tx.execute("SELECT secret_hex FROM nwc_service_key WHERE id = 1").fetchone()
     if row is not None:
         return str(row[0])
@@ -128,6 +142,55 @@ def service_secret(tx: sqlite3.Connection) -> str:
         (secret, int(time.time())),
     )
     return secret
+
+
+# -- wallet keys per connection ------------------------------------------------------
+
+SPARES = 4  # keys listened on ahead of the connections that will take them
+
+
+def take_spare(tx: sqlite3.Connection) -> tuple[str, str] | None:
+    """The oldest spare key pair (public hex, secret hex), now no longer spare;
+    None when there is none (no server has made any yet, or a burst of new
+    connections used them up)."""
+    row = tx.execute(
+        "SELECT pubkey, secret_hex FROM nwc_spare_keys ORDER BY created_at, pubkey LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    tx.execute("DELETE FROM nwc_spare_keys WHERE pubkey = ?", (row[0],))
+    return str(row[0]), str(row[1])
+
+
+def add_spares(tx: sqlite3.Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    now = int(time.time())
+    tx.executemany(
+        "INSERT INTO nwc_spare_keys (pubkey, secret_hex, created_at) VALUES (?, ?, ?)",
+        [(pub, secret, now) for pub, secret in pairs],
+    )
+
+
+def spare_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM nwc_spare_keys").fetchone()[0])
+
+
+def wallet_keys(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """Every wallet key pair the server answers on, but the shared one: each
+    connection's own (revoked ones too, so their apps hear `UNAUTHORIZED`)
+    and the spares."""
+    with_keys = conn.execute(
+        "SELECT service_pubkey, service_secret FROM nwc_connections"
+        " WHERE service_pubkey IS NOT NULL"
+        " UNION ALL SELECT pubkey, secret_hex FROM nwc_spare_keys"
+    )
+    return [(str(pub), str(secret)) for pub, secret in with_keys]
+
+
+def keys_version(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Changes when a connection is made or a spare taken or added: one cheap
+    read a listener polls to learn of connections made by another process."""
+    made = conn.execute("SELECT COALESCE(MAX(id), 0) FROM nwc_connections").fetchone()[0]
+    return int(made), spare_count(conn)
 
 
 # -- answered requests ------------------------------------------------------------
@@ -268,7 +331,8 @@ def fan_out(tx: sqlite3.Connection, limit: int = FAN_OUT_BATCH) -> int:
 
 def pending(conn: sqlite3.Connection, limit: int = PENDING_BATCH) -> list[sqlite3.Row]:
     return conn.execute(
-        "SELECT n.id, n.body, c.app_pubkey, c.encryption FROM nwc_notifications n"
+        "SELECT n.id, n.body, c.app_pubkey, c.encryption, c.service_pubkey"
+        " FROM nwc_notifications n"
         " JOIN nwc_connections c ON c.id = n.connection_id AND c.revoked_at IS NULL"
         " ORDER BY n.id LIMIT ?",
         (limit,),

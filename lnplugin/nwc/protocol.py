@@ -135,9 +135,15 @@ def parse_event(raw: dict[str, Any] | str) -> ns.Event:
     return event
 
 
-def addressee(event: ns.Event) -> str:
-    """The wallet key a request is for: its first `p` tag (empty when none)."""
-    return _tags(event).get("p", [""])[0]
+def addressee(raw: dict[str, Any]) -> str:
+    """The wallet key a request is for: its first `p` tag (empty when none).
+
+    Read from the event's JSON (checked by `parse_event` first) rather than
+    from nostr-sdk's event, whose tags cross the bindings one call each."""
+    for tag in raw.get("tags") or ():
+        if isinstance(tag, list) and len(tag) >= 2 and tag[0] == "p":
+            return str(tag[1])
+    return ""
 
 
 def read_request(event: ns.Event, keys: ns.Keys, now: int) -> Request:

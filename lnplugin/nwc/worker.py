@@ -272,7 +272,7 @@ class NwcWorker:
         shared = self.load_keys()
         try:
             event = p.parse_event(raw)
-            addressee = p.addressee(event)
+            addressee = p.addressee(raw)
             keys = self.keyring.get(addressee)
             if keys is None and self.take_up_keys():  # a connection made a moment ago
                 keys = self.keyring.get(addressee)

@@ -53,7 +53,7 @@ class PluginRuntime:
     def start(self, settings: Settings, say: Callable[[str], None]) -> None:
         """Open the store and bind the port now (errors disable the plugin);
         reach the node and serve on a background thread, so `init` answers at once."""
-        from lnplugin.run.server import make_server
+        from lnplugin.run.server import freeze_startup_objects, make_server
 
         # The plugin sees every HTLC, so it can hold them: the node it serves
         # has hold invoices, which standalone mode's `ClnNode` has not.
@@ -83,6 +83,7 @@ class PluginRuntime:
             "create an API token with: lnplugin token create --scope admin "
             f"--data-dir {settings.data_dir}"
         )
+        freeze_startup_objects()  # as `lnplugin serve` does, for the same reason
         self._thread = threading.Thread(target=self._run, name="lnplugin-serve", daemon=True)
         self._thread.start()
 

@@ -512,21 +512,6 @@ def test_a_connection_made_before_keys_per_connection_keeps_the_shared_key(
     assert answer(newer, worker, refused)["error"]["code"] == "UNAUTHORIZED"
 
 
-def test_spare_keys_are_listened_on_before_a_connection_takes_one(worker: NwcWorker) -> None:
-    """So an app that sends a request the moment it has its URI is heard:
-    requests are ephemeral, and one sent to a key nobody listens on is lost."""
-    conn = worker.store.conn
-    spares = {pub for pub, _ in db.wallet_keys(conn)}  # no connection yet: all spares
-    assert len(spares) == db.SPARES == db.spare_count(conn)
-    assert spares <= set(worker.keyring) and spares <= set(worker._filter()["#p"])
-    app = app_keys(worker, "invoices:read")
-    assert wallet_key(worker, app) in spares
-    assert db.spare_count(conn) == db.SPARES - 1
-    assert len(worker.take_up_keys()) == 1  # a new spare in its place
-    assert db.spare_count(conn) == db.SPARES
-    assert worker.take_up_keys() == []  # nothing changed since
-
-
 def test_a_connection_made_past_the_spares_is_taken_up_by_its_first_request(
     worker: NwcWorker,
 ) -> None:
@@ -535,8 +520,8 @@ def test_a_connection_made_past_the_spares_is_taken_up_by_its_first_request(
         while db.take_spare(tx):
             pass
     app = app_keys(worker, "invoices:create")  # a fresh key, not listened on yet
-    assert wallet_key(worker, app) not in worker.keyring
+    assert worker.wallet.get(wallet_key(worker, app)) is None
     body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), time.time()))
     assert body["error"] is None
-    assert wallet_key(worker, app) in worker.keyring
+    assert worker.wallet.get(wallet_key(worker, app)) is not None
     assert db.spare_count(worker.store.conn) == db.SPARES

@@ -7,8 +7,8 @@ Each connection also gets its own wallet key (NIP-47: "ideally unique keys
 are used for each individual connection"), so a relay cannot link the apps
 of one wallet. It is a spare key when there is one: the running server
 already listens on those, so an app that sends a request the moment it has
-the URI is heard. Otherwise a fresh key, which the server takes up within
-`NwcWorker`'s key poll (about a second).
+the URI is heard. Otherwise a fresh key, which the server takes up at its
+next key poll, within a second (`nwc/keyring.py`).
 """
 
 from __future__ import annotations

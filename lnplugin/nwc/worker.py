@@ -30,6 +30,7 @@ from lnplugin import invoicing
 from lnplugin.follower import Follower
 from lnplugin.nodes.base import Feature, HoldInvoices, InvoiceRequest, Node, NodeError
 from lnplugin.nwc import protocol as p
+from lnplugin.nwc.keyring import Keyring
 from lnplugin.nwc.relay import Relay
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import nwc as db
@@ -101,14 +102,8 @@ class NwcWorker:
         self.hold = node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices)
         self.limiter = limiter or RateLimiter()
         self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
-        # The shared wallet key: connections made before keys per connection use it.
-        self.keys: ns.Keys | None = None
-        # Every wallet key answered on, by public key hex: the shared one,
-        # each connection's own, the spares. Replaced whole, never mutated,
-        # so the relay, request and notification threads read it unlocked.
-        self.keyring: dict[str, ns.Keys] = {}
-        self._keys_seen: tuple[int, int] | None = None
-        self._taking_up = threading.Lock()
+        # The wallet keys answered on (lnplugin/nwc/keyring.py).
+        self.wallet = Keyring(store, self._announce)
         self.dropped = 0
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(QUEUE_MAX)
         self._stop = threading.Event()
@@ -116,52 +111,17 @@ class NwcWorker:
         self._pruned_at = float("-inf")
 
     @property
+    def keys(self) -> ns.Keys | None:
+        """The shared wallet key, once loaded."""
+        return self.wallet.shared
+
+    @property
     def pubkey(self) -> str:
-        assert self.keys is not None
-        return self.keys.public_key().to_hex()
+        assert self.wallet.shared is not None
+        return self.wallet.shared.public_key().to_hex()
 
     def load_keys(self) -> ns.Keys:
-        """The shared key, and every other wallet key taken up (see `take_up_keys`)."""
-        if self.keys is None:
-            with self.store.transaction() as tx:
-                self.keys = p.keys_from_hex(db.service_secret(tx))
-            self.take_up_keys()
-        return self.keys
-
-    def take_up_keys(self) -> list[ns.Keys]:
-        """Listen on wallet keys made since the last look: returns the new ones.
-
-        Also tops the spares up to `db.SPARES`. A spare is subscribed to and
-        its info event published before it is stored, so no connection can
-        take it before it is heard on: an app that sends a request the moment
-        its URI is printed reaches us. (Requests are ephemeral: one sent to a
-        key nobody listens on yet is gone, not queued.)"""
-        shared = self.keys
-        assert shared is not None
-        with self._taking_up:
-            conn = self.store.conn
-            made, spare = db.keys_version(conn)
-            if (made, spare) == self._keys_seen:
-                return []
-            ring = {shared.public_key().to_hex(): shared}
-            for pubkey, secret in db.wallet_keys(conn):
-                ring[pubkey] = self.keyring.get(pubkey) or p.keys_from_hex(secret)
-            spares = [p.new_key_pair() for _ in range(max(0, db.SPARES - spare))]
-            for pubkey, secret in spares:
-                ring[pubkey] = p.keys_from_hex(secret)
-            new = [keys for pubkey, keys in ring.items() if pubkey not in self.keyring]
-            self.keyring = ring
-            for relay in self.relays if new else ():
-                if relay.state == "connected":
-                    relay.resubscribe()
-                    self._publish_info(relay, new)
-            if spares:
-                with self.store.transaction(wake=False) as tx:  # read by no waiter
-                    db.add_spares(tx, spares)
-            # What the store holds now, unless another process made a
-            # connection meanwhile (then the next look takes it up).
-            self._keys_seen = (made, spare + len(spares))
-        return new
+        return self.wallet.load()
 
     # -- lifecycle (Service.workers) ------------------------------------------------
 
@@ -215,14 +175,22 @@ class NwcWorker:
     def _filter(self) -> dict[str, Any]:
         last = db.last_request_at(self.store.conn)
         since = (last if last is not None else int(time.time())) - RESUBSCRIBE_MARGIN
-        return {"kinds": [p.REQUEST], "#p": list(self.keyring), "since": since}
+        return {"kinds": [p.REQUEST], "#p": self.wallet.pubkeys(), "since": since}
 
     def _connected(self, relay: Relay) -> None:
         # Keys taken up between this connection's REQ and now were not in it,
-        # and `take_up_keys` saw the relay not yet connected: ask again.
-        if set(relay.subscribed.get("#p", ())) != set(self.keyring):
+        # and `Keyring.take_up` found the relay not yet connected: ask again.
+        if set(relay.subscribed.get("#p", ())) != set(self.wallet.pubkeys()):
             relay.resubscribe()
-        self._publish_info(relay, list(self.keyring.values()))
+        self._publish_info(relay, self.wallet.all())
+
+    def _announce(self, keys: list[ns.Keys]) -> None:
+        """Wallet keys new to the ring: subscribe to them and publish their
+        info events on every connected relay."""
+        for relay in self.relays:
+            if relay.state == "connected":
+                relay.resubscribe()
+                self._publish_info(relay, keys)
         self.store.wake_waiters()  # send notifications queued while it was away
 
     def _publish_info(self, relay: Relay, keys: list[ns.Keys]) -> None:
@@ -273,9 +241,9 @@ class NwcWorker:
         try:
             event = p.parse_event(raw)
             addressee = p.addressee(raw)
-            keys = self.keyring.get(addressee)
-            if keys is None and self.take_up_keys():  # a connection made a moment ago
-                keys = self.keyring.get(addressee)
+            keys = self.wallet.get(addressee)
+            if keys is None and self.wallet.take_up():  # a connection made a moment ago
+                keys = self.wallet.get(addressee)
             if keys is None:
                 raise p.Drop("request is addressed to another wallet")
             request = p.read_request(event, keys, int(now))
@@ -501,7 +469,7 @@ class NwcWorker:
         seen = -1
         while not self._stop.is_set():
             try:
-                self.take_up_keys()
+                self.wallet.take_up()
                 more = self.notify_step()
             except Exception:
                 log.exception("nwc notification step failed")
@@ -545,7 +513,7 @@ class NwcWorker:
             if key not in notified:
                 inv = invoices.by_id(conn, body["invoice_id"])
                 notified[key] = None if inv is None else p.notification(body["type"], inv)
-            keys = self.keyring.get(row["service_pubkey"]) if row["service_pubkey"] else shared
+            keys = self.wallet.get(row["service_pubkey"]) if row["service_pubkey"] else shared
             if keys is None:
                 continue  # a connection made a moment ago: sent once its key is taken up
             batch[row["id"]] = []

@@ -2,7 +2,8 @@
 no relay: what a request seen twice, an unknown key, a revoked connection and
 a flood of requests get, and the hold invoice methods (make, settle, cancel,
 the accepted notification), also on a node that cannot hold (the Core
-Lightning simulator, standalone) (lnplugin/nwc/worker.py)."""
+Lightning simulator, standalone) (lnplugin/nwc/worker.py, and through it
+lnplugin/nwc/methods.py)."""
 
 from __future__ import annotations
 

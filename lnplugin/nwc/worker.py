@@ -7,34 +7,31 @@ the second copy is answered with the stored response; `make_invoice` thus
 mints at most once per request event. Notifications hang off the outbox like
 webhooks: fanned out with their cursor in one transaction, deleted only once
 a relay acknowledged them, so each is sent at least once across restarts and
-relay outages.
+relay outages. What each method does is `methods.py`; the wallet keys are
+`keyring.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import limits
 import nostr_sdk as ns
 
-from lnplugin import invoicing
 from lnplugin.follower import Follower
-from lnplugin.nodes.base import Feature, HoldInvoices, InvoiceRequest, Node, NodeError
+from lnplugin.nodes.base import Node
 from lnplugin.nwc import protocol as p
 from lnplugin.nwc.keyring import Keyring
+from lnplugin.nwc.methods import Methods
 from lnplugin.nwc.relay import Relay
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import nwc as db
-from lnplugin.store.models import StoredInvoice
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +45,6 @@ STARTUP_WAIT = 5.0  # seconds `start` waits for a first relay connection
 # How often the notification thread looks for connections made by another
 # process (`lnplugin nwc connect`) that took no spare key, to listen on theirs.
 KEY_POLL = 1.0
-HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-# How each refusal of `lnplugin.invoicing` is answered, in NIP-47 codes.
-_CODES: dict[type[invoicing.InvoicingError], str] = {
-    invoicing.Unsupported: "NOT_IMPLEMENTED",
-    invoicing.NotFound: "NOT_FOUND",
-    invoicing.NotReceivable: "NOT_FOUND",
-    invoicing.NodeDown: "INTERNAL",
-    invoicing.NodeRefused: "INTERNAL",
-}
 
 
 class RateLimiter:
@@ -99,7 +87,8 @@ class NwcWorker:
         # Settle and cancel store their result through the service's follower
         # (under its apply lock); a worker built alone gets one of its own.
         self.follower = follower or Follower(node, store)
-        self.hold = node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices)
+        self.methods = Methods(store, node, self.follower, network)
+        self.hold = self.methods.hold
         self.limiter = limiter or RateLimiter()
         self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
         # The wallet keys answered on (lnplugin/nwc/keyring.py).
@@ -280,7 +269,7 @@ class NwcWorker:
         if stored is not None:
             return stored  # seen before: the same response again
         try:
-            body = self._run(request, connection, keys)
+            body = self.methods.run(request, connection, keys)
         except p.Refuse as exc:
             body = p.error(request.method, exc.code, exc.message)
         except Exception:  # answered, so the app does not wait for nothing
@@ -298,170 +287,6 @@ class NwcWorker:
     def _refuse(keys: ns.Keys, request: p.Request, refusal: p.Refuse) -> str:
         body = p.error(request.method or "unknown", refusal.code, refusal.message)
         return p.response_event(keys, request, body).as_json()
-
-    def _run(self, request: p.Request, connection: db.Connection, keys: ns.Keys) -> dict[str, Any]:
-        allowed = p.methods_for(connection.scopes, self.hold)
-        if request.method not in p.offered(self.hold)[0]:
-            why = " (the node cannot hold invoices)" if request.method in p.HOLD_METHODS else ""
-            raise p.Refuse("NOT_IMPLEMENTED", f"{request.method} is not offered{why}")
-        if request.method not in allowed:
-            raise p.Refuse("RESTRICTED", f"this connection may not call {request.method}")
-        if request.method == "get_info":
-            return p.result("get_info", self._get_info(allowed, connection.scopes))
-        if request.method == "make_invoice":
-            return self._make_invoice(request, connection, keys)
-        if request.method in p.HOLD_METHODS:
-            try:
-                return self._hold(request, connection, keys)
-            except invoicing.InvoicingError as exc:
-                raise p.Refuse(_CODES.get(type(exc), "OTHER"), exc.message) from None
-        types = self._types(connection.scopes)
-        params = request.params
-        if request.method == "lookup_invoice":
-            payment_hash, bolt11 = params.get("payment_hash"), params.get("invoice")
-            if not isinstance(payment_hash, str) and not isinstance(bolt11, str):
-                raise p.Refuse("OTHER", "payment_hash or invoice is required")
-            inv = db.lookup(
-                self.store.conn,
-                types,
-                payment_hash if isinstance(payment_hash, str) else None,
-                bolt11 if isinstance(bolt11, str) else None,
-            )
-            if inv is None:
-                raise p.Refuse("NOT_FOUND", "no such invoice")
-            return p.result("lookup_invoice", p.transaction(inv))
-        return p.result("list_transactions", self._list(params, types))
-
-    @staticmethod
-    def _types(scopes: frozenset[str]) -> list[str]:
-        types = []
-        if "invoices:read" in scopes:
-            types.append("incoming")
-        if "transactions:read" in scopes:
-            types.append("outgoing")
-        return types
-
-    def _list(self, params: dict[str, Any], types: list[str]) -> dict[str, Any]:
-        def number(name: str) -> int | None:
-            value = params.get(name)
-            if value is None:
-                return None
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise p.Refuse("OTHER", f"{name} must be a non-negative integer")
-            return value
-
-        wanted = params.get("type")
-        if wanted is not None:
-            if wanted not in ("incoming", "outgoing"):
-                raise p.Refuse("OTHER", "type must be incoming or outgoing")
-            if wanted not in types:
-                raise p.Refuse("RESTRICTED", f"this connection may not list {wanted} payments")
-            types = [wanted]
-        rows = db.transactions(
-            self.store.conn,
-            types,
-            since=number("from"),
-            until=number("until"),
-            limit=min(number("limit") or 20, p.MAX_PAGE),
-            offset=number("offset") or 0,
-            unpaid=bool(params.get("unpaid", False)),
-        )
-        return {"transactions": [p.transaction(r) for r in rows]}
-
-    def _get_info(self, methods: list[str], scopes: frozenset[str]) -> dict[str, Any]:
-        try:
-            info = self.node.get_info()
-        except NodeError:
-            info = None
-        return {
-            "alias": info.alias if info else None,
-            "color": None,
-            "pubkey": info.pubkey if info else None,
-            "network": self.network,
-            "block_height": info.block_height if info else None,
-            "block_hash": None,
-            "methods": methods,
-            "notifications": p.notifications_for(scopes, self.hold),
-        }
-
-    def _make_invoice(
-        self, request: p.Request, connection: db.Connection, keys: ns.Keys
-    ) -> dict[str, Any]:
-        invoice_request, metadata = _invoice_request(request.params)
-        try:
-            minted = invoicing.mint(self.follower, invoice_request, None)
-        except invoicing.InvoicingError as exc:
-            raise p.Refuse(_CODES.get(type(exc), "OTHER"), exc.message) from None
-        return self._store(request, connection, keys, minted, invoice_request, metadata, hold=False)
-
-    def _store(
-        self,
-        request: p.Request,
-        connection: db.Connection,
-        keys: ns.Keys,
-        minted: Any,
-        asked: InvoiceRequest,
-        metadata: dict[str, Any] | None,
-        *,
-        hold: bool,
-    ) -> dict[str, Any]:
-        """Store a minted invoice with its created event, its maker and the
-        signed answer, in one transaction: a replay of the request finds the
-        answer and can never mint a second one."""
-        fields = invoicing.node_fields(minted, hold=hold, source="nwc")
-        if minted.description is None:
-            fields["description"] = asked.description
-        fields["description_hash"] = minted.description_hash or asked.description_hash
-        fields["metadata"] = json.dumps(metadata) if metadata else None
-        with self.store.transaction() as tx:
-            row = invoicing.insert(tx, fields)
-            db.made(tx, row.id, connection.id)
-            body = p.result(request.method, p.transaction(row))
-            db.answer(tx, request.event_id, p.response_event(keys, request, body).as_json())
-        return body
-
-    # -- hold invoices (make_hold_invoice, settle_hold_invoice, cancel_hold_invoice) --
-
-    def _hold(self, request: p.Request, connection: db.Connection, keys: ns.Keys) -> dict[str, Any]:
-        params = request.params
-        if request.method == "make_hold_invoice":
-            invoice_request, metadata = _invoice_request(params)
-            payment_hash = _hex64(params, "payment_hash")
-            delta = params.get("min_cltv_expiry_delta")
-            if delta is not None:
-                try:
-                    delta = invoicing.check_cltv_delta(delta, self.follower.hold_cancel_margin)
-                except invoicing.BadParameter as exc:
-                    raise p.Refuse("OTHER", f"min_cltv_expiry_delta {exc.message}") from None
-                invoice_request = replace(invoice_request, min_final_cltv_expiry_delta=delta)
-            minted = invoicing.mint(self.follower, invoice_request, payment_hash)
-            return self._store(
-                request, connection, keys, minted, invoice_request, metadata, hold=True
-            )
-        if request.method == "settle_hold_invoice":
-            preimage = _hex64(params, "preimage")
-            payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
-            given = params.get("payment_hash")  # not in NIP-47; checked when sent
-            if given is not None and _hex64(params, "payment_hash") != payment_hash:
-                raise p.Refuse("OTHER", "the preimage's SHA-256 is not payment_hash")
-            found = self._own_hold(connection, payment_hash)
-            if found.state != "SETTLED":  # settled already: a retry gets success again
-                invoicing.settle(self.follower, found, preimage)
-            return p.result(request.method, {})
-        found = self._own_hold(connection, _hex64(params, "payment_hash"))
-        invoicing.cancel(self.follower, found, "canceled through Nostr Wallet Connect")
-        return p.result(request.method, {})
-
-    def _own_hold(self, connection: db.Connection, payment_hash: str) -> StoredInvoice:
-        """A hold invoice this connection made. Any other is NOT_FOUND, so a
-        payment hash (which every payer sees) is no handle on another app's."""
-        try:
-            found = invoicing.own_incoming(self.follower, payment_hash)
-        except invoicing.InvoicingError:
-            found = None
-        if not (found and found.hold and db.made_by(self.store.conn, found.id, connection.id)):
-            raise p.Refuse("NOT_FOUND", "no hold invoice of this connection has that payment hash")
-        return found
 
     # -- notifications --------------------------------------------------------------
 
@@ -556,40 +381,3 @@ def _send(relays: list[Relay], events_: list[p.SignedEvent]) -> None:
         for relay in relays:
             relay.send_tracked(event.json, event.id)
     events_.clear()
-
-
-def _hex64(params: dict[str, Any], name: str) -> str:
-    value = params.get(name)
-    if not isinstance(value, str) or not HEX64.fullmatch(value):
-        raise p.Refuse("OTHER", f"{name} must be 64 hex characters")
-    return value.lower()
-
-
-def _invoice_request(params: dict[str, Any]) -> tuple[InvoiceRequest, dict[str, Any] | None]:
-    """make_invoice's and make_hold_invoice's shared parameters, checked."""
-    amount = params.get("amount")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-        raise p.Refuse("OTHER", "amount (msat) must be a non-negative integer")
-    description = params.get("description")
-    description_hash = params.get("description_hash")
-    expiry = params.get("expiry") or 86400
-    if description is not None and not isinstance(description, str):
-        raise p.Refuse("OTHER", "description must be a string")
-    if description_hash is not None and (
-        not isinstance(description_hash, str) or not HEX64.fullmatch(description_hash)
-    ):
-        raise p.Refuse("OTHER", "description_hash must be 64 hex characters")
-    if not isinstance(expiry, int) or not 1 <= expiry <= 31_536_000:
-        raise p.Refuse("OTHER", "expiry must be 1 to 31536000 seconds")
-    metadata = params.get("metadata")
-    if metadata is not None and (
-        not isinstance(metadata, dict) or len(json.dumps(metadata)) > p.MAX_METADATA
-    ):
-        metadata = None  # NIP-47: over 4096 characters it MUST be dropped
-    request = InvoiceRequest(
-        amount_msat=amount or None,
-        description=description,
-        description_hash=description_hash.lower() if description_hash else None,
-        expiry=expiry,
-    )
-    return request, metadata

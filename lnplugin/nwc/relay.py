@@ -154,10 +154,14 @@ class Relay:
         if ws is None or self.state != "connected":
             return  # the next connection asks with the current filter anyway
         old, self._sub_id = self._sub_id, secrets.token_hex(8)
-        self.subscribed = self._subscription()
         with contextlib.suppress(WebSocketException, OSError):
-            ws.send(json.dumps(["REQ", self._sub_id, self.subscribed]))
+            self._ask(ws)
             ws.send(json.dumps(["CLOSE", old]))
+
+    def _ask(self, ws: ClientConnection) -> None:
+        """Send our `REQ` with the current filter, and remember the filter."""
+        self.subscribed = self._subscription()
+        ws.send(json.dumps(["REQ", self._sub_id, self.subscribed]))
 
     def publish(self, event_json: str, wait: bool = False) -> bool:
         """Send an event; with `wait`, True only once the relay acknowledged it
@@ -234,8 +238,7 @@ class Relay:
                 with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
                     self._ws = ws
                     _no_delay(ws.socket)
-                    self.subscribed = self._subscription()
-                    ws.send(json.dumps(["REQ", self._sub_id, self.subscribed]))
+                    self._ask(ws)
                     self.state = "connected"
                     self.connects += 1
                     self.last_error = None
@@ -350,8 +353,7 @@ class Relay:
         def again() -> None:
             if self._ws is ws and not self._stop.is_set():
                 with contextlib.suppress(WebSocketException, OSError):
-                    self.subscribed = self._subscription()
-                    ws.send(json.dumps(["REQ", self._sub_id, self.subscribed]))
+                    self._ask(ws)
 
         timer = threading.Timer(delay, again)
         timer.daemon = True

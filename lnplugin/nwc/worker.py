@@ -243,8 +243,8 @@ class NwcWorker:
         except p.Refused as exc:
             return self._refuse(keys, exc.request, exc.refusal)
         connection = db.live_by_pubkey(self.store.conn, request.app_pubkey)
-        if connection is not None and addressee != (
-            connection.service_pubkey or shared.public_key().to_hex()
+        if connection is not None and keys is not (
+            self.wallet.get(connection.service_pubkey) if connection.service_pubkey else shared
         ):
             connection = None  # an app's key is good only with its own wallet key
         if connection is None:

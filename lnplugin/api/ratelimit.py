@@ -53,6 +53,8 @@ def parse(rate: str) -> tuple[limits.RateLimitItem, ...]:
     items = tuple(limits.parse_many(rate))
     if not items:
         raise ValueError(f"{rate!r} is not a rate such as 100/minute")
+    if any(item.amount < 1 for item in items):  # a token that can never be used
+        raise ValueError(f"{rate!r} allows no request at all")
     return items
 
 

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 F = Callable[..., Any]
 
+# Bounded so a mistyped number is a usage error, not an overflow in SQLite:
+# row ids are SQLite's signed 64-bit integers, amounts at most 21M BTC.
+ROW_ID = click.IntRange(min=1, max=2**63 - 1)
+MSAT = click.IntRange(min=1, max=21_000_000 * 100_000_000 * 1000)
+
 _COMMON = [
     click.option(
         "--config",
@@ -314,21 +319,27 @@ def serve(**flags: Any) -> None:
 def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
 
-    Asks the running server (GET /health); when none answers, reports what
-    the store holds.
+    Asks the server that serves the data dir (GET /health, at the address it
+    noted in the data dir; --host/--port when the data dir is elsewhere);
+    when none serves it, reports what the store holds.
     """
     import requests
 
+    from lnplugin.service import serving_url
     from lnplugin.store import Store, cursors, invoices
 
     settings = settings_from(flags)
-    url = f"{settings.listen_url}/health"
-    try:
-        reply = requests.get(url, timeout=3).json()
-        click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
-        return
-    except (requests.RequestException, ValueError):
-        pass
+    served = serving_url(settings.data_dir)
+    url = f"{served or settings.listen_url}/health"
+    # A local store that no live process serves: whatever answers on the
+    # port belongs to another data dir, so it is not asked.
+    if served is not None or not settings.db_path.is_file():
+        try:
+            reply = requests.get(url, timeout=3).json()
+            click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
+            return
+        except (requests.RequestException, ValueError):
+            pass
     if not settings.db_path.is_file():  # opening a Store would create one
         raise Unusable(
             f"no lnplugin store at {settings.db_path} and no server answers at {url}; "
@@ -442,7 +453,11 @@ def export(
             sys.stdout.flush()
             return
         # Payer names, emails and messages: private, like the store itself.
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise Unusable(f"cannot write --output {output} ({reason})") from None
         with open(fd, "w", encoding="utf-8", newline="") as out:
             for chunk in chunks:
                 out.write(chunk)
@@ -541,10 +556,8 @@ def token_create(
             parse(token_rate)
     except tokens.UnknownScope as exc:
         raise click.ClickException(str(exc)) from None
-    except ValueError:
-        raise click.ClickException(
-            f"--rate-limit {token_rate!r} is not a rate such as 100/minute"
-        ) from None
+    except ValueError as exc:
+        raise click.ClickException(f"--rate-limit: {exc}") from None
     store = _store(flags)
     signing = tokens.new_signing_secret() if require_signature else None
     with store.transaction() as tx:
@@ -580,7 +593,7 @@ def token_list(**flags: Any) -> None:
 
 @token.command("revoke")
 @common_options
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=ROW_ID)
 def token_revoke(token_id: int, **flags: Any) -> None:
     """Revoke a token by its id (see `lnplugin token list`)."""
     from lnplugin.store import tokens
@@ -622,10 +635,14 @@ def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> Non
 
     The URI holds the app's secret key, which lnplugin does not keep: paste it
     into the app now."""
-    from lnplugin.nwc.connections import NoRelay, connect
+    from lnplugin.nwc.connections import NoRelay, check, connect
     from lnplugin.store.tokens import UnknownScope
 
     settings = settings_from(flags)
+    try:  # before the store is opened: a refusal leaves no new store behind
+        check(scopes, settings.nwc_relay)
+    except (UnknownScope, NoRelay) as exc:
+        raise click.ClickException(str(exc)) from None
     store = _store(flags)
     try:
         connection_id, uri = connect(store, scopes, label, settings.nwc_relay)
@@ -660,7 +677,7 @@ def nwc_list(**flags: Any) -> None:
 
 @nwc.command("revoke")
 @common_options
-@click.argument("connection_id", type=int)
+@click.argument("connection_id", type=ROW_ID)
 def nwc_revoke(connection_id: int, **flags: Any) -> None:
     """Revoke one connection by its id; its app gets UNAUTHORIZED from then on."""
     from lnplugin.store import nwc as db
@@ -741,7 +758,7 @@ def _echo_paid(paid: Any) -> None:
 @common_options
 @_NETWORK
 @click.argument("target")
-@click.option("--amount-msat", type=click.IntRange(min=1), help="Required for amountless invoices.")
+@click.option("--amount-msat", type=MSAT, help="Required for amountless invoices.")
 def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
     """Settle an open invoice, given its BOLT11 or payment hash."""
     from lnplugin.nodes.base import NodeError
@@ -770,7 +787,7 @@ def dev_mine(blocks: int, **flags: Any) -> None:
 @dev.command("keysend")
 @common_options
 @_NETWORK
-@click.option("--amount-msat", type=click.IntRange(min=1), required=True)
+@click.option("--amount-msat", type=MSAT, required=True)
 @click.option(
     "--record",
     "records",

@@ -96,6 +96,16 @@ def test_a_damaged_dev_node_key_is_named_in_one_line(tmp: Path):
         assert str(data / "node.key") in line and "not a hex secp256k1 key" in line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("token", "list"), ("token", "revoke", "1"), ("nwc", "list"), ("address", "list")],
+)
+def test_commands_that_read_the_store_refuse_a_data_dir_without_one(tmp: Path, args):
+    line = refused(tmp / "mistyped", *args)
+    assert "no lnplugin store" in line and "--data-dir" in line
+    assert not (tmp / "mistyped").exists()  # nothing left behind
+
+
 def test_export_to_a_directory_that_does_not_exist_is_one_line(tmp: Path):
     data = tmp / "data"
     _real_store(data)
@@ -106,7 +116,7 @@ def test_export_to_a_directory_that_does_not_exist_is_one_line(tmp: Path):
 def test_a_data_dir_that_cannot_be_created(tmp: Path):
     blocker = tmp / "file"
     blocker.write_text("not a directory")
-    line = refused(blocker / "data", "token", "list")
+    line = refused(blocker / "data", "token", "create", "--scope", "admin")
     assert "data_dir" in line and str(blocker / "data") in line
     line = refused(blocker / "data", "serve", "--port", "0")
     assert "data_dir" in line

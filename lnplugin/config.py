@@ -29,6 +29,8 @@ from lnplugin.networks import NETWORKS
 ENV_PREFIX = "LNPLUGIN_"
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 DEFAULT_RSS_RETRY_SCHEDULE = (10, 60, 300, 1800, 7200, 21600)
+MAX_RETRY_STEP = 30 * 86400  # seconds: no retry waits longer than this after the last
+MAX_RETRY_STEPS = 100
 _DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+/?")
 
@@ -101,6 +103,25 @@ class Settings(BaseModel):
     fiat_expiry: int = 600
     display_currency: str | None = None
 
+    @field_validator("data_dir", "host", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        """An empty value would quietly mean "here" (the current directory, or
+        every address); a typo in a script should not get either."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("lnd_host")
+    @classmethod
+    def _lnd_host(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT, such as localhost:10009")
+        if any(c.isspace() for c in host):
+            raise ValueError(f"{value!r} is not HOST:PORT (the host has a space)")
+        return value
+
     @field_validator("data_dir", "lnd_cert", "cln_socket", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
@@ -158,6 +179,10 @@ class Settings(BaseModel):
             raise ValueError("must be an http:// or https:// URL, such as https://pay.example.com")
         if parsed.query or parsed.fragment:
             raise ValueError("must not have a query or fragment")
+        try:
+            parsed.port  # noqa: B018 (urllib checks the port when it is read)
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
         return value.rstrip("/")
 
     @field_validator("trust_proxy")
@@ -174,8 +199,12 @@ class Settings(BaseModel):
         from lnplugin.fiat import parse_provider
 
         items: list[str] = []
-        for item in value.split() if isinstance(value, str) else list(value or ()):
-            items.extend(item.split() if isinstance(item, str) else [item])
+        if not isinstance(value, (str, list, tuple)):
+            raise ValueError("must be provider names or NAME=URL|JSON.PATH, space-separated")
+        for item in value.split() if isinstance(value, str) else value:
+            if not isinstance(item, str):
+                raise ValueError(f"{item!r} is not a provider name or NAME=URL|JSON.PATH")
+            items.extend(item.split())
         for item in items:
             parse_provider(item)  # ValueError names the bad one
         return tuple(items)
@@ -215,15 +244,21 @@ class Settings(BaseModel):
     @field_validator("rate_limit", "rate_limit_callback", "token_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        if not _rates(value):
+        rates = _rates(value)
+        if not rates:
             raise ValueError("must be a rate such as 60/minute, or several joined by ;")
+        if any(rate.amount < 1 for rate in rates):
+            raise ValueError("must allow at least one request (a rate of 0 refuses everything)")
         return value
 
     @field_validator("nwc_rate_limit")
     @classmethod
     def _one_rate(cls, value: str) -> str:
-        if len(_rates(value)) != 1:  # one token bucket per connection
+        rates = _rates(value)
+        if len(rates) != 1:  # one token bucket per connection
             raise ValueError("must be one rate such as 30 per 30 seconds or 60/minute")
+        if rates[0].amount < 1:
+            raise ValueError("must allow at least one request (a rate of 0 refuses everything)")
         return value
 
     @field_validator("network")
@@ -301,10 +336,14 @@ class Settings(BaseModel):
         items = _split(value)
         try:
             seconds = tuple(int(float(i)) if isinstance(i, str) else int(i) for i in items)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: "inf"
             raise ValueError("must be comma-separated seconds, e.g. 5,300,1800") from None
         if not seconds or any(s < 0 for s in seconds):
             raise ValueError("must list at least one non-negative number of seconds")
+        if any(s > MAX_RETRY_STEP for s in seconds):
+            raise ValueError(f"must have no step over {MAX_RETRY_STEP} seconds (30 days)")
+        if len(seconds) > MAX_RETRY_STEPS:
+            raise ValueError(f"must have at most {MAX_RETRY_STEPS} steps")
         return seconds
 
     @property
@@ -388,10 +427,19 @@ def _from_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"invalid setting config: {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"invalid setting config: {path} is a directory") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"invalid setting config: cannot read {path} ({reason})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"invalid setting config: {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid setting config: {path} is not valid TOML ({exc})") from None
     # Accept both `data_dir` and `data-dir` spellings, optionally under [lnplugin].
     section = data.get("lnplugin", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"invalid setting config: [lnplugin] in {path} must be a table")
     values: dict[str, Any] = {}
     for key, value in section.items():
         name = key.replace("-", "_")

@@ -59,11 +59,34 @@ def served_kind(data_dir: Path) -> str | None:
     return fields[1] if len(fields) > 1 else None
 
 
+def serving_url(data_dir: Path) -> str | None:
+    """The local URL of the server that serves `data_dir` now, from its lock
+    file; None when no live process serves it (or one that did not say where).
+
+    Why: `lnplugin status` would otherwise ask whatever answers on the
+    default port, which may be another data dir's server. A process is taken
+    as alive when signal 0 reaches it (or is refused: another user's)."""
+    try:
+        fields = (Path(data_dir) / LOCK_FILE).read_text().split()
+        pid = int(fields[0])
+        url = fields[2]
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return url
+    except OSError:
+        return None
+    return url
+
+
 def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:
     """Hold `<data_dir>/lnplugin.lock` for as long as this process serves.
 
     The file holds the pid and the node kind: the pid for the refusal below,
-    the kind so `lnplugin dev pay` can refuse a store another node serves.
+    the kind so `lnplugin dev pay` can refuse a store another node serves;
+    once the server listens, also its URL (`Service.announce`), for `status`.
 
     Two serving processes on one data dir would each run a follower and a
     webhook worker over the same store: every webhook would go out twice. The
@@ -228,6 +251,19 @@ class Service:
         refusal disables the plugin with the reason instead of failing later."""
         if self._lock is None:
             self._lock = lock_data_dir(self.settings.data_dir, self.settings.node)
+
+    def announce(self, url: str) -> None:
+        """Write where this process listens into the data dir's lock file
+        (read by `serving_url`). Best effort: `status` falls back to --port."""
+        if self._lock is None:
+            return
+        try:
+            self._lock.seek(0)
+            self._lock.truncate()
+            self._lock.write(f"{os.getpid()} {self.settings.node} {url}\n")
+            self._lock.flush()
+        except OSError as exc:
+            log.warning("cannot note the listening URL in the data dir's lock file: %s", exc)
 
     def start(self) -> None:
         """Raises `StartupRefused` (nothing started, lock released) when lnplugin must not run."""

@@ -101,6 +101,41 @@ def test_token_create_refuses_an_unknown_scope(data_dir):
     assert result.stdout == ""
 
 
+def test_token_create_refuses_a_rate_that_allows_nothing(data_dir):
+    result = run(
+        "token", "create", "--scope", "admin", "--rate-limit", "0/second", "--data-dir", data_dir
+    )
+    assert result.exit_code != 0
+    assert "--rate-limit" in result.stderr and "allows no request" in result.stderr
+    assert result.stdout == ""
+
+
+def test_nwc_connect_refuses_before_it_would_create_a_store(tmp_path):
+    data = tmp_path / "mistyped"
+    for args in (
+        ("--scope", "invoices:write", "--nwc-relay", "ws://127.0.0.1:1"),
+        ("--scope", "invoices:read"),
+    ):
+        result = run("nwc", "connect", *args, "--data-dir", str(data))
+        assert result.exit_code != 0 and result.stdout == ""
+    assert not data.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "revoke", "99999999999999999999999"),
+        ("nwc", "revoke", "99999999999999999999999"),
+        ("dev", "keysend", "--amount-msat", "99999999999999999999999"),
+    ],
+    ids=["token-id", "connection-id", "amount"],
+)
+def test_a_number_out_of_range_is_a_usage_error(data_dir, args):
+    result = run(*args, "--data-dir", data_dir)
+    assert result.exit_code == 2  # click's usage error, not an overflow in SQLite
+    assert "is not in the range" in result.stderr
+
+
 def test_token_create_needs_a_scope(data_dir):
     result = run("token", "create", "--data-dir", data_dir)
     assert result.exit_code != 0

@@ -130,6 +130,19 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         ({"webhook_retry_schedule": ","}, {}, "webhook_retry_schedule"),
         ({"threads": 0}, {}, "threads"),
         ({"log_level": "loud"}, {}, "log_level"),
+        ({}, {"LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "inf"}, "webhook_retry_schedule"),
+        ({"webhook_retry_schedule": "5,1e300"}, {}, "webhook_retry_schedule"),
+        ({"rss_payment_retry_schedule": "5,inf"}, {}, "rss_payment_retry_schedule"),
+        ({"data_dir": ""}, {}, "data_dir"),
+        ({"host": ""}, {}, "host"),
+        ({"lnd_host": "bad host:x"}, {}, "lnd_host"),
+        ({"lnd_host": "localhost"}, {}, "lnd_host"),
+        ({"lnd_host": ""}, {}, "lnd_host"),
+        ({"public_url": "https://pay.example.com:99999"}, {}, "public_url"),
+        ({"rate_limit_callback": "0/minute"}, {}, "rate_limit_callback"),
+        ({}, {"LNPLUGIN_TOKEN_RATE_LIMIT": "10/second;0/hour"}, "token_rate_limit"),
+        ({"nwc_rate_limit": "0/minute"}, {}, "nwc_rate_limit"),
+        ({"fiat_provider": [5]}, {}, "fiat_provider"),
     ],
     ids=[
         "port-too-big",
@@ -144,6 +157,19 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         "retry-empty",
         "threads",
         "log_level",
+        "retry-infinite",
+        "retry-step-over-30-days",
+        "rss-retry-infinite",
+        "data_dir-empty",
+        "host-empty",
+        "lnd_host-not-host-port",
+        "lnd_host-no-port",
+        "lnd_host-empty",
+        "public_url-port",
+        "callback-rate-zero",
+        "token-rate-zero",
+        "nwc-rate-zero",
+        "fiat_provider-not-text",
     ],
 )
 def test_an_invalid_value_is_one_line_naming_the_setting(flags, environ, setting):
@@ -172,6 +198,27 @@ def test_a_toml_file_that_does_not_parse_is_refused_in_one_line(tmp_path):
     path = toml(tmp_path, "port = = 3\n[broken\n")
     message = config_error({"config": path})
     assert "config" in message and "TOML" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"port = 8080\n\xff\xfe\n", "not UTF-8"),
+        (b"lnplugin = 5\n", "must be a table"),
+    ],
+)
+def test_a_toml_file_that_is_not_text_or_not_a_table_is_refused_in_one_line(
+    tmp_path, content, reason
+):
+    path = tmp_path / "lnplugin.toml"
+    path.write_bytes(content)
+    message = config_error({"config": str(path)})
+    assert "config" in message and reason in message
+
+
+def test_a_config_path_that_is_a_directory_is_refused_in_one_line(tmp_path):
+    message = config_error(environ={"LNPLUGIN_CONFIG": str(tmp_path)})
+    assert "config" in message and "is a directory" in message
 
 
 def test_a_bad_value_in_toml_names_the_setting(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import bolt11 as reference
@@ -133,6 +134,29 @@ def test_lists_filters_and_paging_over_http(tmp_path: Path) -> None:
         assert server.request("GET", "/invoices/outgoing").json() == []
 
 
+def test_a_chunked_body_is_read_whole_and_held_to_the_same_64_kib_limit(tmp_path: Path) -> None:
+    # A generator makes `requests` send Transfer-Encoding: chunked, no Content-Length.
+    def chunked(body: bytes) -> Iterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    headers = {"Content-Type": "application/json"}
+    with Server(tmp_path / "data") as server:
+        small = json.dumps({"amount": 21, "description": "chunked"}).encode()
+        made = server.request("POST", "/invoices", data=chunked(small), headers=headers)
+        assert made.status_code == 201, made.text
+        assert made.json()["memo"] == "chunked"
+
+        # Valid JSON, over the limit: 413, as when the length is declared, not
+        # a JSON error about the bytes that fit.
+        big = json.dumps({"amount": 21, "description": "x" * 70_000}).encode()
+        for body in (chunked(big), big):
+            refused = server.request("POST", "/invoices", data=body, headers=headers)
+            assert refused.status_code == 413, refused.text
+            assert refused.json()["code"] == 413
+        assert len(server.request("GET", "/invoices").json()) == 1
+
+
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = Server(data).start()
@@ -195,6 +219,25 @@ def test_status_finds_a_server_listening_on_ipv6(tmp_path: Path) -> None:
         reply = json.loads(cli(data, "status", "--host", "::1", "--port", port))
     assert reply["server"] == "running"
     assert reply["url"] == f"http://[::1]:{port}/health"
+
+
+def test_status_asks_the_server_of_its_own_data_dir_not_whatever_has_the_port(
+    tmp_path: Path,
+) -> None:
+    # Two servers on two data dirs; `status` is given neither port.
+    with Server(tmp_path / "a") as a, Server(tmp_path / "b") as b:
+        b.request("POST", "/invoices", json={"amount": 1})
+        for server in (a, b):
+            reply = json.loads(cli(server.data_dir, "status"))
+            assert reply["server"] == "running"
+            assert reply["url"] == f"{server.url}/health"
+        # With a stopped, the port given is one where b answers: a's store is
+        # reported as not running, not b's server as a's.
+        a.stop()
+        port = b.url.rsplit(":", 1)[1]
+        reply = json.loads(cli(a.data_dir, "status", "--port", port))
+        assert reply["server"] == "not running"
+        assert reply["invoices"] == {}
 
 
 def test_under_systemd_no_token_is_printed_unless_asked(tmp_path: Path) -> None:

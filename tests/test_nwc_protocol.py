@@ -182,6 +182,9 @@ def test_an_expired_request_is_dropped_and_an_unexpired_one_read() -> None:
         p.read_request(old, SERVICE, now)
     fresh = request_event({"method": "get_info"}, extra=[["expiration", str(now + 60)]])
     assert p.read_request(fresh, SERVICE, now).method == "get_info"
+    # NIP-47: ignored when received *after* the expiration; in its own second, not yet.
+    boundary = request_event({"method": "get_info"}, extra=[["expiration", str(now)]])
+    assert p.read_request(boundary, SERVICE, now).method == "get_info"
 
 
 @pytest.mark.parametrize(
@@ -340,9 +343,22 @@ def test_a_boostagram_comment_and_payer_show_in_the_metadata() -> None:
 
 
 def test_metadata_over_4096_characters_is_dropped_and_open_invoices_hide_the_preimage() -> None:
-    tx = p.transaction(invoice(state="OPEN", amount_msat=7000, comment="x" * 5000))
+    tx = p.transaction(invoice(state="OPEN", amount_msat=7000, comment="x" * 5000), now=150)
     assert tx["metadata"] == {} and "preimage" not in tx
     assert (tx["state"], tx["amount"]) == ("pending", 7000)
+
+
+def test_an_unpaid_invoice_is_expired_from_its_expiry_on_not_from_the_next_sweep() -> None:
+    # The fixture expires at 160; the store still says OPEN until the sweep runs.
+    assert p.transaction(invoice(state="OPEN"), now=159)["state"] == "pending"
+    assert p.transaction(invoice(state="OPEN"), now=160)["state"] == "expired"
+
+
+def test_metadata_is_measured_as_the_compact_json_it_is_sent_as() -> None:
+    # 1,008 characters compact; json.dumps' defaults would count 6,010 (\u00e9 escapes).
+    assert p.metadata_fits({"c": "é" * 1000})
+    assert p.metadata_fits({"c": "x" * 4088})  # {"c":"…"} is exactly 4096
+    assert not p.metadata_fits({"c": "x" * 4089})
 
 
 def test_the_rate_limiter_allows_a_burst_then_refills_with_time() -> None:

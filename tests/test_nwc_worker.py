@@ -120,6 +120,17 @@ def test_a_make_invoice_seen_twice_is_answered_with_the_stored_response(
     assert minted(worker) == 1
 
 
+def test_get_info_leaves_out_what_it_does_not_know_rather_than_send_null(
+    worker: NwcWorker,
+) -> None:
+    app = app_keys(worker, "invoices:read")
+    info = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), time.time()))
+    result = info["result"]
+    assert None not in result.values()
+    assert "color" not in result and "block_hash" not in result  # not asked of the node
+    assert {"alias", "pubkey", "network", "block_height", "methods"} <= set(result)
+
+
 def test_unknown_and_revoked_keys_are_unauthorized_and_mint_nothing(worker: NwcWorker) -> None:
     stranger = ns.Keys.generate()
     body = answer(

@@ -181,9 +181,15 @@ def test_a_ticket_is_for_its_path_only(client, make_token: Callable[..., str]) -
 def test_a_ticket_keeps_its_tokens_scopes_and_revocation(  # type: ignore[no-untyped-def]
     client, service: Service, make_token: Callable[..., str]
 ) -> None:
-    creator = make_token("invoices:create")
-    ticket = _ticket(client, {"Authorization": f"Bearer {creator}"}, "/events")["ticket"]
-    assert client.get(f"/events?ticket={ticket}").status_code == 403
+    # A token that could not open the stream gets no ticket for it either.
+    creator = {"Authorization": f"Bearer {make_token('invoices:create')}"}
+    refused = client.post("/events/tickets", json={"path": "/events"}, headers=creator)
+    assert refused.status_code == 403
+    assert refused.get_json()["message"] == "Token lacks scope: invoices:read or transactions:read"
+    payments = {"Authorization": f"Bearer {make_token('transactions:read')}"}
+    assert _ticket(client, payments, "/events")["path"] == "/events"  # outgoing events
+    one_invoice = {"path": "/invoices/" + "ab" * 32 + "/events"}
+    assert client.post("/events/tickets", json=one_invoice, headers=payments).status_code == 403
     from lnplugin.store import tokens
 
     reader = make_token("invoices:read")

@@ -87,10 +87,36 @@ def test_a_damaged_dev_node_database_is_named_in_one_line(tmp: Path):
     assert str(data / "devnode.sqlite") in line
 
 
+def test_a_damaged_dev_node_key_is_named_in_one_line(tmp: Path):
+    data = tmp / "data"
+    _real_store(data)
+    (data / "node.key").write_text("not a key\n")
+    for args in (("serve", "--port", "0"), ("dev", "mine")):
+        line = refused(data, *args)
+        assert str(data / "node.key") in line and "not a hex secp256k1 key" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("token", "list"), ("token", "revoke", "1"), ("nwc", "list"), ("address", "list")],
+)
+def test_commands_that_read_the_store_refuse_a_data_dir_without_one(tmp: Path, args):
+    line = refused(tmp / "mistyped", *args)
+    assert "no lnplugin store" in line and "--data-dir" in line
+    assert not (tmp / "mistyped").exists()  # nothing left behind
+
+
+def test_export_to_a_directory_that_does_not_exist_is_one_line(tmp: Path):
+    data = tmp / "data"
+    _real_store(data)
+    line = refused(data, "export", "-o", str(tmp / "absent" / "out.csv"))
+    assert "--output" in line and "No such file or directory" in line
+
+
 def test_a_data_dir_that_cannot_be_created(tmp: Path):
     blocker = tmp / "file"
     blocker.write_text("not a directory")
-    line = refused(blocker / "data", "token", "list")
+    line = refused(blocker / "data", "token", "create", "--scope", "admin")
     assert "data_dir" in line and str(blocker / "data") in line
     line = refused(blocker / "data", "serve", "--port", "0")
     assert "data_dir" in line
@@ -116,6 +142,10 @@ def busy_port() -> Iterator[int]:
 def test_a_port_in_use_is_one_line(tmp: Path, busy_port: int):
     line = refused(tmp / "data", "serve", "--port", str(busy_port))
     assert "--port" in line and "in use" in line
+    # At the default log level too: nothing is logged before the port is bound.
+    env = _env(LNPLUGIN_LOG_LEVEL="info")
+    line = refused(tmp / "data", "serve", "--port", str(busy_port), env=env)
+    assert "--port" in line
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "no-such-host.invalid"])
@@ -147,9 +177,29 @@ def test_an_unreadable_lnd_cert(tmp: Path, lnd: LndSim):
         assert "lnd_cert" in line and str(cert) in line
 
 
+def test_an_lnd_cert_that_is_not_a_certificate(tmp: Path, lnd: LndSim):
+    cert = tmp / "tls.cert"
+    cert.write_text("this is not PEM\n")
+    line = refused(
+        tmp / "data", "serve", "--port", "0", "--node", "lnd", "--lnd-host", lnd.target,
+        "--lnd-cert", str(cert), "--lnd-macaroon", str(lnd.admin_macaroon_path),
+    )  # fmt: skip
+    assert "lnd_cert" in line and "not a PEM certificate" in line
+
+
 def test_cln_without_a_socket(tmp: Path):
     line = refused(tmp / "data", "serve", "--port", "0", "--node", "cln")
     assert "cln_socket" in line
+
+
+def test_a_cln_socket_path_that_is_not_a_socket(tmp: Path):
+    regular = tmp / "lightning-rpc"
+    regular.write_text("")
+    for path in (regular, tmp):  # a regular file; a directory
+        line = refused(
+            tmp / "data", "serve", "--port", "0", "--node", "cln", "--cln-socket", str(path)
+        )
+        assert "cln_socket" in line and "is not a unix socket" in line
 
 
 def test_an_unreachable_node_still_starts(tmp: Path):

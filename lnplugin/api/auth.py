@@ -66,6 +66,10 @@ def _ticket_token(conn: sqlite3.Connection, ticket: str) -> tokens.TokenInfo:
     return info
 
 
+# Either reads something: incoming invoices, or outgoing payments.
+READ_SCOPES = ("invoices:read", "transactions:read")
+
+
 def has_scope(info: tokens.TokenInfo, scope: str) -> bool:
     return "admin" in info.scopes or scope in info.scopes
 
@@ -84,6 +88,27 @@ def require(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
         # a function attribute, read by api.openapi to list each route's scopes
         wrapper.required_scopes = scopes  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def require_one_of(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Require a valid token holding at least one of `scopes`: for routes whose
+    answer depends on which it holds (the event stream, the export), so a token
+    that could see nothing there is refused up front rather than given nothing."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            info = current_token()
+            if not any(has_scope(info, s) for s in scopes):
+                raise APIError(403, f"Token lacks scope: {' or '.join(scopes)}")
+            return fn(*args, **kwargs)
+
+        # read by api.openapi: one security requirement per scope (any one will do)
+        wrapper.required_scopes = ()  # type: ignore[attr-defined]
+        wrapper.any_scopes = scopes  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

@@ -49,7 +49,7 @@ from werkzeug.exceptions import HTTPException
 from lnplugin import lnurl
 from lnplugin.alby import effective_state
 from lnplugin.api import context, lnurlp, public
-from lnplugin.api.errors import APIError
+from lnplugin.api.errors import APIError, as_api_error
 from lnplugin.api.events import admit, live, respond
 from lnplugin.fiat import format_minor
 from lnplugin.hub import (
@@ -116,6 +116,10 @@ def _html_errors(blueprint: Blueprint) -> None:
         }
         message = "Slow down, and try again in a minute." if code == 429 else exc.description
         return _error_page(code, message or exc.name, headers)
+
+    @blueprint.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:  # a busy store's 503, a 500: as a page too
+        return _api_error(as_api_error(exc))
 
 
 for _bp in (bp, mint_bp):

@@ -63,16 +63,33 @@ def validation_error(exc: ValidationError) -> APIError:
     return APIError(400, "Invalid request", field_errors(exc))
 
 
+def as_api_error(exc: Exception) -> APIError:
+    """What an exception no route turned into an `APIError` is answered as.
+
+    In one place so the routes that answer in another shape (LNURL's, the
+    checkout pages') give the same status and message in theirs."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return validation_error(exc)
+    # SQLITE_BUSY / SQLITE_LOCKED (primary code in the low byte): another
+    # process held its write lock past --busy-timeout. Transient, so the
+    # client is told to retry rather than shown an internal error.
+    if isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        log.warning("store busy past the busy timeout: %s", exc)
+        return APIError(503, "The store is busy, try again shortly", headers={"Retry-After": "1"})
+    log.error("unhandled error", exc_info=exc)
+    return APIError(500, "Internal error")
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Any:
         response = error_response(exc.code, exc.message, exc.errors)
         response.headers.update(exc.headers or {})
         return response
-
-    @app.errorhandler(ValidationError)
-    def _validation(exc: ValidationError) -> Any:
-        return error_response(400, "Invalid request", field_errors(exc))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
@@ -87,22 +104,6 @@ def register(app: Flask) -> None:
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
 
-    @app.errorhandler(sqlite3.OperationalError)
-    def _store(exc: sqlite3.OperationalError) -> Any:
-        # SQLITE_BUSY / SQLITE_LOCKED (primary code in the low byte): another
-        # process held its write lock past --busy-timeout. Transient, so the
-        # client is told to retry rather than shown an internal error.
-        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
-            sqlite3.SQLITE_BUSY,
-            sqlite3.SQLITE_LOCKED,
-        ):
-            log.warning("store busy past the busy timeout: %s", exc)
-            response = error_response(503, "The store is busy, try again shortly")
-            response.headers["Retry-After"] = "1"
-            return response
-        return _unexpected(exc)
-
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Any:
-        log.exception("unhandled error")
-        return error_response(500, "Internal error")
+    def _unexpected(exc: Exception) -> Any:  # pydantic's, a busy store, the rest
+        return _api_error(as_api_error(exc))

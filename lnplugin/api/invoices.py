@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 from lnplugin import export, fiat, invoicing, lnurl
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
-from lnplugin.api.auth import current_token, has_scope, require
+from lnplugin.api.auth import READ_SCOPES, current_token, has_scope, require, require_one_of
 from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import HEX64, MAX_MSAT, HoldSettle, InvoiceCreate
 from lnplugin.api.webhooks import guard_target
@@ -369,7 +369,7 @@ _EXPORT_SCOPES = {
 
 
 @bp.get("/invoices/export")
-@require()
+@require_one_of(*READ_SCOPES)
 def export_invoices() -> Any:
     """Every invoice as CSV or JSON Lines, streamed in batches (see `lnplugin.export`).
 

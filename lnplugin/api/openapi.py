@@ -433,7 +433,8 @@ OPERATIONS: dict[str, Op] = {
         None,
         errors=(404, 429),
         public=True,
-        content_type="application/octet-stream",
+        content_type="text/css",
+        more_content_types=("text/javascript",),
         error_model=None,
         error_content_type="text/html",
     ),
@@ -538,7 +539,8 @@ OPERATIONS: dict[str, Op] = {
         None,
         errors=(404,),
         public=True,
-        content_type="application/octet-stream",
+        content_type="text/css",
+        more_content_types=("text/javascript", "image/png"),
     ),
 }
 
@@ -587,7 +589,13 @@ def _security(
     if public:
         return [], []
     scopes = list(getattr(view, "required_scopes", ()))
-    options: list[dict[str, list[str]]] = [{"bearer": scopes}, {"apiKey": scopes}]
+    any_of = list(getattr(view, "any_scopes", ()))
+    # OpenAPI reads the list as alternatives: any one requirement will do.
+    options: list[dict[str, list[str]]] = (
+        [{scheme: [scope]} for scope in any_of for scheme in ("bearer", "apiKey")]
+        if any_of
+        else [{"bearer": scopes}, {"apiKey": scopes}]
+    )
     if endpoint in TICKET_ENDPOINTS:
         options.append({"streamTicket": []})
     return options, scopes
@@ -648,10 +656,19 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         "schema": {"type": "string"},
         "example": "Invalid HTTP request received.",
     }
-    responses["default"] = {
-        "description": "any other error, same shape (e.g. 405, 500)",
-        "content": _content(op.error_model, op.error_content_type),
-    }
+    default = _content(op.error_model, op.error_content_type)
+    description = "any other error, same shape (e.g. 405, 500)"
+    if (op.error_model, op.error_content_type) != ("Error", "application/json"):
+        # A method the route does not take is refused by routing, before the
+        # route (and so its own error shape) is known: Alby's shape, as JSON.
+        alby = _content("Error", "application/json")["application/json"]["schema"]
+        own = default.get("application/json")
+        default["application/json"] = {"schema": {"oneOf": [own["schema"], alby]} if own else alby}
+        description = (
+            "any other error (e.g. 500), same shape; a method the route does not take "
+            "(405) in Alby's Error shape"
+        )
+    responses["default"] = {"description": description, "content": default}
     doc = (view.__doc__ or "").strip()
     operation: dict[str, Any] = {
         "operationId": endpoint.replace(".", "_"),
@@ -665,6 +682,8 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         operation["description"] = doc
     if scopes:
         operation["x-scopes"] = scopes
+    if any_of := list(getattr(view, "any_scopes", ())):
+        operation["x-scopes-any-of"] = any_of
     if op.body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -684,7 +703,8 @@ def build(app: Flask, server_url: str | None = None) -> dict[str, Any]:
         info={
             "description": "Alby-Wallet-API-compatible invoices on your own Lightning node. "
             "Amounts are integer sats (`amount`) or msat (`*_msat`). Scopes: a token needs "
-            "every scope listed on an operation; `admin` holds them all. Each token has a "
+            "every scope listed on an operation (`x-scopes`), or one of them where they are "
+            "alternatives (`x-scopes-any-of`); `admin` holds them all. Each token has a "
             "request limit (X-RateLimit-* headers on its answers, 429 with Retry-After beyond "
             "it); 503 answers carry Retry-After. A token made with --require-signature signs "
             "each request: X-Lnplugin-Timestamp, X-Lnplugin-Nonce and X-Lnplugin-Signature "

@@ -29,7 +29,7 @@ from limits.storage import MemoryStorage
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from lnplugin.api.errors import APIError
+from lnplugin.api.errors import APIError, as_api_error
 from lnplugin.config import Settings
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,10 @@ def lnurl_errors(bp: Blueprint) -> None:
         }
         reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
         return lnurl_error(code, reason, headers)
+
+    @bp.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:  # a busy store's 503, a 500: in LUD-06's shape too
+        return _api_error(as_api_error(exc))
 
 
 def install(app: Flask, settings: Settings) -> PublicLimiter:

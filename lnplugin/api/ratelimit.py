@@ -50,9 +50,14 @@ class Usage:
 @lru_cache(maxsize=256)
 def parse(rate: str) -> tuple[limits.RateLimitItem, ...]:
     """`"100/minute"` or several joined by `;`; ValueError when unreadable."""
-    items = tuple(limits.parse_many(rate))
+    try:
+        items = tuple(limits.parse_many(rate))
+    except ValueError:
+        items = ()
     if not items:
         raise ValueError(f"{rate!r} is not a rate such as 100/minute")
+    if any(item.amount < 1 for item in items):  # a token that can never be used
+        raise ValueError(f"{rate!r} allows no request at all")
     return items
 
 

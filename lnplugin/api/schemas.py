@@ -365,6 +365,9 @@ class Invoice(BaseModel):
     identifier: str | None
     is_keysend: bool
     keysend_message: str | None
+    lightning_address: str | None = Field(
+        default=None, description="the Lightning Address it was paid through, if any"
+    )
     memo: str | None
     metadata: Any
     payer_email: str | None
@@ -420,9 +423,13 @@ class DecodedInvoice(BaseModel):
     payee_alias: str | None
     amount: int | None
     amount_msat: int | None
+    msatoshi: int | None = Field(description="the amount in msat, under Alby's older name")
     description: str | None
     description_hash: str | None
     payment_hash: str
+    payment_secret: str | None
+    payment_metadata: str | None = Field(description="hex, when the invoice carries it")
+    min_final_cltv_expiry: int
     features: list[Any]
     route_hints: list[list[dict[str, Any]]]
     fallbacks: list[dict[str, Any]]
@@ -486,6 +493,9 @@ class Health(BaseModel):
     version: str
     node: str
     follower: dict[str, Any]
+    nwc: dict[str, Any] | None = Field(
+        default=None, description="with --nwc-relay: each relay's state, the notification backlog"
+    )
 
 
 class NwcConnection(BaseModel):

@@ -31,7 +31,8 @@ from flask import Blueprint, current_app
 from pydantic import ConfigDict, Field, StrictStr, field_validator
 
 from lnplugin.api import context
-from lnplugin.api.auth import current_token, require
+from lnplugin.api.auth import READ_SCOPES, current_token, has_scope, require_one_of
+from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import HEX64, Body
 
 bp = Blueprint("tickets", __name__)
@@ -115,10 +116,15 @@ def book() -> TicketBook:
 
 
 @bp.post("/events/tickets")
-@require()
+@require_one_of(*READ_SCOPES)
 def create_ticket() -> Any:
+    """The ticket opens the stream as its token would, so a token that could not
+    open that stream gets no ticket for it either."""
     body = context.body_as(TicketCreate)
-    ticket = book().issue(current_token().id, body.path)
+    token = current_token()
+    if body.path != "/events" and not has_scope(token, "invoices:read"):
+        raise APIError(403, "Token lacks scope: invoices:read")
+    ticket = book().issue(token.id, body.path)
     return {
         "ticket": ticket,
         "path": body.path,

@@ -26,13 +26,21 @@ class NoRelay(ValueError):
     pass
 
 
+def check(scopes: Sequence[str], relays: Sequence[str]) -> list[str]:
+    """The scopes, checked, when a connection can be made with them and these
+    relays; raises `UnknownScope` or `NoRelay`. Needs no store, so the command
+    line refuses before it opens (or creates) one."""
+    clean = db.check_scopes(list(scopes))
+    if not relays:
+        raise NoRelay("a connection needs a relay: give --nwc-relay (LNPLUGIN_NWC_RELAY)")
+    return clean
+
+
 def connect(
     store: Store, scopes: Sequence[str], label: str | None, relays: Sequence[str]
 ) -> tuple[int, str]:
     """Returns (connection id, URI). Raises `UnknownScope` or `NoRelay`."""
-    clean = db.check_scopes(list(scopes))
-    if not relays:
-        raise NoRelay("a connection needs a relay: give --nwc-relay (LNPLUGIN_NWC_RELAY)")
+    clean = check(scopes, relays)
     app = ns.Keys.generate()
     with store.transaction() as tx:
         service = db.take_spare(tx) or p.new_key_pair()

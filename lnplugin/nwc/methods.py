@@ -123,16 +123,18 @@ class Methods:
             info = self.node.get_info()
         except NodeError:
             info = None
-        return {
+        # What is not known (the node's colour and block hash are not asked;
+        # nothing of the node while it is unreachable) is left out rather than
+        # sent as null where NIP-47 lists strings and numbers.
+        found = {
             "alias": info.alias if info else None,
-            "color": None,
             "pubkey": info.pubkey if info else None,
             "network": self.network,
             "block_height": info.block_height if info else None,
-            "block_hash": None,
             "methods": methods,
             "notifications": p.notifications_for(scopes, self.hold),
         }
+        return {k: v for k, v in found.items() if v is not None}
 
     def _make_invoice(
         self, request: p.Request, connection: db.Connection, keys: ns.Keys
@@ -238,9 +240,7 @@ def _invoice_request(params: dict[str, Any]) -> tuple[InvoiceRequest, dict[str, 
     if not isinstance(expiry, int) or not 1 <= expiry <= 31_536_000:
         raise p.Refuse("OTHER", "expiry must be 1 to 31536000 seconds")
     metadata = params.get("metadata")
-    if metadata is not None and (
-        not isinstance(metadata, dict) or len(json.dumps(metadata)) > p.MAX_METADATA
-    ):
+    if metadata is not None and (not isinstance(metadata, dict) or not p.metadata_fits(metadata)):
         metadata = None  # NIP-47: over 4096 characters it MUST be dropped
     request = InvoiceRequest(
         amount_msat=amount or None,

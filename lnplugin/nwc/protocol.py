@@ -165,7 +165,7 @@ def read_request(event: ns.Event, keys: ns.Keys, now: int) -> Request:
             expires = int(expiration[0])
         except ValueError:
             raise Drop("unreadable expiration tag") from None
-        if expires <= now:
+        if expires < now:  # NIP-47: ignored when received *after* that time
             raise Drop("request expired")
     if len(event.content()) > MAX_CONTENT:
         raise Drop(f"content of {len(event.content())} bytes is over the size cap")
@@ -445,9 +445,14 @@ def metadata(inv: StoredInvoice) -> dict[str, Any]:
         out["tlv_records"] = [{"type": k, "value": v.hex()} for k, v in sorted(records.items())]
     if inv.lightning_address:
         out["recipient_data"] = {"identifier": inv.lightning_address}
-    if len(json.dumps(out)) > MAX_METADATA:
+    if not metadata_fits(out):
         return {}  # NIP-47: metadata over 4096 characters MUST be dropped
     return out
+
+
+def metadata_fits(value: Any) -> bool:
+    """Within NIP-47's 4096 characters, counted as the compact JSON that is sent."""
+    return len(compactjson.dumps(value)) <= MAX_METADATA
 
 
 def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
@@ -472,12 +477,17 @@ def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
     return {k: v for k, v in note.items() if v is not None}
 
 
-def transaction(inv: StoredInvoice) -> dict[str, Any]:
+def transaction(inv: StoredInvoice, now: float | None = None) -> dict[str, Any]:
     settled = inv.state == "SETTLED"
     amount = inv.amount_received_msat if settled else (inv.amount_msat or 0)
+    state = inv.state
+    # Expired the moment its expiry passes unpaid, not when the follower's
+    # sweep next marks it so (as the REST API's invoice object does).
+    if state == "OPEN" and inv.expires_at and (now or time.time()) >= inv.expires_at:
+        state = "EXPIRED"
     tx: dict[str, Any] = {
         "type": inv.type,
-        "state": _STATES.get(inv.state, inv.state.lower()),
+        "state": _STATES.get(state, state.lower()),
         "invoice": inv.payment_request or None,
         "description": inv.description,
         "description_hash": inv.description_hash,

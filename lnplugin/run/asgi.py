@@ -323,7 +323,13 @@ def _environ(scope: Scope, body: bytes, loop: asyncio.AbstractEventLoop) -> dict
         if key == "CONTENT_LENGTH":
             has_length = True
     if not has_length:
-        environ["wsgi.input_terminated"] = True  # chunked: read the input to its end
+        # Chunked (or no body): the whole body is read already, so the app
+        # gets it as a proxy that de-chunks would pass it on, with its length
+        # and no Transfer-Encoding. A body over MAX_BODY_BYTES then gets the
+        # same 413 as one that declared its length (werkzeug does not limit
+        # a chunked stream), not a JSON error on the bytes that fit.
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["CONTENT_LENGTH"] = str(len(body))
     return environ
 
 

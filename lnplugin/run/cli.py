@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 F = Callable[..., Any]
 
+# Bounded so a mistyped number is a usage error, not an overflow in SQLite:
+# row ids are SQLite's signed 64-bit integers, amounts at most 21M BTC.
+ROW_ID = click.IntRange(min=1, max=2**63 - 1)
+MSAT = click.IntRange(min=1, max=21_000_000 * 100_000_000 * 1000)
+
 _COMMON = [
     click.option(
         "--config",
@@ -314,21 +319,27 @@ def serve(**flags: Any) -> None:
 def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
 
-    Asks the running server (GET /health); when none answers, reports what
-    the store holds.
+    Asks the server that serves the data dir (GET /health, at the address it
+    noted in the data dir; --host/--port when the data dir is elsewhere);
+    when none serves it, reports what the store holds.
     """
     import requests
 
+    from lnplugin.service import serving_url
     from lnplugin.store import Store, cursors, invoices
 
     settings = settings_from(flags)
-    url = f"{settings.listen_url}/health"
-    try:
-        reply = requests.get(url, timeout=3).json()
-        click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
-        return
-    except (requests.RequestException, ValueError):
-        pass
+    served = serving_url(settings.data_dir)
+    url = f"{served or settings.listen_url}/health"
+    # A local store that no live process serves: whatever answers on the
+    # port belongs to another data dir, so it is not asked.
+    if served is not None or not settings.db_path.is_file():
+        try:
+            reply = requests.get(url, timeout=3).json()
+            click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
+            return
+        except (requests.RequestException, ValueError):
+            pass
     if not settings.db_path.is_file():  # opening a Store would create one
         raise Unusable(
             f"no lnplugin store at {settings.db_path} and no server answers at {url}; "
@@ -442,7 +453,11 @@ def export(
             sys.stdout.flush()
             return
         # Payer names, emails and messages: private, like the store itself.
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise Unusable(f"cannot write --output {output} ({reason})") from None
         with open(fd, "w", encoding="utf-8", newline="") as out:
             for chunk in chunks:
                 out.write(chunk)
@@ -496,10 +511,18 @@ def token() -> None:
 
 
 def _store(flags: dict[str, Any]) -> Any:
+    """The store, created if the data dir has none (commands that set one up)."""
     from lnplugin.store import Store
 
     settings = settings_from(flags)
     return Store(settings.db_path, busy_timeout=settings.busy_timeout)
+
+
+def _existing_store(flags: dict[str, Any]) -> Any:
+    """The store, for commands that read or change what is in it: refused when
+    the data dir has none, as a mistyped --data-dir would leave one behind."""
+    _require_store(settings_from(flags))
+    return _store(flags)
 
 
 @token.command("create")
@@ -541,10 +564,8 @@ def token_create(
             parse(token_rate)
     except tokens.UnknownScope as exc:
         raise click.ClickException(str(exc)) from None
-    except ValueError:
-        raise click.ClickException(
-            f"--rate-limit {token_rate!r} is not a rate such as 100/minute"
-        ) from None
+    except ValueError as exc:
+        raise click.ClickException(f"--rate-limit: {exc}") from None
     store = _store(flags)
     signing = tokens.new_signing_secret() if require_signature else None
     with store.transaction() as tx:
@@ -566,7 +587,7 @@ def token_list(**flags: Any) -> None:
     from lnplugin.alby import iso
     from lnplugin.store import tokens
 
-    store = _store(flags)
+    store = _existing_store(flags)
     rows = tokens.list_all(store.conn)
     store.close()
     for info in rows:
@@ -580,12 +601,12 @@ def token_list(**flags: Any) -> None:
 
 @token.command("revoke")
 @common_options
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=ROW_ID)
 def token_revoke(token_id: int, **flags: Any) -> None:
     """Revoke a token by its id (see `lnplugin token list`)."""
     from lnplugin.store import tokens
 
-    store = _store(flags)
+    store = _existing_store(flags)
     with store.transaction() as tx:
         done = tokens.revoke(tx, token_id)
     store.close()
@@ -622,10 +643,14 @@ def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> Non
 
     The URI holds the app's secret key, which lnplugin does not keep: paste it
     into the app now."""
-    from lnplugin.nwc.connections import NoRelay, connect
+    from lnplugin.nwc.connections import NoRelay, check, connect
     from lnplugin.store.tokens import UnknownScope
 
     settings = settings_from(flags)
+    try:  # before the store is opened: a refusal leaves no new store behind
+        check(scopes, settings.nwc_relay)
+    except (UnknownScope, NoRelay) as exc:
+        raise click.ClickException(str(exc)) from None
     store = _store(flags)
     try:
         connection_id, uri = connect(store, scopes, label, settings.nwc_relay)
@@ -647,7 +672,7 @@ def nwc_list(**flags: Any) -> None:
     from lnplugin.alby import iso
     from lnplugin.store import nwc as db
 
-    store = _store(flags)
+    store = _existing_store(flags)
     rows = db.list_all(store.conn)
     store.close()
     for c in rows:
@@ -660,12 +685,12 @@ def nwc_list(**flags: Any) -> None:
 
 @nwc.command("revoke")
 @common_options
-@click.argument("connection_id", type=int)
+@click.argument("connection_id", type=ROW_ID)
 def nwc_revoke(connection_id: int, **flags: Any) -> None:
     """Revoke one connection by its id; its app gets UNAUTHORIZED from then on."""
     from lnplugin.store import nwc as db
 
-    store = _store(flags)
+    store = _existing_store(flags)
     with store.transaction() as tx:
         done = db.revoke(tx, connection_id)
     store.close()
@@ -741,7 +766,7 @@ def _echo_paid(paid: Any) -> None:
 @common_options
 @_NETWORK
 @click.argument("target")
-@click.option("--amount-msat", type=click.IntRange(min=1), help="Required for amountless invoices.")
+@click.option("--amount-msat", type=MSAT, help="Required for amountless invoices.")
 def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
     """Settle an open invoice, given its BOLT11 or payment hash."""
     from lnplugin.nodes.base import NodeError
@@ -770,7 +795,7 @@ def dev_mine(blocks: int, **flags: Any) -> None:
 @dev.command("keysend")
 @common_options
 @_NETWORK
-@click.option("--amount-msat", type=click.IntRange(min=1), required=True)
+@click.option("--amount-msat", type=MSAT, required=True)
 @click.option(
     "--record",
     "records",
@@ -837,7 +862,7 @@ def rss_refetch(include_failed: bool, **flags: Any) -> None:
         raise Unusable(
             "no --rss-payment-domain (LNPLUGIN_RSS_PAYMENT_DOMAIN): name the domains to fetch from"
         )
-    store = _store(flags)
+    store = _existing_store(flags)
     try:
         rows = rss_payments.not_fetched(store.conn, failed=include_failed)
         allowed = [r["invoice_id"] for r in rows if domain_allowed(r["url"], domains)]
@@ -944,7 +969,7 @@ def address_list(**flags: Any) -> None:
     from lnplugin.store import addresses
 
     settings = settings_from(flags)
-    store = _store(flags)
+    store = _existing_store(flags)
     rows = addresses.list_all(store.conn)
     store.close()
     for row in rows:
@@ -972,7 +997,7 @@ def address_show(username: str, **flags: Any) -> None:
     from lnplugin.store import addresses
 
     settings = settings_from(flags)
-    store = _store(flags)
+    store = _existing_store(flags)
     row = addresses.by_username(store.conn, username)
     store.close()
     if row is None:
@@ -987,7 +1012,7 @@ def address_remove(username: str, **flags: Any) -> None:
     """Remove an address; invoices minted for it keep its name."""
     from lnplugin.store import addresses
 
-    store = _store(flags)
+    store = _existing_store(flags)
     with store.transaction() as tx:
         done = addresses.delete(tx, username)
     store.close()

@@ -75,6 +75,7 @@ class PluginRuntime:
             ) from None
         self.service, self.server = service, server
         port = server.effective_port
+        service.announce(http_url(settings.host, port))
         self.url = settings.public_url or http_url(settings.host, port)
         say(f"lnplugin cln node listening on {self.url}")
         # Never put a token in lightningd's log: logs are copied and shipped.

@@ -218,17 +218,22 @@ class HTTPServer:
 
 def make_server(service: Service, settings: Settings) -> HTTPServer:
     """Bind the listening socket; `StartupRefused` naming --host/--port when that fails
-    (port in use, an address this machine does not have or cannot resolve)."""
-    app = ASGIApp(create_app(service), settings.threads)
+    (port in use, an address this machine does not have or cannot resolve).
+    Bound before the app is built, so a refusal is the only line printed."""
     try:
         sockets = bind(settings.host, settings.port)
     except OSError as exc:
-        app.close()
         reason = exc.strerror or str(exc)
         raise StartupRefused(
             f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
             f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
         ) from None
+    try:
+        app = ASGIApp(create_app(service), settings.threads)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     return HTTPServer(app, sockets, connection_limit=settings.max_streams + 2000)
 
 
@@ -287,17 +292,18 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
         raise
     try:
         service.start()
-    except StartupRefused as exc:
-        log.error("%s", exc)
+    except StartupRefused:  # the command line prints it as its one line, status 2
         server.close()
+        service.node.close()
         service.store.close()
-        return 2
+        raise
     if settings.node == "dev":
         log.warning(
             "running on the embedded dev node: not connected to any Lightning network, "
             "payments are simulated (lnplugin dev pay / POST /dev/pay)"
         )
     port = server.effective_port
+    service.announce(http_url(settings.host, port))
     url = settings.public_url or http_url(settings.host, port)
     out(f"lnplugin {settings.node} node listening on {url}")
     wanted = bootstrap_wanted(settings.bootstrap_token, os.environ)

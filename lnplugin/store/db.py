@@ -73,7 +73,10 @@ def open_error(path: Path | str, exc: sqlite3.Error | OSError) -> StoreError:
     elif "locked" in reason or "busy" in reason:
         advice = "another process holds a write lock on it; try again when it has finished"
     else:
-        advice = "check that this user can create and write it and its directory"
+        advice = (
+            "check that this user can create and write it and its directory "
+            "(the data dir: --data-dir / LNPLUGIN_DATA_DIR)"
+        )
     return StoreError(f"cannot open {path} ({reason}): {advice}")
 
 

@@ -25,7 +25,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -212,6 +214,17 @@ class ClnNode(Node):
             raise NodeMisconfigured(
                 "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "
                 "required with --node cln; give lightningd's lightning-rpc socket"
+            )
+        # Not there yet is fine (lightningd may still be starting: lnplugin
+        # retries); something else at that path will never become the socket.
+        try:
+            mode = os.stat(settings.cln_socket).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISSOCK(mode):
+            raise NodeMisconfigured(
+                "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "
+                f"{settings.cln_socket} is not a unix socket (lightningd's lightning-rpc)"
             )
         return cls(settings.cln_socket, network=settings.effective_network)
 

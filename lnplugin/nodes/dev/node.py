@@ -43,6 +43,7 @@ from lnplugin.nodes.base import (
     NodeError,
     NodeInfo,
     NodeInvoice,
+    NodeMisconfigured,
 )
 from lnplugin.store.db import Checkpointer, open_error
 
@@ -104,7 +105,16 @@ def load_or_create_key(data_dir: Path) -> coincurve.PrivateKey:
     """The node identity, created once and kept with owner-only permissions."""
     path = data_dir / KEY_FILE
     if path.exists():
-        return coincurve.PrivateKey(bytes.fromhex(path.read_text().strip()))
+        try:
+            return coincurve.PrivateKey(bytes.fromhex(path.read_text().strip()))
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise NodeMisconfigured(f"cannot read the dev node's key {path} ({reason})") from None
+        except ValueError:  # not hex, or not a valid secp256k1 secret
+            raise NodeMisconfigured(
+                f"{path} is not a hex secp256k1 key: move it aside to make a new dev node "
+                "(its invoices can then no longer be paid)"
+            ) from None
     ensure_dir(data_dir)
     key = coincurve.PrivateKey()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -165,12 +165,19 @@ def _load_cert(value: bytes | str | Path | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
     try:
-        return Path(value).expanduser().read_bytes()
+        data = Path(value).expanduser().read_bytes()
     except OSError as exc:
         raise NodeMisconfigured(
             f"invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): cannot read {value}: "
             f"{exc.strerror}"
         ) from None
+    # Not a PEM certificate: gRPC would only fail every handshake, forever.
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise NodeMisconfigured(
+            f"invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): {value} is not "
+            "a PEM certificate (lnd's tls.cert)"
+        )
+    return data
 
 
 class LndNode(Node):

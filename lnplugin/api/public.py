@@ -81,6 +81,18 @@ def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -
     return response
 
 
+def lnurl_http_error(exc: HTTPException) -> Any:
+    """An HTTP error (404, 405, the limiter's 429) in LUD-06's shape."""
+    code = exc.code or 500
+    headers = {
+        k: v
+        for k, v in exc.get_response().headers.items()
+        if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+    }
+    reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
+    return lnurl_error(code, reason, headers)
+
+
 def lnurl_errors(bp: Blueprint) -> None:
     """Answer every error of `bp`'s routes in LUD-06's shape (the rest of the
     API keeps Alby's), including the 429 of the rate limiter."""
@@ -92,16 +104,7 @@ def lnurl_errors(bp: Blueprint) -> None:
             reason += ": " + "; ".join(f"{k} {v}" for k, v in exc.errors.items())
         return lnurl_error(exc.code, reason, exc.headers)
 
-    @bp.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Any:
-        code = exc.code or 500
-        headers = {
-            k: v
-            for k, v in exc.get_response().headers.items()
-            if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
-        }
-        reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
-        return lnurl_error(code, reason, headers)
+    bp.register_error_handler(HTTPException, lnurl_http_error)
 
     @bp.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:  # a busy store's 503, a 500: in LUD-06's shape too
@@ -119,11 +122,12 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
 
     # Registered before the limiter's own hook, so it runs after it (Flask
     # runs these in reverse): flask-limiter puts Retry-After on every limited
-    # response, but on a success it would tell a client to wait for nothing.
-    # Errors keep theirs (a 503 sets its own).
+    # response, but on a success, or on an error that waiting does not mend
+    # (a bad amount, an unknown name), it would tell a client to wait for
+    # nothing. The limiter's 429 keeps it, and a 503 has its own.
     @app.after_request
-    def _no_retry_after_on_success(response: Response) -> Response:
-        if response.status_code < 400 and "Retry-After" in response.headers:
+    def _retry_after_only_when_waiting_helps(response: Response) -> Response:
+        if response.status_code not in (429, 503) and "Retry-After" in response.headers:
             del response.headers["Retry-After"]
         return response
 

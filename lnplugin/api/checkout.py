@@ -284,7 +284,7 @@ def state_events(public_id: str) -> Any:
     heartbeat = svc.settings.sse_heartbeat
 
     def body() -> Iterator[bytes | LiveTail]:
-        yield state_message(head, state)
+        yield state_message(state)
         if state in FINAL_STATES:
             return
         yield from live(sub, head, heartbeat)

@@ -492,9 +492,14 @@ class Health(BaseModel):
     status: str
     version: str
     node: str
-    follower: dict[str, Any]
+    follower: dict[str, Any] = Field(
+        description="`connection` only, unless the request carries a valid token or the "
+        "status key; then also cursor, head, lag, outgoing and last_error"
+    )
     nwc: dict[str, Any] | None = Field(
-        default=None, description="with --nwc-relay: each relay's state, the notification backlog"
+        default=None,
+        description="with --nwc-relay, and a valid token or the status key: each relay's "
+        "state, the notification backlog",
     )
 
 

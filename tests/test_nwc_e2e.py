@@ -441,10 +441,7 @@ def test_a_payment_while_lnplugin_is_down_is_notified_after_its_restart(
         with e2e.Server(data, "--nwc-relay", relay.url) as again:
             paid = listener.next(23197)["body"]["notification"]
             backlog = e2e.wait_for(
-                lambda: (
-                    again.request("GET", "/health").json()["nwc"]["notification_backlog"] == 0
-                    or None
-                ),
+                lambda: again.health()["nwc"]["notification_backlog"] == 0 or None,
                 "the backlog to drain",
             )
     finally:

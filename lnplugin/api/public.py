@@ -18,8 +18,10 @@ apps holding a token, so they:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -72,6 +74,21 @@ def public_url() -> str:
     return str(url)
 
 
+def wallets_accept(public_url: str) -> bool:
+    """Whether LNURL wallets take links under `public_url`: https://, or
+    http:// on a .onion (LUD-01), or on this machine (trying it out)."""
+    parts = urllib.parse.urlsplit(public_url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower()
+    if host.endswith(".onion") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -> Any:
     """LUD-06's error object. LUD-01 tells wallets to read the body whatever
     the status, so the status is only for people and logs."""
@@ -119,6 +136,12 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     if not settings.public_url:
         log.info("Lightning Addresses and LNURL-pay are off: %s", NO_PUBLIC_URL)
+    elif not wallets_accept(settings.public_url):
+        log.warning(
+            "--public-url %s is http:// on a public host: wallets expect LNURL links over "
+            "https:// (LUD-01; http:// only for .onion), so put TLS in front of lnplugin",
+            settings.public_url,
+        )
 
     # Registered before the limiter's own hook, so it runs after it (Flask
     # runs these in reverse): flask-limiter puts Retry-After on every limited

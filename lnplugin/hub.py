@@ -75,10 +75,15 @@ STATE_OF_EVENT = {
 }
 
 
-def state_message(seq: int, state: str) -> bytes:
+def state_message(state: str) -> bytes:
     """A state-only SSE message (the public checkout stream): the new state
-    and nothing else of the invoice, so a payer's page learns no metadata."""
-    return f'id: {seq}\nevent: state\ndata: {{"state":"{state}"}}\n\n'.encode()
+    and nothing else of the invoice, so a payer's page learns no metadata.
+
+    Its id is the state, not the outbox's sequence number: that number counts
+    every event of every invoice, and would tell anyone holding a payment
+    page how busy the node is. The stream needs no more (a reconnect gets
+    the current state; after a final one, 204)."""
+    return f'id: {state.lower()}\nevent: state\ndata: {{"state":"{state}"}}\n\n'.encode()
 
 
 @dataclass(frozen=True)
@@ -383,7 +388,7 @@ class EventHub:
                     if type_ not in STATE_OF_EVENT:
                         continue
                     if public is None:
-                        public = state_message(seq, STATE_OF_EVENT[type_])
+                        public = state_message(STATE_OF_EVENT[type_])
                     msg = public
                 if sub.loop is not None:
                     batches.setdefault(sub.loop, []).append((sub, seq, type_, msg))

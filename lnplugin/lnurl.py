@@ -90,8 +90,9 @@ def parse_payer_data(raw: str, requested: dict[str, Any]) -> dict[str, Any]:
     """The `payerdata` query parameter as an object, checked against what the
     address asked for (LUD-18): mandatory kinds present, known kinds well-formed.
 
-    Kinds the address did not ask for are kept (the hash covers the text as
-    received) but never stored as payer fields. When the address asks for
+    Kinds the address did not ask for are neither checked nor refused (LUD-18:
+    the service "MUST still append everything as received"; the hash covers
+    the text as received) and never stored as payer fields. When the address asks for
     `auth`, a given `auth` must carry a valid LUD-04 signature of its `k1`
     (`check_auth`); whether that k1 was issued, and is unused, is the
     caller's to check against the store.
@@ -111,7 +112,7 @@ def parse_payer_data(raw: str, requested: dict[str, Any]) -> dict[str, Any]:
         check_auth(data["auth"])
     for kind in TEXT_KINDS:
         value = data.get(kind)
-        if value is None:
+        if value is None or kind not in requested:  # not asked for: appended as received
             continue
         if not isinstance(value, str) or len(value) > 320:
             raise PayerDataError(f"payerdata.{kind} must be text of at most 320 characters")

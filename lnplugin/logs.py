@@ -36,6 +36,12 @@ class JsonFormatter(logging.Formatter):
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Libraries whose debug lines are wire traffic: request lines with a relay's
+# or a webhook receiver's query (tokens included) and Authorization headers.
+# lnplugin's own debug lines never carry secrets; these would, so they stay at
+# INFO and above whatever --log-level says.
+WIRE_LOGGERS = ("websockets", "urllib3")
+
 
 def setup(level: str, fmt: str = "text") -> None:
     """Configure the root logger once for `lnplugin serve` (replacing earlier handlers)."""
@@ -46,3 +52,5 @@ def setup(level: str, fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))

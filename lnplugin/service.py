@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,9 +60,18 @@ def served_kind(data_dir: Path) -> str | None:
     return fields[1] if len(fields) > 1 else None
 
 
-def serving_url(data_dir: Path) -> str | None:
-    """The local URL of the server that serves `data_dir` now, from its lock
-    file; None when no live process serves it (or one that did not say where).
+@dataclass(frozen=True)
+class Serving:
+    """What the data dir's lock file says of the live server: where it
+    listens, and the key that shows the operator's `/health`."""
+
+    url: str
+    status_key: str | None
+
+
+def serving(data_dir: Path) -> Serving | None:
+    """The server that serves `data_dir` now, from its lock file; None when no
+    live process serves it (or one that did not say where).
 
     Why: `lnplugin status` would otherwise ask whatever answers on the
     default port, which may be another data dir's server. A process is taken
@@ -69,16 +79,16 @@ def serving_url(data_dir: Path) -> str | None:
     try:
         fields = (Path(data_dir) / LOCK_FILE).read_text().split()
         pid = int(fields[0])
-        url = fields[2]
+        found = Serving(fields[2], fields[3] if len(fields) > 3 else None)
     except (OSError, ValueError, IndexError):
         return None
     try:
         os.kill(pid, 0)
     except PermissionError:
-        return url
+        return found
     except OSError:
         return None
-    return url
+    return found
 
 
 def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:
@@ -139,6 +149,10 @@ class Service:
     _info_lock: threading.Lock = field(default_factory=threading.Lock)
     _aliases: dict[str, str | None] = field(default_factory=dict)
     _lock: TextIO | None = None
+    # Lets `lnplugin status` see the operator's /health (api/info.py): written
+    # to the data dir's lock file (0600) by `announce`, so only the user that
+    # can read the data dir has it.
+    status_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @classmethod
     def build(cls, settings: Settings, node: Node | None = None) -> Service:
@@ -260,7 +274,7 @@ class Service:
         try:
             self._lock.seek(0)
             self._lock.truncate()
-            self._lock.write(f"{os.getpid()} {self.settings.node} {url}\n")
+            self._lock.write(f"{os.getpid()} {self.settings.node} {url} {self.status_key}\n")
             self._lock.flush()
         except OSError as exc:
             log.warning("cannot note the listening URL in the data dir's lock file: %s", exc)

@@ -180,6 +180,17 @@ class Server:
             headers.setdefault("Authorization", f"Bearer {token or self.token}")
         return self.session.request(method, self.url + path, headers=headers, timeout=10, **kw)
 
+    def health(self) -> Any:
+        """`GET /health` as its operator sees it (the follower's position, NWC),
+        with the status key from the data dir's lock file, as `lnplugin status`
+        reads it: a restarted server prints no token to send instead."""
+        from lnplugin.api.info import STATUS_KEY_HEADER
+        from lnplugin.service import serving
+
+        found = serving(self.data_dir)
+        assert found is not None and found.status_key, "the server noted no status key"
+        return self.request("GET", "/health", headers={STATUS_KEY_HEADER: found.status_key}).json()
+
     def __enter__(self) -> Server:
         return self.start()
 

@@ -133,6 +133,25 @@ def test_health_needs_no_token(client):
     assert r.get_json()["status"] == "ok"
 
 
+def test_open_health_says_only_whether_it_runs_and_follows(client, service, make_token):
+    # The follower's position counts settlements: not for whoever reaches the port.
+    shown = client.get("/health").get_json()
+    assert shown["follower"] == {"connection": shown["follower"]["connection"]}
+    for headers in (
+        {"Authorization": "Bearer lnp_not-a-token"},  # not refused: the open answer
+        {"X-Lnplugin-Status-Key": "wrong"},
+    ):
+        reply = client.get("/health", headers=headers)
+        assert reply.status_code == 200 and reply.get_json() == shown
+    # The operator's view: a token of any scope, or the data dir's status key.
+    for headers in (
+        {"Authorization": f"Bearer {make_token('metrics:read')}"},
+        {"X-Lnplugin-Status-Key": service.status_key},
+    ):
+        follower = client.get("/health", headers=headers).get_json()["follower"]
+        assert {"connection", "cursor", "head", "lag", "outgoing", "last_error"} == set(follower)
+
+
 def test_unknown_route_gets_json_404(client, admin):
     assert_alby_error(client.get("/nope"), 404)
     assert_alby_error(client.get("/invoices/a/b/c", headers=admin), 404)

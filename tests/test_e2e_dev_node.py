@@ -231,6 +231,8 @@ def test_status_asks_the_server_of_its_own_data_dir_not_whatever_has_the_port(
             reply = json.loads(cli(server.data_dir, "status"))
             assert reply["server"] == "running"
             assert reply["url"] == f"{server.url}/health"
+            # With the data dir's status key: the operator's view, no token needed.
+            assert "cursor" in reply["follower"] and "lag" in reply["follower"]
         # With a stopped, the port given is one where b answers: a's store is
         # reported as not running, not b's server as a's.
         a.stop()

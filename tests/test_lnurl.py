@@ -181,3 +181,21 @@ def test_the_rate_limit_storage_does_not_start_a_thread_per_request() -> None:
     storage.incr("short", expiry=0.05)
     time.sleep(0.1)
     assert storage.get("short") == 0  # an expired counter reads as reset
+
+
+@pytest.mark.parametrize(
+    ("public_url", "accepted"),
+    [
+        ("https://pay.example.com", True),
+        ("http://abcdefghijklmnop.onion", True),  # LUD-01: http:// only for onion links
+        ("http://127.0.0.1:8080", True),  # trying it on this machine
+        ("http://localhost:8080", True),
+        ("http://[::1]:8080", True),
+        ("http://pay.example.com", False),
+        ("http://203.0.113.7", False),
+    ],
+)
+def test_wallets_take_lnurl_links_over_https_or_onion_only(public_url: str, accepted: bool) -> None:
+    from lnplugin.api.public import wallets_accept
+
+    assert wallets_accept(public_url) is accepted

@@ -36,7 +36,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     public = f"http://127.0.0.1:{port}"
     data = tmp_path_factory.mktemp("lnurl") / "data"
-    args = ("--public-url", public, "--port", str(port), "--rate-limit", "1000/minute")
+    args = (
+        "--public-url", public, "--port", str(port),
+        "--rate-limit", "1000/minute", "--rate-limit-callback", "1000/minute",
+    )  # fmt: skip
     with Server(data, *args) as srv:
         # `--port 0` comes first in Server's arguments; a later --port wins.
         assert srv.url == public
@@ -91,6 +94,7 @@ def test_an_lnurl_client_pays_an_address_and_verifies_it(
     ).json()
     action = lnurl_client.LnurlPayActionResponse(**reply)
     assert reply["routes"] == []
+    assert reply["disposable"] is False  # LUD-11: an address is kept and paid again
     assert reply["successAction"] == {"tag": "message", "message": "Thanks!"}
 
     invoice = reference.decode(action.pr)
@@ -204,12 +208,43 @@ def test_callback_errors_have_lud06_shape_and_say_why(
         reply = _public(server, path)
         assert reply.status_code == 404
         assert reply.json() == {"status": "ERROR", "reason": "No Lightning Address 'nobody' here"}
+    # Waiting mends none of these: no Retry-After (the limiter's 429 has one).
+    assert "Retry-After" not in _public(server, callback, amount=1).headers
+    # No route matched, or not for this method: still LUD-06's shape, not the API's.
+    for method, path in (
+        ("GET", "/.well-known/lnurlp/"),
+        ("GET", "/lnurlp/alice/callback/extra"),
+        ("POST", "/.well-known/lnurlp/alice"),
+        ("PUT", "/lnurlp/alice/callback"),
+    ):
+        reply = requests.request(method, server.url + path, timeout=10)
+        assert reply.status_code in (404, 405), (method, path)
+        assert reply.json()["status"] == "ERROR", (method, path, reply.text)
+    page = requests.put(server.url + "/pay/address/alice", timeout=10)
+    assert page.status_code == 405 and page.headers["Content-Type"].startswith("text/html")
     # Verify answers only for invoices minted through an address.
     api_invoice = server.request("POST", "/invoices", json={"amount": 5}).json()
     for target in (api_invoice["payment_hash"], "0" * 64, "not-a-hash"):
         reply = _public(server, f"/lnurlp/verify/{target}")
         assert reply.status_code == 404
         assert reply.json() == {"status": "ERROR", "reason": "Not found"}
+
+
+def test_payer_data_the_address_did_not_ask_for_is_hashed_as_sent_not_refused_or_kept(
+    server: Server, alice: dict[str, Any]
+) -> None:
+    # alice asks for name and email; LUD-18: the rest is appended as received.
+    payer_text = json.dumps({"name": "Bob", "pubkey": "zz", "foo": [1, 2]})
+    reply = _public(server, "/lnurlp/alice/callback", amount=2000, payerdata=payer_text)
+    assert reply.status_code == 200, reply.text
+    invoice = reference.decode(reply.json()["pr"])
+    metadata_text = _public(server, "/.well-known/lnurlp/alice").json()["metadata"]
+    expected = hashlib.sha256((metadata_text + payer_text).encode()).hexdigest()
+    assert invoice.description_hash == expected
+    stored = server.request("GET", f"/invoices/{invoice.payment_hash}").json()
+    assert stored["payer_name"] == "Bob"
+    assert stored["payer_pubkey"] is None  # not asked for: not a payer field
+    assert stored["metadata"]["payerdata"]["foo"] == [1, 2]  # kept as received
 
 
 def test_a_payer_signs_the_auth_k1_and_each_k1_pays_once(server: Server) -> None:

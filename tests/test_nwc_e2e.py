@@ -253,6 +253,27 @@ def test_an_app_makes_an_invoice_hears_it_paid_looks_it_up_and_lists_it(
     assert made.payment_hash in [t.payment_hash for t in listed]
 
 
+def test_relay_credentials_in_its_url_reach_no_log_and_no_status(home: Path, relay: Relay) -> None:
+    secret_url = relay.url.replace("ws://", "ws://relayuser:RELAYPASS@") + "/?auth=RELAYTOKEN"
+    env = {"LNPLUGIN_LOG_LEVEL": "debug"}
+    with e2e.Server(home / "creds", "--nwc-relay", secret_url, env=env) as srv:
+        state = e2e.wait_for(
+            lambda: (
+                (h := srv.request("GET", "/health").json())["nwc"]["relays"][0]["state"]
+                == "connected"
+                and h
+            ),
+            "the relay to connect",
+        )
+        shown = [srv.request("GET", "/health").text, srv.request("GET", "/info").text]
+        assert state["nwc"]["relays"][0]["url"] == relay.url + "/"
+    assert srv.proc is not None and srv.proc.stderr is not None
+    log = srv.proc.stderr.read()
+    assert "connected" in log  # the log does name the relay
+    for text in (*shown, log):
+        assert "RELAYPASS" not in text and "RELAYTOKEN" not in text
+
+
 def test_list_transactions_honours_every_filter(server: e2e.Server, relay: Relay) -> None:
     uri = connect_app(server, relay, "invoices:create", "invoices:read", label="lister")
     start = int(time.time())
@@ -420,10 +441,7 @@ def test_a_payment_while_lnplugin_is_down_is_notified_after_its_restart(
         with e2e.Server(data, "--nwc-relay", relay.url) as again:
             paid = listener.next(23197)["body"]["notification"]
             backlog = e2e.wait_for(
-                lambda: (
-                    again.request("GET", "/health").json()["nwc"]["notification_backlog"] == 0
-                    or None
-                ),
+                lambda: again.health()["nwc"]["notification_backlog"] == 0 or None,
                 "the backlog to drain",
             )
     finally:

@@ -50,7 +50,7 @@ def gate(relay: Relay) -> Iterator[Gate]:
 
 
 def nwc(server: e2e.Server) -> dict[str, Any]:
-    return dict(server.request("GET", "/health").json()["nwc"])
+    return dict(server.health()["nwc"])
 
 
 def connected(server: e2e.Server) -> bool:

@@ -106,6 +106,16 @@ def test_commands_that_read_the_store_refuse_a_data_dir_without_one(tmp: Path, a
     assert not (tmp / "mistyped").exists()  # nothing left behind
 
 
+def test_export_over_an_existing_loose_file_makes_it_private(tmp: Path):
+    data = tmp / "data"
+    _real_store(data)
+    out = tmp / "invoices.csv"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    e2e.cli(data, "export", "-o", str(out))
+    assert _mode(out) == 0o600 and out.read_text().startswith("identifier,")
+
+
 def test_export_to_a_directory_that_does_not_exist_is_one_line(tmp: Path):
     data = tmp / "data"
     _real_store(data)
@@ -256,6 +266,9 @@ def test_loose_files_are_tightened_and_a_loose_dir_is_warned_about(tmp: Path):
     os.chmod(data / "lnplugin.sqlite", 0o644)
     with Server(data) as server:
         assert _mode(data / "lnplugin.sqlite") == 0o600
+    os.chmod(data / "node.key", 0o644)  # as a copy restored without care would be
+    with Server(data) as server:
+        assert _mode(data / "node.key") == 0o600
         assert _mode(data) == 0o755  # an operator's dir is not chmod'ed ...
     assert server.proc is not None and server.proc.stderr is not None
     assert "readable by group or others" in server.proc.stderr.read()  # ... but warned about

@@ -91,6 +91,9 @@ def create_app(service: Service) -> Flask:
     app.register_blueprint(lnurlp.mint_bp)
     app.register_blueprint(checkout.bp)
     app.register_blueprint(checkout.mint_bp)
+    for prefix in lnurlp.PREFIXES:
+        errors.shape_for_prefix(app, prefix, public.lnurl_http_error)
+    errors.shape_for_prefix(app, checkout.PREFIX, checkout.page_http_error)
     if service.node.has_feature(Feature.DEV_PAYMENTS):
         app.register_blueprint(dev.bp)
     metrics.register(app, service)

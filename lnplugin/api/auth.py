@@ -28,6 +28,11 @@ def _presented_token() -> str | None:
     return request.headers.get("X-Api-Key") or None
 
 
+def presents_token() -> bool:
+    """Whether the request carries a token at all (valid or not)."""
+    return _presented_token() is not None
+
+
 # Routes that accept `?ticket=` (see `lnplugin.api.tickets`) instead of a token:
 # the event streams, which a browser's EventSource opens without headers.
 TICKET_ENDPOINTS = frozenset({"events.all_events", "events.invoice_events"})

@@ -72,6 +72,8 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/pay/static",
 )
+# Where the pages live: a browser's 404 or 405 there gets the error page too.
+PREFIX = "/pay/"
 # The address form's POST mints on the node: the callback's limit.
 mint_bp = Blueprint("checkout_mint", __name__, template_folder="templates")
 
@@ -98,6 +100,18 @@ def _error_page(code: int, message: str, headers: dict[str, str] | None = None) 
     return response
 
 
+def page_http_error(exc: HTTPException) -> Response:
+    """An HTTP error (404, 405, the limiter's 429) as the pages' error page."""
+    code = exc.code or 500
+    headers = {
+        k: v
+        for k, v in exc.get_response().headers.items()
+        if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+    }
+    message = "Slow down, and try again in a minute." if code == 429 else exc.description
+    return _error_page(code, message or exc.name, headers)
+
+
 def _html_errors(blueprint: Blueprint) -> None:
     """Payers open these routes in a browser, so errors are a short page
     (with the same status and Retry-After) rather than the API's JSON."""
@@ -106,16 +120,7 @@ def _html_errors(blueprint: Blueprint) -> None:
     def _api_error(exc: APIError) -> Response:
         return _error_page(exc.code, exc.message, exc.headers)
 
-    @blueprint.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Response:
-        code = exc.code or 500
-        headers = {
-            k: v
-            for k, v in exc.get_response().headers.items()
-            if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
-        }
-        message = "Slow down, and try again in a minute." if code == 429 else exc.description
-        return _error_page(code, message or exc.name, headers)
+    blueprint.register_error_handler(HTTPException, page_http_error)
 
     @blueprint.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:  # a busy store's 503, a 500: as a page too
@@ -279,7 +284,7 @@ def state_events(public_id: str) -> Any:
     heartbeat = svc.settings.sse_heartbeat
 
     def body() -> Iterator[bytes | LiveTail]:
-        yield state_message(head, state)
+        yield state_message(state)
         if state in FINAL_STATES:
             return
         yield from live(sub, head, heartbeat)

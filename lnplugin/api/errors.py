@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -84,6 +85,20 @@ def as_api_error(exc: Exception) -> APIError:
     return APIError(500, "Internal error")
 
 
+_SHAPES = "lnplugin_error_shapes"
+
+
+def shape_for_prefix(app: Flask, prefix: str, handler: Callable[[HTTPException], Any]) -> None:
+    """Answer errors under `prefix` that no route was matched for (404, and
+    405 for a method its route does not take) with `handler`.
+
+    Why: LNURL's and the checkout pages' blueprints answer their errors in
+    shapes of their own, but Flask knows no blueprint for a request that
+    matched no route, so their handlers never see those; a wallet or a
+    browser there would get the API's JSON instead."""
+    app.extensions.setdefault(_SHAPES, []).append((prefix, handler))
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Any:
@@ -93,6 +108,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
+        if request.url_rule is None:  # routing found nothing (404) or not this method (405)
+            for prefix, handler in app.extensions.get(_SHAPES, ()):
+                if request.path.startswith(prefix):
+                    return handler(exc)
         code = exc.code or 500
         messages = {
             404: "Not found",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from lnplugin import __version__
 from lnplugin.api import context
-from lnplugin.api.auth import require
+from lnplugin.api.auth import current_token, presents_token, require
+from lnplugin.api.errors import APIError
 
 bp = Blueprint("info", __name__)
 
@@ -41,11 +43,26 @@ def info() -> Any:
     return body
 
 
+STATUS_KEY_HEADER = "X-Lnplugin-Status-Key"
+
+
 @bp.get("/health")
 def health() -> Any:
-    """No secrets here, so monitors and `lnplugin status` need no token."""
+    """Open, for monitors: whether it runs and whether it follows the node.
+
+    The rest (the follower's position, which counts settlements; its last
+    error; the NWC relays) is for the operator, not for anyone who can reach
+    the port: shown with a valid token of any scope, or with the status key
+    `lnplugin status` reads from the data dir's lock file."""
     svc = context.service()
     status = svc.follower.status.as_dict()
+    if not _operator():
+        return {
+            "status": "ok",
+            "version": __version__,
+            "node": svc.settings.node,
+            "follower": {"connection": status["connection"]},
+        }
     return {
         "status": "ok",
         "version": __version__,
@@ -55,3 +72,17 @@ def health() -> Any:
         },
         **({"nwc": svc.nwc.status()} if svc.nwc is not None else {}),
     }
+
+
+def _operator() -> bool:
+    """The request carries the status key, or a token that is valid now."""
+    key = request.headers.get(STATUS_KEY_HEADER)
+    if key is not None:
+        return hmac.compare_digest(key.encode(), context.service().status_key.encode())
+    if not presents_token():
+        return False
+    try:
+        current_token()
+    except APIError:  # invalid, revoked, over its limit: the open answer, not an error
+        return False
+    return True

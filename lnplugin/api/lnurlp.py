@@ -32,6 +32,8 @@ from lnplugin.store.models import StoredInvoice
 bp = Blueprint("lnurlp", __name__)
 # The callback, which mints: a limit of its own.
 mint_bp = Blueprint("lnurlp_callback", __name__)
+# Where its routes live: a wallet's 404 or 405 there is answered in LUD-06's shape too.
+PREFIXES = ("/.well-known/lnurlp/", "/.well-known/keysend/", "/lnurlp/")
 public.lnurl_errors(bp)
 public.lnurl_errors(mint_bp)
 
@@ -83,6 +85,8 @@ def callback(username: str) -> Any:
     body: dict[str, Any] = {
         "pr": stored.payment_request,
         "routes": [],
+        # LUD-11: an address is meant to be kept and paid again.
+        "disposable": False,
         "verify": lnurl.verify_url(base, stored.payment_hash),
     }
     if row.success_message:
@@ -155,6 +159,7 @@ def mint(
     except invoicing.InvoicingError as exc:
         raise APIError(502, exc.message) from None
 
+    asked = {k: v for k, v in payer.items() if k in row.payer_data_request}
     fields = invoicing.node_fields(minted, hold=False, source="lnurl")
     fields.update(
         {
@@ -162,9 +167,11 @@ def mint(
             "description_hash": digest,
             "comment": comment,
             "metadata": json.dumps({"payerdata": payer}) if payer else None,
-            "payer_name": payer.get("name"),
-            "payer_email": payer.get("email"),
-            "payer_pubkey": payer["pubkey"].lower() if payer.get("pubkey") else None,
+            # Only the kinds the address asked for become payer fields (LUD-18:
+            # the rest is kept as received, in `metadata`, and hashed).
+            "payer_name": asked.get("name"),
+            "payer_email": asked.get("email"),
+            "payer_pubkey": asked["pubkey"].lower() if asked.get("pubkey") else None,
             "webhook_url": row.webhook_url,
             "lightning_address": row.username,
         }

@@ -658,16 +658,6 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
     }
     default = _content(op.error_model, op.error_content_type)
     description = "any other error, same shape (e.g. 405, 500)"
-    if (op.error_model, op.error_content_type) != ("Error", "application/json"):
-        # A method the route does not take is refused by routing, before the
-        # route (and so its own error shape) is known: Alby's shape, as JSON.
-        alby = _content("Error", "application/json")["application/json"]["schema"]
-        own = default.get("application/json")
-        default["application/json"] = {"schema": {"oneOf": [own["schema"], alby]} if own else alby}
-        description = (
-            "any other error (e.g. 500), same shape; a method the route does not take "
-            "(405) in Alby's Error shape"
-        )
     responses["default"] = {"description": description, "content": default}
     doc = (view.__doc__ or "").strip()
     operation: dict[str, Any] = {

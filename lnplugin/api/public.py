@@ -18,8 +18,10 @@ apps holding a token, so they:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -72,6 +74,21 @@ def public_url() -> str:
     return str(url)
 
 
+def wallets_accept(public_url: str) -> bool:
+    """Whether LNURL wallets take links under `public_url`: https://, or
+    http:// on a .onion (LUD-01), or on this machine (trying it out)."""
+    parts = urllib.parse.urlsplit(public_url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower()
+    if host.endswith(".onion") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -> Any:
     """LUD-06's error object. LUD-01 tells wallets to read the body whatever
     the status, so the status is only for people and logs."""
@@ -79,6 +96,18 @@ def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -
     response.status_code = code
     response.headers.update(headers or {})
     return response
+
+
+def lnurl_http_error(exc: HTTPException) -> Any:
+    """An HTTP error (404, 405, the limiter's 429) in LUD-06's shape."""
+    code = exc.code or 500
+    headers = {
+        k: v
+        for k, v in exc.get_response().headers.items()
+        if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+    }
+    reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
+    return lnurl_error(code, reason, headers)
 
 
 def lnurl_errors(bp: Blueprint) -> None:
@@ -92,16 +121,7 @@ def lnurl_errors(bp: Blueprint) -> None:
             reason += ": " + "; ".join(f"{k} {v}" for k, v in exc.errors.items())
         return lnurl_error(exc.code, reason, exc.headers)
 
-    @bp.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Any:
-        code = exc.code or 500
-        headers = {
-            k: v
-            for k, v in exc.get_response().headers.items()
-            if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
-        }
-        reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
-        return lnurl_error(code, reason, headers)
+    bp.register_error_handler(HTTPException, lnurl_http_error)
 
     @bp.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:  # a busy store's 503, a 500: in LUD-06's shape too
@@ -116,14 +136,21 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     if not settings.public_url:
         log.info("Lightning Addresses and LNURL-pay are off: %s", NO_PUBLIC_URL)
+    elif not wallets_accept(settings.public_url):
+        log.warning(
+            "--public-url %s is http:// on a public host: wallets expect LNURL links over "
+            "https:// (LUD-01; http:// only for .onion), so put TLS in front of lnplugin",
+            settings.public_url,
+        )
 
     # Registered before the limiter's own hook, so it runs after it (Flask
     # runs these in reverse): flask-limiter puts Retry-After on every limited
-    # response, but on a success it would tell a client to wait for nothing.
-    # Errors keep theirs (a 503 sets its own).
+    # response, but on a success, or on an error that waiting does not mend
+    # (a bad amount, an unknown name), it would tell a client to wait for
+    # nothing. The limiter's 429 keeps it, and a 503 has its own.
     @app.after_request
-    def _no_retry_after_on_success(response: Response) -> Response:
-        if response.status_code < 400 and "Retry-After" in response.headers:
+    def _retry_after_only_when_waiting_helps(response: Response) -> Response:
+        if response.status_code not in (429, 503) and "Retry-After" in response.headers:
             del response.headers["Retry-After"]
         return response
 

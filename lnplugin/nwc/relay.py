@@ -28,6 +28,7 @@ import secrets
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -87,8 +88,24 @@ def _ack_now(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
+def shown_url(url: str) -> str:
+    """`url` as logs and status show it: without the credentials a relay URL
+    may carry (`user:password@`, an auth token in the query), which must not
+    reach a log or the public `/health`."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 class Relay:
-    """States: "connecting", "connected", "disconnected" (waiting to retry), "stopped"."""
+    """States: "connecting", "connected", "disconnected" (waiting to retry), "stopped".
+
+    `url` is the one to connect to; `name` (`shown_url`) the one to show."""
 
     def __init__(
         self,
@@ -98,6 +115,7 @@ class Relay:
         on_connect: Callable[[Relay], None],
     ) -> None:
         self.url = url
+        self.name = shown_url(url)
         self._on_event = on_event
         self._subscription = subscription
         self._on_connect = on_connect
@@ -130,7 +148,7 @@ class Relay:
         return max(0.0, self._throttled_until - time.monotonic())
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"lnplugin-nwc {self.url}")
+        self._thread = threading.Thread(target=self._run, name=f"lnplugin-nwc {self.name}")
         self._thread.daemon = True
         self._thread.start()
 
@@ -243,13 +261,14 @@ class Relay:
                     self.connects += 1
                     self.last_error = None
                     connected_at = time.monotonic()
-                    log.info("nwc relay %s connected", self.url)
+                    log.info("nwc relay %s connected", self.name)
                     # Off this thread: on_connect publishes and waits for acks
                     # that only this thread's reads can deliver.
                     threading.Thread(target=self._on_connect, args=(self,), daemon=True).start()
                     self._read(ws)
             except (WebSocketException, OSError, TimeoutError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                # Connection errors may quote the URL, credentials and all.
+                self.last_error = f"{type(exc).__name__}: {exc}".replace(self.url, self.name)
             finally:
                 self._ws = None
                 self._unacked()
@@ -262,7 +281,7 @@ class Relay:
             attempt += 1
             log.warning(
                 "nwc relay %s disconnected (%s); retrying in %.1fs",
-                self.url,
+                self.name,
                 self.last_error,
                 delay,
             )
@@ -290,13 +309,13 @@ class Relay:
             if not isinstance(msg, list) or not msg:
                 continue
             if msg[0] == "EVENT" and len(msg) >= 3 and isinstance(msg[2], dict):
-                self._on_event(self.url, msg[2])
+                self._on_event(self.name, msg[2])
             elif msg[0] == "OK" and len(msg) >= 3:
                 self._ok(ws, str(msg[1]), msg[2] is True, msg[3] if len(msg) > 3 else "")
             elif msg[0] == "CLOSED" and len(msg) >= 2 and msg[1] == self._sub_id:
                 self._closed(ws, msg[2] if len(msg) > 2 else "")
             elif msg[0] == "NOTICE":
-                log.info("nwc relay %s notice: %s", self.url, str(msg[1:])[:200])
+                log.info("nwc relay %s notice: %s", self.name, str(msg[1:])[:200])
 
     def _ok(self, ws: ClientConnection, event_id: str, accepted: bool, message: object) -> None:
         limited = not accepted and rate_limited(message)
@@ -312,7 +331,7 @@ class Relay:
                 self._throttled_until = now + self._throttle
                 log.warning(
                     "nwc relay %s is rate-limiting us (%s); holding back %.0fs",
-                    self.url,
+                    self.name,
                     str(message)[:100],
                     self._throttle,
                 )
@@ -345,7 +364,7 @@ class Relay:
         delay = THROTTLE_MAX / 4 if rate_limited(message) else BACKOFF_FIRST * 4
         log.warning(
             "nwc relay %s closed our subscription (%s); asking again in %.0fs",
-            self.url,
+            self.name,
             str(message)[:100],
             delay,
         )

@@ -147,7 +147,7 @@ class NwcWorker:
             "pubkey": self.pubkey if self.keys else None,
             "relays": [
                 {
-                    "url": r.url,
+                    "url": r.name,  # never its credentials: /health is public
                     "state": r.state,
                     "connects": r.connects,
                     "last_error": r.last_error,
@@ -191,7 +191,7 @@ class NwcWorker:
         if len(taken) < len(built):
             log.warning(
                 "nwc relay %s did not take %d of %d info events",
-                relay.url,
+                relay.name,
                 len(built) - len(taken),
                 len(built),
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -325,17 +326,20 @@ def status(**flags: Any) -> None:
     """
     import requests
 
-    from lnplugin.service import serving_url
+    from lnplugin.api.info import STATUS_KEY_HEADER
+    from lnplugin.service import serving
     from lnplugin.store import Store, cursors, invoices
 
     settings = settings_from(flags)
-    served = serving_url(settings.data_dir)
-    url = f"{served or settings.listen_url}/health"
+    served = serving(settings.data_dir)
+    url = f"{served.url if served else settings.listen_url}/health"
+    # The key shows the operator's /health (the follower's position, NWC).
+    headers = {STATUS_KEY_HEADER: served.status_key} if served and served.status_key else {}
     # A local store that no live process serves: whatever answers on the
     # port belongs to another data dir, so it is not asked.
     if served is not None or not settings.db_path.is_file():
         try:
-            reply = requests.get(url, timeout=3).json()
+            reply = requests.get(url, headers=headers, timeout=3).json()
             click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
             return
         except (requests.RequestException, ValueError):
@@ -455,6 +459,10 @@ def export(
         # Payer names, emails and messages: private, like the store itself.
         try:
             fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # An existing file keeps its mode through O_CREAT: tighten it too
+            # (a regular file; not a FIFO or a device such as /dev/stdout).
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchmod(fd, 0o600)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise Unusable(f"cannot write --output {output} ({reason})") from None

@@ -31,7 +31,7 @@ import coincurve
 
 from lnplugin import bolt11
 from lnplugin.boostagram import records_from_json, records_to_json
-from lnplugin.datadir import ensure_dir, private_database
+from lnplugin.datadir import ensure_dir, private_database, private_file
 from lnplugin.nodes.base import (
     CURRENCY_BY_NETWORK,
     Feature,
@@ -106,6 +106,7 @@ def load_or_create_key(data_dir: Path) -> coincurve.PrivateKey:
     path = data_dir / KEY_FILE
     if path.exists():
         try:
+            private_file(path)  # a copy restored loose is tightened, as the store is
             return coincurve.PrivateKey(bytes.fromhex(path.read_text().strip()))
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__

@@ -267,8 +267,9 @@ class Service:
             self._lock = lock_data_dir(self.settings.data_dir, self.settings.node)
 
     def announce(self, url: str) -> None:
-        """Write where this process listens into the data dir's lock file
-        (read by `serving_url`). Best effort: `status` falls back to --port."""
+        """Write where this process listens, and its status key, into the data
+        dir's lock file (read by `serving`). Best effort: `status` falls back
+        to --port and the open answer."""
         if self._lock is None:
             return
         try:

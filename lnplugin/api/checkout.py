@@ -49,7 +49,7 @@ from werkzeug.exceptions import HTTPException
 from lnplugin import lnurl
 from lnplugin.alby import effective_state
 from lnplugin.api import context, lnurlp, public
-from lnplugin.api.errors import APIError, as_api_error
+from lnplugin.api.errors import APIError, as_api_error, passed_on_headers
 from lnplugin.api.events import admit, live, respond
 from lnplugin.fiat import format_minor
 from lnplugin.hub import (
@@ -103,11 +103,7 @@ def _error_page(code: int, message: str, headers: dict[str, str] | None = None) 
 def page_http_error(exc: HTTPException) -> Response:
     """An HTTP error (404, 405, the limiter's 429) as the pages' error page."""
     code = exc.code or 500
-    headers = {
-        k: v
-        for k, v in exc.get_response().headers.items()
-        if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
-    }
+    headers = passed_on_headers(exc)
     message = "Slow down, and try again in a minute." if code == 429 else exc.description
     return _error_page(code, message or exc.name, headers)
 

@@ -85,6 +85,16 @@ def as_api_error(exc: Exception) -> APIError:
     return APIError(500, "Internal error")
 
 
+def passed_on_headers(exc: HTTPException) -> dict[str, str]:
+    """The headers of werkzeug's or the limiter's error worth keeping when it
+    is answered in another shape: when to retry, what is allowed, the limits."""
+    return {
+        k: v
+        for k, v in exc.get_response().headers.items()
+        if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
+    }
+
+
 _SHAPES = "lnplugin_error_shapes"
 
 

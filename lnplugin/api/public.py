@@ -31,7 +31,7 @@ from limits.storage import MemoryStorage
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from lnplugin.api.errors import APIError, as_api_error
+from lnplugin.api.errors import APIError, as_api_error, passed_on_headers
 from lnplugin.config import Settings
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,7 @@ def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -
 def lnurl_http_error(exc: HTTPException) -> Any:
     """An HTTP error (404, 405, the limiter's 429) in LUD-06's shape."""
     code = exc.code or 500
-    headers = {
-        k: v
-        for k, v in exc.get_response().headers.items()
-        if k in ("Retry-After", "Allow") or k.startswith("X-RateLimit")
-    }
+    headers = passed_on_headers(exc)
     reason = "Too many requests, slow down" if code == 429 else (exc.description or exc.name)
     return lnurl_error(code, reason, headers)
 

@@ -157,7 +157,8 @@ def start_server(data: Path, relay_url: str) -> tuple[subprocess.Popen[str], str
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            state = requests.get(f"{url}/health", timeout=1).json()
+            # The operator's /health (with a token) has the relays' state.
+            state = requests.get(f"{url}/health", headers=_auth(token), timeout=1).json()
             if state["nwc"]["relays"][0]["state"] == "connected":
                 return proc, url, token
         except (requests.RequestException, KeyError, ValueError):
@@ -279,9 +280,14 @@ def settle_and_listen(
     return first, last
 
 
-def connects(url: str) -> int:
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def connects(url: str, token: str) -> int:
     """How often lnplugin has connected to the relay: a rise is a drop."""
-    return int(requests.get(f"{url}/health", timeout=5).json()["nwc"]["relays"][0]["connects"])
+    health = requests.get(f"{url}/health", headers=_auth(token), timeout=5).json()
+    return int(health["nwc"]["relays"][0]["connects"])
 
 
 def wait_for_info_events(url: str, wallet_keys: list[str], timeout: float = 60.0) -> None:
@@ -325,9 +331,9 @@ def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n:
     client = Client(relay.url, [23197], keys)
     # Apps that have not sent a request yet: each payment is published to
     # every connection twice (NIP-44 and NIP-04), as NIP-47 asks.
-    before = connects(url)
+    before = connects(url, token)
     first, last = settle_and_listen(client, url, token, conns, n)
-    drops = connects(url) - before
+    drops = connects(url, token) - before
     report(
         f"{conns} connections, encryption unknown (2 events each), {n} payments", first, last, drops
     )
@@ -346,9 +352,9 @@ def notifications(relay: Relay, data: Path, url: str, token: str, conns: int, n:
             break
         time.sleep(0.1)
     store.close()
-    before = connects(url)
+    before = connects(url, token)
     first, last = settle_and_listen(client, url, token, conns, n)
-    drops = connects(url) - before
+    drops = connects(url, token) - before
     report(
         f"{conns} connections, encryption known (1 event each), {n} payments", first, last, drops
     )

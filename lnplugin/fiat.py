@@ -26,6 +26,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import statistics
 import threading
 import time
@@ -44,6 +45,15 @@ MAX_RESPONSE_BYTES = 64 * 1024  # a ticker answer is a few hundred bytes
 log = logging.getLogger(__name__)
 
 MSAT_PER_BTC = 100_000_000_000
+# A bitcoin is worth more than one unit of any currency, and less than 10^13
+# of the smallest-valued ones (IRR and VND quote around 10^9 to 10^10): a
+# quote outside is a provider's error. Taken, it would price an invoice at
+# next to nothing (a huge rate) or at millions of BTC (a tiny one), and with
+# one or two providers the median would not outvote it.
+MIN_RATE, MAX_RATE = Decimal(1), Decimal(10) ** 13
+# A number as JSON writes one (no sign, no "_" separators, ASCII digits only),
+# for quotes given as strings; Decimal alone would take "62_000" and "٦٢٠٠٠".
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 # ISO 4217 minor-unit exponents. Codes not listed are refused rather than
 # guessed: a wrong exponent prices an invoice 100 times off.
@@ -141,13 +151,21 @@ class Provider:
                 node = node[int(step)]
             else:
                 raise ValueError(f"no {step!r} in the answer")
-        try:
-            rate = Decimal(str(node)) if isinstance(node, (str, Decimal, int)) else None
-        except InvalidOperation:
-            rate = None
-        if rate is None or not rate.is_finite() or rate <= 0 or isinstance(node, bool):
+        text = str(node) if isinstance(node, (str, Decimal, int)) else ""
+        if isinstance(node, bool) or not _NUMBER.fullmatch(text):
             raise ValueError(f"{node!r} is not a positive number")
+        try:
+            rate = Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"{node!r} is not a positive number") from None
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise ValueError(f"{node!r} per BTC is not a plausible rate (1 to 10^13)")
         return rate
+
+
+def rate_text(rate: Decimal) -> str:
+    """A rate as plain decimal text ("62000", never "6.2E+4"), exact."""
+    return format(rate.normalize(), "f")
 
 
 def _fill(template: str, currency: str) -> str:

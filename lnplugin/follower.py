@@ -382,6 +382,22 @@ def expire_due(store: Store, now: int | None = None) -> int:
             return count
 
 
+def cancel_reason(height: int, deadline: int, margin: int) -> str:
+    """Why lnplugin canceled a held invoice, in words that stay true when it
+    comes late (lnplugin was down while the margin passed)."""
+    left = deadline - height
+    if left > 0:
+        where = f"{left} blocks before its settle deadline {deadline}"
+    elif left == 0:
+        where = f"at its settle deadline {deadline}"
+    else:
+        where = f"{-left} blocks past its settle deadline {deadline}"
+    return (
+        f"canceled by lnplugin at block {height}, {where}: not settled or canceled "
+        f"within hold_cancel_margin ({margin} blocks) of it"
+    )
+
+
 class Follower:
     """Runs the feed and the sweeps in background threads."""
 
@@ -537,11 +553,7 @@ class Follower:
             left = row.settle_deadline - height
             if left > self.hold_cancel_margin:
                 break  # nearest deadline first
-            reason = (
-                f"canceled by lnplugin at block {height}: neither settled nor canceled "
-                f"{left} blocks before its settle deadline {row.settle_deadline} "
-                f"(hold_cancel_margin {self.hold_cancel_margin})"
-            )
+            reason = cancel_reason(height, row.settle_deadline, self.hold_cancel_margin)
             try:
                 self.cancel(row.payment_hash, reason)
             except InvoiceNotOpen:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from typing import Any
 
 from lnplugin.follower import Follower
@@ -207,12 +208,19 @@ def settle(follower: Follower, found: StoredInvoice, preimage: str) -> StoredInv
 
 
 def cancel(follower: Follower, found: StoredInvoice, reason: str) -> StoredInvoice:
-    """Cancel `found` (open or ACCEPTED) on the node; a canceled one is returned as is."""
+    """Cancel `found` (open or ACCEPTED) on the node; a canceled one is returned as is.
+
+    An expired one is final as it is (its `expired` event is, or will be, out):
+    canceling it would send `canceled` after it, for an invoice nobody could pay."""
     holder(follower.node)
     if found.state == "SETTLED":
         raise WrongState("The invoice is settled and cannot be canceled", found.state)
     if found.state == "CANCELED":
         return found
+    if found.state == "EXPIRED" or (
+        found.state == "OPEN" and found.expires_at is not None and time.time() >= found.expires_at
+    ):
+        raise WrongState("The invoice has expired; there is nothing to cancel", "EXPIRED")
     try:
         follower.cancel(found.payment_hash, reason)
     except InvoiceNotOpen as exc:

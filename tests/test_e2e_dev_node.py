@@ -242,6 +242,13 @@ def test_status_asks_the_server_of_its_own_data_dir_not_whatever_has_the_port(
         assert reply["invoices"] == {}
 
 
+def test_the_banner_says_where_it_listens_and_then_where_payers_reach_it(tmp_path: Path) -> None:
+    with Server(tmp_path / "data", "--public-url", "https://pay.example.com") as server:
+        assert server.banner[0].startswith("lnplugin dev node listening on http://127.0.0.1:")
+        assert server.banner[1] == "Payers reach it at https://pay.example.com"
+        assert server.request("GET", "/health").status_code == 200  # the printed address
+
+
 def test_under_systemd_no_token_is_printed_unless_asked(tmp_path: Path) -> None:
     # Under systemd standard output is the journal: a token printed there
     # would stay readable in the logs, so none is made, and the banner says how.

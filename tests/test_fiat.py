@@ -108,6 +108,27 @@ def test_answers_that_are_not_positive_numbers_are_ignored(tickers: list[Ticker]
         rates([t.provider(f"p{i}") for i, t in enumerate(tickers)], Clock()).rate("usd")
 
 
+@pytest.mark.parametrize(
+    "quote",
+    ["1e300", "1E+400", 10**23, "1e-300", "0.000001", "62_000", "٦٢٠٠٠", "+62000", " 62000"],
+)
+def test_a_quote_outside_what_a_bitcoin_can_be_worth_or_not_plainly_a_number_is_refused(
+    quote: object,
+) -> None:
+    # With one or two providers the median would not outvote it: 1e300 priced
+    # 100 EUR at 1 msat, 1e-300 at millions of BTC.
+    provider = fiat.parse_provider("p=http://127.0.0.1:1/x|rate")
+    with pytest.raises(ValueError):
+        provider.rate_from({"rate": quote}, "usd")
+
+
+def test_a_rate_is_shown_as_plain_decimal_text() -> None:
+    provider = fiat.parse_provider("p=http://127.0.0.1:1/x|rate")
+    rate = provider.rate_from(fiat_json({"rate": 6.2e4}), "usd")
+    assert fiat.rate_text(rate) == "62000"
+    assert fiat.rate_text(Decimal("61000.120")) == "61000.12"
+
+
 # Shapes of the presets' answers (their field names, made-up numbers).
 PRESET_ANSWERS = {
     "coinbase": {"data": {"amount": "61000.12", "base": "BTC", "currency": "USD"}},

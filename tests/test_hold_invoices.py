@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,27 @@ def test_settling_an_unpaid_hold_invoice_is_409(client, admin) -> None:
     r = client.post(f"/invoices/{payment_hash}/settle", json={"preimage": preimage}, headers=admin)
     assert r.status_code == 409
     assert "not paid yet" in r.get_json()["message"]
+
+
+def test_an_expired_invoice_is_not_canceled_after_its_expired_event(client, admin) -> None:
+    # Final as it is: a cancel would send `canceled` after `expired`.
+    made = client.post("/invoices", json={"amount": 5, "expiry": 1}, headers=admin).get_json()
+    while time.time() < made["creation_date"] + 1:  # its expiry passes (not yet swept)
+        time.sleep(0.05)
+    r = client.post(f"/invoices/{made['payment_hash']}/cancel", headers=admin)
+    assert r.status_code == 409
+    assert "expired" in r.get_json()["message"]
+
+
+def test_a_late_safety_cancel_says_when_it_came() -> None:
+    from lnplugin.follower import cancel_reason
+
+    assert cancel_reason(856, 880, 24) == (
+        "canceled by lnplugin at block 856, 24 blocks before its settle deadline 880: "
+        "not settled or canceled within hold_cancel_margin (24 blocks) of it"
+    )
+    assert "at its settle deadline 137:" in cancel_reason(137, 137, 24)
+    assert "3 blocks past its settle deadline 137:" in cancel_reason(140, 137, 24)
 
 
 def test_canceling_a_held_invoice_fails_the_payment_back(client, admin, service) -> None:

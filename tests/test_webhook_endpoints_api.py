@@ -197,12 +197,29 @@ def test_redeliver_any_outbox_event(
     reply = client.post("/invoices", json={"amount": 5}, headers=admin)
     assert reply.status_code == 201
     event_id = svc.store.conn.execute("SELECT event_id FROM events").fetchone()[0]
-    endpoint_id = _create(client, admin).get_json()["id"]
+    created = _create(client, admin, filter_types=["invoice.incoming.created"])
+    endpoint_id = created.get_json()["id"]
     path = f"/webhook_endpoints/{endpoint_id}/deliveries/{event_id}/redeliver"
     reply = client.post(path, headers=admin)
     assert reply.status_code == 202
     assert reply.get_json()["event_id"] == event_id
     assert reply.get_json()["type"] == "invoice.incoming.created"
+
+
+def test_redeliver_sends_only_what_the_endpoint_takes(
+    svc: Service, client: FlaskClient, admin: dict[str, str]
+) -> None:
+    assert client.post("/invoices", json={"amount": 5}, headers=admin).status_code == 201
+    event_id = svc.store.conn.execute("SELECT event_id FROM events").fetchone()[0]
+    settled_only = _create(client, admin, filter_types=["invoice.incoming.settled"])
+    endpoint_id = settled_only.get_json()["id"]
+    path = f"/webhook_endpoints/{endpoint_id}/deliveries/{event_id}/redeliver"
+    reply = client.post(path, headers=admin)
+    assert reply.status_code == 409
+    assert "filter_types" in reply.get_json()["message"]
+    assert (
+        client.get(f"/webhook_endpoints/{endpoint_id}/deliveries", headers=admin).get_json() == []
+    )
 
 
 def test_invoice_webhook_must_be_http_url(client: FlaskClient, admin: dict[str, str]) -> None:

@@ -123,7 +123,7 @@ def _price(body: InvoiceCreate) -> dict[str, Any]:
         "row": {
             "price_currency": currency,
             "price_amount": amount,
-            "price_rate": str(rate.value),
+            "price_rate": fiat.rate_text(rate.value),
             "price_rate_source": rate.source,
             "price_rate_at": int(rate.at),
         },

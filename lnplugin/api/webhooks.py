@@ -191,6 +191,13 @@ def test(endpoint_id: str) -> Any:
 def redeliver(endpoint_id: str, event_id: str) -> Any:
     ep = _endpoint_or_404(endpoint_id)
     with context.service().store.transaction() as tx:
+        event = events.by_event_id(tx, event_id)
+        # Sent only what the endpoint asked for, on redeliver as on fan-out.
+        if event is not None and event["type"] not in db.filter_types(ep):
+            raise APIError(
+                409,
+                f"Endpoint {endpoint_id} does not take {event['type']} events (its filter_types)",
+            )
         row = db.redeliver(tx, ep, event_id)
     if row is None:
         raise APIError(404, f"No event {event_id}")

@@ -74,10 +74,12 @@ class PluginRuntime:
                 f"cannot listen on {settings.host}:{settings.port}: {exc}"
             ) from None
         self.service, self.server = service, server
-        port = server.effective_port
-        service.announce(http_url(settings.host, port))
-        self.url = settings.public_url or http_url(settings.host, port)
-        say(f"lnplugin cln node listening on {self.url}")
+        listening = http_url(settings.host, server.effective_port)
+        service.announce(listening)
+        self.url = settings.public_url or listening
+        say(f"lnplugin cln node listening on {listening}")
+        if settings.public_url and settings.public_url != listening:
+            say(f"payers reach it at {settings.public_url}")
         # Never put a token in lightningd's log: logs are copied and shipped.
         # The operator makes one with the CLI against the same data dir.
         say(

@@ -302,10 +302,11 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
             "running on the embedded dev node: not connected to any Lightning network, "
             "payments are simulated (lnplugin dev pay / POST /dev/pay)"
         )
-    port = server.effective_port
-    service.announce(http_url(settings.host, port))
-    url = settings.public_url or http_url(settings.host, port)
-    out(f"lnplugin {settings.node} node listening on {url}")
+    listening = http_url(settings.host, server.effective_port)
+    service.announce(listening)
+    out(f"lnplugin {settings.node} node listening on {listening}")
+    if settings.public_url and settings.public_url != listening:
+        out(f"Payers reach it at {settings.public_url}")
     wanted = bootstrap_wanted(settings.bootstrap_token, os.environ)
     token = bootstrap_token(service) if wanted else None
     if token:

@@ -189,18 +189,24 @@ def test_redeliver_unknown_event_is_404(client: FlaskClient, admin: dict[str, st
     assert reply.status_code == 404
 
 
+def _redeliver_created_event(
+    svc: Service, client: FlaskClient, admin: dict[str, str], filter_types: list[str]
+) -> tuple[str, str, Any]:
+    """An invoice made before the endpoint exists; its `created` event redelivered
+    to a new endpoint taking `filter_types`: (endpoint id, event id, reply)."""
+    assert client.post("/invoices", json={"amount": 5}, headers=admin).status_code == 201
+    event_id = svc.store.conn.execute("SELECT event_id FROM events").fetchone()[0]
+    endpoint_id = _create(client, admin, filter_types=filter_types).get_json()["id"]
+    path = f"/webhook_endpoints/{endpoint_id}/deliveries/{event_id}/redeliver"
+    return endpoint_id, event_id, client.post(path, headers=admin)
+
+
 def test_redeliver_any_outbox_event(
     svc: Service, client: FlaskClient, admin: dict[str, str]
 ) -> None:
     # Events from before the endpoint existed are not sent to it, but can be
     # sent on request.
-    reply = client.post("/invoices", json={"amount": 5}, headers=admin)
-    assert reply.status_code == 201
-    event_id = svc.store.conn.execute("SELECT event_id FROM events").fetchone()[0]
-    created = _create(client, admin, filter_types=["invoice.incoming.created"])
-    endpoint_id = created.get_json()["id"]
-    path = f"/webhook_endpoints/{endpoint_id}/deliveries/{event_id}/redeliver"
-    reply = client.post(path, headers=admin)
+    _, event_id, reply = _redeliver_created_event(svc, client, admin, ["invoice.incoming.created"])
     assert reply.status_code == 202
     assert reply.get_json()["event_id"] == event_id
     assert reply.get_json()["type"] == "invoice.incoming.created"
@@ -209,17 +215,13 @@ def test_redeliver_any_outbox_event(
 def test_redeliver_sends_only_what_the_endpoint_takes(
     svc: Service, client: FlaskClient, admin: dict[str, str]
 ) -> None:
-    assert client.post("/invoices", json={"amount": 5}, headers=admin).status_code == 201
-    event_id = svc.store.conn.execute("SELECT event_id FROM events").fetchone()[0]
-    settled_only = _create(client, admin, filter_types=["invoice.incoming.settled"])
-    endpoint_id = settled_only.get_json()["id"]
-    path = f"/webhook_endpoints/{endpoint_id}/deliveries/{event_id}/redeliver"
-    reply = client.post(path, headers=admin)
+    endpoint_id, _, reply = _redeliver_created_event(
+        svc, client, admin, ["invoice.incoming.settled"]
+    )
     assert reply.status_code == 409
     assert "filter_types" in reply.get_json()["message"]
-    assert (
-        client.get(f"/webhook_endpoints/{endpoint_id}/deliveries", headers=admin).get_json() == []
-    )
+    listed = client.get(f"/webhook_endpoints/{endpoint_id}/deliveries", headers=admin)
+    assert listed.get_json() == []
 
 
 def test_invoice_webhook_must_be_http_url(client: FlaskClient, admin: dict[str, str]) -> None:

@@ -258,7 +258,7 @@ class Service:
         except NetworkMismatch as exc:
             raise StartupRefused(str(exc)) from None
         except NodePermissionDenied as exc:
-            log.warning("network check unavailable (credentials lack info:read): %s", exc)
+            log.warning("network check unavailable (credentials refused): %s", exc)
             return
         except NodeError as exc:
             log.warning("network check postponed until the node answers: %s", exc)
@@ -286,7 +286,7 @@ class Service:
                     self.on_refused(self.refused)
                 return
             except NodePermissionDenied as exc:
-                log.warning("network check unavailable (credentials lack info:read): %s", exc)
+                log.warning("network check unavailable (credentials refused): %s", exc)
                 return
             except NodeError:
                 delay = min(delay * 2, NETWORK_RECHECK_MAX)

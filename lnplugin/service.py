@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -37,6 +38,9 @@ from lnplugin.store import Store
 from lnplugin.webhooks import DeliveryWorker
 
 log = logging.getLogger(__name__)
+
+
+NETWORK_RECHECK_MAX = 5.0  # seconds between tries of a postponed network check
 
 
 class StartupRefused(Exception):
@@ -153,6 +157,12 @@ class Service:
     # to the data dir's lock file (0600) by `announce`, so only the user that
     # can read the data dir has it.
     status_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Set when a network check postponed at start (the node was down) finds
+    # the node on another network: the runner (`lnplugin serve`, the CLN
+    # plugin) is told through `on_refused` and stops, as it would have at start.
+    refused: str | None = None
+    on_refused: Callable[[str], None] | None = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, settings: Settings, node: Node | None = None) -> Service:
@@ -223,12 +233,18 @@ class Service:
     def node_info(self, max_age: float = 30.0) -> NodeInfo | None:
         """The node's info, cached; None while the node cannot tell us."""
         with self._info_lock:
-            if self._info is not None and time.time() - self._info_at < max_age:
+            fresh = time.time() - self._info_at < max_age
+            # Cached only while the follower is connected: when it is not, the
+            # node may be gone, and is asked again.
+            if self._info is not None and fresh and self.follower.status.connection == "connected":
                 return self._info
             try:
                 self._info = self.node.get_info()
                 self._info_at = time.time()
             except NodeError as exc:
+                # Not the last answer: that would show a node that is down as
+                # reachable, with the state it had before.
+                self._info = None
                 self.follower.node_errors["get_info"] += 1
                 log.debug("get_info failed: %s", exc)
             return self._info
@@ -242,12 +258,41 @@ class Service:
         except NetworkMismatch as exc:
             raise StartupRefused(str(exc)) from None
         except NodePermissionDenied as exc:
-            log.warning("network check unavailable (credentials lack info:read): %s", exc)
+            log.warning("network check unavailable (credentials refused): %s", exc)
             return
         except NodeError as exc:
-            log.warning("network check postponed, node unreachable: %s", exc)
+            log.warning("network check postponed until the node answers: %s", exc)
+            threading.Thread(
+                target=self._check_network_later, name="lnplugin-network-check", daemon=True
+            ).start()
             return
         self._info, self._info_at = info, time.time()
+
+    def _check_network_later(self) -> None:
+        """The check `start` could not make, made once the node answers.
+
+        Why: a node down at start could come up on another network, and
+        lnplugin would mint its invoices there. Asked every few seconds (the
+        node is down, so nothing can be minted meanwhile); on a mismatch the
+        runner stops, with the same one-line reason as at start."""
+        delay = 1.0
+        while not self._stopped.wait(delay):
+            try:
+                info = self.node.check_network(self.settings.effective_network)
+            except NetworkMismatch as exc:
+                self.refused = str(exc)
+                log.error("%s", exc)
+                if self.on_refused is not None:
+                    self.on_refused(self.refused)
+                return
+            except NodePermissionDenied as exc:
+                log.warning("network check unavailable (credentials refused): %s", exc)
+                return
+            except NodeError:
+                delay = min(delay * 2, NETWORK_RECHECK_MAX)
+                continue
+            log.info("network check passed: the node is on %s", info.network)
+            return
 
     def alias_of(self, pubkey: str) -> str | None:
         if pubkey not in self._aliases:
@@ -293,6 +338,7 @@ class Service:
             worker.start()
 
     def stop(self) -> None:
+        self._stopped.set()
         for worker in reversed(self.workers):
             worker.stop()
         self.follower.stop()

@@ -116,6 +116,11 @@ def test_node_down_create_503_reads_work(server: Server, sim: LndSim, api: Api) 
         assert "unreachable" in reply.json()["message"].lower()
         assert server.request("GET", f"/invoices/{created['payment_hash']}").status_code == 200
         assert server.request("GET", "/invoices/incoming").status_code == 200
+        # /info does not show the node as it was before it went away.
+        wait_for(
+            lambda: server.request("GET", "/info").json()["node"]["reachable"] is False or None,
+            "/info to see the node gone",
+        )
     finally:
         sim.start()
     # Back up: creation works again and the follower reconnects on its own.

@@ -217,9 +217,11 @@ def test_keysend_records_across_htlcs(sim: LndSim, node: LndNode) -> None:
     assert inv.custom_records[BOOST] == boost
     assert inv.custom_records[MESSAGE] == b"hello"
     assert inv.custom_records[696969] == b"\x01"
-    assert hashlib.sha256(inv.custom_records[KEYSEND_PREIMAGE_RECORD]).hexdigest() == (
-        inv.payment_hash
-    )
+    # The preimage record is the payment's secret, not payer data: it is the
+    # invoice's preimage, and not among the records (as on Core Lightning).
+    assert KEYSEND_PREIMAGE_RECORD not in inv.custom_records
+    assert inv.preimage is not None
+    assert hashlib.sha256(bytes.fromhex(inv.preimage)).hexdigest() == inv.payment_hash
     # A BOLT11 invoice paid in parts with records on one part keeps them too.
     bolt = sim.create_invoice(3000, memo="parts")
     sim.pay_invoice(bolt.payment_request, htlc_records=[{}, {MESSAGE: b"second part"}])

@@ -197,6 +197,26 @@ def test_an_lnd_cert_that_is_not_a_certificate(tmp: Path, lnd: LndSim):
     assert "lnd_cert" in line and "not a PEM certificate" in line
 
 
+def test_a_node_down_at_start_that_comes_back_on_another_network_stops_serve(
+    tmp: Path, lnd: LndSim
+):
+    # The network check is postponed while lnd is down; made once it answers,
+    # it refuses as at start (one line, status 2) rather than mint there.
+    lnd.stop()
+    server = Server(
+        tmp / "data", "--node", "lnd", "--network", "bitcoin", "--lnd-host", lnd.target,
+        "--lnd-cert", str(lnd.cert_path), "--lnd-macaroon", str(lnd.admin_macaroon_path),
+    ).start()  # fmt: skip
+    assert server.proc is not None
+    lnd.start()  # a regtest node
+    code = server.proc.wait(timeout=60)
+    stderr = server.proc.stderr.read() if server.proc.stderr else ""
+    assert code == 2, stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert "regtest" in line and "bitcoin" in line
+    assert "Traceback" not in stderr
+
+
 def test_cln_without_a_socket(tmp: Path):
     line = refused(tmp / "data", "serve", "--port", "0", "--node", "cln")
     assert "cln_socket" in line

@@ -31,7 +31,9 @@ def info() -> Any:
             "network": node.network if node else None,
             "version": node.version if node else None,
             "connected_to_network": node.connected_to_network if node else None,
-            "reachable": node is not None,
+            # Credentials without info:read (LND's invoice.macaroon) get no
+            # info, yet the follower may be talking to the node all along.
+            "reachable": node is not None or svc.follower.status.connection == "connected",
         },
         "network": svc.settings.effective_network,
         "follower": svc.follower.status.as_dict(),

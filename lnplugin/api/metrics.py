@@ -112,7 +112,8 @@ class _Collector:
 
         node_errors = CounterMetricFamily(
             "lnplugin_node_rpc_errors",
-            "Node calls that failed, by operation (feed, sweep, create_invoice, get_info).",
+            "Node calls that failed, by operation "
+            "(feed, feed_head, sweep, create_invoice, get_info).",
             labels=["operation"],
         )
         for operation, count in sorted(svc.follower.node_errors.items()):

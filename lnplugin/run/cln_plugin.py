@@ -92,6 +92,11 @@ class PluginRuntime:
 
     def _run(self) -> None:
         assert self.service is not None
+        # A network check postponed at start that fails later stops the plugin's
+        # server the same way (on a thread of its own: `stop` joins the service's).
+        self.service.on_refused = lambda reason: threading.Thread(
+            target=self.stop, name="lnplugin-refused", daemon=True
+        ).start()
         try:
             self.service.start()
         except StartupRefused as exc:  # the node turned out to be on another network

@@ -290,6 +290,9 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
         service.node.close()
         service.store.close()
         raise
+    # A network check postponed at start that fails later stops the server;
+    # the reason is raised below, for the command line's one line and status 2.
+    service.on_refused = lambda reason: server.request_exit()
     try:
         service.start()
     except StartupRefused:  # the command line prints it as its one line, status 2
@@ -331,7 +334,8 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         while runner.is_alive():
             runner.join(1.0)  # a signal's KeyboardInterrupt ends the wait
-        log.error("the HTTP server stopped on its own")
+        if service.refused is None:
+            log.error("the HTTP server stopped on its own")
         code = 1
     except KeyboardInterrupt:
         log.info("shutting down")
@@ -339,4 +343,6 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     finally:
         server.close()
         service.stop()
+    if service.refused is not None:
+        raise StartupRefused(service.refused)
     return code

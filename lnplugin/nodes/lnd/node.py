@@ -48,6 +48,7 @@ import grpc
 import grpc.experimental
 
 from lnplugin import bolt11
+from lnplugin.boostagram import KEYSEND_PREIMAGE
 from lnplugin.nodes.base import (
     Feature,
     InvoiceNotFound,
@@ -750,11 +751,17 @@ def _state(inv: Any) -> InvoiceState:
 
 
 def merge_records(record_maps: Iterable[Any]) -> dict[int, bytes]:
-    """Union of TLV maps; the first HTLC wins when two carry the same type."""
+    """Union of TLV maps; the first HTLC wins when two carry the same type.
+
+    Without the keysend preimage record (5482373484): it is the payment's
+    secret, not data a payer sent (the invoice's `preimage` has it once
+    settled), and Core Lightning's keysend removes it too, so a keysend's
+    records are the same whichever node took it."""
     merged: dict[int, bytes] = {}
     for records in record_maps:
         for key, value in sorted(records.items()):
-            merged.setdefault(int(key), bytes(value))
+            if int(key) != KEYSEND_PREIMAGE:
+                merged.setdefault(int(key), bytes(value))
     return merged
 
 

@@ -164,6 +164,8 @@ def start_server(data: Path, relay_url: str) -> tuple[subprocess.Popen[str], str
         except (requests.RequestException, KeyError, ValueError):
             pass
         time.sleep(0.1)
+    proc.terminate()  # not left running after the script gives up
+    proc.wait(timeout=20)
     raise SystemExit("lnplugin did not start")
 
 
@@ -388,7 +390,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-nwc-", dir="/tmp") as tmp:
         relay = Relay(Path(tmp) / "relay").start()
-        proc, url, token = start_server(Path(tmp) / "data", relay.url)
+        try:
+            proc, url, token = start_server(Path(tmp) / "data", relay.url)
+        except BaseException:
+            relay.kill()
+            raise
         try:
             round_trips(relay, Path(tmp) / "data", args.requests, args.rounds)
             notifications(relay, Path(tmp) / "data", url, token, args.connections, args.payments)

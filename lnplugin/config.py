@@ -244,7 +244,7 @@ class Settings(BaseModel):
     @field_validator("rate_limit", "rate_limit_callback", "token_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        rates = _rates(value)
+        rates = read_rates(value)
         if not rates:
             raise ValueError("must be a rate such as 60/minute, or several joined by ;")
         if any(rate.amount < 1 for rate in rates):
@@ -254,7 +254,7 @@ class Settings(BaseModel):
     @field_validator("nwc_rate_limit")
     @classmethod
     def _one_rate(cls, value: str) -> str:
-        rates = _rates(value)
+        rates = read_rates(value)
         if len(rates) != 1:  # one token bucket per connection
             raise ValueError("must be one rate such as 30 per 30 seconds or 60/minute")
         if rates[0].amount < 1:
@@ -369,7 +369,7 @@ def http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _rates(value: str) -> list[limits.RateLimitItem]:
+def read_rates(value: str) -> list[limits.RateLimitItem]:
     """The rates in a `limits` string ("60/minute;1000/day"), none if unreadable."""
     try:
         return limits.parse_many(value)

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from typing import Any
 
+from lnplugin.alby import effective_state
 from lnplugin.follower import Follower
 from lnplugin.nodes.base import (
     Feature,
@@ -217,9 +218,7 @@ def cancel(follower: Follower, found: StoredInvoice, reason: str) -> StoredInvoi
         raise WrongState("The invoice is settled and cannot be canceled", found.state)
     if found.state == "CANCELED":
         return found
-    if found.state == "EXPIRED" or (
-        found.state == "OPEN" and found.expires_at is not None and time.time() >= found.expires_at
-    ):
+    if effective_state(found.state, found.expires_at, int(time.time())) == "EXPIRED":
         raise WrongState("The invoice has expired; there is nothing to cancel", "EXPIRED")
     try:
         follower.cancel(found.payment_hash, reason)

@@ -54,13 +54,19 @@ class AlreadyServing(StartupRefused):
 LOCK_FILE = "lnplugin.lock"
 
 
+def _lock_fields(data_dir: Path) -> list[str]:
+    """The lock file's words: pid, node kind, then (once listening) URL and
+    status key. None of them when nothing has served `data_dir`."""
+    try:
+        return (Path(data_dir) / LOCK_FILE).read_text().split()
+    except OSError:
+        return []
+
+
 def served_kind(data_dir: Path) -> str | None:
     """The node kind the last process to serve `data_dir` ran with, from its
     lock file (which outlives the process); None when nothing has served it."""
-    try:
-        fields = (Path(data_dir) / LOCK_FILE).read_text().split()
-    except OSError:
-        return None
+    fields = _lock_fields(data_dir)
     return fields[1] if len(fields) > 1 else None
 
 
@@ -80,11 +86,11 @@ def serving(data_dir: Path) -> Serving | None:
     Why: `lnplugin status` would otherwise ask whatever answers on the
     default port, which may be another data dir's server. A process is taken
     as alive when signal 0 reaches it (or is refused: another user's)."""
+    fields = _lock_fields(data_dir)
     try:
-        fields = (Path(data_dir) / LOCK_FILE).read_text().split()
         pid = int(fields[0])
         found = Serving(fields[2], fields[3] if len(fields) > 3 else None)
-    except (OSError, ValueError, IndexError):
+    except (ValueError, IndexError):
         return None
     try:
         os.kill(pid, 0)
@@ -254,19 +260,30 @@ class Service:
 
         Raises `StartupRefused` with the node's `NetworkMismatch` message."""
         try:
-            info = self.node.check_network(self.settings.effective_network)
+            settled = self._try_network_check()
         except NetworkMismatch as exc:
             raise StartupRefused(str(exc)) from None
-        except NodePermissionDenied as exc:
-            log.warning("network check unavailable (credentials refused): %s", exc)
-            return
-        except NodeError as exc:
-            log.warning("network check postponed until the node answers: %s", exc)
+        if not settled:
+            log.warning("network check postponed until the node answers")
             threading.Thread(
                 target=self._check_network_later, name="lnplugin-network-check", daemon=True
             ).start()
-            return
+
+    def _try_network_check(self) -> bool:
+        """One try: True once settled (passed, or not possible with these
+        credentials), False while the node is unreachable. Raises `NetworkMismatch`."""
+        try:
+            info = self.node.check_network(self.settings.effective_network)
+        except NetworkMismatch:
+            raise
+        except NodePermissionDenied as exc:
+            log.warning("network check unavailable (credentials refused): %s", exc)
+            return True
+        except NodeError as exc:
+            log.debug("network check: node unreachable: %s", exc)
+            return False
         self._info, self._info_at = info, time.time()
+        return True
 
     def _check_network_later(self) -> None:
         """The check `start` could not make, made once the node answers.
@@ -278,21 +295,15 @@ class Service:
         delay = 1.0
         while not self._stopped.wait(delay):
             try:
-                info = self.node.check_network(self.settings.effective_network)
+                if self._try_network_check():
+                    return
             except NetworkMismatch as exc:
                 self.refused = str(exc)
                 log.error("%s", exc)
                 if self.on_refused is not None:
                     self.on_refused(self.refused)
                 return
-            except NodePermissionDenied as exc:
-                log.warning("network check unavailable (credentials refused): %s", exc)
-                return
-            except NodeError:
-                delay = min(delay * 2, NETWORK_RECHECK_MAX)
-                continue
-            log.info("network check passed: the node is on %s", info.network)
-            return
+            delay = min(delay * 2, NETWORK_RECHECK_MAX)
 
     def alias_of(self, pubkey: str) -> str | None:
         if pubkey not in self._aliases:

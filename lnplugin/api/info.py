@@ -46,6 +46,7 @@ def info() -> Any:
 
 
 STATUS_KEY_HEADER = "X-Lnplugin-Status-Key"
+OPERATOR_FIELDS = ("connection", "cursor", "head", "lag", "outgoing", "last_error")
 
 
 @bp.get("/health")
@@ -58,22 +59,16 @@ def health() -> Any:
     `lnplugin status` reads from the data dir's lock file."""
     svc = context.service()
     status = svc.follower.status.as_dict()
-    if not _operator():
-        return {
-            "status": "ok",
-            "version": __version__,
-            "node": svc.settings.node,
-            "follower": {"connection": status["connection"]},
-        }
-    return {
+    shown = OPERATOR_FIELDS if _operator() else ("connection",)
+    body: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
         "node": svc.settings.node,
-        "follower": {
-            k: status[k] for k in ("connection", "cursor", "head", "lag", "outgoing", "last_error")
-        },
-        **({"nwc": svc.nwc.status()} if svc.nwc is not None else {}),
+        "follower": {k: status[k] for k in shown},
     }
+    if shown is OPERATOR_FIELDS and svc.nwc is not None:
+        body["nwc"] = svc.nwc.status()
+    return body
 
 
 def _operator() -> bool:

@@ -656,9 +656,10 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         "schema": {"type": "string"},
         "example": "Invalid HTTP request received.",
     }
-    default = _content(op.error_model, op.error_content_type)
-    description = "any other error, same shape (e.g. 405, 500)"
-    responses["default"] = {"description": description, "content": default}
+    responses["default"] = {
+        "description": "any other error, same shape (e.g. 405, 500)",
+        "content": _content(op.error_model, op.error_content_type),
+    }
     doc = (view.__doc__ or "").strip()
     operation: dict[str, Any] = {
         "operationId": endpoint.replace(".", "_"),

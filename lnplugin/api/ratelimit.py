@@ -28,6 +28,7 @@ from limits.strategies import FixedWindowRateLimiter
 
 from lnplugin.api.errors import APIError
 from lnplugin.api.public import _MemoryStorage
+from lnplugin.config import read_rates
 from lnplugin.store.tokens import TokenInfo
 
 
@@ -50,10 +51,7 @@ class Usage:
 @lru_cache(maxsize=256)
 def parse(rate: str) -> tuple[limits.RateLimitItem, ...]:
     """`"100/minute"` or several joined by `;`; ValueError when unreadable."""
-    try:
-        items = tuple(limits.parse_many(rate))
-    except ValueError:
-        items = ()
+    items = tuple(read_rates(rate))
     if not items:
         raise ValueError(f"{rate!r} is not a rate such as 100/minute")
     if any(item.amount < 1 for item in items):  # a token that can never be used

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from lnplugin import compactjson
+from lnplugin.alby import effective_state
 from lnplugin.boostagram import records_from_json
 from lnplugin.store.models import StoredInvoice
 
@@ -406,6 +407,7 @@ def connection_uri(service_pubkey: str, relays: list[str], secret_hex: str) -> s
 _STATES = {
     "SETTLED": "settled",
     "OPEN": "pending",
+    "CREATED": "pending",  # OPEN, as `effective_state` names it until it expires
     "ACCEPTED": "accepted",
     "EXPIRED": "expired",
     "CANCELED": "failed",
@@ -480,11 +482,9 @@ def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
 def transaction(inv: StoredInvoice, now: float | None = None) -> dict[str, Any]:
     settled = inv.state == "SETTLED"
     amount = inv.amount_received_msat if settled else (inv.amount_msat or 0)
-    state = inv.state
     # Expired the moment its expiry passes unpaid, not when the follower's
     # sweep next marks it so (as the REST API's invoice object does).
-    if state == "OPEN" and inv.expires_at and (now or time.time()) >= inv.expires_at:
-        state = "EXPIRED"
+    state = effective_state(inv.state, inv.expires_at, int(now or time.time()))
     tx: dict[str, Any] = {
         "type": inv.type,
         "state": _STATES.get(state, state.lower()),

@@ -518,19 +518,16 @@ def token() -> None:
     """Create, list and revoke API tokens."""
 
 
-def _store(flags: dict[str, Any]) -> Any:
-    """The store, created if the data dir has none (commands that set one up)."""
+def _store(flags: dict[str, Any], *, existing: bool = False) -> Any:
+    """The store, created if the data dir has none (commands that set one up);
+    with `existing`, for commands that read or change what is in it, refused
+    when the data dir has none, as a mistyped --data-dir would leave one behind."""
     from lnplugin.store import Store
 
     settings = settings_from(flags)
+    if existing:
+        _require_store(settings)
     return Store(settings.db_path, busy_timeout=settings.busy_timeout)
-
-
-def _existing_store(flags: dict[str, Any]) -> Any:
-    """The store, for commands that read or change what is in it: refused when
-    the data dir has none, as a mistyped --data-dir would leave one behind."""
-    _require_store(settings_from(flags))
-    return _store(flags)
 
 
 @token.command("create")
@@ -595,7 +592,7 @@ def token_list(**flags: Any) -> None:
     from lnplugin.alby import iso
     from lnplugin.store import tokens
 
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     rows = tokens.list_all(store.conn)
     store.close()
     for info in rows:
@@ -614,7 +611,7 @@ def token_revoke(token_id: int, **flags: Any) -> None:
     """Revoke a token by its id (see `lnplugin token list`)."""
     from lnplugin.store import tokens
 
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     with store.transaction() as tx:
         done = tokens.revoke(tx, token_id)
     store.close()
@@ -680,7 +677,7 @@ def nwc_list(**flags: Any) -> None:
     from lnplugin.alby import iso
     from lnplugin.store import nwc as db
 
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     rows = db.list_all(store.conn)
     store.close()
     for c in rows:
@@ -698,7 +695,7 @@ def nwc_revoke(connection_id: int, **flags: Any) -> None:
     """Revoke one connection by its id; its app gets UNAUTHORIZED from then on."""
     from lnplugin.store import nwc as db
 
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     with store.transaction() as tx:
         done = db.revoke(tx, connection_id)
     store.close()
@@ -870,7 +867,7 @@ def rss_refetch(include_failed: bool, **flags: Any) -> None:
         raise Unusable(
             "no --rss-payment-domain (LNPLUGIN_RSS_PAYMENT_DOMAIN): name the domains to fetch from"
         )
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     try:
         rows = rss_payments.not_fetched(store.conn, failed=include_failed)
         allowed = [r["invoice_id"] for r in rows if domain_allowed(r["url"], domains)]
@@ -977,7 +974,7 @@ def address_list(**flags: Any) -> None:
     from lnplugin.store import addresses
 
     settings = settings_from(flags)
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     rows = addresses.list_all(store.conn)
     store.close()
     for row in rows:
@@ -1005,7 +1002,7 @@ def address_show(username: str, **flags: Any) -> None:
     from lnplugin.store import addresses
 
     settings = settings_from(flags)
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     row = addresses.by_username(store.conn, username)
     store.close()
     if row is None:
@@ -1020,7 +1017,7 @@ def address_remove(username: str, **flags: Any) -> None:
     """Remove an address; invoices minted for it keep its name."""
     from lnplugin.store import addresses
 
-    store = _existing_store(flags)
+    store = _store(flags, existing=True)
     with store.transaction() as tx:
         done = addresses.delete(tx, username)
     store.close()

@@ -412,7 +412,7 @@ def test_a_certificate_that_does_not_verify_is_not_trusted(sim: LndSim, tmp_path
     with LndSim(tmp_path / "wide", network="regtest", host="0.0.0.0") as wide:
         elsewhere = "127.0.0.2:" + wide.target.rsplit(":", 1)[1]  # not in the certificate
         node = LndNode(elsewhere, cert=wide.cert_path, macaroon=wide.admin_macaroon_path)
-        with pytest.raises(NodeNotTrusted, match="its certificate does not name 127.0.0.2;"):
+        with pytest.raises(NodeNotTrusted, match=r"its certificate does not name 127\.0\.0\.2;"):
             node.get_info()
         node.close()
 

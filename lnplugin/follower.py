@@ -429,6 +429,7 @@ class Follower:
         # before `cancel` returns, and must carry the reason all the same.
         self._cancel_reasons: dict[str, str] = {}
         self._outgoing_denied_logged = False
+        self._logged_error: str | None = None  # the last error logged (see `_note_error`)
         # Failed node calls by operation, for `/metrics`; the API adds its own
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
         self.node_errors: collections.Counter[str] = collections.Counter()
@@ -703,9 +704,18 @@ class Follower:
 
     def _note_error(self, exc: Exception) -> None:
         message = str(exc) or exc.__class__.__name__
-        if message != self.status.last_error:
+        if message != self._logged_error:  # once per distinct error, not per retry
             log.warning("node feed interrupted: %s (reconnecting with backoff)", message)
+            self._logged_error = message
         self.status.last_error = message
+
+    def _node_answers(self) -> None:
+        """A full sweep succeeded while the feed is connected: the node answers
+        again, so the error `status` shows is over (it used to stay until the
+        next settlement, however long after the reconnect that came)."""
+        if self.status.connection == "connected":
+            self.status.last_error = None
+            self._logged_error = None
 
     def _follow_once(self) -> None:
         """Read the feed in one thread, apply batches in this one.
@@ -776,6 +786,7 @@ class Follower:
                 self.cancel_near_deadline()
                 if now >= next_sweep:
                     self.sweep()
+                    self._node_answers()
                     next_sweep = now + self.sweep_interval
                     next_outgoing = now + self.node.outgoing_poll_interval
                 elif now >= next_outgoing and self.status.outgoing == "ok":

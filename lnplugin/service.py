@@ -30,6 +30,7 @@ from lnplugin.nodes.base import (
     Node,
     NodeError,
     NodeInfo,
+    NodeNotTrusted,
     NodePermissionDenied,
 )
 from lnplugin.nwc.worker import NwcWorker, RateLimiter
@@ -258,10 +259,12 @@ class Service:
     def check_network(self) -> None:
         """Refuse to run against a node on another network than configured.
 
-        Raises `StartupRefused` with the node's `NetworkMismatch` message."""
+        Raises `StartupRefused` with the node's `NetworkMismatch` message, or
+        its `NodeNotTrusted` one (a node that answers but not as the node
+        configured: no wait mends that)."""
         try:
             settled = self._try_network_check()
-        except NetworkMismatch as exc:
+        except (NetworkMismatch, NodeNotTrusted) as exc:
             raise StartupRefused(str(exc)) from None
         if not settled:
             log.warning("network check postponed until the node answers")
@@ -271,10 +274,11 @@ class Service:
 
     def _try_network_check(self) -> bool:
         """One try: True once settled (passed, or not possible with these
-        credentials), False while the node is unreachable. Raises `NetworkMismatch`."""
+        credentials), False while the node is unreachable. Raises `NetworkMismatch`
+        and `NodeNotTrusted`."""
         try:
             info = self.node.check_network(self.settings.effective_network)
-        except NetworkMismatch:
+        except (NetworkMismatch, NodeNotTrusted):
             raise
         except NodePermissionDenied as exc:
             log.warning("network check unavailable (credentials refused): %s", exc)
@@ -297,6 +301,8 @@ class Service:
             try:
                 if self._try_network_check():
                     return
+            except NodeNotTrusted:
+                pass  # the follower reports it, and may yet connect (lnd given its old cert back)
             except NetworkMismatch as exc:
                 self.refused = str(exc)
                 log.error("%s", exc)

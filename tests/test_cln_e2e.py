@@ -64,6 +64,7 @@ def test_invoices_created_outside_lnplugin_appear(server: Server, sim: ClnSim, a
     keysend = sim.keysend(21000, {7629169: BOOST_BYTES})
     seen = wait_for(lambda: api.incoming(keysend["payment_hash"]), "the keysend")
     assert seen["is_keysend"] is True and seen["payment_request"] == ""
+    assert seen["amount_msat"] == 21000 and seen["amount"] == 21
     assert seen["description"] == "keysend: " + BOOST_BYTES.decode()
     assert seen["boostagram"] is None
 

@@ -151,6 +151,8 @@ def test_keysend_is_flagged(node: ClnNode, sim: ClnSim) -> None:
     inv = update.invoice
     assert inv.is_keysend and inv.payment_request == "" and inv.state == "SETTLED"
     assert inv.payment_hash == row["payment_hash"] and inv.amount_received_msat == 21000
+    # What was sent, as LND reports it; not None, which reads as "any amount".
+    assert inv.amount_msat == 21000
     assert inv.description == 'keysend: {"message":"hi"}'
     assert inv.custom_records == {}  # CLN's listing has none; plugin mode adds them
 

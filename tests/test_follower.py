@@ -235,3 +235,29 @@ def test_an_outgoing_payment_made_while_running_appears_without_waiting_for_the_
     assert follower.status.outgoing_cursor == paid.payment_index
     (event,) = events.after(store.conn, 0)
     assert event["type"] == events.OUTGOING_SETTLED
+
+
+def test_the_last_error_is_cleared_once_the_node_answers_again(store, tmp_path):
+    """`status` shows a feed error while the node is down, and not after it is
+    back (a full sweep succeeds with the feed connected), even with no
+    settlement since."""
+    with LndSim(tmp_path / "lnd", network="regtest") as sim:
+        node = LndNode(
+            sim.target, cert=sim.cert_path, macaroon=sim.admin_macaroon_path, network="regtest"
+        )
+        follower = Follower(node, store, sweep_interval=0.2, expiry_interval=0.05, backoff_max=0.5)
+        follower.start()
+        try:
+            wait_until(lambda: follower.status.connection == "connected", "the feed")
+            sim.stop()
+            error = wait_until(lambda: follower.status.last_error, "the feed error")
+            assert "LND unavailable" in error
+            sim.start()
+            wait_until(
+                lambda: (
+                    follower.status.last_error is None and follower.status.connection == "connected"
+                ),
+                "the error to clear",
+            )
+        finally:
+            follower.stop()

@@ -100,10 +100,24 @@ def test_outgoing_payment_appears_after_restart(tmp: Path, sim: LndSim) -> None:
 
 def test_network_mismatch_refuses_to_start(tmp: Path, sim: LndSim) -> None:
     proc = e2e.run(tmp / "data", "serve", "--port", "0", *serve_args(sim, network="bitcoin"))
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if "regtest" in line]
-    assert len(errors) == 1, proc.stderr
-    assert "bitcoin" in errors[0]
+    assert proc.returncode == 2
+    [error] = proc.stderr.splitlines()  # the only line, before anything else is logged
+    assert error.startswith("Error: ") and "regtest" in error and "bitcoin" in error
+
+
+def test_a_certificate_lnd_does_not_present_refuses_to_start(tmp: Path, sim: LndSim) -> None:
+    """A tls.cert from another lnd (or one lnd has since replaced): exit 2
+    with one line naming the setting, not a server that retries forever
+    while gRPC writes a line per handshake."""
+    with LndSim(tmp / "other", network="regtest") as other:
+        args = serve_args(sim)
+        args[args.index("--lnd-cert") + 1] = str(other.cert_path)
+        proc = e2e.run(tmp / "data", "serve", "--port", "0", *args)
+    assert proc.returncode == 2
+    [error] = proc.stderr.splitlines()
+    assert error.startswith("Error: invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT)")
+    assert f"does not match {other.cert_path}: self signed certificate;" in error
+    assert proc.stdout == ""  # no address, no token: it never served
 
 
 @BOTH_ORDERS

@@ -19,6 +19,7 @@ from lnplugin.nodes.base import (
     InvoiceRequest,
     InvoiceUpdate,
     NetworkMismatch,
+    NodeNotTrusted,
     NodePermissionDenied,
     NodeUnavailable,
 )
@@ -391,6 +392,28 @@ def test_network_check(tmp_path: Path) -> None:
         node = LndNode(sim.target, cert=sim.cert_path, macaroon=sim.admin_macaroon_path)
         with pytest.raises(NetworkMismatch):
             node.check_network()  # configured network defaults to bitcoin
+        node.close()
+
+
+def test_a_certificate_that_does_not_verify_is_not_trusted(sim: LndSim, tmp_path: Path) -> None:
+    """Another node's tls.cert, or lnd's own reached by a name it does not
+    carry: one line naming --lnd-cert and the reason, as an unavailable node
+    (503 to API clients) that `serve` refuses to start on (NodeNotTrusted)."""
+    with LndSim(tmp_path / "other", network="regtest") as other:
+        node = LndNode(sim.target, cert=other.cert_path, macaroon=sim.admin_macaroon_path)
+        with pytest.raises(NodeNotTrusted) as refused:
+            node.create_invoice(InvoiceRequest(amount_msat=1, description="x"))
+        node.close()
+    message = str(refused.value)
+    assert message.startswith("invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): ")
+    assert f"lnd at {sim.target} does not match {other.cert_path}: self signed" in message
+    assert isinstance(refused.value, NodeUnavailable) and "\n" not in message
+
+    with LndSim(tmp_path / "wide", network="regtest", host="0.0.0.0") as wide:
+        elsewhere = "127.0.0.2:" + wide.target.rsplit(":", 1)[1]  # not in the certificate
+        node = LndNode(elsewhere, cert=wide.cert_path, macaroon=wide.admin_macaroon_path)
+        with pytest.raises(NodeNotTrusted, match=r"its certificate does not name 127\.0\.0\.2;"):
+            node.get_info()
         node.close()
 
 

@@ -70,6 +70,16 @@ class NodeUnavailable(NodeError):
     """The node cannot be reached right now; callers retry or answer 503."""
 
 
+class NodeNotTrusted(NodeUnavailable):
+    """The node answered, but could not prove it is the node lnplugin was
+    told to trust (lnd's TLS certificate does not verify against --lnd-cert).
+
+    Waiting does not mend it, so `serve` refuses to start on it. Once running
+    it is still "unavailable" (calls answer 503, the follower retries): lnd
+    may be given its old certificate back. The message is one line naming
+    the setting."""
+
+
 class NodeMisconfigured(NodeError):
     """A node setting that cannot work (missing file, unreadable credentials):
     lnplugin must not start with it, unlike a node that is merely unreachable.
@@ -356,6 +366,7 @@ __all__ = [
     "NodeError",
     "NodeInfo",
     "NodeInvoice",
+    "NodeNotTrusted",
     "NodePermissionDenied",
     "NodeUnavailable",
     "OutgoingPayment",

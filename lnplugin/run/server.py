@@ -216,18 +216,12 @@ class HTTPServer:
         self.app.close()
 
 
-def make_server(service: Service, settings: Settings) -> HTTPServer:
-    """Bind the listening socket; `StartupRefused` naming --host/--port when that fails
-    (port in use, an address this machine does not have or cannot resolve).
-    Bound before the app is built, so a refusal is the only line printed."""
-    try:
-        sockets = bind(settings.host, settings.port)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise StartupRefused(
-            f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
-            f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
-        ) from None
+def make_server(
+    service: Service, settings: Settings, sockets: list[socket.socket] | None = None
+) -> HTTPServer:
+    """The server on `sockets` (or on sockets bound now: see `listen`)."""
+    if sockets is None:
+        sockets = listen(settings)
     try:
         app = ASGIApp(create_app(service), settings.threads)
     except BaseException:
@@ -235,6 +229,20 @@ def make_server(service: Service, settings: Settings) -> HTTPServer:
             sock.close()
         raise
     return HTTPServer(app, sockets, connection_limit=settings.max_streams + 2000)
+
+
+def listen(settings: Settings) -> list[socket.socket]:
+    """Bind the listening socket; `StartupRefused` naming --host/--port when that fails
+    (port in use, an address this machine does not have or cannot resolve).
+    Bound before the app is built, so a refusal is the only line printed."""
+    try:
+        return bind(settings.host, settings.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupRefused(
+            f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
+            f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
+        ) from None
 
 
 def bind(host: str, port: int) -> list[socket.socket]:
@@ -284,22 +292,36 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     setup_logging(settings.log_level, settings.log_format)
     service = Service.build(settings)
+    # In this order, so that a refusal (a busy port, then a node on another
+    # network or with another certificate) is the only line printed and
+    # stops nothing half-started: the port, the node check, then the app,
+    # whose building logs what it serves.
     try:
-        server = make_server(service, settings)
+        sockets = listen(settings)
     except StartupRefused:
         service.node.close()
         service.store.close()
         raise
-    # A network check postponed at start that fails later stops the server;
-    # the reason is raised below, for the command line's one line and status 2.
-    service.on_refused = lambda reason: server.request_exit()
     try:
         service.start()
     except StartupRefused:  # the command line prints it as its one line, status 2
-        server.close()
+        for sock in sockets:
+            sock.close()
         service.node.close()
         service.store.close()
         raise
+    try:
+        server = make_server(service, settings, sockets)
+    except BaseException:
+        service.stop()
+        raise
+    # A network check postponed at start that fails later stops the server;
+    # the reason is raised below, for the command line's one line and status 2.
+    service.on_refused = lambda reason: server.request_exit()
+    if service.refused is not None:  # it failed before the line above
+        server.close()
+        service.stop()
+        raise StartupRefused(service.refused)
     if settings.node == "dev":
         log.warning(
             "running on the embedded dev node: not connected to any Lightning network, "

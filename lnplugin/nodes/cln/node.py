@@ -485,8 +485,11 @@ def to_invoice(row: dict[str, Any]) -> NodeInvoice:
 
     Keysend invoices (label `keysend-...`, made by CLN's keysend plugin) get
     `is_keysend` and an empty payment_request: their bolt11 is an internal
-    artifact the payer never saw. Their TLVs are not in the listing; plugin
-    mode captures them from `htlc_accepted`.
+    artifact the payer never saw. CLN lists them without `amount_msat` (the
+    artifact asks for no amount); the amount is what the sender sent, as LND
+    reports a keysend's, not 0, which would read as an "any amount" invoice.
+    Their TLVs are not in the listing; plugin mode captures them from
+    `htlc_accepted`.
     """
     label = str(row.get("label", ""))
     bolt = row.get("bolt11") or row.get("bolt12") or ""
@@ -496,15 +499,19 @@ def to_invoice(row: dict[str, Any]) -> NodeInvoice:
         created_at = expires_at - DEFAULT_EXPIRY
     is_keysend = label.startswith(KEYSEND_PREFIX)
     paid = row["status"] == "paid"
+    received = msat(row.get("amount_received_msat")) or 0
+    amount = msat(row.get("amount_msat"))
+    if amount is None and is_keysend and received:
+        amount = received
     return NodeInvoice(
         payment_hash=row["payment_hash"],
         payment_request="" if is_keysend else bolt,
         state=_STATES.get(row["status"], "OPEN"),
-        amount_msat=msat(row.get("amount_msat")),
+        amount_msat=amount,
         created_at=created_at,
         expiry=expires_at - created_at,
         description=row.get("description"),
-        amount_received_msat=msat(row.get("amount_received_msat")) or 0,
+        amount_received_msat=received,
         settled_at=int(row["paid_at"]) if paid and row.get("paid_at") is not None else None,
         preimage=row.get("payment_preimage") if paid else None,
         is_keysend=is_keysend,

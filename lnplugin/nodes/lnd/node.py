@@ -61,6 +61,7 @@ from lnplugin.nodes.base import (
     NodeInfo,
     NodeInvoice,
     NodeMisconfigured,
+    NodeNotTrusted,
     NodePermissionDenied,
     NodeUnavailable,
     OutgoingPayment,
@@ -115,11 +116,21 @@ _UNAVAILABLE_CODES = (
 GAP_GRACE = 5.0
 
 
-def translate(exc: grpc.RpcError) -> NodeError:
-    """Map a gRPC failure to the node error the follower and API understand."""
+def translate(exc: grpc.RpcError, host: str, cert: str) -> NodeError:
+    """Map a gRPC failure to the node error the follower and API understand.
+
+    `host` and `cert` (the --lnd-host and --lnd-cert given) name what to fix
+    when the TLS handshake is what failed."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or str(code)
     text = details.lower()
+    distrust = _tls_distrust(details, host)
+    if distrust is not None:
+        return NodeNotTrusted(
+            f"invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): lnd at {host} "
+            f"does not match {cert}: {distrust}; if lnd regenerated tls.cert copy the new "
+            "one (lnplugin reads it at start), or add tlsextraip/tlsextradomain for this host"
+        )
     if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in text:
         return NodePermissionDenied(f"LND macaroon lacks a permission: {details}")
     if code == grpc.StatusCode.UNAUTHENTICATED or (
@@ -131,6 +142,20 @@ def translate(exc: grpc.RpcError) -> NodeError:
     if code == grpc.StatusCode.NOT_FOUND:
         return InvoiceNotFound(details)
     return NodeError(f"LND error: {details}")
+
+
+def _tls_distrust(details: str, host: str) -> str | None:
+    """Why the handshake refused lnd's certificate, from gRPC's message (it
+    has no status code of its own: UNAVAILABLE, like a node that is down).
+    None: the handshake did not fail on the certificate."""
+    marker = "CERTIFICATE_VERIFY_FAILED"
+    at = details.find(marker)
+    if at >= 0:
+        reason = details[at + len(marker) :].lstrip(": ").split(":", 1)[0].strip()
+        return reason or "certificate verify failed"
+    if "hostname verification check failed" in details.lower():
+        return f"its certificate does not name {host.rsplit(':', 1)[0]}"
+    return None
 
 
 def is_file(value: str | Path) -> bool:
@@ -212,6 +237,7 @@ class LndNode(Node):
         # lnd's cert is ECDSA; its docs set this before the first TLS channel.
         os.environ.setdefault("GRPC_SSL_CIPHER_SUITES", "HIGH+ECDSA")
         self.host = host
+        self._cert_name = str(cert) if isinstance(cert, str | Path) else "the certificate given"
         self.network = network
         self.timeout = timeout
         self.page_size = page_size
@@ -260,7 +286,7 @@ class LndNode(Node):
         try:
             return method(request, metadata=self._metadata, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise translate(exc) from None
+            raise translate(exc, self.host, self._cert_name) from None
 
     def close(self) -> None:
         self._closed.set()
@@ -450,7 +476,7 @@ class LndNode(Node):
                 if self._closed.is_set():
                     return
                 if not refill.is_set():
-                    raise translate(exc) from None
+                    raise translate(exc, self.host, self._cert_name) from None
                 fill = True  # cut by _watch: fill the gap, then re-open from the floor
             except NodeError:
                 if self._closed.is_set():
@@ -620,7 +646,7 @@ class LndNode(Node):
                     return
         except grpc.RpcError as exc:
             if not self._closed.is_set():
-                self._held_broken = translate(exc)
+                self._held_broken = translate(exc, self.host, self._cert_name)
         finally:
             call.cancel()
             with self._lock:

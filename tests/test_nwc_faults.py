@@ -23,6 +23,11 @@ import nostr_sdk as ns
 import pytest
 from websockets.sync.client import connect
 
+from lnplugin.config import load_settings
+from lnplugin.nodes.base import InvoiceRequest
+from lnplugin.nwc import connections
+from lnplugin.nwc import worker as nwc_worker
+from lnplugin.service import Service
 from tests import e2e
 from tests.nwc_relay import Gate, Relay
 from tests.test_nwc_e2e import Listener, connect_app, make_invoice
@@ -147,6 +152,39 @@ def test_a_notification_the_relay_never_acknowledged_is_sent_again_on_a_new_conn
         finally:
             listener.close()
     assert paid["payment_hash"] == made.payment_hash
+
+
+def test_a_notification_lost_with_a_dropped_connection_goes_out_when_the_relay_takes_us_back(
+    home: Path, relay: Relay, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not at the notification thread's next poll, which could be a second
+    later: here the service runs in this process with that poll set to an
+    hour, so only the reconnection itself can send it within the wait."""
+    monkeypatch.setattr(nwc_worker, "KEY_POLL", 3600.0)
+    settings = load_settings({"data_dir": str(home / "data"), "nwc_relay": [gate.url]}, {})
+    service = Service.build(settings)
+    service.start()
+    try:
+        assert service.nwc is not None
+        link = service.nwc.relays[0]
+        e2e.wait_for(lambda: link.state == "connected", "the relay connection")
+        _, uri = connections.connect(service.store, ["invoices:read"], "drop", [relay.url])
+        listener = Listener(relay, uri)
+        try:
+            made = service.node.create_invoice(InvoiceRequest(amount_msat=7000, description="x"))
+            gate.hold()  # the notification goes out on a connection that is about to drop
+            service.node.pay(made.payment_request)
+            e2e.wait_for(lambda: gate.swallowed > 300, "the notification to be sent")
+            connects = link.connects
+            gate.close()
+            gate.open()
+            e2e.wait_for(lambda: link.connects > connects, "a reconnect")
+            paid = listener.next(23197)["body"]["notification"]
+        finally:
+            listener.close()
+    finally:
+        service.stop()
+    assert paid["payment_hash"] == made.payment_hash and paid["amount"] == 7000
 
 
 def test_an_app_that_spoke_nip04_hears_only_nip04_and_one_that_never_spoke_hears_both(

@@ -96,6 +96,9 @@ class NwcWorker:
         self.dropped = 0
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(QUEUE_MAX)
         self._stop = threading.Event()
+        # Set to end the notification thread's wait before its time: on stop,
+        # and when a relay (re)connects with notifications still unsent.
+        self._notify_now = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pruned_at = float("-inf")
 
@@ -134,6 +137,7 @@ class NwcWorker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._notify_now.set()
         self.store.wake_waiters()
         for relay in self.relays:
             relay.stop(timeout)
@@ -167,11 +171,22 @@ class NwcWorker:
         return {"kinds": [p.REQUEST], "#p": self.wallet.pubkeys(), "since": since}
 
     def _connected(self, relay: Relay) -> None:
+        # Notifications that went unacknowledged on the connection that just
+        # dropped go out now, not at the notification thread's next poll
+        # (up to KEY_POLL later, which bench_nwc.py measured as a 1 s stall).
+        self._wake_notifications()
         # Keys taken up between this connection's REQ and now were not in it,
         # and `Keyring.take_up` found the relay not yet connected: ask again.
         if set(relay.subscribed.get("#p", ())) != set(self.wallet.pubkeys()):
             relay.resubscribe()
         self._publish_info(relay, self.wallet.all())
+
+    def _wake_notifications(self) -> None:
+        # The event is checked under the lock `wake_waiters` takes
+        # (`Store.wait_for_commit`): set before the thread waits, it does not
+        # wait; set while it waits, it is woken.
+        self._notify_now.set()
+        self.store.wake_waiters()
 
     def _announce(self, keys: list[ns.Keys]) -> None:
         """Wallet keys new to the ring: subscribe to them and publish their
@@ -180,7 +195,7 @@ class NwcWorker:
             if relay.state == "connected":
                 relay.resubscribe()
                 self._publish_info(relay, keys)
-        self.store.wake_waiters()  # send notifications queued while it was away
+        self._wake_notifications()  # send notifications queued while it was away
 
     def _publish_info(self, relay: Relay, keys: list[ns.Keys]) -> None:
         """The info event of each key, sent together and acknowledged together."""
@@ -293,6 +308,7 @@ class NwcWorker:
     def _notify(self) -> None:
         seen = -1
         while not self._stop.is_set():
+            self._notify_now.clear()  # a relay connecting from here on is not missed
             try:
                 self.wallet.take_up()
                 more = self.notify_step()
@@ -305,7 +321,7 @@ class NwcWorker:
             # its pause ends, even if nothing new was committed meanwhile.
             pauses = [r.throttled_for() for r in self.relays if r.state == "connected"]
             wait = min([KEY_POLL, *(t for t in pauses if t > 0)])
-            seen = self.store.wait_for_commit(seen, wait, self._stop)
+            seen = self.store.wait_for_commit(seen, wait, self._notify_now)
 
     def notify_step(self) -> bool:
         """Fan out and send what is due; True when there may be more to do now."""

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # what http.client refuses in a request line
 MAX_HOST = 253  # a DNS name's length in text form (RFC 1035), without the final dot
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")  # after IDNA: LDH, plus _
 
@@ -45,10 +46,18 @@ def check_url(value: str) -> str:
     name whose labels are 1-63 characters after IDNA encoding, so a stored
     URL never fails for a reason that no retry can fix.
     """
+    if _UNSENDABLE.search(value):
+        # The sender could never put it in a request line: every delivery
+        # would fail until the event is dead-lettered.
+        raise ValueError("must not contain spaces or control characters (percent-encode them)")
     try:
         parts = urlsplit(value)
     except ValueError as exc:  # e.g. an unclosed "[" around an IPv6 host
         raise ValueError(f"is not a valid URL ({exc})") from None
+    if not (parts.path + parts.query).isascii():
+        raise ValueError(
+            "must have an ASCII path and query (percent-encode other characters as UTF-8)"
+        )
     if parts.scheme not in ("http", "https"):
         raise ValueError("must be an http:// or https:// URL")
     try:

@@ -28,6 +28,10 @@ _GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")  # IPv4-mapped
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (SIIT)
 _COMPATIBLE = ipaddress.ip_network("::/96")  # IPv4-compatible (deprecated)
+_PRIVATE = tuple(  # RFC 1918 and IPv6 unique-local: a private network's own addresses
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
@@ -170,8 +174,10 @@ def _kind(ip: IPAddress) -> str:
         return "link-local/metadata"
     if ip.is_multicast:
         return "multicast"
-    if ip.is_private:
+    if any(ip in net for net in _PRIVATE):  # not `is_private`: it counts documentation ranges
         return "private"
+    if ip in _SHARED:
+        return "shared (carrier-grade NAT)"
     return "reserved/non-public"
 
 

@@ -121,13 +121,29 @@ def test_a_backup_of_a_missing_store_creates_nothing(tmp_path) -> None:
     assert not (tmp_path / "none").exists() and not (tmp_path / "b.sqlite").exists()
 
 
-@pytest.mark.parametrize("where", ["store", "missing-dir"])
-def test_a_backup_onto_the_store_or_into_no_directory_is_refused(tmp_path, where) -> None:
+@pytest.mark.parametrize(
+    "where", ["store", "store-wal", "store-shm", "dev-node-store", "node.key", "missing-dir"]
+)
+def test_a_backup_onto_the_data_dirs_own_files_or_into_no_directory_is_refused(
+    tmp_path, where
+) -> None:
+    """Written over the store's -wal (or anything else lnplugin keeps there),
+    a backup would destroy what the store had not yet checkpointed."""
     data = tmp_path / "data"
     lnplugin(data, "token", "create", "--scope", "admin")
-    target = data / "lnplugin.sqlite" if where == "store" else tmp_path / "no" / "b.sqlite"
+    target = {
+        "store": data / "lnplugin.sqlite",
+        "store-wal": data / "lnplugin.sqlite-wal",
+        "store-shm": data / "lnplugin.sqlite-shm",
+        "dev-node-store": data / "devnode.sqlite",
+        "node.key": data / "node.key",
+        "missing-dir": tmp_path / "no" / "b.sqlite",
+    }[where]
+    before = target.read_bytes() if target.exists() else None
     proc = lnplugin(data, "backup", str(target), "--force")
     assert proc.returncode == 2, proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (target.read_bytes() if target.exists() else None) == before
     assert read(data / "lnplugin.sqlite", "SELECT COUNT(*) FROM tokens") == [(1,)]
 
 

@@ -308,6 +308,21 @@ def test_spreadsheet_safe_neutralises_formulas_only_when_asked(client, admin, pa
     assert parse_csv(safe.stdout)[1]["boost_podcast"] == NASTY["podcast"]
 
 
+@pytest.mark.parametrize("name", ["lnplugin.sqlite", "lnplugin.sqlite-wal", "node.key"])
+def test_the_command_refuses_to_write_over_the_data_dirs_own_files(
+    client, admin, payments, data_dir, name
+) -> None:
+    """`-o lnplugin.sqlite` truncated the store it was reading."""
+    target = data_dir / name
+    rows = parse_csv(lnplugin(data_dir, "export").stdout)
+    proc = lnplugin(data_dir, "export", "-o", str(target))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"Error: cannot write --output {target}: it is one of the data dir's own files"
+    )
+    assert len(rows) > 1 and parse_csv(lnplugin(data_dir, "export").stdout) == rows
+
+
 def test_the_command_refuses_a_data_dir_without_a_store(tmp_path) -> None:
     proc = lnplugin(tmp_path / "nothing-here", "export")
     assert proc.returncode == 2

@@ -438,6 +438,9 @@ def export(
     Reads the store directly, so it works whether or not the server runs.
     The same export is served at GET /invoices/export.
     """
+    from pathlib import Path
+
+    from lnplugin.datadir import owned_file
     from lnplugin.export import Format, SinceError, parse_since, stream
 
     try:
@@ -446,6 +449,9 @@ def export(
         raise click.BadParameter(str(exc), param_hint="--since") from None
     settings = settings_from(flags)
     _require_store(settings)
+    if output != "-" and owned_file(settings.data_dir, Path(output)):
+        # O_TRUNC on the store (or its -wal) would wipe it while it is read.
+        raise Unusable(f"cannot write --output {output}: it is one of the data dir's own files")
     store = _store(flags)
     kind: Format = "jsonl" if fmt == "jsonl" else "csv"
     safe = spreadsheet_safe

@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnplugin.datadir import FILE_MODE
+from lnplugin.datadir import FILE_MODE, owned_file
 from lnplugin.store.db import BUSY_TIMEOUT_MS
 from lnplugin.store.migrations import read_only_uri
 
@@ -53,6 +53,8 @@ def backup(source: Path, target: Path, *, force: bool = False) -> BackupResult:
         raise BackupError(f"{target} exists; choose another file or pass --force to replace it")
     if target.resolve() == source.resolve():
         raise BackupError(f"{target} is the store itself")
+    if owned_file(source.parent, target):
+        raise BackupError(f"{target} is one of the data dir's own files; choose another")
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent} is not a directory")
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")

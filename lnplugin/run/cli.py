@@ -281,10 +281,16 @@ class _Group(click.Group):
     store or the node into `Unusable`, in one place rather than per command."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import sqlite3
+
         try:
             return super().invoke(ctx)
         except _unusable_errors() as exc:
             raise Unusable(str(exc)) from None
+        except sqlite3.Error as exc:  # a damaged page met mid-command, not at open
+            from lnplugin.store.db import read_error
+
+            raise Unusable(str(read_error(exc))) from None
 
 
 def settings_from(flags: dict[str, Any]) -> Settings:

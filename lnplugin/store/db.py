@@ -68,16 +68,26 @@ class StoreError(Exception):
 def open_error(path: Path | str, exc: sqlite3.Error | OSError) -> StoreError:
     """A `StoreError` for an SQLite or OS failure while opening the database `path`."""
     reason = str(exc) if isinstance(exc, sqlite3.Error) else (exc.strerror or str(exc))
+    return StoreError(f"cannot open {path} ({reason}): {_advice(exc, reason)}")
+
+
+def read_error(exc: sqlite3.Error) -> StoreError:
+    """A `StoreError` for an SQLite failure after the store opened (a damaged
+    page is only found when a query reaches it)."""
+    return StoreError(
+        f"the store (lnplugin.sqlite in the data dir) failed ({exc}): {_advice(exc, str(exc))}"
+    )
+
+
+def _advice(exc: sqlite3.Error | OSError, reason: str) -> str:
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        advice = "it is damaged; restore it from a backup, or move it aside to start empty"
-    elif "locked" in reason or "busy" in reason:
-        advice = "another process holds a write lock on it; try again when it has finished"
-    else:
-        advice = (
-            "check that this user can create and write it and its directory "
-            "(the data dir: --data-dir / LNPLUGIN_DATA_DIR)"
-        )
-    return StoreError(f"cannot open {path} ({reason}): {advice}")
+        return "it is damaged; restore it from a backup, or move it aside to start empty"
+    if "locked" in reason or "busy" in reason:
+        return "another process holds a write lock on it; try again when it has finished"
+    return (
+        "check that this user can create and write it and its directory "
+        "(the data dir: --data-dir / LNPLUGIN_DATA_DIR)"
+    )
 
 
 class Checkpointer:

@@ -60,6 +60,9 @@ def _writer_lock(path: str) -> threading.RLock:
         return _WRITER_LOCKS.setdefault(key, threading.RLock())
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file keeps after it restarts
+
+
 class StoreError(Exception):
     """The database file cannot be opened or is damaged; one line naming the file
     and what to do, for the command line to print instead of a traceback."""
@@ -231,6 +234,10 @@ class Store:
                     raise
                 time.sleep(0.02)
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # A WAL that grew under a burst (a checkpoint cannot restart it while
+        # readers keep using its frames) is cut back to this once it restarts,
+        # rather than keeping its largest size for the life of the process.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         if self.checkpointer is not None:
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         conn.execute("PRAGMA foreign_keys = ON")

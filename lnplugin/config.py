@@ -391,6 +391,11 @@ def _split(value: Any) -> list[Any]:
 
 
 _FIELDS = set(Settings.model_fields)
+_BOOL_FIELDS = {
+    name
+    for name, field in Settings.model_fields.items()
+    if field.annotation in (bool, bool | None)
+}
 
 
 @dataclass(frozen=True)
@@ -440,13 +445,29 @@ def _from_toml(path: Path) -> dict[str, Any]:
     section = data.get("lnplugin", data)
     if not isinstance(section, dict):
         raise ConfigError(f"invalid setting config: [lnplugin] in {path} must be a table")
+    if section is not data and len(data) > 1:
+        # Keys before the [lnplugin] header would be silently ignored.
+        outside = next(key for key in data if key != "lnplugin")
+        raise ConfigError(
+            f"invalid setting {outside} in {path}: outside the [lnplugin] table; put every "
+            "setting under [lnplugin], or drop the header"
+        )
     values: dict[str, Any] = {}
     for key, value in section.items():
         name = key.replace("-", "_")
         if name not in _FIELDS:
             raise ConfigError(f"invalid setting {key} in {path}: unknown setting")
+        if name not in _BOOL_FIELDS and _has_bool(value):
+            # TOML's true/false would pass as 1/0 (pydantic's lax int): `port = true`.
+            raise ConfigError(f"invalid setting {key} in {path}: true/false is not a valid value")
         values[name] = value
     return values
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(isinstance(item, bool) for item in value)
+    return isinstance(value, bool)
 
 
 def load_settings(

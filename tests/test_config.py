@@ -189,6 +189,30 @@ def test_an_unknown_toml_key_is_refused(tmp_path):
     assert "prot" in message and "unknown" in message
 
 
+def test_a_key_outside_the_lnplugin_table_is_refused_not_ignored(tmp_path):
+    path = toml(tmp_path, 'port = 16011\n[lnplugin]\ndata_dir = "/tmp/x"\n')
+    message = config_error({"config": path})
+    assert message.startswith(f"invalid setting port in {path}: outside the [lnplugin] table")
+
+
+@pytest.mark.parametrize(
+    "line", ["port = true", "threads = false", "webhook_retry_schedule = [true, false]"]
+)
+def test_true_or_false_is_not_a_number_in_toml(tmp_path, line):
+    """pydantic would take them as 1 and 0: `port = true` listened on port 1."""
+    path = toml(tmp_path, line + "\n")
+    key = line.split(" ")[0]
+    assert config_error({"config": path}) == (
+        f"invalid setting {key} in {path}: true/false is not a valid value"
+    )
+
+
+def test_true_or_false_still_set_the_switches_in_toml(tmp_path):
+    path = toml(tmp_path, "access_log = false\nbootstrap_token = true\n")
+    settings = load_settings({"config": path}, environ={})
+    assert settings.access_log is False and settings.bootstrap_token is True
+
+
 def test_a_missing_toml_file_is_refused(tmp_path):
     message = config_error({"config": str(tmp_path / "absent.toml")})
     assert "config" in message and "does not exist" in message

@@ -392,9 +392,7 @@ def _split(value: Any) -> list[Any]:
 
 _FIELDS = set(Settings.model_fields)
 _BOOL_FIELDS = {
-    name
-    for name, field in Settings.model_fields.items()
-    if field.annotation in (bool, bool | None)
+    name for name, field in Settings.model_fields.items() if field.annotation in (bool, bool | None)
 }
 
 

@@ -255,7 +255,9 @@ def test_under_systemd_no_token_is_printed_unless_asked(tmp_path: Path) -> None:
     journal = {"JOURNAL_STREAM": "8:12345"}
     with Server(tmp_path / "quiet", env=journal) as server:
         assert server.token is None
-        assert "lnplugin token create --scope admin" in server.banner[-1]
+        # With the data dir: the default one may be another user's, or not this server's.
+        hint = f"`lnplugin token create --scope admin --data-dir {tmp_path / 'quiet'}`"
+        assert server.banner[-1].endswith(hint)
     with Server(tmp_path / "quiet", "--bootstrap-token", env=journal) as server:
         assert server.token is not None and server.token.startswith("lnp_")
         assert server.request("GET", "/invoices/incoming").status_code == 200

@@ -285,6 +285,12 @@ class _Group(click.Group):
 
         try:
             return super().invoke(ctx)
+        except click.MissingParameter:
+            raise  # click's usage lines show what is missing
+        except click.BadParameter as exc:
+            # A bad flag value is a bad setting: one line naming it, as the
+            # same value from the environment or the config file gets.
+            raise Unusable(exc.format_message()) from None
         except _unusable_errors() as exc:
             raise Unusable(str(exc)) from None
         except sqlite3.Error as exc:  # a damaged page met mid-command, not at open

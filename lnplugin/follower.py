@@ -580,17 +580,37 @@ class Follower:
             self.status.cursor = self.status.head = cursor
         self._cursor_kind = kind
 
-    def refresh_head(self) -> None:
-        """Ask the node for its feed head, on nodes that can tell (`FeedHead`)."""
+    def refresh_head(self) -> int | None:
+        """Ask the node for its feed head, on nodes that can tell (`FeedHead`);
+        returns it as the node gave it (None: unknown)."""
         if not self.node.has_feature(Feature.FEED_HEAD) or not isinstance(self.node, FeedHead):
-            return
+            return None
         try:
             head = self.node.feed_head()
         except NodeError:
             self.node_errors["feed_head"] += 1
-            return
+            return None
         if head is not None:
             self.status.head = max(head, self.status.cursor)
+        return head
+
+    def _start_over(self, head: int) -> None:
+        """The node's feed is behind the stored cursor: its invoice history was
+        reset (lnd restored from its seed, a replaced Core Lightning database,
+        a dev node whose files were not restored with the store). Every
+        position it hands out from now on would be at or below the cursor and
+        skipped, payments included, so re-read it from the start: the store
+        deduplicates, so nothing already stored is counted twice. Checked
+        before each feed connection, while no stream is open."""
+        with self._apply_lock, self.store.transaction() as tx:
+            cursors.rewind(tx, cursors.INCOMING)
+        log.warning(
+            "the node's settlement feed is at %d, behind the %d lnplugin had stored: its invoice "
+            "history was reset (a restored or replaced node); re-reading it from the start",
+            head,
+            self.status.cursor,
+        )
+        self.status.cursor = self.status.head = 0
 
     # -- sweeps -----------------------------------------------------------------
 
@@ -725,7 +745,9 @@ class Follower:
         within milliseconds.
         """
         self.sync_cursor_kind()
-        self.refresh_head()
+        head = self.refresh_head()
+        if head is not None and head < self.status.cursor:
+            self._start_over(head)
         progress = BackfillProgress()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         stream = self.node.settlements(self.status.cursor)

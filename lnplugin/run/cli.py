@@ -8,12 +8,12 @@ error naming it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +22,8 @@ from lnplugin import __version__
 from lnplugin.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lnplugin.nodes.base import DevPayments
 
 F = Callable[..., Any]
@@ -459,13 +461,15 @@ def export(
         since_ts = parse_since(since) if since is not None else None
     except SinceError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
+    kind: Format = "jsonl" if fmt == "jsonl" else "csv"
+    if spreadsheet_safe and kind != "csv":
+        raise click.BadParameter("is for CSV only (--format csv)", param_hint="--spreadsheet-safe")
     settings = settings_from(flags)
     _require_store(settings)
     if output != "-" and owned_file(settings.data_dir, Path(output)):
         # O_TRUNC on the store (or its -wal) would wipe it while it is read.
         raise Unusable(f"cannot write --output {output}: it is one of the data dir's own files")
     store = _store(flags)
-    kind: Format = "jsonl" if fmt == "jsonl" else "csv"
     safe = spreadsheet_safe
     chunks = stream(store.conn, kind, type_=type_, since=since_ts, spreadsheet_safe=safe)
     try:
@@ -474,21 +478,40 @@ def export(
                 sys.stdout.write(chunk)
             sys.stdout.flush()
             return
-        # Payer names, emails and messages: private, like the store itself.
         try:
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            # An existing file keeps its mode through O_CREAT: tighten it too
-            # (a regular file; not a FIFO or a device such as /dev/stdout).
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                os.fchmod(fd, 0o600)
+            _write_private(Path(output), chunks)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise Unusable(f"cannot write --output {output} ({reason})") from None
+    finally:
+        store.close()
+
+
+def _write_private(target: Path, chunks: Iterable[str]) -> None:
+    """Write `chunks` to `target`, created 0600: payer names, emails and
+    messages are as private as the store.
+
+    A file (or a link to one) is written under a temporary name beside it
+    and renamed into place once complete, so a full disk or a kill leaves the
+    old file or none, never a truncated export under the name asked for. A
+    FIFO or a device (/dev/stdout) is written directly."""
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8", newline="") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return
+    real = target.resolve()
+    partial = real.with_name(f".{real.name}.partial-{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with open(fd, "w", encoding="utf-8", newline="") as out:
             for chunk in chunks:
                 out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, real)
     finally:
-        store.close()
+        partial.unlink(missing_ok=True)
 
 
 def _require_store(settings: Settings) -> None:
@@ -514,10 +537,19 @@ def backup(file: str, force: bool, **flags: Any) -> None:
     """
     from pathlib import Path
 
+    from lnplugin.datadir import private_database
     from lnplugin.store.backup import BackupError
     from lnplugin.store.backup import backup as run
 
+    if not file.strip():
+        raise click.BadParameter("must name a file", param_hint="FILE")
     settings = settings_from(flags)
+    # What opening it would do for any other command: a store copied in
+    # loose (0644) is tightened, with its -wal and -shm. A read-only store
+    # is backed up all the same.
+    with contextlib.suppress(OSError):
+        if settings.db_path.is_file():
+            private_database(settings.db_path)
     try:
         done = run(settings.db_path, Path(file), force=force)
     except BackupError as exc:

@@ -180,9 +180,15 @@ class Settings(BaseModel):
         if parsed.query or parsed.fragment:
             raise ValueError("must not have a query or fragment")
         try:
-            parsed.port  # noqa: B018 (urllib checks the port when it is read)
+            port = parsed.port  # urllib checks the port when it is read
         except ValueError:
-            raise ValueError("has a port that is not a number from 1 to 65535") from None
+            port = 0
+        if port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError("must not contain user:password@ (payers would see it)")
+        if any(c.isspace() for c in value):
+            raise ValueError("must not contain spaces")
         return value.rstrip("/")
 
     @field_validator("trust_proxy")

@@ -143,6 +143,10 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         ({}, {"LNPLUGIN_TOKEN_RATE_LIMIT": "10/second;0/hour"}, "token_rate_limit"),
         ({"nwc_rate_limit": "0/minute"}, {}, "nwc_rate_limit"),
         ({"fiat_provider": [5]}, {}, "fiat_provider"),
+        ({"public_url": "https://pay.example.com:0"}, {}, "public_url"),
+        ({"public_url": "https://me:pw@pay.example.com"}, {}, "public_url"),
+        ({"fiat_provider": ["x=http://127.0.0.1:abc/|a"]}, {}, "fiat_provider"),
+        ({"fiat_provider": ["y=http://127.0.0.1:99999/|a"]}, {}, "fiat_provider"),
     ],
     ids=[
         "port-too-big",
@@ -170,6 +174,10 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         "token-rate-zero",
         "nwc-rate-zero",
         "fiat_provider-not-text",
+        "public_url-port-zero",
+        "public_url-credentials",
+        "fiat_provider-port-not-a-number",
+        "fiat_provider-port-too-big",
     ],
 )
 def test_an_invalid_value_is_one_line_naming_the_setting(flags, environ, setting):

@@ -336,7 +336,9 @@ def status(**flags: Any) -> None:
 
     Asks the server that serves the data dir (GET /health, at the address it
     noted in the data dir; --host/--port when the data dir is elsewhere);
-    when none serves it, reports what the store holds.
+    when none serves it, reports what the store holds. It takes serve's
+    options, so serve's command line works here too, but only --data-dir,
+    --config, --host and --port matter (--port: where to ask).
     """
     import requests
 
@@ -837,7 +839,13 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
 @dev.command("mine")
 @common_options
 @_NETWORK
-@click.option("--blocks", type=click.IntRange(min=1, max=10_000), default=1, show_default=True)
+@click.option(
+    "--blocks",
+    type=click.IntRange(min=1, max=10_000),
+    default=1,
+    show_default=True,
+    help="How many blocks to mine.",
+)
 def dev_mine(blocks: int, **flags: Any) -> None:
     """Move the dev node's simulated chain on (toward held invoices' deadlines)."""
     from lnplugin.nodes.dev import DevNode
@@ -850,7 +858,7 @@ def dev_mine(blocks: int, **flags: Any) -> None:
 @dev.command("keysend")
 @common_options
 @_NETWORK
-@click.option("--amount-msat", type=MSAT, required=True)
+@click.option("--amount-msat", type=MSAT, required=True, help="The amount received, in msat.")
 @click.option(
     "--record",
     "records",

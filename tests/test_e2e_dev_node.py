@@ -238,8 +238,13 @@ def test_status_asks_the_server_of_its_own_data_dir_not_whatever_has_the_port(
         a.stop()
         port = b.url.rsplit(":", 1)[1]
         reply = json.loads(cli(a.data_dir, "status", "--port", port))
-        assert reply["server"] == "not running"
+        assert reply["server"] == "not running" and "url" not in reply  # b's URL is not a's
+        assert reply["store"] == str(a.data_dir / "lnplugin.sqlite")
         assert reply["invoices"] == {}
+        b.request("POST", "/invoices", json={"amount": 2})
+        b.stop()
+        reply = json.loads(cli(b.data_dir, "status"))
+        assert reply["invoices"] == {"CREATED": 2}  # as the API names an unpaid invoice
 
 
 def test_the_banner_says_where_it_listens_and_then_where_payers_reach_it(tmp_path: Path) -> None:

@@ -370,9 +370,19 @@ def status(**flags: Any) -> None:
         saved = cursors.all_cursors(conn)
         counts = invoices.count_by_state(conn)
     store.close()
+    # No `url`: nothing was asked there (or what answered serves another
+    # data dir). States as the API names them (an unpaid invoice is CREATED).
+    shown = {("CREATED" if state == "OPEN" else state): n for state, n in counts.items()}
     click.echo(
         json.dumps(
-            {"server": "not running", "url": url, "cursors": saved, "invoices": counts}, indent=2
+            {
+                "server": "not running",
+                "store": str(settings.db_path),
+                "follower": {"cursor": saved.get(cursors.INCOMING, 0)},
+                "cursors": saved,
+                "invoices": shown,
+            },
+            indent=2,
         )
     )
 

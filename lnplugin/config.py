@@ -127,6 +127,14 @@ class Settings(BaseModel):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Relative to where lnplugin runs (in plugin mode: lightningd's
+        directory), so it is shown as an absolute path: a command pasted from
+        a log runs elsewhere."""
+        return value.absolute()
+
     @field_validator("port")
     @classmethod
     def _port(cls, value: int) -> int:

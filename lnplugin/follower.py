@@ -430,6 +430,7 @@ class Follower:
         self._cancel_reasons: dict[str, str] = {}
         self._outgoing_denied_logged = False
         self._logged_error: str | None = None  # the last error logged (see `_note_error`)
+        self._head_checked = False  # see `_start_over`
         # Failed node calls by operation, for `/metrics`; the API adds its own
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
         self.node_errors: collections.Counter[str] = collections.Counter()
@@ -601,7 +602,9 @@ class Follower:
         position it hands out from now on would be at or below the cursor and
         skipped, payments included, so re-read it from the start: the store
         deduplicates, so nothing already stored is counted twice. Checked
-        before each feed connection, while no stream is open."""
+        before the first feed connection that learns the node's head, while no
+        stream is open; a node reset while lnplugin runs is found at its next
+        start."""
         with self._apply_lock, self.store.transaction() as tx:
             cursors.rewind(tx, cursors.INCOMING)
         log.warning(
@@ -746,8 +749,13 @@ class Follower:
         """
         self.sync_cursor_kind()
         head = self.refresh_head()
-        if head is not None and head < self.status.cursor:
-            self._start_over(head)
+        if head is not None and not self._head_checked:
+            # Once, on the first head the node gives: a fresh one on every kind
+            # of node. Later ones may lag the cursor (lnd's is listed at most
+            # every few seconds, while the stream moves the cursor on).
+            self._head_checked = True
+            if head < self.status.cursor:
+                self._start_over(head)
         progress = BackfillProgress()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         stream = self.node.settlements(self.status.cursor)

@@ -378,14 +378,19 @@ class ClnNode(Node):
         Ends (returns) after `close()`; raises NodeUnavailable when the node
         goes away. See the module docstring for what the cursor means.
         """
-        if self.cursor_kind == "updated_index":
-            try:
-                yield from self._settlements_by_updated_index(cursor)
-                return
-            except _OldNode:  # the node does not know index paging after all
-                self._version = (23, 5)
-                cursor = 0  # cursor kinds differ: replay
-        yield from self._settlements_by_pay_index(cursor)
+        try:
+            if self.cursor_kind == "updated_index":
+                try:
+                    yield from self._settlements_by_updated_index(cursor)
+                    return
+                except _OldNode:  # the node does not know index paging after all
+                    self._version = (23, 5)
+                    cursor = 0  # cursor kinds differ: replay
+            yield from self._settlements_by_pay_index(cursor)
+        except NodeUnavailable:
+            if self._closed.is_set():
+                return  # close() cut a call short: the feed ends, as promised
+            raise
 
     def _settlements_by_updated_index(self, cursor: int) -> Iterator[InvoiceUpdate]:
         known = 0  # the node's updated index, as the last `wait` reported it

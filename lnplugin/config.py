@@ -127,6 +127,14 @@ class Settings(BaseModel):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Relative to where lnplugin runs (in plugin mode: lightningd's
+        directory), so it is shown as an absolute path: a command pasted from
+        a log runs elsewhere."""
+        return value.absolute()
+
     @field_validator("port")
     @classmethod
     def _port(cls, value: int) -> int:
@@ -180,9 +188,15 @@ class Settings(BaseModel):
         if parsed.query or parsed.fragment:
             raise ValueError("must not have a query or fragment")
         try:
-            parsed.port  # noqa: B018 (urllib checks the port when it is read)
+            port = parsed.port  # urllib checks the port when it is read
         except ValueError:
-            raise ValueError("has a port that is not a number from 1 to 65535") from None
+            port = 0
+        if port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError("must not contain user:password@ (payers would see it)")
+        if any(c.isspace() for c in value):
+            raise ValueError("must not contain spaces")
         return value.rstrip("/")
 
     @field_validator("trust_proxy")
@@ -391,6 +405,9 @@ def _split(value: Any) -> list[Any]:
 
 
 _FIELDS = set(Settings.model_fields)
+_BOOL_FIELDS = {
+    name for name, field in Settings.model_fields.items() if field.annotation in (bool, bool | None)
+}
 
 
 @dataclass(frozen=True)
@@ -440,13 +457,29 @@ def _from_toml(path: Path) -> dict[str, Any]:
     section = data.get("lnplugin", data)
     if not isinstance(section, dict):
         raise ConfigError(f"invalid setting config: [lnplugin] in {path} must be a table")
+    if section is not data and len(data) > 1:
+        # Keys before the [lnplugin] header would be silently ignored.
+        outside = next(key for key in data if key != "lnplugin")
+        raise ConfigError(
+            f"invalid setting {outside} in {path}: outside the [lnplugin] table; put every "
+            "setting under [lnplugin], or drop the header"
+        )
     values: dict[str, Any] = {}
     for key, value in section.items():
         name = key.replace("-", "_")
         if name not in _FIELDS:
             raise ConfigError(f"invalid setting {key} in {path}: unknown setting")
+        if name not in _BOOL_FIELDS and _has_bool(value):
+            # TOML's true/false would pass as 1/0 (pydantic's lax int): `port = true`.
+            raise ConfigError(f"invalid setting {key} in {path}: true/false is not a valid value")
         values[name] = value
     return values
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(isinstance(item, bool) for item in value)
+    return isinstance(value, bool)
 
 
 def load_settings(

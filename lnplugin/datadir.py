@@ -78,3 +78,22 @@ def private_database(path: Path) -> None:
         side = Path(f"{path}{suffix}")
         if side.exists():
             private_file(side)
+
+
+# The files lnplugin and its dev node keep in a data dir; an export or a
+# backup written over one of them would destroy the store it was read from.
+_OWN_FILES = ("lnplugin.sqlite", "devnode.sqlite", "node.key", "lnplugin.lock")
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def owned_file(data_dir: Path, path: Path) -> bool:
+    """Whether `path` (after links) is one of the files lnplugin keeps in
+    `data_dir`: a store, its -wal/-shm/-journal, the dev node's key, the lock."""
+    try:
+        target = Path(path).resolve()
+        home = Path(data_dir).resolve()
+    except (OSError, RuntimeError):
+        return False
+    if target.parent != home:
+        return False
+    return any(target.name == own + side for own in _OWN_FILES for side in _SIDE_FILES)

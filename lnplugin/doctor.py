@@ -98,7 +98,7 @@ def _data_dir(path: Path) -> Check:
 
 
 def _store(db_path: Path) -> Check:
-    from lnplugin.store.migrations import MIGRATIONS, stored_version
+    from lnplugin.store.migrations import MIGRATIONS, quick_check, stored_version
 
     latest = max(MIGRATIONS)
     if not db_path.exists():
@@ -106,11 +106,14 @@ def _store(db_path: Path) -> Check:
     mode = stat.S_IMODE(db_path.stat().st_mode)
     try:
         version = stored_version(db_path)
+        verdict = quick_check(db_path)
     except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
         return Check(
             "store",
             "fail",
-            f"{db_path} cannot be read ({exc}): restore it from a backup (docs/operations.md)",
+            f"{db_path} cannot be read ({verdict}): restore it from a backup (docs/operations.md)",
         )
     if version > latest:
         return Check(

@@ -35,10 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Any
-from urllib.parse import urlsplit
 
 from lnplugin import pinned_http
-from lnplugin.ssrf import Refused
+from lnplugin.ssrf import Refused, check_url
 
 MAX_RESPONSE_BYTES = 64 * 1024  # a ticker answer is a few hundred bytes
 
@@ -183,9 +182,12 @@ def parse_provider(spec: str) -> Provider:
         raise ValueError(
             f"{spec!r} is neither a known provider ({', '.join(PRESETS)}) nor NAME=URL|JSON.PATH"
         )
-    parts = urlsplit(_fill(url, "usd"))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{spec!r}: the URL must be http:// or https://")
+    try:
+        # The sender's own check (port, host, no spaces): a URL it cannot use
+        # would otherwise start, then answer every fiat create with 503.
+        check_url(_fill(url, "usd"))
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: the URL {exc}") from None
     return Provider(name, url, path)
 
 

@@ -430,6 +430,7 @@ class Follower:
         self._cancel_reasons: dict[str, str] = {}
         self._outgoing_denied_logged = False
         self._logged_error: str | None = None  # the last error logged (see `_note_error`)
+        self._head_checked = False  # see `_start_over`
         # Failed node calls by operation, for `/metrics`; the API adds its own
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
         self.node_errors: collections.Counter[str] = collections.Counter()
@@ -580,17 +581,39 @@ class Follower:
             self.status.cursor = self.status.head = cursor
         self._cursor_kind = kind
 
-    def refresh_head(self) -> None:
-        """Ask the node for its feed head, on nodes that can tell (`FeedHead`)."""
+    def refresh_head(self) -> int | None:
+        """Ask the node for its feed head, on nodes that can tell (`FeedHead`);
+        returns it as the node gave it (None: unknown)."""
         if not self.node.has_feature(Feature.FEED_HEAD) or not isinstance(self.node, FeedHead):
-            return
+            return None
         try:
             head = self.node.feed_head()
         except NodeError:
             self.node_errors["feed_head"] += 1
-            return
+            return None
         if head is not None:
             self.status.head = max(head, self.status.cursor)
+        return head
+
+    def _start_over(self, head: int) -> None:
+        """The node's feed is behind the stored cursor: its invoice history was
+        reset (lnd restored from its seed, a replaced Core Lightning database,
+        a dev node whose files were not restored with the store). Every
+        position it hands out from now on would be at or below the cursor and
+        skipped, payments included, so re-read it from the start: the store
+        deduplicates, so nothing already stored is counted twice. Checked
+        before the first feed connection that learns the node's head, while no
+        stream is open; a node reset while lnplugin runs is found at its next
+        start."""
+        with self._apply_lock, self.store.transaction() as tx:
+            cursors.rewind(tx, cursors.INCOMING)
+        log.warning(
+            "the node's settlement feed is at %d, behind the %d lnplugin had stored: its invoice "
+            "history was reset (a restored or replaced node); re-reading it from the start",
+            head,
+            self.status.cursor,
+        )
+        self.status.cursor = self.status.head = 0
 
     # -- sweeps -----------------------------------------------------------------
 
@@ -725,7 +748,14 @@ class Follower:
         within milliseconds.
         """
         self.sync_cursor_kind()
-        self.refresh_head()
+        head = self.refresh_head()
+        if head is not None and not self._head_checked:
+            # Once, on the first head the node gives: a fresh one on every kind
+            # of node. Later ones may lag the cursor (lnd's is listed at most
+            # every few seconds, while the stream moves the cursor on).
+            self._head_checked = True
+            if head < self.status.cursor:
+                self._start_over(head)
         progress = BackfillProgress()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         stream = self.node.settlements(self.status.cursor)

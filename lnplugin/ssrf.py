@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # what http.client refuses in a request line
 MAX_HOST = 253  # a DNS name's length in text form (RFC 1035), without the final dot
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")  # after IDNA: LDH, plus _
 
@@ -27,6 +28,10 @@ _GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")  # IPv4-mapped
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (SIIT)
 _COMPATIBLE = ipaddress.ip_network("::/96")  # IPv4-compatible (deprecated)
+_PRIVATE = tuple(  # RFC 1918 and IPv6 unique-local: a private network's own addresses
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
@@ -45,10 +50,18 @@ def check_url(value: str) -> str:
     name whose labels are 1-63 characters after IDNA encoding, so a stored
     URL never fails for a reason that no retry can fix.
     """
+    if _UNSENDABLE.search(value):
+        # The sender could never put it in a request line: every delivery
+        # would fail until the event is dead-lettered.
+        raise ValueError("must not contain spaces or control characters (percent-encode them)")
     try:
         parts = urlsplit(value)
     except ValueError as exc:  # e.g. an unclosed "[" around an IPv6 host
         raise ValueError(f"is not a valid URL ({exc})") from None
+    if not (parts.path + parts.query).isascii():
+        raise ValueError(
+            "must have an ASCII path and query (percent-encode other characters as UTF-8)"
+        )
     if parts.scheme not in ("http", "https"):
         raise ValueError("must be an http:// or https:// URL")
     try:
@@ -161,8 +174,10 @@ def _kind(ip: IPAddress) -> str:
         return "link-local/metadata"
     if ip.is_multicast:
         return "multicast"
-    if ip.is_private:
+    if any(ip in net for net in _PRIVATE):  # not `is_private`: it counts documentation ranges
         return "private"
+    if ip in _SHARED:
+        return "shared (carrier-grade NAT)"
     return "reserved/non-public"
 
 

@@ -261,6 +261,7 @@ def _origin(url: str) -> str:
     """Scheme and host only: paths and queries may carry receivers' own tokens."""
     try:
         parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname}"
+        host = parts.hostname or ""
+        return f"{parts.scheme}://[{host}]" if ":" in host else f"{parts.scheme}://{host}"
     except ValueError:
         return "(an unparsable URL)"

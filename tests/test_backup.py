@@ -121,13 +121,29 @@ def test_a_backup_of_a_missing_store_creates_nothing(tmp_path) -> None:
     assert not (tmp_path / "none").exists() and not (tmp_path / "b.sqlite").exists()
 
 
-@pytest.mark.parametrize("where", ["store", "missing-dir"])
-def test_a_backup_onto_the_store_or_into_no_directory_is_refused(tmp_path, where) -> None:
+@pytest.mark.parametrize(
+    "where", ["store", "store-wal", "store-shm", "dev-node-store", "node.key", "missing-dir"]
+)
+def test_a_backup_onto_the_data_dirs_own_files_or_into_no_directory_is_refused(
+    tmp_path, where
+) -> None:
+    """Written over the store's -wal (or anything else lnplugin keeps there),
+    a backup would destroy what the store had not yet checkpointed."""
     data = tmp_path / "data"
     lnplugin(data, "token", "create", "--scope", "admin")
-    target = data / "lnplugin.sqlite" if where == "store" else tmp_path / "no" / "b.sqlite"
+    target = {
+        "store": data / "lnplugin.sqlite",
+        "store-wal": data / "lnplugin.sqlite-wal",
+        "store-shm": data / "lnplugin.sqlite-shm",
+        "dev-node-store": data / "devnode.sqlite",
+        "node.key": data / "node.key",
+        "missing-dir": tmp_path / "no" / "b.sqlite",
+    }[where]
+    before = target.read_bytes() if target.exists() else None
     proc = lnplugin(data, "backup", str(target), "--force")
     assert proc.returncode == 2, proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (target.read_bytes() if target.exists() else None) == before
     assert read(data / "lnplugin.sqlite", "SELECT COUNT(*) FROM tokens") == [(1,)]
 
 
@@ -140,3 +156,45 @@ def test_a_data_dir_whose_name_has_uri_characters_backs_up(tmp_path) -> None:
     proc = lnplugin(data, "backup", str(target))
     assert proc.returncode == 0, proc.stderr
     assert read(target, "SELECT COUNT(*) FROM tokens") == [(1,)]
+
+
+def test_a_backup_removes_what_a_killed_backup_left_beside_it(tmp_path) -> None:
+    """A killed backup leaves its temporary copy (preimages and all) and its
+    journal; the next backup to that name removes them, and leaves alone
+    those of a backup still running."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    lnplugin(data, "token", "create", "--scope", "admin")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(gone.stdout)
+    left = [tmp_path / f".b.sqlite.partial-{dead}", tmp_path / f".b.sqlite.partial-{dead}-journal"]
+    running = tmp_path / f".b.sqlite.partial-{os.getpid()}"
+    for path in (*left, running):
+        path.write_bytes(b"half a copy")
+    proc = lnplugin(data, "backup", str(tmp_path / "b.sqlite"))
+    assert proc.returncode == 0, proc.stderr
+    assert not any(path.exists() for path in left)
+    assert running.exists()
+
+
+def test_a_backup_tightens_a_store_copied_in_loose_as_opening_it_would(tmp_path) -> None:
+    data = tmp_path / "data"
+    lnplugin(data, "token", "create", "--scope", "admin")
+    store = data / "lnplugin.sqlite"
+    os.chmod(store, 0o644)
+    assert lnplugin(data, "backup", str(tmp_path / "b.sqlite")).returncode == 0
+    for path in data.glob("lnplugin.sqlite*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_backup_to_an_empty_name_is_one_line() -> None:
+    proc = lnplugin(Path("/nonexistent-data-dir"), "backup", "")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: Invalid value for FILE: must name a file"

@@ -136,6 +136,22 @@ def test_a_number_out_of_range_is_a_usage_error(data_dir, args):
     assert "is not in the range" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("serve", "--port", "abc"), "'--port'"),
+        (("serve", "--threads", "x"), "'--threads'"),
+        (("export", "--since", "last week"), "--since"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_naming_the_flag(data_dir, args, flag):
+    """As the same value from the environment or the config file is."""
+    result = run(*args, "--data-dir", data_dir)
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Error: Invalid value for {flag}: ")
+
+
 def test_token_create_needs_a_scope(data_dir):
     result = run("token", "create", "--data-dir", data_dir)
     assert result.exit_code != 0

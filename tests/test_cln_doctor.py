@@ -57,3 +57,61 @@ def test_no_socket_fails_with_the_fix(tmp: Path) -> None:
     code, lines = doctor(tmp, str(tmp / "nope"))
     assert code == 1
     assert lines == [f"FAIL socket: {tmp / 'nope'} does not exist: is lightningd running?"]
+
+
+class Silent:
+    """A unix socket that accepts connections and never answers: a wedged
+    lightningd (or something else listening at its path)."""
+
+    def __init__(self, path: Path) -> None:
+        import socket
+        import threading
+
+        self.path = str(path)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_node_that_never_answers_is_a_failed_check_not_a_hang(tmp: Path) -> None:
+    silent = Silent(tmp / "rpc")
+    try:
+        code, lines = doctor(tmp, silent.path)
+    finally:
+        silent.close()
+    assert code == 1, lines
+    assert lines[0].split(":")[0].endswith("socket")  # the socket itself is fine (or warned)
+    assert lines[1].startswith("FAIL getinfo: Core Lightning did not answer: ")
+    assert "did not answer getinfo within 10 s" in lines[1]
+
+
+def test_a_call_the_node_never_answers_is_unavailable_not_a_hang(tmp: Path) -> None:
+    """A 503 for the API's create, a retry for the follower: bounded, as lnd's calls are."""
+    import pytest
+
+    from lnplugin.nodes.base import NodeUnavailable
+    from lnplugin.nodes.cln.node import ClnNode
+
+    silent = Silent(tmp / "rpc")
+    node = ClnNode(silent.path, rpc_timeout=0.5)
+    try:
+        with pytest.raises(NodeUnavailable, match=r"did not answer getinfo within 0\.5 s"):
+            node.get_info()
+    finally:
+        node.close()
+        silent.close()

@@ -260,6 +260,38 @@ def test_network_mismatch_disables_the_plugin(sim: ClnSim, tmp: Path) -> None:
         driver.kill()
 
 
+def test_a_data_dir_that_cannot_be_used_disables_the_plugin_in_one_line(
+    sim: ClnSim, tmp: Path
+) -> None:
+    """lightningd's log gets one `broken` line naming the setting, not a traceback."""
+    blocker = tmp / "afile"
+    blocker.write_text("")
+    driver = PluginDriver(sim, blocker)
+    driver.start()
+    try:
+        reason = driver.init_result["disable"]
+        assert reason.startswith("invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)")
+        assert reason.endswith("; plugin disabled")
+        assert not [line for line in driver.logs if "Traceback" in line]
+        assert driver.call("lnplugin-status", {}) == {"running": False}
+    finally:
+        driver.kill()
+
+
+def test_lnplugin_log_level_applies_in_plugin_mode(sim: ClnSim, tmp: Path) -> None:
+    """As docs/cln.md says LNPLUGIN_* variables do: at `warning`, no info lines."""
+    driver = PluginDriver(sim, tmp / "quiet", env={"LNPLUGIN_LOG_LEVEL": "warning"})
+    driver.start()
+    try:
+        status = driver.call("lnplugin-status", {})
+        assert status["running"] is True
+        health = requests.get(status["url"] + "/health", timeout=10)
+        assert health.status_code == 200
+        assert not [line for line in driver.logs if "lnplugin.access" in line]
+    finally:
+        driver.kill()
+
+
 def test_a_data_dir_already_served_disables_the_plugin(sim: ClnSim, tmp: Path) -> None:
     # One follower and webhook worker per store: the plugin says why and steps aside.
     data = tmp / "shared"

@@ -143,6 +143,10 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         ({}, {"LNPLUGIN_TOKEN_RATE_LIMIT": "10/second;0/hour"}, "token_rate_limit"),
         ({"nwc_rate_limit": "0/minute"}, {}, "nwc_rate_limit"),
         ({"fiat_provider": [5]}, {}, "fiat_provider"),
+        ({"public_url": "https://pay.example.com:0"}, {}, "public_url"),
+        ({"public_url": "https://me:pw@pay.example.com"}, {}, "public_url"),
+        ({"fiat_provider": ["x=http://127.0.0.1:abc/|a"]}, {}, "fiat_provider"),
+        ({"fiat_provider": ["y=http://127.0.0.1:99999/|a"]}, {}, "fiat_provider"),
     ],
     ids=[
         "port-too-big",
@@ -170,6 +174,10 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         "token-rate-zero",
         "nwc-rate-zero",
         "fiat_provider-not-text",
+        "public_url-port-zero",
+        "public_url-credentials",
+        "fiat_provider-port-not-a-number",
+        "fiat_provider-port-too-big",
     ],
 )
 def test_an_invalid_value_is_one_line_naming_the_setting(flags, environ, setting):
@@ -187,6 +195,30 @@ def test_an_unknown_toml_key_is_refused(tmp_path):
     path = toml(tmp_path, "prot = 8080\n")
     message = config_error({"config": path})
     assert "prot" in message and "unknown" in message
+
+
+def test_a_key_outside_the_lnplugin_table_is_refused_not_ignored(tmp_path):
+    path = toml(tmp_path, 'port = 16011\n[lnplugin]\ndata_dir = "/tmp/x"\n')
+    message = config_error({"config": path})
+    assert message.startswith(f"invalid setting port in {path}: outside the [lnplugin] table")
+
+
+@pytest.mark.parametrize(
+    "line", ["port = true", "threads = false", "webhook_retry_schedule = [true, false]"]
+)
+def test_true_or_false_is_not_a_number_in_toml(tmp_path, line):
+    """pydantic would take them as 1 and 0: `port = true` listened on port 1."""
+    path = toml(tmp_path, line + "\n")
+    key = line.split(" ")[0]
+    assert config_error({"config": path}) == (
+        f"invalid setting {key} in {path}: true/false is not a valid value"
+    )
+
+
+def test_true_or_false_still_set_the_switches_in_toml(tmp_path):
+    path = toml(tmp_path, "access_log = false\nbootstrap_token = true\n")
+    settings = load_settings({"config": path}, environ={})
+    assert settings.access_log is False and settings.bootstrap_token is True
 
 
 def test_a_missing_toml_file_is_refused(tmp_path):

@@ -89,6 +89,35 @@ def test_a_damaged_store_fails(tmp_path: Path) -> None:
     assert code == 1 and lines["store"].startswith("FAIL store") and "backup" in lines["store"]
 
 
+def damage_the_invoices_table(store: Path) -> None:
+    """Overwrite the head of the invoices table's root page: the file still
+    opens and migrates (the schema is intact); reading invoices fails."""
+    conn = sqlite3.connect(store, isolation_level=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'invoices'").fetchone()
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(store, "r+b") as f:
+        f.seek((root[0] - 1) * size)
+        f.write(b"\xff" * 16)
+
+
+def test_a_store_damaged_past_its_schema_fails_in_one_line(tmp_path: Path) -> None:
+    """Found by reading every page, before a query meets the damage; and a
+    command that meets it says so in one line, not a traceback."""
+    data = tmp_path / "data"
+    damage_the_invoices_table(make_store(data))
+    code, lines = doctor(data)
+    assert code == 1 and lines["store"].startswith("FAIL store") and "backup" in lines["store"]
+    assert "\n" not in lines["store"] and "***" not in lines["store"]
+    for command in ("export", "status"):
+        proc = e2e.run(data, command)
+        assert proc.returncode == 2, proc.stderr
+        [line] = proc.stderr.splitlines()
+        assert line.startswith("Error: the store (lnplugin.sqlite in the data dir) failed (")
+        assert "restore it from a backup" in line
+
+
 def test_a_data_dir_last_served_by_another_node_warns(tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_store(data)

@@ -238,8 +238,13 @@ def test_status_asks_the_server_of_its_own_data_dir_not_whatever_has_the_port(
         a.stop()
         port = b.url.rsplit(":", 1)[1]
         reply = json.loads(cli(a.data_dir, "status", "--port", port))
-        assert reply["server"] == "not running"
+        assert reply["server"] == "not running" and "url" not in reply  # b's URL is not a's
+        assert reply["store"] == str(a.data_dir / "lnplugin.sqlite")
         assert reply["invoices"] == {}
+        b.request("POST", "/invoices", json={"amount": 2})
+        b.stop()
+        reply = json.loads(cli(b.data_dir, "status"))
+        assert reply["invoices"] == {"CREATED": 2}  # as the API names an unpaid invoice
 
 
 def test_the_banner_says_where_it_listens_and_then_where_payers_reach_it(tmp_path: Path) -> None:
@@ -255,7 +260,9 @@ def test_under_systemd_no_token_is_printed_unless_asked(tmp_path: Path) -> None:
     journal = {"JOURNAL_STREAM": "8:12345"}
     with Server(tmp_path / "quiet", env=journal) as server:
         assert server.token is None
-        assert "lnplugin token create --scope admin" in server.banner[-1]
+        # With the data dir: the default one may be another user's, or not this server's.
+        hint = f"`lnplugin token create --scope admin --data-dir {tmp_path / 'quiet'}`"
+        assert server.banner[-1].endswith(hint)
     with Server(tmp_path / "quiet", "--bootstrap-token", env=journal) as server:
         assert server.token is not None and server.token.startswith("lnp_")
         assert server.request("GET", "/invoices/incoming").status_code == 200

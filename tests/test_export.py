@@ -308,6 +308,47 @@ def test_spreadsheet_safe_neutralises_formulas_only_when_asked(client, admin, pa
     assert parse_csv(safe.stdout)[1]["boost_podcast"] == NASTY["podcast"]
 
 
+@pytest.mark.parametrize("name", ["lnplugin.sqlite", "lnplugin.sqlite-wal", "node.key"])
+def test_the_command_refuses_to_write_over_the_data_dirs_own_files(
+    client, admin, payments, data_dir, name
+) -> None:
+    """`-o lnplugin.sqlite` truncated the store it was reading."""
+    target = data_dir / name
+    rows = parse_csv(lnplugin(data_dir, "export").stdout)
+    proc = lnplugin(data_dir, "export", "-o", str(target))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"Error: cannot write --output {target}: it is one of the data dir's own files"
+    )
+    assert len(rows) > 1 and parse_csv(lnplugin(data_dir, "export").stdout) == rows
+
+
+def test_a_full_disk_is_one_line_and_an_existing_export_is_kept(
+    client, admin, payments, data_dir, tmp_path
+) -> None:
+    full = lnplugin(data_dir, "export", "-o", "/dev/full")
+    assert full.returncode == 2
+    assert full.stderr.strip() == "Error: cannot write --output /dev/full (No space left on device)"
+    # A file is written beside its name and renamed in whole: a link to one
+    # is followed, and nothing half-written is ever left under the name.
+    target, link = tmp_path / "boosts.csv", tmp_path / "latest.csv"
+    link.symlink_to(target)
+    assert lnplugin(data_dir, "export", "-o", str(link)).returncode == 0
+    assert link.is_symlink() and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert parse_csv(target.read_bytes().decode()) == parse_csv(
+        get_export(client, admin, format="csv")
+    )
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_spreadsheet_safe_is_refused_for_jsonl_rather_than_ignored(data_dir) -> None:
+    proc = lnplugin(data_dir, "export", "--format", "jsonl", "--spreadsheet-safe")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "Error: Invalid value for --spreadsheet-safe: is for CSV only (--format csv)"
+    )
+
+
 def test_the_command_refuses_a_data_dir_without_a_store(tmp_path) -> None:
     proc = lnplugin(tmp_path / "nothing-here", "export")
     assert proc.returncode == 2

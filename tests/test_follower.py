@@ -261,3 +261,44 @@ def test_the_last_error_is_cleared_once_the_node_answers_again(store, tmp_path):
             )
         finally:
             follower.stop()
+
+
+def test_a_node_whose_history_was_reset_is_re_read_from_the_start(tmp_path):
+    """A node behind the stored cursor (restored from its seed, replaced, or a
+    dev node whose files were not restored with the store) numbers its new
+    settlements from 1 again: they are followed, not skipped as already seen,
+    and what was stored before is not counted twice."""
+    from lnplugin.nodes.base import InvoiceRequest
+
+    store = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        first = DevNode(tmp_path / "before")
+        follower = Follower(first, store, sweep_interval=3600, expiry_interval=0.05)
+        follower.start()
+        try:
+            for n in range(3):
+                made = first.create_invoice(InvoiceRequest(amount_msat=1000 + n))
+                first.pay(made.payment_request)
+            wait_until(lambda: follower.status.cursor == 3, "three settlements stored")
+        finally:
+            follower.stop()
+        first.close()
+
+        again = DevNode(tmp_path / "after")  # a new node: its feed starts over
+        follower = Follower(again, store, sweep_interval=3600, expiry_interval=0.05)
+        follower.start()
+        try:
+            made = again.create_invoice(InvoiceRequest(amount_msat=7000))
+            again.pay(made.payment_request)
+            row = wait_until(
+                lambda: invoices.by_hash(store.conn, made.payment_hash, "incoming"),
+                "the new node's settlement",
+            )
+        finally:
+            follower.stop()
+        again.close()
+    finally:
+        settled = [e for e in all_events(store) if e[0] == events.INCOMING_SETTLED]
+        store.close()
+    assert row.state == "SETTLED" and row.amount_received_msat == 7000
+    assert len(settled) == 4  # three before, one after: none counted twice

@@ -47,6 +47,24 @@ def test_metrics_need_the_metrics_scope(client, make_token: Callable[..., str]) 
     scrape(client, make_token("admin"))
 
 
+def test_a_fresh_server_exports_every_counter_at_zero_and_no_created_series(  # type: ignore[no-untyped-def]
+    client, make_token: Callable[..., str]
+) -> None:
+    """Absent series read as "no data" (a failed scrape looks the same), and
+    `rate()` needs the zero; the `_created` gauges prometheus-client adds by
+    default are one more series per label set that nobody reads."""
+    from lnplugin.api.metrics import NODE_OPERATIONS
+    from lnplugin.store.events import EVENT_TYPES
+
+    samples = scrape(client, make_token("metrics:read"))
+    for type_ in EVENT_TYPES:
+        assert (("lnplugin_events_total", (("type", type_),))) in samples, type_
+    for operation in NODE_OPERATIONS:
+        key = ("lnplugin_node_rpc_errors_total", (("operation", operation),))
+        assert samples.get(key) == 0.0, operation
+    assert not [name for name, _ in samples if name.endswith("_created")]
+
+
 def test_unknown_scopes_are_still_refused() -> None:
     with pytest.raises(tokens.UnknownScope):
         tokens.check_scopes(["metrics:write"])

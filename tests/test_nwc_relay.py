@@ -3,7 +3,11 @@ behaviour against a real relay that drops us is in tests/test_nwc_faults.py."""
 
 from __future__ import annotations
 
-from lnplugin.nwc.relay import BACKOFF_MAX, JITTER, backoff, shown_url
+import logging
+
+import pytest
+
+from lnplugin.nwc.relay import BACKOFF_MAX, JITTER, Relay, backoff, shown_url
 
 
 def test_the_first_reconnect_is_almost_at_once_then_the_wait_doubles_up_to_a_cap() -> None:
@@ -25,3 +29,26 @@ def test_a_relay_url_is_shown_without_its_credentials() -> None:
     )
     assert shown_url("ws://u:p@[::1]:7777/?t=1") == "ws://[::1]:7777/"
     assert shown_url("ws://127.0.0.1:6969") == "ws://127.0.0.1:6969"
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("ws://127.0.0.1:7777", False),
+        ("ws://localhost:7777", False),
+        ("ws://[::1]:7777", False),
+        ("wss://relay.example.com", False),
+        ("ws://relay.example.com", True),
+        ("ws://10.0.0.2:7777", True),
+        ("ws://relay:7777", True),
+    ],
+)
+def test_plain_ws_to_another_machine_is_warned_about(
+    url: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Accepted (a relay on a private network may have no TLS), with one
+    warning naming the relay: NIP-44 hides the contents, not who talks when."""
+    with caplog.at_level(logging.WARNING, logger="lnplugin.nwc.relay"):
+        Relay(url, lambda *a: None, dict, lambda r: None)
+    lines = [r.getMessage() for r in caplog.records if "plain ws://" in r.getMessage()]
+    assert len(lines) == (1 if warned else 0)

@@ -230,6 +230,11 @@ def test_a_cln_socket_path_that_is_not_a_socket(tmp: Path):
             tmp / "data", "serve", "--port", "0", "--node", "cln", "--cln-socket", str(path)
         )
         assert "cln_socket" in line and "is not a unix socket" in line
+    # Under a file: no socket can ever appear there, so it is no "not up yet".
+    line = refused(
+        tmp / "data", "serve", "--port", "0", "--node", "cln", "--cln-socket", f"{regular}/rpc"
+    )
+    assert line.endswith(f"{regular}/rpc is under a file, not a directory")
 
 
 def test_an_unreachable_node_still_starts(tmp: Path):

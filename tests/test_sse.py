@@ -207,6 +207,34 @@ def test_an_event_id_that_is_not_a_64_bit_sequence_number_is_a_400(
         assert "event id" in body["errors"][field]
 
 
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_an_event_id_this_server_never_sent_is_a_400_not_a_silent_skip(
+    server: Server, where: str
+) -> None:
+    """Past the newest event (another server's id, or one from before a
+    restore): resuming after it would skip every event up to it and leave an
+    invoice's stream open after its payment."""
+    invoice = server.create_invoice()
+    newest = SSEClient(f"{server.url}/events", server.token, "0")
+    ids = [int(e.id or 0) for e in [newest.next()]]
+    newest.close()
+    future = str(max(ids) + 1000)
+    for path in ("/events", f"/invoices/{invoice['payment_hash']}/events"):
+        headers, params = dict(server.headers), {}
+        if where == "header":
+            field = "Last-Event-ID"
+            headers[field] = future
+        else:
+            field = "last_event_id"
+            params[field] = future
+        with requests.get(
+            server.url + path, headers=headers, params=params, stream=True, timeout=15
+        ) as reply:
+            assert reply.status_code == 400, (path, reply.status_code)
+            reason = reply.json()["errors"][field]
+        assert reason.startswith("is past the newest event (") and "reconnect without it" in reason
+
+
 def _admitted(url: str, token: str, last: str) -> SSEClient:
     """Open a stream once the server has a slot for it. This module's server
     allows 3 streams, and a stream closed by an earlier test keeps its slot
@@ -222,17 +250,14 @@ def _admitted(url: str, token: str, last: str) -> SSEClient:
     return wait_for(attempt, timeout=10)
 
 
-def test_the_largest_event_id_resumes_with_nothing_to_send(server: Server) -> None:
-    """2^63 - 1 (with leading zeros, even) is a valid id: nothing comes after it."""
+def test_the_largest_event_id_parses_and_is_refused_as_one_never_sent(server: Server) -> None:
+    """2^63 - 1 (with leading zeros, even) is a well-formed id, not an
+    overflow; no server has sent it yet, so it is refused as past the newest."""
     for last in ("9223372036854775807", "0009223372036854775807"):
-        client = _admitted(f"{server.url}/events", server.token, last)
-        assert client.ok, client.response.status_code
-        server.create_invoice()
-        line = next(client._lines)
-        while line == "" or line.startswith("retry:"):
-            line = next(client._lines)
-        assert line.startswith(":")  # a heartbeat (0.2 s here), no event
-        client.close()
+        headers = {**server.headers, "Last-Event-ID": last}
+        with requests.get(f"{server.url}/events", headers=headers, stream=True, timeout=15) as r:
+            assert r.status_code == 400
+            assert r.json()["errors"]["Last-Event-ID"].startswith("is past the newest event")
 
 
 # -- a server whose heartbeat never comes during a test ---------------------------

@@ -243,3 +243,35 @@ def test_a_commit_made_with_wake_false_is_kept_but_wakes_no_waiter(store):
     assert store.commit_version == seen
     assert store.wait_for_commit(seen, 0.2) == seen
     assert [r["writer"] for r in store.conn.execute("SELECT writer FROM t")] == ["quiet"]
+
+
+def test_a_wal_grown_while_a_reader_held_it_is_cut_back_once_it_restarts(tmp_path, monkeypatch):
+    """A reader holding an old snapshot keeps the WAL from restarting, so a
+    burst of writes grows the file; once the reader is gone and the WAL has
+    been checkpointed, the next write restarts it and the file is cut back
+    to the limit rather than keeping its largest size."""
+    from lnplugin.store import db
+
+    monkeypatch.setattr(db, "WAL_SIZE_LIMIT", 256 * 1024)
+    store = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        with store.transaction() as tx:
+            tx.execute("CREATE TABLE t (writer TEXT)")
+        wal = Path(store.path + "-wal")
+        reader = sqlite3.connect(store.path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM t").fetchone()  # pins the snapshot
+        for n in range(400):
+            with store.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES (?)", ("x" * 2000 + str(n),))
+        grown = wal.stat().st_size
+        assert grown > 4 * db.WAL_SIZE_LIMIT
+        reader.execute("COMMIT")
+        reader.close()
+        store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with store.transaction() as tx:  # restarts the WAL from its start
+            tx.execute("INSERT INTO t VALUES ('after')")
+        assert wal.stat().st_size <= db.WAL_SIZE_LIMIT
+        assert store.conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 401
+    finally:
+        store.close()

@@ -110,6 +110,20 @@ def test_invalid_bodies_get_a_reason_per_field(
     assert reason in error["errors"][field]
 
 
+@pytest.mark.parametrize("key", ["secret", "endpoint_secret"])
+def test_a_secret_of_the_callers_own_is_refused_not_ignored(
+    client: FlaskClient, admin: dict[str, str], key: str
+) -> None:
+    """Ignored, it would make every signature the caller checks fail."""
+    reply = _create(client, admin, **{key: "whsec_" + "A" * 32})
+    assert reply.status_code == 400
+    assert reply.get_json()["errors"] == {
+        key: "cannot be chosen: lnplugin makes each "
+        "endpoint's secret and shows it once, in this answer"
+    }
+    assert client.get("/webhook_endpoints", headers=admin).get_json() == []
+
+
 def test_missing_url_is_required(client: FlaskClient, admin: dict[str, str]) -> None:
     reply = client.post("/webhook_endpoints", json={"filter_types": [SETTLED]}, headers=admin)
     assert reply.status_code == 400
@@ -253,6 +267,9 @@ REJECTED_TARGETS = [
     pytest.param("http://[fec0::1]/", "non-public", id="site-local"),
     pytest.param("http://127.1/", "loopback", id="short-ipv4"),
     pytest.param("http://2130706433/", "loopback", id="decimal-ipv4"),
+    pytest.param("https://shop.example/inv two", "spaces", id="space"),
+    pytest.param("https://shop.example/a\r\nX-Injected: yes", "control", id="crlf"),
+    pytest.param("https://shop.example/café", "ASCII path", id="non-ascii-path"),
 ]
 
 

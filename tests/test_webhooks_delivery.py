@@ -505,3 +505,19 @@ def test_an_attempt_whose_outcome_cannot_be_recorded_is_not_resent_at_once(
     finally:
         worker.stop()
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("https://shop.example/hook?token=secret", "https://shop.example"),
+        ("http://[::1]:8080/x", "http://[::1]"),
+        ("http://[2606:4700::1111]/hook", "http://[2606:4700::1111]"),
+    ],
+)
+def test_a_target_is_logged_as_scheme_and_host_only(url: str, logged: str) -> None:
+    """Paths and queries may carry the receiver's own tokens; an IPv6 host
+    keeps its brackets, so the line names a URL a reader can use."""
+    from lnplugin.webhooks import _origin
+
+    assert _origin(url) == logged

@@ -75,15 +75,29 @@ def _last_event_id() -> int | None:
     Parsed by the API's one integer-parameter check (ASCII digits, length
     checked before `int()`), bounded by what SQLite can bind: 2^63 or more
     was an OverflowError that cut the stream. The reason names the field sent.
+
+    An id past the newest event is refused too: this server never sent it
+    (it comes from another server, or from before a restore), and resuming
+    "after" it would silently skip every event up to it, and never end an
+    invoice's stream.
     """
     field = "Last-Event-ID"
     raw = request.headers.get(field)
     if not raw:
         field, raw = "last_event_id", request.args.get("last_event_id")
     try:
-        return context.int_param(field, raw, None, 0, MAX_EVENT_ID)
+        resume = context.int_param(field, raw, None, 0, MAX_EVENT_ID)
     except APIError:
         raise APIError(400, "Invalid request", {field: _EVENT_ID_REASON}) from None
+    if resume is not None:
+        newest = events.last_seq(context.service().store.conn)
+        if resume > newest:
+            reason = (
+                f"is past the newest event ({newest}): not an id this server sent; "
+                "reconnect without it"
+            )
+            raise APIError(400, "Invalid request", {field: reason})
+    return resume
 
 
 def admit(sub: Subscription) -> Callable[[], None]:

@@ -20,17 +20,26 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from lnplugin.api.auth import require
 from lnplugin.service import Service
+from lnplugin.store import events as event_types
 from lnplugin.store import metrics as store_metrics
 
 bp = Blueprint("metrics", __name__)
 
 UNMATCHED = "unmatched"
+# The node calls whose failures are counted (`Follower.node_errors`).
+NODE_OPERATIONS = ("create_invoice", "feed", "feed_head", "get_info", "sweep")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -38,6 +47,9 @@ class Metrics:
     """The app's registry and the in-process instruments."""
 
     def __init__(self, service: Service) -> None:
+        # No `*_created` series: one more per label set, which Prometheus
+        # (before its opt-in created-timestamps feature) only stores as a gauge.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "lnplugin_http_requests",
@@ -116,7 +128,10 @@ class _Collector:
             "(feed, feed_head, sweep, create_invoice, get_info).",
             labels=["operation"],
         )
-        for operation, count in sorted(svc.follower.node_errors.items()):
+        # Every operation from the start, at 0: an absent series cannot be
+        # told from a scrape that failed, and `rate()` needs the zero.
+        failed = {op: 0 for op in NODE_OPERATIONS} | dict(svc.follower.node_errors)
+        for operation, count in sorted(failed.items()):
             node_errors.add_metric([operation], count)
         yield node_errors
 
@@ -125,7 +140,8 @@ class _Collector:
         events = CounterMetricFamily(
             "lnplugin_events", "Outbox events stored, by type.", labels=["type"]
         )
-        for type_, count in sorted(counts.events_by_type.items()):
+        stored = {type_: 0 for type_ in event_types.EVENT_TYPES} | counts.events_by_type
+        for type_, count in sorted(stored.items()):
             events.add_metric([type_], count)
         yield events
         settled = CounterMetricFamily(

@@ -131,7 +131,10 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
         n = settings.trust_proxy
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     if not settings.public_url:
-        log.info("Lightning Addresses and LNURL-pay are off: %s", NO_PUBLIC_URL)
+        log.info(
+            "Lightning Addresses and LNURL-pay are off: set --public-url (LNPLUGIN_PUBLIC_URL) "
+            "to the https:// URL payers reach this server at"
+        )
     elif not wallets_accept(settings.public_url):
         log.warning(
             "--public-url %s is http:// on a public host: wallets expect LNURL links over "

@@ -109,7 +109,7 @@ class InvoiceCreate(Body):
         if value is not None and len(value.encode("utf-8")) > MAX_DESCRIPTION_BYTES:
             raise ValueError(
                 f"must be at most {MAX_DESCRIPTION_BYTES} bytes of UTF-8 (the BOLT11 limit); "
-                "send description_hash for longer descriptions"
+                "send description_hash for longer descriptions (not on Core Lightning)"
             )
         return value
 

@@ -31,6 +31,10 @@ bp = Blueprint("webhooks", __name__)
 EP = "/webhook_endpoints"
 
 MAX_URL = 2048
+_CHOSEN_SECRET = ("secret", "endpoint_secret")
+SECRET_NOT_CHOSEN = (
+    "cannot be chosen: lnplugin makes each endpoint's secret and shows it once, in this answer"
+)
 
 
 class EndpointCreate(Body):
@@ -96,7 +100,13 @@ def _endpoint_or_404(endpoint_id: str) -> Any:
 @bp.post(EP)
 @require("admin")
 def create() -> Any:
-    body = context.body_as(EndpointCreate)
+    data = context.json_body()
+    # Other unknown keys are ignored, as Alby's API does; a secret of the
+    # caller's own is not: ignored, it would fail every signature they check.
+    chosen = [key for key in _CHOSEN_SECRET if key in data]
+    if chosen:
+        raise APIError(400, "Invalid request", {key: SECRET_NOT_CHOSEN for key in chosen})
+    body = context.body_as(EndpointCreate, data)
     guard_target(body.url, "url")
     with context.service().store.transaction() as tx:
         row = db.create_endpoint(tx, body.url, body.description, body.filter_types)

@@ -35,6 +35,8 @@ from typing import Any
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from lnplugin.ssrf import literal_address
+
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX, JITTER = 0.5, 30.0, 0.3
@@ -102,6 +104,19 @@ def shown_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def plain_and_remote(url: str) -> bool:
+    """A `ws://` URL whose host is not this machine: the traffic crosses a
+    network unencrypted (NIP-44 still hides the contents, not who talks when)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "ws":
+        return False
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    address = literal_address(host)
+    return address is None or not address.is_loopback
+
+
 class Relay:
     """States: "connecting", "connected", "disconnected" (waiting to retry), "stopped".
 
@@ -116,6 +131,13 @@ class Relay:
     ) -> None:
         self.url = url
         self.name = shown_url(url)
+        if plain_and_remote(url):
+            log.warning(
+                "nwc relay %s is plain ws:// to another machine: requests and answers stay "
+                "encrypted, but who talks to this wallet, and when, can be read on the way; "
+                "use wss:// unless the network between is yours",
+                self.name,
+            )
         self._on_event = on_event
         self._subscription = subscription
         self._on_connect = on_connect

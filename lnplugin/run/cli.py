@@ -8,12 +8,12 @@ error naming it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +22,8 @@ from lnplugin import __version__
 from lnplugin.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lnplugin.nodes.base import DevPayments
 
 F = Callable[..., Any]
@@ -281,10 +283,22 @@ class _Group(click.Group):
     store or the node into `Unusable`, in one place rather than per command."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import sqlite3
+
         try:
             return super().invoke(ctx)
+        except click.MissingParameter:
+            raise  # click's usage lines show what is missing
+        except click.BadParameter as exc:
+            # A bad flag value is a bad setting: one line naming it, as the
+            # same value from the environment or the config file gets.
+            raise Unusable(exc.format_message()) from None
         except _unusable_errors() as exc:
             raise Unusable(str(exc)) from None
+        except sqlite3.Error as exc:  # a damaged page met mid-command, not at open
+            from lnplugin.store.db import read_error
+
+            raise Unusable(str(read_error(exc))) from None
 
 
 def settings_from(flags: dict[str, Any]) -> Settings:
@@ -322,7 +336,9 @@ def status(**flags: Any) -> None:
 
     Asks the server that serves the data dir (GET /health, at the address it
     noted in the data dir; --host/--port when the data dir is elsewhere);
-    when none serves it, reports what the store holds.
+    when none serves it, reports what the store holds. It takes serve's
+    options, so serve's command line works here too, but only --data-dir,
+    --config, --host and --port matter (--port: where to ask).
     """
     import requests
 
@@ -354,9 +370,19 @@ def status(**flags: Any) -> None:
         saved = cursors.all_cursors(conn)
         counts = invoices.count_by_state(conn)
     store.close()
+    # No `url`: nothing was asked there (or what answered serves another
+    # data dir). States as the API names them (an unpaid invoice is CREATED).
+    shown = {("CREATED" if state == "OPEN" else state): n for state, n in counts.items()}
     click.echo(
         json.dumps(
-            {"server": "not running", "url": url, "cursors": saved, "invoices": counts}, indent=2
+            {
+                "server": "not running",
+                "store": str(settings.db_path),
+                "follower": {"cursor": saved.get(cursors.INCOMING, 0)},
+                "cursors": saved,
+                "invoices": shown,
+            },
+            indent=2,
         )
     )
 
@@ -438,16 +464,24 @@ def export(
     Reads the store directly, so it works whether or not the server runs.
     The same export is served at GET /invoices/export.
     """
+    from pathlib import Path
+
+    from lnplugin.datadir import owned_file
     from lnplugin.export import Format, SinceError, parse_since, stream
 
     try:
         since_ts = parse_since(since) if since is not None else None
     except SinceError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
+    kind: Format = "jsonl" if fmt == "jsonl" else "csv"
+    if spreadsheet_safe and kind != "csv":
+        raise click.BadParameter("is for CSV only (--format csv)", param_hint="--spreadsheet-safe")
     settings = settings_from(flags)
     _require_store(settings)
+    if output != "-" and owned_file(settings.data_dir, Path(output)):
+        # O_TRUNC on the store (or its -wal) would wipe it while it is read.
+        raise Unusable(f"cannot write --output {output}: it is one of the data dir's own files")
     store = _store(flags)
-    kind: Format = "jsonl" if fmt == "jsonl" else "csv"
     safe = spreadsheet_safe
     chunks = stream(store.conn, kind, type_=type_, since=since_ts, spreadsheet_safe=safe)
     try:
@@ -456,21 +490,40 @@ def export(
                 sys.stdout.write(chunk)
             sys.stdout.flush()
             return
-        # Payer names, emails and messages: private, like the store itself.
         try:
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            # An existing file keeps its mode through O_CREAT: tighten it too
-            # (a regular file; not a FIFO or a device such as /dev/stdout).
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                os.fchmod(fd, 0o600)
+            _write_private(Path(output), chunks)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise Unusable(f"cannot write --output {output} ({reason})") from None
+    finally:
+        store.close()
+
+
+def _write_private(target: Path, chunks: Iterable[str]) -> None:
+    """Write `chunks` to `target`, created 0600: payer names, emails and
+    messages are as private as the store.
+
+    A file (or a link to one) is written under a temporary name beside it
+    and renamed into place once complete, so a full disk or a kill leaves the
+    old file or none, never a truncated export under the name asked for. A
+    FIFO or a device (/dev/stdout) is written directly."""
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8", newline="") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return
+    real = target.resolve()
+    partial = real.with_name(f".{real.name}.partial-{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with open(fd, "w", encoding="utf-8", newline="") as out:
             for chunk in chunks:
                 out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, real)
     finally:
-        store.close()
+        partial.unlink(missing_ok=True)
 
 
 def _require_store(settings: Settings) -> None:
@@ -496,10 +549,19 @@ def backup(file: str, force: bool, **flags: Any) -> None:
     """
     from pathlib import Path
 
+    from lnplugin.datadir import private_database
     from lnplugin.store.backup import BackupError
     from lnplugin.store.backup import backup as run
 
+    if not file.strip():
+        raise click.BadParameter("must name a file", param_hint="FILE")
     settings = settings_from(flags)
+    # What opening it would do for any other command: a store copied in
+    # loose (0644) is tightened, with its -wal and -shm. A read-only store
+    # is backed up all the same.
+    with contextlib.suppress(OSError):
+        if settings.db_path.is_file():
+            private_database(settings.db_path)
     try:
         done = run(settings.db_path, Path(file), force=force)
     except BackupError as exc:
@@ -787,7 +849,13 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
 @dev.command("mine")
 @common_options
 @_NETWORK
-@click.option("--blocks", type=click.IntRange(min=1, max=10_000), default=1, show_default=True)
+@click.option(
+    "--blocks",
+    type=click.IntRange(min=1, max=10_000),
+    default=1,
+    show_default=True,
+    help="How many blocks to mine.",
+)
 def dev_mine(blocks: int, **flags: Any) -> None:
     """Move the dev node's simulated chain on (toward held invoices' deadlines)."""
     from lnplugin.nodes.dev import DevNode
@@ -800,7 +868,7 @@ def dev_mine(blocks: int, **flags: Any) -> None:
 @dev.command("keysend")
 @common_options
 @_NETWORK
-@click.option("--amount-msat", type=MSAT, required=True)
+@click.option("--amount-msat", type=MSAT, required=True, help="The amount received, in msat.")
 @click.option(
     "--record",
     "records",

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lnplugin.config import Settings, http_url
+from lnplugin.datadir import DataDirError
+from lnplugin.nodes.base import NodeMisconfigured
 from lnplugin.nodes.cln.hold import ClnHoldNode
 from lnplugin.nodes.cln.plugin import (
     OPTIONS,
@@ -30,9 +32,13 @@ from lnplugin.nodes.cln.plugin import (
     settings_from_init,
 )
 from lnplugin.service import Service, StartupRefused
-from lnplugin.store import Store, captured_records
+from lnplugin.store import Store, StoreError, captured_records
 
 log = logging.getLogger("lnplugin.cln_plugin")
+
+
+# Settings-shaped failures of the start: one `broken` line, never a traceback.
+UNUSABLE = (DataDirError, StoreError, NodeMisconfigured, StartupRefused)
 
 
 class PluginRuntime:
@@ -154,10 +160,17 @@ def build_plugin(runtime: PluginRuntime) -> Any:
         logging.getLogger("lnplugin").setLevel(logging.INFO)
         try:
             settings = settings_from_init(options, configuration)
+            # lightningd's log takes what the plugin writes; LNPLUGIN_LOG_LEVEL
+            # still decides how much of it that is.
+            logging.getLogger("lnplugin").setLevel(settings.log_level.upper())
             runtime.start(settings, lambda line: plugin.log(line, level="info"))
         except PluginConfigError as exc:
             plugin.log(str(exc), level="broken")
             return {"disable": str(exc)}
+        except UNUSABLE as exc:  # a data dir, store or node setting that cannot work
+            runtime.stop()
+            plugin.log(f"{exc}; plugin disabled", level="broken")
+            return {"disable": f"{exc}; plugin disabled"}
         except Exception as exc:  # disable rather than crash (and, if important, stop CLN)
             log.exception("lnplugin failed to start")
             runtime.stop()

@@ -16,6 +16,7 @@ import ctypes.util
 import gc
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -337,13 +338,16 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     if token:
         out("Admin token (shown once, store it now):")
         out(token)
-    elif has_admin_token(service):
-        out("Admin token: already created; make another with `lnplugin token create --scope admin`")
     else:
-        out(
-            "No admin token yet (none is printed here): make one on a terminal with "
-            "`lnplugin token create --scope admin`"
-        )
+        # The data dir named: run as printed, with another default (another
+        # user's home, a service's /var/lib/lnplugin) it would make a token
+        # in a store this server never reads.
+        data_dir = shlex.quote(str(settings.data_dir))
+        make = f"`lnplugin token create --scope admin --data-dir {data_dir}`"
+        if has_admin_token(service):
+            out(f"Admin token: already created; make another with {make}")
+        else:
+            out(f"No admin token yet (none is printed here): make one on a terminal with {make}")
     sys.stdout.flush()
 
     freeze_startup_objects()

@@ -18,12 +18,14 @@ either the old file or no file, never a torn backup under the final name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnplugin.datadir import FILE_MODE
+from lnplugin.datadir import FILE_MODE, owned_file
 from lnplugin.store.db import BUSY_TIMEOUT_MS
 from lnplugin.store.migrations import read_only_uri
 
@@ -53,8 +55,11 @@ def backup(source: Path, target: Path, *, force: bool = False) -> BackupResult:
         raise BackupError(f"{target} exists; choose another file or pass --force to replace it")
     if target.resolve() == source.resolve():
         raise BackupError(f"{target} is the store itself")
+    if owned_file(source.parent, target):
+        raise BackupError(f"{target} is one of the data dir's own files; choose another")
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent} is not a directory")
+    _remove_stale_partials(target)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -87,6 +92,31 @@ def backup(source: Path, target: Path, *, force: bool = False) -> BackupResult:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
     return BackupResult(target, target.stat().st_size, int(count), int(version or 0))
+
+
+_PARTIAL = re.compile(r"\.partial-(\d+)(-journal)?$")
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Remove what a backup to `target` that was killed left beside it (its
+    temporary copy, which holds preimages, and that copy's journal): those
+    whose process is gone. A backup still running keeps its own."""
+    for path in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        found = _PARTIAL.search(path.name)
+        if found is None or _alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

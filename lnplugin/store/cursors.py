@@ -28,6 +28,14 @@ def advance(tx: sqlite3.Connection, name: str, value: int) -> None:
     )
 
 
+def rewind(tx: sqlite3.Connection, name: str) -> None:
+    """Set cursor `name` back to 0, for a node whose own positions went back
+    (its invoice history was reset). Safe because the store deduplicates."""
+    tx.execute(
+        "UPDATE cursors SET value = 0, updated_at = ? WHERE name = ?", (int(time.time()), name)
+    )
+
+
 def sync_kind(tx: sqlite3.Connection, name: str, kind: str) -> bool:
     """Record what cursor `name` counts; reset it to 0 when that changed.
 

@@ -60,6 +60,9 @@ def _writer_lock(path: str) -> threading.RLock:
         return _WRITER_LOCKS.setdefault(key, threading.RLock())
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file keeps after it restarts
+
+
 class StoreError(Exception):
     """The database file cannot be opened or is damaged; one line naming the file
     and what to do, for the command line to print instead of a traceback."""
@@ -68,16 +71,26 @@ class StoreError(Exception):
 def open_error(path: Path | str, exc: sqlite3.Error | OSError) -> StoreError:
     """A `StoreError` for an SQLite or OS failure while opening the database `path`."""
     reason = str(exc) if isinstance(exc, sqlite3.Error) else (exc.strerror or str(exc))
+    return StoreError(f"cannot open {path} ({reason}): {_advice(exc, reason)}")
+
+
+def read_error(exc: sqlite3.Error) -> StoreError:
+    """A `StoreError` for an SQLite failure after the store opened (a damaged
+    page is only found when a query reaches it)."""
+    return StoreError(
+        f"the store (lnplugin.sqlite in the data dir) failed ({exc}): {_advice(exc, str(exc))}"
+    )
+
+
+def _advice(exc: sqlite3.Error | OSError, reason: str) -> str:
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        advice = "it is damaged; restore it from a backup, or move it aside to start empty"
-    elif "locked" in reason or "busy" in reason:
-        advice = "another process holds a write lock on it; try again when it has finished"
-    else:
-        advice = (
-            "check that this user can create and write it and its directory "
-            "(the data dir: --data-dir / LNPLUGIN_DATA_DIR)"
-        )
-    return StoreError(f"cannot open {path} ({reason}): {advice}")
+        return "it is damaged; restore it from a backup, or move it aside to start empty"
+    if "locked" in reason or "busy" in reason:
+        return "another process holds a write lock on it; try again when it has finished"
+    return (
+        "check that this user can create and write it and its directory "
+        "(the data dir: --data-dir / LNPLUGIN_DATA_DIR)"
+    )
 
 
 class Checkpointer:
@@ -221,6 +234,10 @@ class Store:
                     raise
                 time.sleep(0.02)
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # A WAL that grew under a burst (a checkpoint cannot restart it while
+        # readers keep using its frames) is cut back to this once it restarts,
+        # rather than keeping its largest size for the life of the process.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         if self.checkpointer is not None:
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         conn.execute("PRAGMA foreign_keys = ON")

@@ -551,3 +551,19 @@ def stored_version(path: str | os.PathLike[str]) -> int:
         return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
     finally:
         conn.close()
+
+
+def quick_check(path: str | os.PathLike[str]) -> str:
+    """SQLite's `quick_check` of the file at `path`, read-only: "ok", or the
+    first problem found. Reads every page, so a damaged one that no query has
+    reached yet is found too (for `lnplugin doctor`).
+
+    Raises `sqlite3.DatabaseError` when the file is not a readable database.
+    """
+    conn = sqlite3.connect(read_only_uri(path), uri=True)
+    try:
+        found = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+    finally:
+        conn.close()
+    # One line: SQLite heads its report with "*** in database main ***".
+    return "; ".join(line for line in found.splitlines() if not line.startswith("***"))

@@ -67,7 +67,7 @@ def _accepted_tlv_types(configs: dict[str, Any]) -> set[int]:
 
 
 def _listconfigs(rpc: Any) -> dict[str, Any]:
-    reply = rpc.call("listconfigs")
+    reply = rpc("listconfigs")
     if "configs" in reply:
         return dict(reply["configs"])
     # Before v23.08: a flat object of option -> value.
@@ -76,18 +76,36 @@ def _listconfigs(rpc: Any) -> dict[str, Any]:
 
 def checks(settings: Settings) -> list[Check]:
     """Socket, version, network, and the even TLV types plugin mode needs accepted."""
-    from pyln.client import LightningRpc, RpcError
-
-    from lnplugin.nodes.cln.node import version_tuple
+    from lnplugin.nodes.cln.node import ClnNode
 
     socket_check = _cln_socket(settings.cln_socket)
     if socket_check.status == "fail":
         return [socket_check]
     checks = [socket_check]
-    rpc = LightningRpc(str(settings.cln_socket))
+    # The node's own calls: bounded in time, so a node that accepts but never
+    # answers is a failed check, not a doctor that hangs.
+    node = ClnNode(str(settings.cln_socket), rpc_timeout=DOCTOR_TIMEOUT)
     try:
-        info = rpc.call("getinfo")
-    except (OSError, ValueError, RpcError) as exc:
+        return checks + _answers(node, settings)
+    finally:
+        node.close()
+
+
+DOCTOR_TIMEOUT = 10.0  # seconds doctor waits for each answer
+
+
+def _answers(node: Any, settings: Settings) -> list[Check]:
+    """The checks that need lightningd to answer."""
+    from pyln.client import RpcError
+
+    from lnplugin.nodes.base import NodeError
+    from lnplugin.nodes.cln.node import version_tuple
+
+    checks: list[Check] = []
+    rpc = node.rpc
+    try:
+        info = rpc("getinfo")
+    except (NodeError, RpcError) as exc:
         checks.append(Check("getinfo", "fail", f"Core Lightning did not answer: {exc}"))
         return checks
     version = str(info.get("version"))
@@ -116,7 +134,7 @@ def checks(settings: Settings) -> list[Check]:
         )
     try:
         accepted = _accepted_tlv_types(_listconfigs(rpc))
-    except (OSError, ValueError, RpcError) as exc:
+    except (NodeError, RpcError) as exc:
         checks.append(Check("even TLV types", "warn", f"listconfigs failed: {exc}"))
         return checks
     missing = [t for t in EVEN_TLV_TYPES if t not in accepted]

@@ -1,10 +1,14 @@
 """Core Lightning adapter: JSON-RPC over the `lightning-rpc` unix socket.
 
-Ordinary calls go through pyln-client's `LightningRpc` (a fresh connection
-per call, as lightningd expects). The two calls that block until something
-happens (`wait` and, on old nodes, `waitanyinvoice`) use `_BlockingCall`, a
-cancellable connection of our own: pyln cannot be interrupted, and `close()`
-must stop a blocked feed promptly.
+Every call is a `_BlockingCall`: a fresh connection per call, as lightningd
+expects (through pyln-client's `UnixSocket`, which handles over-long socket
+paths; errors are pyln's `RpcError`), that a timeout bounds and `close()`
+interrupts. pyln's `LightningRpc` can do neither: a node that accepts
+connections but never answers hung `serve` at its start (deaf to SIGTERM),
+`doctor`, and every `POST /invoices`. Ordinary calls give up after
+`rpc_timeout` seconds (a `NodeUnavailable`, so a 503); the two that block
+until something happens (`wait` and, on old nodes, `waitanyinvoice`) after
+`wait_timeout`, and then the feed re-lists.
 
 Settlement feed (docs/protocols.md#cln-wait-and-listinvoices-by-updated-index):
 the cursor is the invoices
@@ -35,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from pyln.client import LightningRpc, RpcError
+from pyln.client import RpcError
 from pyln.client.lightning import UnixSocket
 
 from lnplugin.nodes.base import (
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 100  # rows per listinvoices / listpays page
 WAIT_SLICE = 0.2  # seconds between checks of close() while blocked
+RPC_TIMEOUT = 30.0  # seconds an ordinary call may take (lnd's calls have the same bound)
 LABEL_PREFIX = "lnplugin-"
 KEYSEND_PREFIX = "keysend-"
 DEFAULT_EXPIRY = 604800  # CLN's default; used when an invoice's bolt11 is unreadable
@@ -192,14 +197,15 @@ class ClnNode(Node):
         *,
         network: str | None = None,
         wait_timeout: float | None = 60.0,
-        rpc: LightningRpc | None = None,
+        rpc_timeout: float = RPC_TIMEOUT,
     ) -> None:
         """`wait_timeout` bounds one blocking `wait`; the feed then re-lists,
-        which also recovers from a wakeup lost in a reconnect."""
+        which also recovers from a wakeup lost in a reconnect. `rpc_timeout`
+        bounds every other call."""
         self.socket_path = str(socket_path)
         self.network = network
         self.wait_timeout = wait_timeout
-        self._rpc = rpc or LightningRpc(self.socket_path)
+        self.rpc_timeout = rpc_timeout
         self._closed = threading.Event()
         self._calls: set[_BlockingCall] = set()
         self._calls_lock = threading.Lock()
@@ -219,6 +225,11 @@ class ClnNode(Node):
         # retries); something else at that path will never become the socket.
         try:
             mode = os.stat(settings.cln_socket).st_mode
+        except NotADirectoryError:  # a path under a file: no socket can ever be there
+            raise NodeMisconfigured(
+                "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "
+                f"{settings.cln_socket} is under a file, not a directory"
+            ) from None
         except OSError:
             mode = None
         if mode is not None and not stat.S_ISSOCK(mode):
@@ -230,13 +241,36 @@ class ClnNode(Node):
 
     # ---------------------------------------------------------------- plumbing
     def _call(self, method: str, **params: Any) -> Any:
-        """One RPC through pyln with errors mapped onto lnplugin's types."""
+        """One RPC with errors mapped onto lnplugin's types."""
         try:
-            return self._rpc.call(method, {k: v for k, v in params.items() if v is not None})
+            return self.rpc(method, {k: v for k, v in params.items() if v is not None})
         except RpcError as exc:
             raise _map_rpc_error(exc) from None
-        except (OSError, ValueError) as exc:  # refused, missing, torn reply
+
+    def rpc(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """One JSON-RPC call, answered within `rpc_timeout`: the result, pyln's
+        `RpcError` when lightningd refuses, `NodeUnavailable` when it cannot
+        be reached or does not answer in time (also used by this node's doctor)."""
+        if self._closed.is_set():
+            raise NodeUnavailable("Core Lightning connection closed")
+        call = _BlockingCall(self.socket_path)
+        with self._calls_lock:
+            self._calls.add(call)
+        try:
+            result = call.call(method, params or {}, self.rpc_timeout)
+        except ValueError as exc:  # a torn or non-JSON reply
             raise NodeUnavailable(f"Core Lightning socket {self.socket_path}: {exc}") from None
+        finally:
+            with self._calls_lock:
+                self._calls.discard(call)
+        if result is None:  # abandoned: closed meanwhile, or the time ran out
+            if self._closed.is_set():
+                raise NodeUnavailable("Core Lightning connection closed")
+            raise NodeUnavailable(
+                f"Core Lightning did not answer {method} within {self.rpc_timeout:g} s "
+                f"(socket {self.socket_path})"
+            )
+        return result
 
     def _blocking(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
         if self._closed.is_set():
@@ -344,14 +378,19 @@ class ClnNode(Node):
         Ends (returns) after `close()`; raises NodeUnavailable when the node
         goes away. See the module docstring for what the cursor means.
         """
-        if self.cursor_kind == "updated_index":
-            try:
-                yield from self._settlements_by_updated_index(cursor)
-                return
-            except _OldNode:  # the node does not know index paging after all
-                self._version = (23, 5)
-                cursor = 0  # cursor kinds differ: replay
-        yield from self._settlements_by_pay_index(cursor)
+        try:
+            if self.cursor_kind == "updated_index":
+                try:
+                    yield from self._settlements_by_updated_index(cursor)
+                    return
+                except _OldNode:  # the node does not know index paging after all
+                    self._version = (23, 5)
+                    cursor = 0  # cursor kinds differ: replay
+            yield from self._settlements_by_pay_index(cursor)
+        except NodeUnavailable:
+            if self._closed.is_set():
+                return  # close() cut a call short: the feed ends, as promised
+            raise
 
     def _settlements_by_updated_index(self, cursor: int) -> Iterator[InvoiceUpdate]:
         known = 0  # the node's updated index, as the last `wait` reported it

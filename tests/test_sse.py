@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -190,21 +191,32 @@ def test_an_event_id_that_is_not_a_64_bit_sequence_number_is_a_400(
 ) -> None:
     invoice = server.create_invoice()
     for path in ("/events", f"/invoices/{invoice['payment_hash']}/events"):
-        headers, params = dict(server.headers), {}
-        if where == "header":
-            field = "Last-Event-ID"
-            headers[field] = bad.encode()  # raw bytes: not every case is Latin-1
-        else:
-            field = "last_event_id"
-            params[field] = bad
-        # stream=True: a wrongly accepted id opens a stream that never ends.
-        with requests.get(
-            server.url + path, headers=headers, params=params, stream=True, timeout=15
-        ) as reply:
-            assert reply.status_code == 400, (path, reply.status_code)
-            body = reply.json()
+        # Raw bytes in the header: not every case is Latin-1.
+        field, body = _resume_refused(
+            server, path, where, bad.encode() if where == "header" else bad
+        )
         assert body["code"] == 400 and body["error"] is True
         assert "event id" in body["errors"][field]
+
+
+def _resume_refused(
+    server: Server, path: str, where: str, value: str | bytes
+) -> tuple[str, dict[str, Any]]:
+    """Resume `path` from `value` (in the header or the query); the field
+    named and the answer's body, which must be a 400."""
+    headers, params = dict(server.headers), {}
+    if where == "header":
+        field = "Last-Event-ID"
+        headers[field] = value
+    else:
+        field = "last_event_id"
+        params[field] = value
+    # stream=True: a wrongly accepted id opens a stream that never ends.
+    with requests.get(
+        server.url + path, headers=headers, params=params, stream=True, timeout=15
+    ) as reply:
+        assert reply.status_code == 400, (path, reply.status_code)
+        return field, reply.json()
 
 
 @pytest.mark.parametrize("where", ["header", "query"])
@@ -215,23 +227,9 @@ def test_an_event_id_this_server_never_sent_is_a_400_not_a_silent_skip(
     restore): resuming after it would skip every event up to it and leave an
     invoice's stream open after its payment."""
     invoice = server.create_invoice()
-    newest = SSEClient(f"{server.url}/events", server.token, "0")
-    ids = [int(e.id or 0) for e in [newest.next()]]
-    newest.close()
-    future = str(max(ids) + 1000)
     for path in ("/events", f"/invoices/{invoice['payment_hash']}/events"):
-        headers, params = dict(server.headers), {}
-        if where == "header":
-            field = "Last-Event-ID"
-            headers[field] = future
-        else:
-            field = "last_event_id"
-            params[field] = future
-        with requests.get(
-            server.url + path, headers=headers, params=params, stream=True, timeout=15
-        ) as reply:
-            assert reply.status_code == 400, (path, reply.status_code)
-            reason = reply.json()["errors"][field]
+        field, body = _resume_refused(server, path, where, str(2**62))
+        reason = body["errors"][field]
         assert reason.startswith("is past the newest event (") and "reconnect without it" in reason
 
 

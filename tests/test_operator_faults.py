@@ -156,6 +156,8 @@ def test_a_port_in_use_is_one_line(tmp: Path, busy_port: int):
     env = _env(LNPLUGIN_LOG_LEVEL="info")
     line = refused(tmp / "data", "serve", "--port", str(busy_port), env=env)
     assert "--port" in line
+    # Bound before the data dir is made: a busy port leaves no store or node key behind.
+    assert not (tmp / "data").exists()
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "no-such-host.invalid"])

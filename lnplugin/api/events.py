@@ -25,7 +25,6 @@ body's own thread sends the live part from the stream's queue.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -251,19 +250,20 @@ def all_events() -> Any:
     base = svc.settings.public_url
 
     def body() -> Iterator[bytes | LiveTail]:
-        conn: sqlite3.Connection = svc.store.conn
         if resume is None:
-            last = events.last_seq(conn)
+            last = events.last_seq(svc.store.conn)  # before the first piece: this thread's
         else:
             last = resume
-            while rows := events.after(conn, last, 500):
-                if sub.ended:
-                    return  # e.g. the token was revoked while the history went out
-                for row in rows:
-                    if row["type"] in allowed:
-                        text = events.with_links(row["payload"], row["page_id"], base)
-                        yield message(row["seq"], row["type"], text)
-                last = rows[-1]["seq"]
+            # Its own connection: a long history goes on from other worker threads.
+            with svc.store.reader() as conn:
+                while rows := events.after(conn, last, 500):
+                    if sub.ended:
+                        return  # e.g. the token was revoked while the history went out
+                    for row in rows:
+                        if row["type"] in allowed:
+                            text = events.with_links(row["payload"], row["page_id"], base)
+                            yield message(row["seq"], row["type"], text)
+                    last = rows[-1]["seq"]
         yield from live(sub, last, heartbeat)
 
     return respond(body(), sub, release)

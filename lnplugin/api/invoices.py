@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -396,10 +397,16 @@ def export_invoices() -> Any:
     if missing:
         raise APIError(403, f"Token lacks scope: {', '.join(missing)}")
     kind: export.Format = "jsonl" if fmt == "jsonl" else "csv"
-    chunks = export.stream(context.service().store.conn, kind, type_=type_, since=since)
+    store = context.service().store
+
+    def chunks() -> Iterator[str]:
+        # Its own connection: the body goes on from other worker threads.
+        with store.reader() as conn:
+            yield from export.stream(conn, kind, type_=type_, since=since)
+
     filename = f"lnplugin-invoices.{fmt}"
     return Response(
-        chunks,
+        chunks(),
         mimetype=None,
         content_type=export.MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},

@@ -292,16 +292,17 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     setup_logging(settings.log_level, settings.log_format)
-    service = Service.build(settings)
     # In this order, so that a refusal (a busy port, then a node on another
     # network or with another certificate) is the only line printed and
-    # stops nothing half-started: the port, the node check, then the app,
-    # whose building logs what it serves.
+    # stops nothing half-started: the port (before the data dir and its
+    # store are created, so a busy port leaves nothing behind), the node
+    # check, then the app, whose building logs what it serves.
+    sockets = listen(settings)
     try:
-        sockets = listen(settings)
-    except StartupRefused:
-        service.node.close()
-        service.store.close()
+        service = Service.build(settings)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
         raise
     try:
         service.start()

@@ -341,6 +341,28 @@ class Store:
             self._commits.notify_all()
 
     @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own, for reads that a streamed response goes on
+        with from other threads, closed on exit.
+
+        Why: `conn` belongs to a thread. A response body too long for one
+        piece is pulled on whichever worker thread is free next
+        (`lnplugin.run.asgi`), while the thread that began it serves other
+        requests with its own connection, writes included. A body that read
+        through that connection from elsewhere ran its SELECTs inside
+        another request's transaction: that transaction's BEGIN or COMMIT
+        failed ("another row available", "no transaction is active", false
+        "store is busy" 503s), and its own reads could see a stale snapshot.
+        """
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so several queries see one consistent state."""
         conn = self.conn

@@ -60,32 +60,21 @@ def test_no_socket_fails_with_the_fix(tmp: Path) -> None:
 
 
 class Silent:
-    """A unix socket that accepts connections and never answers: a wedged
-    lightningd (or something else listening at its path)."""
+    """A unix socket that takes connections and never answers: a wedged
+    lightningd (or something else listening at its path). It never calls
+    accept(): the kernel completes each connection into the backlog, and
+    what the client sends is buffered, unread."""
 
     def __init__(self, path: Path) -> None:
         import socket
-        import threading
 
         self.path = str(path)
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(self.path)
-        self.server.listen()
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.held.append(conn)
+        self.server.listen(64)
 
     def close(self) -> None:
         self.server.close()
-        for conn in self.held:
-            conn.close()
 
 
 def test_a_node_that_never_answers_is_a_failed_check_not_a_hang(tmp: Path) -> None:

@@ -443,3 +443,20 @@ def test_a_quiet_transaction_that_appends_to_the_outbox_wakes_its_readers_all_th
     with store.transaction(wake=False) as tx:
         events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
     assert store.wait_for_commit(seen, 5) == seen + 1
+
+
+@pytest.mark.parametrize("type_", [None, "incoming", "outgoing"])
+def test_an_export_batch_walks_the_primary_key_without_sorting(store, type_):
+    """Each batch reads on from the last id. With `type=`, SQLite would pick
+    the (type, list_seq) index and sort every remaining row of that type by
+    id in each batch: an export slowed with the square of the store (the
+    soak audit: p99 from 65 ms to 2.2 s at 108 MB)."""
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    try:
+        list(invoices.export_batches(store.conn, type_=type_, since=0))
+    finally:
+        store.conn.set_trace_callback(None)
+    [select] = [sql for sql in statements if "FROM invoices" in sql]
+    plan = [row[3] for row in store.conn.execute(f"EXPLAIN QUERY PLAN {select}")]
+    assert plan == ["SEARCH invoices USING INTEGER PRIMARY KEY (rowid>?)"], plan

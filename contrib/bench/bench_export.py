@@ -102,19 +102,22 @@ def main() -> None:
             cur.row_factory = invoice_factory
             return len(cur.execute(f"SELECT {SELECT_COLUMNS} FROM invoices").fetchall())
 
-        def export(fmt: str) -> Callable[[], int]:
-            return lambda: len("".join(stream(conn, fmt)))  # type: ignore[arg-type]
+        def export(fmt: str, type_: str | None = None) -> Callable[[], int]:
+            return lambda: len("".join(stream(conn, fmt, type_=type_)))  # type: ignore[arg-type]
 
         base, rows = best(bare, args.repeat)
         print(f"{rows} invoices, half keysends with a boostagram; best of {args.repeat}")
         print(f"  bare typed read   {rows / base:>10,.0f} rows/s")
         worst = 0.0
-        for fmt in ("csv", "jsonl"):
-            took, size = best(export(fmt), args.repeat)
+        # Every invoice `fill` makes is incoming: `type=incoming` exports the
+        # same rows through the type filter (which once sorted every batch).
+        for fmt, type_ in (("csv", None), ("jsonl", None), ("csv", "incoming")):
+            took, size = best(export(fmt, type_), args.repeat)
             ratio = took / base
             worst = max(worst, ratio)
+            name = fmt if type_ is None else f"{fmt} type={type_}"
             print(
-                f"  export {fmt:<5}      {rows / took:>10,.0f} rows/s  {size / 1e6:6.1f} MB  "
+                f"  export {name:<20} {rows / took:>10,.0f} rows/s  {size / 1e6:6.1f} MB  "
                 f"{ratio:5.1f}x the bare read"
             )
         verdict = "ok" if worst <= TARGET_RATIO else "ABOVE TARGET"

@@ -390,7 +390,11 @@ def export_batches(
     clauses = ["id > ?"]
     args: list[Any] = []
     if type_ is not None:
-        clauses.append("type = ?")
+        # `+type`: not by the (type, list_seq) index, which SQLite would pick
+        # and which makes every batch sort all the remaining rows of that
+        # type by id (an export got slower with the square of the store).
+        # Walking the primary key from the last id reads each row once.
+        clauses.append("+type = ?")
         args.append(type_)
     if since is not None:
         clauses.append("created_at >= ?")

@@ -11,9 +11,13 @@ warning per process instead.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
+import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -97,3 +101,50 @@ def owned_file(data_dir: Path, path: Path) -> bool:
     if target.parent != home:
         return False
     return any(target.name == own + side for own in _OWN_FILES for side in _SIDE_FILES)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` exists: signal 0 reaches it, or is refused
+    (another user's). No process can have a pid too large for the call."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+_PARTIAL = re.compile(r"\.partial-(\d+)(-journal)?$")
+
+
+@contextlib.contextmanager
+def written_in_whole(target: Path) -> Iterator[Path]:
+    """A file beside `target`, created 0600, for the block to fill; renamed
+    over `target` once the block ends without error (fsynced, and the rename
+    made durable), removed otherwise. A crash or a full disk leaves the old
+    file or none, never a torn one under the name asked for (a backup, an
+    export: both hold what the store holds).
+
+    What writers killed before their rename left beside `target` (the
+    temporary file, and the journal SQLite may keep beside it) is removed
+    first, unless their process still runs."""
+    for path in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        found = _PARTIAL.search(path.name)
+        if found is not None and not process_alive(int(found.group(1))):
+            with contextlib.suppress(OSError):
+                path.unlink()
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    os.close(os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    try:
+        yield partial
+        with open(partial, "rb") as done:
+            os.fsync(done.fileno())
+        os.replace(partial, target)
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        partial.unlink(missing_ok=True)

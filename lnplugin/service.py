@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from lnplugin.config import Settings
-from lnplugin.datadir import ensure_dir, private_file, warn_if_open
+from lnplugin.config import ConfigError, Settings
+from lnplugin.datadir import DataDirError, ensure_dir, private_file, process_alive, warn_if_open
 from lnplugin.fiat import FiatRates, guarded_get, parse_provider
 from lnplugin.follower import Follower
 from lnplugin.hub import EventHub, StreamGate
@@ -30,12 +30,13 @@ from lnplugin.nodes.base import (
     Node,
     NodeError,
     NodeInfo,
+    NodeMisconfigured,
     NodeNotTrusted,
     NodePermissionDenied,
 )
 from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
-from lnplugin.store import Store
+from lnplugin.store import Store, StoreError
 from lnplugin.webhooks import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ class StartupRefused(Exception):
 
 class AlreadyServing(StartupRefused):
     pass
+
+
+def unusable_errors() -> tuple[type[Exception], ...]:
+    """What a setting, data dir, store or node credential that cannot work
+    raises while lnplugin starts: each is one line for the operator (`Error:`
+    on the command line, a `broken` line in lightningd's log), never a traceback."""
+    return (ConfigError, DataDirError, StoreError, NodeMisconfigured, StartupRefused)
 
 
 LOCK_FILE = "lnplugin.lock"
@@ -93,13 +101,7 @@ def serving(data_dir: Path) -> Serving | None:
         found = Serving(fields[2], fields[3] if len(fields) > 3 else None)
     except (ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return found
-    except OSError:
-        return None
-    return found
+    return found if process_alive(pid) else None
 
 
 def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -270,12 +269,11 @@ class Unusable(click.ClickException):
 
 
 def _unusable_errors() -> tuple[type[BaseException], ...]:
-    from lnplugin.datadir import DataDirError
-    from lnplugin.nodes.base import NodeMisconfigured
-    from lnplugin.service import StartupRefused
-    from lnplugin.store import StoreError
+    """`service.unusable_errors`, imported only once something failed: a
+    command that needs no service starts without its imports."""
+    from lnplugin.service import unusable_errors
 
-    return (ConfigError, DataDirError, StoreError, NodeMisconfigured, StartupRefused)
+    return unusable_errors()
 
 
 class _Group(click.Group):
@@ -503,27 +501,23 @@ def _write_private(target: Path, chunks: Iterable[str]) -> None:
     """Write `chunks` to `target`, created 0600: payer names, emails and
     messages are as private as the store.
 
-    A file (or a link to one) is written under a temporary name beside it
-    and renamed into place once complete, so a full disk or a kill leaves the
-    old file or none, never a truncated export under the name asked for. A
-    FIFO or a device (/dev/stdout) is written directly."""
+    A file (or a link to one) is written in whole (`written_in_whole`), so
+    a full disk or a kill leaves the old file or none, never a truncated
+    export under the name asked for. A FIFO or a device (/dev/stdout) is
+    written directly."""
+    from lnplugin.datadir import written_in_whole
+
     if target.exists() and not target.is_file():
-        with open(target, "w", encoding="utf-8", newline="") as out:
-            for chunk in chunks:
-                out.write(chunk)
+        _write_text(target, chunks)
         return
-    real = target.resolve()
-    partial = real.with_name(f".{real.name}.partial-{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, real)
-    finally:
-        partial.unlink(missing_ok=True)
+    with written_in_whole(target.resolve()) as partial:
+        _write_text(partial, chunks)
+
+
+def _write_text(path: Path, chunks: Iterable[str]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        for chunk in chunks:
+            out.write(chunk)
 
 
 def _require_store(settings: Settings) -> None:

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from lnplugin.config import Settings, http_url
-from lnplugin.datadir import DataDirError
-from lnplugin.nodes.base import NodeMisconfigured
 from lnplugin.nodes.cln.hold import ClnHoldNode
 from lnplugin.nodes.cln.plugin import (
     OPTIONS,
@@ -31,14 +29,10 @@ from lnplugin.nodes.cln.plugin import (
     on_htlc_accepted,
     settings_from_init,
 )
-from lnplugin.service import Service, StartupRefused
-from lnplugin.store import Store, StoreError, captured_records
+from lnplugin.service import Service, StartupRefused, unusable_errors
+from lnplugin.store import Store, captured_records
 
 log = logging.getLogger("lnplugin.cln_plugin")
-
-
-# Settings-shaped failures of the start: one `broken` line, never a traceback.
-UNUSABLE = (DataDirError, StoreError, NodeMisconfigured, StartupRefused)
 
 
 class PluginRuntime:
@@ -167,7 +161,7 @@ def build_plugin(runtime: PluginRuntime) -> Any:
         except PluginConfigError as exc:
             plugin.log(str(exc), level="broken")
             return {"disable": str(exc)}
-        except UNUSABLE as exc:  # a data dir, store or node setting that cannot work
+        except unusable_errors() as exc:  # a data dir, store or node setting that cannot work
             runtime.stop()
             plugin.log(f"{exc}; plugin disabled", level="broken")
             return {"disable": f"{exc}; plugin disabled"}

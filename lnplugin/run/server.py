@@ -212,8 +212,7 @@ class HTTPServer:
         self.request_exit()
         if self._started:
             self._done.wait(timeout)
-        for sock in self.sockets:
-            sock.close()
+        close_all(self.sockets)
         self.app.close()
 
 
@@ -226,8 +225,7 @@ def make_server(
     try:
         app = ASGIApp(create_app(service), settings.threads)
     except BaseException:
-        for sock in sockets:
-            sock.close()
+        close_all(sockets)
         raise
     return HTTPServer(app, sockets, connection_limit=settings.max_streams + 2000)
 
@@ -244,6 +242,11 @@ def listen(settings: Settings) -> list[socket.socket]:
             f"invalid setting host/port (--host / LNPLUGIN_HOST, --port / LNPLUGIN_PORT): "
             f"cannot listen on {http_url(settings.host, settings.port)}: {reason}"
         ) from None
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 def bind(host: str, port: int) -> list[socket.socket]:
@@ -264,8 +267,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
             sock.listen(2048)
             sock.setblocking(False)
     except OSError:
-        for sock in sockets:
-            sock.close()
+        close_all(sockets)
         raise
     return sockets
 
@@ -301,14 +303,12 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     try:
         service = Service.build(settings)
     except BaseException:
-        for sock in sockets:
-            sock.close()
+        close_all(sockets)
         raise
     try:
         service.start()
     except StartupRefused:  # the command line prints it as its one line, status 2
-        for sock in sockets:
-            sock.close()
+        close_all(sockets)
         service.node.close()
         service.store.close()
         raise

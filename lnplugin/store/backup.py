@@ -17,15 +17,11 @@ either the old file or no file, never a torn backup under the final name.
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnplugin.datadir import FILE_MODE, owned_file
+from lnplugin.datadir import owned_file, written_in_whole
 from lnplugin.store.db import BUSY_TIMEOUT_MS
 from lnplugin.store.migrations import read_only_uri
 
@@ -59,70 +55,26 @@ def backup(source: Path, target: Path, *, force: bool = False) -> BackupResult:
         raise BackupError(f"{target} is one of the data dir's own files; choose another")
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent} is not a directory")
-    _remove_stale_partials(target)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        os.close(fd)
-        src = sqlite3.connect(read_only_uri(source), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-        try:
-            dst = sqlite3.connect(partial, isolation_level=None)
+        with written_in_whole(target) as partial:
+            src = sqlite3.connect(read_only_uri(source), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
             try:
-                src.backup(dst)  # pages=-1: the whole database in one step, one snapshot
-                # The copy inherits WAL mode; make it one file that opens anywhere.
-                dst.execute("PRAGMA journal_mode = DELETE")
-                verdict = dst.execute("PRAGMA quick_check").fetchone()[0]
-                if verdict != "ok":
-                    raise BackupError(f"the copy failed its integrity check: {verdict}")
-                count = dst.execute("SELECT COUNT(*) FROM invoices").fetchone()[0]
-                version = dst.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+                dst = sqlite3.connect(partial, isolation_level=None)
+                try:
+                    src.backup(dst)  # pages=-1: the whole database in one step, one snapshot
+                    # The copy inherits WAL mode; make it one file that opens anywhere.
+                    dst.execute("PRAGMA journal_mode = DELETE")
+                    verdict = dst.execute("PRAGMA quick_check").fetchone()[0]
+                    if verdict != "ok":
+                        raise BackupError(f"the copy failed its integrity check: {verdict}")
+                    count = dst.execute("SELECT COUNT(*) FROM invoices").fetchone()[0]
+                    version = dst.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+                finally:
+                    dst.close()
             finally:
-                dst.close()
-        finally:
-            src.close()
-        with open(partial, "rb") as done:
-            os.fsync(done.fileno())
-        os.replace(partial, target)
-        _fsync_dir(target.parent)
+                src.close()
     except sqlite3.Error as exc:
         raise BackupError(f"cannot back up {source}: {exc}") from None
     except OSError as exc:
         raise BackupError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
     return BackupResult(target, target.stat().st_size, int(count), int(version or 0))
-
-
-_PARTIAL = re.compile(r"\.partial-(\d+)(-journal)?$")
-
-
-def _remove_stale_partials(target: Path) -> None:
-    """Remove what a backup to `target` that was killed left beside it (its
-    temporary copy, which holds preimages, and that copy's journal): those
-    whose process is gone. A backup still running keeps its own."""
-    for path in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
-        found = _PARTIAL.search(path.name)
-        if found is None or _alive(int(found.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -55,7 +55,7 @@ def sync_kind(tx: sqlite3.Connection, name: str, kind: str) -> bool:
     )
     if get(tx, name) == 0:
         return False
-    tx.execute("UPDATE cursors SET value = 0, updated_at = ? WHERE name = ?", (now, name))
+    rewind(tx, name)
     return True
 
 

@@ -216,12 +216,18 @@ class Store:
             self.close()
             raise open_error(self.path, exc) from None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
+        """A connection for reads: autocommit, rows by name, the busy timeout."""
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_ms / 1000
         )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """A thread's connection (`conn`): `_open`'s, set up for writing too."""
+        conn = self._open()
         # Switching a new file to WAL takes an exclusive lock and does not
         # always go through the busy handler, so a second process opening the
         # same new file at the same moment retries here.
@@ -354,10 +360,8 @@ class Store:
         failed ("another row available", "no transaction is active", false
         "store is busy" 503s), and its own reads could see a stale snapshot.
         """
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = self._open()
         try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             yield conn
         finally:
             conn.close()

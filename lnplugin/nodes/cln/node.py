@@ -251,18 +251,7 @@ class ClnNode(Node):
         """One JSON-RPC call, answered within `rpc_timeout`: the result, pyln's
         `RpcError` when lightningd refuses, `NodeUnavailable` when it cannot
         be reached or does not answer in time (also used by this node's doctor)."""
-        if self._closed.is_set():
-            raise NodeUnavailable("Core Lightning connection closed")
-        call = _BlockingCall(self.socket_path)
-        with self._calls_lock:
-            self._calls.add(call)
-        try:
-            result = call.call(method, params or {}, self.rpc_timeout)
-        except ValueError as exc:  # a torn or non-JSON reply
-            raise NodeUnavailable(f"Core Lightning socket {self.socket_path}: {exc}") from None
-        finally:
-            with self._calls_lock:
-                self._calls.discard(call)
+        result = self._tracked(method, params or {}, self.rpc_timeout)
         if result is None:  # abandoned: closed meanwhile, or the time ran out
             if self._closed.is_set():
                 raise NodeUnavailable("Core Lightning connection closed")
@@ -273,6 +262,15 @@ class ClnNode(Node):
         return result
 
     def _blocking(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        """A call that waits for something to happen: None when it ends unanswered."""
+        try:
+            return self._tracked(method, params, timeout)
+        except RpcError as exc:
+            raise _map_rpc_error(exc) from None
+
+    def _tracked(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        """One `_BlockingCall`, known to `close()` while it runs; None when it
+        was abandoned (closed, or `timeout` passed). pyln's `RpcError` as is."""
         if self._closed.is_set():
             return None
         call = _BlockingCall(self.socket_path)
@@ -280,8 +278,8 @@ class ClnNode(Node):
             self._calls.add(call)
         try:
             return call.call(method, params, timeout)
-        except RpcError as exc:
-            raise _map_rpc_error(exc) from None
+        except ValueError as exc:  # a torn or non-JSON reply
+            raise NodeUnavailable(f"Core Lightning socket {self.socket_path}: {exc}") from None
         finally:
             with self._calls_lock:
                 self._calls.discard(call)

@@ -89,6 +89,8 @@ class AlbyApp:
             message = json.loads(line)
             if "notification" in message:
                 self.notifications.put(message["notification"])
+            elif "paid" in message:
+                self.notifications.put({"onPaid": message["paid"]})
             else:
                 self.answers.put(message)
 
@@ -231,6 +233,27 @@ def test_the_sdk_makes_an_invoice_hears_it_paid_looks_it_up_and_lists_it(
     with pytest.raises(SdkError) as outgoing:  # invoices:read is incoming only
         app.call("listTransactions", {"type": "outgoing"})
     assert outgoing.value.code == "RESTRICTED"
+
+
+def test_the_sdks_request_payment_and_on_paid_work_as_its_readme_shows(
+    app: AlbyApp, server: e2e.Server
+) -> None:
+    """`new LN(url).requestPayment(SATS(21)).onPaid(…)`: the SDK's first
+    example. It decodes the invoice itself and waits for the notification."""
+    asked = app.call("requestPayment", {"sats": 21, "description": "a tip"})
+    made = asked["transaction"]
+    assert asked["decoded"] == {
+        "paymentHash": made["payment_hash"],
+        "satoshi": 21,
+        "description": "a tip",
+    }
+    e2e.cli(server.data_dir, "dev", "pay", made["invoice"])
+    paid = app.next_notification()["onPaid"]
+    assert (paid["payment_hash"], paid["amount"], paid["state"]) == (
+        made["payment_hash"],
+        21_000,
+        "settled",
+    )
 
 
 def test_the_sdk_hears_a_keysend_boostagram_in_the_metadata(

@@ -5,10 +5,13 @@
 //
 // Usage: node nwc_app.mjs 'nostr+walletconnect://…'
 // In:  one JSON command per line, {"id": 1, "method": "makeInvoice", "params": {…}}
-//      (any NWCClient method; "subscribeNotifications" takes {"types": […]}).
+//      (any NWCClient method; "subscribeNotifications" takes {"types": […]};
+//      "requestPayment" {"sats": 21, "description": …} is the SDK's headline
+//      call, `new LN(url).requestPayment(SATS(21)).onPaid(…)`).
 // Out: one JSON line per answer, {"id": 1, "result": …} or
 //      {"id": 1, "error": {"code": "NOT_IMPLEMENTED", "message": …}},
-//      and one per notification, {"notification": {…}}.
+//      one per notification, {"notification": {…}}, and one per onPaid,
+//      {"paid": {…}}.
 import { webcrypto } from "node:crypto";
 import readline from "node:readline";
 import WebSocket from "ws";
@@ -20,7 +23,7 @@ globalThis.WebSocket ??= WebSocket;
 // The SDK logs its progress with console.log; stdout is for answers only.
 console.log = console.info = (...args) => console.error(...args);
 
-const { NWCClient } = await import("@getalby/sdk");
+const { LN, NWCClient, SATS } = await import("@getalby/sdk");
 const client = new NWCClient({ nostrWalletConnectUrl: process.argv[2] });
 const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
 
@@ -30,6 +33,13 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
     if (method === "subscribeNotifications") {
       await client.subscribeNotifications((n) => say({ notification: n }), params?.types);
       say({ id, result: null });
+    } else if (method === "requestPayment") {
+      const { sats, ...args } = params;
+      const request = await new LN(client).requestPayment(SATS(sats), args);
+      request.onPaid((transaction) => say({ paid: transaction }));
+      // `invoice` is the SDK's own decoding of the BOLT11 (@getalby/lightning-tools).
+      const { paymentHash, satoshi, description } = request.invoice;
+      say({ id, result: { transaction: request.transaction, decoded: { paymentHash, satoshi, description } } });
     } else if (method === "encryptionType") {
       say({ id, result: client.encryptionType });
     } else {

@@ -5,6 +5,10 @@ PYTHON ?= python3
 ARGS ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The JavaScript client some tests drive (@getalby/sdk, tests/js), from npm.
+# Without npm it is not installed and those tests skip (CI fails them instead).
+JS := tests/js
+NPM := $(shell command -v npm 2>/dev/null)
 
 .PHONY: run test lint bench clean
 
@@ -18,10 +22,14 @@ $(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: $(BIN)/.installed
 	$(BIN)/lnplugin serve $(ARGS)
 
-test: $(BIN)/.installed-test
+test: $(BIN)/.installed-test $(if $(NPM),$(JS)/node_modules/.installed)
 	$(BIN)/ruff check lnplugin lnplugin_sim tests contrib
 	$(BIN)/ruff format --check lnplugin lnplugin_sim tests contrib
 	$(BIN)/mypy
@@ -31,4 +39,4 @@ bench: $(BIN)/.installed-test
 	$(BIN)/python contrib/bench/bench_api.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis $(JS)/node_modules

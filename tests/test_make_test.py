@@ -30,8 +30,9 @@ def test_make_test_runs_ruff_check_and_format_then_mypy_then_pytest() -> None:
 
 def test_ci_runs_make_test_and_no_other_test_command() -> None:
     """CI may prepare the machine (Chromium for the checkout page's browser
-    tests, and the variable that makes their skip a failure), but the tests
-    it runs are `make test`'s, last."""
+    tests, Node and npm for the NWC tests that drive Alby's JavaScript SDK,
+    and the variables that make their skips failures), but the tests it runs
+    are `make test`'s, last."""
     commands = [
         line.strip()
         for line in (ROOT / ".ci" / "run").read_text().splitlines()
@@ -40,9 +41,25 @@ def test_ci_runs_make_test_and_no_other_test_command() -> None:
     commands = [c for c in commands if not c.startswith(("set ", "cd "))]
     assert commands[-1] == "make test"
     assert "export LNPLUGIN_REQUIRE_BROWSER=1" in commands
-    assert any("apt-get install" in c and "chromium-driver" in c for c in commands)
+    assert "export LNPLUGIN_REQUIRE_NODE=1" in commands
+    assert any("apt-get install" in c for c in commands)
+    for package in ("chromium", "chromium-driver", "nodejs", "npm"):
+        assert any(c.endswith(f"missing+=({package})") for c in commands), package
     for command in commands[:-1]:
         assert not re.search(r"\b(pytest|ruff|mypy|make)\b", command), command
+
+
+def test_make_test_installs_the_javascript_client_when_npm_is_there() -> None:
+    """`make test` installs tests/js (Alby's SDK) before the suite whenever npm
+    exists, so a machine with Node never skips its tests for want of it."""
+    line = next(
+        line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("test:")
+    )
+    assert "$(if $(NPM),$(JS)/node_modules/.installed)" in line
+    assert _recipe(r"\$\(JS\)/node_modules/\.installed") == [
+        "cd $(JS) && npm ci --no-audit --no-fund --loglevel=error",
+        "touch $@",
+    ]
 
 
 def test_mypy_checks_lnplugin_with_annotations_required() -> None:

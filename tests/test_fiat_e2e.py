@@ -152,7 +152,9 @@ def test_without_providers_fiat_pricing_is_off_and_fiat_fields_stay_null(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     with Server(tmp_path_factory.mktemp("nofiat") / "data") as srv:
+        # A setting, not an outage: 400 naming the field, no Retry-After to wait out.
         reply = srv.request("POST", "/invoices", json={"currency": "USD", "amount": 100})
-        assert reply.status_code == 503 and "--fiat-provider" in reply.json()["message"]
+        assert reply.status_code == 400 and "Retry-After" not in reply.headers
+        assert "--fiat-provider" in reply.json()["errors"]["currency"]
         inv = srv.request("POST", "/invoices", json={"amount": 1}).json()
         assert inv["fiat_currency"] is None and inv["fiat_in_cents"] is None

@@ -15,6 +15,8 @@ below by hand against the same document.
 from __future__ import annotations
 
 import collections
+import copy
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,13 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import (
+    content_type_conformance,
+    positive_data_acceptance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests import e2e
 from tests.helpers_webhooks import free_port
@@ -130,3 +138,76 @@ def test_the_event_stream_refusals_match_the_document(server: e2e.Server, api_sc
         assert reply.status_code in (400, 401)
         case = operation.Case()
         case.validate_response(reply)
+
+
+# -- Real answers: what generated input cannot reach ---------------------------------
+#
+# Generated path parameters almost never name a real invoice, so the answers
+# above are mostly 404s. Here real invoices, payments, streams and pages are
+# checked against the document with its `default` answers taken out: every
+# status a route really gives must be listed, and its body must match.
+
+
+@pytest.fixture(scope="module")
+def strict_schema(api_schema):  # type: ignore[no-untyped-def]
+    document = copy.deepcopy(api_schema.raw_schema)
+    for item in document["paths"].values():
+        for operation in item.values():
+            operation["responses"].pop("default")
+    return schemathesis.openapi.from_dict(document)
+
+
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def _conforms(schema, method: str, path: str, reply: requests.Response, **params: str) -> None:  # type: ignore[no-untyped-def]
+    operation = schema.find_operation_by_path(method, path)
+    operation.Case(path_parameters=params).validate_response(reply, checks=CONFORMANCE)
+
+
+def test_real_answers_and_event_streams_match_the_document(
+    server: e2e.Server,
+    strict_schema,  # type: ignore[no-untyped-def]
+) -> None:
+    auth = {"Authorization": f"Bearer {server.token}"}
+    url = server.url
+    made = requests.post(url + "/invoices", json={"amount": 21}, headers=auth, timeout=10)
+    _conforms(strict_schema, "POST", "/invoices", made)
+    payment_hash = made.json()["payment_hash"]
+    public_id = urllib.parse.urlsplit(made.json()["checkout_url"]).path.rsplit("/", 1)[-1]
+    paid = requests.post(
+        url + "/dev/pay", json={"payment_hash": payment_hash}, headers=auth, timeout=10
+    )
+    _conforms(strict_schema, "POST", "/dev/pay", paid)
+    # Both streams end once the invoice is final, so each is one whole answer.
+    stream = requests.get(f"{url}/invoices/{payment_hash}/events", headers=auth, timeout=10)
+    assert "event: invoice.incoming.settled" in stream.text
+    _conforms(
+        strict_schema,
+        "GET",
+        "/invoices/{payment_hash}/events",
+        stream,
+        payment_hash=payment_hash,
+    )
+    states = requests.get(f"{url}/pay/{public_id}/events", timeout=10)
+    assert "event: state" in states.text
+    _conforms(strict_schema, "GET", "/pay/{public_id}/events", states, public_id=public_id)
+
+    # The address form reads its body: one over 64 KiB is refused, as listed.
+    address = requests.post(
+        url + "/lightning_addresses", json={"username": "contract-form"}, headers=auth, timeout=10
+    )
+    _conforms(strict_schema, "POST", "/lightning_addresses", address)
+    too_big = requests.post(
+        url + "/pay/address/contract-form",
+        data={"amount": "21", "comment": "x" * 70_000},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert too_big.status_code == 413
+    _conforms(strict_schema, "POST", "/pay/address/{username}", too_big, username="contract-form")

@@ -109,6 +109,17 @@ def _price(body: InvoiceCreate) -> dict[str, Any]:
     if currency is None:
         return {}
     svc = context.service()
+    if not svc.fiat.enabled:
+        # A setting, not an outage: a 503 with Retry-After would have clients
+        # retry a request that can never succeed on this server.
+        raise APIError(
+            400,
+            "Invalid request",
+            {
+                "currency": f"cannot be {currency}: fiat pricing is off (no --fiat-provider); "
+                "send the amount in sats"
+            },
+        )
     try:
         rate = svc.fiat.rate(currency)
     except fiat.RatesUnavailable as exc:

@@ -11,7 +11,8 @@ Where each part comes from, so the document cannot drift from the code:
   answers by the schemathesis test.
 
 What is written here by hand is only what code cannot say: summaries, query
-parameters read from `request.args`, and which statuses each route answers.
+parameters read from `request.args`, which statuses each route answers, and
+the shape of one Server-Sent Event (`EVENT_SCHEMAS`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lnplugin.api.events import MAX_EVENT_ID
 from lnplugin.api.invoices import _FILTERS
 from lnplugin.api.tickets import TicketCreate
 from lnplugin.api.webhooks import EndpointCreate
+from lnplugin.store.events import EVENT_TYPES
 from lnplugin.store.invoices import MAX_ITEMS
 
 REF = "#/components/schemas/{model}"
@@ -167,6 +169,64 @@ REQUEST_ID = {
         "description": "the request's id (the client's own when plain and short), as logged",
         "schema": {"type": "string"},
     }
+}
+
+# One Server-Sent Event, as the OpenAPI media type registry models it (an
+# object of its fields; comments, such as heartbeats, are not events). Before
+# OpenAPI 3.2's `itemSchema`, tools such as schemathesis read `schema` of
+# `text/event-stream` as the schema of each event, so that is what it holds.
+_EVENT_FIELDS = {
+    "id": {"type": "string", "description": "what a reconnect sends back as Last-Event-ID"},
+    "retry": {"type": "integer", "description": "milliseconds to wait before reconnecting"},
+}
+EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "InvoiceEvent": {
+        "type": "object",
+        "description": "One event of an invoice stream. `data` is JSON: `type` (the event "
+        "name), `timestamp` (ISO 8601 UTC) and `data`, the invoice as GET /invoices/{hash} "
+        "answers it.",
+        "required": ["id", "event", "data"],
+        "properties": {
+            **_EVENT_FIELDS,
+            "event": {"type": "string", "enum": list(EVENT_TYPES)},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {
+                    "type": "object",
+                    "required": ["type", "timestamp", "data"],
+                    "properties": {
+                        "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                        "timestamp": {"type": "string"},
+                        "data": {"$ref": REF.format(model="Invoice")},
+                    },
+                },
+            },
+        },
+    },
+    "StateEvent": {
+        "type": "object",
+        "description": "One event of a checkout page's stream: the invoice's state only.",
+        "required": ["id", "event", "data"],
+        "properties": {
+            **_EVENT_FIELDS,
+            "event": {"type": "string", "enum": ["state"]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {
+                    "type": "object",
+                    "required": ["state"],
+                    "properties": {
+                        "state": {
+                            "type": "string",
+                            "enum": ["CREATED", "ACCEPTED", "SETTLED", "EXPIRED", "CANCELED"],
+                        }
+                    },
+                },
+            },
+        },
+    },
 }
 
 ERROR_TEXT = {
@@ -397,7 +457,7 @@ OPERATIONS: dict[str, Op] = {
     "checkout.state_events": Op(
         "The invoice's state only (Server-Sent Events `state`); ends at a final state",
         200,
-        None,
+        "StateEvent",
         errors=(404, 429, 503),
         public=True,
         content_type="text/event-stream",
@@ -420,7 +480,7 @@ OPERATIONS: dict[str, Op] = {
         303,
         None,
         schemas.AddressPayForm,
-        errors=(400, 404, 429, 502, 503),
+        errors=(400, 404, 413, 429, 502, 503),
         public=True,
         content_type="text/html",
         error_model=None,
@@ -480,7 +540,7 @@ OPERATIONS: dict[str, Op] = {
     "events.invoice_events": Op(
         "One invoice's events (Server-Sent Events); ends after a final state",
         200,
-        None,
+        "InvoiceEvent",
         params=RESUME,
         errors=(*_READ, 503),
         content_type="text/event-stream",
@@ -489,7 +549,7 @@ OPERATIONS: dict[str, Op] = {
     "events.all_events": Op(
         "Every invoice event the token may read (Server-Sent Events)",
         200,
-        None,
+        "InvoiceEvent",
         params=RESUME,
         errors=(400, 401, 403, 503),
         content_type="text/event-stream",
@@ -566,6 +626,8 @@ def _model_schemas(spec: APISpec) -> None:
                 if name not in spec.components.schemas:
                     spec.components.schema(name, sub)
             spec.components.schema(model.__name__, schema)
+    for name, schema in EVENT_SCHEMAS.items():
+        spec.components.schema(name, schema)
 
 
 def _content(response: str | None, content_type: str) -> dict[str, Any]:

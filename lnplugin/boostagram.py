@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -60,10 +61,28 @@ def _as_int(value: Any) -> Any:
     return value
 
 
+def _finite(text: str) -> float | str:
+    """A JSON number as a float, or its text when no float holds it (`1e999`)."""
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _loads(text: str) -> Any:
+    """`json.loads`, but every number it returns is finite.
+
+    Python reads `NaN`, `Infinity` (not JSON) and `1e999` (JSON, but past
+    any float) as non-finite floats, which `json.dumps` writes back as bare
+    `NaN`/`Infinity`: text SQLite refuses as malformed JSON, so storing such
+    a boostagram failed the transaction that records the payment, and with
+    it the settlement feed. They are kept as sent, as text.
+    """
+    return json.loads(text, parse_float=_finite, parse_constant=str)
+
+
 def parse_boostagram(raw: bytes) -> dict[str, Any] | None:
     """Parse a 7629169 record; None when it is not a JSON object."""
     try:
-        data = json.loads(raw.decode("utf-8", errors="replace").strip().rstrip("\x00"))
+        data = _loads(raw.decode("utf-8", errors="replace").strip().rstrip("\x00"))
     except (ValueError, RecursionError):  # deeply nested JSON from a hostile sender
         return None
     if not isinstance(data, dict):
@@ -178,7 +197,7 @@ def parse_rss_payment(header: str, ref: RssPaymentRef | None = None) -> dict[str
     comment fill in when the header lacks them.
     """
     try:
-        data = json.loads(urllib.parse.unquote(header.strip(), errors="replace"))
+        data = _loads(urllib.parse.unquote(header.strip(), errors="replace"))
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):

@@ -22,6 +22,7 @@ import csv
 import datetime as _dt
 import io
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -100,6 +101,9 @@ COLUMNS: tuple[str, ...] = (
 
 # Cells a spreadsheet would run as a formula (OWASP's list for CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A lone surrogate: what a sender's `"\ud800"` in a boostagram string decodes
+# to. No UTF-8 holds it, so a chunk with one could not be written at all.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class SinceError(ValueError):
@@ -203,7 +207,7 @@ def _csv_chunks(batches: Iterable[list[StoredInvoice]], safe: bool) -> Iterator[
         now = int(time.time())
         for inv in rows:
             writer.writerow([cell(v, safe) for v in record(inv, now).values()])
-        yield buffer.getvalue()
+        yield _SURROGATE.sub("\ufffd", buffer.getvalue())  # text has no escape for one
         buffer.seek(0)
         buffer.truncate()
     yield buffer.getvalue()  # the header alone, when there was no row
@@ -212,10 +216,12 @@ def _csv_chunks(batches: Iterable[list[StoredInvoice]], safe: bool) -> Iterator[
 def _jsonl_chunks(batches: Iterable[list[StoredInvoice]]) -> Iterator[str]:
     for rows in batches:
         now = int(time.time())
-        yield "".join(
+        chunk = "".join(
             json.dumps(record(inv, now), ensure_ascii=False, separators=(",", ":")) + "\n"
             for inv in rows
         )
+        # Only inside a JSON string can one be: its escape is the same value.
+        yield _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", chunk)
 
 
 def stream(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 
 import pytest
 
@@ -17,6 +18,7 @@ from lnplugin.boostagram import (
     parse_boostagram,
     parse_record_value,
     parse_records,
+    parse_rss_payment,
     records_from_json,
     records_to_json,
 )
@@ -110,6 +112,20 @@ def test_deeply_nested_json_yields_no_boostagram_instead_of_raising(raw):
     # A keysend sender controls this record; it must never stop the follower.
     assert parse_boostagram(raw) is None
     assert parse_records({BOOSTAGRAM: raw}).boostagram is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [(b"1e999", "1e999"), (b"-1e999", "-1e999"), (b"NaN", "NaN"), (b"Infinity", "Infinity")],
+)
+def test_a_number_no_float_holds_is_kept_as_its_text(raw, kept):
+    # Written back as bare NaN/Infinity, SQLite refused the boostagram as
+    # malformed JSON and the payment could not be stored.
+    parsed = parse_boostagram(b'{"message": "hi", "value_msat": ' + raw + b', "x": ' + raw + b"}")
+    assert parsed == {"message": "hi", "value_msat": kept, "x": kept}
+    assert json.loads(json.dumps(parsed, allow_nan=False)) == parsed
+    header = parse_rss_payment(urllib.parse.quote('{"value_msat_total": ' + raw.decode() + "}"))
+    assert header == {"value_msat_total": kept}
 
 
 def test_bad_json_keeps_the_raw_record_and_raises_nothing():

@@ -181,6 +181,33 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_a_boost_with_a_number_past_any_float_does_not_stop_the_feed(tmp_path: Path) -> None:
+    # `1e999` is JSON; Python reads it as inf and wrote it back as Infinity,
+    # which SQLite refused: the payment was never stored, nor any after it.
+    with Server(tmp_path / "data") as server:
+        hashes = []
+        for record in (
+            '{"action":"boost","value_msat_total":1e999,"message":"big fan"}',
+            '{"action":"boost","value_msat":NaN,"message":"hi"}',
+            '{"action":"boost","message":"after"}',
+        ):
+            paid = server.request(
+                "POST",
+                "/dev/keysend",
+                json={"amount_msat": 5000, "custom_records": {"7629169": record}},
+            )
+            assert paid.status_code == 200, paid.text
+            hashes.append(paid.json()["payment_hash"])
+        boosts = [_wait_settled(server, h).get("boostagram") for h in hashes]
+        assert boosts == [
+            {"action": "boost", "value_msat_total": "1e999", "message": "big fan"},
+            {"action": "boost", "value_msat": "NaN", "message": "hi"},
+            {"action": "boost", "message": "after"},
+        ]
+        listed = server.request("GET", "/invoices/incoming", params={"q[action]": "boost"}).json()
+        assert [i["payment_hash"] for i in listed] == hashes[::-1]
+
+
 def _wait_settled(server: Server, payment_hash: str, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:

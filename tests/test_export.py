@@ -390,6 +390,39 @@ def test_a_real_server_streams_the_export_in_chunks(tmp_path) -> None:
         assert parse_csv(lnplugin(data, "export").stdout) == rows
 
 
+def test_a_lone_surrogate_in_a_boostagram_does_not_break_the_export(tmp_path) -> None:
+    """`"\\ud800"` is a valid JSON escape a sender can put in a boostagram; it
+    decodes to text UTF-8 cannot hold, and the export answered 500 (the
+    command a traceback) for every row. JSON Lines keeps the escape, CSV shows
+    U+FFFD; the rows around it are exported as usual."""
+    from tests import e2e
+
+    data = tmp_path / "data"
+    with e2e.Server(data) as server:
+        for raw in ('{"message": "a\\ud800b", "guid": "g"}', '{"message": "after"}'):
+            reply = server.request(
+                "POST", "/dev/keysend",
+                json={"amount_msat": 1000, "custom_records": {"7629169": raw}},
+            )  # fmt: skip
+            assert reply.status_code == 200, reply.text
+        assert server.request("GET", "/invoices/incoming").json()[1]["boostagram"] == {
+            "message": "a\ud800b",
+            "guid": "g",
+        }
+        exported = {}
+        for fmt in ("csv", "jsonl"):
+            reply = server.request("GET", "/invoices/export", params={"format": fmt})
+            assert reply.status_code == 200, reply.text
+            command = lnplugin(data, "export", "--format", fmt)
+            assert command.returncode == 0, command.stderr
+            assert command.stdout == reply.content.decode()
+            exported[fmt] = command.stdout
+    rows = parse_jsonl(exported["jsonl"])
+    assert [r["boost_message"] for r in rows] == ["a\ud800b", "after"]
+    assert [json.loads(r["boostagram"])["message"] for r in rows] == ["a\ud800b", "after"]
+    assert [r["boost_message"] for r in parse_csv(exported["csv"])] == ["a\ufffdb", "after"]
+
+
 def test_creates_while_long_exports_stream_all_commit_and_are_all_stored(tmp_path) -> None:
     """An export longer than one piece is read on in whichever worker thread is
     free next. Read through the connection of the thread that began it, its

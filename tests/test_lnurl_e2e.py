@@ -196,6 +196,9 @@ def test_callback_errors_have_lud06_shape_and_say_why(
             {"amount": 2000, "payerdata": json.dumps({"name": "B", "email": "nope"})},
             "payerdata.email must be an email address",
         ),
+        # Both were a 500 (the second after minting on the node, unstored).
+        ({"amount": 2000, "payerdata": "[" * 1999}, "payerdata must be a JSON object"),
+        ({"amount": 2000, "payerdata": '{"name": "\\ud800"}'}, "without lone surrogates"),
     ]
     for params, reason in cases:
         reply = _public(server, callback, **params)

@@ -12,6 +12,7 @@ import io
 import json
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,46 @@ def test_an_address_page_mints_through_the_lnurl_callback(server: Server) -> Non
     meta = requests.get(server.url + "/.well-known/lnurlp/shop", timeout=10).json()["metadata"]
     assert minted["description_hash"] == hashlib.sha256(meta.encode()).hexdigest()
     assert requests.get(server.url + "/pay/address/nobody", timeout=10).status_code == 404
+
+
+def test_behind_a_proxy_at_a_path_every_link_on_the_pages_keeps_the_path(
+    tmp_path: Path,
+) -> None:
+    """`--public-url https://example.com/shop`: the proxy forwards `/shop/...`
+    to lnplugin as `/...` (as requested here). The pages' own links (style
+    sheet, script, state stream, refresh, form, redirect) went to `/pay/...`,
+    the site's root, not lnplugin."""
+    port = free_port()
+    prefix = "/shop"
+    args = ("--public-url", f"http://127.0.0.1:{port}{prefix}", "--port", str(port))
+    with Server(tmp_path / "data", *args) as srv:
+        inv = srv.request("POST", "/invoices", json={"amount": 21}).json()
+        page_path = urllib.parse.urlsplit(inv["checkout_url"]).path
+        assert page_path.startswith(prefix + "/pay/")
+        page = requests.get(srv.url + page_path.removeprefix(prefix), timeout=10)
+        assert page.status_code == 200
+        links = re.findall(r'(?:href|src|action|data-events)="(/[^"]*)"', page.text)
+        assert len(links) == 4, links  # css, state stream, refresh, script
+        for path in links:
+            assert path.startswith(prefix + "/"), path
+        for path in links:
+            if not path.endswith("/events"):  # the rest are where the proxy sends them
+                reply = requests.get(srv.url + path.removeprefix(prefix), timeout=10)
+                assert reply.status_code == 200, path
+
+        made = srv.request("POST", "/lightning_addresses", json={"username": "corner"})
+        assert made.status_code == 201, made.text
+        form = requests.get(srv.url + "/pay/address/corner", timeout=10)
+        assert f'action="{prefix}/pay/address/corner"' in form.text
+        posted = requests.post(
+            srv.url + "/pay/address/corner",
+            data={"amount": "5"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert posted.status_code == 303
+        minted = srv.request("GET", "/invoices?items=1").json()[0]
+        assert posted.headers["Location"] == urllib.parse.urlsplit(minted["checkout_url"]).path
 
 
 def test_without_a_public_url_there_are_no_links_and_no_pages(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import io
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,6 +84,17 @@ CSP = (
 )
 FINAL_STATES = ("SETTLED", "EXPIRED", "CANCELED")
 _PUBLIC_ID_MAX = 64  # longer is not an id: no store lookup for it
+
+
+@bp.app_template_global()
+def link(endpoint: str, **values: Any) -> str:
+    """The path of one of these routes as the payer's browser must ask for it:
+    under the path of `--public-url`, as `checkout_url` is. A reverse proxy
+    that serves lnplugin at `https://example.com/shop` forwards `/shop/pay/...`
+    as `/pay/...`, so `url_for` alone (the path lnplugin sees) would send the
+    style sheet, script, state stream, form and redirect to the site's root."""
+    base = current_app.extensions["lnplugin"].settings.public_url or ""
+    return urllib.parse.urlsplit(base).path + url_for(endpoint, **values)
 
 
 def _secure(response: Response) -> Response:
@@ -344,7 +356,7 @@ def address_mint(username: str) -> Any:
         if exc.code != 400:
             raise
         return _address_form(row, exc.message, raw, comment)
-    return redirect(url_for("checkout.page", public_id=stored.public_id), code=303)
+    return redirect(link("checkout.page", public_id=stored.public_id), code=303)
 
 
 def _address_form(

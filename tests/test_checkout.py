@@ -257,6 +257,41 @@ def test_an_address_page_mints_through_the_lnurl_callback(server: Server) -> Non
     assert requests.get(server.url + "/pay/address/nobody", timeout=10).status_code == 404
 
 
+def test_an_address_page_asks_for_what_the_address_needs_in_words_for_people(
+    server: Server,
+) -> None:
+    """A mandatory name was offered as "(optional)" and refused after the
+    submit as "payerdata.name is mandatory"; a mandatory e-mail (which the
+    form has no field for) the same way, after the payer filled it in."""
+    for username, payer_data in (
+        ("named", {"name": {"mandatory": True}}),
+        ("mailed", {"name": {"mandatory": False}, "email": {"mandatory": True}}),
+    ):
+        made = server.request(
+            "POST", "/lightning_addresses", json={"username": username, "payer_data": payer_data}
+        )
+        assert made.status_code == 201, made.text
+    url = server.url + "/pay/address/"
+
+    named = requests.get(url + "named", timeout=10).text
+    assert "Your name</label>" in named and "Your name (optional)" not in named
+    assert re.search(r'<input id="name"[^>]* required>', named)
+    nameless = requests.post(url + "named", data={"amount": "5", "name": " "}, timeout=10)
+    assert nameless.status_code == 400
+    assert "Enter your name" in nameless.text and "payerdata" not in nameless.text
+    paid = requests.post(
+        url + "named", data={"amount": "5", "name": "Ann"}, allow_redirects=False, timeout=10
+    )
+    assert paid.status_code == 303
+
+    mailed = requests.get(url + "mailed", timeout=10)
+    assert mailed.status_code == 200
+    assert "<form" not in mailed.text
+    assert "asks for your e-mail address" in mailed.text and "Lightning wallet" in mailed.text
+    refused = requests.post(url + "mailed", data={"amount": "5"}, timeout=10)
+    assert refused.status_code == 400 and "Lightning wallet" in refused.text
+
+
 def test_behind_a_proxy_at_a_path_every_link_on_the_pages_keeps_the_path(
     tmp_path: Path,
 ) -> None:

@@ -348,7 +348,11 @@ def address_mint(username: str) -> Any:
     low, high = -(-row.min_sendable_msat // 1000), row.max_sendable_msat // 1000
     if not low <= int(raw) <= high:
         return _address_form(row, f"Enter from {low:,} to {high:,} sats.", raw, comment)
+    if _wallet_only(row):
+        return _address_form(row, status=400)
     name = request.form.get("name", "").strip()
+    if not name and _mandatory(row, "name"):
+        return _address_form(row, "Enter your name: this address asks for it.", raw, comment)
     payer_text = json.dumps({"name": name}) if name and "name" in row.payer_data_request else None
     try:
         stored = lnurlp.mint(row, base, int(raw) * 1000, comment, payer_text)
@@ -359,8 +363,32 @@ def address_mint(username: str) -> Any:
     return redirect(link("checkout.page", public_id=stored.public_id), code=303)
 
 
+# What the form calls the payer data kinds it cannot send (LUD-18).
+_WALLET_ONLY_KINDS = {
+    "email": "e-mail address",
+    "pubkey": "public key",
+    "identifier": "Lightning Address",
+    "auth": "wallet's signature",
+}
+
+
+def _mandatory(row: Address, kind: str) -> bool:
+    return bool(row.payer_data_request.get(kind, {}).get("mandatory"))
+
+
+def _wallet_only(row: Address) -> list[str]:
+    """The mandatory payer data the form has no field for (only a name): an
+    address that needs any of it is paid from a wallet, so the page says so
+    instead of offering a form that could only be refused."""
+    return [text for kind, text in _WALLET_ONLY_KINDS.items() if _mandatory(row, kind)]
+
+
 def _address_form(
-    row: Address, error: str | None = None, amount: str = "", comment: str | None = None
+    row: Address,
+    error: str | None = None,
+    amount: str = "",
+    comment: str | None = None,
+    status: int | None = None,
 ) -> Response:
     html = render_template(
         "address.html",
@@ -372,7 +400,9 @@ def _address_form(
         amount=amount,
         comment=comment or "",
         asks_name="name" in row.payer_data_request,
+        name_mandatory=_mandatory(row, "name"),
+        wallet_only=" and ".join(_wallet_only(row)),
     )
-    response = Response(html, status=400 if error else 200, mimetype="text/html")
+    response = Response(html, status=status or (400 if error else 200), mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response

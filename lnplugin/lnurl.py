@@ -101,7 +101,7 @@ def parse_payer_data(raw: str, requested: dict[str, Any]) -> dict[str, Any]:
         raise PayerDataError(f"payerdata must be at most {MAX_PAYER_DATA_CHARS} characters")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep for the parser is not an object either
         raise PayerDataError("payerdata must be a JSON object") from None
     if not isinstance(data, dict):
         raise PayerDataError("payerdata must be a JSON object")
@@ -116,11 +116,24 @@ def parse_payer_data(raw: str, requested: dict[str, Any]) -> dict[str, Any]:
             continue
         if not isinstance(value, str) or len(value) > 320:
             raise PayerDataError(f"payerdata.{kind} must be text of at most 320 characters")
+        if not _is_unicode(value):
+            # A lone surrogate (JSON's "\\ud800") is no text; the store, which
+            # keeps the asked-for kinds as payer fields, could not write it.
+            raise PayerDataError(f"payerdata.{kind} must be text without lone surrogates")
         if kind == "pubkey" and not _HEX_PUBKEY.fullmatch(value):
             raise PayerDataError("payerdata.pubkey must be a hex public key")
         if kind == "email" and not _EMAIL.fullmatch(value):
             raise PayerDataError("payerdata.email must be an email address")
     return data
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_auth(value: Any) -> None:

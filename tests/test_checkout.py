@@ -12,6 +12,7 @@ import io
 import json
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,81 @@ def test_an_address_page_mints_through_the_lnurl_callback(server: Server) -> Non
     meta = requests.get(server.url + "/.well-known/lnurlp/shop", timeout=10).json()["metadata"]
     assert minted["description_hash"] == hashlib.sha256(meta.encode()).hexdigest()
     assert requests.get(server.url + "/pay/address/nobody", timeout=10).status_code == 404
+
+
+def test_an_address_page_asks_for_what_the_address_needs_in_words_for_people(
+    server: Server,
+) -> None:
+    """A mandatory name was offered as "(optional)" and refused after the
+    submit as "payerdata.name is mandatory"; a mandatory e-mail (which the
+    form has no field for) the same way, after the payer filled it in."""
+    for username, payer_data in (
+        ("named", {"name": {"mandatory": True}}),
+        ("mailed", {"name": {"mandatory": False}, "email": {"mandatory": True}}),
+    ):
+        made = server.request(
+            "POST", "/lightning_addresses", json={"username": username, "payer_data": payer_data}
+        )
+        assert made.status_code == 201, made.text
+    url = server.url + "/pay/address/"
+
+    named = requests.get(url + "named", timeout=10).text
+    assert "Your name</label>" in named and "Your name (optional)" not in named
+    assert re.search(r'<input id="name"[^>]* required>', named)
+    nameless = requests.post(url + "named", data={"amount": "5", "name": " "}, timeout=10)
+    assert nameless.status_code == 400
+    assert "Enter your name" in nameless.text and "payerdata" not in nameless.text
+    paid = requests.post(
+        url + "named", data={"amount": "5", "name": "Ann"}, allow_redirects=False, timeout=10
+    )
+    assert paid.status_code == 303
+
+    mailed = requests.get(url + "mailed", timeout=10)
+    assert mailed.status_code == 200
+    assert "<form" not in mailed.text
+    assert "asks for your e-mail address" in mailed.text and "Lightning wallet" in mailed.text
+    refused = requests.post(url + "mailed", data={"amount": "5"}, timeout=10)
+    assert refused.status_code == 400 and "Lightning wallet" in refused.text
+
+
+def test_behind_a_proxy_at_a_path_every_link_on_the_pages_keeps_the_path(
+    tmp_path: Path,
+) -> None:
+    """`--public-url https://example.com/shop`: the proxy forwards `/shop/...`
+    to lnplugin as `/...` (as requested here). The pages' own links (style
+    sheet, script, state stream, refresh, form, redirect) went to `/pay/...`,
+    the site's root, not lnplugin."""
+    port = free_port()
+    prefix = "/shop"
+    args = ("--public-url", f"http://127.0.0.1:{port}{prefix}", "--port", str(port))
+    with Server(tmp_path / "data", *args) as srv:
+        inv = srv.request("POST", "/invoices", json={"amount": 21}).json()
+        page_path = urllib.parse.urlsplit(inv["checkout_url"]).path
+        assert page_path.startswith(prefix + "/pay/")
+        page = requests.get(srv.url + page_path.removeprefix(prefix), timeout=10)
+        assert page.status_code == 200
+        links = re.findall(r'(?:href|src|action|data-events)="(/[^"]*)"', page.text)
+        assert len(links) == 4, links  # css, state stream, refresh, script
+        for path in links:
+            assert path.startswith(prefix + "/"), path
+        for path in links:
+            if not path.endswith("/events"):  # the rest are where the proxy sends them
+                reply = requests.get(srv.url + path.removeprefix(prefix), timeout=10)
+                assert reply.status_code == 200, path
+
+        made = srv.request("POST", "/lightning_addresses", json={"username": "corner"})
+        assert made.status_code == 201, made.text
+        form = requests.get(srv.url + "/pay/address/corner", timeout=10)
+        assert f'action="{prefix}/pay/address/corner"' in form.text
+        posted = requests.post(
+            srv.url + "/pay/address/corner",
+            data={"amount": "5"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert posted.status_code == 303
+        minted = srv.request("GET", "/invoices?items=1").json()[0]
+        assert posted.headers["Location"] == urllib.parse.urlsplit(minted["checkout_url"]).path
 
 
 def test_without_a_public_url_there_are_no_links_and_no_pages(tmp_path: Path) -> None:

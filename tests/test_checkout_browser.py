@@ -19,11 +19,14 @@ Without Chromium these tests skip, unless LNPLUGIN_REQUIRE_BROWSER=1 (set by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,6 +225,33 @@ def test_an_expired_invoice_shows_expired(browser: Any, server: Server) -> None:
     assert not browser.find_element(By.ID, "pay").is_displayed()
     # With nothing left to happen, the refresh link stays.
     assert browser.find_element(By.ID, "refresh").is_displayed()
+
+
+def test_a_held_payment_does_not_expire_on_the_page(browser: Any, server: Server) -> None:
+    """A hold invoice paid (ACCEPTED) is held past its expiry until the payee
+    settles: the page must not turn Expired at the countdown's end (it did,
+    and closed its stream, so the settlement never showed)."""
+    expiry = 3
+    for _ in range(5):  # a payment that came after the expiry is refused: longer, again
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).hexdigest()
+        inv = _invoice(server, amount=300, payment_hash=payment_hash, expiry=expiry)
+        paid = server.request("POST", "/dev/pay", json={"payment_hash": payment_hash})
+        if paid.status_code == 200:
+            break
+        expiry *= 2
+    assert paid.json()["state"] == "ACCEPTED", paid.text
+    wait_for(lambda: time.time() > inv["creation_date"] + expiry, "the invoice's expiry to pass")
+    assert server.request("GET", f"/invoices/{payment_hash}").json()["state"] == "ACCEPTED"
+    browser.get(inv["checkout_url"])
+    _until(browser, lambda d: not d.find_element(By.ID, "refresh").is_displayed(), "the script")
+    assert _text(browser, "status") == "Payment received, confirming"
+    assert not browser.find_element(By.ID, "expiry").is_displayed()
+    settled = server.request(
+        "POST", f"/invoices/{payment_hash}/settle", json={"preimage": preimage.hex()}
+    )
+    assert settled.status_code == 200, settled.text
+    _until(browser, lambda d: _text(d, "status") == "Paid", "the page to turn paid")
 
 
 def test_the_address_form_mints_and_shows_the_invoice(browser: Any, server: Server) -> None:

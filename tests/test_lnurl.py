@@ -68,6 +68,10 @@ def test_an_address_under_a_port_keeps_it_in_its_domain() -> None:
         ('{"pubkey": "zz"}', {"pubkey": {"mandatory": False}}, "payerdata.pubkey must be a hex"),
         ('{"email": "a"}', {"email": {"mandatory": False}}, "payerdata.email must be an email"),
         ('{"name": "' + "x" * 2000 + '"}', {}, "at most 2000 characters"),
+        # Nested deeper than the parser goes: not an object, not a crash.
+        ("[" * 1999, {}, "must be a JSON object"),
+        # A lone surrogate is no text (and no store column takes it).
+        ('{"name": "\\ud800"}', {"name": {"mandatory": False}}, "without lone surrogates"),
     ],
 )
 def test_payer_data_is_refused_with_the_reason(

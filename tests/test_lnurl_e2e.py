@@ -196,6 +196,9 @@ def test_callback_errors_have_lud06_shape_and_say_why(
             {"amount": 2000, "payerdata": json.dumps({"name": "B", "email": "nope"})},
             "payerdata.email must be an email address",
         ),
+        # Both were a 500 (the second after minting on the node, unstored).
+        ({"amount": 2000, "payerdata": "[" * 1999}, "payerdata must be a JSON object"),
+        ({"amount": 2000, "payerdata": '{"name": "\\ud800"}'}, "without lone surrogates"),
     ]
     for params, reason in cases:
         reply = _public(server, callback, **params)
@@ -228,6 +231,34 @@ def test_callback_errors_have_lud06_shape_and_say_why(
         reply = _public(server, f"/lnurlp/verify/{target}")
         assert reply.status_code == 404
         assert reply.json() == {"status": "ERROR", "reason": "Not found"}
+
+
+def test_a_page_of_any_origin_may_read_every_lnurl_answer(
+    server: Server, alice: dict[str, Any]
+) -> None:
+    """Browser wallets and Nostr clients fetch addresses from their own
+    origin; without Access-Control-Allow-Origin the browser hid every answer."""
+    origin = {"Origin": "https://wallet.example"}
+    pay = requests.get(
+        server.url + "/lnurlp/alice/callback",
+        params={"amount": 2000, "payerdata": json.dumps({"name": "Bob"})},
+        headers=origin,
+        timeout=10,
+    )
+    assert pay.status_code == 200, pay.text
+    for path in (
+        "/.well-known/lnurlp/alice",
+        "/.well-known/keysend/alice",
+        urllib.parse.urlsplit(pay.json()["verify"]).path,
+        "/lnurlp/alice/callback?amount=1",  # an error: its reason must be readable too
+        "/.well-known/lnurlp/nobody",
+        "/lnurlp/alice/callback/extra",  # no route at all
+    ):
+        reply = requests.get(server.url + path, headers=origin, timeout=10)
+        assert reply.headers.get("Access-Control-Allow-Origin") == "*", (path, reply.status_code)
+    assert pay.headers["Access-Control-Allow-Origin"] == "*"
+    # The API is not opened by this: it stays behind --cors-origin.
+    assert "Access-Control-Allow-Origin" not in server.request("GET", "/info").headers
 
 
 def test_payer_data_the_address_did_not_ask_for_is_hashed_as_sent_not_refused_or_kept(
@@ -423,6 +454,7 @@ def test_the_callback_rate_limit_answers_429_with_its_headers(tmp_path: Path) ->
         assert "Retry-After" not in replies[0].headers
         limited = replies[2]
         assert limited.json()["status"] == "ERROR"
+        assert limited.headers["Access-Control-Allow-Origin"] == "*"
         assert int(limited.headers["Retry-After"]) > 0
         assert limited.headers["X-RateLimit-Remaining"] == "0"
         assert int(limited.headers["X-RateLimit-Reset"]) > 0

@@ -28,6 +28,7 @@ import io
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,6 +84,17 @@ CSP = (
 )
 FINAL_STATES = ("SETTLED", "EXPIRED", "CANCELED")
 _PUBLIC_ID_MAX = 64  # longer is not an id: no store lookup for it
+
+
+@bp.app_template_global()
+def link(endpoint: str, **values: Any) -> str:
+    """The path of one of these routes as the payer's browser must ask for it:
+    under the path of `--public-url`, as `checkout_url` is. A reverse proxy
+    that serves lnplugin at `https://example.com/shop` forwards `/shop/pay/...`
+    as `/pay/...`, so `url_for` alone (the path lnplugin sees) would send the
+    style sheet, script, state stream, form and redirect to the site's root."""
+    base = current_app.extensions["lnplugin"].settings.public_url or ""
+    return urllib.parse.urlsplit(base).path + url_for(endpoint, **values)
 
 
 def _secure(response: Response) -> Response:
@@ -336,7 +348,11 @@ def address_mint(username: str) -> Any:
     low, high = -(-row.min_sendable_msat // 1000), row.max_sendable_msat // 1000
     if not low <= int(raw) <= high:
         return _address_form(row, f"Enter from {low:,} to {high:,} sats.", raw, comment)
+    if _wallet_only(row):
+        return _address_form(row, status=400)
     name = request.form.get("name", "").strip()
+    if not name and _mandatory(row, "name"):
+        return _address_form(row, "Enter your name: this address asks for it.", raw, comment)
     payer_text = json.dumps({"name": name}) if name and "name" in row.payer_data_request else None
     try:
         stored = lnurlp.mint(row, base, int(raw) * 1000, comment, payer_text)
@@ -344,11 +360,35 @@ def address_mint(username: str) -> Any:
         if exc.code != 400:
             raise
         return _address_form(row, exc.message, raw, comment)
-    return redirect(url_for("checkout.page", public_id=stored.public_id), code=303)
+    return redirect(link("checkout.page", public_id=stored.public_id), code=303)
+
+
+# What the form calls the payer data kinds it cannot send (LUD-18).
+_WALLET_ONLY_KINDS = {
+    "email": "e-mail address",
+    "pubkey": "public key",
+    "identifier": "Lightning Address",
+    "auth": "wallet's signature",
+}
+
+
+def _mandatory(row: Address, kind: str) -> bool:
+    return bool(row.payer_data_request.get(kind, {}).get("mandatory"))
+
+
+def _wallet_only(row: Address) -> list[str]:
+    """The mandatory payer data the form has no field for (only a name): an
+    address that needs any of it is paid from a wallet, so the page says so
+    instead of offering a form that could only be refused."""
+    return [text for kind, text in _WALLET_ONLY_KINDS.items() if _mandatory(row, kind)]
 
 
 def _address_form(
-    row: Address, error: str | None = None, amount: str = "", comment: str | None = None
+    row: Address,
+    error: str | None = None,
+    amount: str = "",
+    comment: str | None = None,
+    status: int | None = None,
 ) -> Response:
     html = render_template(
         "address.html",
@@ -360,7 +400,9 @@ def _address_form(
         amount=amount,
         comment=comment or "",
         asks_name="name" in row.payer_data_request,
+        name_mandatory=_mandatory(row, "name"),
+        wallet_only=" and ".join(_wallet_only(row)),
     )
-    response = Response(html, status=400 if error else 200, mimetype="text/html")
+    response = Response(html, status=status or (400 if error else 200), mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response

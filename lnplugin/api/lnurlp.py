@@ -1,7 +1,8 @@
 """The public LNURL routes: LUD-16 discovery, the LUD-06 callback, LUD-21
 verify, and Podcasting 2.0 keysend addresses. No token: payers' wallets call
-these, so every one is rate-limited per client address (`api/public.py`) and
-answers errors in LUD-06's `{"status": "ERROR", "reason": ...}`.
+these, so every one is rate-limited per client address (`api/public.py`),
+answers errors in LUD-06's `{"status": "ERROR", "reason": ...}`, and is
+readable from a page of any origin (browser wallets and Nostr clients).
 
 The callback is the only public route that makes the node do work (mint an
 invoice), so it has a limit of its own (`--rate-limit-callback`) and checks
@@ -34,8 +35,9 @@ bp = Blueprint("lnurlp", __name__)
 mint_bp = Blueprint("lnurlp_callback", __name__)
 # Where its routes live: a wallet's 404 or 405 there is answered in LUD-06's shape too.
 PREFIXES = ("/.well-known/lnurlp/", "/.well-known/keysend/", "/lnurlp/")
-public.lnurl_errors(bp)
-public.lnurl_errors(mint_bp)
+for _bp in (bp, mint_bp):
+    public.lnurl_errors(_bp)
+    public.open_to_every_origin(_bp)
 
 INVOICE_EXPIRY = 3600  # seconds; a wallet pays right after the callback
 

@@ -95,7 +95,24 @@ def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -
     response = jsonify({"status": "ERROR", "reason": reason})
     response.status_code = code
     response.headers.update(headers or {})
+    response.headers["Access-Control-Allow-Origin"] = "*"  # see open_to_every_origin
     return response
+
+
+def open_to_every_origin(bp: Blueprint) -> None:
+    """Let a page of any origin read `bp`'s answers (`Access-Control-Allow-Origin: *`).
+
+    Wallets and Nostr clients that run in a browser fetch a Lightning Address
+    from their own origin; without the header the browser hides the answer
+    and the payment fails. These routes take no credentials and hand out
+    only what any wallet may ask for, so no origin needs naming (unlike the
+    API's `--cors-origin`, whose pages carry tokens). Their GETs are simple
+    requests, with no preflight."""
+
+    @bp.after_request
+    def _any_origin(response: Response) -> Response:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
 
 
 def lnurl_http_error(exc: HTTPException) -> Any:

@@ -20,11 +20,18 @@
     body.className = "state-" + next.toLowerCase();
     document.getElementById("status").textContent = LABELS[next];
     document.title = LABELS[next];
+    if (next !== "CREATED") { stopCountdown(); }
     if (FINAL[next]) {
       document.getElementById("pay").hidden = true;
       if (source) { source.close(); }
-      if (timer) { clearInterval(timer); }
     }
+  }
+
+  // Only an unpaid invoice expires: a held payment (ACCEPTED) stays until
+  // the payee settles or cancels it, often after the invoice's expiry.
+  function stopCountdown() {
+    if (timer) { clearInterval(timer); timer = null; }
+    document.getElementById("expiry").hidden = true;
   }
 
   // Counted from the server's "seconds left", not the payer's clock.
@@ -34,7 +41,7 @@
     var left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
     var h = Math.floor(left / 3600), m = Math.floor(left % 3600 / 60), s = left % 60;
     countdown.textContent = h + ":" + (m < 10 ? "0" : "") + m + ":" + (s < 10 ? "0" : "") + s;
-    if (left === 0) { show("EXPIRED"); }
+    if (left === 0 && state === "CREATED") { show("EXPIRED"); }
   }
 
   var copy = document.getElementById("copy");
@@ -54,8 +61,10 @@
 
   if (!FINAL[state]) {
     document.getElementById("refresh").hidden = true;
-    timer = setInterval(tick, 1000);
-    tick();
+    if (state === "CREATED") {
+      timer = setInterval(tick, 1000);
+      tick();
+    }
     if (window.EventSource) {
       source = new EventSource(body.getAttribute("data-events"));
       source.addEventListener("state", function (event) {

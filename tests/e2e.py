@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import random
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -208,6 +209,12 @@ def cltv_delta_of_new_invoice(server: Server, **body: Any) -> int:
     r = server.request("POST", "/invoices", json=body)
     assert r.status_code == 201, r.text
     return int(bolt11.decode(r.json()["payment_request"]).min_final_cltv_expiry)
+
+
+def hold_pair() -> tuple[str, str]:
+    """A preimage an app keeps and the payment hash it makes a hold invoice for (hex)."""
+    preimage = secrets.token_bytes(32)
+    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:

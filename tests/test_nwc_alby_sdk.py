@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import queue
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -137,27 +136,26 @@ def node() -> str:
 
 
 @pytest.fixture(scope="module")
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="nwc-sdk-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def relay(home: Path) -> Iterator[Relay]:
+def wallet() -> Iterator[tuple[Relay, e2e.Server]]:
+    """A relay process, and `lnplugin serve --nwc-relay` on it, for the module."""
+    home = Path(tempfile.mkdtemp(dir="/tmp", prefix="nwc-sdk-"))
     relay = Relay(home / "relay").start()
-    yield relay
-    relay.kill()
+    try:
+        with e2e.Server(home / "data", "--nwc-relay", relay.url) as server:
+            yield relay, server
+    finally:
+        relay.kill()
+        shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def server(home: Path, relay: Relay) -> Iterator[e2e.Server]:
-    with e2e.Server(home / "data", "--nwc-relay", relay.url) as srv:
-        yield srv
+@pytest.fixture
+def server(wallet: tuple[Relay, e2e.Server]) -> e2e.Server:
+    return wallet[1]
 
 
-def app_for(node: str, server: e2e.Server, relay: Relay, *scopes: str) -> AlbyApp:
+def app_for(node: str, wallet: tuple[Relay, e2e.Server], *scopes: str) -> AlbyApp:
     """The SDK on a new connection string, as `lnplugin nwc connect` prints it."""
+    relay, server = wallet
     flags = [arg for scope in scopes for arg in ("--scope", scope)]
     out = e2e.cli(
         server.data_dir, "nwc", "connect", *flags, "--label", "alby sdk", "--nwc-relay", relay.url
@@ -166,33 +164,28 @@ def app_for(node: str, server: e2e.Server, relay: Relay, *scopes: str) -> AlbyAp
 
 
 @pytest.fixture
-def app(node: str, server: e2e.Server, relay: Relay) -> Iterator[AlbyApp]:
-    app = app_for(node, server, relay, "invoices:create", "invoices:read")
+def app(node: str, wallet: tuple[Relay, e2e.Server]) -> Iterator[AlbyApp]:
+    app = app_for(node, wallet, "invoices:create", "invoices:read")
     yield app
     app.close()
-
-
-def hold_pair() -> tuple[str, str]:
-    preimage = secrets.token_bytes(32)
-    return preimage.hex(), hashlib.sha256(preimage).hexdigest()
 
 
 def test_the_sdk_reads_what_the_wallet_offers_and_picks_nip44(app: AlbyApp) -> None:
     offered = app.call("getWalletServiceInfo")
     assert offered["encryptions"] == ["nip44_v2", "nip04"]
-    assert set(offered["capabilities"]) == {
+    assert offered["notifications"] == ["payment_received", "hold_invoice_accepted"]
+    info = app.call("getInfo")
+    assert info["network"] == "regtest" and len(info["pubkey"]) == 66
+    # The dev node holds invoices, so the hold methods are offered too.
+    hold = ("make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice")
+    assert info["methods"] == [
         "get_info",
         "make_invoice",
         "lookup_invoice",
         "list_transactions",
-        "make_hold_invoice",
-        "settle_hold_invoice",
-        "cancel_hold_invoice",
-        "notifications",
-    }
-    assert offered["notifications"] == ["payment_received", "hold_invoice_accepted"]
-    info = app.call("getInfo")
-    assert info["network"] == "regtest" and len(info["pubkey"]) == 66
+        *hold,
+    ]
+    assert offered["capabilities"] == [*info["methods"], "notifications"]
     assert "pay_invoice" not in info["methods"]
     assert app.call("encryptionType") == "nip44_v2"
 
@@ -261,15 +254,8 @@ def test_the_sdk_hears_a_keysend_boostagram_in_the_metadata(
 ) -> None:
     app.call("subscribeNotifications", {"types": ["payment_received"]})
     boost = {"app_name": "Fountain", "podcast": "Tests", "message": "great show"}
-    e2e.cli(
-        server.data_dir,
-        "dev",
-        "keysend",
-        "--amount-msat",
-        "5000",
-        "--record",
-        f"7629169={json.dumps(boost)}",
-    )
+    record = f"7629169={json.dumps(boost)}"
+    e2e.cli(server.data_dir, "dev", "keysend", "--amount-msat", "5000", "--record", record)
     note = app.next_notification()
     assert note["notification_type"] == "payment_received"
     assert note["notification"]["amount"] == 5000
@@ -280,7 +266,7 @@ def test_the_sdk_holds_an_invoice_hears_it_accepted_and_settles_it(
     app: AlbyApp, server: e2e.Server
 ) -> None:
     app.call("subscribeNotifications")
-    preimage, payment_hash = hold_pair()
+    preimage, payment_hash = e2e.hold_pair()
     made = app.call(
         "makeHoldInvoice", {"amount": 42_000, "payment_hash": payment_hash, "description": "escrow"}
     )
@@ -293,7 +279,7 @@ def test_the_sdk_holds_an_invoice_hears_it_accepted_and_settles_it(
     assert held["notification"]["settle_deadline"] > 0
 
     with pytest.raises(SdkError) as wrong:
-        app.call("settleHoldInvoice", {"preimage": hold_pair()[0]})
+        app.call("settleHoldInvoice", {"preimage": e2e.hold_pair()[0]})
     assert wrong.value.code == "NOT_FOUND"
     assert app.call("settleHoldInvoice", {"preimage": preimage}) == {}
     received = app.next_notification()
@@ -303,7 +289,7 @@ def test_the_sdk_holds_an_invoice_hears_it_accepted_and_settles_it(
 
 
 def test_the_sdk_cancels_a_held_invoice(app: AlbyApp, server: e2e.Server) -> None:
-    _, payment_hash = hold_pair()
+    _, payment_hash = e2e.hold_pair()
     app.call("makeHoldInvoice", {"amount": 9000, "payment_hash": payment_hash})
     e2e.cli(server.data_dir, "dev", "pay", payment_hash)
     e2e.wait_for(
@@ -318,9 +304,9 @@ def test_the_sdk_cancels_a_held_invoice(app: AlbyApp, server: e2e.Server) -> Non
 
 
 def test_what_a_connection_may_not_do_reaches_the_sdk_as_nip47_error_codes(
-    node: str, server: e2e.Server, relay: Relay
+    node: str, wallet: tuple[Relay, e2e.Server], server: e2e.Server
 ) -> None:
-    reader = app_for(node, server, relay, "invoices:read")
+    reader = app_for(node, wallet, "invoices:read")
     try:
         with pytest.raises(SdkError) as restricted:
             reader.call("makeInvoice", {"amount": 1000})

@@ -5,7 +5,8 @@ hash: lnplugin's plugin holds the HTLCs in `htlc_accepted` and answers them.
 The decision is written here before any HTLC is answered, so an HTLC that
 lightningd replays after a restart is answered the same way, and a lookup
 after a crash between answering and storing the invoice's state still
-finds the outcome.
+finds the outcome. A settle names the HTLCs it answers: any other HTLC to
+the hash (a second payment) is failed, not resolved with the preimage.
 """
 
 from __future__ import annotations

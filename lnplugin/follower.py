@@ -257,7 +257,8 @@ def _new_row(
         "payment_request": inv.payment_request,
         "state": inv.state,
         "amount_msat": inv.amount_msat,
-        "amount_received_msat": inv.amount_received_msat,
+        # A canceled invoice's held HTLCs were failed back: nothing received.
+        "amount_received_msat": 0 if inv.state == "CANCELED" else inv.amount_received_msat,
         "description": inv.description,
         "description_hash": inv.description_hash,
         "created_at": inv.created_at,
@@ -321,7 +322,9 @@ def _apply_one(
                 settle_deadline=inv.settle_deadline,
             )
         elif inv.state == "CANCELED":
-            fields["cancel_reason"] = cancel_reason or _NODE_CANCELED
+            # Held HTLCs are failed back: the payer keeps the money (LND's
+            # amt_paid goes back to 0 too).
+            fields.update(cancel_reason=cancel_reason or _NODE_CANCELED, amount_received_msat=0)
         if records_changed:
             fields.update(record_fields(new_records, tx))
         invoices.update(tx, invoice_id, fields)
@@ -365,21 +368,34 @@ def apply_outgoing_in(tx: sqlite3.Connection, payment: OutgoingPayment) -> bool:
     return True
 
 
-def expire_due(store: Store, now: int | None = None) -> int:
-    """Mark open invoices past their expiry as EXPIRED, with an event each."""
+def expire_due(store: Store, now: int | None = None, *, hold: bool | None = None) -> int:
+    """Mark open invoices past their expiry as EXPIRED, with an event each;
+    `hold` as in `invoices.open_expired` (the follower asks the node about
+    hold invoices first: `Follower.expire`)."""
     now = int(time.time()) if now is None else now
     count = 0
     while True:
         with store.transaction() as tx:
-            rows = invoices.open_expired(tx, now, limit=500)
-            for row in rows:
-                invoices.update(tx, row.id, {"state": "EXPIRED"})
-            events.append_many(
-                tx, [(events.INCOMING_EXPIRED, replace(row, state="EXPIRED")) for row in rows]
-            )
+            rows = invoices.open_expired(tx, now, limit=500, hold=hold)
+            _expire_in(tx, rows)
         count += len(rows)
         if len(rows) < 500:
             return count
+
+
+def _expire_in(tx: sqlite3.Connection, rows: list[StoredInvoice]) -> None:
+    for row in rows:
+        invoices.update(tx, row.id, {"state": "EXPIRED"})
+    events.append_many(
+        tx, [(events.INCOMING_EXPIRED, replace(row, state="EXPIRED")) for row in rows]
+    )
+
+
+def _watched(row: StoredInvoice) -> bool:
+    """A held invoice the safety cancel watches: one lnplugin made (over HTTP
+    or Nostr Wallet Connect) with a known deadline. A hold invoice another
+    app made on the node is that app's to settle or cancel."""
+    return row.settle_deadline is not None and row.source in ("api", "nwc")
 
 
 def cancel_reason(height: int, deadline: int, margin: int) -> str:
@@ -523,21 +539,59 @@ class Follower:
         a margin earlier fails the HTLCs back off chain instead; the canceled
         event says so. Returns how many were canceled.
 
-        Only invoices lnplugin created (over HTTP or Nostr Wallet Connect): a
-        hold invoice another app made on the node is that app's to settle or cancel.
+        Only the invoices `_watched` names.
         """
         if self._holder() is None:
             return 0
         with self.store.snapshot() as conn:
-            held = [
-                r
-                for r in invoices.accepted(conn)
-                if r.settle_deadline is not None and r.source in ("api", "nwc")
-            ]
+            held = [r for r in invoices.accepted(conn) if _watched(r)]
         if not held:
             return 0
+        height = self._height()
+        if height is None:
+            return 0
+        count = 0
+        for row in held:
+            assert row.settle_deadline is not None
+            if row.settle_deadline - height > self.hold_cancel_margin:
+                break  # nearest deadline first
+            count += self._cancel_late(row, height) is not None
+        return count
+
+    def cancel_if_due(self, row: StoredInvoice) -> str | None:
+        """The safety cancel's rule for one held invoice, asked before it is
+        settled: within `hold_cancel_margin` of its deadline it is canceled
+        now, as the next look of `cancel_near_deadline` would, and the reason
+        is returned (the settle is refused); None when it may be settled.
+
+        A settle that came after the deadline would release the preimage for
+        HTLCs the payer's peer may already be claiming back on chain (Core
+        Lightning and the dev node do not cancel these themselves)."""
+        if not _watched(row):
+            return None
+        height = self._height()
+        assert row.settle_deadline is not None
+        if height is None or row.settle_deadline - height > self.hold_cancel_margin:
+            return None
+        return self._cancel_late(row, height)
+
+    def _cancel_late(self, row: StoredInvoice, height: int) -> str | None:
+        """Cancel a held invoice past the margin; its reason, or None when it
+        was settled meanwhile (the feed brings that)."""
+        assert row.settle_deadline is not None
+        reason = cancel_reason(height, row.settle_deadline, self.hold_cancel_margin)
         try:
-            height = self.node.get_info().block_height
+            self.cancel(row.payment_hash, reason)
+        except InvoiceNotOpen:
+            return None
+        log.warning("hold invoice %s %s", row.payment_hash, reason)
+        return reason
+
+    def _height(self) -> int | None:
+        """The node's block height; None when unknown or the credentials may
+        not ask (said once: lnplugin then leaves held invoices to the node)."""
+        try:
+            return self.node.get_info().block_height
         except NodePermissionDenied as exc:
             if not self._height_denied_logged:
                 log.warning(
@@ -546,23 +600,39 @@ class Follower:
                     exc,
                 )
                 self._height_denied_logged = True
-            return 0
-        if height is None:
-            return 0
-        count = 0
-        for row in held:
-            assert row.settle_deadline is not None
-            left = row.settle_deadline - height
-            if left > self.hold_cancel_margin:
-                break  # nearest deadline first
-            reason = cancel_reason(height, row.settle_deadline, self.hold_cancel_margin)
-            try:
-                self.cancel(row.payment_hash, reason)
-            except InvoiceNotOpen:
-                continue  # settled meanwhile; the feed brings it
-            log.warning("hold invoice %s %s", row.payment_hash, reason)
-            count += 1
-        return count
+            return None
+
+    def expire(self, now: int | None = None) -> int:
+        """Mark open invoices past their expiry EXPIRED (`expire_due`), asking
+        the node about hold invoices first: one paid before its expiry while
+        lnplugin did not hear of it (down, or its hold feed away) is held
+        there, ACCEPTED, and must be settled or canceled, not written off.
+        The node takes no payment after the expiry, so what it answers stays
+        true until the invoice is marked."""
+        now = int(time.time()) if now is None else now
+        if self._holder() is None:
+            return expire_due(self.store, now)
+        count = expire_due(self.store, now, hold=False)  # need not wait for the node
+        with self.store.snapshot() as conn:
+            due = invoices.open_expired(conn, now, hold=True)
+        if not due:
+            return count
+        held: list[InvoiceUpdate] = []
+        lapsed: set[str] = set()
+        for row in due:
+            found = self.node.lookup_invoice(row.payment_hash)
+            if found is not None and found.state in ("ACCEPTED", *_FINAL):
+                held.append(InvoiceUpdate(found, 0))
+            else:
+                lapsed.add(row.payment_hash)
+        if held:
+            self.apply(held)
+        with self.store.transaction() as tx:
+            rows = [
+                r for r in invoices.open_expired(tx, now, hold=True) if r.payment_hash in lapsed
+            ]
+            _expire_in(tx, rows)
+        return count + len(rows)
 
     def sync_cursor_kind(self) -> None:
         """Reset the incoming cursor if the node now counts it differently.
@@ -811,7 +881,7 @@ class Follower:
         while not self._stop.is_set():
             now = time.monotonic()
             try:
-                expire_due(self.store)
+                self.expire()
                 self.refresh_head()
                 self.cancel_near_deadline()
                 if now >= next_sweep:

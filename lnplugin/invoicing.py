@@ -193,13 +193,23 @@ def own_incoming(follower: Follower, payment_hash: str) -> StoredInvoice:
 
 
 def settle(follower: Follower, found: StoredInvoice, preimage: str) -> StoredInvoice:
-    """Settle the ACCEPTED hold invoice `found` with `preimage` (64 hex)."""
+    """Settle the ACCEPTED hold invoice `found` with `preimage` (64 hex).
+
+    A settled one is returned as it is: the preimage proves the caller's,
+    and a client whose answer was lost (a dropped connection, a crash) can
+    retry, as with LND's SettleInvoice. One within the hold cancel margin
+    of its deadline is canceled instead (`Follower.cancel_if_due`)."""
     if hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != found.payment_hash:
         raise WrongPreimage("its SHA-256 is not this invoice's payment hash")
     holder(follower.node)
+    if found.state == "SETTLED":
+        return found
     if found.state != "ACCEPTED":
         raise WrongState(_not_accepted(found.state), found.state)
     try:
+        late = follower.cancel_if_due(found)
+        if late is not None:
+            raise WrongState(f"Too late to settle: the invoice was {late}", "CANCELED")
         follower.settle(preimage)
     except InvoiceNotOpen as exc:
         raise WrongState(f"The node did not settle the invoice: {exc}", found.state) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 from lnplugin.nodes.base import InvoiceRequest
 from lnplugin.nodes.cln.hold import HOLD_CLTV_DELTA, ClnHoldNode
 from lnplugin.nodes.cln.tlv import encode_payload
-from lnplugin_sim.cln_plugin_driver import PluginDriver, Reply
+from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 from tests.e2e import Api, wait_for
@@ -203,3 +204,72 @@ def test_a_hold_invoice_asks_for_the_cltv_delta_it_is_given(sim: ClnSim) -> None
         assert reference.decode(regular.payment_request).min_final_cltv_expiry == 40
     finally:
         node.close()
+
+
+def settle_when_held(api: Api, payment_hash: str, preimage: str) -> None:
+    """Settle once the plugin holds the (replayed) HTLCs: 409 ("not paid
+    yet") until it has taken them."""
+
+    def settle() -> bool:
+        reply = api.session.post(
+            f"{api.url}/invoices/{payment_hash}/settle", json={"preimage": preimage}, timeout=10
+        )
+        assert reply.status_code in (200, 409), reply.text
+        return reply.status_code == 200
+
+    wait_for(settle, "the HTLC to be held and settled")
+
+
+def test_a_held_invoice_replayed_after_its_expiry_is_held_again(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """The expiry bounds when a payment may start, not how long it is held:
+    HTLCs taken before it and replayed after a restart past it are held again."""
+    preimage, payment_hash = _pair()
+    inv = api.post("/invoices", {"amount": 60, "payment_hash": payment_hash, "expiry": 2})
+    params = part(plugin, sim, inv, 60_000, 1)
+    plugin.call_later("htlc_accepted", params)
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+    token = plugin.admin_token
+    plugin.kill()
+    while time.time() <= inv["creation_date"] + 2:  # the expiry passes while it is down
+        time.sleep(0.1)
+    plugin.start()
+    replayed = plugin.call_later("htlc_accepted", params)
+    with pytest.raises(PluginError, match="no answer"):
+        replayed.result(timeout=1)  # held, not failed as a payment after the expiry
+    again = Api(plugin.url, token)
+    try:
+        settle_when_held(again, payment_hash, preimage)
+        assert replayed.result() == {"result": "resolve", "payment_key": preimage}
+        assert state(again, payment_hash)["state"] == "SETTLED"
+    finally:
+        again.close()
+
+
+def test_a_second_payment_of_a_settled_hold_invoice_is_failed(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """A settle answers the HTLCs it was made for, replayed or not, and no
+    other: a second payment would hand the preimage over for money lnplugin
+    never counts (a node fails a payment to a paid invoice too)."""
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    first = part(plugin, sim, inv, 60_000, 1)
+    held = plugin.call_later("htlc_accepted", first)
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+    settle_when_held(api, payment_hash, preimage)
+    resolved = {"result": "resolve", "payment_key": preimage}
+    assert held.result() == resolved
+    second = part(plugin, sim, inv, 60_000, 2)
+    assert plugin.call("htlc_accepted", second)["result"] == "fail"
+    token = plugin.admin_token
+    plugin.restart(replay=False, clean=False)  # the decision is read from the store now
+    assert plugin.call("htlc_accepted", first) == resolved
+    assert plugin.call("htlc_accepted", second)["result"] == "fail"
+    again = Api(plugin.url, token)
+    try:
+        got = state(again, payment_hash)
+        assert (got["state"], got["amount_received_msat"]) == ("SETTLED", 60_000)
+    finally:
+        again.close()

@@ -4,6 +4,8 @@ node, over HTTP, with payments and blocks from the `lnplugin dev` CLI.
 A held invoice survives a SIGKILL: after the restart it is still ACCEPTED
 and the preimage still settles it. A held invoice nobody settles is canceled
 by lnplugin before its deadline, and the canceled webhook-and-SSE event says why.
+A SIGKILL after a settle, before its webhooks went out: each event reaches
+the receiver after the restart, under one id, and the payment counts once.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import hashlib
 import json
 import secrets
 import signal
+from functools import partial
 from pathlib import Path
 
 from lnplugin.nodes.dev.node import HTLC_CLTV_DELTA
 from tests.e2e import Server, cli, cltv_delta_of_new_invoice, wait_for
+from tests.helpers_webhooks import Receiver
+from tests.helpers_webhooks import Server as WebhookServer
 
 
 def _pair() -> tuple[str, str]:
@@ -124,3 +129,45 @@ def test_min_cltv_expiry_delta_reaches_the_invoice_and_the_deadline(tmp_path: Pa
             assert says in errors["min_cltv_expiry_delta"], (body, errors)
         exported = server.request("GET", "/invoices/export?format=jsonl&type=incoming")
         assert len(exported.text.splitlines()) == 2  # nothing minted for the refused ones
+
+
+def test_a_settle_killed_before_its_webhooks_went_out_is_delivered_and_counted_once(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL between the settle and its notification: after the restart
+    the accepted and settled events each reach the receiver under one event
+    id (at least once; deduplicated by it), and the payment is counted once."""
+    receiver = Receiver(script={"/hook": [503]})  # away while it happens
+    env = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "1,1,1,1,1"}
+    server = WebhookServer(tmp_path / "data", env).start()
+    types = ["invoice.incoming.accepted", "invoice.incoming.settled"]
+    try:
+        server.add_endpoint(receiver.url(), types)
+        preimage, payment_hash = _pair()
+        server.create_invoice(amount=21, payment_hash=payment_hash)
+        server.pay(payment_hash)
+        settled = server.call(
+            "POST", f"/invoices/{payment_hash}/settle", json={"preimage": preimage}
+        )
+        assert settled.status_code == 200, settled.text
+        server.kill()
+        receiver.script["/hook"] = [200]
+        server.start()
+
+        def delivered(type_: str) -> bool:
+            got = receiver.of_type(type_, payment_hash)
+            return any(r.headers["webhook-id"] in receiver.accepted for r in got)
+
+        for type_ in types:
+            wait_for(partial(delivered, type_), f"{type_} delivered")
+            ids = {r.headers["webhook-id"] for r in receiver.of_type(type_, payment_hash)}
+            assert len(ids) == 1, ids  # one event, however many attempts
+        again = server.call("POST", f"/invoices/{payment_hash}/settle", json={"preimage": preimage})
+        assert again.status_code == 200  # a client retrying its lost answer
+        listed = server.call("GET", "/invoices/incoming").json()
+        assert [(i["payment_hash"], i["amount_received_msat"]) for i in listed] == [
+            (payment_hash, 21_000)
+        ]
+    finally:
+        server.stop()
+        receiver.close()

@@ -10,10 +10,12 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import bolt11 as reference
 import pytest
 
+from lnplugin import invoicing
 from lnplugin.api import create_app
 from lnplugin.config import load_settings
 from lnplugin.follower import Follower
@@ -82,11 +84,26 @@ def test_hold_invoice_is_accepted_then_settled_by_its_preimage(client, admin, se
     body = settled.get_json()
     assert body["state"] == "SETTLED" and body["settled"] is True
     assert body["preimage"] == preimage
+    # A retry (its answer was lost) gets the settled invoice again, as from
+    # LND's SettleInvoice and NWC's settle_hold_invoice; a wrong preimage is
+    # still refused.
+    again = client.post(
+        f"/invoices/{payment_hash}/settle", json={"preimage": preimage}, headers=admin
+    )
+    assert again.status_code == 200 and again.get_json()["settled_at"] == body["settled_at"]
+    assert wrong_status(client, admin, payment_hash) == 400
     assert event_types(service, payment_hash) == [
         events.INCOMING_CREATED,
         events.INCOMING_ACCEPTED,
         events.INCOMING_SETTLED,
     ]
+
+
+def wrong_status(client, headers, payment_hash: str) -> int:
+    r = client.post(
+        f"/invoices/{payment_hash}/settle", json={"preimage": "00" * 32}, headers=headers
+    )
+    return r.status_code
 
 
 def test_settling_an_unpaid_hold_invoice_is_409(client, admin) -> None:
@@ -130,6 +147,7 @@ def test_canceling_a_held_invoice_fails_the_payment_back(client, admin, service)
     body = r.get_json()
     assert body["state"] == "CANCELED"
     assert body["cancel_reason"] == "canceled through the API"
+    assert body["amount_received_msat"] == 0  # the payer has the money back
     # Settling afterwards is refused, by lnplugin and by the node.
     again = client.post(
         f"/invoices/{payment_hash}/settle", json={"preimage": preimage}, headers=admin
@@ -314,3 +332,79 @@ def test_a_hold_invoice_another_app_made_is_stored_but_never_auto_canceled(
     assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
     node.close()
     store.close()
+
+
+@pytest.fixture
+def quiet(tmp_path: Path) -> Iterator[tuple[DevNode, Store, Follower]]:
+    """A dev node, a store and a follower whose threads do not run: each
+    sweep, expiry and safety cancel happens when the test calls it."""
+    node = DevNode(tmp_path / "dev")
+    store = Store(tmp_path / "store.sqlite")
+    yield node, store, Follower(node, store, hold_cancel_margin=24)
+    node.close()
+    store.close()
+
+
+def made_by_lnplugin(follower: Follower, payment_hash: str, **asked: Any) -> None:
+    """A hold invoice minted and stored as `POST /invoices` does it."""
+    minted = invoicing.mint(follower, InvoiceRequest(amount_msat=9000, **asked), payment_hash)
+    with follower.store.transaction() as tx:
+        invoicing.insert(tx, invoicing.node_fields(minted, hold=True, source="api"))
+
+
+def test_a_settle_within_the_margin_cancels_instead_and_says_why(quiet) -> None:
+    node, _, follower = quiet
+    preimage, payment_hash = secret_pair()
+    made_by_lnplugin(follower, payment_hash)
+    node.pay(payment_hash)
+    follower.sweep()
+    node.mine(HTLC_CLTV_DELTA - 24)  # the safety cancel's next look would cancel it
+    found = invoicing.own_incoming(follower, payment_hash)
+    assert found.state == "ACCEPTED"
+    with pytest.raises(invoicing.WrongState) as refused:
+        invoicing.settle(follower, found, preimage)
+    assert refused.value.message.startswith("Too late to settle: the invoice was canceled by")
+    assert "24 blocks before its settle deadline" in refused.value.message
+    row = invoicing.fresh(follower, payment_hash)
+    assert row.state == "CANCELED" and row.cancel_reason in refused.value.message
+    assert node.lookup_invoice(payment_hash).state == "CANCELED"  # failed back on the node
+    assert follower.cancel_near_deadline() == 0  # nothing left for it
+
+
+def test_the_dev_node_settles_no_htlc_past_its_deadline(quiet) -> None:
+    node, _, _ = quiet
+    preimage, payment_hash = secret_pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    held = node.pay(payment_hash)
+    assert held.settle_deadline == node.block_height() + HTLC_CLTV_DELTA
+    node.mine(HTLC_CLTV_DELTA)
+    with pytest.raises(InvoiceNotOpen, match="expired at block"):
+        node.settle_invoice(preimage)
+    canceled = node.cancel_invoice(payment_hash)
+    assert canceled.state == "CANCELED" and canceled.amount_received_msat == 0
+
+
+def test_a_hold_invoice_paid_unheard_before_its_expiry_is_held_not_expired(quiet) -> None:
+    """lnplugin was down (or its hold feed away) when the payment came, and
+    back after the invoice's expiry: the node holds the payment, so the
+    invoice is ACCEPTED, to be settled or canceled, not EXPIRED."""
+    node, store, follower = quiet
+    preimage, payment_hash = secret_pair()
+    _, unpaid = secret_pair()
+    made_by_lnplugin(follower, payment_hash, expiry=1)
+    made_by_lnplugin(follower, unpaid, expiry=1)
+    node.pay(payment_hash)
+    later = int(time.time()) + 2
+    assert follower.expire(later) == 1  # the unpaid one
+    assert invoicing.fresh(follower, unpaid).state == "EXPIRED"
+    held = invoicing.fresh(follower, payment_hash)
+    assert held.state == "ACCEPTED" and held.settle_deadline is not None
+    with store.snapshot() as conn:
+        types = [
+            r[0]
+            for r in conn.execute(
+                "SELECT type FROM events WHERE payment_hash = ? ORDER BY seq", (payment_hash,)
+            )
+        ]
+    assert types == [events.INCOMING_CREATED, events.INCOMING_ACCEPTED]
+    assert invoicing.settle(follower, held, preimage).state == "SETTLED"

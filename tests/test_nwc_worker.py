@@ -21,6 +21,7 @@ import pytest
 
 from lnplugin.nodes.cln import ClnNode
 from lnplugin.nodes.dev import DevNode
+from lnplugin.nodes.dev.node import HTLC_CLTV_DELTA
 from lnplugin.nwc import protocol as p
 from lnplugin.nwc.connections import connect
 from lnplugin.nwc.worker import NwcWorker, RateLimiter
@@ -537,3 +538,20 @@ def test_a_connection_made_past_the_spares_is_taken_up_by_its_first_request(
     assert body["error"] is None
     assert worker.wallet.get(wallet_key(worker, app)) is not None
     assert db.spare_count(worker.store.conn) == db.SPARES
+
+
+def test_a_settle_within_the_hold_cancel_margin_is_other_and_cancels(worker: NwcWorker) -> None:
+    """The rule the HTTP route follows too (`invoicing.settle`): the app is
+    told why, and the payer's HTLC is failed back before its deadline."""
+    worker.limiter = RateLimiter()
+    app = app_keys(worker, "invoices:create")
+    preimage, payment_hash = hold_pair()
+    call(worker, app, "make_hold_invoice", {"amount": 5000, "payment_hash": payment_hash})
+    pay_and_follow(worker, payment_hash)
+    assert isinstance(worker.node, DevNode)
+    worker.node.mine(HTLC_CLTV_DELTA - worker.follower.hold_cancel_margin + 5)
+    late = call(worker, app, "settle_hold_invoice", {"preimage": preimage})
+    assert late["error"]["code"] == "OTHER"
+    assert late["error"]["message"].startswith("Too late to settle")
+    state, _, reason = stored(worker, payment_hash)
+    assert state == "CANCELED" and reason is not None and reason in late["error"]["message"]

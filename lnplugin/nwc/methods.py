@@ -196,9 +196,8 @@ class Methods:
             given = params.get("payment_hash")  # not in NIP-47; checked when sent
             if given is not None and _hex64(params, "payment_hash") != payment_hash:
                 raise p.Refuse("OTHER", "the preimage's SHA-256 is not payment_hash")
-            found = self._own_hold(connection, payment_hash)
-            if found.state != "SETTLED":  # settled already: a retry gets success again
-                invoicing.settle(self.follower, found, preimage)
+            # Settled already: a retry gets success again (`invoicing.settle`).
+            invoicing.settle(self.follower, self._own_hold(connection, payment_hash), preimage)
             return p.result(request.method, {})
         found = self._own_hold(connection, _hex64(params, "payment_hash"))
         invoicing.cancel(self.follower, found, "canceled through Nostr Wallet Connect")

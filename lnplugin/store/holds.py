@@ -5,27 +5,58 @@ hash: lnplugin's plugin holds the HTLCs in `htlc_accepted` and answers them.
 The decision is written here before any HTLC is answered, so an HTLC that
 lightningd replays after a restart is answered the same way, and a lookup
 after a crash between answering and storing the invoice's state still
-finds the outcome.
+finds the outcome. A settle names the HTLCs it answers: any other HTLC to
+the hash (a second payment) is failed, not resolved with the preimage.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# An HTLC as Core Lightning names it: (short_channel_id, id in that channel).
+HtlcKey = tuple[str, int]
 
 
-def decide(tx: sqlite3.Connection, payment_hash: str, state: str, preimage: str | None) -> None:
-    """Record SETTLED (with the preimage) or CANCELED; the first decision stands."""
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: str  # SETTLED or CANCELED
+    preimage: str | None
+    # The HTLCs a settle answered; None when not recorded (a cancel, or a
+    # settle decided before they were kept), so any HTLC gets the decision.
+    htlcs: frozenset[HtlcKey] | None = None
+
+    def answers(self, key: HtlcKey) -> bool:
+        """Whether this HTLC is one the decision was made for."""
+        return self.htlcs is None or key in self.htlcs
+
+
+def decide(
+    tx: sqlite3.Connection,
+    payment_hash: str,
+    state: str,
+    preimage: str | None,
+    htlcs: Iterable[HtlcKey] | None = None,
+) -> None:
+    """Record SETTLED (with the preimage and the HTLCs it answers) or
+    CANCELED; the first decision stands."""
+    keys = json.dumps(sorted([scid, n] for scid, n in htlcs)) if htlcs is not None else None
     tx.execute(
-        "INSERT OR IGNORE INTO hold_decisions (payment_hash, state, preimage, decided_at)"
-        " VALUES (?, ?, ?, ?)",
-        (payment_hash, state, preimage, int(time.time())),
+        "INSERT OR IGNORE INTO hold_decisions (payment_hash, state, preimage, decided_at, htlcs)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (payment_hash, state, preimage, int(time.time()), keys),
     )
 
 
-def decision(conn: sqlite3.Connection, payment_hash: str) -> tuple[str, str | None] | None:
-    """(state, preimage) decided for this hash, or None."""
+def decision(conn: sqlite3.Connection, payment_hash: str) -> Decision | None:
     row = conn.execute(
-        "SELECT state, preimage FROM hold_decisions WHERE payment_hash = ?", (payment_hash,)
+        "SELECT state, preimage, htlcs FROM hold_decisions WHERE payment_hash = ?",
+        (payment_hash,),
     ).fetchone()
-    return (row[0], row[1]) if row else None
+    if row is None:
+        return None
+    htlcs = frozenset((str(s), int(n)) for s, n in json.loads(row[2])) if row[2] else None
+    return Decision(row[0], row[1], htlcs)

@@ -529,6 +529,16 @@ def _nwc_connection_keys(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(17, "Core Lightning hold invoices: the HTLCs a settle decision answered")
+def _hold_decision_htlcs(db: sqlite_utils.Database) -> None:
+    # JSON [[short_channel_id, htlc id], ...] of the HTLCs held when the
+    # invoice was settled: lightningd replays exactly those after a restart,
+    # and any other HTLC to the settled hash (a second payment) is failed, as
+    # a node fails a payment to a paid invoice. NULL (decided before this, or
+    # canceled): every replayed HTLC is answered as decided.
+    db.table("hold_decisions").add_column("htlcs", str)
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -9,9 +9,10 @@ settled (answer `resolve` with the preimage) or canceled (answer `fail`).
 Because the node has no invoice for the hash, HTLCs that no plugin resolves
 are refused by lightningd, so nothing can pay the invoice behind our back.
 
-The decision is stored (`store.holds`) before any HTLC is answered:
-lightningd replays unanswered HTLCs after a restart and they are answered
-from it, and a lookup after a crash between answering and storing the
+The decision is stored (`store.holds`, a settle with the HTLCs it answers)
+before any HTLC is answered: lightningd replays unanswered HTLCs after a
+restart and they are answered from it, any other HTLC to a settled hash is
+failed, and a lookup after a crash between answering and storing the
 invoice's new state still finds the outcome. Held HTLCs themselves are not
 stored: lightningd replays them, and the invoice becomes ACCEPTED again.
 Standalone mode (`ClnNode`) sees no HTLCs and declares no hold ability.
@@ -26,7 +27,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,14 +128,14 @@ class ClnHoldNode(ClnNode):
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
         row, decided = self._hold_row(payment_hash)
         if decided is not None:
-            if decided[0] == "SETTLED":
-                return self._as(row, "SETTLED", preimage=decided[1])
+            if decided.state == "SETTLED":
+                return self._as(row, "SETTLED", preimage=decided.preimage)
             raise InvoiceNotOpen(f"invoice {payment_hash} is canceled")
         with self._held_lock:
             held = self._held.get(payment_hash)
             if held is None or not held.accepted:
                 raise InvoiceNotOpen(f"invoice {payment_hash} is still open (not paid yet)")
-            self._decide(payment_hash, "SETTLED", preimage)
+            self._decide(payment_hash, "SETTLED", preimage, held.parts)
             del self._held[payment_hash]
         for answer in held.answers.values():
             answer({"result": "resolve", "payment_key": preimage})
@@ -148,7 +149,7 @@ class ClnHoldNode(ClnNode):
         except InvoiceNotFound:
             return self._cancel_regular(payment_hash)
         if decided is not None:
-            if decided[0] == "SETTLED":
+            if decided.state == "SETTLED":
                 raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
             return self._as(row, "CANCELED")
         with self._held_lock:
@@ -180,7 +181,7 @@ class ClnHoldNode(ClnNode):
         except InvoiceNotFound:
             return None
         if decided is not None:
-            return self._as(row, decided[0], preimage=decided[1])
+            return self._as(row, decided.state, preimage=decided.preimage)
         with self._held_lock:
             held = self._held.get(payment_hash)
             if held is not None and held.accepted:
@@ -191,7 +192,11 @@ class ClnHoldNode(ClnNode):
     def on_htlc(self, onion: Mapping[str, Any], htlc: Mapping[str, Any], answer: Answer) -> bool:
         """Take an incoming HTLC for a hold invoice: hold it (answered later by
         settle or cancel), or answer it now from a decision already made or
-        with a failure. False when it is not for a hold invoice (continue)."""
+        with a failure. False when it is not for a hold invoice (continue).
+
+        A settle decision answers the HTLCs it was made for (lightningd
+        replays them after a restart) with the preimage, and fails any other
+        (a second payment of the paid invoice, which a node refuses too)."""
         if self.store is None or "short_channel_id" in onion:
             return False
         payment_hash = str(htlc["payment_hash"]).lower()
@@ -200,17 +205,21 @@ class ClnHoldNode(ClnNode):
         except InvoiceNotFound:
             return False
         amount = msat(htlc.get("amount_msat")) or 0
+        key = (str(htlc.get("short_channel_id")), int(htlc.get("id", 0)))
         if decided is not None:
-            if decided[0] == "SETTLED":
-                answer({"result": "resolve", "payment_key": decided[1]})
+            if decided.state == "SETTLED" and decided.answers(key):
+                answer({"result": "resolve", "payment_key": decided.preimage})
             else:
                 answer(_failure(amount, self._height()))
             return True
-        key = (str(htlc.get("short_channel_id")), int(htlc.get("id", 0)))
         expiry = int(htlc.get("cltv_expiry", 0))
         with self._held_lock:
             held = self._held.setdefault(payment_hash, _Held())
-            expired = not held.accepted and row.expires_at <= time.time()
+            # Past the expiry no new payment is taken; one stored ACCEPTED was
+            # taken before it, and lightningd is replaying its HTLCs.
+            expired = (
+                not held.accepted and row.state != "ACCEPTED" and row.expires_at <= time.time()
+            )
             if expired or onion.get("payment_secret") != row.payment_secret:
                 if not held.parts:
                     del self._held[payment_hash]
@@ -227,7 +236,7 @@ class ClnHoldNode(ClnNode):
         return True
 
     # ------------------------------------------------------------ helpers
-    def _hold_row(self, payment_hash: str) -> tuple[StoredInvoice, tuple[str, str | None] | None]:
+    def _hold_row(self, payment_hash: str) -> tuple[StoredInvoice, holds.Decision | None]:
         if self.store is None:
             raise InvoiceNotFound(f"no hold invoice with payment hash {payment_hash}")
         with self.store.snapshot() as conn:
@@ -236,10 +245,16 @@ class ClnHoldNode(ClnNode):
                 raise InvoiceNotFound(f"no hold invoice with payment hash {payment_hash}")
             return row, holds.decision(conn, payment_hash)
 
-    def _decide(self, payment_hash: str, state: str, preimage: str | None) -> None:
+    def _decide(
+        self,
+        payment_hash: str,
+        state: str,
+        preimage: str | None,
+        htlcs: Iterable[holds.HtlcKey] | None = None,
+    ) -> None:
         assert self.store is not None
         with self.store.transaction() as tx:
-            holds.decide(tx, payment_hash, state, preimage)
+            holds.decide(tx, payment_hash, state, preimage, htlcs)
 
     def _height(self) -> int:
         try:

@@ -276,19 +276,27 @@ class DevNode(Node):
 
     def settle_invoice(self, preimage: str) -> NodeInvoice:
         """Settle an ACCEPTED hold invoice. As in LND, an invoice that is not
-        ACCEPTED (not paid yet, settled, canceled) cannot be settled."""
+        ACCEPTED (not paid yet, settled, canceled) cannot be settled; nor can
+        one whose simulated HTLC has expired (the chain reached its settle
+        deadline: on a real node the payer's peer takes it back on chain)."""
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
         now = int(time.time())
         cur = self._write(
             "UPDATE dev_invoices SET state = 'SETTLED', preimage = ?, settled_at = ?,"
             " settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1 FROM dev_invoices)"
-            " WHERE payment_hash = ? AND state = 'ACCEPTED'",
+            " WHERE payment_hash = ? AND state = 'ACCEPTED'"
+            " AND settle_deadline > (SELECT height FROM dev_chain)",
             (preimage.lower(), now, payment_hash),
         )
         if cur.rowcount != 1:
             row = self._row(payment_hash)
             if row is None:
                 raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+            if row["state"] == "ACCEPTED":
+                raise InvoiceNotOpen(
+                    f"the HTLC held for invoice {payment_hash} expired at block "
+                    f"{row['settle_deadline']}; it can only be canceled"
+                )
             raise InvoiceNotOpen(
                 f"invoice {payment_hash} is {row['state'].lower()}, not accepted; "
                 "only a paid hold invoice can be settled"
@@ -298,8 +306,8 @@ class DevNode(Node):
 
     def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
         cur = self._write(
-            "UPDATE dev_invoices SET state = 'CANCELED', change_index = (SELECT"
-            " COALESCE(MAX(change_index), 0) + 1 FROM dev_invoices)"
+            "UPDATE dev_invoices SET state = 'CANCELED', amount_received_msat = 0,"
+            " change_index = (SELECT COALESCE(MAX(change_index), 0) + 1 FROM dev_invoices)"
             " WHERE payment_hash = ? AND state IN ('OPEN', 'ACCEPTED')",
             (payment_hash,),
         )

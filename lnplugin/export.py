@@ -1,8 +1,10 @@
 """Getting invoices out as CSV or JSON Lines: `lnplugin export` and `GET /invoices/export`.
 
 Podcasters reconcile boosts in a spreadsheet (Helipad users export CSV), so
-each boostagram field the bLIP-10 record defines gets a column of its own
-instead of one JSON blob a spreadsheet cannot filter on. Both formats carry
+each bLIP-10 field a podcaster filters or sums on (`BOOST_FIELDS`: the
+action, who sent it and with what app, the show and episode, the amounts,
+the message) gets a column of its own instead of one JSON blob a
+spreadsheet cannot filter on. Both formats carry
 the same record with the same keys in the same order: JSON Lines keeps the
 types (integers stay integers, absent is `null`), CSV writes the same values
 as text (absent is an empty cell). The full boostagram and the raw TLV

@@ -86,9 +86,13 @@ class Failed(Exception):
     """No response: not an http(s) URL, refused by the guard, or a network
     error. The message is one line, safe to log (it names no path or query)."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, refused: bool = False, malformed: bool = False) -> None:
         super().__init__(message)
         self.refused = refused  # the guard said no: trying again will not help
+        # The server answered, but with headers past http.client's limits (a
+        # line over 64 KiB, more than 100 headers): its answer, not a network
+        # fault, so asking again gets the same.
+        self.malformed = malformed
 
 
 def request(
@@ -124,6 +128,10 @@ def request(
         data = response.read(max_body) if max_body else b""
         return Response(response.status, received, data)
     except (OSError, http.client.HTTPException) as exc:
-        raise Failed(f"{exc.__class__.__name__}: {exc}"[:300]) from None
+        # http.client raises the bare HTTPException only for too many headers.
+        malformed = (
+            isinstance(exc, http.client.LineTooLong) or type(exc) is http.client.HTTPException
+        )
+        raise Failed(f"{exc.__class__.__name__}: {exc}"[:300], malformed=malformed) from None
     finally:
         conn.close()

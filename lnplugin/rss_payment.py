@@ -103,7 +103,8 @@ def fetch(url: str, settings: FetchSettings) -> Result:
 
     Network errors, 5xx and 429 are worth retrying; a refusal by the guard,
     a redirect (never followed), another status, a missing or oversized
-    header are not: asking again gets the same answer.
+    header (ours, or past what http.client reads at all) are not: asking
+    again gets the same answer.
     """
     try:
         response = pinned_http.request(
@@ -115,7 +116,7 @@ def fetch(url: str, settings: FetchSettings) -> Result:
             read_timeout=settings.timeout,
         )
     except pinned_http.Failed as exc:
-        return Result(error=str(exc), retry=not exc.refused, refused=exc.refused)
+        return Result(error=str(exc), retry=not (exc.refused or exc.malformed), refused=exc.refused)
     except ValueError as exc:  # a port out of range, a host IDNA cannot encode (UnicodeError)
         return Result(error=f"unusable URL: {exc}"[:300])
     if response.status >= 500 or response.status == 429:

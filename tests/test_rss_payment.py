@@ -413,6 +413,13 @@ def test_an_oversized_header_is_refused_and_not_retried(
     assert row["state"] == "failed" and row["attempts"] == 1
     assert "larger than 2048 bytes" in row["error"] and row["header"] is None
     assert _invoice(server, payment_hash)["boostagram"] is None
+    # Past what Python's HTTP client reads at all (a 64 KiB line): the app's
+    # answer too, so not retried either.
+    pages.headers["/huge"] = "x" * 70_000
+    huge = _boost(server, "dave", f"rss::payment::boost {pages.url('/huge')} big")
+    row = _final(server, huge)
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert row["error"].startswith("LineTooLong") and row["header"] is None
 
 
 def test_a_missing_or_unparsable_header_or_an_unusable_url_fails_without_retries(

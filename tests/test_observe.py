@@ -269,3 +269,33 @@ def test_only_the_public_blueprints_run_the_per_client_limiter(app) -> None:  # 
     assert response.status_code == 200
     assert response.headers["X-Request-Id"]
     assert not [k for k, _ in response.headers.items() if k.startswith("X-RateLimit")]
+
+
+def test_answers_to_a_token_are_not_stored_by_caches(tmp_path: Path) -> None:
+    """What a token reads (a settled invoice's preimage) and secrets shown once
+    (an endpoint's signing secret, a stream ticket) carry `no-store`, whichever
+    header brings the token; the open /health is left to caches."""
+    with e2e.Server(tmp_path / "data") as server:
+        assert server.token is not None
+        made = server.request("POST", "/invoices", json={"amount": 21})
+        paid = server.request(
+            "POST", "/dev/pay", json={"payment_request": made.json()["payment_request"]}
+        )
+        assert paid.status_code == 200
+        invoice = f"/invoices/{made.json()['payment_hash']}"
+        by_key = server.session.get(
+            server.url + invoice, headers={"X-Api-Key": server.token}, timeout=10
+        )
+        assert by_key.json()["preimage"]
+        endpoint = server.request(
+            "POST",
+            "/webhook_endpoints",
+            json={"url": "https://hooks.example/ln", "filter_types": ["invoice.incoming.settled"]},
+        )
+        assert endpoint.json()["endpoint_secret"]
+        ticket = server.request("POST", "/events/tickets", json={"path": "/events"})
+        assert ticket.status_code == 201
+        for answer in (made, by_key, server.request("GET", invoice), endpoint, ticket):
+            assert answer.headers.get("Cache-Control") == "no-store", answer.url
+        open_health = server.session.get(server.url + "/health", timeout=10)
+        assert "Cache-Control" not in open_health.headers

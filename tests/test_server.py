@@ -1,11 +1,16 @@
-"""lnplugin.run.server's startup helpers that need no running server."""
+"""lnplugin.run.server: its startup helpers, and what the running server does with
+connections whose request never arrives whole."""
 
 from __future__ import annotations
 
 import gc
+import socket
 import weakref
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from lnplugin.run.server import freeze_startup_objects
+from lnplugin.run.server import REQUEST_DEADLINE, freeze_startup_objects
+from tests import e2e
 
 
 class _Node:
@@ -29,3 +34,48 @@ def test_freezing_startup_objects_still_collects_later_garbage() -> None:
         assert gone() is None
     finally:
         gc.unfreeze()  # the rest of the test session collects as usual
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closes `sock` within a liveness bound (it sends
+    nothing first: the request never arrived whole, so there is no answer)."""
+    sock.settimeout(REQUEST_DEADLINE + e2e.WAIT)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_request_that_never_arrives_whole_does_not_hold_its_connection(
+    tmp_path: Path,
+) -> None:
+    """Connections that send nothing, or a request head that never ends, or a
+    body shorter than announced, are closed; a served connection still works.
+    (Each open connection counts against the server's connection limit, past
+    which everyone is answered 503.)"""
+    with e2e.Server(tmp_path / "data") as server:
+        address = urlsplit(server.url)
+        where = (address.hostname, address.port)
+        silent = socket.create_connection(where)
+        head = socket.create_connection(where)
+        head.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        body = socket.create_connection(where)
+        body.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        stream = server.session.get(  # its request arrived whole: it may stay open
+            server.url + "/events",
+            headers={"Authorization": f"Bearer {server.token}"},
+            stream=True,
+            timeout=REQUEST_DEADLINE + e2e.WAIT,
+        )
+        try:
+            assert [_closed_by_server(s) for s in (silent, head, body)] == [True, True, True]
+            assert server.request("GET", "/health").status_code == 200
+            # Heartbeats come every 15 s: a second one is sent past the deadline.
+            heartbeats = (line for line in stream.iter_lines() if line.startswith(b":"))
+            assert next(heartbeats, None) and next(heartbeats, None)
+        finally:
+            stream.close()
+            for s in (silent, head, body):
+                s.close()

@@ -9,6 +9,13 @@ Access log: method, route (the URL rule, so no payment hash, ticket or
 query string reaches the log), status, duration and the token's id, never
 the token. Info level on logger `lnplugin.access`, off with `--no-access-log`.
 
+Caching: an answer to a request with a token (or a stream ticket) is sent
+`Cache-Control: no-store` unless its route set its own. Such answers hold
+what the token may see (preimages, payer data) and secrets shown once (an
+endpoint's signing secret, an NWC connection's URI); without the header a
+browser keeps them in its disk cache, and a shared cache that only skips
+`Authorization` requests would hand an `X-Api-Key` answer to the next caller.
+
 CORS: off unless `--cors-origin` names origins. A preflight (`OPTIONS` with
 `Access-Control-Request-Method`) from an allowed origin for a route that
 exists is answered 204 here, before authentication, since browsers send
@@ -87,6 +94,9 @@ def register(app: Flask, settings: Settings) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         request_id = ctx.get("request_id") or new_request_id()
         response.headers[REQUEST_ID] = request_id
+        token = ctx.get("token")
+        if token is not None and "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
         if settings.cors_origin:
             origin = req.environ.get("HTTP_ORIGIN")
             if origin and origin.lower() in settings.cors_origin:
@@ -101,7 +111,6 @@ def register(app: Flask, settings: Settings) -> None:
         if metrics is not None:
             metrics.observe(req.method, route, response.status_code, seconds)
         if settings.access_log and access_log.isEnabledFor(logging.INFO):
-            token = ctx.get("token")
             fields = {
                 "request_id": request_id,
                 "method": req.method,

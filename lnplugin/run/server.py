@@ -11,6 +11,7 @@ can run the same server beside pyln's loop.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lnplugin import logs
 from lnplugin.api import create_app
@@ -37,6 +39,7 @@ from lnplugin.store import tokens
 log = logging.getLogger("lnplugin")
 
 SHUTDOWN_BOUND = 10.0  # seconds from the first SIGTERM/SIGINT to a forced exit
+REQUEST_DEADLINE = 20.0  # seconds a request has to arrive whole (head and body)
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -162,6 +165,52 @@ class Shutdown:
         os._exit(1)
 
 
+class DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline for each request to arrive.
+
+    uvicorn times a connection out only while it idles between requests: one
+    that sends nothing, or a request line and never the rest, stays open for
+    good. Every open connection counts against `limit_concurrency`, past
+    which uvicorn answers everyone 503, so a single client holding a few
+    thousand silent sockets shut out payers, apps and monitors. A connection
+    now gets `REQUEST_DEADLINE` seconds from its opening, and each later
+    request from its first byte, to deliver the request's head and body (at
+    most 64 KiB); otherwise it is closed. Streams are untouched: their
+    request is complete before the answer starts."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(REQUEST_DEADLINE, self._late)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _late(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
 class HTTPServer:
     """uvicorn on sockets bound here; `run` blocks (on any thread), `close` stops it.
 
@@ -178,7 +227,7 @@ class HTTPServer:
             app,
             interface="asgi3",
             loop="uvloop",
-            http="httptools",
+            http=DeadlineProtocol,
             ws="none",
             lifespan="off",
             log_config=None,  # lnplugin's own logging setup stays

@@ -165,3 +165,21 @@ def test_the_changelog_names_every_migration() -> None:
         if f"{number}. {name}" not in changelog
     ]
     assert not missing, f"add to CHANGELOG.md: {missing}"
+
+
+# The newest migration each released version had; later ones are unreleased.
+RELEASED_SCHEMA = {"0.1.0": 5}
+
+
+def test_the_changelog_names_each_migration_under_the_version_that_added_it() -> None:
+    """An operator upgrading from 0.1.0 reads which migrations the upgrade runs
+    in the sections above 0.1.0's; listed under 0.1.0, they look already applied."""
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    sections = {part.split("\n", 1)[0].split()[0]: part for part in changelog.split("\n## ")[1:]}
+    for number, (name, _) in sorted(MIGRATIONS.items()):
+        version = next(
+            (v for v, newest in sorted(RELEASED_SCHEMA.items()) if number <= newest),
+            "Unreleased",
+        )
+        holders = [v for v, text in sections.items() if f"{number}. {name}" in text]
+        assert holders == [version], f"migration {number} is listed under {holders}, not {version}"

@@ -183,3 +183,26 @@ def test_the_changelog_names_each_migration_under_the_version_that_added_it() ->
         )
         holders = [v for v, text in sections.items() if f"{number}. {name}" in text]
         assert holders == [version], f"migration {number} is listed under {holders}, not {version}"
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end != -1 else None]
+
+
+def test_wheel_upgrades_and_rollbacks_force_the_reinstall() -> None:
+    """Every build is the same version until a release, and pip skips a wheel
+    of the installed version: an upgrade or rollback that says `pip install
+    X.whl` leaves the old code running on the store."""
+    sections = [
+        _section((ROOT / "docs/operations.md").read_text(), "## Upgrade"),
+        _section((ROOT / "docs/deploy.md").read_text(), "## 7. Upgrades"),
+    ]
+    installs = [
+        " ".join(m.group(0).split())
+        for text in sections
+        for m in re.finditer(r"pip\s+install\s+[^`\n]*(?:\n[^`\n]*)?\.whl", text)
+    ]
+    assert installs, "the upgrade instructions name no wheel install"
+    assert all("--force-reinstall" in cmd for cmd in installs), installs

@@ -165,3 +165,44 @@ def test_the_changelog_names_every_migration() -> None:
         if f"{number}. {name}" not in changelog
     ]
     assert not missing, f"add to CHANGELOG.md: {missing}"
+
+
+# The newest migration each released version had; later ones are unreleased.
+RELEASED_SCHEMA = {"0.1.0": 5}
+
+
+def test_the_changelog_names_each_migration_under_the_version_that_added_it() -> None:
+    """An operator upgrading from 0.1.0 reads which migrations the upgrade runs
+    in the sections above 0.1.0's; listed under 0.1.0, they look already applied."""
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    sections = {part.split("\n", 1)[0].split()[0]: part for part in changelog.split("\n## ")[1:]}
+    for number, (name, _) in sorted(MIGRATIONS.items()):
+        version = next(
+            (v for v, newest in sorted(RELEASED_SCHEMA.items()) if number <= newest),
+            "Unreleased",
+        )
+        holders = [v for v, text in sections.items() if f"{number}. {name}" in text]
+        assert holders == [version], f"migration {number} is listed under {holders}, not {version}"
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end != -1 else None]
+
+
+def test_wheel_upgrades_and_rollbacks_force_the_reinstall() -> None:
+    """Every build is the same version until a release, and pip skips a wheel
+    of the installed version: an upgrade or rollback that says `pip install
+    X.whl` leaves the old code running on the store."""
+    sections = [
+        _section((ROOT / "docs/operations.md").read_text(), "## Upgrade"),
+        _section((ROOT / "docs/deploy.md").read_text(), "## 7. Upgrades"),
+    ]
+    installs = [
+        " ".join(m.group(0).split())
+        for text in sections
+        for m in re.finditer(r"pip\s+install\s+[^`\n]*(?:\n[^`\n]*)?\.whl", text)
+    ]
+    assert installs, "the upgrade instructions name no wheel install"
+    assert all("--force-reinstall" in cmd for cmd in installs), installs

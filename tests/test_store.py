@@ -263,6 +263,32 @@ def test_existing_webhook_deliveries_start_at_generation_zero_on_upgrade(tmp_pat
     store.close()
 
 
+def test_invoices_canceled_before_the_fix_have_received_0_on_upgrade(tmp_path, monkeypatch):
+    """Versions before migration 18 stored a hold invoice canceled with its
+    HTLCs held with their sum received; the API and exports then showed it paid."""
+    path = tmp_path / "db.sqlite"
+    database_at(path, 17, monkeypatch)
+    conn = sqlite3.connect(path)  # rows as those versions wrote them
+    for n, (state, received) in enumerate(
+        [("CANCELED", 2_100_000), ("SETTLED", 5_000), ("ACCEPTED", 7_000)]
+    ):
+        conn.execute(
+            "INSERT INTO invoices (identifier, type, payment_hash, state, amount_msat,"
+            " amount_received_msat, created_at, expiry, expires_at, hold)"
+            " VALUES (?, 'incoming', ?, ?, 7000, ?, 0, 3600, 3600, 1)",
+            (f"id{n}", f"{n:064x}", state, received),
+        )
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    got = {
+        r["state"]: r["amount_received_msat"]
+        for r in store.conn.execute("SELECT state, amount_received_msat FROM invoices")
+    }
+    assert got == {"CANCELED": 0, "SETTLED": 5_000, "ACCEPTED": 7_000}
+    store.close()
+
+
 # -- cursors -------------------------------------------------------------------------------
 
 

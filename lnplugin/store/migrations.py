@@ -539,6 +539,19 @@ def _hold_decision_htlcs(db: sqlite_utils.Database) -> None:
     db.table("hold_decisions").add_column("htlcs", str)
 
 
+@migration(18, "canceled invoices have received 0, as their payer has the money back")
+def _canceled_received_nothing(db: sqlite_utils.Database) -> None:
+    # Until 17, a hold invoice canceled while its HTLCs were held kept their
+    # sum in `amount_received_msat` (on LND until lnplugin heard of the
+    # cancel from the node). The payer has that money back, and invoices
+    # canceled since are stored with 0; without this, the API, exports and
+    # NWC went on showing the older ones as paid that much.
+    db.execute(
+        "UPDATE invoices SET amount_received_msat = 0 "
+        "WHERE state = 'CANCELED' AND amount_received_msat != 0"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -212,6 +212,30 @@ def test_settle_and_cancel_need_invoices_create(client, make_token) -> None:
     assert client.post(f"/invoices/{payment_hash}/cancel", headers=creator).status_code == 200
 
 
+def test_a_token_that_may_not_read_settles_and_cancels_only_invoices_it_made(
+    client, make_token, admin
+) -> None:
+    shop = {"Authorization": f"Bearer {make_token('invoices:create')}"}
+    other = {"Authorization": f"Bearer {make_token('invoices:create')}"}
+    reader = {"Authorization": f"Bearer {make_token('invoices:create', 'invoices:read')}"}
+    preimage, held = secret_pair()
+    assert hold(client, shop, held, payer_email="payer@example.com").status_code == 201
+    made = client.post("/invoices", json={"amount": 5, "payer_name": "Ann"}, headers=admin)
+    regular = made.get_json()["payment_hash"]
+    # Another create-only token hears "no such invoice", and changes nothing.
+    for payment_hash in (held, regular):
+        refused = client.post(f"/invoices/{payment_hash}/cancel", headers=other)
+        assert refused.status_code == 404
+        assert refused.get_json()["message"] == f"No invoice with payment hash {payment_hash}"
+    refused = client.post(f"/invoices/{held}/settle", json={"preimage": preimage}, headers=other)
+    assert refused.status_code == 404 and "payer@example.com" not in refused.get_data(as_text=True)
+    assert [get(client, admin, h)["state"] for h in (held, regular)] == ["CREATED", "CREATED"]
+    # Its maker may, and so may a token that may read every invoice anyway.
+    assert client.post(f"/invoices/{held}/cancel", headers=shop).get_json()["state"] == "CANCELED"
+    canceled = client.post(f"/invoices/{regular}/cancel", headers=reader).get_json()
+    assert canceled["state"] == "CANCELED" and canceled["payer_name"] == "Ann"
+
+
 def test_held_invoice_is_canceled_before_its_deadline_and_says_why(client, admin, service) -> None:
     _, payment_hash = secret_pair()
     assert hold(client, admin, payment_hash).status_code == 201

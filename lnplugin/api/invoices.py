@@ -20,7 +20,8 @@ from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import HEX64, MAX_MSAT, HoldSettle, InvoiceCreate
 from lnplugin.api.webhooks import guard_target
 from lnplugin.nodes.base import InvoiceRequest, NodeInvoice
-from lnplugin.store import idempotency, invoices
+from lnplugin.store import idempotency, invoices, tokens
+from lnplugin.store.models import StoredInvoice
 
 bp = Blueprint("invoices", __name__)
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def create_invoice() -> Any:
     try:
         with svc.store.transaction() as tx:
             row = invoicing.insert(tx, fields)
+            tokens.made(tx, row.id, token.id)
             if key is not None:
                 idempotency.remember(tx, token.id, key, body_hash, row.id, int(time.time()))
     except sqlite3.IntegrityError as exc:
@@ -195,7 +197,7 @@ def settle_invoice(payment_hash: str) -> Any:
     """Settle an ACCEPTED hold invoice with the preimage of its hash."""
     follower = context.service().follower
     try:
-        found = invoicing.own_incoming(follower, _hash_arg(payment_hash))
+        found = _yours(invoicing.own_incoming(follower, _hash_arg(payment_hash)))
         body = context.body_as(HoldSettle)
         settled = invoicing.settle(follower, found, body.preimage)
     except invoicing.InvoicingError as exc:
@@ -209,11 +211,26 @@ def cancel_invoice(payment_hash: str) -> Any:
     """Cancel an open or held invoice; the node refuses payments after it."""
     follower = context.service().follower
     try:
-        found = invoicing.own_incoming(follower, _hash_arg(payment_hash))
+        found = _yours(invoicing.own_incoming(follower, _hash_arg(payment_hash)))
         canceled = invoicing.cancel(follower, found, "canceled through the API")
     except invoicing.InvoicingError as exc:
         raise api_error(exc) from None
     return invoice_json(canceled, int(time.time()), context.public_base())
+
+
+def _yours(found: StoredInvoice) -> StoredInvoice:
+    """`found`, if the token may act on it: any invoice with `invoices:read`,
+    else only one it minted. A payment hash is in every invoice a payer sees,
+    and the answer is the whole invoice (payer data, metadata), so a token
+    that may only create invoices is not handed others' by settling or
+    canceling them; it hears "no such invoice", as for an unknown hash (and
+    as an NWC connection does for another's hold invoice)."""
+    token = current_token()
+    if has_scope(token, "invoices:read") or tokens.made_by(
+        context.service().store.conn, found.id, token.id
+    ):
+        return found
+    raise invoicing.NotFound(f"No invoice with payment hash {found.payment_hash}")
 
 
 def _hash_arg(payment_hash: str) -> str:

@@ -552,6 +552,18 @@ def _canceled_received_nothing(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(19, "API: which token made each invoice it minted")
+def _token_invoice_owners(db: sqlite_utils.Database) -> None:
+    # Written with the invoice, in its transaction. A token that may create
+    # invoices but not read them settles and cancels only those it made, as
+    # an NWC connection does (migration 13): a payment hash is no secret, and
+    # the answer is the whole invoice, payer data included. Invoices minted
+    # before this have no row: only a token that may read them can act.
+    db.execute(
+        "CREATE TABLE token_invoices (invoice_id INTEGER PRIMARY KEY, token_id INTEGER NOT NULL)"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

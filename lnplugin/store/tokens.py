@@ -136,6 +136,20 @@ def live_ids(conn: sqlite3.Connection, ids: set[int]) -> set[int]:
     return {int(row["id"]) for row in rows}
 
 
+def made(tx: sqlite3.Connection, invoice_id: int, token_id: int) -> None:
+    """Record, in the invoice's own transaction, which token minted it."""
+    tx.execute(
+        "INSERT INTO token_invoices (invoice_id, token_id) VALUES (?, ?)", (invoice_id, token_id)
+    )
+
+
+def made_by(conn: sqlite3.Connection, invoice_id: int, token_id: int) -> bool:
+    found = conn.execute(
+        "SELECT token_id FROM token_invoices WHERE invoice_id = ?", (invoice_id,)
+    ).fetchone()
+    return found is not None and found[0] == token_id
+
+
 def has_admin(conn: sqlite3.Connection) -> bool:
     row = conn.execute(
         "SELECT 1 FROM tokens WHERE revoked_at IS NULL AND ' ' || scopes || ' ' LIKE '% admin %'"

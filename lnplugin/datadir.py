@@ -12,6 +12,7 @@ warning per process instead.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import logging
 import os
@@ -84,9 +85,13 @@ def private_database(path: Path) -> None:
             private_file(side)
 
 
+# Held (flock) by the process that serves the data dir: `lnplugin serve`, the
+# CLN plugin (`service.lock_data_dir`).
+LOCK_FILE = "lnplugin.lock"
+
 # The files lnplugin and its dev node keep in a data dir; an export or a
 # backup written over one of them would destroy the store it was read from.
-_OWN_FILES = ("lnplugin.sqlite", "devnode.sqlite", "node.key", "lnplugin.lock")
+_OWN_FILES = ("lnplugin.sqlite", "devnode.sqlite", "node.key", LOCK_FILE)
 _SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
@@ -113,6 +118,32 @@ def process_alive(pid: int) -> bool:
     except (OSError, OverflowError):
         return False
     return True
+
+
+def lock_holder(data_dir: Path) -> str | None:
+    """The pid the data dir's lock file names while another process holds its
+    lock (serves the data dir); None when none does, or this process does.
+
+    The flock decides, not the pid: the kernel drops it with its process, so
+    a lock file a dead server left behind (its pid perhaps reused since)
+    never counts, and a server in another pid namespace (a container on the
+    same data dir) still does. The probe holds a shared lock for an instant;
+    a server starting in that instant is refused as if another served."""
+    try:
+        handle = open(Path(data_dir) / LOCK_FILE)  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        try:
+            pid = (handle.read().split() or ["?"])[0]
+            if pid == str(os.getpid()):
+                return None
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # closing drops it
+        except BlockingIOError:
+            return pid
+        except (OSError, UnicodeDecodeError):
+            return None
+    return None
 
 
 _PARTIAL = re.compile(r"\.partial-(\d+)(-journal)?$")

@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 
 from lnplugin.config import Settings
+from lnplugin.datadir import lock_holder
 from lnplugin.nodes import doctor_checks
 from lnplugin.nodes.checks import Check, Status
 
@@ -124,6 +125,15 @@ def _store(db_path: Path) -> Check:
         )
     if mode & 0o077:
         return Check("store", "warn", f"{db_path} mode {mode:04o}: chmod 600 {db_path}")
+    holder = lock_holder(db_path.parent) if version < latest else None
+    if holder is not None:  # an older server: other commands refuse the store (`Store`)
+        return Check(
+            "store",
+            "warn",
+            f"schema version {version}, served by an older lnplugin (pid {holder}): restart "
+            f"that server with this version, which migrates it to {latest}; until then "
+            "commands that open the store refuse it",
+        )
     if version < latest:
         return Check(
             "store",

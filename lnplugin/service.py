@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from lnplugin.config import ConfigError, Settings
-from lnplugin.datadir import DataDirError, ensure_dir, private_file, process_alive, warn_if_open
+from lnplugin.datadir import (
+    LOCK_FILE,
+    DataDirError,
+    ensure_dir,
+    private_file,
+    process_alive,
+    warn_if_open,
+)
 from lnplugin.fiat import FiatRates, guarded_get, parse_provider
 from lnplugin.follower import Follower
 from lnplugin.hub import EventHub, StreamGate
@@ -58,9 +65,6 @@ def unusable_errors() -> tuple[type[Exception], ...]:
     raises while lnplugin starts: each is one line for the operator (`Error:`
     on the command line, a `broken` line in lightningd's log), never a traceback."""
     return (ConfigError, DataDirError, StoreError, NodeMisconfigured, StartupRefused)
-
-
-LOCK_FILE = "lnplugin.lock"
 
 
 def _lock_fields(data_dir: Path) -> list[str]:
@@ -114,7 +118,8 @@ def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:
     Two serving processes on one data dir would each run a follower and a
     webhook worker over the same store: every webhook would go out twice. The
     kernel drops an flock when its process dies, so a crash or SIGKILL never
-    leaves a stale lock behind. CLI commands (tokens, status) do not take it.
+    leaves a stale lock behind. CLI commands (tokens, status) do not take it;
+    they only refuse to migrate a store it is held on (`Store`).
     """
     path = data_dir / LOCK_FILE
     private_file(path)

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from lnplugin.store import migrations
 from lnplugin_sim.cln_sim import ClnSim
 from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import Server
+from tests.test_store import database_at
 
 tmp = e2e.fixture_tmp
 
@@ -354,3 +356,76 @@ def test_a_locked_store_answers_503_and_names_the_orphan_invoice(tmp: Path):
     log = server.proc.stderr.read()
     (line,) = [line for line in log.splitlines() if orphan in line]
     assert " ERROR " in line and "not stored" in line
+
+
+# -- upgrading while an older server runs ----------------------------------------------
+
+# A process that serves a data dir as far as its lock goes: it takes the lock
+# `lnplugin serve` and the CLN plugin take (`service.lock_data_dir`) and holds
+# it until its stdin closes, on a store this lnplugin has not migrated, as an
+# older version's server would.
+HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from lnplugin.service import lock_data_dir
+lock = lock_data_dir(Path(sys.argv[1]), "dev")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def _older_server(data: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(data)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_no_command_migrates_a_store_an_older_server_still_serves(tmp: Path, monkeypatch):
+    """A newer lnplugin's `token list` run before the older server was
+    restarted migrated the store under that server, which went on writing
+    into a schema it does not know. Now commands that would migrate it
+    refuse in one line; backup and doctor, which never migrate, still work."""
+    data, latest = tmp / "data", max(migrations.MIGRATIONS)
+    old = latest - 2
+    database_at(data / "lnplugin.sqlite", old, monkeypatch)
+    server = _older_server(data)
+    try:
+        for command in (
+            ("token", "list"),
+            ("token", "create", "--scope", "admin"),
+            ("export",),
+            ("status",),
+            ("serve", "--port", "0"),  # a second server too: before it finds the lock taken
+        ):
+            line = refused(data, *command)
+            assert f"needs migrating from schema {old} to {latest}" in line, (command, line)
+            assert f"server (pid {server.pid}) is running" in line and str(data) in line
+            assert migrations.stored_version(data / "lnplugin.sqlite") == old, command
+        done = e2e.run(data, "backup", str(tmp / "before-upgrade.sqlite"), env=_env())
+        assert done.returncode == 0, done.stderr
+        assert f"schema version {old}" in done.stdout
+        code, lines = e2e.run_doctor(data)
+        (store,) = [line for line in lines if line.startswith("WARN store")]
+        assert f"pid {server.pid}" in store and "restart" in store and "Traceback" not in store
+        assert code == 0
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=20)
+    # The lock file still names the dead server; only a live lock blocks.
+    assert (data / "lnplugin.lock").read_text().split()[0] == str(server.pid)
+    e2e.cli(data, "token", "list", env=_env())
+    assert migrations.stored_version(data / "lnplugin.sqlite") == latest
+    # Beside a server, a store that needs no migration opens as before.
+    server = _older_server(data)
+    try:
+        assert e2e.cli(data, "token", "create", "--scope", "admin", env=_env()).strip()
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=20)

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from lnplugin.datadir import DataDirError, ensure_dir, private_database
-from lnplugin.store.migrations import SchemaTooNew, migrate
+from lnplugin.datadir import DataDirError, ensure_dir, lock_holder, private_database
+from lnplugin.store.migrations import MIGRATIONS, SchemaTooNew, current_version, migrate
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,26 @@ class Checkpointer:
                 conn.close()
 
 
+def _refuse_migrating_a_served_store(path: str, db: sqlite_utils.Database) -> None:
+    """Raise `StoreError` when the store at `path` needs migrating and another
+    process serves its data dir (holds the lock, `datadir.lock_holder`).
+
+    Why: every command opens the store, and opening migrates it. A newer
+    lnplugin's `token list` run before the older server was restarted
+    migrated the store under that server, which went on writing into a
+    schema it does not know. The server that takes the lock migrates it."""
+    version, latest = current_version(db), max(MIGRATIONS)
+    if version >= latest or path == ":memory:":
+        return
+    pid = lock_holder(Path(path).parent)
+    if pid is not None:
+        raise StoreError(
+            f"the store at {path} needs migrating from schema {version} to {latest}, but a "
+            f"server (pid {pid}) is running on it: restart that server with this version "
+            "first (it migrates the store as it starts)"
+        )
+
+
 def _outbox_head(conn: sqlite3.Connection) -> int:
     """The outbox's last sequence number (as `events.last_seq`)."""
     return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
@@ -183,8 +203,9 @@ class Store:
         checkpoint_interval: float | None = CHECKPOINT_INTERVAL,
     ) -> None:
         """Raises `StoreError` (or `DataDirError` for its directory) when the file
-        cannot be opened, written or migrated. `checkpoint_interval=None` leaves
-        checkpoints to SQLite (in the committing thread)."""
+        cannot be opened, written or migrated, or needs migrating while another
+        process serves it. `checkpoint_interval=None` leaves checkpoints to
+        SQLite (in the committing thread)."""
         self.path = str(path)
         self._synchronous = synchronous
         self.checkpointer = (
@@ -206,8 +227,13 @@ class Store:
                 ensure_dir(Path(self.path).parent)
                 private_database(Path(self.path))
             with self.transaction() as tx:
-                migrate(sqlite_utils.Database(tx))
+                db = sqlite_utils.Database(tx)
+                _refuse_migrating_a_served_store(self.path, db)
+                migrate(db)
         except DataDirError:
+            raise
+        except StoreError:
+            self.close()
             raise
         except SchemaTooNew as exc:
             self.close()

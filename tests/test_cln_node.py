@@ -14,7 +14,7 @@ from pyln.client import LightningRpc
 
 from lnplugin.config import load_settings
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
-from lnplugin.nodes.cln.node import ClnNode, bolt11_timestamp, msat, to_invoice
+from lnplugin.nodes.cln.node import ClnNode, bolt11_timestamp, msat, to_invoice, version_tuple
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 
@@ -185,6 +185,31 @@ def test_outgoing_payments_before_listpays_paging(tmp: Path) -> None:
         out = list(node.outgoing_payments(0))
         assert [(p.amount_msat, p.fee_msat, p.cursor) for p in out] == [(5000, 5, 1), (6000, 0, 2)]
         assert [p.cursor for p in node.outgoing_payments(1)] == [2]
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("v26.06.6", (26, 6)),
+        ("v24.08rc2", (24, 8)),  # a release candidate
+        ("v24.08-12-gabcdef0", (24, 8)),  # built from git (`git describe`)
+        ("v23.05-7-g1234567-modded", (23, 5)),
+        ("basedon-v24.08", (99, 0)),  # unknown: counts as recent
+    ],
+)
+def test_version_tuple_reads_only_the_release(version: str, expected: tuple[int, int]) -> None:
+    assert version_tuple(version) == expected
+
+
+def test_a_git_build_of_an_old_release_is_that_release(tmp: Path) -> None:
+    # A 24.08 built from git has no listpays paging: lnplugin must not poll it
+    # as a 24.11+ node (every listpays index=updated would be refused).
+    with ClnSim(tmp / "d", tmp / "s", version="v24.08-12-gabcdef0") as sim:
+        sim.send_payment(5000, fee_msat=5)
+        node = ClnNode(sim.socket_path)
+        assert node.outgoing_poll_interval == 60.0
+        assert [(p.amount_msat, p.fee_msat) for p in node.outgoing_payments(0)] == [(5000, 5)]
+        node.close()
 
 
 def test_node_alias_cached(node: ClnNode, sim: ClnSim) -> None:

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import threading
@@ -87,13 +88,18 @@ def msat(value: Any) -> int | None:
         raise NodeError(f"not an msat amount: {value!r}") from None
 
 
+_VERSION = re.compile(r"v?(\d+)\.(\d+)")
+
+
 def version_tuple(version: str | None) -> tuple[int, int]:
-    """'v26.06.6' -> (26, 6); unknown or odd versions count as recent."""
-    try:
-        major, minor = str(version).lstrip("v").split(".")[:2]
-        return int(major), int("".join(c for c in minor if c.isdigit()))
-    except ValueError:
-        return (99, 0)
+    """'v26.06.6' -> (26, 6); unknown or odd versions count as recent.
+
+    Only the leading digits of the minor count: a release candidate
+    ('v24.08rc2') or a build from git ('v24.08-12-gabcdef0', what
+    `git describe` gives) is still 24.08, not 24.82 or 24.812.
+    """
+    match = _VERSION.match(str(version))
+    return (int(match[1]), int(match[2])) if match else (99, 0)
 
 
 def bolt11_timestamp(bolt11: str) -> int | None:

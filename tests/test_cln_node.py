@@ -102,8 +102,16 @@ def test_description_hash_needs_its_description(node: ClnNode) -> None:
 
 
 def test_rpc_error_becomes_node_error(node: ClnNode) -> None:
-    with pytest.raises(NodeError, match="639"):
+    with pytest.raises(NodeError, match="639") as err:
         node.create_invoice(InvoiceRequest(amount_msat=1000, description="x" * 700))
+    # lightningd answered: a refusal (with its code), not an unreachable node
+    assert not isinstance(err.value, NodeUnavailable) and err.value.code == -32602
+
+
+def test_a_refused_parameter_is_an_older_node(node: ClnNode) -> None:
+    with pytest.raises(NodeError, match="unknown parameter") as err:
+        node._call("listinvoices", frobnicate=1)  # how older nodes refuse index paging
+    assert type(err.value).__name__ == "_OldNode"
 
 
 def test_pay_then_settlement_feed_and_resume(node: ClnNode, sim: ClnSim) -> None:

@@ -284,6 +284,8 @@ class ClnNode(Node):
             self._calls.add(call)
         try:
             return call.call(method, params, timeout)
+        except RpcError:  # lightningd's refusal: a ValueError too, but not a torn reply
+            raise
         except ValueError as exc:  # a torn or non-JSON reply
             raise NodeUnavailable(f"Core Lightning socket {self.socket_path}: {exc}") from None
         finally:

@@ -292,6 +292,21 @@ def test_old_node_falls_back_to_pay_index(tmp: Path) -> None:
         assert feed.next() == "ended"
 
 
+def test_idle_waitanyinvoice_does_not_pile_up_in_the_node(tmp: Path) -> None:
+    # lightningd keeps a command whose caller hung up pending until it
+    # completes, so every wait the feed gives up on must end in the node too.
+    with ClnSim(tmp / "d", tmp / "s", version="v23.05.2") as sim:
+        node = ClnNode(sim.socket_path, wait_timeout=0.3)
+        feed = Feed(node, 0)
+        e2e.wait_for(lambda: sim.calls["waitanyinvoice"] >= 3, "three idle waits")
+        assert sim.blocked <= 1
+        inv = node.create_invoice(InvoiceRequest(amount_msat=1000))
+        sim.pay(inv.payment_hash)
+        assert feed.next().invoice.payment_hash == inv.payment_hash
+        node.close()
+        assert feed.next() == "ended"
+
+
 def test_legacy_msat_strings() -> None:
     assert msat("123msat") == 123 and msat(5) == 5 and msat("any") is None and msat(None) is None
     with pytest.raises(NodeError):

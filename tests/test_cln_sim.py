@@ -129,6 +129,9 @@ def test_wait_and_waitanyinvoice(sim: ClnSim, rpc: LightningRpc) -> None:
     with pytest.raises(RpcError) as err:
         rpc.waitanyinvoice(0, 0)
     assert err.value.error["code"] == 904
+    with pytest.raises(RpcError) as err:
+        rpc.waitanyinvoice(0, 0.5)  # whole seconds only, as lightningd's u64
+    assert err.value.error["code"] == -32602
     threading.Timer(0.2, sim.pay, args=("w",)).start()
     got = rpc.wait(subsystem="invoices", indexname="updated", nextvalue=1)
     assert keys(got) == keys(fixture("wait_invoices_updated_b.json")) and got["updated"] == 1

@@ -8,7 +8,10 @@ connections but never answers hung `serve` at its start (deaf to SIGTERM),
 `doctor`, and every `POST /invoices`. Ordinary calls give up after
 `rpc_timeout` seconds (a `NodeUnavailable`, so a 503); the two that block
 until something happens (`wait` and, on old nodes, `waitanyinvoice`) after
-`wait_timeout`, and then the feed re-lists.
+`wait_timeout`, and then the feed re-lists. `waitanyinvoice` is handed that
+time as its own `timeout`, so lightningd ends it too; `wait` has no such
+parameter, and lightningd keeps an abandoned one pending until the index
+moves.
 
 Settlement feed (docs/protocols.md#cln-wait-and-listinvoices-by-updated-index):
 the cursor is the invoices
@@ -29,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -429,9 +433,18 @@ class ClnNode(Node):
                 return
 
     def _settlements_by_pay_index(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        # lightningd keeps a command whose caller hung up until it completes:
+        # abandoned here at our own deadline, each idle `waitanyinvoice` would
+        # stay pending in the node. Its `timeout` (whole seconds) ends it
+        # there first, with error 904; ours is only the bound on a wedged node.
+        params: dict[str, Any] = {"lastpay_index": cursor}
+        bound = None
+        if self.wait_timeout is not None:
+            params["timeout"] = max(1, math.ceil(self.wait_timeout))
+            bound = params["timeout"] + self.rpc_timeout
         while not self._closed.is_set():
             try:
-                row = self._blocking("waitanyinvoice", {"lastpay_index": cursor}, self.wait_timeout)
+                row = self._blocking("waitanyinvoice", params | {"lastpay_index": cursor}, bound)
             except NodeError as exc:
                 if getattr(exc, "code", None) == _TIMED_OUT:
                     continue

@@ -884,23 +884,23 @@ class ClnSim:
         The invoice gets label `keysend-<sec>.<nsec>`, amount "any", a week's
         expiry and description `keysend: <longest UTF-8 extra TLV>`; TLVs are
         not kept in the listing. Even types not in `accept_htlc_tlv_types` are
-        stripped, as lightningd does. The raw hop payload a later plugin would
+        stripped, as lightningd does, but only after the description was
+        picked (it may quote a stripped record). The raw hop payload a later plugin would
         see (preimage TLV removed, payment_data added) is kept in the record's
         `htlc_payload` for the plugin-mode driver.
         """
-        records = {
-            int(t): bytes(v)
-            for t, v in (tlvs or {}).items()
-            if int(t) % 2 == 1 or int(t) in self.accept_htlc_tlv_types
-        }
-        records.pop(KEYSEND_PREIMAGE, None)
+        sent = {int(t): bytes(v) for t, v in (tlvs or {}).items() if int(t) != KEYSEND_PREIMAGE}
+        # The description is picked before the stripping: in type order, the
+        # first strictly longest record that is valid UTF-8.
         text = None
-        for value in sorted(records.values(), key=len, reverse=True):
+        for _, value in sorted(sent.items()):
             try:
-                text = value.decode("utf-8")
-                break
+                decoded = value.decode("utf-8")
             except UnicodeDecodeError:
                 continue
+            if text is None or len(value) > len(text.encode()):
+                text = decoded
+        records = {t: v for t, v in sent.items() if t % 2 == 1 or t in self.accept_htlc_tlv_types}
         description = f"keysend: {text}" if text is not None else "keysend"
         with self._cv:
             ns = time.time_ns()

@@ -34,6 +34,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,11 @@ class ClnSim:
         self.alias = alias
         self.accept_htlc_tlv_types = set(accept_htlc_tlv_types)
         self.reply_delay = 0.0  # seconds slept before every reply (fault knob)
+        # Commands received, by method, and those blocked right now. Like
+        # lightningd, a blocked command whose caller hung up stays blocked
+        # until it completes (or its own `timeout` passes).
+        self.calls: Counter[str] = Counter()
+        self.blocked = 0
         self.blockheight = 108
         self._cv = threading.Condition(threading.RLock())
         self._listener: socket.socket | None = None
@@ -359,6 +365,7 @@ class ClnSim:
                 raise RpcFailure(-32602, f"unknown parameter: {name}")
         kwargs = {k: v for k, v in params.items() if v is not None}
         with self._cv:
+            self.calls[method] += 1
             try:
                 return handler(self, **kwargs)
             except (RpcFailure, _Stopped):
@@ -384,16 +391,20 @@ class ClnSim:
     def _block(self, ready: Callable[[], Any], timeout: float | None) -> Any:
         """Wait on the condition until `ready()` is truthy; None on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            value = ready()
-            if value:
-                return value
-            if not self._running:
-                raise _Stopped()
-            remaining = 0.5 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self._cv.wait(min(0.5, remaining))
+        self.blocked += 1
+        try:
+            while True:
+                value = ready()
+                if value:
+                    return value
+                if not self._running:
+                    raise _Stopped()
+                remaining = 0.5 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cv.wait(min(0.5, remaining))
+        finally:
+            self.blocked -= 1
 
     # ---------------------------------------------------------------- rendering
     def render_invoice(self, rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -640,8 +651,15 @@ class ClnSim:
         return {"invoices": [self.render_invoice(r) for r in rows]}
 
     def cmd_waitanyinvoice(
-        self, lastpay_index: int = 0, timeout: float | None = None
+        self, lastpay_index: int = 0, timeout: int | None = None
     ) -> dict[str, Any]:
+        if timeout is not None and (
+            not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0
+        ):  # lightningd takes whole seconds only
+            raise RpcFailure(
+                -32602, f"timeout: should be an unsigned 64 bit integer: invalid token '{timeout}'"
+            )
+
         def next_paid() -> dict[str, Any] | None:
             paid = [
                 r for r in self.invoices.values()
@@ -651,7 +669,7 @@ class ClnSim:
 
         rec = self._block(next_paid, None if timeout is None else float(timeout))
         if rec is None:
-            raise RpcFailure(904, "Timed out")
+            raise RpcFailure(904, "Timed out while waiting for invoice to be paid")
         return self.render_invoice(rec)
 
     def cmd_waitinvoice(self, label: Any) -> dict[str, Any]:
@@ -866,23 +884,23 @@ class ClnSim:
         The invoice gets label `keysend-<sec>.<nsec>`, amount "any", a week's
         expiry and description `keysend: <longest UTF-8 extra TLV>`; TLVs are
         not kept in the listing. Even types not in `accept_htlc_tlv_types` are
-        stripped, as lightningd does. The raw hop payload a later plugin would
+        stripped, as lightningd does, but only after the description was
+        picked (it may quote a stripped record). The raw hop payload a later plugin would
         see (preimage TLV removed, payment_data added) is kept in the record's
         `htlc_payload` for the plugin-mode driver.
         """
-        records = {
-            int(t): bytes(v)
-            for t, v in (tlvs or {}).items()
-            if int(t) % 2 == 1 or int(t) in self.accept_htlc_tlv_types
-        }
-        records.pop(KEYSEND_PREIMAGE, None)
+        sent = {int(t): bytes(v) for t, v in (tlvs or {}).items() if int(t) != KEYSEND_PREIMAGE}
+        # The description is picked before the stripping: in type order, the
+        # first strictly longest record that is valid UTF-8.
         text = None
-        for value in sorted(records.values(), key=len, reverse=True):
+        for _, value in sorted(sent.items()):
             try:
-                text = value.decode("utf-8")
-                break
+                decoded = value.decode("utf-8")
             except UnicodeDecodeError:
                 continue
+            if text is None or len(value) > len(text.encode()):
+                text = decoded
+        records = {t: v for t, v in sent.items() if t % 2 == 1 or t in self.accept_htlc_tlv_types}
         description = f"keysend: {text}" if text is not None else "keysend"
         with self._cv:
             ns = time.time_ns()

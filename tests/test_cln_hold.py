@@ -130,6 +130,18 @@ def test_a_wrong_payment_secret_is_refused(plugin: PluginDriver, sim: ClnSim, ap
     assert state(api, payment_hash)["state"] == "CREATED"
 
 
+def test_forwards_with_the_same_hash_are_left_to_lightningd(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    _, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    for hop in ({"short_channel_id": "1x2x3"}, {"next_node_id": "02" + "33" * 32}):
+        params = part(plugin, sim, inv, 60_000, 1)
+        params["onion"] |= hop  # to be forwarded (a blinded route names the next node)
+        assert plugin.call("htlc_accepted", params) == {"result": "continue"}
+    assert state(api, payment_hash)["state"] == "CREATED"
+
+
 def test_other_htlcs_still_continue_while_one_is_held(
     plugin: PluginDriver, sim: ClnSim, api: Api
 ) -> None:

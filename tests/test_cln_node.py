@@ -14,7 +14,7 @@ from pyln.client import LightningRpc
 
 from lnplugin.config import load_settings
 from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
-from lnplugin.nodes.cln.node import ClnNode, bolt11_timestamp, msat, to_invoice
+from lnplugin.nodes.cln.node import ClnNode, bolt11_timestamp, msat, to_invoice, version_tuple
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 
@@ -102,8 +102,16 @@ def test_description_hash_needs_its_description(node: ClnNode) -> None:
 
 
 def test_rpc_error_becomes_node_error(node: ClnNode) -> None:
-    with pytest.raises(NodeError, match="639"):
+    with pytest.raises(NodeError, match="639") as err:
         node.create_invoice(InvoiceRequest(amount_msat=1000, description="x" * 700))
+    # lightningd answered: a refusal (with its code), not an unreachable node
+    assert not isinstance(err.value, NodeUnavailable) and err.value.code == -32602
+
+
+def test_a_refused_parameter_is_an_older_node(node: ClnNode) -> None:
+    with pytest.raises(NodeError, match="unknown parameter") as err:
+        node._call("listinvoices", frobnicate=1)  # how older nodes refuse index paging
+    assert type(err.value).__name__ == "_OldNode"
 
 
 def test_pay_then_settlement_feed_and_resume(node: ClnNode, sim: ClnSim) -> None:
@@ -187,6 +195,31 @@ def test_outgoing_payments_before_listpays_paging(tmp: Path) -> None:
         assert [p.cursor for p in node.outgoing_payments(1)] == [2]
 
 
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("v26.06.6", (26, 6)),
+        ("v24.08rc2", (24, 8)),  # a release candidate
+        ("v24.08-12-gabcdef0", (24, 8)),  # built from git (`git describe`)
+        ("v23.05-7-g1234567-modded", (23, 5)),
+        ("basedon-v24.08", (99, 0)),  # unknown: counts as recent
+    ],
+)
+def test_version_tuple_reads_only_the_release(version: str, expected: tuple[int, int]) -> None:
+    assert version_tuple(version) == expected
+
+
+def test_a_git_build_of_an_old_release_is_that_release(tmp: Path) -> None:
+    # A 24.08 built from git has no listpays paging: lnplugin must not poll it
+    # as a 24.11+ node (every listpays index=updated would be refused).
+    with ClnSim(tmp / "d", tmp / "s", version="v24.08-12-gabcdef0") as sim:
+        sim.send_payment(5000, fee_msat=5)
+        node = ClnNode(sim.socket_path)
+        assert node.outgoing_poll_interval == 60.0
+        assert [(p.amount_msat, p.fee_msat) for p in node.outgoing_payments(0)] == [(5000, 5)]
+        node.close()
+
+
 def test_node_alias_cached(node: ClnNode, sim: ClnSim) -> None:
     peer = "02" + "11" * 32
     assert node.node_alias(peer) is None
@@ -255,6 +288,21 @@ def test_old_node_falls_back_to_pay_index(tmp: Path) -> None:
         assert update.invoice.payment_hash == b.payment_hash and update.cursor == 1
         assert [u.cursor for u in node.settled_since(0)] == [1]
         assert list(node.settled_since(1)) == []
+        node.close()
+        assert feed.next() == "ended"
+
+
+def test_idle_waitanyinvoice_does_not_pile_up_in_the_node(tmp: Path) -> None:
+    # lightningd keeps a command whose caller hung up pending until it
+    # completes, so every wait the feed gives up on must end in the node too.
+    with ClnSim(tmp / "d", tmp / "s", version="v23.05.2") as sim:
+        node = ClnNode(sim.socket_path, wait_timeout=0.3)
+        feed = Feed(node, 0)
+        e2e.wait_for(lambda: sim.calls["waitanyinvoice"] >= 3, "three idle waits")
+        assert sim.blocked <= 1
+        inv = node.create_invoice(InvoiceRequest(amount_msat=1000))
+        sim.pay(inv.payment_hash)
+        assert feed.next().invoice.payment_hash == inv.payment_hash
         node.close()
         assert feed.next() == "ended"
 

@@ -236,6 +236,9 @@ def test_unreadable_payloads_and_forwards_continue(plugin: PluginDriver, sim: Cl
     forward = plugin.hook_params(payment_hash)
     forward["onion"]["short_channel_id"] = "1x2x3"  # not for us: never stored
     plugin.send_hook(forward)
+    blinded = plugin.hook_params(payment_hash)  # a blinded route names the next node instead
+    blinded["onion"]["next_node_id"] = "02" + "33" * 32
+    plugin.send_hook(blinded)
     assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (0,)
     plugin.send_hook(good)
     assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (1,)

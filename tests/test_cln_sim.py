@@ -98,9 +98,15 @@ def test_keysend_strips_unaccepted_even_types_and_keeps_raw_payload(tmp: Path) -
         row = sim.keysend(
             1000, {34349334: b"a much longer message", 133773310: b"{}", 7629169: b"bin\xff"}
         )
-        assert row["description"] == "keysend: {}"  # 34349334 stripped, 7629169 not UTF-8
+        # CLN's keysend plugin picks the description before it strips 34349334
+        assert row["description"] == "keysend: a much longer message"
         records = custom_records(sim.htlc_payload(row["payment_hash"]))
         assert records == {133773310: b"{}", 7629169: b"bin\xff"}
+
+
+def test_keysend_description_ties_go_to_the_lowest_type(sim: ClnSim) -> None:
+    row = sim.keysend(1000, {7629175: b"second", 696969: b"first!", 7629169: b"\xffbinary!!"})
+    assert row["description"] == "keysend: first!"
 
 
 def test_index_paging_follows_capture_semantics(sim: ClnSim, rpc: LightningRpc) -> None:
@@ -129,6 +135,9 @@ def test_wait_and_waitanyinvoice(sim: ClnSim, rpc: LightningRpc) -> None:
     with pytest.raises(RpcError) as err:
         rpc.waitanyinvoice(0, 0)
     assert err.value.error["code"] == 904
+    with pytest.raises(RpcError) as err:
+        rpc.waitanyinvoice(0, 0.5)  # whole seconds only, as lightningd's u64
+    assert err.value.error["code"] == -32602
     threading.Timer(0.2, sim.pay, args=("w",)).start()
     got = rpc.wait(subsystem="invoices", indexname="updated", nextvalue=1)
     assert keys(got) == keys(fixture("wait_invoices_updated_b.json")) and got["updated"] == 1

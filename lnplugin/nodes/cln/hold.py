@@ -43,6 +43,7 @@ from lnplugin.nodes.base import (
     NodeInvoice,
 )
 from lnplugin.nodes.cln.node import ClnNode, msat, to_invoice
+from lnplugin.nodes.cln.plugin import is_forward
 from lnplugin.store import Store, holds, invoices
 from lnplugin.store.models import StoredInvoice
 
@@ -197,7 +198,7 @@ class ClnHoldNode(ClnNode):
         A settle decision answers the HTLCs it was made for (lightningd
         replays them after a restart) with the preimage, and fails any other
         (a second payment of the paid invoice, which a node refuses too)."""
-        if self.store is None or "short_channel_id" in onion:
+        if self.store is None or is_forward(onion):
             return False
         payment_hash = str(htlc["payment_hash"]).lower()
         try:

@@ -8,7 +8,10 @@ connections but never answers hung `serve` at its start (deaf to SIGTERM),
 `doctor`, and every `POST /invoices`. Ordinary calls give up after
 `rpc_timeout` seconds (a `NodeUnavailable`, so a 503); the two that block
 until something happens (`wait` and, on old nodes, `waitanyinvoice`) after
-`wait_timeout`, and then the feed re-lists.
+`wait_timeout`, and then the feed re-lists. `waitanyinvoice` is handed that
+time as its own `timeout`, so lightningd ends it too; `wait` has no such
+parameter, and lightningd keeps an abandoned one pending until the index
+moves.
 
 Settlement feed (docs/protocols.md#cln-wait-and-listinvoices-by-updated-index):
 the cursor is the invoices
@@ -29,7 +32,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import socket
 import stat
 import threading
@@ -87,13 +92,18 @@ def msat(value: Any) -> int | None:
         raise NodeError(f"not an msat amount: {value!r}") from None
 
 
+_VERSION = re.compile(r"v?(\d+)\.(\d+)")
+
+
 def version_tuple(version: str | None) -> tuple[int, int]:
-    """'v26.06.6' -> (26, 6); unknown or odd versions count as recent."""
-    try:
-        major, minor = str(version).lstrip("v").split(".")[:2]
-        return int(major), int("".join(c for c in minor if c.isdigit()))
-    except ValueError:
-        return (99, 0)
+    """'v26.06.6' -> (26, 6); unknown or odd versions count as recent.
+
+    Only the leading digits of the minor count: a release candidate
+    ('v24.08rc2') or a build from git ('v24.08-12-gabcdef0', what
+    `git describe` gives) is still 24.08, not 24.82 or 24.812.
+    """
+    match = _VERSION.match(str(version))
+    return (int(match[1]), int(match[2])) if match else (99, 0)
 
 
 def bolt11_timestamp(bolt11: str) -> int | None:
@@ -278,6 +288,8 @@ class ClnNode(Node):
             self._calls.add(call)
         try:
             return call.call(method, params, timeout)
+        except RpcError:  # lightningd's refusal: a ValueError too, but not a torn reply
+            raise
         except ValueError as exc:  # a torn or non-JSON reply
             raise NodeUnavailable(f"Core Lightning socket {self.socket_path}: {exc}") from None
         finally:
@@ -421,9 +433,18 @@ class ClnNode(Node):
                 return
 
     def _settlements_by_pay_index(self, cursor: int) -> Iterator[InvoiceUpdate]:
+        # lightningd keeps a command whose caller hung up until it completes:
+        # abandoned here at our own deadline, each idle `waitanyinvoice` would
+        # stay pending in the node. Its `timeout` (whole seconds) ends it
+        # there first, with error 904; ours is only the bound on a wedged node.
+        params: dict[str, Any] = {"lastpay_index": cursor}
+        bound = None
+        if self.wait_timeout is not None:
+            params["timeout"] = max(1, math.ceil(self.wait_timeout))
+            bound = params["timeout"] + self.rpc_timeout
         while not self._closed.is_set():
             try:
-                row = self._blocking("waitanyinvoice", {"lastpay_index": cursor}, self.wait_timeout)
+                row = self._blocking("waitanyinvoice", params | {"lastpay_index": cursor}, bound)
             except NodeError as exc:
                 if getattr(exc, "code", None) == _TIMED_OUT:
                     continue

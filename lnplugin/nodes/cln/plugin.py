@@ -100,18 +100,28 @@ def settings_from_init(
         raise PluginConfigError(f"{exc}; plugin disabled") from None
 
 
+def is_forward(onion: Mapping[str, Any]) -> bool:
+    """Whether lightningd will forward this HTLC rather than take it.
+
+    The onion names the next hop by channel (`short_channel_id`) or, in a
+    blinded route, by node (`next_node_id`); a payment to this node has
+    neither.
+    """
+    return "short_channel_id" in onion or "next_node_id" in onion
+
+
 def on_htlc_accepted(
     store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, Any]
 ) -> dict[str, str]:
     """Capture an incoming payment's custom TLV records; ALWAYS continue.
 
-    Forwards (the onion names a next channel) are not ours. Parse errors
+    Forwards (the onion names a next channel or node) are not ours. Parse errors
     and store errors are logged, never raised: failing or holding an HTLC
     over our bookkeeping would cost the operator a payment. Replays (CLN
     re-sends unresolved HTLCs at startup) merge to the same row.
     """
     try:
-        if store is None or "short_channel_id" in onion:
+        if store is None or is_forward(onion):
             return CONTINUE
         records = custom_records(str(onion.get("payload") or ""))
         if not records:

@@ -477,8 +477,8 @@ class _Lightning(lightning_pb2_grpc.LightningServicer):
                 grpc.StatusCode.UNKNOWN, f"payment hash must be exactly 32 bytes, is {len(r_hash)}"
             )
         inv = self.sim.ledger.get(r_hash)
-        if inv is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+        if inv is None:  # lnd turns both of its "no such invoice" errors into NOT_FOUND here
+            context.abort(grpc.StatusCode.NOT_FOUND, str(self.sim.not_found()))
         return inv
 
     def ListInvoices(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -536,7 +536,11 @@ class _Invoices(invoices_pb2_grpc.InvoicesServicer):
     def LookupInvoiceV2(self, request: Any, context: grpc.ServicerContext) -> Any:
         inv = self.sim.ledger.get(request.payment_hash)
         if inv is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+            # Only "unable to locate invoice" becomes NOT_FOUND here; a bbolt
+            # node that never made an invoice answers UNKNOWN (unlike LookupInvoice).
+            exc = self.sim.not_found()
+            code = grpc.StatusCode.NOT_FOUND if self.sim.ledger.invoices else exc.code
+            context.abort(code, str(exc))
         return inv
 
 
@@ -1085,7 +1089,7 @@ class LndSim:
         with self.ledger.lock:
             inv = self.ledger.get(_sha256(preimage))
             if inv is None:
-                raise SimError(grpc.StatusCode.NOT_FOUND, "unable to locate invoice")
+                raise self.not_found()
             if inv.state == Invoice.SETTLED:
                 return inv
             if inv.state == Invoice.OPEN:
@@ -1188,8 +1192,18 @@ class LndSim:
             ref = bolt11.decode(ref).payment_hash
         inv = self.ledger.get(_hash_bytes(ref))
         if inv is None:
-            raise SimError(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+            raise self.not_found()
         return inv
+
+    def not_found(self) -> SimError:
+        """lnd's invoice registry errors for an unknown hash, which SettleInvoice
+        and CancelInvoice pass on as status UNKNOWN: the bbolt store says "there
+        are no existing invoices" until the first invoice is made."""
+        with self.ledger.lock:
+            empty = not self.ledger.invoices
+        if empty:
+            return SimError(grpc.StatusCode.UNKNOWN, "there are no existing invoices")
+        return SimError(grpc.StatusCode.UNKNOWN, "unable to locate invoice")
 
     def _accept(
         self, inv: Invoice, amount_msat: int, records: Sequence[Mapping[int, bytes]]

@@ -20,7 +20,7 @@ import bolt11 as reference
 import pytest
 
 from lnplugin.follower import Follower
-from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
+from lnplugin.nodes.base import InvoiceNotFound, InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
 from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, LndSim
@@ -106,6 +106,20 @@ def test_settle_before_payment_and_after_cancel_are_refused(sim: LndSim, node: L
     assert node.cancel_invoice(payment_hash).state == "CANCELED"  # idempotent, as lnd
     with pytest.raises(InvoiceNotOpen, match="canceled"):
         node.settle_invoice(preimage)
+
+
+def test_settle_and_cancel_of_an_unknown_hash_are_not_found(sim: LndSim, node: LndNode) -> None:
+    """lnd's SettleInvoice and CancelInvoice answer an unknown hash with status
+    UNKNOWN ("there are no existing invoices" on a node without invoices,
+    "unable to locate invoice" after); both mean the invoice is not there."""
+    for _ in range(2):
+        preimage, payment_hash = _pair()
+        with pytest.raises(InvoiceNotFound):
+            node.settle_invoice(preimage)
+        with pytest.raises(InvoiceNotFound):
+            node.cancel_invoice(payment_hash)
+        assert node.lookup_invoice(payment_hash) is None
+        sim.create_invoice(1000)
 
 
 def test_cancel_of_a_regular_invoice_refuses_payment(sim: LndSim, node: LndNode) -> None:

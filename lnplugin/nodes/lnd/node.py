@@ -103,6 +103,11 @@ _UNAVAILABLE_TEXTS = (
     "not yet ready",
 )
 _AUTH_TEXTS = ("macaroon", "verification failed", "cannot get macaroon")
+# lnd's "no such invoice" errors, which only LookupInvoice and LookupInvoiceV2
+# turn into NOT_FOUND (and V2 only the first): SettleInvoice and CancelInvoice
+# pass them on as UNKNOWN, and on a bbolt node that has never made an invoice
+# every lookup fails with the second.
+_NOT_FOUND_TEXTS = ("unable to locate invoice", "there are no existing invoices")
 _UNAVAILABLE_CODES = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -139,7 +144,7 @@ def translate(exc: grpc.RpcError, host: str, cert: str) -> NodeError:
         return NodePermissionDenied(f"LND rejected the macaroon: {details}")
     if code in _UNAVAILABLE_CODES or any(t in text for t in _UNAVAILABLE_TEXTS):
         return NodeUnavailable(f"LND unavailable: {details}")
-    if code == grpc.StatusCode.NOT_FOUND:
+    if code == grpc.StatusCode.NOT_FOUND or any(t in text for t in _NOT_FOUND_TEXTS):
         return InvoiceNotFound(details)
     return NodeError(f"LND error: {details}")
 

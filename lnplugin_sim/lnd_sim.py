@@ -713,13 +713,16 @@ class LndSim:
         return self
 
     def stop(self) -> None:
-        """Stop listening and cut every open stream (like lnd shutting down)."""
+        """Stop listening and end every open stream, as lnd shutting down does:
+        its stream handlers return on its quit signal, so a client sees each
+        stream end cleanly (status OK) before the connection goes. (A node
+        that dies or a network that breaks is `drop_streams`.)"""
         server, self._server = self._server, None
         if server is None:
             return
         self._stopping.set()
         self.drop_streams()
-        server.stop(grace=None).wait(5)
+        server.stop(grace=2).wait(5)  # the grace lets those streams send their end
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop, optionally stay down a while, and listen again on the same port."""
@@ -756,7 +759,7 @@ class LndSim:
 
     def drop_streams(self) -> None:
         """Abort every open SubscribeInvoices and SubscribeSingleInvoice stream
-        with UNAVAILABLE."""
+        with UNAVAILABLE (while stopping: end them cleanly)."""
         with self.ledger.lock:
             subs = list(self.ledger.subscribers)
             singles = [q for qs in self.ledger.singles.values() for q in qs]
@@ -971,6 +974,8 @@ class LndSim:
                         return
                     continue
                 if item is None:
+                    if self._stopping.is_set():
+                        return  # lnd shutting down: `case <-r.quit: return nil`
                     context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
                 yield from emit(item)
         finally:
@@ -1148,6 +1153,8 @@ class LndSim:
                         return
                     continue
                 if item is None:
+                    if self._stopping.is_set():
+                        return  # lnd shutting down ends the stream with status OK
                     context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
                 yield item
         finally:

@@ -13,6 +13,7 @@ import queue
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,13 @@ import bolt11 as reference
 import pytest
 
 from lnplugin.follower import Follower
-from lnplugin.nodes.base import InvoiceNotFound, InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
+from lnplugin.nodes.base import (
+    InvoiceNotFound,
+    InvoiceNotOpen,
+    InvoiceRequest,
+    InvoiceUpdate,
+    NodeError,
+)
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
 from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, LndSim
@@ -143,6 +150,35 @@ def test_the_hold_feed_rediscovers_held_invoices(sim: LndSim, node: LndNode) -> 
         assert holds.next().invoice.state == "CANCELED"
     finally:
         fresh.close()
+
+
+def test_hold_invoices_are_followed_again_after_lnd_restarts(sim: LndSim, node: LndNode) -> None:
+    """lnd shutting down ends every SubscribeSingleInvoice stream cleanly (status
+    OK, not an error) while the invoice is still open: that is no final state,
+    so the feed must re-discover the invoice once lnd is back."""
+    _, payment_hash = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+
+    def follow() -> None:  # as the follower's hold feed: again after an error
+        while True:
+            try:
+                for update in node.hold_updates():
+                    updates.put(update)
+                return
+            except NodeError:
+                time.sleep(0.1)
+
+    threading.Thread(target=follow, daemon=True).start()
+    _, other = _pair()  # once its ACCEPTED is out, the feed's discovery is done
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), other)
+    sim.pay_invoice(other)
+    assert updates.get(timeout=10).invoice.payment_hash == other
+    sim.restart()
+    sim.pay_invoice(payment_hash)
+    while (update := updates.get(timeout=10)).invoice.payment_hash != payment_hash:
+        pass
+    assert update.invoice.state == "ACCEPTED"
 
 
 def test_lnd_cancels_a_held_invoice_near_its_expiry(sim: LndSim, node: LndNode) -> None:

@@ -649,6 +649,12 @@ class LndNode(Node):
                     self._held_updates.put(InvoiceUpdate(update, 0))
                 if update.state in ("CANCELED", "SETTLED"):
                     return
+            # lnd shutting down ends the stream cleanly (status OK) although
+            # the invoice is still open: `hold_updates` must find it again.
+            if not self._closed.is_set():
+                self._held_broken = NodeUnavailable(
+                    f"LND ended the stream of hold invoice {payment_hash} (restarting?)"
+                )
         except grpc.RpcError as exc:
             if not self._closed.is_set():
                 self._held_broken = translate(exc, self.host, self._cert_name)

@@ -317,12 +317,15 @@ class Ledger:
         self.settled: list[int] = []
         self.payments: list[Payment] = []  # position = payment_index - 1
         self.subscribers: set[_Subscriber] = set()
+        self.open: set[int] = set()  # positions (add_index - 1) of OPEN invoices
         # SubscribeSingleInvoice clients by payment hash: every state change.
         self.singles: dict[bytes, set[queue.SimpleQueue[Invoice | None]]] = {}
         for (blob,) in self.db.execute("SELECT data FROM invoices ORDER BY add_index"):
             inv = Invoice.FromString(blob)
             self.invoices.append(inv)
             self.by_hash[inv.r_hash] = inv.add_index
+            if inv.state == Invoice.OPEN:
+                self.open.add(inv.add_index - 1)
         for inv in self.invoices:
             if inv.settle_index:
                 self.settled.extend([0] * (inv.settle_index - len(self.settled)))
@@ -354,6 +357,8 @@ class Ledger:
         inv.add_index = len(self.invoices) + 1
         self.invoices.append(inv)
         self.by_hash[inv.r_hash] = inv.add_index
+        if inv.state == Invoice.OPEN:
+            self.open.add(inv.add_index - 1)
         if persist:
             self._store([inv])
         self._notify(inv)
@@ -361,6 +366,8 @@ class Ledger:
 
     def replace(self, inv: Invoice, *, persist: bool = True) -> Invoice:
         self.invoices[inv.add_index - 1] = inv
+        if inv.state != Invoice.OPEN:
+            self.open.discard(inv.add_index - 1)
         if inv.state == Invoice.SETTLED and not inv.settle_index:
             inv.settle_index = len(self.settled) + 1
             self.settled.append(inv.add_index)
@@ -710,7 +717,25 @@ class LndSim:
         self.port = bound
         server.start()
         self._server = server
+        threading.Thread(
+            target=self._expire_loop, args=(server,), daemon=True, name="lnd-sim-expiry"
+        ).start()
         return self
+
+    def _expire_loop(self, server: grpc.Server) -> None:
+        """lnd's invoice expiry watcher: an OPEN invoice (hold or not) is
+        canceled when its expiry passes; SubscribeSingleInvoice clients see
+        CANCELED, SubscribeInvoices clients nothing."""
+        while not self._stopping.wait(0.1) and self._server is server:
+            now = _now()
+            with self.ledger.lock:
+                due = [
+                    inv.r_hash
+                    for inv in map(self.ledger.invoices.__getitem__, sorted(self.ledger.open))
+                    if inv.creation_date + inv.expiry <= now
+                ]
+                for r_hash in due:
+                    self.cancel_invoice(r_hash)
 
     def stop(self) -> None:
         """Stop listening and end every open stream, as lnd shutting down does:

@@ -30,7 +30,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
-from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, LndSim
+from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, Invoice, LndSim
 from tests import e2e
 from tests.e2e import Server, cltv_delta_of_new_invoice, wait_for
 from tests.test_lnd_e2e import serve_args
@@ -179,6 +179,29 @@ def test_hold_invoices_are_followed_again_after_lnd_restarts(sim: LndSim, node: 
     while (update := updates.get(timeout=10)).invoice.payment_hash != payment_hash:
         pass
     assert update.invoice.state == "ACCEPTED"
+
+
+def test_an_invoice_lnd_cancels_at_its_expiry_is_expired(sim: LndSim, node: LndNode) -> None:
+    """lnd's expiry watcher cancels every unpaid invoice, hold or not, when its
+    expiry passes: that is an expiry, not a cancel, and the hold feed (which
+    sees the CANCELED) says nothing of it; lnplugin marks it EXPIRED itself."""
+    _, payment_hash = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000, expiry=1), payment_hash)
+    regular = node.create_invoice(InvoiceRequest(amount_msat=1000, expiry=1))
+    _, other = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), other)
+    holds = HoldFeed(node)
+    for r_hash in (payment_hash, regular.payment_hash):
+        wait_for(
+            lambda h=r_hash: sim.ledger.get(bytes.fromhex(h)).state == Invoice.CANCELED,
+            "lnd's cancel",
+        )
+    for r_hash in (payment_hash, regular.payment_hash):
+        assert node.lookup_invoice(r_hash).state == "EXPIRED"  # type: ignore[union-attr]
+    sim.cancel_invoice(other)  # canceled before its expiry: a cancel
+    update = holds.next()
+    assert (update.invoice.payment_hash, update.invoice.state) == (other, "CANCELED")
+    assert node.lookup_invoice(other).state == "CANCELED"  # type: ignore[union-attr]
 
 
 def test_lnd_cancels_a_held_invoice_near_its_expiry(sim: LndSim, node: LndNode) -> None:

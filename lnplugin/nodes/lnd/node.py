@@ -647,8 +647,8 @@ class LndNode(Node):
                 update = to_node_invoice(inv)
                 if update.state in ("ACCEPTED", "CANCELED", "SETTLED"):
                     self._held_updates.put(InvoiceUpdate(update, 0))
-                if update.state in ("CANCELED", "SETTLED"):
-                    return
+                if update.state in ("CANCELED", "SETTLED") or inv.state == ln.Invoice.CANCELED:
+                    return  # final; lnplugin marks an expired one (lnd canceled it) itself
             # lnd shutting down ends the stream cleanly (status OK) although
             # the invoice is still open: `hold_updates` must find it again.
             if not self._closed.is_set():
@@ -779,12 +779,20 @@ def _state(inv: Any) -> InvoiceState:
     if inv.state == ln.Invoice.SETTLED:
         return "SETTLED"
     if inv.state == ln.Invoice.CANCELED:
+        # lnd's expiry watcher cancels an invoice nobody paid when its expiry
+        # passes (hold invoices too): that is an expiry, as on other nodes.
+        if not inv.htlcs and _expired(inv):
+            return "EXPIRED"
         return "CANCELED"
     if inv.state == ln.Invoice.ACCEPTED:
         return "ACCEPTED"  # a paid hold invoice: held until settled or canceled
-    if inv.creation_date + (inv.expiry or 86400) <= time.time():
+    if _expired(inv):
         return "EXPIRED"
     return "OPEN"
+
+
+def _expired(inv: Any) -> bool:
+    return bool(inv.creation_date + (inv.expiry or 86400) <= time.time())
 
 
 def merge_records(record_maps: Iterable[Any]) -> dict[int, bytes]:

@@ -317,12 +317,15 @@ class Ledger:
         self.settled: list[int] = []
         self.payments: list[Payment] = []  # position = payment_index - 1
         self.subscribers: set[_Subscriber] = set()
+        self.open: set[int] = set()  # positions (add_index - 1) of OPEN invoices
         # SubscribeSingleInvoice clients by payment hash: every state change.
         self.singles: dict[bytes, set[queue.SimpleQueue[Invoice | None]]] = {}
         for (blob,) in self.db.execute("SELECT data FROM invoices ORDER BY add_index"):
             inv = Invoice.FromString(blob)
             self.invoices.append(inv)
             self.by_hash[inv.r_hash] = inv.add_index
+            if inv.state == Invoice.OPEN:
+                self.open.add(inv.add_index - 1)
         for inv in self.invoices:
             if inv.settle_index:
                 self.settled.extend([0] * (inv.settle_index - len(self.settled)))
@@ -354,6 +357,8 @@ class Ledger:
         inv.add_index = len(self.invoices) + 1
         self.invoices.append(inv)
         self.by_hash[inv.r_hash] = inv.add_index
+        if inv.state == Invoice.OPEN:
+            self.open.add(inv.add_index - 1)
         if persist:
             self._store([inv])
         self._notify(inv)
@@ -361,6 +366,8 @@ class Ledger:
 
     def replace(self, inv: Invoice, *, persist: bool = True) -> Invoice:
         self.invoices[inv.add_index - 1] = inv
+        if inv.state != Invoice.OPEN:
+            self.open.discard(inv.add_index - 1)
         if inv.state == Invoice.SETTLED and not inv.settle_index:
             inv.settle_index = len(self.settled) + 1
             self.settled.append(inv.add_index)
@@ -477,8 +484,8 @@ class _Lightning(lightning_pb2_grpc.LightningServicer):
                 grpc.StatusCode.UNKNOWN, f"payment hash must be exactly 32 bytes, is {len(r_hash)}"
             )
         inv = self.sim.ledger.get(r_hash)
-        if inv is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+        if inv is None:  # lnd turns both of its "no such invoice" errors into NOT_FOUND here
+            context.abort(grpc.StatusCode.NOT_FOUND, str(self.sim.not_found()))
         return inv
 
     def ListInvoices(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -536,7 +543,11 @@ class _Invoices(invoices_pb2_grpc.InvoicesServicer):
     def LookupInvoiceV2(self, request: Any, context: grpc.ServicerContext) -> Any:
         inv = self.sim.ledger.get(request.payment_hash)
         if inv is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+            # Only "unable to locate invoice" becomes NOT_FOUND here; a bbolt
+            # node that never made an invoice answers UNKNOWN (unlike LookupInvoice).
+            exc = self.sim.not_found()
+            code = grpc.StatusCode.NOT_FOUND if self.sim.ledger.invoices else exc.code
+            context.abort(code, str(exc))
         return inv
 
 
@@ -706,16 +717,37 @@ class LndSim:
         self.port = bound
         server.start()
         self._server = server
+        threading.Thread(
+            target=self._expire_loop, args=(server,), daemon=True, name="lnd-sim-expiry"
+        ).start()
         return self
 
+    def _expire_loop(self, server: grpc.Server) -> None:
+        """lnd's invoice expiry watcher: an OPEN invoice (hold or not) is
+        canceled when its expiry passes; SubscribeSingleInvoice clients see
+        CANCELED, SubscribeInvoices clients nothing."""
+        while not self._stopping.wait(0.1) and self._server is server:
+            now = _now()
+            with self.ledger.lock:
+                due = [
+                    inv.r_hash
+                    for inv in map(self.ledger.invoices.__getitem__, sorted(self.ledger.open))
+                    if inv.creation_date + inv.expiry <= now
+                ]
+                for r_hash in due:
+                    self.cancel_invoice(r_hash)
+
     def stop(self) -> None:
-        """Stop listening and cut every open stream (like lnd shutting down)."""
+        """Stop listening and end every open stream, as lnd shutting down does:
+        its stream handlers return on its quit signal, so a client sees each
+        stream end cleanly (status OK) before the connection goes. (A node
+        that dies or a network that breaks is `drop_streams`.)"""
         server, self._server = self._server, None
         if server is None:
             return
         self._stopping.set()
         self.drop_streams()
-        server.stop(grace=None).wait(5)
+        server.stop(grace=2).wait(5)  # the grace lets those streams send their end
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop, optionally stay down a while, and listen again on the same port."""
@@ -752,7 +784,7 @@ class LndSim:
 
     def drop_streams(self) -> None:
         """Abort every open SubscribeInvoices and SubscribeSingleInvoice stream
-        with UNAVAILABLE."""
+        with UNAVAILABLE (while stopping: end them cleanly)."""
         with self.ledger.lock:
             subs = list(self.ledger.subscribers)
             singles = [q for qs in self.ledger.singles.values() for q in qs]
@@ -967,6 +999,8 @@ class LndSim:
                         return
                     continue
                 if item is None:
+                    if self._stopping.is_set():
+                        return  # lnd shutting down: `case <-r.quit: return nil`
                     context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
                 yield from emit(item)
         finally:
@@ -1085,7 +1119,7 @@ class LndSim:
         with self.ledger.lock:
             inv = self.ledger.get(_sha256(preimage))
             if inv is None:
-                raise SimError(grpc.StatusCode.NOT_FOUND, "unable to locate invoice")
+                raise self.not_found()
             if inv.state == Invoice.SETTLED:
                 return inv
             if inv.state == Invoice.OPEN:
@@ -1144,6 +1178,8 @@ class LndSim:
                         return
                     continue
                 if item is None:
+                    if self._stopping.is_set():
+                        return  # lnd shutting down ends the stream with status OK
                     context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
                 yield item
         finally:
@@ -1188,8 +1224,18 @@ class LndSim:
             ref = bolt11.decode(ref).payment_hash
         inv = self.ledger.get(_hash_bytes(ref))
         if inv is None:
-            raise SimError(grpc.StatusCode.NOT_FOUND, "there are no existing invoices")
+            raise self.not_found()
         return inv
+
+    def not_found(self) -> SimError:
+        """lnd's invoice registry errors for an unknown hash, which SettleInvoice
+        and CancelInvoice pass on as status UNKNOWN: the bbolt store says "there
+        are no existing invoices" until the first invoice is made."""
+        with self.ledger.lock:
+            empty = not self.ledger.invoices
+        if empty:
+            return SimError(grpc.StatusCode.UNKNOWN, "there are no existing invoices")
+        return SimError(grpc.StatusCode.UNKNOWN, "unable to locate invoice")
 
     def _accept(
         self, inv: Invoice, amount_msat: int, records: Sequence[Mapping[int, bytes]]

@@ -72,6 +72,19 @@ def test_admin_macaroon_works_but_warns_that_it_can_spend(tmp: Path, sim: LndSim
     assert lines[-1].endswith(LND_BAKE)
 
 
+def test_a_node_that_never_made_an_invoice_passes(tmp: Path, sim: LndSim) -> None:
+    """lnd's bbolt store answers the LookupInvoiceV2 probe with "there are no
+    existing invoices" (status UNKNOWN, not NOT_FOUND) until its first invoice:
+    that still proves invoices:write, on a new node and on a used one alike."""
+    for _ in range(2):
+        code, lines = doctor(tmp, sim.target, sim.cert_path, sim.invoice_macaroon_path)
+        assert code == 0, lines
+        perms = next(line for line in lines if line.split(":")[0].endswith("permissions"))
+        assert "invoices:write" not in perms.split("bake")[0], perms  # not missing
+        assert "failed" not in perms, perms
+        sim.create_invoice(1000)
+
+
 def test_invoice_macaroon_warns_what_is_disabled(tmp: Path, sim: LndSim) -> None:
     code, lines = doctor(tmp, sim.target, sim.cert_path, sim.invoice_macaroon_path)
     assert code == 0, lines  # creating and following still work

@@ -13,6 +13,7 @@ import queue
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +21,16 @@ import bolt11 as reference
 import pytest
 
 from lnplugin.follower import Follower
-from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate
+from lnplugin.nodes.base import (
+    InvoiceNotFound,
+    InvoiceNotOpen,
+    InvoiceRequest,
+    InvoiceUpdate,
+    NodeError,
+)
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
-from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, LndSim
+from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, Invoice, LndSim
 from tests import e2e
 from tests.e2e import Server, cltv_delta_of_new_invoice, wait_for
 from tests.test_lnd_e2e import serve_args
@@ -108,6 +115,20 @@ def test_settle_before_payment_and_after_cancel_are_refused(sim: LndSim, node: L
         node.settle_invoice(preimage)
 
 
+def test_settle_and_cancel_of_an_unknown_hash_are_not_found(sim: LndSim, node: LndNode) -> None:
+    """lnd's SettleInvoice and CancelInvoice answer an unknown hash with status
+    UNKNOWN ("there are no existing invoices" on a node without invoices,
+    "unable to locate invoice" after); both mean the invoice is not there."""
+    for _ in range(2):
+        preimage, payment_hash = _pair()
+        with pytest.raises(InvoiceNotFound):
+            node.settle_invoice(preimage)
+        with pytest.raises(InvoiceNotFound):
+            node.cancel_invoice(payment_hash)
+        assert node.lookup_invoice(payment_hash) is None
+        sim.create_invoice(1000)
+
+
 def test_cancel_of_a_regular_invoice_refuses_payment(sim: LndSim, node: LndNode) -> None:
     minted = node.create_invoice(InvoiceRequest(amount_msat=5000))
     assert node.cancel_invoice(minted.payment_hash).state == "CANCELED"
@@ -129,6 +150,58 @@ def test_the_hold_feed_rediscovers_held_invoices(sim: LndSim, node: LndNode) -> 
         assert holds.next().invoice.state == "CANCELED"
     finally:
         fresh.close()
+
+
+def test_hold_invoices_are_followed_again_after_lnd_restarts(sim: LndSim, node: LndNode) -> None:
+    """lnd shutting down ends every SubscribeSingleInvoice stream cleanly (status
+    OK, not an error) while the invoice is still open: that is no final state,
+    so the feed must re-discover the invoice once lnd is back."""
+    _, payment_hash = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+
+    def follow() -> None:  # as the follower's hold feed: again after an error
+        while True:
+            try:
+                for update in node.hold_updates():
+                    updates.put(update)
+                return
+            except NodeError:
+                time.sleep(0.1)
+
+    threading.Thread(target=follow, daemon=True).start()
+    _, other = _pair()  # once its ACCEPTED is out, the feed's discovery is done
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), other)
+    sim.pay_invoice(other)
+    assert updates.get(timeout=10).invoice.payment_hash == other
+    sim.restart()
+    sim.pay_invoice(payment_hash)
+    while (update := updates.get(timeout=10)).invoice.payment_hash != payment_hash:
+        pass
+    assert update.invoice.state == "ACCEPTED"
+
+
+def test_an_invoice_lnd_cancels_at_its_expiry_is_expired(sim: LndSim, node: LndNode) -> None:
+    """lnd's expiry watcher cancels every unpaid invoice, hold or not, when its
+    expiry passes: that is an expiry, not a cancel, and the hold feed (which
+    sees the CANCELED) says nothing of it; lnplugin marks it EXPIRED itself."""
+    _, payment_hash = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000, expiry=1), payment_hash)
+    regular = node.create_invoice(InvoiceRequest(amount_msat=1000, expiry=1))
+    _, other = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), other)
+    holds = HoldFeed(node)
+    for r_hash in (payment_hash, regular.payment_hash):
+        wait_for(
+            lambda h=r_hash: sim.ledger.get(bytes.fromhex(h)).state == Invoice.CANCELED,
+            "lnd's cancel",
+        )
+    for r_hash in (payment_hash, regular.payment_hash):
+        assert node.lookup_invoice(r_hash).state == "EXPIRED"  # type: ignore[union-attr]
+    sim.cancel_invoice(other)  # canceled before its expiry: a cancel
+    update = holds.next()
+    assert (update.invoice.payment_hash, update.invoice.state) == (other, "CANCELED")
+    assert node.lookup_invoice(other).state == "CANCELED"  # type: ignore[union-attr]
 
 
 def test_lnd_cancels_a_held_invoice_near_its_expiry(sim: LndSim, node: LndNode) -> None:

@@ -103,6 +103,11 @@ _UNAVAILABLE_TEXTS = (
     "not yet ready",
 )
 _AUTH_TEXTS = ("macaroon", "verification failed", "cannot get macaroon")
+# lnd's "no such invoice" errors, which only LookupInvoice and LookupInvoiceV2
+# turn into NOT_FOUND (and V2 only the first): SettleInvoice and CancelInvoice
+# pass them on as UNKNOWN, and on a bbolt node that has never made an invoice
+# every lookup fails with the second.
+_NOT_FOUND_TEXTS = ("unable to locate invoice", "there are no existing invoices")
 _UNAVAILABLE_CODES = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -139,7 +144,7 @@ def translate(exc: grpc.RpcError, host: str, cert: str) -> NodeError:
         return NodePermissionDenied(f"LND rejected the macaroon: {details}")
     if code in _UNAVAILABLE_CODES or any(t in text for t in _UNAVAILABLE_TEXTS):
         return NodeUnavailable(f"LND unavailable: {details}")
-    if code == grpc.StatusCode.NOT_FOUND:
+    if code == grpc.StatusCode.NOT_FOUND or any(t in text for t in _NOT_FOUND_TEXTS):
         return InvoiceNotFound(details)
     return NodeError(f"LND error: {details}")
 
@@ -642,8 +647,14 @@ class LndNode(Node):
                 update = to_node_invoice(inv)
                 if update.state in ("ACCEPTED", "CANCELED", "SETTLED"):
                     self._held_updates.put(InvoiceUpdate(update, 0))
-                if update.state in ("CANCELED", "SETTLED"):
-                    return
+                if update.state in ("CANCELED", "SETTLED") or inv.state == ln.Invoice.CANCELED:
+                    return  # final; lnplugin marks an expired one (lnd canceled it) itself
+            # lnd shutting down ends the stream cleanly (status OK) although
+            # the invoice is still open: `hold_updates` must find it again.
+            if not self._closed.is_set():
+                self._held_broken = NodeUnavailable(
+                    f"LND ended the stream of hold invoice {payment_hash} (restarting?)"
+                )
         except grpc.RpcError as exc:
             if not self._closed.is_set():
                 self._held_broken = translate(exc, self.host, self._cert_name)
@@ -768,12 +779,20 @@ def _state(inv: Any) -> InvoiceState:
     if inv.state == ln.Invoice.SETTLED:
         return "SETTLED"
     if inv.state == ln.Invoice.CANCELED:
+        # lnd's expiry watcher cancels an invoice nobody paid when its expiry
+        # passes (hold invoices too): that is an expiry, as on other nodes.
+        if not inv.htlcs and _expired(inv):
+            return "EXPIRED"
         return "CANCELED"
     if inv.state == ln.Invoice.ACCEPTED:
         return "ACCEPTED"  # a paid hold invoice: held until settled or canceled
-    if inv.creation_date + (inv.expiry or 86400) <= time.time():
+    if _expired(inv):
         return "EXPIRED"
     return "OPEN"
+
+
+def _expired(inv: Any) -> bool:
+    return bool(inv.creation_date + (inv.expiry or 86400) <= time.time())
 
 
 def merge_records(record_maps: Iterable[Any]) -> dict[int, bytes]:

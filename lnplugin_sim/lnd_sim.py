@@ -821,6 +821,17 @@ class LndSim:
             raise SimError(grpc.StatusCode.UNKNOWN, "description hash is 32 bytes")
         if req.r_preimage and len(req.r_preimage) != 32:
             raise SimError(grpc.StatusCode.UNKNOWN, "payment preimage must be exactly 32 bytes")
+        if req.is_amp:
+            # Each AMP payment set brings its own preimage, so lnd keeps none
+            # for the invoice (r_preimage stays empty), as for a hold invoice.
+            return self._new_invoice(
+                amount_msat=amount,
+                memo=req.memo,
+                expiry=req.expiry or DEFAULT_EXPIRY,
+                cltv=req.cltv_expiry or DEFAULT_CLTV,
+                hold_hash=secrets.token_bytes(32),
+                amp=True,
+            )
         preimage = req.r_preimage or secrets.token_bytes(32)
         return self._new_invoice(
             amount_msat=amount,
@@ -869,6 +880,7 @@ class LndSim:
         preimage: bytes | None = None,
         persist: bool = True,
         hold_hash: bytes | None = None,
+        amp: bool = False,
     ) -> Invoice:
         """`hold_hash`: a hold invoice, stored without a preimage (r_preimage
         stays empty until SettleInvoice gives it, as lnd lists it)."""
@@ -906,6 +918,7 @@ class LndSim:
             private=private,
             state=Invoice.OPEN,
             payment_addr=payment_addr,
+            is_amp=amp,
         )
         for bit in INVOICE_FEATURES:
             inv.features[bit].is_known = True
@@ -920,7 +933,10 @@ class LndSim:
         limit = req.num_max_invoices or PAGE_DEFAULT
 
         def wanted(inv: Invoice) -> bool:
-            if req.pending_only and inv.state not in (Invoice.OPEN, Invoice.ACCEPTED):
+            # An AMP invoice stays OPEN in lnd's store whatever its sets did, so
+            # pending_only lists it even when it is shown SETTLED.
+            pending = inv.is_amp or inv.state in (Invoice.OPEN, Invoice.ACCEPTED)
+            if req.pending_only and not pending:
                 return False
             if req.creation_date_start and inv.creation_date < req.creation_date_start:
                 return False
@@ -1212,12 +1228,36 @@ class LndSim:
                 raise
             return len(self.ledger.settled)
 
-    def settle_amp_set(self) -> int:
+    def settle_amp_set(self, payment_hash: bytes | None = None, amount_msat: int = 0) -> int:
         """An AMP payment set settling: it takes the next settle_index, which lnd
         reports only inside the AMP invoice's per-set state, never as an
-        invoice's settle_index, so followers see a hole in the sequence."""
+        invoice's settle_index, so followers see a hole in the sequence.
+
+        With `payment_hash` (an invoice made with `is_amp`), the invoice is
+        then shown as lnd's CreateRPCInvoice shows it: SETTLED once any set
+        has settled, with settle_index 0, no preimage, `amt_paid_msat` the
+        sum of its sets, the set in `amp_invoice_state`; its stream
+        subscribers hear of it."""
         with self.ledger.lock:
-            return self.ledger.burn_settle_index()
+            index = self.ledger.burn_settle_index()
+            if payment_hash is None:
+                return index
+            old = self._find(payment_hash)
+            inv = Invoice()
+            inv.CopyFrom(old)
+            inv.state = Invoice.SETTLED
+            inv.amt_paid_msat += amount_msat
+            inv.amt_paid_sat = inv.amt_paid_msat // 1000
+            inv.settle_date = _now()
+            set_state = inv.amp_invoice_state[secrets.token_hex(32)]
+            set_state.state = lightning_pb2.InvoiceHTLCState.Value("SETTLED")
+            set_state.settle_index = index
+            set_state.settle_time = inv.settle_date
+            set_state.amt_paid_msat = amount_msat
+            self.ledger.invoices[inv.add_index - 1] = inv  # not replace(): no settle_index
+            self.ledger._store([inv])
+            self.ledger._notify(inv)
+            return index
 
     def _find(self, ref: str | bytes) -> Invoice:
         if isinstance(ref, str) and ref.lower().startswith("ln"):

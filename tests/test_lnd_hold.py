@@ -30,7 +30,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
-from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, Invoice, LndSim
+from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, Invoice, LndSim, lightning_pb2
 from tests import e2e
 from tests.e2e import Server, cltv_delta_of_new_invoice, wait_for
 from tests.test_lnd_e2e import serve_args
@@ -150,6 +150,25 @@ def test_the_hold_feed_rediscovers_held_invoices(sim: LndSim, node: LndNode) -> 
         assert holds.next().invoice.state == "CANCELED"
     finally:
         fresh.close()
+
+
+def test_an_amp_invoice_another_app_made_is_not_taken_for_a_hold_invoice(
+    sim: LndSim, node: LndNode
+) -> None:
+    """lnd keeps no preimage for an AMP invoice and lists it as pending even
+    after a payment set settled, when it shows the invoice SETTLED with no
+    preimage: the hold feed's discovery (which follows what it finds) must
+    not take it for a hold invoice, or it would report that as a settlement."""
+    amp = sim.add_invoice(Invoice(value_msat=5000, is_amp=True))
+    _, held = _pair()
+    node.create_hold_invoice(InvoiceRequest(amount_msat=1000), held)
+    sim.settle_amp_set(amp.r_hash, 5000)
+    shown = sim.ledger.get(amp.r_hash)
+    assert (shown.state, shown.settle_index, shown.r_preimage) == (Invoice.SETTLED, 0, b"")
+    listed = sim.list_invoices(lightning_pb2.ListInvoiceRequest(pending_only=True))
+    assert amp.r_hash in [i.r_hash for i in listed]
+    found = [i.r_hash.hex() for i in node._pending_holds()]  # what hold_updates follows
+    assert found == [held]
 
 
 def test_hold_invoices_are_followed_again_after_lnd_restarts(sim: LndSim, node: LndNode) -> None:

@@ -618,7 +618,14 @@ class LndNode(Node):
             resp = self._call(self._ln.ListInvoices, req)
             if not resp.invoices:
                 return
-            yield from (i for i in resp.invoices if not i.r_preimage and not i.is_keysend)
+            # A hold invoice is one lnd has no preimage for. An AMP invoice has
+            # none either (each payment set brings its own) and stays pending
+            # in lnd's store, but it is no hold invoice: once a set settles,
+            # lnd shows it SETTLED without a preimage, and following it as one
+            # would record that as a settlement (docs/lnd.md).
+            yield from (
+                i for i in resp.invoices if not i.r_preimage and not i.is_keysend and not i.is_amp
+            )
             if resp.last_index_offset <= offset:
                 return
             offset = resp.last_index_offset

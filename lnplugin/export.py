@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
+from lnplugin import compactjson
 from lnplugin.alby import effective_state, iso
 from lnplugin.store import invoices
 from lnplugin.store.models import StoredInvoice
@@ -104,7 +105,8 @@ COLUMNS: tuple[str, ...] = (
 # Cells a spreadsheet would run as a formula (OWASP's list for CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # A lone surrogate: what a sender's `"\ud800"` in a boostagram string decodes
-# to. No UTF-8 holds it, so a chunk with one could not be written at all.
+# to. No UTF-8 holds it, so a CSV chunk with one could not be written at all
+# (JSON Lines escape it: `compactjson`).
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -218,12 +220,8 @@ def _csv_chunks(batches: Iterable[list[StoredInvoice]], safe: bool) -> Iterator[
 def _jsonl_chunks(batches: Iterable[list[StoredInvoice]]) -> Iterator[str]:
     for rows in batches:
         now = int(time.time())
-        chunk = "".join(
-            json.dumps(record(inv, now), ensure_ascii=False, separators=(",", ":")) + "\n"
-            for inv in rows
-        )
-        # Only inside a JSON string can one be: its escape is the same value.
-        yield _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", chunk)
+        # compactjson escapes what UTF-8 cannot hold (a lone surrogate) as JSON does.
+        yield "".join(compactjson.dumps(record(inv, now)) + "\n" for inv in rows)
 
 
 def stream(

@@ -24,8 +24,8 @@ from lnplugin.datadir import (
     LOCK_FILE,
     DataDirError,
     ensure_dir,
+    lock_holder,
     private_file,
-    process_alive,
     warn_if_open,
 )
 from lnplugin.fiat import FiatRates, guarded_get, parse_provider
@@ -97,15 +97,16 @@ def serving(data_dir: Path) -> Serving | None:
     live process serves it (or one that did not say where).
 
     Why: `lnplugin status` would otherwise ask whatever answers on the
-    default port, which may be another data dir's server. A process is taken
-    as alive when signal 0 reaches it (or is refused: another user's)."""
+    default port, which may be another data dir's server. The server is the
+    process that holds the lock (`datadir.lock_holder`, the same test that
+    keeps commands from migrating a served store), so a lock file a dead
+    server left, its pid since reused, names no server."""
     fields = _lock_fields(data_dir)
     try:
-        pid = int(fields[0])
         found = Serving(fields[2], fields[3] if len(fields) > 3 else None)
-    except (ValueError, IndexError):
+    except IndexError:
         return None
-    return found if process_alive(pid) else None
+    return found if lock_holder(data_dir) is not None else None
 
 
 def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:

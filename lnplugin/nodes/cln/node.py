@@ -437,14 +437,14 @@ class ClnNode(Node):
         # abandoned here at our own deadline, each idle `waitanyinvoice` would
         # stay pending in the node. Its `timeout` (whole seconds) ends it
         # there first, with error 904; ours is only the bound on a wedged node.
-        params: dict[str, Any] = {"lastpay_index": cursor}
+        waits: dict[str, Any] = {}
         bound = None
         if self.wait_timeout is not None:
-            params["timeout"] = max(1, math.ceil(self.wait_timeout))
-            bound = params["timeout"] + self.rpc_timeout
+            waits["timeout"] = max(1, math.ceil(self.wait_timeout))
+            bound = waits["timeout"] + self.rpc_timeout
         while not self._closed.is_set():
             try:
-                row = self._blocking("waitanyinvoice", params | {"lastpay_index": cursor}, bound)
+                row = self._blocking("waitanyinvoice", {"lastpay_index": cursor, **waits}, bound)
             except NodeError as exc:
                 if getattr(exc, "code", None) == _TIMED_OUT:
                     continue

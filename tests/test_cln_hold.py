@@ -163,6 +163,20 @@ def test_cancel_of_a_regular_invoice_deletes_it_on_the_node(
         sim.pay(regular["payment_request"])
 
 
+def test_a_payment_landing_while_a_regular_invoice_is_canceled_is_a_409(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """The payment comes between lnplugin's listing and its `delinvoice`:
+    lightningd refuses the delete (906, the status changed), and the answer
+    is the one a cancel of a paid invoice gets, not the node's error."""
+    regular = api.post("/invoices", {"amount": 5})
+    sim.before["delinvoice"] = lambda: sim.pay(regular["payment_request"]) and None
+    r = api.session.post(f"{api.url}/invoices/{regular['payment_hash']}/cancel", timeout=10)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] is True
+    wait_for(lambda: state(api, regular["payment_hash"])["state"] == "SETTLED", "SETTLED")
+
+
 def test_sigkill_while_accepted_then_replayed_and_settled(
     plugin: PluginDriver, sim: ClnSim, api: Api
 ) -> None:

@@ -52,6 +52,10 @@ log = logging.getLogger("lnplugin.cln_plugin")
 # The CLTV delta hold invoices ask for (LND's default): how long the payer's
 # HTLC may stay held. CLN's own invoices ask for 18.
 HOLD_CLTV_DELTA = 80
+# `delinvoice` errors (Core Lightning's doc/schemas): no invoice with that
+# label; the invoice's status is not the one named.
+_NO_SUCH_INVOICE = 905
+_STATUS_CHANGED = 906
 Answer = Callable[[dict[str, Any]], None]
 
 
@@ -306,14 +310,25 @@ class ClnHoldNode(ClnNode):
             return 0
 
     def _cancel_regular(self, payment_hash: str) -> NodeInvoice:
-        rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
-        if not rows:
-            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
-        row = rows[0]
-        if row["status"] == "paid":
-            raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
-        self._call("delinvoice", label=row["label"], status=row["status"])
-        return dataclasses.replace(to_invoice(row), state="CANCELED")
+        """`delinvoice` names the status it expects, so a payment landing
+        between the listing and the delete is refused by lightningd (906)
+        rather than deleted; the invoice is then listed again: paid, it
+        cannot be canceled (409), as when the payment came first."""
+        for attempt in range(2):
+            rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
+            if not rows:
+                raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+            row = rows[0]
+            if row["status"] == "paid":
+                raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
+            try:
+                self._call("delinvoice", label=row["label"], status=row["status"])
+            except NodeError as exc:
+                if exc.code not in (_STATUS_CHANGED, _NO_SUCH_INVOICE) or attempt:
+                    raise
+                continue
+            return dataclasses.replace(to_invoice(row), state="CANCELED")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _as(

@@ -162,6 +162,10 @@ class ClnSim:
         self.alias = alias
         self.accept_htlc_tlv_types = set(accept_htlc_tlv_types)
         self.reply_delay = 0.0  # seconds slept before every reply (fault knob)
+        # Fault knob: method -> a function run (under the simulator's lock)
+        # just before that command, to make something happen in between two
+        # of a client's calls (a payment landing between listing and deleting).
+        self.before: dict[str, Callable[[], None]] = {}
         # Commands received, by method, and those blocked right now. Like
         # lightningd, a blocked command whose caller hung up stays blocked
         # until it completes (or its own `timeout` passes).
@@ -366,6 +370,8 @@ class ClnSim:
         kwargs = {k: v for k, v in params.items() if v is not None}
         with self._cv:
             self.calls[method] += 1
+            if method in self.before:
+                self.before.pop(method)()
             try:
                 return handler(self, **kwargs)
             except (RpcFailure, _Stopped):

@@ -163,6 +163,20 @@ def test_cancel_of_a_regular_invoice_deletes_it_on_the_node(
         sim.pay(regular["payment_request"])
 
 
+def test_a_payment_landing_while_a_regular_invoice_is_canceled_is_a_409(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """The payment comes between lnplugin's listing and its `delinvoice`:
+    lightningd refuses the delete (906, the status changed), and the answer
+    is the one a cancel of a paid invoice gets, not the node's error."""
+    regular = api.post("/invoices", {"amount": 5})
+    sim.before["delinvoice"] = lambda: sim.pay(regular["payment_request"]) and None
+    r = api.session.post(f"{api.url}/invoices/{regular['payment_hash']}/cancel", timeout=10)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] is True
+    wait_for(lambda: state(api, regular["payment_hash"])["state"] == "SETTLED", "SETTLED")
+
+
 def test_sigkill_while_accepted_then_replayed_and_settled(
     plugin: PluginDriver, sim: ClnSim, api: Api
 ) -> None:
@@ -285,3 +299,82 @@ def test_a_second_payment_of_a_settled_hold_invoice_is_failed(
         assert (got["state"], got["amount_received_msat"]) == ("SETTLED", 60_000)
     finally:
         again.close()
+
+
+def test_a_part_arriving_once_the_set_is_complete_is_failed(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """A second payment while the first is held would be taken by the settle
+    and never counted; lnd fails HTLCs to an invoice that is not open too."""
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    held = plugin.call_later("htlc_accepted", part(plugin, sim, inv, 60_000, 1))
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+    extra = plugin.call("htlc_accepted", part(plugin, sim, inv, 60_000, 2))
+    assert extra["result"] == "fail" and extra["failure_message"].startswith("400f")
+    settle_when_held(api, payment_hash, preimage)
+    assert held.result() == {"result": "resolve", "payment_key": preimage}
+    assert state(api, payment_hash)["amount_received_msat"] == 60_000
+
+
+def test_an_htlc_leaving_less_than_the_cltv_delta_is_failed(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """Held with fewer blocks than the invoice asked for, the payer's peer
+    could take the HTLC back on chain before lnplugin settles it."""
+    _, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    short = part(plugin, sim, inv, 60_000, 1)
+    short["htlc"]["cltv_expiry"] = sim.blockheight + HOLD_CLTV_DELTA - 1
+    assert plugin.call("htlc_accepted", short)["result"] == "fail"
+    enough = part(plugin, sim, inv, 60_000, 2)
+    enough["htlc"]["cltv_expiry"] = sim.blockheight + HOLD_CLTV_DELTA
+    plugin.call_later("htlc_accepted", enough)
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+
+
+def _with_total(
+    plugin: PluginDriver, sim: ClnSim, inv: dict[str, Any], amount: int, total: int, n: int
+) -> dict[str, Any]:
+    params = part(plugin, sim, inv, amount, n)
+    params["onion"]["total_msat"] = total
+    return params
+
+
+def test_parts_are_held_until_the_total_their_onions_name(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """A payer may pay more than the amount (up to twice, BOLT 4): the set
+    is complete at the total its onions name, not at the invoice's amount."""
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    first = plugin.call_later("htlc_accepted", _with_total(plugin, sim, inv, 60_000, 70_000, 1))
+    with pytest.raises(PluginError, match="no answer"):
+        first.result(timeout=0.5)
+    assert state(api, payment_hash)["state"] == "CREATED"
+    second = plugin.call_later("htlc_accepted", _with_total(plugin, sim, inv, 10_000, 70_000, 2))
+    got = wait_for(lambda: (i := state(api, payment_hash))["state"] == "ACCEPTED" and i, "ACCEPTED")
+    assert got["amount_received_msat"] == 70_000
+    settle_when_held(api, payment_hash, preimage)
+    assert first.result() == second.result() == {"result": "resolve", "payment_key": preimage}
+
+
+@pytest.mark.parametrize(
+    "totals",
+    [
+        pytest.param((30_000,), id="total below the amount"),
+        pytest.param((120_001,), id="total over twice the amount"),
+        pytest.param((60_000, 61_000), id="parts naming different totals"),
+    ],
+)
+def test_a_part_naming_a_wrong_total_is_failed(
+    plugin: PluginDriver, sim: ClnSim, api: Api, totals: tuple[int, ...]
+) -> None:
+    _, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    *kept, wrong = totals
+    for n, total in enumerate(kept, start=1):
+        plugin.call_later("htlc_accepted", _with_total(plugin, sim, inv, 20_000, total, n))
+    answer = plugin.call("htlc_accepted", _with_total(plugin, sim, inv, 20_000, wrong, 9))
+    assert answer["result"] == "fail" and answer["failure_message"].startswith("400f")
+    assert state(api, payment_hash)["state"] == "CREATED"

@@ -52,6 +52,10 @@ log = logging.getLogger("lnplugin.cln_plugin")
 # The CLTV delta hold invoices ask for (LND's default): how long the payer's
 # HTLC may stay held. CLN's own invoices ask for 18.
 HOLD_CLTV_DELTA = 80
+# `delinvoice` errors (Core Lightning's doc/schemas): no invoice with that
+# label; the invoice's status is not the one named.
+_NO_SUCH_INVOICE = 905
+_STATUS_CHANGED = 906
 Answer = Callable[[dict[str, Any]], None]
 
 
@@ -68,6 +72,7 @@ class _Held:
     parts: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # amount, expiry
     answers: dict[tuple[str, int], Answer] = field(default_factory=dict)
     accepted: bool = False
+    set_total: int | None = None  # the total the payer's onions name; one for every part
 
     @property
     def total(self) -> int:
@@ -214,27 +219,68 @@ class ClnHoldNode(ClnNode):
                 answer(_failure(amount, self._height()))
             return True
         expiry = int(htlc.get("cltv_expiry", 0))
+        set_total = msat(onion.get("total_msat")) or amount
+        # lightningd replays the HTLCs of a payment taken before a restart:
+        # they were checked when they came, and blocks may have passed since.
+        replay = row.state == "ACCEPTED"
+        height = None if replay else self._height()
         with self._held_lock:
             held = self._held.setdefault(payment_hash, _Held())
-            # Past the expiry no new payment is taken; one stored ACCEPTED was
-            # taken before it, and lightningd is replaying its HTLCs.
-            expired = (
-                not held.accepted and row.state != "ACCEPTED" and row.expires_at <= time.time()
-            )
-            if expired or onion.get("payment_secret") != row.payment_secret:
+            if not self._takes(row, held, key, onion, set_total, expiry, height, replay):
                 if not held.parts:
                     del self._held[payment_hash]
-                answer(_failure(amount, self._height()))
-                return True
-            held.parts[key] = (amount, expiry)
-            held.answers[key] = answer
-            wanted = row.amount_msat or msat(onion.get("total_msat")) or amount
-            if held.accepted or held.total < wanted:
-                return True  # more parts to come (a multi-part payment)
-            held.accepted = True
-            accepted = self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
+                refused = True
+            else:
+                refused = False
+                held.parts[key] = (amount, expiry)
+                held.answers[key] = answer
+                held.set_total = set_total
+                if held.accepted or held.total < set_total:
+                    return True  # more parts to come (a multi-part payment)
+                held.accepted = True
+                accepted = self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
+        if refused:
+            answer(_failure(amount, height if height is not None else self._height()))
+            return True
         self._updates.put(InvoiceUpdate(accepted, 0))
         return True
+
+    @staticmethod
+    def _takes(
+        row: StoredInvoice,
+        held: _Held,
+        key: tuple[str, int],
+        onion: Mapping[str, Any],
+        set_total: int,
+        expiry: int,
+        height: int | None,
+        replay: bool,
+    ) -> bool:
+        """Whether an HTLC joins the invoice's held set: the checks a node
+        makes of a payment to its own invoice (lnd's `updateMpp`, BOLT 4's
+        final-node rules), since lightningd makes none for a hash it has no
+        invoice for."""
+        if onion.get("payment_secret") != row.payment_secret:
+            return False
+        if key in held.parts:
+            return True  # the same HTLC again: its answer is replaced
+        if held.accepted:
+            # The set is complete; another part is another payment, which
+            # the settle would take without counting it (lnd: not open).
+            return False
+        if held.set_total is not None and set_total != held.set_total:
+            return False  # the parts disagree on the payment's total
+        if row.amount_msat and not row.amount_msat <= set_total <= 2 * row.amount_msat:
+            return False  # pays too little, or over twice the amount (BOLT 4)
+        if replay:
+            return True
+        # Past the expiry no new payment is taken; one stored ACCEPTED was
+        # taken before it, and lightningd is replaying its HTLCs (above).
+        if row.expires_at <= time.time():
+            return False
+        # The HTLC must leave at least the invoice's CLTV delta to settle or
+        # cancel it in: a shorter one could be claimed back on chain first.
+        return height is None or height == 0 or expiry >= height + _cltv_delta(row)
 
     # ------------------------------------------------------------ helpers
     def _hold_row(self, payment_hash: str) -> tuple[StoredInvoice, holds.Decision | None]:
@@ -264,14 +310,25 @@ class ClnHoldNode(ClnNode):
             return 0
 
     def _cancel_regular(self, payment_hash: str) -> NodeInvoice:
-        rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
-        if not rows:
-            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
-        row = rows[0]
-        if row["status"] == "paid":
-            raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
-        self._call("delinvoice", label=row["label"], status=row["status"])
-        return dataclasses.replace(to_invoice(row), state="CANCELED")
+        """`delinvoice` names the status it expects, so a payment landing
+        between the listing and the delete is refused by lightningd (906)
+        rather than deleted; the invoice is then listed again: paid, it
+        cannot be canceled (409), as when the payment came first."""
+        for attempt in range(2):
+            rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
+            if not rows:
+                raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+            row = rows[0]
+            if row["status"] == "paid":
+                raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
+            try:
+                self._call("delinvoice", label=row["label"], status=row["status"])
+            except NodeError as exc:
+                if exc.code not in (_STATUS_CHANGED, _NO_SUCH_INVOICE) or attempt:
+                    raise
+                continue
+            return dataclasses.replace(to_invoice(row), state="CANCELED")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _as(
@@ -298,3 +355,11 @@ class ClnHoldNode(ClnNode):
             payment_secret=row.payment_secret,
             settle_deadline=deadline if deadline is not None else row.settle_deadline,
         )
+
+
+def _cltv_delta(row: StoredInvoice) -> int:
+    """The `min_final_cltv_expiry_delta` the invoice asked payers for."""
+    try:
+        return bolt11.decode(row.payment_request).min_final_cltv_expiry_delta
+    except bolt11.Bolt11Error:
+        return HOLD_CLTV_DELTA

@@ -5,6 +5,7 @@ the dev node, driven over HTTP with the bodies and URLs apps send.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -52,3 +53,20 @@ def test_a_key_sent_twice_in_a_decode_body_is_400(server: Server) -> None:
     assert r.status_code == 400
     assert list(r.json()["errors"]) == ["invoice"]
 
+
+@pytest.mark.parametrize("around", ["\n", "\r\n", "\t", " \n"])
+def test_decode_in_the_path_takes_an_invoice_with_whitespace_around_it(
+    server: Server, around: str
+) -> None:
+    # As POST /decode does: an invoice copied from a file or a text field often
+    # ends in a newline, which a client's percent-encoding keeps in the path.
+    invoice = server.request("POST", "/invoices", json={"amount": 21}).json()["payment_request"]
+    r = server.request("GET", "/decode/bolt11/" + quote(around + invoice + around, safe=""))
+    assert r.status_code == 200, r.text
+    assert r.json()["amount"] == 21
+
+
+def test_decode_of_a_newline_alone_is_400_not_404(server: Server) -> None:
+    r = server.request("GET", "/decode/bolt11/%0A")
+    assert r.status_code == 400, r.text
+    assert list(r.json()["errors"]) == ["invoice"]

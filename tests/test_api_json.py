@@ -16,7 +16,7 @@ import json
 import pytest
 from flask import Flask, request
 
-from lnplugin.api.jsonprovider import MAX_REPORTED, NotJSONNumber, OrjsonProvider
+from lnplugin.api.jsonprovider import MAX_REPORTED, OrjsonProvider, RefusedJSON
 from lnplugin.api.schemas import MAX_MSAT
 from lnplugin.store import invoices
 
@@ -207,19 +207,20 @@ def test_dumps_and_loads_match_the_standard_module(bare):
     [
         ("NaN", {"body": "is NaN, which is not valid JSON"}),
         ("[1, -Infinity]", {"1": "is -Infinity, which is not valid JSON"}),
-        ('{"x": NaN, "x": 1}', {"body": "is NaN, which is not valid JSON"}),  # duplicate key
+        ('{"x": NaN, "x": 1}', {"x": "is given more than once; send each key once"}),
+        ('{"a": {"b": 1, "b": 2, "b": 3}}', {"a.b": "is given more than once; send each key once"}),
     ],
-    ids=["whole-body", "in-a-list", "dropped-by-a-duplicate-key"],
+    ids=["whole-body", "in-a-list", "dropped-by-a-duplicate-key", "a-key-three-times"],
 )
 def test_loads_refuses_what_json_does_not_allow(bare, text, errors):
-    with bare.app_context(), pytest.raises(NotJSONNumber) as caught:
+    with bare.app_context(), pytest.raises(RefusedJSON) as caught:
         bare.json.loads(text)
     assert caught.value.errors == errors
     assert isinstance(caught.value, ValueError)  # malformed, to request.get_json too
 
 
 def test_loads_names_at_most_ten_fields(bare):
-    with bare.app_context(), pytest.raises(NotJSONNumber) as caught:
+    with bare.app_context(), pytest.raises(RefusedJSON) as caught:
         bare.json.loads("[" + ", ".join(["NaN"] * 1000) + "]")
     assert list(caught.value.errors) == [str(i) for i in range(MAX_REPORTED)]
 

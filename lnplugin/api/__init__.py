@@ -68,6 +68,7 @@ def create_app(service: Service) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json = OrjsonProvider(app)
     app.url_map.strict_slashes = False
+    app.url_map.converters["invoice_text"] = decode.InvoiceText
     app.extensions["lnplugin"] = service
     app.extensions["lnplugin_tickets"] = tickets.TicketBook()
     app.extensions["lnplugin_public_streams"] = checkout.public_gate(service.settings.max_streams)

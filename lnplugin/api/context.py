@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from lnplugin.api.auth import current_token, has_scope
 from lnplugin.api.errors import APIError, validation_error
-from lnplugin.api.jsonprovider import NotJSONNumber
+from lnplugin.api.jsonprovider import RefusedJSON
 from lnplugin.api.schemas import HEX64, Body
 from lnplugin.service import Service
 from lnplugin.store import invoices
@@ -53,7 +53,7 @@ def json_body() -> dict[str, Any]:
         data = current_app.json.loads(raw)
     except RecursionError:
         raise APIError(400, "Request body must be JSON", {"body": "is nested too deeply"}) from None
-    except NotJSONNumber as exc:
+    except RefusedJSON as exc:
         raise APIError(400, "Request body must be JSON", exc.errors) from None
     except ValueError:
         raise APIError(400, "Request body must be JSON", {"body": "is not valid JSON"}) from None

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from flask import Blueprint
+from werkzeug.routing import PathConverter
 
 from lnplugin import bolt11
 from lnplugin.alby import decoded_json
@@ -15,6 +16,16 @@ from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import DecodeBody
 
 bp = Blueprint("decode", __name__)
+
+
+class InvoiceText(PathConverter):
+    """The invoice in `GET /decode/bolt11/<invoice>`: the rest of the path, as
+    werkzeug's `path` reads it, but across line breaks too. An invoice copied
+    from a file or a text box often ends in a newline that percent-encoding
+    keeps (`%0A`); `path` stops at it and the route would answer 404, not
+    decode the invoice as `POST /decode` does, whitespace stripped."""
+
+    regex = r"[^/](?s:.*?)"
 
 
 def decode_response(text: str) -> dict[str, Any]:
@@ -32,7 +43,7 @@ def decode_response(text: str) -> dict[str, Any]:
     return decoded_json(invoice, alias, int(time.time()))
 
 
-@bp.get("/decode/bolt11/<path:invoice>")
+@bp.get("/decode/bolt11/<invoice_text:invoice>")
 @require()
 def decode_get(invoice: str) -> Any:
     return decode_response(invoice)

@@ -15,8 +15,12 @@ as `null`, not as the non-JSON tokens `NaN` and `Infinity`.
 Request bodies are parsed by the standard `json` module (the inherited
 `loads`), which accepts `NaN`, `Infinity` and `-Infinity` and reads a number
 like `1e999` as infinity: none of them is JSON, and none could be written
-back. `loads` refuses them with `NotJSONNumber`, a `ValueError` like any
-other malformed body, naming each field that held one.
+back. It also takes a key given twice in one object and keeps the last
+value, where other parsers keep the first or fail (RFC 8259 calls it
+unpredictable; I-JSON, RFC 7493, forbids it), so a proxy, a log or a
+signature check in front of lnplugin could read another amount than the one
+minted. `loads` refuses all of them with `RefusedJSON`, a `ValueError` like
+any other malformed body, naming each field that held one.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ from flask.json.provider import DefaultJSONProvider
 
 # Dates and dataclasses go to the fallback, which formats them as Flask does.
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-MAX_REPORTED = 10  # fields named in one NotJSONNumber
+MAX_REPORTED = 10  # fields named in one RefusedJSON
 
 
-class NotJSONNumber(ValueError):
-    """A body that holds NaN, Infinity, -Infinity or a number beyond a double.
+class RefusedJSON(ValueError):
+    """A body that holds NaN, Infinity, -Infinity, a number beyond a double or
+    a key given twice in one object.
 
     `errors` maps each field's path (keys and list indexes joined by dots, as
     validation errors name fields; `body` for the whole body) to a reason.
@@ -46,10 +51,10 @@ class NotJSONNumber(ValueError):
 
 
 class _Refused:
-    """Stands where the parser met a refused number, so its path can be found."""
+    """Stands where the parser met a refused value, so its path can be found."""
 
-    def __init__(self, token: str, reason: str) -> None:
-        self.reason = f"is {token}, {reason}"
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def _refused_paths(obj: Any) -> dict[str, str]:
@@ -80,22 +85,35 @@ class OrjsonProvider(DefaultJSONProvider):
         refused: list[_Refused] = []
 
         def constant(token: str) -> _Refused:
-            refused.append(_Refused(token, "which is not valid JSON"))
+            refused.append(_Refused(f"is {token}, which is not valid JSON"))
             return refused[-1]
 
         def number(token: str) -> float | _Refused:
             value = float(token)
             if math.isfinite(value):
                 return value
-            refused.append(_Refused(token, "too large for a number (beyond a double)"))
+            refused.append(_Refused(f"is {token}, too large for a number (beyond a double)"))
             return refused[-1]
+
+        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            obj = dict(items)
+            if len(obj) < len(items):  # a key given twice: mark it where it stands
+                seen: set[str] = set()
+                for key, _ in items:
+                    if key in seen and not isinstance(obj[key], _Refused):
+                        refused.append(_Refused("is given more than once; send each key once"))
+                        obj[key] = refused[-1]
+                    seen.add(key)
+            return obj
 
         kwargs.setdefault("parse_constant", constant)
         kwargs.setdefault("parse_float", number)
+        kwargs.setdefault("object_pairs_hook", pairs)
         obj = super().loads(s, **kwargs)
         if refused:
-            # No path when a duplicate key dropped the value: still refused.
-            raise NotJSONNumber(_refused_paths(obj) or {"body": refused[0].reason})
+            # Each has a path: a refused number that a repeated key dropped is
+            # named by that key, marked in its place.
+            raise RefusedJSON(_refused_paths(obj))
         return obj
 
     def response(self, *args: Any, **kwargs: Any) -> Response:

@@ -693,3 +693,91 @@ def test_connections_made_in_a_burst_each_get_a_wallet_key_that_answers(
             assert info_of(relay, pubkey) is not None
     finally:
         store.close()
+
+
+# Requests an app may send with a parameter of the wrong type or out of
+# range: each is answered with NIP-47's `OTHER` and a message naming the
+# parameter, never `INTERNAL` (which tells the app the wallet broke) and
+# never with an invoice.
+BAD_PARAMS: list[tuple[str, dict[str, Any], str]] = [
+    ("make_invoice", {"amount": "1000"}, "amount"),
+    ("make_invoice", {"amount": 10**20}, "amount"),
+    ("make_invoice", {"amount": 1000, "expiry": True}, "expiry"),
+    ("make_invoice", {"amount": 1000, "expiry": -5}, "expiry"),
+    ("make_invoice", {"amount": 1000, "description": 5}, "description"),
+    ("make_invoice", {"amount": 1000, "description": "a" * 640}, "description"),
+    ("make_invoice", {"amount": 1000, "description": "\ud800"}, "description"),
+    ("make_invoice", {"amount": 1000, "description_hash": "zz"}, "description_hash"),
+    ("make_hold_invoice", {"amount": 10**20, "payment_hash": "ab" * 32}, "amount"),
+    ("make_hold_invoice", {"amount": 1000, "payment_hash": "ab" * 32, "expiry": True}, "expiry"),
+    ("lookup_invoice", {"payment_hash": 5}, "payment_hash"),
+    ("lookup_invoice", {"invoice": ["lnbc1"]}, "invoice"),
+    ("list_transactions", {"from": 10**30}, "from"),
+    ("list_transactions", {"until": 10**30}, "until"),
+    ("list_transactions", {"limit": 10**30}, "limit"),
+    ("list_transactions", {"offset": 10**30}, "offset"),
+    ("list_transactions", {"limit": "5"}, "limit"),
+    ("list_transactions", {"unpaid": "false"}, "unpaid"),
+    ("list_transactions", {"type": 1}, "type"),
+]
+
+
+def test_a_parameter_of_the_wrong_type_or_range_is_other_and_mints_nothing(
+    server: e2e.Server, relay: Relay
+) -> None:
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="sloppy app")
+    listener = Listener(relay, uri)
+    try:
+        before = nwc_invoices(server)
+        answers = [(m, params, name, listener.ask(m, params)) for m, params, name in BAD_PARAMS]
+    finally:
+        listener.close()
+    for method, params, name, body in answers:
+        assert body["result_type"] == method
+        assert body["result"] is None, (method, params)
+        assert body["error"]["code"] == "OTHER", (method, params, body["error"])
+        assert name in body["error"]["message"], (method, params, body["error"])
+    assert nwc_invoices(server) == before
+
+
+def test_lookup_invoice_finds_an_invoice_given_in_upper_case(
+    server: e2e.Server, relay: Relay
+) -> None:
+    # BOLT11 (bech32) may be written all in upper case, as QR codes carry it,
+    # and a hash in hex in either case; both name the same invoice.
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="scanner")
+    made = make_invoice(uri, 2000, "scanned")
+    listener = Listener(relay, uri)
+    try:
+        by_invoice = listener.ask("lookup_invoice", {"invoice": made.invoice.upper()})
+        by_hash = listener.ask("lookup_invoice", {"payment_hash": made.payment_hash.upper()})
+    finally:
+        listener.close()
+    for body in (by_invoice, by_hash):
+        assert body["error"] is None, body
+        assert body["result"]["payment_hash"] == made.payment_hash
+        assert body["result"]["invoice"] == made.invoice
+
+
+def test_list_transactions_from_finds_an_older_invoice_paid_since(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """An app that missed notifications catches up with `list_transactions`
+    `from` the last time it knows of (docs/nwc.md): an invoice made before
+    that time and paid after it is one it has not heard of. `from` and
+    `until` apply to when a transaction settled (Alby Hub: its last update),
+    to its creation while it is unpaid."""
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="catching up")
+    made = make_invoice(uri, 3000, "made before the outage")
+    created = int(time.time())
+    e2e.wait_for(lambda: int(time.time()) > created, "the clock to pass the creation second")
+    last_known = int(time.time())
+    e2e.cli(server.data_dir, "dev", "pay", made.payment_hash)
+    listener = Listener(relay, uri)
+    try:
+        since = listener.ask("list_transactions", {"from": last_known})
+        before = listener.ask("list_transactions", {"until": last_known - 1})
+    finally:
+        listener.close()
+    assert made.payment_hash in [t["payment_hash"] for t in since["result"]["transactions"]]
+    assert made.payment_hash not in [t["payment_hash"] for t in before["result"]["transactions"]]

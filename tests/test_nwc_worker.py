@@ -159,15 +159,15 @@ def test_a_flood_from_one_connection_is_rate_limited_and_others_are_not(
     noisy, quiet = app_keys(worker, "invoices:read"), app_keys(worker, "invoices:read")
     codes = [
         (
-            answer(noisy, worker, worker.handle(request(worker, noisy, "get_info", {}), 0.0))[
-                "error"
-            ]
+            answer(
+                noisy, worker, worker.handle(request(worker, noisy, "get_info", {}), time.time())
+            )["error"]
             or {}
         ).get("code")
         for _ in range(4)
     ]
     assert codes == [None, None, None, "RATE_LIMITED"]
-    body = answer(quiet, worker, worker.handle(request(worker, quiet, "get_info", {}), 0.0))
+    body = answer(quiet, worker, worker.handle(request(worker, quiet, "get_info", {}), time.time()))
     assert body["error"] is None
 
 
@@ -181,7 +181,7 @@ def test_bad_params_are_answered_with_an_error_not_a_crash(worker: NwcWorker) ->
         ("list_transactions", {"limit": -3}),
         ("list_transactions", {"type": "sideways"}),
     ]:
-        body = answer(app, worker, worker.handle(request(worker, app, method, params), 0.0))
+        body = answer(app, worker, worker.handle(request(worker, app, method, params), time.time()))
         assert body["result_type"] == method and body["error"]["code"] == "OTHER", method
     body = answer(
         app,
@@ -191,17 +191,17 @@ def test_bad_params_are_answered_with_an_error_not_a_crash(worker: NwcWorker) ->
         ),
     )
     assert body["error"]["code"] == "NOT_FOUND"
-    assert worker.handle({"kind": 23194, "content": "junk"}, 0.0) is None  # dropped
+    assert worker.handle({"kind": 23194, "content": "junk"}, time.time()) is None  # dropped
 
 
 def test_strangers_share_one_bucket_and_past_it_get_no_answer(worker: NwcWorker) -> None:
     answers = []
     for _ in range(4):
         stranger = ns.Keys.generate()
-        answers.append(worker.handle(request(worker, stranger, "get_info", {}), 0.0))
+        answers.append(worker.handle(request(worker, stranger, "get_info", {}), time.time()))
     assert [a is not None for a in answers] == [True, True, True, False]
     app = app_keys(worker, "invoices:read")  # a real connection has its own bucket
-    body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), 0.0))
+    body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), time.time()))
     assert body["error"] is None
 
 
@@ -555,3 +555,47 @@ def test_a_settle_within_the_hold_cancel_margin_is_other_and_cancels(worker: Nwc
     assert late["error"]["message"].startswith("Too late to settle")
     state, _, reason = stored(worker, payment_hash)
     assert state == "CANCELED" and reason is not None and reason in late["error"]["message"]
+
+
+def dated(
+    app: ns.Keys, worker: NwcWorker, created_at: int, params: dict[str, Any]
+) -> dict[str, Any]:
+    """A make_invoice request signed by `app` with its own `created_at`."""
+    service = ns.PublicKey.parse(wallet_key(worker, app))
+    content = p.encrypt(
+        app, service, p.NIP44, json.dumps({"method": "make_invoice", "params": params})
+    )
+    tags = [["p", wallet_key(worker, app)], ["encryption", p.NIP44]]
+    builder = (
+        ns.EventBuilder(ns.Kind(p.REQUEST), content)
+        .tags([ns.Tag.parse(t) for t in tags])
+        .custom_created_at(ns.Timestamp.from_secs(created_at))
+    )
+    return json.loads(app.sign_event(builder.finalize_unsigned(app.public_key())).as_json())
+
+
+def test_a_request_replayed_after_it_was_forgotten_is_dropped_and_mints_nothing(
+    worker: NwcWorker,
+) -> None:
+    # Answered requests are kept 7 days, then forgotten. Anyone who saw the
+    # signed request (a relay, whoever read it from one) can send it again
+    # after that; it must not mint a second invoice. Alby Hub ignores
+    # make_invoice requests over 6 hours old.
+    from lnplugin.nwc.worker import REQUEST_MEMORY
+
+    app = app_keys(worker, "invoices:create")
+    now = int(time.time())
+    event = dated(app, worker, now, {"amount": 5000})
+    assert answer(app, worker, worker.handle(event, now))["result"]["amount"] == 5000
+    later = now + REQUEST_MEMORY + 60
+    with worker.store.transaction() as tx:
+        db.prune_requests(tx, later - REQUEST_MEMORY)  # the hourly prune, a week on
+    assert db.response(worker.store.conn, event["id"]) is None
+    assert worker.handle(event, later) is None
+    # Dated far ahead, a request would outlive its memory the same way.
+    ahead = dated(app, worker, now + 2 * 86400, {"amount": 6000})
+    assert worker.handle(ahead, now) is None
+    # Within the window: answered (a client clock a few minutes off is fine).
+    skewed = dated(app, worker, now + 300, {"amount": 7000})
+    assert answer(app, worker, worker.handle(skewed, now))["result"]["amount"] == 7000
+    assert minted(worker) == 2

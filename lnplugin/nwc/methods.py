@@ -26,6 +26,14 @@ from lnplugin.store import nwc as db
 from lnplugin.store.models import StoredInvoice
 
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# What a BOLT11 invoice can carry: 21 million bitcoin, and a `d` field of at
+# most 639 bytes of UTF-8 (the HTTP API's limits too, `api/schemas.py`).
+MAX_MSAT = 21_000_000 * 100_000_000 * 1000
+MAX_DESCRIPTION_BYTES = 639
+MAX_EXPIRY = 31_536_000  # a year, in seconds
+# SQLite's integers are 64-bit signed: a larger `from`, `until`, `limit` or
+# `offset` would overflow the query.
+MAX_INT64 = 2**63 - 1
 # How each refusal of `lnplugin.invoicing` is answered, in NIP-47 codes.
 _CODES: dict[type[invoicing.InvoicingError], str] = {
     invoicing.Unsupported: "NOT_IMPLEMENTED",
@@ -69,13 +77,18 @@ class Methods:
         params = request.params
         if request.method == "lookup_invoice":
             payment_hash, bolt11 = params.get("payment_hash"), params.get("invoice")
-            if not isinstance(payment_hash, str) and not isinstance(bolt11, str):
+            for name, value in (("payment_hash", payment_hash), ("invoice", bolt11)):
+                if value is not None and not isinstance(value, str):
+                    raise p.Refuse("OTHER", f"{name} must be a string")
+            if payment_hash is None and bolt11 is None:
                 raise p.Refuse("OTHER", "payment_hash or invoice is required")
+            # Hex and bech32 are case-insensitive: a BOLT11 scanned from a QR
+            # code is often all upper case. Stored, both are lower case.
             inv = db.lookup(
                 self.store.conn,
                 types,
-                payment_hash if isinstance(payment_hash, str) else None,
-                bolt11 if isinstance(bolt11, str) else None,
+                payment_hash.lower() if payment_hash is not None else None,
+                bolt11.strip().lower() if bolt11 is not None else None,
             )
             if inv is None:
                 raise p.Refuse("NOT_FOUND", "no such invoice")
@@ -96,10 +109,13 @@ class Methods:
             value = params.get(name)
             if value is None:
                 return None
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT64:
                 raise p.Refuse("OTHER", f"{name} must be a non-negative integer")
             return value
 
+        unpaid = params.get("unpaid", False)
+        if unpaid is not None and not isinstance(unpaid, bool):
+            raise p.Refuse("OTHER", "unpaid must be true or false")
         wanted = params.get("type")
         if wanted is not None:
             if wanted not in ("incoming", "outgoing"):
@@ -114,7 +130,7 @@ class Methods:
             until=number("until"),
             limit=min(number("limit") or 20, p.MAX_PAGE),
             offset=number("offset") or 0,
-            unpaid=bool(params.get("unpaid", False)),
+            unpaid=bool(unpaid),
         )
         return {"transactions": [p.transaction(r) for r in rows]}
 
@@ -225,19 +241,30 @@ def _hex64(params: dict[str, Any], name: str) -> str:
 def _invoice_request(params: dict[str, Any]) -> tuple[InvoiceRequest, dict[str, Any] | None]:
     """make_invoice's and make_hold_invoice's shared parameters, checked."""
     amount = params.get("amount")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-        raise p.Refuse("OTHER", "amount (msat) must be a non-negative integer")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_MSAT:
+        raise p.Refuse("OTHER", f"amount (msat) must be an integer from 0 to {MAX_MSAT}")
     description = params.get("description")
     description_hash = params.get("description_hash")
     expiry = params.get("expiry") or 86400
-    if description is not None and not isinstance(description, str):
-        raise p.Refuse("OTHER", "description must be a string")
+    if description is not None:
+        if not isinstance(description, str):
+            raise p.Refuse("OTHER", "description must be a string")
+        try:
+            size = len(description.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate (\ud800) JSON lets through
+            raise p.Refuse("OTHER", "description must be valid Unicode") from None
+        if size > MAX_DESCRIPTION_BYTES:
+            raise p.Refuse(
+                "OTHER",
+                f"description must be at most {MAX_DESCRIPTION_BYTES} bytes of UTF-8 (the BOLT11"
+                " limit); send description_hash for a longer one",
+            )
     if description_hash is not None and (
         not isinstance(description_hash, str) or not HEX64.fullmatch(description_hash)
     ):
         raise p.Refuse("OTHER", "description_hash must be 64 hex characters")
-    if not isinstance(expiry, int) or not 1 <= expiry <= 31_536_000:
-        raise p.Refuse("OTHER", "expiry must be 1 to 31536000 seconds")
+    if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= MAX_EXPIRY:
+        raise p.Refuse("OTHER", f"expiry must be 1 to {MAX_EXPIRY} seconds")
     metadata = params.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict) or not p.metadata_fits(metadata)):
         metadata = None  # NIP-47: over 4096 characters it MUST be dropped

@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 RESUBSCRIBE_MARGIN = 120  # seconds before the last answered request a resubscription starts
 RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
 REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
+# How far a request's `created_at` may be from our clock. A request dated
+# further back than REQUEST_MEMORY less this, or further ahead than this,
+# is dropped: its answer may already be forgotten (or would be before the
+# request is), so a replay could not be told from a new request and would
+# mint again.
+CLOCK_SKEW = 3600
 QUEUE_MAX = 10_000
 SEND_CHUNK = 16  # notification events built before they are sent (see `_send`)
 STRANGERS = -1  # the rate-limit bucket of every key without a connection
@@ -251,6 +257,10 @@ class NwcWorker:
             if keys is None:
                 raise p.Drop("request is addressed to another wallet")
             request = p.read_request(event, keys, int(now))
+            if not now - REQUEST_MEMORY + CLOCK_SKEW <= request.created_at <= now + CLOCK_SKEW:
+                raise p.Drop(
+                    f"request dated {request.created_at}, too far from now to be answered once"
+                )
         except p.Drop as exc:
             self.dropped += 1
             log.info("nwc: dropped event %s: %s", str(raw.get("id", "?"))[:16], exc)

@@ -279,15 +279,20 @@ def transactions(
     offset: int,
     unpaid: bool,
 ) -> list[StoredInvoice]:
-    """Newest first, by creation time, as NIP-47's examples list them."""
+    """Newest first, by creation time, as NIP-47 lists them.
+
+    `since` and `until` (inclusive) apply to when a transaction settled, and
+    to its creation while it is unsettled (Alby Hub's go by its last update),
+    so an app catching up `from` the last time it knows of also finds an
+    invoice made before that time and paid after it."""
     marks = ", ".join("?" * len(types))
     where = [f"type IN ({marks})"]
     args: list[object] = list(types)
     if since is not None:
-        where.append("created_at >= ?")
+        where.append("COALESCE(settled_at, created_at) >= ?")
         args.append(since)
     if until is not None:
-        where.append("created_at <= ?")
+        where.append("COALESCE(settled_at, created_at) <= ?")
         args.append(until)
     if not unpaid:
         where.append("state = 'SETTLED'")

@@ -23,7 +23,6 @@ never pays less than the price.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import re
@@ -37,7 +36,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation, l
 from typing import Any
 
 from lnplugin import pinned_http
-from lnplugin.ssrf import Refused, check_url
+from lnplugin.ssrf import check_url
 
 MAX_RESPONSE_BYTES = 64 * 1024  # a ticker answer is a few hundred bytes
 
@@ -289,8 +288,17 @@ class FiatRates:
         for provider, future in futures:
             try:
                 answered.append((provider.name, future.result()))
-            except (OSError, ValueError, Refused, http.client.HTTPException) as exc:
-                log.warning("fiat rate provider %s (%s): %s", provider.name, currency, exc)
+            except Exception as exc:
+                # Whatever a provider's failure (a network error, or an answer
+                # no parser takes: JSON nested past the recursion limit, an
+                # exponent no Decimal holds), it is left out, never a 500.
+                log.warning(
+                    "fiat rate provider %s (%s): %s: %s",
+                    provider.name,
+                    currency,
+                    exc.__class__.__name__,
+                    str(exc)[:200],
+                )
         if not answered:
             return None
         value = statistics.median(rate for _, rate in answered)

@@ -1,7 +1,8 @@
 """Local HTTP servers that answer as exchange-rate (ticker) APIs do.
 
 Each `Ticker` serves `GET /<currency>` with the JSON its test set for that
-currency, or a 500 while `down` is set; `closed_port()` is a port nothing
+currency (or, for `bytes`, those bytes as they are: a provider answering
+garbage), or a 500 while `down` is set; `closed_port()` is a port nothing
 listens on (a provider that is off). Real TCP, no mocks.
 """
 
@@ -30,7 +31,8 @@ class Ticker:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = json.dumps(ticker.answers[key]).encode()
+                answer = ticker.answers[key]
+                body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -158,3 +158,29 @@ def test_without_providers_fiat_pricing_is_off_and_fiat_fields_stay_null(
         assert "--fiat-provider" in reply.json()["errors"]["currency"]
         inv = srv.request("POST", "/invoices", json={"amount": 1}).json()
         assert inv["fiat_currency"] is None and inv["fiat_in_cents"] is None
+
+
+def test_a_provider_answering_garbage_is_left_out_not_a_500(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """JSON nested past Python's recursion limit, and a number whose exponent
+    no Decimal holds, are a provider's garbage like any other: left out, so
+    the others' median prices the invoice, and with none left a 503."""
+    good = Ticker({"usd": {"rate": "60000"}})
+    nested = Ticker({"usd": b"[" * 60_000, "gbp": b"[" * 60_000})
+    huge = Ticker({"usd": b'{"rate": 1e999999999999999999999}', "gbp": b'{"rate": 1e99999999999}'})
+    spec = [good.provider("good"), nested.provider("nested"), huge.provider("huge")]
+    args = [arg for s in spec for arg in ("--fiat-provider", s)]
+    try:
+        with Server(
+            tmp_path_factory.mktemp("garbage") / "data", *args, "--fiat-allow", "127.0.0.1/32"
+        ) as srv:
+            priced = srv.request("POST", "/invoices", json={"currency": "USD", "amount": 100})
+            assert priced.status_code == 201, priced.text
+            assert priced.json()["price"]["rate_source"] == "median of good"
+            none = srv.request("POST", "/invoices", json={"currency": "GBP", "amount": 100})
+            assert none.status_code == 503, none.text
+            assert "no GBP rate" in none.json()["message"]
+    finally:
+        for t in (good, nested, huge):
+            t.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import statistics
 import threading
@@ -125,7 +126,13 @@ PRESETS: dict[str, tuple[str, str]] = {
 
 
 class RatesUnavailable(Exception):
-    """No rate recent enough for the currency; the message says why."""
+    """No rate recent enough for the currency; the message says why, and
+    `retry_after` in how many seconds the providers are next asked (sooner,
+    a retry would get the same answer)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,11 +276,15 @@ class FiatRates:
                 fresh = self._fetch_median(currency, now)
                 if fresh is not None:
                     self._cache[currency] = cached = fresh
+            next_ask = self._tried[currency] + self.cache_ttl
         if cached is None or now - cached.at > self.max_age:
             why = "no provider answered" if cached is None else "every rate is too old"
+            wait = max(1, math.ceil(next_ask - now))
             raise RatesUnavailable(
                 f"no {currency} rate is available: {why} (providers: "
-                f"{', '.join(p.name for p in self.providers)}); try again shortly"
+                f"{', '.join(p.name for p in self.providers)}); they are asked again "
+                f"in {wait} s",
+                wait,
             )
         return cached
 

@@ -184,3 +184,32 @@ def test_a_provider_answering_garbage_is_left_out_not_a_500(
     finally:
         for t in (good, nested, huge):
             t.close()
+
+
+def test_retry_after_says_when_the_providers_are_next_asked(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """After a failed round the providers are not asked again for
+    --fiat-cache-ttl seconds: a client told to come back sooner would only
+    get the same 503."""
+    ticker = Ticker({})
+    args = ("--fiat-provider", ticker.provider("only"), "--fiat-allow", "127.0.0.1/32")
+    try:
+        with Server(
+            tmp_path_factory.mktemp("retry") / "data", *args, "--fiat-cache-ttl", "3600"
+        ) as srv:
+            body = {"currency": "USD", "amount": 100}
+            first = srv.request("POST", "/invoices", json=body)
+            assert first.status_code == 503
+            assert 3000 < int(first.headers["Retry-After"]) <= 3600
+            ticker.answers["usd"] = {"rate": "60000"}  # back, but not asked before the TTL
+            again = srv.request("POST", "/invoices", json=body)
+            assert again.status_code == 503 and int(again.headers["Retry-After"]) > 3000
+        with Server(
+            tmp_path_factory.mktemp("retry0") / "data", *args, "--fiat-cache-ttl", "0"
+        ) as srv:
+            ticker.answers.clear()
+            refused = srv.request("POST", "/invoices", json=body)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    finally:
+        ticker.close()

@@ -250,7 +250,11 @@ class FiatRates:
         self._clock = clock
         self._cache: dict[str, Rate] = {}
         self._tried: dict[str, float] = {}  # currency -> when the providers were last asked
-        self._lock = threading.Lock()
+        # One lock per currency: a fetch (which may wait for a slow provider's
+        # timeout) holds up creates in its own currency only, not a BTC
+        # invoice's display price or another currency's cached rate.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, len(self.providers)), "lnplugin-fiat")
 
     @property
@@ -266,7 +270,9 @@ class FiatRates:
         currency = currency.upper()
         if not self.providers:
             raise RatesUnavailable("fiat pricing is off: no --fiat-provider is configured")
-        with self._lock:  # one fetch per currency at a time; others wait for its result
+        with self._locks_lock:
+            lock = self._locks.setdefault(currency, threading.Lock())
+        with lock:  # one fetch per currency at a time; others wait for its result
             now = self._clock()
             cached = self._cache.get(currency)
             # Ask again once the TTL has passed since the last attempt, answered or not,

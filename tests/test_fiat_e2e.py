@@ -8,11 +8,14 @@ the display currency is EUR.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import bolt11 as reference
 import pytest
+import requests
 
 from lnplugin import fiat
 from tests.e2e import Server
@@ -211,5 +214,51 @@ def test_retry_after_says_when_the_providers_are_next_asked(
             ticker.answers.clear()
             refused = srv.request("POST", "/invoices", json=body)
             assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    finally:
+        ticker.close()
+
+
+def test_a_hanging_provider_holds_up_only_its_own_currency(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """While the USD providers are asked (and one hangs), a BTC invoice (whose
+    EUR display price is cached) and a EUR-priced one are made at once: they
+    do not queue behind another currency's fetch."""
+    ticker = Ticker({"usd": {"rate": "60000"}, "eur": {"rate": "50000"}})
+    ticker.held.add("usd")
+    args = (
+        "--fiat-provider",
+        ticker.provider("only"),
+        "--fiat-allow",
+        "127.0.0.1/32",
+        "--display-currency",
+        "EUR",
+    )
+    usd: list[Any] = []
+    try:
+        with Server(tmp_path_factory.mktemp("hang") / "data", *args) as srv:
+            assert srv.request("POST", "/invoices", json={"amount": 1}).status_code == 201
+            auth = {"Authorization": f"Bearer {srv.token}"}
+            waiting = threading.Thread(
+                target=lambda: usd.append(
+                    requests.post(
+                        srv.url + "/invoices",
+                        json={"currency": "USD", "amount": 100},
+                        headers=auth,
+                        timeout=60,
+                    )
+                )
+            )
+            waiting.start()
+            assert ticker.asked.wait(30)
+            btc = srv.request("POST", "/invoices", json={"amount": 10_000})
+            eur = srv.request("POST", "/invoices", json={"currency": "EUR", "amount": 100})
+            # Both answered while the USD create still waits on its provider.
+            assert waiting.is_alive() and not usd
+            assert btc.status_code == 201 and btc.json()["fiat_in_cents"] == 500
+            assert eur.status_code == 201, eur.text
+            ticker.release.set()
+            waiting.join(30)
+            assert usd[0].status_code == 201, usd[0].text
     finally:
         ticker.close()

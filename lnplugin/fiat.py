@@ -255,7 +255,12 @@ class FiatRates:
         # invoice's display price or another currency's cached rate.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max(1, len(self.providers)), "lnplugin-fiat")
+        # A thread per provider for each currency that may be fetched at once
+        # (started only when needed): a provider hanging on one currency's
+        # fetch must not hold another currency's turn to ask it.
+        self._pool = ThreadPoolExecutor(
+            max(1, len(self.providers)) * len(MINOR_UNITS), "lnplugin-fiat"
+        )
 
     @property
     def enabled(self) -> bool:

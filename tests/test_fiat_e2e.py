@@ -218,12 +218,14 @@ def test_retry_after_says_when_the_providers_are_next_asked(
         ticker.close()
 
 
+@pytest.mark.parametrize("ttl", ["60", "0"])
 def test_a_hanging_provider_holds_up_only_its_own_currency(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, ttl: str
 ) -> None:
-    """While the USD providers are asked (and one hangs), a BTC invoice (whose
-    EUR display price is cached) and a EUR-priced one are made at once: they
-    do not queue behind another currency's fetch."""
+    """While the USD providers are asked (and one hangs), a BTC invoice (with
+    a EUR display price) and a EUR-priced one are made at once: they do not
+    queue behind another currency's fetch, whether the EUR rate is cached
+    (TTL 60) or asked for again (TTL 0) of the same provider."""
     ticker = Ticker({"usd": {"rate": "60000"}, "eur": {"rate": "50000"}})
     ticker.held.add("usd")
     args = (
@@ -233,6 +235,8 @@ def test_a_hanging_provider_holds_up_only_its_own_currency(
         "127.0.0.1/32",
         "--display-currency",
         "EUR",
+        "--fiat-cache-ttl",
+        ttl,
     )
     usd: list[Any] = []
     try:

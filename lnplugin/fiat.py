@@ -23,9 +23,9 @@ never pays less than the price.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
+import math
 import re
 import statistics
 import threading
@@ -37,7 +37,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation, l
 from typing import Any
 
 from lnplugin import pinned_http
-from lnplugin.ssrf import Refused, check_url
+from lnplugin.ssrf import check_url
 
 MAX_RESPONSE_BYTES = 64 * 1024  # a ticker answer is a few hundred bytes
 
@@ -126,7 +126,13 @@ PRESETS: dict[str, tuple[str, str]] = {
 
 
 class RatesUnavailable(Exception):
-    """No rate recent enough for the currency; the message says why."""
+    """No rate recent enough for the currency; the message says why, and
+    `retry_after` in how many seconds the providers are next asked (sooner,
+    a retry would get the same answer)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +250,17 @@ class FiatRates:
         self._clock = clock
         self._cache: dict[str, Rate] = {}
         self._tried: dict[str, float] = {}  # currency -> when the providers were last asked
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max(1, len(self.providers)), "lnplugin-fiat")
+        # One lock per currency: a fetch (which may wait for a slow provider's
+        # timeout) holds up creates in its own currency only, not a BTC
+        # invoice's display price or another currency's cached rate.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        # A thread per provider for each currency that may be fetched at once
+        # (started only when needed): a provider hanging on one currency's
+        # fetch must not hold another currency's turn to ask it.
+        self._pool = ThreadPoolExecutor(
+            max(1, len(self.providers)) * len(MINOR_UNITS), "lnplugin-fiat"
+        )
 
     @property
     def enabled(self) -> bool:
@@ -260,7 +275,9 @@ class FiatRates:
         currency = currency.upper()
         if not self.providers:
             raise RatesUnavailable("fiat pricing is off: no --fiat-provider is configured")
-        with self._lock:  # one fetch per currency at a time; others wait for its result
+        with self._locks_lock:
+            lock = self._locks.setdefault(currency, threading.Lock())
+        with lock:  # one fetch per currency at a time; others wait for its result
             now = self._clock()
             cached = self._cache.get(currency)
             # Ask again once the TTL has passed since the last attempt, answered or not,
@@ -270,11 +287,15 @@ class FiatRates:
                 fresh = self._fetch_median(currency, now)
                 if fresh is not None:
                     self._cache[currency] = cached = fresh
+            next_ask = self._tried[currency] + self.cache_ttl
         if cached is None or now - cached.at > self.max_age:
             why = "no provider answered" if cached is None else "every rate is too old"
+            wait = max(1, math.ceil(next_ask - now))
             raise RatesUnavailable(
                 f"no {currency} rate is available: {why} (providers: "
-                f"{', '.join(p.name for p in self.providers)}); try again shortly"
+                f"{', '.join(p.name for p in self.providers)}); they are asked again "
+                f"in {wait} s",
+                wait,
             )
         return cached
 
@@ -289,8 +310,17 @@ class FiatRates:
         for provider, future in futures:
             try:
                 answered.append((provider.name, future.result()))
-            except (OSError, ValueError, Refused, http.client.HTTPException) as exc:
-                log.warning("fiat rate provider %s (%s): %s", provider.name, currency, exc)
+            except Exception as exc:
+                # Whatever a provider's failure (a network error, or an answer
+                # no parser takes: JSON nested past the recursion limit, an
+                # exponent no Decimal holds), it is left out, never a 500.
+                log.warning(
+                    "fiat rate provider %s (%s): %s: %s",
+                    provider.name,
+                    currency,
+                    exc.__class__.__name__,
+                    str(exc)[:200],
+                )
         if not answered:
             return None
         value = statistics.median(rate for _, rate in answered)

@@ -1,8 +1,11 @@
 """Local HTTP servers that answer as exchange-rate (ticker) APIs do.
 
 Each `Ticker` serves `GET /<currency>` with the JSON its test set for that
-currency, or a 500 while `down` is set; `closed_port()` is a port nothing
-listens on (a provider that is off). Real TCP, no mocks.
+currency (or, for `bytes`, those bytes as they are: a provider answering
+garbage), or a 500 while `down` is set. A currency in `held` is answered
+only once `release` is set (a provider that hangs; `asked` is set when
+such a request arrives). `closed_port()` is a port nothing listens on (a
+provider that is off). Real TCP, no mocks.
 """
 
 from __future__ import annotations
@@ -19,18 +22,25 @@ class Ticker:
         self.answers: dict[str, Any] = dict(answers or {})
         self.down = False
         self.hits = 0
+        self.held: set[str] = set()
+        self.asked = threading.Event()
+        self.release = threading.Event()
         ticker = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 ticker.hits += 1
                 key = self.path.strip("/").split("?")[0]
+                if key in ticker.held:
+                    ticker.asked.set()
+                    ticker.release.wait(60)
                 if ticker.down or key not in ticker.answers:
                     self.send_response(500 if ticker.down else 404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = json.dumps(ticker.answers[key]).encode()
+                answer = ticker.answers[key]
+                body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -52,6 +62,7 @@ class Ticker:
         return f"{name}=http://127.0.0.1:{self.port}/{{currency}}|{path}"
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -8,11 +8,14 @@ the display currency is EUR.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import bolt11 as reference
 import pytest
+import requests
 
 from lnplugin import fiat
 from tests.e2e import Server
@@ -158,3 +161,108 @@ def test_without_providers_fiat_pricing_is_off_and_fiat_fields_stay_null(
         assert "--fiat-provider" in reply.json()["errors"]["currency"]
         inv = srv.request("POST", "/invoices", json={"amount": 1}).json()
         assert inv["fiat_currency"] is None and inv["fiat_in_cents"] is None
+
+
+def test_a_provider_answering_garbage_is_left_out_not_a_500(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """JSON nested past Python's recursion limit, and a number whose exponent
+    no Decimal holds, are a provider's garbage like any other: left out, so
+    the others' median prices the invoice, and with none left a 503."""
+    good = Ticker({"usd": {"rate": "60000"}})
+    nested = Ticker({"usd": b"[" * 60_000, "gbp": b"[" * 60_000})
+    huge = Ticker({"usd": b'{"rate": 1e999999999999999999999}', "gbp": b'{"rate": 1e99999999999}'})
+    spec = [good.provider("good"), nested.provider("nested"), huge.provider("huge")]
+    args = [arg for s in spec for arg in ("--fiat-provider", s)]
+    try:
+        with Server(
+            tmp_path_factory.mktemp("garbage") / "data", *args, "--fiat-allow", "127.0.0.1/32"
+        ) as srv:
+            priced = srv.request("POST", "/invoices", json={"currency": "USD", "amount": 100})
+            assert priced.status_code == 201, priced.text
+            assert priced.json()["price"]["rate_source"] == "median of good"
+            none = srv.request("POST", "/invoices", json={"currency": "GBP", "amount": 100})
+            assert none.status_code == 503, none.text
+            assert "no GBP rate" in none.json()["message"]
+    finally:
+        for t in (good, nested, huge):
+            t.close()
+
+
+def test_retry_after_says_when_the_providers_are_next_asked(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """After a failed round the providers are not asked again for
+    --fiat-cache-ttl seconds: a client told to come back sooner would only
+    get the same 503."""
+    ticker = Ticker({})
+    args = ("--fiat-provider", ticker.provider("only"), "--fiat-allow", "127.0.0.1/32")
+    try:
+        with Server(
+            tmp_path_factory.mktemp("retry") / "data", *args, "--fiat-cache-ttl", "3600"
+        ) as srv:
+            body = {"currency": "USD", "amount": 100}
+            first = srv.request("POST", "/invoices", json=body)
+            assert first.status_code == 503
+            assert 3000 < int(first.headers["Retry-After"]) <= 3600
+            ticker.answers["usd"] = {"rate": "60000"}  # back, but not asked before the TTL
+            again = srv.request("POST", "/invoices", json=body)
+            assert again.status_code == 503 and int(again.headers["Retry-After"]) > 3000
+        with Server(
+            tmp_path_factory.mktemp("retry0") / "data", *args, "--fiat-cache-ttl", "0"
+        ) as srv:
+            ticker.answers.clear()
+            refused = srv.request("POST", "/invoices", json=body)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    finally:
+        ticker.close()
+
+
+@pytest.mark.parametrize("ttl", ["60", "0"])
+def test_a_hanging_provider_holds_up_only_its_own_currency(
+    tmp_path_factory: pytest.TempPathFactory, ttl: str
+) -> None:
+    """While the USD providers are asked (and one hangs), a BTC invoice (with
+    a EUR display price) and a EUR-priced one are made at once: they do not
+    queue behind another currency's fetch, whether the EUR rate is cached
+    (TTL 60) or asked for again (TTL 0) of the same provider."""
+    ticker = Ticker({"usd": {"rate": "60000"}, "eur": {"rate": "50000"}})
+    ticker.held.add("usd")
+    args = (
+        "--fiat-provider",
+        ticker.provider("only"),
+        "--fiat-allow",
+        "127.0.0.1/32",
+        "--display-currency",
+        "EUR",
+        "--fiat-cache-ttl",
+        ttl,
+    )
+    usd: list[Any] = []
+    try:
+        with Server(tmp_path_factory.mktemp("hang") / "data", *args) as srv:
+            assert srv.request("POST", "/invoices", json={"amount": 1}).status_code == 201
+            auth = {"Authorization": f"Bearer {srv.token}"}
+            waiting = threading.Thread(
+                target=lambda: usd.append(
+                    requests.post(
+                        srv.url + "/invoices",
+                        json={"currency": "USD", "amount": 100},
+                        headers=auth,
+                        timeout=60,
+                    )
+                )
+            )
+            waiting.start()
+            assert ticker.asked.wait(30)
+            btc = srv.request("POST", "/invoices", json={"amount": 10_000})
+            eur = srv.request("POST", "/invoices", json={"currency": "EUR", "amount": 100})
+            # Both answered while the USD create still waits on its provider.
+            assert waiting.is_alive() and not usd
+            assert btc.status_code == 201 and btc.json()["fiat_in_cents"] == 500
+            assert eur.status_code == 201, eur.text
+            ticker.release.set()
+            waiting.join(30)
+            assert usd[0].status_code == 201, usd[0].text
+    finally:
+        ticker.close()

@@ -462,6 +462,32 @@ def test_the_callback_rate_limit_answers_429_with_its_headers(tmp_path: Path) ->
         assert _public(srv, "/.well-known/lnurlp/rl").status_code == 200
 
 
+@pytest.mark.parametrize("trust", ["0", "1"])
+def test_x_forwarded_for_picks_the_bucket_only_behind_a_trusted_proxy(
+    tmp_path: Path, trust: str
+) -> None:
+    """Without --trust-proxy a client's own X-Forwarded-For is ignored (it
+    cannot choose a fresh bucket); with --trust-proxy 1 the address the proxy
+    appended is the client's, so two clients behind it have their own."""
+    port = free_port()
+    args = ("--public-url", f"http://127.0.0.1:{port}", "--port", str(port))
+    with Server(
+        tmp_path / "data", *args, "--rate-limit", "1/minute", "--trust-proxy", trust
+    ) as srv:
+        assert srv.request("POST", "/lightning_addresses", json={"username": "px"}).ok
+        replies = [
+            requests.get(
+                srv.url + "/.well-known/lnurlp/px",
+                headers={"X-Forwarded-For": f"spoofed, 203.0.113.{n}"},
+                timeout=10,
+            )
+            for n in (1, 2, 1)
+        ]
+        codes = [r.status_code for r in replies]
+        assert codes == ([200, 429, 429] if trust == "0" else [200, 200, 429])
+        assert replies[2].json()["status"] == "ERROR" and int(replies[2].headers["Retry-After"]) > 0
+
+
 def test_public_routes_name_the_missing_public_url_setting(tmp_path: Path) -> None:
     with Server(tmp_path / "data") as srv:
         assert srv.request("POST", "/lightning_addresses", json={"username": "x"}).ok

@@ -125,7 +125,7 @@ def _price(body: InvoiceCreate) -> dict[str, Any]:
     try:
         rate = svc.fiat.rate(currency)
     except fiat.RatesUnavailable as exc:
-        raise APIError(503, str(exc), headers={"Retry-After": "30"}) from None
+        raise APIError(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     amount = body.price or 0
     msat = fiat.to_msat(amount, currency, rate.value)
     if msat > MAX_MSAT:

@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
 SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the rest
+# Deliveries in flight to one target (an endpoint, or an invoice `webhook` URL)
+# at most: a receiver that does not answer gets half the senders, never all.
+PER_TARGET = SENDERS // 2
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
 PARK = 60.0  # seconds a row whose outcome could not be recorded is not dispatched again
@@ -125,6 +129,9 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(senders, thread_name_prefix="lnplugin-webhook")
         self._handout = Handout(senders, PARK)  # delivery rows out, by row id
+        self.per_target = max(1, senders // 2)
+        self._targets: dict[int, tuple[str, str]] = {}  # rows out -> their `db.target`
+        self._targets_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
 
@@ -180,17 +187,43 @@ class DeliveryWorker:
             with self.store.transaction(wake=False) as tx:
                 backlog = db.fan_out(tx) == db.FAN_OUT_BATCH
         now = time.time()
-        rows = self._handout.take(
-            lambda busy, free: db.due(conn, now, busy, free), lambda row: row["id"]
-        )
+        rows = self._handout.take(lambda busy, free: self._due(now, busy, free), lambda r: r["id"])
         for row in rows:
             self._pool.submit(self._deliver, row)
         if backlog:
             return 0.0  # the fan-out read a full batch: there may be more
-        next_at = db.next_due_at(conn, self._handout.busy())
+        next_at = db.next_due_at(conn, self._handout.busy(), self._full_targets())
         if next_at is None:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
+
+    def _full_targets(self) -> set[tuple[str, str]]:
+        """Targets with `per_target` deliveries in flight: no more go to them."""
+        with self._targets_lock:
+            counts = Counter(self._targets.values())
+        return {t for t, n in counts.items() if n >= self.per_target}
+
+    def _due(self, now: float, busy: set[int], free: int) -> list[Any]:
+        """Up to `free` due rows, at most `per_target` in flight per target.
+
+        Full targets are left out in SQL; the rest are capped here, from a
+        wider read, so that a target with many due rows cannot fill the
+        senders in one step either."""
+        with self._targets_lock:
+            counts = Counter(self._targets.values())
+        full = {t for t, n in counts.items() if n >= self.per_target}
+        picked = []
+        for row in db.due(self.store.conn, now, busy, free * self.per_target, full):
+            key = db.target(row)
+            if counts[key] >= self.per_target:
+                continue
+            counts[key] += 1
+            picked.append(row)
+            if len(picked) == free:
+                break
+        with self._targets_lock:
+            self._targets.update((row["id"], db.target(row)) for row in picked)
+        return picked
 
     def _deliver(self, row: Any) -> None:
         parked = False
@@ -228,6 +261,8 @@ class DeliveryWorker:
         finally:
             # Only now, with the outcome committed, may `due` hand this row out
             # again: a redeliver during the attempt then gets its own, later one.
+            with self._targets_lock:
+                self._targets.pop(row["id"], None)
             self._handout.release(row["id"], parked)
             self._wake.set()
 

@@ -204,7 +204,9 @@ class Received:
 class Receiver:
     """A local webhook receiver. `script[path]` lists status codes to answer in
     turn (the last one repeats); unscripted paths answer 200. A path in
-    `hold` blocks its first request until `release` is set. `overlapped` lists
+    `hold` blocks its first request until `release` is set; a path in
+    `stall` blocks every request until then (`stalled` counts them, and
+    `most_stalled` is the most that were blocked at once). `overlapped` lists
     the webhook-id of every request that arrived while another with the same
     id was still unanswered: a sender must never have two attempts of one
     delivery open at once."""
@@ -216,6 +218,9 @@ class Receiver:
     held: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     overlapped: list[str] = field(default_factory=list)
+    stall: set[str] = field(default_factory=set)
+    stalled: int = 0
+    most_stalled: int = 0
 
     def __post_init__(self) -> None:
         receiver = self
@@ -237,9 +242,17 @@ class Receiver:
                     code = answers.pop(0) if len(answers) > 1 else answers[0]
                     holding = path in receiver.hold
                     receiver.hold.discard(path)
+                    stalling = path in receiver.stall
+                    if stalling:
+                        receiver.stalled += 1
+                        receiver.most_stalled = max(receiver.most_stalled, receiver.stalled)
                 if holding:
                     receiver.held.set()
                     receiver.release.wait(30)
+                if stalling:
+                    receiver.release.wait(30)
+                    with receiver._lock:
+                        receiver.stalled -= 1
                 with receiver._lock:
                     # Answered from here on: the sender's next attempt can only
                     # start after reading this answer, so it is no overlap.

@@ -128,6 +128,28 @@ def test_deleted_endpoint_receives_nothing_more(server: Server, receiver: Receiv
     assert [r.path for r in receiver.received] == ["/still"]
 
 
+def test_a_receiver_that_never_answers_does_not_hold_up_another_endpoint(
+    server: Server, receiver: Receiver
+) -> None:
+    """Twelve events go to a receiver that never answers and to one that
+    does. The stalled one may have at most half of the 8 senders, so every
+    delivery to the other goes out while the stalled attempts are still
+    open (none of them has an outcome yet), not after they time out."""
+    receiver.stall.add("/stalled")
+    stalled = server.add_endpoint(receiver.url("/stalled"), [CREATED])
+    healthy = server.add_endpoint(receiver.url("/healthy"), [CREATED])
+    events = [server.create_invoice()["payment_hash"] for _ in range(12)]
+
+    def healthy_done() -> bool:
+        rows = server.deliveries(healthy["id"])
+        return len(rows) == len(events) and all(d["status"] == "delivered" for d in rows)
+
+    wait_for(healthy_done)
+    assert [d["attempts"] for d in server.deliveries(stalled["id"])] == [0] * len(events)
+    assert receiver.most_stalled == webhooks.PER_TARGET
+    receiver.release.set()
+
+
 def test_sigkill_mid_delivery_then_restart_still_delivers(
     tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> None:

@@ -198,13 +198,45 @@ def _reschedule(tx: sqlite3.Connection, endpoint_id: str, event_id: str, now: fl
 # -- the worker's view ------------------------------------------------------------
 
 
-def due(
-    conn: sqlite3.Connection, now: float, exclude: Iterable[int], limit: int
-) -> list[sqlite3.Row]:
-    """Pending deliveries whose time has come, oldest first, minus those in flight."""
+def target(row: sqlite3.Row) -> tuple[str, str]:
+    """Who a delivery goes to, for the worker's limit per target: its
+    endpoint, or for an invoice's own `webhook`, that URL."""
+    if row["endpoint_id"] == INVOICE_TARGET:
+        return (INVOICE_TARGET, row["url"])
+    return (row["endpoint_id"], "")
+
+
+def _not_in(
+    exclude: Iterable[int], busy_targets: Iterable[tuple[str, str]], alias: str
+) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) leaving out the rows `exclude` and every row
+    of the targets in `busy_targets` (see `target`)."""
     skip = list(exclude)
-    marks = ", ".join("?" * len(skip))
-    not_in = f" AND d.id NOT IN ({marks})" if skip else ""
+    endpoint_ids = [ep for ep, url in busy_targets if ep != INVOICE_TARGET]
+    urls = [url for ep, url in busy_targets if ep == INVOICE_TARGET]
+    sql, args = "", [*skip, *endpoint_ids, *urls]
+    if skip:
+        sql += f" AND {alias}id NOT IN ({', '.join('?' * len(skip))})"
+    if endpoint_ids:
+        sql += f" AND {alias}endpoint_id NOT IN ({', '.join('?' * len(endpoint_ids))})"
+    if urls:
+        sql += (
+            f" AND NOT ({alias}endpoint_id = '{INVOICE_TARGET}'"
+            f" AND {alias}url IN ({', '.join('?' * len(urls))}))"
+        )
+    return sql, args
+
+
+def due(
+    conn: sqlite3.Connection,
+    now: float,
+    exclude: Iterable[int],
+    limit: int,
+    busy_targets: Iterable[tuple[str, str]] = (),
+) -> list[sqlite3.Row]:
+    """Pending deliveries whose time has come, oldest first, minus those in
+    flight and those to targets (`target`) that have all the senders they may."""
+    not_in, args = _not_in(exclude, busy_targets, "d.")
     return conn.execute(
         "SELECT d.*, COALESCE(d.payload, e.payload) AS body, ep.secret AS endpoint_secret,"
         f" {events.PAGE_ID}"
@@ -214,17 +246,21 @@ def due(
         " LEFT JOIN webhook_endpoints ep ON ep.id = d.endpoint_id"
         f" WHERE d.status = 'pending' AND d.next_attempt_at <= ?{not_in}"
         " ORDER BY d.next_attempt_at, d.id LIMIT ?",
-        (now, *skip, limit),
+        (now, *args, limit),
     ).fetchall()
 
 
-def next_due_at(conn: sqlite3.Connection, exclude: Iterable[int] = ()) -> float | None:
-    """When the earliest pending delivery not already in flight is due."""
-    skip = list(exclude)
-    not_in = f" AND id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+def next_due_at(
+    conn: sqlite3.Connection,
+    exclude: Iterable[int] = (),
+    busy_targets: Iterable[tuple[str, str]] = (),
+) -> float | None:
+    """When the earliest pending delivery not already in flight, nor to a
+    target that has all the senders it may, is due."""
+    not_in, args = _not_in(exclude, busy_targets, "")
     row = conn.execute(
         "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'" + not_in,
-        skip,
+        args,
     ).fetchone()
     return row[0]
 

@@ -37,6 +37,7 @@ from lnplugin.nodes.base import (
     NodeError,
     NodeInvoice,
     NodePermissionDenied,
+    NodeUnavailable,
     OutgoingPayment,
 )
 from lnplugin.store import Store, captured_records, cursors, events, invoices
@@ -446,6 +447,10 @@ class Follower:
         self._cancel_reasons: dict[str, str] = {}
         self._outgoing_denied_logged = False
         self._logged_error: str | None = None  # the last error logged (see `_note_error`)
+        # The checks before the cursors are used (`_check_node`): done once
+        # per process, by whichever of the feed and the sweep comes first.
+        self._check_lock = threading.Lock()
+        self._identity_checked = False
         self._head_checked = False  # see `_start_over`
         # Failed node calls by operation, for `/metrics`; the API adds its own
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
@@ -665,6 +670,62 @@ class Follower:
             self.status.head = max(head, self.status.cursor)
         return head
 
+    def _check_node(self) -> None:
+        """What must hold before the feed or a sweep reads from the cursors:
+        they count this node's positions (`cursors.sync_node`), and the node's
+        feed is not behind them (`_start_over`). Once per process, under a
+        lock, so a sweep never reads a cursor these checks are about to
+        rewind; a check the node could not answer (down) is tried again at
+        the next connection."""
+        self.sync_cursor_kind()
+        if self._identity_checked and self._head_checked:
+            return
+        with self._check_lock:
+            if not self._identity_checked:
+                self._check_identity()
+                self._identity_checked = True
+            if not self._head_checked:
+                head = self.refresh_head()
+                if head is not None and head < self.status.cursor:
+                    self._start_over(head)
+                # Once, on the first head the node gives: a fresh one on every
+                # kind of node. Later ones may lag the cursor (lnd's is listed
+                # at most every few seconds, while the stream moves the cursor
+                # on). Marked after `_start_over`, never before: a sweep that
+                # finds it marked (without the lock) reads the rewound cursor.
+                if head is not None or not self.node.has_feature(Feature.FEED_HEAD):
+                    self._head_checked = True
+
+    def _check_identity(self) -> None:
+        """Rewind the cursors when the node is not the one they count for (its
+        data dir was wiped, or lnplugin was pointed at another node): that
+        node's positions start at 1, and however many it has, those up to
+        the stored cursors would otherwise be skipped."""
+        try:
+            pubkey = self.node.get_info().pubkey
+        except NodeUnavailable:
+            raise  # down: asked again at the next connection
+        except NodeError as exc:  # e.g. lnd's invoice.macaroon, without info:read
+            log.warning(
+                "cannot read the node's identity (%s): a replaced node is noticed only when "
+                "its feed is behind the stored cursor",
+                exc,
+            )
+            return
+        if not pubkey:
+            return
+        with self._apply_lock, self.store.transaction() as tx:
+            before = cursors.sync_node(tx, pubkey)
+        if before is None:
+            return
+        log.warning(
+            "the node is %s, not %s whose settlements lnplugin followed until now (a new or "
+            "replaced node): re-reading its settlements and payments from the start",
+            pubkey,
+            before,
+        )
+        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
+
     def _start_over(self, head: int) -> None:
         """The node's feed is behind the stored cursor: its invoice history was
         reset (lnd restored from its seed, a replaced Core Lightning database,
@@ -672,24 +733,25 @@ class Follower:
         position it hands out from now on would be at or below the cursor and
         skipped, payments included, so re-read it from the start: the store
         deduplicates, so nothing already stored is counted twice. Checked
-        before the first feed connection that learns the node's head, while no
-        stream is open; a node reset while lnplugin runs is found at its next
-        start."""
+        by `_check_node` on the first head the node gives, before any stream
+        or sweep reads the cursor; a node reset while lnplugin runs is found
+        at its next start."""
         with self._apply_lock, self.store.transaction() as tx:
             cursors.rewind(tx, cursors.INCOMING)
+            cursors.rewind(tx, cursors.OUTGOING)  # its payments are numbered afresh too
         log.warning(
             "the node's settlement feed is at %d, behind the %d lnplugin had stored: its invoice "
             "history was reset (a restored or replaced node); re-reading it from the start",
             head,
             self.status.cursor,
         )
-        self.status.cursor = self.status.head = 0
+        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
 
     # -- sweeps -----------------------------------------------------------------
 
     def sweep(self) -> None:
         """Re-list from the cursor, re-check open invoices, fetch outgoing."""
-        self.sync_cursor_kind()
+        self._check_node()
         batch: list[InvoiceUpdate] = []
         for update in self.node.settled_since(self.status.cursor):
             self.status.head = max(self.status.head, update.cursor)
@@ -817,15 +879,8 @@ class Follower:
         handful of transactions, while a single live payment still commits
         within milliseconds.
         """
-        self.sync_cursor_kind()
-        head = self.refresh_head()
-        if head is not None and not self._head_checked:
-            # Once, on the first head the node gives: a fresh one on every kind
-            # of node. Later ones may lag the cursor (lnd's is listed at most
-            # every few seconds, while the stream moves the cursor on).
-            self._head_checked = True
-            if head < self.status.cursor:
-                self._start_over(head)
+        self._check_node()
+        self.refresh_head()
         progress = BackfillProgress()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         stream = self.node.settlements(self.status.cursor)

@@ -7,7 +7,9 @@ HTTP to lnplugin. Waits are liveness bounds, never timing assertions.
 
 from __future__ import annotations
 
+import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -195,6 +197,68 @@ def test_backlog_out_of_settle_order_across_outages_and_restarts(tmp: Path, sim:
     finally:
         stored.close()
     assert hashes == {inv.r_hash.hex() for inv in sim.ledger.invoices}
+
+
+@pytest.mark.parametrize(("seed", "new_settlements"), [("new", 2), ("new", 5), ("restored", 2)])
+def test_a_new_node_behind_the_data_dir_is_read_from_its_start(
+    tmp: Path, sim: LndSim, seed: str, new_settlements: int
+) -> None:
+    """lnd's data dir wiped while lnplugin is down: a new node on the same
+    address, or the same one restored from its seed (same identity key, no
+    invoices). Every payment the node took since is stored once, whether it
+    settled fewer or more invoices than the stored cursor counted, and so is
+    its outgoing history; what was stored before is not counted twice."""
+    data = tmp / "data"
+    for i in range(3):
+        sim.keysend(1_000 + i)
+    sim.make_payment(500, destination="02" + "cd" * 32)
+    with _serve(tmp, sim) as server:
+        assert e2e.stored_once(data, 3)[2] == 3
+        token = server.token
+        assert token
+        api = Api(server.url, token)
+        wait_for(lambda: api.get("/invoices/outgoing"), "the old node's outgoing payment")
+        api.close()
+        server.stop(signal.SIGKILL)
+    port = sim.port
+    sim.close()
+    key = (sim._node_key,)
+    shutil.rmtree(tmp / "lnd")
+    if seed == "restored":  # the seed gives back the node's identity key, and nothing else
+        (tmp / "lnd").mkdir()
+        ledger = sqlite3.connect(tmp / "lnd" / "sim.sqlite")
+        ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB)")
+        ledger.execute("INSERT INTO meta VALUES ('node_key', ?)", key)
+        ledger.commit()
+        ledger.close()
+    new = LndSim(tmp / "lnd", network="regtest", port=port)
+    with new:
+        for i in range(new_settlements):
+            new.keysend(50_000 + i)
+        new.make_payment(600, destination="02" + "ef" * 32)
+        with _serve(tmp, new) as server:
+            api = Api(server.url, token)
+            total = 3 + new_settlements
+            incoming = wait_for(
+                lambda: (
+                    len(got := api.get("/invoices/incoming", params={"items": 100})) == total
+                    and got
+                ),
+                "every settlement listed",
+            )
+            outgoing = wait_for(
+                lambda: len(got := api.get("/invoices/outgoing")) == 2 and got,
+                "both outgoing payments",
+            )
+            counts, events, _ = e2e.stored_once(data, total + 2)
+            api.close()
+            server.stop()
+            log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    assert counts == (total, total, total) and events == (total, total)
+    amounts = sorted(inv["amount_msat"] for inv in incoming)
+    assert amounts == [1_000, 1_001, 1_002, *range(50_000, 50_000 + new_settlements)]
+    assert sorted(inv["amount_msat"] for inv in outgoing) == [500, 600]
+    assert "re-reading" in log
 
 
 # -- crash safety ----------------------------------------------------------------

@@ -59,5 +59,30 @@ def sync_kind(tx: sqlite3.Connection, name: str, kind: str) -> bool:
     return True
 
 
+def sync_node(tx: sqlite3.Connection, pubkey: str) -> str | None:
+    """Record that the cursors count positions of the node `pubkey`; when they
+    counted another node's, rewind every follower cursor to 0 and return
+    that node's pubkey (else None).
+
+    Another node numbers its settlements and payments from 1: positions
+    up to the stored cursors would be skipped, payments included, however
+    many it has. Starting over is safe because the store deduplicates.
+    """
+    row = tx.execute("SELECT pubkey FROM followed_node WHERE id = 1").fetchone()
+    if row is not None and row[0] == pubkey:
+        return None
+    now = int(time.time())
+    tx.execute(
+        "INSERT INTO followed_node (id, pubkey, updated_at) VALUES (1, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET pubkey = excluded.pubkey, updated_at = excluded.updated_at",
+        (pubkey, now),
+    )
+    if row is None:
+        return None  # the first node seen (or a store from before this was kept)
+    for name in (INCOMING, OUTGOING):
+        rewind(tx, name)
+    return str(row[0])
+
+
 def all_cursors(conn: sqlite3.Connection) -> dict[str, int]:
     return {row[0]: row[1] for row in conn.execute("SELECT name, value FROM cursors")}

@@ -564,6 +564,18 @@ def _token_invoice_owners(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(20, "the node the follower's cursors count positions of")
+def _followed_node(db: sqlite_utils.Database) -> None:
+    # The node's identity public key, written when first seen. The cursors
+    # are positions in that node's feeds: another node (a wiped data dir, or
+    # lnplugin pointed elsewhere) numbers its own from 1, and the cursors
+    # start over (`cursors.sync_node`).
+    db.execute(
+        "CREATE TABLE followed_node (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " pubkey TEXT NOT NULL, updated_at INTEGER NOT NULL)"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

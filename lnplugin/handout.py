@@ -4,15 +4,19 @@ The webhook and rss::payment workers both send (or fetch) due rows on a
 thread pool. A row may be handed out again only once the outcome of its
 attempt is stored; one whose outcome could not be stored (a failing
 database) is still due, so it is parked for a while rather than sent again
-in a tight loop. Both rules live here, once.
+in a tight loop. Both rules live here, once, with the pool (`Senders`).
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 Row = TypeVar("Row")
 
@@ -59,3 +63,55 @@ class Handout:
             if until <= clock:
                 del self._parked[key]
         return self._out | set(self._parked)
+
+
+class Senders:
+    """`size` daemon threads that run the calls `submit` hands them.
+
+    Not a `ThreadPoolExecutor`: the interpreter joins that pool's threads at
+    exit, so a stopping server waited for every attempt still in flight (a
+    receiver that answers slowly, or a byte at a time, for ever) and the
+    shutdown watchdog ended it with status 1. Here `shutdown` gives the calls
+    in flight `grace` seconds to finish, then leaves them: an attempt that
+    never stored its outcome leaves its row due, and the next start sends it
+    again (at least once, as after a crash).
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(size)
+        ]
+        self._closed = False
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if not self._closed:
+            self._calls.put((fn, args))
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Drop the calls not started, and wait for those in flight: at most
+        `grace` seconds in all (None: until they end)."""
+        self._closed = True
+        while True:  # calls that have not started are not started at all
+            try:
+                self._calls.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._calls.put(None)
+        deadline = None if grace is None else time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args = call
+            try:
+                fn(*args)
+            except Exception:  # the callers handle their own; this keeps the thread
+                log.exception("%s failed", getattr(fn, "__qualname__", fn))

@@ -23,7 +23,6 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,7 +35,7 @@ from lnplugin.boostagram import (
     parse_rss_payment,
     rss_payment_ref,
 )
-from lnplugin.handout import Handout
+from lnplugin.handout import Handout, Senders
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import rss_payments as db
 
@@ -46,6 +45,9 @@ IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do n
 BATCH = 500  # outbox events read per transaction
 FETCHERS = 4  # fetches at once: a slow or silent app holds one, not the whole queue
 PARK = 30.0  # seconds a row whose outcome could not be stored waits before another try
+# Seconds a stop waits for attempts in flight to store their outcome; one that
+# has not by then is left, its row still due, for the next start to send again.
+STOP_GRACE = 1.0
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 # Where a settled payment's rss::payment reference may be, in the order looked at.
 SOURCES = ("comment", "keysend_message", "description")
@@ -140,7 +142,7 @@ class RssPaymentWorker:
     def __init__(self, store: Store, settings: FetchSettings) -> None:
         self.store = store
         self.settings = settings
-        self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix="lnplugin-rss-fetch")
+        self._pool = Senders(FETCHERS, "lnplugin-rss-fetch")
         self._handout = Handout(FETCHERS, PARK)  # rows being fetched, by invoice id
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -162,7 +164,7 @@ class RssPaymentWorker:
         for thread in (self._thread, self._watcher):
             if thread is not None:
                 thread.join(timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(STOP_GRACE)
 
     @property
     def running(self) -> bool:

@@ -50,6 +50,22 @@ log = logging.getLogger(__name__)
 
 
 NETWORK_RECHECK_MAX = 5.0  # seconds between tries of a postponed network check
+# Seconds `start` waits for the node's first answer to the network check before
+# it postpones the check and serves: a node that accepts the connection but
+# answers nothing would otherwise hold the start (and SIGTERM, Ctrl-C) for the
+# whole deadline of the call.
+NETWORK_CHECK_WAIT = 5.0
+
+
+@dataclass
+class _FirstCheck:
+    """The first network check's outcome (True: settled, False: node
+    unreachable, or the refusal), and whether `start` still waits for it."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    waiting: bool = True
+    outcome: bool | Exception | None = None
 
 
 class StartupRefused(Exception):
@@ -269,16 +285,50 @@ class Service:
 
         Raises `StartupRefused` with the node's `NetworkMismatch` message, or
         its `NodeNotTrusted` one (a node that answers but not as the node
-        configured: no wait mends that)."""
-        try:
-            settled = self._try_network_check()
-        except (NetworkMismatch, NodeNotTrusted) as exc:
-            raise StartupRefused(str(exc)) from None
-        if not settled:
+        configured: no wait mends that), when the node answers within
+        `NETWORK_CHECK_WAIT`; otherwise the check goes on in the background."""
+        first = _FirstCheck()
+        threading.Thread(
+            target=self._first_network_check,
+            args=(first,),
+            name="lnplugin-network-check",
+            daemon=True,
+        ).start()
+        first.done.wait(NETWORK_CHECK_WAIT)
+        with first.lock:
+            first.waiting = False
+            outcome = first.outcome
+        if isinstance(outcome, Exception):
+            raise StartupRefused(str(outcome)) from None
+        if outcome is not True:
             log.warning("network check postponed until the node answers")
-            threading.Thread(
-                target=self._check_network_later, name="lnplugin-network-check", daemon=True
-            ).start()
+
+    def _first_network_check(self, first: _FirstCheck) -> None:
+        """The first try; then, unless it settled, the postponed tries. An
+        answer `start` no longer waited for is acted on as a later one is."""
+        outcome: bool | Exception
+        try:
+            outcome = self._try_network_check()
+        except (NetworkMismatch, NodeNotTrusted) as exc:
+            outcome = exc
+        with first.lock:
+            waited = first.waiting
+            if waited:
+                first.outcome = outcome
+                first.done.set()
+        if waited and outcome is not False:
+            return  # settled, or refused: `start` acts on it
+        if not waited and isinstance(outcome, NetworkMismatch):
+            self._refuse(outcome)
+            return
+        if outcome is not True:
+            self._check_network_later()
+
+    def _refuse(self, exc: NetworkMismatch) -> None:
+        self.refused = str(exc)
+        log.error("%s", exc)
+        if self.on_refused is not None:
+            self.on_refused(self.refused)
 
     def _try_network_check(self) -> bool:
         """One try: True once settled (passed, or not possible with these
@@ -312,10 +362,7 @@ class Service:
             except NodeNotTrusted:
                 pass  # the follower reports it, and may yet connect (lnd given its old cert back)
             except NetworkMismatch as exc:
-                self.refused = str(exc)
-                log.error("%s", exc)
-                if self.on_refused is not None:
-                    self.on_refused(self.refused)
+                self._refuse(exc)
                 return
             delay = min(delay * 2, NETWORK_RECHECK_MAX)
 

@@ -20,13 +20,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from lnplugin import __version__, pinned_http
-from lnplugin.handout import Handout
+from lnplugin.handout import Handout, Senders
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
 
@@ -40,6 +39,9 @@ PER_TARGET = SENDERS // 2
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
 PARK = 60.0  # seconds a row whose outcome could not be recorded is not dispatched again
+# Seconds a stop waits for attempts in flight to store their outcome; one that
+# has not by then is left, its row still due, for the next start to send again.
+STOP_GRACE = 1.0
 
 
 # -- signing ------------------------------------------------------------------------
@@ -127,7 +129,7 @@ class DeliveryWorker:
         self.schedule = tuple(schedule)
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._pool = ThreadPoolExecutor(senders, thread_name_prefix="lnplugin-webhook")
+        self._pool = Senders(senders, "lnplugin-webhook")
         self._handout = Handout(senders, PARK)  # delivery rows out, by row id
         self.per_target = max(1, senders // 2)
         self._targets: dict[int, tuple[str, str]] = {}  # rows out -> their `db.target`
@@ -152,7 +154,7 @@ class DeliveryWorker:
         for thread in (self._thread, self._watcher):
             if thread is not None:
                 thread.join(timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(STOP_GRACE)
 
     @property
     def running(self) -> bool:

@@ -7,6 +7,7 @@ HTTP to lnplugin. Waits are liveness bounds, never timing assertions.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -120,6 +121,21 @@ def test_a_certificate_lnd_does_not_present_refuses_to_start(tmp: Path, sim: Lnd
     assert error.startswith("Error: invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT)")
     assert f"does not match {other.cert_path}: self signed certificate;" in error
     assert proc.stdout == ""  # no address, no token: it never served
+
+
+def test_a_forgotten_lnd_cert_is_named_as_missing(tmp: Path, sim: LndSim) -> None:
+    """Without --lnd-cert lnd's self-signed certificate is checked against the
+    system's CAs and refused: the one line says no certificate was given,
+    not that lnd does not match one."""
+    args = serve_args(sim)
+    del args[args.index("--lnd-cert") : args.index("--lnd-cert") + 2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")}
+    proc = e2e.run(tmp / "data", "serve", "--port", "0", *args, env=env)
+    assert proc.returncode == 2
+    [error] = proc.stderr.splitlines()
+    assert error.startswith("Error: invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT)")
+    assert "none is given" in error and "self signed certificate" in error
+    assert "does not match" not in error and "regenerated" not in error
 
 
 @BOTH_ORDERS

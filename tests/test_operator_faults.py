@@ -221,6 +221,25 @@ def test_a_node_down_at_start_that_comes_back_on_another_network_stops_serve(
     assert "Traceback" not in stderr
 
 
+def test_a_node_that_never_answers_does_not_hold_up_the_start(tmp: Path, lnd: LndSim):
+    """lnd accepts the connection but answers nothing (busy, or half up): serve
+    does not wait out the call's deadline (30 s, during which it listened on
+    nothing and left SIGTERM and Ctrl-C pending) but postpones the network
+    check, serves, and stops cleanly."""
+    lnd.faults.delay = 40.0  # longer than any call's deadline
+    try:
+        server = Server(
+            tmp / "data", "--node", "lnd", "--network", "regtest", "--lnd-host", lnd.target,
+            "--lnd-cert", str(lnd.cert_path), "--lnd-macaroon", str(lnd.admin_macaroon_path),
+        ).start()  # fmt: skip
+        assert server.request("GET", "/health").status_code in (200, 503)
+        assert server.stop() == 0
+    finally:
+        lnd.faults.delay = 0.0
+    stderr = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    assert "network check postponed" in stderr and "Traceback" not in stderr
+
+
 def test_cln_without_a_socket(tmp: Path):
     line = refused(tmp / "data", "serve", "--port", "0", "--node", "cln")
     assert "cln_socket" in line

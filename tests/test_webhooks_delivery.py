@@ -521,7 +521,7 @@ def test_an_attempt_whose_outcome_cannot_be_recorded_is_not_resent_at_once(
         worker.step()
         wait_for(lambda: receiver.received and not worker._handout.out)
         worker.step()  # the row is still due in the database
-        worker._pool.shutdown(wait=True)  # whatever the second pass dispatched has run
+        worker._pool.shutdown()  # whatever the second pass dispatched has run
         assert [r.path for r in receiver.received] == ["/parked"]
         assert db.next_due_at(store.conn) is not None  # still pending, due
     finally:

@@ -121,15 +121,22 @@ _UNAVAILABLE_CODES = (
 GAP_GRACE = 5.0
 
 
-def translate(exc: grpc.RpcError, host: str, cert: str) -> NodeError:
+def translate(exc: grpc.RpcError, host: str, cert: str | None) -> NodeError:
     """Map a gRPC failure to the node error the follower and API understand.
 
-    `host` and `cert` (the --lnd-host and --lnd-cert given) name what to fix
-    when the TLS handshake is what failed."""
+    `host` and `cert` (the --lnd-host and --lnd-cert given; None: no
+    --lnd-cert, so the system's CAs judged lnd's certificate) name what to
+    fix when the TLS handshake is what failed."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or str(code)
     text = details.lower()
     distrust = _tls_distrust(details, host)
+    if distrust is not None and cert is None:
+        return NodeNotTrusted(
+            "invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): none is given, and "
+            f"lnd at {host} has a certificate the system's CAs do not vouch for ({distrust}); "
+            "copy lnd's tls.cert and give its path"
+        )
     if distrust is not None:
         return NodeNotTrusted(
             f"invalid setting lnd_cert (--lnd-cert / LNPLUGIN_LND_CERT): lnd at {host} "
@@ -242,7 +249,9 @@ class LndNode(Node):
         # lnd's cert is ECDSA; its docs set this before the first TLS channel.
         os.environ.setdefault("GRPC_SSL_CIPHER_SUITES", "HIGH+ECDSA")
         self.host = host
-        self._cert_name = str(cert) if isinstance(cert, str | Path) else "the certificate given"
+        self._cert_name: str | None = (
+            str(cert) if isinstance(cert, str | Path) else "the certificate given" if cert else None
+        )
         self.network = network
         self.timeout = timeout
         self.page_size = page_size

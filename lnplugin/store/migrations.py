@@ -576,6 +576,18 @@ def _followed_node(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(21, "NWC list_transactions: invoices by creation and by settlement time")
+def _transaction_time_indexes(db: sqlite_utils.Database) -> None:
+    # NWC lists newest-created first, `from`/`until` going by when a
+    # transaction settled (its creation while unsettled). Without these every
+    # `list_transactions` sorted the whole table: 0.5-1.3 s on a million
+    # invoices. `store.nwc.transactions` names them (INDEXED BY).
+    db.execute("CREATE INDEX idx_invoices_created ON invoices(created_at)")
+    db.execute(
+        "CREATE INDEX idx_invoices_settled ON invoices(settled_at) WHERE settled_at IS NOT NULL"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -588,6 +588,65 @@ def _transaction_time_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _tally(name: str, key: str, delta: str) -> str:
+    """A trigger statement adding `delta` to the tally `name`/`key`."""
+    return (
+        f"INSERT INTO tallies (name, key, n) VALUES ('{name}', {key}, {delta}) "
+        f"ON CONFLICT(name, key) DO UPDATE SET n = n + ({delta});"
+    )
+
+
+# What `/metrics` counts, as (tally name, table, the column counted by, which
+# rows count, the key those rows are counted under).
+_SETTLED = "{row}.type = 'incoming' AND {row}.state = 'SETTLED'"
+_KIND = "CASE WHEN COALESCE({row}.is_keysend, 0) != 0 THEN 'keysend' ELSE 'invoice' END"
+TALLIES = (
+    ("events", "events", "type", "1", "{row}.type"),
+    ("settlements", "invoices", "type, state, is_keysend", _SETTLED, _KIND),
+    ("deliveries", "webhook_deliveries", "status", "1", "{row}.status"),
+    ("rss_payments", "rss_payments", "state", "1", "{row}.state"),
+)
+
+
+@migration(22, "running counts for /metrics, kept by triggers")
+def _tallies(db: sqlite_utils.Database) -> None:
+    # `/metrics` counted events, settlements and deliveries with a GROUP BY
+    # over their whole tables at every scrape: ~0.6 s of CPU a scrape on a
+    # million invoices, and more with their events and deliveries. Triggers
+    # keep the counts in the transaction that changes the rows, so they
+    # survive restarts and always agree with the tables (`store.metrics`).
+    db.execute(
+        "CREATE TABLE tallies (name TEXT NOT NULL, key TEXT NOT NULL, n INTEGER NOT NULL,"
+        " PRIMARY KEY (name, key)) WITHOUT ROWID"
+    )
+    for name, table, columns, counted, key in TALLIES:
+        new = {"row": "NEW"}
+        old = {"row": "OLD"}
+        src = {"row": table}
+        db.execute(
+            f"INSERT INTO tallies (name, key, n) SELECT '{name}', {key.format(**src)}, COUNT(*)"
+            f" FROM {table} WHERE {counted.format(**src)} GROUP BY 2"
+        )
+        db.execute(
+            f"CREATE TRIGGER tally_{table}_insert AFTER INSERT ON {table}"
+            f" WHEN {counted.format(**new)} BEGIN {_tally(name, key.format(**new), '1')} END"
+        )
+        db.execute(
+            f"CREATE TRIGGER tally_{table}_delete AFTER DELETE ON {table}"
+            f" WHEN {counted.format(**old)} BEGIN {_tally(name, key.format(**old), '-1')} END"
+        )
+        # An update that moves a row out of its count, or into one (two
+        # triggers: each side has its own condition).
+        db.execute(
+            f"CREATE TRIGGER tally_{table}_update_out AFTER UPDATE OF {columns} ON {table}"
+            f" WHEN {counted.format(**old)} BEGIN {_tally(name, key.format(**old), '-1')} END"
+        )
+        db.execute(
+            f"CREATE TRIGGER tally_{table}_update_in AFTER UPDATE OF {columns} ON {table}"
+            f" WHEN {counted.format(**new)} BEGIN {_tally(name, key.format(**new), '1')} END"
+        )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -1,0 +1,148 @@
+"""`store.metrics`: the counts `/metrics` reads are kept by triggers
+(migration 22) in the transaction that writes the rows, so a scrape reads a
+few rows instead of grouping whole tables. Whatever is written, they must
+equal the GROUP BY over the tables they replace."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lnplugin.store import Store, invoices, metrics
+from lnplugin.store.migrations import MIGRATIONS
+
+GROUPED = {
+    "events": "SELECT type, COUNT(*) FROM events GROUP BY type",
+    "settlements": (
+        "SELECT CASE WHEN COALESCE(is_keysend, 0) != 0 THEN 'keysend' ELSE 'invoice' END,"
+        " COUNT(*) FROM invoices WHERE type = 'incoming' AND state = 'SETTLED' GROUP BY 1"
+    ),
+    "deliveries": "SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status",
+    "rss_payments": "SELECT state, COUNT(*) FROM rss_payments GROUP BY state",
+}
+STATES = ["OPEN", "ACCEPTED", "SETTLED", "CANCELED", "EXPIRED"]
+STATUSES = ["pending", "delivered", "failed"]
+
+
+def grouped(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    return {name: dict(conn.execute(sql).fetchall()) for name, sql in GROUPED.items()}
+
+
+def tallied(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    return {name: metrics.tallies(conn, name) for name in GROUPED}
+
+
+def scramble(store: Store, rng: random.Random, steps: int) -> None:
+    """Random inserts, updates and deletes on the four counted tables, some
+    updating counted columns to the value they had, some to another."""
+    for n in range(steps):
+        with store.transaction() as tx:
+            ids = [r[0] for r in tx.execute("SELECT id FROM invoices")]
+            action = rng.randrange(8)
+            if action == 0 or not ids:
+                now = 1_700_000_000 + n
+                invoices.insert(
+                    tx,
+                    {
+                        "type": rng.choice(["incoming", "incoming", "outgoing"]),
+                        "payment_hash": hashlib.sha256(f"{n}".encode()).hexdigest(),
+                        "payment_request": "lnbcrt1...",
+                        "state": rng.choice(STATES),
+                        "amount_msat": 1000,
+                        "created_at": now,
+                        "expiry": 600,
+                        "expires_at": now + 600,
+                        "is_keysend": rng.choice([0, 1]),
+                    },
+                )
+            elif action == 1:
+                tx.execute(
+                    "UPDATE invoices SET state = ? WHERE id = ?",
+                    (rng.choice(STATES), rng.choice(ids)),
+                )
+            elif action == 2:
+                tx.execute(
+                    "UPDATE invoices SET is_keysend = ?, type = ? WHERE id = ?",
+                    (rng.choice([0, 1]), rng.choice(["incoming", "outgoing"]), rng.choice(ids)),
+                )
+            elif action == 3:
+                tx.execute("UPDATE invoices SET description = 'x' WHERE id = ?", (rng.choice(ids),))
+            elif action == 4:
+                tx.execute(
+                    "INSERT INTO events (event_id, type, created_at, payload)"
+                    " VALUES (?, ?, 0, '{}')",
+                    (
+                        f"ev{n}",
+                        rng.choice(["invoice.incoming.settled", "invoice.incoming.created"]),
+                    ),
+                )
+            elif action == 5:
+                tx.execute(
+                    "INSERT INTO webhook_deliveries (endpoint_id, url, event_id, event_type,"
+                    " status, created_at) VALUES (?, 'https://example.com', ?, 't', ?, 0)",
+                    (rng.choice(["a", "b"]), f"ev{n}", rng.choice(STATUSES)),
+                )
+                tx.execute(
+                    "INSERT INTO rss_payments (invoice_id, url, state, created_at, updated_at)"
+                    " VALUES (?, 'https://example.com', ?, 0, 0)",
+                    (n + 1_000_000, rng.choice(["pending", "done", "failed"])),
+                )
+            elif action == 6:
+                tx.execute(
+                    "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1"
+                    " WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY random() LIMIT 3)",
+                    (rng.choice(STATUSES),),
+                )
+                tx.execute(
+                    "UPDATE rss_payments SET state = ? WHERE invoice_id IN"
+                    " (SELECT invoice_id FROM rss_payments ORDER BY random() LIMIT 2)",
+                    (rng.choice(["pending", "done", "failed"]),),
+                )
+            else:
+                tx.execute(
+                    "DELETE FROM webhook_deliveries WHERE endpoint_id = ?", (rng.choice("ab"),)
+                )
+                tx.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events LIMIT 1)")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tallies_equal_the_grouped_counts_whatever_is_written(tmp_path: Path, seed: int) -> None:
+    store = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        scramble(store, random.Random(seed), 400)
+        assert tallied(store.conn) == {
+            name: {k: n for k, n in counts.items() if n}
+            for name, counts in grouped(store.conn).items()
+        }
+        assert any(tallied(store.conn).values())
+    finally:
+        store.close()
+
+
+def test_the_migration_counts_what_was_there_before_it(tmp_path: Path) -> None:
+    """A store upgraded with rows in it starts its tallies from them."""
+    path = tmp_path / "lnplugin.sqlite"
+    store = Store(path)
+    try:
+        scramble(store, random.Random(9), 300)
+        expected = tallied(store.conn)
+        with store.transaction() as tx:  # back to the schema before migration 22
+            for (name,) in tx.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'tally_%'"
+            ).fetchall():
+                tx.execute(f"DROP TRIGGER {name}")
+            tx.execute("DROP TABLE tallies")
+            tx.execute("DELETE FROM schema_version WHERE version >= 22")
+    finally:
+        store.close()
+    assert max(MIGRATIONS) == 22
+    again = Store(path)
+    try:
+        assert tallied(again.conn) == expected
+        assert again.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 22
+    finally:
+        again.close()

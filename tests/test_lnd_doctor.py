@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +195,35 @@ def test_a_macaroon_lnd_did_not_bake_is_reported_not_guessed(tmp: Path, sim: Lnd
     path.chmod(0o600)
     _, lines = doctor(tmp, closed_port(), sim.cert_path, path)
     assert lines[1].startswith(f"WARN macaroon file: cannot read the permissions in {path}")
+
+
+def doctor_without_cert(tmp: Path, sim: LndSim, trusted: Path | None) -> tuple[int, list[str]]:
+    """No --lnd-cert, as `serve` allows for an lnd whose certificate a CA the
+    system trusts has signed; `trusted` stands in for the system's CAs
+    (Python's and gRPC's bundles)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")}
+    if trusted is not None:
+        env |= {"SSL_CERT_FILE": str(trusted), "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(trusted)}
+    proc = e2e.run(
+        tmp / "data", "doctor", "--node", "lnd", "--lnd-host", sim.target,
+        "--lnd-macaroon", str(sim.admin_macaroon_path), "--network", "regtest", env=env,
+    )  # fmt: skip
+    return proc.returncode, e2e.node_lines(proc.stdout.splitlines())
+
+
+def test_no_cert_is_fine_when_the_systems_cas_vouch_for_lnd(tmp: Path, sim: LndSim) -> None:
+    """`serve` runs without --lnd-cert against such an lnd; doctor agrees."""
+    code, lines = doctor_without_cert(tmp, sim, trusted=sim.cert_path)
+    assert code == 0, lines
+    assert lines[0].startswith("OK   cert file: none given (--lnd-cert / LNPLUGIN_LND_CERT)")
+    assert lines[3].startswith("OK   TLS: handshake ok with the system's CAs"), lines
+    # Past TLS, over gRPC with the same trust: lnd answered every probe.
+    assert "OK   network" in names(lines) and not any(line.startswith("FAIL") for line in lines)
+
+
+def test_no_cert_fails_the_handshake_when_they_do_not(tmp: Path, sim: LndSim) -> None:
+    code, lines = doctor_without_cert(tmp, sim, trusted=None)
+    assert code == 1
+    assert lines[3].startswith(f"FAIL TLS: {sim.target}'s certificate is not one the system's")
+    assert lines[3].endswith("give lnd's tls.cert with --lnd-cert")
+    assert len(lines) == 4  # nothing is asked of a node whose TLS failed

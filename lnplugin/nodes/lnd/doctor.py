@@ -97,7 +97,14 @@ def _cert_file(cert_path: os.PathLike[str] | str | None) -> Check:
     import ssl
 
     if cert_path is None:
-        return Check("cert file", "fail", "no --lnd-cert / LNPLUGIN_LND_CERT: copy lnd's tls.cert")
+        # As `serve` does: lnd's certificate must then be one a CA this
+        # system trusts has signed (the TLS check below tries it).
+        return Check(
+            "cert file",
+            "ok",
+            "none given (--lnd-cert / LNPLUGIN_LND_CERT): lnd's certificate must be signed by "
+            "a CA this system trusts",
+        )
     path = Path(cert_path).expanduser()
     try:
         pem = path.read_text("ascii")
@@ -212,19 +219,22 @@ def _macaroon_file(value: str | None) -> Check:
 
 
 def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
-    """Load tls.cert and verify a handshake with it, hostname included, as gRPC does.
+    """Load tls.cert and verify a handshake with it, hostname included, as gRPC does
+    (without one, with the system's CAs, as `serve` then does).
 
     Standard library only: doctor must run where lnplugin runs, without extras.
     """
     import socket
     import ssl
 
-    if cert_path is None:
-        return Check("TLS", "fail", "no --lnd-cert / LNPLUGIN_LND_CERT: copy lnd's tls.cert")
+    trusted = f"{cert_path}" if cert_path is not None else "the system's CAs"
     try:
-        pem = Path(cert_path).read_text("ascii")
-        ssl.PEM_cert_to_DER_cert(pem.strip())
-        context = ssl.create_default_context(cadata=pem)
+        if cert_path is None:
+            context = ssl.create_default_context()
+        else:
+            pem = Path(cert_path).read_text("ascii")
+            ssl.PEM_cert_to_DER_cert(pem.strip())
+            context = ssl.create_default_context(cadata=pem)
     except OSError as exc:
         return Check("TLS", "fail", f"cannot read {cert_path}: {exc.strerror}")
     except (ValueError, ssl.SSLError):
@@ -238,6 +248,13 @@ def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
         ):
             peer = tls.getpeercert() or {}
     except ssl.SSLCertVerificationError as exc:
+        if cert_path is None:
+            return Check(
+                "TLS",
+                "fail",
+                f"{target}'s certificate is not one the system's CAs vouch for "
+                f"({exc.verify_message}): give lnd's tls.cert with --lnd-cert",
+            )
         return Check(
             "TLS",
             "fail",
@@ -248,13 +265,13 @@ def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
         return Check("TLS", "fail", f"TLS handshake with {target} failed: {exc}")
     not_after = peer.get("notAfter")
     if not isinstance(not_after, str):
-        return Check("TLS", "ok", f"handshake ok with {cert_path}")
+        return Check("TLS", "ok", f"handshake ok with {trusted}")
     expires = _dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), _dt.UTC)
     if expires - _dt.datetime.now(_dt.UTC) < _dt.timedelta(days=30):
         return Check(
             "TLS", "warn", f"handshake ok, but tls.cert expires {expires:%Y-%m-%d}: renew it"
         )
-    return Check("TLS", "ok", f"handshake ok with {cert_path} (expires {expires:%Y-%m-%d})")
+    return Check("TLS", "ok", f"handshake ok with {trusted} (expires {expires:%Y-%m-%d})")
 
 
 def checks(settings: Settings) -> list[Check]:

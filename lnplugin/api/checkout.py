@@ -109,7 +109,9 @@ def _error_page(code: int, message: str, headers: dict[str, str] | None = None) 
     html = render_template("error.html", title=titles.get(code, "Error"), message=message)
     response = Response(html, status=code, mimetype="text/html")
     response.headers.update(headers or {})
-    return response
+    # Also when no route of these blueprints matched (a 404 or 405 under
+    # /pay/, by `page_http_error`), where their after_request does not run.
+    return _secure(response)
 
 
 def page_http_error(exc: HTTPException) -> Response:

@@ -40,6 +40,7 @@ from tests.helpers_webhooks import free_port
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service as ChromeService  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 REQUIRE = os.environ.get("LNPLUGIN_REQUIRE_BROWSER") == "1"
@@ -317,3 +318,88 @@ def test_the_screenshot_script_draws_the_page(browser: Any, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "8,200 sats" in done.stdout and "8.20 EUR" in done.stdout
+
+
+# -- the Lightning Address form ----------------------------------------------------
+
+
+def _address(server: Server, username: str, **body: Any) -> str:
+    reply = server.request("POST", "/lightning_addresses", json={"username": username, **body})
+    assert reply.status_code == 201, reply.text
+    return f"{server.url}/pay/address/{username}"
+
+
+def _ax_node(browser: Any, element_id: str) -> dict[str, Any]:
+    """The element as the accessibility tree (what a screen reader reads) has it."""
+    target = browser.execute_cdp_cmd(
+        "DOM.describeNode",
+        {
+            "objectId": browser.execute_cdp_cmd(
+                "Runtime.evaluate", {"expression": f"document.getElementById({element_id!r})"}
+            )["result"]["objectId"]
+        },
+    )
+    nodes = browser.execute_cdp_cmd(
+        "Accessibility.getPartialAXTree",
+        {"backendNodeId": target["node"]["backendNodeId"], "fetchRelatives": False},
+    )["nodes"]
+    node = nodes[0]
+    props = {p["name"]: p["value"].get("value") for p in node.get("properties", [])}
+    props.setdefault("focused", False)
+    return {
+        "name": node.get("name", {}).get("value"),
+        "description": node.get("description", {}).get("value"),
+        **props,
+    }
+
+
+def test_form_errors_sit_by_their_field_and_are_read_with_it(browser: Any, server: Server) -> None:
+    """An error was one line above the form, tied to no field and not
+    focused, so a screen reader user back on the page heard nothing of it."""
+    form = _address(
+        server,
+        "errors",
+        min_sendable_msat=10_000,
+        max_sendable_msat=1_000_000,
+        comment_allowed=20,
+        payer_data={"name": {"mandatory": False}},
+    )
+    browser.get(form)
+    # A browser that does not check the form (or a value it lets through).
+    browser.execute_script("document.querySelector('form').noValidate = true;")
+    browser.find_element(By.ID, "amount").send_keys("5000")
+    browser.find_element(By.ID, "comment").send_keys("for the bread")
+    browser.find_element(By.ID, "name").send_keys("Ann")
+    browser.find_element(By.ID, "submit").click()
+    _until(browser, lambda d: d.find_elements(By.ID, "error"), "the form's error")
+    error = _text(browser, "error")
+    assert error == "Enter from 10 to 1,000 sats."
+    amount = _ax_node(browser, "amount")
+    assert amount["focused"] is True and amount["invalid"] == "true"
+    assert amount["description"] == error
+    assert amount["name"].startswith("Amount")
+    # The error is shown right after its field, before the next one.
+    assert browser.execute_script(
+        "var e = document.getElementById('error');return e.previousElementSibling.id === 'amount';"
+    )
+    # What the payer typed is still there.
+    assert browser.find_element(By.ID, "comment").get_attribute("value") == "for the bread"
+    assert browser.find_element(By.ID, "name").get_attribute("value") == "Ann"
+    assert _ax_node(browser, "comment")["invalid"] == "false"
+
+
+def test_a_message_with_line_breaks_up_to_the_limit_is_taken(browser: Any, server: Server) -> None:
+    """The browser counts a line break as one character and sends it as two
+    (CR LF): a message the field let the payer type to its limit was refused
+    as too long."""
+    form = _address(server, "lines", comment_allowed=20)
+    browser.get(form)
+    browser.find_element(By.ID, "amount").send_keys("21")
+    comment = browser.find_element(By.ID, "comment")
+    comment.send_keys("a" * 9 + Keys.ENTER + "b" * 10)
+    assert browser.execute_script("return arguments[0].value.length;", comment) == 20
+    browser.find_element(By.ID, "submit").click()
+    _until(browser, lambda d: "/pay/address/" not in d.current_url, "the invoice page")
+    minted = server.request("GET", "/invoices?items=1").json()[0]
+    assert minted["lightning_address"] == "lines"
+    assert minted["comment"] == "a" * 9 + "\n" + "b" * 10

@@ -39,6 +39,7 @@ from tests.helpers_webhooks import free_port
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service as ChromeService  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -318,6 +319,165 @@ def test_the_screenshot_script_draws_the_page(browser: Any, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "8,200 sats" in done.stdout and "8.20 EUR" in done.stdout
+
+
+# -- what a payer with a screen reader, a keyboard or a small screen meets -----------
+
+# The elements whose text a payer reads, on each kind of page.
+PAY_TEXT = ("#amount", "#amount span", "#fiat", "#description", "#status", "#expiry")
+PAY_TEXT += ("#open", "#copy", "label[for=invoice]", "#invoice")
+ADDRESS_TEXT = ("#address", "#description", "label[for=amount]", "#submit", "#error")
+# Each element's text colour and the first opaque background behind it.
+COLOURS_JS = """
+function rgba(s) {
+  var m = s.match(/[\\d.]+/g).map(Number);
+  return m.length > 3 ? m : m.concat([1]);
+}
+function behind(el) {
+  for (; el; el = el.parentElement) {
+    var c = rgba(getComputedStyle(el).backgroundColor);
+    if (c[3] > 0) { return c; }
+  }
+  return [255, 255, 255, 1];
+}
+return arguments[0].map(function (sel) {
+  var el = document.querySelector(sel);
+  if (!el || !el.getClientRects().length) { return null; }
+  return [sel, rgba(getComputedStyle(el).color), behind(el)];
+});
+"""
+
+
+def _contrast(fg: list[float], bg: list[float]) -> float:
+    def luminance(rgb: list[float]) -> float:
+        lin = [
+            c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
+            for c in rgb[:3]
+        ]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    light, dark = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def _low_contrast(driver: Any, selectors: tuple[str, ...]) -> list[str]:
+    """Text below WCAG AA's 4.5:1 against what is behind it."""
+    found = driver.execute_script(COLOURS_JS, list(selectors))
+    assert any(found), selectors
+    return [
+        f"{sel}: {_contrast(fg, bg):.2f}"
+        for sel, fg, bg in filter(None, found)
+        if _contrast(fg, bg) < 4.5
+    ]
+
+
+def _colour_scheme(driver: Any, scheme: str) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    )
+
+
+def _wait_script(driver: Any) -> None:
+    _until(driver, lambda d: d.find_element(By.ID, "copy").is_displayed(), "the script")
+
+
+def test_text_and_buttons_meet_contrast_aa_in_light_and_dark_mode(
+    browser: Any, server: Server
+) -> None:
+    """The Open in wallet button was white on orange (2.3:1), the Paid badge
+    green on pale green (4.3:1)."""
+    waiting = _invoice(server, amount=2100, description="contrast")
+    paid = _invoice(server, amount=2100, description="contrast, paid")
+    cli(server.data_dir, "dev", "pay", paid["payment_hash"])
+    expired = _invoice(server, amount=100, expiry=1)
+    form = _address(server, "contrast", comment_allowed=10)
+    wait_for(
+        lambda: (
+            server.request("GET", f"/invoices/{expired['payment_hash']}").json()["state"]
+            == "EXPIRED"
+        ),
+        "the invoice to expire",
+    )
+    try:
+        for scheme in ("light", "dark"):
+            _colour_scheme(browser, scheme)
+            low = []
+            browser.get(waiting["checkout_url"])
+            _wait_script(browser)
+            low += _low_contrast(browser, PAY_TEXT)
+            for inv in (paid, expired):
+                browser.get(inv["checkout_url"])
+                low += _low_contrast(browser, ("#amount", "#status", "#refresh"))
+            browser.get(form)
+            browser.execute_script("document.querySelector('form').noValidate = true;")
+            browser.find_element(By.ID, "amount").send_keys("0")
+            browser.find_element(By.ID, "submit").click()
+            _until(browser, lambda d: d.find_elements(By.ID, "error"), "the form's error")
+            low += _low_contrast(browser, ADDRESS_TEXT)
+            assert low == [], scheme
+    finally:
+        _colour_scheme(browser, "light")
+
+
+def test_each_page_has_one_level_one_heading(browser: Any, server: Server) -> None:
+    """Screen reader users jump by headings; no page had one."""
+    inv = _invoice(server, amount=2100, description="heading")
+    form = _address(server, "heading")
+
+    def headings() -> list[str]:
+        return [str(h.text) for h in browser.find_elements(By.TAG_NAME, "h1")]
+
+    browser.get(inv["checkout_url"])
+    assert headings() == ["2,100 sats"]
+    browser.get(form)
+    assert headings() == [f"heading@127.0.0.1:{server.url.rsplit(':', 1)[1]}"]
+    browser.get(server.url + "/pay/0123456789ab")
+    assert headings() == ["Not found"]
+
+
+def test_the_qr_code_is_named_as_a_lightning_invoice(browser: Any, server: Server) -> None:
+    """The QR code was announced as "Open in wallet", the same as the button
+    after it, not as the invoice's QR code."""
+    inv = _invoice(server, amount=2100, description="qr name")
+    browser.get(inv["checkout_url"])
+    name = browser.find_element(By.ID, "qr").accessible_name
+    assert "QR code" in name and "Lightning invoice" in name
+    assert name != browser.find_element(By.ID, "open").accessible_name
+
+
+def test_the_keyboard_reaches_every_control_in_reading_order(browser: Any, server: Server) -> None:
+    inv = _invoice(server, amount=2100, description="keyboard")
+    browser.get(inv["checkout_url"])
+    _wait_script(browser)
+    order = []
+    for _ in range(4):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        order.append(browser.switch_to.active_element.get_attribute("id"))
+    assert order == ["qr", "open", "copy", "invoice"]
+
+
+def test_a_phone_320_px_wide_or_200_percent_zoom_does_not_scroll_sideways(
+    browser: Any, server: Server
+) -> None:
+    inv = _invoice(server, currency="USD", items=ITEMS, description="Caf\u00e9 Lumen " * 6)
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 320, "height": 640, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        for url in (inv["checkout_url"], _address(server, "narrow" * 5, comment_allowed=50)):
+            browser.get(url)
+            assert browser.execute_script(
+                "return document.documentElement.scrollWidth <= 320 && window.innerWidth === 320;"
+            ), url
+        browser.get(inv["checkout_url"])
+        invoice = browser.find_element(By.ID, "invoice")
+        assert browser.execute_script(
+            "return arguments[0].scrollWidth <= arguments[0].clientWidth;", invoice
+        )
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 # -- the Lightning Address form ----------------------------------------------------

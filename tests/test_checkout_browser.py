@@ -20,12 +20,14 @@ Without Chromium these tests skip, unless LNPLUGIN_REQUIRE_BROWSER=1 (set by
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -382,6 +384,12 @@ def _wait_script(driver: Any) -> None:
     _until(driver, lambda d: d.find_element(By.ID, "copy").is_displayed(), "the script")
 
 
+def _address(server: Server, username: str, **body: Any) -> str:
+    reply = server.request("POST", "/lightning_addresses", json={"username": username, **body})
+    assert reply.status_code == 201, reply.text
+    return f"{server.url}/pay/address/{username}"
+
+
 def test_text_and_buttons_meet_contrast_aa_in_light_and_dark_mode(
     browser: Any, server: Server
 ) -> None:
@@ -480,13 +488,99 @@ def test_a_phone_320_px_wide_or_200_percent_zoom_does_not_scroll_sideways(
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+class Site:
+    """Another website (at http://localhost:<port>/, not the server's
+    127.0.0.1 origin) whose one page holds `body`: a pay button embedded
+    the way docs/checkout.md says."""
+
+    def __init__(self, body: str) -> None:
+        page = f"<!doctype html><html lang=en><title>A shop</title>{body}".encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://localhost:{self.httpd.server_port}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _clipboard(browser: Any, server: Server) -> str:
+    """What the clipboard holds, read from a page of the server's own origin."""
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": server.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    browser.get(server.url + "/pay/0123456789ab")
+    return str(
+        browser.execute_async_script(
+            "var done = arguments[0];"
+            "navigator.clipboard.readText().then(done, function (e) { done('error: ' + e); });"
+        )
+    )
+
+
+def _announced(browser: Any) -> list[str]:
+    """The text of the page's live regions (what a screen reader is told)."""
+    return [
+        str(el.get_attribute("textContent")).strip()
+        for el in browser.find_elements(By.CSS_SELECTOR, "[role=status], [aria-live]")
+    ]
+
+
+def test_copy_puts_the_invoice_on_the_clipboard_and_says_so(browser: Any, server: Server) -> None:
+    inv = _invoice(server, amount=2100, description="copy")
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": server.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    browser.get(inv["checkout_url"])
+    _wait_script(browser)
+    browser.find_element(By.ID, "copy").click()
+    _until(browser, lambda d: "Invoice copied" in _announced(d), "the copy to be announced")
+    assert _clipboard(browser, server) == inv["payment_request"]
+
+
+def test_copy_works_in_a_pay_button_embedded_on_another_site(browser: Any, server: Server) -> None:
+    """In the documented iframe, on another origin, the browser refuses the
+    Clipboard API; the button only selected the text and said nothing."""
+    inv = _invoice(server, amount=2100, description="embedded copy")
+    browser.execute_cdp_cmd("Browser.resetPermissions", {})
+    site = Site(f'<iframe id="pay" src="{inv["checkout_url"]}" width="360" height="900"></iframe>')
+    try:
+        browser.get(site.url)  # localhost: not the server's origin (127.0.0.1)
+        browser.switch_to.frame(browser.find_element(By.ID, "pay"))
+        _wait_script(browser)
+        browser.find_element(By.ID, "copy").click()
+        _until(browser, lambda d: "Invoice copied" in _announced(d), "the copy to be announced")
+        browser.switch_to.default_content()
+    finally:
+        site.close()
+    assert _clipboard(browser, server) == inv["payment_request"]
+
+
+def test_the_tab_title_keeps_the_amount_as_the_state_changes(browser: Any, server: Server) -> None:
+    inv = _invoice(server, amount=500, description="title")
+    browser.get(inv["checkout_url"])
+    _wait_script(browser)
+    assert browser.title == "Waiting for payment: 500 sats"
+    cli(server.data_dir, "dev", "pay", inv["payment_hash"])
+    _until(browser, lambda d: _text(d, "status") == "Paid", "the page to turn paid")
+    assert browser.title == "Paid: 500 sats"
+
+
 # -- the Lightning Address form ----------------------------------------------------
-
-
-def _address(server: Server, username: str, **body: Any) -> str:
-    reply = server.request("POST", "/lightning_addresses", json={"username": username, **body})
-    assert reply.status_code == 201, reply.text
-    return f"{server.url}/pay/address/{username}"
 
 
 def _ax_node(browser: Any, element_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import requests
 import segno
 import sqlite_utils
 
+from lnplugin.api import checkout
 from lnplugin.store import migrations
 from tests.e2e import Server, cli, wait_for
 from tests.helpers_webhooks import free_port
@@ -150,6 +151,24 @@ def test_pages_carry_a_strict_content_security_policy(server: Server) -> None:
     for asset in re.findall(r'(?:src|href)="(/pay/static/[^"]+)"', reply.text):
         got = requests.get(server.url + asset, timeout=10)
         assert got.status_code == 200, asset
+
+
+def test_error_pages_for_no_route_carry_the_policy_too(server: Server) -> None:
+    """A path under /pay/ that no route matches, or a method none takes, got
+    the pages' error page without the policy headers the others send."""
+    inv = _invoice(server)
+    for method, url in (
+        ("GET", server.url + "/pay/a/b/c"),
+        ("GET", server.url + "/pay/address/"),
+        ("POST", inv["checkout_url"]),
+        ("DELETE", server.url + "/pay/address/shop"),
+    ):
+        reply = requests.request(method, url, timeout=10)
+        assert reply.status_code in (404, 405), (method, url)
+        assert reply.headers["Content-Type"].startswith("text/html"), (method, url)
+        assert reply.headers.get("Content-Security-Policy") == checkout.CSP, (method, url)
+        assert reply.headers.get("X-Content-Type-Options") == "nosniff", (method, url)
+        assert reply.headers.get("Referrer-Policy") == "no-referrer", (method, url)
 
 
 def test_the_public_stream_tells_the_state_and_nothing_else(server: Server) -> None:

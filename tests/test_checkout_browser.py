@@ -20,12 +20,14 @@ Without Chromium these tests skip, unless LNPLUGIN_REQUIRE_BROWSER=1 (set by
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +41,9 @@ from tests.helpers_webhooks import free_port
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service as ChromeService  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 REQUIRE = os.environ.get("LNPLUGIN_REQUIRE_BROWSER") == "1"
@@ -317,3 +321,339 @@ def test_the_screenshot_script_draws_the_page(browser: Any, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "8,200 sats" in done.stdout and "8.20 EUR" in done.stdout
+
+
+# -- what a payer with a screen reader, a keyboard or a small screen meets -----------
+
+# The elements whose text a payer reads, on each kind of page.
+PAY_TEXT = ("#amount", "#amount span", "#fiat", "#description", "#status", "#expiry")
+PAY_TEXT += ("#open", "#copy", "label[for=invoice]", "#invoice")
+ADDRESS_TEXT = ("#address", "#description", "label[for=amount]", "#submit", "#error")
+# Each element's text colour and the first opaque background behind it.
+COLOURS_JS = """
+function rgba(s) {
+  var m = s.match(/[\\d.]+/g).map(Number);
+  return m.length > 3 ? m : m.concat([1]);
+}
+function behind(el) {
+  for (; el; el = el.parentElement) {
+    var c = rgba(getComputedStyle(el).backgroundColor);
+    if (c[3] > 0) { return c; }
+  }
+  return [255, 255, 255, 1];
+}
+return arguments[0].map(function (sel) {
+  var el = document.querySelector(sel);
+  if (!el || !el.getClientRects().length) { return null; }
+  return [sel, rgba(getComputedStyle(el).color), behind(el)];
+});
+"""
+
+
+def _contrast(fg: list[float], bg: list[float]) -> float:
+    def luminance(rgb: list[float]) -> float:
+        lin = [
+            c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
+            for c in rgb[:3]
+        ]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    light, dark = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def _low_contrast(driver: Any, selectors: tuple[str, ...]) -> list[str]:
+    """Text below WCAG AA's 4.5:1 against what is behind it."""
+    found = driver.execute_script(COLOURS_JS, list(selectors))
+    assert any(found), selectors
+    return [
+        f"{sel}: {_contrast(fg, bg):.2f}"
+        for sel, fg, bg in filter(None, found)
+        if _contrast(fg, bg) < 4.5
+    ]
+
+
+def _colour_scheme(driver: Any, scheme: str) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    )
+
+
+def _wait_script(driver: Any) -> None:
+    _until(driver, lambda d: d.find_element(By.ID, "copy").is_displayed(), "the script")
+
+
+def _address(server: Server, username: str, **body: Any) -> str:
+    reply = server.request("POST", "/lightning_addresses", json={"username": username, **body})
+    assert reply.status_code == 201, reply.text
+    return f"{server.url}/pay/address/{username}"
+
+
+def test_text_and_buttons_meet_contrast_aa_in_light_and_dark_mode(
+    browser: Any, server: Server
+) -> None:
+    """The Open in wallet button was white on orange (2.3:1), the Paid badge
+    green on pale green (4.3:1)."""
+    waiting = _invoice(server, amount=2100, description="contrast")
+    paid = _invoice(server, amount=2100, description="contrast, paid")
+    cli(server.data_dir, "dev", "pay", paid["payment_hash"])
+    expired = _invoice(server, amount=100, expiry=1)
+    form = _address(server, "contrast", comment_allowed=10)
+    wait_for(
+        lambda: (
+            server.request("GET", f"/invoices/{expired['payment_hash']}").json()["state"]
+            == "EXPIRED"
+        ),
+        "the invoice to expire",
+    )
+    try:
+        for scheme in ("light", "dark"):
+            _colour_scheme(browser, scheme)
+            low = []
+            browser.get(waiting["checkout_url"])
+            _wait_script(browser)
+            low += _low_contrast(browser, PAY_TEXT)
+            for inv in (paid, expired):
+                browser.get(inv["checkout_url"])
+                low += _low_contrast(browser, ("#amount", "#status", "#refresh"))
+            browser.get(form)
+            browser.execute_script("document.querySelector('form').noValidate = true;")
+            browser.find_element(By.ID, "amount").send_keys("0")
+            browser.find_element(By.ID, "submit").click()
+            _until(browser, lambda d: d.find_elements(By.ID, "error"), "the form's error")
+            low += _low_contrast(browser, ADDRESS_TEXT)
+            assert low == [], scheme
+    finally:
+        _colour_scheme(browser, "light")
+
+
+def test_each_page_has_one_level_one_heading(browser: Any, server: Server) -> None:
+    """Screen reader users jump by headings; no page had one."""
+    inv = _invoice(server, amount=2100, description="heading")
+    form = _address(server, "heading")
+
+    def headings() -> list[str]:
+        return [str(h.text) for h in browser.find_elements(By.TAG_NAME, "h1")]
+
+    browser.get(inv["checkout_url"])
+    assert headings() == ["2,100 sats"]
+    browser.get(form)
+    assert headings() == [f"heading@127.0.0.1:{server.url.rsplit(':', 1)[1]}"]
+    browser.get(server.url + "/pay/0123456789ab")
+    assert headings() == ["Not found"]
+
+
+def test_the_qr_code_is_named_as_a_lightning_invoice(browser: Any, server: Server) -> None:
+    """The QR code was announced as "Open in wallet", the same as the button
+    after it, not as the invoice's QR code."""
+    inv = _invoice(server, amount=2100, description="qr name")
+    browser.get(inv["checkout_url"])
+    name = browser.find_element(By.ID, "qr").accessible_name
+    assert "QR code" in name and "Lightning invoice" in name
+    assert name != browser.find_element(By.ID, "open").accessible_name
+
+
+def test_the_keyboard_reaches_every_control_in_reading_order(browser: Any, server: Server) -> None:
+    inv = _invoice(server, amount=2100, description="keyboard")
+    browser.get(inv["checkout_url"])
+    _wait_script(browser)
+    order = []
+    for _ in range(4):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        order.append(browser.switch_to.active_element.get_attribute("id"))
+    assert order == ["qr", "open", "copy", "invoice"]
+
+
+def test_a_phone_320_px_wide_or_200_percent_zoom_does_not_scroll_sideways(
+    browser: Any, server: Server
+) -> None:
+    inv = _invoice(server, currency="USD", items=ITEMS, description="Caf\u00e9 Lumen " * 6)
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 320, "height": 640, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        for url in (inv["checkout_url"], _address(server, "narrow" * 5, comment_allowed=50)):
+            browser.get(url)
+            assert browser.execute_script(
+                "return document.documentElement.scrollWidth <= 320 && window.innerWidth === 320;"
+            ), url
+        browser.get(inv["checkout_url"])
+        invoice = browser.find_element(By.ID, "invoice")
+        assert browser.execute_script(
+            "return arguments[0].scrollWidth <= arguments[0].clientWidth;", invoice
+        )
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+class Site:
+    """Another website (at http://localhost:<port>/, not the server's
+    127.0.0.1 origin) whose one page holds `body`: a pay button embedded
+    the way docs/checkout.md says."""
+
+    def __init__(self, body: str) -> None:
+        page = f"<!doctype html><html lang=en><title>A shop</title>{body}".encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://localhost:{self.httpd.server_port}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _clipboard(browser: Any, server: Server) -> str:
+    """What the clipboard holds, read from a page of the server's own origin."""
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": server.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    browser.get(server.url + "/pay/0123456789ab")
+    return str(
+        browser.execute_async_script(
+            "var done = arguments[0];"
+            "navigator.clipboard.readText().then(done, function (e) { done('error: ' + e); });"
+        )
+    )
+
+
+def _announced(browser: Any) -> list[str]:
+    """The text of the page's live regions (what a screen reader is told)."""
+    return [
+        str(el.get_attribute("textContent")).strip()
+        for el in browser.find_elements(By.CSS_SELECTOR, "[role=status], [aria-live]")
+    ]
+
+
+def test_copy_puts_the_invoice_on_the_clipboard_and_says_so(browser: Any, server: Server) -> None:
+    inv = _invoice(server, amount=2100, description="copy")
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": server.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    browser.get(inv["checkout_url"])
+    _wait_script(browser)
+    browser.find_element(By.ID, "copy").click()
+    _until(browser, lambda d: "Invoice copied" in _announced(d), "the copy to be announced")
+    assert _clipboard(browser, server) == inv["payment_request"]
+
+
+def test_copy_works_in_a_pay_button_embedded_on_another_site(browser: Any, server: Server) -> None:
+    """In the documented iframe, on another origin, the browser refuses the
+    Clipboard API; the button only selected the text and said nothing."""
+    inv = _invoice(server, amount=2100, description="embedded copy")
+    browser.execute_cdp_cmd("Browser.resetPermissions", {})
+    site = Site(f'<iframe id="pay" src="{inv["checkout_url"]}" width="360" height="900"></iframe>')
+    try:
+        browser.get(site.url)  # localhost: not the server's origin (127.0.0.1)
+        browser.switch_to.frame(browser.find_element(By.ID, "pay"))
+        _wait_script(browser)
+        browser.find_element(By.ID, "copy").click()
+        _until(browser, lambda d: "Invoice copied" in _announced(d), "the copy to be announced")
+        browser.switch_to.default_content()
+    finally:
+        site.close()
+    assert _clipboard(browser, server) == inv["payment_request"]
+
+
+def test_the_tab_title_keeps_the_amount_as_the_state_changes(browser: Any, server: Server) -> None:
+    inv = _invoice(server, amount=500, description="title")
+    browser.get(inv["checkout_url"])
+    _wait_script(browser)
+    assert browser.title == "Waiting for payment: 500 sats"
+    cli(server.data_dir, "dev", "pay", inv["payment_hash"])
+    _until(browser, lambda d: _text(d, "status") == "Paid", "the page to turn paid")
+    assert browser.title == "Paid: 500 sats"
+
+
+# -- the Lightning Address form ----------------------------------------------------
+
+
+def _ax_node(browser: Any, element_id: str) -> dict[str, Any]:
+    """The element as the accessibility tree (what a screen reader reads) has it."""
+    target = browser.execute_cdp_cmd(
+        "DOM.describeNode",
+        {
+            "objectId": browser.execute_cdp_cmd(
+                "Runtime.evaluate", {"expression": f"document.getElementById({element_id!r})"}
+            )["result"]["objectId"]
+        },
+    )
+    nodes = browser.execute_cdp_cmd(
+        "Accessibility.getPartialAXTree",
+        {"backendNodeId": target["node"]["backendNodeId"], "fetchRelatives": False},
+    )["nodes"]
+    node = nodes[0]
+    props = {p["name"]: p["value"].get("value") for p in node.get("properties", [])}
+    props.setdefault("focused", False)
+    return {
+        "name": node.get("name", {}).get("value"),
+        "description": node.get("description", {}).get("value"),
+        **props,
+    }
+
+
+def test_form_errors_sit_by_their_field_and_are_read_with_it(browser: Any, server: Server) -> None:
+    """An error was one line above the form, tied to no field and not
+    focused, so a screen reader user back on the page heard nothing of it."""
+    form = _address(
+        server,
+        "errors",
+        min_sendable_msat=10_000,
+        max_sendable_msat=1_000_000,
+        comment_allowed=20,
+        payer_data={"name": {"mandatory": False}},
+    )
+    browser.get(form)
+    # A browser that does not check the form (or a value it lets through).
+    browser.execute_script("document.querySelector('form').noValidate = true;")
+    browser.find_element(By.ID, "amount").send_keys("5000")
+    browser.find_element(By.ID, "comment").send_keys("for the bread")
+    browser.find_element(By.ID, "name").send_keys("Ann")
+    browser.find_element(By.ID, "submit").click()
+    _until(browser, lambda d: d.find_elements(By.ID, "error"), "the form's error")
+    error = _text(browser, "error")
+    assert error == "Enter from 10 to 1,000 sats."
+    amount = _ax_node(browser, "amount")
+    assert amount["focused"] is True and amount["invalid"] == "true"
+    assert amount["description"] == error
+    assert amount["name"].startswith("Amount")
+    # The error is shown right after its field, before the next one.
+    assert browser.execute_script(
+        "var e = document.getElementById('error');return e.previousElementSibling.id === 'amount';"
+    )
+    # What the payer typed is still there.
+    assert browser.find_element(By.ID, "comment").get_attribute("value") == "for the bread"
+    assert browser.find_element(By.ID, "name").get_attribute("value") == "Ann"
+    assert _ax_node(browser, "comment")["invalid"] == "false"
+
+
+def test_a_message_with_line_breaks_up_to_the_limit_is_taken(browser: Any, server: Server) -> None:
+    """The browser counts a line break as one character and sends it as two
+    (CR LF): a message the field let the payer type to its limit was refused
+    as too long."""
+    form = _address(server, "lines", comment_allowed=20)
+    browser.get(form)
+    browser.find_element(By.ID, "amount").send_keys("21")
+    comment = browser.find_element(By.ID, "comment")
+    comment.send_keys("a" * 9 + Keys.ENTER + "b" * 10)
+    assert browser.execute_script("return arguments[0].value.length;", comment) == 20
+    browser.find_element(By.ID, "submit").click()
+    _until(browser, lambda d: "/pay/address/" not in d.current_url, "the invoice page")
+    minted = server.request("GET", "/invoices?items=1").json()[0]
+    assert minted["lightning_address"] == "lines"
+    assert minted["comment"] == "a" * 9 + "\n" + "b" * 10

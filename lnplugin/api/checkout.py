@@ -109,7 +109,9 @@ def _error_page(code: int, message: str, headers: dict[str, str] | None = None) 
     html = render_template("error.html", title=titles.get(code, "Error"), message=message)
     response = Response(html, status=code, mimetype="text/html")
     response.headers.update(headers or {})
-    return response
+    # Also when no route of these blueprints matched (a 404 or 405 under
+    # /pay/, by `page_http_error`), where their after_request does not run.
+    return _secure(response)
 
 
 def page_http_error(exc: HTTPException) -> Response:
@@ -342,24 +344,36 @@ def address_mint(username: str) -> Any:
     base = public.public_url()
     row = lnurlp.address(username)
     raw = request.form.get("amount", "").strip()
-    comment = request.form.get("comment", "").strip() or None
+    # A browser sends each line break of a textarea as CR LF, but its
+    # `maxlength` counted it as one character: count it as one here too.
+    comment = request.form.get("comment", "").replace("\r\n", "\n").strip() or None
+    name = request.form.get("name", "").strip()
+
+    def refuse(error: str, field: str | None) -> Response:
+        return _address_form(row, error, raw, comment, name, field)
+
     if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
-        return _address_form(row, "Enter the amount in sats, a whole number.", raw, comment)
+        return refuse("Enter the amount in sats, a whole number.", "amount")
     low, high = -(-row.min_sendable_msat // 1000), row.max_sendable_msat // 1000
     if not low <= int(raw) <= high:
-        return _address_form(row, f"Enter from {low:,} to {high:,} sats.", raw, comment)
+        return refuse(f"Enter from {low:,} to {high:,} sats.", "amount")
     if _wallet_only(row):
         return _address_form(row, status=400)
-    name = request.form.get("name", "").strip()
+    if comment is not None and 0 < row.comment_allowed < len(comment):
+        return refuse(
+            f"Shorten the message to at most {row.comment_allowed:,} characters "
+            f"(it has {len(comment):,}).",
+            "comment",
+        )
     if not name and _mandatory(row, "name"):
-        return _address_form(row, "Enter your name: this address asks for it.", raw, comment)
+        return refuse("Enter your name: this address asks for it.", "name")
     payer_text = json.dumps({"name": name}) if name and "name" in row.payer_data_request else None
     try:
         stored = lnurlp.mint(row, base, int(raw) * 1000, comment, payer_text)
     except APIError as exc:
         if exc.code != 400:
             raise
-        return _address_form(row, exc.message, raw, comment)
+        return refuse(exc.message, "name" if exc.message.startswith("payerdata.name") else None)
     return redirect(link("checkout.page", public_id=stored.public_id), code=303)
 
 
@@ -388,8 +402,12 @@ def _address_form(
     error: str | None = None,
     amount: str = "",
     comment: str | None = None,
+    name: str = "",
+    field: str | None = None,
     status: int | None = None,
 ) -> Response:
+    """The address's form; with `error`, shown after `field` (the form's
+    input it is about; None: above the form) and what the payer typed."""
     html = render_template(
         "address.html",
         row=row,
@@ -397,8 +415,10 @@ def _address_form(
         min_sats=-(-row.min_sendable_msat // 1000),  # whole sats inside the msat range
         max_sats=row.max_sendable_msat // 1000,
         error=error,
+        field=field,
         amount=amount,
         comment=comment or "",
+        name=name,
         asks_name="name" in row.payer_data_request,
         name_mandatory=_mandatory(row, "name"),
         wallet_only=" and ".join(_wallet_only(row)),

@@ -12,6 +12,9 @@
   var state = body.getAttribute("data-state");
   var source = null;
   var timer = null;
+  // The server's title is "<state>: <amount>": the state changes, the amount stays.
+  var amountInTitle = document.title.slice(document.title.indexOf(": "));
+  if (document.title.indexOf(": ") < 0) { amountInTitle = ""; }
 
   function show(next) {
     if (!LABELS[next] || FINAL[state]) { return; }
@@ -19,7 +22,7 @@
     body.setAttribute("data-state", next);
     body.className = "state-" + next.toLowerCase();
     document.getElementById("status").textContent = LABELS[next];
-    document.title = LABELS[next];
+    document.title = LABELS[next] + amountInTitle;
     if (next !== "CREATED") { stopCountdown(); }
     if (FINAL[next]) {
       document.getElementById("pay").hidden = true;
@@ -44,18 +47,37 @@
     if (left === 0 && state === "CREATED") { show("EXPIRED"); }
   }
 
+  // The button's text says it was copied; the live region tells a screen
+  // reader, which may not read a change of the focused button's text.
   var copy = document.getElementById("copy");
+  var copied = document.getElementById("copied");
   var invoice = document.getElementById("invoice");
   copy.hidden = false;
-  copy.addEventListener("click", function () {
-    var done = function () { copy.textContent = "Copied"; };
-    if (navigator.clipboard && navigator.clipboard.writeText) {
-      navigator.clipboard.writeText(invoice.value).then(done, function () {
-        invoice.select();
-      });
+  function say(text) { copied.textContent = text; }
+  function done() {
+    copy.textContent = "Copied";
+    say("Invoice copied");
+  }
+  // The Clipboard API is refused in a frame on another site (the embedded
+  // pay button) and missing on plain http: copy the selected text instead,
+  // and if even that fails, leave the invoice text selected and say so.
+  function copySelected() {
+    invoice.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    if (ok) {
+      copy.focus();
+      done();
     } else {
-      invoice.select();
-      if (document.execCommand("copy")) { done(); }
+      say("Could not copy. The invoice text is selected: copy it from there.");
+    }
+  }
+  copy.addEventListener("click", function () {
+    say("");
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(invoice.value).then(done, copySelected);
+    } else {
+      copySelected();
     }
   });
 

@@ -77,3 +77,93 @@ def test_nothing_cites_a_fact_sheet_outside_the_repository() -> None:
     ]
     citing += ["README.md"] if sheet in (root / "README.md").read_text() else []
     assert not citing, f"cite docs/protocols.md instead of {sheet} in: {citing}"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text()
+SOURCE = "\n".join(p.read_text() for p in sorted((ROOT / "lnplugin").rglob("*.py")))
+
+
+def _defined(name: str) -> bool:
+    """`name` is a function, class, attribute, field or table of lnplugin's."""
+    patterns = (
+        rf"\b(?:def|class)\s+{name}\b",
+        rf"^\s*(?:self\.)?{name}\s*(?::[^=\n]+)?=",  # an attribute or a module constant
+        rf"^\s+{name}\s*:",  # a dataclass field or a Protocol member
+        rf"CREATE TABLE (?:IF NOT EXISTS )?{name}\b",
+        rf"[\"']{name}[\"']",  # a protocol's name lnplugin uses, e.g. a NIP-47 notification
+    )
+    return any(re.search(p, SOURCE, re.MULTILINE) for p in patterns)
+
+
+def test_the_architecture_map_names_only_files_that_exist() -> None:
+    files = {str(p.relative_to(ROOT / "lnplugin")) for p in (ROOT / "lnplugin").rglob("*.py")}
+    named = set(re.findall(r"`(?:lnplugin/)?([\w/]+\.py)`", ARCHITECTURE))
+    named |= set(re.findall(r"^\s*(?:[│└┌├ ]*)([\w/]+\.py)", ARCHITECTURE, re.MULTILINE))
+    missing = [n for n in sorted(named) if not any(f == n or f.endswith("/" + n) for f in files)]
+    assert named and not missing, f"docs/architecture.md names files that do not exist: {missing}"
+
+
+# Named by the map as what lnplugin does not use.
+NAMED_FOR_CONTRAST = {"ThreadPoolExecutor"}
+
+
+def test_the_architecture_map_names_only_code_that_exists() -> None:
+    """Every `Class`, `function`, `Class.method` or `module.name` it names is defined."""
+    names = re.findall(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\(\w*\))?`", ARCHITECTURE)
+    code = [
+        n
+        for n in names
+        if (n[0].isupper() or "_" in n or "." in n)
+        and not n.endswith(".py")  # files: the test above
+        and n not in NAMED_FOR_CONTRAST
+    ]
+    missing = sorted({n for n in code if not _defined(n.rsplit(".", 1)[-1])})
+    assert code and not missing, f"docs/architecture.md names code that does not exist: {missing}"
+
+
+def test_the_path_of_one_payment_takes_at_most_eight_files() -> None:
+    section = ARCHITECTURE.split("## The path of one payment", 1)[1].split("\n## ", 1)[0]
+    (count,) = re.findall(r"^ \((\d+) files\)", section, re.MULTILINE)
+    steps = re.findall(r"^\d+\. `([\w/]+\.py)`", section, re.MULTILINE)
+    assert len(steps) == int(count) <= 8, steps
+    assert all((ROOT / step).is_file() for step in steps), steps
+
+
+def test_the_architecture_map_names_every_part_of_the_service() -> None:
+    """`Service`'s parts (its public fields) are the boxes of the map."""
+    from dataclasses import fields
+
+    from lnplugin.service import Service
+
+    parts = [f.name for f in fields(Service) if not f.name.startswith("_")]
+    paragraph = ARCHITECTURE.split("**service.py**", 1)[1].split("\n\n", 1)[0]
+    missing = [p for p in parts if f"`{p}`" not in paragraph and p not in WITHOUT_A_BOX]
+    assert not missing, f"docs/architecture.md's service.py paragraph does not name {missing}"
+
+
+# Service fields that are bookkeeping, not parts.
+WITHOUT_A_BOX = {"settings", "store", "node", "started_at", "status_key", "refused", "on_refused"}
+
+
+def test_the_changelog_lists_every_store_migration_by_its_name() -> None:
+    from lnplugin.store.migrations import MIGRATIONS
+
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    listed = {
+        int(n): text
+        for section in changelog.split("### Store migrations")[1:]
+        for n, text in re.findall(r"^(\d+)\. (.+)$", section.split("\n## ", 1)[0], re.MULTILINE)
+    }
+    assert sorted(listed) == sorted(MIGRATIONS)
+    wrong = {n: text for n, text in listed.items() if not text.startswith(MIGRATIONS[n][0])}
+    assert not wrong, f"CHANGELOG.md names these migrations otherwise than the code: {wrong}"
+
+
+def test_the_docs_give_the_migration_that_added_public_ids() -> None:
+    """docs/checkout.md says which migration gave every invoice its page id."""
+    from lnplugin.store.migrations import MIGRATIONS
+
+    checkout = (ROOT / "docs" / "checkout.md").read_text()
+    (n,) = re.findall(r"Store migration (\d+) adds the column", checkout)
+    assert "public id" in MIGRATIONS[int(n)][0]

@@ -262,9 +262,27 @@ def test_a_cln_socket_path_that_is_not_a_socket(tmp: Path):
 
 def test_an_unreachable_node_still_starts(tmp: Path):
     # The socket file does not exist: lightningd is not up yet. Not a setting error.
-    with Server(tmp / "data", "--node", "cln", "--cln-socket", str(tmp / "rpc")) as server:
+    with Server(
+        tmp / "data",
+        "--node",
+        "cln",
+        "--cln-socket",
+        str(tmp / "rpc"),
+        "--public-url",
+        "https://pay.example.com",
+    ) as server:
         reply = server.request("POST", "/invoices", json={"amount": 10})
         assert reply.status_code == 503
+        # As every 503 (docs/operations.md): a client backs off by it, then tries again.
+        assert reply.headers["Retry-After"].isdigit(), reply.headers
+        assert "unreachable" in reply.json()["message"]
+        # A wallet paying a Lightning Address is told the same.
+        added = server.request("POST", "/lightning_addresses", json={"username": "bob"})
+        assert added.status_code == 201, added.text
+        wallet = server.request("GET", "/lnurlp/bob/callback?amount=5000")
+        assert wallet.status_code == 503
+        assert wallet.json()["status"] == "ERROR" and "unreachable" in wallet.json()["reason"]
+        assert wallet.headers["Retry-After"].isdigit(), wallet.headers
 
 
 # -- secrets on disk ------------------------------------------------------------------

@@ -17,6 +17,10 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
+# Seconds a client is told to wait when the node is unreachable (`Retry-After`
+# on that 503, as on every 503): the follower's reconnects start within a second.
+NODE_DOWN_RETRY_AFTER = "5"
+
 
 class APIError(Exception):
     def __init__(

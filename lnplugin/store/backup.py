@@ -53,6 +53,8 @@ def backup(source: Path, target: Path, *, force: bool = False) -> BackupResult:
         raise BackupError(f"{target} is the store itself")
     if owned_file(source.parent, target):
         raise BackupError(f"{target} is one of the data dir's own files; choose another")
+    if not target.parent.exists():
+        raise BackupError(f"{target.parent} does not exist; create it first")
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent} is not a directory")
     try:

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 64 * 1024
 SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the rest
 # Deliveries in flight to one target (an endpoint, or an invoice `webhook` URL)
-# at most: a receiver that does not answer gets half the senders, never all.
-PER_TARGET = SENDERS // 2
+# are at most half the senders: a receiver that does not answer gets half,
+# never all (`DeliveryWorker.per_target`).
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
 PARK = 60.0  # seconds a row whose outcome could not be recorded is not dispatched again
@@ -199,11 +199,15 @@ class DeliveryWorker:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, next_at - time.time()))
 
-    def _full_targets(self) -> set[tuple[str, str]]:
+    def _full_targets(self, counts: Counter[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
         """Targets with `per_target` deliveries in flight: no more go to them."""
-        with self._targets_lock:
-            counts = Counter(self._targets.values())
+        if counts is None:
+            counts = self._in_flight()
         return {t for t, n in counts.items() if n >= self.per_target}
+
+    def _in_flight(self) -> Counter[tuple[str, str]]:
+        with self._targets_lock:
+            return Counter(self._targets.values())
 
     def _due(self, now: float, busy: set[int], free: int) -> list[Any]:
         """Up to `free` due rows, at most `per_target` in flight per target.
@@ -211,9 +215,8 @@ class DeliveryWorker:
         Full targets are left out in SQL; the rest are capped here, from a
         wider read, so that a target with many due rows cannot fill the
         senders in one step either."""
-        with self._targets_lock:
-            counts = Counter(self._targets.values())
-        full = {t for t, n in counts.items() if n >= self.per_target}
+        counts = self._in_flight()
+        full = self._full_targets(counts)
         picked = []
         for row in db.due(self.store.conn, now, busy, free * self.per_target, full):
             key = db.target(row)

@@ -1,7 +1,8 @@
-"""`store.metrics`: the counts `/metrics` reads are kept by triggers
-(migration 22) in the transaction that writes the rows, so a scrape reads a
-few rows instead of grouping whole tables. Whatever is written, they must
-equal the GROUP BY over the tables they replace."""
+"""`store.metrics`: what `/metrics` counts without grouping whole tables at
+every scrape must equal those GROUP BYs: delivery and rss::payment counts
+kept by triggers (migration 22), whatever is written; event and settlement
+counts carried from scrape to scrape over the outbox (`Running`), however
+the follower's writes and the scrapes interleave."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from lnplugin.follower import apply_in
+from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
 from lnplugin.store import Store, invoices, metrics
 from lnplugin.store.migrations import MIGRATIONS
 
 GROUPED = {
-    "events": "SELECT type, COUNT(*) FROM events GROUP BY type",
-    "settlements": (
-        "SELECT CASE WHEN COALESCE(is_keysend, 0) != 0 THEN 'keysend' ELSE 'invoice' END,"
-        " COUNT(*) FROM invoices WHERE type = 'incoming' AND state = 'SETTLED' GROUP BY 1"
-    ),
     "deliveries": "SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status",
     "rss_payments": "SELECT state, COUNT(*) FROM rss_payments GROUP BY state",
 }
@@ -37,8 +35,9 @@ def tallied(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
 
 
 def scramble(store: Store, rng: random.Random, steps: int) -> None:
-    """Random inserts, updates and deletes on the four counted tables, some
-    updating counted columns to the value they had, some to another."""
+    """Random inserts, updates and deletes on the counted tables (and on
+    invoices and events around them), some updating counted columns to the
+    value they had, some to another."""
     for n in range(steps):
         with store.transaction() as tx:
             ids = [r[0] for r in tx.execute("SELECT id FROM invoices")]
@@ -146,3 +145,62 @@ def test_the_migration_counts_what_was_there_before_it(tmp_path: Path) -> None:
         assert again.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 22
     finally:
         again.close()
+
+
+SETTLED_BY_KIND = (
+    "SELECT CASE WHEN COALESCE(is_keysend, 0) != 0 THEN 'keysend' ELSE 'invoice' END,"
+    " COUNT(*) FROM invoices WHERE type = 'incoming' AND state = 'SETTLED' GROUP BY 1"
+)
+
+
+def node_update(n: int, state: str, keysend: bool) -> InvoiceUpdate:
+    settled = state == "SETTLED"
+    return InvoiceUpdate(
+        NodeInvoice(
+            payment_hash=hashlib.sha256(f"p{n}".encode()).hexdigest(),
+            payment_request="" if keysend else "lnbcrt1...",
+            state=state,  # type: ignore[arg-type]
+            amount_msat=None if keysend else 1000,
+            created_at=1_700_000_000 + n,
+            expiry=600,
+            amount_received_msat=1000 if settled else 0,
+            settled_at=1_700_000_000 + n if settled else None,
+            preimage="11" * 32 if settled else None,
+            is_keysend=keysend,
+        ),
+        n + 1,
+    )
+
+
+def test_outbox_counts_carried_between_scrapes_equal_the_grouped_counts(
+    tmp_path: Path,
+) -> None:
+    """The follower's writes (new invoices, settlements of known ones,
+    keysends, replays) interleaved with scrapes, one `Running` throughout,
+    and a second process's first scrape that counts everything at once."""
+    store = Store(tmp_path / "lnplugin.sqlite")
+    rng = random.Random(5)
+    running = metrics.Running()
+    try:
+        for _ in range(600):
+            keysend = rng.random() < 0.3
+            state = "SETTLED" if keysend else rng.choice(["OPEN", "SETTLED", "SETTLED", "CANCELED"])
+            with store.transaction() as tx:
+                apply_in(tx, node_update(rng.randrange(400), state, keysend))
+            if rng.random() < 0.1:
+                with store.snapshot() as conn:
+                    counts = metrics.read(conn, running)
+                    assert counts.events_by_type == dict(
+                        conn.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall()
+                    )
+                    assert counts.settlements_by_kind == dict(
+                        conn.execute(SETTLED_BY_KIND).fetchall()
+                    )
+        with store.snapshot() as conn:
+            carried = metrics.read(conn, running)
+            fresh = metrics.read(conn, metrics.Running())  # a new process's first scrape
+            assert carried == fresh
+            assert set(fresh.settlements_by_kind) == {"invoice", "keysend"}
+            assert fresh.settlements_by_kind == dict(conn.execute(SETTLED_BY_KIND).fetchall())
+    finally:
+        store.close()

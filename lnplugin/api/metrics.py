@@ -87,6 +87,7 @@ class _Collector:
 
     def __init__(self, service: Service) -> None:
         self.service = service
+        self.running = store_metrics.Running()  # outbox counts, carried between scrapes
 
     def describe(self) -> list[Metric]:
         return []  # computed families: nothing to check at registration
@@ -136,7 +137,7 @@ class _Collector:
         yield node_errors
 
         with svc.store.snapshot() as conn:
-            counts = store_metrics.read(conn)
+            counts = store_metrics.read(conn, self.running)
         events = CounterMetricFamily(
             "lnplugin_events", "Outbox events stored, by type.", labels=["type"]
         )

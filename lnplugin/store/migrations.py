@@ -596,13 +596,12 @@ def _tally(name: str, key: str, delta: str) -> str:
     )
 
 
-# What `/metrics` counts, as (tally name, table, the column counted by, which
-# rows count, the key those rows are counted under).
-_SETTLED = "{row}.type = 'incoming' AND {row}.state = 'SETTLED'"
-_KIND = "CASE WHEN COALESCE({row}.is_keysend, 0) != 0 THEN 'keysend' ELSE 'invoice' END"
+# What `/metrics` counts by trigger, as (tally name, table, the columns an
+# update may move a row by, which rows count, the key they are counted under).
+# Only tables whose rows change state: the outbox is append-only, and what
+# is counted from it (events, settlements) is carried from scrape to scrape
+# (`store.metrics.Running`), which costs the settlement path nothing.
 TALLIES = (
-    ("events", "events", "type", "1", "{row}.type"),
-    ("settlements", "invoices", "type, state, is_keysend", _SETTLED, _KIND),
     ("deliveries", "webhook_deliveries", "status", "1", "{row}.status"),
     ("rss_payments", "rss_payments", "state", "1", "{row}.state"),
 )
@@ -610,11 +609,11 @@ TALLIES = (
 
 @migration(22, "running counts for /metrics, kept by triggers")
 def _tallies(db: sqlite_utils.Database) -> None:
-    # `/metrics` counted events, settlements and deliveries with a GROUP BY
-    # over their whole tables at every scrape: ~0.6 s of CPU a scrape on a
-    # million invoices, and more with their events and deliveries. Triggers
-    # keep the counts in the transaction that changes the rows, so they
-    # survive restarts and always agree with the tables (`store.metrics`).
+    # `/metrics` counted webhook deliveries and rss::payment fetches by status
+    # with a GROUP BY over their whole tables at every scrape (a delivery row
+    # per event and endpoint: millions on a busy store). Triggers keep the
+    # counts in the transaction that changes the rows, so they survive
+    # restarts and always agree with the tables (`store.metrics`).
     db.execute(
         "CREATE TABLE tallies (name TEXT NOT NULL, key TEXT NOT NULL, n INTEGER NOT NULL,"
         " PRIMARY KEY (name, key)) WITHOUT ROWID"

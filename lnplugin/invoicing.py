@@ -205,7 +205,7 @@ def settle(follower: Follower, found: StoredInvoice, preimage: str) -> StoredInv
     if found.state == "SETTLED":
         return found
     if found.state != "ACCEPTED":
-        raise WrongState(_not_accepted(found.state), found.state)
+        raise WrongState(_not_accepted(found), found.state)
     try:
         late = follower.cancel_if_due(found)
         if late is not None:
@@ -246,10 +246,13 @@ def fresh(follower: Follower, payment_hash: str) -> StoredInvoice:
     return row
 
 
-def _not_accepted(state: str) -> str:
-    if state == "OPEN":
+def _not_accepted(found: StoredInvoice) -> str:
+    if found.state == "OPEN":
         return "The hold invoice is not paid yet (CREATED); it can be settled once ACCEPTED"
-    return f"The invoice is {state}; only an ACCEPTED hold invoice can be settled"
+    # A client settling an invoice the safety cancel (or anyone) canceled is
+    # told why, not just that it is canceled.
+    why = f" ({found.cancel_reason})" if found.state == "CANCELED" and found.cancel_reason else ""
+    return f"The invoice is {found.state}{why}; only an ACCEPTED hold invoice can be settled"
 
 
 def _node_error(exc: NodeError) -> InvoicingError:

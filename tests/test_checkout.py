@@ -171,6 +171,19 @@ def test_error_pages_for_no_route_carry_the_policy_too(server: Server) -> None:
         assert reply.headers.get("Referrer-Policy") == "no-referrer", (method, url)
 
 
+def test_pages_name_their_own_icon(server: Server) -> None:
+    """Without one, every page load asked for /favicon.ico and got a 404 (a
+    console error in the payer's browser); the icon is the pages' own file."""
+    inv = _invoice(server)
+    page = requests.get(inv["checkout_url"], timeout=10).text
+    found = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)">', page)
+    assert found is not None
+    icon = requests.get(urllib.parse.urljoin(inv["checkout_url"], found.group(1)), timeout=10)
+    assert icon.status_code == 200
+    assert icon.headers["Content-Type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg")
+
+
 def test_the_public_stream_tells_the_state_and_nothing_else(server: Server) -> None:
     inv = _invoice(server, **SECRETS)
     with requests.get(inv["checkout_url"] + "/events", stream=True, timeout=30) as stream:
@@ -328,7 +341,7 @@ def test_behind_a_proxy_at_a_path_every_link_on_the_pages_keeps_the_path(
         page = requests.get(srv.url + page_path.removeprefix(prefix), timeout=10)
         assert page.status_code == 200
         links = re.findall(r'(?:href|src|action|data-events)="(/[^"]*)"', page.text)
-        assert len(links) == 4, links  # css, state stream, refresh, script
+        assert len(links) == 5, links  # css, icon, state stream, refresh, script
         for path in links:
             assert path.startswith(prefix + "/"), path
         for path in links:

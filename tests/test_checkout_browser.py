@@ -570,6 +570,22 @@ def test_copy_works_in_a_pay_button_embedded_on_another_site(browser: Any, serve
     assert _clipboard(browser, server) == inv["payment_request"]
 
 
+def test_focus_moves_to_the_new_state_when_the_focused_control_is_hidden(
+    browser: Any, server: Server
+) -> None:
+    """A keyboard user on Copy invoice when the payment lands: the pay
+    section is hidden, and focus goes to the state line that says "Paid"
+    rather than back to the top of the page."""
+    inv = _invoice(server, amount=700, description="focus")
+    browser.get(inv["checkout_url"])
+    _wait_script(browser)
+    browser.execute_script("document.getElementById('copy').focus()")
+    assert browser.execute_script("return document.activeElement.id") == "copy"
+    cli(server.data_dir, "dev", "pay", inv["payment_hash"])
+    _until(browser, lambda d: _text(d, "status") == "Paid", "the page to turn paid")
+    assert browser.execute_script("return document.activeElement.id") == "status"
+
+
 def test_the_tab_title_keeps_the_amount_as_the_state_changes(browser: Any, server: Server) -> None:
     inv = _invoice(server, amount=500, description="title")
     browser.get(inv["checkout_url"])

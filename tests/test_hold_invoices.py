@@ -393,6 +393,12 @@ def test_a_settle_within_the_margin_cancels_instead_and_says_why(quiet) -> None:
     assert row.state == "CANCELED" and row.cancel_reason in refused.value.message
     assert node.lookup_invoice(payment_hash).state == "CANCELED"  # failed back on the node
     assert follower.cancel_near_deadline() == 0  # nothing left for it
+    with pytest.raises(invoicing.WrongState) as again:  # a retry is told why, too
+        invoicing.settle(follower, row, preimage)
+    assert again.value.message == (
+        f"The invoice is CANCELED ({row.cancel_reason}); only an ACCEPTED hold invoice can be "
+        "settled"
+    )
 
 
 def test_the_dev_node_settles_no_htlc_past_its_deadline(quiet) -> None:

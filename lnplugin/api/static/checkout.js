@@ -16,16 +16,23 @@
   var amountInTitle = document.title.slice(document.title.indexOf(": "));
   if (document.title.indexOf(": ") < 0) { amountInTitle = ""; }
 
+  var status = document.getElementById("status");
+
   function show(next) {
     if (!LABELS[next] || FINAL[state]) { return; }
     state = next;
     body.setAttribute("data-state", next);
     body.className = "state-" + next.toLowerCase();
-    document.getElementById("status").textContent = LABELS[next];
+    status.textContent = LABELS[next];
     document.title = LABELS[next] + amountInTitle;
     if (next !== "CREATED") { stopCountdown(); }
     if (FINAL[next]) {
-      document.getElementById("pay").hidden = true;
+      var pay = document.getElementById("pay");
+      // Hiding the focused control (Copy invoice) would drop keyboard focus
+      // to the top of the page: put it on the new state instead.
+      var hadFocus = pay.contains(document.activeElement);
+      pay.hidden = true;
+      if (hadFocus) { status.focus(); }
       if (source) { source.close(); }
     }
   }

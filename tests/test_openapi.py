@@ -119,3 +119,14 @@ def test_require_records_its_scopes() -> None:
         return "x"
 
     assert view.required_scopes == ("invoices:read", "transactions:read")  # type: ignore[attr-defined]
+
+
+def test_every_field_an_invoice_always_carries_is_required(client, admin) -> None:  # type: ignore[no-untyped-def]
+    """A client generated from the document gets non-optional fields for
+    everything an invoice answer always holds (null when it does not apply),
+    the newer ones (QR links, hold and fiat fields) included."""
+    schema = client.get("/openapi.json").get_json()["components"]["schemas"]["Invoice"]
+    assert set(schema["required"]) == set(schema["properties"])
+    answer = client.post("/invoices", json={"amount": 21}, headers=admin).get_json()
+    assert set(schema["required"]) <= set(answer)
+    assert {"checkout_url", "qr_code_png", "settle_deadline", "price"} <= set(schema["required"])

@@ -340,9 +340,13 @@ class FiatPrice(BaseModel):
 
 
 class Invoice(BaseModel):
-    """Alby's invoice object (incoming invoices, keysends, outgoing payments)."""
+    """Alby's invoice object (incoming invoices, keysends, outgoing payments).
 
-    model_config = ConfigDict(extra="allow")
+    Every field is in every answer (`alby.invoice_json`), null when it does
+    not apply, so the document marks them all `required` (a client generated
+    from it would otherwise make the newer ones optional)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=True)
 
     amount: int = Field(description="sats")
     amount_msat: int

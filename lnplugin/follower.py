@@ -670,31 +670,34 @@ class Follower:
             self.status.head = max(head, self.status.cursor)
         return head
 
-    def _check_node(self) -> None:
+    def _check_node(self) -> bool:
         """What must hold before the feed or a sweep reads from the cursors:
         they count this node's positions (`cursors.sync_node`), and the node's
         feed is not behind them (`_start_over`). Once per process, under a
         lock, so a sweep never reads a cursor these checks are about to
         rewind; a check the node could not answer (down) is tried again at
-        the next connection."""
+        the next connection. True when it asked the node for its head just
+        now (the feed need not ask again)."""
         self.sync_cursor_kind()
         if self._identity_checked and self._head_checked:
-            return
+            return False
         with self._check_lock:
             if not self._identity_checked:
                 self._check_identity()
                 self._identity_checked = True
-            if not self._head_checked:
-                head = self.refresh_head()
-                if head is not None and head < self.status.cursor:
-                    self._start_over(head)
-                # Once, on the first head the node gives: a fresh one on every
-                # kind of node. Later ones may lag the cursor (lnd's is listed
-                # at most every few seconds, while the stream moves the cursor
-                # on). Marked after `_start_over`, never before: a sweep that
-                # finds it marked (without the lock) reads the rewound cursor.
-                if head is not None or not self.node.has_feature(Feature.FEED_HEAD):
-                    self._head_checked = True
+            if self._head_checked:
+                return False
+            head = self.refresh_head()
+            if head is not None and head < self.status.cursor:
+                self._start_over(head)
+            # Once, on the first head the node gives: a fresh one on every
+            # kind of node. Later ones may lag the cursor (lnd's is listed
+            # at most every few seconds, while the stream moves the cursor
+            # on). Marked after `_start_over`, never before: a sweep that
+            # finds it marked (without the lock) reads the rewound cursor.
+            if head is not None or not self.node.has_feature(Feature.FEED_HEAD):
+                self._head_checked = True
+            return True
 
     def _check_identity(self) -> None:
         """Rewind the cursors when the node is not the one they count for (its
@@ -737,8 +740,7 @@ class Follower:
         or sweep reads the cursor; a node reset while lnplugin runs is found
         at its next start."""
         with self._apply_lock, self.store.transaction() as tx:
-            cursors.rewind(tx, cursors.INCOMING)
-            cursors.rewind(tx, cursors.OUTGOING)  # its payments are numbered afresh too
+            cursors.rewind_followed(tx)  # its payments are numbered afresh too
         log.warning(
             "the node's settlement feed is at %d, behind the %d lnplugin had stored: its invoice "
             "history was reset (a restored or replaced node); re-reading it from the start",
@@ -879,8 +881,8 @@ class Follower:
         handful of transactions, while a single live payment still commits
         within milliseconds.
         """
-        self._check_node()
-        self.refresh_head()
+        if not self._check_node():
+            self.refresh_head()
         progress = BackfillProgress()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
         stream = self.node.settlements(self.status.cursor)

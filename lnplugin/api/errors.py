@@ -37,6 +37,11 @@ class APIError(Exception):
         self.headers = headers
 
 
+def node_down(message: str) -> APIError:
+    """The 503 for an unreachable node, with its `Retry-After`."""
+    return APIError(503, message, headers={"Retry-After": NODE_DOWN_RETRY_AFTER})
+
+
 def error_body(code: int, message: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
     """The Alby error object; also written by the server itself (`lnplugin.run.asgi`)."""
     body: dict[str, Any] = {"code": code, "error": True, "message": message}

@@ -16,7 +16,7 @@ from lnplugin import export, fiat, invoicing, lnurl
 from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import READ_SCOPES, current_token, has_scope, require, require_one_of
-from lnplugin.api.errors import NODE_DOWN_RETRY_AFTER, APIError
+from lnplugin.api.errors import APIError, node_down
 from lnplugin.api.schemas import HEX64, MAX_MSAT, HoldSettle, InvoiceCreate
 from lnplugin.api.webhooks import guard_target
 from lnplugin.nodes.base import InvoiceRequest, NodeInvoice
@@ -189,7 +189,7 @@ def api_error(exc: invoicing.InvoicingError) -> APIError:
     if isinstance(exc, invoicing.BadParameter):
         return APIError(400, "Invalid request", {exc.field: exc.message})
     if isinstance(exc, invoicing.NodeDown):
-        return APIError(503, exc.message, headers={"Retry-After": NODE_DOWN_RETRY_AFTER})
+        return node_down(exc.message)
     return APIError(_STATUS.get(type(exc), 400), exc.message)
 
 

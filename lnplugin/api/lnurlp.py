@@ -21,7 +21,7 @@ from flask import Blueprint, request
 
 from lnplugin import invoicing, lnurl
 from lnplugin.api import context, public
-from lnplugin.api.errors import NODE_DOWN_RETRY_AFTER, APIError
+from lnplugin.api.errors import APIError, node_down
 from lnplugin.api.invoices import log_orphan
 from lnplugin.api.schemas import HEX64
 from lnplugin.nodes.base import InvoiceRequest
@@ -157,11 +157,7 @@ def mint(
         minted = invoicing.mint(svc.follower, invoice_request, None)
     except invoicing.NodeDown:
         # The detail (the node's address, say) is for the operator, not for payers.
-        raise APIError(
-            503,
-            "The node is unreachable, try again shortly",
-            headers={"Retry-After": NODE_DOWN_RETRY_AFTER},
-        ) from None
+        raise node_down("The node is unreachable, try again shortly") from None
     except invoicing.InvoicingError as exc:
         raise APIError(502, exc.message) from None
 
@@ -218,11 +214,7 @@ def keysend(username: str) -> Any:
     row = address(username)
     info = context.service().node_info()
     if info is None or not info.pubkey:
-        raise APIError(
-            503,
-            "The node is unreachable, try again shortly",
-            headers={"Retry-After": NODE_DOWN_RETRY_AFTER},
-        )
+        raise node_down("The node is unreachable, try again shortly")
     return {
         "status": "OK",
         "tag": "keysend",

@@ -36,6 +36,13 @@ def rewind(tx: sqlite3.Connection, name: str) -> None:
     )
 
 
+def rewind_followed(tx: sqlite3.Connection) -> None:
+    """Rewind both of the follower's cursors: a node that starts its
+    positions over numbers its settlements and its payments afresh."""
+    for name in (INCOMING, OUTGOING):
+        rewind(tx, name)
+
+
 def sync_kind(tx: sqlite3.Connection, name: str, kind: str) -> bool:
     """Record what cursor `name` counts; reset it to 0 when that changed.
 
@@ -79,8 +86,7 @@ def sync_node(tx: sqlite3.Connection, pubkey: str) -> str | None:
     )
     if row is None:
         return None  # the first node seen (or a store from before this was kept)
-    for name in (INCOMING, OUTGOING):
-        rewind(tx, name)
+    rewind_followed(tx)
     return str(row[0])
 
 

@@ -309,26 +309,24 @@ class ClnHoldNode(ClnNode):
         except NodeError:
             return 0
 
-    def _cancel_regular(self, payment_hash: str) -> NodeInvoice:
+    def _cancel_regular(self, payment_hash: str, *, again: bool = True) -> NodeInvoice:
         """`delinvoice` names the status it expects, so a payment landing
         between the listing and the delete is refused by lightningd (906)
-        rather than deleted; the invoice is then listed again: paid, it
-        cannot be canceled (409), as when the payment came first."""
-        for attempt in range(2):
-            rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
-            if not rows:
-                raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
-            row = rows[0]
-            if row["status"] == "paid":
-                raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
-            try:
-                self._call("delinvoice", label=row["label"], status=row["status"])
-            except NodeError as exc:
-                if exc.code not in (_STATUS_CHANGED, _NO_SUCH_INVOICE) or attempt:
-                    raise
-                continue
-            return dataclasses.replace(to_invoice(row), state="CANCELED")
-        raise AssertionError("unreachable")  # pragma: no cover
+        rather than deleted; the invoice is then listed again (once): paid,
+        it cannot be canceled (409), as when the payment came first."""
+        rows = self._call("listinvoices", payment_hash=payment_hash.lower())["invoices"]
+        if not rows:
+            raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
+        row = rows[0]
+        if row["status"] == "paid":
+            raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
+        try:
+            self._call("delinvoice", label=row["label"], status=row["status"])
+        except NodeError as exc:
+            if again and exc.code in (_STATUS_CHANGED, _NO_SUCH_INVOICE):
+                return self._cancel_regular(payment_hash, again=False)
+            raise
+        return dataclasses.replace(to_invoice(row), state="CANCELED")
 
     @staticmethod
     def _as(

@@ -9,7 +9,12 @@ import weakref
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lnplugin.run.server import REQUEST_DEADLINE, freeze_startup_objects
+from lnplugin.run.server import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    REQUEST_DEADLINE,
+    freeze_startup_objects,
+)
 from tests import e2e
 
 
@@ -79,3 +84,42 @@ def test_a_request_that_never_arrives_whole_does_not_hold_its_connection(
             stream.close()
             for s in (silent, head, body):
                 s.close()
+
+
+def _answer_to(where: tuple[str | None, int | None], head: bytes) -> bytes:
+    """The status line the server answers `head` with (b"" if it only closes)."""
+    with socket.create_connection(where) as sock:
+        sock.settimeout(REQUEST_DEADLINE + e2e.WAIT)
+        try:
+            sock.sendall(head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before all of it was read: the answer is still there
+        answer = b""
+        try:
+            while b"\r\n" not in answer:
+                more = sock.recv(4096)
+                if not more:
+                    break
+                answer += more
+        except ConnectionResetError:
+            pass
+        return answer.split(b"\r\n", 1)[0]
+
+
+def test_a_request_head_past_the_limits_is_refused_431(tmp_path: Path) -> None:
+    """Headers are capped in size and number, as the body is: otherwise any
+    client could make the server hold megabytes of header per connection,
+    times every connection it may open."""
+    with e2e.Server(tmp_path / "data") as server:
+        address = urlsplit(server.url)
+        where = (address.hostname, address.port)
+        start = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+        one_big = start + b"X-Big: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n\r\n"
+        many = start + b"".join(b"X-%d: a\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n"
+        long_url = b"GET /health?" + b"a" * (MAX_HEAD_BYTES + 1) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        usual = start + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 200) for i in range(40)) + b"\r\n"
+        assert _answer_to(where, one_big) == b"HTTP/1.1 431 Request Header Fields Too Large"
+        assert _answer_to(where, many) == b"HTTP/1.1 431 Request Header Fields Too Large"
+        assert _answer_to(where, long_url) == b"HTTP/1.1 431 Request Header Fields Too Large"
+        assert _answer_to(where, usual) == b"HTTP/1.1 200 OK"
+        assert server.request("GET", "/health").status_code == 200

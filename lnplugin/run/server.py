@@ -40,6 +40,11 @@ log = logging.getLogger("lnplugin")
 
 SHUTDOWN_BOUND = 10.0  # seconds from the first SIGTERM/SIGINT to a forced exit
 REQUEST_DEADLINE = 20.0  # seconds a request has to arrive whole (head and body)
+# A request's head (request line and headers), as the body is capped (64 KiB):
+# uvicorn's httptools protocol keeps every header of a request in memory with
+# no limit of its own.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100  # as http.client, gunicorn
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -176,9 +181,16 @@ class DeadlineProtocol(HttpToolsProtocol):
     now gets `REQUEST_DEADLINE` seconds from its opening, and each later
     request from its first byte, to deliver the request's head and body (at
     most 64 KiB); otherwise it is closed. Streams are untouched: their
-    request is complete before the answer starts."""
+    request is complete before the answer starts.
+
+    The head is capped too (`MAX_HEAD_BYTES`, `MAX_HEADERS`): past either,
+    the request is answered 431 and the connection closed, rather than
+    every header being kept in memory for as long as the client sends."""
 
     _deadline: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _header_count = 0
+    _head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -186,8 +198,42 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_bytes = self._header_count = 0
         if self._deadline is None:
             self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url), 0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value), 1)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int, headers: int) -> None:
+        self._head_bytes += size
+        self._header_count += headers
+        if self._head_bytes > MAX_HEAD_BYTES or self._header_count > MAX_HEADERS:
+            # Raised inside the parser's callback: uvicorn's data_received
+            # catches it as a parser error and calls send_400_response.
+            self._head_too_large = True
+            raise ValueError("request head too large")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_too_large:
+            super().send_400_response(msg)
+            return
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        message = f"Request head over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers"
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: " + str(len(message)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + message.encode()
+        )
+        self.transport.close()
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -4,6 +4,7 @@ connections whose request never arrives whole."""
 from __future__ import annotations
 
 import gc
+import json
 import socket
 import weakref
 from pathlib import Path
@@ -86,40 +87,48 @@ def test_a_request_that_never_arrives_whole_does_not_hold_its_connection(
                 s.close()
 
 
-def _answer_to(where: tuple[str | None, int | None], head: bytes) -> bytes:
-    """The status line the server answers `head` with (b"" if it only closes)."""
+def _answer_to(where: tuple[str | None, int | None], head: bytes) -> tuple[bytes, bytes]:
+    """The status line and body the server answers `head` with, read until
+    the server closes the connection."""
     with socket.create_connection(where) as sock:
         sock.settimeout(REQUEST_DEADLINE + e2e.WAIT)
         try:
-            sock.sendall(head)
+            sock.sendall(head + b"Connection: close\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before all of it was read: the answer is still there
         answer = b""
         try:
-            while b"\r\n" not in answer:
-                more = sock.recv(4096)
-                if not more:
-                    break
+            while more := sock.recv(65536):
                 answer += more
         except ConnectionResetError:
             pass
-        return answer.split(b"\r\n", 1)[0]
+        head_part, _, body = answer.partition(b"\r\n\r\n")
+        return head_part.split(b"\r\n", 1)[0], body
 
 
-def test_a_request_head_past_the_limits_is_refused_431(tmp_path: Path) -> None:
-    """Headers are capped in size and number, as the body is: otherwise any
-    client could make the server hold megabytes of header per connection,
-    times every connection it may open."""
+def test_a_request_head_past_the_limits_is_refused(tmp_path: Path) -> None:
+    """Headers and the request line are capped in size, and headers in
+    number, as the body is: otherwise any client could make the server hold
+    megabytes of head per connection, times every connection it may open."""
     with e2e.Server(tmp_path / "data") as server:
         address = urlsplit(server.url)
         where = (address.hostname, address.port)
         start = b"GET /health HTTP/1.1\r\nHost: x\r\n"
-        one_big = start + b"X-Big: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n\r\n"
-        many = start + b"".join(b"X-%d: a\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n"
-        long_url = b"GET /health?" + b"a" * (MAX_HEAD_BYTES + 1) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
-        usual = start + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 200) for i in range(40)) + b"\r\n"
-        assert _answer_to(where, one_big) == b"HTTP/1.1 431 Request Header Fields Too Large"
-        assert _answer_to(where, many) == b"HTTP/1.1 431 Request Header Fields Too Large"
-        assert _answer_to(where, long_url) == b"HTTP/1.1 431 Request Header Fields Too Large"
-        assert _answer_to(where, usual) == b"HTTP/1.1 200 OK"
+        one_big = start + b"X-Big: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n"
+        many = start + b"".join(b"X-%d: a\r\n" % i for i in range(MAX_HEADERS + 1))
+        long_url = b"GET /health?" + b"a" * (MAX_HEAD_BYTES + 1) + b" HTTP/1.1\r\nHost: x\r\n"
+        usual = start + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 200) for i in range(40))
+        too_large = b"HTTP/1.1 431 Request Header Fields Too Large"
+        for head in (one_big, many):
+            status, body = _answer_to(where, head)
+            assert status == too_large
+            assert json.loads(body) == {
+                "code": 431,
+                "error": True,
+                "message": f"Request headers over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers",
+            }
+        status, body = _answer_to(where, long_url)
+        assert status == b"HTTP/1.1 400 Bad Request"
+        assert json.loads(body)["message"] == f"Request line over {MAX_HEAD_BYTES} bytes"
+        assert _answer_to(where, usual)[0] == b"HTTP/1.1 200 OK"
         assert server.request("GET", "/health").status_code == 200

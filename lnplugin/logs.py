@@ -54,7 +54,7 @@ class TextFormatter(logging.Formatter):
     cannot start a line that looks like lnplugin's own. A traceback, added
     after the message, keeps its lines."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = _LINE_BREAKERS.sub(_escape, record.message)
         return super().formatMessage(record)
 

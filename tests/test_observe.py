@@ -332,7 +332,10 @@ def test_a_strangers_text_cannot_start_a_log_line_of_its_own(tmp_path: Path) -> 
             made = server.request(
                 "POST",
                 "/webhook_endpoints",
-                json={"url": f"http://127.0.0.1:{port}/hook", "filter_types": ["invoice.incoming.settled"]},
+                json={
+                    "url": f"http://127.0.0.1:{port}/hook",
+                    "filter_types": ["invoice.incoming.settled"],
+                },
             ).json()
             path = f"/webhook_endpoints/{made['id']}"
             assert server.request("POST", path + "/test").status_code == 202

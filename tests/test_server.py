@@ -3,6 +3,7 @@ connections whose request never arrives whole."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import socket
@@ -92,10 +93,9 @@ def _answer_to(where: tuple[str | None, int | None], head: bytes) -> tuple[bytes
     the server closes the connection."""
     with socket.create_connection(where) as sock:
         sock.settimeout(REQUEST_DEADLINE + e2e.WAIT)
-        try:
+        # Refused before all of it was read, the answer is still there.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head + b"Connection: close\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before all of it was read: the answer is still there
         answer = b""
         try:
             while more := sock.recv(65536):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -36,6 +37,28 @@ class JsonFormatter(logging.Formatter):
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# What would end a text log line early or rewrite it on a terminal: C0
+# controls but tab, DEL, and what line-oriented readers also split on (NEL,
+# LINE/PARAGRAPH SEPARATOR).
+_LINE_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r"}.get(char) or char.encode("unicode_escape").decode()
+
+
+class TextFormatter(logging.Formatter):
+    """One line per message: text from outside (a webhook receiver's status
+    line, a relay's reason, a provider's error) is logged escaped, so it
+    cannot start a line that looks like lnplugin's own. A traceback, added
+    after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _LINE_BREAKERS.sub(_escape, record.message)
+        return super().formatMessage(record)
+
+
 # Libraries whose debug lines are wire traffic: request lines with a relay's
 # or a webhook receiver's query (tokens included) and Authorization headers.
 # lnplugin's own debug lines never carry secrets; these would, so they stay at
@@ -46,7 +69,7 @@ WIRE_LOGGERS = ("websockets", "urllib3")
 def setup(level: str, fmt: str = "text") -> None:
     """Configure the root logger once for `lnplugin serve` (replacing earlier handlers)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

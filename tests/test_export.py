@@ -308,6 +308,26 @@ def test_spreadsheet_safe_neutralises_formulas_only_when_asked(client, admin, pa
     assert parse_csv(safe.stdout)[1]["boost_podcast"] == NASTY["podcast"]
 
 
+def test_the_http_export_is_spreadsheet_safe_when_asked_as_the_command_is(
+    client, admin, payments, data_dir
+):
+    """A dashboard downloading the CSV over HTTP for a spreadsheet has the
+    same choice as `lnplugin export --spreadsheet-safe`."""
+    safe = client.get("/invoices/export?spreadsheet_safe=true", headers=admin)
+    assert safe.status_code == 200
+    assert safe.get_data(as_text=True) == lnplugin(data_dir, "export", "--spreadsheet-safe").stdout
+    assert parse_csv(safe.get_data(as_text=True))[1]["boost_message"] == "'" + NASTY["message"]
+    plain = client.get("/invoices/export?spreadsheet_safe=false", headers=admin)
+    assert parse_csv(plain.get_data(as_text=True))[1]["boost_message"] == NASTY["message"]
+    for query, why in (
+        ("spreadsheet_safe=yes", "must be true or false"),
+        ("spreadsheet_safe=true&format=jsonl", "is for CSV only (format=csv)"),
+    ):
+        reply = client.get(f"/invoices/export?{query}", headers=admin)
+        assert reply.status_code == 400
+        assert reply.get_json()["errors"] == {"spreadsheet_safe": why}
+
+
 @pytest.mark.parametrize("name", ["lnplugin.sqlite", "lnplugin.sqlite-wal", "node.key"])
 def test_the_command_refuses_to_write_over_the_data_dirs_own_files(
     client, admin, payments, data_dir, name

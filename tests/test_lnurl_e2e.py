@@ -488,6 +488,29 @@ def test_x_forwarded_for_picks_the_bucket_only_behind_a_trusted_proxy(
         assert replies[2].json()["status"] == "ERROR" and int(replies[2].headers["Retry-After"]) > 0
 
 
+def test_ipv6_clients_are_counted_per_64_network(tmp_path: Path) -> None:
+    """One IPv6 client holds a whole /64 (every host and VPS is given one), so
+    a bucket per address would let it take a fresh one for each request:
+    addresses in one /64 share a bucket, another /64 has its own, and an
+    IPv4 client written as an IPv4-mapped IPv6 address is that IPv4 client."""
+    port = free_port()
+    args = ("--public-url", f"http://127.0.0.1:{port}", "--port", str(port))
+    with Server(tmp_path / "data", *args, "--rate-limit", "1/minute", "--trust-proxy", "1") as srv:
+        assert srv.request("POST", "/lightning_addresses", json={"username": "v6"}).ok
+
+        def status(client: str) -> int:
+            reply = requests.get(
+                srv.url + "/.well-known/lnurlp/v6", headers={"X-Forwarded-For": client}, timeout=10
+            )
+            return int(reply.status_code)
+
+        assert status("2001:db8:1:2::1") == 200
+        assert status("2001:db8:1:2:ffff::9") == 429  # the same /64
+        assert status("2001:db8:1:3::1") == 200  # another /64
+        assert status("203.0.113.7") == 200
+        assert status("::ffff:203.0.113.7") == 429  # the same IPv4 client
+
+
 def test_public_routes_name_the_missing_public_url_setting(tmp_path: Path) -> None:
     with Server(tmp_path / "data") as srv:
         assert srv.request("POST", "/lightning_addresses", json={"username": "x"}).ok

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -299,3 +302,55 @@ def test_answers_to_a_token_are_not_stored_by_caches(tmp_path: Path) -> None:
             assert answer.headers.get("Cache-Control") == "no-store", answer.url
         open_health = server.session.get(server.url + "/health", timeout=10)
         assert "Cache-Control" not in open_health.headers
+
+
+def test_a_strangers_text_cannot_start_a_log_line_of_its_own(tmp_path: Path) -> None:
+    """A webhook receiver (or a relay, or a rate provider) whose answer ends
+    up in a log message cannot forge log lines with CR or LF: the text
+    format escapes them, so every line lnplugin writes starts with its own
+    timestamp."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    forged = b"X\r2026-01-01 00:00:00,000 ERROR lnplugin: FORGED\n"
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(forged)
+
+    threading.Thread(target=answer, daemon=True).start()
+    port = listener.getsockname()[1]
+    server = e2e.Server(
+        tmp_path / "data", "--webhook-allow", "127.0.0.1/32", env={"LNPLUGIN_LOG_LEVEL": "info"}
+    )
+    try:
+        with server:
+            made = server.request(
+                "POST",
+                "/webhook_endpoints",
+                json={
+                    "url": f"http://127.0.0.1:{port}/hook",
+                    "filter_types": ["invoice.incoming.settled"],
+                },
+            ).json()
+            path = f"/webhook_endpoints/{made['id']}"
+            assert server.request("POST", path + "/test").status_code == 202
+
+            def failed() -> str | None:
+                rows = server.request("GET", path + "/deliveries").json()
+                return rows[0]["last_error"] if rows and rows[0]["last_error"] else None
+
+            assert "FORGED" in e2e.wait_for(failed, "the failed attempt")
+            lines = _stderr_after_stop(server)
+    finally:
+        listener.close()
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+    assert [line for line in lines if not stamp.match(line)] == []
+    attempt = [line for line in lines if "FORGED" in line]
+    assert attempt and all(
+        "X\\r2026-01-01 00:00:00,000 ERROR lnplugin: FORGED\\n" in line for line in attempt
+    )

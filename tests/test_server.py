@@ -3,13 +3,20 @@ connections whose request never arrives whole."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import socket
 import weakref
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lnplugin.run.server import REQUEST_DEADLINE, freeze_startup_objects
+from lnplugin.run.server import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    REQUEST_DEADLINE,
+    freeze_startup_objects,
+)
 from tests import e2e
 
 
@@ -79,3 +86,49 @@ def test_a_request_that_never_arrives_whole_does_not_hold_its_connection(
             stream.close()
             for s in (silent, head, body):
                 s.close()
+
+
+def _answer_to(where: tuple[str | None, int | None], head: bytes) -> tuple[bytes, bytes]:
+    """The status line and body the server answers `head` with, read until
+    the server closes the connection."""
+    with socket.create_connection(where) as sock:
+        sock.settimeout(REQUEST_DEADLINE + e2e.WAIT)
+        # Refused before all of it was read, the answer is still there.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(head + b"Connection: close\r\n\r\n")
+        answer = b""
+        try:
+            while more := sock.recv(65536):
+                answer += more
+        except ConnectionResetError:
+            pass
+        head_part, _, body = answer.partition(b"\r\n\r\n")
+        return head_part.split(b"\r\n", 1)[0], body
+
+
+def test_a_request_head_past_the_limits_is_refused(tmp_path: Path) -> None:
+    """Headers and the request line are capped in size, and headers in
+    number, as the body is: otherwise any client could make the server hold
+    megabytes of head per connection, times every connection it may open."""
+    with e2e.Server(tmp_path / "data") as server:
+        address = urlsplit(server.url)
+        where = (address.hostname, address.port)
+        start = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+        one_big = start + b"X-Big: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n"
+        many = start + b"".join(b"X-%d: a\r\n" % i for i in range(MAX_HEADERS + 1))
+        long_url = b"GET /health?" + b"a" * (MAX_HEAD_BYTES + 1) + b" HTTP/1.1\r\nHost: x\r\n"
+        usual = start + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 200) for i in range(40))
+        too_large = b"HTTP/1.1 431 Request Header Fields Too Large"
+        for head in (one_big, many):
+            status, body = _answer_to(where, head)
+            assert status == too_large
+            assert json.loads(body) == {
+                "code": 431,
+                "error": True,
+                "message": f"Request headers over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers",
+            }
+        status, body = _answer_to(where, long_url)
+        assert status == b"HTTP/1.1 400 Bad Request"
+        assert json.loads(body)["message"] == f"Request line over {MAX_HEAD_BYTES} bytes"
+        assert _answer_to(where, usual)[0] == b"HTTP/1.1 200 OK"
+        assert server.request("GET", "/health").status_code == 200

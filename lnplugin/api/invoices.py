@@ -420,6 +420,13 @@ def export_invoices() -> Any:
             since = export.parse_since(raw_since)
         except export.SinceError as exc:
             errors["since"] = str(exc)
+    # As `lnplugin export --spreadsheet-safe`: a dashboard's CSV download
+    # for a spreadsheet needs it as much as the command line's.
+    safe = request.args.get("spreadsheet_safe", "false").lower()
+    if safe not in ("true", "false"):
+        errors["spreadsheet_safe"] = "must be true or false"
+    elif safe == "true" and fmt != "csv":
+        errors["spreadsheet_safe"] = "is for CSV only (format=csv)"
     if errors:
         raise APIError(400, "Invalid request", errors)
     token = current_token()
@@ -432,7 +439,9 @@ def export_invoices() -> Any:
     def chunks() -> Iterator[str]:
         # Its own connection: the body goes on from other worker threads.
         with store.reader() as conn:
-            yield from export.stream(conn, kind, type_=type_, since=since)
+            yield from export.stream(
+                conn, kind, type_=type_, since=since, spreadsheet_safe=safe == "true"
+            )
 
     filename = f"lnplugin-invoices.{fmt}"
     return Response(

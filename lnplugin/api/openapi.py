@@ -325,6 +325,13 @@ OPERATIONS: dict[str, Op] = {
                 "schema": {"type": "string"},
                 "description": "unix seconds, or an ISO 8601 date or date and time (UTC)",
             },
+            {
+                "name": "spreadsheet_safe",
+                "in": "query",
+                "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+                "description": "CSV only: put a ' before cells starting with = + - @ "
+                "(tab, CR), so a spreadsheet shows them instead of running a formula",
+            },
         ],
         errors=(400, 401, 403),
         content_type="text/csv",

@@ -13,7 +13,8 @@ apps holding a token, so they:
   client could pick its own rate-limit bucket with an X-Forwarded-For header;
 - are rate-limited per client address with flask-limiter, in memory: the
   limits are per process and reset on restart, which is enough to keep one
-  client from making the node mint invoices in a loop.
+  client from making the node mint invoices in a loop. An IPv6 client is
+  counted by its /64 (`client_key`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from limits.storage import MemoryStorage
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -141,6 +141,28 @@ def lnurl_errors(bp: Blueprint) -> None:
         return _api_error(as_api_error(exc))
 
 
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key() -> str:
+    """The rate-limit bucket of the request's client: its IPv4 address, or
+    the /64 network of its IPv6 address. A /64 is the smallest network an
+    IPv6 host or VPS is given, and any address in it is the same client's,
+    so counting by address would let one client take a fresh bucket for
+    every request. An IPv4-mapped address (a dual-stack listener's IPv4
+    client) counts as that IPv4 address."""
+    remote = request.remote_addr or "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(remote.split("%")[0])
+    except ValueError:
+        return remote
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
+
+
 def install(app: Flask, settings: Settings) -> PublicLimiter:
     """Proxy trust and the rate limiter for `app`; says once, in the log, when
     the public routes are off for want of `--public-url`."""
@@ -173,7 +195,7 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
     hooks = _HOOKS
     registered = {name: list(getattr(app, name).get(None, ())) for name in hooks}
     limiter = PublicLimiter(
-        get_remote_address,
+        client_key,
         app=app,
         storage_uri="lnplugin-memory://",
         headers_enabled=True,

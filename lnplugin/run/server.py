@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import json
 import logging
 import os
 import shlex
@@ -40,6 +41,11 @@ log = logging.getLogger("lnplugin")
 
 SHUTDOWN_BOUND = 10.0  # seconds from the first SIGTERM/SIGINT to a forced exit
 REQUEST_DEADLINE = 20.0  # seconds a request has to arrive whole (head and body)
+# A request's head (request line and headers), as the body is capped (64 KiB):
+# uvicorn's httptools protocol keeps every header of a request in memory with
+# no limit of its own.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100  # as http.client, gunicorn
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -176,9 +182,18 @@ class DeadlineProtocol(HttpToolsProtocol):
     now gets `REQUEST_DEADLINE` seconds from its opening, and each later
     request from its first byte, to deliver the request's head and body (at
     most 64 KiB); otherwise it is closed. Streams are untouched: their
-    request is complete before the answer starts."""
+    request is complete before the answer starts.
+
+    The head is capped too: a request line over `MAX_HEAD_BYTES` is
+    answered 400, headers over `MAX_HEAD_BYTES` or `MAX_HEADERS` 431 (both
+    in the API's error shape), and the connection closed, rather than the
+    whole head being kept in memory for as long as the client sends."""
 
     _deadline: asyncio.TimerHandle | None = None
+    _url_bytes = 0
+    _header_bytes = 0
+    _header_count = 0
+    _refusal: tuple[bytes, str] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -186,8 +201,49 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._url_bytes = self._header_bytes = self._header_count = 0
         if self._deadline is None:
             self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._url_bytes += len(url)
+        if self._url_bytes > MAX_HEAD_BYTES:
+            self._refuse(b"400 Bad Request", f"Request line over {MAX_HEAD_BYTES} bytes")
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        self._header_count += 1
+        if self._header_bytes > MAX_HEAD_BYTES or self._header_count > MAX_HEADERS:
+            self._refuse(
+                b"431 Request Header Fields Too Large",
+                f"Request headers over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers",
+            )
+        super().on_header(name, value)
+
+    def _refuse(self, status: bytes, message: str) -> None:
+        # Raised inside the parser's callback: uvicorn's data_received catches
+        # it as a parser error and calls send_400_response, which sends this.
+        self._refusal = (status, message)
+        raise ValueError(message)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        status, message = self._refusal
+        code = int(status.split()[0])
+        body = json.dumps({"code": code, "error": True, "message": message}).encode()
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()
 
     def on_message_complete(self) -> None:
         self._disarm()

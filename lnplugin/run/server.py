@@ -32,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lnplugin import logs
 from lnplugin.api import create_app
+from lnplugin.api.errors import error_body
 from lnplugin.config import Settings, http_url
 from lnplugin.run.asgi import ASGIApp
 from lnplugin.service import Service, StartupRefused
@@ -236,7 +237,7 @@ class DeadlineProtocol(HttpToolsProtocol):
             return
         status, message = self._refusal
         code = int(status.split()[0])
-        body = json.dumps({"code": code, "error": True, "message": message}).encode()
+        body = json.dumps(error_body(code, message)).encode()
         self.transport.write(
             b"HTTP/1.1 " + status + b"\r\n"
             b"content-type: application/json\r\n"

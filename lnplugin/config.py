@@ -11,6 +11,7 @@ it; nothing deeper in the code reads the environment.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -436,6 +437,38 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if raw is not None and raw != "":
             values[name] = raw
     return values
+
+
+def env_typos(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per `LNPLUGIN_*` variable that is not a setting but looks
+    like a misspelt one (`LNPLUGIN_PUBLC_URL`, `lnplugin_port`).
+
+    Why a warning and not a refusal, as an unknown key in the config file
+    gets: the environment is shared, and other `LNPLUGIN_*` names are in use
+    that are not settings (the test suite's switches, say). A typo, though,
+    used to be dropped without a word, and the server ran on the default:
+    without `--public-url`, with no Lightning Addresses, which is hard to
+    trace back to one missing letter. Only names within a close edit of a
+    real one are reported, so those other names stay quiet.
+    """
+    environ = os.environ if environ is None else environ
+    known = {doc.env.removeprefix(ENV_PREFIX) for doc in SETTINGS_DOCS}
+    warnings = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].upper()
+        if name == ENV_PREFIX + rest and rest in known:
+            continue  # a setting, spelt right
+        # The part after the prefix alone: the shared prefix would make
+        # short names look alike (HOST and PORT).
+        close = difflib.get_close_matches(rest, known, n=1, cutoff=0.8)
+        if close:
+            warnings.append(
+                f"{name} is not a setting lnplugin reads (ignored); "
+                f"did you mean {ENV_PREFIX}{close[0]}?"
+            )
+    return warnings
 
 
 def _from_toml(path: Path) -> dict[str, Any]:

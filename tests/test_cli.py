@@ -365,3 +365,14 @@ def test_an_invalid_setting_stops_with_a_one_line_error(tmp_path, args, env, set
     assert line.startswith("Error: invalid setting")
     assert setting in line
     assert result.stdout == ""
+
+
+def test_a_misspelt_setting_in_the_environment_is_warned_about_not_dropped_silently(data_dir):
+    typo = {"LNPLUGIN_PUBLC_URL": "https://p.example"}
+    result = run("token", "create", "--scope", "admin", "--data-dir", data_dir, env=typo)
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[0] == (
+        "Warning: LNPLUGIN_PUBLC_URL is not a setting lnplugin reads (ignored); "
+        "did you mean LNPLUGIN_PUBLIC_URL?"
+    )
+    assert result.stderr.count("LNPLUGIN_PUBLC_URL") == 1

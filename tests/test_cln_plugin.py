@@ -315,3 +315,19 @@ def test_the_public_url_option_turns_on_lightning_addresses(tmp: Path) -> None:
     given = settings_from_init({"lnplugin-public-url": "https://pay.example.com/"}, config, {})
     assert given.public_url == "https://pay.example.com"
     assert settings_from_init({}, config, {}).public_url is None
+
+
+def test_a_misspelt_lnplugin_variable_is_a_warning_in_lightningds_log(
+    sim: ClnSim, tmp: Path
+) -> None:
+    """As in standalone mode: named, with the setting it resembles, and the plugin runs on."""
+    driver = PluginDriver(sim, tmp / "typo", env={"LNPLUGIN_LOGLEVEL": "warning"})
+    driver.start()
+    try:
+        assert driver.call("lnplugin-status", {})["running"] is True
+        assert (
+            "warn: LNPLUGIN_LOGLEVEL is not a setting lnplugin reads (ignored); "
+            "did you mean LNPLUGIN_LOG_LEVEL?"
+        ) in driver.logs
+    finally:
+        driver.kill()

@@ -269,3 +269,34 @@ def test_nwc_rate_limit_is_one_rate_read_as_a_burst_and_a_refill() -> None:
     for bad in ("lots", "5/second;100/hour"):
         with pytest.raises(ConfigError, match="nwc_rate_limit"):
             load_settings({"nwc_rate_limit": bad}, environ={})
+
+
+# -- misspelt environment variables ------------------------------------------------------------
+
+
+def test_a_misspelt_environment_variable_is_named_with_the_setting_it_resembles():
+    from lnplugin.config import env_typos
+
+    environ = {
+        "LNPLUGIN_PUBLC_URL": "https://pay.example.com",
+        "lnplugin_port": "9000",
+        "LNPLUGIN_NWC_RELAYS": "wss://relay.example.com",
+        "LNPLUGIN_PORT": "8080",  # a setting, spelt right
+        "PATH": "/usr/bin",
+    }
+    assert env_typos(environ) == [
+        "LNPLUGIN_NWC_RELAYS is not a setting lnplugin reads (ignored); "
+        "did you mean LNPLUGIN_NWC_RELAY?",
+        "LNPLUGIN_PUBLC_URL is not a setting lnplugin reads (ignored); "
+        "did you mean LNPLUGIN_PUBLIC_URL?",
+        "lnplugin_port is not a setting lnplugin reads (ignored); did you mean LNPLUGIN_PORT?",
+    ]
+
+
+def test_other_lnplugin_variables_that_resemble_no_setting_stay_quiet():
+    # The environment is shared: the test suite's own switches, say.
+    from lnplugin.config import SETTINGS_DOCS, env_typos
+
+    others = ["REQUIRE_BROWSER", "REQUIRE_NODE", "DOCKER", "REGTEST", "HYPOTHESIS_EXAMPLES"]
+    assert env_typos({f"LNPLUGIN_{name}": "1" for name in others}) == []
+    assert env_typos({doc.env: "x" for doc in SETTINGS_DOCS}) == []

@@ -293,3 +293,17 @@ def test_under_systemd_no_token_is_printed_unless_asked(tmp_path: Path) -> None:
     with Server(tmp_path / "quiet", "--bootstrap-token", env=journal) as server:
         assert server.token is not None and server.token.startswith("lnp_")
         assert server.request("GET", "/invoices/incoming").status_code == 200
+
+
+def test_serve_logs_a_misspelt_setting_once_and_runs_on(tmp_path: Path) -> None:
+    with Server(tmp_path / "data", env={"LNPLUGIN_PUBLC_URL": "https://pay.example.com"}) as server:
+        assert server.request("GET", "/health").status_code == 200
+        # The setting was not taken: no Lightning Addresses without it.
+        assert len(server.banner) == 1 or not server.banner[1].startswith("Payers reach it")
+    assert server.proc is not None and server.proc.stderr is not None
+    warned = [line for line in server.proc.stderr.read().splitlines() if "PUBLC" in line]
+    assert len(warned) == 1
+    assert warned[0].endswith(
+        "LNPLUGIN_PUBLC_URL is not a setting lnplugin reads (ignored); "
+        "did you mean LNPLUGIN_PUBLIC_URL?"
+    )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lnplugin import __version__
-from lnplugin.config import ConfigError, Settings, load_settings
+from lnplugin.config import ConfigError, Settings, env_typos, load_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -299,11 +299,18 @@ class _Group(click.Group):
             raise Unusable(str(read_error(exc))) from None
 
 
-def settings_from(flags: dict[str, Any]) -> Settings:
+def settings_from(flags: dict[str, Any], *, warn: bool = True) -> Settings:
+    """The settings, or one line naming the bad one; misspelt `LNPLUGIN_*`
+    variables are warned about on stderr (`serve` logs them instead, with
+    its other log lines, so `warn` is False there)."""
     try:
-        return load_settings(flags)
+        settings = load_settings(flags)
     except ConfigError as exc:
         raise Unusable(str(exc)) from None
+    if warn:
+        for line in env_typos():
+            click.echo(f"Warning: {line}", err=True)
+    return settings
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -322,7 +329,7 @@ def serve(**flags: Any) -> None:
     """Run the HTTP API and follow the node's settlements."""
     from lnplugin.run.server import serve as run
 
-    settings = settings_from(flags)
+    settings = settings_from(flags, warn=False)  # logged by `run`
     code = run(settings)
     sys.exit(code)
 

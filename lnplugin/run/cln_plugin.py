@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lnplugin.config import Settings, http_url
+from lnplugin.config import Settings, env_typos, http_url
 from lnplugin.nodes.cln.hold import ClnHoldNode
 from lnplugin.nodes.cln.plugin import (
     OPTIONS,
@@ -157,6 +157,8 @@ def build_plugin(runtime: PluginRuntime) -> Any:
             # lightningd's log takes what the plugin writes; LNPLUGIN_LOG_LEVEL
             # still decides how much of it that is.
             logging.getLogger("lnplugin").setLevel(settings.log_level.upper())
+            for line in env_typos():
+                plugin.log(line, level="warn")
             runtime.start(settings, lambda line: plugin.log(line, level="info"))
         except PluginConfigError as exc:
             plugin.log(str(exc), level="broken")

@@ -33,7 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from lnplugin import logs
 from lnplugin.api import create_app
 from lnplugin.api.errors import error_body
-from lnplugin.config import Settings, http_url
+from lnplugin.config import Settings, env_typos, http_url
 from lnplugin.run.asgi import ASGIApp
 from lnplugin.service import Service, StartupRefused
 from lnplugin.store import tokens
@@ -400,6 +400,8 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     setup_logging(settings.log_level, settings.log_format)
+    for line in env_typos():
+        log.warning(line)
     # In this order, so that a refusal (a busy port, then a node on another
     # network or with another certificate) is the only line printed and
     # stops nothing half-started: the port (before the data dir and its

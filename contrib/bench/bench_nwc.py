@@ -188,33 +188,49 @@ def request(client: Client, app: ns.Keys, service: ns.PublicKey, amount: int) ->
     return took
 
 
+def start_echo(url: str, keys: ns.Keys, *mode: str) -> subprocess.Popen[str]:
+    """`nwc_echo.py` on the relay as `keys`, once it says it is ready."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("nwc_echo.py")),
+            url,
+            keys.secret_key().to_hex(),
+            *mode,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
 def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
     uri = ns.NostrWalletConnectUri.parse(
         nwc_connect(Store(data / "lnplugin.sqlite"), ["invoices:create"], "bench", [relay.url])[1]
     )
     app, service = ns.Keys(uri.secret()), uri.public_key()
     me = app.public_key().to_hex()
-    client = Client(relay.url, [23195, 21111], [me])
-    echo_keys = ns.Keys.generate()
-    echo_proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("nwc_echo.py")),
-            relay.url,
-            echo_keys.secret_key().to_hex(),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert echo_proc.stdout is not None and echo_proc.stdout.readline().strip() == "ready"
+    client = Client(relay.url, [23195, 21111, 21113], [me])
+    echo_keys, idle_keys = ns.Keys.generate(), ns.Keys.generate()
+    echo_proc = start_echo(relay.url, echo_keys)
+    idle_proc = start_echo(relay.url, idle_keys, "--no-work", me, str(n * rounds))
+    idle = idle_keys.public_key().to_hex()
     bare: list[float] = []
     nwc: list[float] = []
     echo: list[float] = []
+    relayed: list[float] = []
     for _ in range(rounds):
         for i in range(n):  # the floor: the same request to the minimal service
             took = request(client, app, echo_keys.public_key(), 1000 + i)
             if i >= WARMUP:
                 echo.append(took)
+        for i in range(n):  # under it: a request answered by a peer that does no work
+            event = sign(app, 21112, f"ping {i} {time.time_ns()}", [["p", idle]])
+            start = client.send(event)
+            took = client.wait(lambda e: e["kind"] == 21113 and e["pubkey"] == idle) - start
+            if i >= WARMUP:
+                relayed.append(took)
         for i in range(n):  # bare: publish an event tagged to ourselves and receive it
             event = sign(app, 21111, f"ping {i} {time.time_ns()}", [["p", me]])
             eid = json.loads(event)["id"]
@@ -227,6 +243,7 @@ def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
             if i >= WARMUP:
                 nwc.append(took)
     echo_proc.kill()
+    idle_proc.kill()
     ratio = p99(nwc) / p99(bare)
     print(
         f"bare publish->receive: p50 {statistics.median(bare) * 1000:.2f} ms, "
@@ -244,6 +261,13 @@ def round_trips(relay: Relay, data: Path, n: int, rounds: int) -> None:
         f"p99 = {p99(echo) / p99(bare):.2f}; make_invoice p99 / floor p99 = "
         f"{p99(nwc) / p99(echo):.2f}, p50 / floor p50 = "
         f"{statistics.median(nwc) / statistics.median(echo):.2f}"
+    )
+    print(
+        f"request answered by a peer that does no work (pre-signed answers; the relay both "
+        f"ways): p50 {statistics.median(relayed) * 1000:.2f} ms, p99 {p99(relayed) * 1000:.2f} "
+        f"ms; its p99 / bare p99 = {p99(relayed) / p99(bare):.2f} (no service answering through "
+        f"this relay can do better); make_invoice p99 / it = {p99(nwc) / p99(relayed):.2f}, "
+        f"floor p99 / it = {p99(echo) / p99(relayed):.2f}"
     )
     print(
         f"samples over 10 ms (host noise): bare {sum(t > 0.01 for t in bare)}, "

@@ -9,6 +9,14 @@ exactly-once bookkeeping, no node, one thread. Its sockets ACK at once, as
 lnplugin's do (see lnplugin/nwc/relay.py).
 
     python contrib/bench/nwc_echo.py ws://127.0.0.1:PORT SECRET_HEX
+
+With `--no-work CLIENT_PUBKEY_HEX COUNT` it is the floor under that floor:
+a peer that does no work at all. It signs COUNT kind-21113 answers for the
+client before it says `ready`, and answers each kind-21112 event it
+receives with the next of them, unread. What is left is the relay carrying
+the request there and the answer back, and a Python websocket peer reading
+one frame and writing one: what any service answering through this relay
+costs at the least.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ RESULT = {
 def main() -> None:
     url, secret = sys.argv[1], sys.argv[2]
     keys = ns.Keys(ns.SecretKey.parse(secret))
+    if sys.argv[3:4] == ["--no-work"]:
+        no_work(url, keys, sys.argv[4], int(sys.argv[5]))
+        return
     me = keys.public_key().to_hex()
     with connect(url, max_size=2**22) as ws:
         sock = ws.socket
@@ -58,6 +69,33 @@ def main() -> None:
             builder = ns.EventBuilder(ns.Kind(23195), keys.nip44_encrypt(app, body)).tags(tags)
             answer = keys.sign_event(builder.finalize_unsigned(keys.public_key()))
             ws.send(f'["EVENT",{answer.as_json()}]')
+
+
+def no_work(url: str, keys: ns.Keys, client: str, count: int) -> None:
+    """Answer each request with a pre-signed event, without reading it."""
+    tag = ns.Tag.parse(["p", client])
+    answers = [
+        '["EVENT",'
+        + keys.sign_event(
+            ns.EventBuilder(ns.Kind(21113), f"pong {i}")
+            .tags([tag])
+            .finalize_unsigned(keys.public_key())
+        ).as_json()
+        + "]"
+        for i in range(count)
+    ]
+    me = keys.public_key().to_hex()
+    with connect(url, max_size=2**22) as ws:
+        sock = ws.socket
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ws.send(json.dumps(["REQ", "idle", {"kinds": [21112], "#p": [me], "limit": 0}]))
+        print("ready", flush=True)
+        sent = 0
+        for raw in ws:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            if sent < count and raw.startswith('["EVENT"'):
+                ws.send(answers[sent])
+                sent += 1
 
 
 if __name__ == "__main__":

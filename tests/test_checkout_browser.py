@@ -673,3 +673,31 @@ def test_a_message_with_line_breaks_up_to_the_limit_is_taken(browser: Any, serve
     minted = server.request("GET", "/invoices?items=1").json()[0]
     assert minted["lightning_address"] == "lines"
     assert minted["comment"] == "a" * 9 + "\n" + "b" * 10
+
+
+def test_the_api_docs_page_renders_under_its_content_security_policy(
+    browser: Any, server: Server
+) -> None:
+    """/docs runs requests with the operator's token once Authorize is
+    pressed: it is sent with a policy that allows only its own scripts and
+    no framing, and Swagger UI still draws every operation under it."""
+    page = server.request("GET", "/docs", token="")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+    browser.get_log("browser")  # drop what earlier tests logged
+    browser.get(server.url + "/docs")
+    _until(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 10,
+        "Swagger UI's operations",
+    )
+    assert browser.find_element(By.CSS_SELECTOR, ".info .title").text.startswith("lnplugin")
+    # Opened, with its form: what an operator does next draws more of the UI.
+    browser.find_element(By.CSS_SELECTOR, ".opblock .opblock-summary").click()
+    _until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".try-out__btn"), "Try it out")
+    browser.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
+    _until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".execute"), "Execute")
+    refused = [
+        e["message"] for e in browser.get_log("browser") if "Content Security" in e["message"]
+    ]
+    assert refused == []

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
+from lnplugin import bolt11
 from lnplugin.boostagram import KEYSEND_PREIMAGE
-from lnplugin.nodes.cln.tlv import custom_records
+from lnplugin.nodes.cln.tlv import custom_records, encode_payload
 from lnplugin_sim.cln_plugin_driver import PluginDriver
 from lnplugin_sim.cln_sim import ClnSim
 from lnplugin_sim.lnd_sim import LndSim
@@ -146,3 +147,41 @@ def test_the_real_cln_keysend_reads_the_same_on_every_node(
     assert lnd == cln
     assert dev == cln
     assert {k: cli_seen[k] for k in SHOWN} == {k: v for k, v in cln.items() if k != "export"}
+
+
+def _tu(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def test_a_boost_on_a_bolt11_payment_in_two_parts_reads_the_same_on_cln_and_lnd(
+    tmp: Path, cln_plugin: tuple[ClnSim, PluginDriver, Api]
+) -> None:
+    """Helipad boosts a Lightning Address by paying its BOLT11 invoice with
+    the boostagram in TLV 7629169; a large payment arrives in parts, each
+    carrying the records."""
+    boost = {7629169: RECORDS[7629169]}
+    total = 42_000
+
+    sim, plugin, cln_api = cln_plugin
+    made = cln_api.post("/invoices", {"amount": total // 1000, "description": "boost me"})
+    secret = bytes.fromhex(bolt11.decode(made["payment_request"]).payment_secret or "")
+    for part in (total // 2, total - total // 2):
+        fields = {2: _tu(part), 4: _tu(sim.blockheight + 11), 8: secret + _tu(total)}
+        plugin.htlc_accepted(made["payment_hash"], encode_payload({**fields, **boost}))
+    sim.pay(made["payment_request"])  # the parts made up the amount: lightningd settles
+    cln = _read(cln_api, made["payment_hash"])
+
+    with LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim:
+        with Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server:
+            assert server.token
+            lnd_api = Api(server.url, server.token)
+            made = lnd_api.post("/invoices", {"amount": total // 1000, "description": "boost me"})
+            lnd_sim.pay_invoice(made["payment_hash"], htlc_records=[boost, boost])
+            lnd = _read(lnd_api, made["payment_hash"])
+            lnd_api.close()
+
+    assert cln["boostagram"]["sender_name"] == "@alice" and cln["is_keysend"] is False
+    assert cln["amount_received_msat"] == total
+    cln.pop("payment_request")
+    lnd.pop("payment_request")
+    assert lnd == cln

@@ -87,7 +87,9 @@ def _read(api: Api, payment_hash: str) -> dict[str, Any]:
     lines.raise_for_status()
     rows = [json.loads(line) for line in lines.text.splitlines()]
     (row,) = [r for r in rows if r["payment_hash"] == payment_hash]
-    shown["export"] = {k: v for k, v in row.items() if k.startswith("boost") or k == "custom_records"}
+    shown["export"] = {
+        k: v for k, v in row.items() if k.startswith("boost") or k == "custom_records"
+    }
     return shown
 
 
@@ -114,13 +116,15 @@ def test_the_real_cln_keysend_reads_the_same_on_every_node(
     cln = _read(cln_api, row["payment_hash"])
 
     # lnd: the same records over gRPC.
-    with LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim:
-        with Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server:
-            assert server.token
-            lnd_api = Api(server.url, server.token)
-            paid = lnd_sim.keysend(AMOUNT_MSAT, RECORDS, preimage=sender_preimage)
-            lnd = _read(lnd_api, paid.r_hash.hex())
-            lnd_api.close()
+    with (
+        LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim,
+        Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server,
+    ):
+        assert server.token
+        lnd_api = Api(server.url, server.token)
+        paid = lnd_sim.keysend(AMOUNT_MSAT, RECORDS, preimage=sender_preimage)
+        lnd = _read(lnd_api, paid.r_hash.hex())
+        lnd_api.close()
 
     # The dev node, over HTTP and from the command line.
     wire = {str(t): "hex:" + v.hex() for t, v in on_the_wire.items()}
@@ -141,7 +145,9 @@ def test_the_real_cln_keysend_reads_the_same_on_every_node(
     assert cln["boostagram"]["value_msat_total"] == 21000  # "21000" as sent, read as a number
     assert cln["boostagram"]["itemID"] == 4242
     assert cln["boostagram"]["guid"] == FEED_GUID
-    assert cln["custom_records"] == {str(t): base64.b64encode(v).decode() for t, v in RECORDS.items()}
+    assert cln["custom_records"] == {
+        str(t): base64.b64encode(v).decode() for t, v in RECORDS.items()
+    }
     assert str(KEYSEND_PREIMAGE) not in cln["custom_records"]  # a secret, never stored
     assert cln["amount_received_msat"] == AMOUNT_MSAT and cln["is_keysend"] is True
     assert lnd == cln
@@ -171,14 +177,16 @@ def test_a_boost_on_a_bolt11_payment_in_two_parts_reads_the_same_on_cln_and_lnd(
     sim.pay(made["payment_request"])  # the parts made up the amount: lightningd settles
     cln = _read(cln_api, made["payment_hash"])
 
-    with LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim:
-        with Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server:
-            assert server.token
-            lnd_api = Api(server.url, server.token)
-            made = lnd_api.post("/invoices", {"amount": total // 1000, "description": "boost me"})
-            lnd_sim.pay_invoice(made["payment_hash"], htlc_records=[boost, boost])
-            lnd = _read(lnd_api, made["payment_hash"])
-            lnd_api.close()
+    with (
+        LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim,
+        Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server,
+    ):
+        assert server.token
+        lnd_api = Api(server.url, server.token)
+        made = lnd_api.post("/invoices", {"amount": total // 1000, "description": "boost me"})
+        lnd_sim.pay_invoice(made["payment_hash"], htlc_records=[boost, boost])
+        lnd = _read(lnd_api, made["payment_hash"])
+        lnd_api.close()
 
     assert cln["boostagram"]["sender_name"] == "@alice" and cln["is_keysend"] is False
     assert cln["amount_received_msat"] == total

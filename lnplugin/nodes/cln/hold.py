@@ -224,7 +224,7 @@ class ClnHoldNode(ClnNode):
         # they were checked when they came, and blocks may have passed since.
         replay = row.state == "ACCEPTED"
         height = None if replay else self._height()
-        accepted: StoredInvoice | None = None
+        accepted: NodeInvoice | None = None
         with self._held_lock:
             held = self._held.setdefault(payment_hash, _Held())
             if not self._takes(row, held, key, onion, set_total, expiry, height, replay):

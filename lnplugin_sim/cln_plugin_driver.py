@@ -275,6 +275,20 @@ class PluginDriver:
         self.sent_hooks.append(params)
         return answer
 
+    def keysend(self, amount_msat: int, tlvs: Mapping[int, bytes] | None = None) -> str:
+        """A keysend in lightningd's order: the keysend plugin makes the
+        invoice, our hook sees the HTLC, then the invoice is paid. Its hash."""
+        return str(self.sim.keysend(amount_msat, tlvs, on_htlc=self.htlc_accepted)["payment_hash"])
+
+    def pay(
+        self,
+        invoice: str,
+        amount_msat: int | None = None,
+        records: Mapping[int, bytes] | None = None,
+    ) -> dict[str, Any]:
+        """Pay one of the node's invoices, our hook first, as lightningd does."""
+        return self.sim.pay(invoice, amount_msat, records=records, on_htlc=self.htlc_accepted)
+
     def replay_hooks(self) -> int:
         """Send every remembered hook again, as lightningd does after a restart."""
         for params in self.sent_hooks:

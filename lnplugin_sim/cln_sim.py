@@ -52,6 +52,9 @@ from lnplugin_sim import cln_bolt11
 
 DEFAULT_VERSION = "v26.06.6"
 MAX_DESCRIPTION = 639  # bytes; longer needs deschashonly
+# Called with (payment hash, hop payload) where lightningd would call a
+# plugin's `htlc_accepted` hook: after the keysend plugin, before settling.
+HtlcHook = Callable[[str, str], object]
 PEER_ID = "0379aea9a971932a2ca50cc78f52f0e77d62244b895114b477eada62cfde126e80"
 PRIVATE_CHANNEL = RouteHop(PEER_ID, "103x1x0", 1000, 1, 18)
 # Bits of the features field in the invoices of the captured v26.06.6 node
@@ -533,13 +536,7 @@ class ClnSim:
     ) -> None:
         """Mark `rec` paid, keeping the hop payload a later plugin would see:
         amount, cltv, payment_data and any extra `records`."""
-        total = _tu(amount_msat)
-        fields = {
-            2: total,
-            4: _tu(self.blockheight + cltv_delta),
-            8: bytes.fromhex(rec["payment_secret"]) + total,
-        }
-        payload = encode_payload(fields | dict(records or {}))
+        payload = self._payload(rec, amount_msat, cltv_delta, records)
         self.counters["pay_index"] += 1
         self.counters["inv_updated"] += 1
         rec.update(
@@ -551,6 +548,22 @@ class ClnSim:
             htlc_payload=payload,
         )
         self._save({"t": "inv", "rec": rec})
+
+    def _payload(
+        self,
+        rec: dict[str, Any],
+        amount_msat: int,
+        cltv_delta: int,
+        records: Mapping[int, bytes] | None,
+    ) -> str:
+        """The hop payload of one HTLC paying `rec` in full, as a later plugin sees it."""
+        total = _tu(amount_msat)
+        fields = {
+            2: total,
+            4: _tu(self.blockheight + cltv_delta),
+            8: bytes.fromhex(rec["payment_secret"]) + total,
+        }
+        return encode_payload(fields | dict(records or {}))
 
     # ---------------------------------------------------------------- CLN commands
     def cmd_getinfo(self) -> dict[str, Any]:
@@ -865,8 +878,21 @@ class ClnSim:
                 hashes.append(rec["payment_hash"])
         return hashes
 
-    def pay(self, invoice: str, amount_msat: int | None = None) -> dict[str, Any]:
-        """A payer pays our invoice (bolt11, payment hash or label); listinvoices row."""
+    def pay(
+        self,
+        invoice: str,
+        amount_msat: int | None = None,
+        *,
+        records: Mapping[int, bytes] | None = None,
+        on_htlc: HtlcHook | None = None,
+    ) -> dict[str, Any]:
+        """A payer pays our invoice (bolt11, payment hash or label); listinvoices row.
+
+        `records`: extra TLVs the payer put in the final hop (a podcast app
+        paying a Lightning Address invoice may add a boostagram). `on_htlc`
+        (payment hash, hop payload) runs before the invoice is marked paid,
+        as lightningd calls `htlc_accepted` before it settles.
+        """
         with self._cv:
             rec = self.invoices.get(invoice) or next(
                 (r for r in self.invoices.values() if invoice in (r["bolt11"], r["payment_hash"])),
@@ -881,10 +907,22 @@ class ClnSim:
                 raise RpcFailure(-1, "amount_msat required for an 'any' invoice")
             if rec.get("amount_msat") is not None and amount < rec["amount_msat"]:
                 raise RpcFailure(-1, "amount below the invoice amount")
-            self._settle(rec, amount)
+            payload = self._payload(rec, amount, 11, records)
+        if on_htlc is not None:
+            on_htlc(rec["payment_hash"], payload)
+        with self._cv:
+            if rec["status"] != "unpaid":
+                raise RpcFailure(-1, f"invoice is {rec['status']}, cannot pay")
+            self._settle(rec, amount, records=records)
             return self.render_invoice(rec)
 
-    def keysend(self, amount_msat: int, tlvs: Mapping[int, bytes] | None = None) -> dict[str, Any]:
+    def keysend(
+        self,
+        amount_msat: int,
+        tlvs: Mapping[int, bytes] | None = None,
+        *,
+        on_htlc: HtlcHook | None = None,
+    ) -> dict[str, Any]:
         """Receive a keysend as CLN's keysend plugin records it (listinvoices_keysend_b.json).
 
         The invoice gets label `keysend-<sec>.<nsec>`, amount "any", a week's
@@ -893,7 +931,9 @@ class ClnSim:
         stripped, as lightningd does, but only after the description was
         picked (it may quote a stripped record). The raw hop payload a later plugin would
         see (preimage TLV removed, payment_data added) is kept in the record's
-        `htlc_payload` for the plugin-mode driver.
+        `htlc_payload` for the plugin-mode driver. `on_htlc` (payment hash,
+        hop payload) runs once the keysend plugin made the invoice and before
+        it is paid, as lightningd calls the next plugin's `htlc_accepted`.
         """
         sent = {int(t): bytes(v) for t, v in (tlvs or {}).items() if int(t) != KEYSEND_PREIMAGE}
         # The description is picked before the stripping: in type order, the
@@ -921,6 +961,10 @@ class ClnSim:
                 deschashonly=len(description.encode()) > MAX_DESCRIPTION,
                 now=ns // 10**9,
             )
+            payload = self._payload(rec, amount_msat, 23, records)
+        if on_htlc is not None:
+            on_htlc(rec["payment_hash"], payload)
+        with self._cv:
             self._settle(rec, amount_msat, cltv_delta=23, records=records)
             return self.render_invoice(rec)
 

@@ -271,6 +271,8 @@ def test_dev_keysend_records_text_and_hex(data_dir):
         ("7629169=hex:zz", "invalid hex"),
         ("\u00b2=x", "expected TYPE=VALUE"),  # isdigit() passes it, int() does not
         ("696969=\udcff", "lone surrogate"),  # a non-UTF-8 byte in argv
+        ("18446744073709551616=x", "below 2^64"),  # a BigSize holds no more
+        ("9" * 5000 + "=x", "below 2^64"),  # past what int() reads at all
     ],
 )
 def test_dev_keysend_explains_a_bad_record(data_dir, record, reason):

@@ -10,6 +10,7 @@ settleable again.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import time
@@ -26,7 +27,7 @@ from lnplugin.nodes.cln.tlv import encode_payload
 from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
-from tests.e2e import Api, wait_for
+from tests.e2e import BOOST, BOOST_BYTES, Api, wait_for
 
 tmp = e2e.fixture_tmp
 
@@ -61,12 +62,25 @@ def _tu(value: int) -> bytes:
     return value.to_bytes(8, "big").lstrip(b"\0")
 
 
-def part(plugin: PluginDriver, sim: ClnSim, invoice: dict[str, Any], amount: int, n: int) -> dict:
-    """`htlc_accepted` params for one part of a payment of the whole invoice."""
+def part(
+    plugin: PluginDriver,
+    sim: ClnSim,
+    invoice: dict[str, Any],
+    amount: int,
+    n: int,
+    records: dict[int, bytes] | None = None,
+) -> dict:
+    """`htlc_accepted` params for one part of a payment of the whole invoice,
+    with any custom `records` the payer added."""
     total = invoice["amount_msat"]
     secret = reference.decode(invoice["payment_request"]).payment_secret
     payload = encode_payload(
-        {2: _tu(amount), 4: _tu(sim.blockheight + 80), 8: bytes.fromhex(secret) + _tu(total)}
+        {
+            2: _tu(amount),
+            4: _tu(sim.blockheight + 80),
+            8: bytes.fromhex(secret) + _tu(total),
+            **(records or {}),
+        }
     )
     params = plugin.hook_params(invoice["payment_hash"], payload, htlc_id=n)
     params["htlc"]["cltv_expiry"] = sim.blockheight + 80 + n  # each part its own route
@@ -104,6 +118,33 @@ def test_multi_part_hold_is_accepted_then_settled(
     assert r.json()["state"] == "SETTLED" and r.json()["preimage"] == preimage
     for reply in replies:
         assert reply.result() == {"result": "resolve", "payment_key": preimage}
+
+
+def test_a_boost_paid_to_a_hold_invoice_keeps_its_records(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """As on lnd, the custom records of the parts that pay a hold invoice are
+    the invoice's: shown once it is ACCEPTED, kept once SETTLED."""
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    boost = {7629169: BOOST_BYTES}
+    replies = [
+        plugin.call_later("htlc_accepted", part(plugin, sim, inv, 20_000, 1, boost)),
+        plugin.call_later("htlc_accepted", part(plugin, sim, inv, 40_000, 2, boost)),
+    ]
+    got = wait_for(lambda: (i := state(api, payment_hash))["state"] == "ACCEPTED" and i, "ACCEPTED")
+    assert got["boostagram"] is not None and got["boostagram"]["message"] == BOOST["message"]
+    assert got["custom_records"] == {"7629169": base64.b64encode(BOOST_BYTES).decode()}
+    r = api.session.post(
+        f"{api.url}/invoices/{payment_hash}/settle", json={"preimage": preimage}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    for reply in replies:
+        assert reply.result() == {"result": "resolve", "payment_key": preimage}
+    boosts = api.get("/invoices/incoming", params={"q[boostagram]": "true"})
+    assert [(i["payment_hash"], i["boostagram"]) for i in boosts] == [
+        (payment_hash, got["boostagram"])
+    ]
 
 
 def test_cancel_fails_the_held_htlcs_and_later_ones(

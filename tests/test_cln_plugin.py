@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from lnplugin.nodes.cln.tlv import encode_payload
+from lnplugin.nodes.cln.tlv import encode_payload, parse_onion_payload
 from lnplugin_sim.cln_plugin_driver import PluginDriver
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
@@ -63,15 +64,25 @@ def _tu(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
-def _boost_keysend(sim: ClnSim) -> str:
-    paid = sim.keysend(21000, {7629169: BOOST_BYTES, 34349334: CHAT, 696969: ACCOUNT, 7629171: TIP})
-    return str(paid["payment_hash"])
+def _boost_keysend(plugin: PluginDriver) -> str:
+    """Keysend the boost and chat; the hook sees the HTLC before it settles."""
+    return plugin.keysend(
+        21000, {7629169: BOOST_BYTES, 34349334: CHAT, 696969: ACCOUNT, 7629171: TIP}
+    )
+
+
+def _unpaid_with_records(sim: ClnSim, label: str, records: dict[int, bytes]) -> tuple[str, str]:
+    """An invoice made on the node and the hop payload of an HTLC paying it
+    with `records`, not yet paid: (payment hash, payload)."""
+    made = sim.dispatch("invoice", {"amount_msat": 30000, "label": label, "description": label})
+    secret = bytes.fromhex(made["payment_secret"])
+    fields = {2: _tu(30000), 4: _tu(119), 8: secret + _tu(30000)}
+    return made["payment_hash"], encode_payload({**fields, **records})
 
 
 def _boost_keysend_seen(plugin: PluginDriver, sim: ClnSim, api: Api) -> tuple[str, dict[str, Any]]:
-    """Keysend the boost and chat, run the hook, and wait until the API shows the chat."""
-    payment_hash = _boost_keysend(sim)
-    plugin.htlc_accepted(payment_hash)
+    """Keysend the boost and chat and wait until the API shows the chat."""
+    payment_hash = _boost_keysend(plugin)
     seen = wait_for(
         lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "keysend"
     )
@@ -124,8 +135,7 @@ def test_even_type_not_accepted_is_stripped_like_lightningd(tmp: Path) -> None:
     with ClnSim(tmp / "sim2", tmp / "rpc2") as sim, PluginDriver(sim, tmp / "lnp2") as plugin:
         assert plugin.admin_token
         api = Api(plugin.url, plugin.admin_token)
-        payment_hash = _boost_keysend(sim)
-        plugin.htlc_accepted(payment_hash)
+        payment_hash = _boost_keysend(plugin)
         got = wait_for(
             lambda: (i := api.incoming(payment_hash)) and i.get("boostagram") and i, "boost"
         )
@@ -159,10 +169,59 @@ def test_hook_first_then_settlement_joins_records(
     assert got["description"] == "pay me" and got["amount_received_msat"] == 30000
 
 
+def _after_payment(sim: ClnSim, payment_hash: str, records: dict[int, bytes]) -> str:
+    """The hop payload of another HTLC for an invoice lightningd already
+    paid: the paying HTLC's fields (amount, payment secret) with `records`.
+
+    lightningd calls `htlc_accepted` for it and then fails it (the invoice is
+    paid), so nobody paid for what it carries. Anyone who saw the BOLT11 (a
+    checkout page) knows the secret; for a keysend, every node on the route
+    learned the preimage, which CLN's keysend plugin lets through when its
+    invoice already exists.
+    """
+    paying = sim.htlc_payload(payment_hash)
+    assert paying is not None
+    fields = {t: v for t, v in parse_onion_payload(paying).items() if t < 65536}
+    return encode_payload({**fields, **records})
+
+
+FORGED = json.dumps({**BOOST, "sender_name": "@mallory", "message": "send sats to mallory"})
+
+
+def test_an_htlc_for_a_paid_keysend_cannot_rewrite_its_boost(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    payment_hash, first = _boost_keysend_seen(plugin, sim, api)
+    stored = scalar(plugin.data_dir, "SELECT records FROM htlc_records")
+    forged = {7629169: FORGED.encode(), 34349334: b"forged chat", 7629175: b"feed"}
+    plugin.htlc_accepted(payment_hash, _after_payment(sim, payment_hash, forged))
+    assert scalar(plugin.data_dir, "SELECT records FROM htlc_records") == stored
+    got = api.get(f"/invoices/{payment_hash}")
+    assert got["boostagram"] == first["boostagram"]
+    assert got["boostagram"]["sender_name"] == "@alice"
+    assert got["keysend_message"] == CHAT.decode()
+    assert got["custom_records"] == first["custom_records"]
+
+
+def test_an_htlc_for_a_paid_invoice_cannot_give_it_a_boost(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    created = api.post("/invoices", {"amount": 42, "description": "tip jar"})
+    payment_hash = created["payment_hash"]
+    plugin.pay(created["payment_request"])
+    wait_for(lambda: api.settled(payment_hash), "settlement")
+    forged = {7629169: FORGED.encode()}
+    plugin.htlc_accepted(payment_hash, _after_payment(sim, payment_hash, forged))
+    assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (0,)
+    got = api.get(f"/invoices/{payment_hash}")
+    assert got["boostagram"] is None and not got["custom_records"]
+    boosts = api.get("/invoices/incoming", params={"q[boostagram]": "true"})
+    assert [i["payment_hash"] for i in boosts] == []
+
+
 def test_invoice_created_over_http_is_settled(plugin: PluginDriver, sim: ClnSim, api: Api) -> None:
     created = api.post("/invoices", {"amount": 42, "description": "plugin mode"})
-    sim.pay(created["payment_request"])
-    plugin.htlc_accepted(created["payment_hash"])  # no custom records: nothing to store
+    plugin.pay(created["payment_request"])  # no custom records: nothing to store
     got = wait_for(lambda: api.settled(created["payment_hash"]), "settlement")
     assert got["amount_received_msat"] == 42000
     assert hashlib.sha256(bytes.fromhex(got["preimage"])).hexdigest() == created["payment_hash"]
@@ -200,25 +259,28 @@ def test_hook_replayed_after_restart_still_once(
 
 def test_store_error_still_continues(plugin: PluginDriver, sim: ClnSim, api: Api) -> None:
     """A broken store never fails an HTLC: the hook logs and answers continue."""
-    payment_hash = _boost_keysend(sim)
+    records = {7629169: BOOST_BYTES, 34349334: CHAT}
+    payment_hash, payload = _unpaid_with_records(sim, "store-error", records)
     db_path = plugin.data_dir / "lnplugin.sqlite"
     conn = sqlite3.connect(db_path, timeout=10)
     try:
         conn.execute("ALTER TABLE htlc_records RENAME TO htlc_records_away")
-        plugin.htlc_accepted(payment_hash)  # raises unless the answer is continue
+        plugin.htlc_accepted(payment_hash, payload)  # raises unless the answer is continue
         assert any("could not store TLV records" in line for line in plugin.logs)
 
         # A locked database: the hook gives up after its short busy timeout.
         conn.execute("ALTER TABLE htlc_records_away RENAME TO htlc_records")
         conn.execute("BEGIN EXCLUSIVE")
         before = sum("could not store" in line for line in plugin.logs)
-        plugin.htlc_accepted(payment_hash)
+        plugin.htlc_accepted(payment_hash, payload)
         assert sum("could not store" in line for line in plugin.logs) == before + 1
         conn.execute("ROLLBACK")
     finally:
         conn.close()
-    # Once the store is healthy, CLN's replay delivers the records.
+    # lightningd replays an HTLC it has not resolved when it starts again:
+    # once the store is healthy, that replay delivers the records.
     plugin.replay_hooks()
+    sim.pay("store-error")
     got = wait_for(
         lambda: (i := api.incoming(payment_hash)) and i.get("keysend_message") and i, "records"
     )
@@ -226,17 +288,17 @@ def test_store_error_still_continues(plugin: PluginDriver, sim: ClnSim, api: Api
 
 
 def test_unreadable_payloads_and_forwards_continue(plugin: PluginDriver, sim: ClnSim) -> None:
-    payment_hash = _boost_keysend(sim)
-    good = plugin.hook_params(payment_hash)
+    payment_hash, payload = _unpaid_with_records(sim, "unreadable", {7629169: BOOST_BYTES})
+    good = plugin.hook_params(payment_hash, payload)
     for bad in ("zz", "05ff", "", "0a" + "00" * 3):
-        params = plugin.hook_params(payment_hash)
+        params = plugin.hook_params(payment_hash, payload)
         params["onion"]["payload"] = bad
         plugin.send_hook(params)
     assert any("unreadable onion payload" in line for line in plugin.logs)
-    forward = plugin.hook_params(payment_hash)
+    forward = plugin.hook_params(payment_hash, payload)
     forward["onion"]["short_channel_id"] = "1x2x3"  # not for us: never stored
     plugin.send_hook(forward)
-    blinded = plugin.hook_params(payment_hash)  # a blinded route names the next node instead
+    blinded = plugin.hook_params(payment_hash, payload)  # a blinded route names the next node
     blinded["onion"]["next_node_id"] = "02" + "33" * 32
     plugin.send_hook(blinded)
     assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (0,)

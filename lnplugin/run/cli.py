@@ -884,9 +884,16 @@ def dev_keysend(amount_msat: int, records: tuple[str, ...], **flags: Any) -> Non
     parsed: dict[int, bytes] = {}
     for item in records:
         kind, sep, value = item.partition("=")
-        if not sep or not (kind.isascii() and kind.isdigit()) or int(kind) < 65536:
+        # At most 20 digits (2^64 has 20) before int() reads it: a TLV type
+        # is a BigSize, as POST /dev/keysend checks.
+        if (
+            not sep
+            or not (kind.isascii() and kind.isdigit())
+            or len(kind) > 20
+            or not 65536 <= int(kind) < 2**64
+        ):
             raise click.BadParameter(
-                f"{item!r}: expected TYPE=VALUE with a custom TLV type >= 65536",
+                f"{item!r}: expected TYPE=VALUE with a custom TLV type >= 65536 and below 2^64",
                 param_hint="--record",
             )
         try:

@@ -62,6 +62,11 @@ def any_captured(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM htlc_records LIMIT 1").fetchone() is not None
 
 
+# A row in one of these states takes no more HTLCs: the node fails any that
+# come for it.
+_FINAL = frozenset({"SETTLED", "CANCELED", "EXPIRED"})
+
+
 def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, bytes]) -> bool:
     """Store captured records and, if the incoming invoice row exists, merge them in.
 
@@ -70,9 +75,20 @@ def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, byt
     both. No event is appended: a node captures before the invoice is paid,
     so the settlement event already carries the records. Returns True when
     the invoice row changed.
+
+    Nothing is captured for an invoice already stored as settled, canceled
+    or expired. The node captures an HTLC before it decides on it, and the
+    store follows the node, so an HTLC seen after the row became final is
+    one the node fails: nobody paid for its records. Taking them would let
+    anyone who knows the invoice's payment secret (it is in the BOLT11), or
+    a keysend's preimage (every node on its route learns it), rewrite the
+    boostagram of a paid invoice, or give one to an invoice paid without,
+    for free and without an event.
     """
-    merged = merge(tx, payment_hash, records)
     row = invoices.by_hash(tx, payment_hash, "incoming")
+    if row is not None and row.state in _FINAL:
+        return False
+    merged = merge(tx, payment_hash, records)
     if row is None:
         return False
     combined = {**records_from_json(row.custom_records), **merged}

@@ -43,7 +43,7 @@ from lnplugin.nodes.base import (
     NodeInvoice,
 )
 from lnplugin.nodes.cln.node import ClnNode, msat, to_invoice
-from lnplugin.nodes.cln.plugin import is_forward
+from lnplugin.nodes.cln.plugin import capture, is_forward
 from lnplugin.store import Store, holds, invoices
 from lnplugin.store.models import StoredInvoice
 
@@ -224,6 +224,7 @@ class ClnHoldNode(ClnNode):
         # they were checked when they came, and blocks may have passed since.
         replay = row.state == "ACCEPTED"
         height = None if replay else self._height()
+        accepted: NodeInvoice | None = None
         with self._held_lock:
             held = self._held.setdefault(payment_hash, _Held())
             if not self._takes(row, held, key, onion, set_total, expiry, height, replay):
@@ -235,15 +236,20 @@ class ClnHoldNode(ClnNode):
                 held.parts[key] = (amount, expiry)
                 held.answers[key] = answer
                 held.set_total = set_total
-                if held.accepted or held.total < set_total:
-                    return True  # more parts to come (a multi-part payment)
-                held.accepted = True
-                accepted = self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
+                if not held.accepted and held.total >= set_total:
+                    held.accepted = True
+                    accepted = self._as(
+                        row, "ACCEPTED", received=held.total, deadline=held.deadline
+                    )
         if refused:
             answer(_failure(amount, height if height is not None else self._height()))
             return True
-        self._updates.put(InvoiceUpdate(accepted, 0))
-        return True
+        # The records of a part taken (a refused part pays nothing), stored
+        # before the ACCEPTED update so its event carries them, as on lnd.
+        capture(self.store, onion, htlc)
+        if accepted is not None:
+            self._updates.put(InvoiceUpdate(accepted, 0))
+        return True  # held; or more parts to come (a multi-part payment)
 
     @staticmethod
     def _takes(

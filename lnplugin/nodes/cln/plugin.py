@@ -113,19 +113,27 @@ def is_forward(onion: Mapping[str, Any]) -> bool:
 def on_htlc_accepted(
     store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, Any]
 ) -> dict[str, str]:
-    """Capture an incoming payment's custom TLV records; ALWAYS continue.
+    """Capture an incoming payment's custom TLV records; ALWAYS continue."""
+    capture(store, onion, htlc)
+    return CONTINUE
+
+
+def capture(store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, Any]) -> None:
+    """Store the custom TLV records of an HTLC paying this node.
 
     Forwards (the onion names a next channel or node) are not ours. Parse errors
     and store errors are logged, never raised: failing or holding an HTLC
     over our bookkeeping would cost the operator a payment. Replays (CLN
-    re-sends unresolved HTLCs at startup) merge to the same row.
+    re-sends unresolved HTLCs at startup) merge to the same row. Called for
+    every HTLC answered `continue`, and by the hold-invoice code for each
+    part it takes, so a hold invoice keeps its records as on lnd.
     """
     try:
         if store is None or is_forward(onion):
-            return CONTINUE
+            return
         records = custom_records(str(onion.get("payload") or ""))
         if not records:
-            return CONTINUE
+            return
         store.limit_write_wait(HOOK_BUSY_TIMEOUT_MS)
         with store.transaction() as tx:
             captured_records.capture_in(tx, str(htlc["payment_hash"]).lower(), records)
@@ -137,4 +145,3 @@ def on_htlc_accepted(
             htlc.get("payment_hash"),
             exc,
         )
-    return CONTINUE

@@ -30,7 +30,7 @@ from pathlib import Path
 import coincurve
 
 from lnplugin import bolt11
-from lnplugin.boostagram import records_from_json, records_to_json
+from lnplugin.boostagram import KEYSEND_PREIMAGE, records_from_json, records_to_json
 from lnplugin.datadir import ensure_dir, private_database, private_file
 from lnplugin.nodes.base import (
     CURRENCY_BY_NETWORK,
@@ -408,10 +408,14 @@ class DevNode(Node):
         """Receive a spontaneous payment carrying custom TLV records.
 
         Like LND, the node inserts a settled invoice on the fly with an empty
-        payment request.
+        payment request. A 5482373484 record (the sender's preimage) is
+        dropped, as lnplugin's lnd adapter and CLN's keysend plugin drop it:
+        the same records read the same on every node, and the preimage is
+        the invoice's own, made here.
         """
         if amount_msat <= 0:
             raise NodeError("amount_msat must be positive")
+        records = {t: v for t, v in records.items() if t != KEYSEND_PREIMAGE}
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
         now = int(time.time())

@@ -421,10 +421,13 @@ def test_a_hold_invoice_paid_unheard_before_its_expiry_is_held_not_expired(quiet
     node, store, follower = quiet
     preimage, payment_hash = secret_pair()
     _, unpaid = secret_pair()
-    made_by_lnplugin(follower, payment_hash, expiry=1)
-    made_by_lnplugin(follower, unpaid, expiry=1)
+    # Expiry 5 s, not 1: the node checks it against the clock at `pay`, and
+    # with creation counted in whole seconds a 1 s expiry could pass before
+    # a busy host got there. The expiry sweep is handed a time past it.
+    made_by_lnplugin(follower, payment_hash, expiry=5)
+    made_by_lnplugin(follower, unpaid, expiry=5)
     node.pay(payment_hash)
-    later = int(time.time()) + 2
+    later = int(time.time()) + 6
     assert follower.expire(later) == 1  # the unpaid one
     assert invoicing.fresh(follower, unpaid).state == "EXPIRED"
     held = invoicing.fresh(follower, payment_hash)

@@ -15,6 +15,7 @@ read over HTTP.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 from collections.abc import Iterator
@@ -116,12 +117,7 @@ def test_the_real_cln_keysend_reads_the_same_on_every_node(
     cln = _read(cln_api, row["payment_hash"])
 
     # lnd: the same records over gRPC.
-    with (
-        LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim,
-        Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server,
-    ):
-        assert server.token
-        lnd_api = Api(server.url, server.token)
+    with _on_lnd(tmp) as (lnd_sim, lnd_api):
         paid = lnd_sim.keysend(AMOUNT_MSAT, RECORDS, preimage=sender_preimage)
         lnd = _read(lnd_api, paid.r_hash.hex())
         lnd_api.close()
@@ -155,6 +151,17 @@ def test_the_real_cln_keysend_reads_the_same_on_every_node(
     assert {k: cli_seen[k] for k in SHOWN} == {k: v for k, v in cln.items() if k != "export"}
 
 
+@contextlib.contextmanager
+def _on_lnd(tmp: Path) -> Iterator[tuple[LndSim, Api]]:
+    """The LND simulator and a real `lnplugin serve` following it over gRPC."""
+    with (
+        LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim,
+        Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server,
+    ):
+        assert server.token
+        yield lnd_sim, Api(server.url, server.token)
+
+
 def _tu(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
@@ -177,12 +184,7 @@ def test_a_boost_on_a_bolt11_payment_in_two_parts_reads_the_same_on_cln_and_lnd(
     sim.pay(made["payment_request"])  # the parts made up the amount: lightningd settles
     cln = _read(cln_api, made["payment_hash"])
 
-    with (
-        LndSim(tmp / "lnd", network="regtest", port=0) as lnd_sim,
-        Server(tmp / "lnd-data", *serve_args(lnd_sim)) as server,
-    ):
-        assert server.token
-        lnd_api = Api(server.url, server.token)
+    with _on_lnd(tmp) as (lnd_sim, lnd_api):
         made = lnd_api.post("/invoices", {"amount": total // 1000, "description": "boost me"})
         lnd_sim.pay_invoice(made["payment_hash"], htlc_records=[boost, boost])
         lnd = _read(lnd_api, made["payment_hash"])

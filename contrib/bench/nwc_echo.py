@@ -21,12 +21,14 @@ costs at the least.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
+from collections.abc import Iterator
 
 import nostr_sdk as ns
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 RESULT = {
     "type": "incoming",
@@ -38,18 +40,26 @@ RESULT = {
 }
 
 
+@contextlib.contextmanager
+def subscribed(url: str, keys: ns.Keys, kind: int) -> Iterator[ClientConnection]:
+    """A socket to the relay (Nagle off) subscribed to `kind` events for
+    `keys`, once `ready` is said."""
+    me = keys.public_key().to_hex()
+    with connect(url, max_size=2**22) as ws:
+        ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ws.send(json.dumps(["REQ", "in", {"kinds": [kind], "#p": [me], "limit": 0}]))
+        print("ready", flush=True)
+        yield ws
+
+
 def main() -> None:
     url, secret = sys.argv[1], sys.argv[2]
     keys = ns.Keys(ns.SecretKey.parse(secret))
     if sys.argv[3:4] == ["--no-work"]:
         no_work(url, keys, sys.argv[4], int(sys.argv[5]))
         return
-    me = keys.public_key().to_hex()
-    with connect(url, max_size=2**22) as ws:
+    with subscribed(url, keys, 23194) as ws:
         sock = ws.socket
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ws.send(json.dumps(["REQ", "echo", {"kinds": [23194], "#p": [me], "limit": 0}]))
-        print("ready", flush=True)
         for raw in ws:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             msg = json.loads(raw)
@@ -84,12 +94,8 @@ def no_work(url: str, keys: ns.Keys, client: str, count: int) -> None:
         + "]"
         for i in range(count)
     ]
-    me = keys.public_key().to_hex()
-    with connect(url, max_size=2**22) as ws:
+    with subscribed(url, keys, 21112) as ws:
         sock = ws.socket
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ws.send(json.dumps(["REQ", "idle", {"kinds": [21112], "#p": [me], "limit": 0}]))
-        print("ready", flush=True)
         sent = 0
         for raw in ws:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)

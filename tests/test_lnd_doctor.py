@@ -308,3 +308,38 @@ def test_a_per_method_macaroon_without_only_the_probe_method_warns(tmp: Path, si
     assert lines[1].startswith("WARN macaroon file") and "lacks LookupInvoiceV2" in lines[1]
     assert lines[4].startswith("WARN permissions: missing LookupInvoiceV2 (doctor cannot"), lines
     assert "invoices:write" not in lines[4].split("bake one with")[0]
+
+
+def test_an_expired_cert_file_says_how_lnd_replaces_it(tmp: Path, sim: LndSim) -> None:
+    """lnd replaces an expired tls.cert whenever it starts (not only with
+    `tlsautorefresh`, which is about changed IPs and domains, and which the
+    message used to misspell as a condition)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lnd")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now - dt.timedelta(days=35))
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp / "old-tls.cert"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    code, lines = doctor(tmp, sim.target, path, sim.invoice_macaroon_path)
+    assert code == 1
+    expired = f"{now - dt.timedelta(days=35):%Y-%m-%d}"
+    assert lines[0] == (
+        f"FAIL cert file: {path} expired {expired}: lnd makes a new tls.cert when it "
+        "restarts; restart it and copy the new one"
+    )

@@ -402,3 +402,43 @@ def test_a_macaroon_without_the_hold_methods_gets_a_501_naming_them(tmp: Path, s
         assert "uri:/invoicesrpc.Invoices/CancelInvoice" in r.json()["message"]
         assert _state(server, payment_hash)["state"] == "ACCEPTED"
     assert sim.ledger.get(bytes.fromhex(payment_hash)).state == lightning_pb2.Invoice.ACCEPTED
+
+
+def test_without_cancel_invoice_the_safety_cancel_steps_aside(
+    tmp: Path, sim: LndSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A macaroon that may hold but not cancel: a held invoice within the
+    margin is left to lnd (one warning), instead of an error each tick that
+    kept the sweep after it from ever running."""
+    mac = sim.bake(
+        [
+            *REQUIRED_METHODS,
+            "uri:/lnrpc.Lightning/GetInfo",
+            "uri:/invoicesrpc.Invoices/AddHoldInvoice",
+        ],
+        "no-cancel.macaroon",
+    )
+    node = make_node(sim, mac)
+    store = Store(tmp / "store.sqlite")
+    follower = Follower(node, store, hold_cancel_margin=30)
+    _, payment_hash = _pair()
+    minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
+            " amount_msat, created_at, expiry, expires_at, hold, source) VALUES"
+            " ('h1', 'incoming', ?, ?, 'OPEN', 1000, ?, ?, ?, 1, 'api')",
+            (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
+             minted.expires_at),
+        )  # fmt: skip
+    sim.pay_invoice(payment_hash)
+    follower.sweep()  # finds it ACCEPTED
+    sim.mine(DEFAULT_CLTV - 30)
+    with caplog.at_level("WARNING", logger="lnplugin.follower"):
+        assert follower.cancel_near_deadline() == 0
+        assert follower.cancel_near_deadline() == 0
+    warned = [r.getMessage() for r in caplog.records if "cannot cancel held" in r.getMessage()]
+    assert len(warned) == 1 and "uri:/invoicesrpc.Invoices/CancelInvoice" in warned[0]
+    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    node.close()
+    store.close()

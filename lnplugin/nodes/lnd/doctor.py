@@ -165,8 +165,11 @@ def _cert_file(cert_path: os.PathLike[str] | str | None) -> Check:
         return Check(
             "cert file",
             "fail",
-            f"{path} expired {expires:%Y-%m-%d}: lnd renews it on restart when "
-            "tls-auto-refresh is set; copy the new one",
+            # lnd's TLS manager replaces an expired certificate at start,
+            # whatever its settings (tlsautorefresh is about changed IPs and
+            # domains, not expiry).
+            f"{path} expired {expires:%Y-%m-%d}: lnd makes a new tls.cert when it restarts; "
+            "restart it and copy the new one",
         )
     if expires - now < _dt.timedelta(days=30):
         return Check("cert file", "warn", f"{path} expires {expires:%Y-%m-%d}: renew it soon")

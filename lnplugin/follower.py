@@ -456,6 +456,7 @@ class Follower:
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
         self.node_errors: collections.Counter[str] = collections.Counter()
         self._height_denied_logged = False
+        self._cancel_denied_logged = False
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
             self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
@@ -588,6 +589,18 @@ class Follower:
         try:
             self.cancel(row.payment_hash, reason)
         except InvoiceNotOpen:
+            return None
+        except NodePermissionDenied as exc:
+            # Credentials that may not cancel (an LND macaroon without
+            # CancelInvoice): raised, this stopped every sweep after it in
+            # `_run_sweeps`, each tick, until the node canceled by itself.
+            if not self._cancel_denied_logged:
+                log.warning(
+                    "cannot cancel held invoices (%s): they are canceled before their "
+                    "deadline only by the node itself",
+                    exc,
+                )
+                self._cancel_denied_logged = True
             return None
         log.warning("hold invoice %s %s", row.payment_hash, reason)
         return reason

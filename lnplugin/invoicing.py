@@ -28,6 +28,7 @@ from lnplugin.nodes.base import (
     Node,
     NodeError,
     NodeInvoice,
+    NodePermissionDenied,
     NodeUnavailable,
 )
 from lnplugin.store import events, invoices
@@ -84,6 +85,13 @@ class BadParameter(InvoicingError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class NotPermitted(InvoicingError):
+    """lnplugin's credentials may not make the node call (501, NIP-47
+    NOT_IMPLEMENTED): an LND macaroon baked without the hold invoice methods,
+    say. Not the 502 of a refusal a retry could cure: the operator must give
+    lnplugin another credential, and the message names the permission."""
 
 
 class NodeDown(InvoicingError):
@@ -148,6 +156,9 @@ def mint(follower: Follower, request: InvoiceRequest, hold_hash: str | None) -> 
     except NodeUnavailable as exc:
         follower.node_errors["create_invoice"] += 1
         raise NodeDown(f"The node is unreachable, try again shortly ({exc})") from None
+    except NodePermissionDenied as exc:
+        follower.node_errors["create_invoice"] += 1
+        raise _not_permitted(exc) from None
     except NodeError as exc:
         follower.node_errors["create_invoice"] += 1
         raise NodeRefused(f"The node refused to create the invoice: {exc}") from None
@@ -258,4 +269,10 @@ def _not_accepted(found: StoredInvoice) -> str:
 def _node_error(exc: NodeError) -> InvoicingError:
     if isinstance(exc, NodeUnavailable):
         return NodeDown(f"The node is unreachable, try again shortly ({exc})")
+    if isinstance(exc, NodePermissionDenied):
+        return _not_permitted(exc)
     return NodeRefused(f"The node refused: {exc}")
+
+
+def _not_permitted(exc: NodePermissionDenied) -> NotPermitted:
+    return NotPermitted(f"lnplugin's credentials for the node do not allow this: {exc}")

@@ -14,6 +14,7 @@ In-process use (tests)::
     inv = sim.create_invoice(1000, memo="by another app")   # like `lncli addinvoice`
     sim.pay_invoice(inv.r_hash.hex())                         # settle it
     sim.keysend(5000, {7629169: b'{"message":"hi"}'})        # spontaneous payment
+    sim.bake(["uri:/lnrpc.Lightning/AddInvoice", "invoices:read"])  # a macaroon it accepts
     sim.faults.drop_stream_after = 3                          # fault injection
     sim.restart()                                             # same port, same data
     sim.stop()
@@ -48,7 +49,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,6 +112,36 @@ MACAROONS = {
     "readonly.macaroon": READONLY_PERMISSIONS,
     "invoice.macaroon": INVOICE_PERMISSIONS,
 }
+# lnd's entity for single-method permissions: `uri:/lnrpc.Lightning/AddInvoice`
+# permits that one method (macaroons/service.go, PermissionEntityCustomURI).
+URI_ENTITY = "uri"
+
+
+def permits(permissions: frozenset[str], method: str) -> bool:
+    """Whether a macaroon granting `permissions` may call `method`
+    ("/pkg.Service/Method"), as lnd's macaroon service decides: first the
+    method's entity:action, then, failing that, the op `uri:<method>`."""
+    needed = METHOD_PERMISSIONS.get(method)
+    return (needed is not None and needed in permissions) or (
+        f"{URI_ENTITY}:{method}" in permissions
+    )
+
+
+def check_bakeable(permissions: frozenset[str]) -> None:
+    """Refuse what lnd's BakeMacaroon refuses, with its messages: an empty
+    list, and a `uri:` permission naming no method the node serves (so a
+    misspelt method fails at bake time, as on lnd, not at the first call)."""
+    if not permissions:
+        raise ValueError("permission list cannot be empty")
+    for perm in permissions:
+        entity, _, action = perm.partition(":")
+        if not entity or not action:
+            raise ValueError(f"invalid permission [{perm}]")
+        if entity == URI_ENTITY and action not in METHOD_PERMISSIONS:
+            raise ValueError(
+                "invalid permission action, must be an existing URI in the format "
+                f"/package.Service/MethodName: {action}"
+            )
 
 
 @dataclass
@@ -332,6 +363,15 @@ class Ledger:
                 self.settled[inv.settle_index - 1] = inv.add_index
         for (blob,) in self.db.execute("SELECT data FROM payments ORDER BY payment_index"):
             self.payments.append(Payment.FromString(blob))
+
+    def baked(self) -> dict[str, frozenset[str]]:
+        """Macaroons `LndSim.bake` made: hex -> permission set."""
+        return {
+            key.removeprefix("macaroon:"): frozenset(bytes(value).decode().split())
+            for key, value in self.db.execute(
+                "SELECT key, value FROM meta WHERE key LIKE 'macaroon:%'"
+            )
+        }
 
     def meta(self, key: str, make: Callable[[], bytes]) -> bytes:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -575,8 +615,7 @@ class _Gate(grpc.ServerInterceptor):
             return _refusal(
                 handler, code, "verification failed: signature mismatch after caveat verification"
             )
-        needed = METHOD_PERMISSIONS.get(details.method)
-        if needed is None or needed not in perms:
+        if not permits(perms, details.method):
             code = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.PERMISSION_DENIED
             return _refusal(handler, code, "permission denied")
         if faults.delay:
@@ -657,6 +696,7 @@ class LndSim:
         self.cert_pem, self._key_pem = _ensure_tls(self.data_dir)
         self.macaroons = _ensure_macaroons(self.data_dir)
         self.ledger = Ledger(self.data_dir / "sim.sqlite")
+        self.macaroons.update(self.ledger.baked())
         self._node_key = self.ledger.meta("node_key", lambda: secrets.token_bytes(32))
         height = self.ledger.meta("block_height", lambda: str(self.block_height).encode())
         self.block_height = int(height)
@@ -689,6 +729,24 @@ class LndSim:
     @property
     def readonly_macaroon_path(self) -> Path:
         return self.data_dir / "readonly.macaroon"
+
+    def bake(self, permissions: Iterable[str], name: str = "baked.macaroon") -> Path:
+        """`lncli bakemacaroon --save_to=<data dir>/NAME PERMISSION...`: a
+        macaroon this node accepts, granting exactly `permissions` (entity:action
+        or `uri:/pkg.Service/Method`), kept across restarts. Returns its path."""
+        perms = frozenset(permissions)
+        check_bakeable(perms)
+        raw = mint_macaroon(perms)
+        path = self.data_dir / name
+        path.write_bytes(raw)
+        path.chmod(0o600)
+        with self.ledger.lock:
+            self.ledger.db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                (f"macaroon:{raw.hex()}", " ".join(sorted(perms)).encode()),
+            )
+        self.macaroons[raw.hex()] = perms
+        return path
 
     # -- lifecycle --
 
@@ -1529,6 +1587,9 @@ def _control(sim: LndSim, path: str, body: dict[str, Any]) -> Any:
                 raise KeyError(key)
             setattr(sim.faults, key, value)
         return {"faults": vars(sim.faults)}
+    if path == "/bake":
+        baked = sim.bake(body["permissions"], str(body.get("name", "baked.macaroon")))
+        return {"macaroon": str(baked)}
     if path == "/drop_streams":
         sim.drop_streams()
         return {"ok": True}

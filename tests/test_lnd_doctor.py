@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lnplugin.nodes.lnd.doctor import LND_BAKE
+from lnplugin.nodes.lnd.doctor import LND_BAKE, LND_BAKE_METHODS
+from lnplugin.nodes.lnd.macaroon import RPC_PERMISSIONS
 from lnplugin_sim.lnd_sim import LndSim, mint_macaroon
 from tests import e2e
+from tests.test_lnd_e2e import doc_bakes
 
 tmp = e2e.fixture_tmp  # a short directory under /tmp
 
@@ -227,3 +229,117 @@ def test_no_cert_fails_the_handshake_when_they_do_not(tmp: Path, sim: LndSim) ->
     assert lines[3].startswith(f"FAIL TLS: {sim.target}'s certificate is not one the system's")
     assert lines[3].endswith("give lnd's tls.cert with --lnd-cert")
     assert len(lines) == 4  # nothing is asked of a node whose TLS failed
+
+
+# -- per-method macaroons (lnd's `uri:` permissions) ------------------------------
+
+ALL_METHODS = [f"uri:{method}" for method in RPC_PERMISSIONS]
+# What docs/lnd.md used to recommend: no hold invoice methods.
+WITHOUT_HOLD = [
+    p
+    for p in ALL_METHODS
+    if not p.startswith(
+        tuple(
+            f"uri:/invoicesrpc.Invoices/{m}"
+            for m in ("AddHoldInvoice", "SettleInvoice", "CancelInvoice", "SubscribeSingleInvoice")
+        )
+    )
+]
+
+
+def test_the_bakes_in_docs_lnd_md_are_the_ones_doctor_gives(tmp: Path) -> None:
+    """An operator who copies doctor's bake line gets what docs/lnd.md shows."""
+    bakes = doc_bakes()
+    assert " ".join(bakes["entity"]) == LND_BAKE.split("lnplugin.macaroon ", 1)[1]
+    assert " ".join(bakes["uri"]) == LND_BAKE_METHODS.split("lnplugin.macaroon ", 1)[1]
+    assert bakes["uri"] == ALL_METHODS
+
+
+def test_a_complete_per_method_macaroon_passes(tmp: Path, sim: LndSim) -> None:
+    path = sim.bake(ALL_METHODS)
+    code, lines = doctor(tmp, sim.target, sim.cert_path, path)
+    assert code == 0, lines
+    assert all(line.startswith("OK ") for line in lines), lines
+    assert "more than lnplugin needs" not in lines[1]
+    assert lines[4] == (
+        "OK   permissions: granted LookupInvoice ListInvoices LookupInvoiceV2 ListPayments "
+        "GetInfo (all probed)"
+    )
+    assert lines[-1] == f"OK   least privilege: {LND_BAKE_METHODS}"
+
+
+def test_a_per_method_macaroon_without_the_hold_methods_warns_what_stops(
+    tmp: Path, sim: LndSim
+) -> None:
+    """The bake docs/lnd.md used to give: lnplugin runs, but hold invoices,
+    settle and cancel are refused; doctor names each method and its loss."""
+    path = sim.bake(WITHOUT_HOLD)
+    code, lines = doctor(tmp, sim.target, sim.cert_path, path)
+    assert code == 0, lines
+    line = lines[1]
+    assert line.startswith(f"WARN macaroon file: {path} grants uri:"), lines
+    assert "; but lacks AddHoldInvoice (no hold invoices" in line
+    assert "SettleInvoice (hold invoices cannot be settled)" in line
+    assert "CancelInvoice (invoices cannot be canceled" in line
+    assert "SubscribeSingleInvoice (a paid hold invoice is seen ACCEPTED only" in line
+    assert line.endswith(LND_BAKE_METHODS)
+    assert "more than lnplugin needs" not in line
+    assert lines[4].startswith("OK   permissions"), lines  # what it has, lnd grants
+
+
+def test_a_per_method_macaroon_without_a_required_method_fails(tmp: Path, sim: LndSim) -> None:
+    path = sim.bake([p for p in ALL_METHODS if not p.endswith("/SubscribeInvoices")])
+    code, lines = doctor(tmp, sim.target, sim.cert_path, path)
+    assert code == 1, lines
+    assert lines[1].startswith(
+        f"FAIL macaroon file: {path} lacks SubscribeInvoices (cannot follow settlements): "
+        "lnplugin cannot work without the first 1;"
+    ), lines
+    assert lines[1].endswith(LND_BAKE_METHODS)
+
+
+def test_a_per_method_macaroon_without_only_the_probe_method_warns(tmp: Path, sim: LndSim) -> None:
+    """LookupInvoiceV2 stands in for invoices:write in the probes; a per-method
+    macaroon without it can still create invoices, so that is a warning, not
+    "missing invoices:write (cannot create invoices)"."""
+    path = sim.bake([p for p in ALL_METHODS if not p.endswith("/LookupInvoiceV2")])
+    code, lines = doctor(tmp, sim.target, sim.cert_path, path)
+    assert code == 0, lines
+    assert lines[1].startswith("WARN macaroon file") and "lacks LookupInvoiceV2" in lines[1]
+    assert lines[4].startswith("WARN permissions: missing LookupInvoiceV2 (doctor cannot"), lines
+    assert "invoices:write" not in lines[4].split("bake one with")[0]
+
+
+def test_an_expired_cert_file_says_how_lnd_replaces_it(tmp: Path, sim: LndSim) -> None:
+    """lnd replaces an expired tls.cert whenever it starts (not only with
+    `tlsautorefresh`, which is about changed IPs and domains, and which the
+    message used to misspell as a condition)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lnd")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now - dt.timedelta(days=35))
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp / "old-tls.cert"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    code, lines = doctor(tmp, sim.target, path, sim.invoice_macaroon_path)
+    assert code == 1
+    expired = f"{now - dt.timedelta(days=35):%Y-%m-%d}"
+    assert lines[0] == (
+        f"FAIL cert file: {path} expired {expired}: lnd makes a new tls.cert when it "
+        "restarts; restart it and copy the new one"
+    )

@@ -8,6 +8,7 @@ HTTP to lnplugin. Waits are liveness bounds, never timing assertions.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -334,3 +335,77 @@ def test_dropped_connections_during_10k_settlements_store_each_once(tmp: Path, s
     assert counts == (BULK, BULK, BULK)
     assert events == (BULK, BULK)
     assert cursor == BULK
+
+
+# -- the macaroons docs/lnd.md tells operators to bake -----------------------------
+
+LND_DOC = Path(__file__).resolve().parent.parent / "docs" / "lnd.md"
+
+
+def doc_bakes() -> dict[str, list[str]]:
+    """Each `lncli bakemacaroon` command in docs/lnd.md's section 2, read from
+    the doc itself (so the doc and this test cannot drift): "entity" for the
+    entity:action form, "uri" for the per-method form -> its permissions."""
+    text = LND_DOC.read_text().split("## 2. Choose a macaroon", 1)[1].split("\n## ", 1)[0]
+    bakes: dict[str, list[str]] = {}
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        words = block.replace("\\\n", " ").split()
+        if words[:2] != ["lncli", "bakemacaroon"]:
+            continue
+        perms = [w for w in words[2:] if not w.startswith("--")]
+        kind = "uri" if all(p.startswith("uri:") for p in perms) else "entity"
+        assert kind not in bakes, f"two {kind} bakes in docs/lnd.md"
+        bakes[kind] = perms
+    assert set(bakes) == {"entity", "uri"}, bakes
+    return bakes
+
+
+@pytest.mark.parametrize("form", ["entity", "uri"])
+def test_the_macaroons_docs_lnd_md_recommends_do_everything(
+    tmp: Path, sim: LndSim, form: str
+) -> None:
+    """Bake exactly what docs/lnd.md tells the operator to bake, run `lnplugin
+    serve` with it, and use what lnplugin offers on LND: invoices and their
+    settlements, hold invoices (ACCEPTED, settle), cancel, outgoing history,
+    node info. A method missing from the doc's bake fails here; `lnplugin
+    doctor` must find nothing missing and nothing extra in it either."""
+    macaroon = sim.bake(doc_bakes()[form], "lnplugin.macaroon")
+    code, lines = e2e.run_doctor(
+        tmp / "doctor", "--node", "lnd", "--lnd-host", sim.target, "--lnd-cert",
+        str(sim.cert_path), "--lnd-macaroon", str(macaroon), "--network", "regtest",
+    )  # fmt: skip
+    lines = e2e.node_lines(lines)
+    assert code == 0 and all(line.startswith("OK ") for line in lines), lines
+    assert "more than lnplugin needs" not in "\n".join(lines)
+    with _serve(tmp, sim, macaroon) as server:
+        assert server.token
+        api = Api(server.url, server.token)
+        try:
+            e2e.create_pay_and_see_the_settlement(api, "lnd", sim.pay_invoice)
+            info = api.get("/info")
+            assert info["node"]["alias"] == sim.alias  # GetInfo
+            # A hold invoice: created, seen ACCEPTED (its own stream), settled.
+            preimage, payment_hash = e2e.hold_pair()
+            api.post("/invoices", {"amount": 21, "payment_hash": payment_hash})
+            sim.pay_invoice(payment_hash)
+            wait_for(
+                lambda: api.get(f"/invoices/{payment_hash}")["state"] == "ACCEPTED",
+                "the hold invoice ACCEPTED",
+            )
+            settled = server.request(
+                "POST", f"/invoices/{payment_hash}/settle", json={"preimage": preimage}
+            )
+            assert settled.status_code == 200, settled.text
+            assert settled.json()["state"] == "SETTLED"
+            # Cancel a regular invoice.
+            other = api.post("/invoices", {"amount": 5, "description": "to cancel"})
+            canceled = server.request("POST", f"/invoices/{other['payment_hash']}/cancel")
+            assert canceled.status_code == 200, canceled.text
+            assert canceled.json()["state"] == "CANCELED"
+            # Outgoing history.
+            paid = sim.make_payment(3_000)
+            out = wait_for(lambda: api.get("/invoices/outgoing"), "the outgoing payment")
+            assert [p["payment_hash"] for p in out] == [paid.payment_hash]
+            assert api.get("/info")["follower"]["outgoing"] == "ok"
+        finally:
+            api.close()

@@ -349,3 +349,96 @@ def test_post_invoices_min_cltv_expiry_delta_reaches_lnd(tmp: Path, sim: LndSim)
         )
         assert held["settle_deadline"] == sim.block_height + 144
         assert cltv_delta_of_new_invoice(server, amount=30, min_cltv_expiry_delta=40) == 40
+
+
+# What lnplugin needs for invoices and their settlements, each method by itself.
+REQUIRED_METHODS = [
+    "uri:/lnrpc.Lightning/AddInvoice",
+    "uri:/lnrpc.Lightning/LookupInvoice",
+    "uri:/lnrpc.Lightning/ListInvoices",
+    "uri:/lnrpc.Lightning/SubscribeInvoices",
+]
+
+
+def test_a_macaroon_without_the_hold_methods_gets_a_501_naming_them(tmp: Path, sim: LndSim) -> None:
+    """A per-method macaroon without AddHoldInvoice, SettleInvoice and
+    CancelInvoice: creating a hold invoice, settling and canceling are
+    refused with a 501 that names the method and what grants it (not a 502
+    a client would retry, nor a 500), and nothing is stored or changed."""
+    no_hold = sim.bake(REQUIRED_METHODS, "no-hold.macaroon")
+    _, payment_hash = _pair()
+    with Server(tmp / "data", *serve_args(sim, no_hold)) as server:
+        r = server.request("POST", "/invoices", json={"amount": 30, "payment_hash": payment_hash})
+        assert r.status_code == 501, r.text
+        needs = "AddHoldInvoice needs invoices:write or uri:/invoicesrpc.Invoices/AddHoldInvoice"
+        assert needs in r.json()["message"]
+        assert server.request("GET", f"/invoices/{payment_hash}").status_code == 404
+        regular = server.request("POST", "/invoices", json={"amount": 30}).json()
+        r = server.request("POST", f"/invoices/{regular['payment_hash']}/cancel")
+        assert r.status_code == 501, r.text
+        assert "uri:/invoicesrpc.Invoices/CancelInvoice" in r.json()["message"]
+        assert _state(server, regular["payment_hash"])["state"] == "CREATED"
+
+    # Hold invoices allowed, settle and cancel not: the held payment stays ACCEPTED.
+    preimage, payment_hash = _pair()
+    no_settle = sim.bake(
+        [
+            *REQUIRED_METHODS,
+            "uri:/invoicesrpc.Invoices/AddHoldInvoice",
+            "uri:/invoicesrpc.Invoices/SubscribeSingleInvoice",
+        ],
+        "no-settle.macaroon",
+    )
+    with Server(tmp / "data2", *serve_args(sim, no_settle)) as server:
+        r = server.request("POST", "/invoices", json={"amount": 30, "payment_hash": payment_hash})
+        assert r.status_code == 201, r.text
+        sim.pay_invoice(payment_hash)
+        wait_for(lambda: _state(server, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+        r = server.request("POST", f"/invoices/{payment_hash}/settle", json={"preimage": preimage})
+        assert r.status_code == 501, r.text
+        assert "uri:/invoicesrpc.Invoices/SettleInvoice" in r.json()["message"]
+        r = server.request("POST", f"/invoices/{payment_hash}/cancel")
+        assert r.status_code == 501, r.text
+        assert "uri:/invoicesrpc.Invoices/CancelInvoice" in r.json()["message"]
+        assert _state(server, payment_hash)["state"] == "ACCEPTED"
+    assert sim.ledger.get(bytes.fromhex(payment_hash)).state == lightning_pb2.Invoice.ACCEPTED
+
+
+def test_without_cancel_invoice_the_safety_cancel_steps_aside(
+    tmp: Path, sim: LndSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A macaroon that may hold but not cancel: a held invoice within the
+    margin is left to lnd (one warning), instead of an error each tick that
+    kept the sweep after it from ever running."""
+    mac = sim.bake(
+        [
+            *REQUIRED_METHODS,
+            "uri:/lnrpc.Lightning/GetInfo",
+            "uri:/invoicesrpc.Invoices/AddHoldInvoice",
+        ],
+        "no-cancel.macaroon",
+    )
+    node = make_node(sim, mac)
+    store = Store(tmp / "store.sqlite")
+    follower = Follower(node, store, hold_cancel_margin=30)
+    _, payment_hash = _pair()
+    minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
+            " amount_msat, created_at, expiry, expires_at, hold, source) VALUES"
+            " ('h1', 'incoming', ?, ?, 'OPEN', 1000, ?, ?, ?, 1, 'api')",
+            (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
+             minted.expires_at),
+        )  # fmt: skip
+    sim.pay_invoice(payment_hash)
+    follower.sweep()  # finds it ACCEPTED
+    sim.mine(DEFAULT_CLTV - 30)
+    with caplog.at_level("WARNING", logger="lnplugin.follower"):
+        assert follower.cancel_near_deadline() == 0
+        assert follower.cancel_near_deadline() == 0
+    warned = [r.getMessage() for r in caplog.records if "cannot cancel held" in r.getMessage()]
+    assert len(warned) == 1 and "uri:/invoicesrpc.Invoices/CancelInvoice" in warned[0]
+    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    node.close()
+    store.close()

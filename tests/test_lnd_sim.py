@@ -19,8 +19,8 @@ import grpc
 import pytest
 
 from lnplugin.nodes.lnd import LndNode
+from lnplugin.nodes.lnd.rpc import invoices_pb2, invoices_pb2_grpc, lightning_pb2_grpc
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
-from lnplugin.nodes.lnd.rpc import lightning_pb2_grpc
 from lnplugin_sim.lnd_sim import LndSim
 
 pytestmark = pytest.mark.timeout(60)
@@ -193,6 +193,32 @@ def test_macaroon_permissions(sim: LndSim) -> None:
     with pytest.raises(grpc.RpcError) as info:
         invoice.GetInfo(ln.GetInfoRequest())
     assert info.value.code() == S.UNKNOWN and info.value.details() == "permission denied"
+
+
+def test_a_uri_permission_permits_exactly_its_method(tmp_path: Path) -> None:
+    """As lnd's macaroon service: `uri:/lnrpc.Lightning/AddInvoice` allows that
+    method and no other of invoices:write; an entity:action still covers every
+    method that needs it. A baked macaroon outlives the simulator; one naming
+    a method the node does not serve is refused at bake time, as lnd does."""
+    sim = LndSim(tmp_path / "lnd").start()
+    mac = sim.bake(["uri:/lnrpc.Lightning/AddInvoice", "info:read"], "one.macaroon")
+    port = sim.port
+    sim.close()
+    sim = LndSim(tmp_path / "lnd", port=port).start()
+    try:
+        one = Client(sim, mac)
+        one.AddInvoice(ln.Invoice(value_msat=1000))
+        one.GetInfo(ln.GetInfoRequest())
+        assert code_of(lambda: one.ListInvoices(ln.ListInvoiceRequest())) == S.PERMISSION_DENIED
+        holds = invoices_pb2_grpc.InvoicesStub(one.channel)
+        cancel = invoices_pb2.CancelInvoiceMsg(payment_hash=b"\x00" * 32)
+        assert code_of(lambda: holds.CancelInvoice(cancel, metadata=one.md)) == S.PERMISSION_DENIED
+        with pytest.raises(ValueError, match="must be an existing URI"):
+            sim.bake(["uri:/lnrpc.Lightning/LookupInvoices"])
+        with pytest.raises(ValueError, match="cannot be empty"):
+            sim.bake([])
+    finally:
+        sim.close()
 
 
 def test_add_invoice_validation_and_real_bolt11(sim: LndSim) -> None:

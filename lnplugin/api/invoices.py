@@ -174,6 +174,7 @@ def _display(amount_msat: int | None, fields: dict[str, Any]) -> dict[str, Any]:
 # How each refusal of `lnplugin.invoicing` is answered over HTTP.
 _STATUS: dict[type[invoicing.InvoicingError], int] = {
     invoicing.Unsupported: 501,
+    invoicing.NotPermitted: 501,
     invoicing.Exists: 409,
     invoicing.NotFound: 404,
     invoicing.NotReceivable: 409,

@@ -237,7 +237,8 @@ ERROR_TEXT = {
     404: "not found",
     409: "conflict",
     429: "too many requests (per token; per client address on public routes); see Retry-After",
-    501: "the node cannot do this (e.g. hold invoices on standalone Core Lightning)",
+    501: "the node cannot do this (e.g. hold invoices on standalone Core Lightning), or "
+    "lnplugin's credentials for it may not (an LND macaroon without the method)",
     413: "body over 64 KiB",
     502: "the node refused",
     503: "unavailable for now (node unreachable, store busy, stream limit); see Retry-After",

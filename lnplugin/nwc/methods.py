@@ -37,6 +37,7 @@ MAX_INT64 = 2**63 - 1
 # How each refusal of `lnplugin.invoicing` is answered, in NIP-47 codes.
 _CODES: dict[type[invoicing.InvoicingError], str] = {
     invoicing.Unsupported: "NOT_IMPLEMENTED",
+    invoicing.NotPermitted: "NOT_IMPLEMENTED",
     invoicing.NotFound: "NOT_FOUND",
     invoicing.NotReceivable: "NOT_FOUND",
     invoicing.NodeDown: "INTERNAL",

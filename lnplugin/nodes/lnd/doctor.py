@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lnplugin.nodes.checks import Check, Status
+from lnplugin.nodes.lnd.macaroon import RPC_PERMISSIONS, permits
 
 if TYPE_CHECKING:
     from lnplugin.config import Settings
@@ -27,6 +28,35 @@ if TYPE_CHECKING:
 LND_BAKE = (
     "lncli bakemacaroon --save_to=lnplugin.macaroon "
     "invoices:read invoices:write offchain:read info:read"
+)
+# The per-method form docs/lnd.md offers: exactly the RPCs lnplugin calls.
+LND_BAKE_METHODS = "lncli bakemacaroon --save_to=lnplugin.macaroon " + " ".join(
+    f"uri:{method}" for method in RPC_PERMISSIONS
+)
+# What stops working without each method lnplugin calls, for a macaroon that
+# grants methods one by one (`uri:`). lnplugin cannot work without the first four.
+_METHOD_LOSS: dict[str, str] = {
+    "/lnrpc.Lightning/AddInvoice": "cannot create invoices",
+    "/lnrpc.Lightning/LookupInvoice": "cannot look invoices up (sweeps, hold invoices, cancel)",
+    "/lnrpc.Lightning/ListInvoices": "cannot sweep for missed settlements",
+    "/lnrpc.Lightning/SubscribeInvoices": "cannot follow settlements",
+    "/invoicesrpc.Invoices/AddHoldInvoice": "no hold invoices (POST /invoices with payment_hash)",
+    "/invoicesrpc.Invoices/SettleInvoice": "hold invoices cannot be settled",
+    "/invoicesrpc.Invoices/CancelInvoice": "invoices cannot be canceled (nor held ones before "
+    "their deadline)",
+    "/invoicesrpc.Invoices/SubscribeSingleInvoice": "a paid hold invoice is seen ACCEPTED only "
+    "by the next sweep (up to a minute)",
+    "/lnrpc.Lightning/ListPayments": "no outgoing history in /invoices/outgoing",
+    "/lnrpc.Lightning/GetInfo": "no network check at startup",
+    "/invoicesrpc.Invoices/LookupInvoiceV2": "doctor cannot probe it (read-only)",
+}
+_REQUIRED_METHODS = frozenset(
+    {
+        "/lnrpc.Lightning/AddInvoice",
+        "/lnrpc.Lightning/LookupInvoice",
+        "/lnrpc.Lightning/ListInvoices",
+        "/lnrpc.Lightning/SubscribeInvoices",
+    }
 )
 # (permission, read-only probe RPC, what lnplugin loses without it). Each probe
 # either succeeds or answers NOT_FOUND for a zero hash, so doctor creates
@@ -40,19 +70,29 @@ _LND_PROBES: tuple[tuple[str, str, str], ...] = (
     ("info:read", "GetInfo", "no network check at startup"),
 )
 _REQUIRED = {"invoices:read", "invoices:write"}
-_NEEDED_OR_OPTIONAL = {permission for permission, _, _ in _LND_PROBES} | {
-    # The per-method bake in docs/lnd.md: exactly the RPCs lnplugin calls.
-    f"uri:/{method}"
-    for method in (
-        "lnrpc.Lightning/AddInvoice",
-        "lnrpc.Lightning/LookupInvoice",
-        "lnrpc.Lightning/ListInvoices",
-        "lnrpc.Lightning/SubscribeInvoices",
-        "lnrpc.Lightning/ListPayments",
-        "lnrpc.Lightning/GetInfo",
-        "invoicesrpc.Invoices/LookupInvoiceV2",
-    )
-}
+_NEEDED_OR_OPTIONAL = set(RPC_PERMISSIONS.values()) | {f"uri:{m}" for m in RPC_PERMISSIONS}
+
+
+def _method_path(rpc: str) -> str:
+    return next(m for m in RPC_PERMISSIONS if m.endswith(f"/{rpc}"))
+
+
+def _per_method(perms: frozenset[str]) -> bool:
+    """A macaroon that grants methods one by one (lnd's `uri:` permissions):
+    judged method by method, since no entity:action tells what it allows."""
+    return any(p.startswith("uri:") for p in perms)
+
+
+def _missing_methods(perms: frozenset[str]) -> tuple[list[str], list[str]]:
+    """The methods lnplugin calls that `perms` does not grant, as
+    "Method (what stops working)": (required ones, optional ones)."""
+    required: list[str] = []
+    optional: list[str] = []
+    for method, loss in _METHOD_LOSS.items():
+        if not permits(perms, method):
+            where = required if method in _REQUIRED_METHODS else optional
+            where.append(f"{method.rsplit('/', 1)[1]} ({loss})")
+    return required, optional
 
 
 def _split_host(target: str) -> tuple[str, int]:
@@ -125,8 +165,11 @@ def _cert_file(cert_path: os.PathLike[str] | str | None) -> Check:
         return Check(
             "cert file",
             "fail",
-            f"{path} expired {expires:%Y-%m-%d}: lnd renews it on restart when "
-            "tls-auto-refresh is set; copy the new one",
+            # lnd's TLS manager replaces an expired certificate at start,
+            # whatever its settings (tlsautorefresh is about changed IPs and
+            # domains, not expiry).
+            f"{path} expired {expires:%Y-%m-%d}: lnd makes a new tls.cert when it restarts; "
+            "restart it and copy the new one",
         )
     if expires - now < _dt.timedelta(days=30):
         return Check("cert file", "warn", f"{path} expires {expires:%Y-%m-%d}: renew it soon")
@@ -202,20 +245,47 @@ def _macaroon_file(value: str | None) -> Check:
             f"{where} can spend the node's funds: {'; '.join(spending)}. lnplugin never "
             f"spends; give it one that cannot: {LND_BAKE}",
         )
-    lacking = sorted(_REQUIRED - perms)
-    if lacking and not any(p.startswith("uri:") for p in perms):
-        return Check(
-            "macaroon file",
-            "fail",
-            f"{where} lacks {' '.join(lacking)} (lnplugin needs both); {LND_BAKE}",
-        )
     extra = sorted(perms - _NEEDED_OR_OPTIONAL)
     detail = f"{where} grants {' '.join(sorted(perms))}; cannot spend"
     if extra:
         detail += f" (more than lnplugin needs: {' '.join(extra)})"
     if macaroon.caveats:
         detail += f"; caveats: {', '.join(macaroon.caveats)}"
+    if _per_method(perms):
+        required, optional = _missing_methods(perms)
+        if required:
+            return Check(
+                "macaroon file",
+                "fail",
+                f"{where} lacks {'; '.join(required + optional)}: lnplugin cannot work without "
+                f"the first {len(required)}; {LND_BAKE_METHODS}",
+            )
+        if optional:
+            return Check(
+                "macaroon file",
+                "warn",
+                f"{detail}; but lacks {'; '.join(optional)}; {LND_BAKE_METHODS}",
+            )
+        return Check("macaroon file", "ok", detail)
+    lacking = sorted(_REQUIRED - perms)
+    if lacking:
+        return Check(
+            "macaroon file",
+            "fail",
+            f"{where} lacks {' '.join(lacking)} (lnplugin needs both); {LND_BAKE}",
+        )
     return Check("macaroon file", "ok", detail)
+
+
+def _permissions(hex_macaroon: str) -> frozenset[str]:
+    """What the macaroon grants, as its file says; empty when it cannot be read
+    (the macaroon file check has said so already)."""
+    from lnplugin.nodes.lnd.macaroon import MacaroonFormatError, decode
+
+    try:
+        return decode(bytes.fromhex(hex_macaroon)).permissions
+    except (MacaroonFormatError, ValueError):
+        return frozenset()
 
 
 def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
@@ -291,7 +361,8 @@ def checks(settings: Settings) -> list[Check]:
     if tls.status == "fail" or macaroon.status == "fail":
         return checks
     try:
-        if load_macaroon(settings.lnd_macaroon) is None:
+        hex_macaroon = load_macaroon(settings.lnd_macaroon)
+        if hex_macaroon is None:
             checks.append(
                 Check("macaroon", "fail", "no --lnd-macaroon / LNPLUGIN_LND_MACAROON; " + LND_BAKE)
             )
@@ -299,39 +370,55 @@ def checks(settings: Settings) -> list[Check]:
     except NodeError as exc:
         checks.append(Check("macaroon", "fail", str(exc)))
         return checks
+    # A per-method macaroon is probed method by method: a refused
+    # LookupInvoiceV2 then says nothing about AddInvoice, as it does of
+    # invoices:write.
+    per_method = _per_method(_permissions(hex_macaroon))
+    bake = LND_BAKE_METHODS if per_method else LND_BAKE
     node = LndNode.from_settings(settings)
     try:
         granted: dict[str, None] = {}  # ordered like _LND_PROBES
         missing: dict[str, str] = {}
+        fatal = False
         info: NodeInfo | None = None
         for permission, rpc, loss in _LND_PROBES:
             try:
                 reply = node.probe(rpc)
             except NodePermissionDenied as exc:
                 if "rejected the macaroon" in str(exc):
-                    checks.append(
-                        Check("macaroon", "fail", f"{exc}: is it from this node? {LND_BAKE}")
-                    )
+                    checks.append(Check("macaroon", "fail", f"{exc}: is it from this node? {bake}"))
                     return checks
-                missing.setdefault(permission, f"{permission} ({rpc}: {loss})")
+                if per_method:
+                    method = _method_path(rpc)
+                    missing[rpc] = f"{rpc} ({_METHOD_LOSS[method]})"
+                    fatal |= method in _REQUIRED_METHODS
+                else:
+                    missing.setdefault(permission, f"{permission} ({rpc}: {loss})")
+                    fatal |= permission in _REQUIRED
                 continue
             except NodeError as exc:
                 checks.append(Check("permissions", "fail", f"{rpc} failed: {exc}"))
                 return checks
-            granted[permission] = None
+            granted[rpc if per_method else permission] = None
             if rpc == "GetInfo":
                 info = to_node_info(reply)
         if not missing:
             checks.append(
-                Check("permissions", "ok", "granted " + " ".join(granted) + " (all needed)")
+                Check(
+                    "permissions",
+                    "ok",
+                    "granted "
+                    + " ".join(granted)
+                    + (" (all probed)" if per_method else " (all needed)"),
+                )
             )
         else:
-            status: Status = "fail" if _REQUIRED & set(missing) else "warn"
+            status: Status = "fail" if fatal else "warn"
             checks.append(
                 Check(
                     "permissions",
                     status,
-                    "missing " + "; ".join(missing.values()) + f"; bake one with: {LND_BAKE}",
+                    "missing " + "; ".join(missing.values()) + f"; bake one with: {bake}",
                 )
             )
         expected = settings.effective_network
@@ -354,7 +441,7 @@ def checks(settings: Settings) -> list[Check]:
                     "(--network / LNPLUGIN_NETWORK)",
                 )
             )
-        checks.append(Check("least privilege", "ok", LND_BAKE))
+        checks.append(Check("least privilege", "ok", bake))
         return checks
     finally:
         node.close()

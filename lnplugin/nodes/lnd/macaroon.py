@@ -42,6 +42,33 @@ SPENDING_METHODS = frozenset(
     }
 )
 
+# Every RPC lnplugin calls, with the permission lnd's rpcserver.go and
+# invoicesrpc/invoices_server.go require for it (docs/protocols.md#lnd-permissions-per-rpc).
+# A macaroon grants a method with that entity:action, or with the single-method
+# permission `uri:<method>` (lnd's macaroons/service.go checks the first, then
+# the second). `lnplugin doctor` checks a macaroon against this list, and a
+# refusal from lnd is reported with the method's two.
+RPC_PERMISSIONS: dict[str, str] = {
+    "/lnrpc.Lightning/AddInvoice": "invoices:write",
+    "/lnrpc.Lightning/LookupInvoice": "invoices:read",
+    "/lnrpc.Lightning/ListInvoices": "invoices:read",
+    "/lnrpc.Lightning/SubscribeInvoices": "invoices:read",
+    "/lnrpc.Lightning/ListPayments": "offchain:read",
+    "/lnrpc.Lightning/GetInfo": "info:read",
+    "/invoicesrpc.Invoices/AddHoldInvoice": "invoices:write",
+    "/invoicesrpc.Invoices/SettleInvoice": "invoices:write",
+    "/invoicesrpc.Invoices/CancelInvoice": "invoices:write",
+    "/invoicesrpc.Invoices/SubscribeSingleInvoice": "invoices:read",
+    "/invoicesrpc.Invoices/LookupInvoiceV2": "invoices:write",  # doctor's probe only
+}
+
+
+def permits(permissions: frozenset[str], method: str) -> bool:
+    """Whether a macaroon granting `permissions` may call `method` (one of
+    `RPC_PERMISSIONS`), as lnd decides: its entity:action, or `uri:<method>`."""
+    return RPC_PERMISSIONS[method] in permissions or f"uri:{method}" in permissions
+
+
 _V2 = 2
 _ID_VERSION_3 = 3
 _FIELD_EOS, _FIELD_LOCATION, _FIELD_IDENTIFIER, _FIELD_VID, _FIELD_SIGNATURE = 0, 1, 2, 4, 6

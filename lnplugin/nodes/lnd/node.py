@@ -66,6 +66,7 @@ from lnplugin.nodes.base import (
     NodeUnavailable,
     OutgoingPayment,
 )
+from lnplugin.nodes.lnd.macaroon import RPC_PERMISSIONS
 from lnplugin.nodes.lnd.rpc import invoices_pb2, invoices_pb2_grpc, lightning_pb2_grpc
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
 
@@ -94,6 +95,12 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
 ]
 
+
+def needs(method: str) -> str:
+    """What grants `method` ("/pkg.Service/Method"), for a refusal's message."""
+    return f"{method.rsplit('/', 1)[1]} needs {RPC_PERMISSIONS[method]} or uri:{method}"
+
+
 # lnd answers these with status UNKNOWN and a plain message rather than a code.
 _UNAVAILABLE_TEXTS = (
     "wallet locked",
@@ -121,12 +128,16 @@ _UNAVAILABLE_CODES = (
 GAP_GRACE = 5.0
 
 
-def translate(exc: grpc.RpcError, host: str, cert: str | None) -> NodeError:
+def translate(
+    exc: grpc.RpcError, host: str, cert: str | None, method: str | None = None
+) -> NodeError:
     """Map a gRPC failure to the node error the follower and API understand.
 
     `host` and `cert` (the --lnd-host and --lnd-cert given; None: no
     --lnd-cert, so the system's CAs judged lnd's certificate) name what to
-    fix when the TLS handshake is what failed."""
+    fix when the TLS handshake is what failed. `method`, the RPC called,
+    names the permission a refusal is about: lnd says only "permission
+    denied", which leaves an operator guessing what to bake."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or str(code)
     text = details.lower()
@@ -144,7 +155,8 @@ def translate(exc: grpc.RpcError, host: str, cert: str | None) -> NodeError:
             "one (lnplugin reads it at start), or add tlsextraip/tlsextradomain for this host"
         )
     if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in text:
-        return NodePermissionDenied(f"LND macaroon lacks a permission: {details}")
+        lacks = f" ({needs(method)})" if method in RPC_PERMISSIONS else ""
+        return NodePermissionDenied(f"LND macaroon lacks a permission: {details}{lacks}")
     if code == grpc.StatusCode.UNAUTHENTICATED or (
         code == grpc.StatusCode.UNKNOWN and any(t in text for t in _AUTH_TEXTS)
     ):
@@ -265,6 +277,12 @@ class LndNode(Node):
         )
         self._ln = lightning_pb2_grpc.LightningStub(self._channel)
         self._invoices = invoices_pb2_grpc.InvoicesStub(self._channel)
+        # Each stub method's path, so a refusal names what the macaroon lacks.
+        self._paths: dict[Any, str] = {
+            getattr(self._ln if path.startswith("/lnrpc.") else self._invoices, name): path
+            for path in RPC_PERMISSIONS
+            for name in (path.rsplit("/", 1)[1],)
+        }
         # Hold invoices followed by a SubscribeSingleInvoice stream (by hash),
         # and what those streams report, for `hold_updates`.
         self._held: set[str] = set()
@@ -300,7 +318,7 @@ class LndNode(Node):
         try:
             return method(request, metadata=self._metadata, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise translate(exc, self.host, self._cert_name) from None
+            raise translate(exc, self.host, self._cert_name, self._paths.get(method)) from None
 
     def close(self) -> None:
         self._closed.set()
@@ -326,7 +344,7 @@ class LndNode(Node):
             "LookupInvoice": (self._ln.LookupInvoice, ln.PaymentHash(r_hash=zero)),
             "ListInvoices": (self._ln.ListInvoices, ln.ListInvoiceRequest(num_max_invoices=1)),
             "LookupInvoiceV2": (
-                invoices_pb2_grpc.InvoicesStub(self._channel).LookupInvoiceV2,
+                self._invoices.LookupInvoiceV2,
                 invoices_pb2.LookupInvoiceMsg(payment_hash=zero),
             ),
             "ListPayments": (self._ln.ListPayments, ln.ListPaymentsRequest(max_payments=1)),
@@ -490,7 +508,9 @@ class LndNode(Node):
                 if self._closed.is_set():
                     return
                 if not refill.is_set():
-                    raise translate(exc, self.host, self._cert_name) from None
+                    raise translate(
+                        exc, self.host, self._cert_name, "/lnrpc.Lightning/SubscribeInvoices"
+                    ) from None
                 fill = True  # cut by _watch: fill the gap, then re-open from the floor
             except NodeError:
                 if self._closed.is_set():
@@ -673,7 +693,9 @@ class LndNode(Node):
                 )
         except grpc.RpcError as exc:
             if not self._closed.is_set():
-                self._held_broken = translate(exc, self.host, self._cert_name)
+                self._held_broken = translate(
+                    exc, self.host, self._cert_name, "/invoicesrpc.Invoices/SubscribeSingleInvoice"
+                )
         finally:
             call.cancel()
             with self._lock:

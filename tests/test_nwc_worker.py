@@ -190,9 +190,7 @@ def test_the_rate_limiter_forgets_connections_whose_bucket_is_full_again(
     noisy = app_keys(worker, "invoices:read")
     for _ in range(3):  # empties its bucket just before the others are full again
         worker.handle(request(worker, noisy, "get_info", {}), now + 2.5)
-    late = answer(
-        noisy, worker, worker.handle(request(worker, noisy, "get_info", {}), now + 3.0)
-    )
+    late = answer(noisy, worker, worker.handle(request(worker, noisy, "get_info", {}), now + 3.0))
     assert late["error"]["code"] == "RATE_LIMITED"  # remembered across the sweep
     assert worker.limiter.kept == 1
 

@@ -203,13 +203,13 @@ class NwcWorker:
         return {"kinds": [p.REQUEST], "#p": self.wallet.pubkeys(), "since": since}
 
     def _connected(self, relay: Relay) -> None:
-        # Connections made or revoked by another process since the last key
-        # poll: the info events below are of the live connections as they are now.
-        self.wallet.take_up()
         # Notifications that went unacknowledged on the connection that just
         # dropped go out now, not at the notification thread's next poll
         # (up to KEY_POLL later, which bench_nwc.py measured as a 1 s stall).
         self._wake_notifications()
+        # Connections made or revoked by another process since the last key
+        # poll: the info events below are of the live connections as they are now.
+        self.wallet.take_up()
         # Keys taken up between this connection's REQ and now were not in it,
         # and `Keyring.take_up` found the relay not yet connected: ask again.
         if set(relay.subscribed.get("#p", ())) != set(self.wallet.pubkeys()):

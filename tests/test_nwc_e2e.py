@@ -427,6 +427,36 @@ def test_the_relay_killed_and_restarted_is_reconnected(server: e2e.Server, relay
     assert make_invoice(uri, 2000, "after restart").amount == 2000
 
 
+def test_a_relay_restart_republishes_info_events_of_live_connections_only(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """The relay forgot every event in its restart; lnplugin publishes the
+    info events again on reconnecting, but not revoked connections': it sent
+    one per connection ever made on each reconnect, which apps that come and
+    go grew until the relay turned the burst away every time."""
+    kept = connect_app(server, relay, "invoices:create", label="stays")
+    revoked = [connect_app(server, relay, "invoices:read", label=f"leaves {i}") for i in range(3)]
+    for line in e2e.cli(server.data_dir, "nwc", "list").strip().splitlines():
+        if line.split("\t")[2].startswith("leaves"):
+            e2e.cli(server.data_dir, "nwc", "revoke", line.split("\t")[0])
+    wallet = [ns.NostrWalletConnectUri.parse(u).public_key().to_hex() for u in (kept, *revoked)]
+
+    def relay_state() -> dict[str, Any]:
+        return server.request("GET", "/info").json()["nwc"]["relays"][0]
+
+    connects = relay_state()["connects"]
+    relay.kill()
+    e2e.wait_for(lambda: relay_state()["state"] != "connected", "the drop to be noticed")
+    relay.start()
+    e2e.wait_for(lambda: relay_state()["connects"] > connects, "a reconnect")
+    # One batch, sent together: once the live key's is there, the rest went with it.
+    e2e.wait_for(lambda: info_of(relay, wallet[0]), "the live connection's info event")
+    assert [info_of(relay, key) for key in wallet[1:]] == [None, None, None]
+    with pytest.raises(Exception, match=r"(?i)unauthorized"):
+        call(revoked[0], "get_info")  # still listened on, so its app is told
+    assert make_invoice(kept, 2000, "after restart").amount == 2000
+
+
 def test_a_payment_while_lnplugin_is_down_is_notified_after_its_restart(
     tmp: Path, relay: Relay
 ) -> None:
@@ -689,8 +719,9 @@ def test_connections_made_in_a_burst_each_get_a_wallet_key_that_answers(
         assert make_invoice(uris[-1], 3000, "a fresh wallet key").amount == 3000
         # Spares again for the next connection, each listened on already.
         e2e.wait_for(lambda: db.spare_count(store.conn) == db.SPARES, "the spares to be made")
+        revoked = db.revoked_keys(store.conn, 0)  # by earlier tests: not announced again
         for pubkey, _ in db.wallet_keys(store.conn):
-            assert info_of(relay, pubkey) is not None
+            assert pubkey in revoked or info_of(relay, pubkey) is not None
     finally:
         store.close()
 

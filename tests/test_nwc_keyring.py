@@ -4,6 +4,7 @@ real store, with the announcements recorded instead of sent to a relay."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import nostr_sdk as ns
 import pytest
 
 from lnplugin.nwc.connections import connect
-from lnplugin.nwc.keyring import Keyring
+from lnplugin.nwc.keyring import REVOKED_HEARD, Keyring
 from lnplugin.store import Store
 from lnplugin.store import nwc as db
 
@@ -72,3 +73,38 @@ def test_a_revoked_connection_keeps_its_key_so_its_app_hears_unauthorized(store:
     assert (
         ring.get(ns.NostrWalletConnectUri.parse(uri).public_key().to_hex()) is not None
     )  # ... with it
+
+
+def test_a_revoked_connections_key_is_heard_for_a_while_then_dropped_and_never_announced(
+    store: Store,
+) -> None:
+    """Every key ever made stayed on the relay filter, and each relay
+    reconnect published an info event for each: with apps coming and going
+    the REQ and that burst grew without end, until a relay turned the server
+    away on every reconnect (rust-nostr's relay after ~6,000 events)."""
+    now = [time.time()]
+    announced: list[str] = []
+    ring = Keyring(
+        store, lambda keys: announced.extend(k.public_key().to_hex() for k in keys), lambda: now[0]
+    )
+    ring.load()
+    made = [connect(store, ["invoices:read"], f"app {i}", ["ws://127.0.0.1:1"]) for i in range(3)]
+    ring.take_up()
+    keys = [ns.NostrWalletConnectUri.parse(uri).public_key().to_hex() for _, uri in made]
+    with store.transaction() as tx:
+        for connection_id, _ in made[:2]:
+            assert db.revoke(tx, connection_id)
+    ring.take_up()
+    live = {k.public_key().to_hex() for k in ring.live()}
+    assert keys[2] in live and not live & set(keys[:2])  # no info event for a revoked app
+    now[0] += REVOKED_HEARD - 60
+    ring.take_up()
+    assert all(ring.get(k) is not None for k in keys)  # its app still hears UNAUTHORIZED
+    now[0] += 120
+    ring.take_up()
+    assert [ring.get(k) is not None for k in keys] == [False, False, True]
+    assert set(keys[:2]).isdisjoint(ring.pubkeys())  # off the relay filter
+    # A server started now never announces them either.
+    announced.clear()
+    Keyring(store, lambda keys: announced.extend(k.public_key().to_hex() for k in keys)).load()
+    assert keys[2] in announced and set(keys[:2]).isdisjoint(announced)

@@ -171,6 +171,30 @@ def test_a_flood_from_one_connection_is_rate_limited_and_others_are_not(
     assert body["error"] is None
 
 
+def test_the_rate_limiter_forgets_connections_whose_bucket_is_full_again(
+    worker: NwcWorker,
+) -> None:
+    """Each connection that asked had a bucket kept for the life of the
+    process, revoked connections' too: a server whose apps come and go grew
+    by one per connection, without end. Forgetting a full bucket changes no
+    answer; an emptied one is still remembered."""
+    worker.limiter = RateLimiter(burst=3, per_second=1.0)  # full again 3 s after emptied
+    now = time.time()
+    apps = [app_keys(worker, "invoices:read") for _ in range(20)]
+    for app in apps:
+        worker.handle(request(worker, app, "get_info", {}), now)
+    for connection in db.list_all(worker.store.conn):
+        with worker.store.transaction() as tx:
+            db.revoke(tx, connection.id)
+    assert worker.limiter.kept == 20
+    noisy = app_keys(worker, "invoices:read")
+    for _ in range(3):  # empties its bucket just before the others are full again
+        worker.handle(request(worker, noisy, "get_info", {}), now + 2.5)
+    late = answer(noisy, worker, worker.handle(request(worker, noisy, "get_info", {}), now + 3.0))
+    assert late["error"]["code"] == "RATE_LIMITED"  # remembered across the sweep
+    assert worker.limiter.kept == 1
+
+
 def test_bad_params_are_answered_with_an_error_not_a_crash(worker: NwcWorker) -> None:
     worker.limiter = RateLimiter()  # the default limits: this test is not a flood
     app = app_keys(worker, "invoices:create", "invoices:read")

@@ -17,6 +17,7 @@ from lnplugin.run.server import (
     REQUEST_DEADLINE,
     freeze_startup_objects,
 )
+from lnplugin.run.server import REQUEST_DEADLINE, WRITE_STALL, freeze_startup_objects
 from tests import e2e
 
 
@@ -132,3 +133,45 @@ def test_a_request_head_past_the_limits_is_refused(tmp_path: Path) -> None:
         assert json.loads(body)["message"] == f"Request line over {MAX_HEAD_BYTES} bytes"
         assert _answer_to(where, usual)[0] == b"HTTP/1.1 200 OK"
         assert server.request("GET", "/health").status_code == 200
+def _streams_open(server: e2e.Server) -> float:
+    metrics = server.request("GET", "/metrics").text
+    line = next(x for x in metrics.splitlines() if x.startswith("lnplugin_sse_streams_open "))
+    return float(line.split()[1])
+
+
+def test_a_client_that_stops_reading_an_answer_does_not_hold_its_connection(
+    tmp_path: Path,
+) -> None:
+    """A stream whose client stops reading in the middle of its resumed
+    history (an answer longer than the socket buffers hold) is cut off, and
+    its stream slot freed: the history goes out in plain `send`s, not the
+    live part's, whose own stall check never runs. Before, such a client held
+    the slot, the connection and a store connection until it hung up, which a
+    vanished one never does: with `--max-streams` of them every new stream
+    was refused 503."""
+    with e2e.Server(tmp_path / "data", "--max-streams", "1") as server:
+        big = {"note": "x" * 4000}  # each event ~4.5 KB: 600 of them outgrow the buffers
+        for _ in range(600):
+            r = server.request("POST", "/invoices", json={"amount": 1, "metadata": big})
+            assert r.status_code == 201, r.text
+        address = urlsplit(server.url)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((address.hostname, address.port))
+        stalled.sendall(
+            f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+            "Last-Event-ID: 0\r\n\r\n".encode()
+        )
+        try:
+            e2e.wait_for(lambda: _streams_open(server) == 1, "the stalled stream to open")
+            # Never read: the server must give the slot back by itself.
+            e2e.wait_for(
+                lambda: _streams_open(server) == 0,
+                "the stalled stream to be cut off",
+                timeout=WRITE_STALL + e2e.WAIT,
+            )
+            stream = server.request("GET", "/events", stream=True)
+            assert stream.status_code == 200
+            stream.close()
+        finally:
+            stalled.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -59,6 +60,15 @@ class RateLimiter:
     def __init__(self, burst: int = RATE_BURST, per_second: float = RATE_PER_SECOND) -> None:
         self.burst, self.per_second = burst, per_second
         self._buckets: dict[int, tuple[float, float]] = {}
+        # Seconds an emptied bucket takes to fill again; every so often the
+        # full ones are forgotten (`_sweep`).
+        self._refill = burst / per_second if per_second > 0 else math.inf
+        self._next_sweep = -math.inf
+
+    @property
+    def kept(self) -> int:
+        """Buckets kept (not `__len__`: an empty limiter would be falsy)."""
+        return len(self._buckets)
 
     @classmethod
     def from_rate(cls, rate: str) -> RateLimiter:
@@ -68,6 +78,8 @@ class RateLimiter:
         return cls(item.amount, item.amount / item.get_expiry())
 
     def allow(self, key: int, now: float) -> bool:
+        if now >= self._next_sweep:
+            self._sweep(now)
         tokens, at = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - at) * self.per_second)
         if tokens < 1:
@@ -75,6 +87,20 @@ class RateLimiter:
             return False
         self._buckets[key] = (tokens - 1, now)
         return True
+
+    def _sweep(self, now: float) -> None:
+        """Forget the buckets that are full again. A key with no bucket gets a
+        full one, so forgetting them changes no answer; keeping them kept one
+        per connection that ever asked, revoked ones included, for the life
+        of the process. Once per refill time, so each sweep is paid for by
+        that many seconds of requests."""
+        burst, rate = float(self.burst), self.per_second
+        self._buckets = {
+            key: (tokens, at)
+            for key, (tokens, at) in self._buckets.items()
+            if tokens + (now - at) * rate < burst
+        }
+        self._next_sweep = now + self._refill
 
 
 class NwcWorker:
@@ -181,11 +207,14 @@ class NwcWorker:
         # dropped go out now, not at the notification thread's next poll
         # (up to KEY_POLL later, which bench_nwc.py measured as a 1 s stall).
         self._wake_notifications()
+        # Connections made or revoked by another process since the last key
+        # poll: the info events below are of the live connections as they are now.
+        self.wallet.take_up()
         # Keys taken up between this connection's REQ and now were not in it,
         # and `Keyring.take_up` found the relay not yet connected: ask again.
         if set(relay.subscribed.get("#p", ())) != set(self.wallet.pubkeys()):
             relay.resubscribe()
-        self._publish_info(relay, self.wallet.all())
+        self._publish_info(relay, self.wallet.live())
 
     def _wake_notifications(self) -> None:
         # The event is checked under the lock `wake_waiters` takes

@@ -47,6 +47,7 @@ REQUEST_DEADLINE = 20.0  # seconds a request has to arrive whole (head and body)
 # no limit of its own.
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100  # as http.client, gunicorn
+WRITE_STALL = 20.0  # seconds an answer may wait, unsent, for a client that reads nothing
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -195,6 +196,17 @@ class DeadlineProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _header_count = 0
     _refusal: tuple[bytes, str] | None = None
+    The other direction too: an answer the client stops reading (a stream's
+    resumed history, an export) waits in uvicorn's `send` until the client
+    drains it, which a client that vanished or just stopped never does; it
+    held its connection, its `--max-streams` slot and a store connection
+    for good. When the transport stays paused (the socket buffers full)
+    for `WRITE_STALL` seconds, the connection is aborted (`close` would
+    wait to flush what the client will not take); the stream resumes from
+    Last-Event-ID if the client comes back."""
+
+    _deadline: asyncio.TimerHandle | None = None
+    _stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -252,7 +264,26 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(WRITE_STALL, self._stalled)
+
+    def resume_writing(self) -> None:
+        self._unstall()
+        super().resume_writing()
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.transport.abort()
 
     def _arm(self) -> None:
         self._deadline = self.loop.call_later(REQUEST_DEADLINE, self._late)

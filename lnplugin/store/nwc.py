@@ -174,23 +174,40 @@ def spare_count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM nwc_spare_keys").fetchone()[0])
 
 
-def wallet_keys(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+def wallet_keys(
+    conn: sqlite3.Connection, revoked_since: int | None = None
+) -> list[tuple[str, str]]:
     """Every wallet key pair the server answers on, but the shared one: each
-    connection's own (revoked ones too, so their apps hear `UNAUTHORIZED`)
-    and the spares."""
+    connection's own and the spares. Revoked connections' too, so their apps
+    hear `UNAUTHORIZED`; with `revoked_since`, only those revoked since then
+    (`revoked_keys`)."""
     with_keys = conn.execute(
         "SELECT service_pubkey, service_secret FROM nwc_connections"
-        " WHERE service_pubkey IS NOT NULL"
-        " UNION ALL SELECT pubkey, secret_hex FROM nwc_spare_keys"
+        " WHERE service_pubkey IS NOT NULL AND (revoked_at IS NULL OR revoked_at >= ?)"
+        " UNION ALL SELECT pubkey, secret_hex FROM nwc_spare_keys",
+        (revoked_since if revoked_since is not None else 0,),
     )
     return [(str(pub), str(secret)) for pub, secret in with_keys]
 
 
-def keys_version(conn: sqlite3.Connection) -> tuple[int, int]:
-    """Changes when a connection is made or a spare taken or added: one cheap
-    read a listener polls to learn of connections made by another process."""
-    made = conn.execute("SELECT COALESCE(MAX(id), 0) FROM nwc_connections").fetchone()[0]
-    return int(made), spare_count(conn)
+def revoked_keys(conn: sqlite3.Connection, since: int) -> dict[str, int]:
+    """The wallet keys of connections revoked since `since`: when each was revoked."""
+    rows = conn.execute(
+        "SELECT service_pubkey, revoked_at FROM nwc_connections"
+        " WHERE service_pubkey IS NOT NULL AND revoked_at >= ?",
+        (since,),
+    )
+    return {str(pub): int(at) for pub, at in rows}
+
+
+def keys_version(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Changes when a connection is made or revoked, or a spare taken or
+    added: one cheap read a listener polls to learn of connections made (or
+    revoked) by another process."""
+    made, revoked = conn.execute(
+        "SELECT COALESCE(MAX(id), 0), COUNT(revoked_at) FROM nwc_connections"
+    ).fetchone()
+    return int(made), int(revoked), spare_count(conn)
 
 
 # -- answered requests ------------------------------------------------------------

@@ -15,9 +15,9 @@ from lnplugin.run.server import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     REQUEST_DEADLINE,
+    WRITE_STALL,
     freeze_startup_objects,
 )
-from lnplugin.run.server import REQUEST_DEADLINE, WRITE_STALL, freeze_startup_objects
 from tests import e2e
 
 
@@ -133,6 +133,8 @@ def test_a_request_head_past_the_limits_is_refused(tmp_path: Path) -> None:
         assert json.loads(body)["message"] == f"Request line over {MAX_HEAD_BYTES} bytes"
         assert _answer_to(where, usual)[0] == b"HTTP/1.1 200 OK"
         assert server.request("GET", "/health").status_code == 200
+
+
 def _streams_open(server: e2e.Server) -> float:
     metrics = server.request("GET", "/metrics").text
     line = next(x for x in metrics.splitlines() if x.startswith("lnplugin_sse_streams_open "))

@@ -189,13 +189,8 @@ class DeadlineProtocol(HttpToolsProtocol):
     The head is capped too: a request line over `MAX_HEAD_BYTES` is
     answered 400, headers over `MAX_HEAD_BYTES` or `MAX_HEADERS` 431 (both
     in the API's error shape), and the connection closed, rather than the
-    whole head being kept in memory for as long as the client sends."""
+    whole head being kept in memory for as long as the client sends.
 
-    _deadline: asyncio.TimerHandle | None = None
-    _url_bytes = 0
-    _header_bytes = 0
-    _header_count = 0
-    _refusal: tuple[bytes, str] | None = None
     The other direction too: an answer the client stops reading (a stream's
     resumed history, an export) waits in uvicorn's `send` until the client
     drains it, which a client that vanished or just stopped never does; it
@@ -207,6 +202,10 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     _deadline: asyncio.TimerHandle | None = None
     _stall: asyncio.TimerHandle | None = None
+    _url_bytes = 0
+    _header_bytes = 0
+    _header_count = 0
+    _refusal: tuple[bytes, str] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

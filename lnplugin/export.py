@@ -60,6 +60,16 @@ BOOST_FIELDS: tuple[str, ...] = (
     "name",
     "boost_link",
     "reply_address",
+    # Last, so the columns before them keep their places: what a podcast app
+    # needs to answer a boost (reply_custom_*), tell senders apart
+    # (sender_id), and credit a value time split (remote_*), as Helipad
+    # exports them.
+    "app_version",
+    "sender_id",
+    "reply_custom_key",
+    "reply_custom_value",
+    "remote_feed_guid",
+    "remote_item_guid",
 )
 
 COLUMNS: tuple[str, ...] = (
@@ -160,7 +170,7 @@ def record(inv: StoredInvoice, now: int) -> dict[str, Any]:
     }
     for name in BOOST_FIELDS:
         out[f"boost_{name}"] = boost_fields.get(name)
-    out["boostagram"] = inv.boostagram
+    out["boostagram"] = _readable(inv.boostagram)
     out["custom_records"] = inv.custom_records
     out["destination"] = inv.destination
     out.update(
@@ -179,6 +189,15 @@ def record(inv: StoredInvoice, now: int) -> dict[str, Any]:
         lightning_address=inv.lightning_address,
     )
     return out
+
+
+def _readable(text: str | None) -> str | None:
+    """Stored JSON text as people read it: an emoji as itself, not as the
+    `\\ud83d\\ude80` escapes it is stored with (a spreadsheet shows those
+    as they are). The same JSON value; JSON Lines escapes what it must."""
+    if text is None:
+        return None
+    return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
 
 
 def cell(value: Any, spreadsheet_safe: bool = False) -> str:

@@ -116,6 +116,36 @@ def test_csv_round_trip_keeps_commas_quotes_and_newlines_in_boostagrams(
     assert rows[0]["state"] == "CREATED" and rows[0]["settled_at"] == ""
 
 
+def test_a_podcasters_csv_has_the_fields_to_answer_a_boost_and_shows_emoji_as_emoji(
+    client, admin
+) -> None:
+    """What Helipad's export gives a podcaster: who sent it (sender_id), how to
+    answer it (reply_custom_key/value), which split it came through
+    (remote_*); and the whole boostagram readable in a spreadsheet."""
+    boost = {
+        "action": "boost",
+        "app_name": "Fountain",
+        "app_version": "1.2.3",
+        "sender_id": "u-42",
+        "message": "great show \U0001f680",
+        "reply_address": "03" + "ab" * 32,
+        "reply_custom_key": 696969,
+        "reply_custom_value": "alice-wallet",
+        "remote_feed_guid": "a1",
+        "remote_item_guid": "b2",
+        "speed": "1.5",  # no column of its own: in the boostagram cell
+    }
+    keysend(client, admin, boost)
+    [row] = parse_csv(get_export(client, admin, format="csv"))
+    assert row["boost_app_version"] == "1.2.3" and row["boost_sender_id"] == "u-42"
+    assert row["boost_reply_custom_key"] == "696969"
+    assert row["boost_reply_custom_value"] == "alice-wallet"
+    assert (row["boost_remote_feed_guid"], row["boost_remote_item_guid"]) == ("a1", "b2")
+    assert row["boost_message"] == "great show \U0001f680"
+    assert "\U0001f680" in row["boostagram"] and "\\ud83d" not in row["boostagram"]
+    assert json.loads(row["boostagram"])["speed"] == "1.5"
+
+
 def test_jsonl_carries_the_same_values_as_csv_with_types(client, admin, payments) -> None:
     lines = parse_jsonl(get_export(client, admin, format="jsonl"))
     rows = parse_csv(get_export(client, admin, format="csv"))

@@ -452,11 +452,16 @@ class Follower:
         self._check_lock = threading.Lock()
         self._identity_checked = False
         self._head_checked = False  # see `_start_over`
+        # Counts the rewinds of the cursors (changed under `_apply_lock`). A
+        # reader notes it before it reads from a cursor; what it read after a
+        # rewind since is applied without its positions (see `apply`).
+        self._epoch = 0
         # Failed node calls by operation, for `/metrics`; the API adds its own
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
         self.node_errors: collections.Counter[str] = collections.Counter()
         self._height_denied_logged = False
         self._cancel_denied_logged = False
+        self._identity_denied_logged = False  # see `_check_identity`
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
             self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
@@ -464,9 +469,17 @@ class Follower:
 
     # -- applying -------------------------------------------------------------
 
-    def apply(self, updates: Iterable[InvoiceUpdate]) -> int:
-        """Apply updates in one transaction; returns how many changed state."""
+    def apply(self, updates: Iterable[InvoiceUpdate], epoch: int | None = None) -> int:
+        """Apply updates in one transaction; returns how many changed state.
+
+        `epoch`: the reader's `_epoch` when it read its cursor. When the
+        cursors were rewound since (a reset node), its updates are real
+        payments and are stored, but their positions count from a cursor that
+        is no longer there: advancing to them would skip what the re-read from
+        the start has not reached yet, so they move no cursor."""
         with self._apply_lock, self.store.transaction() as tx:
+            if epoch is not None and epoch != self._epoch:
+                updates = [replace(u, cursor=0) for u in updates]
             batch = ApplyBatch()
             if self._cancel_reasons:
                 changed = self._apply_with_reasons(tx, updates, batch)
@@ -498,9 +511,12 @@ class Follower:
             changed += _apply_one(tx, update, batch, reason)
         return changed + apply_many(tx, plain, batch)
 
-    def apply_outgoing(self, payments: Iterable[OutgoingPayment]) -> int:
+    def apply_outgoing(self, payments: Iterable[OutgoingPayment], epoch: int | None = None) -> int:
+        """Store outgoing payments in one transaction; `epoch` as in `apply`."""
         changed = 0
         with self._apply_lock, self.store.transaction() as tx:
+            if epoch is not None and epoch != self._epoch:
+                payments = [replace(p, cursor=0) for p in payments]
             for payment in payments:
                 changed += apply_outgoing_in(tx, payment)
             self.status.outgoing_cursor = cursors.get(tx, cursors.OUTGOING)
@@ -664,6 +680,7 @@ class Follower:
         with self._apply_lock, self.store.transaction() as tx:
             reset = cursors.sync_kind(tx, cursors.INCOMING, kind)
             cursor = cursors.get(tx, cursors.INCOMING)
+            self._epoch += reset
         if reset:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
             self.status.cursor = self.status.head = cursor
@@ -686,54 +703,86 @@ class Follower:
     def _check_node(self) -> bool:
         """What must hold before the feed or a sweep reads from the cursors:
         they count this node's positions (`cursors.sync_node`), and the node's
-        feed is not behind them (`_start_over`). Once per process, under a
-        lock, so a sweep never reads a cursor these checks are about to
-        rewind; a check the node could not answer (down) is tried again at
-        the next connection. True when it asked the node for its head just
-        now (the feed need not ask again)."""
+        history is the one they count (`_start_over`). Done under a lock by
+        whichever of the feed and the sweep comes first, at the start and
+        again after each end of the feed's connection (`_recheck_node`): a
+        node restarted meanwhile may be another, or have lost its invoices.
+        A check the node could not answer (down) is tried again at the next
+        connection. True when it asked the node for its head just now (the
+        feed need not ask again)."""
         self.sync_cursor_kind()
         if self._identity_checked and self._head_checked:
             return False
         with self._check_lock:
+            rewound = False
             if not self._identity_checked:
-                self._check_identity()
+                rewound = self._check_identity()
                 self._identity_checked = True
             if self._head_checked:
                 return False
+            # Read before the head is asked: every position in it was handed
+            # out before, so the node's head, if it still has that history,
+            # is not below it, even with a sweep applying meanwhile.
+            cursor = self.status.cursor
             head = self.refresh_head()
-            if head is not None and head < self.status.cursor:
-                self._start_over(head)
-            # Once, on the first head the node gives: a fresh one on every
-            # kind of node. Later ones may lag the cursor (lnd's is listed
-            # at most every few seconds, while the stream moves the cursor
-            # on). Marked after `_start_over`, never before: a sweep that
-            # finds it marked (without the lock) reads the rewound cursor.
+            replaced = self.node.history_replaced()
+            if rewound:
+                pass  # another node: already re-read from the start
+            elif replaced:
+                self._start_over(
+                    "the node's invoice history is not the one lnplugin followed (a restored "
+                    "or replaced node)"
+                )
+            elif head is not None and head < cursor:
+                self._start_over(
+                    f"the node's settlement feed is at {head}, behind the {cursor} lnplugin "
+                    "had stored: its invoice history was reset (a restored or replaced node)"
+                )
+            # Marked after `_start_over`, never before: a sweep that finds it
+            # marked (without the lock) reads the rewound cursor. The head
+            # must be fresh here, on every kind of node: lnd's is listed
+            # afresh after a connection ended, and never below the positions
+            # it handed out (`LndNode.feed_head`).
             if head is not None or not self.node.has_feature(Feature.FEED_HEAD):
                 self._head_checked = True
             return True
 
-    def _check_identity(self) -> None:
+    def _recheck_node(self) -> None:
+        """The feed's connection ended: the node may have restarted as another
+        node or with another history (restored from its seed, a new database
+        with the same key), so `_check_node` runs again before the feed or a
+        sweep next reads from the cursors. A restart always ends the feed's
+        connection, cleanly or not; this is how a reset while lnplugin runs
+        is found at the reconnect rather than at lnplugin's next start."""
+        with self._check_lock:
+            self._identity_checked = self._head_checked = False
+
+    def _check_identity(self) -> bool:
         """Rewind the cursors when the node is not the one they count for (its
         data dir was wiped, or lnplugin was pointed at another node): that
         node's positions start at 1, and however many it has, those up to
-        the stored cursors would otherwise be skipped."""
+        the stored cursors would otherwise be skipped. True when it rewound."""
         try:
             pubkey = self.node.get_info().pubkey
         except NodeUnavailable:
             raise  # down: asked again at the next connection
         except NodeError as exc:  # e.g. lnd's invoice.macaroon, without info:read
-            log.warning(
-                "cannot read the node's identity (%s): a replaced node is noticed only when "
-                "its feed is behind the stored cursor",
-                exc,
-            )
-            return
+            if not self._identity_denied_logged:
+                log.warning(
+                    "cannot read the node's identity (%s): a replaced node is noticed only when "
+                    "its feed is behind the stored cursor",
+                    exc,
+                )
+                self._identity_denied_logged = True
+            return False
         if not pubkey:
-            return
+            return False
         with self._apply_lock, self.store.transaction() as tx:
             before = cursors.sync_node(tx, pubkey)
+            if before is not None:
+                self._epoch += 1
         if before is None:
-            return
+            return False
         log.warning(
             "the node is %s, not %s whose settlements lnplugin followed until now (a new or "
             "replaced node): re-reading its settlements and payments from the start",
@@ -741,25 +790,23 @@ class Follower:
             before,
         )
         self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
+        return True
 
-    def _start_over(self, head: int) -> None:
-        """The node's feed is behind the stored cursor: its invoice history was
-        reset (lnd restored from its seed, a replaced Core Lightning database,
-        a dev node whose files were not restored with the store). Every
-        position it hands out from now on would be at or below the cursor and
-        skipped, payments included, so re-read it from the start: the store
-        deduplicates, so nothing already stored is counted twice. Checked
-        by `_check_node` on the first head the node gives, before any stream
-        or sweep reads the cursor; a node reset while lnplugin runs is found
-        at its next start."""
+    def _start_over(self, why: str) -> None:
+        """The node's invoice history was reset (lnd restored from its seed, a
+        replaced Core Lightning database, a dev node whose files were not
+        restored with the store): the node numbers its settlements and
+        payments afresh, and every position it hands out from now on would be
+        at or below the cursors and skipped, payments included. So re-read it
+        from the start: the store deduplicates, so nothing already stored is
+        counted twice. What a reader had read from the old cursors is applied
+        without its positions (`apply`'s `epoch`). Checked by `_check_node`
+        at the start and at each reconnect of the feed, before it or a sweep
+        reads the cursors again."""
         with self._apply_lock, self.store.transaction() as tx:
             cursors.rewind_followed(tx)  # its payments are numbered afresh too
-        log.warning(
-            "the node's settlement feed is at %d, behind the %d lnplugin had stored: its invoice "
-            "history was reset (a restored or replaced node); re-reading it from the start",
-            head,
-            self.status.cursor,
-        )
+            self._epoch += 1
+        log.warning("%s; re-reading its settlements and payments from the start", why)
         self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
 
     # -- sweeps -----------------------------------------------------------------
@@ -767,15 +814,16 @@ class Follower:
     def sweep(self) -> None:
         """Re-list from the cursor, re-check open invoices, fetch outgoing."""
         self._check_node()
+        epoch = self._epoch  # before the cursor is read: see `apply`
         batch: list[InvoiceUpdate] = []
         for update in self.node.settled_since(self.status.cursor):
             self.status.head = max(self.status.head, update.cursor)
             batch.append(update)
             if len(batch) >= BATCH_MAX:
-                self.apply(batch)
+                self.apply(batch, epoch)
                 batch = []
         if batch:
-            self.apply(batch)
+            self.apply(batch, epoch)
         now = int(time.time())
         with self.store.snapshot() as conn:
             open_rows = invoices.open_unexpired(conn, now)
@@ -795,6 +843,8 @@ class Follower:
     def sweep_outgoing(self) -> None:
         if not self.node.has_feature(Feature.OUTGOING_HISTORY):
             return
+        self._check_node()  # between two sweeps too: the cursor must count this node's
+        epoch = self._epoch
         try:
             payments = list(self.node.outgoing_payments(self.status.outgoing_cursor))
         except NodePermissionDenied as exc:
@@ -805,7 +855,7 @@ class Follower:
             return
         self.status.outgoing = "ok"
         if payments:
-            self.apply_outgoing(payments)
+            self.apply_outgoing(payments, epoch)
 
     # -- threads ------------------------------------------------------------------
 
@@ -843,6 +893,7 @@ class Follower:
                 self._note_error(exc)
             if self._stop.is_set():
                 break
+            self._recheck_node()  # lnd shutting down ends the stream cleanly, too
             self.status.connection = "reconnecting"
             self.status.reconnects += 1
             delay = self._backoff(attempt)
@@ -898,13 +949,15 @@ class Follower:
             self.refresh_head()
         progress = BackfillProgress()
         pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        epoch = self._epoch  # before the cursor is read: see `apply`
         stream = self.node.settlements(self.status.cursor)
+        left = threading.Event()  # this connection was given up (the cursor was rewound)
 
         def read() -> None:
             try:
                 for update in stream:
                     pending.put(update)
-                    if self._stop.is_set():
+                    if self._stop.is_set() or left.is_set():
                         break
                 pending.put(_END)
             except BaseException as exc:  # handed to the applying thread
@@ -914,6 +967,12 @@ class Follower:
         reader.start()
         self.status.connection = "connected"
         while not self._stop.is_set():
+            if self._epoch != epoch:
+                # A sweep's check rewound the cursor this stream reads from (the
+                # feed's own check could not ask the node for its head): start
+                # again from the rewound one. The reader leaves at its next update.
+                left.set()
+                return
             try:
                 item = pending.get(timeout=0.5)
             except queue.Empty:
@@ -931,7 +990,7 @@ class Follower:
                     item = None
             if batch:
                 before = self.status.cursor
-                self.apply(batch)
+                self.apply(batch, epoch)
                 self.status.last_error = None
                 more = len(batch) >= BATCH_MAX or not pending.empty()
                 line = progress.batch(

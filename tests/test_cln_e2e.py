@@ -6,6 +6,7 @@ reaches it exactly as it would reach lightningd, and the tests talk HTTP.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +101,67 @@ def test_sigkill_during_10k_settlements_stores_each_once(tmp: Path, sim: ClnSim)
     assert drill.counts == (BULK, BULK, BULK)  # each once, and the incoming list is dense
     assert drill.events == (BULK, BULK)  # one settled event each: webhooks fire once
     assert drill.cursor == sim.counters["inv_updated"]
+
+
+def _reset_cln(sim: ClnSim, seed: str) -> None:
+    """lightningd comes back on the same socket with a new database while
+    lnplugin runs: the same hsm_secret (same node id) or a new one. Its
+    updated index starts over; the simulator keeps no invoices or payments."""
+    sim.stop()
+    journal = sim.data_dir / "cln_sim.jsonl"
+    kept = [line for line in journal.read_text().splitlines() if json.loads(line)["t"] == "meta"]
+    journal.write_text("".join(line + "\n" for line in kept) if seed == "restored" else "")
+    sim._load()
+    sim.start()
+
+
+@pytest.mark.parametrize("seed", ["restored", "new"])
+def test_a_node_reset_while_lnplugin_runs_is_read_from_its_start_at_the_reconnect(
+    tmp: Path, sim: ClnSim, seed: str
+) -> None:
+    """Core Lightning started over with a new database while lnplugin runs:
+    its updated index is behind the stored cursor (or it is another node).
+    At the reconnect lnplugin re-reads it from the start, so each payment
+    it takes is stored once with its event, and so are its outgoing
+    payments. (They were once skipped until lnplugin's next start.)"""
+    data = tmp / "data"
+    peer = "02" + "ab" * 32
+    sim.add_node(peer, "BOB")
+    for i in range(3):
+        sim.keysend(1_000 + i)
+    sim.send_payment(500, destination=peer)
+    with _serve(tmp, sim) as server:
+        assert server.token
+        api = Api(server.url, server.token)
+        wait_for(lambda: api.get("/invoices/outgoing"), "the old node's outgoing payment")
+        assert e2e.stored_once(data, 3 + 1)[0] == (3, 3, 3)
+        old_id = sim.node_id
+        reconnects = api.get("/info")["follower"]["reconnects"]
+        _reset_cln(sim, seed)
+        assert (sim.node_id == old_id) == (seed == "restored")
+        sim.add_node(peer, "BOB")
+        wait_for(
+            lambda: (
+                (follower := api.get("/info")["follower"])["reconnects"] > reconnects
+                and follower["connection"] == "connected"
+            ),
+            "the feed to reconnect",
+        )
+        created = api.post("/invoices", {"amount": 50, "description": "after the reset"})
+        assert sim.pay(created["payment_request"])["status"] == "paid"
+        keysend = sim.keysend(50_001)
+        sim.send_payment(600, destination=peer)
+        got = wait_for(lambda: api.settled(created["payment_hash"]), "the new settlement")
+        wait_for(lambda: api.settled(keysend["payment_hash"]), "the new keysend")
+        outgoing = wait_for(
+            lambda: len(out := api.get("/invoices/outgoing")) == 2 and out,
+            "both outgoing payments",
+        )
+        counts, events, _ = e2e.stored_once(data, 5 + 2)  # it counts outgoing rows too
+        api.close()
+        server.stop()
+        log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    assert got["amount_received_msat"] == 50_000
+    assert counts == (5, 5, 5) and events == (5, 5)
+    assert sorted(inv["amount_msat"] for inv in outgoing) == [500, 600]
+    assert "re-reading" in log

@@ -6,6 +6,7 @@ test_lnd_e2e.py and test_cln_e2e.py.)"""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -302,3 +303,90 @@ def test_a_node_whose_history_was_reset_is_re_read_from_the_start(tmp_path):
         store.close()
     assert row.state == "SETTLED" and row.amount_received_msat == 7000
     assert len(settled) == 4  # three before, one after: none counted twice
+
+
+class _Address:
+    """What lnplugin reaches at the node's address: one DevNode, then, after
+    `replace`, another (the node behind it was replaced or reset). Its feed
+    on the second one never delivers (a stream that stalls), so only the
+    sweep reads it; and `pause_next_listing` holds the next sweep listing,
+    once read, until released, to interleave a rewind with it."""
+
+    def __init__(self, node: DevNode) -> None:
+        self.node = self.first = node
+        self.stalled = threading.Event()
+        self.listed = threading.Event()
+        self.release = threading.Event()
+        self._pause = False
+        self.listing: DevNode | None = None  # the node the sweep lists, when not `node`
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+    def replace(self, node: DevNode) -> None:
+        old, self.node = self.node, node
+        old.close()  # its feed ends, as a connection does when a node restarts
+
+    def settlements(self, cursor):
+        if self.node is self.first:
+            yield from self.first.settlements(cursor)  # ends once it is closed
+        else:
+            self.stalled.wait()  # the other node's feed: connected, silent
+
+    def pause_next_listing(self) -> None:
+        self._pause = True
+
+    def settled_since(self, cursor):
+        listed = list((self.listing or self.node).settled_since(cursor))
+        if self._pause:
+            self._pause = False
+            self.listed.set()
+            self.release.wait(30)
+        yield from listed
+
+
+def test_a_sweep_that_read_from_the_cursor_before_a_rewind_moves_no_cursor(tmp_path):
+    """A sweep lists from the stored cursor; before it applies what it read,
+    the feed reconnects and finds another node behind the address, and
+    rewinds the cursors. The sweep's batch (the new node's settlements past
+    the old cursor) is stored, but its positions count from a cursor that is
+    gone: had they moved the cursor on, the new node's settlements below it
+    would never be read (the feed stalls here, so only the sweep reads).
+    Every settlement of both nodes is stored once, with its event."""
+    from lnplugin.nodes.base import InvoiceRequest
+
+    def paid(node: DevNode, amounts) -> list[str]:
+        hashes = []
+        for amount in amounts:
+            made = node.create_invoice(InvoiceRequest(amount_msat=amount))
+            node.pay(made.payment_request)
+            hashes.append(made.payment_hash)
+        return hashes
+
+    store = Store(tmp_path / "lnplugin.sqlite")
+    old, new = DevNode(tmp_path / "old"), DevNode(tmp_path / "new")
+    address = _Address(old)
+    follower = Follower(address, store, sweep_interval=0.1, expiry_interval=0.05, backoff_max=0.2)
+    try:
+        before = paid(old, [1000 + n for n in range(5)])
+        after = paid(new, [7000 + n for n in range(8)])  # positions 1..8
+        follower.start()
+        wait_until(lambda: follower.status.cursor == 5, "the old node's settlements")
+        address.pause_next_listing()
+        address.listing = new  # the next sweep lists the new node, from cursor 5
+        assert address.listed.wait(30)
+        address.replace(new)  # ... and then the feed's connection to the old one ends
+        wait_until(lambda: follower.status.cursor == 0, "the rewind at the reconnect")
+        address.release.set()  # now the sweep applies what it read from cursor 5
+        wait_until(
+            lambda: all(invoices.by_hash(store.conn, h, "incoming") for h in after),
+            "every settlement of the new node",
+        )
+        wait_until(lambda: follower.status.cursor == 8, "the cursor at the new node's head")
+    finally:
+        address.stalled.set()
+        follower.stop()
+        new.close()
+        settled = [e[1] for e in all_events(store) if e[0] == events.INCOMING_SETTLED]
+        store.close()
+    assert sorted(settled) == sorted(before + after)  # each once

@@ -278,6 +278,130 @@ def test_a_new_node_behind_the_data_dir_is_read_from_its_start(
     assert "re-reading" in log
 
 
+def _reset_lnd(tmp: Path, sim: LndSim, seed: str) -> LndSim:
+    """lnd loses its invoice database while lnplugin runs, and comes back on
+    the same address with the same certificate and macaroons: restored from
+    its seed (the same identity key, no invoices) or a new node (a new key).
+    Returned not yet listening."""
+    port, key = sim.port, sim._node_key
+    sim.close()
+    for name in ("sim.sqlite", "sim.sqlite-wal", "sim.sqlite-shm"):
+        (tmp / "lnd" / name).unlink(missing_ok=True)
+    if seed == "restored":  # the seed gives back the node's identity key, and nothing else
+        ledger = sqlite3.connect(tmp / "lnd" / "sim.sqlite")
+        ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB)")
+        ledger.execute("INSERT INTO meta VALUES ('node_key', ?)", (key,))
+        ledger.commit()
+        ledger.close()
+    return LndSim(tmp / "lnd", network="regtest", port=port)
+
+
+def _settled_counts(data: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Settled incoming rows (rows, distinct hashes) and their settled events."""
+    rows = e2e.scalar(
+        data,
+        "SELECT COUNT(*), COUNT(DISTINCT payment_hash) FROM invoices "
+        "WHERE type = 'incoming' AND state = 'SETTLED'",
+    )
+    settled = e2e.scalar(
+        data,
+        "SELECT COUNT(*), COUNT(DISTINCT payment_hash) FROM events WHERE type = ?",
+        "invoice.incoming.settled",
+    )
+    return rows, settled
+
+
+@pytest.mark.parametrize(
+    ("seed", "while_away"), [("new", 0), ("restored", 0), ("restored", 1), ("restored", 5)]
+)
+def test_a_node_reset_while_lnplugin_runs_is_read_from_its_start_at_the_reconnect(
+    tmp: Path, sim: LndSim, seed: str, while_away: int
+) -> None:
+    """lnd restored from its seed (or replaced by a new node) while lnplugin
+    runs: its positions start at 1 again. At the reconnect lnplugin re-reads
+    it from the start, whether it settled fewer (`while_away`, before
+    lnplugin reconnected) or more invoices than the stored cursor counted,
+    so every payment it takes is stored once with its event, as are its
+    outgoing payments; what was stored before is not counted twice. (They
+    were once skipped until lnplugin's next start: the reset was looked for
+    only then.)"""
+    data = tmp / "data"
+    for i in range(3):
+        sim.keysend(1_000 + i)
+    sim.make_payment(500, destination="02" + "cd" * 32)
+    with _serve(tmp, sim) as server:
+        assert server.token
+        api = Api(server.url, server.token)
+        wait_for(lambda: api.get("/invoices/outgoing"), "the old node's outgoing payment")
+        assert e2e.stored_once(data, 3 + 1)[2] == 3  # it counts the outgoing row too
+        new = _reset_lnd(tmp, sim, seed)
+        for i in range(while_away):  # before it listens, so before lnplugin is back
+            new.keysend(40_000 + i)
+        with new:
+            new.wait_for_subscribers(1, timeout=60)
+            # Paid after the reconnect: an invoice made through lnplugin (so on
+            # the new node) and keysends.
+            created = api.post("/invoices", {"amount": 50, "description": "after the reset"})
+            new.pay_invoice(created["payment_request"])
+            for i in range(2):
+                new.keysend(50_000 + i)
+            new.make_payment(600, destination="02" + "ef" * 32)
+            got = wait_for(lambda: api.settled(created["payment_hash"]), "the new settlement")
+            total = 3 + while_away + 3
+            outgoing = wait_for(
+                lambda: len(out := api.get("/invoices/outgoing")) == 2 and out,
+                "both outgoing payments",
+            )
+            counts, _, _ = e2e.stored_once(data, total + 2)  # it counts outgoing rows too
+            incoming = api.get("/invoices/incoming", params={"items": 100})
+            stored = _settled_counts(data)
+            api.close()
+            server.stop()
+            log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    assert got["amount_received_msat"] == 50_000
+    assert counts[:2] == (total, total) and stored == ((total, total), (total, total))
+    amounts = sorted(inv["amount_msat"] for inv in incoming if inv["state"] == "SETTLED")
+    assert amounts == sorted(
+        [1_000, 1_001, 1_002, 50_000, 50_001, *range(40_000, 40_000 + while_away), 50_000]
+    )
+    assert sorted(inv["amount_msat"] for inv in outgoing) == [500, 600]
+    assert "re-reading" in log
+    if seed == "restored":  # the same key: found by its history, whatever its head
+        assert "invoice history is not the one lnplugin followed" in log
+
+
+def test_a_plain_lnd_restart_re_reads_nothing(tmp: Path, sim: LndSim) -> None:
+    """lnd restarting with its history (the usual restart) is no reset: the
+    reconnect asks lnd one small question rather than listing its history
+    again, rewinds nothing, and the next payments are stored once."""
+    data = tmp / "data"
+    sim.bulk_settle(500, amount_msat=1000)
+    with _serve(tmp, sim) as server:
+        assert e2e.stored_once(data, 500)[2] == 500
+        assert server.token
+        api = Api(server.url, server.token)
+        wait_for(lambda: api.get("/info")["follower"]["head"] == 500, "the head")
+        reconnects = api.get("/info")["follower"]["reconnects"]
+        sim.invoices_listed = 0
+        sim.restart()
+        wait_for(
+            lambda: api.get("/info")["follower"]["reconnects"] > reconnects,
+            "the feed to reconnect",
+        )
+        sim.wait_for_subscribers(1, timeout=60)
+        created = api.post("/invoices", {"amount": 21, "description": "after the restart"})
+        sim.pay_invoice(created["payment_request"])
+        wait_for(lambda: api.settled(created["payment_hash"]), "the next settlement")
+        counts, events, cursor = e2e.stored_once(data, 501)
+        listed = sim.invoices_listed
+        api.close()
+        server.stop()
+        log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    assert counts == (501, 501, 501) and events == (501, 501) and cursor == 501
+    assert "re-reading" not in log
+    assert listed < 500  # not the whole history again
+
+
 # -- crash safety ----------------------------------------------------------------
 
 BULK = 10_000

@@ -300,6 +300,16 @@ class LndNode(Node):
         self._head_from = 0
         self._head = 0
         self._head_at: float | None = None
+        # What those caches stand on (see `_verify_history`): the settled
+        # invoice with the highest add_index listed, as (add_index, r_hash);
+        # the highest position handed out; whether a feed connection ended
+        # since the history was last verified; what `history_replaced` answers.
+        self._anchor: tuple[int, bytes] | None = None
+        self._handed = 0
+        self._unverified = False
+        self._replaced = False
+        self._await_rewind = False  # replaced, and not yet asked from position 0
+        self._history = 0  # counts the times the caches were dropped
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LndNode:
@@ -413,9 +423,21 @@ class LndNode(Node):
         never change and the cursor never goes back, so that stays true and
         each sweep reads only from the oldest invoice still open on. That
         holds only when every settlement up to `after` is stored: a caller
-        whose `after` is merely handed out passes `stored=False`.
+        whose `after` is merely handed out passes `stored=False`. The cursor
+        goes back only when lnd's history was replaced, and `_verify_history`
+        then drops `_sweep_from`.
         """
-        start = self._sweep_from
+        with self._lock:
+            if self._await_rewind and after == 0:
+                self._await_rewind = False  # the follower re-reads the new history
+            start, history = self._sweep_from, self._history
+            if self._unverified or self._await_rewind:
+                # lnd may have restarted with another history since `_sweep_from`
+                # was found, and `feed_head` could not check yet; or it did, and
+                # `after` may still be a position of the old one, whose
+                # settlements at or below it are not stored: list it all, and
+                # keep no conclusion about it (`_verify_history`).
+                start, stored = 0, False
         found = []
         floor: int | None = None  # the lowest add_index this listing cannot rule out
         last = start
@@ -431,7 +453,8 @@ class LndNode(Node):
                 floor = inv.add_index
         if stored:
             with self._lock:
-                self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
+                if history == self._history:
+                    self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
         found.sort(key=lambda inv: inv.settle_index)
         return found
 
@@ -445,22 +468,87 @@ class LndNode(Node):
         The first call on a big node reads its whole history once, which is
         the catch-up the head is wanted for; later calls read only the open
         tail, at most every `head_interval` seconds (the cached value between).
+
+        After a feed connection ended (lnd may have restarted with another
+        history: restored from its seed, a new node behind the same address)
+        the next call is never the cached value: it checks first, with one
+        small call, that the history is the one listed (`_verify_history`),
+        and lists everything afresh only when it is not. Never below a
+        position `settlements` or `settled_since` handed out in this history,
+        so a head listed before the cursor moved on cannot look like a reset.
         """
         with self._head_lock:
             now = time.monotonic()
+            if self._unverified:
+                self._verify_history()
+                self._head_at = None
             if self._head_at is not None and now - self._head_at < self.head_interval:
-                return self._head
+                return max(self._head, self._handed)
             floor: int | None = None
             last = self._head_from
             for inv in self._list_invoices(self._head_from):
                 last = inv.add_index
-                if inv.state == ln.Invoice.SETTLED:
+                if inv.state == ln.Invoice.SETTLED and inv.settle_index:
                     self._head = max(self._head, inv.settle_index)
+                    if self._anchor is None or inv.add_index > self._anchor[0]:
+                        self._anchor = (inv.add_index, bytes(inv.r_hash))
                 elif inv.state != ln.Invoice.CANCELED and floor is None:
                     floor = inv.add_index
             self._head_from = last if floor is None else floor - 1
             self._head_at = now
-            return self._head
+            return max(self._head, self._handed)
+
+    def _verify_history(self) -> None:
+        """Whether lnd still has the invoice history the caches stand on
+        (`_sweep_from`, `_head_from`, `_head`, `_handed`); drop them if not.
+
+        lnd never reuses an add_index and never deletes a settled invoice
+        (only canceled ones can be), so the settled invoice with the highest
+        add_index listed is still there, at that add_index, unless the
+        history was replaced: one ListInvoices of one invoice tells, however
+        big the node. Then `history_replaced` says so, and the next listings
+        start from the beginning: a cache from the old history would skip
+        the new one's invoices (their add_indexes start at 1 again). With no
+        settled invoice listed yet there is nothing to compare, so the caches
+        (of canceled invoices at most) are dropped, which costs a listing."""
+        anchor = self._anchor
+        if anchor is not None:
+            add_index, r_hash = anchor
+            req = ln.ListInvoiceRequest(index_offset=add_index - 1, num_max_invoices=1)
+            found = self._call(self._ln.ListInvoices, req).invoices
+            if found and found[0].add_index == add_index and found[0].r_hash == r_hash:
+                self._unverified = False
+                return
+            log.warning(
+                "lnd no longer has invoice %s at add_index %d, which it had settled: its "
+                "invoice history was replaced (restored from its seed, or another node)",
+                r_hash.hex(),
+                add_index,
+            )
+            self._replaced = True
+        with self._lock:
+            self._await_rewind = anchor is not None
+            self._sweep_from = 0
+            self._history += 1
+            self._handed = 0
+        self._head = self._head_from = 0
+        self._anchor = None
+        self._unverified = False
+
+    def history_replaced(self) -> bool:
+        """`Node.history_replaced`: found by `_verify_history`."""
+        with self._head_lock:
+            replaced, self._replaced = self._replaced, False
+        return replaced
+
+    def _handed_out(self, update: InvoiceUpdate, history: int) -> InvoiceUpdate:
+        """Note a position handed out of the history numbered `history` (for
+        `feed_head`); one of a history since dropped counts for nothing."""
+        if update.cursor > self._handed:
+            with self._lock:
+                if history == self._history:
+                    self._handed = max(self._handed, update.cursor)
+        return update
 
     def settled_since(self, cursor: int) -> Iterator[InvoiceUpdate]:
         """Settled invoices with settle_index > cursor, in settle order.
@@ -469,16 +557,31 @@ class LndNode(Node):
         are contiguous from `cursor`; after a gap (an invoice settling during
         the sweep) it carries 0, so a persisted cursor never skips anything.
         """
+        history = self._history  # before the listing: what it shows is of this one at least
         floor = cursor
         for inv in self._settled_sorted(cursor):
             if inv.settle_index == floor + 1:
                 floor = inv.settle_index
-                yield InvoiceUpdate(to_node_invoice(inv), inv.settle_index)
+                yield self._handed_out(
+                    InvoiceUpdate(to_node_invoice(inv), inv.settle_index), history
+                )
             else:
                 yield InvoiceUpdate(to_node_invoice(inv), 0)
 
     def settlements(self, cursor: int) -> Iterator[InvoiceUpdate]:
-        """Every settlement past `cursor`, then live ones (see the module docstring)."""
+        """Every settlement past `cursor`, then live ones (see the module docstring).
+
+        However it ends, lnd may have restarted meanwhile, perhaps with
+        another invoice history: the next `feed_head` verifies it first."""
+        history = self._history
+        try:
+            for update in self._settlements(cursor):
+                yield self._handed_out(update, history)
+        finally:
+            if not self._closed.is_set():
+                self._unverified = True
+
+    def _settlements(self, cursor: int) -> Iterator[InvoiceUpdate]:
         gaps = _Gaps(cursor)
         fill = cursor == 0  # lnd replays nothing for 0: the listing is the backlog
         while True:

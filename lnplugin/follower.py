@@ -725,7 +725,11 @@ class Follower:
             # is not below it, even with a sweep applying meanwhile.
             cursor = self.status.cursor
             head = self.refresh_head()
-            replaced = self.node.history_replaced()
+            replaced = (
+                self.node.has_feature(Feature.FEED_HEAD)
+                and isinstance(self.node, FeedHead)
+                and self.node.history_replaced()
+            )
             if rewound:
                 pass  # another node: already re-read from the start
             elif replaced:

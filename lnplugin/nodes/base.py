@@ -274,18 +274,6 @@ class Node(abc.ABC):
         Only called on nodes with `Feature.OUTGOING_HISTORY`."""
         raise Unsupported(f"the {self.kind} node has no outgoing payment history")
 
-    def history_replaced(self) -> bool:
-        """Whether the node found, since it was last asked, that its invoice
-        history is not the one it showed before (lnd: a settled invoice it
-        listed is no longer at its place), so its positions count afresh.
-
-        Asked by the follower when it checks the node again after the feed's
-        connection ended; True makes it re-read from the start even when the
-        new history's head is already past the stored cursor. Default False:
-        the node can tell only by its head (`FeedHead`) or its identity.
-        """
-        return False
-
     def node_alias(self, pubkey: str) -> str | None:
         """The alias of another node, for decoded invoices; None when unknown."""
         return None
@@ -397,3 +385,16 @@ class FeedHead(Protocol):
     """
 
     def feed_head(self) -> int | None: ...
+
+    def history_replaced(self) -> bool:
+        """Whether the node found, since it was last asked, that its invoice
+        history is not the one it showed before (lnd: a settled invoice it
+        listed is no longer at its place), so its positions count afresh.
+
+        Asked by the follower when it checks the node again after the feed's
+        connection ended; True makes it re-read from the start even when the
+        new history's head is already past the stored cursor. A node whose
+        head is asked afresh each time, and can tell no more, answers False:
+        its head shows a reset once it is behind the cursor.
+        """
+        ...

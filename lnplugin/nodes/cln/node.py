@@ -463,6 +463,10 @@ class ClnNode(Node):
         reply = self._call("wait", subsystem="invoices", indexname="updated", nextvalue=0)
         return int(reply.get("updated") or 0)
 
+    def history_replaced(self) -> bool:
+        """`FeedHead`: never known apart from the head, which is asked afresh."""
+        return False
+
     def settled_since(self, cursor: int) -> Iterator[InvoiceUpdate]:
         if self.cursor_kind == "pay_index":
             rows = [r for r in self._call("listinvoices")["invoices"] if r["status"] == "paid"]

@@ -466,6 +466,10 @@ class DevNode(Node):
         row = self._conn.execute("SELECT MAX(settle_index) FROM dev_invoices").fetchone()
         return int(row[0] or 0)
 
+    def history_replaced(self) -> bool:
+        """`FeedHead`: never known apart from the head, which is asked afresh."""
+        return False
+
     def _written(self, payment_hash: str) -> sqlite3.Row:
         """The row this node has just written; rows are never deleted, so a miss
         means the dev database was changed under us, which is reported, not hidden."""

@@ -536,7 +536,7 @@ class LndNode(Node):
         self._unverified = False
 
     def history_replaced(self) -> bool:
-        """`Node.history_replaced`: found by `_verify_history`."""
+        """`FeedHead.history_replaced`: found by `_verify_history`."""
         with self._head_lock:
             replaced, self._replaced = self._replaced, False
         return replaced

@@ -477,18 +477,21 @@ class Follower:
         payments and are stored, but their positions count from a cursor that
         is no longer there: advancing to them would skip what the re-read from
         the start has not reached yet, so they move no cursor."""
-        with self._apply_lock, self.store.transaction() as tx:
-            if epoch is not None and epoch != self._epoch:
-                updates = [replace(u, cursor=0) for u in updates]
-            batch = ApplyBatch()
-            if self._cancel_reasons:
-                changed = self._apply_with_reasons(tx, updates, batch)
-            else:  # the usual case: one pass, as before hold invoices
-                changed = apply_many(tx, updates, batch)
-            batch.finish(tx)
-            cursor = cursors.get(tx, cursors.INCOMING)
-        self.status.cursor = cursor
-        self.status.head = max(self.status.head, cursor)
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                if epoch is not None and epoch != self._epoch:
+                    updates = [replace(u, cursor=0) for u in updates]
+                batch = ApplyBatch()
+                if self._cancel_reasons:
+                    changed = self._apply_with_reasons(tx, updates, batch)
+                else:  # the usual case: one pass, as before hold invoices
+                    changed = apply_many(tx, updates, batch)
+                batch.finish(tx)
+                cursor = cursors.get(tx, cursors.INCOMING)
+            # Under the lock: written after it, this could land over a rewind
+            # made meanwhile and show a reader the new epoch with this cursor.
+            self.status.cursor = cursor
+            self.status.head = max(self.status.head, cursor)
         if changed:
             self.status.last_event_at = int(time.time())
         return changed
@@ -677,13 +680,15 @@ class Follower:
         kind = self.node.cursor_kind
         if kind is None or kind == self._cursor_kind:
             return
-        with self._apply_lock, self.store.transaction() as tx:
-            reset = cursors.sync_kind(tx, cursors.INCOMING, kind)
-            cursor = cursors.get(tx, cursors.INCOMING)
-            self._epoch += reset
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                reset = cursors.sync_kind(tx, cursors.INCOMING, kind)
+                cursor = cursors.get(tx, cursors.INCOMING)
+            if reset:  # as in `_rewound`: the cursor first, then the epoch
+                self.status.cursor = self.status.head = cursor
+                self._epoch += 1
         if reset:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
-            self.status.cursor = self.status.head = cursor
         self._cursor_kind = kind
 
     def refresh_head(self) -> int | None:
@@ -781,10 +786,11 @@ class Follower:
             return False
         if not pubkey:
             return False
-        with self._apply_lock, self.store.transaction() as tx:
-            before = cursors.sync_node(tx, pubkey)
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                before = cursors.sync_node(tx, pubkey)
             if before is not None:
-                self._epoch += 1
+                self._rewound()
         if before is None:
             return False
         log.warning(
@@ -793,8 +799,18 @@ class Follower:
             pubkey,
             before,
         )
-        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
         return True
+
+    def _rewound(self) -> None:
+        """Show the cursors just rewound (committed), then count the rewind;
+        under `_apply_lock`, in this order. The feed and the sweeps note
+        `_epoch` and then read a cursor from `status`, without a lock: had the
+        epoch moved first (or an `apply` written its cursor after the lock,
+        over the rewind), a reader could pair the new epoch with the old
+        cursor, read the new history from there, and move the stored cursor
+        past the settlements the re-read had not reached yet."""
+        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
+        self._epoch += 1
 
     def _start_over(self, why: str) -> None:
         """The node's invoice history was reset (lnd restored from its seed, a
@@ -807,11 +823,11 @@ class Follower:
         without its positions (`apply`'s `epoch`). Checked by `_check_node`
         at the start and at each reconnect of the feed, before it or a sweep
         reads the cursors again."""
-        with self._apply_lock, self.store.transaction() as tx:
-            cursors.rewind_followed(tx)  # its payments are numbered afresh too
-            self._epoch += 1
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                cursors.rewind_followed(tx)  # its payments are numbered afresh too
+            self._rewound()
         log.warning("%s; re-reading its settlements and payments from the start", why)
-        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
 
     # -- sweeps -----------------------------------------------------------------
 

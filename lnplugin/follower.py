@@ -591,18 +591,23 @@ class Follower:
 
         A settle that came after the deadline would release the preimage for
         HTLCs the payer's peer may already be claiming back on chain (Core
-        Lightning and the dev node do not cancel these themselves)."""
+        Lightning and the dev node do not cancel these themselves). So
+        credentials that may not cancel raise `NodePermissionDenied` here:
+        the settle is refused all the same (the sweep's look steps aside)."""
         if not _watched(row):
             return None
         height = self._height()
         assert row.settle_deadline is not None
         if height is None or row.settle_deadline - height > self.hold_cancel_margin:
             return None
-        return self._cancel_late(row, height)
+        return self._cancel_late(row, height, settling=True)
 
-    def _cancel_late(self, row: StoredInvoice, height: int) -> str | None:
+    def _cancel_late(
+        self, row: StoredInvoice, height: int, *, settling: bool = False
+    ) -> str | None:
         """Cancel a held invoice past the margin; its reason, or None when it
-        was settled meanwhile (the feed brings that)."""
+        was settled meanwhile (the feed brings that). `settling`: asked
+        before a settle, which a refused cancel must not let through."""
         assert row.settle_deadline is not None
         reason = cancel_reason(height, row.settle_deadline, self.hold_cancel_margin)
         try:
@@ -610,6 +615,8 @@ class Follower:
         except InvoiceNotOpen:
             return None
         except NodePermissionDenied as exc:
+            if settling:
+                raise
             # Credentials that may not cancel (an LND macaroon without
             # CancelInvoice): raised, this stopped every sweep after it in
             # `_run_sweeps`, each tick, until the node canceled by itself.

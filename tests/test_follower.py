@@ -397,9 +397,9 @@ class _WatchedStatus(FollowerStatus):
 
     def __setattr__(self, name, value):
         owner = self.__dict__.get("owner")
-        if owner is not None and name in ("cursor", "outgoing_cursor"):
-            if not owner._apply_lock.locked():
-                owner.unlocked.append(name)
+        watched = owner is not None and name in ("cursor", "outgoing_cursor")
+        if watched and not owner._apply_lock.locked():
+            owner.unlocked.append(name)
         super().__setattr__(name, value)
 
 

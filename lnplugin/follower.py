@@ -477,18 +477,21 @@ class Follower:
         payments and are stored, but their positions count from a cursor that
         is no longer there: advancing to them would skip what the re-read from
         the start has not reached yet, so they move no cursor."""
-        with self._apply_lock, self.store.transaction() as tx:
-            if epoch is not None and epoch != self._epoch:
-                updates = [replace(u, cursor=0) for u in updates]
-            batch = ApplyBatch()
-            if self._cancel_reasons:
-                changed = self._apply_with_reasons(tx, updates, batch)
-            else:  # the usual case: one pass, as before hold invoices
-                changed = apply_many(tx, updates, batch)
-            batch.finish(tx)
-            cursor = cursors.get(tx, cursors.INCOMING)
-        self.status.cursor = cursor
-        self.status.head = max(self.status.head, cursor)
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                if epoch is not None and epoch != self._epoch:
+                    updates = [replace(u, cursor=0) for u in updates]
+                batch = ApplyBatch()
+                if self._cancel_reasons:
+                    changed = self._apply_with_reasons(tx, updates, batch)
+                else:  # the usual case: one pass, as before hold invoices
+                    changed = apply_many(tx, updates, batch)
+                batch.finish(tx)
+                cursor = cursors.get(tx, cursors.INCOMING)
+            # Under the lock: written after it, this could land over a rewind
+            # made meanwhile and show a reader the new epoch with this cursor.
+            self.status.cursor = cursor
+            self.status.head = max(self.status.head, cursor)
         if changed:
             self.status.last_event_at = int(time.time())
         return changed
@@ -588,18 +591,23 @@ class Follower:
 
         A settle that came after the deadline would release the preimage for
         HTLCs the payer's peer may already be claiming back on chain (Core
-        Lightning and the dev node do not cancel these themselves)."""
+        Lightning and the dev node do not cancel these themselves). So
+        credentials that may not cancel raise `NodePermissionDenied` here:
+        the settle is refused all the same (the sweep's look steps aside)."""
         if not _watched(row):
             return None
         height = self._height()
         assert row.settle_deadline is not None
         if height is None or row.settle_deadline - height > self.hold_cancel_margin:
             return None
-        return self._cancel_late(row, height)
+        return self._cancel_late(row, height, settling=True)
 
-    def _cancel_late(self, row: StoredInvoice, height: int) -> str | None:
+    def _cancel_late(
+        self, row: StoredInvoice, height: int, *, settling: bool = False
+    ) -> str | None:
         """Cancel a held invoice past the margin; its reason, or None when it
-        was settled meanwhile (the feed brings that)."""
+        was settled meanwhile (the feed brings that). `settling`: asked
+        before a settle, which a refused cancel must not let through."""
         assert row.settle_deadline is not None
         reason = cancel_reason(height, row.settle_deadline, self.hold_cancel_margin)
         try:
@@ -607,6 +615,8 @@ class Follower:
         except InvoiceNotOpen:
             return None
         except NodePermissionDenied as exc:
+            if settling:
+                raise
             # Credentials that may not cancel (an LND macaroon without
             # CancelInvoice): raised, this stopped every sweep after it in
             # `_run_sweeps`, each tick, until the node canceled by itself.
@@ -677,13 +687,15 @@ class Follower:
         kind = self.node.cursor_kind
         if kind is None or kind == self._cursor_kind:
             return
-        with self._apply_lock, self.store.transaction() as tx:
-            reset = cursors.sync_kind(tx, cursors.INCOMING, kind)
-            cursor = cursors.get(tx, cursors.INCOMING)
-            self._epoch += reset
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                reset = cursors.sync_kind(tx, cursors.INCOMING, kind)
+                cursor = cursors.get(tx, cursors.INCOMING)
+            if reset:  # as in `_rewound`: the cursor first, then the epoch
+                self.status.cursor = self.status.head = cursor
+                self._epoch += 1
         if reset:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
-            self.status.cursor = self.status.head = cursor
         self._cursor_kind = kind
 
     def refresh_head(self) -> int | None:
@@ -781,10 +793,11 @@ class Follower:
             return False
         if not pubkey:
             return False
-        with self._apply_lock, self.store.transaction() as tx:
-            before = cursors.sync_node(tx, pubkey)
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                before = cursors.sync_node(tx, pubkey)
             if before is not None:
-                self._epoch += 1
+                self._rewound()
         if before is None:
             return False
         log.warning(
@@ -793,8 +806,18 @@ class Follower:
             pubkey,
             before,
         )
-        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
         return True
+
+    def _rewound(self) -> None:
+        """Show the cursors just rewound (committed), then count the rewind;
+        under `_apply_lock`, in this order. The feed and the sweeps note
+        `_epoch` and then read a cursor from `status`, without a lock: had the
+        epoch moved first (or an `apply` written its cursor after the lock,
+        over the rewind), a reader could pair the new epoch with the old
+        cursor, read the new history from there, and move the stored cursor
+        past the settlements the re-read had not reached yet."""
+        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
+        self._epoch += 1
 
     def _start_over(self, why: str) -> None:
         """The node's invoice history was reset (lnd restored from its seed, a
@@ -807,11 +830,11 @@ class Follower:
         without its positions (`apply`'s `epoch`). Checked by `_check_node`
         at the start and at each reconnect of the feed, before it or a sweep
         reads the cursors again."""
-        with self._apply_lock, self.store.transaction() as tx:
-            cursors.rewind_followed(tx)  # its payments are numbered afresh too
-            self._epoch += 1
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                cursors.rewind_followed(tx)  # its payments are numbered afresh too
+            self._rewound()
         log.warning("%s; re-reading its settlements and payments from the start", why)
-        self.status.cursor = self.status.head = self.status.outgoing_cursor = 0
 
     # -- sweeps -----------------------------------------------------------------
 

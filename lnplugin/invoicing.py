@@ -218,7 +218,14 @@ def settle(follower: Follower, found: StoredInvoice, preimage: str) -> StoredInv
     if found.state != "ACCEPTED":
         raise WrongState(_not_accepted(found), found.state)
     try:
-        late = follower.cancel_if_due(found)
+        try:
+            late = follower.cancel_if_due(found)
+        except NodePermissionDenied as exc:
+            raise WrongState(
+                "Too late to settle: the invoice is within the hold cancel margin of its "
+                f"settle deadline, and lnplugin may not cancel it ({exc})",
+                found.state,
+            ) from None
         if late is not None:
             raise WrongState(f"Too late to settle: the invoice was {late}", "CANCELED")
         follower.settle(preimage)

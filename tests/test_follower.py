@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lnplugin.follower import Follower, apply_in
+from lnplugin.follower import Follower, FollowerStatus, apply_in
 from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
@@ -390,3 +390,65 @@ def test_a_sweep_that_read_from_the_cursor_before_a_rewind_moves_no_cursor(tmp_p
         settled = [e[1] for e in all_events(store) if e[0] == events.INCOMING_SETTLED]
         store.close()
     assert sorted(settled) == sorted(before + after)  # each once
+
+
+class _WatchedStatus(FollowerStatus):
+    """Notes each write of a cursor made without the follower's `_apply_lock`."""
+
+    def __setattr__(self, name, value):
+        owner = self.__dict__.get("owner")
+        watched = owner is not None and name in ("cursor", "outgoing_cursor")
+        if watched and not owner._apply_lock.locked():
+            owner.unlocked.append(name)
+        super().__setattr__(name, value)
+
+
+class _WatchedFollower(Follower):
+    """Notes the cursors `status` shows at each rewind of `_epoch`."""
+
+    @property
+    def _epoch(self) -> int:
+        return self.__dict__.get("_epoch_value", 0)
+
+    @_epoch.setter
+    def _epoch(self, value: int) -> None:
+        if value != self.__dict__.get("_epoch_value", 0):
+            self.bumps.append((self.status.cursor, self.status.outgoing_cursor))
+        self.__dict__["_epoch_value"] = value
+
+
+def test_a_rewind_is_seen_only_with_the_rewound_cursors(tmp_path):
+    """The feed and the sweeps read `_epoch`, then a cursor from `status`,
+    without a lock. A rewind that bumped the epoch before `status` showed
+    the rewound cursors (it set them after the commit, outside the lock), or
+    an `apply` that wrote the cursor it read after releasing the lock (over
+    a rewind made meanwhile), let a reader pair the new epoch with the old
+    cursor: it read the new node from there, its positions moved the stored
+    cursor on, and the new node's first settlements were never read."""
+    from lnplugin.nodes.base import InvoiceRequest
+
+    store = Store(tmp_path / "lnplugin.sqlite")
+    old, new = DevNode(tmp_path / "old"), DevNode(tmp_path / "new")
+    follower = _WatchedFollower(old, store, sweep_interval=3600)
+    follower.bumps, follower.unlocked = [], []
+    status = _WatchedStatus(**vars(follower.status))
+    status.owner = follower
+    follower.status = status
+    try:
+        for node, count in ((old, 3), (new, 2)):
+            for n in range(count):
+                made = node.create_invoice(InvoiceRequest(amount_msat=1000 + n))
+                node.pay(made.payment_request)
+        follower.sweep()
+        assert follower.status.cursor == 3
+        follower.node = new  # another node behind the address, found at the reconnect
+        follower._recheck_node()
+        follower.sweep()
+        assert follower.status.cursor == 2
+    finally:
+        follower.stop()
+        old.close()
+        new.close()
+        store.close()
+    assert follower.bumps == [(0, 0)]  # rewound before the epoch said so
+    assert follower.unlocked == []

@@ -442,3 +442,47 @@ def test_without_cancel_invoice_the_safety_cancel_steps_aside(
     assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
     node.close()
     store.close()
+
+
+def test_without_cancel_invoice_a_settle_within_the_margin_is_still_refused(
+    tmp: Path, sim: LndSim
+) -> None:
+    """A macaroon that may hold and settle but not cancel: a settle within
+    the margin must not go through because the cancel it is refused for
+    could not be made (the safety cancel stepping aside made the refused
+    cancel read as "settled meanwhile", and the preimage was handed over
+    for HTLCs the payer's peer may be taking back on chain). It is refused
+    (409), naming the permission, and the payment stays held."""
+    from lnplugin import invoicing
+
+    mac = sim.bake(
+        [
+            *REQUIRED_METHODS,
+            "uri:/lnrpc.Lightning/GetInfo",
+            "uri:/invoicesrpc.Invoices/AddHoldInvoice",
+            "uri:/invoicesrpc.Invoices/SettleInvoice",
+        ],
+        "no-cancel-settle.macaroon",
+    )
+    node = make_node(sim, mac)
+    store = Store(tmp / "store.sqlite")
+    follower = Follower(node, store, hold_cancel_margin=30)
+    try:
+        preimage, payment_hash = _pair()
+        minted = invoicing.mint(follower, InvoiceRequest(amount_msat=1000), payment_hash)
+        with store.transaction() as tx:
+            invoicing.insert(tx, invoicing.node_fields(minted, hold=True, source="api"))
+        sim.pay_invoice(payment_hash)
+        follower.sweep()  # finds it ACCEPTED
+        sim.mine(DEFAULT_CLTV - 30)
+        found = invoicing.own_incoming(follower, payment_hash)
+        assert found.state == "ACCEPTED"
+        with pytest.raises(invoicing.WrongState) as refused:
+            invoicing.settle(follower, found, preimage)
+        assert refused.value.message.startswith("Too late to settle")
+        assert "uri:/invoicesrpc.Invoices/CancelInvoice" in refused.value.message
+        assert invoicing.fresh(follower, payment_hash).state == "ACCEPTED"
+        assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    finally:
+        node.close()
+        store.close()

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _END = object()  # the feed ended cleanly
 BATCH_MAX = 1000  # updates applied per transaction when the feed has a backlog
+FEED_QUEUE = 10_000  # updates read ahead of the applying thread, at most
 _FINAL = {"SETTLED", "CANCELED"}
 # Why an invoice was canceled when lnplugin did not cancel it itself.
 _NODE_CANCELED = "canceled on the node"
@@ -975,20 +976,33 @@ class Follower:
         if not self._check_node():
             self.refresh_head()
         progress = BackfillProgress()
-        pending: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        pending: queue.Queue[Any] = queue.Queue(maxsize=FEED_QUEUE)
         epoch = self._epoch  # before the cursor is read: see `apply`
         stream = self.node.settlements(self.status.cursor)
         left = threading.Event()  # this connection was given up (the cursor was rewound)
 
+        def offer(item: Any) -> bool:
+            """Queue `item` for the applying thread; False once that thread has
+            given this connection up, or lnplugin stops. Nobody drains the
+            queue then, and a blocking `put` on a full one (a backlog being
+            replayed) would hold this thread, its stream and all it queued
+            for good."""
+            while True:
+                try:
+                    pending.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    if self._stop.is_set() or left.is_set():
+                        return False
+
         def read() -> None:
             try:
                 for update in stream:
-                    pending.put(update)
-                    if self._stop.is_set() or left.is_set():
-                        break
-                pending.put(_END)
+                    if not offer(update) or self._stop.is_set() or left.is_set():
+                        return
+                offer(_END)
             except BaseException as exc:  # handed to the applying thread
-                pending.put(exc)
+                offer(exc)
 
         reader = threading.Thread(target=read, name="lnplugin-feed-reader", daemon=True)
         reader.start()

@@ -12,11 +12,12 @@ import time
 import pytest
 
 from lnplugin.follower import Follower, FollowerStatus, apply_in
-from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
+from lnplugin.nodes.base import InvoiceRequest, InvoiceUpdate, NodeInvoice
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store, captured_records, cursors, events, invoices
 from lnplugin_sim.lnd_sim import LndSim
+from tests.helpers_webhooks import wait_for
 
 
 @pytest.fixture
@@ -452,3 +453,85 @@ def test_a_rewind_is_seen_only_with_the_rewound_cursors(tmp_path):
         store.close()
     assert follower.bumps == [(0, 0)]  # rewound before the epoch said so
     assert follower.unlocked == []
+
+
+class _Backlog:
+    """A DevNode whose feed hands out one settlement, then, once `go` is set,
+    a backlog of `more` (the same one again: what counts is that they come)."""
+
+    def __init__(self, node: DevNode, more: int) -> None:
+        self.node, self.more = node, more
+        self.go = threading.Event()
+        self.handed = 0
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+    def settlements(self, cursor):
+        [first] = list(self.node.settled_since(cursor))
+        self.handed += 1
+        yield first
+        self.go.wait(30)
+        for _ in range(self.more):
+            self.handed += 1
+            yield first
+
+
+class _Batches(Follower):
+    """Notes the size of each batch the feed applies, before it waits for the lock."""
+
+    sizes: list[int]
+
+    def apply(self, updates, epoch=None):  # type: ignore[no-untyped-def]
+        updates = list(updates)
+        self.sizes.append(len(updates))
+        return super().apply(updates, epoch)
+
+
+def test_a_feed_given_up_for_a_rewind_does_not_leave_its_reader_stuck(tmp_path, monkeypatch):
+    """When a sweep rewinds the cursor under a connected feed, the feed starts
+    again from the rewound cursor and nobody reads the old connection's
+    queue any more. Its reader, blocked on that full queue while replaying a
+    backlog, must leave, not wait on it for good with its stream."""
+    import lnplugin.follower as follower_module
+
+    queued = 5
+    monkeypatch.setattr(follower_module, "FEED_QUEUE", queued)
+    dev = DevNode(tmp_path / "dev")
+    paid = dev.create_invoice(InvoiceRequest(amount_msat=1000))
+    dev.pay(paid.payment_hash)
+    node = _Backlog(dev, more=50)
+    store = Store(tmp_path / "store.sqlite")
+    follower = _Batches(node, store)  # type: ignore[arg-type]
+    follower.sizes = []
+    done = threading.Event()
+
+    def follow() -> None:
+        follower._follow_once()
+        done.set()
+
+    others = set(threading.enumerate())
+    threading.Thread(target=follow, daemon=True).start()
+    wait_for(lambda: follower.status.cursor == 1, timeout=30)
+    with follower._apply_lock:  # the applying thread stops at its next batch...
+        node.go.set()
+        # ...and the reader fills the queue behind it and waits on a put: it
+        # has handed out the first, that batch, the queue's worth, and one more.
+        wait_for(
+            lambda: len(follower.sizes) == 2 and node.handed == 1 + follower.sizes[1] + queued + 1,
+            timeout=30,
+        )
+        follower._epoch += 1  # what a sweep's rewind does meanwhile
+    assert done.wait(30), "the feed did not give the connection up"
+    wait_for(  # a liveness bound, not a timing assertion
+        lambda: (
+            not [
+                t
+                for t in threading.enumerate()
+                if t.name == "lnplugin-feed-reader" and t not in others
+            ]
+        ),
+        timeout=30,
+    )
+    store.close()
+    dev.close()

@@ -437,3 +437,30 @@ class StreamGate:
     def leave(self) -> None:
         with self._lock:
             self.open -= 1
+
+
+class ClientGate:
+    """Counts open streams per client; refuses a client's stream beyond the limit.
+
+    A `StreamGate` alone caps all clients together: one client could take
+    every slot and hold it. A client's entry goes with its last stream, so
+    the table never holds more clients than there are streams open."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def enter(self, client: str) -> bool:
+        with self._lock:
+            held = self._open.get(client, 0)
+            if held >= self.limit:
+                return False
+            self._open[client] = held + 1
+            return True
+
+    def leave(self, client: str) -> None:
+        with self._lock:
+            held = self._open.pop(client, 0) - 1
+            if held > 0:
+                self._open[client] = held

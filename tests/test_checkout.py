@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import re
+import socket
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
@@ -427,3 +428,106 @@ def test_public_streams_take_at_most_half_the_stream_slots(tmp_path: Path) -> No
             return None
 
         wait_for(reopened, "the public slot to be freed").close()
+
+
+def _stream_as(srv: Server, path: str, client: str) -> tuple[int, dict[str, str], socket.socket]:
+    """Open `path` over a raw socket as `client` (the address a trusted proxy
+    forwards): the status, the headers, and the socket, left open."""
+    parts = urllib.parse.urlsplit(srv.url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n"
+        f"X-Forwarded-For: {client}\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, f"the server hung up before its headers: {head!r}"
+        head += chunk
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split(" ")[1]), {k.lower(): v for k, v in headers.items()}, sock
+
+
+def _refused_as(srv: Server, path: str, client: str) -> str:
+    """The page the server refuses `client`'s stream with (503, Retry-After)."""
+    headers = {"X-Forwarded-For": client}
+    with requests.get(srv.url + path, headers=headers, stream=True, timeout=10) as reply:
+        assert reply.status_code == 503, (client, reply.status_code)
+        text = reply.text
+    # At least ours (5 s); flask-limiter raises it to its window's reset.
+    assert int(reply.headers["Retry-After"]) >= 5
+    assert reply.headers["Content-Type"].startswith("text/html")
+    return text
+
+
+def test_one_client_cannot_hold_every_public_stream(tmp_path: Path) -> None:
+    """One address (an IPv6 client: one /64) holds at most
+    `STREAMS_PER_CLIENT` payment-page streams, so it cannot fill the public
+    half of `--max-streams` and take every other payer's live update. Its
+    count goes down whenever one of its streams ends: hung up, or final."""
+    cap = checkout.STREAMS_PER_CLIENT
+    port = free_port()
+    args = ("--public-url", f"http://127.0.0.1:{port}", "--port", str(port), "--trust-proxy", "1")
+    with Server(tmp_path / "data", *args, "--rate-limit", "1000/minute") as srv:
+        unpaid = srv.request("POST", "/invoices", json={"amount": 1}).json()
+        to_pay = srv.request("POST", "/invoices", json={"amount": 2}).json()
+        path = urllib.parse.urlsplit(unpaid["checkout_url"]).path + "/events"
+        paid_path = urllib.parse.urlsplit(to_pay["checkout_url"]).path + "/events"
+        held: list[socket.socket] = []
+
+        def admitted(client: str, at: str = path) -> socket.socket:
+            status, headers, sock = _stream_as(srv, at, client)
+            assert status == 200, (client, status)
+            assert headers["content-type"].startswith("text/event-stream")
+            return sock
+
+        def admitted_again(client: str) -> socket.socket | None:
+            status, _, sock = _stream_as(srv, path, client)
+            if status == 200:
+                return sock
+            sock.close()
+            return None
+
+        try:
+            held.append(admitted("203.0.113.7", paid_path))
+            held += [admitted("203.0.113.7") for _ in range(cap - 1)]
+            page = _refused_as(srv, path, "203.0.113.7")
+            assert f"Too many open payment pages from your address (limit {cap})" in page
+            # Every other payer's page still goes live; so do the apps' streams,
+            # token streams not being counted per address, even from that one.
+            held.append(admitted("203.0.113.8"))
+            api = srv.request(
+                "GET",
+                f"/invoices/{unpaid['payment_hash']}/events",
+                headers={"X-Forwarded-For": "203.0.113.7"},
+                stream=True,
+            )
+            assert api.status_code == 200
+            api.close()
+
+            # Hung up: that client's slot is free again, and taken by the next.
+            held.pop(1).close()
+            held.append(wait_for(lambda: admitted_again("203.0.113.7"), "the slot to be freed"))
+            _refused_as(srv, path, "203.0.113.7")
+
+            # Final: the paid invoice's stream ends, and gives its slot back.
+            cli(srv.data_dir, "dev", "pay", to_pay["payment_hash"])
+            ended, sock = b"", held.pop(0)
+            while not ended.endswith(b"0\r\n\r\n"):  # the chunked body's end
+                chunk = sock.recv(4096)
+                assert chunk, ended
+                ended += chunk
+            assert b'"SETTLED"' in ended
+            sock.close()
+            held.append(wait_for(lambda: admitted_again("203.0.113.7"), "the final's slot"))
+            _refused_as(srv, path, "203.0.113.7")
+
+            # An IPv6 client is counted by its /64, as the rate limit counts it.
+            held += [admitted(f"2001:db8:1:2::{n + 1:x}") for n in range(cap)]
+            _refused_as(srv, path, "2001:db8:1:2:ffff::1")
+            held.append(admitted("2001:db8:1:3::1"))
+        finally:
+            for sock in held:
+                sock.close()

@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from lnplugin.api import checkout
 from tests.e2e import WAIT, Server, cli, wait_for
 from tests.helpers_tickers import Ticker
 from tests.helpers_webhooks import free_port
@@ -214,6 +216,31 @@ def test_paying_turns_the_page_paid_without_a_reload(browser: Any, server: Serve
     assert browser.execute_script("return window.notReloaded === true;")
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "SETTLED"
     assert not browser.find_element(By.ID, "pay").is_displayed()
+
+
+def test_a_page_whose_live_stream_is_refused_offers_its_refresh_link(
+    browser: Any, server: Server
+) -> None:
+    """This client already holds its share of open payment pages, so the
+    page's state stream is refused (503): the page cannot turn paid by
+    itself, and says how to see the new state instead of hiding the link."""
+    inv = _invoice(server, amount=700)
+    stream = inv["checkout_url"] + "/events"
+    # Take what is left of this client's (127.0.0.1's) share: the browser's
+    # pages of earlier tests may still hold some of it.
+    held: list[requests.Response] = []
+    for _ in range(checkout.STREAMS_PER_CLIENT + 1):
+        held.append(requests.get(stream, stream=True, timeout=10))
+        if held[-1].status_code != 200:
+            break
+    try:
+        assert held[-1].status_code == 503, "this client's streams were not capped"
+        browser.get(inv["checkout_url"])
+        _until(browser, lambda d: d.find_element(By.ID, "refresh").is_displayed(), "Refresh")
+        assert _text(browser, "status") == "Waiting for payment"
+    finally:
+        for reply in held:
+            reply.close()
 
 
 def test_an_expired_invoice_shows_expired(browser: Any, server: Server) -> None:

@@ -72,6 +72,7 @@ def create_app(service: Service) -> Flask:
     app.extensions["lnplugin"] = service
     app.extensions["lnplugin_tickets"] = tickets.TicketBook()
     app.extensions["lnplugin_public_streams"] = checkout.public_gate(service.settings.max_streams)
+    app.extensions["lnplugin_client_streams"] = checkout.client_gate()
     errors.register(app)
     observe.register(app, service.settings)
     app.register_blueprint(invoices.bp)

@@ -56,6 +56,7 @@ from lnplugin.fiat import format_minor
 from lnplugin.hub import (
     ASYNC_LOOP,
     STATE_OF_EVENT,
+    ClientGate,
     LiveTail,
     StreamGate,
     Subscription,
@@ -309,26 +310,51 @@ def public_gate(max_streams: int) -> StreamGate:
     return StreamGate(max(1, max_streams // 2))
 
 
+# Open state streams one client (an address, an IPv6 /64: `public.client_key`)
+# may hold. Without it one client, at the public rate limit's 60 new streams a
+# minute, fills the public half of `--max-streams` in minutes and holds it, and
+# no other payer's page turns paid by itself. Eight is a household's or a
+# small office's payment pages open at once; a page refused still works by
+# reload, so this is no setting.
+STREAMS_PER_CLIENT = 8
+
+_FULL = {"Retry-After": "5"}
+
+
+def client_gate() -> ClientGate:
+    """The cap on each client's open state streams (`STREAMS_PER_CLIENT`)."""
+    return ClientGate(STREAMS_PER_CLIENT)
+
+
 def _admit_public(sub: Subscription) -> Callable[[], None]:
     gate: StreamGate = current_app.extensions["lnplugin_public_streams"]
-    if not gate.enter():
+    clients: ClientGate = current_app.extensions["lnplugin_client_streams"]
+    client = public.client_key()
+    if not clients.enter(client):
         raise APIError(
-            503, f"Too many open payment pages (limit {gate.limit})", headers={"Retry-After": "5"}
+            503,
+            f"Too many open payment pages from your address (limit {clients.limit})",
+            headers=_FULL,
         )
+    if not gate.enter():
+        clients.leave(client)
+        raise APIError(503, f"Too many open payment pages (limit {gate.limit})", headers=_FULL)
     try:
         release = admit(sub)
     except BaseException:
         gate.leave()
+        clients.leave(client)
         raise
     left = threading.Event()
 
-    def release_both() -> None:
+    def release_all() -> None:
         if not left.is_set():
             left.set()
             release()
             gate.leave()
+            clients.leave(client)
 
-    return release_both
+    return release_all
 
 
 @bp.get("/pay/address/<username>")

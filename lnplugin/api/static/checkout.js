@@ -99,6 +99,13 @@
       source.addEventListener("state", function (event) {
         show(JSON.parse(event.data).state);
       });
+      // Refused (503: too many open pages) is final for EventSource, unlike
+      // a dropped connection, which it retries: offer the Refresh link then.
+      source.addEventListener("error", function () {
+        if (source.readyState === EventSource.CLOSED && !FINAL[state]) {
+          document.getElementById("refresh").hidden = false;
+        }
+      });
     }
   }
 }());

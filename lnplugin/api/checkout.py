@@ -313,10 +313,11 @@ def public_gate(max_streams: int) -> StreamGate:
 # Open state streams one client (an address, an IPv6 /64: `public.client_key`)
 # may hold. Without it one client, at the public rate limit's 60 new streams a
 # minute, fills the public half of `--max-streams` in minutes and holds it, and
-# no other payer's page turns paid by itself. Eight is a household's or a
-# small office's payment pages open at once; a page refused still works by
-# reload, so this is no setting.
-STREAMS_PER_CLIENT = 8
+# no other payer's page turns paid by itself. Sixteen, not fewer: many payers
+# can share one address (a venue's Wi-Fi, a carrier's NAT), and a browser may
+# keep a page it left open for a while; a page refused still works by reload
+# (it shows its Refresh link), so this is no setting.
+STREAMS_PER_CLIENT = 16
 
 _FULL = {"Retry-After": "5"}
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import bolt11 as reference
 import pytest
@@ -298,6 +299,18 @@ def test_lnplugin_cancels_before_lnd_would(tmp: Path, sim: LndSim) -> None:
         assert sim.ledger.get(bytes.fromhex(payment_hash)).state == 2  # CANCELED on lnd
 
 
+def _stored(store: Store, payment_hash: str, minted: Any) -> None:
+    """The hold invoice lnd minted, as lnplugin stores one it made (OPEN)."""
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
+            " amount_msat, created_at, expiry, expires_at, hold, source) VALUES"
+            " ('h1', 'incoming', ?, ?, 'OPEN', 1000, ?, ?, ?, 1, 'api')",
+            (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
+             minted.expires_at),
+        )  # fmt: skip
+
+
 def test_without_info_read_the_safety_cancel_steps_aside(tmp: Path, sim: LndSim) -> None:
     """The stock invoice.macaroon cannot ask GetInfo for the block height: the
     follower says so once and leaves the cancel to lnd, instead of failing sweeps."""
@@ -306,14 +319,7 @@ def test_without_info_read_the_safety_cancel_steps_aside(tmp: Path, sim: LndSim)
     follower = Follower(node, store)
     _, payment_hash = _pair()
     minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
-    with store.transaction() as tx:
-        tx.execute(
-            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
-            " amount_msat, created_at, expiry, expires_at, source) VALUES"
-            " ('h1', 'incoming', ?, ?, 'OPEN', 1000, ?, ?, ?, 'api')",
-            (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
-             minted.expires_at),
-        )  # fmt: skip
+    _stored(store, payment_hash, minted)
     sim.pay_invoice(payment_hash)
     follower.sweep()  # finds it ACCEPTED
     assert follower.cancel_near_deadline() == 0
@@ -423,14 +429,7 @@ def test_without_cancel_invoice_the_safety_cancel_steps_aside(
     follower = Follower(node, store, hold_cancel_margin=30)
     _, payment_hash = _pair()
     minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
-    with store.transaction() as tx:
-        tx.execute(
-            "INSERT INTO invoices (identifier, type, payment_hash, payment_request, state,"
-            " amount_msat, created_at, expiry, expires_at, hold, source) VALUES"
-            " ('h1', 'incoming', ?, ?, 'OPEN', 1000, ?, ?, ?, 1, 'api')",
-            (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
-             minted.expires_at),
-        )  # fmt: skip
+    _stored(store, payment_hash, minted)
     sim.pay_invoice(payment_hash)
     follower.sweep()  # finds it ACCEPTED
     sim.mine(DEFAULT_CLTV - 30)

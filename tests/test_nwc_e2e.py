@@ -413,8 +413,8 @@ def test_unknown_scopes_and_methods_lnplugin_does_not_offer_are_refused(
         make_invoice(uri, 1000, "not allowed")
 
 
-def test_the_relay_killed_and_restarted_is_reconnected(server: e2e.Server, relay: Relay) -> None:
-    uri = connect_app(server, relay, "invoices:create", label="restart")
+def _restart(server: e2e.Server, relay: Relay) -> None:
+    """Kill the relay, see lnplugin notice, start it again, see it reconnect."""
 
     def relay_state() -> dict[str, Any]:
         return server.request("GET", "/info").json()["nwc"]["relays"][0]
@@ -424,6 +424,12 @@ def test_the_relay_killed_and_restarted_is_reconnected(server: e2e.Server, relay
     e2e.wait_for(lambda: relay_state()["state"] != "connected", "the drop to be noticed")
     relay.start()
     e2e.wait_for(lambda: relay_state()["connects"] > connects, "a reconnect")
+
+
+def test_the_relay_killed_and_restarted_is_reconnected(server: e2e.Server, relay: Relay) -> None:
+    uri = connect_app(server, relay, "invoices:create", label="restart")
+
+    _restart(server, relay)
     assert make_invoice(uri, 2000, "after restart").amount == 2000
 
 
@@ -441,14 +447,7 @@ def test_a_relay_restart_republishes_info_events_of_live_connections_only(
             e2e.cli(server.data_dir, "nwc", "revoke", line.split("\t")[0])
     wallet = [ns.NostrWalletConnectUri.parse(u).public_key().to_hex() for u in (kept, *revoked)]
 
-    def relay_state() -> dict[str, Any]:
-        return server.request("GET", "/info").json()["nwc"]["relays"][0]
-
-    connects = relay_state()["connects"]
-    relay.kill()
-    e2e.wait_for(lambda: relay_state()["state"] != "connected", "the drop to be noticed")
-    relay.start()
-    e2e.wait_for(lambda: relay_state()["connects"] > connects, "a reconnect")
+    _restart(server, relay)
     # One batch, sent together: once the live key's is there, the rest went with it.
     e2e.wait_for(lambda: info_of(relay, wallet[0]), "the live connection's info event")
     assert [info_of(relay, key) for key in wallet[1:]] == [None, None, None]

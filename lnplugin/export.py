@@ -170,7 +170,12 @@ def record(inv: StoredInvoice, now: int) -> dict[str, Any]:
     }
     for name in BOOST_FIELDS:
         out[f"boost_{name}"] = boost_fields.get(name)
-    out["boostagram"] = _readable(inv.boostagram)
+    # As people read it: an emoji as itself, not as the `\\ud83d\\ude80`
+    # escapes it is stored with (a spreadsheet shows those as they are).
+    # The same JSON value; JSON Lines escapes what it must.
+    out["boostagram"] = (
+        None if boost is None else json.dumps(boost, ensure_ascii=False, separators=(",", ":"))
+    )
     out["custom_records"] = inv.custom_records
     out["destination"] = inv.destination
     out.update(
@@ -189,15 +194,6 @@ def record(inv: StoredInvoice, now: int) -> dict[str, Any]:
         lightning_address=inv.lightning_address,
     )
     return out
-
-
-def _readable(text: str | None) -> str | None:
-    """Stored JSON text as people read it: an emoji as itself, not as the
-    `\\ud83d\\ude80` escapes it is stored with (a spreadsheet shows those
-    as they are). The same JSON value; JSON Lines escapes what it must."""
-    if text is None:
-        return None
-    return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
 
 
 def cell(value: Any, spreadsheet_safe: bool = False) -> str:

@@ -446,7 +446,6 @@ class Follower:
         # reason: the node's own report of one (its hold feed) can be applied
         # before `cancel` returns, and must carry the reason all the same.
         self._cancel_reasons: dict[str, str] = {}
-        self._outgoing_denied_logged = False
         self._logged_error: str | None = None  # the last error logged (see `_note_error`)
         # The checks before the cursors are used (`_check_node`): done once
         # per process, by whichever of the feed and the sweep comes first.
@@ -460,9 +459,9 @@ class Follower:
         # Failed node calls by operation, for `/metrics`; the API adds its own
         # (create_invoice, get_info). Increments are single dict updates under the GIL.
         self.node_errors: collections.Counter[str] = collections.Counter()
-        self._height_denied_logged = False
-        self._cancel_denied_logged = False
-        self._identity_denied_logged = False  # see `_check_identity`
+        # Refusals that would repeat every tick or reconnect (credentials that
+        # may not ask the node something): logged once each, by name.
+        self._warned: set[str] = set()
         with store.snapshot() as conn:
             self.status.cursor = cursors.get(conn, cursors.INCOMING)
             self.status.outgoing_cursor = cursors.get(conn, cursors.OUTGOING)
@@ -621,13 +620,12 @@ class Follower:
             # Credentials that may not cancel (an LND macaroon without
             # CancelInvoice): raised, this stopped every sweep after it in
             # `_run_sweeps`, each tick, until the node canceled by itself.
-            if not self._cancel_denied_logged:
-                log.warning(
-                    "cannot cancel held invoices (%s): they are canceled before their "
-                    "deadline only by the node itself",
-                    exc,
-                )
-                self._cancel_denied_logged = True
+            self._warn_once(
+                "cancel",
+                "cannot cancel held invoices (%s): they are canceled before their "
+                "deadline only by the node itself",
+                exc,
+            )
             return None
         log.warning("hold invoice %s %s", row.payment_hash, reason)
         return reason
@@ -638,13 +636,12 @@ class Follower:
         try:
             return self.node.get_info().block_height
         except NodePermissionDenied as exc:
-            if not self._height_denied_logged:
-                log.warning(
-                    "cannot read the block height (%s): held invoices are not canceled "
-                    "before their deadline by lnplugin, only by the node itself",
-                    exc,
-                )
-                self._height_denied_logged = True
+            self._warn_once(
+                "height",
+                "cannot read the block height (%s): held invoices are not canceled "
+                "before their deadline by lnplugin, only by the node itself",
+                exc,
+            )
             return None
 
     def expire(self, now: int | None = None) -> int:
@@ -784,13 +781,12 @@ class Follower:
         except NodeUnavailable:
             raise  # down: asked again at the next connection
         except NodeError as exc:  # e.g. lnd's invoice.macaroon, without info:read
-            if not self._identity_denied_logged:
-                log.warning(
-                    "cannot read the node's identity (%s): a replaced node is noticed only when "
-                    "its feed is behind the stored cursor",
-                    exc,
-                )
-                self._identity_denied_logged = True
+            self._warn_once(
+                "identity",
+                "cannot read the node's identity (%s): a replaced node is noticed only when "
+                "its feed is behind the stored cursor",
+                exc,
+            )
             return False
         if not pubkey:
             return False
@@ -876,9 +872,7 @@ class Follower:
         try:
             payments = list(self.node.outgoing_payments(self.status.outgoing_cursor))
         except NodePermissionDenied as exc:
-            if not self._outgoing_denied_logged:
-                log.warning("outgoing payment history unavailable: %s", exc)
-                self._outgoing_denied_logged = True
+            self._warn_once("outgoing", "outgoing payment history unavailable: %s", exc)
             self.status.outgoing = "unavailable"
             return
         self.status.outgoing = "ok"
@@ -950,6 +944,11 @@ class Follower:
                 break
             self._stop.wait(self._backoff(attempt))
             attempt += 1
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def _note_error(self, exc: Exception) -> None:
         message = str(exc) or exc.__class__.__name__

@@ -184,6 +184,20 @@ def _ensure_tls(data_dir: Path) -> tuple[bytes, bytes]:
     cert_path, key_path = data_dir / "tls.cert", data_dir / "tls.key"
     if cert_path.exists() and key_path.exists():
         return cert_path.read_bytes(), key_path.read_bytes()
+    now = _dt.datetime.now(_dt.UTC)
+    cert_pem, key_pem = self_signed_cert(
+        now - _dt.timedelta(days=1), now + _dt.timedelta(days=3650)
+    )
+    key_path.write_bytes(key_pem)
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert_pem)
+    return cert_pem, key_pem
+
+
+def self_signed_cert(not_before: _dt.datetime, not_after: _dt.datetime) -> tuple[bytes, bytes]:
+    """A certificate shaped as lnd makes its own (ECDSA P-256, self-signed, for
+    localhost, 127.0.0.1 and ::1), valid between the two times; PEM cert and key.
+    Tests make expired ones with it too."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -196,7 +210,6 @@ def _ensure_tls(data_dir: Path) -> tuple[bytes, bytes]:
             x509.NameAttribute(NameOID.COMMON_NAME, "lnd-sim"),
         ]
     )
-    now = _dt.datetime.now(_dt.UTC)
     san = x509.SubjectAlternativeName(
         [
             x509.DNSName("localhost"),
@@ -210,22 +223,18 @@ def _ensure_tls(data_dir: Path) -> tuple[bytes, bytes]:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(days=1))
-        .not_valid_after(now + _dt.timedelta(days=365 * 10))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    key_path.write_bytes(key_pem)
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert_pem)
-    return cert_pem, key_pem
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def _uvarint(n: int) -> bytes:

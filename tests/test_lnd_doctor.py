@@ -316,26 +316,12 @@ def test_an_expired_cert_file_says_how_lnd_replaces_it(tmp: Path, sim: LndSim) -
     message used to misspell as a condition)."""
     import datetime as dt
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from lnplugin_sim.lnd_sim import self_signed_cert
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lnd")])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=400))
-        .not_valid_after(now - dt.timedelta(days=35))
-        .sign(key, hashes.SHA256())
-    )
+    pem, _ = self_signed_cert(now - dt.timedelta(days=400), now - dt.timedelta(days=35))
     path = tmp / "old-tls.cert"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(pem)
     code, lines = doctor(tmp, sim.target, path, sim.invoice_macaroon_path)
     assert code == 1
     expired = f"{now - dt.timedelta(days=35):%Y-%m-%d}"

@@ -410,23 +410,32 @@ def test_a_macaroon_without_the_hold_methods_gets_a_501_naming_them(tmp: Path, s
     assert sim.ledger.get(bytes.fromhex(payment_hash)).state == lightning_pb2.Invoice.ACCEPTED
 
 
+def _without_cancel(
+    tmp: Path, sim: LndSim, name: str, *more: str
+) -> tuple[LndNode, Store, Follower]:
+    """A node and follower whose macaroon may hold (and `more`) but not
+    cancel, with a cancel margin of 30 blocks."""
+    mac = sim.bake(
+        [
+            *REQUIRED_METHODS,
+            "uri:/lnrpc.Lightning/GetInfo",
+            "uri:/invoicesrpc.Invoices/AddHoldInvoice",
+            *more,
+        ],
+        name,
+    )
+    node = make_node(sim, mac)
+    store = Store(tmp / "store.sqlite")
+    return node, store, Follower(node, store, hold_cancel_margin=30)
+
+
 def test_without_cancel_invoice_the_safety_cancel_steps_aside(
     tmp: Path, sim: LndSim, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A macaroon that may hold but not cancel: a held invoice within the
     margin is left to lnd (one warning), instead of an error each tick that
     kept the sweep after it from ever running."""
-    mac = sim.bake(
-        [
-            *REQUIRED_METHODS,
-            "uri:/lnrpc.Lightning/GetInfo",
-            "uri:/invoicesrpc.Invoices/AddHoldInvoice",
-        ],
-        "no-cancel.macaroon",
-    )
-    node = make_node(sim, mac)
-    store = Store(tmp / "store.sqlite")
-    follower = Follower(node, store, hold_cancel_margin=30)
+    node, store, follower = _without_cancel(tmp, sim, "no-cancel.macaroon")
     _, payment_hash = _pair()
     minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
     _stored(store, payment_hash, minted)
@@ -454,18 +463,9 @@ def test_without_cancel_invoice_a_settle_within_the_margin_is_still_refused(
     (409), naming the permission, and the payment stays held."""
     from lnplugin import invoicing
 
-    mac = sim.bake(
-        [
-            *REQUIRED_METHODS,
-            "uri:/lnrpc.Lightning/GetInfo",
-            "uri:/invoicesrpc.Invoices/AddHoldInvoice",
-            "uri:/invoicesrpc.Invoices/SettleInvoice",
-        ],
-        "no-cancel-settle.macaroon",
+    node, store, follower = _without_cancel(
+        tmp, sim, "no-cancel-settle.macaroon", "uri:/invoicesrpc.Invoices/SettleInvoice"
     )
-    node = make_node(sim, mac)
-    store = Store(tmp / "store.sqlite")
-    follower = Follower(node, store, hold_cancel_margin=30)
     try:
         preimage, payment_hash = _pair()
         minted = invoicing.mint(follower, InvoiceRequest(amount_msat=1000), payment_hash)

@@ -1,8 +1,10 @@
 """The worker pool the asyncio server runs the Flask app on
 (`lnplugin.run.asgi.Workers`): a job's value or exception reaches the
-awaiting task, threads start on demand up to the bound, a task that stops
-waiting never sees its job's outcome, and closing the pool cancels the jobs
-not started and lets every thread end."""
+awaiting task, threads start on demand up to the bound, jobs queued behind
+a busy worker wait for it rather than wake another while jobs keep
+finishing, a job that stalls has another worker take the queue, a task that
+stops waiting never sees its job's outcome, and closing the pool cancels
+the jobs not started and lets every thread end."""
 
 from __future__ import annotations
 
@@ -90,6 +92,23 @@ def test_idle_threads_are_reused() -> None:
     pool.close()
 
 
+def test_jobs_queued_at_once_run_one_after_another_on_one_worker() -> None:
+    # Python runs one thread at a time: a second worker would only take
+    # turns with the first (and switch with it at every SQLite call). A
+    # long stall, so only "jobs keep finishing" decides here, however slow
+    # the host is to start a thread.
+    pool = Workers(8, "test-workers", stall=60)
+
+    async def main() -> set[str]:
+        loop = asyncio.get_running_loop()
+        futures = [pool.run(loop, lambda: threading.current_thread().name) for _ in range(50)]
+        return set(await asyncio.gather(*futures))
+
+    assert asyncio.run(main()) == {"test-workers_0"}
+    assert len(pool.threads) == 1
+    pool.close()
+
+
 def blocking(result: str) -> tuple[Callable[[], str], threading.Event, threading.Event]:
     """A job that says it started, then holds its worker until released."""
     started, release = threading.Event(), threading.Event()
@@ -100,6 +119,59 @@ def blocking(result: str) -> tuple[Callable[[], str], threading.Event, threading
         return result
 
     return job, started, release
+
+
+def test_a_stalled_job_has_another_worker_take_the_queue() -> None:
+    # The job ahead waits on something (the node, a lock, the disk) and no
+    # job finishes: after the stall another worker runs the queued one.
+    pool = Workers(4, "test-workers", stall=0.01)
+    slow, started, release = blocking("slow")
+
+    async def main() -> tuple[str, str, bool]:
+        loop = asyncio.get_running_loop()
+        first = pool.run(loop, slow)
+        await loop.run_in_executor(None, started.wait, 5)
+        quick = await asyncio.wait_for(
+            pool.run(loop, lambda: threading.current_thread().name), timeout=5
+        )
+        still_waiting = not first.done()
+        release.set()
+        return await first, quick, still_waiting
+
+    slow_result, quick_thread, still_waiting = asyncio.run(main())
+    pool.close()
+    assert slow_result == "slow"
+    assert still_waiting  # the quick job did not wait for the slow one
+    assert quick_thread == "test-workers_1"
+
+
+def test_the_stall_check_follows_the_pool_to_a_new_loop() -> None:
+    # A check armed on a loop that then closed never runs; the next loop
+    # arms its own, so a stalled job there still has the queue taken.
+    pool = Workers(4, "test-workers", stall=0.01)
+
+    async def arm_and_leave() -> None:
+        loop = asyncio.get_running_loop()
+        gate = threading.Event()
+        futures = [pool.run(loop, gate.wait, 5), pool.run(loop, lambda: None)]
+        gate.set()
+        await asyncio.gather(*futures)
+
+    asyncio.run(arm_and_leave())
+    slow, started, release = blocking("slow")
+
+    async def stalled() -> tuple[str, bool]:
+        loop = asyncio.get_running_loop()
+        first = pool.run(loop, slow)
+        await loop.run_in_executor(None, started.wait, 5)
+        quick = await asyncio.wait_for(pool.run(loop, lambda: "quick"), timeout=4)
+        still_waiting = not first.done()
+        release.set()
+        await first
+        return quick, still_waiting
+
+    assert asyncio.run(stalled()) == ("quick", True)  # not after the slow job let go
+    pool.close()
 
 
 def test_a_task_that_stops_waiting_is_not_handed_the_outcome() -> None:

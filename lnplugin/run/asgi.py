@@ -35,7 +35,6 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -121,6 +120,14 @@ class ASGIApp:
 
 Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
+# How many workers take jobs at once while jobs keep finishing. Python runs
+# one thread at a time (the GIL), so a second worker running Python only
+# takes turns with the first; it is worth waking when the awake ones are
+# waiting on something else (the node, a lock, the disk), which shows as no
+# job finishing for `STALL` seconds.
+AWAKE = 1
+STALL = 0.002
+
 
 class Workers:
     """The bounded pool of threads the WSGI app runs on, and the hop to it and back.
@@ -128,26 +135,44 @@ class Workers:
     Why not `loop.run_in_executor`: that hop wraps a `concurrent.futures.Future`
     (a condition variable, its lock, a done-callback) in an asyncio future
     chained to it, and each step takes locks on both threads. Here a job is
-    the asyncio future itself, put on a `SimpleQueue` (one C call); the
-    worker runs it and hands the outcome back with one
-    `loop.call_soon_threadsafe`, which the loop runs to settle the future.
-    That is the whole hop; docs/streaming.md has what it saved.
+    the asyncio future itself, put on a deque; a worker runs it and hands the
+    outcome back with one `loop.call_soon_threadsafe`, which the loop runs to
+    settle the future. That is the whole hop; docs/streaming.md has what it
+    saved.
 
-    Threads start on demand up to `size`, as ThreadPoolExecutor's do: a
-    submit that finds no idle worker starts one. `idle` holds one entry per
-    worker waiting for a job (appended and popped atomically, so no lock).
-    They are daemon threads: a request still running at exit (bounded by
-    the server's shutdown) does not hold the process.
+    Why so few workers awake (`AWAKE`): a job releases the GIL in every
+    SQLite call and every libsecp256k1 call. With eight workers running at
+    once, each release handed the GIL to another thread and the releasing
+    one slept until it came back: 22 context switches for one authenticated
+    `GET`, and a third of its server CPU (docs/streaming.md). One awake
+    worker takes the queued jobs one after another instead. A job that
+    waits on the node, a lock or the disk for `STALL` seconds, with no job
+    finishing meanwhile, has another worker woken for the queue, and so on
+    up to `size`: a slow node still gets `size` calls in flight.
+
+    Threads start on demand up to `size`, as ThreadPoolExecutor's do. A
+    parked worker waits on its own lock, so the pool decides which one
+    wakes: the one parked last, whose memory is the most likely still in
+    the CPU's caches. They are daemon threads: a request still running at
+    exit (bounded by the server's shutdown) does not hold the process.
     """
 
-    def __init__(self, size: int, name: str) -> None:
+    def __init__(self, size: int, name: str, stall: float = STALL) -> None:
         self.size = size
         self.name = name
-        self.jobs: SimpleQueue[Job | None] = SimpleQueue()
-        self.idle: deque[None] = deque()
+        self.stall = stall
+        self.jobs: deque[Job] = deque()
         self.threads: list[threading.Thread] = []
         self.closed = False
-        self._spawning = threading.Lock()
+        self._state = threading.Lock()  # guards awake, parked, threads, closed
+        self._awake = 0  # workers running a job or about to look for one
+        self._parked: list[threading.Lock] = []  # each held until its worker is woken
+        # Jobs done so far, for the stall check; counted without a lock, as a
+        # lost count can only wake one worker more.
+        self._finished = 0
+        self._seen = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def run(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
@@ -156,38 +181,72 @@ class Workers:
         if self.closed:
             raise RuntimeError("the worker pool is closed")
         future: asyncio.Future[T] = loop.create_future()
-        self.jobs.put((future, fn, args))
-        try:
-            self.idle.pop()
-        except IndexError:
-            self._spawn()
+        self.jobs.append((future, fn, args))
+        if not self._wake(min(AWAKE, self.size)) and (
+            self._timer is None or self._timer_loop is not loop  # (a loop that closed with it)
+        ):
+            self._seen = self._finished
+            self._timer_loop = loop
+            self._timer = loop.call_later(self.stall, self._check, loop)
         return future
 
-    def _spawn(self) -> None:
-        with self._spawning:
-            if len(self.threads) >= self.size or self.closed:
-                return
+    def _wake(self, limit: int) -> bool:
+        """Wake (or start) a worker if fewer than `limit` are awake."""
+        with self._state:
+            if self._awake >= limit or self.closed:
+                return False
+            self._awake += 1
+            if self._parked:
+                self._parked.pop().release()
+                return True
             thread = threading.Thread(
                 target=self._work, name=f"{self.name}_{len(self.threads)}", daemon=True
             )
-            thread.start()
             self.threads.append(thread)
+        try:
+            thread.start()
+        except BaseException:  # no thread to be had (a limit of the host): as if never woken
+            with self._state:
+                self._awake -= 1
+                self.threads.remove(thread)
+            raise
+        return True
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop, every `stall` seconds while jobs wait: no job finished since the
+        last look means the awake workers are all waiting; wake one more."""
+        self._timer = None
+        if not self.jobs or self.closed:
+            return
+        if self._finished == self._seen:
+            self._wake(self.size)
+        self._seen = self._finished
+        self._timer = loop.call_later(self.stall, self._check, loop)
 
     def _work(self) -> None:
-        jobs, idle = self.jobs, self.idle
+        jobs = self.jobs
+        park = threading.Lock()
+        park.acquire()
         while True:
-            job = jobs.get()
-            if job is None:
-                return
-            future, fn, args = job
-            del job
+            try:
+                future, fn, args = jobs.popleft()
+            except IndexError:
+                with self._state:
+                    if jobs:  # queued after the look above, before the lock
+                        continue
+                    self._awake -= 1
+                    if self.closed:
+                        return
+                    self._parked.append(park)
+                park.acquire()  # until `_wake` releases it (or `close`)
+                if self.closed and not jobs:
+                    return
+                continue
             try:
                 outcome, error = fn(*args), None
             except BaseException as exc:  # handed to the awaiting task, as an executor does
                 outcome, error = None, exc
-            # Idle from here on: marked before the hand-back, so the task it
-            # wakes finds this thread free for its next job.
-            idle.append(None)
+            self._finished += 1
             # RuntimeError: the loop is closed, the server is gone already.
             with contextlib.suppress(RuntimeError):
                 future.get_loop().call_soon_threadsafe(_settle, future, outcome, error)
@@ -195,19 +254,18 @@ class Workers:
 
     def close(self) -> None:
         """Cancel the jobs not started and let every worker end after its current one."""
-        with self._spawning:
+        with self._state:
             self.closed = True
-            threads = len(self.threads)
+            parked, self._parked = self._parked, []
         while True:
             try:
-                job = self.jobs.get_nowait()
-            except Empty:
+                future = self.jobs.popleft()[0]
+            except IndexError:
                 break
-            if job is not None:
-                with contextlib.suppress(RuntimeError):
-                    job[0].get_loop().call_soon_threadsafe(job[0].cancel)
-        for _ in range(threads):
-            self.jobs.put(None)
+            with contextlib.suppress(RuntimeError):
+                future.get_loop().call_soon_threadsafe(future.cancel)
+        for park in parked:
+            park.release()
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any, error: BaseException | None) -> None:

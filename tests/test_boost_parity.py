@@ -65,10 +65,15 @@ SHOWN = (
 
 
 def _seen(api: Api, payment_hash: str) -> dict[str, Any]:
-    got = wait_for(
-        lambda: (i := api.incoming(payment_hash)) and i.get("custom_records") and i, "the boost"
-    )
-    return got
+    try:
+        return wait_for(
+            lambda: (i := api.incoming(payment_hash)) and i.get("custom_records") and i,
+            "the boost",
+        )
+    except AssertionError:
+        got = api.incoming(payment_hash)
+        why = "never stored" if got is None else f"stored without its records: {got}"
+        raise AssertionError(f"the boost {payment_hash} was {why}") from None
 
 
 def _read(api: Api, payment_hash: str) -> dict[str, Any]:

@@ -147,6 +147,62 @@ def test_a_limited_write_wait_gives_up_with_database_is_locked(store):
         tx.execute("INSERT INTO t VALUES ('later')")
 
 
+def _insert(writer: str):
+    return lambda tx: tx.execute("INSERT INTO t VALUES (?)", (writer,))
+
+
+def _writers(store: Store) -> list[str]:
+    return [r[0] for r in store.conn.execute("SELECT writer FROM t ORDER BY rowid")]
+
+
+def test_writes_deferred_while_the_lock_is_busy_come_first_in_the_next_transaction(store):
+    # What the CLN hook does with a payment's records when it gave up waiting:
+    # no later write of this process (the settlement) may commit before them.
+    with store.transaction() as tx:  # the lock is busy: nothing can flush them
+        tx.execute("INSERT INTO t VALUES ('batch')")
+        store.write_later(_insert("records 1"), "first")
+        store.write_later(_insert("records 2"), "second")
+        assert store.deferred_writes == 2
+    # The flusher thread or this transaction, whichever takes the lock
+    # first: either way both come before the settlement, in order.
+    with store.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES ('settlement')")
+    assert _writers(store) == ["batch", "records 1", "records 2", "settlement"]
+    assert store.deferred_writes == 0
+
+
+def test_deferred_writes_survive_a_rolled_back_transaction_and_a_failing_one_is_dropped(
+    store, caplog
+):
+    with store.transaction():  # hold the lock while queueing
+        store.write_later(_insert("kept"), "kept")
+        store.write_later(lambda tx: tx.execute("INSERT INTO nowhere VALUES (1)"), "the bad one")
+        store.write_later(_insert("kept too"), "kept too")
+    # The flusher thread or this rolled-back transaction takes the lock first;
+    # rolled back, they stay queued: either way each is written once, in order.
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES ('rolled back')")
+        raise RuntimeError("boom")
+    with store.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES ('after')")
+    assert _writers(store) == ["kept", "kept too", "after"]
+    assert store.deferred_writes == 0
+    assert "could not store the bad one" in caplog.text
+
+
+def test_close_writes_what_is_still_deferred(tmp_path):
+    store = Store(tmp_path / "lnplugin.sqlite")
+    with store.transaction() as tx:
+        tx.execute("CREATE TABLE t (writer TEXT)")
+        store.write_later(_insert("records"), "records")
+    store.close()
+    reopened = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        assert _writers(reopened) == ["records"]
+    finally:
+        reopened.close()
+
+
 def test_a_failed_transaction_rolls_back_and_frees_the_lock_for_others(store):
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.execute("INSERT INTO t VALUES ('lost')")

@@ -120,6 +120,8 @@ class PluginRuntime:
             "data_dir": str(self.service.settings.data_dir),
             "follower": self.service.follower.status.as_dict(),
             "captured_htlc_records": captured,
+            # Captured while the store was busy, not yet written: see docs/cln.md.
+            "queued_htlc_records": self.service.store.deferred_writes,
         }
 
     def stop(self) -> None:

@@ -28,7 +28,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -186,6 +187,13 @@ def _refuse_migrating_a_served_store(path: str, db: sqlite_utils.Database) -> No
         )
 
 
+def is_lock_contention(exc: BaseException) -> bool:
+    """Whether `exc` is a writer that gave up waiting for the write lock (held in
+    this process or another), rather than a store that cannot be written."""
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
 def _outbox_head(conn: sqlite3.Connection) -> int:
     """The outbox's last sequence number (as `events.last_seq`)."""
     return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
@@ -222,6 +230,13 @@ class Store:
         # webhook worker wait on it instead of polling.
         self._commits = threading.Condition()
         self.commit_version = 0
+        # Writes accepted while the write lock was busy (`write_later`), in
+        # order, each with what it is for the log; written by the next write
+        # transaction of this process, or by the flusher thread.
+        self._deferred: deque[tuple[Callable[[sqlite3.Connection], object], str]] = deque()
+        self._deferred_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
         try:
             if self.path != ":memory:":
                 ensure_dir(Path(self.path).parent)
@@ -291,11 +306,107 @@ class Store:
         instead of the store's busy timeout (`--busy-timeout`).
 
         For a caller that must not stall, such as the CLN `htlc_accepted` hook:
-        lightningd holds the HTLC until the hook answers, so losing the
-        records is better than holding a payment behind a long follower batch.
+        lightningd holds the HTLC until the hook answers, so a payment must not
+        wait behind a long follower batch; the hook hands what it could not
+        write to `write_later` instead.
         """
         self._local.write_wait = ms / 1000
         self.conn.execute(f"PRAGMA busy_timeout = {int(ms)}")
+
+    def write_later(self, write: Callable[[sqlite3.Connection], object], what: str) -> None:
+        """Have `write(tx)` done as soon as the write lock is free, in order.
+
+        For a caller that must answer at once and must not lose what it was
+        given, such as the CLN `htlc_accepted` hook when the lock is busy for
+        longer than it may wait (`limit_write_wait`): the records of a payment
+        lightningd is about to settle. Queued writes are done at the start of
+        the next write transaction of this process, before anything else it
+        writes, so no later write (the follower storing the settlement, say)
+        can commit before them; a background thread takes the lock for them
+        when no other writer comes. `close` does what is left. Each runs in a
+        savepoint: one that fails is logged (`what` names it) and dropped
+        without undoing the rest.
+
+        In memory only: a process killed before the lock frees loses them.
+        """
+        with self._deferred_lock:
+            self._deferred.append((write, what))
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        """Start the flusher thread unless it runs (hold `_deferred_lock`)."""
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_deferred, name="lnplugin-deferred-writes", daemon=True
+            )
+            self._flusher.start()
+
+    @property
+    def deferred_writes(self) -> int:
+        """How many `write_later` writes wait for the write lock."""
+        with self._deferred_lock:
+            return len(self._deferred)
+
+    def _run_deferred(self, conn: sqlite3.Connection) -> int:
+        """Do the queued writes inside the caller's transaction; how many ran.
+
+        They leave the queue only once that transaction commits (the caller
+        pops them): rolled back, they stay for the next one."""
+        with self._deferred_lock:
+            queued = list(self._deferred)
+        for write, what in queued:
+            conn.execute("SAVEPOINT deferred_write")
+            try:
+                write(conn)
+            except Exception as exc:
+                log.error("could not store %s (%s); dropped", what, exc)
+                if not conn.in_transaction:
+                    # SQLite undid the whole transaction (disk full, I/O
+                    # error): drop this write, keep the others, fail the caller.
+                    with self._deferred_lock, suppress(ValueError):
+                        self._deferred.remove((write, what))
+                    raise
+                conn.execute("ROLLBACK TO deferred_write")
+            conn.execute("RELEASE deferred_write")
+        return len(queued)
+
+    def _flush_deferred(self) -> None:
+        """The flusher thread: take the write lock (the full busy timeout, again
+        and again) until the queue is empty; once the store is closing, one
+        more try only."""
+        try:
+            while True:
+                with self._deferred_lock:
+                    if not self._deferred:
+                        return
+                try:
+                    with self.transaction():
+                        pass  # `transaction` does the queued writes first
+                except sqlite3.Error as exc:
+                    if self._closing.is_set():
+                        return
+                    # Contention has already waited out the busy timeout.
+                    contended = is_lock_contention(exc)
+                    if not contended:
+                        log.warning("deferred store writes failed (%s); retrying", exc)
+                    self._closing.wait(0.05 if contended else 1.0)
+        finally:
+            with self._deferred_lock:
+                if self._flusher is threading.current_thread():
+                    self._flusher = None
+            self._release_thread_conn()
+
+    def _release_thread_conn(self) -> None:
+        """Close this thread's connection (a thread that is about to end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        with suppress(sqlite3.Error):
+            conn.close()
 
     @contextmanager
     def transaction(self, wake: bool = True) -> Iterator[sqlite3.Connection]:
@@ -327,6 +438,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             changes = conn.total_changes
             head = None if wake else _outbox_head(conn)
+            deferred = self._run_deferred(conn) if self._deferred else 0
             try:
                 yield conn
             except BaseException:
@@ -335,6 +447,10 @@ class Store:
             changed = conn.total_changes != changes
             wake = wake or (changed and _outbox_head(conn) != head)
             conn.execute("COMMIT")
+            if deferred:
+                with self._deferred_lock:
+                    for _ in range(min(deferred, len(self._deferred))):
+                        self._deferred.popleft()
         finally:
             if conn.in_transaction:  # a failed COMMIT: never leave it open past the lock
                 with suppress(sqlite3.Error):
@@ -406,6 +522,23 @@ class Store:
             conn.execute("COMMIT")
 
     def close(self) -> None:
+        """Close every connection, after the writes `write_later` still holds
+        (one more wait of up to the busy timeout for the lock; what cannot be
+        written then is logged as lost)."""
+        self._closing.set()
+        with self._deferred_lock:
+            if self._deferred:
+                self._start_flusher()
+            flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join()
+        with self._deferred_lock:
+            lost, self._deferred = list(self._deferred), deque()
+        if lost:
+            log.error(
+                "closing the store with the write lock still busy: lost %s",
+                "; ".join(what for _, what in lost),
+            )
         if self.checkpointer is not None:
             self.checkpointer.close()
         with self._lock:
@@ -414,3 +547,4 @@ class Store:
             with suppress(sqlite3.Error):
                 conn.close()
         self._local = threading.local()
+        self._closing.clear()  # a closed Store opens connections again when used

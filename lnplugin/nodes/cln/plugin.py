@@ -11,6 +11,7 @@ follower joins them to the settled invoice. How the plugin process runs
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,16 @@ from typing import Any
 from lnplugin.config import ConfigError, Settings, load_settings
 from lnplugin.nodes.cln.tlv import TlvError, custom_records
 from lnplugin.store import Store, captured_records
+from lnplugin.store.db import is_lock_contention
 
 log = logging.getLogger("lnplugin.cln_plugin")
 
 # The hook waits at most this long for the SQLite write lock (the follower may
-# hold it for a batch). Past it the records are logged as lost and the HTLC
-# continues: a payment is never held up by our bookkeeping.
+# hold it for a batch, another process for an export). Past it the records are
+# handed to the store's deferred writes (`Store.write_later`) and the HTLC
+# continues: a payment is never held up by our bookkeeping, and its records
+# are still stored before anything else this process writes, its settlement
+# included.
 HOOK_BUSY_TIMEOUT_MS = 1000
 CONTINUE: dict[str, str] = {"result": "continue"}
 
@@ -134,9 +139,26 @@ def capture(store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, An
         records = custom_records(str(onion.get("payload") or ""))
         if not records:
             return
+        payment_hash = str(htlc["payment_hash"]).lower()
         store.limit_write_wait(HOOK_BUSY_TIMEOUT_MS)
-        with store.transaction() as tx:
-            captured_records.capture_in(tx, str(htlc["payment_hash"]).lower(), records)
+        try:
+            with store.transaction() as tx:
+                captured_records.capture_in(tx, payment_hash, records)
+        except sqlite3.OperationalError as exc:
+            if not is_lock_contention(exc):
+                raise
+            # lightningd settles the payment once we answer, and does not ask
+            # again: losing the records here would lose the boostagram.
+            store.write_later(
+                lambda tx: captured_records.capture_in(tx, payment_hash, records),
+                f"TLV records for {payment_hash}",
+            )
+            log.warning(
+                "htlc_accepted: store busy for %d ms; TLV records for %s queued, "
+                "stored when the write lock frees; continuing",
+                HOOK_BUSY_TIMEOUT_MS,
+                payment_hash,
+            )
     except TlvError as exc:
         log.warning("htlc_accepted: unreadable onion payload (%s); continuing", exc)
     except Exception as exc:

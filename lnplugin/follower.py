@@ -566,11 +566,23 @@ class Follower:
 
         Only the invoices `_watched` names.
         """
-        if self._holder() is None:
+        off = self.node.unavailable.get(Feature.HOLD_INVOICES)
+        if self._holder() is None and off is None:
             return 0
         with self.store.snapshot() as conn:
             held = [r for r in invoices.accepted(conn) if _watched(r)]
         if not held:
+            return 0
+        if self._holder() is None:
+            # Held before lnplugin was restarted with credentials that rule
+            # hold invoices out (an LND macaroon without CancelInvoice): said
+            # once, as a refused cancel is below, rather than nothing at all.
+            self._warn_once(
+                "cancel",
+                "cannot cancel held invoices (%s): they are canceled before their "
+                "deadline only by the node itself",
+                off,
+            )
             return 0
         height = self._height()
         if height is None:

@@ -106,12 +106,11 @@ def holder(node: Node) -> HoldInvoices:
     """The node's hold invoices, or `Unsupported` naming what it lacks."""
     if node.has_feature(Feature.HOLD_INVOICES) and isinstance(node, HoldInvoices):
         return node
-    why = (
-        " (standalone Core Lightning cannot hold an HTLC; run lnplugin as a CLN plugin)"
-        if node.kind == "cln"
-        else ""
+    why = node.unavailable.get(Feature.HOLD_INVOICES)
+    raise Unsupported(
+        f"The {node.kind} node does not support hold invoices or cancel"
+        + (f": {why}" if why else "")
     )
-    raise Unsupported(f"The {node.kind} node does not support hold invoices or cancel{why}")
 
 
 def check_cltv_delta(delta: object, hold_cancel_margin: int, *, hold: bool = True) -> int:

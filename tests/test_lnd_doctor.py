@@ -271,16 +271,16 @@ def test_a_complete_per_method_macaroon_passes(tmp: Path, sim: LndSim) -> None:
 def test_a_per_method_macaroon_without_the_hold_methods_warns_what_stops(
     tmp: Path, sim: LndSim
 ) -> None:
-    """The bake docs/lnd.md used to give: lnplugin runs, but hold invoices,
-    settle and cancel are refused; doctor names each method and its loss."""
+    """The bake docs/lnd.md used to give: lnplugin runs, but offers no hold
+    invoices and refuses cancel; doctor names each method and its loss."""
     path = sim.bake(WITHOUT_HOLD)
     code, lines = doctor(tmp, sim.target, sim.cert_path, path)
     assert code == 0, lines
     line = lines[1]
     assert line.startswith(f"WARN macaroon file: {path} grants uri:"), lines
     assert "; but lacks AddHoldInvoice (no hold invoices" in line
-    assert "SettleInvoice (hold invoices cannot be settled)" in line
-    assert "CancelInvoice (invoices cannot be canceled" in line
+    assert "SettleInvoice (no hold invoices: they could not be settled)" in line
+    assert "CancelInvoice (no hold invoices, and invoices cannot be canceled" in line
     assert "SubscribeSingleInvoice (a paid hold invoice is seen ACCEPTED only" in line
     assert line.endswith(LND_BAKE_METHODS)
     assert "more than lnplugin needs" not in line

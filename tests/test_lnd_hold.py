@@ -385,7 +385,10 @@ def test_a_macaroon_without_the_hold_methods_gets_a_501_naming_them(tmp: Path, s
         assert "uri:/invoicesrpc.Invoices/CancelInvoice" in r.json()["message"]
         assert _state(server, regular["payment_hash"])["state"] == "CREATED"
 
-    # Hold invoices allowed, settle and cancel not: the held payment stays ACCEPTED.
+    # Hold invoices allowed, settle and cancel not: none is made, as it could
+    # never be settled or canceled (the payer's funds would stay held until
+    # lnd gave them back). One made before, under a macaroon that allowed
+    # them, is refused settle and cancel after the swap, and stays ACCEPTED.
     preimage, payment_hash = _pair()
     no_settle = sim.bake(
         [
@@ -395,18 +398,30 @@ def test_a_macaroon_without_the_hold_methods_gets_a_501_naming_them(tmp: Path, s
         ],
         "no-settle.macaroon",
     )
-    with Server(tmp / "data2", *serve_args(sim, no_settle)) as server:
+    with Server(tmp / "data2", *serve_args(sim)) as server:
+        token = server.token
         r = server.request("POST", "/invoices", json={"amount": 30, "payment_hash": payment_hash})
         assert r.status_code == 201, r.text
         sim.pay_invoice(payment_hash)
         wait_for(lambda: _state(server, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
-        r = server.request("POST", f"/invoices/{payment_hash}/settle", json={"preimage": preimage})
+    with Server(tmp / "data2", *serve_args(sim, no_settle)) as server:
+        _, other = _pair()
+        r = server.request(
+            "POST", "/invoices", token=token, json={"amount": 30, "payment_hash": other}
+        )
         assert r.status_code == 501, r.text
         assert "uri:/invoicesrpc.Invoices/SettleInvoice" in r.json()["message"]
-        r = server.request("POST", f"/invoices/{payment_hash}/cancel")
+        assert "uri:/invoicesrpc.Invoices/AddHoldInvoice" not in r.json()["message"]
+        assert sim.ledger.get(bytes.fromhex(other)) is None
+        r = server.request(
+            "POST", f"/invoices/{payment_hash}/settle", token=token, json={"preimage": preimage}
+        )
+        assert r.status_code == 501, r.text
+        assert "uri:/invoicesrpc.Invoices/SettleInvoice" in r.json()["message"]
+        r = server.request("POST", f"/invoices/{payment_hash}/cancel", token=token)
         assert r.status_code == 501, r.text
         assert "uri:/invoicesrpc.Invoices/CancelInvoice" in r.json()["message"]
-        assert _state(server, payment_hash)["state"] == "ACCEPTED"
+        assert _state(server, payment_hash, token)["state"] == "ACCEPTED"
     assert sim.ledger.get(bytes.fromhex(payment_hash)).state == lightning_pb2.Invoice.ACCEPTED
 
 
@@ -468,6 +483,14 @@ def test_without_cancel_invoice_a_settle_within_the_margin_is_still_refused(
     )
     try:
         preimage, payment_hash = _pair()
+        # Read from the macaroon, it rules hold invoices out from the start.
+        with pytest.raises(invoicing.Unsupported) as off:
+            invoicing.mint(follower, InvoiceRequest(amount_msat=1000), payment_hash)
+        assert "uri:/invoicesrpc.Invoices/CancelInvoice" in off.value.message
+        assert sim.ledger.get(bytes.fromhex(payment_hash)) is None
+        # lnd decides when lnplugin cannot read the macaroon's permissions (not
+        # one lnd baked); its refusal of the cancel must still stop the settle.
+        node.features, node.unavailable = LndNode.features, {}
         minted = invoicing.mint(follower, InvoiceRequest(amount_msat=1000), payment_hash)
         with store.transaction() as tx:
             invoicing.insert(tx, invoicing.node_fields(minted, hold=True, source="api"))

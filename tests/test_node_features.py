@@ -28,6 +28,7 @@ from lnplugin.nodes.cln.hold import ClnHoldNode
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store
+from lnplugin_sim.lnd_sim import ADMIN_PERMISSIONS, INVOICE_PERMISSIONS, mint_macaroon
 
 
 def test_each_node_declares_exactly_its_features() -> None:
@@ -51,6 +52,63 @@ def test_each_node_declares_exactly_its_features() -> None:
     }
     # Plugin mode sees every HTLC, so it can hold them; standalone cannot.
     assert ClnHoldNode.features == ClnNode.features | {Feature.HOLD_INVOICES}
+
+
+_HOLD_RPCS = [
+    f"uri:/invoicesrpc.Invoices/{m}" for m in ("AddHoldInvoice", "SettleInvoice", "CancelInvoice")
+]
+
+
+@pytest.mark.parametrize(
+    ("permissions", "lacking"),
+    [
+        (ADMIN_PERMISSIONS, []),
+        (INVOICE_PERMISSIONS, []),  # lnd's stock invoice.macaroon
+        ({"invoices:read", "uri:/lnrpc.Lightning/AddInvoice", *_HOLD_RPCS}, []),
+        ({"invoices:read", "uri:/lnrpc.Lightning/AddInvoice"}, _HOLD_RPCS),
+        ({"invoices:read", *_HOLD_RPCS[:2]}, _HOLD_RPCS[2:]),
+    ],
+)
+def test_an_lnd_macaroon_without_the_hold_methods_rules_hold_invoices_out(
+    tmp_path: Path, permissions: set[str], lacking: list[str]
+) -> None:
+    """Read from the macaroon lnplugin is given (no node needed): all three
+    hold methods, or no hold invoices, with the reason naming each one missing."""
+    path = tmp_path / "lnplugin.macaroon"
+    path.write_bytes(mint_macaroon(frozenset(permissions)))
+    node = LndNode("127.0.0.1:1", cert=None, macaroon=path)
+    try:
+        assert node.has_feature(Feature.HOLD_INVOICES) == (not lacking)
+        assert node.features | {Feature.HOLD_INVOICES} == LndNode.features
+        reason = node.unavailable.get(Feature.HOLD_INVOICES)
+        if lacking:
+            assert reason is not None
+            for method in lacking:
+                assert method in reason
+            assert all(m in lacking or m not in reason for m in _HOLD_RPCS)
+        else:
+            assert reason is None
+    finally:
+        node.close()
+    assert LndNode.features == {  # the class's declaration is untouched
+        Feature.KEYSEND_RECORDS,
+        Feature.OUTGOING_HISTORY,
+        Feature.HOLD_INVOICES,
+        Feature.FEED_HEAD,
+    }
+
+
+def test_a_macaroon_lnplugin_cannot_read_leaves_hold_invoices_to_lnd() -> None:
+    """No macaroon, or one not in lnd's format: lnd decides, call by call."""
+    for macaroon in (None, "00" * 40):
+        node = LndNode("127.0.0.1:1", cert=None, macaroon=macaroon)
+        assert node.has_feature(Feature.HOLD_INVOICES) and not node.unavailable
+        node.close()
+
+
+def test_a_node_without_hold_invoices_says_why() -> None:
+    assert "run lnplugin as a CLN plugin" in ClnNode.unavailable[Feature.HOLD_INVOICES]
+    assert not ClnHoldNode.unavailable and not DevNode.unavailable
 
 
 def test_declared_protocols_are_implemented() -> None:

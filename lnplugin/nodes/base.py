@@ -205,7 +205,13 @@ class Node(abc.ABC):
 
     kind: str = "abstract"
     # The optional abilities this node has (see `Feature`); none by default.
+    # A node whose credentials or mode rule one out declares it without it
+    # (an instance may narrow its class's set) and says why in `unavailable`.
     features: frozenset[Feature] = frozenset()
+    # Why a feature other nodes of this kind can have is missing here, one
+    # line naming what to change (a permission to bake, a mode to run in):
+    # callers put it in their refusals, so an operator is told the fix.
+    unavailable: Mapping[Feature, str] = {}
     # The network lnplugin is configured for; `check_network` compares with it.
     network: str | None = None
     # How often the follower asks `outgoing_payments` for new payments. Nodes

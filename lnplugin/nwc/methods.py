@@ -61,7 +61,13 @@ class Methods:
         the answer `make_invoice` stores with its invoice."""
         allowed = p.methods_for(connection.scopes, self.hold)
         if request.method not in p.offered(self.hold)[0]:
-            why = " (the node cannot hold invoices)" if request.method in p.HOLD_METHODS else ""
+            # NOT_IMPLEMENTED, as NIP-47 has it for a method a wallet does not
+            # offer: RESTRICTED would tell the app its own key may not, which
+            # a new connection would not mend. Nothing is asked of the node.
+            why = ""
+            if request.method in p.HOLD_METHODS:
+                reason = self.node.unavailable.get(Feature.HOLD_INVOICES)
+                why = f": the node cannot hold invoices{f' ({reason})' if reason else ''}"
             raise p.Refuse("NOT_IMPLEMENTED", f"{request.method} is not offered{why}")
         if request.method not in allowed:
             raise p.Refuse("RESTRICTED", f"this connection may not call {request.method}")

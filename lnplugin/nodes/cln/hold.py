@@ -87,6 +87,7 @@ class ClnHoldNode(ClnNode):
     """`ClnNode` in plugin mode: also `HoldInvoices`, fed by the hook."""
 
     features = ClnNode.features | {Feature.HOLD_INVOICES}
+    unavailable = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -200,6 +200,10 @@ class ClnNode(Node):
             Feature.FEED_HEAD,
         }
     )
+    unavailable = {
+        Feature.HOLD_INVOICES: "standalone Core Lightning cannot hold an HTLC; run lnplugin "
+        "as a CLN plugin"
+    }
 
     def __init__(
         self,

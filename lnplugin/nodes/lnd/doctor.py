@@ -40,10 +40,12 @@ _METHOD_LOSS: dict[str, str] = {
     "/lnrpc.Lightning/LookupInvoice": "cannot look invoices up (sweeps, hold invoices, cancel)",
     "/lnrpc.Lightning/ListInvoices": "cannot sweep for missed settlements",
     "/lnrpc.Lightning/SubscribeInvoices": "cannot follow settlements",
-    "/invoicesrpc.Invoices/AddHoldInvoice": "no hold invoices (POST /invoices with payment_hash)",
-    "/invoicesrpc.Invoices/SettleInvoice": "hold invoices cannot be settled",
-    "/invoicesrpc.Invoices/CancelInvoice": "invoices cannot be canceled (nor held ones before "
-    "their deadline)",
+    # Hold invoices need all three (`lnd.node.HOLD_RPCS`): without one, none
+    # is made, over HTTP or NWC, and NWC does not offer them.
+    "/invoicesrpc.Invoices/AddHoldInvoice": "no hold invoices (POST /invoices with payment_hash, "
+    "NWC make_hold_invoice)",
+    "/invoicesrpc.Invoices/SettleInvoice": "no hold invoices: they could not be settled",
+    "/invoicesrpc.Invoices/CancelInvoice": "no hold invoices, and invoices cannot be canceled",
     "/invoicesrpc.Invoices/SubscribeSingleInvoice": "a paid hold invoice is seen ACCEPTED only "
     "by the next sweep (up to a minute)",
     "/lnrpc.Lightning/ListPayments": "no outgoing history in /invoices/outgoing",

@@ -66,7 +66,8 @@ from lnplugin.nodes.base import (
     NodeUnavailable,
     OutgoingPayment,
 )
-from lnplugin.nodes.lnd.macaroon import RPC_PERMISSIONS
+from lnplugin.nodes.lnd.macaroon import RPC_PERMISSIONS, MacaroonFormatError, permits
+from lnplugin.nodes.lnd.macaroon import decode as decode_macaroon
 from lnplugin.nodes.lnd.rpc import invoices_pb2, invoices_pb2_grpc, lightning_pb2_grpc
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
 
@@ -99,6 +100,40 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 def needs(method: str) -> str:
     """What grants `method` ("/pkg.Service/Method"), for a refusal's message."""
     return f"{method.rsplit('/', 1)[1]} needs {RPC_PERMISSIONS[method]} or uri:{method}"
+
+
+# What hold invoices need: making one, settling it and canceling it. One that
+# could be made but never settled or canceled would keep the payer's funds
+# held until lnd gives them back, so all three or none. Without
+# SubscribeSingleInvoice they still work (the sweep sees ACCEPTED, later).
+HOLD_RPCS = (
+    "/invoicesrpc.Invoices/AddHoldInvoice",
+    "/invoicesrpc.Invoices/SettleInvoice",
+    "/invoicesrpc.Invoices/CancelInvoice",
+)
+
+
+def hold_refusal(macaroon_hex: str | None) -> str | None:
+    """Why a macaroon rules out hold invoices, naming each method it lacks
+    and what grants it; None when it allows them, or when its permissions
+    cannot be read (no macaroon, or not one lnd baked): lnd decides then,
+    and a refusal names the permission (`translate`).
+
+    Read from the macaroon itself (lnd writes the permissions in it in
+    clear), not probed: a probe would have to make, settle or cancel."""
+    if macaroon_hex is None:
+        return None
+    try:
+        granted = decode_macaroon(bytes.fromhex(macaroon_hex)).permissions
+    except (MacaroonFormatError, ValueError):
+        return None
+    lacking = [needs(m) for m in HOLD_RPCS if not permits(granted, m)]
+    if not lacking:
+        return None
+    return (
+        f"the LND macaroon lnplugin started with does not allow them ({'; '.join(lacking)}); "
+        "give it one that does (docs/lnd.md) and restart lnplugin"
+    )
 
 
 # lnd answers these with status UNKNOWN and a plain message rather than a code.
@@ -270,6 +305,12 @@ class LndNode(Node):
         self.gap_grace = gap_grace
         mac = load_macaroon(macaroon)
         self._metadata: tuple[tuple[str, str], ...] = (("macaroon", mac),) if mac else ()
+        # The macaroon is read once, here: what lnplugin declares it can do and
+        # what it sends lnd come from the same bytes until it is restarted.
+        refusal = hold_refusal(mac)
+        if refusal is not None:
+            self.features = type(self).features - {Feature.HOLD_INVOICES}
+            self.unavailable = {Feature.HOLD_INVOICES: refusal}
         self._channel = grpc.secure_channel(
             host,
             grpc.ssl_channel_credentials(root_certificates=_load_cert(cert)),

@@ -92,12 +92,21 @@ def test_idle_threads_are_reused() -> None:
     pool.close()
 
 
+class Clock:
+    """A clock the test moves: whether a worker counts as waiting (on one job
+    for over the pool's stall) then never depends on the host's speed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_jobs_queued_at_once_run_one_after_another_on_one_worker() -> None:
     # Python runs one thread at a time: a second worker would only take
-    # turns with the first (and switch with it at every SQLite call). A
-    # long stall, so only "jobs keep finishing" decides here, however slow
-    # the host is to start a thread.
-    pool = Workers(8, "test-workers", stall=60)
+    # turns with the first (and switch with it at every SQLite call).
+    pool = Workers(8, "test-workers", stall=0.01, clock=Clock())
 
     async def main() -> set[str]:
         loop = asyncio.get_running_loop()
@@ -121,18 +130,20 @@ def blocking(result: str) -> tuple[Callable[[], str], threading.Event, threading
     return job, started, release
 
 
-def test_a_stalled_job_has_another_worker_take_the_queue() -> None:
-    # The job ahead waits on something (the node, a lock, the disk) and no
-    # job finishes: after the stall another worker runs the queued one.
-    pool = Workers(4, "test-workers", stall=0.01)
+def test_a_job_waiting_on_something_does_not_hold_the_queue() -> None:
+    # The job ahead waits (the node, a lock, the disk) past the stall: the
+    # next job gets a worker of its own rather than waiting behind it.
+    clock = Clock()
+    pool = Workers(4, "test-workers", stall=0.01, clock=clock)
     slow, started, release = blocking("slow")
 
     async def main() -> tuple[str, str, bool]:
         loop = asyncio.get_running_loop()
         first = pool.run(loop, slow)
         await loop.run_in_executor(None, started.wait, 5)
+        clock.now += 1  # the slow job has been at it for a second
         quick = await asyncio.wait_for(
-            pool.run(loop, lambda: threading.current_thread().name), timeout=5
+            pool.run(loop, lambda: threading.current_thread().name), timeout=4
         )
         still_waiting = not first.done()
         release.set()
@@ -145,10 +156,41 @@ def test_a_stalled_job_has_another_worker_take_the_queue() -> None:
     assert quick_thread == "test-workers_1"
 
 
+def test_a_queue_behind_a_job_that_started_waiting_gets_a_worker_per_job() -> None:
+    # Six jobs queue behind a quick-looking job, which then waits on
+    # something: the loop's check wakes a worker for each of them at once
+    # (six calls to a slow node in flight, not one more per stall). Each
+    # job waits for all six to be running, so one worker at a time would
+    # never finish them.
+    clock = Clock()
+    pool = Workers(8, "test-workers", stall=0.01, clock=clock)
+    slow, started, release = blocking("slow")
+    together = threading.Barrier(6, timeout=4)
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        first = pool.run(loop, slow)
+        await loop.run_in_executor(None, started.wait, 5)
+        queued = [pool.run(loop, together.wait) for _ in range(6)]
+        await asyncio.sleep(0.05)  # several checks: the slow job still counts as running
+        assert all(not f.done() for f in queued) and len(pool.threads) == 1
+        clock.now += 1  # now it has waited for a second
+        try:
+            return sorted(await asyncio.gather(*queued))
+        finally:
+            release.set()
+            await first
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4, 5]
+    assert len(pool.threads) == 7
+    pool.close()
+
+
 def test_the_stall_check_follows_the_pool_to_a_new_loop() -> None:
     # A check armed on a loop that then closed never runs; the next loop
-    # arms its own, so a stalled job there still has the queue taken.
-    pool = Workers(4, "test-workers", stall=0.01)
+    # arms its own, so a queue behind a waiting job there still gets a worker.
+    clock = Clock()
+    pool = Workers(4, "test-workers", stall=0.01, clock=clock)
 
     async def arm_and_leave() -> None:
         loop = asyncio.get_running_loop()
@@ -164,11 +206,13 @@ def test_the_stall_check_follows_the_pool_to_a_new_loop() -> None:
         loop = asyncio.get_running_loop()
         first = pool.run(loop, slow)
         await loop.run_in_executor(None, started.wait, 5)
-        quick = await asyncio.wait_for(pool.run(loop, lambda: "quick"), timeout=4)
+        quick = pool.run(loop, lambda: "quick")  # queued: the slow job looks quick yet
+        clock.now += 1
+        answer = await asyncio.wait_for(quick, timeout=4)
         still_waiting = not first.done()
         release.set()
         await first
-        return quick, still_waiting
+        return answer, still_waiting
 
     assert asyncio.run(stalled()) == ("quick", True)  # not after the slow job let go
     pool.close()

@@ -33,6 +33,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
@@ -120,11 +121,11 @@ class ASGIApp:
 
 Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
-# How many workers take jobs at once while jobs keep finishing. Python runs
+# How many workers run jobs at once while their jobs are quick. Python runs
 # one thread at a time (the GIL), so a second worker running Python only
-# takes turns with the first; it is worth waking when the awake ones are
-# waiting on something else (the node, a lock, the disk), which shows as no
-# job finishing for `STALL` seconds.
+# takes turns with the first. A worker on the same job for over `STALL`
+# seconds is taken to be waiting on something else (the node, a lock, the
+# disk) and no longer counts.
 AWAKE = 1
 STALL = 0.002
 
@@ -140,37 +141,46 @@ class Workers:
     settle the future. That is the whole hop; docs/streaming.md has what it
     saved.
 
-    Why so few workers awake (`AWAKE`): a job releases the GIL in every
-    SQLite call and every libsecp256k1 call. With eight workers running at
-    once, each release handed the GIL to another thread and the releasing
-    one slept until it came back: 22 context switches for one authenticated
-    `GET`, and a third of its server CPU (docs/streaming.md). One awake
-    worker takes the queued jobs one after another instead. A job that
-    waits on the node, a lock or the disk for `STALL` seconds, with no job
-    finishing meanwhile, has another worker woken for the queue, and so on
-    up to `size`: a slow node still gets `size` calls in flight.
+    Why so few workers running (`AWAKE`): a job releases the GIL in every
+    SQLite and libsecp256k1 call. With eight workers running at once, each
+    release handed the GIL to another thread and the releasing one slept
+    until it came back: 22 context switches for one authenticated `GET`, and
+    a third of its server CPU (docs/streaming.md). So a job that arrives
+    while a worker is running a quick one waits for that worker, which takes
+    the queued jobs one after another. A worker on one job for over `stall`
+    seconds is waiting rather than running Python, and stops counting: a job
+    that arrives then gets a worker at once, and a check on the loop (every
+    `stall` while jobs wait) wakes a worker for every queued job when all
+    the awake ones are waiting, so a burst of calls to a slow node still
+    has `size` of them in flight.
 
     Threads start on demand up to `size`, as ThreadPoolExecutor's do. A
-    parked worker waits on its own lock, so the pool decides which one
+    parked worker waits on a lock of its own, so the pool decides which one
     wakes: the one parked last, whose memory is the most likely still in
     the CPU's caches. They are daemon threads: a request still running at
     exit (bounded by the server's shutdown) does not hold the process.
     """
 
-    def __init__(self, size: int, name: str, stall: float = STALL) -> None:
+    def __init__(
+        self,
+        size: int,
+        name: str,
+        stall: float = STALL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.size = size
         self.name = name
         self.stall = stall
+        self.clock = clock
         self.jobs: deque[Job] = deque()
         self.threads: list[threading.Thread] = []
         self.closed = False
         self._state = threading.Lock()  # guards awake, parked, threads, closed
         self._awake = 0  # workers running a job or about to look for one
         self._parked: list[threading.Lock] = []  # each held until its worker is woken
-        # Jobs done so far, for the stall check; counted without a lock, as a
-        # lost count can only wake one worker more.
-        self._finished = 0
-        self._seen = 0
+        # Per worker: when its current job started (`clock`), 0.0 between jobs.
+        # Written by the worker alone, read on the loop (a float: no lock).
+        self._busy_since: list[float] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
@@ -182,49 +192,59 @@ class Workers:
             raise RuntimeError("the worker pool is closed")
         future: asyncio.Future[T] = loop.create_future()
         self.jobs.append((future, fn, args))
-        if not self._wake(min(AWAKE, self.size)) and (
-            self._timer is None or self._timer_loop is not loop  # (a loop that closed with it)
-        ):
-            self._seen = self._finished
+        if self._running() < AWAKE:
+            self._wake(1)
+        elif self._timer is None or self._timer_loop is not loop:  # (a loop that closed with it)
             self._timer_loop = loop
             self._timer = loop.call_later(self.stall, self._check, loop)
         return future
 
-    def _wake(self, limit: int) -> bool:
-        """Wake (or start) a worker if fewer than `limit` are awake."""
-        with self._state:
-            if self._awake >= limit or self.closed:
-                return False
-            self._awake += 1
-            if self._parked:
-                self._parked.pop().release()
-                return True
-            thread = threading.Thread(
-                target=self._work, name=f"{self.name}_{len(self.threads)}", daemon=True
-            )
-            self.threads.append(thread)
-        try:
-            thread.start()
-        except BaseException:  # no thread to be had (a limit of the host): as if never woken
-            with self._state:
-                self._awake -= 1
-                self.threads.remove(thread)
-            raise
-        return True
+    def _running(self) -> int:
+        """Awake workers not known to be waiting: all but those on one job for over `stall`."""
+        now = self.clock()
+        waiting = sum(1 for since in self._busy_since if since and now - since > self.stall)
+        return self._awake - waiting
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop, every `stall` seconds while jobs wait: no job finished since the
-        last look means the awake workers are all waiting; wake one more."""
+        """On the loop, every `stall` seconds while jobs wait: when every awake
+        worker is waiting, wake one for each queued job."""
         self._timer = None
         if not self.jobs or self.closed:
             return
-        if self._finished == self._seen:
-            self._wake(self.size)
-        self._seen = self._finished
+        if self._running() < AWAKE:
+            self._wake(len(self.jobs))
         self._timer = loop.call_later(self.stall, self._check, loop)
 
-    def _work(self) -> None:
-        jobs = self.jobs
+    def _wake(self, count: int) -> None:
+        """Wake (or start) up to `count` workers, as `size` allows."""
+        started: list[threading.Thread] = []
+        with self._state:
+            if self.closed:
+                return
+            for _ in range(min(count, self.size - self._awake)):
+                self._awake += 1
+                if self._parked:
+                    self._parked.pop().release()
+                    continue
+                number = len(self._busy_since)  # never reused, even after a failed start
+                self._busy_since.append(0.0)
+                thread = threading.Thread(
+                    target=self._work, args=(number,), name=f"{self.name}_{number}", daemon=True
+                )
+                self.threads.append(thread)
+                started.append(thread)
+        for n, thread in enumerate(started):
+            try:
+                thread.start()
+            except BaseException:  # no thread to be had (a limit of the host): as if never woken
+                with self._state:
+                    for unstarted in started[n:]:
+                        self._awake -= 1
+                        self.threads.remove(unstarted)
+                raise
+
+    def _work(self, number: int) -> None:
+        jobs, busy_since, clock = self.jobs, self._busy_since, self.clock
         park = threading.Lock()
         park.acquire()
         while True:
@@ -242,11 +262,12 @@ class Workers:
                 if self.closed and not jobs:
                     return
                 continue
+            busy_since[number] = clock()
             try:
                 outcome, error = fn(*args), None
             except BaseException as exc:  # handed to the awaiting task, as an executor does
                 outcome, error = None, exc
-            self._finished += 1
+            busy_since[number] = 0.0
             # RuntimeError: the loop is closed, the server is gone already.
             with contextlib.suppress(RuntimeError):
                 future.get_loop().call_soon_threadsafe(_settle, future, outcome, error)

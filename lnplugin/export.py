@@ -1,10 +1,10 @@
 """Getting invoices out as CSV or JSON Lines: `lnplugin export` and `GET /invoices/export`.
 
 Podcasters reconcile boosts in a spreadsheet (Helipad users export CSV), so
-each bLIP-10 field a podcaster filters or sums on (`BOOST_FIELDS`: the
-action, who sent it and with what app, the show and episode, the amounts,
-the message) gets a column of its own instead of one JSON blob a
-spreadsheet cannot filter on. Both formats carry
+each bLIP-10 field a podcaster filters or sums on (`BOOST_FIELDS` and
+`LATER_BOOST_FIELDS`: the action, who sent it and with what app, the show
+and episode, the amounts, the message) gets a column of its own instead of
+one JSON blob a spreadsheet cannot filter on. Both formats carry
 the same record with the same keys in the same order: JSON Lines keeps the
 types (integers stay integers, absent is `null`), CSV writes the same values
 as text (absent is an empty cell). The full boostagram and the raw TLV
@@ -60,10 +60,11 @@ BOOST_FIELDS: tuple[str, ...] = (
     "name",
     "boost_link",
     "reply_address",
-    # Last, so the columns before them keep their places: what a podcast app
-    # needs to answer a boost (reply_custom_*), tell senders apart
-    # (sender_id), and credit a value time split (remote_*), as Helipad
-    # exports them.
+)
+# Added later, so their columns come after every other (`COLUMNS`): what a
+# podcast app needs to answer a boost (reply_custom_*), tell senders apart
+# (sender_id), and credit a value time split (remote_*), as Helipad exports them.
+LATER_BOOST_FIELDS: tuple[str, ...] = (
     "app_version",
     "sender_id",
     "reply_custom_key",
@@ -110,6 +111,7 @@ COLUMNS: tuple[str, ...] = (
     "settle_deadline",
     "cancel_reason",
     "lightning_address",
+    *(f"boost_{name}" for name in LATER_BOOST_FIELDS),
 )
 
 # Cells a spreadsheet would run as a formula (OWASP's list for CSV injection).
@@ -193,6 +195,8 @@ def record(inv: StoredInvoice, now: int) -> dict[str, Any]:
         cancel_reason=inv.cancel_reason,
         lightning_address=inv.lightning_address,
     )
+    for name in LATER_BOOST_FIELDS:
+        out[f"boost_{name}"] = boost_fields.get(name)
     return out
 
 

@@ -27,7 +27,7 @@ import pytest
 from lnplugin import bolt11
 from lnplugin.api import create_app
 from lnplugin.config import load_settings
-from lnplugin.export import BOOST_FIELDS, COLUMNS, cell
+from lnplugin.export import BOOST_FIELDS, COLUMNS, LATER_BOOST_FIELDS, cell
 from lnplugin.service import Service
 from lnplugin.store import invoices, tokens
 from tests.helpers_tickers import Ticker
@@ -169,7 +169,7 @@ def test_export_agrees_with_the_invoice_api(client, admin, payments) -> None:
         assert line["settled_at"] == api["settled_at"]
         assert line["keysend_message"] == api["keysend_message"]
         assert json.loads(line["custom_records"] or "{}") == api["custom_records"]
-        for name in BOOST_FIELDS:
+        for name in BOOST_FIELDS + LATER_BOOST_FIELDS:
             assert line[f"boost_{name}"] == (api["boostagram"] or {}).get(name)
     assert "preimage" not in lines[1] and lines[1]["payment_hash"]
 
@@ -633,25 +633,67 @@ def test_the_newer_fields_round_trip_in_csv_and_jsonl(rich) -> None:
     assert address_line["items"] is None and address_line["viewed_at"] is None
 
 
+# The header 0.1.0 wrote, then the columns appended since, in the order they
+# came: an upgraded lnplugin's export must start with an older one's, cell
+# for cell (a check relative to BOOST_FIELDS let six columns land mid-row).
+HEADER_0_1_0 = [
+    "identifier",
+    "type",
+    "state",
+    "payment_hash",
+    "amount_msat",
+    "amount_received_msat",
+    "fee_msat",
+    "created_at",
+    "settled_at",
+    "expires_at",
+    "description",
+    "comment",
+    "payer_name",
+    "payer_email",
+    "payer_pubkey",
+    "metadata",
+    "is_keysend",
+    "keysend_message",
+    "boost_action",
+    "boost_app_name",
+    "boost_sender_name",
+    "boost_message",
+    "boost_podcast",
+    "boost_feedID",
+    "boost_guid",
+    "boost_url",
+    "boost_episode",
+    "boost_itemID",
+    "boost_episode_guid",
+    "boost_ts",
+    "boost_time",
+    "boost_value_msat",
+    "boost_value_msat_total",
+    "boost_name",
+    "boost_boost_link",
+    "boost_reply_address",
+    "boostagram",
+    "custom_records",
+    "destination",
+]
+APPENDED = [
+    "viewed_at,price_currency,price_amount,price_rate,price_rate_source,price_rate_at,"
+    "fiat_currency,fiat_in_cents,items,hold,settle_deadline,cancel_reason,lightning_address",
+    "boost_app_version,boost_sender_id,boost_reply_custom_key,boost_reply_custom_value,"
+    "boost_remote_feed_guid,boost_remote_item_guid",
+]
+
+
 def test_new_columns_are_appended_after_the_old_ones() -> None:
-    """Users' spreadsheets read columns by position: the 39 first ones never move."""
-    assert COLUMNS[:4] == ("identifier", "type", "state", "payment_hash")
-    assert COLUMNS.index("destination") == 20 + len(BOOST_FIELDS)
-    assert COLUMNS[COLUMNS.index("destination") + 1 :] == (
-        "viewed_at",
-        "price_currency",
-        "price_amount",
-        "price_rate",
-        "price_rate_source",
-        "price_rate_at",
-        "fiat_currency",
-        "fiat_in_cents",
-        "items",
-        "hold",
-        "settle_deadline",
-        "cancel_reason",
-        "lightning_address",
-    )
+    """Users' spreadsheets read columns by position: a column, once exported,
+    keeps its place in every later version."""
+    header = list(HEADER_0_1_0)
+    assert len(header) == 39
+    for added in APPENDED:
+        assert list(COLUMNS[: len(header)]) == header
+        header += added.split(",")
+    assert list(COLUMNS) == header
 
 
 def test_the_readme_lists_every_column() -> None:

@@ -11,7 +11,16 @@ import pytest
 
 from lnplugin.follower import apply_in, expire_due
 from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
-from lnplugin.store import Store, StoreError, cursors, events, invoices, migrations
+from lnplugin.store import (
+    Store,
+    StoreError,
+    cursors,
+    events,
+    invoices,
+    migrations,
+    tokens,
+    webhooks,
+)
 from lnplugin.store.migrations import MIGRATIONS
 
 LATEST = max(MIGRATIONS)
@@ -287,6 +296,198 @@ def test_invoices_canceled_before_the_fix_have_received_0_on_upgrade(tmp_path, m
     }
     assert got == {"CANCELED": 0, "SETTLED": 5_000, "ACCEPTED": 7_000}
     store.close()
+
+
+def test_a_0_1_0_store_keeps_its_invoices_tokens_outbox_and_deliveries_on_upgrade(
+    tmp_path, monkeypatch
+):
+    """0.1.0 (schema 5) as an operator left it: a settled boost with its
+    payer data, a live and a revoked token, one event delivered and one still
+    pending to an endpoint. Upgraded, every answer is the same, the pending
+    delivery is still due, and nothing is fanned out or fetched again (no
+    webhook, SSE id or rss::payment fetch repeats)."""
+    path = tmp_path / "db.sqlite"
+    database_at(path, 5, monkeypatch)
+    conn = sqlite3.connect(path)  # rows as 0.1.0 wrote them
+    conn.executescript(
+        f"""
+        INSERT INTO tokens (id, label, token_hash, scopes, created_at, revoked_at) VALUES
+          (1, 'shop', '{tokens.hash_token("lnp_shop")}', 'invoices:create invoices:read', 10, NULL),
+          (2, 'old', '{tokens.hash_token("lnp_gone")}', 'admin', 10, 20);
+        INSERT INTO invoices (id, identifier, type, payment_hash, payment_request, state,
+          amount_msat, amount_received_msat, description, comment, metadata, payer_name,
+          created_at, expiry, expires_at, settled_at, preimage, is_keysend, custom_records,
+          boostagram, keysend_message, list_seq)
+          VALUES (1, '01a0shop', 'incoming', '{HASH}', 'lnbcrt1...', 'SETTLED', 21000, 21007,
+          'coffee', 'thanks', '{{"order":7}}', 'Ann', 100, 3600, 3700, 160, '{"11" * 32}', 0,
+          '{{"7629169":"e30="}}', '{{"podcast":"My Pod"}}', 'hi', 1);
+        INSERT INTO events (seq, event_id, type, invoice_id, payment_hash, created_at, payload)
+          VALUES (1, 'evt_1', 'invoice.incoming.created', 1, '{HASH}', 100, '{{"n":1}}'),
+                 (2, 'evt_2', 'invoice.incoming.settled', 1, '{HASH}', 160, '{{"n":2}}');
+        INSERT INTO cursors (name, value, updated_at) VALUES ('webhooks', 2, 160),
+          ('incoming', 1, 160);
+        INSERT INTO webhook_endpoints (id, url, filter_types, secret, created_at, after_seq)
+          VALUES ('ep_1', 'https://shop.example/hook',
+          '["invoice.incoming.created","invoice.incoming.settled"]', 'whsec_x', 50, 0);
+        INSERT INTO webhook_deliveries (endpoint_id, url, event_seq, event_id, event_type,
+          status, attempts, retry_index, next_attempt_at, delivered_at, created_at, generation)
+          VALUES ('ep_1', 'https://shop.example/hook', 1, 'evt_1', 'invoice.incoming.created',
+                  'delivered', 1, 0, NULL, 101.0, 100.0, 0),
+                 ('ep_1', 'https://shop.example/hook', 2, 'evt_2', 'invoice.incoming.settled',
+                  'pending', 3, 2, 170.0, NULL, 160.0, 0);
+        """
+    )
+    conn.commit()
+    tables = ("invoices", "events", "webhook_deliveries", "webhook_endpoints")
+    before = {t: [tuple(r) for r in conn.execute(f"SELECT * FROM {t} ORDER BY 1")] for t in tables}
+    conn.close()
+    store = Store(path)
+    try:
+        shop = tokens.verify(store.conn, "lnp_shop")
+        assert shop and shop.id == 1 and shop.scopes == {"invoices:create", "invoices:read"}
+        assert tokens.verify(store.conn, "lnp_gone") is None
+        got = invoices.by_hash(store.conn, HASH)
+        assert (got.state, got.amount_received_msat, got.settled_at, got.preimage) == (
+            "SETTLED",
+            21007,
+            160,
+            "11" * 32,
+        )
+        for table in tables:  # 0.1.0's columns hold what they held, in order
+            width = len(before[table][0])
+            rows = store.conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            assert [tuple(r)[:width] for r in rows] == before[table], table
+        assert [cursors.get(store.conn, c) for c in ("webhooks", "incoming", "rss_payment")] == [
+            2,
+            1,
+            2,
+        ]
+        with store.transaction() as tx:
+            assert webhooks.fan_out(tx) == 0  # nothing fanned out twice
+        due = webhooks.due(store.conn, 170.0, (), 10)
+        assert [r["event_id"] for r in due] == ["evt_2"]
+        assert count(store.conn, "webhook_deliveries") == 2
+        assert events.last_seq(store.conn) == 2  # SSE ids go on from 2
+    finally:
+        store.close()
+
+
+# Migration 22 as lnplugin built it from 2026-12-07 01:05 to 01:38 (db23a29): it
+# also counted events and settlements by triggers on the settlement path, which
+# the next version counts over the outbox instead (without editing 22's name).
+EARLY_22_TRIGGERS = (
+    "CREATE TRIGGER tally_events_insert AFTER INSERT ON events WHEN 1 BEGIN INSERT INTO"
+    " tallies (name, key, n) VALUES ('events', NEW.type, 1) ON CONFLICT(name, key) DO UPDATE"
+    " SET n = n + (1); END",
+    "CREATE TRIGGER tally_events_delete AFTER DELETE ON events WHEN 1 BEGIN INSERT INTO"
+    " tallies (name, key, n) VALUES ('events', OLD.type, -1) ON CONFLICT(name, key) DO UPDATE"
+    " SET n = n + (-1); END",
+    "CREATE TRIGGER tally_events_update_out AFTER UPDATE OF type ON events WHEN 1 BEGIN INSERT"
+    " INTO tallies (name, key, n) VALUES ('events', OLD.type, -1) ON CONFLICT(name, key) DO"
+    " UPDATE SET n = n + (-1); END",
+    "CREATE TRIGGER tally_events_update_in AFTER UPDATE OF type ON events WHEN 1 BEGIN INSERT"
+    " INTO tallies (name, key, n) VALUES ('events', NEW.type, 1) ON CONFLICT(name, key) DO"
+    " UPDATE SET n = n + (1); END",
+    "CREATE TRIGGER tally_invoices_insert AFTER INSERT ON invoices WHEN NEW.type = 'incoming'"
+    " AND NEW.state = 'SETTLED' BEGIN INSERT INTO tallies (name, key, n) VALUES ('settlements',"
+    " CASE WHEN COALESCE(NEW.is_keysend, 0) != 0 THEN 'keysend' ELSE 'invoice' END, 1) ON"
+    " CONFLICT(name, key) DO UPDATE SET n = n + (1); END",
+    "CREATE TRIGGER tally_invoices_delete AFTER DELETE ON invoices WHEN OLD.type = 'incoming'"
+    " AND OLD.state = 'SETTLED' BEGIN INSERT INTO tallies (name, key, n) VALUES ('settlements',"
+    " CASE WHEN COALESCE(OLD.is_keysend, 0) != 0 THEN 'keysend' ELSE 'invoice' END, -1) ON"
+    " CONFLICT(name, key) DO UPDATE SET n = n + (-1); END",
+    "CREATE TRIGGER tally_invoices_update_out AFTER UPDATE OF type, state, is_keysend ON"
+    " invoices WHEN OLD.type = 'incoming' AND OLD.state = 'SETTLED' BEGIN INSERT INTO tallies"
+    " (name, key, n) VALUES ('settlements', CASE WHEN COALESCE(OLD.is_keysend, 0) != 0 THEN"
+    " 'keysend' ELSE 'invoice' END, -1) ON CONFLICT(name, key) DO UPDATE SET n = n + (-1); END",
+    "CREATE TRIGGER tally_invoices_update_in AFTER UPDATE OF type, state, is_keysend ON"
+    " invoices WHEN NEW.type = 'incoming' AND NEW.state = 'SETTLED' BEGIN INSERT INTO tallies"
+    " (name, key, n) VALUES ('settlements', CASE WHEN COALESCE(NEW.is_keysend, 0) != 0 THEN"
+    " 'keysend' ELSE 'invoice' END, 1) ON CONFLICT(name, key) DO UPDATE SET n = n + (1); END",
+)
+
+
+def schema_of(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    return {
+        (row[0], row[1])
+        for row in conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        )
+    }
+
+
+def test_a_store_from_the_early_migration_22_loses_its_settlement_path_triggers(
+    tmp_path, monkeypatch
+):
+    """A store first migrated by the early 22 kept counting every event and
+    settlement by trigger (~20 % of settlement ingest) after the upgrade that
+    stopped doing so, since 22 was already recorded as applied."""
+    path = tmp_path / "db.sqlite"
+    database_at(path, 22, monkeypatch)
+    conn = sqlite3.connect(path)
+    for statement in EARLY_22_TRIGGERS:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO events (event_id, type, created_at, payload)"
+        " VALUES ('evt_old', 'invoice.incoming.created', 0, '{}')"
+    )
+    assert conn.execute("SELECT n FROM tallies WHERE name = 'events'").fetchone() == (1,)
+    conn.commit()
+    conn.close()
+    fresh = Store(tmp_path / "fresh.sqlite")
+    store = Store(path)
+    try:
+        assert schema_of(store.conn) == schema_of(fresh.conn)
+        assert not count(store.conn, "tallies", "name IN ('events', 'settlements')")
+        store.conn.execute(
+            "INSERT INTO events (event_id, type, created_at, payload)"
+            " VALUES ('evt_new', 'invoice.incoming.created', 0, '{}')"
+        )
+        assert not count(store.conn, "tallies", "name = 'events'")
+    finally:
+        store.close()
+        fresh.close()
+
+
+def test_invoices_made_before_migration_19_with_an_idempotency_key_keep_their_token(
+    tmp_path, monkeypatch
+):
+    """A token that may create but not read invoices settles and cancels only
+    those on record as its own; one that sent an Idempotency-Key with
+    `POST /invoices` before the record existed is named by that key, so it can
+    still settle the hold invoices it had held when lnplugin was upgraded."""
+    path = tmp_path / "db.sqlite"
+    database_at(path, 18, monkeypatch)
+    conn = sqlite3.connect(path)  # rows as those versions wrote them
+    for token_id in (1, 2):
+        conn.execute(
+            "INSERT INTO tokens (id, token_hash, scopes, created_at)"
+            " VALUES (?, ?, 'invoices:create', 0)",
+            (token_id, f"{token_id:064x}"),
+        )
+    for invoice_id in (1, 2, 3):
+        conn.execute(
+            "INSERT INTO invoices (id, identifier, type, payment_hash, state, amount_msat,"
+            " amount_received_msat, created_at, expiry, expires_at, hold)"
+            " VALUES (?, ?, 'incoming', ?, 'ACCEPTED', 7000, 7000, 0, 3600, 3600, 1)",
+            (invoice_id, f"id{invoice_id}", f"{invoice_id:064x}"),
+        )
+    for token_id, invoice_id in ((1, 1), (2, 2)):
+        conn.execute(
+            "INSERT INTO idempotency_keys (token_id, key, body_hash, invoice_id, created_at)"
+            " VALUES (?, 'order-1', 'h', ?, 0)",
+            (token_id, invoice_id),
+        )
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    try:
+        assert tokens.made_by(store.conn, 1, 1) and tokens.made_by(store.conn, 2, 2)
+        assert not tokens.made_by(store.conn, 1, 2) and not tokens.made_by(store.conn, 2, 1)
+        # Made without a key: no maker on record, as before.
+        assert not any(tokens.made_by(store.conn, 3, t) for t in (1, 2))
+    finally:
+        store.close()
 
 
 # -- cursors -------------------------------------------------------------------------------

@@ -646,6 +646,35 @@ def _tallies(db: sqlite_utils.Database) -> None:
         )
 
 
+@migration(23, "drop the settlement-path /metrics triggers an early migration 22 made")
+def _drop_settlement_tallies(db: sqlite_utils.Database) -> None:
+    # Migration 22 as first released (briefly, on main) also counted events
+    # and settlements by triggers on `events` and `invoices`; 22 was then
+    # changed to leave them out (they cost ~20 % of settlement ingest, and
+    # `/metrics` counts those over the outbox instead). A store migrated by
+    # that first 22 kept them, since 22 was recorded as applied. A no-op on
+    # any other store.
+    for table in ("events", "invoices"):
+        for suffix in ("insert", "delete", "update_out", "update_in"):
+            db.execute(f"DROP TRIGGER IF EXISTS tally_{table}_{suffix}")
+    db.execute("DELETE FROM tallies WHERE name IN ('events', 'settlements')")
+
+
+@migration(24, "API: the token that made an invoice before 19, from its Idempotency-Key")
+def _token_invoice_owners_from_keys(db: sqlite_utils.Database) -> None:
+    # An idempotency key is written with the invoice `POST /invoices` made
+    # for that token, in its transaction, and is never pruned: it names the
+    # invoice's maker exactly. Invoices made before migration 19 had no row
+    # in `token_invoices`, so a token that may create but not read invoices
+    # could no longer settle or cancel its own, e.g. a hold invoice whose
+    # HTLCs were held across the upgrade (it was canceled at its deadline).
+    # Invoices made without a key still have no maker on record.
+    db.execute(
+        "INSERT OR IGNORE INTO token_invoices (invoice_id, token_id)"
+        " SELECT invoice_id, token_id FROM idempotency_keys"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

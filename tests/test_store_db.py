@@ -203,6 +203,44 @@ def test_close_writes_what_is_still_deferred(tmp_path):
         reopened.close()
 
 
+class _LookHook:
+    """The store's deferred-write lock, running `then` once, on the flusher
+    thread, just after the flusher looked at the queue and found it empty:
+    the moment a `write_later` from another thread (the CLN hook) can land."""
+
+    def __init__(self, store: Store, then) -> None:
+        self.lock = threading.Lock()
+        self.store = store
+        self.then = then
+        self.fired = False
+
+    def __enter__(self) -> _LookHook:
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+        looked = sys._getframe(1).f_code.co_name == "_flush_deferred"
+        if looked and not self.fired and not self.store._deferred:
+            self.fired = True
+            self.then()
+
+
+def test_a_write_deferred_as_the_flusher_finds_the_queue_empty_is_still_flushed(store):
+    # The flusher saw an empty queue and is on its way out when the hook
+    # queues another payment's records: they must not wait, unwritten (and
+    # lost if the process dies), for some later write of this process.
+    hook = _LookHook(store, lambda: store.write_later(_insert("late"), "late"))
+    store._deferred_lock = hook
+    store.write_later(_insert("first"), "first")
+    deadline = time.monotonic() + 10
+    while (not hook.fired or store.deferred_writes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hook.fired
+    assert store.deferred_writes == 0, "queued with no flusher to write it"
+    assert _writers(store) == ["first", "late"]
+
+
 def test_a_failed_transaction_rolls_back_and_frees_the_lock_for_others(store):
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.execute("INSERT INTO t VALUES ('lost')")

@@ -378,6 +378,9 @@ class Store:
             while True:
                 with self._deferred_lock:
                     if not self._deferred:
+                        # Under the lock `write_later` looks at it under:
+                        # one that queues after this starts a flusher anew.
+                        self._flusher = None
                         return
                 try:
                     with self.transaction():

@@ -16,6 +16,7 @@ In-process use (tests)::
     sim.keysend(5000, {7629169: b'{"message":"hi"}'})        # spontaneous payment
     sim.bake(["uri:/lnrpc.Lightning/AddInvoice", "invoices:read"])  # a macaroon it accepts
     sim.faults.drop_stream_after = 3                          # fault injection
+    with sim.faults.stall("AddInvoice"): ...                  # an lnd slow to answer
     sim.restart()                                             # same port, same data
     sim.stop()
 
@@ -51,7 +52,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -160,6 +162,40 @@ class Faults:
     drop_stream_times: int | None = None  # how many streams to drop (None: all)
     duplicate_every: int = 0  # send every Nth stream message twice (1: all)
     error_style: str = "grpc"
+    # `stall`: calls of one method wait, as on an lnd that is slow to answer.
+    stalled_method: str | None = None
+    stalled: int = 0  # calls of it waiting now
+    _bound: float = 60.0
+    _released: threading.Event = field(default_factory=threading.Event)
+    _count: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def stall(self, method: str, bound: float = 60.0) -> Iterator[None]:
+        """Every call of `method` (e.g. "AddInvoice") waits until the block
+        ends (at most `bound` seconds, so a test that never ends it cannot
+        hang the simulator), then is answered as usual."""
+        self._released.clear()
+        self.stalled_method, self._bound = method, bound
+        try:
+            yield
+        finally:
+            self.stalled_method = None
+            self._released.set()
+
+    def stalls(self, method_path: str) -> bool:
+        method = self.stalled_method
+        return method is not None and method_path.rsplit("/", 1)[-1] == method
+
+    def wait_if_stalled(self, method_path: str) -> None:
+        if not self.stalls(method_path):
+            return
+        with self._count:
+            self.stalled += 1
+        try:
+            self._released.wait(self._bound)
+        finally:
+            with self._count:
+                self.stalled -= 1
 
     def unavailable_for(self, seconds: float) -> None:
         self.unavailable_until = time.monotonic() + seconds
@@ -629,7 +665,24 @@ class _Gate(grpc.ServerInterceptor):
             return _refusal(handler, code, "permission denied")
         if faults.delay:
             time.sleep(faults.delay)
+        if faults.stalls(details.method) and handler.unary_unary is not None:
+            return _stalling(handler, faults, details.method)
         return handler
+
+
+def _stalling(handler: Any, faults: Faults, method_path: str) -> Any:
+    """`handler`, waiting first while `method_path` is stalled: on the call's
+    own worker thread (an interceptor runs on the thread that takes every
+    call in, so waiting there would hold all of them)."""
+    answer = handler.unary_unary
+
+    def stalled(request: Any, context: grpc.ServicerContext) -> Any:
+        faults.wait_if_stalled(method_path)
+        return answer(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        stalled, handler.request_deserializer, handler.response_serializer
+    )
 
 
 def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:

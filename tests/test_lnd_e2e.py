@@ -15,9 +15,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 
 from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
@@ -61,6 +63,35 @@ def server(tmp: Path, sim: LndSim) -> Iterator[Server]:
 
 def test_create_pay_and_see_the_settlement(server: Server, sim: LndSim, api: Api) -> None:
     e2e.create_pay_and_see_the_settlement(api, "lnd", sim.pay_invoice)
+
+
+def test_requests_go_on_while_calls_to_a_slow_lnd_wait(server: Server, sim: LndSim) -> None:
+    """An lnd slow to answer (busy, or across a congested link) holds the
+    requests that wait on it, and those alone: four creates are in flight
+    on lnd at once, and reads are answered meanwhile. lnplugin's worker pool
+    runs quick requests one after another on one thread, so this is what
+    tells a request waiting on the node from one still running Python."""
+
+    def create(n: int) -> requests.Response:
+        return requests.post(
+            server.url + "/invoices",
+            json={"amount": 10 + n, "description": f"slow {n}"},
+            headers={"Authorization": f"Bearer {server.token}"},
+            timeout=e2e.WAIT,
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        with sim.faults.stall("AddInvoice"):
+            creates = [pool.submit(create, n) for n in range(4)]
+            wait_for(lambda: sim.faults.stalled == 4, "four creates waiting on lnd at once")
+            api = Api(server.url, server.token or "")
+            assert api.get("/health")["status"] == "ok"
+            assert api.get("/invoices") == []  # nothing made yet, and the list answers
+            api.close()
+            assert not any(c.done() for c in creates)  # still waiting on lnd
+        made = [c.result(timeout=e2e.WAIT) for c in creates]
+    assert [r.status_code for r in made] == [201] * 4, [r.text for r in made]
+    assert sorted(r.json()["amount"] for r in made) == [10, 11, 12, 13]
 
 
 def test_keysend_boostagram_and_message(server: Server, sim: LndSim, api: Api) -> None:

@@ -40,6 +40,8 @@ import bolt11
 import pytest
 import requests
 
+from tests.nwc_relay import Relay
+
 STARTUP_TIMEOUT = 20.0
 WAIT = 30.0  # seconds: a liveness bound for background work, not a timing assertion
 T = TypeVar("T")
@@ -294,6 +296,15 @@ def fixture_tmp(request: pytest.FixtureRequest) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(name="relay", scope="module")
+def fixture_relay(home: Path) -> Iterator[Relay]:
+    """A real nostr relay process in the test module's `home` directory, for
+    the whole module (the NWC tests)."""
+    relay = Relay(home / "relay").start()
+    yield relay
+    relay.kill()
 
 
 @pytest.fixture(name="api")

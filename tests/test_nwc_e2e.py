@@ -48,11 +48,7 @@ def home() -> Iterator[Path]:
 WAIT = e2e.WAIT  # a liveness bound, not a timing assertion
 
 
-@pytest.fixture(scope="module")
-def relay(home: Path) -> Iterator[Relay]:
-    relay = Relay(home / "relay").start()
-    yield relay
-    relay.kill()
+relay = e2e.fixture_relay  # a relay process for the module, in `home`
 
 
 @pytest.fixture(scope="module")

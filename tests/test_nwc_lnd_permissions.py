@@ -46,11 +46,7 @@ def home() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def relay(home: Path) -> Iterator[Relay]:
-    relay = Relay(home / "relay").start()
-    yield relay
-    relay.kill()
+relay = e2e.fixture_relay  # a relay process for the module, in `home`
 
 
 @pytest.fixture(scope="module")

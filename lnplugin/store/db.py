@@ -36,6 +36,7 @@ from pathlib import Path
 import sqlite_utils
 
 from lnplugin.datadir import DataDirError, ensure_dir, lock_holder, private_database
+from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
 from lnplugin.store.migrations import MIGRATIONS, SchemaTooNew, current_version, migrate
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,13 @@ class Store:
         self._deferred_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closing = threading.Event()
+        # Captured records the hook could not write yet, on disk
+        # (`captured_records.capture_later`); None for an in-memory store.
+        self.journal = (
+            RecordsJournal(Path(self.path).parent / JOURNAL_FILE, fsync=synchronous == "FULL")
+            if self.path != ":memory:"
+            else None
+        )
         try:
             if self.path != ":memory:":
                 ensure_dir(Path(self.path).parent)

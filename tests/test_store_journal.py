@@ -137,3 +137,23 @@ def test_a_capture_stays_on_disk_until_its_write_commits(data_dir: Path, store: 
     # The flusher writes it once the lock frees; only then does it leave the file.
     wait_for(lambda: store.deferred_writes == 0 and not _journal(data_dir).exists(), "flushed")
     assert _stored(store, GOOD) == RECORDS
+
+
+def test_a_journal_that_cannot_be_written_still_queues_the_records(
+    data_dir: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Disk full, or the file made unwritable: the hook still answers, the
+    records are kept in memory as before, and the error says so."""
+    _journal(data_dir).mkdir()  # not a file: opening it for writing fails
+    holder = sqlite3.connect(data_dir / "lnplugin.sqlite", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with caplog.at_level(logging.ERROR):
+            assert captured_records.capture_later(store, GOOD, RECORDS) is False
+        assert f"cannot keep TLV records for {GOOD} on disk" in caplog.text
+        assert store.deferred_writes == 1
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    wait_for(lambda: store.deferred_writes == 0, "flushed")
+    assert _stored(store, GOOD) == RECORDS

@@ -88,16 +88,19 @@ def private_database(path: Path) -> None:
 # Held (flock) by the process that serves the data dir: `lnplugin serve`, the
 # CLN plugin (`service.lock_data_dir`).
 LOCK_FILE = "lnplugin.lock"
+# Captured TLV records the store could not take yet (`store.journal`).
+RECORDS_JOURNAL = "htlc-records.jsonl"
 
 # The files lnplugin and its dev node keep in a data dir; an export or a
 # backup written over one of them would destroy the store it was read from.
-_OWN_FILES = ("lnplugin.sqlite", "devnode.sqlite", "node.key", LOCK_FILE)
+_OWN_FILES = ("lnplugin.sqlite", "devnode.sqlite", "node.key", LOCK_FILE, RECORDS_JOURNAL)
 _SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 def owned_file(data_dir: Path, path: Path) -> bool:
     """Whether `path` (after links) is one of the files lnplugin keeps in
-    `data_dir`: a store, its -wal/-shm/-journal, the dev node's key, the lock."""
+    `data_dir`: a store, its -wal/-shm/-journal, the dev node's key, the lock,
+    the records journal."""
     try:
         target = Path(path).resolve()
         home = Path(data_dir).resolve()

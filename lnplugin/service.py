@@ -43,7 +43,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
-from lnplugin.store import Store, StoreError
+from lnplugin.store import Store, StoreError, captured_records
 from lnplugin.webhooks import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -379,9 +379,15 @@ class Service:
     def claim_data_dir(self) -> None:
         """Take the data dir's lock now rather than at `start` (idempotent);
         raises `AlreadyServing`. The CLN plugin claims it during `init`, so a
-        refusal disables the plugin with the reason instead of failing later."""
+        refusal disables the plugin with the reason instead of failing later.
+
+        Holding the lock, it replays the records journal (captures the CLN
+        hook kept on disk while the store was busy, which a killed process
+        had not stored yet): only the process that serves the data dir may
+        touch it, and this is before the follower can store a settlement."""
         if self._lock is None:
             self._lock = lock_data_dir(self.settings.data_dir, self.settings.node)
+            captured_records.replay_journal(self.store)
 
     def announce(self, url: str) -> None:
         """Write where this process listens, and its status key, into the data

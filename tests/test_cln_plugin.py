@@ -331,6 +331,67 @@ def test_a_boost_that_arrives_while_the_store_is_busy_is_kept(
     wait_for(lambda: plugin.call("lnplugin-status", {})["queued_htlc_records"] == 0, "no queue")
 
 
+def test_a_boost_queued_while_the_store_is_busy_survives_a_killed_plugin(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """The hook answered `continue` (lightningd settled the keysend and will
+    never call the hook for it again), then the plugin was killed before the
+    write lock freed. The boostagram is not lost: it was on disk (the records
+    journal) before the answer, and the next start stores it before the
+    follower stores the settlement."""
+    token = plugin.admin_token
+    journal = plugin.data_dir / "htlc-records.jsonl"
+    conn = sqlite3.connect(plugin.data_dir / "lnplugin.sqlite", timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # the write lock, held until after the kill
+        payment_hash = _boost_keysend(plugin)  # raises unless the hook answered continue
+        assert (
+            sim.dispatch("listinvoices", {"payment_hash": payment_hash})["invoices"][0]["status"]
+            == "paid"
+        )
+        assert conn.execute("SELECT COUNT(*) FROM htlc_records").fetchone() == (0,)
+        assert journal.stat().st_mode & 0o777 == 0o600
+        (line,) = journal.read_text().splitlines()
+        assert json.loads(line)["payment_hash"] == payment_hash
+        plugin.kill()  # SIGKILL: nothing of the plugin's memory survives
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    plugin.start()  # no replay: lightningd resolved that HTLC before the kill
+    again = Api(plugin.url, token)
+    try:
+        got = wait_for(lambda: again.settled(payment_hash), "the keysend's settlement")
+    finally:
+        again.close()
+    assert got["custom_records"] == {
+        "7629169": _b64(BOOST_BYTES),
+        "34349334": _b64(CHAT),
+        "696969": _b64(ACCOUNT),
+        "7629171": _b64(TIP),
+    }
+    assert got["boostagram"]["message"] == BOOST["message"]
+    assert got["keysend_message"] == CHAT.decode()
+    counts = scalar(
+        plugin.data_dir,
+        "SELECT (SELECT COUNT(*) FROM invoices WHERE payment_hash = ?1),"
+        " (SELECT COUNT(*) FROM events WHERE payment_hash = ?1 AND type = ?2),"
+        " (SELECT COUNT(*) FROM htlc_records WHERE payment_hash = ?1)",
+        payment_hash,
+        "invoice.incoming.settled",
+    )
+    assert counts == (1, 1, 1)
+    (payload,) = scalar(
+        plugin.data_dir,
+        "SELECT payload FROM events WHERE payment_hash = ? AND type = ?",
+        payment_hash,
+        "invoice.incoming.settled",
+    )
+    assert json.loads(payload)["data"]["boostagram"]["message"] == BOOST["message"]
+    # The entry leaves the journal once its write committed, just after.
+    wait_for(lambda: not journal.exists(), "the journal emptied")
+    assert plugin.call("lnplugin-status", {})["queued_htlc_records"] == 0
+
+
 def test_unreadable_payloads_and_forwards_continue(plugin: PluginDriver, sim: ClnSim) -> None:
     payment_hash, payload = _unpaid_with_records(sim, "unreadable", {7629169: BOOST_BYTES})
     good = plugin.hook_params(payment_hash, payload)

@@ -203,6 +203,46 @@ def test_close_writes_what_is_still_deferred(tmp_path):
         reopened.close()
 
 
+def test_close_waits_for_a_transaction_that_ran_queued_writes(tmp_path, caplog):
+    """`close` during shutdown while another thread's write transaction has
+    run the queued writes but not committed yet: they are neither reported
+    lost nor dropped, and that transaction's connection is not closed under it."""
+    store = Store(tmp_path / "lnplugin.sqlite", busy_timeout=2)
+    with store.transaction() as tx:
+        tx.execute("CREATE TABLE t (writer TEXT)")
+    inside, finish = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        # This process's writer lock, held so that the flusher cannot take
+        # the queued write: this thread's transaction runs it instead.
+        with store._writer:
+            store.write_later(_insert("records"), "the records")
+            with store.transaction() as tx:
+                assert [r[0] for r in tx.execute("SELECT writer FROM t")] == ["records"]
+                inside.set()
+                assert finish.wait(30)
+
+    thread, errors = run(writer)
+    assert inside.wait(30)
+    closing, close_errors = run(store.close)
+    # The flusher gives up (the lock is held past the busy timeout), and
+    # `close` goes on to what is left.
+    deadline = time.monotonic() + 30
+    while store._flusher is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    finish.set()
+    thread.join(30)
+    closing.join(30)
+    assert not errors and not close_errors
+    assert "closing the store with the write lock still busy" not in caplog.text
+    assert store.deferred_writes == 0
+    reopened = Store(tmp_path / "lnplugin.sqlite")
+    try:
+        assert _writers(reopened) == ["records"]
+    finally:
+        reopened.close()
+
+
 class _LookHook:
     """The store's deferred-write lock, running `then` once, on the flusher
     thread, just after the flusher looked at the queue and found it empty:

@@ -15,12 +15,21 @@ original name, `htlc_records`, so existing stores need no migration.)
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping
+from functools import partial
+from typing import TYPE_CHECKING
 
 from lnplugin.boostagram import records_from_json, records_to_json
 from lnplugin.store import invoices
+
+if TYPE_CHECKING:
+    from lnplugin.store.db import Store
+    from lnplugin.store.journal import RecordsJournal
+
+log = logging.getLogger(__name__)
 
 
 def get(conn: sqlite3.Connection, payment_hash: str) -> dict[int, bytes]:
@@ -96,3 +105,80 @@ def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, byt
         return False
     invoices.update(tx, row.id, invoices.record_fields(combined, tx))
     return True
+
+
+def _what(payment_hash: str) -> str:
+    return f"TLV records for {payment_hash}"
+
+
+def _queue(
+    store: Store,
+    payment_hash: str,
+    records: dict[int, bytes],
+    journal: RecordsJournal | None,
+    entry_id: int | None,
+) -> None:
+    """`capture_in` as a deferred write; its journal entry, if any, is
+    forgotten once that write has committed (or failed for good)."""
+    store.write_later(
+        lambda tx: capture_in(tx, payment_hash, records),
+        _what(payment_hash),
+        done=None if journal is None or entry_id is None else partial(journal.forget, entry_id),
+        durable=entry_id is not None,
+    )
+
+
+def capture_later(store: Store, payment_hash: str, records: dict[int, bytes]) -> bool:
+    """`capture_in` once the write lock frees, for a caller that cannot wait
+    for it but acknowledges the records at once (the CLN hook answering
+    `continue`). Returns whether they are on disk (`store.journal`).
+
+    They are appended to the records journal first, so a process killed
+    before the lock frees loses nothing: the next start replays them
+    (`replay_journal`). Then they are queued in memory (`Store.write_later`),
+    so they are written before anything else this process writes. When the
+    journal cannot be written (disk full), they are queued all the same and
+    the error logged: as before the journal, a crash before the lock frees
+    would then lose them.
+    """
+    journal, entry_id = store.journal, None
+    if journal is not None:
+        try:
+            entry_id = journal.append(payment_hash, records)
+        except OSError as exc:
+            log.error(
+                "cannot keep %s on disk (%s: %s); kept in memory only until stored",
+                _what(payment_hash),
+                journal.path,
+                exc.strerror or exc,
+            )
+    _queue(store, payment_hash, records, journal, entry_id)
+    return entry_id is not None
+
+
+def replay_journal(store: Store) -> int:
+    """Queue what an earlier process left in the records journal; how many.
+
+    Call it in the process that serves the data dir (it holds the lock),
+    before the follower starts: queued writes run before anything else the
+    process writes, the follower's settlements included, so each settlement
+    still finds its records. `capture_in` merges, so an entry whose write
+    committed just before a crash (its line not yet gone) changes nothing.
+    """
+    journal = store.journal
+    if journal is None:
+        return 0
+    try:
+        left = journal.leftovers()
+    except OSError as exc:
+        log.error("cannot read %s (%s); its records are not replayed", journal.path, exc)
+        return 0
+    for entry in left:
+        _queue(store, entry.payment_hash, entry.records, journal, entry.id)
+    if left:
+        log.warning(
+            "replaying %d capture(s) of TLV records an earlier run could not store (%s)",
+            len(left),
+            journal.path,
+        )
+    return len(left)

@@ -36,6 +36,7 @@ from pathlib import Path
 import sqlite_utils
 
 from lnplugin.datadir import DataDirError, ensure_dir, lock_holder, private_database
+from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
 from lnplugin.store.migrations import MIGRATIONS, SchemaTooNew, current_version, migrate
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,22 @@ def is_lock_contention(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
+class _Deferred:
+    """One `write_later` write; compared by identity, so the transaction that
+    ran it removes exactly it from the queue, whatever else came or went."""
+
+    __slots__ = ("done", "durable", "what", "write")
+
+    def __init__(
+        self,
+        write: Callable[[sqlite3.Connection], object],
+        what: str,
+        done: Callable[[], None] | None,
+        durable: bool,
+    ) -> None:
+        self.write, self.what, self.done, self.durable = write, what, done, durable
+
+
 def _outbox_head(conn: sqlite3.Connection) -> int:
     """The outbox's last sequence number (as `events.last_seq`)."""
     return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
@@ -231,12 +248,19 @@ class Store:
         self._commits = threading.Condition()
         self.commit_version = 0
         # Writes accepted while the write lock was busy (`write_later`), in
-        # order, each with what it is for the log; written by the next write
-        # transaction of this process, or by the flusher thread.
-        self._deferred: deque[tuple[Callable[[sqlite3.Connection], object], str]] = deque()
+        # order; written by the next write transaction of this process, or by
+        # the flusher thread.
+        self._deferred: deque[_Deferred] = deque()
         self._deferred_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closing = threading.Event()
+        # Captured records the hook could not write yet, on disk
+        # (`captured_records.capture_later`); None for an in-memory store.
+        self.journal = (
+            RecordsJournal(Path(self.path).parent / JOURNAL_FILE, fsync=synchronous == "FULL")
+            if self.path != ":memory:"
+            else None
+        )
         try:
             if self.path != ":memory:":
                 ensure_dir(Path(self.path).parent)
@@ -313,7 +337,14 @@ class Store:
         self._local.write_wait = ms / 1000
         self.conn.execute(f"PRAGMA busy_timeout = {int(ms)}")
 
-    def write_later(self, write: Callable[[sqlite3.Connection], object], what: str) -> None:
+    def write_later(
+        self,
+        write: Callable[[sqlite3.Connection], object],
+        what: str,
+        *,
+        done: Callable[[], None] | None = None,
+        durable: bool = False,
+    ) -> None:
         """Have `write(tx)` done as soon as the write lock is free, in order.
 
         For a caller that must answer at once and must not lose what it was
@@ -327,10 +358,15 @@ class Store:
         savepoint: one that fails is logged (`what` names it) and dropped
         without undoing the rest.
 
-        In memory only: a process killed before the lock frees loses them.
+        The queue is in memory only: a process killed before the lock frees
+        loses it. A caller that must not lose the write keeps a copy on disk
+        first (`durable=True`: the records journal, `captured_records.
+        capture_later`) and passes `done`, called once the write has left the
+        queue for good (its transaction committed, with it or, when it
+        failed, without it) to drop that copy; never before the commit.
         """
         with self._deferred_lock:
-            self._deferred.append((write, what))
+            self._deferred.append(_Deferred(write, what, done, durable))
             self._start_flusher()
 
     def _start_flusher(self) -> None:
@@ -347,28 +383,52 @@ class Store:
         with self._deferred_lock:
             return len(self._deferred)
 
-    def _run_deferred(self, conn: sqlite3.Connection) -> int:
-        """Do the queued writes inside the caller's transaction; how many ran.
+    def _run_deferred(self, conn: sqlite3.Connection) -> list[_Deferred]:
+        """Do the queued writes inside the caller's transaction; those that ran.
 
         They leave the queue only once that transaction commits (the caller
-        pops them): rolled back, they stay for the next one."""
+        hands them to `_deferred_committed`): rolled back, they stay for the
+        next one."""
         with self._deferred_lock:
             queued = list(self._deferred)
-        for write, what in queued:
+        for item in queued:
             conn.execute("SAVEPOINT deferred_write")
             try:
-                write(conn)
+                item.write(conn)
             except Exception as exc:
-                log.error("could not store %s (%s); dropped", what, exc)
                 if not conn.in_transaction:
                     # SQLite undid the whole transaction (disk full, I/O
-                    # error): drop this write, keep the others, fail the caller.
+                    # error): drop this write, keep the others, fail the
+                    # caller. A durable copy stays, for the next start.
+                    kept = "; kept on disk for the next start" if item.durable else ""
+                    log.error("could not store %s (%s); dropped%s", item.what, exc, kept)
                     with self._deferred_lock, suppress(ValueError):
-                        self._deferred.remove((write, what))
+                        self._deferred.remove(item)
                     raise
+                log.error("could not store %s (%s); dropped", item.what, exc)
                 conn.execute("ROLLBACK TO deferred_write")
             conn.execute("RELEASE deferred_write")
-        return len(queued)
+        return queued
+
+    def _deferred_committed(self, ran: list[_Deferred]) -> None:
+        """Take the writes a committed transaction ran out of the queue: by
+        identity, since `close` may have emptied it meanwhile and the hook
+        queued more, which a count of them would have taken instead."""
+        gone = {id(item) for item in ran}
+        with self._deferred_lock:
+            self._deferred = deque(item for item in self._deferred if id(item) not in gone)
+
+    @staticmethod
+    def _deferred_done(ran: list[_Deferred]) -> None:
+        """Tell the callers of committed writes (after the writer lock is
+        released: dropping a disk copy is file work no writer need wait for)."""
+        for item in ran:
+            if item.done is None:
+                continue
+            try:
+                item.done()
+            except Exception as exc:  # the disk copy stays; replaying it changes nothing
+                log.warning("stored %s, but could not note it (%s)", item.what, exc)
 
     def _flush_deferred(self) -> None:
         """The flusher thread: take the write lock (the full busy timeout, again
@@ -437,11 +497,12 @@ class Store:
         wait = getattr(self._local, "write_wait", self._busy_ms / 1000)
         if not self._writer.acquire(timeout=wait):
             raise sqlite3.OperationalError("database is locked")
+        ran: list[_Deferred] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             changes = conn.total_changes
             head = None if wake else _outbox_head(conn)
-            deferred = self._run_deferred(conn) if self._deferred else 0
+            ran = self._run_deferred(conn) if self._deferred else []
             try:
                 yield conn
             except BaseException:
@@ -450,15 +511,15 @@ class Store:
             changed = conn.total_changes != changes
             wake = wake or (changed and _outbox_head(conn) != head)
             conn.execute("COMMIT")
-            if deferred:
-                with self._deferred_lock:
-                    for _ in range(min(deferred, len(self._deferred))):
-                        self._deferred.popleft()
+            if ran:
+                self._deferred_committed(ran)
         finally:
             if conn.in_transaction:  # a failed COMMIT: never leave it open past the lock
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._writer.release()
+        if ran:
+            self._deferred_done(ran)
         # A transaction that wrote no row wakes no one: a waiter whose own
         # bookkeeping found nothing to do would otherwise wake itself (and
         # every other waiter) again at once, and loop.
@@ -527,7 +588,12 @@ class Store:
     def close(self) -> None:
         """Close every connection, after the writes `write_later` still holds
         (one more wait of up to the busy timeout for the lock; what cannot be
-        written then is logged as lost)."""
+        written then is logged: as lost, or as kept on disk for the next start).
+
+        It waits for this process's write transaction in progress, if any,
+        before it looks at what is left: that transaction may have run
+        queued writes it has not committed yet, which are neither lost nor
+        to be dropped."""
         self._closing.set()
         with self._deferred_lock:
             if self._deferred:
@@ -535,13 +601,16 @@ class Store:
             flusher = self._flusher
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join()
-        with self._deferred_lock:
-            lost, self._deferred = list(self._deferred), deque()
-        if lost:
-            log.error(
-                "closing the store with the write lock still busy: lost %s",
-                "; ".join(what for _, what in lost),
-            )
+        # Only with something left: nothing else can be misreported, and a
+        # close must not wait on another Store's long transaction for nothing.
+        held = bool(self.deferred_writes) and self._writer.acquire(timeout=self._busy_ms / 1000)
+        try:
+            with self._deferred_lock:
+                left, self._deferred = list(self._deferred), deque()
+        finally:
+            if held:
+                self._writer.release()
+        self._log_unwritten(left)
         if self.checkpointer is not None:
             self.checkpointer.close()
         with self._lock:
@@ -551,3 +620,16 @@ class Store:
                 conn.close()
         self._local = threading.local()
         self._closing.clear()  # a closed Store opens connections again when used
+
+    @staticmethod
+    def _log_unwritten(left: list[_Deferred]) -> None:
+        kept = [item.what for item in left if item.durable]
+        lost = [item.what for item in left if not item.durable]
+        if kept:
+            log.warning(
+                "closing the store with the write lock still busy: %s kept on disk, "
+                "stored at the next start",
+                "; ".join(kept),
+            )
+        if lost:
+            log.error("closing the store with the write lock still busy: lost %s", "; ".join(lost))

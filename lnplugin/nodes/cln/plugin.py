@@ -25,10 +25,11 @@ log = logging.getLogger("lnplugin.cln_plugin")
 
 # The hook waits at most this long for the SQLite write lock (the follower may
 # hold it for a batch, another process for an export). Past it the records are
-# handed to the store's deferred writes (`Store.write_later`) and the HTLC
-# continues: a payment is never held up by our bookkeeping, and its records
-# are still stored before anything else this process writes, its settlement
-# included.
+# appended to the records journal on disk and handed to the store's deferred
+# writes (`captured_records.capture_later`), and the HTLC continues: a payment
+# is never held up by our bookkeeping, its records are still stored before
+# anything else this process writes, its settlement included, and a plugin
+# killed before the lock frees replays them when it starts again.
 HOOK_BUSY_TIMEOUT_MS = 1000
 CONTINUE: dict[str, str] = {"result": "continue"}
 
@@ -148,16 +149,14 @@ def capture(store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, An
             if not is_lock_contention(exc):
                 raise
             # lightningd settles the payment once we answer, and does not ask
-            # again: losing the records here would lose the boostagram.
-            store.write_later(
-                lambda tx: captured_records.capture_in(tx, payment_hash, records),
-                f"TLV records for {payment_hash}",
-            )
+            # again: the records must be on disk before we do.
+            kept = captured_records.capture_later(store, payment_hash, records)
             log.warning(
                 "htlc_accepted: store busy for %d ms; TLV records for %s queued, "
-                "stored when the write lock frees; continuing",
+                "stored when the write lock frees%s; continuing",
                 HOOK_BUSY_TIMEOUT_MS,
                 payment_hash,
+                " (kept on disk until then)" if kept else "",
             )
     except TlvError as exc:
         log.warning("htlc_accepted: unreadable onion payload (%s); continuing", exc)

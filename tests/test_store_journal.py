@@ -1,0 +1,159 @@
+"""The records journal (`store.journal`): captures the CLN hook acknowledged
+while the store was busy, on disk until their write commits, replayed by
+the next start. The plugin process itself, killed with such a capture
+pending, is in tests/test_cln_plugin.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lnplugin.store import Store, captured_records
+from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
+from tests.e2e import wait_for
+
+GOOD = "11" * 32
+BAD = "ff" * 32
+OTHER = "22" * 32
+RECORDS = {7629169: b'{"message":"great episode"}', 34349334: b"hello"}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[Store]:
+    opened = Store(data_dir / "lnplugin.sqlite")
+    yield opened
+    opened.close()
+
+
+def _journal(data_dir: Path) -> Path:
+    return data_dir / JOURNAL_FILE
+
+
+def _flush(store: Store) -> None:
+    """Any write transaction runs the queued writes first."""
+    with store.transaction():
+        pass
+
+
+def _stored(store: Store, payment_hash: str) -> dict[int, bytes]:
+    return captured_records.get(store.conn, payment_hash)
+
+
+def test_a_torn_last_line_is_dropped_and_the_lines_before_it_replayed(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A previous process wrote one whole entry, then died in the middle of
+    # the next line's write (before its hook could answer).
+    RecordsJournal(_journal(data_dir)).append(GOOD, RECORDS)
+    with _journal(data_dir).open("ab") as handle:
+        handle.write(b'{"payment_hash": "' + OTHER.encode()[:20])
+
+    journal = RecordsJournal(_journal(data_dir))
+    with caplog.at_level(logging.WARNING, logger="lnplugin.store.journal"):
+        (left,) = journal.leftovers()
+    assert "torn last line" in caplog.text
+    assert (left.payment_hash, left.records) == (GOOD, RECORDS)
+    # The torn piece is gone from the file, so the next entry gets a line of its own.
+    journal.append(OTHER, {696969: b"acct"})
+    lines = _journal(data_dir).read_bytes().split(b"\n")
+    assert lines.pop() == b""
+    assert [json.loads(line)["payment_hash"] for line in lines] == [GOOD, OTHER]
+
+    # The store's side: replayed at start, written, then gone from the journal.
+    store = Store(data_dir / "lnplugin.sqlite")
+    try:
+        assert captured_records.replay_journal(store) == 2
+        _flush(store)
+        assert _stored(store, GOOD) == RECORDS
+        assert _stored(store, OTHER) == {696969: b"acct"}
+        wait_for(lambda: not _journal(data_dir).exists(), "the journal emptied")
+        assert store.deferred_writes == 0
+    finally:
+        store.close()
+
+
+def test_an_entry_whose_write_fails_for_good_is_logged_and_dropped_not_replayed_again(
+    data_dir: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A write that can never succeed (here the database refuses the row), and
+    # a line that is not an entry at all, between two good ones.
+    with store.transaction() as tx:
+        tx.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON htlc_records "
+            f"WHEN NEW.payment_hash = '{BAD}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    written = RecordsJournal(_journal(data_dir))
+    written.append(BAD, RECORDS)
+    with _journal(data_dir).open("ab") as handle:
+        handle.write(b'{"payment_hash": "not a hash", "records": {}}\n')
+    written.append(GOOD, RECORDS)
+
+    with caplog.at_level(logging.WARNING):
+        assert captured_records.replay_journal(store) == 2
+        _flush(store)
+        wait_for(lambda: not _journal(data_dir).exists(), "the journal emptied")
+    assert "line 2: unreadable entry" in caplog.text
+    assert f"could not store TLV records for {BAD} (refused); dropped" in caplog.text
+    assert _stored(store, GOOD) == RECORDS and _stored(store, BAD) == {}
+    assert store.deferred_writes == 0
+
+    # The next start has nothing left to replay, and logs nothing again.
+    store.close()
+    caplog.clear()
+    reopened = Store(data_dir / "lnplugin.sqlite")
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert captured_records.replay_journal(reopened) == 0
+            _flush(reopened)
+        assert "could not store" not in caplog.text
+        assert reopened.deferred_writes == 0
+    finally:
+        reopened.close()
+
+
+def test_a_capture_stays_on_disk_until_its_write_commits(data_dir: Path, store: Store) -> None:
+    holder = sqlite3.connect(data_dir / "lnplugin.sqlite", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+        assert captured_records.capture_later(store, GOOD, RECORDS) is True
+        assert _journal(data_dir).stat().st_mode & 0o777 == 0o600
+        (line,) = _journal(data_dir).read_text().splitlines()
+        assert json.loads(line)["payment_hash"] == GOOD
+        assert store.deferred_writes == 1
+        assert holder.execute("SELECT COUNT(*) FROM htlc_records").fetchone() == (0,)
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    # The flusher writes it once the lock frees; only then does it leave the file.
+    wait_for(lambda: store.deferred_writes == 0 and not _journal(data_dir).exists(), "flushed")
+    assert _stored(store, GOOD) == RECORDS
+
+
+def test_a_journal_that_cannot_be_written_still_queues_the_records(
+    data_dir: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Disk full, or the file made unwritable: the hook still answers, the
+    records are kept in memory as before, and the error says so."""
+    _journal(data_dir).mkdir()  # not a file: opening it for writing fails
+    holder = sqlite3.connect(data_dir / "lnplugin.sqlite", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with caplog.at_level(logging.ERROR):
+            assert captured_records.capture_later(store, GOOD, RECORDS) is False
+        assert f"cannot keep TLV records for {GOOD} on disk" in caplog.text
+        assert store.deferred_writes == 1
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    wait_for(lambda: store.deferred_writes == 0, "flushed")
+    assert _stored(store, GOOD) == RECORDS

@@ -90,3 +90,20 @@ def test_a_keysend_boost_to_an_address_reaches_the_address_webhook(
             own.close()
     finally:
         hook.close()
+
+
+def test_a_boostagram_written_with_a_byte_order_mark_is_read(
+    lnd: tuple[LndSim, Server, Api],
+) -> None:
+    """Some JSON writers start UTF-8 with a byte order mark (EF BB BF). The
+    record is still the app's JSON object: the podcaster must see its
+    message, not a boost without a boostagram."""
+    sim, server, api = lnd
+    boost = {"action": "boost", "app_name": "Castamatic", "message": "Grüße 🎙", "ts": 33}
+    record = b"\xef\xbb\xbf" + json.dumps(boost, ensure_ascii=False).encode()
+    paid = sim.keysend(42_000, {7629169: record}).r_hash.hex()
+    invoice = wait_for(lambda: api.incoming(paid), "the keysend boost")
+    assert invoice["boostagram"] == boost
+    lines = server.request("GET", "/invoices/export", params={"format": "jsonl"}).text
+    [row] = [r for r in map(json.loads, lines.splitlines()) if r["payment_hash"] == paid]
+    assert row["boost_message"] == "Grüße 🎙" and row["boost_ts"] == 33

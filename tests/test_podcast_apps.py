@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from lnplugin_sim.cln_plugin_driver import PluginDriver
+from lnplugin_sim.cln_sim import ClnSim
 from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import Api, Server, wait_for
@@ -90,6 +92,35 @@ def test_a_keysend_boost_to_an_address_reaches_the_address_webhook(
             own.close()
     finally:
         hook.close()
+
+
+def test_a_keysend_boost_to_an_address_reaches_its_webhook_in_cln_plugin_mode(tmp: Path) -> None:
+    """The same boost through Core Lightning: the plugin's `htlc_accepted`
+    hook captures the records before the keysend settles."""
+    env = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8"}
+    hook = Receiver()
+    with (
+        ClnSim(tmp / "cln", tmp / "rpc") as sim,
+        PluginDriver(sim, tmp / "cln-data", env=env) as plugin,
+    ):
+        api = Api(plugin.url, plugin.admin_token)
+        try:
+            made = api.post("/lightning_addresses", {"username": "show", "webhook": hook.url()})
+            boost = {"action": "boost", "app_name": "Podverse", "message": "via CLN"}
+            records = {696969: b"show", 7629169: json.dumps(boost).encode()}
+            row = sim.keysend(
+                21_000, records, on_htlc=lambda h, payload: plugin.htlc_accepted(h, payload)
+            )
+            paid = row["payment_hash"]
+            [delivered] = wait_for(
+                lambda: hook.of_type("invoice.incoming.settled", paid), "the address webhook"
+            )
+            assert made["keysend_custom_key"] == 696969
+            assert delivered.json["data"]["lightning_address"] == "show"
+            assert delivered.json["data"]["boostagram"] == boost
+        finally:
+            api.close()
+            hook.close()
 
 
 def test_a_boostagram_written_with_a_byte_order_mark_is_read(

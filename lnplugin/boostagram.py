@@ -75,8 +75,11 @@ def _loads(text: str) -> Any:
     `NaN`/`Infinity`: text SQLite refuses as malformed JSON, so storing such
     a boostagram failed the transaction that records the payment, and with
     it the settlement feed. They are kept as sent, as text.
+
+    A byte order mark before the JSON (some writers start UTF-8 with one) is
+    passed over: `json.loads` refuses it, which lost the whole record.
     """
-    return json.loads(text, parse_float=_finite, parse_constant=str)
+    return json.loads(text.lstrip("\ufeff"), parse_float=_finite, parse_constant=str)
 
 
 def parse_boostagram(raw: bytes) -> dict[str, Any] | None:

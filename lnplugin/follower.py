@@ -307,7 +307,7 @@ def _apply_one(
             # A replay or duplicate. Records may still arrive late (captured
             # out of band, e.g. by CLN plugin mode), so merge those without an event.
             if records_changed:
-                invoices.update(tx, invoice_id, record_fields(new_records, tx))
+                invoices.update(tx, invoice_id, record_fields(new_records, tx, row))
             return False
         fields: dict[str, Any] = {"state": inv.state}
         if inv.state == "SETTLED":
@@ -328,7 +328,7 @@ def _apply_one(
             # amt_paid goes back to 0 too).
             fields.update(cancel_reason=cancel_reason or _NODE_CANCELED, amount_received_msat=0)
         if records_changed:
-            fields.update(record_fields(new_records, tx))
+            fields.update(record_fields(new_records, tx, row))
         invoices.update(tx, invoice_id, fields)
         stored = replace(row, **fields)  # the row as updated, without reading it back
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)

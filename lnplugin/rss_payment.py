@@ -129,9 +129,25 @@ def fetch(url: str, settings: FetchSettings) -> Result:
     header = response.headers.get(RSS_PAYMENT_HEADER)
     if header is None:
         return Result(error=f"no {RSS_PAYMENT_HEADER} header in the response")
+    header = as_sent(header)
     if len(header.encode("utf-8", errors="replace")) > settings.max_bytes:
         return Result(error=f"{RSS_PAYMENT_HEADER} is larger than {settings.max_bytes} bytes")
     return Result(header=header)
+
+
+def as_sent(header: str) -> str:
+    """A header value as the app wrote it: UTF-8 text.
+
+    http.client reads header bytes as Latin-1, one character per byte. A
+    URI-encoded record is ASCII, which that leaves alone, but one sent as
+    plain JSON (taken too) carries its message, names and titles as UTF-8,
+    which would read as `TrÃ¨s` for `Très`. Bytes that are not UTF-8 stay
+    as read.
+    """
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 class RssPaymentWorker:

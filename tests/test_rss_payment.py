@@ -369,6 +369,21 @@ def test_a_bolt11_description_or_a_keysend_chat_message_also_points_at_the_recor
     assert sent["payment_hash"] not in [i["payment_hash"] for i in listed]
 
 
+def test_a_record_sent_unencoded_keeps_its_unicode(server: Server, pages: PaymentPages) -> None:
+    """A record sent as plain JSON rather than URI-encoded (it is taken either
+    way) arrives as the UTF-8 bytes the app wrote; the message must read as
+    written, not as each byte taken for a Latin-1 character (`Ã©`)."""
+    _address(server, "unicode")
+    record = {**RECORD, "message": "Très bien 🚀 日本語", "sender_name": "Zoë"}
+    sent = json.dumps(record, ensure_ascii=False).encode("utf-8")
+    # send_header writes a str as Latin-1: this str is those UTF-8 bytes, one per character.
+    pages.headers["/raw/1"] = sent.decode("latin-1")
+    payment_hash = _boost(server, "unicode", f"rss::payment::boost {pages.url('/raw/1')} Très")
+    assert _final(server, payment_hash)["state"] == "fetched"
+    boost = _invoice(server, payment_hash)["boostagram"]
+    assert boost["message"] == "Très bien 🚀 日本語" and boost["sender_name"] == "Zoë"
+
+
 def test_a_domain_not_on_the_list_is_never_fetched(server: Server, pages: PaymentPages) -> None:
     _address(server, "bob")
     pages.headers["/elsewhere"] = urllib.parse.quote(json.dumps(RECORD))

@@ -122,8 +122,8 @@ def list_all(conn: sqlite3.Connection) -> list[Address]:
     return _select(conn, "ORDER BY username", ()).fetchall()
 
 
-def match_records(conn: sqlite3.Connection, records: Mapping[int, bytes]) -> str | None:
-    """The username whose keysend record (type, value) a payment carries, if any.
+def match_records(conn: sqlite3.Connection, records: Mapping[int, bytes]) -> Address | None:
+    """The address whose keysend record (type, value) a payment carries, if any.
 
     Values are compared as UTF-8 text, as podcast apps send the `customValue`
     of `/.well-known/keysend/<username>`. One indexed lookup per record; a
@@ -136,11 +136,9 @@ def match_records(conn: sqlite3.Connection, records: Mapping[int, bytes]) -> str
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             continue
-        row = conn.execute(
-            "SELECT username FROM lightning_addresses "
-            "WHERE keysend_custom_key = ? AND keysend_custom_value = ?",
-            (key, text),
+        row = _select(
+            conn, "WHERE keysend_custom_key = ? AND keysend_custom_value = ?", (key, text)
         ).fetchone()
         if row is not None:
-            return str(row[0])
+            return row
     return None

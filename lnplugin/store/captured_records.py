@@ -103,7 +103,7 @@ def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, byt
     combined = {**records_from_json(row.custom_records), **merged}
     if records_to_json(combined) == row.custom_records:
         return False
-    invoices.update(tx, row.id, invoices.record_fields(combined, tx))
+    invoices.update(tx, row.id, invoices.record_fields(combined, tx, row))
     return True
 
 

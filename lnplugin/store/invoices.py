@@ -46,7 +46,9 @@ def new_public_id() -> str:
 
 
 def record_fields(
-    records: dict[int, bytes], incoming: sqlite3.Connection | None = None
+    records: dict[int, bytes],
+    incoming: sqlite3.Connection | None = None,
+    current: StoredInvoice | None = None,
 ) -> dict[str, Any]:
     """The invoice columns derived from TLV records: raw JSON, boostagram, message.
 
@@ -54,7 +56,11 @@ def record_fields(
     also `lightning_address` when the records carry an address's keysend
     record: this is the one place keysends are attributed to an address. The
     key is left out when nothing matches, so an update never clears the
-    address an LNURL invoice was minted for.
+    address an LNURL invoice was minted for. Such a payment also gets the
+    address's `webhook`, as an invoice minted through the address does, so
+    the podcaster hears of a keysend boost where they hear of an LNURL one;
+    but never in place of a webhook the invoice (`current`, the row being
+    updated) already has.
     """
     parsed = parse_records(records)
     out = {
@@ -63,9 +69,11 @@ def record_fields(
         "keysend_message": parsed.keysend_message,
     }
     if incoming is not None and records:
-        username = addresses.match_records(incoming, records)
-        if username is not None:
-            out["lightning_address"] = username
+        address = addresses.match_records(incoming, records)
+        if address is not None:
+            out["lightning_address"] = address.username
+            if address.webhook_url and (current is None or current.webhook_url is None):
+                out["webhook_url"] = address.webhook_url
     return out
 
 

@@ -274,7 +274,10 @@ OPERATIONS: dict[str, Op] = {
         "Invoice",
         schemas.InvoiceCreate,
         [IDEMPOTENCY_KEY],
-        (400, 401, 403, 409, 413, 502, 503),
+        # 501: a hold invoice (`payment_hash`) on a node that cannot hold, or
+        # lnplugin's LND macaroon may not make invoices (`invoicing.Unsupported`,
+        # `NotPermitted`), as settle and cancel answer.
+        (400, 401, 403, 409, 413, 501, 502, 503),
         ok_headers={
             "Idempotent-Replayed": {
                 "description": "`true` when this answers a repeated Idempotency-Key",

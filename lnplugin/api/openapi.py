@@ -687,9 +687,16 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         }
         for name in path_names
     ] + list(op.params)
-    # Every answer to a request with a token counts against, and reports, its limit.
+    # Every answer to a request with a token counts against, and reports, its
+    # limit (429); and any of them can meet a store another process holds past
+    # --busy-timeout (503): a write, or a signing token's nonce, which every
+    # request of such a token writes.
     limited = RATE_LIMIT if not op.public else {}
-    errors = op.errors if op.public or 429 in op.errors else (*op.errors, 429)
+    errors = (
+        op.errors
+        if op.public
+        else (*op.errors, *(status for status in (429, 503) if status not in op.errors))
+    )
     responses: dict[str, Any] = {
         str(op.ok): {
             "description": "success",

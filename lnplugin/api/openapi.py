@@ -384,7 +384,7 @@ OPERATIONS: dict[str, Op] = {
         "Revoke one Nostr Wallet Connect connection",
         200,
         "NwcConnection",
-        errors=(401, 403, 404),
+        errors=(400, 401, 403, 404),
     ),
     "lnurlp.discover": Op(
         "LUD-06/16 payRequest of a Lightning Address (no token)",

@@ -58,8 +58,9 @@ def list_connections() -> Any:
 
 
 # Read as text and checked like a query parameter, so an id that cannot be
-# one (`abc`, `0`, one past what SQLite's integers hold) is a 400 naming
-# `connection_id`, not the bare 404 of a route that did not match.
+# one (`abc`, `0`, one over MAX_PARAM_INT, the bound that keeps SQLite's
+# integers from overflowing) is a 400 naming `connection_id`, not the bare
+# 404 of a route that did not match.
 @bp.delete(f"{EP}/<connection_id>")
 @require("admin")
 def revoke(connection_id: str) -> Any:

@@ -92,3 +92,24 @@ def test_a_validation_error_is_a_400_naming_the_field_not_a_500(client) -> None:
     assert lnurl.status_code == 400 and lnurl.get_json()["reason"].startswith("Invalid request")
     assert "amount" in lnurl.get_json()["reason"]
     assert client.get("/probe/page/invalid").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        ("abc", "must be an integer"),
+        ("1.5", "must be an integer"),
+        ("0", "must be from 1 to 1000000000000000"),
+        ("-3", "must be from 1 to 1000000000000000"),
+        ("9" * 30, "must be from 1 to 1000000000000000"),
+    ],
+)
+def test_a_connection_id_that_is_not_one_is_400_naming_it(client, admin, given, reason) -> None:  # type: ignore[no-untyped-def]
+    """A path parameter is input like any other: an id that cannot be one is
+    told apart from a connection that does not exist (404), as a malformed
+    payment hash is."""
+    reply = client.delete(f"/nwc/connections/{given}", headers=admin)
+    assert reply.status_code == 400
+    assert reply.get_json()["errors"] == {"connection_id": reason}
+    unknown = client.delete("/nwc/connections/999", headers=admin)
+    assert unknown.status_code == 404 and "errors" not in unknown.get_json()

@@ -73,6 +73,26 @@ def test_malformed_body_gets_the_alby_error_shape(client, admin, body, reason):
         assert got["errors"]["body"] == reason
 
 
+def test_an_integer_too_long_to_read_is_named_not_called_invalid_json(client, admin):
+    """Python reads at most 4300 digits of an integer; a longer one is still
+    JSON, so the answer names its field, as it does a number beyond a double."""
+    digits = "9" * 5000
+    body = '{"amount": 1, "metadata": {"n": [' + digits + "]}}"
+    r = client.post("/invoices", data=body, headers={**admin, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.get_json()["errors"] == {
+        "metadata.n.0": "is an integer of 5000 digits, too large to read (at most 4300)"
+    }
+    negative = client.post(
+        "/invoices",
+        data='{"amount": -' + digits + "}",
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert negative.get_json()["errors"] == {
+        "amount": "is an integer of 5000 digits, too large to read (at most 4300)"
+    }
+
+
 def test_largest_msat_amount_is_written_as_an_integer(client, admin):
     r = create(client, admin, amount_msat=MAX_MSAT)
     assert b'"amount_msat":%d,' % MAX_MSAT in r.data

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
+from lnplugin import lnurl
 from lnplugin.config import SETTINGS_DOCS
 from lnplugin.run.cli import cli
 
@@ -167,3 +168,12 @@ def test_the_docs_give_the_migration_that_added_public_ids() -> None:
     checkout = (ROOT / "docs" / "checkout.md").read_text()
     (n,) = re.findall(r"Store migration (\d+) adds the column", checkout)
     assert "public id" in MIGRATIONS[int(n)][0]
+
+
+def test_the_address_fields_table_names_every_payer_data_kind() -> None:
+    """An operator reads which LUD-18 payer data an address can ask for from
+    the README's table; a kind the API takes but the table leaves out is one
+    nobody knows to ask for."""
+    (row,) = [line for line in README.splitlines() if line.startswith("| `payer_data` |")]
+    missing = [kind for kind in lnurl.PAYER_DATA_KINDS if f"`{kind}`" not in row]
+    assert not missing, f"payer_data kinds missing from the README's address table: {missing}"

@@ -27,6 +27,7 @@ from lnplugin.service import Service
 from lnplugin.store import Store, events, tokens
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
+from tests.helpers_openapi import conforms
 
 tmp = e2e.fixture_tmp  # a short directory: unix socket paths must be short
 
@@ -334,6 +335,28 @@ def test_standalone_cln_answers_501(cln_service) -> None:
     regular = client.post("/invoices", json={"amount": 5}, headers=headers).get_json()
     r = client.post(f"/invoices/{regular['payment_hash']}/cancel", headers=headers)
     assert r.status_code == 501
+
+
+def test_standalone_clns_501s_are_answers_the_openapi_document_lists(cln_service) -> None:
+    """A client generated from /openapi.json must know the 501 that a hold
+    invoice on a node that cannot hold gets, from POST /invoices as from cancel."""
+    svc, headers = cln_service
+    client = create_app(svc).test_client()
+    document = client.get("/openapi.json").get_json()
+    _, payment_hash = secret_pair()
+    made = hold(client, headers, payment_hash)
+    assert made.status_code == 501
+    conforms(document, "POST", "/invoices", made)
+    regular = client.post("/invoices", json={"amount": 5}, headers=headers).get_json()
+    canceled = client.post(f"/invoices/{regular['payment_hash']}/cancel", headers=headers)
+    assert canceled.status_code == 501
+    conforms(
+        document,
+        "POST",
+        "/invoices/{payment_hash}/cancel",
+        canceled,
+        payment_hash=regular["payment_hash"],
+    )
 
 
 def test_a_hold_invoice_another_app_made_is_stored_but_never_auto_canceled(

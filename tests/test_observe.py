@@ -17,6 +17,7 @@ from lnplugin.api import create_app
 from lnplugin.api.tickets import TicketBook
 from lnplugin.config import ConfigError, load_settings
 from lnplugin.service import Service
+from lnplugin.store import tokens
 from tests import e2e
 
 
@@ -141,6 +142,25 @@ def test_actual_requests_from_an_allowed_origin(
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
+def test_a_browser_app_may_read_the_headers_its_token_is_answered_with(
+    cors_client,
+) -> None:  # type: ignore[no-untyped-def]
+    """A page can only read the response headers CORS exposes: the token's
+    limit (X-RateLimit-*) is sent on every answer to it, so a browser app
+    pacing itself must be allowed to see it, as it sees Retry-After."""
+    client, svc = cors_client
+    with svc.store.transaction() as tx:
+        _, token = tokens.create(tx, ["invoices:read"])
+    reply = client.get(
+        "/info", headers={"Authorization": f"Bearer {token}", "Origin": "https://app.example"}
+    )
+    assert reply.status_code == 200
+    exposed = {h.strip().lower() for h in reply.headers["Access-Control-Expose-Headers"].split(",")}
+    sent = {h.lower() for h, _ in reply.headers.items() if h.lower().startswith("x-ratelimit-")}
+    assert sent == {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+    assert sent <= exposed
+
+
 def _ticket(client, headers, path: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
     reply = client.post("/events/tickets", json={"path": path}, headers=headers)
     assert reply.status_code == 201, reply.get_json()
@@ -193,8 +213,6 @@ def test_a_ticket_keeps_its_tokens_scopes_and_revocation(  # type: ignore[no-unt
     assert _ticket(client, payments, "/events")["path"] == "/events"  # outgoing events
     one_invoice = {"path": "/invoices/" + "ab" * 32 + "/events"}
     assert client.post("/events/tickets", json=one_invoice, headers=payments).status_code == 403
-    from lnplugin.store import tokens
-
     reader = make_token("invoices:read")
     ticket = _ticket(client, {"Authorization": f"Bearer {reader}"}, "/events")["ticket"]
     with service.store.transaction() as tx:

@@ -59,7 +59,7 @@ def test_scopes_come_from_the_routes_decorators(app, client) -> None:  # type: i
                 assert {"bearer": scopes} in operation["security"], (method, path)
     create = document["paths"]["/invoices"]["post"]
     assert create["x-scopes"] == ["invoices:create"]
-    assert document["paths"]["/health"]["get"]["security"] == []
+    assert document["paths"]["/docs"]["get"]["security"] == []
     assert document["paths"]["/metrics"]["get"]["x-scopes"] == ["metrics:read"]
     # Routes whose answer depends on which read scope the token holds.
     for path, method in (
@@ -70,6 +70,16 @@ def test_scopes_come_from_the_routes_decorators(app, client) -> None:  # type: i
         operation = document["paths"][path][method]
         assert operation["x-scopes-any-of"] == ["invoices:read", "transactions:read"], path
         assert {"bearer": []} not in operation["security"], path
+
+
+def test_the_health_probe_says_a_token_or_the_status_key_may_be_sent(client) -> None:  # type: ignore[no-untyped-def]
+    """`GET /health` answers without a token, and shows the follower's detail
+    to a token of any scope or to the status key: a client generated from the
+    document must be able to send either."""
+    health = client.get("/openapi.json").get_json()["paths"]["/health"]["get"]
+    assert {} in health["security"]  # no token at all will do
+    assert {"bearer": []} in health["security"] and {"apiKey": []} in health["security"]
+    assert "X-Lnplugin-Status-Key" in [p["name"] for p in health["parameters"]]
 
 
 def test_request_bodies_are_the_validating_models(client) -> None:  # type: ignore[no-untyped-def]

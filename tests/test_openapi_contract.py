@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import collections
 import copy
+import sqlite3
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,10 +34,13 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from lnplugin.api import signing
 from tests import e2e
+from tests.helpers_openapi import conforms
 from tests.helpers_webhooks import free_port
 
 EXAMPLES_PER_OPERATION = 15
+SETTLED = "invoice.incoming.settled"
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +216,76 @@ def test_real_answers_and_event_streams_match_the_document(
     )
     assert too_big.status_code == 413
     _conforms(strict_schema, "POST", "/pay/address/{username}", too_big, username="contract-form")
+
+
+def test_a_busy_store_answers_503_and_the_document_lists_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Another process holding the store's write lock past --busy-timeout (a
+    backup, an `lnplugin` command) makes any write answer 503 with
+    Retry-After, and a signing token's every request writes its nonce. A
+    client generated from the document must know that answer wherever it
+    can come."""
+    data_dir: Path = tmp_path_factory.mktemp("busy") / "data"
+    with e2e.Server(data_dir, "--busy-timeout", "0.1") as srv:
+        auth = {"Authorization": f"Bearer {srv.token}"}
+        document = requests.get(srv.url + "/openapi.json", timeout=10).json()
+        made = requests.post(srv.url + "/invoices", json={"amount": 21}, headers=auth, timeout=10)
+        payment_hash = made.json()["payment_hash"]
+        lines = e2e.cli(
+            data_dir, "token", "create", "--scope", "invoices:read", "--require-signature"
+        ).splitlines()
+        secret, signed_token = lines[0].strip(), lines[-1].strip()
+        locker = sqlite3.connect(data_dir / "lnplugin.sqlite", timeout=10, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            address = requests.post(
+                srv.url + "/lightning_addresses",
+                json={"username": "busy"},
+                headers=auth,
+                timeout=10,
+            )
+            endpoint = requests.post(
+                srv.url + "/webhook_endpoints",
+                json={"url": "https://example.com/hook", "filter_types": [SETTLED]},
+                headers=auth,
+                timeout=10,
+            )
+            read = requests.get(
+                srv.url + f"/invoices/{payment_hash}",
+                headers=_signed(signed_token, secret, f"/invoices/{payment_hash}", "busy-nonce-1"),
+                timeout=10,
+            )
+            # The health probe stays open: a monitor's token that cannot be
+            # checked just now gets the tokenless answer, not an error.
+            health = requests.get(
+                srv.url + "/health",
+                headers=_signed(signed_token, secret, "/health", "busy-nonce-2"),
+                timeout=10,
+            )
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+    answers = [
+        ("POST", "/lightning_addresses", address, {}),
+        ("POST", "/webhook_endpoints", endpoint, {}),
+        ("GET", "/invoices/{payment_hash}", read, {"payment_hash": payment_hash}),
+    ]
+    for method, template, reply, params in answers:
+        assert reply.status_code == 503, (template, reply.text)
+        assert reply.headers["Retry-After"] == "1"
+        conforms(document, method, template, reply, **params)
+    assert health.status_code == 200, health.text
+    assert health.json()["follower"] == {"connection": "connected"}
+    conforms(document, "GET", "/health", health)
+
+
+def _signed(token: str, secret: str, path: str, nonce: str) -> dict[str, str]:
+    """Headers of a GET of `path` signed as a --require-signature token must sign it."""
+    ts = str(int(time.time()))
+    return {
+        "Authorization": f"Bearer {token}",
+        "X-Lnplugin-Timestamp": ts,
+        "X-Lnplugin-Nonce": nonce,
+        "X-Lnplugin-Signature": signing.sign(secret, "GET", path, ts, nonce, b""),
+    }

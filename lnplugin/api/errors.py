@@ -73,6 +73,14 @@ def validation_error(exc: ValidationError) -> APIError:
     return APIError(400, "Invalid request", field_errors(exc))
 
 
+def store_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED (primary code in the low byte): another
+    process held the store's write lock past --busy-timeout."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def as_api_error(exc: Exception) -> APIError:
     """What an exception no route turned into an `APIError` is answered as.
 
@@ -82,12 +90,8 @@ def as_api_error(exc: Exception) -> APIError:
         return exc
     if isinstance(exc, ValidationError):
         return validation_error(exc)
-    # SQLITE_BUSY / SQLITE_LOCKED (primary code in the low byte): another
-    # process held its write lock past --busy-timeout. Transient, so the
-    # client is told to retry rather than shown an internal error.
-    if isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    # Transient, so the client is told to retry rather than shown an internal error.
+    if store_busy(exc):
         log.warning("store busy past the busy timeout: %s", exc)
         return APIError(503, "The store is busy, try again shortly", headers={"Retry-After": "1"})
     log.error("unhandled error", exc_info=exc)

@@ -26,6 +26,7 @@ any other malformed body, naming each field that held one.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import orjson
@@ -38,8 +39,8 @@ MAX_REPORTED = 10  # fields named in one RefusedJSON
 
 
 class RefusedJSON(ValueError):
-    """A body that holds NaN, Infinity, -Infinity, a number beyond a double or
-    a key given twice in one object.
+    """A body that holds NaN, Infinity, -Infinity, a number beyond a double, an
+    integer too long for Python to read or a key given twice in one object.
 
     `errors` maps each field's path (keys and list indexes joined by dots, as
     validation errors name fields; `body` for the whole body) to a reason.
@@ -95,6 +96,21 @@ class OrjsonProvider(DefaultJSONProvider):
             refused.append(_Refused(f"is {token}, too large for a number (beyond a double)"))
             return refused[-1]
 
+        def integer(token: str) -> int | _Refused:
+            # Past sys.get_int_max_str_digits (4300) int() refuses a string:
+            # still JSON, so named like a number beyond a double, not "not JSON".
+            try:
+                return int(token)
+            except ValueError:
+                limit = sys.get_int_max_str_digits()
+                refused.append(
+                    _Refused(
+                        f"is an integer of {len(token.lstrip('-'))} digits, too large to read "
+                        f"(at most {limit})"
+                    )
+                )
+                return refused[-1]
+
         def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
             obj = dict(items)
             if len(obj) < len(items):  # a key given twice: mark it where it stands
@@ -108,6 +124,7 @@ class OrjsonProvider(DefaultJSONProvider):
 
         kwargs.setdefault("parse_constant", constant)
         kwargs.setdefault("parse_float", number)
+        kwargs.setdefault("parse_int", integer)
         kwargs.setdefault("object_pairs_hook", pairs)
         obj = super().loads(s, **kwargs)
         if refused:

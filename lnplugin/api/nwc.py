@@ -57,15 +57,19 @@ def list_connections() -> Any:
     return [connection_json(row) for row in db.list_all(context.service().store.conn)]
 
 
-# Ids beyond the documented maximum are simply not found (404), rather than
-# overflowing SQLite's integers.
-@bp.delete(f"{EP}/<int(max={context.MAX_PARAM_INT}):connection_id>")
+# Read as text and checked like a query parameter, so an id that cannot be
+# one (`abc`, `0`, one over MAX_PARAM_INT, the bound that keeps SQLite's
+# integers from overflowing) is a 400 naming `connection_id`, not the bare
+# 404 of a route that did not match.
+@bp.delete(f"{EP}/<connection_id>")
 @require("admin")
-def revoke(connection_id: int) -> Any:
+def revoke(connection_id: str) -> Any:
+    ident = context.int_param("connection_id", connection_id, None, 1, context.MAX_PARAM_INT)
+    assert ident is not None  # a path segment is never empty
     svc = context.service()
     with svc.store.transaction() as tx:
-        done = db.revoke(tx, connection_id)
-        row = db.by_id(tx, connection_id)
+        done = db.revoke(tx, ident)
+        row = db.by_id(tx, ident)
     if not done or row is None:
-        raise APIError(404, f"No active wallet connection {connection_id}")
+        raise APIError(404, f"No active wallet connection {ident}")
     return connection_json(row)

@@ -43,7 +43,12 @@ _CLEAN_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 ALLOWED_HEADERS = (
     "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Api-Key, X-Request-Id"
 )
-EXPOSED_HEADERS = "X-Request-Id, Retry-After, Idempotent-Replayed"
+# What a page may read of an answer: all that lnplugin sends for clients,
+# the token's limit too (X-RateLimit-*, on every answer to a token).
+EXPOSED_HEADERS = (
+    "X-Request-Id, Retry-After, Idempotent-Replayed, "
+    "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+)
 PREFLIGHT_MAX_AGE = "600"
 # Request ids only tell requests apart in the logs; they guard nothing, so
 # they come from a PRNG seeded once from the OS rather than from `secrets`,

@@ -31,6 +31,7 @@ from lnplugin.api import schemas
 from lnplugin.api.auth import TICKET_ENDPOINTS
 from lnplugin.api.context import MAX_PARAM_INT
 from lnplugin.api.events import MAX_EVENT_ID
+from lnplugin.api.info import STATUS_KEY_HEADER
 from lnplugin.api.invoices import _FILTERS
 from lnplugin.api.tickets import TicketCreate
 from lnplugin.api.webhooks import EndpointCreate
@@ -257,6 +258,8 @@ class Op:
     # further media types the success answer may carry (same schema), e.g. an export's formats
     more_content_types: tuple[str, ...] = ()
     public: bool = False
+    # public, but a token (any scope) is read if sent and shows more
+    optional_token: bool = False
     extra_ok: dict[int, str] = field(default_factory=dict)
     ok_headers: dict[str, Any] = field(default_factory=dict)
     # the component errors answer with: Alby's shape, or LUD-06's on public LNURL routes;
@@ -274,7 +277,10 @@ OPERATIONS: dict[str, Op] = {
         "Invoice",
         schemas.InvoiceCreate,
         [IDEMPOTENCY_KEY],
-        (400, 401, 403, 409, 413, 502, 503),
+        # 501: a hold invoice (`payment_hash`) on a node that cannot hold, or
+        # lnplugin's LND macaroon may not make invoices (`invoicing.Unsupported`,
+        # `NotPermitted`), as settle and cancel answer.
+        (400, 401, 403, 409, 413, 501, 502, 503),
         ok_headers={
             "Idempotent-Replayed": {
                 "description": "`true` when this answers a repeated Idempotency-Key",
@@ -381,7 +387,7 @@ OPERATIONS: dict[str, Op] = {
         "Revoke one Nostr Wallet Connect connection",
         200,
         "NwcConnection",
-        errors=(401, 403, 404),
+        errors=(400, 401, 403, 404),
     ),
     "lnurlp.discover": Op(
         "LUD-06/16 payRequest of a Lightning Address (no token)",
@@ -515,7 +521,22 @@ OPERATIONS: dict[str, Op] = {
         errors=(400, 401, 403, 413),
     ),
     "info.info": Op("Service, node and follower status", 200, "Info", errors=(401, 403)),
-    "info.health": Op("Health probe (no token)", 200, "Health", public=True),
+    "info.health": Op(
+        "Health probe (no token; with a token or the status key, the follower's detail too)",
+        200,
+        "Health",
+        params=[
+            {
+                "name": STATUS_KEY_HEADER,
+                "in": "header",
+                "schema": {"type": "string"},
+                "description": "the status key `lnplugin status` reads from the data dir's "
+                "lock file: the follower's detail (and `nwc`) without a token",
+            }
+        ],
+        public=True,
+        optional_token=True,
+    ),
     "webhooks.create": Op(
         "Create a webhook endpoint (its secret is shown only here)",
         201,
@@ -653,11 +674,10 @@ def _content(response: str | None, content_type: str) -> dict[str, Any]:
     return {content_type: {"schema": schema}}
 
 
-def _security(
-    view: Any, endpoint: str, public: bool
-) -> tuple[list[dict[str, list[str]]], list[str]]:
-    if public:
-        return [], []
+def _security(view: Any, endpoint: str, op: Op) -> tuple[list[dict[str, list[str]]], list[str]]:
+    if op.public:
+        # `{}`: no token at all will do; the others say a token may be sent.
+        return ([{}, {"bearer": []}, {"apiKey": []}] if op.optional_token else []), []
     scopes = list(getattr(view, "required_scopes", ()))
     any_of = list(getattr(view, "any_scopes", ()))
     # OpenAPI reads the list as alternatives: any one requirement will do.
@@ -673,7 +693,7 @@ def _security(
 
 def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
     view = app.view_functions[endpoint]
-    security, scopes = _security(view, endpoint, op.public)
+    security, scopes = _security(view, endpoint, op)
     path_names = _CONVERTER.findall(rule.rule)
     params = [
         {
@@ -684,9 +704,16 @@ def _operation(app: Flask, endpoint: str, rule: Any, op: Op) -> dict[str, Any]:
         }
         for name in path_names
     ] + list(op.params)
-    # Every answer to a request with a token counts against, and reports, its limit.
+    # Every answer to a request with a token counts against, and reports, its
+    # limit (429); and any of them can meet a store another process holds past
+    # --busy-timeout (503): a write, or a signing token's nonce, which every
+    # request of such a token writes.
     limited = RATE_LIMIT if not op.public else {}
-    errors = op.errors if op.public or 429 in op.errors else (*op.errors, 429)
+    errors = (
+        op.errors
+        if op.public
+        else (*op.errors, *(status for status in (429, 503) if status not in op.errors))
+    )
     responses: dict[str, Any] = {
         str(op.ok): {
             "description": "success",

@@ -46,6 +46,26 @@ def ensure_dir(path: Path) -> None:
         ) from None
 
 
+def check_reachable(path: Path) -> None:
+    """Raise `DataDirError` when `path` exists but this user cannot look inside it.
+
+    Why: a data dir owned by the service user (`/var/lib/lnplugin`, 0700)
+    and named through `LNPLUGIN_DATA_DIR` or the config file, not the flag
+    (which click checks), made every command that reads the store die on a
+    PermissionError traceback when run as another user. A data dir that
+    does not exist yet is fine here: the commands that create one do, and
+    the others say there is no store."""
+    try:
+        os.stat(Path(path) / "lnplugin.sqlite")
+    except PermissionError as exc:
+        raise DataDirError(
+            f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot read {path} "
+            f"as uid {os.geteuid()} ({exc.strerror}); run as the user that owns it"
+        ) from None
+    except OSError:
+        return  # absent (or not a directory): the command says so in its own words
+
+
 def warn_if_open(path: Path) -> None:
     """Warn (once per process) when the data dir is open to group or others;
     `lnplugin serve` and the plugin call it, one-shot commands stay quiet."""

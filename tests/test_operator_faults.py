@@ -12,6 +12,7 @@ and `/proc` as the data dir (procfs refuses to create files for anyone).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import sqlite3
@@ -138,6 +139,61 @@ def test_a_data_dir_that_cannot_be_written():
     # procfs refuses new files even to root
     line = refused(Path("/proc"), "token", "create", "--scope", "admin")
     assert "/proc/lnplugin.sqlite" in line
+
+
+def _without_file_access_override() -> None:
+    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    from the bounding set, so root's process meets file modes as any user's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # linux/capability.h: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "--port", "1"),
+        ("token", "list"),
+        ("token", "revoke", "1"),
+        ("export",),
+        ("backup", "copy.sqlite"),
+        ("doctor",),
+        ("dev", "pay", "ab" * 32),
+        ("nwc", "list"),
+        ("address", "list"),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_data_dir_this_user_cannot_read_is_one_line(tmp: Path, args: tuple[str, ...]):
+    """The service's data dir (0700, its own user) named in LNPLUGIN_DATA_DIR by
+    an operator running as someone else: one line naming the setting, as the
+    flag gets from click, not a PermissionError traceback."""
+    data = tmp / "data"
+    _real_store(data)
+    root = os.geteuid() == 0
+    if root:  # root's CAP_DAC_* ignore modes: the dir is another user's, the caps dropped
+        os.chown(data, 65534, 65534)
+    data.chmod(0o700 if root else 0)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lnplugin", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_env(LNPLUGIN_DATA_DIR=str(data), HOME=str(tmp)),
+            cwd=tmp,
+            preexec_fn=_without_file_access_override if root else None,
+        )
+    finally:
+        if root:
+            os.chown(data, 0, 0)
+        data.chmod(0o700)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)")
+    assert str(data) in line and "Permission denied" in line
 
 
 # -- settings that cannot work -------------------------------------------------------

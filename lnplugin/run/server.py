@@ -34,8 +34,9 @@ from lnplugin import logs
 from lnplugin.api import create_app
 from lnplugin.api.errors import error_body
 from lnplugin.config import Settings, env_typos, http_url
+from lnplugin.datadir import lock_holder
 from lnplugin.run.asgi import ASGIApp
-from lnplugin.service import Service, StartupRefused
+from lnplugin.service import Service, StartupRefused, already_serving
 from lnplugin.store import tokens
 
 log = logging.getLogger("lnplugin")
@@ -436,7 +437,12 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     # network or with another certificate) is the only line printed and
     # stops nothing half-started: the port (before the data dir and its
     # store are created, so a busy port leaves nothing behind), the node
-    # check, then the app, whose building logs what it serves.
+    # check, then the app, whose building logs what it serves. Another
+    # lnplugin on this data dir is named first: started twice alike, the
+    # second would otherwise be told of a busy port, and sent to change it.
+    holder = lock_holder(settings.data_dir)
+    if holder is not None:
+        raise already_serving(settings.data_dir, holder)
     sockets = listen(settings)
     try:
         service = Service.build(settings)

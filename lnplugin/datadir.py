@@ -47,7 +47,8 @@ def ensure_dir(path: Path) -> None:
 
 
 def check_reachable(path: Path) -> None:
-    """Raise `DataDirError` when `path` exists but this user cannot look inside it.
+    """Raise `DataDirError` when `path` exists but this user cannot look inside
+    it, or is a file.
 
     Why: a data dir owned by the service user (`/var/lib/lnplugin`, 0700)
     and named through `LNPLUGIN_DATA_DIR` or the config file, not the flag
@@ -62,8 +63,14 @@ def check_reachable(path: Path) -> None:
             f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot read {path} "
             f"as uid {os.geteuid()} ({exc.strerror}); run as the user that owns it"
         ) from None
+    except NotADirectoryError:
+        if Path(path).exists():  # a file where the directory should be
+            raise DataDirError(
+                f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {path} is a file, "
+                "not a directory"
+            ) from None
     except OSError:
-        return  # absent (or not a directory): the command says so in its own words
+        return  # absent: the command says so in its own words
 
 
 def warn_if_open(path: Path) -> None:

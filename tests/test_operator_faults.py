@@ -135,6 +135,31 @@ def test_a_data_dir_that_cannot_be_created(tmp: Path):
     assert "data_dir" in line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("serve", "--port", "0"), ("token", "create", "--scope", "admin"), ("token", "list")],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_data_dir_that_is_a_file_is_named_as_one(tmp: Path, args: tuple[str, ...]):
+    """From the environment (the flag is click's to check): said as it is,
+    not as "cannot create: File exists" or a missing FILE/lnplugin.sqlite."""
+    blocker = tmp / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lnplugin", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(LNPLUGIN_DATA_DIR=str(blocker)),
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (
+        f"Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {blocker} "
+        "is a file, not a directory"
+    )
+
+
 def test_a_data_dir_that_cannot_be_written():
     # procfs refuses new files even to root
     line = refused(Path("/proc"), "token", "create", "--scope", "admin")

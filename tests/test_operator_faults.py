@@ -12,6 +12,7 @@ and `/proc` as the data dir (procfs refuses to create files for anyone).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
@@ -19,7 +20,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,45 @@ def _without_file_access_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
+@contextlib.contextmanager
+def _unreadable(path: Path) -> Iterator[Callable[[], None] | None]:
+    """Make `path` (a file or a directory) unreadable to the lnplugin a test
+    starts, with the `preexec_fn` to start it with: another user's, mode
+    0600/0700, for a root test run (which then drops its file-access
+    capabilities); mode 0 otherwise."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    root = os.geteuid() == 0
+    if root:
+        os.chown(path, 65534, 65534)
+    path.chmod((0o700 if path.is_dir() else 0o600) if root else 0)
+    try:
+        yield _without_file_access_override if root else None
+    finally:
+        if root:
+            os.chown(path, 0, 0)
+        path.chmod(mode)
+
+
+def _refused_as(
+    preexec: Callable[[], None] | None, *args: str, env: dict[str, str], cwd: Path
+) -> str:
+    """`refused`, with the data dir left to `env` and the child started through `preexec`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lnplugin", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+        preexec_fn=preexec,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("Error: "), line
+    return line
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -196,27 +236,9 @@ def test_a_data_dir_this_user_cannot_read_is_one_line(tmp: Path, args: tuple[str
     flag gets from click, not a PermissionError traceback."""
     data = tmp / "data"
     _real_store(data)
-    root = os.geteuid() == 0
-    if root:  # root's CAP_DAC_* ignore modes: the dir is another user's, the caps dropped
-        os.chown(data, 65534, 65534)
-    data.chmod(0o700 if root else 0)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lnplugin", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_env(LNPLUGIN_DATA_DIR=str(data), HOME=str(tmp)),
-            cwd=tmp,
-            preexec_fn=_without_file_access_override if root else None,
-        )
-    finally:
-        if root:
-            os.chown(data, 0, 0)
-        data.chmod(0o700)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    (line,) = proc.stderr.strip().splitlines()
+    env = _env(LNPLUGIN_DATA_DIR=str(data), HOME=str(tmp))
+    with _unreadable(data) as preexec:
+        line = _refused_as(preexec, *args, env=env, cwd=tmp)
     assert line.startswith("Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)")
     assert str(data) in line and "Permission denied" in line
 
@@ -261,6 +283,20 @@ def test_an_lnd_macaroon_neither_file_nor_hex(tmp: Path, lnd: LndSim):
         "--lnd-cert", str(lnd.cert_path), "--lnd-macaroon", str(tmp / "missing.macaroon"),
     )  # fmt: skip
     assert "lnd_macaroon" in line and "--lnd-macaroon" in line
+
+
+def test_an_lnd_macaroon_file_this_user_cannot_read(tmp: Path, lnd: LndSim):
+    """Copied in as root, 0600: `serve` died on a PermissionError traceback."""
+    macaroon = tmp / "lnplugin.macaroon"
+    macaroon.write_bytes(lnd.admin_macaroon_path.read_bytes())
+    with _unreadable(macaroon) as preexec:
+        line = _refused_as(
+            preexec, "serve", "--port", "0", "--data-dir", str(tmp / "data"), "--node", "lnd",
+            "--lnd-host", lnd.target, "--lnd-cert", str(lnd.cert_path),
+            "--lnd-macaroon", str(macaroon), env=_env(), cwd=tmp,
+        )  # fmt: skip
+    assert line.startswith("Error: invalid setting lnd_macaroon (--lnd-macaroon")
+    assert f"cannot read {macaroon}" in line and "Permission denied" in line
 
 
 def test_an_unreadable_lnd_cert(tmp: Path, lnd: LndSim):

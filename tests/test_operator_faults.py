@@ -362,6 +362,28 @@ def test_cln_without_a_socket(tmp: Path):
     assert "cln_socket" in line
 
 
+def test_a_cln_socket_this_user_may_not_open(tmp: Path):
+    """lightningd's socket is 0600 (`rpc-file-mode`): run as another user,
+    `serve` started and retried it forever, warning in the log; a permission
+    does not come back by itself as lightningd does, so it is refused."""
+    rpc_dir = tmp / "lightning"
+    rpc_dir.mkdir()
+    path = rpc_dir / "lightning-rpc"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(path))
+        listening.listen()
+        path.chmod(0o600)
+        for unreadable in (path, rpc_dir):  # the socket; a directory on the way
+            with _unreadable(unreadable) as preexec:
+                line = _refused_as(
+                    preexec, "serve", "--port", "0", "--data-dir", str(tmp / "data"),
+                    "--node", "cln", "--cln-socket", str(path), "--network", "regtest",
+                    env=_env(), cwd=tmp,
+                )  # fmt: skip
+            assert line.startswith("Error: invalid setting cln_socket (--cln-socket"), line
+            assert str(path) in line and "rpc-file-mode" in line
+
+
 def test_a_cln_socket_path_that_is_not_a_socket(tmp: Path):
     regular = tmp / "lightning-rpc"
     regular.write_text("")

@@ -138,6 +138,31 @@ def test_a_data_dir_that_cannot_be_created(tmp: Path):
 
 @pytest.mark.parametrize(
     "args",
+    [("token", "create", "--scope", "admin"), ("dev", "mine"), ("serve", "--port", "0")],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_root_in_the_service_users_data_dir_is_refused(tmp: Path, args: tuple[str, ...]):
+    """`sudo lnplugin token create --data-dir /var/lib/lnplugin` (meant: sudo -u
+    lnplugin) made a root-owned 0600 store there, or the dev node's key: the
+    service could not open it and stopped at its next start. Run by anyone
+    else, a data dir they share with its owner keeps working."""
+    data = tmp / "data"
+    data.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(data, 65534, 65534)
+        try:
+            line = refused(data, *args)
+        finally:
+            os.chown(data, 0, 0)
+        assert line.startswith("Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)")
+        assert "(uid 65534)" in line and "sudo -u" in line
+        assert list(data.iterdir()) == []  # nothing made there as root
+    else:  # not root: the data dir is this user's own, and used as ever
+        assert e2e.run(data, "token", "create", "--scope", "admin", env=_env()).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
     [("serve", "--port", "0"), ("token", "create", "--scope", "admin"), ("token", "list")],
     ids=lambda args: " ".join(args[:2]),
 )

@@ -303,12 +303,14 @@ def settings_from(flags: dict[str, Any], *, warn: bool = True) -> Settings:
     """The settings, or one line naming the bad one; misspelt `LNPLUGIN_*`
     variables are warned about on stderr (`serve` logs them instead, with
     its other log lines, so `warn` is False there). A data dir this user
-    cannot look inside is refused here, once for every command."""
-    from lnplugin.datadir import DataDirError, check_reachable
+    cannot look inside, or root in another user's, is refused here, once
+    for every command."""
+    from lnplugin.datadir import DataDirError, check_not_root_in_anothers, check_reachable
 
     try:
         settings = load_settings(flags)
         check_reachable(settings.data_dir)
+        check_not_root_in_anothers(settings.data_dir)
     except (ConfigError, DataDirError) as exc:
         raise Unusable(str(exc)) from None
     if warn:

@@ -62,7 +62,8 @@ def check_reachable(path: Path) -> None:
     except PermissionError as exc:
         raise DataDirError(
             f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot read {path} "
-            f"as uid {os.geteuid()} ({exc.strerror}); run as the user that owns it"
+            f"as uid {os.geteuid()} ({exc.strerror}); run as the user that owns it, or "
+            "choose a directory this user can create and write"
         ) from None
     except NotADirectoryError:
         if Path(path).exists():  # a file where the directory should be

@@ -530,14 +530,21 @@ def load_settings(
     merged: dict[str, Any] = {}
     if config_path:
         merged.update(_from_toml(Path(config_path)))
+    from_file = set(merged)
     merged.update(_from_env(environ))
     merged.update(flags)
+    from_file -= set(_from_env(environ)) | set(flags)
     try:
         return Settings(**merged)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "?"
         doc = SettingDoc(name)
-        where = f" ({doc.flag} / {doc.env})" if name in _FIELDS else ""
+        # Where the bad value is: the file's key, as its other refusals say, or
+        # the flag and variable (the same message either way: both are read).
+        if name in from_file:
+            where = f" in {config_path}"
+        else:
+            where = f" ({doc.flag} / {doc.env})" if name in _FIELDS else ""
         message = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"invalid setting {name}{where}: {message}") from None

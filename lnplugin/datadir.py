@@ -16,6 +16,7 @@ import fcntl
 import glob
 import logging
 import os
+import pwd
 import re
 import stat
 from collections.abc import Iterator
@@ -44,6 +45,62 @@ def ensure_dir(path: Path) -> None:
             f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot create {path}: "
             f"{exc.strerror or exc}; choose a directory this user can create and write"
         ) from None
+
+
+def check_reachable(path: Path) -> None:
+    """Raise `DataDirError` when `path` exists but this user cannot look inside
+    it, or is a file.
+
+    Why: a data dir owned by the service user (`/var/lib/lnplugin`, 0700)
+    and named through `LNPLUGIN_DATA_DIR` or the config file, not the flag
+    (which click checks), made every command that reads the store die on a
+    PermissionError traceback when run as another user. A data dir that
+    does not exist yet is fine here: the commands that create one do, and
+    the others say there is no store."""
+    try:
+        os.stat(Path(path) / "lnplugin.sqlite")
+    except PermissionError as exc:
+        raise DataDirError(
+            f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot read {path} "
+            f"as uid {os.geteuid()} ({exc.strerror}); run as the user that owns it, or "
+            "choose a directory this user can create and write"
+        ) from None
+    except NotADirectoryError:
+        if Path(path).exists():  # a file where the directory should be
+            raise DataDirError(
+                f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {path} is a file, "
+                "not a directory"
+            ) from None
+    except OSError:
+        return  # absent: the command says so in its own words
+
+
+def check_not_root_in_anothers(path: Path) -> None:
+    """Raise `DataDirError` when root runs lnplugin on a data dir another user owns.
+
+    Why: the deployed data dir is the service user's (`/var/lib/lnplugin`,
+    owned by `lnplugin`), and `sudo lnplugin token create --data-dir ...`
+    (for `sudo -u lnplugin`) made the store, the dev node's key or a WAL file
+    as root, 0600: the service, which cannot open them, then stopped at its
+    next start. Anyone else creates files as the user the data dir is shared
+    with on purpose, so only root is refused."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(path).st_uid
+    except OSError:
+        return  # not there (yet): what root creates is root's own data dir
+    if owner == 0:
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    raise DataDirError(
+        f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {path} belongs to "
+        f"{name} (uid {owner}), and files made in it as root would be root's, which that "
+        f"user cannot open; run this as {name} (sudo -u {name} ...)"
+    )
 
 
 def warn_if_open(path: Path) -> None:

@@ -125,6 +125,13 @@ def serving(data_dir: Path) -> Serving | None:
     return found if lock_holder(data_dir) is not None else None
 
 
+def already_serving(data_dir: Path, pid: str) -> AlreadyServing:
+    return AlreadyServing(
+        f"another lnplugin (pid {pid}) is already serving {data_dir}; "
+        "stop it first, or give this one its own --data-dir"
+    )
+
+
 def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:
     """Hold `<data_dir>/lnplugin.lock` for as long as this process serves.
 
@@ -147,10 +154,7 @@ def lock_data_dir(data_dir: Path, kind: str = "") -> TextIO:
         handle.seek(0)
         pid = (handle.read().split() or ["?"])[0]
         handle.close()
-        raise AlreadyServing(
-            f"another lnplugin (pid {pid}) is already serving {data_dir}; "
-            "stop it first, or give this one its own --data-dir"
-        ) from None
+        raise already_serving(data_dir, pid) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()} {kind}\n")

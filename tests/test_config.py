@@ -254,8 +254,16 @@ def test_a_config_path_that_is_a_directory_is_refused_in_one_line(tmp_path):
 
 
 def test_a_bad_value_in_toml_names_the_setting(tmp_path):
-    path = toml(tmp_path, 'port = "high"\n')
-    assert "port" in config_error({"config": path})
+    """And where it is, as the file's other refusals do: named as the flag
+    and the variable, the operator looked for it in the command line and the
+    environment, and found neither."""
+    path = toml(tmp_path, 'port = "high"\nthreads = 5000\n')
+    assert config_error({"config": path}).startswith(f"invalid setting port in {path}: ")
+    # Given again in the environment, the bad value is that one.
+    message = config_error({"config": path}, environ={"LNPLUGIN_PORT": "higher"})
+    assert message.startswith("invalid setting port (--port / LNPLUGIN_PORT): ")
+    message = config_error({"config": path, "port": 1})
+    assert message.startswith(f"invalid setting threads in {path}: must be between 1 and 1024")
 
 
 def test_nwc_rate_limit_is_one_rate_read_as_a_burst_and_a_refill() -> None:

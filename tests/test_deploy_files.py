@@ -107,6 +107,41 @@ def test_the_admin_token_is_created_before_the_first_start(path: Path) -> None:
     assert created < started
 
 
+def _shell_lines(path: Path) -> list[str]:
+    """The command lines of a page's `sh` and plain code blocks, a line
+    continued with a backslash joined to the next."""
+    lines = []
+    for block in re.findall(r"^```(sh)?\n(.*?)^```", path.read_text(), flags=re.S | re.M):
+        lines.extend(block[1].replace("\\\n", " ").splitlines())
+    return lines
+
+
+SERVICE_DATA_DIR = "/var/lib/lnplugin"
+CRON_D = re.compile(r"^[\d*][^ ]* \S+ \S+ \S+ \S+ (\S+) ")  # /etc/cron.d: the 6th field is the user
+
+
+@pytest.mark.parametrize(
+    "path",
+    [ROOT / "docs" / p for p in ("deploy.md", "operations.md", "lnd.md")],
+    ids=lambda p: p.name,
+)
+def test_recipes_on_the_services_data_dir_run_as_root_or_its_user(path: Path) -> None:
+    """The deployed data dir is the `lnplugin` user's, mode 0700: a command
+    an operator pastes as themselves cannot enter it (the restore recipe's
+    `cd /var/lib/lnplugin` failed, and the `mv` and `install` after it then
+    worked on whatever directory the shell was in, so the damaged store
+    stayed), and one run as root from a crontab leaves root-owned files in it."""
+    wrong = []
+    for line in _shell_lines(path):
+        line = line.strip()
+        if SERVICE_DATA_DIR not in line or line.startswith("#") or "─" in line:
+            continue
+        cron = CRON_D.match(line)
+        if (cron.group(1) != "lnplugin") if cron else not line.startswith("sudo "):
+            wrong.append(line)
+    assert not wrong, f"{path.name}: {wrong}"
+
+
 def test_the_units_pass_systemd_analyze_verify() -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

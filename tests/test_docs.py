@@ -177,3 +177,36 @@ def test_the_address_fields_table_names_every_payer_data_kind() -> None:
     (row,) = [line for line in README.splitlines() if line.startswith("| `payer_data` |")]
     missing = [kind for kind in lnurl.PAYER_DATA_KINDS if f"`{kind}`" not in row]
     assert not missing, f"payer_data kinds missing from the README's address table: {missing}"
+
+
+def test_every_documented_variable_is_one_lnplugin_or_its_tests_read() -> None:
+    """The other way round from `test_every_setting_is_documented`: an
+    `LNPLUGIN_*` name in the docs, the units or the Dockerfile that nothing
+    reads is a setting the operator sets for nothing (lnplugin only warns
+    about the names close to a real one). A name that is not a setting must
+    be one the repository's tests or scripts read, or the misspelling the
+    README shows being warned about."""
+    from lnplugin.config import env_typos
+
+    texts = [ROOT / "README.md", ROOT / "Dockerfile", *(ROOT / "docs").glob("*.md")]
+    texts += [p for p in (ROOT / "contrib").rglob("*") if p.is_file() and p.suffix != ".json"]
+    texts += [p for p in (ROOT / "regtest").rglob("*") if p.is_file()]
+    named = {
+        name
+        for path in texts
+        for name in re.findall(r"\bLNPLUGIN_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(errors="replace"))
+    }
+    settings = {doc.env for doc in SETTINGS_DOCS}
+    readers = [
+        p
+        for folder in ("tests", "regtest", "lnplugin_sim", ".ci")
+        for p in (ROOT / folder).rglob("*")
+        if p.is_file() and p.suffix in {"", ".py", ".sh", ".yml", ".yaml"}
+    ]
+    read = "\n".join(p.read_text(errors="replace") for p in readers)
+    unread = [
+        name
+        for name in sorted(named - settings)
+        if not re.search(rf"\b{name}\b", read) and not env_typos({name: "x"})
+    ]
+    assert not unread, f"documented but read by nothing: {unread}"

@@ -226,6 +226,13 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
         assert second.returncode == 2
         assert f"is already serving {data}" in second.stderr
         assert f"pid {first.proc.pid}" in second.stderr
+        # Started again as the first was (same port): named as the same refusal,
+        # not as a busy port, which would send the operator to change --port.
+        port = first.url.rsplit(":", 1)[1]
+        again = run(data, "serve", "--port", port)
+        assert again.returncode == 2
+        assert f"another lnplugin (pid {first.proc.pid}) is already serving {data}" in again.stderr
+        assert "in use" not in again.stderr
         # The first one is unaffected.
         assert first.request("GET", "/health").json()["status"] == "ok"
     finally:

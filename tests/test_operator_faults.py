@@ -12,13 +12,15 @@ and `/proc` as the data dir (procfs refuses to create files for anyone).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -134,10 +136,136 @@ def test_a_data_dir_that_cannot_be_created(tmp: Path):
     assert "data_dir" in line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("token", "create", "--scope", "admin"), ("dev", "mine"), ("serve", "--port", "0")],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_root_in_the_service_users_data_dir_is_refused(tmp: Path, args: tuple[str, ...]):
+    """`sudo lnplugin token create --data-dir /var/lib/lnplugin` (meant: sudo -u
+    lnplugin) made a root-owned 0600 store there, or the dev node's key: the
+    service could not open it and stopped at its next start. Run by anyone
+    else, a data dir they share with its owner keeps working."""
+    data = tmp / "data"
+    data.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(data, 65534, 65534)
+        try:
+            line = refused(data, *args)
+        finally:
+            os.chown(data, 0, 0)
+        assert line.startswith("Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)")
+        assert "(uid 65534)" in line and "sudo -u" in line
+        assert list(data.iterdir()) == []  # nothing made there as root
+    else:  # not root: the data dir is this user's own, and used as ever
+        assert e2e.run(data, "token", "create", "--scope", "admin", env=_env()).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("serve", "--port", "0"), ("token", "create", "--scope", "admin"), ("token", "list")],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_data_dir_that_is_a_file_is_named_as_one(tmp: Path, args: tuple[str, ...]):
+    """From the environment (the flag is click's to check): said as it is,
+    not as "cannot create: File exists" or a missing FILE/lnplugin.sqlite."""
+    blocker = tmp / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lnplugin", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(LNPLUGIN_DATA_DIR=str(blocker)),
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (
+        f"Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {blocker} "
+        "is a file, not a directory"
+    )
+
+
 def test_a_data_dir_that_cannot_be_written():
     # procfs refuses new files even to root
     line = refused(Path("/proc"), "token", "create", "--scope", "admin")
     assert "/proc/lnplugin.sqlite" in line
+
+
+def _without_file_access_override() -> None:
+    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    from the bounding set, so root's process meets file modes as any user's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # linux/capability.h: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@contextlib.contextmanager
+def _unreadable(path: Path) -> Iterator[Callable[[], None] | None]:
+    """Make `path` (a file or a directory) unreadable to the lnplugin a test
+    starts, with the `preexec_fn` to start it with: another user's, mode
+    0600/0700, for a root test run (which then drops its file-access
+    capabilities); mode 0 otherwise."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    root = os.geteuid() == 0
+    if root:
+        os.chown(path, 65534, 65534)
+    path.chmod((0o700 if path.is_dir() else 0o600) if root else 0)
+    try:
+        yield _without_file_access_override if root else None
+    finally:
+        if root:
+            os.chown(path, 0, 0)
+        path.chmod(mode)
+
+
+def _refused_as(
+    preexec: Callable[[], None] | None, *args: str, env: dict[str, str], cwd: Path
+) -> str:
+    """`refused`, with the data dir left to `env` and the child started through `preexec`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lnplugin", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+        preexec_fn=preexec,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("Error: "), line
+    return line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "--port", "1"),
+        ("token", "list"),
+        ("token", "revoke", "1"),
+        ("export",),
+        ("backup", "copy.sqlite"),
+        ("doctor",),
+        ("dev", "pay", "ab" * 32),
+        ("nwc", "list"),
+        ("address", "list"),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_data_dir_this_user_cannot_read_is_one_line(tmp: Path, args: tuple[str, ...]):
+    """The service's data dir (0700, its own user) named in LNPLUGIN_DATA_DIR by
+    an operator running as someone else: one line naming the setting, as the
+    flag gets from click, not a PermissionError traceback."""
+    data = tmp / "data"
+    _real_store(data)
+    env = _env(LNPLUGIN_DATA_DIR=str(data), HOME=str(tmp))
+    with _unreadable(data) as preexec:
+        line = _refused_as(preexec, *args, env=env, cwd=tmp)
+    assert line.startswith("Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)")
+    assert str(data) in line and "Permission denied" in line
 
 
 # -- settings that cannot work -------------------------------------------------------
@@ -180,6 +308,20 @@ def test_an_lnd_macaroon_neither_file_nor_hex(tmp: Path, lnd: LndSim):
         "--lnd-cert", str(lnd.cert_path), "--lnd-macaroon", str(tmp / "missing.macaroon"),
     )  # fmt: skip
     assert "lnd_macaroon" in line and "--lnd-macaroon" in line
+
+
+def test_an_lnd_macaroon_file_this_user_cannot_read(tmp: Path, lnd: LndSim):
+    """Copied in as root, 0600: `serve` died on a PermissionError traceback."""
+    macaroon = tmp / "lnplugin.macaroon"
+    macaroon.write_bytes(lnd.admin_macaroon_path.read_bytes())
+    with _unreadable(macaroon) as preexec:
+        line = _refused_as(
+            preexec, "serve", "--port", "0", "--data-dir", str(tmp / "data"), "--node", "lnd",
+            "--lnd-host", lnd.target, "--lnd-cert", str(lnd.cert_path),
+            "--lnd-macaroon", str(macaroon), env=_env(), cwd=tmp,
+        )  # fmt: skip
+    assert line.startswith("Error: invalid setting lnd_macaroon (--lnd-macaroon")
+    assert f"cannot read {macaroon}" in line and "Permission denied" in line
 
 
 def test_an_unreadable_lnd_cert(tmp: Path, lnd: LndSim):
@@ -243,6 +385,28 @@ def test_a_node_that_never_answers_does_not_hold_up_the_start(tmp: Path, lnd: Ln
 def test_cln_without_a_socket(tmp: Path):
     line = refused(tmp / "data", "serve", "--port", "0", "--node", "cln")
     assert "cln_socket" in line
+
+
+def test_a_cln_socket_this_user_may_not_open(tmp: Path):
+    """lightningd's socket is 0600 (`rpc-file-mode`): run as another user,
+    `serve` started and retried it forever, warning in the log; a permission
+    does not come back by itself as lightningd does, so it is refused."""
+    rpc_dir = tmp / "lightning"
+    rpc_dir.mkdir()
+    path = rpc_dir / "lightning-rpc"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(path))
+        listening.listen()
+        path.chmod(0o600)
+        for unreadable in (path, rpc_dir):  # the socket; a directory on the way
+            with _unreadable(unreadable) as preexec:
+                line = _refused_as(
+                    preexec, "serve", "--port", "0", "--data-dir", str(tmp / "data"),
+                    "--node", "cln", "--cln-socket", str(path), "--network", "regtest",
+                    env=_env(), cwd=tmp,
+                )  # fmt: skip
+            assert line.startswith("Error: invalid setting cln_socket (--cln-socket"), line
+            assert str(path) in line and "rpc-file-mode" in line
 
 
 def test_a_cln_socket_path_that_is_not_a_socket(tmp: Path):

@@ -302,10 +302,16 @@ class _Group(click.Group):
 def settings_from(flags: dict[str, Any], *, warn: bool = True) -> Settings:
     """The settings, or one line naming the bad one; misspelt `LNPLUGIN_*`
     variables are warned about on stderr (`serve` logs them instead, with
-    its other log lines, so `warn` is False there)."""
+    its other log lines, so `warn` is False there). A data dir this user
+    cannot look inside, or root in another user's, is refused here, once
+    for every command."""
+    from lnplugin.datadir import DataDirError, check_not_root_in_anothers, check_reachable
+
     try:
         settings = load_settings(flags)
-    except ConfigError as exc:
+        check_reachable(settings.data_dir)
+        check_not_root_in_anothers(settings.data_dir)
+    except (ConfigError, DataDirError) as exc:
         raise Unusable(str(exc)) from None
     if warn:
         for line in env_typos():

@@ -34,8 +34,9 @@ from lnplugin import logs
 from lnplugin.api import create_app
 from lnplugin.api.errors import error_body
 from lnplugin.config import Settings, env_typos, http_url
+from lnplugin.datadir import lock_holder
 from lnplugin.run.asgi import ASGIApp
-from lnplugin.service import Service, StartupRefused
+from lnplugin.service import Service, StartupRefused, already_serving
 from lnplugin.store import tokens
 
 log = logging.getLogger("lnplugin")
@@ -436,8 +437,17 @@ def _serve(settings: Settings, out: Callable[[str], None]) -> int:
     # network or with another certificate) is the only line printed and
     # stops nothing half-started: the port (before the data dir and its
     # store are created, so a busy port leaves nothing behind), the node
-    # check, then the app, whose building logs what it serves.
-    sockets = listen(settings)
+    # check, then the app, whose building logs what it serves. A busy port
+    # held by another lnplugin on this data dir (the same command run twice)
+    # is named as that: told of a busy port, the operator would change
+    # --port, only to be refused for the data dir next.
+    try:
+        sockets = listen(settings)
+    except StartupRefused:
+        holder = lock_holder(settings.data_dir)
+        if holder is not None:
+            raise already_serving(settings.data_dir, holder) from None
+        raise
     try:
         service = Service.build(settings)
     except BaseException:

@@ -186,6 +186,14 @@ class _BlockingCall:
         return reply["result"]
 
 
+def _not_permitted(path: Path) -> NodeMisconfigured:
+    return NodeMisconfigured(
+        "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "
+        f"{path} cannot be opened by uid {os.geteuid()} (permission denied): run lnplugin as "
+        "lightningd's user, or set rpc-file-mode=0660 and add this user to its group"
+    )
+
+
 class ClnNode(Node):
     """A Core Lightning node reached through its `lightning-rpc` socket."""
 
@@ -244,6 +252,8 @@ class ClnNode(Node):
                 "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "
                 f"{settings.cln_socket} is under a file, not a directory"
             ) from None
+        except PermissionError:  # a directory on the way this user may not enter
+            raise _not_permitted(settings.cln_socket) from None
         except OSError:
             mode = None
         if mode is not None and not stat.S_ISSOCK(mode):
@@ -251,6 +261,11 @@ class ClnNode(Node):
                 "invalid setting cln_socket (--cln-socket / LNPLUGIN_CLN_SOCKET): "
                 f"{settings.cln_socket} is not a unix socket (lightningd's lightning-rpc)"
             )
+        # Connecting needs write permission on the socket. Unlike a socket not
+        # there yet, a permission does not come back when lightningd does, so
+        # retrying it would only warn in the log, forever.
+        if mode is not None and not os.access(settings.cln_socket, os.R_OK | os.W_OK):
+            raise _not_permitted(settings.cln_socket)
         return cls(settings.cln_socket, network=settings.effective_network)
 
     # ---------------------------------------------------------------- plumbing

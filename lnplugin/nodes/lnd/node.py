@@ -234,7 +234,13 @@ def load_macaroon(value: str | bytes | Path | None) -> str | None:
     if isinstance(value, bytes):
         return value.hex()
     if is_file(value):
-        return Path(value).expanduser().read_bytes().hex()
+        try:
+            return Path(value).expanduser().read_bytes().hex()
+        except OSError as exc:  # there, but not for this user (copied in 0600 by root)
+            raise NodeMisconfigured(
+                "invalid setting lnd_macaroon (--lnd-macaroon / LNPLUGIN_LND_MACAROON): "
+                f"cannot read {value}: {exc.strerror or type(exc).__name__}"
+            ) from None
     text = str(value).strip()
     try:
         bytes.fromhex(text)

@@ -25,6 +25,7 @@ from lnplugin.nodes.base import (
     HoldInvoices,
     InvoiceNotOpen,
     InvoiceRequest,
+    InvoiceUpdate,
     Node,
     NodeError,
     NodeInvoice,
@@ -229,10 +230,29 @@ def settle(follower: Follower, found: StoredInvoice, preimage: str) -> StoredInv
             raise WrongState(f"Too late to settle: the invoice was {late}", "CANCELED")
         follower.settle(preimage)
     except InvoiceNotOpen as exc:
-        raise WrongState(f"The node did not settle the invoice: {exc}", found.state) from None
+        if not _settled_meanwhile(follower, found.payment_hash):
+            raise WrongState(f"The node did not settle the invoice: {exc}", found.state) from None
     except NodeError as exc:  # unreachable, or the node no longer knows it
         raise _node_error(exc) from None
     return fresh(follower, found.payment_hash)
+
+
+def _settled_meanwhile(follower: Follower, payment_hash: str) -> bool:
+    """Whether the node refused a settle because the invoice is settled
+    already: another request (a client retrying while its first request
+    still ran) settled it after this one read it ACCEPTED. The preimage is
+    checked, so it is the same settle, answered as a retry is (LND's own
+    SettleInvoice succeeds again; the dev node and Core Lightning refuse).
+    The node's state is stored now, as `Follower.settle` would have (a
+    duplicate of the other request's, which adds no event)."""
+    try:
+        current = follower.node.lookup_invoice(payment_hash)
+    except NodeError:
+        return False  # the node's refusal stands
+    if current is None or current.state != "SETTLED":
+        return False
+    follower.apply([InvoiceUpdate(current, 0)])
+    return True
 
 
 def cancel(follower: Follower, found: StoredInvoice, reason: str) -> StoredInvoice:

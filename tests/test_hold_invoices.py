@@ -441,3 +441,31 @@ def test_a_hold_invoice_paid_unheard_before_its_expiry_is_held_not_expired(quiet
         ]
     assert types == [events.INCOMING_CREATED, events.INCOMING_ACCEPTED]
     assert invoicing.settle(follower, held, preimage).state == "SETTLED"
+
+
+def test_two_clients_settling_at_once_both_get_the_settled_invoice(quiet) -> None:
+    """Two requests read the invoice ACCEPTED before either settled it (a
+    client retrying on a timeout while its first request is still running):
+    the second finds it settled on the node. As with LND's SettleInvoice, a
+    settle of a settled invoice with its preimage is answered again, not
+    refused, and there is one settled event."""
+    node, store, follower = quiet
+    preimage, payment_hash = secret_pair()
+    made_by_lnplugin(follower, payment_hash)
+    node.pay(payment_hash)
+    follower.sweep()
+    first = invoicing.own_incoming(follower, payment_hash)
+    second = invoicing.own_incoming(follower, payment_hash)
+    assert first.state == second.state == "ACCEPTED"
+    settled = invoicing.settle(follower, first, preimage)
+    again = invoicing.settle(follower, second, preimage)
+    assert settled.state == again.state == "SETTLED"
+    assert again.settled_at == settled.settled_at and again.preimage == preimage
+    with store.snapshot() as conn:
+        types = [
+            r[0]
+            for r in conn.execute(
+                "SELECT type FROM events WHERE payment_hash = ? ORDER BY seq", (payment_hash,)
+            )
+        ]
+    assert types == [events.INCOMING_CREATED, events.INCOMING_ACCEPTED, events.INCOMING_SETTLED]

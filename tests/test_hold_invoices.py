@@ -469,3 +469,27 @@ def test_two_clients_settling_at_once_both_get_the_settled_invoice(quiet) -> Non
             )
         ]
     assert types == [events.INCOMING_CREATED, events.INCOMING_ACCEPTED, events.INCOMING_SETTLED]
+
+
+def test_a_cancel_with_a_body_it_does_not_understand_cancels_nothing(
+    client, admin, service
+) -> None:
+    """A cancel cannot be undone: a body that is not JSON, or names a field
+    cancel does not take, is a 400 naming it, as a settle's is, and the
+    invoice stays payable; no body, or `{}`, cancels."""
+    made = client.post("/invoices", json={"amount": 5}, headers=admin).get_json()
+    url = f"/invoices/{made['payment_hash']}/cancel"
+    garbled = client.post(url, data="reason=fraud", headers=admin)
+    assert garbled.status_code == 400
+    assert garbled.get_json()["errors"] == {"body": "is not valid JSON"}
+    unknown = client.post(url, json={"reason": "fraud"}, headers=admin)
+    assert unknown.status_code == 400
+    assert set(unknown.get_json()["errors"]) == {"reason"}
+    assert get(client, admin, made["payment_hash"])["state"] == "CREATED"
+    assert event_types(service, made["payment_hash"]) == [events.INCOMING_CREATED]
+    assert client.post(url, json={}, headers=admin).status_code == 200
+    assert client.post(url, headers=admin).status_code == 200  # a canceled one, answered again
+    assert event_types(service, made["payment_hash"]) == [
+        events.INCOMING_CREATED,
+        events.INCOMING_CANCELED,
+    ]

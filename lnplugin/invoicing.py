@@ -31,6 +31,7 @@ from lnplugin.nodes.base import (
     NodeInvoice,
     NodePermissionDenied,
     NodeUnavailable,
+    RequestNotSupported,
 )
 from lnplugin.store import events, invoices
 from lnplugin.store.models import StoredInvoice
@@ -153,6 +154,8 @@ def mint(follower: Follower, request: InvoiceRequest, hold_hash: str | None) -> 
         if hold is not None and hold_hash is not None:
             return hold.create_hold_invoice(request, hold_hash)
         return follower.node.create_invoice(request)
+    except RequestNotSupported as exc:  # the request's fault, not the node's
+        raise BadParameter(str(exc), exc.field) from None
     except NodeUnavailable as exc:
         follower.node_errors["create_invoice"] += 1
         raise NodeDown(f"The node is unreachable, try again shortly ({exc})") from None

@@ -336,6 +336,21 @@ def test_standalone_cln_answers_501(cln_service) -> None:
     assert r.status_code == 501
 
 
+def test_a_description_hash_core_lightning_cannot_make_is_a_400_naming_it(cln_service) -> None:
+    """Core Lightning's `invoice` puts only the hash of a description it is
+    given in an invoice: a bare `description_hash` is a request it cannot
+    make, not a node failure (a 502 reads as one to retry), so the answer
+    is a 400 naming the field, and nothing is stored."""
+    svc, headers = cln_service
+    client = create_app(svc).test_client()
+    r = client.post("/invoices", json={"amount": 5, "description_hash": "ab" * 32}, headers=headers)
+    assert r.status_code == 400, r.get_json()
+    reason = r.get_json()["errors"]["description_hash"]
+    assert "Core Lightning" in reason and "description" in reason
+    assert client.get("/invoices/incoming", headers=headers).get_json() == []
+    assert svc.follower.node_errors["create_invoice"] == 0  # the node did not fail
+
+
 def test_a_hold_invoice_another_app_made_is_stored_but_never_auto_canceled(
     tmp_path: Path,
 ) -> None:

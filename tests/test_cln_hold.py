@@ -568,3 +568,22 @@ def test_a_payment_crossing_a_cancel_is_failed_not_held_forever(
     assert results["first"].state == "CANCELED" and results["second"] is True
     assert [a["result"] for a in answers] == ["fail"]
     assert minted.payment_hash not in node._held
+
+
+def test_a_lookup_crossing_a_settle_finds_it_settled(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """Not "no payment yet" (None), which the expiry sweep would take for
+    an invoice nobody paid."""
+    node, store = in_process
+    preimage, minted = minted_hold(node, store)
+    assert node.on_htlc(*paying_htlc(sim, minted, 1), lambda _: None)
+    results = crossing(
+        node,
+        store,
+        lambda: node.settle_invoice(preimage),
+        lambda: node.lookup_invoice(minted.payment_hash),
+        "lookup_invoice",
+    )
+    assert results["first"].state == "SETTLED"
+    assert results["second"] is not None and results["second"].state == "SETTLED"

@@ -193,15 +193,16 @@ class ClnHoldNode(ClnNode):
         if found is not None or self.store is None:
             return found
         try:
-            row, decided = self._hold_row(payment_hash)
+            row, _ = self._hold_row(payment_hash)
         except InvoiceNotFound:
             return None
+        with self._held_lock:  # the decision and the held set as of one moment
+            decided = self._decision(payment_hash)
+            held = self._held.get(payment_hash)
+            if decided is None and held is not None and held.accepted:
+                return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
         if decided is not None:
             return self._as(row, decided.state, preimage=decided.preimage)
-        with self._held_lock:
-            held = self._held.get(payment_hash)
-            if held is not None and held.accepted:
-                return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
         return None
 
     # ------------------------------------------------------------ the hook

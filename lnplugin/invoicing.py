@@ -25,11 +25,13 @@ from lnplugin.nodes.base import (
     HoldInvoices,
     InvoiceNotOpen,
     InvoiceRequest,
+    InvoiceUpdate,
     Node,
     NodeError,
     NodeInvoice,
     NodePermissionDenied,
     NodeUnavailable,
+    RequestNotSupported,
 )
 from lnplugin.store import events, invoices
 from lnplugin.store.models import StoredInvoice
@@ -152,6 +154,8 @@ def mint(follower: Follower, request: InvoiceRequest, hold_hash: str | None) -> 
         if hold is not None and hold_hash is not None:
             return hold.create_hold_invoice(request, hold_hash)
         return follower.node.create_invoice(request)
+    except RequestNotSupported as exc:  # the request's fault, not the node's
+        raise BadParameter(str(exc), exc.field) from None
     except NodeUnavailable as exc:
         follower.node_errors["create_invoice"] += 1
         raise NodeDown(f"The node is unreachable, try again shortly ({exc})") from None
@@ -229,10 +233,29 @@ def settle(follower: Follower, found: StoredInvoice, preimage: str) -> StoredInv
             raise WrongState(f"Too late to settle: the invoice was {late}", "CANCELED")
         follower.settle(preimage)
     except InvoiceNotOpen as exc:
-        raise WrongState(f"The node did not settle the invoice: {exc}", found.state) from None
+        if not _settled_meanwhile(follower, found.payment_hash):
+            raise WrongState(f"The node did not settle the invoice: {exc}", found.state) from None
     except NodeError as exc:  # unreachable, or the node no longer knows it
         raise _node_error(exc) from None
     return fresh(follower, found.payment_hash)
+
+
+def _settled_meanwhile(follower: Follower, payment_hash: str) -> bool:
+    """Whether the node refused a settle because the invoice is settled
+    already: another request (a client retrying while its first request
+    still ran) settled it after this one read it ACCEPTED. The preimage is
+    checked, so it is the same settle, answered as a retry is (LND's own
+    SettleInvoice succeeds again; the dev node and Core Lightning refuse).
+    The node's state is stored now, as `Follower.settle` would have (a
+    duplicate of the other request's, which adds no event)."""
+    try:
+        current = follower.node.lookup_invoice(payment_hash)
+    except NodeError:
+        return False  # the node's refusal stands
+    if current is None or current.state != "SETTLED":
+        return False
+    follower.apply([InvoiceUpdate(current, 0)])
+    return True
 
 
 def cancel(follower: Follower, found: StoredInvoice, reason: str) -> StoredInvoice:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import linecache
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +24,11 @@ from typing import Any
 import bolt11 as reference
 import pytest
 
-from lnplugin.nodes.base import InvoiceRequest
+from lnplugin import invoicing
+from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, NodeInvoice
 from lnplugin.nodes.cln.hold import HOLD_CLTV_DELTA, ClnHoldNode
 from lnplugin.nodes.cln.tlv import encode_payload
+from lnplugin.store import Store, holds
 from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
@@ -419,3 +424,166 @@ def test_a_part_naming_a_wrong_total_is_failed(
     answer = plugin.call("htlc_accepted", _with_total(plugin, sim, inv, 20_000, wrong, 9))
     assert answer["result"] == "fail" and answer["failure_message"].startswith("400f")
     assert state(api, payment_hash)["state"] == "CREATED"
+
+
+# -- settle, cancel and a payment at once, in one process -----------------------
+#
+# Each decision is made under the node's hold lock, and the store's writer
+# lock is taken inside it (`holds.decide`). A test that holds the writer lock
+# stops the first call inside its decision; the second then reads the
+# invoice undecided and waits for the hold lock: the interleaving of two
+# requests (or a request and lightningd's hook) that crossed, made to happen.
+
+
+@pytest.fixture
+def in_process(sim: ClnSim, tmp: Path) -> Iterator[tuple[ClnHoldNode, Store]]:
+    store = Store(tmp / "store.sqlite")
+    node = ClnHoldNode(sim.socket_path, network="regtest")
+    node.attach(store)
+    yield node, store
+    node.close()
+    store.close()
+
+
+def minted_hold(node: ClnHoldNode, store: Store) -> tuple[str, NodeInvoice]:
+    """A hold invoice made and stored as `POST /invoices` does; its preimage."""
+    preimage, payment_hash = _pair()
+    minted = node.create_hold_invoice(InvoiceRequest(amount_msat=60_000), payment_hash)
+    with store.transaction() as tx:
+        invoicing.insert(tx, invoicing.node_fields(minted, hold=True, source="api"))
+    return preimage, minted
+
+
+def paying_htlc(sim: ClnSim, minted: NodeInvoice, n: int) -> tuple[dict, dict]:
+    """`htlc_accepted`'s onion and htlc for a whole payment of `minted`."""
+    onion = {"payment_secret": minted.payment_secret, "total_msat": minted.amount_msat}
+    htlc = {
+        "payment_hash": minted.payment_hash,
+        "amount_msat": minted.amount_msat,
+        "cltv_expiry": sim.blockheight + HOLD_CLTV_DELTA + 10,
+        "short_channel_id": "103x1x0",
+        "id": n,
+    }
+    return onion, htlc
+
+
+def waits_for_hold_lock(thread: threading.Thread, function: str) -> bool:
+    """Whether `thread` waits at `function`'s `with self._held_lock`."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return (
+        frame is not None
+        and frame.f_code.co_name == function
+        and "self._held_lock" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    )
+
+
+def crossing(
+    node: ClnHoldNode, store: Store, first: Any, second: Any, second_name: str
+) -> dict[str, Any]:
+    """Run `first` until it is inside its decision, then `second` until it
+    waits for the hold lock, then let both finish; their results (or the
+    InvoiceNotOpen raised) by "first" and "second"."""
+    results: dict[str, Any] = {}
+
+    def run(name: str, call: Any) -> None:
+        try:
+            results[name] = call()
+        except InvoiceNotOpen as exc:
+            results[name] = exc
+
+    threads = [threading.Thread(target=run, args=("first", first))]
+    with store.transaction():
+        threads[0].start()
+        wait_for(node._held_lock.locked, "the first call to decide")
+        threads.append(threading.Thread(target=run, args=("second", second)))
+        threads[1].start()
+        wait_for(lambda: waits_for_hold_lock(threads[1], second_name), "the second to wait")
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_a_cancel_crossing_a_settle_is_refused_not_answered_canceled(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """The settle released the preimage; a cancel that read the invoice
+    before must not answer CANCELED (stored, it would say the payer kept
+    money that was taken, with a `canceled` event)."""
+    node, store = in_process
+    preimage, minted = minted_hold(node, store)
+    answers: list[dict] = []
+    assert node.on_htlc(*paying_htlc(sim, minted, 1), answers.append)
+    assert node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
+    results = crossing(
+        node,
+        store,
+        lambda: node.settle_invoice(preimage),
+        lambda: node.cancel_invoice(minted.payment_hash),
+        "cancel_invoice",
+    )
+    assert results["first"].state == "SETTLED"
+    assert answers == [{"result": "resolve", "payment_key": preimage}]
+    assert isinstance(results["second"], InvoiceNotOpen), results["second"]
+    assert "settled" in str(results["second"])
+    with store.snapshot() as conn:
+        assert holds.decision(conn, minted.payment_hash).state == "SETTLED"  # type: ignore[union-attr]
+
+
+def test_a_settle_crossing_a_cancel_says_canceled(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    node, store = in_process
+    preimage, minted = minted_hold(node, store)
+    answers: list[dict] = []
+    assert node.on_htlc(*paying_htlc(sim, minted, 1), answers.append)
+    results = crossing(
+        node,
+        store,
+        lambda: node.cancel_invoice(minted.payment_hash),
+        lambda: node.settle_invoice(preimage),
+        "settle_invoice",
+    )
+    assert results["first"].state == "CANCELED"
+    assert [a["result"] for a in answers] == ["fail"]
+    assert isinstance(results["second"], InvoiceNotOpen)
+    assert "canceled" in str(results["second"])  # not "still open (not paid yet)"
+
+
+def test_a_payment_crossing_a_cancel_is_failed_not_held_forever(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """An HTLC that came as the invoice was canceled: held, it would wait
+    for an answer no settle or cancel is left to give, until the payer's
+    peer closes the channel to take it back."""
+    node, store = in_process
+    _, minted = minted_hold(node, store)
+    answers: list[dict] = []
+    results = crossing(
+        node,
+        store,
+        lambda: node.cancel_invoice(minted.payment_hash),
+        lambda: node.on_htlc(*paying_htlc(sim, minted, 1), answers.append),
+        "on_htlc",
+    )
+    assert results["first"].state == "CANCELED" and results["second"] is True
+    assert [a["result"] for a in answers] == ["fail"]
+    assert minted.payment_hash not in node._held
+
+
+def test_a_lookup_crossing_a_settle_finds_it_settled(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """Not "no payment yet" (None), which the expiry sweep would take for
+    an invoice nobody paid."""
+    node, store = in_process
+    preimage, minted = minted_hold(node, store)
+    assert node.on_htlc(*paying_htlc(sim, minted, 1), lambda _: None)
+    results = crossing(
+        node,
+        store,
+        lambda: node.settle_invoice(preimage),
+        lambda: node.lookup_invoice(minted.payment_hash),
+        "lookup_invoice",
+    )
+    assert results["first"].state == "SETTLED"
+    assert results["second"] is not None and results["second"].state == "SETTLED"

@@ -359,6 +359,21 @@ def test_standalone_clns_501s_are_answers_the_openapi_document_lists(cln_service
     )
 
 
+def test_a_description_hash_core_lightning_cannot_make_is_a_400_naming_it(cln_service) -> None:
+    """Core Lightning's `invoice` puts only the hash of a description it is
+    given in an invoice: a bare `description_hash` is a request it cannot
+    make, not a node failure (a 502 reads as one to retry), so the answer
+    is a 400 naming the field, and nothing is stored."""
+    svc, headers = cln_service
+    client = create_app(svc).test_client()
+    r = client.post("/invoices", json={"amount": 5, "description_hash": "ab" * 32}, headers=headers)
+    assert r.status_code == 400, r.get_json()
+    reason = r.get_json()["errors"]["description_hash"]
+    assert "Core Lightning" in reason and "description" in reason
+    assert client.get("/invoices/incoming", headers=headers).get_json() == []
+    assert svc.follower.node_errors["create_invoice"] == 0  # the node did not fail
+
+
 def test_a_hold_invoice_another_app_made_is_stored_but_never_auto_canceled(
     tmp_path: Path,
 ) -> None:
@@ -464,3 +479,55 @@ def test_a_hold_invoice_paid_unheard_before_its_expiry_is_held_not_expired(quiet
         ]
     assert types == [events.INCOMING_CREATED, events.INCOMING_ACCEPTED]
     assert invoicing.settle(follower, held, preimage).state == "SETTLED"
+
+
+def test_two_clients_settling_at_once_both_get_the_settled_invoice(quiet) -> None:
+    """Two requests read the invoice ACCEPTED before either settled it (a
+    client retrying on a timeout while its first request is still running):
+    the second finds it settled on the node. As with LND's SettleInvoice, a
+    settle of a settled invoice with its preimage is answered again, not
+    refused, and there is one settled event."""
+    node, store, follower = quiet
+    preimage, payment_hash = secret_pair()
+    made_by_lnplugin(follower, payment_hash)
+    node.pay(payment_hash)
+    follower.sweep()
+    first = invoicing.own_incoming(follower, payment_hash)
+    second = invoicing.own_incoming(follower, payment_hash)
+    assert first.state == second.state == "ACCEPTED"
+    settled = invoicing.settle(follower, first, preimage)
+    again = invoicing.settle(follower, second, preimage)
+    assert settled.state == again.state == "SETTLED"
+    assert again.settled_at == settled.settled_at and again.preimage == preimage
+    with store.snapshot() as conn:
+        types = [
+            r[0]
+            for r in conn.execute(
+                "SELECT type FROM events WHERE payment_hash = ? ORDER BY seq", (payment_hash,)
+            )
+        ]
+    assert types == [events.INCOMING_CREATED, events.INCOMING_ACCEPTED, events.INCOMING_SETTLED]
+
+
+def test_a_cancel_with_a_body_it_does_not_understand_cancels_nothing(
+    client, admin, service
+) -> None:
+    """A cancel cannot be undone: a body that is not JSON, or names a field
+    cancel does not take, is a 400 naming it, as a settle's is, and the
+    invoice stays payable; no body, or `{}`, cancels."""
+    made = client.post("/invoices", json={"amount": 5}, headers=admin).get_json()
+    url = f"/invoices/{made['payment_hash']}/cancel"
+    garbled = client.post(url, data="reason=fraud", headers=admin)
+    assert garbled.status_code == 400
+    assert garbled.get_json()["errors"] == {"body": "is not valid JSON"}
+    unknown = client.post(url, json={"reason": "fraud"}, headers=admin)
+    assert unknown.status_code == 400
+    assert set(unknown.get_json()["errors"]) == {"reason"}
+    assert get(client, admin, made["payment_hash"])["state"] == "CREATED"
+    assert event_types(service, made["payment_hash"]) == [events.INCOMING_CREATED]
+    assert client.post(url, json={}, headers=admin).status_code == 200
+    assert client.post(url, headers=admin).status_code == 200  # a canceled one, answered again
+    assert event_types(service, made["payment_hash"]) == [
+        events.INCOMING_CREATED,
+        events.INCOMING_CANCELED,
+    ]

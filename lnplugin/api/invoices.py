@@ -17,7 +17,7 @@ from lnplugin.alby import invoice_json
 from lnplugin.api import context
 from lnplugin.api.auth import READ_SCOPES, current_token, has_scope, require, require_one_of
 from lnplugin.api.errors import APIError, node_down
-from lnplugin.api.schemas import HEX64, MAX_MSAT, HoldSettle, InvoiceCreate
+from lnplugin.api.schemas import HEX64, MAX_MSAT, HoldCancel, HoldSettle, InvoiceCreate
 from lnplugin.api.webhooks import guard_target
 from lnplugin.nodes.base import InvoiceRequest, NodeInvoice
 from lnplugin.store import idempotency, invoices, tokens
@@ -215,6 +215,7 @@ def cancel_invoice(payment_hash: str) -> Any:
     follower = context.service().follower
     try:
         found = _yours(invoicing.own_incoming(follower, _hash_arg(payment_hash)))
+        context.body_as(HoldCancel)
         canceled = invoicing.cancel(follower, found, "canceled through the API")
     except invoicing.InvoicingError as exc:
         raise api_error(exc) from None

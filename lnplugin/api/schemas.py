@@ -242,6 +242,16 @@ class HoldSettle(Body):
         return value.lower()
 
 
+class HoldCancel(Body):
+    """POST /invoices/<payment_hash>/cancel: no body, or an empty object.
+
+    A cancel cannot be undone, so a body it does not understand (not JSON,
+    a field such as a reason that would be dropped) is refused with a 400
+    before anything is canceled, as a settle's is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class NwcConnectionCreate(Body):
     """POST /nwc/connections (and `lnplugin nwc connect`)."""
 

@@ -98,6 +98,16 @@ class InvoiceNotOpen(NodeError):
     """The invoice exists but can no longer be paid (settled, expired or canceled)."""
 
 
+class RequestNotSupported(NodeError):
+    """The node cannot make what the request asks (a parameter it has no way
+    to honour), so the client must ask differently: callers answer a 400
+    naming `field`, not a node failure a retry could cure (502)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class NetworkMismatch(NodeError):
     """The node runs on a different network than lnplugin is configured for."""
 
@@ -376,6 +386,7 @@ __all__ = [
     "NodePermissionDenied",
     "NodeUnavailable",
     "OutgoingPayment",
+    "RequestNotSupported",
     "Unsupported",
 ]
 

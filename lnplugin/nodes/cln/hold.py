@@ -133,17 +133,22 @@ class ClnHoldNode(ClnNode):
 
     def settle_invoice(self, preimage: str) -> NodeInvoice:
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
-        row, decided = self._hold_row(payment_hash)
+        row, _ = self._hold_row(payment_hash)
+        with self._held_lock:
+            # Read under the lock, which every decision is made under: one
+            # read before it could miss a cancel (or settle) made meanwhile.
+            decided = self._decision(payment_hash)
+            held = self._held.get(payment_hash) if decided is None else None
+            if decided is None:
+                if held is None or not held.accepted:
+                    raise InvoiceNotOpen(f"invoice {payment_hash} is still open (not paid yet)")
+                self._decide(payment_hash, "SETTLED", preimage, held.parts)
+                del self._held[payment_hash]
         if decided is not None:
             if decided.state == "SETTLED":
                 return self._as(row, "SETTLED", preimage=decided.preimage)
             raise InvoiceNotOpen(f"invoice {payment_hash} is canceled")
-        with self._held_lock:
-            held = self._held.get(payment_hash)
-            if held is None or not held.accepted:
-                raise InvoiceNotOpen(f"invoice {payment_hash} is still open (not paid yet)")
-            self._decide(payment_hash, "SETTLED", preimage, held.parts)
-            del self._held[payment_hash]
+        assert held is not None
         for answer in held.answers.values():
             answer({"result": "resolve", "payment_key": preimage})
         return self._as(row, "SETTLED", preimage=preimage, received=held.total)
@@ -152,16 +157,20 @@ class ClnHoldNode(ClnNode):
         """Hold invoices: fail held HTLCs; regular ones: `delinvoice`, after
         which the node refuses a payment (it has no invoice for the hash)."""
         try:
-            row, decided = self._hold_row(payment_hash)
+            row, _ = self._hold_row(payment_hash)
         except InvoiceNotFound:
             return self._cancel_regular(payment_hash)
+        with self._held_lock:
+            # As in `settle_invoice`: a settle made since a read outside the
+            # lock must not be answered CANCELED (the payer's money is taken).
+            decided = self._decision(payment_hash)
+            if decided is None:
+                self._decide(payment_hash, "CANCELED", None)
+            held = self._held.pop(payment_hash, None) if decided is None else None
         if decided is not None:
             if decided.state == "SETTLED":
                 raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
             return self._as(row, "CANCELED")
-        with self._held_lock:
-            self._decide(payment_hash, "CANCELED", None)
-            held = self._held.pop(payment_hash, None)
         if held is not None:
             height = self._height()
             for key, answer in held.answers.items():
@@ -184,15 +193,16 @@ class ClnHoldNode(ClnNode):
         if found is not None or self.store is None:
             return found
         try:
-            row, decided = self._hold_row(payment_hash)
+            row, _ = self._hold_row(payment_hash)
         except InvoiceNotFound:
             return None
+        with self._held_lock:  # the decision and the held set as of one moment
+            decided = self._decision(payment_hash)
+            held = self._held.get(payment_hash)
+            if decided is None and held is not None and held.accepted:
+                return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
         if decided is not None:
             return self._as(row, decided.state, preimage=decided.preimage)
-        with self._held_lock:
-            held = self._held.get(payment_hash)
-            if held is not None and held.accepted:
-                return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
         return None
 
     # ------------------------------------------------------------ the hook
@@ -214,10 +224,7 @@ class ClnHoldNode(ClnNode):
         amount = msat(htlc.get("amount_msat")) or 0
         key = (str(htlc.get("short_channel_id")), int(htlc.get("id", 0)))
         if decided is not None:
-            if decided.state == "SETTLED" and decided.answers(key):
-                answer({"result": "resolve", "payment_key": decided.preimage})
-            else:
-                answer(_failure(amount, self._height()))
+            self._answer_decided(decided, key, amount, answer)
             return True
         expiry = int(htlc.get("cltv_expiry", 0))
         set_total = msat(onion.get("total_msat")) or amount
@@ -227,8 +234,14 @@ class ClnHoldNode(ClnNode):
         height = None if replay else self._height()
         accepted: NodeInvoice | None = None
         with self._held_lock:
-            held = self._held.setdefault(payment_hash, _Held())
-            if not self._takes(row, held, key, onion, set_total, expiry, height, replay):
+            # A settle or cancel decided since the read above (decisions are
+            # made under this lock): held now, this HTLC would wait for an
+            # answer no one is left to give, until the payer's channel closes.
+            decided = self._decision(payment_hash)
+            held = self._held.setdefault(payment_hash, _Held()) if decided is None else _Held()
+            if decided is not None:
+                refused = False  # answered below, as decided
+            elif not self._takes(row, held, key, onion, set_total, expiry, height, replay):
                 if not held.parts:
                     del self._held[payment_hash]
                 refused = True
@@ -242,6 +255,9 @@ class ClnHoldNode(ClnNode):
                     accepted = self._as(
                         row, "ACCEPTED", received=held.total, deadline=held.deadline
                     )
+        if decided is not None:
+            self._answer_decided(decided, key, amount, answer)
+            return True
         if refused:
             answer(_failure(amount, height if height is not None else self._height()))
             return True
@@ -290,6 +306,21 @@ class ClnHoldNode(ClnNode):
         return height is None or height == 0 or expiry >= height + _cltv_delta(row)
 
     # ------------------------------------------------------------ helpers
+    def _answer_decided(
+        self, decided: holds.Decision, key: holds.HtlcKey, amount: int, answer: Answer
+    ) -> None:
+        """Answer an HTLC of a decided invoice: the preimage for one the
+        settle was made for, a failure for any other."""
+        if decided.state == "SETTLED" and decided.answers(key):
+            answer({"result": "resolve", "payment_key": decided.preimage})
+        else:
+            answer(_failure(amount, self._height()))
+
+    def _decision(self, payment_hash: str) -> holds.Decision | None:
+        assert self.store is not None
+        with self.store.snapshot() as conn:
+            return holds.decision(conn, payment_hash)
+
     def _hold_row(self, payment_hash: str) -> tuple[StoredInvoice, holds.Decision | None]:
         if self.store is None:
             raise InvoiceNotFound(f"no hold invoice with payment hash {payment_hash}")

@@ -59,6 +59,7 @@ from lnplugin.nodes.base import (
     NodeMisconfigured,
     NodeUnavailable,
     OutgoingPayment,
+    RequestNotSupported,
 )
 
 log = logging.getLogger(__name__)
@@ -367,16 +368,17 @@ class ClnNode(Node):
         the BOLT11 `h` field. Its `deschashonly=true` stores the description
         and puts sha256(description) in `h`. So a client-supplied
         description_hash is only possible together with the description it
-        hashes; a bare hash is refused with a NodeError.
+        hashes; a bare hash is refused (`RequestNotSupported`, a 400 over HTTP).
         """
         description = request.description or ""
         deschashonly = None
         if request.description_hash is not None:
             digest = hashlib.sha256(description.encode()).hexdigest()
             if request.description is None or digest != request.description_hash.lower():
-                raise NodeError(
-                    "Core Lightning cannot create an invoice for an arbitrary description_hash; "
-                    "send the description itself (it is then hashed into the invoice)"
+                raise RequestNotSupported(
+                    "Core Lightning cannot create an invoice for a description_hash alone, "
+                    "only for the hash of a description it is given; send the description",
+                    "description_hash",
                 )
             deschashonly = True
         label = LABEL_PREFIX + uuid.uuid4().hex

@@ -477,7 +477,9 @@ class Store:
                         return
                     # Contention has already waited out the busy timeout.
                     contended = is_lock_contention(exc)
-                    if not contended:
+                    # A full disk is logged once per write (`_report_kept`),
+                    # not at every retry while it stays full.
+                    if not contended and not _out_of_room(exc):
                         log.warning("deferred store writes failed (%s); retrying", exc)
                     self._closing.wait(0.05 if contended else 1.0)
         finally:

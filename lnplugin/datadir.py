@@ -83,24 +83,39 @@ def check_not_root_in_anothers(path: Path) -> None:
     (for `sudo -u lnplugin`) made the store, the dev node's key or a WAL file
     as root, 0600: the service, which cannot open them, then stopped at its
     next start. Anyone else creates files as the user the data dir is shared
-    with on purpose, so only root is refused."""
+    with on purpose, so only root is refused.
+
+    The store's owner decides when there is one, the directory's otherwise: a
+    store root already owns is served as root (`docker run --user 0` on a
+    volume the image made for uid 10001, a unit without `User=`), and its
+    own commands there make nothing its service could not open; refusing them
+    stopped that deployment at its first start after an upgrade, and running
+    it as the directory's owner instead cannot open the store at all."""
     if os.geteuid() != 0:
         return
     try:
-        owner = os.stat(path).st_uid
+        owner = _store_or_dir_owner(Path(path))
     except OSError:
         return  # not there (yet): what root creates is root's own data dir
     if owner == 0:
         return
     try:
-        name = pwd.getpwuid(owner).pw_name
-    except KeyError:
-        name = str(owner)
+        name, sudo = (pwd.getpwuid(owner).pw_name,) * 2
+    except KeyError:  # no name here (a uid from a container or another host): sudo's #uid
+        name, sudo = str(owner), f"'#{owner}'"
     raise DataDirError(
         f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {path} belongs to "
         f"{name} (uid {owner}), and files made in it as root would be root's, which that "
-        f"user cannot open; run this as {name} (sudo -u {name} ...)"
+        f"user cannot open; run this as {name} (sudo -u {sudo} ...)"
     )
+
+
+def _store_or_dir_owner(path: Path) -> int:
+    """The uid of `path`'s store (`lnplugin.sqlite`), or of `path` when it has none."""
+    try:
+        return os.stat(path / "lnplugin.sqlite").st_uid
+    except FileNotFoundError:
+        return os.stat(path).st_uid
 
 
 def warn_if_open(path: Path) -> None:

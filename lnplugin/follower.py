@@ -273,7 +273,7 @@ def _new_row(
         "settle_deadline": inv.settle_deadline,
         "cancel_reason": _NODE_CANCELED if inv.state == "CANCELED" else None,
         "source": "node",
-        **record_fields(_merge_records(None, inv, captured), tx),
+        **record_fields(_merge_records(None, inv, captured), tx, keysend=inv.is_keysend),
     }
     if inv.state == "SETTLED":
         fields["list_seq"] = batch.next_list_seq(tx)

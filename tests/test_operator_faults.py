@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import socket
 import sqlite3
 import stat
@@ -159,6 +160,46 @@ def test_root_in_the_service_users_data_dir_is_refused(tmp: Path, args: tuple[st
         assert list(data.iterdir()) == []  # nothing made there as root
     else:  # not root: the data dir is this user's own, and used as ever
         assert e2e.run(data, "token", "create", "--scope", "admin", env=_env()).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("token", "create", "--scope", "admin"), ("token", "list"), ("serve", "--port", "0")],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_root_whose_store_it_is_keeps_its_data_dir(tmp: Path, args: tuple[str, ...]):
+    """A deployment served as root in a directory another uid owns (`docker run
+    --user 0` on a volume the image made for uid 10001, a unit without `User=`)
+    owns its store already: refusing root stopped it at its first start after
+    the upgrade, with advice (run as the directory's owner) under which the
+    root-owned 0600 store cannot be opened at all. The store's owner decides;
+    a store the other user owns is still refused."""
+    data = tmp / "data"
+    data.mkdir(mode=0o700)
+    _real_store(data)  # an earlier run made it, as this user
+    store = data / "lnplugin.sqlite"
+    if os.geteuid() == 0:
+        os.chown(data, 10001, 10001)
+        try:
+            if args[0] == "serve":
+                with Server(data, "--node", "dev", env=_env()) as server:
+                    assert server.request("GET", "/health").status_code == 200
+            else:
+                proc = e2e.run(data, *args, env=_env())
+                assert proc.returncode == 0, proc.stderr
+            assert store.stat().st_uid == 0
+            os.chown(store, 10001, 10001)  # the service user's store: root is refused
+            line = refused(data, *args)
+            try:  # sudo takes a uid without a name as #uid
+                sudo = f"sudo -u {pwd.getpwuid(10001).pw_name} "
+            except KeyError:
+                sudo = "sudo -u '#10001' "
+            assert "(uid 10001)" in line and sudo in line
+        finally:
+            for path in (data, *data.iterdir()):
+                os.chown(path, 0, 0)
+    else:  # not root: the data dir is this user's own, and used as ever
+        assert e2e.run(data, "token", "list", env=_env()).returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,36 @@ def test_a_keysend_boost_to_an_address_reaches_the_address_webhook(
         hook.close()
 
 
+def test_an_invoice_paid_with_an_addresss_record_is_not_sent_to_its_webhook(
+    lnd: tuple[LndSim, Server, Api],
+) -> None:
+    """The address's webhook is for keysends to the address. An app's own
+    invoice (no webhook) is not the address's: a payer who adds the address's
+    keysend record to its payment, as anyone holding the BOLT11 may, must not
+    send that invoice's settlement (amount, description, metadata) to the
+    podcaster's webhook, as docs/lnurl.md says ("A keysend that carries ...")."""
+    sim, server, api = lnd
+    hook = Receiver()
+    try:
+        made = _address(server, "podcast", webhook=hook.url("/podcast"))
+        record = {made["keysend_custom_key"]: made["keysend_custom_value"].encode()}
+        app = api.post("/invoices", {"amount": 7, "description": "an app's own order"})
+        sim.pay_invoice(app["payment_hash"], htlc_records=[record])
+        wait_for(lambda: api.settled(app["payment_hash"]), "the app's invoice settled")
+        assert e2e.scalar(
+            server.data_dir,
+            "SELECT webhook_url FROM invoices WHERE payment_hash = ?",
+            app["payment_hash"],
+        ) == (None,)
+        # A keysend to the address after it still reaches the webhook; the
+        # invoice's settlement, appended to the outbox before it, never does.
+        paid = sim.keysend(21_000, record).r_hash.hex()
+        wait_for(lambda: hook.of_type("invoice.incoming.settled", paid), "the keysend boost")
+        assert not hook.of_type("invoice.incoming.settled", app["payment_hash"])
+    finally:
+        hook.close()
+
+
 def test_a_keysend_boost_to_an_address_reaches_its_webhook_in_cln_plugin_mode(tmp: Path) -> None:
     """The same boost through Core Lightning: the plugin's `htlc_accepted`
     hook captures the records before the keysend settles."""

@@ -157,3 +157,29 @@ def test_a_journal_that_cannot_be_written_still_queues_the_records(
         holder.close()
     wait_for(lambda: store.deferred_writes == 0, "flushed")
     assert _stored(store, GOOD) == RECORDS
+
+
+def test_a_capture_that_meets_a_full_disk_stays_queued_and_on_disk(
+    data_dir: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk filled up between the hook's answer and the lock freeing. The
+    write that would have stored the records failed with the whole
+    transaction; dropping it then let the caller's retry store the
+    settlement without them, and the replay at the next start may not add
+    records to a paid row: the boostagram was lost. It stays queued (first
+    again) and on disk until there is room."""
+    big = {7629169: b"x" * 50_000}  # needs new pages, which a full disk has none of
+    with store._writer:  # this process's writer lock: the flusher waits for this thread
+        assert captured_records.capture_later(store, GOOD, big) is True
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+        with caplog.at_level(logging.ERROR), pytest.raises(sqlite3.OperationalError):
+            _flush(store)
+        assert store.deferred_writes == 1
+        assert [json.loads(line)["payment_hash"] for line in _journal(data_dir).open()] == [GOOD]
+        assert "kept queued" in caplog.text
+        store.conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        _flush(store)
+    assert _stored(store, GOOD) == big
+    wait_for(lambda: not _journal(data_dir).exists(), "the journal emptied")
+    assert store.deferred_writes == 0

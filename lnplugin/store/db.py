@@ -199,7 +199,7 @@ class _Deferred:
     """One `write_later` write; compared by identity, so the transaction that
     ran it removes exactly it from the queue, whatever else came or went."""
 
-    __slots__ = ("done", "durable", "what", "write")
+    __slots__ = ("done", "durable", "held_up", "what", "write")
 
     def __init__(
         self,
@@ -209,6 +209,16 @@ class _Deferred:
         durable: bool,
     ) -> None:
         self.write, self.what, self.done, self.durable = write, what, done, durable
+        self.held_up = False  # its failure for want of room is logged
+
+
+def _out_of_room(exc: BaseException) -> bool:
+    """SQLITE_FULL / SQLITE_IOERR (primary code in the low byte): the disk,
+    not the write, failed; the same write succeeds once there is room."""
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+    )
 
 
 def _outbox_head(conn: sqlite3.Connection) -> int:
@@ -396,10 +406,19 @@ class Store:
             try:
                 item.write(conn)
             except Exception as exc:
+                if _out_of_room(exc):
+                    # Disk full or an I/O error: not this write's fault, and
+                    # the caller's own writes meet it too. It stays queued,
+                    # first again, and the caller fails: dropped here, the
+                    # caller's retry stored the settlement without its
+                    # records, which no later replay may add to a paid row.
+                    self._report_kept(item, exc)
+                    raise
                 if not conn.in_transaction:
-                    # SQLite undid the whole transaction (disk full, I/O
-                    # error): drop this write, keep the others, fail the
-                    # caller. A durable copy stays, for the next start.
+                    # SQLite undid the whole transaction for another reason
+                    # (out of memory, a damaged database): drop this write,
+                    # keep the others, fail the caller. A durable copy
+                    # stays, for the next start.
                     kept = "; kept on disk for the next start" if item.durable else ""
                     log.error("could not store %s (%s); dropped%s", item.what, exc, kept)
                     with self._deferred_lock, suppress(ValueError):
@@ -409,6 +428,14 @@ class Store:
                 conn.execute("ROLLBACK TO deferred_write")
             conn.execute("RELEASE deferred_write")
         return queued
+
+    @staticmethod
+    def _report_kept(item: _Deferred, exc: BaseException) -> None:
+        """Log, once per write, that a disk that is full (or failing) holds it up."""
+        if item.held_up:
+            return
+        item.held_up = True
+        log.error("could not store %s yet (%s); kept queued, tried again first", item.what, exc)
 
     def _deferred_committed(self, ran: list[_Deferred]) -> None:
         """Take the writes a committed transaction ran out of the queue: by
@@ -450,7 +477,9 @@ class Store:
                         return
                     # Contention has already waited out the busy timeout.
                     contended = is_lock_contention(exc)
-                    if not contended:
+                    # A full disk is logged once per write (`_report_kept`),
+                    # not at every retry while it stays full.
+                    if not contended and not _out_of_room(exc):
                         log.warning("deferred store writes failed (%s); retrying", exc)
                     self._closing.wait(0.05 if contended else 1.0)
         finally:

@@ -49,6 +49,7 @@ def record_fields(
     records: dict[int, bytes],
     incoming: sqlite3.Connection | None = None,
     current: StoredInvoice | None = None,
+    keysend: bool = False,
 ) -> dict[str, Any]:
     """The invoice columns derived from TLV records: raw JSON, boostagram, message.
 
@@ -60,7 +61,10 @@ def record_fields(
     address's `webhook`, as an invoice minted through the address does, so
     the podcaster hears of a keysend boost where they hear of an LNURL one;
     but never in place of a webhook the invoice (`current`, the row being
-    updated) already has.
+    updated) already has, and only for a keysend (`current`'s, or `keysend`
+    for a row not stored yet): an invoice with a BOLT11 was made for
+    someone else, and whoever pays it chooses its records, so adding the
+    address's record must not send its settlement to the address's webhook.
     """
     parsed = parse_records(records)
     out = {
@@ -72,7 +76,9 @@ def record_fields(
         address = addresses.match_records(incoming, records)
         if address is not None:
             out["lightning_address"] = address.username
-            if address.webhook_url and (current is None or current.webhook_url is None):
+            if current is not None:
+                keysend = bool(current.is_keysend) and current.webhook_url is None
+            if address.webhook_url and keysend:
                 out["webhook_url"] = address.webhook_url
     return out
 

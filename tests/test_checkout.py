@@ -203,6 +203,14 @@ def test_the_public_stream_tells_the_state_and_nothing_else(server: Server) -> N
         inv["checkout_url"] + "/events", headers={"Last-Event-ID": second["id"]}, timeout=10
     )
     assert again.status_code == 204
+    # A reconnect that missed the final state (cut off before it came) gets it.
+    with requests.get(
+        inv["checkout_url"] + "/events", headers={"Last-Event-ID": first["id"]}, timeout=10
+    ) as missed:
+        assert missed.status_code == 200
+        lines = missed.iter_lines(decode_unicode=True)
+        assert json.loads(_next_message(lines)["data"]) == {"state": "SETTLED"}
+        assert list(lines) == []
 
 
 def _next_message(lines: Iterator[str]) -> dict[str, str]:

@@ -267,7 +267,11 @@ def state_events(public_id: str) -> Any:
     whose data is `{"state": ...}` and nothing more; ends at a final state.
 
     A reconnect gets the current state again (no history: a state is all
-    there is to resume), and 204 once the invoice is final.
+    there is to resume). Once the invoice is final, a reconnect that already
+    saw that final state (its `Last-Event-ID`) gets 204, which stops
+    EventSource; one that did not (the connection dropped while the payer
+    was in their wallet, and the invoice was paid meanwhile) gets the final
+    state first, or the page would never learn it was paid.
     """
     inv = _invoice(public_id)
     svc = context.service()
@@ -288,8 +292,8 @@ def state_events(public_id: str) -> Any:
         raise
     assert row is not None
     state = effective_state(row.state, row.expires_at, int(time.time()))
-    resumed = request.headers.get("Last-Event-ID") is not None
-    if resumed and state in FINAL_STATES:
+    seen = request.headers.get("Last-Event-ID")
+    if state in FINAL_STATES and seen == state.lower():
         release()
         return Response(status=204)
     heartbeat = svc.settings.sse_heartbeat

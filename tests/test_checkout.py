@@ -296,6 +296,9 @@ def test_an_address_page_mints_through_the_lnurl_callback(server: Server) -> Non
     meta = requests.get(server.url + "/.well-known/lnurlp/shop", timeout=10).json()["metadata"]
     assert minted["description_hash"] == hashlib.sha256(meta.encode()).hexdigest()
     assert requests.get(server.url + "/pay/address/nobody", timeout=10).status_code == 404
+    # Typed with a capital (a phone's keyboard): the same address's page.
+    typed = requests.get(server.url + "/pay/address/Shop", timeout=10)
+    assert typed.status_code == 200 and "shop@127.0.0.1" in typed.text
 
 
 def test_an_address_page_asks_for_what_the_address_needs_in_words_for_people(

@@ -128,6 +128,31 @@ def test_an_lnurl_client_pays_an_address_and_verifies_it(
     assert invoice.payment_hash in [item["payment_hash"] for item in listed]
 
 
+def test_an_address_typed_with_capitals_is_the_lower_case_address(
+    server: Server, alice: dict[str, Any]
+) -> None:
+    """A phone capitalises `Alice@domain` as the payer types it, and some
+    wallets ask for the username as typed; it used to be a 404 (`No
+    Lightning Address 'Alice' here`), and the payment failed."""
+    lower = _public(server, "/.well-known/lnurlp/alice").json()
+    for typed in ("Alice", "ALICE"):
+        found = _public(server, f"/.well-known/lnurlp/{typed}")
+        assert found.status_code == 200, found.text
+        # The very same answer: the callback, and the metadata whose hash the
+        # wallet checks, name the address as it is, in lower case.
+        assert found.json() == lower
+        keysend = _public(server, f"/.well-known/keysend/{typed}")
+        assert keysend.status_code == 200, keysend.text
+        assert keysend.json()["customData"][0]["customValue"] == "alice"
+    paid = _public(
+        server, "/lnurlp/Alice/callback", amount=2000, payerdata=json.dumps({"name": "Bo"})
+    )
+    assert paid.status_code == 200, paid.text
+    minted = server.request("GET", f"/invoices/{paid.json()['verify'].rsplit('/', 1)[1]}")
+    assert minted.json()["lightning_address"] == "alice"
+    assert _public(server, "/.well-known/lnurlp/Bob").status_code == 404
+
+
 def test_a_keysend_carrying_the_address_record_is_attributed_to_it(
     server: Server, alice: dict[str, Any]
 ) -> None:

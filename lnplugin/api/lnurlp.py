@@ -43,7 +43,11 @@ INVOICE_EXPIRY = 3600  # seconds; a wallet pays right after the callback
 
 
 def address(username: str) -> Address:
-    row = addresses.by_username(context.service().store.conn, username)
+    """The address `username` names, in any case. Usernames are lower case
+    (LUD-16, and `lnurl.USERNAME` keeps them so), but a phone capitalises
+    the first letter a payer types, and not every wallet lowers it again
+    before asking `/.well-known/lnurlp/Alice`; such a payer meant `alice`."""
+    row = addresses.by_username(context.service().store.conn, username.lower())
     if row is None:
         raise APIError(404, f"No Lightning Address {username!r} here")
     return row

@@ -286,6 +286,26 @@ def test_a_page_of_any_origin_may_read_every_lnurl_answer(
     assert "Access-Control-Allow-Origin" not in server.request("GET", "/info").headers
 
 
+def test_no_cache_may_keep_an_lnurl_answer(server: Server, alice: dict[str, Any]) -> None:
+    """Each answer is for one request (a callback's invoice, verify's state,
+    a discovery's one-time k1): they came without Cache-Control, so a caching
+    proxy or CDN in front could hand the next payer the same invoice, or a
+    wallet a stale `settled: false`."""
+    pay = _public(server, "/lnurlp/alice/callback", amount=2000, payerdata='{"name":"Bo"}')
+    assert pay.status_code == 200, pay.text
+    assert pay.headers.get("Cache-Control") == "no-store"
+    for path in (
+        "/.well-known/lnurlp/alice",
+        "/.well-known/keysend/alice",
+        urllib.parse.urlsplit(pay.json()["verify"]).path,
+        "/lnurlp/alice/callback?amount=1",  # refused
+        "/.well-known/lnurlp/nobody",
+        "/lnurlp/alice/callback/extra",  # no route at all
+    ):
+        reply = requests.get(server.url + path, timeout=10)
+        assert reply.headers.get("Cache-Control") == "no-store", (path, reply.status_code)
+
+
 def test_payer_data_the_address_did_not_ask_for_is_hashed_as_sent_not_refused_or_kept(
     server: Server, alice: dict[str, Any]
 ) -> None:

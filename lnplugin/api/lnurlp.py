@@ -38,6 +38,7 @@ PREFIXES = ("/.well-known/lnurlp/", "/.well-known/keysend/", "/lnurlp/")
 for _bp in (bp, mint_bp):
     public.lnurl_errors(_bp)
     public.open_to_every_origin(_bp)
+    public.never_stored(_bp)
 
 INVOICE_EXPIRY = 3600  # seconds; a wallet pays right after the callback
 

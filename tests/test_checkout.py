@@ -336,6 +336,30 @@ def test_an_address_page_asks_for_what_the_address_needs_in_words_for_people(
     assert refused.status_code == 400 and "Lightning wallet" in refused.text
 
 
+def test_an_address_with_no_whole_sat_in_its_range_is_paid_from_a_wallet(
+    server: Server,
+) -> None:
+    """From 1,500 to 1,800 msat no whole sat fits: the form asked for an
+    amount "2 to 1" sats, which every submit was refused."""
+    made = server.request(
+        "POST",
+        "/lightning_addresses",
+        json={"username": "pennies", "min_sendable_msat": 1500, "max_sendable_msat": 1800},
+    )
+    assert made.status_code == 201, made.text
+    page = requests.get(server.url + "/pay/address/pennies", timeout=10)
+    assert page.status_code == 200
+    assert "<form" not in page.text and "2 to 1" not in page.text
+    assert "amounts between whole sats" in page.text and "Lightning wallet" in page.text
+    refused = requests.post(server.url + "/pay/address/pennies", data={"amount": "2"}, timeout=10)
+    assert refused.status_code == 400 and "Lightning wallet" in refused.text
+    # A wallet pays it, in msat; the form minted nothing.
+    paid = requests.get(server.url + "/lnurlp/pennies/callback?amount=1600", timeout=10)
+    assert paid.status_code == 200, paid.text
+    minted = server.request("GET", "/invoices", params={"q[lightning_address]": "pennies"})
+    assert [row["payment_request"] for row in minted.json()] == [paid.json()["pr"]]
+
+
 def test_behind_a_proxy_at_a_path_every_link_on_the_pages_keeps_the_path(
     tmp_path: Path,
 ) -> None:

@@ -602,8 +602,16 @@ def test_a_phone_320_px_wide_or_200_percent_zoom_does_not_scroll_sideways(
         "Emulation.setDeviceMetricsOverride",
         {"width": 320, "height": 640, "deviceScaleFactor": 1, "mobile": True},
     )
+    # The address in the words of a page that offers no form (it wrapped on
+    # the form's page, in the heading, but not in that paragraph).
+    wallet_only = _address(server, "wide" * 16, payer_data={"email": {"mandatory": True}})
     try:
-        for url in (inv["checkout_url"], _address(server, "narrow" * 5, comment_allowed=50)):
+        for url in (
+            inv["checkout_url"],
+            _address(server, "narrow" * 5, comment_allowed=50),
+            wallet_only,
+            server.url + "/pay/address/" + "missing" * 9,  # the error page names it
+        ):
             browser.get(url)
             assert browser.execute_script(
                 "return document.documentElement.scrollWidth <= 320 && window.innerWidth === 320;"

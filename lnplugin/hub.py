@@ -82,7 +82,7 @@ def state_message(state: str) -> bytes:
     Its id is the state, not the outbox's sequence number: that number counts
     every event of every invoice, and would tell anyone holding a payment
     page how busy the node is. The stream needs no more (a reconnect gets
-    the current state; after a final one, 204)."""
+    the current state; after the final one it already saw, 204)."""
     return f'id: {state.lower()}\nevent: state\ndata: {{"state":"{state}"}}\n\n'.encode()
 
 

@@ -203,6 +203,14 @@ def test_the_public_stream_tells_the_state_and_nothing_else(server: Server) -> N
         inv["checkout_url"] + "/events", headers={"Last-Event-ID": second["id"]}, timeout=10
     )
     assert again.status_code == 204
+    # A reconnect that missed the final state (cut off before it came) gets it.
+    with requests.get(
+        inv["checkout_url"] + "/events", headers={"Last-Event-ID": first["id"]}, timeout=10
+    ) as missed:
+        assert missed.status_code == 200
+        lines = missed.iter_lines(decode_unicode=True)
+        assert json.loads(_next_message(lines)["data"]) == {"state": "SETTLED"}
+        assert list(lines) == []
 
 
 def _next_message(lines: Iterator[str]) -> dict[str, str]:
@@ -288,6 +296,9 @@ def test_an_address_page_mints_through_the_lnurl_callback(server: Server) -> Non
     meta = requests.get(server.url + "/.well-known/lnurlp/shop", timeout=10).json()["metadata"]
     assert minted["description_hash"] == hashlib.sha256(meta.encode()).hexdigest()
     assert requests.get(server.url + "/pay/address/nobody", timeout=10).status_code == 404
+    # Typed with a capital (a phone's keyboard): the same address's page.
+    typed = requests.get(server.url + "/pay/address/Shop", timeout=10)
+    assert typed.status_code == 200 and "shop@127.0.0.1" in typed.text
 
 
 def test_an_address_page_asks_for_what_the_address_needs_in_words_for_people(
@@ -323,6 +334,30 @@ def test_an_address_page_asks_for_what_the_address_needs_in_words_for_people(
     assert "asks for your e-mail address" in mailed.text and "Lightning wallet" in mailed.text
     refused = requests.post(url + "mailed", data={"amount": "5"}, timeout=10)
     assert refused.status_code == 400 and "Lightning wallet" in refused.text
+
+
+def test_an_address_with_no_whole_sat_in_its_range_is_paid_from_a_wallet(
+    server: Server,
+) -> None:
+    """From 1,500 to 1,800 msat no whole sat fits: the form asked for an
+    amount "2 to 1" sats, which every submit was refused."""
+    made = server.request(
+        "POST",
+        "/lightning_addresses",
+        json={"username": "pennies", "min_sendable_msat": 1500, "max_sendable_msat": 1800},
+    )
+    assert made.status_code == 201, made.text
+    page = requests.get(server.url + "/pay/address/pennies", timeout=10)
+    assert page.status_code == 200
+    assert "<form" not in page.text and "2 to 1" not in page.text
+    assert "amounts between whole sats" in page.text and "Lightning wallet" in page.text
+    refused = requests.post(server.url + "/pay/address/pennies", data={"amount": "2"}, timeout=10)
+    assert refused.status_code == 400 and "Lightning wallet" in refused.text
+    # A wallet pays it, in msat; the form minted nothing.
+    paid = requests.get(server.url + "/lnurlp/pennies/callback?amount=1600", timeout=10)
+    assert paid.status_code == 200, paid.text
+    minted = server.request("GET", "/invoices", params={"q[lightning_address]": "pennies"})
+    assert [row["payment_request"] for row in minted.json()] == [paid.json()["pr"]]
 
 
 def test_behind_a_proxy_at_a_path_every_link_on_the_pages_keeps_the_path(

@@ -19,16 +19,19 @@ Without Chromium these tests skip, unless LNPLUGIN_REQUIRE_BROWSER=1 (set by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +244,105 @@ def test_a_page_whose_live_stream_is_refused_offers_its_refresh_link(
     finally:
         for reply in held:
             reply.close()
+
+
+class Relay:
+    """A TCP relay in front of the server, standing in for a payer's patchy
+    connection: `drop()` cuts every connection through it and holds new
+    ones (the phone is in the wallet app, the tab asleep); `restore()` lets
+    them through again."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.passing = threading.Event()
+        self.passing.set()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.sent = bytearray()  # everything the browser sent
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            self.passing.wait()  # while dropped, new connections wait in the backlog
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if from_client:
+                    with self.lock:
+                        self.sent += chunk
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (src, dst):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def streams_opened(self) -> int:
+        with self.lock:
+            return self.sent.count(b"/events HTTP/")
+
+    def drop(self) -> None:
+        self.passing.clear()
+        with self.lock:
+            cut, self.sockets = self.sockets, []
+        for end in cut:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def restore(self) -> None:
+        self.passing.set()
+
+    def close(self) -> None:
+        self.drop()
+        self.listener.close()
+        self.passing.set()
+
+
+def test_a_page_whose_stream_dropped_while_it_was_paid_turns_paid(
+    browser: Any, server: Server
+) -> None:
+    """The payer taps Open in wallet; the phone puts the browser to sleep and
+    the state stream drops; the wallet pays; back in the browser, EventSource
+    reconnects (with `Last-Event-ID: created`). It used to get 204, which
+    stops EventSource: the page stayed on Waiting for payment, and when the
+    countdown ran out it said Expired about a paid invoice."""
+    inv = _invoice(server, amount=600, description="Dropped")
+    relay = Relay(int(server.url.rsplit(":", 1)[1]))
+    try:
+        path = urllib.parse.urlsplit(inv["checkout_url"]).path
+        browser.get(relay.url + path)
+        _until(browser, lambda d: relay.streams_opened() == 1, "the state stream")
+        _until(browser, lambda d: _text(d, "status") == "Waiting for payment", "the page")
+        relay.drop()
+        cli(server.data_dir, "dev", "pay", inv["payment_hash"])
+        wait_for(
+            lambda: (
+                server.request("GET", f"/invoices/{inv['payment_hash']}").json()["state"]
+                == "SETTLED"
+            ),
+            "the invoice to be paid",
+        )
+        assert _text(browser, "status") == "Waiting for payment"  # it cannot know yet
+        relay.restore()
+        _until(browser, lambda d: _text(d, "status") == "Paid", "the page to turn paid")
+        assert relay.streams_opened() >= 2  # it learnt it from a reconnect
+        assert not browser.find_element(By.ID, "pay").is_displayed()
+    finally:
+        relay.close()
 
 
 def test_an_expired_invoice_shows_expired(browser: Any, server: Server) -> None:
@@ -500,8 +602,16 @@ def test_a_phone_320_px_wide_or_200_percent_zoom_does_not_scroll_sideways(
         "Emulation.setDeviceMetricsOverride",
         {"width": 320, "height": 640, "deviceScaleFactor": 1, "mobile": True},
     )
+    # The address in the words of a page that offers no form (it wrapped on
+    # the form's page, in the heading, but not in that paragraph).
+    wallet_only = _address(server, "wide" * 16, payer_data={"email": {"mandatory": True}})
     try:
-        for url in (inv["checkout_url"], _address(server, "narrow" * 5, comment_allowed=50)):
+        for url in (
+            inv["checkout_url"],
+            _address(server, "narrow" * 5, comment_allowed=50),
+            wallet_only,
+            server.url + "/pay/address/" + "missing" * 9,  # the error page names it
+        ):
             browser.get(url)
             assert browser.execute_script(
                 "return document.documentElement.scrollWidth <= 320 && window.innerWidth === 320;"

@@ -128,6 +128,31 @@ def test_an_lnurl_client_pays_an_address_and_verifies_it(
     assert invoice.payment_hash in [item["payment_hash"] for item in listed]
 
 
+def test_an_address_typed_with_capitals_is_the_lower_case_address(
+    server: Server, alice: dict[str, Any]
+) -> None:
+    """A phone capitalises `Alice@domain` as the payer types it, and some
+    wallets ask for the username as typed; it used to be a 404 (`No
+    Lightning Address 'Alice' here`), and the payment failed."""
+    lower = _public(server, "/.well-known/lnurlp/alice").json()
+    for typed in ("Alice", "ALICE"):
+        found = _public(server, f"/.well-known/lnurlp/{typed}")
+        assert found.status_code == 200, found.text
+        # The very same answer: the callback, and the metadata whose hash the
+        # wallet checks, name the address as it is, in lower case.
+        assert found.json() == lower
+        keysend = _public(server, f"/.well-known/keysend/{typed}")
+        assert keysend.status_code == 200, keysend.text
+        assert keysend.json()["customData"][0]["customValue"] == "alice"
+    paid = _public(
+        server, "/lnurlp/Alice/callback", amount=2000, payerdata=json.dumps({"name": "Bo"})
+    )
+    assert paid.status_code == 200, paid.text
+    minted = server.request("GET", f"/invoices/{paid.json()['verify'].rsplit('/', 1)[1]}")
+    assert minted.json()["lightning_address"] == "alice"
+    assert _public(server, "/.well-known/lnurlp/Bob").status_code == 404
+
+
 def test_a_keysend_carrying_the_address_record_is_attributed_to_it(
     server: Server, alice: dict[str, Any]
 ) -> None:
@@ -259,6 +284,26 @@ def test_a_page_of_any_origin_may_read_every_lnurl_answer(
     assert pay.headers["Access-Control-Allow-Origin"] == "*"
     # The API is not opened by this: it stays behind --cors-origin.
     assert "Access-Control-Allow-Origin" not in server.request("GET", "/info").headers
+
+
+def test_no_cache_may_keep_an_lnurl_answer(server: Server, alice: dict[str, Any]) -> None:
+    """Each answer is for one request (a callback's invoice, verify's state,
+    a discovery's one-time k1): they came without Cache-Control, so a caching
+    proxy or CDN in front could hand the next payer the same invoice, or a
+    wallet a stale `settled: false`."""
+    pay = _public(server, "/lnurlp/alice/callback", amount=2000, payerdata='{"name":"Bo"}')
+    assert pay.status_code == 200, pay.text
+    assert pay.headers.get("Cache-Control") == "no-store"
+    for path in (
+        "/.well-known/lnurlp/alice",
+        "/.well-known/keysend/alice",
+        urllib.parse.urlsplit(pay.json()["verify"]).path,
+        "/lnurlp/alice/callback?amount=1",  # refused
+        "/.well-known/lnurlp/nobody",
+        "/lnurlp/alice/callback/extra",  # no route at all
+    ):
+        reply = requests.get(server.url + path, timeout=10)
+        assert reply.headers.get("Cache-Control") == "no-store", (path, reply.status_code)
 
 
 def test_payer_data_the_address_did_not_ask_for_is_hashed_as_sent_not_refused_or_kept(

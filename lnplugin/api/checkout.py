@@ -267,7 +267,11 @@ def state_events(public_id: str) -> Any:
     whose data is `{"state": ...}` and nothing more; ends at a final state.
 
     A reconnect gets the current state again (no history: a state is all
-    there is to resume), and 204 once the invoice is final.
+    there is to resume). Once the invoice is final, a reconnect that already
+    saw that final state (its `Last-Event-ID`) gets 204, which stops
+    EventSource; one that did not (the connection dropped while the payer
+    was in their wallet, and the invoice was paid meanwhile) gets the final
+    state first, or the page would never learn it was paid.
     """
     inv = _invoice(public_id)
     svc = context.service()
@@ -288,8 +292,8 @@ def state_events(public_id: str) -> Any:
         raise
     assert row is not None
     state = effective_state(row.state, row.expires_at, int(time.time()))
-    resumed = request.headers.get("Last-Event-ID") is not None
-    if resumed and state in FINAL_STATES:
+    seen = request.headers.get("Last-Event-ID")
+    if state in FINAL_STATES and seen == state.lower():
         release()
         return Response(status=204)
     heartbeat = svc.settings.sse_heartbeat
@@ -379,13 +383,13 @@ def address_mint(username: str) -> Any:
     def refuse(error: str, field: str | None) -> Response:
         return _address_form(row, error, raw, comment, name, field)
 
+    if _wallet_only(row) or not _whole_sats(row):
+        return _address_form(row, status=400)
     if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
         return refuse("Enter the amount in sats, a whole number.", "amount")
     low, high = -(-row.min_sendable_msat // 1000), row.max_sendable_msat // 1000
     if not low <= int(raw) <= high:
         return refuse(f"Enter from {low:,} to {high:,} sats.", "amount")
-    if _wallet_only(row):
-        return _address_form(row, status=400)
     if comment is not None and 0 < row.comment_allowed < len(comment):
         return refuse(
             f"Shorten the message to at most {row.comment_allowed:,} characters "
@@ -424,6 +428,13 @@ def _wallet_only(row: Address) -> list[str]:
     return [text for kind, text in _WALLET_ONLY_KINDS.items() if _mandatory(row, kind)]
 
 
+def _whole_sats(row: Address) -> bool:
+    """Whether a whole number of sats (all the form takes) lies in the
+    address's msat range: from 1,500 to 1,800 msat none does, and the form
+    would ask for "2 to 1" sats, an amount no payer can enter."""
+    return -(-row.min_sendable_msat // 1000) <= row.max_sendable_msat // 1000
+
+
 def _address_form(
     row: Address,
     error: str | None = None,
@@ -449,6 +460,7 @@ def _address_form(
         asks_name="name" in row.payer_data_request,
         name_mandatory=_mandatory(row, "name"),
         wallet_only=" and ".join(_wallet_only(row)),
+        whole_sats=_whole_sats(row),
     )
     response = Response(html, status=status or (400 if error else 200), mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"

@@ -38,12 +38,17 @@ PREFIXES = ("/.well-known/lnurlp/", "/.well-known/keysend/", "/lnurlp/")
 for _bp in (bp, mint_bp):
     public.lnurl_errors(_bp)
     public.open_to_every_origin(_bp)
+    public.never_stored(_bp)
 
 INVOICE_EXPIRY = 3600  # seconds; a wallet pays right after the callback
 
 
 def address(username: str) -> Address:
-    row = addresses.by_username(context.service().store.conn, username)
+    """The address `username` names, in any case. Usernames are lower case
+    (LUD-16, and `lnurl.USERNAME` keeps them so), but a phone capitalises
+    the first letter a payer types, and not every wallet lowers it again
+    before asking `/.well-known/lnurlp/Alice`; such a payer meant `alice`."""
+    row = addresses.by_username(context.service().store.conn, username.lower())
     if row is None:
         raise APIError(404, f"No Lightning Address {username!r} here")
     return row

@@ -96,7 +96,24 @@ def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -
     response.status_code = code
     response.headers.update(headers or {})
     response.headers["Access-Control-Allow-Origin"] = "*"  # see open_to_every_origin
+    response.headers["Cache-Control"] = "no-store"  # see never_stored
     return response
+
+
+def never_stored(bp: Blueprint) -> None:
+    """Tell every cache not to keep `bp`'s answers (`Cache-Control: no-store`).
+
+    Each LNURL answer is for one request: a discovery may carry a fresh
+    LUD-18 `k1`, good for one payment; a callback mints an invoice for one
+    payer; verify says whether it is paid yet. Without the header a caching
+    reverse proxy or CDN in front of lnplugin (nginx's `proxy_cache_valid`,
+    a "cache everything" rule) may keep them, and hand the next payer the
+    same k1 or the same invoice, or tell a wallet it is unpaid after it paid."""
+
+    @bp.after_request
+    def _no_store(response: Response) -> Response:
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
 
 def open_to_every_origin(bp: Blueprint) -> None:

@@ -1210,16 +1210,20 @@ class LndSim:
         preimage = preimage or secrets.token_bytes(32)
         parts = list(htlc_records) if htlc_records else [dict(custom_records or {})]
         parts = [{**r, KEYSEND_PREIMAGE_RECORD: preimage} for r in parts]
+        # lnd's placeholder invoice (invoiceregistry.go, processKeySend) sets
+        # no expiry and the blank payment address: RPC readers see expiry 0
+        # and payment_addr as 32 zero bytes, not an empty field.
         inv = Invoice(
             r_preimage=preimage,
             r_hash=_sha256(preimage),
             value=amount_msat // 1000,
             value_msat=amount_msat,
             creation_date=_now(),
-            expiry=DEFAULT_EXPIRY,
+            expiry=0,
             cltv_expiry=DEFAULT_CLTV,
             state=Invoice.OPEN,
             is_keysend=True,
+            payment_addr=bytes(32),
         )
         with self.ledger.lock:
             self.ledger.insert(inv)

@@ -215,6 +215,8 @@ def test_keysend_records_across_htlcs(sim: LndSim, node: LndNode) -> None:
     inv = update.invoice
     assert inv.is_keysend and inv.payment_request == "" and inv.state == "SETTLED"
     assert inv.amount_received_msat == 7000 and inv.description is None
+    # lnd gives a keysend the blank payment address (32 zero bytes): no secret.
+    assert inv.payment_secret is None
     assert inv.custom_records[BOOST] == boost
     assert inv.custom_records[MESSAGE] == b"hello"
     assert inv.custom_records[696969] == b"\x01"

@@ -1017,12 +1017,18 @@ def to_node_invoice(inv: Any) -> NodeInvoice:
         amount_received_msat=inv.amt_paid_msat if settled or accepted else 0,
         settled_at=(inv.settle_date or None) if settled else None,
         preimage=inv.r_preimage.hex() if settled and inv.r_preimage else None,
-        payment_secret=inv.payment_addr.hex() or None,
+        payment_secret=_payment_secret(inv.payment_addr),
         custom_records=merge_records(h.custom_records for h in live),
         is_keysend=inv.is_keysend,
         # The earliest held HTLC's expiry: past it the peer force-closes.
         settle_deadline=min(held) if accepted and held else None,
     )
+
+
+def _payment_secret(payment_addr: bytes) -> str | None:
+    """The invoice's payment secret, hex; None for a keysend, to which lnd
+    gives the blank address (32 zero bytes), not an empty field."""
+    return payment_addr.hex() if any(payment_addr) else None
 
 
 def to_outgoing(pay: Any) -> OutgoingPayment:

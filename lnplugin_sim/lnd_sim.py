@@ -1246,7 +1246,7 @@ class LndSim:
                 if htlc.state == lightning_pb2.ACCEPTED:
                     htlc.state = lightning_pb2.CANCELED
                     htlc.resolve_time = _now()
-            new.amt_paid = new.amt_paid_sat = new.amt_paid_msat = 0
+            # lnd leaves amt_paid as it was (update_invoice.go, cancelInvoice).
             return self.ledger.replace(new)
 
     def settle_hold_invoice(self, preimage: bytes) -> Invoice:
@@ -1302,7 +1302,8 @@ class LndSim:
 
     def subscribe_single(self, r_hash: bytes, context: grpc.ServicerContext) -> Iterator[Invoice]:
         """SubscribeSingleInvoice: the invoice's current state (nothing for an
-        unknown hash), then every change of it: ACCEPTED and CANCELED included."""
+        unknown hash), then every change of it: ACCEPTED and CANCELED included.
+        Ends (status OK) after a SETTLED or CANCELED one, as lnd does."""
         mine: queue.SimpleQueue[Invoice | None] = queue.SimpleQueue()
         with self.ledger.lock:
             self.ledger.singles.setdefault(r_hash, set()).add(mine)
@@ -1310,6 +1311,8 @@ class LndSim:
         try:
             if current is not None:
                 yield current
+                if _final(current):
+                    return
             while True:
                 try:
                     item = mine.get(timeout=1.0)
@@ -1322,6 +1325,8 @@ class LndSim:
                         return  # lnd shutting down ends the stream with status OK
                     context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
                 yield item
+                if _final(item):
+                    return  # lnd returns after a final state (status OK)
         finally:
             with self.ledger.lock:
                 self.ledger.singles.get(r_hash, set()).discard(mine)
@@ -1582,6 +1587,12 @@ class LndSim:
 
 # ---------------------------------------------------------------------------
 # HTTP control port for the CLI (JSON in, JSON out)
+
+
+def _final(inv: Invoice) -> bool:
+    """lnd's ContractState.IsFinal, which judges the stored state: an AMP
+    invoice stays OPEN there even when shown SETTLED, so its stream goes on."""
+    return inv.state == Invoice.CANCELED or (inv.state == Invoice.SETTLED and not inv.is_amp)
 
 
 def _invoice_json(inv: Invoice) -> dict[str, Any]:

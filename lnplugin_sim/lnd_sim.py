@@ -1193,6 +1193,31 @@ class LndSim:
                 return self._accept(inv, amount, records)
             return self._settle(inv, amount, records)
 
+    def pay_partially(self, invoice: str | bytes, amount_msat: int) -> Invoice:
+        """A multi-part payment whose other parts never came: lnd holds the
+        part on the OPEN invoice, then fails it back at its MPP timeout (the
+        HTLC becomes CANCELED). The invoice stays OPEN, amt_paid 0 (lnd counts
+        no HTLC of an OPEN invoice), until paid in full or expired."""
+        with self.ledger.lock:
+            inv = self._find(invoice)
+            if inv.state != Invoice.OPEN:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice is not open")
+            now = _now()
+            new = Invoice()
+            new.CopyFrom(inv)
+            new.htlcs.add(
+                chan_id=(self.block_height << 40) | (1 << 16),
+                htlc_index=next(self._htlc_ids),
+                amt_msat=amount_msat,
+                accept_height=self.block_height,
+                accept_time=now,
+                resolve_time=now,
+                expiry_height=self.block_height + (inv.cltv_expiry or DEFAULT_CLTV),
+                state=lightning_pb2.CANCELED,
+                mpp_total_amt_msat=inv.value_msat,
+            )
+            return self.ledger.replace(new)
+
     def keysend(
         self,
         amount_msat: int,

@@ -969,7 +969,11 @@ def _state(inv: Any) -> InvoiceState:
     if inv.state == ln.Invoice.CANCELED:
         # lnd's expiry watcher cancels an invoice nobody paid when its expiry
         # passes (hold invoices too): that is an expiry, as on other nodes.
-        if not inv.htlcs and _expired(inv):
+        # "Nobody paid" is amt_paid 0, not "no HTLCs": the parts of a failed
+        # multi-part payment stay listed (CANCELED at lnd's MPP timeout), but
+        # lnd counts no HTLC while the invoice is OPEN, and its cancel keeps
+        # what an ACCEPTED invoice held (invoices/update_invoice.go).
+        if not inv.amt_paid_msat and _expired(inv):
             return "EXPIRED"
         return "CANCELED"
     if inv.state == ln.Invoice.ACCEPTED:

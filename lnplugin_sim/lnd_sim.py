@@ -353,8 +353,12 @@ class _Subscriber:
         self.queue: queue.SimpleQueue[Invoice | None] = queue.SimpleQueue()
 
     def offer(self, inv: Invoice) -> None:
-        """lnd's notifyClients: skip what this client already got live, then advance."""
-        if inv.state == Invoice.SETTLED:
+        """lnd's notifyClients: skip what this client already got live, then advance.
+        An AMP payment set settling is always sent (the invoice shown SETTLED,
+        settle_index 0), and moves the client's settle index to the set's."""
+        if inv.is_amp and inv.state == Invoice.SETTLED:
+            self.settle_index = max(s.settle_index for s in inv.amp_invoice_state.values())
+        elif inv.state == Invoice.SETTLED:
             if self.settle_index >= inv.settle_index:
                 return
             self.settle_index = inv.settle_index
@@ -403,9 +407,12 @@ class Ledger:
             if inv.state == Invoice.OPEN:
                 self.open.add(inv.add_index - 1)
         for inv in self.invoices:
-            if inv.settle_index:
-                self.settled.extend([0] * (inv.settle_index - len(self.settled)))
-                self.settled[inv.settle_index - 1] = inv.add_index
+            for index in [inv.settle_index] + [
+                s.settle_index for s in inv.amp_invoice_state.values() if s.settle_index
+            ]:
+                if index:
+                    self.settled.extend([0] * (index - len(self.settled)))
+                    self.settled[index - 1] = inv.add_index
         for (blob,) in self.db.execute("SELECT data FROM payments ORDER BY payment_index"):
             self.payments.append(Payment.FromString(blob))
 
@@ -503,22 +510,34 @@ class Ledger:
             pos += len(batch)
 
     def settled_after(self, settle_index: int, chunk: int = 500) -> Iterator[Invoice]:
-        """Invoices with settle_index > N in settle_index order (lnd's bbolt store)."""
+        """Invoices with settle_index > N in settle_index order (lnd's bbolt store).
+        An AMP payment set's number gives its invoice with that set only."""
         pos = settle_index
         while True:
             with self.lock:
                 adds = self.settled[pos : pos + chunk]
-                batch = [self.invoices[a - 1] for a in adds if a]
+                batch = [
+                    _one_set(self.invoices[a - 1], pos + i + 1) for i, a in enumerate(adds) if a
+                ]
             if not adds:
                 return
             yield from batch
             pos += len(adds)
 
     def settled_after_by_add(self, settle_index: int, chunk: int = 500) -> Iterator[Invoice]:
-        """Invoices with settle_index > N in add_index order (lnd's native SQL store)."""
+        """Invoices with settle_index > N in add_index order (lnd's native SQL
+        store), then the AMP payment sets past N."""
+        amp: list[tuple[int, Invoice]] = []
         for inv in self.added_after(0, chunk):
             if inv.settle_index > settle_index:
                 yield inv
+            amp.extend(
+                (s.settle_index, inv)
+                for s in inv.amp_invoice_state.values()
+                if s.settle_index > settle_index
+            )
+        for index, inv in sorted(amp, key=lambda pair: pair[0]):
+            yield _one_set(inv, index)
 
     def burn_settle_index(self) -> int:
         """Take the next settle_index without giving it to an invoice (callers hold lock)."""
@@ -1193,6 +1212,31 @@ class LndSim:
                 return self._accept(inv, amount, records)
             return self._settle(inv, amount, records)
 
+    def pay_partially(self, invoice: str | bytes, amount_msat: int) -> Invoice:
+        """A multi-part payment whose other parts never came: lnd holds the
+        part on the OPEN invoice, then fails it back at its MPP timeout (the
+        HTLC becomes CANCELED). The invoice stays OPEN, amt_paid 0 (lnd counts
+        no HTLC of an OPEN invoice), until paid in full or expired."""
+        with self.ledger.lock:
+            inv = self._find(invoice)
+            if inv.state != Invoice.OPEN:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice is not open")
+            now = _now()
+            new = Invoice()
+            new.CopyFrom(inv)
+            new.htlcs.add(
+                chan_id=(self.block_height << 40) | (1 << 16),
+                htlc_index=next(self._htlc_ids),
+                amt_msat=amount_msat,
+                accept_height=self.block_height,
+                accept_time=now,
+                resolve_time=now,
+                expiry_height=self.block_height + (inv.cltv_expiry or DEFAULT_CLTV),
+                state=lightning_pb2.CANCELED,
+                mpp_total_amt_msat=inv.value_msat,
+            )
+            return self.ledger.replace(new)
+
     def keysend(
         self,
         amount_msat: int,
@@ -1210,16 +1254,20 @@ class LndSim:
         preimage = preimage or secrets.token_bytes(32)
         parts = list(htlc_records) if htlc_records else [dict(custom_records or {})]
         parts = [{**r, KEYSEND_PREIMAGE_RECORD: preimage} for r in parts]
+        # lnd's placeholder invoice (invoiceregistry.go, processKeySend) sets
+        # no expiry and the blank payment address: RPC readers see expiry 0
+        # and payment_addr as 32 zero bytes, not an empty field.
         inv = Invoice(
             r_preimage=preimage,
             r_hash=_sha256(preimage),
             value=amount_msat // 1000,
             value_msat=amount_msat,
             creation_date=_now(),
-            expiry=DEFAULT_EXPIRY,
+            expiry=0,
             cltv_expiry=DEFAULT_CLTV,
             state=Invoice.OPEN,
             is_keysend=True,
+            payment_addr=bytes(32),
         )
         with self.ledger.lock:
             self.ledger.insert(inv)
@@ -1242,7 +1290,7 @@ class LndSim:
                 if htlc.state == lightning_pb2.ACCEPTED:
                     htlc.state = lightning_pb2.CANCELED
                     htlc.resolve_time = _now()
-            new.amt_paid = new.amt_paid_sat = new.amt_paid_msat = 0
+            # lnd leaves amt_paid as it was (update_invoice.go, cancelInvoice).
             return self.ledger.replace(new)
 
     def settle_hold_invoice(self, preimage: bytes) -> Invoice:
@@ -1298,7 +1346,8 @@ class LndSim:
 
     def subscribe_single(self, r_hash: bytes, context: grpc.ServicerContext) -> Iterator[Invoice]:
         """SubscribeSingleInvoice: the invoice's current state (nothing for an
-        unknown hash), then every change of it: ACCEPTED and CANCELED included."""
+        unknown hash), then every change of it: ACCEPTED and CANCELED included.
+        Ends (status OK) after a SETTLED or CANCELED one, as lnd does."""
         mine: queue.SimpleQueue[Invoice | None] = queue.SimpleQueue()
         with self.ledger.lock:
             self.ledger.singles.setdefault(r_hash, set()).add(mine)
@@ -1306,6 +1355,8 @@ class LndSim:
         try:
             if current is not None:
                 yield current
+                if _final(current):
+                    return
             while True:
                 try:
                     item = mine.get(timeout=1.0)
@@ -1318,6 +1369,8 @@ class LndSim:
                         return  # lnd shutting down ends the stream with status OK
                     context.abort(grpc.StatusCode.UNAVAILABLE, "lnd-sim: stream dropped")
                 yield item
+                if _final(item):
+                    return  # lnd returns after a final state (status OK)
         finally:
             with self.ledger.lock:
                 self.ledger.singles.get(r_hash, set()).discard(mine)
@@ -1357,7 +1410,8 @@ class LndSim:
         then shown as lnd's CreateRPCInvoice shows it: SETTLED once any set
         has settled, with settle_index 0, no preimage, `amt_paid_msat` the
         sum of its sets, the set in `amp_invoice_state`; its stream
-        subscribers hear of it."""
+        subscribers hear of it, and SubscribeInvoices clients get it live
+        and in the settle backlog (settle_index 0), as lnd sends them."""
         with self.ledger.lock:
             index = self.ledger.burn_settle_index()
             if payment_hash is None:
@@ -1368,12 +1422,13 @@ class LndSim:
             inv.state = Invoice.SETTLED
             inv.amt_paid_msat += amount_msat
             inv.amt_paid_sat = inv.amt_paid_msat // 1000
-            inv.settle_date = _now()
+            # lnd dates the set, not the invoice (settle_date stays 0).
             set_state = inv.amp_invoice_state[secrets.token_hex(32)]
             set_state.state = lightning_pb2.InvoiceHTLCState.Value("SETTLED")
             set_state.settle_index = index
-            set_state.settle_time = inv.settle_date
+            set_state.settle_time = _now()
             set_state.amt_paid_msat = amount_msat
+            self.ledger.settled[index - 1] = inv.add_index  # replayed in the settle backlog
             self.ledger.invoices[inv.add_index - 1] = inv  # not replace(): no settle_index
             self.ledger._store([inv])
             self.ledger._notify(inv)
@@ -1578,6 +1633,25 @@ class LndSim:
 
 # ---------------------------------------------------------------------------
 # HTTP control port for the CLI (JSON in, JSON out)
+
+
+def _one_set(inv: Invoice, settle_index: int) -> Invoice:
+    """An AMP invoice as lnd's settle backlog gives it for one payment set
+    (the set whose number is `settle_index` only); any other invoice as is."""
+    if not inv.is_amp:
+        return inv
+    one = Invoice()
+    one.CopyFrom(inv)
+    for set_id, state in inv.amp_invoice_state.items():
+        if state.settle_index != settle_index:
+            del one.amp_invoice_state[set_id]
+    return one
+
+
+def _final(inv: Invoice) -> bool:
+    """lnd's ContractState.IsFinal, which judges the stored state: an AMP
+    invoice stays OPEN there even when shown SETTLED, so its stream goes on."""
+    return inv.state == Invoice.CANCELED or (inv.state == Invoice.SETTLED and not inv.is_amp)
 
 
 def _invoice_json(inv: Invoice) -> dict[str, Any]:

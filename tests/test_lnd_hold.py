@@ -30,6 +30,7 @@ from lnplugin.nodes.base import (
     NodeError,
 )
 from lnplugin.nodes.lnd import LndNode
+from lnplugin.nodes.lnd.rpc import invoices_pb2
 from lnplugin.store import Store
 from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, Invoice, LndSim, lightning_pb2
 from tests import e2e
@@ -222,6 +223,34 @@ def test_an_invoice_lnd_cancels_at_its_expiry_is_expired(sim: LndSim, node: LndN
     update = holds.next()
     assert (update.invoice.payment_hash, update.invoice.state) == (other, "CANCELED")
     assert node.lookup_invoice(other).state == "CANCELED"  # type: ignore[union-attr]
+
+
+def test_an_expired_invoice_that_a_partial_payment_tried_is_expired(
+    sim: LndSim, node: LndNode
+) -> None:
+    """An invoice lnd's expiry watcher canceled after a multi-part payment
+    failed on it (its part timed out, the HTLC CANCELED) has HTLCs but was
+    never paid: lnd never counted them (amt_paid 0), so it is EXPIRED. A hold
+    invoice canceled once ACCEPTED, after its expiry, keeps what it held in
+    amt_paid and stays CANCELED."""
+    tried = node.create_invoice(InvoiceRequest(amount_msat=4000, expiry=1))
+    sim.pay_partially(tried.payment_hash, 1000)
+    _, held = _pair()
+    with sim.ledger.lock:  # paid before lnd's expiry watcher can cancel it
+        sim.add_hold_invoice(
+            invoices_pb2.AddHoldInvoiceRequest(hash=bytes.fromhex(held), value_msat=4000, expiry=1)
+        )
+        sim.pay_invoice(held)
+    wait_for(
+        lambda: sim.ledger.get(bytes.fromhex(tried.payment_hash)).state == Invoice.CANCELED,
+        "lnd's cancel",
+    )
+    wait_for(lambda: time.time() > node.lookup_invoice(held).created_at + 1, "its expiry")  # type: ignore[union-attr]
+    node.cancel_invoice(held)
+    expired = node.lookup_invoice(tried.payment_hash)
+    assert expired is not None and len(sim.ledger.get(bytes.fromhex(tried.payment_hash)).htlcs) == 1
+    assert (expired.state, expired.amount_received_msat) == ("EXPIRED", 0)
+    assert node.lookup_invoice(held).state == "CANCELED"  # type: ignore[union-attr]
 
 
 def test_lnd_cancels_a_held_invoice_near_its_expiry(sim: LndSim, node: LndNode) -> None:

@@ -215,6 +215,8 @@ def test_keysend_records_across_htlcs(sim: LndSim, node: LndNode) -> None:
     inv = update.invoice
     assert inv.is_keysend and inv.payment_request == "" and inv.state == "SETTLED"
     assert inv.amount_received_msat == 7000 and inv.description is None
+    # lnd gives a keysend the blank payment address (32 zero bytes): no secret.
+    assert inv.payment_secret is None
     assert inv.custom_records[BOOST] == boost
     assert inv.custom_records[MESSAGE] == b"hello"
     assert inv.custom_records[696969] == b"\x01"
@@ -533,5 +535,32 @@ def test_a_hole_in_settle_indexes_is_filled_from_listinvoices(sim: LndSim) -> No
         (live,) = follow.take(1)
         assert live.cursor == 4 and live.invoice.amount_received_msat == 4000
         assert follow.quiet() and follow.error is None
+    finally:
+        node.close()
+
+
+def test_an_amp_payment_set_does_not_hold_the_cursor_back(sim: LndSim) -> None:
+    """lnd sends an AMP invoice on SubscribeInvoices when one of its payment
+    sets settles, live and (bbolt store) in the settle backlog, as SETTLED
+    with settle_index 0: the set's number is in `amp_invoice_state`. That
+    number is no plain invoice's, so it counts as handed out at once rather
+    than holding the cursor until a listing passes it over (gap_grace)."""
+    node = make_node(sim, gap_grace=600)
+    try:
+        amp = sim.add_invoice(ln.Invoice(value_msat=5000, is_amp=True))
+        follow = Follow(node, 0, sim)
+        sim.keysend(1000)  # s1
+        first = sim.settle_amp_set(amp.r_hash, 2000)  # s2, the AMP invoice's first set
+        sim.keysend(3000)  # s3
+        second = sim.settle_amp_set(amp.r_hash, 3000)  # s4, a second set id
+        sim.keysend(4000)  # s5
+        assert (first, second) == (2, 4)
+        assert [u.cursor for u in follow.take(3)] == [1, 3, 5]
+        assert follow.quiet() and follow.error is None
+        shown = sim.ledger.get(amp.r_hash)
+        assert sorted(s.settle_index for s in shown.amp_invoice_state.values()) == [2, 4]
+        again = Follow(node, 1, sim)  # the backlog past 1, in settle order
+        assert [u.cursor for u in again.take(2)] == [3, 5]
+        assert again.quiet() and again.error is None
     finally:
         node.close()

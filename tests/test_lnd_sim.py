@@ -7,6 +7,7 @@ the simulator itself; tests/test_lnd_node.py pins the adapter against it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -347,3 +348,39 @@ def test_cli_serves_a_node_lnplugin_can_use(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_single_invoice_stream_ends_after_a_final_state(sim: LndSim) -> None:
+    """lnd's SubscribeSingleInvoice returns (status OK) once it sent a SETTLED
+    or CANCELED invoice (lnrpc/invoicesrpc/invoices_server.go, `IsFinal`),
+    the current state included: one already settled gets one message."""
+    c = Client(sim)
+    inv = invoices_pb2_grpc.InvoicesStub(c.channel)
+    settled = sim.create_invoice(1000)
+    sim.pay_invoice(settled.r_hash)
+    req = invoices_pb2.SubscribeSingleInvoiceRequest(r_hash=settled.r_hash)
+    got = list(inv.SubscribeSingleInvoice(req, metadata=c.md, timeout=10))
+    assert brief(got) == [(1, 1, "SETTLED")]
+    held = sim.create_invoice(2000)
+    call = inv.SubscribeSingleInvoice(
+        invoices_pb2.SubscribeSingleInvoiceRequest(r_hash=held.r_hash), metadata=c.md, timeout=10
+    )
+    assert brief([next(call)]) == [(2, 0, "OPEN")]
+    sim.cancel_invoice(held.r_hash)
+    assert brief(list(call)) == [(2, 0, "CANCELED")]  # and then the stream ends
+
+
+def test_a_canceled_hold_invoice_keeps_what_was_paid(sim: LndSim) -> None:
+    """lnd's cancel leaves amt_paid as it was (invoices/update_invoice.go,
+    cancelInvoice recomputes nothing): a hold invoice canceled while
+    ACCEPTED still shows the held amount, its HTLCs CANCELED."""
+    c = Client(sim)
+    preimage = bytes(range(32))
+    r_hash = hashlib.sha256(preimage).digest()
+    sim.add_hold_invoice(invoices_pb2.AddHoldInvoiceRequest(hash=r_hash))
+    sim.pay_invoice(r_hash, amount_msat=5000)
+    sim.cancel_invoice(r_hash)
+    got = c.LookupInvoice(ln.PaymentHash(r_hash=r_hash))
+    assert got.state == ln.Invoice.CANCELED
+    assert (got.amt_paid_msat, got.amt_paid_sat) == (5000, 5)
+    assert [h.state for h in got.htlcs] == [ln.CANCELED]

@@ -902,6 +902,9 @@ class _Gaps:
             return InvoiceUpdate(to_node_invoice(inv), 0)
         if inv.state != ln.Invoice.SETTLED:
             return None  # OPEN "added" events (incl. keysend's first event)
+        if inv.is_amp:
+            self._pass_amp(inv)
+            return None
         idx = inv.settle_index
         if idx == self.floor + 1 and not self.seen:  # in order: the common case
             self.floor = self.high = self.carried = idx
@@ -912,6 +915,20 @@ class _Gaps:
         self.high = max(self.high, idx)
         self._close(moved=False)
         return InvoiceUpdate(to_node_invoice(inv), self._carry())
+
+    def _pass_amp(self, inv: Any) -> None:
+        """An AMP payment set settled (lnd shows the invoice SETTLED with
+        settle_index 0): its number, in `amp_invoice_state`, is no plain
+        invoice's, so it counts as handed out now rather than as a gap that
+        waits `gap_grace` for a listing to pass it over. lnplugin records no
+        AMP payment (docs/lnd.md); the floor it moves is carried by the next
+        settlement's update."""
+        for state in inv.amp_invoice_state.values():
+            idx = state.settle_index
+            if state.state == ln.SETTLED and idx > self.floor and idx not in self.seen:
+                self.seen.add(idx)
+                self.high = max(self.high, idx)
+        self._close(moved=False)
 
     def pass_over(self, upto: int) -> list[int]:
         """Count every index up to `upto` as handed out; returns those missing."""
@@ -969,7 +986,11 @@ def _state(inv: Any) -> InvoiceState:
     if inv.state == ln.Invoice.CANCELED:
         # lnd's expiry watcher cancels an invoice nobody paid when its expiry
         # passes (hold invoices too): that is an expiry, as on other nodes.
-        if not inv.htlcs and _expired(inv):
+        # "Nobody paid" is amt_paid 0, not "no HTLCs": the parts of a failed
+        # multi-part payment stay listed (CANCELED at lnd's MPP timeout), but
+        # lnd counts no HTLC while the invoice is OPEN, and its cancel keeps
+        # what an ACCEPTED invoice held (invoices/update_invoice.go).
+        if not inv.amt_paid_msat and _expired(inv):
             return "EXPIRED"
         return "CANCELED"
     if inv.state == ln.Invoice.ACCEPTED:
@@ -1017,12 +1038,18 @@ def to_node_invoice(inv: Any) -> NodeInvoice:
         amount_received_msat=inv.amt_paid_msat if settled or accepted else 0,
         settled_at=(inv.settle_date or None) if settled else None,
         preimage=inv.r_preimage.hex() if settled and inv.r_preimage else None,
-        payment_secret=inv.payment_addr.hex() or None,
+        payment_secret=_payment_secret(inv.payment_addr),
         custom_records=merge_records(h.custom_records for h in live),
         is_keysend=inv.is_keysend,
         # The earliest held HTLC's expiry: past it the peer force-closes.
         settle_deadline=min(held) if accepted and held else None,
     )
+
+
+def _payment_secret(payment_addr: bytes) -> str | None:
+    """The invoice's payment secret, hex; None for a keysend, to which lnd
+    gives the blank address (32 zero bytes), not an empty field."""
+    return payment_addr.hex() if any(payment_addr) else None
 
 
 def to_outgoing(pay: Any) -> OutgoingPayment:

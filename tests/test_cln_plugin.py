@@ -93,6 +93,15 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+# Every custom record `_boost_keysend` sends, as the API shows them (base64).
+SENT_RECORDS = {
+    "696969": _b64(ACCOUNT),
+    "7629169": _b64(BOOST_BYTES),
+    "7629171": _b64(TIP),
+    "34349334": _b64(CHAT),
+}
+
+
 def test_manifest_declares_options_hook_and_shutdown(plugin: PluginDriver) -> None:
     manifest = plugin.manifest
     names = {o["name"] for o in manifest["options"]}
@@ -118,12 +127,7 @@ def test_keysend_boostagram_and_message_visible_in_incoming(
     assert got["boostagram"]["feedID"] == 920666  # lenient parsing: digit strings become ints
     assert got["boostagram"]["value_msat_total"] == 21000
     assert got["keysend_message"] == CHAT.decode()
-    assert got["custom_records"] == {
-        "696969": _b64(ACCOUNT),
-        "7629169": _b64(BOOST_BYTES),
-        "7629171": _b64(TIP),
-        "34349334": _b64(CHAT),
-    }
+    assert got["custom_records"] == SENT_RECORDS
     # The preimage TLV is a secret, never stored; the protocol fields (< 65536) neither.
     assert "5482373484" not in got["custom_records"]
     # The lookup by hash shows the same row.
@@ -311,12 +315,7 @@ def test_a_boost_that_arrives_while_the_store_is_busy_is_kept(
     finally:
         conn.close()
     got = wait_for(lambda: api.settled(payment_hash), "the keysend's settlement")
-    assert got["custom_records"] == {
-        "7629169": _b64(BOOST_BYTES),
-        "34349334": _b64(CHAT),
-        "696969": _b64(ACCOUNT),
-        "7629171": _b64(TIP),
-    }
+    assert got["custom_records"] == SENT_RECORDS
     assert got["boostagram"]["message"] == BOOST["message"]
     assert got["keysend_message"] == CHAT.decode()
     (payload,) = scalar(
@@ -363,12 +362,7 @@ def test_a_boost_queued_while_the_store_is_busy_survives_a_killed_plugin(
         got = wait_for(lambda: again.settled(payment_hash), "the keysend's settlement")
     finally:
         again.close()
-    assert got["custom_records"] == {
-        "7629169": _b64(BOOST_BYTES),
-        "34349334": _b64(CHAT),
-        "696969": _b64(ACCOUNT),
-        "7629171": _b64(TIP),
-    }
+    assert got["custom_records"] == SENT_RECORDS
     assert got["boostagram"]["message"] == BOOST["message"]
     assert got["keysend_message"] == CHAT.decode()
     counts = scalar(

@@ -93,6 +93,18 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+def _settled_event(plugin: PluginDriver, payment_hash: str) -> dict[str, Any]:
+    """The invoice in the outbox's `invoice.incoming.settled` event (what a
+    webhook receiver and an SSE client get)."""
+    (payload,) = scalar(
+        plugin.data_dir,
+        "SELECT payload FROM events WHERE payment_hash = ? AND type = ?",
+        payment_hash,
+        "invoice.incoming.settled",
+    )
+    return dict(json.loads(payload)["data"])
+
+
 # Every custom record `_boost_keysend` sends, as the API shows them (base64).
 SENT_RECORDS = {
     "696969": _b64(ACCOUNT),
@@ -318,13 +330,7 @@ def test_a_boost_that_arrives_while_the_store_is_busy_is_kept(
     assert got["custom_records"] == SENT_RECORDS
     assert got["boostagram"]["message"] == BOOST["message"]
     assert got["keysend_message"] == CHAT.decode()
-    (payload,) = scalar(
-        plugin.data_dir,
-        "SELECT payload FROM events WHERE payment_hash = ? AND type = ?",
-        payment_hash,
-        "invoice.incoming.settled",
-    )
-    assert json.loads(payload)["data"]["boostagram"]["message"] == BOOST["message"]
+    assert _settled_event(plugin, payment_hash)["boostagram"]["message"] == BOOST["message"]
     assert not any("could not store" in line for line in plugin.logs)
     # Popped just after the commit that wrote them, so maybe a moment after it.
     wait_for(lambda: plugin.call("lnplugin-status", {})["queued_htlc_records"] == 0, "no queue")
@@ -374,13 +380,7 @@ def test_a_boost_queued_while_the_store_is_busy_survives_a_killed_plugin(
         "invoice.incoming.settled",
     )
     assert counts == (1, 1, 1)
-    (payload,) = scalar(
-        plugin.data_dir,
-        "SELECT payload FROM events WHERE payment_hash = ? AND type = ?",
-        payment_hash,
-        "invoice.incoming.settled",
-    )
-    assert json.loads(payload)["data"]["boostagram"]["message"] == BOOST["message"]
+    assert _settled_event(plugin, payment_hash)["boostagram"]["message"] == BOOST["message"]
     # The entry leaves the journal once its write committed, just after.
     wait_for(lambda: not journal.exists(), "the journal emptied")
     assert plugin.call("lnplugin-status", {})["queued_htlc_records"] == 0

@@ -530,10 +530,10 @@ def load_settings(
     merged: dict[str, Any] = {}
     if config_path:
         merged.update(_from_toml(Path(config_path)))
-    from_file = set(merged)
-    merged.update(_from_env(environ))
+    from_env = _from_env(environ)
+    from_file = set(merged) - set(from_env) - set(flags)
+    merged.update(from_env)
     merged.update(flags)
-    from_file -= set(_from_env(environ)) | set(flags)
     try:
         return Settings(**merged)
     except ValidationError as exc:

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _warned: set[Path] = set()
+STORE_FILE = "lnplugin.sqlite"
+# How every refusal of the data dir begins: the setting, named as `config` names one.
+BAD_DATA_DIR = "invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)"
 
 
 class DataDirError(Exception):
@@ -42,7 +45,7 @@ def ensure_dir(path: Path) -> None:
             os.chmod(path, DIR_MODE)  # mkdir's mode is filtered through the umask
     except OSError as exc:
         raise DataDirError(
-            f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot create {path}: "
+            f"{BAD_DATA_DIR}: cannot create {path}: "
             f"{exc.strerror or exc}; choose a directory this user can create and write"
         ) from None
 
@@ -58,19 +61,16 @@ def check_reachable(path: Path) -> None:
     does not exist yet is fine here: the commands that create one do, and
     the others say there is no store."""
     try:
-        os.stat(Path(path) / "lnplugin.sqlite")
+        os.stat(Path(path) / STORE_FILE)
     except PermissionError as exc:
         raise DataDirError(
-            f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): cannot read {path} "
+            f"{BAD_DATA_DIR}: cannot read {path} "
             f"as uid {os.geteuid()} ({exc.strerror}); run as the user that owns it, or "
             "choose a directory this user can create and write"
         ) from None
     except NotADirectoryError:
         if Path(path).exists():  # a file where the directory should be
-            raise DataDirError(
-                f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {path} is a file, "
-                "not a directory"
-            ) from None
+            raise DataDirError(f"{BAD_DATA_DIR}: {path} is a file, not a directory") from None
     except OSError:
         return  # absent: the command says so in its own words
 
@@ -104,16 +104,16 @@ def check_not_root_in_anothers(path: Path) -> None:
     except KeyError:  # no name here (a uid from a container or another host): sudo's #uid
         name, sudo = str(owner), f"'#{owner}'"
     raise DataDirError(
-        f"invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR): {path} belongs to "
+        f"{BAD_DATA_DIR}: {path} belongs to "
         f"{name} (uid {owner}), and files made in it as root would be root's, which that "
         f"user cannot open; run this as {name} (sudo -u {sudo} ...)"
     )
 
 
 def _store_or_dir_owner(path: Path) -> int:
-    """The uid of `path`'s store (`lnplugin.sqlite`), or of `path` when it has none."""
+    """The uid of `path`'s store (`STORE_FILE`), or of `path` when it has none."""
     try:
-        return os.stat(path / "lnplugin.sqlite").st_uid
+        return os.stat(path / STORE_FILE).st_uid
     except FileNotFoundError:
         return os.stat(path).st_uid
 
@@ -165,7 +165,7 @@ RECORDS_JOURNAL = "htlc-records.jsonl"
 
 # The files lnplugin and its dev node keep in a data dir; an export or a
 # backup written over one of them would destroy the store it was read from.
-_OWN_FILES = ("lnplugin.sqlite", "devnode.sqlite", "node.key", LOCK_FILE, RECORDS_JOURNAL)
+_OWN_FILES = (STORE_FILE, "devnode.sqlite", "node.key", LOCK_FILE, RECORDS_JOURNAL)
 _SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 

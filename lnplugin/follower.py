@@ -41,7 +41,7 @@ from lnplugin.nodes.base import (
     OutgoingPayment,
 )
 from lnplugin.store import Store, captured_records, cursors, events, invoices
-from lnplugin.store.invoices import record_fields
+from lnplugin.store.invoices import record_fields, takes_address_webhook
 from lnplugin.store.models import StoredInvoice
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def _new_row(
         "settle_deadline": inv.settle_deadline,
         "cancel_reason": _NODE_CANCELED if inv.state == "CANCELED" else None,
         "source": "node",
-        **record_fields(_merge_records(None, inv, captured), tx, keysend=inv.is_keysend),
+        **record_fields(_merge_records(None, inv, captured), tx, address_webhook=inv.is_keysend),
     }
     if inv.state == "SETTLED":
         fields["list_seq"] = batch.next_list_seq(tx)
@@ -307,7 +307,11 @@ def _apply_one(
             # A replay or duplicate. Records may still arrive late (captured
             # out of band, e.g. by CLN plugin mode), so merge those without an event.
             if records_changed:
-                invoices.update(tx, invoice_id, record_fields(new_records, tx, row))
+                invoices.update(
+                    tx,
+                    invoice_id,
+                    record_fields(new_records, tx, address_webhook=takes_address_webhook(row)),
+                )
             return False
         fields: dict[str, Any] = {"state": inv.state}
         if inv.state == "SETTLED":
@@ -328,7 +332,9 @@ def _apply_one(
             # amt_paid goes back to 0 too).
             fields.update(cancel_reason=cancel_reason or _NODE_CANCELED, amount_received_msat=0)
         if records_changed:
-            fields.update(record_fields(new_records, tx, row))
+            fields.update(
+                record_fields(new_records, tx, address_webhook=takes_address_webhook(row))
+            )
         invoices.update(tx, invoice_id, fields)
         stored = replace(row, **fields)  # the row as updated, without reading it back
     events.append(tx, _EVENT_FOR_STATE[inv.state], stored)

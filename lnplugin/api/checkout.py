@@ -387,7 +387,7 @@ def address_mint(username: str) -> Any:
         return _address_form(row, status=400)
     if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
         return refuse("Enter the amount in sats, a whole number.", "amount")
-    low, high = -(-row.min_sendable_msat // 1000), row.max_sendable_msat // 1000
+    low, high = _sat_range(row)
     if not low <= int(raw) <= high:
         return refuse(f"Enter from {low:,} to {high:,} sats.", "amount")
     if comment is not None and 0 < row.comment_allowed < len(comment):
@@ -428,11 +428,17 @@ def _wallet_only(row: Address) -> list[str]:
     return [text for kind, text in _WALLET_ONLY_KINDS.items() if _mandatory(row, kind)]
 
 
+def _sat_range(row: Address) -> tuple[int, int]:
+    """The whole sats inside the address's msat range (the form takes sats)."""
+    return -(-row.min_sendable_msat // 1000), row.max_sendable_msat // 1000
+
+
 def _whole_sats(row: Address) -> bool:
     """Whether a whole number of sats (all the form takes) lies in the
     address's msat range: from 1,500 to 1,800 msat none does, and the form
     would ask for "2 to 1" sats, an amount no payer can enter."""
-    return -(-row.min_sendable_msat // 1000) <= row.max_sendable_msat // 1000
+    low, high = _sat_range(row)
+    return low <= high
 
 
 def _address_form(
@@ -446,12 +452,13 @@ def _address_form(
 ) -> Response:
     """The address's form; with `error`, shown after `field` (the form's
     input it is about; None: above the form) and what the payer typed."""
+    min_sats, max_sats = _sat_range(row)
     html = render_template(
         "address.html",
         row=row,
         lightning_address=lnurl.identifier(row.username, public.public_url()),
-        min_sats=-(-row.min_sendable_msat // 1000),  # whole sats inside the msat range
-        max_sats=row.max_sendable_msat // 1000,
+        min_sats=min_sats,
+        max_sats=max_sats,
         error=error,
         field=field,
         amount=amount,
@@ -460,7 +467,7 @@ def _address_form(
         asks_name="name" in row.payer_data_request,
         name_mandatory=_mandatory(row, "name"),
         wallet_only=" and ".join(_wallet_only(row)),
-        whole_sats=_whole_sats(row),
+        whole_sats=min_sats <= max_sats,
     )
     response = Response(html, status=status or (400 if error else 200), mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"

@@ -103,7 +103,11 @@ def capture_in(tx: sqlite3.Connection, payment_hash: str, records: dict[int, byt
     combined = {**records_from_json(row.custom_records), **merged}
     if records_to_json(combined) == row.custom_records:
         return False
-    invoices.update(tx, row.id, invoices.record_fields(combined, tx, row))
+    invoices.update(
+        tx,
+        row.id,
+        invoices.record_fields(combined, tx, address_webhook=invoices.takes_address_webhook(row)),
+    )
     return True
 
 

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
@@ -195,21 +196,17 @@ def is_lock_contention(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
+@dataclass(eq=False, slots=True)
 class _Deferred:
-    """One `write_later` write; compared by identity, so the transaction that
-    ran it removes exactly it from the queue, whatever else came or went."""
+    """One `write_later` write; compared by identity (`eq=False`), so the
+    transaction that ran it removes exactly it from the queue, whatever else
+    came or went."""
 
-    __slots__ = ("done", "durable", "held_up", "what", "write")
-
-    def __init__(
-        self,
-        write: Callable[[sqlite3.Connection], object],
-        what: str,
-        done: Callable[[], None] | None,
-        durable: bool,
-    ) -> None:
-        self.write, self.what, self.done, self.durable = write, what, done, durable
-        self.held_up = False  # its failure for want of room is logged
+    write: Callable[[sqlite3.Connection], object]
+    what: str
+    done: Callable[[], None] | None
+    durable: bool
+    held_up: bool = False  # its failure for want of room is logged
 
 
 def _out_of_room(exc: BaseException) -> bool:
@@ -441,9 +438,9 @@ class Store:
         """Take the writes a committed transaction ran out of the queue: by
         identity, since `close` may have emptied it meanwhile and the hook
         queued more, which a count of them would have taken instead."""
-        gone = {id(item) for item in ran}
+        gone = set(ran)
         with self._deferred_lock:
-            self._deferred = deque(item for item in self._deferred if id(item) not in gone)
+            self._deferred = deque(item for item in self._deferred if item not in gone)
 
     @staticmethod
     def _deferred_done(ran: list[_Deferred]) -> None:

@@ -45,11 +45,17 @@ def new_public_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(16)}"
 
 
+def takes_address_webhook(row: StoredInvoice) -> bool:
+    """Whether a stored payment whose records name an address gets that
+    address's webhook (`record_fields`): a keysend without one of its own."""
+    return bool(row.is_keysend) and row.webhook_url is None
+
+
 def record_fields(
     records: dict[int, bytes],
     incoming: sqlite3.Connection | None = None,
-    current: StoredInvoice | None = None,
-    keysend: bool = False,
+    *,
+    address_webhook: bool = False,
 ) -> dict[str, Any]:
     """The invoice columns derived from TLV records: raw JSON, boostagram, message.
 
@@ -60,11 +66,11 @@ def record_fields(
     address an LNURL invoice was minted for. Such a payment also gets the
     address's `webhook`, as an invoice minted through the address does, so
     the podcaster hears of a keysend boost where they hear of an LNURL one;
-    but never in place of a webhook the invoice (`current`, the row being
-    updated) already has, and only for a keysend (`current`'s, or `keysend`
-    for a row not stored yet): an invoice with a BOLT11 was made for
-    someone else, and whoever pays it chooses its records, so adding the
-    address's record must not send its settlement to the address's webhook.
+    but only when `address_webhook` says so (`takes_address_webhook`): a
+    keysend, never in place of a webhook the invoice already has. An invoice
+    with a BOLT11 was made for someone else, and whoever pays it chooses its
+    records, so adding the address's record must not send its settlement to
+    the address's webhook.
     """
     parsed = parse_records(records)
     out = {
@@ -76,9 +82,7 @@ def record_fields(
         address = addresses.match_records(incoming, records)
         if address is not None:
             out["lightning_address"] = address.username
-            if current is not None:
-                keysend = bool(current.is_keysend) and current.webhook_url is None
-            if address.webhook_url and keysend:
+            if address.webhook_url and address_webhook:
                 out["webhook_url"] = address.webhook_url
     return out
 

@@ -113,3 +113,47 @@ def test_a_connection_id_that_is_not_one_is_400_naming_it(client, admin, given, 
     assert reply.get_json()["errors"] == {"connection_id": reason}
     unknown = client.delete("/nwc/connections/999", headers=admin)
     assert unknown.status_code == 404 and "errors" not in unknown.get_json()
+
+
+def test_a_write_waiting_out_this_processs_own_writer_is_503_not_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Past `--busy-timeout`, a write that waited for another thread of this
+    process (a long follower batch, say) gives up with the store's own
+    "database is locked", which carries no SQLite error code. It is the same
+    busy store as another process's lock, so the same 503 with Retry-After,
+    not an internal error."""
+    import threading
+
+    from lnplugin.api import create_app
+    from lnplugin.config import load_settings
+    from lnplugin.service import Service
+    from lnplugin.store import tokens
+
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "busy_timeout": 0.2}, environ={})
+    svc = Service.build(settings)
+    svc.start()
+    try:
+        with svc.store.transaction() as tx:
+            _, token = tokens.create(tx, ["admin"])
+        holding, release = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            with svc.store.transaction():
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_the_writer)
+        holder.start()
+        assert holding.wait(10)
+        try:
+            client = create_app(svc).test_client()
+            made = client.post(
+                "/invoices", json={"amount": 5}, headers={"Authorization": f"Bearer {token}"}
+            )
+        finally:
+            release.set()
+            holder.join(10)
+        assert made.status_code == 503, made.get_json()
+        assert made.headers["Retry-After"] == "1"
+        assert made.get_json()["message"] == "The store is busy, try again shortly"
+    finally:
+        svc.stop()

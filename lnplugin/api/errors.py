@@ -7,13 +7,14 @@ reason beside the field that caused it.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from lnplugin.store.db import is_lock_contention
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,6 @@ def validation_error(exc: ValidationError) -> APIError:
     return APIError(400, "Invalid request", field_errors(exc))
 
 
-def store_busy(exc: BaseException) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED (primary code in the low byte): another
-    process held the store's write lock past --busy-timeout."""
-    return isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
 def as_api_error(exc: Exception) -> APIError:
     """What an exception no route turned into an `APIError` is answered as.
 
@@ -90,8 +83,11 @@ def as_api_error(exc: Exception) -> APIError:
         return exc
     if isinstance(exc, ValidationError):
         return validation_error(exc)
-    # Transient, so the client is told to retry rather than shown an internal error.
-    if store_busy(exc):
+    # A write that waited past --busy-timeout for the write lock, held by
+    # another process (SQLite's SQLITE_BUSY) or by another thread of this one
+    # (the store's own writer lock): transient, so the client is told to
+    # retry rather than shown an internal error.
+    if is_lock_contention(exc):
         log.warning("store busy past the busy timeout: %s", exc)
         return APIError(503, "The store is busy, try again shortly", headers={"Retry-After": "1"})
     log.error("unhandled error", exc_info=exc)

@@ -11,7 +11,8 @@ from flask import Blueprint, request
 from lnplugin import __version__
 from lnplugin.api import context
 from lnplugin.api.auth import current_token, presents_token, require
-from lnplugin.api.errors import APIError, store_busy
+from lnplugin.api.errors import APIError
+from lnplugin.store.db import is_lock_contention
 
 bp = Blueprint("info", __name__)
 
@@ -87,7 +88,7 @@ def _operator() -> bool:
         # A signing token's nonce could not be recorded while another process
         # holds the store: unchecked, so the open answer, not a 503 a monitor
         # would take for the service being down.
-        if not store_busy(exc):
+        if not is_lock_contention(exc):
             raise
         return False
     return True

@@ -234,7 +234,8 @@ _SERVER = [
     click.option(
         "--busy-timeout",
         type=float,
-        help="Seconds a store write waits for another process's write lock before "
+        help="Seconds a store write waits for the write lock (another process's, or "
+        "another write of this server's) before "
         "answering 503. [default: 10] [env: LNPLUGIN_BUSY_TIMEOUT]",
     ),
     click.option(

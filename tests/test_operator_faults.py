@@ -13,7 +13,6 @@ and `/proc` as the data dir (procfs refuses to create files for anyone).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import socket
@@ -21,7 +20,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -233,19 +232,19 @@ def test_a_data_dir_that_cannot_be_written():
     assert "/proc/lnplugin.sqlite" in line
 
 
-def _without_file_access_override() -> None:
-    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
-    from the bounding set, so root's process meets file modes as any user's."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):  # linux/capability.h: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+# Root meets file modes as any user once CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+# are out of its bounding set. setpriv (util-linux, essential on Debian) drops
+# them in the child itself. Dropping them in a `preexec_fn` made subprocess
+# fork the whole pytest worker, gRPC's fork handlers included, and run Python
+# in the child before exec: now and then the child aborted in gRPC
+# ("epoll_wait error: Bad file descriptor") instead of running lnplugin.
+WITHOUT_FILE_ACCESS_OVERRIDE = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
 
 
 @contextlib.contextmanager
-def _unreadable(path: Path) -> Iterator[Callable[[], None] | None]:
+def _unreadable(path: Path) -> Iterator[tuple[str, ...]]:
     """Make `path` (a file or a directory) unreadable to the lnplugin a test
-    starts, with the `preexec_fn` to start it with: another user's, mode
+    starts, with the command prefix to start it with: another user's, mode
     0600/0700, for a root test run (which then drops its file-access
     capabilities); mode 0 otherwise."""
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -254,25 +253,22 @@ def _unreadable(path: Path) -> Iterator[Callable[[], None] | None]:
         os.chown(path, 65534, 65534)
     path.chmod((0o700 if path.is_dir() else 0o600) if root else 0)
     try:
-        yield _without_file_access_override if root else None
+        yield WITHOUT_FILE_ACCESS_OVERRIDE if root else ()
     finally:
         if root:
             os.chown(path, 0, 0)
         path.chmod(mode)
 
 
-def _refused_as(
-    preexec: Callable[[], None] | None, *args: str, env: dict[str, str], cwd: Path
-) -> str:
-    """`refused`, with the data dir left to `env` and the child started through `preexec`."""
+def _refused_as(prefix: tuple[str, ...], *args: str, env: dict[str, str], cwd: Path) -> str:
+    """`refused`, with the data dir left to `env` and the child started under `prefix`."""
     proc = subprocess.run(
-        [sys.executable, "-m", "lnplugin", *args],
+        [*prefix, sys.executable, "-m", "lnplugin", *args],
         capture_output=True,
         text=True,
         timeout=60,
         env=env,
         cwd=cwd,
-        preexec_fn=preexec,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
@@ -303,8 +299,8 @@ def test_a_data_dir_this_user_cannot_read_is_one_line(tmp: Path, args: tuple[str
     data = tmp / "data"
     _real_store(data)
     env = _env(LNPLUGIN_DATA_DIR=str(data), HOME=str(tmp))
-    with _unreadable(data) as preexec:
-        line = _refused_as(preexec, *args, env=env, cwd=tmp)
+    with _unreadable(data) as prefix:
+        line = _refused_as(prefix, *args, env=env, cwd=tmp)
     assert line.startswith("Error: invalid setting data_dir (--data-dir / LNPLUGIN_DATA_DIR)")
     assert str(data) in line and "Permission denied" in line
 
@@ -355,9 +351,9 @@ def test_an_lnd_macaroon_file_this_user_cannot_read(tmp: Path, lnd: LndSim):
     """Copied in as root, 0600: `serve` died on a PermissionError traceback."""
     macaroon = tmp / "lnplugin.macaroon"
     macaroon.write_bytes(lnd.admin_macaroon_path.read_bytes())
-    with _unreadable(macaroon) as preexec:
+    with _unreadable(macaroon) as prefix:
         line = _refused_as(
-            preexec, "serve", "--port", "0", "--data-dir", str(tmp / "data"), "--node", "lnd",
+            prefix, "serve", "--port", "0", "--data-dir", str(tmp / "data"), "--node", "lnd",
             "--lnd-host", lnd.target, "--lnd-cert", str(lnd.cert_path),
             "--lnd-macaroon", str(macaroon), env=_env(), cwd=tmp,
         )  # fmt: skip
@@ -440,9 +436,9 @@ def test_a_cln_socket_this_user_may_not_open(tmp: Path):
         listening.listen()
         path.chmod(0o600)
         for unreadable in (path, rpc_dir):  # the socket; a directory on the way
-            with _unreadable(unreadable) as preexec:
+            with _unreadable(unreadable) as prefix:
                 line = _refused_as(
-                    preexec, "serve", "--port", "0", "--data-dir", str(tmp / "data"),
+                    prefix, "serve", "--port", "0", "--data-dir", str(tmp / "data"),
                     "--node", "cln", "--cln-socket", str(path), "--network", "regtest",
                     env=_env(), cwd=tmp,
                 )  # fmt: skip

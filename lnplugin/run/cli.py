@@ -262,6 +262,27 @@ def server_options(fn: F) -> F:
     return _apply(_COMMON + _SERVER, fn)
 
 
+# `status` takes serve's options, so serve's command line works there too;
+# but its --host/--port say where to ask, not where to listen.
+_ASKED = [
+    click.option(
+        "--host",
+        help="Address of the server to ask when the data dir does not say where its "
+        "server listens. [default: 127.0.0.1] [env: LNPLUGIN_HOST]",
+    ),
+    click.option(
+        "--port",
+        type=int,
+        help="Port of the server to ask when the data dir does not say where its "
+        "server listens. [default: 8080] [env: LNPLUGIN_PORT]",
+    ),
+]
+
+
+def status_options(fn: F) -> F:
+    return _apply(_COMMON + _ASKED + _SERVER[2:], fn)
+
+
 class Unusable(click.ClickException):
     """A setting, data dir, store or node credential that cannot work: one
     line (`Error: ...`) and exit status 2, never a traceback."""
@@ -342,7 +363,7 @@ def serve(**flags: Any) -> None:
 
 
 @cli.command()
-@server_options
+@status_options
 def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
 
@@ -350,7 +371,7 @@ def status(**flags: Any) -> None:
     noted in the data dir; --host/--port when the data dir is elsewhere);
     when none serves it, reports what the store holds. It takes serve's
     options, so serve's command line works here too, but only --data-dir,
-    --config, --host and --port matter (--port: where to ask).
+    --config, --host and --port matter.
     """
     import requests
 

@@ -440,7 +440,9 @@ def doctor(**flags: Any) -> None:
     """Check the node connection and configuration, one line per check.
 
     Exits 1 when a check fails; warnings (e.g. even TLV types Core Lightning
-    strips) exit 0.
+    strips) exit 0. It takes serve's options, so serve's command line works
+    here too; what it checks is the node's settings and the data dir (not
+    --host or --port).
     """
     from lnplugin.doctor import exit_code, run
 
@@ -864,7 +866,11 @@ def _echo_paid(paid: Any) -> None:
 @click.argument("target")
 @click.option("--amount-msat", type=MSAT, help="Required for amountless invoices.")
 def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
-    """Settle an open invoice, given its BOLT11 or payment hash."""
+    """Pay an open invoice, given its BOLT11 or payment hash.
+
+    A regular invoice is settled; a hold invoice is left ACCEPTED, for its
+    settle or cancel (POST /invoices/<payment_hash>/settle or /cancel).
+    """
     from lnplugin.nodes.base import NodeError
 
     node = _dev_node(flags)
@@ -1026,7 +1032,7 @@ def _address_line(row: Any, public_url: str | None) -> str:
     "signature of a k1 the address issues); repeatable.",
 )
 @click.option("--webhook", help="URL this address's invoices' events are POSTed to, signed.")
-@click.option("--success-message", help="Shown by the wallet once paid (144 characters).")
+@click.option("--success-message", help="Shown by the wallet once paid; at most 144 characters.")
 @click.option("--keysend-custom-key", type=int, help="Keysend TLV type. [default: 696969]")
 @click.option("--keysend-custom-value", help="Keysend TLV value. [default: USERNAME]")
 def address_add(username: str, payer_data: tuple[str, ...], **options: Any) -> None:

@@ -721,6 +721,16 @@ def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
 # The simulator
 
 
+def _parts(
+    amount_msat: int, records: Sequence[Mapping[int, bytes]]
+) -> list[tuple[int, Mapping[int, bytes]]]:
+    """A payment of `amount_msat` in one part per entry of `records` (each
+    part's custom records); the first part takes what does not divide evenly."""
+    n = len(records)
+    first = amount_msat // n + amount_msat % n
+    return [(first if i == 0 else amount_msat // n, r) for i, r in enumerate(records)]
+
+
 def _now() -> int:
     return int(time.time())
 
@@ -1221,19 +1231,15 @@ class LndSim:
             inv = self._find(invoice)
             if inv.state != Invoice.OPEN:
                 raise SimError(grpc.StatusCode.UNKNOWN, "invoice is not open")
-            now = _now()
             new = Invoice()
             new.CopyFrom(inv)
-            new.htlcs.add(
-                chan_id=(self.block_height << 40) | (1 << 16),
-                htlc_index=next(self._htlc_ids),
-                amt_msat=amount_msat,
-                accept_height=self.block_height,
-                accept_time=now,
-                resolve_time=now,
+            self._add_htlc(
+                new,
+                amount_msat,
+                lightning_pb2.CANCELED,
+                now=_now(),
                 expiry_height=self.block_height + (inv.cltv_expiry or DEFAULT_CLTV),
-                state=lightning_pb2.CANCELED,
-                mpp_total_amt_msat=inv.value_msat,
+                mpp_total_msat=inv.value_msat,
             )
             return self.ledger.replace(new)
 
@@ -1460,21 +1466,18 @@ class LndSim:
         now = _now()
         new = Invoice()
         new.CopyFrom(inv)
-        n = len(records)
-        for i, recs in enumerate(records):
-            part = amount_msat // n + (amount_msat % n if i == 0 else 0)
-            htlc = new.htlcs.add(
-                chan_id=(self.block_height << 40) | ((i + 1) << 16),
-                htlc_index=next(self._htlc_ids),
-                amt_msat=part,
-                accept_height=self.block_height,
-                accept_time=now,
+        for i, (part, recs) in enumerate(_parts(amount_msat, records)):
+            self._add_htlc(
+                new,
+                part,
+                lightning_pb2.ACCEPTED,
+                now=now,
                 expiry_height=self.block_height + (inv.cltv_expiry or DEFAULT_CLTV) + i,
-                state=lightning_pb2.ACCEPTED,
-                mpp_total_amt_msat=amount_msat if n > 1 else 0,
+                mpp_total_msat=amount_msat if len(records) > 1 else 0,
+                route=i + 1,
+                resolved=False,
+                records=recs,
             )
-            for key, value in recs.items():
-                htlc.custom_records[int(key)] = bytes(value)
         new.state = Invoice.ACCEPTED
         new.amt_paid = amount_msat
         new.amt_paid_sat = amount_msat // 1000
@@ -1492,22 +1495,16 @@ class LndSim:
         now = _now()
         new = Invoice()
         new.CopyFrom(inv)
-        n = len(records)
-        for i, recs in enumerate(records):
-            part = amount_msat // n + (amount_msat % n if i == 0 else 0)
-            htlc = new.htlcs.add(
-                chan_id=(self.block_height << 40) | (1 << 16),
-                htlc_index=next(self._htlc_ids),
-                amt_msat=part,
-                accept_height=self.block_height,
-                accept_time=now,
-                resolve_time=now,
+        for part, recs in _parts(amount_msat, records):
+            self._add_htlc(
+                new,
+                part,
+                lightning_pb2.SETTLED,
+                now=now,
                 expiry_height=self.block_height + DEFAULT_CLTV,
-                state=lightning_pb2.SETTLED,
-                mpp_total_amt_msat=amount_msat if n > 1 else 0,
+                mpp_total_msat=amount_msat if len(records) > 1 else 0,
+                records=recs,
             )
-            for key, value in recs.items():
-                htlc.custom_records[int(key)] = bytes(value)
         new.state = Invoice.SETTLED
         new.settled = True
         new.settle_date = now
@@ -1515,6 +1512,35 @@ class LndSim:
         new.amt_paid_sat = amount_msat // 1000
         new.amt_paid_msat = amount_msat
         return self.ledger.replace(new, persist=persist)
+
+    def _add_htlc(
+        self,
+        new: Invoice,
+        amount_msat: int,
+        state: int,
+        *,
+        now: int,
+        expiry_height: int,
+        mpp_total_msat: int,
+        route: int = 1,
+        resolved: bool = True,
+        records: Mapping[int, bytes] | None = None,
+    ) -> None:
+        """One HTLC on `new` as lnd lists it: arrived now at this height over
+        channel `route` (its short channel id), resolved now unless still held."""
+        htlc = new.htlcs.add(
+            chan_id=(self.block_height << 40) | (route << 16),
+            htlc_index=next(self._htlc_ids),
+            amt_msat=amount_msat,
+            accept_height=self.block_height,
+            accept_time=now,
+            resolve_time=now if resolved else 0,
+            expiry_height=expiry_height,
+            state=state,
+            mpp_total_amt_msat=mpp_total_msat,
+        )
+        for key, value in (records or {}).items():
+            htlc.custom_records[int(key)] = bytes(value)
 
     # -- test control: outgoing --
 

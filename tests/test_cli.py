@@ -62,6 +62,15 @@ def test_every_command_has_help(path):
     assert command.help and command.help.split("\n")[0] in result.stdout
 
 
+def test_status_help_says_host_and_port_are_where_to_ask():
+    # `status` takes serve's options; "Port to listen on" there described a
+    # command that listens on nothing.
+    result = run("status", "--help")
+    assert result.exit_code == 0
+    assert "listen on" not in " ".join(result.stdout.split())
+    assert "Port of the server to ask" in " ".join(result.stdout.split())
+
+
 def test_version_is_printed():
     result = run("--version")
     assert result.exit_code == 0 and "lnplugin" in result.stdout

@@ -210,3 +210,17 @@ def test_every_documented_variable_is_one_lnplugin_or_its_tests_read() -> None:
         if not re.search(rf"\b{name}\b", read) and not env_typos({name: "x"})
     ]
     assert not unread, f"documented but read by nothing: {unread}"
+
+
+def test_the_checkout_guide_gives_the_per_client_stream_cap_the_code_has() -> None:
+    # It said "shares those 8" after the cap went to 16.
+    from lnplugin.api.checkout import STREAMS_PER_CLIENT
+
+    text = " ".join((ROOT / "docs" / "checkout.md").read_text().split())
+    said = re.findall(
+        r"at most (\d+) of them open|\(limit (\d+)\)|shares those (\d+)|(\d+) per client", text
+    )
+    numbers = [int(n) for groups in said for n in groups if n]
+    (nth,) = re.findall(r"The (\d+)th gets `503`", text)
+    assert len(numbers) >= 3 and set(numbers) == {STREAMS_PER_CLIENT}, numbers
+    assert int(nth) == STREAMS_PER_CLIENT + 1

@@ -1,8 +1,12 @@
 """No import cycle between lnplugin's packages.
 
-Each module belongs to a package: the first name under `lnplugin` (`nodes`,
-`store`, `api`, `run`, and each top-level module such as `follower` or
-`config` on its own). An import from one package of another is an edge;
+Each module belongs to a package: the first name under `lnplugin` (`store`,
+`api`, `run`, `nwc`, and each top-level module such as `follower` or
+`config` on its own), except under `nodes`, where each node kind (`nodes.cln`,
+`nodes.lnd`, `nodes.dev`) and each shared module (`nodes.base`, the
+interface) is a package of its own: the kinds sit side by side behind that
+interface, and one kind reaching into another would be a cycle hidden
+inside a single `nodes` package. An import from one package of another is an edge;
 every import that runs counts, including lazy ones inside functions (they
 still tie the two packages together, only later). Imports under
 `if TYPE_CHECKING:` never run and are left out: they name types for
@@ -29,11 +33,12 @@ def _module_name(path: Path, root: Path) -> str:
 
 
 def _package(module: str, top: str) -> str | None:
-    """`lnplugin.nodes.cln.node` -> `lnplugin.nodes`; None outside `top`."""
+    """`lnplugin.store.db` -> `lnplugin.store`, `lnplugin.nodes.cln.node` ->
+    `lnplugin.nodes.cln`; None outside `top`."""
     parts = module.split(".")
     if parts[0] != top:
         return None
-    return ".".join(parts[:2])
+    return ".".join(parts[:3] if parts[1:2] == ["nodes"] else parts[:2])
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -128,7 +133,16 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_lnplugin_packages_import_without_cycles() -> None:
     graph = package_graph(ROOT)
-    assert {"lnplugin.nodes", "lnplugin.store", "lnplugin.run", "lnplugin.follower"} <= set(graph)
+    assert {
+        "lnplugin.nodes",
+        "lnplugin.nodes.base",
+        "lnplugin.nodes.cln",
+        "lnplugin.nodes.lnd",
+        "lnplugin.nodes.dev",
+        "lnplugin.store",
+        "lnplugin.run",
+        "lnplugin.follower",
+    } <= set(graph)
     assert cycles(graph) == [], "package import cycle(s); edges: " + repr(
         {k: sorted(v) for k, v in sorted(graph.items())}
     )
@@ -160,3 +174,22 @@ def test_the_check_finds_a_cycle(tmp_path: Path) -> None:
     graph = package_graph(pkg)
     assert graph["demo.leaf"] == {"demo.config"}  # the type-only import is no edge
     assert cycles(graph) == [["demo.config", "demo.nodes", "demo.service"]]
+
+
+def test_the_check_finds_two_node_kinds_importing_each_other(tmp_path: Path) -> None:
+    # Each node kind is a package of its own: a kind that reaches into
+    # another (and back) is a cycle, though both live under `nodes`.
+    pkg = tmp_path / "demo"
+    for kind in ("cln", "lnd"):
+        (pkg / "nodes" / kind).mkdir(parents=True)
+        (pkg / "nodes" / kind / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nodes" / "__init__.py").write_text("def make():\n    from demo.nodes import cln\n")
+    (pkg / "nodes" / "base.py").write_text("")
+    (pkg / "nodes" / "cln" / "node.py").write_text(
+        "from demo.nodes.base import *\nfrom demo.nodes.lnd import macaroon\n"
+    )
+    (pkg / "nodes" / "lnd" / "macaroon.py").write_text("def f():\n    import demo.nodes.cln.node\n")
+    graph = package_graph(pkg)
+    assert graph["demo.nodes"] == {"demo.nodes.cln"}
+    assert cycles(graph) == [["demo.nodes.cln", "demo.nodes.lnd"]]

@@ -92,6 +92,7 @@ def require(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             return fn(*args, **kwargs)
 
         # a function attribute, read by api.openapi to list each route's scopes
+        # (the ignore: mypy types a function as having no attributes of its own)
         wrapper.required_scopes = scopes  # type: ignore[attr-defined]
         return wrapper
 
@@ -112,6 +113,7 @@ def require_one_of(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             return fn(*args, **kwargs)
 
         # read by api.openapi: one security requirement per scope (any one will do)
+        # (the ignores: mypy types a function as having no attributes of its own)
         wrapper.required_scopes = ()  # type: ignore[attr-defined]
         wrapper.any_scopes = scopes  # type: ignore[attr-defined]
         return wrapper

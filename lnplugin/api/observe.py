@@ -96,6 +96,10 @@ def register(app: Flask, settings: Settings) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         ctx = g._get_current_object()
+        # The request itself, not the proxy: each field below is read once, not
+        # looked up through the context-local again.
+        # Flask types `request` as a `Request`, though it is a werkzeug
+        # LocalProxy, which is what has `_get_current_object`: hence the ignore.
         req = request._get_current_object()  # type: ignore[attr-defined]
         request_id = ctx.get("request_id") or new_request_id()
         response.headers[REQUEST_ID] = request_id

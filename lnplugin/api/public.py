@@ -63,6 +63,8 @@ class _MemoryStorage(MemoryStorage):
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self.SWEEP_EVERY
+            # The ignore: mypy does not see name-mangled (double underscore)
+            # methods as the superclass's, though Python resolves this one.
             super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
 
 
@@ -185,6 +187,8 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
     the public routes are off for want of `--public-url`."""
     if settings.trust_proxy:
         n = settings.trust_proxy
+        # Wrapping `wsgi_app` is how Flask documents installing middleware;
+        # mypy flags any assignment to a method, hence the ignore.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     if not settings.public_url:
         log.info(

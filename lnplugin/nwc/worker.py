@@ -1,5 +1,5 @@
 """The NWC worker: answers NIP-47 requests from the relays and sends
-`payment_received` notifications from the outbox.
+`payment_received` and `hold_invoice_accepted` notifications from the outbox.
 
 Requests from every relay go through one queue and one thread, so a request
 delivered by two relays is claimed once in the store (`store/nwc.py`) and

@@ -262,6 +262,27 @@ def server_options(fn: F) -> F:
     return _apply(_COMMON + _SERVER, fn)
 
 
+# `status` takes serve's options, so serve's command line works there too;
+# but its --host/--port say where to ask, not where to listen.
+_ASKED = [
+    click.option(
+        "--host",
+        help="Address of the server to ask when the data dir does not say where its "
+        "server listens. [default: 127.0.0.1] [env: LNPLUGIN_HOST]",
+    ),
+    click.option(
+        "--port",
+        type=int,
+        help="Port of the server to ask when the data dir does not say where its "
+        "server listens. [default: 8080] [env: LNPLUGIN_PORT]",
+    ),
+]
+
+
+def status_options(fn: F) -> F:
+    return _apply(_COMMON + _ASKED + _SERVER[2:], fn)
+
+
 class Unusable(click.ClickException):
     """A setting, data dir, store or node credential that cannot work: one
     line (`Error: ...`) and exit status 2, never a traceback."""
@@ -342,7 +363,7 @@ def serve(**flags: Any) -> None:
 
 
 @cli.command()
-@server_options
+@status_options
 def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
 
@@ -350,7 +371,7 @@ def status(**flags: Any) -> None:
     noted in the data dir; --host/--port when the data dir is elsewhere);
     when none serves it, reports what the store holds. It takes serve's
     options, so serve's command line works here too, but only --data-dir,
-    --config, --host and --port matter (--port: where to ask).
+    --config, --host and --port matter.
     """
     import requests
 
@@ -419,7 +440,9 @@ def doctor(**flags: Any) -> None:
     """Check the node connection and configuration, one line per check.
 
     Exits 1 when a check fails; warnings (e.g. even TLV types Core Lightning
-    strips) exit 0.
+    strips) exit 0. It takes serve's options, so serve's command line works
+    here too; what it checks is the node's settings and the data dir (not
+    --host or --port).
     """
     from lnplugin.doctor import exit_code, run
 
@@ -843,7 +866,11 @@ def _echo_paid(paid: Any) -> None:
 @click.argument("target")
 @click.option("--amount-msat", type=MSAT, help="Required for amountless invoices.")
 def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
-    """Settle an open invoice, given its BOLT11 or payment hash."""
+    """Pay an open invoice, given its BOLT11 or payment hash.
+
+    A regular invoice is settled; a hold invoice is left ACCEPTED, for its
+    settle or cancel (POST /invoices/<payment_hash>/settle or /cancel).
+    """
     from lnplugin.nodes.base import NodeError
 
     node = _dev_node(flags)
@@ -1005,7 +1032,7 @@ def _address_line(row: Any, public_url: str | None) -> str:
     "signature of a k1 the address issues); repeatable.",
 )
 @click.option("--webhook", help="URL this address's invoices' events are POSTed to, signed.")
-@click.option("--success-message", help="Shown by the wallet once paid (144 characters).")
+@click.option("--success-message", help="Shown by the wallet once paid; at most 144 characters.")
 @click.option("--keysend-custom-key", type=int, help="Keysend TLV type. [default: 696969]")
 @click.option("--keysend-custom-value", help="Keysend TLV value. [default: USERNAME]")
 def address_add(username: str, payer_data: tuple[str, ...], **options: Any) -> None:

@@ -208,6 +208,8 @@ class DeadlineProtocol(HttpToolsProtocol):
     _header_count = 0
     _refusal: tuple[bytes, str] | None = None
 
+    # The ignore: uvicorn narrows asyncio's `BaseTransport` to `Transport` here
+    # (ignored in uvicorn too); this override keeps uvicorn's signature.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()

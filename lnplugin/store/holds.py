@@ -16,14 +16,18 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
+# The two decisions there are; typed, so a decision is a node invoice state
+# (`nodes.base.InvoiceState`) without a cast where it becomes one.
+Decided = Literal["SETTLED", "CANCELED"]
 # An HTLC as Core Lightning names it: (short_channel_id, id in that channel).
 HtlcKey = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    state: str  # SETTLED or CANCELED
+    state: Decided
     preimage: str | None
     # The HTLCs a settle answered; None when not recorded (a cancel, or a
     # settle decided before they were kept), so any HTLC gets the decision.
@@ -37,7 +41,7 @@ class Decision:
 def decide(
     tx: sqlite3.Connection,
     payment_hash: str,
-    state: str,
+    state: Decided,
     preimage: str | None,
     htlcs: Iterable[HtlcKey] | None = None,
 ) -> None:

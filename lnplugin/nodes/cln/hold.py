@@ -38,6 +38,7 @@ from lnplugin.nodes.base import (
     InvoiceNotFound,
     InvoiceNotOpen,
     InvoiceRequest,
+    InvoiceState,
     InvoiceUpdate,
     NodeError,
     NodeInvoice,
@@ -333,7 +334,7 @@ class ClnHoldNode(ClnNode):
     def _decide(
         self,
         payment_hash: str,
-        state: str,
+        state: holds.Decided,
         preimage: str | None,
         htlcs: Iterable[holds.HtlcKey] | None = None,
     ) -> None:
@@ -369,7 +370,7 @@ class ClnHoldNode(ClnNode):
     @staticmethod
     def _as(
         row: StoredInvoice,
-        state: str,
+        state: InvoiceState,
         *,
         preimage: str | None = None,
         received: int | None = None,
@@ -379,7 +380,7 @@ class ClnHoldNode(ClnNode):
         return NodeInvoice(
             payment_hash=row.payment_hash,
             payment_request=row.payment_request,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             amount_msat=row.amount_msat,
             created_at=row.created_at,
             expiry=row.expiry,

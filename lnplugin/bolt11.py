@@ -23,6 +23,8 @@ from struct import iter_unpack as _iter_unpack
 
 from coincurve import PrivateKey, PublicKey
 
+from lnplugin.keyrecovery import recover_compressed
+
 __all__ = [
     "MAX_INVOICE_LENGTH",
     "Bolt11Error",
@@ -573,10 +575,9 @@ def decode(invoice: str) -> Invoice:
         payee_hex = payee.hex()
     else:
         try:
-            key = PublicKey.from_signature_and_message(sig, digest, hasher=None)
-        except Exception:
+            payee_hex = recover_compressed(sig, digest).hex()
+        except ValueError:
             raise Bolt11Error("signature not recoverable") from None
-        payee_hex = key.format(compressed=True).hex()
 
     return Invoice(
         currency,

@@ -162,17 +162,26 @@ def private_database(path: Path) -> None:
 LOCK_FILE = "lnplugin.lock"
 # Captured TLV records the store could not take yet (`store.journal`).
 RECORDS_JOURNAL = "htlc-records.jsonl"
+# Changed by every token revocation (`store.revocations`).
+TOKEN_REVOCATIONS = "token-revocations"
 
 # The files lnplugin and its dev node keep in a data dir; an export or a
 # backup written over one of them would destroy the store it was read from.
-_OWN_FILES = (STORE_FILE, "devnode.sqlite", "node.key", LOCK_FILE, RECORDS_JOURNAL)
+_OWN_FILES = (
+    STORE_FILE,
+    "devnode.sqlite",
+    "node.key",
+    LOCK_FILE,
+    RECORDS_JOURNAL,
+    TOKEN_REVOCATIONS,
+)
 _SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 def owned_file(data_dir: Path, path: Path) -> bool:
     """Whether `path` (after links) is one of the files lnplugin keeps in
     `data_dir`: a store, its -wal/-shm/-journal, the dev node's key, the lock,
-    the records journal."""
+    the records journal, the revocation mark."""
     try:
         target = Path(path).resolve()
         home = Path(data_dir).resolve()

@@ -58,7 +58,7 @@ def test_unknown_token_gets_401(client, method, path, body):
 def test_revoked_token_gets_401(client, service, method, path, body):
     with service.store.transaction() as tx:
         token_id, token = tokens.create(tx, ["admin"])
-        tokens.revoke(tx, token_id)
+    tokens.revoke(service.store, token_id)
     r = call(client, method, path, body, {"Authorization": f"Bearer {token}"})
     assert_alby_error(r, 401)
 

@@ -215,9 +215,8 @@ def test_a_ticket_keeps_its_tokens_scopes_and_revocation(  # type: ignore[no-unt
     assert client.post("/events/tickets", json=one_invoice, headers=payments).status_code == 403
     reader = make_token("invoices:read")
     ticket = _ticket(client, {"Authorization": f"Bearer {reader}"}, "/events")["ticket"]
-    with service.store.transaction() as tx:
-        token_id = tokens.verify(tx, reader).id  # type: ignore[union-attr]
-        tokens.revoke(tx, token_id)
+    token_id = tokens.verify(service.store.conn, reader).id  # type: ignore[union-attr]
+    tokens.revoke(service.store, token_id)
     assert client.get(f"/events?ticket={ticket}").status_code == 401
 
 

@@ -29,6 +29,7 @@ from lnplugin.api import (
 from lnplugin.api.jsonprovider import OrjsonProvider
 from lnplugin.nodes.base import Feature
 from lnplugin.service import Service
+from lnplugin.store.tokens import LiveTokens
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -71,6 +72,7 @@ def create_app(service: Service) -> Flask:
     app.url_map.converters["invoice_text"] = decode.InvoiceText
     app.extensions["lnplugin"] = service
     app.extensions["lnplugin_tickets"] = tickets.TicketBook()
+    app.extensions["lnplugin_live_tokens"] = LiveTokens(service.store)
     app.extensions["lnplugin_public_streams"] = checkout.public_gate(service.settings.max_streams)
     app.extensions["lnplugin_client_streams"] = checkout.client_gate()
     errors.register(app)

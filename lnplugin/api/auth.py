@@ -41,15 +41,15 @@ TICKET_ENDPOINTS = frozenset({"events.all_events", "events.invoice_events"})
 def current_token() -> tokens.TokenInfo:
     if "token" not in g:
         raw = _presented_token()
-        conn = current_app.extensions["lnplugin"].store.conn
         if raw is None and request.endpoint in TICKET_ENDPOINTS and "ticket" in request.args:
+            conn = current_app.extensions["lnplugin"].store.conn
             by_ticket = _ticket_token(conn, request.args["ticket"])
             current_app.extensions["lnplugin_token_limits"].hit(by_ticket)
             g.token = by_ticket
             return g.token
         if raw is None:
             raise APIError(401, "Missing token: send Authorization: Bearer <token>")
-        info = tokens.verify(conn, raw)
+        info = current_app.extensions["lnplugin_live_tokens"].verify(raw)
         if info is None:
             raise APIError(401, "Invalid or revoked token")
         # Counted before the signature is checked, so guessing signatures is limited too.

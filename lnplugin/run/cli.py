@@ -705,9 +705,17 @@ def token_revoke(token_id: int, **flags: Any) -> None:
     from lnplugin.store import tokens
 
     store = _store(flags, existing=True)
-    with store.transaction() as tx:
-        done = tokens.revoke(tx, token_id)
-    store.close()
+    try:
+        done = tokens.revoke(store, token_id)
+    except OSError as exc:  # stored, but a running server is not told
+        raise click.ClickException(
+            f"token {token_id} is revoked in the store, but a running server may accept it "
+            f"until it restarts: cannot write {store.revocations.path}: {exc.strerror or exc}"
+            if store.revocations is not None
+            else str(exc)
+        ) from None
+    finally:
+        store.close()
     if not done:
         raise click.ClickException(f"no active token with id {token_id}")
     click.echo(f"Revoked token {token_id}")

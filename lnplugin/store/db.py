@@ -39,6 +39,7 @@ import sqlite_utils
 from lnplugin.datadir import DataDirError, ensure_dir, lock_holder, private_database
 from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
 from lnplugin.store.migrations import MIGRATIONS, SchemaTooNew, current_version, migrate
+from lnplugin.store.revocations import RevocationMark
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +268,11 @@ class Store:
             RecordsJournal(Path(self.path).parent / JOURNAL_FILE, fsync=synchronous == "FULL")
             if self.path != ":memory:"
             else None
+        )
+        # Changed by every token revocation, so a server can keep verified
+        # tokens in memory (`tokens.LiveTokens`); None for an in-memory store.
+        self.revocations = (
+            RevocationMark(Path(self.path).parent) if self.path != ":memory:" else None
         )
         try:
             if self.path != ":memory:":
@@ -639,6 +645,8 @@ class Store:
         self._log_unwritten(left)
         if self.checkpointer is not None:
             self.checkpointer.close()
+        if self.revocations is not None:
+            self.revocations.close()
         with self._lock:
             conns, self._all = self._all, []
         for conn in conns:

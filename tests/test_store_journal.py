@@ -16,7 +16,7 @@ import pytest
 from lnplugin.config import load_settings
 from lnplugin.service import Service
 from lnplugin.store import Store, captured_records
-from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
+from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal, read_entries
 from tests.e2e import wait_for
 
 GOOD = "11" * 32
@@ -270,3 +270,16 @@ def test_a_service_that_stopped_no_longer_writes_the_journal(
     finally:
         serving.stop()
         stopped.store.close()
+
+
+def test_another_process_reads_the_entries_without_touching_the_file(data_dir: Path) -> None:
+    """`lnplugin backup` reads the server's journal: a torn last line (an append
+    in progress) and an unreadable line are passed over, the file is left as it is."""
+    RecordsJournal(_journal(data_dir)).append(GOOD, RECORDS)
+    with _journal(data_dir).open("ab") as handle:
+        handle.write(b"not json\n")
+        handle.write(b'{"payment_hash": "' + OTHER.encode()[:20])
+    before = _journal(data_dir).read_bytes()
+    assert read_entries(_journal(data_dir)) == [(GOOD, RECORDS)]
+    assert _journal(data_dir).read_bytes() == before
+    assert read_entries(data_dir / "absent.jsonl") == []

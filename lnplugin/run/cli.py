@@ -578,6 +578,11 @@ def backup(file: str, force: bool, **flags: Any) -> None:
         f"Backed up {done.invoices} invoices (schema version {done.schema_version}, "
         f"{done.bytes} bytes) to {done.path}"
     )
+    if done.queued_records:
+        click.echo(
+            f"It holds the keysend records of {done.queued_records} payment(s) the CLN "
+            "plugin had queued in htlc-records.jsonl, not yet in the store."
+        )
 
 
 # -- tokens ---------------------------------------------------------------------

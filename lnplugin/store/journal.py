@@ -59,7 +59,7 @@ from lnplugin.datadir import RECORDS_JOURNAL as JOURNAL_FILE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOURNAL_FILE", "Entry", "JournalClosed", "RecordsJournal"]
+__all__ = ["JOURNAL_FILE", "Entry", "JournalClosed", "RecordsJournal", "read_entries"]
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -90,6 +90,25 @@ def _parse(raw: bytes) -> tuple[str, dict[int, bytes]]:
         return payment_hash, {int(t): base64.b64decode(v, validate=True) for t, v in wire.items()}
     except (KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError(str(exc) or type(exc).__name__) from None
+
+
+def read_entries(path: Path | str) -> list[tuple[str, dict[int, bytes]]]:
+    """The hash and records of each entry in the journal at `path`, read only.
+
+    For another process than the one that serves the data dir (`lnplugin
+    backup`): it reads the file, never writes it. A rewrite replaces the
+    file whole (a rename), so this reads one version of it; a torn last line
+    (an append in progress: its hook has not answered yet) and unreadable
+    lines are passed over, as the server drops them."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for raw in data.split(b"\n")[:-1]:  # the last piece is b"" or a torn line
+        with suppress(ValueError):
+            entries.append(_parse(raw))
+    return entries
 
 
 class JournalClosed(OSError):

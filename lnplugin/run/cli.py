@@ -263,8 +263,10 @@ def server_options(fn: F) -> F:
 
 
 class Unusable(click.ClickException):
-    """A setting, data dir, store or node credential that cannot work: one
-    line (`Error: ...`) and exit status 2, never a traceback."""
+    """A setting, flag value, data dir, store or node credential that cannot
+    work: one line (`Error: ...`) and exit status 2, as click's usage errors,
+    never a traceback. Status 1 (`click.ClickException`) is for a command that
+    ran as given and failed: nothing by that id, a name taken, a node's refusal."""
 
     exit_code = 2
 
@@ -327,6 +329,12 @@ def cli() -> None:
 
     Start with `lnplugin serve`: with no node configured it runs on an
     embedded dev node, prints its URL and an admin token.
+
+    Exit status: 0 done; 1 the command ran and failed (nothing by that id, a
+    name taken, an invalid invoice to decode, a failed doctor check); 2 it
+    was not run as given (a usage error, a bad flag value, a setting that is
+    invalid, missing or cannot work, a data dir with no store), one line
+    naming it.
     """
 
 
@@ -643,9 +651,9 @@ def token_create(
         if token_rate is not None:
             parse(token_rate)
     except tokens.UnknownScope as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(f"--scope: {exc}") from None
     except ValueError as exc:
-        raise click.ClickException(f"--rate-limit: {exc}") from None
+        raise Unusable(f"--rate-limit: {exc}") from None
     store = _store(flags)
     signing = tokens.new_signing_secret() if require_signature else None
     with store.transaction() as tx:
@@ -729,13 +737,15 @@ def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> Non
     settings = settings_from(flags)
     try:  # before the store is opened: a refusal leaves no new store behind
         check(scopes, settings.nwc_relay)
-    except (UnknownScope, NoRelay) as exc:
-        raise click.ClickException(str(exc)) from None
+    except UnknownScope as exc:
+        raise Unusable(f"--scope: {exc}") from None
+    except NoRelay as exc:
+        raise Unusable(str(exc)) from None
     store = _store(flags)
     try:
         connection_id, uri = connect(store, scopes, label, settings.nwc_relay)
-    except (UnknownScope, NoRelay) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (UnknownScope, NoRelay) as exc:  # `check` above has refused these already
+        raise Unusable(str(exc)) from None
     finally:
         store.close()
     click.echo(
@@ -1042,7 +1052,7 @@ def address_add(username: str, payer_data: tuple[str, ...], **options: Any) -> N
     if errors:
         names = {k: "--" + k.split(".")[0].replace("_", "-") for k in errors}
         names["username"] = "USERNAME"
-        raise click.ClickException("; ".join(f"{names[k]}: {v}" for k, v in errors.items()))
+        raise Unusable("; ".join(f"{names[k]}: {v}" for k, v in errors.items()))
     store = _store(flags)
     try:
         with store.transaction() as tx:

@@ -355,14 +355,15 @@ def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
 
     Asks the server that serves the data dir (GET /health, at the address it
-    noted in the data dir; --host/--port when the data dir is elsewhere);
-    when none serves it, reports what the store holds. It takes serve's
-    options, so serve's command line works here too, but only --data-dir,
-    --config, --host and --port matter (--port: where to ask).
+    noted in the data dir; --host/--port when it noted none); when none
+    serves it, reports what the store holds. It takes serve's options, so
+    serve's command line works here too, but only --data-dir, --config,
+    --host and --port matter (--port: where to ask).
     """
     import requests
 
     from lnplugin.api.info import STATUS_KEY_HEADER
+    from lnplugin.datadir import lock_holder
     from lnplugin.service import serving
     from lnplugin.store import Store, cursors, invoices
 
@@ -371,19 +372,24 @@ def status(**flags: Any) -> None:
     url = f"{served.url if served else settings.listen_url}/health"
     # The key shows the operator's /health (the follower's position, NWC).
     headers = {STATUS_KEY_HEADER: served.status_key} if served and served.status_key else {}
-    # A local store that no live process serves: whatever answers on the
-    # port belongs to another data dir, so it is not asked.
-    if served is not None or not settings.db_path.is_file():
+    # Only a live process holding the data dir's lock serves it: whatever else
+    # answers on the port belongs to another data dir, so it is not asked.
+    if served is not None or lock_holder(settings.data_dir) is not None:
         try:
             reply = requests.get(url, headers=headers, timeout=3).json()
             click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
             return
         except (requests.RequestException, ValueError):
             pass
+    if not settings.data_dir.exists():  # a mistyped --data-dir, most likely
+        raise Unusable(
+            f"no data dir at {settings.data_dir}: no lnplugin store there and no server "
+            "serves it; check --data-dir (LNPLUGIN_DATA_DIR)"
+        )
     if not settings.db_path.is_file():  # opening a Store would create one
         raise Unusable(
-            f"no lnplugin store at {settings.db_path} and no server answers at {url}; "
-            "check --data-dir (LNPLUGIN_DATA_DIR)"
+            f"no lnplugin store at {settings.db_path} and no server serves "
+            f"{settings.data_dir}; check --data-dir (LNPLUGIN_DATA_DIR)"
         )
     store = Store(settings.db_path, busy_timeout=settings.busy_timeout)
     with store.snapshot() as conn:

@@ -565,9 +565,10 @@ def backup(file: str, force: bool, **flags: Any) -> None:
     """Copy the store to FILE, consistently, while the server keeps running.
 
     Uses SQLite's online backup API, so the copy holds every invoice
-    acknowledged before it started and nothing half-written. FILE is created
-    0600 (it holds preimages and webhook secrets). Restore: see
-    docs/operations.md.
+    acknowledged before it started and nothing half-written, and the keysend
+    records the Core Lightning plugin still holds in htlc-records.jsonl.
+    FILE is created 0600 (it holds preimages and webhook secrets). Restore:
+    see docs/operations.md.
     """
     from pathlib import Path
 

@@ -429,6 +429,11 @@ class Service:
         self._release_lock()
 
     def _release_lock(self) -> None:
+        """Give the data dir up. The records journal first: once another
+        process may serve the data dir, this one must not write it (a CLN
+        hook still running here keeps its captures in memory instead)."""
+        if self.store.journal is not None:
+            self.store.journal.close()
         if self._lock is not None:
             self._lock.close()  # closing the descriptor drops the flock
             self._lock = None

@@ -7,6 +7,7 @@ invoices with known creation times and still run in milliseconds.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import asdict
 
@@ -305,3 +306,41 @@ def test_listing_a_deep_page_is_fast(client, service, read):
     for _ in range(10):
         assert len(ids(client.get("/invoices?items=25&page=110", headers=read))) == 25
     assert (time.perf_counter() - start) / 10 < 0.1
+
+
+# -- boost filters ---------------------------------------------------------------------------
+
+
+def _keysend_boost(client, admin, boost: dict) -> str:
+    r = client.post(
+        "/dev/keysend",
+        json={"amount_msat": 5000, "custom_records": {"7629169": json.dumps(boost)}},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()["payment_hash"]
+
+
+def test_feed_id_finds_boosts_that_name_the_podcast_only_by_its_podcast_index_id(
+    client, admin, read
+):
+    # Fountain, Castamatic, Podverse and Breez keysends carry `feedID` and no `guid`.
+    as_text = _keysend_boost(client, admin, {"action": "boost", "feedID": "920666"})
+    as_number = _keysend_boost(client, admin, {"action": "stream", "feedID": 920666})
+    _keysend_boost(client, admin, {"action": "boost", "feedID": 42})
+    _keysend_boost(client, admin, {"action": "boost", "guid": "920666"})
+    for path in ("/invoices", "/invoices/incoming"):
+        r = client.get(f"{path}?q[feed_id]=920666", headers=read)
+        assert r.status_code == 200, r.get_json()
+        assert [i["payment_hash"] for i in r.get_json()] == [as_number, as_text], path
+    both = client.get("/invoices/incoming?q[feed_id]=920666&q[action]=boost", headers=read)
+    assert [i["payment_hash"] for i in both.get_json()] == [as_text]
+    none = client.get("/invoices/incoming?q[feed_id]=7", headers=read)
+    assert none.status_code == 200 and none.get_json() == []
+
+
+@pytest.mark.parametrize("value", ["abc", "", "-1", "1.5", "9" * 30])
+def test_a_feed_id_that_is_not_a_podcast_index_id_gets_400(client, read, value):
+    r = client.get(f"/invoices/incoming?q[feed_id]={value}", headers=read)
+    assert r.status_code == 400
+    assert "q[feed_id]" in r.get_json()["errors"]

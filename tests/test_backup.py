@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from lnplugin.store.migrations import read_only_uri
+from lnplugin_sim.cln_plugin_driver import PluginDriver
+from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 
 
@@ -200,3 +202,48 @@ def test_a_backup_to_an_empty_name_is_one_line() -> None:
     proc = lnplugin(Path("/nonexistent-data-dir"), "backup", "")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "Error: Invalid value for FILE: must name a file"
+
+
+def test_a_backup_holds_the_keysend_records_the_cln_plugin_queued_on_disk(tmp_path) -> None:
+    """The CLN hook took a boost while another writer held the store's write
+    lock: its records were acknowledged (lightningd settled the keysend and
+    never calls the hook for it again) and kept in `htlc-records.jsonl` until
+    the lock frees. A backup taken then copied the store alone, so a restore
+    of it lost the boostagram: the follower re-read the settlement from the
+    node, which does not keep the records. The backup takes them in."""
+    target = tmp_path / "backup.sqlite"
+    with (
+        ClnSim(tmp_path / "sim", tmp_path / "rpc") as sim,
+        PluginDriver(sim, tmp_path / "lnp") as plugin,
+    ):
+        token = plugin.admin_token  # before the lock is taken: the CLI writes it
+        data = plugin.data_dir
+        holder = sqlite3.connect(data / "lnplugin.sqlite", timeout=10, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # another writer's lock, held over the backup
+            payment_hash = plugin.keysend(21000, {7629169: e2e.BOOST_BYTES})
+            assert (data / "htlc-records.jsonl").exists()  # queued on disk, not stored
+            proc = lnplugin(data, "backup", str(target))
+            assert proc.returncode == 0, proc.stderr
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        e2e.wait_for(lambda: not (data / "htlc-records.jsonl").exists(), "the queue stored")
+        assert plugin.shutdown() == 0
+
+        # Restore as docs/operations.md says: the store and its -wal/-shm aside.
+        aside = tmp_path / "aside"
+        aside.mkdir()
+        for path in data.glob("lnplugin.sqlite*"):
+            path.rename(aside / path.name)
+        shutil.copyfile(target, data / "lnplugin.sqlite")
+        os.chmod(data / "lnplugin.sqlite", 0o600)
+        plugin.start()
+        api = e2e.Api(plugin.url, token)
+        try:
+            got = e2e.wait_for(lambda: api.settled(payment_hash), "the settlement re-read")
+        finally:
+            api.close()
+    assert got["boostagram"]["message"] == e2e.BOOST["message"]
+    assert got["boostagram"]["sender_name"] == e2e.BOOST["sender_name"]
+    assert "It holds the keysend records of 1 payment(s)" in proc.stdout

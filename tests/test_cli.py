@@ -387,3 +387,43 @@ def test_a_misspelt_setting_in_the_environment_is_warned_about_not_dropped_silen
         "did you mean LNPLUGIN_PUBLIC_URL?"
     )
     assert result.stderr.count("LNPLUGIN_PUBLC_URL") == 1
+
+
+# -- exit status -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "create", "--scope", "invoices:write"),
+        ("token", "create", "--scope", "admin", "--rate-limit", "0/second"),
+        ("nwc", "connect", "--scope", "invoices:write", "--nwc-relay", "ws://127.0.0.1:1"),
+        ("nwc", "connect", "--scope", "invoices:read"),  # no relay set
+        ("address", "add", "Not A Name!"),
+        ("address", "add", "alice", "--comment-allowed", "-1"),
+        ("address", "add", "alice", "--webhook", "http://127.0.0.1:1/hook"),
+    ],
+    ids=["scope", "rate-limit", "nwc-scope", "nwc-relay", "username", "comment", "webhook"],
+)
+def test_a_bad_flag_value_or_missing_setting_exits_2_like_any_bad_setting(data_dir, args):
+    """Exit status 2 is a command not run as given (a usage error, a bad flag
+    value, a bad or missing setting); 1 is one that ran and failed. These
+    bad values exited 1, where `--port abc` or `--since "last week"` exit 2."""
+    result = run(*args, "--data-dir", data_dir)
+    assert result.exit_code == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: ")
+    assert result.stdout == ""
+
+
+def test_a_command_that_ran_and_failed_exits_1(data_dir):
+    run("token", "create", "--scope", "admin", "--data-dir", data_dir)
+    for args in (
+        ("token", "revoke", "99"),
+        ("nwc", "revoke", "99"),
+        ("address", "show", "nobody"),
+        ("decode", "lnbc1notaninvoice"),
+    ):
+        result = run(*args, "--data-dir", data_dir) if args[0] != "decode" else run(*args)
+        assert result.exit_code == 1, (args, result.stderr)
+        assert result.stderr.startswith("Error: ")

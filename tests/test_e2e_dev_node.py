@@ -314,3 +314,28 @@ def test_serve_logs_a_misspelt_setting_once_and_runs_on(tmp_path: Path) -> None:
         "LNPLUGIN_PUBLC_URL is not a setting lnplugin reads (ignored); "
         "did you mean LNPLUGIN_PUBLIC_URL?"
     )
+
+
+def test_status_of_a_data_dir_that_does_not_exist_says_so_not_another_servers_state(
+    tmp_path: Path,
+) -> None:
+    """A mistyped --data-dir: nothing is there, and nothing serves it. `status`
+    asked --host/--port all the same and reported the server answering there,
+    which serves another data dir, as this one's: `"server": "running"`."""
+    missing = tmp_path / "mistyped"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with Server(tmp_path / "other") as other:
+        port = other.url.rsplit(":", 1)[1]
+        proc = run(missing, "status", "--port", port)
+        bare = run(empty, "status", "--port", port)  # a directory, but no store in it
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"Error: no data dir at {missing}"), line
+    assert "--data-dir" in line and "running" not in line
+    assert not missing.exists()
+    assert bare.returncode == 2 and bare.stdout == "", bare.stdout
+    (line,) = bare.stderr.strip().splitlines()
+    assert line.startswith(f"Error: no lnplugin store at {empty / 'lnplugin.sqlite'}"), line
+    assert list(empty.iterdir()) == []

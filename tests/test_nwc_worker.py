@@ -623,3 +623,63 @@ def test_a_request_replayed_after_it_was_forgotten_is_dropped_and_mints_nothing(
     skewed = dated(app, worker, now + 300, {"amount": 7000})
     assert answer(app, worker, worker.handle(skewed, now))["result"]["amount"] == 7000
     assert minted(worker) == 2
+
+
+def test_a_zero_expiry_or_limit_is_taken_as_not_given(worker: NwcWorker) -> None:
+    """NIP-47 gives 0 no meaning for either; an invoice expired as it is made
+    and a page of nothing help no app, and a wallet service whose JSON
+    decoding cannot tell 0 from absent (Go's, say) takes 0 as not given:
+    lnplugin does the same (docs/nwc.md)."""
+    worker.limiter = RateLimiter()
+    app = app_keys(worker, "invoices:create", "invoices:read")
+    made = answer(
+        app,
+        worker,
+        worker.handle(
+            request(worker, app, "make_invoice", {"amount": 1, "expiry": 0}), time.time()
+        ),
+    )["result"]
+    assert made["expires_at"] - made["created_at"] == 86400
+    assert reference.decode(made["invoice"]).expiry == 86400
+    for n in range(2):
+        request_ = request(worker, app, "make_invoice", {"amount": 2 + n})
+        worker.handle(request_, time.time())
+    listed = answer(
+        app,
+        worker,
+        worker.handle(
+            request(worker, app, "list_transactions", {"limit": 0, "unpaid": True}), time.time()
+        ),
+    )["result"]["transactions"]
+    assert len(listed) == 3
+
+
+def test_metadata_that_is_not_an_object_is_refused_and_mints_nothing(worker: NwcWorker) -> None:
+    """NIP-47's `metadata` is an object; one of another type was dropped
+    without a word while every other parameter of the wrong type is `OTHER`.
+    (One over NIP-47's 4096 characters is dropped, as NIP-47 says it MUST be.)"""
+    worker.limiter = RateLimiter()
+    app = app_keys(worker, "invoices:create")
+    for bad in ("a note", ["a", "b"], 5, True):
+        body = answer(
+            app,
+            worker,
+            worker.handle(
+                request(worker, app, "make_invoice", {"amount": 1, "metadata": bad}), time.time()
+            ),
+        )
+        assert body["error"]["code"] == "OTHER", bad
+        assert "metadata" in body["error"]["message"]
+    assert minted(worker) == 0
+    big = {"note": "x" * 5000}
+    body = answer(
+        app,
+        worker,
+        worker.handle(
+            request(worker, app, "make_invoice", {"amount": 1, "metadata": big}), time.time()
+        ),
+    )
+    assert body.get("error") is None, body
+    assert "note" not in body["result"].get("metadata", {})
+    stored = worker.store.conn.execute("SELECT metadata FROM invoices").fetchall()
+    assert [tuple(row) for row in stored] == [(None,)]  # minted, its metadata dropped

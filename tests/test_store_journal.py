@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from lnplugin.config import load_settings
+from lnplugin.service import Service
 from lnplugin.store import Store, captured_records
-from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
+from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal, read_entries
 from tests.e2e import wait_for
 
 GOOD = "11" * 32
@@ -183,3 +185,101 @@ def test_a_capture_that_meets_a_full_disk_stays_queued_and_on_disk(
     assert _stored(store, GOOD) == big
     wait_for(lambda: not _journal(data_dir).exists(), "the journal emptied")
     assert store.deferred_writes == 0
+
+
+def test_forgetting_many_queued_entries_rewrites_the_file_a_bounded_number_of_times(
+    data_dir: Path,
+) -> None:
+    """The store was busy long enough for many captures to queue; when the
+    lock frees, their writes commit one by one and each is forgotten. Each
+    forget rewrote the whole file: n entries cost n rewrites of up to n
+    lines, quadratic in the queue. What the rewrites write in all stays
+    within a small multiple of the file itself."""
+    journal = RecordsJournal(_journal(data_dir))
+    ids = [journal.append(f"{n:064x}", RECORDS) for n in range(300)]
+    full = _journal(data_dir).stat().st_size
+    rewritten, size = 0, full
+    for entry_id in ids:
+        journal.forget(entry_id)
+        now = _journal(data_dir).stat().st_size if _journal(data_dir).exists() else 0
+        if 0 < now < size:  # smaller: rewritten (appends only grow it)
+            rewritten += now
+        size = now
+    assert not _journal(data_dir).exists()  # the last forget removed it
+    assert rewritten <= 2 * full, f"rewrote {rewritten} bytes for a file of {full}"
+
+
+def test_entries_a_forget_left_in_the_file_replay_to_the_same_rows(
+    data_dir: Path, store: Store
+) -> None:
+    """A forgotten entry may stay in the file until the next rewrite; the
+    process killed before it, the next start replays it, which merges to
+    the same row and changes nothing."""
+    journal = RecordsJournal(_journal(data_dir))
+    with store.transaction() as tx:
+        captured_records.capture_in(tx, GOOD, RECORDS)
+    first = journal.append(GOOD, RECORDS)  # written (above), then forgotten
+    journal.append(OTHER, {696969: b"acct"})  # still queued when the process died
+    journal.forget(first)
+    store.close()
+    reopened = Store(data_dir / "lnplugin.sqlite")
+    try:
+        assert captured_records.replay_journal(reopened) >= 1
+        _flush(reopened)
+        assert _stored(reopened, GOOD) == RECORDS
+        assert _stored(reopened, OTHER) == {696969: b"acct"}
+        assert captured_records.count(reopened.conn) == 2
+        wait_for(lambda: not _journal(data_dir).exists(), "the journal emptied")
+    finally:
+        reopened.close()
+
+
+def test_a_service_that_stopped_no_longer_writes_the_journal(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CLN plugin's runtime stopped (the node turned out to be on another
+    network, or lightningd is shutting down) while its hook still runs. The
+    data dir is no longer its: another process may serve it and have read the
+    journal already, so a line the stopped one appended was never replayed,
+    and the server's next rewrite dropped it. A capture after the stop is
+    still stored once the lock frees, from memory, as with a journal that
+    cannot be written."""
+    settings = load_settings({"data_dir": str(data_dir)}, environ={})
+    stopped = Service.build(settings)
+    stopped.start()
+    stopped.stop()
+    serving = Service.build(settings)
+    serving.start()
+    try:
+        holder = sqlite3.connect(settings.db_path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with caplog.at_level(logging.ERROR):
+                assert captured_records.capture_later(stopped.store, GOOD, RECORDS) is False
+            assert captured_records.capture_later(serving.store, OTHER, RECORDS) is True
+            lines = _journal(data_dir).read_text().splitlines()
+            assert [json.loads(line)["payment_hash"] for line in lines] == [OTHER]
+            assert f"cannot keep TLV records for {GOOD} on disk" in caplog.text
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        wait_for(lambda: stopped.store.deferred_writes == 0, "the stopped store's queue")
+        wait_for(lambda: not _journal(data_dir).exists(), "the journal emptied")
+        assert _stored(serving.store, GOOD) == RECORDS
+        assert _stored(serving.store, OTHER) == RECORDS
+    finally:
+        serving.stop()
+        stopped.store.close()
+
+
+def test_another_process_reads_the_entries_without_touching_the_file(data_dir: Path) -> None:
+    """`lnplugin backup` reads the server's journal: a torn last line (an append
+    in progress) and an unreadable line are passed over, the file is left as it is."""
+    RecordsJournal(_journal(data_dir)).append(GOOD, RECORDS)
+    with _journal(data_dir).open("ab") as handle:
+        handle.write(b"not json\n")
+        handle.write(b'{"payment_hash": "' + OTHER.encode()[:20])
+    before = _journal(data_dir).read_bytes()
+    assert read_entries(_journal(data_dir)) == [(GOOD, RECORDS)]
+    assert _journal(data_dir).read_bytes() == before
+    assert read_entries(data_dir / "absent.jsonl") == []

@@ -34,6 +34,7 @@ _FILTERS = {
     "q[lightning_address]",
     "q[boostagram]",
     "q[feed_guid]",
+    "q[feed_id]",
     "q[item_guid]",
     "q[action]",
 }
@@ -338,6 +339,14 @@ def _text_arg(name: str) -> str | None:
     return raw
 
 
+def _feed_id_arg() -> int | None:
+    """`q[feed_id]`: a PodcastIndex feed id, the boostagram's `feedID` (an integer)."""
+    raw = request.args.get("q[feed_id]")
+    if raw == "":  # as the other boost filters: given, but empty, is a mistake
+        raise APIError(400, "Invalid request", {"q[feed_id]": "must be an integer"})
+    return _int_arg("q[feed_id]", None, 0, None)
+
+
 def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
     unknown = [k for k in request.args if k.startswith("q[") and k not in _FILTERS]
     if unknown:
@@ -355,6 +364,7 @@ def parse_list_query(name: invoices.ListName) -> invoices.ListQuery:
         lightning_address=_address_arg(),
         boostagram=_bool_arg("q[boostagram]"),
         feed_guid=_text_arg("q[feed_guid]"),
+        feed_id=_feed_id_arg(),
         item_guid=_text_arg("q[item_guid]"),
         action=_text_arg("q[action]"),
         page=_int_arg("page", 1, 1, None) or 1,

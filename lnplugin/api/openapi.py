@@ -96,6 +96,7 @@ _TEXT_FILTERS: dict[str, tuple[dict[str, Any], str]] = {
         "true: only invoices with a boostagram (TLV or rss::payment); false: only without",
     ),
     "q[feed_guid]": (_BOOST_TEXT, "the boostagram's podcast guid (`guid`)"),
+    "q[feed_id]": (_INT, "the boostagram's PodcastIndex feed id (`feedID`)"),
     "q[item_guid]": (_BOOST_TEXT, "the boostagram's episode guid (`episode_guid`)"),
     "q[action]": (_BOOST_TEXT, "the boostagram's action: boost, stream, auto, ..."),
 }

@@ -284,8 +284,10 @@ def status_options(fn: F) -> F:
 
 
 class Unusable(click.ClickException):
-    """A setting, data dir, store or node credential that cannot work: one
-    line (`Error: ...`) and exit status 2, never a traceback."""
+    """A setting, flag value, data dir, store or node credential that cannot
+    work: one line (`Error: ...`) and exit status 2, as click's usage errors,
+    never a traceback. Status 1 (`click.ClickException`) is for a command that
+    ran as given and failed: nothing by that id, a name taken, a node's refusal."""
 
     exit_code = 2
 
@@ -348,6 +350,12 @@ def cli() -> None:
 
     Start with `lnplugin serve`: with no node configured it runs on an
     embedded dev node, prints its URL and an admin token.
+
+    Exit status: 0 done; 1 the command ran and failed (nothing by that id, a
+    name taken, an invalid invoice to decode, a failed doctor check); 2 it
+    was not run as given (a usage error, a bad flag value, a setting that is
+    invalid, missing or cannot work, a data dir with no store), one line
+    naming it.
     """
 
 
@@ -368,14 +376,15 @@ def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
 
     Asks the server that serves the data dir (GET /health, at the address it
-    noted in the data dir; --host/--port when the data dir is elsewhere);
-    when none serves it, reports what the store holds. It takes serve's
-    options, so serve's command line works here too, but only --data-dir,
-    --config, --host and --port matter.
+    noted in the data dir; --host/--port when it noted none); when none
+    serves it, reports what the store holds. It takes serve's options, so
+    serve's command line works here too, but only --data-dir, --config,
+    --host and --port matter (--port: where to ask).
     """
     import requests
 
     from lnplugin.api.info import STATUS_KEY_HEADER
+    from lnplugin.datadir import lock_holder
     from lnplugin.service import serving
     from lnplugin.store import Store, cursors, invoices
 
@@ -384,19 +393,24 @@ def status(**flags: Any) -> None:
     url = f"{served.url if served else settings.listen_url}/health"
     # The key shows the operator's /health (the follower's position, NWC).
     headers = {STATUS_KEY_HEADER: served.status_key} if served and served.status_key else {}
-    # A local store that no live process serves: whatever answers on the
-    # port belongs to another data dir, so it is not asked.
-    if served is not None or not settings.db_path.is_file():
+    # Only a live process holding the data dir's lock serves it: whatever else
+    # answers on the port belongs to another data dir, so it is not asked.
+    if served is not None or lock_holder(settings.data_dir) is not None:
         try:
             reply = requests.get(url, headers=headers, timeout=3).json()
             click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
             return
         except (requests.RequestException, ValueError):
             pass
+    if not settings.data_dir.exists():  # a mistyped --data-dir, most likely
+        raise Unusable(
+            f"no data dir at {settings.data_dir}: no lnplugin store there and no server "
+            "serves it; check --data-dir (LNPLUGIN_DATA_DIR)"
+        )
     if not settings.db_path.is_file():  # opening a Store would create one
         raise Unusable(
-            f"no lnplugin store at {settings.db_path} and no server answers at {url}; "
-            "check --data-dir (LNPLUGIN_DATA_DIR)"
+            f"no lnplugin store at {settings.db_path} and no server serves "
+            f"{settings.data_dir}; check --data-dir (LNPLUGIN_DATA_DIR)"
         )
     store = Store(settings.db_path, busy_timeout=settings.busy_timeout)
     with store.snapshot() as conn:
@@ -574,9 +588,10 @@ def backup(file: str, force: bool, **flags: Any) -> None:
     """Copy the store to FILE, consistently, while the server keeps running.
 
     Uses SQLite's online backup API, so the copy holds every invoice
-    acknowledged before it started and nothing half-written. FILE is created
-    0600 (it holds preimages and webhook secrets). Restore: see
-    docs/operations.md.
+    acknowledged before it started and nothing half-written, and the keysend
+    records the Core Lightning plugin still holds in htlc-records.jsonl.
+    FILE is created 0600 (it holds preimages and webhook secrets). Restore:
+    see docs/operations.md.
     """
     from pathlib import Path
 
@@ -601,6 +616,11 @@ def backup(file: str, force: bool, **flags: Any) -> None:
         f"Backed up {done.invoices} invoices (schema version {done.schema_version}, "
         f"{done.bytes} bytes) to {done.path}"
     )
+    if done.queued_records:
+        click.echo(
+            f"It holds the keysend records of {done.queued_records} payment(s) the CLN "
+            "plugin had queued in htlc-records.jsonl, not yet in the store."
+        )
 
 
 # -- tokens ---------------------------------------------------------------------
@@ -661,9 +681,9 @@ def token_create(
         if token_rate is not None:
             parse(token_rate)
     except tokens.UnknownScope as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(f"--scope: {exc}") from None
     except ValueError as exc:
-        raise click.ClickException(f"--rate-limit: {exc}") from None
+        raise Unusable(f"--rate-limit: {exc}") from None
     store = _store(flags)
     signing = tokens.new_signing_secret() if require_signature else None
     with store.transaction() as tx:
@@ -755,13 +775,15 @@ def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> Non
     settings = settings_from(flags)
     try:  # before the store is opened: a refusal leaves no new store behind
         check(scopes, settings.nwc_relay)
-    except (UnknownScope, NoRelay) as exc:
-        raise click.ClickException(str(exc)) from None
+    except UnknownScope as exc:
+        raise Unusable(f"--scope: {exc}") from None
+    except NoRelay as exc:
+        raise Unusable(str(exc)) from None
     store = _store(flags)
     try:
         connection_id, uri = connect(store, scopes, label, settings.nwc_relay)
-    except (UnknownScope, NoRelay) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (UnknownScope, NoRelay) as exc:  # `check` above has refused these already
+        raise Unusable(str(exc)) from None
     finally:
         store.close()
     click.echo(
@@ -1072,7 +1094,7 @@ def address_add(username: str, payer_data: tuple[str, ...], **options: Any) -> N
     if errors:
         names = {k: "--" + k.split(".")[0].replace("_", "-") for k in errors}
         names["username"] = "USERNAME"
-        raise click.ClickException("; ".join(f"{names[k]}: {v}" for k, v in errors.items()))
+        raise Unusable("; ".join(f"{names[k]}: {v}" for k, v in errors.items()))
     store = _store(flags)
     try:
         with store.transaction() as tx:

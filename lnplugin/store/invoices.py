@@ -266,6 +266,7 @@ class ListQuery:
     lightning_address: str | None = None  # only invoices minted for / attributed to it
     boostagram: bool | None = None  # True: only with a boostagram; False: only without
     feed_guid: str | None = None  # the boostagram's podcast guid (bLIP-10 `guid`)
+    feed_id: int | None = None  # the boostagram's PodcastIndex feed id (bLIP-10 `feedID`)
     item_guid: str | None = None  # the boostagram's episode guid (bLIP-10 `episode_guid`)
     action: str | None = None  # the boostagram's action: boost, stream, auto, ...
 
@@ -314,6 +315,7 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[StoredInvoice]
         or query.lightning_address is not None
         or query.boostagram is not None
         or query.feed_guid is not None
+        or query.feed_id is not None
         or query.item_guid is not None
         or query.action is not None
     )
@@ -331,6 +333,11 @@ def list_page(conn: sqlite3.Connection, query: ListQuery) -> list[StoredInvoice]
         if value is not None:
             clauses.append(f"boostagram IS NOT NULL AND json_extract(boostagram, '{path}') = ?")
             args.append(value)
+    if query.feed_id is not None:
+        # Always stored as a number: parsing makes a digit string one (Fountain
+        # sends `"920666"`), so one integer comparison finds both, by the index.
+        clauses.append("boostagram IS NOT NULL AND json_extract(boostagram, '$.feedID') = ?")
+        args.append(query.feed_id)
     if query.created_at_gt is not None:
         clauses.append("created_at > ?")
         args.append(query.created_at_gt)

@@ -25,8 +25,19 @@ inside the hook while lightningd waits.
 A crash in the middle of a `write` leaves a torn last line: its hook never
 answered (the answer comes after the whole line is written), so lightningd
 replays that HTLC, and the torn line is dropped. A line that cannot be read
-otherwise is logged and dropped. The file is rewritten (to a temporary file,
-then renamed over it) when lines leave it, and removed once empty.
+otherwise is logged and dropped. The file is removed once every entry has
+left it. Until then a forgotten entry's line may stay: the file is rewritten
+(to a temporary file, then renamed over it) only once it holds more
+forgotten lines than pending ones, so draining a long queue costs a few
+rewrites, not one of the whole file per entry (n queued captures cost
+about n²/2 lines rewritten, as the lock freed).
+A forgotten line that a kill leaves behind is replayed at the next start,
+which merges to the same row and changes nothing.
+
+Only the process that serves the data dir may write the file: once it
+gives the data dir up (`close`), appends are refused (the caller keeps the
+capture in memory) and forgets leave the file alone, for the next server
+replays what is in it, and its rewrites would drop a line it never read.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from lnplugin.datadir import RECORDS_JOURNAL as JOURNAL_FILE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOURNAL_FILE", "Entry", "RecordsJournal"]
+__all__ = ["JOURNAL_FILE", "Entry", "JournalClosed", "RecordsJournal", "read_entries"]
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -81,13 +92,38 @@ def _parse(raw: bytes) -> tuple[str, dict[int, bytes]]:
         raise ValueError(str(exc) or type(exc).__name__) from None
 
 
+def read_entries(path: Path | str) -> list[tuple[str, dict[int, bytes]]]:
+    """The hash and records of each entry in the journal at `path`, read only.
+
+    For another process than the one that serves the data dir (`lnplugin
+    backup`): it reads the file, never writes it. A rewrite replaces the
+    file whole (a rename), so this reads one version of it; a torn last line
+    (an append in progress: its hook has not answered yet) and unreadable
+    lines are passed over, as the server drops them."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for raw in data.split(b"\n")[:-1]:  # the last piece is b"" or a torn line
+        with suppress(ValueError):
+            entries.append(_parse(raw))
+    return entries
+
+
+class JournalClosed(OSError):
+    """An append after this process gave the data dir up (`RecordsJournal.close`)."""
+
+
 class RecordsJournal:
     """`htlc-records.jsonl`: append, forget once written, read back at start.
 
     Only the process that serves the data dir (holds its lock) may use it:
     a second process's rewrite would drop the first one's new lines. The
     file is read the first time it is used (`leftovers`, `append`), so an
-    entry a previous process left is never rewritten away.
+    entry a previous process left is never rewritten away. `close` ends
+    that use when the process gives the data dir up; `leftovers`, called
+    when it claims the data dir again, starts it anew.
     """
 
     def __init__(self, path: Path | str, *, fsync: bool = False) -> None:
@@ -95,6 +131,8 @@ class RecordsJournal:
         self._fsync = fsync
         self._lock = threading.Lock()
         self._pending: dict[int, bytes] | None = None  # None: the file is not read yet
+        self._dead = 0  # lines in the file that were forgotten, left for the next rewrite
+        self._closed = False
         self._left: list[Entry] = []
         self._next_id = 1
 
@@ -105,8 +143,13 @@ class RecordsJournal:
             return len(self._pending or {})
 
     def leftovers(self) -> list[Entry]:
-        """The entries an earlier process left, once (later calls: [])."""
+        """The entries an earlier process left, once (later calls: []).
+
+        After `close` (this process gave the data dir up and claims it again)
+        the file is read anew: another process may have served it meanwhile."""
         with self._lock:
+            if self._closed:
+                self._closed, self._pending, self._dead, self._left = False, None, 0, []
             self._read()
             left, self._left = self._left, []
             return left
@@ -114,9 +157,12 @@ class RecordsJournal:
     def append(self, payment_hash: str, records: Mapping[int, bytes]) -> int:
         """Write one entry before the caller acknowledges it; its id for `forget`.
 
-        Raises OSError (disk full, permissions) with the file as it was."""
+        Raises OSError (disk full, permissions) with the file as it was, and
+        `JournalClosed` once this process no longer serves the data dir."""
         line = _line(payment_hash, records)
         with self._lock:
+            if self._closed:
+                raise JournalClosed("this process no longer serves the data dir")
             pending = self._read()
             self._append(line)
             entry_id = self._next_id
@@ -127,12 +173,25 @@ class RecordsJournal:
     def forget(self, entry_id: int) -> None:
         """Take an entry out of the file: its write committed, or failed for good.
 
-        Raises OSError when the file cannot be rewritten; the entry then stays
-        and is replayed at the next start, which merges to the same row."""
+        The line itself may stay until enough have left to rewrite the file
+        (see the module's docstring). Raises OSError when the file cannot be
+        rewritten; the entry then stays and is replayed at the next start,
+        which merges to the same row. After `close`, the file is left alone."""
         with self._lock:
+            if self._closed:
+                return
             pending = self._read()
-            if pending.pop(entry_id, None) is not None:
+            if pending.pop(entry_id, None) is None:
+                return
+            self._dead += 1
+            if not pending or self._dead > len(pending):
                 self._rewrite(pending)
+
+    def close(self) -> None:
+        """This process gives the data dir up: from now on `append` raises
+        `JournalClosed` and `forget` leaves the file to the next server."""
+        with self._lock:
+            self._closed = True
 
     # -- file handling, under `_lock` -------------------------------------
 
@@ -205,6 +264,7 @@ class RecordsJournal:
         if not pending:
             with suppress(FileNotFoundError):
                 os.unlink(self.path)
+            self._dead = 0
             return
         fd = self._open(self._tmp, os.O_TRUNC)
         try:
@@ -212,6 +272,7 @@ class RecordsJournal:
         finally:
             os.close(fd)
         os.replace(self._tmp, self.path)
+        self._dead = 0
         if self._fsync:  # the rename itself
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
             try:

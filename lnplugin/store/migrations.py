@@ -675,6 +675,17 @@ def _token_invoice_owners_from_keys(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(25, "a boost filter on the PodcastIndex feed id (bLIP-10 `feedID`)")
+def _boost_feed_id_index(db: sqlite_utils.Database) -> None:
+    # `q[feed_id]`: many keysend apps name the podcast by `feedID` alone, with
+    # no `guid` for `q[feed_guid]` to match. Indexed as migration 8 indexes
+    # the other boost filters.
+    db.execute(
+        "CREATE INDEX idx_invoices_boost_feed_id ON invoices("
+        "json_extract(boostagram, '$.feedID'), list_seq) WHERE boostagram IS NOT NULL"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

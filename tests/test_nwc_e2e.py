@@ -306,6 +306,51 @@ def test_list_transactions_honours_every_filter(server: e2e.Server, relay: Relay
         listing(transaction_type=ns.TransactionType.OUTGOING)
 
 
+def test_a_page_of_large_transactions_is_answered_cut_to_one_message(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """Twenty invoices with long descriptions and metadata near NIP-47's 4096
+    characters are well over the 65,535 bytes one NIP-44 message holds: the
+    page NIP-47 recommends (20) got no answer at all, so the app timed out.
+    Now the page is cut to what fits, and paging on from `offset` plus what
+    came back lists every one of them, once, newest first."""
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="big pages")
+    start = int(time.time())
+    app = Listener(relay, uri)
+    try:
+        made = []
+        for i in range(20):
+            params = {
+                "amount": 1000 + i,
+                "description": f"{i} " + "d" * 600,
+                "metadata": {"comment": f"{i} " + "c" * 3900},
+            }
+            made.append(app.ask("make_invoice", params)["result"]["payment_hash"])
+    finally:
+        app.close()
+
+    def page(offset: int) -> list[str]:
+        request = ns.ListTransactionsRequest(
+            _from=ns.Timestamp.from_secs(start),
+            until=None,
+            limit=20,
+            offset=offset,
+            unpaid=True,
+            transaction_type=None,
+        )
+        return [t.payment_hash for t in call(uri, "list_transactions", request)]
+
+    first = page(0)
+    assert 0 < len(first) < 20
+    listed = list(first)
+    while len(listed) < 20:
+        more = page(len(listed))
+        assert more, "a page came back empty before every invoice was listed"
+        listed += more
+    assert listed == made[::-1]
+    assert page(20) == []
+
+
 def test_a_keysend_boostagram_arrives_in_the_notification_metadata(
     server: e2e.Server, relay: Relay
 ) -> None:

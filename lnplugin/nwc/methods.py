@@ -139,7 +139,7 @@ class Methods:
             offset=number("offset") or 0,
             unpaid=bool(unpaid),
         )
-        return {"transactions": [p.transaction(r) for r in rows]}
+        return {"transactions": p.fit_page("list_transactions", [p.transaction(r) for r in rows])}
 
     def _get_info(self, methods: list[str], scopes: frozenset[str]) -> dict[str, Any]:
         try:

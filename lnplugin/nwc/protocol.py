@@ -46,6 +46,12 @@ ENCRYPTIONS = (NIP44, NIP04)
 MAX_CONTENT = 32 * 1024
 MAX_METADATA = 4096  # NIP-47: larger metadata MUST be dropped
 MAX_PAGE = 50  # list_transactions page size cap
+# The largest answer sent, in bytes of plaintext, so that its event fits the
+# 64 KB NIP-47 asks relays to take (rust-nostr's relay refuses events over
+# 65,536 bytes). NIP-44 pads a message of over 32 KiB up to the next 8 KiB
+# and base64 adds a third: 40,960 bytes make an event of ~55 KB, the next
+# step (49,152) one of ~66 KB. NIP-04's events are smaller still.
+MAX_ANSWER = 40960
 
 # Offered only when the node declares hold invoices (`Feature.HOLD_INVOICES`).
 HOLD_METHODS = ("make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice")
@@ -295,6 +301,23 @@ def nip44_encrypt(key: bytes, plaintext: str, nonce: bytes | None = None) -> str
 
 def result(method: str, value: dict[str, Any] | None) -> dict[str, Any]:
     return {"result_type": method, "error": None, "result": value}
+
+
+def fit_page(method: str, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The longest leading part of `transactions` whose answer stays within
+    `MAX_ANSWER`. Twenty transactions with long descriptions and metadata
+    near NIP-47's 4096 characters are far over it: such an answer could not
+    be encrypted (NIP-44 holds 65,535 bytes) or was refused by the relay, so
+    the app got no answer at all. A shorter page is an answer, and the app
+    pages on from its offset plus what it got. Never empty while there is a
+    transaction: one alone is far smaller (its metadata is at most 4096
+    characters, its description 639 bytes)."""
+    size = len(compactjson.dumps(result(method, {"transactions": []})).encode())
+    for i, tx in enumerate(transactions):
+        size += len(compactjson.dumps(tx).encode()) + (1 if i else 0)  # the comma
+        if size > MAX_ANSWER:
+            return transactions[:i]
+    return transactions
 
 
 def error(method: str, code: str, message: str) -> dict[str, Any]:

@@ -377,6 +377,37 @@ def test_a_keysend_boostagram_arrives_in_the_notification_metadata(
     assert types == {7629169, 34349334}
 
 
+def test_a_long_boostagram_is_not_lost_from_the_metadata(server: e2e.Server, relay: Relay) -> None:
+    """A boostagram record of ~1,400 bytes (a message of a few hundred words)
+    is over 4096 characters once it is in the metadata twice, parsed and as
+    hex in `tlv_records`: the podcast app got `metadata: {}`, no boostagram,
+    no chat message. The parsed copy gives way first; the records stay."""
+    boost = {"podcast": "Pod", "feedID": 42, "action": "boost", "message": "great show " * 120}
+    record = json.dumps(boost, separators=(",", ":"))
+    uri = connect_app(server, relay, "invoices:read", label="long boost")
+    listener = Listener(relay, uri)
+    try:
+        e2e.cli(
+            server.data_dir,
+            "dev",
+            "keysend",
+            "--amount-msat",
+            "21000",
+            "--record",
+            f"7629169={record}",
+            "--record",
+            "34349334=thanks",
+        )
+        meta = listener.next(23197)["body"]["notification"]["metadata"]
+    finally:
+        listener.close()
+    assert len(json.dumps(meta, separators=(",", ":"))) <= 4096
+    assert {r["type"]: bytes.fromhex(r["value"]) for r in meta["tlv_records"]} == {
+        7629169: record.encode(),
+        34349334: b"thanks",
+    }
+
+
 def test_a_request_delivered_by_two_relays_mints_once_and_gets_one_answer(
     home: Path, relay: Relay
 ) -> None:

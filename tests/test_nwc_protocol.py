@@ -404,3 +404,23 @@ def test_a_page_is_cut_to_the_longest_run_of_transactions_that_fits() -> None:
     assert 0 < len(page) < 20 and page == txs[: len(page)]
     assert size <= p.MAX_ANSWER < len(compactjson.dumps(longer).encode())
     assert p.fit_page("list_transactions", txs[:3]) == txs[:3]
+
+
+def boost(message: str) -> StoredInvoice:
+    record = json.dumps({"podcast": "Pod", "message": message})
+    return invoice(
+        boostagram=record,
+        custom_records=json.dumps({"7629169": base64.b64encode(record.encode()).decode()}),
+    )
+
+
+def test_a_boostagram_over_the_limit_loses_its_parsed_copy_then_its_records_then_all() -> None:
+    # ~1,400 bytes: both copies are over 4096, the hex records alone fit.
+    meta = p.transaction(boost("m" * 1400))["metadata"]
+    assert "boostagram" not in meta and meta["tlv_records"][0]["type"] == 7629169
+    # ~2,500 bytes: the hex alone is over, the parsed copy fits.
+    meta = p.transaction(boost("m" * 2500))["metadata"]
+    assert "tlv_records" not in meta and meta["boostagram"]["message"] == "m" * 2500
+    assert p.transaction(boost("m" * 4100))["metadata"] == {}
+    small = p.transaction(boost("m" * 100))["metadata"]
+    assert set(small) == {"boostagram", "tlv_records"}

@@ -470,9 +470,26 @@ def metadata(inv: StoredInvoice) -> dict[str, Any]:
         out["tlv_records"] = [{"type": k, "value": v.hex()} for k, v in sorted(records.items())]
     if inv.lightning_address:
         out["recipient_data"] = {"identifier": inv.lightning_address}
-    if not metadata_fits(out):
-        return {}  # NIP-47: metadata over 4096 characters MUST be dropped
-    return out
+    return _within_limit(out)
+
+
+def _within_limit(out: dict[str, Any]) -> dict[str, Any]:
+    """The metadata, or as much of it as fits NIP-47's 4096 characters.
+
+    A boostagram is in it twice: parsed (`boostagram`, ours) and as hex in
+    `tlv_records` (NIP-47's form), so a record of ~1,400 bytes is over the
+    limit, and dropping everything lost the boostagram a podcast app came
+    for. So the parsed copy gives way first, then the records (the parsed
+    copy, half their size, back in their place), and only then all of it
+    (NIP-47: larger metadata MUST be dropped)."""
+    if metadata_fits(out):
+        return out
+    for drop in ("boostagram", "tlv_records"):
+        if drop in out:
+            smaller = {k: v for k, v in out.items() if k != drop}
+            if metadata_fits(smaller):
+                return smaller
+    return {}
 
 
 def metadata_fits(value: Any) -> bool:

@@ -408,6 +408,33 @@ def test_a_long_boostagram_is_not_lost_from_the_metadata(server: e2e.Server, rel
     }
 
 
+def test_a_lightning_address_payment_names_the_address_its_comment_and_payer(
+    home: Path, relay: Relay
+) -> None:
+    """NIP-47's `recipient_data.identifier` is "the lightning address of the
+    recipient"; the app got the bare username (`pod`), not `pod@domain`."""
+    public = "https://pod.example.com"
+    with e2e.Server(home / "address", "--nwc-relay", relay.url, "--public-url", public) as srv:
+        e2e.cli(
+            srv.data_dir, "address", "add", "pod", "--payer-data", "name", "--public-url", public
+        )
+        uri = connect_app(srv, relay, "invoices:read", label="address app")
+        listener = Listener(relay, uri)
+        try:
+            paid = srv.request(
+                "GET",
+                "/lnurlp/pod/callback",
+                params={"amount": 21000, "comment": "love the show", "payerdata": '{"name":"Ann"}'},
+            )
+            assert paid.status_code == 200, paid.text
+            e2e.cli(srv.data_dir, "dev", "pay", paid.json()["pr"])
+            meta = listener.next(23197)["body"]["notification"]["metadata"]
+        finally:
+            listener.close()
+    assert meta["recipient_data"] == {"identifier": "pod@pod.example.com"}
+    assert meta["comment"] == "love the show" and meta["payer_data"] == {"name": "Ann"}
+
+
 def test_a_request_delivered_by_two_relays_mints_once_and_gets_one_answer(
     home: Path, relay: Relay
 ) -> None:

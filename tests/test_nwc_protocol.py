@@ -424,3 +424,13 @@ def test_a_boostagram_over_the_limit_loses_its_parsed_copy_then_its_records_then
     assert p.transaction(boost("m" * 4100))["metadata"] == {}
     small = p.transaction(boost("m" * 100))["metadata"]
     assert set(small) == {"boostagram", "tlv_records"}
+
+
+def test_recipient_data_is_the_lightning_address_with_the_public_domain() -> None:
+    paid = invoice(lightning_address="pod")
+    with_domain = p.transaction(paid, address_domain="pod.example.com")["metadata"]
+    assert with_domain["recipient_data"] == {"identifier": "pod@pod.example.com"}
+    held = p.notification("hold_invoice_accepted", paid, "pod.example.com")["metadata"]
+    assert held["recipient_data"] == {"identifier": "pod@pod.example.com"}
+    # No --public-url (a keysend attributed to the address): the username alone.
+    assert p.transaction(paid)["metadata"]["recipient_data"] == {"identifier": "pod"}

@@ -46,10 +46,20 @@ _CODES: dict[type[invoicing.InvoicingError], str] = {
 
 
 class Methods:
-    """The NIP-47 methods on one node and store; `hold`: the node can hold invoices."""
+    """The NIP-47 methods on one node and store; `hold`: the node can hold
+    invoices; `address_domain`: the domain of the Lightning Addresses served
+    (`--public-url`'s), which completes `recipient_data`."""
 
-    def __init__(self, store: Store, node: Node, follower: Follower, network: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node: Node,
+        follower: Follower,
+        network: str,
+        address_domain: str | None = None,
+    ) -> None:
         self.store = store
+        self.address_domain = address_domain
         self.node = node
         self.follower = follower
         self.network = network
@@ -99,7 +109,7 @@ class Methods:
             )
             if inv is None:
                 raise p.Refuse("NOT_FOUND", "no such invoice")
-            return p.result("lookup_invoice", p.transaction(inv))
+            return p.result("lookup_invoice", self._transaction(inv))
         return p.result("list_transactions", self._list(params, types))
 
     @staticmethod
@@ -139,7 +149,12 @@ class Methods:
             offset=number("offset") or 0,
             unpaid=bool(unpaid),
         )
-        return {"transactions": p.fit_page("list_transactions", [p.transaction(r) for r in rows])}
+        return {
+            "transactions": p.fit_page("list_transactions", [self._transaction(r) for r in rows])
+        }
+
+    def _transaction(self, inv: StoredInvoice) -> dict[str, Any]:
+        return p.transaction(inv, address_domain=self.address_domain)
 
     def _get_info(self, methods: list[str], scopes: frozenset[str]) -> dict[str, Any]:
         try:
@@ -191,7 +206,7 @@ class Methods:
         with self.store.transaction() as tx:
             row = invoicing.insert(tx, fields)
             db.made(tx, row.id, connection.id)
-            body = p.result(request.method, p.transaction(row))
+            body = p.result(request.method, self._transaction(row))
             db.answer(tx, request.event_id, p.response_event(keys, request, body).as_json())
         return body
 

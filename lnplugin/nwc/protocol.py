@@ -438,9 +438,14 @@ _STATES = {
 }
 
 
-def metadata(inv: StoredInvoice) -> dict[str, Any]:
+def metadata(inv: StoredInvoice, address_domain: str | None = None) -> dict[str, Any]:
     """What NIP-47 clients recognise: comment, payer_data, the boostagram and
-    keysend TLV records; plus the metadata the invoice was created with."""
+    keysend TLV records; plus the metadata the invoice was created with.
+
+    `recipient_data.identifier` is the Lightning Address paid (NIP-47: "the
+    lightning address of the recipient"): the store keeps its username, and
+    `address_domain` (of `--public-url`) completes it; without one, the
+    username alone."""
     out: dict[str, Any] = {}
     if inv.metadata:
         try:
@@ -469,7 +474,8 @@ def metadata(inv: StoredInvoice) -> dict[str, Any]:
     if records:
         out["tlv_records"] = [{"type": k, "value": v.hex()} for k, v in sorted(records.items())]
     if inv.lightning_address:
-        out["recipient_data"] = {"identifier": inv.lightning_address}
+        at = f"@{address_domain}" if address_domain else ""
+        out["recipient_data"] = {"identifier": inv.lightning_address + at}
     return _within_limit(out)
 
 
@@ -497,12 +503,14 @@ def metadata_fits(value: Any) -> bool:
     return len(compactjson.dumps(value)) <= MAX_METADATA
 
 
-def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
+def notification(
+    notification_type: str, inv: StoredInvoice, address_domain: str | None = None
+) -> dict[str, Any]:
     """A notification's object. `hold_invoice_accepted` has the fields NIP-47
     lists for it, as of the moment of acceptance (no preimage, even if the
     invoice was settled before the notification went out)."""
     if notification_type != "hold_invoice_accepted":
-        return transaction(inv)
+        return transaction(inv, address_domain=address_domain)
     note: dict[str, Any] = {
         "type": "incoming",
         "state": "accepted",
@@ -514,12 +522,16 @@ def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
         "created_at": inv.created_at,
         "expires_at": inv.expires_at,
         "settle_deadline": inv.settle_deadline,
-        "metadata": metadata(inv),
+        "metadata": metadata(inv, address_domain),
     }
     return {k: v for k, v in note.items() if v is not None}
 
 
-def transaction(inv: StoredInvoice, now: float | None = None) -> dict[str, Any]:
+def transaction(
+    inv: StoredInvoice, now: float | None = None, *, address_domain: str | None = None
+) -> dict[str, Any]:
+    """The NIP-47 transaction object of a stored invoice or payment
+    (`address_domain`: see `metadata`)."""
     settled = inv.state == "SETTLED"
     amount = inv.amount_received_msat if settled else (inv.amount_msat or 0)
     # Expired the moment its expiry passes unpaid, not when the follower's
@@ -540,6 +552,6 @@ def transaction(inv: StoredInvoice, now: float | None = None) -> dict[str, Any]:
         "settled_at": inv.settled_at,
         # Held (ACCEPTED) hold invoices: the block by which to settle or cancel.
         "settle_deadline": inv.settle_deadline if inv.state == "ACCEPTED" else None,
-        "metadata": metadata(inv),
+        "metadata": metadata(inv, address_domain),
     }
     return {k: v for k, v in tx.items() if v is not None}

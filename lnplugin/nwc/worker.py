@@ -112,6 +112,7 @@ class NwcWorker:
         network: str,
         limiter: RateLimiter | None = None,
         follower: Follower | None = None,
+        address_domain: str | None = None,
     ) -> None:
         self.store = store
         self.node = node
@@ -119,7 +120,8 @@ class NwcWorker:
         # Settle and cancel store their result through the service's follower
         # (under its apply lock); a worker built alone gets one of its own.
         self.follower = follower or Follower(node, store)
-        self.methods = Methods(store, node, self.follower, network)
+        self.methods = Methods(store, node, self.follower, network, address_domain)
+        self.address_domain = address_domain
         self.hold = self.methods.hold
         self.limiter = limiter or RateLimiter()
         self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
@@ -392,7 +394,9 @@ class NwcWorker:
             key = (body["type"], body["invoice_id"])
             if key not in notified:
                 inv = invoices.by_id(conn, body["invoice_id"])
-                notified[key] = None if inv is None else p.notification(body["type"], inv)
+                notified[key] = (
+                    None if inv is None else p.notification(body["type"], inv, self.address_domain)
+                )
             keys = self.wallet.get(row["service_pubkey"]) if row["service_pubkey"] else shared
             if keys is None:
                 continue  # a connection made a moment ago: sent once its key is taken up

@@ -249,6 +249,15 @@ def test_an_app_makes_an_invoice_hears_it_paid_looks_it_up_and_lists_it(
     assert made.payment_hash in [t.payment_hash for t in listed]
 
 
+def test_get_info_names_bitcoin_mainnet_as_nip47_does(home: Path, relay: Relay) -> None:
+    """NIP-47's `network` is one of mainnet, testnet, signet and regtest; on
+    bitcoin lnplugin said `bitcoin`, which an app checking for `mainnet`
+    (to warn of a test wallet) took for something else."""
+    with e2e.Server(home / "mainnet", "--nwc-relay", relay.url, "--network", "bitcoin") as srv:
+        uri = connect_app(srv, relay, "invoices:read", label="mainnet app")
+        assert call(uri, "get_info").network == "mainnet"
+
+
 def test_relay_credentials_in_its_url_reach_no_log_and_no_status(home: Path, relay: Relay) -> None:
     secret_url = relay.url.replace("ws://", "ws://relayuser:RELAYPASS@") + "/?auth=RELAYTOKEN"
     env = {"LNPLUGIN_LOG_LEVEL": "debug"}

@@ -167,7 +167,8 @@ class Methods:
         found = {
             "alias": info.alias if info else None,
             "pubkey": info.pubkey if info else None,
-            "network": self.network,
+            # NIP-47 names the networks mainnet, testnet, signet and regtest.
+            "network": "mainnet" if self.network == "bitcoin" else self.network,
             "block_height": info.block_height if info else None,
             "methods": methods,
             "notifications": p.notifications_for(scopes, self.hold),

@@ -495,6 +495,33 @@ def test_an_expired_request_is_ignored_and_mints_nothing(server: e2e.Server, rel
     assert nwc_invoices(server) == before
 
 
+def test_an_app_whose_clock_is_minutes_slow_is_heard(home: Path, relay: Relay) -> None:
+    """Relays apply a subscription's `since` to live events too (NIP-01), and
+    lnplugin subscribed from two minutes before its last answer: a request
+    from a phone whose clock is ten minutes slow never reached it, though
+    lnplugin takes requests dated up to days back. Now up to an hour back
+    (`CLOCK_SKEW`, the hour it takes ahead) gets through."""
+    with e2e.Server(home / "slow", "--nwc-relay", relay.url) as srv:
+        uri = connect_app(srv, relay, "invoices:read", label="slow clock")
+        app = Listener(relay, uri)
+        try:
+            content = app.keys.nip44_encrypt(
+                app.service, json.dumps({"method": "get_info", "params": {}})
+            )
+            tags = [["p", app.service.to_hex()], ["encryption", "nip44_v2"]]
+            builder = (
+                ns.EventBuilder(ns.Kind(23194), content)
+                .tags([ns.Tag.parse(t) for t in tags])
+                .custom_created_at(ns.Timestamp.from_secs(int(time.time()) - 600))
+            )
+            request = app.keys.sign_event(builder.finalize_unsigned(app.keys.public_key()))
+            app.send(request.as_json())
+            answer = app.answer_to(request.as_json())["body"]
+        finally:
+            app.close()
+    assert answer["result_type"] == "get_info" and answer["error"] is None
+
+
 def test_a_revoked_connection_is_unauthorized_and_others_keep_working(
     server: e2e.Server, relay: Relay
 ) -> None:

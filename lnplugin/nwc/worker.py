@@ -36,7 +36,6 @@ from lnplugin.store import nwc as db
 
 log = logging.getLogger(__name__)
 
-RESUBSCRIBE_MARGIN = 120  # seconds before the last answered request a resubscription starts
 RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
 REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
 # How far a request's `created_at` may be from our clock. A request dated
@@ -45,6 +44,14 @@ REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
 # request is), so a replay could not be told from a new request and would
 # mint again.
 CLOCK_SKEW = 3600
+# Seconds before the last answered request (or now, when none was) a
+# (re)subscription starts. Relays apply `since` to live events too (NIP-01),
+# so this is also how far behind an app's clock may be and still be heard:
+# it was two minutes, and an app whose clock was ten minutes slow was not
+# heard after any new subscription. Now the hour a request may be dated
+# ahead. The cost: a relay that keeps requests replays up to that hour more
+# on a reconnect, answered from the store (`nwc_requests`), never run twice.
+RESUBSCRIBE_MARGIN = CLOCK_SKEW
 QUEUE_MAX = 10_000
 SEND_CHUNK = 16  # notification events built before they are sent (see `_send`)
 STRANGERS = -1  # the rate-limit bucket of every key without a connection

@@ -924,6 +924,21 @@ def test_lookup_invoice_finds_an_invoice_given_in_upper_case(
         assert body["result"]["invoice"] == made.invoice
 
 
+def test_lookup_invoice_takes_the_lightning_uri_lnplugins_own_qr_codes_carry(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """The checkout page's QR code is `LIGHTNING:<BOLT11>` (docs/checkout.md),
+    and a `lightning:` URI is what most QR codes and links carry: an app that
+    scanned one and looked it up was told NOT_FOUND."""
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="qr scanner")
+    made = make_invoice(uri, 2100, "scanned from a QR code")
+    for scanned in (f"LIGHTNING:{made.invoice.upper()}", f"lightning:{made.invoice}"):
+        found = call(
+            uri, "lookup_invoice", ns.LookupInvoiceRequest(payment_hash=None, invoice=scanned)
+        )
+        assert found.payment_hash == made.payment_hash
+
+
 def test_list_transactions_from_finds_an_older_invoice_paid_since(
     server: e2e.Server, relay: Relay
 ) -> None:

@@ -100,12 +100,14 @@ class Methods:
             if payment_hash is None and bolt11 is None:
                 raise p.Refuse("OTHER", "payment_hash or invoice is required")
             # Hex and bech32 are case-insensitive: a BOLT11 scanned from a QR
-            # code is often all upper case. Stored, both are lower case.
+            # code is often all upper case, and in a `lightning:` URI (the
+            # checkout page's QR code is `LIGHTNING:<BOLT11>`). Stored, both
+            # are lower case, without the scheme.
             inv = db.lookup(
                 self.store.conn,
                 types,
                 payment_hash.lower() if payment_hash is not None else None,
-                bolt11.strip().lower() if bolt11 is not None else None,
+                _bolt11(bolt11) if bolt11 is not None else None,
             )
             if inv is None:
                 raise p.Refuse("NOT_FOUND", "no such invoice")
@@ -252,6 +254,12 @@ class Methods:
         if not (found and found.hold and db.made_by(self.store.conn, found.id, connection.id)):
             raise p.Refuse("NOT_FOUND", "no hold invoice of this connection has that payment hash")
         return found
+
+
+def _bolt11(text: str) -> str:
+    """A BOLT11 as stored: lower case, without a `lightning:` URI scheme."""
+    bolt11 = text.strip().lower()
+    return bolt11.removeprefix("lightning:")
 
 
 def _hex64(params: dict[str, Any], name: str) -> str:

@@ -873,6 +873,10 @@ BAD_PARAMS: list[tuple[str, dict[str, Any], str]] = [
     ("make_invoice", {"amount": 1000, "description": "a" * 640}, "description"),
     ("make_invoice", {"amount": 1000, "description": "\ud800"}, "description"),
     ("make_invoice", {"amount": 1000, "description_hash": "zz"}, "description_hash"),
+    # JSON.stringify'd by mistake: dropped without a word, the app never saw why
+    # its metadata did not come back.
+    ("make_invoice", {"amount": 1000, "metadata": '{"comment":"hi"}'}, "metadata"),
+    ("make_hold_invoice", {"amount": 1000, "payment_hash": "ab" * 32, "metadata": []}, "metadata"),
     ("make_hold_invoice", {"amount": 10**20, "payment_hash": "ab" * 32}, "amount"),
     ("make_hold_invoice", {"amount": 1000, "payment_hash": "ab" * 32, "expiry": True}, "expiry"),
     ("lookup_invoice", {"payment_hash": 5}, "payment_hash"),

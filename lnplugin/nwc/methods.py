@@ -297,7 +297,11 @@ def _invoice_request(params: dict[str, Any]) -> tuple[InvoiceRequest, dict[str, 
     if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= MAX_EXPIRY:
         raise p.Refuse("OTHER", f"expiry must be 1 to {MAX_EXPIRY} seconds")
     metadata = params.get("metadata")
-    if metadata is not None and (not isinstance(metadata, dict) or not p.metadata_fits(metadata)):
+    if metadata is not None and not isinstance(metadata, dict):
+        # Often a JSON.stringify'd object: dropped, the app never learnt why
+        # its metadata did not come back.
+        raise p.Refuse("OTHER", "metadata must be an object")
+    if metadata is not None and not p.metadata_fits(metadata):
         metadata = None  # NIP-47: over 4096 characters it MUST be dropped
     request = InvoiceRequest(
         amount_msat=amount or None,

@@ -733,6 +733,37 @@ def test_an_app_makes_a_hold_invoice_hears_it_held_and_settles_it(
     ) == ("SETTLED",)
 
 
+def test_a_held_payment_shows_the_amount_held_in_lookups_as_in_its_notification(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """`hold_invoice_accepted` carried the amount held, but `lookup_invoice`
+    and `list_transactions` the amount asked until settlement: `0` for an
+    any-amount hold invoice. An app deciding from a lookup (after a missed
+    notification, as docs/nwc.md advises) saw nothing paid, or too little."""
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="tips held")
+    start = int(time.time())
+    listener = Listener(relay, uri)
+    try:
+        held = {}
+        for asked, paid in ((0, 5000), (2000, 2500)):
+            _, payment_hash = hold_pair()
+            made = listener.ask(
+                "make_hold_invoice", {"amount": asked, "payment_hash": payment_hash}
+            )
+            assert made["error"] is None, made
+            e2e.cli(server.data_dir, "dev", "pay", payment_hash, "--amount-msat", str(paid))
+            note = listener.next(23197)["body"]
+            assert note["notification_type"] == "hold_invoice_accepted"
+            assert note["notification"]["amount"] == paid
+            found = listener.ask("lookup_invoice", {"payment_hash": payment_hash})["result"]
+            assert (found["state"], found["amount"]) == ("accepted", paid)
+            held[payment_hash] = paid
+        listed = listener.ask("list_transactions", {"from": start, "unpaid": True})["result"]
+    finally:
+        listener.close()
+    assert {t["payment_hash"]: t["amount"] for t in listed["transactions"]} == held
+
+
 def test_an_app_cancels_a_held_hold_invoice_and_an_unknown_hash_is_not_found(
     server: e2e.Server, relay: Relay
 ) -> None:

@@ -533,7 +533,10 @@ def transaction(
     """The NIP-47 transaction object of a stored invoice or payment
     (`address_domain`: see `metadata`)."""
     settled = inv.state == "SETTLED"
-    amount = inv.amount_received_msat if settled else (inv.amount_msat or 0)
+    # Held (ACCEPTED) or settled: what the payer sent, as `hold_invoice_accepted`
+    # says; else what was asked (0 for an any-amount invoice).
+    held = inv.state == "ACCEPTED" and inv.amount_received_msat is not None
+    amount = inv.amount_received_msat if settled or held else (inv.amount_msat or 0)
     # Expired the moment its expiry passes unpaid, not when the follower's
     # sweep next marks it so (as the REST API's invoice object does).
     state = effective_state(inv.state, inv.expires_at, int(now or time.time()))

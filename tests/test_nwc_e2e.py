@@ -681,6 +681,39 @@ def info_of(relay: Relay, wallet_key: str) -> ns.Event | None:
     return event
 
 
+def test_each_connections_info_event_offers_what_its_scopes_allow(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """Each connection has its own wallet key, so its info event can say what
+    it may do: a create-only connection's listed `lookup_invoice` and
+    `notifications` (none ever came), a read-only one's `make_invoice` (only
+    ever RESTRICTED). What Alby's SDK reads as the wallet's capabilities."""
+    create_only = connect_app(server, relay, "invoices:create", label="till")
+    read_only = connect_app(server, relay, "invoices:read", label="ledger")
+
+    def offer(uri: str) -> tuple[list[str], dict[str, str]]:
+        event = info_event(relay, uri)
+        return event.content().split(), {t.to_vec()[0]: t.to_vec()[1] for t in event.tags()}
+
+    hold = ["make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice"]
+    wanted = ["get_info", "make_invoice", *hold]
+    _, tags = e2e.wait_for(
+        lambda: (got := offer(create_only))[0] == wanted and got, "the scoped info event"
+    )
+    assert "notifications" not in tags and tags["encryption"] == "nip44_v2 nip04"
+    wanted = ["get_info", "lookup_invoice", "list_transactions", "notifications"]
+    _, tags = e2e.wait_for(
+        lambda: (got := offer(read_only))[0] == wanted and got, "the scoped info event"
+    )
+    assert tags["notifications"] == "payment_received hold_invoice_accepted"
+    # get_info says the same as the info event.
+    assert [str(m) for m in call(read_only, "get_info").methods] == [
+        "Method.GET_INFO()",
+        "Method.LOOKUP_INVOICE()",
+        "Method.LIST_TRANSACTIONS()",
+    ]
+
+
 def test_an_app_makes_a_hold_invoice_hears_it_held_and_settles_it(
     server: e2e.Server, relay: Relay
 ) -> None:

@@ -333,7 +333,9 @@ class SignedEvent:
         return self.json
 
 
-def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> SignedEvent:
+def _sign(
+    keys: ns.Keys, kind: int, content: str, tags: list[list[str]], not_before: int = 0
+) -> SignedEvent:
     """A NIP-01 event: id = SHA-256 of the canonical array, BIP-340 signature.
 
     Serialising here and signing with coincurve's libsecp256k1 costs a fifth
@@ -345,7 +347,7 @@ def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> Sign
     cost with non-default separators.
     """
     pubkey, _, secret = _own(keys)
-    created_at = int(time.time())
+    created_at = max(int(time.time()), not_before)
     canonical = orjson.dumps([0, pubkey, created_at, kind, tags, content])
     digest = hashlib.sha256(canonical).digest()
     sig = secret.sign_schnorr(digest, os.urandom(32))
@@ -390,13 +392,31 @@ def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> Sig
     return _sign(keys, RESPONSE, content, tags)
 
 
-def info_event(keys: ns.Keys, hold: bool = False) -> SignedEvent:
-    """The replaceable kind 13194 event: what this wallet offers, to every
-    connection (`hold`: the node can hold invoices)."""
-    methods, notifications = offered(hold)
-    content = " ".join([*methods, "notifications"])
-    tags = [["encryption", " ".join(ENCRYPTIONS)], ["notifications", " ".join(notifications)]]
-    return _sign(keys, INFO, content, tags)
+def info_event(
+    keys: ns.Keys,
+    hold: bool = False,
+    scopes: frozenset[str] | None = None,
+    not_before: int = 0,
+) -> SignedEvent:
+    """The replaceable kind 13194 event of one wallet key (`hold`: the node
+    can hold invoices). With the `scopes` of the connection the key is for,
+    what that connection may call and hear, as its `get_info` says: each
+    connection has a key of its own, so an app reading the info event (as
+    Alby's SDK does, for the wallet's capabilities) is not offered methods
+    it would get RESTRICTED for. Without (a spare key, the shared one), all
+    the wallet offers.
+
+    Dated `not_before` at the earliest: a replaceable event replaces another
+    only when newer, and a spare's info event may be from this very second."""
+    if scopes is None:
+        methods, notifications = offered(hold)
+    else:
+        methods, notifications = methods_for(scopes, hold), notifications_for(scopes, hold)
+    content = " ".join([*methods, *(["notifications"] if notifications else [])])
+    tags = [["encryption", " ".join(ENCRYPTIONS)]]
+    if notifications:
+        tags.append(["notifications", " ".join(notifications)])
+    return _sign(keys, INFO, content, tags, not_before)
 
 
 def notification_events(

@@ -142,6 +142,10 @@ class NwcWorker:
         self._notify_now = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pruned_at = float("-inf")
+        # Per wallet key, the date and content of its last info event: one
+        # with other content must be dated later to replace it (`_info`).
+        self._infos: dict[str, tuple[int, str]] = {}
+        self._infos_lock = threading.Lock()
 
     @property
     def keys(self) -> ns.Keys | None:
@@ -243,7 +247,7 @@ class NwcWorker:
 
     def _publish_info(self, relay: Relay, keys: list[ns.Keys]) -> None:
         """The info event of each key, sent together and acknowledged together."""
-        built = [p.info_event(k, self.hold) for k in keys]
+        built = [self._info(k) for k in keys]
         for event in built:
             relay.send_tracked(event.json, event.id)
         taken = relay.acked([event.id for event in built])
@@ -254,6 +258,26 @@ class NwcWorker:
                 len(built) - len(taken),
                 len(built),
             )
+
+    def _info(self, keys: ns.Keys) -> p.SignedEvent:
+        """The info event of one wallet key, offering what its connection's
+        scopes allow. When that changed (a connection took a spare key, whose
+        info event offered all), dated after the last one, which a relay
+        keeps otherwise: of two replaceable events of one second, NIP-01
+        keeps the lower id."""
+        pubkey = keys.public_key().to_hex()
+        scopes = self.wallet.scopes(pubkey)
+        with self._infos_lock:
+            # Never dated before the last one: the same event again is a
+            # duplicate to a relay, not an older event it refuses.
+            at, content = self._infos.get(pubkey, (0, ""))
+            event = p.info_event(keys, self.hold, scopes, at)
+            built = json.loads(event.json)
+            if content and built["content"] != content and built["created_at"] <= at:
+                event = p.info_event(keys, self.hold, scopes, at + 1)
+                built = json.loads(event.json)
+            self._infos[pubkey] = (built["created_at"], built["content"])
+        return event
 
     def _enqueue(self, url: str, event: dict[str, Any]) -> None:
         try:

@@ -31,6 +31,7 @@ from lnplugin.datadir import (
 from lnplugin.fiat import FiatRates, guarded_get, parse_provider
 from lnplugin.follower import Follower
 from lnplugin.hub import EventHub, StreamGate
+from lnplugin.lnurl import domain_of
 from lnplugin.nodes import make_node
 from lnplugin.nodes.base import (
     NetworkMismatch,
@@ -242,6 +243,7 @@ class Service:
                 settings.effective_network,
                 limiter=RateLimiter.from_rate(settings.nwc_rate_limit),
                 follower=follower,
+                address_domain=domain_of(settings.public_url) if settings.public_url else None,
             )
             if settings.nwc_relay
             else None,

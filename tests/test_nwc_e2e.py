@@ -249,6 +249,15 @@ def test_an_app_makes_an_invoice_hears_it_paid_looks_it_up_and_lists_it(
     assert made.payment_hash in [t.payment_hash for t in listed]
 
 
+def test_get_info_names_bitcoin_mainnet_as_nip47_does(home: Path, relay: Relay) -> None:
+    """NIP-47's `network` is one of mainnet, testnet, signet and regtest; on
+    bitcoin lnplugin said `bitcoin`, which an app checking for `mainnet`
+    (to warn of a test wallet) took for something else."""
+    with e2e.Server(home / "mainnet", "--nwc-relay", relay.url, "--network", "bitcoin") as srv:
+        uri = connect_app(srv, relay, "invoices:read", label="mainnet app")
+        assert call(uri, "get_info").network == "mainnet"
+
+
 def test_relay_credentials_in_its_url_reach_no_log_and_no_status(home: Path, relay: Relay) -> None:
     secret_url = relay.url.replace("ws://", "ws://relayuser:RELAYPASS@") + "/?auth=RELAYTOKEN"
     env = {"LNPLUGIN_LOG_LEVEL": "debug"}
@@ -306,6 +315,51 @@ def test_list_transactions_honours_every_filter(server: e2e.Server, relay: Relay
         listing(transaction_type=ns.TransactionType.OUTGOING)
 
 
+def test_a_page_of_large_transactions_is_answered_cut_to_one_message(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """Twenty invoices with long descriptions and metadata near NIP-47's 4096
+    characters are well over the 65,535 bytes one NIP-44 message holds: the
+    page NIP-47 recommends (20) got no answer at all, so the app timed out.
+    Now the page is cut to what fits, and paging on from `offset` plus what
+    came back lists every one of them, once, newest first."""
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="big pages")
+    start = int(time.time())
+    app = Listener(relay, uri)
+    try:
+        made = []
+        for i in range(20):
+            params = {
+                "amount": 1000 + i,
+                "description": f"{i} " + "d" * 600,
+                "metadata": {"comment": f"{i} " + "c" * 3900},
+            }
+            made.append(app.ask("make_invoice", params)["result"]["payment_hash"])
+    finally:
+        app.close()
+
+    def page(offset: int) -> list[str]:
+        request = ns.ListTransactionsRequest(
+            _from=ns.Timestamp.from_secs(start),
+            until=None,
+            limit=20,
+            offset=offset,
+            unpaid=True,
+            transaction_type=None,
+        )
+        return [t.payment_hash for t in call(uri, "list_transactions", request)]
+
+    first = page(0)
+    assert 0 < len(first) < 20
+    listed = list(first)
+    while len(listed) < 20:
+        more = page(len(listed))
+        assert more, "a page came back empty before every invoice was listed"
+        listed += more
+    assert listed == made[::-1]
+    assert page(20) == []
+
+
 def test_a_keysend_boostagram_arrives_in_the_notification_metadata(
     server: e2e.Server, relay: Relay
 ) -> None:
@@ -330,6 +384,64 @@ def test_a_keysend_boostagram_arrives_in_the_notification_metadata(
     assert paid["metadata"]["boostagram"] == {"podcast": "Pod", "message": "great show"}
     types = {r["type"] for r in paid["metadata"]["tlv_records"]}
     assert types == {7629169, 34349334}
+
+
+def test_a_long_boostagram_is_not_lost_from_the_metadata(server: e2e.Server, relay: Relay) -> None:
+    """A boostagram record of ~1,400 bytes (a message of a few hundred words)
+    is over 4096 characters once it is in the metadata twice, parsed and as
+    hex in `tlv_records`: the podcast app got `metadata: {}`, no boostagram,
+    no chat message. The parsed copy gives way first; the records stay."""
+    boost = {"podcast": "Pod", "feedID": 42, "action": "boost", "message": "great show " * 120}
+    record = json.dumps(boost, separators=(",", ":"))
+    uri = connect_app(server, relay, "invoices:read", label="long boost")
+    listener = Listener(relay, uri)
+    try:
+        e2e.cli(
+            server.data_dir,
+            "dev",
+            "keysend",
+            "--amount-msat",
+            "21000",
+            "--record",
+            f"7629169={record}",
+            "--record",
+            "34349334=thanks",
+        )
+        meta = listener.next(23197)["body"]["notification"]["metadata"]
+    finally:
+        listener.close()
+    assert len(json.dumps(meta, separators=(",", ":"))) <= 4096
+    assert {r["type"]: bytes.fromhex(r["value"]) for r in meta["tlv_records"]} == {
+        7629169: record.encode(),
+        34349334: b"thanks",
+    }
+
+
+def test_a_lightning_address_payment_names_the_address_its_comment_and_payer(
+    home: Path, relay: Relay
+) -> None:
+    """NIP-47's `recipient_data.identifier` is "the lightning address of the
+    recipient"; the app got the bare username (`pod`), not `pod@domain`."""
+    public = "https://pod.example.com"
+    with e2e.Server(home / "address", "--nwc-relay", relay.url, "--public-url", public) as srv:
+        e2e.cli(
+            srv.data_dir, "address", "add", "pod", "--payer-data", "name", "--public-url", public
+        )
+        uri = connect_app(srv, relay, "invoices:read", label="address app")
+        listener = Listener(relay, uri)
+        try:
+            paid = srv.request(
+                "GET",
+                "/lnurlp/pod/callback",
+                params={"amount": 21000, "comment": "love the show", "payerdata": '{"name":"Ann"}'},
+            )
+            assert paid.status_code == 200, paid.text
+            e2e.cli(srv.data_dir, "dev", "pay", paid.json()["pr"])
+            meta = listener.next(23197)["body"]["notification"]["metadata"]
+        finally:
+            listener.close()
+    assert meta["recipient_data"] == {"identifier": "pod@pod.example.com"}
+    assert meta["comment"] == "love the show" and meta["payer_data"] == {"name": "Ann"}
 
 
 def test_a_request_delivered_by_two_relays_mints_once_and_gets_one_answer(
@@ -381,6 +493,33 @@ def test_an_expired_request_is_ignored_and_mints_nothing(server: e2e.Server, rel
     assert answer["body"]["result_type"] == "get_info"
     assert answer["e"] != json.loads(expired)["id"]
     assert nwc_invoices(server) == before
+
+
+def test_an_app_whose_clock_is_minutes_slow_is_heard(home: Path, relay: Relay) -> None:
+    """Relays apply a subscription's `since` to live events too (NIP-01), and
+    lnplugin subscribed from two minutes before its last answer: a request
+    from a phone whose clock is ten minutes slow never reached it, though
+    lnplugin takes requests dated up to days back. Now up to an hour back
+    (`CLOCK_SKEW`, the hour it takes ahead) gets through."""
+    with e2e.Server(home / "slow", "--nwc-relay", relay.url) as srv:
+        uri = connect_app(srv, relay, "invoices:read", label="slow clock")
+        app = Listener(relay, uri)
+        try:
+            content = app.keys.nip44_encrypt(
+                app.service, json.dumps({"method": "get_info", "params": {}})
+            )
+            tags = [["p", app.service.to_hex()], ["encryption", "nip44_v2"]]
+            builder = (
+                ns.EventBuilder(ns.Kind(23194), content)
+                .tags([ns.Tag.parse(t) for t in tags])
+                .custom_created_at(ns.Timestamp.from_secs(int(time.time()) - 600))
+            )
+            request = app.keys.sign_event(builder.finalize_unsigned(app.keys.public_key()))
+            app.send(request.as_json())
+            answer = app.answer_to(request.as_json())["body"]
+        finally:
+            app.close()
+    assert answer["result_type"] == "get_info" and answer["error"] is None
 
 
 def test_a_revoked_connection_is_unauthorized_and_others_keep_working(
@@ -542,6 +681,39 @@ def info_of(relay: Relay, wallet_key: str) -> ns.Event | None:
     return event
 
 
+def test_each_connections_info_event_offers_what_its_scopes_allow(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """Each connection has its own wallet key, so its info event can say what
+    it may do: a create-only connection's listed `lookup_invoice` and
+    `notifications` (none ever came), a read-only one's `make_invoice` (only
+    ever RESTRICTED). What Alby's SDK reads as the wallet's capabilities."""
+    create_only = connect_app(server, relay, "invoices:create", label="till")
+    read_only = connect_app(server, relay, "invoices:read", label="ledger")
+
+    def offer(uri: str) -> tuple[list[str], dict[str, str]]:
+        event = info_event(relay, uri)
+        return event.content().split(), {t.to_vec()[0]: t.to_vec()[1] for t in event.tags()}
+
+    hold = ["make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice"]
+    wanted = ["get_info", "make_invoice", *hold]
+    _, tags = e2e.wait_for(
+        lambda: (got := offer(create_only))[0] == wanted and got, "the scoped info event"
+    )
+    assert "notifications" not in tags and tags["encryption"] == "nip44_v2 nip04"
+    wanted = ["get_info", "lookup_invoice", "list_transactions", "notifications"]
+    _, tags = e2e.wait_for(
+        lambda: (got := offer(read_only))[0] == wanted and got, "the scoped info event"
+    )
+    assert tags["notifications"] == "payment_received hold_invoice_accepted"
+    # get_info says the same as the info event.
+    assert [str(m) for m in call(read_only, "get_info").methods] == [
+        "Method.GET_INFO()",
+        "Method.LOOKUP_INVOICE()",
+        "Method.LIST_TRANSACTIONS()",
+    ]
+
+
 def test_an_app_makes_a_hold_invoice_hears_it_held_and_settles_it(
     server: e2e.Server, relay: Relay
 ) -> None:
@@ -592,6 +764,37 @@ def test_an_app_makes_a_hold_invoice_hears_it_held_and_settles_it(
     assert e2e.scalar(
         server.data_dir, "SELECT state FROM invoices WHERE payment_hash = ?", payment_hash
     ) == ("SETTLED",)
+
+
+def test_a_held_payment_shows_the_amount_held_in_lookups_as_in_its_notification(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """`hold_invoice_accepted` carried the amount held, but `lookup_invoice`
+    and `list_transactions` the amount asked until settlement: `0` for an
+    any-amount hold invoice. An app deciding from a lookup (after a missed
+    notification, as docs/nwc.md advises) saw nothing paid, or too little."""
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="tips held")
+    start = int(time.time())
+    listener = Listener(relay, uri)
+    try:
+        held = {}
+        for asked, paid in ((0, 5000), (2000, 2500)):
+            _, payment_hash = hold_pair()
+            made = listener.ask(
+                "make_hold_invoice", {"amount": asked, "payment_hash": payment_hash}
+            )
+            assert made["error"] is None, made
+            e2e.cli(server.data_dir, "dev", "pay", payment_hash, "--amount-msat", str(paid))
+            note = listener.next(23197)["body"]
+            assert note["notification_type"] == "hold_invoice_accepted"
+            assert note["notification"]["amount"] == paid
+            found = listener.ask("lookup_invoice", {"payment_hash": payment_hash})["result"]
+            assert (found["state"], found["amount"]) == ("accepted", paid)
+            held[payment_hash] = paid
+        listed = listener.ask("list_transactions", {"from": start, "unpaid": True})["result"]
+    finally:
+        listener.close()
+    assert {t["payment_hash"]: t["amount"] for t in listed["transactions"]} == held
 
 
 def test_an_app_cancels_a_held_hold_invoice_and_an_unknown_hash_is_not_found(
@@ -734,6 +937,10 @@ BAD_PARAMS: list[tuple[str, dict[str, Any], str]] = [
     ("make_invoice", {"amount": 1000, "description": "a" * 640}, "description"),
     ("make_invoice", {"amount": 1000, "description": "\ud800"}, "description"),
     ("make_invoice", {"amount": 1000, "description_hash": "zz"}, "description_hash"),
+    # JSON.stringify'd by mistake: dropped without a word, the app never saw why
+    # its metadata did not come back.
+    ("make_invoice", {"amount": 1000, "metadata": '{"comment":"hi"}'}, "metadata"),
+    ("make_hold_invoice", {"amount": 1000, "payment_hash": "ab" * 32, "metadata": []}, "metadata"),
     ("make_hold_invoice", {"amount": 10**20, "payment_hash": "ab" * 32}, "amount"),
     ("make_hold_invoice", {"amount": 1000, "payment_hash": "ab" * 32, "expiry": True}, "expiry"),
     ("lookup_invoice", {"payment_hash": 5}, "payment_hash"),
@@ -783,6 +990,21 @@ def test_lookup_invoice_finds_an_invoice_given_in_upper_case(
         assert body["error"] is None, body
         assert body["result"]["payment_hash"] == made.payment_hash
         assert body["result"]["invoice"] == made.invoice
+
+
+def test_lookup_invoice_takes_the_lightning_uri_lnplugins_own_qr_codes_carry(
+    server: e2e.Server, relay: Relay
+) -> None:
+    """The checkout page's QR code is `LIGHTNING:<BOLT11>` (docs/checkout.md),
+    and a `lightning:` URI is what most QR codes and links carry: an app that
+    scanned one and looked it up was told NOT_FOUND."""
+    uri = connect_app(server, relay, "invoices:create", "invoices:read", label="qr scanner")
+    made = make_invoice(uri, 2100, "scanned from a QR code")
+    for scanned in (f"LIGHTNING:{made.invoice.upper()}", f"lightning:{made.invoice}"):
+        found = call(
+            uri, "lookup_invoice", ns.LookupInvoiceRequest(payment_hash=None, invoice=scanned)
+        )
+        assert found.payment_hash == made.payment_hash
 
 
 def test_list_transactions_from_finds_an_older_invoice_paid_since(

@@ -16,6 +16,7 @@ from typing import Any
 import nostr_sdk as ns
 import pytest
 
+from lnplugin import compactjson
 from lnplugin.nwc import protocol as p
 from lnplugin.nwc.worker import RateLimiter
 from lnplugin.store.models import FIELDS, StoredInvoice
@@ -373,3 +374,63 @@ def test_the_connection_uri_is_what_nostr_sdk_parses() -> None:
     parsed = ns.NostrWalletConnectUri.parse(uri)
     assert parsed.public_key().to_hex() == SERVICE.public_key().to_hex()
     assert parsed.secret().to_hex() == "22" * 32
+
+
+@pytest.mark.parametrize("scheme", p.ENCRYPTIONS)
+def test_the_largest_answer_makes_an_event_relays_are_asked_to_take(scheme: str) -> None:
+    """NIP-47 asks relays to take 64 KB, and rust-nostr's refuses events over
+    65,536 bytes: an answer of `MAX_ANSWER` bytes, in either scheme, fits."""
+    request = p.read_request(
+        request_event({"method": "list_transactions"}, encryption=scheme),
+        SERVICE,
+        int(time.time()),
+    )
+    body = p.result("list_transactions", {"transactions": []})
+    body["pad"] = "x" * (p.MAX_ANSWER - len(compactjson.dumps(body)) - len(',"pad":""'))
+    assert len(compactjson.dumps(body).encode()) == p.MAX_ANSWER
+    event = signed(p.response_event(SERVICE, request, body))
+    assert len(event.as_json().encode()) <= 65536
+    decrypt = APP.nip44_decrypt if scheme == p.NIP44 else APP.nip04_decrypt
+    assert json.loads(decrypt(SERVICE.public_key(), event.content())) == body
+
+
+def test_a_page_is_cut_to_the_longest_run_of_transactions_that_fits() -> None:
+    txs = [
+        p.transaction(invoice(id=i, description="d" * 600, comment="c" * 4000)) for i in range(20)
+    ]
+    page = p.fit_page("list_transactions", txs)
+    size = len(compactjson.dumps(p.result("list_transactions", {"transactions": page})).encode())
+    longer = p.result("list_transactions", {"transactions": txs[: len(page) + 1]})
+    assert 0 < len(page) < 20 and page == txs[: len(page)]
+    assert size <= p.MAX_ANSWER < len(compactjson.dumps(longer).encode())
+    assert p.fit_page("list_transactions", txs[:3]) == txs[:3]
+
+
+def boost(message: str) -> StoredInvoice:
+    record = json.dumps({"podcast": "Pod", "message": message})
+    return invoice(
+        boostagram=record,
+        custom_records=json.dumps({"7629169": base64.b64encode(record.encode()).decode()}),
+    )
+
+
+def test_a_boostagram_over_the_limit_loses_its_parsed_copy_then_its_records_then_all() -> None:
+    # ~1,400 bytes: both copies are over 4096, the hex records alone fit.
+    meta = p.transaction(boost("m" * 1400))["metadata"]
+    assert "boostagram" not in meta and meta["tlv_records"][0]["type"] == 7629169
+    # ~2,500 bytes: the hex alone is over, the parsed copy fits.
+    meta = p.transaction(boost("m" * 2500))["metadata"]
+    assert "tlv_records" not in meta and meta["boostagram"]["message"] == "m" * 2500
+    assert p.transaction(boost("m" * 4100))["metadata"] == {}
+    small = p.transaction(boost("m" * 100))["metadata"]
+    assert set(small) == {"boostagram", "tlv_records"}
+
+
+def test_recipient_data_is_the_lightning_address_with_the_public_domain() -> None:
+    paid = invoice(lightning_address="pod")
+    with_domain = p.transaction(paid, address_domain="pod.example.com")["metadata"]
+    assert with_domain["recipient_data"] == {"identifier": "pod@pod.example.com"}
+    held = p.notification("hold_invoice_accepted", paid, "pod.example.com")["metadata"]
+    assert held["recipient_data"] == {"identifier": "pod@pod.example.com"}
+    # No --public-url (a keysend attributed to the address): the username alone.
+    assert p.transaction(paid)["metadata"]["recipient_data"] == {"identifier": "pod"}

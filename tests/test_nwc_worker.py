@@ -683,3 +683,32 @@ def test_metadata_that_is_not_an_object_is_refused_and_mints_nothing(worker: Nwc
     assert "note" not in body["result"].get("metadata", {})
     stored = worker.store.conn.execute("SELECT metadata FROM invoices").fetchall()
     assert [tuple(row) for row in stored] == [(None,)]  # minted, its metadata dropped
+
+
+def test_a_spare_taken_by_a_connection_gets_a_newer_info_event_offering_its_scopes(
+    worker: NwcWorker,
+) -> None:
+    """The spare's info event (all the wallet offers) may date from this very
+    second; NIP-01 keeps the lower id of two replaceable events of one
+    second, so the connection's own one is dated after it, or a relay could
+    keep offering `make_invoice` to a read-only app."""
+    pubkey = db.wallet_keys(worker.store.conn)[0][0]  # no connection yet: a spare
+    spare = worker.wallet.get(pubkey)
+    assert spare is not None and worker.wallet.scopes(pubkey) is None
+    before = json.loads(worker._info(spare).json)
+    assert "make_invoice" in before["content"].split()
+    with worker.store.transaction() as tx:  # the spare taken, as `connect` takes the oldest
+        while (taken := db.take_spare(tx)) and taken[0] != pubkey:
+            pass
+        db.create(tx, "ab" * 32, ["invoices:read"], "reader", taken)
+    worker.wallet.take_up()
+    after = json.loads(worker._info(spare).json)
+    assert after["content"].split() == [
+        "get_info",
+        "lookup_invoice",
+        "list_transactions",
+        "notifications",
+    ]
+    assert after["created_at"] > before["created_at"]
+    again = json.loads(worker._info(spare).json)  # unchanged: dated now, as before
+    assert again["content"] == after["content"] and again["created_at"] >= after["created_at"]

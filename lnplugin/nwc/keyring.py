@@ -60,6 +60,8 @@ class Keyring:
         self.shared: ns.Keys | None = None
         self._ring: dict[str, ns.Keys] = {}
         self._live: dict[str, ns.Keys] = {}  # the ring less revoked connections' keys
+        # The scopes of each connection's own key, which its info event offers.
+        self._scopes: dict[str, frozenset[str]] = {}
         self._seen: tuple[int, int, int] | None = None
         self._drop_at = math.inf  # when the next revoked key leaves the ring
         self._lock = threading.Lock()
@@ -78,13 +80,20 @@ class Keyring:
     def pubkeys(self) -> list[str]:
         return list(self._ring)
 
+    def scopes(self, pubkey: str) -> frozenset[str] | None:
+        """The scopes of the connection whose wallet key this is; None for a
+        spare or the shared key, which offer all the wallet does."""
+        return self._scopes.get(pubkey)
+
     def live(self) -> list[ns.Keys]:
         """The keys whose info events are published: all but revoked connections'."""
         return list(self._live.values())
 
     def take_up(self) -> list[ns.Keys]:
         """Take up keys made since the last look (one cheap read when none
-        were) and top the spares up to `db.SPARES`; returns the new keys."""
+        were) and top the spares up to `db.SPARES`; returns the keys
+        announced: new ones, and spares a connection took since (their info
+        event now offers that connection's scopes)."""
         shared = self.shared
         assert shared is not None, "load() first"
         with self._lock:
@@ -102,8 +111,15 @@ class Keyring:
                 ring[pubkey] = p.keys_from_hex(secret)
             gone = db.revoked_keys(conn, since)
             live = {pubkey: keys for pubkey, keys in ring.items() if pubkey not in gone}
-            new = [keys for pubkey, keys in live.items() if pubkey not in self._live]
-            self._ring, self._live = ring, live
+            scopes = db.key_scopes(conn)
+            # New keys, and spares a connection took since: their info event
+            # now offers that connection's methods.
+            new = [
+                keys
+                for pubkey, keys in live.items()
+                if pubkey not in self._live or scopes.get(pubkey) != self._scopes.get(pubkey)
+            ]
+            self._ring, self._live, self._scopes = ring, live, scopes
             self._drop_at = min(gone.values(), default=math.inf) + REVOKED_HEARD
             if new:
                 self._announce(new)

@@ -46,10 +46,20 @@ _CODES: dict[type[invoicing.InvoicingError], str] = {
 
 
 class Methods:
-    """The NIP-47 methods on one node and store; `hold`: the node can hold invoices."""
+    """The NIP-47 methods on one node and store; `hold`: the node can hold
+    invoices; `address_domain`: the domain of the Lightning Addresses served
+    (`--public-url`'s), which completes `recipient_data`."""
 
-    def __init__(self, store: Store, node: Node, follower: Follower, network: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node: Node,
+        follower: Follower,
+        network: str,
+        address_domain: str | None = None,
+    ) -> None:
         self.store = store
+        self.address_domain = address_domain
         self.node = node
         self.follower = follower
         self.network = network
@@ -90,16 +100,18 @@ class Methods:
             if payment_hash is None and bolt11 is None:
                 raise p.Refuse("OTHER", "payment_hash or invoice is required")
             # Hex and bech32 are case-insensitive: a BOLT11 scanned from a QR
-            # code is often all upper case. Stored, both are lower case.
+            # code is often all upper case, and in a `lightning:` URI (the
+            # checkout page's QR code is `LIGHTNING:<BOLT11>`). Stored, both
+            # are lower case, without the scheme.
             inv = db.lookup(
                 self.store.conn,
                 types,
                 payment_hash.lower() if payment_hash is not None else None,
-                bolt11.strip().lower() if bolt11 is not None else None,
+                _bolt11(bolt11) if bolt11 is not None else None,
             )
             if inv is None:
                 raise p.Refuse("NOT_FOUND", "no such invoice")
-            return p.result("lookup_invoice", p.transaction(inv))
+            return p.result("lookup_invoice", self._transaction(inv))
         return p.result("list_transactions", self._list(params, types))
 
     @staticmethod
@@ -139,7 +151,12 @@ class Methods:
             offset=number("offset") or 0,
             unpaid=bool(unpaid),
         )
-        return {"transactions": [p.transaction(r) for r in rows]}
+        return {
+            "transactions": p.fit_page("list_transactions", [self._transaction(r) for r in rows])
+        }
+
+    def _transaction(self, inv: StoredInvoice) -> dict[str, Any]:
+        return p.transaction(inv, address_domain=self.address_domain)
 
     def _get_info(self, methods: list[str], scopes: frozenset[str]) -> dict[str, Any]:
         try:
@@ -152,7 +169,8 @@ class Methods:
         found = {
             "alias": info.alias if info else None,
             "pubkey": info.pubkey if info else None,
-            "network": self.network,
+            # NIP-47 names the networks mainnet, testnet, signet and regtest.
+            "network": "mainnet" if self.network == "bitcoin" else self.network,
             "block_height": info.block_height if info else None,
             "methods": methods,
             "notifications": p.notifications_for(scopes, self.hold),
@@ -191,7 +209,7 @@ class Methods:
         with self.store.transaction() as tx:
             row = invoicing.insert(tx, fields)
             db.made(tx, row.id, connection.id)
-            body = p.result(request.method, p.transaction(row))
+            body = p.result(request.method, self._transaction(row))
             db.answer(tx, request.event_id, p.response_event(keys, request, body).as_json())
         return body
 
@@ -238,6 +256,12 @@ class Methods:
         return found
 
 
+def _bolt11(text: str) -> str:
+    """A BOLT11 as stored: lower case, without a `lightning:` URI scheme."""
+    bolt11 = text.strip().lower()
+    return bolt11.removeprefix("lightning:")
+
+
 def _hex64(params: dict[str, Any], name: str) -> str:
     value = params.get(name)
     if not isinstance(value, str) or not HEX64.fullmatch(value):
@@ -274,6 +298,8 @@ def _invoice_request(params: dict[str, Any]) -> tuple[InvoiceRequest, dict[str, 
         raise p.Refuse("OTHER", f"expiry must be 1 to {MAX_EXPIRY} seconds")
     metadata = params.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
+        # Often a JSON.stringify'd object: dropped, the app never learnt why
+        # its metadata did not come back.
         raise p.Refuse("OTHER", "metadata must be an object")
     if metadata is not None and not p.metadata_fits(metadata):
         metadata = None  # NIP-47: over 4096 characters it MUST be dropped

@@ -46,6 +46,12 @@ ENCRYPTIONS = (NIP44, NIP04)
 MAX_CONTENT = 32 * 1024
 MAX_METADATA = 4096  # NIP-47: larger metadata MUST be dropped
 MAX_PAGE = 50  # list_transactions page size cap
+# The largest answer sent, in bytes of plaintext, so that its event fits the
+# 64 KB NIP-47 asks relays to take (rust-nostr's relay refuses events over
+# 65,536 bytes). NIP-44 pads a message of over 32 KiB up to the next 8 KiB
+# and base64 adds a third: 40,960 bytes make an event of ~55 KB, the next
+# step (49,152) one of ~66 KB. NIP-04's events are smaller still.
+MAX_ANSWER = 40960
 
 # Offered only when the node declares hold invoices (`Feature.HOLD_INVOICES`).
 HOLD_METHODS = ("make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice")
@@ -297,6 +303,23 @@ def result(method: str, value: dict[str, Any] | None) -> dict[str, Any]:
     return {"result_type": method, "error": None, "result": value}
 
 
+def fit_page(method: str, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The longest leading part of `transactions` whose answer stays within
+    `MAX_ANSWER`. Twenty transactions with long descriptions and metadata
+    near NIP-47's 4096 characters are far over it: such an answer could not
+    be encrypted (NIP-44 holds 65,535 bytes) or was refused by the relay, so
+    the app got no answer at all. A shorter page is an answer, and the app
+    pages on from its offset plus what it got. Never empty while there is a
+    transaction: one alone is far smaller (its metadata is at most 4096
+    characters, its description 639 bytes)."""
+    size = len(compactjson.dumps(result(method, {"transactions": []})).encode())
+    for i, tx in enumerate(transactions):
+        size += len(compactjson.dumps(tx).encode()) + (1 if i else 0)  # the comma
+        if size > MAX_ANSWER:
+            return transactions[:i]
+    return transactions
+
+
 def error(method: str, code: str, message: str) -> dict[str, Any]:
     return {"result_type": method, "error": {"code": code, "message": message}, "result": None}
 
@@ -310,7 +333,9 @@ class SignedEvent:
         return self.json
 
 
-def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> SignedEvent:
+def _sign(
+    keys: ns.Keys, kind: int, content: str, tags: list[list[str]], not_before: int = 0
+) -> SignedEvent:
     """A NIP-01 event: id = SHA-256 of the canonical array, BIP-340 signature.
 
     Serialising here and signing with coincurve's libsecp256k1 costs a fifth
@@ -322,7 +347,7 @@ def _sign(keys: ns.Keys, kind: int, content: str, tags: list[list[str]]) -> Sign
     cost with non-default separators.
     """
     pubkey, _, secret = _own(keys)
-    created_at = int(time.time())
+    created_at = max(int(time.time()), not_before)
     canonical = orjson.dumps([0, pubkey, created_at, kind, tags, content])
     digest = hashlib.sha256(canonical).digest()
     sig = secret.sign_schnorr(digest, os.urandom(32))
@@ -367,13 +392,31 @@ def response_event(keys: ns.Keys, request: Request, body: dict[str, Any]) -> Sig
     return _sign(keys, RESPONSE, content, tags)
 
 
-def info_event(keys: ns.Keys, hold: bool = False) -> SignedEvent:
-    """The replaceable kind 13194 event: what this wallet offers, to every
-    connection (`hold`: the node can hold invoices)."""
-    methods, notifications = offered(hold)
-    content = " ".join([*methods, "notifications"])
-    tags = [["encryption", " ".join(ENCRYPTIONS)], ["notifications", " ".join(notifications)]]
-    return _sign(keys, INFO, content, tags)
+def info_event(
+    keys: ns.Keys,
+    hold: bool = False,
+    scopes: frozenset[str] | None = None,
+    not_before: int = 0,
+) -> SignedEvent:
+    """The replaceable kind 13194 event of one wallet key (`hold`: the node
+    can hold invoices). With the `scopes` of the connection the key is for,
+    what that connection may call and hear, as its `get_info` says: each
+    connection has a key of its own, so an app reading the info event (as
+    Alby's SDK does, for the wallet's capabilities) is not offered methods
+    it would get RESTRICTED for. Without (a spare key, the shared one), all
+    the wallet offers.
+
+    Dated `not_before` at the earliest: a replaceable event replaces another
+    only when newer, and a spare's info event may be from this very second."""
+    if scopes is None:
+        methods, notifications = offered(hold)
+    else:
+        methods, notifications = methods_for(scopes, hold), notifications_for(scopes, hold)
+    content = " ".join([*methods, *(["notifications"] if notifications else [])])
+    tags = [["encryption", " ".join(ENCRYPTIONS)]]
+    if notifications:
+        tags.append(["notifications", " ".join(notifications)])
+    return _sign(keys, INFO, content, tags, not_before)
 
 
 def notification_events(
@@ -415,9 +458,14 @@ _STATES = {
 }
 
 
-def metadata(inv: StoredInvoice) -> dict[str, Any]:
+def metadata(inv: StoredInvoice, address_domain: str | None = None) -> dict[str, Any]:
     """What NIP-47 clients recognise: comment, payer_data, the boostagram and
-    keysend TLV records; plus the metadata the invoice was created with."""
+    keysend TLV records; plus the metadata the invoice was created with.
+
+    `recipient_data.identifier` is the Lightning Address paid (NIP-47: "the
+    lightning address of the recipient"): the store keeps its username, and
+    `address_domain` (of `--public-url`) completes it; without one, the
+    username alone."""
     out: dict[str, Any] = {}
     if inv.metadata:
         try:
@@ -446,10 +494,28 @@ def metadata(inv: StoredInvoice) -> dict[str, Any]:
     if records:
         out["tlv_records"] = [{"type": k, "value": v.hex()} for k, v in sorted(records.items())]
     if inv.lightning_address:
-        out["recipient_data"] = {"identifier": inv.lightning_address}
-    if not metadata_fits(out):
-        return {}  # NIP-47: metadata over 4096 characters MUST be dropped
-    return out
+        at = f"@{address_domain}" if address_domain else ""
+        out["recipient_data"] = {"identifier": inv.lightning_address + at}
+    return _within_limit(out)
+
+
+def _within_limit(out: dict[str, Any]) -> dict[str, Any]:
+    """The metadata, or as much of it as fits NIP-47's 4096 characters.
+
+    A boostagram is in it twice: parsed (`boostagram`, ours) and as hex in
+    `tlv_records` (NIP-47's form), so a record of ~1,400 bytes is over the
+    limit, and dropping everything lost the boostagram a podcast app came
+    for. So the parsed copy gives way first, then the records (the parsed
+    copy, half their size, back in their place), and only then all of it
+    (NIP-47: larger metadata MUST be dropped)."""
+    if metadata_fits(out):
+        return out
+    for drop in ("boostagram", "tlv_records"):
+        if drop in out:
+            smaller = {k: v for k, v in out.items() if k != drop}
+            if metadata_fits(smaller):
+                return smaller
+    return {}
 
 
 def metadata_fits(value: Any) -> bool:
@@ -457,12 +523,14 @@ def metadata_fits(value: Any) -> bool:
     return len(compactjson.dumps(value)) <= MAX_METADATA
 
 
-def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
+def notification(
+    notification_type: str, inv: StoredInvoice, address_domain: str | None = None
+) -> dict[str, Any]:
     """A notification's object. `hold_invoice_accepted` has the fields NIP-47
     lists for it, as of the moment of acceptance (no preimage, even if the
     invoice was settled before the notification went out)."""
     if notification_type != "hold_invoice_accepted":
-        return transaction(inv)
+        return transaction(inv, address_domain=address_domain)
     note: dict[str, Any] = {
         "type": "incoming",
         "state": "accepted",
@@ -474,14 +542,21 @@ def notification(notification_type: str, inv: StoredInvoice) -> dict[str, Any]:
         "created_at": inv.created_at,
         "expires_at": inv.expires_at,
         "settle_deadline": inv.settle_deadline,
-        "metadata": metadata(inv),
+        "metadata": metadata(inv, address_domain),
     }
     return {k: v for k, v in note.items() if v is not None}
 
 
-def transaction(inv: StoredInvoice, now: float | None = None) -> dict[str, Any]:
+def transaction(
+    inv: StoredInvoice, now: float | None = None, *, address_domain: str | None = None
+) -> dict[str, Any]:
+    """The NIP-47 transaction object of a stored invoice or payment
+    (`address_domain`: see `metadata`)."""
     settled = inv.state == "SETTLED"
-    amount = inv.amount_received_msat if settled else (inv.amount_msat or 0)
+    # Held (ACCEPTED) or settled: what the payer sent, as `hold_invoice_accepted`
+    # says; else what was asked (0 for an any-amount invoice).
+    held = inv.state == "ACCEPTED" and inv.amount_received_msat is not None
+    amount = inv.amount_received_msat if settled or held else (inv.amount_msat or 0)
     # Expired the moment its expiry passes unpaid, not when the follower's
     # sweep next marks it so (as the REST API's invoice object does).
     state = effective_state(inv.state, inv.expires_at, int(now or time.time()))
@@ -500,6 +575,6 @@ def transaction(inv: StoredInvoice, now: float | None = None) -> dict[str, Any]:
         "settled_at": inv.settled_at,
         # Held (ACCEPTED) hold invoices: the block by which to settle or cancel.
         "settle_deadline": inv.settle_deadline if inv.state == "ACCEPTED" else None,
-        "metadata": metadata(inv),
+        "metadata": metadata(inv, address_domain),
     }
     return {k: v for k, v in tx.items() if v is not None}

@@ -363,6 +363,10 @@ class Relay:
                 if self._waiting:
                     self._answered.notify_all()
             resend = self._inflight.pop(event_id, None)
+        if resend is not None and not accepted and not limited:
+            # An answer the relay would not take (too large, blocked): the app
+            # waits for it in vain, so say why once.
+            log.warning("nwc relay %s refused an answer: %s", self.name, str(message)[:200])
         if limited and resend is not None and resend[1] < RESEND_MAX:
             # A response: sent again on this connection once the hold-back is over.
             event_json, tries = resend

@@ -36,7 +36,6 @@ from lnplugin.store import nwc as db
 
 log = logging.getLogger(__name__)
 
-RESUBSCRIBE_MARGIN = 120  # seconds before the last answered request a resubscription starts
 RATE_BURST, RATE_PER_SECOND = 30, 1.0  # per connection
 REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
 # How far a request's `created_at` may be from our clock. A request dated
@@ -45,6 +44,14 @@ REQUEST_MEMORY = 7 * 86400  # answered requests are kept this long
 # request is), so a replay could not be told from a new request and would
 # mint again.
 CLOCK_SKEW = 3600
+# Seconds before the last answered request (or now, when none was) a
+# (re)subscription starts. Relays apply `since` to live events too (NIP-01),
+# so this is also how far behind an app's clock may be and still be heard:
+# it was two minutes, and an app whose clock was ten minutes slow was not
+# heard after any new subscription. Now the hour a request may be dated
+# ahead. The cost: a relay that keeps requests replays up to that hour more
+# on a reconnect, answered from the store (`nwc_requests`), never run twice.
+RESUBSCRIBE_MARGIN = CLOCK_SKEW
 QUEUE_MAX = 10_000
 SEND_CHUNK = 16  # notification events built before they are sent (see `_send`)
 STRANGERS = -1  # the rate-limit bucket of every key without a connection
@@ -112,6 +119,7 @@ class NwcWorker:
         network: str,
         limiter: RateLimiter | None = None,
         follower: Follower | None = None,
+        address_domain: str | None = None,
     ) -> None:
         self.store = store
         self.node = node
@@ -119,7 +127,8 @@ class NwcWorker:
         # Settle and cancel store their result through the service's follower
         # (under its apply lock); a worker built alone gets one of its own.
         self.follower = follower or Follower(node, store)
-        self.methods = Methods(store, node, self.follower, network)
+        self.methods = Methods(store, node, self.follower, network, address_domain)
+        self.address_domain = address_domain
         self.hold = self.methods.hold
         self.limiter = limiter or RateLimiter()
         self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
@@ -133,6 +142,10 @@ class NwcWorker:
         self._notify_now = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pruned_at = float("-inf")
+        # Per wallet key, the date and content of its last info event: one
+        # with other content must be dated later to replace it (`_info`).
+        self._infos: dict[str, tuple[int, str]] = {}
+        self._infos_lock = threading.Lock()
 
     @property
     def keys(self) -> ns.Keys | None:
@@ -234,7 +247,7 @@ class NwcWorker:
 
     def _publish_info(self, relay: Relay, keys: list[ns.Keys]) -> None:
         """The info event of each key, sent together and acknowledged together."""
-        built = [p.info_event(k, self.hold) for k in keys]
+        built = [self._info(k) for k in keys]
         for event in built:
             relay.send_tracked(event.json, event.id)
         taken = relay.acked([event.id for event in built])
@@ -245,6 +258,26 @@ class NwcWorker:
                 len(built) - len(taken),
                 len(built),
             )
+
+    def _info(self, keys: ns.Keys) -> p.SignedEvent:
+        """The info event of one wallet key, offering what its connection's
+        scopes allow. When that changed (a connection took a spare key, whose
+        info event offered all), dated after the last one, which a relay
+        keeps otherwise: of two replaceable events of one second, NIP-01
+        keeps the lower id."""
+        pubkey = keys.public_key().to_hex()
+        scopes = self.wallet.scopes(pubkey)
+        with self._infos_lock:
+            # Never dated before the last one: the same event again is a
+            # duplicate to a relay, not an older event it refuses.
+            at, content = self._infos.get(pubkey, (0, ""))
+            event = p.info_event(keys, self.hold, scopes, at)
+            built = json.loads(event.json)
+            if content and built["content"] != content and built["created_at"] <= at:
+                event = p.info_event(keys, self.hold, scopes, at + 1)
+                built = json.loads(event.json)
+            self._infos[pubkey] = (built["created_at"], built["content"])
+        return event
 
     def _enqueue(self, url: str, event: dict[str, Any]) -> None:
         try:
@@ -392,7 +425,9 @@ class NwcWorker:
             key = (body["type"], body["invoice_id"])
             if key not in notified:
                 inv = invoices.by_id(conn, body["invoice_id"])
-                notified[key] = None if inv is None else p.notification(body["type"], inv)
+                notified[key] = (
+                    None if inv is None else p.notification(body["type"], inv, self.address_domain)
+                )
             keys = self.wallet.get(row["service_pubkey"]) if row["service_pubkey"] else shared
             if keys is None:
                 continue  # a connection made a moment ago: sent once its key is taken up

@@ -190,6 +190,17 @@ def wallet_keys(
     return [(str(pub), str(secret)) for pub, secret in with_keys]
 
 
+def key_scopes(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    """The scopes of each live connection with a wallet key of its own, by
+    that key: what its info event offers. Spares and the shared key have
+    none (they offer what the wallet does)."""
+    rows = conn.execute(
+        "SELECT service_pubkey, scopes FROM nwc_connections"
+        " WHERE service_pubkey IS NOT NULL AND revoked_at IS NULL"
+    )
+    return {str(pub): frozenset(str(scopes).split()) for pub, scopes in rows}
+
+
 def revoked_keys(conn: sqlite3.Connection, since: int) -> dict[str, int]:
     """The wallet keys of connections revoked since `since`: when each was revoked."""
     rows = conn.execute(

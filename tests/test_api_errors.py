@@ -115,6 +115,17 @@ def test_a_connection_id_that_is_not_one_is_400_naming_it(client, admin, given, 
     assert unknown.status_code == 404 and "errors" not in unknown.get_json()
 
 
+@pytest.mark.parametrize("label", ["app\tname", "app\nname", "x" * 201])
+def test_a_connection_label_that_would_break_nwc_list_is_400_naming_it(
+    client, admin, label
+) -> None:  # type: ignore[no-untyped-def]
+    reply = client.post(
+        "/nwc/connections", json={"scopes": ["invoices:read"], "label": label}, headers=admin
+    )
+    assert reply.status_code == 400
+    assert "label" in reply.get_json()["errors"]
+
+
 def test_a_write_waiting_out_this_processs_own_writer_is_503_not_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Past `--busy-timeout`, a write that waited for another thread of this
     process (a long follower batch, say) gives up with the store's own

@@ -427,3 +427,35 @@ def test_a_command_that_ran_and_failed_exits_1(data_dir):
         result = run(*args, "--data-dir", data_dir) if args[0] != "decode" else run(*args)
         assert result.exit_code == 1, (args, result.stderr)
         assert result.stderr.startswith("Error: ")
+
+
+# -- labels ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "why"),
+    [
+        ("shop\tfront", "no tabs, line breaks or other control characters"),
+        ("shop\nfront", "no tabs, line breaks or other control characters"),
+        ("x" * 201, "at most 200 characters"),
+    ],
+    ids=["tab", "line break", "201 characters"],
+)
+def test_a_label_that_would_break_the_list_lines_is_refused(data_dir, label, why):
+    """`token list` and `nwc list` print one tab-separated line per row: a tab
+    or line break in a label broke them, and the CLI took any length where
+    `POST /nwc/connections` takes 200 characters."""
+    for args in (
+        ("token", "create", "--scope", "admin"),
+        ("nwc", "connect", "--scope", "invoices:read", "--nwc-relay", "ws://127.0.0.1:1"),
+    ):
+        result = run(*args, "--label", label, "--data-dir", data_dir)
+        assert result.exit_code == 2, result.stderr
+        assert "--label" in result.stderr and why in result.stderr
+        assert result.stdout == ""
+    assert run("token", "list", "--data-dir", data_dir).stdout == ""
+    listed = run(
+        "token", "create", "--scope", "admin", "--label", "é" * 200, "--data-dir", data_dir
+    )
+    assert listed.exit_code == 0
+    assert run("token", "list", "--data-dir", data_dir).stdout.count("\n") == 1

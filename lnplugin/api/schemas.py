@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from lnplugin import fiat, invoicing, lnurl, ssrf
+from lnplugin.labels import MAX_LABEL, label_problem
 from lnplugin.store import addresses
 
 MAX_MSAT = 21_000_000 * 100_000_000 * 1000
@@ -260,7 +261,15 @@ class NwcConnectionCreate(Body):
     scopes: list[Literal["invoices:create", "invoices:read", "transactions:read"]] = Field(
         min_length=1, max_length=3
     )
-    label: StrictStr | None = Field(default=None, max_length=200)
+    label: StrictStr | None = Field(default=None, max_length=MAX_LABEL)
+
+    @field_validator("label")
+    @classmethod
+    def _printable_label(cls, value: str | None) -> str | None:
+        problem = None if value is None else label_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class DevMine(Body):

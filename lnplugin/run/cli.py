@@ -30,6 +30,23 @@ F = Callable[..., Any]
 # Bounded so a mistyped number is a usage error, not an overflow in SQLite:
 # row ids are SQLite's signed 64-bit integers, amounts at most 21M BTC.
 ROW_ID = click.IntRange(min=1, max=2**63 - 1)
+
+
+class Label(click.ParamType):
+    """A token's or connection's label (`lnplugin.labels`): a usage error, exit 2."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from lnplugin.labels import label_problem
+
+        problem = label_problem(str(value))
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return str(value)
+
+
+LABEL = Label()
 MSAT = click.IntRange(min=1, max=21_000_000 * 100_000_000 * 1000)
 
 _COMMON = [
@@ -652,7 +669,9 @@ def _store(flags: dict[str, Any], *, existing: bool = False) -> Any:
     required=True,
     help="invoices:create, invoices:read, transactions:read, metrics:read or admin; repeatable.",
 )
-@click.option("--label", help="A note to recognise the token by.")
+@click.option(
+    "--label", type=LABEL, help="A note to recognise the token by (at most 200 characters)."
+)
 @click.option(
     "--rate-limit",
     "token_rate",
@@ -758,7 +777,11 @@ def nwc() -> None:
     required=True,
     help="invoices:create, invoices:read or transactions:read; repeatable.",
 )
-@click.option("--label", help="A note to recognise the connection by (the app's name).")
+@click.option(
+    "--label",
+    type=LABEL,
+    help="A note to recognise the connection by, such as the app's name (at most 200 characters).",
+)
 @click.option(
     "--nwc-relay",
     multiple=True,

@@ -13,7 +13,7 @@ import pytest
 from pyln.client import LightningRpc
 
 from lnplugin.config import load_settings
-from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
+from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable, RequestNotSupported
 from lnplugin.nodes.cln.node import ClnNode, bolt11_timestamp, msat, to_invoice, version_tuple
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
@@ -99,6 +99,26 @@ def test_description_hash_needs_its_description(node: ClnNode) -> None:
     )
     assert node.decode(inv.payment_request)["description_hash"] == digest
     assert inv.description_hash == digest
+
+
+def test_description_outside_ascii_reaches_the_node(node: ClnNode, sim: ClnSim) -> None:
+    """lightningd refuses a `\\u` escape in `invoice`'s description (its
+    param_escaped_string): the text goes as UTF-8, as pyln sends it."""
+    text = "Café ☕ 日本 😀\ttab"
+    inv = node.create_invoice(InvoiceRequest(amount_msat=1000, description=text))
+    assert inv.description == text
+    assert node.decode(inv.payment_request)["description"] == text
+    assert sim.invoices[next(reversed(sim.invoices))]["description"] == text
+
+
+def test_description_lightningd_cannot_take_is_the_requests_fault(
+    node: ClnNode, sim: ClnSim
+) -> None:
+    for text, why in (("bell\x07", "control character"), ("half \ud83d", "UTF-8")):
+        with pytest.raises(RequestNotSupported, match=why) as err:
+            node.create_invoice(InvoiceRequest(amount_msat=1000, description=text))
+        assert err.value.field == "description"
+    assert sim.calls["invoice"] == 0
 
 
 def test_rpc_error_becomes_node_error(node: ClnNode) -> None:

@@ -587,3 +587,31 @@ def test_a_lookup_crossing_a_settle_finds_it_settled(
     )
     assert results["first"].state == "SETTLED"
     assert results["second"] is not None and results["second"].state == "SETTLED"
+
+
+def test_an_incomplete_multi_part_set_is_failed_after_the_mpp_timeout(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """As lightningd fails its own invoices' incomplete sets (BOLT 4's
+    mpp_timeout): held on, a part would wait until its CLTV expiry, and the
+    peer that sent it would close the channel to take it back."""
+    node, store = in_process
+    node.mpp_timeout = 0.2
+    preimage, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)
+    first: list[dict] = []
+    assert node.on_htlc(onion, {**htlc, "amount_msat": 20_000}, first.append)
+    wait_for(lambda: first, "the part to be failed")
+    assert first == [{"result": "fail", "failure_message": "0017"}]
+    assert minted.payment_hash not in node._held
+    assert node.lookup_invoice(minted.payment_hash) is None  # still unpaid, payable again
+    # A set that completes in time is held for the settle, whatever the timer does.
+    answers: list[dict] = []
+    assert node.on_htlc(onion, {**htlc, "id": 2, "amount_msat": 20_000}, answers.append)
+    timer = node._held[minted.payment_hash].timer
+    assert node.on_htlc(onion, {**htlc, "id": 3, "amount_msat": 40_000}, answers.append)
+    assert timer is not None
+    timer.join(10)
+    assert answers == [] and node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
+    node.settle_invoice(preimage)
+    assert answers == [{"result": "resolve", "payment_key": preimage}] * 2

@@ -451,10 +451,13 @@ class ClnSim:
         return out
 
     def _render_sendpay(self, rec: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"created_index": rec["created_index"], "id": rec["created_index"]}
+        # `created_index` and `updated_index` came in v23.11; `id` is the old name.
+        indexed = version_tuple(self.version) >= (23, 11)
+        out: dict[str, Any] = {"created_index": rec["created_index"]} if indexed else {}
+        out["id"] = rec["created_index"]
         out["payment_hash"] = rec["payment_hash"]
         out["groupid"] = rec["groupid"]
-        if rec.get("updated_index"):
+        if rec.get("updated_index") and indexed:
             out["updated_index"] = rec["updated_index"]
         out["partid"] = 1
         out["destination"] = rec["destination"]
@@ -483,9 +486,10 @@ class ClnSim:
             out["preimage"] = rec["preimage"]
             out["amount_msat"] = self._msat(rec["amount_msat"])
         out["amount_sent_msat"] = self._msat(rec["amount_sent_msat"])
-        out["created_index"] = rec["created_index"]
-        if rec.get("updated_index"):
-            out["updated_index"] = rec["updated_index"]
+        if version_tuple(self.version) >= (24, 11):  # listpays' indexes came in v24.11
+            out["created_index"] = rec["created_index"]
+            if rec.get("updated_index"):
+                out["updated_index"] = rec["updated_index"]
         return out
 
     # ---------------------------------------------------------------- minting
@@ -1024,7 +1028,28 @@ class ClnSim:
                 rec["updated_index"] = self.counters["sp_updated"]
             if status == "complete":
                 rec.update(completed_at=now, preimage=preimage)
+            elif status == "pending":
+                rec["preimage"] = preimage  # what the payee reveals when it completes
             self.sendpays[rec["created_index"]] = rec
+            self._save({"t": "sp", "rec": rec})
+            return self._render_pay(rec)
+
+    def complete_payment(self, payment_hash: str) -> dict[str, Any]:
+        """A pending payment of this node completes now (its updated index
+        moves, as lightningd's does on a status change); its listpays row."""
+        with self._cv:
+            rec = next(
+                r
+                for r in self.sendpays.values()
+                if r["payment_hash"] == payment_hash and r["status"] == "pending"
+            )
+            self.counters["sp_updated"] += 1
+            rec.update(
+                status="complete",
+                updated_index=self.counters["sp_updated"],
+                completed_at=int(time.time()),
+                preimage=rec.get("preimage") or secrets.token_hex(32),
+            )
             self._save({"t": "sp", "rec": rec})
             return self._render_pay(rec)
 

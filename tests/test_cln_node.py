@@ -346,3 +346,20 @@ def test_legacy_msat_strings() -> None:
     inv = to_invoice(row)
     assert (inv.amount_msat, inv.amount_received_msat) == (1000, 1200)
     assert inv.created_at == bolt11_timestamp(row["bolt11"])
+
+
+@pytest.mark.parametrize("version", ["v23.05", "v24.05"])
+def test_a_payment_started_first_and_completed_last_is_not_skipped(tmp: Path, version: str) -> None:
+    """Before v24.11 payments are read from `listsendpays`; its `id` counts
+    them as they start, so a cursor of ids skipped one that completed after
+    a later one (before v23.11 rows have no `updated_index` at all)."""
+    with ClnSim(tmp / "d", tmp / "s", version=version) as sim:
+        slow = sim.send_payment(5000, status="pending")
+        sim.send_payment(6000)
+        node = ClnNode(sim.socket_path)
+        first = list(node.outgoing_payments(0))
+        assert [p.amount_msat for p in first] == [6000]
+        sim.complete_payment(slow["payment_hash"])
+        cursor = max(p.cursor for p in first)
+        later = {p.payment_hash: p for p in node.outgoing_payments(cursor)}
+        assert slow["payment_hash"] in later and later[slow["payment_hash"]].amount_msat == 5000

@@ -512,6 +512,11 @@ class ClnNode(Node):
 
         `listpays index=updated` (v24.11+) aggregates the parts of a payment;
         older nodes get `listsendpays`, grouped here by (payment_hash, groupid).
+        Its rows have an `updated_index` since v23.11 only, and not those
+        completed before a node was upgraded to it; `id` is no stand-in (it
+        counts payments as they start, and a payment started first may
+        complete last), so those are handed on every time with cursor 0 (the
+        store keeps each payment once): the listing reads them all anyway.
         """
         if self.version >= (24, 11):
             for row, position in self._updated("listpays", "pays", cursor):
@@ -525,8 +530,8 @@ class ClnNode(Node):
             )
         payments = []
         for parts in groups.values():
-            position = max(int(p.get("updated_index") or p.get("id") or 0) for p in parts)
-            if position > cursor:
+            position = max(int(p.get("updated_index") or 0) for p in parts)
+            if position > cursor or position == 0:
                 payments.append(_sendpays_to_outgoing(parts, position))
         yield from sorted(payments, key=lambda p: p.cursor)
 

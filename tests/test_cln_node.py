@@ -267,6 +267,34 @@ def test_wait_timeout_relists_and_keeps_following(sim: ClnSim) -> None:
     node.close()
 
 
+def test_deleted_invoices_are_neither_lost_nor_counted_twice(node: ClnNode, sim: ClnSim) -> None:
+    """autoclean or `delinvoice` deleting paid invoices: one lnplugin has
+    read stays read; the ones at the top of the updated index leave a value
+    `wait` has passed, which must not make the feed list and wait in a loop."""
+    paid = []
+    for n in range(4):
+        inv = node.create_invoice(InvoiceRequest(amount_msat=1000 + n))
+        sim.pay(inv.payment_hash)
+        paid.append(inv.payment_hash)
+    labels = {r["payment_hash"]: label for label, r in sim.invoices.items()}
+    sim.dispatch("delinvoice", {"label": labels[paid[0]], "status": "paid"})
+    sim.dispatch("delinvoice", {"label": labels[paid[3]], "status": "paid"})
+    feed = Feed(node, 1)  # the first was read before it was deleted
+    got = [feed.next(), feed.next()]
+    assert [(u.invoice.payment_hash, u.cursor) for u in got] == [(paid[1], 2), (paid[2], 3)]
+    # It comes to wait in the node for what is next (index 5), rather than
+    # list nothing and wait for 4, answered at once, again and again.
+    e2e.wait_for(lambda: sim.blocked == 1, "the feed to wait for the next change")
+    assert sim.calls["wait"] == 2
+    last = node.create_invoice(InvoiceRequest(amount_msat=5000))
+    sim.pay(last.payment_hash)
+    after = feed.next()
+    assert (after.invoice.payment_hash, after.cursor) == (last.payment_hash, 5)
+    assert node.feed_head() == 5  # the head does not go back for deleted invoices
+    node.close()
+    assert feed.next() == "ended"
+
+
 def test_socket_gone_is_node_unavailable(sim: ClnSim, node: ClnNode) -> None:
     feed = Feed(node, 0)
     sim.stop()

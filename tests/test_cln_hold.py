@@ -615,3 +615,17 @@ def test_an_incomplete_multi_part_set_is_failed_after_the_mpp_timeout(
     assert answers == [] and node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
     node.settle_invoice(preimage)
     assert answers == [{"result": "resolve", "payment_key": preimage}] * 2
+
+
+def test_a_hold_invoice_lets_the_payer_pay_in_parts(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """It takes multi-part payments, so it says so (basic_mpp, bit 17), as
+    lightningd's own invoices do: a payer splits only an invoice that does."""
+    node, store = in_process
+    _, minted = minted_hold(node, store)
+    decoded = node.decode(minted.payment_request)
+    own = int(node.decode(sim.dispatch("invoice", ["any", "own", "own"])["bolt11"])["features"], 16)
+    bits = int(decoded["features"], 16)
+    assert [b for b in (8, 14, 17) if bits >> b & 1 and own >> b & 1] == [8, 14, 17]
+    assert decoded["payee"] == sim.node_id

@@ -52,6 +52,10 @@ log = logging.getLogger("lnplugin.cln_plugin")
 # The CLTV delta hold invoices ask for (LND's default): how long the payer's
 # HTLC may stay held. CLN's own invoices ask for 18.
 HOLD_CLTV_DELTA = 80
+# Invoice features: var_onion_optin, payment_secret and basic_mpp (optional
+# bits 8, 14, 17), as in CLN's own invoices: the hook takes a payment in parts,
+# and a payer may split one only when the invoice says so (BOLT 11).
+HOLD_FEATURES = (8, 14, 17)
 # `delinvoice` errors (Core Lightning's doc/schemas): no invoice with that
 # label; the invoice's status is not the one named.
 _NO_SUCH_INVOICE = 905
@@ -124,6 +128,7 @@ class ClnHoldNode(ClnNode):
             description_hash=request.description_hash,
             expiry=request.expiry,
             min_final_cltv_expiry_delta=request.min_final_cltv_expiry_delta or HOLD_CLTV_DELTA,
+            features=HOLD_FEATURES,
         )
         signed = self._call("signinvoice", invstring=unsigned)["bolt11"]
         return NodeInvoice(

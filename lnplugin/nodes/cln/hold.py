@@ -243,7 +243,7 @@ class ClnHoldNode(ClnNode):
         # lightningd replays the HTLCs of a payment taken before a restart:
         # they were checked when they came, and blocks may have passed since.
         replay = row.state == "ACCEPTED"
-        height = None if replay else self._height()
+        height = None if replay else _tip(htlc) or self._height()
         accepted: NodeInvoice | None = None
         with self._held_lock:
             # A settle or cancel decided since the read above (decisions are
@@ -431,6 +431,17 @@ class ClnHoldNode(ClnNode):
             payment_secret=row.payment_secret,
             settle_deadline=deadline if deadline is not None else row.settle_deadline,
         )
+
+
+def _tip(htlc: Mapping[str, Any]) -> int | None:
+    """lightningd's block height as the hook gives it: `cltv_expiry_relative`
+    is `cltv_expiry` minus the height it had when it called. Asking
+    `getinfo` instead costs a call per HTLC, and one that fails would leave
+    no height to check the HTLC's CLTV against."""
+    try:
+        return int(htlc["cltv_expiry"]) - int(htlc["cltv_expiry_relative"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _cltv_delta(row: StoredInvoice) -> int:

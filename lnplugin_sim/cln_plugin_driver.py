@@ -10,7 +10,9 @@ plugin reaches the simulator's socket as it would reach lightningd's.
 Hook calls carry params shaped like the real v26.06.6 capture
 (tests/fixtures/cln/hooks_b.json): the raw hop payload comes from
 `sim.htlc_payload(hash)`, and the amounts and payment secret are read back
-out of it. Every answer must be `{"result": "continue"}`; anything else
+out of it; a payload lightningd could not parse (not TLV, or an even type
+not accepted) has no `type` and no parsed fields, as lightningd sends it.
+Every answer must be `{"result": "continue"}`; anything else
 raises. Sent hooks are remembered so `restart()` can replay them, as
 lightningd replays unresolved HTLCs at startup.
 
@@ -53,6 +55,10 @@ def default_command() -> tuple[str, ...]:
 
 
 CALL_TIMEOUT = 30.0  # seconds: a liveness bound, not a timing assertion
+# The even types of a final hop's payload lightningd knows (BOLT 4): amount,
+# CLTV, short_channel_id, payment_data, encrypted_recipient_data,
+# current_path_key, payment_metadata, total_amount_msat.
+KNOWN_EVEN_TYPES = frozenset({2, 4, 6, 8, 10, 12, 16, 18})
 CONTINUE = {"result": "continue"}
 
 
@@ -233,16 +239,15 @@ class PluginDriver:
         payload = payload if payload is not None else self.sim.htlc_payload(payment_hash)
         if payload is None:
             raise PluginError(f"the simulator has no HTLC payload for {payment_hash}")
-        fields = parse_onion_payload(payload)
-        forward = int.from_bytes(fields.get(2, b""), "big")
-        cltv = int.from_bytes(fields.get(4, b""), "big")
-        onion: dict[str, Any] = {
-            "payload": payload,
-            "type": "tlv",
-            "forward_msat": forward,
-            "outgoing_cltv_value": cltv,
-        }
-        if 8 in fields:
+        fields = self._parsed(payload)
+        forward = int.from_bytes((fields or {}).get(2, b""), "big")
+        cltv = int.from_bytes((fields or {}).get(4, b""), "big")
+        onion: dict[str, Any] = {"payload": payload}
+        if fields is not None:
+            # Only for a payload it parsed (`htlc_accepted_hook_serialize`);
+            # one it did not is failed once the hooks are done.
+            onion.update(type="tlv", forward_msat=forward, outgoing_cltv_value=cltv)
+        if fields is not None and 8 in fields:
             onion["total_msat"] = int.from_bytes(fields[8][32:], "big")
             onion["payment_secret"] = fields[8][:32].hex()
         onion["next_onion"] = "00" * 1366
@@ -260,6 +265,19 @@ class PluginDriver:
                 "payment_hash": payment_hash,
             },
         }
+
+    def _parsed(self, payload: str) -> dict[int, bytes] | None:
+        """The payload's records as lightningd reads them, or None when it
+        cannot: not a TLV stream, or an unknown even type it was not told
+        to accept (`accept-htlc-tlv-type`): "it's OK to be odd"."""
+        try:
+            fields = parse_onion_payload(payload)
+        except ValueError:
+            return None
+        accepted = KNOWN_EVEN_TYPES | self.sim.accept_htlc_tlv_types
+        if any(t % 2 == 0 and t not in accepted for t in fields):
+            return None
+        return fields
 
     def send_hook(self, params: dict[str, Any]) -> dict[str, Any]:
         """Call `htlc_accepted` with these params; the answer must be `continue`."""

@@ -25,10 +25,12 @@ fields are "123msat" strings.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -57,6 +59,12 @@ MAX_DESCRIPTION = 639  # bytes; longer needs deschashonly
 HtlcHook = Callable[[str, str], object]
 PEER_ID = "0379aea9a971932a2ca50cc78f52f0e77d62244b895114b477eada62cfde126e80"
 PRIVATE_CHANNEL = RouteHop(PEER_ID, "103x1x0", 1000, 1, 18)
+# Parameters lightningd reads with `param_escaped_string`, which takes UTF-8
+# but refuses a `\u` escape ("should be a string (without \u)").
+ESCAPED_STRING_PARAMS = {"invoice": ("description",)}
+# A `\u` escape in raw JSON text: a backslash-u preceded by an even number of
+# backslashes (an odd number would make it a literal backslash, then "u").
+_U_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u")
 # Bits of the features field in the invoices of the captured v26.06.6 node
 # ("02024100"): var_onion_optin, payment_secret, basic_mpp, option_route_blinding.
 INVOICE_FEATURES = (8, 14, 17, 25)
@@ -300,6 +308,8 @@ class ClnSim:
 
     def _serve_conn(self, conn: socket.socket) -> None:
         decoder = json.JSONDecoder()
+        # A character whose UTF-8 bytes straddle two reads is decoded whole.
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         buf = ""
         write_lock = threading.Lock()
         try:
@@ -307,7 +317,7 @@ class ClnSim:
                 data = conn.recv(65536)
                 if not data:
                     return
-                buf += data.decode("utf-8", errors="replace")
+                buf += utf8.decode(data)
                 while True:
                     buf = buf.lstrip()
                     if not buf:
@@ -316,9 +326,9 @@ class ClnSim:
                         request, end = decoder.raw_decode(buf)
                     except ValueError:
                         break  # incomplete: read more
-                    buf = buf[end:]
+                    raw, buf = buf[:end], buf[end:]
                     threading.Thread(
-                        target=self._handle, args=(conn, write_lock, request), daemon=True
+                        target=self._handle, args=(conn, write_lock, request, raw), daemon=True
                     ).start()
         except OSError:
             return
@@ -328,11 +338,14 @@ class ClnSim:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def _handle(self, conn: socket.socket, write_lock: threading.Lock, request: Any) -> None:
+    def _handle(
+        self, conn: socket.socket, write_lock: threading.Lock, request: Any, raw: str = ""
+    ) -> None:
         req_id = request.get("id") if isinstance(request, dict) else None
         try:
             if not isinstance(request, dict) or not isinstance(request.get("method"), str):
                 raise RpcFailure(-32600, "Expected a JSON-RPC request object")
+            _refuse_u_escapes(request, raw)
             result = self.dispatch(request["method"], request.get("params") or {})
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id, "result": result}
         except RpcFailure as exc:
@@ -438,10 +451,13 @@ class ClnSim:
         return out
 
     def _render_sendpay(self, rec: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"created_index": rec["created_index"], "id": rec["created_index"]}
+        # `created_index` and `updated_index` came in v23.11; `id` is the old name.
+        indexed = version_tuple(self.version) >= (23, 11)
+        out: dict[str, Any] = {"created_index": rec["created_index"]} if indexed else {}
+        out["id"] = rec["created_index"]
         out["payment_hash"] = rec["payment_hash"]
         out["groupid"] = rec["groupid"]
-        if rec.get("updated_index"):
+        if rec.get("updated_index") and indexed:
             out["updated_index"] = rec["updated_index"]
         out["partid"] = 1
         out["destination"] = rec["destination"]
@@ -470,9 +486,10 @@ class ClnSim:
             out["preimage"] = rec["preimage"]
             out["amount_msat"] = self._msat(rec["amount_msat"])
         out["amount_sent_msat"] = self._msat(rec["amount_sent_msat"])
-        out["created_index"] = rec["created_index"]
-        if rec.get("updated_index"):
-            out["updated_index"] = rec["updated_index"]
+        if version_tuple(self.version) >= (24, 11):  # listpays' indexes came in v24.11
+            out["created_index"] = rec["created_index"]
+            if rec.get("updated_index"):
+                out["updated_index"] = rec["updated_index"]
         return out
 
     # ---------------------------------------------------------------- minting
@@ -1011,7 +1028,28 @@ class ClnSim:
                 rec["updated_index"] = self.counters["sp_updated"]
             if status == "complete":
                 rec.update(completed_at=now, preimage=preimage)
+            elif status == "pending":
+                rec["preimage"] = preimage  # what the payee reveals when it completes
             self.sendpays[rec["created_index"]] = rec
+            self._save({"t": "sp", "rec": rec})
+            return self._render_pay(rec)
+
+    def complete_payment(self, payment_hash: str) -> dict[str, Any]:
+        """A pending payment of this node completes now (its updated index
+        moves, as lightningd's does on a status change); its listpays row."""
+        with self._cv:
+            rec = next(
+                r
+                for r in self.sendpays.values()
+                if r["payment_hash"] == payment_hash and r["status"] == "pending"
+            )
+            self.counters["sp_updated"] += 1
+            rec.update(
+                status="complete",
+                updated_index=self.counters["sp_updated"],
+                completed_at=int(time.time()),
+                preimage=rec.get("preimage") or secrets.token_hex(32),
+            )
             self._save({"t": "sp", "rec": rec})
             return self._render_pay(rec)
 
@@ -1070,6 +1108,31 @@ class ClnSim:
 
     def cmd_sim_expire(self, payment_hash: str | None = None) -> dict[str, Any]:
         return {"invoices": self.expire(payment_hash)}
+
+
+def _refuse_u_escapes(request: dict[str, Any], raw: str) -> None:
+    """Refuse a `\\u` escape in a parameter lightningd reads as an escaped
+    string (`invoice` `description`), as lightningd does: it takes UTF-8 and
+    the short escapes (`\\n`, `\\"`...) only. The raw text is decoded again
+    with every `\\u` escape turned into the six characters it was written
+    as; a parameter that decodes differently was written with one."""
+    names = ESCAPED_STRING_PARAMS.get(request["method"], ())
+    if not names or "\\u" not in raw:
+        return
+    params = request.get("params")
+    literal = json.loads(_U_ESCAPE.sub(lambda m: m[1] + "\\\\u", raw)).get("params")
+    if isinstance(params, list):
+        positions = _COMMANDS[request["method"]][1]
+        params = dict(zip(positions, params, strict=False))
+        literal = dict(zip(positions, literal, strict=False))
+    if not isinstance(params, dict) or not isinstance(literal, dict):
+        return
+    for name in names:
+        if isinstance(params.get(name), str) and params[name] != literal.get(name):
+            raise RpcFailure(
+                -32602,
+                f"{name}: should be a string (without \\u): invalid token (see logs for details)",
+            )
 
 
 class _Stopped(Exception):

@@ -30,7 +30,7 @@ from lnplugin.nodes.cln.hold import HOLD_CLTV_DELTA, ClnHoldNode
 from lnplugin.nodes.cln.tlv import encode_payload
 from lnplugin.store import Store, holds
 from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
-from lnplugin_sim.cln_sim import ClnSim
+from lnplugin_sim.cln_sim import ClnSim, RpcFailure
 from tests import e2e
 from tests.e2e import BOOST, BOOST_BYTES, Api, wait_for
 
@@ -88,8 +88,15 @@ def part(
         }
     )
     params = plugin.hook_params(invoice["payment_hash"], payload, htlc_id=n)
-    params["htlc"]["cltv_expiry"] = sim.blockheight + 80 + n  # each part its own route
+    expires(params, sim, sim.blockheight + 80 + n)  # each part its own route
     return params
+
+
+def expires(params: dict[str, Any], sim: ClnSim, cltv_expiry: int) -> None:
+    """Give the hook's HTLC this `cltv_expiry`, with `cltv_expiry_relative`
+    from the node's height, as lightningd sends them."""
+    params["htlc"]["cltv_expiry"] = cltv_expiry
+    params["htlc"]["cltv_expiry_relative"] = cltv_expiry - sim.blockheight
 
 
 def state(api: Api, payment_hash: str) -> dict[str, Any]:
@@ -371,10 +378,10 @@ def test_an_htlc_leaving_less_than_the_cltv_delta_is_failed(
     _, payment_hash = _pair()
     inv = hold_invoice(api, sim, payment_hash)
     short = part(plugin, sim, inv, 60_000, 1)
-    short["htlc"]["cltv_expiry"] = sim.blockheight + HOLD_CLTV_DELTA - 1
+    expires(short, sim, sim.blockheight + HOLD_CLTV_DELTA - 1)
     assert plugin.call("htlc_accepted", short)["result"] == "fail"
     enough = part(plugin, sim, inv, 60_000, 2)
-    enough["htlc"]["cltv_expiry"] = sim.blockheight + HOLD_CLTV_DELTA
+    expires(enough, sim, sim.blockheight + HOLD_CLTV_DELTA)
     plugin.call_later("htlc_accepted", enough)
     wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
 
@@ -587,3 +594,69 @@ def test_a_lookup_crossing_a_settle_finds_it_settled(
     )
     assert results["first"].state == "SETTLED"
     assert results["second"] is not None and results["second"].state == "SETTLED"
+
+
+def test_an_incomplete_multi_part_set_is_failed_after_the_mpp_timeout(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """As lightningd fails its own invoices' incomplete sets (BOLT 4's
+    mpp_timeout): held on, a part would wait until its CLTV expiry, and the
+    peer that sent it would close the channel to take it back."""
+    node, store = in_process
+    node.mpp_timeout = 0.2
+    preimage, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)
+    first: list[dict] = []
+    assert node.on_htlc(onion, {**htlc, "amount_msat": 20_000}, first.append)
+    wait_for(lambda: first, "the part to be failed")
+    assert first == [{"result": "fail", "failure_message": "0017"}]
+    assert minted.payment_hash not in node._held
+    assert node.lookup_invoice(minted.payment_hash) is None  # still unpaid, payable again
+    # A set that completes in time is held for the settle, whatever the timer does.
+    answers: list[dict] = []
+    assert node.on_htlc(onion, {**htlc, "id": 2, "amount_msat": 20_000}, answers.append)
+    timer = node._held[minted.payment_hash].timer
+    assert node.on_htlc(onion, {**htlc, "id": 3, "amount_msat": 40_000}, answers.append)
+    assert timer is not None
+    timer.join(10)
+    assert answers == [] and node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
+    node.settle_invoice(preimage)
+    assert answers == [{"result": "resolve", "payment_key": preimage}] * 2
+
+
+def test_a_hold_invoice_lets_the_payer_pay_in_parts(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """It takes multi-part payments, so it says so (basic_mpp, bit 17), as
+    lightningd's own invoices do: a payer splits only an invoice that does."""
+    node, store = in_process
+    _, minted = minted_hold(node, store)
+    decoded = node.decode(minted.payment_request)
+    own = int(node.decode(sim.dispatch("invoice", ["any", "own", "own"])["bolt11"])["features"], 16)
+    bits = int(decoded["features"], 16)
+    assert [b for b in (8, 14, 17) if bits >> b & 1 and own >> b & 1] == [8, 14, 17]
+    assert decoded["payee"] == sim.node_id
+
+
+def test_the_cltv_check_uses_the_height_the_hook_gives(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """`cltv_expiry_relative` is lightningd's height subtracted from the
+    HTLC's expiry: the check needs no `getinfo`, which may fail (the HTLC
+    was then taken with no check at all)."""
+    node, store = in_process
+    _, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)  # 10 blocks to spare at the sim's height
+    short = {**htlc, "cltv_expiry_relative": HOLD_CLTV_DELTA - 1}  # one block too few
+
+    def refuse() -> None:
+        raise RpcFailure(-1, "getinfo unavailable")
+
+    sim.before["getinfo"] = refuse
+    answers: list[dict] = []
+    assert node.on_htlc(onion, short, answers.append)
+    assert [a["result"] for a in answers] == ["fail"]
+    assert minted.payment_hash not in node._held
+    enough = {**htlc, "id": 2, "cltv_expiry_relative": HOLD_CLTV_DELTA}
+    assert node.on_htlc(onion, enough, answers.append) and len(answers) == 1  # held
+    assert sim.calls["getinfo"] == 0  # no call per HTLC

@@ -13,7 +13,7 @@ import pytest
 from pyln.client import LightningRpc
 
 from lnplugin.config import load_settings
-from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable
+from lnplugin.nodes.base import InvoiceRequest, NodeError, NodeUnavailable, RequestNotSupported
 from lnplugin.nodes.cln.node import ClnNode, bolt11_timestamp, msat, to_invoice, version_tuple
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
@@ -99,6 +99,26 @@ def test_description_hash_needs_its_description(node: ClnNode) -> None:
     )
     assert node.decode(inv.payment_request)["description_hash"] == digest
     assert inv.description_hash == digest
+
+
+def test_description_outside_ascii_reaches_the_node(node: ClnNode, sim: ClnSim) -> None:
+    """lightningd refuses a `\\u` escape in `invoice`'s description (its
+    param_escaped_string): the text goes as UTF-8, as pyln sends it."""
+    text = "Café ☕ 日本 😀\ttab"
+    inv = node.create_invoice(InvoiceRequest(amount_msat=1000, description=text))
+    assert inv.description == text
+    assert node.decode(inv.payment_request)["description"] == text
+    assert sim.invoices[next(reversed(sim.invoices))]["description"] == text
+
+
+def test_description_lightningd_cannot_take_is_the_requests_fault(
+    node: ClnNode, sim: ClnSim
+) -> None:
+    for text, why in (("bell\x07", "control character"), ("half \ud83d", "UTF-8")):
+        with pytest.raises(RequestNotSupported, match=why) as err:
+            node.create_invoice(InvoiceRequest(amount_msat=1000, description=text))
+        assert err.value.field == "description"
+    assert sim.calls["invoice"] == 0
 
 
 def test_rpc_error_becomes_node_error(node: ClnNode) -> None:
@@ -247,6 +267,34 @@ def test_wait_timeout_relists_and_keeps_following(sim: ClnSim) -> None:
     node.close()
 
 
+def test_deleted_invoices_are_neither_lost_nor_counted_twice(node: ClnNode, sim: ClnSim) -> None:
+    """autoclean or `delinvoice` deleting paid invoices: one lnplugin has
+    read stays read; the ones at the top of the updated index leave a value
+    `wait` has passed, which must not make the feed list and wait in a loop."""
+    paid = []
+    for n in range(4):
+        inv = node.create_invoice(InvoiceRequest(amount_msat=1000 + n))
+        sim.pay(inv.payment_hash)
+        paid.append(inv.payment_hash)
+    labels = {r["payment_hash"]: label for label, r in sim.invoices.items()}
+    sim.dispatch("delinvoice", {"label": labels[paid[0]], "status": "paid"})
+    sim.dispatch("delinvoice", {"label": labels[paid[3]], "status": "paid"})
+    feed = Feed(node, 1)  # the first was read before it was deleted
+    got = [feed.next(), feed.next()]
+    assert [(u.invoice.payment_hash, u.cursor) for u in got] == [(paid[1], 2), (paid[2], 3)]
+    # It comes to wait in the node for what is next (index 5), rather than
+    # list nothing and wait for 4, answered at once, again and again.
+    e2e.wait_for(lambda: sim.blocked == 1, "the feed to wait for the next change")
+    assert sim.calls["wait"] == 2
+    last = node.create_invoice(InvoiceRequest(amount_msat=5000))
+    sim.pay(last.payment_hash)
+    after = feed.next()
+    assert (after.invoice.payment_hash, after.cursor) == (last.payment_hash, 5)
+    assert node.feed_head() == 5  # the head does not go back for deleted invoices
+    node.close()
+    assert feed.next() == "ended"
+
+
 def test_socket_gone_is_node_unavailable(sim: ClnSim, node: ClnNode) -> None:
     feed = Feed(node, 0)
     sim.stop()
@@ -326,3 +374,20 @@ def test_legacy_msat_strings() -> None:
     inv = to_invoice(row)
     assert (inv.amount_msat, inv.amount_received_msat) == (1000, 1200)
     assert inv.created_at == bolt11_timestamp(row["bolt11"])
+
+
+@pytest.mark.parametrize("version", ["v23.05", "v24.05"])
+def test_a_payment_started_first_and_completed_last_is_not_skipped(tmp: Path, version: str) -> None:
+    """Before v24.11 payments are read from `listsendpays`; its `id` counts
+    them as they start, so a cursor of ids skipped one that completed after
+    a later one (before v23.11 rows have no `updated_index` at all)."""
+    with ClnSim(tmp / "d", tmp / "s", version=version) as sim:
+        slow = sim.send_payment(5000, status="pending")
+        sim.send_payment(6000)
+        node = ClnNode(sim.socket_path)
+        first = list(node.outgoing_payments(0))
+        assert [p.amount_msat for p in first] == [6000]
+        sim.complete_payment(slow["payment_hash"])
+        cursor = max(p.cursor for p in first)
+        later = {p.payment_hash: p for p in node.outgoing_payments(cursor)}
+        assert slow["payment_hash"] in later and later[slow["payment_hash"]].amount_msat == 5000

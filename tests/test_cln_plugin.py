@@ -492,3 +492,24 @@ def test_a_misspelt_lnplugin_variable_is_a_warning_in_lightningds_log(
         ) in driver.logs
     finally:
         driver.kill()
+
+
+def test_records_of_an_htlc_lightningd_cannot_parse_are_not_kept(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """An even record the node was not told to accept makes lightningd fail
+    the HTLC (the hook sees no `onion.type`): its records were never paid
+    for, and must not turn up on the invoice a later payment settles."""
+    created = api.post("/invoices", {"amount": 30, "description": "tip jar"})
+    payment_hash = created["payment_hash"]
+    forged = {7629169: FORGED.encode(), 133773310: b"not accepted"}
+    made = next(r for r in sim.invoices.values() if r["payment_hash"] == payment_hash)
+    fields = {2: _tu(30000), 4: _tu(119), 8: bytes.fromhex(made["payment_secret"]) + _tu(30000)}
+    params = plugin.hook_params(payment_hash, encode_payload({**fields, **forged}))
+    assert "type" not in params["onion"] and "payment_secret" not in params["onion"]
+    plugin.send_hook(params)
+    plugin.pay(created["payment_request"])
+    wait_for(lambda: api.settled(payment_hash), "settlement")
+    assert scalar(plugin.data_dir, "SELECT COUNT(*) FROM htlc_records") == (0,)
+    got = api.get(f"/invoices/{payment_hash}")
+    assert got["boostagram"] is None and not got["custom_records"]

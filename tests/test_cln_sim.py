@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -190,6 +191,62 @@ def test_duplicate_label_and_long_description(rpc: LightningRpc) -> None:
         rpc.invoice(1000, "long", "x" * 640)
     created = rpc.invoice(1000, "long", "x" * 640, deschashonly=True)
     assert "description_hash" in rpc.decode(created["bolt11"])
+
+
+def raw_call(path: str, text: bytes) -> dict:
+    """One request written as these exact bytes (pyln never writes a `\\u`)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(text)
+        buf = b""
+        while b"\n\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, "the simulator hung up"
+            buf += chunk
+    return json.loads(buf)
+
+
+def test_invoice_description_takes_utf8_not_u_escapes(sim: ClnSim, rpc: LightningRpc) -> None:
+    """lightningd reads the description with param_escaped_string: UTF-8 and
+    the short escapes, but "should be a string (without \\u)"."""
+    request = {"jsonrpc": "2.0", "id": 1, "method": "invoice"}
+    params = {"amount_msat": 1000, "label": "u", "description": "café"}
+    escaped = json.dumps(request | {"params": params}).encode()
+    assert b"\\u00e9" in escaped
+    refused = raw_call(sim.socket_path, escaped)["error"]
+    assert refused["code"] == -32602 and refused["message"].startswith("description: ")
+    positional = json.dumps(request | {"params": [1000, "u", "café"]}).encode()
+    assert raw_call(sim.socket_path, positional)["error"]["code"] == -32602
+    assert "u" not in sim.invoices
+    # A literal backslash-u is no escape; UTF-8 split across two reads is one character.
+    literal = {**params, "label": "lit", "description": "C:\\users"}
+    assert "result" in raw_call(sim.socket_path, json.dumps(request | {"params": literal}).encode())
+    assert sim.invoices["lit"]["description"] == "C:\\users"
+    utf8 = json.dumps(request | {"params": params}, ensure_ascii=False).encode()
+    cut = utf8.index("é".encode()) + 1
+    client, server = socket.socketpair()
+    with client, server:
+        reads = SplitReads(server, [utf8[:cut], utf8[cut:]])
+        threading.Thread(target=sim._serve_conn, args=(reads,), daemon=True).start()
+        client.settimeout(10)
+        assert b"result" in client.recv(65536)
+    assert rpc.listinvoices("u")["invoices"][0]["description"] == "café"
+
+
+class SplitReads:
+    """A connection whose first reads return these chunks, then the socket's."""
+
+    def __init__(self, sock: socket.socket, chunks: list[bytes]) -> None:
+        self.sock, self.chunks = sock, chunks
+
+    def recv(self, size: int) -> bytes:
+        return self.chunks.pop(0) if self.chunks else self.sock.recv(size)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def test_stop_removes_socket_and_restart_keeps_data(sim: ClnSim, rpc: LightningRpc) -> None:

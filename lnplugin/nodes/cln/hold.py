@@ -53,10 +53,19 @@ log = logging.getLogger("lnplugin.cln_plugin")
 # The CLTV delta hold invoices ask for (LND's default): how long the payer's
 # HTLC may stay held. CLN's own invoices ask for 18.
 HOLD_CLTV_DELTA = 80
+# Invoice features: var_onion_optin, payment_secret and basic_mpp (optional
+# bits 8, 14, 17), as in CLN's own invoices: the hook takes a payment in parts,
+# and a payer may split one only when the invoice says so (BOLT 11).
+HOLD_FEATURES = (8, 14, 17)
 # `delinvoice` errors (Core Lightning's doc/schemas): no invoice with that
 # label; the invoice's status is not the one named.
 _NO_SUCH_INVOICE = 905
 _STATUS_CHANGED = 906
+# Seconds the parts of a multi-part payment may wait for the rest: lightningd
+# fails its own invoices' incomplete sets after 70 s (`htlc_set.c`), as BOLT 4
+# asks of a final node, with `mpp_timeout` (23, no data).
+MPP_TIMEOUT = 70.0
+MPP_TIMED_OUT: dict[str, str] = {"result": "fail", "failure_message": "0017"}
 Answer = Callable[[dict[str, Any]], None]
 
 
@@ -74,6 +83,7 @@ class _Held:
     answers: dict[tuple[str, int], Answer] = field(default_factory=dict)
     accepted: bool = False
     set_total: int | None = None  # the total the payer's onions name; one for every part
+    timer: threading.Timer | None = None  # fails the parts unless the set completes first
 
     @property
     def total(self) -> int:
@@ -89,6 +99,7 @@ class ClnHoldNode(ClnNode):
 
     features = ClnNode.features | {Feature.HOLD_INVOICES}
     unavailable = {}
+    mpp_timeout = MPP_TIMEOUT  # seconds; tests shorten it
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,6 +129,7 @@ class ClnHoldNode(ClnNode):
             description_hash=request.description_hash,
             expiry=request.expiry,
             min_final_cltv_expiry_delta=request.min_final_cltv_expiry_delta or HOLD_CLTV_DELTA,
+            features=HOLD_FEATURES,
         )
         signed = self._call("signinvoice", invstring=unsigned)["bolt11"]
         return NodeInvoice(
@@ -232,7 +244,7 @@ class ClnHoldNode(ClnNode):
         # lightningd replays the HTLCs of a payment taken before a restart:
         # they were checked when they came, and blocks may have passed since.
         replay = row.state == "ACCEPTED"
-        height = None if replay else self._height()
+        height = None if replay else _tip(htlc) or self._height()
         accepted: NodeInvoice | None = None
         with self._held_lock:
             # A settle or cancel decided since the read above (decisions are
@@ -256,6 +268,14 @@ class ClnHoldNode(ClnNode):
                     accepted = self._as(
                         row, "ACCEPTED", received=held.total, deadline=held.deadline
                     )
+                    if held.timer is not None:
+                        held.timer.cancel()
+                elif not held.accepted and held.timer is None:
+                    held.timer = threading.Timer(
+                        self.mpp_timeout, self._mpp_timed_out, (payment_hash, held)
+                    )
+                    held.timer.daemon = True
+                    held.timer.start()
         if decided is not None:
             self._answer_decided(decided, key, amount, answer)
             return True
@@ -305,6 +325,26 @@ class ClnHoldNode(ClnNode):
         # The HTLC must leave at least the invoice's CLTV delta to settle or
         # cancel it in: a shorter one could be claimed back on chain first.
         return height is None or height == 0 or expiry >= height + _cltv_delta(row)
+
+    def _mpp_timed_out(self, payment_hash: str, held: _Held) -> None:
+        """Fail the parts of a set still incomplete `mpp_timeout` after its
+        first part came. Held on, they would wait for a settle or cancel
+        that may never come (a payer who gave up; the invoice expiring, after
+        which it cannot be canceled) until their CLTV expiry, when the peer
+        that sent them closes the channel to take them back on chain."""
+        with self._held_lock:
+            if self._held.get(payment_hash) is not held or held.accepted:
+                return  # completed, settled or canceled meanwhile
+            del self._held[payment_hash]
+        log.info(
+            "hold invoice %s: %d part(s) of a multi-part payment failed after %g s "
+            "without the rest (mpp_timeout)",
+            payment_hash,
+            len(held.answers),
+            self.mpp_timeout,
+        )
+        for answer in held.answers.values():
+            answer(MPP_TIMED_OUT)
 
     # ------------------------------------------------------------ helpers
     def _answer_decided(
@@ -392,6 +432,17 @@ class ClnHoldNode(ClnNode):
             payment_secret=row.payment_secret,
             settle_deadline=deadline if deadline is not None else row.settle_deadline,
         )
+
+
+def _tip(htlc: Mapping[str, Any]) -> int | None:
+    """lightningd's block height as the hook gives it: `cltv_expiry_relative`
+    is `cltv_expiry` minus the height it had when it called. Asking
+    `getinfo` instead costs a call per HTLC, and one that fails would leave
+    no height to check the HTLC's CLTV against."""
+    try:
+        return int(htlc["cltv_expiry"]) - int(htlc["cltv_expiry_relative"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _cltv_delta(row: StoredInvoice) -> int:

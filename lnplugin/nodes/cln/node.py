@@ -75,6 +75,9 @@ _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _UNKNOWN_COMMAND = -32601
 _INVALID_PARAMS = -32602
 _TIMED_OUT = 904
+# Control characters JSON can only write as a `\u` escape (all but \b \t \n
+# \f \r), which lightningd refuses in a description.
+_U_ONLY = re.compile("[\x00-\x07\x0b\x0e-\x1f]")
 
 
 def msat(value: Any) -> int | None:
@@ -157,7 +160,10 @@ class _BlockingCall:
             self.sock = sock
         try:
             request = {"jsonrpc": "2.0", "id": f"lnplugin:{method}#1", "method": method}
-            sock.sendall(json.dumps(request | {"params": params}).encode())
+            # UTF-8 as is: lightningd refuses a `\u` escape in some strings
+            # (`invoice`'s description), which `ensure_ascii` would write for
+            # every character outside ASCII (docs/protocols.md#cln-invoice).
+            sock.sendall(json.dumps(request | {"params": params}, ensure_ascii=False).encode())
             sock.settimeout(WAIT_SLICE)
             deadline = None if timeout is None else time.monotonic() + timeout
             buf = b""
@@ -371,6 +377,7 @@ class ClnNode(Node):
         hashes; a bare hash is refused (`RequestNotSupported`, a 400 over HTTP).
         """
         description = request.description or ""
+        _check_description(description)
         deschashonly = None
         if request.description_hash is not None:
             digest = hashlib.sha256(description.encode()).hexdigest()
@@ -505,6 +512,11 @@ class ClnNode(Node):
 
         `listpays index=updated` (v24.11+) aggregates the parts of a payment;
         older nodes get `listsendpays`, grouped here by (payment_hash, groupid).
+        Its rows have an `updated_index` since v23.11 only, and not those
+        completed before a node was upgraded to it; `id` is no stand-in (it
+        counts payments as they start, and a payment started first may
+        complete last), so those are handed on every time with cursor 0 (the
+        store keeps each payment once): the listing reads them all anyway.
         """
         if self.version >= (24, 11):
             for row, position in self._updated("listpays", "pays", cursor):
@@ -518,8 +530,8 @@ class ClnNode(Node):
             )
         payments = []
         for parts in groups.values():
-            position = max(int(p.get("updated_index") or p.get("id") or 0) for p in parts)
-            if position > cursor:
+            position = max(int(p.get("updated_index") or 0) for p in parts)
+            if position > cursor or position == 0:
                 payments.append(_sendpays_to_outgoing(parts, position))
         yield from sorted(payments, key=lambda p: p.cursor)
 
@@ -543,6 +555,23 @@ class ClnNode(Node):
     def decode(self, invstring: str) -> dict[str, Any]:
         """CLN's `decode` result (payee, amount, description...); `decodepay` is gone."""
         return self._call("decode", string=invstring)
+
+
+def _check_description(description: str) -> None:
+    """Refuse, as the client's fault, a description lightningd would refuse:
+    it reads `invoice`'s description as UTF-8 with JSON's short escapes only,
+    never a `\\u` escape, which JSON needs for most control characters and
+    which text that is not UTF-8 (a lone surrogate) cannot do without."""
+    try:
+        description.encode()
+    except UnicodeEncodeError:
+        raise RequestNotSupported("must be UTF-8 text", "description") from None
+    if _U_ONLY.search(description):
+        raise RequestNotSupported(
+            "Core Lightning cannot take a control character (other than tab, newline, "
+            "carriage return, backspace or form feed) in a description",
+            "description",
+        )
 
 
 class _OldNode(NodeError):

@@ -127,7 +127,10 @@ def on_htlc_accepted(
 def capture(store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, Any]) -> None:
     """Store the custom TLV records of an HTLC paying this node.
 
-    Forwards (the onion names a next channel or node) are not ours. Parse errors
+    Forwards (the onion names a next channel or node) are not ours, nor an
+    onion without `type`: lightningd could not parse its payload (an unknown
+    even record it was not told to accept, say) and fails the HTLC once the
+    hooks are done, so nobody paid for its records. Parse errors
     and store errors are logged, never raised: failing or holding an HTLC
     over our bookkeeping would cost the operator a payment. Replays (CLN
     re-sends unresolved HTLCs at startup) merge to the same row. Called for
@@ -135,7 +138,7 @@ def capture(store: Store | None, onion: Mapping[str, Any], htlc: Mapping[str, An
     part it takes, so a hold invoice keeps its records as on lnd.
     """
     try:
-        if store is None or is_forward(onion):
+        if store is None or is_forward(onion) or onion.get("type") != "tlv":
             return
         records = custom_records(str(onion.get("payload") or ""))
         if not records:

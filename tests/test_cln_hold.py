@@ -11,6 +11,7 @@ settleable again.
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import linecache
 import secrets
@@ -475,8 +476,22 @@ def paying_htlc(sim: ClnSim, minted: NodeInvoice, n: int) -> tuple[dict, dict]:
 
 
 def waits_for_hold_lock(thread: threading.Thread, function: str) -> bool:
-    """Whether `thread` waits at `function`'s `with self._held_lock`."""
-    frame = sys._current_frames().get(thread.ident or 0)
+    """Whether `thread` waits at `function`'s `with self._held_lock`.
+
+    Garbage collection is held off for `sys._current_frames()`: in CPython
+    3.11 it holds the runtime's thread-list lock while it allocates, and a
+    collection started there whose finalizers need that lock (a thread's
+    state being freed) deadlocks the process with the GIL held, where not
+    even pytest-timeout's thread can run (python/cpython#106883, fixed in
+    3.12). It hung this test module about once in a few hundred calls."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        frames = sys._current_frames()
+    finally:
+        if collecting:
+            gc.enable()
+    frame = frames.get(thread.ident or 0)
     return (
         frame is not None
         and frame.f_code.co_name == function

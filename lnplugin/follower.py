@@ -22,7 +22,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -376,18 +376,40 @@ def apply_outgoing_in(tx: sqlite3.Connection, payment: OutgoingPayment) -> bool:
     return True
 
 
-def expire_due(store: Store, now: int | None = None, *, hold: bool | None = None) -> int:
-    """Mark open invoices past their expiry as EXPIRED, with an event each;
-    `hold` as in `invoices.open_expired` (the follower asks the node about
-    hold invoices first: `Follower.expire`)."""
+EXPIRE_BATCH = 500  # due invoices read, asked about and marked at a time
+
+
+def expire_due(
+    store: Store,
+    now: int | None = None,
+    *,
+    ask: Callable[[list[StoredInvoice]], set[str]] | None = None,
+) -> int:
+    """Mark open invoices past their expiry EXPIRED, with an event each.
+
+    `ask` (the follower's `_lapsed`, which asks the node) is handed each
+    batch of due invoices first and returns the payment hashes of those
+    that lapsed unpaid; it stores what the node says of the others (paid or
+    held while lnplugin did not hear of it), so that none of them gets an
+    `expired` event. Without it every due invoice is marked. Each batch is
+    read again in the transaction that marks it: one the feed settled
+    meanwhile is no longer OPEN, and stays as the feed left it."""
     now = int(time.time()) if now is None else now
     count = 0
     while True:
-        with store.transaction() as tx:
-            rows = invoices.open_expired(tx, now, limit=500, hold=hold)
-            _expire_in(tx, rows)
-        count += len(rows)
-        if len(rows) < 500:
+        with store.snapshot() as conn:
+            due = invoices.open_expired(conn, now, EXPIRE_BATCH)
+        lapsed = {row.payment_hash for row in due} if ask is None else ask(due)
+        if lapsed:
+            with store.transaction() as tx:
+                rows = [
+                    row
+                    for row in invoices.open_expired(tx, now, EXPIRE_BATCH)
+                    if row.payment_hash in lapsed
+                ]
+                _expire_in(tx, rows)
+            count += len(rows)
+        if len(due) < EXPIRE_BATCH:
             return count
 
 
@@ -664,35 +686,30 @@ class Follower:
 
     def expire(self, now: int | None = None) -> int:
         """Mark open invoices past their expiry EXPIRED (`expire_due`), asking
-        the node about hold invoices first: one paid before its expiry while
-        lnplugin did not hear of it (down, or its hold feed away) is held
-        there, ACCEPTED, and must be settled or canceled, not written off.
-        The node takes no payment after the expiry, so what it answers stays
-        true until the invoice is marked."""
-        now = int(time.time()) if now is None else now
-        if self._holder() is None:
-            return expire_due(self.store, now)
-        count = expire_due(self.store, now, hold=False)  # need not wait for the node
-        with self.store.snapshot() as conn:
-            due = invoices.open_expired(conn, now, hold=True)
-        if not due:
-            return count
-        held: list[InvoiceUpdate] = []
+        the node about each first (`_lapsed`)."""
+        return expire_due(self.store, now, ask=self._lapsed)
+
+    def _lapsed(self, due: list[StoredInvoice]) -> set[str]:
+        """Which of the `due` invoices lapsed unpaid, by the node's word; what
+        it says of the others is stored. One paid before its expiry while
+        lnplugin did not hear of it (down, its feed away or behind, as at
+        every start after an outage) is SETTLED there, or held ACCEPTED (a
+        hold invoice, to be settled or canceled), and an `expired` event
+        would tell an app to give up on an order that was paid. The node
+        takes no payment after the expiry, so what it answers stays true
+        until the invoice is marked. A node that cannot answer (down) leaves
+        them all OPEN until a later tick (`NodeUnavailable` is raised)."""
+        heard: list[InvoiceUpdate] = []
         lapsed: set[str] = set()
         for row in due:
             found = self.node.lookup_invoice(row.payment_hash)
             if found is not None and found.state in ("ACCEPTED", *_FINAL):
-                held.append(InvoiceUpdate(found, 0))
+                heard.append(InvoiceUpdate(found, 0))
             else:
                 lapsed.add(row.payment_hash)
-        if held:
-            self.apply(held)
-        with self.store.transaction() as tx:
-            rows = [
-                r for r in invoices.open_expired(tx, now, hold=True) if r.payment_hash in lapsed
-            ]
-            _expire_in(tx, rows)
-        return count + len(rows)
+        if heard:
+            self.apply(heard)
+        return lapsed
 
     def sync_cursor_kind(self) -> None:
         """Reset the incoming cursor if the node now counts it differently.

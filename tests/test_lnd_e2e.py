@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -202,6 +203,56 @@ def test_node_down_create_503_reads_work(server: Server, sim: LndSim, api: Api) 
     )
     sim.pay_invoice(again["payment_hash"])
     wait_for(lambda: api.settled(again["payment_hash"]), "settlement after reconnect")
+
+
+def _column(data: Path, column: str, payment_hash: str) -> Any:
+    """One column of the stored incoming invoice `payment_hash`."""
+    sql = f"SELECT {column} FROM invoices WHERE type = 'incoming' AND payment_hash = ?"
+    return e2e.scalar(data, sql, payment_hash)[0]
+
+
+def test_an_invoice_paid_while_lnplugin_was_down_never_expires(tmp: Path, sim: LndSim) -> None:
+    """Paid on lnd while lnplugin was down, and its expiry passed before
+    lnplugin was back: it is settled, once, and never `expired` (whose
+    webhook would tell a shop to give up on an order that was paid). The
+    feed is held back at the restart (lnd slow to list), so the expiry tick
+    comes first, as it does after any outage long enough to outlast it."""
+    data = tmp / "data"
+    with _serve(tmp, sim) as server:
+        assert server.token
+        token = server.token
+        api = Api(server.url, token)
+        # 5 s: time enough to pay it on a busy machine before lnd's expiry.
+        created = api.post("/invoices", {"amount": 21, "description": "paid", "expiry": 5})
+        api.close()
+        server.stop(signal.SIGKILL)
+    payment_hash = created["payment_hash"]
+    sim.pay_invoice(created["payment_request"])
+    expires_at = _column(data, "expires_at", payment_hash)
+    wait_for(lambda: time.time() > expires_at + 1, "the invoice's expiry to pass")
+    server = _serve(tmp, sim)
+    try:
+        with sim.faults.stall("ListInvoices"):  # the feed waits until the block ends
+            server.start()
+            state = wait_for(
+                lambda: (s := _column(data, "state", payment_hash)) != "OPEN" and s,
+                "the expiry tick to decide",
+            )
+        api = Api(server.url, token)
+        got = wait_for(lambda: api.settled(payment_hash), "the settlement")
+        api.close()
+    finally:
+        server.stop()
+    stored = e2e.db(data)
+    try:
+        kinds = stored.execute(
+            "SELECT type FROM events WHERE payment_hash = ? ORDER BY seq", (payment_hash,)
+        ).fetchall()
+    finally:
+        stored.close()
+    assert state == "SETTLED"
+    assert got["amount_received_msat"] == 21_000 and got["state"] == "SETTLED"
+    assert [k for (k,) in kinds] == ["invoice.incoming.created", "invoice.incoming.settled"]
 
 
 def _pay_out_of_order(sim: LndSim, label: str) -> int:

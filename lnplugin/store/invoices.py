@@ -382,15 +382,16 @@ def _next_position(conn: sqlite3.Connection, name: ListName) -> int:
     return next_list_seq(conn, name)
 
 
-def open_expired(
-    conn: sqlite3.Connection, now: int, limit: int = 500, *, hold: bool | None = None
-) -> list[StoredInvoice]:
-    """Open incoming invoices whose expiry has passed (for the expiry sweep);
-    `hold`: only hold invoices (True) or only the others (False)."""
-    where = "WHERE state = 'OPEN' AND expires_at <= ?"
-    if hold is not None:
-        where += f" AND hold = {int(hold)}"
-    return _select(conn, f"{where} ORDER BY expires_at LIMIT ?", (now, limit)).fetchall()
+def open_expired(conn: sqlite3.Connection, now: int, limit: int = 500) -> list[StoredInvoice]:
+    """Open incoming invoices whose expiry has passed (for the expiry sweep),
+    the longest expired first. Ties go by `id`, so two reads of the same
+    rows give the same batch (the sweep reads a batch, asks the node about
+    it, then reads it again in the transaction that marks it)."""
+    return _select(
+        conn,
+        "WHERE state = 'OPEN' AND expires_at <= ? ORDER BY expires_at, id LIMIT ?",
+        (now, limit),
+    ).fetchall()
 
 
 def open_unexpired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> list[StoredInvoice]:

@@ -393,24 +393,33 @@ def expire_due(
     held while lnplugin did not hear of it), so that none of them gets an
     `expired` event. Without it every due invoice is marked. Each batch is
     read again in the transaction that marks it: one the feed settled
-    meanwhile is no longer OPEN, and stays as the feed left it."""
+    meanwhile is no longer OPEN, and stays as the feed left it.
+
+    Batches follow one another by (`expires_at`, `id`): a due invoice the
+    node leaves open (it said nothing that changes it) is asked about once
+    a sweep, and neither holds the sweep in a loop nor keeps the invoices
+    after it from being asked about."""
     now = int(time.time()) if now is None else now
     count = 0
+    after = (-(2**63), 0)
     while True:
         with store.snapshot() as conn:
-            due = invoices.open_expired(conn, now, EXPIRE_BATCH)
+            due = invoices.open_expired(conn, now, EXPIRE_BATCH, after)
+        if not due:
+            return count
         lapsed = {row.payment_hash for row in due} if ask is None else ask(due)
         if lapsed:
             with store.transaction() as tx:
                 rows = [
                     row
-                    for row in invoices.open_expired(tx, now, EXPIRE_BATCH)
+                    for row in invoices.open_expired(tx, now, EXPIRE_BATCH, after)
                     if row.payment_hash in lapsed
                 ]
                 _expire_in(tx, rows)
             count += len(rows)
         if len(due) < EXPIRE_BATCH:
             return count
+        after = (due[-1].expires_at, due[-1].id)
 
 
 def _expire_in(tx: sqlite3.Connection, rows: list[StoredInvoice]) -> None:

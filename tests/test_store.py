@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import pytest
 
-from lnplugin.follower import apply_in, expire_due
+from lnplugin.follower import EXPIRE_BATCH, apply_in, expire_due
 from lnplugin.nodes.base import InvoiceUpdate, NodeInvoice
 from lnplugin.store import (
     Store,
@@ -625,6 +625,36 @@ def test_the_expiry_sweep_handles_more_than_one_batch(store):
     assert expire_due(store) == 1203
     assert count(store.conn, "invoices", "state = 'EXPIRED'") == 1203
     assert count(store.conn, "events") == 1203
+
+
+def test_a_sweep_whose_node_leaves_a_full_batch_as_it_was_ends(store):
+    """A full batch of due invoices the node says nothing about that changes
+    them (here: nothing lapsed, nothing stored) stays OPEN for the next tick;
+    the sweep must not read the same batch again and again (it did, for
+    ever), and the invoices after it are asked about in the same sweep."""
+    now = int(time.time())
+    with store.transaction() as tx:
+        for i in range(EXPIRE_BATCH + 3):
+            invoices.insert(
+                tx,
+                {
+                    "type": "incoming",
+                    "payment_hash": f"{i:064x}",
+                    "state": "OPEN",
+                    "created_at": now - 100,
+                    "expiry": 10,
+                    "expires_at": now - 90,
+                },
+            )
+    asked: list[int] = []
+
+    def nothing_lapsed(due):  # type: ignore[no-untyped-def]
+        asked.append(len(due))
+        return set()
+
+    assert expire_due(store, now, ask=nothing_lapsed) == 0
+    assert asked == [EXPIRE_BATCH, 3]  # each due invoice once
+    assert count(store.conn, "invoices", "state = 'OPEN'") == EXPIRE_BATCH + 3
 
 
 def test_a_settlement_after_the_sweep_still_counts(store):

@@ -382,15 +382,23 @@ def _next_position(conn: sqlite3.Connection, name: ListName) -> int:
     return next_list_seq(conn, name)
 
 
-def open_expired(conn: sqlite3.Connection, now: int, limit: int = 500) -> list[StoredInvoice]:
+def open_expired(
+    conn: sqlite3.Connection,
+    now: int,
+    limit: int = 500,
+    after: tuple[int, int] = (-(2**63), 0),
+) -> list[StoredInvoice]:
     """Open incoming invoices whose expiry has passed (for the expiry sweep),
     the longest expired first. Ties go by `id`, so two reads of the same
     rows give the same batch (the sweep reads a batch, asks the node about
-    it, then reads it again in the transaction that marks it)."""
+    it, then reads it again in the transaction that marks it). `after`
+    (`expires_at`, `id`) of the last row of the previous batch: the next
+    batch, so rows a batch left OPEN are not read again in the same sweep."""
     return _select(
         conn,
-        "WHERE state = 'OPEN' AND expires_at <= ? ORDER BY expires_at, id LIMIT ?",
-        (now, limit),
+        "WHERE state = 'OPEN' AND expires_at <= ? AND (expires_at, id) > (?, ?) "
+        "ORDER BY expires_at, id LIMIT ?",
+        (now, *after, limit),
     ).fetchall()
 
 

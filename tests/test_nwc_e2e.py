@@ -360,26 +360,27 @@ def test_a_page_of_large_transactions_is_answered_cut_to_one_message(
     assert page(20) == []
 
 
+def _boost_heard(
+    server: e2e.Server, relay: Relay, uri: str, amount_msat: int, *records: str
+) -> dict[str, Any]:
+    """A dev-node keysend with `records` (TYPE=VALUE), and the app's
+    `payment_received` notification of it."""
+    listener = Listener(relay, uri)
+    try:
+        flags = [arg for record in records for arg in ("--record", record)]
+        e2e.cli(server.data_dir, "dev", "keysend", "--amount-msat", str(amount_msat), *flags)
+        return listener.next(23197)["body"]["notification"]  # type: ignore[no-any-return]
+    finally:
+        listener.close()
+
+
 def test_a_keysend_boostagram_arrives_in_the_notification_metadata(
     server: e2e.Server, relay: Relay
 ) -> None:
     uri = connect_app(server, relay, "invoices:read", label="podcast app")
-    listener = Listener(relay, uri)
-    try:
-        e2e.cli(
-            server.data_dir,
-            "dev",
-            "keysend",
-            "--amount-msat",
-            "5000",
-            "--record",
-            '7629169={"podcast":"Pod","message":"great show"}',
-            "--record",
-            "34349334=hi",
-        )
-        paid = listener.next(23197)["body"]["notification"]
-    finally:
-        listener.close()
+    paid = _boost_heard(
+        server, relay, uri, 5000, '7629169={"podcast":"Pod","message":"great show"}', "34349334=hi"
+    )
     assert paid["amount"] == 5000
     assert paid["metadata"]["boostagram"] == {"podcast": "Pod", "message": "great show"}
     types = {r["type"] for r in paid["metadata"]["tlv_records"]}
@@ -394,22 +395,9 @@ def test_a_long_boostagram_is_not_lost_from_the_metadata(server: e2e.Server, rel
     boost = {"podcast": "Pod", "feedID": 42, "action": "boost", "message": "great show " * 120}
     record = json.dumps(boost, separators=(",", ":"))
     uri = connect_app(server, relay, "invoices:read", label="long boost")
-    listener = Listener(relay, uri)
-    try:
-        e2e.cli(
-            server.data_dir,
-            "dev",
-            "keysend",
-            "--amount-msat",
-            "21000",
-            "--record",
-            f"7629169={record}",
-            "--record",
-            "34349334=thanks",
-        )
-        meta = listener.next(23197)["body"]["notification"]["metadata"]
-    finally:
-        listener.close()
+    meta = _boost_heard(server, relay, uri, 21000, f"7629169={record}", "34349334=thanks")[
+        "metadata"
+    ]
     assert len(json.dumps(meta, separators=(",", ":"))) <= 4096
     assert {r["type"]: bytes.fromhex(r["value"]) for r in meta["tlv_records"]} == {
         7629169: record.encode(),

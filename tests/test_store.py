@@ -607,10 +607,10 @@ def test_the_expiry_sweep_leaves_settled_invoices_alone(store):
     assert invoices.by_id(store.conn, invoice_id).state == "SETTLED"
 
 
-def test_the_expiry_sweep_handles_more_than_one_batch(store):
-    now = int(time.time())
+def _due_invoices(store: Store, count: int, now: int) -> None:
+    """`count` open invoices that expired 90 s before `now`."""
     with store.transaction() as tx:
-        for i in range(1203):
+        for i in range(count):
             invoices.insert(
                 tx,
                 {
@@ -622,6 +622,10 @@ def test_the_expiry_sweep_handles_more_than_one_batch(store):
                     "expires_at": now - 90,
                 },
             )
+
+
+def test_the_expiry_sweep_handles_more_than_one_batch(store):
+    _due_invoices(store, 1203, int(time.time()))
     assert expire_due(store) == 1203
     assert count(store.conn, "invoices", "state = 'EXPIRED'") == 1203
     assert count(store.conn, "events") == 1203
@@ -633,19 +637,7 @@ def test_a_sweep_whose_node_leaves_a_full_batch_as_it_was_ends(store):
     the sweep must not read the same batch again and again (it did, for
     ever), and the invoices after it are asked about in the same sweep."""
     now = int(time.time())
-    with store.transaction() as tx:
-        for i in range(EXPIRE_BATCH + 3):
-            invoices.insert(
-                tx,
-                {
-                    "type": "incoming",
-                    "payment_hash": f"{i:064x}",
-                    "state": "OPEN",
-                    "created_at": now - 100,
-                    "expiry": 10,
-                    "expires_at": now - 90,
-                },
-            )
+    _due_invoices(store, EXPIRE_BATCH + 3, now)
     asked: list[int] = []
 
     def nothing_lapsed(due):  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import itertools
 import json
 import os
@@ -169,10 +170,11 @@ class PluginDriver:
         return self
 
     def _read_stdout(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert isinstance(stdout, io.BufferedReader)  # a pipe opened with the default buffering
         buf = b""
         with contextlib.suppress(OSError, ValueError):  # pipe closed under us
-            while chunk := proc.stdout.read1(65536):
+            while chunk := stdout.read1(65536):
                 buf += chunk
                 *messages, buf = buf.split(b"\n\n")
                 for raw in messages:

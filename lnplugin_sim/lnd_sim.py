@@ -56,7 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -1430,7 +1430,7 @@ class LndSim:
             inv.amt_paid_sat = inv.amt_paid_msat // 1000
             # lnd dates the set, not the invoice (settle_date stays 0).
             set_state = inv.amp_invoice_state[secrets.token_hex(32)]
-            set_state.state = lightning_pb2.InvoiceHTLCState.Value("SETTLED")
+            set_state.state = lightning_pb2.SETTLED
             set_state.settle_index = index
             set_state.settle_time = _now()
             set_state.amt_paid_msat = amount_msat
@@ -1564,7 +1564,7 @@ class LndSim:
         """
         preimage = preimage or secrets.token_bytes(32)
         destination = destination or "02" + secrets.token_hex(32)
-        status_value = Payment.PaymentStatus.Value(status)
+        status_value = cast("Payment.PaymentStatus", Payment.PaymentStatus.Value(status))
         now_ns = time.time_ns()
         records = dict(custom_records or {})
         if not payment_request:

@@ -135,6 +135,7 @@ def recovery_inputs(invoices: Sequence[str]) -> list[tuple[bytes, bytes]]:
     for text in invoices:
         inv = bolt11.decode(text)
         sig = inv.signature
+        assert sig is not None  # the package's decode of a signed invoice
         digest = sha256(sig.hrp.encode() + sig.signing_data).digest()
         out.append((sig.signature_data, digest))
     return out

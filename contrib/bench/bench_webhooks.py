@@ -43,7 +43,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 
@@ -129,8 +129,8 @@ def _read_streams(socks: list[socket.socket], out: Connection) -> None:
         for key, _ in ready:
             seen_at = now
             try:
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                chunk, anc, _flags, _addr = sock.recvmsg(65536, ancillary)
+                ready_sock = cast(socket.socket, key.fileobj)
+                chunk, anc, _flags, _addr = ready_sock.recvmsg(65536, ancillary)
                 for level, kind, data in anc:
                     if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
                         sec, nsec = _TIMESPEC.unpack(data[: _TIMESPEC.size])
@@ -197,11 +197,12 @@ class SSEClients:
 
     def _collect(self, pipes: list[Connection]) -> None:
         while pipes:
-            for conn in wait(pipes):
+            for ready in wait(pipes):
+                conn = cast(Connection, ready)  # `wait` returns what it was given
                 try:
-                    batch = conn.recv()  # type: ignore[union-attr]
+                    batch = conn.recv()
                 except EOFError:
-                    pipes.remove(conn)  # type: ignore[arg-type]
+                    pipes.remove(conn)
                     continue
                 with self.lock:
                     for payment_hash, seen_at, read_at in batch:

@@ -99,7 +99,7 @@ def no_work(url: str, keys: ns.Keys, client: str, count: int) -> None:
         sent = 0
         for raw in ws:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            if sent < count and raw.startswith('["EVENT"'):
+            if sent < count and isinstance(raw, str) and raw.startswith('["EVENT"'):
                 ws.send(answers[sent])
                 sent += 1
 

@@ -401,7 +401,7 @@ def expire_due(
     after it from being asked about."""
     now = int(time.time()) if now is None else now
     count = 0
-    after = (-(2**63), 0)
+    after = invoices.BEFORE_ANY
     while True:
         with store.snapshot() as conn:
             due = invoices.open_expired(conn, now, EXPIRE_BATCH, after)

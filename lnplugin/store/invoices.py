@@ -382,11 +382,15 @@ def _next_position(conn: sqlite3.Connection, name: ListName) -> int:
     return next_list_seq(conn, name)
 
 
+# (`expires_at`, `id`) before every row: where a sweep's first batch starts.
+BEFORE_ANY = (-(2**63), 0)
+
+
 def open_expired(
     conn: sqlite3.Connection,
     now: int,
     limit: int = 500,
-    after: tuple[int, int] = (-(2**63), 0),
+    after: tuple[int, int] = BEFORE_ANY,
 ) -> list[StoredInvoice]:
     """Open incoming invoices whose expiry has passed (for the expiry sweep),
     the longest expired first. Ties go by `id`, so two reads of the same

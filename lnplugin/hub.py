@@ -1,8 +1,11 @@
 """Fan-out of new outbox events to live subscribers (Server-Sent Events).
 
-One thread waits on `Store.wait_for_commit`, reads the new events once,
-encodes each once as an SSE message, and hands it to the subscribers that
-want it.
+One thread, woken by commits while any stream is open (`Store.on_commit`),
+reads the new events once, encodes each once as an SSE message, and hands
+it to the subscribers that want it. With no stream open it is not woken by
+commits at all: it only moves its position to the outbox's head once per
+`IDLE_WAIT`, so a server creating invoices with no one listening pays
+nothing here.
 
 A subscriber starts in *queued* mode: the hub appends to its queue, and the
 stream sends what it finds there (that is how a stream sends its first state
@@ -284,6 +287,7 @@ class EventHub:
         self._all: set[Subscription] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by commits while a stream is open
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -292,7 +296,8 @@ class EventHub:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        self.store.wake_waiters()
+        self._wake.set()
+        self.store.off_commit(self._wake)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -307,6 +312,8 @@ class EventHub:
 
     def subscribe(self, sub: Subscription) -> None:
         with self._lock:
+            if not self._all and not self._by_invoice:  # the first: hear commits again
+                self.store.on_commit(self._wake)
             if sub.invoice_id is None:
                 self._all.add(sub)
             else:
@@ -321,6 +328,8 @@ class EventHub:
                 subs.discard(sub)
                 if not subs:
                     self._by_invoice.pop(sub.invoice_id, None)
+            if not self._all and not self._by_invoice:  # the last: stop hearing them
+                self.store.off_commit(self._wake)
 
     @property
     def subscribers(self) -> int:
@@ -328,10 +337,10 @@ class EventHub:
             return len(self._all) + sum(len(s) for s in self._by_invoice.values())
 
     def _run(self) -> None:
-        seen = self.store.commit_version
         seq = events.last_seq(self.store.conn)
         while not self._stop.is_set():
-            seen = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
+            self._wake.wait(IDLE_WAIT)
+            self._wake.clear()  # a commit from here on sets it again: not missed
             try:
                 head = events.last_seq(self.store.conn)
                 if not self.subscribers:

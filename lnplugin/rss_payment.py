@@ -163,37 +163,25 @@ class RssPaymentWorker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
+        # Fetches follow settlements only (`schedule`); other events wait for
+        # the next of those, or the idle timeout, to move the cursor past them.
+        self.store.on_commit(self._wake, (events.INCOMING_SETTLED,))
         self._thread = threading.Thread(target=self._run, name="lnplugin-rss-payment", daemon=True)
-        self._watcher = threading.Thread(
-            target=self._watch, name="lnplugin-rss-payment-wake", daemon=True
-        )
         self._thread.start()
-        self._watcher.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
-        self.store.wake_waiters()
-        for thread in (self._thread, self._watcher):
-            if thread is not None:
-                thread.join(timeout)
+        self.store.off_commit(self._wake)
+        if self._thread is not None:
+            self._thread.join(timeout)
         self._pool.shutdown(STOP_GRACE)
 
     @property
     def running(self) -> bool:
-        return any(t is not None and t.is_alive() for t in (self._thread, self._watcher))
-
-    def _watch(self) -> None:
-        """Turn store commits into wake-ups."""
-        seen = self.store.commit_version
-        while not self._stop.is_set():
-            now = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
-            if now != seen:
-                seen = now
-                self._wake.set()
+        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -135,40 +135,27 @@ class DeliveryWorker:
         self._targets: dict[int, tuple[str, str]] = {}  # rows out -> their `db.target`
         self._targets_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
         with self.store.transaction() as tx:
             db.service_secrets(tx)  # create it now, so later reads never need to write
+        # Every event type: an endpoint may subscribe to any of them.
+        self.store.on_commit(self._wake)
         self._thread = threading.Thread(target=self._run, name="lnplugin-webhooks", daemon=True)
-        self._watcher = threading.Thread(
-            target=self._watch, name="lnplugin-webhooks-wake", daemon=True
-        )
         self._thread.start()
-        self._watcher.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
-        self.store.wake_waiters()  # the watcher sleeps in wait_for_commit, not on _wake
-        for thread in (self._thread, self._watcher):
-            if thread is not None:
-                thread.join(timeout)
+        self.store.off_commit(self._wake)
+        if self._thread is not None:
+            self._thread.join(timeout)
         self._pool.shutdown(STOP_GRACE)
 
     @property
     def running(self) -> bool:
         """Whether the dispatcher or watcher thread is still alive."""
-        return any(t is not None and t.is_alive() for t in (self._thread, self._watcher))
-
-    def _watch(self) -> None:
-        """Turn store commits into wake-ups for the dispatcher."""
-        seen = self.store.commit_version
-        while not self._stop.is_set():
-            now = self.store.wait_for_commit(seen, IDLE_WAIT, self._stop)
-            if now != seen:
-                seen = now
-                self._wake.set()
+        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():

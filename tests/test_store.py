@@ -4,6 +4,7 @@ with the follower cursor and the outbox event."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from dataclasses import asdict
 
@@ -692,6 +693,36 @@ def test_a_quiet_transaction_that_appends_to_the_outbox_wakes_its_readers_all_th
     with store.transaction(wake=False) as tx:
         events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
     assert store.wait_for_commit(seen, 5) == seen + 1
+
+
+def test_a_listener_for_some_event_types_is_woken_by_those_and_by_commits_without_events(store):
+    # The rss::payment worker reads settlements only: an invoice created
+    # must not wake it, a settlement must, and so must a commit that wrote
+    # rows but no event (a delivery made due again), as every commit did.
+    mine = open_invoice(store, "01" * 32)
+    settled, anything = threading.Event(), threading.Event()
+    store.on_commit(settled, (events.INCOMING_SETTLED,))
+    store.on_commit(anything)
+    with store.transaction() as tx:
+        events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
+    assert anything.is_set() and not settled.is_set()
+
+    anything.clear()
+    with store.transaction(wake=False) as tx:  # a quiet one appending the type
+        events.append(tx, events.INCOMING_SETTLED, invoices.by_id(tx, mine))
+    assert settled.is_set() and anything.is_set()
+
+    settled.clear()
+    with store.transaction() as tx:
+        tx.execute("UPDATE invoices SET description = 'no event' WHERE id = ?", (mine,))
+    assert settled.is_set()
+
+    settled.clear()
+    store.off_commit(settled)
+    with store.transaction() as tx:
+        events.append(tx, events.INCOMING_SETTLED, invoices.by_id(tx, mine))
+    assert not settled.is_set()
+    store.off_commit(anything)
 
 
 @pytest.mark.parametrize("type_", [None, "incoming", "outgoing"])

@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +224,12 @@ def _outbox_head(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
 
 
+def _types_after(conn: sqlite3.Connection, seq: int) -> frozenset[str]:
+    """The types of the outbox events past `seq` (those of the open transaction)."""
+    rows = conn.execute("SELECT DISTINCT type FROM events WHERE seq > ?", (seq,))
+    return frozenset(row[0] for row in rows)
+
+
 class Store:
     """Owns the database file; hands each thread its own connection."""
 
@@ -255,6 +261,9 @@ class Store:
         # webhook worker wait on it instead of polling.
         self._commits = threading.Condition()
         self.commit_version = 0
+        # Events set after waking commits (`on_commit`), with the outbox event
+        # types each waits for (None: any). Replaced whole, never changed in place.
+        self._listeners: dict[threading.Event, frozenset[str] | None] = {}
         # Writes accepted while the write lock was busy (`write_later`), in
         # order; written by the next write transaction of this process, or by
         # the flusher thread.
@@ -533,7 +542,10 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             changes = conn.total_changes
-            head = None if wake else _outbox_head(conn)
+            # A listener that waits for some event types only needs to know
+            # which this transaction appends: its outbox head before and after.
+            typed = any(types is not None for types in self._listeners.values())
+            head = _outbox_head(conn) if typed or not wake else None
             ran = self._run_deferred(conn) if self._deferred else []
             try:
                 yield conn
@@ -541,7 +553,11 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             changed = conn.total_changes != changes
-            wake = wake or (changed and _outbox_head(conn) != head)
+            appended: frozenset[str] | None = None  # the outbox event types written
+            if changed and head is not None:
+                new_head = _outbox_head(conn)
+                appended = _types_after(conn, head) if new_head != head else frozenset()
+            wake = wake or bool(appended)
             conn.execute("COMMIT")
             if ran:
                 self._deferred_committed(ran)
@@ -561,8 +577,36 @@ class Store:
             with self._commits:
                 self.commit_version += 1
                 self._commits.notify_all()
+            for event, types in self._listeners.items():
+                # A commit that appended no event (a delivery made due again,
+                # say) still wakes every listener, as it always did.
+                if types is None or not appended or types & appended:
+                    event.set()
         if self.checkpointer is not None:
             self.checkpointer.poke()
+
+    def on_commit(self, event: threading.Event, types: Iterable[str] | None = None) -> None:
+        """Set `event` after every commit that wakes `wait_for_commit` callers,
+        or, with `types`, only after those that appended one of those outbox
+        event types or none at all.
+
+        Why: a worker that waits on its own event needs no thread of its own
+        turning commits into wake-ups (each such hop cost two context
+        switches a commit), and one that reads only some events (rss::payment
+        fetches follow settlements, NWC notifications settlements and
+        accepted holds) is not woken by every invoice created. It still
+        finds everything past its cursor when it runs, woken by its events
+        or by its idle timeout.
+        """
+        with self._commits:
+            self._listeners = {
+                **self._listeners,
+                event: None if types is None else frozenset(types),
+            }
+
+    def off_commit(self, event: threading.Event) -> None:
+        with self._commits:
+            self._listeners = {e: t for e, t in self._listeners.items() if e is not event}
 
     def wait_for_commit(
         self, seen: int, timeout: float, stop: threading.Event | None = None

@@ -430,6 +430,7 @@ def test_a_lightning_address_payment_names_the_address_its_comment_and_payer(
             listener.close()
     assert meta["recipient_data"] == {"identifier": "pod@pod.example.com"}
     assert meta["comment"] == "love the show" and meta["payer_data"] == {"name": "Ann"}
+    assert "payerdata" not in meta  # the payer once, under NIP-47's key
 
 
 def test_a_request_delivered_by_two_relays_mints_once_and_gets_one_answer(

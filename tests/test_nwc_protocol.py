@@ -343,6 +343,21 @@ def test_a_boostagram_comment_and_payer_show_in_the_metadata() -> None:
     assert meta["tlv_records"] == [{"type": 7629169, "value": b'{"message":"hi"}'.hex()}]
 
 
+def test_an_address_payment_names_its_payer_once_as_nip47_payer_data() -> None:
+    """The callback keeps the payer data as received in `metadata.payerdata`
+    (the API's shape); NIP-47 names it `payer_data`, built from the kinds the
+    address asked for. The stored copy is not repeated beside it: a client
+    got the same payer under two keys. An API caller's own `payerdata` key is
+    metadata it made the invoice with, and stays."""
+    received = {"name": "Ann", "x-extra": 1}
+    meta = p.transaction(
+        invoice(source="lnurl", payer_name="Ann", metadata=json.dumps({"payerdata": received}))
+    )["metadata"]
+    assert meta == {"payer_data": {"name": "Ann"}}
+    own = p.transaction(invoice(metadata=json.dumps({"payerdata": "mine"})))["metadata"]
+    assert own == {"payerdata": "mine"}
+
+
 def test_metadata_over_4096_characters_is_dropped_and_open_invoices_hide_the_preimage() -> None:
     tx = p.transaction(invoice(state="OPEN", amount_msat=7000, comment="x" * 5000), now=150)
     assert tx["metadata"] == {} and "preimage" not in tx

@@ -234,6 +234,56 @@ def test_entries_a_forget_left_in_the_file_replay_to_the_same_rows(
         reopened.close()
 
 
+def test_the_replay_warning_counts_only_the_captures_not_yet_stored(
+    data_dir: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lines a forget left behind are read and replayed too, but they were
+    stored: the warning said "replaying 3 captures ... could not store" for
+    one capture that was missing."""
+    third = "33" * 32
+    journal = RecordsJournal(_journal(data_dir))
+    with store.transaction() as tx:
+        captured_records.capture_in(tx, GOOD, RECORDS)
+        captured_records.capture_in(tx, third, {696969: b"acct"})
+    journal.append(GOOD, RECORDS)
+    journal.append(third, {696969: b"acct"})
+    journal.append(OTHER, {696969: b"acct"})  # still queued when the process died
+    store.close()
+    reopened = Store(data_dir / "lnplugin.sqlite")
+    try:
+        with caplog.at_level(logging.INFO, logger="lnplugin.store.captured_records"):
+            assert captured_records.replay_journal(reopened) == 3
+        (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert warning.getMessage() == (
+            f"replaying 3 capture(s) of TLV records from {_journal(data_dir)}: "
+            "1 an earlier run could not store, 2 already stored (left in the file "
+            "until its next rewrite; replaying them changes nothing)"
+        )
+        _flush(reopened)
+        wait_for(lambda: not _journal(data_dir).exists(), "the journal emptied")
+    finally:
+        reopened.close()
+
+    # Only stored lines left (the kill came after every write): nothing is
+    # missing, so no warning, one line at info.
+    journal = RecordsJournal(_journal(data_dir))
+    journal.append(GOOD, RECORDS)
+    caplog.clear()
+    again = Store(data_dir / "lnplugin.sqlite")
+    try:
+        with caplog.at_level(logging.INFO, logger="lnplugin.store.captured_records"):
+            assert captured_records.replay_journal(again) == 1
+        assert [r.levelno for r in caplog.records] == [logging.INFO]
+        assert caplog.records[0].getMessage() == (
+            f"replaying 1 capture(s) of TLV records from {_journal(data_dir)}: "
+            "all already stored (left in the file until its next rewrite; replaying "
+            "them changes nothing)"
+        )
+        _flush(again)
+    finally:
+        again.close()
+
+
 def test_a_service_that_stopped_no_longer_writes_the_journal(
     data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -462,6 +462,11 @@ def metadata(inv: StoredInvoice, address_domain: str | None = None) -> dict[str,
     """What NIP-47 clients recognise: comment, payer_data, the boostagram and
     keysend TLV records; plus the metadata the invoice was created with.
 
+    An address payment's stored metadata is the payer data as received
+    (`payerdata`, LUD-18's parameter name, the API's shape); NIP-47 names
+    the payer `payer_data`, made here from the kinds the address asked for,
+    so the stored copy is not repeated beside it (one payer, one key).
+
     `recipient_data.identifier` is the Lightning Address paid (NIP-47: "the
     lightning address of the recipient"): the store keeps its username, and
     `address_domain` (of `--public-url`) completes it; without one, the
@@ -473,6 +478,8 @@ def metadata(inv: StoredInvoice, address_domain: str | None = None) -> dict[str,
         except ValueError:
             stored = None
         if isinstance(stored, dict):
+            if inv.source == "lnurl":
+                stored.pop("payerdata", None)
             out.update(stored)
     if inv.comment:
         out["comment"] = inv.comment

@@ -26,8 +26,10 @@ from lnplugin.boostagram import records_from_json, records_to_json
 from lnplugin.store import invoices
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lnplugin.store.db import Store
-    from lnplugin.store.journal import RecordsJournal
+    from lnplugin.store.journal import Entry, RecordsJournal
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +179,48 @@ def replay_journal(store: Store) -> int:
     except OSError as exc:
         log.error("cannot read %s (%s); its records are not replayed", journal.path, exc)
         return 0
+    if left:
+        _log_replay(store, journal.path, left)
     for entry in left:
         _queue(store, entry.payment_hash, entry.records, journal, entry.id)
-    if left:
+    return len(left)
+
+
+def _log_replay(store: Store, path: Path, left: list[Entry]) -> None:
+    """Say how many of the lines read are missing from the store.
+
+    A line stays in the file after its write committed, until the file's
+    next rewrite (`RecordsJournal.forget`), so a kill leaves stored lines
+    beside unstored ones; counting them all as captures "an earlier run
+    could not store" overstated what was at stake. Missing here means not
+    all of its records are in `htlc_records` (one read per line, at start)."""
+    with store.snapshot() as conn:
+        missing = sum(
+            1
+            for entry in left
+            if any(get(conn, entry.payment_hash).get(k) != v for k, v in entry.records.items())
+        )
+    why = "left in the file until its next rewrite; replaying them changes nothing"
+    if missing == len(left):
         log.warning(
             "replaying %d capture(s) of TLV records an earlier run could not store (%s)",
-            len(left),
-            journal.path,
+            missing,
+            path,
         )
-    return len(left)
+    elif missing:
+        log.warning(
+            "replaying %d capture(s) of TLV records from %s: %d an earlier run could not "
+            "store, %d already stored (%s)",
+            len(left),
+            path,
+            missing,
+            len(left) - missing,
+            why,
+        )
+    else:
+        log.info(
+            "replaying %d capture(s) of TLV records from %s: all already stored (%s)",
+            len(left),
+            path,
+            why,
+        )

@@ -320,7 +320,7 @@ def test_payer_data_the_address_did_not_ask_for_is_hashed_as_sent_not_refused_or
     stored = server.request("GET", f"/invoices/{invoice.payment_hash}").json()
     assert stored["payer_name"] == "Bob"
     assert stored["payer_pubkey"] is None  # not asked for: not a payer field
-    assert stored["metadata"]["payerdata"]["foo"] == [1, 2]  # kept as received
+    assert stored["metadata"]["payer_data"]["foo"] == [1, 2]  # kept as received
 
 
 def test_a_payer_signs_the_auth_k1_and_each_k1_pays_once(server: Server) -> None:
@@ -389,7 +389,7 @@ def test_a_payer_signs_the_auth_k1_and_each_k1_pays_once(server: Server) -> None
     assert invoice.description_hash == expected
     stored = server.request("GET", f"/invoices/{invoice.payment_hash}").json()
     assert stored["payer_name"] == "Bob" and stored["lightning_address"] == "sig"
-    assert stored["metadata"]["payerdata"]["auth"]["key"] == key
+    assert stored["metadata"]["payer_data"]["auth"]["key"] == key
 
     # Single use: the same signed k1 again is refused.
     refused(call(21_000, payer_text), "it was used or has expired")

@@ -344,14 +344,14 @@ def test_a_boostagram_comment_and_payer_show_in_the_metadata() -> None:
 
 
 def test_an_address_payment_names_its_payer_once_as_nip47_payer_data() -> None:
-    """The callback keeps the payer data as received in `metadata.payerdata`
-    (the API's shape); NIP-47 names it `payer_data`, built from the kinds the
-    address asked for. The stored copy is not repeated beside it: a client
-    got the same payer under two keys. An API caller's own `payerdata` key is
-    metadata it made the invoice with, and stays."""
+    """The callback keeps the payer data as received in `metadata.payer_data`
+    (Alby's key); NIP-47's `payer_data` is built from the kinds the address
+    asked for instead, so what a payer sent unasked is not passed on, and a
+    client got the same payer under two keys before. An API caller's own
+    `payerdata` key is metadata it made the invoice with, and stays."""
     received = {"name": "Ann", "x-extra": 1}
     meta = p.transaction(
-        invoice(source="lnurl", payer_name="Ann", metadata=json.dumps({"payerdata": received}))
+        invoice(source="lnurl", payer_name="Ann", metadata=json.dumps({"payer_data": received}))
     )["metadata"]
     assert meta == {"payer_data": {"name": "Ann"}}
     own = p.transaction(invoice(metadata=json.dumps({"payerdata": "mine"})))["metadata"]

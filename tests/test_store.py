@@ -3,6 +3,7 @@ with the follower cursor and the outbox event."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -448,6 +449,50 @@ def test_a_store_from_the_early_migration_22_loses_its_settlement_path_triggers(
     finally:
         store.close()
         fresh.close()
+
+
+def test_address_payments_stored_before_migration_26_show_their_payer_data_under_albys_key(
+    tmp_path, monkeypatch
+):
+    """The LNURL callback kept LUD-18 payer data under `metadata.payerdata`;
+    Alby's invoice object has it as `metadata.payer_data`. Old address
+    payments move to the new key, as received; other metadata is left."""
+    path = tmp_path / "db.sqlite"
+    database_at(path, 25, monkeypatch)
+    conn = sqlite3.connect(path)
+    rows = [
+        (1, "lnurl", {"payerdata": {"name": "Ann", "foo": [1, 2]}}),
+        (2, "api", {"payerdata": "an API caller's own key"}),
+        (3, "lnurl", None),
+    ]
+    for invoice_id, source, metadata in rows:
+        conn.execute(
+            "INSERT INTO invoices (id, identifier, type, payment_hash, state, amount_msat,"
+            " amount_received_msat, created_at, expiry, expires_at, source, metadata)"
+            " VALUES (?, ?, 'incoming', ?, 'SETTLED', 1000, 1000, 0, 60, 60, ?, ?)",
+            (
+                invoice_id,
+                f"id{invoice_id}",
+                f"{invoice_id:064x}",
+                source,
+                json.dumps(metadata) if metadata else None,
+            ),
+        )
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    try:
+        found = {
+            row["id"]: json.loads(row["metadata"]) if row["metadata"] else None
+            for row in store.conn.execute("SELECT id, metadata FROM invoices")
+        }
+        assert found == {
+            1: {"payer_data": {"name": "Ann", "foo": [1, 2]}},
+            2: {"payerdata": "an API caller's own key"},
+            3: None,
+        }
+    finally:
+        store.close()
 
 
 def test_invoices_made_before_migration_19_with_an_idempotency_key_keep_their_token(

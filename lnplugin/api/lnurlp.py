@@ -173,7 +173,9 @@ def mint(
             "description": row.description,
             "description_hash": digest,
             "comment": comment,
-            "metadata": json.dumps({"payerdata": payer}) if payer else None,
+            # Under Alby's key for payer data (its invoice object's
+            # `metadata.payer_data`), as received from the `payerdata` parameter.
+            "metadata": json.dumps({"payer_data": payer}) if payer else None,
             # Only the kinds the address asked for become payer fields (LUD-18:
             # the rest is kept as received, in `metadata`, and hashed).
             "payer_name": asked.get("name"),

@@ -463,9 +463,9 @@ def metadata(inv: StoredInvoice, address_domain: str | None = None) -> dict[str,
     keysend TLV records; plus the metadata the invoice was created with.
 
     An address payment's stored metadata is the payer data as received
-    (`payerdata`, LUD-18's parameter name, the API's shape); NIP-47 names
-    the payer `payer_data`, made here from the kinds the address asked for,
-    so the stored copy is not repeated beside it (one payer, one key).
+    (`payer_data`, Alby's key, holding LUD-18's `payerdata`); NIP-47's
+    `payer_data` is made here from the kinds the address asked for instead,
+    so what a payer sent unasked is not passed on to apps.
 
     `recipient_data.identifier` is the Lightning Address paid (NIP-47: "the
     lightning address of the recipient"): the store keeps its username, and
@@ -479,7 +479,7 @@ def metadata(inv: StoredInvoice, address_domain: str | None = None) -> dict[str,
             stored = None
         if isinstance(stored, dict):
             if inv.source == "lnurl":
-                stored.pop("payerdata", None)
+                stored.pop("payer_data", None)
             out.update(stored)
     if inv.comment:
         out["comment"] = inv.comment

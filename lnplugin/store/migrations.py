@@ -686,6 +686,20 @@ def _boost_feed_id_index(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(26, "LNURL payer data under Alby's key, metadata.payer_data (was payerdata)")
+def _payer_data_key(db: sqlite_utils.Database) -> None:
+    # Alby's invoice object names it `metadata.payer_data`; the callback used
+    # LUD-18's query parameter name. Moved, as it was received, in the rows
+    # of address payments that have it (and not already the new key).
+    db.execute(
+        "UPDATE invoices SET metadata = json_set(json_remove(metadata, '$.payerdata'),"
+        " '$.payer_data', json(json_extract(metadata, '$.payerdata')))"
+        " WHERE source = 'lnurl' AND json_valid(metadata)"
+        " AND json_type(metadata, '$.payerdata') = 'object'"
+        " AND json_type(metadata, '$.payer_data') IS NULL"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

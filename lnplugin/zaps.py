@@ -48,6 +48,7 @@ class ZapRequest:
     sender: str  # the request's author (hex), the zap receipt's `P`
     content: str  # the zap comment
     relays: tuple[str, ...]  # where its receipt goes: ws(s) URLs, at most MAX_RELAYS
+    event: dict[str, Any]  # the request as parsed, for the invoice's `metadata.zap_request`
 
     @property
     def description_hash(self) -> str:
@@ -141,6 +142,7 @@ def parse_request(text: str, amount_msat: int) -> ZapRequest:
         sender=str(data["pubkey"]),
         content=_text(data.get("content")),
         relays=tuple(relays),
+        event=data,
     )
 
 

@@ -144,6 +144,7 @@ def test_a_zap_is_paid_and_its_receipt_reaches_the_relay(server: Server, relay: 
     assert receipt["created_at"] == settled_at
     assert stored["payer_pubkey"] == sender.public_key().to_hex()
     assert stored["comment"] == "Great post"
+    assert stored["metadata"] == {"zap_request": json.loads(text)}
     assert stored["lightning_address"] == "alice"
 
 

@@ -222,8 +222,10 @@ def mint(
         }
     )
     if zap is not None:
-        # A zap's sender and comment, in the fields every invoice has.
+        # A zap's sender and comment, in the fields every invoice has, and the
+        # request where Alby's invoice object has it (`metadata.zap_request`).
         fields["payer_pubkey"] = zap.sender
+        fields["metadata"] = json.dumps({"zap_request": zap.event})
         if comment is None and zap.content:
             fields["comment"] = zap.content
     try:

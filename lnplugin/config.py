@@ -90,6 +90,11 @@ class Settings(BaseModel):
     nwc_relay: tuple[str, ...] = ()
     # Requests per NWC connection: a burst of COUNT, refilled over PERIOD.
     nwc_rate_limit: str = "30 per 30 seconds"
+    # NIP-57 zaps on the Lightning Addresses (docs/lnurl.md); off unless asked for.
+    zaps: bool = False
+    # CIDRs a zap request's relays may be reached at although not public
+    # (loopback for tests and trying it by hand); none by default.
+    zap_relay_allow: tuple[str, ...] = ()
     # Requests per API token, unless the token has its own (`token create --rate-limit`).
     token_rate_limit: str = "100/minute"
     # Seconds a signed request's timestamp may differ from the server's clock;
@@ -283,7 +288,7 @@ class Settings(BaseModel):
             raise ValueError("must be one of " + ", ".join(NETWORKS))
         return value
 
-    @field_validator("webhook_allow", "fiat_allow", mode="before")
+    @field_validator("webhook_allow", "fiat_allow", "zap_relay_allow", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> tuple[str, ...]:
         items = _split(value)

@@ -46,6 +46,7 @@ from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
 from lnplugin.store import Store, StoreError, captured_records
 from lnplugin.webhooks import DeliveryWorker
+from lnplugin.zapper import ZapWorker
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class Service:
     stream_gate: StreamGate  # admission of SSE streams (--max-streams)
     rss_payments: RssPaymentWorker  # fetches of rss::payment boost records, from the outbox
     nwc: NwcWorker | None = None  # Nostr Wallet Connect; None without --nwc-relay
+    zaps: ZapWorker | None = None  # NIP-57 zap receipts; None without --zaps
     fiat: FiatRates = field(default_factory=lambda: FiatRates(()))  # --fiat-provider rates
     started_at: float = field(default_factory=time.time)
     _info: NodeInfo | None = None
@@ -247,6 +249,7 @@ class Service:
             )
             if settings.nwc_relay
             else None,
+            zaps=ZapWorker(store, settings.zap_relay_allow) if settings.zaps else None,
             fiat=FiatRates(
                 [parse_provider(p) for p in settings.fiat_provider],
                 cache_ttl=settings.fiat_cache_ttl,
@@ -261,6 +264,8 @@ class Service:
         parts: list[Worker] = [self.webhooks, self.event_hub, self.rss_payments]
         if self.nwc is not None:
             parts.append(self.nwc)
+        if self.zaps is not None:
+            parts.append(self.zaps)
         return parts
 
     def before_shutdown(self) -> None:

@@ -9,7 +9,10 @@ invoice), so it has a limit of its own (`--rate-limit-callback`) and checks
 everything it can (amount range, comment length, payer data) before asking
 the node. What it mints is an ordinary incoming invoice row, with the
 comment, the payer data and the address's username, so lists, webhooks and
-SSE treat it like any other.
+SSE treat it like any other. With `--zaps` the callback also takes a NIP-57
+zap request (`nostr`, checked by `lnplugin/zaps.py`): the invoice then
+commits to the request alone, which is stored beside it for its receipt
+(`lnplugin/zapper.py`).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from lnplugin import invoicing, lnurl
+from lnplugin import invoicing, lnurl, zaps
 from lnplugin.api import context, public
 from lnplugin.api.errors import APIError, node_down
 from lnplugin.api.invoices import log_orphan
 from lnplugin.api.schemas import HEX64
 from lnplugin.nodes.base import InvoiceRequest
 from lnplugin.store import addresses, invoices, lnurl_auth
+from lnplugin.store import zaps as zap_requests
 from lnplugin.store.addresses import Address
 from lnplugin.store.models import StoredInvoice
 
@@ -75,7 +79,19 @@ def discover(username: str) -> Any:
                 k1 = lnurl_auth.issue(tx, row.username)
             requested["auth"] = {**requested["auth"], "k1": k1}
         body["payerData"] = requested
+    zapper = context.service().zaps
+    if zapper is not None and takes_zaps(row):
+        # NIP-57 Appendix C: receipts for zaps to this address are signed by this key.
+        body["allowsNostr"] = True
+        body["nostrPubkey"] = zapper.pubkey
     return body
+
+
+def takes_zaps(row: Address) -> bool:
+    """Whether the address can take a zap: a zap invoice's description is the
+    zap request alone (NIP-57), so payer data cannot be committed to, and an
+    address that requires some is not offered zaps."""
+    return not any(v.get("mandatory") for v in row.payer_data_request.values())
 
 
 @mint_bp.get("/lnurlp/<username>/callback")
@@ -88,7 +104,18 @@ def callback(username: str) -> Any:
     if amount is None:
         raise APIError(400, "amount is required (millisatoshi)")
     payer_text = request.args.get("payerdata") if row.payer_data else None
-    stored = mint(row, base, amount, request.args.get("comment") or None, payer_text)
+    zap = None
+    nostr = request.args.get("nostr")
+    zapper = context.service().zaps
+    if nostr is not None and zapper is not None:
+        if not takes_zaps(row):
+            raise APIError(400, "this address takes no zaps (it asks for payer data)")
+        try:
+            zap = zaps.parse_request(nostr, amount)
+        except zaps.ZapRequestError as exc:
+            raise APIError(400, str(exc)) from None
+        payer_text = None  # the description is the zap request alone (NIP-57)
+    stored = mint(row, base, amount, request.args.get("comment") or None, payer_text, zap)
     body: dict[str, Any] = {
         "pr": stored.payment_request,
         "routes": [],
@@ -102,7 +129,12 @@ def callback(username: str) -> Any:
 
 
 def mint(
-    row: Address, base: str, amount: int, comment: str | None, payer_text: str | None
+    row: Address,
+    base: str,
+    amount: int,
+    comment: str | None,
+    payer_text: str | None,
+    zap: zaps.ZapRequest | None = None,
 ) -> StoredInvoice:
     """Check a payment to `row` and mint its invoice on the node; APIError
     (400, 502, 503) says why not. The one mint path for an address: the
@@ -131,7 +163,7 @@ def mint(
             payer = lnurl.parse_payer_data(payer_text, row.payer_data_request)
         except lnurl.PayerDataError as exc:
             raise APIError(400, str(exc)) from None
-    else:
+    elif zap is None:
         missing = [k for k, v in row.payer_data_request.items() if v.get("mandatory")]
         if missing:
             raise APIError(400, f"payerdata.{missing[0]} is mandatory")
@@ -149,12 +181,18 @@ def mint(
                 "expired; ask the address again for a new one",
             )
 
-    metadata = lnurl.metadata(row.username, row.description, row.image, base)
-    digest = lnurl.description_hash(metadata, payer_text)
+    if zap is not None:
+        described, digest = zap.text, zap.description_hash  # NIP-57: the zap request only
+    else:
+        metadata = lnurl.metadata(row.username, row.description, row.image, base)
+        described, digest = (
+            metadata + (payer_text or ""),
+            lnurl.description_hash(metadata, payer_text),
+        )
     invoice_request = InvoiceRequest(
         amount_msat=amount,
         # The text `h` commits to; nodes that need it (CLN's deschashonly) hash it.
-        description=metadata + (payer_text or ""),
+        description=described,
         description_hash=digest,
         expiry=INVOICE_EXPIRY,
     )
@@ -185,9 +223,18 @@ def mint(
             "lightning_address": row.username,
         }
     )
+    if zap is not None:
+        # A zap's sender and comment, in the fields every invoice has, and the
+        # request where Alby's invoice object has it (`metadata.zap_request`).
+        fields["payer_pubkey"] = zap.sender
+        fields["metadata"] = json.dumps({"zap_request": zap.event})
+        if comment is None and zap.content:
+            fields["comment"] = zap.content
     try:
         with svc.store.transaction() as tx:
             stored = invoicing.insert(tx, fields)
+            if zap is not None:
+                zap_requests.record_request(tx, stored.id, zap.text, zap.relays)
     except Exception as exc:
         log_orphan(minted, exc)
         raise

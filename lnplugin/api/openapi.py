@@ -418,6 +418,13 @@ OPERATIONS: dict[str, Op] = {
                 "description": "LUD-18 payer data, JSON text; `auth` is {key, k1, sig}: "
                 "a DER signature of the k1 from discovery by the compressed key (LUD-04)",
             },
+            {
+                "name": "nostr",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": "NIP-57 zap request (a signed kind 9734 event, JSON text), with "
+                "--zaps; the invoice's description hash is then SHA-256 of it as sent",
+            },
         ],
         errors=(400, 404, 429, 502, 503),
         public=True,

@@ -743,6 +743,13 @@ class LnurlPayRequest(BaseModel):
         description="LUD-18: the payer data asked for, by kind, each with `mandatory`; "
         "`auth` also carries `k1`, a fresh single-use challenge (64 hex)",
     )
+    allowsNostr: bool | None = Field(
+        default=None,
+        description="NIP-57: true with --zaps (addresses without mandatory payer data)",
+    )
+    nostrPubkey: str | None = Field(
+        default=None, description="NIP-57: the key (hex) zap receipts are signed with"
+    )
 
 
 class LnurlInvoice(BaseModel):

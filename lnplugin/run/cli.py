@@ -237,6 +237,19 @@ _SERVER = [
         "[env: LNPLUGIN_NWC_RATE_LIMIT]",
     ),
     click.option(
+        "--zaps/--no-zaps",
+        default=None,
+        help="NIP-57 zaps: Lightning Addresses advertise allowsNostr and a zapper key, take "
+        "zap requests and publish zap receipts to the payer's relays. [default: off] "
+        "[env: LNPLUGIN_ZAPS]",
+    ),
+    click.option(
+        "--zap-relay-allow",
+        multiple=True,
+        help="CIDR that zap receipts may be published to although private or loopback "
+        "(for tests); repeatable. [env: LNPLUGIN_ZAP_RELAY_ALLOW, comma-separated]",
+    ),
+    click.option(
         "--max-streams",
         type=int,
         help="Server-Sent Event streams served at once; each costs a few KB on the event "

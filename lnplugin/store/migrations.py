@@ -700,6 +700,36 @@ def _payer_data_key(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(27, "NIP-57 zaps: the zapper key, zap requests and their receipts' deliveries")
+def _zaps(db: sqlite_utils.Database) -> None:
+    # The key zap receipts are signed with (the `nostrPubkey` addresses
+    # advertise). Like the NWC key, it lives in the 0600 database.
+    db.execute(
+        "CREATE TABLE zapper_key (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " secret_hex TEXT NOT NULL, created_at INTEGER NOT NULL)"
+    )
+    # The zap request an LNURL-pay invoice was minted for, as received (its
+    # SHA-256 is the invoice's description hash), the relays its receipt
+    # goes to (JSON list) and, once the invoice settled, that receipt: built
+    # once, so every relay gets the same event.
+    db.execute(
+        "CREATE TABLE zap_requests (invoice_id INTEGER PRIMARY KEY, request TEXT NOT NULL,"
+        " relays TEXT NOT NULL, receipt TEXT, created_at INTEGER NOT NULL)"
+    )
+    # One row per (receipt, relay): pending (due at `next_attempt_at`),
+    # sent, refused (the relay's address is not public, never retried) or
+    # failed (the relay refused the event, or the retries ran out).
+    db.execute(
+        "CREATE TABLE zap_receipts (id INTEGER PRIMARY KEY, invoice_id INTEGER NOT NULL,"
+        " relay TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_attempt_at INTEGER, last_error TEXT, created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL, UNIQUE (invoice_id, relay))"
+    )
+    db.execute(
+        "CREATE INDEX idx_zap_receipts_due ON zap_receipts(next_attempt_at) WHERE state = 'pending'"
+    )
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

@@ -401,6 +401,12 @@ class Ledger:
         self.payments: list[Payment] = []  # position = payment_index - 1
         self.subscribers: set[_Subscriber] = set()
         self.open: set[int] = set()  # positions (add_index - 1) of OPEN invoices
+        # AMP invoices lnd stores CANCELED while showing them SETTLED (a set
+        # had settled): by add_index. ListInvoices' pending_only leaves them out.
+        self.amp_closed: set[int] = {
+            int(key.removeprefix("amp_closed:"))
+            for (key,) in self.db.execute("SELECT key FROM meta WHERE key LIKE 'amp_closed:%'")
+        }
         # SubscribeSingleInvoice clients by payment hash: every state change.
         self.singles: dict[bytes, set[queue.SimpleQueue[Invoice | None]]] = {}
         for (blob,) in self.db.execute("SELECT data FROM invoices ORDER BY add_index"):
@@ -1089,7 +1095,11 @@ class LndSim:
         def wanted(inv: Invoice) -> bool:
             # An AMP invoice stays OPEN in lnd's store whatever its sets did, so
             # pending_only lists it even when it is shown SETTLED.
-            pending = inv.is_amp or inv.state in (Invoice.OPEN, Invoice.ACCEPTED)
+            pending = inv.state in (Invoice.OPEN, Invoice.ACCEPTED) or (
+                inv.is_amp
+                and inv.state == Invoice.SETTLED
+                and inv.add_index not in self.ledger.amp_closed
+            )
             if req.pending_only and not pending:
                 return False
             if req.creation_date_start and inv.creation_date < req.creation_date_start:
@@ -1294,6 +1304,12 @@ class LndSim:
                 # Stored CANCELED by lnd, but shown SETTLED for its settled sets
                 # (CreateRPCInvoice): no set settles on it any more.
                 self.ledger.open.discard(inv.add_index - 1)
+                if inv.add_index not in self.ledger.amp_closed:
+                    self.ledger.amp_closed.add(inv.add_index)
+                    self.ledger.db.execute(
+                        "INSERT OR REPLACE INTO meta VALUES (?, x'')",
+                        (f"amp_closed:{inv.add_index}",),
+                    )
                 return inv
             if inv.state == Invoice.SETTLED:
                 raise SimError(grpc.StatusCode.UNKNOWN, "invoice already settled")
@@ -1449,6 +1465,8 @@ class LndSim:
             old = self._find(payment_hash)
             if not old.is_amp:
                 raise SimError(grpc.StatusCode.UNKNOWN, "not an AMP invoice")
+            if old.state == Invoice.CANCELED or old.add_index in self.ledger.amp_closed:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice already canceled")
             inv = Invoice()
             inv.CopyFrom(old)
             now = _now()

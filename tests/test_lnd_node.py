@@ -25,7 +25,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nodes.lnd.node import LndNode, _Gaps
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
-from lnplugin_sim.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim
+from lnplugin_sim.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim, SimError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -645,3 +645,28 @@ def test_a_first_start_lists_amp_sets_with_the_rest(sim: LndSim, node: LndNode) 
     ]
     assert got[0].invoice.custom_records == {BOOST: b"{}"}
     assert follow.quiet() and follow.error is None
+
+
+def test_the_sweep_window_passes_an_amp_invoice_once_lnd_canceled_it(
+    sim: LndSim, node: LndNode
+) -> None:
+    """An AMP invoice holds the sweep's window while lnd keeps it open for
+    more sets; once lnd canceled it (its expiry watcher does), it takes no
+    more, and the window passes it after reading it once more."""
+    amp = sim.amp_payment(1000)  # s1, add 1
+    sim.bulk_settle(5)  # s2..s6, add 2..6
+    assert [u.cursor for u in node.settled_since(0)] == [1, 2, 3, 4, 5, 6]
+    sim.invoices_listed = 0
+    assert list(node.settled_since(6)) == []
+    assert sim.invoices_listed == 6 + 1  # from the AMP invoice on, and the pending probe
+    sim.invoices_listed = 0
+    assert list(node.settled_since(6)) == []
+    assert sim.invoices_listed == 7  # still open in lnd: it holds the window
+    sim.cancel_invoice(amp.r_hash)  # lnd's expiry watcher
+    with pytest.raises(SimError, match="canceled"):
+        sim.settle_amp_set(amp.r_hash, 500)
+    assert list(node.settled_since(6)) == []  # reads it again, then passes it
+    sim.invoices_listed = 0
+    assert list(node.settled_since(6)) == []
+    assert sim.invoices_listed == 0
+    assert node.feed_head() == 6

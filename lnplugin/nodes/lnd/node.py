@@ -482,10 +482,11 @@ class LndNode(Node):
         holds only when every settlement up to `after` is stored: a caller
         whose `after` is merely handed out passes `stored=False`. The cursor
         goes back only when lnd's history was replaced, and `_verify_history`
-        then drops `_sweep_from`. An AMP invoice is never final here: lnd
-        keeps it open for further payment sets, and shows it SETTLED once one
-        has settled even after canceling it, so nothing listed tells (one
-        shown CANCELED had no set settle, and takes none any more).
+        then drops `_sweep_from`. An AMP invoice is final only once lnd
+        canceled it: until then it takes more payment sets. lnd shows it
+        SETTLED once a set has settled, canceled or not, so the listing does
+        not tell (one shown CANCELED had no set settle); the one that would
+        hold the window is asked about (`_closed_amp`).
         """
         with self._lock:
             if self._await_rewind and after == 0:
@@ -504,7 +505,10 @@ class LndNode(Node):
         for inv in self._list_invoices(start):
             last = inv.add_index
             if inv.is_amp and inv.state != ln.Invoice.CANCELED:  # CANCELED: no set settled
-                found.extend(s for s in amp_settlements(inv) if s[0] > after)
+                closed = self._closed_amp(inv) if stored and floor is None else None
+                found.extend(s for s in amp_settlements(closed or inv) if s[0] > after)
+                if closed is not None:
+                    continue  # takes no more sets: the window may pass it
             elif inv.state == ln.Invoice.SETTLED:
                 if inv.settle_index <= after:
                     continue
@@ -519,6 +523,28 @@ class LndNode(Node):
                     self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
         found.sort(key=lambda pair: pair[0])
         return found
+
+    def _closed_amp(self, inv: Any) -> Any | None:
+        """The AMP invoice `inv` read again if lnd canceled it (its expiry
+        watcher does, as for any open invoice: an hour after a spontaneous
+        payment), else None.
+
+        `pending_only` lists what lnd stores OPEN or ACCEPTED, which an AMP
+        invoice stays until canceled, whatever its sets show; so when the
+        first pending invoice from its add_index on is not it, it is canceled
+        and takes no more sets. Read again after that answer, it shows every
+        set it will ever have, so the sweep window may pass it: each AMP
+        invoice costs these calls once, when it would hold the window."""
+        before = inv.add_index - 1
+        req = ln.ListInvoiceRequest(index_offset=before, num_max_invoices=1, pending_only=True)
+        pending = self._call(self._ln.ListInvoices, req).invoices
+        if pending and pending[0].add_index == inv.add_index:
+            return None
+        req = ln.ListInvoiceRequest(index_offset=before, num_max_invoices=1)
+        again = self._call(self._ln.ListInvoices, req).invoices
+        if not again or again[0].add_index != inv.add_index or again[0].r_hash != inv.r_hash:
+            return None  # pragma: no cover - lnd deleted or replaced it meanwhile
+        return again[0]
 
     def feed_head(self) -> int | None:
         """The highest settle_index lnd has handed out, in the cursor's units.
@@ -551,11 +577,11 @@ class LndNode(Node):
             for inv in self._list_invoices(self._head_from):
                 last = inv.add_index
                 if inv.is_amp and inv.state != ln.Invoice.CANCELED:
-                    # Never final (`_settled_sorted`); its sets' numbers count.
-                    self._head = max(
-                        [self._head, *(s.settle_index for s in inv.amp_invoice_state.values())]
-                    )
-                    if floor is None:
+                    # Final only once canceled (`_settled_sorted`); its sets' numbers count.
+                    closed = self._closed_amp(inv) if floor is None else None
+                    states = (closed or inv).amp_invoice_state.values()
+                    self._head = max([self._head, *(s.settle_index for s in states)])
+                    if closed is None and floor is None:
                         floor = inv.add_index
                 elif inv.state == ln.Invoice.SETTLED and inv.settle_index:
                     self._head = max(self._head, inv.settle_index)

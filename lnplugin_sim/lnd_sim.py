@@ -14,6 +14,7 @@ In-process use (tests)::
     inv = sim.create_invoice(1000, memo="by another app")   # like `lncli addinvoice`
     sim.pay_invoice(inv.r_hash.hex())                         # settle it
     sim.keysend(5000, {7629169: b'{"message":"hi"}'})        # spontaneous payment
+    sim.amp_payment(5000, {7629169: b'{"message":"hi"}'})    # spontaneous AMP payment
     sim.bake(["uri:/lnrpc.Lightning/AddInvoice", "invoices:read"])  # a macaroon it accepts
     sim.faults.drop_stream_after = 3                          # fault injection
     with sim.faults.stall("AddInvoice"): ...                  # an lnd slow to answer
@@ -82,6 +83,8 @@ DEFAULT_CLTV = 80
 HOLD_EXPIRY_DELTA = 18
 PAGE_DEFAULT = 100  # lnd's default for ListInvoices and (since 0.20) ListPayments
 INVOICE_FEATURES = (9, 14, 17)  # var_onion_optin (req), payment_secret (req), basic_mpp (opt)
+# lnd's spontaneous AMP invoice (processAMP): tlv_onion (req), payment_addr (opt), amp (req)
+AMP_FEATURES = (8, 15, 30)
 LND_CHAIN_NAME = {"bitcoin": "mainnet"}  # lnd's GetInfo chains[].network spelling
 REPLAY_ORDERS = ("settle", "add")  # bbolt store, native SQL store
 
@@ -398,6 +401,12 @@ class Ledger:
         self.payments: list[Payment] = []  # position = payment_index - 1
         self.subscribers: set[_Subscriber] = set()
         self.open: set[int] = set()  # positions (add_index - 1) of OPEN invoices
+        # AMP invoices lnd stores CANCELED while showing them SETTLED (a set
+        # had settled): by add_index. ListInvoices' pending_only leaves them out.
+        self.amp_closed: set[int] = {
+            int(key.removeprefix("amp_closed:"))
+            for (key,) in self.db.execute("SELECT key FROM meta WHERE key LIKE 'amp_closed:%'")
+        }
         # SubscribeSingleInvoice clients by payment hash: every state change.
         self.singles: dict[bytes, set[queue.SimpleQueue[Invoice | None]]] = {}
         for (blob,) in self.db.execute("SELECT data FROM invoices ORDER BY add_index"):
@@ -537,7 +546,7 @@ class Ledger:
                 if s.settle_index > settle_index
             )
         for index, inv in sorted(amp, key=lambda pair: pair[0]):
-            yield _one_set(inv, index)
+            yield _one_set(inv, index, sql=True)
 
     def burn_settle_index(self) -> int:
         """Take the next settle_index without giving it to an invoice (callers hold lock)."""
@@ -881,7 +890,9 @@ class LndSim:
                 due = [
                     inv.r_hash
                     for inv in map(self.ledger.invoices.__getitem__, sorted(self.ledger.open))
-                    if inv.creation_date + inv.expiry <= now
+                    # lnd gives an invoice with no expiry (keysend's, a
+                    # spontaneous AMP payment's) zpay32's default, an hour.
+                    if inv.creation_date + (inv.expiry or 3600) <= now
                 ]
                 for r_hash in due:
                     self.cancel_invoice(r_hash)
@@ -1084,7 +1095,11 @@ class LndSim:
         def wanted(inv: Invoice) -> bool:
             # An AMP invoice stays OPEN in lnd's store whatever its sets did, so
             # pending_only lists it even when it is shown SETTLED.
-            pending = inv.is_amp or inv.state in (Invoice.OPEN, Invoice.ACCEPTED)
+            pending = inv.state in (Invoice.OPEN, Invoice.ACCEPTED) or (
+                inv.is_amp
+                and inv.state == Invoice.SETTLED
+                and inv.add_index not in self.ledger.amp_closed
+            )
             if req.pending_only and not pending:
                 return False
             if req.creation_date_start and inv.creation_date < req.creation_date_start:
@@ -1285,6 +1300,17 @@ class LndSim:
         only SubscribeSingleInvoice ones."""
         with self.ledger.lock:
             inv = self._find(payment_hash)
+            if inv.is_amp and inv.state == Invoice.SETTLED:
+                # Stored CANCELED by lnd, but shown SETTLED for its settled sets
+                # (CreateRPCInvoice): no set settles on it any more.
+                self.ledger.open.discard(inv.add_index - 1)
+                if inv.add_index not in self.ledger.amp_closed:
+                    self.ledger.amp_closed.add(inv.add_index)
+                    self.ledger.db.execute(
+                        "INSERT OR REPLACE INTO meta VALUES (?, x'')",
+                        (f"amp_closed:{inv.add_index}",),
+                    )
+                return inv
             if inv.state == Invoice.SETTLED:
                 raise SimError(grpc.StatusCode.UNKNOWN, "invoice already settled")
             if inv.state == Invoice.CANCELED:
@@ -1407,38 +1433,120 @@ class LndSim:
                 raise
             return len(self.ledger.settled)
 
-    def settle_amp_set(self, payment_hash: bytes | None = None, amount_msat: int = 0) -> int:
-        """An AMP payment set settling: it takes the next settle_index, which lnd
-        reports only inside the AMP invoice's per-set state, never as an
-        invoice's settle_index, so followers see a hole in the sequence.
+    def settle_amp_set(
+        self,
+        payment_hash: bytes | None = None,
+        amount_msat: int = 0,
+        *,
+        htlc_records: Sequence[Mapping[int, bytes]] | None = None,
+        parts: int = 1,
+    ) -> int:
+        """An AMP payment set settling on the AMP invoice `payment_hash` (one
+        made with `is_amp`, or by `amp_payment`); returns its settle_index.
 
-        With `payment_hash` (an invoice made with `is_amp`), the invoice is
-        then shown as lnd's CreateRPCInvoice shows it: SETTLED once any set
-        has settled, with settle_index 0, no preimage, `amt_paid_msat` the
-        sum of its sets, the set in `amp_invoice_state`; its stream
-        subscribers hear of it, and SubscribeInvoices clients get it live
-        and in the settle backlog (settle_index 0), as lnd sends them."""
+        As lnd does (invoices/update_invoice.go, channeldb/invoices.go): the
+        set takes the next settle_index, kept in the invoice's per-set state
+        (`amp_invoice_state[set_id]`: settle_index, settle_time, amt_paid_msat),
+        never as the invoice's settle_index; its HTLCs carry `amp.set_id` and
+        their own child hash and preimage, the invoice none. The invoice stays
+        open in the store, shown SETTLED once any set has (CreateRPCInvoice),
+        `amt_paid_msat` the sum of its sets. ListInvoices and LookupInvoice
+        show every set and HTLC; SubscribeInvoices sends only this set's,
+        live and in the settle backlog (`_one_set`).
+
+        `htlc_records` gives each HTLC's custom records (and so the number of
+        HTLCs); otherwise the amount is split into `parts`. Without
+        `payment_hash`, the number is taken by no invoice at all (as when lnd
+        deleted a canceled AMP invoice whose sets had settled)."""
         with self.ledger.lock:
             index = self.ledger.burn_settle_index()
             if payment_hash is None:
                 return index
             old = self._find(payment_hash)
+            if not old.is_amp:
+                raise SimError(grpc.StatusCode.UNKNOWN, "not an AMP invoice")
+            if old.state == Invoice.CANCELED or old.add_index in self.ledger.amp_closed:
+                raise SimError(grpc.StatusCode.UNKNOWN, "invoice already canceled")
             inv = Invoice()
             inv.CopyFrom(old)
+            now = _now()
+            set_id = secrets.token_bytes(32)
+            root_share = secrets.token_bytes(32)
+            records = list(htlc_records) if htlc_records else [{} for _ in range(parts)]
+            for child, (part, recs) in enumerate(_parts(amount_msat, records)):
+                self._add_htlc(
+                    inv,
+                    part,
+                    lightning_pb2.SETTLED,
+                    now=now,
+                    expiry_height=self.block_height + DEFAULT_CLTV,
+                    mpp_total_msat=amount_msat,
+                    route=child + 1,
+                    records=recs,
+                )
+                preimage = secrets.token_bytes(32)
+                inv.htlcs[-1].amp.CopyFrom(
+                    lightning_pb2.AMP(
+                        root_share=root_share,
+                        set_id=set_id,
+                        child_index=child,
+                        hash=_sha256(preimage),
+                        preimage=preimage,
+                    )
+                )
             inv.state = Invoice.SETTLED
+            inv.settled = True
             inv.amt_paid_msat += amount_msat
             inv.amt_paid_sat = inv.amt_paid_msat // 1000
+            inv.amt_paid = inv.amt_paid_msat
             # lnd dates the set, not the invoice (settle_date stays 0).
-            set_state = inv.amp_invoice_state[secrets.token_hex(32)]
+            set_state = inv.amp_invoice_state[set_id.hex()]
             set_state.state = lightning_pb2.SETTLED
             set_state.settle_index = index
-            set_state.settle_time = _now()
+            set_state.settle_time = now
             set_state.amt_paid_msat = amount_msat
             self.ledger.settled[index - 1] = inv.add_index  # replayed in the settle backlog
             self.ledger.invoices[inv.add_index - 1] = inv  # not replace(): no settle_index
             self.ledger._store([inv])
-            self.ledger._notify(inv)
+            self.ledger._notify(_one_set(inv, index))
             return index
+
+    def amp_payment(
+        self,
+        amount_msat: int,
+        custom_records: Mapping[int, bytes] | None = None,
+        *,
+        htlc_records: Sequence[Mapping[int, bytes]] | None = None,
+        parts: int = 1,
+    ) -> Invoice:
+        """A spontaneous AMP payment (`lncli sendpayment --amp`, a podcast app's
+        boost to a value block with method "amp") to a node with `accept-amp`:
+        lnd inserts an AMP invoice for it (invoiceregistry.go processAMP: no
+        payment request, the sender's payment address, AMP required, no
+        preimage), then settles the set. Returns the invoice as SubscribeInvoices
+        sent the settlement (that one set); its set id is the one key of
+        `amp_invoice_state`."""
+        parts_records = list(htlc_records) if htlc_records else [dict(custom_records or {})]
+        if not htlc_records and parts > 1:
+            parts_records = [dict(custom_records or {})] + [{} for _ in range(parts - 1)]
+        inv = Invoice(
+            r_hash=secrets.token_bytes(32),
+            value=amount_msat // 1000,
+            value_msat=amount_msat,
+            creation_date=_now(),
+            expiry=0,
+            cltv_expiry=DEFAULT_CLTV,
+            state=Invoice.OPEN,
+            is_amp=True,
+            payment_addr=secrets.token_bytes(32),
+        )
+        for bit in AMP_FEATURES:
+            inv.features[bit].is_known = True
+            inv.features[bit].is_required = bit % 2 == 0
+        with self.ledger.lock:
+            self.ledger.insert(inv)
+            index = self.settle_amp_set(inv.r_hash, amount_msat, htlc_records=parts_records)
+            return _one_set(self.ledger.invoices[inv.add_index - 1], index)
 
     def _find(self, ref: str | bytes) -> Invoice:
         if isinstance(ref, str) and ref.lower().startswith("ln"):
@@ -1661,16 +1769,31 @@ class LndSim:
 # HTTP control port for the CLI (JSON in, JSON out)
 
 
-def _one_set(inv: Invoice, settle_index: int) -> Invoice:
-    """An AMP invoice as lnd's settle backlog gives it for one payment set
-    (the set whose number is `settle_index` only); any other invoice as is."""
+def _one_set(inv: Invoice, settle_index: int, *, sql: bool = False) -> Invoice:
+    """An AMP invoice as SubscribeInvoices sends one payment set's settlement
+    (the set whose number is `settle_index`), live and in the settle backlog:
+    that set's state and HTLCs only (lnd fetches the invoice for that set id:
+    channeldb/invoices.go UpdateInvoice and InvoicesSettledSince,
+    invoices/sql_store.go fetchInvoiceData). The bbolt store leaves the
+    invoice's settle_index and settle_date 0; the SQL store's backlog
+    (`sql`) gives them the set's (its FetchSettledAMPSubInvoices row puts the
+    set's settle_index and settled_at in the invoice's place). Any other
+    invoice as is."""
     if not inv.is_amp:
         return inv
     one = Invoice()
     one.CopyFrom(inv)
-    for set_id, state in inv.amp_invoice_state.items():
+    set_id = b""
+    for key, state in inv.amp_invoice_state.items():
         if state.settle_index != settle_index:
-            del one.amp_invoice_state[set_id]
+            del one.amp_invoice_state[key]
+        else:
+            set_id = bytes.fromhex(key)
+            if sql:
+                one.settle_index = state.settle_index
+                one.settle_date = state.settle_time
+    del one.htlcs[:]
+    one.htlcs.extend(h for h in inv.htlcs if h.amp.set_id == set_id)
     return one
 
 
@@ -1722,6 +1845,9 @@ def _control(sim: LndSim, path: str, body: dict[str, Any]) -> Any:
     if path == "/keysend":
         inv = sim.keysend(int(body["amount_msat"]), _records(body.get("custom_records")))
         return _invoice_json(inv)
+    if path == "/amp":
+        inv = sim.amp_payment(int(body["amount_msat"]), _records(body.get("custom_records")))
+        return {**_invoice_json(inv), "set_id": next(iter(inv.amp_invoice_state))}
     if path == "/mine":
         return {"block_height": sim.mine(int(body.get("blocks", 1)))}
     if path == "/cancel":
@@ -1762,7 +1888,7 @@ def _control(sim: LndSim, path: str, body: dict[str, Any]) -> Any:
 
 
 def serve_control(sim: LndSim, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """A tiny JSON-over-HTTP control port: POST /pay, /keysend, /faults, ... ."""
+    """A tiny JSON-over-HTTP control port: POST /pay, /keysend, /amp, /faults, ... ."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:

@@ -7,6 +7,7 @@ HTTP to lnplugin. Waits are liveness bounds, never timing assertions.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
 from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import BOOST, BOOST_BYTES, CHAT, Api, Server, wait_for
@@ -104,6 +106,31 @@ def test_keysend_boostagram_and_message(server: Server, sim: LndSim, api: Api) -
     assert boost["podcast"] == BOOST["podcast"] and boost["message"] == BOOST["message"]
     assert boost["sender_name"] == BOOST["sender_name"]
     assert got["keysend_message"] == CHAT.decode()
+
+
+def test_amp_boost_is_stored_with_its_boostagram(server: Server, sim: LndSim, api: Api) -> None:
+    """A spontaneous AMP payment (a podcast app's boost to a value block with
+    method "amp"): stored as its own settled keysend-like row, keyed by its
+    set id, with the boostagram of its HTLCs' records and exactly one
+    settled event, as a keysend boost is."""
+    sent = sim.amp_payment(21_000, {7629169: BOOST_BYTES, 34349334: CHAT}, parts=2)
+    (set_id,) = sent.amp_invoice_state
+    got = wait_for(lambda: api.incoming(set_id), "the AMP boost")
+    assert got["is_keysend"] is True and got["amount_received_msat"] == 21_000
+    assert got["settled"] is True and got["preimage"] is None
+    settle_time = sent.amp_invoice_state[set_id].settle_time
+    assert got["settled_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(settle_time))
+    boost = got["boostagram"]
+    assert boost["podcast"] == BOOST["podcast"] and boost["message"] == BOOST["message"]
+    assert got["keysend_message"] == CHAT.decode()
+    assert api.settled(set_id)["payment_hash"] == set_id
+    kinds = e2e.scalar(
+        server.data_dir,
+        "SELECT COUNT(*) FROM events WHERE payment_hash = ? AND type = ?",
+        set_id,
+        "invoice.incoming.settled",
+    )
+    assert kinds == (1,)
 
 
 def test_invoice_made_on_the_node_appears(server: Server, sim: LndSim, api: Api) -> None:
@@ -264,6 +291,68 @@ def _pay_out_of_order(sim: LndSim, label: str) -> int:
         sim.keysend(2_000 + i, {34349334: label.encode()})
         sim.pay_invoice(inv.r_hash)
     return 2 * len(made)
+
+
+def _pay_with_amp(sim: LndSim, reusable: bytes, label: str) -> int:
+    """Plain invoices paid out of order (`_pay_out_of_order`) between AMP
+    payment sets: spontaneous ones (each its own AMP invoice, made after the
+    plain ones, so the SQL store's order and the settle order disagree) and
+    another set on an AMP invoice made long before. Returns how many settled."""
+    count = _pay_out_of_order(sim, label)
+    for i in range(2):
+        sim.amp_payment(3_000 + i, {7629169: BOOST_BYTES, 34349334: label.encode()})
+        sim.settle_amp_set(reusable, 4_000 + i, htlc_records=[{34349334: label.encode()}, {}])
+    return count + 4
+
+
+@BOTH_ORDERS
+def test_amp_sets_across_outages_and_restarts_are_stored_once(tmp: Path, sim: LndSim) -> None:
+    """Every settled AMP payment set is one incoming row and one settled event,
+    whether it arrives live, in the backlog after an outage or a restart
+    (either store's order), or from a listing; the saved cursor ends at the
+    top, every set's settle_index counted as a settlement stored."""
+    reusable = sim.add_invoice(ln.Invoice(value_msat=4_000, is_amp=True)).r_hash
+    total = 0
+    data = tmp / "data"
+    for restart in range(2):
+        with _serve(tmp, sim) as server:
+            total += _pay_with_amp(sim, reusable, f"live {restart}")
+            counts, events, cursor = e2e.stored_once(data, total)
+            assert counts == (total, total, total) and events == (total, total)
+            assert cursor == total
+            sim.stop()
+            total += _pay_with_amp(sim, reusable, f"outage {restart}")
+            sim.start()
+            counts, events, cursor = e2e.stored_once(data, total)
+            assert counts == (total, total, total) and events == (total, total)
+            assert cursor == total
+            server.stop(signal.SIGKILL)
+        total += _pay_with_amp(sim, reusable, f"restart {restart}")  # lnplugin is down
+    with _serve(tmp, sim):
+        counts, events, cursor = e2e.stored_once(data, total)
+    assert counts == (total, total, total) and events == (total, total)
+    assert cursor == total
+    stored = e2e.db(data)
+    try:
+        rows = {
+            row[0]: row[1:]
+            for row in stored.execute(
+                "SELECT payment_hash, amount_received_msat, is_keysend, boostagram FROM invoices"
+            )
+        }
+    finally:
+        stored.close()
+    sets = {
+        set_id: state.amt_paid_msat
+        for inv in sim.ledger.invoices
+        for set_id, state in inv.amp_invoice_state.items()
+    }
+    plain = {inv.r_hash.hex() for inv in sim.ledger.invoices if not inv.is_amp}
+    assert set(rows) == plain | set(sets) and len(sets) == 24  # 2 x 3 rounds of 4
+    assert all(rows[set_id][0] == msat for set_id, msat in sets.items())
+    spontaneous = [r for set_id, r in rows.items() if set_id in sets and r[1]]
+    assert len(spontaneous) == 12
+    assert all(json.loads(r[2])["podcast"] == BOOST["podcast"] for r in spontaneous)
 
 
 @BOTH_ORDERS

@@ -25,7 +25,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nodes.lnd.node import LndNode, _Gaps
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
-from lnplugin_sim.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim
+from lnplugin_sim.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim, SimError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -539,34 +539,134 @@ def test_a_hole_in_settle_indexes_is_filled_from_listinvoices(sim: LndSim) -> No
         node.close()
 
 
-def test_an_amp_payment_set_does_not_hold_the_cursor_back(sim: LndSim) -> None:
+def _amp_sets(sim: LndSim) -> dict[str, tuple[int, int]]:
+    """Every settled AMP payment set the simulated node has: set id -> (settle_index, msat)."""
+    return {
+        set_id: (state.settle_index, state.amt_paid_msat)
+        for inv in sim.ledger.invoices
+        for set_id, state in inv.amp_invoice_state.items()
+    }
+
+
+@BOTH_ORDERS
+def test_each_amp_payment_set_is_a_settlement_of_its_own(sim: LndSim) -> None:
     """lnd sends an AMP invoice on SubscribeInvoices when one of its payment
-    sets settles, live and (bbolt store) in the settle backlog, as SETTLED
-    with settle_index 0: the set's number is in `amp_invoice_state`. That
-    number is no plain invoice's, so it counts as handed out at once rather
-    than holding the cursor until a listing passes it over (gap_grace)."""
+    sets settles, live and in the settle backlog, with that set only: its
+    settle_index in `amp_invoice_state`, its HTLCs marked with its set id.
+    Each set is handed out once, keyed by its set id, with its own amount and
+    records, at its own settle_index: live, from the backlog in either
+    store's order (the SQL store sends the sets after every plain invoice),
+    and from a sweep's listing (which shows every set of the invoice)."""
     node = make_node(sim, gap_grace=600)
     try:
-        amp = sim.add_invoice(ln.Invoice(value_msat=5000, is_amp=True))
+        amp = sim.add_invoice(ln.Invoice(value_msat=5000, is_amp=True, memo="reusable"))
         follow = Follow(node, 0, sim)
         sim.keysend(1000)  # s1
         # From cursor 0 the follower first lists the node (lnd replays nothing
         # for 0). s1 reaches it only once that listing has ended, so the sets
-        # below arrive live, as the test means, not in a listing taken meanwhile
-        # (which hands out s3 and s5 before the stream's sets, each update then
-        # rightly carrying no cursor until the sets arrive).
+        # below arrive live, not in a listing taken meanwhile.
         assert [u.cursor for u in follow.take(1)] == [1]
-        first = sim.settle_amp_set(amp.r_hash, 2000)  # s2, the AMP invoice's first set
+        first = sim.settle_amp_set(amp.r_hash, 2000, htlc_records=[{BOOST: b'{"a":1}'}, {}])
         sim.keysend(3000)  # s3
-        second = sim.settle_amp_set(amp.r_hash, 3000)  # s4, a second set id
-        sim.keysend(4000)  # s5
+        second = sim.settle_amp_set(amp.r_hash, 3000, htlc_records=[{MESSAGE: b"two"}])
+        spont = sim.amp_payment(4000, {BOOST: b'{"b":2}'})  # s5: lnd makes its invoice
         assert (first, second) == (2, 4)
-        assert [u.cursor for u in follow.take(2)] == [3, 5]
+        sets = _amp_sets(sim)
+        by_index = {index: set_id for set_id, (index, _) in sets.items()}
+        live = follow.take(4)
+        assert [u.cursor for u in live] == [2, 3, 4, 5]
+        assert [u.invoice.payment_hash for u in live if u.cursor != 3] == [
+            by_index[2],
+            by_index[4],
+            by_index[5],
+        ]
+        two, _, four, five = (u.invoice for u in live)
+        assert (two.state, two.amount_received_msat, two.preimage) == ("SETTLED", 2000, None)
+        assert two.custom_records == {BOOST: b'{"a":1}'} and two.description == "reusable"
+        assert two.payment_request == amp.payment_request and not two.is_keysend
+        assert four.custom_records == {MESSAGE: b"two"} and four.amount_received_msat == 3000
+        assert five.custom_records == {BOOST: b'{"b":2}'} and five.amount_received_msat == 4000
+        assert five.is_keysend and five.payment_request == ""
+        assert next(iter(spont.amp_invoice_state)) == by_index[5]
+        assert all(u.invoice.settled_at for u in live)
         assert follow.quiet() and follow.error is None
-        shown = sim.ledger.get(amp.r_hash)
-        assert sorted(s.settle_index for s in shown.amp_invoice_state.values()) == [2, 4]
-        again = Follow(node, 1, sim)  # the backlog past 1, in settle order
-        assert [u.cursor for u in again.take(2)] == [3, 5]
+
+        index = {u.invoice.payment_hash: u.cursor for u in live}
+        again = Follow(node, 1, sim)  # the backlog past 1, in this store's order
+        got = _take_until(again, set(index))
+        assert sorted(index[u.invoice.payment_hash] for u in got) == [2, 3, 4, 5]
+        _assert_cursors_cover(got, index, 1)
+        assert max(u.cursor for u in got) == 5
+        assert {u.invoice.payment_hash: u.invoice.amount_received_msat for u in got} == {
+            u.invoice.payment_hash: u.invoice.amount_received_msat for u in live
+        }
         assert again.quiet() and again.error is None
+
+        swept = list(node.settled_since(1))  # ListInvoices: every set of the invoice
+        assert [(u.cursor, u.invoice.payment_hash) for u in swept] == [
+            (u.cursor, u.invoice.payment_hash) for u in live
+        ]
+        assert [u.invoice.custom_records for u in swept] == [u.invoice.custom_records for u in live]
+        assert node.feed_head() == 5
     finally:
         node.close()
+
+
+def test_a_sweep_keeps_rereading_an_amp_invoice_that_settled(sim: LndSim, node: LndNode) -> None:
+    """An AMP invoice stays open for more payment sets after one settled (lnd
+    shows it SETTLED meanwhile), so the sweep's window never passes it: a set
+    settling on it later is found by the next sweep."""
+    amp = sim.add_invoice(ln.Invoice(value_msat=5000, is_amp=True))
+    sim.settle_amp_set(amp.r_hash, 1000)  # s1
+    sim.keysend(2000)  # s2
+    assert [u.cursor for u in node.settled_since(0)] == [1, 2]
+    assert list(node.settled_since(2)) == []
+    sim.settle_amp_set(amp.r_hash, 3000)  # s3, on the invoice swept past
+    (later,) = node.settled_since(2)
+    assert later.cursor == 3 and later.invoice.amount_received_msat == 3000
+
+
+def test_a_first_start_lists_amp_sets_with_the_rest(sim: LndSim, node: LndNode) -> None:
+    """From cursor 0 lnd replays nothing and the listing is the backlog: the
+    AMP sets it shows are handed out with the plain invoices, in settle order,
+    each carrying its settle_index as the cursor."""
+    amp = sim.add_invoice(ln.Invoice(value_msat=5000, is_amp=True))
+    sim.settle_amp_set(amp.r_hash, 1000, htlc_records=[{BOOST: b"{}"}])  # s1
+    sim.keysend(2000)  # s2
+    sim.amp_payment(3000)  # s3
+    sim.settle_amp_set(amp.r_hash, 4000)  # s4
+    follow = Follow(node, 0, sim)
+    got = follow.take(4)
+    assert [(u.cursor, u.invoice.amount_received_msat) for u in got] == [
+        (1, 1000),
+        (2, 2000),
+        (3, 3000),
+        (4, 4000),
+    ]
+    assert got[0].invoice.custom_records == {BOOST: b"{}"}
+    assert follow.quiet() and follow.error is None
+
+
+def test_the_sweep_window_passes_an_amp_invoice_once_lnd_canceled_it(
+    sim: LndSim, node: LndNode
+) -> None:
+    """An AMP invoice holds the sweep's window while lnd keeps it open for
+    more sets; once lnd canceled it (its expiry watcher does), it takes no
+    more, and the window passes it after reading it once more."""
+    amp = sim.amp_payment(1000)  # s1, add 1
+    sim.bulk_settle(5)  # s2..s6, add 2..6
+    assert [u.cursor for u in node.settled_since(0)] == [1, 2, 3, 4, 5, 6]
+    sim.invoices_listed = 0
+    assert list(node.settled_since(6)) == []
+    assert sim.invoices_listed == 6 + 1  # from the AMP invoice on, and the pending probe
+    sim.invoices_listed = 0
+    assert list(node.settled_since(6)) == []
+    assert sim.invoices_listed == 7  # still open in lnd: it holds the window
+    sim.cancel_invoice(amp.r_hash)  # lnd's expiry watcher
+    with pytest.raises(SimError, match="canceled"):
+        sim.settle_amp_set(amp.r_hash, 500)
+    assert list(node.settled_since(6)) == []  # reads it again, then passes it
+    sim.invoices_listed = 0
+    assert list(node.settled_since(6)) == []
+    assert sim.invoices_listed == 0
+    assert node.feed_head() == 6

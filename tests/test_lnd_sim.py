@@ -119,6 +119,73 @@ def test_settle_backlog_in_add_order_like_the_sql_store(tmp_path: Path) -> None:
         again.close()
 
 
+def _sets(inv: ln.Invoice) -> list[tuple[int, int, int, list[int]]]:
+    """(settle_index, amt_paid_msat, htlc count, amounts of its HTLCs) per set."""
+    return sorted(
+        (
+            state.settle_index,
+            state.amt_paid_msat,
+            len([h for h in inv.htlcs if h.amp.set_id.hex() == set_id]),
+            sorted(h.amt_msat for h in inv.htlcs if h.amp.set_id.hex() == set_id),
+        )
+        for set_id, state in inv.amp_invoice_state.items()
+    )
+
+
+def test_amp_payment_sets_on_the_wire_as_lnd_sends_them(tmp_path: Path) -> None:
+    """As lnd's CreateRPCInvoice and its two invoice stores give them
+    (invoicesrpc/utils.go; channeldb/invoices.go; invoices/sql_store.go):
+    ListInvoices shows an AMP invoice with every set and every HTLC (each
+    marked with its set id) and settle_index 0; SubscribeInvoices sends one
+    set at a time, live and in the backlog, with that set's state and HTLCs
+    only; the bbolt backlog leaves the invoice's settle_index 0, the SQL
+    store's (after every plain invoice) gives it the set's."""
+    sim = LndSim(tmp_path / "lnd").start()
+    try:
+        c = Client(sim)
+        amp = sim.add_invoice(ln.Invoice(value_msat=5000, is_amp=True))
+        call = c.stub.SubscribeInvoices(ln.InvoiceSubscription(), metadata=c.md, timeout=10)
+        sim.wait_for_subscribers(1)
+        assert sim.settle_amp_set(amp.r_hash, 3000, parts=2) == 1
+        sim.keysend(1000)  # s2
+        spont = sim.amp_payment(2500, {7629169: b"{}"})  # s3, its own invoice
+        live = [next(call) for _ in range(5)]  # added, s1, keysend added + s2, added + s3
+        call.cancel()
+        first, third = (i for i in live if i.is_amp and i.state == ln.Invoice.SETTLED)
+        assert (first.settle_index, first.settle_date, first.r_preimage) == (0, 0, b"")
+        assert _sets(first) == [(1, 3000, 2, [1500, 1500])]
+        assert _sets(third) == [(3, 2500, 1, [2500])]
+        assert [dict(h.custom_records) for h in third.htlcs] == [{7629169: b"{}"}]
+        assert third.payment_request == "" and not third.is_keysend and not third.r_preimage
+        assert third.r_hash == spont.r_hash
+        sim.settle_amp_set(amp.r_hash, 2000)  # s4: the invoice's second set
+        (listed, _, _) = c.ListInvoices(ln.ListInvoiceRequest()).invoices
+        assert (listed.state, listed.settle_index, listed.amt_paid_msat) == (
+            ln.Invoice.SETTLED,
+            0,
+            5000,
+        )
+        assert _sets(listed) == [(1, 3000, 2, [1500, 1500]), (4, 2000, 1, [2000])]
+        assert all(len(h.amp.set_id) == 32 and h.amp.preimage for h in listed.htlcs)
+        assert all(hashlib.sha256(h.amp.preimage).digest() == h.amp.hash for h in listed.htlcs)
+        bbolt = c.stream(settle_index=1)  # by settle_index, each set on its own
+        assert [(i.add_index, i.settle_index, _sets(i)) for i in bbolt] == [
+            (2, 2, []),
+            (3, 0, [(3, 2500, 1, [2500])]),
+            (1, 0, [(4, 2000, 1, [2000])]),
+        ]
+        sim.replay_order = "add"  # SQL: plain invoices by add_index, then the sets
+        sql = c.stream(settle_index=1)
+        assert [(i.add_index, i.settle_index, _sets(i)) for i in sql] == [
+            (2, 2, []),
+            (3, 3, [(3, 2500, 1, [2500])]),
+            (1, 4, [(4, 2000, 1, [2000])]),
+        ]
+        assert all(i.settle_date for i in sql)
+    finally:
+        sim.close()
+
+
 def test_live_events_are_adds_and_settles_only(sim: LndSim) -> None:
     c = Client(sim)
     req = ln.InvoiceSubscription()

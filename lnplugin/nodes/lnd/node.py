@@ -17,11 +17,19 @@ from it, replaying anything not yet covered. A gap normally closes before
 the backlog ends. One that stays open `gap_grace` seconds is filled from
 ListInvoices: the stream is cut, re-opened from the floor, and the listing
 stores what it finds; an index already assigned before the listing that it
-does not find is no plain invoice's (an AMP payment set takes numbers from
-the same sequence) and is passed over. Cursor 0 is the same path: lnd sends
+does not find belongs to no invoice lnd still has and is passed over. Cursor
+0 is the same path: lnd sends
 no backlog, so the listing is the backlog, run with the stream already open
 so nothing settling meanwhile is missed. There is no separate mode for a
 first start and a reconnect.
+
+AMP: lnd pays an AMP invoice in payment sets, each taking a settle_index
+from the same dense sequence but reporting it only in the invoice's
+`amp_invoice_state[set_id]` (lnd sends the invoice with that one set, live
+and in the backlog; the bbolt store with the invoice's own settle_index 0,
+the SQL store's backlog with the set's). Each settled set is a settlement
+of its own, stored by its set id (`amp_settlements`), and its number moves
+the floor like any other.
 
 Hold invoices (invoicesrpc AddHoldInvoice, SettleInvoice, CancelInvoice):
 lnd leaves ACCEPTED and CANCELED out of SubscribeInvoices (docs/lnd.md,
@@ -460,8 +468,10 @@ class LndNode(Node):
                 return
             offset = resp.last_index_offset
 
-    def _settled_sorted(self, after: int, *, stored: bool = True) -> list[Any]:
-        """Settled invoices with settle_index > `after`, in settle order.
+    def _settled_sorted(self, after: int, *, stored: bool = True) -> list[tuple[int, NodeInvoice]]:
+        """Settlements with settle_index > `after`, in settle order, as
+        (settle_index, invoice): a plain invoice's, and each AMP payment set's
+        (`amp_settlements`).
 
         lnd lists by add_index only, so this would read the node's whole
         history on every sweep. It starts instead at `_sweep_from`: below it,
@@ -472,7 +482,11 @@ class LndNode(Node):
         holds only when every settlement up to `after` is stored: a caller
         whose `after` is merely handed out passes `stored=False`. The cursor
         goes back only when lnd's history was replaced, and `_verify_history`
-        then drops `_sweep_from`.
+        then drops `_sweep_from`. An AMP invoice is final only once lnd
+        canceled it: until then it takes more payment sets. lnd shows it
+        SETTLED once a set has settled, canceled or not, so the listing does
+        not tell (one shown CANCELED had no set settle); the one that would
+        hold the window is asked about (`_closed_amp`).
         """
         with self._lock:
             if self._await_rewind and after == 0:
@@ -485,15 +499,20 @@ class LndNode(Node):
                 # settlements at or below it are not stored: list it all, and
                 # keep no conclusion about it (`_verify_history`).
                 start, stored = 0, False
-        found = []
+        found: list[tuple[int, NodeInvoice]] = []
         floor: int | None = None  # the lowest add_index this listing cannot rule out
         last = start
         for inv in self._list_invoices(start):
             last = inv.add_index
-            if inv.state == ln.Invoice.SETTLED:
+            if inv.is_amp and inv.state != ln.Invoice.CANCELED:  # CANCELED: no set settled
+                closed = self._closed_amp(inv) if stored and floor is None else None
+                found.extend(s for s in amp_settlements(closed or inv) if s[0] > after)
+                if closed is not None:
+                    continue  # takes no more sets: the window may pass it
+            elif inv.state == ln.Invoice.SETTLED:
                 if inv.settle_index <= after:
                     continue
-                found.append(inv)
+                found.append((inv.settle_index, to_node_invoice(inv)))
             elif inv.state == ln.Invoice.CANCELED:
                 continue
             if floor is None:
@@ -502,8 +521,30 @@ class LndNode(Node):
             with self._lock:
                 if history == self._history:
                     self._sweep_from = max(self._sweep_from, last if floor is None else floor - 1)
-        found.sort(key=lambda inv: inv.settle_index)
+        found.sort(key=lambda pair: pair[0])
         return found
+
+    def _closed_amp(self, inv: Any) -> Any | None:
+        """The AMP invoice `inv` read again if lnd canceled it (its expiry
+        watcher does, as for any open invoice: an hour after a spontaneous
+        payment), else None.
+
+        `pending_only` lists what lnd stores OPEN or ACCEPTED, which an AMP
+        invoice stays until canceled, whatever its sets show; so when the
+        first pending invoice from its add_index on is not it, it is canceled
+        and takes no more sets. Read again after that answer, it shows every
+        set it will ever have, so the sweep window may pass it: each AMP
+        invoice costs these calls once, when it would hold the window."""
+        before = inv.add_index - 1
+        req = ln.ListInvoiceRequest(index_offset=before, num_max_invoices=1, pending_only=True)
+        pending = self._call(self._ln.ListInvoices, req).invoices
+        if pending and pending[0].add_index == inv.add_index:
+            return None
+        req = ln.ListInvoiceRequest(index_offset=before, num_max_invoices=1)
+        again = self._call(self._ln.ListInvoices, req).invoices
+        if not again or again[0].add_index != inv.add_index or again[0].r_hash != inv.r_hash:
+            return None  # pragma: no cover - lnd deleted or replaced it meanwhile
+        return again[0]
 
     def feed_head(self) -> int | None:
         """The highest settle_index lnd has handed out, in the cursor's units.
@@ -535,7 +576,14 @@ class LndNode(Node):
             last = self._head_from
             for inv in self._list_invoices(self._head_from):
                 last = inv.add_index
-                if inv.state == ln.Invoice.SETTLED and inv.settle_index:
+                if inv.is_amp and inv.state != ln.Invoice.CANCELED:
+                    # Final only once canceled (`_settled_sorted`); its sets' numbers count.
+                    closed = self._closed_amp(inv) if floor is None else None
+                    states = (closed or inv).amp_invoice_state.values()
+                    self._head = max([self._head, *(s.settle_index for s in states)])
+                    if closed is None and floor is None:
+                        floor = inv.add_index
+                elif inv.state == ln.Invoice.SETTLED and inv.settle_index:
                     self._head = max(self._head, inv.settle_index)
                     if self._anchor is None or inv.add_index > self._anchor[0]:
                         self._anchor = (inv.add_index, bytes(inv.r_hash))
@@ -606,14 +654,12 @@ class LndNode(Node):
         """
         history = self._history  # before the listing: what it shows is of this one at least
         floor = cursor
-        for inv in self._settled_sorted(cursor):
-            if inv.settle_index == floor + 1:
-                floor = inv.settle_index
-                yield self._handed_out(
-                    InvoiceUpdate(to_node_invoice(inv), inv.settle_index), history
-                )
+        for index, settled in self._settled_sorted(cursor):
+            if index == floor + 1:
+                floor = index
+                yield self._handed_out(InvoiceUpdate(settled, index), history)
             else:
-                yield InvoiceUpdate(to_node_invoice(inv), 0)
+                yield InvoiceUpdate(settled, 0)
 
     def settlements(self, cursor: int) -> Iterator[InvoiceUpdate]:
         """Every settlement past `cursor`, then live ones (see the module docstring).
@@ -650,6 +696,9 @@ class LndNode(Node):
                     target=self._watch, args=(gaps, call, done, refill), daemon=True
                 ).start()
                 for inv in call:
+                    if inv.is_amp:
+                        yield from gaps.take_amp(inv)
+                        continue
                     update = gaps.accept(inv)
                     if update is not None:
                         yield update
@@ -676,8 +725,10 @@ class LndNode(Node):
         """Hand out what ListInvoices has past the floor; pass over indexes it lacks.
 
         An index at or below `gaps.high` was assigned before the listing began,
-        and a settled invoice stays settled, so a listing that does not show it
-        proves it belongs to no plain invoice (an AMP payment set has it).
+        and a settlement stays listed (a plain invoice's, or an AMP payment
+        set's in its invoice's `amp_invoice_state`), so a listing that does not
+        show it proves no invoice lnd still has carries it (lnd can delete a
+        canceled AMP invoice, whose settled sets' numbers go with it).
         Indexes above `gaps.high` may have been assigned during the listing, so
         they prove nothing about a hole; they are handed out after the pass-over,
         when the floor has reached them, so their update carries the cursor at
@@ -685,18 +736,18 @@ class LndNode(Node):
         """
         known = gaps.high
         later = []
-        for inv in self._settled_sorted(gaps.floor, stored=False):
-            if inv.state == ln.Invoice.SETTLED and inv.settle_index > known:
-                later.append(inv)
+        for index, settled in self._settled_sorted(gaps.floor, stored=False):
+            if index > known:
+                later.append((index, settled))
                 continue
-            update = gaps.accept(inv)
+            update = gaps.settled(index, settled)
             if update is not None:
                 yield update
         skipped = gaps.pass_over(known)
         if skipped:
-            log.info("LND settle indexes %s belong to no invoice (AMP payments?)", skipped)
-        for inv in later:
-            update = gaps.accept(inv)
+            log.info("LND settle indexes %s belong to no invoice lnd still has", skipped)
+        for index, settled in later:
+            update = gaps.settled(index, settled)
             if update is not None:
                 yield update
 
@@ -902,33 +953,40 @@ class _Gaps:
             return InvoiceUpdate(to_node_invoice(inv), 0)
         if inv.state != ln.Invoice.SETTLED:
             return None  # OPEN "added" events (incl. keysend's first event)
-        if inv.is_amp:
-            self._pass_amp(inv)
-            return None
         idx = inv.settle_index
         if idx == self.floor + 1 and not self.seen:  # in order: the common case
             self.floor = self.high = self.carried = idx
             return InvoiceUpdate(to_node_invoice(inv), idx)
         if idx <= self.floor or idx in self.seen:
             return None
+        return self._out_of_order(idx, to_node_invoice(inv))
+
+    def take_amp(self, inv: Any) -> Iterator[InvoiceUpdate]:
+        """An AMP invoice as SubscribeInvoices sends it: one update per
+        settled payment set it shows (lnd sends one set's settlement at a
+        time), each at the set's own settle_index. Its OPEN "added" event,
+        and a cancel (it may hold settled sets), show no new set."""
+        if inv.state != ln.Invoice.SETTLED:
+            return
+        for idx, settled in amp_settlements(inv):
+            update = self.settled(idx, settled)
+            if update is not None:
+                yield update
+
+    def settled(self, idx: int, settled: NodeInvoice) -> InvoiceUpdate | None:
+        """A settlement at settle index `idx`: its update, or None for a duplicate."""
+        if idx == self.floor + 1 and not self.seen:
+            self.floor = self.high = self.carried = idx
+            return InvoiceUpdate(settled, idx)
+        if idx <= self.floor or idx in self.seen:
+            return None
+        return self._out_of_order(idx, settled)
+
+    def _out_of_order(self, idx: int, settled: NodeInvoice) -> InvoiceUpdate:
         self.seen.add(idx)
         self.high = max(self.high, idx)
         self._close(moved=False)
-        return InvoiceUpdate(to_node_invoice(inv), self._carry())
-
-    def _pass_amp(self, inv: Any) -> None:
-        """An AMP payment set settled (lnd shows the invoice SETTLED with
-        settle_index 0): its number, in `amp_invoice_state`, is no plain
-        invoice's, so it counts as handed out now rather than as a gap that
-        waits `gap_grace` for a listing to pass it over. lnplugin records no
-        AMP payment (docs/lnd.md); the floor it moves is carried by the next
-        settlement's update."""
-        for state in inv.amp_invoice_state.values():
-            idx = state.settle_index
-            if state.state == ln.SETTLED and idx > self.floor and idx not in self.seen:
-                self.seen.add(idx)
-                self.high = max(self.high, idx)
-        self._close(moved=False)
+        return InvoiceUpdate(settled, self._carry())
 
     def pass_over(self, upto: int) -> list[int]:
         """Count every index up to `upto` as handed out; returns those missing."""
@@ -1044,6 +1102,57 @@ def to_node_invoice(inv: Any) -> NodeInvoice:
         # The earliest held HTLC's expiry: past it the peer force-closes.
         settle_deadline=min(held) if accepted and held else None,
     )
+
+
+def amp_settlements(inv: Any) -> list[tuple[int, NodeInvoice]]:
+    """The settled payment sets an AMP invoice shows, as (settle_index, invoice).
+
+    lnd pays an AMP invoice in sets, each with its own set id, settle index
+    and settle time (`amp_invoice_state`), its HTLCs marked with the set id
+    (`htlcs[].amp.set_id`): one invoice may hold many payments, so each set
+    is its own settlement. Its payment hash, the key lnplugin stores it by,
+    is the set id: the invoice's hash would be shared by all its sets, and
+    each HTLC of a set has its own hash. The set's HTLCs give its records
+    (a boostagram, as a keysend's); its amount is lnd's for the set (the sum
+    of those HTLCs when lnd gives none). No preimage: each HTLC has its own.
+    A set paid without a payment request (a spontaneous AMP payment) is
+    stored as a keysend is: a payment nobody made an invoice for."""
+    out = []
+    for set_hex, state in inv.amp_invoice_state.items():
+        if state.state != ln.SETTLED or not state.settle_index:
+            continue
+        try:
+            set_id = bytes.fromhex(set_hex)
+        except ValueError:  # pragma: no cover - lnd writes the set id as hex
+            continue
+        htlcs = sorted(
+            (h for h in inv.htlcs if h.amp.set_id == set_id and h.state == ln.SETTLED),
+            key=lambda h: h.htlc_index,
+        )
+        amount = state.amt_paid_msat or sum(h.amt_msat for h in htlcs)
+        settled_at = state.settle_time or inv.settle_date or None
+        out.append(
+            (
+                state.settle_index,
+                NodeInvoice(
+                    payment_hash=set_hex.lower(),
+                    payment_request=inv.payment_request,
+                    state="SETTLED",
+                    amount_msat=amount or None,
+                    created_at=min((h.accept_time for h in htlcs), default=0) or inv.creation_date,
+                    expiry=inv.expiry or 86400,
+                    description=inv.memo or None,
+                    description_hash=inv.description_hash.hex() or None,
+                    amount_received_msat=amount,
+                    settled_at=settled_at,
+                    preimage=None,
+                    payment_secret=None,
+                    custom_records=merge_records(h.custom_records for h in htlcs),
+                    is_keysend=not inv.payment_request,
+                ),
+            )
+        )
+    return out
 
 
 def _payment_secret(payment_addr: bytes) -> str | None:

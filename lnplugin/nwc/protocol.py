@@ -424,11 +424,11 @@ def notification_events(
     app_pubkey: str,
     notification_type: str,
     notification: dict[str, Any],
-    encryption: str | None = None,
 ) -> list[SignedEvent]:
-    """One notification: in the scheme the app is known to use (`encryption`,
-    from its requests), else as NIP-47 asks of a wallet offering both, kind
-    23197 with NIP-44 and kind 23196 with NIP-04."""
+    """One notification as NIP-47 asks of a wallet offering both schemes:
+    kind 23197 with NIP-44 and kind 23196 with NIP-04. Both always, whatever
+    scheme the app's requests use: a client picks the kind it listens to
+    from the info event, and one connection string may be in two apps."""
     plain = compactjson.dumps(
         {"notification_type": notification_type, "notification": notification}
     )
@@ -436,7 +436,6 @@ def notification_events(
     return [
         _sign(keys, kind, encrypt(keys, app_pubkey, scheme, plain), [["p", app_pubkey]])
         for kind, scheme in schemes
-        if encryption is None or scheme == encryption
     ]
 
 

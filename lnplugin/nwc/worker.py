@@ -348,8 +348,6 @@ class NwcWorker:
             return self._refuse(keys, request, p.Refuse("RATE_LIMITED", "too many requests"))
         with self.store.transaction(wake=False) as tx:  # no waiter reads requests
             stored = db.claim(tx, request.event_id, connection.id, request.method)
-            if connection.encryption != request.encryption:
-                db.remember_encryption(tx, connection.id, request.encryption)
         if stored == db.CLAIMED:
             log.info("nwc: request %s was interrupted before its answer", request.event_id[:16])
             return None
@@ -435,9 +433,7 @@ class NwcWorker:
             notification = notified[key]
             if notification is None:
                 continue
-            for event in p.notification_events(
-                keys, row["app_pubkey"], body["type"], notification, row["encryption"]
-            ):
+            for event in p.notification_events(keys, row["app_pubkey"], body["type"], notification):
                 batch[row["id"]].append(event.id)
                 built.append(event)
             if len(built) >= SEND_CHUNK:

@@ -1019,3 +1019,50 @@ def test_list_transactions_from_finds_an_older_invoice_paid_since(
         listener.close()
     assert made.payment_hash in [t["payment_hash"] for t in since["result"]["transactions"]]
     assert made.payment_hash not in [t["payment_hash"] for t in before["result"]["transactions"]]
+
+
+def test_the_uri_carries_the_lightning_address_of_the_connection(home: Path, relay: Relay) -> None:
+    """NIP-47: `lud16` "Recommended. A lightning address that clients can use
+    to automatically setup the `lud16` field on the user's profile". The one
+    address lnplugin serves goes in by itself; of several, the one asked for
+    with `--lud16` (or `lud16` in the admin route's body)."""
+    public = "https://pay.example.com"
+    flags = ("--nwc-relay", relay.url, "--public-url", public)
+
+    def made(*args: str) -> ns.NostrWalletConnectUri:
+        out = e2e.cli(srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags, *args)
+        return ns.NostrWalletConnectUri.parse(out.strip().splitlines()[-1])
+
+    with e2e.Server(home / "lud16", "--nwc-relay", relay.url, "--public-url", public) as srv:
+        assert made().lud16() is None  # no address served yet
+        e2e.cli(srv.data_dir, "address", "add", "alice", "--public-url", public)
+        alone = made()
+        assert alone.lud16() == "alice@pay.example.com"
+        e2e.wait_for(lambda: srv.request("GET", "/health").ok, "the server")
+        # The URI still works as a connection, read by nostr-sdk's client.
+        line = e2e.cli(srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags)
+        uri = line.strip().splitlines()[-1]
+        assert "&lud16=alice%40pay.example.com" in uri  # URL-encoded, as NIP-47 asks
+        assert call(uri, "get_info").network == "regtest"
+        e2e.cli(srv.data_dir, "address", "add", "bob", "--public-url", public)
+        several = e2e.run(srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags)
+        assert several.returncode == 0 and "--lud16" in several.stderr
+        assert ns.NostrWalletConnectUri.parse(several.stdout.strip()).lud16() is None
+        assert made("--lud16", "bob").lud16() == "bob@pay.example.com"
+        assert made("--lud16", "bob@pay.example.com").lud16() == "bob@pay.example.com"
+        for wrong in ("carol", "bob@elsewhere.example"):
+            refused = e2e.run(
+                srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags, "--lud16", wrong
+            )
+            assert refused.returncode == 2 and refused.stdout == ""
+            assert "--lud16" in refused.stderr and "Traceback" not in refused.stderr
+        # The admin route: the same choice, `lud16` in its body.
+        body = {"scopes": ["invoices:read"], "lud16": "bob"}
+        answer = srv.request("POST", "/nwc/connections", json=body)
+        assert answer.status_code == 201, answer.text
+        assert ns.NostrWalletConnectUri.parse(answer.json()["uri"]).lud16() == "bob@pay.example.com"
+        plain = srv.request("POST", "/nwc/connections", json={"scopes": ["invoices:read"]})
+        assert ns.NostrWalletConnectUri.parse(plain.json()["uri"]).lud16() is None
+        bad = srv.request("POST", "/nwc/connections", json={**body, "lud16": "carol"})
+        assert bad.status_code == 400 and "lud16" in json.dumps(bad.json())
+        assert bad.json()["error"] is True  # the Alby error shape

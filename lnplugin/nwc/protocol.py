@@ -439,9 +439,15 @@ def notification_events(
     ]
 
 
-def connection_uri(service_pubkey: str, relays: list[str], secret_hex: str) -> str:
-    query = "&".join([*(f"relay={quote(r, safe='')}" for r in relays), f"secret={secret_hex}"])
-    return f"nostr+walletconnect://{service_pubkey}?{query}"
+def connection_uri(
+    service_pubkey: str, relays: list[str], secret_hex: str, lud16: str | None = None
+) -> str:
+    """NIP-47's URI; `lud16` (recommended) is the Lightning Address an app
+    may put in its user's profile, URL-encoded like the relays."""
+    query = [*(f"relay={quote(r, safe='')}" for r in relays), f"secret={secret_hex}"]
+    if lud16:
+        query.append(f"lud16={quote(lud16, safe='')}")
+    return f"nostr+walletconnect://{service_pubkey}?{'&'.join(query)}"
 
 
 # -- transaction objects ------------------------------------------------------------

@@ -86,9 +86,34 @@ def kind(event: ns.Event) -> int:
     return int(event.kind().as_u16())
 
 
+def auth_event(keys: ns.Keys, relay_url: str, challenge: str) -> str:
+    """NIP-42's answer to a relay's challenge, signed by the app's key with nostr-sdk."""
+    tags = [ns.Tag.parse(["relay", relay_url]), ns.Tag.parse(["challenge", challenge])]
+    builder = ns.EventBuilder(ns.Kind(22242), "").tags(tags)
+    return keys.sign_event(builder.finalize_unsigned(keys.public_key())).as_json()
+
+
+def authenticate(ws: Any, url: str, keys: ns.Keys, wanted: dict[str, Any]) -> list[dict[str, Any]]:
+    """`REQ` `wanted` on `ws` as an app does on a relay that may require
+    NIP-42: a challenge is answered with `keys`, and a `REQ` closed with
+    `auth-required:` is sent again (after the AUTH, which went first).
+    Returns the stored events, up to EOSE."""
+    ws.send(json.dumps(["REQ", "app", wanted]))
+    found = []
+    while (msg := json.loads(ws.recv(timeout=WAIT)))[0] != "EOSE":
+        if msg[0] == "AUTH":
+            ws.send(f'["AUTH",{auth_event(keys, url, msg[1])}]')
+        elif msg[0] == "CLOSED" and str(msg[2]).startswith("auth-required:"):
+            ws.send(json.dumps(["REQ", "app", wanted]))
+        elif msg[0] == "EVENT":
+            found.append(msg[2])
+    return found
+
+
 class Listener:
     """Subscribes as the app to its responses (23195) and notifications
-    (23197) on the relay; decrypts with nostr-sdk."""
+    (23197) on the relay; decrypts with nostr-sdk. On a relay that requires
+    NIP-42 it answers the challenge, and sends again what was refused."""
 
     def __init__(self, relay: Relay, uri: str, kinds: tuple[int, ...] = (23195, 23197)) -> None:
         parsed = ns.NostrWalletConnectUri.parse(uri)
@@ -98,16 +123,20 @@ class Listener:
         self._stash: list[dict[str, Any]] = []
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(relay.url))
+        self._url = relay.url
+        self._sent: dict[str, str] = {}  # event id -> JSON, to send again after AUTH
         app = self.keys.public_key().to_hex()
-        self._ws.send(json.dumps(["REQ", "app", {"kinds": list(kinds), "#p": [app]}]))
-        while json.loads(self._ws.recv(timeout=WAIT))[0] != "EOSE":
-            pass
+        authenticate(self._ws, relay.url, self.keys, {"kinds": list(kinds), "#p": [app]})
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         try:
             for raw in self._ws:
                 msg = json.loads(raw)
+                if msg[0] == "AUTH":
+                    self._ws.send(f'["AUTH",{auth_event(self.keys, self._url, msg[1])}]')
+                elif msg[0] == "OK" and str(msg[3]).startswith("auth-required:"):
+                    self._ws.send(f'["EVENT",{self._sent[msg[1]]}]')  # the AUTH went first
                 if msg[0] != "EVENT":
                     continue
                 event = ns.Event.from_json(json.dumps(msg[2]))
@@ -176,6 +205,7 @@ class Listener:
         return event.as_json()
 
     def send(self, event_json: str) -> None:
+        self._sent[json.loads(event_json)["id"]] = event_json
         self._ws.send(f'["EVENT",{event_json}]')
 
     def answer_to(self, request_json: str) -> dict[str, Any]:

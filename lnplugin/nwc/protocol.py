@@ -38,6 +38,7 @@ from lnplugin.boostagram import records_from_json
 from lnplugin.store.models import StoredInvoice
 
 REQUEST, RESPONSE, INFO = 23194, 23195, 13194
+AUTH = 22242  # NIP-42: a client's answer to a relay's challenge
 NOTIFICATION_NIP44, NOTIFICATION_NIP04 = 23197, 23196
 NIP44, NIP04 = "nip44_v2", "nip04"
 ENCRYPTIONS = (NIP44, NIP04)
@@ -437,6 +438,13 @@ def notification_events(
         _sign(keys, kind, encrypt(keys, app_pubkey, scheme, plain), [["p", app_pubkey]])
         for kind, scheme in schemes
     ]
+
+
+def auth_event(keys: ns.Keys, relay_url: str, challenge: str) -> SignedEvent:
+    """NIP-42's answer to a relay's `["AUTH", <challenge>]`: kind 22242 with
+    `relay` and `challenge` tags, signed by one wallet key. Relays never
+    pass it on to anyone."""
+    return _sign(keys, AUTH, "", [["relay", relay_url], ["challenge", challenge]])
 
 
 def connection_uri(

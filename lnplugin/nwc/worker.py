@@ -131,7 +131,10 @@ class NwcWorker:
         self.address_domain = address_domain
         self.hold = self.methods.hold
         self.limiter = limiter or RateLimiter()
-        self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
+        self.relays = [
+            Relay(url, self._enqueue, self._filter, self._connected, self._auth_keys)
+            for url in relays
+        ]
         # The wallet keys answered on (lnplugin/nwc/keyring.py).
         self.wallet = Keyring(store, self._announce)
         self.dropped = 0
@@ -214,6 +217,12 @@ class NwcWorker:
         last = db.last_request_at(self.store.conn)
         since = (last if last is not None else int(time.time())) - RESUBSCRIBE_MARGIN
         return {"kinds": [p.REQUEST], "#p": self.wallet.pubkeys(), "since": since}
+
+    def _auth_keys(self) -> list[ns.Keys]:
+        """The keys a relay's NIP-42 challenge is answered for: every wallet
+        key subscribed to, as a relay may serve a key's requests to it alone."""
+        found = (self.wallet.get(pubkey) for pubkey in self.wallet.pubkeys())
+        return [keys for keys in found if keys is not None]
 
     def _connected(self, relay: Relay) -> None:
         # Notifications that went unacknowledged on the connection that just

@@ -8,7 +8,10 @@ kept in memory), which is what the tests need; a separate process, so a test
 can SIGKILL it under a running lnplugin and start it again on the same port.
 Its event rate limit is lifted (`--notes-per-minute` sets one, for the test
 of lnplugin's answer to `OK false "rate-limited: ..."`): the benchmark
-publishes hundreds of events a second from one connection.
+publishes hundreds of events a second from one connection. `--auth read`,
+`write` or `both` makes it require NIP-42 authentication (its
+`LocalRelayBuilderNip42`): it sends a challenge and refuses a `REQ` or an
+`EVENT` with `auth-required:` until the client has answered it.
 
 One limit cannot be lifted from Python: the relay lets one connection send
 about 6,000 messages of any kind, refilled (100 a second) only across pauses
@@ -35,15 +38,26 @@ import nostr_sdk as ns
 UNLIMITED = 10_000_000  # events a minute per connection
 
 
-async def serve(host: str, port: int, max_connections: int, notes_per_minute: int) -> None:
-    relay = (
+AUTH_MODES = {
+    "read": ns.LocalRelayBuilderNip42Mode.READ,
+    "write": ns.LocalRelayBuilderNip42Mode.WRITE,
+    "both": ns.LocalRelayBuilderNip42Mode.BOTH,
+}
+
+
+async def serve(
+    host: str, port: int, max_connections: int, notes_per_minute: int, auth: str | None = None
+) -> None:
+    builder = (
         ns.LocalRelayBuilder()
         .addr(host)
         .port(port)
         .max_connections(max_connections)
         .rate_limit(ns.RateLimit(max_reqs=10_000, notes_per_minute=notes_per_minute))
-        .build()
     )
+    if auth is not None:
+        builder = builder.nip42(ns.LocalRelayBuilderNip42(mode=AUTH_MODES[auth]))
+    relay = builder.build()
     await relay.run()
     print(f"listening {await relay.url()}", flush=True)
     stop = asyncio.Event()
@@ -66,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         help="events one connection may publish (answered rate-limited past it)",
     )
     parser.add_argument(
+        "--auth",
+        choices=sorted(AUTH_MODES),
+        help="require NIP-42 authentication to read (REQ), to write (EVENT) or both: "
+        "refused with auth-required: until the client answers the relay's challenge",
+    )
+    parser.add_argument(
         "--log-level",
         choices=[level.name.lower() for level in ns.LogLevel],
         help="log the relay's own messages (to stdout) from this level up",
@@ -73,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.log_level:
         ns.init_logger(ns.LogLevel[args.log_level.upper()])
-    asyncio.run(serve(args.host, args.port, args.max_connections, args.notes_per_minute))
+    asyncio.run(serve(args.host, args.port, args.max_connections, args.notes_per_minute, args.auth))
     return 0
 
 

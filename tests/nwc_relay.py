@@ -31,10 +31,15 @@ def free_port() -> int:
 
 class Relay:
     def __init__(
-        self, workdir: Path, port: int | None = None, notes_per_minute: int | None = None
+        self,
+        workdir: Path,
+        port: int | None = None,
+        notes_per_minute: int | None = None,
+        auth: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.notes_per_minute = notes_per_minute
+        self.auth = auth  # NIP-42: "read", "write" or "both" (lnplugin_sim/nostr_relay.py)
         self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,6 +61,7 @@ class Relay:
                     if self.notes_per_minute
                     else []
                 ),
+                *(["--auth", self.auth] if self.auth else []),
             ],
             cwd=ROOT,
             stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it

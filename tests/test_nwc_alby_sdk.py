@@ -324,3 +324,32 @@ def test_what_a_connection_may_not_do_reaches_the_sdk_as_nip47_error_codes(
         assert revoked.value.code == "UNAUTHORIZED"
     finally:
         reader.close()
+
+
+def test_the_sdk_reads_the_lightning_address_in_the_connection_string(
+    node: str, wallet: tuple[Relay, e2e.Server]
+) -> None:
+    """NIP-47's `lud16`, as `lnplugin nwc connect` writes it (URL-encoded),
+    read by the SDK's own parser; the connection still works."""
+    relay, server = wallet
+    public = "https://sdk.example.com"
+    e2e.cli(server.data_dir, "address", "add", "satoshi", "--public-url", public)
+    out = e2e.cli(
+        server.data_dir,
+        "nwc",
+        "connect",
+        "--scope",
+        "invoices:read",
+        "--nwc-relay",
+        relay.url,
+        "--public-url",
+        public,
+        "--lud16",
+        "satoshi",
+    )
+    app = AlbyApp(node, out.strip().splitlines()[-1])
+    try:
+        assert app.call("lud16") == "satoshi@sdk.example.com"
+        assert app.call("getInfo")["network"] == "regtest"
+    finally:
+        app.close()

@@ -86,9 +86,34 @@ def kind(event: ns.Event) -> int:
     return int(event.kind().as_u16())
 
 
+def auth_event(keys: ns.Keys, relay_url: str, challenge: str) -> str:
+    """NIP-42's answer to a relay's challenge, signed by the app's key with nostr-sdk."""
+    tags = [ns.Tag.parse(["relay", relay_url]), ns.Tag.parse(["challenge", challenge])]
+    builder = ns.EventBuilder(ns.Kind(22242), "").tags(tags)
+    return keys.sign_event(builder.finalize_unsigned(keys.public_key())).as_json()
+
+
+def authenticate(ws: Any, url: str, keys: ns.Keys, wanted: dict[str, Any]) -> list[dict[str, Any]]:
+    """`REQ` `wanted` on `ws` as an app does on a relay that may require
+    NIP-42: a challenge is answered with `keys`, and a `REQ` closed with
+    `auth-required:` is sent again (after the AUTH, which went first).
+    Returns the stored events, up to EOSE."""
+    ws.send(json.dumps(["REQ", "app", wanted]))
+    found = []
+    while (msg := json.loads(ws.recv(timeout=WAIT)))[0] != "EOSE":
+        if msg[0] == "AUTH":
+            ws.send(f'["AUTH",{auth_event(keys, url, msg[1])}]')
+        elif msg[0] == "CLOSED" and str(msg[2]).startswith("auth-required:"):
+            ws.send(json.dumps(["REQ", "app", wanted]))
+        elif msg[0] == "EVENT":
+            found.append(msg[2])
+    return found
+
+
 class Listener:
     """Subscribes as the app to its responses (23195) and notifications
-    (23197) on the relay; decrypts with nostr-sdk."""
+    (23197) on the relay; decrypts with nostr-sdk. On a relay that requires
+    NIP-42 it answers the challenge, and sends again what was refused."""
 
     def __init__(self, relay: Relay, uri: str, kinds: tuple[int, ...] = (23195, 23197)) -> None:
         parsed = ns.NostrWalletConnectUri.parse(uri)
@@ -98,16 +123,20 @@ class Listener:
         self._stash: list[dict[str, Any]] = []
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(relay.url))
+        self._url = relay.url
+        self._sent: dict[str, str] = {}  # event id -> JSON, to send again after AUTH
         app = self.keys.public_key().to_hex()
-        self._ws.send(json.dumps(["REQ", "app", {"kinds": list(kinds), "#p": [app]}]))
-        while json.loads(self._ws.recv(timeout=WAIT))[0] != "EOSE":
-            pass
+        authenticate(self._ws, relay.url, self.keys, {"kinds": list(kinds), "#p": [app]})
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         try:
             for raw in self._ws:
                 msg = json.loads(raw)
+                if msg[0] == "AUTH":
+                    self._ws.send(f'["AUTH",{auth_event(self.keys, self._url, msg[1])}]')
+                elif msg[0] == "OK" and str(msg[3]).startswith("auth-required:"):
+                    self._ws.send(f'["EVENT",{self._sent[msg[1]]}]')  # the AUTH went first
                 if msg[0] != "EVENT":
                     continue
                 event = ns.Event.from_json(json.dumps(msg[2]))
@@ -176,6 +205,7 @@ class Listener:
         return event.as_json()
 
     def send(self, event_json: str) -> None:
+        self._sent[json.loads(event_json)["id"]] = event_json
         self._ws.send(f'["EVENT",{event_json}]')
 
     def answer_to(self, request_json: str) -> dict[str, Any]:
@@ -1020,3 +1050,50 @@ def test_list_transactions_from_finds_an_older_invoice_paid_since(
         listener.close()
     assert made.payment_hash in [t["payment_hash"] for t in since["result"]["transactions"]]
     assert made.payment_hash not in [t["payment_hash"] for t in before["result"]["transactions"]]
+
+
+def test_the_uri_carries_the_lightning_address_of_the_connection(home: Path, relay: Relay) -> None:
+    """NIP-47: `lud16` "Recommended. A lightning address that clients can use
+    to automatically setup the `lud16` field on the user's profile". The one
+    address lnplugin serves goes in by itself; of several, the one asked for
+    with `--lud16` (or `lud16` in the admin route's body)."""
+    public = "https://pay.example.com"
+    flags = ("--nwc-relay", relay.url, "--public-url", public)
+
+    def made(*args: str) -> ns.NostrWalletConnectUri:
+        out = e2e.cli(srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags, *args)
+        return ns.NostrWalletConnectUri.parse(out.strip().splitlines()[-1])
+
+    with e2e.Server(home / "lud16", "--nwc-relay", relay.url, "--public-url", public) as srv:
+        assert made().lud16() is None  # no address served yet
+        e2e.cli(srv.data_dir, "address", "add", "alice", "--public-url", public)
+        alone = made()
+        assert alone.lud16() == "alice@pay.example.com"
+        e2e.wait_for(lambda: srv.request("GET", "/health").ok, "the server")
+        # The URI still works as a connection, read by nostr-sdk's client.
+        line = e2e.cli(srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags)
+        uri = line.strip().splitlines()[-1]
+        assert "&lud16=alice%40pay.example.com" in uri  # URL-encoded, as NIP-47 asks
+        assert call(uri, "get_info").network == "regtest"
+        e2e.cli(srv.data_dir, "address", "add", "bob", "--public-url", public)
+        several = e2e.run(srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags)
+        assert several.returncode == 0 and "--lud16" in several.stderr
+        assert ns.NostrWalletConnectUri.parse(several.stdout.strip()).lud16() is None
+        assert made("--lud16", "bob").lud16() == "bob@pay.example.com"
+        assert made("--lud16", "bob@pay.example.com").lud16() == "bob@pay.example.com"
+        for wrong in ("carol", "bob@elsewhere.example"):
+            refused = e2e.run(
+                srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags, "--lud16", wrong
+            )
+            assert refused.returncode == 2 and refused.stdout == ""
+            assert "--lud16" in refused.stderr and "Traceback" not in refused.stderr
+        # The admin route: the same choice, `lud16` in its body.
+        body = {"scopes": ["invoices:read"], "lud16": "bob"}
+        answer = srv.request("POST", "/nwc/connections", json=body)
+        assert answer.status_code == 201, answer.text
+        assert ns.NostrWalletConnectUri.parse(answer.json()["uri"]).lud16() == "bob@pay.example.com"
+        plain = srv.request("POST", "/nwc/connections", json={"scopes": ["invoices:read"]})
+        assert ns.NostrWalletConnectUri.parse(plain.json()["uri"]).lud16() is None
+        bad = srv.request("POST", "/nwc/connections", json={**body, "lud16": "carol"})
+        assert bad.status_code == 400 and "lud16" in json.dumps(bad.json())
+        assert bad.json()["error"] is True  # the Alby error shape

@@ -187,45 +187,52 @@ def test_a_notification_lost_with_a_dropped_connection_goes_out_when_the_relay_t
     assert paid["payment_hash"] == made.payment_hash and paid["amount"] == 7000
 
 
-def test_an_app_that_spoke_nip04_hears_only_nip04_and_one_that_never_spoke_hears_both(
+def test_every_notification_goes_out_in_both_schemes_whatever_the_app_spoke(
     home: Path, relay: Relay
 ) -> None:
+    """NIP-47: "If a wallet service supports both nip04 and nip44, it should
+    publish two notification events for each notification - kind 23196
+    encrypted with NIP-04, and kind 23197 encrypted with NIP-44", and the
+    client picks which to listen to from the info event, not from what it
+    sent. Two apps on one connection string (an old one on NIP-04, a new one
+    on NIP-44) both hear every payment, whichever asked last."""
     with e2e.Server(home / "data", "--nwc-relay", relay.url) as srv:
         e2e.wait_for(lambda: connected(srv), "the relay connection")
         quiet = connect_app(srv, relay, "invoices:read", label="never asked")
-        legacy = connect_app(srv, relay, "invoices:read", label="nip04 app")
+        shared = connect_app(srv, relay, "invoices:read", label="two apps, one URI")
         to_quiet = Listener(relay, quiet, kinds=(23195, 23196, 23197))
-        to_legacy = Listener(relay, legacy, kinds=(23195, 23196, 23197))
+        to_shared = Listener(relay, shared, kinds=(23195, 23196, 23197))
         try:
-            # The legacy app asks once without an encryption tag (NIP-04).
-            to_legacy.send(to_legacy.request_nip04("get_info", {}))
-            assert to_legacy.next(23195)["body"]["result_type"] == "get_info"
+            # The old app asks with NIP-04 (no encryption tag), then the new
+            # one with NIP-44: the latest request's scheme is NIP-44.
+            to_shared.send(to_shared.request_nip04("get_info", {}))
+            assert to_shared.next(23195)["body"]["result_type"] == "get_info"
+            to_shared.send(to_shared.request("get_info", {}))
+            assert to_shared.next(23195)["body"]["result_type"] == "get_info"
             for amount in (1000, 2000):
                 e2e.cli(srv.data_dir, "dev", "keysend", "--amount-msat", str(amount))
-            # Each payment's events are published in order (NIP-44 first), so
-            # had a 23197 gone to the legacy app it would be here before the
-            # second payment's 23196.
-            legacy_kinds = [kind_and_amount(to_legacy) for _ in range(2)]
+            shared_kinds = [kind_and_amount(to_shared) for _ in range(4)]
             quiet_kinds = [kind_and_amount(to_quiet) for _ in range(4)]
         finally:
             to_quiet.close()
-            to_legacy.close()
-    assert legacy_kinds == [(23196, 1000), (23196, 2000)]
-    assert sorted(quiet_kinds) == [(23196, 1000), (23196, 2000), (23197, 1000), (23197, 2000)]
+            to_shared.close()
+    both = [(23196, 1000), (23196, 2000), (23197, 1000), (23197, 2000)]
+    assert sorted(shared_kinds) == both
+    assert sorted(quiet_kinds) == both
 
 
 # rust-nostr's relay lets one connection send about 6,000 messages, refilled
 # only across pauses of a second or more, and past that drops the connection
 # without a close frame ("too many client messages" in its log). 100 apps
-# that never sent a request get two events per payment each: 35 payments are
-# 7,000 events from lnplugin, so its connection is dropped once mid-stream.
+# get two events per payment each (NIP-44 and NIP-04): 35 payments are 7,000
+# events from lnplugin, so its connection is dropped once mid-stream.
 APPS, PAYMENTS = 100, 35
 
 
 def pay_and_hear(srv: e2e.Server, relay: Relay, apps: int, payments: int) -> bool:
-    """Make `apps` connections that never sent a request (two events each per
-    payment), pay `payments` invoices, and listen on the relay as all of the
-    apps: True when each heard of every payment (NIP-44)."""
+    """Make `apps` connections (two events each per payment), pay `payments`
+    invoices, and listen on the relay as all of the apps: True when each
+    heard of every payment (NIP-44)."""
     keys: dict[str, ns.Keys] = {}
     wallet: dict[str, ns.PublicKey] = {}  # each connection's own wallet key
     for i in range(apps):

@@ -489,22 +489,6 @@ def test_a_node_without_hold_invoices_offers_no_hold_methods(tmp: Path) -> None:
             store.close()
 
 
-def test_a_connection_remembers_the_scheme_of_its_apps_latest_request(worker: NwcWorker) -> None:
-    app = app_keys(worker, "invoices:read")
-
-    def scheme() -> str | None:
-        found = db.live_by_pubkey(worker.store.conn, app.public_key().to_hex())
-        assert found is not None
-        return found.encryption
-
-    assert scheme() is None  # no request yet: notifications go out in both schemes
-    body = answer(app, worker, worker.handle(request(worker, app, "get_info", {}), time.time()))
-    assert body["error"] is None and scheme() == p.NIP44
-    legacy = worker.handle(request(worker, app, "get_info", {}, p.NIP04), time.time())
-    assert answer(app, worker, legacy, p.NIP04)["error"] is None
-    assert scheme() == p.NIP04
-
-
 # -- a wallet key per connection ---------------------------------------------------
 
 

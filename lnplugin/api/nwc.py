@@ -16,7 +16,7 @@ from lnplugin.api import context
 from lnplugin.api.auth import require
 from lnplugin.api.errors import APIError
 from lnplugin.api.schemas import NwcConnectionCreate
-from lnplugin.nwc.connections import connect
+from lnplugin.nwc.connections import NoAddress, connect, lightning_address
 from lnplugin.store import nwc as db
 
 bp = Blueprint("nwc", __name__)
@@ -45,7 +45,11 @@ def create() -> Any:
     svc = context.service()
     if not svc.settings.nwc_relay:
         raise APIError(409, "Nostr Wallet Connect is off: start lnplugin with --nwc-relay")
-    connection_id, uri = connect(svc.store, body.scopes, body.label, svc.settings.nwc_relay)
+    try:
+        lud16, _several = lightning_address(svc.store, svc.settings.public_url, body.lud16)
+    except NoAddress as exc:
+        raise APIError(400, "Invalid request", {"lud16": str(exc)}) from None
+    connection_id, uri = connect(svc.store, body.scopes, body.label, svc.settings.nwc_relay, lud16)
     row = db.by_id(svc.store.conn, connection_id)
     assert row is not None
     return connection_json(row, uri), 201

@@ -262,6 +262,9 @@ class NwcConnectionCreate(Body):
         min_length=1, max_length=3
     )
     label: StrictStr | None = Field(default=None, max_length=MAX_LABEL)
+    # The Lightning Address put in the URI (NIP-47 `lud16`): a username or
+    # `username@domain` of this server; default the only one served.
+    lud16: StrictStr | None = Field(default=None, min_length=1, max_length=320)
 
     @field_validator("label")
     @classmethod

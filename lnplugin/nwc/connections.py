@@ -9,6 +9,11 @@ of one wallet. It is a spare key when there is one: the running server
 already listens on those, so an app that sends a request the moment it has
 the URI is heard. Otherwise a fresh key, which the server takes up at its
 next key poll, within a second (`nwc/keyring.py`).
+
+The URI carries NIP-47's `lud16` when a Lightning Address can be named: the
+one asked for, else the only one lnplugin serves. Nothing ties a connection
+to one of several addresses (every address pays into the same node), so of
+several none is picked unasked (`lightning_address`).
 """
 
 from __future__ import annotations
@@ -17,13 +22,43 @@ from collections.abc import Sequence
 
 import nostr_sdk as ns
 
+from lnplugin.lnurl import domain_of, identifier
 from lnplugin.nwc import protocol as p
-from lnplugin.store import Store
+from lnplugin.store import Store, addresses
 from lnplugin.store import nwc as db
 
 
 class NoRelay(ValueError):
     pass
+
+
+class NoAddress(ValueError):
+    """The Lightning Address asked for (`--lud16`, `lud16`) is not served here."""
+
+
+def lightning_address(
+    store: Store, public_url: str | None, asked: str | None
+) -> tuple[str | None, bool]:
+    """`user@domain` for the connection's URI, or None; and whether several
+    addresses could have been and none was asked for (the command line says
+    how to pick one). `asked` is a username or a full address of this
+    server; without it, the one address served, if there is exactly one.
+    Raises `NoAddress`."""
+    if asked is not None:
+        if not public_url:
+            raise NoAddress("a Lightning Address needs --public-url (LNPLUGIN_PUBLIC_URL)")
+        username, at, domain = asked.partition("@")
+        if at and domain.lower() != domain_of(public_url):
+            raise NoAddress(f"{asked!r} is not served here (the domain is {domain_of(public_url)})")
+        if addresses.by_username(store.conn, username) is None:
+            raise NoAddress(f"no Lightning Address {username!r}; see `lnplugin address list`")
+        return identifier(username, public_url), False
+    if not public_url:
+        return None, False
+    names = addresses.usernames(store.conn, 2)
+    if len(names) != 1:
+        return None, len(names) > 1
+    return identifier(names[0], public_url), False
 
 
 def check(scopes: Sequence[str], relays: Sequence[str]) -> list[str]:
@@ -37,13 +72,18 @@ def check(scopes: Sequence[str], relays: Sequence[str]) -> list[str]:
 
 
 def connect(
-    store: Store, scopes: Sequence[str], label: str | None, relays: Sequence[str]
+    store: Store,
+    scopes: Sequence[str],
+    label: str | None,
+    relays: Sequence[str],
+    lud16: str | None = None,
 ) -> tuple[int, str]:
-    """Returns (connection id, URI). Raises `UnknownScope` or `NoRelay`."""
+    """Returns (connection id, URI); `lud16` (from `lightning_address`) goes
+    in the URI. Raises `UnknownScope` or `NoRelay`."""
     clean = check(scopes, relays)
     app = ns.Keys.generate()
     with store.transaction() as tx:
         service = db.take_spare(tx) or p.new_key_pair()
         connection_id = db.create(tx, app.public_key().to_hex(), clean, label, service)
-    uri = p.connection_uri(service[0], list(relays), app.secret_key().to_hex())
+    uri = p.connection_uri(service[0], list(relays), app.secret_key().to_hex(), lud16)
     return connection_id, uri

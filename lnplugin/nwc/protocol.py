@@ -38,6 +38,7 @@ from lnplugin.boostagram import records_from_json
 from lnplugin.store.models import StoredInvoice
 
 REQUEST, RESPONSE, INFO = 23194, 23195, 13194
+AUTH = 22242  # NIP-42: a client's answer to a relay's challenge
 NOTIFICATION_NIP44, NOTIFICATION_NIP04 = 23197, 23196
 NIP44, NIP04 = "nip44_v2", "nip04"
 ENCRYPTIONS = (NIP44, NIP04)
@@ -424,11 +425,11 @@ def notification_events(
     app_pubkey: str,
     notification_type: str,
     notification: dict[str, Any],
-    encryption: str | None = None,
 ) -> list[SignedEvent]:
-    """One notification: in the scheme the app is known to use (`encryption`,
-    from its requests), else as NIP-47 asks of a wallet offering both, kind
-    23197 with NIP-44 and kind 23196 with NIP-04."""
+    """One notification as NIP-47 asks of a wallet offering both schemes:
+    kind 23197 with NIP-44 and kind 23196 with NIP-04. Both always, whatever
+    scheme the app's requests use: a client picks the kind it listens to
+    from the info event, and one connection string may be in two apps."""
     plain = compactjson.dumps(
         {"notification_type": notification_type, "notification": notification}
     )
@@ -436,13 +437,25 @@ def notification_events(
     return [
         _sign(keys, kind, encrypt(keys, app_pubkey, scheme, plain), [["p", app_pubkey]])
         for kind, scheme in schemes
-        if encryption is None or scheme == encryption
     ]
 
 
-def connection_uri(service_pubkey: str, relays: list[str], secret_hex: str) -> str:
-    query = "&".join([*(f"relay={quote(r, safe='')}" for r in relays), f"secret={secret_hex}"])
-    return f"nostr+walletconnect://{service_pubkey}?{query}"
+def auth_event(keys: ns.Keys, relay_url: str, challenge: str) -> SignedEvent:
+    """NIP-42's answer to a relay's `["AUTH", <challenge>]`: kind 22242 with
+    `relay` and `challenge` tags, signed by one wallet key. Relays never
+    pass it on to anyone."""
+    return _sign(keys, AUTH, "", [["relay", relay_url], ["challenge", challenge]])
+
+
+def connection_uri(
+    service_pubkey: str, relays: list[str], secret_hex: str, lud16: str | None = None
+) -> str:
+    """NIP-47's URI; `lud16` (recommended) is the Lightning Address an app
+    may put in its user's profile, URL-encoded like the relays."""
+    query = [*(f"relay={quote(r, safe='')}" for r in relays), f"secret={secret_hex}"]
+    if lud16:
+        query.append(f"lud16={quote(lud16, safe='')}")
+    return f"nostr+walletconnect://{service_pubkey}?{'&'.join(query)}"
 
 
 # -- transaction objects ------------------------------------------------------------

@@ -16,6 +16,14 @@ back its notifications for a while (doubling, from one second) and resend
 what was refused; a closed subscription is made again after a pause; a drop
 is retried almost at once the first time, and with growing delays when the
 connections keep dropping soon after they were made.
+
+A relay may also require NIP-42 authentication: it sends a challenge
+(`["AUTH", <challenge>]`) and refuses our `REQ` (`CLOSED`) or our events
+(`OK false`) with `auth-required:`. Then this connection answers the latest
+challenge with a kind 22242 event for each wallet key it listens on (the
+relay may serve a key's requests only to that key) and, once the relay
+has answered those, asks again and sends the refused events again, once.
+Nothing is signed for a relay that never asks.
 """
 
 from __future__ import annotations
@@ -29,12 +37,14 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import nostr_sdk as ns
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from lnplugin.nwc.protocol import auth_event
 from lnplugin.ssrf import literal_address
 
 log = logging.getLogger(__name__)
@@ -63,6 +73,11 @@ def backoff(attempt: int) -> float:
 def rate_limited(message: object) -> bool:
     """An `OK false` or `CLOSED` reason with NIP-01's `rate-limited:` prefix."""
     return isinstance(message, str) and message.startswith("rate-limited:")
+
+
+def auth_required(message: object) -> bool:
+    """An `OK false` or `CLOSED` reason with NIP-42's `auth-required:` prefix."""
+    return isinstance(message, str) and message.startswith("auth-required:")
 
 
 def _no_delay(sock: socket.socket) -> None:
@@ -128,6 +143,7 @@ class Relay:
         on_event: Callable[[str, dict[str, Any]], None],
         subscription: Callable[[], dict[str, Any]],
         on_connect: Callable[[Relay], None],
+        auth_keys: Callable[[], Sequence[ns.Keys]] | None = None,
     ) -> None:
         self.url = url
         self.name = shown_url(url)
@@ -141,6 +157,7 @@ class Relay:
         self._on_event = on_event
         self._subscription = subscription
         self._on_connect = on_connect
+        self._auth_keys = auth_keys  # the keys a NIP-42 challenge is answered for
         self.state = "connecting"
         self.last_error: str | None = None
         self.connects = 0
@@ -151,6 +168,8 @@ class Relay:
         # them rather than a threading.Event each: a fan-out to hundreds of
         # connections made hundreds of Events, and each OK woke its own.
         self._acks: dict[str, bool | None] = {}
+        # Their JSON until the OK, to send again after NIP-42 authentication.
+        self._bodies: dict[str, str] = {}
         self._acks_lock = threading.Lock()
         self._answered = threading.Condition(self._acks_lock)
         self._waiting = 0  # threads in `acked`: an OK notifies only then
@@ -163,6 +182,20 @@ class Relay:
         self._throttled_until = 0.0
         self._throttle = 0.0  # the current hold-back; 0 when the relay took the last event
         self.rate_limited = 0  # events the relay refused as rate-limited, for status
+        self._reset_auth()
+
+    def _reset_auth(self) -> None:
+        """NIP-42 state, per connection (an authentication lasts as long as
+        its connection). Guarded by `_acks_lock`."""
+        self._challenge: str | None = None  # the relay's latest
+        self._authed: set[str] = set()  # wallet keys the relay took an AUTH of
+        self._auth_refused: set[str] = set()  # and refused one of: not asked again
+        self._auth_reason = ""  # the relay's last refusal of an AUTH
+        self._auth_pending: dict[str, str] = {}  # AUTH event id -> its wallet key
+        self._auth_wanted = False  # the relay said auth-required
+        self._resub_after_auth = False  # our REQ waits for the AUTHs' answers
+        self._after_auth: dict[str, str] = {}  # refused events, sent again after them
+        self._auth_resent: set[str] = set()  # sent again once already
 
     def throttled_for(self) -> float:
         """Seconds this connection still holds back notifications after the
@@ -194,6 +227,10 @@ class Relay:
         if ws is None or self.state != "connected":
             return  # the next connection asks with the current filter anyway
         old, self._sub_id = self._sub_id, secrets.token_hex(8)
+        with self._acks_lock:
+            authenticating = self._auth_wanted and self._challenge is not None
+        if authenticating and self._auth_keys is not None:
+            self._authenticate(ws)  # the new keys, before the REQ that names them
         with contextlib.suppress(WebSocketException, OSError):
             self._ask(ws)
             ws.send(json.dumps(["CLOSE", old]))
@@ -213,6 +250,7 @@ class Relay:
         with self._acks_lock:
             if wait:
                 self._acks[event_id] = None
+                self._bodies[event_id] = event_json
             else:
                 if len(self._inflight) >= INFLIGHT_MAX:  # a relay that never answers
                     self._inflight.pop(next(iter(self._inflight)))
@@ -236,6 +274,7 @@ class Relay:
             return False
         with self._acks_lock:
             self._acks[event_id] = None
+            self._bodies[event_id] = event_json
         try:
             ws.send(f'["EVENT",{event_json}]')
         except (WebSocketException, OSError):
@@ -262,12 +301,14 @@ class Relay:
             taken = {i for i in event_ids if self._acks.get(i) is True}
             for event_id in event_ids:
                 self._acks.pop(event_id, None)
+                self._bodies.pop(event_id, None)
         return taken
 
     def forget(self, event_ids: list[str]) -> None:
         with self._acks_lock:
             for event_id in event_ids:
                 self._acks.pop(event_id, None)
+                self._bodies.pop(event_id, None)
 
     def _run(self) -> None:
         attempt = 0
@@ -276,6 +317,8 @@ class Relay:
             connected_at: float | None = None
             try:
                 with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
+                    with self._acks_lock:
+                        self._reset_auth()
                     self._ws = ws
                     _no_delay(ws.socket)
                     self._ask(ws)
@@ -319,6 +362,7 @@ class Relay:
                 if accepted is None:
                     self._acks[event_id] = False
             self._inflight.clear()  # responses are not resent on a new connection
+            self._bodies.clear()
             self._answered.notify_all()
 
     def _read(self, ws: ClientConnection) -> None:
@@ -335,11 +379,24 @@ class Relay:
             elif msg[0] == "OK" and len(msg) >= 3:
                 self._ok(ws, str(msg[1]), msg[2] is True, msg[3] if len(msg) > 3 else "")
             elif msg[0] == "CLOSED" and len(msg) >= 2 and msg[1] == self._sub_id:
-                self._closed(ws, msg[2] if len(msg) > 2 else "")
+                reason = msg[2] if len(msg) > 2 else ""
+                if not (auth_required(reason) and self._want_auth(ws, resubscribe=True)):
+                    self._closed(ws, reason)
+            elif msg[0] == "AUTH" and len(msg) >= 2 and isinstance(msg[1], str):
+                self._challenged(ws, msg[1])
             elif msg[0] == "NOTICE":
                 log.info("nwc relay %s notice: %s", self.name, str(msg[1:])[:200])
 
     def _ok(self, ws: ClientConnection, event_id: str, accepted: bool, message: object) -> None:
+        auth_for = None
+        if self._auth_pending:  # only while AUTHs are unanswered
+            with self._acks_lock:
+                auth_for = self._auth_pending.pop(event_id, None)
+        if auth_for is not None:
+            self._auth_answered(ws, auth_for, accepted, message)
+            return
+        if not accepted and auth_required(message) and self._refused_for_auth(ws, event_id):
+            return  # the outcome is the answer to the event sent again
         limited = not accepted and rate_limited(message)
         if accepted:
             self._throttle = 0.0
@@ -360,9 +417,11 @@ class Relay:
         with self._answered:
             if self._acks.get(event_id, False) is None:  # tracked: its waiter learns the outcome
                 self._acks[event_id] = accepted
+                self._bodies.pop(event_id, None)
                 if self._waiting:
                     self._answered.notify_all()
             resend = self._inflight.pop(event_id, None)
+            self._auth_resent.discard(event_id)
         if resend is not None and not accepted and not limited:
             # An answer the relay would not take (too large, blocked): the app
             # waits for it in vain, so say why once.
@@ -403,3 +462,127 @@ class Relay:
         timer = threading.Timer(delay, again)
         timer.daemon = True
         timer.start()
+
+    # -- NIP-42 -------------------------------------------------------------------------
+
+    def _want_auth(self, ws: ClientConnection, resubscribe: bool = False) -> bool:
+        """The relay refused our REQ (`resubscribe`) or an event with
+        auth-required. True when authentication takes care of it: the REQ
+        is sent again once the relay answered our AUTHs, an event then too
+        (or at once, when every key is authenticated already: the AUTHs'
+        answers may have crossed it). False for a REQ when there is no
+        challenge yet, or nothing left to authenticate and the relay still
+        refuses: it is then asked again as after any `CLOSED`."""
+        if self._auth_keys is None:
+            return False
+        with self._acks_lock:
+            self._auth_wanted = True
+            if resubscribe:
+                self._resub_after_auth = True
+            if self._challenge is None:
+                return not resubscribe  # events wait for the challenge
+        awaited = self._authenticate(ws)
+        if awaited:
+            return True
+        if resubscribe:
+            with self._acks_lock:
+                self._resub_after_auth = False
+            return False
+        self._flush_after_auth(ws)
+        return True
+
+    def _refused_for_auth(self, ws: ClientConnection, event_id: str) -> bool:
+        """An event refused with auth-required: kept to be sent again after
+        authentication, once. False when it was already sent again (the
+        refusal stands) or is not ours to send again."""
+        if self._auth_keys is None:
+            return False
+        with self._acks_lock:
+            if event_id in self._auth_resent:
+                return False
+            body = self._bodies.get(event_id) or self._inflight.get(event_id, ("", 0))[0]
+            if not body:
+                return False
+            self._after_auth[event_id] = body
+        return self._want_auth(ws)
+
+    def _challenged(self, ws: ClientConnection, challenge: str) -> None:
+        """A relay's challenge: kept (the latest counts), and answered at
+        once when the relay has already said auth-required."""
+        with self._acks_lock:
+            self._challenge = challenge
+            wanted = self._auth_wanted
+        if wanted and not self._authenticate(ws):
+            self._flush_after_auth(ws)
+
+    def _authenticate(self, ws: ClientConnection) -> int:
+        """Send an AUTH, for the latest challenge, for each wallet key the
+        relay has neither taken nor refused one of on this connection (so a
+        relay that refuses them all ends the round, not loops); returns how
+        many AUTHs await an answer."""
+        assert self._auth_keys is not None
+        with self._acks_lock:
+            challenge = self._challenge
+            done = self._authed | self._auth_refused | set(self._auth_pending.values())
+        if challenge is None:
+            return 0
+        built = []
+        for keys in self._auth_keys():
+            pubkey = keys.public_key().to_hex()
+            if pubkey not in done:
+                built.append((pubkey, auth_event(keys, self.name, challenge)))
+                done.add(pubkey)
+        with self._acks_lock:
+            for pubkey, event in built:
+                self._auth_pending[event.id] = pubkey
+            awaited = len(self._auth_pending)
+        if built:
+            log.info(
+                "nwc relay %s asks for NIP-42 auth: answering for %d keys", self.name, len(built)
+            )
+        with contextlib.suppress(WebSocketException, OSError):
+            for _pubkey, event in built:
+                ws.send(f'["AUTH",{event.json}]')
+        return awaited
+
+    def _auth_answered(
+        self, ws: ClientConnection, pubkey: str, accepted: bool, message: object
+    ) -> None:
+        with self._acks_lock:
+            (self._authed if accepted else self._auth_refused).add(pubkey)
+            if not accepted:
+                self._auth_reason = str(message)[:200]
+            left = len(self._auth_pending)
+            taken, refused = len(self._authed), len(self._auth_refused)
+        if left:
+            return
+        # Once a round, not per key. rust-nostr's relay takes one AUTH per
+        # challenge and refuses the rest ("invalid challenge"), although
+        # NIP-42 lets a client authenticate several keys: one is enough
+        # there, as it serves any authenticated client.
+        if refused and not taken:
+            log.warning("nwc relay %s refused our AUTH: %s", self.name, self._auth_reason)
+        elif refused:
+            log.info(
+                "nwc relay %s took %d of %d AUTHs (the others: %s)",
+                self.name,
+                taken,
+                taken + refused,
+                self._auth_reason,
+            )
+        self._flush_after_auth(ws)
+
+    def _flush_after_auth(self, ws: ClientConnection) -> None:
+        """The relay answered every AUTH: ask again and send the refused
+        events again (each once)."""
+        with self._acks_lock:
+            resubscribe, self._resub_after_auth = self._resub_after_auth, False
+            again, self._after_auth = self._after_auth, {}
+            self._auth_resent.update(again)
+        if self._ws is not ws or self._stop.is_set():
+            return
+        with contextlib.suppress(WebSocketException, OSError):
+            if resubscribe:
+                self._ask(ws)
+            for body in again.values():
+                ws.send(f'["EVENT",{body}]')

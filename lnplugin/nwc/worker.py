@@ -131,7 +131,10 @@ class NwcWorker:
         self.address_domain = address_domain
         self.hold = self.methods.hold
         self.limiter = limiter or RateLimiter()
-        self.relays = [Relay(url, self._enqueue, self._filter, self._connected) for url in relays]
+        self.relays = [
+            Relay(url, self._enqueue, self._filter, self._connected, self._auth_keys)
+            for url in relays
+        ]
         # The wallet keys answered on (lnplugin/nwc/keyring.py).
         self.wallet = Keyring(store, self._announce)
         self.dropped = 0
@@ -164,6 +167,10 @@ class NwcWorker:
 
     def start(self) -> None:
         self.load_keys()
+        # Notifications follow settlements and accepted holds (`db.NOTIFY`);
+        # an invoice created, by an app's make_invoice say, does not wake the
+        # thread. A commit that appends no event (a connection made) does.
+        self.store.on_commit(self._notify_now, db.NOTIFY)
         for target, name in ((self._serve, "requests"), (self._notify, "notifications")):
             thread = threading.Thread(target=target, name=f"lnplugin-nwc-{name}", daemon=True)
             thread.start()
@@ -183,7 +190,7 @@ class NwcWorker:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._notify_now.set()
-        self.store.wake_waiters()
+        self.store.off_commit(self._notify_now)
         for relay in self.relays:
             relay.stop(timeout)
         self._queue.put(None)
@@ -215,6 +222,12 @@ class NwcWorker:
         since = (last if last is not None else int(time.time())) - RESUBSCRIBE_MARGIN
         return {"kinds": [p.REQUEST], "#p": self.wallet.pubkeys(), "since": since}
 
+    def _auth_keys(self) -> list[ns.Keys]:
+        """The keys a relay's NIP-42 challenge is answered for: every wallet
+        key subscribed to, as a relay may serve a key's requests to it alone."""
+        found = (self.wallet.get(pubkey) for pubkey in self.wallet.pubkeys())
+        return [keys for keys in found if keys is not None]
+
     def _connected(self, relay: Relay) -> None:
         # Notifications that went unacknowledged on the connection that just
         # dropped go out now, not at the notification thread's next poll
@@ -230,11 +243,9 @@ class NwcWorker:
         self._publish_info(relay, self.wallet.live())
 
     def _wake_notifications(self) -> None:
-        # The event is checked under the lock `wake_waiters` takes
-        # (`Store.wait_for_commit`): set before the thread waits, it does not
-        # wait; set while it waits, it is woken.
+        # Set before the thread waits, it does not wait; set while it waits,
+        # it is woken (it is the event the thread waits on).
         self._notify_now.set()
-        self.store.wake_waiters()
 
     def _announce(self, keys: list[ns.Keys]) -> None:
         """Wallet keys new to the ring: subscribe to them and publish their
@@ -348,8 +359,6 @@ class NwcWorker:
             return self._refuse(keys, request, p.Refuse("RATE_LIMITED", "too many requests"))
         with self.store.transaction(wake=False) as tx:  # no waiter reads requests
             stored = db.claim(tx, request.event_id, connection.id, request.method)
-            if connection.encryption != request.encryption:
-                db.remember_encryption(tx, connection.id, request.encryption)
         if stored == db.CLAIMED:
             log.info("nwc: request %s was interrupted before its answer", request.event_id[:16])
             return None
@@ -378,7 +387,6 @@ class NwcWorker:
     # -- notifications --------------------------------------------------------------
 
     def _notify(self) -> None:
-        seen = -1
         while not self._stop.is_set():
             self._notify_now.clear()  # a relay connecting from here on is not missed
             try:
@@ -393,7 +401,7 @@ class NwcWorker:
             # its pause ends, even if nothing new was committed meanwhile.
             pauses = [r.throttled_for() for r in self.relays if r.state == "connected"]
             wait = min([KEY_POLL, *(t for t in pauses if t > 0)])
-            seen = self.store.wait_for_commit(seen, wait, self._notify_now)
+            self._notify_now.wait(wait)
 
     def notify_step(self) -> bool:
         """Fan out and send what is due; True when there may be more to do now."""
@@ -435,9 +443,7 @@ class NwcWorker:
             notification = notified[key]
             if notification is None:
                 continue
-            for event in p.notification_events(
-                keys, row["app_pubkey"], body["type"], notification, row["encryption"]
-            ):
+            for event in p.notification_events(keys, row["app_pubkey"], body["type"], notification):
                 batch[row["id"]].append(event.id)
                 built.append(event)
             if len(built) >= SEND_CHUNK:

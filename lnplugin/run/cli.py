@@ -800,12 +800,25 @@ def nwc() -> None:
     multiple=True,
     help="Relay put in the URI; repeatable. [env: LNPLUGIN_NWC_RELAY, comma-separated]",
 )
-def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> None:
+@click.option(
+    "--public-url",
+    help="The URL payers reach the server at: its host is the domain of the Lightning "
+    "Address put in the URI. [env: LNPLUGIN_PUBLIC_URL]",
+)
+@click.option(
+    "--lud16",
+    metavar="USERNAME",
+    help="The Lightning Address put in the URI (NIP-47 `lud16`), by username or in "
+    "full. [default: the only address served, if there is one]",
+)
+def nwc_connect(
+    scopes: tuple[str, ...], label: str | None, lud16: str | None, **flags: Any
+) -> None:
     """Create a connection and print its URI once, as the last line of output.
 
     The URI holds the app's secret key, which lnplugin does not keep: paste it
     into the app now."""
-    from lnplugin.nwc.connections import NoRelay, check, connect
+    from lnplugin.nwc.connections import NoAddress, NoRelay, check, connect, lightning_address
     from lnplugin.store.tokens import UnknownScope
 
     settings = settings_from(flags)
@@ -817,7 +830,10 @@ def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> Non
         raise Unusable(str(exc)) from None
     store = _store(flags)
     try:
-        connection_id, uri = connect(store, scopes, label, settings.nwc_relay)
+        address, several = lightning_address(store, settings.public_url, lud16)
+        connection_id, uri = connect(store, scopes, label, settings.nwc_relay, address)
+    except NoAddress as exc:
+        raise Unusable(f"--lud16: {exc}") from None
     except (UnknownScope, NoRelay) as exc:  # `check` above has refused these already
         raise Unusable(str(exc)) from None
     finally:
@@ -826,6 +842,12 @@ def nwc_connect(scopes: tuple[str, ...], label: str | None, **flags: Any) -> Non
         f"Created wallet connection {connection_id} with scopes {' '.join(sorted(set(scopes)))}",
         err=True,
     )
+    if several:
+        click.echo(
+            "Note: the URI names no Lightning Address (NIP-47 lud16): several are served; "
+            "give --lud16 USERNAME to put one in",
+            err=True,
+        )
     click.echo(uri)
 
 

@@ -122,6 +122,14 @@ def list_all(conn: sqlite3.Connection) -> list[Address]:
     return _select(conn, "ORDER BY username", ()).fetchall()
 
 
+def usernames(conn: sqlite3.Connection, limit: int) -> list[str]:
+    """Up to `limit` usernames, in order: enough to tell none, one or several."""
+    rows = conn.execute(
+        "SELECT username FROM lightning_addresses ORDER BY username LIMIT ?", (limit,)
+    )
+    return [row[0] for row in rows]
+
+
 def match_records(conn: sqlite3.Connection, records: Mapping[int, bytes]) -> Address | None:
     """The address whose keysend record (type, value) a payment carries, if any.
 

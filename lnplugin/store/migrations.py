@@ -492,8 +492,9 @@ def _nwc_invoice_owners(db: sqlite_utils.Database) -> None:
 @migration(14, "NWC connections remember the encryption their app uses")
 def _nwc_encryption(db: sqlite_utils.Database) -> None:
     # The scheme ("nip44_v2" or "nip04") of the connection's latest request;
-    # NULL until its app has sent one. Notifications then go out in that
-    # scheme alone instead of in both (docs/nwc.md).
+    # NULL until its app has sent one. Notifications went out in that scheme
+    # alone; since NIP-47 asks a wallet offering both to publish both, they
+    # go out in both again and the column is no longer written or read.
     db.table("nwc_connections").add_column("encryption", str)
 
 

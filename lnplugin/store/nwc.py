@@ -45,7 +45,6 @@ class Connection:
     scopes: frozenset[str]
     created_at: int
     revoked_at: int | None
-    encryption: str | None = None  # the scheme of its app's latest request
     # The wallet key its URI names; None for a connection made before keys
     # per connection (it uses the shared `service_secret`).
     service_pubkey: str | None = None
@@ -68,7 +67,6 @@ def _connection(row: sqlite3.Row) -> Connection:
         scopes=frozenset(row["scopes"].split()),
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
-        encryption=row["encryption"],
         service_pubkey=row["service_pubkey"],
     )
 
@@ -116,15 +114,6 @@ def revoke(tx: sqlite3.Connection, connection_id: int) -> bool:
     if cur.rowcount == 1:  # nothing more will be sent to it
         tx.execute("DELETE FROM nwc_notifications WHERE connection_id = ?", (connection_id,))
     return cur.rowcount == 1
-
-
-def remember_encryption(tx: sqlite3.Connection, connection_id: int, encryption: str) -> None:
-    """Record the scheme the connection's app just used, so its notifications
-    are encrypted and published once, in that scheme, instead of twice."""
-    tx.execute(
-        "UPDATE nwc_connections SET encryption = ? WHERE id = ? AND encryption IS NOT ?",
-        (encryption, connection_id, encryption),
-    )
 
 
 # -- the shared wallet key ----------------------------------------------------------
@@ -406,7 +395,7 @@ def fan_out(tx: sqlite3.Connection, limit: int = FAN_OUT_BATCH) -> int:
 
 def pending(conn: sqlite3.Connection, limit: int = PENDING_BATCH) -> list[sqlite3.Row]:
     return conn.execute(
-        "SELECT n.id, n.body, c.app_pubkey, c.encryption, c.service_pubkey"
+        "SELECT n.id, n.body, c.app_pubkey, c.service_pubkey"
         " FROM nwc_notifications n"
         " JOIN nwc_connections c ON c.id = n.connection_id AND c.revoked_at IS NULL"
         " ORDER BY n.id LIMIT ?",

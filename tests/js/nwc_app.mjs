@@ -7,7 +7,8 @@
 // In:  one JSON command per line, {"id": 1, "method": "makeInvoice", "params": {…}}
 //      (any NWCClient method; "subscribeNotifications" takes {"types": […]};
 //      "requestPayment" {"sats": 21, "description": …} is the SDK's headline
-//      call, `new LN(url).requestPayment(SATS(21)).onPaid(…)`).
+//      call, `new LN(url).requestPayment(SATS(21)).onPaid(…)`; "lud16" and
+//      "encryptionType" read the client's properties).
 // Out: one JSON line per answer, {"id": 1, "result": …} or
 //      {"id": 1, "error": {"code": "NOT_IMPLEMENTED", "message": …}},
 //      one per notification, {"notification": {…}}, and one per onPaid,
@@ -42,6 +43,9 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
       say({ id, result: { transaction: request.transaction, decoded: { paymentHash, satoshi, description } } });
     } else if (method === "encryptionType") {
       say({ id, result: client.encryptionType });
+    } else if (method === "lud16") {
+      // The Lightning Address the SDK read from the connection string.
+      say({ id, result: client.lud16 ?? null });
     } else {
       say({ id, result: (await client[method](params)) ?? null });
     }

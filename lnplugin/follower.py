@@ -271,7 +271,7 @@ def _new_row(
         "payment_secret": inv.payment_secret,
         "is_keysend": int(inv.is_keysend),
         "settle_deadline": inv.settle_deadline,
-        "cancel_reason": _NODE_CANCELED if inv.state == "CANCELED" else None,
+        "cancel_reason": (inv.cancel_reason or _NODE_CANCELED) if inv.state == "CANCELED" else None,
         "source": "node",
         **record_fields(_merge_records(None, inv, captured), tx, address_webhook=inv.is_keysend),
     }
@@ -330,7 +330,10 @@ def _apply_one(
         elif inv.state == "CANCELED":
             # Held HTLCs are failed back: the payer keeps the money (LND's
             # amt_paid goes back to 0 too).
-            fields.update(cancel_reason=cancel_reason or _NODE_CANCELED, amount_received_msat=0)
+            fields.update(
+                cancel_reason=cancel_reason or inv.cancel_reason or _NODE_CANCELED,
+                amount_received_msat=0,
+            )
         if records_changed:
             fields.update(
                 record_fields(new_records, tx, address_webhook=takes_address_webhook(row))

@@ -169,6 +169,10 @@ class NodeInvoice:
     # expires. The invoice must be settled or canceled before it, or the
     # node's peer force-closes the channel to claim the HTLC back on chain.
     settle_deadline: int | None = None
+    # CANCELED by lnplugin's own node code rather than asked for (Core
+    # Lightning plugin mode: the held HTLCs are gone): why, for the invoice
+    # and its event. None: "canceled on the node", or the caller's reason.
+    cancel_reason: str | None = None
 
     @property
     def expires_at(self) -> int:

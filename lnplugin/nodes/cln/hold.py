@@ -14,7 +14,9 @@ before any HTLC is answered: lightningd replays unanswered HTLCs after a
 restart and they are answered from it, any other HTLC to a settled hash is
 failed, and a lookup after a crash between answering and storing the
 invoice's new state still finds the outcome. Held HTLCs themselves are not
-stored: lightningd replays them, and the invoice becomes ACCEPTED again.
+stored: lightningd replays them, and the invoice becomes ACCEPTED again;
+one whose replayed parts do not add up (`_mpp_timed_out`) can no longer be
+settled, and is CANCELED.
 Standalone mode (`ClnNode`) sees no HTLCs and declares no hold ability.
 """
 
@@ -66,6 +68,12 @@ _STATUS_CHANGED = 906
 # asks of a final node, with `mpp_timeout` (23, no data).
 MPP_TIMEOUT = 70.0
 MPP_TIMED_OUT: dict[str, str] = {"result": "fail", "failure_message": "0017"}
+# Why lnplugin cancels an ACCEPTED hold invoice whose held HTLCs are gone
+# (the invoice and its canceled event say it): it can no longer be settled.
+REPLAY_INCOMPLETE = (
+    "canceled by lnplugin: the held HTLCs Core Lightning replayed after its restart "
+    "did not add up to the payment within {timeout:g} s and were failed back (mpp_timeout)"
+)
 Answer = Callable[[dict[str, Any]], None]
 
 
@@ -84,6 +92,7 @@ class _Held:
     accepted: bool = False
     set_total: int | None = None  # the total the payer's onions name; one for every part
     timer: threading.Timer | None = None  # fails the parts unless the set completes first
+    replay: bool = False  # replayed by lightningd for an invoice stored ACCEPTED
 
     @property
     def total(self) -> int:
@@ -107,6 +116,9 @@ class ClnHoldNode(ClnNode):
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
         self._updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+        # Why an ACCEPTED invoice was canceled when its held HTLCs were found
+        # gone (`_lost`), for a lookup that comes before the feed's update.
+        self._lost_reasons: dict[str, str] = {}
 
     def attach(self, store: Store) -> None:
         self.store = store
@@ -215,8 +227,20 @@ class ClnHoldNode(ClnNode):
             if decided is None and held is not None and held.accepted:
                 return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
         if decided is not None:
-            return self._as(row, decided.state, preimage=decided.preimage)
+            reason = self._lost_reasons.get(payment_hash)
+            return self._as(row, decided.state, preimage=decided.preimage, reason=reason)
         return None
+
+    def _lost(self, payment_hash: str, reason: str) -> None:
+        """Report CANCELED, with `reason`, for an invoice decided CANCELED
+        because its held HTLCs are gone (the follower stores it, with the
+        canceled event, once: a later report of it is a duplicate)."""
+        self._lost_reasons[payment_hash] = reason
+        try:
+            row, _ = self._hold_row(payment_hash)
+        except InvoiceNotFound:
+            return
+        self._updates.put(InvoiceUpdate(self._as(row, "CANCELED", reason=reason), 0))
 
     # ------------------------------------------------------------ the hook
     def on_htlc(self, onion: Mapping[str, Any], htlc: Mapping[str, Any], answer: Answer) -> bool:
@@ -263,6 +287,7 @@ class ClnHoldNode(ClnNode):
                 held.parts[key] = (amount, expiry)
                 held.answers[key] = answer
                 held.set_total = set_total
+                held.replay = held.replay or replay
                 if not held.accepted and held.total >= set_total:
                     held.accepted = True
                     accepted = self._as(
@@ -336,6 +361,17 @@ class ClnHoldNode(ClnNode):
             if self._held.get(payment_hash) is not held or held.accepted:
                 return  # completed, settled or canceled meanwhile
             del self._held[payment_hash]
+            # Replayed parts of an invoice stored ACCEPTED: with them failed
+            # it can no longer be settled, so it is canceled (decided first,
+            # as every answer is), not left ACCEPTED for the safety cancel.
+            # lnd never turns an ACCEPTED invoice back to OPEN either.
+            lost = held.replay
+            if lost:
+                try:
+                    self._decide(payment_hash, "CANCELED", None)
+                except Exception:  # the parts are failed all the same: never held on
+                    log.exception("hold invoice %s: could not store the cancel", payment_hash)
+                    lost = False
         log.info(
             "hold invoice %s: %d part(s) of a multi-part payment failed after %g s "
             "without the rest (mpp_timeout)",
@@ -345,6 +381,8 @@ class ClnHoldNode(ClnNode):
         )
         for answer in held.answers.values():
             answer(MPP_TIMED_OUT)
+        if lost:
+            self._lost(payment_hash, REPLAY_INCOMPLETE.format(timeout=self.mpp_timeout))
 
     # ------------------------------------------------------------ helpers
     def _answer_decided(
@@ -415,6 +453,7 @@ class ClnHoldNode(ClnNode):
         preimage: str | None = None,
         received: int | None = None,
         deadline: int | None = None,
+        reason: str | None = None,
     ) -> NodeInvoice:
         settled = state == "SETTLED"
         return NodeInvoice(
@@ -431,6 +470,7 @@ class ClnHoldNode(ClnNode):
             preimage=preimage if settled else None,
             payment_secret=row.payment_secret,
             settle_deadline=deadline if deadline is not None else row.settle_deadline,
+            cancel_reason=reason if state == "CANCELED" else None,
         )
 
 

@@ -29,7 +29,13 @@ import pytest
 from lnplugin import invoicing
 from lnplugin.follower import Follower
 from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate, NodeInvoice
-from lnplugin.nodes.cln.hold import HOLD_CLTV_DELTA, REPLAY_INCOMPLETE, ClnHoldNode
+from lnplugin.nodes.cln.hold import (
+    HOLD_CLTV_DELTA,
+    NOT_REPLAYED,
+    PLUGIN_RESTARTED,
+    REPLAY_INCOMPLETE,
+    ClnHoldNode,
+)
 from lnplugin.nodes.cln.tlv import encode_payload
 from lnplugin.store import Store, events, holds, invoices
 from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
@@ -771,5 +777,88 @@ def test_a_replayed_set_that_completes_stays_accepted(
         again.settle_invoice(preimage)
         assert answers == [{"result": "resolve", "payment_key": preimage}] * 2
         assert events.INCOMING_CANCELED not in hold_events(store, minted.payment_hash)
+    finally:
+        again.close()
+
+
+def test_a_plugin_restarted_while_lightningd_runs_cancels_what_it_held(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """lightningd answers the hook calls of a plugin that dies while it runs
+    on (PLUGIN_TERMINATED), fails those HTLCs itself (it has no invoice for
+    the hash) and never replays them: the invoice stored ACCEPTED is
+    CANCELED when the plugin is started again, not left ACCEPTED with
+    nothing held, which a shop would take for paid and could not settle."""
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    held = plugin.call_later("htlc_accepted", part(plugin, sim, inv, 60_000, 1))
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+    token = plugin.admin_token
+    plugin.kill()  # the plugin alone: lightningd runs on
+    with pytest.raises(PluginError, match="'code': -4"):
+        held.result()
+    plugin.start(startup=False)  # `lightning-cli plugin start`
+    again = Api(plugin.url, token)
+    try:
+
+        def canceled_invoice() -> dict[str, Any] | None:
+            reply = again.session.get(f"{again.url}/invoices/{payment_hash}", timeout=10)
+            found = reply.json() if reply.status_code == 200 else None
+            return found if found is not None and found["state"] == "CANCELED" else None
+
+        got = wait_for(canceled_invoice, "CANCELED")
+        assert got["cancel_reason"] == PLUGIN_RESTARTED
+        assert got["amount_received_msat"] == 0
+        r = again.session.post(
+            f"{again.url}/invoices/{payment_hash}/settle", json={"preimage": preimage}, timeout=10
+        )
+        assert r.status_code == 409, r.text
+        canceled = e2e.scalar(
+            plugin.data_dir,
+            "SELECT COUNT(*) FROM events WHERE payment_hash = ? AND type = ?",
+            payment_hash,
+            events.INCOMING_CANCELED,
+        )
+        assert canceled == (1,)
+    finally:
+        again.close()
+
+
+def test_held_invoices_lightningd_does_not_replay_are_canceled(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """At lightningd's start the held HTLCs are replayed right after `init`;
+    an ACCEPTED invoice none of whose HTLCs came within `mpp_timeout` has
+    lost them (resolved while lightningd was down) and is CANCELED; one
+    replayed is held and settled as before."""
+    node, store = in_process
+    follower = Follower(node, store)
+    paid = []
+    for n in (1, 2):
+        preimage, minted = minted_hold(node, store)
+        onion, htlc = paying_htlc(sim, minted, n)
+        assert node.on_htlc(onion, htlc, lambda _: None)
+        assert apply_next(node, follower).state == "ACCEPTED"
+        paid.append((preimage, minted, onion, htlc))
+    node.close()
+    again = ClnHoldNode(sim.socket_path, network="regtest")
+    again.attach(store)
+    again.mpp_timeout = 0.2
+    try:
+        (preimage, replayed, onion, htlc), (_, lost, _, _) = paid
+        answers: list[dict] = []
+        assert again.on_htlc(onion, htlc, answers.append)  # replayed (before the check runs)
+        assert apply_next(again, follower).state == "ACCEPTED"  # again: no change
+        again.expect_replays(startup=True)
+        canceled = apply_next(again, follower)
+        assert (canceled.payment_hash, canceled.state) == (lost.payment_hash, "CANCELED")
+        with store.snapshot() as conn:
+            row = invoices.by_hash(conn, lost.payment_hash, "incoming")
+            kept = invoices.by_hash(conn, replayed.payment_hash, "incoming")
+        assert row is not None and row.cancel_reason == NOT_REPLAYED.format(timeout=0.2)
+        assert kept is not None and kept.state == "ACCEPTED"
+        again.settle_invoice(preimage)
+        assert answers == [{"result": "resolve", "payment_key": preimage}]
+        assert hold_events(store, lost.payment_hash).count(events.INCOMING_CANCELED) == 1
     finally:
         again.close()

@@ -16,7 +16,8 @@ failed, and a lookup after a crash between answering and storing the
 invoice's new state still finds the outcome. Held HTLCs themselves are not
 stored: lightningd replays them, and the invoice becomes ACCEPTED again;
 one whose replayed parts do not add up (`_mpp_timed_out`) can no longer be
-settled, and is CANCELED.
+settled, and is CANCELED. A plugin that dies alone has its held HTLCs failed
+by lightningd, never replayed: `expect_replays` cancels those invoices.
 Standalone mode (`ClnNode`) sees no HTLCs and declares no hold ability.
 """
 
@@ -73,6 +74,14 @@ MPP_TIMED_OUT: dict[str, str] = {"result": "fail", "failure_message": "0017"}
 REPLAY_INCOMPLETE = (
     "canceled by lnplugin: the held HTLCs Core Lightning replayed after its restart "
     "did not add up to the payment within {timeout:g} s and were failed back (mpp_timeout)"
+)
+NOT_REPLAYED = (
+    "canceled by lnplugin: Core Lightning replayed none of the held HTLCs "
+    "within {timeout:g} s of its restart"
+)
+PLUGIN_RESTARTED = (
+    "canceled by lnplugin: Core Lightning failed the held HTLCs back when the "
+    "plugin stopped while lightningd ran on"
 )
 Answer = Callable[[dict[str, Any]], None]
 
@@ -230,6 +239,51 @@ class ClnHoldNode(ClnNode):
             reason = self._lost_reasons.get(payment_hash)
             return self._as(row, decided.state, preimage=decided.preimage, reason=reason)
         return None
+
+    def expect_replays(self, startup: bool) -> None:
+        """Cancel the ACCEPTED hold invoices whose held HTLCs are gone, as the
+        plugin starts: they can no longer be settled, and a shop must not
+        see them as paid and held.
+
+        lightningd answers a plugin's pending hook calls itself when the
+        plugin dies while it runs on (`destroy_plugin`: the error
+        PLUGIN_TERMINATED, then the next plugin or its own checks, which
+        fail an HTLC for a hash it has no invoice for), and replays only the
+        HTLCs still unanswered when it starts (`htlcs_resubmit`, right after
+        every plugin's `init`). So a plugin started into a running lightningd
+        (`startup` false) holds nothing: every such invoice is canceled now.
+        At lightningd's start the HTLCs are replayed: an invoice none of
+        whose HTLCs came within `mpp_timeout` is canceled then (one whose
+        HTLCs came only in part is `_mpp_timed_out`'s)."""
+        assert self.store is not None
+        with self.store.snapshot() as conn:
+            hashes = [r.payment_hash for r in invoices.accepted(conn, 1_000_000) if r.hold]
+        if not hashes:
+            return
+        if not startup:
+            self._cancel_unheld(hashes, PLUGIN_RESTARTED)
+            return
+        reason = NOT_REPLAYED.format(timeout=self.mpp_timeout)
+        timer = threading.Timer(self.mpp_timeout, self._cancel_unheld, (hashes, reason))
+        timer.daemon = True
+        timer.start()
+
+    def _cancel_unheld(self, hashes: Iterable[str], reason: str) -> None:
+        """Cancel each of these (ACCEPTED) invoices that holds no HTLC and is
+        undecided; nothing once the node is closed (the plugin stopping)."""
+        for payment_hash in hashes:
+            if self._closed.is_set():
+                return
+            try:
+                with self._held_lock:
+                    if payment_hash in self._held or self._decision(payment_hash) is not None:
+                        continue
+                    self._decide(payment_hash, "CANCELED", None)
+            except Exception:  # the store closing under a late timer, say
+                log.exception("hold invoice %s: could not store the cancel", payment_hash)
+                continue
+            log.warning("hold invoice %s %s", payment_hash, reason)
+            self._lost(payment_hash, reason)
 
     def _lost(self, payment_hash: str, reason: str) -> None:
         """Report CANCELED, with `reason`, for an invoice decided CANCELED

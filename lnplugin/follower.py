@@ -482,6 +482,7 @@ class Follower:
         self._threads: list[threading.Thread] = []
         self._apply_lock = threading.Lock()
         self._cursor_kind: str | None = None
+        self._outgoing_kind: str | None = None
         # Cancels lnplugin has asked the node for, by payment hash, with the
         # reason: the node's own report of one (its hold feed) can be applied
         # before `cancel` returns, and must carry the reason all the same.
@@ -743,6 +744,26 @@ class Follower:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
         self._cursor_kind = kind
 
+    def sync_outgoing_cursor_kind(self) -> None:
+        """`sync_cursor_kind` for the outgoing cursor: reset it when what it
+        counts changed, or was never recorded (a cursor an older lnplugin
+        kept, which may count something else: CLN's `listsendpays` `id`)."""
+        kind = self.node.outgoing_cursor_kind
+        if kind is None or kind == self._outgoing_kind:
+            return
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                reset = cursors.sync_kind(tx, cursors.OUTGOING, kind)
+                self.status.outgoing_cursor = cursors.get(tx, cursors.OUTGOING)
+            if reset:
+                self._epoch += 1  # a read from the old cursor moves it no more
+        if reset:
+            log.warning(
+                "the outgoing payment position is now a %s: re-reading payments from the start",
+                kind,
+            )
+        self._outgoing_kind = kind
+
     def refresh_head(self) -> int | None:
         """Ask the node for its feed head, on nodes that can tell (`FeedHead`);
         returns it as the node gave it (None: unknown)."""
@@ -915,6 +936,7 @@ class Follower:
         if not self.node.has_feature(Feature.OUTGOING_HISTORY):
             return
         self._check_node()  # between two sweeps too: the cursor must count this node's
+        self.sync_outgoing_cursor_kind()
         epoch = self._epoch
         try:
             payments = list(self.node.outgoing_payments(self.status.outgoing_cursor))

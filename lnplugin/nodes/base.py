@@ -247,6 +247,14 @@ class Node(abc.ABC):
         """
         return None
 
+    @property
+    def outgoing_cursor_kind(self) -> str | None:
+        """What the outgoing cursor (`OutgoingPayment.cursor`) counts, as
+        `cursor_kind` for the settlement feed: the follower re-reads the
+        outgoing history from 0 when it differs from the one recorded (or none
+        is, and the cursor is not 0). Default None: nothing to track."""
+        return None
+
     @abc.abstractmethod
     def get_info(self) -> NodeInfo: ...
 

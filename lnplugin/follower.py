@@ -271,7 +271,7 @@ def _new_row(
         "payment_secret": inv.payment_secret,
         "is_keysend": int(inv.is_keysend),
         "settle_deadline": inv.settle_deadline,
-        "cancel_reason": _NODE_CANCELED if inv.state == "CANCELED" else None,
+        "cancel_reason": (inv.cancel_reason or _NODE_CANCELED) if inv.state == "CANCELED" else None,
         "source": "node",
         **record_fields(_merge_records(None, inv, captured), tx, address_webhook=inv.is_keysend),
     }
@@ -330,7 +330,10 @@ def _apply_one(
         elif inv.state == "CANCELED":
             # Held HTLCs are failed back: the payer keeps the money (LND's
             # amt_paid goes back to 0 too).
-            fields.update(cancel_reason=cancel_reason or _NODE_CANCELED, amount_received_msat=0)
+            fields.update(
+                cancel_reason=cancel_reason or inv.cancel_reason or _NODE_CANCELED,
+                amount_received_msat=0,
+            )
         if records_changed:
             fields.update(
                 record_fields(new_records, tx, address_webhook=takes_address_webhook(row))
@@ -479,6 +482,7 @@ class Follower:
         self._threads: list[threading.Thread] = []
         self._apply_lock = threading.Lock()
         self._cursor_kind: str | None = None
+        self._outgoing_kind: str | None = None
         # Cancels lnplugin has asked the node for, by payment hash, with the
         # reason: the node's own report of one (its hold feed) can be applied
         # before `cancel` returns, and must carry the reason all the same.
@@ -740,6 +744,26 @@ class Follower:
             log.warning("the node's feed position is now a %s: re-reading from the start", kind)
         self._cursor_kind = kind
 
+    def sync_outgoing_cursor_kind(self) -> None:
+        """`sync_cursor_kind` for the outgoing cursor: reset it when what it
+        counts changed, or was never recorded (a cursor an older lnplugin
+        kept, which may count something else: CLN's `listsendpays` `id`)."""
+        kind = self.node.outgoing_cursor_kind
+        if kind is None or kind == self._outgoing_kind:
+            return
+        with self._apply_lock:
+            with self.store.transaction() as tx:
+                reset = cursors.sync_kind(tx, cursors.OUTGOING, kind)
+                self.status.outgoing_cursor = cursors.get(tx, cursors.OUTGOING)
+            if reset:
+                self._epoch += 1  # a read from the old cursor moves it no more
+        if reset:
+            log.warning(
+                "the outgoing payment position is now a %s: re-reading payments from the start",
+                kind,
+            )
+        self._outgoing_kind = kind
+
     def refresh_head(self) -> int | None:
         """Ask the node for its feed head, on nodes that can tell (`FeedHead`);
         returns it as the node gave it (None: unknown)."""
@@ -912,6 +936,7 @@ class Follower:
         if not self.node.has_feature(Feature.OUTGOING_HISTORY):
             return
         self._check_node()  # between two sweeps too: the cursor must count this node's
+        self.sync_outgoing_cursor_kind()
         epoch = self._epoch
         try:
             payments = list(self.node.outgoing_payments(self.status.outgoing_cursor))

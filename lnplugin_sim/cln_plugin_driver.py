@@ -16,6 +16,14 @@ Every answer must be `{"result": "continue"}`; anything else
 raises. Sent hooks are remembered so `restart()` can replay them, as
 lightningd replays unresolved HTLCs at startup.
 
+A plugin that dies with requests pending has them answered as lightningd
+answers them (`destroy_plugin` in lightningd/plugin.c): the error
+PLUGIN_TERMINATED (-4). lightningd then goes on as if the plugin had said
+`continue`, so a held `htlc_accepted` for a hash the node has no invoice
+for is failed, and never replayed. `start(startup=False)` is a plugin
+started into a running lightningd (`lightning-cli plugin start`): `init`
+says so, and nothing is replayed; `restart()` is lightningd starting again.
+
     with PluginDriver(sim, data_dir) as plugin:
         plugin.htlc_accepted(payment_hash)
         plugin.url  # the plugin's HTTP API
@@ -61,6 +69,9 @@ CALL_TIMEOUT = 30.0  # seconds: a liveness bound, not a timing assertion
 # current_path_key, payment_metadata, total_amount_msat.
 KNOWN_EVEN_TYPES = frozenset({2, 4, 6, 8, 10, 12, 16, 18})
 CONTINUE = {"result": "continue"}
+# lightningd's answer to a request a plugin died without answering
+# (common/jsonrpc_errors.h, lightningd/plugin.c `plugin_terminated_fail_req`).
+PLUGIN_TERMINATED = {"code": -4, "message": "Plugin terminated before replying to RPC call."}
 
 
 class Reply:
@@ -124,6 +135,7 @@ class PluginDriver:
         self._pending: dict[str, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._htlc_ids = itertools.count(1)
+        self.startup = True  # `init`'s flag: lightningd starting, not running already
 
     # ---------------------------------------------------------------- process
     @property
@@ -133,7 +145,7 @@ class PluginDriver:
         return {
             "lightning-dir": str(socket_path.parent),
             "rpc-file": socket_path.name,
-            "startup": True,
+            "startup": self.startup,
             "network": self.sim.network,
             "feature_set": {
                 "init": "08a0802a8a59a1",
@@ -145,8 +157,12 @@ class PluginDriver:
             "always_use_proxy": False,
         }
 
-    def start(self) -> PluginDriver:
-        """Spawn, `getmanifest`, `init`; learn the HTTP URL from `lnplugin-status`."""
+    def start(self, *, startup: bool = True) -> PluginDriver:
+        """Spawn, `getmanifest`, `init`; learn the HTTP URL from `lnplugin-status`.
+
+        `startup`: lightningd is starting (and replays what no plugin
+        answered); False: the plugin is started into a running lightningd."""
+        self.startup = startup
         self.proc = subprocess.Popen(
             list(self.command),
             stdin=subprocess.PIPE,
@@ -182,7 +198,7 @@ class PluginDriver:
                         self._dispatch(json.loads(raw))
         with self._lock:  # wake every caller still waiting: the plugin is gone
             for waiting in self._pending.values():
-                waiting.put({"error": {"code": -1, "message": "plugin exited"}})
+                waiting.put({"error": dict(PLUGIN_TERMINATED)})
             self._pending.clear()
 
     def _dispatch(self, message: dict[str, Any]) -> None:

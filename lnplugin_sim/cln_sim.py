@@ -450,6 +450,13 @@ class ClnSim:
                 out["updated_index"] = rec["updated_index"]
         return out
 
+    @property
+    def _indexes_payments(self) -> bool:
+        """Payments get an `updated_index` from v23.11; the migration that
+        added the column left those completed before at 0 (DEFAULT 0 in
+        wallet/migrations.c), so a node upgraded past it has both."""
+        return version_tuple(self.version) >= (23, 11)
+
     def _render_sendpay(self, rec: Mapping[str, Any]) -> dict[str, Any]:
         # `created_index` and `updated_index` came in v23.11; `id` is the old name.
         indexed = version_tuple(self.version) >= (23, 11)
@@ -1023,7 +1030,7 @@ class ClnSim:
                 "status": status,
                 "bolt11": bolt11,
             }
-            if status in ("complete", "failed"):
+            if status in ("complete", "failed") and self._indexes_payments:
                 self.counters["sp_updated"] += 1
                 rec["updated_index"] = self.counters["sp_updated"]
             if status == "complete":
@@ -1043,10 +1050,11 @@ class ClnSim:
                 for r in self.sendpays.values()
                 if r["payment_hash"] == payment_hash and r["status"] == "pending"
             )
-            self.counters["sp_updated"] += 1
+            if self._indexes_payments:
+                self.counters["sp_updated"] += 1
+                rec["updated_index"] = self.counters["sp_updated"]
             rec.update(
                 status="complete",
-                updated_index=self.counters["sp_updated"],
                 completed_at=int(time.time()),
                 preimage=rec.get("preimage") or secrets.token_hex(32),
             )

@@ -14,6 +14,7 @@ import base64
 import gc
 import hashlib
 import linecache
+import queue
 import secrets
 import sys
 import threading
@@ -26,10 +27,17 @@ import bolt11 as reference
 import pytest
 
 from lnplugin import invoicing
-from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, NodeInvoice
-from lnplugin.nodes.cln.hold import HOLD_CLTV_DELTA, ClnHoldNode
+from lnplugin.follower import Follower
+from lnplugin.nodes.base import InvoiceNotOpen, InvoiceRequest, InvoiceUpdate, NodeInvoice
+from lnplugin.nodes.cln.hold import (
+    HOLD_CLTV_DELTA,
+    NOT_REPLAYED,
+    PLUGIN_RESTARTED,
+    REPLAY_INCOMPLETE,
+    ClnHoldNode,
+)
 from lnplugin.nodes.cln.tlv import encode_payload
-from lnplugin.store import Store, holds
+from lnplugin.store import Store, events, holds, invoices
 from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
 from lnplugin_sim.cln_sim import ClnSim, RpcFailure
 from tests import e2e
@@ -675,3 +683,182 @@ def test_the_cltv_check_uses_the_height_the_hook_gives(
     enough = {**htlc, "id": 2, "cltv_expiry_relative": HOLD_CLTV_DELTA}
     assert node.on_htlc(onion, enough, answers.append) and len(answers) == 1  # held
     assert sim.calls["getinfo"] == 0  # no call per HTLC
+
+
+def hold_events(store: Store, payment_hash: str) -> list[str]:
+    with store.snapshot() as conn:
+        rows = conn.execute(
+            "SELECT type FROM events WHERE payment_hash = ? ORDER BY seq", (payment_hash,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def apply_next(node: ClnHoldNode, follower: Follower) -> NodeInvoice:
+    """Apply the node's next hold update as the follower's hold feed does
+    (read from the queue `hold_updates` reads, to fail rather than wait on)."""
+    try:
+        update = node._updates.get(timeout=30)
+    except queue.Empty:
+        pytest.fail("no hold update from the node")
+    follower.apply([update])
+    return update.invoice
+
+
+def test_replayed_parts_that_never_add_up_cancel_the_invoice(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """An invoice stored ACCEPTED whose replayed parts (lightningd restarted)
+    do not add up: they are failed with mpp_timeout, so it can no longer be
+    settled, and it is CANCELED (once, with its event), as lnd never turns
+    an ACCEPTED invoice back to OPEN; later HTLCs to the hash are failed."""
+    node, store = in_process
+    follower = Follower(node, store)
+    preimage, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)
+    parts = [{**htlc, "amount_msat": 20_000}, {**htlc, "id": 2, "amount_msat": 40_000}]
+    for part_htlc in parts:
+        assert node.on_htlc(onion, part_htlc, lambda _: None)
+    assert apply_next(node, follower).state == "ACCEPTED"
+    # lightningd restarts: a new plugin process, and only the first part replayed.
+    node.close()
+    again = ClnHoldNode(sim.socket_path, network="regtest")
+    again.attach(store)
+    again.mpp_timeout = 0.2
+    try:
+        answers: list[dict] = []
+        assert again.on_htlc(onion, parts[0], answers.append)
+        canceled = apply_next(again, follower)
+        assert answers == [{"result": "fail", "failure_message": "0017"}]
+        assert canceled.state == "CANCELED"
+        with store.snapshot() as conn:
+            row = invoices.by_hash(conn, minted.payment_hash, "incoming")
+        assert row is not None and row.state == "CANCELED" and row.amount_received_msat == 0
+        assert row.cancel_reason == REPLAY_INCOMPLETE.format(timeout=0.2)
+        # The sweep's look finds the same, and adds nothing.
+        looked = again.lookup_invoice(minted.payment_hash)
+        assert looked is not None and looked.state == "CANCELED"
+        assert follower.apply([InvoiceUpdate(looked, 0)]) == 0
+        assert hold_events(store, minted.payment_hash).count(events.INCOMING_CANCELED) == 1
+        with pytest.raises(InvoiceNotOpen, match="canceled"):
+            again.settle_invoice(preimage)
+        late: list[dict] = []
+        assert again.on_htlc(onion, parts[1], late.append)  # the other part, late
+        assert again.on_htlc(onion, {**htlc, "id": 9}, late.append)  # a new payment
+        assert [a["result"] for a in late] == ["fail", "fail"]
+    finally:
+        again.close()
+
+
+def test_a_replayed_set_that_completes_stays_accepted(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """The cancel is for replayed parts that never add up: a replayed set
+    that does (all its parts replayed) is held and settled as before."""
+    node, store = in_process
+    follower = Follower(node, store)
+    preimage, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)
+    parts = [{**htlc, "amount_msat": 20_000}, {**htlc, "id": 2, "amount_msat": 40_000}]
+    for part_htlc in parts:
+        assert node.on_htlc(onion, part_htlc, lambda _: None)
+    apply_next(node, follower)
+    node.close()
+    again = ClnHoldNode(sim.socket_path, network="regtest")
+    again.attach(store)
+    again.mpp_timeout = 0.2
+    try:
+        answers: list[dict] = []
+        assert again.on_htlc(onion, parts[0], answers.append)
+        timer = again._held[minted.payment_hash].timer
+        assert again.on_htlc(onion, parts[1], answers.append)
+        assert timer is not None
+        timer.join(10)
+        assert answers == []
+        again.settle_invoice(preimage)
+        assert answers == [{"result": "resolve", "payment_key": preimage}] * 2
+        assert events.INCOMING_CANCELED not in hold_events(store, minted.payment_hash)
+    finally:
+        again.close()
+
+
+def test_a_plugin_restarted_while_lightningd_runs_cancels_what_it_held(
+    plugin: PluginDriver, sim: ClnSim, api: Api
+) -> None:
+    """lightningd answers the hook calls of a plugin that dies while it runs
+    on (PLUGIN_TERMINATED), fails those HTLCs itself (it has no invoice for
+    the hash) and never replays them: the invoice stored ACCEPTED is
+    CANCELED when the plugin is started again, not left ACCEPTED with
+    nothing held, which a shop would take for paid and could not settle."""
+    preimage, payment_hash = _pair()
+    inv = hold_invoice(api, sim, payment_hash)
+    held = plugin.call_later("htlc_accepted", part(plugin, sim, inv, 60_000, 1))
+    wait_for(lambda: state(api, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+    token = plugin.admin_token
+    plugin.kill()  # the plugin alone: lightningd runs on
+    with pytest.raises(PluginError, match="'code': -4"):
+        held.result()
+    plugin.start(startup=False)  # `lightning-cli plugin start`
+    again = Api(plugin.url, token)
+    try:
+
+        def canceled_invoice() -> dict[str, Any] | None:
+            reply = again.session.get(f"{again.url}/invoices/{payment_hash}", timeout=10)
+            found = reply.json() if reply.status_code == 200 else None
+            return found if found is not None and found["state"] == "CANCELED" else None
+
+        got = wait_for(canceled_invoice, "CANCELED")
+        assert got["cancel_reason"] == PLUGIN_RESTARTED
+        assert got["amount_received_msat"] == 0
+        r = again.session.post(
+            f"{again.url}/invoices/{payment_hash}/settle", json={"preimage": preimage}, timeout=10
+        )
+        assert r.status_code == 409, r.text
+        canceled = e2e.scalar(
+            plugin.data_dir,
+            "SELECT COUNT(*) FROM events WHERE payment_hash = ? AND type = ?",
+            payment_hash,
+            events.INCOMING_CANCELED,
+        )
+        assert canceled == (1,)
+    finally:
+        again.close()
+
+
+def test_held_invoices_lightningd_does_not_replay_are_canceled(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """At lightningd's start the held HTLCs are replayed right after `init`;
+    an ACCEPTED invoice none of whose HTLCs came within `mpp_timeout` has
+    lost them (resolved while lightningd was down) and is CANCELED; one
+    replayed is held and settled as before."""
+    node, store = in_process
+    follower = Follower(node, store)
+    paid = []
+    for n in (1, 2):
+        preimage, minted = minted_hold(node, store)
+        onion, htlc = paying_htlc(sim, minted, n)
+        assert node.on_htlc(onion, htlc, lambda _: None)
+        assert apply_next(node, follower).state == "ACCEPTED"
+        paid.append((preimage, minted, onion, htlc))
+    node.close()
+    again = ClnHoldNode(sim.socket_path, network="regtest")
+    again.attach(store)
+    again.mpp_timeout = 0.2
+    try:
+        (preimage, replayed, onion, htlc), (_, lost, _, _) = paid
+        answers: list[dict] = []
+        assert again.on_htlc(onion, htlc, answers.append)  # replayed (before the check runs)
+        assert apply_next(again, follower).state == "ACCEPTED"  # again: no change
+        again.expect_replays(startup=True)
+        canceled = apply_next(again, follower)
+        assert (canceled.payment_hash, canceled.state) == (lost.payment_hash, "CANCELED")
+        with store.snapshot() as conn:
+            row = invoices.by_hash(conn, lost.payment_hash, "incoming")
+            kept = invoices.by_hash(conn, replayed.payment_hash, "incoming")
+        assert row is not None and row.cancel_reason == NOT_REPLAYED.format(timeout=0.2)
+        assert kept is not None and kept.state == "ACCEPTED"
+        again.settle_invoice(preimage)
+        assert answers == [{"result": "resolve", "payment_key": preimage}]
+        assert hold_events(store, lost.payment_hash).count(events.INCOMING_CANCELED) == 1
+    finally:
+        again.close()

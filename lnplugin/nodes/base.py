@@ -169,6 +169,10 @@ class NodeInvoice:
     # expires. The invoice must be settled or canceled before it, or the
     # node's peer force-closes the channel to claim the HTLC back on chain.
     settle_deadline: int | None = None
+    # CANCELED by lnplugin's own node code rather than asked for (Core
+    # Lightning plugin mode: the held HTLCs are gone): why, for the invoice
+    # and its event. None: "canceled on the node", or the caller's reason.
+    cancel_reason: str | None = None
 
     @property
     def expires_at(self) -> int:
@@ -241,6 +245,14 @@ class Node(abc.ABC):
         re-reads the feed from 0 when it changes (duplicates are harmless,
         misses are not). Default None: the cursor has one meaning, nothing to track.
         """
+        return None
+
+    @property
+    def outgoing_cursor_kind(self) -> str | None:
+        """What the outgoing cursor (`OutgoingPayment.cursor`) counts, as
+        `cursor_kind` for the settlement feed: the follower re-reads the
+        outgoing history from 0 when it differs from the one recorded (or none
+        is, and the cursor is not 0). Default None: nothing to track."""
         return None
 
     @abc.abstractmethod

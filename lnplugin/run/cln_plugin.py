@@ -50,9 +50,14 @@ class PluginRuntime:
     def store(self) -> Store | None:
         return self.service.store if self.service is not None else None
 
-    def start(self, settings: Settings, say: Callable[[str], None]) -> None:
+    def start(self, settings: Settings, say: Callable[[str], None], startup: bool = True) -> None:
         """Open the store and bind the port now (errors disable the plugin);
-        reach the node and serve on a background thread, so `init` answers at once."""
+        reach the node and serve on a background thread, so `init` answers at once.
+
+        `startup`: `init`'s own flag, true when lightningd is starting (and
+        replays the HTLCs no plugin answered right after), false for a plugin
+        started into a running lightningd (which failed the HTLCs this
+        plugin's last run held when it stopped): see `expect_replays`."""
         from lnplugin.run.server import freeze_startup_objects, make_server
 
         # The plugin sees every HTLC, so it can hold them: the node it serves
@@ -86,6 +91,10 @@ class PluginRuntime:
             "create an API token with: lnplugin token create --scope admin "
             f"--data-dir {settings.data_dir}"
         )
+        try:
+            node.expect_replays(startup)
+        except Exception:  # bookkeeping: never a reason to disable the plugin
+            log.exception("could not check the held hold invoices")
         freeze_startup_objects()  # as `lnplugin serve` does, for the same reason
         self._thread = threading.Thread(target=self._run, name="lnplugin-serve", daemon=True)
         self._thread.start()
@@ -161,7 +170,11 @@ def build_plugin(runtime: PluginRuntime) -> Any:
             logging.getLogger("lnplugin").setLevel(settings.log_level.upper())
             for line in env_typos():
                 plugin.log(line, level="warn")
-            runtime.start(settings, lambda line: plugin.log(line, level="info"))
+            runtime.start(
+                settings,
+                lambda line: plugin.log(line, level="info"),
+                startup=bool(configuration.get("startup", True)),
+            )
         except PluginConfigError as exc:
             plugin.log(str(exc), level="broken")
             return {"disable": str(exc)}

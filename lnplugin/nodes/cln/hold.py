@@ -14,7 +14,10 @@ before any HTLC is answered: lightningd replays unanswered HTLCs after a
 restart and they are answered from it, any other HTLC to a settled hash is
 failed, and a lookup after a crash between answering and storing the
 invoice's new state still finds the outcome. Held HTLCs themselves are not
-stored: lightningd replays them, and the invoice becomes ACCEPTED again.
+stored: lightningd replays them, and the invoice becomes ACCEPTED again;
+one whose replayed parts do not add up (`_mpp_timed_out`) can no longer be
+settled, and is CANCELED. A plugin that dies alone has its held HTLCs failed
+by lightningd, never replayed: `expect_replays` cancels those invoices.
 Standalone mode (`ClnNode`) sees no HTLCs and declares no hold ability.
 """
 
@@ -66,6 +69,20 @@ _STATUS_CHANGED = 906
 # asks of a final node, with `mpp_timeout` (23, no data).
 MPP_TIMEOUT = 70.0
 MPP_TIMED_OUT: dict[str, str] = {"result": "fail", "failure_message": "0017"}
+# Why lnplugin cancels an ACCEPTED hold invoice whose held HTLCs are gone
+# (the invoice and its canceled event say it): it can no longer be settled.
+REPLAY_INCOMPLETE = (
+    "canceled by lnplugin: the held HTLCs Core Lightning replayed after its restart "
+    "did not add up to the payment within {timeout:g} s and were failed back (mpp_timeout)"
+)
+NOT_REPLAYED = (
+    "canceled by lnplugin: Core Lightning replayed none of the held HTLCs "
+    "within {timeout:g} s of its restart"
+)
+PLUGIN_RESTARTED = (
+    "canceled by lnplugin: Core Lightning failed the held HTLCs back when the "
+    "plugin stopped while lightningd ran on"
+)
 Answer = Callable[[dict[str, Any]], None]
 
 
@@ -84,6 +101,7 @@ class _Held:
     accepted: bool = False
     set_total: int | None = None  # the total the payer's onions name; one for every part
     timer: threading.Timer | None = None  # fails the parts unless the set completes first
+    replay: bool = False  # replayed by lightningd for an invoice stored ACCEPTED
 
     @property
     def total(self) -> int:
@@ -107,6 +125,9 @@ class ClnHoldNode(ClnNode):
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
         self._updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+        # Why an ACCEPTED invoice was canceled when its held HTLCs were found
+        # gone (`_lost`), for a lookup that comes before the feed's update.
+        self._lost_reasons: dict[str, str] = {}
 
     def attach(self, store: Store) -> None:
         self.store = store
@@ -215,8 +236,65 @@ class ClnHoldNode(ClnNode):
             if decided is None and held is not None and held.accepted:
                 return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
         if decided is not None:
-            return self._as(row, decided.state, preimage=decided.preimage)
+            reason = self._lost_reasons.get(payment_hash)
+            return self._as(row, decided.state, preimage=decided.preimage, reason=reason)
         return None
+
+    def expect_replays(self, startup: bool) -> None:
+        """Cancel the ACCEPTED hold invoices whose held HTLCs are gone, as the
+        plugin starts: they can no longer be settled, and a shop must not
+        see them as paid and held.
+
+        lightningd answers a plugin's pending hook calls itself when the
+        plugin dies while it runs on (`destroy_plugin`: the error
+        PLUGIN_TERMINATED, then the next plugin or its own checks, which
+        fail an HTLC for a hash it has no invoice for), and replays only the
+        HTLCs still unanswered when it starts (`htlcs_resubmit`, right after
+        every plugin's `init`). So a plugin started into a running lightningd
+        (`startup` false) holds nothing: every such invoice is canceled now.
+        At lightningd's start the HTLCs are replayed: an invoice none of
+        whose HTLCs came within `mpp_timeout` is canceled then (one whose
+        HTLCs came only in part is `_mpp_timed_out`'s)."""
+        assert self.store is not None
+        with self.store.snapshot() as conn:
+            hashes = [r.payment_hash for r in invoices.accepted(conn, 1_000_000) if r.hold]
+        if not hashes:
+            return
+        if not startup:
+            self._cancel_unheld(hashes, PLUGIN_RESTARTED)
+            return
+        reason = NOT_REPLAYED.format(timeout=self.mpp_timeout)
+        timer = threading.Timer(self.mpp_timeout, self._cancel_unheld, (hashes, reason))
+        timer.daemon = True
+        timer.start()
+
+    def _cancel_unheld(self, hashes: Iterable[str], reason: str) -> None:
+        """Cancel each of these (ACCEPTED) invoices that holds no HTLC and is
+        undecided; nothing once the node is closed (the plugin stopping)."""
+        for payment_hash in hashes:
+            if self._closed.is_set():
+                return
+            try:
+                with self._held_lock:
+                    if payment_hash in self._held or self._decision(payment_hash) is not None:
+                        continue
+                    self._decide(payment_hash, "CANCELED", None)
+            except Exception:  # the store closing under a late timer, say
+                log.exception("hold invoice %s: could not store the cancel", payment_hash)
+                continue
+            log.warning("hold invoice %s %s", payment_hash, reason)
+            self._lost(payment_hash, reason)
+
+    def _lost(self, payment_hash: str, reason: str) -> None:
+        """Report CANCELED, with `reason`, for an invoice decided CANCELED
+        because its held HTLCs are gone (the follower stores it, with the
+        canceled event, once: a later report of it is a duplicate)."""
+        self._lost_reasons[payment_hash] = reason
+        try:
+            row, _ = self._hold_row(payment_hash)
+        except InvoiceNotFound:
+            return
+        self._updates.put(InvoiceUpdate(self._as(row, "CANCELED", reason=reason), 0))
 
     # ------------------------------------------------------------ the hook
     def on_htlc(self, onion: Mapping[str, Any], htlc: Mapping[str, Any], answer: Answer) -> bool:
@@ -263,6 +341,7 @@ class ClnHoldNode(ClnNode):
                 held.parts[key] = (amount, expiry)
                 held.answers[key] = answer
                 held.set_total = set_total
+                held.replay = held.replay or replay
                 if not held.accepted and held.total >= set_total:
                     held.accepted = True
                     accepted = self._as(
@@ -336,6 +415,17 @@ class ClnHoldNode(ClnNode):
             if self._held.get(payment_hash) is not held or held.accepted:
                 return  # completed, settled or canceled meanwhile
             del self._held[payment_hash]
+            # Replayed parts of an invoice stored ACCEPTED: with them failed
+            # it can no longer be settled, so it is canceled (decided first,
+            # as every answer is), not left ACCEPTED for the safety cancel.
+            # lnd never turns an ACCEPTED invoice back to OPEN either.
+            lost = held.replay
+            if lost:
+                try:
+                    self._decide(payment_hash, "CANCELED", None)
+                except Exception:  # the parts are failed all the same: never held on
+                    log.exception("hold invoice %s: could not store the cancel", payment_hash)
+                    lost = False
         log.info(
             "hold invoice %s: %d part(s) of a multi-part payment failed after %g s "
             "without the rest (mpp_timeout)",
@@ -345,6 +435,8 @@ class ClnHoldNode(ClnNode):
         )
         for answer in held.answers.values():
             answer(MPP_TIMED_OUT)
+        if lost:
+            self._lost(payment_hash, REPLAY_INCOMPLETE.format(timeout=self.mpp_timeout))
 
     # ------------------------------------------------------------ helpers
     def _answer_decided(
@@ -415,6 +507,7 @@ class ClnHoldNode(ClnNode):
         preimage: str | None = None,
         received: int | None = None,
         deadline: int | None = None,
+        reason: str | None = None,
     ) -> NodeInvoice:
         settled = state == "SETTLED"
         return NodeInvoice(
@@ -431,6 +524,7 @@ class ClnHoldNode(ClnNode):
             preimage=preimage if settled else None,
             payment_secret=row.payment_secret,
             settle_deadline=deadline if deadline is not None else row.settle_deadline,
+            cancel_reason=reason if state == "CANCELED" else None,
         )
 
 

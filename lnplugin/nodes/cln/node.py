@@ -341,6 +341,13 @@ class ClnNode(Node):
         return "updated_index" if self.version >= (23, 8) else "pay_index"
 
     @property
+    def outgoing_cursor_kind(self) -> str:
+        """Always `updated_index` (rows without one hand cursor 0). lnplugin
+        once kept `listsendpays` `id` there: a store that has no kind
+        recorded for a cursor above 0 has such a one, read from 0 again."""
+        return "updated_index"
+
+    @property
     def outgoing_poll_interval(self) -> float:
         """Before 24.11 there is no indexed `listpays`: each poll lists every
         completed payment, so poll at the sweep's pace instead."""
@@ -517,8 +524,15 @@ class ClnNode(Node):
         counts payments as they start, and a payment started first may
         complete last), so those are handed on every time with cursor 0 (the
         store keeps each payment once): the listing reads them all anyway.
+        `listpays index=updated` never lists those (`start` is at least 1):
+        from cursor 0 (a first read, or one started over) every completed
+        payment is listed once without the index, those with cursor 0 handed on.
         """
         if self.version >= (24, 11):
+            if cursor == 0:
+                for row in self._call("listpays", status="complete")["pays"]:
+                    if not int(row.get("updated_index") or 0):
+                        yield _pay_to_outgoing(row, 0)
             for row, position in self._updated("listpays", "pays", cursor):
                 if row["status"] == "complete":
                     yield _pay_to_outgoing(row, position)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,10 +37,10 @@ from lnplugin.boostagram import (
 from lnplugin.handout import Handout, Senders
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import rss_payments as db
+from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
 BATCH = 500  # outbox events read per transaction
 FETCHERS = 4  # fetches at once: a slow or silent app holds one, not the whole queue
 PARK = 30.0  # seconds a row whose outcome could not be stored waits before another try
@@ -160,38 +159,21 @@ class RssPaymentWorker:
         self.settings = settings
         self._pool = Senders(FETCHERS, "lnplugin-rss-fetch")
         self._handout = Handout(FETCHERS, PARK)  # rows being fetched, by invoice id
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
         # Fetches follow settlements only (`schedule`); other events wait for
         # the next of those, or the idle timeout, to move the cursor past them.
-        self.store.on_commit(self._wake, (events.INCOMING_SETTLED,))
-        self._thread = threading.Thread(target=self._run, name="lnplugin-rss-payment", daemon=True)
-        self._thread.start()
+        self._loop = WakeLoop(store, "lnplugin-rss-payment", self.step, (events.INCOMING_SETTLED,))
+        self._stop = self._loop.stopping
+
+    def start(self) -> None:
+        self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self.store.off_commit(self._wake)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
         self._pool.shutdown(STOP_GRACE)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                wait = self.step()
-            except Exception:
-                log.exception("rss::payment worker step failed")
-                wait = IDLE_WAIT
-            self._wake.wait(wait)
+        return self._loop.running
 
     def step(self) -> float:
         """Schedule from new events, hand due fetches to the pool; returns seconds to sleep."""
@@ -229,7 +211,7 @@ class RssPaymentWorker:
             parked = True
         finally:
             self._handout.release(row["invoice_id"], parked)
-            self._wake.set()
+            self._loop.wake()
 
     def schedule(self, tx: Any) -> int:
         """Look at the events past the cursor; returns how many were read."""

@@ -28,6 +28,7 @@ from lnplugin import __version__, pinned_http
 from lnplugin.handout import Handout, Senders
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
+from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the re
 # are at most half the senders: a receiver that does not answer gets half,
 # never all (`DeliveryWorker.per_target`).
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
-IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
 PARK = 60.0  # seconds a row whose outcome could not be recorded is not dispatched again
 # Seconds a stop waits for attempts in flight to store their outcome; one that
 # has not by then is left, its row still due, for the next start to send again.
@@ -127,45 +127,28 @@ class DeliveryWorker:
         self.public_url = public_url  # fills the invoice's links in each body
         self.allow = tuple(allow)
         self.schedule = tuple(schedule)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        # Every event type wakes it: an endpoint may subscribe to any of them.
+        self._loop = WakeLoop(store, "lnplugin-webhooks", self.step)
+        self._stop = self._loop.stopping
         self._pool = Senders(senders, "lnplugin-webhook")
         self._handout = Handout(senders, PARK)  # delivery rows out, by row id
         self.per_target = max(1, senders // 2)
         self._targets: dict[int, tuple[str, str]] = {}  # rows out -> their `db.target`
         self._targets_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         with self.store.transaction() as tx:
             db.service_secrets(tx)  # create it now, so later reads never need to write
-        # Every event type: an endpoint may subscribe to any of them.
-        self.store.on_commit(self._wake)
-        self._thread = threading.Thread(target=self._run, name="lnplugin-webhooks", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self.store.off_commit(self._wake)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
         self._pool.shutdown(STOP_GRACE)
 
     @property
     def running(self) -> bool:
-        """Whether the dispatcher or watcher thread is still alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                wait = self.step()
-            except Exception:
-                log.exception("webhook worker step failed")
-                wait = IDLE_WAIT
-            self._wake.wait(wait)
+        """Whether the dispatcher thread is still alive."""
+        return self._loop.running
 
     def step(self) -> float:
         """Fan out new events, dispatch due deliveries; returns seconds to sleep."""
@@ -256,7 +239,7 @@ class DeliveryWorker:
             with self._targets_lock:
                 self._targets.pop(row["id"], None)
             self._handout.release(row["id"], parked)
-            self._wake.set()
+            self._loop.wake()
 
     def _attempt_counted(self, row: Any) -> Outcome:
         """`attempt`, with any exception as a failed attempt with its reason.

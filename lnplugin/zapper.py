@@ -42,10 +42,10 @@ from lnplugin.nwc.relay import shown_url
 from lnplugin.ssrf import Refused
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import zaps as db
+from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
 BATCH = 500  # outbox events read per transaction
 SENDERS = 4  # deliveries at once: a silent relay holds one thread, not the queue
 PARK = 30.0  # seconds a row whose outcome could not be stored waits before another try
@@ -127,9 +127,10 @@ class ZapWorker:
         self._keys_lock = threading.Lock()
         self._pool: Senders | None = None
         self._handout = Handout(SENDERS, PARK)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
+        # Receipts follow settlements only; other events wait for the next
+        # of those, or the idle timeout, to move the cursor past them.
+        self._loop = WakeLoop(store, "lnplugin-zaps", self.step, (events.INCOMING_SETTLED,))
+        self._stop = self._loop.stopping
 
     @property
     def keys(self) -> ns.Keys:
@@ -148,31 +149,12 @@ class ZapWorker:
     def start(self) -> None:
         log.info("zaps on: receipts signed by %s", self.pubkey)
         self._pool = Senders(SENDERS, "lnplugin-zap-send")
-        # Receipts follow settlements only; other events wait for the next
-        # of those, or the idle timeout, to move the cursor past them.
-        self.store.on_commit(self._wake, (events.INCOMING_SETTLED,))
-        thread = threading.Thread(target=self._run, name="lnplugin-zaps", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self.store.off_commit(self._wake)
-        for thread in self._threads:
-            thread.join(timeout)
+        self._loop.stop(timeout)
         if self._pool is not None:
             self._pool.shutdown(STOP_GRACE)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                wait = self.step()
-            except Exception:
-                log.exception("zap worker step failed")
-                wait = IDLE_WAIT
-            self._wake.wait(wait)
 
     def step(self) -> float:
         """Build receipts for new settlements, hand due deliveries to the
@@ -227,7 +209,7 @@ class ZapWorker:
             parked = True
         finally:
             self._handout.release(row["id"], parked)
-            self._wake.set()
+            self._loop.wake()
 
     def attempt(self, row: Any) -> None:
         """Send one due delivery and store the outcome."""

@@ -1,6 +1,6 @@
 """Due rows handed to a pool of threads, each out once at a time.
 
-The webhook and rss::payment workers both send (or fetch) due rows on a
+The webhook, rss::payment and zap workers send (or fetch) due rows on a
 thread pool. A row may be handed out again only once the outcome of its
 attempt is stored; one whose outcome could not be stored (a failing
 database) is still due, so it is parked for a while rather than sent again
@@ -51,6 +51,23 @@ class Handout:
             self._out.discard(key)
             if parked:
                 self._parked[key] = time.monotonic() + self.park
+
+    def attempt(
+        self, key: int, attempt: Callable[[], None], what: str, then: Callable[[], None]
+    ) -> None:
+        """Run `attempt` (on a pool thread), then release `key` and call
+        `then` (the worker's wake-up, so its next due row goes out). An
+        exception means the outcome was not stored (a failing database): the
+        row is still due, so it is parked, not attempted again in a tight loop."""
+        parked = False
+        try:
+            attempt()
+        except Exception:
+            log.exception("%s: storing the outcome failed", what)
+            parked = True
+        finally:
+            self.release(key, parked)
+            then()
 
     @property
     def out(self) -> frozenset[int]:

@@ -198,20 +198,12 @@ class RssPaymentWorker:
 
     def _fetch_one(self, row: Any) -> None:
         """`attempt` on a pool thread; then the row may be handed out again."""
-        parked = False
-        try:
-            if not self._stop.is_set():
-                self.attempt(row)
-        except Exception:
-            # The outcome was not stored (a failing database), so the row is
-            # still due: parked, it is not fetched again in a tight loop.
-            log.exception(
-                "rss::payment fetch for invoice %s: storing the outcome failed", row["invoice_id"]
-            )
-            parked = True
-        finally:
-            self._handout.release(row["invoice_id"], parked)
-            self._loop.wake()
+        self._handout.attempt(
+            row["invoice_id"],
+            lambda: None if self._stop.is_set() else self.attempt(row),
+            f"rss::payment fetch for invoice {row['invoice_id']}",
+            self._loop.wake,
+        )
 
     def schedule(self, tx: Any) -> int:
         """Look at the events past the cursor; returns how many were read."""

@@ -198,18 +198,13 @@ class ZapWorker:
         return len(rows)
 
     def _send_one(self, row: Any) -> None:
-        parked = False
-        try:
-            if not self._stop.is_set():
-                self.attempt(row)
-        except Exception:
-            log.exception(
-                "zap receipt for invoice %s: storing the outcome failed", row["invoice_id"]
-            )
-            parked = True
-        finally:
-            self._handout.release(row["id"], parked)
-            self._loop.wake()
+        """`attempt` on a pool thread; then the row may be handed out again."""
+        self._handout.attempt(
+            row["id"],
+            lambda: None if self._stop.is_set() else self.attempt(row),
+            f"zap receipt for invoice {row['invoice_id']}",
+            self._loop.wake,
+        )
 
     def attempt(self, row: Any) -> None:
         """Send one due delivery and store the outcome."""

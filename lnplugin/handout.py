@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,16 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 Row = TypeVar("Row")
+JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
+
+
+def retry_delay(schedule: Sequence[float], retry_index: int) -> float | None:
+    """Seconds until the next attempt after failure number `retry_index + 1`,
+    jittered so rows that failed together do not come back together; None
+    when the schedule is exhausted (dead-letter, given up)."""
+    if retry_index >= len(schedule):
+        return None
+    return schedule[retry_index] * random.uniform(1 - JITTER, 1 + JITTER)
 
 
 class Handout:

@@ -19,7 +19,6 @@ URLs can carry a sender's payment ids, so logs name only the host.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from lnplugin.boostagram import (
     parse_rss_payment,
     rss_payment_ref,
 )
-from lnplugin.handout import Handout, Senders
+from lnplugin.handout import Handout, Senders, retry_delay
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import rss_payments as db
 from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
@@ -47,7 +46,6 @@ PARK = 30.0  # seconds a row whose outcome could not be stored waits before anot
 # Seconds a stop waits for attempts in flight to store their outcome; one that
 # has not by then is left, its row still due, for the next start to send again.
 STOP_GRACE = 1.0
-JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 # Where a settled payment's rss::payment reference may be, in the order looked at.
 SOURCES = ("comment", "keysend_message", "description")
 
@@ -264,7 +262,7 @@ class RssPaymentWorker:
                     "" if changed else " kept (no new boostagram)",
                 )
                 return
-            delay = self._delay(row["attempts"]) if result.retry else None
+            delay = retry_delay(self.settings.schedule, row["attempts"]) if result.retry else None
             next_at = None if delay is None else time.time() + delay
             final = db.REFUSED if result.refused else db.FAILED
             db.record_failure(tx, invoice_id, str(result.error), next_at, final=final)
@@ -275,9 +273,3 @@ class RssPaymentWorker:
             result.error,
             f"; retrying in {delay:.0f}s" if delay is not None else "",
         )
-
-    def _delay(self, failures_before: int) -> float | None:
-        schedule = self.settings.schedule
-        if failures_before >= len(schedule):
-            return None
-        return schedule[failures_before] * random.uniform(1 - JITTER, 1 + JITTER)

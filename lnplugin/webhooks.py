@@ -15,7 +15,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import random
 import threading
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lnplugin import __version__, pinned_http
-from lnplugin.handout import Handout, Senders
+from lnplugin.handout import Handout, Senders, retry_delay
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
 from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
@@ -37,7 +36,6 @@ SENDERS = 8  # concurrent deliveries, so one slow receiver cannot hold up the re
 # Deliveries in flight to one target (an endpoint, or an invoice `webhook` URL)
 # are at most half the senders: a receiver that does not answer gets half,
 # never all (`DeliveryWorker.per_target`).
-JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 PARK = 60.0  # seconds a row whose outcome could not be recorded is not dispatched again
 # Seconds a stop waits for attempts in flight to store their outcome; one that
 # has not by then is left, its row still due, for the next start to send again.
@@ -101,14 +99,6 @@ def post(url: str, body: bytes, headers: dict[str, str], allow: Sequence[str]) -
 
 
 # -- the worker ----------------------------------------------------------------------
-
-
-def retry_delay(schedule: Sequence[int], retry_index: int) -> float | None:
-    """Seconds until the next attempt after failure number `retry_index + 1`,
-    or None when the schedule is exhausted (dead-letter)."""
-    if retry_index >= len(schedule):
-        return None
-    return schedule[retry_index] * random.uniform(1 - JITTER, 1 + JITTER)
 
 
 class DeliveryWorker:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import socket
 import threading
 import time
@@ -37,7 +36,7 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 from lnplugin import pinned_http, zaps
-from lnplugin.handout import Handout, Senders
+from lnplugin.handout import Handout, Senders, retry_delay
 from lnplugin.nwc.relay import shown_url
 from lnplugin.ssrf import Refused
 from lnplugin.store import Store, cursors, events, invoices
@@ -54,7 +53,6 @@ CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 10.0  # seconds from the connect to the relay's OK, all in all
 # Seconds between attempts at one relay (about 15 hours in all), then given up.
 RETRY_SCHEDULE = (1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800)
-JITTER = 0.2
 MAX_MESSAGE = 64 * 1024
 # NIP-01 `OK false` prefixes after which the same event may be taken later.
 _TRANSIENT = ("rate-limited:", "error:")
@@ -192,7 +190,7 @@ class ZapWorker:
             receipt = zaps.receipt(
                 keys, request["request"], invoice.payment_request, invoice.preimage, paid_at
             )
-            db.set_receipt(tx, invoice.id, receipt)
+            db.set_receipt(tx, invoice.id, receipt, json.loads(request["relays"]))
         if rows:
             cursors.advance(tx, db.CURSOR, rows[-1]["seq"])
         return len(rows)
@@ -216,13 +214,12 @@ class ZapWorker:
             state = db.SENT
         elif outcome.refused:
             state = db.REFUSED
-        elif outcome.retry and row["attempts"] < len(RETRY_SCHEDULE):
-            state = db.PENDING
-            delay = RETRY_SCHEDULE[row["attempts"]] * random.uniform(1 - JITTER, 1 + JITTER)
         else:
-            state = db.FAILED
+            delay = retry_delay(RETRY_SCHEDULE, row["attempts"]) if outcome.retry else None
+            state = db.FAILED if delay is None else db.PENDING
         next_at = None if delay is None else time.time() + delay
-        with self.store.transaction() as tx:
+        # Rows only this worker reads; its loop is woken when the attempt ends.
+        with self.store.transaction(wake=False) as tx:
             db.record_attempt(tx, row["id"], state=state, error=outcome.error, next_at=next_at)
         if outcome.sent:
             log.info("zap receipt for invoice %s published to %s", row["invoice_id"], relay)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from lnplugin import handout, webhooks
 from lnplugin import hub as hub_module
-from lnplugin import webhooks
 from lnplugin.store import Store
 from lnplugin.store import webhooks as db
 from tests.helpers_webhooks import Receiver, Server, run_cli, wait_for
@@ -474,7 +474,7 @@ def test_a_send_that_raises_is_a_failed_attempt_on_the_schedule(
         assert row["attempts"] == 1 and row["retry_index"] == 1
         assert row["status"] == "pending" and row["last_status_code"] is None
         assert reason in row["last_error"]
-        low, high = 3600 * (1 - webhooks.JITTER), 3600 * (1 + webhooks.JITTER)
+        low, high = 3600 * (1 - handout.JITTER), 3600 * (1 + handout.JITTER)
         assert before + low <= row["next_attempt_at"] <= time.time() + high
     finally:
         worker.stop()

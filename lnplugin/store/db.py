@@ -553,10 +553,8 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             changed = conn.total_changes != changes
-            appended: frozenset[str] | None = None  # the outbox event types written
-            if changed and head is not None:
-                new_head = _outbox_head(conn)
-                appended = _types_after(conn, head) if new_head != head else frozenset()
+            # The outbox event types written (None: not looked at).
+            appended = _types_after(conn, head) if changed and head is not None else None
             wake = wake or bool(appended)
             conn.execute("COMMIT")
             if ran:

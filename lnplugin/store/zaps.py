@@ -43,10 +43,6 @@ def record_request(
     )
 
 
-def request_of(conn: sqlite3.Connection, invoice_id: int) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM zap_requests WHERE invoice_id = ?", (invoice_id,)).fetchone()
-
-
 def without_receipt(tx: sqlite3.Connection, invoice_ids: Sequence[int]) -> list[sqlite3.Row]:
     """The zap requests of these invoices that have no receipt yet."""
     if not invoice_ids:
@@ -58,23 +54,22 @@ def without_receipt(tx: sqlite3.Connection, invoice_ids: Sequence[int]) -> list[
     ).fetchall()
 
 
-def set_receipt(tx: sqlite3.Connection, invoice_id: int, receipt: str) -> bool:
-    """Store the invoice's receipt and a pending delivery per relay; False
-    (and nothing changed) when it has one already."""
+def set_receipt(
+    tx: sqlite3.Connection, invoice_id: int, receipt: str, relays: Sequence[str]
+) -> bool:
+    """Store the invoice's receipt and a pending delivery to each of its
+    request's `relays`; False (and nothing changed) when it has one already."""
     cur = tx.execute(
         "UPDATE zap_requests SET receipt = ? WHERE invoice_id = ? AND receipt IS NULL",
         (receipt, invoice_id),
     )
     if cur.rowcount == 0:
         return False
-    row = tx.execute(
-        "SELECT relays FROM zap_requests WHERE invoice_id = ?", (invoice_id,)
-    ).fetchone()
     now = int(time.time())
     tx.executemany(
         "INSERT OR IGNORE INTO zap_receipts (invoice_id, relay, state, attempts,"
         " next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', 0, ?, ?, ?)",
-        [(invoice_id, relay, now, now, now) for relay in json.loads(row[0])],
+        [(invoice_id, relay, now, now, now) for relay in relays],
     )
     return True
 
@@ -127,9 +122,3 @@ def record_attempt(
             delivery_id,
         ),
     )
-
-
-def deliveries(conn: sqlite3.Connection, invoice_id: int) -> list[sqlite3.Row]:
-    return conn.execute(
-        "SELECT * FROM zap_receipts WHERE invoice_id = ? ORDER BY id", (invoice_id,)
-    ).fetchall()

@@ -37,7 +37,8 @@ class WakeLoop:
         self.store = store
         self.name = name
         self._step = step
-        self._types = None if types is None else tuple(types)
+        self._types = None if types is None else tuple(sorted(types))
+        self._listening = threading.Lock()  # `retype` against `stop`
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,10 +48,21 @@ class WakeLoop:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
+    def retype(self, types: Iterable[str] | None) -> None:
+        """Be woken from now on by commits appending `types` (None: every
+        waking commit); for a worker whose wants change while it runs."""
+        new = None if types is None else tuple(sorted(types))
+        with self._listening:
+            if new != self._types:
+                self._types = new
+                if self._thread is not None and not self.stopping.is_set():
+                    self.store.on_commit(self._wake, new)
+
     def stop(self, timeout: float) -> None:
-        self.stopping.set()
+        with self._listening:
+            self.stopping.set()
+            self.store.off_commit(self._wake)
         self._wake.set()
-        self.store.off_commit(self._wake)
         if self._thread is not None:
             self._thread.join(timeout)
 

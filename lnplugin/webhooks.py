@@ -117,8 +117,11 @@ class DeliveryWorker:
         self.public_url = public_url  # fills the invoice's links in each body
         self.allow = tuple(allow)
         self.schedule = tuple(schedule)
-        # Every event type wakes it: an endpoint may subscribe to any of them.
-        self._loop = WakeLoop(store, "lnplugin-webhooks", self.step)
+        # Woken by the event types some endpoint takes, and by every event of
+        # an invoice with its own webhook URL (`wanted_types`, kept current by
+        # each step); the rest are fanned out (to no one) at the next wake-up,
+        # so a server with no endpoint pays nothing per invoice created.
+        self._loop = WakeLoop(store, "lnplugin-webhooks", self.step, db.wanted_types(store.conn))
         self._stop = self._loop.stopping
         self._pool = Senders(senders, "lnplugin-webhook")
         self._handout = Handout(senders, PARK)  # delivery rows out, by row id
@@ -143,6 +146,10 @@ class DeliveryWorker:
     def step(self) -> float:
         """Fan out new events, dispatch due deliveries; returns seconds to sleep."""
         conn = self.store.conn
+        # Before the fan-out: an endpoint added since the last step (its commit
+        # woke this one) must wake the next, or its first event could wait
+        # for the idle timeout.
+        self._loop.retype(db.wanted_types(conn))
         backlog = False
         if events.last_seq(conn) > cursors.get(conn, db.CURSOR):
             # Delivery rows, which only this worker reads, and on in this step.

@@ -770,6 +770,28 @@ def test_a_listener_for_some_event_types_is_woken_by_those_and_by_commits_withou
     store.off_commit(anything)
 
 
+def test_an_event_of_an_invoice_with_its_own_webhook_wakes_listeners_of_those(store):
+    # The webhook worker is woken by the types its endpoints take, and by
+    # every event of an invoice with its own webhook URL, whatever the type.
+    plain = open_invoice(store, "01" * 32)
+    hooked = open_invoice(store, "02" * 32)
+    with store.transaction() as tx:
+        tx.execute(
+            "UPDATE invoices SET webhook_url = 'https://shop.example/hook' WHERE id = ?", (hooked,)
+        )
+    woken = threading.Event()
+    store.on_commit(woken, (events.HAS_INVOICE_WEBHOOK,))
+    try:
+        with store.transaction() as tx:
+            events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, plain))
+        assert not woken.is_set()
+        with store.transaction() as tx:
+            events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, hooked))
+        assert woken.is_set()
+    finally:
+        store.off_commit(woken)
+
+
 @pytest.mark.parametrize("type_", [None, "incoming", "outgoing"])
 def test_an_export_batch_walks_the_primary_key_without_sorting(store, type_):
     """Each batch reads on from the last id. With `type=`, SQLite would pick

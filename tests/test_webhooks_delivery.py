@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from lnplugin import handout, webhooks
 from lnplugin import hub as hub_module
-from lnplugin.store import Store
+from lnplugin.store import Store, events, invoices
 from lnplugin.store import webhooks as db
 from tests.helpers_webhooks import Receiver, Server, run_cli, wait_for
 
@@ -435,6 +435,61 @@ def test_stop_wakes_the_worker_and_the_hub(tmp_path: Path, monkeypatch: pytest.M
             assert hub._thread is not None and not hub._thread.is_alive()
     finally:
         store.close()
+
+
+def test_the_worker_is_woken_by_what_its_endpoints_and_invoice_webhooks_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with no endpoint taking `invoice.incoming.created` is not
+    woken by each invoice created; an endpoint added while it runs, and an
+    invoice with its own webhook URL, wake it. The idle timeout is an hour
+    here, so a missed wake-up leaves the delivery unmade and fails the test."""
+    monkeypatch.setattr(webhooks, "IDLE_WAIT", 3600.0)
+    store = Store(tmp_path / "db.sqlite")
+    worker = webhooks.DeliveryWorker(store, allow=["127.0.0.0/8"])
+    worker.start()
+    try:
+        hooked_types = {events.HAS_INVOICE_WEBHOOK}
+        assert store._listeners[worker._loop._wake] == frozenset(hooked_types)
+
+        with store.transaction() as tx:
+            ep = db.create_endpoint(tx, "http://127.0.0.1:9/hook", None, [SETTLED])
+        wait_for(
+            lambda: store._listeners[worker._loop._wake] == frozenset({SETTLED, *hooked_types})
+        )
+        plain, hooked = (_open_invoice(store, h) for h in ("01" * 32, "02" * 32))
+        with store.transaction() as tx:
+            tx.execute(
+                "UPDATE invoices SET webhook_url = 'http://127.0.0.1:9/own' WHERE id = ?", (hooked,)
+            )
+        with store.transaction() as tx:
+            settled = events.append(tx, SETTLED, invoices.by_id(tx, plain))
+        assert wait_for(lambda: db.deliveries(store.conn, ep["id"]))[0]["event_seq"] == settled
+        with store.transaction() as tx:
+            created = events.append(tx, CREATED, invoices.by_id(tx, hooked))
+        own = wait_for(lambda: db.invoice_deliveries(store.conn, hooked))
+        assert [d["event_seq"] for d in own] == [created]
+    finally:
+        worker.stop()
+        store.close()
+
+
+def _open_invoice(store: Store, payment_hash: str) -> int:
+    now = int(time.time())
+    with store.transaction() as tx:
+        return invoices.insert(
+            tx,
+            {
+                "type": "incoming",
+                "payment_hash": payment_hash,
+                "payment_request": "lnbcrt1...",
+                "state": "OPEN",
+                "amount_msat": 5000,
+                "created_at": now,
+                "expiry": 3600,
+                "expires_at": now + 3600,
+            },
+        )
 
 
 def _stored_delivery(store: Store, url: str) -> tuple[str, str]:

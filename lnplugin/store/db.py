@@ -37,6 +37,7 @@ from pathlib import Path
 import sqlite_utils
 
 from lnplugin.datadir import DataDirError, ensure_dir, lock_holder, private_database
+from lnplugin.store import events
 from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
 from lnplugin.store.migrations import MIGRATIONS, SchemaTooNew, current_version, migrate
 from lnplugin.store.revocations import RevocationMark
@@ -225,9 +226,18 @@ def _outbox_head(conn: sqlite3.Connection) -> int:
 
 
 def _types_after(conn: sqlite3.Connection, seq: int) -> frozenset[str]:
-    """The types of the outbox events past `seq` (those of the open transaction)."""
-    rows = conn.execute("SELECT DISTINCT type FROM events WHERE seq > ?", (seq,))
-    return frozenset(row[0] for row in rows)
+    """The types of the outbox events past `seq` (those of the open
+    transaction), and `events.HAS_INVOICE_WEBHOOK` when one of them is of
+    an invoice with its own webhook URL."""
+    rows = conn.execute(
+        "SELECT DISTINCT e.type, i.webhook_url IS NOT NULL FROM events e"
+        " LEFT JOIN invoices i ON i.id = e.invoice_id WHERE e.seq > ?",
+        (seq,),
+    ).fetchall()
+    types = {row[0] for row in rows}
+    if any(row[1] for row in rows):
+        types.add(events.HAS_INVOICE_WEBHOOK)
+    return frozenset(types)
 
 
 class Store:

@@ -33,6 +33,10 @@ OUTGOING_SETTLED = "invoice.outgoing.settled"
 INVOICE_UPDATED = "invoice.updated"
 # Its hosted checkout page was opened for the first time.
 INVOICE_VIEWED = "invoice.viewed"
+# Not an event type: what `Store.on_commit` also reports for a commit that
+# appended an event of an invoice with its own `webhook_url`, which gets
+# every event of that invoice whatever the type. Never stored.
+HAS_INVOICE_WEBHOOK = "(an invoice's own webhook_url)"
 EVENT_TYPES = (
     INCOMING_CREATED,
     INCOMING_SETTLED,

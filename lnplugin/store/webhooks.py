@@ -75,6 +75,16 @@ def filter_types(row: sqlite3.Row) -> list[str]:
     return list(json.loads(row["filter_types"]))
 
 
+def wanted_types(conn: sqlite3.Connection) -> frozenset[str]:
+    """What the delivery worker must be woken for (`Store.on_commit` types):
+    the event types some endpoint takes, and every event of an invoice with
+    its own webhook URL."""
+    wanted = {events.HAS_INVOICE_WEBHOOK}
+    for (types,) in conn.execute("SELECT DISTINCT filter_types FROM webhook_endpoints"):
+        wanted.update(json.loads(types))
+    return frozenset(wanted)
+
+
 # -- fan-out ----------------------------------------------------------------------
 
 

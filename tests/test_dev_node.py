@@ -14,6 +14,7 @@ import pytest
 from lnplugin import bolt11
 from lnplugin.nodes.base import InvoiceNotFound, InvoiceNotOpen, InvoiceRequest, NodeError
 from lnplugin.nodes.dev import KEY_FILE, DevNode
+from lnplugin.nodes.dev.node import CHANGES_AFTER
 
 
 @pytest.fixture
@@ -249,3 +250,12 @@ def test_threads_minting_at_once_queue_on_the_nodes_lock_not_in_sqlites_busy_han
         thread.join()
     assert errors == []
     assert len(set(minted)) == 8 * 40
+
+
+def test_the_hold_feed_reads_changes_through_an_index(node: DevNode) -> None:
+    """The hold feed asks for changes past its position every 50 ms; a scan
+    of every invoice each time cost a busy dev node more than a request did."""
+    plan = " ".join(
+        row[3] for row in node._conn.execute(f"EXPLAIN QUERY PLAN {CHANGES_AFTER}", (0,))
+    )
+    assert "USING INDEX dev_invoices_change_index" in plan, plan

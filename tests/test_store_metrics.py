@@ -139,6 +139,7 @@ def test_the_migration_counts_what_was_there_before_it(tmp_path: Path) -> None:
             tx.execute("DROP INDEX idx_invoices_boost_feed_id")  # 25
             for table in ("zap_receipts", "zap_requests", "zapper_key"):  # 27
                 tx.execute(f"DROP TABLE {table}")
+            tx.execute("ALTER TABLE nwc_connections DROP COLUMN lud16")  # 28
             tx.execute("DELETE FROM schema_version WHERE version >= 22")
     finally:
         store.close()

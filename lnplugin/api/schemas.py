@@ -543,6 +543,10 @@ class NwcConnection(BaseModel):
         "connection made before keys per connection (it uses the shared key, `nwc.pubkey` "
         "in GET /health)"
     )
+    lud16: str | None = Field(
+        description="the Lightning Address its URI names (NIP-47 `lud16`); null for none, "
+        "and for connections made before lnplugin kept it"
+    )
     created_at: int
     revoked_at: int | None
     uri: str | None = Field(

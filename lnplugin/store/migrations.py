@@ -731,6 +731,15 @@ def _zaps(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration(28, "NWC connections keep the Lightning Address their URI names")
+def _nwc_connection_lud16(db: sqlite_utils.Database) -> None:
+    # The `lud16` put in a connection's URI, which is shown once: kept so
+    # `nwc list` and `GET /nwc/connections` can say which address an app was
+    # given. NULL for none, and for connections made before this migration
+    # (what their URIs named was not kept).
+    db.execute("ALTER TABLE nwc_connections ADD COLUMN lud16 TEXT")
+
+
 def read_only_uri(path: str | os.PathLike[str]) -> str:
     """An SQLite URI opening `path` read-only; the path is quoted, so a `?` or `#`
     in a directory name is not taken for the URI's query or fragment."""

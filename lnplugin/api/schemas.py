@@ -510,6 +510,11 @@ class Info(BaseModel):
     nwc: dict[str, Any] | None = Field(
         default=None, description="with --nwc-relay: each relay's state, the notification backlog"
     )
+    zaps: dict[str, Any] | None = Field(
+        default=None,
+        description="with --zaps: the zapper pubkey, the zap receipt backlog (receipt_backlog) "
+        "and the deliveries given up (receipts_failed, receipts_refused)",
+    )
 
 
 class Health(BaseModel):
@@ -526,6 +531,11 @@ class Health(BaseModel):
         default=None,
         description="with --nwc-relay, and a valid token or the status key: each relay's "
         "state, the notification backlog",
+    )
+    zaps: dict[str, Any] | None = Field(
+        default=None,
+        description="with --zaps, and a valid token or the status key: the zapper pubkey, "
+        "the zap receipt backlog and the deliveries given up",
     )
 
 

@@ -742,7 +742,11 @@ def _zaps(db: sqlite_utils.Database) -> None:
 ZAP_TALLY = ("zap_receipts", "zap_receipts", "state", "1", "{row}.state")
 
 
-@migration(28, "NWC connections keep their URI's Lightning Address; zap receipts counted")
+@migration(
+    28,
+    "NWC connections keep their URI's Lightning Address; zap receipts counted; "
+    "hold cancel reasons kept with the decision",
+)
 def _nwc_lud16_and_zap_tallies(db: sqlite_utils.Database) -> None:
     # The `lud16` put in a connection's URI, which is shown once: kept so
     # `nwc list` and `GET /nwc/connections` can say which address an app was
@@ -752,6 +756,12 @@ def _nwc_lud16_and_zap_tallies(db: sqlite_utils.Database) -> None:
     # Zap receipt deliveries by state, for `/metrics`, `/info` and `/health`
     # (the receipt backlog), kept as webhook deliveries' are (migration 22).
     _tally_triggers(db, *ZAP_TALLY)
+    # Why lnplugin canceled a hold invoice whose HTLCs it holds (Core
+    # Lightning plugin mode), written with the decision: the invoice's
+    # CANCELED is stored after the HTLCs are failed, and a process that dies
+    # in between left the next one only the decision, stored then as
+    # "canceled on the node". NULL for a settle, and for decisions before this.
+    db.execute("ALTER TABLE hold_decisions ADD COLUMN reason TEXT")
 
 
 def read_only_uri(path: str | os.PathLike[str]) -> str:

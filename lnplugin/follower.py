@@ -593,7 +593,7 @@ class Follower:
             raise NodeError(f"the {self.node.kind} node cannot cancel invoices")
         self._cancel_reasons[payment_hash] = reason
         try:
-            self.apply([InvoiceUpdate(holder.cancel_invoice(payment_hash), 0)])
+            self.apply([InvoiceUpdate(holder.cancel_invoice(payment_hash, reason), 0)])
         finally:
             self._cancel_reasons.pop(payment_hash, None)
 

@@ -144,6 +144,22 @@ class ZapWorker:
     def pubkey(self) -> str:
         return str(self.keys.public_key().to_hex())
 
+    def status(self) -> dict[str, Any]:
+        """For `GET /info`, the operator's `GET /health` and `lnplugin status`:
+        deliveries (one per receipt and relay) still to go, receipts not yet
+        built included, and those given up, as the relay refused the event or
+        its retries ran out (`failed`) or its address may not be reached
+        (`refused`, see `--zap-relay-allow`)."""
+        with self.store.snapshot() as conn:
+            states = db.by_state(conn)
+            unbuilt = db.not_built(conn)
+        return {
+            "pubkey": self.pubkey,
+            "receipt_backlog": states[db.PENDING] + unbuilt,
+            "receipts_failed": states[db.FAILED],
+            "receipts_refused": states[db.REFUSED],
+        }
+
     def start(self) -> None:
         log.info("zaps on: receipts signed by %s", self.pubkey)
         self._pool = Senders(SENDERS, "lnplugin-zap-send")

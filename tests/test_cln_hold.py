@@ -862,3 +862,77 @@ def test_held_invoices_lightningd_does_not_replay_are_canceled(
         assert hold_events(store, lost.payment_hash).count(events.INCOMING_CANCELED) == 1
     finally:
         again.close()
+
+
+def test_why_lnplugin_canceled_survives_a_crash_before_the_invoice_is_stored(
+    sim: ClnSim, tmp: Path
+) -> None:
+    """The decision to cancel is stored before any HTLC is failed; the
+    invoice's CANCELED (with the reason) only after, by the follower. A
+    crash in between left the reason in memory: the next process found the
+    decision and stored "canceled on the node". Here the real hold code
+    decides each kind of cancel (through the API, replays that never add up,
+    replays missing after a plugin restart) and the process "dies" before
+    the follower stores it; a real plugin process started on the same data
+    dir then shows each invoice CANCELED with its real reason."""
+    data = tmp / "lnp"
+    data.mkdir()
+    store = Store(data / "lnplugin.sqlite")
+    node = ClnHoldNode(sim.socket_path, network="regtest")
+    node.attach(store)
+    follower = Follower(node, store)
+    by_api_reason = "canceled through the API"
+    try:
+        _, by_api = minted_hold(node, store)
+        _, unheld = minted_hold(node, store)
+        _, partial = minted_hold(node, store)
+        onion, htlc = paying_htlc(sim, partial, 3)
+        parts = [{**htlc, "amount_msat": 20_000}, {**htlc, "id": 4, "amount_msat": 40_000}]
+        for n, minted in ((1, by_api), (2, unheld)):
+            assert node.on_htlc(*paying_htlc(sim, minted, n), lambda _: None)
+        for part_htlc in parts:
+            assert node.on_htlc(onion, part_htlc, lambda _: None)
+        for _ in range(3):
+            assert apply_next(node, follower).state == "ACCEPTED"
+        # `Follower.cancel`'s node call; the process dies before its `apply`.
+        assert node.cancel_invoice(by_api.payment_hash, by_api_reason).state == "CANCELED"
+        node.close()
+        # lightningd restarts with a new plugin process: it replays one part
+        # of `partial` (never the rest) and nothing of `unheld`.
+        again = ClnHoldNode(sim.socket_path, network="regtest")
+        again.attach(store)
+        again.mpp_timeout = 0.2
+        try:
+            assert again.on_htlc(onion, parts[0], lambda _: None)
+            again.expect_replays(startup=True)
+            # Both cancels decided (each reported on the hold feed); the
+            # process dies before the follower stores either.
+            reported = {again._updates.get(timeout=30).invoice.payment_hash for _ in range(2)}
+            assert reported == {unheld.payment_hash, partial.payment_hash}
+        finally:
+            again.close()
+        with store.snapshot() as conn:
+            for minted in (by_api, unheld, partial):
+                row = invoices.by_hash(conn, minted.payment_hash, "incoming")
+                assert row is not None and row.state == "ACCEPTED"  # as the crash left it
+    finally:
+        store.close()
+
+    restarted = PluginDriver(sim, data)
+    restarted.start()
+    api = Api(restarted.url, restarted.admin_token)
+    try:
+        expected = {
+            by_api.payment_hash: by_api_reason,
+            unheld.payment_hash: NOT_REPLAYED.format(timeout=0.2),
+            partial.payment_hash: REPLAY_INCOMPLETE.format(timeout=0.2),
+        }
+        for payment_hash, reason in expected.items():
+            got = wait_for(
+                lambda h=payment_hash: (i := state(api, h))["state"] == "CANCELED" and i,
+                "CANCELED",
+            )
+            assert got["cancel_reason"] == reason
+    finally:
+        api.close()
+        restarted.shutdown()

@@ -205,6 +205,32 @@ def test_outgoing_payments(node: ClnNode, sim: ClnSim, tmp: Path) -> None:
     assert [p.cursor for p in node.outgoing_payments(1)] == [2]
 
 
+def test_a_history_with_no_completed_payment_costs_one_call_per_poll(
+    node: ClnNode, sim: ClnSim
+) -> None:
+    """On 24.11+ the outgoing cursor stays 0 until a payment completes; each
+    poll then made a full `listpays status=complete` and paged through every
+    payment by `index=updated` (failed ones too) on top of it. Now one call,
+    which lists completed payments only (lightningd filters `status` with
+    `index`: lightningd/pay.c, wallet.c `payments_by_status`)."""
+    assert version_tuple(sim.version) >= (24, 11)
+    sim.calls.clear()
+    assert list(node.outgoing_payments(0)) == []
+    assert sim.calls["listpays"] == 1
+    for n in range(250):  # three pages of failed payments
+        sim.send_payment(1000 + n, status="failed")
+    sim.send_payment(7000, status="pending")
+    sim.calls.clear()
+    assert list(node.outgoing_payments(0)) == []
+    assert sim.calls["listpays"] == 1
+    done = sim.send_payment(8000)
+    (paid,) = node.outgoing_payments(0)
+    assert paid.payment_hash == done["payment_hash"] and paid.cursor == 251
+    sim.calls.clear()
+    assert list(node.outgoing_payments(paid.cursor)) == []
+    assert sim.calls["listpays"] == 1
+
+
 def test_outgoing_payments_before_listpays_paging(tmp: Path) -> None:
     with ClnSim(tmp / "d", tmp / "s", version="v24.05") as sim:
         sim.send_payment(5000, fee_msat=5)

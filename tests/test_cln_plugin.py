@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 import requests
 
+from lnplugin.nodes.cln.plugin import PluginConfigError
 from lnplugin.nodes.cln.tlv import encode_payload, parse_onion_payload
 from lnplugin_sim.cln_plugin_driver import PluginDriver
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 from tests.e2e import BOOST, BOOST_BYTES, CHAT, Api, scalar, wait_for
+from tests.helpers_webhooks import free_port
 
 TOKEN_SHAPE = re.compile(r"lnp_[A-Za-z0-9_-]{40,}")
 
@@ -476,6 +478,54 @@ def test_the_public_url_option_turns_on_lightning_addresses(tmp: Path) -> None:
     given = settings_from_init({"lnplugin-public-url": "https://pay.example.com/"}, config, {})
     assert given.public_url == "https://pay.example.com"
     assert settings_from_init({}, config, {}).public_url is None
+
+
+def test_the_zap_options_set_zaps_and_their_relay_allow_list(tmp: Path) -> None:
+    """`--zaps` and `--zap-relay-allow` as CLN options; unset, the environment
+    still applies beneath them, and `false` turns off what it turned on."""
+    from lnplugin.nodes.cln.plugin import settings_from_init
+
+    config = {"lightning-dir": str(tmp), "rpc-file": "lightning-rpc", "network": "regtest"}
+    given = settings_from_init(
+        {"lnplugin-zaps": True, "lnplugin-zap-relay-allow": "127.0.0.0/8, 10.0.0.0/8"}, config, {}
+    )
+    assert given.zaps is True
+    assert given.zap_relay_allow == ("127.0.0.0/8", "10.0.0.0/8")
+    # Older lightningd passes a bool option's value as a string.
+    assert settings_from_init({"lnplugin-zaps": "true"}, config, {}).zaps is True
+    unset = settings_from_init({}, config, {})
+    assert unset.zaps is False and unset.zap_relay_allow == ()
+    env = {"LNPLUGIN_ZAPS": "1", "LNPLUGIN_ZAP_RELAY_ALLOW": "192.168.0.0/16"}
+    beneath = settings_from_init({"lnplugin-zaps": None}, config, env)
+    assert beneath.zaps is True and beneath.zap_relay_allow == ("192.168.0.0/16",)
+    assert settings_from_init({"lnplugin-zaps": False}, config, env).zaps is False
+    with pytest.raises(PluginConfigError, match="zap_relay_allow"):
+        settings_from_init({"lnplugin-zap-relay-allow": "not-a-cidr"}, config, {})
+
+
+def test_the_zaps_option_offers_zaps_on_the_plugins_addresses(sim: ClnSim, tmp: Path) -> None:
+    port = free_port()
+    driver = PluginDriver(
+        sim,
+        tmp / "zaps",
+        port=port,
+        options={"lnplugin-zaps": True, "lnplugin-public-url": f"http://127.0.0.1:{port}"},
+    )
+    driver.start()
+    try:
+        manifest = {o["name"]: o for o in driver.manifest["options"]}
+        assert manifest["lnplugin-zaps"]["type"] == "bool"
+        assert "default" not in manifest["lnplugin-zaps"]  # unset: the environment decides
+        assert manifest["lnplugin-zap-relay-allow"]["type"] == "string"
+        assert driver.init_result is None
+        api = Api(driver.url, driver.admin_token)
+        made = api.post("/lightning_addresses", {"username": "alice", "description": "Tips"})
+        assert made["username"] == "alice"
+        found = requests.get(driver.url + "/.well-known/lnurlp/alice", timeout=10).json()
+        assert found["allowsNostr"] is True and len(found["nostrPubkey"]) == 64
+        api.close()
+    finally:
+        driver.shutdown()
 
 
 def test_a_misspelt_lnplugin_variable_is_a_warning_in_lightningds_log(

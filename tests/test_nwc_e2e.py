@@ -1052,6 +1052,49 @@ def test_list_transactions_from_finds_an_older_invoice_paid_since(
     assert made.payment_hash not in [t["payment_hash"] for t in before["result"]["transactions"]]
 
 
+def test_the_lightning_address_a_connection_was_given_is_listed(home: Path, relay: Relay) -> None:
+    """The address put in the URI (shown once) is stored with the connection:
+    `nwc list` (its last column) and `GET /nwc/connections` name it, so the
+    operator can tell which address an app was given; `-` / null when none."""
+    public = "https://pay.example.com"
+    flags = ("--nwc-relay", relay.url, "--public-url", public)
+
+    def made(*args: str) -> tuple[int, str]:
+        proc = e2e.run(srv.data_dir, "nwc", "connect", "--scope", "invoices:read", *flags, *args)
+        assert proc.returncode == 0, proc.stderr
+        ident = int(proc.stderr.split("wallet connection ", 1)[1].split()[0])
+        return ident, proc.stdout.strip().splitlines()[-1]
+
+    with e2e.Server(home / "lud16-stored", *flags) as srv:
+        none_served, _ = made()
+        e2e.cli(srv.data_dir, "address", "add", "alice", "--public-url", public)
+        alone, _ = made()  # the only address, put in unasked
+        e2e.cli(srv.data_dir, "address", "add", "bob", "--public-url", public)
+        asked, uri = made("--lud16", "bob")
+        assert ns.NostrWalletConnectUri.parse(uri).lud16() == "bob@pay.example.com"
+        several, _ = made()  # several served, none asked: none in the URI
+        answer = srv.request(
+            "POST", "/nwc/connections", json={"scopes": ["invoices:read"], "lud16": "alice"}
+        )
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["lud16"] == "alice@pay.example.com"
+        by_api = answer.json()["id"]
+
+        expected = {
+            none_served: None,
+            alone: "alice@pay.example.com",
+            asked: "bob@pay.example.com",
+            several: None,
+            by_api: "alice@pay.example.com",
+        }
+        listed = srv.request("GET", "/nwc/connections").json()
+        assert {c["id"]: c["lud16"] for c in listed} == expected
+        lines = e2e.cli(srv.data_dir, "nwc", "list").strip().splitlines()
+        assert {int(ln.split("\t")[0]): ln.split("\t")[-1] for ln in lines} == {
+            k: v or "-" for k, v in expected.items()
+        }
+
+
 def test_the_uri_carries_the_lightning_address_of_the_connection(home: Path, relay: Relay) -> None:
     """NIP-47: `lud16` "Recommended. A lightning address that clients can use
     to automatically setup the `lud16` field on the user's profile". The one

@@ -277,3 +277,62 @@ def test_a_restart_between_payment_and_receipt_delivers_it_once(tmp_path: Path) 
             assert scalar(data, "SELECT COUNT(*) FROM zap_receipts")[0] == 1
     finally:
         relay.kill()
+
+
+def _metric(text: str, name: str, label: str) -> float:
+    """One sample of `/metrics` (Prometheus text), by family and label set."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{label}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{label}}} in /metrics")
+
+
+def test_the_receipt_backlog_is_shown_where_the_operator_looks(tmp_path: Path) -> None:
+    """Receipts not yet delivered (the relay is down) and those given up (a
+    relay at a private address, never tried) are in `GET /info`, the
+    operator's `GET /health`, `lnplugin status` and `/metrics`, as the other
+    workers' backlogs are."""
+    down = Relay(tmp_path / "relay")  # never started: its port refuses connections
+    data = tmp_path / "data"
+    with serve(data, free_port(), *ALLOW_LOOPBACK) as srv:
+        add_alice(srv)
+        waiting = zap_request(ns.Keys.generate(), [down.url], 21_000)
+        cli(data, "dev", "pay", _callback(srv, amount=21_000, nostr=waiting).json()["pr"])
+        private = zap_request(ns.Keys.generate(), ["ws://10.9.8.7:7777"], 22_000)
+        cli(data, "dev", "pay", _callback(srv, amount=22_000, nostr=private).json()["pr"])
+        wait_for(
+            lambda: scalar(
+                data,
+                "SELECT COUNT(*) FROM zap_receipts WHERE (state = 'pending' AND attempts > 0)"
+                " OR state = 'refused' HAVING COUNT(*) = 2",
+            ),
+            "one delivery retrying and one refused",
+        )
+        zapper = requests.get(srv.url + "/.well-known/lnurlp/alice", timeout=10).json()
+        shown = {
+            "pubkey": zapper["nostrPubkey"],
+            "receipt_backlog": 1,
+            "receipts_failed": 0,
+            "receipts_refused": 1,
+        }
+        assert srv.request("GET", "/info").json()["zaps"] == shown
+        assert srv.health()["zaps"] == shown
+        # The open probe tells anyone who can reach the port nothing of it.
+        assert "zaps" not in requests.get(srv.url + "/health", timeout=10).json()
+        assert json.loads(cli(data, "status"))["zaps"] == shown
+
+        text = srv.request("GET", "/metrics").text
+        assert _metric(text, "lnplugin_zap_receipts", 'state="pending"') == 1
+        assert _metric(text, "lnplugin_zap_receipts", 'state="refused"') == 1
+        assert _metric(text, "lnplugin_zap_receipts", 'state="sent"') == 0
+        assert _metric(text, "lnplugin_zap_receipts", 'state="failed"') == 0
+        head = _metric(text, "lnplugin_outbox_seq", 'reader="head"')
+        assert head > 0 and _metric(text, "lnplugin_outbox_seq", 'reader="zaps"') == head
+
+
+def test_without_zaps_no_receipt_backlog_is_shown(tmp_path: Path) -> None:
+    with Server(tmp_path / "data") as srv:
+        assert "zaps" not in srv.request("GET", "/info").json()
+        assert "zaps" not in srv.health()
+        text = srv.request("GET", "/metrics").text
+        assert _metric(text, "lnplugin_zap_receipts", 'state="pending"') == 0

@@ -42,6 +42,8 @@ def info() -> Any:
     }
     if svc.nwc is not None:
         body["nwc"] = svc.nwc.status()
+    if svc.zaps is not None:
+        body["zaps"] = svc.zaps.status()
     if svc.settings.node == "dev":
         body["notice"] = DEV_NOTICE
     return body
@@ -56,8 +58,8 @@ def health() -> Any:
     """Open, for monitors: whether it runs and whether it follows the node.
 
     The rest (the follower's position, which counts settlements; its last
-    error; the NWC relays) is for the operator, not for anyone who can reach
-    the port: shown with a valid token of any scope, or with the status key
+    error; the NWC relays; the zap receipt backlog) is for the operator, not
+    for anyone who can reach the port: shown with a valid token of any scope, or with the status key
     `lnplugin status` reads from the data dir's lock file."""
     svc = context.service()
     status = svc.follower.status.as_dict()
@@ -70,6 +72,8 @@ def health() -> Any:
     }
     if shown is OPERATOR_FIELDS and svc.nwc is not None:
         body["nwc"] = svc.nwc.status()
+    if shown is OPERATOR_FIELDS and svc.zaps is not None:
+        body["zaps"] = svc.zaps.status()
     return body
 
 

@@ -3,9 +3,10 @@
 Two kinds of numbers. What happens in this process (HTTP requests and their
 latency) is counted as it happens, in a registry owned by the app, so two
 apps in one process (tests, the CLN plugin) never share counts. What the
-store already knows (events and settlements by type, webhook deliveries by
-outcome, the outbox backlog) and what the follower and the stream gate hold
-(cursor, head, lag, open streams) is read at scrape time by `_Collector`,
+store already knows (events and settlements by type, webhook deliveries,
+rss::payment fetches and zap receipt deliveries by outcome, the outbox
+backlog) and what the follower and the stream gate hold (cursor, head, lag,
+open streams) is read at scrape time by `_Collector`,
 so it survives restarts and cannot drift from the data.
 
 Route labels are URL rules (`/invoices/<payment_hash>`), never concrete
@@ -34,6 +35,7 @@ from lnplugin.api.auth import require
 from lnplugin.service import Service
 from lnplugin.store import events as event_types
 from lnplugin.store import metrics as store_metrics
+from lnplugin.store import zaps as zap_states
 
 bp = Blueprint("metrics", __name__)
 
@@ -184,12 +186,13 @@ class _Collector:
         yield age
         outbox = GaugeMetricFamily(
             "lnplugin_outbox_seq",
-            "Outbox positions: head, webhook fan-out, rss::payment worker.",
+            "Outbox positions: head, webhook fan-out, rss::payment worker, zap worker.",
             labels=["reader"],
         )
         outbox.add_metric(["head"], counts.outbox_head)
         outbox.add_metric(["webhooks"], counts.outbox_fanned_out)
         outbox.add_metric(["rss_payment"], counts.outbox_rss_payment)
+        outbox.add_metric(["zaps"], counts.outbox_zaps)
         yield outbox
         rss_fetches = GaugeMetricFamily(
             "lnplugin_rss_payments",
@@ -200,6 +203,16 @@ class _Collector:
         for state in ("pending", "fetched", "refused", "failed"):
             rss_fetches.add_metric([state], counts.rss_payments_by_state.get(state, 0))
         yield rss_fetches
+        zap_receipts = GaugeMetricFamily(
+            "lnplugin_zap_receipts",
+            "NIP-57 zap receipt deliveries (one per receipt and relay) by state: pending "
+            "(due or retrying), sent, refused (relay address not allowed), failed (refused "
+            "by the relay, or out of retries).",
+            labels=["state"],
+        )
+        for state in zap_states.STATES:
+            zap_receipts.add_metric([state], counts.zap_receipts_by_state.get(state, 0))
+        yield zap_receipts
 
         streams = GaugeMetricFamily("lnplugin_sse_streams_open", "Server-Sent Event streams open.")
         streams.add_metric([], svc.stream_gate.open)

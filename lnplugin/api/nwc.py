@@ -30,6 +30,7 @@ def connection_json(row: db.Connection, uri: str | None = None) -> dict[str, Any
         "scopes": sorted(row.scopes),
         "app_pubkey": row.app_pubkey,
         "wallet_pubkey": row.service_pubkey,
+        "lud16": row.lud16,
         "created_at": row.created_at,
         "revoked_at": row.revoked_at,
     }

@@ -510,6 +510,11 @@ class Info(BaseModel):
     nwc: dict[str, Any] | None = Field(
         default=None, description="with --nwc-relay: each relay's state, the notification backlog"
     )
+    zaps: dict[str, Any] | None = Field(
+        default=None,
+        description="with --zaps: the zapper pubkey, the zap receipt backlog (receipt_backlog) "
+        "and the deliveries given up (receipts_failed, receipts_refused)",
+    )
 
 
 class Health(BaseModel):
@@ -527,6 +532,11 @@ class Health(BaseModel):
         description="with --nwc-relay, and a valid token or the status key: each relay's "
         "state, the notification backlog",
     )
+    zaps: dict[str, Any] | None = Field(
+        default=None,
+        description="with --zaps, and a valid token or the status key: the zapper pubkey, "
+        "the zap receipt backlog and the deliveries given up",
+    )
 
 
 class NwcConnection(BaseModel):
@@ -542,6 +552,10 @@ class NwcConnection(BaseModel):
         description="the connection's own wallet key, which its URI names; null for a "
         "connection made before keys per connection (it uses the shared key, `nwc.pubkey` "
         "in GET /health)"
+    )
+    lud16: str | None = Field(
+        description="the Lightning Address its URI names (NIP-47 `lud16`); null for none, "
+        "and for connections made before lnplugin kept it"
     )
     created_at: int
     revoked_at: int | None

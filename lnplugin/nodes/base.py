@@ -354,10 +354,14 @@ class HoldInvoices(Protocol):
         Raises `InvoiceNotFound`, or `InvoiceNotOpen` when it is not ACCEPTED."""
         ...
 
-    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+    def cancel_invoice(self, payment_hash: str, reason: str | None = None) -> NodeInvoice:
         """Cancel an open (hold or regular) or ACCEPTED invoice; held HTLCs
         are failed back and later payments are refused. Canceling a canceled
-        invoice is a no-op. Raises `InvoiceNotFound`, or `InvoiceNotOpen` when settled."""
+        invoice is a no-op. `reason` (why lnplugin cancels it) is kept with
+        the cancel by a node whose hold decisions lnplugin stores (Core
+        Lightning plugin mode), so its lookup still tells it after a restart;
+        the others keep none. Raises `InvoiceNotFound`, or `InvoiceNotOpen`
+        when settled."""
         ...
 
     def hold_updates(self) -> Iterator[InvoiceUpdate]:

@@ -79,11 +79,12 @@ def connect(
     lud16: str | None = None,
 ) -> tuple[int, str]:
     """Returns (connection id, URI); `lud16` (from `lightning_address`) goes
-    in the URI. Raises `UnknownScope` or `NoRelay`."""
+    in the URI, and is stored with the connection: the URI is shown once.
+    Raises `UnknownScope` or `NoRelay`."""
     clean = check(scopes, relays)
     app = ns.Keys.generate()
     with store.transaction() as tx:
         service = db.take_spare(tx) or p.new_key_pair()
-        connection_id = db.create(tx, app.public_key().to_hex(), clean, label, service)
+        connection_id = db.create(tx, app.public_key().to_hex(), clean, label, service, lud16)
     uri = p.connection_uri(service[0], list(relays), app.secret_key().to_hex(), lud16)
     return connection_id, uri

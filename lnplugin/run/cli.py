@@ -854,7 +854,10 @@ def nwc_connect(
 @nwc.command("list")
 @common_options
 def nwc_list(**flags: Any) -> None:
-    """List connections (their app public keys, never a secret)."""
+    """List connections (their app public keys, never a secret).
+
+    One tab-separated line each: id, scopes, label, app public key, created,
+    state, the Lightning Address its URI names (`-` for none)."""
     from lnplugin.alby import iso
     from lnplugin.store import nwc as db
 
@@ -865,7 +868,7 @@ def nwc_list(**flags: Any) -> None:
         state = f"revoked {iso(c.revoked_at)}" if c.revoked_at else "active"
         click.echo(
             f"{c.id}\t{' '.join(sorted(c.scopes))}\t{c.label or '-'}\t{c.app_pubkey}\t"
-            f"created {iso(c.created_at)}\t{state}"
+            f"created {iso(c.created_at)}\t{state}\t{c.lud16 or '-'}"
         )
 
 

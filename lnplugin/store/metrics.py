@@ -12,9 +12,9 @@ on a million invoices):
   to an outbox position from one scrape to the next, so a scrape reads only
   the events since the last one. The first scrape of a process counts them
   all once.
-- Webhook deliveries and rss::payment fetches change state; their counts are
-  `tallies` rows that triggers keep in the transaction that writes the rows
-  (migration 22).
+- Webhook deliveries, rss::payment fetches and zap receipt deliveries change
+  state; their counts are `tallies` rows that triggers keep in the
+  transaction that writes the rows (migrations 22 and 28).
 - The rest are single lookups in an index.
 
 All run on one snapshot, so the families of one scrape agree with each other.
@@ -27,7 +27,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lnplugin.store import cursors, events
+from lnplugin.store import cursors, events, zaps
 from lnplugin.store import rss_payments as rss
 from lnplugin.store import webhooks as hooks
 
@@ -43,6 +43,8 @@ class StoreCounts:
     oldest_unfanned_event_at: int | None = None
     rss_payments_by_state: dict[str, int] = field(default_factory=dict)
     outbox_rss_payment: int = 0  # outbox seq the rss::payment worker has read
+    zap_receipts_by_state: dict[str, int] = field(default_factory=dict)
+    outbox_zaps: int = 0  # outbox seq the zap worker has read
 
 
 def tallies(conn: sqlite3.Connection, name: str) -> dict[str, int]:
@@ -111,4 +113,6 @@ def read(conn: sqlite3.Connection, running: Running | None = None) -> StoreCount
         oldest_unfanned_event_at=unfanned[0] if unfanned else None,
         rss_payments_by_state=rss_states,
         outbox_rss_payment=cursors.get(conn, rss.CURSOR),
+        zap_receipts_by_state=tallies(conn, "zap_receipts"),
+        outbox_zaps=cursors.get(conn, zaps.CURSOR),
     )

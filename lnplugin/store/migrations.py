@@ -619,32 +619,39 @@ def _tallies(db: sqlite_utils.Database) -> None:
         "CREATE TABLE tallies (name TEXT NOT NULL, key TEXT NOT NULL, n INTEGER NOT NULL,"
         " PRIMARY KEY (name, key)) WITHOUT ROWID"
     )
-    for name, table, columns, counted, key in TALLIES:
-        new = {"row": "NEW"}
-        old = {"row": "OLD"}
-        src = {"row": table}
-        db.execute(
-            f"INSERT INTO tallies (name, key, n) SELECT '{name}', {key.format(**src)}, COUNT(*)"
-            f" FROM {table} WHERE {counted.format(**src)} GROUP BY 2"
-        )
-        db.execute(
-            f"CREATE TRIGGER tally_{table}_insert AFTER INSERT ON {table}"
-            f" WHEN {counted.format(**new)} BEGIN {_tally(name, key.format(**new), '1')} END"
-        )
-        db.execute(
-            f"CREATE TRIGGER tally_{table}_delete AFTER DELETE ON {table}"
-            f" WHEN {counted.format(**old)} BEGIN {_tally(name, key.format(**old), '-1')} END"
-        )
-        # An update that moves a row out of its count, or into one (two
-        # triggers: each side has its own condition).
-        db.execute(
-            f"CREATE TRIGGER tally_{table}_update_out AFTER UPDATE OF {columns} ON {table}"
-            f" WHEN {counted.format(**old)} BEGIN {_tally(name, key.format(**old), '-1')} END"
-        )
-        db.execute(
-            f"CREATE TRIGGER tally_{table}_update_in AFTER UPDATE OF {columns} ON {table}"
-            f" WHEN {counted.format(**new)} BEGIN {_tally(name, key.format(**new), '1')} END"
-        )
+    for tally in TALLIES:
+        _tally_triggers(db, *tally)
+
+
+def _tally_triggers(
+    db: sqlite_utils.Database, name: str, table: str, columns: str, counted: str, key: str
+) -> None:
+    """Count `table`'s rows as they are now, then keep the count by triggers."""
+    new = {"row": "NEW"}
+    old = {"row": "OLD"}
+    src = {"row": table}
+    db.execute(
+        f"INSERT INTO tallies (name, key, n) SELECT '{name}', {key.format(**src)}, COUNT(*)"
+        f" FROM {table} WHERE {counted.format(**src)} GROUP BY 2"
+    )
+    db.execute(
+        f"CREATE TRIGGER tally_{table}_insert AFTER INSERT ON {table}"
+        f" WHEN {counted.format(**new)} BEGIN {_tally(name, key.format(**new), '1')} END"
+    )
+    db.execute(
+        f"CREATE TRIGGER tally_{table}_delete AFTER DELETE ON {table}"
+        f" WHEN {counted.format(**old)} BEGIN {_tally(name, key.format(**old), '-1')} END"
+    )
+    # An update that moves a row out of its count, or into one (two
+    # triggers: each side has its own condition).
+    db.execute(
+        f"CREATE TRIGGER tally_{table}_update_out AFTER UPDATE OF {columns} ON {table}"
+        f" WHEN {counted.format(**old)} BEGIN {_tally(name, key.format(**old), '-1')} END"
+    )
+    db.execute(
+        f"CREATE TRIGGER tally_{table}_update_in AFTER UPDATE OF {columns} ON {table}"
+        f" WHEN {counted.format(**new)} BEGIN {_tally(name, key.format(**new), '1')} END"
+    )
 
 
 @migration(23, "drop the settlement-path /metrics triggers an early migration 22 made")
@@ -729,6 +736,32 @@ def _zaps(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE INDEX idx_zap_receipts_due ON zap_receipts(next_attempt_at) WHERE state = 'pending'"
     )
+
+
+# Counted by migration 28, as TALLIES are by 22 (the table came in 27).
+ZAP_TALLY = ("zap_receipts", "zap_receipts", "state", "1", "{row}.state")
+
+
+@migration(
+    28,
+    "NWC connections keep their URI's Lightning Address; zap receipts counted; "
+    "hold cancel reasons kept with the decision",
+)
+def _nwc_lud16_and_zap_tallies(db: sqlite_utils.Database) -> None:
+    # The `lud16` put in a connection's URI, which is shown once: kept so
+    # `nwc list` and `GET /nwc/connections` can say which address an app was
+    # given. NULL for none, and for connections made before this migration
+    # (what their URIs named was not kept).
+    db.execute("ALTER TABLE nwc_connections ADD COLUMN lud16 TEXT")
+    # Zap receipt deliveries by state, for `/metrics`, `/info` and `/health`
+    # (the receipt backlog), kept as webhook deliveries' are (migration 22).
+    _tally_triggers(db, *ZAP_TALLY)
+    # Why lnplugin canceled a hold invoice whose HTLCs it holds (Core
+    # Lightning plugin mode), written with the decision: the invoice's
+    # CANCELED is stored after the HTLCs are failed, and a process that dies
+    # in between left the next one only the decision, stored then as
+    # "canceled on the node". NULL for a settle, and for decisions before this.
+    db.execute("ALTER TABLE hold_decisions ADD COLUMN reason TEXT")
 
 
 def read_only_uri(path: str | os.PathLike[str]) -> str:

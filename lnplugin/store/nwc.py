@@ -48,6 +48,8 @@ class Connection:
     # The wallet key its URI names; None for a connection made before keys
     # per connection (it uses the shared `service_secret`).
     service_pubkey: str | None = None
+    # The Lightning Address its URI names (NIP-47 `lud16`), None for none.
+    lud16: str | None = None
 
 
 def check_scopes(scopes: Sequence[str]) -> list[str]:
@@ -68,6 +70,7 @@ def _connection(row: sqlite3.Row) -> Connection:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         service_pubkey=row["service_pubkey"],
+        lud16=row["lud16"],
     )
 
 
@@ -77,15 +80,25 @@ def create(
     scopes: Sequence[str],
     label: str | None,
     service: tuple[str, str] | None = None,
+    lud16: str | None = None,
 ) -> int:
     """A connection for `app_pubkey`; `service` is its own wallet key pair
-    (public hex, secret hex), None to use the shared key."""
+    (public hex, secret hex), None to use the shared key; `lud16` the
+    Lightning Address its URI names."""
     clean = check_scopes(scopes)
     service_pubkey, service_secret = service or (None, None)
     cur = tx.execute(
         "INSERT INTO nwc_connections (app_pubkey, label, scopes, created_at, service_pubkey,"
-        " service_secret) VALUES (?, ?, ?, ?, ?, ?)",
-        (app_pubkey, label, " ".join(clean), int(time.time()), service_pubkey, service_secret),
+        " service_secret, lud16) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            app_pubkey,
+            label,
+            " ".join(clean),
+            int(time.time()),
+            service_pubkey,
+            service_secret,
+            lud16,
+        ),
     )
     return int(cur.lastrowid or 0)
 

@@ -17,8 +17,11 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 
+from lnplugin.store import cursors, events
+
 CURSOR = "zaps"
 PENDING, SENT, REFUSED, FAILED = "pending", "sent", "refused", "failed"
+STATES = (PENDING, SENT, REFUSED, FAILED)
 
 
 def zapper_secret(tx: sqlite3.Connection) -> str:
@@ -122,3 +125,23 @@ def record_attempt(
             delivery_id,
         ),
     )
+
+
+def by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    """Deliveries (one per receipt and relay) by state, every state present:
+    the trigger-kept tallies (migration 28), not a count of the table."""
+    counted = dict(
+        conn.execute("SELECT key, n FROM tallies WHERE name = 'zap_receipts'").fetchall()
+    )
+    return {state: int(counted.get(state, 0)) for state in STATES}
+
+
+def not_built(conn: sqlite3.Connection) -> int:
+    """Zapped invoices settled past the worker's cursor: receipts it has yet
+    to build (and deliver). At most the outbox events it has not read."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM events e JOIN zap_requests z ON z.invoice_id = e.invoice_id"
+        " WHERE e.seq > ? AND e.type = ? AND z.receipt IS NULL",
+        (cursors.get(conn, CURSOR), events.INCOMING_SETTLED),
+    ).fetchone()
+    return int(row[0])

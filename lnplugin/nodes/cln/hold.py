@@ -9,11 +9,12 @@ settled (answer `resolve` with the preimage) or canceled (answer `fail`).
 Because the node has no invoice for the hash, HTLCs that no plugin resolves
 are refused by lightningd, so nothing can pay the invoice behind our back.
 
-The decision is stored (`store.holds`, a settle with the HTLCs it answers)
-before any HTLC is answered: lightningd replays unanswered HTLCs after a
-restart and they are answered from it, any other HTLC to a settled hash is
-failed, and a lookup after a crash between answering and storing the
-invoice's new state still finds the outcome. Held HTLCs themselves are not
+The decision is stored (`store.holds`, a settle with the HTLCs it answers,
+a cancel with why lnplugin made it) before any HTLC is answered:
+lightningd replays unanswered HTLCs after a restart and they are answered
+from it, any other HTLC to a settled hash is failed, and a lookup after a
+crash between answering and storing the invoice's new state still finds
+the outcome, and the reason. Held HTLCs themselves are not
 stored: lightningd replays them, and the invoice becomes ACCEPTED again;
 one whose replayed parts do not add up (`_mpp_timed_out`) can no longer be
 settled, and is CANCELED. A plugin that dies alone has its held HTLCs failed
@@ -125,9 +126,6 @@ class ClnHoldNode(ClnNode):
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
         self._updates: queue.Queue[InvoiceUpdate] = queue.Queue()
-        # Why an ACCEPTED invoice was canceled when its held HTLCs were found
-        # gone (`_lost`), for a lookup that comes before the feed's update.
-        self._lost_reasons: dict[str, str] = {}
 
     def attach(self, store: Store) -> None:
         self.store = store
@@ -187,9 +185,10 @@ class ClnHoldNode(ClnNode):
             answer({"result": "resolve", "payment_key": preimage})
         return self._as(row, "SETTLED", preimage=preimage, received=held.total)
 
-    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
-        """Hold invoices: fail held HTLCs; regular ones: `delinvoice`, after
-        which the node refuses a payment (it has no invoice for the hash)."""
+    def cancel_invoice(self, payment_hash: str, reason: str | None = None) -> NodeInvoice:
+        """Hold invoices: fail held HTLCs, `reason` stored with the decision;
+        regular ones: `delinvoice`, after which the node refuses a payment
+        (it has no invoice for the hash)."""
         try:
             row, _ = self._hold_row(payment_hash)
         except InvoiceNotFound:
@@ -199,17 +198,17 @@ class ClnHoldNode(ClnNode):
             # lock must not be answered CANCELED (the payer's money is taken).
             decided = self._decision(payment_hash)
             if decided is None:
-                self._decide(payment_hash, "CANCELED", None)
+                self._decide(payment_hash, "CANCELED", None, reason=reason)
             held = self._held.pop(payment_hash, None) if decided is None else None
         if decided is not None:
             if decided.state == "SETTLED":
                 raise InvoiceNotOpen(f"invoice {payment_hash} is settled and cannot be canceled")
-            return self._as(row, "CANCELED")
+            return self._as(row, "CANCELED", reason=decided.reason)
         if held is not None:
             height = self._height()
             for key, answer in held.answers.items():
                 answer(_failure(held.parts[key][0], height))
-        return self._as(row, "CANCELED")
+        return self._as(row, "CANCELED", reason=reason)
 
     def hold_updates(self) -> Iterator[InvoiceUpdate]:
         while not self._closed.is_set():
@@ -236,8 +235,7 @@ class ClnHoldNode(ClnNode):
             if decided is None and held is not None and held.accepted:
                 return self._as(row, "ACCEPTED", received=held.total, deadline=held.deadline)
         if decided is not None:
-            reason = self._lost_reasons.get(payment_hash)
-            return self._as(row, decided.state, preimage=decided.preimage, reason=reason)
+            return self._as(row, decided.state, preimage=decided.preimage, reason=decided.reason)
         return None
 
     def expect_replays(self, startup: bool) -> None:
@@ -278,7 +276,7 @@ class ClnHoldNode(ClnNode):
                 with self._held_lock:
                     if payment_hash in self._held or self._decision(payment_hash) is not None:
                         continue
-                    self._decide(payment_hash, "CANCELED", None)
+                    self._decide(payment_hash, "CANCELED", None, reason=reason)
             except Exception:  # the store closing under a late timer, say
                 log.exception("hold invoice %s: could not store the cancel", payment_hash)
                 continue
@@ -286,10 +284,10 @@ class ClnHoldNode(ClnNode):
             self._lost(payment_hash, reason)
 
     def _lost(self, payment_hash: str, reason: str) -> None:
-        """Report CANCELED, with `reason`, for an invoice decided CANCELED
-        because its held HTLCs are gone (the follower stores it, with the
-        canceled event, once: a later report of it is a duplicate)."""
-        self._lost_reasons[payment_hash] = reason
+        """Report CANCELED, with `reason` (stored with the decision too, for a
+        lookup after a restart), for an invoice decided CANCELED because its
+        held HTLCs are gone (the follower stores it, with the canceled event,
+        once: a later report of it is a duplicate)."""
         try:
             row, _ = self._hold_row(payment_hash)
         except InvoiceNotFound:
@@ -420,9 +418,10 @@ class ClnHoldNode(ClnNode):
             # as every answer is), not left ACCEPTED for the safety cancel.
             # lnd never turns an ACCEPTED invoice back to OPEN either.
             lost = held.replay
+            reason = REPLAY_INCOMPLETE.format(timeout=self.mpp_timeout)
             if lost:
                 try:
-                    self._decide(payment_hash, "CANCELED", None)
+                    self._decide(payment_hash, "CANCELED", None, reason=reason)
                 except Exception:  # the parts are failed all the same: never held on
                     log.exception("hold invoice %s: could not store the cancel", payment_hash)
                     lost = False
@@ -436,7 +435,7 @@ class ClnHoldNode(ClnNode):
         for answer in held.answers.values():
             answer(MPP_TIMED_OUT)
         if lost:
-            self._lost(payment_hash, REPLAY_INCOMPLETE.format(timeout=self.mpp_timeout))
+            self._lost(payment_hash, reason)
 
     # ------------------------------------------------------------ helpers
     def _answer_decided(
@@ -469,10 +468,12 @@ class ClnHoldNode(ClnNode):
         state: holds.Decided,
         preimage: str | None,
         htlcs: Iterable[holds.HtlcKey] | None = None,
+        *,
+        reason: str | None = None,
     ) -> None:
         assert self.store is not None
         with self.store.transaction() as tx:
-            holds.decide(tx, payment_hash, state, preimage, htlcs)
+            holds.decide(tx, payment_hash, state, preimage, htlcs, reason)
 
     def _height(self) -> int:
         try:

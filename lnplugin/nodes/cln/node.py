@@ -456,11 +456,14 @@ class ClnNode(Node):
             if reply is not None:
                 known = int(reply.get("updated") or 0)
 
-    def _updated(self, method: str, key: str, cursor: int) -> Iterator[tuple[dict[str, Any], int]]:
-        """Every row of `method index=updated` after `cursor`, page by page, each
-        with the running cursor (the highest updated_index so far)."""
+    def _updated(
+        self, method: str, key: str, cursor: int, **only: Any
+    ) -> Iterator[tuple[dict[str, Any], int]]:
+        """Every row of `method index=updated` after `cursor` (and `only`'s
+        filters), page by page, each with the running cursor (the highest
+        updated_index so far)."""
         while True:
-            rows = self._call(method, index="updated", start=cursor + 1, limit=PAGE)[key]
+            rows = self._call(method, index="updated", start=cursor + 1, limit=PAGE, **only)[key]
             for row in rows:
                 cursor = max(cursor, int(row.get("updated_index") or 0))
                 yield row, cursor
@@ -519,21 +522,27 @@ class ClnNode(Node):
 
         `listpays index=updated` (v24.11+) aggregates the parts of a payment;
         older nodes get `listsendpays`, grouped here by (payment_hash, groupid).
-        Its rows have an `updated_index` since v23.11 only, and not those
-        completed before a node was upgraded to it; `id` is no stand-in (it
-        counts payments as they start, and a payment started first may
-        complete last), so those are handed on every time with cursor 0 (the
-        store keeps each payment once): the listing reads them all anyway.
-        `listpays index=updated` never lists those (`start` is at least 1):
-        from cursor 0 (a first read, or one started over) every completed
-        payment is listed once without the index, those with cursor 0 handed on.
+        Its rows have an `updated_index` since v23.11 only, and those completed
+        before a node was upgraded to it keep 0 (the column's default); `id`
+        is no stand-in (it counts payments as they start, and a payment started
+        first may complete last). Before 24.11 those are handed on every time
+        with cursor 0 (the store keeps each payment once): the listing reads
+        them all anyway. On 24.11+ no `start` pages past rows that share index
+        0, so from cursor 0 (a first read, one started over, or no payment
+        completed yet) one `listpays status=complete` lists every completed
+        payment, all parts combined, and nothing more is asked; after that,
+        `index=updated` pages from the cursor, completed payments only
+        (lightningd filters `status` with `index`). A history of failed or
+        pending payments alone is then one short call per poll, not a
+        listing of every payment.
         """
         if self.version >= (24, 11):
             if cursor == 0:
-                for row in self._call("listpays", status="complete")["pays"]:
-                    if not int(row.get("updated_index") or 0):
-                        yield _pay_to_outgoing(row, 0)
-            for row, position in self._updated("listpays", "pays", cursor):
+                rows = self._call("listpays", status="complete")["pays"]
+                payments = [_pay_to_outgoing(r, int(r.get("updated_index") or 0)) for r in rows]
+                yield from sorted(payments, key=lambda p: p.cursor)
+                return
+            for row, position in self._updated("listpays", "pays", cursor, status="complete"):
                 if row["status"] == "complete":
                     yield _pay_to_outgoing(row, position)
             return

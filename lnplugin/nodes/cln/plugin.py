@@ -33,8 +33,10 @@ log = logging.getLogger("lnplugin.cln_plugin")
 HOOK_BUSY_TIMEOUT_MS = 1000
 CONTINUE: dict[str, str] = {"result": "continue"}
 
-# (name, default, type, description): the plugin's CLN options.
-OPTIONS: tuple[tuple[str, str | int, str, str], ...] = (
+# (name, default, type, description): the plugin's CLN options. A None
+# default declares none: lightningd then passes the option only when it is
+# set, and the `LNPLUGIN_*` variable beneath it decides otherwise.
+OPTIONS: tuple[tuple[str, str | int | None, str, str], ...] = (
     (
         "lnplugin-data-dir",
         "",
@@ -61,6 +63,19 @@ OPTIONS: tuple[tuple[str, str | int, str, str], ...] = (
         "",
         "string",
         "Comma-separated domains whose rss::payment boost records are fetched. Default: none.",
+    ),
+    (
+        "lnplugin-zaps",
+        None,
+        "bool",
+        "NIP-57 zaps on the Lightning Addresses (true/false). Default: false.",
+    ),
+    (
+        "lnplugin-zap-relay-allow",
+        "",
+        "string",
+        "Comma-separated CIDRs a zap request's relays may be reached at although "
+        "loopback or private. Default: none.",
     ),
 )
 
@@ -99,11 +114,18 @@ def settings_from_init(
         "port": int(port) if port is not None and port != "" else None,
         "public_url": str(options.get("lnplugin-public-url") or "") or None,
         "rss_payment_domain": str(options.get("lnplugin-rss-payment-domain") or "") or None,
+        # A bool, or its text from a lightningd that passes options as strings.
+        "zaps": _unset_if_blank(options.get("lnplugin-zaps")),
+        "zap_relay_allow": str(options.get("lnplugin-zap-relay-allow") or "") or None,
     }
     try:
         return load_settings(flags, environ=environ)
     except (ConfigError, ValueError) as exc:
         raise PluginConfigError(f"{exc}; plugin disabled") from None
+
+
+def _unset_if_blank(value: Any) -> Any:
+    return None if value is None or value == "" else value
 
 
 def is_forward(onion: Mapping[str, Any]) -> bool:

@@ -312,7 +312,7 @@ class DevNode(Node):
         self._wake_feed()
         return self._invoice(self._written(payment_hash))
 
-    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+    def cancel_invoice(self, payment_hash: str, reason: str | None = None) -> NodeInvoice:
         cur = self._write(
             "UPDATE dev_invoices SET state = 'CANCELED', amount_received_msat = 0,"
             " change_index = (SELECT COALESCE(MAX(change_index), 0) + 1 FROM dev_invoices)"

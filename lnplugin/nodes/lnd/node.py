@@ -801,9 +801,10 @@ class LndNode(Node):
             raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")
         return found
 
-    def cancel_invoice(self, payment_hash: str) -> NodeInvoice:
+    def cancel_invoice(self, payment_hash: str, reason: str | None = None) -> NodeInvoice:
         """CancelInvoice, for open and accepted invoices alike (held HTLCs are
-        failed back). lnd refuses a settled invoice; this says so first."""
+        failed back). lnd refuses a settled invoice; this says so first.
+        lnd keeps no reason (`reason` is unused)."""
         current = self.lookup_invoice(payment_hash)
         if current is None:
             raise InvoiceNotFound(f"no invoice with payment hash {payment_hash}")

@@ -37,6 +37,7 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook
 
+from lnplugin_sim.lnd_sim import LndSim
 from lnplugin_sim.tls_proxy import TLSProxy
 from tests import e2e
 from tests.helpers_tls import GOOD, SELF_SIGNED, WRONG_NAME, Pages, Pki
@@ -391,3 +392,30 @@ def test_zap_receipts_to_an_untrusted_or_wrong_name_relay_are_retried_not_sent(
     assert receipts_at(relay.url, pr) == []
     assert server.proc.poll() is None
 
+
+# -- lnd without --lnd-cert -------------------------------------------------------
+
+
+def test_lnd_without_lnd_cert_is_verified_against_the_same_cas(home: Path, pki: Pki) -> None:
+    """lnd behind a certificate from the operator's CA, no `--lnd-cert`: gRPC
+    has roots of its own and did not read SSL_CERT_FILE, so `lnplugin doctor`
+    (Python's ssl) passed the certificate and `serve` failed every call."""
+    lnd_dir = home / "lnd"
+    lnd_dir.mkdir()
+    shutil.copy(pki.directory / f"{GOOD}.pem", lnd_dir / "tls.cert")
+    shutil.copy(pki.directory / f"{GOOD}.key", lnd_dir / "tls.key")
+    with LndSim(lnd_dir, network="regtest", port=0) as sim:
+        args = [
+            "--node", "lnd", "--network", "regtest", "--lnd-host", f"localhost:{sim.port}",
+            "--lnd-macaroon", str(sim.admin_macaroon_path),
+        ]  # fmt: skip
+        env = trusting(pki)
+        env.pop("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", None)  # gRPC's own roots, as on most hosts
+        doctor = e2e.run(home / "lnd-data", "doctor", *args, env=env)
+        assert "OK   TLS: handshake ok with the system's CAs" in doctor.stdout, doctor.stdout
+        assert "FAIL" not in doctor.stdout, doctor.stdout  # gRPC's own calls trust it too
+        server = e2e.Server(home / "lnd-data", *args)
+        server.env = env | {k: v for k, v in server.env.items() if k.startswith("LNPLUGIN_")}
+        with server:
+            reply = server.request("POST", "/invoices", json={"amount": 21})
+            assert reply.status_code == 201, reply.text

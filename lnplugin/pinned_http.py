@@ -19,12 +19,12 @@ import contextlib
 import http.client
 import ipaddress
 import socket
-import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from lnplugin import tls
 from lnplugin.ssrf import Refused, check_address
 
 CONNECT_TIMEOUT = 5.0
@@ -126,7 +126,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
     def __init__(
         self, host: str, port: int, address: str, read_timeout: float, deadline: _Deadline
     ) -> None:
-        self._ctx = ssl.create_default_context()
+        self._ctx = tls.client_context()  # the CAs every outbound client trusts
         super().__init__(host, port, timeout=CONNECT_TIMEOUT, context=self._ctx)
         self._address = address
         self._read_timeout = read_timeout

@@ -36,7 +36,7 @@ class TLSProxy:
         self.names: list[str | None] = []
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        context.sni_callback = self._heard  # type: ignore[assignment]
+        context.sni_callback = self._heard
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tls-proxy")

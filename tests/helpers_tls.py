@@ -185,9 +185,7 @@ class Pages:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 pages.asked.append(self.path)
-                status, headers, body = pages.answers.get(
-                    self.path.split("?")[0], (404, {}, b"")
-                )
+                status, headers, body = pages.answers.get(self.path.split("?")[0], (404, {}, b""))
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -44,6 +44,7 @@ import nostr_sdk as ns
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from lnplugin import tls
 from lnplugin.nwc.protocol import auth_event
 from lnplugin.ssrf import literal_address
 
@@ -316,7 +317,9 @@ class Relay:
             self.state = "connecting"
             connected_at: float | None = None
             try:
-                with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
+                secure = self.url.lower().startswith("wss:")
+                context = tls.client_context() if secure else None
+                with connect(self.url, ssl=context, open_timeout=5, max_size=MAX_MESSAGE) as ws:
                     with self._acks_lock:
                         self._reset_auth()
                     self._ws = ws

@@ -143,6 +143,17 @@ def rss_row(server: e2e.Server, payment_hash: str) -> dict[str, Any] | None:
     return json.loads(found[0]) if found else None
 
 
+def log_so_far(server: e2e.Server) -> str:
+    """What the server has written to stderr since the last call (not waiting)."""
+    assert server.proc is not None and server.proc.stderr is not None
+    fd = server.proc.stderr.fileno()
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 20).decode(errors="replace")
+    except BlockingIOError:
+        return ""
+
+
 def relays_of(server: e2e.Server) -> dict[str, dict[str, Any]]:
     """NWC relay states from `GET /info`, by URL (as shown: with a trailing /)."""
     return {r["url"].rstrip("/"): r for r in server.request("GET", "/info").json()["nwc"]["relays"]}
@@ -349,6 +360,17 @@ def test_fiat_providers_with_an_untrusted_or_wrong_name_certificate_give_no_rate
     assert reply.status_code == 503, reply.text
     assert "no provider answered" in reply.json()["message"] and reply.headers["Retry-After"]
     assert all(page.asked == [] for page in pages.values())
+    # The reason, per provider, is in the server's log.
+    logged: list[str] = []
+
+    def said_why() -> bool:
+        logged.append(log_so_far(server))
+        text = "".join(logged)
+        return all(f"fiat rate provider {kind} (USD)" in text for kind in pages) and all(
+            reason in text for reason in REASONS.values()
+        )
+
+    e2e.wait_for(said_why, "the providers' failures in the log")
     assert server.proc.poll() is None
 
 

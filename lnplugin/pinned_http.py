@@ -137,7 +137,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The handshake after `watch`, so the deadline covers a slow one too.
         self.sock = self._ctx.wrap_socket(
-            raw, server_hostname=self.host, do_handshake_on_connect=False
+            raw, server_hostname=tls.server_name(self.host), do_handshake_on_connect=False
         )
         self._deadline.watch(self.sock)
         self.sock.do_handshake()

@@ -41,3 +41,11 @@ def roots_pem() -> bytes | None:
     if not certs:
         return None
     return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certs).encode("ascii")
+
+
+def server_name(host: str) -> str:
+    """The name a certificate is checked against and SNI carries: the URL's
+    host without the final dot of a fully qualified name (`example.com.` is
+    `example.com`; certificates name it without the dot, and RFC 6066 puts
+    none in SNI). The connection itself still goes where the host resolves."""
+    return host[:-1] if host.endswith(".") and not host.endswith("..") else host

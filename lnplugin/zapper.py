@@ -87,6 +87,7 @@ def publish(url: str, event_json: str, event_id: str, allow: Sequence[str]) -> O
             url,
             sock=sock,
             ssl=tls.client_context() if parts.scheme == "wss" else None,
+            server_hostname=tls.server_name(host) if parts.scheme == "wss" else None,
             open_timeout=CONNECT_TIMEOUT,
             close_timeout=1,
             max_size=MAX_MESSAGE,

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.parse
 from collections.abc import Iterator
@@ -449,3 +451,66 @@ def test_lnd_without_lnd_cert_is_verified_against_the_same_cas(home: Path, pki: 
         with server:
             reply = server.request("POST", "/invoices", json={"amount": 21})
             assert reply.status_code == 201, reply.text
+
+
+# -- a host name written with its final dot ---------------------------------------
+
+FINAL_DOT = """
+import json, socket, sys, time
+import nostr_sdk as ns
+from lnplugin import pinned_http, zapper
+from lnplugin.nwc.relay import Relay
+
+# This host's resolver answers no name with a final dot; DNS answers
+# "localhost." as it answers "localhost" (the same fully qualified name).
+real = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: real(
+    host[:-1] if isinstance(host, str) and host.endswith(".") else host, *a, **k
+)
+https_url, wss_url = sys.argv[1:3]
+out = {}
+try:
+    out["https"] = pinned_http.request("GET", https_url, allow=["127.0.0.0/8"]).status
+except pinned_http.Failed as exc:
+    out["https"] = str(exc)
+keys = ns.Keys.generate()
+note = ns.EventBuilder(ns.Kind(1), "final dot").finalize_unsigned(keys.public_key())
+event = keys.sign_event(note)
+outcome = zapper.publish(wss_url, event.as_json(), event.id().to_hex(), ["127.0.0.0/8"])
+out["zap"] = outcome.sent or outcome.error
+relay = Relay(wss_url, lambda *a: None, lambda: {"kinds": [1], "limit": 0}, lambda r: None)
+relay.start()
+deadline = time.monotonic() + 20
+while relay.state != "connected" and relay.last_error is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+out["nwc"] = relay.state if relay.state == "connected" else relay.last_error
+relay.stop()
+print(json.dumps(out))
+"""
+
+
+def test_a_host_name_with_its_final_dot_is_verified_and_sent_without_it(
+    home: Path, pki: Pki, wss: dict[str, TLSProxy]
+) -> None:
+    """`https://hooks.example.com./x` is the same host as without the dot (and
+    passes the URL check), but certificates name it without one and SNI
+    carries none (RFC 6066): verified as written, every attempt failed with
+    a hostname mismatch."""
+    pages = Pages(pki.server_context(GOOD))
+    pages.answers["/x"] = (200, {}, b"ok")
+    try:
+        https_url = pages.url("/x").replace("//localhost:", "//localhost.:")
+        wss_dotted = wss_url(wss[GOOD]).replace("//localhost:", "//localhost.:")
+        done = subprocess.run(
+            [sys.executable, "-c", FINAL_DOT, https_url, wss_dotted],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=trusting(pki),
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    finally:
+        pages.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"https": 200, "zap": True, "nwc": "connected"}
+    assert "localhost." not in pki.names and "localhost." not in wss[GOOD].names

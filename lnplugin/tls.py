@@ -12,7 +12,9 @@ the bundle again.
 gRPC does not read `SSL_CERT_FILE` (it has its own roots, or
 `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`), so lnd without `--lnd-cert` is given
 the certificates of this context instead (`roots_pem`): `lnplugin doctor`,
-which checks lnd's certificate with this context, and `serve` agree.
+which checks lnd's certificate against the same defaults, and `serve` agree.
+(doctor makes a context of its own: it offers ALPN `h2`, which must not
+leak into this shared one, whose HTTP client speaks HTTP/1.1 only.)
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ import contextlib
 import http.client
 import ipaddress
 import socket
-import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from lnplugin import tls
 from lnplugin.ssrf import Refused, check_address
 
 CONNECT_TIMEOUT = 5.0
@@ -126,7 +126,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
     def __init__(
         self, host: str, port: int, address: str, read_timeout: float, deadline: _Deadline
     ) -> None:
-        self._ctx = ssl.create_default_context()
+        self._ctx = tls.client_context()  # the CAs every outbound client trusts
         super().__init__(host, port, timeout=CONNECT_TIMEOUT, context=self._ctx)
         self._address = address
         self._read_timeout = read_timeout
@@ -137,7 +137,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The handshake after `watch`, so the deadline covers a slow one too.
         self.sock = self._ctx.wrap_socket(
-            raw, server_hostname=self.host, do_handshake_on_connect=False
+            raw, server_hostname=tls.server_name(self.host), do_handshake_on_connect=False
         )
         self._deadline.watch(self.sock)
         self.sock.do_handshake()

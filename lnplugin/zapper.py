@@ -35,7 +35,7 @@ import nostr_sdk as ns
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-from lnplugin import pinned_http, zaps
+from lnplugin import pinned_http, tls, zaps
 from lnplugin.handout import Handout, Senders, retry_delay
 from lnplugin.nwc.relay import shown_url
 from lnplugin.ssrf import Refused
@@ -84,7 +84,13 @@ def publish(url: str, event_json: str, event_id: str, allow: Sequence[str]) -> O
         return Outcome(error=f"{type(exc).__name__}: {exc}"[:200], retry=True)
     try:
         with connect(
-            url, sock=sock, open_timeout=CONNECT_TIMEOUT, close_timeout=1, max_size=MAX_MESSAGE
+            url,
+            sock=sock,
+            ssl=tls.client_context() if parts.scheme == "wss" else None,
+            server_hostname=tls.server_name(host) if parts.scheme == "wss" else None,
+            open_timeout=CONNECT_TIMEOUT,
+            close_timeout=1,
+            max_size=MAX_MESSAGE,
         ) as ws:
             ws.send(f'["EVENT",{event_json}]')
             while (left := deadline - time.monotonic()) > 0:
@@ -92,6 +98,15 @@ def publish(url: str, event_json: str, event_id: str, allow: Sequence[str]) -> O
                 if answer is not None:
                     return answer
             return Outcome(error="no OK from the relay in time", retry=True)
+    except ValueError as exc:
+        # websockets' refusal to follow a redirect on a socket it was handed
+        # (the one the guard checked): the relay's answer, tried again later
+        # like any other, never followed (its target was not checked).
+        if isinstance(exc.__cause__, WebSocketException):
+            error = f"redirect not followed: {exc.__cause__}"
+        else:
+            error = f"{type(exc).__name__}: {exc}".replace(url, shown_url(url))
+        return Outcome(error=error[:200], retry=True)
     except (WebSocketException, OSError, TimeoutError) as exc:
         error = f"{type(exc).__name__}: {exc}".replace(url, shown_url(url))
         return Outcome(error=error[:200], retry=True)

@@ -11,17 +11,20 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.helpers_tls import HTTPSServer
 
 _SCRIPT = Path(sys.executable).parent / "lnplugin"
 LNPLUGIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "lnplugin"]
@@ -221,6 +224,8 @@ class Receiver:
     stall: set[str] = field(default_factory=set)
     stalled: int = 0
     most_stalled: int = 0
+    # Serve HTTPS with this context (tests/helpers_tls.py); `url` then names localhost.
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         receiver = self
@@ -269,11 +274,12 @@ class Receiver:
 
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}  # unanswered requests by webhook-id
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = HTTPSServer(Handler, self.tls)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def url(self, path: str = "/hook") -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self._server.server_port}{path}"
         return f"http://127.0.0.1:{self._server.server_port}{path}"
 
     def close(self) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
+from lnplugin.zapper import publish
 from tests.e2e import Server, cli, scalar, wait_for
 from tests.helpers_webhooks import free_port
 from tests.nwc_relay import Relay
@@ -336,3 +339,33 @@ def test_without_zaps_no_receipt_backlog_is_shown(tmp_path: Path) -> None:
         assert "zaps" not in srv.health()
         text = srv.request("GET", "/metrics").text
         assert _metric(text, "lnplugin_zap_receipts", 'state="pending"') == 0
+
+
+def test_a_relay_that_answers_with_a_redirect_is_a_failed_attempt_not_an_error() -> None:
+    """The receipt goes over the socket the SSRF guard checked, so a redirect
+    is not followed; websockets says so with a ValueError, which escaped
+    `publish`: the attempt was logged as a failure to store its outcome, the
+    row parked and tried again every 30 s with no reason recorded."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # websockets reads no other
+
+        def do_GET(self) -> None:
+            self.send_response(301)
+            self.send_header("Location", "ws://169.254.169.254/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"ws://127.0.0.1:{server.server_address[1]}/"
+        outcome = publish(url, '{"id": "00"}', "00", ["127.0.0.0/8"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not outcome.sent and outcome.retry and not outcome.refused
+    assert outcome.error is not None and "redirect" in outcome.error

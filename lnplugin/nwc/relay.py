@@ -44,6 +44,7 @@ import nostr_sdk as ns
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from lnplugin import tls
 from lnplugin.nwc.protocol import auth_event
 from lnplugin.ssrf import literal_address
 
@@ -316,7 +317,7 @@ class Relay:
             self.state = "connecting"
             connected_at: float | None = None
             try:
-                with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE) as ws:
+                with connect(self.url, open_timeout=5, max_size=MAX_MESSAGE, **self._tls()) as ws:
                     with self._acks_lock:
                         self._reset_auth()
                     self._ws = ws
@@ -351,6 +352,18 @@ class Relay:
                 delay,
             )
             self._stop.wait(delay)
+
+    def _tls(self) -> dict[str, Any]:
+        """For a wss:// relay: the CAs every outbound client trusts, and the
+        host's name as certificates carry it (`tls.server_name`)."""
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme.lower() != "wss":
+            return {}
+        name = parts.hostname
+        return {
+            "ssl": tls.client_context(),
+            "server_hostname": tls.server_name(name) if name else None,
+        }
 
     def _unacked(self) -> None:
         """The connection is gone: no `OK` can come for what was sent on it,

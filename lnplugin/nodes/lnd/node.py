@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.experimental
 
-from lnplugin import bolt11
+from lnplugin import bolt11, tls
 from lnplugin.boostagram import KEYSEND_PREIMAGE
 from lnplugin.nodes.base import (
     Feature,
@@ -261,7 +261,12 @@ def load_macaroon(value: str | bytes | Path | None) -> str | None:
 
 
 def _load_cert(value: bytes | str | Path | None) -> bytes | None:
-    if value is None or isinstance(value, bytes):
+    """lnd's certificate; without one, the CAs every other outbound TLS
+    connection trusts (`tls.roots_pem`: SSL_CERT_FILE honoured), not gRPC's
+    own roots, which `lnplugin doctor`'s check of the certificate does not use."""
+    if value is None:
+        return tls.roots_pem()
+    if isinstance(value, bytes):
         return value
     try:
         data = Path(value).expanduser().read_bytes()

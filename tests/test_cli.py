@@ -146,6 +146,25 @@ def test_a_number_out_of_range_is_a_usage_error(data_dir, args):
 
 
 @pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("token", "revoke", "one"), "'TOKEN_ID'"),
+        (("nwc", "revoke", "#2"), "'CONNECTION_ID'"),
+        (("dev", "keysend", "--amount-msat", "21k"), "'--amount-msat'"),
+        (("dev", "pay", "--amount-msat", "1.5", "00" * 32), "'--amount-msat'"),
+        (("dev", "mine", "--blocks", "ten"), "'--blocks'"),
+    ],
+)
+def test_a_number_that_is_not_one_says_a_whole_number_is_wanted(data_dir, args, what):
+    """Not click's "is not a valid integer range", which reads as if a range were asked for."""
+    result = run(*args, "--data-dir", data_dir)
+    assert result.exit_code == 2
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith(f"Error: Invalid value for {what}: "), line
+    assert line.endswith("is not a valid integer."), line
+
+
+@pytest.mark.parametrize(
     ("args", "flag"),
     [
         (("serve", "--port", "abc"), "'--port'"),

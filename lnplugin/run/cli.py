@@ -27,9 +27,17 @@ if TYPE_CHECKING:
 
 F = Callable[..., Any]
 
+
+class Whole(click.IntRange):
+    """click's IntRange, named so that `abc` gets "'abc' is not a valid integer."
+    (click's own name, "integer range", reads as if a range were asked for)."""
+
+    name = "integer"
+
+
 # Bounded so a mistyped number is a usage error, not an overflow in SQLite:
 # row ids are SQLite's signed 64-bit integers, amounts at most 21M BTC.
-ROW_ID = click.IntRange(min=1, max=2**63 - 1)
+ROW_ID = Whole(min=1, max=2**63 - 1)
 
 
 class Label(click.ParamType):
@@ -47,7 +55,7 @@ class Label(click.ParamType):
 
 
 LABEL = Label()
-MSAT = click.IntRange(min=1, max=21_000_000 * 100_000_000 * 1000)
+MSAT = Whole(min=1, max=21_000_000 * 100_000_000 * 1000)
 
 _COMMON = [
     click.option(
@@ -974,7 +982,7 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
 @_NETWORK
 @click.option(
     "--blocks",
-    type=click.IntRange(min=1, max=10_000),
+    type=Whole(min=1, max=10_000),
     default=1,
     show_default=True,
     help="How many blocks to mine.",

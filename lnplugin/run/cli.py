@@ -40,6 +40,12 @@ class Whole(click.IntRange):
 ROW_ID = Whole(min=1, max=2**63 - 1)
 
 
+def examples(*lines: str) -> str:
+    """A command's `--help` epilog of example lines, printed as written (click's
+    `\\b`); tests/test_docs.py parses each one against the CLI."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 class Label(click.ParamType):
     """A token's or connection's label (`lnplugin.labels`): a usage error, exit 2."""
 
@@ -397,7 +403,16 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin serve",
+        "lnplugin serve --port 8081 --data-dir ./data",
+        "lnplugin serve --public-url https://pay.example.com --nwc-relay wss://relay.example.com",
+        "lnplugin serve --node lnd --lnd-cert ~/.lnd/tls.cert --lnd-macaroon ~/lnplugin.macaroon",
+        "lnplugin serve --node cln --cln-socket ~/.lightning/bitcoin/lightning-rpc",
+        "lnplugin serve --config /etc/lnplugin/lnplugin.toml",
+    )
+)
 @server_options
 def serve(**flags: Any) -> None:
     """Run the HTTP API and follow the node's settlements."""
@@ -408,7 +423,12 @@ def serve(**flags: Any) -> None:
     sys.exit(code)
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin status",
+        "lnplugin status --data-dir /var/lib/lnplugin",
+    )
+)
 @status_options
 def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
@@ -472,7 +492,12 @@ def status(**flags: Any) -> None:
     )
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin decode lnbcrt210n1...",
+        "lnplugin decode lightning:lnbc1...",
+    )
+)
 @click.argument("invoice")
 def decode(invoice: str) -> None:
     """Decode a BOLT11 invoice and print Alby's decode JSON."""
@@ -486,7 +511,13 @@ def decode(invoice: str) -> None:
     click.echo(json.dumps(decoded_json(decoded, None, int(time.time())), indent=2))
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin doctor",
+        "lnplugin doctor --node lnd --lnd-cert ~/.lnd/tls.cert --lnd-macaroon ~/lnplugin.macaroon",
+        "lnplugin doctor --node cln --cln-socket ~/.lightning/bitcoin/lightning-rpc",
+    )
+)
 @server_options
 def doctor(**flags: Any) -> None:
     """Check the node connection and configuration, one line per check.
@@ -504,7 +535,13 @@ def doctor(**flags: Any) -> None:
     sys.exit(exit_code(checks))
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin export --output invoices.csv",
+        "lnplugin export --format jsonl --type incoming --since 2026-01-01 --output boosts.jsonl",
+        "lnplugin export --spreadsheet-safe > invoices.csv",
+    )
+)
 @common_options
 @click.option(
     "--format",
@@ -618,7 +655,12 @@ def _require_store(settings: Settings) -> None:
         )
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin backup /var/backups/lnplugin/lnplugin.sqlite",
+        "lnplugin backup --force --data-dir /var/lib/lnplugin /var/backups/lnplugin/nightly.sqlite",
+    )
+)
 @common_options
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
@@ -681,7 +723,15 @@ def _store(flags: dict[str, Any], *, existing: bool = False) -> Any:
     return Store(settings.db_path, busy_timeout=settings.busy_timeout)
 
 
-@token.command("create")
+@token.command(
+    "create",
+    epilog=examples(
+        "lnplugin token create --scope admin",
+        "lnplugin token create --scope invoices:create --scope invoices:read --label shop",
+        "lnplugin token create --scope metrics:read --label prometheus --rate-limit 10/second",
+        "lnplugin token create --scope invoices:create --require-signature",
+    ),
+)
 @common_options
 @click.option(
     "--scope",
@@ -757,7 +807,12 @@ def token_list(**flags: Any) -> None:
         )
 
 
-@token.command("revoke")
+@token.command(
+    "revoke",
+    epilog=examples(
+        "lnplugin token revoke 3   # an id from `lnplugin token list`",
+    ),
+)
 @common_options
 @click.argument("token_id", type=ROW_ID)
 def token_revoke(token_id: int, **flags: Any) -> None:
@@ -789,7 +844,15 @@ def nwc() -> None:
     """Create, list and revoke Nostr Wallet Connect connections (docs/nwc.md)."""
 
 
-@nwc.command("connect")
+@nwc.command(
+    "connect",
+    epilog=examples(
+        "lnplugin nwc connect --scope invoices:create --scope invoices:read"
+        " --label 'my podcast app' --nwc-relay wss://relay.example.com",
+        "lnplugin nwc connect --scope invoices:read --nwc-relay wss://relay.example.com"
+        " --lud16 alice --public-url https://pay.example.com",
+    ),
+)
 @common_options
 @click.option(
     "--scope",
@@ -877,7 +940,12 @@ def nwc_list(**flags: Any) -> None:
         )
 
 
-@nwc.command("revoke")
+@nwc.command(
+    "revoke",
+    epilog=examples(
+        "lnplugin nwc revoke 2   # an id from `lnplugin nwc list`",
+    ),
+)
 @common_options
 @click.argument("connection_id", type=ROW_ID)
 def nwc_revoke(connection_id: int, **flags: Any) -> None:
@@ -896,7 +964,13 @@ def nwc_revoke(connection_id: int, **flags: Any) -> None:
 # -- webhooks --------------------------------------------------------------------
 
 
-@cli.command("webhook-secret")
+@cli.command(
+    "webhook-secret",
+    epilog=examples(
+        "lnplugin webhook-secret",
+        "lnplugin webhook-secret --rotate",
+    ),
+)
 @common_options
 @click.option(
     "--rotate",
@@ -956,7 +1030,14 @@ def _echo_paid(paid: Any) -> None:
     )
 
 
-@dev.command("pay")
+@dev.command(
+    "pay",
+    epilog=examples(
+        "lnplugin dev pay 8d9a156b...   # by payment hash",
+        "lnplugin dev pay lnbcrt210n1...",
+        "lnplugin dev pay --amount-msat 10000 lnbcrt1...   # an any-amount invoice",
+    ),
+)
 @common_options
 @_NETWORK
 @click.argument("target")
@@ -977,7 +1058,12 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
     _echo_paid(paid)
 
 
-@dev.command("mine")
+@dev.command(
+    "mine",
+    epilog=examples(
+        "lnplugin dev mine --blocks 10",
+    ),
+)
 @common_options
 @_NETWORK
 @click.option(
@@ -996,7 +1082,14 @@ def dev_mine(blocks: int, **flags: Any) -> None:
     click.echo(json.dumps({"block_height": node.mine(blocks)}))
 
 
-@dev.command("keysend")
+@dev.command(
+    "keysend",
+    epilog=examples(
+        "lnplugin dev keysend --amount-msat 5000 --record 34349334=hello",
+        "lnplugin dev keysend --amount-msat 5000 --record 696969=hex:616c696365"
+        ' --record \'7629169={"podcast":"My Pod","message":"great show"}\'',
+    ),
+)
 @common_options
 @_NETWORK
 @click.option("--amount-msat", type=MSAT, required=True, help="The amount received, in msat.")
@@ -1043,7 +1136,13 @@ def rss() -> None:
     """rss::payment boost records (docs/boostagrams.md)."""
 
 
-@rss.command("refetch")
+@rss.command(
+    "refetch",
+    epilog=examples(
+        "lnplugin rss refetch --rss-payment-domain fountain.fm",
+        "lnplugin rss refetch --rss-payment-domain fountain.fm --failed",
+    ),
+)
 @common_options
 @click.option(
     "--rss-payment-domain",
@@ -1112,7 +1211,14 @@ def _address_line(row: Any, public_url: str | None) -> str:
     )
 
 
-@address.command("add")
+@address.command(
+    "add",
+    epilog=examples(
+        "lnplugin address add alice --public-url https://pay.example.com",
+        "lnplugin address add alice --description 'Tips for Alice' --comment-allowed 100"
+        " --payer-data name --payer-data email:mandatory",
+    ),
+)
 @common_options
 @_PUBLIC_URL
 @click.argument("username")
@@ -1172,7 +1278,12 @@ def address_add(username: str, payer_data: tuple[str, ...], **options: Any) -> N
     _show(row, settings.public_url)
 
 
-@address.command("list")
+@address.command(
+    "list",
+    epilog=examples(
+        "lnplugin address list --public-url https://pay.example.com",
+    ),
+)
 @common_options
 @_PUBLIC_URL
 def address_list(**flags: Any) -> None:
@@ -1199,7 +1310,12 @@ def _show(row: Any, public_url: str | None) -> None:
     click.echo(json.dumps(address_json(row, public_url), indent=2))
 
 
-@address.command("show")
+@address.command(
+    "show",
+    epilog=examples(
+        "lnplugin address show alice --public-url https://pay.example.com",
+    ),
+)
 @common_options
 @_PUBLIC_URL
 @click.argument("username")
@@ -1216,7 +1332,12 @@ def address_show(username: str, **flags: Any) -> None:
     _show(row, settings.public_url)
 
 
-@address.command("remove")
+@address.command(
+    "remove",
+    epilog=examples(
+        "lnplugin address remove alice",
+    ),
+)
 @common_options
 @click.argument("username")
 def address_remove(username: str, **flags: Any) -> None:

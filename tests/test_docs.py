@@ -7,6 +7,7 @@ HTTP route must appear in README.md, and every command must have help text.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -289,6 +290,60 @@ def doc_command_lines(text: str) -> list[tuple[int, list[str]]]:
             found.append((first, ["serve", *shlex.split(make.group(1))]))
         joined = ""
     return found
+
+
+# `python -m lnplugin_sim.<module> ...`: a simulator or relay run from the clone.
+_SIMULATOR = re.compile(r"(?:^|\s)(?:\S*/)?python3? -m lnplugin_sim\.(\w+)\s+(.*)")
+
+
+def doc_simulator_lines(text: str) -> list[tuple[int, str, list[str]]]:
+    """`python -m lnplugin_sim.X ...` lines of the ```sh blocks: (line, module, words)."""
+    found = []
+    lang, joined, first = None, "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            lang = None if lang is not None else (stripped[3:].split() or [""])[0]
+            continue
+        if lang != "sh":
+            continue
+        if not joined:
+            first = number
+        joined += stripped
+        if joined.endswith("\\"):
+            joined = joined[:-1] + " "
+            continue
+        if match := _SIMULATOR.search(joined):
+            words = _SHELL.split(match.group(2))[0].removesuffix("&")
+            found.append((first, match.group(1), shlex.split(words)))
+        joined = ""
+    return found
+
+
+SIMULATOR_COMMANDS = [
+    (f"{page.relative_to(ROOT)}:{line}", module, words)
+    for page in DOC_PAGES
+    for line, module, words in doc_simulator_lines(page.read_text())
+]
+
+
+@pytest.mark.parametrize(
+    "where,module,words", SIMULATOR_COMMANDS, ids=[w for w, _, _ in SIMULATOR_COMMANDS]
+)
+def test_every_simulator_command_line_in_the_docs_parses(
+    where: str, module: str, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The simulators' and relay's command lines the docs give to try lnplugin
+    without a node are ones their argument parsers take."""
+    simulator = importlib.import_module(f"lnplugin_sim.{module}")
+    try:
+        simulator.parser().parse_args(words)
+    except SystemExit:
+        pytest.fail(f"{where}: python -m lnplugin_sim.{module}: {capsys.readouterr().err}")
+
+
+def test_the_docs_show_how_to_run_each_simulator() -> None:
+    assert {m for _, m, _ in SIMULATOR_COMMANDS} >= {"cln_sim", "lnd_sim", "nostr_relay"}
 
 
 DOC_COMMANDS = [

@@ -30,8 +30,10 @@ def data_dir(tmp_path):
     return str(tmp_path / "data")
 
 
-def run(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+def run(*args: str, env: dict[str, str] | None = None, terminal_width: int | None = None):
+    return CliRunner().invoke(
+        cli, list(args), env=env, catch_exceptions=False, terminal_width=terminal_width
+    )
 
 
 def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
@@ -49,6 +51,20 @@ def test_top_level_help_lists_every_command():
     assert result.exit_code == 0
     for name in cli.commands:
         assert name in result.stdout
+
+
+GROUPS = [(), *(p for p, c in all_commands() if isinstance(c, click.Group))]
+
+
+@pytest.mark.parametrize("path", GROUPS, ids=[" ".join(p) or "lnplugin" for p in GROUPS])
+def test_each_command_list_shows_whole_summaries(path):
+    """`lnplugin --help` on an 80-column terminal: no summary cut to "...",
+    the first thing a new operator reads."""
+    result = run(*path, "--help", terminal_width=80)
+    listed = result.stdout.split("Commands:\n", 1)[1].splitlines()
+    assert listed
+    cut = [line.strip() for line in listed if line.rstrip().endswith("...")]
+    assert not cut, cut
 
 
 @pytest.mark.parametrize(

@@ -512,11 +512,12 @@ def decode(invoice: str) -> None:
 
 
 @cli.command(
+    short_help="Check the node connection and configuration.",
     epilog=examples(
         "lnplugin doctor",
         "lnplugin doctor --node lnd --lnd-cert ~/.lnd/tls.cert --lnd-macaroon ~/lnplugin.macaroon",
         "lnplugin doctor --node cln --cln-socket ~/.lightning/bitcoin/lightning-rpc",
-    )
+    ),
 )
 @server_options
 def doctor(**flags: Any) -> None:
@@ -536,11 +537,12 @@ def doctor(**flags: Any) -> None:
 
 
 @cli.command(
+    short_help="Export invoices as CSV or JSON Lines.",
     epilog=examples(
         "lnplugin export --output invoices.csv",
         "lnplugin export --format jsonl --type incoming --since 2026-01-01 --output boosts.jsonl",
         "lnplugin export --spreadsheet-safe > invoices.csv",
-    )
+    ),
 )
 @common_options
 @click.option(
@@ -656,10 +658,11 @@ def _require_store(settings: Settings) -> None:
 
 
 @cli.command(
+    short_help="Copy the store to FILE while the server runs.",
     epilog=examples(
         "lnplugin backup /var/backups/lnplugin/lnplugin.sqlite",
         "lnplugin backup --force --data-dir /var/lib/lnplugin /var/backups/lnplugin/nightly.sqlite",
-    )
+    ),
 )
 @common_options
 @click.argument("file", type=click.Path(dir_okay=False))
@@ -839,13 +842,14 @@ def token_revoke(token_id: int, **flags: Any) -> None:
 # -- Nostr Wallet Connect ---------------------------------------------------------
 
 
-@cli.group()
+@cli.group(short_help="Create, list and revoke Nostr Wallet Connect connections.")
 def nwc() -> None:
     """Create, list and revoke Nostr Wallet Connect connections (docs/nwc.md)."""
 
 
 @nwc.command(
     "connect",
+    short_help="Create a connection; its URI is printed once.",
     epilog=examples(
         "lnplugin nwc connect --scope invoices:create --scope invoices:read"
         " --label 'my podcast app' --nwc-relay wss://relay.example.com",
@@ -942,6 +946,7 @@ def nwc_list(**flags: Any) -> None:
 
 @nwc.command(
     "revoke",
+    short_help="Revoke a connection; its app gets UNAUTHORIZED.",
     epilog=examples(
         "lnplugin nwc revoke 2   # an id from `lnplugin nwc list`",
     ),
@@ -966,6 +971,7 @@ def nwc_revoke(connection_id: int, **flags: Any) -> None:
 
 @cli.command(
     "webhook-secret",
+    short_help="Print the secret that signs per-invoice webhooks.",
     epilog=examples(
         "lnplugin webhook-secret",
         "lnplugin webhook-secret --rotate",
@@ -1060,6 +1066,7 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
 
 @dev.command(
     "mine",
+    short_help="Move the dev node's simulated chain on.",
     epilog=examples(
         "lnplugin dev mine --blocks 10",
     ),
@@ -1084,6 +1091,7 @@ def dev_mine(blocks: int, **flags: Any) -> None:
 
 @dev.command(
     "keysend",
+    short_help="Receive a keysend payment with custom TLV records.",
     epilog=examples(
         "lnplugin dev keysend --amount-msat 5000 --record 34349334=hello",
         "lnplugin dev keysend --amount-msat 5000 --record 696969=hex:616c696365"
@@ -1138,6 +1146,7 @@ def rss() -> None:
 
 @rss.command(
     "refetch",
+    short_help="Fetch the boost records of a newly listed domain.",
     epilog=examples(
         "lnplugin rss refetch --rss-payment-domain fountain.fm",
         "lnplugin rss refetch --rss-payment-domain fountain.fm --failed",
@@ -1196,7 +1205,7 @@ _PUBLIC_URL = click.option(
 )
 
 
-@cli.group()
+@cli.group(short_help="Add, list, show and remove Lightning Addresses.")
 def address() -> None:
     """Add, list, show and remove Lightning Addresses (LUD-16, LNURL-pay)."""
 
@@ -1312,6 +1321,7 @@ def _show(row: Any, public_url: str | None) -> None:
 
 @address.command(
     "show",
+    short_help="Print an address: its Lightning Address and LNURL.",
     epilog=examples(
         "lnplugin address show alice --public-url https://pay.example.com",
     ),

@@ -242,44 +242,52 @@ def test_tokens_live_in_the_data_dir_given_by_the_environment(tmp_path):
 # -- dev pay / dev keysend -----------------------------------------------------------------------
 
 
+@pytest.fixture
+def served_dir(data_dir):
+    """A data dir with a store, as `lnplugin serve` leaves it: the dev commands
+    refuse one without (a payment no server follows would reach nothing)."""
+    Store(os.path.join(data_dir, "lnplugin.sqlite")).close()
+    return data_dir
+
+
 def mint(data_dir: str, amount_msat: int | None = 5000) -> str:
     node = DevNode(data_dir)
     return node.create_invoice(InvoiceRequest(amount_msat=amount_msat)).payment_request
 
 
-def test_dev_pay_settles_and_prints_json(data_dir):
-    pr = mint(data_dir)
-    result = run("dev", "pay", pr, "--data-dir", data_dir)
+def test_dev_pay_settles_and_prints_json(served_dir):
+    pr = mint(served_dir)
+    result = run("dev", "pay", pr, "--data-dir", served_dir)
     assert result.exit_code == 0
     paid = json.loads(result.stdout)
     assert paid["state"] == "SETTLED" and paid["amount_received_msat"] == 5000
 
 
-def test_dev_pay_twice_says_the_invoice_is_settled(data_dir):
-    pr = mint(data_dir)
-    run("dev", "pay", pr, "--data-dir", data_dir)
-    result = run("dev", "pay", pr, "--data-dir", data_dir)
+def test_dev_pay_twice_says_the_invoice_is_settled(served_dir):
+    pr = mint(served_dir)
+    run("dev", "pay", pr, "--data-dir", served_dir)
+    result = run("dev", "pay", pr, "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "is not open (it is settled)" in result.stderr
 
 
-def test_dev_pay_an_amountless_invoice_asks_for_an_amount(data_dir):
-    pr = mint(data_dir, None)
-    result = run("dev", "pay", pr, "--data-dir", data_dir)
+def test_dev_pay_an_amountless_invoice_asks_for_an_amount(served_dir):
+    pr = mint(served_dir, None)
+    result = run("dev", "pay", pr, "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "no amount" in result.stderr and "amount_msat" in result.stderr
-    ok = run("dev", "pay", pr, "--amount-msat", "777", "--data-dir", data_dir)
+    ok = run("dev", "pay", pr, "--amount-msat", "777", "--data-dir", served_dir)
     assert json.loads(ok.stdout)["amount_received_msat"] == 777
 
 
-def test_dev_pay_an_unknown_hash_says_so(data_dir):
-    result = run("dev", "pay", "ab" * 32, "--data-dir", data_dir)
+def test_dev_pay_an_unknown_hash_says_so(served_dir):
+    result = run("dev", "pay", "ab" * 32, "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "no invoice with payment hash" in result.stderr
 
 
-def test_dev_pay_garbage_says_what_it_expected(data_dir):
-    result = run("dev", "pay", "hello", "--data-dir", data_dir)
+def test_dev_pay_garbage_says_what_it_expected(served_dir):
+    result = run("dev", "pay", "hello", "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "not a payment hash or a valid BOLT11 invoice" in result.stderr
 
@@ -290,16 +298,16 @@ def test_dev_pay_refuses_a_non_positive_amount(data_dir):
     assert "--amount-msat" in result.stderr
 
 
-def test_dev_keysend_records_text_and_hex(data_dir):
+def test_dev_keysend_records_text_and_hex(served_dir):
     result = run(
         "dev", "keysend", "--amount-msat", "21000",
         "--record", '7629169={"message": "hi"}', "--record", "696969=hex:00ff",
-        "--data-dir", data_dir,
+        "--data-dir", served_dir,
     )  # fmt: skip
     assert result.exit_code == 0
     paid = json.loads(result.stdout)
     assert paid["state"] == "SETTLED" and paid["amount_received_msat"] == 21000
-    (update,) = DevNode(data_dir).settled_since(0)
+    (update,) = DevNode(served_dir).settled_since(0)
     assert dict(update.invoice.custom_records) == {
         7629169: b'{"message": "hi"}',
         696969: b"\x00\xff",

@@ -1009,12 +1009,14 @@ def dev() -> None:
 
 
 def _dev_node(flags: dict[str, Any]) -> DevPayments:
-    """The dev node of the data dir; refused when another node kind serves its
-    store, where a simulated payment would settle nothing the store follows."""
+    """The dev node of the data dir; refused when the data dir has no store (a
+    payment on a dev node no server follows would print SETTLED and reach
+    nothing: a forgotten `--data-dir`), or another node kind serves it."""
     from lnplugin.nodes.dev import DevNode
     from lnplugin.service import served_kind
 
     settings = settings_from(flags)
+    _require_store(settings)
     kind = served_kind(settings.data_dir)
     if kind not in (None, "", "dev"):
         raise Unusable(

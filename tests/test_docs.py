@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import click
@@ -404,3 +405,34 @@ def test_each_command_with_options_shows_examples_that_parse(
         except click.ClickException as error:
             pytest.fail(f"`{path} --help` example {example!r}: {error.format_message()}")
         assert parsed is command, example
+
+
+def _readme_field_helper() -> str:
+    [line] = [ln for ln in README.splitlines() if ln.startswith("field() {")]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("answer", "printed", "said"),
+    [
+        ('{"payment_hash": "ab12", "amount": 21}', "ab12\n", ""),
+        # The first mistake of the walk-through: TOKEN left as `lnp_...`.
+        ('{"code": 401, "error": true, "message": "Invalid or revoked token"}', "", "Invalid"),
+        ("", "", "no payment_hash"),  # nothing answered: lnplugin is not running
+    ],
+    ids=["a field", "an error answer", "no answer"],
+)
+def test_the_walkthroughs_field_helper_says_what_came_back_instead(
+    answer: str, printed: str, said: str
+) -> None:
+    """Not a Python traceback (KeyError, JSONDecodeError): one line with the
+    answer that has no such field, so the reader sees the lnplugin error."""
+    script = f"{_readme_field_helper()}\nfield payment_hash"
+    out = subprocess.run(["bash", "-c", script], input=answer, capture_output=True, text=True)
+    assert out.stdout == printed
+    assert "Traceback" not in out.stderr
+    if said:
+        assert out.returncode != 0
+        assert len(out.stderr.splitlines()) == 1 and said in out.stderr, out.stderr
+    else:
+        assert out.returncode == 0 and out.stderr == ""

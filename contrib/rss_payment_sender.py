@@ -58,6 +58,9 @@ def get_json(url: str, headers: dict[str, str] | None = None, body: Any = None) 
             return json.loads(exc.read())
         except ValueError:
             raise SystemExit(f"{url.split('?')[0]} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:  # nothing listening, no such host
+        reason = getattr(exc, "reason", exc)
+        raise SystemExit(f"cannot reach {url.split('?')[0]}: {reason}") from None
 
 
 class PaymentPage:
@@ -160,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         auth = {"Authorization": f"Bearer {args.token}", "content-type": "application/json"}
         base = args.dev_pay.rstrip("/")
         paid = get_json(f"{base}/dev/pay", auth, {"payment_request": invoice["pr"]})
+        if "payment_hash" not in paid:  # lnplugin's error: a bad --token, not the dev node
+            raise SystemExit(f"{base}/dev/pay answered: {paid.get('message', paid)}")
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
             stored = get_json(f"{base}/invoices/{paid['payment_hash']}", auth)

@@ -121,6 +121,9 @@ class Settings(BaseModel):
     @field_validator("lnd_host")
     @classmethod
     def _lnd_host(cls, value: str) -> str:
+        scheme, slashes, rest = value.partition("://")
+        if slashes and scheme.isalpha():  # a pasted URL: gRPC takes the address only
+            raise ValueError(f"{value!r} is a URL, not HOST:PORT: give {rest.rstrip('/')}")
         host, colon, port = value.rpartition(":")
         if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{value!r} is not HOST:PORT, such as localhost:10009")

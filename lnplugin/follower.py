@@ -741,7 +741,9 @@ class Follower:
                 self.status.cursor = self.status.head = cursor
                 self._epoch += 1
         if reset:
-            log.warning("the node's feed position is now a %s: re-reading from the start", kind)
+            log.warning(
+                "the node's feed position now counts its %s: re-reading from the start", kind
+            )
         self._cursor_kind = kind
 
     def sync_outgoing_cursor_kind(self) -> None:
@@ -759,7 +761,8 @@ class Follower:
                 self._epoch += 1  # a read from the old cursor moves it no more
         if reset:
             log.warning(
-                "the outgoing payment position is now a %s: re-reading payments from the start",
+                "the outgoing payment position now counts its %s: "
+                "re-reading payments from the start",
                 kind,
             )
         self._outgoing_kind = kind

@@ -1162,7 +1162,9 @@ _COMMANDS["wait"] = ((23, 8), *_COMMANDS["wait"][1:])
 _COMMANDS["signinvoice"] = ((23, 2), *_COMMANDS["signinvoice"][1:])
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, apart from `main` so tests/test_docs.py can check the
+    docs' command lines against it."""
     parser = argparse.ArgumentParser(
         prog="python -m lnplugin_sim.cln_sim",
         description="Simulated Core Lightning JSON-RPC node on a unix socket.",
@@ -1181,7 +1183,11 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="Even TLV type to keep in keysends (repeatable), like lightningd's option.",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     sim = ClnSim(
         args.data_dir,
         args.socket,

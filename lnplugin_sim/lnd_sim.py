@@ -1900,7 +1900,7 @@ def serve_control(sim: LndSim, port: int, host: str = "127.0.0.1") -> ThreadingH
                 result, status = {"error": f"unknown or missing: {exc}"}, 404
             except (SimError, ValueError, TypeError) as exc:
                 result, status = {"error": str(exc)}, 400
-            data = json.dumps(result).encode()
+            data = json.dumps(result).encode() + b"\n"  # a shell prompt starts on its own line
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -1917,7 +1917,9 @@ def serve_control(sim: LndSim, port: int, host: str = "127.0.0.1") -> ThreadingH
     return httpd
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line, apart from `main` so tests/test_docs.py can check the
+    docs' command lines against it."""
     parser = argparse.ArgumentParser(
         prog="python -m lnplugin_sim.lnd_sim",
         description="Run the LND simulator: gRPC over TLS with admin/invoice macaroons.",
@@ -1935,7 +1937,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=REPLAY_ORDERS,
         help="settle backlog order: settle_index (bbolt store) or add_index (native SQL store)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     sim = LndSim(
         args.data_dir,
         port=args.port,

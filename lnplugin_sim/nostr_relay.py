@@ -68,7 +68,9 @@ async def serve(
     relay.shutdown()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line, apart from `main` so tests/test_docs.py can check the
+    docs' command lines against it."""
     parser = argparse.ArgumentParser(description="a nostr relay on loopback (rust-nostr)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6969)
@@ -90,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=[level.name.lower() for level in ns.LogLevel],
         help="log the relay's own messages (to stdout) from this level up",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.log_level:
         ns.init_logger(ns.LogLevel[args.log_level.upper()])
     asyncio.run(serve(args.host, args.port, args.max_connections, args.notes_per_minute, args.auth))

@@ -30,8 +30,10 @@ def data_dir(tmp_path):
     return str(tmp_path / "data")
 
 
-def run(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+def run(*args: str, env: dict[str, str] | None = None, terminal_width: int | None = None):
+    return CliRunner().invoke(
+        cli, list(args), env=env, catch_exceptions=False, terminal_width=terminal_width
+    )
 
 
 def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
@@ -49,6 +51,20 @@ def test_top_level_help_lists_every_command():
     assert result.exit_code == 0
     for name in cli.commands:
         assert name in result.stdout
+
+
+GROUPS = [(), *(p for p, c in all_commands() if isinstance(c, click.Group))]
+
+
+@pytest.mark.parametrize("path", GROUPS, ids=[" ".join(p) or "lnplugin" for p in GROUPS])
+def test_each_command_list_shows_whole_summaries(path):
+    """`lnplugin --help` on an 80-column terminal: no summary cut to "...",
+    the first thing a new operator reads."""
+    result = run(*path, "--help", terminal_width=80)
+    listed = result.stdout.split("Commands:\n", 1)[1].splitlines()
+    assert listed
+    cut = [line.strip() for line in listed if line.rstrip().endswith("...")]
+    assert not cut, cut
 
 
 @pytest.mark.parametrize(
@@ -146,6 +162,25 @@ def test_a_number_out_of_range_is_a_usage_error(data_dir, args):
 
 
 @pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("token", "revoke", "one"), "'TOKEN_ID'"),
+        (("nwc", "revoke", "#2"), "'CONNECTION_ID'"),
+        (("dev", "keysend", "--amount-msat", "21k"), "'--amount-msat'"),
+        (("dev", "pay", "--amount-msat", "1.5", "00" * 32), "'--amount-msat'"),
+        (("dev", "mine", "--blocks", "ten"), "'--blocks'"),
+    ],
+)
+def test_a_number_that_is_not_one_says_a_whole_number_is_wanted(data_dir, args, what):
+    """Not click's "is not a valid integer range", which reads as if a range were asked for."""
+    result = run(*args, "--data-dir", data_dir)
+    assert result.exit_code == 2
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith(f"Error: Invalid value for {what}: "), line
+    assert line.endswith("is not a valid integer."), line
+
+
+@pytest.mark.parametrize(
     ("args", "flag"),
     [
         (("serve", "--port", "abc"), "'--port'"),
@@ -207,44 +242,52 @@ def test_tokens_live_in_the_data_dir_given_by_the_environment(tmp_path):
 # -- dev pay / dev keysend -----------------------------------------------------------------------
 
 
+@pytest.fixture
+def served_dir(data_dir):
+    """A data dir with a store, as `lnplugin serve` leaves it: the dev commands
+    refuse one without (a payment no server follows would reach nothing)."""
+    Store(os.path.join(data_dir, "lnplugin.sqlite")).close()
+    return data_dir
+
+
 def mint(data_dir: str, amount_msat: int | None = 5000) -> str:
     node = DevNode(data_dir)
     return node.create_invoice(InvoiceRequest(amount_msat=amount_msat)).payment_request
 
 
-def test_dev_pay_settles_and_prints_json(data_dir):
-    pr = mint(data_dir)
-    result = run("dev", "pay", pr, "--data-dir", data_dir)
+def test_dev_pay_settles_and_prints_json(served_dir):
+    pr = mint(served_dir)
+    result = run("dev", "pay", pr, "--data-dir", served_dir)
     assert result.exit_code == 0
     paid = json.loads(result.stdout)
     assert paid["state"] == "SETTLED" and paid["amount_received_msat"] == 5000
 
 
-def test_dev_pay_twice_says_the_invoice_is_settled(data_dir):
-    pr = mint(data_dir)
-    run("dev", "pay", pr, "--data-dir", data_dir)
-    result = run("dev", "pay", pr, "--data-dir", data_dir)
+def test_dev_pay_twice_says_the_invoice_is_settled(served_dir):
+    pr = mint(served_dir)
+    run("dev", "pay", pr, "--data-dir", served_dir)
+    result = run("dev", "pay", pr, "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "is not open (it is settled)" in result.stderr
 
 
-def test_dev_pay_an_amountless_invoice_asks_for_an_amount(data_dir):
-    pr = mint(data_dir, None)
-    result = run("dev", "pay", pr, "--data-dir", data_dir)
+def test_dev_pay_an_amountless_invoice_asks_for_an_amount(served_dir):
+    pr = mint(served_dir, None)
+    result = run("dev", "pay", pr, "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "no amount" in result.stderr and "amount_msat" in result.stderr
-    ok = run("dev", "pay", pr, "--amount-msat", "777", "--data-dir", data_dir)
+    ok = run("dev", "pay", pr, "--amount-msat", "777", "--data-dir", served_dir)
     assert json.loads(ok.stdout)["amount_received_msat"] == 777
 
 
-def test_dev_pay_an_unknown_hash_says_so(data_dir):
-    result = run("dev", "pay", "ab" * 32, "--data-dir", data_dir)
+def test_dev_pay_an_unknown_hash_says_so(served_dir):
+    result = run("dev", "pay", "ab" * 32, "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "no invoice with payment hash" in result.stderr
 
 
-def test_dev_pay_garbage_says_what_it_expected(data_dir):
-    result = run("dev", "pay", "hello", "--data-dir", data_dir)
+def test_dev_pay_garbage_says_what_it_expected(served_dir):
+    result = run("dev", "pay", "hello", "--data-dir", served_dir)
     assert result.exit_code != 0
     assert "not a payment hash or a valid BOLT11 invoice" in result.stderr
 
@@ -255,16 +298,16 @@ def test_dev_pay_refuses_a_non_positive_amount(data_dir):
     assert "--amount-msat" in result.stderr
 
 
-def test_dev_keysend_records_text_and_hex(data_dir):
+def test_dev_keysend_records_text_and_hex(served_dir):
     result = run(
         "dev", "keysend", "--amount-msat", "21000",
         "--record", '7629169={"message": "hi"}', "--record", "696969=hex:00ff",
-        "--data-dir", data_dir,
+        "--data-dir", served_dir,
     )  # fmt: skip
     assert result.exit_code == 0
     paid = json.loads(result.stdout)
     assert paid["state"] == "SETTLED" and paid["amount_received_msat"] == 21000
-    (update,) = DevNode(data_dir).settled_since(0)
+    (update,) = DevNode(served_dir).settled_since(0)
     assert dict(update.invoice.custom_records) == {
         7629169: b'{"message": "hi"}',
         696969: b"\x00\xff",

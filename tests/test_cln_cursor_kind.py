@@ -46,7 +46,9 @@ def _expire_new(sim: ClnSim, count: int) -> None:
         sim.expire(made["payment_hash"])
 
 
-def test_kind_change_resets_the_cursor_and_misses_nothing(tmp: Path) -> None:
+def test_kind_change_resets_the_cursor_and_misses_nothing(
+    tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """updated_index 6 read as a pay_index would skip payments 3 to 5."""
     store = Store(tmp / "store.sqlite")
     with ClnSim(tmp / "sim", tmp / "rpc") as sim:
@@ -57,8 +59,12 @@ def test_kind_change_resets_the_cursor_and_misses_nothing(tmp: Path) -> None:
 
         sim.version = "v23.05"  # the node now only offers waitanyinvoice (same data)
         sim.settle_bulk(3)  # pay_index 3-5
+        caplog.clear()
         cursor, kind, settled = _sweep(sim, store)
     assert kind == "pay_index"
+    assert "the node's feed position now counts its pay_index: re-reading from the start" in [
+        r.getMessage() for r in caplog.records
+    ]
     assert settled == 5  # nothing missed, nothing twice
     assert cursor == 5  # a pay_index now
     store.close()

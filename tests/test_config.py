@@ -308,3 +308,14 @@ def test_other_lnplugin_variables_that_resemble_no_setting_stay_quiet():
     others = ["REQUIRE_BROWSER", "REQUIRE_NODE", "DOCKER", "REGTEST", "HYPOTHESIS_EXAMPLES"]
     assert env_typos({f"LNPLUGIN_{name}": "1" for name in others}) == []
     assert env_typos({doc.env: "x" for doc in SETTINGS_DOCS}) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:10009", "https://127.0.0.1:10009", "grpc://lnd.lan:10009"]
+)
+def test_an_lnd_host_given_as_a_url_is_refused_with_the_host_port_it_means(url):
+    """`--lnd-host https://127.0.0.1:10009` started serve, whose follower then
+    retried "Misformatted domain name" forever: gRPC takes HOST:PORT."""
+    message = config_error({"lnd_host": url})
+    assert "lnd_host" in message and "--lnd-host" in message
+    assert f"give {url.split('://', 1)[1]}" in message, message

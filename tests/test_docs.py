@@ -6,7 +6,11 @@ HTTP route must appear in README.md, and every command must have help text.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import click
@@ -224,3 +228,211 @@ def test_the_checkout_guide_gives_the_per_client_stream_cap_the_code_has() -> No
     (nth,) = re.findall(r"The (\d+)th gets `503`", text)
     assert len(numbers) >= 3 and set(numbers) == {STREAMS_PER_CLIENT}, numbers
     assert int(nth) == STREAMS_PER_CLIENT + 1
+
+
+def parse_command_line(words: list[str]) -> click.Command:
+    """The command `lnplugin <words>` would run, parsed by click as it would be
+    (unknown commands and options, missing or bad values fail); nothing runs."""
+    command: click.Command = cli
+    ctx = click.Context(cli, info_name="lnplugin")
+    while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+        name, words = words[0], words[1:]
+        sub = command.get_command(ctx, name)
+        if sub is None:
+            raise click.UsageError(f"No such command {name!r}")
+        ctx = click.Context(sub, info_name=name, parent=ctx)
+        command = sub
+    with contextlib.suppress(click.exceptions.Exit):  # --help, --version
+        command.make_context(ctx.info_name, list(words), parent=ctx.parent)
+    return command
+
+
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# `lnplugin` as a command: at the start, after `$(`, `&&`, `;`, `|`, `exec`,
+# `sudo -u USER` or `docker exec NAME`, bare or by a path ending in bin/.
+_INVOCATION = re.compile(
+    r"(?:^|\$\(|&&|;|\||\bexec|docker exec \S+|sudo -u \S+)\s*(?:\S*/bin/)?lnplugin\s+(.*)"
+)
+# Where the shell takes over again: a pipe, a list, a redirection, a comment,
+# the end of a command substitution.
+_SHELL = re.compile(r"\s(?:\||&&|;|>|2>|#|<<)|\)")
+# `make run ARGS="..."`: serve's flags.
+_MAKE_RUN = re.compile(r'^make run ARGS="([^"]*)"')
+
+
+def doc_command_lines(text: str) -> list[tuple[int, list[str]]]:
+    """`lnplugin ...` command lines of the ```sh / ```console blocks: (line, words)."""
+    found: list[tuple[int, list[str]]] = []
+    lang, joined, first = None, "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            lang = None if lang is not None else (stripped[3:].split() or [""])[0]
+            continue
+        if lang not in ("sh", "console"):
+            continue
+        if lang == "console":
+            if not stripped.startswith("$ "):
+                continue
+            stripped = stripped[2:]
+        if not joined:
+            first = number
+        joined += stripped
+        if joined.endswith("\\"):
+            joined = joined[:-1] + " "
+            continue
+        match = _INVOCATION.search(joined)
+        if match:
+            words = match.group(1)
+            if joined[: match.start(1)].count("'") % 2:  # inside `sh -c '...'`
+                words = words.split("'", 1)[0]
+            found.append((first, shlex.split(_SHELL.split(words)[0])))
+        elif make := _MAKE_RUN.match(joined):
+            found.append((first, ["serve", *shlex.split(make.group(1))]))
+        joined = ""
+    return found
+
+
+# `python -m lnplugin_sim.<module> ...`: a simulator or relay run from the clone.
+_SIMULATOR = re.compile(r"(?:^|\s)(?:\S*/)?python3? -m lnplugin_sim\.(\w+)\s+(.*)")
+
+
+def doc_simulator_lines(text: str) -> list[tuple[int, str, list[str]]]:
+    """`python -m lnplugin_sim.X ...` lines of the ```sh blocks: (line, module, words)."""
+    found = []
+    lang, joined, first = None, "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            lang = None if lang is not None else (stripped[3:].split() or [""])[0]
+            continue
+        if lang != "sh":
+            continue
+        if not joined:
+            first = number
+        joined += stripped
+        if joined.endswith("\\"):
+            joined = joined[:-1] + " "
+            continue
+        if match := _SIMULATOR.search(joined):
+            words = _SHELL.split(match.group(2))[0].removesuffix("&")
+            found.append((first, match.group(1), shlex.split(words)))
+        joined = ""
+    return found
+
+
+SIMULATOR_COMMANDS = [
+    (f"{page.relative_to(ROOT)}:{line}", module, words)
+    for page in DOC_PAGES
+    for line, module, words in doc_simulator_lines(page.read_text())
+]
+
+
+@pytest.mark.parametrize(
+    "where,module,words", SIMULATOR_COMMANDS, ids=[w for w, _, _ in SIMULATOR_COMMANDS]
+)
+def test_every_simulator_command_line_in_the_docs_parses(
+    where: str, module: str, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The simulators' and relay's command lines the docs give to try lnplugin
+    without a node are ones their argument parsers take."""
+    simulator = importlib.import_module(f"lnplugin_sim.{module}")
+    try:
+        simulator.parser().parse_args(words)
+    except SystemExit:
+        pytest.fail(f"{where}: python -m lnplugin_sim.{module}: {capsys.readouterr().err}")
+
+
+def test_the_docs_show_how_to_run_each_simulator() -> None:
+    assert {m for _, m, _ in SIMULATOR_COMMANDS} >= {"cln_sim", "lnd_sim", "nostr_relay"}
+
+
+DOC_COMMANDS = [
+    (f"{page.relative_to(ROOT)}:{line}", words)
+    for page in DOC_PAGES
+    for line, words in doc_command_lines(page.read_text())
+]
+
+
+def test_the_docs_show_many_lnplugin_command_lines() -> None:
+    """So that the test below cannot pass by finding none."""
+    assert len(DOC_COMMANDS) >= 40, len(DOC_COMMANDS)
+
+
+@pytest.mark.parametrize("where,words", DOC_COMMANDS, ids=[w for w, _ in DOC_COMMANDS])
+def test_every_lnplugin_command_line_in_the_docs_parses(where: str, words: list[str]) -> None:
+    """A command pasted from the README or a docs/ page is not refused by the
+    CLI for an option or command it does not have, or a value it cannot take."""
+    try:
+        parse_command_line(words)
+    except click.ClickException as error:
+        pytest.fail(f"{where}: lnplugin {shlex.join(words)}: {error.format_message()}")
+
+
+def _leaves(group: click.Group, prefix: str = "lnplugin") -> list[tuple[str, click.Command]]:
+    return [
+        leaf
+        for path, command in _commands(group, prefix)
+        if not isinstance(command, click.Group)
+        for leaf in [(path, command)]
+    ]
+
+
+# Options every store command has; a command with nothing else needs no example.
+_PLAIN = {"config", "data_dir", "help"}
+NEEDS_AN_EXAMPLE = [
+    (path, command) for path, command in _leaves(cli) if {p.name for p in command.params} - _PLAIN
+]
+
+
+@pytest.mark.parametrize("path,command", NEEDS_AN_EXAMPLE, ids=[p for p, _ in NEEDS_AN_EXAMPLE])
+def test_each_command_with_options_shows_examples_that_parse(
+    path: str, command: click.Command
+) -> None:
+    ctx = click.Context(command, info_name=path)
+    text = command.get_help(ctx)
+    assert "  Examples:\n" in text, f"`{path} --help` shows no example"
+    examples = [
+        _SHELL.split(line.strip())[0].strip()
+        for line in text.split("  Examples:\n", 1)[1].splitlines()
+        if line.strip().startswith("lnplugin ")
+    ]
+    assert examples, f"`{path} --help` has an Examples: heading but no example"
+    for example in examples:
+        assert example.startswith(path + " ") or example == path, example
+        try:
+            parsed = parse_command_line(shlex.split(example)[1:])
+        except click.ClickException as error:
+            pytest.fail(f"`{path} --help` example {example!r}: {error.format_message()}")
+        assert parsed is command, example
+
+
+def _readme_field_helper() -> str:
+    [line] = [ln for ln in README.splitlines() if ln.startswith("field() {")]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("answer", "printed", "said"),
+    [
+        ('{"payment_hash": "ab12", "amount": 21}', "ab12\n", ""),
+        # The first mistake of the walk-through: TOKEN left as `lnp_...`.
+        ('{"code": 401, "error": true, "message": "Invalid or revoked token"}', "", "Invalid"),
+        ("", "", "no payment_hash"),  # nothing answered: lnplugin is not running
+    ],
+    ids=["a field", "an error answer", "no answer"],
+)
+def test_the_walkthroughs_field_helper_says_what_came_back_instead(
+    answer: str, printed: str, said: str
+) -> None:
+    """Not a Python traceback (KeyError, JSONDecodeError): one line with the
+    answer that has no such field, so the reader sees the lnplugin error."""
+    script = f"{_readme_field_helper()}\nfield payment_hash"
+    out = subprocess.run(["bash", "-c", script], input=answer, capture_output=True, text=True)
+    assert out.stdout == printed
+    assert "Traceback" not in out.stderr
+    if said:
+        assert out.returncode != 0
+        assert len(out.stderr.splitlines()) == 1 and said in out.stderr, out.stderr
+    else:
+        assert out.returncode == 0 and out.stderr == ""

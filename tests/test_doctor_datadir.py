@@ -40,8 +40,8 @@ def test_a_fresh_install_is_all_ok(tmp_path: Path) -> None:
 
 def test_a_served_data_dir_reports_its_schema_and_key(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    e2e.cli(data, "dev", "keysend", "--amount-msat", "1000")  # creates node.key
     make_store(data)
+    e2e.cli(data, "dev", "keysend", "--amount-msat", "1000")  # creates node.key
     code, lines = doctor(data)
     assert code == 0, lines
     assert lines["store"].startswith("OK") and f"schema version {LATEST}" in lines["store"]

@@ -203,3 +203,35 @@ def test_wallets_take_lnurl_links_over_https_or_onion_only(public_url: str, acce
     from lnplugin.api.public import wallets_accept
 
     assert wallets_accept(public_url) is accepted
+
+
+@pytest.mark.parametrize(
+    ("public_url", "warned"),
+    [
+        ("https://pay.example.com", False),
+        ("https://pay.example.com/", False),  # stored without the slash
+        ("https://pay.example.com:8443", False),
+        ("https://example.com/ln", True),
+        ("https://example.com/ln/pay/", True),
+    ],
+)
+def test_a_path_in_the_public_url_is_warned_about_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, public_url: str, warned: bool
+) -> None:
+    """A wallet looks `alice@example.com` up at the domain's root, which a
+    public URL with a path does not serve: the addresses lnplugin prints for
+    it would not work, and nothing else would say so."""
+    from flask import Flask
+
+    from lnplugin.api.public import install
+    from lnplugin.config import load_settings
+
+    settings = load_settings({"public_url": public_url, "data_dir": tmp_path}, environ={})
+    install(Flask("public-url-path"), settings)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    said = [w for w in warnings if "/.well-known/lnurlp/" in w]
+    assert bool(said) is warned, warnings
+    if warned:
+        [line] = said
+        assert line.startswith(f"--public-url {public_url.rstrip('/')} has a path: "), line
+        assert "https://example.com/.well-known/lnurlp/" in line  # where wallets look

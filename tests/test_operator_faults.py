@@ -102,7 +102,18 @@ def test_a_damaged_dev_node_key_is_named_in_one_line(tmp: Path):
 
 @pytest.mark.parametrize(
     "args",
-    [("token", "list"), ("token", "revoke", "1"), ("nwc", "list"), ("address", "list")],
+    [
+        ("token", "list"),
+        ("token", "revoke", "1"),
+        ("nwc", "list"),
+        ("address", "list"),
+        # A payment on a dev node no server follows would print SETTLED and
+        # reach nothing: the README's walk-through with `make run ARGS="--data-dir
+        # ./data"` and no `export LNPLUGIN_DATA_DIR`.
+        ("dev", "keysend", "--amount-msat", "1000"),
+        ("dev", "pay", "11" * 32),
+        ("dev", "mine"),
+    ],
 )
 def test_commands_that_read_the_store_refuse_a_data_dir_without_one(tmp: Path, args):
     line = refused(tmp / "mistyped", *args)

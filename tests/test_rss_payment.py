@@ -14,6 +14,8 @@ down at first is retried until it answers.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -607,3 +609,32 @@ def test_boosts_refused_for_their_domain_are_fetched_once_it_is_listed(
         again = cli(data, "rss", "refetch", "--rss-payment-domain", "127.0.0.1")
         assert again.startswith("0 boost record(s) queued")
     assert pages.requests.count("/backfill?payment=DBBhBwUise1bcfoHRCC3") == 1
+
+
+SENDER = Path(__file__).parents[1] / "contrib" / "rss_payment_sender.py"
+
+
+def _send(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(SENDER), *args, "--amount-msat", "21000", "--wait", "5"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_the_sender_says_in_one_line_that_nothing_answers() -> None:
+    """contrib/rss_payment_sender.py, as the README runs it, with lnplugin not
+    running: one line, not urllib's traceback."""
+    port = free_port()
+    out = _send(
+        f"podcast@127.0.0.1:{port}", "--dev-pay", f"http://127.0.0.1:{port}", "--token", "t"
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    [line] = out.stderr.splitlines()
+    assert f"127.0.0.1:{port}" in line and "Connection refused" in line, line
+
+
+def test_the_sender_says_what_dev_pay_answered_to_a_bad_token(server: Server) -> None:
+    _address(server, "badtoken")
+    host = urllib.parse.urlsplit(server.url).netloc
+    out = _send(f"badtoken@{host}", "--dev-pay", server.url, "--token", "lnp_not-a-token")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    [line] = out.stderr.splitlines()
+    assert "/dev/pay" in line and "Invalid or revoked token" in line, line

@@ -5,8 +5,12 @@ invoice's own `webhook` URL, and its rotation."""
 from __future__ import annotations
 
 import base64
+import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -103,3 +107,40 @@ def test_invoice_webhook_signed_with_service_secret_and_rotation(
     # During the grace period both the new and the previous secret verify.
     assert Webhook(rotated).verify(settled.body, settled.headers)["data"]["settled"] is True
     assert Webhook(secret).verify(settled.body, settled.headers)["data"]["settled"] is True
+
+
+def _doc_block(language: str) -> str:
+    """docs/webhooks.md's hand-written verifier in `language` (the block with
+    `function verify` / `def verify`)."""
+    text = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split(f"```{language}\n")[1:]]
+    [block] = [b for b in blocks if "def verify" in b or "function verify" in b]
+    return block
+
+
+def test_the_documented_python_verifier_takes_lnplugins_signatures() -> None:
+    """Both signatures during a rotation, and nothing forged or altered."""
+    scope: dict[str, Any] = {}
+    exec(_doc_block("python"), scope)
+    verify = scope["verify"]
+    old, new = new_secret(), new_secret()
+    body = b'{"type":"invoice.incoming.settled"}'
+    headers = signed_headers([new, old], "evt_1", body)
+    assert verify(new, headers, body) and verify(old, headers, body)
+    assert not verify(new_secret(), headers, body)
+    assert not verify(new, headers, body + b" ")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_the_documented_javascript_verifier_takes_lnplugins_signatures() -> None:
+    old, new = new_secret(), new_secret()
+    body = '{"type":"invoice.incoming.settled","data":{"memo":"café"}}'
+    headers = signed_headers([new, old], "evt_1", body.encode())
+    script = _doc_block("js") + (
+        f"const h = {json.dumps(headers)}, body = Buffer.from({json.dumps(body)});\n"
+        f"console.log(verify({json.dumps(new)}, h, body), verify({json.dumps(old)}, h, body),\n"
+        f"  verify({json.dumps(new_secret())}, h, body),\n"
+        f"  verify({json.dumps(new)}, h, Buffer.concat([body, Buffer.from(' ')])));\n"
+    )
+    out = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["true", "true", "false", "false"], out.stderr

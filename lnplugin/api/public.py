@@ -91,6 +91,15 @@ def wallets_accept(public_url: str) -> bool:
         return False
 
 
+def _root_if_a_path(public_url: str) -> str | None:
+    """The root of `public_url`'s domain when the URL has a path below it
+    (LUD-16 addresses resolve at the root only), else None."""
+    parts = urllib.parse.urlsplit(public_url)
+    if parts.path.strip("/"):
+        return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
 def lnurl_error(code: int, reason: str, headers: dict[str, str] | None = None) -> Any:
     """LUD-06's error object. LUD-01 tells wallets to read the body whatever
     the status, so the status is only for people and logs."""
@@ -200,6 +209,16 @@ def install(app: Flask, settings: Settings) -> PublicLimiter:
             "--public-url %s is http:// on a public host: wallets expect LNURL links over "
             "https:// (LUD-01; http:// only for .onion), so put TLS in front of lnplugin",
             settings.public_url,
+        )
+    if settings.public_url and (root := _root_if_a_path(settings.public_url)):
+        log.warning(
+            "--public-url %s has a path: LNURLs work under it, but a wallet looks a "
+            "Lightning Address user@%s up at %s/.well-known/lnurlp/user, so the "
+            "addresses lnplugin prints work only if that URL reaches lnplugin "
+            "(docs/lnurl.md)",
+            settings.public_url,
+            urllib.parse.urlsplit(root).netloc,
+            root,
         )
 
     # Registered before the limiter's own hook, so it runs after it (Flask

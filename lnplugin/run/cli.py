@@ -27,9 +27,23 @@ if TYPE_CHECKING:
 
 F = Callable[..., Any]
 
+
+class Whole(click.IntRange):
+    """click's IntRange, named so that `abc` gets "'abc' is not a valid integer."
+    (click's own name, "integer range", reads as if a range were asked for)."""
+
+    name = "integer"
+
+
 # Bounded so a mistyped number is a usage error, not an overflow in SQLite:
 # row ids are SQLite's signed 64-bit integers, amounts at most 21M BTC.
-ROW_ID = click.IntRange(min=1, max=2**63 - 1)
+ROW_ID = Whole(min=1, max=2**63 - 1)
+
+
+def examples(*lines: str) -> str:
+    """A command's `--help` epilog of example lines, printed as written (click's
+    `\\b`); tests/test_docs.py parses each one against the CLI."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 class Label(click.ParamType):
@@ -47,7 +61,7 @@ class Label(click.ParamType):
 
 
 LABEL = Label()
-MSAT = click.IntRange(min=1, max=21_000_000 * 100_000_000 * 1000)
+MSAT = Whole(min=1, max=21_000_000 * 100_000_000 * 1000)
 
 _COMMON = [
     click.option(
@@ -389,7 +403,16 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin serve",
+        "lnplugin serve --port 8081 --data-dir ./data",
+        "lnplugin serve --public-url https://pay.example.com --nwc-relay wss://relay.example.com",
+        "lnplugin serve --node lnd --lnd-cert ~/.lnd/tls.cert --lnd-macaroon ~/lnplugin.macaroon",
+        "lnplugin serve --node cln --cln-socket ~/.lightning/bitcoin/lightning-rpc",
+        "lnplugin serve --config /etc/lnplugin/lnplugin.toml",
+    )
+)
 @server_options
 def serve(**flags: Any) -> None:
     """Run the HTTP API and follow the node's settlements."""
@@ -400,7 +423,12 @@ def serve(**flags: Any) -> None:
     sys.exit(code)
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin status",
+        "lnplugin status --data-dir /var/lib/lnplugin",
+    )
+)
 @status_options
 def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
@@ -464,7 +492,12 @@ def status(**flags: Any) -> None:
     )
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "lnplugin decode lnbcrt210n1...",
+        "lnplugin decode lightning:lnbc1...",
+    )
+)
 @click.argument("invoice")
 def decode(invoice: str) -> None:
     """Decode a BOLT11 invoice and print Alby's decode JSON."""
@@ -478,7 +511,14 @@ def decode(invoice: str) -> None:
     click.echo(json.dumps(decoded_json(decoded, None, int(time.time())), indent=2))
 
 
-@cli.command()
+@cli.command(
+    short_help="Check the node connection and configuration.",
+    epilog=examples(
+        "lnplugin doctor",
+        "lnplugin doctor --node lnd --lnd-cert ~/.lnd/tls.cert --lnd-macaroon ~/lnplugin.macaroon",
+        "lnplugin doctor --node cln --cln-socket ~/.lightning/bitcoin/lightning-rpc",
+    ),
+)
 @server_options
 def doctor(**flags: Any) -> None:
     """Check the node connection and configuration, one line per check.
@@ -496,7 +536,14 @@ def doctor(**flags: Any) -> None:
     sys.exit(exit_code(checks))
 
 
-@cli.command()
+@cli.command(
+    short_help="Export invoices as CSV or JSON Lines.",
+    epilog=examples(
+        "lnplugin export --output invoices.csv",
+        "lnplugin export --format jsonl --type incoming --since 2026-01-01 --output boosts.jsonl",
+        "lnplugin export --spreadsheet-safe > invoices.csv",
+    ),
+)
 @common_options
 @click.option(
     "--format",
@@ -610,7 +657,13 @@ def _require_store(settings: Settings) -> None:
         )
 
 
-@cli.command()
+@cli.command(
+    short_help="Copy the store to FILE while the server runs.",
+    epilog=examples(
+        "lnplugin backup /var/backups/lnplugin/lnplugin.sqlite",
+        "lnplugin backup --force --data-dir /var/lib/lnplugin /var/backups/lnplugin/nightly.sqlite",
+    ),
+)
 @common_options
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
@@ -673,7 +726,15 @@ def _store(flags: dict[str, Any], *, existing: bool = False) -> Any:
     return Store(settings.db_path, busy_timeout=settings.busy_timeout)
 
 
-@token.command("create")
+@token.command(
+    "create",
+    epilog=examples(
+        "lnplugin token create --scope admin",
+        "lnplugin token create --scope invoices:create --scope invoices:read --label shop",
+        "lnplugin token create --scope metrics:read --label prometheus --rate-limit 10/second",
+        "lnplugin token create --scope invoices:create --require-signature",
+    ),
+)
 @common_options
 @click.option(
     "--scope",
@@ -749,7 +810,12 @@ def token_list(**flags: Any) -> None:
         )
 
 
-@token.command("revoke")
+@token.command(
+    "revoke",
+    epilog=examples(
+        "lnplugin token revoke 3   # an id from `lnplugin token list`",
+    ),
+)
 @common_options
 @click.argument("token_id", type=ROW_ID)
 def token_revoke(token_id: int, **flags: Any) -> None:
@@ -776,12 +842,21 @@ def token_revoke(token_id: int, **flags: Any) -> None:
 # -- Nostr Wallet Connect ---------------------------------------------------------
 
 
-@cli.group()
+@cli.group(short_help="Create, list and revoke Nostr Wallet Connect connections.")
 def nwc() -> None:
     """Create, list and revoke Nostr Wallet Connect connections (docs/nwc.md)."""
 
 
-@nwc.command("connect")
+@nwc.command(
+    "connect",
+    short_help="Create a connection; its URI is printed once.",
+    epilog=examples(
+        "lnplugin nwc connect --scope invoices:create --scope invoices:read"
+        " --label 'my podcast app' --nwc-relay wss://relay.example.com",
+        "lnplugin nwc connect --scope invoices:read --nwc-relay wss://relay.example.com"
+        " --lud16 alice --public-url https://pay.example.com",
+    ),
+)
 @common_options
 @click.option(
     "--scope",
@@ -872,7 +947,13 @@ def nwc_list(**flags: Any) -> None:
         )
 
 
-@nwc.command("revoke")
+@nwc.command(
+    "revoke",
+    short_help="Revoke a connection; its app gets UNAUTHORIZED.",
+    epilog=examples(
+        "lnplugin nwc revoke 2   # an id from `lnplugin nwc list`",
+    ),
+)
 @common_options
 @click.argument("connection_id", type=ROW_ID)
 def nwc_revoke(connection_id: int, **flags: Any) -> None:
@@ -891,7 +972,14 @@ def nwc_revoke(connection_id: int, **flags: Any) -> None:
 # -- webhooks --------------------------------------------------------------------
 
 
-@cli.command("webhook-secret")
+@cli.command(
+    "webhook-secret",
+    short_help="Print the secret that signs per-invoice webhooks.",
+    epilog=examples(
+        "lnplugin webhook-secret",
+        "lnplugin webhook-secret --rotate",
+    ),
+)
 @common_options
 @click.option(
     "--rotate",
@@ -924,12 +1012,14 @@ def dev() -> None:
 
 
 def _dev_node(flags: dict[str, Any]) -> DevPayments:
-    """The dev node of the data dir; refused when another node kind serves its
-    store, where a simulated payment would settle nothing the store follows."""
+    """The dev node of the data dir; refused when the data dir has no store (a
+    payment on a dev node no server follows would print SETTLED and reach
+    nothing: a forgotten `--data-dir`), or another node kind serves it."""
     from lnplugin.nodes.dev import DevNode
     from lnplugin.service import served_kind
 
     settings = settings_from(flags)
+    _require_store(settings)
     kind = served_kind(settings.data_dir)
     if kind not in (None, "", "dev"):
         raise Unusable(
@@ -951,7 +1041,14 @@ def _echo_paid(paid: Any) -> None:
     )
 
 
-@dev.command("pay")
+@dev.command(
+    "pay",
+    epilog=examples(
+        "lnplugin dev pay 8d9a156b...   # by payment hash",
+        "lnplugin dev pay lnbcrt210n1...",
+        "lnplugin dev pay --amount-msat 10000 lnbcrt1...   # an any-amount invoice",
+    ),
+)
 @common_options
 @_NETWORK
 @click.argument("target")
@@ -972,12 +1069,18 @@ def dev_pay(target: str, amount_msat: int | None, **flags: Any) -> None:
     _echo_paid(paid)
 
 
-@dev.command("mine")
+@dev.command(
+    "mine",
+    short_help="Move the dev node's simulated chain on.",
+    epilog=examples(
+        "lnplugin dev mine --blocks 10",
+    ),
+)
 @common_options
 @_NETWORK
 @click.option(
     "--blocks",
-    type=click.IntRange(min=1, max=10_000),
+    type=Whole(min=1, max=10_000),
     default=1,
     show_default=True,
     help="How many blocks to mine.",
@@ -991,7 +1094,15 @@ def dev_mine(blocks: int, **flags: Any) -> None:
     click.echo(json.dumps({"block_height": node.mine(blocks)}))
 
 
-@dev.command("keysend")
+@dev.command(
+    "keysend",
+    short_help="Receive a keysend payment with custom TLV records.",
+    epilog=examples(
+        "lnplugin dev keysend --amount-msat 5000 --record 34349334=hello",
+        "lnplugin dev keysend --amount-msat 5000 --record 696969=hex:616c696365"
+        ' --record \'7629169={"podcast":"My Pod","message":"great show"}\'',
+    ),
+)
 @common_options
 @_NETWORK
 @click.option("--amount-msat", type=MSAT, required=True, help="The amount received, in msat.")
@@ -1038,7 +1149,14 @@ def rss() -> None:
     """rss::payment boost records (docs/boostagrams.md)."""
 
 
-@rss.command("refetch")
+@rss.command(
+    "refetch",
+    short_help="Fetch the boost records of a newly listed domain.",
+    epilog=examples(
+        "lnplugin rss refetch --rss-payment-domain fountain.fm",
+        "lnplugin rss refetch --rss-payment-domain fountain.fm --failed",
+    ),
+)
 @common_options
 @click.option(
     "--rss-payment-domain",
@@ -1092,7 +1210,7 @@ _PUBLIC_URL = click.option(
 )
 
 
-@cli.group()
+@cli.group(short_help="Add, list, show and remove Lightning Addresses.")
 def address() -> None:
     """Add, list, show and remove Lightning Addresses (LUD-16, LNURL-pay)."""
 
@@ -1107,7 +1225,14 @@ def _address_line(row: Any, public_url: str | None) -> str:
     )
 
 
-@address.command("add")
+@address.command(
+    "add",
+    epilog=examples(
+        "lnplugin address add alice --public-url https://pay.example.com",
+        "lnplugin address add alice --description 'Tips for Alice' --comment-allowed 100"
+        " --payer-data name --payer-data email:mandatory",
+    ),
+)
 @common_options
 @_PUBLIC_URL
 @click.argument("username")
@@ -1167,7 +1292,12 @@ def address_add(username: str, payer_data: tuple[str, ...], **options: Any) -> N
     _show(row, settings.public_url)
 
 
-@address.command("list")
+@address.command(
+    "list",
+    epilog=examples(
+        "lnplugin address list --public-url https://pay.example.com",
+    ),
+)
 @common_options
 @_PUBLIC_URL
 def address_list(**flags: Any) -> None:
@@ -1194,7 +1324,13 @@ def _show(row: Any, public_url: str | None) -> None:
     click.echo(json.dumps(address_json(row, public_url), indent=2))
 
 
-@address.command("show")
+@address.command(
+    "show",
+    short_help="Print an address: its Lightning Address and LNURL.",
+    epilog=examples(
+        "lnplugin address show alice --public-url https://pay.example.com",
+    ),
+)
 @common_options
 @_PUBLIC_URL
 @click.argument("username")
@@ -1211,7 +1347,12 @@ def address_show(username: str, **flags: Any) -> None:
     _show(row, settings.public_url)
 
 
-@address.command("remove")
+@address.command(
+    "remove",
+    epilog=examples(
+        "lnplugin address remove alice",
+    ),
+)
 @common_options
 @click.argument("username")
 def address_remove(username: str, **flags: Any) -> None:

@@ -1126,6 +1126,8 @@ class ClnSim:
                 rec["updated_index"] = self.counters["sp_updated"]
             if status == "complete":
                 rec.update(completed_at=now, preimage=preimage)
+            elif status == "failed":
+                rec["completed_at"] = now  # lightningd sets it for any end, not just success
             elif status == "pending":
                 rec["preimage"] = preimage  # what the payee reveals when it completes
             self.sendpays[rec["created_index"]] = rec

@@ -11,7 +11,10 @@ as 0), `wait`, `waitanyinvoice` with error 904 on timeout.
 Besides CLN's own commands it answers `sim-pay`, `sim-keysend`, `sim-send`
 and `sim-expire`, so a person running the CLI can drive it with any JSON-RPC
 client; tests call the same operations as methods (`pay`, `keysend`,
-`send_payment`, `expire`).
+`send_payment`, `expire`; `add_part` and `set_part` build a payment part
+by part, as `pay`/`xpay` send one HTLC per part). `listpays` combines the
+rows of one `listsendpays` answer, as CLN's pay plugin does, so its
+`limit` counts parts.
 
 Fault knobs: `stop()` removes the socket and drops every connection (node
 gone), `reply_delay` slows every reply, `restart()` comes back on the same
@@ -110,6 +113,11 @@ def parse_msat(value: Any) -> int:
 def _tu(value: int) -> bytes:
     """Truncated unsigned int (BOLT1 tu64/tu32): big-endian without leading zeros."""
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _plain_msat(value: int | str) -> int:
+    """An msat amount as rendered (int, or "123msat" before v23.05)."""
+    return int(str(value).removesuffix("msat"))
 
 
 def _paged(
@@ -466,37 +474,100 @@ class ClnSim:
         out["groupid"] = rec["groupid"]
         if rec.get("updated_index") and indexed:
             out["updated_index"] = rec["updated_index"]
-        out["partid"] = 1
+        if rec.get("partid", 1):  # lightningd leaves out a partid of 0
+            out["partid"] = rec.get("partid", 1)
         out["destination"] = rec["destination"]
         out["amount_msat"] = self._msat(rec["amount_msat"])
         out["amount_sent_msat"] = self._msat(rec["amount_sent_msat"])
         out["created_at"] = rec["created_at"]
-        if rec["status"] == "complete":
+        if rec.get("completed_at") is not None and rec["status"] != "pending":
             out["completed_at"] = rec["completed_at"]
         out["status"] = rec["status"]
         if rec["status"] == "complete":
             out["payment_preimage"] = rec["preimage"]
         if rec.get("bolt11"):
             out["bolt11"] = rec["bolt11"]
+        if rec.get("description"):
+            out["description"] = rec["description"]
         return out
 
     def _render_pay(self, rec: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if rec.get("bolt11"):
-            out["bolt11"] = rec["bolt11"]
-        out["destination"] = rec["destination"]
-        out["payment_hash"] = rec["payment_hash"]
-        out["status"] = rec["status"]
-        out["created_at"] = rec["created_at"]
-        if rec["status"] == "complete":
-            out["completed_at"] = rec["completed_at"]
-            out["preimage"] = rec["preimage"]
-            out["amount_msat"] = self._msat(rec["amount_msat"])
-        out["amount_sent_msat"] = self._msat(rec["amount_sent_msat"])
-        if version_tuple(self.version) >= (24, 11):  # listpays' indexes came in v24.11
-            out["created_index"] = rec["created_index"]
-            if rec.get("updated_index"):
-                out["updated_index"] = rec["updated_index"]
+        """The listpays entry of one sendpay row alone (what `send_payment`
+        returns); `cmd_listpays` combines the parts of a payment."""
+        return self._combine_pays([self._render_sendpay(rec)])[0]
+
+    def _combine_pays(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """listpays' entries from listsendpays rows, as the pay plugin
+        combines them (plugins/pay.c in v24.11, plugins/xpay/listpays.c from
+        v26.06): one entry per (payment_hash, groupid) among `rows` only,
+        in the order each is first seen; amounts summed over complete and
+        pending parts; status complete if any part is, else pending if any
+        is, else failed; completed_at the earliest of the complete parts;
+        created_at, label and destination from the first row seen, bolt11 and
+        description from any; the lowest created_index, the highest
+        updated_index."""
+        combined: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in rows:
+            key = (row["payment_hash"], int(row.get("groupid") or 0))
+            pm = combined.get(key)
+            if pm is None:
+                pm = combined[key] = {
+                    "row": row, "states": set(), "sent": 0, "amount": 0, "parts": 0,
+                    "invstring": None, "description": None, "preimage": None,
+                    "success_at": None, "created_index": row.get("created_index", 0),
+                    "updated_index": row.get("updated_index", 0),
+                }  # fmt: skip
+            else:
+                pm["created_index"] = min(pm["created_index"], row.get("created_index", 0))
+                pm["updated_index"] = max(pm["updated_index"], row.get("updated_index", 0))
+            pm["invstring"] = pm["invstring"] or row.get("bolt11") or row.get("bolt12")
+            pm["description"] = pm["description"] or row.get("description")
+            if row["status"] in ("complete", "pending"):
+                pm["sent"] += _plain_msat(row["amount_sent_msat"])
+                if pm["amount"] is not None and row.get("amount_msat") is not None:
+                    pm["amount"] += _plain_msat(row["amount_msat"])
+                else:
+                    pm["amount"] = None
+                pm["parts"] += 1
+            if row["status"] == "complete":
+                pm["preimage"] = row.get("payment_preimage")
+                done = int(row.get("completed_at") or 0)
+                pm["success_at"] = done if pm["success_at"] is None else min(pm["success_at"], done)
+            pm["states"].add(row["status"])
+        out = []
+        for pm in combined.values():
+            first = pm["row"]
+            entry: dict[str, Any] = {}
+            if pm["invstring"]:
+                entry["bolt12" if pm["invstring"].startswith("lni") else "bolt11"] = pm["invstring"]
+            if pm["description"]:
+                entry["description"] = pm["description"]
+            if first.get("destination"):
+                entry["destination"] = first["destination"]
+            entry["payment_hash"] = first["payment_hash"]
+            status = "failed"
+            if "complete" in pm["states"]:
+                status = "complete"
+            elif "pending" in pm["states"]:
+                status = "pending"
+            entry["status"] = status
+            entry["created_at"] = first["created_at"]
+            if pm["success_at"] is not None:
+                entry["completed_at"] = pm["success_at"]
+            if first.get("label"):
+                entry["label"] = first["label"]
+            if pm["preimage"]:
+                entry["preimage"] = pm["preimage"]
+            if pm["amount"] is not None and pm["parts"] > 0:
+                entry["amount_msat"] = self._msat(pm["amount"])
+            entry["amount_sent_msat"] = self._msat(pm["sent"])
+            if pm["parts"] > 1:
+                entry["number_of_parts"] = pm["parts"]
+            if version_tuple(self.version) >= (24, 11):  # listpays' indexes came in v24.11
+                entry["created_index"] = pm["created_index"]
+                if pm["updated_index"]:
+                    entry["updated_index"] = pm["updated_index"]
+            out.append(entry)
         return out
 
     # ---------------------------------------------------------------- minting
@@ -764,8 +835,15 @@ class ClnSim:
         start: int | None = None,
         limit: int | None = None,
     ) -> dict[str, Any]:
+        """The pay plugin hands every parameter to `listsendpays` and combines
+        only the rows that one answer holds: with `limit`, the parts of a
+        payment on either side of the limit come back as two entries."""
+        if (start or 0) != 0 and index is None:
+            raise RpcFailure(-32602, "Can only specify {start} with {index}")
+        if limit is not None and index is None:
+            raise RpcFailure(-32602, "Can only specify {limit} with {index}")
         rows = self._payment_rows(bolt11, payment_hash, status, index, start, limit)
-        return {"pays": [self._render_pay(r) for r in rows]}
+        return {"pays": self._combine_pays([self._render_sendpay(r) for r in rows])}
 
     def _payment_rows(
         self,
@@ -776,15 +854,28 @@ class ClnSim:
         start: int | None,
         limit: int | None,
     ) -> list[dict[str, Any]]:
+        """lightningd's `json_listsendpays` (lightningd/pay.c): a payment_hash
+        (or bolt11) lists every part of that hash, by id, whatever `status`,
+        `index` or `limit` say (wallet.c `payments_by_hash`) from v23.11;
+        otherwise `status` filters and `index=updated start limit` pages
+        (`WHERE status = ? AND updated_index >= ? ORDER BY updated_index
+        LIMIT ?`), and `limit` counts parts, not payments."""
         if bolt11 is not None and payment_hash is not None:
             raise RpcFailure(-32602, "Can only specify one of {bolt11} or {payment_hash}")
-        if (start is not None or limit is not None) and index is None:
-            raise RpcFailure(-32602, "Can only specify {start} or {limit} with {index}")
+        if (start or 0) != 0 and index is None:
+            raise RpcFailure(-32602, "Can only specify {start} with {index}")
+        if limit is not None and index is None:
+            raise RpcFailure(-32602, "Can only specify {limit} with {index}")
+        if (bolt11 is not None or payment_hash is not None) and (start or 0) != 0:
+            raise RpcFailure(-32602, "Cannot use start with bolt11 or payment_hash")
         rows = list(self.sendpays.values())
         if bolt11 is not None:
-            rows = [r for r in rows if r.get("bolt11") == bolt11]
+            payment_hash = cln_bolt11.decode(bolt11)["payment_hash"]
         if payment_hash is not None:
             rows = [r for r in rows if r["payment_hash"] == payment_hash]
+            if status is not None and not self._indexes_payments:  # v23.08 filtered these too
+                rows = [r for r in rows if r["status"] == status]
+            return rows
         if status is not None:
             rows = [r for r in rows if r["status"] == status]
         return _paged(rows, index, start, limit)
@@ -1035,6 +1126,8 @@ class ClnSim:
                 rec["updated_index"] = self.counters["sp_updated"]
             if status == "complete":
                 rec.update(completed_at=now, preimage=preimage)
+            elif status == "failed":
+                rec["completed_at"] = now  # lightningd sets it for any end, not just success
             elif status == "pending":
                 rec["preimage"] = preimage  # what the payee reveals when it completes
             self.sendpays[rec["created_index"]] = rec
@@ -1060,6 +1153,66 @@ class ClnSim:
             )
             self._save({"t": "sp", "rec": rec})
             return self._render_pay(rec)
+
+    def add_part(
+        self,
+        payment_hash: str,
+        *,
+        groupid: int,
+        partid: int,
+        amount_msat: int,
+        fee_msat: int = 0,
+        status: str = "pending",
+        bolt11: str | None = None,
+        description: str | None = None,
+        preimage: str | None = None,
+    ) -> dict[str, Any]:
+        """One sendpay part of a payment (as `pay`/`xpay` make one per HTLC
+        they try): pending parts have no updated_index yet (lightningd's
+        insert leaves it 0); a complete or failed one gets the next. The old
+        pay plugin gives its bolt11 and description to the first part only.
+        Its listsendpays row."""
+        with self._cv:
+            self.counters["sp_created"] += 1
+            rec: dict[str, Any] = {
+                "created_index": self.counters["sp_created"],
+                "payment_hash": payment_hash,
+                "groupid": groupid,
+                "partid": partid,
+                "destination": PEER_ID,
+                "amount_msat": amount_msat,
+                "amount_sent_msat": amount_msat + fee_msat,
+                "created_at": int(time.time()),
+                "status": "pending",
+                "bolt11": bolt11,
+                "description": description,
+                "preimage": preimage,
+            }
+            self.sendpays[rec["created_index"]] = rec
+            if status != "pending":
+                return self.set_part(payment_hash, groupid, partid, status)
+            self._save({"t": "sp", "rec": rec})
+            return self._render_sendpay(rec)
+
+    def set_part(self, payment_hash: str, groupid: int, partid: int, status: str) -> dict[str, Any]:
+        """A pending part completes or fails now: lightningd's
+        `wallet_payment_set_status` sets its status, completed_at and the
+        next updated_index. Its listsendpays row."""
+        with self._cv:
+            rec = next(
+                r
+                for r in self.sendpays.values()
+                if (r["payment_hash"], r["groupid"], r.get("partid", 1))
+                == (payment_hash, groupid, partid)
+            )
+            if self._indexes_payments:
+                self.counters["sp_updated"] += 1
+                rec["updated_index"] = self.counters["sp_updated"]
+            rec.update(status=status, completed_at=int(time.time()))
+            if status == "complete":
+                rec["preimage"] = rec.get("preimage") or secrets.token_hex(32)
+            self._save({"t": "sp", "rec": rec})
+            return self._render_sendpay(rec)
 
     def expire(self, payment_hash: str | None = None) -> list[dict[str, Any]]:
         """Mark due unpaid invoices expired (or this one, now); their listinvoices rows."""

@@ -208,27 +208,29 @@ def test_outgoing_payments(node: ClnNode, sim: ClnSim, tmp: Path) -> None:
 def test_a_history_with_no_completed_payment_costs_one_call_per_poll(
     node: ClnNode, sim: ClnSim
 ) -> None:
-    """On 24.11+ the outgoing cursor stays 0 until a payment completes; each
-    poll then made a full `listpays status=complete` and paged through every
-    payment by `index=updated` (failed ones too) on top of it. Now one call,
-    which lists completed payments only (lightningd filters `status` with
-    `index`: lightningd/pay.c, wallet.c `payments_by_status`)."""
-    assert version_tuple(sim.version) >= (24, 11)
+    """The outgoing cursor stays 0 until a payment completes; each poll is
+    one `listsendpays status=complete`, which lists complete parts only
+    (lightningd filters `status` with `index` too: lightningd/pay.c, wallet.c
+    `payments_by_status`), not every failed or pending attempt. A payment
+    that completed costs one look-up of its parts, once."""
     sim.calls.clear()
     assert list(node.outgoing_payments(0)) == []
-    assert sim.calls["listpays"] == 1
+    assert sim.calls["listsendpays"] == 1
     for n in range(250):  # three pages of failed payments
         sim.send_payment(1000 + n, status="failed")
     sim.send_payment(7000, status="pending")
     sim.calls.clear()
     assert list(node.outgoing_payments(0)) == []
-    assert sim.calls["listpays"] == 1
+    assert sim.calls["listsendpays"] == 1
     done = sim.send_payment(8000)
+    sim.calls.clear()
     (paid,) = node.outgoing_payments(0)
     assert paid.payment_hash == done["payment_hash"] and paid.cursor == 251
+    assert sim.calls["listsendpays"] == 2  # the listing, then its parts
     sim.calls.clear()
     assert list(node.outgoing_payments(paid.cursor)) == []
-    assert sim.calls["listpays"] == 1
+    assert sim.calls["listsendpays"] == 1
+    assert sim.calls["listpays"] == 0
 
 
 def test_outgoing_payments_before_listpays_paging(tmp: Path) -> None:
@@ -256,9 +258,9 @@ def test_version_tuple_reads_only_the_release(version: str, expected: tuple[int,
 
 
 def test_a_git_build_of_an_old_release_is_that_release(tmp: Path) -> None:
-    # A 24.08 built from git has no listpays paging: lnplugin must not poll it
-    # as a 24.11+ node (every listpays index=updated would be refused).
-    with ClnSim(tmp / "d", tmp / "s", version="v24.08-12-gabcdef0") as sim:
+    # A 23.08 built from git has no listsendpays paging: lnplugin must not poll
+    # it as a 23.11+ node (every listsendpays index=updated would be refused).
+    with ClnSim(tmp / "d", tmp / "s", version="v23.08-12-gabcdef0") as sim:
         sim.send_payment(5000, fee_msat=5)
         node = ClnNode(sim.socket_path)
         assert node.outgoing_poll_interval == 60.0

@@ -61,10 +61,11 @@ from lnplugin.nodes.base import (
     OutgoingPayment,
     RequestNotSupported,
 )
+from lnplugin.nodes.cln.outgoing import OutgoingHistory, msat
 
 log = logging.getLogger(__name__)
 
-PAGE = 100  # rows per listinvoices / listpays page
+PAGE = 100  # rows per listinvoices page
 WAIT_SLICE = 0.2  # seconds between checks of close() while blocked
 RPC_TIMEOUT = 30.0  # seconds an ordinary call may take (lnd's calls have the same bound)
 LABEL_PREFIX = "lnplugin-"
@@ -78,22 +79,6 @@ _TIMED_OUT = 904
 # Control characters JSON can only write as a `\u` escape (all but \b \t \n
 # \f \r), which lightningd refuses in a description.
 _U_ONLY = re.compile("[\x00-\x07\x0b\x0e-\x1f]")
-
-
-def msat(value: Any) -> int | None:
-    """An msat amount as CLN reports it: int (>= v23.05) or "123msat" (older)."""
-    if value is None or value == "any":
-        return None
-    if isinstance(value, bool):
-        raise NodeError(f"not an msat amount: {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.endswith("msat") and value[:-4].isdigit():
-        return int(value[:-4])
-    try:
-        return int(value)  # pyln's Millisatoshi, numeric strings
-    except (TypeError, ValueError):
-        raise NodeError(f"not an msat amount: {value!r}") from None
 
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)")
@@ -242,6 +227,7 @@ class ClnNode(Node):
         self._poll_interval: float | None = None  # pinned by the setter below
         self._aliases: dict[str, str | None] = {}
         self._listnodes = True
+        self.outgoing_history = OutgoingHistory(self._call)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
@@ -349,11 +335,11 @@ class ClnNode(Node):
 
     @property
     def outgoing_poll_interval(self) -> float:
-        """Before 24.11 there is no indexed `listpays`: each poll lists every
+        """Before 23.11 `listsendpays` has no index: each poll lists every
         completed payment, so poll at the sweep's pace instead."""
         if self._poll_interval is not None:
             return self._poll_interval
-        return 5.0 if self.version >= (24, 11) else 60.0
+        return 5.0 if self.version >= (23, 11) else 60.0
 
     @outgoing_poll_interval.setter
     def outgoing_poll_interval(self, seconds: float) -> None:
@@ -518,45 +504,12 @@ class ClnNode(Node):
                     yield InvoiceUpdate(to_invoice(row), position)
 
     def outgoing_payments(self, cursor: int) -> Iterator[OutgoingPayment]:
-        """Completed payments after `cursor` (their `updated_index`), oldest first.
-
-        `listpays index=updated` (v24.11+) aggregates the parts of a payment;
-        older nodes get `listsendpays`, grouped here by (payment_hash, groupid).
-        Its rows have an `updated_index` since v23.11 only, and those completed
-        before a node was upgraded to it keep 0 (the column's default); `id`
-        is no stand-in (it counts payments as they start, and a payment started
-        first may complete last). Before 24.11 those are handed on every time
-        with cursor 0 (the store keeps each payment once): the listing reads
-        them all anyway. On 24.11+ no `start` pages past rows that share index
-        0, so from cursor 0 (a first read, one started over, or no payment
-        completed yet) one `listpays status=complete` lists every completed
-        payment, all parts combined, and nothing more is asked; after that,
-        `index=updated` pages from the cursor, completed payments only
-        (lightningd filters `status` with `index`). A history of failed or
-        pending payments alone is then one short call per poll, not a
-        listing of every payment.
-        """
-        if self.version >= (24, 11):
-            if cursor == 0:
-                rows = self._call("listpays", status="complete")["pays"]
-                payments = [_pay_to_outgoing(r, int(r.get("updated_index") or 0)) for r in rows]
-                yield from sorted(payments, key=lambda p: p.cursor)
-                return
-            for row, position in self._updated("listpays", "pays", cursor, status="complete"):
-                if row["status"] == "complete":
-                    yield _pay_to_outgoing(row, position)
-            return
-        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for part in self._call("listsendpays", status="complete")["payments"]:
-            groups.setdefault((part["payment_hash"], int(part.get("groupid") or 0)), []).append(
-                part
-            )
-        payments = []
-        for parts in groups.values():
-            position = max(int(p.get("updated_index") or 0) for p in parts)
-            if position > cursor or position == 0:
-                payments.append(_sendpays_to_outgoing(parts, position))
-        yield from sorted(payments, key=lambda p: p.cursor)
+        """Completed payments with a part completed after `cursor` (an
+        `updated_index` of listsendpays), oldest first, each whole: see
+        `lnplugin.nodes.cln.outgoing`. Rows without an updated_index (before
+        v23.11, or completed before the node's upgrade to it) hand cursor 0
+        and are listed at every poll (the store keeps each payment once)."""
+        return self.outgoing_history.payments(cursor, indexed=self.version >= (23, 11))
 
     def node_alias(self, pubkey: str) -> str | None:
         """The alias from `listnodes` (gossip), cached; None if unknown or unavailable."""
@@ -650,39 +603,4 @@ def to_invoice(row: dict[str, Any]) -> NodeInvoice:
         settled_at=int(row["paid_at"]) if paid and row.get("paid_at") is not None else None,
         preimage=row.get("payment_preimage") if paid else None,
         is_keysend=is_keysend,
-    )
-
-
-def _pay_to_outgoing(row: dict[str, Any], cursor: int) -> OutgoingPayment:
-    sent = msat(row.get("amount_sent_msat")) or 0
-    amount = msat(row.get("amount_msat"))
-    amount = sent if amount is None else amount
-    return OutgoingPayment(
-        payment_hash=row["payment_hash"],
-        amount_msat=amount,
-        fee_msat=max(0, sent - amount),
-        created_at=int(row["created_at"]),
-        settled_at=int(row["completed_at"]) if row.get("completed_at") is not None else None,
-        cursor=cursor,
-        preimage=row.get("preimage") or row.get("payment_preimage"),
-        payment_request=row.get("bolt11") or row.get("bolt12") or "",
-        destination=row.get("destination"),
-        description=row.get("description"),
-    )
-
-
-def _sendpays_to_outgoing(parts: list[dict[str, Any]], cursor: int) -> OutgoingPayment:
-    first = min(parts, key=lambda p: int(p.get("created_at") or 0))
-    sent = sum(msat(p.get("amount_sent_msat")) or 0 for p in parts)
-    amounts = [msat(p.get("amount_msat")) for p in parts]
-    amount = sent if None in amounts else sum(a for a in amounts if a is not None)
-    done = [int(p["completed_at"]) for p in parts if p.get("completed_at") is not None]
-    return _pay_to_outgoing(
-        {
-            **first,
-            "amount_msat": amount,
-            "amount_sent_msat": sent,
-            "completed_at": max(done) if done else None,
-        },
-        cursor,
     )

@@ -219,8 +219,12 @@ def hold_pair() -> tuple[str, str]:
     return preimage.hex(), hashlib.sha256(preimage).hexdigest()
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout`."""
+def wait_for(check: Callable[..., T | None], what: str, timeout: float = WAIT) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout`.
+
+    `check` is called with no arguments. It is typed `Callable[..., ...]`
+    because mypy cannot infer a lambda that binds a loop variable as a
+    default (`lambda h=h: ...`) against `Callable[[], ...]`."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

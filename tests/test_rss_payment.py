@@ -246,7 +246,9 @@ def _boost(server: Server, username: str, comment: str, amount: int = 21_000) ->
     """Pay `username` the way a podcast app does: LNURL-pay with a comment."""
     pay = requests.get(f"{server.url}/.well-known/lnurlp/{username}", timeout=10).json()
     assert pay["commentAllowed"] >= len(comment)
-    reply = requests.get(pay["callback"], params={"amount": amount, "comment": comment}, timeout=10)
+    reply = requests.get(
+        pay["callback"], params={"amount": str(amount), "comment": comment}, timeout=10
+    )
     assert reply.status_code == 200, reply.text
     paid = json.loads(cli(server.data_dir, "dev", "pay", reply.json()["pr"]))
     assert paid["state"] == "SETTLED"

@@ -48,7 +48,7 @@ def test_an_answer_read_before_the_revocation_committed_is_not_kept(tmp_path: Pa
     token_id, token = _admin_token(other)
     original = tokens.verify
 
-    def verify_then_revoked(conn, raw):  # type: ignore[no-untyped-def]
+    def verify_then_revoked(conn, raw):
         found = original(conn, raw)
         tokens.verify = original  # once
         assert tokens.revoke(other, token_id)

@@ -140,7 +140,7 @@ class Server:
             env=self.env,
         )
         lines: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None and self.proc.stderr is not None
         stdout = self.proc.stdout
 
         def pump() -> None:
@@ -155,7 +155,7 @@ class Server:
                 line = lines.get(timeout=0.2)
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited: {self.proc.stderr.read()}") from None  # type: ignore[union-attr]
+                    raise AssertionError(f"server exited: {self.proc.stderr.read()}") from None
                 continue
             banner.append(line)
             if line.startswith(("Admin token:", "No admin token yet")):

@@ -23,7 +23,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,7 @@ class Listener:
                 return event
         raise AssertionError(f"no event of kinds {kinds} arrived")
 
-    def request(self, method: str, params: dict[str, Any], extra: list[list[str]] = ()) -> str:  # type: ignore[assignment]
+    def request(self, method: str, params: dict[str, Any], extra: Sequence[list[str]] = ()) -> str:
         """Publish a request by hand; returns its event JSON (to send again)."""
         content = self.keys.nip44_encrypt(
             self.service, json.dumps({"method": method, "params": params})

@@ -184,7 +184,7 @@ class ClnSim:
         # Fault knob: method -> a function run (under the simulator's lock)
         # just before that command, to make something happen in between two
         # of a client's calls (a payment landing between listing and deleting).
-        self.before: dict[str, Callable[[], None]] = {}
+        self.before: dict[str, Callable[[], object]] = {}
         # Commands received, by method, and those blocked right now. Like
         # lightningd, a blocked command whose caller hung up stays blocked
         # until it completes (or its own `timeout` passes).

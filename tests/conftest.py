@@ -50,14 +50,14 @@ def service(data_dir: Path) -> Iterator[Service]:
 
 
 @pytest.fixture
-def app(service: Service):  # type: ignore[no-untyped-def]
+def app(service: Service):
     app = create_app(service)
     app.testing = True
     return app
 
 
 @pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
+def client(app):
     return app.test_client()
 
 

@@ -140,7 +140,7 @@ class Server:
             env=self.env,
         )
         lines: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None and self.proc.stderr is not None
         stdout = self.proc.stdout
 
         def pump() -> None:
@@ -155,7 +155,7 @@ class Server:
                 line = lines.get(timeout=0.2)
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited: {self.proc.stderr.read()}") from None  # type: ignore[union-attr]
+                    raise AssertionError(f"server exited: {self.proc.stderr.read()}") from None
                 continue
             banner.append(line)
             if line.startswith(("Admin token:", "No admin token yet")):
@@ -219,8 +219,12 @@ def hold_pair() -> tuple[str, str]:
     return preimage.hex(), hashlib.sha256(preimage).hexdigest()
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout`."""
+def wait_for(check: Callable[..., T | None], what: str, timeout: float = WAIT) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout`.
+
+    `check` is called with no arguments. It is typed `Callable[..., ...]`
+    because mypy cannot infer a lambda that binds a loop variable as a
+    default (`lambda h=h: ...`) against `Callable[[], ...]`."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

@@ -130,7 +130,7 @@ class Pki:
         def heard(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
             self.names.append(name)
 
-        context.sni_callback = heard  # type: ignore[assignment]
+        context.sni_callback = heard
         return context
 
 
@@ -148,7 +148,7 @@ class HTTPSServer(ThreadingHTTPServer):
         self.handshake_errors: list[str] = []
         super().__init__(("127.0.0.1", 0), handler)
 
-    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def finish_request(self, request, client_address) -> None:
         if self.context is not None:
             try:
                 request = self.context.wrap_socket(request, server_side=True)

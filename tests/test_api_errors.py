@@ -50,12 +50,12 @@ def add_failing_routes(app: Flask) -> None:
 
 
 @pytest.fixture
-def client(app: Flask):  # type: ignore[no-untyped-def]
+def client(app: Flask):
     add_failing_routes(app)
     return app.test_client()
 
 
-def test_a_busy_store_is_503_with_retry_after_in_every_shape(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_busy_store_is_503_with_retry_after_in_every_shape(client) -> None:
     alby = client.get("/probe/alby/busy")
     assert alby.status_code == 503 and alby.headers["Retry-After"] == "1"
     assert alby.get_json() == {
@@ -71,7 +71,7 @@ def test_a_busy_store_is_503_with_retry_after_in_every_shape(client) -> None:  #
     assert page.mimetype == "text/html" and "The store is busy" in page.get_data(as_text=True)
 
 
-def test_a_bug_is_a_logged_500_that_shows_nothing_of_it(client, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_a_bug_is_a_logged_500_that_shows_nothing_of_it(client, caplog) -> None:
     with caplog.at_level(logging.ERROR, logger="lnplugin.api.errors"):
         alby = client.get("/probe/alby/bug")
         lnurl = client.get("/probe/lnurl/bug")
@@ -85,7 +85,7 @@ def test_a_bug_is_a_logged_500_that_shows_nothing_of_it(client, caplog) -> None:
     assert [r.exc_info is not None for r in caplog.records] == [True, True, True]
 
 
-def test_a_validation_error_is_a_400_naming_the_field_not_a_500(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_validation_error_is_a_400_naming_the_field_not_a_500(client) -> None:
     alby = client.get("/probe/alby/invalid")
     assert alby.status_code == 400 and "amount" in alby.get_json()["errors"]
     lnurl = client.get("/probe/lnurl/invalid")
@@ -104,7 +104,7 @@ def test_a_validation_error_is_a_400_naming_the_field_not_a_500(client) -> None:
         ("9" * 30, "must be from 1 to 1000000000000000"),
     ],
 )
-def test_a_connection_id_that_is_not_one_is_400_naming_it(client, admin, given, reason) -> None:  # type: ignore[no-untyped-def]
+def test_a_connection_id_that_is_not_one_is_400_naming_it(client, admin, given, reason) -> None:
     """A path parameter is input like any other: an id that cannot be one is
     told apart from a connection that does not exist (404), as a malformed
     payment hash is."""
@@ -118,7 +118,7 @@ def test_a_connection_id_that_is_not_one_is_400_naming_it(client, admin, given, 
 @pytest.mark.parametrize("label", ["app\tname", "app\nname", "x" * 201])
 def test_a_connection_label_that_would_break_nwc_list_is_400_naming_it(
     client, admin, label
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     reply = client.post(
         "/nwc/connections", json={"scopes": ["invoices:read"], "label": label}, headers=admin
     )
@@ -126,7 +126,7 @@ def test_a_connection_label_that_would_break_nwc_list_is_400_naming_it(
     assert "label" in reply.get_json()["errors"]
 
 
-def test_a_write_waiting_out_this_processs_own_writer_is_503_not_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_write_waiting_out_this_processs_own_writer_is_503_not_500(tmp_path) -> None:
     """Past `--busy-timeout`, a write that waited for another thread of this
     process (a long follower batch, say) gives up with the store's own
     "database is locked", which carries no SQLite error code. It is the same

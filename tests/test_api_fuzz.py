@@ -88,7 +88,7 @@ def _routes() -> list[tuple[str, str]]:
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static"
-        for method in rule.methods - {"HEAD", "OPTIONS"}
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     )
 
 
@@ -335,7 +335,7 @@ def target() -> Iterator[Target]:
     # A public URL (its own address) turns the LNURL routes on; their rate
     # limits are raised so the examples reach the checks behind them.
     port = free_port()
-    args = ("--sse-heartbeat", "1", "--max-streams", "512", "--port", str(port))
+    args: tuple[str, ...] = ("--sse-heartbeat", "1", "--max-streams", "512", "--port", str(port))
     args += ("--public-url", f"http://127.0.0.1:{port}", "--rate-limit", "100000/minute")
     args += ("--rate-limit-callback", "100000/minute")
     with Server(tmp / "data", *args) as server:

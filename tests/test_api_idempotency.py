@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 
-def post(client, token: str, key: str | None, body: dict) -> object:
+
+def post(client, token: str, key: str | None, body: dict) -> Any:
+    # Any, not TestResponse: its get_json() is Optional, and these bodies are JSON.
     headers = {"Authorization": f"Bearer {token}"}
     if key is not None:
         headers["Idempotency-Key"] = key

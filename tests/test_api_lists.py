@@ -14,6 +14,7 @@ from dataclasses import asdict
 import pytest
 
 from lnplugin.store import invoices
+from tests.helpers_store import invoice_by_id
 
 T0 = 1_700_000_000
 
@@ -41,7 +42,7 @@ def add(service, n: int, *, settled: bool = False, start: int = 0, step: int = 1
                     preimage="00" * 32,
                     list_seq=invoices.next_list_seq(tx, "incoming"),
                 )
-            row = invoices.by_id(tx, invoices.insert(tx, fields))
+            row = invoice_by_id(tx, invoices.insert(tx, fields))
             rows.append(asdict(row))
     return rows
 

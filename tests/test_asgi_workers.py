@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -195,7 +196,10 @@ def test_the_stall_check_follows_the_pool_to_a_new_loop() -> None:
     async def arm_and_leave() -> None:
         loop = asyncio.get_running_loop()
         gate = threading.Event()
-        futures = [pool.run(loop, gate.wait, 5), pool.run(loop, lambda: None)]
+        futures: list[asyncio.Future[Any]] = [
+            pool.run(loop, gate.wait, 5),
+            pool.run(loop, lambda: None),
+        ]
         gate.set()
         await asyncio.gather(*futures)
 

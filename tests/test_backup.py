@@ -26,7 +26,7 @@ from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
 
 
-def lnplugin(data_dir: Path, *args: str):  # type: ignore[no-untyped-def]
+def lnplugin(data_dir: Path, *args: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LNPLUGIN_")}
     return e2e.run(data_dir, *args, env=env)
 

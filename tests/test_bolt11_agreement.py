@@ -208,6 +208,7 @@ def _package_view(pkg: Bolt11) -> dict:
         2 * f.value + (1 if state is FeatureState.supported else 0)
         for f, state in (features.feature_list.items() if features else ())
     )
+    assert pkg.signature is not None
     return {
         "currency": pkg.currency,
         "amount_msat": None if pkg.amount_msat is None else int(pkg.amount_msat),
@@ -326,7 +327,9 @@ def _pkg_encode(**changes: object) -> str:
 def test_exception_1_package_reads_fees_as_signed() -> None:
     hop = RouteHop("02" + "ab" * 32, "1x2x3", 2**31 + 1, 2**32 - 1, 2**15 + 7)
     invoice = _pkg_encode(routes=[[hop]])
-    route = bolt11.decode(invoice).route_hints[0].routes[0]
+    hints = bolt11.decode(invoice).route_hints
+    assert hints is not None
+    route = hints[0].routes[0]
     assert (route.base_fee, route.ppm_fee, route.cltv_expiry_delta) == (-(2**31) + 1, -1, -32761)
     assert decode(invoice).route_hints == ((hop,),)
 
@@ -334,7 +337,8 @@ def test_exception_1_package_reads_fees_as_signed() -> None:
 def test_exception_2_package_drops_fifth_hop() -> None:
     hop = RouteHop("03" + "cd" * 32, "700000x1x0", 1000, 1, 40)
     invoice = _pkg_encode(routes=[[hop] * 5])
-    assert len(bolt11.decode(invoice).route_hints[0].routes) == 4
+    hints = bolt11.decode(invoice).route_hints
+    assert hints is not None and len(hints[0].routes) == 4
     assert len(decode(invoice).route_hints[0]) == 5
 
 
@@ -344,13 +348,17 @@ def test_exception_3_and_4_fallbacks() -> None:
     invoice = _pkg_encode(fallbacks=[taproot, p2pkh])
     ours = decode(invoice)
     assert [(f.type, f.version) for f in ours.fallbacks] == [("P2TR", 1), ("P2PKH", 17)]
-    pkg_address = bolt11.decode(invoice).fallback.address
+    fallback = bolt11.decode(invoice).fallback
+    assert fallback is not None
+    pkg_address = fallback.address
     assert pkg_address.startswith("bc1p")
     assert pkg_address != ours.fallbacks[0].address  # package: bech32; BIP 350: bech32m
     regtest = decode(_pkg_encode(currency="bcrt", fallbacks=[p2pkh]))
     assert regtest.fallbacks[0].address is not None
+    fallback = bolt11.decode(_pkg_encode(currency="bcrt", fallbacks=[p2pkh])).fallback
+    assert fallback is not None
     with pytest.raises(ValueError):
-        _ = bolt11.decode(_pkg_encode(currency="bcrt", fallbacks=[p2pkh])).fallback.address
+        _ = fallback.address
 
 
 def test_exception_5_unknown_even_feature() -> None:
@@ -366,7 +374,8 @@ def test_exception_6_feature_pairs() -> None:
         private_key=KEY, description="", features=(8, 9, 14, 15),
     )  # fmt: skip
     assert decode(ours).features == (8, 9, 14, 15)
-    assert len(bolt11.decode(ours).features.feature_list) == 2
+    pkg_features = bolt11.decode(ours).features
+    assert pkg_features is not None and len(pkg_features.feature_list) == 2
 
 
 def test_exception_7_zero_and_huge_x_c() -> None:
@@ -391,7 +400,9 @@ def _package_writes(amount_msat: int | None) -> int | None:
 
 def test_exception_12_package_encodes_thousands_of_btc_a_thousand_times_too_small() -> None:
     invoice = _pkg_encode(amount_msat=2625 * 1000 * BTC_MSAT)
-    assert decode(invoice).amount_msat == 2625 * BTC_MSAT == int(bolt11.decode(invoice).amount_msat)
+    pkg_amount = bolt11.decode(invoice).amount_msat
+    assert pkg_amount is not None
+    assert decode(invoice).amount_msat == 2625 * BTC_MSAT == int(pkg_amount)
     assert decode(invoice).amount_msat == _package_writes(2625 * 1000 * BTC_MSAT)
     # Amounts just off the multiple, and our own encoder, are exact.
     assert decode(_pkg_encode(amount_msat=1500 * BTC_MSAT)).amount_msat == 1500 * BTC_MSAT

@@ -42,6 +42,7 @@ def _args(**changes: object) -> dict:
 
 
 def _package_bits(pkg: bolt11.Bolt11) -> tuple[int, ...]:
+    assert pkg.features is not None
     return tuple(
         sorted(
             2 * f.value + (state is FeatureState.supported)
@@ -89,6 +90,7 @@ def _check_both(invoice: str, args: dict) -> None:
     assert _package_bits(pkg) == features
     assert pkg.metadata == expected["payment_metadata"]
     assert pkg.payee == expected["payee"]
+    assert pkg.signature is not None
     assert pkg.signature.hex == ours.signature
     assert pkg.signature.recovery_flag == ours.recovery_id
     pkg_hints = [
@@ -96,7 +98,7 @@ def _check_both(invoice: str, args: dict) -> None:
             RouteHop(r.public_key, r.short_channel_id, r.base_fee, r.ppm_fee, r.cltv_expiry_delta)
             for r in hint.routes
         ]
-        for hint in pkg.route_hints
+        for hint in pkg.route_hints or ()
     ]
     assert pkg_hints == [list(r) for r in args.get("route_hints", ())]
 

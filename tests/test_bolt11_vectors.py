@@ -220,4 +220,4 @@ def test_malformed_strings(text: str, reason: str) -> None:
 
 def test_non_string_input() -> None:
     with pytest.raises(Bolt11Error, match="must be a string"):
-        decode(b"lnbc1")  # type: ignore[arg-type]
+        decode(b"lnbc1")  # type: ignore[arg-type]  # the wrong type is the test

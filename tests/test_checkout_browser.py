@@ -455,7 +455,14 @@ def test_the_screenshot_script_draws_the_page(browser: Any, tmp_path: Path) -> N
 # -- what a payer with a screen reader, a keyboard or a small screen meets -----------
 
 # The elements whose text a payer reads, on each kind of page.
-PAY_TEXT = ("#amount", "#amount span", "#fiat", "#description", "#status", "#expiry")
+PAY_TEXT: tuple[str, ...] = (
+    "#amount",
+    "#amount span",
+    "#fiat",
+    "#description",
+    "#status",
+    "#expiry",
+)
 PAY_TEXT += ("#open", "#copy", "label[for=invoice]", "#invoice")
 ADDRESS_TEXT = ("#address", "#description", "label[for=amount]", "#submit", "#error")
 # Each element's text colour and the first opaque background behind it.

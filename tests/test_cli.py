@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import click
 import pytest
@@ -251,7 +252,7 @@ def served_dir(data_dir):
 
 
 def mint(data_dir: str, amount_msat: int | None = 5000) -> str:
-    node = DevNode(data_dir)
+    node = DevNode(Path(data_dir))
     return node.create_invoice(InvoiceRequest(amount_msat=amount_msat)).payment_request
 
 

@@ -42,6 +42,7 @@ from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
 from lnplugin_sim.cln_sim import ClnSim, RpcFailure
 from tests import e2e
 from tests.e2e import BOOST, BOOST_BYTES, Api, wait_for
+from tests.helpers_present import present
 
 tmp = e2e.fixture_tmp
 
@@ -87,7 +88,7 @@ def part(
     """`htlc_accepted` params for one part of a payment of the whole invoice,
     with any custom `records` the payer added."""
     total = invoice["amount_msat"]
-    secret = reference.decode(invoice["payment_request"]).payment_secret
+    secret = present(reference.decode(invoice["payment_request"]).payment_secret)
     payload = encode_payload(
         {
             2: _tu(amount),

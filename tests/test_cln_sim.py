@@ -19,6 +19,7 @@ from pyln.client import LightningRpc, RpcError
 from lnplugin.nodes.cln.tlv import custom_records
 from lnplugin_sim.cln_sim import ClnSim, RpcFailure
 from tests import e2e
+from tests.helpers_present import present
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cln"
 ROOT = Path(__file__).parent.parent
@@ -101,7 +102,7 @@ def test_keysend_strips_unaccepted_even_types_and_keeps_raw_payload(tmp: Path) -
         )
         # CLN's keysend plugin picks the description before it strips 34349334
         assert row["description"] == "keysend: a much longer message"
-        records = custom_records(sim.htlc_payload(row["payment_hash"]))
+        records = custom_records(present(sim.htlc_payload(row["payment_hash"])))
         assert records == {133773310: b"{}", 7629169: b"bin\xff"}
 
 

@@ -119,7 +119,7 @@ def test_the_build_context_is_an_allow_list_that_covers_every_copy() -> None:
     ]
     assert ignore[0] == "*", "start from nothing, so a local store or .env never enters"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    copied = set()
+    copied: set[str] = set()
     for dockerfile in (DOCKERFILE, ROOT / "regtest" / "Dockerfile.cln-lnplugin"):
         for line in dockerfile.read_text().splitlines():
             if line.startswith("COPY ") and "--from=" not in line:

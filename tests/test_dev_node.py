@@ -161,7 +161,8 @@ def test_a_payment_made_by_another_process_is_visible(tmp_path):
     server_side = DevNode(tmp_path)
     inv = server_side.create_invoice(InvoiceRequest(amount_msat=1000))
     DevNode(tmp_path).pay(inv.payment_hash)  # like `lnplugin dev pay` from a shell
-    assert server_side.lookup_invoice(inv.payment_hash).state == "SETTLED"
+    seen = server_side.lookup_invoice(inv.payment_hash)
+    assert seen is not None and seen.state == "SETTLED"
 
 
 # -- keysend -----------------------------------------------------------------------------------

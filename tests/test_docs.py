@@ -43,7 +43,7 @@ def test_every_command_is_documented_with_help(path: str, command: click.Command
 
 
 @pytest.mark.parametrize("setting", SETTINGS_DOCS, ids=[s.name for s in SETTINGS_DOCS])
-def test_every_setting_is_documented(setting) -> None:  # type: ignore[no-untyped-def]
+def test_every_setting_is_documented(setting) -> None:
     assert f"`{setting.flag}`" in README, f"{setting.flag} is missing from the README"
     assert f"`{setting.env}`" in README, f"{setting.env} is missing from the README"
 
@@ -52,7 +52,7 @@ def _normalise(route: str) -> str:
     return re.sub(r"<[^>]+>", "<>", route)
 
 
-def test_every_route_is_documented(app) -> None:  # type: ignore[no-untyped-def]
+def test_every_route_is_documented(app) -> None:
     documented = {
         _normalise(m) for m in re.findall(r"`((?:GET|POST|DELETE|PUT|PATCH) /[^`]*)`", README)
     }

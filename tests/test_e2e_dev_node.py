@@ -221,6 +221,7 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
     # Two followers and webhook workers over one store would send every webhook twice.
     data = tmp_path / "data"
     first = Server(data).start()
+    assert first.proc is not None
     try:
         second = run(data, "serve", "--port", "0")
         assert second.returncode == 2
@@ -238,11 +239,11 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
     finally:
         first.stop(signal.SIGKILL)
     # The kernel released the lock with the killed process: no stale lock.
-    again = Server(data).start()
+    restarted = Server(data).start()
     try:
-        assert again.request("GET", "/health").status_code == 200
+        assert restarted.request("GET", "/health").status_code == 200
     finally:
-        again.stop()
+        restarted.stop()
 
 
 def test_status_finds_a_server_listening_on_ipv6(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from lnplugin.service import Service
 from lnplugin.store import invoices, tokens
 from tests.helpers_tickers import Ticker
 
-NASTY = {
+NASTY: dict[str, Any] = {
     "action": "boost",
     "app_name": 'Fountain, "beta"',
     "podcast": 'The "Quoted", Pod',

@@ -8,15 +8,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from typing import cast
 
 import pytest
 
 from lnplugin.follower import Follower, FollowerStatus, apply_in
-from lnplugin.nodes.base import InvoiceRequest, InvoiceUpdate, NodeInvoice
+from lnplugin.nodes.base import InvoiceRequest, InvoiceUpdate, Node, NodeInvoice
 from lnplugin.nodes.dev import DevNode
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.store import Store, captured_records, cursors, events, invoices
 from lnplugin_sim.lnd_sim import LndSim
+from tests.helpers_store import invoice_by_id
 from tests.helpers_webhooks import wait_for
 
 
@@ -81,7 +83,7 @@ def test_rows_written_in_bulk_read_back_as_the_event_described_them(store, follo
     follower.apply([InvoiceUpdate(node_invoice(7, description="café ☕"), 7)])
     (event,) = events.after(store.conn, 0)
     data = events.payload(event)["data"]
-    stored = invoices.by_id(store.conn, event["invoice_id"])
+    stored = invoice_by_id(store.conn, event["invoice_id"])
     assert data["identifier"] == stored.identifier
     assert data["description"] == "café ☕"
     assert data["amount"] == 7 and data["amount_msat"] == 7000
@@ -367,7 +369,10 @@ def test_a_sweep_that_read_from_the_cursor_before_a_rewind_moves_no_cursor(tmp_p
     store = Store(tmp_path / "lnplugin.sqlite")
     old, new = DevNode(tmp_path / "old"), DevNode(tmp_path / "new")
     address = _Address(old)
-    follower = Follower(address, store, sweep_interval=0.1, expiry_interval=0.05, backoff_max=0.2)
+    # A duck-typed stand-in for the node (it forwards the rest to a DevNode).
+    follower = Follower(
+        cast(Node, address), store, sweep_interval=0.1, expiry_interval=0.05, backoff_max=0.2
+    )
     try:
         before = paid(old, [1000 + n for n in range(5)])
         after = paid(new, [7000 + n for n in range(8)])  # positions 1..8
@@ -398,14 +403,17 @@ class _WatchedStatus(FollowerStatus):
 
     def __setattr__(self, name, value):
         owner = self.__dict__.get("owner")
-        watched = owner is not None and name in ("cursor", "outgoing_cursor")
-        if watched and not owner._apply_lock.locked():
+        watched = name in ("cursor", "outgoing_cursor")
+        if watched and owner is not None and not owner._apply_lock.locked():
             owner.unlocked.append(name)
         super().__setattr__(name, value)
 
 
 class _WatchedFollower(Follower):
     """Notes the cursors `status` shows at each rewind of `_epoch`."""
+
+    bumps: list[tuple[int, int]]
+    unlocked: list[str]
 
     @property
     def _epoch(self) -> int:
@@ -482,7 +490,7 @@ class _Batches(Follower):
 
     sizes: list[int]
 
-    def apply(self, updates, epoch=None):  # type: ignore[no-untyped-def]
+    def apply(self, updates, epoch=None):
         updates = list(updates)
         self.sizes.append(len(updates))
         return super().apply(updates, epoch)
@@ -502,7 +510,7 @@ def test_a_feed_given_up_for_a_rewind_does_not_leave_its_reader_stuck(tmp_path, 
     dev.pay(paid.payment_hash)
     node = _Backlog(dev, more=50)
     store = Store(tmp_path / "store.sqlite")
-    follower = _Batches(node, store)  # type: ignore[arg-type]
+    follower = _Batches(cast(Node, node), store)  # a stand-in forwarding to a DevNode
     follower.sizes = []
     done = threading.Event()
 

@@ -114,14 +114,15 @@ def test_min_cltv_expiry_delta_reaches_the_invoice_and_the_deadline(tmp_path: Pa
 
         assert cltv_delta_of_new_invoice(server, amount=21, min_cltv_expiry_delta=18) == 18
 
-        for body, says in [
+        refused: list[tuple[dict[str, object], str]] = [
             ({"payment_hash": _pair()[1], "min_cltv_expiry_delta": 24}, "hold cancel margin"),
             ({"payment_hash": _pair()[1], "min_cltv_expiry_delta": 2017}, "at most 2016"),
             ({"min_cltv_expiry_delta": 17}, "between 18 and 2016"),
             ({"min_cltv_expiry_delta": "144"}, "integer"),
             ({"min_cltv_expiry_delta": True}, "integer"),
             ({"min_cltv_expiry_delta": 1.5}, "integer"),
-        ]:
+        ]
+        for body, says in refused:
             r = server.request("POST", "/invoices", json={"amount": 21, **body})
             assert r.status_code == 400, (body, r.text)
             errors = r.json()["errors"]

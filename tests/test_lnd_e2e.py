@@ -27,6 +27,7 @@ from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
 from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import BOOST, BOOST_BYTES, CHAT, Api, Server, wait_for
+from tests.helpers_present import present
 
 # The shared fixtures: `tmp`, a short directory under /tmp, and `api`, a client for `server`.
 tmp = e2e.fixture_tmp
@@ -123,7 +124,7 @@ def test_amp_boost_is_stored_with_its_boostagram(server: Server, sim: LndSim, ap
     boost = got["boostagram"]
     assert boost["podcast"] == BOOST["podcast"] and boost["message"] == BOOST["message"]
     assert got["keysend_message"] == CHAT.decode()
-    assert api.settled(set_id)["payment_hash"] == set_id
+    assert present(api.settled(set_id))["payment_hash"] == set_id
     kinds = e2e.scalar(
         server.data_dir,
         "SELECT COUNT(*) FROM events WHERE payment_hash = ? AND type = ?",

@@ -35,6 +35,7 @@ from lnplugin.store import Store
 from lnplugin_sim.lnd_sim import DEFAULT_CLTV, HOLD_EXPIRY_DELTA, Invoice, LndSim, lightning_pb2
 from tests import e2e
 from tests.e2e import Server, cltv_delta_of_new_invoice, wait_for
+from tests.helpers_present import present
 from tests.test_lnd_e2e import serve_args
 from tests.test_lnd_node import Follow, make_node
 
@@ -165,7 +166,7 @@ def test_an_amp_invoice_another_app_made_is_not_taken_for_a_hold_invoice(
     _, held = _pair()
     node.create_hold_invoice(InvoiceRequest(amount_msat=1000), held)
     sim.settle_amp_set(amp.r_hash, 5000)
-    shown = sim.ledger.get(amp.r_hash)
+    shown = present(sim.ledger.get(amp.r_hash))
     assert (shown.state, shown.settle_index, shown.r_preimage) == (Invoice.SETTLED, 0, b"")
     listed = sim.list_invoices(lightning_pb2.ListInvoiceRequest(pending_only=True))
     assert amp.r_hash in [i.r_hash for i in listed]
@@ -214,7 +215,7 @@ def test_an_invoice_lnd_cancels_at_its_expiry_is_expired(sim: LndSim, node: LndN
     holds = HoldFeed(node)
     for r_hash in (payment_hash, regular.payment_hash):
         wait_for(
-            lambda h=r_hash: sim.ledger.get(bytes.fromhex(h)).state == Invoice.CANCELED,
+            lambda h=r_hash: present(sim.ledger.get(bytes.fromhex(h))).state == Invoice.CANCELED,
             "lnd's cancel",
         )
     for r_hash in (payment_hash, regular.payment_hash):
@@ -242,13 +243,18 @@ def test_an_expired_invoice_that_a_partial_payment_tried_is_expired(
         )
         sim.pay_invoice(held)
     wait_for(
-        lambda: sim.ledger.get(bytes.fromhex(tried.payment_hash)).state == Invoice.CANCELED,
+        lambda: (
+            present(sim.ledger.get(bytes.fromhex(tried.payment_hash))).state == Invoice.CANCELED
+        ),
         "lnd's cancel",
     )
     wait_for(lambda: time.time() > node.lookup_invoice(held).created_at + 1, "its expiry")  # type: ignore[union-attr]
     node.cancel_invoice(held)
     expired = node.lookup_invoice(tried.payment_hash)
-    assert expired is not None and len(sim.ledger.get(bytes.fromhex(tried.payment_hash)).htlcs) == 1
+    assert (
+        expired is not None
+        and len(present(sim.ledger.get(bytes.fromhex(tried.payment_hash))).htlcs) == 1
+    )
     assert (expired.state, expired.amount_received_msat) == ("EXPIRED", 0)
     assert node.lookup_invoice(held).state == "CANCELED"  # type: ignore[union-attr]
 
@@ -258,9 +264,9 @@ def test_lnd_cancels_a_held_invoice_near_its_expiry(sim: LndSim, node: LndNode) 
     node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
     sim.pay_invoice(payment_hash)
     sim.mine(DEFAULT_CLTV - HOLD_EXPIRY_DELTA - 1)
-    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    assert present(node.lookup_invoice(payment_hash)).state == "ACCEPTED"
     sim.mine(1)
-    assert node.lookup_invoice(payment_hash).state == "CANCELED"
+    assert present(node.lookup_invoice(payment_hash)).state == "CANCELED"
 
 
 # -- lnplugin serve --node lnd --------------------------------------------------------
@@ -325,7 +331,7 @@ def test_lnplugin_cancels_before_lnd_would(tmp: Path, sim: LndSim) -> None:
             "lnplugin's safety cancel",
         )
         assert "30 blocks before its settle deadline" in got["cancel_reason"]
-        assert sim.ledger.get(bytes.fromhex(payment_hash)).state == 2  # CANCELED on lnd
+        assert present(sim.ledger.get(bytes.fromhex(payment_hash))).state == 2  # CANCELED on lnd
 
 
 def _stored(store: Store, payment_hash: str, minted: Any) -> None:
@@ -352,7 +358,7 @@ def test_without_info_read_the_safety_cancel_steps_aside(tmp: Path, sim: LndSim)
     sim.pay_invoice(payment_hash)
     follower.sweep()  # finds it ACCEPTED
     assert follower.cancel_near_deadline() == 0
-    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    assert present(node.lookup_invoice(payment_hash)).state == "ACCEPTED"
     node.close()
     store.close()
 
@@ -451,7 +457,9 @@ def test_a_macaroon_without_the_hold_methods_gets_a_501_naming_them(tmp: Path, s
         assert r.status_code == 501, r.text
         assert "uri:/invoicesrpc.Invoices/CancelInvoice" in r.json()["message"]
         assert _state(server, payment_hash, token)["state"] == "ACCEPTED"
-    assert sim.ledger.get(bytes.fromhex(payment_hash)).state == lightning_pb2.Invoice.ACCEPTED
+    assert (
+        present(sim.ledger.get(bytes.fromhex(payment_hash))).state == lightning_pb2.Invoice.ACCEPTED
+    )
 
 
 def _without_cancel(
@@ -491,7 +499,7 @@ def test_without_cancel_invoice_the_safety_cancel_steps_aside(
         assert follower.cancel_near_deadline() == 0
     warned = [r.getMessage() for r in caplog.records if "cannot cancel held" in r.getMessage()]
     assert len(warned) == 1 and "uri:/invoicesrpc.Invoices/CancelInvoice" in warned[0]
-    assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+    assert present(node.lookup_invoice(payment_hash)).state == "ACCEPTED"
     node.close()
     store.close()
 
@@ -533,7 +541,7 @@ def test_without_cancel_invoice_a_settle_within_the_margin_is_still_refused(
         assert refused.value.message.startswith("Too late to settle")
         assert "uri:/invoicesrpc.Invoices/CancelInvoice" in refused.value.message
         assert invoicing.fresh(follower, payment_hash).state == "ACCEPTED"
-        assert node.lookup_invoice(payment_hash).state == "ACCEPTED"
+        assert present(node.lookup_invoice(payment_hash)).state == "ACCEPTED"
     finally:
         node.close()
         store.close()

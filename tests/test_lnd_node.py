@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LndSim]:
         yield s
 
 
-def make_node(sim: LndSim, macaroon: Path | str | None = None, **kw: object) -> LndNode:
+def make_node(sim: LndSim, macaroon: Path | str | None = None, **kw: Any) -> LndNode:
     mac = macaroon if macaroon is not None else sim.admin_macaroon_path
     return LndNode(sim.target, cert=sim.cert_path, macaroon=mac, network="regtest", **kw)
 
@@ -445,7 +446,7 @@ def test_close_wakes_a_blocked_follow(sim: LndSim) -> None:
     assert not follow.thread.is_alive() and follow.error is None
 
 
-def _inv(settle_index: int, state: int = ln.Invoice.SETTLED) -> ln.Invoice:
+def _inv(settle_index: int, state: ln.Invoice.InvoiceState = ln.Invoice.SETTLED) -> ln.Invoice:
     return ln.Invoice(
         r_hash=settle_index.to_bytes(32, "big"), state=state, settle_index=settle_index
     )

@@ -44,7 +44,7 @@ class Client:
         mac = macaroon if macaroon is not None else sim.admin_macaroon_path
         self.md = (("macaroon", mac.read_bytes().hex()),)
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):
         method = getattr(self.stub, name)
         return lambda req, **kw: method(req, metadata=kw.pop("metadata", self.md), **kw)
 
@@ -61,7 +61,7 @@ class Client:
         return out
 
 
-def code_of(fn) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+def code_of(fn) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         fn()
     return info.value.code()

@@ -34,7 +34,7 @@ def _generated_with() -> str:
 def _drop_json_names(file: descriptor_pb2.FileDescriptorProto) -> None:
     """protoc fills json_name in descriptor sets but not in the embedded copies."""
 
-    def walk(messages) -> None:  # type: ignore[no-untyped-def]
+    def walk(messages) -> None:
         for message in messages:
             for fld in message.field:
                 fld.ClearField("json_name")

@@ -78,7 +78,7 @@ def test_payer_data_is_refused_with_the_reason(
     raw: str, requested: dict[str, object], reason: str
 ) -> None:
     with pytest.raises(lnurl.PayerDataError, match=reason):
-        lnurl.parse_payer_data(raw, requested)  # type: ignore[arg-type]
+        lnurl.parse_payer_data(raw, requested)
 
 
 def test_payer_data_keeps_kinds_the_address_did_not_ask_for() -> None:

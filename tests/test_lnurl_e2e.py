@@ -89,7 +89,7 @@ def test_an_lnurl_client_pays_an_address_and_verifies_it(
     payer_text = json.dumps(PAYER)
     reply = requests.get(
         str(discovered.callback),
-        params={"amount": 21_000, "comment": "great episode", "payerdata": payer_text},
+        params={"amount": "21000", "comment": "great episode", "payerdata": payer_text},
         timeout=10,
     ).json()
     action = lnurl_client.LnurlPayActionResponse(**reply)
@@ -208,7 +208,7 @@ def test_callback_errors_have_lud06_shape_and_say_why(
 ) -> None:
     callback = "/lnurlp/alice/callback"
     name = json.dumps({"name": "Bob"})
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"amount": 999, "payerdata": name}, "from 1000 to 5000000"),
         ({"amount": 5_000_001, "payerdata": name}, "from 1000 to 5000000"),
         ({"payerdata": name}, "amount is required"),
@@ -266,7 +266,7 @@ def test_a_page_of_any_origin_may_read_every_lnurl_answer(
     origin = {"Origin": "https://wallet.example"}
     pay = requests.get(
         server.url + "/lnurlp/alice/callback",
-        params={"amount": 2000, "payerdata": json.dumps({"name": "Bob"})},
+        params={"amount": "2000", "payerdata": json.dumps({"name": "Bob"})},
         headers=origin,
         timeout=10,
     )
@@ -396,7 +396,7 @@ def test_a_payer_signs_the_auth_k1_and_each_k1_pays_once(server: Server) -> None
     # sig2's k1 still works at sig2.
     reply = requests.get(
         server.url + "/lnurlp/sig2/callback",
-        params={"amount": 5000, "payerdata": json.dumps({"auth": borrowed})},
+        params={"amount": "5000", "payerdata": json.dumps({"auth": borrowed})},
         timeout=10,
     )
     assert reply.status_code == 200, reply.text

@@ -63,8 +63,19 @@ def test_make_test_installs_the_javascript_client_when_npm_is_there() -> None:
 
 
 def test_mypy_checks_lnplugin_with_annotations_required() -> None:
-    """The package, the simulators the tests trust and the benchmark scripts."""
+    """The package, the simulators the tests trust, the benchmark scripts and
+    the tests. Test functions and fixtures need no annotations, but their
+    bodies are checked all the same (`check_untyped_defs`)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
-    assert config["files"] == ["lnplugin", "lnplugin_sim", "contrib"]
+    assert config["files"] == ["lnplugin", "lnplugin_sim", "contrib", "tests"]
     assert config["disallow_untyped_defs"] is True
+    assert config["check_untyped_defs"] is True
     assert config["warn_unused_ignores"] is True
+    relaxed = [o for o in config["overrides"] if "disallow_untyped_defs" in o]
+    assert relaxed == [
+        {
+            "module": ["tests.*"],
+            "disallow_untyped_defs": False,
+            "disallow_incomplete_defs": False,
+        }
+    ]

@@ -24,7 +24,7 @@ from lnplugin_sim.lnd_sim import LndSim
 DASHBOARD = Path(__file__).parent.parent / "contrib" / "grafana" / "lnplugin.json"
 
 
-def scrape(client, token: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
+def scrape(client, token: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     reply = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 200, reply.get_data(as_text=True)
     assert reply.headers["Content-Type"].startswith("text/plain; version=")
@@ -35,11 +35,11 @@ def scrape(client, token: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     return out
 
 
-def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_need_the_metrics_scope(client, make_token: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_need_the_metrics_scope(client, make_token: Callable[..., str]) -> None:
     assert client.get("/metrics").status_code == 401
     reader = make_token("invoices:read", "transactions:read")
     assert client.get("/metrics", headers={"Authorization": f"Bearer {reader}"}).status_code == 403
@@ -47,7 +47,7 @@ def test_metrics_need_the_metrics_scope(client, make_token: Callable[..., str]) 
     scrape(client, make_token("admin"))
 
 
-def test_a_fresh_server_exports_every_counter_at_zero_and_no_created_series(  # type: ignore[no-untyped-def]
+def test_a_fresh_server_exports_every_counter_at_zero_and_no_created_series(
     client, make_token: Callable[..., str]
 ) -> None:
     """Absent series read as "no data" (a failed scrape looks the same), and
@@ -70,7 +70,7 @@ def test_unknown_scopes_are_still_refused() -> None:
         tokens.check_scopes(["metrics:write"])
 
 
-def test_each_family_moves_when_its_thing_happens(  # type: ignore[no-untyped-def]
+def test_each_family_moves_when_its_thing_happens(
     client, service: Service, make_token: Callable[..., str]
 ) -> None:
     metrics = make_token("metrics:read")
@@ -182,7 +182,7 @@ def test_node_errors_are_counted(tmp_path: Path) -> None:
             svc.stop()
 
 
-def test_the_grafana_dashboard_only_uses_families_lnplugin_exports(  # type: ignore[no-untyped-def]
+def test_the_grafana_dashboard_only_uses_families_lnplugin_exports(
     client, make_token: Callable[..., str]
 ) -> None:
     dashboard = json.loads(DASHBOARD.read_text())

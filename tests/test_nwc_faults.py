@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 
 from lnplugin.config import load_settings
 from lnplugin.nodes.base import InvoiceRequest
+from lnplugin.nodes.dev import DevNode
 from lnplugin.nwc import connections
 from lnplugin.nwc import worker as nwc_worker
 from lnplugin.service import Service
@@ -173,6 +174,7 @@ def test_a_notification_lost_with_a_dropped_connection_goes_out_when_the_relay_t
         try:
             made = service.node.create_invoice(InvoiceRequest(amount_msat=7000, description="x"))
             gate.hold()  # the notification goes out on a connection that is about to drop
+            assert isinstance(service.node, DevNode)
             service.node.pay(made.payment_request)
             e2e.wait_for(lambda: gate.swallowed > 300, "the notification to be sent")
             connects = link.connects

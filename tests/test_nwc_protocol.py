@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ def request_event(
     encryption: str | None = p.NIP44,
     to: ns.Keys = SERVICE,
     author: ns.Keys = APP,
-    extra: list[list[str]] = (),  # type: ignore[assignment]
+    extra: Sequence[list[str]] = (),
     kind: int = p.REQUEST,
 ) -> ns.Event:
     plain = body if isinstance(body, str) else json.dumps(body)

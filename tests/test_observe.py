@@ -19,10 +19,11 @@ from lnplugin.config import ConfigError, load_settings
 from lnplugin.service import Service
 from lnplugin.store import tokens
 from tests import e2e
+from tests.helpers_present import present
 
 
 @pytest.fixture
-def cors_client(data_dir: Path):  # type: ignore[no-untyped-def]
+def cors_client(data_dir: Path):
     settings = load_settings(
         {"data_dir": str(data_dir), "cors_origin": ("https://app.example",)}, environ={}
     )
@@ -32,7 +33,7 @@ def cors_client(data_dir: Path):  # type: ignore[no-untyped-def]
     svc.stop()
 
 
-def test_a_request_id_is_echoed_or_made(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_id_is_echoed_or_made(client) -> None:
     mine = client.get("/health", headers={"X-Request-Id": "abc-123"})
     assert mine.headers["X-Request-Id"] == "abc-123"
     made = client.get("/health", headers={"X-Request-Id": "bad id\twith spaces"})
@@ -40,7 +41,7 @@ def test_a_request_id_is_echoed_or_made(client) -> None:  # type: ignore[no-unty
     assert client.get("/nope").headers["X-Request-Id"]
 
 
-def test_the_access_log_names_the_token_id_never_the_token(  # type: ignore[no-untyped-def]
+def test_the_access_log_names_the_token_id_never_the_token(
     client, make_token: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
     token = make_token("invoices:read")
@@ -49,7 +50,7 @@ def test_the_access_log_names_the_token_id_never_the_token(  # type: ignore[no-u
         client.get(f"/invoices/{hash_}", headers={"Authorization": f"Bearer {token}"})
     records = [r for r in caplog.records if r.name == "lnplugin.access"]
     assert len(records) == 1
-    fields = records[0].http  # type: ignore[attr-defined]
+    fields = records[0].http  # type: ignore[attr-defined]  # set through the log call's extra=
     assert fields["method"] == "GET"
     assert fields["route"] == "/invoices/<payment_hash>"
     assert fields["status"] == 404
@@ -59,7 +60,7 @@ def test_the_access_log_names_the_token_id_never_the_token(  # type: ignore[no-u
     assert token not in text and hash_ not in text
 
 
-def test_the_access_log_can_be_switched_off(  # type: ignore[no-untyped-def]
+def test_the_access_log_can_be_switched_off(
     data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = load_settings({"data_dir": str(data_dir), "access_log": False}, environ={})
@@ -75,7 +76,7 @@ def test_the_access_log_can_be_switched_off(  # type: ignore[no-untyped-def]
 
 def test_json_log_lines_carry_the_access_fields() -> None:
     record = logging.LogRecord("lnplugin.access", logging.INFO, "x", 1, "GET / 200", (), None)
-    record.http = {"method": "GET", "route": "/health", "status": 200}  # type: ignore[attr-defined]
+    record.http = {"method": "GET", "route": "/health", "status": 200}
     line = json.loads(logs.JsonFormatter().format(record))
     assert line["level"] == "info" and line["logger"] == "lnplugin.access"
     assert line["status"] == 200 and line["route"] == "/health"
@@ -95,7 +96,7 @@ def test_log_format_and_cors_origin_are_validated() -> None:
     assert settings.cors_origin == ("https://a.example", "http://b:3000")
 
 
-def test_no_cors_headers_by_default(client, admin) -> None:  # type: ignore[no-untyped-def]
+def test_no_cors_headers_by_default(client, admin) -> None:
     reply = client.get("/info", headers={**admin, "Origin": "https://app.example"})
     assert "Access-Control-Allow-Origin" not in reply.headers
     preflight = client.options(
@@ -105,7 +106,7 @@ def test_no_cors_headers_by_default(client, admin) -> None:  # type: ignore[no-u
     assert "Access-Control-Allow-Origin" not in preflight.headers
 
 
-def test_preflight_from_an_allowed_origin(cors_client) -> None:  # type: ignore[no-untyped-def]
+def test_preflight_from_an_allowed_origin(cors_client) -> None:
     client, _ = cors_client
     reply = client.options(
         "/invoices",
@@ -130,7 +131,7 @@ def test_preflight_from_an_allowed_origin(cors_client) -> None:  # type: ignore[
 
 def test_actual_requests_from_an_allowed_origin(
     cors_client,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     client, _ = cors_client
     reply = client.get("/health", headers={"Origin": "https://app.example"})
     assert reply.headers["Access-Control-Allow-Origin"] == "https://app.example"
@@ -144,7 +145,7 @@ def test_actual_requests_from_an_allowed_origin(
 
 def test_a_browser_app_may_read_the_headers_its_token_is_answered_with(
     cors_client,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """A page can only read the response headers CORS exposes: the token's
     limit (X-RateLimit-*) is sent on every answer to it, so a browser app
     pacing itself must be allowed to see it, as it sees Retry-After."""
@@ -161,13 +162,13 @@ def test_a_browser_app_may_read_the_headers_its_token_is_answered_with(
     assert sent <= exposed
 
 
-def _ticket(client, headers, path: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+def _ticket(client, headers, path: str) -> dict:
     reply = client.post("/events/tickets", json={"path": path}, headers=headers)
     assert reply.status_code == 201, reply.get_json()
     return reply.get_json()
 
 
-def test_a_ticket_opens_one_stream_once(client, make_token: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
+def test_a_ticket_opens_one_stream_once(client, make_token: Callable[..., str]) -> None:
     headers = {"Authorization": f"Bearer {make_token('invoices:read')}"}
     ticket = _ticket(client, headers, "/events")
     assert ticket["ticket"].startswith("lnpt_") and ticket["expires_in"] <= 60
@@ -180,7 +181,7 @@ def test_a_ticket_opens_one_stream_once(client, make_token: Callable[..., str]) 
     assert again.get_json()["message"].startswith("Invalid, used or expired ticket")
 
 
-def test_a_ticket_is_for_its_path_only(client, make_token: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
+def test_a_ticket_is_for_its_path_only(client, make_token: Callable[..., str]) -> None:
     headers = {"Authorization": f"Bearer {make_token('admin')}"}
     invoice = client.post("/invoices", json={"amount": 1}, headers=headers).get_json()
     ticket = _ticket(client, headers, "/events")["ticket"]
@@ -201,7 +202,7 @@ def test_a_ticket_is_for_its_path_only(client, make_token: Callable[..., str]) -
     reply.close()
 
 
-def test_a_ticket_keeps_its_tokens_scopes_and_revocation(  # type: ignore[no-untyped-def]
+def test_a_ticket_keeps_its_tokens_scopes_and_revocation(
     client, service: Service, make_token: Callable[..., str]
 ) -> None:
     # A token that could not open the stream gets no ticket for it either.
@@ -215,12 +216,12 @@ def test_a_ticket_keeps_its_tokens_scopes_and_revocation(  # type: ignore[no-unt
     assert client.post("/events/tickets", json=one_invoice, headers=payments).status_code == 403
     reader = make_token("invoices:read")
     ticket = _ticket(client, {"Authorization": f"Bearer {reader}"}, "/events")["ticket"]
-    token_id = tokens.verify(service.store.conn, reader).id  # type: ignore[union-attr]
+    token_id = present(tokens.verify(service.store.conn, reader)).id
     tokens.revoke(service.store, token_id)
     assert client.get(f"/events?ticket={ticket}").status_code == 401
 
 
-def test_ticket_requests_are_validated(client, admin) -> None:  # type: ignore[no-untyped-def]
+def test_ticket_requests_are_validated(client, admin) -> None:
     assert client.post("/events/tickets", json={"path": "/events"}).status_code == 401
     bad = client.post("/events/tickets", json={"path": "/info"}, headers=admin)
     assert bad.status_code == 400 and "path" in bad.get_json()["errors"]
@@ -269,7 +270,7 @@ def test_serve_without_the_access_log(tmp_path: Path) -> None:
     assert not [line for line in lines if "lnplugin.access" in line]
 
 
-def test_only_the_public_blueprints_run_the_per_client_limiter(app) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_public_blueprints_run_the_per_client_limiter(app) -> None:
     """flask-limiter's request hooks are installed for the limited (public)
     blueprints only: a token or open route never carries its headers, and
     the limiter's hooks are not among those every request runs."""

@@ -10,7 +10,7 @@ from lnplugin.api import create_app, openapi
 from lnplugin.api.auth import require
 
 
-def _operations(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def _operations(app) -> set[tuple[str, str]]:
     found = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
@@ -20,7 +20,7 @@ def _operations(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
     return found
 
 
-def test_the_served_document_is_valid_openapi_3_1(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_served_document_is_valid_openapi_3_1(client) -> None:
     reply = client.get("/openapi.json")
     assert reply.status_code == 200
     document = reply.get_json()
@@ -28,13 +28,13 @@ def test_the_served_document_is_valid_openapi_3_1(client) -> None:  # type: igno
     validate(document)
 
 
-def test_every_route_in_the_url_map_is_in_the_document(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_every_route_in_the_url_map_is_in_the_document(app, client) -> None:
     document = client.get("/openapi.json").get_json()
     described = {(m, p) for p, item in document["paths"].items() for m in item}
     assert _operations(app) == described
 
 
-def test_a_route_without_a_description_fails_the_build(service) -> None:  # type: ignore[no-untyped-def]
+def test_a_route_without_a_description_fails_the_build(service) -> None:
     app = create_app(service)
     extra = Blueprint("extra", __name__)
     extra.add_url_rule("/undescribed", "undescribed", lambda: "x")
@@ -43,7 +43,7 @@ def test_a_route_without_a_description_fails_the_build(service) -> None:  # type
         openapi.build(app)
 
 
-def test_scopes_come_from_the_routes_decorators(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_scopes_come_from_the_routes_decorators(app, client) -> None:
     document = client.get("/openapi.json").get_json()
     # operationId is the endpoint with "." as "_" (blueprint names may hold "_")
     endpoint_of = {name.replace(".", "_"): name for name in app.view_functions}
@@ -72,7 +72,7 @@ def test_scopes_come_from_the_routes_decorators(app, client) -> None:  # type: i
         assert {"bearer": []} not in operation["security"], path
 
 
-def test_the_health_probe_says_a_token_or_the_status_key_may_be_sent(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_health_probe_says_a_token_or_the_status_key_may_be_sent(client) -> None:
     """`GET /health` answers without a token, and shows the follower's detail
     to a token of any scope or to the status key: a client generated from the
     document must be able to send either."""
@@ -82,7 +82,7 @@ def test_the_health_probe_says_a_token_or_the_status_key_may_be_sent(client) -> 
     assert "X-Lnplugin-Status-Key" in [p["name"] for p in health["parameters"]]
 
 
-def test_request_bodies_are_the_validating_models(client) -> None:  # type: ignore[no-untyped-def]
+def test_request_bodies_are_the_validating_models(client) -> None:
     document = client.get("/openapi.json").get_json()
     body = document["components"]["schemas"]["InvoiceCreate"]
     amount = body["properties"]["amount"]["anyOf"]
@@ -95,7 +95,7 @@ def test_request_bodies_are_the_validating_models(client) -> None:  # type: igno
     assert ref["schema"]["$ref"].endswith("/InvoiceCreate")
 
 
-def test_headers_and_the_error_shape_are_described(client) -> None:  # type: ignore[no-untyped-def]
+def test_headers_and_the_error_shape_are_described(client) -> None:
     document = client.get("/openapi.json").get_json()
     create = document["paths"]["/invoices"]["post"]
     assert "Idempotency-Key" in [p["name"] for p in create["parameters"]]
@@ -109,7 +109,7 @@ def test_headers_and_the_error_shape_are_described(client) -> None:  # type: ign
     assert "Last-Event-ID" in [p["name"] for p in events["parameters"]]
 
 
-def test_the_docs_page_and_its_assets_are_served_locally(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_docs_page_and_its_assets_are_served_locally(client) -> None:
     page = client.get("/docs")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
@@ -128,10 +128,10 @@ def test_require_records_its_scopes() -> None:
     def view() -> str:
         return "x"
 
-    assert view.required_scopes == ("invoices:read", "transactions:read")  # type: ignore[attr-defined]
+    assert view.required_scopes == ("invoices:read", "transactions:read")  # type: ignore[attr-defined]  # set on the function by @require
 
 
-def test_every_field_an_invoice_always_carries_is_required(client, admin) -> None:  # type: ignore[no-untyped-def]
+def test_every_field_an_invoice_always_carries_is_required(client, admin) -> None:
     """A client generated from the document gets non-optional fields for
     everything an invoice answer always holds (null when it does not apply),
     the newer ones (QR links, hold and fiat fields) included."""

@@ -31,6 +31,7 @@ from lnplugin.boostagram import parse_rss_payment, rss_payment_ref
 from lnplugin.config import ConfigError, load_settings
 from lnplugin.rss_payment import domain_allowed, reference
 from tests.e2e import Server, cli, run, scalar, wait_for
+from tests.helpers_present import present
 from tests.helpers_webhooks import Receiver, SSEClient, free_port
 
 RECORD = {
@@ -89,9 +90,9 @@ def test_reference_looks_at_comment_then_keysend_message_then_description() -> N
         "keysend_message": "rss::payment::boost https://b.example/2 chat",
         "description": "rss::payment::stream https://c.example/3",
     }
-    assert reference(invoice).url == "https://a.example/1"  # type: ignore[union-attr]
-    assert reference({**invoice, "comment": "hi"}).url == "https://b.example/2"  # type: ignore[union-attr]
-    assert reference({"description": invoice["description"]}).action == "stream"  # type: ignore[union-attr]
+    assert present(reference(invoice)).url == "https://a.example/1"
+    assert present(reference({**invoice, "comment": "hi"})).url == "https://b.example/2"
+    assert present(reference({"description": invoice["description"]})).action == "stream"
     assert reference({"comment": None, "description": "Coffee"}) is None
 
 
@@ -119,7 +120,7 @@ def test_the_header_is_parsed_leniently() -> None:
         "action": "boost",
         "message": "Nice show",
     }
-    assert parse_rss_payment(json.dumps({"message": "full"}), ref)["message"] == "full"  # type: ignore[index]
+    assert present(parse_rss_payment(json.dumps({"message": "full"}), ref))["message"] == "full"
     for bad in ("", "%7B", urllib.parse.quote("[1, 2]"), "not json", "[" * 100_000):
         assert parse_rss_payment(bad) is None, bad[:20]
 
@@ -246,7 +247,9 @@ def _boost(server: Server, username: str, comment: str, amount: int = 21_000) ->
     """Pay `username` the way a podcast app does: LNURL-pay with a comment."""
     pay = requests.get(f"{server.url}/.well-known/lnurlp/{username}", timeout=10).json()
     assert pay["commentAllowed"] >= len(comment)
-    reply = requests.get(pay["callback"], params={"amount": amount, "comment": comment}, timeout=10)
+    reply = requests.get(
+        pay["callback"], params={"amount": str(amount), "comment": comment}, timeout=10
+    )
     assert reply.status_code == 200, reply.text
     paid = json.loads(cli(server.data_dir, "dev", "pay", reply.json()["pr"]))
     assert paid["state"] == "SETTLED"
@@ -516,7 +519,7 @@ def test_a_pending_fetch_survives_a_restart(tmp_path: Path) -> None:
                 lambda: (row := _row(first, payment_hash)) and row["attempts"] >= 1,
                 "a first failed attempt",
             )
-        assert _row(first, payment_hash)["state"] == "pending"  # type: ignore[index]
+        assert present(_row(first, payment_hash))["state"] == "pending"
         late.start()
         with _serve(data, *args) as second:
             second.token = first.token  # printed only on a fresh data dir
@@ -594,7 +597,7 @@ def test_boosts_refused_for_their_domain_are_fetched_once_it_is_listed(
     with _serve(data, *args) as second:
         second.token = token
         # Listing the domain does not reach back by itself...
-        assert _row(second, early)["state"] == "refused"  # type: ignore[index]
+        assert present(_row(second, early))["state"] == "refused"
         refused = run(data, "rss", "refetch")
         assert refused.returncode == 2 and "--rss-payment-domain" in refused.stderr
         # ...the command does, through the running server's worker.
@@ -605,7 +608,7 @@ def test_boosts_refused_for_their_domain_are_fetched_once_it_is_listed(
         row = _final(second, early)
         assert row["state"] == "fetched" and row["attempts"] == 1
         assert _invoice(second, early)["boostagram"]["episode_guid"] == "ep-backfill"
-        assert _row(second, elsewhere)["state"] == "refused"  # type: ignore[index]
+        assert present(_row(second, elsewhere))["state"] == "refused"
         again = cli(data, "rss", "refetch", "--rss-payment-domain", "127.0.0.1")
         assert again.startswith("0 boost record(s) queued")
     assert pages.requests.count("/backfill?payment=DBBhBwUise1bcfoHRCC3") == 1

@@ -204,7 +204,8 @@ def _resume_refused(
 ) -> tuple[str, dict[str, Any]]:
     """Resume `path` from `value` (in the header or the query); the field
     named and the answer's body, which must be a 400."""
-    headers, params = dict(server.headers), {}
+    headers: dict[str, str | bytes] = dict(server.headers)
+    params: dict[str, str | bytes] = {}
     if where == "header":
         field = "Last-Event-ID"
         headers[field] = value

@@ -24,6 +24,7 @@ from lnplugin.store import (
     webhooks,
 )
 from lnplugin.store.migrations import MIGRATIONS
+from tests.helpers_store import invoice_by_hash, invoice_by_id
 
 LATEST = max(MIGRATIONS)
 HASH = "ab" * 32
@@ -119,7 +120,7 @@ def test_data_survives_reopening(tmp_path):
         cursors.advance(tx, cursors.INCOMING, 7)
     store.close()
     again = Store(path)
-    assert invoices.by_hash(again.conn, HASH).amount_msat == 5000
+    assert invoice_by_hash(again.conn, HASH).amount_msat == 5000
     assert cursors.get(again.conn, cursors.INCOMING) == 7
     again.close()
 
@@ -165,7 +166,7 @@ def test_a_row_completed_for_a_bulk_insert_is_the_row_sqlite_stores(store):
     with store.transaction() as tx:
         invoices.insert_many(tx, [row])
     assert row["id"] == 1
-    assert asdict(invoices.by_id(store.conn, 1)) == row
+    assert asdict(invoice_by_id(store.conn, 1)) == row
 
 
 def test_bulk_inserted_rows_continue_the_dense_ids(store):
@@ -223,8 +224,8 @@ def test_a_lookup_by_hash_alone_uses_the_type_and_hash_index(store):
                 "expires_at": 1,
             },
         )
-    assert invoices.by_hash(store.conn, HASH).type == "incoming"
-    assert invoices.by_hash(store.conn, HASH, "outgoing").type == "outgoing"
+    assert invoice_by_hash(store.conn, HASH).type == "incoming"
+    assert invoice_by_hash(store.conn, HASH, "outgoing").type == "outgoing"
     plan = " ".join(
         str(r[3])
         for r in store.conn.execute(
@@ -348,7 +349,7 @@ def test_a_0_1_0_store_keeps_its_invoices_tokens_outbox_and_deliveries_on_upgrad
         shop = tokens.verify(store.conn, "lnp_shop")
         assert shop and shop.id == 1 and shop.scopes == {"invoices:create", "invoices:read"}
         assert tokens.verify(store.conn, "lnp_gone") is None
-        got = invoices.by_hash(store.conn, HASH)
+        got = invoice_by_hash(store.conn, HASH)
         assert (got.state, got.amount_received_msat, got.settled_at, got.preimage) == (
             "SETTLED",
             21007,
@@ -554,7 +555,7 @@ def test_a_settlement_writes_row_cursor_and_event_together(store):
     invoice_id = open_invoice(store)
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(), 4)) is True
-    row = invoices.by_id(store.conn, invoice_id)
+    row = invoice_by_id(store.conn, invoice_id)
     assert row.state == "SETTLED"
     assert row.amount_received_msat == 5000
     assert row.preimage == "11" * 32
@@ -570,11 +571,11 @@ def test_a_replayed_settlement_changes_nothing_and_creates_no_second_event(store
     invoice_id = open_invoice(store)
     with store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled(), 4))
-    before = asdict(invoices.by_id(store.conn, invoice_id))
+    before = asdict(invoice_by_id(store.conn, invoice_id))
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(amount_received_msat=9999), 4)) is False
         assert apply_in(tx, InvoiceUpdate(settled(), 2)) is False  # an older feed position
-    assert asdict(invoices.by_id(store.conn, invoice_id)) == before
+    assert asdict(invoice_by_id(store.conn, invoice_id)) == before
     assert count(store.conn, "events") == 1
     assert cursors.get(store.conn, cursors.INCOMING) == 4
 
@@ -584,7 +585,7 @@ def test_a_failure_inside_the_transaction_leaves_neither_row_nor_cursor(store):
     with pytest.raises(RuntimeError), store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled(), 4))
         raise RuntimeError("crash before commit")
-    assert invoices.by_id(store.conn, invoice_id).state == "OPEN"
+    assert invoice_by_id(store.conn, invoice_id).state == "OPEN"
     assert cursors.get(store.conn, cursors.INCOMING) == 0
     assert count(store.conn, "events") == 0
     with store.transaction() as tx:  # the retry after restart applies it exactly once
@@ -595,7 +596,7 @@ def test_a_failure_inside_the_transaction_leaves_neither_row_nor_cursor(store):
 def test_a_settlement_of_an_unknown_invoice_is_stored_from_the_node(store):
     with store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled("cd" * 32, payment_request="", is_keysend=True), 1))
-    row = invoices.by_hash(store.conn, "cd" * 32)
+    row = invoice_by_hash(store.conn, "cd" * 32)
     assert row.state == "SETTLED" and row.source == "node" and row.is_keysend == 1
     assert row.list_seq == 1
     assert count(store.conn, "events", f"type = '{events.INCOMING_SETTLED}'") == 1
@@ -605,7 +606,7 @@ def test_an_open_update_only_moves_the_cursor(store):
     open_invoice(store)
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(state="OPEN"), 9)) is False
-    assert invoices.by_hash(store.conn, HASH).state == "OPEN"
+    assert invoice_by_hash(store.conn, HASH).state == "OPEN"
     assert cursors.get(store.conn, cursors.INCOMING) == 9
     assert count(store.conn, "events") == 0
 
@@ -616,7 +617,7 @@ def test_a_reconciliation_lookup_does_not_move_the_cursor(store):
         cursors.advance(tx, cursors.INCOMING, 3)
         apply_in(tx, InvoiceUpdate(settled(), 0))
     assert cursors.get(store.conn, cursors.INCOMING) == 3
-    assert invoices.by_hash(store.conn, HASH).state == "SETTLED"
+    assert invoice_by_hash(store.conn, HASH).state == "SETTLED"
 
 
 def test_settled_invoices_get_consecutive_list_positions(store):
@@ -625,7 +626,7 @@ def test_settled_invoices_get_consecutive_list_positions(store):
     with store.transaction() as tx:
         for i in (2, 0, 1):
             apply_in(tx, InvoiceUpdate(settled(f"{i:02x}" * 32), 10 + i))
-    seqs = [invoices.by_hash(store.conn, f"{i:02x}" * 32).list_seq for i in (2, 0, 1)]
+    seqs = [invoice_by_hash(store.conn, f"{i:02x}" * 32).list_seq for i in (2, 0, 1)]
     assert seqs == [1, 2, 3]
 
 
@@ -636,8 +637,8 @@ def test_the_expiry_sweep_marks_expired_invoices_with_one_event_each(store):
     expired = open_invoice(store, "01" * 32, expires_in=-5)
     live = open_invoice(store, "02" * 32, expires_in=3600)
     assert expire_due(store) == 1
-    assert invoices.by_id(store.conn, expired).state == "EXPIRED"
-    assert invoices.by_id(store.conn, live).state == "OPEN"
+    assert invoice_by_id(store.conn, expired).state == "EXPIRED"
+    assert invoice_by_id(store.conn, live).state == "OPEN"
     (event,) = events.after(store.conn, 0)
     assert event["type"] == events.INCOMING_EXPIRED
     assert events.payload(event)["data"]["state"] == "EXPIRED"
@@ -650,7 +651,7 @@ def test_the_expiry_sweep_leaves_settled_invoices_alone(store):
     with store.transaction() as tx:
         apply_in(tx, InvoiceUpdate(settled(), 1))
     assert expire_due(store) == 0
-    assert invoices.by_id(store.conn, invoice_id).state == "SETTLED"
+    assert invoice_by_id(store.conn, invoice_id).state == "SETTLED"
 
 
 def _due_invoices(store: Store, count: int, now: int) -> None:
@@ -686,7 +687,7 @@ def test_a_sweep_whose_node_leaves_a_full_batch_as_it_was_ends(store):
     _due_invoices(store, EXPIRE_BATCH + 3, now)
     asked: list[int] = []
 
-    def nothing_lapsed(due):  # type: ignore[no-untyped-def]
+    def nothing_lapsed(due):
         asked.append(len(due))
         return set()
 
@@ -701,7 +702,7 @@ def test_a_settlement_after_the_sweep_still_counts(store):
     expire_due(store)
     with store.transaction() as tx:
         assert apply_in(tx, InvoiceUpdate(settled(), 1)) is True
-    assert invoices.by_id(store.conn, invoice_id).state == "SETTLED"
+    assert invoice_by_id(store.conn, invoice_id).state == "SETTLED"
 
 
 def test_count_by_state_counts_each_stored_state(store):
@@ -718,9 +719,9 @@ def test_of_invoice_after_is_one_invoices_events_after_a_seq_oldest_first(store)
     mine = open_invoice(store, "01" * 32)
     other = open_invoice(store, "02" * 32)
     with store.transaction() as tx:
-        first = events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
-        events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, other))
-        second = events.append(tx, events.INCOMING_SETTLED, invoices.by_id(tx, mine))
+        first = events.append(tx, events.INCOMING_CREATED, invoice_by_id(tx, mine))
+        events.append(tx, events.INCOMING_CREATED, invoice_by_id(tx, other))
+        second = events.append(tx, events.INCOMING_SETTLED, invoice_by_id(tx, mine))
     assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, 0)] == [first, second]
     assert [r["seq"] for r in events.of_invoice_after(store.conn, mine, first)] == [second]
     assert events.of_invoice_after(store.conn, mine, second) == []
@@ -736,7 +737,7 @@ def test_a_quiet_transaction_that_appends_to_the_outbox_wakes_its_readers_all_th
         tx.execute("UPDATE invoices SET description = 'quiet' WHERE id = ?", (mine,))
     assert store.commit_version == seen
     with store.transaction(wake=False) as tx:
-        events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
+        events.append(tx, events.INCOMING_CREATED, invoice_by_id(tx, mine))
     assert store.wait_for_commit(seen, 5) == seen + 1
 
 
@@ -749,12 +750,12 @@ def test_a_listener_for_some_event_types_is_woken_by_those_and_by_commits_withou
     store.on_commit(settled, (events.INCOMING_SETTLED,))
     store.on_commit(anything)
     with store.transaction() as tx:
-        events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, mine))
+        events.append(tx, events.INCOMING_CREATED, invoice_by_id(tx, mine))
     assert anything.is_set() and not settled.is_set()
 
     anything.clear()
     with store.transaction(wake=False) as tx:  # a quiet one appending the type
-        events.append(tx, events.INCOMING_SETTLED, invoices.by_id(tx, mine))
+        events.append(tx, events.INCOMING_SETTLED, invoice_by_id(tx, mine))
     assert settled.is_set() and anything.is_set()
 
     settled.clear()
@@ -765,7 +766,7 @@ def test_a_listener_for_some_event_types_is_woken_by_those_and_by_commits_withou
     settled.clear()
     store.off_commit(settled)
     with store.transaction() as tx:
-        events.append(tx, events.INCOMING_SETTLED, invoices.by_id(tx, mine))
+        events.append(tx, events.INCOMING_SETTLED, invoice_by_id(tx, mine))
     assert not settled.is_set()
     store.off_commit(anything)
 
@@ -783,10 +784,10 @@ def test_an_event_of_an_invoice_with_its_own_webhook_wakes_listeners_of_those(st
     store.on_commit(woken, (events.HAS_INVOICE_WEBHOOK,))
     try:
         with store.transaction() as tx:
-            events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, plain))
+            events.append(tx, events.INCOMING_CREATED, invoice_by_id(tx, plain))
         assert not woken.is_set()
         with store.transaction() as tx:
-            events.append(tx, events.INCOMING_CREATED, invoices.by_id(tx, hooked))
+            events.append(tx, events.INCOMING_CREATED, invoice_by_id(tx, hooked))
         assert woken.is_set()
     finally:
         store.off_commit(woken)

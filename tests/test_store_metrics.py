@@ -181,7 +181,7 @@ def node_update(n: int, state: str, keysend: bool) -> InvoiceUpdate:
         NodeInvoice(
             payment_hash=hashlib.sha256(f"p{n}".encode()).hexdigest(),
             payment_request="" if keysend else "lnbcrt1...",
-            state=state,  # type: ignore[arg-type]
+            state=state,  # type: ignore[arg-type]  # str: the caller draws it from a list
             amount_msat=None if keysend else 1000,
             created_at=1_700_000_000 + n,
             expiry=600,

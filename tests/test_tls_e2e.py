@@ -264,7 +264,7 @@ def test_a_zap_receipt_is_published_over_wss(
     add_address(server, "zed")
     text = zap_request(ns.Keys.generate(), [wss_url(wss[GOOD])], 21_000, "zap over wss")
     reply = requests.get(
-        f"{server.url}/lnurlp/zed/callback", params={"amount": 21_000, "nostr": text}, timeout=10
+        f"{server.url}/lnurlp/zed/callback", params={"amount": "21000", "nostr": text}, timeout=10
     )
     pr = reply.json()["pr"]
     e2e.cli(server.data_dir, "dev", "pay", pr)
@@ -301,7 +301,8 @@ def refused(home: Path, pki: Pki, relay: Relay, wss: dict[str, TLSProxy]) -> Ite
         yield server, hooks, pages
     finally:
         server.stop()
-        for closing in (*hooks.values(), *pages.values()):
+        closers: list[Receiver | Pages] = [*hooks.values(), *pages.values()]
+        for closing in closers:
             closing.close()
 
 
@@ -411,7 +412,7 @@ def test_zap_receipts_to_an_untrusted_or_wrong_name_relay_are_retried_not_sent(
     urls = {kind: wss_url(wss[kind]) for kind in (SELF_SIGNED, WRONG_NAME)}
     text = zap_request(ns.Keys.generate(), list(urls.values()), 21_000, "refused zap")
     reply = requests.get(
-        f"{server.url}/lnurlp/zoe/callback", params={"amount": 21_000, "nostr": text}, timeout=10
+        f"{server.url}/lnurlp/zoe/callback", params={"amount": "21000", "nostr": text}, timeout=10
     )
     pr = reply.json()["pr"]
     e2e.cli(server.data_dir, "dev", "pay", pr)

@@ -17,6 +17,7 @@ from lnplugin import handout, webhooks
 from lnplugin import hub as hub_module
 from lnplugin.store import Store, events, invoices
 from lnplugin.store import webhooks as db
+from tests.helpers_store import invoice_by_id
 from tests.helpers_webhooks import Receiver, Server, run_cli, wait_for
 
 ALLOW = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "0,0,0,0"}
@@ -390,6 +391,7 @@ def test_an_attempt_does_not_overwrite_a_redeliver_made_during_it(
             )
         assert decided is False
         row = db.delivery(store.conn, ep["id"], "evt_race")
+        assert row is not None
         assert row["status"] == "pending" and row["retry_index"] == 0
         assert row["next_attempt_at"] == queued["next_attempt_at"]
         assert row["attempts"] == 1 and row["last_status_code"] == code
@@ -408,6 +410,7 @@ def test_an_attempt_does_not_overwrite_a_redeliver_made_during_it(
                 retry_in=None,
             )
         row = db.delivery(store.conn, ep["id"], "evt_race")
+        assert row is not None
         assert row["status"] == "delivered" and row["attempts"] == 2
         assert db.due(store.conn, time.time(), (), 8) == []
     finally:
@@ -463,10 +466,10 @@ def test_the_worker_is_woken_by_what_its_endpoints_and_invoice_webhooks_take(
                 "UPDATE invoices SET webhook_url = 'http://127.0.0.1:9/own' WHERE id = ?", (hooked,)
             )
         with store.transaction() as tx:
-            settled = events.append(tx, SETTLED, invoices.by_id(tx, plain))
+            settled = events.append(tx, SETTLED, invoice_by_id(tx, plain))
         assert wait_for(lambda: db.deliveries(store.conn, ep["id"]))[0]["event_seq"] == settled
         with store.transaction() as tx:
-            created = events.append(tx, CREATED, invoices.by_id(tx, hooked))
+            created = events.append(tx, CREATED, invoice_by_id(tx, hooked))
         own = wait_for(lambda: db.invoice_deliveries(store.conn, hooked))
         assert [d["event_seq"] for d in own] == [created]
     finally:
@@ -524,7 +527,7 @@ def test_a_send_that_raises_is_a_failed_attempt_on_the_schedule(
         before = time.time()
         worker.start()
         row = wait_for(
-            lambda: (r := db.delivery(store.conn, endpoint_id, event_id))["attempts"] and r
+            lambda: (r := db.delivery(store.conn, endpoint_id, event_id)) and r["attempts"] and r
         )
         assert row["attempts"] == 1 and row["retry_index"] == 1
         assert row["status"] == "pending" and row["last_status_code"] is None
@@ -547,7 +550,9 @@ def test_a_send_that_raises_is_dead_lettered_after_the_last_retry(
         worker.start()
         row = wait_for(
             lambda: (
-                (r := db.delivery(store.conn, endpoint_id, event_id))["status"] == "failed" and r
+                (r := db.delivery(store.conn, endpoint_id, event_id))
+                and r["status"] == "failed"
+                and r
             )
         )
         # 1 attempt + 2 retries, then the dead letter: no more, however long it runs.

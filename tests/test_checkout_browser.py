@@ -270,6 +270,11 @@ class Relay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            # A connection accepted while `drop()` ran (this thread was already
+            # waiting in accept) is held too: passed on at once, it let a
+            # reconnect through while "dropped", and a busy host's page learnt
+            # of the payment before it was meant to.
+            self.passing.wait()
             upstream = socket.create_connection(("127.0.0.1", self.target))
             with self.lock:
                 self.sockets += [client, upstream]

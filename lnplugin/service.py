@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from lnplugin.datadir import (
 from lnplugin.fiat import FiatRates, guarded_get, parse_provider
 from lnplugin.follower import Follower
 from lnplugin.hub import EventHub, StreamGate
+from lnplugin.listening import accepts_at, holds_open, listening
 from lnplugin.lnurl import domain_of
 from lnplugin.nodes import make_node
 from lnplugin.nodes.base import (
@@ -125,6 +127,35 @@ def serving(data_dir: Path) -> Serving | None:
     except IndexError:
         return None
     return found if lock_holder(data_dir) is not None else None
+
+
+def listening_server(data_dir: Path, host: str, port: int) -> str | None:
+    """The address (of `host`'s) at which the process serving `data_dir`
+    listens on `port`; None when none serves it, or when it cannot be told
+    that what listens there is that process.
+
+    Why: a server that noted no URL in the lock file (an older version, or
+    one that has not bound its port yet) leaves `status` only --host/--port,
+    where another data dir's server, or any program, may answer. The lock
+    file names the holder's pid; that process holding both the data dir's
+    lock file and the socket listening there is this data dir's server.
+    Told from /proc (`lnplugin.listening`): elsewhere, or for a process in
+    another pid namespace or of another user, it cannot be told, and None."""
+    pid = lock_holder(data_dir)
+    if pid is None or not pid.isdigit() or not holds_open(pid, Path(data_dir) / LOCK_FILE):
+        return None
+    sockets = listening(pid)
+    if not sockets:
+        return None
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    for *_, sockaddr in found:
+        address = str(sockaddr[0])
+        if accepts_at(sockets, {address}, port):
+            return address
+    return None
 
 
 def already_serving(data_dir: Path, pid: str) -> AlreadyServing:

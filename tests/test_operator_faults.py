@@ -13,6 +13,8 @@ and `/proc` as the data dir (procfs refuses to create files for anyone).
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
 import os
 import pwd
 import socket
@@ -20,6 +22,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -634,11 +637,48 @@ def _older_server(data: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_no_command_migrates_a_store_an_older_server_still_serves(tmp: Path, monkeypatch):
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Answers every GET as an lnplugin's /health would: what listens on the
+    port `status` asks when the older server noted no URL (another data
+    dir's server, or any program; on a test machine, maybe on 8080)."""
+
+    asked = 0
+
+    def do_GET(self) -> None:
+        type(self).asked += 1
+        body = json.dumps({"status": "ok", "node": "dev", "follower": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def impostor() -> Iterator[int]:
+    """The port of an HTTP server that answers like an lnplugin, not this data dir's."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_command_migrates_a_store_an_older_server_still_serves(
+    tmp: Path, monkeypatch, impostor: int
+):
     """A newer lnplugin's `token list` run before the older server was
     restarted migrated the store under that server, which went on writing
     into a schema it does not know. Now commands that would migrate it
-    refuse in one line; backup and doctor, which never migrate, still work."""
+    refuse in one line; backup and doctor, which never migrate, still work.
+    `status` is pointed at a port where something else answers: the older
+    server noted no URL, and what answers there is not it (the test passed
+    or failed by whether anything listened on 8080)."""
     data, latest = tmp / "data", max(migrations.MIGRATIONS)
     old = latest - 2
     database_at(data / "lnplugin.sqlite", old, monkeypatch)
@@ -648,13 +688,14 @@ def test_no_command_migrates_a_store_an_older_server_still_serves(tmp: Path, mon
             ("token", "list"),
             ("token", "create", "--scope", "admin"),
             ("export",),
-            ("status",),
+            ("status", "--port", str(impostor)),
             ("serve", "--port", "0"),  # a second server too: before it finds the lock taken
         ):
             line = refused(data, *command)
             assert f"needs migrating from schema {old} to {latest}" in line, (command, line)
             assert f"server (pid {server.pid}) is running" in line and str(data) in line
             assert migrations.stored_version(data / "lnplugin.sqlite") == old, command
+        assert _Impostor.asked == 0  # the older server's process does not listen there
         done = e2e.run(data, "backup", str(tmp / "before-upgrade.sqlite"), env=_env())
         assert done.returncode == 0, done.stderr
         assert f"schema version {old}" in done.stdout

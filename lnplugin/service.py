@@ -158,6 +158,27 @@ def listening_server(data_dir: Path, host: str, port: int) -> str | None:
     return None
 
 
+def refuse_a_dev_data_dir(settings: Settings) -> None:
+    """Raise `StartupRefused` when a real node (lnd, cln) is to serve a data
+    dir the embedded dev node served last, unless `reuse_dev_data_dir`.
+
+    Why: the dev node's invoices and "payments" are simulated; served on,
+    they would sit beside the real node's in the API, exports and NWC's
+    transactions, with nothing to tell them apart. Read before the lock is
+    taken (which notes the new kind); once served with a real node, the
+    data dir is that node's. A live server is left to `lock_data_dir`'s refusal."""
+    data_dir = settings.data_dir
+    if settings.node == "dev" or settings.reuse_dev_data_dir or lock_holder(data_dir):
+        return
+    if served_kind(data_dir) == "dev":
+        raise StartupRefused(
+            f"{data_dir} was last served by the embedded dev node: its simulated invoices "
+            f"and payments would sit beside the {settings.node} node's; serve {settings.node} "
+            "with a fresh --data-dir, or pass --reuse-dev-data-dir "
+            "(LNPLUGIN_REUSE_DEV_DATA_DIR) to keep them"
+        )
+
+
 def already_serving(data_dir: Path, pid: str) -> AlreadyServing:
     return AlreadyServing(
         f"another lnplugin (pid {pid}) is already serving {data_dir}; "
@@ -428,6 +449,7 @@ class Service:
         had not stored yet): only the process that serves the data dir may
         touch it, and this is before the follower can store a settlement."""
         if self._lock is None:
+            refuse_a_dev_data_dir(self.settings)
             self._lock = lock_data_dir(self.settings.data_dir, self.settings.node)
             captured_records.replay_journal(self.store)
 

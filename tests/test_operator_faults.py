@@ -33,6 +33,7 @@ from lnplugin_sim.cln_sim import ClnSim
 from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import Server
+from tests.test_lnd_e2e import serve_args
 from tests.test_store import database_at
 
 tmp = e2e.fixture_tmp
@@ -351,6 +352,32 @@ def test_an_invalid_host_is_one_line(tmp: Path, host: str):
 def lnd(tmp: Path) -> Iterator[LndSim]:
     with LndSim(tmp / "lnd", network="regtest", port=0) as sim:
         yield sim
+
+
+def test_a_dev_node_data_dir_is_served_with_a_real_node_only_when_asked(tmp: Path, lnd: LndSim):
+    """It was served with warnings (only `doctor` named it): the dev node's
+    simulated invoices and payments sat beside the real node's, in the API,
+    exports and NWC's transactions."""
+    data = tmp / "data"
+    with Server(data) as dev:
+        assert dev.request("POST", "/invoices", json={"amount": 21}).status_code == 201
+    real = serve_args(lnd)
+    line = refused(data, "serve", "--port", "0", *real)
+    assert f"{data} was last served by the embedded dev node" in line
+    assert "a fresh --data-dir" in line and "--reuse-dev-data-dir" in line
+    assert (data / "lnplugin.lock").read_text().split()[1] == "dev"  # nothing taken over
+    with Server(data, *real, "--reuse-dev-data-dir") as server:
+        assert server.request("GET", "/health").json()["node"] == "lnd"
+    # Served with lnd since: its data dir now, as any other.
+    with Server(data, *real) as server:
+        assert server.request("GET", "/health").json()["node"] == "lnd"
+    # The setting from the environment confirms it as the flag does.
+    other = tmp / "other"
+    with Server(other):
+        pass
+    env = {"LNPLUGIN_REUSE_DEV_DATA_DIR": "true"}
+    with Server(other, *real, env=env) as server:
+        assert server.request("GET", "/health").json()["node"] == "lnd"
 
 
 def test_an_lnd_macaroon_neither_file_nor_hex(tmp: Path, lnd: LndSim):

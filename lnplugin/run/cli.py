@@ -90,6 +90,13 @@ _SERVER = [
         "--node",
         help="Node to use: dev, lnd or cln. [default: dev] [env: LNPLUGIN_NODE]",
     ),
+    click.option(
+        "--reuse-dev-data-dir/--no-reuse-dev-data-dir",
+        default=None,
+        help="Serve with lnd or cln a data dir the embedded dev node served last, its "
+        "simulated invoices and payments kept beside the real node's (refused otherwise). "
+        "[default: off] [env: LNPLUGIN_REUSE_DEV_DATA_DIR]",
+    ),
     _NETWORK,
     click.option(
         "--threads",

@@ -73,7 +73,8 @@ def invoice_json(inv: StoredInvoice, now: int, public_url: str | None = None) ->
         "amount_msat": amount_msat,
         "amount_received_msat": received,
         "boostagram": json.loads(inv.boostagram) if inv.boostagram else None,
-        "cancel_reason": inv.cancel_reason,
+        # A reason noted before a cancel the node has not done (yet) is not shown.
+        "cancel_reason": inv.cancel_reason if inv.state == "CANCELED" else None,
         "checkout_url": checkout,
         "comment": inv.comment,
         "created_at": iso(inv.created_at),

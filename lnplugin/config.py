@@ -53,6 +53,10 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
     node: NodeKind = "dev"
+    # Serve a data dir the embedded dev node served last with lnd or cln all
+    # the same (its simulated invoices stay beside the real node's); refused
+    # unless asked for (`Service.claim_data_dir`).
+    reuse_dev_data_dir: bool = False
     network: str | None = None
     threads: int = 16
     log_level: Literal["debug", "info", "warning", "error"] = "info"

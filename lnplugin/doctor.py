@@ -170,9 +170,11 @@ def _served(path: Path, node: str) -> Check | None:
     kind = served_kind(path)
     if kind in (None, "") or kind == node:
         return None
+    # `serve` refuses this one (`service.refuse_a_dev_data_dir`) unless asked.
+    unless = " (serve refuses it without --reuse-dev-data-dir)" if kind == "dev" else ""
     return Check(
         "served by",
         "warn",
-        f"{path} was last served with --node {kind}, not {node}: its invoices and cursor "
-        f"belong to that node; check --node / LNPLUGIN_NODE and --data-dir",
+        f"{path} was last served with --node {kind}, not {node}{unless}: its invoices and "
+        f"cursor belong to that node; check --node / LNPLUGIN_NODE and --data-dir",
     )

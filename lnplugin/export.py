@@ -192,7 +192,7 @@ def record(inv: StoredInvoice, now: int) -> dict[str, Any]:
         items=inv.items,  # JSON text, as metadata
         hold=bool(inv.hold),
         settle_deadline=inv.settle_deadline,
-        cancel_reason=inv.cancel_reason,
+        cancel_reason=inv.cancel_reason if inv.state == "CANCELED" else None,
         lightning_address=inv.lightning_address,
     )
     for name in LATER_BOOST_FIELDS:

@@ -31,6 +31,7 @@ from lnplugin.nodes.base import (
     Feature,
     FeedHead,
     HoldInvoices,
+    InvoiceNotFound,
     InvoiceNotOpen,
     InvoiceUpdate,
     Node,
@@ -322,6 +323,8 @@ def _apply_one(
                 list_seq=batch.next_list_seq(tx),
                 is_keysend=int(inv.is_keysend or row.is_keysend),
             )
+            if row.cancel_reason is not None:  # a cancel noted, and the node settled
+                fields["cancel_reason"] = None
         elif inv.state == "ACCEPTED":
             fields.update(
                 amount_received_msat=inv.amount_received_msat,
@@ -331,7 +334,12 @@ def _apply_one(
             # Held HTLCs are failed back: the payer keeps the money (LND's
             # amt_paid goes back to 0 too).
             fields.update(
-                cancel_reason=cancel_reason or inv.cancel_reason or _NODE_CANCELED,
+                # `row.cancel_reason`: noted before lnplugin asked the node to
+                # cancel (`Follower.cancel`), by this process or one that died.
+                cancel_reason=cancel_reason
+                or inv.cancel_reason
+                or row.cancel_reason
+                or _NODE_CANCELED,
                 amount_received_msat=0,
             )
         if records_changed:
@@ -591,9 +599,21 @@ class Follower:
         holder = self._holder()
         if holder is None:
             raise NodeError(f"the {self.node.kind} node cannot cancel invoices")
+        # In the store before the node is asked: the node's CANCELED outlives
+        # a crash before it is stored here, and the next process stores it
+        # with this reason, not as "canceled on the node". Kept when the call
+        # fails otherwise: the node may have canceled all the same.
+        with self.store.transaction() as tx:
+            invoices.note_cancel_reason(tx, payment_hash, reason)
         self._cancel_reasons[payment_hash] = reason
         try:
-            self.apply([InvoiceUpdate(holder.cancel_invoice(payment_hash, reason), 0)])
+            try:
+                canceled = holder.cancel_invoice(payment_hash, reason)
+            except (InvoiceNotFound, InvoiceNotOpen):
+                with self.store.transaction() as tx:
+                    invoices.drop_cancel_reason(tx, payment_hash)
+                raise
+            self.apply([InvoiceUpdate(canceled, 0)])
         finally:
             self._cancel_reasons.pop(payment_hash, None)
 

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from lnplugin.datadir import (
 from lnplugin.fiat import FiatRates, guarded_get, parse_provider
 from lnplugin.follower import Follower
 from lnplugin.hub import EventHub, StreamGate
+from lnplugin.listening import accepts_at, holds_open, listening
 from lnplugin.lnurl import domain_of
 from lnplugin.nodes import make_node
 from lnplugin.nodes.base import (
@@ -125,6 +127,56 @@ def serving(data_dir: Path) -> Serving | None:
     except IndexError:
         return None
     return found if lock_holder(data_dir) is not None else None
+
+
+def listening_server(data_dir: Path, host: str, port: int) -> str | None:
+    """The address (of `host`'s) at which the process serving `data_dir`
+    listens on `port`; None when none serves it, or when it cannot be told
+    that what listens there is that process.
+
+    Why: a server that noted no URL in the lock file (an older version, or
+    one that has not bound its port yet) leaves `status` only --host/--port,
+    where another data dir's server, or any program, may answer. The lock
+    file names the holder's pid; that process holding both the data dir's
+    lock file and the socket listening there is this data dir's server.
+    Told from /proc (`lnplugin.listening`): elsewhere, or for a process in
+    another pid namespace or of another user, it cannot be told, and None."""
+    pid = lock_holder(data_dir)
+    if pid is None or not pid.isdigit() or not holds_open(pid, Path(data_dir) / LOCK_FILE):
+        return None
+    sockets = listening(pid)
+    if not sockets:
+        return None
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    for *_, sockaddr in found:
+        address = str(sockaddr[0])
+        if accepts_at(sockets, {address}, port):
+            return address
+    return None
+
+
+def refuse_a_dev_data_dir(settings: Settings) -> None:
+    """Raise `StartupRefused` when a real node (lnd, cln) is to serve a data
+    dir the embedded dev node served last, unless `reuse_dev_data_dir`.
+
+    Why: the dev node's invoices and "payments" are simulated; served on,
+    they would sit beside the real node's in the API, exports and NWC's
+    transactions, with nothing to tell them apart. Read before the lock is
+    taken (which notes the new kind); once served with a real node, the
+    data dir is that node's. A live server is left to `lock_data_dir`'s refusal."""
+    data_dir = settings.data_dir
+    if settings.node == "dev" or settings.reuse_dev_data_dir or lock_holder(data_dir):
+        return
+    if served_kind(data_dir) == "dev":
+        raise StartupRefused(
+            f"{data_dir} was last served by the embedded dev node: its simulated invoices "
+            f"and payments would sit beside the {settings.node} node's; serve {settings.node} "
+            "with a fresh --data-dir, or pass --reuse-dev-data-dir "
+            "(LNPLUGIN_REUSE_DEV_DATA_DIR) to keep them"
+        )
 
 
 def already_serving(data_dir: Path, pid: str) -> AlreadyServing:
@@ -397,6 +449,7 @@ class Service:
         had not stored yet): only the process that serves the data dir may
         touch it, and this is before the follower can store a settlement."""
         if self._lock is None:
+            refuse_a_dev_data_dir(self.settings)
             self._lock = lock_data_dir(self.settings.data_dir, self.settings.node)
             captured_records.replay_journal(self.store)
 

@@ -23,7 +23,7 @@ benchmark sends ~6,400 events on its connection in ~10 s.
     python -m lnplugin_sim.nostr_relay --port 6969
 
 prints `listening ws://127.0.0.1:6969` once it accepts connections and runs
-until SIGTERM or SIGINT.
+until SIGTERM or SIGINT. With `--port 0` it takes a free port and prints that.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import signal
 import sys
 
 import nostr_sdk as ns
+
+from lnplugin.listening import listening
 
 UNLIMITED = 10_000_000  # events a minute per connection
 
@@ -58,8 +60,13 @@ async def serve(
     if auth is not None:
         builder = builder.nip42(ns.LocalRelayBuilderNip42(mode=AUTH_MODES[auth]))
     relay = builder.build()
+    before = listening() or set()
     await relay.run()
-    print(f"listening {await relay.url()}", flush=True)
+    url = str(await relay.url()).rstrip("/")
+    if port == 0:  # the relay's url says :0; the port it got is the socket it opened
+        got = sorted(p for _, p in (listening() or set()) - before)
+        url = f"{url.rsplit(':', 1)[0]}:{got[0]}" if got else url
+    print(f"listening {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

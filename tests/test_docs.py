@@ -165,6 +165,29 @@ def test_the_changelog_lists_every_store_migration_by_its_name() -> None:
     assert not wrong, f"CHANGELOG.md names these migrations otherwise than the code: {wrong}"
 
 
+# What `doctor` prints for a store that needs no migration, and what `backup`
+# prints: output shown in the docs, which must show this lnplugin's schema.
+_SHOWN_SCHEMA = re.compile(
+    r"^(?:OK   store: .*\(mode 0\d+, schema version (\d+)\)"
+    r"|# → Backed up .*\(schema version (\d+), )",
+    re.MULTILINE,
+)
+
+
+def test_doctor_and_backup_output_in_the_docs_shows_the_latest_schema_version() -> None:
+    """They showed schema version 25 after migrations 26 to 28 had been added."""
+    from lnplugin.store.migrations import MIGRATIONS
+
+    shown = {
+        f"{page.relative_to(ROOT)}: {m.group(0)}": int(m.group(1) or m.group(2))
+        for page in DOC_PAGES
+        for m in _SHOWN_SCHEMA.finditer(page.read_text())
+    }
+    assert len(shown) >= 3, shown  # docs/lnd.md and docs/cln.md (doctor), operations.md (backup)
+    stale = {line: n for line, n in shown.items() if n != max(MIGRATIONS)}
+    assert not stale, f"the latest schema version is {max(MIGRATIONS)}: {stale}"
+
+
 def test_the_docs_give_the_migration_that_added_public_ids() -> None:
     """docs/checkout.md says which migration gave every invoice its page id."""
     from lnplugin.store.migrations import MIGRATIONS

@@ -124,6 +124,16 @@ def test_a_data_dir_last_served_by_another_node_warns(tmp_path: Path) -> None:
     (data / "lnplugin.lock").write_text("12345 lnd\n")
     _, lines = doctor(data)
     assert lines["served by"].startswith("WARN served by") and "--node lnd" in lines["served by"]
+    assert "--reuse-dev-data-dir" not in lines["served by"]  # serve refuses only a dev one
+
+
+def test_a_dev_node_data_dir_checked_for_lnd_says_serve_refuses_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_store(data)
+    (data / "lnplugin.lock").write_text("12345 dev\n")
+    _, lines = doctor(data, "--node", "lnd", "--lnd-macaroon", "00")
+    line = lines["served by"]
+    assert "--node dev, not lnd (serve refuses it without --reuse-dev-data-dir)" in line
 
 
 def test_a_data_dir_that_cannot_be_created_fails(tmp_path: Path) -> None:

@@ -282,6 +282,26 @@ def test_status_asks_the_server_of_its_own_data_dir_not_whatever_has_the_port(
         assert reply["invoices"] == {"CREATED": 2}  # as the API names an unpaid invoice
 
 
+def test_status_takes_a_server_that_noted_no_url_only_where_it_listens(tmp_path: Path) -> None:
+    """An older server notes no URL in its lock file; `status` asked --port
+    and reported whatever answered there (another data dir's server, any
+    program) as this data dir's."""
+    with Server(tmp_path / "a") as a, Server(tmp_path / "b") as b:
+        # a's lock file as an older lnplugin writes it: pid and node kind only.
+        lock = a.data_dir / "lnplugin.lock"
+        lock.write_text(" ".join(lock.read_text().split()[:2]) + "\n")
+        port_a, port_b = a.url.rsplit(":", 1)[1], b.url.rsplit(":", 1)[1]
+        reply = json.loads(cli(a.data_dir, "status", "--port", port_b))
+        assert reply["server"] == "not reached" and "url" not in reply  # b is not a's
+        assert a.proc is not None and f"pid {a.proc.pid}" in reply["reason"]
+        assert f":{port_b}/health" in reply["reason"]
+        assert reply["store"] == str(a.data_dir / "lnplugin.sqlite")  # what the store holds
+        # At the port a listens on, a is found: its process holds both.
+        reply = json.loads(cli(a.data_dir, "status", "--port", port_a))
+        assert reply["server"] == "running" and reply["url"] == f"{a.url}/health"
+        assert reply["node"] == "dev"
+
+
 def test_the_banner_says_where_it_listens_and_then_where_payers_reach_it(tmp_path: Path) -> None:
     with Server(tmp_path / "data", "--public-url", "https://pay.example.com") as server:
         assert server.banner[0].startswith("lnplugin dev node listening on http://127.0.0.1:")

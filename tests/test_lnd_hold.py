@@ -8,6 +8,7 @@ re-discovery of held invoices after a restart, and the safety cancel.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import secrets
@@ -20,6 +21,7 @@ from typing import Any
 
 import bolt11 as reference
 import pytest
+import requests
 
 from lnplugin.follower import Follower
 from lnplugin.nodes.base import (
@@ -318,6 +320,47 @@ def test_held_on_lnd_survives_sigkill_and_is_followed_after_restart(tmp: Path, s
         assert got["cancel_reason"] == "canceled on the node"
 
 
+def test_a_cancel_lnd_made_before_lnplugin_died_keeps_its_reason(tmp: Path, sim: LndSim) -> None:
+    """The reason was kept in memory between CancelInvoice and the store
+    write: lnplugin killed in between left the restart only lnd's CANCELED,
+    stored as "canceled on the node" instead of why lnplugin canceled it."""
+    data = tmp / "data"
+    _, payment_hash = _pair()
+    server = Server(data, *serve_args(sim)).start()
+    token = server.token
+    try:
+        r = server.request("POST", "/invoices", json={"amount": 30, "payment_hash": payment_hash})
+        assert r.status_code == 201, r.text
+        sim.pay_invoice(payment_hash)
+        wait_for(lambda: _state(server, payment_hash)["state"] == "ACCEPTED", "ACCEPTED")
+
+        def cancel_through_the_api() -> None:
+            with contextlib.suppress(requests.RequestException):  # it dies meanwhile
+                server.request("POST", f"/invoices/{payment_hash}/cancel")
+
+        with sim.faults.stall("CancelInvoice"):
+            cancel = threading.Thread(target=cancel_through_the_api, daemon=True)
+            cancel.start()
+            wait_for(lambda: sim.faults.stalled == 1, "lnplugin's CancelInvoice at lnd")
+            # The reason is in the store now, and not shown before the cancel is done.
+            got = _state(server, payment_hash)
+            assert got["state"] == "ACCEPTED" and got["cancel_reason"] is None
+            # lnplugin dies with the call under way; lnd carries it out.
+            assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+        wait_for(lambda: sim.ledger.get(bytes.fromhex(payment_hash)).state == 2, "CANCELED on lnd")
+        cancel.join(timeout=30)
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop(signal.SIGKILL)
+    with Server(data, *serve_args(sim)) as again:
+        got = wait_for(
+            lambda: (inv := _state(again, payment_hash, token))["state"] == "CANCELED" and inv,
+            "lnd's CANCELED, after the restart",
+        )
+        assert got["cancel_reason"] == "canceled through the API"
+        assert got["amount_received_msat"] == 0
+
+
 def test_lnplugin_cancels_before_lnd_would(tmp: Path, sim: LndSim) -> None:
     _, payment_hash = _pair()
     with Server(tmp / "data", *serve_args(sim), "--hold-cancel-margin", "30") as server:
@@ -344,6 +387,33 @@ def _stored(store: Store, payment_hash: str, minted: Any) -> None:
             (payment_hash, minted.payment_request, minted.created_at, minted.expiry,
              minted.expires_at),
         )  # fmt: skip
+
+
+def test_a_cancel_lnd_refuses_leaves_no_reason_behind(tmp: Path, sim: LndSim) -> None:
+    """The reason is stored before lnd is asked; a cancel lnd refuses (the
+    invoice was settled meanwhile) must not leave it on the settled invoice."""
+    node = make_node(sim)
+    store = Store(tmp / "store.sqlite")
+    follower = Follower(node, store)
+    preimage, payment_hash = _pair()
+    minted = node.create_hold_invoice(InvoiceRequest(amount_msat=1000), payment_hash)
+    _stored(store, payment_hash, minted)
+    sim.pay_invoice(payment_hash)
+    follower.sweep()  # finds it ACCEPTED
+    node.settle_invoice(preimage)  # on lnd, not yet in the store
+    with pytest.raises(InvoiceNotOpen):
+        follower.cancel(payment_hash, "canceled through the API")
+    row = store.conn.execute(
+        "SELECT state, cancel_reason FROM invoices WHERE payment_hash = ?", (payment_hash,)
+    ).fetchone()
+    assert tuple(row) == ("ACCEPTED", None)
+    follower.sweep()
+    row = store.conn.execute(
+        "SELECT state, cancel_reason FROM invoices WHERE payment_hash = ?", (payment_hash,)
+    ).fetchone()
+    assert tuple(row) == ("SETTLED", None)
+    node.close()
+    store.close()
 
 
 def test_without_info_read_the_safety_cancel_steps_aside(tmp: Path, sim: LndSim) -> None:

@@ -1,9 +1,14 @@
 """The relay connection's reconnect schedule (lnplugin/nwc/relay.py); its
-behaviour against a real relay that drops us is in tests/test_nwc_faults.py."""
+behaviour against a real relay that drops us is in tests/test_nwc_faults.py.
+Also the test relay's own command line (lnplugin_sim/nostr_relay.py)."""
 
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +57,22 @@ def test_plain_ws_to_another_machine_is_warned_about(
         Relay(url, lambda *a: None, dict, lambda r: None)
     lines = [r.getMessage() for r in caplog.records if "plain ws://" in r.getMessage()]
     assert len(lines) == (1 if warned else 0)
+
+
+def test_the_test_relay_given_port_0_prints_the_port_it_got(tmp_path: Path) -> None:
+    # It printed `listening ws://127.0.0.1:0`: nothing to connect to.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lnplugin_sim.nostr_relay", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("listening ws://127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        assert port != 0
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

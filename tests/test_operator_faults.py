@@ -13,6 +13,8 @@ and `/proc` as the data dir (procfs refuses to create files for anyone).
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
 import os
 import pwd
 import socket
@@ -20,6 +22,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from lnplugin_sim.cln_sim import ClnSim
 from lnplugin_sim.lnd_sim import LndSim
 from tests import e2e
 from tests.e2e import Server
+from tests.test_lnd_e2e import serve_args
 from tests.test_store import database_at
 
 tmp = e2e.fixture_tmp
@@ -350,6 +354,32 @@ def lnd(tmp: Path) -> Iterator[LndSim]:
         yield sim
 
 
+def test_a_dev_node_data_dir_is_served_with_a_real_node_only_when_asked(tmp: Path, lnd: LndSim):
+    """It was served with warnings (only `doctor` named it): the dev node's
+    simulated invoices and payments sat beside the real node's, in the API,
+    exports and NWC's transactions."""
+    data = tmp / "data"
+    with Server(data) as dev:
+        assert dev.request("POST", "/invoices", json={"amount": 21}).status_code == 201
+    real = serve_args(lnd)
+    line = refused(data, "serve", "--port", "0", *real)
+    assert f"{data} was last served by the embedded dev node" in line
+    assert "a fresh --data-dir" in line and "--reuse-dev-data-dir" in line
+    assert (data / "lnplugin.lock").read_text().split()[1] == "dev"  # nothing taken over
+    with Server(data, *real, "--reuse-dev-data-dir") as server:
+        assert server.request("GET", "/health").json()["node"] == "lnd"
+    # Served with lnd since: its data dir now, as any other.
+    with Server(data, *real) as server:
+        assert server.request("GET", "/health").json()["node"] == "lnd"
+    # The setting from the environment confirms it as the flag does.
+    other = tmp / "other"
+    with Server(other):
+        pass
+    env = {"LNPLUGIN_REUSE_DEV_DATA_DIR": "true"}
+    with Server(other, *real, env=env) as server:
+        assert server.request("GET", "/health").json()["node"] == "lnd"
+
+
 def test_an_lnd_macaroon_neither_file_nor_hex(tmp: Path, lnd: LndSim):
     line = refused(
         tmp / "data", "serve", "--port", "0", "--node", "lnd", "--lnd-host", lnd.target,
@@ -634,11 +664,48 @@ def _older_server(data: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_no_command_migrates_a_store_an_older_server_still_serves(tmp: Path, monkeypatch):
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Answers every GET as an lnplugin's /health would: what listens on the
+    port `status` asks when the older server noted no URL (another data
+    dir's server, or any program; on a test machine, maybe on 8080)."""
+
+    asked = 0
+
+    def do_GET(self) -> None:
+        type(self).asked += 1
+        body = json.dumps({"status": "ok", "node": "dev", "follower": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def impostor() -> Iterator[int]:
+    """The port of an HTTP server that answers like an lnplugin, not this data dir's."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_command_migrates_a_store_an_older_server_still_serves(
+    tmp: Path, monkeypatch, impostor: int
+):
     """A newer lnplugin's `token list` run before the older server was
     restarted migrated the store under that server, which went on writing
     into a schema it does not know. Now commands that would migrate it
-    refuse in one line; backup and doctor, which never migrate, still work."""
+    refuse in one line; backup and doctor, which never migrate, still work.
+    `status` is pointed at a port where something else answers: the older
+    server noted no URL, and what answers there is not it (the test passed
+    or failed by whether anything listened on 8080)."""
     data, latest = tmp / "data", max(migrations.MIGRATIONS)
     old = latest - 2
     database_at(data / "lnplugin.sqlite", old, monkeypatch)
@@ -648,13 +715,14 @@ def test_no_command_migrates_a_store_an_older_server_still_serves(tmp: Path, mon
             ("token", "list"),
             ("token", "create", "--scope", "admin"),
             ("export",),
-            ("status",),
+            ("status", "--port", str(impostor)),
             ("serve", "--port", "0"),  # a second server too: before it finds the lock taken
         ):
             line = refused(data, *command)
             assert f"needs migrating from schema {old} to {latest}" in line, (command, line)
             assert f"server (pid {server.pid}) is running" in line and str(data) in line
             assert migrations.stored_version(data / "lnplugin.sqlite") == old, command
+        assert _Impostor.asked == 0  # the older server's process does not listen there
         done = e2e.run(data, "backup", str(tmp / "before-upgrade.sqlite"), env=_env())
         assert done.returncode == 0, done.stderr
         assert f"schema version {old}" in done.stdout

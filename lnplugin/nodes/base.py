@@ -360,7 +360,8 @@ class HoldInvoices(Protocol):
         invoice is a no-op. `reason` (why lnplugin cancels it) is kept with
         the cancel by a node whose hold decisions lnplugin stores (Core
         Lightning plugin mode), so its lookup still tells it after a restart;
-        the others keep none. Raises `InvoiceNotFound`, or `InvoiceNotOpen`
+        the others keep none (the follower notes it on the invoice's row
+        before it asks, `Follower.cancel`). Raises `InvoiceNotFound`, or `InvoiceNotOpen`
         when settled."""
         ...
 

@@ -90,6 +90,13 @@ _SERVER = [
         "--node",
         help="Node to use: dev, lnd or cln. [default: dev] [env: LNPLUGIN_NODE]",
     ),
+    click.option(
+        "--reuse-dev-data-dir/--no-reuse-dev-data-dir",
+        default=None,
+        help="Serve with lnd or cln a data dir the embedded dev node served last, its "
+        "simulated invoices and payments kept beside the real node's (refused otherwise). "
+        "[default: off] [env: LNPLUGIN_REUSE_DEV_DATA_DIR]",
+    ),
     _NETWORK,
     click.option(
         "--threads",
@@ -318,7 +325,8 @@ _ASKED = [
         "--port",
         type=int,
         help="Port of the server to ask when the data dir does not say where its "
-        "server listens. [default: 8080] [env: LNPLUGIN_PORT]",
+        "server listens; asked only if that server's process listens there. "
+        "[default: 8080] [env: LNPLUGIN_PORT]",
     ),
 ]
 
@@ -434,32 +442,61 @@ def status(**flags: Any) -> None:
     """Show the follower's state: connection, cursor, lag.
 
     Asks the server that serves the data dir (GET /health, at the address it
-    noted in the data dir; --host/--port when it noted none); when none
-    serves it, reports what the store holds. It takes serve's options, so
-    serve's command line works here too, but only --data-dir, --config,
-    --host and --port matter (--port: where to ask).
+    noted in the data dir; when it noted none, at --host/--port, and only if
+    that server's own process listens there); when none serves it, or it
+    cannot be reached, reports what the store holds. It takes serve's
+    options, so serve's command line works here too, but only --data-dir,
+    --config, --host and --port matter (--port: where to ask).
     """
     import requests
 
     from lnplugin.api.info import STATUS_KEY_HEADER
+    from lnplugin.config import http_url
     from lnplugin.datadir import lock_holder
-    from lnplugin.service import serving
-    from lnplugin.store import Store, cursors, invoices
+    from lnplugin.service import listening_server, serving
 
     settings = settings_from(flags)
     served = serving(settings.data_dir)
-    url = f"{served.url if served else settings.listen_url}/health"
+    holder = lock_holder(settings.data_dir)
+    url: str | None = None
+    if served is not None:
+        url = f"{served.url}/health"
+    elif holder is not None:
+        # It noted no URL (an older lnplugin): asked at --host/--port only if
+        # its own process listens there; whatever else answers there belongs
+        # to another data dir, or is no lnplugin at all.
+        address = listening_server(settings.data_dir, settings.host, settings.port)
+        url = f"{http_url(address, settings.port)}/health" if address else None
     # The key shows the operator's /health (the follower's position, NWC).
     headers = {STATUS_KEY_HEADER: served.status_key} if served and served.status_key else {}
-    # Only a live process holding the data dir's lock serves it: whatever else
-    # answers on the port belongs to another data dir, so it is not asked.
-    if served is not None or lock_holder(settings.data_dir) is not None:
+    if url is not None:
         try:
             reply = requests.get(url, headers=headers, timeout=3).json()
             click.echo(json.dumps({"server": "running", "url": url, **reply}, indent=2))
             return
         except (requests.RequestException, ValueError):
             pass
+    unreached: dict[str, str] = {}
+    if holder is not None:  # a live process serves it, and did not answer as it
+        where = url or f"{settings.listen_url}/health"
+        unreached = {
+            "server": "not reached",
+            "reason": f"a server (pid {holder}) serves {settings.data_dir}, but "
+            + (
+                f"did not answer at {where}"
+                if url
+                else f"noted no address in its lock file, and what listens at {where} "
+                "cannot be told to be it"
+            )
+            + "; what follows is what the store holds",
+        }
+    _report_store(settings, unreached)
+
+
+def _report_store(settings: Settings, unreached: dict[str, str]) -> None:
+    """`status` without an answer from the server: what the store holds."""
+    from lnplugin.store import Store, cursors, invoices
+
     if not settings.data_dir.exists():  # a mistyped --data-dir, most likely
         raise Unusable(
             f"no data dir at {settings.data_dir}: no lnplugin store there and no server "
@@ -482,6 +519,7 @@ def status(**flags: Any) -> None:
         json.dumps(
             {
                 "server": "not running",
+                **unreached,
                 "store": str(settings.db_path),
                 "follower": {"cursor": saved.get(cursors.INCOMING, 0)},
                 "cursors": saved,

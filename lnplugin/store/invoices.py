@@ -178,6 +178,28 @@ def update(tx: sqlite3.Connection, invoice_id: int, fields: dict[str, Any]) -> N
     tx.execute(f"UPDATE invoices SET {sets} WHERE id = ?", [*fields.values(), invoice_id])
 
 
+def note_cancel_reason(tx: sqlite3.Connection, payment_hash: str, reason: str) -> None:
+    """Keep why lnplugin is about to cancel an open or ACCEPTED invoice on the
+    node, before it asks: a process that dies after the node canceled and
+    before CANCELED is stored leaves the reason to the next, which stores
+    lnd's (or the dev node's) CANCELED with it. Readers show `cancel_reason`
+    only on a CANCELED invoice."""
+    tx.execute(
+        "UPDATE invoices SET cancel_reason = ? WHERE payment_hash = ? AND type = 'incoming'"
+        " AND state IN ('OPEN', 'ACCEPTED')",
+        (reason, payment_hash),
+    )
+
+
+def drop_cancel_reason(tx: sqlite3.Connection, payment_hash: str) -> None:
+    """Forget `note_cancel_reason`'s reason: the node refused that cancel."""
+    tx.execute(
+        "UPDATE invoices SET cancel_reason = NULL WHERE payment_hash = ? AND type = 'incoming'"
+        " AND state != 'CANCELED'",
+        (payment_hash,),
+    )
+
+
 def next_list_seq(tx: sqlite3.Connection, type_: str) -> int:
     row = tx.execute("SELECT MAX(list_seq) FROM invoices WHERE type = ?", (type_,)).fetchone()
     return (row[0] or 0) + 1

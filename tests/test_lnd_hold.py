@@ -347,7 +347,10 @@ def test_a_cancel_lnd_made_before_lnplugin_died_keeps_its_reason(tmp: Path, sim:
             assert got["state"] == "ACCEPTED" and got["cancel_reason"] is None
             # lnplugin dies with the call under way; lnd carries it out.
             assert server.stop(signal.SIGKILL) == -signal.SIGKILL
-        wait_for(lambda: sim.ledger.get(bytes.fromhex(payment_hash)).state == 2, "CANCELED on lnd")
+        wait_for(
+            lambda: present(sim.ledger.get(bytes.fromhex(payment_hash))).state == 2,
+            "CANCELED on lnd",
+        )
         cancel.join(timeout=30)
     finally:
         if server.proc is not None and server.proc.poll() is None:

@@ -937,3 +937,26 @@ def test_why_lnplugin_canceled_survives_a_crash_before_the_invoice_is_stored(
     finally:
         api.close()
         restarted.shutdown()
+
+
+def test_close_stops_the_timers_and_waits_for_one_running(sim: ClnSim) -> None:
+    """A timer still deciding a cancel when the service closed the store
+    under it used the connection as it was closed: a segfault in sqlite3
+    (seen once in the suite). `close` now cancels the timers not yet due
+    and waits for a running one, before the service closes the store."""
+    node = ClnHoldNode(sim.socket_path, network="regtest")
+    started, finished, never = threading.Event(), threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+
+    node._later(0.0, slow)
+    pending = node._later(3600.0, never.set)
+    assert started.wait(30)
+    node.close()
+    assert finished.is_set()  # close returned only after the running timer
+    pending.join(30)  # cancelled: its thread ends without running it
+    assert not pending.is_alive() and not never.is_set()
+    assert node._timers == set()

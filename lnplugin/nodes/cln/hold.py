@@ -69,6 +69,7 @@ _STATUS_CHANGED = 906
 # fails its own invoices' incomplete sets after 70 s (`htlc_set.c`), as BOLT 4
 # asks of a final node, with `mpp_timeout` (23, no data).
 MPP_TIMEOUT = 70.0
+CLOSE_WAIT = 5.0  # seconds `close` waits for a timer still running
 MPP_TIMED_OUT: dict[str, str] = {"result": "fail", "failure_message": "0017"}
 # Why lnplugin cancels an ACCEPTED hold invoice whose held HTLCs are gone
 # (the invoice and its canceled event say it): it can no longer be settled.
@@ -126,9 +127,50 @@ class ClnHoldNode(ClnNode):
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
         self._updates: queue.Queue[InvoiceUpdate] = queue.Queue()
+        self._timers: set[threading.Timer] = set()  # started, not yet finished
+        self._timers_lock = threading.Lock()
 
     def attach(self, store: Store) -> None:
         self.store = store
+
+    def _later(self, seconds: float, fn: Callable[..., None], *args: Any) -> threading.Timer:
+        """`fn(*args)` on a timer thread that `close` waits for: a timer still
+        writing its decision when the service closes the store under it used
+        the connection as it was closed (a segfault in sqlite3, seen in tests)."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                with self._timers_lock:
+                    self._timers.discard(timer)
+
+        timer = threading.Timer(seconds, run)
+        timer.daemon = True
+        with self._timers_lock:
+            self._timers.add(timer)
+        timer.start()
+        return timer
+
+    def _cancel_timer(self, timer: threading.Timer) -> None:
+        timer.cancel()
+        with self._timers_lock:
+            self._timers.discard(timer)
+
+    def close(self) -> None:
+        """Close the node, then stop every timer: those not yet due never run,
+        and one running is waited for (bounded), so nothing of this node uses
+        the store once it is closed."""
+        super().close()
+        with self._timers_lock:
+            timers = list(self._timers)
+        for timer in timers:
+            timer.cancel()
+        for timer in timers:
+            if timer is not threading.current_thread():
+                timer.join(CLOSE_WAIT)
+        with self._timers_lock:
+            self._timers.difference_update(timers)
 
     # ------------------------------------------------------------ HoldInvoices
     def create_hold_invoice(self, request: InvoiceRequest, payment_hash: str) -> NodeInvoice:
@@ -262,9 +304,7 @@ class ClnHoldNode(ClnNode):
             self._cancel_unheld(hashes, PLUGIN_RESTARTED)
             return
         reason = NOT_REPLAYED.format(timeout=self.mpp_timeout)
-        timer = threading.Timer(self.mpp_timeout, self._cancel_unheld, (hashes, reason))
-        timer.daemon = True
-        timer.start()
+        self._later(self.mpp_timeout, self._cancel_unheld, hashes, reason)
 
     def _cancel_unheld(self, hashes: Iterable[str], reason: str) -> None:
         """Cancel each of these (ACCEPTED) invoices that holds no HTLC and is
@@ -346,13 +386,11 @@ class ClnHoldNode(ClnNode):
                         row, "ACCEPTED", received=held.total, deadline=held.deadline
                     )
                     if held.timer is not None:
-                        held.timer.cancel()
+                        self._cancel_timer(held.timer)
                 elif not held.accepted and held.timer is None:
-                    held.timer = threading.Timer(
-                        self.mpp_timeout, self._mpp_timed_out, (payment_hash, held)
+                    held.timer = self._later(
+                        self.mpp_timeout, self._mpp_timed_out, payment_hash, held
                     )
-                    held.timer.daemon = True
-                    held.timer.start()
         if decided is not None:
             self._answer_decided(decided, key, amount, answer)
             return True

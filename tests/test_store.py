@@ -24,7 +24,7 @@ from lnplugin.store import (
     webhooks,
 )
 from lnplugin.store.migrations import MIGRATIONS
-from tests.helpers_store import invoice_by_hash, invoice_by_id
+from tests.helpers_store import invoice_by_hash, invoice_by_id, open_invoice
 
 LATEST = max(MIGRATIONS)
 HASH = "ab" * 32
@@ -35,24 +35,6 @@ def store(tmp_path):
     store = Store(tmp_path / "lnplugin.sqlite")
     yield store
     store.close()
-
-
-def open_invoice(store: Store, payment_hash: str = HASH, expires_in: int = 3600) -> int:
-    now = int(time.time())
-    with store.transaction() as tx:
-        return invoices.insert(
-            tx,
-            {
-                "type": "incoming",
-                "payment_hash": payment_hash,
-                "payment_request": "lnbcrt1...",
-                "state": "OPEN",
-                "amount_msat": 5000,
-                "created_at": now - 10,
-                "expiry": expires_in + 10,
-                "expires_at": now + expires_in,
-            },
-        )
 
 
 def settled(payment_hash: str = HASH, **kw) -> NodeInvoice:

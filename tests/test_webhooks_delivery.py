@@ -15,9 +15,9 @@ from standardwebhooks.webhooks import Webhook
 
 from lnplugin import handout, webhooks
 from lnplugin import hub as hub_module
-from lnplugin.store import Store, events, invoices
+from lnplugin.store import Store, events
 from lnplugin.store import webhooks as db
-from tests.helpers_store import invoice_by_id
+from tests.helpers_store import invoice_by_id, open_invoice
 from tests.helpers_webhooks import Receiver, Server, run_cli, wait_for
 
 ALLOW = {"LNPLUGIN_WEBHOOK_ALLOW": "127.0.0.0/8", "LNPLUGIN_WEBHOOK_RETRY_SCHEDULE": "0,0,0,0"}
@@ -460,7 +460,7 @@ def test_the_worker_is_woken_by_what_its_endpoints_and_invoice_webhooks_take(
         wait_for(
             lambda: store._listeners[worker._loop._wake] == frozenset({SETTLED, *hooked_types})
         )
-        plain, hooked = (_open_invoice(store, h) for h in ("01" * 32, "02" * 32))
+        plain, hooked = (open_invoice(store, h) for h in ("01" * 32, "02" * 32))
         with store.transaction() as tx:
             tx.execute(
                 "UPDATE invoices SET webhook_url = 'http://127.0.0.1:9/own' WHERE id = ?", (hooked,)
@@ -475,24 +475,6 @@ def test_the_worker_is_woken_by_what_its_endpoints_and_invoice_webhooks_take(
     finally:
         worker.stop()
         store.close()
-
-
-def _open_invoice(store: Store, payment_hash: str) -> int:
-    now = int(time.time())
-    with store.transaction() as tx:
-        return invoices.insert(
-            tx,
-            {
-                "type": "incoming",
-                "payment_hash": payment_hash,
-                "payment_request": "lnbcrt1...",
-                "state": "OPEN",
-                "amount_msat": 5000,
-                "created_at": now,
-                "expiry": 3600,
-                "expires_at": now + 3600,
-            },
-        )
 
 
 def _stored_delivery(store: Store, url: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ import importlib
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -283,16 +284,17 @@ _SHELL = re.compile(r"\s(?:\||&&|;|>|2>|#|<<)|\)")
 _MAKE_RUN = re.compile(r'^make run ARGS="([^"]*)"')
 
 
-def doc_command_lines(text: str) -> list[tuple[int, list[str]]]:
-    """`lnplugin ...` command lines of the ```sh / ```console blocks: (line, words)."""
-    found: list[tuple[int, list[str]]] = []
+def shell_lines(text: str, langs: tuple[str, ...]) -> Iterator[tuple[int, str]]:
+    """The commands of the fenced blocks in `langs`, continuation lines
+    (`\\`) joined: (first line number, command). In ```console blocks only
+    the `$ ` lines are commands."""
     lang, joined, first = None, "", 0
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if stripped.startswith("```"):
             lang = None if lang is not None else (stripped[3:].split() or [""])[0]
             continue
-        if lang not in ("sh", "console"):
+        if lang not in langs:
             continue
         if lang == "console":
             if not stripped.startswith("$ "):
@@ -304,6 +306,14 @@ def doc_command_lines(text: str) -> list[tuple[int, list[str]]]:
         if joined.endswith("\\"):
             joined = joined[:-1] + " "
             continue
+        yield first, joined
+        joined = ""
+
+
+def doc_command_lines(text: str) -> list[tuple[int, list[str]]]:
+    """`lnplugin ...` command lines of the ```sh / ```console blocks: (line, words)."""
+    found: list[tuple[int, list[str]]] = []
+    for first, joined in shell_lines(text, ("sh", "console")):
         match = _INVOCATION.search(joined)
         if match:
             words = match.group(1)
@@ -312,7 +322,6 @@ def doc_command_lines(text: str) -> list[tuple[int, list[str]]]:
             found.append((first, shlex.split(_SHELL.split(words)[0])))
         elif make := _MAKE_RUN.match(joined):
             found.append((first, ["serve", *shlex.split(make.group(1))]))
-        joined = ""
     return found
 
 
@@ -323,24 +332,10 @@ _SIMULATOR = re.compile(r"(?:^|\s)(?:\S*/)?python3? -m lnplugin_sim\.(\w+)\s+(.*
 def doc_simulator_lines(text: str) -> list[tuple[int, str, list[str]]]:
     """`python -m lnplugin_sim.X ...` lines of the ```sh blocks: (line, module, words)."""
     found = []
-    lang, joined, first = None, "", 0
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            lang = None if lang is not None else (stripped[3:].split() or [""])[0]
-            continue
-        if lang != "sh":
-            continue
-        if not joined:
-            first = number
-        joined += stripped
-        if joined.endswith("\\"):
-            joined = joined[:-1] + " "
-            continue
+    for first, joined in shell_lines(text, ("sh",)):
         if match := _SIMULATOR.search(joined):
             words = _SHELL.split(match.group(2))[0].removesuffix("&")
             found.append((first, match.group(1), shlex.split(words)))
-        joined = ""
     return found
 
 

@@ -38,6 +38,7 @@ from lnplugin.nodes import make_node
 from lnplugin.nodes.base import (
     NetworkMismatch,
     Node,
+    NodeCredentialsRejected,
     NodeError,
     NodeInfo,
     NodeMisconfigured,
@@ -70,6 +71,12 @@ class _FirstCheck:
     lock: threading.Lock = field(default_factory=threading.Lock)
     waiting: bool = True
     outcome: bool | Exception | None = None
+
+
+# A node that answers, but not as the node configured, or not to these
+# credentials: no wait mends either, so `start` refuses on them. Later they
+# are "unavailable" like a node that is down (the operator may mend it).
+_WRONG_NODE_SETTING = (NodeNotTrusted, NodeCredentialsRejected)
 
 
 class StartupRefused(Exception):
@@ -347,8 +354,9 @@ class Service:
         """Refuse to run against a node on another network than configured.
 
         Raises `StartupRefused` with the node's `NetworkMismatch` message, or
-        its `NodeNotTrusted` one (a node that answers but not as the node
-        configured: no wait mends that), when the node answers within
+        its `NodeNotTrusted` or `NodeCredentialsRejected` one (a node that
+        answers but not as the node configured, or that refuses lnplugin's
+        credentials outright: no wait mends that), when the node answers within
         `NETWORK_CHECK_WAIT`; otherwise the check goes on in the background."""
         first = _FirstCheck()
         threading.Thread(
@@ -372,7 +380,7 @@ class Service:
         outcome: bool | Exception
         try:
             outcome = self._try_network_check()
-        except (NetworkMismatch, NodeNotTrusted) as exc:
+        except (NetworkMismatch, *_WRONG_NODE_SETTING) as exc:
             outcome = exc
         with first.lock:
             waited = first.waiting
@@ -395,14 +403,15 @@ class Service:
 
     def _try_network_check(self) -> bool:
         """One try: True once settled (passed, or not possible with these
-        credentials), False while the node is unreachable. Raises `NetworkMismatch`
-        and `NodeNotTrusted`."""
+        credentials: a valid macaroon without info:read), False while the node
+        is unreachable. Raises `NetworkMismatch`, `NodeNotTrusted` and
+        `NodeCredentialsRejected`."""
         try:
             info = self.node.check_network(self.settings.effective_network)
-        except (NetworkMismatch, NodeNotTrusted):
+        except (NetworkMismatch, *_WRONG_NODE_SETTING):
             raise
         except NodePermissionDenied as exc:
-            log.warning("network check unavailable (credentials refused): %s", exc)
+            log.warning("network check skipped (the credentials lack the permission): %s", exc)
             return True
         except NodeError as exc:
             log.debug("network check: node unreachable: %s", exc)
@@ -422,7 +431,7 @@ class Service:
             try:
                 if self._try_network_check():
                     return
-            except NodeNotTrusted:
+            except _WRONG_NODE_SETTING:
                 pass  # the follower reports it, and may yet connect (lnd given its old cert back)
             except NetworkMismatch as exc:
                 self._refuse(exc)

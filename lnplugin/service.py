@@ -47,7 +47,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
-from lnplugin.store import Store, StoreError, captured_records
+from lnplugin.store import Store, StoreError, captured_records, cursors
 from lnplugin.webhooks import DeliveryWorker
 from lnplugin.zapper import ZapWorker
 
@@ -186,6 +186,35 @@ def refuse_a_dev_data_dir(settings: Settings) -> None:
         )
 
 
+def refuse_a_node_data_dir(settings: Settings, store: Store) -> None:
+    """Raise `StartupRefused` when the embedded dev node is to serve a data
+    dir a real node (lnd, cln) served last, unless `reuse_node_data_dir`.
+
+    Why: `--node` defaults to dev, so a service whose environment file did
+    not load (or a `serve` typed without its flags) starts the dev node on
+    the operator's store: its simulated invoices and "payments" would join
+    the real ones in the API, exports, webhooks and NWC, and it would take
+    the follower's cursors over as another node's. The mirror of
+    `refuse_a_dev_data_dir`; read before the lock is taken (which notes the
+    new kind). A live server is left to `lock_data_dir`'s refusal."""
+    data_dir = settings.data_dir
+    if settings.node != "dev" or settings.reuse_node_data_dir or lock_holder(data_dir):
+        return
+    kind = served_kind(data_dir)
+    if kind not in ("lnd", "cln"):
+        return
+    pubkey = cursors.followed_node(store.conn)
+    node = f"the {kind} node {pubkey}" if pubkey else f"an {kind} node"
+    raise StartupRefused(
+        f"{data_dir} was last served by {node} (--node {kind}), and --node is dev (the "
+        f"default): its real invoices would get the embedded dev node's simulated ones "
+        f"beside them; set --node {kind} (LNPLUGIN_NODE) and its settings (did the "
+        "service's environment file load?), give the dev node its own --data-dir, or "
+        "pass --reuse-node-data-dir (LNPLUGIN_REUSE_NODE_DATA_DIR) to serve it with the "
+        "dev node all the same"
+    )
+
+
 def already_serving(data_dir: Path, pid: str) -> AlreadyServing:
     return AlreadyServing(
         f"another lnplugin (pid {pid}) is already serving {data_dir}; "
@@ -269,6 +298,8 @@ class Service:
         warn_if_open(settings.data_dir)
         store = Store(settings.db_path, busy_timeout=settings.busy_timeout)
         try:
+            # Before the dev node is made: it would write its key and ledger there.
+            refuse_a_node_data_dir(settings, store)
             node = node or make_node(settings)
         except BaseException:
             store.close()

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from lnplugin.nodes.dev.node import DB_FILE, KEY_FILE
 from lnplugin.nodes.lnd.macaroon import LND_BAKE
 from lnplugin.store import migrations
 from lnplugin_sim.cln_sim import ClnSim
 from lnplugin_sim.lnd_sim import LndSim, ip_lock, mint_macaroon, time_before
 from tests import e2e
-from tests.e2e import Server
+from tests.e2e import Server, wait_for
 from tests.test_lnd_e2e import serve_args
 from tests.test_store import database_at
 
@@ -380,6 +381,35 @@ def test_a_dev_node_data_dir_is_served_with_a_real_node_only_when_asked(tmp: Pat
     env = {"LNPLUGIN_REUSE_DEV_DATA_DIR": "true"}
     with Server(other, *real, env=env) as server:
         assert server.request("GET", "/health").json()["node"] == "lnd"
+
+
+def _followed(data: Path) -> str | None:
+    with contextlib.closing(sqlite3.connect(data / "lnplugin.sqlite")) as db:
+        row = db.execute("SELECT pubkey FROM followed_node").fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_a_real_nodes_data_dir_is_served_by_the_dev_node_only_when_asked(tmp: Path, lnd: LndSim):
+    """The service's environment file did not load, so `--node` fell back to
+    dev: it started the embedded dev node on the store of a real node (only
+    `doctor` warned), its simulated invoices and payments joining the real
+    ones, and the follower taking the cursors over as another node's."""
+    data = tmp / "data"
+    with Server(data, *serve_args(lnd)) as server:
+        created = server.request("POST", "/invoices", json={"amount": 21})
+        assert created.status_code == 201
+        wait_for(lambda: _followed(data), "the follower to note lnd's identity")
+    line = refused(data, "serve", "--port", "0")  # no LNPLUGIN_NODE: the default, dev
+    assert f"{data} was last served by the lnd node {lnd.pubkey} (--node lnd)" in line, line
+    assert "--node lnd (LNPLUGIN_NODE)" in line and "its own --data-dir" in line
+    assert "--reuse-node-data-dir (LNPLUGIN_REUSE_NODE_DATA_DIR)" in line
+    assert (data / "lnplugin.lock").read_text().split()[1] == "lnd"  # nothing taken over
+    assert not (data / KEY_FILE).exists() and not (data / DB_FILE).exists()  # nor made
+    with Server(data, "--reuse-node-data-dir", env=_env()) as server:
+        assert server.request("GET", "/health").json()["node"] == "dev"
+    # Served with the dev node since: its data dir now, as any other.
+    with Server(data, env=_env()) as server:
+        assert server.request("GET", "/health").json()["node"] == "dev"
 
 
 def test_an_lnd_macaroon_neither_file_nor_hex(tmp: Path, lnd: LndSim):

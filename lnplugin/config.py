@@ -57,6 +57,10 @@ class Settings(BaseModel):
     # the same (its simulated invoices stay beside the real node's); refused
     # unless asked for (`Service.claim_data_dir`).
     reuse_dev_data_dir: bool = False
+    # The other way round: serve with the embedded dev node a data dir lnd or
+    # cln served last (its simulated invoices would join the real ones);
+    # refused unless asked for (`service.refuse_a_node_data_dir`).
+    reuse_node_data_dir: bool = False
     network: str | None = None
     threads: int = 16
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -170,8 +170,14 @@ def _served(path: Path, node: str) -> Check | None:
     kind = served_kind(path)
     if kind in (None, "") or kind == node:
         return None
-    # `serve` refuses this one (`service.refuse_a_dev_data_dir`) unless asked.
-    unless = " (serve refuses it without --reuse-dev-data-dir)" if kind == "dev" else ""
+    # `serve` refuses these (`service.refuse_a_dev_data_dir`,
+    # `service.refuse_a_node_data_dir`) unless asked.
+    if kind == "dev":
+        unless = " (serve refuses it without --reuse-dev-data-dir)"
+    elif node == "dev" and kind in ("lnd", "cln"):
+        unless = " (serve refuses it without --reuse-node-data-dir)"
+    else:
+        unless = ""
     return Check(
         "served by",
         "warn",

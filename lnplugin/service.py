@@ -38,6 +38,7 @@ from lnplugin.nodes import make_node
 from lnplugin.nodes.base import (
     NetworkMismatch,
     Node,
+    NodeCredentialsRejected,
     NodeError,
     NodeInfo,
     NodeMisconfigured,
@@ -46,7 +47,7 @@ from lnplugin.nodes.base import (
 )
 from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
-from lnplugin.store import Store, StoreError, captured_records
+from lnplugin.store import Store, StoreError, captured_records, cursors
 from lnplugin.webhooks import DeliveryWorker
 from lnplugin.zapper import ZapWorker
 
@@ -70,6 +71,12 @@ class _FirstCheck:
     lock: threading.Lock = field(default_factory=threading.Lock)
     waiting: bool = True
     outcome: bool | Exception | None = None
+
+
+# A node that answers, but not as the node configured, or not to these
+# credentials: no wait mends either, so `start` refuses on them. Later they
+# are "unavailable" like a node that is down (the operator may mend it).
+_WRONG_NODE_SETTING = (NodeNotTrusted, NodeCredentialsRejected)
 
 
 class StartupRefused(Exception):
@@ -179,6 +186,35 @@ def refuse_a_dev_data_dir(settings: Settings) -> None:
         )
 
 
+def refuse_a_node_data_dir(settings: Settings, store: Store) -> None:
+    """Raise `StartupRefused` when the embedded dev node is to serve a data
+    dir a real node (lnd, cln) served last, unless `reuse_node_data_dir`.
+
+    Why: `--node` defaults to dev, so a service whose environment file did
+    not load (or a `serve` typed without its flags) starts the dev node on
+    the operator's store: its simulated invoices and "payments" would join
+    the real ones in the API, exports, webhooks and NWC, and it would take
+    the follower's cursors over as another node's. The mirror of
+    `refuse_a_dev_data_dir`; read before the lock is taken (which notes the
+    new kind). A live server is left to `lock_data_dir`'s refusal."""
+    data_dir = settings.data_dir
+    if settings.node != "dev" or settings.reuse_node_data_dir or lock_holder(data_dir):
+        return
+    kind = served_kind(data_dir)
+    if kind not in ("lnd", "cln"):
+        return
+    pubkey = cursors.followed_node(store.conn)
+    node = f"the {kind} node {pubkey}" if pubkey else f"an {kind} node"
+    raise StartupRefused(
+        f"{data_dir} was last served by {node} (--node {kind}), and --node is dev (the "
+        f"default): its real invoices would get the embedded dev node's simulated ones "
+        f"beside them; set --node {kind} (LNPLUGIN_NODE) and its settings (did the "
+        "service's environment file load?), give the dev node its own --data-dir, or "
+        "pass --reuse-node-data-dir (LNPLUGIN_REUSE_NODE_DATA_DIR) to serve it with the "
+        "dev node all the same"
+    )
+
+
 def already_serving(data_dir: Path, pid: str) -> AlreadyServing:
     return AlreadyServing(
         f"another lnplugin (pid {pid}) is already serving {data_dir}; "
@@ -262,6 +298,8 @@ class Service:
         warn_if_open(settings.data_dir)
         store = Store(settings.db_path, busy_timeout=settings.busy_timeout)
         try:
+            # Before the dev node is made: it would write its key and ledger there.
+            refuse_a_node_data_dir(settings, store)
             node = node or make_node(settings)
         except BaseException:
             store.close()
@@ -347,8 +385,9 @@ class Service:
         """Refuse to run against a node on another network than configured.
 
         Raises `StartupRefused` with the node's `NetworkMismatch` message, or
-        its `NodeNotTrusted` one (a node that answers but not as the node
-        configured: no wait mends that), when the node answers within
+        its `NodeNotTrusted` or `NodeCredentialsRejected` one (a node that
+        answers but not as the node configured, or that refuses lnplugin's
+        credentials outright: no wait mends that), when the node answers within
         `NETWORK_CHECK_WAIT`; otherwise the check goes on in the background."""
         first = _FirstCheck()
         threading.Thread(
@@ -372,7 +411,7 @@ class Service:
         outcome: bool | Exception
         try:
             outcome = self._try_network_check()
-        except (NetworkMismatch, NodeNotTrusted) as exc:
+        except (NetworkMismatch, *_WRONG_NODE_SETTING) as exc:
             outcome = exc
         with first.lock:
             waited = first.waiting
@@ -395,14 +434,15 @@ class Service:
 
     def _try_network_check(self) -> bool:
         """One try: True once settled (passed, or not possible with these
-        credentials), False while the node is unreachable. Raises `NetworkMismatch`
-        and `NodeNotTrusted`."""
+        credentials: a valid macaroon without info:read), False while the node
+        is unreachable. Raises `NetworkMismatch`, `NodeNotTrusted` and
+        `NodeCredentialsRejected`."""
         try:
             info = self.node.check_network(self.settings.effective_network)
-        except (NetworkMismatch, NodeNotTrusted):
+        except (NetworkMismatch, *_WRONG_NODE_SETTING):
             raise
         except NodePermissionDenied as exc:
-            log.warning("network check unavailable (credentials refused): %s", exc)
+            log.warning("network check skipped (the credentials lack the permission): %s", exc)
             return True
         except NodeError as exc:
             log.debug("network check: node unreachable: %s", exc)
@@ -422,7 +462,7 @@ class Service:
             try:
                 if self._try_network_check():
                     return
-            except NodeNotTrusted:
+            except _WRONG_NODE_SETTING:
                 pass  # the follower reports it, and may yet connect (lnd given its old cert back)
             except NetworkMismatch as exc:
                 self._refuse(exc)

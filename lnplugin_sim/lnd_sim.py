@@ -16,6 +16,7 @@ In-process use (tests)::
     sim.keysend(5000, {7629169: b'{"message":"hi"}'})        # spontaneous payment
     sim.amp_payment(5000, {7629169: b'{"message":"hi"}'})    # spontaneous AMP payment
     sim.bake(["uri:/lnrpc.Lightning/AddInvoice", "invoices:read"])  # a macaroon it accepts
+    sim.bake(["info:read"], "old.macaroon", [time_before(yesterday)])  # refused: expired
     sim.faults.drop_stream_after = 3                          # fault injection
     with sim.faults.stall("AddInvoice"): ...                  # an lnd slow to answer
     sim.restart()                                             # same port, same data
@@ -117,6 +118,9 @@ MACAROONS = {
     "readonly.macaroon": READONLY_PERMISSIONS,
     "invoice.macaroon": INVOICE_PERMISSIONS,
 }
+# The id of the root key lnd bakes its macaroons with (macaroons.DefaultRootKeyID);
+# a macaroon naming another is refused, as lnd refuses one whose key it lacks.
+ROOT_KEY_ID = b"0"
 # lnd's entity for single-method permissions: `uri:/lnrpc.Lightning/AddInvoice`
 # permits that one method (macaroons/service.go, PermissionEntityCustomURI).
 URI_ENTITY = "uri"
@@ -295,12 +299,16 @@ def _packet(kind: int, data: bytes) -> bytes:
     return _uvarint(kind) + _uvarint(len(data)) + data
 
 
-def mint_macaroon(permissions: frozenset[str], caveats: tuple[str, ...] = ()) -> bytes:
+def mint_macaroon(
+    permissions: frozenset[str], caveats: tuple[str, ...] = (), root_key_id: bytes = ROOT_KEY_ID
+) -> bytes:
     """A macaroon file shaped as lnd writes one (docs/protocols.md#lnd-macaroon-format):
     binary v2, location `lnd`, an identifier of version byte 3 and a `MacaroonId`
     protobuf (nonce, storage id, one op per entity), first-party caveats, a
     32-byte signature. The signature is random: the simulator recognises its
-    macaroons by their bytes, as it always has, and never verifies one."""
+    macaroons by their bytes, as it always has, and never verifies one.
+    `root_key_id` other than lnd's default "0": a macaroon whose root key
+    the node does not have (`lncli bakemacaroon --root_key_id`, then deleted)."""
     by_entity: dict[str, list[str]] = {}
     for perm in sorted(permissions):
         entity, _, action = perm.partition(":")
@@ -309,7 +317,7 @@ def mint_macaroon(permissions: frozenset[str], caveats: tuple[str, ...] = ()) ->
         _pb_bytes(3, _pb_bytes(1, e.encode()) + b"".join(_pb_bytes(2, a.encode()) for a in acts))
         for e, acts in by_entity.items()
     )
-    identifier = b"\x03" + _pb_bytes(1, secrets.token_bytes(16)) + _pb_bytes(2, b"0") + ops
+    identifier = b"\x03" + _pb_bytes(1, secrets.token_bytes(16)) + _pb_bytes(2, root_key_id) + ops
     sections = b"".join(_packet(2, c.encode()) + b"\x00" for c in caveats)
     return (
         b"\x02"
@@ -320,6 +328,80 @@ def mint_macaroon(permissions: frozenset[str], caveats: tuple[str, ...] = ()) ->
         + b"\x00"
         + _packet(6, secrets.token_bytes(32))
     )
+
+
+def time_before(when: _dt.datetime) -> str:
+    """The caveat `lncli bakemacaroon --timeout` adds (bakery's `time-before`)."""
+    return "time-before " + when.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ip_lock(address: str) -> str:
+    """The caveat `lncli bakemacaroon --ip_address` adds (lnd's `ipaddr`)."""
+    return f"ipaddr {address}"
+
+
+def _read_packets(raw: bytes, at: int) -> tuple[dict[int, bytes], int]:
+    """One section of a binary (v2) macaroon: its fields up to the end marker."""
+    fields: dict[int, bytes] = {}
+    while raw[at] != 0:
+        kind, at = _read_uvarint(raw, at)
+        size, at = _read_uvarint(raw, at)
+        fields[kind], at = raw[at : at + size], at + size
+    return fields, at + 1
+
+
+def _read_uvarint(raw: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = raw[at]
+        value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
+        if not byte & 0x80:
+            return value, at
+
+
+def read_macaroon(raw: bytes) -> tuple[bytes, tuple[str, ...]] | None:
+    """The root key id and first-party caveats of a macaroon in the format
+    `mint_macaroon` writes; None when it is not one (lnd cannot unmarshal it)."""
+    try:
+        if raw[0] != 2:
+            return None
+        header, at = _read_packets(raw, 1)
+        identifier = header[2]
+        caveats: list[str] = []
+        while raw[at] != 0:
+            section, at = _read_packets(raw, at)
+            caveats.append(section[2].decode())
+        if identifier[:1] != b"\x03":
+            return None
+        fields: dict[int, bytes] = {}
+        pos = 1
+        while pos < len(identifier):
+            tag, pos = _read_uvarint(identifier, pos)
+            size, pos = _read_uvarint(identifier, pos)
+            fields.setdefault(tag >> 3, identifier[pos : pos + size])
+            pos += size
+        return fields.get(2, b""), tuple(caveats)
+    except (IndexError, KeyError, UnicodeDecodeError):
+        return None
+
+
+def _caveat_refusal(caveat: str, peer: str) -> str | None:
+    """Why lnd refuses a macaroon carrying `caveat` from `peer` (gRPC's
+    "ipv4:1.2.3.4:5" or "ipv6:[::1]:5"); None when it holds. Texts from
+    macaroon-bakery's checkers (`caveat %q not satisfied: ...`) and lnd's
+    macaroons/constraints.go."""
+    condition, _, arg = caveat.partition(" ")
+    if condition == "time-before":
+        expires = _dt.datetime.fromisoformat(arg.replace("Z", "+00:00"))
+        if _dt.datetime.now(_dt.UTC) < expires:
+            return None
+        return f'caveat "{caveat}" not satisfied: macaroon has expired'
+    if condition == "ipaddr":
+        address = peer.split(":", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        if address == arg:
+            return None
+        return f'caveat "{caveat}" not satisfied: macaroon locked to different IP address'
+    return f'caveat "{caveat}" not satisfied: caveat not recognized'
 
 
 def _ensure_macaroons(data_dir: Path) -> dict[str, frozenset[str]]:
@@ -682,20 +764,81 @@ class _Gate(grpc.ServerInterceptor):
         if len(metadata) != 1:
             code = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.UNAUTHENTICATED
             return _refusal(handler, code, f"expected 1 macaroon, got {len(metadata)}")
-        perms = self.sim.macaroons.get(str(metadata[0]).lower())
+        rejected = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.UNAUTHENTICATED
+        mac_hex = str(metadata[0]).lower()
+        perms = self.sim.macaroons.get(mac_hex)
         if perms is None:
-            code = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.UNAUTHENTICATED
-            return _refusal(
-                handler, code, "verification failed: signature mismatch after caveat verification"
-            )
+            return _refusal(handler, rejected, _unverifiable(mac_hex))
+        denied = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.PERMISSION_DENIED
+        caveats = (read_macaroon(bytes.fromhex(mac_hex)) or (b"", ()))[1]
+        if caveats:
+            # Checked before the permission, as bakery does: a macaroon whose
+            # caveat fails is refused for that, whatever it grants.
+            allowed = permits(perms, details.method)
+            return _caveats_checked(handler, caveats, rejected, None if allowed else denied)
         if not permits(perms, details.method):
-            code = grpc.StatusCode.UNKNOWN if lnd_style else grpc.StatusCode.PERMISSION_DENIED
-            return _refusal(handler, code, "permission denied")
+            return _refusal(handler, denied, "permission denied")
         if faults.delay:
             time.sleep(faults.delay)
         if faults.stalls(details.method) and handler.unary_unary is not None:
             return _stalling(handler, faults, details.method)
         return handler
+
+
+def _unverifiable(mac_hex: str) -> str:
+    """lnd's refusal of a macaroon it did not bake with a key it has: one
+    whose root key it lacks (macaroons/store.go, wrapped by macaroon-bakery's
+    checker and oven), else one whose signature does not check (another
+    node's macaroon, or bytes that are none)."""
+    try:
+        read = read_macaroon(bytes.fromhex(mac_hex))
+    except ValueError:
+        read = None
+    if read is not None and read[0] != ROOT_KEY_ID:
+        return (
+            "cannot retrieve macaroon: cannot get macaroon: "
+            f"root key with id {read[0].decode(errors='replace')} doesn't exist"
+        )
+    return "verification failed: signature mismatch after caveat verification"
+
+
+def _caveats_checked(
+    handler: Any,
+    caveats: tuple[str, ...],
+    code: grpc.StatusCode,
+    denied: grpc.StatusCode | None,
+) -> Any:
+    """`handler`, refusing first when a caveat does not hold for this call
+    (checked with the call's context, which alone tells the peer's address),
+    then with "permission denied" when `denied` is given."""
+
+    def check(context: grpc.ServicerContext) -> None:
+        for caveat in caveats:
+            why = _caveat_refusal(caveat, context.peer())
+            if why is not None:
+                context.abort(code, why)
+        if denied is not None:
+            context.abort(denied, "permission denied")
+
+    if handler.response_streaming:
+        stream = handler.unary_stream
+
+        def streamed(request: Any, context: grpc.ServicerContext) -> Any:
+            check(context)
+            yield from stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            streamed, handler.request_deserializer, handler.response_serializer
+        )
+    unary = handler.unary_unary
+
+    def answered(request: Any, context: grpc.ServicerContext) -> Any:
+        check(context)
+        return unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        answered, handler.request_deserializer, handler.response_serializer
+    )
 
 
 def _stalling(handler: Any, faults: Faults, method_path: str) -> Any:
@@ -830,13 +973,17 @@ class LndSim:
     def readonly_macaroon_path(self) -> Path:
         return self.data_dir / "readonly.macaroon"
 
-    def bake(self, permissions: Iterable[str], name: str = "baked.macaroon") -> Path:
+    def bake(
+        self, permissions: Iterable[str], name: str = "baked.macaroon", caveats: Sequence[str] = ()
+    ) -> Path:
         """`lncli bakemacaroon --save_to=<data dir>/NAME PERMISSION...`: a
         macaroon this node accepts, granting exactly `permissions` (entity:action
-        or `uri:/pkg.Service/Method`), kept across restarts. Returns its path."""
+        or `uri:/pkg.Service/Method`), kept across restarts. Returns its path.
+        `caveats` (`time_before`, `ip_lock`: what --timeout and --ip_address
+        add) are checked on each call, as lnd checks them."""
         perms = frozenset(permissions)
         check_bakeable(perms)
-        raw = mint_macaroon(perms)
+        raw = mint_macaroon(perms, tuple(caveats))
         path = self.data_dir / name
         path.write_bytes(raw)
         path.chmod(0o600)
@@ -847,6 +994,15 @@ class LndSim:
             )
         self.macaroons[raw.hex()] = perms
         return path
+
+    def forget(self, macaroon: Path) -> frozenset[str]:
+        """Refuse the macaroon at `macaroon` from now on (as lnd refuses one
+        baked before its macaroon database was reset); `remember` undoes it.
+        Returns what it granted."""
+        return self.macaroons.pop(macaroon.read_bytes().hex())
+
+    def remember(self, macaroon: Path, permissions: frozenset[str]) -> None:
+        self.macaroons[macaroon.read_bytes().hex()] = permissions
 
     # -- lifecycle --
 

@@ -7,6 +7,8 @@ reaches it exactly as it would reach lightningd, and the tests talk HTTP.
 from __future__ import annotations
 
 import json
+import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +167,44 @@ def test_a_node_reset_while_lnplugin_runs_is_read_from_its_start_at_the_reconnec
     assert counts == (5, 5, 5) and events == (5, 5)
     assert sorted(inv["amount_msat"] for inv in outgoing) == [500, 600]
     assert "re-reading" in log
+
+
+# -- the node's settings at start (docs/cln.md, "What is refused at start") ------
+
+
+def test_a_cln_on_another_network_refuses_to_start(tmp: Path, sim: ClnSim) -> None:
+    """A setting that is wrong: no wait mends it, so one line (exit 2) naming
+    --network, before anything is served."""
+    proc = e2e.run(
+        tmp / "data", "serve", "--port", "0", "--node", "cln", "--cln-socket", sim.socket_path,
+        "--network", "bitcoin",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    [error] = proc.stderr.splitlines()
+    assert error.startswith("Error: the cln node is on regtest but lnplugin is configured for ")
+    assert "--network regtest (LNPLUGIN_NETWORK)" in error and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_a_stale_socket_is_a_node_that_is_down(tmp: Path) -> None:
+    """The socket a killed lightningd leaves: nothing listens (ECONNREFUSED).
+    lightningd removes it and binds anew when it starts again
+    (lightningd/jsonrpc.c), so it is waited for like a missing socket: serve
+    runs, create answers 503, and works once lightningd is back."""
+    path = tmp / "rpc"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays; nothing listens on it
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    with Server(
+        tmp / "data", "--node", "cln", "--cln-socket", str(path), "--network", "regtest"
+    ) as server:
+        reply = server.request("POST", "/invoices", json={"amount": 10})
+        assert reply.status_code == 503 and "unreachable" in reply.json()["message"]
+        with ClnSim(tmp / "sim", path):
+            wait_for(
+                lambda: server.request("POST", "/invoices", json={"amount": 10}).status_code == 201,
+                "create once lightningd is back on the socket",
+            )
+    assert server.proc is not None and server.proc.stderr is not None
+    assert "Traceback" not in server.proc.stderr.read()

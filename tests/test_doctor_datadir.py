@@ -124,7 +124,9 @@ def test_a_data_dir_last_served_by_another_node_warns(tmp_path: Path) -> None:
     (data / "lnplugin.lock").write_text("12345 lnd\n")
     _, lines = doctor(data)
     assert lines["served by"].startswith("WARN served by") and "--node lnd" in lines["served by"]
-    assert "--reuse-dev-data-dir" not in lines["served by"]  # serve refuses only a dev one
+    assert "--reuse-dev-data-dir" not in lines["served by"]
+    # Checked for the dev node (the default --node): serve refuses it too.
+    assert "not dev (serve refuses it without --reuse-node-data-dir)" in lines["served by"]
 
 
 def test_a_dev_node_data_dir_checked_for_lnd_says_serve_refuses_it(tmp_path: Path) -> None:

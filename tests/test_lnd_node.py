@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import queue
 import threading
@@ -20,13 +21,22 @@ from lnplugin.nodes.base import (
     InvoiceRequest,
     InvoiceUpdate,
     NetworkMismatch,
+    NodeCredentialsRejected,
     NodeNotTrusted,
     NodePermissionDenied,
     NodeUnavailable,
 )
+from lnplugin.nodes.lnd.macaroon import LND_BAKE
 from lnplugin.nodes.lnd.node import LndNode, _Gaps
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
-from lnplugin_sim.lnd_sim import KEYSEND_PREIMAGE_RECORD, LndSim, SimError
+from lnplugin_sim.lnd_sim import (
+    KEYSEND_PREIMAGE_RECORD,
+    LndSim,
+    SimError,
+    ip_lock,
+    mint_macaroon,
+    time_before,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -372,15 +382,41 @@ def test_invoice_macaroon_least_privilege(sim: LndSim, style: str) -> None:
 
 
 @pytest.mark.parametrize("style", ["grpc", "lnd"])
-def test_bad_macaroon_is_permission_denied(sim: LndSim, tmp_path: Path, style: str) -> None:
+def test_a_macaroon_lnd_rejects_is_a_wrong_setting_not_a_permission(
+    sim: LndSim, tmp_path: Path, style: str
+) -> None:
+    """None sent, not lnd's, a root key lnd lacks, expired, locked to another
+    address: nothing works with it, so it is `NodeCredentialsRejected` (an
+    "unavailable" node that `serve` refuses to start on) naming the setting,
+    never `NodePermissionDenied`, which a valid macaroon lacking one
+    permission is (test_invoice_macaroon_least_privilege)."""
     sim.faults.error_style = style
     bogus = tmp_path / "bogus.macaroon"
     bogus.write_bytes(b"\x02not-a-real-macaroon")
-    for mac in (bogus, ""):
+    lost = tmp_path / "lost.macaroon"
+    lost.write_bytes(mint_macaroon(frozenset({"invoices:write"}), root_key_id=b"9"))
+    yesterday = _dt.datetime.now(_dt.UTC) - _dt.timedelta(days=1)
+    expired = sim.bake(["invoices:write"], "expired.macaroon", [time_before(yesterday)])
+    elsewhere = sim.bake(["invoices:write"], "ip.macaroon", [ip_lock("192.0.2.1")])
+    cases = {
+        "": "none is given",
+        str(bogus): "is it from this node?",
+        str(lost): "is it from this node?",
+        str(expired): "it has expired",
+        str(elsewhere): "locked to another address",
+    }
+    for mac, says in cases.items():
         node = make_node(sim, macaroon=mac)
-        with pytest.raises(NodePermissionDenied):
-            node.create_invoice(InvoiceRequest(amount_msat=1, description="x"))
-        node.close()
+        try:
+            with pytest.raises(NodeCredentialsRejected) as refused:
+                node.create_invoice(InvoiceRequest(amount_msat=1, description="x"))
+        finally:
+            node.close()
+        message = str(refused.value)
+        assert message.startswith(
+            "invalid setting lnd_macaroon (--lnd-macaroon / LNPLUGIN_LND_MACAROON): "
+        )
+        assert says in message and message.endswith(LND_BAKE) and "\n" not in message
 
 
 def test_network_check(tmp_path: Path) -> None:

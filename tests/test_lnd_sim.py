@@ -7,6 +7,7 @@ the simulator itself; tests/test_lnd_node.py pins the adapter against it.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from lnplugin.nodes.lnd import LndNode
 from lnplugin.nodes.lnd.rpc import invoices_pb2, invoices_pb2_grpc, lightning_pb2_grpc
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
-from lnplugin_sim.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim, ip_lock, mint_macaroon, time_before
 
 pytestmark = pytest.mark.timeout(60)
 S = grpc.StatusCode
@@ -261,6 +262,47 @@ def test_macaroon_permissions(sim: LndSim) -> None:
     with pytest.raises(grpc.RpcError) as info:
         invoice.GetInfo(ln.GetInfoRequest())
     assert info.value.code() == S.UNKNOWN and info.value.details() == "permission denied"
+
+
+def _refusal(client: Client, metadata: tuple[tuple[str, str], ...] | None = None) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        client.GetInfo(ln.GetInfoRequest(), metadata=client.md if metadata is None else metadata)
+    assert info.value.code() == S.UNKNOWN
+    return str(info.value.details())
+
+
+def test_macaroons_lnd_refuses_outright_in_its_words(sim: LndSim, tmp_path: Path) -> None:
+    """Each way real lnd refuses a macaroon itself, with its texts (lnd's
+    macaroons/service.go, macaroons/store.go and macaroons/constraints.go,
+    macaroon-bakery's oven and checker), apart from the bare "permission
+    denied" of a valid macaroon that lacks the method's permission."""
+    sim.faults.error_style = "lnd"
+    admin = Client(sim)
+    assert _refusal(admin, ()) == "expected 1 macaroon, got 0"
+    with LndSim(tmp_path / "other") as other:
+        foreign = Client(sim, other.admin_macaroon_path)
+        assert (
+            _refusal(foreign) == "verification failed: signature mismatch after caveat verification"
+        )
+    lost = tmp_path / "lost.macaroon"
+    lost.write_bytes(mint_macaroon(frozenset({"info:read"}), root_key_id=b"7"))
+    assert _refusal(Client(sim, lost)) == (
+        "cannot retrieve macaroon: cannot get macaroon: root key with id 7 doesn't exist"
+    )
+    past = time_before(datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1))
+    expired = Client(sim, sim.bake(["info:read"], "expired.macaroon", [past]))
+    assert _refusal(expired) == f'caveat "{past}" not satisfied: macaroon has expired'
+    elsewhere = Client(sim, sim.bake(["info:read"], "ip.macaroon", [ip_lock("192.0.2.1")]))
+    assert _refusal(elsewhere) == (
+        'caveat "ipaddr 192.0.2.1" not satisfied: macaroon locked to different IP address'
+    )
+    # Caveats that hold, and the refusal of a caveat before the permission, as bakery.
+    future = time_before(datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1))
+    here = Client(sim, sim.bake(["info:read"], "here.macaroon", [future, ip_lock("127.0.0.1")]))
+    assert here.GetInfo(ln.GetInfoRequest()).identity_pubkey == sim.pubkey
+    assert _refusal(Client(sim, sim.invoice_macaroon_path)) == "permission denied"
+    old_invoice = Client(sim, sim.bake(["invoices:read"], "old.macaroon", [past]))
+    assert "macaroon has expired" in _refusal(old_invoice)
 
 
 def test_a_uri_permission_permits_exactly_its_method(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ and `/proc` as the data dir (procfs refuses to create files for anyone).
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import http.server
 import json
 import os
@@ -28,11 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from lnplugin.nodes.dev.node import DB_FILE, KEY_FILE
+from lnplugin.nodes.lnd.macaroon import LND_BAKE
 from lnplugin.store import migrations
 from lnplugin_sim.cln_sim import ClnSim
-from lnplugin_sim.lnd_sim import LndSim
+from lnplugin_sim.lnd_sim import LndSim, ip_lock, mint_macaroon, time_before
 from tests import e2e
-from tests.e2e import Server
+from tests.e2e import Server, wait_for
 from tests.test_lnd_e2e import serve_args
 from tests.test_store import database_at
 
@@ -380,6 +383,35 @@ def test_a_dev_node_data_dir_is_served_with_a_real_node_only_when_asked(tmp: Pat
         assert server.request("GET", "/health").json()["node"] == "lnd"
 
 
+def _followed(data: Path) -> str | None:
+    with contextlib.closing(sqlite3.connect(data / "lnplugin.sqlite")) as db:
+        row = db.execute("SELECT pubkey FROM followed_node").fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_a_real_nodes_data_dir_is_served_by_the_dev_node_only_when_asked(tmp: Path, lnd: LndSim):
+    """The service's environment file did not load, so `--node` fell back to
+    dev: it started the embedded dev node on the store of a real node (only
+    `doctor` warned), its simulated invoices and payments joining the real
+    ones, and the follower taking the cursors over as another node's."""
+    data = tmp / "data"
+    with Server(data, *serve_args(lnd)) as server:
+        created = server.request("POST", "/invoices", json={"amount": 21})
+        assert created.status_code == 201
+        wait_for(lambda: _followed(data), "the follower to note lnd's identity")
+    line = refused(data, "serve", "--port", "0")  # no LNPLUGIN_NODE: the default, dev
+    assert f"{data} was last served by the lnd node {lnd.pubkey} (--node lnd)" in line, line
+    assert "--node lnd (LNPLUGIN_NODE)" in line and "its own --data-dir" in line
+    assert "--reuse-node-data-dir (LNPLUGIN_REUSE_NODE_DATA_DIR)" in line
+    assert (data / "lnplugin.lock").read_text().split()[1] == "lnd"  # nothing taken over
+    assert not (data / KEY_FILE).exists() and not (data / DB_FILE).exists()  # nor made
+    with Server(data, "--reuse-node-data-dir", env=_env()) as server:
+        assert server.request("GET", "/health").json()["node"] == "dev"
+    # Served with the dev node since: its data dir now, as any other.
+    with Server(data, env=_env()) as server:
+        assert server.request("GET", "/health").json()["node"] == "dev"
+
+
 def test_an_lnd_macaroon_neither_file_nor_hex(tmp: Path, lnd: LndSim):
     line = refused(
         tmp / "data", "serve", "--port", "0", "--node", "lnd", "--lnd-host", lnd.target,
@@ -400,6 +432,87 @@ def test_an_lnd_macaroon_file_this_user_cannot_read(tmp: Path, lnd: LndSim):
         )  # fmt: skip
     assert line.startswith("Error: invalid setting lnd_macaroon (--lnd-macaroon")
     assert f"cannot read {macaroon}" in line and "Permission denied" in line
+
+
+def _rejected_macaroon(tmp: Path, lnd: LndSim, how: str) -> Path | None:
+    """A macaroon lnd refuses outright, as `how` says; None: none at all."""
+    if how == "none":
+        return None
+    if how == "foreign":
+        with LndSim(tmp / "other") as other:
+            return other.admin_macaroon_path
+    if how == "lost root key":
+        path = tmp / "lost.macaroon"
+        path.write_bytes(mint_macaroon(READ_AND_WRITE, root_key_id=b"1"))
+        return path
+    if how == "expired":
+        yesterday = _dt.datetime.now(_dt.UTC) - _dt.timedelta(days=1)
+        return lnd.bake(READ_AND_WRITE, "expired.macaroon", [time_before(yesterday)])
+    return lnd.bake(READ_AND_WRITE, "ip.macaroon", [ip_lock("192.0.2.7")])
+
+
+READ_AND_WRITE = frozenset({"invoices:read", "invoices:write", "info:read", "offchain:read"})
+
+
+@pytest.mark.parametrize("how", ["none", "foreign", "lost root key", "expired", "ip-locked"])
+def test_a_macaroon_lnd_rejects_refuses_to_start(tmp: Path, lnd: LndSim, how: str):
+    """It was taken for a missing permission: `serve` logged "network check
+    unavailable (credentials refused)", then served for ever with a follower
+    reconnecting with backoff and every create a 403. Real lnd's wording
+    (status UNKNOWN), as the simulator answers with error_style "lnd"."""
+    lnd.faults.error_style = "lnd"
+    macaroon = _rejected_macaroon(tmp, lnd, how)
+    args = ["--node", "lnd", "--network", "regtest", "--lnd-host", lnd.target]
+    args += ["--lnd-cert", str(lnd.cert_path)]
+    if macaroon is not None:
+        args += ["--lnd-macaroon", str(macaroon)]
+    line = refused(tmp / "data", "serve", "--port", "0", *args)
+    setting = "Error: invalid setting lnd_macaroon (--lnd-macaroon / LNPLUGIN_LND_MACAROON): "
+    assert line.startswith(setting) and f"lnd at {lnd.target}" in line
+    assert line.endswith(f" with: {LND_BAKE}")
+    says = {
+        "none": "none is given",
+        "foreign": "is it from this node?",
+        "lost root key": "root key with id 1 doesn't exist",
+        "expired": "it has expired",
+        "ip-locked": "locked to another address",
+    }
+    assert says[how] in line, line
+
+
+def test_a_macaroon_lnd_rejects_once_serving_is_a_node_unavailable(tmp: Path, lnd: LndSim):
+    """Refused after the start (the operator reset lnd's macaroons), it is as
+    a node that is down: creates answer 503 with Retry-After, serve runs on,
+    and works again once lnd takes the macaroon again."""
+    lnd.faults.error_style = "lnd"
+    with Server(tmp / "data", *serve_args(lnd), env=_env()) as server:
+        granted = lnd.forget(lnd.admin_macaroon_path)
+        try:
+            reply = server.request("POST", "/invoices", json={"amount": 10})
+            assert reply.status_code == 503 and reply.headers["Retry-After"].isdigit()
+            assert "rejected it" in reply.json()["message"], reply.json()
+        finally:
+            lnd.remember(lnd.admin_macaroon_path, granted)
+        reply = server.request("POST", "/invoices", json={"amount": 10})
+        assert reply.status_code == 201, reply.text
+
+
+def test_a_valid_macaroon_without_info_read_still_serves(tmp: Path, lnd: LndSim):
+    """lnd's invoice.macaroon lacks info:read, so the network check cannot be
+    made: a warning, and lnplugin serves (creates work), as before."""
+    lnd.faults.error_style = "lnd"
+    server = Server(
+        tmp / "data", "--node", "lnd", "--network", "regtest", "--lnd-host", lnd.target,
+        "--lnd-cert", str(lnd.cert_path), "--lnd-macaroon", str(lnd.invoice_macaroon_path),
+        env=_env(),
+    ).start()  # fmt: skip
+    try:
+        assert server.request("POST", "/invoices", json={"amount": 10}).status_code == 201
+    finally:
+        assert server.stop() == 0
+    stderr = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    assert "network check skipped (the credentials lack the permission)" in stderr
+    assert "Error:" not in stderr and "Traceback" not in stderr
 
 
 def test_an_unreadable_lnd_cert(tmp: Path, lnd: LndSim):

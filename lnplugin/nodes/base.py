@@ -80,6 +80,19 @@ class NodeNotTrusted(NodeUnavailable):
     the setting."""
 
 
+class NodeCredentialsRejected(NodeUnavailable):
+    """The node refused the credentials themselves, whatever was asked: none
+    were sent, or they are not the node's (lnd: a macaroon it cannot verify,
+    whose root key it lacks, expired, or locked to another IP address).
+    Unlike `NodePermissionDenied` (valid credentials that lack one
+    permission), nothing works with them.
+
+    As `NodeNotTrusted`: waiting does not mend it, so `serve` refuses to
+    start on it; once running it is still "unavailable" (calls answer 503,
+    the follower retries): the operator may put the right file back. The
+    message is one line naming the setting."""
+
+
 class NodeMisconfigured(NodeError):
     """A node setting that cannot work (missing file, unreadable credentials):
     lnplugin must not start with it, unlike a node that is merely unreachable.
@@ -395,6 +408,7 @@ __all__ = [
     "InvoiceUpdate",
     "NetworkMismatch",
     "Node",
+    "NodeCredentialsRejected",
     "NodeDecode",
     "NodeError",
     "NodeInfo",

@@ -29,6 +29,7 @@ Nothing is signed for a relay that never asks.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import random
@@ -45,6 +46,7 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from lnplugin import tls
+from lnplugin.config import ConfigError
 from lnplugin.nwc.protocol import auth_event
 from lnplugin.ssrf import literal_address
 
@@ -120,6 +122,37 @@ def shown_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def proxy_of(url: str) -> str | None:
+    """The proxy the environment names for `url`, through which websockets
+    connects (WSS_PROXY or WS_PROXY, SOCKS_PROXY, HTTPS_PROXY, then, for
+    ws://, HTTP_PROXY; NO_PROXY exempts a host; ALL_PROXY is not read), as
+    `shown_url` shows it; None: straight to the relay.
+
+    Why: a relay is the operator's choice, so it follows the operator's
+    proxy (docs/operations.md, "Outbound connections"), unlike the URLs a
+    payer or an API client picks, which connect to the address the SSRF
+    guard checked. Raises `ConfigError` for a SOCKS proxy without
+    python-socks: websockets raised ImportError at every connect, which
+    ended the relay's thread and with it NWC, with a traceback in the log."""
+    from websockets.proxy import get_proxy
+    from websockets.uri import parse_uri
+
+    try:
+        proxy = get_proxy(parse_uri(url))
+    except WebSocketException:
+        return None  # not a ws:// or wss:// URL: the setting's own check says so
+    if proxy is None:
+        return None
+    if proxy.startswith("socks") and importlib.util.find_spec("python_socks") is None:
+        raise ConfigError(
+            "invalid setting nwc_relay (--nwc-relay / LNPLUGIN_NWC_RELAY): "
+            f"{shown_url(url)} would go through the SOCKS proxy {shown_url(proxy)} the "
+            "environment names, which needs python-socks: install it (pip install "
+            "python-socks) or exempt the relay's host in NO_PROXY"
+        )
+    return shown_url(proxy)
+
+
 def plain_and_remote(url: str) -> bool:
     """A `ws://` URL whose host is not this machine: the traffic crosses a
     network unencrypted (NIP-44 still hides the contents, not who talks when)."""
@@ -155,6 +188,9 @@ class Relay:
                 "use wss:// unless the network between is yours",
                 self.name,
             )
+        proxy = proxy_of(url)
+        if proxy is not None:
+            log.info("nwc relay %s: connecting through the proxy %s", self.name, proxy)
         self._on_event = on_event
         self._subscription = subscription
         self._on_connect = on_connect

@@ -97,6 +97,13 @@ _SERVER = [
         "simulated invoices and payments kept beside the real node's (refused otherwise). "
         "[default: off] [env: LNPLUGIN_REUSE_DEV_DATA_DIR]",
     ),
+    click.option(
+        "--reuse-node-data-dir/--no-reuse-node-data-dir",
+        default=None,
+        help="Serve with the embedded dev node a data dir lnd or cln served last, its "
+        "simulated invoices and payments added beside the real node's (refused otherwise). "
+        "[default: off] [env: LNPLUGIN_REUSE_NODE_DATA_DIR]",
+    ),
     _NETWORK,
     click.option(
         "--threads",

@@ -66,6 +66,13 @@ def sync_kind(tx: sqlite3.Connection, name: str, kind: str) -> bool:
     return True
 
 
+def followed_node(conn: sqlite3.Connection) -> str | None:
+    """The identity pubkey of the node the cursors count positions of; None
+    before one was seen."""
+    row = conn.execute("SELECT pubkey FROM followed_node WHERE id = 1").fetchone()
+    return None if row is None else str(row[0])
+
+
 def sync_node(tx: sqlite3.Connection, pubkey: str) -> str | None:
     """Record that the cursors count positions of the node `pubkey`; when they
     counted another node's, rewind every follower cursor to 0 and return

@@ -18,21 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lnplugin.nodes.checks import Check, Status
-from lnplugin.nodes.lnd.macaroon import RPC_PERMISSIONS, permits
+from lnplugin.nodes.lnd.macaroon import LND_BAKE, LND_BAKE_METHODS, RPC_PERMISSIONS, permits
 
 if TYPE_CHECKING:
     from lnplugin.config import Settings
 
-# What lnplugin needs (docs/protocols.md#lnd-permissions-per-rpc) and the
-# least-privilege bake for it.
-LND_BAKE = (
-    "lncli bakemacaroon --save_to=lnplugin.macaroon "
-    "invoices:read invoices:write offchain:read info:read"
-)
-# The per-method form docs/lnd.md offers: exactly the RPCs lnplugin calls.
-LND_BAKE_METHODS = "lncli bakemacaroon --save_to=lnplugin.macaroon " + " ".join(
-    f"uri:{method}" for method in RPC_PERMISSIONS
-)
 # What stops working without each method lnplugin calls, for a macaroon that
 # grants methods one by one (`uri:`). lnplugin cannot work without the first four.
 _METHOD_LOSS: dict[str, str] = {
@@ -349,7 +339,12 @@ def _lnd_tls(target: str, cert_path: os.PathLike[str] | str | None) -> Check:
 def checks(settings: Settings) -> list[Check]:
     """Cert and macaroon files (always), then address, TLS, macaroon permissions
     (read-only probes) and network while the node answers; one line each."""
-    from lnplugin.nodes.base import NodeError, NodeInfo, NodePermissionDenied
+    from lnplugin.nodes.base import (
+        NodeCredentialsRejected,
+        NodeError,
+        NodeInfo,
+        NodePermissionDenied,
+    )
     from lnplugin.nodes.lnd.node import LndNode, load_macaroon, to_node_info
 
     cert = _cert_file(settings.lnd_cert)
@@ -386,10 +381,10 @@ def checks(settings: Settings) -> list[Check]:
         for permission, rpc, loss in _LND_PROBES:
             try:
                 reply = node.probe(rpc)
-            except NodePermissionDenied as exc:
-                if "rejected the macaroon" in str(exc):
-                    checks.append(Check("macaroon", "fail", f"{exc}: is it from this node? {bake}"))
-                    return checks
+            except NodeCredentialsRejected as exc:
+                checks.append(Check("macaroon", "fail", str(exc)))
+                return checks
+            except NodePermissionDenied:
                 if per_method:
                     method = _method_path(rpc)
                     missing[rpc] = f"{rpc} ({_METHOD_LOSS[method]})"

@@ -63,6 +63,18 @@ RPC_PERMISSIONS: dict[str, str] = {
 }
 
 
+# What lnplugin needs (docs/protocols.md#lnd-permissions-per-rpc) and the
+# least-privilege bake for it.
+LND_BAKE = (
+    "lncli bakemacaroon --save_to=lnplugin.macaroon "
+    "invoices:read invoices:write offchain:read info:read"
+)
+# The per-method form docs/lnd.md offers: exactly the RPCs lnplugin calls.
+LND_BAKE_METHODS = "lncli bakemacaroon --save_to=lnplugin.macaroon " + " ".join(
+    f"uri:{method}" for method in RPC_PERMISSIONS
+)
+
+
 def permits(permissions: frozenset[str], method: str) -> bool:
     """Whether a macaroon granting `permissions` may call `method` (one of
     `RPC_PERMISSIONS`), as lnd decides: its entity:action, or `uri:<method>`."""

@@ -65,6 +65,7 @@ from lnplugin.nodes.base import (
     InvoiceState,
     InvoiceUpdate,
     Node,
+    NodeCredentialsRejected,
     NodeError,
     NodeInfo,
     NodeInvoice,
@@ -74,7 +75,12 @@ from lnplugin.nodes.base import (
     NodeUnavailable,
     OutgoingPayment,
 )
-from lnplugin.nodes.lnd.macaroon import RPC_PERMISSIONS, MacaroonFormatError, permits
+from lnplugin.nodes.lnd.macaroon import (
+    LND_BAKE,
+    RPC_PERMISSIONS,
+    MacaroonFormatError,
+    permits,
+)
 from lnplugin.nodes.lnd.macaroon import decode as decode_macaroon
 from lnplugin.nodes.lnd.rpc import invoices_pb2, invoices_pb2_grpc, lightning_pb2_grpc
 from lnplugin.nodes.lnd.rpc import lightning_pb2 as ln
@@ -151,8 +157,22 @@ _UNAVAILABLE_TEXTS = (
     "waiting to start",
     "server is still in the process",
     "not yet ready",
+    # lnd's macaroon service is not up yet (rpcperms/interceptor.go), or its
+    # root key store is still locked (macaroons/store.go): lnd is starting.
+    "unable to determine macaroon permissions",
+    "macaroon store is locked",
 )
-_AUTH_TEXTS = ("macaroon", "verification failed", "cannot get macaroon")
+# lnd refuses a macaroon outright with a plain error (status UNKNOWN):
+# "expected 1 macaroon, got 0" (none sent, macaroons/service.go),
+# "verification failed: ..." (not signed by this node's root key),
+# "cannot retrieve macaroon: cannot get macaroon: root key with id ... doesn't
+# exist" (macaroon-bakery's oven over lnd's root key store), "caveat
+# \"time-before ...\" not satisfied: macaroon has expired" and "... macaroon
+# locked to different IP address" (bakery's checker, macaroons/constraints.go),
+# "unknown macaroon version", "invalid ID". A valid macaroon that only lacks
+# the permission gets bakery's bare "permission denied" (its ErrPermissionDenied
+# with no underlying error): that text alone is `NodePermissionDenied`.
+_REJECTED_TEXTS = ("macaroon", "verification failed", "not satisfied", "invalid id")
 # lnd's "no such invoice" errors, which only LookupInvoice and LookupInvoiceV2
 # turn into NOT_FOUND (and V2 only the first): SettleInvoice and CancelInvoice
 # pass them on as UNKNOWN, and on a bbolt node that has never made an invoice
@@ -197,18 +217,39 @@ def translate(
             f"does not match {cert}: {distrust}; if lnd regenerated tls.cert copy the new "
             "one (lnplugin reads it at start), or add tlsextraip/tlsextradomain for this host"
         )
-    if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in text:
+    if code == grpc.StatusCode.PERMISSION_DENIED or text == "permission denied":
         lacks = f" ({needs(method)})" if method in RPC_PERMISSIONS else ""
         return NodePermissionDenied(f"LND macaroon lacks a permission: {details}{lacks}")
-    if code == grpc.StatusCode.UNAUTHENTICATED or (
-        code == grpc.StatusCode.UNKNOWN and any(t in text for t in _AUTH_TEXTS)
-    ):
-        return NodePermissionDenied(f"LND rejected the macaroon: {details}")
     if code in _UNAVAILABLE_CODES or any(t in text for t in _UNAVAILABLE_TEXTS):
         return NodeUnavailable(f"LND unavailable: {details}")
+    if code == grpc.StatusCode.UNAUTHENTICATED or (
+        code == grpc.StatusCode.UNKNOWN and any(t in text for t in _REJECTED_TEXTS)
+    ):
+        return rejected(details, host)
     if code == grpc.StatusCode.NOT_FOUND or any(t in text for t in _NOT_FOUND_TEXTS):
         return InvoiceNotFound(details)
     return NodeError(f"LND error: {details}")
+
+
+def rejected(details: str, host: str) -> NodeCredentialsRejected:
+    """lnd refused the macaroon itself: one line naming the setting, with
+    what to do for the way it was refused (`lnplugin doctor` says the same)."""
+    text = details.lower()
+    setting = "invalid setting lnd_macaroon (--lnd-macaroon / LNPLUGIN_LND_MACAROON)"
+    if "expected 1 macaroon, got 0" in text:
+        return NodeCredentialsRejected(
+            f"{setting}: none is given, and lnd at {host} requires one ({details}); "
+            f"bake one with: {LND_BAKE}"
+        )
+    if "expired" in text:
+        fix = "it has expired: bake a new one (a longer --timeout, or none)"
+    elif "different ip" in text:
+        fix = "it is locked to another address: bake one for this host's (--ip_address) or none"
+    else:
+        fix = "is it from this node? bake one there"
+    return NodeCredentialsRejected(
+        f"{setting}: lnd at {host} rejected it ({details}); {fix} with: {LND_BAKE}"
+    )
 
 
 def _tls_distrust(details: str, host: str) -> str | None:

@@ -750,6 +750,96 @@ def test_replayed_parts_that_never_add_up_cancel_the_invoice(
         again.close()
 
 
+def test_an_api_cancel_after_the_timer_decided_one_stores_the_api_reason(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """Replayed parts that never add up: the timer decides CANCELED with its
+    reason and reports it on the hold feed. An API cancel with another
+    reason, before the follower has stored that report, is answered CANCELED
+    at once (the decision stands, no HTLC is failed twice) and the invoice
+    is stored with the API's reason, the one `Follower.cancel` was given;
+    the timer's report, applied later, changes nothing."""
+    node, store = in_process
+    follower = Follower(node, store)
+    _, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)
+    parts = [{**htlc, "amount_msat": 20_000}, {**htlc, "id": 2, "amount_msat": 40_000}]
+    for part_htlc in parts:
+        assert node.on_htlc(onion, part_htlc, lambda _: None)
+    assert apply_next(node, follower).state == "ACCEPTED"
+    node.close()
+    again = ClnHoldNode(sim.socket_path, network="regtest")
+    again.attach(store)
+    again.mpp_timeout = 0.2
+    follower = Follower(again, store)
+    try:
+        assert again.on_htlc(onion, parts[0], lambda _: None)
+        reported = again._updates.get(timeout=30)  # decided; not stored yet
+        timer_reason = REPLAY_INCOMPLETE.format(timeout=0.2)
+        assert reported.invoice.cancel_reason == timer_reason
+        with store.snapshot() as conn:
+            found = invoices.by_hash(conn, minted.payment_hash, "incoming")
+        assert found is not None and found.state == "ACCEPTED"
+        canceled = invoicing.cancel(follower, found, "canceled through the API")
+        assert (canceled.state, canceled.cancel_reason) == (
+            "CANCELED",
+            "canceled through the API",
+        )
+        assert follower.apply([reported]) == 0
+        with store.snapshot() as conn:
+            row = invoices.by_hash(conn, minted.payment_hash, "incoming")
+        assert row is not None and row.cancel_reason == "canceled through the API"
+        assert hold_events(store, minted.payment_hash).count(events.INCOMING_CANCELED) == 1
+    finally:
+        again.close()
+
+
+def test_the_timers_cancel_applied_while_an_api_cancel_runs_takes_the_api_reason(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """As above, but the hold feed stores the timer's report while the API
+    cancel's node call is in flight (after lnplugin noted its reason): the
+    invoice is stored with the API's reason all the same (`Follower.cancel`
+    keeps the reason of a cancel in flight, by hash, for this)."""
+    node, store = in_process
+    follower = Follower(node, store)
+    _, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)
+    parts = [{**htlc, "amount_msat": 20_000}, {**htlc, "id": 2, "amount_msat": 40_000}]
+    for part_htlc in parts:
+        assert node.on_htlc(onion, part_htlc, lambda _: None)
+    assert apply_next(node, follower).state == "ACCEPTED"
+    node.close()
+    again = ClnHoldNode(sim.socket_path, network="regtest")
+    again.attach(store)
+    again.mpp_timeout = 0.2
+    follower = Follower(again, store)
+    try:
+        assert again.on_htlc(onion, parts[0], lambda _: None)
+        reported = again._updates.get(timeout=30)  # decided; not stored yet
+        with store.snapshot() as conn:
+            found = invoices.by_hash(conn, minted.payment_hash, "incoming")
+        assert found is not None
+        results: list[Any] = []
+        cancel = threading.Thread(
+            target=lambda: results.append(
+                invoicing.cancel(follower, found, "canceled through the API")
+            )
+        )
+        with again._held_lock:
+            cancel.start()
+            wait_for(lambda: waits_for_hold_lock(cancel, "cancel_invoice"), "the node call")
+            assert follower.apply([reported]) == 1  # the hold feed, meanwhile
+        cancel.join(10)
+        assert [r.cancel_reason for r in results] == ["canceled through the API"]
+        with store.snapshot() as conn:
+            row = invoices.by_hash(conn, minted.payment_hash, "incoming")
+        assert row is not None and row.cancel_reason == "canceled through the API"
+        assert hold_events(store, minted.payment_hash).count(events.INCOMING_CANCELED) == 1
+    finally:
+        again.close()
+
+
 def test_a_replayed_set_that_completes_stays_accepted(
     in_process: tuple[ClnHoldNode, Store], sim: ClnSim
 ) -> None:

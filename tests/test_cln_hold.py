@@ -544,7 +544,7 @@ def test_a_cancel_crossing_a_settle_is_refused_not_answered_canceled(
     preimage, minted = minted_hold(node, store)
     answers: list[dict] = []
     assert node.on_htlc(*paying_htlc(sim, minted, 1), answers.append)
-    assert node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
+    assert present(node.lookup_invoice(minted.payment_hash)).state == "ACCEPTED"
     results = crossing(
         node,
         store,
@@ -557,7 +557,7 @@ def test_a_cancel_crossing_a_settle_is_refused_not_answered_canceled(
     assert isinstance(results["second"], InvoiceNotOpen), results["second"]
     assert "settled" in str(results["second"])
     with store.snapshot() as conn:
-        assert holds.decision(conn, minted.payment_hash).state == "SETTLED"  # type: ignore[union-attr]
+        assert present(holds.decision(conn, minted.payment_hash)).state == "SETTLED"
 
 
 def test_a_settle_crossing_a_cancel_says_canceled(
@@ -643,7 +643,8 @@ def test_an_incomplete_multi_part_set_is_failed_after_the_mpp_timeout(
     assert node.on_htlc(onion, {**htlc, "id": 3, "amount_msat": 40_000}, answers.append)
     assert timer is not None
     timer.join(10)
-    assert answers == [] and node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
+    assert answers == []
+    assert present(node.lookup_invoice(minted.payment_hash)).state == "ACCEPTED"
     node.settle_invoice(preimage)
     assert answers == [{"result": "resolve", "payment_key": preimage}] * 2
 

@@ -287,6 +287,15 @@ def _page(
     )
 
 
+def _lnurl(
+    summary: str, response: str, *, errors: tuple[int, ...] = (404, 429, 503), **more: Any
+) -> Op:
+    """An operation of the LNURL-pay routes: public (no token), and its errors
+    in LUD-06's shape (`{"status": "ERROR", "reason": ...}`), which wallets
+    read, not the Alby one."""
+    return Op(summary, 200, response, public=True, errors=errors, error_model="LnurlError", **more)
+
+
 _READ = (400, 401, 403, 404)
 OPERATIONS: dict[str, Op] = {
     "invoices.create_invoice": Op(
@@ -407,17 +416,11 @@ OPERATIONS: dict[str, Op] = {
         "NwcConnection",
         errors=(400, 401, 403, 404),
     ),
-    "lnurlp.discover": Op(
-        "LUD-06/16 payRequest of a Lightning Address (no token)",
-        200,
-        "LnurlPayRequest",
-        errors=(404, 429, 503),
-        public=True,
-        error_model="LnurlError",
+    "lnurlp.discover": _lnurl(
+        "LUD-06/16 payRequest of a Lightning Address (no token)", "LnurlPayRequest"
     ),
-    "lnurlp_callback.callback": Op(
+    "lnurlp_callback.callback": _lnurl(
         "LUD-06 callback: mint an invoice for an amount (no token)",
-        200,
         "LnurlInvoice",
         params=[
             {
@@ -444,24 +447,12 @@ OPERATIONS: dict[str, Op] = {
             },
         ],
         errors=(400, 404, 429, 502, 503),
-        public=True,
-        error_model="LnurlError",
     ),
-    "lnurlp.verify": Op(
-        "LUD-21 verify of an invoice minted through an address (no token)",
-        200,
-        "LnurlVerify",
-        errors=(404, 429, 503),
-        public=True,
-        error_model="LnurlError",
+    "lnurlp.verify": _lnurl(
+        "LUD-21 verify of an invoice minted through an address (no token)", "LnurlVerify"
     ),
-    "lnurlp.keysend": Op(
-        "Podcasting 2.0 keysend address: node pubkey and custom record (no token)",
-        200,
-        "LnurlKeysend",
-        errors=(404, 429, 503),
-        public=True,
-        error_model="LnurlError",
+    "lnurlp.keysend": _lnurl(
+        "Podcasting 2.0 keysend address: node pubkey and custom record (no token)", "LnurlKeysend"
     ),
     "checkout.page": _page("The checkout page of an invoice (HTML; no token)", "text/html"),
     "checkout.qr_svg": _page(

@@ -494,6 +494,11 @@ class Follower:
         # Cancels lnplugin has asked the node for, by payment hash, with the
         # reason: the node's own report of one (its hold feed) can be applied
         # before `cancel` returns, and must carry the reason all the same.
+        # The row's noted `cancel_reason` cannot stand in for it: a report
+        # from Core Lightning's hold code carries a reason of its own (a
+        # timer's cancel), which `_apply_one` puts before the noted one, as
+        # is right after a crash, but not over a cancel in flight
+        # (tests/test_cln_hold.py, the API cancel after the timer's).
         self._cancel_reasons: dict[str, str] = {}
         self._logged_error: str | None = None  # the last error logged (see `_note_error`)
         # The checks before the cursors are used (`_check_node`): done once

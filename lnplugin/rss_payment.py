@@ -18,6 +18,7 @@ URLs can carry a sender's payment ids, so logs name only the host.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from lnplugin.boostagram import (
 from lnplugin.handout import Handout, Senders, retry_delay
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import rss_payments as db
-from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
+from lnplugin.wakeloop import WakeLoop, sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,6 @@ class RssPaymentWorker:
         # Fetches follow settlements only (`schedule`); other events wait for
         # the next of those, or the idle timeout, to move the cursor past them.
         self._loop = WakeLoop(store, "lnplugin-rss-payment", self.step, (events.INCOMING_SETTLED,))
-        self._stop = self._loop.stopping
 
     def start(self) -> None:
         self._loop.start()
@@ -186,22 +186,16 @@ class RssPaymentWorker:
             lambda busy, free: db.due(conn, now, free, busy), lambda row: row["invoice_id"]
         )
         for row in rows:
-            self._pool.submit(self._fetch_one, row)
+            self._pool.submit(
+                self._loop.attempt,
+                self._handout,
+                row["invoice_id"],
+                functools.partial(self.attempt, row),
+                f"rss::payment fetch for invoice {row['invoice_id']}",
+            )
         if backlog:
             return 0.0
-        next_at = db.next_due_at(conn, self._handout.busy())
-        if next_at is None:
-            return IDLE_WAIT
-        return min(IDLE_WAIT, max(0.0, next_at - time.time()))
-
-    def _fetch_one(self, row: Any) -> None:
-        """`attempt` on a pool thread; then the row may be handed out again."""
-        self._handout.attempt(
-            row["invoice_id"],
-            lambda: None if self._stop.is_set() else self.attempt(row),
-            f"rss::payment fetch for invoice {row['invoice_id']}",
-            self._loop.wake,
-        )
+        return sleep_until(db.next_due_at(conn, self._handout.busy()))
 
     def schedule(self, tx: Any) -> int:
         """Look at the events past the cursor; returns how many were read."""

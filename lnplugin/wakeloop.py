@@ -15,13 +15,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
+from lnplugin.handout import Handout
 from lnplugin.store import Store
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 1.0  # re-check at least this often (commits by other processes do not notify)
+
+
+def sleep_until(next_at: float | None) -> float:
+    """What a step returns when its next row falls due at `next_at` (epoch
+    seconds; None when none is waiting): never more than `IDLE_WAIT`, so
+    other processes' commits are still found."""
+    if next_at is None:
+        return IDLE_WAIT
+    return min(IDLE_WAIT, max(0.0, next_at - time.time()))
 
 
 class WakeLoop:
@@ -69,6 +80,13 @@ class WakeLoop:
     def wake(self) -> None:
         """Run the step again now (or right after the one running)."""
         self._wake.set()
+
+    def attempt(self, handout: Handout, key: int, attempt: Callable[[], None], what: str) -> None:
+        """`handout.attempt` on a pool thread for a worker on this loop: an
+        attempt not started when the worker stops is skipped (its row stays
+        due for the next start), and the loop is woken after each, so the
+        row's place goes to the next due one at once."""
+        handout.attempt(key, lambda: None if self.stopping.is_set() else attempt(), what, self.wake)
 
     @property
     def running(self) -> bool:

@@ -27,7 +27,7 @@ from lnplugin import __version__, pinned_http
 from lnplugin.handout import Handout, Senders, retry_delay
 from lnplugin.store import Store, cursors, events
 from lnplugin.store import webhooks as db
-from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
+from lnplugin.wakeloop import WakeLoop, sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,6 @@ class DeliveryWorker:
         # each step); the rest are fanned out (to no one) at the next wake-up,
         # so a server with no endpoint pays nothing per invoice created.
         self._loop = WakeLoop(store, "lnplugin-webhooks", self.step, db.wanted_types(store.conn))
-        self._stop = self._loop.stopping
         self._pool = Senders(senders, "lnplugin-webhook")
         self._handout = Handout(senders, PARK)  # delivery rows out, by row id
         self.per_target = max(1, senders // 2)
@@ -161,10 +160,7 @@ class DeliveryWorker:
             self._pool.submit(self._deliver, row)
         if backlog:
             return 0.0  # the fan-out read a full batch: there may be more
-        next_at = db.next_due_at(conn, self._handout.busy(), self._full_targets())
-        if next_at is None:
-            return IDLE_WAIT
-        return min(IDLE_WAIT, max(0.0, next_at - time.time()))
+        return sleep_until(db.next_due_at(conn, self._handout.busy(), self._full_targets()))
 
     def _full_targets(self, counts: Counter[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
         """Targets with `per_target` deliveries in flight: no more go to them."""

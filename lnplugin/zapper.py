@@ -21,6 +21,7 @@ the receipt itself (which carries the preimage) is never logged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -41,7 +42,7 @@ from lnplugin.nwc.relay import shown_url
 from lnplugin.ssrf import Refused
 from lnplugin.store import Store, cursors, events, invoices
 from lnplugin.store import zaps as db
-from lnplugin.wakeloop import IDLE_WAIT, WakeLoop
+from lnplugin.wakeloop import WakeLoop, sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,6 @@ class ZapWorker:
         # Receipts follow settlements only; other events wait for the next
         # of those, or the idle timeout, to move the cursor past them.
         self._loop = WakeLoop(store, "lnplugin-zaps", self.step, (events.INCOMING_SETTLED,))
-        self._stop = self._loop.stopping
 
     @property
     def keys(self) -> ns.Keys:
@@ -201,13 +201,16 @@ class ZapWorker:
         )
         for row in rows:
             assert self._pool is not None
-            self._pool.submit(self._send_one, row)
+            self._pool.submit(
+                self._loop.attempt,
+                self._handout,
+                row["id"],
+                functools.partial(self.attempt, row),
+                f"zap receipt for invoice {row['invoice_id']}",
+            )
         if backlog:
             return 0.0
-        next_at = db.next_due_at(conn, self._handout.busy())
-        if next_at is None:
-            return IDLE_WAIT
-        return min(IDLE_WAIT, max(0.0, next_at - time.time()))
+        return sleep_until(db.next_due_at(conn, self._handout.busy()))
 
     def build(self, tx: Any, keys: ns.Keys) -> int:
         """The receipts of zapped invoices settled past the cursor; returns events read."""
@@ -225,15 +228,6 @@ class ZapWorker:
         if rows:
             cursors.advance(tx, db.CURSOR, rows[-1]["seq"])
         return len(rows)
-
-    def _send_one(self, row: Any) -> None:
-        """`attempt` on a pool thread; then the row may be handed out again."""
-        self._handout.attempt(
-            row["id"],
-            lambda: None if self._stop.is_set() else self.attempt(row),
-            f"zap receipt for invoice {row['invoice_id']}",
-            self._loop.wake,
-        )
 
     def attempt(self, row: Any) -> None:
         """Send one due delivery and store the outcome."""

@@ -644,8 +644,30 @@ class Ledger:
 # gRPC services
 
 
-def _fail(context: grpc.ServicerContext, exc: SimError) -> None:
-    context.abort(exc.code, str(exc))
+@contextmanager
+def _status(context: grpc.ServicerContext) -> Iterator[None]:
+    """A `SimError` raised inside ends the call with its gRPC status and
+    message, as lnd ends the call that failed."""
+    try:
+        yield
+    except SimError as exc:
+        context.abort(exc.code, str(exc))
+
+
+def _checked_amount(req: Any) -> int:
+    """The amount (msat) of an AddInvoice or AddHoldInvoice request, after
+    the checks of amount, memo and description hash that both calls make,
+    in one order and with one set of messages, so the two cannot drift."""
+    if req.value and req.value_msat:
+        raise SimError(grpc.StatusCode.UNKNOWN, "value and value_msat are mutually exclusive")
+    amount = int(req.value_msat or req.value * 1000)
+    if amount < 0:
+        raise SimError(grpc.StatusCode.UNKNOWN, "payments of negative value are not allowed")
+    if len(req.memo.encode()) > 1024:
+        raise SimError(grpc.StatusCode.UNKNOWN, "memo too large: max 1024 bytes")
+    if req.description_hash and len(req.description_hash) != 32:
+        raise SimError(grpc.StatusCode.UNKNOWN, "description hash is 32 bytes")
+    return amount
 
 
 class _Lightning(lightning_pb2_grpc.LightningServicer):
@@ -656,10 +678,8 @@ class _Lightning(lightning_pb2_grpc.LightningServicer):
         return self.sim.get_info()
 
     def AddInvoice(self, request: Invoice, context: grpc.ServicerContext) -> Any:
-        try:
+        with _status(context):
             inv = self.sim.add_invoice(request)
-        except SimError as exc:
-            _fail(context, exc)
         return lightning_pb2.AddInvoiceResponse(
             r_hash=inv.r_hash,
             payment_request=inv.payment_request,
@@ -684,10 +704,8 @@ class _Lightning(lightning_pb2_grpc.LightningServicer):
         return inv
 
     def ListInvoices(self, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
+        with _status(context):
             found = self.sim.list_invoices(request)
-        except SimError as exc:
-            _fail(context, exc)
         resp = lightning_pb2.ListInvoiceResponse(invoices=found)
         if found:
             resp.first_index_offset = found[0].add_index
@@ -706,17 +724,13 @@ class _Invoices(invoices_pb2_grpc.InvoicesServicer):
         self.sim = sim
 
     def CancelInvoice(self, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
+        with _status(context):
             self.sim.cancel_invoice(request.payment_hash.hex())
-        except SimError as exc:
-            _fail(context, exc)
         return invoices_pb2.CancelInvoiceResp()
 
     def AddHoldInvoice(self, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
+        with _status(context):
             inv = self.sim.add_hold_invoice(request)
-        except SimError as exc:
-            _fail(context, exc)
         return invoices_pb2.AddHoldInvoiceResp(
             payment_request=inv.payment_request,
             add_index=inv.add_index,
@@ -724,10 +738,8 @@ class _Invoices(invoices_pb2_grpc.InvoicesServicer):
         )
 
     def SettleInvoice(self, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
+        with _status(context):
             self.sim.settle_hold_invoice(request.preimage)
-        except SimError as exc:
-            _fail(context, exc)
         return invoices_pb2.SettleInvoiceResp()
 
     def SubscribeSingleInvoice(
@@ -1126,15 +1138,7 @@ class LndSim:
 
     def add_invoice(self, req: Invoice) -> Invoice:
         """AddInvoice's validation and minting; returns the stored invoice."""
-        if req.value and req.value_msat:
-            raise SimError(grpc.StatusCode.UNKNOWN, "value and value_msat are mutually exclusive")
-        amount = req.value_msat or req.value * 1000
-        if amount < 0:
-            raise SimError(grpc.StatusCode.UNKNOWN, "payments of negative value are not allowed")
-        if len(req.memo.encode()) > 1024:
-            raise SimError(grpc.StatusCode.UNKNOWN, "memo too large: max 1024 bytes")
-        if req.description_hash and len(req.description_hash) != 32:
-            raise SimError(grpc.StatusCode.UNKNOWN, "description hash is 32 bytes")
+        amount = _checked_amount(req)
         if req.r_preimage and len(req.r_preimage) != 32:
             raise SimError(grpc.StatusCode.UNKNOWN, "payment preimage must be exactly 32 bytes")
         if req.is_amp:
@@ -1165,15 +1169,7 @@ class LndSim:
             raise SimError(
                 grpc.StatusCode.UNKNOWN, f"invalid hash length of {len(req.hash)}, want 32"
             )
-        if req.value and req.value_msat:
-            raise SimError(grpc.StatusCode.UNKNOWN, "value and value_msat are mutually exclusive")
-        amount = req.value_msat or req.value * 1000
-        if amount < 0:
-            raise SimError(grpc.StatusCode.UNKNOWN, "payments of negative value are not allowed")
-        if len(req.memo.encode()) > 1024:
-            raise SimError(grpc.StatusCode.UNKNOWN, "memo too large: max 1024 bytes")
-        if req.description_hash and len(req.description_hash) != 32:
-            raise SimError(grpc.StatusCode.UNKNOWN, "description hash is 32 bytes")
+        amount = _checked_amount(req)
         return self._new_invoice(
             amount_msat=amount,
             memo=req.memo,

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from lnplugin.nodes.cln.hold import (
 )
 from lnplugin.nodes.cln.tlv import encode_payload
 from lnplugin.store import Store, events, holds, invoices
+from lnplugin.store.models import StoredInvoice
 from lnplugin_sim.cln_plugin_driver import PluginDriver, PluginError, Reply
 from lnplugin_sim.cln_sim import ClnSim, RpcFailure
 from tests import e2e
@@ -544,7 +546,7 @@ def test_a_cancel_crossing_a_settle_is_refused_not_answered_canceled(
     preimage, minted = minted_hold(node, store)
     answers: list[dict] = []
     assert node.on_htlc(*paying_htlc(sim, minted, 1), answers.append)
-    assert node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
+    assert present(node.lookup_invoice(minted.payment_hash)).state == "ACCEPTED"
     results = crossing(
         node,
         store,
@@ -557,7 +559,7 @@ def test_a_cancel_crossing_a_settle_is_refused_not_answered_canceled(
     assert isinstance(results["second"], InvoiceNotOpen), results["second"]
     assert "settled" in str(results["second"])
     with store.snapshot() as conn:
-        assert holds.decision(conn, minted.payment_hash).state == "SETTLED"  # type: ignore[union-attr]
+        assert present(holds.decision(conn, minted.payment_hash)).state == "SETTLED"
 
 
 def test_a_settle_crossing_a_cancel_says_canceled(
@@ -643,7 +645,8 @@ def test_an_incomplete_multi_part_set_is_failed_after_the_mpp_timeout(
     assert node.on_htlc(onion, {**htlc, "id": 3, "amount_msat": 40_000}, answers.append)
     assert timer is not None
     timer.join(10)
-    assert answers == [] and node.lookup_invoice(minted.payment_hash).state == "ACCEPTED"  # type: ignore[union-attr]
+    assert answers == []
+    assert present(node.lookup_invoice(minted.payment_hash)).state == "ACCEPTED"
     node.settle_invoice(preimage)
     assert answers == [{"result": "resolve", "payment_key": preimage}] * 2
 
@@ -694,6 +697,16 @@ def hold_events(store: Store, payment_hash: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def new_plugin_process(node: ClnHoldNode, store: Store, sim: ClnSim) -> ClnHoldNode:
+    """The plugin process after lightningd restarted: `node` closed, a new
+    one on the same store, with a short `mpp_timeout`."""
+    node.close()
+    again = ClnHoldNode(sim.socket_path, network="regtest")
+    again.attach(store)
+    again.mpp_timeout = 0.2
+    return again
+
+
 def apply_next(node: ClnHoldNode, follower: Follower) -> NodeInvoice:
     """Apply the node's next hold update as the follower's hold feed does
     (read from the queue `hold_updates` reads, to fail rather than wait on)."""
@@ -721,10 +734,7 @@ def test_replayed_parts_that_never_add_up_cancel_the_invoice(
         assert node.on_htlc(onion, part_htlc, lambda _: None)
     assert apply_next(node, follower).state == "ACCEPTED"
     # lightningd restarts: a new plugin process, and only the first part replayed.
-    node.close()
-    again = ClnHoldNode(sim.socket_path, network="regtest")
-    again.attach(store)
-    again.mpp_timeout = 0.2
+    again = new_plugin_process(node, store, sim)
     try:
         answers: list[dict] = []
         assert again.on_htlc(onion, parts[0], answers.append)
@@ -750,6 +760,87 @@ def test_replayed_parts_that_never_add_up_cancel_the_invoice(
         again.close()
 
 
+@contextmanager
+def timer_canceled(
+    node: ClnHoldNode, store: Store, sim: ClnSim
+) -> Iterator[tuple[ClnHoldNode, StoredInvoice, InvoiceUpdate]]:
+    """A hold invoice stored ACCEPTED whose parts lightningd, restarted,
+    replays only in part: the new plugin process (yielded) has decided
+    CANCELED on its timer and reported it on the hold feed (the update
+    yielded), which nothing has stored yet (the row yielded: ACCEPTED)."""
+    _, minted = minted_hold(node, store)
+    onion, htlc = paying_htlc(sim, minted, 1)
+    parts = [{**htlc, "amount_msat": 20_000}, {**htlc, "id": 2, "amount_msat": 40_000}]
+    for part_htlc in parts:
+        assert node.on_htlc(onion, part_htlc, lambda _: None)
+    assert apply_next(node, Follower(node, store)).state == "ACCEPTED"
+    again = new_plugin_process(node, store, sim)
+    try:
+        assert again.on_htlc(onion, parts[0], lambda _: None)
+        reported = again._updates.get(timeout=30)
+        assert reported.invoice.cancel_reason == REPLAY_INCOMPLETE.format(timeout=0.2)
+        with store.snapshot() as conn:
+            found = present(invoices.by_hash(conn, minted.payment_hash, "incoming"))
+        assert found.state == "ACCEPTED"
+        yield again, found, reported
+    finally:
+        again.close()
+
+
+def assert_canceled_once(store: Store, payment_hash: str, reason: str) -> None:
+    """Stored CANCELED with `reason`, with one canceled event."""
+    with store.snapshot() as conn:
+        row = present(invoices.by_hash(conn, payment_hash, "incoming"))
+    assert (row.state, row.cancel_reason) == ("CANCELED", reason)
+    assert hold_events(store, payment_hash).count(events.INCOMING_CANCELED) == 1
+
+
+def test_an_api_cancel_after_the_timer_decided_one_stores_the_api_reason(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """Replayed parts that never add up: the timer decides CANCELED with its
+    reason and reports it on the hold feed. An API cancel with another
+    reason, before the follower has stored that report, is answered CANCELED
+    at once (the decision stands, no HTLC is failed twice) and the invoice
+    is stored with the API's reason, the one `Follower.cancel` was given;
+    the timer's report, applied later, changes nothing."""
+    node, store = in_process
+    with timer_canceled(node, store, sim) as (again, found, reported):
+        follower = Follower(again, store)
+        canceled = invoicing.cancel(follower, found, "canceled through the API")
+        assert (canceled.state, canceled.cancel_reason) == (
+            "CANCELED",
+            "canceled through the API",
+        )
+        assert follower.apply([reported]) == 0
+    assert_canceled_once(store, found.payment_hash, "canceled through the API")
+
+
+def test_the_timers_cancel_applied_while_an_api_cancel_runs_takes_the_api_reason(
+    in_process: tuple[ClnHoldNode, Store], sim: ClnSim
+) -> None:
+    """As above, but the hold feed stores the timer's report while the API
+    cancel's node call is in flight (after lnplugin noted its reason): the
+    invoice is stored with the API's reason all the same (`Follower.cancel`
+    keeps the reason of a cancel in flight, by hash, for this)."""
+    node, store = in_process
+    with timer_canceled(node, store, sim) as (again, found, reported):
+        follower = Follower(again, store)
+        results: list[StoredInvoice] = []
+        cancel = threading.Thread(
+            target=lambda: results.append(
+                invoicing.cancel(follower, found, "canceled through the API")
+            )
+        )
+        with again._held_lock:
+            cancel.start()
+            wait_for(lambda: waits_for_hold_lock(cancel, "cancel_invoice"), "the node call")
+            assert follower.apply([reported]) == 1  # the hold feed, meanwhile
+        cancel.join(10)
+    assert [r.cancel_reason for r in results] == ["canceled through the API"]
+    assert_canceled_once(store, found.payment_hash, "canceled through the API")
+
+
 def test_a_replayed_set_that_completes_stays_accepted(
     in_process: tuple[ClnHoldNode, Store], sim: ClnSim
 ) -> None:
@@ -763,10 +854,7 @@ def test_a_replayed_set_that_completes_stays_accepted(
     for part_htlc in parts:
         assert node.on_htlc(onion, part_htlc, lambda _: None)
     apply_next(node, follower)
-    node.close()
-    again = ClnHoldNode(sim.socket_path, network="regtest")
-    again.attach(store)
-    again.mpp_timeout = 0.2
+    again = new_plugin_process(node, store, sim)
     try:
         answers: list[dict] = []
         assert again.on_htlc(onion, parts[0], answers.append)
@@ -841,10 +929,7 @@ def test_held_invoices_lightningd_does_not_replay_are_canceled(
         assert node.on_htlc(onion, htlc, lambda _: None)
         assert apply_next(node, follower).state == "ACCEPTED"
         paid.append((preimage, minted, onion, htlc))
-    node.close()
-    again = ClnHoldNode(sim.socket_path, network="regtest")
-    again.attach(store)
-    again.mpp_timeout = 0.2
+    again = new_plugin_process(node, store, sim)
     try:
         (preimage, replayed, onion, htlc), (_, lost, _, _) = paid
         answers: list[dict] = []
@@ -897,12 +982,9 @@ def test_why_lnplugin_canceled_survives_a_crash_before_the_invoice_is_stored(
             assert apply_next(node, follower).state == "ACCEPTED"
         # `Follower.cancel`'s node call; the process dies before its `apply`.
         assert node.cancel_invoice(by_api.payment_hash, by_api_reason).state == "CANCELED"
-        node.close()
         # lightningd restarts with a new plugin process: it replays one part
         # of `partial` (never the rest) and nothing of `unheld`.
-        again = ClnHoldNode(sim.socket_path, network="regtest")
-        again.attach(store)
-        again.mpp_timeout = 0.2
+        again = new_plugin_process(node, store, sim)
         try:
             assert again.on_htlc(onion, parts[0], lambda _: None)
             again.expect_replays(startup=True)

@@ -221,11 +221,11 @@ def test_an_invoice_lnd_cancels_at_its_expiry_is_expired(sim: LndSim, node: LndN
             "lnd's cancel",
         )
     for r_hash in (payment_hash, regular.payment_hash):
-        assert node.lookup_invoice(r_hash).state == "EXPIRED"  # type: ignore[union-attr]
+        assert present(node.lookup_invoice(r_hash)).state == "EXPIRED"
     sim.cancel_invoice(other)  # canceled before its expiry: a cancel
     update = holds.next()
     assert (update.invoice.payment_hash, update.invoice.state) == (other, "CANCELED")
-    assert node.lookup_invoice(other).state == "CANCELED"  # type: ignore[union-attr]
+    assert present(node.lookup_invoice(other)).state == "CANCELED"
 
 
 def test_an_expired_invoice_that_a_partial_payment_tried_is_expired(
@@ -250,7 +250,8 @@ def test_an_expired_invoice_that_a_partial_payment_tried_is_expired(
         ),
         "lnd's cancel",
     )
-    wait_for(lambda: time.time() > node.lookup_invoice(held).created_at + 1, "its expiry")  # type: ignore[union-attr]
+    created_at = present(node.lookup_invoice(held)).created_at
+    wait_for(lambda: time.time() > created_at + 1, "its expiry")
     node.cancel_invoice(held)
     expired = node.lookup_invoice(tried.payment_hash)
     assert (
@@ -258,7 +259,7 @@ def test_an_expired_invoice_that_a_partial_payment_tried_is_expired(
         and len(present(sim.ledger.get(bytes.fromhex(tried.payment_hash))).htlcs) == 1
     )
     assert (expired.state, expired.amount_received_msat) == ("EXPIRED", 0)
-    assert node.lookup_invoice(held).state == "CANCELED"  # type: ignore[union-attr]
+    assert present(node.lookup_invoice(held)).state == "CANCELED"
 
 
 def test_lnd_cancels_a_held_invoice_near_its_expiry(sim: LndSim, node: LndNode) -> None:

@@ -345,6 +345,34 @@ def test_add_invoice_validation_and_real_bolt11(sim: LndSim) -> None:
     assert code_of(lambda: c.LookupInvoice(missing)) == S.NOT_FOUND
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"value": 1, "value_msat": 1000}, "value and value_msat are mutually exclusive"),
+        ({"value_msat": -1}, "payments of negative value are not allowed"),
+        ({"memo": "x" * 1025}, "memo too large: max 1024 bytes"),
+        ({"description_hash": b"\x01" * 31}, "description hash is 32 bytes"),
+    ],
+)
+def test_add_invoice_and_add_hold_invoice_refuse_alike(
+    sim: LndSim, fields: dict, message: str
+) -> None:
+    """Both calls check amount, memo and description hash the same way,
+    each refusal an UNKNOWN with lnd's message."""
+    c = Client(sim)
+    holds = invoices_pb2_grpc.InvoicesStub(c.channel)
+    calls = [
+        lambda: c.AddInvoice(ln.Invoice(**fields)),
+        lambda: holds.AddHoldInvoice(
+            invoices_pb2.AddHoldInvoiceRequest(hash=b"\x02" * 32, **fields), metadata=c.md
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert (info.value.code(), info.value.details()) == (S.UNKNOWN, message)
+
+
 def test_restart_keeps_data_cert_and_port(tmp_path: Path) -> None:
     sim = LndSim(tmp_path / "lnd", network="signet").start()
     sim.keysend(1000)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from lnplugin import handout, webhooks
+from lnplugin import handout, wakeloop, webhooks
 from lnplugin import hub as hub_module
 from lnplugin.store import Store, events
 from lnplugin.store import webhooks as db
@@ -421,7 +421,7 @@ def test_stop_wakes_the_worker_and_the_hub(tmp_path: Path, monkeypatch: pytest.M
     """Both wait on store commits; stop() must wake them rather than leave them
     asleep until their idle timeout (made an hour here, so a missed wake-up
     would outlast the join and fail the test)."""
-    monkeypatch.setattr(webhooks, "IDLE_WAIT", 3600.0)
+    monkeypatch.setattr(wakeloop, "IDLE_WAIT", 3600.0)
     monkeypatch.setattr(hub_module, "IDLE_WAIT", 3600.0)
     store = Store(tmp_path / "db.sqlite")
     try:
@@ -447,7 +447,7 @@ def test_the_worker_is_woken_by_what_its_endpoints_and_invoice_webhooks_take(
     woken by each invoice created; an endpoint added while it runs, and an
     invoice with its own webhook URL, wake it. The idle timeout is an hour
     here, so a missed wake-up leaves the delivery unmade and fails the test."""
-    monkeypatch.setattr(webhooks, "IDLE_WAIT", 3600.0)
+    monkeypatch.setattr(wakeloop, "IDLE_WAIT", 3600.0)
     store = Store(tmp_path / "db.sqlite")
     worker = webhooks.DeliveryWorker(store, allow=["127.0.0.0/8"])
     worker.start()

@@ -270,6 +270,32 @@ class Op:
     body_content_type: str = "application/json"
 
 
+def _page(
+    summary: str, content_type: str, *, errors: tuple[int, ...] = (404, 429, 503), **more: Any
+) -> Op:
+    """An operation of the checkout pages: public (no token), answering in
+    `content_type`, and its errors with the HTML error page, never the JSON
+    error shape, since a browser shows what it gets (see `error_model`)."""
+    return Op(
+        summary,
+        public=True,
+        content_type=content_type,
+        errors=errors,
+        error_model=None,
+        error_content_type="text/html",
+        **more,
+    )
+
+
+def _lnurl(
+    summary: str, response: str, *, errors: tuple[int, ...] = (404, 429, 503), **more: Any
+) -> Op:
+    """An operation of the LNURL-pay routes: public (no token), and its errors
+    in LUD-06's shape (`{"status": "ERROR", "reason": ...}`), which wallets
+    read, not the Alby one."""
+    return Op(summary, 200, response, public=True, errors=errors, error_model="LnurlError", **more)
+
+
 _READ = (400, 401, 403, 404)
 OPERATIONS: dict[str, Op] = {
     "invoices.create_invoice": Op(
@@ -390,17 +416,11 @@ OPERATIONS: dict[str, Op] = {
         "NwcConnection",
         errors=(400, 401, 403, 404),
     ),
-    "lnurlp.discover": Op(
-        "LUD-06/16 payRequest of a Lightning Address (no token)",
-        200,
-        "LnurlPayRequest",
-        errors=(404, 429, 503),
-        public=True,
-        error_model="LnurlError",
+    "lnurlp.discover": _lnurl(
+        "LUD-06/16 payRequest of a Lightning Address (no token)", "LnurlPayRequest"
     ),
-    "lnurlp_callback.callback": Op(
+    "lnurlp_callback.callback": _lnurl(
         "LUD-06 callback: mint an invoice for an amount (no token)",
-        200,
         "LnurlInvoice",
         params=[
             {
@@ -427,98 +447,42 @@ OPERATIONS: dict[str, Op] = {
             },
         ],
         errors=(400, 404, 429, 502, 503),
-        public=True,
-        error_model="LnurlError",
     ),
-    "lnurlp.verify": Op(
-        "LUD-21 verify of an invoice minted through an address (no token)",
-        200,
-        "LnurlVerify",
-        errors=(404, 429, 503),
-        public=True,
-        error_model="LnurlError",
+    "lnurlp.verify": _lnurl(
+        "LUD-21 verify of an invoice minted through an address (no token)", "LnurlVerify"
     ),
-    "lnurlp.keysend": Op(
-        "Podcasting 2.0 keysend address: node pubkey and custom record (no token)",
-        200,
-        "LnurlKeysend",
-        errors=(404, 429, 503),
-        public=True,
-        error_model="LnurlError",
+    "lnurlp.keysend": _lnurl(
+        "Podcasting 2.0 keysend address: node pubkey and custom record (no token)", "LnurlKeysend"
     ),
-    "checkout.page": Op(
-        "The checkout page of an invoice (HTML; no token)",
-        200,
-        None,
-        errors=(404, 429, 503),
-        public=True,
-        content_type="text/html",
-        error_model=None,
-        error_content_type="text/html",
+    "checkout.page": _page("The checkout page of an invoice (HTML; no token)", "text/html"),
+    "checkout.qr_svg": _page(
+        "The invoice's QR code, SVG (its `qr_code_svg`; no token)", "image/svg+xml"
     ),
-    "checkout.qr_svg": Op(
-        "The invoice's QR code, SVG (its `qr_code_svg`; no token)",
-        200,
-        None,
-        errors=(404, 429, 503),
-        public=True,
-        content_type="image/svg+xml",
-        error_model=None,
-        error_content_type="text/html",
+    "checkout.qr_png": _page(
+        "The invoice's QR code, PNG (its `qr_code_png`; no token)", "image/png"
     ),
-    "checkout.qr_png": Op(
-        "The invoice's QR code, PNG (its `qr_code_png`; no token)",
-        200,
-        None,
-        errors=(404, 429, 503),
-        public=True,
-        content_type="image/png",
-        error_model=None,
-        error_content_type="text/html",
-    ),
-    "checkout.state_events": Op(
+    "checkout.state_events": _page(
         "The invoice's state only (Server-Sent Events `state`); ends at a final state",
-        200,
-        "StateEvent",
-        errors=(404, 429, 503),
-        public=True,
-        content_type="text/event-stream",
+        "text/event-stream",
+        response="StateEvent",
         extra_ok={204: "resumed, and the invoice is already final: stop reconnecting"},
-        error_model=None,
-        error_content_type="text/html",
     ),
-    "checkout.address_page": Op(
-        "The checkout page of a Lightning Address: an amount form (HTML; no token)",
-        200,
-        None,
-        errors=(404, 429, 503),
-        public=True,
-        content_type="text/html",
-        error_model=None,
-        error_content_type="text/html",
+    "checkout.address_page": _page(
+        "The checkout page of a Lightning Address: an amount form (HTML; no token)", "text/html"
     ),
-    "checkout_mint.address_mint": Op(
+    "checkout_mint.address_mint": _page(
         "Mint through the address's LNURL callback; 303 to the invoice's checkout page",
-        303,
-        None,
-        schemas.AddressPayForm,
+        "text/html",
+        ok=303,
+        body=schemas.AddressPayForm,
         errors=(400, 404, 413, 429, 502, 503),
-        public=True,
-        content_type="text/html",
-        error_model=None,
-        error_content_type="text/html",
         body_content_type="application/x-www-form-urlencoded",
     ),
-    "checkout.static": Op(
+    "checkout.static": _page(
         "A file of the checkout pages (style sheet, script)",
-        200,
-        None,
+        "text/css",
         errors=(404, 429),
-        public=True,
-        content_type="text/css",
         more_content_types=("text/javascript",),
-        error_model=None,
-        error_content_type="text/html",
     ),
     "decode.decode_get": Op("Decode a BOLT11 invoice", 200, "DecodedInvoice", errors=_READ),
     "decode.decode_post": Op(

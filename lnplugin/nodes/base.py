@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterator, Mapping
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -386,6 +388,27 @@ class HoldInvoices(Protocol):
         nobody listened is found by the sweep (`lookup_invoice`). Returns
         promptly after `close()`."""
         ...
+
+
+def queued_updates(
+    updates: queue.Queue[InvoiceUpdate],
+    closed: threading.Event,
+    check: Callable[[], None] | None = None,
+) -> Iterator[InvoiceUpdate]:
+    """`HoldInvoices.hold_updates` for a node whose own threads put them on
+    `updates`: each as it comes, until `closed` is set. The queue is polled,
+    so the stream ends within half a second of `close()`; `check` runs after
+    each update or poll, and ends the stream by raising (a broken
+    subscription the caller must hear of)."""
+    while not closed.is_set():
+        try:
+            item: InvoiceUpdate | None = updates.get(timeout=0.5)
+        except queue.Empty:
+            item = None
+        if item is not None:
+            yield item
+        if check is not None:
+            check()
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lnplugin.nodes.base import DevPayments
 
 F = Callable[..., Any]
+T = TypeVar("T")
 
 
 class Whole(click.IntRange):
@@ -771,6 +772,34 @@ def _store(flags: dict[str, Any], *, existing: bool = False) -> Any:
     return Store(settings.db_path, busy_timeout=settings.busy_timeout)
 
 
+def _read(flags: dict[str, Any], read: Callable[[Any], T]) -> T:
+    """`read(conn)` on the existing store, closed again before the command
+    prints: the whole use the list and show commands make of it."""
+    store = _store(flags, existing=True)
+    try:
+        return read(store.conn)
+    finally:
+        store.close()
+
+
+def _change(flags: dict[str, Any], change: Callable[[Any], T]) -> T:
+    """`change(tx)` in one transaction on the existing store, closed after:
+    the whole use the revoke and remove commands make of it."""
+    store = _store(flags, existing=True)
+    try:
+        with store.transaction() as tx:
+            return change(tx)
+    finally:
+        store.close()
+
+
+def _state(revoked_at: int | None) -> str:
+    """The state column of `token list` and `nwc list`."""
+    from lnplugin.alby import iso
+
+    return f"revoked {iso(revoked_at)}" if revoked_at else "active"
+
+
 @token.command(
     "create",
     epilog=examples(
@@ -843,14 +872,10 @@ def token_list(**flags: Any) -> None:
     from lnplugin.alby import iso
     from lnplugin.store import tokens
 
-    store = _store(flags, existing=True)
-    rows = tokens.list_all(store.conn)
-    store.close()
-    for info in rows:
-        state = f"revoked {iso(info.revoked_at)}" if info.revoked_at else "active"
+    for info in _read(flags, tokens.list_all):
         click.echo(
             f"{info.id}\t{' '.join(sorted(info.scopes))}\t{info.label or '-'}\t"
-            f"created {iso(info.created_at)}\t{state}\t"
+            f"created {iso(info.created_at)}\t{_state(info.revoked_at)}\t"
             f"rate {info.rate_limit or 'default'}" + ("\tsigned" if info.signing_secret else "")
         )
 
@@ -981,14 +1006,10 @@ def nwc_list(**flags: Any) -> None:
     from lnplugin.alby import iso
     from lnplugin.store import nwc as db
 
-    store = _store(flags, existing=True)
-    rows = db.list_all(store.conn)
-    store.close()
-    for c in rows:
-        state = f"revoked {iso(c.revoked_at)}" if c.revoked_at else "active"
+    for c in _read(flags, db.list_all):
         click.echo(
             f"{c.id}\t{' '.join(sorted(c.scopes))}\t{c.label or '-'}\t{c.app_pubkey}\t"
-            f"created {iso(c.created_at)}\t{state}\t{c.lud16 or '-'}"
+            f"created {iso(c.created_at)}\t{_state(c.revoked_at)}\t{c.lud16 or '-'}"
         )
 
 
@@ -1005,10 +1026,7 @@ def nwc_revoke(connection_id: int, **flags: Any) -> None:
     """Revoke one connection by its id; its app gets UNAUTHORIZED from then on."""
     from lnplugin.store import nwc as db
 
-    store = _store(flags, existing=True)
-    with store.transaction() as tx:
-        done = db.revoke(tx, connection_id)
-    store.close()
+    done = _change(flags, lambda tx: db.revoke(tx, connection_id))
     if not done:
         raise click.ClickException(f"no active wallet connection with id {connection_id}")
     click.echo(f"Revoked wallet connection {connection_id}")
@@ -1350,10 +1368,7 @@ def address_list(**flags: Any) -> None:
     from lnplugin.store import addresses
 
     settings = settings_from(flags)
-    store = _store(flags, existing=True)
-    rows = addresses.list_all(store.conn)
-    store.close()
-    for row in rows:
+    for row in _read(flags, addresses.list_all):
         click.echo(_address_line(row, settings.public_url))
 
 
@@ -1384,9 +1399,7 @@ def address_show(username: str, **flags: Any) -> None:
     from lnplugin.store import addresses
 
     settings = settings_from(flags)
-    store = _store(flags, existing=True)
-    row = addresses.by_username(store.conn, username)
-    store.close()
+    row = _read(flags, lambda conn: addresses.by_username(conn, username))
     if row is None:
         raise click.ClickException(f"no Lightning Address {username!r}")
     _show(row, settings.public_url)
@@ -1404,10 +1417,7 @@ def address_remove(username: str, **flags: Any) -> None:
     """Remove an address; invoices minted for it keep its name."""
     from lnplugin.store import addresses
 
-    store = _store(flags, existing=True)
-    with store.transaction() as tx:
-        done = addresses.delete(tx, username)
-    store.close()
+    done = _change(flags, lambda tx: addresses.delete(tx, username))
     if not done:
         raise click.ClickException(f"no Lightning Address {username!r}")
     click.echo(f"Removed {username}")

@@ -19,10 +19,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lnplugin.store import cursors, events
+from lnplugin.store import cursors, events, tokens
 from lnplugin.store.invoices import _select
 from lnplugin.store.models import StoredInvoice
-from lnplugin.store.tokens import UnknownScope
 
 # The token scopes that mean something to a wallet connection (docs/nwc.md).
 SCOPES = ("invoices:create", "invoices:read", "transactions:read")
@@ -53,12 +52,8 @@ class Connection:
 
 
 def check_scopes(scopes: Sequence[str]) -> list[str]:
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown:
-        raise UnknownScope(f"unknown scope {', '.join(unknown)}; valid scopes: {', '.join(SCOPES)}")
-    if not scopes:
-        raise UnknownScope("at least one scope is required; valid scopes: " + ", ".join(SCOPES))
-    return sorted(set(scopes))
+    """`tokens.check_scopes` against the scopes a wallet connection may hold."""
+    return tokens.check_scopes(scopes, SCOPES)
 
 
 def _connection(row: sqlite3.Row) -> Connection:

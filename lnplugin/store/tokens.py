@@ -19,6 +19,7 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,12 +49,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def check_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
-    unknown = [s for s in scopes if s not in SCOPES]
+def check_scopes(scopes: Sequence[str], valid: Sequence[str] = SCOPES) -> list[str]:
+    """`scopes` sorted and without repeats; `UnknownScope` names any not in
+    `valid` (a token's scopes by default; a wallet connection passes its
+    own), or says that none was given. One rule and one wording for both
+    kinds of credential, as the CLI and the API show it to the operator."""
+    unknown = [s for s in scopes if s not in valid]
     if unknown:
-        raise UnknownScope(f"unknown scope {', '.join(unknown)}; valid scopes: {', '.join(SCOPES)}")
+        raise UnknownScope(f"unknown scope {', '.join(unknown)}; valid scopes: {', '.join(valid)}")
     if not scopes:
-        raise UnknownScope("at least one scope is required; valid scopes: " + ", ".join(SCOPES))
+        raise UnknownScope("at least one scope is required; valid scopes: " + ", ".join(valid))
     return sorted(set(scopes))
 
 

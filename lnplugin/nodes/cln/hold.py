@@ -46,6 +46,7 @@ from lnplugin.nodes.base import (
     InvoiceUpdate,
     NodeError,
     NodeInvoice,
+    queued_updates,
 )
 from lnplugin.nodes.cln.node import ClnNode, msat, to_invoice
 from lnplugin.nodes.cln.plugin import capture, is_forward
@@ -253,13 +254,7 @@ class ClnHoldNode(ClnNode):
         return self._as(row, "CANCELED", reason=reason)
 
     def hold_updates(self) -> Iterator[InvoiceUpdate]:
-        while not self._closed.is_set():
-            try:
-                item: InvoiceUpdate | None = self._updates.get(timeout=0.5)
-            except queue.Empty:
-                item = None
-            if item is not None:
-                yield item
+        return queued_updates(self._updates, self._closed)
 
     def lookup_invoice(self, payment_hash: str) -> NodeInvoice | None:
         """The node's invoice; for a hold invoice (which the node does not

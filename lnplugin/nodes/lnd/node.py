@@ -74,6 +74,7 @@ from lnplugin.nodes.base import (
     NodePermissionDenied,
     NodeUnavailable,
     OutgoingPayment,
+    queued_updates,
 )
 from lnplugin.nodes.lnd.macaroon import (
     LND_BAKE,
@@ -875,16 +876,13 @@ class LndNode(Node):
         hold invoices, so invoices held across a restart are followed again."""
         for inv in self._pending_holds():
             self._follow_held(inv.r_hash.hex())
-        while not self._closed.is_set():
-            try:
-                item: InvoiceUpdate | None = self._held_updates.get(timeout=0.5)
-            except queue.Empty:
-                item = None
-            if item is not None:
-                yield item
-            broken, self._held_broken = self._held_broken, None
-            if broken is not None:
-                raise broken
+        yield from queued_updates(self._held_updates, self._closed, self._raise_held_broken)
+
+    def _raise_held_broken(self) -> None:
+        """Raise the error that broke a hold invoice's subscription, once."""
+        broken, self._held_broken = self._held_broken, None
+        if broken is not None:
+            raise broken
 
     def _pending_holds(self) -> Iterator[Any]:
         offset = 0

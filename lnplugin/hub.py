@@ -104,7 +104,7 @@ class LiveTail:
 class Subscription:
     """One stream's view of the hub: a queue, then (direct mode) a writer.
 
-    Every write to the connection after the switch happens under `_cond`, by
+    Every write to the connection after the switch happens under `_lock`, by
     the hub (messages) or the stream thread (heartbeats), so messages never
     interleave and `last_sent` orders and deduplicates them.
     """
@@ -136,7 +136,10 @@ class Subscription:
         self.broken = False  # a write failed: the client is gone
         self.last_sent = 0
         self._items: deque[tuple[int, str, bytes]] = deque()
-        self._cond = threading.Condition()
+        # Entered as the lock itself (a C call), not through the Condition's
+        # Python `__enter__`: the hub's fan-out takes it once per stream.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._write: Callable[[bytes], Any] | None = None
         self._stalled: Callable[[int], bool] = lambda limit: False
         self._backlog = 0
@@ -153,8 +156,9 @@ class Subscription:
     def push_many(self, items: list[tuple[int, str, bytes]]) -> None:
         """Several messages in order; in direct mode they go out in one write
         (a burst of settlements costs each stream one write, not one each)."""
-        with self._cond:
-            if self.ended:
+        with self._lock:
+            # `ended`, spelled out: this runs once per stream per fan-out.
+            if self.overflowed or self.closed or self.finished or self.broken:
                 return
             if self._write is not None:
                 self._send(items)
@@ -168,25 +172,25 @@ class Subscription:
             self._cond.notify()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self.closed = True
             self._notify_end()
 
     def gone(self) -> None:
         """The client went away (the server saw it hang up)."""
-        with self._cond:
+        with self._lock:
             self.broken = True
             self._notify_end()
 
     def _notify_end(self) -> None:
-        # Under _cond.
+        # Under _lock.
         self._cond.notify()
         if self.on_end is not None:
             self.on_end()
 
     def take(self, timeout: float) -> list[tuple[int, str, bytes]]:
         """Queued mode: everything queued, waiting up to `timeout` when nothing is."""
-        with self._cond:
+        with self._lock:
             if not self._items and not self.ended:
                 self._cond.wait(timeout)
             items = list(self._items)
@@ -203,7 +207,7 @@ class Subscription:
         """Switch to direct mode: send what is queued past `last_sent`, then
         let `push` write directly. `stalled(n)` tells whether more than `n`
         bytes are still unsent; past `backlog` the stream is cut off."""
-        with self._cond:
+        with self._lock:
             self.last_sent = max(self.last_sent, last_sent)
             self._write, self._stalled, self._backlog = write, stalled, backlog
             items = list(self._items)
@@ -212,27 +216,34 @@ class Subscription:
                 self._send(items)
 
     def _send(self, items: list[tuple[int, str, bytes]]) -> None:
-        # Under _cond, in direct mode: the messages past `last_sent`, up to and
+        # Under _lock, in direct mode: the messages past `last_sent`, up to and
         # including a final one, in one write.
-        out: list[bytes] = []
-        last, final = self.last_sent, False
-        for seq, type_, msg in items:
-            if seq <= last:
-                continue
-            out.append(msg)
-            last = seq
-            if self.final_ends and type_ in FINAL_EVENTS:
-                final = True
-                break
-        if not out:
-            return
+        if len(items) == 1:  # the usual case (one event): no list to build
+            last, type_, data = items[0]
+            if last <= self.last_sent:
+                return
+            final = self.final_ends and type_ in FINAL_EVENTS
+        else:
+            out: list[bytes] = []
+            last, final = self.last_sent, False
+            for seq, type_, msg in items:
+                if seq <= last:
+                    continue
+                out.append(msg)
+                last = seq
+                if self.final_ends and type_ in FINAL_EVENTS:
+                    final = True
+                    break
+            if not out:
+                return
+            data = out[0] if len(out) == 1 else b"".join(out)
         assert self._write is not None
         if self._stalled(self._backlog):
             self.overflowed = True  # not reading; never block the hub on it
             self._notify_end()
             return
         try:
-            self._write(out[0] if len(out) == 1 else b"".join(out))
+            self._write(data)
         except Exception:  # the connection is gone
             self.broken = True
             self._notify_end()
@@ -246,7 +257,7 @@ class Subscription:
     def wait(self, timeout: float) -> bool:
         """Direct mode, stream thread: sleep until the stream must end (True)
         or `timeout` passes (False). Normal writes do not wake it."""
-        with self._cond:
+        with self._lock:
             if not self.ended:
                 self._cond.wait(timeout)
             return self.ended
@@ -256,7 +267,7 @@ class Subscription:
         the last call. False when the stream should end: the bytes written
         before are still unsent (the client is gone or not reading), or the
         write failed."""
-        with self._cond:
+        with self._lock:
             if self.ended:
                 return False
             if self._active:
@@ -274,7 +285,7 @@ class Subscription:
 
     def detach(self) -> None:
         """The stream is over: nothing may be written to its connection any more."""
-        with self._cond:
+        with self._lock:
             self._write = None
             self.closed = True
 
@@ -381,46 +392,64 @@ class EventHub:
             by_invoice = {k: list(v) for k, v in self._by_invoice.items()}
         batches: dict[asyncio.AbstractEventLoop, list[Delivery]] = {}
         for row in rows:
-            targets = [
-                sub for sub in everyone + by_invoice.get(row["invoice_id"], []) if sub.wants(row)
-            ]
+            mine = by_invoice.get(row["invoice_id"])
+            targets = [sub for sub in (everyone + mine if mine else everyone) if sub.wants(row)]
             if not targets:
                 continue
             seq, type_ = row["seq"], row["type"]
-            # Encoded once for every stream, with the invoice's public links.
+            # Encoded once for every stream, with the invoice's public links;
+            # the one-item list is shared too (`push_many` only reads it).
             text = events.with_links(row["payload"], row["page_id"], self.public_url)
-            full = message(seq, type_, text)
-            public: bytes | None = None
+            full = [(seq, type_, message(seq, type_, text))]
+            public: list[tuple[int, str, bytes]] | None = None
+            last_loop, batch = None, None
             for sub in targets:
-                msg = full
+                items = full
                 if sub.state_only:
                     if type_ not in STATE_OF_EVENT:
                         continue
                     if public is None:
-                        public = state_message(STATE_OF_EVENT[type_])
-                    msg = public
-                if sub.loop is not None:
-                    batches.setdefault(sub.loop, []).append((sub, seq, type_, msg))
+                        public = [(seq, type_, state_message(STATE_OF_EVENT[type_]))]
+                    items = public
+                loop = sub.loop
+                if loop is None:
+                    deliver([(sub, items)])
+                elif loop is last_loop and batch is not None:
+                    batch.append((sub, items))
                 else:
-                    deliver([(sub, seq, type_, msg)])
+                    last_loop, batch = loop, batches.setdefault(loop, [])
+                    batch.append((sub, items))
         for loop, batch in batches.items():
+            if len(rows) > 1:  # a stream may be in it more than once
+                batch = _merged(batch)
             try:
                 loop.call_soon_threadsafe(deliver, batch)  # one hand-over per read
             except RuntimeError:  # the loop is closed: the server is gone
-                for sub, *_ in batch:
+                for sub, _ in batch:
                     sub.close()
 
 
-Delivery = tuple[Subscription, int, str, bytes]
+# A stream and its messages (in order) of one outbox read.
+Delivery = tuple[Subscription, list[tuple[int, str, bytes]]]
+
+
+def _merged(batch: list[Delivery]) -> list[Delivery]:
+    """Each stream once, with all its messages of the batch in order, so a
+    burst costs it one write."""
+    per_sub: dict[Subscription, list[tuple[int, str, bytes]]] = {}
+    for sub, items in batch:
+        got = per_sub.get(sub)
+        if got is None:
+            per_sub[sub] = list(items)  # its own list: `items` is shared
+        else:
+            got.extend(items)
+    return list(per_sub.items())
 
 
 def deliver(batch: list[Delivery]) -> None:
-    """Push each stream its messages of the batch, in order, in one go (on the
-    stream's loop, for loop streams)."""
-    per_sub: dict[Subscription, list[tuple[int, str, bytes]]] = {}
-    for sub, seq, type_, msg in batch:
-        per_sub.setdefault(sub, []).append((seq, type_, msg))
-    for sub, items in per_sub.items():
+    """Push each stream its messages of the batch (on the stream's loop, for
+    loop streams). Each stream is in the batch once."""
+    for sub, items in batch:
         try:
             sub.push_many(items)
         except Exception:  # one broken stream must not stop the others' events

@@ -6,10 +6,14 @@ block or buffer without bound, and what waited goes out in order once it reads."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from lnplugin.hub import MAX_BACKLOG, Subscription, message
+from lnplugin.hub import MAX_BACKLOG, EventHub, Subscription, message, state_message
 from lnplugin.run.asgi import Writer
+from lnplugin.store import Store, events
+from tests.helpers_store import invoice_by_id, open_invoice
 
 
 class PausableSend:
@@ -112,3 +116,73 @@ def test_a_burst_reaches_a_live_stream_in_one_write_and_stops_at_its_final_event
     sub.push_many(burst)
     assert written == [burst[1][2] + burst[2][2]]
     assert sub.finished and sub.last_sent == 3
+
+
+def test_one_read_of_several_events_reaches_each_loop_stream_in_one_write(tmp_path: Path) -> None:
+    """The hub reads two events of one commit at once: every loop stream gets
+    what it wants of them in one write, in order, and no stream gets another's
+    messages (the hub shares one message list among the streams of an event)."""
+    store = Store(tmp_path / "lnplugin.sqlite")
+    invoice_id = open_invoice(store)
+    hub = EventHub(store)
+    hub.start()
+
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        streams = {
+            "all": Subscription(lambda row: True, None, loop=loop),
+            "created only": Subscription(
+                lambda row: row["type"] == events.INCOMING_CREATED, None, loop=loop
+            ),
+            "checkout": Subscription(lambda row: True, invoice_id, loop=loop, state_only=True),
+        }
+        written: dict[str, list[bytes]] = {name: [] for name in streams}
+        for name, sub in streams.items():
+            sub.go_direct(written[name].append, 0, lambda limit: False, MAX_BACKLOG)
+            hub.subscribe(sub)
+
+        async def until(got: Callable[[], bool], tries: int) -> bool:
+            for _ in range(tries):  # 10 ms apart
+                if got():
+                    return True
+                await asyncio.sleep(0.01)
+            return got()
+
+        # Another invoice's events first, until one is out: the hub's thread
+        # starts at the outbox's head, so one committed before it ran is
+        # never sent. Once `all` has sent the last of them, everything the
+        # hub will ever send of them is out.
+        other = open_invoice(store, "cd" * 32)
+        warm = [0]
+
+        def warmed() -> bool:
+            return streams["all"].last_sent >= warm[0]
+
+        for _ in range(50):
+            with store.transaction() as tx:
+                warm[0] = events.append(tx, events.INCOMING_CREATED, invoice_by_id(tx, other))
+            if await until(warmed, 20):
+                break
+        assert written["all"] and not written["checkout"]
+        for sent in written.values():
+            sent.clear()
+        with store.transaction() as tx:
+            invoice = invoice_by_id(tx, invoice_id)
+            events.append(tx, events.INCOMING_CREATED, invoice)
+            events.append(tx, events.INCOMING_SETTLED, invoice)
+        await until(lambda: all(written.values()), 1000)
+        created, settled = events.after(store.conn, warm[0])
+        assert written["all"] == [
+            message(created["seq"], created["type"], created["payload"])
+            + message(settled["seq"], settled["type"], settled["payload"])
+        ]
+        assert written["created only"] == [
+            message(created["seq"], created["type"], created["payload"])
+        ]
+        assert written["checkout"] == [state_message("CREATED") + state_message("SETTLED")]
+
+    try:
+        _run(test)
+    finally:
+        hub.stop()
+        store.close()

@@ -99,25 +99,27 @@ def _connected(relay: Relay) -> None:
         time.sleep(0.05)
 
 
-def _nwc_relay(port: int) -> Relay:
-    return Relay(
+def _connect_an_nwc_relay(port: int) -> None:
+    """Start lnplugin's relay client on the local relay, wait until it is
+    connected, and stop it."""
+    relay = Relay(
         f"ws://127.0.0.1:{port}",
         on_event=lambda *_: None,
         subscription=lambda: {"kinds": [23194]},
         on_connect=lambda _: None,
     )
+    relay.start()
+    try:
+        _connected(relay)
+    finally:
+        relay.stop()
 
 
 def test_an_nwc_relay_goes_through_the_environments_proxy(
     proxy: Any, relay_server: tuple[int, list[str]]
 ) -> None:
     port, got = relay_server
-    relay = _nwc_relay(port)
-    relay.start()
-    try:
-        _connected(relay)
-    finally:
-        relay.stop()
+    _connect_an_nwc_relay(port)
     assert proxy.asked == [f"CONNECT 127.0.0.1:{port}"]
     assert any(json.loads(m)[0] == "REQ" for m in got)  # the subscription came through
 
@@ -128,12 +130,7 @@ def test_no_proxy_lets_an_nwc_relay_connect_directly(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     port, _ = relay_server
-    relay = _nwc_relay(port)
-    relay.start()
-    try:
-        _connected(relay)
-    finally:
-        relay.stop()
+    _connect_an_nwc_relay(port)
     assert proxy.asked == []
 
 

@@ -791,7 +791,7 @@ class _Gate(grpc.ServerInterceptor):
         if not permits(perms, details.method):
             return _refusal(handler, denied, "permission denied")
         if faults.delay:
-            time.sleep(faults.delay)
+            self.sim.pause(faults.delay)
         if faults.stalls(details.method) and handler.unary_unary is not None:
             return _stalling(handler, faults, details.method)
         return handler
@@ -1076,6 +1076,13 @@ class LndSim:
         self._stopping.set()
         self.drop_streams()
         server.stop(grace=2).wait(5)  # the grace lets those streams send their end
+
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` (the `delay` fault), or less if the node stops
+        meanwhile: lnd shutting down ends the calls it was slow to answer, and
+        a stopped simulator must not keep gRPC's handler threads (and a test's
+        teardown) waiting out a delay nobody will read."""
+        self._stopping.wait(seconds)
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop, optionally stay down a while, and listen again on the same port."""

@@ -157,8 +157,7 @@ class Subscription:
         """Several messages in order; in direct mode they go out in one write
         (a burst of settlements costs each stream one write, not one each)."""
         with self._lock:
-            # `ended`, spelled out: this runs once per stream per fan-out.
-            if self.overflowed or self.closed or self.finished or self.broken:
+            if self.ended:
                 return
             if self._write is not None:
                 self._send(items)
@@ -402,7 +401,6 @@ class EventHub:
             text = events.with_links(row["payload"], row["page_id"], self.public_url)
             full = [(seq, type_, message(seq, type_, text))]
             public: list[tuple[int, str, bytes]] | None = None
-            last_loop, batch = None, None
             for sub in targets:
                 items = full
                 if sub.state_only:
@@ -411,14 +409,10 @@ class EventHub:
                     if public is None:
                         public = [(seq, type_, state_message(STATE_OF_EVENT[type_]))]
                     items = public
-                loop = sub.loop
-                if loop is None:
+                if sub.loop is None:
                     deliver([(sub, items)])
-                elif loop is last_loop and batch is not None:
-                    batch.append((sub, items))
                 else:
-                    last_loop, batch = loop, batches.setdefault(loop, [])
-                    batch.append((sub, items))
+                    batches.setdefault(sub.loop, []).append((sub, items))
         for loop, batch in batches.items():
             if len(rows) > 1:  # a stream may be in it more than once
                 batch = _merged(batch)

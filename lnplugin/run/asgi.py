@@ -478,15 +478,9 @@ class Writer:
             self.pending.append(data)
             self.pending_bytes += len(data)
             return
-        # `_step`, inlined: the hub's fan-out calls this once per stream, and
-        # each Python call saved is a few percent of that stream's cost.
-        coro = self._send(data)
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:  # the usual case: the message is out
-            return
-        self.blocked = (coro, waiting_on)
-        self.wake.set()  # the stream's task finishes this write
+        self._step(self._send(data))
+        if self.blocked is not None:
+            self.wake.set()  # the stream's task finishes this write
 
     def stalled(self, limit: int) -> bool:
         """A write is waiting for the client, with more than `limit` bytes queued behind it

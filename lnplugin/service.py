@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from lnplugin.config import ConfigError, Settings
 from lnplugin.datadir import (
@@ -45,11 +45,16 @@ from lnplugin.nodes.base import (
     NodeNotTrusted,
     NodePermissionDenied,
 )
-from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
 from lnplugin.store import Store, StoreError, captured_records, cursors
 from lnplugin.webhooks import DeliveryWorker
-from lnplugin.zapper import ZapWorker
+
+if TYPE_CHECKING:
+    # Imported where they are made (`_nwc_worker`, `_zap_worker`), only when
+    # configured: with nostr-sdk's bindings they are the largest import of a
+    # server's start, and most servers run neither.
+    from lnplugin.nwc.worker import NwcWorker
+    from lnplugin.zapper import ZapWorker
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +265,26 @@ class Worker(Protocol):
     def stop(self, timeout: float = ...) -> None: ...
 
 
+def _nwc_worker(settings: Settings, store: Store, node: Node, follower: Follower) -> NwcWorker:
+    from lnplugin.nwc.worker import NwcWorker, RateLimiter
+
+    return NwcWorker(
+        store,
+        node,
+        settings.nwc_relay,
+        settings.effective_network,
+        limiter=RateLimiter.from_rate(settings.nwc_rate_limit),
+        follower=follower,
+        address_domain=domain_of(settings.public_url) if settings.public_url else None,
+    )
+
+
+def _zap_worker(settings: Settings, store: Store) -> ZapWorker:
+    from lnplugin.zapper import ZapWorker
+
+    return ZapWorker(store, settings.zap_relay_allow)
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -328,18 +353,8 @@ class Service:
                     max_bytes=settings.rss_payment_max_bytes,
                 ),
             ),
-            nwc=NwcWorker(
-                store,
-                node,
-                settings.nwc_relay,
-                settings.effective_network,
-                limiter=RateLimiter.from_rate(settings.nwc_rate_limit),
-                follower=follower,
-                address_domain=domain_of(settings.public_url) if settings.public_url else None,
-            )
-            if settings.nwc_relay
-            else None,
-            zaps=ZapWorker(store, settings.zap_relay_allow) if settings.zaps else None,
+            nwc=_nwc_worker(settings, store, node, follower) if settings.nwc_relay else None,
+            zaps=_zap_worker(settings, store) if settings.zaps else None,
             fiat=FiatRates(
                 [parse_provider(p) for p in settings.fiat_provider],
                 cache_ttl=settings.fiat_cache_ttl,

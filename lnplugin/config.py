@@ -82,6 +82,7 @@ class Settings(BaseModel):
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     max_streams: int = 512
     sse_heartbeat: float = 15.0
+    client_timeout: float = 20.0
     busy_timeout: float = 10.0
     # Blocks before a held invoice's settle deadline at which lnplugin cancels
     # it itself (see `Follower.cancel_near_deadline`). Above the nodes' own
@@ -180,6 +181,13 @@ class Settings(BaseModel):
     def _heartbeat(cls, value: float) -> float:
         if not 0.05 <= value <= 3600:
             raise ValueError("must be between 0.05 and 3600 seconds")
+        return value
+
+    @field_validator("client_timeout")
+    @classmethod
+    def _client_timeout(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be between 1 and 3600 seconds")
         return value
 
     @field_validator("busy_timeout")

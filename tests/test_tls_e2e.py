@@ -147,13 +147,7 @@ def rss_row(server: e2e.Server, payment_hash: str) -> dict[str, Any] | None:
 
 def log_so_far(server: e2e.Server) -> str:
     """What the server has written to stderr since the last call (not waiting)."""
-    assert server.proc is not None and server.proc.stderr is not None
-    fd = server.proc.stderr.fileno()
-    os.set_blocking(fd, False)
-    try:
-        return os.read(fd, 1 << 20).decode(errors="replace")
-    except BlockingIOError:
-        return ""
+    return server.stderr_since()
 
 
 def relays_of(server: e2e.Server) -> dict[str, dict[str, Any]]:

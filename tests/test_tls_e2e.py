@@ -229,9 +229,14 @@ def test_a_fiat_price_is_read_over_https(trusted: Any) -> None:
 
 def test_nwc_runs_over_wss(trusted: Any, relay: Relay, wss: dict[str, TLSProxy]) -> None:
     server, _, _ = trusted
-    e2e.wait_for(
-        lambda: relays_of(server)[wss_url(wss[GOOD])]["state"] == "connected", "wss connected"
-    )
+    url = wss_url(wss[GOOD])
+    try:
+        e2e.wait_for(lambda: relays_of(server)[url]["state"] == "connected", "wss connected")
+    except AssertionError as exc:  # once seen under load (2026-12-08): say why, next time
+        raise AssertionError(
+            f"{exc}; the relay: {relays_of(server)[url]}; the proxy saw: {wss[GOOD].names}; "
+            f"the server logged: {server.stderr_text()[-3000:]}"
+        ) from None
     # The app reaches the same relay on its plain port (nostr-sdk's client
     # does not read SSL_CERT_FILE); lnplugin's side is wss only.
     uri = e2e.cli(

@@ -8,6 +8,7 @@ reader and a type checker both see what the API and the server can reach.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -65,6 +66,7 @@ NETWORK_RECHECK_MAX = 5.0  # seconds between tries of a postponed network check
 # answers nothing would otherwise hold the start (and SIGTERM, Ctrl-C) for the
 # whole deadline of the call.
 NETWORK_CHECK_WAIT = 5.0
+STOP_SLACK = 5.0  # seconds `stop` allows a `start` beyond its network check's wait
 
 
 @dataclass
@@ -314,6 +316,13 @@ class Service:
     refused: str | None = None
     on_refused: Callable[[str], None] | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+    # Held by `start` throughout, taken by `stop`: a runner may stop the
+    # service from another thread while it is still starting (the CLN plugin
+    # gets `shutdown` on lightningd's thread while its serving thread runs
+    # `start`). Stopping workers that were being started raised ("cannot join
+    # thread before it is started"), and workers started after `stop` ran on
+    # a closed store.
+    _lifecycle: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings, node: Node | None = None) -> Service:
@@ -523,25 +532,38 @@ class Service:
             log.warning("cannot note the listening URL in the data dir's lock file: %s", exc)
 
     def start(self) -> None:
-        """Raises `StartupRefused` (nothing started, lock released) when lnplugin must not run."""
-        self.claim_data_dir()
-        try:
-            self.check_network()
-        except StartupRefused:
-            self._release_lock()
-            raise
-        self.follower.start()
-        for worker in self.workers:
-            worker.start()
+        """Raises `StartupRefused` (nothing started, lock released) when lnplugin
+        must not run. Does nothing once `stop` has begun."""
+        with self._lifecycle:
+            if self._stopped.is_set():
+                return
+            self.claim_data_dir()
+            try:
+                self.check_network()
+            except StartupRefused:
+                self._release_lock()
+                raise
+            self.follower.start()
+            for worker in self.workers:
+                worker.start()
 
     def stop(self) -> None:
+        """Stop what `start` started; waits for a `start` in progress on
+        another thread (it is bounded: the network check waits at most
+        `NETWORK_CHECK_WAIT`) to finish first."""
         self._stopped.set()
-        for worker in reversed(self.workers):
-            worker.stop()
-        self.follower.stop()
-        self.fiat.close()
-        self.store.close()
-        self._release_lock()
+        if not self._lifecycle.acquire(timeout=NETWORK_CHECK_WAIT + STOP_SLACK):
+            log.warning("stopping while the start has not finished")
+        try:
+            for worker in reversed(self.workers):
+                worker.stop()
+            self.follower.stop()
+            self.fiat.close()
+            self.store.close()
+            self._release_lock()
+        finally:
+            with contextlib.suppress(RuntimeError):  # not acquired: timed out above
+                self._lifecycle.release()
 
     def _release_lock(self) -> None:
         """Give the data dir up. The records journal first: once another

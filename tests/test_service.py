@@ -22,8 +22,14 @@ tmp = e2e.fixture_tmp  # a short directory under /tmp (the node's socket path)
 WORKER_THREADS = ("lnplugin-webhook", "lnplugin-event-hub", "lnplugin-rss-payment", "lnplugin-feed")
 
 
-def _workers_alive() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(WORKER_THREADS)]
+def _workers_alive(before: set[threading.Thread]) -> list[str]:
+    """Worker threads started since `before` (other tests' services may
+    still run threads of the same names in this process) and still alive."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and t.name.startswith(WORKER_THREADS)
+    ]
 
 
 # A worker thread that dies of an exception (as workers started on a closed
@@ -38,7 +44,7 @@ def test_a_stop_while_the_service_is_starting_waits_for_the_start_then_stops_it_
     workers while they were being started (once, under load: "cannot join
     thread before it is started", and the plugin stayed up until lightningd
     killed it), and the workers `start` went on to start ran on for good."""
-    assert _workers_alive() == []
+    before = set(threading.enumerate())
     with ClnSim(tmp / "sim", tmp / "rpc") as sim:
         settings = load_settings(
             {
@@ -70,13 +76,14 @@ def test_a_stop_while_the_service_is_starting_waits_for_the_start_then_stops_it_
         starting.join(10)
         assert not starting.is_alive() and failed == []
         assert order == ["started", "stopped"]  # `stop` waited for the start
-        e2e.wait_for(lambda: _workers_alive() == [], "the started workers to end")
+        e2e.wait_for(lambda: _workers_alive(before) == [], "the started workers to end")
 
 
 def test_a_service_stopped_before_it_started_starts_nothing(tmp: Path) -> None:
     settings = load_settings({"data_dir": str(tmp / "data"), "node": "dev"}, environ={})
     service = Service.build(settings)
+    before = set(threading.enumerate())
     service.stop()
     service.start()
-    assert _workers_alive() == []
+    assert _workers_alive(before) == []
     assert lock_holder(settings.data_dir) is None  # nor was the data dir claimed

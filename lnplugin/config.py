@@ -20,12 +20,14 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lnplugin.networks import NETWORKS
+
+if TYPE_CHECKING:
+    import limits
 
 ENV_PREFIX = "LNPLUGIN_"
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -80,6 +82,7 @@ class Settings(BaseModel):
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     max_streams: int = 512
     sse_heartbeat: float = 15.0
+    client_timeout: float = 20.0
     busy_timeout: float = 10.0
     # Blocks before a held invoice's settle deadline at which lnplugin cancels
     # it itself (see `Follower.cancel_near_deadline`). Above the nodes' own
@@ -178,6 +181,13 @@ class Settings(BaseModel):
     def _heartbeat(cls, value: float) -> float:
         if not 0.05 <= value <= 3600:
             raise ValueError("must be between 0.05 and 3600 seconds")
+        return value
+
+    @field_validator("client_timeout")
+    @classmethod
+    def _client_timeout(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be between 1 and 3600 seconds")
         return value
 
     @field_validator("busy_timeout")
@@ -401,7 +411,13 @@ def http_url(host: str, port: int) -> str:
 
 
 def read_rates(value: str) -> list[limits.RateLimitItem]:
-    """The rates in a `limits` string ("60/minute;1000/day"), none if unreadable."""
+    """The rates in a `limits` string ("60/minute;1000/day"), none if unreadable.
+
+    `limits` is imported here, not at the top: importing it costs more than
+    the rest of this module (it loads its async storage backends), and only
+    a rate set away from its default, or the server's limiter, reads one."""
+    import limits
+
     try:
         return limits.parse_many(value)
     except ValueError:

@@ -8,6 +8,7 @@ reader and a type checker both see what the API and the server can reach.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from lnplugin.config import ConfigError, Settings
 from lnplugin.datadir import (
@@ -45,11 +46,16 @@ from lnplugin.nodes.base import (
     NodeNotTrusted,
     NodePermissionDenied,
 )
-from lnplugin.nwc.worker import NwcWorker, RateLimiter
 from lnplugin.rss_payment import FetchSettings, RssPaymentWorker
 from lnplugin.store import Store, StoreError, captured_records, cursors
 from lnplugin.webhooks import DeliveryWorker
-from lnplugin.zapper import ZapWorker
+
+if TYPE_CHECKING:
+    # Imported where they are made (`_nwc_worker`, `_zap_worker`), only when
+    # configured: with nostr-sdk's bindings they are the largest import of a
+    # server's start, and most servers run neither.
+    from lnplugin.nwc.worker import NwcWorker
+    from lnplugin.zapper import ZapWorker
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,7 @@ NETWORK_RECHECK_MAX = 5.0  # seconds between tries of a postponed network check
 # answers nothing would otherwise hold the start (and SIGTERM, Ctrl-C) for the
 # whole deadline of the call.
 NETWORK_CHECK_WAIT = 5.0
+STOP_SLACK = 5.0  # seconds `stop` allows a `start` beyond its network check's wait
 
 
 @dataclass
@@ -260,6 +267,26 @@ class Worker(Protocol):
     def stop(self, timeout: float = ...) -> None: ...
 
 
+def _nwc_worker(settings: Settings, store: Store, node: Node, follower: Follower) -> NwcWorker:
+    from lnplugin.nwc.worker import NwcWorker, RateLimiter
+
+    return NwcWorker(
+        store,
+        node,
+        settings.nwc_relay,
+        settings.effective_network,
+        limiter=RateLimiter.from_rate(settings.nwc_rate_limit),
+        follower=follower,
+        address_domain=domain_of(settings.public_url) if settings.public_url else None,
+    )
+
+
+def _zap_worker(settings: Settings, store: Store) -> ZapWorker:
+    from lnplugin.zapper import ZapWorker
+
+    return ZapWorker(store, settings.zap_relay_allow)
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -289,6 +316,13 @@ class Service:
     refused: str | None = None
     on_refused: Callable[[str], None] | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+    # Held by `start` throughout, taken by `stop`: a runner may stop the
+    # service from another thread while it is still starting (the CLN plugin
+    # gets `shutdown` on lightningd's thread while its serving thread runs
+    # `start`). Stopping workers that were being started raised ("cannot join
+    # thread before it is started"), and workers started after `stop` ran on
+    # a closed store.
+    _lifecycle: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings, node: Node | None = None) -> Service:
@@ -328,18 +362,8 @@ class Service:
                     max_bytes=settings.rss_payment_max_bytes,
                 ),
             ),
-            nwc=NwcWorker(
-                store,
-                node,
-                settings.nwc_relay,
-                settings.effective_network,
-                limiter=RateLimiter.from_rate(settings.nwc_rate_limit),
-                follower=follower,
-                address_domain=domain_of(settings.public_url) if settings.public_url else None,
-            )
-            if settings.nwc_relay
-            else None,
-            zaps=ZapWorker(store, settings.zap_relay_allow) if settings.zaps else None,
+            nwc=_nwc_worker(settings, store, node, follower) if settings.nwc_relay else None,
+            zaps=_zap_worker(settings, store) if settings.zaps else None,
             fiat=FiatRates(
                 [parse_provider(p) for p in settings.fiat_provider],
                 cache_ttl=settings.fiat_cache_ttl,
@@ -508,25 +532,38 @@ class Service:
             log.warning("cannot note the listening URL in the data dir's lock file: %s", exc)
 
     def start(self) -> None:
-        """Raises `StartupRefused` (nothing started, lock released) when lnplugin must not run."""
-        self.claim_data_dir()
-        try:
-            self.check_network()
-        except StartupRefused:
-            self._release_lock()
-            raise
-        self.follower.start()
-        for worker in self.workers:
-            worker.start()
+        """Raises `StartupRefused` (nothing started, lock released) when lnplugin
+        must not run. Does nothing once `stop` has begun."""
+        with self._lifecycle:
+            if self._stopped.is_set():
+                return
+            self.claim_data_dir()
+            try:
+                self.check_network()
+            except StartupRefused:
+                self._release_lock()
+                raise
+            self.follower.start()
+            for worker in self.workers:
+                worker.start()
 
     def stop(self) -> None:
+        """Stop what `start` started; waits for a `start` in progress on
+        another thread (it is bounded: the network check waits at most
+        `NETWORK_CHECK_WAIT`) to finish first."""
         self._stopped.set()
-        for worker in reversed(self.workers):
-            worker.stop()
-        self.follower.stop()
-        self.fiat.close()
-        self.store.close()
-        self._release_lock()
+        if not self._lifecycle.acquire(timeout=NETWORK_CHECK_WAIT + STOP_SLACK):
+            log.warning("stopping while the start has not finished")
+        try:
+            for worker in reversed(self.workers):
+                worker.stop()
+            self.follower.stop()
+            self.fiat.close()
+            self.store.close()
+            self._release_lock()
+        finally:
+            with contextlib.suppress(RuntimeError):  # not acquired: timed out above
+                self._lifecycle.release()
 
     def _release_lock(self) -> None:
         """Give the data dir up. The records journal first: once another

@@ -24,9 +24,10 @@ import json
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nostr_sdk as ns
+if TYPE_CHECKING:
+    import nostr_sdk as ns
 
 ZAP_REQUEST, ZAP_RECEIPT = 9734, 9735
 # A callback URL holds a few kilobytes at most; a zap request with a long
@@ -159,7 +160,13 @@ def _text(value: Any) -> str:
 
 
 def _signed(text: str) -> bool:
-    """Whether the event's id is its hash and its signature is its author's (nostr-sdk)."""
+    """Whether the event's id is its hash and its signature is its author's (nostr-sdk).
+
+    nostr-sdk is imported at the first zap request, not with this module: the
+    LNURL routes import it, and the bindings are the largest import of the
+    server's start."""
+    import nostr_sdk as ns
+
     try:
         return bool(ns.Event.from_json(text).verify())
     except Exception:  # the bindings raise their own error types for malformed events
@@ -171,6 +178,8 @@ def receipt(
 ) -> str:
     """The signed kind 9735 zap receipt's JSON, dated `paid_at`: the same
     request and payment give the same event id however often it is built."""
+    import nostr_sdk as ns  # the zap worker that calls this has it loaded already
+
     request: dict[str, Any] = json.loads(request_text)
     tags = [t for t in request["tags"] if t[0] in ("p", "e", "a", "k")]
     tags.append(["P", request["pubkey"]])

@@ -17,6 +17,7 @@ paths must be short), `api` an `Api` with the admin token of the module's own
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -148,6 +149,7 @@ class Server:
                 lines.put(line.rstrip("\n"))
 
         threading.Thread(target=pump, daemon=True).start()
+        self._drain_stderr(self.proc)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         banner: list[str] = []
         while time.monotonic() < deadline:
@@ -155,7 +157,7 @@ class Server:
                 line = lines.get(timeout=0.2)
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited: {self.proc.stderr.read()}") from None
+                    raise AssertionError(f"server exited: {self.stderr_text()}") from None
                 continue
             banner.append(line)
             if line.startswith(("Admin token:", "No admin token yet")):
@@ -168,6 +170,39 @@ class Server:
         self.banner = banner
         self.url = banner[0].rsplit(" ", 1)[-1]
         return self
+
+    def _drain_stderr(self, proc: subprocess.Popen[str]) -> None:
+        """Read the server's stderr as it is written, on a thread of its own.
+
+        Why: a pipe holds 64 KiB. A server that outlives many tests (a
+        module's fixture) and logs a warning per retry fills it, and then
+        every thread of the server that logs blocks in `write` for good: a
+        relay that never reports itself connected, a request that never
+        answers. Reading it here keeps the server's writes from ever waiting."""
+        assert proc.stderr is not None
+        stream = proc.stderr
+        self._stderr: list[str] = []
+        self._stderr_read = 0
+
+        def drain() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                for line in stream:
+                    self._stderr.append(line)
+
+        self._stderr_done = threading.Thread(target=drain, daemon=True)
+        self._stderr_done.start()
+
+    def stderr_text(self) -> str:
+        """Everything the server wrote to stderr; once it has exited, all of it."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self._stderr_done.join(10)
+        return "".join(self._stderr)
+
+    def stderr_since(self) -> str:
+        """What the server wrote to stderr since the last call (not waiting)."""
+        lines = self._stderr[self._stderr_read :]
+        self._stderr_read += len(lines)
+        return "".join(lines)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

@@ -162,7 +162,7 @@ def test_a_node_reset_while_lnplugin_runs_is_read_from_its_start_at_the_reconnec
         counts, events, _ = e2e.stored_once(data, 5 + 2)  # it counts outgoing rows too
         api.close()
         server.stop()
-        log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+        log = server.stderr_text()
     assert got["amount_received_msat"] == 50_000
     assert counts == (5, 5, 5) and events == (5, 5)
     assert sorted(inv["amount_msat"] for inv in outgoing) == [500, 600]
@@ -206,5 +206,4 @@ def test_a_stale_socket_is_a_node_that_is_down(tmp: Path) -> None:
                 lambda: server.request("POST", "/invoices", json={"amount": 10}).status_code == 201,
                 "create once lightningd is back on the socket",
             )
-    assert server.proc is not None and server.proc.stderr is not None
-    assert "Traceback" not in server.proc.stderr.read()
+    assert "Traceback" not in server.stderr_text()

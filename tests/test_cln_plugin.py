@@ -131,6 +131,22 @@ def test_manifest_declares_options_hook_and_shutdown(plugin: PluginDriver) -> No
     assert status["data_dir"] == str(plugin.data_dir)
 
 
+def test_a_shutdown_while_the_plugin_is_still_starting_ends_it_cleanly(
+    sim: ClnSim, tmp: Path
+) -> None:
+    """lightningd can send `shutdown` right after `init` (a node stopped as it
+    starts), while the plugin's serving thread is still reaching the node:
+    the plugin exits cleanly once its start is done. (Its handler once raised in that
+    window and the plugin stayed up until killed; tests/test_service.py
+    holds the service's side of it.)"""
+    sim.reply_delay = 2.0  # the start's network check waits on the node
+    driver = PluginDriver(sim, tmp / "lnp").start()
+    assert driver.call("lnplugin-status", {})["running"]
+    assert driver.shutdown(timeout=20) == 0
+    assert "driver: plugin ignored shutdown, killed" not in driver.logs
+    assert not [line for line in driver.logs if "Traceback" in line], driver.logs
+
+
 def test_keysend_boostagram_and_message_visible_in_incoming(
     plugin: PluginDriver, sim: ClnSim, api: Api
 ) -> None:

@@ -147,6 +147,8 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         ({"public_url": "https://me:pw@pay.example.com"}, {}, "public_url"),
         ({"fiat_provider": ["x=http://127.0.0.1:abc/|a"]}, {}, "fiat_provider"),
         ({"fiat_provider": ["y=http://127.0.0.1:99999/|a"]}, {}, "fiat_provider"),
+        ({"client_timeout": 0.5}, {}, "client_timeout"),
+        ({}, {"LNPLUGIN_CLIENT_TIMEOUT": "forever"}, "client_timeout"),
     ],
     ids=[
         "port-too-big",
@@ -178,6 +180,8 @@ def test_toml_accepts_dashed_keys_and_an_lnplugin_section(tmp_path):
         "public_url-credentials",
         "fiat_provider-port-not-a-number",
         "fiat_provider-port-too-big",
+        "client_timeout-too-short",
+        "client_timeout-not-a-number",
     ],
 )
 def test_an_invalid_value_is_one_line_naming_the_setting(flags, environ, setting):

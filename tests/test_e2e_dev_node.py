@@ -328,8 +328,7 @@ def test_serve_logs_a_misspelt_setting_once_and_runs_on(tmp_path: Path) -> None:
         assert server.request("GET", "/health").status_code == 200
         # The setting was not taken: no Lightning Addresses without it.
         assert len(server.banner) == 1 or not server.banner[1].startswith("Payers reach it")
-    assert server.proc is not None and server.proc.stderr is not None
-    warned = [line for line in server.proc.stderr.read().splitlines() if "PUBLC" in line]
+    warned = [line for line in server.stderr_text().splitlines() if "PUBLC" in line]
     assert len(warned) == 1
     assert warned[0].endswith(
         "LNPLUGIN_PUBLC_URL is not a setting lnplugin reads (ignored); "

@@ -442,7 +442,7 @@ def test_a_new_node_behind_the_data_dir_is_read_from_its_start(
             counts, events, _ = e2e.stored_once(data, total + 2)
             api.close()
             server.stop()
-            log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+            log = server.stderr_text()
     assert counts == (total, total, total) and events == (total, total)
     amounts = sorted(inv["amount_msat"] for inv in incoming)
     assert amounts == [1_000, 1_001, 1_002, *range(50_000, 50_000 + new_settlements)]
@@ -529,7 +529,7 @@ def test_a_node_reset_while_lnplugin_runs_is_read_from_its_start_at_the_reconnec
             stored = _settled_counts(data)
             api.close()
             server.stop()
-            log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+            log = server.stderr_text()
     assert got["amount_received_msat"] == 50_000
     assert counts[:2] == (total, total) and stored == ((total, total), (total, total))
     amounts = sorted(inv["amount_msat"] for inv in incoming if inv["state"] == "SETTLED")
@@ -568,7 +568,7 @@ def test_a_plain_lnd_restart_re_reads_nothing(tmp: Path, sim: LndSim) -> None:
         listed = sim.invoices_listed
         api.close()
         server.stop()
-        log = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+        log = server.stderr_text()
     assert counts == (501, 501, 501) and events == (501, 501) and cursor == 501
     assert "re-reading" not in log
     assert listed < 500  # not the whole history again

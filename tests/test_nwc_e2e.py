@@ -302,8 +302,7 @@ def test_relay_credentials_in_its_url_reach_no_log_and_no_status(home: Path, rel
         )
         shown = [srv.request("GET", "/health").text, srv.request("GET", "/info").text]
         assert state["nwc"]["relays"][0]["url"] == relay.url + "/"
-    assert srv.proc is not None and srv.proc.stderr is not None
-    log = srv.proc.stderr.read()
+    log = srv.stderr_text()
     assert "connected" in log  # the log does name the relay
     for text in (*shown, log):
         assert "RELAYPASS" not in text and "RELAYTOKEN" not in text

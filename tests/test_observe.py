@@ -240,8 +240,7 @@ def test_tickets_expire_and_are_stored_hashed() -> None:
 
 def _stderr_after_stop(server: e2e.Server) -> list[str]:
     server.stop()
-    assert server.proc is not None and server.proc.stderr is not None
-    return server.proc.stderr.read().splitlines()
+    return server.stderr_text().splitlines()
 
 
 def test_serve_writes_json_logs_with_access_lines(tmp_path: Path) -> None:

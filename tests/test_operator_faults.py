@@ -510,7 +510,7 @@ def test_a_valid_macaroon_without_info_read_still_serves(tmp: Path, lnd: LndSim)
         assert server.request("POST", "/invoices", json={"amount": 10}).status_code == 201
     finally:
         assert server.stop() == 0
-    stderr = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    stderr = server.stderr_text()
     assert "network check skipped (the credentials lack the permission)" in stderr
     assert "Error:" not in stderr and "Traceback" not in stderr
 
@@ -547,7 +547,7 @@ def test_a_node_down_at_start_that_comes_back_on_another_network_stops_serve(
     assert server.proc is not None
     lnd.start()  # a regtest node
     code = server.proc.wait(timeout=60)
-    stderr = server.proc.stderr.read() if server.proc.stderr else ""
+    stderr = server.stderr_text()
     assert code == 2, stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("Error: ")]
     assert "regtest" in line and "bitcoin" in line
@@ -569,7 +569,7 @@ def test_a_node_that_never_answers_does_not_hold_up_the_start(tmp: Path, lnd: Ln
         assert server.stop() == 0
     finally:
         lnd.faults.delay = 0.0
-    stderr = server.proc.stderr.read() if server.proc and server.proc.stderr else ""
+    stderr = server.stderr_text()
     assert "network check postponed" in stderr and "Traceback" not in stderr
 
 
@@ -691,8 +691,7 @@ def test_loose_files_are_tightened_and_a_loose_dir_is_warned_about(tmp: Path):
     with Server(data) as server:
         assert _mode(data / "node.key") == 0o600
         assert _mode(data) == 0o755  # an operator's dir is not chmod'ed ...
-    assert server.proc is not None and server.proc.stderr is not None
-    assert "readable by group or others" in server.proc.stderr.read()  # ... but warned about
+    assert "readable by group or others" in server.stderr_text()  # ... but warned about
 
 
 # -- status and the dev commands -----------------------------------------------------
@@ -744,8 +743,7 @@ def test_a_locked_store_answers_503_and_names_the_orphan_invoice(tmp: Path):
         assert server.request("GET", f"/invoices/{orphan}").status_code == 404
         # once the lock is gone, writes work again
         assert server.request("POST", "/invoices", json={"amount": 21}).status_code == 201
-    assert server.proc is not None and server.proc.stderr is not None
-    log = server.proc.stderr.read()
+    log = server.stderr_text()
     (line,) = [line for line in log.splitlines() if orphan in line]
     assert " ERROR " in line and "not stored" in line
 

@@ -12,13 +12,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lnplugin.run.server import (
+    CLIENT_TIMEOUT,
     MAX_HEAD_BYTES,
     MAX_HEADERS,
-    REQUEST_DEADLINE,
-    WRITE_STALL,
     freeze_startup_objects,
 )
 from tests import e2e
+
+# The servers whose deadlines these tests wait out are given a short
+# `--client-timeout` (the default is 20 s) and heartbeat, so the tests wait
+# seconds rather than the default's minute; the other servers keep the default.
+TIMEOUT = 3.0
+HEARTBEAT = 2.0  # the second heartbeat comes after TIMEOUT: a stream outlives it
+QUICK = ("--client-timeout", str(TIMEOUT), "--sse-heartbeat", str(HEARTBEAT))
 
 
 class _Node:
@@ -47,7 +53,7 @@ def test_freezing_startup_objects_still_collects_later_garbage() -> None:
 def _closed_by_server(sock: socket.socket) -> bool:
     """Whether the server closes `sock` within a liveness bound (it sends
     nothing first: the request never arrived whole, so there is no answer)."""
-    sock.settimeout(REQUEST_DEADLINE + e2e.WAIT)
+    sock.settimeout(TIMEOUT + e2e.WAIT)
     try:
         return sock.recv(1024) == b""
     except TimeoutError:
@@ -63,7 +69,7 @@ def test_a_request_that_never_arrives_whole_does_not_hold_its_connection(
     body shorter than announced, are closed; a served connection still works.
     (Each open connection counts against the server's connection limit, past
     which everyone is answered 503.)"""
-    with e2e.Server(tmp_path / "data") as server:
+    with e2e.Server(tmp_path / "data", *QUICK) as server:
         address = urlsplit(server.url)
         where = (address.hostname, address.port)
         silent = socket.create_connection(where)
@@ -75,12 +81,12 @@ def test_a_request_that_never_arrives_whole_does_not_hold_its_connection(
             server.url + "/events",
             headers={"Authorization": f"Bearer {server.token}"},
             stream=True,
-            timeout=REQUEST_DEADLINE + e2e.WAIT,
+            timeout=TIMEOUT + e2e.WAIT,
         )
         try:
             assert [_closed_by_server(s) for s in (silent, head, body)] == [True, True, True]
             assert server.request("GET", "/health").status_code == 200
-            # Heartbeats come every 15 s: a second one is sent past the deadline.
+            # A second heartbeat is sent past the deadline.
             heartbeats = (line for line in stream.iter_lines() if line.startswith(b":"))
             assert next(heartbeats, None) and next(heartbeats, None)
         finally:
@@ -93,7 +99,7 @@ def _answer_to(where: tuple[str | None, int | None], head: bytes) -> tuple[bytes
     """The status line and body the server answers `head` with, read until
     the server closes the connection."""
     with socket.create_connection(where) as sock:
-        sock.settimeout(REQUEST_DEADLINE + e2e.WAIT)
+        sock.settimeout(CLIENT_TIMEOUT + e2e.WAIT)
         # Refused before all of it was read, the answer is still there.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head + b"Connection: close\r\n\r\n")
@@ -151,7 +157,7 @@ def test_a_client_that_stops_reading_an_answer_does_not_hold_its_connection(
     the slot, the connection and a store connection until it hung up, which a
     vanished one never does: with `--max-streams` of them every new stream
     was refused 503."""
-    with e2e.Server(tmp_path / "data", "--max-streams", "1") as server:
+    with e2e.Server(tmp_path / "data", "--max-streams", "1", *QUICK) as server:
         big = {"note": "x" * 4000}  # each event ~4.5 KB: 600 of them outgrow the buffers
         for _ in range(600):
             r = server.request("POST", "/invoices", json={"amount": 1, "metadata": big})
@@ -170,7 +176,7 @@ def test_a_client_that_stops_reading_an_answer_does_not_hold_its_connection(
             e2e.wait_for(
                 lambda: _streams_open(server) == 0,
                 "the stalled stream to be cut off",
-                timeout=WRITE_STALL + e2e.WAIT,
+                timeout=TIMEOUT + e2e.WAIT,
             )
             stream = server.request("GET", "/events", stream=True)
             assert stream.status_code == 200

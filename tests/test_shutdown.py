@@ -47,7 +47,7 @@ def test_a_burst_of_signals_during_shutdown_neither_hangs_nor_crashes(tmp_path: 
             except subprocess.TimeoutExpired:
                 code = None
             assert code == 0, f"server {server.url} exit code {code}"
-            stderr = server.proc.stderr.read() if server.proc.stderr else ""
+            stderr = server.stderr_text()
             assert "Traceback" not in stderr, stderr
     finally:
         for stream in streams:
@@ -155,7 +155,7 @@ def test_a_receiver_that_never_finishes_does_not_hold_up_the_stop(tmp_path: Path
         except subprocess.TimeoutExpired:
             server.proc.kill()
             code = None
-        stderr = server.proc.stderr.read() if server.proc.stderr else ""
+        stderr = server.stderr_text()
         assert code == 0, stderr
         assert "exiting anyway" not in stderr and "Traceback" not in stderr, stderr
 

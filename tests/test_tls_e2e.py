@@ -147,13 +147,7 @@ def rss_row(server: e2e.Server, payment_hash: str) -> dict[str, Any] | None:
 
 def log_so_far(server: e2e.Server) -> str:
     """What the server has written to stderr since the last call (not waiting)."""
-    assert server.proc is not None and server.proc.stderr is not None
-    fd = server.proc.stderr.fileno()
-    os.set_blocking(fd, False)
-    try:
-        return os.read(fd, 1 << 20).decode(errors="replace")
-    except BlockingIOError:
-        return ""
+    return server.stderr_since()
 
 
 def relays_of(server: e2e.Server) -> dict[str, dict[str, Any]]:
@@ -235,9 +229,14 @@ def test_a_fiat_price_is_read_over_https(trusted: Any) -> None:
 
 def test_nwc_runs_over_wss(trusted: Any, relay: Relay, wss: dict[str, TLSProxy]) -> None:
     server, _, _ = trusted
-    e2e.wait_for(
-        lambda: relays_of(server)[wss_url(wss[GOOD])]["state"] == "connected", "wss connected"
-    )
+    url = wss_url(wss[GOOD])
+    try:
+        e2e.wait_for(lambda: relays_of(server)[url]["state"] == "connected", "wss connected")
+    except AssertionError as exc:  # once seen under load (2026-12-08): say why, next time
+        raise AssertionError(
+            f"{exc}; the relay: {relays_of(server)[url]}; the proxy saw: {wss[GOOD].names}; "
+            f"the server logged: {server.stderr_text()[-3000:]}"
+        ) from None
     # The app reaches the same relay on its plain port (nostr-sdk's client
     # does not read SSL_CERT_FILE); lnplugin's side is wss only.
     uri = e2e.cli(

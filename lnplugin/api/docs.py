@@ -8,10 +8,10 @@ needs are served.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
-import swagger_ui
 from flask import Blueprint, Flask, Response, current_app, send_from_directory
 
 from lnplugin.api import openapi
@@ -19,7 +19,18 @@ from lnplugin.api.errors import APIError
 
 bp = Blueprint("docs", __name__)
 
-ASSETS = Path(swagger_ui.__file__).parent / "static"
+
+def _swagger_ui_static() -> Path:
+    """The Swagger UI files the `swagger-ui-py` package ships. Found without
+    importing the package: its import loads PyYAML and its web-framework
+    handlers, a tenth of the server's start, and only the files are served."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        raise ImportError("swagger-ui-py is not installed (it is a dependency of lnplugin)")
+    return Path(spec.origin).parent / "static"
+
+
+ASSETS = _swagger_ui_static()
 SERVED = frozenset(
     {
         "swagger-ui.css",

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import nostr_sdk as ns
-
 from lnplugin.lnurl import domain_of, identifier
-from lnplugin.nwc import protocol as p
 from lnplugin.store import Store, addresses
 from lnplugin.store import nwc as db
 
@@ -80,7 +77,15 @@ def connect(
 ) -> tuple[int, str]:
     """Returns (connection id, URI); `lud16` (from `lightning_address`) goes
     in the URI, and is stored with the connection: the URI is shown once.
-    Raises `UnknownScope` or `NoRelay`."""
+    Raises `UnknownScope` or `NoRelay`.
+
+    The nostr key code is imported here: the server imports this module for
+    its admin route, and nostr-sdk's bindings are the largest import of its
+    start, which a server without NWC never needs."""
+    import nostr_sdk as ns
+
+    from lnplugin.nwc import protocol as p
+
     clean = check(scopes, relays)
     app = ns.Keys.generate()
     with store.transaction() as tx:

@@ -291,6 +291,13 @@ _SERVER = [
         "[env: LNPLUGIN_SSE_HEARTBEAT]",
     ),
     click.option(
+        "--client-timeout",
+        type=float,
+        help="Seconds a client has to send its request whole, and an answer it stopped "
+        "reading may wait unsent, before its connection is closed. [default: 20] "
+        "[env: LNPLUGIN_CLIENT_TIMEOUT]",
+    ),
+    click.option(
         "--busy-timeout",
         type=float,
         help="Seconds a store write waits for the write lock (another process's, or "

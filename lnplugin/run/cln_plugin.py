@@ -112,6 +112,8 @@ class PluginRuntime:
             log.error("%s", exc)
             self.stop()  # release the port and the data dir: nothing will serve them
             return
+        if self._stopped.is_set():
+            return  # `shutdown` came while the service started: it is stopped
         try:
             self.server.run()
         except Exception:
@@ -209,7 +211,10 @@ def build_plugin(runtime: PluginRuntime) -> Any:
 
     @plugin.subscribe("shutdown")
     def shutdown(**_: Any) -> None:
-        runtime.stop()
+        try:
+            runtime.stop()
+        except Exception:  # lightningd asked us to go: go, whatever failed
+            log.exception("lnplugin did not stop cleanly")
         sys.exit(0)
 
     return plugin

@@ -42,13 +42,14 @@ from lnplugin.store import tokens
 log = logging.getLogger("lnplugin")
 
 SHUTDOWN_BOUND = 10.0  # seconds from the first SIGTERM/SIGINT to a forced exit
-REQUEST_DEADLINE = 20.0  # seconds a request has to arrive whole (head and body)
+# Seconds a request has to arrive whole (head and body), and an answer may wait,
+# unsent, for a client that reads nothing: `--client-timeout`'s default.
+CLIENT_TIMEOUT = 20.0
 # A request's head (request line and headers), as the body is capped (64 KiB):
 # uvicorn's httptools protocol keeps every header of a request in memory with
 # no limit of its own.
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100  # as http.client, gunicorn
-WRITE_STALL = 20.0  # seconds an answer may wait, unsent, for a client that reads nothing
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -182,7 +183,7 @@ class DeadlineProtocol(HttpToolsProtocol):
     good. Every open connection counts against `limit_concurrency`, past
     which uvicorn answers everyone 503, so a single client holding a few
     thousand silent sockets shut out payers, apps and monitors. A connection
-    now gets `REQUEST_DEADLINE` seconds from its opening, and each later
+    now gets `timeout` seconds (`--client-timeout`) from its opening, and each later
     request from its first byte, to deliver the request's head and body (at
     most 64 KiB); otherwise it is closed. Streams are untouched: their
     request is complete before the answer starts.
@@ -197,10 +198,11 @@ class DeadlineProtocol(HttpToolsProtocol):
     drains it, which a client that vanished or just stopped never does; it
     held its connection, its `--max-streams` slot and a store connection
     for good. When the transport stays paused (the socket buffers full)
-    for `WRITE_STALL` seconds, the connection is aborted (`close` would
+    for `timeout` seconds too, the connection is aborted (`close` would
     wait to flush what the client will not take); the stream resumes from
     Last-Event-ID if the client comes back."""
 
+    timeout = CLIENT_TIMEOUT  # set per server by `with_timeout`
     _deadline: asyncio.TimerHandle | None = None
     _stall: asyncio.TimerHandle | None = None
     _url_bytes = 0
@@ -272,7 +274,7 @@ class DeadlineProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stall is None:
-            self._stall = self.loop.call_later(WRITE_STALL, self._stalled)
+            self._stall = self.loop.call_later(self.timeout, self._stalled)
 
     def resume_writing(self) -> None:
         self._unstall()
@@ -288,7 +290,7 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def _arm(self) -> None:
-        self._deadline = self.loop.call_later(REQUEST_DEADLINE, self._late)
+        self._deadline = self.loop.call_later(self.timeout, self._late)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -301,6 +303,12 @@ class DeadlineProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+def with_timeout(timeout: float) -> type[DeadlineProtocol]:
+    """The protocol with this `--client-timeout`: uvicorn makes one protocol
+    object per connection from the class it is given, with no setting of ours."""
+    return type("DeadlineProtocol", (DeadlineProtocol,), {"timeout": timeout})
+
+
 class HTTPServer:
     """uvicorn on sockets bound here; `run` blocks (on any thread), `close` stops it.
 
@@ -308,7 +316,11 @@ class HTTPServer:
     before anything starts (uvicorn would log and exit the process)."""
 
     def __init__(
-        self, app: ASGIApp, sockets: list[socket.socket], connection_limit: int = 2000
+        self,
+        app: ASGIApp,
+        sockets: list[socket.socket],
+        connection_limit: int = 2000,
+        client_timeout: float = CLIENT_TIMEOUT,
     ) -> None:
         self.app = app
         self.sockets = sockets
@@ -317,7 +329,7 @@ class HTTPServer:
             app,
             interface="asgi3",
             loop="uvloop",
-            http=DeadlineProtocol,
+            http=with_timeout(client_timeout),
             ws="none",
             lifespan="off",
             log_config=None,  # lnplugin's own logging setup stays
@@ -366,7 +378,12 @@ def make_server(
     except BaseException:
         close_all(sockets)
         raise
-    return HTTPServer(app, sockets, connection_limit=settings.max_streams + 2000)
+    return HTTPServer(
+        app,
+        sockets,
+        connection_limit=settings.max_streams + 2000,
+        client_timeout=settings.client_timeout,
+    )
 
 
 def listen(settings: Settings) -> list[socket.socket]:

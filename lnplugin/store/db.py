@@ -34,8 +34,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from lnplugin.datadir import DataDirError, ensure_dir, lock_holder, private_database
 from lnplugin.store import events
 from lnplugin.store.journal import JOURNAL_FILE, RecordsJournal
@@ -171,7 +169,7 @@ class Checkpointer:
                 conn.close()
 
 
-def _refuse_migrating_a_served_store(path: str, db: sqlite_utils.Database) -> None:
+def _refuse_migrating_a_served_store(path: str, conn: sqlite3.Connection) -> None:
     """Raise `StoreError` when the store at `path` needs migrating and another
     process serves its data dir (holds the lock, `datadir.lock_holder`).
 
@@ -179,7 +177,7 @@ def _refuse_migrating_a_served_store(path: str, db: sqlite_utils.Database) -> No
     lnplugin's `token list` run before the older server was restarted
     migrated the store under that server, which went on writing into a
     schema it does not know. The server that takes the lock migrates it."""
-    version, latest = current_version(db), max(MIGRATIONS)
+    version, latest = current_version(conn), max(MIGRATIONS)
     if version >= latest or path == ":memory:":
         return
     pid = lock_holder(Path(path).parent)
@@ -298,9 +296,8 @@ class Store:
                 ensure_dir(Path(self.path).parent)
                 private_database(Path(self.path))
             with self.transaction() as tx:
-                db = sqlite_utils.Database(tx)
-                _refuse_migrating_a_served_store(self.path, db)
-                migrate(db)
+                _refuse_migrating_a_served_store(self.path, tx)
+                migrate(tx)
         except DataDirError:
             raise
         except StoreError:

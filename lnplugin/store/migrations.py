@@ -13,10 +13,14 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:
+    # Imported by `migrate` when a migration is due: every command opens the
+    # store, and nearly always finds nothing to migrate.
+    import sqlite_utils
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 MIGRATIONS: dict[int, tuple[str, Migration]] = {}
 
 
@@ -36,25 +40,34 @@ class SchemaTooNew(RuntimeError):
     upgrade, restore the backup taken before it (docs/operations.md)."""
 
 
-def current_version(db: sqlite_utils.Database) -> int:
-    if "schema_version" not in db.table_names():
+def current_version(conn: sqlite3.Connection) -> int:
+    """The schema version the store records; 0 for a new file."""
+    table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if table is None:
         return 0
-    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return row[0] or 0
 
 
-def migrate(db: sqlite_utils.Database) -> int:
+def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date; returns the resulting version."""
-    if "schema_version" not in db.table_names():
-        db.table("schema_version").create(
-            {"version": int, "name": str, "applied_at": int}, pk="version", not_null={"name"}
-        )
-    version = current_version(db)
+    version = current_version(conn)
     latest = max(MIGRATIONS)
     if version > latest:
         raise SchemaTooNew(
             f"its schema version {version} is newer than this lnplugin's ({latest}): run the "
             "newer lnplugin, or restore the backup taken before the upgrade"
+        )
+    if version == latest:
+        return version
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    if "schema_version" not in db.table_names():
+        db.table("schema_version").create(
+            {"version": int, "name": str, "applied_at": int}, pk="version", not_null={"name"}
         )
     for number in sorted(n for n in MIGRATIONS if n > version):
         name, fn = MIGRATIONS[number]

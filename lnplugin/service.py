@@ -8,7 +8,6 @@ reader and a type checker both see what the API and the server can reach.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -552,7 +551,8 @@ class Service:
         another thread (it is bounded: the network check waits at most
         `NETWORK_CHECK_WAIT`) to finish first."""
         self._stopped.set()
-        if not self._lifecycle.acquire(timeout=NETWORK_CHECK_WAIT + STOP_SLACK):
+        acquired = self._lifecycle.acquire(timeout=NETWORK_CHECK_WAIT + STOP_SLACK)
+        if not acquired:
             log.warning("stopping while the start has not finished")
         try:
             for worker in reversed(self.workers):
@@ -562,7 +562,9 @@ class Service:
             self.store.close()
             self._release_lock()
         finally:
-            with contextlib.suppress(RuntimeError):  # not acquired: timed out above
+            # Only if taken here: a plain Lock released by another thread
+            # would be the start's, still holding it.
+            if acquired:
                 self._lifecycle.release()
 
     def _release_lock(self) -> None:

@@ -4,6 +4,7 @@ thread; lightningd's `shutdown` stops it on its own)."""
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lnplugin.config import load_settings
-from lnplugin.datadir import lock_holder
+from lnplugin.datadir import LOCK_FILE
 from lnplugin.service import Service
 from lnplugin_sim.cln_sim import ClnSim
 from tests import e2e
@@ -20,6 +21,22 @@ tmp = e2e.fixture_tmp  # a short directory under /tmp (the node's socket path)
 
 # Threads `Service.start` starts; none may outlive `stop`.
 WORKER_THREADS = ("lnplugin-webhook", "lnplugin-event-hub", "lnplugin-rss-payment", "lnplugin-feed")
+
+
+def _claimed(data_dir: Path) -> bool:
+    """Whether the data dir's lock is held. A lock of our own open file: a
+    flock belongs to the open file, so this process's service holding it
+    refuses ours (`datadir.lock_holder` does not name this process)."""
+    try:
+        handle = open(data_dir / LOCK_FILE)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
 
 
 def _workers_alive(before: set[threading.Thread]) -> list[str]:
@@ -86,4 +103,4 @@ def test_a_service_stopped_before_it_started_starts_nothing(tmp: Path) -> None:
     service.stop()
     service.start()
     assert _workers_alive(before) == []
-    assert lock_holder(settings.data_dir) is None  # nor was the data dir claimed
+    assert not _claimed(settings.data_dir)  # nor was the data dir claimed

@@ -145,11 +145,6 @@ def rss_row(server: e2e.Server, payment_hash: str) -> dict[str, Any] | None:
     return json.loads(found[0]) if found else None
 
 
-def log_so_far(server: e2e.Server) -> str:
-    """What the server has written to stderr since the last call (not waiting)."""
-    return server.stderr_since()
-
-
 def relays_of(server: e2e.Server) -> dict[str, dict[str, Any]]:
     """NWC relay states from `GET /info`, by URL (as shown: with a trailing /)."""
     return {r["url"].rstrip("/"): r for r in server.request("GET", "/info").json()["nwc"]["relays"]}
@@ -373,7 +368,7 @@ def test_fiat_providers_with_an_untrusted_or_wrong_name_certificate_give_no_rate
     logged: list[str] = []
 
     def said_why() -> bool:
-        logged.append(log_so_far(server))
+        logged.append(server.stderr_since())
         text = "".join(logged)
         return all(f"fiat rate provider {kind} (USD)" in text for kind in pages) and all(
             reason in text for reason in REASONS.values()
